@@ -1,0 +1,40 @@
+# Shadowvault: `make run` (the main job on an embedded default) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SYSTEM_PACKAGES := tools/system-packages.txt
+STAMP_SYSTEM := $(VENV)/.system-packages
+STAMP_VENV := $(VENV)/.installed
+
+.PHONY: run test bench lint deps clean
+
+deps: $(STAMP_SYSTEM) $(STAMP_VENV)
+
+$(STAMP_SYSTEM): $(SYSTEM_PACKAGES) tools/install-system-packages.sh
+	tools/install-system-packages.sh $(SYSTEM_PACKAGES)
+	@mkdir -p $(VENV) && touch $@
+
+$(STAMP_VENV): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: deps
+	$(PY) -m shadowvault.demo
+
+test: deps
+	$(VENV)/bin/ruff check src tests bench
+	$(PY) -m pytest -q
+
+bench: deps
+	tools/install-system-packages.sh tools/bench-packages.txt
+	$(PY) bench/freeze_window.py
+	$(PY) bench/compare.py
+
+lint: deps
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+clean:
+	-$(PY) -m shadowvault.demo --clean
+	rm -rf var

@@ -1,0 +1,1 @@
+"""The command line: one module per command group; each parses options, calls the library and prints."""

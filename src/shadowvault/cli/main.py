@@ -1,0 +1,74 @@
+"""The `shadowvault` entry point: builds the command tree and turns every failure into one line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from shadowvault import __version__
+from shadowvault.cli import output
+from shadowvault.errors import ShadowvaultError
+
+
+class _Root(click.Group):
+    """A click group whose failures are one line on stderr: exit 1 for errors, 2 for usage."""
+
+    def main(self, *args, **kwargs):  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except click.Abort:
+            output.error_line("aborted")
+            sys.exit(130)
+        except click.ClickException as err:
+            output.error_line(err.format_message())
+            sys.exit(err.exit_code)
+        except ShadowvaultError as err:
+            output.error_line(str(err))
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            output.error_line("interrupted")
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.exit(1)
+        except Exception as err:
+            logging.getLogger("shadowvault").debug("internal error", exc_info=True)
+            output.error_line(f"internal error: {type(err).__name__}: {err}")
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="shadowvault")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Shadow copies for Linux, and the backup agent built on them."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    if os.environ.get("SHADOWVAULT_DEBUG"):
+        level = logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _register() -> None:
+    from shadowvault.cli import backup, exec_cmd, maintenance, repository, restore, shadows, volumes, writers
+
+    for module in (volumes, shadows, writers, exec_cmd, repository, backup, restore, maintenance):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""CLI commands: writers (to be filled in)."""
+
+import click
+
+COMMANDS: list[click.Command] = []

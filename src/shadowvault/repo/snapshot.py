@@ -1,0 +1,25 @@
+"""Snapshots: small documents that name a root tree, what was backed up, and how consistent it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Snapshot(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One backup. Stored encrypted under snapshots/<id>; the id is the keyed hash of its bytes."""
+
+    time: float  # seconds since the epoch (UTC) when the backup started
+    host: str
+    username: str = ""
+    paths: list[str] = []  # the original absolute paths backed up
+    tags: list[str] = []
+    tree: bytes = b""  # root TREE blob id
+    parent: str | None = None  # id of the snapshot used for incremental matching
+    manifest: bytes | None = None  # DATA blob holding the shadow-set manifest (JSON), if a set was used
+    components: list[str] = []  # components in this backup (files, user-profiles, system-state, ...)
+    consistency: dict[str, str] = {}  # component -> consistency grade
+    excludes: list[str] = []
+    summary: dict[str, Any] = {}  # files, dirs, bytes, added bytes, duration, errors
+    program_version: str = ""

@@ -1,0 +1,59 @@
+"""Trees and nodes: how a directory hierarchy is stored as TREE blobs (one blob per directory).
+
+The repository engine reads `Node.content` and `Node.subtree` to know which blobs a snapshot
+references (check, prune); the archive layer fills every other field. See docs/repository.md.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+BlobId = bytes  # 32-byte keyed BLAKE3 of the plaintext
+
+
+class Node(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One directory entry with everything needed to lay it back down."""
+
+    name: bytes  # the raw file name (file names are bytes on Linux, not necessarily UTF-8)
+    type: str  # file | dir | symlink | blockdev | chardev | fifo | socket
+    mode: int = 0  # permission bits, including setuid/setgid/sticky (S_IMODE)
+    uid: int = 0
+    gid: int = 0
+    user: str | None = None  # names, so a restore can map owners by name
+    group: str | None = None
+    mtime_ns: int = 0
+    atime_ns: int = 0
+    ctime_ns: int = 0
+    inode: int = 0
+    device: int = 0  # st_dev of the source filesystem (hard links, incremental matching)
+    nlink: int = 1
+    size: int = 0
+    content: list[BlobId] = []  # DATA blobs, in order (files)
+    subtree: BlobId | None = None  # the TREE blob of a directory
+    link_target: bytes | None = None  # symlinks
+    rdev: int | None = None  # device nodes
+    xattrs: dict[str, bytes] = {}  # extended attributes, POSIX ACLs (system.posix_acl_*) included
+    sparse: bool = False  # the file had holes; restore leaves zero runs as holes
+    error: str | None = None  # why the entry could not be read (it is stored without content)
+
+    @property
+    def display_name(self) -> str:
+        return self.name.decode("utf-8", errors="surrogateescape")
+
+
+class Tree(msgspec.Struct, kw_only=True):
+    """A directory's entries, sorted by name."""
+
+    nodes: list[Node] = []
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Tree)
+
+
+def encode_tree(tree: Tree) -> bytes:
+    return _encoder.encode(tree)
+
+
+def decode_tree(data: bytes) -> Tree:
+    return _decoder.decode(data)

@@ -1,0 +1,1 @@
+"""The VSS analog: volumes, providers, writers, the coordinator and the shadow sets it makes."""

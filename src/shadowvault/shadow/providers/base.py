@@ -1,0 +1,52 @@
+"""The provider interface: what the coordinator needs from anything that makes a shadow of a volume."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from enum import StrEnum
+from typing import ClassVar
+
+from shadowvault.shadow.manifest import Shadow
+from shadowvault.shadow.volumes import Volume
+
+SHADOW_DIR_NAME = ".shadowvault"  # hidden directory at a volume's root that holds its shadows
+
+
+class FreezePolicy(StrEnum):
+    """Whether a provider needs the filesystem frozen while it commits.
+
+    A btrfs snapshot or a reflink on a frozen filesystem blocks until thaw (linux-facts.md 1.2), so
+    those providers forbid fsfreeze; a block-level provider would need it.
+    """
+
+    NEEDS = "needs"
+    FORBIDS = "forbids"
+    IGNORES = "ignores"
+
+
+class Provider(ABC):
+    """Makes and deletes read-only point-in-time images of volumes.
+
+    `create` is the commit of VSS: it runs while writers hold their applications and must be quick
+    (the coordinator enforces a hard limit). A provider knows volumes and nothing else.
+    """
+
+    name: ClassVar[str]
+    atomic: ClassVar[bool]  # every file of the volume captured at one instant
+    freeze_policy: ClassVar[FreezePolicy]
+    priority: ClassVar[int]  # higher wins when `auto` picks among supporting providers
+
+    @abstractmethod
+    def unsupported_reason(self, volume: Volume) -> str | None:
+        """None when this provider can shadow `volume`, else a sentence saying why not."""
+
+    def is_supported(self, volume: Volume) -> bool:
+        return self.unsupported_reason(volume) is None
+
+    @abstractmethod
+    def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
+        """Commit: make the image of `volume` for shadow set `set_id` and say where to read it."""
+
+    @abstractmethod
+    def delete(self, shadow: Shadow) -> None:
+        """Remove the image; deleting one that is already gone is not an error."""

@@ -1,0 +1,1 @@
+"""Writers: one module per application whose data a shadow set makes consistent."""

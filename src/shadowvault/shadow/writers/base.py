@@ -1,0 +1,132 @@
+"""The writer interface: the events of the shadow-set sequence, as VSS's CVssWriter has them.
+
+A writer is the agent of one application instance. The coordinator calls every event on every
+writer in order; a writer raises WriterError (or any exception) to fail an event, and the
+coordinator records the failure in the writer's state and decides to abort or to degrade.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import msgspec
+
+from shadowvault.shadow.manifest import Component, Shadow
+from shadowvault.shadow.volumes import Volume
+
+
+class FailurePolicy(StrEnum):
+    """What a writer's failure does to the shadow set."""
+
+    ABORT = "abort"  # the whole set is aborted
+    DEGRADE = "degrade"  # the set goes on; the writer's components are marked crash-consistent
+
+
+class WatchdogAction(msgspec.Struct, kw_only=True, tag_field="kind"):
+    """Something the watchdog must do if the coordinator dies while this writer holds."""
+
+
+class ThawFilesystem(WatchdogAction, tag="thaw_fs"):
+    path: str
+
+
+class RunCommand(WatchdogAction, tag="run"):
+    argv: list[str]
+    timeout: float = 30.0
+    env: dict[str, str] = {}
+
+
+class SignalProcess(WatchdogAction, tag="signal"):
+    pid: int
+    signal: int = 15
+
+
+@dataclass
+class SnapshotContext:
+    """What a writer is told about the shadow set being made."""
+
+    set_id: str
+    volumes: list[Volume]
+    shadows: list[Shadow] = field(default_factory=list)  # filled after the providers commit
+    backup_type: str = "full"  # full | copy (copy: no log truncation or other side effects)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RestoreContext:
+    """What a writer is told about a restore of its components."""
+
+    components: list[Component]
+    target_root: str = "/"  # files are laid down under this root
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Writer(ABC):
+    """The agent of one application instance during shadow sets and restores."""
+
+    name: ClassVar[str]
+    freeze_timeout: float = 60.0  # seconds this writer may take to freeze (VSS's default)
+    failure_policy: FailurePolicy = FailurePolicy.ABORT
+
+    def __init__(self, instance: str | None = None, **options: Any) -> None:
+        self.instance = instance
+        self.options = options
+
+    @property
+    def label(self) -> str:
+        """`name` or `name:instance`, as users select writers."""
+        return f"{self.name}:{self.instance}" if self.instance else self.name
+
+    @classmethod
+    def discover(cls, volumes: list[Volume]) -> list[Writer]:
+        """Instances of this writer whose data lies on `volumes` (automatic selection)."""
+        return []
+
+    @abstractmethod
+    def identify(self) -> list[Component]:
+        """Describe the application's components (writer metadata)."""
+
+    def prepare_backup(self, ctx: SnapshotContext) -> None:
+        """The requester chose what to back up; check the application can take part."""
+
+    def prepare_snapshot(self, ctx: SnapshotContext) -> None:
+        """Slow preparation before the freeze (checkpoint a WAL, start a backup session)."""
+
+    @abstractmethod
+    def freeze(self, ctx: SnapshotContext) -> None:
+        """Bring the application to a consistent state and hold it there until thaw."""
+
+    @abstractmethod
+    def thaw(self, ctx: SnapshotContext) -> None:
+        """Let the application run on; must be safe to call when freeze failed half-way."""
+
+    def post_snapshot(self, ctx: SnapshotContext) -> None:
+        """The shadows exist (ctx.shadows); record what the copy needs (backup_label, positions)."""
+
+    def backup_complete(self, ctx: SnapshotContext, succeeded: bool) -> None:
+        """The requester finished reading the shadows."""
+
+    def abort(self, ctx: SnapshotContext) -> None:
+        """The set is abandoned: release everything held; must be safe at any point."""
+        self.thaw(ctx)
+
+    def watchdog_actions(self) -> list[WatchdogAction]:
+        """What the watchdog must do to release this writer if the coordinator dies while it holds.
+
+        Locks held by the coordinator's own process (a database session, an fcntl lock) vanish
+        with it and need nothing here; a frozen filesystem or a thaw script does.
+        """
+        return []
+
+    def metadata(self) -> dict[str, Any]:
+        """Writer-private data to keep in the manifest for restore."""
+        return {}
+
+    def pre_restore(self, ctx: RestoreContext) -> None:
+        """Before files are laid down: stop or prepare the application."""
+
+    def post_restore(self, ctx: RestoreContext) -> None:
+        """After files are laid down: recover and restart the application, check it."""

@@ -1,0 +1,66 @@
+"""Shared fixtures: real filesystems on loop devices, and private config/state directories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.loopfs import LoopFs, loop_filesystem
+
+
+@pytest.fixture(autouse=True)
+def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point Shadowvault's config and state directories at fresh temporary ones for every test."""
+    base = tmp_path_factory.mktemp("sv-dirs")
+    (base / "config" / "writers.d").mkdir(parents=True)
+    (base / "state").mkdir()
+    monkeypatch.setenv("SHADOWVAULT_CONFIG_DIR", str(base / "config"))
+    monkeypatch.setenv("SHADOWVAULT_STATE_DIR", str(base / "state"))
+    return base
+
+
+@pytest.fixture
+def btrfs() -> Iterator[LoopFs]:
+    with loop_filesystem("btrfs") as fs:
+        yield fs
+
+
+@pytest.fixture
+def xfs() -> Iterator[LoopFs]:
+    with loop_filesystem("xfs") as fs:
+        yield fs
+
+
+@pytest.fixture
+def ext4() -> Iterator[LoopFs]:
+    with loop_filesystem("ext4") as fs:
+        yield fs
+
+
+@pytest.fixture(params=["btrfs", "xfs", "ext4"])
+def any_fs(request: pytest.FixtureRequest) -> Iterator[LoopFs]:
+    with loop_filesystem(request.param) as fs:
+        yield fs
+
+
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli() -> CliRunner:
+    """Run the `shadowvault` command as a user would, in a subprocess; returns the completed process."""
+
+    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 300):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, "-m", "shadowvault.cli.main", *map(str, args)],
+            capture_output=True, text=True, input=input, env=full_env, timeout=timeout,
+        )
+
+    return run
