@@ -95,6 +95,7 @@ class Shadow(msgspec.Struct, kw_only=True):
     frozen: bool = False  # the filesystem was frozen (fsfreeze) while the image was taken
     created: float = 0.0  # time.time() of the commit
     provider_data: dict[str, Any] = {}  # what the provider needs to delete it (subvolume, directory)
+    notes: list[str] = []  # what the image leaves out or cannot promise (nested subvolumes, skipped files)
 
 
 class ShadowSetManifest(msgspec.Struct, kw_only=True):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 
 import msgspec
 
@@ -69,8 +68,8 @@ def parse_mountinfo(text: str) -> list[Volume]:
     return volumes
 
 
-@lru_cache(maxsize=256)
 def _fs_uuid(device: str) -> str | None:
+    # Not cached: a loop device is reused for another filesystem as soon as it is detached.
     if not device.startswith("/dev/"):
         return None
     try:

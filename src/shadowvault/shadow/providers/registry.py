@@ -1,0 +1,92 @@
+"""The provider registry: every provider, and the choice of the best one for a volume."""
+
+from __future__ import annotations
+
+from shadowvault.errors import UnsupportedError, UsageError
+from shadowvault.shadow.manifest import Shadow
+from shadowvault.shadow.providers.base import Provider
+from shadowvault.shadow.providers.btrfs import BtrfsProvider
+from shadowvault.shadow.providers.live import LiveProvider
+from shadowvault.shadow.providers.reflink import ReflinkProvider
+from shadowvault.shadow.volumes import Volume
+
+PROVIDER_CLASSES: tuple[type[Provider], ...] = (BtrfsProvider, ReflinkProvider, LiveProvider)
+AUTO = "auto"
+
+_NOT_ATOMIC_NOTES = {
+    "reflink": (
+        "reflink copies are not atomic across files: data held by writers is consistent, "
+        "files outside writers may be inconsistent"
+    ),
+    "live": (
+        "live: files are read from the live volume; data held by writers is consistent only while "
+        "the set exists, files outside writers are not consistent"
+    ),
+}
+
+
+def all_providers() -> list[Provider]:
+    """One instance of every provider, best (highest priority) first."""
+    return sorted((cls() for cls in PROVIDER_CLASSES), key=lambda p: p.priority, reverse=True)
+
+
+def provider_names() -> list[str]:
+    return [p.name for p in all_providers()]
+
+
+def get_provider(name: str) -> Provider:
+    """The provider called `name`; a UsageError listing the valid names otherwise."""
+    for provider in all_providers():
+        if provider.name == name:
+            return provider
+    valid = ", ".join([AUTO, *provider_names()])
+    raise UsageError(f"unknown provider {name!r} (choose one of: {valid})")
+
+
+def supported_providers(volume: Volume) -> list[str]:
+    """Names of the providers that can shadow `volume`, best first."""
+    return [p.name for p in all_providers() if p.is_supported(volume)]
+
+
+def unsupported_reasons(volume: Volume) -> dict[str, str]:
+    """For each provider that cannot shadow `volume`, why not."""
+    reasons = {}
+    for provider in all_providers():
+        reason = provider.unsupported_reason(volume)
+        if reason:
+            reasons[provider.name] = reason
+    return reasons
+
+
+def choose_provider(volume: Volume, requested: str = AUTO) -> Provider:
+    """The provider to use: the best supporting one for `auto`, else the named one if it can serve."""
+    if requested == AUTO:
+        reasons = []
+        for provider in all_providers():
+            reason = provider.unsupported_reason(volume)
+            if reason is None:
+                return provider
+            reasons.append(reason)
+        raise UnsupportedError(f"no provider can shadow {volume.mount_point}: " + "; ".join(reasons))
+    provider = get_provider(requested)
+    reason = provider.unsupported_reason(volume)
+    if reason:
+        raise UnsupportedError(reason)
+    return provider
+
+
+def consistency_note(shadow: Shadow) -> str | None:
+    """The caveat of a shadow that is not atomic, in plain words; None for an atomic one."""
+    if shadow.atomic:
+        return None
+    return _NOT_ATOMIC_NOTES.get(
+        shadow.provider,
+        f"{shadow.provider}: the shadow of {shadow.volume} is not atomic: files outside writers may be "
+        "inconsistent",
+    )
+
+
+def shadow_notes(shadow: Shadow) -> list[str]:
+    """Everything a manifest should say about one shadow: its consistency caveat, then its own notes."""
+    note = consistency_note(shadow)
+    return ([note] if note else []) + list(shadow.notes)
