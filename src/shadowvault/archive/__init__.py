@@ -1,0 +1,1 @@
+"""The archive layer: walk a (shadow) tree into the repository, and lay a snapshot tree back down."""

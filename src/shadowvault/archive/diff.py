@@ -1,0 +1,104 @@
+"""Compare two snapshots: what was added, removed, modified (content or type), or only changed metadata.
+
+Subtrees with the same TREE blob id are identical and are not descended into, so a diff of two
+snapshots that share most of their data reads only the directories that changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shadowvault.archive.listing import walk_tree
+from shadowvault.archive.store import BlobStore
+from shadowvault.repo.tree import Node, decode_tree
+
+
+class Change(StrEnum):
+    ADDED = "added"
+    REMOVED = "removed"
+    MODIFIED = "modified"
+    METADATA = "metadata"
+
+
+SYMBOLS = {Change.ADDED: "+", Change.REMOVED: "-", Change.MODIFIED: "M", Change.METADATA: "U"}
+
+_METADATA_FIELDS = ("mode", "uid", "gid", "user", "group", "mtime_ns", "xattrs", "rdev", "link_target")
+
+
+@dataclass(frozen=True)
+class Difference:
+    path: bytes
+    change: Change
+    type: str
+
+
+def _children(store: BlobStore, tree_id: bytes | None) -> dict[bytes, Node]:
+    if not tree_id:
+        return {}
+    return {node.name: node for node in decode_tree(store.load_blob(tree_id)).nodes}
+
+
+def _join(parent: bytes, name: bytes) -> bytes:
+    return parent.rstrip(b"/") + b"/" + name
+
+
+def _content_differs(a: Node, b: Node) -> bool:
+    if a.type != b.type:
+        return True
+    if a.type == "file":
+        return a.content != b.content or a.size != b.size
+    if a.type == "symlink":
+        return a.link_target != b.link_target
+    if a.type in ("chardev", "blockdev"):
+        return a.rdev != b.rdev
+    return False
+
+
+def _metadata_differs(a: Node, b: Node) -> bool:
+    return any(getattr(a, name) != getattr(b, name) for name in _METADATA_FIELDS)
+
+
+def diff_trees(
+    store: BlobStore, old: bytes | None, new: bytes | None, prefix: bytes = b"/"
+) -> Iterator[Difference]:
+    """Every difference between two trees, sorted by path."""
+    if old == new:
+        return
+    before, after = _children(store, old), _children(store, new)
+    for name in sorted(before.keys() | after.keys()):
+        path = _join(prefix, name)
+        a, b = before.get(name), after.get(name)
+        if a is None:
+            assert b is not None
+            yield Difference(path, Change.ADDED, b.type)
+            if b.type == "dir":
+                for sub_path, sub in walk_tree(store, b.subtree, path):
+                    yield Difference(sub_path, Change.ADDED, sub.type)
+            continue
+        if b is None:
+            yield Difference(path, Change.REMOVED, a.type)
+            if a.type == "dir":
+                for sub_path, sub in walk_tree(store, a.subtree, path):
+                    yield Difference(sub_path, Change.REMOVED, sub.type)
+            continue
+        if a.type == "dir" and b.type == "dir":
+            if _metadata_differs(a, b):
+                yield Difference(path, Change.METADATA, "dir")
+            yield from diff_trees(store, a.subtree, b.subtree, path)
+            continue
+        if _content_differs(a, b):
+            if a.type != b.type:
+                yield Difference(path, Change.REMOVED, a.type)
+                if a.type == "dir":
+                    for sub_path, sub in walk_tree(store, a.subtree, path):
+                        yield Difference(sub_path, Change.REMOVED, sub.type)
+                yield Difference(path, Change.ADDED, b.type)
+                if b.type == "dir":
+                    for sub_path, sub in walk_tree(store, b.subtree, path):
+                        yield Difference(sub_path, Change.ADDED, sub.type)
+            else:
+                yield Difference(path, Change.MODIFIED, b.type)
+        elif _metadata_differs(a, b):
+            yield Difference(path, Change.METADATA, b.type)

@@ -1,0 +1,92 @@
+"""Walk a snapshot's tree: every entry with its full path, for `ls` and anything that browses."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from typing import Any
+
+from shadowvault.archive.metadata import type_bits
+from shadowvault.archive.restore import find_node
+from shadowvault.archive.store import BlobStore
+from shadowvault.repo.tree import Node, decode_tree
+
+
+def _join(parent: bytes, name: bytes) -> bytes:
+    return parent.rstrip(b"/") + b"/" + name
+
+
+def walk_tree(store: BlobStore, tree_id: bytes | None, prefix: bytes) -> Iterator[tuple[bytes, Node]]:
+    """(path, node) of everything below the tree, depth-first, each directory before its contents."""
+    if not tree_id:
+        return
+    for node in decode_tree(store.load_blob(tree_id)).nodes:
+        path = _join(prefix, node.name)
+        yield path, node
+        if node.type == "dir":
+            yield from walk_tree(store, node.subtree, path)
+
+
+def list_snapshot(
+    store: BlobStore, root_tree: bytes, path: str = "/", *, recursive: bool = True
+) -> Iterator[tuple[bytes, Node]]:
+    """Entries at and below `path` in the snapshot (a file path yields just that file)."""
+    node = find_node(store, root_tree, path)
+    raw = path.encode("utf-8", errors="surrogateescape")
+    prefix = b"/" + b"/".join(p for p in raw.split(b"/") if p)
+    if node is None:
+        tree_id: bytes | None = root_tree
+        prefix = b"/"
+    elif node.type != "dir":
+        yield prefix, node
+        return
+    else:
+        yield prefix, node
+        tree_id = node.subtree
+    if recursive:
+        yield from walk_tree(store, tree_id, prefix)
+    elif tree_id:
+        for child in decode_tree(store.load_blob(tree_id)).nodes:
+            yield _join(prefix, child.name), child
+
+
+def display(raw: bytes) -> str:
+    """A path for printing: invalid UTF-8 shown as \\xNN escapes."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def mode_string(node: Node) -> str:
+    """`ls -l` style permissions, e.g. drwxr-xr-x."""
+    try:
+        bits = type_bits(node.type)
+    except KeyError:
+        bits = 0
+    return stat.filemode(bits | node.mode)
+
+
+def describe(path: bytes, node: Node) -> dict[str, Any]:
+    """A node as plain JSON values."""
+    info: dict[str, Any] = {
+        "path": display(path),
+        "name": display(node.name),
+        "type": node.type,
+        "mode": node.mode,
+        "permissions": mode_string(node),
+        "uid": node.uid,
+        "gid": node.gid,
+        "user": node.user,
+        "group": node.group,
+        "size": node.size,
+        "mtime_ns": node.mtime_ns,
+        "inode": node.inode,
+        "nlink": node.nlink,
+    }
+    if node.link_target is not None:
+        info["link_target"] = node.link_target.decode("utf-8", "backslashreplace")
+    if node.rdev is not None:
+        info["rdev"] = node.rdev
+    if node.xattrs:
+        info["xattrs"] = sorted(node.xattrs)
+    if node.error:
+        info["error"] = node.error
+    return info

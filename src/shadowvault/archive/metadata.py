@@ -1,0 +1,212 @@
+"""POSIX metadata: capture it into a Node at backup time, put it back at restore time.
+
+What is kept: type, permission bits (setuid/setgid/sticky included), owner as ids and names, ns
+times, extended attributes in every namespace the kernel shows us (user, trusted, security, and
+POSIX ACLs as their `system.posix_acl_*` xattrs), device numbers, symlink targets, link counts.
+
+XFS shows root `trusted.SGI_ACL_FILE`/`trusted.SGI_ACL_DEFAULT` next to `system.posix_acl_*`: they are
+the on-disk form of the same ACL, so they are never stored (restoring both would be wrong).
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import logging
+import os
+import pwd
+import stat
+from functools import lru_cache
+
+from shadowvault.repo.tree import Node
+
+log = logging.getLogger(__name__)
+
+SKIPPED_XATTRS = frozenset({"trusted.SGI_ACL_FILE", "trusted.SGI_ACL_DEFAULT"})
+ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
+
+_TYPES = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFBLK: "blockdev",
+    stat.S_IFCHR: "chardev",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+}
+_MODES = {name: bits for bits, name in _TYPES.items()}
+
+# errors that mean "this filesystem or object has no xattrs", not "something is wrong"
+_NO_XATTR = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM}
+
+
+def node_type(st_mode: int) -> str:
+    """The Node.type name of a stat mode."""
+    return _TYPES.get(stat.S_IFMT(st_mode), "unknown")
+
+
+def type_bits(node_type_name: str) -> int:
+    """The S_IF* bits for a Node.type name."""
+    return _MODES[node_type_name]
+
+
+@lru_cache(maxsize=4096)
+def user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def group_name(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def uid_of(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def gid_of(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def read_xattrs(path: bytes, *, follow: bool = False) -> dict[str, bytes]:
+    """Every extended attribute of `path` (not following a symlink), minus the XFS ACL duplicates."""
+    try:
+        names = os.listxattr(path, follow_symlinks=follow)
+    except OSError as err:
+        if err.errno in _NO_XATTR:
+            return {}
+        raise
+    found: dict[str, bytes] = {}
+    for name in sorted(names):
+        if name in SKIPPED_XATTRS:
+            continue
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            log.warning("%r: skipping xattr with an undecodable name", path)
+            continue
+        try:
+            found[name] = os.getxattr(path, name, follow_symlinks=follow)
+        except OSError as err:
+            if err.errno in _NO_XATTR:
+                continue
+            raise
+    return found
+
+
+def capture(path: bytes, st: os.stat_result, name: bytes) -> Node:
+    """A Node describing `path` (already lstat'ed as `st`), without file content or subtree."""
+    kind = node_type(st.st_mode)
+    node = Node(
+        name=name,
+        type=kind,
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        user=user_name(st.st_uid),
+        group=group_name(st.st_gid),
+        mtime_ns=st.st_mtime_ns,
+        atime_ns=st.st_atime_ns,
+        ctime_ns=st.st_ctime_ns,
+        inode=st.st_ino,
+        device=st.st_dev,
+        nlink=st.st_nlink,
+        size=st.st_size if kind in ("file", "symlink") else 0,
+    )
+    if kind == "symlink":
+        node.link_target = os.readlink(path)
+    elif kind in ("blockdev", "chardev"):
+        node.rdev = st.st_rdev
+    elif kind == "file":
+        node.sparse = st.st_blocks * 512 < st.st_size
+    node.xattrs = read_xattrs(path)
+    return node
+
+
+def resolve_owner(node: Node, *, numeric_owner: bool) -> tuple[int, int]:
+    """The uid/gid to give a restored entry: by name when the name exists here, else the stored ids."""
+    uid, gid = node.uid, node.gid
+    if not numeric_owner:
+        if node.user is not None:
+            mapped = uid_of(node.user)
+            uid = mapped if mapped is not None else uid
+        if node.group is not None:
+            mapped = gid_of(node.group)
+            gid = mapped if mapped is not None else gid
+    return uid, gid
+
+
+def apply(path: bytes, node: Node, *, numeric_owner: bool = False, fd: int | None = None) -> None:
+    """Give `path` (or open `fd` of it) the metadata of `node`.
+
+    Order matters: chown first (it clears setuid bits and file capabilities), then xattrs and ACLs,
+    then the mode (chmod after the ACL keeps the ACL mask equal to the stored group bits), times last.
+    """
+    is_link = node.type == "symlink"
+    target: int | bytes = fd if fd is not None else path
+    follow = fd is not None or not is_link
+    uid, gid = resolve_owner(node, numeric_owner=numeric_owner)
+    if os.geteuid() == 0 or uid == os.geteuid():
+        try:
+            os.chown(target, uid, gid, follow_symlinks=follow)
+        except PermissionError:
+            log.warning("%r: cannot change owner to %d:%d", path, uid, gid)
+    if not is_link:
+        _apply_xattrs(target, node)
+        os.chmod(target, node.mode)
+    times = (node.atime_ns, node.mtime_ns)
+    if fd is not None:
+        os.utime(fd, ns=times)
+    else:
+        os.utime(path, ns=times, follow_symlinks=follow)
+
+
+def _apply_xattrs(target: int | bytes, node: Node) -> None:
+    try:
+        present = set(os.listxattr(target))
+    except OSError as err:
+        if err.errno in _NO_XATTR:
+            present = set()
+        else:
+            raise
+    for name in ACL_XATTRS:
+        # a default ACL of the directory we restore into may have been inherited: drop it
+        if name in present and name not in node.xattrs:
+            os.removexattr(target, name)
+    for name, value in node.xattrs.items():
+        try:
+            os.setxattr(target, name, value)
+        except OSError as err:
+            if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                log.warning("xattr %s not supported on the target filesystem; skipped", name)
+                continue
+            raise
+
+
+def same_content_metadata(old: Node, st: os.stat_result) -> bool:
+    """The incremental test: inode, size, mtime and ctime equal means the content was not changed.
+
+    The device is deliberately not compared: a btrfs snapshot keeps inode numbers but has its own st_dev.
+    """
+    return (
+        old.type == "file"
+        and old.error is None
+        and old.inode == st.st_ino
+        and old.size == st.st_size
+        and old.mtime_ns == st.st_mtime_ns
+        and old.ctime_ns == st.st_ctime_ns
+    )

@@ -1,0 +1,127 @@
+"""Include/exclude globs, matched against absolute paths as stored in a snapshot.
+
+The rules are the ones users know from restic and gitignore:
+- `*` and `?` never cross a `/`; `**` matches any number of directories (including none);
+  `[...]` is a character class.
+- A pattern that starts with `/` is anchored at the root of the snapshot (`/home/*/.cache`).
+- A pattern without `/` matches the last path component anywhere (`*.tmp`, `node_modules`).
+- A pattern with a `/` but no leading `/` matches at any depth (`.cache/thumbnails`).
+A pattern that matches a directory covers everything below it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+from shadowvault.errors import UsageError
+
+
+def _translate(pattern: str) -> str:
+    """Turn one glob into the body of a regular expression (no anchors)."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            if pattern.startswith("**", i):
+                i += 2
+                if i < n and pattern[i] == "/":
+                    out.append("(?:.*/)?")  # `**/` : zero or more whole directories
+                    i += 1
+                else:
+                    out.append(".*")
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+@lru_cache(maxsize=1024)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """The regex for `pattern`; it matches a path equal to, or a parent of, something covered."""
+    if not pattern or pattern.strip() == "":
+        raise UsageError("empty pattern")
+    body = pattern.rstrip("/") or "/"
+    if body.startswith("/"):
+        regex = "^" + _translate(body)
+    elif "/" not in body:
+        regex = "(?:^|/)" + _translate(body)
+    else:
+        regex = "(?:^|/)" + _translate(body)
+    try:
+        return re.compile(regex + "(?:/.*)?$", re.DOTALL)
+    except re.error as err:
+        raise UsageError(f"invalid pattern {pattern!r}: {err}") from err
+
+
+def path_text(path: bytes | str) -> str:
+    """A path as text for matching; undecodable bytes survive as surrogates."""
+    if isinstance(path, bytes):
+        return path.decode("utf-8", errors="surrogateescape")
+    return path
+
+
+class PathFilter:
+    """Decides which paths a backup or restore takes, from include and exclude globs.
+
+    With no includes everything is included; excludes always win.
+    """
+
+    def __init__(self, includes: Iterable[str] = (), excludes: Iterable[str] = ()):
+        self.includes = [compile_glob(p) for p in includes]
+        self.excludes = [compile_glob(p) for p in excludes]
+        self._include_prefixes = [self._anchor_prefix(p) for p in includes]
+
+    @staticmethod
+    def _anchor_prefix(pattern: str) -> str | None:
+        """For an anchored include, the literal leading directories (to prune the walk); else None."""
+        if not pattern.startswith("/"):
+            return None
+        literal = []
+        for part in pattern.strip("/").split("/"):
+            if any(ch in part for ch in "*?["):
+                break
+            literal.append(part)
+        return "/" + "/".join(literal)
+
+    def excluded(self, path: bytes | str) -> bool:
+        text = path_text(path)
+        return any(rx.search(text) for rx in self.excludes)
+
+    def included(self, path: bytes | str) -> bool:
+        """True when `path` itself is selected (it or a parent matches an include, none excludes it)."""
+        text = path_text(path)
+        if self.excluded(text):
+            return False
+        return not self.includes or any(rx.search(text) for rx in self.includes)
+
+    def may_contain(self, directory: bytes | str) -> bool:
+        """True when something below `directory` could be selected (walk into it)."""
+        text = path_text(directory)
+        if self.excluded(text):
+            return False
+        if not self.includes:
+            return True
+        for rx, prefix in zip(self.includes, self._include_prefixes, strict=True):
+            if rx.search(text) or prefix is None:
+                return True
+            d = text.rstrip("/") + "/"
+            if prefix == "/" or (prefix + "/").startswith(d) or d.startswith(prefix + "/"):
+                return True
+        return False

@@ -1,0 +1,367 @@
+"""Walk source trees into the repository: one TREE blob per directory, files cut into DATA blobs.
+
+The pipeline: this (main) thread walks and lstat()s; reader threads open files and cut them into
+chunks; blob threads hash, compress, encrypt and pack the chunks (`save_blob`, C code that releases
+the GIL, so two cores are used). Memory is bounded: at most `max_files` files and `max_chunks`
+chunks are in flight, whatever the size of the files. A directory's TREE blob is written once all
+of its entries are done (post-order, in the order the walk finished them).
+
+Where each entry is read (`read_path`: a shadow) and what is recorded (`orig_path`: the original
+path) are kept apart, so a backup of a shadow records the paths users know.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import stat
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from shadowvault.archive import metadata
+from shadowvault.archive.patterns import PathFilter
+from shadowvault.archive.store import BlobStore, Chunker, blob_kinds, chunker_for
+from shadowvault.errors import IntegrityError, RepositoryError
+from shadowvault.repo.tree import Node, Tree, decode_tree, encode_tree
+
+log = logging.getLogger(__name__)
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+
+
+@dataclass
+class Source:
+    """One path to back up: where it is read, and the absolute path recorded for it."""
+
+    orig_path: bytes
+    read_path: bytes
+
+
+@dataclass
+class WalkStats:
+    """Counters a progress display can read at any time (updated under `lock`)."""
+
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    dirs: int = 0
+    others: int = 0
+    bytes_total: int = 0  # size of every file in the snapshot
+    bytes_read: int = 0  # bytes actually read from files (unmodified files are not read)
+    blobs_saved: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    current: str = ""
+    started: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def files(self) -> int:
+        return self.files_new + self.files_changed + self.files_unmodified
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files_new": self.files_new,
+            "files_changed": self.files_changed,
+            "files_unmodified": self.files_unmodified,
+            "dirs": self.dirs,
+            "others": self.others,
+            "bytes_total": self.bytes_total,
+            "bytes_read": self.bytes_read,
+            "errors": len(self.errors),
+        }
+
+
+class _FileError(Exception):
+    """A file could not be read; the message is the reason shown to the user."""
+
+
+@dataclass
+class _DirJob:
+    """A directory being archived: its nodes, and what they still wait for."""
+
+    nodes: list[Node] = field(default_factory=list)
+    files: list[tuple[Node, Future[list[bytes]], str]] = field(default_factory=list)
+    subdirs: list[tuple[Node, _DirJob]] = field(default_factory=list)
+    tree_id: bytes | None = None
+
+    def ready(self) -> bool:
+        return all(fut.done() for _, fut, _ in self.files)
+
+
+def join(parent: bytes, name: bytes) -> bytes:
+    return parent.rstrip(b"/") + b"/" + name
+
+
+def text(path: bytes) -> str:
+    return path.decode("utf-8", errors="surrogateescape")
+
+
+class Archiver:
+    """Writes sources into a store as trees and data blobs; reuses a parent snapshot's unchanged files."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        chunker: Chunker | None = None,
+        path_filter: PathFilter | None = None,
+        skip_paths: set[bytes] | None = None,
+        read_workers: int = 2,
+        blob_workers: int | None = None,
+        max_files: int = 64,
+        max_chunks: int | None = None,
+        stats: WalkStats | None = None,
+    ):
+        self.store = store
+        self.chunker = chunker or chunker_for(store)
+        self.data_kind, self.tree_kind = blob_kinds(store)
+        self.filter = path_filter or PathFilter()
+        self.skip_paths = {p.rstrip(b"/") for p in (skip_paths or set())}
+        workers = blob_workers or max(2, os.cpu_count() or 2)
+        self.readers = ThreadPoolExecutor(read_workers, thread_name_prefix="sv-read")
+        self.blobbers = ThreadPoolExecutor(workers, thread_name_prefix="sv-blob")
+        self.file_slots = threading.BoundedSemaphore(max_files)
+        self.chunk_slots = threading.BoundedSemaphore(max_chunks or 2 * workers + 2)
+        self.stats = stats or WalkStats()
+        self._finished: collections.deque[_DirJob] = collections.deque()
+        self._links: dict[tuple[int, int], tuple[Node, Future[list[bytes]] | None]] = {}
+
+    # -- entry point -----------------------------------------------------------------------------
+
+    def archive(self, sources: list[Source], parent_tree: bytes | None = None) -> bytes:
+        """Archive every source under its original absolute path; returns the root TREE blob id."""
+        hierarchy: dict[bytes, Any] = {}
+        for source in sources:
+            parts = [p for p in source.orig_path.split(b"/") if p]
+            level = hierarchy
+            for part in parts[:-1]:
+                nxt = level.setdefault(part, {})
+                if isinstance(nxt, Source):  # a parent of this path is itself a source: it covers it
+                    break
+                level = nxt
+            else:
+                level[parts[-1]] = source
+        try:
+            root = self._virtual_dir(b"/", hierarchy, self._children(parent_tree))
+            self._drain(block=True)
+        finally:
+            self.readers.shutdown(wait=True)
+            self.blobbers.shutdown(wait=True)
+        assert root.tree_id is not None
+        return root.tree_id
+
+    # -- walking (main thread) ---------------------------------------------------------------------
+
+    def _children(self, tree_id: bytes | None) -> dict[bytes, Node]:
+        """The parent snapshot's entries of a directory, by name (empty when unknown or unreadable)."""
+        if not tree_id:
+            return {}
+        try:
+            return {node.name: node for node in decode_tree(self.store.load_blob(tree_id)).nodes}
+        except (RepositoryError, ValueError, KeyError) as err:
+            log.warning("parent snapshot tree unreadable, files will be read again: %s", err)
+            return {}
+
+    def _virtual_dir(self, orig: bytes, hierarchy: dict[bytes, Any], parent: dict[bytes, Node]) -> _DirJob:
+        """A directory above the sources (/, /home, ...): live metadata, only the named children."""
+        job = _DirJob()
+        for name in sorted(hierarchy):
+            child = hierarchy[name]
+            path = join(orig, name)
+            old = parent.get(name)
+            if isinstance(child, Source):
+                try:
+                    st = os.lstat(child.read_path)
+                except OSError as err:
+                    self._error(path, err)
+                    continue
+                self._entry(child.read_path, path, name, st, old, job)
+                continue
+            try:
+                node = metadata.capture(path, os.lstat(path), name)
+            except OSError as err:
+                self._error(path, err)
+                continue
+            old_children = self._children(old.subtree) if old and old.type == "dir" else {}
+            sub = self._virtual_dir(path, child, old_children)
+            job.nodes.append(node)
+            job.subdirs.append((node, sub))
+        self._finish(job)
+        return job
+
+    def _walk_dir(self, read_path: bytes, orig: bytes, parent: dict[bytes, Node]) -> _DirJob:
+        job = _DirJob()
+        try:
+            with os.scandir(read_path) as it:
+                names = sorted(entry.name for entry in it)
+        except OSError as err:
+            self._error(orig, err)
+            names = []
+        for name in names:
+            child_orig = join(orig, name)
+            if child_orig in self.skip_paths or self.filter.excluded(child_orig):
+                continue
+            child_read = join(read_path, name)
+            try:
+                st = os.lstat(child_read)
+            except OSError as err:
+                self._error(child_orig, err)
+                continue
+            self._entry(child_read, child_orig, name, st, parent.get(name), job)
+        self._finish(job)
+        return job
+
+    def _entry(
+        self, read_path: bytes, orig: bytes, name: bytes, st: os.stat_result, old: Node | None, job: _DirJob
+    ) -> None:
+        """Record one entry into `job`, reading or reusing its content, recursing into directories."""
+        try:
+            node = metadata.capture(read_path, st, name)
+        except OSError as err:
+            self._error(orig, err)
+            return
+        job.nodes.append(node)
+        with self.stats.lock:
+            self.stats.current = text(orig)
+        if node.type == "dir":
+            with self.stats.lock:
+                self.stats.dirs += 1
+            sub_parent = self._children(old.subtree) if old is not None and old.type == "dir" else {}
+            job.subdirs.append((node, self._walk_dir(read_path, orig, sub_parent)))
+            return
+        if node.type != "file":
+            with self.stats.lock:
+                self.stats.others += 1
+            return
+        with self.stats.lock:
+            self.stats.bytes_total += node.size
+        link_key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and link_key in self._links:
+            first, fut = self._links[link_key]
+            if fut is None:
+                node.content = list(first.content)
+            else:
+                job.files.append((node, fut, text(orig)))
+            with self.stats.lock:
+                self.stats.files_unmodified += 1
+            return
+        if old is not None and metadata.same_content_metadata(old, st) and self._all_present(old.content):
+            node.content = list(old.content)
+            node.sparse = old.sparse or node.sparse
+            with self.stats.lock:
+                self.stats.files_unmodified += 1
+            if st.st_nlink > 1:
+                self._links[link_key] = (node, None)
+            return
+        with self.stats.lock:
+            if old is None:
+                self.stats.files_new += 1
+            else:
+                self.stats.files_changed += 1
+        self.file_slots.acquire()
+        try:
+            fut = self.readers.submit(self._read_file, read_path, node)
+        except BaseException:
+            self.file_slots.release()
+            raise
+        fut.add_done_callback(lambda _f: self.file_slots.release())
+        job.files.append((node, fut, text(orig)))
+        if st.st_nlink > 1:
+            self._links[link_key] = (node, fut)
+
+    def _all_present(self, blob_ids: list[bytes]) -> bool:
+        try:
+            return all(self.store.has_blob(blob_id) for blob_id in blob_ids)
+        except RepositoryError:
+            return False
+
+    def _error(self, path: bytes, err: BaseException | str) -> None:
+        reason = err if isinstance(err, str) else (getattr(err, "strerror", None) or str(err))
+        log.warning("%s: %s", text(path), reason)
+        with self.stats.lock:
+            self.stats.errors.append((text(path), str(reason)))
+
+    # -- directory completion ----------------------------------------------------------------------
+
+    def _finish(self, job: _DirJob) -> None:
+        self._finished.append(job)
+        self._drain(block=False)
+
+    def _drain(self, *, block: bool) -> None:
+        """Write the TREE blobs of finished directories whose files are all done, in walk order."""
+        while self._finished and (block or self._finished[0].ready()):
+            self._write_tree(self._finished.popleft())
+
+    def _write_tree(self, job: _DirJob) -> None:
+        for node, fut, path in job.files:
+            try:
+                node.content = fut.result()
+            except _FileError as err:
+                node.content = []
+                node.error = str(err)
+                self._error(path.encode("utf-8", errors="surrogateescape"), str(err))
+        for node, sub in job.subdirs:
+            node.subtree = sub.tree_id
+        data = encode_tree(Tree(nodes=job.nodes))
+        job.tree_id = self.store.save_blob(self.tree_kind, data)
+        job.nodes, job.files, job.subdirs = [], [], []
+
+    # -- reading files (reader threads) ------------------------------------------------------------
+
+    def _read_file(self, read_path: bytes, node: Node) -> list[bytes]:
+        """Cut one file into chunks and save them; returns the DATA blob ids in order."""
+        try:
+            fd = os.open(read_path, _OPEN_FLAGS)
+        except PermissionError:
+            try:
+                fd = os.open(read_path, _OPEN_FLAGS & ~getattr(os, "O_NOATIME", 0))
+            except OSError as err:
+                raise _FileError(err.strerror or str(err)) from err
+        except OSError as err:
+            raise _FileError(err.strerror or str(err)) from err
+        pending: list[Future[bytes]] = []
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _FileError("changed into something that is not a regular file")
+            # the file may have changed since the walk's lstat: describe what was actually read
+            node.size, node.mtime_ns, node.ctime_ns, node.inode = (
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+            )
+            node.sparse = st.st_blocks * 512 < st.st_size
+            with open(fd, "rb", buffering=0, closefd=False) as stream:
+                for chunk in self.chunker(stream):
+                    self.chunk_slots.acquire()
+                    try:
+                        fut = self.blobbers.submit(self._save_chunk, chunk)
+                    except BaseException:
+                        self.chunk_slots.release()
+                        raise
+                    fut.add_done_callback(lambda _f: self.chunk_slots.release())
+                    pending.append(fut)
+            return [fut.result() for fut in pending]
+        except OSError as err:
+            for fut in pending:
+                fut.cancel()
+            if err.errno == errno.EIO:
+                raise _FileError("input/output error while reading (damaged file or device)") from err
+            raise _FileError(err.strerror or str(err)) from err
+        except IntegrityError as err:
+            raise _FileError(str(err)) from err
+        finally:
+            os.close(fd)
+
+    def _save_chunk(self, chunk: bytes) -> bytes:
+        blob_id = self.store.save_blob(self.data_kind, chunk)
+        with self.stats.lock:
+            self.stats.bytes_read += len(chunk)
+            self.stats.blobs_saved += 1
+        return blob_id
