@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from shadowvault.errors import CommandError
 
@@ -44,3 +46,48 @@ def run(
 def output(argv: Sequence[str], **kwargs) -> str:
     """Run `argv` and return its stdout as text."""
     return run(argv, **kwargs).stdout.decode(errors="replace")
+
+
+def run_group(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `argv` in its own session and kill its whole process group on timeout.
+
+    For hook commands (writer freeze/thaw scripts) whose children must not outlive a timeout:
+    `subprocess.run` kills only the direct child and then waits for pipes a grandchild may hold.
+    `on_start` receives the process so a caller can kill it early (abort). Never raises on a
+    non-zero status; raises CommandError when the command is missing or times out.
+    """
+    cmdline = shlex.join(argv)
+    log.debug("run (own group): %s", cmdline)
+    try:
+        child = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, cwd=cwd, start_new_session=True,
+        )
+    except FileNotFoundError as err:
+        raise CommandError(f"{argv[0]}: command not found") from err
+    except PermissionError as err:
+        raise CommandError(f"{argv[0]}: permission denied") from err
+    if on_start is not None:
+        on_start(child)
+    try:
+        out, err_out = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        kill_group(child)
+        child.communicate()
+        raise CommandError(f"{cmdline}: timed out after {timeout:g} s") from err
+    return subprocess.CompletedProcess(list(argv), child.returncode, out, err_out)
+
+
+def kill_group(child: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group led by `child` (started by run_group); harmless when it is gone."""
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -115,6 +115,7 @@ class ShadowSetManifest(msgspec.Struct, kw_only=True):
     writers: list[WriterReport] = []
     phases: dict[str, float] = {}  # phase name -> seconds
     freeze_window: float | None = None  # seconds from the first freeze to the last thaw
+    frozen_at: float | None = None  # time.time() when the first writer was asked to freeze
     notes: list[str] = []  # plain statements for the user ("files outside writers are not consistent")
 
     def shadow_for(self, volume: str) -> Shadow:

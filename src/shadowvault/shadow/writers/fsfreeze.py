@@ -1,0 +1,182 @@
+"""The fsfreeze writer: FIFREEZE/FITHAW on whole filesystems.
+
+A frozen filesystem flushes its dirty data and journal and blocks every modifying call (in D
+state) until thaw; it stays frozen if the freezer dies, so the watchdog gets a ThawFilesystem
+action for every volume. Some filesystems must never be frozen by us: the root, and the ones
+holding our state, configuration, interpreter or log, because our own next write would deadlock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import sys
+
+from shadowvault import paths
+from shadowvault.errors import PermissionDeniedError, UsageError, WriterError
+from shadowvault.shadow.manifest import Component, RestoreMethod
+from shadowvault.shadow.volumes import Volume, find_volume, list_volumes, volume_of
+from shadowvault.shadow.writers.base import SnapshotContext, ThawFilesystem, WatchdogAction, Writer
+
+log = logging.getLogger(__name__)
+
+FIFREEZE = 0xC0045877  # _IOWR('X', 119, int)
+FITHAW = 0xC0045878  # _IOWR('X', 120, int)
+
+
+def _existing_ancestor(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and path != "/":
+        path = os.path.dirname(path)
+    return path
+
+
+def _log_files() -> list[str]:
+    """Files our logging or our stdout/stderr write to (a write there while frozen deadlocks us)."""
+    found = []
+    for handler in logging.getLogger().handlers + logging.getLogger("shadowvault").handlers:
+        name = getattr(handler, "baseFilename", None)
+        if name:
+            found.append(name)
+    for fd in (1, 2):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/") and os.path.isfile(target):
+            found.append(target)
+    return found
+
+
+def protected_paths() -> dict[str, str]:
+    """What must stay writable while we hold a freeze: path -> what it is, in words."""
+    protected = {
+        "/": "the root filesystem",
+        _existing_ancestor(str(paths.state_dir())): "the state directory",
+        _existing_ancestor(str(paths.config_dir())): "the configuration directory",
+        sys.executable: "the running Python interpreter",
+        sys.prefix: "the running Python environment",
+    }
+    for path in _log_files():
+        protected.setdefault(path, "our log or output file")
+    return protected
+
+
+def check_may_freeze(volume: Volume, volumes: list[Volume] | None = None) -> None:
+    """Raise UsageError when freezing `volume` would freeze something we need to keep writing."""
+    volumes = volumes if volumes is not None else list_volumes(with_uuid=False)
+    for path, what in protected_paths().items():
+        try:
+            holder = volume_of(path, volumes)
+        except Exception:  # a vanished path cannot deadlock us
+            continue
+        if holder.dev and volume.dev:
+            same_fs = holder.dev == volume.dev
+        else:
+            same_fs = holder.mount_point == volume.mount_point
+        if same_fs:
+            raise UsageError(
+                f"refusing to freeze {volume.mount_point}: it holds {what} ({path}), and freezing it "
+                "would block Shadowvault itself"
+            )
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise PermissionDeniedError(
+            "freezing a filesystem needs root (CAP_SYS_ADMIN); run as root or leave out --writer fsfreeze"
+        )
+
+
+class FsfreezeWriter(Writer):
+    """Freezes the volumes of the set (instance = one mount point; none = every volume of the set)."""
+
+    name = "fsfreeze"
+    freezes_filesystems = True  # the coordinator freezes this writer after the application writers
+
+    def __init__(self, instance: str | None = None, **options) -> None:
+        super().__init__(instance, **options)
+        self._targets: list[Volume] = []
+        self._fds: dict[str, int] = {}
+        self._frozen: list[str] = []
+        if instance:
+            self._targets = [find_volume(instance)]
+
+    def identify(self) -> list[Component]:
+        return [
+            Component(
+                name=f"filesystem {v.mount_point}",
+                writer=self.name,
+                instance=self.instance,
+                kind="filesystem",
+                paths=[v.mount_point],
+                selectable=False,
+                restore_method=RestoreMethod.RESTORE_IF_CAN_REPLACE,
+            )
+            for v in self._targets
+        ]
+
+    def prepare_backup(self, ctx: SnapshotContext) -> None:
+        in_set = {v.mount_point: v for v in ctx.volumes}
+        if self.instance:
+            target = self._targets[0]
+            if target.mount_point not in in_set:
+                raise UsageError(
+                    f"fsfreeze:{self.instance}: {target.mount_point} is not a volume of this shadow set"
+                )
+        else:
+            self._targets = list(ctx.volumes)
+        require_root()
+        all_volumes = list_volumes(with_uuid=False)
+        for volume in self._targets:
+            check_may_freeze(volume, all_volumes)
+
+    def prepare_snapshot(self, ctx: SnapshotContext) -> None:
+        # Open the descriptors now: opening is a read, but nothing should touch a frozen fs needlessly.
+        for volume in self._targets:
+            if volume.mount_point not in self._fds:
+                self._fds[volume.mount_point] = os.open(volume.mount_point, os.O_RDONLY | os.O_DIRECTORY)
+
+    def watchdog_actions(self) -> list[WatchdogAction]:
+        return [ThawFilesystem(path=v.mount_point) for v in self._targets]
+
+    def freeze(self, ctx: SnapshotContext) -> None:
+        self.prepare_snapshot(ctx)
+        for volume in self._targets:
+            mp = volume.mount_point
+            try:
+                fcntl.ioctl(self._fds[mp], FIFREEZE, 0)
+            except OSError as err:
+                if err.errno == errno.EBUSY:
+                    raise WriterError(f"{mp} is already frozen by someone else") from err
+                if err.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL):
+                    raise WriterError(f"{mp} ({volume.fstype}) cannot be frozen") from err
+                if err.errno == errno.EPERM:
+                    raise PermissionDeniedError(f"freezing {mp} needs root (CAP_SYS_ADMIN)") from err
+                raise WriterError(f"cannot freeze {mp}: {err.strerror}") from err
+            self._frozen.append(mp)
+
+    def thaw(self, ctx: SnapshotContext) -> None:
+        problems = []
+        while self._frozen:
+            mp = self._frozen.pop()
+            try:
+                fcntl.ioctl(self._fds[mp], FITHAW, 0)
+            except OSError as err:
+                if err.errno != errno.EINVAL:  # EINVAL: not frozen (the watchdog thawed it already)
+                    problems.append(f"{mp}: {err.strerror}")
+        self._close()
+        if problems:
+            raise WriterError("thaw failed on " + "; ".join(problems))
+
+    def backup_complete(self, ctx: SnapshotContext, succeeded: bool) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._frozen:
+            return
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()

@@ -1,0 +1,136 @@
+"""Which writers exist, how a `--writer NAME[:INSTANCE]` spec becomes one, and automatic selection.
+
+Built-in writers are named here as "module:Class" and imported only when used, so a writer's
+client library (psycopg, redis, ...) loads only for sets that need it. Writers declared in
+writers.d are selected by their name (`--writer app` or `--writer script:app`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+
+from shadowvault.errors import ConfigError, NotFoundError, UsageError
+from shadowvault.shadow.volumes import Volume, volume_of
+from shadowvault.shadow.writers import config
+from shadowvault.shadow.writers.base import Writer
+
+log = logging.getLogger(__name__)
+
+BUILTIN_WRITERS: dict[str, str] = {
+    "fsfreeze": "shadowvault.shadow.writers.fsfreeze:FsfreezeWriter",
+    "script": "shadowvault.shadow.writers.script:ScriptWriter",
+    "sqlite": "shadowvault.shadow.writers.sqlite:SqliteWriter",
+}
+
+# Writer types a writers.d file may declare (type = "..."): "module:Class" with a from_config.
+CONFIG_TYPES: dict[str, str] = {
+    "script": "shadowvault.shadow.writers.script:ScriptWriter",
+    "external": "shadowvault.shadow.writers.external:ExternalWriter",
+}
+
+
+def _load(target: str) -> type:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def writer_class(name: str) -> type[Writer]:
+    """The class of built-in writer `name` (imported now)."""
+    try:
+        target = BUILTIN_WRITERS[name]
+    except KeyError:
+        raise UsageError(f"unknown writer {name!r} (valid: {', '.join(sorted(BUILTIN_WRITERS))})") from None
+    return _load(target)
+
+
+def writer_from_config(cfg: config.WriterConfig) -> Writer:
+    """Build the writer a writers.d file declares."""
+    if cfg.type == "sqlite":
+        database = cfg.data.get("database")
+        if not isinstance(database, str) or not database.startswith("/"):
+            raise ConfigError(f"{cfg.path}: a sqlite writer needs `database` = an absolute path")
+        return writer_class("sqlite")(database)
+    cls = _load(CONFIG_TYPES[cfg.type])
+    if cfg.type == "external":
+        return cls.from_config(cfg.name, cfg.data, cfg.path)
+    return cls.from_config(cfg)
+
+
+def configured_writers() -> list[Writer]:
+    """Every writer declared in writers.d; an unsafe or invalid file raises ConfigError."""
+    return [writer_from_config(cfg) for cfg in config.load_configs()]
+
+
+def _configured_by_name(name: str) -> Writer | None:
+    for cfg in config.load_configs():
+        if cfg.name == name:
+            return writer_from_config(cfg)
+    return None
+
+
+def _valid_names() -> str:
+    names = sorted(BUILTIN_WRITERS)
+    try:
+        names += sorted(f"script:{cfg.name}" for cfg in config.load_configs())
+    except ConfigError:
+        pass
+    return ", ".join(names)
+
+
+def make_writer(spec: str) -> Writer:
+    """The writer a user named: `fsfreeze`, `fsfreeze:/mnt/x`, `sqlite:/srv/app.db`, `script:app`, `app`."""
+    name, sep, instance = spec.partition(":")
+    if not name:
+        raise UsageError(f"bad writer {spec!r}: expected NAME[:INSTANCE] (valid: {_valid_names()})")
+    if name == "script" or (name not in BUILTIN_WRITERS and not sep):
+        wanted = instance if name == "script" else name
+        if not wanted:
+            raise UsageError("--writer script needs the name of a writers.d entry: --writer script:NAME")
+        writer = _configured_by_name(wanted)
+        if writer is None:
+            raise UsageError(f"unknown writer {wanted!r} (valid: {_valid_names()})")
+        return writer
+    if name not in BUILTIN_WRITERS:
+        raise UsageError(f"unknown writer {name!r} (valid: {_valid_names()})")
+    return writer_class(name)(instance or None)
+
+
+def _lies_on(path: str, mounts: set[str]) -> bool:
+    try:
+        return volume_of(path).mount_point in mounts
+    except NotFoundError:
+        return False
+
+
+def _applies_to(writer: Writer, mounts: set[str]) -> bool:
+    """A configured writer serves the set when its paths or volumes lie on it (or it names neither)."""
+    paths = list(getattr(writer, "paths", []) or [])
+    volumes = [os.path.realpath(v) for v in getattr(writer, "volumes", []) or []]
+    if not paths and not volumes:
+        components = writer.identify() if writer.name != "script" else []
+        paths = [p for c in components for p in c.paths]
+        if not paths:
+            return True
+    return any(v in mounts for v in volumes) or any(_lies_on(p, mounts) for p in paths)
+
+
+def discover_writers(volumes: list[Volume]) -> list[Writer]:
+    """Writers for the data on `volumes`: each built-in's discover() plus the configured writers."""
+    mounts = {v.mount_point for v in volumes}
+    found: list[Writer] = []
+    for name in BUILTIN_WRITERS:
+        try:
+            cls = writer_class(name)
+        except ImportError as err:  # a writer whose client library is missing cannot have instances here
+            log.info("writer %s unavailable: %s", name, err)
+            continue
+        found.extend(cls.discover(volumes))
+    for writer in configured_writers():
+        if _applies_to(writer, mounts):
+            found.append(writer)
+    unique: dict[str, Writer] = {}
+    for writer in found:
+        unique.setdefault(writer.label, writer)
+    return list(unique.values())
