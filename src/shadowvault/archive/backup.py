@@ -280,9 +280,9 @@ def run_backup(
 
 
 def _added_bytes(repo: Any) -> int | None:
-    """Bytes of new blobs the repository stored so far in this process, if it counts them."""
+    """Bytes (as stored: compressed, encrypted) this process added to the repository so far."""
     counters = getattr(repo, "stats", None)
-    value = getattr(counters, "added_bytes", None) if counters is not None else None
+    value = getattr(counters, "stored_bytes_added", None) if counters is not None else None
     return value if isinstance(value, int) else None
 
 

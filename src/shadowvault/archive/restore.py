@@ -166,7 +166,7 @@ class Restorer:
     def _restore_dir(self, tree_id: bytes, snap_dir: bytes, dest: bytes, ensure_dest) -> None:
         try:
             tree: Tree = decode_tree(self.store.load_blob(tree_id))
-        except (RepositoryError, ValueError) as err:
+        except (RepositoryError, NotFoundError, ValueError) as err:
             self._error(snap_dir, f"directory listing unreadable: {err}")
             return
         job = _DirJob(dest, None)
@@ -277,7 +277,7 @@ class Restorer:
             else:
                 self._create(node, tmp)
             os.rename(tmp, final)
-        except (OSError, RepositoryError, _EntryError) as err:
+        except (OSError, RepositoryError, NotFoundError, _EntryError) as err:
             reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
             self._discard(tmp)
             self._error(spath, reason)

@@ -26,7 +26,7 @@ from typing import Any
 from shadowvault.archive import metadata
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.store import BlobStore, Chunker, blob_kinds, chunker_for
-from shadowvault.errors import IntegrityError, RepositoryError
+from shadowvault.errors import IntegrityError, NotFoundError, RepositoryError
 from shadowvault.repo.tree import Node, Tree, decode_tree, encode_tree
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class Archiver:
             return {}
         try:
             return {node.name: node for node in decode_tree(self.store.load_blob(tree_id)).nodes}
-        except (RepositoryError, ValueError, KeyError) as err:
+        except (RepositoryError, NotFoundError, ValueError, KeyError) as err:
             log.warning("parent snapshot tree unreadable, files will be read again: %s", err)
             return {}
 
@@ -277,7 +277,7 @@ class Archiver:
     def _all_present(self, blob_ids: list[bytes]) -> bool:
         try:
             return all(self.store.has_blob(blob_id) for blob_id in blob_ids)
-        except RepositoryError:
+        except (RepositoryError, NotFoundError):
             return False
 
     def _error(self, path: bytes, err: BaseException | str) -> None:

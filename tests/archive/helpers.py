@@ -1,0 +1,96 @@
+"""Helpers for archive tests: a real repository, and a field-by-field comparison of two trees."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+from shadowvault.archive.restore import Restorer
+from shadowvault.archive.walker import Archiver, Source, WalkStats
+from shadowvault.repo.repository import Repository
+
+PASSWORD = "correct horse"
+FAST_KDF = {"n": 1 << 10, "r": 8, "p": 1}
+XFS_ACL_DUPLICATES = {"trusted.SGI_ACL_FILE", "trusted.SGI_ACL_DEFAULT"}
+
+
+def new_repo(path: Path) -> Repository:
+    return Repository.init(path, PASSWORD, kdf_params=FAST_KDF)
+
+
+def archive(repo: Repository, src: Path, parent_tree: bytes | None = None, **kw) -> tuple[bytes, WalkStats]:
+    """Archive `src` under its absolute path; returns (root tree id, stats)."""
+    stats = WalkStats()
+    raw = os.fsencode(src)
+    root = Archiver(repo, stats=stats, **kw).archive([Source(raw, raw)], parent_tree)
+    repo.flush()
+    return root, stats
+
+
+def restore(repo: Repository, root: bytes, target: Path, subpath: str = "/", **kw):
+    return Restorer(repo, target, **kw).restore(root, subpath)
+
+
+def xattrs(path: bytes) -> dict[str, bytes]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    return {n: os.getxattr(path, n, follow_symlinks=False) for n in names if n not in XFS_ACL_DUPLICATES}
+
+
+def getfacl(path: bytes) -> str:
+    out = subprocess.run(
+        ["getfacl", "-p", "-n", "--omit-header", os.fsdecode(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout
+
+
+def describe_tree(root: bytes) -> dict[bytes, dict]:
+    """Everything a user checks about a tree, per relative path (hard links by group, not by inode)."""
+    found: dict[bytes, dict] = {}
+    link_groups: dict[tuple[int, int], bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            info = {
+                "type": stat.S_IFMT(st.st_mode),
+                "mode": stat.S_IMODE(st.st_mode),
+                "uid": st.st_uid,
+                "gid": st.st_gid,
+                "mtime_ns": st.st_mtime_ns,
+                "xattrs": xattrs(path),
+            }
+            if stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    info["content"] = f.read()
+                info["sparse"] = st.st_blocks * 512 < st.st_size
+                if st.st_nlink > 1:
+                    info["link_group"] = link_groups.setdefault((st.st_dev, st.st_ino), rel)
+                info["acl"] = getfacl(path) if info["xattrs"] else ""
+            elif stat.S_ISLNK(st.st_mode):
+                info["target"] = os.readlink(path)
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                info["rdev"] = st.st_rdev
+            elif stat.S_ISDIR(st.st_mode):
+                info["acl"] = getfacl(path) if info["xattrs"] else ""
+            found[rel] = info
+    return found
+
+
+def assert_same_tree(expected: bytes | Path, actual: bytes | Path) -> None:
+    a, b = describe_tree(os.fsencode(expected)), describe_tree(os.fsencode(actual))
+    assert sorted(a) == sorted(b), "different entries"
+    for rel in a:
+        for field, value in a[rel].items():
+            assert b[rel].get(field) == value, (
+                f"{rel!r}: {field} differs: {value!r:.200} != {b[rel].get(field)!r:.200}"
+            )
