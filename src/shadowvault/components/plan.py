@@ -1,0 +1,78 @@
+"""Restore plans: what a component restore would create, replace and leave alone, before it does it.
+
+Every scenario builds a Plan first; `--dry-run` prints it and stops, a real restore applies exactly
+the actions it lists (so the preview and the result cannot drift apart).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+VERBS = ("create", "replace", "leave", "remove", "install", "enable", "disable", "mask", "add")
+
+
+@dataclass
+class Action:
+    """One step of a restore. `source` is the entry's path in the snapshot (relative), if any."""
+
+    verb: str  # one of VERBS
+    kind: str  # file | dir | symlink | user | group | member | package | unit | fstab | crontab
+    target: str  # path inside the target root ("/etc/hostname") or a name (account, package, unit)
+    reason: str = ""
+    source: str | None = None
+
+    def line(self) -> str:
+        text = f"{self.verb:<8} {self.kind:<8} {self.target}"
+        return f"{text}  ({self.reason})" if self.reason else text
+
+
+@dataclass
+class Plan:
+    component: str
+    target_root: str
+    actions: list[Action] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # component-specific data the apply step needs (id maps, package lists); not printed
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, verb: str, kind: str, target: str, reason: str = "", source: str | None = None) -> Action:
+        if verb not in VERBS:
+            raise ValueError(f"unknown plan verb {verb}")
+        action = Action(verb, kind, target, reason, source)
+        self.actions.append(action)
+        return action
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(a.verb for a in self.actions))
+
+    def of(self, verb: str, kind: str | None = None) -> list[Action]:
+        return [a for a in self.actions if a.verb == verb and (kind is None or a.kind == kind)]
+
+    def targets(self, verb: str, kind: str | None = None) -> set[str]:
+        return {a.target for a in self.of(verb, kind)}
+
+    def summary(self) -> str:
+        counts = self.counts()
+        parts = [f"{counts.get('create', 0)} to create", f"{counts.get('replace', 0)} to replace",
+                 f"{counts.get('leave', 0)} left alone"]
+        parts += [f"{n} to {verb}" for verb, n in counts.items()
+                  if verb not in ("create", "replace", "leave")]
+        return f"{self.component} -> {self.target_root}: " + ", ".join(parts)
+
+    def lines(self) -> list[str]:
+        return [a.line() for a in self.actions]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "component": self.component,
+            "target_root": self.target_root,
+            "counts": self.counts(),
+            "actions": [{"verb": a.verb, "kind": a.kind, "target": a.target, "reason": a.reason,
+                         "source": a.source} for a in self.actions],
+            "warnings": list(self.warnings),
+        }
