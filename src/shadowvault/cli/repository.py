@@ -1,5 +1,128 @@
-"""CLI commands: repository (to be filled in)."""
+"""CLI commands: init, snapshots, key (parse options, call the library, print)."""
+
+from __future__ import annotations
+
+import sys
+import time
 
 import click
 
-COMMANDS: list[click.Command] = []
+from shadowvault.cli.output import emit, info, json_option, print_table
+from shadowvault.cli.repo_options import open_repository, read_password, repo_options, repo_path
+from shadowvault.errors import UsageError
+from shadowvault.repo.repository import Repository, filter_snapshots
+from shadowvault.repo.snapshot import Snapshot
+
+
+@click.command("init")
+@repo_options
+@json_option
+def init_cmd(repo: str | None, password_file: str | None, as_json: bool) -> None:
+    """Create a new, empty repository."""
+    path = Repository.validate_new_path(repo_path(repo))
+    password = read_password(password_file, confirm=True)
+    created = Repository.init(path, password)
+    created.close()
+    emit(as_json, {"repository": str(path.resolve()), "id": created.id},
+         lambda: info(f"created repository {created.id[:8]} at {path.resolve()}"))
+
+
+def format_time(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def format_size(n: int | None) -> str:
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+def snapshot_json(snapshot_id: str, snap: Snapshot) -> dict:
+    return {
+        "id": snapshot_id,
+        "short_id": snapshot_id[:8],
+        "time": snap.time,
+        "time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snap.time)),
+        "host": snap.host,
+        "username": snap.username,
+        "paths": snap.paths,
+        "tags": snap.tags,
+        "tree": snap.tree.hex(),
+        "parent": snap.parent,
+        "manifest": snap.manifest.hex() if snap.manifest else None,
+        "components": snap.components,
+        "consistency": snap.consistency,
+        "size": snap.summary.get("bytes"),
+        "summary": snap.summary,
+    }
+
+
+@click.command("snapshots")
+@repo_options
+@click.option("--path", "paths", multiple=True, help="Only snapshots that include this path.")
+@click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag.")
+@click.option("--host", default=None, help="Only snapshots of this host.")
+@json_option
+def snapshots_cmd(repo: str | None, password_file: str | None, paths: tuple[str, ...],
+                  tags: tuple[str, ...], host: str | None, as_json: bool) -> None:
+    """List the snapshots in the repository, oldest first."""
+    with open_repository(repo, password_file) as r:
+        found = filter_snapshots(r.list_snapshots(skip_damaged=True), paths=paths, host=host, tags=tags)
+
+    def human() -> None:
+        rows = [
+            (
+                sid[:8], format_time(s.time), s.host, "\n".join(s.paths), ",".join(s.tags),
+                format_size(s.summary.get("bytes")),
+                ", ".join(f"{c}={g}" for c, g in sorted(s.consistency.items())),
+            )
+            for sid, s in found
+        ]
+        print_table(["ID", "Time", "Host", "Paths", "Tags", "Size", "Consistency"], rows)
+        info(f"{len(found)} snapshot{'s' if len(found) != 1 else ''}")
+
+    emit(as_json, [snapshot_json(sid, s) for sid, s in found], human)
+
+
+@click.group("key")
+def key_group() -> None:
+    """Manage the passwords that open the repository."""
+
+
+@key_group.command("add")
+@repo_options
+@click.option("--new-password-file", type=click.Path(dir_okay=False), default=None,
+              help="Read the new password from this file (else a prompt on a terminal).")
+@json_option
+def key_add_cmd(repo: str | None, password_file: str | None, new_password_file: str | None,
+                as_json: bool) -> None:
+    """Add another password (key file) for the repository."""
+    with open_repository(repo, password_file) as r:
+        if new_password_file:
+            new_password = read_password(new_password_file)
+        else:
+            if not sys.stdin.isatty():
+                raise UsageError("give the new password with --new-password-file")
+            new_password = click.prompt("new password", hide_input=True, confirmation_prompt=True, err=True)
+        name = r.add_key(new_password)
+    emit(as_json, {"key": name}, lambda: info(f"added key {name.rsplit('/', 1)[1][:8]}"))
+
+
+@key_group.command("list")
+@repo_options
+@json_option
+def key_list_cmd(repo: str | None, password_file: str | None, as_json: bool) -> None:
+    """List the key files."""
+    with open_repository(repo, password_file) as r:
+        keys = r.list_keys()
+    emit(as_json, keys, lambda: print_table(
+        ["ID", "Created", "Host", "User"],
+        [(k["id"][:8], k.get("created", ""), k.get("host", ""), k.get("username", "")) for k in keys]))
+
+
+COMMANDS: list[click.Command] = [init_cmd, snapshots_cmd, key_group]

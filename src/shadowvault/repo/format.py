@@ -1,0 +1,134 @@
+"""The small documents stored in the repository and how they are framed (flag byte, zstd, msgpack).
+
+See docs/repository.md for the contract; this module is its code.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from typing import Any, TypeVar
+
+import msgspec
+import zstandard
+
+from shadowvault.errors import IntegrityError
+
+FORMAT_VERSION = 1
+ZSTD_LEVEL = 3
+T = TypeVar("T")
+
+
+class BlobType(enum.IntEnum):
+    DATA = 0
+    TREE = 1
+
+
+class ChunkerParams(msgspec.Struct):
+    min: int
+    avg: int
+    max: int
+    seed: int
+
+
+class Config(msgspec.Struct, kw_only=True):
+    version: int
+    id: str
+    created: float
+    chunker: ChunkerParams
+    pack_size: int
+    compression: str = f"zstd:{ZSTD_LEVEL}"
+
+
+class PackBlob(msgspec.Struct, array_like=True):
+    """One blob inside a pack: where it is and how it was stored."""
+
+    type: int
+    id: bytes
+    offset: int
+    length: int  # of the sealed bytes in the pack
+    raw_length: int  # of the plaintext
+    compressed: bool
+
+
+class Pending(msgspec.Struct):
+    since: float
+    waits_for: list[str] | None = None  # live sessions prune must outlive; None = "any live session"
+
+
+class IndexPack(msgspec.Struct, kw_only=True, omit_defaults=True):
+    id: str
+    size: int
+    blobs: list[PackBlob]
+    pending: Pending | None = None
+
+
+class IndexFile(msgspec.Struct, kw_only=True):
+    packs: list[IndexPack]
+
+
+class SessionDoc(msgspec.Struct, kw_only=True):
+    kind: str  # backup | prune | write
+    host: str
+    pid: int
+    start: float
+    boot_id: str = ""
+
+
+_local = threading.local()
+
+
+def compressor() -> zstandard.ZstdCompressor:
+    """A per-thread zstd compressor (instances are not thread-safe)."""
+    c = getattr(_local, "cctx", None)
+    if c is None:
+        c = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return c
+
+
+def decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "dctx", None)
+    if d is None:
+        d = _local.dctx = zstandard.ZstdDecompressor()
+    return d
+
+
+def compress_if_smaller(data: bytes | memoryview) -> tuple[bytes | memoryview, bool]:
+    """zstd-compress `data`; keep the original when compression does not shrink it."""
+    if len(data) < 64:
+        return data, False
+    packed = compressor().compress(data)
+    if len(packed) >= len(data):
+        return data, False
+    return packed, True
+
+
+def decompress(data: bytes, raw_length: int, what: str) -> bytes:
+    try:
+        out = decompressor().decompress(data, max_output_size=raw_length)
+    except zstandard.ZstdError as err:
+        raise IntegrityError(f"{what} does not decompress: {err}") from err
+    if len(out) != raw_length:
+        raise IntegrityError(f"{what} has {len(out)} bytes, expected {raw_length}")
+    return out
+
+
+def encode_document(obj: Any) -> bytes:
+    """flag || body: msgpack, zstd-compressed when that helps."""
+    body = msgspec.msgpack.encode(obj)
+    packed, compressed = compress_if_smaller(body)
+    return (b"\x01" if compressed else b"\x00") + bytes(packed)
+
+
+def decode_document(plain: bytes, type_: type[T], what: str) -> T:
+    if not plain:
+        raise IntegrityError(f"{what} is empty")
+    flag, body = plain[0], plain[1:]
+    try:
+        if flag == 1:
+            body = zstandard.ZstdDecompressor().decompress(body)
+        elif flag != 0:
+            raise IntegrityError(f"{what} has unknown encoding flag {flag}")
+        return msgspec.msgpack.decode(body, type=type_)
+    except (zstandard.ZstdError, msgspec.DecodeError, msgspec.ValidationError) as err:
+        raise IntegrityError(f"{what} cannot be decoded: {err}") from err

@@ -1,0 +1,121 @@
+"""Pack files: sealed blobs appended to a temp file, then a sealed header and its length.
+
+    pack = blob 1 || ... || blob N || sealed header || header length (4 bytes, little endian)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from shadowvault.errors import IntegrityError
+from shadowvault.repo.backend import Backend, storage_error
+from shadowvault.repo.crypto import Sealer
+from shadowvault.repo.format import PackBlob
+
+HEADER_AAD = b"sv1:pack-header"
+_header_encoder = msgspec.msgpack.Encoder()
+_header_decoder = msgspec.msgpack.Decoder(list[PackBlob])
+
+
+def blob_aad(blob_type: int, blob_id: bytes) -> bytes:
+    return b"sv1:blob:" + bytes([blob_type]) + blob_id
+
+
+def pack_name(pack_id: str) -> str:
+    return f"data/{pack_id[:2]}/{pack_id}"
+
+
+@dataclass
+class FinishedPack:
+    id: str
+    size: int
+    blobs: list[PackBlob]
+    path: Path
+
+
+class PackWriter:
+    """Builds one pack in a temp file, so a pack never sits whole in memory. Not thread-safe."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.path = backend.temp_path()
+        try:
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
+        except OSError as err:
+            raise storage_error(err, "a new pack") from err
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.blobs: list[PackBlob] = []
+
+    def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool) -> None:
+        try:
+            self._file.write(sealed)
+        except OSError as err:
+            self.abort()
+            raise storage_error(err, "a pack") from err
+        self._hash.update(sealed)
+        self.blobs.append(PackBlob(blob_type, blob_id, self.size, len(sealed), raw_length, compressed))
+        self.size += len(sealed)
+
+    def finish(self, sealer: Sealer) -> FinishedPack:
+        header = sealer.seal(_header_encoder.encode(self.blobs), HEADER_AAD)
+        tail = header + struct.pack("<I", len(header))
+        try:
+            self._file.write(tail)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as err:
+            self.abort()
+            raise storage_error(err, "a pack") from err
+        self._hash.update(tail)
+        return FinishedPack(self._hash.hexdigest(), self.size + len(tail), self.blobs, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def parse_header(sealer: Sealer, pack_bytes_tail: bytes, pack_size: int, what: str) -> list[PackBlob]:
+    """Decode a pack's header from the pack's last bytes (at least header + 4)."""
+    if len(pack_bytes_tail) < 4:
+        raise IntegrityError(f"{what} is truncated")
+    (header_len,) = struct.unpack("<I", pack_bytes_tail[-4:])
+    if header_len + 4 > pack_size or header_len + 4 > len(pack_bytes_tail):
+        raise IntegrityError(f"{what} has an invalid header length {header_len}")
+    sealed = pack_bytes_tail[-4 - header_len : -4]
+    plain = sealer.open(sealed, HEADER_AAD, f"header of {what}")
+    try:
+        blobs = _header_decoder.decode(plain)
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        raise IntegrityError(f"header of {what} cannot be decoded: {err}") from err
+    limit = pack_size - 4 - header_len
+    for blob in blobs:
+        if blob.offset < 0 or blob.offset + blob.length > limit:
+            raise IntegrityError(f"header of {what} points outside the pack")
+    return blobs
+
+
+def read_header(backend: Backend, sealer: Sealer, pack_id: str) -> list[PackBlob]:
+    """Read just a pack's header (two range reads)."""
+    name = pack_name(pack_id)
+    size = backend.stat(name).size
+    if size < 4:
+        raise IntegrityError(f"pack {pack_id} is truncated")
+    (header_len,) = struct.unpack("<I", backend.load(name, size - 4, 4))
+    if header_len + 4 > size:
+        raise IntegrityError(f"pack {pack_id} has an invalid header length")
+    tail = backend.load(name, size - 4 - header_len, header_len + 4)
+    return parse_header(sealer, tail, size, f"pack {pack_id}")
+

@@ -1,0 +1,549 @@
+"""The repository: open/init, save and load blobs (thread-safe), index files, snapshots.
+
+Layers: backend (files) <- crypto (sealing) <- packs + index <- this class <- archive/ and cli/.
+See docs/repository.md for the on-disk contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import msgspec
+
+from shadowvault.errors import (
+    IntegrityError,
+    NotFoundError,
+    RepositoryError,
+    ShadowvaultError,
+    UsageError,
+    WrongPasswordError,
+)
+from shadowvault.repo.backend import Backend, LocalBackend
+from shadowvault.repo.chunker import Chunker, default_params
+from shadowvault.repo.crypto import MasterKey, Sealer, make_key_file, open_key_file
+from shadowvault.repo.format import (
+    FORMAT_VERSION,
+    BlobType,
+    Config,
+    IndexFile,
+    IndexPack,
+    compress_if_smaller,
+    decode_document,
+    decompress,
+    encode_document,
+)
+from shadowvault.repo.index import BlobIndex, BlobLocation
+from shadowvault.repo.pack import PackWriter, blob_aad, pack_name
+from shadowvault.repo.session import Session
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tree import Tree, decode_tree, encode_tree
+
+log = logging.getLogger(__name__)
+
+CONFIG_AAD = b"sv1:config"
+INDEX_AAD = b"sv1:index"
+SNAPSHOT_AAD = b"sv1:snapshot"
+PACK_SIZE = 16 << 20
+PACKS_PER_INDEX = 8  # write an index file after this many finished packs (resume point after a crash)
+CACHE_BYTES = 64 << 20  # of decrypted blobs kept for repeated reads (trees, mostly)
+
+
+@dataclass
+class SaveStats:
+    """What this process added: for backup summaries and benchmarks."""
+
+    blobs_added: int = 0
+    raw_bytes_added: int = 0
+    stored_bytes_added: int = 0
+    blobs_deduplicated: int = 0
+    packs_written: int = 0
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _password_bytes(password: str | bytes) -> bytes:
+    return password.encode() if isinstance(password, str) else password
+
+
+class _BlobCache:
+    """A small LRU of decrypted blobs, bounded by bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: OrderedDict[bytes, bytes] = OrderedDict()
+        self._size = 0
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> bytes | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        if len(value) > self._limit // 8:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self._size += len(value)
+            while self._size > self._limit:
+                _, old = self._items.popitem(last=False)
+                self._size -= len(old)
+
+
+class Repository:
+    """An open repository. `save_blob`, `has_blob` and `load_blob` may be called from many threads."""
+
+    def __init__(self, backend: Backend, key: MasterKey, config: Config) -> None:
+        self.backend = backend
+        self.config = config
+        self._key = key
+        self.sealer = Sealer(key)
+        self.chunker = Chunker(config.chunker)
+        self.index = BlobIndex()
+        self.stats = SaveStats()
+        self.session: Session | None = None
+        self._inflight: set[bytes] = set()
+        self._inflight_lock = threading.Lock()
+        self._pack_lock = threading.Lock()
+        self._writers: dict[BlobType, PackWriter] = {}
+        self._unindexed: list[IndexPack] = []
+        self._index_lock = threading.Lock()
+        self._cache = _BlobCache(CACHE_BYTES)
+        self._closed = False
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        password: str | bytes,
+        *,
+        pack_size: int = PACK_SIZE,
+        kdf_params: dict[str, int] | None = None,
+    ) -> Repository:
+        """Create a repository in `path` (absent or an empty directory) and open it for writing."""
+        root = cls.validate_new_path(path)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for sub in ("keys", "data", "index", "snapshots", "sessions", "tmp"):
+                (root / sub).mkdir(exist_ok=True)
+        except OSError as err:
+            raise RepositoryError(f"cannot create repository {root}: {err.strerror or err}") from err
+        backend = LocalBackend(root)
+        key = MasterKey.generate()
+        config = Config(
+            version=FORMAT_VERSION,
+            id=secrets.token_hex(16),
+            created=time.time(),
+            chunker=default_params(secrets.randbits(63)),
+            pack_size=pack_size,
+        )
+        key_file = make_key_file(key, _password_bytes(password), kdf_params)
+        backend.save(f"keys/{sha256_hex(key_file)}", key_file)
+        sealer = Sealer(key)
+        # The config is written last: a directory without it is not (yet) a repository.
+        backend.save("config", sealer.seal(encode_document(config), CONFIG_AAD))
+        repo = cls(backend, key, config)
+        repo._start_session("init")
+        return repo
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], password: str | bytes, *, write: bool = False, kind: str = "backup"
+    ) -> Repository:
+        """Open an existing repository. With `write`, a session is registered before the index is
+        loaded (that order is what makes a concurrent prune safe)."""
+        root = cls.validate_path(path)
+        backend = LocalBackend(root)
+        key = cls._unlock(backend, _password_bytes(password))
+        sealer = Sealer(key)
+        config = decode_document(sealer.open(backend.load("config"), CONFIG_AAD, "config"), Config, "config")
+        if config.version != FORMAT_VERSION:
+            raise RepositoryError(f"repository format version {config.version} is not supported")
+        repo = cls(backend, key, config)
+        if write:
+            repo._start_session(kind)
+        else:
+            repo.reload_index()
+        return repo
+
+    @staticmethod
+    def validate_new_path(path: str | os.PathLike[str]) -> Path:
+        """Fail early when `path` cannot receive a new repository (a file, a non-empty directory)."""
+        root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise RepositoryError(f"{root} exists and is not a directory")
+        if root.is_dir() and any(root.iterdir()):
+            if (root / "config").exists():
+                raise RepositoryError(f"{root} is already a repository")
+            raise RepositoryError(f"{root} is not empty; a repository needs an empty or new directory")
+        return root
+
+    @staticmethod
+    def validate_path(path: str | os.PathLike[str]) -> Path:
+        """Fail early (before asking for a password) when `path` cannot be a repository."""
+        root = Path(path)
+        if not root.exists():
+            raise RepositoryError(f"repository {root} does not exist")
+        if not root.is_dir():
+            raise RepositoryError(f"{root} is a file, not a repository")
+        if not (root / "config").is_file():
+            raise RepositoryError(f"{root} is not a Shadowvault repository (no config file)")
+        return root
+
+    @staticmethod
+    def _unlock(backend: Backend, password: bytes) -> MasterKey:
+        keys = list(backend.list("keys/"))
+        if not keys:
+            raise RepositoryError(f"repository {backend.describe()} has no key files")
+        for info in keys:
+            try:
+                key = open_key_file(backend.load(info.name), password)
+            except IntegrityError as err:
+                log.warning("skipping %s: %s", info.name, err)
+                continue
+            if key is not None:
+                return key
+        raise WrongPasswordError("wrong password or no key for this repository")
+
+    def add_key(self, password: str | bytes) -> str:
+        """Wrap the master key with another password; returns the key file's name."""
+        raw = make_key_file(self._key, _password_bytes(password))
+        name = f"keys/{sha256_hex(raw)}"
+        self.backend.save(name, raw)
+        return name
+
+    def list_keys(self) -> list[dict]:
+        """The key files' public fields (never the wrapped key)."""
+        found = []
+        for info in self.backend.list("keys/"):
+            try:
+                doc = json.loads(self.backend.load(info.name))
+            except (ValueError, ShadowvaultError):
+                doc = {}
+            found.append({"id": info.name.rsplit("/", 1)[1], "created": doc.get("created", ""),
+                          "host": doc.get("host", ""), "username": doc.get("username", "")})
+        return found
+
+    def _start_session(self, kind: str) -> None:
+        if self.session is None:
+            self.session = Session(self.backend, self.sealer, kind)
+        self.reload_index()
+
+    def close(self, *, flush: bool = True) -> None:
+        """Flush (by default) and end the session. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            if flush:
+                self.flush()
+        finally:
+            self._closed = True
+            for writer in self._writers.values():
+                writer.abort()
+            self._writers.clear()
+            if self.session is not None:
+                self.session.close()
+                self.session = None
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(flush=exc_type is None)
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def path(self) -> str:
+        return self.backend.describe()
+
+    # ---------------------------------------------------------------- index
+
+    def load_index_file(self, name: str) -> IndexFile:
+        plain = self.sealer.open(self.backend.load(name), INDEX_AAD, name)
+        return decode_document(plain, IndexFile, name)
+
+    def index_files(self) -> list[str]:
+        return [info.name for info in self.backend.list("index/")]
+
+    def reload_index(self) -> None:
+        """Read every index file into a fresh in-memory index (in parallel: decrypt releases the GIL)."""
+        names = self.index_files()
+        index = BlobIndex()
+
+        def load(name: str) -> IndexFile | None:
+            try:
+                return self.load_index_file(name)
+            except NotFoundError:
+                return None  # replaced by a concurrent prune; its successor is in the listing or later
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for doc in pool.map(load, names):
+                if doc is not None:
+                    for pack in doc.packs:
+                        index.add_pack(pack)
+        with self._index_lock:
+            for pack in self._unindexed:
+                index.add(pack.id, pack.blobs)
+            self.index = index
+
+    def save_index_file(self, packs: list[IndexPack]) -> str:
+        raw = self.sealer.seal(encode_document(IndexFile(packs=packs)), INDEX_AAD)
+        name = f"index/{sha256_hex(raw)}"
+        self.backend.save(name, raw)
+        return name
+
+    def _write_pending_index(self) -> None:
+        with self._index_lock:
+            packs, self._unindexed = self._unindexed, []
+        if not packs:
+            return
+        try:
+            self.save_index_file(packs)
+        except BaseException:
+            with self._index_lock:
+                self._unindexed = packs + self._unindexed
+            raise
+
+    # ---------------------------------------------------------------- blobs
+
+    def blob_id(self, data: bytes | memoryview) -> bytes:
+        return self.sealer.blob_id(data)
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        """True if the blob is stored (or being stored by this process) and may be deduplicated."""
+        return self.index.has_blob(blob_id) or blob_id in self._inflight
+
+    def save_blob(self, kind: BlobType, data: bytes | memoryview) -> bytes:
+        """Store a blob unless it is already there; returns its id. Thread-safe.
+
+        Hashing, compression and encryption run outside any lock (they release the GIL); only the
+        append to the open pack is serialized. The blob is durable after `flush()`.
+        """
+        if self._closed:
+            raise RepositoryError("the repository was closed")
+        if self.session is None:
+            with self._pack_lock:
+                if self.session is None:
+                    self._start_session("write")
+        kind = BlobType(kind)
+        blob_id = self.sealer.blob_id(data)
+        if self.index.has_blob(blob_id):
+            self.stats.blobs_deduplicated += 1
+            return blob_id
+        with self._inflight_lock:
+            if blob_id in self._inflight or self.index.has_blob(blob_id):
+                self.stats.blobs_deduplicated += 1
+                return blob_id
+            self._inflight.add(blob_id)
+        try:
+            payload, compressed = compress_if_smaller(data)
+            sealed = self.sealer.seal(payload, blob_aad(kind, blob_id))
+            full = None
+            with self._pack_lock:
+                writer = self._writers.get(kind)
+                if writer is None:
+                    writer = self._writers[kind] = PackWriter(self.backend)
+                writer.add(kind, blob_id, sealed, len(data), compressed)
+                self.stats.blobs_added += 1
+                self.stats.raw_bytes_added += len(data)
+                self.stats.stored_bytes_added += len(sealed)
+                if writer.size >= self.config.pack_size:
+                    full = self._writers.pop(kind)
+        except BaseException:
+            with self._inflight_lock:
+                self._inflight.discard(blob_id)
+            raise
+        if full is not None:
+            self._commit_pack(full)
+        return blob_id
+
+    def _commit_pack(self, writer: PackWriter) -> None:
+        """Finish a pack, move it into data/, index it in memory and, every few packs, on disk."""
+        ids = [b.id for b in writer.blobs]
+        try:
+            finished = writer.finish(self.sealer)
+            self.backend.save_file(pack_name(finished.id), finished.path)
+        except BaseException:
+            with self._inflight_lock:
+                self._inflight.difference_update(ids)
+            raise
+        entry = IndexPack(id=finished.id, size=finished.size, blobs=finished.blobs)
+        self.index.add(finished.id, finished.blobs)
+        with self._inflight_lock:
+            self._inflight.difference_update(ids)
+        with self._index_lock:
+            self._unindexed.append(entry)
+            due = len(self._unindexed) >= PACKS_PER_INDEX
+        self.stats.packs_written += 1
+        if due:
+            self._write_pending_index()
+
+    def flush(self) -> None:
+        """Finish the open packs and write their index. Call after every `save_blob` returned."""
+        with self._pack_lock:
+            writers = list(self._writers.values())
+            self._writers.clear()
+        for writer in writers:
+            self._commit_pack(writer)
+        self._write_pending_index()
+
+    def lookup(self, blob_id: bytes) -> BlobLocation | None:
+        return self.index.lookup(blob_id)
+
+    def blob_size(self, blob_id: bytes) -> int | None:
+        """The plaintext size of a stored blob, None if unknown."""
+        location = self.index.lookup(blob_id)
+        return None if location is None else location.raw_length
+
+    def load_blob(self, blob_id: bytes) -> bytes:
+        """The verified plaintext of a blob (NotFoundError if unknown, IntegrityError if damaged)."""
+        cached = self._cache.get(blob_id)
+        if cached is not None:
+            return cached
+        location = self.index.lookup(blob_id)
+        if location is None and blob_id in self._inflight:
+            self.flush()
+            location = self.index.lookup(blob_id)
+        if location is None:
+            raise NotFoundError(f"blob {blob_id.hex()} is not in the repository index")
+        sealed = self.backend.load(pack_name(location.pack), location.offset, location.length)
+        data = self.decode_blob(blob_id, location, sealed)
+        if location.type == BlobType.TREE:
+            self._cache.put(blob_id, data)
+        return data
+
+    def decode_blob(self, blob_id: bytes, location: BlobLocation, sealed: bytes) -> bytes:
+        """Decrypt, decompress and verify one blob read from its pack."""
+        what = f"blob {blob_id.hex()[:16]} in pack {location.pack[:16]}"
+        if len(sealed) != location.length:
+            raise IntegrityError(f"{what} is truncated")
+        payload = self.sealer.open(sealed, blob_aad(location.type, blob_id), what)
+        data = decompress(payload, location.raw_length, what) if location.compressed else payload
+        if len(data) != location.raw_length or self.sealer.blob_id(data) != blob_id:
+            raise IntegrityError(f"{what} does not match its id")
+        return data
+
+    # ---------------------------------------------------------------- files and trees
+
+    def chunk_file(self, source: str | os.PathLike[str] | BinaryIO) -> Iterator[bytes]:
+        """The chunks of a file, with this repository's chunker parameters."""
+        return self.chunker.chunk_file(source)
+
+    def save_tree(self, tree: Tree) -> bytes:
+        return self.save_blob(BlobType.TREE, encode_tree(tree))
+
+    def load_tree(self, tree_id: bytes) -> Tree:
+        data = self.load_blob(tree_id)
+        try:
+            return decode_tree(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            raise IntegrityError(f"tree {tree_id.hex()[:16]} cannot be decoded: {err}") from err
+
+    # ---------------------------------------------------------------- snapshots
+
+    def save_snapshot(self, snapshot: Snapshot) -> str:
+        """Flush, then store the snapshot; returns its id (hex). The snapshot is the commit point."""
+        self.flush()
+        if self.session is not None:
+            self.session.ensure_valid()
+        raw = self.sealer.seal(encode_document(snapshot), SNAPSHOT_AAD)
+        snapshot_id = sha256_hex(raw)
+        self.backend.save(f"snapshots/{snapshot_id}", raw)
+        return snapshot_id
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        name = f"snapshots/{snapshot_id}"
+        raw = self.backend.load(name)
+        if sha256_hex(raw) != snapshot_id:
+            raise IntegrityError(f"snapshot {snapshot_id[:8]} does not match its name (damaged)")
+        return decode_document(self.sealer.open(raw, SNAPSHOT_AAD, f"snapshot {snapshot_id[:8]}"),
+                               Snapshot, f"snapshot {snapshot_id[:8]}")
+
+    def snapshot_ids(self) -> list[str]:
+        return [info.name.rsplit("/", 1)[1] for info in self.backend.list("snapshots/")]
+
+    def list_snapshots(self, *, skip_damaged: bool = False) -> list[tuple[str, Snapshot]]:
+        """Every snapshot, oldest first. A damaged one raises IntegrityError unless `skip_damaged`."""
+        found = []
+        for snapshot_id in self.snapshot_ids():
+            try:
+                found.append((snapshot_id, self.load_snapshot(snapshot_id)))
+            except NotFoundError:
+                continue  # forgotten while we listed
+            except IntegrityError:
+                if not skip_damaged:
+                    raise
+                log.warning("snapshot %s is damaged; skipped", snapshot_id[:8])
+        found.sort(key=lambda item: (item[1].time, item[0]))
+        return found
+
+    def find_snapshot(
+        self,
+        ref: str,
+        *,
+        paths: Iterable[str] | None = None,
+        host: str | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> tuple[str, Snapshot]:
+        """Resolve an id, a unique id prefix or "latest" (optionally the latest matching filters)."""
+        ref = ref.strip()
+        if ref == "latest":
+            matches = filter_snapshots(self.list_snapshots(skip_damaged=True), paths=paths, host=host,
+                                       tags=tags)
+            if not matches:
+                raise NotFoundError("no snapshot matches" if (paths or host or tags) else
+                                    "the repository has no snapshots")
+            return matches[-1]
+        if not ref or any(c not in "0123456789abcdef" for c in ref.lower()):
+            raise UsageError(f"{ref!r} is not a snapshot id (hex id, unique prefix, or 'latest')")
+        candidates = [i for i in self.snapshot_ids() if i.startswith(ref.lower())]
+        if not candidates:
+            raise NotFoundError(f"no snapshot with id {ref}")
+        if len(candidates) > 1:
+            raise UsageError(f"snapshot id prefix {ref} is ambiguous ({len(candidates)} snapshots match)")
+        return candidates[0], self.load_snapshot(candidates[0])
+
+    def remove_snapshot(self, snapshot_id: str) -> None:
+        self.backend.remove(f"snapshots/{snapshot_id}")
+
+
+def filter_snapshots(
+    snapshots: list[tuple[str, Snapshot]],
+    *,
+    paths: Iterable[str] | None = None,
+    host: str | None = None,
+    tags: Iterable[str] | None = None,
+) -> list[tuple[str, Snapshot]]:
+    """Snapshots whose paths include all `paths`, whose host is `host`, and that carry every tag."""
+    want_paths = set(paths or ())
+    want_tags = set(tags or ())
+    return [
+        (sid, snap) for sid, snap in snapshots
+        if (host is None or snap.host == host)
+        and want_paths <= set(snap.paths)
+        and want_tags <= set(snap.tags)
+    ]
+

@@ -1,0 +1,112 @@
+"""Blobs: round trips through chunking, compression and encryption; dedup; many threads at once."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shadowvault.errors import IntegrityError, NotFoundError
+from shadowvault.repo.format import BlobType
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.upload import Uploader
+from tests.repo.helpers import PASSWORD, pack_files
+
+
+@pytest.fixture(scope="module")
+def shared_repo(tmp_path_factory):
+    repo = Repository.init(tmp_path_factory.mktemp("blobs") / "repo", PASSWORD, pack_size=1 << 20)
+    yield repo
+    repo.close()
+
+
+def _content(size: int, seed: int, compressible: bool) -> bytes:
+    rnd = random.Random(seed)
+    if compressible:
+        words = [rnd.randbytes(8).hex().encode() for _ in range(64)]
+        out = bytearray()
+        while len(out) < size:
+            out += rnd.choice(words)
+        return bytes(out[:size])
+    return rnd.randbytes(size)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.one_of(st.integers(0, 4096), st.integers(0, 20 << 20)), seed=st.integers(0, 2**32),
+       compressible=st.booleans())
+def test_file_round_trip_any_size(shared_repo, size, seed, compressible):
+    data = _content(size, seed, compressible)
+    chunks = list(shared_repo.chunk_file(io.BytesIO(data)))
+    assert b"".join(chunks) == data
+    assert all(len(c) <= shared_repo.config.chunker.max for c in chunks)
+    ids = [shared_repo.save_blob(BlobType.DATA, c) for c in chunks]
+    shared_repo.flush()
+    assert b"".join(shared_repo.load_blob(i) for i in ids) == data
+
+
+def test_reopened_repository_reads_everything(tmp_path):
+    data = os.urandom(5 << 20) + bytes(3 << 20)
+    with Repository.init(tmp_path / "repo", PASSWORD, pack_size=1 << 20) as repo:
+        source = tmp_path / "src"
+        source.write_bytes(data)
+        with Uploader(repo, threads=2) as up:
+            ids, size = up.save_file(source)
+        assert size == len(data)
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert b"".join(repo.load_blob(i) for i in ids) == data
+        assert repo.blob_size(ids[0]) == len(repo.load_blob(ids[0]))
+        with pytest.raises(NotFoundError):
+            repo.load_blob(b"\0" * 32)
+
+
+def test_same_data_is_stored_once(tmp_path):
+    data = os.urandom(3 << 20)
+    with Repository.init(tmp_path / "repo", PASSWORD) as repo:
+        first = [repo.save_blob(BlobType.DATA, c) for c in repo.chunker.chunk_bytes(data)]
+        second = [repo.save_blob(BlobType.DATA, c) for c in repo.chunker.chunk_bytes(data)]
+        assert first == second
+        assert repo.stats.blobs_added == len(first)
+    stored = sum(p.stat().st_size for p in pack_files(tmp_path / "repo"))
+    assert len(data) < stored < len(data) + 4096
+    with Repository.open(tmp_path / "repo", PASSWORD, write=True) as repo:
+        for c in repo.chunker.chunk_bytes(data):
+            repo.save_blob(BlobType.DATA, c)
+        assert repo.stats.blobs_added == 0  # the next session deduplicates against the index
+    assert sum(p.stat().st_size for p in pack_files(tmp_path / "repo")) == stored
+
+
+def test_compressible_data_is_compressed(tmp_path):
+    data = b"shadowvault " * 200_000
+    with Repository.init(tmp_path / "repo", PASSWORD) as repo:
+        ids = [repo.save_blob(BlobType.DATA, c) for c in repo.chunker.chunk_bytes(data)]
+    assert sum(p.stat().st_size for p in pack_files(tmp_path / "repo")) < len(data) // 20
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert b"".join(repo.load_blob(i) for i in ids) == data
+
+
+def test_many_threads_save_the_same_and_different_blobs(tmp_path):
+    blobs = [os.urandom(random.Random(i).randint(0, 300_000)) for i in range(200)]
+    with Repository.init(tmp_path / "repo", PASSWORD, pack_size=2 << 20) as repo:
+        with ThreadPoolExecutor(4) as pool:
+            ids = list(pool.map(lambda b: repo.save_blob(BlobType.DATA, b), blobs + blobs))
+        assert ids[:200] == ids[200:]
+        assert repo.stats.blobs_added == len(set(ids))
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert [repo.load_blob(i) for i in ids[:200]] == blobs
+
+
+def test_a_damaged_pack_is_an_integrity_error_naming_the_blob(tmp_path):
+    with Repository.init(tmp_path / "repo", PASSWORD) as repo:
+        blob_id = repo.save_blob(BlobType.DATA, os.urandom(1000))
+    [pack] = pack_files(tmp_path / "repo")
+    raw = bytearray(pack.read_bytes())
+    raw[100] ^= 0x01
+    pack.write_bytes(bytes(raw))
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo, \
+            pytest.raises(IntegrityError, match=f"blob {blob_id.hex()[:16]}"):
+        repo.load_blob(blob_id)

@@ -1,0 +1,118 @@
+"""Creating and opening repositories: the errors a user meets first."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from shadowvault.errors import NotFoundError, RepositoryError, UsageError, WrongPasswordError
+from shadowvault.repo.repository import Repository
+from tests.repo.helpers import PASSWORD, env_for, make_snapshot, restore_all
+
+
+def test_init_then_open_with_the_password(tmp_path):
+    path = tmp_path / "repo"
+    with Repository.init(path, PASSWORD) as repo:
+        repo_id = repo.id
+    with Repository.open(path, PASSWORD) as repo:
+        assert repo.id == repo_id
+        assert repo.list_snapshots() == []
+    assert sorted(os.listdir(path)) == ["config", "data", "index", "keys", "sessions", "snapshots", "tmp"]
+    assert os.listdir(path / "sessions") == []  # the session ended with close()
+
+
+def test_wrong_password_is_one_clear_error(tmp_path):
+    Repository.init(tmp_path / "repo", PASSWORD).close()
+    with pytest.raises(WrongPasswordError, match="wrong password or no key for this repository"):
+        Repository.open(tmp_path / "repo", "not it")
+
+
+def test_second_key_opens_the_same_repository(tmp_path):
+    with Repository.init(tmp_path / "repo", PASSWORD) as repo:
+        repo.add_key("second")
+        sid, _ = make_snapshot(repo, {"a": b"hello"})
+    with Repository.open(tmp_path / "repo", "second") as repo:
+        assert restore_all(repo, sid)["a"] == b"hello"
+        assert len(repo.list_keys()) == 2
+
+
+def test_paths_that_are_not_repositories(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_bytes(b"x")
+    with pytest.raises(RepositoryError, match="is a file, not a repository"):
+        Repository.open(a_file, PASSWORD)
+    with pytest.raises(RepositoryError, match="not a Shadowvault repository"):
+        Repository.open(tmp_path, PASSWORD)
+    with pytest.raises(RepositoryError, match="does not exist"):
+        Repository.open(tmp_path / "missing", PASSWORD)
+    with pytest.raises(RepositoryError, match="not a directory"):
+        Repository.init(a_file, PASSWORD)
+    with pytest.raises(RepositoryError, match="not empty"):
+        Repository.init(tmp_path, PASSWORD)
+    Repository.init(tmp_path / "repo", PASSWORD).close()
+    with pytest.raises(RepositoryError, match="already a repository"):
+        Repository.init(tmp_path / "repo", PASSWORD)
+
+
+def test_find_snapshot_by_id_prefix_and_latest(tmp_path):
+    with Repository.init(tmp_path / "repo", PASSWORD) as repo:
+        first, _ = make_snapshot(repo, {"a": b"1"}, when=1000.0, tags=["x"])
+        second, _ = make_snapshot(repo, {"a": b"2"}, when=2000.0, host="other")
+        assert [sid for sid, _ in repo.list_snapshots()] == [first, second]
+        assert repo.find_snapshot(first)[0] == first
+        assert repo.find_snapshot(second[:6])[0] == second
+        assert repo.find_snapshot("latest")[0] == second
+        assert repo.find_snapshot("latest", host="testhost")[0] == first
+        assert repo.find_snapshot("latest", tags=["x"])[0] == first
+        with pytest.raises(NotFoundError):
+            repo.find_snapshot("latest", tags=["nope"])
+        with pytest.raises(NotFoundError):
+            repo.find_snapshot("0" * 64 if not first.startswith("0") else "f" * 64)
+        ids = [first, second]
+        while len({i[0] for i in ids}) == len(ids):  # at most 17 snapshots: two then share a digit
+            ids.append(make_snapshot(repo, {"a": str(len(ids)).encode()}, when=500.0)[0])
+        shared = next(i[0] for i in ids if sum(j[0] == i[0] for j in ids) > 1)
+        with pytest.raises(UsageError, match="ambiguous"):
+            repo.find_snapshot(shared)
+        for extra in ids[2:]:
+            repo.remove_snapshot(extra)
+        with pytest.raises(UsageError):
+            repo.find_snapshot("not-hex!")
+        repo.remove_snapshot(first)
+        assert [sid for sid, _ in repo.list_snapshots()] == [second]
+
+
+def test_cli_init_snapshots_and_errors(tmp_path, cli):
+    repo = tmp_path / "repo"
+    result = cli("init", "--repo", repo, "--json", env=env_for(repo))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["id"]
+    again = cli("init", env=env_for(repo))
+    assert again.returncode == 1 and "already a repository" in again.stderr
+    with Repository.open(repo, PASSWORD) as r:
+        sid, _ = make_snapshot(r, {"a": b"data"}, tags=["nightly"])
+    listed = cli("snapshots", "--json", env=env_for(repo))
+    assert listed.returncode == 0, listed.stderr
+    [entry] = json.loads(listed.stdout)
+    assert entry["id"] == sid and entry["tags"] == ["nightly"] and entry["host"] == "testhost"
+    table = cli("snapshots", env=env_for(repo))
+    assert sid[:8] in table.stdout
+    assert json.loads(cli("snapshots", "--json", "--tag", "other", env=env_for(repo)).stdout) == []
+
+    wrong = cli("snapshots", env={**env_for(repo), "SHADOWVAULT_PASSWORD": "nope"})
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip() == "shadowvault: error: wrong password or no key for this repository"
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    as_file = cli("snapshots", "--repo", a_file, env=env_for(repo))
+    assert as_file.returncode == 1 and "is a file, not a repository" in as_file.stderr
+    assert "Traceback" not in as_file.stderr
+    no_password = cli("snapshots", "--repo", repo, env={"SHADOWVAULT_PASSWORD": ""}, input="")
+    assert no_password.returncode == 2 and "no password given" in no_password.stderr
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(PASSWORD + "\n")
+    by_file = cli("snapshots", "--json", "--repo", repo, "--password-file", pw_file,
+                  env={"SHADOWVAULT_PASSWORD": ""})
+    assert by_file.returncode == 0, by_file.stderr
