@@ -1,0 +1,476 @@
+"""The shadow-set store: one manifest per set in the state directory, and the sets' lifecycle.
+
+Layout under `<state dir>/sets/`:
+
+    <id>.json       the set's ShadowSetManifest, written atomically (temp file, fsync, rename)
+    <id>.exposed    JSON list of the set's exposures (read-only bind mounts), when it has any
+    .lock           flock()ed while a record is written or a set is released, so that several
+                    processes (create, delete, reap) can work at once
+
+Limits like VSS's: at most `max_shadows_per_volume()` shadows per volume (oldest deleted first),
+and sets that are not persistent are released once their requester process has ended (`reap`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+from shadowvault import paths
+from shadowvault.errors import (
+    ConfigError,
+    NotFoundError,
+    PartialFailure,
+    ShadowError,
+    ShadowvaultError,
+    UsageError,
+)
+from shadowvault.fsutil import atomic_write
+from shadowvault.shadow import expose as mounts
+from shadowvault.shadow.manifest import Shadow, ShadowSetManifest, decode, encode
+from shadowvault.shadow.providers.hidden_dir import ShadowUnreachableError
+from shadowvault.shadow.providers.registry import get_provider
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SHADOWS_PER_VOLUME = 64
+CONFIG_FILE = "shadowvault.toml"
+RECORD_SUFFIX = ".json"
+EXPOSED_SUFFIX = ".exposed"
+SET_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+UNFINISHED_STATES = ("creating", "aborted")
+
+
+class Exposure(msgspec.Struct, kw_only=True):
+    """One shadow of a set mounted read-only at `at`."""
+
+    set_id: str
+    volume: str
+    index: int
+    source: str  # the shadow's path that is mounted
+    at: str
+    created_dir: bool = False  # `at` was made by expose and is removed by unexpose
+    created: float = 0.0
+
+
+def max_shadows_per_volume() -> int:
+    """`max_shadows_per_volume` from `<config dir>/shadowvault.toml`, default 64."""
+    path = paths.config_dir() / CONFIG_FILE
+    try:
+        with open(path, "rb") as f:
+            config = tomllib.load(f)
+    except FileNotFoundError:
+        return DEFAULT_MAX_SHADOWS_PER_VOLUME
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: {err}") from err
+    value = config.get("max_shadows_per_volume", DEFAULT_MAX_SHADOWS_PER_VOLUME)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{path}: max_shadows_per_volume must be a whole number >= 1, not {value!r}")
+    return value
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def process_alive(pid: int | None, since: float | None = None) -> bool:
+    """Whether process `pid` runs (not a zombie) and, if `since` is given, started no later than that.
+
+    The start-time check catches a PID reused by a new process after the requester ended.
+    """
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    if fields[0] in ("Z", "X"):
+        return False
+    if since is not None:
+        started = _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        if started > since + 2.0:
+            return False
+    return True
+
+
+class _ProcessLock:
+    """An flock on a file, re-entrant within this process (flock itself would deadlock on re-entry)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rlock = threading.RLock()
+        self.depth = 0
+        self.fd: int | None = None
+
+    def __enter__(self) -> None:
+        self.rlock.acquire()
+        try:
+            if self.depth == 0:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self.fd = fd
+            self.depth += 1
+        except BaseException:
+            self.rlock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.depth -= 1
+        if self.depth == 0 and self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.rlock.release()
+
+
+_locks: dict[str, _ProcessLock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(path: Path) -> _ProcessLock:
+    with _locks_guard:
+        key = str(path)
+        if key not in _locks:
+            _locks[key] = _ProcessLock(path)
+        return _locks[key]
+
+
+class ShadowStore:
+    """Shadow-set records in `root` (default `<state dir>/sets`), and what releasing a set means."""
+
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root) if root is not None else paths.state_dir() / "sets"
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _ensure_root(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except PermissionError as err:
+            raise ShadowvaultError(f"cannot create the state directory {self.root}: {err.strerror}") from err
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock: records do not change under the caller (re-entrant in a process)."""
+        self._ensure_root()
+        with _lock_for(self.root / ".lock"):
+            yield
+
+    def _record(self, set_id: str) -> Path:
+        return self.root / f"{set_id}{RECORD_SUFFIX}"
+
+    def _exposed_record(self, set_id: str) -> Path:
+        return self.root / f"{set_id}{EXPOSED_SUFFIX}"
+
+    def new_id(self) -> str:
+        """A short, unique id that sorts by creation time: `20261125T140312-3f9a1c` (UTC)."""
+        self._ensure_root()
+        while True:
+            set_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+            if not self._record(set_id).exists():
+                return set_id
+
+    def save(self, manifest: ShadowSetManifest) -> None:
+        """Write the set's record atomically (a reader sees the old or the new record, never half)."""
+        if not SET_ID_PATTERN.match(manifest.id):
+            raise UsageError(f"invalid shadow set id {manifest.id!r}")
+        with self.locked():
+            atomic_write(self._record(manifest.id), encode(manifest), mode=0o600)
+
+    def _ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        suffix = len(RECORD_SUFFIX)
+        return [n[:-suffix] for n in names if n.endswith(RECORD_SUFFIX) and not n.startswith(".")]
+
+    def _read(self, set_id: str) -> ShadowSetManifest:
+        path = self._record(set_id)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"no shadow set {set_id}") from None
+        try:
+            return decode(data)
+        except msgspec.DecodeError as err:
+            raise ShadowError(f"the record of shadow set {set_id} ({path}) is damaged: {err}") from err
+
+    def resolve(self, ref: str) -> str:
+        """The full id of the set named by `ref` (a full id or a unique prefix of one)."""
+        if not ref or not SET_ID_PATTERN.match(ref):
+            raise NotFoundError(f"no shadow set {ref}")
+        ids = self._ids()
+        if ref in ids:
+            return ref
+        matches = sorted(i for i in ids if i.startswith(ref))
+        if not matches:
+            raise NotFoundError(f"no shadow set {ref}")
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise UsageError(f"shadow set id {ref} is ambiguous: it starts {shown}")
+        return matches[0]
+
+    def load(self, ref: str) -> ShadowSetManifest:
+        """The set named by a full id or a unique prefix; NotFoundError / UsageError (ambiguous) else."""
+        return self._read(self.resolve(ref))
+
+    def list(self) -> list[ShadowSetManifest]:
+        """Every set, oldest first; a damaged record is logged and left out."""
+        sets = []
+        for set_id in self._ids():
+            try:
+                sets.append(self._read(set_id))
+            except NotFoundError:
+                continue  # released meanwhile
+            except ShadowError as err:
+                log.warning("%s", err)
+        return sorted(sets, key=lambda m: (m.created, m.id))
+
+    # -- release and limits --------------------------------------------------------------------
+
+    def release(self, set_id: str) -> None:
+        """Unexpose and delete every shadow of the set, then its record. Unknown ids are no error.
+
+        If a shadow cannot be deleted, the record is kept with the shadows that remain, so that a
+        later release retries them, and the error is raised.
+        """
+        with self.locked():
+            if not self._record(set_id).exists():
+                self._exposed_record(set_id).unlink(missing_ok=True)
+                return
+            manifest = self._read(set_id)
+            self.unexpose(set_id=set_id)
+            remaining: list[Shadow] = []
+            failures: list[ShadowvaultError] = []
+            for shadow in manifest.shadows:
+                try:
+                    self._delete_shadow(shadow)
+                except ShadowvaultError as err:
+                    remaining.append(shadow)
+                    failures.append(err)
+            if failures:
+                manifest.shadows = remaining
+                self.save(manifest)
+                raise failures[0]
+            self._record(set_id).unlink(missing_ok=True)
+            log.info("released shadow set %s", set_id)
+
+    @staticmethod
+    def _delete_shadow(shadow: Shadow) -> None:
+        if not shadow.provider:
+            return
+        try:
+            provider = get_provider(shadow.provider)
+        except UsageError:
+            log.warning("shadow of %s: unknown provider %r, record dropped", shadow.volume, shadow.provider)
+            return
+        try:
+            provider.delete(shadow)
+        except ShadowUnreachableError as err:
+            log.warning("%s; its image %s stays until the volume is mounted again", err, shadow.path)
+
+    def delete_oldest(self) -> str:
+        """Release the oldest set and return its id."""
+        with self.locked():
+            sets = self.list()
+            if not sets:
+                raise NotFoundError("there are no shadow sets")
+            self.release(sets[0].id)
+            return sets[0].id
+
+    def delete_all(self) -> list[str]:
+        """Release every set; returns the released ids (PartialFailure if some could not be)."""
+        deleted, failed = [], []
+        with self.locked():
+            for manifest in self.list():
+                try:
+                    self.release(manifest.id)
+                    deleted.append(manifest.id)
+                except ShadowvaultError as err:
+                    failed.append(f"{manifest.id}: {err}")
+        if failed:
+            raise PartialFailure(f"deleted {len(deleted)} shadow set(s); not deleted: " + "; ".join(failed))
+        return deleted
+
+    def _in_progress(self, manifest: ShadowSetManifest) -> bool:
+        """A set its (living) requester is still creating: never evicted from under it."""
+        return manifest.state == "creating" and process_alive(manifest.requester_pid, manifest.created)
+
+    def enforce_limit(self, volume_mount: str, max_per_volume: int | None = None) -> list[str]:
+        """Release the oldest sets holding a shadow of `volume_mount` until a new one fits.
+
+        Returns the released ids. The limit defaults to `max_shadows_per_volume()`.
+        """
+        limit = max_shadows_per_volume() if max_per_volume is None else max_per_volume
+        if limit < 1:
+            raise UsageError("the maximum number of shadows per volume must be at least 1")
+        released = []
+        with self.locked():
+            holding = [m for m in self.list() if any(s.volume == volume_mount for s in m.shadows)]
+            evictable = [m for m in holding if not self._in_progress(m)]
+            count = len(holding)
+            while count >= limit and evictable:
+                oldest = evictable.pop(0)
+                self.release(oldest.id)
+                released.append(oldest.id)
+                count -= 1
+        for set_id in released:
+            log.info("released shadow set %s: %s holds at most %d shadows", set_id, volume_mount, limit)
+        return released
+
+    def reap(self) -> list[str]:
+        """Release the sets whose requester has ended: non-persistent ones, and unfinished ones.
+
+        A set still `creating` or left `aborted` by a dead requester is released even if it was
+        asked to be persistent: it never became a usable set.
+        """
+        released = []
+        with self.locked():
+            for manifest in self.list():
+                if manifest.requester_pid is None:
+                    continue  # nobody to outlive: kept until deleted
+                if process_alive(manifest.requester_pid, manifest.created):
+                    continue
+                if manifest.persistent and manifest.state not in (*UNFINISHED_STATES, "released"):
+                    continue
+                try:
+                    self.release(manifest.id)
+                    released.append(manifest.id)
+                except ShadowvaultError as err:
+                    log.warning("could not release shadow set %s of an ended requester: %s", manifest.id, err)
+        return released
+
+    # -- exposures ----------------------------------------------------------------------------
+
+    def exposures(self, set_id: str | None = None) -> list[Exposure]:
+        """The exposures of one set, or of every set."""
+        ids = [set_id] if set_id else self._ids()
+        found: list[Exposure] = []
+        for sid in ids:
+            try:
+                data = self._exposed_record(sid).read_bytes()
+            except FileNotFoundError:
+                continue
+            try:
+                found.extend(msgspec.json.decode(data, type=list[Exposure]))
+            except msgspec.DecodeError as err:
+                log.warning("exposure record of %s is damaged: %s", sid, err)
+        return found
+
+    def _write_exposures(self, set_id: str, exposures: list[Exposure]) -> None:
+        path = self._exposed_record(set_id)
+        if exposures:
+            atomic_write(path, msgspec.json.encode(exposures), mode=0o600)
+        else:
+            path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _pick_shadow(manifest: ShadowSetManifest, volume_or_index: str | int | None) -> tuple[int, Shadow]:
+        if not manifest.shadows:
+            raise UsageError(f"shadow set {manifest.id} has no shadows")
+        if volume_or_index is None:
+            return 0, manifest.shadows[0]
+        if isinstance(volume_or_index, int) or str(volume_or_index).isdigit():
+            index = int(volume_or_index)
+            if index >= len(manifest.shadows):
+                count = len(manifest.shadows)
+                raise UsageError(f"shadow set {manifest.id} has {count} shadow(s), no #{index}")
+            return index, manifest.shadows[index]
+        wanted = os.path.realpath(str(volume_or_index))
+        for index, shadow in enumerate(manifest.shadows):
+            if shadow.volume in (wanted, str(volume_or_index)):
+                return index, shadow
+        volumes = ", ".join(s.volume for s in manifest.shadows)
+        raise UsageError(f"shadow set {manifest.id} has no shadow of {volume_or_index} (it has {volumes})")
+
+    def expose(self, set_id: str, volume_or_index: str | int | None, at: Path | str) -> Exposure:
+        """Mount one shadow of the set read-only at `at` (created if missing) and record it."""
+        with self.locked():
+            manifest = self.load(set_id)
+            if manifest.state != "created":
+                raise UsageError(f"shadow set {manifest.id} cannot be exposed: it is {manifest.state}")
+            index, shadow = self._pick_shadow(manifest, volume_or_index)
+            target = os.path.realpath(str(at))
+            for exposure in self.exposures():
+                if exposure.at == target:
+                    raise UsageError(f"{target} already exposes shadow set {exposure.set_id}")
+            created_dir = False
+            if not os.path.lexists(target):
+                try:
+                    os.makedirs(target, mode=0o755)
+                except OSError as err:
+                    raise UsageError(f"cannot create {target}: {err.strerror}") from err
+                created_dir = True
+            elif not os.path.isdir(target):
+                raise UsageError(f"{target} is not a directory")
+            elif mounts.is_mount_point(target):
+                raise UsageError(f"{target} is already a mount point")
+            try:
+                mounts.bind_readonly(shadow.path, target)
+            except BaseException:
+                if created_dir:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(target)
+                raise
+            exposure = Exposure(
+                set_id=manifest.id, volume=shadow.volume, index=index, source=shadow.path, at=target,
+                created_dir=created_dir, created=time.time(),
+            )
+            try:
+                self._write_exposures(manifest.id, [*self.exposures(manifest.id), exposure])
+            except BaseException:
+                mounts.unmount(target)
+                raise
+            return exposure
+
+    def unexpose(self, at: Path | str | None = None, set_id: str | None = None) -> list[str]:
+        """Unmount the exposure at `at`, or every exposure of `set_id`; returns the unmounted paths."""
+        if at is None and set_id is None:
+            raise UsageError("say which exposure to remove: a directory or a shadow set")
+        with self.locked():
+            target = os.path.realpath(str(at)) if at is not None else None
+            chosen = [
+                e for e in self.exposures(set_id) if target is None or e.at == target
+            ]
+            if target is not None and not chosen:
+                raise NotFoundError(f"{target}: no shadow is exposed there")
+            done = []
+            for exposure in chosen:
+                mounts.unmount(exposure.at)
+                if exposure.created_dir:
+                    try:
+                        os.rmdir(exposure.at)
+                    except OSError as err:
+                        if err.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                            log.warning("could not remove %s: %s", exposure.at, err.strerror)
+                left = [e for e in self.exposures(exposure.set_id) if e.at != exposure.at]
+                self._write_exposures(exposure.set_id, left)
+                done.append(exposure.at)
+            return done
