@@ -242,6 +242,7 @@ def run_backup(
         freeze_window = manifest.freeze_window
         for note in manifest.notes:
             warnings.append(note)
+            (on_warning or log.warning)(note)
     duration = time.monotonic() - started
     added = _added_bytes(repo)
     added_bytes = added - added_before if added is not None and added_before is not None else None
@@ -259,6 +260,7 @@ def run_backup(
         excludes=list(request.excludes),
         summary={
             **stats.as_dict(),
+            "bytes": stats.bytes_total,
             "added_bytes": added_bytes,
             "duration": round(duration, 3),
             "freeze_window": freeze_window,

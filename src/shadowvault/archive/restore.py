@@ -98,12 +98,12 @@ def find_node(store: BlobStore, root_tree: bytes, subpath: str | bytes) -> Node 
     walked = b""
     for part in parts:
         if tree_id is None:
-            raise NotFoundError(f"{_text(walked)} is not a directory in the snapshot")
+            raise NotFoundError(f"{_text(raw)}: {_text(walked)} is not a directory in the snapshot")
         tree = decode_tree(store.load_blob(tree_id))
         node = next((n for n in tree.nodes if n.name == part), None)
         walked += b"/" + part
         if node is None:
-            raise NotFoundError(f"{_text(walked)}: no such path in the snapshot")
+            raise NotFoundError(f"{_text(raw)}: no such path in the snapshot")
         tree_id = node.subtree if node.type == "dir" else None
     return node
 

@@ -1,5 +1,177 @@
-"""CLI commands: backup (to be filled in)."""
+"""CLI command: backup (parse options, show progress, print the summary)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
-COMMANDS: list[click.Command] = []
+from shadowvault.archive.backup import BackupRequest, run_backup
+from shadowvault.archive.walker import WalkStats
+from shadowvault.cli.output import info, json_option, note, print_json, warn
+from shadowvault.cli.repo_options import open_repository, repo_options
+from shadowvault.errors import PartialFailure
+
+PROVIDERS = ["auto", "btrfs", "reflink", "live", "none"]
+STATUS_INTERVAL = 1.0
+
+
+def _status(stats: WalkStats) -> dict:
+    with stats.lock:
+        return {
+            "message_type": "status",
+            "seconds_elapsed": round(time.monotonic() - stats.started, 1),
+            "files_done": stats.files,
+            "bytes_total": stats.bytes_total,
+            "bytes_read": stats.bytes_read,
+            "errors": len(stats.errors),
+            "current_file": stats.current,
+        }
+
+
+@contextmanager
+def _progress(stats: WalkStats, as_json: bool) -> Iterator[None]:
+    """JSON status lines on stdout with --json; a rich status line on a terminal; else nothing."""
+    if as_json:
+        stop = threading.Event()
+
+        def report() -> None:
+            while not stop.wait(STATUS_INTERVAL):
+                print_json(_status(stats))
+
+        thread = threading.Thread(target=report, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+        return
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+    from rich.live import Live
+
+    def line() -> str:
+        s = _status(stats)
+        return (
+            f"[{s['seconds_elapsed']:.0f}s] {s['files_done']} files, {s['bytes_read'] / 2**20:.1f} MiB read "
+            f"of {s['bytes_total'] / 2**20:.1f} MiB, {s['errors']} errors  {s['current_file'][-60:]}"
+        )
+
+    with Live(line(), console=Console(stderr=True), refresh_per_second=4, transient=True) as live:
+        stop = threading.Event()
+
+        def refresh() -> None:
+            while not stop.wait(0.25):
+                live.update(line())
+
+        thread = threading.Thread(target=refresh, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+@click.command("backup")
+@repo_options
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Leave out matching paths.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the snapshot (repeatable).")
+@click.option(
+    "--provider",
+    type=click.Choice(PROVIDERS),
+    default="auto",
+    show_default=True,
+    help="How volumes are shadowed; `none` reads the live files without a shadow set.",
+)
+@click.option("--writer", "writers", multiple=True, metavar="NAME[:INSTANCE]", help="Writer to include.")
+@click.option("--host", default=None, help="Host name to record (default: this machine's).")
+@click.option("--parent", default=None, metavar="SNAP", help="Compare against this snapshot.")
+@click.option("--force", is_flag=True, help="Read every file, ignoring the parent snapshot.")
+@json_option
+def backup_cmd(
+    repo: str | None,
+    password_file: str | None,
+    paths: tuple[str, ...],
+    excludes: tuple[str, ...],
+    tags: tuple[str, ...],
+    provider: str,
+    writers: tuple[str, ...],
+    host: str | None,
+    parent: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Back up PATHS into the repository, reading a shadow set where the volumes allow it.
+
+    Unreadable files are reported and skipped; the snapshot is saved and the exit code is 3.
+    """
+    request = BackupRequest(
+        paths=list(paths),
+        excludes=list(excludes),
+        tags=list(tags),
+        provider=provider,
+        writers=list(writers),
+        host=host,
+        parent=parent,
+        full=force,
+    )
+
+    def on_warning(message: str) -> None:
+        if as_json:
+            sys.stderr.write(f'{{"message_type":"warning","message":{_quote(message)}}}\n')
+        else:
+            warn(message)
+
+    stats = WalkStats()
+    with open_repository(repo, password_file, write=True) as r, _progress(stats, as_json):
+        result = run_backup(r, request, stats=stats, on_warning=on_warning)
+    for path, reason in result.errors:
+        if as_json:
+            sys.stderr.write(f'{{"message_type":"error","path":{_quote(path)},"error":{_quote(reason)}}}\n')
+        else:
+            warn(f"{path}: {reason}")
+    summary = result.summary()
+    if as_json:
+        print_json({"message_type": "summary", **summary})
+    else:
+        s = result.stats
+        note(
+            f"files: {s.files_new} new, {s.files_changed} changed, {s.files_unmodified} unmodified; "
+            f"dirs: {s.dirs}; read {_human_size(s.bytes_read)} of {_human_size(s.bytes_total)}, "
+            f"added {_human_size(result.added_bytes)} in {result.duration:.2f}s"
+            + (f"; freeze window {result.freeze_window * 1000:.0f} ms" if result.freeze_window else "")
+        )
+        consistency = ", ".join(f"{k}={v}" for k, v in result.snapshot.consistency.items())
+        note(f"consistency: {consistency}")
+        info(f"snapshot {result.snapshot_id[:8]} saved")
+    if result.errors:
+        raise PartialFailure(f"{len(result.errors)} file(s) could not be read; the snapshot has the rest")
+
+
+def _quote(text: str) -> str:
+    import json
+
+    return json.dumps(text)
+
+
+COMMANDS: list[click.Command] = [backup_cmd]

@@ -1,5 +1,164 @@
-"""CLI commands: restore (to be filled in)."""
+"""CLI commands: restore, ls, diff (parse options, call the archive library, print)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
 
 import click
 
-COMMANDS: list[click.Command] = []
+from shadowvault.archive.diff import SYMBOLS, Change, diff_trees
+from shadowvault.archive.listing import describe, display, list_snapshot, mode_string
+from shadowvault.archive.patterns import PathFilter
+from shadowvault.archive.restore import Overwrite, Restorer
+from shadowvault.cli.output import info, json_option, note, print_json, warn
+from shadowvault.cli.repo_options import open_repository, repo_options
+from shadowvault.errors import PartialFailure
+
+
+def split_ref(spec: str) -> tuple[str, str]:
+    """SNAP[:SUBPATH] -> (snapshot ref, subpath)."""
+    ref, _, sub = spec.partition(":")
+    return ref, sub or "/"
+
+
+def _stderr_json(obj: dict) -> None:
+    sys.stderr.write(json.dumps(obj) + "\n")
+
+
+@click.command("restore")
+@repo_options
+@click.argument("snapshot", metavar="SNAP[:SUBPATH]")
+@click.option("--target", "-t", required=True, type=click.Path(), help="Directory to restore into.")
+@click.option("--include", "includes", multiple=True, metavar="GLOB", help="Restore only matching paths.")
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Leave out matching paths.")
+@click.option(
+    "--overwrite",
+    type=click.Choice([o.value for o in Overwrite]),
+    default=Overwrite.NEVER.value,
+    show_default=True,
+    help="What to do with files that already exist in the target.",
+)
+@click.option("--verify", is_flag=True, help="Read every restored file back and compare its hash.")
+@click.option("--numeric-owner", is_flag=True, help="Restore owners by uid/gid, not by name.")
+@json_option
+def restore_cmd(
+    repo: str | None,
+    password_file: str | None,
+    snapshot: str,
+    target: str,
+    includes: tuple[str, ...],
+    excludes: tuple[str, ...],
+    overwrite: str,
+    verify: bool,
+    numeric_owner: bool,
+    as_json: bool,
+) -> None:
+    """Restore a snapshot (or SUBPATH of it) into --target, with owners, modes, times, ACLs and xattrs.
+
+    Without SUBPATH the snapshot's full paths are recreated below the target; with one, what is
+    inside SUBPATH is restored into the target. A damaged blob fails only the files that need it
+    (exit code 3).
+    """
+    ref, subpath = split_ref(snapshot)
+    started = time.monotonic()
+    with open_repository(repo, password_file) as r:
+        snap_id, snap = r.find_snapshot(ref)
+        restorer = Restorer(
+            r,
+            target,
+            path_filter=PathFilter(includes, excludes),
+            overwrite=overwrite,
+            verify=verify,
+            numeric_owner=numeric_owner,
+        )
+        stats = restorer.restore(snap.tree, subpath)
+    for kind, entries in (("warning", stats.warnings), ("error", stats.errors)):
+        for path, reason in entries:
+            if as_json:
+                _stderr_json({"message_type": kind, "path": path, "message": reason})
+            else:
+                warn(f"{path}: {reason}")
+    duration = time.monotonic() - started
+    if as_json:
+        print_json(
+            {"message_type": "summary", "snapshot_id": snap_id, **stats.as_dict(), "duration": duration}
+        )
+    else:
+        verified = f", {stats.verified} verified" if verify else ""
+        info(
+            f"restored snapshot {snap_id[:8]}: {stats.files} files, {stats.dirs} dirs, "
+            f"{stats.others} others, {stats.bytes_written / 2**20:.1f} MiB in {duration:.2f}s "
+            f"({stats.skipped} skipped{verified})"
+        )
+    if stats.errors:
+        raise PartialFailure(f"{len(stats.errors)} item(s) could not be restored; the others were")
+
+
+@click.command("ls")
+@repo_options
+@click.argument("snapshot", metavar="SNAP")
+@click.argument("path", required=False, default="/")
+@click.option("-l", "--long", "long_format", is_flag=True, help="Show mode, owner, size and time.")
+@click.option("--recursive/--no-recursive", default=True, show_default=True, help="List below PATH.")
+@json_option
+def ls_cmd(
+    repo: str | None,
+    password_file: str | None,
+    snapshot: str,
+    path: str,
+    long_format: bool,
+    recursive: bool,
+    as_json: bool,
+) -> None:
+    """List the files of a snapshot (below PATH)."""
+    with open_repository(repo, password_file) as r:
+        snap_id, snap = r.find_snapshot(snapshot)
+        if as_json:
+            print_json({"message_type": "snapshot", "id": snap_id, "paths": snap.paths, "time": snap.time})
+        for entry_path, node in list_snapshot(r, snap.tree, path, recursive=recursive):
+            if as_json:
+                print_json({"message_type": "node", **describe(entry_path, node)})
+            elif long_format:
+                owner = f"{node.user or node.uid}/{node.group or node.gid}"
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.mtime_ns / 1e9))
+                suffix = f" -> {display(node.link_target)}" if node.link_target is not None else ""
+                info(f"{mode_string(node)} {owner:>17} {node.size:>12} {when} {display(entry_path)}{suffix}")
+            else:
+                info(display(entry_path))
+
+
+@click.command("diff")
+@repo_options
+@click.argument("first", metavar="SNAP1")
+@click.argument("second", metavar="SNAP2")
+@json_option
+def diff_cmd(repo: str | None, password_file: str | None, first: str, second: str, as_json: bool) -> None:
+    """Show what changed from SNAP1 to SNAP2: + added, - removed, M modified, U metadata only."""
+    counts = {change.value: 0 for change in Change}
+    with open_repository(repo, password_file) as r:
+        id1, snap1 = r.find_snapshot(first)
+        id2, snap2 = r.find_snapshot(second)
+        if not as_json:
+            note(f"comparing snapshot {id1[:8]} to {id2[:8]}:")
+        for difference in diff_trees(r, snap1.tree, snap2.tree):
+            counts[difference.change.value] += 1
+            if as_json:
+                print_json(
+                    {
+                        "message_type": "change",
+                        "path": display(difference.path),
+                        "change": difference.change.value,
+                        "type": difference.type,
+                    }
+                )
+            else:
+                info(f"{SYMBOLS[difference.change]}    {display(difference.path)}")
+    if as_json:
+        print_json({"message_type": "statistics", "source": id1, "target": id2, **counts})
+    else:
+        note(", ".join(f"{n} {name}" for name, n in counts.items()))
+
+
+COMMANDS: list[click.Command] = [restore_cmd, ls_cmd, diff_cmd]
