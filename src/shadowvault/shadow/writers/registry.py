@@ -11,7 +11,10 @@ import importlib
 import logging
 import os
 
-from shadowvault.errors import ConfigError, NotFoundError, UsageError
+import msgspec
+
+from shadowvault.errors import ConfigError, NotFoundError, ShadowvaultError, UsageError
+from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume, volume_of
 from shadowvault.shadow.writers import config
 from shadowvault.shadow.writers.base import Writer
@@ -134,3 +137,55 @@ def discover_writers(volumes: list[Volume]) -> list[Writer]:
     for writer in found:
         unique.setdefault(writer.label, writer)
     return list(unique.values())
+
+
+class WriterEntry(msgspec.Struct, kw_only=True):
+    """One line of `writers list`: a writer type, a configured writer, or a discovered instance."""
+
+    writer: str  # the --writer spec that selects it
+    kind: str  # builtin | configured | discovered
+    state: str  # stable | refused | failed_at_identify | unavailable
+    detail: str = ""
+    components: list[Component] = []
+
+
+def _entry(writer: Writer, kind: str, detail: str = "") -> WriterEntry:
+    try:
+        components = writer.identify()
+    except Exception as err:
+        return WriterEntry(writer=writer.label, kind=kind, state="failed_at_identify", detail=str(err))
+    return WriterEntry(writer=writer.label, kind=kind, state="stable", detail=detail, components=components)
+
+
+def inventory(volumes: list[Volume] | None = None) -> list[WriterEntry]:
+    """Every writer this machine has, like `vssadmin list writers`: never raises for a bad config."""
+    from shadowvault.shadow.volumes import list_volumes
+
+    entries = []
+    for name in BUILTIN_WRITERS:
+        try:
+            cls = writer_class(name)
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            entries.append(WriterEntry(writer=name, kind="builtin", state="stable", detail=doc))
+        except ImportError as err:
+            entries.append(WriterEntry(writer=name, kind="builtin", state="unavailable", detail=str(err)))
+    configs, problems = config.scan_configs()
+    for cfg in configs:
+        try:
+            writer = writer_from_config(cfg)
+        except ShadowvaultError as err:
+            entries.append(WriterEntry(writer=cfg.name, kind="configured", state="refused", detail=str(err)))
+            continue
+        entries.append(_entry(writer, "configured", str(cfg.path)))
+    for path, message in problems:
+        entries.append(WriterEntry(writer=path, kind="configured", state="refused", detail=message))
+    if volumes is None:
+        volumes = list_volumes(with_uuid=False)
+    for name in BUILTIN_WRITERS:
+        try:
+            discovered = writer_class(name).discover(volumes)
+        except (ImportError, ShadowvaultError) as err:
+            entries.append(WriterEntry(writer=name, kind="discovered", state="refused", detail=str(err)))
+            continue
+        entries.extend(_entry(writer, "discovered") for writer in discovered)
+    return entries

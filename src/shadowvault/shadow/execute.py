@@ -1,0 +1,132 @@
+"""`exec`: run any program against a shadow set, so tar, restic or borg read a consistent image.
+
+The program gets the shadows in its environment and in its arguments:
+
+    SHADOWVAULT_SET_ID        the set's id
+    SHADOWVAULT_SHADOW_ROOT   the first volume's shadow (where `{shadow}` points)
+    SHADOWVAULT_SHADOW_<n>    the shadow of the n-th --volume, counted from 0
+    SHADOWVAULT_VOLUME_<n>    the n-th volume's live mount point
+    {shadow}, {shadow:N}      in an argument: the first / the N-th (from 0) shadow's path
+
+The set is released when the program ends, and its exit status is passed on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Sequence
+
+from shadowvault.errors import NotFoundError, UsageError
+from shadowvault.shadow.coordinator import shadow_set
+from shadowvault.shadow.manifest import ShadowSetManifest
+
+log = logging.getLogger(__name__)
+
+COMMAND_NOT_FOUND = 127
+COMMAND_NOT_EXECUTABLE = 126
+_PLACEHOLDER = re.compile(r"\{shadow(?::(\d+))?\}")
+
+
+class CommandNotFound(NotFoundError):
+    """The program to run does not exist; exec exits 127 like a shell."""
+
+    exit_code = COMMAND_NOT_FOUND
+
+
+def shadow_environment(manifest: ShadowSetManifest) -> dict[str, str]:
+    """The variables a program run by exec finds the shadows in."""
+    env = {"SHADOWVAULT_SET_ID": manifest.id}
+    if manifest.shadows:
+        env["SHADOWVAULT_SHADOW_ROOT"] = manifest.shadows[0].path
+    for n, shadow in enumerate(manifest.shadows):
+        env[f"SHADOWVAULT_SHADOW_{n}"] = shadow.path
+        env[f"SHADOWVAULT_VOLUME_{n}"] = shadow.volume
+    return env
+
+
+def substitute(argv: Sequence[str], manifest: ShadowSetManifest) -> list[str]:
+    """Replace `{shadow}` and `{shadow:N}` in every argument by the shadow paths."""
+
+    def replace(match: re.Match[str]) -> str:
+        n = int(match.group(1) or 0)
+        if n >= len(manifest.shadows):
+            count = len(manifest.shadows)
+            raise UsageError(f"{match.group(0)}: the set has {count} shadow(s), numbered from 0")
+        return manifest.shadows[n].path
+
+    return [_PLACEHOLDER.sub(replace, arg) for arg in argv]
+
+
+def _check_command(argv: Sequence[str]) -> None:
+    program = argv[0]
+    if "/" in program:
+        found = program if os.path.exists(program) else None
+    else:
+        from shutil import which
+
+        found = which(program)
+    if found is None:
+        raise CommandNotFound(f"{program}: command not found")
+
+
+def run_in_shadow_set(
+    argv: Sequence[str],
+    volumes: Sequence[str],
+    writers: Sequence[str] = (),
+    provider: str = "auto",
+    *,
+    auto_writers: bool = True,
+    freeze_timeout: float = 60.0,
+    commit_timeout: float = 10.0,
+    backup_type: str = "full",
+) -> tuple[int, ShadowSetManifest]:
+    """Create a shadow set, run `argv` against it, release it; (exit status, manifest)."""
+    if not argv:
+        raise UsageError("exec needs a command to run: shadowvault exec --volume MNT -- CMD ARGS...")
+    _check_command(argv)  # before anything is frozen: a typo must not cost a shadow set
+    with shadow_set(
+        volumes,
+        writers,
+        provider,
+        auto_writers=auto_writers,
+        freeze_timeout=freeze_timeout,
+        commit_timeout=commit_timeout,
+        backup_type=backup_type,
+    ) as manifest:
+        command = substitute(argv, manifest)
+        env = dict(os.environ)
+        env.update(shadow_environment(manifest))
+        log.info("exec: %s", command)
+        try:
+            # The user's own program, with our stdin/stdout/stderr: not a hook run through proc.run.
+            status = subprocess.call(command, env=env)
+        except FileNotFoundError:
+            raise CommandNotFound(f"{command[0]}: command not found") from None
+        except PermissionError:
+            return COMMAND_NOT_EXECUTABLE, manifest
+        if status < 0:  # killed by a signal: report it the way a shell does
+            status = 128 - status
+        if status != 0:
+            # The program failed: writers must not treat this as a completed backup (no log truncation).
+            raise _ProgramFailed(status, manifest)
+    return status, manifest
+
+
+class _ProgramFailed(Exception):
+    def __init__(self, status: int, manifest: ShadowSetManifest) -> None:
+        super().__init__(status)
+        self.status = status
+        self.manifest = manifest
+
+
+def exec_in_shadow_set(
+    argv: Sequence[str], volumes: Sequence[str], **kwargs
+) -> tuple[int, ShadowSetManifest]:
+    """Like run_in_shadow_set, but a failing program is a status, not an exception (CLI `exec`)."""
+    try:
+        return run_in_shadow_set(argv, volumes, **kwargs)
+    except _ProgramFailed as failed:
+        return failed.status, failed.manifest
