@@ -1,5 +1,57 @@
-"""CLI commands: volumes (to be filled in)."""
+"""CLI command: `volumes list`: the mounted filesystems and the providers that can shadow each."""
+
+from __future__ import annotations
 
 import click
 
-COMMANDS: list[click.Command] = []
+from shadowvault.cli import output
+from shadowvault.shadow.providers.live import is_pseudo
+from shadowvault.shadow.providers.registry import supported_providers, unsupported_reasons
+from shadowvault.shadow.volumes import list_volumes
+
+
+def aligned(table: list[tuple[str, ...]]) -> str:
+    """Plain aligned columns, one volume per line, like findmnt: greppable and never truncated."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in table)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@click.group("volumes")
+def volumes() -> None:
+    """Volumes: the mounted filesystems shadows can be made of."""
+
+
+@volumes.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include kernel pseudo filesystems (proc, sysfs, ...).")
+@output.json_option
+def list_cmd(show_all: bool, as_json: bool) -> None:
+    """Mounted filesystems: mount point, device, type, filesystem UUID and supporting providers."""
+    rows = []
+    for volume in list_volumes():
+        if is_pseudo(volume) and not show_all:
+            continue
+        rows.append(
+            {
+                "mount_point": volume.mount_point,
+                "device": volume.device,
+                "fstype": volume.fstype,
+                "fs_uuid": volume.fs_uuid,
+                "root": volume.root,
+                "read_only": volume.read_only,
+                "providers": supported_providers(volume),
+                "unsupported": unsupported_reasons(volume),
+            }
+        )
+
+    def human() -> None:
+        table = [("MOUNT POINT", "DEVICE", "TYPE", "UUID", "PROVIDERS")] + [
+            (r["mount_point"], r["device"], r["fstype"], r["fs_uuid"] or "-", ",".join(r["providers"]) or "-")
+            for r in rows
+        ]
+        output.info(aligned(table))
+
+    output.emit(as_json, rows, human)
+
+
+COMMANDS: list[click.Command] = [volumes]
