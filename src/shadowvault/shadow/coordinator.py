@@ -482,6 +482,7 @@ class ShadowSetRun:
         for group in (app, fs):
             if not group:
                 continue
+            self._check_watchdog("freeze")  # never freeze more once the watchdog has given up on us
             if group is fs:  # filesystem freezes go one after another, each within what is left
                 for run in group:
                     remaining = max(phase_deadline - time.monotonic(), 0.001)
