@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shadowvault.errors import UnsupportedError, UsageError
+from shadowvault.errors import ProviderError, UnsupportedError, UsageError
 from shadowvault.shadow.providers.base import SHADOW_DIR_NAME, FreezePolicy
 from shadowvault.shadow.providers.registry import (
     all_providers,
@@ -289,3 +289,31 @@ def test_pseudo_filesystems_are_not_volumes():
     assert supported_providers(proc) == []
     with pytest.raises(UnsupportedError, match="pseudo filesystem"):
         choose_provider(proc)
+
+
+def test_reflink_commit_can_be_cancelled_and_leaves_nothing(xfs):
+    for i in range(300):
+        _write(xfs.mount / f"d{i % 7}/f{i}", b"x")
+    provider = get_provider("reflink")
+    provider.cancel()  # as the coordinator does when the commit passes its hard limit
+    with pytest.raises(ProviderError, match="cancelled"):
+        provider.create(find_volume(str(xfs.mount)), SET_ID, 0)
+    assert os.listdir(xfs.mount / SHADOW_DIR_NAME) == []
+
+
+def test_reflink_sweeps_copies_left_half_made_by_a_dead_process(xfs):
+    _populate(xfs.mount)
+    provider = get_provider("reflink")
+    first = provider.create(find_volume(str(xfs.mount)), SET_ID, 0)
+    hidden = xfs.mount / SHADOW_DIR_NAME
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = hidden / f".{SET_ID}-7.partial-{gone.pid}"
+    (left / "dir").mkdir(parents=True)
+    running = hidden / f".{SET_ID}-8.partial-{os.getpid()}"  # a copy still being made: kept
+    running.mkdir()
+    second = get_provider("reflink").create(find_volume(str(xfs.mount)), SET_ID, 1)
+    assert sorted(os.listdir(hidden)) == sorted([f"{SET_ID}-0", f"{SET_ID}-1", running.name])
+    running.rmdir()
+    provider.delete(first)
+    provider.delete(second)

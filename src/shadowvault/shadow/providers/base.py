@@ -50,3 +50,10 @@ class Provider(ABC):
     @abstractmethod
     def delete(self, shadow: Shadow) -> None:
         """Remove the image; deleting one that is already gone is not an error."""
+
+    def cancel(self) -> None:
+        """Ask a `create` running in another thread on this instance to stop and clean up after itself.
+
+        For the coordinator when a commit passes its hard limit. Providers whose commit is one quick
+        call (btrfs, live) have nothing to stop; the reflink copy stops within a few files.
+        """

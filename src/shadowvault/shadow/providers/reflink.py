@@ -24,9 +24,10 @@ import os
 import shutil
 import stat
 import struct
+import threading
 import time
 
-from shadowvault.errors import PermissionDeniedError, ProviderError, UnsupportedError
+from shadowvault.errors import PermissionDeniedError, ProviderError, ShadowvaultError, UnsupportedError
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers.base import FreezePolicy, Provider
 from shadowvault.shadow.providers.hidden_dir import (
@@ -49,6 +50,8 @@ _XFS_GEOM_FLAGS_OFFSET = 92
 REFLINK_FSTYPES = ("xfs", "btrfs")
 XFS_ACL_DUPLICATES = ("trusted.SGI_ACL_FILE", "trusted.SGI_ACL_DEFAULT")
 MAX_PROBLEMS = 20
+PARTIAL_MARK = ".partial-"
+CANCEL_CHECK_EVERY = 64  # entries between two looks at the cancel flag
 
 
 def xfs_has_reflink(mount_point: str) -> bool:
@@ -70,6 +73,47 @@ def xfs_has_reflink(mount_point: str) -> bool:
         os.close(fd)
 
 
+class CopyCancelled(Exception):
+    """The coordinator gave up on this commit (its hard limit passed)."""
+
+
+def _copy_error(volume: Volume, err: OSError) -> ShadowvaultError:
+    where = f" ({err.filename})" if err.filename else ""
+    if err.errno == errno.EPERM:
+        return PermissionDeniedError(f"reflink copy of {volume.mount_point}: needs root{where}")
+    if err.errno in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL):
+        return UnsupportedError(
+            f"provider reflink cannot shadow {volume.mount_point}: FICLONE refused{where}"
+        )
+    return ProviderError(f"reflink copy of {volume.mount_point} failed: {err.strerror}{where}")
+
+
+def sweep_partial_copies(parent: str) -> list[str]:
+    """Remove copies left half-made in `parent` by a process that no longer runs; returns them."""
+    swept = []
+    for entry in os.scandir(parent):
+        mark = entry.name.rfind(PARTIAL_MARK)
+        if not entry.name.startswith(".") or mark < 0:
+            continue
+        pid = entry.name[mark + len(PARTIAL_MARK) :]
+        if not pid.isdigit() or _pid_runs(int(pid)):
+            continue
+        log.info("removing %s, a copy its process (pid %s) left unfinished", entry.path, pid)
+        shutil.rmtree(entry.path, ignore_errors=True)
+        swept.append(entry.path)
+    return swept
+
+
+def _pid_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ReflinkProvider(Provider):
     """A copy-on-write tree copy, for XFS (reflink=1) and btrfs."""
 
@@ -77,6 +121,12 @@ class ReflinkProvider(Provider):
     atomic = False
     freeze_policy = FreezePolicy.FORBIDS
     priority = 20
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
 
     def unsupported_reason(self, volume: Volume) -> str | None:
         # Decided without writing anything: `volumes list` asks every volume of the machine.
@@ -98,35 +148,35 @@ class ReflinkProvider(Provider):
         if reason:
             raise UnsupportedError(reason)
         parent = ensure_shadow_dir(volume)
+        sweep_partial_copies(parent)
         name = f"{set_id}-{index}"
         target = os.path.join(parent, name)
+        # Built under a name that says whose it is, renamed when whole: a copy interrupted by a
+        # crash is recognisable and swept by the next create on this volume.
+        partial = os.path.join(parent, f".{name}{PARTIAL_MARK}{os.getpid()}")
         skipped_mounts = [
             mp for mp in mounts_within(volume.mount_point) if mp != volume.mount_point.rstrip("/")
         ]
         skip = {shadow_dir(volume.mount_point), *skipped_mounts}
+        if os.path.lexists(target):
+            raise ProviderError(f"cannot create {target}: it exists already")
         try:
-            os.mkdir(target, 0o700)
+            os.mkdir(partial, 0o700)
         except OSError as err:
-            raise ProviderError(f"cannot create {target}: {err.strerror}") from err
-        drop_default_acl(target)
-        copier = TreeCopier(volume.mount_point, target, skip=skip, xfs=volume.fstype == "xfs")
+            raise ProviderError(f"cannot create {partial}: {err.strerror}") from err
+        drop_default_acl(partial)
+        copier = TreeCopier(
+            volume.mount_point, partial, skip=skip, xfs=volume.fstype == "xfs", cancelled=self._cancelled
+        )
         try:
             copier.run()
+            os.rename(partial, target)
         except BaseException as err:
-            shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(partial, ignore_errors=True)
+            if isinstance(err, CopyCancelled):
+                raise ProviderError(f"reflink copy of {volume.mount_point} was cancelled") from err
             if isinstance(err, OSError):
-                where = f" ({err.filename})" if err.filename else ""
-                if err.errno == errno.EPERM:
-                    raise PermissionDeniedError(
-                        f"reflink copy of {volume.mount_point}: needs root{where}"
-                    ) from err
-                if err.errno in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL):
-                    raise UnsupportedError(
-                        f"provider reflink cannot shadow {volume.mount_point}: FICLONE refused{where}"
-                    ) from err
-                raise ProviderError(
-                    f"reflink copy of {volume.mount_point} failed: {err.strerror}{where}"
-                ) from err
+                raise _copy_error(volume, err) from err
             raise
         created = time.time()
         notes = []
@@ -170,8 +220,17 @@ class TreeCopier:
     Entries that vanish while the live tree is walked are left out (the copy is not atomic anyway).
     """
 
-    def __init__(self, source: str, target: str, *, skip: set[str] = frozenset(), xfs: bool = False):
+    def __init__(
+        self,
+        source: str,
+        target: str,
+        *,
+        skip: set[str] | frozenset[str] = frozenset(),
+        xfs: bool = False,
+        cancelled: threading.Event | None = None,
+    ):
         self.source, self.target = source.rstrip("/") or "/", target
+        self.cancelled = cancelled or threading.Event()
         self.skip = skip
         self.drop_xattrs = XFS_ACL_DUPLICATES if xfs else ()
         self.links: dict[tuple[int, int], str] = {}
@@ -194,7 +253,9 @@ class TreeCopier:
                     entries = list(it)
             except FileNotFoundError:
                 continue
-            for entry in entries:
+            for count, entry in enumerate(entries):
+                if count % CANCEL_CHECK_EVERY == 0 and self.cancelled.is_set():
+                    raise CopyCancelled()
                 if entry.path in self.skip:
                     continue
                 try:
