@@ -103,9 +103,20 @@ def load_config(path: Path) -> WriterConfig:
     return WriterConfig(name=name, type=kind, path=path, data=data)
 
 
+def _exists(path: Path) -> bool:
+    """Whether `path` exists; a ConfigError (not a traceback) when we may not even look."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    except PermissionError as err:
+        raise ConfigError(f"{path}: cannot read the configuration: permission denied") from err
+    return True
+
+
 def config_files(directory: Path | None = None) -> list[Path]:
     directory = directory or paths.writers_dir()
-    if not directory.is_dir():
+    if not _exists(directory):
         return []
     check_safe(directory, "the writers.d directory")
     return sorted(p for p in directory.glob("*.toml") if not p.name.startswith("."))
@@ -140,7 +151,7 @@ def scan_configs(directory: Path | None = None) -> tuple[list[WriterConfig], lis
 def sqlite_registry() -> list[str]:
     """Databases registered for the sqlite writer in `<config dir>/sqlite.toml` (`databases = [...]`)."""
     path = paths.config_dir() / "sqlite.toml"
-    if not path.exists():
+    if not _exists(path):
         return []
     check_safe(path, "the sqlite writer configuration")
     try:
