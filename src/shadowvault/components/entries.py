@@ -31,16 +31,16 @@ def map_path(rel: str, src_prefix: str, dest_prefix: str) -> str:
 
 def plan_subtree(plan: Plan, view: SnapshotView, target_root: Path, src_prefix: str, dest_prefix: str, *,
                  existing: str = "replace", decide: Decider | None = None,
-                 skip: Callable[[Entry], bool] | None = None) -> int:
+                 skip: Callable[[Entry], bool] | None = None) -> list[Entry]:
     """Add an action per entry below `src_prefix`; `existing` is what to do when the target has it:
-    "replace" (files that differ; identical ones are left alone) or "leave". Returns the entry count."""
-    count = 0
+    "replace" (files that differ; identical ones are left alone) or "leave". Returns the entries seen."""
+    seen: list[Entry] = []
     for entry in view.entries(src_prefix):
         if skip is not None and skip(entry):
             continue
         if entry.type == "socket":
             continue
-        count += 1
+        seen.append(entry)
         dest_rel = map_path(entry.path, src_prefix, dest_prefix)
         dest = resolve_in_root(target_root, dest_rel)
         shown = "/" + dest_rel
@@ -61,7 +61,7 @@ def plan_subtree(plan: Plan, view: SnapshotView, target_root: Path, src_prefix: 
                 plan.add("leave", entry.type, shown, "identical", source=entry.path)
             else:
                 plan.add("replace", entry.type, shown, source=entry.path)
-    return count
+    return seen
 
 
 def apply_subtree_actions(plan: Plan, view: SnapshotView, target_root: Path, idmap: IdMap, *,

@@ -1,0 +1,83 @@
+"""fstab handling for a restore onto other disks: device names are the source machine's.
+
+A source fstab names its filesystems by UUID (or LABEL, PARTUUID, /dev path); on a new disk those are
+different. `fix_fstab` keeps the source's mount points and options and takes each device from the
+target: its current fstab entry for the same mount point, or the filesystem mounted there now.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from shadowvault import proc
+from shadowvault.errors import CommandError
+
+log = logging.getLogger(__name__)
+
+DEVICE_PREFIXES = ("UUID=", "PARTUUID=", "LABEL=", "PARTLABEL=", "/dev/")
+
+
+@dataclass
+class FstabEntry:
+    spec: str
+    mount_point: str
+    fstype: str
+    options: str = "defaults"
+    dump: str = "0"
+    passno: str = "0"
+
+    def line(self) -> str:
+        return "\t".join((self.spec, self.mount_point, self.fstype, self.options, self.dump, self.passno))
+
+
+def parse_fstab(text: str) -> list[FstabEntry | str]:
+    """Entries, and comments/blank lines kept as strings."""
+    out: list[FstabEntry | str] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#") or len(fields) < 3:
+            out.append(line)
+            continue
+        out.append(FstabEntry(*fields[:6]))
+    return out
+
+
+def entries(text: str) -> list[FstabEntry]:
+    return [e for e in parse_fstab(text) if isinstance(e, FstabEntry)]
+
+
+def mounted_uuid(path: Path) -> str | None:
+    """The UUID of the filesystem mounted exactly at `path`, if one is."""
+    try:
+        out = proc.output(["findmnt", "-n", "-o", "UUID", "--mountpoint", str(path)], timeout=10).strip()
+    except CommandError:
+        return None
+    return out or None
+
+
+def fix_fstab(source_text: str, target_text: str, target_root: Path) -> tuple[str, list[str]]:
+    """The source fstab with devices taken from the target; returns (text, notes for the plan)."""
+    target_specs = {e.mount_point: e.spec for e in entries(target_text)}
+    notes: list[str] = []
+    lines = []
+    for item in parse_fstab(source_text):
+        if isinstance(item, str):
+            lines.append(item)
+            continue
+        if item.spec.startswith(DEVICE_PREFIXES):
+            old = item.spec
+            if item.mount_point in target_specs:
+                item.spec = target_specs[item.mount_point]
+            else:
+                where = target_root / item.mount_point.lstrip("/")
+                uuid = mounted_uuid(where) if item.mount_point.startswith("/") else None
+                if uuid:
+                    item.spec = f"UUID={uuid}"
+            if item.spec != old:
+                notes.append(f"{item.mount_point}: {old} -> {item.spec}")
+            else:
+                notes.append(f"{item.mount_point}: {old} kept (no device for it in the target)")
+        lines.append(item.line())
+    return "\n".join(lines) + "\n", notes
