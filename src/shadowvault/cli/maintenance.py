@@ -1,5 +1,153 @@
-"""CLI commands: maintenance (to be filled in)."""
+"""CLI commands: check, forget, prune (parse options, call the library, print)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
 
 import click
 
-COMMANDS: list[click.Command] = []
+from shadowvault.cli.output import emit, info, json_option, note, print_json, print_table
+from shadowvault.cli.repo_options import open_repository, repo_options
+from shadowvault.cli.repository import format_time
+from shadowvault.errors import IntegrityError, UsageError
+from shadowvault.repo.check import check
+from shadowvault.repo.forget import KeepPolicy, apply_policy
+from shadowvault.repo.prune import PruneResult, prune
+from shadowvault.repo.repository import filter_snapshots
+
+
+def _progress_printer():
+    if not sys.stderr.isatty():
+        return None
+
+    def show(phase: str, done: int, total: int) -> None:
+        if total and (done % max(1, total // 20) == 0):
+            note(f"{phase}: {done}/{total}")
+
+    return show
+
+
+def _parse_subset(value: str | None) -> float:
+    if value is None:
+        return 0.0
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)
+    if not match or not 0 < float(match.group(1)) <= 100:
+        raise UsageError(f"--read-data-subset takes a percentage like 10%, not {value!r}")
+    return float(match.group(1)) / 100
+
+
+@click.command("check")
+@repo_options
+@click.option("--read-data", is_flag=True, help="Read every pack and verify every blob.")
+@click.option("--read-data-subset", default=None, metavar="N%", help="Read and verify N% of the packs.")
+@json_option
+def check_cmd(repo: str | None, password_file: str | None, read_data: bool, read_data_subset: str | None,
+              as_json: bool) -> None:
+    """Check that every snapshot can be restored; with --read-data, verify all stored data."""
+    fraction = 1.0 if read_data else _parse_subset(read_data_subset)
+    with open_repository(repo, password_file) as r:
+        report = check(r, read_data_fraction=fraction, progress=_progress_printer())
+    if as_json:
+        print_json({**dataclasses.asdict(report), "ok": report.ok, "summary": report.summary()})
+    else:
+        for line in report.errors:
+            info(f"error: {line}")
+        for sid, problems in sorted(report.affected_snapshots.items()):
+            info(f"snapshot {sid[:8]} is affected: {problems[0]}"
+                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        for line in report.warnings:
+            note(line)
+        info(report.summary())
+    if not report.ok:
+        raise IntegrityError(report.summary())
+
+
+def _prune_json(result: PruneResult) -> dict:
+    return {**dataclasses.asdict(result), "summary": result.summary()}
+
+
+@click.command("prune")
+@repo_options
+@click.option("--dry-run", "-n", is_flag=True, help="Only say what would be deleted.")
+@json_option
+def prune_cmd(repo: str | None, password_file: str | None, dry_run: bool, as_json: bool) -> None:
+    """Delete data no snapshot references (safe while backups run)."""
+    with open_repository(repo, password_file, write=True, kind="prune") as r:
+        result = prune(r, dry_run=dry_run)
+    emit(as_json, _prune_json(result), lambda: info(result.summary()))
+
+
+@click.command("forget")
+@repo_options
+@click.option("--keep-last", type=int, default=0, help="Keep the N most recent snapshots.")
+@click.option("--keep-hourly", type=int, default=0, help="Keep the newest snapshot of each of N hours.")
+@click.option("--keep-daily", type=int, default=0, help="Keep the newest snapshot of each of N days.")
+@click.option("--keep-weekly", type=int, default=0, help="Keep the newest snapshot of each of N weeks.")
+@click.option("--keep-monthly", type=int, default=0, help="Keep the newest snapshot of each of N months.")
+@click.option("--keep-yearly", type=int, default=0, help="Keep the newest snapshot of each of N years.")
+@click.option("--keep-tag", "keep_tags", multiple=True, help="Keep every snapshot with this tag.")
+@click.option("--host", default=None, help="Only consider snapshots of this host.")
+@click.option("--path", "paths", multiple=True, help="Only consider snapshots of this path.")
+@click.option("--tag", "tags", multiple=True, help="Only consider snapshots with this tag.")
+@click.option("--dry-run", "-n", is_flag=True, help="Only say what would be removed.")
+@click.option("--prune", "then_prune", is_flag=True, help="Prune afterwards.")
+@click.argument("snapshot_ids", nargs=-1)
+@json_option
+def forget_cmd(repo: str | None, password_file: str | None, keep_last: int, keep_hourly: int,
+               keep_daily: int, keep_weekly: int, keep_monthly: int, keep_yearly: int,
+               keep_tags: tuple[str, ...], host: str | None, paths: tuple[str, ...], tags: tuple[str, ...],
+               dry_run: bool, then_prune: bool, snapshot_ids: tuple[str, ...], as_json: bool) -> None:
+    """Remove snapshots by id, or by a retention policy (restic's --keep-* semantics)."""
+    policy = KeepPolicy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,
+                        tuple(keep_tags))
+    for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        if getattr(policy, name) < -1:
+            raise UsageError(f"--keep-{name} must be -1 (unlimited) or more")
+    if policy.is_empty() and not snapshot_ids:
+        raise UsageError("no policy given: use --keep-* options or name snapshots to forget")
+    if snapshot_ids and not policy.is_empty():
+        raise UsageError("give either snapshot ids or --keep-* options, not both")
+    with open_repository(repo, password_file) as r:
+        if snapshot_ids:
+            chosen = [r.find_snapshot(ref) for ref in snapshot_ids]
+            groups_json = [{"remove": [{"id": sid, "time": s.time} for sid, s in chosen]}]
+            to_remove = [sid for sid, _ in chosen]
+            human_rows = [(sid[:8], format_time(s.time), s.host, ", ".join(s.paths), "remove", "")
+                          for sid, s in chosen]
+        else:
+            snapshots = filter_snapshots(r.list_snapshots(), paths=paths, host=host, tags=tags)
+            groups = apply_policy(snapshots, policy)
+            to_remove = [d.snapshot_id for g in groups for d in g.decisions if not d.keep]
+            groups_json = [
+                {"host": g.host, "paths": g.paths,
+                 "keep": [{"id": d.snapshot_id, "time": d.snapshot.time, "reasons": d.reasons}
+                          for d in g.decisions if d.keep],
+                 "remove": [{"id": d.snapshot_id, "time": d.snapshot.time}
+                            for d in g.decisions if not d.keep]}
+                for g in groups
+            ]
+            human_rows = [(d.snapshot_id[:8], format_time(d.snapshot.time), g.host, ", ".join(g.paths),
+                           "keep" if d.keep else "remove", ", ".join(d.reasons))
+                          for g in groups for d in g.decisions]
+        if not dry_run:
+            for sid in to_remove:
+                r.remove_snapshot(sid)
+    pruned = None
+    if then_prune and not dry_run and to_remove:
+        with open_repository(repo, password_file, write=True, kind="prune") as r:
+            pruned = prune(r)
+
+    def human() -> None:
+        print_table(["ID", "Time", "Host", "Paths", "Action", "Reasons"], human_rows)
+        verb = "would remove" if dry_run else "removed"
+        info(f"{verb} {len(to_remove)} snapshot{'s' if len(to_remove) != 1 else ''}")
+        if pruned is not None:
+            info(pruned.summary())
+
+    emit(as_json, {"dry_run": dry_run, "groups": groups_json, "removed": [] if dry_run else to_remove,
+                   "prune": _prune_json(pruned) if pruned else None}, human)
+
+
+COMMANDS: list[click.Command] = [check_cmd, forget_cmd, prune_cmd]

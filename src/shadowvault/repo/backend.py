@@ -65,6 +65,9 @@ def storage_error(err: OSError, what: str) -> RepositoryError:
 class LocalBackend:
     """A repository in a local directory: temp file in tmp/, fsync, rename, fsync the directory."""
 
+    # Writers and storage share this machine's clock; the margin covers mtime granularity only.
+    clock_margin = 1.0
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._made_dirs: set[Path] = set()

@@ -56,10 +56,8 @@ class BlobIndex:
             number = len(self._packs)
             self._packs.append(pack_id)
             self._pack_numbers[pack_id] = number
-        if pending:
+        if pending:  # sticky: any index file saying "pending" wins, so dedup never relies on it
             self._pending.add(number)
-        else:
-            self._pending.discard(number)
         return number
 
     def add_pack(self, pack: IndexPack) -> None:

@@ -127,6 +127,7 @@ class Repository:
         self._unindexed: list[IndexPack] = []
         self._index_lock = threading.Lock()
         self._cache = _BlobCache(CACHE_BYTES)
+        self.written_index_files: list[str] = []  # by this process, in order
         self._closed = False
 
     # ---------------------------------------------------------------- opening
@@ -313,6 +314,7 @@ class Repository:
         raw = self.sealer.seal(encode_document(IndexFile(packs=packs)), INDEX_AAD)
         name = f"index/{sha256_hex(raw)}"
         self.backend.save(name, raw)
+        self.written_index_files.append(name)
         return name
 
     def _write_pending_index(self) -> None:
@@ -379,6 +381,22 @@ class Repository:
         if full is not None:
             self._commit_pack(full)
         return blob_id
+
+    def copy_sealed_blob(self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int,
+                         compressed: bool) -> None:
+        """Append an already sealed (and verified) blob to a new pack: how prune repacks."""
+        full = None
+        with self._inflight_lock:
+            self._inflight.add(blob_id)
+        with self._pack_lock:
+            writer = self._writers.get(kind)
+            if writer is None:
+                writer = self._writers[kind] = PackWriter(self.backend)
+            writer.add(kind, blob_id, sealed, raw_length, compressed)
+            if writer.size >= self.config.pack_size:
+                full = self._writers.pop(kind)
+        if full is not None:
+            self._commit_pack(full)
 
     def _commit_pack(self, writer: PackWriter) -> None:
         """Finish a pack, move it into data/, index it in memory and, every few packs, on disk."""

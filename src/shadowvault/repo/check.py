@@ -1,0 +1,215 @@
+"""Check: is every snapshot restorable? Finds missing, damaged and unreferenced data, and names the
+snapshots each problem affects."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shadowvault.errors import ShadowvaultError
+from shadowvault.repo.format import BlobType, IndexPack
+from shadowvault.repo.index import BlobLocation
+from shadowvault.repo.pack import pack_name, parse_header
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.walk import mark_used
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckReport:
+    snapshots: int = 0
+    packs: int = 0
+    blobs: int = 0
+    packs_read: int = 0
+    blobs_verified: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    affected_snapshots: dict[str, list[str]] = field(default_factory=dict)  # id -> problems
+    unreferenced_blobs: int = 0
+    unindexed_packs: int = 0
+    pending_packs: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        if self.ok:
+            return (f"no errors: {self.snapshots} snapshots, {self.packs} packs, {self.blobs} blobs"
+                    + (f", {self.blobs_verified} blobs read and verified" if self.packs_read else ""))
+        affected = ", ".join(sid[:8] for sid in sorted(self.affected_snapshots)) or "none"
+        return f"{len(self.errors)} errors found; affected snapshots: {affected}"
+
+
+def check(
+    repo: Repository,
+    *,
+    read_data_fraction: float = 0.0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> CheckReport:
+    """Check structure always; read and verify `read_data_fraction` (0..1) of the packs."""
+    report = CheckReport()
+    backend = repo.backend
+    # Index files and packs.
+    packs: dict[str, IndexPack] = {}
+    for name in repo.index_files():
+        try:
+            for pack in repo.load_index_file(name).packs:
+                packs.setdefault(pack.id, pack)
+                if pack.pending is not None:
+                    packs[pack.id] = pack
+        except ShadowvaultError as err:
+            report.errors.append(f"index file {name}: {err}")
+    on_disk = {info.name.rsplit("/", 1)[1]: info for info in backend.list("data/")}
+    report.packs = len(packs)
+    bad_blobs: dict[bytes, str] = {}  # blob id -> what is wrong
+    indexed_blobs: set[bytes] = set()
+    for pack in packs.values():
+        indexed_blobs.update(b.id for b in pack.blobs)
+        if pack.pending is not None:
+            report.pending_packs += 1
+        info = on_disk.get(pack.id)
+        problem = None
+        if info is None:
+            problem = f"pack {pack.id[:16]} is missing"
+        elif info.size != pack.size:
+            problem = f"pack {pack.id[:16]} has {info.size} bytes, the index says {pack.size}"
+        if problem:
+            report.errors.append(problem)
+            for b in pack.blobs:
+                bad_blobs.setdefault(b.id, problem)
+    report.blobs = len(indexed_blobs)
+    unindexed = [pid for pid in on_disk if pid not in packs]
+    report.unindexed_packs = len(unindexed)
+    if unindexed:
+        report.warnings.append(
+            f"{len(unindexed)} packs are not in the index (left by an interrupted or running backup;"
+            " prune removes them)")
+
+    # Read data.
+    if read_data_fraction > 0:
+        readable = sorted(pid for pid in packs if pid in on_disk)
+        if read_data_fraction < 1:
+            count = max(1, round(len(readable) * read_data_fraction)) if readable else 0
+            readable = sorted(random.sample(readable, count))
+        for n, pack_id in enumerate(readable):
+            if progress:
+                progress("read data", n, len(readable))
+            _read_pack(repo, packs[pack_id], report, bad_blobs)
+            report.packs_read += 1
+
+    # Snapshots and the trees they reference.
+    repo.reload_index()
+    snapshots: list[tuple[str, Snapshot]] = []
+    for sid in repo.snapshot_ids():
+        try:
+            snapshots.append((sid, repo.load_snapshot(sid)))
+        except ShadowvaultError as err:
+            report.errors.append(f"snapshot {sid[:8]}: {err}")
+            report.affected_snapshots.setdefault(sid, []).append(str(err))
+    report.snapshots = len(snapshots)
+    used: set[bytes] = set()
+    tree_problems: dict[bytes, str] = {}
+
+    def tree_error(snapshot_id: str, tree_id: bytes, err: ShadowvaultError) -> None:
+        tree_problems.setdefault(tree_id, f"tree {tree_id.hex()[:16]} cannot be read: {err}")
+
+    for n, (sid, snap) in enumerate(snapshots):
+        if progress:
+            progress("snapshots", n, len(snapshots))
+        mark_used(repo, [(sid, snap)], used, on_error=tree_error)
+    for blob_id in used:
+        if blob_id not in indexed_blobs and blob_id not in bad_blobs and blob_id not in tree_problems:
+            bad_blobs[blob_id] = f"blob {blob_id.hex()[:16]} is missing (not in the index)"
+            report.errors.append(bad_blobs[blob_id])
+    for tree_id, problem in tree_problems.items():
+        if tree_id not in bad_blobs:
+            report.errors.append(problem)
+    report.unreferenced_blobs = len(indexed_blobs - used)
+    if report.unreferenced_blobs:
+        report.warnings.append(f"{report.unreferenced_blobs} blobs are not referenced by any snapshot"
+                               " (prune removes them)")
+    if bad_blobs or tree_problems:
+        _attribute(repo, snapshots, {**bad_blobs, **tree_problems}, report)
+    return report
+
+
+def _read_pack(repo: Repository, pack: IndexPack, report: CheckReport, bad_blobs: dict[bytes, str]) -> None:
+    """Read one pack whole: its name is its SHA-256, its header matches the index, every blob verifies."""
+    what = f"pack {pack.id[:16]}"
+    try:
+        raw = repo.backend.load(pack_name(pack.id))
+    except ShadowvaultError as err:
+        report.errors.append(f"{what}: {err}")
+        for b in pack.blobs:
+            bad_blobs.setdefault(b.id, f"{what} cannot be read")
+        return
+    if hashlib.sha256(raw).hexdigest() != pack.id:
+        report.errors.append(f"{what} is damaged: its content does not match its name")
+    try:
+        header = {b.id: b for b in parse_header(repo.sealer, raw, len(raw), what)}
+    except ShadowvaultError as err:
+        report.errors.append(f"{what}: {err}")
+        header = None
+    for b in pack.blobs:
+        if header is not None:
+            h = header.get(b.id)
+            if h is None or (h.offset, h.length, h.raw_length, h.compressed) != (
+                    b.offset, b.length, b.raw_length, b.compressed):
+                report.errors.append(f"{what}: header and index disagree about blob {b.id.hex()[:16]}")
+        location = BlobLocation(pack.id, BlobType(b.type), b.offset, b.length, b.raw_length, b.compressed,
+                                False)
+        try:
+            repo.decode_blob(b.id, location, raw[b.offset:b.offset + b.length])
+            report.blobs_verified += 1
+        except ShadowvaultError as err:
+            problem = f"blob {b.id.hex()[:16]} in {what} is damaged: {err}"
+            bad_blobs.setdefault(b.id, problem)
+            report.errors.append(problem)
+
+
+def _attribute(repo: Repository, snapshots: list[tuple[str, Snapshot]], bad: dict[bytes, str],
+               report: CheckReport) -> None:
+    """Name the snapshots that reference a bad blob (each tree's verdict is computed once)."""
+    verdict: dict[bytes, list[str]] = {}  # tree id -> problems below it (capped)
+
+    def problems_of(root: bytes) -> list[str]:
+        stack: list[tuple[bytes, bool]] = [(root, False)]
+        children: dict[bytes, tuple[list[str], list[bytes]]] = {}
+        while stack:
+            tree_id, expanded = stack.pop()
+            if tree_id in verdict:
+                continue
+            if not expanded:
+                if tree_id in bad:
+                    verdict[tree_id] = [bad[tree_id]]
+                    continue
+                try:
+                    tree = repo.load_tree(tree_id)
+                except ShadowvaultError as err:
+                    verdict[tree_id] = [f"tree {tree_id.hex()[:16]} cannot be read: {err}"]
+                    continue
+                own = [bad[c] for node in tree.nodes for c in node.content if c in bad]
+                subs = [node.subtree for node in tree.nodes if node.subtree is not None]
+                children[tree_id] = (own, subs)
+                stack.append((tree_id, True))
+                stack.extend((s, False) for s in subs if s not in verdict)
+            else:
+                own, subs = children.pop(tree_id)
+                found = list(own)
+                for s in subs:
+                    found.extend(verdict.get(s, []))
+                verdict[tree_id] = list(dict.fromkeys(found))[:20]
+        return verdict[root]
+
+    for sid, snap in snapshots:
+        found = problems_of(snap.tree) if snap.tree else []
+        if snap.manifest and snap.manifest in bad:
+            found = [*found, bad[snap.manifest]]
+        if found:
+            report.affected_snapshots.setdefault(sid, []).extend(found)

@@ -1,0 +1,250 @@
+"""Prune: delete data no snapshot references, safely while backups run. No exclusive lock.
+
+The protocol (and why it is safe) is in docs/repository.md, "Sessions (no locks)"; the step
+numbers in comments refer to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from shadowvault.errors import RepositoryError, ShadowvaultError
+from shadowvault.repo.backend import FileInfo
+from shadowvault.repo.format import BlobType, IndexPack, Pending
+from shadowvault.repo.index import BlobLocation
+from shadowvault.repo.pack import pack_name
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.session import STALE_AFTER, SessionInfo, live_sessions
+from shadowvault.repo.walk import mark_used
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLOCK_MARGIN = 600.0  # session start (client clock) vs pack mtime (storage clock), remote storage
+REPACK_UNUSED_FRACTION = 0.10
+
+
+@dataclass
+class PruneResult:
+    dry_run: bool
+    snapshots: int = 0
+    packs: int = 0
+    packs_deleted: int = 0
+    bytes_deleted: int = 0
+    packs_repacked: int = 0
+    blobs_repacked: int = 0
+    bytes_repacked: int = 0
+    packs_pending: int = 0
+    packs_kept_referenced: int = 0
+    unindexed_deleted: int = 0
+    temp_deleted: int = 0
+    index_files_before: int = 0
+    waiting_for: list[str] = field(default_factory=list)  # sessions that must end before pending go
+
+    def summary(self) -> str:
+        verb = "would delete" if self.dry_run else "deleted"
+        text = (f"{verb} {self.packs_deleted + self.unindexed_deleted} packs ({self.bytes_deleted} bytes),"
+                f" repacked {self.packs_repacked} packs ({self.blobs_repacked} blobs)")
+        if self.packs_pending:
+            text += (f"; {self.packs_pending} packs pending deletion until {len(self.waiting_for)} running"
+                     " backup(s) finish (run prune again later)")
+        return text
+
+
+def _session_start(session: SessionInfo) -> float:
+    if session.doc is not None:
+        return session.doc.start
+    return session.mtime - STALE_AFTER  # unreadable: assume the oldest start it could have
+
+
+def _merge_index(docs: list[list[IndexPack]]) -> dict[str, IndexPack]:
+    """One entry per pack; pending if any copy says so (waits_for: union, None wins)."""
+    merged: dict[str, IndexPack] = {}
+    for packs in docs:
+        for pack in packs:
+            old = merged.get(pack.id)
+            if old is None:
+                merged[pack.id] = pack
+                continue
+            if pack.pending is not None:
+                if old.pending is None:
+                    old.pending = pack.pending
+                elif old.pending.waits_for is None or pack.pending.waits_for is None:
+                    old.pending = Pending(since=min(old.pending.since, pack.pending.since), waits_for=None)
+                else:
+                    old.pending = Pending(since=min(old.pending.since, pack.pending.since),
+                                          waits_for=sorted(set(old.pending.waits_for)
+                                                           | set(pack.pending.waits_for)))
+    return merged
+
+
+def prune(repo: Repository, *, dry_run: bool = False,
+          repack_unused_fraction: float = REPACK_UNUSED_FRACTION) -> PruneResult:
+    """Remove unreferenced data. `repo` must be opened with write=True, kind="prune"."""
+    if repo.session is None:
+        raise RepositoryError("prune needs the repository opened for writing")
+    own = repo.session.name
+    result = PruneResult(dry_run=dry_run)
+    backend = repo.backend
+
+    # 1a. Packs and temp files, before anything else.
+    on_disk: dict[str, FileInfo] = {info.name.rsplit("/", 1)[1]: info for info in backend.list("data/")}
+    temp_files = list(backend.list_temp()) if hasattr(backend, "list_temp") else []
+    # 2. Live sessions S1.
+    s1 = [s for s in live_sessions(backend, repo.sealer) if s.name != own]
+    for s in s1:
+        if s.doc is not None and s.doc.kind == "prune":
+            raise RepositoryError(f"another prune is running (pid {s.doc.pid} on {s.doc.host}); try later")
+    margin = getattr(backend, "clock_margin", DEFAULT_CLOCK_MARGIN)
+    protect_from = min((_session_start(s) for s in s1), default=float("inf")) - margin
+    # 1b. Index files (after S1: a backup that ended before S1 has its index in this listing).
+    index_names = repo.index_files()
+    result.index_files_before = len(index_names)
+    docs = []
+    for name in index_names:
+        try:
+            docs.append(repo.load_index_file(name).packs)
+        except ShadowvaultError as err:
+            raise RepositoryError(f"prune refuses to run: index file {name} is unreadable ({err})") from err
+    packs = _merge_index(docs)
+    result.packs = len(packs)
+    # 3. Snapshots and the blobs they use (a damaged snapshot or tree stops prune).
+    snapshots = repo.list_snapshots()
+    seen_snapshots = {sid for sid, _ in snapshots}
+    result.snapshots = len(snapshots)
+    repo.reload_index()  # lookups for the tree walk see every pack, pending ones included
+    used: set[bytes] = set()
+    mark_used(repo, snapshots, used)
+
+    # 4. Candidates.
+    candidates: dict[str, IndexPack] = {}
+    repack: list[IndexPack] = []
+    dropped_missing: list[str] = []
+    for pack in packs.values():
+        info = on_disk.get(pack.id)
+        used_count = sum(1 for b in pack.blobs if b.id in used)
+        if info is None:
+            if used_count == 0:
+                dropped_missing.append(pack.id)  # an index entry for a pack long gone
+            continue
+        if pack.pending is not None:
+            candidates[pack.id] = pack
+        elif info.mtime >= protect_from:
+            continue  # may belong to a running backup
+        elif used_count == 0:
+            candidates[pack.id] = pack
+        elif (len(pack.blobs) - used_count) / max(len(pack.blobs), 1) >= repack_unused_fraction:
+            repack.append(pack)
+    unindexed = [info for pid, info in on_disk.items() if pid not in packs and info.mtime < protect_from]
+    stale_temp = [info for info in temp_files if info.mtime < protect_from]
+
+    # 4b. Repack partly used packs: copy their used blobs (verified, still sealed) into new packs.
+    copied: set[bytes] = set()
+    for pack in repack:
+        if dry_run:
+            result.packs_repacked += 1
+            result.blobs_repacked += sum(1 for b in pack.blobs if b.id in used)
+            candidates[pack.id] = pack
+            continue
+        try:
+            raw = backend.load(pack_name(pack.id))
+            copies = []
+            for b in pack.blobs:
+                if b.id not in used:
+                    continue
+                sealed = raw[b.offset:b.offset + b.length]
+                location = BlobLocation(pack.id, BlobType(b.type), b.offset, b.length, b.raw_length,
+                                        b.compressed, False)
+                repo.decode_blob(b.id, location, sealed)  # never copy damage forward
+                copies.append((b, sealed))
+        except ShadowvaultError as err:
+            log.warning("not repacking pack %s: %s", pack.id[:16], err)
+            continue
+        for b, sealed in copies:
+            repo.copy_sealed_blob(BlobType(b.type), b.id, sealed, b.raw_length, b.compressed)
+            copied.add(b.id)
+            result.blobs_repacked += 1
+            result.bytes_repacked += b.length
+        result.packs_repacked += 1
+        candidates[pack.id] = pack
+    if not dry_run:
+        already = len(repo.written_index_files)
+        repo.flush()  # new packs and their own index file are durable before anything is flagged
+        for name in repo.written_index_files[already:]:  # fold them into the one index written below
+            for pack in repo.load_index_file(name).packs:
+                packs.setdefault(pack.id, pack)
+            index_names.append(name)
+
+    def deletable(pack: IndexPack) -> bool:
+        """No used blob would be lost: each is unused, copied by this run, or in a kept pack."""
+        return all(b.id not in used or b.id in copied or b.id in kept for b in pack.blobs)
+
+    kept = {b.id for p in packs.values() if p.id not in candidates and p.id in on_disk for b in p.blobs}
+    now = time.time()
+    if dry_run:
+        for pack in candidates.values():
+            if deletable(pack) or pack in repack:
+                result.packs_deleted += 1
+                result.bytes_deleted += on_disk[pack.id].size
+        result.unindexed_deleted = len(unindexed)
+        result.bytes_deleted += sum(i.size for i in unindexed)
+        result.temp_deleted = len(stale_temp)
+        return result
+
+    # 5. One index with candidates flagged pending; then the index files read in 1b go.
+    for pack_id in dropped_missing:
+        del packs[pack_id]
+    new_candidates = set()
+    for pack in candidates.values():
+        if pack.pending is None:
+            pack.pending = Pending(since=now, waits_for=None)
+            new_candidates.add(pack.id)
+    step5_name = repo.save_index_file(list(packs.values())) if packs else None
+    for name in index_names:
+        backend.remove(name)
+
+    # 6. Live sessions S2: backups that may have loaded the index from before step 5.
+    s2 = {s.name for s in live_sessions(backend, repo.sealer) if s.name != own}
+
+    # 7. Sweep what no live session can still reference; recheck against snapshots made meanwhile.
+    sweepable = []
+    for pack in candidates.values():
+        assert pack.pending is not None
+        earlier = pack.pending.waits_for
+        # New candidates (or undecided ones): anyone live now may have loaded an unflagged index.
+        waits = s2 if pack.id in new_candidates or earlier is None else set(earlier) & s2
+        if waits:
+            pack.pending = Pending(since=pack.pending.since, waits_for=sorted(waits))
+            result.packs_pending += 1
+        else:
+            sweepable.append(pack)
+    result.waiting_for = sorted(s2) if result.packs_pending else []
+    if sweepable:
+        fresh = [(sid, snap) for sid, snap in repo.list_snapshots() if sid not in seen_snapshots]
+        repo.reload_index()
+        mark_used(repo, fresh, used)
+    deleted = []
+    for pack in sweepable:
+        if not deletable(pack):
+            pack.pending = None  # referenced after all (a backup reused it): keep it
+            result.packs_kept_referenced += 1
+        else:
+            deleted.append(pack.id)
+            del packs[pack.id]
+    if packs:
+        repo.save_index_file(list(packs.values()))
+    if step5_name is not None:
+        backend.remove(step5_name)
+    for pack_id in deleted:
+        result.bytes_deleted += on_disk[pack_id].size
+        backend.remove(pack_name(pack_id))
+        result.packs_deleted += 1
+    for info in unindexed:
+        backend.remove(info.name)
+        result.bytes_deleted += info.size
+        result.unindexed_deleted += 1
+    for info in stale_temp:
+        backend.remove(info.name)
+        result.temp_deleted += 1
+    return result

@@ -1,0 +1,47 @@
+"""Which blobs a snapshot references: its trees (recursively), their content, and its manifest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from shadowvault.errors import RepositoryError, ShadowvaultError
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+
+
+def mark_used(
+    repo: Repository,
+    snapshots: Iterable[tuple[str, Snapshot]],
+    used: set[bytes],
+    on_error: Callable[[str, bytes, ShadowvaultError], None] | None = None,
+) -> None:
+    """Add every blob reachable from `snapshots` to `used` (trees already in `used` are not re-read).
+
+    A tree that cannot be loaded calls `on_error(snapshot id, tree id, error)`, or raises
+    RepositoryError when no handler is given (prune must never guess).
+    """
+    for snapshot_id, snap in snapshots:
+        if snap.manifest:
+            used.add(snap.manifest)
+        if not snap.tree:
+            continue
+        stack = [snap.tree]
+        while stack:
+            tree_id = stack.pop()
+            if tree_id in used:
+                continue
+            used.add(tree_id)
+            try:
+                tree = repo.load_tree(tree_id)
+            except ShadowvaultError as err:
+                if on_error is None:
+                    raise RepositoryError(
+                        f"snapshot {snapshot_id[:8]} references tree {tree_id.hex()[:16]} that cannot be"
+                        f" read ({err}); run `shadowvault check`"
+                    ) from err
+                on_error(snapshot_id, tree_id, err)
+                continue
+            for node in tree.nodes:
+                used.update(node.content)
+                if node.subtree is not None and node.subtree not in used:
+                    stack.append(node.subtree)

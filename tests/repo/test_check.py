@@ -1,0 +1,73 @@
+"""check: a healthy repository passes; damage is found and the affected snapshots are named."""
+
+from __future__ import annotations
+
+import json
+
+from shadowvault.repo.check import check
+from shadowvault.repo.repository import Repository
+from tests.repo.helpers import PASSWORD, env_for, make_snapshot, pack_files, random_files
+
+
+def _two_snapshots(path):
+    with Repository.init(path, PASSWORD, pack_size=256 << 10) as repo:
+        shared = random_files(1, 100_000, seed=1)
+        first, _ = make_snapshot(repo, {**shared, "only-first": b"A" * 300_000 + bytes(range(256)) * 50})
+        big = random_files(1, 2_000_000, seed=2)["file0"]
+        second, ids = make_snapshot(repo, {**shared, "only-second": big})
+    return first, second, ids["only-second"]
+
+
+def _pack_holding(repo_path, blob_id):
+    with Repository.open(repo_path, PASSWORD) as repo:
+        return repo.lookup(blob_id)
+
+
+def test_healthy_repository_passes(tmp_path, cli):
+    _two_snapshots(tmp_path / "repo")
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        report = check(repo, read_data_fraction=1.0)
+    assert report.ok, report.errors
+    assert report.snapshots == 2 and report.blobs_verified == report.blobs
+    result = cli("check", "--read-data", env=env_for(tmp_path / "repo"))
+    assert result.returncode == 0, result.stderr
+    assert "no errors" in result.stdout
+    subset = cli("check", "--read-data-subset", "50%", "--json", env=env_for(tmp_path / "repo"))
+    assert subset.returncode == 0 and json.loads(subset.stdout)["packs_read"] >= 1
+    bad = cli("check", "--read-data-subset", "x", env=env_for(tmp_path / "repo"))
+    assert bad.returncode == 2 and "percentage" in bad.stderr
+
+
+def test_flipped_byte_is_found_and_names_the_snapshot(tmp_path, cli):
+    first, second, second_ids = _two_snapshots(tmp_path / "repo")
+    location = _pack_holding(tmp_path / "repo", second_ids[0])
+    pack = next(p for p in pack_files(tmp_path / "repo") if p.name == location.pack)
+    raw = bytearray(pack.read_bytes())
+    raw[location.offset + 40] ^= 0x80
+    pack.write_bytes(bytes(raw))
+
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert check(repo).ok  # structure alone cannot see a flipped bit
+        report = check(repo, read_data_fraction=1.0)
+    assert not report.ok
+    assert set(report.affected_snapshots) == {second}
+    assert any(second_ids[0].hex()[:16] in e for e in report.errors)
+
+    result = cli("check", "--read-data", env=env_for(tmp_path / "repo"))
+    assert result.returncode == 1
+    assert f"snapshot {second[:8]} is affected" in result.stdout
+    assert first[:8] not in result.stdout
+    assert result.stderr.strip().endswith(f"affected snapshots: {second[:8]}")
+    data = json.loads(cli("check", "--read-data", "--json", env=env_for(tmp_path / "repo")).stdout)
+    assert list(data["affected_snapshots"]) == [second] and data["ok"] is False
+
+
+def test_missing_pack_is_found_without_reading_data(tmp_path):
+    first, second, second_ids = _two_snapshots(tmp_path / "repo")
+    location = _pack_holding(tmp_path / "repo", second_ids[-1])
+    next(p for p in pack_files(tmp_path / "repo") if p.name == location.pack).unlink()
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        report = check(repo)
+    assert not report.ok
+    assert any("is missing" in e for e in report.errors)
+    assert second in report.affected_snapshots and first not in report.affected_snapshots

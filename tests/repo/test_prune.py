@@ -1,0 +1,91 @@
+"""prune: unreferenced data goes, referenced data stays, and a running backup is never broken."""
+
+from __future__ import annotations
+
+import time
+
+from shadowvault.repo.check import check
+from shadowvault.repo.format import BlobType
+from shadowvault.repo.prune import prune
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tree import Node, Tree
+from tests.repo.helpers import PASSWORD, make_snapshot, pack_files, random_files, restore_all
+
+
+def _size(path) -> int:
+    return sum(p.stat().st_size for p in pack_files(path))
+
+
+def _prune(path, **kw):
+    with Repository.open(path, PASSWORD, write=True, kind="prune") as repo:
+        return prune(repo, **kw)
+
+
+def test_forgotten_data_is_deleted_and_the_rest_restores(tmp_path):
+    path = tmp_path / "repo"
+    keep_files = random_files(3, 400_000, seed=1)
+    with Repository.init(path, PASSWORD, pack_size=512 << 10) as repo:
+        gone, _ = make_snapshot(repo, random_files(4, 600_000, seed=2))
+        kept, _ = make_snapshot(repo, keep_files)
+        repo.remove_snapshot(gone)
+    before = _size(path)
+    dry = _prune(path, dry_run=True)
+    assert dry.packs_deleted > 0 and _size(path) == before
+    result = _prune(path)
+    assert result.packs_deleted == dry.packs_deleted and result.packs_pending == 0
+    assert _size(path) < before - 2_000_000
+    with Repository.open(path, PASSWORD) as repo:
+        assert restore_all(repo, kept) == {**keep_files, "sub/inner": b"inner"}
+        assert check(repo, read_data_fraction=1.0).ok
+        assert len(repo.index_files()) == 1  # index files were consolidated
+    assert _prune(path).packs_deleted == 0
+
+
+def test_partly_used_packs_are_repacked(tmp_path):
+    path = tmp_path / "repo"
+    keep = random_files(2, 50_000, seed=3)
+    with Repository.init(path, PASSWORD) as repo:  # 16 MiB packs: everything in one data pack
+        gone, _ = make_snapshot(repo, random_files(5, 200_000, seed=4))
+        kept, _ = make_snapshot(repo, keep)
+        repo.remove_snapshot(gone)
+    before = _size(path)
+    result = _prune(path)
+    assert result.packs_repacked >= 1 and result.blobs_repacked >= 2
+    assert _size(path) < before - 900_000
+    with Repository.open(path, PASSWORD) as repo:
+        assert restore_all(repo, kept) == {**keep, "sub/inner": b"inner"}
+        assert check(repo, read_data_fraction=1.0).ok
+
+
+def test_a_running_backup_keeps_what_it_deduplicated_against(tmp_path):
+    """The race prune must survive: a backup that loaded the index before prune reuses a blob that
+    no snapshot referenced when prune looked, and commits a snapshot after prune ran."""
+    path = tmp_path / "repo"
+    old_content = random_files(1, 700_000, seed=5)["file0"]
+    with Repository.init(path, PASSWORD, pack_size=256 << 10) as repo:
+        other = random_files(1, 700_000, seed=6)["file0"]
+        gone, ids = make_snapshot(repo, {"old": old_content, "other": other})
+        repo.remove_snapshot(gone)
+    time.sleep(1.1)  # the local backend's clock margin: packs this old predate the backup
+    backup = Repository.open(path, PASSWORD, write=True)  # a backup starts: session, then index
+    try:
+        first = _prune(path)
+        assert first.packs_pending > 0 and first.packs_deleted == 0  # it must wait for the backup
+        # The backup deduplicates "old" against the index it loaded, and commits.
+        reused = [backup.save_blob(BlobType.DATA, c) for c in backup.chunker.chunk_bytes(old_content)]
+        assert reused == ids["old"] and backup.stats.blobs_added == 0
+        root = backup.save_tree(Tree(nodes=[Node(name=b"old", type="file", size=len(old_content),
+                                                 content=reused)]))
+        new = backup.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/x"], tree=root))
+    finally:
+        backup.close()
+    with Repository.open(path, PASSWORD, write=True) as later:  # a backup started after prune
+        assert not later.has_blob(ids["other"][0])  # pending data is never deduplicated against
+    second = _prune(path)
+    assert second.packs_kept_referenced >= 1 and second.packs_deleted >= 1 and second.packs_pending == 0
+    with Repository.open(path, PASSWORD) as repo:
+        assert restore_all(repo, new) == {"old": old_content}
+        report = check(repo, read_data_fraction=1.0)
+        assert report.ok, report.errors
+        assert report.pending_packs == 0
