@@ -25,6 +25,10 @@ BUILTIN_WRITERS: dict[str, str] = {
     "fsfreeze": "shadowvault.shadow.writers.fsfreeze:FsfreezeWriter",
     "script": "shadowvault.shadow.writers.script:ScriptWriter",
     "sqlite": "shadowvault.shadow.writers.sqlite:SqliteWriter",
+    "postgresql": "shadowvault.shadow.writers.postgresql:PostgresqlWriter",
+    "mariadb": "shadowvault.shadow.writers.mariadb:MariadbWriter",
+    "redis": "shadowvault.shadow.writers.redis:RedisWriter",
+    "ldap": "shadowvault.shadow.writers.ldap:LdapWriter",
 }
 
 # Writer types a writers.d file may declare (type = "..."): "module:Class" with a from_config.

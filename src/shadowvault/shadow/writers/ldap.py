@@ -1,0 +1,345 @@
+"""The OpenLDAP writer: slapd's mdb databases as components, plus an LDIF export kept in the manifest.
+
+LMDB commits by switching a meta page, copy-on-write, so an atomic image of a live data.mdb is
+a committed state: every operation acknowledged before the freeze is in it. The freeze itself has
+nothing to block. lock.mdb is not needed and is left out of restores.
+
+The LDIF (slapcat of each database, one read transaction, so itself consistent) is taken at
+post_snapshot, out of the freeze window; it holds everything acknowledged before the freeze and
+maybe a little more. It is kept, zstd-compressed, in the component's metadata, so the manifest
+stored with every backup carries it: no file has to be written into the application's tree or
+the shadow. Past `ldif_max_bytes` (compressed) it is left out and the manifest says so. When the
+shadow is not atomic (reflink, live) the copied data.mdb cannot be trusted and the LDIF is the
+restore path.
+
+Restore: pre_restore stops slapd; files are laid down; post_restore either keeps the laid-down
+data.mdb (method "files") or rebuilds the database from the LDIF with slapadd (method "ldif"),
+checks it with slapcat, and starts slapd (the `start_command` option).
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import logging
+import os
+import pwd
+import re
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zstandard
+
+from shadowvault import proc
+from shadowvault.errors import CommandError, WriterError
+from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
+from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers.appwriter import (
+    AppWriter,
+    on_volumes,
+    option_value,
+    processes,
+    restored_path,
+)
+from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_DIR = "/etc/ldap/slapd.d"
+DEFAULT_LDIF_MAX = 8 << 20
+
+
+@dataclass
+class MdbDatabase:
+    """One `database mdb` section of slapd's configuration."""
+
+    index: int  # slapcat -n
+    suffix: str
+    directory: str
+    nosync: bool = False
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+
+
+def parse_slapd_conf(path: str) -> tuple[list[MdbDatabase], str | None]:
+    """The mdb databases of a slapd.conf, and its pidfile."""
+    databases: list[MdbDatabase] = []
+    pidfile, index, current = None, -1, None
+    with open(path) as f:
+        for raw in f:
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, _, value = line.partition(" ")
+            key = key.lower()
+            if key == "pidfile":
+                pidfile = value.strip()
+            elif key == "database":
+                index += 1
+                current = MdbDatabase(index + 1, "", "") if value.strip() == "mdb" else None
+                if current is not None:
+                    databases.append(current)
+            elif current is not None and key == "suffix":
+                current.suffix = _unquote(value)
+            elif current is not None and key == "directory":
+                current.directory = value.strip()
+            elif current is not None and key == "dbnosync":
+                current.nosync = True
+    return databases, pidfile
+
+
+def parse_slapd_d(path: str) -> tuple[list[MdbDatabase], str | None]:
+    """The mdb databases of a cn=config directory (slapd.d), and its pidfile."""
+
+    def attrs(ldif: str) -> dict[str, str]:
+        found = {}
+        for line in re.sub(r"\n ", "", ldif).splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                found.setdefault(key.strip().lower(), value.strip())
+        return found
+
+    pidfile = None
+    root = os.path.join(path, "cn=config.ldif")
+    if os.path.exists(root):
+        with open(root) as f:
+            pidfile = attrs(f.read()).get("olcpidfile")
+    databases = []
+    for name in sorted(glob.glob(os.path.join(path, "cn=config", "olcDatabase={*}mdb.ldif"))):
+        with open(name) as f:
+            a = attrs(f.read())
+        m = re.search(r"\{(\d+)\}", os.path.basename(name))
+        databases.append(
+            MdbDatabase(
+                int(m.group(1)) if m else 1,
+                a.get("olcsuffix", ""),
+                a.get("olcdbdirectory", ""),
+                a.get("olcdbnosync", "").upper() == "TRUE",
+            )
+        )
+    return databases, pidfile
+
+
+def read_config(config: str) -> tuple[list[MdbDatabase], str | None]:
+    if os.path.isdir(config):
+        return parse_slapd_d(config)
+    return parse_slapd_conf(config)
+
+
+def config_args(config: str) -> list[str]:
+    return ["-F", config] if os.path.isdir(config) else ["-f", config]
+
+
+def as_owner_of(path: str, argv: list[str]) -> list[str]:
+    """slapcat/slapadd as the database's owner, so files they create stay usable by slapd."""
+    try:
+        user = pwd.getpwuid(os.stat(path).st_uid).pw_name
+    except (KeyError, OSError):
+        return argv
+    if os.geteuid() == 0 and user != "root":
+        return ["runuser", "-u", user, "--", *argv]
+    return argv
+
+
+class LdapWriter(AppWriter):
+    """One slapd, named by its configuration (a slapd.conf file or a slapd.d directory).
+
+    Options: ldif (true: keep an LDIF export, default), ldif_max_bytes.
+    """
+
+    name = "ldap"
+
+    def __init__(self, instance: str | None = None, **options: Any) -> None:
+        super().__init__(os.path.realpath(instance) if instance else DEFAULT_CONFIG_DIR, **options)
+        self._databases: list[MdbDatabase] = []
+
+    @classmethod
+    def discover(cls, volumes: list[Volume]) -> list[LdapWriter]:
+        found = []
+        for p in processes({"slapd"}):
+            config = option_value(p.argv, "-f") or option_value(p.argv, "-F") or DEFAULT_CONFIG_DIR
+            try:
+                databases, _ = read_config(config)
+            except OSError:
+                continue
+            if any(db.directory and on_volumes(db.directory, volumes) for db in databases):
+                found.append(cls(config))
+        return found
+
+    @property
+    def config(self) -> str:
+        return str(self.instance)
+
+    def _load(self) -> list[MdbDatabase]:
+        try:
+            self._databases, _ = read_config(self.config)
+        except OSError as err:
+            raise WriterError(f"cannot read slapd's configuration {self.config}: {err.strerror}") from err
+        return self._databases
+
+    def identify(self) -> list[Component]:
+        self.components = [
+            Component(
+                name=f"ldap {db.suffix or db.directory}",
+                writer=self.name,
+                instance=self.instance,
+                kind="database",
+                paths=[os.path.join(db.directory, "data.mdb")],
+                restore_method=RestoreMethod.STOP_RESTORE_START,
+                consistency=Consistency.APPLICATION,
+                reason="LMDB is copy-on-write: an atomic image is a committed state",
+                metadata={
+                    "config": self.config,
+                    "suffix": db.suffix,
+                    "directory": db.directory,
+                    "database_index": db.index,
+                    "nosync": db.nosync,
+                },
+            )
+            for db in self._load()
+        ]
+        return self.components
+
+    def prepare_backup(self, ctx: SnapshotContext) -> None:
+        if not self._load():
+            raise WriterError(f"{self.config} declares no mdb database")
+
+    def freeze(self, ctx: SnapshotContext) -> None:
+        self.mark_freeze()  # nothing to hold: LMDB's committed state is whatever the image holds
+
+    def thaw(self, ctx: SnapshotContext) -> None:
+        pass
+
+    def post_snapshot(self, ctx: SnapshotContext) -> None:
+        for component in self.components:
+            meta = component.metadata
+            files_ok, why = self.grade(ctx, component.paths)
+            if meta.get("nosync") and files_ok:
+                why += " (dbnosync is set: the image is still a committed state of the page cache)"
+            meta.update(freeze_started=self.freeze_started, files_consistent=files_ok, files_reason=why)
+            if self.options.get("ldif", True):
+                meta.update(self._export(component))
+            if not files_ok and "ldif" not in meta:
+                raise WriterError(f"{component.paths[0]}: {why}, and no LDIF export could be kept")
+
+    def _export(self, component: Component) -> dict[str, Any]:
+        meta = component.metadata
+        argv = (
+            ["slapcat", *config_args(self.config), "-b", meta["suffix"]]
+            if meta["suffix"]
+            else ["slapcat", *config_args(self.config), "-n", str(meta["database_index"])]
+        )
+        try:
+            done = proc.run(as_owner_of(meta["directory"], argv), timeout=3600)
+        except CommandError as err:
+            raise WriterError(f"slapcat of {meta['suffix'] or meta['directory']} failed: {err}") from err
+        packed = zstandard.ZstdCompressor(level=6).compress(done.stdout)
+        limit = int(self.options.get("ldif_max_bytes", DEFAULT_LDIF_MAX))
+        if len(packed) > limit:
+            return {
+                "ldif": None,
+                "ldif_note": f"LDIF export left out: {len(packed)} bytes compressed > {limit}",
+            }
+        entries = done.stdout.count(b"\ndn: ") + done.stdout.startswith(b"dn: ")
+        return {
+            "ldif": base64.b64encode(packed).decode(),
+            "ldif_entries": entries,
+            "ldif_bytes": len(done.stdout),
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        return {"config": self.config, "databases": [c.metadata.get("suffix") for c in self.components]}
+
+    # ------------------------------------------------------------ restore
+
+    def pre_restore(self, ctx: RestoreContext) -> None:
+        config = ctx.options.get("slapd_config") or self.config
+        try:
+            _, pidfile = read_config(config)
+        except OSError:
+            return
+        if not pidfile:
+            return
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read().split()[0])
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "slapd":
+                    return
+        except (OSError, ValueError, IndexError):
+            return
+        log.info("stopping slapd (pid %d) before restoring its databases", pid)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 120
+        while os.path.exists(f"/proc/{pid}"):
+            if time.monotonic() > deadline:
+                raise WriterError(f"slapd (pid {pid}) did not stop")
+            time.sleep(0.05)
+
+    def post_restore(self, ctx: RestoreContext) -> None:
+        config = ctx.options.get("slapd_config") or self.config
+        for component in ctx.components:
+            if component.writer != self.name:
+                continue
+            meta = component.metadata
+            directory = restored_path(ctx, meta["directory"])
+            method = ctx.options.get("ldap_method") or (
+                "files" if meta.get("files_consistent", True) else "ldif"
+            )
+            for stale in ("lock.mdb",):
+                path = os.path.join(directory, stale)
+                if os.path.exists(path):
+                    os.unlink(path)
+            if method == "ldif":
+                self._slapadd(config, directory, meta)
+            self._check(config, directory, meta)
+        start = ctx.options.get("start_command")
+        if start:
+            try:
+                proc.run(list(start), timeout=float(ctx.options.get("start_timeout", 300)))
+            except CommandError as err:
+                raise WriterError(f"the restored slapd did not start: {err}") from err
+
+    def _slapadd(self, config: str, directory: str, meta: dict[str, Any]) -> None:
+        if not meta.get("ldif"):
+            raise WriterError(
+                f"no LDIF export in the manifest for {meta.get('suffix')}: "
+                f"{meta.get('ldif_note', 'restore by files')}"
+            )
+        ldif = zstandard.ZstdDecompressor().decompress(
+            base64.b64decode(meta["ldif"]), max_output_size=int(meta.get("ldif_bytes", 0)) or 1 << 34
+        )
+        os.makedirs(directory, exist_ok=True)
+        for name in ("data.mdb", "lock.mdb"):
+            path = os.path.join(directory, name)
+            if os.path.exists(path):
+                os.unlink(path)
+        with tempfile.NamedTemporaryFile("wb", suffix=".ldif", delete=False) as f:
+            f.write(ldif)
+        try:
+            os.chmod(f.name, 0o644)
+            argv = ["slapadd", "-q", *config_args(config), "-l", f.name]
+            argv += (
+                ["-b", meta["suffix"]] if meta.get("suffix") else ["-n", str(meta.get("database_index", 1))]
+            )
+            proc.run(as_owner_of(directory, argv), timeout=3600)
+        except CommandError as err:
+            raise WriterError(f"slapadd into {directory} failed: {err}") from err
+        finally:
+            os.unlink(f.name)
+
+    def _check(self, config: str, directory: str, meta: dict[str, Any]) -> None:
+        argv = ["slapcat", *config_args(config)]
+        argv += ["-b", meta["suffix"]] if meta.get("suffix") else ["-n", str(meta.get("database_index", 1))]
+        try:
+            proc.run(as_owner_of(directory, argv), timeout=3600)
+        except CommandError as err:
+            raise WriterError(
+                f"slapcat cannot read the restored database {meta.get('suffix')}: {err}"
+            ) from err

@@ -1,0 +1,511 @@
+"""The PostgreSQL writer: a non-exclusive base backup held open across the snapshot.
+
+One session per cluster runs `pg_backup_start(fast => true)` at prepare_snapshot (its checkpoint
+is the slow part, so it stays out of the freeze window), stays open through freeze and commit, and
+runs `pg_backup_stop()` at thaw. The returned backup_label (and tablespace_map) go into the
+component's metadata, together with the WAL from the backup's start to its end, read from the
+live pg_wal after the stop: the snapshot holds the WAL only up to its own instant, and a cluster
+restored with a backup_label refuses to open until it has replayed the end-of-backup record that
+pg_backup_stop writes later. Carrying those bytes in the manifest (as Oracle's VSS writer carries
+redo in its backup document) makes the copy restorable without a WAL archive.
+
+When the data directory, pg_wal and every tablespace lie on one volume whose shadow is atomic, the
+copy is also crash-consistent by itself (restorable by crash recovery alone); that is recorded too.
+
+Restore: pre_restore stops a cluster running on the target, the files are laid down, post_restore
+writes backup_label, tablespace_map and the kept WAL into the copy, starts it and waits until
+recovery has finished (`pg_is_in_recovery()` false).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import pwd
+import re
+import shlex
+import shutil
+import struct
+import time
+from typing import Any
+
+import zstandard
+
+from shadowvault import proc
+from shadowvault.errors import CommandError, WriterError
+from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
+from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path
+from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
+
+log = logging.getLogger(__name__)
+
+XLOG_PAGE_MAGIC_OFFSET = 8  # XLogPageHeaderData: magic u16, info u16, tli u32, pageaddr u64
+RUNTIME_FILES = ("postmaster.pid", "postmaster.opts", "backup_label.old", "tablespace_map.old")
+
+
+def parse_lsn(text: str) -> int:
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def format_lsn(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def wal_file_name(timeline: int, segno: int, seg_size: int) -> str:
+    per_id = 0x100000000 // seg_size
+    return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
+
+
+def read_postmaster_pid(datadir: str) -> dict[str, str] | None:
+    """The lines of postmaster.pid: pid, data directory, start time, port, socket dir, listen address."""
+    try:
+        with open(os.path.join(datadir, "postmaster.pid")) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    keys = ("pid", "datadir", "start", "port", "socket_dir", "listen", "shmem", "status")
+    return {k: v.strip() for k, v in zip(keys, lines, strict=False)}
+
+
+def running_postmaster(datadir: str) -> int | None:
+    """The PID of the postmaster serving `datadir` right now, or None.
+
+    A copied postmaster.pid names the ORIGINAL cluster's postmaster: only trust a PID whose
+    process really works in this directory, or a restore would stop the live server.
+    """
+    pm = read_postmaster_pid(datadir)
+    if not pm or not pm.get("pid", "").isdigit():
+        return None
+    pid = int(pm["pid"])
+    real = os.path.realpath(datadir)
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+    return pid if os.path.realpath(pm.get("datadir", "")) == real and cwd == real else None
+
+
+def pg_bin_dir(datadir: str) -> str:
+    """The binaries matching the cluster's major version (Debian layout), else whatever is on PATH."""
+    try:
+        with open(os.path.join(datadir, "PG_VERSION")) as f:
+            version = f.read().strip()
+    except OSError:
+        version = ""
+    candidate = f"/usr/lib/postgresql/{version}/bin"
+    if version and os.path.isdir(candidate):
+        return candidate
+    found = shutil.which("pg_ctl")
+    return os.path.dirname(found) if found else candidate
+
+
+def owner_of(path: str) -> tuple[int, int, str]:
+    st = os.stat(path)
+    return st.st_uid, st.st_gid, pwd.getpwuid(st.st_uid).pw_name
+
+
+def as_owner(user: str, argv: list[str]) -> list[str]:
+    """Run `argv` as the cluster's owner (pg_ctl refuses to run as root)."""
+    if os.geteuid() == 0 and user != "root":
+        return ["runuser", "-u", user, "--", *argv]
+    return argv
+
+
+class PostgresqlWriter(AppWriter):
+    """One PostgreSQL cluster, named by its data directory.
+
+    Options: host (socket directory or address), port, user (default postgres), password, dbname.
+    Without host/port the writer reads them from the cluster's postmaster.pid.
+    """
+
+    name = "postgresql"
+
+    def __init__(self, instance: str | None = None, **options: Any) -> None:
+        super().__init__(os.path.realpath(instance) if instance else None, **options)
+        self._conn: Any = None
+        self._started = False
+        self._result: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ discovery and metadata
+
+    @classmethod
+    def discover(cls, volumes: list[Volume]) -> list[PostgresqlWriter]:
+        found = []
+        for p in processes({"postgres", "postmaster"}):
+            if not p.cwd:
+                continue
+            pm = read_postmaster_pid(p.cwd)
+            if pm is None or pm.get("pid") != str(p.pid):
+                continue  # a backend, not the postmaster
+            if on_volumes(p.cwd, volumes):
+                found.append(cls(p.cwd))
+        return found
+
+    @property
+    def datadir(self) -> str:
+        if not self.instance:
+            raise WriterError("no data directory given (use --writer postgresql:/path/to/data)")
+        return self.instance
+
+    def _paths(self) -> tuple[str, list[str]]:
+        """pg_wal's real location and the tablespaces' (symlinks in pg_tblspc)."""
+        wal = os.path.realpath(os.path.join(self.datadir, "pg_wal"))
+        spaces = []
+        tblspc = os.path.join(self.datadir, "pg_tblspc")
+        if os.path.isdir(tblspc):
+            spaces = [os.path.realpath(os.path.join(tblspc, n)) for n in sorted(os.listdir(tblspc))]
+        return wal, spaces
+
+    def identify(self) -> list[Component]:
+        wal, spaces = self._paths()
+        paths = [self.datadir]
+        if not wal.startswith(self.datadir.rstrip("/") + "/"):
+            paths.append(wal)
+        paths += spaces
+        self.components = [
+            Component(
+                name=f"cluster {self.datadir}",
+                writer=self.name,
+                instance=self.instance,
+                kind="database",
+                paths=paths,
+                restore_method=RestoreMethod.STOP_RESTORE_START,
+                consistency=Consistency.APPLICATION,
+                reason="a base backup (pg_backup_start/stop) was open across the snapshot",
+                metadata={
+                    "data_directory": self.datadir,
+                    "wal_directory": wal,
+                    "tablespaces": spaces,
+                    "exclude": list(RUNTIME_FILES),
+                },
+            )
+        ]
+        return self.components
+
+    # ------------------------------------------------------------ the session
+
+    def _where(self) -> dict[str, Any]:
+        pm = read_postmaster_pid(self.datadir) or {}
+        host = self.options.get("host") or pm.get("socket_dir") or pm.get("listen") or "/var/run/postgresql"
+        port = int(self.options.get("port") or pm.get("port") or 5432)
+        return {"host": host, "port": port}
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        where = self._where()
+        if not self.options.get("host") and read_postmaster_pid(self.datadir) is None:
+            raise WriterError(f"PostgreSQL is not running on {self.datadir} (no postmaster.pid)")
+        try:
+            return psycopg.connect(
+                host=where["host"],
+                port=where["port"],
+                user=self.options.get("user", "postgres"),
+                password=self.options.get("password"),
+                dbname=self.options.get("dbname", "postgres"),
+                autocommit=True,
+                connect_timeout=10,
+                application_name="shadowvault",
+            )
+        except psycopg.Error as err:
+            detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise WriterError(
+                f"cannot connect to PostgreSQL at {where['host']} port {where['port']}: {detail}"
+            ) from err
+
+    def _query(self, sql: str, params: list[Any] | None = None) -> Any:
+        import psycopg
+
+        try:
+            return self._conn.execute(sql, params).fetchone()
+        except psycopg.Error as err:
+            raise WriterError(f"PostgreSQL refused `{sql.split('(')[0]}`: {str(err).strip()}") from err
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # closing a broken session must not mask the real failure
+                log.debug("closing the PostgreSQL session failed", exc_info=True)
+        self._conn = None
+        self._started = False
+
+    # ------------------------------------------------------------ events
+
+    def prepare_backup(self, ctx: SnapshotContext) -> None:
+        if not os.path.isdir(self.datadir):
+            raise WriterError(f"data directory {self.datadir} does not exist")
+        if not self.components:
+            self.identify()
+        outside = [p for p in self.components[0].paths if not on_volumes(p, ctx.volumes)]
+        if outside:
+            raise WriterError(
+                f"{', '.join(outside)} not in the shadow set: add its volume, or the copy would be torn"
+            )
+
+    def prepare_snapshot(self, ctx: SnapshotContext) -> None:
+        if not self.components:
+            self.identify()
+        self._result = {}
+        self._conn = self._connect()
+        wal_level, blk_size, datadir = self._query(
+            "select current_setting('wal_level'), current_setting('wal_block_size')::int,"
+            " current_setting('data_directory')"
+        )
+        if wal_level == "minimal":
+            raise WriterError("wal_level is minimal: an online backup needs wal_level = replica")
+        if os.path.realpath(datadir) != self.datadir:
+            raise WriterError(f"the server on {self._where()} serves {datadir}, not {self.datadir}")
+        seg_bytes = self._query(
+            "select setting::bigint * (case unit when '8kB' then 8192 when 'MB'"
+            " then 1048576 else 1 end) from pg_settings where name = 'wal_segment_size'"
+        )[0]
+        self._result.update(
+            wal_segment_size=int(seg_bytes),
+            wal_block_size=int(blk_size),
+            server_version=self._query("show server_version")[0],
+        )
+        start = self._query("select pg_backup_start(%s, fast => true)", [f"shadowvault {ctx.set_id}"])[0]
+        self._started = True
+        self._result["start_lsn"] = str(start)
+
+    def freeze(self, ctx: SnapshotContext) -> None:
+        self.mark_freeze()
+        if not self._started:
+            raise WriterError("the backup session was not started (prepare_snapshot did not run)")
+        # Nothing is blocked: the base backup only has to be open while the providers commit.
+        self._result["freeze_lsn"] = str(self._query("select pg_current_wal_insert_lsn()")[0])
+
+    def thaw(self, ctx: SnapshotContext) -> None:
+        if not self._started or "stop_lsn" in self._result:
+            return
+        lsn, label, spcmap = self._query(
+            "select lsn, labelfile, spcmapfile from pg_backup_stop(wait_for_archive => false)"
+        )
+        self._started = False
+        self._result.update(stop_lsn=str(lsn), backup_label=label, tablespace_map=spcmap or "")
+
+    def post_snapshot(self, ctx: SnapshotContext) -> None:
+        if "backup_label" not in self._result:
+            raise WriterError("the base backup was not stopped at thaw; nothing to record")
+        try:
+            self.require_copy_in_hold(
+                ctx, self.components[0].paths, "a base backup needs its files copied before pg_backup_stop"
+            )
+            wal = self._keep_wal()
+        finally:
+            self._close()
+        alone, why = self.grade(ctx, self.components[0].paths)
+        meta = self.components[0].metadata
+        meta.update(self._result)
+        meta.update(
+            wal=wal,
+            crash_consistent_alone=alone,
+            crash_consistent_reason=why,
+            freeze_started=self.freeze_started,
+        )
+        self.set_consistency(
+            Consistency.APPLICATION,
+            "base backup open across the snapshot; backup_label and the WAL to its end are in the manifest"
+            + ("; also crash-consistent by itself" if alone else ""),
+        )
+
+    def backup_complete(self, ctx: SnapshotContext, succeeded: bool) -> None:
+        self._close()
+
+    def abort(self, ctx: SnapshotContext) -> None:
+        if self._conn is not None:  # another thread may be stuck in a query: cancel it first
+            try:
+                self._conn.cancel()
+            except Exception:
+                log.debug("cancelling the PostgreSQL query failed", exc_info=True)
+        self._close()  # ending the session cancels a non-exclusive backup
+
+    def metadata(self) -> dict[str, Any]:
+        meta = self.component_metadata()
+        return {
+            k: meta[k] for k in ("data_directory", "server_version", "start_lsn", "stop_lsn") if k in meta
+        }
+
+    # ------------------------------------------------------------ the WAL the copy needs
+
+    def _keep_wal(self) -> list[dict[str, Any]]:
+        """The WAL from the backup's redo point to its end, read from the live pg_wal, compressed."""
+        label = self._result["backup_label"]
+        m = re.search(r"START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+) \(file ([0-9A-F]{24})\)", label)
+        if not m:
+            raise WriterError("backup_label has no START WAL LOCATION line")
+        redo, timeline = parse_lsn(m.group(1)), int(m.group(2)[:8], 16)
+        stop = parse_lsn(self._result["stop_lsn"])
+        seg, blk = self._result["wal_segment_size"], self._result["wal_block_size"]
+        wal_dir = self.components[0].metadata["wal_directory"]
+        packer = zstandard.ZstdCompressor(level=3)
+        kept = []
+        for segno in range(redo // seg, (stop - 1) // seg + 1):
+            name = wal_file_name(timeline, segno, seg)
+            begin = (redo % seg) // blk * blk if segno == redo // seg else 0
+            end = seg if segno < (stop - 1) // seg else -(-((stop - 1) % seg + 1) // blk) * blk
+            ranges = [(0, blk)] if begin > 0 else []
+            ranges.append((begin, end - begin))
+            try:
+                with open(os.path.join(wal_dir, name), "rb") as f:
+                    chunks = [(off, os.pread(f.fileno(), length, off)) for off, length in ranges]
+            except FileNotFoundError as err:
+                raise WriterError(f"WAL segment {name} was removed before it could be kept; retry") from err
+            for off, data in chunks:
+                (pageaddr,) = struct.unpack_from("<Q", data, XLOG_PAGE_MAGIC_OFFSET)
+                if pageaddr != segno * seg + off:
+                    raise WriterError(f"WAL segment {name} was recycled before it could be kept; retry")
+            kept.append(
+                {
+                    "file": name,
+                    "size": seg,
+                    "ranges": [
+                        [off, len(data), base64.b64encode(packer.compress(data)).decode()]
+                        for off, data in chunks
+                    ],
+                }
+            )
+        return kept
+
+    # ------------------------------------------------------------ restore
+
+    def _restored_components(self, ctx: RestoreContext) -> list[Component]:
+        return [c for c in ctx.components if c.writer == self.name]
+
+    def pre_restore(self, ctx: RestoreContext) -> None:
+        for component in self._restored_components(ctx):
+            datadir = restored_path(ctx, component.metadata.get("data_directory") or component.paths[0])
+            if running_postmaster(datadir) is not None:
+                _uid, _gid, user = owner_of(datadir)
+                log.info("stopping the PostgreSQL cluster on %s before restoring it", datadir)
+                try:
+                    proc.run(
+                        as_owner(
+                            user,
+                            [
+                                os.path.join(pg_bin_dir(datadir), "pg_ctl"),
+                                "-D",
+                                datadir,
+                                "-m",
+                                "fast",
+                                "-w",
+                                "-t",
+                                "120",
+                                "stop",
+                            ],
+                        ),
+                        timeout=150,
+                    )
+                except CommandError as err:
+                    raise WriterError(f"cannot stop the cluster on {datadir}: {err}") from err
+
+    def post_restore(self, ctx: RestoreContext) -> None:
+        for component in self._restored_components(ctx):
+            datadir = restored_path(ctx, component.metadata.get("data_directory") or component.paths[0])
+            prepare_restored_cluster(
+                datadir, component.metadata, ctx, mode=ctx.options.get("postgresql_mode", "backup_label")
+            )
+            if ctx.options.get("start", True):
+                self._start_restored(datadir, ctx)
+
+    def _start_restored(self, datadir: str, ctx: RestoreContext) -> None:
+        _uid, _gid, user = owner_of(datadir)
+        opts = []
+        if ctx.options.get("port"):
+            opts += ["-p", str(ctx.options["port"])]
+        if ctx.options.get("socket_dir"):
+            opts += ["-k", str(ctx.options["socket_dir"])]
+        logfile = ctx.options.get("log_file") or os.path.join(datadir, "shadowvault-restore.log")
+        argv = [os.path.join(pg_bin_dir(datadir), "pg_ctl"), "-D", datadir, "-l", logfile, "-w", "-t", "600"]
+        if opts:
+            argv += ["-o", shlex.join(opts)]
+        try:
+            proc.run(as_owner(user, [*argv, "start"]), timeout=660)
+        except CommandError as err:
+            raise WriterError(
+                f"the restored cluster on {datadir} did not start ({err}); see {logfile}"
+            ) from err
+        self._wait_recovered(datadir, ctx)
+
+    def _wait_recovered(self, datadir: str, ctx: RestoreContext) -> None:
+        import psycopg
+
+        pm = read_postmaster_pid(datadir) or {}
+        host = ctx.options.get("socket_dir") or pm.get("socket_dir") or pm.get("listen")
+        port = int(ctx.options.get("port") or pm.get("port") or 5432)
+        deadline = time.monotonic() + float(ctx.options.get("recovery_timeout", 600))
+        while True:
+            try:
+                with psycopg.connect(
+                    host=host,
+                    port=port,
+                    user=self.options.get("user", "postgres"),
+                    password=self.options.get("password"),
+                    dbname="postgres",
+                    connect_timeout=10,
+                ) as conn:
+                    if not conn.execute("select pg_is_in_recovery()").fetchone()[0]:
+                        return
+            except psycopg.OperationalError as err:
+                if time.monotonic() > deadline:
+                    raise WriterError(f"the restored cluster on {datadir} does not answer: {err}") from err
+            if time.monotonic() > deadline:
+                raise WriterError(f"the restored cluster on {datadir} is still in recovery")
+            time.sleep(0.1)
+
+
+def prepare_restored_cluster(
+    datadir: str, meta: dict[str, Any], ctx: RestoreContext | None = None, mode: str = "backup_label"
+) -> None:
+    """Make a laid-down copy startable: drop runtime files, write backup_label and the kept WAL.
+
+    mode "backup_label" (default) restores the base backup; mode "crash" starts the copy by plain
+    crash recovery, which is only right when the manifest says it is crash-consistent by itself.
+    """
+    if not os.path.isdir(datadir):
+        raise WriterError(f"the restored data directory {datadir} does not exist")
+    uid, gid, _user = owner_of(datadir)
+    os.chmod(datadir, 0o700)
+    for name in (*RUNTIME_FILES, "backup_label", "tablespace_map"):
+        try:
+            os.unlink(os.path.join(datadir, name))
+        except FileNotFoundError:
+            pass
+    if mode == "crash":
+        if not meta.get("crash_consistent_alone"):
+            raise WriterError(
+                f"{datadir}: the copy is not crash-consistent by itself; restore with its backup_label"
+            )
+        return
+    if "backup_label" not in meta:
+        raise WriterError(f"{datadir}: the manifest holds no backup_label for this cluster")
+    wal_dir = os.path.join(datadir, "pg_wal")
+    if os.path.islink(wal_dir) and ctx is not None:
+        wal_dir = restored_path(ctx, meta.get("wal_directory", os.path.realpath(wal_dir)))
+    unpacker = zstandard.ZstdDecompressor()
+    for segment in meta.get("wal", []):
+        path = os.path.join(wal_dir, segment["file"])
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < segment["size"]:
+                os.ftruncate(fd, segment["size"])
+            for offset, length, packed in segment["ranges"]:
+                data = unpacker.decompress(base64.b64decode(packed), max_output_size=length)
+                os.pwrite(fd, data, offset)
+            os.fchown(fd, uid, gid)
+        finally:
+            os.close(fd)
+    files = {"backup_label": meta["backup_label"]}
+    if meta.get("tablespace_map"):
+        files["tablespace_map"] = meta["tablespace_map"]
+    for name, text in files.items():
+        path = os.path.join(datadir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chown(path, uid, gid)
+        os.chmod(path, 0o600)
+    log.info("%s: backup_label and %d kept WAL segment(s) written", datadir, len(meta.get("wal", [])))

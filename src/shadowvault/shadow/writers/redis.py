@@ -1,0 +1,289 @@
+"""The Redis writer: the RDB produced by a BGSAVE started at freeze, and the AOF when it is on.
+
+The consistent point of an RDB is the fork of its BGSAVE: everything acknowledged before the fork
+is in it. So the BGSAVE is started at freeze (not earlier: writes acknowledged between
+prepare_snapshot and freeze would be missing) and the freeze returns once that save has finished
+and renamed its file into place, found by the `rdb_saves` counter of INFO persistence (LASTSAVE
+has one-second resolution and cannot tell two saves apart). Redis keeps serving meanwhile.
+
+With appendonly on, the AOF directory is a component too: acknowledged writes are already written
+to it, so an atomic shadow holds them; automatic AOF rewrites are suspended from prepare_snapshot
+to thaw so the manifest and its files do not change under a copy.
+
+Restore: pre_restore shuts down a server still running on the target (without saving), the files
+are laid down, post_restore checks them with redis-check-rdb / redis-check-aof and starts the
+server (the `start_command` option).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from typing import Any
+
+from shadowvault import proc
+from shadowvault.errors import CommandError, WriterError
+from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
+from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path
+from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
+
+log = logging.getLogger(__name__)
+
+ADDRESS = re.compile(r"redis-server\s+(\S+):(\d+)")
+
+
+class RedisWriter(AppWriter):
+    """One Redis server, named `host:port` (or a unix socket path).
+
+    Options: password, username, dir (the data directory when the server cannot be asked),
+    save_timeout (seconds a BGSAVE may take, default the freeze timeout).
+    """
+
+    name = "redis"
+
+    def __init__(self, instance: str | None = None, **options: Any) -> None:
+        super().__init__(instance or "127.0.0.1:6379", **options)
+        self._client: Any = None
+        self._config: dict[str, str] = {}
+        self._aof_rewrite: str | None = None
+        self._result: dict[str, Any] = {}
+
+    @classmethod
+    def discover(cls, volumes: list[Volume]) -> list[RedisWriter]:
+        found = []
+        for p in processes({"redis-server"}):
+            m = ADDRESS.search(" ".join(p.argv))
+            if not m or not p.cwd or not on_volumes(p.cwd, volumes):
+                continue
+            host = "127.0.0.1" if m.group(1) in ("*", "0.0.0.0", "") else m.group(1)
+            found.append(cls(f"{host}:{m.group(2)}", dir=p.cwd))
+        return found
+
+    # ------------------------------------------------------------ the connection
+
+    def _connect(self) -> Any:
+        import redis
+
+        target = str(self.instance)
+        kwargs: dict[str, Any] = {
+            "password": self.options.get("password"),
+            "username": self.options.get("username"),
+            "socket_timeout": 30,
+            "socket_connect_timeout": 10,
+        }
+        if target.startswith("/"):
+            client = redis.Redis(unix_socket_path=target, **kwargs)
+        else:
+            host, _, port = target.rpartition(":")
+            client = redis.Redis(host=host or "127.0.0.1", port=int(port), **kwargs)
+        try:
+            client.ping()
+        except redis.RedisError as err:
+            raise WriterError(f"cannot reach Redis at {target}: {err}") from err
+        return client
+
+    def _call(self, *args: Any) -> Any:
+        import redis
+
+        try:
+            return self._client.execute_command(*args)
+        except redis.RedisError as err:
+            raise WriterError(f"Redis refused {' '.join(map(str, args))}: {err}") from err
+
+    def _info(self) -> dict[str, Any]:
+        import redis
+
+        try:
+            return self._client.info("persistence")
+        except redis.RedisError as err:
+            raise WriterError(f"Redis refused INFO persistence: {err}") from err
+
+    def _read_config(self) -> dict[str, str]:
+        config = {}
+        for key in ("dir", "dbfilename", "appendonly", "appenddirname", "auto-aof-rewrite-percentage"):
+            reply = self._call("CONFIG", "GET", key)
+            if len(reply) >= 2:
+                config[key] = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+        return config
+
+    # ------------------------------------------------------------ metadata
+
+    def _files(self) -> tuple[str, str | None]:
+        directory = self._config.get("dir") or self.options.get("dir") or ""
+        rdb = os.path.join(directory, self._config.get("dbfilename", "dump.rdb"))
+        aof = None
+        if self._config.get("appendonly") == "yes":
+            aof = os.path.join(directory, self._config.get("appenddirname", "appendonlydir"))
+        return rdb, aof
+
+    def identify(self) -> list[Component]:
+        if not self._config:
+            try:
+                self._client = self._client or self._connect()
+                self._config = self._read_config()
+            except WriterError as err:  # a server that is down is reported when the set needs it
+                log.debug("redis %s: %s", self.instance, err)
+        rdb, aof = self._files()
+        paths = [rdb] + ([aof] if aof else [])
+        self.components = [
+            Component(
+                name=f"redis {self.instance}",
+                writer=self.name,
+                instance=self.instance,
+                kind="database",
+                paths=paths,
+                restore_method=RestoreMethod.STOP_RESTORE_START,
+                consistency=Consistency.APPLICATION,
+                reason="the RDB of a BGSAVE started at freeze (its fork is the consistent point)",
+                metadata={"dir": os.path.dirname(rdb), "rdb": rdb, "aof": aof},
+            )
+        ]
+        return self.components
+
+    # ------------------------------------------------------------ events
+
+    def prepare_snapshot(self, ctx: SnapshotContext) -> None:
+        self._client = self._client or self._connect()
+        self._config = self._read_config()
+        self._result = {"redis_version": self._client.info("server").get("redis_version")}
+        if self._config.get("appendonly") == "yes":
+            self._aof_rewrite = self._config.get("auto-aof-rewrite-percentage", "100")
+            self._call("CONFIG", "SET", "auto-aof-rewrite-percentage", "0")
+            deadline = time.monotonic() + self._save_timeout()
+            while self._info().get("aof_rewrite_in_progress"):
+                if time.monotonic() > deadline:
+                    raise WriterError("an AOF rewrite is still running")
+                time.sleep(0.02)
+
+    def _save_timeout(self) -> float:
+        return float(self.options.get("save_timeout") or self.freeze_timeout)
+
+    def freeze(self, ctx: SnapshotContext) -> None:
+        self.mark_freeze()
+        deadline = time.monotonic() + self._save_timeout()
+        before = self._info()
+        # A save already running forked before our point: let it end, then start our own.
+        while before.get("rdb_bgsave_in_progress"):
+            if time.monotonic() > deadline:
+                raise WriterError("a background save was already running and did not finish")
+            time.sleep(0.01)
+            before = self._info()
+        counter = "rdb_saves" if "rdb_saves" in before else None
+        started_at = time.time()
+        self._call("BGSAVE")
+        while True:
+            info = self._info()
+            done = not info.get("rdb_bgsave_in_progress") and (
+                info.get(counter, 0) > before.get(counter, 0)
+                if counter
+                else info.get("rdb_last_save_time", 0) >= int(started_at)
+            )
+            if done:
+                break
+            if time.monotonic() > deadline:
+                raise WriterError(f"BGSAVE did not finish within {self._save_timeout():g} s")
+            time.sleep(0.005)
+        if info.get("rdb_last_bgsave_status") != "ok":
+            raise WriterError(
+                f"BGSAVE failed (rdb_last_bgsave_status {info.get('rdb_last_bgsave_status')}); "
+                "see the Redis log"
+            )
+        self._result.update(
+            freeze_started=self.freeze_started,
+            rdb_saved_at=info.get("rdb_last_save_time"),
+            rdb_bgsave_seconds=info.get("rdb_last_bgsave_time_sec"),
+        )
+
+    def thaw(self, ctx: SnapshotContext) -> None:
+        if self._aof_rewrite is not None and self._client is not None:
+            value, self._aof_rewrite = self._aof_rewrite, None
+            self._call("CONFIG", "SET", "auto-aof-rewrite-percentage", value)
+
+    def post_snapshot(self, ctx: SnapshotContext) -> None:
+        _rdb, aof = self._files()
+        if aof:
+            self.require_copy_in_hold(ctx, [aof], "the AOF directory changes while Redis runs")
+        for component in self.components:
+            component.metadata.update(self._result)
+
+    def abort(self, ctx: SnapshotContext) -> None:
+        try:
+            self.thaw(ctx)
+        finally:
+            self._close()
+
+    def backup_complete(self, ctx: SnapshotContext, succeeded: bool) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                log.debug("closing the Redis connection failed", exc_info=True)
+        self._client = None
+
+    def metadata(self) -> dict[str, Any]:
+        meta = self.component_metadata()
+        return {k: meta[k] for k in ("redis_version", "rdb", "aof", "rdb_saved_at") if k in meta}
+
+    # ------------------------------------------------------------ restore
+
+    def pre_restore(self, ctx: RestoreContext) -> None:
+        if not ctx.options.get("stop", ctx.target_root in ("", "/")):
+            return
+        try:
+            client = self._connect()
+        except WriterError:
+            return  # not running: nothing to stop
+        log.info("shutting down Redis at %s (without saving) before restoring its files", self.instance)
+        try:
+            client.execute_command("SHUTDOWN", "NOSAVE")
+        except Exception:  # the connection drops when the server exits: that is success
+            pass
+
+    def post_restore(self, ctx: RestoreContext) -> None:
+        for component in ctx.components:
+            if component.writer != self.name:
+                continue
+            rdb = restored_path(ctx, component.metadata.get("rdb") or component.paths[0])
+            if os.path.exists(rdb):
+                check_rdb(rdb)
+            aof = component.metadata.get("aof")
+            if aof:
+                check_aof(restored_path(ctx, aof))
+        start = ctx.options.get("start_command")
+        if start:
+            try:
+                proc.run(list(start), timeout=float(ctx.options.get("start_timeout", 300)))
+            except CommandError as err:
+                raise WriterError(f"the restored Redis did not start: {err}") from err
+
+
+def check_rdb(path: str) -> None:
+    """redis-check-rdb must accept the file."""
+    try:
+        done = proc.run(["redis-check-rdb", path], timeout=600, check=False)
+    except CommandError as err:
+        raise WriterError(str(err)) from err
+    text = done.stdout.decode(errors="replace")
+    if done.returncode != 0 or "RDB looks OK" not in text:
+        lines = [line for line in text.splitlines() if line.strip()]
+        raise WriterError(f"redis-check-rdb rejects {path}: {lines[-1] if lines else done.returncode}")
+
+
+def check_aof(directory: str) -> None:
+    """redis-check-aof must accept the AOF manifest (Redis 7 multi-part AOF)."""
+    manifests = (
+        [n for n in os.listdir(directory) if n.endswith(".manifest")] if os.path.isdir(directory) else []
+    )
+    if not manifests:
+        raise WriterError(f"no AOF manifest in {directory}")
+    done = proc.run(["redis-check-aof", os.path.join(directory, manifests[0])], timeout=600, check=False)
+    if done.returncode != 0:
+        raise WriterError(
+            f"redis-check-aof rejects {directory}: {done.stdout.decode(errors='replace')[-300:]}"
+        )
