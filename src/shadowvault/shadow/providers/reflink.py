@@ -26,6 +26,7 @@ import stat
 import struct
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from shadowvault.errors import PermissionDeniedError, ProviderError, ShadowvaultError, UnsupportedError
 from shadowvault.shadow.manifest import Shadow
@@ -52,6 +53,8 @@ XFS_ACL_DUPLICATES = ("trusted.SGI_ACL_FILE", "trusted.SGI_ACL_DEFAULT")
 MAX_PROBLEMS = 20
 PARTIAL_MARK = ".partial-"
 CANCEL_CHECK_EVERY = 64  # entries between two looks at the cancel flag
+CLONE_THREADS = 2
+CLONE_BATCH = 32  # files per task
 
 
 def xfs_has_reflink(mount_point: str) -> bool:
@@ -231,6 +234,8 @@ class TreeCopier:
     ):
         self.source, self.target = source.rstrip("/") or "/", target
         self.cancelled = cancelled or threading.Event()
+        self._failed = threading.Event()  # a worker thread failed: stop the walk
+        self._creator = (os.geteuid(), os.getegid())
         self.skip = skip
         self.drop_xattrs = XFS_ACL_DUPLICATES if xfs else ()
         self.links: dict[tuple[int, int], str] = {}
@@ -239,14 +244,51 @@ class TreeCopier:
         self.directories = 0
 
     def run(self) -> None:
-        root_stat = os.lstat(self.source)
-        stack: list[tuple[str, str, os.stat_result, bool]] = [(self.source, self.target, root_stat, False)]
+        """Walk the source, cloning regular files on a few threads (the syscalls release the GIL).
+
+        Directories are made by the walking thread before anything goes into them; hard links
+        and every directory's own metadata come last, when all files exist.
+        """
+        dirs: list[tuple[str, str, os.stat_result]] = []
+        links: list[tuple[str, str]] = []
+        pool = ThreadPoolExecutor(max_workers=CLONE_THREADS, thread_name_prefix="reflink")
+        futures: list[Future] = []
+        try:
+            try:
+                self._walk(dirs, links, pool, futures)
+            except CopyCancelled:
+                if self.cancelled.is_set() or not any(f.done() and f.exception() for f in futures):
+                    raise
+                # else a worker failed: its own error is raised just below
+            for future in futures:
+                future.result()
+        except BaseException:
+            self._failed.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        for first, dst in links:
+            try:
+                os.link(first, dst, follow_symlinks=False)
+            except FileNotFoundError as err:
+                if not os.path.lexists(first) and err.filename == first:
+                    continue  # the first name vanished from the live volume
+                raise
+        for src, dst, st in reversed(dirs):
+            self._apply_meta(src, dst, st)
+
+    def _walk(
+        self,
+        dirs: list[tuple[str, str, os.stat_result]],
+        links: list[tuple[str, str]],
+        pool: ThreadPoolExecutor,
+        futures: list[Future],
+    ) -> None:
+        batch: list[tuple[str, str, os.stat_result]] = []
+        stack = [(self.source, self.target, os.lstat(self.source))]
         while stack:
-            src, dst, st, done = stack.pop()
-            if done:
-                self._apply_meta(src, dst, st)
-                continue
-            stack.append((src, dst, st, True))
+            src, dst, st = stack.pop()
+            dirs.append((src, dst, st))
             self.directories += 1
             try:
                 with os.scandir(src) as it:
@@ -254,43 +296,67 @@ class TreeCopier:
             except FileNotFoundError:
                 continue
             for count, entry in enumerate(entries):
-                if count % CANCEL_CHECK_EVERY == 0 and self.cancelled.is_set():
-                    raise CopyCancelled()
+                if count % CANCEL_CHECK_EVERY == 0:
+                    self._check_stop()
                 if entry.path in self.skip:
                     continue
                 try:
-                    child = self._copy_entry(entry, os.path.join(dst, entry.name))
-                except FileNotFoundError as err:
-                    if err.filename and str(err.filename).startswith(self.target):
-                        raise
-                    log.debug("vanished while copying: %s", entry.path)
+                    est = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
                     continue
-                if child is not None:
-                    stack.append(child)
+                target = os.path.join(dst, entry.name)
+                mode = est.st_mode
+                if stat.S_ISDIR(mode):
+                    os.mkdir(target, 0o700)
+                    stack.append((entry.path, target, est))
+                    continue
+                self.files += 1
+                if est.st_nlink > 1:
+                    key = (est.st_dev, est.st_ino)
+                    first = self.links.get(key)
+                    if first is not None:
+                        links.append((first, target))
+                        continue
+                    self.links[key] = target
+                if stat.S_ISREG(mode):
+                    batch.append((entry.path, target, est))
+                    if len(batch) >= CLONE_BATCH:
+                        futures.append(pool.submit(self._clone_batch, batch))
+                        batch = []
+                    continue
+                try:
+                    if stat.S_ISLNK(mode):
+                        os.symlink(os.readlink(entry.path), target)
+                    else:  # character/block devices, FIFOs, sockets
+                        os.mknod(target, stat.S_IFMT(mode) | 0o600, est.st_rdev)
+                except FileNotFoundError as err:
+                    if err.filename == entry.path:
+                        continue
+                    raise
+                self._apply_meta(entry.path, target, est)
+        if batch:
+            futures.append(pool.submit(self._clone_batch, batch))
 
-    def _copy_entry(self, entry: os.DirEntry, dst: str) -> tuple[str, str, os.stat_result, bool] | None:
-        st = entry.stat(follow_symlinks=False)
-        mode = st.st_mode
-        if stat.S_ISDIR(mode):
-            os.mkdir(dst, 0o700)
-            return (entry.path, dst, st, False)
-        if st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            first = self.links.get(key)
-            if first is not None:
-                os.link(first, dst, follow_symlinks=False)
-                return None
-            self.links[key] = dst
-        if stat.S_ISREG(mode):
-            self._clone_file(entry.path, dst, st)
-        elif stat.S_ISLNK(mode):
-            os.symlink(os.readlink(entry.path), dst)
-            self._apply_meta(entry.path, dst, st)
-        else:  # character/block devices, FIFOs, sockets
-            os.mknod(dst, stat.S_IFMT(mode) | 0o600, st.st_rdev)
-            self._apply_meta(entry.path, dst, st)
-        self.files += 1
-        return None
+    def _check_stop(self) -> None:
+        if self.cancelled.is_set():
+            raise CopyCancelled()
+        if self._failed.is_set():
+            raise CopyCancelled()  # a worker failed; its error is raised from its future
+
+    def _clone_batch(self, batch: list[tuple[str, str, os.stat_result]]) -> None:
+        try:
+            for src, dst, st in batch:
+                if self.cancelled.is_set() or self._failed.is_set():
+                    return
+                try:
+                    self._clone_file(src, dst, st)
+                except FileNotFoundError as err:
+                    if err.filename != src:
+                        raise
+                    log.debug("vanished while copying: %s", src)
+        except BaseException:
+            self._failed.set()
+            raise
 
     def _clone_file(self, src: str, dst: str, st: os.stat_result) -> None:
         try:
@@ -327,7 +393,8 @@ class TreeCopier:
         """Owner, xattrs (ACLs), mode, times: in this order, because chown clears set-id bits and caps."""
         is_link = stat.S_ISLNK(st.st_mode)
         follow = not is_link
-        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=follow)
+        if (st.st_uid, st.st_gid) != self._creator:  # new entries already belong to us
+            os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=follow)
         self._copy_xattrs(src, dst, follow, label or str(src))
         if not is_link:
             os.chmod(dst, stat.S_IMODE(st.st_mode))
