@@ -1,0 +1,158 @@
+"""Freeze window of shadow sets under a write load: median and max over 20 sets per scenario.
+
+    .venv/bin/python bench/freeze_window.py [--sets 20] [--files 10000]
+
+Scenarios (each on its own loop filesystem, created here and always torn down):
+  btrfs + sqlite writer       btrfs snapshot (atomic); a process commits SQLite transactions nonstop
+  xfs reflink + sqlite, 10k   reflink copy of a 10,000-file tree inside the hold, same write load
+  xfs live + fsfreeze         FIFREEZE/FITHAW of the volume, same write load (for comparison)
+Goal: median < 50 ms on btrfs. Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+MKFS = {"btrfs": ["mkfs.btrfs", "-q", "-f"], "xfs": ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"]}
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=300)
+
+
+@contextlib.contextmanager
+def loop_fs(fstype: str, size: int = 2 << 30) -> Iterator[Path]:
+    """A fresh filesystem on a loop device; unmounted and detached (that device only) afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=f"sv-bench-{fstype}-"))
+    image, mount, device = work / "fs.img", work / "mnt", ""
+    try:
+        with open(image, "wb") as f:
+            f.truncate(size)
+        device = sh("losetup", "--find", "--show", str(image)).stdout.strip()
+        sh(*MKFS[fstype], device)
+        mount.mkdir()
+        sh("mount", device, str(mount))
+        yield mount
+    finally:
+        if os.path.ismount(mount):
+            with contextlib.suppress(OSError):
+                fd = os.open(mount, os.O_RDONLY)
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(fd, 0xC0045878, 0)  # FITHAW, in case
+                os.close(fd)
+            for _ in range(50):
+                if sh("umount", str(mount), check=False).returncode == 0:
+                    break
+                time.sleep(0.1)
+        if device:
+            for _ in range(50):
+                if sh("losetup", "-d", device, check=False).returncode == 0:
+                    break
+                time.sleep(0.1)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def make_tree(root: Path, files: int) -> None:
+    for i in range(files):
+        directory = root / "tree" / f"d{i // 100:03d}"
+        if i % 100 == 0:
+            directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"f{i:05d}").write_bytes(os.urandom(256 + (i * 37) % 4096))
+
+
+@contextlib.contextmanager
+def write_load(mount: Path) -> Iterator[Path]:
+    """The demo's workload (numbered SQLite transactions + files) running on `mount`."""
+    db, acks, files = mount / "app.db", mount.parent / "acks", mount / "files"
+    files.mkdir(exist_ok=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "shadowvault.demo", "--workload", str(db), str(acks), str(files)]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (acks.exists() and acks.stat().st_size > 1000):
+            if time.monotonic() > deadline or child.poll() is not None:
+                raise SystemExit("the write load did not start")
+            time.sleep(0.05)
+        yield db
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+def measure(mount: Path, writers: list[str], provider: str, sets: int) -> tuple[list[float], list[float]]:
+    from shadowvault.shadow.coordinator import shadow_set
+
+    windows, commits = [], []
+    for _ in range(sets):
+        with shadow_set([str(mount)], writers, provider, auto_writers=False, commit_timeout=60) as manifest:
+            windows.append(manifest.freeze_window or 0.0)
+            commits.append(manifest.phases.get("commit", 0.0))
+        time.sleep(0.05)
+    return windows, commits
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", type=int, default=20)
+    parser.add_argument("--files", type=int, default=10_000)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/freeze_window.py needs root (loop devices, mounts)", file=sys.stderr)
+        return 1
+    state = tempfile.mkdtemp(prefix="sv-bench-state-")
+    os.environ["SHADOWVAULT_STATE_DIR"] = state
+    os.environ["SHADOWVAULT_CONFIG_DIR"] = tempfile.mkdtemp(prefix="sv-bench-config-")
+    results = []
+    try:
+        with loop_fs("btrfs") as mount, write_load(mount) as db:
+            results.append(
+                (
+                    "btrfs snapshot + sqlite writer, write load",
+                    *measure(mount, [f"sqlite:{db}"], "btrfs", args.sets),
+                )
+            )
+        with loop_fs("xfs") as mount:
+            make_tree(mount, args.files)
+            with write_load(mount) as db:
+                results.append(
+                    (
+                        f"xfs reflink ({args.files} files) + sqlite writer, write load",
+                        *measure(mount, [f"sqlite:{db}"], "reflink", args.sets),
+                    )
+                )
+        with loop_fs("xfs") as mount, write_load(mount) as db:
+            results.append(
+                (
+                    "xfs live + fsfreeze + sqlite writer, write load",
+                    *measure(mount, [f"sqlite:{db}", "fsfreeze"], "live", args.sets),
+                )
+            )
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(os.environ["SHADOWVAULT_CONFIG_DIR"], ignore_errors=True)
+
+    print(f"{'scenario':58} {'sets':>4} {'median':>10} {'max':>10} {'commit med':>11}")
+    for name, windows, commits in results:
+        print(
+            f"{name:58} {len(windows):>4} {statistics.median(windows) * 1000:>8.1f}ms "
+            f"{max(windows) * 1000:>8.1f}ms {statistics.median(commits) * 1000:>9.1f}ms"
+        )
+    btrfs_median = statistics.median(results[0][1]) * 1000
+    print(f"goal: btrfs median < 50 ms: {'met' if btrfs_median < 50 else 'NOT met'} ({btrfs_median:.1f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
