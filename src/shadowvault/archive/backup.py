@@ -47,6 +47,12 @@ class BackupRequest:
     host: str | None = None
     parent: str | None = None  # a snapshot ref; None = the newest snapshot of the same paths and host
     full: bool = False  # read every file, ignoring the parent
+    # components (see shadowvault.components.snapshot): `paths` are read below `source_root` and
+    # recorded as given; `extra_sources` are (recorded path, read path) pairs (generated documents);
+    # `components` is what Snapshot.components records (default: files)
+    source_root: str = "/"
+    extra_sources: list[tuple[str, str]] = field(default_factory=list)
+    components: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -198,10 +204,15 @@ def run_backup(
     if not request.paths:
         raise UsageError("no paths to back up")
     path_filter = PathFilter(excludes=request.excludes)
-    originals = _drop_nested([normalize_path(p) for p in request.paths])
-    recorded = [os.fsdecode(p) for p in originals]
+    source_root = os.fsencode(os.path.abspath(request.source_root))
+    foreign_root = source_root != b"/"  # another machine's tree: read live, below that root
+    if foreign_root:
+        originals = _drop_nested([_recorded_below(p, source_root) for p in request.paths])
+    else:
+        originals = _drop_nested([normalize_path(p) for p in request.paths])
+    recorded = [os.fsdecode(p) for p in originals] + [orig for orig, _ in request.extra_sources]
     host = request.host or socket.gethostname()
-    planned = plan(originals, request.provider)
+    planned = plan(originals, NO_PROVIDER if foreign_root else request.provider)
     warnings = list(planned.warnings)
     for message in planned.warnings:
         (on_warning or log.warning)(message)
@@ -221,18 +232,20 @@ def run_backup(
     added_before = _added_bytes(repo)
 
     with _shadow_set(request, sorted(planned.shadowed)) as manifest:
-        sources = [Source(p, p) for p in planned.live]
+        sources = [Source(p, _below(source_root, p)) for p in planned.live]
+        sources += [Source(os.fsencode(orig), os.fsencode(read)) for orig, read in request.extra_sources]
         if manifest is not None:
             from shadowvault.shadow.coordinator import shadow_path
 
             for paths in planned.shadowed.values():
                 for p in paths:
                     sources.append(Source(p, os.fsencode(shadow_path(manifest, os.fsdecode(p)))))
-        archiver = Archiver(repo, path_filter=path_filter, skip_paths=skip, stats=stats)
+        archiver = Archiver(repo, path_filter=path_filter, skip_paths=skip, stats=stats,
+                            **({"virtual_root": source_root} if foreign_root else {}))
         root = archiver.archive(sources, parent[1].tree if parent else None)
 
     manifest_blob = None
-    components = [FILES_COMPONENT]
+    components = list(request.components) or [FILES_COMPONENT]
     freeze_window = None
     if manifest is not None:
         from shadowvault.shadow import manifest as manifest_doc
@@ -256,7 +269,7 @@ def run_backup(
         parent=parent[0] if parent else None,
         manifest=manifest_blob,
         components=components,
-        consistency=_consistency(manifest, planned),
+        consistency=_component_consistency(_consistency(manifest, planned), request.components),
         excludes=list(request.excludes),
         summary={
             **stats.as_dict(),
@@ -279,6 +292,28 @@ def run_backup(
         added_bytes=added_bytes,
         warnings=warnings,
     )
+
+
+def _recorded_below(path: str, source_root: bytes) -> bytes:
+    """An absolute recorded path for `path` of a foreign source root; it must exist below that root."""
+    recorded = os.path.normpath(b"/" + os.fsencode(path).lstrip(b"/"))
+    if not os.path.lexists(_below(source_root, recorded)):
+        raise NotFoundError(f"{path}: no such file or directory below {os.fsdecode(source_root)}")
+    return recorded
+
+
+def _below(source_root: bytes, path: bytes) -> bytes:
+    return path if source_root == b"/" else source_root.rstrip(b"/") + path
+
+
+def _component_consistency(grades: dict[str, str], components: list[str]) -> dict[str, str]:
+    """Components read from the same files share the files' grade; `files` is kept only if asked."""
+    if not components:
+        return grades
+    files_grade = grades.pop(FILES_COMPONENT, "none")
+    for name in components:
+        grades.setdefault(name, files_grade)
+    return grades
 
 
 def _added_bytes(repo: Any) -> int | None:
