@@ -185,3 +185,22 @@ def test_non_root_user_asking_to_freeze_gets_one_line(xfs, tmp_path):
         "(CAP_SYS_ADMIN); run as root or leave out --writer fsfreeze\n"
     )
     assert write_completes(xfs.mount)
+
+
+def test_shadows_create_keeps_a_persistent_set_and_prints_it(btrfs, cli):
+    db = prepare(btrfs.mount)
+    done = cli("shadows", "create", "--volume", btrfs.mount, "--writer", f"sqlite:{db}")
+    assert done.returncode == 0, done.stderr
+    [stored] = ShadowStore().list()
+    assert stored.persistent and stored.state == "created"
+    assert f"shadow set {stored.id}" in done.stdout and "freeze window:" in done.stdout
+    assert stored.shadows[0].path in done.stdout and "application" in done.stdout
+    assert rows(Path(stored.shadows[0].path) / "app.db") == 100
+    ShadowStore().release(stored.id)
+
+
+def test_shadows_create_auto_release_keeps_nothing(btrfs, cli):
+    done = cli("shadows", "create", "--volume", btrfs.mount, "--auto-release", "--json")
+    assert done.returncode == 0, done.stderr
+    assert '"state":"released"' in done.stdout and '"freeze_window":' in done.stdout
+    assert ShadowStore().list() == [] and leftover_shadows(btrfs.mount) == []

@@ -82,13 +82,46 @@ def test_sigkilled_coordinator_is_thawed_by_the_watchdog(private_dirs, xfs, tmp_
             blocked.wait(timeout=20)
 
 
+def test_interrupted_coordinator_releases_everything_itself(private_dirs, xfs, tmp_path):
+    held = tmp_path / "app-held"
+    write_config(
+        private_dirs / "config",
+        "hold",
+        f'freeze = ["{write_script(tmp_path / "freeze.sh", f"touch {held}")}"]\n'
+        f'thaw = ["{write_script(tmp_path / "thaw.sh", f"rm -f {held}")}"]\n',
+    )
+    committing = tmp_path / "committing"
+    script = tmp_path / "coordinator.py"
+    script.write_text(HANGING_COORDINATOR)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(xfs.mount), str(committing)],
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(committing.exists), "the coordinator never reached the commit"
+        os.kill(child.pid, signal.SIGINT)  # Ctrl-C
+        _, stderr = child.communicate(timeout=30)
+        assert child.returncode != 0 and "KeyboardInterrupt" in stderr
+        assert not held.exists()
+        assert write_completes(xfs.mount)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        thaw_quietly(xfs.mount)
+
+
 def test_watchdog_firing_at_its_deadline_aborts_the_set(private_dirs, xfs, tmp_path, monkeypatch):
     held = tmp_path / "app-held"
     freeze = write_script(tmp_path / "freeze.sh", f"sleep 2; touch {held}")
     thaw = write_script(tmp_path / "thaw.sh", f"rm -f {held}")
-    write_config(private_dirs / "config", "sluggish", f'freeze = ["{freeze}"]\nthaw = ["{thaw}"]\n')
-    # A deadline 0.5 s after the start, well inside the coordinator's own 10 s + 10 s timeouts.
-    monkeypatch.setattr(coordinator, "WATCHDOG_GRACE", -19.5)
+    write_config(
+        private_dirs / "config", "sluggish", f'freeze = ["{freeze}"]\nthaw = ["{thaw}"]\ntimeout = 5\n'
+    )
+    # A deadline 0.5 s after the start (10 s + 10 s + 5 s of thaw + grace): before our own timeouts.
+    monkeypatch.setattr(coordinator, "WATCHDOG_GRACE", -24.5)
     with pytest.raises(
         ShadowError, match="the watchdog released the set at its deadline during freeze"
     ) as caught:

@@ -196,3 +196,23 @@ def test_registered_sqlite_databases_are_discovered(private_dirs, ext4, xfs):
     found = registry.discover_writers([find_volume(str(ext4.mount))])
     assert [w.label for w in found] == [f"sqlite:{db}"]
     assert registry.discover_writers([find_volume(str(xfs.mount))]) == []
+
+
+def test_writers_list_shows_builtin_configured_and_discovered(private_dirs, tmp_path, ext4, cli):
+    import json
+
+    db = ext4.mount / "app.db"
+    make_db(db, "wal")
+    (private_dirs / "config" / "sqlite.toml").write_text(f'databases = ["{db}"]\n')
+    freeze = write_script(tmp_path / "freeze.sh", "true")
+    write_config(private_dirs / "config", "app", f'freeze = ["{freeze}"]\npaths = ["/srv/app"]\n')
+    done = cli("writers", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    entries = {(e["writer"], e["kind"]): e for e in json.loads(done.stdout)}
+    assert {("fsfreeze", "builtin"), ("script", "builtin"), ("sqlite", "builtin")} <= set(entries)
+    assert entries[("script:app", "configured")]["state"] == "stable"
+    assert entries[("script:app", "configured")]["components"][0]["paths"] == ["/srv/app"]
+    discovered = entries[(f"sqlite:{db}", "discovered")]
+    assert discovered["state"] == "stable" and str(db) in discovered["components"][0]["paths"]
+    human = cli("writers", "list")
+    assert f"writer: sqlite:{db}" in human.stdout and "component: app.db (database)" in human.stdout

@@ -69,19 +69,22 @@ def _ms(seconds: float | None) -> str:
 
 
 def print_manifest(manifest: ShadowSetManifest) -> None:
-    """A shadow set for a person: id, shadows, writers and their components, freeze window, notes."""
-    output.info(f"shadow set {manifest.id} ({manifest.state}{', persistent' if manifest.persistent else ''})")
+    """A shadow set for a person: id, shadows, writers and their components, freeze window, notes.
+
+    Plain lines rather than a table: shadow paths are long and must stay copyable.
+    """
+    persistent = ", persistent" if manifest.persistent else ""
+    output.info(f"shadow set {manifest.id} ({manifest.state}{persistent})")
     output.info(f"freeze window: {_ms(manifest.freeze_window)}")
-    output.print_table(
-        ["volume", "provider", "shadow", "atomic"],
-        [(s.volume, s.provider, s.path, "yes" if s.atomic else "no") for s in manifest.shadows],
-    )
-    rows = []
+    for shadow in manifest.shadows:
+        atomic = "atomic" if shadow.atomic else "not atomic"
+        output.info(f"shadow of {shadow.volume} ({shadow.provider}, {atomic}): {shadow.path}")
     for report in manifest.writers:
         label = f"{report.name}:{report.instance}" if report.instance else report.name
-        components = ", ".join(f"{c.name} [{c.consistency}]" for c in report.components) or "-"
-        rows.append((label, report.state, components, report.failure or ""))
-    if rows:
-        output.print_table(["writer", "state", "components", "failure"], rows)
+        failure = f" ({report.failure})" if report.failure else ""
+        output.info(f"writer {label}: {report.state}{failure}")
+        for component in report.components:
+            reason = f" ({component.reason})" if component.reason else ""
+            output.info(f"  {component.name}: {component.consistency}{reason}")
     for note in manifest.notes:
         output.info(f"note: {note}")

@@ -23,15 +23,17 @@ def list_writers(as_json: bool) -> None:
     """
     entries = inventory()
 
-    def human() -> None:
-        rows = []
+    def human() -> None:  # one block per writer, like `vssadmin list writers`
         for entry in entries:
-            components = ", ".join(
-                f"{c.name} ({', '.join(p for p in c.paths[:2])})" if c.paths else c.name
-                for c in entry.components
-            )
-            rows.append((entry.writer, entry.kind, entry.state, components or "-", entry.detail))
-        output.print_table(["writer", "kind", "state", "components", "detail"], rows)
+            output.info(f"writer: {entry.writer}")
+            output.info(f"   kind: {entry.kind}")
+            output.info(f"   state: {entry.state}")
+            if entry.detail:
+                output.info(f"   {'reason' if entry.state != 'stable' else 'detail'}: {entry.detail}")
+            for component in entry.components:
+                paths = ", ".join(component.paths) or "-"
+                output.info(f"   component: {component.name} ({component.kind}): {paths}")
+            output.info("")
 
     output.emit(as_json, entries, human)
 

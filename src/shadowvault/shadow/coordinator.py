@@ -162,6 +162,7 @@ class ShadowSetRun:
         self.ctx: SnapshotContext | None = None
         self.manifest: ShadowSetManifest | None = None
         self._freeze_start: float | None = None
+        self._aborted = False
         self._late_shadows: list[tuple[Provider, Future]] = []
 
     # ---- planning (nothing held yet) ----------------------------------------------------------
@@ -300,6 +301,7 @@ class ShadowSetRun:
     def _abort(self, message: str, cause: BaseException | None = None) -> ShadowvaultError:
         """Release everything (every writer gets abort), mark the set aborted; return the error to raise."""
         assert self.manifest is not None
+        self._aborted = True
         started = time.monotonic()
         if self.ctx is not None:
             fs_first = sorted(self.runs, key=lambda r: not r.is_filesystem_freezer)
@@ -382,7 +384,6 @@ class ShadowSetRun:
     def create(self) -> ShadowSetManifest:
         from shadowvault.shadow import store as store_module
 
-        phases: dict[str, float] = {}
         volumes = self._resolve_volumes()
         all_volumes = list_volumes(with_uuid=False)
         self._choose_providers(volumes)
@@ -401,7 +402,19 @@ class ShadowSetRun:
             else self.requested_provider.name,
         )
         self.ctx = SnapshotContext(set_id=self.manifest.id, volumes=volumes, backup_type=self.backup_type)
+        try:
+            return self._sequence(volumes, all_volumes)
+        except BaseException as err:
+            if not self._aborted:  # an interrupt, or an error outside the writers' and providers' events
+                self._abort(f"interrupted: {_reason(err)}")
+            raise
+
+    def _sequence(self, volumes: list[Volume], all_volumes: list[Volume]) -> ShadowSetManifest:
+        from shadowvault.shadow import store as store_module
+
+        assert self.manifest is not None and self.ctx is not None
         ctx = self.ctx
+        phases: dict[str, float] = {}
         for run in self.runs:
             run.writer.freeze_timeout = min(run.writer.freeze_timeout, self.freeze_timeout)
 
@@ -457,7 +470,10 @@ class ShadowSetRun:
             actions.extend(run.writer.watchdog_actions())
         if not actions:
             return  # every hold dies with this process (database sessions, locks)
-        deadline = time.monotonic() + self.freeze_timeout + self.commit_timeout + WATCHDOG_GRACE
+        # Past our own timeouts, and past the longest thaw a writer may legitimately take.
+        longest_thaw = max((float(getattr(r.writer, "timeout", 0) or 0) for r in self._active()), default=0)
+        grace = WATCHDOG_GRACE + longest_thaw
+        deadline = time.monotonic() + self.freeze_timeout + self.commit_timeout + grace
         try:
             self.watchdog = Watchdog.start(actions, deadline)
         except WatchdogStartError as err:
