@@ -8,7 +8,7 @@ import click
 
 from shadowvault.cli import output
 from shadowvault.cli.shadows_create import create
-from shadowvault.errors import UsageError
+from shadowvault.errors import PermissionDeniedError, ShadowvaultError, UsageError
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.store import Exposure, ShadowStore
 
@@ -48,7 +48,12 @@ def _print_set(manifest: ShadowSetManifest, exposed: list[Exposure]) -> None:
 def list_cmd(as_json: bool) -> None:
     """Shadow sets, oldest first (sets whose requester has ended are released first)."""
     store = ShadowStore()
-    store.reap()
+    try:
+        store.reap()
+    except PermissionDeniedError:
+        pass  # a user who may not release sets may still list them (or is told why not, below)
+    except ShadowvaultError as err:
+        output.warn(f"sets of ended requesters were not released: {err}")
     sets = store.list()
     exposures = store.exposures()
 

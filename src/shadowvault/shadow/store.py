@@ -33,6 +33,7 @@ from shadowvault.errors import (
     ConfigError,
     NotFoundError,
     PartialFailure,
+    PermissionDeniedError,
     ShadowError,
     ShadowvaultError,
     UsageError,
@@ -129,7 +130,12 @@ class _ProcessLock:
         self.rlock.acquire()
         try:
             if self.depth == 0:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                except PermissionError as err:
+                    raise PermissionDeniedError(
+                        f"cannot lock {self.path}: permission denied (shadow sets are managed by root)"
+                    ) from err
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 except BaseException:
@@ -173,7 +179,9 @@ class ShadowStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         except PermissionError as err:
-            raise ShadowvaultError(f"cannot create the state directory {self.root}: {err.strerror}") from err
+            raise PermissionDeniedError(
+                f"cannot create the state directory {self.root}: {err.strerror}"
+            ) from err
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -208,6 +216,10 @@ class ShadowStore:
             names = os.listdir(self.root)
         except FileNotFoundError:
             return []
+        except PermissionError as err:
+            raise PermissionDeniedError(
+                f"cannot read the shadow sets in {self.root}: permission denied (they are root's)"
+            ) from err
         suffix = len(RECORD_SUFFIX)
         return [n[:-suffix] for n in names if n.endswith(RECORD_SUFFIX) and not n.startswith(".")]
 
