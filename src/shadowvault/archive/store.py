@@ -42,6 +42,14 @@ def chunker_for(store: Any) -> Chunker:
     return default_chunker
 
 
+def single_chunk_limit(store: Any) -> int:
+    """Files up to this size are one chunk whatever the cut points (FastCDC never cuts below its
+    minimum), so they are read whole without starting a chunker (which costs ~0.3 ms per call)."""
+    params = getattr(getattr(store, "chunker", None), "params", None)
+    minimum = getattr(params, "min", None)
+    return minimum if isinstance(minimum, int) else 0
+
+
 def default_chunker(stream: BinaryIO) -> Iterator[bytes]:
     """FastCDC with 1 MiB average chunks; each chunk is copied out of the reader's reused buffer."""
     from pyfastcdc import FastCDC

@@ -25,7 +25,7 @@ from typing import Any
 
 from shadowvault.archive import metadata
 from shadowvault.archive.patterns import PathFilter
-from shadowvault.archive.store import BlobStore, Chunker, blob_kinds, chunker_for
+from shadowvault.archive.store import BlobStore, Chunker, blob_kinds, chunker_for, single_chunk_limit
 from shadowvault.errors import IntegrityError, NotFoundError, RepositoryError
 from shadowvault.repo.tree import Node, Tree, decode_tree, encode_tree
 
@@ -120,6 +120,7 @@ class Archiver:
         self.store = store
         self.chunker = chunker or chunker_for(store)
         self.data_kind, self.tree_kind = blob_kinds(store)
+        self.single_chunk = single_chunk_limit(store) if chunker is None else 0
         self.filter = path_filter or PathFilter()
         self.skip_paths = {p.rstrip(b"/") for p in (skip_paths or set())}
         workers = blob_workers or max(2, os.cpu_count() or 2)
@@ -337,6 +338,11 @@ class Archiver:
                 st.st_ino,
             )
             node.sparse = st.st_blocks * 512 < st.st_size
+            if st.st_size < self.single_chunk:
+                data = self._read_upto(fd, self.single_chunk)
+                if len(data) < self.single_chunk:  # the whole file: one chunk
+                    return [self._save_chunk(data)] if data else []
+                os.lseek(fd, 0, os.SEEK_SET)  # it grew since fstat: cut it like any large file
             with open(fd, "rb", buffering=0, closefd=False) as stream:
                 for chunk in self.chunker(stream):
                     self.chunk_slots.acquire()
@@ -358,6 +364,18 @@ class Archiver:
             raise _FileError(str(err)) from err
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _read_upto(fd: int, limit: int) -> bytes:
+        """Up to `limit` bytes from the start of the file (fewer at end of file)."""
+        parts, got = [], 0
+        while got < limit:
+            block = os.read(fd, limit - got)
+            if not block:
+                break
+            parts.append(block)
+            got += len(block)
+        return b"".join(parts)
 
     def _save_chunk(self, chunk: bytes) -> bytes:
         blob_id = self.store.save_blob(self.data_kind, chunk)
