@@ -214,3 +214,23 @@ def test_a_busy_exposure_keeps_the_set(btrfs):
     finally:
         unmount_tree(base)
         subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
+
+
+def test_a_forked_child_does_not_keep_the_lock():
+    """A child forked while the lock is held (the coordinator's watchdog) must not hold it after."""
+    store = ShadowStore()
+    read_end, write_end = os.pipe()
+    with store.locked():
+        pid = os.fork()
+        if pid == 0:  # the child outlives the parent's lock by sleeping on the pipe
+            os.close(write_end)
+            os.read(read_end, 1)
+            os._exit(0)
+    try:
+        script = "from shadowvault.shadow.store import ShadowStore as S\nwith S().locked(): print('ok')\n"
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+        assert done.stdout.strip() == "ok"
+    finally:
+        os.close(write_end)
+        os.close(read_end)
+        os.waitpid(pid, 0)

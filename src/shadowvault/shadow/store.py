@@ -159,6 +159,20 @@ _locks: dict[str, _ProcessLock] = {}
 _locks_guard = threading.Lock()
 
 
+def _forget_locks_in_child() -> None:
+    """After fork: the child must not keep the parent's flock alive (a watchdog child would)."""
+    global _locks_guard
+    _locks_guard = threading.Lock()
+    for lock in _locks.values():
+        if lock.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock.fd)
+        lock.fd, lock.depth, lock.rlock = None, 0, threading.RLock()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
 def _lock_for(path: Path) -> _ProcessLock:
     with _locks_guard:
         key = str(path)
