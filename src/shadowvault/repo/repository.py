@@ -365,10 +365,7 @@ class Repository:
             sealed = self.sealer.seal(payload, blob_aad(kind, blob_id))
             full = None
             with self._pack_lock:
-                writer = self._writers.get(kind)
-                if writer is None:
-                    writer = self._writers[kind] = PackWriter(self.backend)
-                writer.add(kind, blob_id, sealed, len(data), compressed)
+                writer = self._append(kind, blob_id, sealed, len(data), compressed)
                 self.stats.blobs_added += 1
                 self.stats.raw_bytes_added += len(data)
                 self.stats.stored_bytes_added += len(sealed)
@@ -382,6 +379,23 @@ class Repository:
             self._commit_pack(full)
         return blob_id
 
+    def _append(self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int,
+                compressed: bool) -> PackWriter:
+        """Append to the open pack of `kind` (caller holds the pack lock). On a storage error the
+        whole open pack is lost: its blobs are forgotten so nobody deduplicates against them."""
+        writer = self._writers.get(kind)
+        if writer is None:
+            writer = self._writers[kind] = PackWriter(self.backend)
+        try:
+            writer.add(kind, blob_id, sealed, raw_length, compressed)
+        except BaseException:
+            self._writers.pop(kind, None)
+            writer.abort()
+            with self._inflight_lock:
+                self._inflight.difference_update(b.id for b in writer.blobs)
+            raise
+        return writer
+
     def copy_sealed_blob(self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int,
                          compressed: bool) -> None:
         """Append an already sealed (and verified) blob to a new pack: how prune repacks."""
@@ -389,10 +403,7 @@ class Repository:
         with self._inflight_lock:
             self._inflight.add(blob_id)
         with self._pack_lock:
-            writer = self._writers.get(kind)
-            if writer is None:
-                writer = self._writers[kind] = PackWriter(self.backend)
-            writer.add(kind, blob_id, sealed, raw_length, compressed)
+            writer = self._append(kind, blob_id, sealed, raw_length, compressed)
             if writer.size >= self.config.pack_size:
                 full = self._writers.pop(kind)
         if full is not None:
