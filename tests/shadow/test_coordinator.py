@@ -21,9 +21,12 @@ from tests.shadow.test_writers import make_db, write_config, write_script
 
 def rows(db: Path) -> int:
     """Rows of the test table in a copy of a database (the shadow is read-only)."""
-    with sqlite3.connect(db) as conn:
+    conn = sqlite3.connect(db)
+    try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         return conn.execute("SELECT count(*) FROM t").fetchone()[0]
+    finally:
+        conn.close()
 
 
 def copy_db(src: str, dest: Path) -> Path:
