@@ -41,7 +41,7 @@ def test_migration_maps_paths_and_keeps_owners_by_name(tmp_path: Path) -> None:
     target = make_root(tmp_path / "new", users=[("www-data", 48, 48, "", "/var/www", "/usr/sbin/nologin")],
                        groups=[("www-data", 48, "")])
     etc_before = sorted(p.name for p in (target / "etc").iterdir())
-    options = RestoreOptions(target_root=target, maps=[parse_map("/srv/data=/data")])
+    options = RestoreOptions(target_root=target, maps=[parse_map("/srv/data=/data")], overwrite=True)
     component = Files()
     plan = component.plan(view, options)
     assert "/data/site/index.html" in plan.targets("create")

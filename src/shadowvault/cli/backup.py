@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -12,9 +13,12 @@ import click
 
 from shadowvault.archive.backup import BackupRequest, run_backup
 from shadowvault.archive.walker import WalkStats
+from shadowvault.cli.components import backup_component_options, split_users
 from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.repo_options import open_repository, repo_options
-from shadowvault.errors import PartialFailure
+from shadowvault.components.base import CollectOptions
+from shadowvault.components.snapshot import staged_components
+from shadowvault.errors import PartialFailure, UsageError
 
 PROVIDERS = ["auto", "btrfs", "reflink", "live", "none"]
 STATUS_INTERVAL = 1.0
@@ -93,7 +97,7 @@ def _human_size(n: int | None) -> str:
 
 @click.command("backup")
 @repo_options
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1, required=False)
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Leave out matching paths.")
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the snapshot (repeatable).")
 @click.option(
@@ -107,6 +111,7 @@ def _human_size(n: int | None) -> str:
 @click.option("--host", default=None, help="Host name to record (default: this machine's).")
 @click.option("--parent", default=None, metavar="SNAP", help="Compare against this snapshot.")
 @click.option("--force", is_flag=True, help="Read every file, ignoring the parent snapshot.")
+@backup_component_options
 @json_option
 def backup_cmd(
     repo: str | None,
@@ -119,6 +124,9 @@ def backup_cmd(
     host: str | None,
     parent: str | None,
     force: bool,
+    components: tuple[str, ...],
+    source_root: str,
+    users: str | None,
     as_json: bool,
 ) -> None:
     """Back up PATHS into the repository, reading a shadow set where the volumes allow it.
@@ -143,7 +151,16 @@ def backup_cmd(
             warn(message)
 
     stats = WalkStats()
-    with open_repository(repo, password_file, write=True) as r, _progress(stats, as_json):
+    with contextlib.ExitStack() as stack:
+        if components:  # what each component collects, plus its documents (cli/components.py)
+            prepared = stack.enter_context(staged_components(list(components), source_root, CollectOptions(
+                users=split_users(users), paths=list(paths), excludes=list(excludes))))
+            request.paths, request.source_root = prepared.paths, prepared.source_root
+            request.extra_sources, request.components = prepared.extra_sources, prepared.components
+        elif not paths:
+            raise UsageError("give the PATHS to back up, or --component NAME")
+        r = stack.enter_context(open_repository(repo, password_file, write=True))
+        stack.enter_context(_progress(stats, as_json))
         result = run_backup(r, request, stats=stats, on_warning=on_warning)
     for path, reason in result.errors:
         if as_json:

@@ -12,9 +12,10 @@ from shadowvault.archive.diff import SYMBOLS, Change, diff_trees
 from shadowvault.archive.listing import describe, display, list_snapshot, mode_string
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.restore import Overwrite, Restorer
+from shadowvault.cli.components import restore_component_options, restore_options, run_component_restore
 from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.repo_options import open_repository, repo_options
-from shadowvault.errors import PartialFailure
+from shadowvault.errors import PartialFailure, UsageError
 
 
 def split_ref(spec: str) -> tuple[str, str]:
@@ -30,7 +31,7 @@ def _stderr_json(obj: dict) -> None:
 @click.command("restore")
 @repo_options
 @click.argument("snapshot", metavar="SNAP[:SUBPATH]")
-@click.option("--target", "-t", required=True, type=click.Path(), help="Directory to restore into.")
+@click.option("--target", "-t", default=None, type=click.Path(), help="Directory to restore into.")
 @click.option("--include", "includes", multiple=True, metavar="GLOB", help="Restore only matching paths.")
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Leave out matching paths.")
 @click.option(
@@ -42,6 +43,7 @@ def _stderr_json(obj: dict) -> None:
 )
 @click.option("--verify", is_flag=True, help="Read every restored file back and compare its hash.")
 @click.option("--numeric-owner", is_flag=True, help="Restore owners by uid/gid, not by name.")
+@restore_component_options
 @json_option
 def restore_cmd(
     repo: str | None,
@@ -53,6 +55,15 @@ def restore_cmd(
     overwrite: str,
     verify: bool,
     numeric_owner: bool,
+    component: str | None,
+    target_root: str | None,
+    users: str | None,
+    maps: tuple[str, ...],
+    create_missing_accounts: bool,
+    fix_fstab: bool,
+    no_packages: bool,
+    dry_run: bool,
+    yes_really: bool,
     as_json: bool,
 ) -> None:
     """Restore a snapshot (or SUBPATH of it) into --target, with owners, modes, times, ACLs and xattrs.
@@ -62,6 +73,21 @@ def restore_cmd(
     (exit code 3).
     """
     ref, subpath = split_ref(snapshot)
+    if component is not None:  # a component restore with its merge rules (cli/components.py)
+        where = target_root or target
+        if not where:
+            raise UsageError("give the machine root to restore into with --target-root DIR")
+        options = restore_options(where, users=users, maps=maps, includes=includes, overwrite=overwrite,
+                                  create_missing_accounts=create_missing_accounts, fix_fstab=fix_fstab,
+                                  no_packages=no_packages, dry_run=dry_run, yes_really=yes_really)
+        with open_repository(repo, password_file) as r:
+            snap_id, snap = r.find_snapshot(ref)
+            run_component_restore(r, snap_id, snap, component, options, as_json=as_json)
+        return
+    if not target:
+        raise UsageError("give the directory to restore into with --target DIR")
+    if dry_run or target_root:
+        raise UsageError("--dry-run and --target-root go with --component NAME")
     started = time.monotonic()
     with open_repository(repo, password_file) as r:
         snap_id, snap = r.find_snapshot(ref)

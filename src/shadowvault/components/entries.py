@@ -7,6 +7,7 @@ Shared by every component: walk the view's entries below a source prefix, decide
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -59,9 +60,21 @@ def plan_subtree(plan: Plan, view: SnapshotView, target_root: Path, src_prefix: 
             content = view.content_path(entry.path)
             if content is not None and same_content(content, dest):
                 plan.add("leave", entry.type, shown, "identical", source=entry.path)
+            elif content is None and _same_size_and_time(entry, dest):
+                plan.add("leave", entry.type, shown, "same size and modification time", source=entry.path)
             else:
                 plan.add("replace", entry.type, shown, source=entry.path)
     return seen
+
+
+def _same_size_and_time(entry: Entry, dest: Path) -> bool:
+    """The dry-run's guess (content is not at hand): a file with the same size and mtime is identical."""
+    if entry.type == "symlink":
+        return dest.is_symlink() and os.readlink(dest) == entry.link_target
+    if entry.type != "file" or dest.is_symlink() or not dest.is_file():
+        return False
+    st = dest.stat()
+    return st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
 
 
 def apply_subtree_actions(plan: Plan, view: SnapshotView, target_root: Path, idmap: IdMap, *,

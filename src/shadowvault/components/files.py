@@ -124,7 +124,8 @@ class Files(Component):
         seen: list[Entry] = []
         for source in self._sources(view, options):
             dest = self.destination(source, options.maps)
-            seen += plan_subtree(plan, view, target, source, dest, existing="replace")
+            seen += plan_subtree(plan, view, target, source, dest,
+                                 existing="replace" if options.overwrite else "leave")
         machine_root = (target / "etc" / "passwd").is_file()
         owners = self._owner_names(seen, accounts)
         if machine_root:

@@ -1,0 +1,101 @@
+"""CLI glue for components: the options `backup` and `restore` add, and printing a restore plan.
+
+`backup --component NAME` and `restore SNAP --component NAME` live in cli/backup.py and
+cli/restore.py; this module keeps their component branches small (parse, call the library, print).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from shadowvault.cli.output import info, note, print_json, warn
+from shadowvault.components.base import RestoreOptions
+from shadowvault.components.plan import Plan
+from shadowvault.errors import PartialFailure, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+COMPONENT_NAMES = ("files", "user-profiles", "system-state")
+
+
+def split_users(users: str | None) -> list[str] | None:
+    if not users:
+        return None
+    names = [u.strip() for u in users.split(",") if u.strip()]
+    if not names:
+        raise UsageError("--users wants a comma-separated list of account names")
+    return names
+
+
+def backup_component_options(func: F) -> F:
+    """--component, --source-root, --users for `backup`."""
+    func = click.option("--users", default=None, metavar="A,B",
+                        help="user-profiles: these accounts (default: every human account).")(func)
+    func = click.option("--source-root", default="/", show_default=True, type=click.Path(),
+                        help="Collect components from this tree (another machine's root).")(func)
+    func = click.option("--component", "components", multiple=True, type=click.Choice(COMPONENT_NAMES),
+                        help="Back up this component (repeatable); PATHS go to the files component.")(func)
+    return func
+
+
+def restore_component_options(func: F) -> F:
+    """The options of `restore --component`."""
+    options = [
+        click.option("--component", default=None, type=click.Choice(COMPONENT_NAMES),
+                     help="Restore this component of the snapshot (with its merge rules)."),
+        click.option("--target-root", default=None, type=click.Path(),
+                     help="The root of the machine to restore into (a component restore)."),
+        click.option("--users", default=None, metavar="A,B", help="user-profiles: only these accounts."),
+        click.option("--map", "maps", multiple=True, metavar="SRC=DST",
+                     help="files: restore SRC (a path in the snapshot) to DST (repeatable)."),
+        click.option("--create-missing-accounts", is_flag=True,
+                     help="files: create owners that do not exist in the target."),
+        click.option("--fix-fstab", is_flag=True,
+                     help="system-state: take the source fstab with the target's devices."),
+        click.option("--no-packages", is_flag=True, help="system-state: do not install packages."),
+        click.option("--dry-run", is_flag=True, help="Print what would be created, replaced and left alone."),
+        click.option("--yes-really", is_flag=True, help="Allow / (this running system) as the target root."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def restore_options(target_root: str, *, users: str | None, maps: tuple[str, ...], includes: tuple[str, ...],
+                    overwrite: str, create_missing_accounts: bool, fix_fstab: bool, no_packages: bool,
+                    dry_run: bool, yes_really: bool) -> RestoreOptions:
+    from shadowvault.components.files import parse_map
+
+    return RestoreOptions(
+        target_root=Path(target_root), users=split_users(users), overwrite=overwrite != "never",
+        dry_run=dry_run, maps=[parse_map(m) for m in maps], includes=list(includes),
+        create_missing_accounts=create_missing_accounts, fix_fstab=fix_fstab,
+        install_packages=not no_packages, yes_really=yes_really,
+    )
+
+
+def print_plan(plan: Plan, *, as_json: bool, applied: bool) -> None:
+    for message in plan.warnings:
+        warn(message)
+    if as_json:
+        print_json({"message_type": "plan", "applied": applied, **plan.to_dict()})
+        return
+    for line in plan.lines():
+        info(line)
+    note(("restored " if applied else "dry run, nothing changed: ") + plan.summary())
+
+
+def run_component_restore(repo: Any, snapshot_id: str, snapshot: Any, component: str,
+                          options: RestoreOptions, *, as_json: bool) -> None:
+    from shadowvault.components.snapshot import restore_component
+
+    result = restore_component(repo, snapshot_id, snapshot, component, options)
+    print_plan(result.plan, as_json=as_json, applied=result.applied)
+    for path, reason in result.errors:
+        warn(f"{path}: {reason}")
+    if result.errors:
+        raise PartialFailure(f"{len(result.errors)} item(s) could not be restored; the others were")
