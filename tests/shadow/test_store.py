@@ -234,3 +234,23 @@ def test_a_forked_child_does_not_keep_the_lock():
         os.close(write_end)
         os.close(read_end)
         os.waitpid(pid, 0)
+
+
+def test_release_never_deletes_on_another_filesystem_mounted_in_its_place(btrfs, xfs, caplog):
+    """If the shadowed volume was replaced at its mount point, its image is left alone, not a namesake."""
+    store = ShadowStore()
+    manifest = make_set(store, [str(xfs.mount)], "reflink")
+    copy_name = Path(manifest.shadows[0].path).name
+    subprocess.run(["umount", str(xfs.mount)], check=True)
+    subprocess.run(["mount", btrfs.device, str(xfs.mount)], check=True)
+    try:
+        decoy = xfs.mount / ".shadowvault" / copy_name
+        decoy.mkdir(parents=True)
+        (decoy / "precious").write_bytes(b"not ours\n")
+        store.release(manifest.id)
+        assert (decoy / "precious").read_bytes() == b"not ours\n"
+        assert store.list() == []
+        assert "another filesystem" in caplog.text
+    finally:
+        unmount_tree(xfs.mount)
+        subprocess.run(["mount", xfs.device, str(xfs.mount)], check=True)
