@@ -1,0 +1,333 @@
+"""Shadowvault against restic and borg: same data, same run, side by side.
+
+    .venv/bin/python bench/compare.py [--size 2GiB] [--files 100000] [--tools shadowvault,restic,borg]
+                                      [--keep-data DIR] [--fstype ext4|xfs] [--no-drop-caches] [--json]
+
+A data set (dataset.py: small and large files, text and noise, duplicates) is generated on a loop
+filesystem made here; every tool gets its own repository on a second loop filesystem of the same type.
+Phases, each run for every tool in turn: first backup, no-change incremental, incremental after a
+deterministic 5 % change (5 % of the files rewritten, 5 % of every large file's bytes overwritten),
+full restore of the latest snapshot (checked file by file against the source: mode, size, BLAKE3 of
+the content, so a fast but wrong restore cannot win). By default the page cache is dropped before
+every timed command (cold reads, like a nightly backup); --no-drop-caches measures warm.
+
+Reported per command: wall time, throughput (data-set MiB / wall s), CPU time, peak RSS of that
+process (os.wait4), repository size, and ratios to restic; then the goals of issue 4 (met / not met).
+The machine may be shared: the 1-minute load average at the start of each command is shown.
+Needs root (losetup, mount).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchfs import free_bytes, loop_filesystem
+from dataset import Dataset, Params, compare, manifest
+from measure import Measured, drop_caches, run_measured, tree_bytes
+from peers import TOOLS, Tool
+
+PHASES = [
+    ("first", "first backup"),
+    ("unchanged", "no-change incremental"),
+    ("changed", "5%-changed incremental"),
+    ("restore", "full restore"),
+]
+MIB = 1 << 20
+UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 200MiB, 2GiB, 500M)")
+    return int(float(match.group(1)) * UNITS[match.group(2)])
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def tool_version(tool: Tool) -> str:
+    argv = [tool.exe, "--version"] if tool.name != "restic" else [tool.exe, "version"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=tool.environ())
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "?"
+
+
+def record(m: Measured, data_bytes: int, **extra: object) -> dict:
+    return {
+        "wall_s": round(m.wall, 3),
+        "mib_per_s": round(data_bytes / MIB / m.wall, 1) if m.wall > 0 else None,
+        "cpu_s": round(m.cpu, 2),
+        "peak_rss_mib": round(m.peak_rss / MIB, 1),
+        "load1": round(m.load, 2),
+        **extra,
+    }
+
+
+def run_phases(args: argparse.Namespace, data_mount: Path, work_mount: Path) -> dict:
+    """Generate or reuse the data set, then run every phase for every tool; returns the results."""
+    ds = Dataset(data_mount, Params(args.size, args.files, args.seed))
+    how = ds.prepare(say)
+    total = ds.total_bytes
+    say(f"data set {how}: {ds.file_count} files, {total / MIB:.0f} MiB at {ds.data}")
+    tools = [TOOLS[name](work_mount / name) for name in args.tools]
+    for tool in tools:
+        tool.work.mkdir(parents=True, exist_ok=True)
+        run_measured(tool.init_argv(), env=tool.environ(), cwd=tool.work).check()
+    results: dict = {
+        "dataset": {"files": ds.file_count, "bytes": total, "how": how, "fstype": args.fstype},
+        "versions": {t.name: tool_version(t) for t in tools},
+        "drop_caches": not args.no_drop_caches,
+        "phases": {key: {} for key, _ in PHASES},
+    }
+
+    def timed(argv: list[str], tool: Tool, cwd: Path) -> Measured:
+        if not args.no_drop_caches:
+            drop_caches()
+        return run_measured(argv, env=tool.environ(), cwd=cwd, timeout=args.timeout).check()
+
+    for key, title in PHASES[:3]:
+        if key == "changed":
+            change = ds.mutate()
+            os.sync()
+            results["dataset"]["changed"] = change
+            say(f"changed {change['files']} files, {change['bytes'] / MIB:.0f} MiB")
+        for tool in tools:
+            say(f"{title}: {tool.name}")
+            m = timed(tool.backup_argv(ds.data, key), tool, tool.work)
+            results["phases"][key][tool.name] = record(
+                m, total, repo_mib=round(tree_bytes(tool.repo) / MIB, 1)
+            )
+            say(f"  {m.wall:.1f} s, peak RSS {m.peak_rss / MIB:.0f} MiB")
+
+    say("hashing the source tree for restore verification")
+    expected = manifest(ds.data)
+    relative = ds.data.relative_to("/")
+    for tool in tools:
+        target = work_mount / f"restore-{tool.name}"
+        target.mkdir()
+        argv, cwd = tool.restore(target, "changed")
+        say(f"full restore: {tool.name}")
+        m = timed(argv, tool, cwd)
+        problems = compare(expected, target / relative)
+        if problems:
+            say(f"  RESTORE DIFFERS ({len(problems)} problems): " + "; ".join(problems[:5]))
+        results["phases"]["restore"][tool.name] = record(
+            m, total, verified=not problems, problems=len(problems), first_problems=problems[:5]
+        )
+        say(f"  {m.wall:.1f} s, peak RSS {m.peak_rss / MIB:.0f} MiB, verified={not problems}")
+        shutil.rmtree(target)
+    return results
+
+
+def add_ratios(results: dict) -> None:
+    """Every figure also as a ratio to restic's in the same phase."""
+    for rows in results["phases"].values():
+        base = rows.get("restic")
+        for row in rows.values():
+            for field in ("wall_s", "mib_per_s", "peak_rss_mib", "repo_mib"):
+                if base and row.get(field) is not None and base.get(field):
+                    row[f"{field}_vs_restic"] = round(row[field] / base[field], 2)
+
+
+def goals(results: dict) -> list[dict]:
+    """Issue 4's goals for Shadowvault, each with the measured ratio and met / not met."""
+    p = results["phases"]
+
+    def ratio(phase: str, field: str, other: str) -> float | None:
+        ours, theirs = p[phase].get("shadowvault"), p[phase].get(other)
+        if not ours or not theirs or not theirs.get(field):
+            return None
+        return ours[field] / theirs[field]
+
+    def peak(tool: str) -> float | None:
+        values = [rows[tool]["peak_rss_mib"] for rows in p.values() if tool in rows]
+        return max(values) if values else None
+
+    restored_ok = p["restore"].get("shadowvault", {}).get("verified", False)
+    sv_peak, restic_peak = peak("shadowvault"), peak("restic")
+    checks = [
+        ("first backup throughput >= 1.2x restic's", ratio("first", "mib_per_s", "restic"), ">=", 1.2),
+        ("first backup throughput >= 2x borg's", ratio("first", "mib_per_s", "borg"), ">=", 2.0),
+        ("no-change incremental time <= 0.8x restic's", ratio("unchanged", "wall_s", "restic"), "<=", 0.8),
+        (
+            "restore throughput >= 1.2x restic's (and verified)",
+            ratio("restore", "mib_per_s", "restic"),
+            ">=",
+            1.2,
+        ),
+        (
+            "peak RSS (max over phases) <= restic's",
+            sv_peak / restic_peak if sv_peak and restic_peak else None,
+            "<=",
+            1.0,
+        ),
+        (
+            "repository size <= 1.02x restic's (after 3 backups)",
+            ratio("changed", "repo_mib", "restic"),
+            "<=",
+            1.02,
+        ),
+    ]
+    out = []
+    for name, value, op, limit in checks:
+        if value is None:
+            met = None
+        else:
+            met = value >= limit if op == ">=" else value <= limit
+            if name.startswith("restore"):
+                met = met and restored_ok
+        out.append({"goal": name, "ratio": None if value is None else round(value, 2), "met": met})
+    return out
+
+
+def _fmt(value: object, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}{suffix}" if suffix == "x" else f"{value:.1f}{suffix}"
+    return f"{value}{suffix}"
+
+
+def print_table(results: dict, checks: list[dict]) -> None:
+    d = results["dataset"]
+    print(
+        f"Data set: {d['files']} files, {d['bytes'] / MIB:.0f} MiB on {d['fstype']} (loop); "
+        f"5% change: {d.get('changed', {}).get('files', '-')} files / "
+        f"{d.get('changed', {}).get('bytes', 0) / MIB:.0f} MiB; "
+        f"page cache dropped before each command: {'yes' if results['drop_caches'] else 'no'}"
+    )
+    print("Versions: " + "; ".join(f"{k}: {v}" for k, v in results["versions"].items()))
+    m = results["machine"]
+    print(
+        f"Machine: {m['cpus']} CPUs, load average at start {m['load_start']}, at end {m['load_end']} "
+        f"(other work was running: figures are noisy)"
+    )
+    header = [
+        "phase",
+        "tool",
+        "wall s",
+        "MiB/s",
+        "CPU s",
+        "peak RSS MiB",
+        "repo MiB",
+        "time/restic",
+        "MiB/s/restic",
+        "RSS/restic",
+        "repo/restic",
+        "load1",
+        "ok",
+    ]
+    rows = []
+    for key, title in PHASES:
+        for tool, r in results["phases"][key].items():
+            rows.append([
+                title, tool, _fmt(r["wall_s"]), _fmt(r["mib_per_s"]), _fmt(r["cpu_s"]),
+                _fmt(r["peak_rss_mib"]), _fmt(r.get("repo_mib")),
+                _fmt(r.get("wall_s_vs_restic"), "x"), _fmt(r.get("mib_per_s_vs_restic"), "x"),
+                _fmt(r.get("peak_rss_mib_vs_restic"), "x"), _fmt(r.get("repo_mib_vs_restic"), "x"),
+                _fmt(r["load1"]), "" if "verified" not in r else ("verified" if r["verified"] else "WRONG"),
+            ])  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    print()
+    print(line.format(*header).rstrip())
+    print(line.format(*("-" * w for w in widths)).rstrip())
+    for row in rows:
+        print(line.format(*row).rstrip())
+    print()
+    print("Goals (Shadowvault vs peers):")
+    for c in checks:
+        state = {True: "met", False: "NOT met", None: "n/a"}[c["met"]]
+        print(f"  [{state:>7}] {c['goal']}: {_fmt(c['ratio'], 'x')}")
+
+
+def space_needed(size: int, files: int, tools: int) -> tuple[int, int, int]:
+    """Image sizes (sparse) for the data and work filesystems, and the disk space the run may use."""
+    data_fs = int(size * 1.2) + files * 12 * 1024 + (512 << 20)
+    work_fs = int(size * 1.1) * tools + int(size * 1.2) + files * 16 * 1024 * 2 + (1 << 30)
+    used = int(size * 1.1) + int(size * 1.0) * tools + int(size * 1.1) + files * 8 * 1024 * 2
+    return data_fs, work_fs, used
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=parse_size, default=parse_size("2GiB"), help="data set size (2GiB)")
+    parser.add_argument("--files", type=int, default=100_000, help="number of small files (100000)")
+    parser.add_argument("--seed", type=int, default=1, help="data set seed (1)")
+    parser.add_argument("--tools", default="shadowvault,restic,borg", help="comma-separated tools")
+    parser.add_argument(
+        "--keep-data", metavar="DIR", type=Path, help="keep the data set's image in DIR, reuse it"
+    )
+    parser.add_argument("--fstype", choices=["ext4", "xfs"], default="ext4")
+    parser.add_argument(
+        "--base", default=None, help="directory for the loop images (default: $TMPDIR or /tmp)"
+    )
+    parser.add_argument(
+        "--no-drop-caches", action="store_true", help="do not drop the page cache before commands"
+    )
+    parser.add_argument("--timeout", type=float, default=3600, help="per command, seconds")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = [t for t in args.tools if t not in TOOLS]
+    if unknown or not args.tools:
+        parser.error(f"unknown tool(s) {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
+    if os.geteuid() != 0:
+        parser.error("needs root (loop devices, mount, drop_caches)")
+
+    import tempfile
+
+    base = args.base or tempfile.gettempdir()
+    data_fs, work_fs, used = space_needed(args.size, args.files, len(args.tools))
+    image = None
+    if args.keep_data:
+        image = args.keep_data.resolve() / f"data-{args.fstype}.img"
+        if image.exists():
+            used -= int(args.size * 1.1)
+    free = free_bytes(args.keep_data or base)
+    if free < used * 1.2:
+        need = used * 1.2 / 2**30
+        say(f"not enough free space under {base}: {free / 2**30:.1f} GiB free, ~{need:.1f} GiB needed")
+        return 1
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-ups on a polite kill
+    load_start = os.getloadavg()
+    started = time.time()
+    with contextlib.ExitStack() as stack:
+        data_mount = stack.enter_context(loop_filesystem(args.fstype, data_fs, image=image, base=base))
+        work_mount = stack.enter_context(loop_filesystem(args.fstype, work_fs, base=base))
+        results = run_phases(args, data_mount, work_mount)
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "load_start": [round(x, 2) for x in load_start],
+        "load_end": [round(x, 2) for x in os.getloadavg()],
+        "duration_s": round(time.time() - started, 1),
+    }
+    add_ratios(results)
+    checks = goals(results)
+    results["goals"] = checks
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print_table(results, checks)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""A deterministic benchmark data set: many small files, some large ones, duplicates, text and noise.
+
+Every byte is a function of (seed, file, offset), so the same arguments give the same tree, a 5 %
+change can be undone exactly (a kept data set is put back before it is reused), and nothing needs
+to be stored besides a small stamp. Content kinds:
+
+  random   BLAKE3 XOF output: incompressible (like media or already-compressed files)
+  text     the same stream mapped onto a skewed 59-symbol alphabet: zstd -3 makes it ~0.56x
+  dup      a byte-identical copy of an earlier file (whole-file dedup)
+  shifted  a copy of an earlier file behind a 4 KiB prefix (only content-defined chunking dedups it)
+
+Layout under the data root: small/dNNN/dNN/fNNNNNN.bin (100 files per directory) and large/*.bin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import blake3
+
+TEXT_TABLE = bytes(
+    b"eeeeeeetttttaaaaoooiiinnnsssrrhhdlu         cmfwypvbgkjqxz\n"[i % 59] for i in range(256)
+)
+SMALL_SHARE = 0.25  # of the total size in small files
+SMALL_DUP_SHARE = 0.10  # of small files that repeat an earlier one
+LARGE_KINDS = ["random", "text", "random", "text", "dup", "random", "text", "shifted"]
+SHIFT = 4096
+CHANGE_SHARE = 0.05  # of files rewritten and of large-file bytes overwritten by `mutate`
+PATCHES_PER_LARGE_FILE = 4
+WRITE_PIECE = 4 << 20
+STAMP = "bench-dataset.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file: where, how big, and which content stream fills it."""
+
+    rel: str
+    size: int
+    kind: str  # random | text
+    key: str  # content stream; duplicates share it
+    shift: int = 0  # bytes of their own before the shared stream (shifted duplicates)
+
+
+@dataclass(frozen=True)
+class Params:
+    size: int
+    files: int
+    seed: int
+
+
+def stream(key: str, kind: str, offset: int, length: int) -> bytes:
+    """`length` bytes of content stream `key` from `offset` on."""
+    data = blake3.blake3(key.encode()).digest(length=length, seek=offset)
+    return data.translate(TEXT_TABLE) if kind == "text" else data
+
+
+def content(spec: FileSpec, offset: int, length: int, version: str = "") -> bytes:
+    """Bytes [offset, offset+length) of `spec` (a `version` other than "" gives a rewritten file)."""
+    key = spec.key + version
+    if not spec.shift:
+        return stream(key, spec.kind, offset, length)
+    out = b""
+    if offset < spec.shift:
+        n = min(length, spec.shift - offset)
+        out = stream(f"shift:{spec.rel}", "random", offset, n)
+        offset, length = offset + n, length - n
+    if length:
+        out += stream(key, spec.kind, offset - spec.shift, length)
+    return out
+
+
+def plan(params: Params) -> list[FileSpec]:
+    """Every file of the data set, small ones first."""
+    rng = random.Random(params.seed)
+    n = max(1, params.files)
+    avg = max(1, int(params.size * SMALL_SHARE / n))
+    specs: list[FileSpec] = []
+    for i in range(n):
+        rel = f"small/d{i // 10000:03d}/d{(i // 100) % 100:02d}/f{i:06d}.bin"
+        if i and rng.random() < SMALL_DUP_SHARE:
+            source = specs[rng.randrange(i)]
+            specs.append(FileSpec(rel, source.size, source.kind, source.key))
+            continue
+        size = min(int(rng.expovariate(1 / avg)), 16 * avg)
+        kind = "text" if rng.random() < 0.5 else "random"
+        specs.append(FileSpec(rel, size, kind, f"{params.seed}:s{i}"))
+    small_total = sum(s.size for s in specs)
+    large_total = max(0, params.size - small_total)
+    count = max(4, min(16, large_total // (128 << 20)))
+    each = large_total // count
+    last_of: dict[str, FileSpec] = {}
+    for j in range(count):
+        kind = LARGE_KINDS[j % len(LARGE_KINDS)]
+        rel = f"large/l{j:02d}-{kind}.bin"
+        if kind == "dup" and "random" in last_of:
+            src = last_of["random"]
+            spec = FileSpec(rel, src.size, src.kind, src.key)
+        elif kind == "shifted" and "text" in last_of:
+            src = last_of["text"]
+            spec = FileSpec(rel, src.size + SHIFT, src.kind, src.key, shift=SHIFT)
+        else:
+            kind = kind if kind in ("random", "text") else "random"
+            spec = FileSpec(rel, each, kind, f"{params.seed}:l{j}")
+            last_of[kind] = spec
+        specs.append(spec)
+    return specs
+
+
+def _write(path: Path, spec: FileSpec, version: str = "") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for offset in range(0, spec.size, WRITE_PIECE):
+            f.write(content(spec, offset, min(WRITE_PIECE, spec.size - offset), version))
+
+
+def _large(specs: list[FileSpec]) -> list[FileSpec]:
+    return [s for s in specs if s.rel.startswith("large/")]
+
+
+def _changes(params: Params, specs: list[FileSpec]) -> tuple[list[FileSpec], list[tuple[FileSpec, int, int]]]:
+    """Which small files are rewritten and which large-file regions overwritten by a 5 % change."""
+    rng = random.Random(params.seed + 1)
+    small = [s for s in specs if s.rel.startswith("small/")]
+    rewritten = rng.sample(small, max(1, int(len(small) * CHANGE_SHARE)))
+    regions = []
+    for spec in _large(specs):
+        length = max(1, int(spec.size * CHANGE_SHARE / PATCHES_PER_LARGE_FILE))
+        slot = spec.size // PATCHES_PER_LARGE_FILE
+        for k in range(PATCHES_PER_LARGE_FILE):
+            start = k * slot + rng.randrange(max(1, slot - length))
+            regions.append((spec, start, min(length, spec.size - start)))
+    return rewritten, regions
+
+
+class Dataset:
+    """The data set below `root` (a directory on a benchmark filesystem); `data` is what is backed up."""
+
+    def __init__(self, root: Path, params: Params) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.params = params
+        self.specs = plan(params)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.size for s in self.specs)
+
+    @property
+    def file_count(self) -> int:
+        return len(self.specs)
+
+    def _stamp(self) -> dict | None:
+        try:
+            return json.loads((self.root / STAMP).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _set_state(self, state: str) -> None:
+        stamp = {"format": FORMAT_VERSION, **asdict(self.params), "state": state}
+        (self.root / STAMP).write_text(json.dumps(stamp))
+        os.sync()
+
+    def prepare(self, progress: Callable[[str], None] = lambda _: None) -> str:
+        """Make the tree match the original data set: reuse, undo a change, or generate. Returns which."""
+        stamp = self._stamp()
+        if (
+            stamp
+            and stamp.get("format") == FORMAT_VERSION
+            and Params(stamp["size"], stamp["files"], stamp["seed"]) == self.params
+        ):
+            if stamp.get("state") == "original":
+                return "reused"
+            if stamp.get("state") == "mutated":
+                progress("undoing the previous run's 5% change")
+                self.mutate(undo=True)
+                return "reused (change undone)"
+        progress(f"generating {self.file_count} files, {self.total_bytes / 2**20:.0f} MiB")
+        self._set_state("generating")
+        if self.data.exists():
+            import shutil
+
+            shutil.rmtree(self.data)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda s: _write(self.data / s.rel, s), self.specs, chunksize=256))
+        self._set_state("original")
+        return "generated"
+
+    def mutate(self, undo: bool = False) -> dict[str, int]:
+        """Rewrite 5 % of the small files and overwrite 5 % of every large file's bytes, in place
+        (or put the original bytes back with `undo`)."""
+        rewritten, regions = _changes(self.params, self.specs)
+        version = "" if undo else "#v1"
+        for spec in rewritten:
+            _write(self.data / spec.rel, spec, version)
+        for spec, start, length in regions:
+            with open(self.data / spec.rel, "r+b") as f:
+                f.seek(start)
+                for offset in range(start, start + length, WRITE_PIECE):
+                    n = min(WRITE_PIECE, start + length - offset)
+                    if undo:
+                        f.write(content(spec, offset, n))
+                    else:
+                        f.write(stream(f"patch:{spec.rel}:{start}", "random", offset - start, n))
+        self._set_state("original" if undo else "mutated")
+        return {
+            "files": len(rewritten) + len({s.rel for s, _, _ in regions}),
+            "bytes": sum(s.size for s in rewritten) + sum(n for _, _, n in regions),
+        }
+
+
+def _walk(top: Path) -> Iterator[os.DirEntry]:
+    with os.scandir(top) as it:
+        for entry in it:
+            yield entry
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(Path(entry.path))
+
+
+def _digest(path: str) -> str:
+    h = blake3.blake3(max_threads=1)
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest(top: Path) -> dict[str, tuple]:
+    """relative path -> (kind, mode, size, content hash) for every entry below `top`."""
+    entries = list(_walk(top))
+    files = [e for e in entries if e.is_file(follow_symlinks=False)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        digests = dict(zip((e.path for e in files), pool.map(_digest, (e.path for e in files)), strict=True))
+    result: dict[str, tuple] = {}
+    for e in entries:
+        st = e.stat(follow_symlinks=False)
+        rel = os.path.relpath(e.path, top)
+        if e.is_dir(follow_symlinks=False):
+            result[rel] = ("dir", st.st_mode & 0o7777)
+        elif e.is_file(follow_symlinks=False):
+            result[rel] = ("file", st.st_mode & 0o7777, st.st_size, digests[e.path])
+        else:
+            result[rel] = ("other", st.st_mode)
+    return result
+
+
+def compare(expected: dict[str, tuple], restored: Path) -> list[str]:
+    """Differences between an expected manifest and the tree at `restored` (empty list = identical)."""
+    if not restored.is_dir():
+        return [f"{restored} was not restored"]
+    got = manifest(restored)
+    problems = [f"missing: {rel}" for rel in sorted(expected.keys() - got.keys())]
+    problems += [f"extra: {rel}" for rel in sorted(got.keys() - expected.keys())]
+    problems += [
+        f"differs: {rel}" for rel in sorted(expected.keys() & got.keys()) if expected[rel] != got[rel]
+    ]
+    return problems
