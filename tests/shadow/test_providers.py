@@ -23,6 +23,7 @@ from shadowvault.shadow.providers.registry import (
     supported_providers,
 )
 from shadowvault.shadow.volumes import find_volume
+from tests.fixtures import loopfs
 from tests.fixtures.loopfs import unmount_tree
 from tests.fixtures.tools import require_tools
 
@@ -317,3 +318,12 @@ def test_reflink_sweeps_copies_left_half_made_by_a_dead_process(xfs):
     running.rmdir()
     provider.delete(first)
     provider.delete(second)
+
+
+def test_reflink_refuses_an_xfs_made_without_reflink(monkeypatch):
+    monkeypatch.setitem(loopfs.MKFS, "xfs", ["mkfs.xfs", "-q", "-f", "-m", "reflink=0"])
+    with loopfs.loop_filesystem("xfs") as fs:
+        volume = find_volume(str(fs.mount))
+        assert supported_providers(volume) == ["live"]
+        with pytest.raises(UnsupportedError, match=r"without reflink \(mkfs.xfs -m reflink=1\)"):
+            choose_provider(volume, "reflink")
