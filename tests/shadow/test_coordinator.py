@@ -123,6 +123,20 @@ def test_writer_crashing_at_freeze_aborts_with_its_name(private_dirs, xfs, tmp_p
     assert ShadowStore().list() == []
 
 
+def test_sqlite_writer_that_cannot_get_the_lock_aborts_within_the_freeze_timeout(btrfs):
+    db = btrfs.mount / "app.db"
+    make_db(db, "wal")
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # a long write transaction that will not end in time
+    try:
+        with pytest.raises(ShadowError, match=f"writer sqlite:{db} (timed out|failed) at freeze"):
+            create_shadow_set([str(btrfs.mount)], [f"sqlite:{db}"], freeze_timeout=1)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert lock_free(db) and ShadowStore().list() == []
+
+
 def test_degrading_writer_leaves_its_data_crash_consistent(private_dirs, btrfs, tmp_path):
     crash = write_script(tmp_path / "crash.sh", "exit 1")
     write_config(

@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import sys
+import threading
 
 from shadowvault import paths
 from shadowvault.errors import PermissionDeniedError, UsageError, WriterError
@@ -101,6 +102,9 @@ class FsfreezeWriter(Writer):
         self._targets: list[Volume] = []
         self._fds: dict[str, int] = {}
         self._frozen: list[str] = []
+        self._lock = threading.Lock()  # freeze runs in one thread, abort may come from another
+        self._aborted = False
+        self._in_flight = False  # a FIFREEZE is running: its descriptor must stay open
         if instance:
             self._targets = [find_volume(instance)]
 
@@ -146,9 +150,18 @@ class FsfreezeWriter(Writer):
         self.prepare_snapshot(ctx)
         for volume in self._targets:
             mp = volume.mount_point
+            with self._lock:
+                if self._aborted:
+                    raise WriterError("aborted before freezing")
+                self._in_flight = True
+                fd = self._fds[mp]
             try:
-                fcntl.ioctl(self._fds[mp], FIFREEZE, 0)
+                fcntl.ioctl(fd, FIFREEZE, 0)
             except OSError as err:
+                with self._lock:
+                    self._in_flight = False
+                    if self._aborted:
+                        self._close()
                 if err.errno == errno.EBUSY:
                     raise WriterError(f"{mp} is already frozen by someone else") from err
                 if err.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL):
@@ -156,9 +169,28 @@ class FsfreezeWriter(Writer):
                 if err.errno == errno.EPERM:
                     raise PermissionDeniedError(f"freezing {mp} needs root (CAP_SYS_ADMIN)") from err
                 raise WriterError(f"cannot freeze {mp}: {err.strerror}") from err
-            self._frozen.append(mp)
+            with self._lock:
+                self._in_flight = False
+                self._frozen.append(mp)
+                if self._aborted:  # the set was abandoned while we froze: undo it at once
+                    self._thaw_frozen()
+                    raise WriterError(f"aborted while freezing {mp}; thawed it again")
 
     def thaw(self, ctx: SnapshotContext) -> None:
+        with self._lock:
+            problems = self._thaw_frozen()
+        if problems:
+            raise WriterError("thaw failed on " + "; ".join(problems))
+
+    def abort(self, ctx: SnapshotContext) -> None:
+        with self._lock:
+            self._aborted = True
+            problems = self._thaw_frozen()
+        if problems:
+            raise WriterError("thaw failed on " + "; ".join(problems))
+
+    def _thaw_frozen(self) -> list[str]:
+        """FITHAW every volume we froze (caller holds the lock); the problems, in words."""
         problems = []
         while self._frozen:
             mp = self._frozen.pop()
@@ -168,14 +200,14 @@ class FsfreezeWriter(Writer):
                 if err.errno != errno.EINVAL:  # EINVAL: not frozen (the watchdog thawed it already)
                     problems.append(f"{mp}: {err.strerror}")
         self._close()
-        if problems:
-            raise WriterError("thaw failed on " + "; ".join(problems))
+        return problems
 
     def backup_complete(self, ctx: SnapshotContext, succeeded: bool) -> None:
-        self._close()
+        with self._lock:
+            self._close()
 
     def _close(self) -> None:
-        if self._frozen:
+        if self._frozen or self._in_flight:
             return
         for fd in self._fds.values():
             os.close(fd)

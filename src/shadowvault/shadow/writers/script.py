@@ -8,6 +8,7 @@ crash-consistent. If the coordinator dies while the application is held, the wat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -59,6 +60,7 @@ class ScriptWriter(Writer):
         self._freeze_started = False
         self._running: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        self._aborted = False
 
     @classmethod
     def from_config(cls, cfg: config.WriterConfig) -> ScriptWriter:
@@ -105,9 +107,18 @@ class ScriptWriter(Writer):
         return [RunCommand(argv=self.thaw_argv, timeout=self.timeout, env={"SHADOWVAULT_PHASE": "thaw"})]
 
     def freeze(self, ctx: SnapshotContext) -> None:
-        self._freeze_started = True
-        if self.freeze_argv:
+        with self._lock:
+            if self._aborted:
+                raise WriterError("aborted before freezing")
+            self._freeze_started = True
+        if not self.freeze_argv:
+            return
+        try:
             self._run("freeze", self.freeze_argv, ctx)
+        finally:
+            if self._aborted and self.thaw_argv:  # abandoned while freezing: undo what may have run
+                with contextlib.suppress(WriterError):
+                    self._run("thaw", self.thaw_argv, ctx)
 
     def thaw(self, ctx: SnapshotContext) -> None:
         self._kill_running()
@@ -117,6 +128,8 @@ class ScriptWriter(Writer):
         self._freeze_started = False
 
     def abort(self, ctx: SnapshotContext) -> None:
+        with self._lock:
+            self._aborted = True
         self.thaw(ctx)
 
     def metadata(self) -> dict[str, Any]:
@@ -130,6 +143,8 @@ class ScriptWriter(Writer):
     def _remember(self, child: subprocess.Popen[bytes]) -> None:
         with self._lock:
             self._running = child
+            if self._aborted and child.args != self.thaw_argv:
+                proc.kill_group(child)
 
     def _run(self, phase: str, argv: list[str], ctx: SnapshotContext) -> None:
         if self.config_path is not None:  # re-check: the files may have changed since they were loaded

@@ -36,6 +36,8 @@ class SqliteWriter(Writer):
         super().__init__(os.path.abspath(instance), **options)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._freezing = threading.Lock()  # held while BEGIN IMMEDIATE waits for the write lock
+        self._aborted = False
         self.journal_mode = ""
 
     @classmethod
@@ -93,20 +95,37 @@ class SqliteWriter(Writer):
                 )
 
     def freeze(self, ctx: SnapshotContext) -> None:
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")  # RESERVED (rollback journal) / WAL write lock: readers go on
-        except sqlite3.Error as err:
-            raise WriterError(f"cannot lock {self.database} against writers: {err}") from err
+        with self._freezing:
+            if self._aborted:
+                raise WriterError("aborted before freezing")
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # RESERVED (rollback journal) / WAL write lock: readers go on
+            except sqlite3.Error as err:
+                raise WriterError(f"cannot lock {self.database} against writers: {err}") from err
+            if self._aborted:  # abandoned while we waited for the lock: let go at once
+                self._release()
+                raise WriterError("aborted while freezing; released the lock again")
 
     def thaw(self, ctx: SnapshotContext) -> None:
         self._release()
 
     def abort(self, ctx: SnapshotContext) -> None:
+        self._aborted = True
         conn = self._conn
         if conn is not None:
             conn.interrupt()  # a BEGIN IMMEDIATE still waiting for the lock gives up
-        self._release()
+        # Wait for a freeze in flight (its busy timeout is the freeze timeout) before closing.
+        if self._freezing.acquire(timeout=self.freeze_timeout + 5):
+            try:
+                self._release()
+            finally:
+                self._freezing.release()
+        else:
+            log.warning(
+                "sqlite:%s: a freeze is still waiting for the lock; it is released when it returns",
+                self.database,
+            )
 
     def backup_complete(self, ctx: SnapshotContext, succeeded: bool) -> None:
         self._release()
