@@ -11,7 +11,8 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-_stdout = Console(highlight=False, soft_wrap=True)
+# Off a terminal, rich would cut table cells at 80 columns; ids and paths must never be cut.
+_stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -32,7 +33,7 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: st
     """Print rows as a table for a person reading a terminal."""
     table = Table(title=title, show_edge=False, header_style="bold")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
     _stdout.print(table)
