@@ -210,7 +210,7 @@ def run_backup(
         originals = _drop_nested([_recorded_below(p, source_root) for p in request.paths])
     else:
         originals = _drop_nested([normalize_path(p) for p in request.paths])
-    recorded = [os.fsdecode(p) for p in originals] + [orig for orig, _ in request.extra_sources]
+    recorded = [os.fsdecode(p) for p in originals]
     host = request.host or socket.gethostname()
     planned = plan(originals, NO_PROVIDER if foreign_root else request.provider)
     warnings = list(planned.warnings)

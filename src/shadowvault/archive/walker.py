@@ -116,8 +116,12 @@ class Archiver:
         max_files: int = 64,
         max_chunks: int | None = None,
         stats: WalkStats | None = None,
+        virtual_root: bytes = b"/",
     ):
         self.store = store
+        # the directories above the sources (/, /home, ...) are read below this root (components
+        # backing up another machine's tree); "/" for the running system
+        self.virtual_root = virtual_root.rstrip(b"/")
         self.chunker = chunker or chunker_for(store)
         self.data_kind, self.tree_kind = blob_kinds(store)
         self.single_chunk = single_chunk_limit(store) if chunker is None else 0
@@ -184,7 +188,8 @@ class Archiver:
                 self._entry(child.read_path, path, name, st, old, job)
                 continue
             try:
-                node = metadata.capture(path, os.lstat(path), name)
+                where = self.virtual_root + path if self.virtual_root else path
+                node = metadata.capture(where, os.lstat(where), name)
             except OSError as err:
                 self._error(path, err)
                 continue

@@ -78,12 +78,12 @@ def snapshots_cmd(repo: str | None, password_file: str | None, paths: tuple[str,
         rows = [
             (
                 sid[:8], format_time(s.time), s.host, "\n".join(s.paths), ",".join(s.tags),
-                format_size(s.summary.get("bytes")),
+                format_size(s.summary.get("bytes")), ",".join(s.components),
                 ", ".join(f"{c}={g}" for c, g in sorted(s.consistency.items())),
             )
             for sid, s in found
         ]
-        print_table(["ID", "Time", "Host", "Paths", "Tags", "Size", "Consistency"], rows)
+        print_table(["ID", "Time", "Host", "Paths", "Tags", "Size", "Components", "Consistency"], rows)
         info(f"{len(found)} snapshot{'s' if len(found) != 1 else ''}")
 
     emit(as_json, [snapshot_json(sid, s) for sid, s in found], human)

@@ -1,0 +1,121 @@
+"""`backup --component` / `restore --component` as a user runs them, through the real repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.components.roots import make_root, passwd_entry
+from tests.components.test_files import _server
+from tests.components.test_user_profiles import _profile_source
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    repo = tmp_path / "repo"
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    return {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+
+
+def backup_component(cli, env, *args: str) -> str:
+    done = cli("backup", *args, "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (summary,) = [m for m in _json_lines(done.stdout) if m.get("message_type") == "summary"]
+    return summary["snapshot_id"]
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_new_laptop_through_the_repository(cli, env, tmp_path: Path) -> None:
+    source = _profile_source(tmp_path)
+    snap = backup_component(cli, env, "--component", "user-profiles", "--source-root", str(source))
+    listed = cli("snapshots", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    (info,) = json.loads(listed.stdout)
+    assert info["components"] == ["user-profiles"]
+    human = cli("snapshots", env={**env, "COLUMNS": "250"})
+    assert "user-profiles" in human.stdout
+
+    target = make_root(tmp_path / "laptop2", users=[("carol", 1000, 1000, "", "/home/carol", "/bin/sh")],
+                       groups=[("carol", 1000, "")])
+    before = (target / "etc/passwd").read_text()
+    dry = cli("restore", snap, "--component", "user-profiles", "--target-root", str(target),
+              "--users", "alice", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "create   file     /home/alice/.ssh/id_ed25519" in dry.stdout
+    assert "create   user     alice" in dry.stdout
+    assert "dry run, nothing changed" in dry.stderr
+    assert (target / "etc/passwd").read_text() == before and not (target / "home").exists()
+
+    done = cli("restore", snap, "--component", "user-profiles", "--target-root", str(target),
+               "--users", "alice", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    (plan,) = [m for m in _json_lines(done.stdout) if m.get("message_type") == "plan"]
+    assert plan["applied"] and plan["counts"]["create"] > 5
+    alice = passwd_entry(target, "alice")
+    assert alice is not None and alice[2] != "1000"
+    key = target / "home/alice/.ssh/id_ed25519"
+    assert key.read_bytes() == b"PRIVATE KEY\n" and key.stat().st_uid == int(alice[2])
+    assert os.getxattr(key, "user.origin") == b"laptop-1"
+    acl = subprocess.run(["getfacl", "-n", "-p", str(key)], capture_output=True, text=True, check=True).stdout
+    assert "user:1001:r--" in acl
+    assert (key.stat().st_mode & 0o777) == 0o640  # 0600 plus the ACL's mask
+    assert not any(p.name.startswith(".shadowvault-staging") for p in target.iterdir())
+
+    # again: the profile exists now and is left alone
+    again = cli("restore", snap, "--component", "user-profiles", "--target-root", str(target),
+                "--users", "alice", "--dry-run", env=env)
+    assert "leave    profile  /home/alice" in again.stdout
+
+
+def test_migration_through_the_repository(cli, env, tmp_path: Path) -> None:
+    source = _server(tmp_path)
+    snap = backup_component(cli, env, "--component", "files", "--source-root", str(source), "/srv/data")
+    target = make_root(tmp_path / "new", users=[("www-data", 48, 48, "", "/var/www", "/usr/sbin/nologin")],
+                       groups=[("www-data", 48, "")])
+    done = cli("restore", snap, "--component", "files", "--target-root", str(target),
+               "--map", "/srv/data=/data", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "--create-missing-accounts" in done.stderr  # app is unknown on the target
+    page = target / "data/site/index.html"
+    assert page.read_text() == "<h1>hi</h1>\n" and page.stat().st_uid == 48
+    assert not (target / "srv").exists()
+
+
+def test_refusals_are_one_clear_line(cli, env, tmp_path: Path) -> None:
+    source = _profile_source(tmp_path)
+    snap = backup_component(cli, env, "--component", "user-profiles", "--source-root", str(source))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    line = one_error_line(cli("restore", snap, "--component", "user-profiles", "--target-root", str(afile),
+                              env=env))
+    assert f"target root {afile} is not a directory" in line
+    line = one_error_line(cli("restore", snap, "--component", "user-profiles", "--target-root", "/", env=env))
+    assert "refusing to restore into / (the running system) without --yes-really" in line
+    line = one_error_line(cli("restore", snap, "--component", "system-state", "--target-root", str(tmp_path),
+                              env=env))
+    assert f"snapshot {snap[:8]} has no system-state component (it has: user-profiles)" in line
+    line = one_error_line(cli("restore", snap, "--component", "user-profiles", "--target-root", str(tmp_path),
+                              "--users", "mallory", "--dry-run", env=env))
+    assert "no profile for mallory (it has: alice, bob)" in line
+    line = one_error_line(cli("backup", env=env))
+    assert "give the PATHS to back up, or --component NAME" in line
+    line = one_error_line(cli("backup", "--component", "user-profiles", "--source-root", str(tmp_path / "no"),
+                              env=env))
+    assert "is not a directory" in line
