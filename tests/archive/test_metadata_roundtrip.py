@@ -117,3 +117,39 @@ def test_subpath_include_exclude(ext4, tmp_path):
     restore(repo, root, target3, path_filter=PathFilter(excludes=["deep", "drop"]))
     found = sorted(p.name for p in target3.rglob("*") if p.is_file())
     assert found == ["a.txt"]
+
+
+def test_single_file_and_whole_root_sources(ext4, tmp_path):
+    """A file can be a source on its own; a source recorded as `/` becomes the snapshot root."""
+    from shadowvault.archive.listing import list_snapshot
+    from shadowvault.archive.walker import Archiver, Source
+
+    src = ext4.mount / "tree"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "file").write_bytes(b"content")
+    repo = new_repo(tmp_path / "repo")
+    root, _ = archive(repo, src / "sub" / "file")
+    assert [p for p, _ in list_snapshot(repo, root)][-1] == os.fsencode(src / "sub" / "file")
+
+    whole = Archiver(repo).archive([Source(b"/", os.fsencode(src)), Source(b"/other", b"/nonexistent")])
+    repo.flush()
+    assert sorted(p for p, _ in list_snapshot(repo, whole)) == [b"/sub", b"/sub/file"]
+    target = ext4.mount / "restored"
+    restore(repo, whole, target)
+    assert (target / "sub" / "file").read_bytes() == b"content"
+
+
+def test_non_directory_in_the_way_fails_only_that_directory(ext4, tmp_path):
+    src = ext4.mount / "src"
+    (src / "blocked").mkdir(parents=True)
+    (src / "blocked" / "inner").write_text("inner")
+    (src / "free").write_text("free")
+    repo = new_repo(tmp_path / "repo")
+    root, _ = archive(repo, src)
+    target = ext4.mount / "restored"
+    target.mkdir()
+    (target / "blocked").symlink_to("/etc")
+    result = restore(repo, root, target, subpath=str(src))
+    assert [path for path, _ in result.errors] == [f"{src}/blocked"]
+    assert (target / "free").read_text() == "free"
+    assert (target / "blocked").is_symlink() and not os.path.exists("/etc/inner")

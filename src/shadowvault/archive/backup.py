@@ -240,8 +240,13 @@ def run_backup(
             for paths in planned.shadowed.values():
                 for p in paths:
                     sources.append(Source(p, os.fsencode(shadow_path(manifest, os.fsdecode(p)))))
-        archiver = Archiver(repo, path_filter=path_filter, skip_paths=skip, stats=stats,
-                            **({"virtual_root": source_root} if foreign_root else {}))
+        archiver = Archiver(
+            repo,
+            path_filter=path_filter,
+            skip_paths=skip,
+            stats=stats,
+            **({"virtual_root": source_root} if foreign_root else {}),
+        )
         root = archiver.archive(sources, parent[1].tree if parent else None)
 
     manifest_blob = None

@@ -89,6 +89,14 @@ def _text(path: bytes) -> str:
     return path.decode("utf-8", errors="surrogateescape")
 
 
+def _blocked_by_non_dir(path: bytes) -> bool:
+    """True when something other than a real directory (a file, a symlink) sits at `path`."""
+    try:
+        return not stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def find_node(store: BlobStore, root_tree: bytes, subpath: str | bytes) -> Node | None:
     """The node at `subpath` in the snapshot (None for the root itself); NotFoundError when absent."""
     raw = subpath.encode("utf-8", errors="surrogateescape") if isinstance(subpath, str) else subpath
@@ -185,6 +193,9 @@ class Restorer:
     def _restore_subdir(self, node: Node, spath: bytes, dest: bytes, ensure_parent) -> None:
         selected = self.filter.included(spath)
         if not selected and not self.filter.may_contain(spath):
+            return
+        if self.overwrite is not Overwrite.ALWAYS and _blocked_by_non_dir(dest):
+            self._error(spath, "not restored: a non-directory is in the way (--overwrite always replaces it)")
             return
         created = False
 

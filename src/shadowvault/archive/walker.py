@@ -141,7 +141,8 @@ class Archiver:
     def archive(self, sources: list[Source], parent_tree: bytes | None = None) -> bytes:
         """Archive every source under its original absolute path; returns the root TREE blob id."""
         hierarchy: dict[bytes, Any] = {}
-        for source in sources:
+        whole = [s for s in sources if not s.orig_path.strip(b"/")]  # `/` covers every other source
+        for source in [] if whole else sources:
             parts = [p for p in source.orig_path.split(b"/") if p]
             level = hierarchy
             for part in parts[:-1]:
@@ -152,7 +153,10 @@ class Archiver:
             else:
                 level[parts[-1]] = source
         try:
-            root = self._virtual_dir(b"/", hierarchy, self._children(parent_tree))
+            if whole:
+                root = self._walk_dir(whole[0].read_path, b"/", self._children(parent_tree))
+            else:
+                root = self._virtual_dir(b"/", hierarchy, self._children(parent_tree))
             self._drain(block=True)
         finally:
             self.readers.shutdown(wait=True)
