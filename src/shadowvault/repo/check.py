@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shadowvault.errors import ShadowvaultError
+from shadowvault.errors import NotFoundError, ShadowvaultError
 from shadowvault.repo.format import BlobType, IndexPack
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.pack import pack_name, parse_header
@@ -63,6 +63,8 @@ def check(
                 packs.setdefault(pack.id, pack)
                 if pack.pending is not None:
                     packs[pack.id] = pack
+        except NotFoundError:
+            continue  # replaced by a concurrent prune; its successor is listed too or later
         except ShadowvaultError as err:
             report.errors.append(f"index file {name}: {err}")
     on_disk = {info.name.rsplit("/", 1)[1]: info for info in backend.list("data/")}

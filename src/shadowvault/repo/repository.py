@@ -128,6 +128,7 @@ class Repository:
         self._index_lock = threading.Lock()
         self._cache = _BlobCache(CACHE_BYTES)
         self.written_index_files: list[str] = []  # by this process, in order
+        self._index_names: set[str] = set()  # the index files the in-memory index was built from
         self._closed = False
 
     # ---------------------------------------------------------------- opening
@@ -292,6 +293,7 @@ class Repository:
     def reload_index(self) -> None:
         """Read every index file into a fresh in-memory index (in parallel: decrypt releases the GIL)."""
         names = self.index_files()
+        self._index_names = set(names)
         index = BlobIndex()
 
         def load(name: str) -> IndexFile | None:
@@ -458,7 +460,19 @@ class Repository:
             location = self.index.lookup(blob_id)
         if location is None:
             raise NotFoundError(f"blob {blob_id.hex()} is not in the repository index")
-        sealed = self.backend.load(pack_name(location.pack), location.offset, location.length)
+        try:
+            sealed = self.backend.load(pack_name(location.pack), location.offset, location.length)
+        except NotFoundError:
+            # A concurrent prune may have repacked the blob: look again if the index changed.
+            if set(self.index_files()) != self._index_names:
+                self.reload_index()
+            moved = self.index.lookup(blob_id)
+            if moved is None or moved.pack == location.pack:
+                raise NotFoundError(
+                    f"blob {blob_id.hex()[:16]} is missing: its pack {location.pack[:16]} does not exist"
+                ) from None
+            location = moved
+            sealed = self.backend.load(pack_name(location.pack), location.offset, location.length)
         data = self.decode_blob(blob_id, location, sealed)
         if location.type == BlobType.TREE:
             self._cache.put(blob_id, data)
