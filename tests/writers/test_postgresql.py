@@ -1,0 +1,234 @@
+"""PostgreSQL writer on a real cluster: application consistency under load, restore, failures."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shadowvault.errors import ShadowError, WriterError
+from shadowvault.shadow.coordinator import shadow_set
+from shadowvault.shadow.manifest import Component, Consistency, WriterState
+from shadowvault.shadow.writers.base import FailurePolicy, RestoreContext
+from shadowvault.shadow.writers.postgresql import PostgresqlWriter
+from tests.fixtures import servers as S
+from tests.fixtures.loads import PostgresLoad
+from tests.fixtures.loopfs import loop_filesystem
+from tests.writers.helpers import copy_out, freeze_instant, remove, report_of, restore_area, restore_root
+
+ROUNDS = 20
+
+
+@pytest.fixture
+def pg_on_btrfs():
+    """A cluster on its own btrfs (1 GiB sparse: every base backup ends a WAL segment)."""
+    with loop_filesystem("btrfs", 1 << 30) as fs:
+        S.open_for_service(fs.mount)
+        with S.postgres_server(fs.mount / "pgdata", wal_segsize_mb=1) as pg:
+            yield fs, pg
+
+
+def close_restored(server: S.Server) -> None:
+    server.stop(signal.SIGINT)
+    shutil.rmtree(server.base, ignore_errors=True)
+
+
+def open_restored(root: Path, components: list[Component], *, mode: str = "backup_label") -> S.Server:
+    """Restore through the writer (pre_restore, files already laid down, post_restore) and start it."""
+    socket_dir = S.private_dir("sv-pgr-", owner="postgres")
+    port = S.free_port()
+    writer = PostgresqlWriter(components[0].instance)
+    ctx = RestoreContext(
+        components=components,
+        target_root=str(root),
+        options={"port": port, "socket_dir": str(socket_dir), "postgresql_mode": mode},
+    )
+    writer.pre_restore(ctx)
+    writer.post_restore(ctx)
+    datadir = root / components[0].metadata["data_directory"].lstrip("/")
+    pid = int((datadir / "postmaster.pid").read_text().split()[0])
+    return S.Server("postgresql", datadir, socket_dir, pid=pid, port=port, socket=str(socket_dir))
+
+
+def check_restored(server: S.Server, must_have: int) -> int:
+    """amcheck passes; rows 1..k with no gap, the counter says k, and k covers every acknowledged one."""
+    with S.pg_connect(server) as conn:
+        assert conn.execute("select pg_is_in_recovery()").fetchone()[0] is False
+        count, highest = conn.execute("select count(*), coalesce(max(n), 0) from load").fetchone()
+        counter = conn.execute("select n from counter").fetchone()[0]
+    assert count == highest == counter, (count, highest, counter)
+    assert highest >= must_have, f"transaction {must_have} was acknowledged before the freeze but is missing"
+    done = subprocess.run(
+        [
+            S.PG_BIN / "pg_amcheck",
+            "-h",
+            server.socket,
+            "-p",
+            str(server.port),
+            "-U",
+            "postgres",
+            "--all",
+            "--install-missing",
+            "--heapallindexed",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return highest
+
+
+def test_every_acknowledged_transaction_survives_20_shadow_sets_under_load(pg_on_btrfs):
+    fs, pg = pg_on_btrfs
+    area = restore_area(fs.mount)
+    load = PostgresLoad(pg)
+    load.setup()
+    load.start()
+    try:
+        load.wait_for(20)
+        for _ in range(ROUNDS):
+            root = restore_root(area)
+            try:
+                with shadow_set(
+                    [str(fs.mount)], [f"postgresql:{pg.datadir}"], auto_writers=False
+                ) as manifest:
+                    report = report_of(manifest, "postgresql")
+                    assert report.state == WriterState.WAITING_FOR_BACKUP_COMPLETE, report.failure
+                    component = report.components[0]
+                    assert component.consistency == Consistency.APPLICATION
+                    assert component.metadata["crash_consistent_alone"] is True
+                    assert component.metadata["backup_label"].startswith("START WAL LOCATION")
+                    must_have = load.acked_before(freeze_instant(manifest, report))
+                    copy_out(manifest, str(pg.datadir), root)
+                restored = open_restored(root, report.components)
+                try:
+                    assert check_restored(restored, must_have) >= must_have
+                finally:
+                    close_restored(restored)
+            finally:
+                remove(root)
+        assert len(load.acks) > ROUNDS
+    finally:
+        load.stop()
+    assert not load.errors
+
+
+def test_kept_wal_is_what_makes_the_copy_open_with_its_backup_label():
+    """Without the WAL carried in the manifest, PostgreSQL refuses the backup_label restore."""
+    with loop_filesystem("btrfs", 1 << 30) as fs:
+        S.open_for_service(fs.mount)
+        with S.postgres_server(fs.mount / "pgdata") as pg:  # default 16 MiB WAL segments
+            load = PostgresLoad(pg)
+            load.setup()
+            load.start()
+            area = restore_area(fs.mount)
+            roots = [restore_root(area), restore_root(area), restore_root(area)]
+            try:
+                load.wait_for(10)
+                with shadow_set(
+                    [str(fs.mount)], [f"postgresql:{pg.datadir}"], auto_writers=False
+                ) as manifest:
+                    report = report_of(manifest, "postgresql")
+                    must_have = load.acked_before(freeze_instant(manifest, report))
+                    for root in roots:
+                        copy_out(manifest, str(pg.datadir), root)
+                component = report.components[0]
+                assert component.metadata["wal"], "the WAL from backup start to stop is kept"
+                fields = {f: getattr(component, f) for f in component.__struct_fields__}
+                stripped = Component(**{**fields, "metadata": {**component.metadata, "wal": []}})
+                with pytest.raises(WriterError, match="did not start"):
+                    open_restored(roots[0], [stripped])
+                # With the kept WAL it opens, and also by plain crash recovery (one atomic shadow).
+                for root, mode in ((roots[1], "backup_label"), (roots[2], "crash")):
+                    restored = open_restored(root, [component], mode=mode)
+                    try:
+                        check_restored(restored, must_have)
+                    finally:
+                        close_restored(restored)
+            finally:
+                load.stop()
+                for root in roots:
+                    remove(root)
+
+
+def test_reflink_copy_on_xfs_restores_by_backup_label():
+    """XFS reflink copies file by file inside the hold: not crash-consistent alone, the label fixes it."""
+    with loop_filesystem("xfs", 2 << 30) as fs:
+        S.open_for_service(fs.mount)
+        with S.postgres_server(fs.mount / "pgdata") as pg:
+            load = PostgresLoad(pg)
+            load.setup()
+            load.start()
+            try:
+                load.wait_for(10)
+                for _ in range(2):
+                    root = restore_root()
+                    try:
+                        with shadow_set(
+                            [str(fs.mount)], [f"postgresql:{pg.datadir}"], "reflink", auto_writers=False
+                        ) as manifest:
+                            report = report_of(manifest, "postgresql")
+                            assert report.failure is None
+                            assert report.components[0].metadata["crash_consistent_alone"] is False
+                            must_have = load.acked_before(freeze_instant(manifest, report))
+                            copy_out(manifest, str(pg.datadir), root)
+                        restored = open_restored(root, report.components)
+                        try:
+                            check_restored(restored, must_have)
+                        finally:
+                            close_restored(restored)
+                    finally:
+                        remove(root)
+            finally:
+                load.stop()
+
+
+def test_server_down_names_the_writer_and_aborts(btrfs):
+    S.open_for_service(btrfs.mount)
+    with S.postgres_server(btrfs.mount / "pgdata") as pg:
+        pass  # initialised, then stopped: the data directory is there, the server is not
+    with (
+        pytest.raises(ShadowError) as err,
+        shadow_set([str(btrfs.mount)], [f"postgresql:{pg.datadir}"], auto_writers=False),
+    ):
+        pass
+    message = str(err.value)
+    assert f"writer postgresql:{pg.datadir} failed at prepare_snapshot" in message
+    assert "not running" in message
+
+
+def test_wrong_password_degrades_when_configured(pg_on_btrfs):
+    fs, pg = pg_on_btrfs
+    writer = PostgresqlWriter(str(pg.datadir), user=S.PG_BACKUP_ROLE, password="wrong", on_failure="degrade")
+    assert writer.failure_policy == FailurePolicy.DEGRADE
+    with shadow_set([str(fs.mount)], [writer], auto_writers=False) as manifest:
+        report = report_of(manifest, "postgresql")
+        assert report.state == WriterState.FAILED_AT_PREPARE_SNAPSHOT
+        assert "password authentication failed" in report.failure
+        assert report.components[0].consistency == Consistency.CRASH
+        assert any("postgresql" in note and "crash-consistent" in note for note in manifest.notes)
+    # With the right password the backup role takes part.
+    writer = PostgresqlWriter(str(pg.datadir), user=S.PG_BACKUP_ROLE, password=S.PG_BACKUP_PASSWORD)
+    with shadow_set([str(fs.mount)], [writer], auto_writers=False) as manifest:
+        assert report_of(manifest, "postgresql").components[0].metadata["backup_label"]
+
+
+def test_wrong_password_aborts_by_default(pg_on_btrfs):
+    fs, pg = pg_on_btrfs
+    writer = PostgresqlWriter(str(pg.datadir), user=S.PG_BACKUP_ROLE, password="wrong")
+    with (
+        pytest.raises(ShadowError, match=r"writer postgresql:.* failed at prepare_snapshot: .*password"),
+        shadow_set([str(fs.mount)], [writer], auto_writers=False),
+    ):
+        pass
+    with S.pg_connect(pg) as conn:  # nothing left behind: no backup in progress
+        assert (
+            conn.execute(
+                "select count(*) from pg_stat_activity where application_name = 'shadowvault'"
+            ).fetchone()[0]
+            == 0
+        )
