@@ -116,3 +116,10 @@ def test_cli_init_snapshots_and_errors(tmp_path, cli):
     by_file = cli("snapshots", "--json", "--repo", repo, "--password-file", pw_file,
                   env={"SHADOWVAULT_PASSWORD": ""})
     assert by_file.returncode == 0, by_file.stderr
+
+    second_pw = tmp_path / "pw2"
+    second_pw.write_text("another one\n")
+    added = cli("key", "add", "--new-password-file", second_pw, env=env_for(repo))
+    assert added.returncode == 0, added.stderr
+    keys = cli("key", "list", "--json", env={**env_for(repo), "SHADOWVAULT_PASSWORD": "another one"})
+    assert keys.returncode == 0 and len(json.loads(keys.stdout)) == 2

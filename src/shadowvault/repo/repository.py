@@ -258,6 +258,11 @@ class Repository:
         try:
             if flush:
                 self.flush()
+            else:
+                try:  # packs already finished stay reusable by the next backup
+                    self._write_pending_index()
+                except ShadowvaultError as err:
+                    log.warning("could not index the finished packs: %s", err)
         finally:
             self._closed = True
             for writer in self._writers.values():
