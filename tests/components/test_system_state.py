@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ from shadowvault.components.base import CollectOptions, DirectoryView, RestoreOp
 from shadowvault.components.dpkg import installed_names, read_packages
 from shadowvault.components.system_state import SystemState
 from shadowvault.components.units import read_units
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.components.machines import change_source_machine
 from tests.fixtures.debootstrap import boot, minbase_root, nspawn
 from tests.fixtures.tools import require_root, require_tools
@@ -62,6 +65,13 @@ def fresh_target() -> Iterator[Path]:
         yield root
 
 
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    repo = tmp_path / "repo"
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    return {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
+
+
 def _collect(source: Path, staging: Path) -> DirectoryView:
     collection = SystemState().collect(source, CollectOptions())
     collection.write_documents(staging)
@@ -85,9 +95,14 @@ def test_collect_records_packages_units_and_conffiles(source_machine: Path) -> N
 
 
 def test_system_state_restore_boots_as_the_source_machine(
-    source_machine: Path, fresh_target: Path, tmp_path: Path
+    source_machine: Path, fresh_target: Path, cli, env: dict[str, str]
 ) -> None:
-    view = _collect(source_machine, tmp_path / "staging")
+    """The proof: back up a changed minbase machine, restore its system state into a fresh one, boot it."""
+    done = cli("backup", "--component", "system-state", "--source-root", str(source_machine), "--json",
+               env=env)
+    assert done.returncode == 0, done.stderr
+    snap = next(m for m in map(json.loads, done.stdout.splitlines()) if m["message_type"] == "summary")
+    snap_id = snap["snapshot_id"]
     target = fresh_target
     # the target already has its own account on uid 1000 and a local change to an untouched conffile
     done = nspawn(target, "useradd", "-m", "-u", "1000", "-s", "/bin/bash", "bob")
@@ -96,23 +111,26 @@ def test_system_state_restore_boots_as_the_source_machine(
         defs.write("# local to the target\n")
     hostname_before = (target / "etc/hostname").read_text()
 
-    component = SystemState()
-    options = RestoreOptions(target_root=target)
-    plan = component.plan(view, options)
+    restore = ("restore", snap_id, "--component", "system-state", "--target-root", str(target))
+    dry = cli(*restore, "--dry-run", "--json", env=env)
+    assert dry.returncode == 0, dry.stderr
+    (doc,) = [m for m in map(json.loads, dry.stdout.splitlines()) if m["message_type"] == "plan"]
+    plan = {(a["verb"], a["kind"], a["target"]) for a in doc["actions"]}
     # the dry-run plan: nothing written, and it says what will happen
     assert (target / "etc/hostname").read_text() == hostname_before
-    assert "hello" in plan.targets("install", "package")
-    assert "alice" in plan.targets("create", "user")
-    assert "/etc/systemd/system/multi-user.target.wants/probe-app.service" in plan.targets("enable", "unit")
-    assert "apt-daily.timer" in plan.targets("mask", "unit")
-    assert "/etc/systemd/system/multi-user.target.wants/e2scrub_reap.service" in plan.targets("disable")
-    assert "/etc/hostname" in plan.targets("replace")
-    assert "/etc/login.defs" in plan.targets("leave")  # unchanged on the source: target's copy kept
-    assert "/etc/issue" in plan.targets("replace")  # changed on the source: taken
-    assert "/etc/fstab" in plan.targets("leave", "fstab")
+    assert ("install", "package", "hello") in plan
+    assert ("create", "user", "alice") in plan
+    assert ("enable", "unit", "/etc/systemd/system/multi-user.target.wants/probe-app.service") in plan
+    assert ("mask", "unit", "apt-daily.timer") in plan
+    assert ("disable", "unit", "/etc/systemd/system/multi-user.target.wants/e2scrub_reap.service") in plan
+    assert ("replace", "file", "/etc/hostname") in plan
+    assert ("leave", "file", "/etc/login.defs") in plan  # unchanged on the source: target's copy kept
+    assert ("replace", "file", "/etc/issue") in plan  # changed on the source: taken
+    assert ("leave", "fstab", "/etc/fstab") in plan
     assert "hello" not in installed_names(target)
 
-    component.apply(plan, view, options)
+    done = cli(*restore, env=env)
+    assert done.returncode == 0, done.stderr
     assert "hello" in installed_names(target)
     assert (target / "etc/login.defs").read_text().endswith("# local to the target\n")
     assert "Property of the source machine" in (target / "etc/issue").read_text()
