@@ -95,6 +95,8 @@ def test_new_laptop_restore_with_uid_collision_acls_and_xattrs(tmp_path: Path) -
     tab = target / "var/spool/cron/crontabs/alice"
     assert tab.read_text() == "0 * * * * echo hi\n"
     assert (tab.stat().st_uid, tab.stat().st_gid, stat.S_IMODE(tab.stat().st_mode)) == (new_uid, 101, 0o600)
+    spool = target / "var/spool/cron/crontabs"
+    assert (stat.S_IMODE(spool.stat().st_mode), spool.stat().st_gid) == (0o1730, 101)
     assert not (target / "home/bob").exists()  # only --users alice
 
 

@@ -38,7 +38,9 @@ class Package:
 
 
 def runner(root: Path) -> list[str]:
-    """The argv prefix that runs a command inside `root`."""
+    """The argv prefix that runs a command inside `root` (directly when `root` is this system's /)."""
+    if root.resolve() == Path("/"):
+        return ["env", "DEBIAN_FRONTEND=noninteractive"]
     if shutil.which("systemd-nspawn"):
         return ["systemd-nspawn", "-q", "--register=no", "--keep-unit", "--console=pipe", "-D", str(root),
                 "-E", "DEBIAN_FRONTEND=noninteractive"]

@@ -139,6 +139,10 @@ class SystemState(Component):
         # 4. packages
         have = installed_names(target)
         to_install = [p for p in packages.manual() if p.name not in have]
+        if to_install and not (target / "var/lib/dpkg/status").is_file():
+            plan.warn(f"{target} has no dpkg database: the {len(to_install)} packages of the source "
+                      "are not installed")
+            to_install = []
         for pkg in to_install:
             plan.add("install", "package", pkg.name, pkg.version)
         kept = len(packages.manual()) - len(to_install)

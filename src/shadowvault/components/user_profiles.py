@@ -13,6 +13,7 @@ existing profile is never touched unless `overwrite` is asked for.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import msgspec
@@ -190,7 +191,13 @@ class UserProfiles(Component):
             gid = db.gid_of("crontab")
             if uid is None:
                 raise UsageError(f"account {name} is missing in the target after the account merge")
+            spool = resolve_in_root(target, CRONTAB_DIR)
+            created_spool = not spool.is_dir()
             lay_entry(target, action.target, entry, content, uid, gid if gid is not None else 0)
+            if created_spool:  # what the cron package creates: root:crontab 1730
+                if os.geteuid() == 0:
+                    os.chown(spool, 0, gid if gid is not None else 0)
+                os.chmod(spool, 0o1730)
 
 
 def _group_name(db: AccountDb, gid: int) -> str | None:
