@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 
+import pytest
+
+from shadowvault.errors import RepositoryError
 from shadowvault.repo.check import check
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.prune import prune
@@ -89,3 +93,25 @@ def test_a_running_backup_keeps_what_it_deduplicated_against(tmp_path):
         report = check(repo, read_data_fraction=1.0)
         assert report.ok, report.errors
         assert report.pending_packs == 0
+
+
+def test_a_stale_session_does_not_block_prune_and_cannot_commit(tmp_path):
+    path = tmp_path / "repo"
+    with Repository.init(path, PASSWORD) as repo:
+        gone, _ = make_snapshot(repo, random_files(1, 300_000, seed=7))
+        repo.remove_snapshot(gone)
+    time.sleep(1.1)
+    backup = Repository.open(path, PASSWORD, write=True)
+    try:
+        session_file = path / backup.session.name
+        old = time.time() - 3600
+        os.utime(session_file, (old, old))  # as if the backup had hung for an hour
+        result = _prune(path)
+        assert result.packs_pending == 0 and result.packs_deleted >= 1
+        with pytest.raises(RepositoryError, match="expired"):
+            backup.save_snapshot(Snapshot(time=time.time(), host="h", tree=b""))
+    finally:
+        backup.close(flush=False)
+    with Repository.open(path, PASSWORD) as repo:
+        assert repo.list_snapshots() == []
+        assert check(repo).ok

@@ -115,9 +115,14 @@ class Session:
                 " the data already uploaded will be reused"
             )
         try:
-            self._backend.stat(self.name)
+            info = self._backend.stat(self.name)
         except NotFoundError as err:
             raise RepositoryError("this backup's session file disappeared; run the backup again") from err
+        if time.time() - info.mtime > SAFE_FOR:  # what prune sees, by the storage's clock
+            raise RepositoryError(
+                "this backup's session looks expired to other clients; run the backup again,"
+                " the data already uploaded will be reused"
+            )
 
     def close(self) -> None:
         self._stop.set()
