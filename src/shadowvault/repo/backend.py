@@ -8,6 +8,8 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from shadowvault.errors import NotFoundError, RepositoryError
 from shadowvault.fsutil import fsync_dir
 
 TMP_DIR = "tmp"
+FD_CACHE_SIZE = 16  # open pack files per reading thread
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class Backend(Protocol):
 
     def describe(self) -> str: ...
 
+    def close(self) -> None:
+        """Release cached handles."""
+
 
 def storage_error(err: OSError, what: str) -> RepositoryError:
     """Turn an OSError into the one line a user should see."""
@@ -71,6 +77,7 @@ class LocalBackend:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._made_dirs: set[Path] = set()
+        self._local = threading.local()
 
     def describe(self) -> str:
         return str(self.root)
@@ -119,6 +126,8 @@ class LocalBackend:
             raise storage_error(err, name) from err
 
     def load(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if length is not None and offset >= 0 and name.startswith("data/"):
+            return self._pread(name, offset, length)
         try:
             with open(self._path(name), "rb") as f:
                 if offset > 0:
@@ -130,6 +139,34 @@ class LocalBackend:
             raise NotFoundError(f"{name} does not exist in repository {self.root}") from err
         except OSError as err:
             raise RepositoryError(f"cannot read {name}: {err.strerror or err}") from err
+
+    def _pread(self, name: str, offset: int, length: int) -> bytes:
+        """Range reads of packs through a per-thread cache of open files (packs are immutable;
+        a file object closes itself when evicted or when its thread goes away)."""
+        cache = getattr(self._local, "files", None)
+        if cache is None:
+            cache = self._local.files = OrderedDict()
+        f = cache.pop(name, None)
+        if f is None:
+            try:
+                f = open(self._path(name), "rb", buffering=0)  # noqa: SIM115 - cached, closed on eviction
+            except FileNotFoundError as err:
+                raise NotFoundError(f"{name} does not exist in repository {self.root}") from err
+            except OSError as err:
+                raise RepositoryError(f"cannot read {name}: {err.strerror or err}") from err
+            while len(cache) >= FD_CACHE_SIZE:
+                cache.popitem(last=False)[1].close()
+        cache[name] = f
+        try:
+            return os.pread(f.fileno(), length, offset)
+        except OSError as err:
+            raise RepositoryError(f"cannot read {name}: {err.strerror or err}") from err
+
+    def close(self) -> None:
+        """Close this thread's cached files (other threads' close when they end)."""
+        cache = getattr(self._local, "files", None)
+        while cache:
+            cache.popitem()[1].close()
 
     def stat(self, name: str) -> FileInfo:
         try:

@@ -271,6 +271,7 @@ class Repository:
             if self.session is not None:
                 self.session.close()
                 self.session = None
+            self.backend.close()
 
     def __enter__(self) -> Repository:
         return self
