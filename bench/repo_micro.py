@@ -40,6 +40,20 @@ def save_throughput(mib: int, threads: int, compressible: bool) -> float:
     return mib / elapsed
 
 
+def small_blobs_per_second(count: int, threads: int) -> float:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        repo = Repository.init(os.path.join(tmp, "repo"), "bench")
+        base = os.urandom(2048)
+        data = [i.to_bytes(8, "little") + base[: 200 + i % 1800] for i in range(count)]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda d: repo.save_blob(BlobType.DATA, d), data, chunksize=256))
+        repo.flush()
+        elapsed = time.perf_counter() - started
+        repo.close()
+    return count / elapsed
+
+
 def load_throughput(mib: int) -> float:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         repo = Repository.init(os.path.join(tmp, "repo"), "bench")
@@ -84,6 +98,9 @@ def main() -> None:
         for threads in (1, 2, 4):
             rate = save_throughput(args.mib, threads, compressible)
             print(f"save_blob {kind:12} {threads} thread(s): {rate:7.0f} MiB/s")
+    for threads in (1, 2):
+        rate = small_blobs_per_second(100_000, threads)
+        print(f"save_blob small (~1 KiB) {threads} thread(s): {rate:7.0f} blobs/s")
     print(f"load_blob random: {load_throughput(min(args.mib, 256)):7.0f} MiB/s")
     print(f"index memory: {index_bytes_per_blob(args.blobs):.0f} B per blob ({args.blobs} blobs)")
 

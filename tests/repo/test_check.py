@@ -71,3 +71,24 @@ def test_missing_pack_is_found_without_reading_data(tmp_path):
     assert not report.ok
     assert any("is missing" in e for e in report.errors)
     assert second in report.affected_snapshots and first not in report.affected_snapshots
+
+
+def test_damaged_index_and_snapshot_files_are_reported(tmp_path, cli):
+    first, second, _ = _two_snapshots(tmp_path / "repo")
+    snapshot_file = tmp_path / "repo" / "snapshots" / first
+    raw = bytearray(snapshot_file.read_bytes())
+    raw[20] ^= 0x01
+    snapshot_file.write_bytes(bytes(raw))
+    index_files = list((tmp_path / "repo" / "index").iterdir())
+    for index_file in index_files:
+        raw = bytearray(index_file.read_bytes())
+        raw[-5] ^= 0x01
+        index_file.write_bytes(bytes(raw))
+    result = cli("check", "--json", env=env_for(tmp_path / "repo"))
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert all(any(f.name in e for e in data["errors"]) for f in index_files)
+    assert any(f"snapshot {first[:8]}" in e for e in data["errors"])
+    assert set(data["affected_snapshots"]) == {first, second}
+    prune = cli("prune", env=env_for(tmp_path / "repo"))
+    assert prune.returncode == 1 and "prune refuses" in prune.stderr

@@ -129,6 +129,7 @@ class Repository:
         self._cache = _BlobCache(CACHE_BYTES)
         self.written_index_files: list[str] = []  # by this process, in order
         self._index_names: set[str] = set()  # the index files the in-memory index was built from
+        self.damaged_index_files: list[str] = []
         self._closed = False
 
     # ---------------------------------------------------------------- opening
@@ -302,11 +303,17 @@ class Repository:
         self._index_names = set(names)
         index = BlobIndex()
 
+        damaged: list[str] = []
+
         def load(name: str) -> IndexFile | None:
             try:
                 return self.load_index_file(name)
             except NotFoundError:
                 return None  # replaced by a concurrent prune; its successor is in the listing or later
+            except IntegrityError as err:
+                log.warning("%s (its blobs are treated as missing; run `shadowvault check`)", err)
+                damaged.append(name)
+                return None
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             for doc in pool.map(load, names):
@@ -317,6 +324,7 @@ class Repository:
             for pack in self._unindexed:
                 index.add(pack.id, pack.blobs)
             self.index = index
+            self.damaged_index_files = sorted(damaged)
 
     def save_index_file(self, packs: list[IndexPack]) -> str:
         raw = self.sealer.seal(encode_document(IndexFile(packs=packs)), INDEX_AAD)
