@@ -66,12 +66,15 @@ class RedisWriter(AppWriter):
 
     def _connect(self) -> Any:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         target = str(self.instance)
         kwargs: dict[str, Any] = {
             "password": self.options.get("password"),
             "username": self.options.get("username"),
             "socket_timeout": 30,
+            "retry": Retry(NoBackoff(), 0),  # fail at once: the coordinator's policy decides what next
             "socket_connect_timeout": 10,
         }
         if target.startswith("/"):
@@ -102,11 +105,17 @@ class RedisWriter(AppWriter):
             raise WriterError(f"Redis refused INFO persistence: {err}") from err
 
     def _read_config(self) -> dict[str, str]:
+        import redis
+
         config = {}
         for key in ("dir", "dbfilename", "appendonly", "appenddirname", "auto-aof-rewrite-percentage"):
-            reply = self._call("CONFIG", "GET", key)
-            if len(reply) >= 2:
-                config[key] = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+            try:
+                reply = self._client.config_get(key)
+            except redis.RedisError as err:
+                raise WriterError(f"Redis refused CONFIG GET {key}: {err}") from err
+            value = reply.get(key)
+            if value is not None:
+                config[key] = value.decode() if isinstance(value, bytes) else str(value)
         return config
 
     # ------------------------------------------------------------ metadata
