@@ -282,7 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=3600, help="per command, seconds")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--show", metavar="FILE", type=Path, help="print the table of a saved --json result")
     args = parser.parse_args(argv)
+    if args.show:
+        saved = json.loads(args.show.read_text())
+        print_table(saved, saved["goals"])
+        return 0
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in args.tools if t not in TOOLS]
     if unknown or not args.tools:

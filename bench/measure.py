@@ -1,11 +1,15 @@
 """Run one command and measure it: wall time, CPU time and peak RSS of exactly that process.
 
-`os.wait4` returns the rusage of the one child it reaps (including its own reaped children), unlike
-`getrusage(RUSAGE_CHILDREN)`, whose ru_maxrss is the maximum over every child ever waited for.
+The peak RSS comes from GNU time (`/usr/bin/time -f %M`, Debian package `time`), not from our own
+wait4: Linux carries a process's RSS high-water mark across exec, so a child forked from this (large)
+Python process would report at least our RSS. `time` is a small C program, so its child starts
+near zero. CPU time comes from `os.wait4` on `time` (which includes the child it reaped); ru_maxrss
+of `getrusage(RUSAGE_CHILDREN)` would be useless anyway (the maximum over every child ever waited for).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +18,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+GNU_TIME = "/usr/bin/time"
 
 
 @dataclass
@@ -44,16 +50,36 @@ def run_measured(
     argv: list[str], *, env: dict[str, str], cwd: str | Path | None = None, timeout: float = 3600
 ) -> Measured:
     """Run `argv` to completion (killed after `timeout`) and return its measurements."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    if not os.access(GNU_TIME, os.X_OK):
+        raise SystemExit(f"{GNU_TIME} is missing: apt-get install time (listed in tools/bench-packages.txt)")
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile(prefix="sv-bench-time-") as peak,
+    ):
+        wrapped = [GNU_TIME, "-q", "-f", "%M", "-o", peak.name, *argv]
         load = os.getloadavg()[0]
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd)
-        timer = threading.Timer(timeout, lambda: proc.send_signal(signal.SIGKILL))
+        proc = subprocess.Popen(
+            wrapped,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,  # its own process group: a kill reaches the tool, not only `time`
+        )
+
+        def kill() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
         timer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
-            proc.kill()
+            kill()
             os.waitpid(proc.pid, 0)
             raise
         finally:
@@ -62,12 +88,13 @@ def run_measured(
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
+        peak_kib = peak.read().decode().strip().splitlines()
         return Measured(
             argv=argv,
             returncode=proc.returncode,
             wall=wall,
             cpu=usage.ru_utime + usage.ru_stime,
-            peak_rss=usage.ru_maxrss * 1024,
+            peak_rss=int(peak_kib[-1]) * 1024 if peak_kib and peak_kib[-1].isdigit() else -1,
             load=load,
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
