@@ -24,6 +24,11 @@ def split_ref(spec: str) -> tuple[str, str]:
     return ref, sub or "/"
 
 
+def _line(text: str) -> None:
+    """One result line on stdout (plain: listings can have millions of lines)."""
+    sys.stdout.write(text + "\n")
+
+
 def _stderr_json(obj: dict) -> None:
     sys.stderr.write(json.dumps(obj) + "\n")
 
@@ -77,9 +82,18 @@ def restore_cmd(
         where = target_root or target
         if not where:
             raise UsageError("give the machine root to restore into with --target-root DIR")
-        options = restore_options(where, users=users, maps=maps, includes=includes, overwrite=overwrite,
-                                  create_missing_accounts=create_missing_accounts, fix_fstab=fix_fstab,
-                                  no_packages=no_packages, dry_run=dry_run, yes_really=yes_really)
+        options = restore_options(
+            where,
+            users=users,
+            maps=maps,
+            includes=includes,
+            overwrite=overwrite,
+            create_missing_accounts=create_missing_accounts,
+            fix_fstab=fix_fstab,
+            no_packages=no_packages,
+            dry_run=dry_run,
+            yes_really=yes_really,
+        )
         with open_repository(repo, password_file) as r:
             snap_id, snap = r.find_snapshot(ref)
             run_component_restore(r, snap_id, snap, component, options, as_json=as_json)
@@ -150,9 +164,9 @@ def ls_cmd(
                 owner = f"{node.user or node.uid}/{node.group or node.gid}"
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.mtime_ns / 1e9))
                 suffix = f" -> {display(node.link_target)}" if node.link_target is not None else ""
-                info(f"{mode_string(node)} {owner:>17} {node.size:>12} {when} {display(entry_path)}{suffix}")
+                _line(f"{mode_string(node)} {owner:>17} {node.size:>12} {when} {display(entry_path)}{suffix}")
             else:
-                info(display(entry_path))
+                _line(display(entry_path))
 
 
 @click.command("diff")
@@ -180,7 +194,7 @@ def diff_cmd(repo: str | None, password_file: str | None, first: str, second: st
                     }
                 )
             else:
-                info(f"{SYMBOLS[difference.change]}    {display(difference.path)}")
+                _line(f"{SYMBOLS[difference.change]}    {display(difference.path)}")
     if as_json:
         print_json({"message_type": "statistics", "source": id1, "target": id2, **counts})
     else:
