@@ -1,0 +1,324 @@
+"""External writers over the JSON-lines protocol: the example writer, hangs, crashes, the watchdog."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from shadowvault.errors import ConfigError, ShadowError
+from shadowvault.shadow.coordinator import shadow_path, shadow_set
+from shadowvault.shadow.manifest import Consistency, WriterState
+from shadowvault.shadow.writers import registry
+from shadowvault.shadow.writers.external import ExternalWriter
+from tests.writers.helpers import report_of
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "writers" / "flock_writer.py"
+RECORD = 4096  # each record is written in two halves, with a pause between them, under LOCK_SH
+
+APP = textwrap.dedent(
+    f"""
+    import fcntl, os, sys, time
+    data, lock = sys.argv[1], sys.argv[2]
+    lfd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    n = 0
+    while True:
+        n += 1
+        record = (str(n).encode() + b" ").ljust({RECORD} - 1, b"x") + b"\\n"
+        fcntl.flock(lfd, fcntl.LOCK_SH)
+        os.write(fd, record[: {RECORD} // 2])
+        time.sleep(0.002)
+        os.write(fd, record[{RECORD} // 2 :])
+        fcntl.flock(lfd, fcntl.LOCK_UN)
+        time.sleep(0.001)
+    """
+)
+
+
+def write_config(name: str, body: str) -> Path:
+    path = Path(os.environ["SHADOWVAULT_CONFIG_DIR"]) / "writers.d" / f"{name}.toml"
+    path.write_text(textwrap.dedent(body))
+    path.chmod(0o644)
+    return path
+
+
+def write_writer(directory: Path, name: str, body: str) -> Path:
+    """A writer script using the SDK (root-owned, 0755: what writers.d accepts)."""
+    path = directory / f"{name}.py"
+    path.write_text(
+        "from shadowvault import writer_sdk as sdk\nimport os, sys, time\n"
+        + textwrap.dedent(body)
+        + "\nsdk.run(W)\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def app(btrfs):
+    """The toy application on btrfs, and the example writer declared in writers.d for it."""
+    data_dir = btrfs.mount / "app"
+    data_dir.mkdir()
+    data, lock = data_dir / "records", btrfs.mount / "app.lock"
+    process = subprocess.Popen([sys.executable, "-c", APP, str(data), str(lock)])
+    try:
+        while not data.exists() or data.stat().st_size < 10 * RECORD:
+            time.sleep(0.01)
+        write_config(
+            "flock-app",
+            f"""
+            type = "external"
+            command = ["{sys.executable}", "{EXAMPLE}"]
+            paths = ["{data_dir}"]
+            [timeouts]
+            freeze = 10
+            [options]
+            lock_file = "{lock}"
+            data = ["{data}"]
+        """,
+        )
+        yield btrfs, data, process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def assert_whole_records(content: bytes) -> int:
+    assert len(content) % RECORD == 0, f"a torn record: {len(content)} bytes is not a multiple of {RECORD}"
+    numbers = [int(content[i : i + 12].split()[0]) for i in range(0, len(content), RECORD)]
+    assert numbers == list(range(1, len(numbers) + 1))
+    return len(numbers)
+
+
+def no_process_runs(script: Path) -> bool:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if str(script).encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    return False
+            except OSError:
+                pass
+    return True
+
+
+def test_example_writer_gives_whole_records_in_20_shadow_sets(app):
+    fs, data, _ = app
+    for _ in range(20):
+        written_before = data.stat().st_size // RECORD
+        with shadow_set([str(fs.mount)]) as manifest:  # selected automatically through its paths
+            report = report_of(manifest, "external")
+            assert report.instance == "flock-app"
+            assert report.state == WriterState.WAITING_FOR_BACKUP_COMPLETE, report.failure
+            assert report.components[0].consistency == Consistency.APPLICATION
+            assert report.metadata["held_by_pid"] > 0
+            assert "freeze" in report.metadata["timing"]
+            copied = Path(shadow_path(manifest, str(data))).read_bytes()
+        assert assert_whole_records(copied) >= written_before
+    assert no_process_runs(EXAMPLE), "the writer process ends with its shadow set"
+
+
+def test_a_hanging_writer_times_out_and_everything_is_released(app, tmp_path):
+    fs, data, _ = app
+    hang = write_writer(
+        tmp_path,
+        "hang",
+        """
+        class W(sdk.Writer):
+            def freeze(self, req):
+                time.sleep(3600)
+    """,
+    )
+    write_config(
+        "hang",
+        f"""
+        type = "external"
+        command = ["{sys.executable}", "{hang}"]
+        paths = ["{fs.mount}"]
+    """,
+    )
+    started = time.monotonic()
+    with (
+        pytest.raises(ShadowError, match=r"writer external:hang timed out at freeze after 2\.0 s") as err,
+        shadow_set([str(fs.mount)], freeze_timeout=2),
+    ):
+        pass
+    assert time.monotonic() - started < 30
+    manifest = err.value.manifest
+    assert manifest.state == "aborted" and manifest.shadows == []
+    assert report_of_instance(manifest, "hang").state == WriterState.TIMED_OUT
+    assert no_process_runs(hang), "the hung writer was terminated"
+    size = data.stat().st_size
+    time.sleep(0.2)
+    assert data.stat().st_size > size, "the application runs again: the example writer released its lock"
+
+
+def report_of_instance(manifest, instance):
+    return next(w for w in manifest.writers if w.instance == instance)
+
+
+def test_a_writer_that_exits_mid_freeze_aborts_the_set(app, tmp_path):
+    fs, data, _ = app
+    crash = write_writer(
+        tmp_path,
+        "crash",
+        """
+        class W(sdk.Writer):
+            def freeze(self, req):
+                print("giving up", file=sys.stderr)
+                os._exit(3)
+    """,
+    )
+    write_config(
+        "crash",
+        f"""
+        type = "external"
+        command = ["{sys.executable}", "{crash}"]
+        paths = ["{fs.mount}"]
+    """,
+    )
+    with pytest.raises(
+        ShadowError,
+        match=r"writer external:crash failed at freeze: the writer process exited "
+        r"with status 3 during freeze \(stderr: giving up\)",
+    ) as err, shadow_set([str(fs.mount)]):
+        pass
+    manifest = err.value.manifest
+    assert manifest.state == "aborted" and manifest.shadows == []
+    assert report_of_instance(manifest, "flock-app").state.failed  # it was told to abort
+    size = data.stat().st_size
+    time.sleep(0.2)
+    assert data.stat().st_size > size, "everything thawed: the application writes again"
+    assert no_process_runs(EXAMPLE)
+
+
+def test_a_failing_writer_can_degrade_instead(app, tmp_path):
+    fs, _, _ = app
+    veto = write_writer(
+        tmp_path,
+        "veto",
+        """
+        class W(sdk.Writer):
+            def identify(self, req):
+                return [{"name": "veto-data", "paths": [req["config"]["path"]]}]
+            def freeze(self, req):
+                raise sdk.Failure("the application refused to quiesce")
+    """,
+    )
+    write_config(
+        "veto",
+        f"""
+        type = "external"
+        command = ["{sys.executable}", "{veto}"]
+        on_failure = "degrade"
+        [options]
+        path = "{fs.mount}/other"
+    """,
+    )
+    with shadow_set([str(fs.mount)], ["veto"]) as manifest:
+        report = report_of_instance(manifest, "veto")
+        assert report.state == WriterState.FAILED_AT_FREEZE
+        assert "the application refused to quiesce" in report.failure
+        assert report.components[0].consistency == Consistency.CRASH
+        assert report_of_instance(manifest, "flock-app").state == WriterState.WAITING_FOR_BACKUP_COMPLETE
+
+
+def test_watchdog_terminates_the_writer_when_the_coordinator_dies(app, tmp_path):
+    """SIGKILL the requester while the example writer holds its lock: the watchdog SIGTERMs it."""
+    fs, data, _ = app
+    hang = write_writer(
+        tmp_path,
+        "slow",
+        """
+        class W(sdk.Writer):
+            def freeze(self, req):
+                time.sleep(3600)
+    """,
+    )
+    write_config(
+        "slow",
+        f"""
+        type = "external"
+        command = ["{sys.executable}", "{hang}"]
+        paths = ["{fs.mount}"]
+    """,
+    )
+    requester = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+        from shadowvault.shadow.coordinator import shadow_set
+        with shadow_set(["{fs.mount}"], freeze_timeout=120):
+            pass
+    """),
+        ],
+        env=os.environ.copy(),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait until the application is held (no record written for a while)
+            size = data.stat().st_size
+            time.sleep(0.3)
+            if data.stat().st_size == size:
+                break
+            assert time.monotonic() < deadline, "the example writer never froze the application"
+        requester.kill()
+        requester.wait()
+        deadline = time.monotonic() + 20
+        while data.stat().st_size == size:
+            assert time.monotonic() < deadline, "the application stayed blocked after the requester died"
+            time.sleep(0.05)
+        deadline = time.monotonic() + 20
+        while not (no_process_runs(EXAMPLE) and no_process_runs(hang)):
+            assert time.monotonic() < deadline, "writer processes outlived their requester"
+            time.sleep(0.05)
+    finally:
+        if requester.poll() is None:
+            requester.kill()
+            requester.wait()
+
+
+def test_an_unsafe_executable_is_refused(tmp_path):
+    script = write_writer(
+        tmp_path,
+        "unsafe",
+        """
+        class W(sdk.Writer):
+            def freeze(self, req):
+                pass
+    """,
+    )
+    script.chmod(0o775)
+    path = write_config(
+        "unsafe",
+        f"""
+        type = "external"
+        command = ["{sys.executable}", "{script}"]
+    """,
+    )
+    with pytest.raises(ConfigError, match="must not be writable by group or others"):
+        registry.make_writer("unsafe")
+    assert path.exists()
+    with pytest.raises(ConfigError, match="command"):
+        ExternalWriter.from_config("x", {"type": "external"}, path)
+
+
+def test_protocol_garbage_is_a_clear_error(btrfs, tmp_path):
+    script = tmp_path / "garbage.sh"
+    script.write_text("#!/bin/sh\nread line\necho 'this is not json'\nsleep 5\n")
+    script.chmod(0o755)
+    writer = ExternalWriter("garbage", command=[str(script)], paths=[str(btrfs.mount)])
+    with pytest.raises(
+        ShadowError,
+        match=r"writer external:garbage failed at identify: answered identify with "
+        r"something that is not a JSON object: 'this is not json'",
+    ), shadow_set([str(btrfs.mount)], [writer], auto_writers=False):
+        pass
+    assert writer.pid is None
+    assert no_process_runs(script)
