@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,19 +169,28 @@ def test_system_state_restore_boots_as_the_source_machine(
 
 
 def test_fix_fstab_takes_the_targets_devices(
-    source_machine: Path, fresh_target: Path, tmp_path: Path
+    source_machine: Path, fresh_target: Path, tmp_path: Path, ext4
 ) -> None:
     view = _collect(source_machine, tmp_path / "staging")
     target = fresh_target
     (target / "etc/fstab").write_text("UUID=aaaaaaaa-target-root\t/\text4\tdefaults\t0\t1\n")
-    options = RestoreOptions(target_root=target, fix_fstab=True, install_packages=False)
-    component = SystemState()
-    plan = component.plan(view, options)
-    (action,) = plan.of("replace", "fstab")
-    assert "/: UUID=11111111-2222-3333-4444-555555555555 -> UUID=aaaaaaaa-target-root" in action.reason
-    assert "/data: UUID=66666666-7777-8888-9999-000000000000 kept" in action.reason
-    component.apply(plan, view, options)
+    # the new disk's data filesystem is mounted under the target root, as an installer would do
+    (target / "data").mkdir()
+    subprocess.run(["mount", "--bind", str(ext4.mount), str(target / "data")], check=True)
+    try:
+        uuid = subprocess.run(["blkid", "-p", "-o", "value", "-s", "UUID", ext4.device], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        options = RestoreOptions(target_root=target, fix_fstab=True, install_packages=False)
+        component = SystemState()
+        plan = component.plan(view, options)
+        (action,) = plan.of("replace", "fstab")
+        assert "/: UUID=11111111-2222-3333-4444-555555555555 -> UUID=aaaaaaaa-target-root" in action.reason
+        assert f"/data: UUID=66666666-7777-8888-9999-000000000000 -> UUID={uuid}" in action.reason
+        component.apply(plan, view, options)
+    finally:
+        subprocess.run(["umount", str(target / "data")], check=True)
     text = (target / "etc/fstab").read_text()
     assert "UUID=aaaaaaaa-target-root\t/\text4\terrors=remount-ro\t0\t1" in text
+    assert f"UUID={uuid}\t/data\txfs\tdefaults\t0\t2" in text
     assert "tmpfs\t/scratch\ttmpfs\tsize=64m" in text
     assert "hello" not in installed_names(target)  # --no-packages

@@ -8,6 +8,7 @@ target: its current fstab entry for the same mount point, or the filesystem moun
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +50,19 @@ def entries(text: str) -> list[FstabEntry]:
 
 
 def mounted_uuid(path: Path) -> str | None:
-    """The UUID of the filesystem mounted exactly at `path`, if one is."""
-    try:
-        out = proc.output(["findmnt", "-n", "-o", "UUID", "--mountpoint", str(path)], timeout=10).strip()
-    except CommandError:
-        return None
-    return out or None
+    """The UUID of the filesystem mounted exactly at `path`, if one is (read from the device)."""
+    from shadowvault.shadow.volumes import list_volumes
+
+    where = os.path.realpath(path)
+    for volume in list_volumes(with_uuid=False):
+        if volume.mount_point == where and volume.device.startswith("/dev/"):
+            try:
+                out = proc.output(["blkid", "-p", "-o", "value", "-s", "UUID", volume.device],
+                                  timeout=10, check=False).strip()
+            except CommandError:
+                return None
+            return out or None
+    return None
 
 
 def fix_fstab(source_text: str, target_text: str, target_root: Path) -> tuple[str, list[str]]:
