@@ -120,6 +120,8 @@ def test_system_state_restore_boots_as_the_source_machine(
     # the dry-run plan: nothing written, and it says what will happen
     assert (target / "etc/hostname").read_text() == hostname_before
     assert ("install", "package", "hello") in plan
+    assert any(verb == "run" and "apt-get install" in what and "hello=2.10-3" in what
+               for verb, _, what in plan)
     assert ("create", "user", "alice") in plan
     assert ("enable", "unit", "/etc/systemd/system/multi-user.target.wants/probe-app.service") in plan
     assert ("mask", "unit", "apt-daily.timer") in plan

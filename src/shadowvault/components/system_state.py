@@ -153,6 +153,10 @@ class SystemState(Component):
                                       for a in plan.actions)
         if to_install and not options.install_packages:
             plan.warn("packages are not installed (--no-packages)")
+        elif to_install or plan.data["apt_update"]:
+            commands = chroot.install_commands(target, plan.data["packages"], update=plan.data["apt_update"])
+            for argv in commands:
+                plan.add("run", "command", " ".join(argv), "inside the target, starting no services")
         # 5. units
         self._plan_units(plan, units, target)
         if boot.cmdline:
