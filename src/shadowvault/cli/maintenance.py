@@ -29,26 +29,31 @@ def _progress_printer():
     return show
 
 
-def _parse_subset(value: str | None) -> float:
+def _parse_subset(value: str | None) -> tuple[float, tuple[int, int] | None]:
+    """'10%' -> a random tenth of the packs; '2/5' -> the second of five fixed groups."""
     if value is None:
-        return 0.0
+        return 0.0, None
+    group = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if group and 1 <= int(group.group(1)) <= int(group.group(2)):
+        return 0.0, (int(group.group(1)), int(group.group(2)))
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)
     if not match or not 0 < float(match.group(1)) <= 100:
-        raise UsageError(f"--read-data-subset takes a percentage like 10%, not {value!r}")
-    return float(match.group(1)) / 100
+        raise UsageError(f"--read-data-subset takes a percentage like 10% or a group like 2/5, not {value!r}")
+    return float(match.group(1)) / 100, None
 
 
 @click.command("check")
 @repo_options
 @click.option("--read-data", is_flag=True, help="Read every pack and verify every blob.")
-@click.option("--read-data-subset", default=None, metavar="N%", help="Read and verify N% of the packs.")
+@click.option("--read-data-subset", default=None, metavar="N%|n/t",
+              help="Read and verify N% of the packs (random), or group n of t.")
 @json_option
 def check_cmd(repo: str | None, password_file: str | None, read_data: bool, read_data_subset: str | None,
               as_json: bool) -> None:
     """Check that every snapshot can be restored; with --read-data, verify all stored data."""
-    fraction = 1.0 if read_data else _parse_subset(read_data_subset)
+    fraction, group = (1.0, None) if read_data else _parse_subset(read_data_subset)
     with open_repository(repo, password_file) as r:
-        report = check(r, read_data_fraction=fraction, progress=_progress_printer())
+        report = check(r, read_data_fraction=fraction, read_data_group=group, progress=_progress_printer())
     if as_json:
         print_json({**dataclasses.asdict(report), "ok": report.ok, "summary": report.summary()})
     else:

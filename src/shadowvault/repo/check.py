@@ -50,9 +50,11 @@ def check(
     repo: Repository,
     *,
     read_data_fraction: float = 0.0,
+    read_data_group: tuple[int, int] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> CheckReport:
-    """Check structure always; read and verify `read_data_fraction` (0..1) of the packs."""
+    """Check structure always; read and verify `read_data_fraction` (0..1) of the packs chosen at
+    random, or group n of t (`read_data_group=(n, t)`, by pack id, so t runs cover every pack)."""
     report = CheckReport()
     backend = repo.backend
     # Index files and packs.
@@ -94,9 +96,12 @@ def check(
             " prune removes them)")
 
     # Read data.
-    if read_data_fraction > 0:
+    if read_data_fraction > 0 or read_data_group is not None:
         readable = sorted(pid for pid in packs if pid in on_disk)
-        if read_data_fraction < 1:
+        if read_data_group is not None:
+            n, t = read_data_group
+            readable = [pid for pid in readable if int(pid[:8], 16) % t == n - 1]
+        elif read_data_fraction < 1:
             count = max(1, round(len(readable) * read_data_fraction)) if readable else 0
             readable = sorted(random.sample(readable, count))
         for n, pack_id in enumerate(readable):
