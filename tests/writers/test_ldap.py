@@ -37,6 +37,16 @@ def restore_and_check(root: Path, components: list[Component], must_have: int, m
     )
     writer.pre_restore(ctx)
     writer.post_restore(ctx)  # slapadd when asked, then slapcat must read the database
+    try:
+        highest = count_entries(conf, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert highest >= must_have, f"entry {must_have} was acknowledged before the freeze but is missing"
+    return highest
+
+
+def count_entries(conf: Path, base: Path) -> int:
+    """Start slapd on `conf`, read the load's entries: 1..k with no gap; returns k."""
     server = S.start_slapd(conf, base, S.free_port())
     try:
         out = subprocess.run(
@@ -58,14 +68,12 @@ def restore_and_check(root: Path, components: list[Component], must_have: int, m
             check=True,
             timeout=60,
         ).stdout
-        numbers = sorted(int(line.split()[1]) for line in out.splitlines() if line.startswith("cn: "))
-        highest = numbers[-1] if numbers else 0
-        assert numbers == list(range(1, highest + 1)), "a gap in the acknowledged adds"
-        assert highest >= must_have, f"entry {must_have} was acknowledged before the freeze but is missing"
-        return highest
     finally:
         server.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    numbers = sorted(int(line.split()[1]) for line in out.splitlines() if line.startswith("cn: "))
+    highest = numbers[-1] if numbers else 0
+    assert numbers == list(range(1, highest + 1)), "a gap in the acknowledged adds"
+    return highest
 
 
 def test_every_acknowledged_add_survives_20_shadow_sets_under_load(btrfs):
