@@ -57,7 +57,7 @@ INDEX_AAD = b"sv1:index"
 SNAPSHOT_AAD = b"sv1:snapshot"
 PACK_SIZE = 16 << 20
 PACKS_PER_INDEX = 8  # write an index file after this many finished packs (resume point after a crash)
-CACHE_BYTES = 64 << 20  # of decrypted blobs kept for repeated reads (trees, mostly)
+CACHE_BYTES = 8 << 20  # of decrypted TREE blobs kept for repeated reads (small: RSS is a goal)
 
 
 @dataclass
