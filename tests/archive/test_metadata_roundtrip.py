@@ -153,3 +153,19 @@ def test_non_directory_in_the_way_fails_only_that_directory(ext4, tmp_path):
     assert [path for path, _ in result.errors] == [f"{src}/blocked"]
     assert (target / "free").read_text() == "free"
     assert (target / "blocked").is_symlink() and not os.path.exists("/etc/inner")
+
+
+def test_target_with_a_default_acl_adds_no_acl(ext4, tmp_path):
+    """Files restored into a directory with a default ACL keep exactly their own ACLs (none here)."""
+    src = ext4.mount / "src"
+    (src / "dir").mkdir(parents=True)
+    (src / "dir" / "plain").write_text("no acl")
+    repo = new_repo(tmp_path / "repo")
+    root, _ = archive(repo, src)
+    target = ext4.mount / "restored"
+    target.mkdir()
+    subprocess.run(["setfacl", "-d", "-m", f"u:{OTHER_UID}:rwx", target], check=True)
+    restore(repo, root, target, subpath=str(src))
+    for path in (target / "dir", target / "dir" / "plain"):
+        assert "system.posix_acl_access" not in os.listxattr(path), path
+    assert "system.posix_acl_default" not in os.listxattr(target / "dir")

@@ -150,7 +150,14 @@ def resolve_owner(node: Node, *, numeric_owner: bool) -> tuple[int, int]:
     return uid, gid
 
 
-def apply(path: bytes, node: Node, *, numeric_owner: bool = False, fd: int | None = None) -> None:
+def apply(
+    path: bytes,
+    node: Node,
+    *,
+    numeric_owner: bool = False,
+    fd: int | None = None,
+    clear_inherited_acl: bool = True,
+) -> None:
     """Give `path` (or open `fd` of it) the metadata of `node`.
 
     Order matters: chown first (it clears setuid bits and file capabilities), then xattrs and ACLs,
@@ -166,7 +173,7 @@ def apply(path: bytes, node: Node, *, numeric_owner: bool = False, fd: int | Non
         except PermissionError:
             log.warning("%r: cannot change owner to %d:%d", path, uid, gid)
     if not is_link:
-        _apply_xattrs(target, node)
+        _apply_xattrs(target, node, clear_inherited_acl or node.type == "dir")
         os.chmod(target, node.mode)
     times = (node.atime_ns, node.mtime_ns)
     if fd is not None:
@@ -175,14 +182,14 @@ def apply(path: bytes, node: Node, *, numeric_owner: bool = False, fd: int | Non
         os.utime(path, ns=times, follow_symlinks=follow)
 
 
-def _apply_xattrs(target: int | bytes, node: Node) -> None:
-    try:
-        present = set(os.listxattr(target))
-    except OSError as err:
-        if err.errno in _NO_XATTR:
-            present = set()
-        else:
-            raise
+def _apply_xattrs(target: int | bytes, node: Node, clear_inherited_acl: bool) -> None:
+    present: set[str] = set()
+    if clear_inherited_acl:
+        try:
+            present = set(os.listxattr(target))
+        except OSError as err:
+            if err.errno not in _NO_XATTR:
+                raise
     for name in ACL_XATTRS:
         # a default ACL of the directory we restore into may have been inherited: drop it
         if name in present and name not in node.xattrs:

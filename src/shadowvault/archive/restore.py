@@ -89,6 +89,14 @@ def _text(path: bytes) -> str:
     return path.decode("utf-8", errors="surrogateescape")
 
 
+def _has_default_acl(directory: bytes) -> bool:
+    """Whether files created in `directory` inherit an ACL (which a restore must then remove)."""
+    try:
+        return "system.posix_acl_default" in os.listxattr(directory)
+    except OSError:
+        return True  # unknown: check every file
+
+
 def _blocked_by_non_dir(path: bytes) -> bool:
     """True when something other than a real directory (a file, a symlink) sits at `path`."""
     try:
@@ -139,18 +147,22 @@ class Restorer:
         self.verify = verify
         self.numeric_owner = numeric_owner
         self.stats = stats or RestoreStats()
-        workers = workers or max(2, (os.cpu_count() or 2) + 1)
+        # file restores wait on disk more than on the CPU: more threads than cores pay off
+        workers = workers or max(4, 4 * (os.cpu_count() or 2))
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="sv-restore")
         self.slots = threading.BoundedSemaphore(max_files)
         self._links: dict[tuple[int, int], Future[bytes | None]] = {}
         self._finished: collections.deque[_DirJob] = collections.deque()
         self._tmp_counter = itertools.count()
+        # destination directory -> (made empty by this restore, has a default ACL that new files inherit)
+        self._dir_state: dict[bytes, tuple[bool, bool]] = {}
 
     def restore(self, root_tree: bytes, subpath: str | bytes = "/") -> RestoreStats:
         """Restore the snapshot below `subpath` into the target (the whole snapshot keeps its full paths)."""
         if os.path.lexists(self.target) and not os.path.isdir(self.target):
             raise UsageError(f"{_text(self.target)} exists and is not a directory")
         os.makedirs(self.target, exist_ok=True)
+        self._dir_state[self.target] = (False, _has_default_acl(self.target))
         node = find_node(self.store, root_tree, subpath)
         raw_sub = subpath.encode("utf-8", errors="surrogateescape") if isinstance(subpath, str) else subpath
         snap_path = b"/" + b"/".join(p for p in raw_sub.split(b"/") if p)
@@ -217,18 +229,22 @@ class Restorer:
                 self.stats.dirs += 1
 
     def _make_dir(self, dest: bytes, spath: bytes) -> None:
+        fresh = True
         try:
             st = os.lstat(dest)
         except FileNotFoundError:
             os.mkdir(dest, 0o700)
-            return
-        if stat.S_ISDIR(st.st_mode):
-            return
-        if self.overwrite is Overwrite.ALWAYS:
-            os.unlink(dest)
-            os.mkdir(dest, 0o700)
-            return
-        raise UsageError(f"{_text(dest)} exists and is not a directory (--overwrite always replaces it)")
+        else:
+            if stat.S_ISDIR(st.st_mode):
+                fresh = False
+            elif self.overwrite is Overwrite.ALWAYS:
+                os.unlink(dest)
+                os.mkdir(dest, 0o700)
+            else:
+                raise UsageError(
+                    f"{_text(dest)} exists and is not a directory (--overwrite always replaces it)"
+                )
+        self._dir_state[dest] = (fresh, _has_default_acl(dest))
 
     def _submit_entry(self, node: Node, spath: bytes, dest_dir: bytes, job: _DirJob) -> None:
         link_first: Future[bytes | None] | None = None
@@ -276,7 +292,8 @@ class Restorer:
                 self.stats.warnings.append((_text(spath), reason))
                 self.stats.skipped += 1
             return None
-        if not self._may_replace(final, node):
+        fresh, inherits_acl = self._dir_state.get(dest_dir, (False, True))
+        if not fresh and not self._may_replace(final, node):
             with self.stats.lock:
                 self.stats.skipped += 1
             return None
@@ -286,7 +303,7 @@ class Restorer:
             if first is not None:
                 os.link(first, tmp)
             else:
-                self._create(node, tmp)
+                self._create(node, tmp, inherits_acl)
             os.rename(tmp, final)
         except (OSError, RepositoryError, NotFoundError, _EntryError) as err:
             reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
@@ -325,10 +342,10 @@ class Restorer:
             return node.mtime_ns > st.st_mtime_ns
         return False
 
-    def _create(self, node: Node, tmp: bytes) -> None:
+    def _create(self, node: Node, tmp: bytes, inherits_acl: bool) -> None:
         kind = node.type
         if kind == "file":
-            self._write_file(node, tmp)
+            self._write_file(node, tmp, inherits_acl)
             return
         if kind == "symlink":
             assert node.link_target is not None
@@ -339,9 +356,9 @@ class Restorer:
             os.mknod(tmp, 0o600 | metadata.type_bits(kind), node.rdev or 0)
         else:
             raise _EntryError(f"unknown entry type {kind!r}")
-        metadata.apply(tmp, node, numeric_owner=self.numeric_owner)
+        metadata.apply(tmp, node, numeric_owner=self.numeric_owner, clear_inherited_acl=inherits_acl)
 
-    def _write_file(self, node: Node, tmp: bytes) -> None:
+    def _write_file(self, node: Node, tmp: bytes, inherits_acl: bool) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             hasher = blake3.blake3() if self.verify else None
@@ -362,7 +379,9 @@ class Restorer:
                 os.ftruncate(fd, offset)
             with self.stats.lock:
                 self.stats.bytes_written += offset
-            metadata.apply(tmp, node, numeric_owner=self.numeric_owner, fd=fd)
+            metadata.apply(
+                tmp, node, numeric_owner=self.numeric_owner, fd=fd, clear_inherited_acl=inherits_acl
+            )
         finally:
             os.close(fd)
         if hasher is not None:
