@@ -83,6 +83,15 @@ def test_new_laptop_through_the_repository(cli, env, tmp_path: Path) -> None:
                 "--users", "alice", "--dry-run", env=env)
     assert "leave    profile  /home/alice" in again.stdout
 
+    # item selection inside a profile, through the repository
+    (target / "home/alice/.ssh/id_ed25519").unlink()
+    picked = cli("restore", snap, "--component", "user-profiles", "--target-root", str(target),
+                 "--users", "alice", "--include", "/home/alice/.ssh/id_ed25519", env=env)
+    assert picked.returncode == 0, picked.stderr
+    assert "create   file     /home/alice/.ssh/id_ed25519" in picked.stdout
+    assert "/home/alice/.bashrc" not in picked.stdout
+    assert key.read_bytes() == b"PRIVATE KEY\n" and os.getxattr(key, "user.origin") == b"laptop-1"
+
 
 def test_migration_through_the_repository(cli, env, tmp_path: Path) -> None:
     source = _server(tmp_path)

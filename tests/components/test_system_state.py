@@ -196,3 +196,21 @@ def test_fix_fstab_takes_the_targets_devices(
     assert f"UUID={uuid}\t/data\txfs\tdefaults\t0\t2" in text
     assert "tmpfs\t/scratch\ttmpfs\tsize=64m" in text
     assert "hello" not in installed_names(target)  # --no-packages
+
+
+def test_item_selection_touches_only_the_items(
+    source_machine: Path, fresh_target: Path, tmp_path: Path
+) -> None:
+    view = _collect(source_machine, tmp_path / "staging")
+    target = fresh_target
+    passwd = (target / "etc/passwd").read_text()
+    options = RestoreOptions(target_root=target, includes=["/etc/probe-app.conf", "/etc/systemd/system"])
+    component = SystemState()
+    plan = component.plan(view, options)
+    assert plan.targets("create", "file") == {"/etc/probe-app.conf", "/etc/systemd/system/probe-app.service"}
+    assert {"accounts", "packages", "units"} <= plan.targets("leave")
+    component.apply(plan, view, options)
+    assert (target / "etc/probe-app.conf").read_text() == "greeting=from the source machine\n"
+    assert (target / "etc/passwd").read_text() == passwd
+    assert (target / "etc/hostname").read_text() != "sourcebox\n"
+    assert "hello" not in installed_names(target)

@@ -149,3 +149,21 @@ def test_unknown_user_names_what_the_snapshot_has(tmp_path: Path) -> None:
         UserProfiles().plan(view, RestoreOptions(target_root=target, users=["mallory"]))
     with pytest.raises(NotFoundError, match="no such account"):
         UserProfiles().collect(source, CollectOptions(users=["mallory"]))
+
+
+def test_include_picks_items_into_an_existing_profile(tmp_path: Path) -> None:
+    source = _profile_source(tmp_path)
+    view = _collect(source, tmp_path / "staging")
+    target = make_root(tmp_path / "new", users=[("alice", 1000, 1000, "", "/home/alice", "/bin/bash")],
+                       groups=[("alice", 1000, "")])
+    (target / "home/alice").mkdir(parents=True)
+    (target / "home/alice/.bashrc").write_text("mine\n")
+    options = RestoreOptions(target_root=target, users=["alice"], includes=["/home/alice/.ssh"])
+    component = UserProfiles()
+    plan = component.plan(view, options)
+    assert "/home/alice/.ssh/id_ed25519" in plan.targets("create")
+    assert "/home/alice/.bashrc" not in plan.targets("create") | plan.targets("replace")
+    component.apply(plan, view, options)
+    assert (target / "home/alice/.ssh/id_ed25519").read_bytes() == b"PRIVATE KEY\n"
+    assert (target / "home/alice/.bashrc").read_text() == "mine\n"
+    assert not (target / "home/alice/.gnupg").exists()

@@ -30,14 +30,27 @@ def map_path(rel: str, src_prefix: str, dest_prefix: str) -> str:
     return (dest / path.relative_to(src)).as_posix().lstrip("/")
 
 
+def selected(rel: str, includes: list[str]) -> bool:
+    """True when `rel` is inside an --include path, or a directory on the way to one (or no includes)."""
+    if not includes:
+        return True
+    path = "/" + rel.strip("/")
+    for include in includes:
+        inc = "/" + include.strip("/")
+        if path == inc or path.startswith(inc.rstrip("/") + "/") or inc.startswith(path.rstrip("/") + "/"):
+            return True
+    return False
+
+
 def plan_subtree(plan: Plan, view: SnapshotView, target_root: Path, src_prefix: str, dest_prefix: str, *,
                  existing: str = "replace", decide: Decider | None = None,
-                 skip: Callable[[Entry], bool] | None = None) -> list[Entry]:
+                 skip: Callable[[Entry], bool] | None = None, includes: list[str] | None = None
+                 ) -> list[Entry]:
     """Add an action per entry below `src_prefix`; `existing` is what to do when the target has it:
     "replace" (files that differ; identical ones are left alone) or "leave". Returns the entries seen."""
     seen: list[Entry] = []
     for entry in view.entries(src_prefix):
-        if skip is not None and skip(entry):
+        if (skip is not None and skip(entry)) or not selected(entry.path, includes or []):
             continue
         if entry.type == "socket":
             continue

@@ -44,7 +44,7 @@ from shadowvault.components.base import (
     SnapshotView,
 )
 from shadowvault.components.dpkg import PackagesDocument, installed_names, read_packages
-from shadowvault.components.entries import apply_subtree_actions, plan_subtree
+from shadowvault.components.entries import apply_subtree_actions, plan_subtree, selected
 from shadowvault.components.layout import ensure_parent, resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.components.units import UnitsDocument, links_to, read_units
@@ -109,12 +109,14 @@ class SystemState(Component):
                 msgspec.json.decode(raw["boot.json"] or b"", type=BootDocument))
 
     def restore_prefixes(self, view: SnapshotView, options: RestoreOptions) -> list[str]:
-        return ["/etc", CRONTABS, KEYRINGS]
+        return list(options.includes) if options.includes else ["/etc", CRONTABS, KEYRINGS]
 
     def plan(self, view: SnapshotView, options: RestoreOptions) -> Plan:
         accounts, packages, units, boot = self._documents(view)
         target = options.target_root
         plan = Plan(self.name, str(target))
+        if options.includes:
+            return self._plan_items(plan, view, options, packages, boot)
         # 1. accounts
         db = AccountDb(target)
         users = [u.name for u in accounts.users]
@@ -163,6 +165,23 @@ class SystemState(Component):
             plan.warn(f"the source booted with kernel command line: {boot.cmdline}")
         return plan
 
+    def _plan_items(self, plan: Plan, view: SnapshotView, options: RestoreOptions,
+                    packages: PackagesDocument, boot: BootDocument) -> Plan:
+        """Item selection (--include): only the chosen files; accounts, packages and units untouched."""
+        target = options.target_root
+        conffiles = packages.conffile_states()
+        plan.data["items_only"] = True
+        for prefix in ("etc", CRONTABS, KEYRINGS):
+            plan_subtree(plan, view, target, prefix, prefix, includes=options.includes,
+                         existing="replace" if options.overwrite else "leave", skip=_etc_skip,
+                         decide=lambda e, dest: _etc_decision(e, conffiles))
+        if selected("etc/fstab", options.includes) and any(
+                "/" + i.strip("/") in ("/etc/fstab", "/etc", "/") for i in options.includes):
+            self._plan_fstab(plan, boot, target, options)
+        for what in ("accounts", "packages", "units"):
+            plan.add("leave", what, what, "not selected by --include")
+        return plan
+
     @staticmethod
     def _plan_fstab(plan: Plan, boot: BootDocument, target: Path, options: RestoreOptions) -> None:
         current = _read_text(target / "etc/fstab")
@@ -200,12 +219,13 @@ class SystemState(Component):
     def apply(self, plan: Plan, view: SnapshotView, options: RestoreOptions) -> Plan:
         accounts, *_ = self._documents(view)
         target = options.target_root
-        db = AccountDb(target)
-        apply_accounts(accounts, db, [u.name for u in accounts.users], create=True)
-        for group in accounts.groups:
-            db.add_group(group.name, group.gid, system=group.gid < db.limits["GID_MIN"],
-                         gshadow_password=group.gshadow_password)
-        db.save()
+        if not plan.data.get("items_only"):
+            db = AccountDb(target)
+            apply_accounts(accounts, db, [u.name for u in accounts.users], create=True)
+            for group in accounts.groups:
+                db.add_group(group.name, group.gid, system=group.gid < db.limits["GID_MIN"],
+                             gshadow_password=group.gshadow_password)
+            db.save()
         idmap = source_owner_map(accounts, AccountDb(target))
         apply_subtree_actions(plan, view, target, idmap)
         if "fstab" in plan.data:

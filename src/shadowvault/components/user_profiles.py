@@ -34,7 +34,7 @@ from shadowvault.components.base import (
     RestoreOptions,
     SnapshotView,
 )
-from shadowvault.components.entries import apply_subtree_actions, plan_subtree
+from shadowvault.components.entries import apply_subtree_actions, plan_subtree, selected
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.errors import NotFoundError, UsageError
@@ -124,6 +124,8 @@ class UserProfiles(Component):
 
     def restore_prefixes(self, view: SnapshotView, options: RestoreOptions) -> list[str]:
         _, profiles = self._documents(view)
+        if options.includes:
+            return list(options.includes)
         prefixes = []
         for profile in self._selected(profiles, options):
             prefixes.append(profile.home)
@@ -133,22 +135,25 @@ class UserProfiles(Component):
 
     def plan(self, view: SnapshotView, options: RestoreOptions) -> Plan:
         accounts, profiles = self._documents(view)
-        selected = self._selected(profiles, options)
+        chosen = self._selected(profiles, options)
         target = options.target_root
         plan = Plan(self.name, str(target))
         db = AccountDb(target)
-        changes, idmap = plan_accounts(accounts, db, [p.name for p in selected], create=True)
+        changes, idmap = plan_accounts(accounts, db, [p.name for p in chosen], create=True)
         account_changes_into(plan, changes)
-        plan.data["users"] = [p.name for p in selected]
-        for profile in selected:
+        plan.data["users"] = [p.name for p in chosen]
+        for profile in chosen:
             home = self._target_home(db, accounts, profile)
             dest = resolve_in_root(target, home)
-            if dest.is_dir() and any(dest.iterdir()) and not options.overwrite:
+            if options.includes:  # items picked from a profile: created, or replaced with --overwrite
+                plan_subtree(plan, view, target, profile.home, home, includes=options.includes,
+                             existing="replace" if options.overwrite else "leave")
+            elif dest.is_dir() and any(dest.iterdir()) and not options.overwrite:
                 plan.add("leave", "profile", home, f"{profile.name}'s profile exists in the target; "
                          "use --overwrite to replace its files")
             else:
                 plan_subtree(plan, view, target, profile.home, home, existing="replace")
-            if profile.crontab:
+            if profile.crontab and selected(f"{CRONTAB_DIR}/{profile.name}", options.includes):
                 tab = f"{CRONTAB_DIR}/{profile.name}"
                 exists = resolve_in_root(target, tab)
                 if exists.exists() and not options.overwrite:
