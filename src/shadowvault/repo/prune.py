@@ -88,7 +88,7 @@ def prune(repo: Repository, *, dry_run: bool = False,
     result = PruneResult(dry_run=dry_run)
     backend = repo.backend
 
-    # 1a. Packs and temp files, before anything else.
+    # 1. Packs and temp files, before anything else.
     on_disk: dict[str, FileInfo] = {info.name.rsplit("/", 1)[1]: info for info in backend.list("data/")}
     temp_files = list(backend.list_temp()) if hasattr(backend, "list_temp") else []
     # 2. Live sessions S1.
@@ -98,7 +98,7 @@ def prune(repo: Repository, *, dry_run: bool = False,
             raise RepositoryError(f"another prune is running (pid {s.doc.pid} on {s.doc.host}); try later")
     margin = getattr(backend, "clock_margin", DEFAULT_CLOCK_MARGIN)
     protect_from = min((_session_start(s) for s in s1), default=float("inf")) - margin
-    # 1b. Index files (after S1: a backup that ended before S1 has its index in this listing).
+    # 3. Index files (after S1: a backup that ended before S1 has its index in this listing).
     index_names = repo.index_files()
     result.index_files_before = len(index_names)
     docs = []
@@ -109,7 +109,7 @@ def prune(repo: Repository, *, dry_run: bool = False,
             raise RepositoryError(f"prune refuses to run: index file {name} is unreadable ({err})") from err
     packs = _merge_index(docs)
     result.packs = len(packs)
-    # 3. Snapshots and the blobs they use (a damaged snapshot or tree stops prune).
+    # 4. Snapshots and the blobs they use (a damaged snapshot or tree stops prune).
     snapshots = repo.list_snapshots()
     seen_snapshots = {sid for sid, _ in snapshots}
     result.snapshots = len(snapshots)
@@ -117,7 +117,7 @@ def prune(repo: Repository, *, dry_run: bool = False,
     used: set[bytes] = set()
     mark_used(repo, snapshots, used)
 
-    # 4. Candidates.
+    # 5. Candidates.
     candidates: dict[str, IndexPack] = {}
     repack: list[IndexPack] = []
     dropped_missing: list[str] = []
@@ -139,7 +139,7 @@ def prune(repo: Repository, *, dry_run: bool = False,
     unindexed = [info for pid, info in on_disk.items() if pid not in packs and info.mtime < protect_from]
     stale_temp = [info for info in temp_files if info.mtime < protect_from]
 
-    # 4b. Repack partly used packs: copy their used blobs (verified, still sealed) into new packs.
+    # 5b. Repack partly used packs: copy their used blobs (verified, still sealed) into new packs.
     copied: set[bytes] = set()
     for pack in repack:
         if dry_run:
@@ -192,7 +192,7 @@ def prune(repo: Repository, *, dry_run: bool = False,
         result.temp_deleted = len(stale_temp)
         return result
 
-    # 5. One index with candidates flagged pending; then the index files read in 1b go.
+    # 6. One index with candidates flagged pending; then the index files read in step 3 go.
     for pack_id in dropped_missing:
         del packs[pack_id]
     new_candidates = set()
@@ -200,14 +200,14 @@ def prune(repo: Repository, *, dry_run: bool = False,
         if pack.pending is None:
             pack.pending = Pending(since=now, waits_for=None)
             new_candidates.add(pack.id)
-    step5_name = repo.save_index_file(list(packs.values())) if packs else None
+    step6_name = repo.save_index_file(list(packs.values())) if packs else None
     for name in index_names:
         backend.remove(name)
 
-    # 6. Live sessions S2: backups that may have loaded the index from before step 5.
+    # 7. Live sessions S2: backups that may have loaded the index from before step 6.
     s2 = {s.name for s in live_sessions(backend, repo.sealer) if s.name != own}
 
-    # 7. Sweep what no live session can still reference; recheck against snapshots made meanwhile.
+    # 8. Sweep what no live session can still reference; recheck against snapshots made meanwhile.
     sweepable = []
     for pack in candidates.values():
         assert pack.pending is not None
@@ -234,8 +234,8 @@ def prune(repo: Repository, *, dry_run: bool = False,
             del packs[pack.id]
     if packs:
         repo.save_index_file(list(packs.values()))
-    if step5_name is not None:
-        backend.remove(step5_name)
+    if step6_name is not None:
+        backend.remove(step6_name)
     for pack_id in deleted:
         result.bytes_deleted += on_disk[pack_id].size
         backend.remove(pack_name(pack_id))
