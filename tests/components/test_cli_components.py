@@ -128,3 +128,26 @@ def test_refusals_are_one_clear_line(cli, env, tmp_path: Path) -> None:
     line = one_error_line(cli("backup", "--component", "user-profiles", "--source-root", str(tmp_path / "no"),
                               env=env))
     assert "is not a directory" in line
+
+
+def test_hard_links_and_holes_survive_a_component_restore(cli, env, tmp_path: Path) -> None:
+    source = make_root(tmp_path / "old", users=[("app", 1005, 1005, "", "/srv/app", "/bin/sh")],
+                       groups=[("app", 1005, "")])
+    data = source / "srv/data"
+    data.mkdir(parents=True)
+    (data / "one").write_bytes(b"linked\n")
+    os.link(data / "one", data / "two")
+    with open(data / "sparse.img", "wb") as f:
+        f.truncate(64 << 20)
+        f.write(b"head")
+    os.chown(data / "one", 1005, 1005)
+    snap = backup_component(cli, env, "--component", "files", "--source-root", str(source), "/srv/data")
+    target = make_root(tmp_path / "new", users=[("app", 2005, 2005, "", "/srv/app", "/bin/sh")],
+                       groups=[("app", 2005, "")])
+    done = cli("restore", snap, "--component", "files", "--target-root", str(target), env=env)
+    assert done.returncode == 0, done.stderr
+    one, two = target / "srv/data/one", target / "srv/data/two"
+    assert one.stat().st_ino == two.stat().st_ino and one.stat().st_nlink == 2
+    assert one.stat().st_uid == 2005
+    img = target / "srv/data/sparse.img"
+    assert img.stat().st_size == 64 << 20 and img.stat().st_blocks * 512 < 1 << 20

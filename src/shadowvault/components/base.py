@@ -105,6 +105,9 @@ def entry_of(path: Path, rel: str) -> Entry:
 class SnapshotView(ABC):
     """Read access to what a snapshot holds for a component."""
 
+    # True when content paths are a private staging copy that a restore may move into place
+    movable: bool = False
+
     @abstractmethod
     def document(self, component: str, name: str) -> bytes | None:
         """A generated document, or None when the snapshot has none of that name."""

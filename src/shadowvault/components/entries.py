@@ -106,7 +106,7 @@ def apply_subtree_actions(plan: Plan, view: SnapshotView, target_root: Path, idm
         entry = entry_of(content, action.source)
         uid, gid = owner(entry) if owner is not None else (idmap.uid(entry.uid), idmap.gid(entry.gid))
         try:
-            lay_entry(target_root, action.target, entry, content, uid, gid, idmap)
+            lay_entry(target_root, action.target, entry, content, uid, gid, idmap, move=view.movable)
         except OSError as err:
             plan.warn(f"{action.target}: {err.strerror or err}")
             continue

@@ -121,47 +121,93 @@ def _copy_xattrs(src: Path, dst: Path, idmap: IdMap | None = None) -> None:
             log.warning("%s: could not set xattr %s: %s", dst, name, err.strerror)
 
 
+def _remap_acls(path: Path, idmap: IdMap | None) -> None:
+    """Rewrite the ACL xattrs already on `path` (a moved file) through `idmap`."""
+    if idmap is None or (not idmap.uids and not idmap.gids):
+        return
+    for name in _ACL_XATTRS:
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        mapped = map_acl(value, idmap)
+        if mapped != value:
+            os.setxattr(path, name, mapped, follow_symlinks=False)
+
+
+def _set_metadata(path: Path, entry: Entry, times: os.stat_result, uid: int, gid: int,
+                  xattrs_from: Path | None, idmap: IdMap | None) -> None:
+    """Owner, xattrs/ACLs, mode, times, in the order that keeps each (chown clears setuid bits)."""
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid, follow_symlinks=False)
+    if entry.type == "symlink":
+        os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns), follow_symlinks=False)
+        return
+    if xattrs_from is not None:
+        _copy_xattrs(xattrs_from, path, idmap)
+    else:
+        _remap_acls(path, idmap)
+    os.chmod(path, entry.mode)
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+def _make_copy(content: Path, entry: Entry, path: Path) -> bool:
+    if entry.type == "symlink":
+        os.symlink(os.readlink(content), path)
+    elif entry.type == "file":
+        shutil.copyfile(content, path, follow_symlinks=False)
+    elif entry.type == "fifo":
+        os.mkfifo(path, 0o600)
+    elif entry.type in ("blockdev", "chardev"):
+        st = content.lstat()
+        os.mknod(path, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
+    else:
+        return False
+    return True
+
+
 def lay_entry(root: Path, dest_rel: str, entry: Entry, content: Path, uid: int, gid: int,
-              idmap: IdMap | None = None) -> Path:
+              idmap: IdMap | None = None, *, move: bool = False) -> Path:
     """Put `entry` (bytes and metadata at `content`) at `dest_rel` inside `root`, owned by uid:gid.
 
-    Directories that exist are kept (their metadata is updated); files, symlinks and special files
-    replace what is there. Returns the path written.
+    Directories that exist are kept (their metadata is updated). Anything else replaces what is
+    there atomically: with `move` (content is a staging copy on the same filesystem) the staged inode
+    is renamed into place, which keeps hard links, holes and xattrs and costs no copy; otherwise a
+    copy is made under a temporary name, given its metadata, and renamed. Returns the path written.
     """
     dest = resolve_in_root(root, dest_rel)
     ensure_parent(root, dest)
-    exists = dest.exists() or dest.is_symlink()
+    times = content.lstat()
     if entry.type == "dir":
-        if exists and not (dest.is_dir() and not dest.is_symlink()):
+        if (dest.exists() or dest.is_symlink()) and not (dest.is_dir() and not dest.is_symlink()):
             _remove(dest)
-            exists = False
-        if not exists:
+        if not dest.is_dir():
             dest.mkdir(mode=0o700)
-    else:
-        if exists:
-            _remove(dest)
-        if entry.type == "symlink":
-            os.symlink(os.readlink(content), dest)
-        elif entry.type == "file":
-            shutil.copyfile(content, dest, follow_symlinks=False)
-        elif entry.type in ("fifo",):
-            os.mkfifo(dest, 0o600)
-        elif entry.type in ("blockdev", "chardev"):
-            st = content.lstat()
-            os.mknod(dest, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
+        _set_metadata(dest, entry, times, uid, gid, content, idmap)
+        return dest
+    if entry.type not in ("file", "symlink", "fifo", "blockdev", "chardev"):
+        log.info("%s: %s entries are not restored", dest, entry.type)
+        return dest
+    if dest.is_dir() and not dest.is_symlink():
+        _remove(dest)  # a directory cannot be renamed over
+    if move:
+        try:
+            os.rename(content, dest)
+        except OSError as err:
+            if err.errno != errno.EXDEV:
+                raise
         else:
-            log.info("%s: %s entries are not restored", dest, entry.type)
+            _set_metadata(dest, entry, times, uid, gid, None, idmap)
             return dest
-    if os.geteuid() == 0:
-        os.chown(dest, uid, gid, follow_symlinks=False)
-    if entry.type != "symlink":
-        _copy_xattrs(content, dest, idmap)
-        os.chmod(dest, entry.mode)
-        st = content.lstat()
-        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
-    else:
-        st = content.lstat()
-        os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+    tmp = dest.with_name(f".{dest.name}.svtmp-{os.getpid()}")
+    try:
+        _make_copy(content, entry, tmp)
+        _set_metadata(tmp, entry, times, uid, gid, content, idmap)
+        os.replace(tmp, dest)
+    except BaseException:
+        if tmp.exists() or tmp.is_symlink():
+            tmp.unlink()
+        raise
     return dest
 
 

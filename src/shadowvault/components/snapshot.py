@@ -83,6 +83,8 @@ def require_component(snapshot_id: str, snapshot: Any, name: str) -> None:
 class RepoView(SnapshotView):
     """A snapshot in the repository; content is available once `materialize` laid it down in staging."""
 
+    movable = True  # the staging tree is ours and inside the target root: entries are renamed into place
+
     def __init__(self, repo: Any, tree: bytes, staging: Path) -> None:
         self.repo = repo
         self.tree = tree

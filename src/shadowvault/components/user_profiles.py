@@ -198,7 +198,8 @@ class UserProfiles(Component):
                 raise UsageError(f"account {name} is missing in the target after the account merge")
             spool = resolve_in_root(target, CRONTAB_DIR)
             created_spool = not spool.is_dir()
-            lay_entry(target, action.target, entry, content, uid, gid if gid is not None else 0)
+            lay_entry(target, action.target, entry, content, uid, gid if gid is not None else 0,
+                      move=view.movable)
             if created_spool:  # what the cron package creates: root:crontab 1730
                 if os.geteuid() == 0:
                     os.chown(spool, 0, gid if gid is not None else 0)
