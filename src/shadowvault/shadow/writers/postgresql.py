@@ -1,13 +1,14 @@
 """The PostgreSQL writer: a non-exclusive base backup held open across the snapshot.
 
 One session per cluster runs `pg_backup_start(fast => true)` at prepare_snapshot (its checkpoint
-is the slow part, so it stays out of the freeze window), stays open through freeze and commit, and
-runs `pg_backup_stop()` at thaw. The returned backup_label (and tablespace_map) go into the
-component's metadata, together with the WAL from the backup's start to its end, read from the
-live pg_wal after the stop: the snapshot holds the WAL only up to its own instant, and a cluster
-restored with a backup_label refuses to open until it has replayed the end-of-backup record that
-pg_backup_stop writes later. Carrying those bytes in the manifest (as Oracle's VSS writer carries
-redo in its backup document) makes the copy restorable without a WAL archive.
+is the slow part, so it stays out of the freeze window), stays open through freeze, commit and
+thaw, and runs `pg_backup_stop()` at post_snapshot (its WAL switch stays out of the window too).
+The returned backup_label (and tablespace_map) go into the component's metadata, together with
+the WAL from the backup's start to its end, read from the live pg_wal after the stop: the
+snapshot holds the WAL only up to its own instant, and a cluster restored with a backup_label
+refuses to open until it has replayed the end-of-backup record that pg_backup_stop writes later.
+Carrying those bytes in the manifest (as Oracle's VSS writer carries redo in its backup document)
+makes the copy restorable without a WAL archive.
 
 When the data directory, pg_wal and every tablespace lie on one volume whose shadow is atomic, the
 copy is also crash-consistent by itself (restorable by crash recovery alone); that is recorded too.
@@ -280,8 +281,15 @@ class PostgresqlWriter(AppWriter):
         self._result["freeze_lsn"] = str(self._query("select pg_current_wal_insert_lsn()")[0])
 
     def thaw(self, ctx: SnapshotContext) -> None:
-        if not self._started or "stop_lsn" in self._result:
-            return
+        """Nothing was blocked; the base backup stays open until post_snapshot, out of the window.
+
+        (pg_backup_stop forces a WAL segment switch, tens of milliseconds: done here it would keep
+        every other writer of the set held that much longer.)
+        """
+
+    def _stop_backup(self) -> None:
+        if not self._started:
+            raise WriterError("the base backup session was lost before it could be stopped")
         lsn, label, spcmap = self._query(
             "select lsn, labelfile, spcmapfile from pg_backup_stop(wait_for_archive => false)"
         )
@@ -289,9 +297,8 @@ class PostgresqlWriter(AppWriter):
         self._result.update(stop_lsn=str(lsn), backup_label=label, tablespace_map=spcmap or "")
 
     def post_snapshot(self, ctx: SnapshotContext) -> None:
-        if "backup_label" not in self._result:
-            raise WriterError("the base backup was not stopped at thaw; nothing to record")
         try:
+            self._stop_backup()
             self.require_copy_in_hold(
                 ctx, self.components[0].paths, "a base backup needs its files copied before pg_backup_stop"
             )
