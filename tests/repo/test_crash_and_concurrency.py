@@ -62,6 +62,7 @@ def test_kill_9_during_saves_then_check_passes_and_data_is_reused(tmp_path):
         result = prune(repo)
         assert result.packs_pending == 0  # the killed writers' sessions are recognised as dead
     assert os.listdir(path / "tmp") == []
+    assert os.listdir(path / "sessions") == []  # the killed writers' session files went too
     with Repository.open(path, PASSWORD) as repo:
         report = check(repo, read_data_fraction=1.0)
         assert report.ok and report.unindexed_packs == 0

@@ -108,7 +108,7 @@ def test_a_stale_session_does_not_block_prune_and_cannot_commit(tmp_path):
         os.utime(session_file, (old, old))  # as if the backup had hung for an hour
         result = _prune(path)
         assert result.packs_pending == 0 and result.packs_deleted >= 1
-        with pytest.raises(RepositoryError, match="expired"):
+        with pytest.raises(RepositoryError, match="run the backup again"):
             backup.save_snapshot(Snapshot(time=time.time(), host="h", tree=b""))
     finally:
         backup.close(flush=False)

@@ -16,7 +16,7 @@ from shadowvault.repo.format import BlobType, IndexPack, Pending
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.pack import pack_name
 from shadowvault.repo.repository import Repository
-from shadowvault.repo.session import STALE_AFTER, SessionInfo, live_sessions
+from shadowvault.repo.session import STALE_AFTER, SessionInfo, is_live, list_sessions, live_sessions
 from shadowvault.repo.walk import mark_used
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class PruneResult:
     packs_kept_referenced: int = 0
     unindexed_deleted: int = 0
     temp_deleted: int = 0
+    sessions_removed: int = 0
     index_files_before: int = 0
     waiting_for: list[str] = field(default_factory=list)  # sessions that must end before pending go
 
@@ -92,7 +93,9 @@ def prune(repo: Repository, *, dry_run: bool = False,
     on_disk: dict[str, FileInfo] = {info.name.rsplit("/", 1)[1]: info for info in backend.list("data/")}
     temp_files = list(backend.list_temp()) if hasattr(backend, "list_temp") else []
     # 2. Live sessions S1.
-    s1 = [s for s in live_sessions(backend, repo.sealer) if s.name != own]
+    sessions = [s for s in list_sessions(backend, repo.sealer) if s.name != own]
+    s1 = [s for s in sessions if is_live(s)]
+    dead_sessions = [s for s in sessions if not is_live(s)]
     for s in s1:
         if s.doc is not None and s.doc.kind == "prune":
             raise RepositoryError(f"another prune is running (pid {s.doc.pid} on {s.doc.host}); try later")
@@ -247,4 +250,7 @@ def prune(repo: Repository, *, dry_run: bool = False,
     for info in stale_temp:
         backend.remove(info.name)
         result.temp_deleted += 1
+    for session in dead_sessions:  # killed or hung writers; a hung one will refuse to commit
+        backend.remove(session.name)
+        result.sessions_removed += 1
     return result
