@@ -151,3 +151,25 @@ def test_hard_links_and_holes_survive_a_component_restore(cli, env, tmp_path: Pa
     assert one.stat().st_uid == 2005
     img = target / "srv/data/sparse.img"
     assert img.stat().st_size == 64 << 20 and img.stat().st_blocks * 512 < 1 << 20
+
+
+def test_plain_backup_migrates_with_owners_by_name(cli, env, tmp_path: Path) -> None:
+    """`backup PATHS` (no --component) holds the files component: --map and names from the tree."""
+    data = tmp_path / "www"
+    data.mkdir()
+    (data / "index.html").write_text("hello\n")
+    os.chown(data / "index.html", 33, 33)  # www-data on this (Debian) machine
+    done = cli("backup", str(data), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    (summary,) = [m for m in _json_lines(done.stdout) if m.get("message_type") == "summary"]
+    target = make_root(tmp_path / "new", users=[("www-data", 48, 48, "", "/var/www", "/usr/sbin/nologin")],
+                       groups=[("www-data", 48, "")])
+    dry = cli("restore", summary["snapshot_id"], "--component", "files", "--target-root", str(target),
+              "--map", f"{data}=/srv/www", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "create   file     /srv/www/index.html" in dry.stdout
+    done = cli("restore", summary["snapshot_id"], "--component", "files", "--target-root", str(target),
+               "--map", f"{data}=/srv/www", env=env)
+    assert done.returncode == 0, done.stderr
+    page = target / "srv/www/index.html"
+    assert page.read_text() == "hello\n" and (page.stat().st_uid, page.stat().st_gid) == (48, 48)

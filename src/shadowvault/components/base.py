@@ -88,6 +88,8 @@ class Entry:
     size: int = 0
     mtime_ns: int = 0
     link_target: str | None = None
+    user: str | None = None  # owner names as the archive recorded them (RepoView), if known
+    group: str | None = None
 
 
 _TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFBLK: "blockdev",
@@ -119,6 +121,10 @@ class SnapshotView(ABC):
     @abstractmethod
     def content_path(self, rel: str) -> Path | None:
         """A local path holding the entry's bytes/metadata, or None when content is not laid down."""
+
+    def recorded_paths(self) -> list[str]:
+        """The paths the backup was asked for (a plain `backup PATHS` has no component documents)."""
+        return []
 
 
 class DirectoryView(SnapshotView):

@@ -19,7 +19,9 @@ import msgspec
 from shadowvault.components.accounts import (
     AccountDb,
     AccountsDocument,
+    GroupRecord,
     IdMap,
+    UserRecord,
     apply_accounts,
     decode_accounts,
     encode_document,
@@ -86,12 +88,17 @@ class Files(Component):
 
     # ------------------------------------------------------------------ restore
 
-    def _documents(self, view: SnapshotView) -> tuple[AccountsDocument, list[str]]:
+    def _documents(self, view: SnapshotView) -> tuple[AccountsDocument | None, list[str]]:
+        """The stored documents; a plain `backup PATHS` has none: its paths, and owner names from the tree."""
         accounts = view.document(self.name, "accounts.json")
         paths = view.document(self.name, "paths.json")
-        if accounts is None or paths is None:
-            raise NotFoundError("the snapshot has no files documents (accounts.json, paths.json)")
-        return decode_accounts(accounts), msgspec.json.decode(paths, type=PathsDocument).paths
+        if paths is None:
+            recorded = view.recorded_paths()
+            if not recorded:
+                raise NotFoundError("the snapshot has no files documents and no recorded paths")
+            return None, [_normalize(p) for p in recorded]
+        return (decode_accounts(accounts) if accounts is not None else None,
+                msgspec.json.decode(paths, type=PathsDocument).paths)
 
     def _sources(self, view: SnapshotView, options: RestoreOptions) -> list[str]:
         _, paths = self._documents(view)
@@ -118,7 +125,7 @@ class Files(Component):
         return (PurePosixPath(dst) / rest).as_posix()
 
     def plan(self, view: SnapshotView, options: RestoreOptions) -> Plan:
-        accounts, _ = self._documents(view)
+        stored, _ = self._documents(view)
         target = options.target_root
         plan = Plan(self.name, str(target))
         seen: list[Entry] = []
@@ -127,6 +134,8 @@ class Files(Component):
             seen += plan_subtree(plan, view, target, source, dest,
                                  existing="replace" if options.overwrite else "leave")
         machine_root = (target / "etc" / "passwd").is_file()
+        accounts = stored if stored is not None else _accounts_from_entries(seen)
+        plan.data["accounts"] = accounts
         owners = self._owner_names(seen, accounts)
         if machine_root:
             db = AccountDb(target)
@@ -166,7 +175,7 @@ class Files(Component):
                 "groups": {gid_names[e.gid] for e in entries if e.gid in gid_names}}
 
     def apply(self, plan: Plan, view: SnapshotView, options: RestoreOptions) -> Plan:
-        accounts, _ = self._documents(view)
+        accounts: AccountsDocument = plan.data["accounts"]
         target = options.target_root
         if plan.data.get("create_users") or plan.data.get("create_groups"):
             db = AccountDb(target)
@@ -193,6 +202,19 @@ class Files(Component):
             if gid is not None:
                 idmap.gids[group.gid] = gid
         return idmap
+
+
+def _accounts_from_entries(entries: list[Entry]) -> AccountsDocument:
+    """Owner records from the names the archive stored with each entry (no accounts.json)."""
+    users: dict[str, UserRecord] = {}
+    groups: dict[str, GroupRecord] = {}
+    for entry in entries:
+        if entry.group and entry.group not in groups:
+            groups[entry.group] = GroupRecord(name=entry.group, gid=entry.gid)
+        if entry.user and entry.user not in users:
+            users[entry.user] = UserRecord(name=entry.user, uid=entry.uid, gid=entry.gid, group=entry.group,
+                                           home="/nonexistent", shell="/usr/sbin/nologin")
+    return AccountsDocument(users=list(users.values()), groups=list(groups.values()))
 
 
 def _host_uid(name: str) -> int | None:

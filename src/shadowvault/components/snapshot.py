@@ -85,9 +85,10 @@ class RepoView(SnapshotView):
 
     movable = True  # the staging tree is ours and inside the target root: entries are renamed into place
 
-    def __init__(self, repo: Any, tree: bytes, staging: Path) -> None:
+    def __init__(self, repo: Any, tree: bytes, staging: Path, paths: list[str] | None = None) -> None:
         self.repo = repo
         self.tree = tree
+        self.paths = list(paths or [])
         self.staging = staging
         self.content_root = staging / "content"
         self.documents_root = staging / "documents"
@@ -96,8 +97,13 @@ class RepoView(SnapshotView):
     def fetch_documents(self, component: str) -> None:
         from shadowvault.archive.restore import Restorer
 
+        if not self._exists(documents_path(component)):
+            return  # a plain `backup PATHS`: the files component works from the tree alone
         dest = self.documents_root / RESERVED_DIR / component
         Restorer(self.repo, str(dest), numeric_owner=True).restore(self.tree, documents_path(component))
+
+    def recorded_paths(self) -> list[str]:
+        return list(self.paths)
 
     def materialize(self, prefixes: list[str]) -> list[tuple[str, str]]:
         """Restore the entries below `prefixes` into the staging content tree; returns restore errors."""
@@ -137,7 +143,8 @@ class RepoView(SnapshotView):
             rel = os.fsdecode(raw).lstrip("/")
             link = os.fsdecode(node.link_target) if node.link_target is not None else None
             yield Entry(path=rel, type=node.type, mode=node.mode, uid=node.uid, gid=node.gid,
-                        size=node.size, mtime_ns=node.mtime_ns, link_target=link)
+                        size=node.size, mtime_ns=node.mtime_ns, link_target=link,
+                        user=node.user, group=node.group)
 
     def content_path(self, rel: str) -> Path | None:
         if not self.materialized:
@@ -171,7 +178,7 @@ def restore_component(repo: Any, snapshot_id: str, snapshot: Any, name: str, opt
     staging = Path(tempfile.mkdtemp(prefix=".shadowvault-staging-", dir=staging_parent))
     try:
         os.chmod(staging, 0o700)
-        view = RepoView(repo, snapshot.tree, staging)
+        view = RepoView(repo, snapshot.tree, staging, snapshot.paths)
         view.fetch_documents(name)
         if options.dry_run:
             plan = component.plan(view, options)
