@@ -27,7 +27,8 @@ def shadow_set_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "writers",
             multiple=True,
             metavar="NAME[:INSTANCE]",
-            help="A writer to include: fsfreeze[:MNT], sqlite:/path/app.db, script:NAME, ...",
+            help="A writer to include: sqlite:/path/app.db, script:NAME, fsfreeze[:MNT] (only with "
+            "--provider live: btrfs and reflink refuse it, a snapshot of a frozen filesystem deadlocks), ...",
         ),
         click.option(
             "--provider",

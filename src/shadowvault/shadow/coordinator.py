@@ -304,21 +304,22 @@ class ShadowSetRun:
         self._aborted = True
         started = time.monotonic()
         if self.ctx is not None:
-            fs_first = sorted(self.runs, key=lambda r: not r.is_filesystem_freezer)
             stuck = []
-            for run in fs_first:
-                future = _in_thread(run.writer.abort, self.ctx, name=f"abort:{run.label}")
-                wait_futures([future], timeout=THAW_TIMEOUT)
-                if not future.done():
-                    stuck.append(run.label)
-                elif future.exception() is not None:
-                    log.warning("writer %s: abort failed: %s", run.label, future.exception())
-                if run.held:
+            # Filesystems first, one by one (a thaw script may need to write); then every
+            # application writer at once, so one slow thaw does not delay the others.
+            fs_runs = [r for r in self.runs if r.is_filesystem_freezer]
+            app_runs = [r for r in self.runs if not r.is_filesystem_freezer]
+            for group in [[r] for r in fs_runs] + [app_runs]:
+                futures = [(r, _in_thread(r.writer.abort, self.ctx, name=f"abort:{r.label}")) for r in group]
+                wait_futures([f for _, f in futures], timeout=THAW_TIMEOUT)
+                for run, future in futures:
+                    if not future.done():
+                        stuck.append(run.label)
+                    elif future.exception() is not None:
+                        log.warning("writer %s: abort failed: %s", run.label, future.exception())
                     run.held = False
-                    if run.report.state == WriterState.FROZEN:
+                    if not run.report.state.failed:
                         run.report.state = WriterState.ABORTED
-                if run.report.state in (WriterState.STABLE, WriterState.WAITING_FOR_FREEZE):
-                    run.report.state = WriterState.ABORTED
             if self.watchdog is not None:
                 if stuck:  # our own release hung: let the watchdog do what it can
                     self.watchdog.fire()
