@@ -232,3 +232,26 @@ def test_wrong_password_aborts_by_default(pg_on_btrfs):
             ).fetchone()[0]
             == 0
         )
+
+
+def test_writers_d_entry_gives_an_instance_its_credentials_and_policy(pg_on_btrfs, cli):
+    """`type = "postgresql"` in writers.d: auto-selection and --writer use it; `writers list` shows it."""
+    import os
+
+    fs, pg = pg_on_btrfs
+    config = Path(os.environ["SHADOWVAULT_CONFIG_DIR"]) / "writers.d" / "pg-main.toml"
+    config.write_text(
+        f'type = "postgresql"\ninstance = "{pg.datadir}"\nuser = "{S.PG_BACKUP_ROLE}"\n'
+        f'password = "wrong"\non_failure = "degrade"\n'
+    )
+    config.chmod(0o600)
+    with shadow_set([str(fs.mount)]) as manifest:  # discovered, and the declared settings win
+        report = report_of(manifest, "postgresql")
+        assert report.state == WriterState.FAILED_AT_PREPARE_SNAPSHOT
+        assert "password authentication failed" in report.failure
+    config.write_text(config.read_text().replace('"wrong"', f'"{S.PG_BACKUP_PASSWORD}"'))
+    with shadow_set([str(fs.mount)], [f"postgresql:{pg.datadir}"], auto_writers=False) as manifest:
+        assert report_of(manifest, "postgresql").components[0].metadata["backup_label"]
+    listed = cli("writers", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert f"postgresql:{pg.datadir}" in listed.stdout

@@ -29,7 +29,8 @@ from shadowvault.errors import ConfigError
 
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 1800.0
-WRITER_TYPES = ("script", "sqlite", "external")
+WRITER_TYPES = ("script", "sqlite", "external", "postgresql", "mariadb", "redis", "ldap")
+APP_WRITER_TYPES = ("postgresql", "mariadb", "redis", "ldap")  # built-ins with settings (AppWriter)
 
 
 @dataclass

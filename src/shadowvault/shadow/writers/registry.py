@@ -59,6 +59,8 @@ def writer_from_config(cfg: config.WriterConfig) -> Writer:
         if not isinstance(database, str) or not database.startswith("/"):
             raise ConfigError(f"{cfg.path}: a sqlite writer needs `database` = an absolute path")
         return writer_class("sqlite")(database)
+    if cfg.type in config.APP_WRITER_TYPES:  # credentials, on_failure, ... for one instance
+        return writer_class(cfg.type).from_config(cfg.name, cfg.data, cfg.path)
     cls = _load(CONFIG_TYPES[cfg.type])
     if cfg.type == "external":
         return cls.from_config(cfg.name, cfg.data, cfg.path)
@@ -101,7 +103,14 @@ def make_writer(spec: str) -> Writer:
         return writer
     if name not in BUILTIN_WRITERS:
         raise UsageError(f"unknown writer {name!r} (valid: {_valid_names()})")
-    return writer_class(name)(instance or None)
+    writer = writer_class(name)(instance or None)
+    if name in config.APP_WRITER_TYPES:  # a writers.d entry for this instance brings its settings
+        for cfg in config.load_configs():
+            if cfg.type == name:
+                declared = writer_from_config(cfg)
+                if declared.label == writer.label:
+                    return declared
+    return writer
 
 
 def _lies_on(path: str, mounts: set[str]) -> bool:
@@ -126,7 +135,7 @@ def _applies_to(writer: Writer, mounts: set[str]) -> bool:
 def discover_writers(volumes: list[Volume]) -> list[Writer]:
     """Writers for the data on `volumes`: each built-in's discover() plus the configured writers."""
     mounts = {v.mount_point for v in volumes}
-    found: list[Writer] = []
+    found: list[Writer] = [w for w in configured_writers() if _applies_to(w, mounts)]  # settings win
     for name in BUILTIN_WRITERS:
         try:
             cls = writer_class(name)
@@ -134,9 +143,6 @@ def discover_writers(volumes: list[Volume]) -> list[Writer]:
             log.info("writer %s unavailable: %s", name, err)
             continue
         found.extend(cls.discover(volumes))
-    for writer in configured_writers():
-        if _applies_to(writer, mounts):
-            found.append(writer)
     unique: dict[str, Writer] = {}
     for writer in found:
         unique.setdefault(writer.label, writer)
