@@ -115,3 +115,15 @@ def test_a_stale_session_does_not_block_prune_and_cannot_commit(tmp_path):
     with Repository.open(path, PASSWORD) as repo:
         assert repo.list_snapshots() == []
         assert check(repo).ok
+
+
+def test_a_session_that_lapsed_stays_expired_even_if_refreshed_later(tmp_path):
+    from shadowvault.repo import session as session_module
+
+    with Repository.init(tmp_path / "repo", PASSWORD) as repo:
+        repo.session.last_refresh -= session_module.SAFE_FOR + 1  # as if the process had been stopped
+        assert repo.session._lapsed()
+        repo.session.last_refresh = session_module._clock()
+        with pytest.raises(RepositoryError, match="run the backup again"):
+            repo.save_snapshot(Snapshot(time=time.time(), host="h", tree=b""))
+        repo.close(flush=False)

@@ -80,6 +80,11 @@ def live_sessions(backend: Backend, sealer: Sealer) -> list[SessionInfo]:
     return [s for s in list_sessions(backend, sealer) if is_live(s)]
 
 
+def _clock() -> float:
+    """Seconds that keep counting through a system suspend (CLOCK_BOOTTIME)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class Session:
     """This process's session file, refreshed by a daemon thread until closed."""
 
@@ -91,8 +96,9 @@ class Session:
             kind=kind, host=socket.gethostname(), pid=os.getpid(), start=time.time(), boot_id=boot_id()
         )
         self._stop = threading.Event()
+        self.expired = False  # once other clients may have seen this session as dead, it stays so
         self._write()
-        self.last_refresh = time.monotonic()
+        self.last_refresh = _clock()
         self._thread = threading.Thread(target=self._refresh_loop, name="sv-session", daemon=True)
         self._thread.start()
 
@@ -101,15 +107,31 @@ class Session:
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(REFRESH_EVERY):
+            if self._lapsed():
+                return
+            try:
+                self._backend.stat(self.name)  # gone: a prune judged this session dead
+            except NotFoundError:
+                self.expired = True
+                return
+            except ShadowvaultError:
+                pass
             try:
                 self._write()
-                self.last_refresh = time.monotonic()
+                self.last_refresh = _clock()
             except ShadowvaultError as err:
                 log.warning("cannot refresh session %s: %s", self.name, err)
 
+    def _lapsed(self) -> bool:
+        """True (for good) once the session went unrefreshed long enough to look dead to others:
+        after a hang, a SIGSTOP or a suspend, rewriting the file would hide that gap."""
+        if _clock() - self.last_refresh > SAFE_FOR:
+            self.expired = True
+        return self.expired
+
     def ensure_valid(self) -> None:
         """Refuse to commit a snapshot if prune may have considered this session dead."""
-        if time.monotonic() - self.last_refresh > SAFE_FOR:
+        if self._lapsed():
             raise RepositoryError(
                 "this backup's session expired (it could not be refreshed); run the backup again,"
                 " the data already uploaded will be reused"
