@@ -214,3 +214,22 @@ def test_item_selection_touches_only_the_items(
     assert (target / "etc/passwd").read_text() == passwd
     assert (target / "etc/hostname").read_text() != "sourcebox\n"
     assert "hello" not in installed_names(target)
+
+
+def test_a_failed_package_step_is_reported_and_the_rest_is_done(
+    source_machine: Path, fresh_target: Path, tmp_path: Path
+) -> None:
+    staging = tmp_path / "staging"
+    view = _collect(source_machine, staging)
+    doc_path = staging / ".shadowvault-components/system-state/packages.json"
+    doc = json.loads(doc_path.read_text())
+    doc["packages"].append({"name": "shadowvault-no-such-package", "version": "1.0", "manual": True})
+    doc_path.write_text(json.dumps(doc))
+    options = RestoreOptions(target_root=fresh_target)
+    component = SystemState()
+    plan = component.apply(component.plan(view, options), view, options)
+    ((what, why),) = plan.errors
+    assert what == "packages" and "shadowvault-no-such-package" in why
+    assert (fresh_target / "etc/systemd/system/multi-user.target.wants/probe-app.service").is_symlink()
+    assert (fresh_target / "etc/hostname").read_text() == "sourcebox\n"
+    assert not (fresh_target / "usr/sbin/policy-rc.d").exists()

@@ -34,6 +34,8 @@ class Plan:
     target_root: str
     actions: list[Action] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # steps that failed while applying (the others were carried out): (what, why)
+    errors: list[tuple[str, str]] = field(default_factory=list)
     # component-specific data the apply step needs (id maps, package lists); not printed
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -75,4 +77,5 @@ class Plan:
             "actions": [{"verb": a.verb, "kind": a.kind, "target": a.target, "reason": a.reason,
                          "source": a.source} for a in self.actions],
             "warnings": list(self.warnings),
+            "errors": [{"what": what, "why": why} for what, why in self.errors],
         }

@@ -190,7 +190,7 @@ def restore_component(repo: Any, snapshot_id: str, snapshot: Any, name: str, opt
         if on_plan is not None:
             on_plan(plan)
         component.apply(plan, view, options)
-        return ComponentRestore(plan, applied=True, errors=errors)
+        return ComponentRestore(plan, applied=True, errors=errors + plan.errors)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

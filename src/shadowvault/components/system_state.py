@@ -49,7 +49,7 @@ from shadowvault.components.layout import ensure_parent, resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.components.units import UnitsDocument, links_to, read_units
 from shadowvault.components.user_profiles import account_changes_into
-from shadowvault.errors import NotFoundError
+from shadowvault.errors import CommandError, NotFoundError, UnsupportedError
 from shadowvault.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,10 @@ class SystemState(Component):
         packages = plan.data.get("packages", [])
         if options.install_packages and (packages or plan.data.get("apt_update")):
             update = plan.data.get("apt_update", False)
-            plan.warnings += chroot.install_packages(target, packages, update=update)
+            try:
+                plan.warnings += chroot.install_packages(target, packages, update=update)
+            except (CommandError, UnsupportedError) as err:  # the units step still runs
+                plan.errors.append(("packages", str(err)))
         self._apply_units(plan, target)
         return plan
 
