@@ -94,12 +94,18 @@ def write_load(mount: Path) -> Iterator[Path]:
 def measure(mount: Path, writers: list[str], provider: str, sets: int) -> tuple[list[float], list[float]]:
     from shadowvault.shadow.coordinator import shadow_set
 
-    windows, commits = [], []
+    windows, commits, breakdowns = [], [], []
     for _ in range(sets):
         with shadow_set([str(mount)], writers, provider, auto_writers=False, commit_timeout=60) as manifest:
             windows.append(manifest.freeze_window or 0.0)
             commits.append(manifest.phases.get("commit", 0.0))
+            breakdowns.append({k: manifest.phases.get(k, 0.0) for k in ("freeze", "commit", "thaw")})
         time.sleep(0.05)
+    worst = breakdowns[windows.index(max(windows))]
+    print(
+        f"  {provider}: slowest set: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in worst.items()),
+        file=sys.stderr,
+    )
     return windows, commits
 
 

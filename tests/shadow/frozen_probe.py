@@ -11,9 +11,12 @@ def start_write(mount: Path, name: str = "probe") -> subprocess.Popen[bytes]:
     """Start a subprocess that writes (and fsyncs) a file on `mount`; it blocks while `mount` is frozen."""
     target = mount / name
     return subprocess.Popen(
-        ["/usr/bin/python3", "-c",
-         f"import os; fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT, 0o644); "
-         "os.write(fd, b'x'); os.fsync(fd)"],
+        [
+            "/usr/bin/python3",
+            "-c",
+            f"import os; fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT, 0o644); "
+            "os.write(fd, b'x'); os.fsync(fd)",
+        ],
     )
 
 
