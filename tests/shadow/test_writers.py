@@ -216,3 +216,12 @@ def test_writers_list_shows_builtin_configured_and_discovered(private_dirs, tmp_
     assert discovered["state"] == "stable" and str(db) in discovered["components"][0]["paths"]
     human = cli("writers", "list")
     assert f"writer: sqlite:{db}" in human.stdout and "component: app.db (database)" in human.stdout
+
+
+def test_sqlite_database_declared_in_writers_d_is_discovered(private_dirs, ext4):
+    db = ext4.mount / "app.db"
+    make_db(db, "wal")
+    write_config(private_dirs / "config", "appdb", f'type = "sqlite"\ndatabase = "{db}"\n')
+    found = registry.discover_writers([find_volume(str(ext4.mount))])
+    assert [w.label for w in found] == [f"sqlite:{db}"]
+    assert registry.make_writer("appdb").label == f"sqlite:{db}"
