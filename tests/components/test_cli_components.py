@@ -128,6 +128,8 @@ def test_refusals_are_one_clear_line(cli, env, tmp_path: Path) -> None:
     line = one_error_line(cli("backup", "--component", "user-profiles", "--source-root", str(tmp_path / "no"),
                               env=env))
     assert "is not a directory" in line
+    line = one_error_line(cli("backup", "--component", "system-state", str(tmp_path), env=env))
+    assert "PATHS are backed up by the files component: add --component files" in line
 
 
 def test_hard_links_and_holes_survive_a_component_restore(cli, env, tmp_path: Path) -> None:

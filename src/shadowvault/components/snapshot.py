@@ -59,6 +59,8 @@ def prepare_backup(names: list[str], source_root: str | os.PathLike[str], option
     root = Path(os.path.abspath(source_root))
     if not root.is_dir():
         raise UsageError(f"source root {root} is not a directory")
+    if options.paths and "files" not in names:
+        raise UsageError("PATHS are backed up by the files component: add --component files")
     result = ComponentBackup(components=[], source_root=str(root))
     for name in dict.fromkeys(names):
         component = get(name)
