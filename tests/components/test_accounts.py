@@ -72,3 +72,39 @@ def test_existing_account_is_left_alone(tmp_path: Path) -> None:
     assert passwd_entry(target_root, "alice") == expected
     assert idmap.uids[1000] == 1234 and idmap.gids[1000] == 1234
     assert ("user", "alice", "leave") in {(c.kind, c.name, c.action) for c in changes}
+
+
+def test_records_without_root_have_no_shadow_entries() -> None:
+    """A backup run by an ordinary user cannot read /etc/shadow: the records say so, nothing fails."""
+    import json
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="sv-accounts-"))
+    try:
+        os.chmod(base, 0o755)
+        root = make_root(base / "root", users=[("alice", 1000, 1000, "", "/home/alice", "/bin/bash")],
+                         groups=[("alice", 1000, "")])
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child drops to nobody and reads the records
+            code = 1
+            try:
+                os.close(read_end)
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                doc = AccountDb(root).document(["alice"])
+                os.write(write_end, json.dumps({"shadow": doc.shadow_included,
+                                                "entry": doc.users[0].shadow is not None}).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            answer = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert json.loads(answer) == {"shadow": False, "entry": False}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
