@@ -455,6 +455,10 @@ class ShadowSetRun:
         self._freeze()
         self._commit(volumes)
         self._thaw()
+        # Record the shadows at once (still `creating`): if we die from here on, reap() finds and
+        # deletes them. Not earlier: a write to the state directory would lengthen the freeze window.
+        self.manifest.writers = [run.report for run in self.runs]
+        self.store.save(self.manifest)
         self._post_snapshot()
         self._grade(volumes)
         self.manifest.state = "created"
