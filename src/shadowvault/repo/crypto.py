@@ -59,6 +59,11 @@ class Sealer:
         nonce = os.urandom(NONCE_SIZE)
         return nonce + self._aead.encrypt(nonce, bytes(data) if isinstance(data, memoryview) else data, aad)
 
+    def seal_parts(self, data: bytes | memoryview, aad: bytes) -> tuple[bytes, bytes]:
+        """Like `seal`, as (nonce, ciphertext + tag): spares copying a large blob to join them."""
+        nonce = os.urandom(NONCE_SIZE)
+        return nonce, self._aead.encrypt(nonce, data, aad)
+
     def open(self, sealed: bytes | memoryview, aad: bytes, what: str) -> bytes:
         """Decrypt and authenticate; IntegrityError naming `what` if it fails."""
         if len(sealed) < OVERHEAD:

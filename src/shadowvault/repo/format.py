@@ -93,9 +93,28 @@ def decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
+SAMPLE = 32 << 10
+INCOMPRESSIBLE = 0.98  # a sample that zstd shrinks by less than 2 % marks the chunk as noise
+
+
+def looks_incompressible(data: bytes | memoryview) -> bool:
+    """Two 32 KiB samples (near the start and in the middle) that zstd cannot shrink: skip the
+    whole chunk. Compressed media and ciphertext are most of the bytes in a backup, and compressing
+    them for nothing cost more than hashing and encryption together."""
+    if len(data) < 8 * SAMPLE:
+        return False
+    view = memoryview(data)
+    middle = len(data) // 2
+    for start in (SAMPLE, middle):
+        sample = view[start:start + SAMPLE]
+        if len(compressor().compress(sample)) < INCOMPRESSIBLE * len(sample):
+            return False
+    return True
+
+
 def compress_if_smaller(data: bytes | memoryview) -> tuple[bytes | memoryview, bool]:
     """zstd-compress `data`; keep the original when compression does not shrink it."""
-    if len(data) < 64:
+    if len(data) < 64 or looks_incompressible(data):
         return data, False
     packed = compressor().compress(data)
     if len(packed) >= len(data):

@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
 import msgspec
 
 from shadowvault.errors import IntegrityError
@@ -48,19 +48,26 @@ class PackWriter:
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
         except OSError as err:
             raise storage_error(err, "a new pack") from err
-        self._hash = hashlib.sha256()
+        self._hash = blake3.blake3(max_threads=1)
         self.size = 0
         self.blobs: list[PackBlob] = []
 
-    def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool) -> None:
+    def add(self, blob_type: int, blob_id: bytes, sealed: bytes | tuple[bytes, ...], raw_length: int,
+            compressed: bool) -> None:
+        """Append one sealed blob, given whole or in parts (nonce, ciphertext)."""
+        parts = (sealed,) if isinstance(sealed, bytes) else sealed
+        length = 0
         try:
-            self._file.write(sealed)
+            for part in parts:
+                self._file.write(part)
+                length += len(part)
         except OSError as err:
             self.abort()
             raise storage_error(err, "a pack") from err
-        self._hash.update(sealed)
-        self.blobs.append(PackBlob(blob_type, blob_id, self.size, len(sealed), raw_length, compressed))
-        self.size += len(sealed)
+        for part in parts:
+            self._hash.update(part)
+        self.blobs.append(PackBlob(blob_type, blob_id, self.size, length, raw_length, compressed))
+        self.size += length
 
     def finish(self, sealer: Sealer) -> FinishedPack:
         header = sealer.seal(_header_encoder.encode(self.blobs), HEADER_AAD)

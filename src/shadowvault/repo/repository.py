@@ -6,7 +6,6 @@ See docs/repository.md for the on-disk contract.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import blake3
 import msgspec
 
 from shadowvault.errors import (
@@ -71,8 +71,9 @@ class SaveStats:
     packs_written: int = 0
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def file_id(data: bytes) -> str:
+    """A stored file's name: unkeyed BLAKE3 of its bytes (checkable with b3sum, no password)."""
+    return blake3.blake3(data).hexdigest()
 
 
 def _password_bytes(password: str | bytes) -> bytes:
@@ -161,7 +162,7 @@ class Repository:
             pack_size=pack_size,
         )
         key_file = make_key_file(key, _password_bytes(password), kdf_params)
-        backend.save(f"keys/{sha256_hex(key_file)}", key_file)
+        backend.save(f"keys/{file_id(key_file)}", key_file)
         sealer = Sealer(key)
         # The config is written last: a directory without it is not (yet) a repository.
         backend.save("config", sealer.seal(encode_document(config), CONFIG_AAD))
@@ -231,7 +232,7 @@ class Repository:
     def add_key(self, password: str | bytes) -> str:
         """Wrap the master key with another password; returns the key file's name."""
         raw = make_key_file(self._key, _password_bytes(password))
-        name = f"keys/{sha256_hex(raw)}"
+        name = f"keys/{file_id(raw)}"
         self.backend.save(name, raw)
         return name
 
@@ -328,7 +329,7 @@ class Repository:
 
     def save_index_file(self, packs: list[IndexPack]) -> str:
         raw = self.sealer.seal(encode_document(IndexFile(packs=packs)), INDEX_AAD)
-        name = f"index/{sha256_hex(raw)}"
+        name = f"index/{file_id(raw)}"
         self.backend.save(name, raw)
         self.written_index_files.append(name)
         return name
@@ -378,13 +379,14 @@ class Repository:
             self._inflight.add(blob_id)
         try:
             payload, compressed = compress_if_smaller(data)
-            sealed = self.sealer.seal(payload, blob_aad(kind, blob_id))
+            sealed = self.sealer.seal_parts(payload, blob_aad(kind, blob_id))
+            stored = len(sealed[0]) + len(sealed[1])
             full = None
             with self._pack_lock:
                 writer = self._append(kind, blob_id, sealed, len(data), compressed)
                 self.stats.blobs_added += 1
                 self.stats.raw_bytes_added += len(data)
-                self.stats.stored_bytes_added += len(sealed)
+                self.stats.stored_bytes_added += stored
                 if writer.size >= self.config.pack_size:
                     full = self._writers.pop(kind)
         except BaseException:
@@ -395,7 +397,7 @@ class Repository:
             self._commit_pack(full)
         return blob_id
 
-    def _append(self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int,
+    def _append(self, kind: BlobType, blob_id: bytes, sealed: bytes | tuple[bytes, ...], raw_length: int,
                 compressed: bool) -> PackWriter:
         """Append to the open pack of `kind` (caller holds the pack lock). On a storage error the
         whole open pack is lost: its blobs are forgotten so nobody deduplicates against them."""
@@ -527,14 +529,14 @@ class Repository:
         if self.session is not None:
             self.session.ensure_valid()
         raw = self.sealer.seal(encode_document(snapshot), SNAPSHOT_AAD)
-        snapshot_id = sha256_hex(raw)
+        snapshot_id = file_id(raw)
         self.backend.save(f"snapshots/{snapshot_id}", raw)
         return snapshot_id
 
     def load_snapshot(self, snapshot_id: str) -> Snapshot:
         name = f"snapshots/{snapshot_id}"
         raw = self.backend.load(name)
-        if sha256_hex(raw) != snapshot_id:
+        if file_id(raw) != snapshot_id:
             raise IntegrityError(f"snapshot {snapshot_id[:8]} does not match its name (damaged)")
         return decode_document(self.sealer.open(raw, SNAPSHOT_AAD, f"snapshot {snapshot_id[:8]}"),
                                Snapshot, f"snapshot {snapshot_id[:8]}")

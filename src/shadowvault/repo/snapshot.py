@@ -8,7 +8,7 @@ import msgspec
 
 
 class Snapshot(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One backup. Stored encrypted under snapshots/<id>; the id is the SHA-256 of the stored bytes."""
+    """One backup. Stored encrypted under snapshots/<id>; the id is the BLAKE3 hash of the stored bytes."""
 
     time: float  # seconds since the epoch (UTC) when the backup started
     host: str
