@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import signal
 
 from shadowvault.archive.backup import BackupRequest, run_backup
 from shadowvault.shadow.writers.restore import load_manifest, restore_with_writers
@@ -128,5 +129,7 @@ def test_backup_and_restore_through_every_writer():
         finally:
             for server in servers:
                 server.stop()
+            if (maria_base / "pid").exists():  # started by post_restore even if a later step failed
+                S.stop_pid(int((maria_base / "pid").read_text()), signal.SIGKILL)
             for base in (pg_socket, maria_base, ldap_base):
                 shutil.rmtree(base, ignore_errors=True)

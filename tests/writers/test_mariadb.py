@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -42,15 +43,17 @@ def open_restored(root: Path, components: list[Component]) -> S.Server:
     writer.pre_restore(ctx)
     try:
         writer.post_restore(ctx)
-    finally:
-        pid = int((base / "pid").read_text()) if (base / "pid").exists() else 0
+    except BaseException:
+        if (base / "pid").exists():
+            S.stop_pid(int((base / "pid").read_text()), signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+    pid = int((base / "pid").read_text())
     return S.Server("mariadb", datadir, base, pid=pid, socket=f"{base}/sock")
 
 
 def close_restored(server: S.Server) -> None:
     server.stop(signal.SIGKILL)  # a throwaway copy: no need for a clean shutdown
-    import shutil
-
     shutil.rmtree(server.base, ignore_errors=True)
 
 

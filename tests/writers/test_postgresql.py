@@ -46,8 +46,12 @@ def open_restored(root: Path, components: list[Component], *, mode: str = "backu
         target_root=str(root),
         options={"port": port, "socket_dir": str(socket_dir), "postgresql_mode": mode},
     )
-    writer.pre_restore(ctx)
-    writer.post_restore(ctx)
+    try:
+        writer.pre_restore(ctx)
+        writer.post_restore(ctx)
+    except BaseException:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        raise
     datadir = root / components[0].metadata["data_directory"].lstrip("/")
     pid = int((datadir / "postmaster.pid").read_text().split()[0])
     return S.Server("postgresql", datadir, socket_dir, pid=pid, port=port, socket=str(socket_dir))
