@@ -132,6 +132,7 @@ class Archiver:
         self.blobbers = ThreadPoolExecutor(workers, thread_name_prefix="sv-blob")
         self.file_slots = threading.BoundedSemaphore(max_files)
         self.chunk_slots = threading.BoundedSemaphore(max_chunks or 2 * workers + 2)
+        self.large_file = threading.Lock()
         self.stats = stats or WalkStats()
         self._finished: collections.deque[_DirJob] = collections.deque()
         self._links: dict[tuple[int, int], tuple[Node, Future[list[bytes]] | None]] = {}
@@ -352,7 +353,9 @@ class Archiver:
                 if len(data) < self.single_chunk:  # the whole file: one chunk
                     return [self._save_chunk(data)] if data else []
                 os.lseek(fd, 0, os.SEEK_SET)  # it grew since fstat: cut it like any large file
-            with open(fd, "rb", buffering=0, closefd=False) as stream:
+            # one large file is cut at a time: a stream chunker holds a buffer of twice the largest
+            # chunk, and the blob threads already work on its chunks in parallel
+            with self.large_file, open(fd, "rb", buffering=0, closefd=False) as stream:
                 for chunk in self.chunker(stream):
                     self.chunk_slots.acquire()
                     try:

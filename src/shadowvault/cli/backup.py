@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import click
 
 from shadowvault.archive.backup import BackupRequest, run_backup
+from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.walker import WalkStats
 from shadowvault.cli.components import backup_component_options, split_users
 from shadowvault.cli.output import info, json_option, note, print_json, warn
@@ -150,11 +151,17 @@ def backup_cmd(
         else:
             warn(message)
 
+    bound_heap()
     stats = WalkStats()
     with contextlib.ExitStack() as stack:
         if components:  # what each component collects, plus its documents (cli/components.py)
-            prepared = stack.enter_context(staged_components(list(components), source_root, CollectOptions(
-                users=split_users(users), paths=list(paths), excludes=list(excludes))))
+            prepared = stack.enter_context(
+                staged_components(
+                    list(components),
+                    source_root,
+                    CollectOptions(users=split_users(users), paths=list(paths), excludes=list(excludes)),
+                )
+            )
             request.paths, request.source_root = prepared.paths, prepared.source_root
             request.extra_sources, request.components = prepared.extra_sources, prepared.components
         elif not paths:

@@ -10,6 +10,7 @@ import click
 
 from shadowvault.archive.diff import SYMBOLS, Change, diff_trees
 from shadowvault.archive.listing import describe, display, list_snapshot, mode_string
+from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.restore import Overwrite, Restorer
 from shadowvault.cli.components import restore_component_options, restore_options, run_component_restore
@@ -77,6 +78,7 @@ def restore_cmd(
     inside SUBPATH is restored into the target. A damaged blob fails only the files that need it
     (exit code 3).
     """
+    bound_heap()
     ref, subpath = split_ref(snapshot)
     if component is not None:  # a component restore with its merge rules (cli/components.py)
         where = target_root or target
