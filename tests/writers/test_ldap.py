@@ -137,3 +137,20 @@ def test_unreadable_configuration_names_the_writer(btrfs):
         shadow_set([str(btrfs.mount)], [LdapWriter(str(missing))], auto_writers=False),
     ):
         pass
+
+
+def test_cn_config_directory_is_understood(btrfs):
+    """slapd.d (cn=config) as Debian installs it: the writer finds the mdb database and its suffix."""
+    from shadowvault.shadow.writers.ldap import parse_slapd_d
+
+    with S.slapd_server(btrfs.mount / "ldap") as server:
+        slapd_d = server.base / "slapd.d"
+        slapd_d.mkdir()
+        subprocess.run(
+            ["slaptest", "-f", str(server.config), "-F", str(slapd_d)], check=True, capture_output=True
+        )
+        databases, pidfile = parse_slapd_d(str(slapd_d))
+        assert [(db.suffix, db.directory) for db in databases] == [(S.LDAP_SUFFIX, str(btrfs.mount / "ldap"))]
+        assert pidfile == str(server.base / "slapd.pid")
+        components = LdapWriter(str(slapd_d)).identify()
+        assert components[0].paths == [str(btrfs.mount / "ldap" / "data.mdb")]

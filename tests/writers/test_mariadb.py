@@ -190,3 +190,35 @@ def test_reflink_provider_is_refused_clearly():
         with conn.cursor() as cur:
             cur.execute("create database after_abort")
         conn.close()
+
+
+def test_flush_tables_with_read_lock_path(maria_on_btrfs):
+    """The FTWRL path (MariaDB < 10.4, MySQL) on the same server: consistent copies, lock released."""
+    fs, server = maria_on_btrfs
+    area = restore_area(fs.mount)
+    load = MariadbLoad(server)
+    load.setup()
+    load.start()
+    try:
+        load.wait_for(10)
+        for _ in range(3):
+            root = restore_root(area)
+            try:
+                writer = MariadbWriter(str(server.datadir), lock_method="ftwrl")
+                with shadow_set([str(fs.mount)], [writer], auto_writers=False) as manifest:
+                    report = report_of(manifest, "mariadb")
+                    assert report.components[0].metadata["method"] == "ftwrl"
+                    must_have = load.acked_before(freeze_instant(manifest, report))
+                    copy_out(manifest, str(server.datadir), root)
+                restored = open_restored(root, report.components)
+                try:
+                    check_restored(restored, must_have)
+                finally:
+                    close_restored(restored)
+            finally:
+                remove(root)
+        done = len(load.acks)
+        load.wait_for(done + 10)  # UNLOCK TABLES at thaw: commits go on
+    finally:
+        load.stop()
+    assert not load.errors

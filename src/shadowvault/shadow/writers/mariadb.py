@@ -55,8 +55,9 @@ def server_for(datadir: str) -> int | None:
 class MariadbWriter(AppWriter):
     """One MariaDB or MySQL server, named by its data directory.
 
-    Options: socket (unix socket path) or host + port, user (default root), password.
-    Without a socket the writer reads `--socket` from the running server's command line.
+    Options: socket (unix socket path) or host + port, user (default root), password,
+    lock_method (auto | backup_stage | ftwrl). Without a socket the writer reads `--socket` from
+    the running server's command line.
     """
 
     name = "mariadb"
@@ -201,7 +202,12 @@ class MariadbWriter(AppWriter):
         self._result.update(server_version=version, log_bin=bool(log_bin), extra_paths=extra)
         # The server's own bound on waiting for locks, so a freeze cannot hang in the server.
         self._sql(f"set session lock_wait_timeout = {max(int(self.freeze_timeout), 1)}")
-        if _has_backup_stage(version):
+        wanted = self.options.get("lock_method", "auto")
+        if wanted not in ("auto", "backup_stage", "ftwrl"):
+            raise WriterError(f"lock_method must be auto, backup_stage or ftwrl, not {wanted!r}")
+        if wanted == "backup_stage" and not _has_backup_stage(version):
+            raise WriterError(f"BACKUP STAGE needs MariaDB 10.4 or later (the server is {version})")
+        if wanted != "ftwrl" and _has_backup_stage(version):
             self._method = "backup_stage"
             self._held = True
             self._sql("backup stage start")
