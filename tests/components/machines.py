@@ -28,17 +28,19 @@ tmpfs\t/scratch\ttmpfs\tsize=64m\t0\t0
 
 def change_source_machine(root: Path) -> None:
     """Users, a group, a package, a service enabled, a timer masked, a unit disabled, files in /etc."""
-    script = "; ".join([
-        "set -e",
-        "groupadd -g 1500 devs",
-        "useradd -m -u 1000 -s /bin/bash -c 'Alice,,,' -G devs alice",
-        "echo 'alice:$y$j9T$abc$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG' | chpasswd -e",
-        "useradd -r -s /usr/sbin/nologin -d /var/lib/probe-app probeapp",
-        "apt-get install -y -q --no-install-recommends hello",
-        "systemctl enable probe-app.service",
-        "systemctl mask apt-daily.timer",
-        "systemctl disable e2scrub_reap.service",
-    ])
+    script = "; ".join(
+        [
+            "set -e",
+            "groupadd -g 1500 devs",
+            "useradd -m -u 1000 -s /bin/bash -c 'Alice,,,' -G devs alice",
+            "echo 'alice:$y$j9T$abc$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG' | chpasswd -e",
+            "useradd -r -s /usr/sbin/nologin -d /var/lib/probe-app probeapp",
+            "apt-get install -y -q --no-install-recommends hello",
+            "systemctl enable probe-app.service",
+            "systemctl mask apt-daily.timer",
+            "systemctl disable e2scrub_reap.service",
+        ]
+    )
     etc = root / "etc"
     (etc / "probe-app.conf").write_text("greeting=from the source machine\n")
     (etc / "systemd/system/probe-app.service").write_text(PROBE_APP_UNIT)

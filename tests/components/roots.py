@@ -10,12 +10,19 @@ BASE_USERS = [
     ("daemon", 1, 1, "daemon", "/usr/sbin", "/usr/sbin/nologin"),
     ("nobody", 65534, 65534, "nobody", "/nonexistent", "/usr/sbin/nologin"),
 ]
-BASE_GROUPS = [("root", 0, ""), ("daemon", 1, ""), ("shadow", 42, ""), ("crontab", 101, ""),
-               ("users", 100, ""), ("nogroup", 65534, "")]
+BASE_GROUPS = [
+    ("root", 0, ""),
+    ("daemon", 1, ""),
+    ("shadow", 42, ""),
+    ("crontab", 101, ""),
+    ("users", 100, ""),
+    ("nogroup", 65534, ""),
+]
 
 
-def make_root(root: Path, users: list[tuple[str, int, int, str, str, str]] = (),
-              groups: list[tuple[str, int, str]] = ()) -> Path:
+def make_root(
+    root: Path, users: list[tuple[str, int, int, str, str, str]] = (), groups: list[tuple[str, int, str]] = ()
+) -> Path:
     """A tree with the four account files; `users` are (name, uid, gid, gecos, home, shell)."""
     etc = root / "etc"
     etc.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,15 @@ from tests.components.roots import group_entry, make_root, passwd_entry
 
 
 def _source(tmp_path: Path) -> Path:
-    return make_root(tmp_path / "src", users=[
-        ("alice", 1000, 1000, "Alice A,,,", "/home/alice", "/bin/bash"),
-        ("bob", 1001, 1001, "Bob", "/home/bob", "/bin/zsh"),
-        ("svc", 1002, 1002, "", "/srv/svc", "/usr/sbin/nologin"),
-    ], groups=[("alice", 1000, ""), ("bob", 1001, ""), ("svc", 1002, ""), ("devs", 1500, "alice,bob")])
+    return make_root(
+        tmp_path / "src",
+        users=[
+            ("alice", 1000, 1000, "Alice A,,,", "/home/alice", "/bin/bash"),
+            ("bob", 1001, 1001, "Bob", "/home/bob", "/bin/zsh"),
+            ("svc", 1002, 1002, "", "/srv/svc", "/usr/sbin/nologin"),
+        ],
+        groups=[("alice", 1000, ""), ("bob", 1001, ""), ("svc", 1002, ""), ("devs", 1500, "alice,bob")],
+    )
 
 
 def test_records_hold_what_recreates_an_account(tmp_path: Path) -> None:
@@ -32,8 +36,11 @@ def test_records_hold_what_recreates_an_account(tmp_path: Path) -> None:
 
 def test_uid_collision_gets_a_new_uid_and_the_files_stay_valid(tmp_path: Path) -> None:
     source = AccountDb(_source(tmp_path)).document(["alice", "bob"])
-    target_root = make_root(tmp_path / "dst", users=[("carol", 1000, 1000, "", "/home/carol", "/bin/sh")],
-                            groups=[("carol", 1000, ""), ("devs", 2000, "carol")])
+    target_root = make_root(
+        tmp_path / "dst",
+        users=[("carol", 1000, 1000, "", "/home/carol", "/bin/sh")],
+        groups=[("carol", 1000, ""), ("devs", 2000, "carol")],
+    )
     before = (target_root / "etc" / "passwd").read_text()
     changes, preview = plan_accounts(source, AccountDb(target_root), ["alice", "bob"])
     assert (target_root / "etc" / "passwd").read_text() == before  # planning writes nothing
@@ -65,8 +72,11 @@ def test_uid_collision_gets_a_new_uid_and_the_files_stay_valid(tmp_path: Path) -
 
 def test_existing_account_is_left_alone(tmp_path: Path) -> None:
     source = AccountDb(_source(tmp_path)).document(["alice"])
-    target_root = make_root(tmp_path / "dst", users=[("alice", 1234, 1234, "Other", "/home/al", "/bin/sh")],
-                            groups=[("alice", 1234, "")])
+    target_root = make_root(
+        tmp_path / "dst",
+        users=[("alice", 1234, 1234, "Other", "/home/al", "/bin/sh")],
+        groups=[("alice", 1234, "")],
+    )
     changes, idmap = apply_accounts(source, AccountDb(target_root), ["alice"])
     expected = ["alice", "x", "1234", "1234", "Other", "/home/al", "/bin/sh"]
     assert passwd_entry(target_root, "alice") == expected
@@ -83,8 +93,11 @@ def test_records_without_root_have_no_shadow_entries() -> None:
     base = Path(tempfile.mkdtemp(prefix="sv-accounts-"))
     try:
         os.chmod(base, 0o755)
-        root = make_root(base / "root", users=[("alice", 1000, 1000, "", "/home/alice", "/bin/bash")],
-                         groups=[("alice", 1000, "")])
+        root = make_root(
+            base / "root",
+            users=[("alice", 1000, 1000, "", "/home/alice", "/bin/bash")],
+            groups=[("alice", 1000, "")],
+        )
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child drops to nobody and reads the records
@@ -95,8 +108,12 @@ def test_records_without_root_have_no_shadow_entries() -> None:
                 os.setgid(65534)
                 os.setuid(65534)
                 doc = AccountDb(root).document(["alice"])
-                os.write(write_end, json.dumps({"shadow": doc.shadow_included,
-                                                "entry": doc.users[0].shadow is not None}).encode())
+                os.write(
+                    write_end,
+                    json.dumps(
+                        {"shadow": doc.shadow_included, "entry": doc.users[0].shadow is not None}
+                    ).encode(),
+                )
                 code = 0
             finally:
                 os._exit(code)

@@ -52,19 +52,42 @@ def test_new_laptop_through_the_repository(cli, env, tmp_path: Path) -> None:
     human = cli("snapshots", env={**env, "COLUMNS": "250"})
     assert "user-profiles" in human.stdout
 
-    target = make_root(tmp_path / "laptop2", users=[("carol", 1000, 1000, "", "/home/carol", "/bin/sh")],
-                       groups=[("carol", 1000, "")])
+    target = make_root(
+        tmp_path / "laptop2",
+        users=[("carol", 1000, 1000, "", "/home/carol", "/bin/sh")],
+        groups=[("carol", 1000, "")],
+    )
     before = (target / "etc/passwd").read_text()
-    dry = cli("restore", snap, "--component", "user-profiles", "--target-root", str(target),
-              "--users", "alice", "--dry-run", env=env)
+    dry = cli(
+        "restore",
+        snap,
+        "--component",
+        "user-profiles",
+        "--target-root",
+        str(target),
+        "--users",
+        "alice",
+        "--dry-run",
+        env=env,
+    )
     assert dry.returncode == 0, dry.stderr
     assert "create   file     /home/alice/.ssh/id_ed25519" in dry.stdout
     assert "create   user     alice" in dry.stdout
     assert "dry run, nothing changed" in dry.stderr
     assert (target / "etc/passwd").read_text() == before and not (target / "home").exists()
 
-    done = cli("restore", snap, "--component", "user-profiles", "--target-root", str(target),
-               "--users", "alice", "--json", env=env)
+    done = cli(
+        "restore",
+        snap,
+        "--component",
+        "user-profiles",
+        "--target-root",
+        str(target),
+        "--users",
+        "alice",
+        "--json",
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     (plan,) = [m for m in _json_lines(done.stdout) if m.get("message_type") == "plan"]
     assert plan["applied"] and plan["counts"]["create"] > 5
@@ -79,14 +102,35 @@ def test_new_laptop_through_the_repository(cli, env, tmp_path: Path) -> None:
     assert not any(p.name.startswith(".shadowvault-staging") for p in target.iterdir())
 
     # again: the profile exists now and is left alone
-    again = cli("restore", snap, "--component", "user-profiles", "--target-root", str(target),
-                "--users", "alice", "--dry-run", env=env)
+    again = cli(
+        "restore",
+        snap,
+        "--component",
+        "user-profiles",
+        "--target-root",
+        str(target),
+        "--users",
+        "alice",
+        "--dry-run",
+        env=env,
+    )
     assert "leave    profile  /home/alice" in again.stdout
 
     # item selection inside a profile, through the repository
     (target / "home/alice/.ssh/id_ed25519").unlink()
-    picked = cli("restore", snap, "--component", "user-profiles", "--target-root", str(target),
-                 "--users", "alice", "--include", "/home/alice/.ssh/id_ed25519", env=env)
+    picked = cli(
+        "restore",
+        snap,
+        "--component",
+        "user-profiles",
+        "--target-root",
+        str(target),
+        "--users",
+        "alice",
+        "--include",
+        "/home/alice/.ssh/id_ed25519",
+        env=env,
+    )
     assert picked.returncode == 0, picked.stderr
     assert "create   file     /home/alice/.ssh/id_ed25519" in picked.stdout
     assert "/home/alice/.bashrc" not in picked.stdout
@@ -96,15 +140,35 @@ def test_new_laptop_through_the_repository(cli, env, tmp_path: Path) -> None:
 def test_migration_through_the_repository(cli, env, tmp_path: Path) -> None:
     source = _server(tmp_path)
     snap = backup_component(cli, env, "--component", "files", "--source-root", str(source), "/srv/data")
-    target = make_root(tmp_path / "new", users=[("www-data", 48, 48, "", "/var/www", "/usr/sbin/nologin")],
-                       groups=[("www-data", 48, "")])
-    done = cli("restore", snap, "--component", "files", "--target-root", str(target),
-               "--map", "/srv/data=/data", env=env)
+    target = make_root(
+        tmp_path / "new",
+        users=[("www-data", 48, 48, "", "/var/www", "/usr/sbin/nologin")],
+        groups=[("www-data", 48, "")],
+    )
+    done = cli(
+        "restore",
+        snap,
+        "--component",
+        "files",
+        "--target-root",
+        str(target),
+        "--map",
+        "/srv/data=/data",
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert "--create-missing-accounts" in done.stderr  # app is unknown on the target
     page = target / "data/site/index.html"
     assert page.read_text() == "<h1>hi</h1>\n" and page.stat().st_uid == 48
     assert not (target / "srv").exists()
+    assert (target / "data/app.db").exists()
+
+    other = make_root(tmp_path / "other")
+    done = cli(
+        "restore", snap, "--component", "files", "--target-root", str(other), "--exclude", "*.db", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert (other / "srv/data/site/index.html").exists() and not (other / "srv/data/app.db").exists()
 
 
 def test_refusals_are_one_clear_line(cli, env, tmp_path: Path) -> None:
@@ -112,29 +176,45 @@ def test_refusals_are_one_clear_line(cli, env, tmp_path: Path) -> None:
     snap = backup_component(cli, env, "--component", "user-profiles", "--source-root", str(source))
     afile = tmp_path / "afile"
     afile.write_text("x")
-    line = one_error_line(cli("restore", snap, "--component", "user-profiles", "--target-root", str(afile),
-                              env=env))
+    line = one_error_line(
+        cli("restore", snap, "--component", "user-profiles", "--target-root", str(afile), env=env)
+    )
     assert f"target root {afile} is not a directory" in line
     line = one_error_line(cli("restore", snap, "--component", "user-profiles", "--target-root", "/", env=env))
     assert "refusing to restore into / (the running system) without --yes-really" in line
-    line = one_error_line(cli("restore", snap, "--component", "system-state", "--target-root", str(tmp_path),
-                              env=env))
+    line = one_error_line(
+        cli("restore", snap, "--component", "system-state", "--target-root", str(tmp_path), env=env)
+    )
     assert f"snapshot {snap[:8]} has no system-state component (it has: user-profiles)" in line
-    line = one_error_line(cli("restore", snap, "--component", "user-profiles", "--target-root", str(tmp_path),
-                              "--users", "mallory", "--dry-run", env=env))
+    line = one_error_line(
+        cli(
+            "restore",
+            snap,
+            "--component",
+            "user-profiles",
+            "--target-root",
+            str(tmp_path),
+            "--users",
+            "mallory",
+            "--dry-run",
+            env=env,
+        )
+    )
     assert "no profile for mallory (it has: alice, bob)" in line
     line = one_error_line(cli("backup", env=env))
     assert "give the PATHS to back up, or --component NAME" in line
-    line = one_error_line(cli("backup", "--component", "user-profiles", "--source-root", str(tmp_path / "no"),
-                              env=env))
+    line = one_error_line(
+        cli("backup", "--component", "user-profiles", "--source-root", str(tmp_path / "no"), env=env)
+    )
     assert "is not a directory" in line
     line = one_error_line(cli("backup", "--component", "system-state", str(tmp_path), env=env))
     assert "PATHS are backed up by the files component: add --component files" in line
 
 
 def test_hard_links_and_holes_survive_a_component_restore(cli, env, tmp_path: Path) -> None:
-    source = make_root(tmp_path / "old", users=[("app", 1005, 1005, "", "/srv/app", "/bin/sh")],
-                       groups=[("app", 1005, "")])
+    source = make_root(
+        tmp_path / "old", users=[("app", 1005, 1005, "", "/srv/app", "/bin/sh")], groups=[("app", 1005, "")]
+    )
     data = source / "srv/data"
     data.mkdir(parents=True)
     (data / "one").write_bytes(b"linked\n")
@@ -144,8 +224,9 @@ def test_hard_links_and_holes_survive_a_component_restore(cli, env, tmp_path: Pa
         f.write(b"head")
     os.chown(data / "one", 1005, 1005)
     snap = backup_component(cli, env, "--component", "files", "--source-root", str(source), "/srv/data")
-    target = make_root(tmp_path / "new", users=[("app", 2005, 2005, "", "/srv/app", "/bin/sh")],
-                       groups=[("app", 2005, "")])
+    target = make_root(
+        tmp_path / "new", users=[("app", 2005, 2005, "", "/srv/app", "/bin/sh")], groups=[("app", 2005, "")]
+    )
     done = cli("restore", snap, "--component", "files", "--target-root", str(target), env=env)
     assert done.returncode == 0, done.stderr
     one, two = target / "srv/data/one", target / "srv/data/two"
@@ -164,14 +245,36 @@ def test_plain_backup_migrates_with_owners_by_name(cli, env, tmp_path: Path) -> 
     done = cli("backup", str(data), "--json", env=env)
     assert done.returncode == 0, done.stderr
     (summary,) = [m for m in _json_lines(done.stdout) if m.get("message_type") == "summary"]
-    target = make_root(tmp_path / "new", users=[("www-data", 48, 48, "", "/var/www", "/usr/sbin/nologin")],
-                       groups=[("www-data", 48, "")])
-    dry = cli("restore", summary["snapshot_id"], "--component", "files", "--target-root", str(target),
-              "--map", f"{data}=/srv/www", "--dry-run", env=env)
+    target = make_root(
+        tmp_path / "new",
+        users=[("www-data", 48, 48, "", "/var/www", "/usr/sbin/nologin")],
+        groups=[("www-data", 48, "")],
+    )
+    dry = cli(
+        "restore",
+        summary["snapshot_id"],
+        "--component",
+        "files",
+        "--target-root",
+        str(target),
+        "--map",
+        f"{data}=/srv/www",
+        "--dry-run",
+        env=env,
+    )
     assert dry.returncode == 0, dry.stderr
     assert "create   file     /srv/www/index.html" in dry.stdout
-    done = cli("restore", summary["snapshot_id"], "--component", "files", "--target-root", str(target),
-               "--map", f"{data}=/srv/www", env=env)
+    done = cli(
+        "restore",
+        summary["snapshot_id"],
+        "--component",
+        "files",
+        "--target-root",
+        str(target),
+        "--map",
+        f"{data}=/srv/www",
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     page = target / "srv/www/index.html"
     assert page.read_text() == "hello\n" and (page.stat().st_uid, page.stat().st_gid) == (48, 48)

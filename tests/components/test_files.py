@@ -14,9 +14,14 @@ from tests.components.roots import make_root, passwd_entry
 
 
 def _server(tmp_path: Path) -> Path:
-    root = make_root(tmp_path / "old", users=[("www-data", 33, 33, "www", "/var/www", "/usr/sbin/nologin"),
-                                              ("app", 1005, 1005, "App", "/srv/app", "/bin/sh")],
-                     groups=[("www-data", 33, ""), ("app", 1005, "")])
+    root = make_root(
+        tmp_path / "old",
+        users=[
+            ("www-data", 33, 33, "www", "/var/www", "/usr/sbin/nologin"),
+            ("app", 1005, 1005, "App", "/srv/app", "/bin/sh"),
+        ],
+        groups=[("www-data", 33, ""), ("app", 1005, "")],
+    )
     data = root / "srv" / "data"
     (data / "site").mkdir(parents=True)
     (data / "site" / "index.html").write_text("<h1>hi</h1>\n")
@@ -38,8 +43,11 @@ def _view(tmp_path: Path, source: Path) -> DirectoryView:
 
 def test_migration_maps_paths_and_keeps_owners_by_name(tmp_path: Path) -> None:
     view = _view(tmp_path, _server(tmp_path))
-    target = make_root(tmp_path / "new", users=[("www-data", 48, 48, "", "/var/www", "/usr/sbin/nologin")],
-                       groups=[("www-data", 48, "")])
+    target = make_root(
+        tmp_path / "new",
+        users=[("www-data", 48, 48, "", "/var/www", "/usr/sbin/nologin")],
+        groups=[("www-data", 48, "")],
+    )
     etc_before = sorted(p.name for p in (target / "etc").iterdir())
     options = RestoreOptions(target_root=target, maps=[parse_map("/srv/data=/data")], overwrite=True)
     component = Files()
@@ -60,8 +68,11 @@ def test_migration_maps_paths_and_keeps_owners_by_name(tmp_path: Path) -> None:
 
 def test_create_missing_accounts(tmp_path: Path) -> None:
     view = _view(tmp_path, _server(tmp_path))
-    target = make_root(tmp_path / "new", users=[("someone", 1005, 1005, "", "/home/s", "/bin/sh")],
-                       groups=[("someone", 1005, "")])
+    target = make_root(
+        tmp_path / "new",
+        users=[("someone", 1005, 1005, "", "/home/s", "/bin/sh")],
+        groups=[("someone", 1005, "")],
+    )
     options = RestoreOptions(target_root=target, maps=[("/srv/data", "/data")], create_missing_accounts=True)
     component = Files()
     plan = component.plan(view, options)

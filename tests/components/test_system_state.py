@@ -99,8 +99,9 @@ def test_system_state_restore_boots_as_the_source_machine(
     source_machine: Path, fresh_target: Path, cli, env: dict[str, str]
 ) -> None:
     """The proof: back up a changed minbase machine, restore its system state into a fresh one, boot it."""
-    done = cli("backup", "--component", "system-state", "--source-root", str(source_machine), "--json",
-               env=env)
+    done = cli(
+        "backup", "--component", "system-state", "--source-root", str(source_machine), "--json", env=env
+    )
     assert done.returncode == 0, done.stderr
     snap = next(m for m in map(json.loads, done.stdout.splitlines()) if m["message_type"] == "summary")
     snap_id = snap["snapshot_id"]
@@ -120,8 +121,9 @@ def test_system_state_restore_boots_as_the_source_machine(
     # the dry-run plan: nothing written, and it says what will happen
     assert (target / "etc/hostname").read_text() == hostname_before
     assert ("install", "package", "hello") in plan
-    assert any(verb == "run" and "apt-get install" in what and "hello=2.10-3" in what
-               for verb, _, what in plan)
+    assert any(
+        verb == "run" and "apt-get install" in what and "hello=2.10-3" in what for verb, _, what in plan
+    )
     assert ("create", "user", "alice") in plan
     assert ("enable", "unit", "/etc/systemd/system/multi-user.target.wants/probe-app.service") in plan
     assert ("mask", "unit", "apt-daily.timer") in plan
@@ -140,8 +142,11 @@ def test_system_state_restore_boots_as_the_source_machine(
     assert "UNCONFIGURED FSTAB" in (target / "etc/fstab").read_text()  # not clobbered
     assert not (target / "usr/sbin/policy-rc.d").exists()  # the no-services guard is gone
     tab = target / "var/spool/cron/crontabs/alice"
-    alice_uid = int(next(ln for ln in (target / "etc/passwd").read_text().splitlines()
-                         if ln.startswith("alice:")).split(":")[2])
+    alice_uid = int(
+        next(ln for ln in (target / "etc/passwd").read_text().splitlines() if ln.startswith("alice:")).split(
+            ":"
+        )[2]
+    )
     assert alice_uid != 1000  # bob has it in the target
     assert tab.stat().st_uid == alice_uid and (tab.stat().st_mode & 0o777) == 0o600
 
@@ -152,7 +157,8 @@ def test_system_state_restore_boots_as_the_source_machine(
     os.chmod(probe, 0o755)
     (target / "etc/systemd/system/sv-probe.service").write_text(PROBE_UNIT)
     (target / "etc/systemd/system/multi-user.target.wants/sv-probe.service").symlink_to(
-        "/etc/systemd/system/sv-probe.service")
+        "/etc/systemd/system/sv-probe.service"
+    )
     booted = boot(target)
     out = (target / "sv-probe.out").read_text() if (target / "sv-probe.out").exists() else ""
     assert out, f"the probe did not run: {booted.returncode} {booted.stdout[-2000:]} {booted.stderr[-2000:]}"
@@ -180,8 +186,12 @@ def test_fix_fstab_takes_the_targets_devices(
     (target / "data").mkdir()
     subprocess.run(["mount", "--bind", str(ext4.mount), str(target / "data")], check=True)
     try:
-        uuid = subprocess.run(["blkid", "-p", "-o", "value", "-s", "UUID", ext4.device], check=True,
-                              capture_output=True, text=True).stdout.strip()
+        uuid = subprocess.run(
+            ["blkid", "-p", "-o", "value", "-s", "UUID", ext4.device],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         options = RestoreOptions(target_root=target, fix_fstab=True, install_packages=False)
         component = SystemState()
         plan = component.plan(view, options)

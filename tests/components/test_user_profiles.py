@@ -17,21 +17,34 @@ from tests.fixtures.tools import require_tools
 
 
 def _profile_source(tmp_path: Path) -> Path:
-    root = make_root(tmp_path / "laptop", users=[
-        ("alice", 1000, 1000, "Alice", "/home/alice", "/bin/bash"),
-        ("bob", 1001, 1001, "Bob", "/home/bob", "/bin/bash"),
-    ], groups=[("alice", 1000, ""), ("bob", 1001, ""), ("devs", 1500, "alice")])
+    root = make_root(
+        tmp_path / "laptop",
+        users=[
+            ("alice", 1000, 1000, "Alice", "/home/alice", "/bin/bash"),
+            ("bob", 1001, 1001, "Bob", "/home/bob", "/bin/bash"),
+        ],
+        groups=[("alice", 1000, ""), ("bob", 1001, ""), ("devs", 1500, "alice")],
+    )
     home = root / "home" / "alice"
-    for sub, mode in ((".ssh", 0o700), (".gnupg", 0o700), (".pki/nssdb", 0o700), (".config/app", 0o755),
-                      (".local/share/keyrings", 0o700)):
+    for sub, mode in (
+        (".ssh", 0o700),
+        (".gnupg", 0o700),
+        (".pki/nssdb", 0o700),
+        (".config/app", 0o755),
+        (".local/share/keyrings", 0o700),
+    ):
         (home / sub).mkdir(parents=True)
         os.chmod(home / sub, mode)
-    files = {".bashrc": (b"alias ll='ls -l'\n", 0o644), ".ssh/id_ed25519": (b"PRIVATE KEY\n", 0o600),
-             ".ssh/id_ed25519.pub": (b"ssh-ed25519 AAAA alice\n", 0o644),
-             ".ssh/authorized_keys": (b"ssh-ed25519 BBBB\n", 0o600),
-             ".gnupg/pubring.kbx": (b"kbx", 0o600), ".pki/nssdb/cert9.db": (b"sqlite", 0o600),
-             ".local/share/keyrings/login.keyring": (b"ring", 0o600),
-             ".config/app/settings": (b"x=1\n", 0o644)}
+    files = {
+        ".bashrc": (b"alias ll='ls -l'\n", 0o644),
+        ".ssh/id_ed25519": (b"PRIVATE KEY\n", 0o600),
+        ".ssh/id_ed25519.pub": (b"ssh-ed25519 AAAA alice\n", 0o644),
+        ".ssh/authorized_keys": (b"ssh-ed25519 BBBB\n", 0o600),
+        ".gnupg/pubring.kbx": (b"kbx", 0o600),
+        ".pki/nssdb/cert9.db": (b"sqlite", 0o600),
+        ".local/share/keyrings/login.keyring": (b"ring", 0o600),
+        ".config/app/settings": (b"x=1\n", 0o644),
+    }
     for rel, (data, mode) in files.items():
         (home / rel).write_bytes(data)
         os.chmod(home / rel, mode)
@@ -65,8 +78,11 @@ def test_new_laptop_restore_with_uid_collision_acls_and_xattrs(tmp_path: Path) -
     assert collection.paths == ["/home/alice", "/var/spool/cron/crontabs/alice", "/home/bob"]
     view = _collect(source, tmp_path / "staging")
     # the new laptop: uid 1000 belongs to someone else already
-    target = make_root(tmp_path / "new", users=[("carol", 1000, 1000, "", "/home/carol", "/bin/sh")],
-                       groups=[("carol", 1000, "")])
+    target = make_root(
+        tmp_path / "new",
+        users=[("carol", 1000, 1000, "", "/home/carol", "/bin/sh")],
+        groups=[("carol", 1000, "")],
+    )
     options = RestoreOptions(target_root=target, users=["alice"])
     component = UserProfiles()
     plan = component.plan(view, options)
@@ -103,23 +119,33 @@ def test_new_laptop_restore_with_uid_collision_acls_and_xattrs(tmp_path: Path) -
 def test_acl_entries_follow_remapped_accounts(tmp_path: Path) -> None:
     source = _profile_source(tmp_path)
     view = _collect(source, tmp_path / "staging")
-    target = make_root(tmp_path / "new", users=[("carol", 1001, 1001, "", "/home/carol", "/bin/sh")],
-                       groups=[("carol", 1001, "")])
+    target = make_root(
+        tmp_path / "new",
+        users=[("carol", 1001, 1001, "", "/home/carol", "/bin/sh")],
+        groups=[("carol", 1001, "")],
+    )
     options = RestoreOptions(target_root=target)
     component = UserProfiles()
     component.apply(component.plan(view, options), view, options)
     bob = passwd_entry(target, "bob")
     assert bob is not None and bob[2] != "1001"
-    acl = subprocess.run(["getfacl", "-n", "-p", str(target / "home/alice/.ssh/id_ed25519")],
-                         capture_output=True, text=True, check=True).stdout
+    acl = subprocess.run(
+        ["getfacl", "-n", "-p", str(target / "home/alice/.ssh/id_ed25519")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert f"user:{bob[2]}:r--" in acl and "user:1001:" not in acl  # carol must not read alice's key
 
 
 def test_existing_profile_is_left_alone_unless_overwrite(tmp_path: Path) -> None:
     source = _profile_source(tmp_path)
     view = _collect(source, tmp_path / "staging")
-    target = make_root(tmp_path / "new", users=[("alice", 1000, 1000, "", "/home/alice", "/bin/bash")],
-                       groups=[("alice", 1000, "")])
+    target = make_root(
+        tmp_path / "new",
+        users=[("alice", 1000, 1000, "", "/home/alice", "/bin/bash")],
+        groups=[("alice", 1000, "")],
+    )
     (target / "home/alice").mkdir(parents=True)
     (target / "home/alice/.bashrc").write_text("mine\n")
     (target / "home/alice/notes").write_text("keep\n")
@@ -154,8 +180,11 @@ def test_unknown_user_names_what_the_snapshot_has(tmp_path: Path) -> None:
 def test_include_picks_items_into_an_existing_profile(tmp_path: Path) -> None:
     source = _profile_source(tmp_path)
     view = _collect(source, tmp_path / "staging")
-    target = make_root(tmp_path / "new", users=[("alice", 1000, 1000, "", "/home/alice", "/bin/bash")],
-                       groups=[("alice", 1000, "")])
+    target = make_root(
+        tmp_path / "new",
+        users=[("alice", 1000, 1000, "", "/home/alice", "/bin/bash")],
+        groups=[("alice", 1000, "")],
+    )
     (target / "home/alice").mkdir(parents=True)
     (target / "home/alice/.bashrc").write_text("mine\n")
     options = RestoreOptions(target_root=target, users=["alice"], includes=["/home/alice/.ssh"])

@@ -33,29 +33,60 @@ def split_users(users: str | None) -> list[str] | None:
 
 def backup_component_options(func: F) -> F:
     """--component, --source-root, --users for `backup`."""
-    func = click.option("--users", default=None, metavar="A,B",
-                        help="user-profiles: these accounts (default: every human account).")(func)
-    func = click.option("--source-root", default="/", show_default=True, type=click.Path(),
-                        help="Collect components from this tree (another machine's root).")(func)
-    func = click.option("--component", "components", multiple=True, type=click.Choice(COMPONENT_NAMES),
-                        help="Back up this component (repeatable); PATHS go to the files component.")(func)
+    func = click.option(
+        "--users",
+        default=None,
+        metavar="A,B",
+        help="user-profiles: these accounts (default: every human account).",
+    )(func)
+    func = click.option(
+        "--source-root",
+        default="/",
+        show_default=True,
+        type=click.Path(),
+        help="Collect components from this tree (another machine's root).",
+    )(func)
+    func = click.option(
+        "--component",
+        "components",
+        multiple=True,
+        type=click.Choice(COMPONENT_NAMES),
+        help="Back up this component (repeatable); PATHS go to the files component.",
+    )(func)
     return func
 
 
 def restore_component_options(func: F) -> F:
     """The options of `restore --component`."""
     options = [
-        click.option("--component", default=None, type=click.Choice(COMPONENT_NAMES),
-                     help="Restore this component of the snapshot (with its merge rules)."),
-        click.option("--target-root", default=None, type=click.Path(),
-                     help="The root of the machine to restore into (a component restore)."),
+        click.option(
+            "--component",
+            default=None,
+            type=click.Choice(COMPONENT_NAMES),
+            help="Restore this component of the snapshot (with its merge rules).",
+        ),
+        click.option(
+            "--target-root",
+            default=None,
+            type=click.Path(),
+            help="The root of the machine to restore into (a component restore).",
+        ),
         click.option("--users", default=None, metavar="A,B", help="user-profiles: only these accounts."),
-        click.option("--map", "maps", multiple=True, metavar="SRC=DST",
-                     help="files: restore SRC (a path in the snapshot) to DST (repeatable)."),
-        click.option("--create-missing-accounts", is_flag=True,
-                     help="files: create owners that do not exist in the target."),
-        click.option("--fix-fstab", is_flag=True,
-                     help="system-state: take the source fstab with the target's devices."),
+        click.option(
+            "--map",
+            "maps",
+            multiple=True,
+            metavar="SRC=DST",
+            help="files: restore SRC (a path in the snapshot) to DST (repeatable).",
+        ),
+        click.option(
+            "--create-missing-accounts",
+            is_flag=True,
+            help="files: create owners that do not exist in the target.",
+        ),
+        click.option(
+            "--fix-fstab", is_flag=True, help="system-state: take the source fstab with the target's devices."
+        ),
         click.option("--no-packages", is_flag=True, help="system-state: do not install packages."),
         click.option("--dry-run", is_flag=True, help="Print what would be created, replaced and left alone."),
         click.option("--yes-really", is_flag=True, help="Allow / (this running system) as the target root."),
@@ -65,16 +96,34 @@ def restore_component_options(func: F) -> F:
     return func
 
 
-def restore_options(target_root: str, *, users: str | None, maps: tuple[str, ...], includes: tuple[str, ...],
-                    overwrite: str, create_missing_accounts: bool, fix_fstab: bool, no_packages: bool,
-                    dry_run: bool, yes_really: bool) -> RestoreOptions:
+def restore_options(
+    target_root: str,
+    *,
+    users: str | None,
+    maps: tuple[str, ...],
+    includes: tuple[str, ...],
+    excludes: tuple[str, ...] = (),
+    overwrite: str,
+    create_missing_accounts: bool,
+    fix_fstab: bool,
+    no_packages: bool,
+    dry_run: bool,
+    yes_really: bool,
+) -> RestoreOptions:
     from shadowvault.components.files import parse_map
 
     return RestoreOptions(
-        target_root=Path(target_root), users=split_users(users), overwrite=overwrite != "never",
-        dry_run=dry_run, maps=[parse_map(m) for m in maps], includes=list(includes),
-        create_missing_accounts=create_missing_accounts, fix_fstab=fix_fstab,
-        install_packages=not no_packages, yes_really=yes_really,
+        target_root=Path(target_root),
+        users=split_users(users),
+        overwrite=overwrite != "never",
+        dry_run=dry_run,
+        maps=[parse_map(m) for m in maps],
+        excludes=list(excludes),
+        includes=list(includes),
+        create_missing_accounts=create_missing_accounts,
+        fix_fstab=fix_fstab,
+        install_packages=not no_packages,
+        yes_really=yes_really,
     )
 
 
@@ -89,8 +138,9 @@ def print_plan(plan: Plan, *, as_json: bool, applied: bool) -> None:
     note(("restored " if applied else "dry run, nothing changed: ") + plan.summary())
 
 
-def run_component_restore(repo: Any, snapshot_id: str, snapshot: Any, component: str,
-                          options: RestoreOptions, *, as_json: bool) -> None:
+def run_component_restore(
+    repo: Any, snapshot_id: str, snapshot: Any, component: str, options: RestoreOptions, *, as_json: bool
+) -> None:
     from shadowvault.components.snapshot import restore_component
 
     result = restore_component(repo, snapshot_id, snapshot, component, options)

@@ -89,6 +89,7 @@ def restore_cmd(
             users=users,
             maps=maps,
             includes=includes,
+            excludes=excludes,
             overwrite=overwrite,
             create_missing_accounts=create_missing_accounts,
             fix_fstab=fix_fstab,

@@ -27,8 +27,16 @@ log = logging.getLogger(__name__)
 NOLOGIN_SHELLS = frozenset(
     {"", "/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false", "/bin/sync", "/usr/bin/sync"}
 )
-DEFAULT_LIMITS = {"UID_MIN": 1000, "UID_MAX": 60000, "GID_MIN": 1000, "GID_MAX": 60000,
-                  "SYS_UID_MIN": 100, "SYS_UID_MAX": 999, "SYS_GID_MIN": 100, "SYS_GID_MAX": 999}
+DEFAULT_LIMITS = {
+    "UID_MIN": 1000,
+    "UID_MAX": 60000,
+    "GID_MIN": 1000,
+    "GID_MAX": 60000,
+    "SYS_UID_MIN": 100,
+    "SYS_UID_MAX": 999,
+    "SYS_GID_MIN": 100,
+    "SYS_GID_MAX": 999,
+}
 
 
 class ShadowEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -88,6 +96,7 @@ def decode_accounts(data: bytes) -> AccountsDocument:
 
 
 # ---------------------------------------------------------------------------------------- file model
+
 
 @dataclass
 class _Line:
@@ -170,6 +179,7 @@ def _int(text: str, default: int = -1) -> int:
 
 # ---------------------------------------------------------------------------------------- the database
 
+
 class AccountDb:
     """The accounts of one root tree (its /etc/passwd, group, shadow, gshadow and login.defs)."""
 
@@ -208,18 +218,33 @@ class AccountDb:
             if shadow_fields is not None:
                 padded = [*shadow_fields[1:], *[""] * 8][:8]
                 shadow = ShadowEntry(**dict(zip(ShadowEntry.__struct_fields__, padded, strict=True)))
-            records.append(UserRecord(
-                name=f[0], uid=_int(f[2]), gid=_int(f[3]), group=gid_names.get(_int(f[3])),
-                groups=memberships.get(f[0], []), gecos=f[4], home=f[5], shell=f[6], shadow=shadow,
-            ))
+            records.append(
+                UserRecord(
+                    name=f[0],
+                    uid=_int(f[2]),
+                    gid=_int(f[3]),
+                    group=gid_names.get(_int(f[3])),
+                    groups=memberships.get(f[0], []),
+                    gecos=f[4],
+                    home=f[5],
+                    shell=f[6],
+                    shadow=shadow,
+                )
+            )
         return records
 
     def groups(self) -> list[GroupRecord]:
         records = []
         for f in self.group.entries():
             gshadow = self.gshadow.find(f[0])
-            records.append(GroupRecord(name=f[0], gid=_int(f[2]), members=[m for m in f[3].split(",") if m],
-                                       gshadow_password=gshadow[1] if gshadow else None))
+            records.append(
+                GroupRecord(
+                    name=f[0],
+                    gid=_int(f[2]),
+                    members=[m for m in f[3].split(",") if m],
+                    gshadow_password=gshadow[1] if gshadow else None,
+                )
+            )
         return records
 
     def user(self, name: str) -> UserRecord | None:
@@ -235,8 +260,9 @@ class AccountDb:
 
     def is_human(self, user: UserRecord) -> bool:
         """An account a person logs into: uid in [UID_MIN, UID_MAX] and a login shell."""
-        return (self.limits["UID_MIN"] <= user.uid <= self.limits["UID_MAX"]
-                and user.shell not in NOLOGIN_SHELLS)
+        return (
+            self.limits["UID_MIN"] <= user.uid <= self.limits["UID_MAX"] and user.shell not in NOLOGIN_SHELLS
+        )
 
     def human_users(self) -> list[UserRecord]:
         return [u for u in self.users() if self.is_human(u)]
@@ -274,8 +300,14 @@ class AccountDb:
 
     # ----- changes
 
-    def add_group(self, name: str, preferred_gid: int | None, *, system: bool = False,
-                  gshadow_password: str | None = None) -> int:
+    def add_group(
+        self,
+        name: str,
+        preferred_gid: int | None,
+        *,
+        system: bool = False,
+        gshadow_password: str | None = None,
+    ) -> int:
         """Create group `name` (the preferred gid if free, else the next free one); return its gid."""
         existing = self.gid_of(name)
         if existing is not None:
@@ -326,6 +358,7 @@ class AccountDb:
 
 # ---------------------------------------------------------------------------------------- mapping
 
+
 @dataclass
 class IdMap:
     """Source uid/gid -> target uid/gid, by name; what a restore uses to chown."""
@@ -355,8 +388,9 @@ class AccountChange:
     detail: str = ""
 
 
-def plan_accounts(source: AccountsDocument, target: AccountDb, users: list[str], *,
-                  create: bool = True) -> tuple[list[AccountChange], IdMap]:
+def plan_accounts(
+    source: AccountsDocument, target: AccountDb, users: list[str], *, create: bool = True
+) -> tuple[list[AccountChange], IdMap]:
     """Decide which accounts/groups to create in `target` for `users`, and the resulting id mapping.
 
     Runs on an in-memory copy: nothing is written until `apply_accounts` with the same arguments.
@@ -365,15 +399,17 @@ def plan_accounts(source: AccountsDocument, target: AccountDb, users: list[str],
     return _merge(source, scratch, users, create=create)
 
 
-def apply_accounts(source: AccountsDocument, target: AccountDb, users: list[str], *,
-                   create: bool = True) -> tuple[list[AccountChange], IdMap]:
+def apply_accounts(
+    source: AccountsDocument, target: AccountDb, users: list[str], *, create: bool = True
+) -> tuple[list[AccountChange], IdMap]:
     changes, idmap = _merge(source, target, users, create=create)
     target.save()
     return changes, idmap
 
 
-def _merge(source: AccountsDocument, target: AccountDb, users: list[str], *,
-           create: bool) -> tuple[list[AccountChange], IdMap]:
+def _merge(
+    source: AccountsDocument, target: AccountDb, users: list[str], *, create: bool
+) -> tuple[list[AccountChange], IdMap]:
     changes: list[AccountChange] = []
     idmap = IdMap()
     records = [source.user(n) for n in users]
@@ -402,15 +438,22 @@ def _merge(source: AccountsDocument, target: AccountDb, users: list[str], *,
             continue
         preferred = src.gid if src else None
         system = src is not None and src.gid < target.limits["GID_MIN"]
-        gid = target.add_group(name, preferred, system=system,
-                               gshadow_password=src.gshadow_password if src else None)
+        gid = target.add_group(
+            name, preferred, system=system, gshadow_password=src.gshadow_password if src else None
+        )
         idmap.created_groups.append(name)
         if src is not None:
             idmap.gids[src.gid] = gid
             if gid != src.gid:
                 idmap.changed_ids[f"group:{name}"] = (src.gid, gid)
-        changes.append(AccountChange("group", name, "create", f"gid {gid}"
-                                     + (f" (was {src.gid}, taken)" if src and gid != src.gid else "")))
+        changes.append(
+            AccountChange(
+                "group",
+                name,
+                "create",
+                f"gid {gid}" + (f" (was {src.gid}, taken)" if src and gid != src.gid else ""),
+            )
+        )
     taken_uids = target._taken_uids()
     for rec in sorted(records, key=lambda r: r is not None and r.uid in taken_uids):
         assert rec is not None
@@ -431,8 +474,14 @@ def _merge(source: AccountsDocument, target: AccountDb, users: list[str], *,
             idmap.created_users.append(rec.name)
             if uid != rec.uid:
                 idmap.changed_ids[f"user:{rec.name}"] = (rec.uid, uid)
-            changes.append(AccountChange("user", rec.name, "create", f"uid {uid}"
-                                         + (f" (was {rec.uid}, taken)" if uid != rec.uid else "")))
+            changes.append(
+                AccountChange(
+                    "user",
+                    rec.name,
+                    "create",
+                    f"uid {uid}" + (f" (was {rec.uid}, taken)" if uid != rec.uid else ""),
+                )
+            )
         for g in rec.groups:
             if target.add_member(g, rec.name):
                 changes.append(AccountChange("member", f"{rec.name} -> {g}", "add"))

@@ -70,6 +70,7 @@ class RestoreOptions:
     dry_run: bool = False
     maps: list[tuple[str, str]] = field(default_factory=list)  # files: --map SRC=DST
     includes: list[str] = field(default_factory=list)  # restore only these source paths (prefixes)
+    excludes: list[str] = field(default_factory=list)  # leave out paths matching these globs
     create_missing_accounts: bool = False  # files: create owners that do not exist in the target
     fix_fstab: bool = False  # system-state: rewrite fstab devices to the target's
     install_packages: bool = True  # system-state: run apt in the target
@@ -92,16 +93,30 @@ class Entry:
     group: str | None = None
 
 
-_TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFBLK: "blockdev",
-          stat.S_IFCHR: "chardev", stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket"}
+_TYPES = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFBLK: "blockdev",
+    stat.S_IFCHR: "chardev",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+}
 
 
 def entry_of(path: Path, rel: str) -> Entry:
     st = path.lstat()
     kind = _TYPES.get(stat.S_IFMT(st.st_mode), "unknown")
-    return Entry(path=rel, type=kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
-                 size=st.st_size if kind == "file" else 0, mtime_ns=st.st_mtime_ns,
-                 link_target=os.readlink(path) if kind == "symlink" else None)
+    return Entry(
+        path=rel,
+        type=kind,
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        size=st.st_size if kind == "file" else 0,
+        mtime_ns=st.st_mtime_ns,
+        link_target=os.readlink(path) if kind == "symlink" else None,
+    )
 
 
 class SnapshotView(ABC):

@@ -23,8 +23,15 @@ log = logging.getLogger(__name__)
 APT_TIMEOUT = 1800.0
 POLICY_RC_D = "usr/sbin/policy-rc.d"
 _POLICY = b"#!/bin/sh\n# written by shadowvault while it installs packages: start no services\nexit 101\n"
-APT_OPTIONS = ("-y", "-q", "--no-install-recommends",
-               "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold")
+APT_OPTIONS = (
+    "-y",
+    "-q",
+    "--no-install-recommends",
+    "-o",
+    "Dpkg::Options::=--force-confdef",
+    "-o",
+    "Dpkg::Options::=--force-confold",
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,17 @@ def runner(root: Path) -> list[str]:
     if root.resolve() == Path("/"):
         return ["env", "DEBIAN_FRONTEND=noninteractive"]
     if shutil.which("systemd-nspawn"):
-        return ["systemd-nspawn", "-q", "--register=no", "--keep-unit", "--console=pipe", "-D", str(root),
-                "-E", "DEBIAN_FRONTEND=noninteractive"]
+        return [
+            "systemd-nspawn",
+            "-q",
+            "--register=no",
+            "--keep-unit",
+            "--console=pipe",
+            "-D",
+            str(root),
+            "-E",
+            "DEBIAN_FRONTEND=noninteractive",
+        ]
     if shutil.which("chroot"):
         return ["chroot", str(root), "env", "DEBIAN_FRONTEND=noninteractive"]
     raise UnsupportedError("neither systemd-nspawn nor chroot is installed; cannot run apt in the target")

@@ -92,8 +92,11 @@ def read_packages(root: Path) -> PackagesDocument:
         if not st.get("Status", "").endswith(" installed"):
             continue
         name, arch = st.get("Package", ""), st.get("Architecture", "")
-        doc.packages.append(InstalledPackage(name=name, version=st.get("Version", ""), arch=arch,
-                                             manual=(name, arch) not in auto))
+        doc.packages.append(
+            InstalledPackage(
+                name=name, version=st.get("Version", ""), arch=arch, manual=(name, arch) not in auto
+            )
+        )
         for line in st.get("Conffiles", "").splitlines():
             parts = line.split()
             if len(parts) < 2 or "obsolete" in parts[2:]:

@@ -42,15 +42,37 @@ def selected(rel: str, includes: list[str]) -> bool:
     return False
 
 
-def plan_subtree(plan: Plan, view: SnapshotView, target_root: Path, src_prefix: str, dest_prefix: str, *,
-                 existing: str = "replace", decide: Decider | None = None,
-                 skip: Callable[[Entry], bool] | None = None, includes: list[str] | None = None
-                 ) -> list[Entry]:
+def _exclusion(excludes: list[str] | None) -> Callable[[str], bool]:
+    """--exclude globs with the archive's rules (restic/gitignore style; see archive/patterns.py)."""
+    if not excludes:
+        return lambda path: False
+    from shadowvault.archive.patterns import PathFilter
+
+    path_filter = PathFilter([], list(excludes))
+    return lambda path: not path_filter.included(path.encode("utf-8", errors="surrogateescape"))
+
+
+def plan_subtree(
+    plan: Plan,
+    view: SnapshotView,
+    target_root: Path,
+    src_prefix: str,
+    dest_prefix: str,
+    *,
+    existing: str = "replace",
+    decide: Decider | None = None,
+    skip: Callable[[Entry], bool] | None = None,
+    includes: list[str] | None = None,
+    excludes: list[str] | None = None,
+) -> list[Entry]:
     """Add an action per entry below `src_prefix`; `existing` is what to do when the target has it:
     "replace" (files that differ; identical ones are left alone) or "leave". Returns the entries seen."""
     seen: list[Entry] = []
+    excluded = _exclusion(excludes)
     for entry in view.entries(src_prefix):
         if (skip is not None and skip(entry)) or not selected(entry.path, includes or []):
+            continue
+        if excluded("/" + entry.path):
             continue
         if entry.type == "socket":
             continue
@@ -90,9 +112,15 @@ def _same_size_and_time(entry: Entry, dest: Path) -> bool:
     return st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
 
 
-def apply_subtree_actions(plan: Plan, view: SnapshotView, target_root: Path, idmap: IdMap, *,
-                          kinds: tuple[str, ...] = ("file", "dir", "symlink", "fifo", "blockdev", "chardev"),
-                          owner: Callable[[Entry], tuple[int, int]] | None = None) -> int:
+def apply_subtree_actions(
+    plan: Plan,
+    view: SnapshotView,
+    target_root: Path,
+    idmap: IdMap,
+    *,
+    kinds: tuple[str, ...] = ("file", "dir", "symlink", "fifo", "blockdev", "chardev"),
+    owner: Callable[[Entry], tuple[int, int]] | None = None,
+) -> int:
     """Lay down every create/replace action of `plan` whose kind is a file type; returns how many."""
     done = 0
     dirs: list[tuple[str, Path]] = []

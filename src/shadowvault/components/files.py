@@ -82,8 +82,10 @@ class Files(Component):
         for user in accounts.users:
             user.shadow = None  # data migration never carries password hashes
         accounts.shadow_included = False
-        documents = {"accounts.json": encode_document(accounts),
-                     "paths.json": encode_document(PathsDocument(paths=paths))}
+        documents = {
+            "accounts.json": encode_document(accounts),
+            "paths.json": encode_document(PathsDocument(paths=paths)),
+        }
         return Collection(self.name, source_root, paths, documents, list(options.excludes))
 
     # ------------------------------------------------------------------ restore
@@ -97,8 +99,10 @@ class Files(Component):
             if not recorded:
                 raise NotFoundError("the snapshot has no files documents and no recorded paths")
             return None, [_normalize(p) for p in recorded]
-        return (decode_accounts(accounts) if accounts is not None else None,
-                msgspec.json.decode(paths, type=PathsDocument).paths)
+        return (
+            decode_accounts(accounts) if accounts is not None else None,
+            msgspec.json.decode(paths, type=PathsDocument).paths,
+        )
 
     def _sources(self, view: SnapshotView, options: RestoreOptions) -> list[str]:
         _, paths = self._documents(view)
@@ -131,8 +135,15 @@ class Files(Component):
         seen: list[Entry] = []
         for source in self._sources(view, options):
             dest = self.destination(source, options.maps)
-            seen += plan_subtree(plan, view, target, source, dest,
-                                 existing="replace" if options.overwrite else "leave")
+            seen += plan_subtree(
+                plan,
+                view,
+                target,
+                source,
+                dest,
+                existing="replace" if options.overwrite else "leave",
+                excludes=options.excludes,
+            )
         machine_root = (target / "etc" / "passwd").is_file()
         accounts = stored if stored is not None else _accounts_from_entries(seen)
         plan.data["accounts"] = accounts
@@ -148,8 +159,10 @@ class Files(Component):
         plan.data["owner_users"] = sorted(owners["users"])
         if options.create_missing_accounts and (missing or missing_groups):
             if not machine_root:
-                raise UsageError(f"cannot create accounts: {target} has no etc/passwd "
-                                 "(restore into a machine root, or create them first)")
+                raise UsageError(
+                    f"cannot create accounts: {target} has no etc/passwd "
+                    "(restore into a machine root, or create them first)"
+                )
             changes, _ = plan_accounts(accounts, AccountDb(target), missing)
             for change in changes:
                 plan.add(change.action, change.kind, change.name, change.detail)
@@ -160,19 +173,24 @@ class Files(Component):
             plan.data["create_groups"] = missing_groups
         else:
             if missing:
-                plan.warn(f"owners missing in the target, their files keep the old uid: {', '.join(missing)} "
-                          "(use --create-missing-accounts to create them)")
+                plan.warn(
+                    f"owners missing in the target, their files keep the old uid: {', '.join(missing)} "
+                    "(use --create-missing-accounts to create them)"
+                )
             if missing_groups:
-                plan.warn(f"groups missing in the target, their files keep the old gid: "
-                          f"{', '.join(missing_groups)}")
+                plan.warn(
+                    f"groups missing in the target, their files keep the old gid: {', '.join(missing_groups)}"
+                )
         return plan
 
     @staticmethod
     def _owner_names(entries: list[Entry], accounts: AccountsDocument) -> dict[str, set[str]]:
         uid_names = {u.uid: u.name for u in accounts.users}
         gid_names = {g.gid: g.name for g in accounts.groups}
-        return {"users": {uid_names[e.uid] for e in entries if e.uid in uid_names},
-                "groups": {gid_names[e.gid] for e in entries if e.gid in gid_names}}
+        return {
+            "users": {uid_names[e.uid] for e in entries if e.uid in uid_names},
+            "groups": {gid_names[e.gid] for e in entries if e.gid in gid_names},
+        }
 
     def apply(self, plan: Plan, view: SnapshotView, options: RestoreOptions) -> Plan:
         accounts: AccountsDocument = plan.data["accounts"]
@@ -212,8 +230,14 @@ def _accounts_from_entries(entries: list[Entry]) -> AccountsDocument:
         if entry.group and entry.group not in groups:
             groups[entry.group] = GroupRecord(name=entry.group, gid=entry.gid)
         if entry.user and entry.user not in users:
-            users[entry.user] = UserRecord(name=entry.user, uid=entry.uid, gid=entry.gid, group=entry.group,
-                                           home="/nonexistent", shell="/usr/sbin/nologin")
+            users[entry.user] = UserRecord(
+                name=entry.user,
+                uid=entry.uid,
+                gid=entry.gid,
+                group=entry.group,
+                home="/nonexistent",
+                shell="/usr/sbin/nologin",
+            )
     return AccountsDocument(users=list(users.values()), groups=list(groups.values()))
 
 

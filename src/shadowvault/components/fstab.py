@@ -57,8 +57,9 @@ def mounted_uuid(path: Path) -> str | None:
     for volume in list_volumes(with_uuid=False):
         if volume.mount_point == where and volume.device.startswith("/dev/"):
             try:
-                out = proc.output(["blkid", "-p", "-o", "value", "-s", "UUID", volume.device],
-                                  timeout=10, check=False).strip()
+                out = proc.output(
+                    ["blkid", "-p", "-o", "value", "-s", "UUID", volume.device], timeout=10, check=False
+                ).strip()
             except CommandError:
                 return None
             return out or None

@@ -135,8 +135,15 @@ def _remap_acls(path: Path, idmap: IdMap | None) -> None:
             os.setxattr(path, name, mapped, follow_symlinks=False)
 
 
-def _set_metadata(path: Path, entry: Entry, times: os.stat_result, uid: int, gid: int,
-                  xattrs_from: Path | None, idmap: IdMap | None) -> None:
+def _set_metadata(
+    path: Path,
+    entry: Entry,
+    times: os.stat_result,
+    uid: int,
+    gid: int,
+    xattrs_from: Path | None,
+    idmap: IdMap | None,
+) -> None:
     """Owner, xattrs/ACLs, mode, times, in the order that keeps each (chown clears setuid bits)."""
     if os.geteuid() == 0:
         os.chown(path, uid, gid, follow_symlinks=False)
@@ -166,8 +173,17 @@ def _make_copy(content: Path, entry: Entry, path: Path) -> bool:
     return True
 
 
-def lay_entry(root: Path, dest_rel: str, entry: Entry, content: Path, uid: int, gid: int,
-              idmap: IdMap | None = None, *, move: bool = False) -> Path:
+def lay_entry(
+    root: Path,
+    dest_rel: str,
+    entry: Entry,
+    content: Path,
+    uid: int,
+    gid: int,
+    idmap: IdMap | None = None,
+    *,
+    move: bool = False,
+) -> Path:
     """Put `entry` (bytes and metadata at `content`) at `dest_rel` inside `root`, owned by uid:gid.
 
     Directories that exist are kept (their metadata is updated). Anything else replaces what is

@@ -60,10 +60,14 @@ class Plan:
 
     def summary(self) -> str:
         counts = self.counts()
-        parts = [f"{counts.get('create', 0)} to create", f"{counts.get('replace', 0)} to replace",
-                 f"{counts.get('leave', 0)} left alone"]
-        parts += [f"{n} to {verb}" for verb, n in counts.items()
-                  if verb not in ("create", "replace", "leave")]
+        parts = [
+            f"{counts.get('create', 0)} to create",
+            f"{counts.get('replace', 0)} to replace",
+            f"{counts.get('leave', 0)} left alone",
+        ]
+        parts += [
+            f"{n} to {verb}" for verb, n in counts.items() if verb not in ("create", "replace", "leave")
+        ]
         return f"{self.component} -> {self.target_root}: " + ", ".join(parts)
 
     def lines(self) -> list[str]:
@@ -74,8 +78,10 @@ class Plan:
             "component": self.component,
             "target_root": self.target_root,
             "counts": self.counts(),
-            "actions": [{"verb": a.verb, "kind": a.kind, "target": a.target, "reason": a.reason,
-                         "source": a.source} for a in self.actions],
+            "actions": [
+                {"verb": a.verb, "kind": a.kind, "target": a.target, "reason": a.reason, "source": a.source}
+                for a in self.actions
+            ],
             "warnings": list(self.warnings),
             "errors": [{"what": what, "why": why} for what, why in self.errors],
         }

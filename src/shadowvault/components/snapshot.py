@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------- backup
 
+
 @dataclass
 class ComponentBackup:
     """What the archive's backup needs to include the components (see BackupRequest)."""
@@ -53,8 +54,12 @@ class ComponentBackup:
     excludes: list[str] = field(default_factory=list)
 
 
-def prepare_backup(names: list[str], source_root: str | os.PathLike[str], options: CollectOptions,
-                   staging: str | os.PathLike[str]) -> ComponentBackup:
+def prepare_backup(
+    names: list[str],
+    source_root: str | os.PathLike[str],
+    options: CollectOptions,
+    staging: str | os.PathLike[str],
+) -> ComponentBackup:
     """Collect every named component from `source_root`; documents go below `staging`."""
     root = Path(os.path.abspath(source_root))
     if not root.is_dir():
@@ -74,6 +79,7 @@ def prepare_backup(names: list[str], source_root: str | os.PathLike[str], option
 
 
 # ---------------------------------------------------------------------------------------- restore
+
 
 def require_component(snapshot_id: str, snapshot: Any, name: str) -> None:
     get(name)  # an unknown name is a usage error, not "not in the snapshot"
@@ -116,8 +122,12 @@ class RepoView(SnapshotView):
         self.materialized = True
         if not present:
             return []
-        restorer = Restorer(self.repo, str(self.content_root), numeric_owner=True,
-                            path_filter=PathFilter([_glob_escape(p) for p in present], []))
+        restorer = Restorer(
+            self.repo,
+            str(self.content_root),
+            numeric_owner=True,
+            path_filter=PathFilter([_glob_escape(p) for p in present], []),
+        )
         stats = restorer.restore(self.tree, "/")
         return list(stats.errors)
 
@@ -144,9 +154,18 @@ class RepoView(SnapshotView):
         for raw, node in list_snapshot(self.repo, self.tree, "/" + prefix.strip("/")):
             rel = os.fsdecode(raw).lstrip("/")
             link = os.fsdecode(node.link_target) if node.link_target is not None else None
-            yield Entry(path=rel, type=node.type, mode=node.mode, uid=node.uid, gid=node.gid,
-                        size=node.size, mtime_ns=node.mtime_ns, link_target=link,
-                        user=node.user, group=node.group)
+            yield Entry(
+                path=rel,
+                type=node.type,
+                mode=node.mode,
+                uid=node.uid,
+                gid=node.gid,
+                size=node.size,
+                mtime_ns=node.mtime_ns,
+                link_target=link,
+                user=node.user,
+                group=node.group,
+            )
 
     def content_path(self, rel: str) -> Path | None:
         if not self.materialized:
@@ -168,12 +187,20 @@ class ComponentRestore:
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
-def restore_component(repo: Any, snapshot_id: str, snapshot: Any, name: str, options: RestoreOptions,
-                      *, on_plan: Callable[[Plan], None] | None = None) -> ComponentRestore:
+def restore_component(
+    repo: Any,
+    snapshot_id: str,
+    snapshot: Any,
+    name: str,
+    options: RestoreOptions,
+    *,
+    on_plan: Callable[[Plan], None] | None = None,
+) -> ComponentRestore:
     """Plan (and unless options.dry_run, carry out) the restore of component `name` of a snapshot."""
     require_component(snapshot_id, snapshot, name)
-    options.target_root = check_target_root(options.target_root, yes_really=options.yes_really,
-                                            dry_run=options.dry_run)
+    options.target_root = check_target_root(
+        options.target_root, yes_really=options.yes_really, dry_run=options.dry_run
+    )
     component = get(name)
     # a real restore stages inside the target root: same filesystem, and its space is the target's
     staging_parent = None if options.dry_run else str(options.target_root)
@@ -198,8 +225,9 @@ def restore_component(repo: Any, snapshot_id: str, snapshot: Any, name: str, opt
 
 
 @contextmanager
-def staged_components(names: list[str], source_root: str | os.PathLike[str],
-                      options: CollectOptions) -> Iterator[ComponentBackup]:
+def staged_components(
+    names: list[str], source_root: str | os.PathLike[str], options: CollectOptions
+) -> Iterator[ComponentBackup]:
     """prepare_backup with a private staging directory that is removed afterwards."""
     staging = tempfile.mkdtemp(prefix="shadowvault-components-")
     try:

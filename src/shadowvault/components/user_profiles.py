@@ -77,8 +77,10 @@ class UserProfiles(Component):
         else:
             names = [u.name for u in db.human_users()]
         if not names:
-            raise NotFoundError(f"no human accounts (uid {db.limits['UID_MIN']}-{db.limits['UID_MAX']} "
-                                f"with a login shell) in {source_root}/etc/passwd; name them with --users")
+            raise NotFoundError(
+                f"no human accounts (uid {db.limits['UID_MIN']}-{db.limits['UID_MAX']} "
+                f"with a login shell) in {source_root}/etc/passwd; name them with --users"
+            )
         accounts = db.document(names)
         paths: list[str] = []
         profiles = []
@@ -87,15 +89,19 @@ class UserProfiles(Component):
             if home is not None and home.is_dir():
                 paths.append(user.home)
             else:
-                log.warning("%s: home directory %s does not exist; only the account is kept",
-                            user.name, user.home)
+                log.warning(
+                    "%s: home directory %s does not exist; only the account is kept", user.name, user.home
+                )
             crontab = source_root / CRONTAB_DIR / user.name
             crontab_group = None
             if crontab.is_file():
                 paths.append(f"/{CRONTAB_DIR}/{user.name}")
                 crontab_group = _group_name(db, crontab.stat().st_gid)
-            profiles.append(Profile(name=user.name, home=user.home, crontab=crontab.is_file(),
-                                    crontab_group=crontab_group))
+            profiles.append(
+                Profile(
+                    name=user.name, home=user.home, crontab=crontab.is_file(), crontab_group=crontab_group
+                )
+            )
         # owners of crontab files (the crontab group) must be known by name at restore time
         documents = {
             "accounts.json": encode_document(accounts),
@@ -118,8 +124,10 @@ class UserProfiles(Component):
         have = {p.name: p for p in profiles.profiles}
         unknown = [u for u in options.users if u not in have]
         if unknown:
-            raise NotFoundError(f"the snapshot has no profile for {', '.join(unknown)} "
-                                f"(it has: {', '.join(sorted(have)) or 'none'})")
+            raise NotFoundError(
+                f"the snapshot has no profile for {', '.join(unknown)} "
+                f"(it has: {', '.join(sorted(have)) or 'none'})"
+            )
         return [have[u] for u in options.users]
 
     def restore_prefixes(self, view: SnapshotView, options: RestoreOptions) -> list[str]:
@@ -146,13 +154,27 @@ class UserProfiles(Component):
             home = self._target_home(db, accounts, profile)
             dest = resolve_in_root(target, home)
             if options.includes:  # items picked from a profile: created, or replaced with --overwrite
-                plan_subtree(plan, view, target, profile.home, home, includes=options.includes,
-                             existing="replace" if options.overwrite else "leave")
+                plan_subtree(
+                    plan,
+                    view,
+                    target,
+                    profile.home,
+                    home,
+                    includes=options.includes,
+                    existing="replace" if options.overwrite else "leave",
+                    excludes=options.excludes,
+                )
             elif dest.is_dir() and any(dest.iterdir()) and not options.overwrite:
-                plan.add("leave", "profile", home, f"{profile.name}'s profile exists in the target; "
-                         "use --overwrite to replace its files")
+                plan.add(
+                    "leave",
+                    "profile",
+                    home,
+                    f"{profile.name}'s profile exists in the target; use --overwrite to replace its files",
+                )
             else:
-                plan_subtree(plan, view, target, profile.home, home, existing="replace")
+                plan_subtree(
+                    plan, view, target, profile.home, home, existing="replace", excludes=options.excludes
+                )
             if profile.crontab and selected(f"{CRONTAB_DIR}/{profile.name}", options.includes):
                 tab = f"{CRONTAB_DIR}/{profile.name}"
                 exists = resolve_in_root(target, tab)
@@ -178,8 +200,9 @@ class UserProfiles(Component):
         self._apply_crontabs(plan, view, target, idmap, AccountDb(target))
         return plan
 
-    def _apply_crontabs(self, plan: Plan, view: SnapshotView, target: Path, idmap: IdMap,
-                        db: AccountDb) -> None:
+    def _apply_crontabs(
+        self, plan: Plan, view: SnapshotView, target: Path, idmap: IdMap, db: AccountDb
+    ) -> None:
         from shadowvault.components.base import entry_of
         from shadowvault.components.layout import lay_entry
 
@@ -198,8 +221,9 @@ class UserProfiles(Component):
                 raise UsageError(f"account {name} is missing in the target after the account merge")
             spool = resolve_in_root(target, CRONTAB_DIR)
             created_spool = not spool.is_dir()
-            lay_entry(target, action.target, entry, content, uid, gid if gid is not None else 0,
-                      move=view.movable)
+            lay_entry(
+                target, action.target, entry, content, uid, gid if gid is not None else 0, move=view.movable
+            )
             if created_spool:  # what the cron package creates: root:crontab 1730
                 if os.geteuid() == 0:
                     os.chown(spool, 0, gid if gid is not None else 0)
