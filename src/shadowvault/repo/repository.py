@@ -57,6 +57,7 @@ INDEX_AAD = b"sv1:index"
 SNAPSHOT_AAD = b"sv1:snapshot"
 PACK_SIZE = 16 << 20
 PACKS_PER_INDEX = 8  # write an index file after this many finished packs (resume point after a crash)
+MAX_BLOB = 1 << 30  # offsets and lengths are 32-bit in the in-memory index
 CACHE_BYTES = 8 << 20  # of decrypted TREE blobs kept for repeated reads (small: RSS is a goal)
 
 
@@ -146,6 +147,8 @@ class Repository:
     ) -> Repository:
         """Create a repository in `path` (absent or an empty directory) and open it for writing."""
         root = cls.validate_new_path(path)
+        if not 16 << 10 <= pack_size <= 1 << 30:
+            raise UsageError("the pack size must be between 16 KiB and 1 GiB")
         try:
             root.mkdir(parents=True, exist_ok=True)
             for sub in ("keys", "data", "index", "snapshots", "sessions", "tmp"):
@@ -368,6 +371,8 @@ class Repository:
                 if self.session is None:
                     self._start_session("write")
         kind = BlobType(kind)
+        if len(data) > MAX_BLOB:
+            raise RepositoryError(f"a blob of {len(data)} bytes is too large (the limit is {MAX_BLOB})")
         blob_id = self.sealer.blob_id(data)
         if self.index.has_blob(blob_id):
             self.stats.blobs_deduplicated += 1
