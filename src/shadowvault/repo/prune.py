@@ -154,7 +154,7 @@ def prune(repo: Repository, *, dry_run: bool = False,
             raw = backend.load(pack_name(pack.id))
             copies = []
             for b in pack.blobs:
-                if b.id not in used:
+                if b.id not in used or b.id in copied:
                     continue
                 sealed = raw[b.offset:b.offset + b.length]
                 location = BlobLocation(pack.id, BlobType(b.type), b.offset, b.length, b.raw_length,
