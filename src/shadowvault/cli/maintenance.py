@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import sys
+from collections.abc import Callable, Iterator
 
 import click
+from rich.progress import TaskID
 
 from shadowvault.cli.output import emit, info, json_option, note, print_json, print_table
 from shadowvault.cli.repo_options import open_repository, repo_options
@@ -18,15 +21,24 @@ from shadowvault.repo.prune import PruneResult, prune
 from shadowvault.repo.repository import filter_snapshots
 
 
-def _progress_printer():
+@contextlib.contextmanager
+def _tty_progress() -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar on stderr when it is a terminal; None (no output) otherwise."""
     if not sys.stderr.isatty():
-        return None
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
 
-    def show(phase: str, done: int, total: int) -> None:
-        if total and (done % max(1, total // 20) == 0):
-            note(f"{phase}: {done}/{total}")
+    tasks: dict[str, TaskID] = {}
+    with Progress(console=Console(stderr=True), transient=True) as bar:
 
-    return show
+        def show(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done + 1, total=total)
+
+        yield show
 
 
 def _parse_subset(value: str | None) -> tuple[float, tuple[int, int] | None]:
@@ -52,8 +64,8 @@ def check_cmd(repo: str | None, password_file: str | None, read_data: bool, read
               as_json: bool) -> None:
     """Check that every snapshot can be restored; with --read-data, verify all stored data."""
     fraction, group = (1.0, None) if read_data else _parse_subset(read_data_subset)
-    with open_repository(repo, password_file) as r:
-        report = check(r, read_data_fraction=fraction, read_data_group=group, progress=_progress_printer())
+    with open_repository(repo, password_file) as r, _tty_progress() as progress:
+        report = check(r, read_data_fraction=fraction, read_data_group=group, progress=progress)
     if as_json:
         print_json({**dataclasses.asdict(report), "ok": report.ok, "summary": report.summary()})
     else:
