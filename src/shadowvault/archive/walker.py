@@ -98,7 +98,8 @@ def join(parent: bytes, name: bytes) -> bytes:
 
 
 def text(path: bytes) -> str:
-    return path.decode("utf-8", errors="surrogateescape")
+    """A path for people and documents: invalid UTF-8 bytes shown as \\xNN (encodable everywhere)."""
+    return path.decode("utf-8", errors="backslashreplace")
 
 
 class Archiver:
@@ -291,11 +292,12 @@ class Archiver:
         except (RepositoryError, NotFoundError):
             return False
 
-    def _error(self, path: bytes, err: BaseException | str) -> None:
+    def _error(self, path: bytes | str, err: BaseException | str) -> None:
         reason = err if isinstance(err, str) else (getattr(err, "strerror", None) or str(err))
-        log.warning("%s: %s", text(path), reason)
+        shown = path if isinstance(path, str) else text(path)
+        log.warning("%s: %s", shown, reason)
         with self.stats.lock:
-            self.stats.errors.append((text(path), str(reason)))
+            self.stats.errors.append((shown, str(reason)))
 
     # -- directory completion ----------------------------------------------------------------------
 
@@ -315,7 +317,7 @@ class Archiver:
             except _FileError as err:
                 node.content = []
                 node.error = str(err)
-                self._error(path.encode("utf-8", errors="surrogateescape"), str(err))
+                self._error(path, str(err))
         for node, sub in job.subdirs:
             node.subtree = sub.tree_id
         data = encode_tree(Tree(nodes=job.nodes))
