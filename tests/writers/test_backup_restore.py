@@ -14,6 +14,7 @@ import shutil
 import signal
 
 from shadowvault.archive.backup import BackupRequest, run_backup
+from shadowvault.shadow.writers.registry import inventory
 from shadowvault.shadow.writers.restore import load_manifest, restore_with_writers
 from tests.archive.helpers import new_repo
 from tests.fixtures import servers as S
@@ -53,6 +54,13 @@ def test_backup_and_restore_through_every_writer():
                 for load in loads.values():
                     load.stop()
             snapshot = result.snapshot
+            listed = {entry.writer for entry in inventory() if entry.kind == "discovered"}
+            assert {
+                f"postgresql:{pg.datadir}",
+                f"mariadb:{maria.datadir}",
+                f"redis:127.0.0.1:{redis.port}",
+                f"ldap:{ldap.config}",
+            } <= listed, listed  # `writers list` shows every instance
             for name in loads:
                 assert any(
                     c.startswith(

@@ -259,3 +259,16 @@ def test_writers_d_entry_gives_an_instance_its_credentials_and_policy(pg_on_btrf
     listed = cli("writers", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert f"postgresql:{pg.datadir}" in listed.stdout
+
+
+def test_live_provider_is_refused_clearly(pg_on_btrfs):
+    """`live` reads the files after the base backup ended: no restorable copy, so the writer says so."""
+    fs, pg = pg_on_btrfs
+    with (
+        pytest.raises(ShadowError, match=r"writer postgresql:.* failed at post_snapshot: the live provider"),
+        shadow_set([str(fs.mount)], [f"postgresql:{pg.datadir}"], "live", auto_writers=False),
+    ):
+        pass
+    with S.pg_connect(pg) as conn:  # the backup session is gone: a new base backup can start
+        conn.execute("select pg_backup_start('after', true)")
+        conn.execute("select pg_backup_stop(false)")
