@@ -19,8 +19,8 @@ _NOT_ATOMIC_NOTES = {
         "files outside writers may be inconsistent"
     ),
     "live": (
-        "live: files are read from the live volume; data held by writers is consistent only while "
-        "the set exists, files outside writers are not consistent"
+        "live: no image is made; files are read from the live volume after the writers resume, "
+        "so nothing on it, writer data included, is consistent at one point in time"
     ),
 }
 
