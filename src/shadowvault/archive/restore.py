@@ -86,7 +86,7 @@ def _join(parent: bytes, name: bytes) -> bytes:
 
 
 def _text(path: bytes) -> str:
-    return path.decode("utf-8", errors="surrogateescape")
+    return path.decode("utf-8", errors="backslashreplace")  # for messages: \xNN for invalid bytes
 
 
 def _has_default_acl(directory: bytes) -> bool:
