@@ -142,10 +142,10 @@ def run(writer: type[Writer] | Writer) -> None:
                     instance.config = req["config"]
                 if event not in EVENTS:
                     raise Failure(f"unknown event {event!r}")
-                reply = _reply(getattr(instance, event)(req), event)
                 if event == "freeze":
-                    instance.frozen = True
-                elif event in ("thaw", "abort"):
+                    instance.frozen = True  # a freeze in progress (or failed half-way) counts as held
+                reply = _reply(getattr(instance, event)(req), event)
+                if event in ("thaw", "abort"):
                     instance.frozen = False
             except Terminated:
                 raise

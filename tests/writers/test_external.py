@@ -182,11 +182,14 @@ def test_a_writer_that_exits_mid_freeze_aborts_the_set(app, tmp_path):
         paths = ["{fs.mount}"]
     """,
     )
-    with pytest.raises(
-        ShadowError,
-        match=r"writer external:crash failed at freeze: the writer process exited "
-        r"with status 3 during freeze \(stderr: giving up\)",
-    ) as err, shadow_set([str(fs.mount)]):
+    with (
+        pytest.raises(
+            ShadowError,
+            match=r"writer external:crash failed at freeze: the writer process exited "
+            r"with status 3 during freeze \(stderr: giving up\)",
+        ) as err,
+        shadow_set([str(fs.mount)]),
+    ):
         pass
     manifest = err.value.manifest
     assert manifest.state == "aborted" and manifest.shadows == []
@@ -314,11 +317,38 @@ def test_protocol_garbage_is_a_clear_error(btrfs, tmp_path):
     script.write_text("#!/bin/sh\nread line\necho 'this is not json'\nsleep 5\n")
     script.chmod(0o755)
     writer = ExternalWriter("garbage", command=[str(script)], paths=[str(btrfs.mount)])
-    with pytest.raises(
-        ShadowError,
-        match=r"writer external:garbage failed at identify: answered identify with "
-        r"something that is not a JSON object: 'this is not json'",
-    ), shadow_set([str(btrfs.mount)], [writer], auto_writers=False):
+    with (
+        pytest.raises(
+            ShadowError,
+            match=r"writer external:garbage failed at identify: answered identify with "
+            r"something that is not a JSON object: 'this is not json'",
+        ),
+        shadow_set([str(btrfs.mount)], [writer], auto_writers=False),
+    ):
         pass
     assert writer.pid is None
     assert no_process_runs(script)
+
+
+def test_sigterm_in_the_middle_of_freeze_runs_abort(btrfs, tmp_path):
+    """A writer stuck half-way through freeze still releases: SIGTERM -> terminate() -> abort()."""
+    marker = tmp_path / "released"
+    stuck = write_writer(
+        tmp_path,
+        "stuck",
+        f"""
+        class W(sdk.Writer):
+            def freeze(self, req):
+                time.sleep(3600)
+            def abort(self, req):
+                open("{marker}", "w").write("abort after SIGTERM")
+    """,
+    )
+    writer = ExternalWriter("stuck", command=[sys.executable, str(stuck)], paths=[str(btrfs.mount)])
+    with (
+        pytest.raises(ShadowError, match="timed out at freeze"),
+        shadow_set([str(btrfs.mount)], [writer], auto_writers=False, freeze_timeout=1),
+    ):
+        pass
+    assert marker.read_text() == "abort after SIGTERM"
+    assert no_process_runs(stuck)
