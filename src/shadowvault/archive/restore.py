@@ -177,6 +177,9 @@ class Restorer:
                 self._submit_entry(node, snap_path, self.target, job)
                 self._finished.append(job)
             self._drain(block=True)
+        except BaseException:
+            self.pool.shutdown(wait=False, cancel_futures=True)  # interrupted: drop the queued files
+            raise
         finally:
             self.pool.shutdown(wait=True)
         return self.stats

@@ -160,6 +160,11 @@ class Archiver:
             else:
                 root = self._virtual_dir(b"/", hierarchy, self._children(parent_tree))
             self._drain(block=True)
+        except BaseException:
+            # interrupted or failed: drop the queued work instead of reading every queued file first
+            self.readers.shutdown(wait=False, cancel_futures=True)
+            self.blobbers.shutdown(wait=False, cancel_futures=True)
+            raise
         finally:
             self.readers.shutdown(wait=True)
             self.blobbers.shutdown(wait=True)
