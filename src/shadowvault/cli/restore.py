@@ -38,7 +38,13 @@ def _stderr_json(obj: dict) -> None:
 @repo_options
 @click.argument("snapshot", metavar="SNAP[:SUBPATH]")
 @click.option("--target", "-t", default=None, type=click.Path(), help="Directory to restore into.")
-@click.option("--include", "includes", multiple=True, metavar="GLOB", help="Restore only matching paths.")
+@click.option(
+    "--include",
+    "includes",
+    multiple=True,
+    metavar="GLOB",
+    help="Restore only matching paths (globs match the snapshot's absolute paths; see docs/archive.md).",
+)
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Leave out matching paths.")
 @click.option(
     "--overwrite",
