@@ -272,3 +272,29 @@ def test_live_provider_is_refused_clearly(pg_on_btrfs):
     with S.pg_connect(pg) as conn:  # the backup session is gone: a new base backup can start
         conn.execute("select pg_backup_start('after', true)")
         conn.execute("select pg_backup_stop(false)")
+
+
+def test_too_much_wal_is_left_out_and_the_copy_opens_by_crash_recovery(pg_on_btrfs):
+    fs, pg = pg_on_btrfs
+    area = restore_area(fs.mount)
+    load = PostgresLoad(pg)
+    load.setup()
+    load.start()
+    root = restore_root(area)
+    try:
+        load.wait_for(10)
+        writer = PostgresqlWriter(str(pg.datadir), wal_max_bytes=1)
+        with shadow_set([str(fs.mount)], [writer], auto_writers=False) as manifest:
+            report = report_of(manifest, "postgresql")
+            component = report.components[0]
+            assert component.metadata["wal"] is None and "crash recovery" in component.metadata["wal_note"]
+            must_have = load.acked_before(freeze_instant(manifest, report))
+            copy_out(manifest, str(pg.datadir), root)
+        restored = open_restored(root, report.components, mode="auto")
+        try:
+            check_restored(restored, must_have)
+        finally:
+            close_restored(restored)
+    finally:
+        load.stop()
+        remove(root)

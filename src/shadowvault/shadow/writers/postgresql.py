@@ -42,6 +42,7 @@ from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
 
 log = logging.getLogger(__name__)
 
+DEFAULT_WAL_MAX = 64 << 20  # compressed WAL kept in a manifest, at most
 XLOG_PAGE_MAGIC_OFFSET = 8  # XLogPageHeaderData: magic u16, info u16, tli u32, pageaddr u64
 RUNTIME_FILES = ("postmaster.pid", "postmaster.opts", "backup_label.old", "tablespace_map.old")
 
@@ -118,8 +119,9 @@ def as_owner(user: str, argv: list[str]) -> list[str]:
 class PostgresqlWriter(AppWriter):
     """One PostgreSQL cluster, named by its data directory.
 
-    Options: host (socket directory or address), port, user (default postgres), password, dbname.
-    Without host/port the writer reads them from the cluster's postmaster.pid.
+    Options: host (socket directory or address), port, user (default postgres), password, dbname,
+    wal_max_bytes (compressed WAL kept in the manifest, default 64 MiB). Without host/port the writer
+    reads them from the cluster's postmaster.pid.
     """
 
     name = "postgresql"
@@ -306,7 +308,17 @@ class PostgresqlWriter(AppWriter):
         finally:
             self._close()
         alone, why = self.grade(ctx, self.components[0].paths)
+        size = sum(len(r[2]) for segment in wal for r in segment["ranges"])
+        limit = int(self.options.get("wal_max_bytes", DEFAULT_WAL_MAX))
         meta = self.components[0].metadata
+        if size > limit:  # heavy writes between start and stop: do not bloat every manifest
+            if not alone:
+                raise WriterError(
+                    f"{size} bytes of WAL between pg_backup_start and pg_backup_stop exceed wal_max_bytes "
+                    f"({limit}) and the copy is not crash-consistent by itself ({why})"
+                )
+            wal = None
+            meta["wal_note"] = f"WAL left out ({size} bytes > wal_max_bytes): restore by crash recovery"
         meta.update(self._result)
         meta.update(
             wal=wal,
@@ -414,7 +426,7 @@ class PostgresqlWriter(AppWriter):
         for component in self._restored_components(ctx):
             datadir = restored_path(ctx, component.metadata.get("data_directory") or component.paths[0])
             prepare_restored_cluster(
-                datadir, component.metadata, ctx, mode=ctx.options.get("postgresql_mode", "backup_label")
+                datadir, component.metadata, ctx, mode=ctx.options.get("postgresql_mode", "auto")
             )
             if ctx.options.get("start", True):
                 self._start_restored(datadir, ctx)
@@ -466,13 +478,16 @@ class PostgresqlWriter(AppWriter):
 
 
 def prepare_restored_cluster(
-    datadir: str, meta: dict[str, Any], ctx: RestoreContext | None = None, mode: str = "backup_label"
+    datadir: str, meta: dict[str, Any], ctx: RestoreContext | None = None, mode: str = "auto"
 ) -> None:
     """Make a laid-down copy startable: drop runtime files, write backup_label and the kept WAL.
 
-    mode "backup_label" (default) restores the base backup; mode "crash" starts the copy by plain
-    crash recovery, which is only right when the manifest says it is crash-consistent by itself.
+    mode "backup_label" restores the base backup; mode "crash" starts the copy by plain crash
+    recovery, which is only right when the manifest says it is crash-consistent by itself; "auto"
+    (default) takes the backup_label unless the manifest kept no WAL.
     """
+    if mode == "auto":
+        mode = "crash" if meta.get("wal") is None and meta.get("crash_consistent_alone") else "backup_label"
     if not os.path.isdir(datadir):
         raise WriterError(f"the restored data directory {datadir} does not exist")
     uid, gid, _user = owner_of(datadir)
@@ -494,7 +509,7 @@ def prepare_restored_cluster(
     if os.path.islink(wal_dir) and ctx is not None:
         wal_dir = restored_path(ctx, meta.get("wal_directory", os.path.realpath(wal_dir)))
     unpacker = zstandard.ZstdDecompressor()
-    for segment in meta.get("wal", []):
+    for segment in meta.get("wal") or []:
         path = os.path.join(wal_dir, segment["file"])
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -515,4 +530,4 @@ def prepare_restored_cluster(
             f.write(text)
         os.chown(path, uid, gid)
         os.chmod(path, 0o600)
-    log.info("%s: backup_label and %d kept WAL segment(s) written", datadir, len(meta.get("wal", [])))
+    log.info("%s: backup_label and %d kept WAL segment(s) written", datadir, len(meta.get("wal") or []))
