@@ -50,13 +50,16 @@ def test_file_round_trip_any_size(shared_repo, size, seed, compressible):
 
 
 def test_reopened_repository_reads_everything(tmp_path):
-    data = os.urandom(5 << 20) + bytes(3 << 20)
+    data = os.urandom(20 << 20) + bytes(3 << 20)
     with Repository.init(tmp_path / "repo", PASSWORD, pack_size=1 << 20) as repo:
         source = tmp_path / "src"
         source.write_bytes(data)
         with Uploader(repo, threads=2) as up:
             ids, size = up.save_file(source)
         assert size == len(data)
+        repo.flush()
+        assert len(repo.index_files()) >= 2  # an index file every 8 packs while the session runs
+    assert len(list((tmp_path / "repo" / "index").iterdir())) == 1  # merged into one at close
     with Repository.open(tmp_path / "repo", PASSWORD) as repo:
         assert b"".join(repo.load_blob(i) for i in ids) == data
         assert repo.blob_size(ids[0]) == len(repo.load_blob(ids[0]))

@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from shadowvault.errors import RepositoryError, ShadowvaultError
+from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
 from shadowvault.repo.backend import FileInfo
 from shadowvault.repo.format import BlobType, IndexPack, Pending
 from shadowvault.repo.index import BlobLocation
@@ -108,6 +108,8 @@ def prune(repo: Repository, *, dry_run: bool = False,
     for name in index_names:
         try:
             docs.append(repo.load_index_file(name).packs)
+        except NotFoundError:
+            continue  # merged away by a live writer at its close; its packs are protected by S1
         except ShadowvaultError as err:
             raise RepositoryError(f"prune refuses to run: index file {name} is unreadable ({err})") from err
     packs = _merge_index(docs)

@@ -263,6 +263,7 @@ class Repository:
         try:
             if flush:
                 self.flush()
+                self._consolidate_index_files()
             else:
                 try:  # packs already finished stay reusable by the next backup
                     self._write_pending_index()
@@ -277,6 +278,27 @@ class Repository:
                 self.session.close()
                 self.session = None
             self.backend.close()
+
+    def _consolidate_index_files(self) -> None:
+        """Replace the several index files this session wrote by one, so repositories do not
+        collect hundreds of small ones between prunes. The merged file is durable before any of
+        the old ones goes; a prune that meets a vanished one skips it (its packs are newer than
+        this live session, so prune would not touch them anyway)."""
+        mine = [name for name in self.written_index_files if name.startswith("index/")]
+        if len(mine) < 2 or (self.session is not None and self.session.doc.kind == "prune"):
+            return
+        try:
+            packs: dict[str, IndexPack] = {}
+            for name in mine:
+                for pack in self.load_index_file(name).packs:
+                    packs.setdefault(pack.id, pack)
+            merged = self.save_index_file(list(packs.values()))
+            for name in mine:
+                if name != merged:
+                    self.backend.remove(name)
+            self.written_index_files = [merged]
+        except ShadowvaultError as err:
+            log.warning("could not merge this session's index files: %s", err)
 
     def __enter__(self) -> Repository:
         return self

@@ -35,6 +35,10 @@ class Node(msgspec.Struct, kw_only=True, omit_defaults=True):
     xattrs: dict[str, bytes] = {}  # extended attributes, POSIX ACLs (system.posix_acl_*) included
     sparse: bool = False  # the file had holes; restore leaves zero runs as holes
     error: str | None = None  # why the entry could not be read (it is stored without content)
+    # the live original's inode and ctime when the file was read from a copy (a reflink shadow): a
+    # copy has inodes and ctimes of its own, so the next backup matches against the original's
+    orig_inode: int = 0
+    orig_ctime_ns: int = 0
 
     @property
     def display_name(self) -> str:
