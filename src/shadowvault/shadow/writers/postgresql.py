@@ -192,7 +192,10 @@ class PostgresqlWriter(AppWriter):
 
     def _where(self) -> dict[str, Any]:
         pm = read_postmaster_pid(self.datadir) or {}
-        host = self.options.get("host") or pm.get("socket_dir") or pm.get("listen") or "/var/run/postgresql"
+        listen = pm.get("listen", "")
+        if listen in ("*", "0.0.0.0", "::"):
+            listen = "127.0.0.1"
+        host = self.options.get("host") or pm.get("socket_dir") or listen or "/var/run/postgresql"
         port = int(self.options.get("port") or pm.get("port") or 5432)
         return {"host": host, "port": port}
 
