@@ -131,12 +131,15 @@ class UserProfiles(Component):
         return [have[u] for u in options.users]
 
     def restore_prefixes(self, view: SnapshotView, options: RestoreOptions) -> list[str]:
-        _, profiles = self._documents(view)
+        accounts, profiles = self._documents(view)
         if options.includes:
             return list(options.includes)
+        db = AccountDb(options.target_root)
         prefixes = []
         for profile in self._selected(profiles, options):
-            prefixes.append(profile.home)
+            home = resolve_in_root(options.target_root, self._target_home(db, accounts, profile))
+            if options.overwrite or not (home.is_dir() and any(home.iterdir())):
+                prefixes.append(profile.home)  # an existing profile is left alone: not staged at all
             if profile.crontab:
                 prefixes.append(f"/{CRONTAB_DIR}/{profile.name}")
         return prefixes
