@@ -298,3 +298,37 @@ def test_too_much_wal_is_left_out_and_the_copy_opens_by_crash_recovery(pg_on_btr
     finally:
         load.stop()
         remove(root)
+
+
+def test_cli_shadow_set_with_the_writer_and_one_line_when_the_server_is_down(cli):
+    with loop_filesystem("btrfs", 1 << 30) as fs:
+        S.open_for_service(fs.mount)
+        with S.postgres_server(fs.mount / "pgdata", wal_segsize_mb=1) as pg:
+            done = cli(
+                "shadows",
+                "create",
+                "--volume",
+                str(fs.mount),
+                "--writer",
+                f"postgresql:{pg.datadir}",
+                "--no-auto-writers",
+                "--auto-release",
+                "--json",
+            )
+            assert done.returncode == 0, done.stderr
+            assert "backup_label" in done.stdout and "START WAL LOCATION" in done.stdout
+        done = cli(
+            "shadows",
+            "create",
+            "--volume",
+            str(fs.mount),
+            "--writer",
+            f"postgresql:{pg.datadir}",
+            "--no-auto-writers",
+            "--auto-release",
+        )
+        assert done.returncode != 0
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert f"writer postgresql:{pg.datadir} failed at prepare_snapshot" in lines[0]
+        assert "not running" in lines[0]
