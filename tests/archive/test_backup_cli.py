@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from shadowvault.archive.backup import BackupRequest, run_backup
 from shadowvault.repo.repository import Repository
 from shadowvault.shadow import manifest as manifest_doc
-from tests.archive.helpers import FAST_KDF, PASSWORD, assert_same_tree, new_repo
+from tests.archive.helpers import FAST_KDF, PASSWORD, assert_same_tree, new_repo, restore
 
 
 @pytest.fixture
@@ -183,3 +184,26 @@ def test_bad_input_is_one_line(cli, env, tmp_path):
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, (args, done.stderr)
         assert expected in done.stderr, (args, done.stderr)
     assert not (tmp_path / "t").exists()
+
+
+def test_incremental_through_reflink_copies(xfs, tmp_path):
+    """A reflink shadow has inodes and ctimes of its own: unchanged files are matched by the original's."""
+    src = xfs.mount / "src"
+    src.mkdir()
+    for i in range(10):
+        (src / f"f{i}").write_bytes(os.urandom(20_000 + i))
+    time.sleep(1.2)  # older than the copy by more than the file-system clock margin
+    repo = new_repo(tmp_path / "repo")
+    first = run_backup(repo, BackupRequest(paths=[str(src)], provider="reflink"))
+    assert first.stats.files_new == 10 and first.snapshot.consistency["files"] == "none"
+
+    second = run_backup(repo, BackupRequest(paths=[str(src)], provider="reflink"))
+    assert (second.stats.files_unmodified, second.stats.bytes_read) == (10, 0)
+
+    (src / "f3").write_bytes(b"changed in place")
+    third = run_backup(repo, BackupRequest(paths=[str(src)], provider="reflink"))
+    assert (third.stats.files_changed, third.stats.files_unmodified) == (1, 9)
+    target = xfs.mount / "restored"
+    restore(repo, third.snapshot.tree, target, subpath=str(src))
+    assert (target / "f3").read_bytes() == b"changed in place"
+    assert (target / "f4").read_bytes() == (src / "f4").read_bytes()

@@ -245,6 +245,7 @@ def run_backup(
             path_filter=path_filter,
             skip_paths=skip,
             stats=stats,
+            copy_started=manifest.created if manifest is not None else None,
             **({"virtual_root": source_root} if foreign_root else {}),
         )
         root = archiver.archive(sources, parent[1].tree if parent else None)

@@ -40,6 +40,9 @@ class Source:
 
     orig_path: bytes
     read_path: bytes
+    # the read path is a copy with inodes of its own (a reflink shadow, detected by the archiver when
+    # not given): incremental matching then uses the live original's identity
+    copied: bool | None = None
 
 
 @dataclass
@@ -117,6 +120,7 @@ class Archiver:
         max_files: int = 64,
         max_chunks: int | None = None,
         stats: WalkStats | None = None,
+        copy_started: float | None = None,
         virtual_root: bytes = b"/",
     ):
         self.store = store
@@ -135,6 +139,9 @@ class Archiver:
         self.chunk_slots = threading.BoundedSemaphore(max_chunks or 2 * workers + 2)
         self.large_file = threading.Lock()
         self.stats = stats or WalkStats()
+        # when the copies were started: a live file whose ctime is older is the same in the copy
+        # (one second of margin for coarse file-system clocks)
+        self.copy_cutoff_ns = int(((copy_started or time.time()) - 1.0) * 1e9)
         self._finished: collections.deque[_DirJob] = collections.deque()
         self._links: dict[tuple[int, int], tuple[Node, Future[list[bytes]] | None]] = {}
 
@@ -156,7 +163,9 @@ class Archiver:
                 level[parts[-1]] = source
         try:
             if whole:
-                root = self._walk_dir(whole[0].read_path, b"/", self._children(parent_tree))
+                root = self._walk_dir(
+                    whole[0].read_path, b"/", self._children(parent_tree), self._is_copy(whole[0])
+                )
             else:
                 root = self._virtual_dir(b"/", hierarchy, self._children(parent_tree))
             self._drain(block=True)
@@ -196,7 +205,7 @@ class Archiver:
                 except OSError as err:
                     self._error(path, err)
                     continue
-                self._entry(child.read_path, path, name, st, old, job)
+                self._entry(child.read_path, path, name, st, old, job, self._is_copy(child))
                 continue
             try:
                 where = self.virtual_root + path if self.virtual_root else path
@@ -211,7 +220,21 @@ class Archiver:
         self._finish(job)
         return job
 
-    def _walk_dir(self, read_path: bytes, orig: bytes, parent: dict[bytes, Node]) -> _DirJob:
+    @staticmethod
+    def _is_copy(source: Source) -> bool:
+        """A source read from somewhere else whose root has another inode than the original's."""
+        if source.copied is not None:
+            return source.copied
+        if source.read_path == source.orig_path:
+            return False
+        try:
+            return os.lstat(source.read_path).st_ino != os.lstat(source.orig_path).st_ino
+        except OSError:
+            return False
+
+    def _walk_dir(
+        self, read_path: bytes, orig: bytes, parent: dict[bytes, Node], copied: bool = False
+    ) -> _DirJob:
         job = _DirJob()
         try:
             with os.scandir(read_path) as it:
@@ -229,12 +252,19 @@ class Archiver:
             except OSError as err:
                 self._error(child_orig, err)
                 continue
-            self._entry(child_read, child_orig, name, st, parent.get(name), job)
+            self._entry(child_read, child_orig, name, st, parent.get(name), job, copied)
         self._finish(job)
         return job
 
     def _entry(
-        self, read_path: bytes, orig: bytes, name: bytes, st: os.stat_result, old: Node | None, job: _DirJob
+        self,
+        read_path: bytes,
+        orig: bytes,
+        name: bytes,
+        st: os.stat_result,
+        old: Node | None,
+        job: _DirJob,
+        copied: bool = False,
     ) -> None:
         """Record one entry into `job`, reading or reusing its content, recursing into directories."""
         try:
@@ -249,7 +279,7 @@ class Archiver:
             with self.stats.lock:
                 self.stats.dirs += 1
             sub_parent = self._children(old.subtree) if old is not None and old.type == "dir" else {}
-            job.subdirs.append((node, self._walk_dir(read_path, orig, sub_parent)))
+            job.subdirs.append((node, self._walk_dir(read_path, orig, sub_parent, copied)))
             return
         if node.type != "file":
             with self.stats.lock:
@@ -267,7 +297,9 @@ class Archiver:
             with self.stats.lock:
                 self.stats.files_unmodified += 1
             return
-        if old is not None and metadata.same_content_metadata(old, st) and self._all_present(old.content):
+        if copied:
+            self._record_original(orig, st, node)
+        if old is not None and self._unchanged(old, st, node, copied) and self._all_present(old.content):
             node.content = list(old.content)
             node.sparse = old.sparse or node.sparse
             with self.stats.lock:
@@ -290,6 +322,35 @@ class Archiver:
         job.files.append((node, fut, text(orig)))
         if st.st_nlink > 1:
             self._links[link_key] = (node, fut)
+
+    def _record_original(self, orig: bytes, st: os.stat_result, node: Node) -> None:
+        """Remember the live original's identity when it provably has the copy's content."""
+        try:
+            live = os.lstat(orig)
+        except OSError:
+            return
+        if (
+            stat.S_ISREG(live.st_mode)
+            and live.st_size == st.st_size
+            and live.st_mtime_ns == st.st_mtime_ns
+            and live.st_ctime_ns < self.copy_cutoff_ns
+        ):
+            node.orig_inode, node.orig_ctime_ns = live.st_ino, live.st_ctime_ns
+
+    @staticmethod
+    def _unchanged(old: Node, st: os.stat_result, node: Node, copied: bool) -> bool:
+        """The incremental test, on the copy's stat or, for a copy, on the original's identity."""
+        if not copied:
+            return metadata.same_content_metadata(old, st)
+        return (
+            node.orig_inode != 0
+            and old.type == "file"
+            and old.error is None
+            and old.orig_inode == node.orig_inode
+            and old.orig_ctime_ns == node.orig_ctime_ns
+            and old.size == st.st_size
+            and old.mtime_ns == st.st_mtime_ns
+        )
 
     def _all_present(self, blob_ids: list[bytes]) -> bool:
         try:
