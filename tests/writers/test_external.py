@@ -352,3 +352,47 @@ def test_sigterm_in_the_middle_of_freeze_runs_abort(btrfs, tmp_path):
         pass
     assert marker.read_text() == "abort after SIGTERM"
     assert no_process_runs(stuck)
+
+
+def test_restore_events_reach_the_writer_with_its_components(tmp_path):
+    """pre_restore and post_restore carry the components (with the metadata kept at backup) and the target."""
+    from shadowvault.shadow.manifest import Component
+    from shadowvault.shadow.writers.base import RestoreContext
+
+    log = tmp_path / "events.jsonl"
+    script = write_writer(
+        tmp_path,
+        "restorer",
+        f"""
+        import json
+        class W(sdk.Writer):
+            def freeze(self, req):
+                pass
+            def pre_restore(self, req):
+                open("{log}", "a").write(json.dumps(req) + "\\n")
+            def post_restore(self, req):
+                open("{log}", "a").write(json.dumps(req) + "\\n")
+                if req["options"].get("fail"):
+                    raise sdk.Failure("recovery failed: no quorum")
+    """,
+    )
+    writer = ExternalWriter("restorer", command=[sys.executable, str(script)], config={"mode": "x"})
+    component = Component(
+        name="db", writer="external", instance="restorer", paths=["/srv/db"], metadata={"position": 42}
+    )
+    ctx = RestoreContext(components=[component], target_root=str(tmp_path / "target"))
+    writer.pre_restore(ctx)
+    writer.post_restore(ctx)
+    import json
+
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["pre_restore", "post_restore"]
+    assert events[1]["components"] == [
+        {"name": "db", "paths": ["/srv/db"], "kind": "files", "metadata": {"position": 42}}
+    ]
+    assert events[1]["target_root"] == str(tmp_path / "target") and events[1]["config"] == {"mode": "x"}
+    assert no_process_runs(script)
+    with pytest.raises(Exception, match="recovery failed: no quorum"):
+        writer.pre_restore(RestoreContext(components=[component], options={"fail": True}))
+        writer.post_restore(RestoreContext(components=[component], options={"fail": True}))
+    assert no_process_runs(script)
