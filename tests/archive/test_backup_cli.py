@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -207,3 +208,21 @@ def test_incremental_through_reflink_copies(xfs, tmp_path):
     restore(repo, third.snapshot.tree, target, subpath=str(src))
     assert (target / "f3").read_bytes() == b"changed in place"
     assert (target / "f4").read_bytes() == (src / "f4").read_bytes()
+
+
+def test_root_filesystem_is_never_shadowed_even_through_a_bind_mount(tmp_path, btrfs):
+    """Paths on / (also via a bind mount of part of it) are read live; a loop volume is shadowed."""
+    from shadowvault.archive.backup import plan
+    from tests.fixtures.loopfs import unmount_tree
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "bound").mkdir()
+    subprocess.run(["mount", "--bind", tmp_path / "real", tmp_path / "bound"], check=True)
+    try:
+        planned = plan([os.fsencode(tmp_path / "bound"), os.fsencode(btrfs.mount)], "auto")
+    finally:
+        unmount_tree(tmp_path / "bound")
+    assert planned.live == [os.fsencode(tmp_path / "bound")]
+    assert list(planned.shadowed) == [str(btrfs.mount)]
+    assert "root filesystem" in planned.warnings[0]
+    assert plan([os.fsencode(btrfs.mount)], "none").live == [os.fsencode(btrfs.mount)]

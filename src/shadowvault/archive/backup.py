@@ -125,7 +125,8 @@ def plan(paths: list[bytes], provider: str) -> _Plan:
         result.volume_roots.add(volume.mount_point)
         if provider == NO_PROVIDER:
             result.live.append(path)
-        elif volume.mount_point == root.mount_point:
+        elif volume.mount_point == root.mount_point or (volume.dev and volume.dev == root.dev):
+            # the root filesystem, also when reached through a bind mount of part of it
             result.live.append(path)
             result.warnings.append(
                 f"{os.fsdecode(path)} is on the root filesystem, which is never snapshotted: "
