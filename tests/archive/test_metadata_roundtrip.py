@@ -169,3 +169,26 @@ def test_target_with_a_default_acl_adds_no_acl(ext4, tmp_path):
     for path in (target / "dir", target / "dir" / "plain"):
         assert "system.posix_acl_access" not in os.listxattr(path), path
     assert "system.posix_acl_default" not in os.listxattr(target / "dir")
+
+
+def test_acl_entries_follow_names(ext4):
+    """Named ACL entries are stored with their names and restored to the ids those names have here."""
+    from shadowvault.archive import metadata
+
+    path = ext4.mount / "f"
+    path.write_text("x")
+    subprocess.run(["setfacl", "-m", "u:nobody:r,g:nogroup:rw", path], check=True)
+    node = metadata.capture(os.fsencode(path), os.lstat(path), b"f")
+    nobody, nogroup = metadata.uid_of("nobody"), metadata.gid_of("nogroup")
+    assert node.acl_users == {nobody: "nobody"} and node.acl_groups == {nogroup: "nogroup"}
+
+    # as if on another machine "nobody"/"nogroup" had the ids root has here
+    node.acl_users, node.acl_groups = {nobody: "root"}, {nogroup: "root"}
+    copy = ext4.mount / "copy"
+    copy.write_text("x")
+    metadata.apply(os.fsencode(copy), node)
+    acl = subprocess.run(["getfacl", "-n", "--omit-header", copy], capture_output=True, text=True).stdout
+    assert "user:0:r--" in acl and "group:0:rw-" in acl
+    metadata.apply(os.fsencode(copy), node, numeric_owner=True)
+    acl = subprocess.run(["getfacl", "-n", "--omit-header", copy], capture_output=True, text=True).stdout
+    assert f"user:{nobody}:r--" in acl and f"group:{nogroup}:rw-" in acl

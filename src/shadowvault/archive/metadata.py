@@ -4,6 +4,9 @@ What is kept: type, permission bits (setuid/setgid/sticky included), owner as id
 times, extended attributes in every namespace the kernel shows us (user, trusted, security, and
 POSIX ACLs as their `system.posix_acl_*` xattrs), device numbers, symlink targets, link counts.
 
+Owners are restored by name when the name exists on this machine (else by id), and so are the users
+and groups that ACL entries name (their names are kept in `Node.acl_users`/`acl_groups`).
+
 XFS shows root `trusted.SGI_ACL_FILE`/`trusted.SGI_ACL_DEFAULT` next to `system.posix_acl_*`: they are
 the on-disk form of the same ACL, so they are never stored (restoring both would be wrong).
 """
@@ -16,6 +19,7 @@ import logging
 import os
 import pwd
 import stat
+import struct
 from functools import lru_cache
 
 from shadowvault.repo.tree import Node
@@ -24,6 +28,12 @@ log = logging.getLogger(__name__)
 
 SKIPPED_XATTRS = frozenset({"trusted.SGI_ACL_FILE", "trusted.SGI_ACL_DEFAULT"})
 ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
+
+# the xattr form of a POSIX ACL: a version word, then (tag, permissions, id) entries
+_ACL_HEADER = struct.Struct("<I")
+_ACL_ENTRY = struct.Struct("<HHI")
+_ACL_VERSION = 2
+ACL_USER, ACL_GROUP = 0x02, 0x08
 
 _TYPES = {
     stat.S_IFREG: "file",
@@ -134,7 +144,46 @@ def capture(path: bytes, st: os.stat_result, name: bytes) -> Node:
     elif kind == "file":
         node.sparse = st.st_blocks * 512 < st.st_size
     node.xattrs = read_xattrs(path)
+    if any(name in node.xattrs for name in ACL_XATTRS):
+        node.acl_users, node.acl_groups = acl_names(node.xattrs)
     return node
+
+
+def _acl_entries(value: bytes) -> list[tuple[int, int, int]] | None:
+    """The (tag, perm, id) entries of an ACL xattr; None if it is not in the format we know."""
+    if len(value) < 4 or (len(value) - 4) % 8 or _ACL_HEADER.unpack_from(value)[0] != _ACL_VERSION:
+        return None
+    return [_ACL_ENTRY.unpack_from(value, offset) for offset in range(4, len(value), 8)]
+
+
+def acl_names(xattrs: dict[str, bytes]) -> tuple[dict[int, str], dict[int, str]]:
+    """Names of the users and groups that the ACLs name (ids without a name here are left out)."""
+    users: dict[int, str] = {}
+    groups: dict[int, str] = {}
+    for name in ACL_XATTRS:
+        for tag, _perm, ident in _acl_entries(xattrs.get(name, b"")) or []:
+            if tag == ACL_USER and (user := user_name(ident)) is not None:
+                users[ident] = user
+            elif tag == ACL_GROUP and (group := group_name(ident)) is not None:
+                groups[ident] = group
+    return users, groups
+
+
+def map_acl(value: bytes, node: Node) -> bytes:
+    """The ACL with its named users and groups given their ids on this machine (by name)."""
+    entries = _acl_entries(value)
+    if entries is None or not (node.acl_users or node.acl_groups):
+        return value
+    out = [_ACL_HEADER.pack(_ACL_VERSION)]
+    for tag, perm, ident in entries:
+        if tag == ACL_USER and ident in node.acl_users:
+            local = uid_of(node.acl_users[ident])
+            ident = local if local is not None else ident
+        elif tag == ACL_GROUP and ident in node.acl_groups:
+            local = gid_of(node.acl_groups[ident])
+            ident = local if local is not None else ident
+        out.append(_ACL_ENTRY.pack(tag, perm, ident))
+    return b"".join(out)
 
 
 def resolve_owner(node: Node, *, numeric_owner: bool) -> tuple[int, int]:
@@ -173,7 +222,7 @@ def apply(
         except PermissionError:
             log.warning("%r: cannot change owner to %d:%d", path, uid, gid)
     if not is_link:
-        _apply_xattrs(target, node, clear_inherited_acl or node.type == "dir")
+        _apply_xattrs(target, node, clear_inherited_acl or node.type == "dir", numeric_owner)
         os.chmod(target, node.mode)
     times = (node.atime_ns, node.mtime_ns)
     if fd is not None:
@@ -182,7 +231,7 @@ def apply(
         os.utime(path, ns=times, follow_symlinks=follow)
 
 
-def _apply_xattrs(target: int | bytes, node: Node, clear_inherited_acl: bool) -> None:
+def _apply_xattrs(target: int | bytes, node: Node, clear_inherited_acl: bool, numeric_owner: bool) -> None:
     present: set[str] = set()
     if clear_inherited_acl:
         try:
@@ -195,6 +244,8 @@ def _apply_xattrs(target: int | bytes, node: Node, clear_inherited_acl: bool) ->
         if name in present and name not in node.xattrs:
             os.removexattr(target, name)
     for name, value in node.xattrs.items():
+        if name in ACL_XATTRS and not numeric_owner:
+            value = map_acl(value, node)
         try:
             os.setxattr(target, name, value)
         except OSError as err:

@@ -39,6 +39,9 @@ class Node(msgspec.Struct, kw_only=True, omit_defaults=True):
     # copy has inodes and ctimes of its own, so the next backup matches against the original's
     orig_inode: int = 0
     orig_ctime_ns: int = 0
+    # names of the users and groups named in the POSIX ACLs (id -> name), so a restore can map them
+    acl_users: dict[int, str] = {}
+    acl_groups: dict[int, str] = {}
 
     @property
     def display_name(self) -> str:
