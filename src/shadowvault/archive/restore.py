@@ -378,10 +378,10 @@ class Restorer:
                         written = os.write(fd, view)
                         view = view[written:]
                 offset += len(data)
+                with self.stats.lock:
+                    self.stats.bytes_written += len(data)
             if node.sparse:
                 os.ftruncate(fd, offset)
-            with self.stats.lock:
-                self.stats.bytes_written += offset
             metadata.apply(
                 tmp, node, numeric_owner=self.numeric_owner, fd=fd, clear_inherited_acl=inherits_acl
             )

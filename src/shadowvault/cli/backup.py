@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 
@@ -16,13 +13,13 @@ from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.walker import WalkStats
 from shadowvault.cli.components import backup_component_options, split_users
 from shadowvault.cli.output import info, json_option, note, print_json, warn
+from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.components.base import CollectOptions
 from shadowvault.components.snapshot import staged_components
 from shadowvault.errors import PartialFailure, UsageError
 
 PROVIDERS = ["auto", "btrfs", "reflink", "live", "none"]
-STATUS_INTERVAL = 1.0
 
 
 def _status(stats: WalkStats) -> dict:
@@ -38,51 +35,11 @@ def _status(stats: WalkStats) -> dict:
         }
 
 
-@contextmanager
-def _progress(stats: WalkStats, as_json: bool) -> Iterator[None]:
-    """JSON status lines on stdout with --json; a rich status line on a terminal; else nothing."""
-    if as_json:
-        stop = threading.Event()
-
-        def report() -> None:
-            while not stop.wait(STATUS_INTERVAL):
-                print_json(_status(stats))
-
-        thread = threading.Thread(target=report, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-        return
-    if not sys.stderr.isatty():
-        yield
-        return
-    from rich.console import Console
-    from rich.live import Live
-
-    def line() -> str:
-        s = _status(stats)
-        return (
-            f"[{s['seconds_elapsed']:.0f}s] {s['files_done']} files, {s['bytes_read'] / 2**20:.1f} MiB read "
-            f"of {s['bytes_total'] / 2**20:.1f} MiB, {s['errors']} errors  {s['current_file'][-60:]}"
-        )
-
-    with Live(line(), console=Console(stderr=True), refresh_per_second=4, transient=True) as live:
-        stop = threading.Event()
-
-        def refresh() -> None:
-            while not stop.wait(0.25):
-                live.update(line())
-
-        thread = threading.Thread(target=refresh, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+def _line(s: dict) -> str:
+    return (
+        f"[{s['seconds_elapsed']:.0f}s] {s['files_done']} files, {s['bytes_read'] / 2**20:.1f} MiB read "
+        f"of {s['bytes_total'] / 2**20:.1f} MiB, {s['errors']} errors  {s['current_file'][-60:]}"
+    )
 
 
 def _human_size(n: int | None) -> str:
@@ -167,7 +124,7 @@ def backup_cmd(
         elif not paths:
             raise UsageError("give the PATHS to back up, or --component NAME")
         r = stack.enter_context(open_repository(repo, password_file, write=True))
-        stack.enter_context(_progress(stats, as_json))
+        stack.enter_context(progress(lambda: _status(stats), _line, as_json))
         result = run_backup(r, request, stats=stats, on_warning=on_warning)
     for path, reason in result.errors:
         if as_json:

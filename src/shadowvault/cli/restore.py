@@ -12,9 +12,10 @@ from shadowvault.archive.diff import SYMBOLS, Change, diff_trees
 from shadowvault.archive.listing import describe, display, list_snapshot, mode_string
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.patterns import PathFilter
-from shadowvault.archive.restore import Overwrite, Restorer
+from shadowvault.archive.restore import Overwrite, Restorer, RestoreStats
 from shadowvault.cli.components import restore_component_options, restore_options, run_component_restore
 from shadowvault.cli.output import info, json_option, note, print_json, warn
+from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.errors import PartialFailure, UsageError
 
@@ -23,6 +24,24 @@ def split_ref(spec: str) -> tuple[str, str]:
     """SNAP[:SUBPATH] -> (snapshot ref, subpath)."""
     ref, _, sub = spec.partition(":")
     return ref, sub or "/"
+
+
+def _restore_status(stats: RestoreStats, started: float) -> dict:
+    with stats.lock:
+        return {
+            "message_type": "status",
+            "seconds_elapsed": round(time.monotonic() - started, 1),
+            "files_done": stats.files,
+            "bytes_written": stats.bytes_written,
+            "errors": len(stats.errors),
+        }
+
+
+def _restore_line(s: dict) -> str:
+    return (
+        f"[{s['seconds_elapsed']:.0f}s] {s['files_done']} files, {s['bytes_written'] / 2**20:.1f} MiB "
+        f"written, {s['errors']} errors"
+    )
 
 
 def _line(text: str) -> None:
@@ -114,6 +133,7 @@ def restore_cmd(
     started = time.monotonic()
     with open_repository(repo, password_file) as r:
         snap_id, snap = r.find_snapshot(ref)
+        stats = RestoreStats()
         restorer = Restorer(
             r,
             target,
@@ -121,8 +141,10 @@ def restore_cmd(
             overwrite=overwrite,
             verify=verify,
             numeric_owner=numeric_owner,
+            stats=stats,
         )
-        stats = restorer.restore(snap.tree, subpath)
+        with progress(lambda: _restore_status(stats, started), _restore_line, as_json):
+            restorer.restore(snap.tree, subpath)
     for kind, entries in (("warning", stats.warnings), ("error", stats.errors)):
         for path, reason in entries:
             if as_json:

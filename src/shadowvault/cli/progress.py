@@ -1,0 +1,53 @@
+"""Progress of a long command: JSON status lines with --json, a live status line on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from shadowvault.cli.output import print_json
+
+STATUS_INTERVAL = 1.0  # seconds between JSON status lines
+REFRESH = 0.25  # seconds between terminal updates
+
+
+@contextmanager
+def progress(
+    status: Callable[[], dict[str, Any]], line: Callable[[dict[str, Any]], str], as_json: bool
+) -> Iterator[None]:
+    """While the block runs: `status()` as a JSON line on stdout every second with --json; `line(status())`
+    as a transient line on stderr when stderr is a terminal; nothing otherwise (logs, pipes)."""
+    if not as_json and not sys.stderr.isatty():
+        yield
+        return
+    stop = threading.Event()
+    if as_json:
+
+        def report() -> None:
+            while not stop.wait(STATUS_INTERVAL):
+                print_json(status())
+
+        live = None
+    else:
+        from rich.console import Console
+        from rich.live import Live
+
+        live = Live(line(status()), console=Console(stderr=True), refresh_per_second=4, transient=True)
+        live.start()
+
+        def report() -> None:
+            while not stop.wait(REFRESH):
+                live.update(line(status()))
+
+    thread = threading.Thread(target=report, name="sv-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        if live is not None:
+            live.stop()
