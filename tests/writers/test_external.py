@@ -96,15 +96,30 @@ def assert_whole_records(content: bytes) -> int:
     return len(numbers)
 
 
-def no_process_runs(script: Path) -> bool:
+def processes_running(script: Path) -> list[int]:
+    found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 if str(script).encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    return False
+                    found.append(int(entry))
             except OSError:
                 pass
-    return True
+    return found
+
+
+def no_process_runs(script: Path) -> bool:
+    return not processes_running(script)
+
+
+def kill_leftovers(*scripts: Path) -> None:
+    """After a failed assertion: stop, by PID, writer processes this test started."""
+    for script in scripts:
+        for pid in processes_running(script):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
 
 
 def test_example_writer_gives_whole_records_in_20_shadow_sets(app):
@@ -285,6 +300,7 @@ def test_watchdog_terminates_the_writer_when_the_coordinator_dies(app, tmp_path)
         if requester.poll() is None:
             requester.kill()
             requester.wait()
+        kill_leftovers(EXAMPLE, hang)
 
 
 def test_an_unsafe_executable_is_refused(tmp_path):
@@ -396,3 +412,67 @@ def test_restore_events_reach_the_writer_with_its_components(tmp_path):
         writer.pre_restore(RestoreContext(components=[component], options={"fail": True}))
         writer.post_restore(RestoreContext(components=[component], options={"fail": True}))
     assert no_process_runs(script)
+
+
+def test_watchdog_signal_reaches_a_writer_that_ignores_end_of_input(btrfs, tmp_path):
+    """A writer that keeps holding after stdin closes is released by the watchdog's SIGTERM alone."""
+    frozen, released = tmp_path / "frozen", tmp_path / "released"
+    careless = tmp_path / "careless.sh"
+    careless.write_text(
+        textwrap.dedent(f"""\
+        #!/bin/sh
+        trap 'echo released > {released}; exit 0' TERM
+        while IFS= read -r line; do
+          case "$line" in
+            *'"event": "freeze"'*) echo frozen > {frozen}; echo '{{"state": "ok"}}' ;;
+            *) echo '{{"state": "ok"}}' ;;
+          esac
+        done
+        while true; do sleep 0.1; done
+    """)
+    )
+    careless.chmod(0o755)
+    slow = write_writer(
+        tmp_path,
+        "slow",
+        """
+        class W(sdk.Writer):
+            def freeze(self, req):
+                time.sleep(3600)
+    """,
+    )
+    write_config("careless", f'type = "external"\ncommand = ["{careless}"]\n')
+    write_config("slow", f'type = "external"\ncommand = ["{sys.executable}", "{slow}"]\n')
+    requester = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+        from shadowvault.shadow.coordinator import shadow_set
+        with shadow_set(["{btrfs.mount}"], ["careless", "slow"], auto_writers=False, freeze_timeout=120):
+            pass
+    """),
+        ],
+        env=os.environ.copy(),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not frozen.exists():
+            assert requester.poll() is None and time.monotonic() < deadline, "the careless writer never froze"
+            time.sleep(0.02)
+        time.sleep(0.3)  # the watchdog is armed before the first freeze
+        requester.kill()
+        requester.wait()
+        deadline = time.monotonic() + 20
+        while not released.exists():
+            assert time.monotonic() < deadline, "no SIGTERM reached the writer after its requester died"
+            time.sleep(0.05)
+        deadline = time.monotonic() + 20
+        while not (no_process_runs(careless) and no_process_runs(slow)):
+            assert time.monotonic() < deadline, "writer processes outlived their requester"
+            time.sleep(0.05)
+    finally:
+        if requester.poll() is None:
+            requester.kill()
+            requester.wait()
+        kill_leftovers(careless, slow)
