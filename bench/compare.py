@@ -139,7 +139,7 @@ def add_ratios(results: dict) -> None:
     for rows in results["phases"].values():
         base = rows.get("restic")
         for row in rows.values():
-            for field in ("wall_s", "mib_per_s", "peak_rss_mib", "repo_mib"):
+            for field in ("wall_s", "mib_per_s", "cpu_s", "peak_rss_mib", "repo_mib"):
                 if base and row.get(field) is not None and base.get(field):
                     row[f"{field}_vs_restic"] = round(row[field] / base[field], 2)
 
@@ -215,7 +215,7 @@ def print_table(results: dict, checks: list[dict]) -> None:
     m = results["machine"]
     print(
         f"Machine: {m['cpus']} CPUs, load average at start {m['load_start']}, at end {m['load_end']} "
-        f"(other work was running: figures are noisy)"
+        f"(other work was running: wall times are noisy; CPU s = user + system of the command, steadier)"
     )
     header = [
         "phase",
@@ -227,6 +227,7 @@ def print_table(results: dict, checks: list[dict]) -> None:
         "repo MiB",
         "time/restic",
         "MiB/s/restic",
+        "CPU/restic",
         "RSS/restic",
         "repo/restic",
         "load1",
@@ -239,7 +240,8 @@ def print_table(results: dict, checks: list[dict]) -> None:
                 title, tool, _fmt(r["wall_s"]), _fmt(r["mib_per_s"]), _fmt(r["cpu_s"]),
                 _fmt(r["peak_rss_mib"]), _fmt(r.get("repo_mib")),
                 _fmt(r.get("wall_s_vs_restic"), "x"), _fmt(r.get("mib_per_s_vs_restic"), "x"),
-                _fmt(r.get("peak_rss_mib_vs_restic"), "x"), _fmt(r.get("repo_mib_vs_restic"), "x"),
+                _fmt(r.get("cpu_s_vs_restic"), "x"), _fmt(r.get("peak_rss_mib_vs_restic"), "x"),
+                _fmt(r.get("repo_mib_vs_restic"), "x"),
                 _fmt(r["load1"]), "" if "verified" not in r else ("verified" if r["verified"] else "WRONG"),
             ])  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
