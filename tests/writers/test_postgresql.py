@@ -36,8 +36,16 @@ def close_restored(server: S.Server) -> None:
     shutil.rmtree(server.base, ignore_errors=True)
 
 
+def lay_down(manifest, components: list[Component], root: Path) -> None:
+    """The restore's first half: the writer's pre_restore, then the files from the shadow under `root`."""
+    PostgresqlWriter(components[0].instance).pre_restore(
+        RestoreContext(components=components, target_root=str(root))
+    )
+    copy_out(manifest, components[0].metadata["data_directory"], root)
+
+
 def open_restored(root: Path, components: list[Component], *, mode: str = "backup_label") -> S.Server:
-    """Restore through the writer (pre_restore, files already laid down, post_restore) and start it."""
+    """The restore's second half: the writer's post_restore (backup_label, kept WAL, start, recovery)."""
     socket_dir = S.private_dir("sv-pgr-", owner="postgres")
     port = S.free_port()
     writer = PostgresqlWriter(components[0].instance)
@@ -47,7 +55,6 @@ def open_restored(root: Path, components: list[Component], *, mode: str = "backu
         options={"port": port, "socket_dir": str(socket_dir), "postgresql_mode": mode},
     )
     try:
-        writer.pre_restore(ctx)
         writer.post_restore(ctx)
     except BaseException:
         shutil.rmtree(socket_dir, ignore_errors=True)
@@ -107,7 +114,7 @@ def test_every_acknowledged_transaction_survives_20_shadow_sets_under_load(pg_on
                     assert component.metadata["crash_consistent_alone"] is True
                     assert component.metadata["backup_label"].startswith("START WAL LOCATION")
                     must_have = load.acked_before(freeze_instant(manifest, report))
-                    copy_out(manifest, str(pg.datadir), root)
+                    lay_down(manifest, report.components, root)
                 restored = open_restored(root, report.components)
                 try:
                     assert check_restored(restored, must_have) >= must_have
@@ -139,7 +146,7 @@ def test_kept_wal_is_what_makes_the_copy_open_with_its_backup_label():
                     report = report_of(manifest, "postgresql")
                     must_have = load.acked_before(freeze_instant(manifest, report))
                     for root in roots:
-                        copy_out(manifest, str(pg.datadir), root)
+                        lay_down(manifest, report.components, root)
                 component = report.components[0]
                 assert component.metadata["wal"], "the WAL from backup start to stop is kept"
                 fields = {f: getattr(component, f) for f in component.__struct_fields__}
@@ -179,7 +186,7 @@ def test_reflink_copy_on_xfs_restores_by_backup_label():
                             assert report.failure is None
                             assert report.components[0].metadata["crash_consistent_alone"] is False
                             must_have = load.acked_before(freeze_instant(manifest, report))
-                            copy_out(manifest, str(pg.datadir), root)
+                            lay_down(manifest, report.components, root)
                         restored = open_restored(root, report.components)
                         try:
                             check_restored(restored, must_have)
@@ -289,7 +296,7 @@ def test_too_much_wal_is_left_out_and_the_copy_opens_by_crash_recovery(pg_on_btr
             component = report.components[0]
             assert component.metadata["wal"] is None and "crash recovery" in component.metadata["wal_note"]
             must_have = load.acked_before(freeze_instant(manifest, report))
-            copy_out(manifest, str(pg.datadir), root)
+            lay_down(manifest, report.components, root)
         restored = open_restored(root, report.components, mode="auto")
         try:
             check_restored(restored, must_have)
@@ -332,3 +339,39 @@ def test_cli_shadow_set_with_the_writer_and_one_line_when_the_server_is_down(cli
         assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
         assert f"writer postgresql:{pg.datadir} failed at prepare_snapshot" in lines[0]
         assert "not running" in lines[0]
+
+
+def test_restore_in_place_stops_the_cluster_sets_it_aside_and_brings_back_the_backup(pg_on_btrfs):
+    """STOP_RESTORE_START on the original location, from a repository: the later data is set aside."""
+    from shadowvault.archive.backup import BackupRequest, run_backup
+    from shadowvault.shadow.writers.restore import restore_with_writers
+    from tests.archive.helpers import new_repo
+
+    fs, pg = pg_on_btrfs
+    load = PostgresLoad(pg)
+    load.setup()
+    load.start()
+    with loop_filesystem("btrfs") as other:
+        try:
+            load.wait_for(10)
+            repo = new_repo(other.mount / "repo")
+            result = run_backup(repo, BackupRequest(paths=[str(pg.datadir)]))
+            done = len(load.acks)
+            load.wait_for(done + 20)  # committed after the backup: must not come back
+        finally:
+            load.stop()
+        from shadowvault.shadow.writers.restore import load_manifest
+
+        report = report_of(load_manifest(repo, result.snapshot), "postgresql")
+        must_have = load.acked_before(report.components[0].metadata["freeze_started"])
+        last = load.acks[-1].n
+        restore_with_writers(repo, result.snapshot, "/")
+    new_pid = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+    try:
+        assert new_pid != pg.pid and not pg.running  # pre_restore stopped the old one
+        highest = check_restored(pg, must_have)
+        assert highest < last, "the restored cluster is at the backup's point, not later"
+        aside = [p for p in fs.mount.iterdir() if p.name.startswith("pgdata.pre-restore-")]
+        assert len(aside) == 1 and (aside[0] / "PG_VERSION").exists(), "the replaced data was kept"
+    finally:
+        S.stop_pid(new_pid, signal.SIGINT)
