@@ -101,6 +101,8 @@ class PathFilter:
         return "/" + "/".join(literal)
 
     def excluded(self, path: bytes | str) -> bool:
+        if not self.excludes:
+            return False
         text = path_text(path)
         return any(rx.search(text) for rx in self.excludes)
 

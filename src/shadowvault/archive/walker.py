@@ -58,9 +58,13 @@ class WalkStats:
     bytes_read: int = 0  # bytes actually read from files (unmodified files are not read)
     blobs_saved: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    current: str = ""
+    current_path: bytes = b""  # the entry being walked (set without the lock: one writer)
     started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def current(self) -> str:
+        return text(self.current_path)
 
     @property
     def files(self) -> int:
@@ -273,20 +277,17 @@ class Archiver:
             self._error(orig, err)
             return
         job.nodes.append(node)
-        with self.stats.lock:
-            self.stats.current = text(orig)
+        stats = self.stats  # the walk's counters have one writer, this thread: no lock needed
+        stats.current_path = orig
         if node.type == "dir":
-            with self.stats.lock:
-                self.stats.dirs += 1
+            stats.dirs += 1
             sub_parent = self._children(old.subtree) if old is not None and old.type == "dir" else {}
             job.subdirs.append((node, self._walk_dir(read_path, orig, sub_parent, copied)))
             return
         if node.type != "file":
-            with self.stats.lock:
-                self.stats.others += 1
+            stats.others += 1
             return
-        with self.stats.lock:
-            self.stats.bytes_total += node.size
+        stats.bytes_total += node.size
         link_key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and link_key in self._links:
             first, fut = self._links[link_key]
@@ -294,24 +295,21 @@ class Archiver:
                 node.content = list(first.content)
             else:
                 job.files.append((node, fut, text(orig)))
-            with self.stats.lock:
-                self.stats.files_unmodified += 1
+            stats.files_unmodified += 1
             return
         if copied:
             self._record_original(orig, st, node)
         if old is not None and self._unchanged(old, st, node, copied) and self._all_present(old.content):
             node.content = list(old.content)
             node.sparse = old.sparse or node.sparse
-            with self.stats.lock:
-                self.stats.files_unmodified += 1
+            stats.files_unmodified += 1
             if st.st_nlink > 1:
                 self._links[link_key] = (node, None)
             return
-        with self.stats.lock:
-            if old is None:
-                self.stats.files_new += 1
-            else:
-                self.stats.files_changed += 1
+        if old is None:
+            stats.files_new += 1
+        else:
+            stats.files_changed += 1
         self.file_slots.acquire()
         try:
             fut = self.readers.submit(self._read_file, read_path, node)
