@@ -59,6 +59,19 @@ def copy_out(manifest: ShadowSetManifest, original: str, root: Path) -> Path:
     return target
 
 
+def lay_down(
+    manifest: ShadowSetManifest, report: WriterReport, root: Path, paths: list[str] | None = None, **options
+) -> None:
+    """A restore's first half: the writer's pre_restore, then its files copied from the shadows."""
+    from shadowvault.shadow.writers.base import RestoreContext
+    from shadowvault.shadow.writers.restore import writer_for
+
+    ctx = RestoreContext(components=list(report.components), target_root=str(root), options=options)
+    writer_for(report).pre_restore(ctx)
+    for path in paths or [p for c in report.components for p in c.paths]:
+        copy_out(manifest, path, root)
+
+
 def remove(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
     assert not os.path.exists(root)

@@ -15,7 +15,7 @@ from shadowvault.shadow.writers.ldap import LdapWriter
 from tests.fixtures import servers as S
 from tests.fixtures.loads import LdapLoad
 from tests.fixtures.loopfs import loop_filesystem
-from tests.writers.helpers import copy_out, freeze_instant, remove, report_of, restore_area, restore_root
+from tests.writers.helpers import freeze_instant, lay_down, remove, report_of, restore_area, restore_root
 
 ROUNDS = 20
 
@@ -35,7 +35,6 @@ def restore_and_check(root: Path, components: list[Component], must_have: int, m
         target_root=str(root),
         options={"slapd_config": str(conf), "ldap_method": method},
     )
-    writer.pre_restore(ctx)
     writer.post_restore(ctx)  # slapadd when asked, then slapcat must read the database
     try:
         highest = count_entries(conf, base)
@@ -94,7 +93,7 @@ def test_every_acknowledged_add_survives_20_shadow_sets_under_load(btrfs):
                         assert component.metadata["files_consistent"] is True
                         assert component.metadata["ldif_entries"] >= 2
                         must_have = load.acked_before(freeze_instant(manifest, report))
-                        copy_out(manifest, component.metadata["directory"], root)
+                        lay_down(manifest, report, root)
                     method = "ldif" if i % 5 == 4 else "files"
                     restore_and_check(root, report.components, must_have, method)
                 finally:

@@ -18,7 +18,7 @@ from shadowvault.shadow.writers.mariadb import MariadbWriter
 from tests.fixtures import servers as S
 from tests.fixtures.loads import MariadbLoad
 from tests.fixtures.loopfs import loop_filesystem
-from tests.writers.helpers import copy_out, freeze_instant, remove, report_of, restore_area, restore_root
+from tests.writers.helpers import freeze_instant, lay_down, remove, report_of, restore_area, restore_root
 
 ROUNDS = 20
 
@@ -40,7 +40,6 @@ def open_restored(root: Path, components: list[Component]) -> S.Server:
         target_root=str(root),
         options={"start_command": start, "socket": f"{base}/sock", "start_timeout": 60},
     )
-    writer.pre_restore(ctx)
     try:
         writer.post_restore(ctx)
     except BaseException:
@@ -104,7 +103,7 @@ def test_every_acknowledged_transaction_survives_20_shadow_sets_under_load(maria
                     assert component.metadata["binlog_file"].startswith("binlog.")
                     assert component.metadata["binlog_position"] > 0
                     must_have = load.acked_before(freeze_instant(manifest, report))
-                    copy_out(manifest, str(server.datadir), root)
+                    lay_down(manifest, report, root)
                 restored = open_restored(root, report.components)
                 try:
                     check_restored(restored, must_have)
@@ -209,7 +208,7 @@ def test_flush_tables_with_read_lock_path(maria_on_btrfs):
                     report = report_of(manifest, "mariadb")
                     assert report.components[0].metadata["method"] == "ftwrl"
                     must_have = load.acked_before(freeze_instant(manifest, report))
-                    copy_out(manifest, str(server.datadir), root)
+                    lay_down(manifest, report, root)
                 restored = open_restored(root, report.components)
                 try:
                     check_restored(restored, must_have)

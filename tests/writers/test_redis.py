@@ -14,7 +14,15 @@ from shadowvault.shadow.writers.redis import RedisWriter
 from tests.fixtures import servers as S
 from tests.fixtures.loads import RedisLoad
 from tests.fixtures.loopfs import loop_filesystem
-from tests.writers.helpers import copy_out, freeze_instant, remove, report_of, restore_area, restore_root
+from tests.writers.helpers import (
+    copy_out,
+    freeze_instant,
+    lay_down,
+    remove,
+    report_of,
+    restore_area,
+    restore_root,
+)
 
 ROUNDS = 20
 
@@ -56,11 +64,9 @@ def test_every_acknowledged_write_survives_shadow_sets_under_load(appendonly):
                         component = report.components[0]
                         assert component.consistency == Consistency.APPLICATION
                         must_have = load.acked_before(freeze_instant(manifest, report))
-                        for path in component.paths:
-                            copy_out(manifest, path, root)
+                        lay_down(manifest, report, root)  # elsewhere: the live server is left alone
                     writer = RedisWriter(report.instance)
                     ctx = RestoreContext(components=report.components, target_root=str(root))
-                    writer.pre_restore(ctx)  # restoring elsewhere: the live server is left alone
                     writer.post_restore(ctx)  # redis-check-rdb / redis-check-aof
                     restored_dir = root / component.metadata["dir"].lstrip("/")
                     check_restored(restored_dir, must_have, appendonly)

@@ -43,6 +43,7 @@ from shadowvault.shadow.writers.appwriter import (
     option_value,
     processes,
     restored_path,
+    set_aside,
 )
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
 
@@ -259,7 +260,16 @@ class LdapWriter(AppWriter):
     # ------------------------------------------------------------ restore
 
     def pre_restore(self, ctx: RestoreContext) -> None:
-        config = ctx.options.get("slapd_config") or self.config
+        # Stop the slapd that serves the target: the original one only for an in-place restore.
+        in_place = ctx.target_root in ("", "/")
+        config = ctx.options.get("slapd_config") or (self.config if in_place else None)
+        if config:
+            self._stop_slapd(config)
+        for component in ctx.components:
+            if component.writer == self.name:
+                set_aside(restored_path(ctx, os.path.join(component.metadata["directory"], "data.mdb")))
+
+    def _stop_slapd(self, config: str) -> None:
         try:
             _, pidfile = read_config(config)
         except OSError:

@@ -34,6 +34,7 @@ from shadowvault.shadow.writers.appwriter import (
     option_value,
     processes,
     restored_path,
+    set_aside,
 )
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
 
@@ -303,9 +304,12 @@ class MariadbWriter(AppWriter):
             if component.writer != self.name:
                 continue
             datadir = restored_path(ctx, component.metadata.get("data_directory") or component.paths[0])
-            pid = server_for(datadir)
-            if pid is None:
-                continue
+            self._stop(datadir, ctx)
+            set_aside(datadir)  # newer binlogs and tables must not mix with the restored files
+
+    def _stop(self, datadir: str, ctx: RestoreContext) -> None:
+        pid = server_for(datadir)
+        if pid is not None:
             log.info("stopping the MariaDB server (pid %d) on %s before restoring it", pid, datadir)
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + float(ctx.options.get("stop_timeout", 300))

@@ -37,7 +37,7 @@ from shadowvault import proc
 from shadowvault.errors import CommandError, WriterError
 from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
 from shadowvault.shadow.volumes import Volume
-from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path
+from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path, set_aside
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
 
 log = logging.getLogger(__name__)
@@ -479,24 +479,6 @@ class PostgresqlWriter(AppWriter):
             if time.monotonic() > deadline:
                 raise WriterError(f"the restored cluster on {datadir} is still in recovery")
             time.sleep(0.1)
-
-
-def set_aside(datadir: str) -> str | None:
-    """Move a non-empty data directory out of the way (never deleted), leaving an empty one.
-
-    Files the cluster made after the backup (newer WAL segments, new relations) must not mix with
-    the restored ones: recovery would replay that later WAL. VSS's SQL writer deletes them; we keep
-    them, renamed, so a restore never loses data.
-    """
-    if not os.path.isdir(datadir) or not os.listdir(datadir):
-        return None
-    st = os.stat(datadir)
-    aside = f"{datadir.rstrip('/')}.pre-restore-{time.strftime('%Y%m%dT%H%M%S')}"
-    os.rename(datadir, aside)
-    os.mkdir(datadir, 0o700)
-    os.chown(datadir, st.st_uid, st.st_gid)
-    log.warning("the cluster's previous data directory was moved to %s", aside)
-    return aside
 
 
 def prepare_restored_cluster(

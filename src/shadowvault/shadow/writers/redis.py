@@ -27,7 +27,7 @@ from shadowvault import proc
 from shadowvault.errors import CommandError, WriterError
 from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
 from shadowvault.shadow.volumes import Volume
-from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path
+from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path, set_aside
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
 
 log = logging.getLogger(__name__)
@@ -242,8 +242,14 @@ class RedisWriter(AppWriter):
     # ------------------------------------------------------------ restore
 
     def pre_restore(self, ctx: RestoreContext) -> None:
-        if not ctx.options.get("stop", ctx.target_root in ("", "/")):
-            return
+        if ctx.options.get("stop", ctx.target_root in ("", "/")):
+            self._shutdown()
+        for component in ctx.components:
+            if component.writer == self.name:
+                for path in component.paths:
+                    set_aside(restored_path(ctx, path))
+
+    def _shutdown(self) -> None:
         try:
             client = self._connect()
         except WriterError:
