@@ -476,3 +476,13 @@ def test_watchdog_signal_reaches_a_writer_that_ignores_end_of_input(btrfs, tmp_p
             requester.kill()
             requester.wait()
         kill_leftovers(careless, slow)
+
+
+def test_the_example_writers_d_file_is_valid():
+    import tomllib
+
+    path = EXAMPLE.parent / "flock-app.toml"
+    config = tomllib.loads(path.read_text())
+    writer = ExternalWriter.from_config("flock-app", config, path)
+    assert writer.timeouts["freeze"] == 10 and writer.paths == ["/srv/app/data"]
+    assert writer.config["lock_file"] == "/srv/app/.lock"
