@@ -8,6 +8,7 @@ shadow sets are made with that writer alone. Reported per writer, median and max
 - freeze window: first freeze to last thaw (the manifest's freeze_window),
 - writer freeze: the writer's own freeze event,
 - shadow set: the whole `with shadow_set(...)` (identify .. backup_complete and release),
+- commit: the provider's part of the window (btrfs snapshot), to tell it from the writer's,
 - load latency during the freeze: commit latency of every transaction in flight at some point of a
   freeze window, against the same load's latency outside the windows (p50, max).
 Needs root. Uses the test fixtures (servers started in temp dirs, stopped by PID).
@@ -120,7 +121,7 @@ def run(name: str, sets: int) -> dict[str, float]:
     with loop_filesystem("btrfs", 2 << 30) as fs, SCENARIOS[name](fs.mount) as (spec, load):
         load.setup()
         load.start()
-        windows, freezes, totals, spans = [], [], [], []
+        windows, freezes, totals, spans, commits = [], [], [], [], []
         try:
             load.wait_for(50)
             for _ in range(sets):
@@ -132,6 +133,7 @@ def run(name: str, sets: int) -> dict[str, float]:
                 assert report.failure is None, report.failure
                 windows.append(manifest.freeze_window or 0.0)
                 freezes.append(report.timings.get("freeze", 0.0))
+                commits.append(manifest.phases.get("commit", 0.0))
                 spans.append((manifest.frozen_at, manifest.frozen_at + (manifest.freeze_window or 0.0)))
                 time.sleep(0.2)  # let the load run unhindered between sets (the baseline)
         finally:
@@ -174,7 +176,7 @@ def main() -> None:
     print(f"{args.sets} shadow sets per writer, btrfs provider, writer alone in the set, under load (ms)")
     print(
         f"{'writer':<11} {'window med/max':>15} {'freeze med/max':>15} {'set med/max':>14} "
-        f"{'lat. in freeze p50/max':>23} {'lat. outside p50/max':>21} {'commits':>8}"
+        f"{'commit med/max':>15} {'lat. in freeze p50/max':>23} {'lat. outside p50/max':>21} {'commits':>8}"
     )
     try:
         for name in args.only.split(","):
@@ -183,6 +185,7 @@ def main() -> None:
                 f"{name:<11} {r['window_med'] * ms:7.1f}/{r['window_max'] * ms:<7.1f} "
                 f"{r['freeze_med'] * ms:7.1f}/{r['freeze_max'] * ms:<7.1f} "
                 f"{r['total_med'] * ms:6.0f}/{r['total_max'] * ms:<7.0f} "
+                f"{r['commit_med'] * ms:7.1f}/{r['commit_max'] * ms:<7.1f} "
                 f"{r['lat_in_p50'] * ms:11.2f}/{r['lat_in_max'] * ms:<11.2f} "
                 f"{r['lat_out_p50'] * ms:10.2f}/{r['lat_out_max'] * ms:<10.2f} {r['commits']:>8}"
                 + (f"  ({r['errors']} load errors)" if r["errors"] else ""),
