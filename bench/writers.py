@@ -147,6 +147,8 @@ def run(name: str, sets: int) -> dict[str, float]:
             "window_max": max(windows),
             "freeze_med": statistics.median(freezes),
             "freeze_max": max(freezes),
+            "commit_med": statistics.median(commits),
+            "commit_max": max(commits),
             "total_med": statistics.median(totals),
             "total_max": max(totals),
             "lat_in_p50": pct(inside, 0.5),
