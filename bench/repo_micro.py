@@ -8,15 +8,14 @@ Run by hand; prints one line per measurement. Not a test.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
+import subprocess
+import sys
 import tempfile
 import time
-import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
-from shadowvault.repo.format import BlobType, PackBlob
-from shadowvault.repo.index import BlobIndex
+from shadowvault.repo.format import BlobType, IndexPack, PackBlob
 from shadowvault.repo.repository import Repository
 
 
@@ -25,6 +24,7 @@ def save_throughput(mib: int, threads: int, compressible: bool) -> float:
     base = os.urandom(chunk)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         repo = Repository.init(os.path.join(tmp, "repo"), "bench")
+
         # distinct chunks without paying for os.urandom in the timed loop
         def make(i: int) -> bytes:
             head = i.to_bytes(8, "little")
@@ -69,23 +69,50 @@ def load_throughput(mib: int) -> float:
     return mib / elapsed
 
 
-def index_bytes_per_blob(count: int) -> float:
-    gc.collect()
-    tracemalloc.start()
-    index = BlobIndex()
-    batch = []
-    for i in range(count):
-        batch.append(PackBlob(0, os.urandom(32), (i % 16) << 20, 1 << 20, 1 << 20, False))
-        if len(batch) == 10_000:
-            index.add(os.urandom(32).hex(), batch)
-            batch = []
-    index.add(os.urandom(32).hex(), batch)
-    del batch
-    gc.collect()
-    current, _ = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    assert len(index) == count
-    return current / count
+def index_memory(count: int) -> str:
+    """Open a repository whose index lists `count` blobs (fake packs), in a fresh process: RSS
+    growth per blob (peak and after), open time, and has_blob lookups per second."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        path = os.path.join(tmp, "repo")
+        repo = Repository.init(path, "bench")
+        per_file = 10_000
+        for start in range(0, count, per_file):
+            n = min(per_file, count - start)
+            packs = [
+                IndexPack(
+                    id=os.urandom(32).hex(),
+                    size=16 << 20,
+                    blobs=[
+                        PackBlob(0, os.urandom(32), k << 20, 1 << 20, 1 << 20, False)
+                        for k in range(min(16, n - p))
+                    ],
+                )
+                for p in range(0, n, 16)
+            ]
+            repo.save_index_file(packs)
+        repo.close()
+        child = f"""
+import os, time
+from shadowvault.repo.repository import Repository
+def rss(): return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+before = rss()
+started = time.perf_counter()
+repo = Repository.open({path!r}, 'bench')
+opened = time.perf_counter() - started
+after = rss()
+peak = next(int(line.split()[1]) * 1024 for line in open('/proc/self/status') if line.startswith('VmHWM'))
+probes = [os.urandom(32) for _ in range(100_000)]
+started = time.perf_counter()
+for p in probes:
+    repo.has_blob(p)
+rate = len(probes) / (time.perf_counter() - started)
+n = len(repo.index)
+print(f"index of {{n}} blobs: {{(after - before) / n:.0f}} B/blob after open,"
+      f" peak {{(peak - before) / n:.0f}} B/blob, open {{opened:.2f}} s, has_blob {{rate:,.0f}}/s")
+"""
+        return subprocess.run(
+            [sys.executable, "-c", child], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
 
 def main() -> None:
@@ -102,7 +129,7 @@ def main() -> None:
         rate = small_blobs_per_second(100_000, threads)
         print(f"save_blob small (~1 KiB) {threads} thread(s): {rate:7.0f} blobs/s")
     print(f"load_blob random: {load_throughput(min(args.mib, 256)):7.0f} MiB/s")
-    print(f"index memory: {index_bytes_per_blob(args.blobs):.0f} B per blob ({args.blobs} blobs)")
+    print(index_memory(args.blobs))
 
 
 if __name__ == "__main__":

@@ -34,3 +34,39 @@ def test_pending_packs_are_readable_but_not_deduplicated():
     assert index.lookup(a).pack == "new"
     index.add("old", [], pending=False)  # pending is sticky: another index file cannot clear it
     assert not index.has_blob(b)
+
+
+@given(
+    entries=st.lists(
+        st.tuples(st.binary(min_size=8, max_size=8), st.binary(min_size=24, max_size=24), st.integers(0, 5),
+                  U32, U32, U32, st.booleans()),
+        max_size=200),
+    shared_prefix=st.booleans(),
+)
+def test_bulk_loaded_index_matches_a_plain_dict(entries, shared_prefix):
+    """The sorted compact form answers exactly like a dict, also for ids sharing their first 8 bytes
+    and for a blob stored in several packs (a live copy beats a pending one)."""
+    from shadowvault.repo.format import IndexPack, Pending
+
+    packs: dict[int, list[PackBlob]] = {}
+    expected: dict[bytes, tuple[str, int, bool]] = {}
+    for head, tail, pack_no, offset, length, raw, compressed in entries:
+        blob_id = (b"\x01" * 8 if shared_prefix else head) + tail
+        packs.setdefault(pack_no, []).append(PackBlob(0, blob_id, offset, length, raw, compressed))
+    pending_packs = {0, 3}
+    for pack_no in sorted(packs):
+        for b in packs[pack_no]:
+            name, pending = f"{pack_no:064x}", pack_no in pending_packs
+            old = expected.get(b.id)
+            if old is None or (old[2] and not pending):
+                expected[b.id] = (name, b.offset, pending)
+    index = BlobIndex.from_packs(
+        IndexPack(id=f"{n:064x}", size=1, blobs=blobs,
+                  pending=Pending(since=0.0) if n in pending_packs else None)
+        for n, blobs in sorted(packs.items()))
+    for blob_id, (_name, _offset, pending) in expected.items():
+        loc = index.lookup(blob_id)
+        assert loc is not None and loc.pending == pending and index.has_blob(blob_id) == (not pending)
+        if not pending:
+            assert any(b.id == blob_id and b.offset == loc.offset for b in packs[int(loc.pack, 16)])
+    assert index.lookup(b"\x02" * 32) is None and not index.has_blob(b"\x01" * 32 + b"x")

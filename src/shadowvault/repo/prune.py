@@ -205,7 +205,7 @@ def prune(repo: Repository, *, dry_run: bool = False,
         if pack.pending is None:
             pack.pending = Pending(since=now, waits_for=None)
             new_candidates.add(pack.id)
-    step6_name = repo.save_index_file(list(packs.values())) if packs else None
+    step6_names = repo.save_index_files(list(packs.values()))
     for name in index_names:
         backend.remove(name)
 
@@ -237,10 +237,10 @@ def prune(repo: Repository, *, dry_run: bool = False,
         else:
             deleted.append(pack.id)
             del packs[pack.id]
-    if packs:
-        repo.save_index_file(list(packs.values()))
-    if step6_name is not None:
-        backend.remove(step6_name)
+    final = set(repo.save_index_files(list(packs.values())))
+    for name in step6_names:
+        if name not in final:
+            backend.remove(name)
     for pack_id in deleted:
         result.bytes_deleted += on_disk[pack_id].size
         backend.remove(pack_name(pack_id))

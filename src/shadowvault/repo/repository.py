@@ -56,6 +56,7 @@ CONFIG_AAD = b"sv1:config"
 INDEX_AAD = b"sv1:index"
 SNAPSHOT_AAD = b"sv1:snapshot"
 PACK_SIZE = 16 << 20
+INDEX_FILE_BLOBS = 50_000  # at most this many blobs per index file
 PACKS_PER_INDEX = 8  # write an index file after this many finished packs (resume point after a crash)
 MAX_BLOB = 1 << 30  # offsets and lengths are 32-bit in the in-memory index
 CACHE_BYTES = 8 << 20  # of decrypted TREE blobs kept for repeated reads (small: RSS is a goal)
@@ -292,11 +293,13 @@ class Repository:
             for name in mine:
                 for pack in self.load_index_file(name).packs:
                     packs.setdefault(pack.id, pack)
-            merged = self.save_index_file(list(packs.values()))
+            if sum(len(p.blobs) for p in packs.values()) > INDEX_FILE_BLOBS * (len(mine) - 1):
+                return  # merging would not make fewer files
+            merged = self.save_index_files(list(packs.values()))
             for name in mine:
-                if name != merged:
+                if name not in merged:
                     self.backend.remove(name)
-            self.written_index_files = [merged]
+            self.written_index_files = merged
         except ShadowvaultError as err:
             log.warning("could not merge this session's index files: %s", err)
 
@@ -324,11 +327,10 @@ class Repository:
         return [info.name for info in self.backend.list("index/")]
 
     def reload_index(self) -> None:
-        """Read every index file into a fresh in-memory index (in parallel: decrypt releases the GIL)."""
+        """Read every index file into a fresh, compact in-memory index (files are decrypted and
+        decoded a few at a time in threads: decoding releases the GIL, decoded files are bulky)."""
         names = self.index_files()
         self._index_names = set(names)
-        index = BlobIndex()
-
         damaged: list[str] = []
 
         def load(name: str) -> IndexFile | None:
@@ -341,16 +343,35 @@ class Repository:
                 damaged.append(name)
                 return None
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            for doc in pool.map(load, names):
-                if doc is not None:
-                    for pack in doc.packs:
-                        index.add_pack(pack)
+        def packs() -> Iterator[IndexPack]:
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                for start in range(0, len(names), 4):
+                    for doc in pool.map(load, names[start:start + 4]):
+                        if doc is not None:
+                            yield from doc.packs
+
+        index = BlobIndex.from_packs(packs())
         with self._index_lock:
             for pack in self._unindexed:
                 index.add(pack.id, pack.blobs)
             self.index = index
             self.damaged_index_files = sorted(damaged)
+
+    def save_index_files(self, packs: list[IndexPack]) -> list[str]:
+        """Write `packs` as index files of at most INDEX_FILE_BLOBS blobs each (a huge file would
+        cost a reader ~240 B per blob while it is decoded)."""
+        names: list[str] = []
+        chunk: list[IndexPack] = []
+        count = 0
+        for pack in packs:
+            if chunk and count + len(pack.blobs) > INDEX_FILE_BLOBS:
+                names.append(self.save_index_file(chunk))
+                chunk, count = [], 0
+            chunk.append(pack)
+            count += len(pack.blobs)
+        if chunk:
+            names.append(self.save_index_file(chunk))
+        return names
 
     def save_index_file(self, packs: list[IndexPack]) -> str:
         raw = self.sealer.seal(encode_document(IndexFile(packs=packs)), INDEX_AAD)
