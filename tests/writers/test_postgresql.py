@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -375,3 +376,39 @@ def test_restore_in_place_stops_the_cluster_sets_it_aside_and_brings_back_the_ba
         assert len(aside) == 1 and (aside[0] / "PG_VERSION").exists(), "the replaced data was kept"
     finally:
         S.stop_pid(new_pid, signal.SIGINT)
+
+
+def test_tablespace_is_part_of_the_component_and_restored_elsewhere_points_at_its_own_copy(pg_on_btrfs):
+    fs, pg = pg_on_btrfs
+    space = fs.mount / "space"
+    space.mkdir()
+    shutil.chown(space, "postgres", "postgres")
+    with S.pg_connect(pg) as conn:
+        conn.execute(f"create tablespace extra location '{space}'")
+        conn.execute("create table spaced (n int) tablespace extra")
+        conn.execute("insert into spaced select generate_series(1, 1000)")
+        conn.execute("create table load (n int primary key)")  # what check_restored reads
+        conn.execute("create table counter (n int)")
+        conn.execute("insert into counter values (0)")
+    area = restore_area(fs.mount)
+    root = restore_root(area)
+    try:
+        with shadow_set([str(fs.mount)], [f"postgresql:{pg.datadir}"], auto_writers=False) as manifest:
+            report = report_of(manifest, "postgresql")
+            component = report.components[0]
+            assert str(space) in component.paths
+            assert str(space) in component.metadata["tablespace_map"]
+            lay_down(manifest, report.components, root)
+            copy_out(manifest, str(space), root)
+        before = sorted(p.name for p in space.rglob("*"))
+        restored = open_restored(root, report.components)
+        try:
+            with S.pg_connect(restored) as conn:
+                assert conn.execute("select count(*) from spaced").fetchone()[0] == 1000
+            links = list((restored.datadir / "pg_tblspc").iterdir())
+            assert [os.readlink(link) for link in links] == [str(root / str(space).lstrip("/"))]
+        finally:
+            close_restored(restored)
+        assert sorted(p.name for p in space.rglob("*")) == before, "the live tablespace was not touched"
+    finally:
+        remove(root)

@@ -481,6 +481,21 @@ class PostgresqlWriter(AppWriter):
             time.sleep(0.1)
 
 
+def relocate_tablespaces(spcmap: str, ctx: RestoreContext | None) -> str:
+    """The tablespace_map for where the restore put the tablespaces.
+
+    PostgreSQL recreates pg_tblspc/<oid> from this map at startup: a copy restored elsewhere must
+    point at its own tablespace files, never at the original cluster's live ones.
+    """
+    if ctx is None or ctx.target_root in ("", "/"):
+        return spcmap
+    lines = []
+    for line in spcmap.splitlines():
+        oid, sep, path = line.partition(" ")
+        lines.append(f"{oid} {restored_path(ctx, path)}" if sep and path.startswith("/") else line)
+    return "\n".join(lines) + "\n"
+
+
 def prepare_restored_cluster(
     datadir: str, meta: dict[str, Any], ctx: RestoreContext | None = None, mode: str = "auto"
 ) -> None:
@@ -527,7 +542,7 @@ def prepare_restored_cluster(
             os.close(fd)
     files = {"backup_label": meta["backup_label"]}
     if meta.get("tablespace_map"):
-        files["tablespace_map"] = meta["tablespace_map"]
+        files["tablespace_map"] = relocate_tablespaces(meta["tablespace_map"], ctx)
     for name, text in files.items():
         path = os.path.join(datadir, name)
         with open(path, "w") as f:
