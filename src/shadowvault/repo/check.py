@@ -141,7 +141,7 @@ def check(
     report.unreferenced_blobs = len(indexed_blobs - used)
     if report.unreferenced_blobs:
         report.warnings.append(f"{report.unreferenced_blobs} blobs are not referenced by any snapshot"
-                               " (prune removes them)")
+                               " (prune removes them, or leaves them in packs less than 10 % unused)")
     if bad_blobs or tree_problems:
         _attribute(repo, snapshots, {**bad_blobs, **tree_problems}, report)
     return report
