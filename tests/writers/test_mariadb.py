@@ -221,3 +221,19 @@ def test_flush_tables_with_read_lock_path(maria_on_btrfs):
     finally:
         load.stop()
     assert not load.errors
+
+
+def test_a_copy_restored_elsewhere_gets_its_own_binlog_index(tmp_path):
+    from shadowvault.shadow.writers.mariadb import relocate_binlog_index
+
+    index = tmp_path / "restored" / "srv" / "db" / "binlog.index"
+    index.parent.mkdir(parents=True)
+    index.write_text("/srv/db/binlog.000001\n/srv/db/binlog.000002\n./relative.000003\n")
+    ctx = RestoreContext(components=[], target_root=str(tmp_path / "restored"))
+    relocate_binlog_index(str(index), ctx)
+    root = tmp_path / "restored"
+    assert index.read_text().splitlines() == [
+        f"{root}/srv/db/binlog.000001",
+        f"{root}/srv/db/binlog.000002",
+        "./relative.000003",
+    ]

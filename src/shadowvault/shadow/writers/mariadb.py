@@ -201,6 +201,9 @@ class MariadbWriter(AppWriter):
                 if not path.startswith(self.datadir.rstrip("/") + "/") and path != self.datadir:
                     extra.append(path)
         self._result.update(server_version=version, log_bin=bool(log_bin), extra_paths=extra)
+        index = self._sql("show global variables like 'log_bin_index'")
+        if index and index[0][1]:
+            self._result["log_bin_index"] = os.path.join(self.datadir, index[0][1])
         # The server's own bound on waiting for locks, so a freeze cannot hang in the server.
         self._sql(f"set session lock_wait_timeout = {max(int(self.freeze_timeout), 1)}")
         wanted = self.options.get("lock_method", "auto")
@@ -328,6 +331,9 @@ class MariadbWriter(AppWriter):
             for name in os.listdir(datadir):
                 if name.endswith(".pid"):
                     os.unlink(os.path.join(datadir, name))
+            index = component.metadata.get("log_bin_index")
+            if index and ctx.target_root not in ("", "/"):
+                relocate_binlog_index(restored_path(ctx, index), ctx)
             start = ctx.options.get("start_command")
             if start:
                 try:
@@ -377,6 +383,21 @@ class MariadbWriter(AppWriter):
         finally:
             conn.close()
         return {"tables_checked": checked}
+
+
+def relocate_binlog_index(index_path: str, ctx: RestoreContext) -> None:
+    """Point a restored copy's binlog index at its own binary logs, never at the original server's.
+
+    An index lists absolute paths when log_bin_basename is absolute; relative entries stay.
+    """
+    if not os.path.exists(index_path):
+        return
+    with open(index_path) as f:
+        lines = f.read().splitlines()
+    moved = [restored_path(ctx, line) if line.startswith("/") else line for line in lines]
+    if moved != lines:
+        with open(index_path, "w") as f:
+            f.write("\n".join(moved) + "\n")
 
 
 def _has_backup_stage(version: str) -> bool:
