@@ -136,7 +136,8 @@ class RedisWriter(AppWriter):
             except WriterError as err:  # a server that is down is reported when the set needs it
                 log.debug("redis %s: %s", self.instance, err)
         rdb, aof = self._files()
-        paths = [rdb] + ([aof] if aof else [])
+        # Unknown directory (server down, none given): no paths rather than relative guesses.
+        paths = [p for p in (rdb, aof) if p and os.path.isabs(p)]
         self.components = [
             Component(
                 name=f"redis {self.instance}",
@@ -264,8 +265,9 @@ class RedisWriter(AppWriter):
         for component in ctx.components:
             if component.writer != self.name:
                 continue
-            rdb = restored_path(ctx, component.metadata.get("rdb") or component.paths[0])
-            if os.path.exists(rdb):
+            original = component.metadata.get("rdb") or ""
+            rdb = restored_path(ctx, original) if os.path.isabs(original) else ""
+            if rdb and os.path.exists(rdb):
                 check_rdb(rdb)
             aof = component.metadata.get("aof")
             if aof:
