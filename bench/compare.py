@@ -72,6 +72,7 @@ def record(m: Measured, data_bytes: int, **extra: object) -> dict:
         "wall_s": round(m.wall, 3),
         "mib_per_s": round(data_bytes / MIB / m.wall, 1) if m.wall > 0 else None,
         "cpu_s": round(m.cpu, 2),
+        "sys_s": round(m.sys, 2),
         "peak_rss_mib": round(m.peak_rss / MIB, 1),
         "load1": round(m.load, 2),
         **extra,

@@ -28,6 +28,7 @@ class Measured:
     returncode: int
     wall: float  # seconds
     cpu: float  # user + system seconds
+    sys: float  # system (kernel) seconds, part of cpu
     peak_rss: int  # bytes
     load: float  # 1-minute load average when the command started
     stdout: str
@@ -94,6 +95,7 @@ def run_measured(
             returncode=proc.returncode,
             wall=wall,
             cpu=usage.ru_utime + usage.ru_stime,
+            sys=usage.ru_stime,
             peak_rss=int(peak_kib[-1]) * 1024 if peak_kib and peak_kib[-1].isdigit() else -1,
             load=load,
             stdout=out.read().decode(errors="replace"),
