@@ -15,7 +15,9 @@ import logging
 log = logging.getLogger(__name__)
 
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 MMAP_THRESHOLD = 4 << 20
+ARENA_MAX = 4  # reader and blob threads share a few heaps instead of one each (8 per core by default)
 
 
 def bound_heap() -> None:
@@ -24,5 +26,7 @@ def bound_heap() -> None:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         if not libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
             log.debug("mallopt(M_MMAP_THRESHOLD) refused")
+        if not libc.mallopt(M_ARENA_MAX, ARENA_MAX):
+            log.debug("mallopt(M_ARENA_MAX) refused")
     except (OSError, AttributeError):
         log.debug("no mallopt here; heap left as is")

@@ -119,7 +119,7 @@ class Archiver:
         chunker: Chunker | None = None,
         path_filter: PathFilter | None = None,
         skip_paths: set[bytes] | None = None,
-        read_workers: int = 2,
+        read_workers: int = 4,
         blob_workers: int | None = None,
         max_files: int = 64,
         max_chunks: int | None = None,
@@ -415,7 +415,7 @@ class Archiver:
             )
             node.sparse = st.st_blocks * 512 < st.st_size
             if st.st_size < self.single_chunk:
-                data = self._read_upto(fd, self.single_chunk)
+                data = self._read_upto(fd, self.single_chunk, st.st_size + 1)
                 if len(data) < self.single_chunk:  # the whole file: one chunk
                     return [self._save_chunk(data)] if data else []
                 os.lseek(fd, 0, os.SEEK_SET)  # it grew since fstat: cut it like any large file
@@ -444,11 +444,12 @@ class Archiver:
             os.close(fd)
 
     @staticmethod
-    def _read_upto(fd: int, limit: int) -> bytes:
-        """Up to `limit` bytes from the start of the file (fewer at end of file)."""
+    def _read_upto(fd: int, limit: int, expected: int) -> bytes:
+        """Up to `limit` bytes from the start of the file (fewer at end of file); reads of `expected`
+        bytes first, so a small file costs a small buffer."""
         parts, got = [], 0
         while got < limit:
-            block = os.read(fd, limit - got)
+            block = os.read(fd, min(limit - got, max(expected - got, 4096)))
             if not block:
                 break
             parts.append(block)
