@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/compare.py [--size 2GiB] [--files 100000] [--tools shadowvault,restic,borg]
                                       [--keep-data DIR] [--fstype ext4|xfs] [--no-drop-caches] [--json]
+    .venv/bin/python bench/compare.py --show RESULT.json      # the table of a saved --json run
 
 A data set (dataset.py: small and large files, text and noise, duplicates) is generated on a loop
 filesystem made here; every tool gets its own repository on a second loop filesystem of the same type.
@@ -11,10 +12,16 @@ full restore of the latest snapshot (checked file by file against the source: mo
 the content, so a fast but wrong restore cannot win). By default the page cache is dropped before
 every timed command (cold reads, like a nightly backup); --no-drop-caches measures warm.
 
-Reported per command: wall time, throughput (data-set MiB / wall s), CPU time, peak RSS of that
-process (os.wait4), repository size, and ratios to restic; then the goals of issue 4 (met / not met).
-The machine may be shared: the 1-minute load average at the start of each command is shown.
-Needs root (losetup, mount).
+Shadowvault runs with `--provider none` (live files, no shadow set): the comparison is about the
+repository engine; how each tool is configured is in peers.py. Tools run one after the other in the
+order given, each phase for all tools before the next phase.
+
+Reported per command: wall time, throughput (data-set MiB / wall s), CPU time (user + system, from
+wait4), peak RSS of that process (GNU time), repository size, and ratios to restic; then the goals of
+issue 4 (met / not met). The machine may be shared: the 1-minute load average at the start of each
+command is shown; on a busy machine CPU seconds compare more steadily than wall times.
+A --keep-data image is left in DIR (about 2.5 GiB for the default set); the next run undoes the 5 %
+change and reuses it. Needs root (losetup, mount, drop_caches).
 """
 
 from __future__ import annotations
@@ -305,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     image = None
     if args.keep_data:
         image = args.keep_data.resolve() / f"data-{args.fstype}.img"
+        if image.exists() and image.stat().st_size < data_fs:
+            say(f"{image} is too small for this data set: making a new one")
+            image.unlink()
         if image.exists():
             used -= int(args.size * 1.1)
     free = free_bytes(args.keep_data or base)
