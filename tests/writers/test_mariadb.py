@@ -237,3 +237,37 @@ def test_a_copy_restored_elsewhere_gets_its_own_binlog_index(tmp_path):
         f"{root}/srv/db/binlog.000002",
         "./relative.000003",
     ]
+
+
+def test_a_freeze_stuck_behind_a_table_lock_ends_at_the_freeze_timeout(maria_on_btrfs):
+    """FTWRL waits for a session holding LOCK TABLES ... WRITE: the freeze timeout ends the wait."""
+    import time
+
+    fs, server = maria_on_btrfs
+    load = MariadbLoad(server)
+    load.setup()
+    holder = S.mariadb_connect(server)
+    with holder.cursor() as cur:
+        cur.execute("lock tables app.counter write")
+    try:
+        writer = MariadbWriter(str(server.datadir), lock_method="ftwrl")
+        started = time.monotonic()
+        with (
+            pytest.raises(
+                ShadowError,
+                match=r"writer mariadb:.* (timed out at freeze|failed at freeze: .*Lock wait timeout)",
+            ),
+            shadow_set([str(fs.mount)], [writer], auto_writers=False, freeze_timeout=2),
+        ):
+            pass
+        assert time.monotonic() - started < 15
+    finally:
+        with holder.cursor() as cur:
+            cur.execute("unlock tables")
+        holder.close()
+    load.start()  # nothing of the aborted set holds the server: writes go through
+    try:
+        load.wait_for(10, timeout=15)
+    finally:
+        load.stop()
+    assert not load.errors
