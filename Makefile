@@ -20,7 +20,7 @@ $(STAMP_VENV): pyproject.toml
 	touch $@
 
 run: deps
-	$(PY) -m shadowvault.demo
+	$(PY) -m shadowvault.demo_backup
 
 test: deps
 	$(VENV)/bin/ruff check src tests bench
