@@ -226,3 +226,17 @@ def test_root_filesystem_is_never_shadowed_even_through_a_bind_mount(tmp_path, b
     assert list(planned.shadowed) == [str(btrfs.mount)]
     assert "root filesystem" in planned.warnings[0]
     assert plan([os.fsencode(btrfs.mount)], "none").live == [os.fsencode(btrfs.mount)]
+
+
+def test_repository_inside_the_backed_up_tree_is_left_out(ext4):
+    src = ext4.mount / "home"
+    src.mkdir()
+    (src / "doc.txt").write_text("keep")
+    repo = new_repo(src / "backups" / "repo")
+    result = run_backup(repo, BackupRequest(paths=[str(src)], provider="none"))
+    from shadowvault.archive.listing import list_snapshot
+
+    paths = [p for p, _ in list_snapshot(repo, result.snapshot.tree, str(src))]
+    assert os.fsencode(src / "doc.txt") in paths
+    assert os.fsencode(src / "backups") in paths  # the directory holding it stays, empty
+    assert not any(p.startswith(os.fsencode(src / "backups" / "repo")) for p in paths)
