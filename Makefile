@@ -29,6 +29,7 @@ test: deps
 bench: deps
 	tools/install-system-packages.sh tools/bench-packages.txt
 	$(PY) bench/freeze_window.py
+	$(PY) bench/writers.py
 	$(PY) bench/compare.py
 
 lint: deps
