@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from shadowvault.archive.metadata import node_type
 from shadowvault.components.plan import Plan
 from shadowvault.errors import NotFoundError, UsageError
 
@@ -93,20 +94,9 @@ class Entry:
     group: str | None = None
 
 
-_TYPES = {
-    stat.S_IFREG: "file",
-    stat.S_IFDIR: "dir",
-    stat.S_IFLNK: "symlink",
-    stat.S_IFBLK: "blockdev",
-    stat.S_IFCHR: "chardev",
-    stat.S_IFIFO: "fifo",
-    stat.S_IFSOCK: "socket",
-}
-
-
 def entry_of(path: Path, rel: str) -> Entry:
     st = path.lstat()
-    kind = _TYPES.get(stat.S_IFMT(st.st_mode), "unknown")
+    kind = node_type(st.st_mode)
     return Entry(
         path=rel,
         type=kind,

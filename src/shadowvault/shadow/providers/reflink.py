@@ -29,6 +29,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from shadowvault.errors import PermissionDeniedError, ProviderError, ShadowvaultError, UnsupportedError
+from shadowvault.proc import pid_alive
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers.base import FreezePolicy, Provider
 from shadowvault.shadow.providers.hidden_dir import (
@@ -99,22 +100,12 @@ def sweep_partial_copies(parent: str) -> list[str]:
         if not entry.name.startswith(".") or mark < 0:
             continue
         pid = entry.name[mark + len(PARTIAL_MARK) :]
-        if not pid.isdigit() or _pid_runs(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         log.info("removing %s, a copy its process (pid %s) left unfinished", entry.path, pid)
         shutil.rmtree(entry.path, ignore_errors=True)
         swept.append(entry.path)
     return swept
-
-
-def _pid_runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ReflinkProvider(Provider):
@@ -184,8 +175,10 @@ class ReflinkProvider(Provider):
         created = time.time()
         notes = []
         if skipped_mounts:
-            notes.append(f"other filesystems mounted below {volume.mount_point} are not in its shadow: "
-                         + ", ".join(skipped_mounts))
+            notes.append(
+                f"other filesystems mounted below {volume.mount_point} are not in its shadow: "
+                + ", ".join(skipped_mounts)
+            )
         notes.extend(copier.problems)
         return Shadow(
             volume=volume.mount_point,
