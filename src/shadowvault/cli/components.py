@@ -69,7 +69,7 @@ def restore_component_options(func: F) -> F:
             "--target-root",
             default=None,
             type=click.Path(),
-            help="The root of the machine to restore into (a component restore).",
+            help="The root of the machine to restore into (a component or writer restore).",
         ),
         click.option("--users", default=None, metavar="A,B", help="user-profiles: only these accounts."),
         click.option(

@@ -17,6 +17,7 @@ from shadowvault.cli.components import restore_component_options, restore_option
 from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
+from shadowvault.cli.writer_restore import restore_writer_options, run_writer_restore
 from shadowvault.errors import PartialFailure, UsageError
 
 
@@ -75,6 +76,7 @@ def _stderr_json(obj: dict) -> None:
 @click.option("--verify", is_flag=True, help="Read every restored file back and compare its hash.")
 @click.option("--numeric-owner", is_flag=True, help="Restore owners by uid/gid, not by name.")
 @restore_component_options
+@restore_writer_options
 @json_option
 def restore_cmd(
     repo: str | None,
@@ -95,6 +97,9 @@ def restore_cmd(
     no_packages: bool,
     dry_run: bool,
     yes_really: bool,
+    writers: tuple[str, ...],
+    all_writers: bool,
+    writer_option_specs: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Restore a snapshot (or SUBPATH of it) into --target, with owners, modes, times, ACLs and xattrs.
@@ -102,9 +107,41 @@ def restore_cmd(
     Without SUBPATH the snapshot's full paths are recreated below the target; with one, what is
     inside SUBPATH is restored into the target. A damaged blob fails only the files that need it
     (exit code 3).
+
+    \b
+    Applications (docs/writers.md): --writer NAME[:INSTANCE] (repeatable) or --writers restores
+    the application components of the snapshot's manifest through their writers, following each
+    component's restore method: the writer stops the application (pre_restore), what would be
+    replaced is set aside as NAME.pre-restore-TIME, the files are laid down, and the writer
+    recovers, starts and checks it (post_restore). In place by default; --target-root DIR
+    restores below DIR instead (an alternate location; start it on a free port with
+    --writer-option port=N). --dry-run prints what would be stopped, replaced and started.
     """
     bound_heap()
     ref, subpath = split_ref(snapshot)
+    if writers or all_writers:
+        if component is not None:
+            raise UsageError("--writer and --component are separate restores: run one, then the other")
+        if subpath != "/":
+            raise UsageError("a writer restores whole components: give SNAP without :SUBPATH")
+        if writers and all_writers:
+            raise UsageError("give either --writer NAME (repeatable) or --writers, not both")
+        with open_repository(repo, password_file) as r:
+            snap_id, snap = r.find_snapshot(ref)
+            run_writer_restore(
+                r,
+                snap_id,
+                snap,
+                writers=writers,
+                target_root=target_root or target,
+                option_specs=writer_option_specs,
+                overwrite=overwrite,
+                dry_run=dry_run,
+                as_json=as_json,
+            )
+        return
+    if writer_option_specs:
+        raise UsageError("--writer-option goes with --writer NAME or --writers")
     if component is not None:  # a component restore with its merge rules (cli/components.py)
         where = target_root or target
         if not where:
@@ -129,7 +166,7 @@ def restore_cmd(
     if not target:
         raise UsageError("give the directory to restore into with --target DIR")
     if dry_run or target_root:
-        raise UsageError("--dry-run and --target-root go with --component NAME")
+        raise UsageError("--dry-run and --target-root go with --component NAME or --writer NAME")
     started = time.monotonic()
     with open_repository(repo, password_file) as r:
         snap_id, snap = r.find_snapshot(ref)

@@ -1,0 +1,133 @@
+"""What a restore through writers will do, decided from the manifest's restore methods before anything runs.
+
+The manifest gives every component a restore method (VSS_RESTOREMETHOD_ENUM for Linux services):
+if not there, if can replace, stop-restore-start, to an alternate location, custom. This module turns
+them, with what is on disk in the target now, into a plan per writer: restore it (and which paths
+are created or set aside and replaced, whether the application is stopped and started), skip it
+(restore_if_not_there and its data is present), or refuse it (an alternate-location component asked
+to go back in place). `restore SNAP --writer ... --dry-run` prints the plan; the real restore runs
+only the writers the plan restores.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from shadowvault.errors import UsageError
+from shadowvault.shadow.manifest import RestoreMethod, ShadowSetManifest, WriterReport
+from shadowvault.shadow.writers.restore import _label, _selected, load_manifest
+
+
+@dataclass
+class PathAction:
+    """One path of a component: where it goes and what happens to what is there."""
+
+    path: str  # as backed up
+    target: str  # where it is laid down
+    action: str  # "create" | "replace" (what is there is set aside as NAME.pre-restore-TIME) | "keep"
+
+
+@dataclass
+class WriterPlan:
+    """The plan for one writer instance."""
+
+    label: str
+    methods: list[str]
+    components: list[str]
+    decision: str  # "restore" | "skip"
+    reason: str
+    stop_start: bool  # the writer stops the application first and recovers/starts it afterwards
+    paths: list[PathAction] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "writer": self.label,
+            "restore_methods": self.methods,
+            "components": self.components,
+            "decision": self.decision,
+            "reason": self.reason,
+            "stop_start": self.stop_start,
+            "paths": [vars(p) for p in self.paths],
+        }
+
+    def lines(self) -> list[str]:
+        head = f"{self.label} ({', '.join(self.methods)}): {self.decision}"
+        out = [f"{head}, {self.reason}" if self.reason else head]
+        if self.decision == "restore" and self.stop_start:
+            out.append("  stop the application if it runs in the target")
+        for p in self.paths:
+            verb = {"create": "create", "replace": "set aside and replace", "keep": "keep"}[p.action]
+            out.append(f"  {verb} {p.target}")
+        if self.decision == "restore":
+            out.append(
+                "  then recover, start and check it" if self.stop_start else "  then let the writer check it"
+            )
+        return out
+
+
+def in_place(target_root: str | None) -> bool:
+    return target_root in (None, "", "/")
+
+
+def _target(target_root: str | None, path: str) -> str:
+    return path if in_place(target_root) else os.path.join(str(target_root), path.lstrip("/"))
+
+
+def _present(path: str) -> bool:
+    """Something a restore would replace: an existing file, or a directory that is not empty."""
+    if not os.path.lexists(path):
+        return False
+    return not (os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path))
+
+
+def writer_reports(manifest: ShadowSetManifest, wanted: list[str] | None) -> list[WriterReport]:
+    """The application writers selected (all of them when `wanted` is empty), one clear error otherwise."""
+    chosen = _selected(manifest, wanted)
+    if not chosen:
+        raise UsageError(_nothing_to_restore(manifest))
+    return chosen
+
+
+def _nothing_to_restore(manifest: ShadowSetManifest) -> str:
+    names = sorted({_label(r) for r in manifest.writers if r.name != "fsfreeze"})
+    if names:
+        return f"this snapshot has no writer components to restore (its writers: {', '.join(names)})"
+    return "this snapshot has no writer components to restore (no application writer took part in it)"
+
+
+def plan_writer_restore(
+    repo: Any, snapshot: Any, target_root: str | None, wanted: list[str] | None
+) -> list[WriterPlan]:
+    """Decide, per selected writer, what a restore into `target_root` (None or / = in place) does."""
+    manifest = load_manifest(repo, snapshot)
+    plans = []
+    for report in writer_reports(manifest, wanted):
+        methods = sorted({str(c.restore_method) for c in report.components})
+        label = _label(report)
+        paths = []
+        for component in report.components:
+            for path in component.paths:
+                target = _target(target_root, path)
+                paths.append(PathAction(path, target, "replace" if _present(target) else "create"))
+        plan = WriterPlan(
+            label=label,
+            methods=methods,
+            components=[c.name for c in report.components],
+            decision="restore",
+            reason="",
+            stop_start=RestoreMethod.STOP_RESTORE_START in methods,
+            paths=paths,
+        )
+        if RestoreMethod.RESTORE_TO_ALTERNATE_LOCATION in methods and in_place(target_root):
+            raise UsageError(
+                f"writer {label} restores only to an alternate location: give --target-root DIR"
+            )
+        if RestoreMethod.RESTORE_IF_NOT_THERE in methods and any(p.action == "replace" for p in paths):
+            plan.decision = "skip"
+            plan.reason = "its data is already there (restore method restore_if_not_there)"
+            for p in plan.paths:
+                p.action = "keep" if p.action == "replace" else p.action
+        plans.append(plan)
+    return plans

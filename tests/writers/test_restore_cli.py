@@ -1,0 +1,167 @@
+"""`restore SNAP --writer NAME[:INSTANCE]` as a user runs it: real servers on a loop btrfs, end to end.
+
+backup with the writer -> the application writes more -> restore through the writer (in place, or
+below --target-root) -> the application runs again on the backup's data and passes its own check;
+what was written after the backup is gone (set aside, never deleted). Plus the bad-input lines.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.fixtures import servers as S
+
+
+def repo_env(path: Path) -> dict[str, str]:
+    Repository.init(path, PASSWORD, kdf_params=FAST_KDF).close()
+    return {"SHADOWVAULT_REPOSITORY": str(path), "SHADOWVAULT_PASSWORD": PASSWORD}
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def of_type(done, kind: str) -> list[dict]:
+    return [m for m in json_lines(done.stdout) if m.get("message_type") == kind]
+
+
+def backup(cli, env, writer: str, path: Path) -> str:
+    done = cli("backup", "--json", "--writer", writer, path, env=env)
+    assert done.returncode == 0, done.stderr
+    return of_type(done, "summary")[0]["snapshot_id"]
+
+
+def one_line_error(done, code: int = 2) -> str:
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+def amcheck(server: S.Server) -> None:
+    done = subprocess.run(
+        [S.PG_BIN / "pg_amcheck", "-h", server.socket, "-p", str(server.port), "-U", "postgres",
+         "--all", "--install-missing", "--heapallindexed"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def rows(server: S.Server) -> tuple[int, int]:
+    with S.pg_connect(server) as conn:
+        assert conn.execute("select pg_is_in_recovery()").fetchone()[0] is False
+        return conn.execute("select count(*), coalesce(max(n), 0) from t").fetchone()
+
+
+def test_postgresql_restored_in_place_through_its_writer(btrfs, cli):
+    S.open_for_service(btrfs.mount)
+    env = repo_env(btrfs.mount / "repo")
+    datadir = btrfs.mount / "pgdata"
+    with S.postgres_server(datadir, wal_segsize_mb=1) as pg:
+        writer = f"postgresql:{pg.datadir}"
+        with S.pg_connect(pg) as conn:
+            conn.execute("create table t (n int primary key, pad text)")
+            conn.execute("insert into t select n, repeat('x', 100) from generate_series(1, 1000) n")
+        snap = backup(cli, env, writer, datadir)
+        with S.pg_connect(pg) as conn:  # written after the backup: must not come back
+            conn.execute("insert into t select n, 'late' from generate_series(1001, 1500) n")
+
+        dry = cli("restore", snap, "--writer", writer, "--dry-run", "--json", env=env)
+        assert dry.returncode == 0, dry.stderr
+        (plan,) = of_type(dry, "writer_plan")
+        assert plan["decision"] == "restore" and plan["stop_start"] is True
+        assert plan["restore_methods"] == ["stop_restore_start"]
+        assert {"path": str(datadir), "target": str(datadir), "action": "replace"} in plan["paths"]
+        assert of_type(dry, "summary")[0]["restored"] == []
+        assert rows(pg) == (1500, 1500)  # a dry run stops nothing and replaces nothing
+
+        # To an alternate location beside the running cluster: a fresh port and socket for the copy.
+        alt = btrfs.mount / "alt"
+        socket_dir = S.private_dir("sv-pg-cli-", owner="postgres")
+        copy = S.Server("postgresql", alt / "pgdata", socket_dir, port=S.free_port(), socket=str(socket_dir))
+        try:
+            done = cli(
+                "restore", snap, "--writer", writer, "--target-root", alt,
+                "--writer-option", f"{writer}.port={copy.port}",
+                "--writer-option", f"postgresql.socket_dir={socket_dir}",
+                env=env,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            copy.datadir = alt / str(datadir).lstrip("/")
+            copy.pid = int((copy.datadir / "postmaster.pid").read_text().split()[0])
+            assert rows(copy) == (1000, 1000)
+            amcheck(copy)
+            assert rows(pg) == (1500, 1500)  # the running cluster was left alone
+        finally:
+            copy.stop(timeout=60)
+            shutil.rmtree(socket_dir, ignore_errors=True)
+
+        restored_pid = 0
+        try:
+            done = cli("restore", snap, "--writer", writer, env=env)
+            assert done.returncode == 0, done.stderr
+            assert f"restored {writer} in place" in done.stderr, done.stderr
+            restored_pid = int((datadir / "postmaster.pid").read_text().split()[0])
+            assert restored_pid != pg.pid
+            assert rows(pg) == (1000, 1000)  # same port and socket (postgresql.conf): the backup's rows only
+            amcheck(pg)
+            (aside,) = btrfs.mount.glob("pgdata.pre-restore-*")  # the replaced cluster, kept
+            assert (aside / "PG_VERSION").exists()
+        finally:
+            if restored_pid:
+                S.stop_pid(restored_pid, timeout=60)
+
+
+def test_redis_restored_to_an_alternate_location_and_bad_input(btrfs, cli):
+    S.open_for_service(btrfs.mount)
+    env = repo_env(btrfs.mount / "repo")
+    plain = btrfs.mount / "plain"
+    plain.mkdir()
+    (plain / "note.txt").write_text("no application here\n")
+    with S.redis_server(btrfs.mount / "redis") as redis:
+        writer = f"redis:127.0.0.1:{redis.port}"
+        client = S.redis_client(redis)
+        for n in range(1, 101):
+            client.set(f"k:{n}", n)
+        snap = backup(cli, env, writer, redis.datadir)
+        for n in range(101, 151):
+            client.set(f"k:{n}", n)
+
+        alt = btrfs.mount / "alt"
+        done = cli("restore", snap, "--writer", "redis", "--target-root", alt, "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        assert of_type(done, "summary")[0]["restored"] == [writer]
+        assert client.dbsize() == 150  # an alternate location leaves the running server alone
+        base = S.private_dir("sv-redis-cli-")
+        copy = S.start_redis(alt / str(redis.datadir).lstrip("/"), base, S.free_port())
+        try:
+            restored = S.redis_client(copy)
+            assert restored.dbsize() == 100
+            assert restored.get("k:100") == b"100" and not restored.exists("k:101")
+        finally:
+            copy.stop()
+            shutil.rmtree(base, ignore_errors=True)
+
+        # A writer the snapshot does not have: one line naming what it has.
+        line = one_line_error(cli("restore", snap, "--writer", "postgresql", env=env))
+        assert "postgresql" in line and writer in line, line
+
+    # A snapshot without writer components.
+    done = cli("backup", "--json", plain, env=env)
+    assert done.returncode == 0, done.stderr
+    plain_snap = of_type(done, "summary")[0]["snapshot_id"]
+    line = one_line_error(cli("restore", plain_snap, "--writers", env=env))
+    assert "no writer components" in line or "no backup manifest" in line, line
+
+    # Options that do not go together.
+    line = one_line_error(cli("restore", snap, "--writer", "redis", "--component", "files", env=env))
+    assert "--component" in line
+    line = one_line_error(cli("restore", snap, "--writer-option", "port=1", "--target", alt, env=env))
+    assert "--writer-option" in line
+    line = one_line_error(cli("restore", f"{snap}:/x", "--writers", env=env))
+    assert "SUBPATH" in line
