@@ -144,7 +144,7 @@ def capture(path: bytes, st: os.stat_result, name: bytes) -> Node:
     elif kind == "file":
         node.sparse = st.st_blocks * 512 < st.st_size
     node.xattrs = read_xattrs(path)
-    if any(name in node.xattrs for name in ACL_XATTRS):
+    if node.xattrs and not node.xattrs.keys().isdisjoint(ACL_XATTRS):
         node.acl_users, node.acl_groups = acl_names(node.xattrs)
     return node
 
