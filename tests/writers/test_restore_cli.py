@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from shadowvault.repo.repository import Repository
@@ -150,6 +151,10 @@ def test_redis_restored_to_an_alternate_location_and_bad_input(btrfs, cli):
         # A writer the snapshot does not have: one line naming what it has.
         line = one_line_error(cli("restore", snap, "--writer", "postgresql", env=env))
         assert "postgresql" in line and writer in line, line
+        line = one_line_error(
+            cli("restore", snap, "--writer", "redis", "--writer-option", "pg.port=1", env=env)
+        )
+        assert "pg" in line and writer in line, line
 
     # A snapshot without writer components.
     done = cli("backup", "--json", plain, env=env)
@@ -165,3 +170,74 @@ def test_redis_restored_to_an_alternate_location_and_bad_input(btrfs, cli):
     assert "--writer-option" in line
     line = one_line_error(cli("restore", f"{snap}:/x", "--writers", env=env))
     assert "SUBPATH" in line
+
+
+RESTORE_WRITER = """
+import json
+
+class W(sdk.Writer):
+    def identify(self, req):
+        return [{"name": "data", "paths": self.config["data"], "restore_method": self.config["method"]}]
+
+    def freeze(self, req):
+        pass
+
+    def thaw(self, req):
+        pass
+
+    def _log(self, req):
+        with open(self.config["log"], "a") as f:
+            f.write(json.dumps([req["event"], req["target_root"], req.get("options", {})]) + "\\n")
+
+    def pre_restore(self, req):
+        self._log(req)
+
+    def post_restore(self, req):
+        self._log(req)
+"""
+
+
+def test_external_writer_restore_follows_the_manifest_restore_methods(btrfs, cli, private_dirs):
+    """restore_if_not_there skips data that is there; restore_to_alternate_location refuses in place."""
+    env = repo_env(btrfs.mount / "repo")
+    app, log = btrfs.mount / "app", btrfs.mount / "restore.log"
+    app.mkdir()
+    (app / "data.txt").write_text("v1\n")
+    script = btrfs.mount / "restore_writer.py"
+    script.write_text("from shadowvault import writer_sdk as sdk\n" + RESTORE_WRITER + "\nsdk.run(W)\n")
+    script.chmod(0o755)
+    config = private_dirs / "config" / "writers.d" / "app.toml"
+
+    def backup_with(method: str) -> str:
+        config.write_text(
+            f'type = "external"\ncommand = ["{sys.executable}", "{script}"]\npaths = ["{app}"]\n'
+            f'[options]\ndata = ["{app}"]\nmethod = "{method}"\nlog = "{log}"\n'
+        )
+        config.chmod(0o644)
+        return backup(cli, env, "app", app)
+
+    def events() -> list[list]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    if_not_there = backup_with("restore_if_not_there")
+    (app / "data.txt").write_text("v2\n")
+    done = cli("restore", if_not_there, "--writer", "app", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert of_type(done, "writer_plan")[0]["decision"] == "skip"
+    assert of_type(done, "summary")[0]["skipped"] == ["external:app"]
+    assert (app / "data.txt").read_text() == "v2\n" and events() == []  # present: left alone, no event
+    (app / "data.txt").unlink()
+    done = cli("restore", if_not_there, "--writer", "external:app", "--writer-option", "app.mode=1", env=env)
+    assert done.returncode == 0, done.stderr
+    assert (app / "data.txt").read_text() == "v1\n"
+    assert [e[:2] for e in events()] == [["pre_restore", "/"], ["post_restore", "/"]]
+    assert events()[0][2].get("mode") == 1  # a WRITER.KEY=VALUE option reaches that writer
+
+    alternate = backup_with("restore_to_alternate_location")
+    line = one_line_error(cli("restore", alternate, "--writers", env=env))
+    assert "--target-root" in line and "external:app" in line, line
+    target = btrfs.mount / "elsewhere"
+    done = cli("restore", alternate, "--writers", "--target-root", target, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (target / str(app).lstrip("/") / "data.txt").read_text() == "v1\n"
+    assert events()[-1][:2] == ["post_restore", str(target)]

@@ -72,6 +72,22 @@ def parse_writer_options(specs: tuple[str, ...]) -> tuple[dict[str, Any], dict[s
     return common, per_writer
 
 
+def _for_planned_writers(
+    per_writer: dict[str, dict[str, Any]], labels: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Key WRITER.KEY options by the manifest's names; a WRITER not being restored is a typo: say so."""
+    names = set(labels) | {label.split(":", 1)[0] for label in labels}
+    keyed = {}
+    for writer, values in per_writer.items():
+        if f"external:{writer}" in names:  # an external writer by its writers.d name
+            writer = f"external:{writer}"
+        elif writer not in names:
+            restoring = ", ".join(labels)
+            raise UsageError(f"--writer-option {writer}.KEY: {writer} is not being restored ({restoring} is)")
+        keyed.setdefault(writer, {}).update(values)
+    return keyed
+
+
 def run_writer_restore(
     repo: Any,
     snapshot_id: str,
@@ -89,6 +105,7 @@ def run_writer_restore(
 
     common, per_writer = parse_writer_options(option_specs)
     plans = plan_writer_restore(repo, snapshot, target_root, list(writers) or None)
+    per_writer = _for_planned_writers(per_writer, [p.label for p in plans])
     where = "in place" if in_place(target_root) else f"below {target_root}"
     for plan in plans:
         if as_json:

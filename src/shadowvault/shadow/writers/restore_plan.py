@@ -61,9 +61,7 @@ class WriterPlan:
             verb = {"create": "create", "replace": "set aside and replace", "keep": "keep"}[p.action]
             out.append(f"  {verb} {p.target}")
         if self.decision == "restore":
-            out.append(
-                "  then recover, start and check it" if self.stop_start else "  then let the writer check it"
-            )
+            out.append("  then post_restore: the writer recovers, checks and starts it (as its options say)")
         return out
 
 
@@ -84,10 +82,18 @@ def _present(path: str) -> bool:
 
 def writer_reports(manifest: ShadowSetManifest, wanted: list[str] | None) -> list[WriterReport]:
     """The application writers selected (all of them when `wanted` is empty), one clear error otherwise."""
-    chosen = _selected(manifest, wanted)
+    chosen = _selected(manifest, [_spec(manifest, w) for w in wanted or []])
     if not chosen:
         raise UsageError(_nothing_to_restore(manifest))
     return chosen
+
+
+def _spec(manifest: ShadowSetManifest, wanted: str) -> str:
+    """An external writer is named by its writers.d name at backup (`--writer app`): accept that too."""
+    for report in manifest.writers:
+        if report.name == "external" and report.instance == wanted:
+            return _label(report)
+    return wanted
 
 
 def _nothing_to_restore(manifest: ShadowSetManifest) -> str:
@@ -121,9 +127,7 @@ def plan_writer_restore(
             paths=paths,
         )
         if RestoreMethod.RESTORE_TO_ALTERNATE_LOCATION in methods and in_place(target_root):
-            raise UsageError(
-                f"writer {label} restores only to an alternate location: give --target-root DIR"
-            )
+            raise UsageError(f"writer {label} restores only to an alternate location: give --target-root DIR")
         if RestoreMethod.RESTORE_IF_NOT_THERE in methods and any(p.action == "replace" for p in paths):
             plan.decision = "skip"
             plan.reason = "its data is already there (restore method restore_if_not_there)"
