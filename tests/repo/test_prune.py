@@ -127,3 +127,64 @@ def test_a_session_that_lapsed_stays_expired_even_if_refreshed_later(tmp_path):
         with pytest.raises(RepositoryError, match="run the backup again"):
             repo.save_snapshot(Snapshot(time=time.time(), host="h", tree=b""))
         repo.close(flush=False)
+
+
+def _after_listing(repo: Repository, prefix: str, action) -> None:
+    """Run `action` right after `repo` lists `prefix` the first time (a deterministic interleaving
+    of a concurrent writer with one step of prune; the listing itself is the real one)."""
+    real_list = repo.backend.list
+    fired = []
+
+    def listing(wanted: str):
+        found = list(real_list(wanted))
+        if wanted == prefix and not fired:
+            fired.append(True)
+            action()
+        return iter(found)
+
+    repo.backend.list = listing
+
+
+def test_a_pack_indexed_after_prune_listed_packs_keeps_its_index_entry(tmp_path):
+    """A backup finishing a pack and its index file between prune's pack listing (step 1) and its
+    index reading (step 3), then committing its snapshot after prune read the snapshots, must not
+    lose the index entry (prune used to take the pack for a long-gone one and drop it)."""
+    path = tmp_path / "repo"
+    Repository.init(path, PASSWORD).close()
+    files = random_files(2, 300_000, seed=7)
+    with Repository.open(path, PASSWORD, write=True) as backup:
+        tree = Tree(nodes=[Node(name=name.encode(), type="file", size=len(data),
+                                content=[backup.save_blob(BlobType.DATA, data)])
+                           for name, data in sorted(files.items())])
+        root = []
+        with Repository.open(path, PASSWORD, write=True, kind="prune") as pruner:
+            def backup_flushes() -> None:
+                root.append(backup.save_tree(tree))
+                backup.flush()  # packs, then their index file: all after prune listed data/
+
+            _after_listing(pruner, "data/", backup_flushes)
+            prune(pruner)
+        snapshot_id = backup.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/d"], tree=root[0]))
+    _prune(path)  # no backup runs now; nothing referenced may go
+    with Repository.open(path, PASSWORD) as repo:
+        assert restore_all(repo, snapshot_id) == files
+        report = check(repo, read_data_fraction=1.0)
+        assert report.ok, report.errors
+
+
+def test_a_reader_sees_index_files_merged_while_it_reads_the_index(tmp_path):
+    """A writer merges its index files at close (the merged one first, then the old ones go). A
+    reader (prune's tree walk, check, restore) that listed the old ones must find the merged one."""
+    path = tmp_path / "repo"
+    Repository.init(path, PASSWORD).close()
+    backup = Repository.open(path, PASSWORD, write=True)
+    for seed in (1, 2):  # two index files
+        backup.save_blob(BlobType.DATA, random_files(1, 1000, seed=seed)["file0"])
+        backup.flush()
+    snapshot_id, _ = make_snapshot(backup, {"a": b"first file", "b": random_files(1, 200_000)["file0"]})
+    assert len([n for n in backup.written_index_files if n.startswith("index/")]) >= 2
+    with Repository.open(path, PASSWORD) as reader:
+        _after_listing(reader, "index/", backup.close)  # the merge happens between listing and reading
+        reader.reload_index()
+        assert len(reader.index_files()) == 1  # the merge did happen meanwhile
+        assert restore_all(reader, snapshot_id)["a"] == b"first file"

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
-from shadowvault.repo.backend import FileInfo
+from shadowvault.repo.backend import Backend, FileInfo
 from shadowvault.repo.format import BlobType, IndexPack, Pending
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.pack import pack_name
@@ -57,6 +57,14 @@ def _session_start(session: SessionInfo) -> float:
     if session.doc is not None:
         return session.doc.start
     return session.mtime - STALE_AFTER  # unreadable: assume the oldest start it could have
+
+
+def _exists(backend: Backend, pack_id: str) -> bool:
+    try:
+        backend.stat(pack_name(pack_id))
+    except NotFoundError:
+        return False
+    return True
 
 
 def _merge_index(docs: list[list[IndexPack]]) -> dict[str, IndexPack]:
@@ -130,8 +138,11 @@ def prune(repo: Repository, *, dry_run: bool = False,
         info = on_disk.get(pack.id)
         used_count = sum(1 for b in pack.blobs if b.id in used)
         if info is None:
-            if used_count == 0:
-                dropped_missing.append(pack.id)  # an index entry for a pack long gone
+            # Not listed in step 1. Either a backup wrote it (and indexed it) since, or the entry
+            # outlived its pack. A pack is durable before any index file lists it, so it exists
+            # now unless it is gone: only then may its entry be dropped.
+            if used_count == 0 and not _exists(backend, pack.id):
+                dropped_missing.append(pack.id)
             continue
         if pack.pending is not None:
             candidates[pack.id] = pack

@@ -59,6 +59,7 @@ PACK_SIZE = 16 << 20
 INDEX_FILE_BLOBS = 50_000  # at most this many blobs per index file
 PACKS_PER_INDEX = 8  # write an index file after this many finished packs (resume point after a crash)
 MAX_BLOB = 1 << 30  # offsets and lengths are 32-bit in the in-memory index
+RELIST_ROUNDS = 10  # re-listings of index/ while files vanish under a reader (see reload_index)
 CACHE_BYTES = 8 << 20  # of decrypted TREE blobs kept for repeated reads (small: RSS is a goal)
 
 
@@ -328,33 +329,52 @@ class Repository:
 
     def reload_index(self) -> None:
         """Read every index file into a fresh, compact in-memory index (files are decrypted and
-        decoded a few at a time in threads: decoding releases the GIL, decoded files are bulky)."""
+        decoded a few at a time in threads: decoding releases the GIL, decoded files are bulky).
+
+        An index file may vanish between the listing and its reading: a writer merging its files
+        at close, or prune, writes the successor first and removes the old files after. So when a
+        listed file is gone, the directory is listed again and the files not seen yet are read,
+        until a round finds nothing vanished (without this the successor, written after our
+        listing, was missed and its blobs looked absent: a snapshot's tree "not in the index")."""
         names = self.index_files()
-        self._index_names = set(names)
+        seen = set(names)
         damaged: list[str] = []
+        vanished: list[str] = []
+        gone: set[str] = set()
 
         def load(name: str) -> IndexFile | None:
             try:
                 return self.load_index_file(name)
             except NotFoundError:
-                return None  # replaced by a concurrent prune; its successor is in the listing or later
+                vanished.append(name)  # replaced; its successor is written before the removal
+                return None
             except IntegrityError as err:
                 log.warning("%s (its blobs are treated as missing; run `shadowvault check`)", err)
                 damaged.append(name)
                 return None
 
         def packs() -> Iterator[IndexPack]:
+            batch = names
             with ThreadPoolExecutor(max_workers=4) as pool:
-                for start in range(0, len(names), 4):
-                    for doc in pool.map(load, names[start:start + 4]):
-                        if doc is not None:
-                            yield from doc.packs
+                for _ in range(RELIST_ROUNDS):
+                    vanished.clear()
+                    for start in range(0, len(batch), 4):
+                        for doc in pool.map(load, batch[start:start + 4]):
+                            if doc is not None:
+                                yield from doc.packs
+                    if not vanished:
+                        return
+                    gone.update(vanished)
+                    batch = [name for name in self.index_files() if name not in seen]
+                    seen.update(batch)
+                log.warning("the index kept changing while it was read; some blobs may look missing")
 
         index = BlobIndex.from_packs(packs())
         with self._index_lock:
             for pack in self._unindexed:
                 index.add(pack.id, pack.blobs)
             self.index = index
+            self._index_names = seen - gone
             self.damaged_index_files = sorted(damaged)
 
     def save_index_files(self, packs: list[IndexPack]) -> list[str]:
