@@ -170,6 +170,8 @@ def test_redis_restored_to_an_alternate_location_and_bad_input(btrfs, cli):
     assert "--writer-option" in line
     line = one_line_error(cli("restore", f"{snap}:/x", "--writers", env=env))
     assert "SUBPATH" in line
+    line = one_line_error(cli("restore", snap, "--writers", "--include", "/x", env=env))
+    assert "--include" in line
 
 
 RESTORE_WRITER = """

@@ -108,7 +108,6 @@ def restore_cmd(
     inside SUBPATH is restored into the target. A damaged blob fails only the files that need it
     (exit code 3).
 
-    \b
     Applications (docs/writers.md): --writer NAME[:INSTANCE] (repeatable) or --writers restores
     the application components of the snapshot's manifest through their writers, following each
     component's restore method: the writer stops the application (pre_restore), what would be
@@ -126,6 +125,10 @@ def restore_cmd(
             raise UsageError("a writer restores whole components: give SNAP without :SUBPATH")
         if writers and all_writers:
             raise UsageError("give either --writer NAME (repeatable) or --writers, not both")
+        if includes or excludes or maps or users:
+            raise UsageError(
+                "a writer restores whole components: --include, --exclude, --map, --users do not apply"
+            )
         with open_repository(repo, password_file) as r:
             snap_id, snap = r.find_snapshot(ref)
             run_writer_restore(
