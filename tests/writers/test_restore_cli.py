@@ -2,12 +2,15 @@
 
 backup with the writer -> the application writes more -> restore through the writer (in place, or
 below --target-root) -> the application runs again on the backup's data and passes its own check;
-what was written after the backup is gone (set aside, never deleted). Plus the bad-input lines.
+what was written after the backup is gone (set aside, never deleted). PostgreSQL (in place and to an
+alternate location on a fresh port), MariaDB (in place, restarted by start_command), Redis (alternate
+location), an SDK external writer (the manifest's restore methods), and the bad-input lines.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -243,3 +246,47 @@ def test_external_writer_restore_follows_the_manifest_restore_methods(btrfs, cli
     assert done.returncode == 0, done.stderr
     assert (target / str(app).lstrip("/") / "data.txt").read_text() == "v1\n"
     assert events()[-1][:2] == ["post_restore", str(target)]
+
+
+def test_mariadb_restored_in_place_and_restarted_by_its_writer(btrfs, cli):
+    S.open_for_service(btrfs.mount)
+    env = repo_env(btrfs.mount / "repo")
+    datadir = btrfs.mount / "maria"
+    with S.mariadb_server(datadir) as maria:
+        writer = f"mariadb:{maria.datadir}"
+        conn = S.mariadb_connect(maria)
+        with conn.cursor() as cur:
+            cur.execute("create database app")
+            cur.execute("create table app.t (n int primary key) engine=innodb")
+            cur.execute("insert into app.t select seq from app.seq_1_to_1000")
+        snap = backup(cli, env, writer, datadir)
+        with conn.cursor() as cur:  # written after the backup: must not come back
+            cur.execute("insert into app.t select seq from app.seq_1001_to_1500")
+        conn.close()
+
+        start = ["sh", "-c", shlex.join(S.mariadb_args(datadir, maria.base)) + " >/dev/null 2>&1 &"]
+        try:
+            done = cli(
+                "restore", snap, "--writer", "mariadb",
+                "--writer-option", f"mariadb.start_command={json.dumps(start)}",
+                "--writer-option", f"socket={maria.base}/sock",
+                "--writer-option", "start_timeout=60",
+                env=env,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            restarted = S.Server("mariadb", datadir, maria.base, socket=maria.socket)
+            restarted.pid = int((maria.base / "pid").read_text())
+            assert restarted.pid != maria.pid
+            check = subprocess.run(
+                ["mariadb-check", f"--socket={maria.socket}", "-uroot", "app"],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert check.returncode == 0 and "OK" in check.stdout, check.stdout + check.stderr
+            conn = S.mariadb_connect(restarted)
+            with conn.cursor() as cur:
+                cur.execute("select count(*), max(n) from app.t")
+                assert cur.fetchone() == (1000, 1000)
+            conn.close()
+        finally:
+            if (maria.base / "pid").exists():
+                S.stop_pid(int((maria.base / "pid").read_text()), timeout=60)
