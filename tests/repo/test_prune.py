@@ -188,3 +188,17 @@ def test_a_reader_sees_index_files_merged_while_it_reads_the_index(tmp_path):
         reader.reload_index()
         assert len(reader.index_files()) == 1  # the merge did happen meanwhile
         assert restore_all(reader, snapshot_id)["a"] == b"first file"
+
+
+def test_a_reader_restores_a_snapshot_saved_after_it_opened(tmp_path):
+    """A reader's index is read at open; a backup's snapshot saved later references blobs only a
+    newer index file lists. Restoring (and checking) it must not call them missing."""
+    path = tmp_path / "repo"
+    Repository.init(path, PASSWORD).close()
+    files = random_files(2, 100_000, seed=3)
+    with Repository.open(path, PASSWORD) as reader:
+        with Repository.open(path, PASSWORD, write=True) as backup:
+            snapshot_id, _ = make_snapshot(backup, files)
+        assert [sid for sid, _ in reader.list_snapshots()] == [snapshot_id]
+        restored = restore_all(reader, snapshot_id)
+        assert restored == {**files, "sub/inner": b"inner"}

@@ -111,15 +111,18 @@ def check(
             _read_pack(repo, packs[pack_id], report, bad_blobs)
             report.packs_read += 1
 
-    # Snapshots and the trees they reference.
-    repo.reload_index()
+    # Snapshots and the trees they reference (the index is read after the snapshots: a backup
+    # saves its index files before its snapshot, so every listed snapshot's blobs are in it).
     snapshots: list[tuple[str, Snapshot]] = []
     for sid in repo.snapshot_ids():
         try:
             snapshots.append((sid, repo.load_snapshot(sid)))
+        except NotFoundError:
+            continue  # forgotten while we listed
         except ShadowvaultError as err:
             report.errors.append(f"snapshot {sid[:8]}: {err}")
             report.affected_snapshots.setdefault(sid, []).append(str(err))
+    repo.reload_index()
     report.snapshots = len(snapshots)
     used: set[bytes] = set()
     tree_problems: dict[bytes, str] = {}
@@ -132,7 +135,8 @@ def check(
             progress("snapshots", n, len(snapshots))
         mark_used(repo, [(sid, snap)], used, on_error=tree_error)
     for blob_id in used:
-        if blob_id not in indexed_blobs and blob_id not in bad_blobs and blob_id not in tree_problems:
+        if (blob_id not in indexed_blobs and blob_id not in bad_blobs and blob_id not in tree_problems
+                and repo.lookup(blob_id) is None):  # not indexed since the first reading either
             bad_blobs[blob_id] = f"blob {blob_id.hex()[:16]} is missing (not in the index)"
             report.errors.append(bad_blobs[blob_id])
     for tree_id, problem in tree_problems.items():

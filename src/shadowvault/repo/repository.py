@@ -130,6 +130,7 @@ class Repository:
         self._writers: dict[BlobType, PackWriter] = {}
         self._unindexed: list[IndexPack] = []
         self._index_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         self._cache = _BlobCache(CACHE_BYTES)
         self.written_index_files: list[str] = []  # by this process, in order
         self._index_names: set[str] = set()  # the index files the in-memory index was built from
@@ -377,6 +378,16 @@ class Repository:
             self._index_names = seen - gone
             self.damaged_index_files = sorted(damaged)
 
+    def reload_index_if_changed(self) -> bool:
+        """Reload the index if index files came or went since it was read; True if it did. A
+        reader's index is a picture taken at open: a snapshot saved later (by a running backup)
+        references blobs only newer index files list, and a prune may have moved blobs."""
+        with self._reload_lock:
+            if set(self.index_files()) == self._index_names:
+                return False
+            self.reload_index()
+            return True
+
     def save_index_files(self, packs: list[IndexPack]) -> list[str]:
         """Write `packs` as index files of at most INDEX_FILE_BLOBS blobs each (a huge file would
         cost a reader ~240 B per blob while it is decoded)."""
@@ -542,14 +553,15 @@ class Repository:
         if location is None and blob_id in self._inflight:
             self.flush()
             location = self.index.lookup(blob_id)
+        if location is None and self.reload_index_if_changed():
+            location = self.index.lookup(blob_id)  # a snapshot newer than our index references it
         if location is None:
             raise NotFoundError(f"blob {blob_id.hex()} is not in the repository index")
         try:
             sealed = self.backend.load(pack_name(location.pack), location.offset, location.length)
         except NotFoundError:
             # A concurrent prune may have repacked the blob: look again if the index changed.
-            if set(self.index_files()) != self._index_names:
-                self.reload_index()
+            self.reload_index_if_changed()
             moved = self.index.lookup(blob_id)
             if moved is None or moved.pack == location.pack:
                 raise NotFoundError(
