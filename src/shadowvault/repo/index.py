@@ -66,6 +66,25 @@ class _SortedBase:
             at += 1
 
 
+    def has_live(self, blob_id: bytes, pending: set[int]) -> bool:
+        """`positions` inlined for has_blob: any entry of `blob_id` in a pack not in `pending`."""
+        keys = self.keys
+        if not keys:
+            return False
+        shift = self.shift
+        prefix = int.from_bytes(blob_id[:8], "big") >> shift
+        at = bisect.bisect_left(keys, prefix << shift)
+        end = len(keys)
+        mask = (1 << shift) - 1
+        ids = self.ids
+        while at < end and keys[at] >> shift == prefix:
+            i = keys[at] & mask
+            if ids[i * 32:(i + 1) * 32] == blob_id and (self.packs_offsets[i] >> 32) not in pending:
+                return True
+            at += 1
+        return False
+
+
 class _Builder:
     """Collects entries in flat arrays, then sorts only the search keys."""
 
@@ -179,9 +198,13 @@ class BlobIndex:
                 entries[b.id] = packed
 
     def has_blob(self, blob_id: bytes) -> bool:
-        """True if the blob is stored in a pack that is not pending deletion (safe to deduplicate)."""
-        location = self.lookup(blob_id)
-        return location is not None and not location.pending
+        """True if the blob is stored in a pack that is not pending deletion (safe to deduplicate).
+        Called for every content id of an incremental backup: no location object is built."""
+        pending = self._pending
+        packed = self._entries.get(blob_id)
+        if packed is not None and (packed >> 98) not in pending:
+            return True
+        return self._base.has_live(blob_id, pending)
 
     def _from_entry(self, packed: int) -> BlobLocation:
         number = packed >> 98
