@@ -113,3 +113,22 @@ def test_a_damaged_pack_is_an_integrity_error_naming_the_blob(tmp_path):
     with Repository.open(tmp_path / "repo", PASSWORD) as repo, \
             pytest.raises(IntegrityError, match=f"blob {blob_id.hex()[:16]}"):
         repo.load_blob(blob_id)
+
+
+def test_a_file_is_cut_at_the_same_points_whatever_way_it_is_read(shared_repo, tmp_path):
+    """Small files are cut in memory, large ones streamed: the cut points (and so deduplication
+    against earlier backups) must not depend on which path a file took, nor on its read offset."""
+    chunker = shared_repo.chunker
+    largest = chunker.params.max
+    data = random.Random(5).randbytes(2 * largest + 12345)
+    for size in (0, 100, chunker.params.min, chunker.params.min + 1, largest, largest + 1, len(data)):
+        content = data[:size]
+        expected = list(chunker.chunk_bytes(content))
+        assert b"".join(expected) == content
+        assert list(chunker.chunk_file(io.BytesIO(content))) == expected
+        path = tmp_path / "f"
+        path.write_bytes(b"head" + content)
+        with open(path, "rb", buffering=0) as f:
+            f.read(4)
+            assert list(chunker.chunk_file(f)) == expected
+    assert len(list(chunker.chunk_bytes(data))) >= 3
