@@ -48,19 +48,21 @@ def writer_for(report: WriterReport) -> Writer:
     return registry.writer_class(report.name)(report.instance)
 
 
-def _label(report: WriterReport) -> str:
+def report_label(report: WriterReport) -> str:
+    """`name` or `name:instance`, as users name writers."""
     return f"{report.name}:{report.instance}" if report.instance else report.name
 
 
-def _selected(manifest: ShadowSetManifest, wanted: list[str] | None) -> list[WriterReport]:
+def selected_reports(manifest: ShadowSetManifest, wanted: list[str] | None) -> list[WriterReport]:
+    """The application writers of `manifest` that `wanted` names (all of them when it names none)."""
     reports = [r for r in manifest.writers if r.components and not getattr(r, "freezes_filesystems", False)]
     if not wanted:
         return [r for r in reports if r.name not in ("fsfreeze",)]
     chosen = []
     for spec in wanted:
-        matches = [r for r in reports if spec in (r.name, _label(r))]
+        matches = [r for r in reports if spec in (r.name, report_label(r))]
         if not matches:
-            known = ", ".join(_label(r) for r in reports) or "none"
+            known = ", ".join(report_label(r) for r in reports) or "none"
             raise UsageError(f"writer {spec!r} is not in this snapshot's manifest (it has: {known})")
         chosen.extend(m for m in matches if m not in chosen)
     return chosen
@@ -86,8 +88,8 @@ def restore_with_writers(
 
     manifest = load_manifest(repo, snapshot)
     done = []
-    for report in _selected(manifest, writers):
-        label = _label(report)
+    for report in selected_reports(manifest, writers):
+        label = report_label(report)
         writer = writer_for(report)
         per_writer = writer_options or {}
         merged = {**(options or {}), **per_writer.get(report.name, {}), **per_writer.get(label, {})}

@@ -17,7 +17,7 @@ from typing import Any
 
 from shadowvault.errors import UsageError
 from shadowvault.shadow.manifest import RestoreMethod, ShadowSetManifest, WriterReport
-from shadowvault.shadow.writers.restore import _label, _selected, load_manifest
+from shadowvault.shadow.writers.restore import load_manifest, report_label, selected_reports
 
 
 @dataclass
@@ -82,7 +82,7 @@ def _present(path: str) -> bool:
 
 def writer_reports(manifest: ShadowSetManifest, wanted: list[str] | None) -> list[WriterReport]:
     """The application writers selected (all of them when `wanted` is empty), one clear error otherwise."""
-    chosen = _selected(manifest, [_spec(manifest, w) for w in wanted or []])
+    chosen = selected_reports(manifest, [_spec(manifest, w) for w in wanted or []])
     if not chosen:
         raise UsageError(_nothing_to_restore(manifest))
     return chosen
@@ -92,12 +92,12 @@ def _spec(manifest: ShadowSetManifest, wanted: str) -> str:
     """An external writer is named by its writers.d name at backup (`--writer app`): accept that too."""
     for report in manifest.writers:
         if report.name == "external" and report.instance == wanted:
-            return _label(report)
+            return report_label(report)
     return wanted
 
 
 def _nothing_to_restore(manifest: ShadowSetManifest) -> str:
-    names = sorted({_label(r) for r in manifest.writers if r.name != "fsfreeze"})
+    names = sorted({report_label(r) for r in manifest.writers if r.name != "fsfreeze"})
     if names:
         return f"this snapshot has no writer components to restore (its writers: {', '.join(names)})"
     return "this snapshot has no writer components to restore (no application writer took part in it)"
@@ -111,7 +111,7 @@ def plan_writer_restore(
     plans = []
     for report in writer_reports(manifest, wanted):
         methods = sorted({str(c.restore_method) for c in report.components})
-        label = _label(report)
+        label = report_label(report)
         paths = []
         for component in report.components:
             for path in component.paths:
