@@ -145,25 +145,35 @@ def _after_listing(repo: Repository, prefix: str, action) -> None:
     repo.backend.list = listing
 
 
-def test_a_pack_indexed_after_prune_listed_packs_keeps_its_index_entry(tmp_path):
+@pytest.mark.parametrize("tree_in_window", [True, False], ids=["tree-and-data", "data-only"])
+def test_a_pack_indexed_after_prune_listed_packs_keeps_its_index_entry(tmp_path, tree_in_window):
     """A backup finishing a pack and its index file between prune's pack listing (step 1) and its
     index reading (step 3), then committing its snapshot after prune read the snapshots, must not
-    lose the index entry (prune used to take the pack for a long-gone one and drop it)."""
+    lose the index entry (prune used to take the pack for a long-gone one and drop it). With only
+    data packs in that window the next prune then deleted them as unindexed: silent data loss."""
     path = tmp_path / "repo"
     Repository.init(path, PASSWORD).close()
     files = random_files(2, 300_000, seed=7)
     with Repository.open(path, PASSWORD, write=True) as backup:
-        tree = Tree(nodes=[Node(name=name.encode(), type="file", size=len(data),
-                                content=[backup.save_blob(BlobType.DATA, data)])
-                           for name, data in sorted(files.items())])
         root = []
-        with Repository.open(path, PASSWORD, write=True, kind="prune") as pruner:
-            def backup_flushes() -> None:
-                root.append(backup.save_tree(tree))
-                backup.flush()  # packs, then their index file: all after prune listed data/
 
+        def save_tree() -> None:
+            root.append(backup.save_tree(Tree(nodes=[
+                Node(name=name.encode(), type="file", size=len(data), content=[backup.blob_id(data)])
+                for name, data in sorted(files.items())])))
+
+        def backup_flushes() -> None:  # packs, then their index file: all after prune listed data/
+            for data in files.values():
+                backup.save_blob(BlobType.DATA, data)
+            if tree_in_window:
+                save_tree()
+            backup.flush()
+
+        with Repository.open(path, PASSWORD, write=True, kind="prune") as pruner:
             _after_listing(pruner, "data/", backup_flushes)
             prune(pruner)
+        if not tree_in_window:
+            save_tree()
         snapshot_id = backup.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/d"], tree=root[0]))
     _prune(path)  # no backup runs now; nothing referenced may go
     with Repository.open(path, PASSWORD) as repo:
@@ -202,3 +212,26 @@ def test_a_reader_restores_a_snapshot_saved_after_it_opened(tmp_path):
         assert [sid for sid, _ in reader.list_snapshots()] == [snapshot_id]
         restored = restore_all(reader, snapshot_id)
         assert restored == {**files, "sub/inner": b"inner"}
+
+
+def test_a_session_file_whose_temp_file_prune_removed_is_written_again(tmp_path):
+    """A backup's session file is itself written to tmp/ first, before any session protects it: a
+    prune listing tmp/ then may remove it as a leftover before the rename. The backup must start."""
+    path = tmp_path / "repo"
+    Repository.init(path, PASSWORD).close()
+    backup = Repository.open(path, PASSWORD)
+    real_ensure_dir = backup.backend._ensure_dir
+    pruned = []
+
+    def prune_before_the_rename(directory):
+        if directory.name == "sessions" and not pruned:
+            pruned.append(_prune(path))
+        real_ensure_dir(directory)
+
+    backup.backend._ensure_dir = prune_before_the_rename
+    with backup:
+        backup.save_blob(BlobType.DATA, b"first blob")  # starts the session
+        assert pruned[0].temp_deleted == 1  # the session's temp file was taken for a leftover
+        snapshot_id, _ = make_snapshot(backup, {"a": b"content"})
+    with Repository.open(path, PASSWORD) as repo:
+        assert restore_all(repo, snapshot_id)["a"] == b"content"

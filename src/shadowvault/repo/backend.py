@@ -6,6 +6,7 @@ Names are repository-relative with "/" separators ("config", "data/ab/<id>", "in
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import secrets
 import threading
@@ -18,7 +19,10 @@ from typing import Protocol
 from shadowvault.errors import NotFoundError, RepositoryError
 from shadowvault.fsutil import fsync_dir
 
+log = logging.getLogger(__name__)
+
 TMP_DIR = "tmp"
+SAVE_ATTEMPTS = 3  # see LocalBackend.save
 FD_CACHE_SIZE = 16  # open pack files per reading thread
 
 
@@ -104,16 +108,26 @@ class LocalBackend:
         return tmp / f"{secrets.token_hex(12)}.tmp"
 
     def save(self, name: str, data: bytes) -> None:
-        tmp = self.temp_path()
-        try:
-            with open(tmp, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as err:
-            _unlink_quietly(tmp)
-            raise storage_error(err, name) from err
-        self.save_file(name, tmp)
+        """Write `data` to a temp file, then rename it into place. A prune may remove a temp file
+        that no session protects (this very save may be the one creating a session) as a
+        leftover between the write and the rename: then the file is simply written again."""
+        for attempt in range(SAVE_ATTEMPTS):
+            tmp = self.temp_path()
+            try:
+                with open(tmp, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except OSError as err:
+                _unlink_quietly(tmp)
+                raise storage_error(err, name) from err
+            try:
+                self.save_file(name, tmp)
+                return
+            except RepositoryError:
+                if attempt + 1 == SAVE_ATTEMPTS or os.path.lexists(tmp):
+                    raise
+                log.info("the temp file for %s vanished before its rename (a prune); writing it again", name)
 
     def save_file(self, name: str, path: Path) -> None:
         target = self._path(name)

@@ -302,6 +302,8 @@ class Repository:
                 if name not in merged:
                     self.backend.remove(name)
             self.written_index_files = merged
+        except NotFoundError:
+            log.debug("not merging this session's index files: a prune already folded some of them")
         except ShadowvaultError as err:
             log.warning("could not merge this session's index files: %s", err)
 
