@@ -60,7 +60,11 @@ def cli() -> CliRunner:
         full_env.update(env or {})
         return subprocess.run(
             [sys.executable, "-m", "shadowvault.cli.main", *map(str, args)],
-            capture_output=True, text=True, input=input, env=full_env, timeout=timeout,
+            capture_output=True,
+            text=True,
+            input=input,
+            env=full_env,
+            timeout=timeout,
         )
 
     return run

@@ -14,9 +14,15 @@ from shadowvault.repo.tree import Node, Tree
 PASSWORD = "correct horse battery staple"
 
 
-def make_snapshot(repo: Repository, files: dict[str, bytes], *, when: float | None = None,
-                  host: str = "testhost", paths: list[str] | None = None,
-                  tags: list[str] | None = None) -> tuple[str, dict[str, list[bytes]]]:
+def make_snapshot(
+    repo: Repository,
+    files: dict[str, bytes],
+    *,
+    when: float | None = None,
+    host: str = "testhost",
+    paths: list[str] | None = None,
+    tags: list[str] | None = None,
+) -> tuple[str, dict[str, list[bytes]]]:
     """Store `files` (name -> content) as one directory tree plus a snapshot; returns (id, blob ids)."""
     nodes = []
     content_ids: dict[str, list[bytes]] = {}
@@ -24,12 +30,23 @@ def make_snapshot(repo: Repository, files: dict[str, bytes], *, when: float | No
         ids = [repo.save_blob(BlobType.DATA, chunk) for chunk in repo.chunker.chunk_bytes(files[name])]
         content_ids[name] = ids
         nodes.append(Node(name=name.encode(), type="file", size=len(files[name]), content=ids))
-    subdir = repo.save_tree(Tree(nodes=[Node(name=b"inner", type="file", size=5,
-                                            content=[repo.save_blob(BlobType.DATA, b"inner")])]))
+    subdir = repo.save_tree(
+        Tree(
+            nodes=[
+                Node(name=b"inner", type="file", size=5, content=[repo.save_blob(BlobType.DATA, b"inner")])
+            ]
+        )
+    )
     nodes.append(Node(name=b"sub", type="dir", subtree=subdir))
     root = repo.save_tree(Tree(nodes=nodes))
-    snap = Snapshot(time=time.time() if when is None else when, host=host, paths=paths or ["/data"],
-                    tags=tags or [], tree=root, summary={"bytes": sum(map(len, files.values()))})
+    snap = Snapshot(
+        time=time.time() if when is None else when,
+        host=host,
+        paths=paths or ["/data"],
+        tags=tags or [],
+        tree=root,
+        summary={"bytes": sum(map(len, files.values()))},
+    )
     return repo.save_snapshot(snap), content_ids
 
 

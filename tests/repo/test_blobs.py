@@ -37,8 +37,11 @@ def _content(size: int, seed: int, compressible: bool) -> bytes:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(size=st.one_of(st.integers(0, 4096), st.integers(0, 20 << 20)), seed=st.integers(0, 2**32),
-       compressible=st.booleans())
+@given(
+    size=st.one_of(st.integers(0, 4096), st.integers(0, 20 << 20)),
+    seed=st.integers(0, 2**32),
+    compressible=st.booleans(),
+)
 def test_file_round_trip_any_size(shared_repo, size, seed, compressible):
     data = _content(size, seed, compressible)
     chunks = list(shared_repo.chunk_file(io.BytesIO(data)))
@@ -110,8 +113,10 @@ def test_a_damaged_pack_is_an_integrity_error_naming_the_blob(tmp_path):
     raw = bytearray(pack.read_bytes())
     raw[100] ^= 0x01
     pack.write_bytes(bytes(raw))
-    with Repository.open(tmp_path / "repo", PASSWORD) as repo, \
-            pytest.raises(IntegrityError, match=f"blob {blob_id.hex()[:16]}"):
+    with (
+        Repository.open(tmp_path / "repo", PASSWORD) as repo,
+        pytest.raises(IntegrityError, match=f"blob {blob_id.hex()[:16]}"),
+    ):
         repo.load_blob(blob_id)
 
 

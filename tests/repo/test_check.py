@@ -34,8 +34,12 @@ def test_healthy_repository_passes(tmp_path, cli):
     assert "no errors" in result.stdout
     subset = cli("check", "--read-data-subset", "50%", "--json", env=env_for(tmp_path / "repo"))
     assert subset.returncode == 0 and json.loads(subset.stdout)["packs_read"] >= 1
-    groups = [json.loads(cli("check", "--read-data-subset", f"{n}/3", "--json",
-                             env=env_for(tmp_path / "repo")).stdout)["packs_read"] for n in (1, 2, 3)]
+    groups = [
+        json.loads(
+            cli("check", "--read-data-subset", f"{n}/3", "--json", env=env_for(tmp_path / "repo")).stdout
+        )["packs_read"]
+        for n in (1, 2, 3)
+    ]
     assert sum(groups) == report.packs
     bad = cli("check", "--read-data-subset", "x", env=env_for(tmp_path / "repo"))
     assert bad.returncode == 2 and "percentage" in bad.stderr

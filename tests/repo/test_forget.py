@@ -19,16 +19,19 @@ def _at(text: str) -> float:
 
 
 def _snaps(times: list[str], host: str = "h", paths: list[str] | None = None) -> list[tuple[str, Snapshot]]:
-    return [(f"{host}{i:03d}", Snapshot(time=_at(t), host=host, paths=paths or ["/data"]))
-            for i, t in enumerate(times)]
+    return [
+        (f"{host}{i:03d}", Snapshot(time=_at(t), host=host, paths=paths or ["/data"]))
+        for i, t in enumerate(times)
+    ]
 
 
 def _kept(snaps, policy) -> list[str]:
     return sorted(d.snapshot_id for g in apply_policy(snaps, policy, utc=True) for d in g.decisions if d.keep)
 
 
-HOURLY_FOR_3_DAYS = [f"2024-03-{d:02d} {h:02d}:{m:02d}:00" for d in (1, 2, 3) for h in range(0, 24, 6)
-                     for m in (10, 40)]
+HOURLY_FOR_3_DAYS = [
+    f"2024-03-{d:02d} {h:02d}:{m:02d}:00" for d in (1, 2, 3) for h in range(0, 24, 6) for m in (10, 40)
+]
 
 
 def test_keep_last():
@@ -40,8 +43,10 @@ def test_keep_last():
 def test_keep_daily_keeps_the_newest_of_each_day():
     snaps = _snaps(HOURLY_FOR_3_DAYS)
     kept = _kept(snaps, KeepPolicy(daily=2))
-    assert [next(s for i, s in snaps if i == k).time for k in kept] == [_at("2024-03-02 18:40:00"),
-                                                                        _at("2024-03-03 18:40:00")]
+    assert [next(s for i, s in snaps if i == k).time for k in kept] == [
+        _at("2024-03-02 18:40:00"),
+        _at("2024-03-03 18:40:00"),
+    ]
 
 
 def test_keep_hourly_and_last_combine():
@@ -49,42 +54,67 @@ def test_keep_hourly_and_last_combine():
     kept = _kept(snaps, KeepPolicy(last=1, hourly=3))
     # newest hour buckets: 03-03 18h, 12h, 06h -> the :40 snapshot of each
     assert [next(s for i, s in snaps if i == k).time for k in kept] == [
-        _at("2024-03-03 06:40:00"), _at("2024-03-03 12:40:00"), _at("2024-03-03 18:40:00")]
+        _at("2024-03-03 06:40:00"),
+        _at("2024-03-03 12:40:00"),
+        _at("2024-03-03 18:40:00"),
+    ]
 
 
 def test_weekly_monthly_yearly():
-    times = ["2022-06-01 00:00:00", "2023-01-02 00:00:00", "2023-01-03 00:00:00", "2023-01-09 00:00:00",
-             "2023-02-01 00:00:00", "2023-02-20 00:00:00", "2024-01-01 00:00:00"]
+    times = [
+        "2022-06-01 00:00:00",
+        "2023-01-02 00:00:00",
+        "2023-01-03 00:00:00",
+        "2023-01-09 00:00:00",
+        "2023-02-01 00:00:00",
+        "2023-02-20 00:00:00",
+        "2024-01-01 00:00:00",
+    ]
     snaps = _snaps(times)
     at = {sid: s.time for sid, s in snaps}
     weekly = _kept(snaps, KeepPolicy(weekly=3))
-    assert sorted(at[k] for k in weekly) == [_at("2023-02-01 00:00:00"), _at("2023-02-20 00:00:00"),
-                                             _at("2024-01-01 00:00:00")]
+    assert sorted(at[k] for k in weekly) == [
+        _at("2023-02-01 00:00:00"),
+        _at("2023-02-20 00:00:00"),
+        _at("2024-01-01 00:00:00"),
+    ]
     monthly = _kept(snaps, KeepPolicy(monthly=3))
-    assert sorted(at[k] for k in monthly) == [_at("2023-01-09 00:00:00"), _at("2023-02-20 00:00:00"),
-                                              _at("2024-01-01 00:00:00")]
+    assert sorted(at[k] for k in monthly) == [
+        _at("2023-01-09 00:00:00"),
+        _at("2023-02-20 00:00:00"),
+        _at("2024-01-01 00:00:00"),
+    ]
     yearly = _kept(snaps, KeepPolicy(yearly=10))
-    assert sorted(at[k] for k in yearly) == [_at("2022-06-01 00:00:00"), _at("2023-02-20 00:00:00"),
-                                             _at("2024-01-01 00:00:00")]
+    assert sorted(at[k] for k in yearly) == [
+        _at("2022-06-01 00:00:00"),
+        _at("2023-02-20 00:00:00"),
+        _at("2024-01-01 00:00:00"),
+    ]
 
 
 def test_groups_by_host_and_paths_and_keep_tag():
-    snaps = _snaps(["2024-01-01 00:00:00", "2024-01-02 00:00:00"], host="a") + \
-        _snaps(["2024-01-01 00:00:00", "2024-01-02 00:00:00"], host="b") + \
-        [("tagged", Snapshot(time=_at("2020-01-01 00:00:00"), host="a", paths=["/data"], tags=["keep"]))]
+    snaps = (
+        _snaps(["2024-01-01 00:00:00", "2024-01-02 00:00:00"], host="a")
+        + _snaps(["2024-01-01 00:00:00", "2024-01-02 00:00:00"], host="b")
+        + [("tagged", Snapshot(time=_at("2020-01-01 00:00:00"), host="a", paths=["/data"], tags=["keep"]))]
+    )
     kept = _kept(snaps, KeepPolicy(last=1, tags=("keep",)))
     assert kept == ["a001", "b001", "tagged"]
     groups = apply_policy(snaps, KeepPolicy(last=1), utc=True)
     assert [(g.host, g.paths) for g in groups] == [("a", ["/data"]), ("b", ["/data"])]
-    reasons = {d.snapshot_id: d.reasons for g in apply_policy(snaps, KeepPolicy(last=1, tags=("keep",)),
-                                                             utc=True) for d in g.decisions}
+    reasons = {
+        d.snapshot_id: d.reasons
+        for g in apply_policy(snaps, KeepPolicy(last=1, tags=("keep",)), utc=True)
+        for d in g.decisions
+    }
     assert reasons["tagged"] == ["tag keep"] and reasons["a001"] == ["last"]
 
 
 def test_cli_forget(tmp_path, cli):
     with Repository.init(tmp_path / "repo", PASSWORD) as repo:
-        ids = [make_snapshot(repo, {"f": str(i).encode()}, when=1_700_000_000.0 + i * 3600)[0]
-               for i in range(4)]
+        ids = [
+            make_snapshot(repo, {"f": str(i).encode()}, when=1_700_000_000.0 + i * 3600)[0] for i in range(4)
+        ]
     env = env_for(tmp_path / "repo")
     none = cli("forget", env=env)
     assert none.returncode == 2 and "no policy" in none.stderr

@@ -20,7 +20,14 @@ def test_locations_round_trip(offset, length, raw, blob_type, compressed):
     index.add("p" * 64, [PackBlob(int(blob_type), blob_id, offset, length, raw, compressed)])
     loc = index.lookup(blob_id)
     assert (loc.pack, loc.type, loc.offset, loc.length, loc.raw_length, loc.compressed, loc.pending) == (
-        "p" * 64, blob_type, offset, length, raw, compressed, False)
+        "p" * 64,
+        blob_type,
+        offset,
+        length,
+        raw,
+        compressed,
+        False,
+    )
 
 
 def test_pending_packs_are_readable_but_not_deduplicated():
@@ -38,9 +45,17 @@ def test_pending_packs_are_readable_but_not_deduplicated():
 
 @given(
     entries=st.lists(
-        st.tuples(st.binary(min_size=8, max_size=8), st.binary(min_size=24, max_size=24), st.integers(0, 5),
-                  U32, U32, U32, st.booleans()),
-        max_size=200),
+        st.tuples(
+            st.binary(min_size=8, max_size=8),
+            st.binary(min_size=24, max_size=24),
+            st.integers(0, 5),
+            U32,
+            U32,
+            U32,
+            st.booleans(),
+        ),
+        max_size=200,
+    ),
     shared_prefix=st.booleans(),
 )
 def test_bulk_loaded_index_matches_a_plain_dict(entries, shared_prefix):
@@ -61,9 +76,11 @@ def test_bulk_loaded_index_matches_a_plain_dict(entries, shared_prefix):
             if old is None or (old[2] and not pending):
                 expected[b.id] = (name, b.offset, pending)
     index = BlobIndex.from_packs(
-        IndexPack(id=f"{n:064x}", size=1, blobs=blobs,
-                  pending=Pending(since=0.0) if n in pending_packs else None)
-        for n, blobs in sorted(packs.items()))
+        IndexPack(
+            id=f"{n:064x}", size=1, blobs=blobs, pending=Pending(since=0.0) if n in pending_packs else None
+        )
+        for n, blobs in sorted(packs.items())
+    )
     for blob_id, (_name, _offset, pending) in expected.items():
         loc = index.lookup(blob_id)
         assert loc is not None and loc.pending == pending and index.has_blob(blob_id) == (not pending)

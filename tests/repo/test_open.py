@@ -113,8 +113,9 @@ def test_cli_init_snapshots_and_errors(tmp_path, cli):
     assert no_password.returncode == 2 and "no password given" in no_password.stderr
     pw_file = tmp_path / "pw"
     pw_file.write_text(PASSWORD + "\n")
-    by_file = cli("snapshots", "--json", "--repo", repo, "--password-file", pw_file,
-                  env={"SHADOWVAULT_PASSWORD": ""})
+    by_file = cli(
+        "snapshots", "--json", "--repo", repo, "--password-file", pw_file, env={"SHADOWVAULT_PASSWORD": ""}
+    )
     assert by_file.returncode == 0, by_file.stderr
 
     second_pw = tmp_path / "pw2"

@@ -79,8 +79,9 @@ def test_a_running_backup_keeps_what_it_deduplicated_against(tmp_path):
         # The backup deduplicates "old" against the index it loaded, and commits.
         reused = [backup.save_blob(BlobType.DATA, c) for c in backup.chunker.chunk_bytes(old_content)]
         assert reused == ids["old"] and backup.stats.blobs_added == 0
-        root = backup.save_tree(Tree(nodes=[Node(name=b"old", type="file", size=len(old_content),
-                                                 content=reused)]))
+        root = backup.save_tree(
+            Tree(nodes=[Node(name=b"old", type="file", size=len(old_content), content=reused)])
+        )
         new = backup.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/x"], tree=root))
     finally:
         backup.close()
@@ -158,9 +159,21 @@ def test_a_pack_indexed_after_prune_listed_packs_keeps_its_index_entry(tmp_path,
         root = []
 
         def save_tree() -> None:
-            root.append(backup.save_tree(Tree(nodes=[
-                Node(name=name.encode(), type="file", size=len(data), content=[backup.blob_id(data)])
-                for name, data in sorted(files.items())])))
+            root.append(
+                backup.save_tree(
+                    Tree(
+                        nodes=[
+                            Node(
+                                name=name.encode(),
+                                type="file",
+                                size=len(data),
+                                content=[backup.blob_id(data)],
+                            )
+                            for name, data in sorted(files.items())
+                        ]
+                    )
+                )
+            )
 
         def backup_flushes() -> None:  # packs, then their index file: all after prune listed data/
             for data in files.values():

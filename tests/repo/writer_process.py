@@ -1,7 +1,7 @@
 """A separate writer process for crash and concurrency tests (run as a script, killed at will).
 
-    writer_process.py REPO save-loop       save deterministic blobs forever, a snapshot every 20 blobs
-    writer_process.py REPO backups N       N small backups that reuse earlier content, then exit
+writer_process.py REPO save-loop       save deterministic blobs forever, a snapshot every 20 blobs
+writer_process.py REPO backups N       N small backups that reuse earlier content, then exit
 """
 
 from __future__ import annotations

@@ -127,9 +127,21 @@ def test_a_user_who_is_not_root_gets_one_line(private_dirs, btrfs):
     pythonpath = f"{Path(shadowvault.__file__).parents[1]}:{sysconfig.get_paths()['purelib']}"
     for args in (["shadows", "list"], ["shadows", "delete", "--all"]):
         done = subprocess.run(
-            ["runuser", "-u", "nobody", "--", "env", f"PYTHONPATH={pythonpath}", "/usr/bin/python3", "-m",
-             "shadowvault.cli.main", *args],
-            capture_output=True, text=True, timeout=60,
+            [
+                "runuser",
+                "-u",
+                "nobody",
+                "--",
+                "env",
+                f"PYTHONPATH={pythonpath}",
+                "/usr/bin/python3",
+                "-m",
+                "shadowvault.cli.main",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert "permission denied" in _one_line_error(done).lower()
     assert len(ShadowStore().list()) == 1

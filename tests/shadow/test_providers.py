@@ -107,8 +107,9 @@ def test_btrfs_snapshot_is_point_in_time_and_read_only(btrfs):
 def test_btrfs_notes_nested_subvolumes(btrfs):
     require_tools("btrfs")
     (btrfs.mount / "data").mkdir()
-    subprocess.run(["btrfs", "subvolume", "create", str(btrfs.mount / "data/nested")], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["btrfs", "subvolume", "create", str(btrfs.mount / "data/nested")], check=True, capture_output=True
+    )
     _write(btrfs.mount / "data/nested/inside.txt", b"not in the snapshot\n")
     provider = get_provider("btrfs")
     first = provider.create(find_volume(str(btrfs.mount)), SET_ID, 0)
@@ -127,14 +128,16 @@ def test_btrfs_notes_nested_subvolumes(btrfs):
 def test_btrfs_snapshots_the_mounted_subvolume(btrfs):
     """A volume whose mount root is a subvolume other than the top level: that subvolume is shadowed."""
     require_tools("btrfs", "mount", "umount")
-    subprocess.run(["btrfs", "subvolume", "create", str(btrfs.mount / "home")], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["btrfs", "subvolume", "create", str(btrfs.mount / "home")], check=True, capture_output=True
+    )
     _write(btrfs.mount / "home/user.txt", b"in the subvolume\n")
     _write(btrfs.mount / "top.txt", b"in the top level\n")
     mnt = Path(tempfile.mkdtemp(prefix="sv-subvol-"))
     try:
-        subprocess.run(["mount", "-o", "subvol=home", btrfs.device, str(mnt)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["mount", "-o", "subvol=home", btrfs.device, str(mnt)], check=True, capture_output=True
+        )
         volume = find_volume(str(mnt))
         assert volume.root == "/home"
         assert "btrfs" in supported_providers(volume)
@@ -188,8 +191,9 @@ def _metadata(root: Path) -> dict[str, tuple]:
 
 
 def _getfacl(root: Path, rel: str) -> str:
-    done = subprocess.run(["getfacl", "-n", "--omit-header", rel], cwd=root, capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        ["getfacl", "-n", "--omit-header", rel], cwd=root, capture_output=True, text=True, check=True
+    )
     return done.stdout
 
 

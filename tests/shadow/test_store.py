@@ -112,8 +112,9 @@ def test_reap_releases_sets_of_ended_requesters_but_keeps_persistent_ones(btrfs)
     gone = dead_pid()
     orphan = make_set(store, [str(btrfs.mount)], "btrfs", requester_pid=gone)
     persistent = make_set(store, [str(btrfs.mount)], "btrfs", requester_pid=gone, persistent=True)
-    unfinished = make_set(store, [str(btrfs.mount)], "btrfs", requester_pid=gone, persistent=True,
-                          state="creating")
+    unfinished = make_set(
+        store, [str(btrfs.mount)], "btrfs", requester_pid=gone, persistent=True, state="creating"
+    )
     running = make_set(store, [str(btrfs.mount)], "btrfs", requester_pid=alive_pid())
     assert sorted(store.reap()) == sorted([orphan.id, unfinished.id])
     assert not Path(orphan.shadows[0].path).exists()

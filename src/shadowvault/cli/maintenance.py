@@ -57,11 +57,16 @@ def _parse_subset(value: str | None) -> tuple[float, tuple[int, int] | None]:
 @click.command("check")
 @repo_options
 @click.option("--read-data", is_flag=True, help="Read every pack and verify every blob.")
-@click.option("--read-data-subset", default=None, metavar="N%|n/t",
-              help="Read and verify N% of the packs (random), or group n of t.")
+@click.option(
+    "--read-data-subset",
+    default=None,
+    metavar="N%|n/t",
+    help="Read and verify N% of the packs (random), or group n of t.",
+)
 @json_option
-def check_cmd(repo: str | None, password_file: str | None, read_data: bool, read_data_subset: str | None,
-              as_json: bool) -> None:
+def check_cmd(
+    repo: str | None, password_file: str | None, read_data: bool, read_data_subset: str | None, as_json: bool
+) -> None:
     """Check that every snapshot can be restored; with --read-data, verify all stored data."""
     fraction, group = (1.0, None) if read_data else _parse_subset(read_data_subset)
     with open_repository(repo, password_file) as r, _tty_progress() as progress:
@@ -72,8 +77,10 @@ def check_cmd(repo: str | None, password_file: str | None, read_data: bool, read
         for line in report.errors:
             info(f"error: {line}")
         for sid, problems in sorted(report.affected_snapshots.items()):
-            info(f"snapshot {sid[:8]} is affected: {problems[0]}"
-                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+            info(
+                f"snapshot {sid[:8]} is affected: {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            )
         for line in report.warnings:
             note(line)
         info(report.summary())
@@ -112,13 +119,28 @@ def prune_cmd(repo: str | None, password_file: str | None, dry_run: bool, as_jso
 @click.option("--prune", "then_prune", is_flag=True, help="Prune afterwards.")
 @click.argument("snapshot_ids", nargs=-1)
 @json_option
-def forget_cmd(repo: str | None, password_file: str | None, keep_last: int, keep_hourly: int,
-               keep_daily: int, keep_weekly: int, keep_monthly: int, keep_yearly: int,
-               keep_tags: tuple[str, ...], host: str | None, paths: tuple[str, ...], tags: tuple[str, ...],
-               dry_run: bool, then_prune: bool, snapshot_ids: tuple[str, ...], as_json: bool) -> None:
+def forget_cmd(
+    repo: str | None,
+    password_file: str | None,
+    keep_last: int,
+    keep_hourly: int,
+    keep_daily: int,
+    keep_weekly: int,
+    keep_monthly: int,
+    keep_yearly: int,
+    keep_tags: tuple[str, ...],
+    host: str | None,
+    paths: tuple[str, ...],
+    tags: tuple[str, ...],
+    dry_run: bool,
+    then_prune: bool,
+    snapshot_ids: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Remove snapshots by id, or by a retention policy (restic's --keep-* semantics)."""
-    policy = KeepPolicy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,
-                        tuple(keep_tags))
+    policy = KeepPolicy(
+        keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, tuple(keep_tags)
+    )
     for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         if getattr(policy, name) < -1:
             raise UsageError(f"--keep-{name} must be -1 (unlimited) or more")
@@ -131,23 +153,40 @@ def forget_cmd(repo: str | None, password_file: str | None, keep_last: int, keep
             chosen = [r.find_snapshot(ref) for ref in snapshot_ids]
             groups_json = [{"remove": [{"id": sid, "time": s.time} for sid, s in chosen]}]
             to_remove = [sid for sid, _ in chosen]
-            human_rows = [(sid[:8], format_time(s.time), s.host, ", ".join(s.paths), "remove", "")
-                          for sid, s in chosen]
+            human_rows = [
+                (sid[:8], format_time(s.time), s.host, ", ".join(s.paths), "remove", "") for sid, s in chosen
+            ]
         else:
             snapshots = filter_snapshots(r.list_snapshots(), paths=paths, host=host, tags=tags)
             groups = apply_policy(snapshots, policy)
             to_remove = [d.snapshot_id for g in groups for d in g.decisions if not d.keep]
             groups_json = [
-                {"host": g.host, "paths": g.paths,
-                 "keep": [{"id": d.snapshot_id, "time": d.snapshot.time, "reasons": d.reasons}
-                          for d in g.decisions if d.keep],
-                 "remove": [{"id": d.snapshot_id, "time": d.snapshot.time}
-                            for d in g.decisions if not d.keep]}
+                {
+                    "host": g.host,
+                    "paths": g.paths,
+                    "keep": [
+                        {"id": d.snapshot_id, "time": d.snapshot.time, "reasons": d.reasons}
+                        for d in g.decisions
+                        if d.keep
+                    ],
+                    "remove": [
+                        {"id": d.snapshot_id, "time": d.snapshot.time} for d in g.decisions if not d.keep
+                    ],
+                }
                 for g in groups
             ]
-            human_rows = [(d.snapshot_id[:8], format_time(d.snapshot.time), g.host, ", ".join(g.paths),
-                           "keep" if d.keep else "remove", ", ".join(d.reasons))
-                          for g in groups for d in g.decisions]
+            human_rows = [
+                (
+                    d.snapshot_id[:8],
+                    format_time(d.snapshot.time),
+                    g.host,
+                    ", ".join(g.paths),
+                    "keep" if d.keep else "remove",
+                    ", ".join(d.reasons),
+                )
+                for g in groups
+                for d in g.decisions
+            ]
         if not dry_run:
             for sid in to_remove:
                 r.remove_snapshot(sid)
@@ -163,8 +202,16 @@ def forget_cmd(repo: str | None, password_file: str | None, keep_last: int, keep
         if pruned is not None:
             info(pruned.summary())
 
-    emit(as_json, {"dry_run": dry_run, "groups": groups_json, "removed": [] if dry_run else to_remove,
-                   "prune": _prune_json(pruned) if pruned else None}, human)
+    emit(
+        as_json,
+        {
+            "dry_run": dry_run,
+            "groups": groups_json,
+            "removed": [] if dry_run else to_remove,
+            "prune": _prune_json(pruned) if pruned else None,
+        },
+        human,
+    )
 
 
 COMMANDS: list[click.Command] = [check_cmd, forget_cmd, prune_cmd]

@@ -26,11 +26,18 @@ PASSWORD_FILE_ENV = "SHADOWVAULT_PASSWORD_FILE"
 def repo_options(func: F) -> F:
     """Add --repo (or $SHADOWVAULT_REPOSITORY) and --password-file (or $SHADOWVAULT_PASSWORD_FILE)."""
     func = click.option(
-        "--password-file", type=click.Path(dir_okay=False), envvar=PASSWORD_FILE_ENV, default=None,
+        "--password-file",
+        type=click.Path(dir_okay=False),
+        envvar=PASSWORD_FILE_ENV,
+        default=None,
         help=f"Read the password from this file (else ${PASSWORD_ENV}, else a prompt on a terminal).",
     )(func)
     func = click.option(
-        "-r", "--repo", envvar=REPO_ENV, default=None, metavar="PATH",
+        "-r",
+        "--repo",
+        envvar=REPO_ENV,
+        default=None,
+        metavar="PATH",
         help=f"The repository (default ${REPO_ENV}).",
     )(func)
     return func
@@ -57,16 +64,16 @@ def read_password(password_file: str | None, *, confirm: bool = False) -> str:
     if env:
         return env
     if sys.stdin.isatty():
-        password = click.prompt("repository password", hide_input=True, confirmation_prompt=confirm,
-                                err=True)
+        password = click.prompt("repository password", hide_input=True, confirmation_prompt=confirm, err=True)
         if not password:
             raise UsageError("an empty password is not allowed")
         return password
     raise UsageError(f"no password given: use --password-file, set {PASSWORD_ENV}, or run on a terminal")
 
 
-def open_repository(repo: str | None, password_file: str | None, *, write: bool = False,
-                    kind: str = "backup") -> Repository:
+def open_repository(
+    repo: str | None, password_file: str | None, *, write: bool = False, kind: str = "backup"
+) -> Repository:
     """Open the repository named by the options. `write=True` for commands that add data (backup)."""
     path = Repository.validate_path(repo_path(repo))
     return Repository.open(path, read_password(password_file), write=write, kind=kind)

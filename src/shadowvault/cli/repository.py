@@ -23,8 +23,11 @@ def init_cmd(repo: str | None, password_file: str | None, as_json: bool) -> None
     password = read_password(password_file, confirm=True)
     created = Repository.init(path, password)
     created.close()
-    emit(as_json, {"repository": str(path.resolve()), "id": created.id},
-         lambda: info(f"created repository {created.id[:8]} at {path.resolve()}"))
+    emit(
+        as_json,
+        {"repository": str(path.resolve()), "id": created.id},
+        lambda: info(f"created repository {created.id[:8]} at {path.resolve()}"),
+    )
 
 
 def format_time(t: float) -> str:
@@ -68,8 +71,14 @@ def snapshot_json(snapshot_id: str, snap: Snapshot) -> dict:
 @click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag.")
 @click.option("--host", default=None, help="Only snapshots of this host.")
 @json_option
-def snapshots_cmd(repo: str | None, password_file: str | None, paths: tuple[str, ...],
-                  tags: tuple[str, ...], host: str | None, as_json: bool) -> None:
+def snapshots_cmd(
+    repo: str | None,
+    password_file: str | None,
+    paths: tuple[str, ...],
+    tags: tuple[str, ...],
+    host: str | None,
+    as_json: bool,
+) -> None:
     """List the snapshots in the repository, oldest first."""
     with open_repository(repo, password_file) as r:
         found = filter_snapshots(r.list_snapshots(skip_damaged=True), paths=paths, host=host, tags=tags)
@@ -77,8 +86,13 @@ def snapshots_cmd(repo: str | None, password_file: str | None, paths: tuple[str,
     def human() -> None:
         rows = [
             (
-                sid[:8], format_time(s.time), s.host, "\n".join(s.paths), ",".join(s.tags),
-                format_size(s.summary.get("bytes")), ",".join(s.components),
+                sid[:8],
+                format_time(s.time),
+                s.host,
+                "\n".join(s.paths),
+                ",".join(s.tags),
+                format_size(s.summary.get("bytes")),
+                ",".join(s.components),
                 ", ".join(f"{c}={g}" for c, g in sorted(s.consistency.items())),
             )
             for sid, s in found
@@ -96,11 +110,16 @@ def key_group() -> None:
 
 @key_group.command("add")
 @repo_options
-@click.option("--new-password-file", type=click.Path(dir_okay=False), default=None,
-              help="Read the new password from this file (else a prompt on a terminal).")
+@click.option(
+    "--new-password-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Read the new password from this file (else a prompt on a terminal).",
+)
 @json_option
-def key_add_cmd(repo: str | None, password_file: str | None, new_password_file: str | None,
-                as_json: bool) -> None:
+def key_add_cmd(
+    repo: str | None, password_file: str | None, new_password_file: str | None, as_json: bool
+) -> None:
     """Add another password (key file) for the repository."""
     with open_repository(repo, password_file) as r:
         if new_password_file:
@@ -120,9 +139,14 @@ def key_list_cmd(repo: str | None, password_file: str | None, as_json: bool) -> 
     """List the key files."""
     with open_repository(repo, password_file) as r:
         keys = r.list_keys()
-    emit(as_json, keys, lambda: print_table(
-        ["ID", "Created", "Host", "User"],
-        [(k["id"][:8], k.get("created", ""), k.get("host", ""), k.get("username", "")) for k in keys]))
+    emit(
+        as_json,
+        keys,
+        lambda: print_table(
+            ["ID", "Created", "Host", "User"],
+            [(k["id"][:8], k.get("created", ""), k.get("host", ""), k.get("username", "")) for k in keys],
+        ),
+    )
 
 
 COMMANDS: list[click.Command] = [init_cmd, snapshots_cmd, key_group]

@@ -41,8 +41,9 @@ class CheckReport:
 
     def summary(self) -> str:
         if self.ok:
-            return (f"no errors: {self.snapshots} snapshots, {self.packs} packs, {self.blobs} blobs"
-                    + (f", {self.blobs_verified} blobs read and verified" if self.packs_read else ""))
+            return f"no errors: {self.snapshots} snapshots, {self.packs} packs, {self.blobs} blobs" + (
+                f", {self.blobs_verified} blobs read and verified" if self.packs_read else ""
+            )
         affected = ", ".join(sid[:8] for sid in sorted(self.affected_snapshots)) or "none"
         return f"{len(self.errors)} errors found; affected snapshots: {affected}"
 
@@ -94,7 +95,8 @@ def check(
     if unindexed:
         report.warnings.append(
             f"{len(unindexed)} packs are not in the index (left by an interrupted or running backup;"
-            " prune removes them)")
+            " prune removes them)"
+        )
 
     # Read data.
     if read_data_fraction > 0 or read_data_group is not None:
@@ -135,8 +137,12 @@ def check(
             progress("snapshots", n, len(snapshots))
         mark_used(repo, [(sid, snap)], used, on_error=tree_error)
     for blob_id in used:
-        if (blob_id not in indexed_blobs and blob_id not in bad_blobs and blob_id not in tree_problems
-                and repo.lookup(blob_id) is None):  # not indexed since the first reading either
+        if (
+            blob_id not in indexed_blobs
+            and blob_id not in bad_blobs
+            and blob_id not in tree_problems
+            and repo.lookup(blob_id) is None
+        ):  # not indexed since the first reading either
             bad_blobs[blob_id] = f"blob {blob_id.hex()[:16]} is missing (not in the index)"
             report.errors.append(bad_blobs[blob_id])
     for tree_id, problem in tree_problems.items():
@@ -144,8 +150,10 @@ def check(
             report.errors.append(problem)
     report.unreferenced_blobs = len(indexed_blobs - used)
     if report.unreferenced_blobs:
-        report.warnings.append(f"{report.unreferenced_blobs} blobs are not referenced by any snapshot"
-                               " (prune removes them, or leaves them in packs less than 10 % unused)")
+        report.warnings.append(
+            f"{report.unreferenced_blobs} blobs are not referenced by any snapshot"
+            " (prune removes them, or leaves them in packs less than 10 % unused)"
+        )
     if bad_blobs or tree_problems:
         _attribute(repo, snapshots, {**bad_blobs, **tree_problems}, report)
     return report
@@ -172,12 +180,17 @@ def _read_pack(repo: Repository, pack: IndexPack, report: CheckReport, bad_blobs
         if header is not None:
             h = header.get(b.id)
             if h is None or (h.offset, h.length, h.raw_length, h.compressed) != (
-                    b.offset, b.length, b.raw_length, b.compressed):
+                b.offset,
+                b.length,
+                b.raw_length,
+                b.compressed,
+            ):
                 report.errors.append(f"{what}: header and index disagree about blob {b.id.hex()[:16]}")
-        location = BlobLocation(pack.id, BlobType(b.type), b.offset, b.length, b.raw_length, b.compressed,
-                                False)
+        location = BlobLocation(
+            pack.id, BlobType(b.type), b.offset, b.length, b.raw_length, b.compressed, False
+        )
         try:
-            repo.decode_blob(b.id, location, raw[b.offset:b.offset + b.length])
+            repo.decode_blob(b.id, location, raw[b.offset : b.offset + b.length])
             report.blobs_verified += 1
         except ShadowvaultError as err:
             problem = f"blob {b.id.hex()[:16]} in {what} is damaged: {err}"
@@ -185,8 +198,9 @@ def _read_pack(repo: Repository, pack: IndexPack, report: CheckReport, bad_blobs
             report.errors.append(problem)
 
 
-def _attribute(repo: Repository, snapshots: list[tuple[str, Snapshot]], bad: dict[bytes, str],
-               report: CheckReport) -> None:
+def _attribute(
+    repo: Repository, snapshots: list[tuple[str, Snapshot]], bad: dict[bytes, str], report: CheckReport
+) -> None:
     """Name the snapshots that reference a bad blob (each tree's verdict is computed once)."""
     verdict: dict[bytes, list[str]] = {}  # tree id -> problems below it (capped)
 

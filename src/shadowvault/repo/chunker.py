@@ -38,7 +38,7 @@ class _Prefixed:
         if readinto is not None:
             return readinto(buffer) or 0
         data = self._source.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
 

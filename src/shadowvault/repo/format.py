@@ -106,7 +106,7 @@ def looks_incompressible(data: bytes | memoryview) -> bool:
     view = memoryview(data)
     middle = len(data) // 2
     for start in (SAMPLE, middle):
-        sample = view[start:start + SAMPLE]
+        sample = view[start : start + SAMPLE]
         if len(compressor().compress(sample)) < INCOMPRESSIBLE * len(sample):
             return False
     return True

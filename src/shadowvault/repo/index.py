@@ -61,10 +61,9 @@ class _SortedBase:
         mask = (1 << shift) - 1
         while at < end and keys[at] >> shift == prefix:
             i = keys[at] & mask
-            if self.ids[i * 32:(i + 1) * 32] == blob_id:
+            if self.ids[i * 32 : (i + 1) * 32] == blob_id:
                 yield i
             at += 1
-
 
     def has_live(self, blob_id: bytes, pending: set[int]) -> bool:
         """`positions` inlined for has_blob: any entry of `blob_id` in a pack not in `pending`."""
@@ -79,7 +78,7 @@ class _SortedBase:
         ids = self.ids
         while at < end and keys[at] >> shift == prefix:
             i = keys[at] & mask
-            if ids[i * 32:(i + 1) * 32] == blob_id and (self.packs_offsets[i] >> 32) not in pending:
+            if ids[i * 32 : (i + 1) * 32] == blob_id and (self.packs_offsets[i] >> 32) not in pending:
                 return True
             at += 1
         return False
@@ -152,7 +151,7 @@ class BlobIndex:
         del numbers
         index._base = builder.build()
         del builder
-        index._packs = [raw_ids[i * 32:(i + 1) * 32].hex() for i in range(len(pending))]
+        index._packs = [raw_ids[i * 32 : (i + 1) * 32].hex() for i in range(len(pending))]
         index._pack_numbers = {pack_id: i for i, pack_id in enumerate(index._packs)}
         index._pending = {i for i, flag in enumerate(pending) if flag}
         return index
@@ -189,8 +188,12 @@ class BlobIndex:
             entries = self._entries
             for b in blobs:
                 packed = (
-                    (number << 98) | (b.offset << 66) | (b.length << 34) | (b.raw_length << 2)
-                    | (int(b.type) << 1) | int(b.compressed)
+                    (number << 98)
+                    | (b.offset << 66)
+                    | (b.length << 34)
+                    | (b.raw_length << 2)
+                    | (int(b.type) << 1)
+                    | int(b.compressed)
                 )
                 old = entries.get(b.id)
                 if old is not None and pending and (old >> 98) not in self._pending:
@@ -253,6 +256,6 @@ class BlobIndex:
         yield from list(seen)
         ids = self._base.ids
         for at in range(len(self._base)):
-            blob_id = bytes(ids[at * 32:(at + 1) * 32])
+            blob_id = bytes(ids[at * 32 : (at + 1) * 32])
             if blob_id not in seen:
                 yield blob_id

@@ -1,6 +1,6 @@
 """Pack files: sealed blobs appended to a temp file, then a sealed header and its length.
 
-    pack = blob 1 || ... || blob N || sealed header || header length (4 bytes, little endian)
+pack = blob 1 || ... || blob N || sealed header || header length (4 bytes, little endian)
 """
 
 from __future__ import annotations
@@ -52,8 +52,14 @@ class PackWriter:
         self.size = 0
         self.blobs: list[PackBlob] = []
 
-    def add(self, blob_type: int, blob_id: bytes, sealed: bytes | tuple[bytes, ...], raw_length: int,
-            compressed: bool) -> None:
+    def add(
+        self,
+        blob_type: int,
+        blob_id: bytes,
+        sealed: bytes | tuple[bytes, ...],
+        raw_length: int,
+        compressed: bool,
+    ) -> None:
         """Append one sealed blob, given whole or in parts (nonce, ciphertext)."""
         parts = (sealed,) if isinstance(sealed, bytes) else sealed
         length = 0
@@ -125,4 +131,3 @@ def read_header(backend: Backend, sealer: Sealer, pack_id: str) -> list[PackBlob
         raise IntegrityError(f"pack {pack_id} has an invalid header length")
     tail = backend.load(name, size - 4 - header_len, header_len + 4)
     return parse_header(sealer, tail, size, f"pack {pack_id}")
-

@@ -45,11 +45,15 @@ class PruneResult:
 
     def summary(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
-        text = (f"{verb} {self.packs_deleted + self.unindexed_deleted} packs ({self.bytes_deleted} bytes),"
-                f" repacked {self.packs_repacked} packs ({self.blobs_repacked} blobs)")
+        text = (
+            f"{verb} {self.packs_deleted + self.unindexed_deleted} packs ({self.bytes_deleted} bytes),"
+            f" repacked {self.packs_repacked} packs ({self.blobs_repacked} blobs)"
+        )
         if self.packs_pending:
-            text += (f"; {self.packs_pending} packs pending deletion until {len(self.waiting_for)} running"
-                     " backup(s) finish (run prune again later)")
+            text += (
+                f"; {self.packs_pending} packs pending deletion until {len(self.waiting_for)} running"
+                " backup(s) finish (run prune again later)"
+            )
         return text
 
 
@@ -82,14 +86,16 @@ def _merge_index(docs: list[list[IndexPack]]) -> dict[str, IndexPack]:
                 elif old.pending.waits_for is None or pack.pending.waits_for is None:
                     old.pending = Pending(since=min(old.pending.since, pack.pending.since), waits_for=None)
                 else:
-                    old.pending = Pending(since=min(old.pending.since, pack.pending.since),
-                                          waits_for=sorted(set(old.pending.waits_for)
-                                                           | set(pack.pending.waits_for)))
+                    old.pending = Pending(
+                        since=min(old.pending.since, pack.pending.since),
+                        waits_for=sorted(set(old.pending.waits_for) | set(pack.pending.waits_for)),
+                    )
     return merged
 
 
-def prune(repo: Repository, *, dry_run: bool = False,
-          repack_unused_fraction: float = REPACK_UNUSED_FRACTION) -> PruneResult:
+def prune(
+    repo: Repository, *, dry_run: bool = False, repack_unused_fraction: float = REPACK_UNUSED_FRACTION
+) -> PruneResult:
     """Remove unreferenced data. `repo` must be opened with write=True, kind="prune"."""
     if repo.session is None:
         raise RepositoryError("prune needs the repository opened for writing")
@@ -169,9 +175,10 @@ def prune(repo: Repository, *, dry_run: bool = False,
             for b in pack.blobs:
                 if b.id not in used or b.id in copied:
                     continue
-                sealed = raw[b.offset:b.offset + b.length]
-                location = BlobLocation(pack.id, BlobType(b.type), b.offset, b.length, b.raw_length,
-                                        b.compressed, False)
+                sealed = raw[b.offset : b.offset + b.length]
+                location = BlobLocation(
+                    pack.id, BlobType(b.type), b.offset, b.length, b.raw_length, b.compressed, False
+                )
                 repo.decode_blob(b.id, location, sealed)  # never copy damage forward
                 copies.append((b, sealed))
         except ShadowvaultError as err:

@@ -250,8 +250,14 @@ class Repository:
                 doc = json.loads(self.backend.load(info.name))
             except (ValueError, ShadowvaultError):
                 doc = {}
-            found.append({"id": info.name.rsplit("/", 1)[1], "created": doc.get("created", ""),
-                          "host": doc.get("host", ""), "username": doc.get("username", "")})
+            found.append(
+                {
+                    "id": info.name.rsplit("/", 1)[1],
+                    "created": doc.get("created", ""),
+                    "host": doc.get("host", ""),
+                    "username": doc.get("username", ""),
+                }
+            )
         return found
 
     def _start_session(self, kind: str) -> None:
@@ -362,7 +368,7 @@ class Repository:
                 for _ in range(RELIST_ROUNDS):
                     vanished.clear()
                     for start in range(0, len(batch), 4):
-                        for doc in pool.map(load, batch[start:start + 4]):
+                        for doc in pool.map(load, batch[start : start + 4]):
                             if doc is not None:
                                 yield from doc.packs
                     if not vanished:
@@ -478,8 +484,14 @@ class Repository:
             self._commit_pack(full)
         return blob_id
 
-    def _append(self, kind: BlobType, blob_id: bytes, sealed: bytes | tuple[bytes, ...], raw_length: int,
-                compressed: bool) -> PackWriter:
+    def _append(
+        self,
+        kind: BlobType,
+        blob_id: bytes,
+        sealed: bytes | tuple[bytes, ...],
+        raw_length: int,
+        compressed: bool,
+    ) -> PackWriter:
         """Append to the open pack of `kind` (caller holds the pack lock). On a storage error the
         whole open pack is lost: its blobs are forgotten so nobody deduplicates against them."""
         writer = self._writers.get(kind)
@@ -495,8 +507,9 @@ class Repository:
             raise
         return writer
 
-    def copy_sealed_blob(self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int,
-                         compressed: bool) -> None:
+    def copy_sealed_blob(
+        self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
+    ) -> None:
         """Append an already sealed (and verified) blob to a new pack: how prune repacks."""
         full = None
         with self._inflight_lock:
@@ -620,8 +633,11 @@ class Repository:
         raw = self.backend.load(name)
         if file_id(raw) != snapshot_id:
             raise IntegrityError(f"snapshot {snapshot_id[:8]} does not match its name (damaged)")
-        return decode_document(self.sealer.open(raw, SNAPSHOT_AAD, f"snapshot {snapshot_id[:8]}"),
-                               Snapshot, f"snapshot {snapshot_id[:8]}")
+        return decode_document(
+            self.sealer.open(raw, SNAPSHOT_AAD, f"snapshot {snapshot_id[:8]}"),
+            Snapshot,
+            f"snapshot {snapshot_id[:8]}",
+        )
 
     def snapshot_ids(self) -> list[str]:
         return [info.name.rsplit("/", 1)[1] for info in self.backend.list("snapshots/")]
@@ -652,11 +668,13 @@ class Repository:
         """Resolve an id, a unique id prefix or "latest" (optionally the latest matching filters)."""
         ref = ref.strip()
         if ref == "latest":
-            matches = filter_snapshots(self.list_snapshots(skip_damaged=True), paths=paths, host=host,
-                                       tags=tags)
+            matches = filter_snapshots(
+                self.list_snapshots(skip_damaged=True), paths=paths, host=host, tags=tags
+            )
             if not matches:
-                raise NotFoundError("no snapshot matches" if (paths or host or tags) else
-                                    "the repository has no snapshots")
+                raise NotFoundError(
+                    "no snapshot matches" if (paths or host or tags) else "the repository has no snapshots"
+                )
             return matches[-1]
         if not ref or any(c not in "0123456789abcdef" for c in ref.lower()):
             raise UsageError(f"{ref!r} is not a snapshot id (hex id, unique prefix, or 'latest')")
@@ -682,9 +700,9 @@ def filter_snapshots(
     want_paths = set(paths or ())
     want_tags = set(tags or ())
     return [
-        (sid, snap) for sid, snap in snapshots
+        (sid, snap)
+        for sid, snap in snapshots
         if (host is None or snap.host == host)
         and want_paths <= set(snap.paths)
         and want_tags <= set(snap.tags)
     ]
-

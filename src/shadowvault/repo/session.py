@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
+from shadowvault.proc import pid_alive
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.crypto import Sealer
 from shadowvault.repo.format import SessionDoc, decode_document, encode_document
@@ -32,16 +33,6 @@ def boot_id() -> str:
             return f.read().strip()
     except OSError:
         return ""
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)

@@ -466,8 +466,13 @@ class ShadowStore:
                         os.rmdir(target)
                 raise
             exposure = Exposure(
-                set_id=manifest.id, volume=shadow.volume, index=index, source=shadow.path, at=target,
-                created_dir=created_dir, created=time.time(),
+                set_id=manifest.id,
+                volume=shadow.volume,
+                index=index,
+                source=shadow.path,
+                at=target,
+                created_dir=created_dir,
+                created=time.time(),
             )
             try:
                 self._write_exposures(manifest.id, [*self.exposures(manifest.id), exposure])
@@ -482,9 +487,7 @@ class ShadowStore:
             raise UsageError("say which exposure to remove: a directory or a shadow set")
         with self.locked():
             target = os.path.realpath(str(at)) if at is not None else None
-            chosen = [
-                e for e in self.exposures(set_id) if target is None or e.at == target
-            ]
+            chosen = [e for e in self.exposures(set_id) if target is None or e.at == target]
             if target is not None and not chosen:
                 raise NotFoundError(f"{target}: no shadow is exposed there")
             done = []

@@ -82,8 +82,21 @@ def nested_subvolumes(mount_point: str) -> list[str]:
         min_offset = 0
         while True:
             key = _SEARCH_KEY.pack(
-                BTRFS_ROOT_TREE_OBJECTID, subvol_id, subvol_id, min_offset, 2**64 - 1, 0, 2**64 - 1,
-                BTRFS_ROOT_REF_KEY, BTRFS_ROOT_REF_KEY, 4096, 0, 0, 0, 0, 0,
+                BTRFS_ROOT_TREE_OBJECTID,
+                subvol_id,
+                subvol_id,
+                min_offset,
+                2**64 - 1,
+                0,
+                2**64 - 1,
+                BTRFS_ROOT_REF_KEY,
+                BTRFS_ROOT_REF_KEY,
+                4096,
+                0,
+                0,
+                0,
+                0,
+                0,
             )
             buf = bytearray(key + bytes(4096 - len(key)))
             fcntl.ioctl(fd, BTRFS_IOC_TREE_SEARCH, buf)

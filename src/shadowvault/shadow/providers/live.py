@@ -20,9 +20,31 @@ from shadowvault.shadow.volumes import Volume
 
 PSEUDO_FSTYPES = frozenset(
     {
-        "proc", "sysfs", "cgroup", "cgroup2", "devpts", "devtmpfs", "mqueue", "debugfs", "tracefs",
-        "securityfs", "pstore", "bpf", "configfs", "fusectl", "hugetlbfs", "autofs", "binfmt_misc",
-        "efivarfs", "selinuxfs", "rpc_pipefs", "nsfs", "nfsd", "sockfs", "pipefs", "anon_inodefs",
+        "proc",
+        "sysfs",
+        "cgroup",
+        "cgroup2",
+        "devpts",
+        "devtmpfs",
+        "mqueue",
+        "debugfs",
+        "tracefs",
+        "securityfs",
+        "pstore",
+        "bpf",
+        "configfs",
+        "fusectl",
+        "hugetlbfs",
+        "autofs",
+        "binfmt_misc",
+        "efivarfs",
+        "selinuxfs",
+        "rpc_pipefs",
+        "nsfs",
+        "nfsd",
+        "sockfs",
+        "pipefs",
+        "anon_inodefs",
     }
 )
 
