@@ -58,6 +58,8 @@ class Collection:
         os.chmod(directory, 0o700)
         for name, data in self.documents.items():
             path = directory / name
+            if path.parent != directory:  # a document in a subdirectory (system-state's ldap/)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             path.write_bytes(data)
             os.chmod(path, 0o600)  # account records may hold password hashes
         return directory

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-VERBS = ("create", "replace", "leave", "remove", "install", "enable", "disable", "mask", "add", "run")
+VERBS = ("create", "replace", "leave", "remove", "install", "enable", "disable", "mask", "add", "run", "load")
 
 
 @dataclass

@@ -148,6 +148,55 @@ def as_owner_of(path: str, argv: list[str]) -> list[str]:
     return argv
 
 
+def running_instances() -> list[tuple[str, list[MdbDatabase]]]:
+    """Every running slapd: its configuration (slapd.conf or slapd.d) and the mdb databases it names."""
+    found = []
+    for p in processes({"slapd"}):
+        config = option_value(p.argv, "-f") or option_value(p.argv, "-F") or DEFAULT_CONFIG_DIR
+        try:
+            databases, _ = read_config(config)
+        except OSError:
+            continue
+        found.append((config, databases))
+    return found
+
+
+def count_entries(ldif: bytes) -> int:
+    return ldif.count(b"\ndn: ") + ldif.startswith(b"dn: ")
+
+
+def _database_args(suffix: str, index: int) -> list[str]:
+    return ["-b", suffix] if suffix else ["-n", str(index)]
+
+
+def export_ldif(config: str, suffix: str, index: int, directory: str) -> bytes:
+    """slapcat of one database (one read transaction: consistent while slapd runs on mdb)."""
+    argv = ["slapcat", *config_args(config), *_database_args(suffix, index)]
+    try:
+        return proc.run(as_owner_of(directory, argv), timeout=3600).stdout
+    except CommandError as err:
+        raise WriterError(f"slapcat of {suffix or directory} failed: {err}") from err
+
+
+def load_ldif(config: str, directory: str, ldif: bytes, suffix: str, index: int) -> None:
+    """Rebuild the database at `directory` (the one `config` names) from `ldif` with slapadd."""
+    os.makedirs(directory, exist_ok=True)
+    for name in ("data.mdb", "lock.mdb"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            os.unlink(path)
+    with tempfile.NamedTemporaryFile("wb", suffix=".ldif", delete=False) as f:
+        f.write(ldif)
+    try:
+        os.chmod(f.name, 0o644)
+        argv = ["slapadd", "-q", *config_args(config), "-l", f.name, *_database_args(suffix, index)]
+        proc.run(as_owner_of(directory, argv), timeout=3600)
+    except CommandError as err:
+        raise WriterError(f"slapadd into {directory} failed: {err}") from err
+    finally:
+        os.unlink(f.name)
+
+
 class LdapWriter(AppWriter):
     """One slapd, named by its configuration (a slapd.conf file or a slapd.d directory).
 
@@ -162,16 +211,11 @@ class LdapWriter(AppWriter):
 
     @classmethod
     def discover(cls, volumes: list[Volume]) -> list[LdapWriter]:
-        found = []
-        for p in processes({"slapd"}):
-            config = option_value(p.argv, "-f") or option_value(p.argv, "-F") or DEFAULT_CONFIG_DIR
-            try:
-                databases, _ = read_config(config)
-            except OSError:
-                continue
-            if any(db.directory and on_volumes(db.directory, volumes) for db in databases):
-                found.append(cls(config))
-        return found
+        return [
+            cls(config)
+            for config, databases in running_instances()
+            if any(db.directory and on_volumes(db.directory, volumes) for db in databases)
+        ]
 
     @property
     def config(self) -> str:
@@ -231,27 +275,18 @@ class LdapWriter(AppWriter):
 
     def _export(self, component: Component) -> dict[str, Any]:
         meta = component.metadata
-        argv = (
-            ["slapcat", *config_args(self.config), "-b", meta["suffix"]]
-            if meta["suffix"]
-            else ["slapcat", *config_args(self.config), "-n", str(meta["database_index"])]
-        )
-        try:
-            done = proc.run(as_owner_of(meta["directory"], argv), timeout=3600)
-        except CommandError as err:
-            raise WriterError(f"slapcat of {meta['suffix'] or meta['directory']} failed: {err}") from err
-        packed = zstandard.ZstdCompressor(level=6).compress(done.stdout)
+        ldif = export_ldif(self.config, meta["suffix"], meta["database_index"], meta["directory"])
+        packed = zstandard.ZstdCompressor(level=6).compress(ldif)
         limit = int(self.options.get("ldif_max_bytes", DEFAULT_LDIF_MAX))
         if len(packed) > limit:
             return {
                 "ldif": None,
                 "ldif_note": f"LDIF export left out: {len(packed)} bytes compressed > {limit}",
             }
-        entries = done.stdout.count(b"\ndn: ") + done.stdout.startswith(b"dn: ")
         return {
             "ldif": base64.b64encode(packed).decode(),
-            "ldif_entries": entries,
-            "ldif_bytes": len(done.stdout),
+            "ldif_entries": count_entries(ldif),
+            "ldif_bytes": len(ldif),
         }
 
     def metadata(self) -> dict[str, Any]:
@@ -325,24 +360,7 @@ class LdapWriter(AppWriter):
         ldif = zstandard.ZstdDecompressor().decompress(
             base64.b64decode(meta["ldif"]), max_output_size=int(meta.get("ldif_bytes", 0)) or 1 << 34
         )
-        os.makedirs(directory, exist_ok=True)
-        for name in ("data.mdb", "lock.mdb"):
-            path = os.path.join(directory, name)
-            if os.path.exists(path):
-                os.unlink(path)
-        with tempfile.NamedTemporaryFile("wb", suffix=".ldif", delete=False) as f:
-            f.write(ldif)
-        try:
-            os.chmod(f.name, 0o644)
-            argv = ["slapadd", "-q", *config_args(config), "-l", f.name]
-            argv += (
-                ["-b", meta["suffix"]] if meta.get("suffix") else ["-n", str(meta.get("database_index", 1))]
-            )
-            proc.run(as_owner_of(directory, argv), timeout=3600)
-        except CommandError as err:
-            raise WriterError(f"slapadd into {directory} failed: {err}") from err
-        finally:
-            os.unlink(f.name)
+        load_ldif(config, directory, ldif, meta.get("suffix", ""), int(meta.get("database_index", 1)))
 
     def _check(self, config: str, directory: str, meta: dict[str, Any]) -> None:
         argv = ["slapcat", *config_args(config)]
