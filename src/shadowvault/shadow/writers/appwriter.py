@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shadowvault.errors import ConfigError, NotFoundError, WriterError
-from shadowvault.shadow.manifest import Component, Consistency, Shadow
+from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod, Shadow
 from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
 from shadowvault.shadow.writers.base import FailurePolicy, RestoreContext, SnapshotContext, Writer
 
@@ -165,6 +165,22 @@ class AppWriter(Writer):
         if "on_failure" in options:
             parse_policy(options["on_failure"], str(path))
         return cls(instance, **options)
+
+    def database_component(
+        self, name: str, paths: list[str], reason: str, metadata: dict[str, Any]
+    ) -> Component:
+        """A server's database as one component: stopped, replaced and restarted on restore."""
+        return Component(
+            name=name,
+            writer=self.name,
+            instance=self.instance,
+            kind="database",
+            paths=paths,
+            restore_method=RestoreMethod.STOP_RESTORE_START,
+            consistency=Consistency.APPLICATION,
+            reason=reason,
+            metadata=metadata,
+        )
 
     def mark_freeze(self) -> None:
         """Remember when the freeze began: transactions acknowledged before it are in the copy."""

@@ -35,7 +35,7 @@ import zstandard
 
 from shadowvault import proc
 from shadowvault.errors import CommandError, WriterError
-from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
+from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume
 from shadowvault.shadow.writers.appwriter import (
     AppWriter,
@@ -230,14 +230,9 @@ class LdapWriter(AppWriter):
 
     def identify(self) -> list[Component]:
         self.components = [
-            Component(
+            self.database_component(
                 name=f"ldap {db.suffix or db.directory}",
-                writer=self.name,
-                instance=self.instance,
-                kind="database",
                 paths=[os.path.join(db.directory, "data.mdb")],
-                restore_method=RestoreMethod.STOP_RESTORE_START,
-                consistency=Consistency.APPLICATION,
                 reason="LMDB is copy-on-write: an atomic image is a committed state",
                 metadata={
                     "config": self.config,

@@ -26,7 +26,7 @@ from typing import Any
 
 from shadowvault import proc
 from shadowvault.errors import CommandError, WriterError
-from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
+from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume
 from shadowvault.shadow.writers.appwriter import (
     AppWriter,
@@ -99,14 +99,9 @@ class MariadbWriter(AppWriter):
             if extra not in paths:
                 paths.append(extra)
         self.components = [
-            Component(
+            self.database_component(
                 name=f"server {self.datadir}",
-                writer=self.name,
-                instance=self.instance,
-                kind="database",
                 paths=paths,
-                restore_method=RestoreMethod.STOP_RESTORE_START,
-                consistency=Consistency.APPLICATION,
                 reason="commits and DDL blocked in one session while the atomic shadow was taken",
                 metadata={
                     "data_directory": self.datadir,

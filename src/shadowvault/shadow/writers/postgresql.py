@@ -35,7 +35,7 @@ import zstandard
 
 from shadowvault import proc
 from shadowvault.errors import CommandError, WriterError
-from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
+from shadowvault.shadow.manifest import Component, Consistency
 from shadowvault.shadow.volumes import Volume
 from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path, set_aside
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
@@ -169,14 +169,9 @@ class PostgresqlWriter(AppWriter):
             paths.append(wal)
         paths += spaces
         self.components = [
-            Component(
+            self.database_component(
                 name=f"cluster {self.datadir}",
-                writer=self.name,
-                instance=self.instance,
-                kind="database",
                 paths=paths,
-                restore_method=RestoreMethod.STOP_RESTORE_START,
-                consistency=Consistency.APPLICATION,
                 reason="a base backup (pg_backup_start/stop) was open across the snapshot",
                 metadata={
                     "data_directory": self.datadir,

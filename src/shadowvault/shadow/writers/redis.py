@@ -25,7 +25,7 @@ from typing import Any
 
 from shadowvault import proc
 from shadowvault.errors import CommandError, WriterError
-from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
+from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume
 from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path, set_aside
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
@@ -139,14 +139,9 @@ class RedisWriter(AppWriter):
         # Unknown directory (server down, none given): no paths rather than relative guesses.
         paths = [p for p in (rdb, aof) if p and os.path.isabs(p)]
         self.components = [
-            Component(
+            self.database_component(
                 name=f"redis {self.instance}",
-                writer=self.name,
-                instance=self.instance,
-                kind="database",
                 paths=paths,
-                restore_method=RestoreMethod.STOP_RESTORE_START,
-                consistency=Consistency.APPLICATION,
                 reason="the RDB of a BGSAVE started at freeze (its fork is the consistent point)",
                 metadata={"dir": os.path.dirname(rdb), "rdb": rdb, "aof": aof},
             )
