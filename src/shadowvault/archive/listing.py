@@ -9,6 +9,7 @@ from typing import Any
 from shadowvault.archive.metadata import type_bits
 from shadowvault.archive.restore import find_node
 from shadowvault.archive.store import BlobStore
+from shadowvault.display import display_name, exact_fields
 from shadowvault.repo.tree import Node, decode_tree
 
 
@@ -51,8 +52,13 @@ def list_snapshot(
 
 
 def display(raw: bytes) -> str:
-    """A path for printing: invalid UTF-8 shown as \\xNN escapes."""
-    return raw.decode("utf-8", "backslashreplace")
+    """A path for a terminal: control characters and invalid UTF-8 escaped (shadowvault.display)."""
+    return display_name(raw)
+
+
+def path_fields(raw: bytes) -> dict[str, Any]:
+    """A path for JSON: exact text, plus `path_bytes` (base64) when it is not UTF-8."""
+    return exact_fields("path", raw)
 
 
 def mode_string(node: Node) -> str:
@@ -65,10 +71,10 @@ def mode_string(node: Node) -> str:
 
 
 def describe(path: bytes, node: Node) -> dict[str, Any]:
-    """A node as plain JSON values."""
+    """A node as plain JSON values; names exact (see docs/archive.md, "Names")."""
     info: dict[str, Any] = {
-        "path": display(path),
-        "name": display(node.name),
+        **path_fields(path),
+        **exact_fields("name", node.name),
         "type": node.type,
         "mode": node.mode,
         "permissions": mode_string(node),
@@ -82,7 +88,7 @@ def describe(path: bytes, node: Node) -> dict[str, Any]:
         "nlink": node.nlink,
     }
     if node.link_target is not None:
-        info["link_target"] = node.link_target.decode("utf-8", "backslashreplace")
+        info.update(exact_fields("link_target", node.link_target))
     if node.rdev is not None:
         info["rdev"] = node.rdev
     if node.xattrs:

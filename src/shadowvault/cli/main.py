@@ -18,27 +18,29 @@ class _Root(click.Group):
 
     def main(self, *args, **kwargs):  # type: ignore[override]
         kwargs["standalone_mode"] = False
+        argv = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
+        as_json = output.json_requested(argv)  # known before parsing: a usage error is JSON too
         try:
             result = super().main(*args, **kwargs)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.Abort:
-            output.error_line("aborted")
+            output.error_line("aborted", 130, as_json=as_json)
             sys.exit(130)
         except click.ClickException as err:
-            output.error_line(err.format_message())
+            output.error_line(err.format_message(), err.exit_code, as_json=as_json)
             sys.exit(err.exit_code)
         except ShadowvaultError as err:
-            output.error_line(str(err))
+            output.error_line(str(err), err.exit_code, as_json=as_json)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
-            output.error_line("interrupted")
+            output.error_line("interrupted", 130, as_json=as_json)
             sys.exit(130)
         except BrokenPipeError:
             sys.exit(1)
         except Exception as err:
             logging.getLogger("shadowvault").debug("internal error", exc_info=True)
-            output.error_line(f"internal error: {type(err).__name__}: {err}")
+            output.error_line(f"internal error: {type(err).__name__}: {err}", 1, as_json=as_json)
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
 

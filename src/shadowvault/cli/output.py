@@ -1,7 +1,13 @@
-"""How commands print: rich tables for people, JSON for scripts, errors as one line on stderr."""
+"""How commands print: rich tables for people, JSON for scripts, errors as one line on stderr.
+
+Every line meant for a person goes through `escape_text`: messages carry file names, and a name can
+hold control characters that would drive the terminal. Under `--json` a failing command's error is
+one JSON line on stderr, `{"message_type": "exit_error", "code": N, "message": "..."}` (restic's form).
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -11,9 +17,14 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from shadowvault.display import escape_text
+
 # Off a terminal, rich would cut table cells at 80 columns; ids and paths must never be cut.
-_stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
-_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# No emoji codes either: a file name may contain ":smile:".
+_stdout = Console(
+    highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000
+)
+_stderr = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
@@ -23,9 +34,22 @@ def to_builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj, enc_hook=str)
 
 
+# characters that JSON allows raw in strings but line splitters (Python's splitlines, JavaScript) break at
+_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_text(obj: Any) -> str:
+    """One JSON document on one line, whatever the names in it hold."""
+    text = msgspec.json.encode(to_builtins(obj)).decode()
+    if not text.isascii():
+        for char, escaped in _LINE_BREAKS.items():
+            text = text.replace(char, escaped)  # only inside strings: JSON has no other place for them
+    return text
+
+
 def print_json(obj: Any) -> None:
     """Print one JSON document (or one JSON line) on stdout."""
-    sys.stdout.write(msgspec.json.encode(to_builtins(obj)).decode() + "\n")
+    sys.stdout.write(json_text(obj) + "\n")
     sys.stdout.flush()
 
 
@@ -35,29 +59,48 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: st
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        table.add_row(*("" if cell is None else _lines(str(cell)) for cell in row))
     _stdout.print(table)
 
 
+def _lines(text: str) -> str:
+    """Text of several lines (a table, a cell listing paths): its line breaks kept, each line escaped."""
+    return "\n".join(escape_text(line) for line in text.split("\n"))
+
+
 def info(message: str) -> None:
-    """A human-readable line of result on stdout."""
-    _stdout.print(message, markup=False)
+    """Human-readable result lines on stdout."""
+    _stdout.print(_lines(message), markup=False)
 
 
 def note(message: str) -> None:
-    """A progress or advisory line on stderr (never mixed into results)."""
-    _stderr.print(message, markup=False)
+    """Progress or advisory lines on stderr (never mixed into results)."""
+    _stderr.print(_lines(message), markup=False)
 
 
 def warn(message: str) -> None:
-    """A warning on stderr."""
-    _stderr.print(f"shadowvault: warning: {message}", markup=False)
+    """A warning on stderr: one line (a line break in a name is shown as \\n)."""
+    _stderr.print(f"shadowvault: warning: {escape_text(message)}", markup=False)
 
 
-def error_line(message: str) -> None:
-    """The one line a failing command prints."""
-    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
-    sys.stderr.write(f"shadowvault: error: {first}\n")
+def json_requested(argv: Sequence[str]) -> bool:
+    """Whether a command line asks for JSON (`--json` before any `--`): known even when parsing fails."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
+def error_line(message: str, exit_code: int = 1, *, as_json: bool = False) -> None:
+    """The one line a failing command prints: escaped text, or an exit_error JSON line under --json."""
+    text = message.strip() or "unknown error"
+    if as_json:
+        line = json.dumps({"message_type": "exit_error", "code": exit_code, "message": text})
+    else:
+        line = f"shadowvault: error: {escape_text(text)}"
+    sys.stderr.write(line + "\n")
     sys.stderr.flush()
 
 

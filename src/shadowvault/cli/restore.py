@@ -9,7 +9,7 @@ import time
 import click
 
 from shadowvault.archive.diff import SYMBOLS, Change, diff_trees
-from shadowvault.archive.listing import describe, display, list_snapshot, mode_string
+from shadowvault.archive.listing import describe, display, list_snapshot, mode_string, path_fields
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.restore import Overwrite, Restorer, RestoreStats
@@ -259,7 +259,7 @@ def diff_cmd(repo: str | None, password_file: str | None, first: str, second: st
                 print_json(
                     {
                         "message_type": "change",
-                        "path": display(difference.path),
+                        **path_fields(difference.path),
                         "change": difference.change.value,
                         "type": difference.type,
                     }

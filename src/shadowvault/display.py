@@ -1,0 +1,54 @@
+"""How names and messages from a repository or a file system are shown: safe on a terminal, exact in JSON.
+
+A file name is any bytes but `/` and NUL: it can hold a newline (a forged second line of `ls`), an
+escape sequence (ESC [ ... moves the cursor, retitles the window) or bytes that are not UTF-8. People
+get an escaped form (`\\n`, `\\r`, `\\t`, `\\xNN` for every other byte of a control character or a
+byte that is not UTF-8); scripts get the exact name in JSON (see docs/archive.md, "Names").
+"""
+
+from __future__ import annotations
+
+import base64
+import unicodedata
+from typing import Any
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# characters that reorder or break the line on a terminal though they are not in a control category
+_LAYOUT = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029")
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    if char in _NAMED:
+        return _NAMED[char]
+    if unicodedata.category(char) in ("Cc", "Cs") or char in _LAYOUT:
+        raw = char.encode("utf-8", "surrogatepass")
+        return "".join(f"\\x{byte:02x}" for byte in raw)
+    return char
+
+
+def escape_text(text: str) -> str:
+    """`text` with control characters (C0, DEL, C1), line separators, bidi overrides and undecodable
+    bytes (surrogateescape) written as escapes: one line that cannot drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape_char(char) for char in text)
+
+
+def display_name(raw: bytes) -> str:
+    """A name or path (bytes) for people: UTF-8 shown as is, everything else escaped (`escape_text`)."""
+    return escape_text(raw.decode("utf-8", "surrogateescape"))
+
+
+def exact_fields(key: str, raw: bytes) -> dict[str, Any]:
+    """A name or path for JSON: `{key: text}` with the exact text when it is UTF-8; otherwise the text
+    with undecodable bytes as \\xNN plus `{key}_bytes`, the exact bytes in base64."""
+    try:
+        return {key: raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {
+            key: raw.decode("utf-8", "backslashreplace"),
+            f"{key}_bytes": base64.b64encode(raw).decode("ascii"),
+        }

@@ -1,0 +1,177 @@
+"""What commands print about names a user does not control: escaped for a terminal, exact in JSON;
+failures as one escaped line, or as one JSON line under --json."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
+
+# raw name -> what a person sees
+NAMES = {
+    b"new\nline": "new\\nline",
+    b"carriage\rreturn": "carriage\\rreturn",
+    b"tab\tname": "tab\\tname",
+    b"esc\x1b[2Jclear": "esc\\x1b[2Jclear",
+    b"bell\x07del\x7f": "bell\\x07del\\x7f",
+    "c1\u0085next".encode(): "c1\\xc2\\x85next",
+    "bidi\u202etxt.exe".encode(): "bidi\\xe2\\x80\\xaetxt.exe",
+    b"latin1-\xe9t\xe9": "latin1-\\xe9t\\xe9",
+    "caf\u00e9 \u2603".encode(): "caf\u00e9 \u2603",  # printable UTF-8 is shown as is
+}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    repo = tmp_path / "repo"
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    return {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
+
+
+@pytest.fixture
+def named_tree(tmp_path: Path) -> bytes:
+    """A directory holding one file per awkward name (content: the name itself)."""
+    src = os.fsencode(tmp_path / "src")
+    os.mkdir(src)
+    for raw in NAMES:
+        with open(os.path.join(src, raw), "wb") as f:
+            f.write(raw)
+    os.symlink(b"target\x1b]0;title\x07", os.path.join(src, b"link"))
+    return src
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def only_line(text: str) -> str:
+    assert text.count("\n") == 1, repr(text)
+    return text.rstrip("\n")
+
+
+def assert_no_controls(text: str) -> None:
+    bad = [c for c in text if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F or c == "\u202e"]
+    assert not bad, repr(text)
+
+
+def test_ls_escapes_names_for_people(cli, env, named_tree):
+    assert cli("backup", "--provider", "none", os.fsdecode(named_tree), env=env).returncode == 0
+    src = os.fsdecode(named_tree)
+
+    done = cli("ls", "latest", src, env=env)
+    assert done.returncode == 0, done.stderr
+    assert_no_controls(done.stdout)
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(NAMES) + 2  # the directory itself, each name, the symlink
+    for shown in NAMES.values():
+        assert f"{src}/{shown}" in lines
+
+    done = cli("ls", "-l", "latest", src, env=env)
+    assert done.returncode == 0, done.stderr
+    assert_no_controls(done.stdout)
+    assert len(done.stdout.splitlines()) == len(NAMES) + 2
+    assert f"{src}/link -> target\\x1b]0;title\\x07" in done.stdout
+    long_line = next(line for line in done.stdout.splitlines() if "new\\nline" in line)
+    assert f" {len(b'new-line')} " in long_line
+
+
+def test_ls_json_keeps_names_exact(cli, env, named_tree):
+    assert cli("backup", "--provider", "none", os.fsdecode(named_tree), env=env).returncode == 0
+    done = cli("ls", "--json", "latest", os.fsdecode(named_tree), env=env)
+    assert done.returncode == 0, done.stderr
+    nodes = {}
+    for entry in json_lines(done.stdout):
+        if entry["message_type"] != "node":
+            continue
+        raw = base64.b64decode(entry["name_bytes"]) if "name_bytes" in entry else entry["name"].encode()
+        path = base64.b64decode(entry["path_bytes"]) if "path_bytes" in entry else entry["path"].encode()
+        assert path == os.path.join(named_tree, raw) or raw == os.path.basename(named_tree)
+        nodes[raw] = entry
+    assert set(NAMES) | {b"link"} <= set(nodes)
+    for raw in NAMES:
+        assert nodes[raw]["size"] == len(raw)
+        try:
+            assert nodes[raw]["name"] == raw.decode("utf-8") and "name_bytes" not in nodes[raw]
+        except UnicodeDecodeError:
+            assert nodes[raw]["name"] == raw.decode("utf-8", "backslashreplace")
+    assert nodes[b"link"]["link_target"] == "target\x1b]0;title\x07"
+
+
+def test_diff_escapes_names_for_people_and_keeps_them_in_json(cli, env, named_tree, tmp_path):
+    assert cli("backup", "--provider", "none", os.fsdecode(named_tree), env=env).returncode == 0
+    (tmp_path / "src" / "added").write_text("new")
+    with open(os.path.join(named_tree, b"esc\x1b[2Jclear"), "ab") as f:
+        f.write(b"more")
+    os.unlink(os.path.join(named_tree, b"latin1-\xe9t\xe9"))
+    assert cli("backup", "--provider", "none", os.fsdecode(named_tree), env=env).returncode == 0
+    first, second = (snap["id"] for snap in json.loads(cli("snapshots", "--json", env=env).stdout))
+    src = os.fsdecode(named_tree)
+
+    done = cli("diff", first, second, env=env)
+    assert done.returncode == 0, done.stderr
+    assert_no_controls(done.stdout)
+    assert f"M    {src}/esc\\x1b[2Jclear" in done.stdout.splitlines()
+    assert f"-    {src}/latin1-\\xe9t\\xe9" in done.stdout.splitlines()
+
+    done = cli("diff", "--json", first, second, env=env)
+    changes = {}
+    for entry in json_lines(done.stdout):
+        if entry["message_type"] == "change":
+            path = base64.b64decode(entry["path_bytes"]) if "path_bytes" in entry else entry["path"].encode()
+            changes[path] = entry["change"]
+    assert changes[os.path.join(named_tree, b"esc\x1b[2Jclear")] == "modified"
+    assert changes[os.path.join(named_tree, b"latin1-\xe9t\xe9")] == "removed"
+
+
+def test_errors_are_escaped_one_line(cli, env, tmp_path):
+    missing = f"{tmp_path}/gone\x1b[2J\nsecond line"
+    done = cli("backup", "--provider", "none", missing, env=env)
+    assert done.returncode == 1
+    line = only_line(done.stderr)
+    assert line.startswith("shadowvault: error: ")
+    assert "gone\\x1b[2J\\nsecond line" in line
+
+    done = cli("ls", "no\x1bsuch", env=env)
+    assert done.returncode != 0
+    assert "no\\x1bsuch" in only_line(done.stderr)
+
+
+def test_json_errors_are_json(cli, env, tmp_path):
+    missing = tmp_path / "no-repository"
+    done = cli("snapshots", "--json", "--repo", missing, env={"SHADOWVAULT_PASSWORD": PASSWORD})
+    assert done.returncode == 1
+    error = json.loads(only_line(done.stderr))
+    assert error["message_type"] == "exit_error"
+    assert error["code"] == 1
+    assert str(missing) in error["message"]
+    assert done.stdout == ""
+
+    done = cli("ls", "--json", env=env)  # usage: SNAP missing
+    assert done.returncode == 2
+    error = json.loads(only_line(done.stderr))
+    assert error["message_type"] == "exit_error" and error["code"] == 2 and "SNAP" in error["message"]
+
+    done = cli("ls", "--json", "--no-such-option", "latest", env=env)
+    assert done.returncode == 2
+    assert json.loads(only_line(done.stderr))["code"] == 2
+
+    missing_path = f"{tmp_path}/gone\x1b"
+    done = cli("backup", "--json", "--provider", "none", missing_path, env=env)
+    assert done.returncode == 1
+    assert json.loads(only_line(done.stderr)) == {
+        "message_type": "exit_error",
+        "code": 1,
+        "message": f"{missing_path}: no such file or directory",
+    }
+
+
+def test_a_path_named_json_after_double_dash_is_not_the_option(cli, env):
+    done = cli("backup", "--provider", "none", "--", "--json", env=env)
+    assert done.returncode == 1
+    assert only_line(done.stderr).startswith("shadowvault: error: ")
