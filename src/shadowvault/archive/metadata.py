@@ -209,26 +209,93 @@ def apply(
 ) -> None:
     """Give `path` (or open `fd` of it) the metadata of `node`.
 
+    Resolves `path` by name: for trusted paths only. A restore into a target that others may have
+    prepared uses `apply_fd` and `apply_at`, which never follow a symlink.
+    """
+    if fd is not None:
+        _apply(fd, node, numeric_owner, clear_inherited_acl, label=path)
+    else:
+        _apply(path, node, numeric_owner, clear_inherited_acl, label=path, follow=node.type != "symlink")
+
+
+def apply_fd(
+    fd: int, node: Node, *, numeric_owner: bool = False, clear_inherited_acl: bool = True, label: bytes = b""
+) -> None:
+    """Give the open file or directory `fd` the metadata of `node`: no name is resolved at all."""
+    _apply(fd, node, numeric_owner, clear_inherited_acl, label=label)
+
+
+def apply_at(
+    dir_fd: int,
+    name: bytes,
+    node: Node,
+    *,
+    numeric_owner: bool = False,
+    clear_inherited_acl: bool = True,
+    label: bytes = b"",
+) -> None:
+    """Give entry `name` of the directory `dir_fd` the metadata of `node`, never following a symlink.
+
+    For what cannot be opened for writing without side effects (symlinks, fifos, devices, sockets).
+    A symlink is changed through the *at calls with AT_SYMLINK_NOFOLLOW; anything else is pinned with
+    an O_PATH descriptor first, checked to be of the node's type, and changed through /proc/self/fd
+    (which names that very inode, so a symlink swapped in meanwhile is never followed).
+    """
+    if node.type == "symlink":
+        uid, gid = resolve_owner(node, numeric_owner=numeric_owner)
+        if _may_chown(uid):
+            try:
+                os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+            except PermissionError:
+                log.warning("%r: cannot change owner to %d:%d", label or name, uid, gid)
+        os.utime(name, ns=(node.atime_ns, node.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+        return
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        if stat.S_IFMT(os.fstat(fd).st_mode) != type_bits(node.type):
+            raise OSError(errno.ELOOP, "replaced by something else while being restored")
+        pinned = b"/proc/self/fd/%d" % fd
+        _apply(pinned, node, numeric_owner, clear_inherited_acl, label=label or name, follow=True)
+    finally:
+        os.close(fd)
+
+
+def _may_chown(uid: int) -> bool:
+    return os.geteuid() == 0 or uid == os.geteuid()
+
+
+def _apply(
+    target: int | bytes,
+    node: Node,
+    numeric_owner: bool,
+    clear_inherited_acl: bool,
+    *,
+    label: bytes,
+    follow: bool = True,
+) -> None:
+    """Owner, xattrs and ACLs, mode, times of `target` (an fd, or a path resolved with `follow`).
+
     Order matters: chown first (it clears setuid bits and file capabilities), then xattrs and ACLs,
     then the mode (chmod after the ACL keeps the ACL mask equal to the stored group bits), times last.
     """
     is_link = node.type == "symlink"
-    target: int | bytes = fd if fd is not None else path
-    follow = fd is not None or not is_link
     uid, gid = resolve_owner(node, numeric_owner=numeric_owner)
-    if os.geteuid() == 0 or uid == os.geteuid():
+    if _may_chown(uid):
         try:
-            os.chown(target, uid, gid, follow_symlinks=follow)
+            if isinstance(target, int):
+                os.chown(target, uid, gid)
+            else:
+                os.chown(target, uid, gid, follow_symlinks=follow)
         except PermissionError:
-            log.warning("%r: cannot change owner to %d:%d", path, uid, gid)
+            log.warning("%r: cannot change owner to %d:%d", label, uid, gid)
     if not is_link:
         _apply_xattrs(target, node, clear_inherited_acl or node.type == "dir", numeric_owner)
         os.chmod(target, node.mode)
     times = (node.atime_ns, node.mtime_ns)
-    if fd is not None:
-        os.utime(fd, ns=times)
+    if isinstance(target, int):
+        os.utime(target, ns=times)
     else:
-        os.utime(path, ns=times, follow_symlinks=follow)
+        os.utime(target, ns=times, follow_symlinks=follow)
 
 
 def _apply_xattrs(target: int | bytes, node: Node, clear_inherited_acl: bool, numeric_owner: bool) -> None:

@@ -7,6 +7,15 @@ default ACL is applied after the files were created with their own ACLs). Files 
 pool of threads; directories are finished in the order the walk left them.
 
 A blob that fails verification fails only the file that needs it: it is reported, the rest is restored.
+
+A snapshot is untrusted input (anyone with the password can write one), and so is the target (a
+symlink can be planted in it). Nothing is ever reached through a path string: the target is opened
+once, every directory below it is opened relative to its parent with O_NOFOLLOW, and every entry is
+created, renamed, linked and given its metadata relative to those descriptors. An entry whose name
+is not a single component (`..`, `a/b`, empty, NUL, a name twice in one directory) is an error of
+the result, never a path. At most MAX_OPEN_DIRS directories are held open at once.
+
+Every failure in a worker thread, foreseen or not, ends up in `RestoreStats.errors` with its path.
 """
 
 from __future__ import annotations
@@ -28,13 +37,15 @@ from shadowvault.archive import metadata
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.store import BlobStore
 from shadowvault.errors import NotFoundError, RepositoryError, UsageError
-from shadowvault.repo.tree import Node, Tree, decode_tree
+from shadowvault.repo.tree import Node, Tree, decode_tree, duplicate_names, invalid_name
 
 log = logging.getLogger(__name__)
 
 HOLE_BLOCK = 4096
 _ZEROS = bytes(HOLE_BLOCK)
 TMP_PREFIX = b".svtmp-"
+MAX_OPEN_DIRS = 128  # directory descriptors held at once (besides the ones on the walk's own path)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Overwrite(StrEnum):
@@ -71,14 +82,30 @@ class _EntryError(Exception):
     pass
 
 
+@dataclass(eq=False)
+class _Dir:
+    """A directory of the target as this restore holds it: an open descriptor once made, never a path."""
+
+    parent: _Dir | None
+    name: bytes  # its name in the parent (b"" for the target itself)
+    spath: bytes  # its path in the snapshot: for filters and messages
+    node: Node | None  # the metadata it gets once its contents are done (None: the target, left as is)
+    rel: tuple[bytes, ...] = ()  # its names below the target (to find a hard link's first path again)
+    fd: int | None = None
+    fresh: bool = False  # made empty by this restore: nothing in it to check before creating an entry
+    inherits_acl: bool = True  # has a default ACL that new entries inherit (and must lose)
+    failed: bool = False  # could not be made or opened (reported once)
+
+
 @dataclass
 class _DirJob:
-    path: bytes
-    node: Node | None
-    futures: list[Future[None]] = field(default_factory=list)
+    """A directory's entries being restored by the workers: its metadata waits for all of them."""
+
+    dir: _Dir
+    entries: list[tuple[Future[Any], bytes]] = field(default_factory=list)  # (future, snapshot path)
 
     def ready(self) -> bool:
-        return all(f.done() for f in self.futures)
+        return all(f.done() for f, _ in self.entries)
 
 
 def _join(parent: bytes, name: bytes) -> bytes:
@@ -89,37 +116,59 @@ def _text(path: bytes) -> str:
     return path.decode("utf-8", errors="backslashreplace")  # for messages: \xNN for invalid bytes
 
 
-def _has_default_acl(directory: bytes) -> bool:
-    """Whether files created in `directory` inherit an ACL (which a restore must then remove)."""
+def _unsafe_text(parent: bytes, name: bytes) -> str:
+    """The snapshot path of an entry with an unsafe name: `/` and control bytes of the name as \\xNN."""
+    shown = "".join(
+        f"\\x{ord(c):02x}" if c == "/" or ord(c) < 0x20 or ord(c) == 0x7F else c
+        for c in name.decode("utf-8", errors="backslashreplace")
+    )
+    return _text(parent.rstrip(b"/")) + "/" + shown
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    if isinstance(err, (RepositoryError, NotFoundError, _EntryError)):
+        return str(err)
+    return f"unexpected {type(err).__name__}: {err}"
+
+
+def _has_default_acl(dir_fd: int) -> bool:
+    """Whether files created in the directory inherit an ACL (which a restore must then remove)."""
     try:
-        return "system.posix_acl_default" in os.listxattr(directory)
+        return "system.posix_acl_default" in os.listxattr(dir_fd)
     except OSError:
         return True  # unknown: check every file
 
 
-def _blocked_by_non_dir(path: bytes) -> bool:
-    """True when something other than a real directory (a file, a symlink) sits at `path`."""
-    try:
-        return not stat.S_ISDIR(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
-
-
 def find_node(store: BlobStore, root_tree: bytes, subpath: str | bytes) -> Node | None:
-    """The node at `subpath` in the snapshot (None for the root itself); NotFoundError when absent."""
+    """The node at `subpath` in the snapshot (None for the root itself); NotFoundError when absent.
+
+    `.` and `..` are refused, not resolved: a snapshot path names entries, and a crafted tree may
+    hold an entry called `..`.
+    """
     raw = subpath.encode("utf-8", errors="surrogateescape") if isinstance(subpath, str) else subpath
     parts = [p for p in raw.split(b"/") if p]
+    for part in parts:
+        if (why := invalid_name(part)) is not None:
+            raise UsageError(f"{_text(raw)}: not a snapshot path ({why})")
     node: Node | None = None
     tree_id: bytes | None = root_tree
     walked = b""
     for part in parts:
         if tree_id is None:
             raise NotFoundError(f"{_text(raw)}: {_text(walked)} is not a directory in the snapshot")
-        tree = decode_tree(store.load_blob(tree_id))
-        node = next((n for n in tree.nodes if n.name == part), None)
+        try:
+            tree = decode_tree(store.load_blob(tree_id))
+        except ValueError as err:
+            raise RepositoryError(f"{_text(raw)}: the listing of {_text(walked or b'/')} is damaged") from err
+        matches = [n for n in tree.nodes if n.name == part]
         walked += b"/" + part
-        if node is None:
+        if not matches:
             raise NotFoundError(f"{_text(raw)}: no such path in the snapshot")
+        if len(matches) > 1:
+            raise RepositoryError(f"{_text(raw)}: {_text(walked)} appears more than once in the snapshot")
+        node = matches[0]
         tree_id = node.subtree if node.type == "dir" else None
     return node
 
@@ -151,30 +200,32 @@ class Restorer:
         workers = workers or max(4, 4 * (os.cpu_count() or 2))
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="sv-restore")
         self.slots = threading.BoundedSemaphore(max_files)
-        self._links: dict[tuple[int, int], Future[bytes | None]] = {}
+        self._links: dict[tuple[int, int], Future[tuple[bytes, ...] | None]] = {}
         self._finished: collections.deque[_DirJob] = collections.deque()
         self._tmp_counter = itertools.count()
-        # destination directory -> (made empty by this restore, has a default ACL that new files inherit)
-        self._dir_state: dict[bytes, tuple[bool, bool]] = {}
+        self._open: set[_Dir] = set()  # directories whose descriptor is open (main thread only)
+        self._root = _Dir(None, b"", b"/", None)
 
     def restore(self, root_tree: bytes, subpath: str | bytes = "/") -> RestoreStats:
         """Restore the snapshot below `subpath` into the target (the whole snapshot keeps its full paths)."""
         if os.path.lexists(self.target) and not os.path.isdir(self.target):
             raise UsageError(f"{_text(self.target)} exists and is not a directory")
-        os.makedirs(self.target, exist_ok=True)
-        self._dir_state[self.target] = (False, _has_default_acl(self.target))
         node = find_node(self.store, root_tree, subpath)
+        os.makedirs(self.target, exist_ok=True)
         raw_sub = subpath.encode("utf-8", errors="surrogateescape") if isinstance(subpath, str) else subpath
-        snap_path = b"/" + b"/".join(p for p in raw_sub.split(b"/") if p)
+        root = self._root
+        root.spath = b"/" + b"/".join(p for p in raw_sub.split(b"/") if p)
+        root.fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the user's own path
+        self._open.add(root)
+        root.inherits_acl = _has_default_acl(root.fd)
         try:
             if node is None:
-                self._restore_dir(root_tree, b"/", self.target, lambda: None)
+                self._restore_dir(root_tree, root)
             elif node.type == "dir":
-                assert node.subtree is not None
-                self._restore_dir(node.subtree, snap_path, self.target, lambda: None)
+                self._restore_dir(node.subtree, root)
             else:
-                job = _DirJob(self.target, None)
-                self._submit_entry(node, snap_path, self.target, job)
+                job = _DirJob(root)
+                self._submit_entry(node, root.spath, root, job)
                 self._finished.append(job)
             self._drain(block=True)
         except BaseException:
@@ -182,187 +233,257 @@ class Restorer:
             raise
         finally:
             self.pool.shutdown(wait=True)
+            for left in list(self._open):
+                self._close(left)
         return self.stats
 
     # -- walking (main thread) ---------------------------------------------------------------------
 
-    def _restore_dir(self, tree_id: bytes, snap_dir: bytes, dest: bytes, ensure_dest) -> None:
-        try:
-            tree: Tree = decode_tree(self.store.load_blob(tree_id))
-        except (RepositoryError, NotFoundError, ValueError) as err:
-            self._error(snap_dir, f"directory listing unreadable: {err}")
-            return
-        job = _DirJob(dest, None)
-        for node in tree.nodes:
-            spath = _join(snap_dir, node.name)
-            if node.type == "dir":
-                self._restore_subdir(node, spath, _join(dest, node.name), ensure_dest)
-                continue
-            if not self.filter.included(spath):
-                continue
-            ensure_dest()
-            self._submit_entry(node, spath, dest, job)
+    def _restore_dir(self, tree_id: bytes | None, here: _Dir) -> None:
+        job = _DirJob(here)
+        tree: Tree | None = None
+        if tree_id is not None:
+            try:
+                tree = decode_tree(self.store.load_blob(tree_id))
+            except (RepositoryError, NotFoundError, ValueError) as err:
+                self._error(here.spath, f"directory listing unreadable: {err}")
+        if tree is not None:
+            twice = duplicate_names(tree.nodes)
+            for node in tree.nodes:
+                spath = _join(here.spath, node.name)
+                why = invalid_name(node.name)
+                if why is None and node.name in twice:
+                    why = "the name appears more than once in its directory"
+                if why is not None:
+                    if self.filter.included(spath) or self.filter.may_contain(spath):
+                        self._error(_unsafe_text(here.spath, node.name), f"not restored: unsafe name ({why})")
+                    continue
+                if node.type == "dir":
+                    self._restore_subdir(node, spath, here)
+                elif self.filter.included(spath) and self._ensure(here):
+                    self._submit_entry(node, spath, here, job)
         self._finished.append(job)
         self._drain(block=False)
 
-    def _restore_subdir(self, node: Node, spath: bytes, dest: bytes, ensure_parent) -> None:
+    def _restore_subdir(self, node: Node, spath: bytes, parent: _Dir) -> None:
         selected = self.filter.included(spath)
         if not selected and not self.filter.may_contain(spath):
             return
-        if self.overwrite is not Overwrite.ALWAYS and _blocked_by_non_dir(dest):
-            self._error(spath, "not restored: a non-directory is in the way (--overwrite always replaces it)")
+        here = _Dir(parent, node.name, spath, node, (*parent.rel, node.name))
+        if selected and not self._ensure(here):
             return
-        created = False
+        self._restore_dir(node.subtree, here)
 
-        def ensure() -> None:
-            nonlocal created
-            if created:
-                return
-            ensure_parent()
-            self._make_dir(dest, spath)
-            created = True
-
-        if selected:
-            ensure()
-        if node.subtree is not None:
-            self._restore_dir(node.subtree, spath, dest, ensure)
-        if created:
-            self._finished.append(_DirJob(dest, node))
-            with self.stats.lock:
-                self.stats.dirs += 1
-
-    def _make_dir(self, dest: bytes, spath: bytes) -> None:
-        fresh = True
+    def _ensure(self, here: _Dir) -> bool:
+        """Make and open `here` (and its parents) on first use; False when it cannot be (reported once)."""
+        if here.fd is not None:
+            return True
+        if here.failed or here.parent is None or not self._ensure(here.parent):
+            here.failed = True
+            return False
+        while len(self._open) >= MAX_OPEN_DIRS and self._finished:
+            self._finish(self._finished.popleft())  # wait for the oldest directory, close it
+        assert here.parent.fd is not None
         try:
-            st = os.lstat(dest)
-        except FileNotFoundError:
-            os.mkdir(dest, 0o700)
-        else:
-            if stat.S_ISDIR(st.st_mode):
-                fresh = False
-            elif self.overwrite is Overwrite.ALWAYS:
-                os.unlink(dest)
-                os.mkdir(dest, 0o700)
-            else:
-                raise UsageError(
-                    f"{_text(dest)} exists and is not a directory (--overwrite always replaces it)"
-                )
-        self._dir_state[dest] = (fresh, _has_default_acl(dest))
+            here.fd, here.fresh = self._open_subdir(here.parent.fd, here.name)
+        except (OSError, _EntryError) as err:
+            here.failed = True
+            self._error(here.spath, _reason(err))
+            return False
+        self._open.add(here)
+        here.inherits_acl = _has_default_acl(here.fd)
+        with self.stats.lock:
+            self.stats.dirs += 1
+        return True
 
-    def _submit_entry(self, node: Node, spath: bytes, dest_dir: bytes, job: _DirJob) -> None:
-        link_first: Future[bytes | None] | None = None
+    def _open_subdir(self, parent_fd: int, name: bytes) -> tuple[int, bool]:
+        """An fd of directory `name` in `parent_fd`, made if absent; never through a symlink."""
+        fresh = False
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+            fresh = True
+        else:
+            if not stat.S_ISDIR(st.st_mode):
+                if self.overwrite is not Overwrite.ALWAYS:
+                    raise _EntryError(
+                        "not restored: something that is not a directory is in the way "
+                        "(--overwrite always replaces it)"
+                    )
+                os.unlink(name, dir_fd=parent_fd)  # the symlink or file itself, never what it points to
+                os.mkdir(name, 0o700, dir_fd=parent_fd)
+                fresh = True
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd), fresh
+
+    def _close(self, here: _Dir) -> None:
+        if here.fd is not None:
+            os.close(here.fd)
+            here.fd = None
+        self._open.discard(here)
+
+    def _submit_entry(self, node: Node, spath: bytes, here: _Dir, job: _DirJob) -> None:
+        link_first: Future[tuple[bytes, ...] | None] | None = None
         key = (node.device, node.inode)
-        if node.nlink > 1 and node.type != "dir" and node.inode:
+        linked = node.nlink > 1 and node.inode != 0
+        if linked:
             link_first = self._links.get(key)
         self.slots.acquire()
         try:
-            fut: Future[Any] = self.pool.submit(self._restore_entry, node, spath, dest_dir, link_first)
+            fut: Future[Any] = self.pool.submit(self._entry_task, node, spath, here, link_first)
         except BaseException:
             self.slots.release()
             raise
         fut.add_done_callback(lambda _f: self.slots.release())
-        if node.nlink > 1 and node.type != "dir" and node.inode and link_first is None:
+        if linked and link_first is None:
             self._links[key] = fut
-        job.futures.append(fut)
+        job.entries.append((fut, spath))
 
     def _drain(self, *, block: bool) -> None:
         """Apply directory metadata once everything inside a directory is done, in post-order."""
         while self._finished and (block or self._finished[0].ready()):
-            job = self._finished.popleft()
-            for fut in job.futures:
-                fut.exception()  # wait; errors were recorded by the entry itself
-            if job.node is not None:
-                try:
-                    metadata.apply(job.path, job.node, numeric_owner=self.numeric_owner)
-                except OSError as err:
-                    self._error(job.path, f"metadata not restored: {err.strerror or err}")
+            self._finish(self._finished.popleft())
+
+    def _finish(self, job: _DirJob) -> None:
+        """Wait for a directory's entries, record any failure they did not, give it its metadata, close it."""
+        for fut, spath in job.entries:
+            err = fut.exception()
+            if err is not None:  # entries record their own errors; this is the net under them
+                self._error(spath, _reason(err))
+        here = job.dir
+        if here.fd is None or here is self._root:
+            return
+        try:
+            if here.node is not None:
+                metadata.apply_fd(here.fd, here.node, numeric_owner=self.numeric_owner, label=here.spath)
+        except Exception as err:
+            self._error(here.spath, f"metadata not restored: {_reason(err)}")
+        finally:
+            self._close(here)
 
     # -- entries (worker threads) ------------------------------------------------------------------
 
-    def _error(self, path: bytes, reason: str) -> None:
-        log.warning("%s: %s", _text(path), reason)
+    def _error(self, path: bytes | str, reason: str) -> None:
+        text = path if isinstance(path, str) else _text(path)
+        log.warning("%s: %s", text, reason)
         with self.stats.lock:
-            self.stats.errors.append((_text(path), reason))
+            self.stats.errors.append((text, reason))
+
+    def _entry_task(
+        self, node: Node, spath: bytes, here: _Dir, link_first: Future[tuple[bytes, ...] | None] | None
+    ) -> tuple[bytes, ...] | None:
+        """A worker's job: whatever goes wrong is an error of the result that names the path."""
+        try:
+            return self._restore_entry(node, spath, here, link_first)
+        except Exception as err:
+            log.debug("restoring %s failed", _text(spath), exc_info=True)
+            self._error(spath, _reason(err))
+            return None
 
     def _restore_entry(
-        self, node: Node, spath: bytes, dest_dir: bytes, link_first: Future[bytes | None] | None
-    ) -> bytes | None:
-        """Restore one non-directory entry; returns its final path (for hard links), None if not restored."""
-        final = _join(dest_dir, node.name)
+        self, node: Node, spath: bytes, here: _Dir, link_first: Future[tuple[bytes, ...] | None] | None
+    ) -> tuple[bytes, ...] | None:
+        """Restore one non-directory entry; returns its names below the target, None if not restored."""
+        assert here.fd is not None
         if node.error is not None:
             with self.stats.lock:
                 reason = f"not restored, it was unreadable at backup: {node.error}"
                 self.stats.warnings.append((_text(spath), reason))
                 self.stats.skipped += 1
             return None
-        fresh, inherits_acl = self._dir_state.get(dest_dir, (False, True))
-        if not fresh and not self._may_replace(final, node):
+        if not here.fresh and not self._may_replace(here.fd, node):
             with self.stats.lock:
                 self.stats.skipped += 1
             return None
-        tmp = _join(dest_dir, TMP_PREFIX + b"%d-%d" % (os.getpid(), next(self._tmp_counter)))
+        tmp = TMP_PREFIX + b"%d-%d" % (os.getpid(), next(self._tmp_counter))
         try:
             first = link_first.result() if link_first is not None else None
             if first is not None:
-                os.link(first, tmp)
+                self._link(first, here, tmp)
             else:
-                self._create(node, tmp, inherits_acl)
-            os.rename(tmp, final)
-        except (OSError, RepositoryError, NotFoundError, _EntryError) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            self._discard(tmp)
-            self._error(spath, reason)
+                self._create(node, here, tmp)
+            os.rename(tmp, node.name, src_dir_fd=here.fd, dst_dir_fd=here.fd)
+        except Exception as err:
+            self._discard(here.fd, tmp)
+            self._error(spath, _reason(err))
             return None
         except BaseException:
-            self._discard(tmp)
+            self._discard(here.fd, tmp)
             raise
         with self.stats.lock:
             if node.type == "file":
                 self.stats.files += 1
             else:
                 self.stats.others += 1
-        return final
+        return (*here.rel, node.name)
 
     @staticmethod
-    def _discard(tmp: bytes) -> None:
+    def _discard(dir_fd: int, tmp: bytes) -> None:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         except FileNotFoundError:
             pass
 
-    def _may_replace(self, final: bytes, node: Node) -> bool:
+    def _may_replace(self, dir_fd: int, node: Node) -> bool:
         try:
-            st = os.lstat(final)
+            st = os.stat(node.name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             return True
         if stat.S_ISDIR(st.st_mode):
             if self.overwrite is Overwrite.NEVER:
                 return False
-            raise _EntryError("a directory is in the way (not replaced)")
+            raise _EntryError("not restored: a directory is in the way (it is never replaced by a file)")
         if self.overwrite is Overwrite.ALWAYS:
             return True
         if self.overwrite is Overwrite.IF_NEWER:
             return node.mtime_ns > st.st_mtime_ns
         return False
 
-    def _create(self, node: Node, tmp: bytes, inherits_acl: bool) -> None:
+    def _link(self, first: tuple[bytes, ...], here: _Dir, tmp: bytes) -> None:
+        """Hard-link `tmp` to the entry this restore made at `first`, walking to it without symlinks."""
+        assert here.fd is not None and self._root.fd is not None
+        *dirs, name = first
+        if tuple(dirs) == here.rel:
+            os.link(name, tmp, src_dir_fd=here.fd, dst_dir_fd=here.fd, follow_symlinks=False)
+            return
+        fd = os.dup(self._root.fd)
+        try:
+            for part in dirs:
+                inner = os.open(part, os.O_PATH | _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            os.link(name, tmp, src_dir_fd=fd, dst_dir_fd=here.fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
+
+    def _create(self, node: Node, here: _Dir, tmp: bytes) -> None:
+        assert here.fd is not None
         kind = node.type
         if kind == "file":
-            self._write_file(node, tmp, inherits_acl)
+            self._write_file(node, here, tmp)
             return
         if kind == "symlink":
-            assert node.link_target is not None
-            os.symlink(node.link_target, tmp)
+            if node.link_target is None:
+                raise _EntryError("a symlink without a target in the snapshot")
+            os.symlink(node.link_target, tmp, dir_fd=here.fd)
         elif kind == "fifo":
-            os.mkfifo(tmp, 0o600)
+            os.mkfifo(tmp, 0o600, dir_fd=here.fd)
         elif kind in ("chardev", "blockdev", "socket"):
-            os.mknod(tmp, 0o600 | metadata.type_bits(kind), node.rdev or 0)
+            os.mknod(tmp, 0o600 | metadata.type_bits(kind), node.rdev or 0, dir_fd=here.fd)
         else:
             raise _EntryError(f"unknown entry type {kind!r}")
-        metadata.apply(tmp, node, numeric_owner=self.numeric_owner, clear_inherited_acl=inherits_acl)
+        metadata.apply_at(
+            here.fd,
+            tmp,
+            node,
+            numeric_owner=self.numeric_owner,
+            clear_inherited_acl=here.inherits_acl,
+            label=_join(here.spath, node.name),
+        )
 
-    def _write_file(self, node: Node, tmp: bytes, inherits_acl: bool) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    def _write_file(self, node: Node, here: _Dir, tmp: bytes) -> None:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600, dir_fd=here.fd)
         try:
             hasher = blake3.blake3() if self.verify else None
             offset = 0
@@ -382,13 +503,17 @@ class Restorer:
                     self.stats.bytes_written += len(data)
             if node.sparse:
                 os.ftruncate(fd, offset)
-            metadata.apply(
-                tmp, node, numeric_owner=self.numeric_owner, fd=fd, clear_inherited_acl=inherits_acl
+            metadata.apply_fd(
+                fd,
+                node,
+                numeric_owner=self.numeric_owner,
+                clear_inherited_acl=here.inherits_acl,
+                label=_join(here.spath, node.name),
             )
+            if hasher is not None:
+                self._verify(fd, hasher.digest())
         finally:
             os.close(fd)
-        if hasher is not None:
-            self._verify(tmp, hasher.digest())
 
     @staticmethod
     def _write_sparse(fd: int, data: bytes, offset: int) -> None:
@@ -414,11 +539,13 @@ class Restorer:
                     written = os.pwrite(fd, chunk, at)
                     chunk, at = chunk[written:], at + written
 
-    def _verify(self, path: bytes, expected: bytes) -> None:
+    def _verify(self, fd: int, expected: bytes) -> None:
+        """Read the restored file back through its own descriptor and compare hashes."""
         hasher = blake3.blake3()
-        with open(path, "rb", buffering=0) as f:
-            while block := f.read(1 << 20):
-                hasher.update(block)
+        offset = 0
+        while block := os.pread(fd, 1 << 20, offset):
+            hasher.update(block)
+            offset += len(block)
         if hasher.digest() != expected:
             raise _EntryError("verification failed: the restored bytes differ from the snapshot")
         with self.stats.lock:

@@ -58,6 +58,32 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Tree)
 
 
+def invalid_name(name: bytes) -> str | None:
+    """Why `name` cannot be a directory entry (None when it can).
+
+    A tree comes from whoever holds the repository password; a restore joins these names below its
+    target, so anything that is not exactly one path component would let it write elsewhere.
+    """
+    if not name:
+        return "empty name"
+    if name in (b".", b".."):
+        return f"{name.decode()!r} is not a file name"
+    if b"/" in name:
+        return "the name contains '/'"
+    if b"\0" in name:
+        return "the name contains a NUL byte"
+    return None
+
+
+def duplicate_names(nodes: list[Node]) -> set[bytes]:
+    """Names that appear more than once in one directory (a real directory never has any)."""
+    seen: set[bytes] = set()
+    duplicates: set[bytes] = set()
+    for node in nodes:
+        (duplicates if node.name in seen else seen).add(node.name)
+    return duplicates
+
+
 def encode_tree(tree: Tree) -> bytes:
     return _encoder.encode(tree)
 
