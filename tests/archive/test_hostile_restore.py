@@ -297,6 +297,23 @@ def test_existing_files_under_a_planted_symlink_are_untouched_in_every_mode(tmp_
                 assert (target / "sub").is_symlink()
 
 
+def test_unforeseen_failures_in_workers_are_errors_of_the_result(tmp_path: Path):
+    """Values no filesystem call accepts (a NUL in a link target, a mode past 32 bits) raise ValueError
+    or OverflowError in a worker thread: each is an error naming its path, the rest is restored."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        c = Crafter(repo)
+        root = c.root(
+            c.symlink(b"nul-target", b"a\0b"),
+            c.file(b"huge-mode", mode=1 << 40),
+            c.file(b"good", b"good", mode=0o644),
+        )
+        target = tmp_path / "target"
+        stats = Restorer(repo, target).restore(root)
+    assert sorted(path for path, _ in stats.errors) == ["/huge-mode", "/nul-target"]
+    assert all("unexpected" in reason for _, reason in stats.errors)
+    assert sorted(os.listdir(target)) == ["good"]
+
+
 def test_find_node_refuses_unsafe_names(tmp_path: Path):
     with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
         c = Crafter(repo)

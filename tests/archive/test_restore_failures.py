@@ -174,3 +174,34 @@ def test_unreadable_file_is_reported_and_the_rest_saved(btrfs, cli, env):
     assert (restored / "good").read_bytes() == b"good data " * 1000
     assert os.listdir(restored) == ["good"]
     assert "unreadable at backup" in done.stderr
+
+
+@pytest.mark.parametrize("mode", ["always", "if-newer"])
+def test_a_directory_in_the_way_of_a_file_is_an_error_not_a_silent_skip(ext4, cli, env, mode):
+    """The file is not restored (a directory is never replaced by a file): exit 3, the path is named."""
+    src = ext4.mount / "src"
+    src.mkdir()
+    (src / "blocked").write_text("from snapshot")
+    (src / "fine").write_text("fine")
+    os.utime(src / "blocked", (2_000_000_000, 2_000_000_000))  # newer than the directory in the target
+    assert cli("backup", "--provider", "none", src, env=env).returncode == 0
+
+    for as_json in (True, False):
+        target = ext4.mount / f"target-{as_json}"
+        (target / "blocked").mkdir(parents=True)
+        (target / "blocked" / "keep").write_text("mine")
+        args = ["restore", f"latest:{src}", "--target", target, "--overwrite", mode]
+        done = cli(*args, *(["--json"] if as_json else []), env=env)
+        assert done.returncode == 3, done.stderr
+        assert (target / "blocked" / "keep").read_text() == "mine"
+        assert (target / "fine").read_text() == "fine"
+        if as_json:
+            messages = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+            errors = [m for m in messages if m["message_type"] == "error"]
+            assert [e["path"] for e in errors] == [f"{src}/blocked"]
+            assert "a directory is in the way" in errors[0]["message"]
+            summary = next(json.loads(line) for line in done.stdout.splitlines() if '"summary"' in line)
+            assert (summary["errors"], summary["files"]) == (1, 1)
+        else:
+            assert f"{src}/blocked: not restored: a directory is in the way" in done.stderr
+            assert "Traceback" not in done.stderr
