@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import shlex
 import signal
 import subprocess
@@ -14,6 +15,25 @@ from shadowvault.errors import CommandError
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 120.0
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+WRITER_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TZ")  # and every LC_*
+
+
+def writer_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a writer's command runs with: PATH, locale, TZ, HOME and `extra`, nothing else.
+
+    Writers are administrators' programs run as root during someone else's backup; they must not
+    inherit the requester's secrets (SHADOWVAULT_PASSWORD, the password file's name, cloud keys,
+    tokens). So this is an allow list: whatever is not named here is not passed.
+    """
+    env = {k: v for k, v in os.environ.items() if k in WRITER_VARIABLES or k.startswith("LC_")}
+    env.setdefault("PATH", DEFAULT_PATH)
+    try:
+        env["HOME"] = pwd.getpwuid(os.geteuid()).pw_dir
+    except KeyError:
+        env["HOME"] = "/"
+    env.update(extra or {})
+    return env
 
 
 def run(
@@ -55,13 +75,16 @@ def run_group(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    executable: str | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     """Run `argv` in its own session and kill its whole process group on timeout.
 
     For hook commands (writer freeze/thaw scripts) whose children must not outlive a timeout:
     `subprocess.run` kills only the direct child and then waits for pipes a grandchild may hold.
-    `on_start` receives the process so a caller can kill it early (abort). Never raises on a
-    non-zero status; raises CommandError when the command is missing or times out.
+    `on_start` receives the process so a caller can kill it early (abort). `executable` and
+    `pass_fds` run a checked program through its descriptor (shadow/writers/trusted_exec.py).
+    Never raises on a non-zero status; raises CommandError when the command is missing or times out.
     """
     cmdline = shlex.join(argv)
     log.debug("run (own group): %s", cmdline)
@@ -74,6 +97,8 @@ def run_group(
             env=env,
             cwd=cwd,
             start_new_session=True,
+            executable=executable,
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as err:
         raise CommandError(f"{argv[0]}: command not found") from err

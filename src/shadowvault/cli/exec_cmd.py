@@ -25,6 +25,8 @@ def exec_cmd(
     COMMAND sees, in its environment: SHADOWVAULT_SET_ID, SHADOWVAULT_SHADOW_ROOT (the first
     volume's shadow), SHADOWVAULT_SHADOW_<n> and SHADOWVAULT_VOLUME_<n> for the n-th --volume
     counted from 0; in its arguments {shadow} and {shadow:N} are replaced by those paths.
+    COMMAND is yours: it runs as you, with your environment. The set's writers run with a clean
+    one (none of your variables, such as SHADOWVAULT_PASSWORD, reach them). Needs root.
     shadowvault exits with COMMAND's status (127 when it is not found). With --json, a summary
     of the set is printed on stdout after COMMAND's own output.
     """

@@ -7,6 +7,7 @@ import click
 from shadowvault.cli import output
 from shadowvault.cli.shadow_options import print_manifest, shadow_set_options
 from shadowvault.shadow import coordinator
+from shadowvault.shadow.privilege import check_may_create_shadow_sets, needs_root
 
 
 @click.command("create")
@@ -31,16 +32,18 @@ def create(
     until `shadowvault shadows delete ID`. With --auto-release the set is released before the
     command ends (a dry run of the whole sequence).
     """
-    manifest = coordinator.create_shadow_set(
-        list(volumes),
-        list(writers),
-        provider,
-        persistent=True,
-        auto_writers=not no_auto_writers,
-        freeze_timeout=freeze_timeout,
-        commit_timeout=commit_timeout,
-        backup_type="copy",
-    )
+    check_may_create_shadow_sets()  # a user who is not root learns it before any writer is touched
+    with needs_root():
+        manifest = coordinator.create_shadow_set(
+            list(volumes),
+            list(writers),
+            provider,
+            persistent=True,
+            auto_writers=not no_auto_writers,
+            freeze_timeout=freeze_timeout,
+            commit_timeout=commit_timeout,
+            backup_type="copy",
+        )
     if not persistent:
         from shadowvault.shadow.store import ShadowStore
 

@@ -9,6 +9,11 @@ The program gets the shadows in its environment and in its arguments:
     {shadow}, {shadow:N}      in an argument: the first / the N-th (from 0) shadow's path
 
 The set is released when the program ends, and its exit status is passed on.
+
+The program is the user's own, run as the user who ran `exec`, so it gets that user's environment
+as it is (plus the variables above): a `shadowvault backup` or `restic backup` run through exec
+needs its password from there, and the user put it there. The writers of the set, which run the
+administrator's code as root, get a clean environment instead (proc.writer_environment).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Sequence
 from shadowvault.errors import NotFoundError, UsageError
 from shadowvault.shadow.coordinator import shadow_set
 from shadowvault.shadow.manifest import ShadowSetManifest
+from shadowvault.shadow.privilege import check_may_create_shadow_sets, needs_root
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +93,19 @@ def run_in_shadow_set(
     if not argv:
         raise UsageError("exec needs a command to run: shadowvault exec --volume MNT -- CMD ARGS...")
     _check_command(argv)  # before anything is frozen: a typo must not cost a shadow set
-    with shadow_set(
-        volumes,
-        writers,
-        provider,
-        auto_writers=auto_writers,
-        freeze_timeout=freeze_timeout,
-        commit_timeout=commit_timeout,
-        backup_type=backup_type,
-    ) as manifest:
+    check_may_create_shadow_sets()  # and a user who is not root learns it before any writer is touched
+    with (
+        needs_root(),
+        shadow_set(
+            volumes,
+            writers,
+            provider,
+            auto_writers=auto_writers,
+            freeze_timeout=freeze_timeout,
+            commit_timeout=commit_timeout,
+            backup_type=backup_type,
+        ) as manifest,
+    ):
         command = substitute(argv, manifest)
         env = dict(os.environ)
         env.update(shadow_environment(manifest))

@@ -8,8 +8,9 @@ or the deadline passes, it performs the actions: FITHAW, thaw commands, signals.
 (if anyone still listens) and exits. When told "thawed" it exits quietly. It never logs and never
 writes a file: any path it could write might be on a frozen filesystem.
 
-This module imports only the standard library so the process starts fast; the coordinator side
-is `Watchdog.start`.
+This module imports only the standard library so the process starts fast (and, to run a thaw
+command, trusted_exec, which is standard library too); the coordinator side is `Watchdog.start`.
+The process gets a writer's clean environment (proc.writer_environment), never the requester's.
 """
 
 from __future__ import annotations
@@ -42,8 +43,20 @@ def _thaw(fd: int) -> None:
 
 
 def _run(argv: list[str], timeout: float, env: dict[str, str]) -> None:
+    """Run a writer's thaw command as the writer itself would: its checked program, by descriptor.
+
+    Our own environment is already a writer's (Watchdog.start), so it is passed on. A program that
+    fails the check now is not run: it is not the one the administrator declared any more.
+    """
+    from shadowvault.errors import ShadowvaultError
+    from shadowvault.shadow.writers import trusted_exec
+
     full_env = dict(os.environ)
     full_env.update(env)
+    try:
+        program = trusted_exec.open_program(argv[0], "a thaw command", search_path=full_env.get("PATH"))
+    except (OSError, ShadowvaultError):
+        return
     try:
         child = subprocess.Popen(
             argv,
@@ -53,9 +66,12 @@ def _run(argv: list[str], timeout: float, env: dict[str, str]) -> None:
             cwd="/",
             env=full_env,
             start_new_session=True,
+            **program.popen_kwargs(),
         )
     except OSError:
         return
+    finally:
+        program.close()
     try:
         child.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -154,10 +170,13 @@ class Watchdog:
         """Start a watchdog for `actions` (WatchdogAction structs or dicts) firing at monotonic `deadline`."""
         import msgspec  # the coordinator side may use the project's dependencies
 
+        from shadowvault.proc import writer_environment
+
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        # A writer's environment, not ours: the thaw commands it runs inherit it, and nothing of the
+        # requester's secrets may reach them (or sit in this long-lived process).
+        pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        env = writer_environment({"PYTHONPATH": pythonpath, "PYTHONDONTWRITEBYTECODE": "1"})
         child = subprocess.Popen(
             [sys.executable, "-m", "shadowvault.shadow.watchdog"],
             stdin=subprocess.PIPE,

@@ -11,14 +11,15 @@
 
 Like Azure Backup's pre/post-script framework, a file that is not owned by root or is writable by
 group or others is refused, and so are the directory and every script a file names: anyone who
-can edit them could otherwise run commands as root during every backup.
+can edit them could otherwise run commands as root during every backup. Every directory on the
+way from / to each of them must be root's too (trusted_exec.py: no swapping a checked file for
+another), a program is given by an absolute path or a bare name found on the PATH (never a
+relative path), and a writer's program is executed through the descriptor that was checked.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 from shadowvault import paths
 from shadowvault.errors import ConfigError
+from shadowvault.shadow.writers import trusted_exec
 
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 1800.0
@@ -44,38 +46,32 @@ class WriterConfig:
 
 
 def check_safe(path: str | os.PathLike[str], what: str) -> None:
-    """Refuse `path` unless it is owned by root and not writable by group or others."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path}: {what} does not exist") from err
-    if st.st_uid != 0:
-        raise ConfigError(f"{path}: refused: {what} must be owned by root (it is owned by uid {st.st_uid})")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ConfigError(
-            f"{path}: refused: {what} must not be writable by group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o})"
-        )
-
-
-def resolve_program(argv0: str) -> str | None:
-    """The file a command's argv[0] runs, or None when it cannot be found."""
-    if "/" in argv0:
-        return argv0 if os.path.exists(argv0) else None
-    return shutil.which(argv0)
+    """Refuse `path` unless only root could have changed it: root's, not writable by group or others,
+    and so is every directory from / down to it (trusted_exec.py)."""
+    if os.path.isdir(path):
+        trusted_exec.check_directory(os.fspath(path), what)
+        return
+    fd, _ = trusted_exec.open_checked(os.fspath(path), what)
+    os.close(fd)
 
 
 def check_command(argv: list[str], config_path: Path, key: str) -> None:
     """Refuse a command whose program, or any script file it names by absolute path, is unsafe."""
+    with open_command(argv, config_path, key):
+        pass
+
+
+def open_command(
+    argv: list[str], config_path: Path, key: str, *, search_path: str | None = None
+) -> trusted_exec.TrustedProgram:
+    """Check a command like check_command and open its program: run it with `.popen_kwargs()`."""
     if not argv or not all(isinstance(a, str) for a in argv):
         raise ConfigError(f"{config_path}: `{key}` must be a non-empty list of strings (an argv)")
-    program = resolve_program(argv[0])
-    if program is None:
+    if trusted_exec.find_program(argv[0], search_path) is None:
         raise ConfigError(f"{config_path}: {key} command {argv[0]!r} not found")
-    check_safe(program, f"the {key} program")
-    for arg in argv[1:]:
-        if arg.startswith("/") and os.path.isfile(arg):
-            check_safe(arg, f"a file the {key} command runs")
+    what = f"the {key} program"
+    trusted_exec.check_arguments(argv[1:], f"the {key} command")
+    return trusted_exec.open_program(argv[0], what, search_path=search_path)
 
 
 def parse_timeout(value: Any, config_path: Path) -> float:
@@ -88,13 +84,18 @@ def parse_timeout(value: Any, config_path: Path) -> float:
     return float(value)
 
 
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    """Check a configuration file and parse it, reading the very file that was checked."""
+    raw = trusted_exec.read_checked(str(path), what)
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read it as TOML: {err}") from err
+
+
 def load_config(path: Path) -> WriterConfig:
     """Parse and check one writers.d file."""
-    check_safe(path, "a writer configuration file")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read it as TOML: {err}") from err
+    data = _read_toml(path, "a writer configuration file")
     name = data.get("name", path.stem)
     kind = data.get("type", "script")
     if not isinstance(name, str) or not name or ":" in name or "/" in name:
@@ -154,11 +155,7 @@ def sqlite_registry() -> list[str]:
     path = paths.config_dir() / "sqlite.toml"
     if not _exists(path):
         return []
-    check_safe(path, "the sqlite writer configuration")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read it as TOML: {err}") from err
+    data = _read_toml(path, "the sqlite writer configuration")
     databases = data.get("databases", [])
     if not isinstance(databases, list) or not all(isinstance(d, str) and d[:1] == "/" for d in databases):
         raise ConfigError(f"{path}: databases must be a list of absolute paths")

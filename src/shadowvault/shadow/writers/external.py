@@ -18,6 +18,10 @@ else the writer gets SIGTERM (it must release its application) and SIGKILL after
 The watchdog also holds a SIGTERM for it, so a coordinator that dies never leaves it holding.
 
 It is a Writer like the built-in ones: the coordinator runs it on exactly the same code path.
+Like a script writer's commands it runs as root, so only a program nobody but root could change is
+started, through the descriptor that was checked (trusted_exec.py), with a clean environment:
+PATH, locale, TZ, HOME, the [environment] table, SHADOWVAULT_WRITER and SHADOWVAULT_PROTOCOL, and
+none of the requester's secrets (proc.writer_environment).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from shadowvault import proc
 from shadowvault.errors import ConfigError, WriterError
 from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
 from shadowvault.shadow.writers import config as writer_config
@@ -178,23 +183,30 @@ class ExternalWriter(Writer):
         if self._process is not None and self._process.poll() is None and not self._broken:
             return self._process
         self._stop()
-        if self.config_path is not None:  # re-check: the files may have changed since they were loaded
-            writer_config.check_command(self.command, self.config_path, "command")
-        env = dict(os.environ)
-        env.update(self.environment)
-        env.update(SHADOWVAULT_WRITER=str(self.instance), SHADOWVAULT_PROTOCOL=str(PROTOCOL))
-        try:
-            process = subprocess.Popen(
-                self.command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd="/",
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as err:
-            raise WriterError(f"cannot start {self.command[0]}: {err.strerror or err}") from err
+        env = proc.writer_environment(
+            {
+                **self.environment,
+                "SHADOWVAULT_WRITER": str(self.instance),
+                "SHADOWVAULT_PROTOCOL": str(PROTOCOL),
+            }
+        )
+        # Checked again (the files may have changed since they were loaded), and started through the
+        # descriptor that was checked: swapping the file after this check changes nothing.
+        source = self.config_path or Path(f"external writer {self.instance}")
+        with writer_config.open_command(self.command, source, "command", search_path=env["PATH"]) as program:
+            try:
+                process = subprocess.Popen(
+                    self.command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd="/",
+                    env=env,
+                    start_new_session=True,
+                    **program.popen_kwargs(),
+                )
+            except OSError as err:
+                raise WriterError(f"cannot start {self.command[0]}: {err.strerror or err}") from err
         self._process, self._buffer, self._broken = process, b"", False
         self._stderr.clear()
         self._finalizer = weakref.finalize(self, _terminate, process)

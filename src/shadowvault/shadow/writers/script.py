@@ -4,13 +4,17 @@ This is the Linux pre/post-script framework (Azure Backup's): the freeze command
 application, the thaw command resumes it. Each runs in its own process group with a timeout; a
 failure aborts the set or, with on_failure = "degrade", leaves the application's data
 crash-consistent. If the coordinator dies while the application is held, the watchdog runs thaw.
+
+The commands run as root, so they are held to writers.d's rules (config.py, trusted_exec.py): only
+files nobody but root could change, executed through the descriptor that was checked (a #! script
+therefore sees $0 = /proc/self/fd/N), with a clean environment (proc.writer_environment: PATH,
+locale, TZ, HOME and the SHADOWVAULT_PHASE/SET_ID/VOLUMES below; none of the requester's secrets).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import subprocess
 import threading
 from pathlib import Path
@@ -147,21 +151,32 @@ class ScriptWriter(Writer):
                 proc.kill_group(child)
 
     def _run(self, phase: str, argv: list[str], ctx: SnapshotContext) -> None:
-        if self.config_path is not None:  # re-check: the files may have changed since they were loaded
-            config.check_command(argv, self.config_path, phase)
-        env = dict(os.environ)
-        env.update(
-            SHADOWVAULT_PHASE=phase,
-            SHADOWVAULT_SET_ID=ctx.set_id,
-            SHADOWVAULT_VOLUMES=" ".join(v.mount_point for v in ctx.volumes),
+        env = proc.writer_environment(
+            {
+                "SHADOWVAULT_PHASE": phase,
+                "SHADOWVAULT_SET_ID": ctx.set_id,
+                "SHADOWVAULT_VOLUMES": " ".join(v.mount_point for v in ctx.volumes),
+            }
         )
+        # Checked again (the files may have changed since they were loaded), and run through the
+        # descriptor that was checked: swapping the file after this check changes nothing.
+        source = self.config_path or Path(f"script writer {self.instance}")
+        program = config.open_command(argv, source, phase, search_path=env["PATH"])
         try:
-            done = proc.run_group(argv, timeout=self.timeout, env=env, cwd="/", on_start=self._remember)
+            done = proc.run_group(
+                argv,
+                timeout=self.timeout,
+                env=env,
+                cwd="/",
+                on_start=self._remember,
+                **program.popen_kwargs(),
+            )
         except CommandError as err:
             if "timed out" in str(err):
                 raise WriterError(f"{phase} command timed out after {self.timeout:g} s") from err
             raise WriterError(f"{phase} command failed: {err}") from err
         finally:
+            program.close()
             with self._lock:
                 self._running = None
         if done.returncode != 0:
