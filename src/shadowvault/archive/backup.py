@@ -67,7 +67,13 @@ class BackupResult:
 
     @property
     def errors(self) -> list[tuple[str, str]]:
+        """(path, reason) of what could not be read: in the snapshot as error entries."""
         return self.stats.errors
+
+    @property
+    def file_warnings(self) -> list[tuple[str, str]]:
+        """(path, reason) of what was stored but changed while read, or vanished before it was read."""
+        return self.stats.warnings
 
     def summary(self) -> dict[str, Any]:
         """The final summary a user or a script reads."""
@@ -285,6 +291,8 @@ def run_backup(
             "duration": round(duration, 3),
             "freeze_window": freeze_window,
             "error_paths": [path for path, _ in stats.errors[:100]],
+            # stored, but worth a look: changed while read, vanished before read (first 100)
+            "warning_paths": [path for path, _ in stats.warnings[:100]],
         },
         program_version=__version__,
     )

@@ -8,6 +8,16 @@ of its entries are done (post-order, in the order the walk finished them).
 
 Where each entry is read (`read_path`: a shadow) and what is recorded (`orig_path`: the original
 path) are kept apart, so a backup of a shadow records the paths users know.
+
+Paths past PATH_MAX: system calls get an access path, which is the read path itself until it grows
+past `ANCHOR_AFTER` bytes; there the walk opens the directory and continues below
+/proc/self/fd/N/..., so a tree of any depth is read whole. The directory's descriptor stays open
+until its TREE blob is written (its files are read by then).
+
+What cannot be read is in the snapshot: an entry that cannot be stat'ed, a directory that cannot be
+listed, a file that cannot be read each get a Node with `error` (and no content), and the error is
+reported. A file that changes while it is read is stored as read: its size is the number of bytes
+stored, and a warning says it changed.
 """
 
 from __future__ import annotations
@@ -32,6 +42,11 @@ from shadowvault.repo.tree import Node, Tree, decode_tree, encode_tree
 log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+# an access path longer than this is re-anchored on an open directory: the path of any entry below it
+# (plus a name of up to 255 bytes) stays under PATH_MAX (4096)
+ANCHOR_AFTER = 3072
 
 
 @dataclass
@@ -58,6 +73,7 @@ class WalkStats:
     bytes_read: int = 0  # bytes actually read from files (unmodified files are not read)
     blobs_saved: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): stored, but note it
     current_path: bytes = b""  # the entry being walked (set without the lock: one writer)
     started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -80,6 +96,7 @@ class WalkStats:
             "bytes_total": self.bytes_total,
             "bytes_read": self.bytes_read,
             "errors": len(self.errors),
+            "warnings": len(self.warnings),
         }
 
 
@@ -88,13 +105,24 @@ class _FileError(Exception):
 
 
 @dataclass
+class _Content:
+    """What was stored of one file: its DATA blobs, their total length, whether it changed meanwhile."""
+
+    blob_ids: list[bytes]
+    size: int
+    changed: bool = False
+
+
+@dataclass
 class _DirJob:
     """A directory being archived: its nodes, and what they still wait for."""
 
     nodes: list[Node] = field(default_factory=list)
-    files: list[tuple[Node, Future[list[bytes]], str]] = field(default_factory=list)
+    files: list[tuple[Node, Future[_Content], str]] = field(default_factory=list)
     subdirs: list[tuple[Node, _DirJob]] = field(default_factory=list)
     tree_id: bytes | None = None
+    error: str | None = None  # why the directory could not be listed
+    anchor: int | None = None  # the directory's descriptor, when entries below it are reached through it
 
     def ready(self) -> bool:
         return all(fut.done() for _, fut, _ in self.files)
@@ -107,6 +135,24 @@ def join(parent: bytes, name: bytes) -> bytes:
 def text(path: bytes) -> str:
     """A path for people and documents: invalid UTF-8 bytes shown as \\xNN (encodable everywhere)."""
     return path.decode("utf-8", errors="backslashreplace")
+
+
+def _reason(err: OSError) -> str:
+    if err.errno == errno.EIO:
+        return "input/output error while reading (damaged file or device)"
+    return err.strerror or str(err)
+
+
+def _listed_type(entry: os.DirEntry[bytes]) -> str:
+    """The type a directory listing gives an entry (no stat needed); "file" when it does not say."""
+    try:
+        if entry.is_symlink():
+            return "symlink"
+        if entry.is_dir(follow_symlinks=False):
+            return "dir"
+    except OSError:
+        pass
+    return "file"
 
 
 class Archiver:
@@ -147,7 +193,8 @@ class Archiver:
         # (one second of margin for coarse file-system clocks)
         self.copy_cutoff_ns = int(((copy_started or time.time()) - 1.0) * 1e9)
         self._finished: collections.deque[_DirJob] = collections.deque()
-        self._links: dict[tuple[int, int], tuple[Node, Future[list[bytes]] | None]] = {}
+        self._links: dict[tuple[int, int], tuple[Node, Future[_Content] | None]] = {}
+        self._anchors: set[int] = set()
 
     # -- entry point -----------------------------------------------------------------------------
 
@@ -181,6 +228,9 @@ class Archiver:
         finally:
             self.readers.shutdown(wait=True)
             self.blobbers.shutdown(wait=True)
+            for fd in self._anchors:  # left open only when the walk was interrupted
+                os.close(fd)
+            self._anchors.clear()
         assert root.tree_id is not None
         return root.tree_id
 
@@ -237,26 +287,42 @@ class Archiver:
             return False
 
     def _walk_dir(
-        self, read_path: bytes, orig: bytes, parent: dict[bytes, Node], copied: bool = False
+        self,
+        read_path: bytes,
+        orig: bytes,
+        parent: dict[bytes, Node],
+        copied: bool = False,
+        access: bytes | None = None,
     ) -> _DirJob:
+        """Archive the directory read at `read_path` (reached through `access`, when given)."""
         job = _DirJob()
+        access = read_path if access is None else access
         try:
-            with os.scandir(read_path) as it:
-                names = sorted(entry.name for entry in it)
+            if len(access) > ANCHOR_AFTER:
+                job.anchor = os.open(access, _DIR_FLAGS)
+                self._anchors.add(job.anchor)
+                access = b"/proc/self/fd/%d" % job.anchor
+            with os.scandir(access) as it:
+                listed = sorted((entry.name, _listed_type(entry)) for entry in it)
         except OSError as err:
-            self._error(orig, err)
-            names = []
-        for name in names:
+            job.error = f"directory not listed: {_reason(err)}"
+            self._error(orig, job.error)
+            listed = []
+        for name, kind in listed:
             child_orig = join(orig, name)
             if child_orig in self.skip_paths or self.filter.excluded(child_orig):
                 continue
-            child_read = join(read_path, name)
+            child_read, child_access = join(read_path, name), join(access, name)
             try:
-                st = os.lstat(child_read)
-            except OSError as err:
-                self._error(child_orig, err)
+                st = os.lstat(child_access)
+            except FileNotFoundError:
+                self._warn(child_orig, "vanished while the directory was read; not in the snapshot")
                 continue
-            self._entry(child_read, child_orig, name, st, parent.get(name), job, copied)
+            except OSError as err:
+                job.nodes.append(Node(name=name, type=kind, error=_reason(err)))
+                self._error(child_orig, _reason(err))
+                continue
+            self._entry(child_read, child_orig, name, st, parent.get(name), job, copied, child_access)
         self._finish(job)
         return job
 
@@ -269,12 +335,15 @@ class Archiver:
         old: Node | None,
         job: _DirJob,
         copied: bool = False,
+        access: bytes | None = None,
     ) -> None:
         """Record one entry into `job`, reading or reusing its content, recursing into directories."""
+        access = read_path if access is None else access
         try:
-            node = metadata.capture(read_path, st, name)
+            node = metadata.capture(access, st, name)
         except OSError as err:
-            self._error(orig, err)
+            job.nodes.append(Node(name=name, type=metadata.node_type(st.st_mode), error=_reason(err)))
+            self._error(orig, _reason(err))
             return
         job.nodes.append(node)
         stats = self.stats  # the walk's counters have one writer, this thread: no lock needed
@@ -282,7 +351,9 @@ class Archiver:
         if node.type == "dir":
             stats.dirs += 1
             sub_parent = self._children(old.subtree) if old is not None and old.type == "dir" else {}
-            job.subdirs.append((node, self._walk_dir(read_path, orig, sub_parent, copied)))
+            sub = self._walk_dir(read_path, orig, sub_parent, copied, access)
+            node.error = sub.error
+            job.subdirs.append((node, sub))
             return
         if node.type != "file":
             stats.others += 1
@@ -292,7 +363,7 @@ class Archiver:
         if st.st_nlink > 1 and link_key in self._links:
             first, fut = self._links[link_key]
             if fut is None:
-                node.content = list(first.content)
+                node.content, node.size = list(first.content), first.size
             else:
                 job.files.append((node, fut, text(orig)))
             stats.files_unmodified += 1
@@ -312,7 +383,7 @@ class Archiver:
             stats.files_changed += 1
         self.file_slots.acquire()
         try:
-            fut = self.readers.submit(self._read_file, read_path, node)
+            fut = self.readers.submit(self._read_file, access, node)
         except BaseException:
             self.file_slots.release()
             raise
@@ -363,6 +434,12 @@ class Archiver:
         with self.stats.lock:
             self.stats.errors.append((shown, str(reason)))
 
+    def _warn(self, path: bytes | str, reason: str) -> None:
+        shown = path if isinstance(path, str) else text(path)
+        log.info("%s: %s", shown, reason)
+        with self.stats.lock:
+            self.stats.warnings.append((shown, reason))
+
     # -- directory completion ----------------------------------------------------------------------
 
     def _finish(self, job: _DirJob) -> None:
@@ -377,21 +454,37 @@ class Archiver:
     def _write_tree(self, job: _DirJob) -> None:
         for node, fut, path in job.files:
             try:
-                node.content = fut.result()
+                stored = fut.result()
             except _FileError as err:
                 node.content = []
                 node.error = str(err)
                 self._error(path, str(err))
+                continue
+            node.content = stored.blob_ids
+            if stored.size != node.size:
+                with self.stats.lock:
+                    self.stats.bytes_total += stored.size - node.size
+                node.size = stored.size
+            if stored.changed:
+                self._warn(path, f"changed while it was read; stored as read ({stored.size} bytes)")
         for node, sub in job.subdirs:
             node.subtree = sub.tree_id
         data = encode_tree(Tree(nodes=job.nodes))
         job.tree_id = self.store.save_blob(self.tree_kind, data)
         job.nodes, job.files, job.subdirs = [], [], []
+        if job.anchor is not None:  # every entry below it is done: nothing reaches through it any more
+            self._anchors.discard(job.anchor)
+            os.close(job.anchor)
+            job.anchor = None
 
     # -- reading files (reader threads) ------------------------------------------------------------
 
-    def _read_file(self, read_path: bytes, node: Node) -> list[bytes]:
-        """Cut one file into chunks and save them; returns the DATA blob ids in order."""
+    def _read_file(self, read_path: bytes, node: Node) -> _Content:
+        """Cut one file into chunks and save them: the DATA blob ids in order, and how many bytes.
+
+        The node gets the metadata of what is read (fstat of the open file), except its size, which
+        is the number of bytes stored (set when the tree is written): a file that grows or shrinks
+        while it is read is restored as it was read, and the change is reported."""
         try:
             fd = os.open(read_path, _OPEN_FLAGS)
         except PermissionError:
@@ -407,22 +500,20 @@ class Archiver:
             if not stat.S_ISREG(st.st_mode):
                 raise _FileError("changed into something that is not a regular file")
             # the file may have changed since the walk's lstat: describe what was actually read
-            node.size, node.mtime_ns, node.ctime_ns, node.inode = (
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-                st.st_ino,
-            )
+            node.mtime_ns, node.ctime_ns, node.inode = st.st_mtime_ns, st.st_ctime_ns, st.st_ino
             node.sparse = st.st_blocks * 512 < st.st_size
             if st.st_size < self.single_chunk:
                 data = self._read_upto(fd, self.single_chunk, st.st_size + 1)
                 if len(data) < self.single_chunk:  # the whole file: one chunk
-                    return [self._save_chunk(data)] if data else []
+                    blob_ids = [self._save_chunk(data)] if data else []
+                    return _Content(blob_ids, len(data), self._changed(fd, st, len(data)))
                 os.lseek(fd, 0, os.SEEK_SET)  # it grew since fstat: cut it like any large file
             # one large file is cut at a time: a stream chunker holds a buffer of twice the largest
             # chunk, and the blob threads already work on its chunks in parallel
+            stored = 0
             with self.large_file, open(fd, "rb", buffering=0, closefd=False) as stream:
                 for chunk in self.chunker(stream):
+                    stored += len(chunk)
                     self.chunk_slots.acquire()
                     try:
                         fut = self.blobbers.submit(self._save_chunk, chunk)
@@ -431,17 +522,27 @@ class Archiver:
                         raise
                     fut.add_done_callback(lambda _f: self.chunk_slots.release())
                     pending.append(fut)
-            return [fut.result() for fut in pending]
+            blob_ids = [fut.result() for fut in pending]
+            return _Content(blob_ids, stored, self._changed(fd, st, stored))
         except OSError as err:
             for fut in pending:
                 fut.cancel()
-            if err.errno == errno.EIO:
-                raise _FileError("input/output error while reading (damaged file or device)") from err
-            raise _FileError(err.strerror or str(err)) from err
+            raise _FileError(_reason(err)) from err
         except IntegrityError as err:
             raise _FileError(str(err)) from err
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _changed(fd: int, before: os.stat_result, stored: int) -> bool:
+        """Whether the file changed while it was read: not the size its fstat said, or written since."""
+        after = os.fstat(fd)
+        return (
+            stored != before.st_size
+            or after.st_size != before.st_size
+            or after.st_mtime_ns != before.st_mtime_ns
+            or after.st_ctime_ns != before.st_ctime_ns
+        )
 
     @staticmethod
     def _read_upto(fd: int, limit: int, expected: int) -> bytes:

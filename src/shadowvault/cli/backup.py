@@ -7,6 +7,7 @@ import sys
 import time
 
 import click
+from rich.markup import escape as escape_markup
 
 from shadowvault.archive.backup import BackupRequest, run_backup
 from shadowvault.archive.memory import bound_heap
@@ -17,6 +18,7 @@ from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.components.base import CollectOptions
 from shadowvault.components.snapshot import staged_components
+from shadowvault.display import escape_text
 from shadowvault.errors import PartialFailure, UsageError
 
 PROVIDERS = ["auto", "btrfs", "reflink", "live", "none"]
@@ -36,9 +38,11 @@ def _status(stats: WalkStats) -> dict:
 
 
 def _line(s: dict) -> str:
+    # shown by rich.live, which reads markup: a name like "[/x]" must stay text
+    current = escape_markup(escape_text(s["current_file"])[-60:])
     return (
         f"[{s['seconds_elapsed']:.0f}s] {s['files_done']} files, {s['bytes_read'] / 2**20:.1f} MiB read "
-        f"of {s['bytes_total'] / 2**20:.1f} MiB, {s['errors']} errors  {s['current_file'][-60:]}"
+        f"of {s['bytes_total'] / 2**20:.1f} MiB, {s['errors']} errors  {current}"
     )
 
 
@@ -126,6 +130,13 @@ def backup_cmd(
         r = stack.enter_context(open_repository(repo, password_file, write=True))
         stack.enter_context(progress(lambda: _status(stats), _line, as_json))
         result = run_backup(r, request, stats=stats, on_warning=on_warning)
+    for path, reason in result.file_warnings:
+        if as_json:
+            sys.stderr.write(
+                f'{{"message_type":"warning","path":{_quote(path)},"message":{_quote(reason)}}}\n'
+            )
+        else:
+            warn(f"{path}: {reason}")
     for path, reason in result.errors:
         if as_json:
             sys.stderr.write(f'{{"message_type":"error","path":{_quote(path)},"error":{_quote(reason)}}}\n')
