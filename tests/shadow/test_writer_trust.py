@@ -75,7 +75,9 @@ def test_a_directory_others_may_write_is_refused(private_dirs, tmp_path, mode):
     shared.chmod(mode)
     script = write_script(shared / "app" / "freeze.sh", "true", mode=0o755)
     write_config(private_dirs / "config", "app", f'freeze = ["{script}"]\n')
-    expected = rf"^{re.escape(str(shared))}: refused: .*not be writable by group or others \(mode {mode:04o}\)"
+    expected = (
+        rf"^{re.escape(str(shared))}: refused: .*not be writable by group or others \(mode {mode:04o}\)"
+    )
     with pytest.raises(ConfigError, match=expected):
         registry.make_writer("script:app")
 
@@ -151,7 +153,7 @@ def test_a_program_named_without_a_path_is_found_in_root_owned_directories(priva
 
 
 def test_the_program_that_runs_is_the_one_that_was_checked(tmp_path):
-    """Swap the checked script for another between check and exec, as an attacker would: the checked one runs."""
+    """Swap the checked script for another between check and exec, as an attacker would: the checked runs."""
     out = tmp_path / "out"
     checked = write_script(tmp_path / "freeze.sh", f"echo checked > {out}", mode=0o755)
     with trusted_exec.open_program(str(checked), "the freeze program") as program:
@@ -160,7 +162,9 @@ def test_the_program_that_runs_is_the_one_that_was_checked(tmp_path):
         done = subprocess.run([str(checked)], capture_output=True, timeout=30, **program.popen_kwargs())
     assert done.returncode == 0, done.stderr
     assert out.read_text() == "checked\n"
-    with trusted_exec.open_program(str(checked), "the freeze program") as program:  # checked again: the new one
+    with trusted_exec.open_program(
+        str(checked), "the freeze program"
+    ) as program:  # checked again: the new one
         subprocess.run([str(checked)], check=True, timeout=30, **program.popen_kwargs())
     assert out.read_text() == "swapped\n"
 
@@ -223,7 +227,9 @@ def test_backup_gives_writers_none_of_the_requesters_secrets(private_dirs, tmp_p
                     f.writelines(f"{{k}}={{v}}\\n" for k, v in os.environ.items())
     """,
     )
-    write_config(private_dirs / "config", "ext", f'type = "external"\ncommand = ["{sys.executable}", "{writer}"]\n')
+    write_config(
+        private_dirs / "config", "ext", f'type = "external"\ncommand = ["{sys.executable}", "{writer}"]\n'
+    )
     done = cli("backup", "--writer", "app", "--writer", "ext", btrfs.mount, env=repo_env)
     assert done.returncode == 0, done.stderr
     assert_clean(script_dump)
@@ -245,7 +251,9 @@ HANGING_REQUESTER = textwrap.dedent(
             Path(sys.argv[2]).write_text("committing")
             time.sleep(3600)
 
-    create_shadow_set([sys.argv[1]], ["script:hold"], HangingProvider(), freeze_timeout=3600, commit_timeout=3600)
+    create_shadow_set(
+        [sys.argv[1]], ["script:hold"], HangingProvider(), freeze_timeout=60, commit_timeout=3600
+    )
     """
 )
 
@@ -292,7 +300,9 @@ def test_an_external_writers_own_environment_table_is_passed(tmp_path, monkeypat
                 return {{"components": []}}
     """,
     )
-    writer = ExternalWriter("app", command=[sys.executable, str(writer_script)], environment={"APP_MODE": "x"})
+    writer = ExternalWriter(
+        "app", command=[sys.executable, str(writer_script)], environment={"APP_MODE": "x"}
+    )
     try:
         writer.identify()
     finally:
@@ -304,11 +314,14 @@ def test_an_external_writers_own_environment_table_is_passed(tmp_path, monkeypat
 # ---- (f) a user who is not root --------------------------------------------------------------------
 
 
-def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+def as_nobody(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     pythonpath = f"{Path(shadowvault.__file__).parents[1]}:{sysconfig.get_paths()['purelib']}"
+    variables = [f"{k}={v}" for k, v in {"PYTHONPATH": pythonpath, **(env or {})}.items()]
     return subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "env", f"PYTHONPATH={pythonpath}"]
-        + ["/usr/bin/python3", "-m", "shadowvault.cli.main", *args],
+        [
+            *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "env", *variables),
+            *("/usr/bin/python3", "-m", "shadowvault.cli.main", *args),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -335,3 +348,16 @@ def test_a_user_who_is_not_root_is_told_shadow_sets_need_root(private_dirs, btrf
     assert not (btrfs.mount / ".shadowvault").exists() or not os.listdir(btrfs.mount / ".shadowvault")
 
 
+def test_a_backup_by_a_user_who_is_not_root_says_shadow_sets_need_root(private_dirs, btrfs):
+    require_tools("setpriv")
+    os.chmod(private_dirs, 0o755)
+    os.chmod(btrfs.mount.parent, 0o755)
+    ShadowStore().list()
+    (btrfs.mount / "file").write_text("content\n")
+    repo = btrfs.mount.parent / "repo"  # the user's own repository, beside the volume
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(repo)], check=True)
+    env = {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
+    message = one_line_error(as_nobody("backup", str(btrfs.mount), env=env))
+    assert "needs root" in message and "--provider none" in message
+    assert ShadowStore().list() == []

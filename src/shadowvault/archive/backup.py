@@ -179,7 +179,9 @@ def _shadow_set(request: BackupRequest, volumes: list[str]) -> Iterator[Any]:
         yield None
         return
     from shadowvault.shadow.coordinator import shadow_set
+    from shadowvault.shadow.privilege import check_may_create_shadow_sets
 
+    check_may_create_shadow_sets(hint="--provider none backs up the live files instead")
     with shadow_set(volumes, list(request.writers), provider=request.provider) as manifest:
         yield manifest
 

@@ -17,8 +17,11 @@ from shadowvault.shadow.store import ShadowStore
 NEEDS_ROOT = "creating a shadow set needs root"
 
 
-def check_may_create_shadow_sets(store: ShadowStore | None = None) -> None:
-    """Raise PermissionDeniedError unless this process may record shadow sets (root may)."""
+def check_may_create_shadow_sets(store: ShadowStore | None = None, *, hint: str = "") -> None:
+    """Raise PermissionDeniedError unless this process may record shadow sets (root may).
+
+    `hint` ends the message: what the user can do instead (backup: read the live files).
+    """
     store = store or ShadowStore()
     try:
         store.new_id()  # makes the state directory when it is missing, and looks into it
@@ -28,6 +31,7 @@ def check_may_create_shadow_sets(store: ShadowStore | None = None) -> None:
     if not allowed:
         raise PermissionDeniedError(
             f"{NEEDS_ROOT} (shadow sets are recorded in {store.root}, which this user may not write)"
+            + (f"; {hint}" if hint else "")
         )
 
 
