@@ -12,13 +12,15 @@ import click
 from rich.progress import TaskID
 
 from shadowvault.cli.output import emit, info, json_option, note, print_json, print_table
+from shadowvault.cli.repair import repair_group
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.repository import format_time
 from shadowvault.errors import IntegrityError, UsageError
 from shadowvault.repo.check import check
 from shadowvault.repo.forget import KeepPolicy, apply_policy
 from shadowvault.repo.prune import PruneResult, prune
-from shadowvault.repo.repository import filter_snapshots
+from shadowvault.repo.repository import Repository, filter_snapshots
+from shadowvault.repo.snapshot import Snapshot
 
 
 @contextlib.contextmanager
@@ -103,6 +105,18 @@ def prune_cmd(repo: str | None, password_file: str | None, dry_run: bool, as_jso
     emit(as_json, _prune_json(result), lambda: info(result.summary()))
 
 
+def _named_snapshot(repo: Repository, ref: str) -> tuple[str, Snapshot | None]:
+    """A snapshot named on the command line; None for its content when the file is damaged (a
+    damaged snapshot can still be forgotten by its id)."""
+    if ref == "latest":
+        return repo.find_snapshot(ref)
+    snapshot_id = repo.resolve_snapshot_id(ref)
+    try:
+        return snapshot_id, repo.load_snapshot(snapshot_id)
+    except IntegrityError:
+        return snapshot_id, None
+
+
 @click.command("forget")
 @repo_options
 @click.option("--keep-last", type=int, default=0, help="Keep the N most recent snapshots.")
@@ -150,11 +164,20 @@ def forget_cmd(
         raise UsageError("give either snapshot ids or --keep-* options, not both")
     with open_repository(repo, password_file) as r:
         if snapshot_ids:
-            chosen = [r.find_snapshot(ref) for ref in snapshot_ids]
-            groups_json = [{"remove": [{"id": sid, "time": s.time} for sid, s in chosen]}]
+            chosen = [_named_snapshot(r, ref) for ref in snapshot_ids]
+            groups_json = [
+                {
+                    "remove": [
+                        {"id": sid, "time": s.time if s else None, "damaged": s is None} for sid, s in chosen
+                    ]
+                }
+            ]
             to_remove = [sid for sid, _ in chosen]
             human_rows = [
-                (sid[:8], format_time(s.time), s.host, ", ".join(s.paths), "remove", "") for sid, s in chosen
+                (sid[:8], format_time(s.time), s.host, ", ".join(s.paths), "remove", "")
+                if s
+                else (sid[:8], "", "", "", "remove", "damaged")
+                for sid, s in chosen
             ]
         else:
             snapshots = filter_snapshots(r.list_snapshots(), paths=paths, host=host, tags=tags)
@@ -214,4 +237,4 @@ def forget_cmd(
     )
 
 
-COMMANDS: list[click.Command] = [check_cmd, forget_cmd, prune_cmd]
+COMMANDS: list[click.Command] = [check_cmd, forget_cmd, prune_cmd, repair_group]

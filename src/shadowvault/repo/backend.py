@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from shadowvault.errors import NotFoundError, RepositoryError
 from shadowvault.fsutil import fsync_dir
@@ -22,6 +22,8 @@ from shadowvault.fsutil import fsync_dir
 log = logging.getLogger(__name__)
 
 TMP_DIR = "tmp"
+FILE_MODE = 0o400  # objects are immutable and private (restic's choice too)
+DIR_MODE = 0o700
 SAVE_ATTEMPTS = 3  # see LocalBackend.save
 FD_CACHE_SIZE = 16  # open pack files per reading thread
 
@@ -95,7 +97,7 @@ class LocalBackend:
         if directory in self._made_dirs:
             return
         if not directory.is_dir():
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(DIR_MODE, parents=True, exist_ok=True)
             fsync_dir(directory.parent)
         self._made_dirs.add(directory)
 
@@ -114,7 +116,7 @@ class LocalBackend:
         for attempt in range(SAVE_ATTEMPTS):
             tmp = self.temp_path()
             try:
-                with open(tmp, "wb") as out:
+                with open_private(tmp) as out:
                     out.write(data)
                     out.flush()
                     os.fsync(out.fileno())
@@ -208,6 +210,18 @@ class LocalBackend:
                     continue  # removed while we listed
                 yield FileInfo(f"{rel_dir}/{filename}", st.st_size, st.st_mtime)
 
+    def exposed_to_others(self) -> list[str]:
+        """The repository's directories and secrets (config, key files) that other users may read."""
+        found = []
+        for name in ("", "keys", "data", "index", "snapshots", "config"):
+            path = self.root / name if name else self.root
+            found.extend(_exposed(path, name or "."))
+        keys = self.root / "keys"
+        if keys.is_dir():
+            for entry in sorted(os.listdir(keys)):
+                found.extend(_exposed(keys / entry, f"keys/{entry}"))
+        return found
+
     def list_temp(self) -> Iterator[FileInfo]:
         """Leftover temp files (from interrupted writers)."""
         tmp = self.root / TMP_DIR
@@ -227,6 +241,21 @@ class LocalBackend:
             pass
         except OSError as err:
             raise RepositoryError(f"cannot remove {name}: {err.strerror or err}") from err
+
+
+def _exposed(path: Path, name: str) -> list[str]:
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return []
+    return [f"{name} (mode {mode:04o})"] if mode & 0o077 else []
+
+
+def open_private(path: Path) -> BinaryIO:
+    """Create a new file only its owner can read, whatever the umask (the repository holds the
+    wrapped keys; its data is encrypted but its size and timing are not)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    return os.fdopen(fd, "wb")
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 import blake3
 
 from shadowvault.errors import NotFoundError, ShadowvaultError
+from shadowvault.repo.damage import DamagedPack, DamageMap
 from shadowvault.repo.format import BlobType, IndexPack
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.pack import pack_name, parse_header
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tree import Tree, invalid_name
 from shadowvault.repo.walk import mark_used
 
 log = logging.getLogger(__name__)
@@ -54,11 +56,22 @@ def check(
     read_data_fraction: float = 0.0,
     read_data_group: tuple[int, int] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    record: bool = True,
 ) -> CheckReport:
     """Check structure always; read and verify `read_data_fraction` (0..1) of the packs chosen at
-    random, or group n of t (`read_data_group=(n, t)`, by pack id, so t runs cover every pack)."""
+    random, or group n of t (`read_data_group=(n, t)`, by pack id, so t runs cover every pack).
+
+    Damage is judged per copy: a blob is lost only when every indexed copy of it is damaged. New
+    damage is recorded in the repository (`record`), so the next backup stores those blobs again
+    and prune never counts on them (repo/damage.py)."""
     report = CheckReport()
     backend = repo.backend
+    exposed = getattr(backend, "exposed_to_others", None)
+    if exposed is not None and (shown := exposed()):
+        report.warnings.append(
+            f"other users can read parts of this repository: {', '.join(shown[:5])}"
+            f"{' ...' if len(shown) > 5 else ''}; run `chmod -R go-rwx {backend.describe()}`"
+        )
     # Index files and packs.
     packs: dict[str, IndexPack] = {}
     for name in repo.index_files():
@@ -70,13 +83,14 @@ def check(
         except NotFoundError:
             continue  # replaced by a concurrent prune; its successor is listed too or later
         except ShadowvaultError as err:
-            report.errors.append(f"index file {name}: {err}")
+            report.errors.append(f"index file {name}: {err} (run `shadowvault repair index`)")
     on_disk = {info.name.rsplit("/", 1)[1]: info for info in backend.list("data/")}
     report.packs = len(packs)
-    bad_blobs: dict[bytes, str] = {}  # blob id -> what is wrong
-    indexed_blobs: set[bytes] = set()
+    found = DamageMap()  # damage this run found
+    holders: dict[bytes, list[str]] = {}  # blob id -> the packs the index files list it in
     for pack in packs.values():
-        indexed_blobs.update(b.id for b in pack.blobs)
+        for b in pack.blobs:
+            holders.setdefault(b.id, []).append(pack.id)
         if pack.pending is not None:
             report.pending_packs += 1
         info = on_disk.get(pack.id)
@@ -87,20 +101,19 @@ def check(
             problem = f"pack {pack.id[:16]} has {info.size} bytes, the index says {pack.size}"
         if problem:
             report.errors.append(problem)
-            for b in pack.blobs:
-                bad_blobs.setdefault(b.id, problem)
-    report.blobs = len(indexed_blobs)
+            found.add(DamagedPack(id=pack.id, reason=problem, whole=True))
+    report.blobs = len(holders)
     unindexed = [pid for pid in on_disk if pid not in packs]
     report.unindexed_packs = len(unindexed)
     if unindexed:
         report.warnings.append(
-            f"{len(unindexed)} packs are not in the index (left by an interrupted or running backup;"
-            " prune removes them)"
+            f"{len(unindexed)} packs are not in the index (left by an interrupted or running backup,"
+            " or their index file was lost: `shadowvault repair index` adds them; prune removes them)"
         )
 
     # Read data.
     if read_data_fraction > 0 or read_data_group is not None:
-        readable = sorted(pid for pid in packs if pid in on_disk)
+        readable = sorted(pid for pid in packs if pid in on_disk and pid not in found.whole)
         if read_data_group is not None:
             n, t = read_data_group
             readable = [pid for pid in readable if int(pid[:8], 16) % t == n - 1]
@@ -110,8 +123,43 @@ def check(
         for n, pack_id in enumerate(readable):
             if progress:
                 progress("read data", n, len(readable))
-            _read_pack(repo, packs[pack_id], report, bad_blobs)
+            _read_pack(repo, packs[pack_id], report, found)
             report.packs_read += 1
+
+    # Damage recorded by earlier checks and reads, for packs still indexed.
+    for earlier in repo.damage.records(keep=packs):
+        if earlier.id in found.whole:
+            continue  # found again by this run
+        blobs = [b for b in earlier.blobs if not found.is_damaged(earlier.id, b)]
+        if not earlier.whole and not blobs:
+            continue
+        what = "is damaged" if earlier.whole else f"has {len(blobs)} damaged blobs"
+        report.errors.append(
+            f"pack {earlier.id[:16]} {what} (recorded earlier: {earlier.reason}); `shadowvault repair"
+            " packs` salvages what is readable"
+        )
+    if record and found:
+        repo.record_damage(found.records())
+
+    def damaged(pack_id: str, blob_id: bytes) -> bool:
+        return found.is_damaged(pack_id, blob_id) or repo.damage.is_damaged(pack_id, blob_id)
+
+    bad_blobs: dict[bytes, str] = {}  # blob id -> what is wrong, for blobs with no intact copy
+    superseded = 0
+    for blob_id, pack_ids in holders.items():
+        broken = [p for p in pack_ids if damaged(p, blob_id)]
+        if not broken:
+            continue
+        if len(broken) == len(pack_ids):
+            reason = found.whole.get(broken[0]) or found.copies.get(blob_id, {}).get(broken[0])
+            bad_blobs[blob_id] = reason or f"blob {blob_id.hex()[:16]} is damaged in pack {broken[0][:16]}"
+        else:
+            superseded += 1
+    if superseded:
+        report.warnings.append(
+            f"{superseded} damaged blob copies have intact copies elsewhere (a later backup stored them"
+            " again); `shadowvault repair packs` or prune removes the damaged packs"
+        )
 
     # Snapshots and the trees they reference (the index is read after the snapshots: a backup
     # saves its index files before its snapshot, so every listed snapshot's blobs are in it).
@@ -122,7 +170,7 @@ def check(
         except NotFoundError:
             continue  # forgotten while we listed
         except ShadowvaultError as err:
-            report.errors.append(f"snapshot {sid[:8]}: {err}")
+            report.errors.append(f"{err}; remove it with `shadowvault forget {sid[:8]}`")
             report.affected_snapshots.setdefault(sid, []).append(str(err))
     repo.reload_index()
     report.snapshots = len(snapshots)
@@ -135,10 +183,13 @@ def check(
     for n, (sid, snap) in enumerate(snapshots):
         if progress:
             progress("snapshots", n, len(snapshots))
-        mark_used(repo, [(sid, snap)], used, on_error=tree_error)
+        mark_used(repo, [(sid, snap)], used, on_error=tree_error, on_tree=_name_checker(report))
+    met = repo.damage.take_unsaved()  # trees that failed to load while walking
+    if record and met:
+        repo.record_damage(met)
     for blob_id in used:
         if (
-            blob_id not in indexed_blobs
+            blob_id not in holders
             and blob_id not in bad_blobs
             and blob_id not in tree_problems
             and repo.lookup(blob_id) is None
@@ -148,7 +199,7 @@ def check(
     for tree_id, problem in tree_problems.items():
         if tree_id not in bad_blobs:
             report.errors.append(problem)
-    report.unreferenced_blobs = len(indexed_blobs - used)
+    report.unreferenced_blobs = len(holders.keys() - used)
     if report.unreferenced_blobs:
         report.warnings.append(
             f"{report.unreferenced_blobs} blobs are not referenced by any snapshot"
@@ -156,18 +207,40 @@ def check(
         )
     if bad_blobs or tree_problems:
         _attribute(repo, snapshots, {**bad_blobs, **tree_problems}, report)
+    if report.affected_snapshots:
+        report.warnings.append(
+            "`shadowvault repair snapshots` writes copies of the affected snapshots without what was lost"
+        )
     return report
 
 
-def _read_pack(repo: Repository, pack: IndexPack, report: CheckReport, bad_blobs: dict[bytes, str]) -> None:
+def _name_checker(report: CheckReport) -> Callable[[bytes, Tree], None]:
+    """Report tree entries whose names a restore refuses (path separators, "..", duplicates)."""
+
+    def check_names(tree_id: bytes, tree: Tree) -> None:
+        seen: set[bytes] = set()
+        for node in tree.nodes:
+            why = invalid_name(node.name)
+            if why is None and node.name in seen:
+                why = "a duplicate name"
+            seen.add(node.name)
+            if why is not None:
+                report.errors.append(
+                    f"tree {tree_id.hex()[:16]} has an entry with an unsafe name {node.name!r}: {why}"
+                    " (a restore skips it)"
+                )
+
+    return check_names
+
+
+def _read_pack(repo: Repository, pack: IndexPack, report: CheckReport, found: DamageMap) -> None:
     """Read one pack whole: its name is its BLAKE3 hash, its header matches the index, every blob verifies."""
     what = f"pack {pack.id[:16]}"
     try:
         raw = repo.backend.load(pack_name(pack.id))
     except ShadowvaultError as err:
         report.errors.append(f"{what}: {err}")
-        for b in pack.blobs:
-            bad_blobs.setdefault(b.id, f"{what} cannot be read")
+        found.add(DamagedPack(id=pack.id, reason=f"{what} cannot be read", whole=True))
         return
     if blake3.blake3(raw, max_threads=1).hexdigest() != pack.id:
         report.errors.append(f"{what} is damaged: its content does not match its name")
@@ -194,7 +267,7 @@ def _read_pack(repo: Repository, pack: IndexPack, report: CheckReport, bad_blobs
             report.blobs_verified += 1
         except ShadowvaultError as err:
             problem = f"blob {b.id.hex()[:16]} in {what} is damaged: {err}"
-            bad_blobs.setdefault(b.id, problem)
+            found.add(DamagedPack(id=pack.id, reason=problem, blobs=[b.id]))
             report.errors.append(problem)
 
 

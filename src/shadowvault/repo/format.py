@@ -9,6 +9,7 @@ import enum
 import threading
 from typing import Any, TypeVar
 
+import blake3
 import msgspec
 import zstandard
 
@@ -73,6 +74,11 @@ class SessionDoc(msgspec.Struct, kw_only=True):
     pid: int
     start: float
     boot_id: str = ""
+
+
+def file_id(data: bytes) -> str:
+    """A stored file's name: unkeyed BLAKE3 of its bytes (checkable with b3sum, no password)."""
+    return blake3.blake3(data).hexdigest()
 
 
 _local = threading.local()

@@ -120,6 +120,10 @@ class BlobIndex:
         self._packs: list[str] = []
         self._pack_numbers: dict[str, int] = {}
         self._pending: set[int] = set()
+        # damage (repo/damage.py): whole packs, and single copies (blob id -> pack numbers)
+        self._damaged_packs: set[int] = set()
+        self._damaged_copies: dict[bytes, set[int]] = {}
+        self._no_dedup: set[int] = set()  # pending or wholly damaged: never deduplicated against
         self._lock = threading.Lock()
 
     @classmethod
@@ -154,6 +158,7 @@ class BlobIndex:
         index._packs = [raw_ids[i * 32 : (i + 1) * 32].hex() for i in range(len(pending))]
         index._pack_numbers = {pack_id: i for i, pack_id in enumerate(index._packs)}
         index._pending = {i for i, flag in enumerate(pending) if flag}
+        index._no_dedup = set(index._pending)
         return index
 
     def __len__(self) -> int:
@@ -177,7 +182,27 @@ class BlobIndex:
             self._pack_numbers[pack_id] = number
         if pending:  # sticky: any index file saying "pending" wins, so dedup never relies on it
             self._pending.add(number)
+            self._no_dedup.add(number)
         return number
+
+    def mark_damaged(self, pack_id: str, blob_id: bytes | None = None) -> None:
+        """A copy (or, without `blob_id`, every copy in the pack) is damaged: it is never deduplicated
+        against, and a lookup returns it only when no intact copy exists."""
+        with self._lock:
+            number = self._pack_numbers.get(pack_id)
+            if number is None:
+                return  # not indexed: nothing could use it
+            if blob_id is None:
+                self._damaged_packs.add(number)
+                self._no_dedup.add(number)
+            else:
+                self._damaged_copies.setdefault(blob_id, set()).add(number)
+
+    def _rank(self, number: int, blob_id: bytes) -> int:
+        """0 for an intact live copy, 1 pending deletion, 2 damaged."""
+        if number in self._damaged_packs or number in self._damaged_copies.get(blob_id, ()):
+            return 2
+        return 1 if number in self._pending else 0
 
     def add_pack(self, pack: IndexPack) -> None:
         self.add(pack.id, pack.blobs, pending=pack.pending is not None)
@@ -203,11 +228,20 @@ class BlobIndex:
     def has_blob(self, blob_id: bytes) -> bool:
         """True if the blob is stored in a pack that is not pending deletion (safe to deduplicate).
         Called for every content id of an incremental backup: no location object is built."""
-        pending = self._pending
+        if blob_id in self._damaged_copies:  # rare: look at every copy
+            return any(self._rank(number, blob_id) == 0 for number in self._numbers_of(blob_id))
+        unusable = self._no_dedup
         packed = self._entries.get(blob_id)
-        if packed is not None and (packed >> 98) not in pending:
+        if packed is not None and (packed >> 98) not in unusable:
             return True
-        return self._base.has_live(blob_id, pending)
+        return self._base.has_live(blob_id, unusable)
+
+    def _numbers_of(self, blob_id: bytes) -> Iterator[int]:
+        packed = self._entries.get(blob_id)
+        if packed is not None:
+            yield packed >> 98
+        for at in self._base.positions(blob_id):
+            yield self._base.packs_offsets[at] >> 32
 
     def _from_entry(self, packed: int) -> BlobLocation:
         number = packed >> 98
@@ -237,19 +271,26 @@ class BlobIndex:
         )
 
     def lookup(self, blob_id: bytes) -> BlobLocation | None:
-        """Where the blob is; a copy in a live pack wins over one pending deletion."""
-        found = None
+        """Where the blob is: an intact copy in a live pack wins over one pending deletion, and
+        both over a damaged copy."""
+        return next(iter(self.locations(blob_id)), None)
+
+    def locations(self, blob_id: bytes) -> list[BlobLocation]:
+        """Every indexed copy of the blob, best first (see `lookup`)."""
+        found: list[tuple[int, BlobLocation]] = []
         packed = self._entries.get(blob_id)
         if packed is not None:
-            found = self._from_entry(packed)
-            if not found.pending:
-                return found
+            found.append((self._rank(packed >> 98, blob_id), self._from_entry(packed)))
         for at in self._base.positions(blob_id):
-            location = self._from_base(at)
-            if not location.pending:
-                return location
-            found = found or location
-        return found
+            number = self._base.packs_offsets[at] >> 32
+            found.append((self._rank(number, blob_id), self._from_base(at)))
+        if len(found) > 1:
+            found.sort(key=lambda item: item[0])
+        return [location for _, location in found]
+
+    def is_damaged(self, location: BlobLocation, blob_id: bytes) -> bool:
+        number = self._pack_numbers.get(location.pack)
+        return number is not None and self._rank(number, blob_id) == 2
 
     def blob_ids(self) -> Iterator[bytes]:
         seen = set(self._entries)

@@ -14,7 +14,7 @@ import blake3
 import msgspec
 
 from shadowvault.errors import IntegrityError
-from shadowvault.repo.backend import Backend, storage_error
+from shadowvault.repo.backend import Backend, open_private, storage_error
 from shadowvault.repo.crypto import Sealer
 from shadowvault.repo.format import PackBlob
 
@@ -45,7 +45,7 @@ class PackWriter:
     def __init__(self, backend: Backend) -> None:
         self.path = backend.temp_path()
         try:
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
+            self._file = open_private(self.path)
         except OSError as err:
             raise storage_error(err, "a new pack") from err
         self._hash = blake3.blake3(max_threads=1)

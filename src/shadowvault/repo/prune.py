@@ -8,15 +8,25 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
 from shadowvault.repo.backend import Backend, FileInfo
+from shadowvault.repo.damage import DamageMap, replace_damage
 from shadowvault.repo.format import BlobType, IndexPack, Pending
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.pack import pack_name
 from shadowvault.repo.repository import Repository
-from shadowvault.repo.session import STALE_AFTER, SessionInfo, is_live, list_sessions, live_sessions
+from shadowvault.repo.session import (
+    STALE_AFTER,
+    SessionInfo,
+    is_live,
+    list_sessions,
+    live_sessions,
+    refuse_concurrent_maintenance,
+)
+from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.walk import mark_used
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,8 @@ class PruneResult:
     sessions_removed: int = 0
     index_files_before: int = 0
     waiting_for: list[str] = field(default_factory=list)  # sessions that must end before pending go
+    damaged_snapshots: list[str] = field(default_factory=list)  # unreadable snapshot files, skipped
+    damaged_kept: list[str] = field(default_factory=list)  # packs holding the only copy of lost blobs
 
     def summary(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
@@ -53,6 +65,16 @@ class PruneResult:
             text += (
                 f"; {self.packs_pending} packs pending deletion until {len(self.waiting_for)} running"
                 " backup(s) finish (run prune again later)"
+            )
+        if self.damaged_snapshots:
+            text += (
+                f"; skipped {len(self.damaged_snapshots)} damaged snapshot files (`shadowvault forget"
+                f" {' '.join(sid[:8] for sid in self.damaged_snapshots)}` removes them)"
+            )
+        if self.damaged_kept:
+            text += (
+                f"; kept {len(self.damaged_kept)} damaged packs holding the only copy of some blobs"
+                " (`shadowvault repair packs`, then `shadowvault repair snapshots`)"
             )
         return text
 
@@ -110,9 +132,7 @@ def prune(
     sessions = [s for s in list_sessions(backend, repo.sealer) if s.name != own]
     s1 = [s for s in sessions if is_live(s)]
     dead_sessions = [s for s in sessions if not is_live(s)]
-    for s in s1:
-        if s.doc is not None and s.doc.kind == "prune":
-            raise RepositoryError(f"another prune is running (pid {s.doc.pid} on {s.doc.host}); try later")
+    refuse_concurrent_maintenance(s1, "prune")
     margin = getattr(backend, "clock_margin", DEFAULT_CLOCK_MARGIN)
     protect_from = min((_session_start(s) for s in s1), default=float("inf")) - margin
     # 3. Index files (after S1: a backup that ended before S1 has its index in this listing).
@@ -125,24 +145,52 @@ def prune(
         except NotFoundError:
             continue  # merged away by a live writer at its close; its packs are protected by S1
         except ShadowvaultError as err:
-            raise RepositoryError(f"prune refuses to run: index file {name} is unreadable ({err})") from err
+            raise RepositoryError(
+                f"prune refuses to run: index file {name} is unreadable ({err});"
+                " run `shadowvault repair index`"
+            ) from err
     packs = _merge_index(docs)
     result.packs = len(packs)
-    # 4. Snapshots and the blobs they use (a damaged snapshot or tree stops prune).
+    # 4. Snapshots and the blobs they use (a damaged tree stops prune; a damaged snapshot file is
+    # unreadable for good, so it is reported and skipped rather than blocking every prune).
     snapshots = repo.list_snapshots()
-    seen_snapshots = {sid for sid, _ in snapshots}
+    result.damaged_snapshots = sorted(repo.damaged_snapshots)
+    seen_snapshots = {sid for sid, _ in snapshots} | set(repo.damaged_snapshots)
     result.snapshots = len(snapshots)
     repo.reload_index()  # lookups for the tree walk see every pack, pending ones included
     used: set[bytes] = set()
-    mark_used(repo, snapshots, used)
+    _mark_or_refuse(repo, snapshots, used, unindexed_exist=any(pid not in packs for pid in on_disk))
+    damage = repo.damage
 
     # 5. Candidates.
     candidates: dict[str, IndexPack] = {}
     repack: list[IndexPack] = []
     dropped_missing: list[str] = []
+    intact_elsewhere = _intact_copies(packs, on_disk, damage)
+    damaged_packs = damage.packs()
     for pack in packs.values():
         info = on_disk.get(pack.id)
         used_count = sum(1 for b in pack.blobs if b.id in used)
+        if pack.id in damaged_packs:
+            # A damaged pack goes once every used blob it holds has an intact copy elsewhere (or an
+            # intact copy here that a repack saves); it stays while it holds the only, damaged, copy.
+            lost = [
+                b.id
+                for b in pack.blobs
+                if b.id in used
+                and damage.is_damaged(pack.id, b.id)
+                and intact_elsewhere(b.id, pack.id) is None
+            ]
+            if lost:
+                result.damaged_kept.append(pack.id)
+                continue
+            if info is None:
+                dropped_missing.append(pack.id)  # its entry outlived it; the blobs live elsewhere
+            elif used_count:
+                repack.append(pack)
+            else:
+                candidates[pack.id] = pack
+            continue
         if info is None:
             # Not listed in step 1. Either a backup wrote it (and indexed it) since, or the entry
             # outlived its pack. A pack is durable before any index file lists it, so it exists
@@ -175,6 +223,10 @@ def prune(
             for b in pack.blobs:
                 if b.id not in used or b.id in copied:
                     continue
+                if damage.is_damaged(pack.id, b.id):
+                    continue  # an intact copy lives elsewhere (checked in step 5)
+                if pack.id in damaged_packs and intact_elsewhere(b.id, pack.id) is not None:
+                    continue
                 sealed = raw[b.offset : b.offset + b.length]
                 location = BlobLocation(
                     pack.id, BlobType(b.type), b.offset, b.length, b.raw_length, b.compressed, False
@@ -203,7 +255,13 @@ def prune(
         """No used blob would be lost: each is unused, copied by this run, or in a kept pack."""
         return all(b.id not in used or b.id in copied or b.id in kept for b in pack.blobs)
 
-    kept = {b.id for p in packs.values() if p.id not in candidates and p.id in on_disk for b in p.blobs}
+    kept = {
+        b.id
+        for p in packs.values()
+        if p.id not in candidates and p.id in on_disk
+        for b in p.blobs
+        if not damage.is_damaged(p.id, b.id)
+    }
     now = time.time()
     if dry_run:
         for pack in candidates.values():
@@ -273,4 +331,51 @@ def prune(
     for session in dead_sessions:  # killed or hung writers; a hung one will refuse to commit
         backend.remove(session.name)
         result.sessions_removed += 1
+    if damage.files and deleted + dropped_missing:  # records of packs that are gone go with them
+        replace_damage(backend, repo.sealer, damage, keep=packs)
     return result
+
+
+def _intact_copies(
+    packs: dict[str, IndexPack], on_disk: dict[str, FileInfo], damage: DamageMap
+) -> Callable[[bytes, str], str | None]:
+    """A function: (blob id, pack to ignore) -> a pack on disk holding an intact copy, or None."""
+    holders: dict[bytes, list[str]] = {}
+    for pack_id in damage.packs():
+        pack = packs.get(pack_id)
+        for b in pack.blobs if pack else ():
+            holders[b.id] = []
+    for pack in packs.values():
+        if pack.id not in on_disk or pack.pending is not None:
+            continue
+        for b in pack.blobs:
+            found = holders.get(b.id)
+            if found is not None and not damage.is_damaged(pack.id, b.id):
+                found.append(pack.id)
+
+    def intact_elsewhere(blob_id: bytes, pack_id: str) -> str | None:
+        return next((p for p in holders.get(blob_id, ()) if p != pack_id), None)
+
+    return intact_elsewhere
+
+
+def _mark_or_refuse(
+    repo: Repository, snapshots: list[tuple[str, Snapshot]], used: set[bytes], *, unindexed_exist: bool
+) -> None:
+    """Mark what the snapshots use, or stop: prune never guesses. When a snapshot uses a blob no
+    index lists while packs the index does not know exist, the index lost entries (a deleted or
+    damaged index file), and deleting those packs as leftovers would delete the snapshot's data:
+    `repair index` re-reads their headers. Otherwise an unreadable tree needs `repair snapshots`."""
+    unreadable: list[tuple[str, bytes, ShadowvaultError]] = []
+    mark_used(repo, snapshots, used, on_error=lambda sid, tree, err: unreadable.append((sid, tree, err)))
+    if unindexed_exist and (unreadable or any(repo.lookup(blob_id) is None for blob_id in used)):
+        raise RepositoryError(
+            "prune refuses to run: snapshots use blobs that no index lists, and there are packs the index"
+            " does not know; run `shadowvault repair index` first"
+        )
+    if unreadable:
+        sid, tree, err = unreadable[0]
+        raise RepositoryError(
+            f"prune refuses to run: snapshot {sid[:8]} references tree {tree.hex()[:16]} that cannot be"
+            f" read ({err}); run `shadowvault check`, then `shadowvault repair snapshots`"
+        )

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import blake3
 import msgspec
 
 from shadowvault.errors import (
@@ -30,9 +29,10 @@ from shadowvault.errors import (
     UsageError,
     WrongPasswordError,
 )
-from shadowvault.repo.backend import Backend, LocalBackend
+from shadowvault.repo.backend import DIR_MODE, Backend, LocalBackend
 from shadowvault.repo.chunker import Chunker, default_params
 from shadowvault.repo.crypto import MasterKey, Sealer, make_key_file, open_key_file
+from shadowvault.repo.damage import DamagedPack, DamageMap, load_damage, save_damage
 from shadowvault.repo.format import (
     FORMAT_VERSION,
     BlobType,
@@ -43,6 +43,7 @@ from shadowvault.repo.format import (
     decode_document,
     decompress,
     encode_document,
+    file_id,
 )
 from shadowvault.repo.index import BlobIndex, BlobLocation
 from shadowvault.repo.pack import PackWriter, blob_aad, pack_name
@@ -72,11 +73,6 @@ class SaveStats:
     stored_bytes_added: int = 0
     blobs_deduplicated: int = 0
     packs_written: int = 0
-
-
-def file_id(data: bytes) -> str:
-    """A stored file's name: unkeyed BLAKE3 of its bytes (checkable with b3sum, no password)."""
-    return blake3.blake3(data).hexdigest()
 
 
 def _password_bytes(password: str | bytes) -> bytes:
@@ -135,6 +131,8 @@ class Repository:
         self.written_index_files: list[str] = []  # by this process, in order
         self._index_names: set[str] = set()  # the index files the in-memory index was built from
         self.damaged_index_files: list[str] = []
+        self.damage = DamageMap()
+        self.damaged_snapshots: dict[str, str] = {}  # id -> why, found by the last list_snapshots
         self._closed = False
 
     # ---------------------------------------------------------------- opening
@@ -153,9 +151,10 @@ class Repository:
         if not 16 << 10 <= pack_size <= 1 << 30:
             raise UsageError("the pack size must be between 16 KiB and 1 GiB")
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(DIR_MODE, parents=True, exist_ok=True)
+            os.chmod(root, DIR_MODE)  # private even when the user made the empty directory
             for sub in ("keys", "data", "index", "snapshots", "sessions", "tmp"):
-                (root / sub).mkdir(exist_ok=True)
+                (root / sub).mkdir(DIR_MODE, exist_ok=True)
         except OSError as err:
             raise RepositoryError(f"cannot create repository {root}: {err.strerror or err}") from err
         backend = LocalBackend(root)
@@ -185,8 +184,7 @@ class Repository:
         root = cls.validate_path(path)
         backend = LocalBackend(root)
         key = cls._unlock(backend, _password_bytes(password))
-        sealer = Sealer(key)
-        config = decode_document(sealer.open(backend.load("config"), CONFIG_AAD, "config"), Config, "config")
+        config = cls._read_config(backend, Sealer(key))
         if config.version != FORMAT_VERSION:
             raise RepositoryError(f"repository format version {config.version} is not supported")
         repo = cls(backend, key, config)
@@ -195,6 +193,41 @@ class Repository:
         else:
             repo.reload_index()
         return repo
+
+    @staticmethod
+    def _read_config(backend: Backend, sealer: Sealer) -> Config:
+        try:
+            plain = sealer.open(backend.load("config"), CONFIG_AAD, "config")
+            return decode_document(plain, Config, "config")
+        except IntegrityError as err:
+            raise IntegrityError(
+                f"the repository config is damaged ({err}); `shadowvault repair config` writes a new one"
+                " (snapshots stay restorable; new backups store their data once more)"
+            ) from err
+
+    @classmethod
+    def repair_config(cls, path: str | os.PathLike[str], password: str | bytes) -> Config | None:
+        """Replace a damaged config with a new one (new id, new chunker seed: the old seed is lost
+        with it, so the next backup cannot deduplicate against old data and stores it once more).
+        Returns the new config, or None when the config was intact and nothing was written."""
+        root = cls.validate_path(path)
+        backend = LocalBackend(root)
+        key = cls._unlock(backend, _password_bytes(password))
+        sealer = Sealer(key)
+        try:
+            cls._read_config(backend, sealer)
+            return None
+        except IntegrityError:
+            pass
+        config = Config(
+            version=FORMAT_VERSION,
+            id=secrets.token_hex(16),
+            created=time.time(),
+            chunker=default_params(secrets.randbits(63)),
+            pack_size=PACK_SIZE,
+        )
+        backend.save("config", sealer.seal(encode_document(config), CONFIG_AAD))
+        return config
 
     @staticmethod
     def validate_new_path(path: str | os.PathLike[str]) -> Path:
@@ -222,17 +255,33 @@ class Repository:
 
     @staticmethod
     def _unlock(backend: Backend, password: bytes) -> MasterKey:
+        """Try every key file. A key file is named by its hash, so a damaged one is recognised as
+        such (not taken for a wrong password) and the others are still tried."""
         keys = list(backend.list("keys/"))
         if not keys:
             raise RepositoryError(f"repository {backend.describe()} has no key files")
+        damaged: list[str] = []
         for info in keys:
             try:
-                key = open_key_file(backend.load(info.name), password)
+                raw = backend.load(info.name)
+                if file_id(raw) != info.name.rsplit("/", 1)[1]:
+                    raise IntegrityError(
+                        f"key file {info.name} is damaged (its content does not match its name)"
+                    )
+                key = open_key_file(raw, password)
+            except NotFoundError:
+                continue  # removed while we listed
             except IntegrityError as err:
-                log.warning("skipping %s: %s", info.name, err)
+                log.warning("%s; trying the other keys", err)
+                damaged.append(info.name)
                 continue
             if key is not None:
                 return key
+        if damaged:
+            raise WrongPasswordError(
+                f"wrong password, or its key file is damaged ({', '.join(damaged)}): open the repository"
+                " with another password (`shadowvault key add` then makes a new key for this one)"
+            )
         raise WrongPasswordError("wrong password or no key for this repository")
 
     def add_key(self, password: str | bytes) -> str:
@@ -270,6 +319,8 @@ class Repository:
         if self._closed:
             return
         try:
+            if self.session is not None:
+                self._save_found_damage()
             if flush:
                 self.flush()
                 self._consolidate_index_files()
@@ -287,6 +338,34 @@ class Repository:
                 self.session.close()
                 self.session = None
             self.backend.close()
+
+    def _save_found_damage(self) -> None:
+        """Record the damage this session's reads met, so the next backups and prune know it."""
+        records = self.damage.take_unsaved()
+        try:
+            self.record_damage(records)
+        except ShadowvaultError as err:
+            log.warning("could not record the damage found: %s", err)
+
+    def record_damage(self, records: list[DamagedPack]) -> str | None:
+        """Write damage records (see repo/damage.py) and apply them to the in-memory index."""
+        for record in records:
+            self.damage.add(record)
+            self._apply_damage(record)
+        name = save_damage(self.backend, self.sealer, records)
+        if name:
+            self.damage.files.append(name)
+        return name
+
+    def _apply_damage(self, record: DamagedPack) -> None:
+        self._apply_damage_to(self.index, record)
+
+    @staticmethod
+    def _apply_damage_to(index: BlobIndex, record: DamagedPack) -> None:
+        if record.whole:
+            index.mark_damaged(record.id)
+        for blob_id in record.blobs:
+            index.mark_damaged(record.id, blob_id)
 
     def _consolidate_index_files(self) -> None:
         """Replace the several index files this session wrote by one, so repositories do not
@@ -358,7 +437,10 @@ class Repository:
                 vanished.append(name)  # replaced; its successor is written before the removal
                 return None
             except IntegrityError as err:
-                log.warning("%s (its blobs are treated as missing; run `shadowvault check`)", err)
+                log.warning(
+                    "%s (its blobs are treated as missing; `shadowvault repair index` rebuilds the index)",
+                    err,
+                )
                 damaged.append(name)
                 return None
 
@@ -379,10 +461,20 @@ class Repository:
                 log.warning("the index kept changing while it was read; some blobs may look missing")
 
         index = BlobIndex.from_packs(packs())
+        damage = load_damage(self.backend, self.sealer)
+        for record in self.damage.records():  # what this process found and has not saved yet
+            damage.add(record)
+        for record in damage.records():
+            self._apply_damage_to(index, record)
         with self._index_lock:
             for pack in self._unindexed:
                 index.add(pack.id, pack.blobs)
             self.index = index
+            self.damage.whole, self.damage.copies, self.damage.files = (
+                damage.whole,
+                damage.copies,
+                damage.files,
+            )
             self._index_names = seen - gone
             self.damaged_index_files = sorted(damaged)
 
@@ -560,34 +652,68 @@ class Repository:
         return None if location is None else location.raw_length
 
     def load_blob(self, blob_id: bytes) -> bytes:
-        """The verified plaintext of a blob (NotFoundError if unknown, IntegrityError if damaged)."""
+        """The verified plaintext of a blob (NotFoundError if unknown, IntegrityError if damaged).
+
+        Every indexed copy is tried, best first; a copy that fails is recorded as damaged (so this
+        session never deduplicates against it, and a writing session saves the record)."""
         cached = self._cache.get(blob_id)
         if cached is not None:
             return cached
-        location = self.index.lookup(blob_id)
-        if location is None and blob_id in self._inflight:
+        locations = self.index.locations(blob_id)
+        if not locations and blob_id in self._inflight:
             self.flush()
-            location = self.index.lookup(blob_id)
-        if location is None and self.reload_index_if_changed():
-            location = self.index.lookup(blob_id)  # a snapshot newer than our index references it
-        if location is None:
+            locations = self.index.locations(blob_id)
+        if not locations and self.reload_index_if_changed():
+            locations = self.index.locations(blob_id)  # a snapshot newer than our index references it
+        if not locations:
             raise NotFoundError(f"blob {blob_id.hex()} is not in the repository index")
+        failure: ShadowvaultError | None = None
+        tried: set[str] = set()
+        while locations:
+            location = locations.pop(0)
+            if location.pack in tried:
+                continue
+            tried.add(location.pack)
+            try:
+                data = self._load_copy(blob_id, location)
+            except NotFoundError as err:
+                moved = self._moved_by_prune(blob_id, tried)
+                if moved:
+                    locations = moved
+                    continue
+                self._found_damage(location.pack, None, f"pack {location.pack[:16]} is missing")
+                failure = failure or err
+                continue
+            except IntegrityError as err:
+                self._found_damage(location.pack, blob_id, str(err))
+                failure = failure or err
+                continue
+            if location.type == BlobType.TREE:
+                self._cache.put(blob_id, data)
+            return data
+        assert failure is not None
+        raise failure
+
+    def _load_copy(self, blob_id: bytes, location: BlobLocation) -> bytes:
         try:
             sealed = self.backend.load(pack_name(location.pack), location.offset, location.length)
         except NotFoundError:
-            # A concurrent prune may have repacked the blob: look again if the index changed.
-            self.reload_index_if_changed()
-            moved = self.index.lookup(blob_id)
-            if moved is None or moved.pack == location.pack:
-                raise NotFoundError(
-                    f"blob {blob_id.hex()[:16]} is missing: its pack {location.pack[:16]} does not exist"
-                ) from None
-            location = moved
-            sealed = self.backend.load(pack_name(location.pack), location.offset, location.length)
-        data = self.decode_blob(blob_id, location, sealed)
-        if location.type == BlobType.TREE:
-            self._cache.put(blob_id, data)
-        return data
+            raise NotFoundError(
+                f"blob {blob_id.hex()[:16]} is missing: its pack {location.pack[:16]} does not exist"
+            ) from None
+        return self.decode_blob(blob_id, location, sealed)
+
+    def _moved_by_prune(self, blob_id: bytes, tried: set[str]) -> list[BlobLocation]:
+        """Copies in packs not tried yet, after re-reading the index if a concurrent prune changed it."""
+        self.reload_index_if_changed()
+        return [loc for loc in self.index.locations(blob_id) if loc.pack not in tried]
+
+    def _found_damage(self, pack_id: str, blob_id: bytes | None, reason: str) -> None:
+        blobs = [] if blob_id is None else [blob_id]
+        record = DamagedPack(id=pack_id, reason=reason, whole=blob_id is None, blobs=blobs)
+        if self.damage.add(record, unsaved=True):
+            log.warning("%s (recorded as damaged)", reason)
+            self._apply_damage(record)
 
     def decode_blob(self, blob_id: bytes, location: BlobLocation, sealed: bytes) -> bytes:
         """Decrypt, decompress and verify one blob read from its pack."""
@@ -632,7 +758,9 @@ class Repository:
         name = f"snapshots/{snapshot_id}"
         raw = self.backend.load(name)
         if file_id(raw) != snapshot_id:
-            raise IntegrityError(f"snapshot {snapshot_id[:8]} does not match its name (damaged)")
+            raise IntegrityError(
+                f"snapshot {snapshot_id[:8]} is damaged (its content does not match its name)"
+            )
         return decode_document(
             self.sealer.open(raw, SNAPSHOT_AAD, f"snapshot {snapshot_id[:8]}"),
             Snapshot,
@@ -642,20 +770,38 @@ class Repository:
     def snapshot_ids(self) -> list[str]:
         return [info.name.rsplit("/", 1)[1] for info in self.backend.list("snapshots/")]
 
-    def list_snapshots(self, *, skip_damaged: bool = False) -> list[tuple[str, Snapshot]]:
-        """Every snapshot, oldest first. A damaged one raises IntegrityError unless `skip_damaged`."""
+    def list_snapshots(self, *, skip_damaged: bool = True) -> list[tuple[str, Snapshot]]:
+        """Every readable snapshot, oldest first. A damaged snapshot file is skipped and named in
+        `damaged_snapshots` (it can be removed with `forget ID`); with `skip_damaged=False` it
+        raises IntegrityError instead."""
         found = []
+        damaged: dict[str, str] = {}
         for snapshot_id in self.snapshot_ids():
             try:
                 found.append((snapshot_id, self.load_snapshot(snapshot_id)))
             except NotFoundError:
                 continue  # forgotten while we listed
-            except IntegrityError:
+            except IntegrityError as err:
                 if not skip_damaged:
                     raise
-                log.warning("snapshot %s is damaged; skipped", snapshot_id[:8])
+                log.warning("%s; skipped (remove it with `shadowvault forget %s`)", err, snapshot_id[:8])
+                damaged[snapshot_id] = str(err)
+        self.damaged_snapshots = damaged
         found.sort(key=lambda item: (item[1].time, item[0]))
         return found
+
+    def resolve_snapshot_id(self, ref: str) -> str:
+        """The full id for a full id or unique prefix, without reading the snapshot (so a damaged
+        one can still be named, e.g. to forget it)."""
+        ref = ref.strip().lower()
+        if not ref or any(c not in "0123456789abcdef" for c in ref):
+            raise UsageError(f"{ref!r} is not a snapshot id (hex id, unique prefix, or 'latest')")
+        candidates = [i for i in self.snapshot_ids() if i.startswith(ref)]
+        if not candidates:
+            raise NotFoundError(f"no snapshot with id {ref}")
+        if len(candidates) > 1:
+            raise UsageError(f"snapshot id prefix {ref} is ambiguous ({len(candidates)} snapshots match)")
+        return candidates[0]
 
     def find_snapshot(
         self,
@@ -668,22 +814,14 @@ class Repository:
         """Resolve an id, a unique id prefix or "latest" (optionally the latest matching filters)."""
         ref = ref.strip()
         if ref == "latest":
-            matches = filter_snapshots(
-                self.list_snapshots(skip_damaged=True), paths=paths, host=host, tags=tags
-            )
+            matches = filter_snapshots(self.list_snapshots(), paths=paths, host=host, tags=tags)
             if not matches:
                 raise NotFoundError(
                     "no snapshot matches" if (paths or host or tags) else "the repository has no snapshots"
                 )
             return matches[-1]
-        if not ref or any(c not in "0123456789abcdef" for c in ref.lower()):
-            raise UsageError(f"{ref!r} is not a snapshot id (hex id, unique prefix, or 'latest')")
-        candidates = [i for i in self.snapshot_ids() if i.startswith(ref.lower())]
-        if not candidates:
-            raise NotFoundError(f"no snapshot with id {ref}")
-        if len(candidates) > 1:
-            raise UsageError(f"snapshot id prefix {ref} is ambiguous ({len(candidates)} snapshots match)")
-        return candidates[0], self.load_snapshot(candidates[0])
+        snapshot_id = self.resolve_snapshot_id(ref)
+        return snapshot_id, self.load_snapshot(snapshot_id)
 
     def remove_snapshot(self, snapshot_id: str) -> None:
         self.backend.remove(f"snapshots/{snapshot_id}")

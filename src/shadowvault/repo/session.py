@@ -71,6 +71,19 @@ def live_sessions(backend: Backend, sealer: Sealer) -> list[SessionInfo]:
     return [s for s in list_sessions(backend, sealer) if is_live(s)]
 
 
+MAINTENANCE_KINDS = frozenset({"prune", "repair"})  # rewrite the index: one at a time
+
+
+def refuse_concurrent_maintenance(sessions: list[SessionInfo], what: str) -> None:
+    """Raise when one of `sessions` (other than our own) is a live prune or repair."""
+    for s in sessions:
+        if s.doc is not None and s.doc.kind in MAINTENANCE_KINDS and is_live(s):
+            raise RepositoryError(
+                f"{what} refuses to run: a {s.doc.kind} is running (pid {s.doc.pid} on {s.doc.host});"
+                " try later"
+            )
+
+
 def _clock() -> float:
     """Seconds that keep counting through a system suspend (CLOCK_BOOTTIME)."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)

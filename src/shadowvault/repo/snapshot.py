@@ -23,3 +23,4 @@ class Snapshot(msgspec.Struct, kw_only=True, omit_defaults=True):
     excludes: list[str] = []
     summary: dict[str, Any] = {}  # files, dirs, bytes, added bytes, duration, errors
     program_version: str = ""
+    original: str | None = None  # the snapshot this one is a repaired copy of (`repair snapshots`)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from shadowvault.errors import RepositoryError, ShadowvaultError
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tree import Tree
 
 
 def mark_used(
@@ -14,11 +15,13 @@ def mark_used(
     snapshots: Iterable[tuple[str, Snapshot]],
     used: set[bytes],
     on_error: Callable[[str, bytes, ShadowvaultError], None] | None = None,
+    on_tree: Callable[[bytes, Tree], None] | None = None,
 ) -> None:
     """Add every blob reachable from `snapshots` to `used` (trees already in `used` are not re-read).
 
     A tree that cannot be loaded calls `on_error(snapshot id, tree id, error)`, or raises
-    RepositoryError when no handler is given (prune must never guess).
+    RepositoryError when no handler is given (prune must never guess). `on_tree(tree id, tree)`
+    sees every tree read (check inspects names there).
     """
     for snapshot_id, snap in snapshots:
         if snap.manifest:
@@ -41,6 +44,8 @@ def mark_used(
                     ) from err
                 on_error(snapshot_id, tree_id, err)
                 continue
+            if on_tree is not None:
+                on_tree(tree_id, tree)
             for node in tree.nodes:
                 used.update(node.content)
                 if node.subtree is not None and node.subtree not in used:

@@ -1,0 +1,298 @@
+"""The damage matrix: each kind of damage x check, restore, the next backup, repair, as a user runs them.
+
+Every case ends the same way a user needs it to: `check --read-data` passes, and the newest
+snapshot restores byte-identical to the source. What each step says on the way is asserted too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shadowvault.repo.crypto import open_key_file
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
+
+
+@dataclass
+class Case:
+    """A source tree, a repository with one snapshot of it, and the CLI pointed at both."""
+
+    src: Path
+    repo: Path
+    run: Callable[..., object]
+    first: str
+
+    def cli(self, *args: str, password: str = PASSWORD):
+        env = {"SHADOWVAULT_REPOSITORY": str(self.repo), "SHADOWVAULT_PASSWORD": password}
+        return self.run(*args, env=env)
+
+    def backup(self) -> str:
+        done = self.cli("backup", "--provider", "none", "--json", str(self.src))
+        assert done.returncode == 0, done.stderr
+        summary = [json.loads(line) for line in done.stdout.splitlines() if '"summary"' in line][-1]
+        return summary["snapshot_id"]
+
+    def restore(self, snapshot: str, target: Path):
+        return self.cli("restore", f"{snapshot}:{self.src}", "--target", str(target), "--json")
+
+    def check(self, *extra: str):
+        return self.cli("check", "--json", *extra)
+
+    def assert_restores_identically(self, snapshot: str, target: Path) -> None:
+        done = self.restore(snapshot, target)
+        assert done.returncode == 0, done.stderr
+        assert _tree_bytes(target) == _tree_bytes(self.src)
+
+    def pack_of(self, blob_id: bytes) -> Path:
+        with Repository.open(self.repo, PASSWORD) as repo:
+            location = repo.lookup(blob_id)
+        assert location is not None
+        return self.repo / "data" / location.pack[:2] / location.pack
+
+    def ids_of(self, snapshot: str, name: bytes) -> tuple[list[bytes], bytes | None]:
+        """(content blob ids, subtree id) of the entry `name` directly under the source directory."""
+        with Repository.open(self.repo, PASSWORD) as repo:
+            snap = repo.find_snapshot(snapshot)[1]
+            tree = repo.load_tree(snap.tree)
+            for part in [p for p in os.fsencode(self.src).split(b"/") if p]:
+                tree = repo.load_tree(next(n for n in tree.nodes if n.name == part).subtree)
+            node = next(n for n in tree.nodes if n.name == name)
+            return node.content, node.subtree
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes | None]:
+    found: dict[str, bytes | None] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        for d in dirnames:
+            found[os.path.join(rel, d)] = None
+        for f in filenames:
+            found[os.path.join(rel, f)] = Path(dirpath, f).read_bytes()
+    return found
+
+
+def _flip(path: Path, offset: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x55
+    path.write_bytes(bytes(raw))
+
+
+@pytest.fixture
+def case(tmp_path: Path, cli) -> Case:
+    rnd = random.Random(7)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "big.bin").write_bytes(rnd.randbytes(3_000_000))
+    (src / "small.txt").write_bytes(b"small file\n" * 100)
+    (src / "sub" / "inner.bin").write_bytes(rnd.randbytes(200_000))
+    (src / "sub" / "note.txt").write_text("inside\n")
+    repo = tmp_path / "repo"
+    # small packs: a damaged pack then holds one or a few blobs, as in a large repository
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF, pack_size=64 << 10).close()
+    c = Case(src, repo, cli, "")
+    c.first = c.backup()
+    return c
+
+
+def test_flipped_data_blob_is_found_healed_by_the_next_backup_and_repaired(case, tmp_path):
+    content, _ = case.ids_of(case.first, b"big.bin")
+    pack = case.pack_of(content[0])
+    _flip(pack, 100)
+
+    assert case.check().returncode == 0  # structure alone cannot see a flipped bit
+    found = case.check("--read-data")
+    assert found.returncode == 1
+    report = json.loads(found.stdout)
+    assert list(report["affected_snapshots"]) == [case.first]
+
+    broken = case.restore(case.first, tmp_path / "r1")
+    assert broken.returncode == 3 and "big.bin" in broken.stderr + broken.stdout
+    assert (tmp_path / "r1" / "small.txt").read_bytes() == (case.src / "small.txt").read_bytes()
+
+    # The next backup does not reuse the damaged blob: it stores it again.
+    second = case.backup()
+    case.assert_restores_identically(second, tmp_path / "r2")
+    case.assert_restores_identically(case.first, tmp_path / "r3")  # the old snapshot heals with it
+    healed = json.loads(case.check("--read-data").stdout)
+    assert healed["affected_snapshots"] == {}  # the damaged pack is still there, but nothing needs it
+
+    repaired = case.cli("repair", "packs", "--json")
+    assert repaired.returncode == 0, repaired.stderr
+    assert json.loads(repaired.stdout)["packs"] == [pack.name]
+    assert not pack.exists()
+    assert case.check("--read-data").returncode == 0
+    assert case.cli("prune").returncode == 0
+    assert case.check("--read-data").returncode == 0
+
+
+def test_damaged_pack_with_no_second_copy_repair_packs_then_repair_snapshots(case, tmp_path):
+    content, _ = case.ids_of(case.first, b"big.bin")
+    _flip(case.pack_of(content[-1]), 50)
+    (case.src / "big.bin").unlink()  # the source is gone too: the blob cannot come back
+    assert case.check("--read-data").returncode == 1
+
+    repaired = json.loads(case.cli("repair", "packs", "--json").stdout)
+    assert repaired["blobs_lost"] >= 1
+
+    fixed = case.cli("repair", "snapshots", "--json")
+    assert fixed.returncode == 0, fixed.stderr
+    result = json.loads(fixed.stdout)
+    [item] = result["repaired"]
+    assert item["original"] == case.first
+    assert any("big.bin" in line and "content lost" in line for line in item["lost"])
+    snaps = json.loads(case.cli("snapshots", "--json").stdout)
+    by_id = {s["id"]: s for s in snaps}
+    assert "repaired" in by_id[item["repaired"]]["tags"]
+    assert case.first in by_id  # the original is kept without --forget
+
+    # The repaired copy restores everything else, and says what it lost.
+    done = case.restore(item["repaired"], tmp_path / "r")
+    assert done.returncode in (0, 3)
+    assert (tmp_path / "r" / "small.txt").read_bytes() == (case.src / "small.txt").read_bytes()
+    assert (tmp_path / "r" / "sub" / "inner.bin").read_bytes() == (
+        case.src / "sub" / "inner.bin"
+    ).read_bytes()
+    assert not (tmp_path / "r" / "big.bin").exists()
+
+    assert case.cli("forget", case.first).returncode == 0
+    assert case.cli("prune").returncode == 0
+    assert case.check("--read-data").returncode == 0
+
+
+@pytest.mark.parametrize("how", ["truncated", "deleted"])
+def test_truncated_or_deleted_pack(case, tmp_path, how):
+    content, _ = case.ids_of(case.first, b"big.bin")
+    pack = case.pack_of(content[0])
+    if how == "deleted":
+        pack.unlink()
+    else:
+        pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+
+    found = case.check()  # the size (or absence) shows without reading data
+    assert found.returncode == 1
+    assert list(json.loads(found.stdout)["affected_snapshots"]) == [case.first]
+    second = case.backup()
+    case.assert_restores_identically(second, tmp_path / "r2")
+    assert case.cli("repair", "packs").returncode == 0
+    assert case.check("--read-data").returncode == 0
+    case.assert_restores_identically(case.first, tmp_path / "r1")
+
+
+def test_damaged_tree_blob_heals_and_prune_works_again(case, tmp_path):
+    _, subtree = case.ids_of(case.first, b"sub")
+    _flip(case.pack_of(subtree), 60)
+
+    found = case.check()  # trees are read by every check
+    assert found.returncode == 1
+    assert list(json.loads(found.stdout)["affected_snapshots"]) == [case.first]
+    assert case.cli("prune").returncode == 1  # never guesses with an unreadable tree
+
+    second = case.backup()  # the directory is stored again; the next snapshot does not share the damage
+    case.assert_restores_identically(second, tmp_path / "r2")
+    case.assert_restores_identically(case.first, tmp_path / "r1")  # same tree id: healed too
+    assert case.cli("prune").returncode == 0
+    assert case.cli("repair", "packs").returncode == 0
+    assert case.check("--read-data").returncode == 0
+
+
+def test_damaged_tree_of_a_changed_directory_needs_repair_snapshots(case, tmp_path):
+    _, subtree = case.ids_of(case.first, b"sub")
+    _flip(case.pack_of(subtree), 60)
+    (case.src / "sub" / "note.txt").write_text("changed since\n")  # the old listing cannot come back
+    assert case.check().returncode == 1
+    second = case.backup()
+    case.assert_restores_identically(second, tmp_path / "r2")
+    prune = case.cli("prune")
+    assert prune.returncode == 1 and "check" in prune.stderr
+
+    fixed = json.loads(case.cli("repair", "snapshots", "--forget", "--json").stdout)
+    [item] = fixed["repaired"]
+    assert item["original"] == case.first
+    assert any(line.endswith("/sub/: directory listing lost") for line in item["lost"])
+    assert fixed["forgotten"] == [case.first]
+    assert case.cli("prune").returncode == 0
+    assert case.cli("repair", "packs").returncode == 0
+    assert case.check("--read-data").returncode == 0
+
+
+@pytest.mark.parametrize("how", ["deleted", "flipped"])
+def test_lost_index_file_repair_index(case, tmp_path, how):
+    second_file = case.src / "later.txt"
+    second_file.write_text("later\n")
+    case.backup()
+    index_files = sorted((case.repo / "index").iterdir())
+    assert len(index_files) == 2
+    victim = index_files[0] if how == "deleted" else index_files[1]
+    if how == "deleted":
+        victim.unlink()
+    else:
+        _flip(victim, 30)
+
+    found = case.check()
+    assert found.returncode == 1
+    prune = case.cli("prune")
+    assert prune.returncode == 1 and "repair index" in prune.stderr  # never deletes the unindexed packs
+
+    repaired = case.cli("repair", "index", "--json")
+    assert repaired.returncode == 0, repaired.stderr
+    assert json.loads(repaired.stdout)["packs_added"] >= 1
+    assert case.check("--read-data").returncode == 0
+    latest = json.loads(case.cli("snapshots", "--json").stdout)[-1]["id"]
+    case.assert_restores_identically(latest, tmp_path / "r")
+    assert case.cli("prune").returncode == 0
+    assert case.check("--read-data").returncode == 0
+
+
+def test_damaged_snapshot_file_is_skipped_and_can_be_forgotten(case, tmp_path):
+    second = case.backup()
+    _flip(case.repo / "snapshots" / case.first, 20)
+
+    found = case.check()
+    assert found.returncode == 1 and case.first[:8] in found.stdout
+    listed = case.cli("snapshots", "--json")
+    assert listed.returncode == 0 and [s["id"] for s in json.loads(listed.stdout)] == [second]
+    assert case.backup()  # backups go on
+    prune = case.cli("prune")
+    assert prune.returncode == 0, prune.stderr
+    assert case.cli("forget", case.first[:8]).returncode == 0
+    assert not (case.repo / "snapshots" / case.first).exists()
+    assert case.check("--read-data").returncode == 0
+    case.assert_restores_identically(second, tmp_path / "r")
+
+
+def test_damaged_key_file_is_not_a_wrong_password(case, tmp_path):
+    other = tmp_path / "other-password"
+    other.write_text("second password\n")
+    added = case.cli("key", "add", "--new-password-file", str(other))
+    assert added.returncode == 0, added.stderr
+    first_key = next(
+        k for k in (case.repo / "keys").iterdir() if open_key_file(k.read_bytes(), PASSWORD.encode())
+    )
+    _flip(first_key, 40)
+
+    refused = case.cli("snapshots")
+    assert refused.returncode == 1
+    assert "damaged" in refused.stderr and first_key.name in refused.stderr
+    assert "Traceback" not in refused.stderr
+    works = case.cli("snapshots", "--json", password="second password")
+    assert works.returncode == 0 and len(json.loads(works.stdout)) == 1
+
+
+def test_damaged_config_has_a_repair_path(case, tmp_path):
+    _flip(case.repo / "config", 30)
+    refused = case.cli("snapshots")
+    assert refused.returncode == 1
+    assert "config is damaged" in refused.stderr and "repair config" in refused.stderr
+    fixed = case.cli("repair", "config")
+    assert fixed.returncode == 0, fixed.stderr
+    case.assert_restores_identically(case.first, tmp_path / "r1")
+    second = case.backup()
+    case.assert_restores_identically(second, tmp_path / "r2")
+    assert case.check("--read-data").returncode == 0
