@@ -129,6 +129,18 @@ def test_diff_escapes_names_for_people_and_keeps_them_in_json(cli, env, named_tr
     assert changes[os.path.join(named_tree, b"latin1-\xe9t\xe9")] == "removed"
 
 
+def test_snapshots_table_shows_paths_and_tags_as_text(cli, env, tmp_path):
+    src = tmp_path / "two\nlines"
+    src.mkdir()
+    done = cli("backup", "--provider", "none", "--tag", "[/x]", "--tag", "[red]:smile:\x1b", src, env=env)
+    assert done.returncode == 0, done.stderr
+    done = cli("snapshots", env=env)
+    assert done.returncode == 0, done.stderr
+    assert_no_controls(done.stdout)
+    assert f"{tmp_path}/two\\nlines" in done.stdout
+    assert "[/x],[red]:smile:\\x1b" in done.stdout
+
+
 def test_errors_are_escaped_one_line(cli, env, tmp_path):
     missing = f"{tmp_path}/gone\x1b[2J\nsecond line"
     done = cli("backup", "--provider", "none", missing, env=env)

@@ -16,6 +16,7 @@ import click
 import msgspec
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from shadowvault.display import escape_text
 
@@ -59,7 +60,8 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: st
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if cell is None else _lines(str(cell)) for cell in row))
+        # Text, not str: a cell is data (a path, a tag), never rich markup like "[/x]"
+        table.add_row(*(Text("" if cell is None else _lines(str(cell))) for cell in row))
     _stdout.print(table)
 
 

@@ -9,6 +9,7 @@ import click
 
 from shadowvault.cli.output import emit, info, json_option, print_table
 from shadowvault.cli.repo_options import open_repository, read_password, repo_options, repo_path
+from shadowvault.display import escape_text
 from shadowvault.errors import UsageError
 from shadowvault.repo.repository import Repository, filter_snapshots
 from shadowvault.repo.snapshot import Snapshot
@@ -88,9 +89,9 @@ def snapshots_cmd(
             (
                 sid[:8],
                 format_time(s.time),
-                s.host,
-                "\n".join(s.paths),
-                ",".join(s.tags),
+                escape_text(s.host),
+                "\n".join(escape_text(p) for p in s.paths),  # one line per path, whatever its name holds
+                ",".join(escape_text(t) for t in s.tags),
                 format_size(s.summary.get("bytes")),
                 ",".join(s.components),
                 ", ".join(f"{c}={g}" for c, g in sorted(s.consistency.items())),
