@@ -303,6 +303,7 @@ class Archiver:
                 self._anchors.add(job.anchor)
                 access = b"/proc/self/fd/%d" % job.anchor
             with os.scandir(access) as it:
+                # the listing's type (d_type, no stat) names an entry that cannot be stat'ed
                 listed = sorted((entry.name, _listed_type(entry)) for entry in it)
         except OSError as err:
             job.error = f"directory not listed: {_reason(err)}"
@@ -312,7 +313,8 @@ class Archiver:
             child_orig = join(orig, name)
             if child_orig in self.skip_paths or self.filter.excluded(child_orig):
                 continue
-            child_read, child_access = join(read_path, name), join(access, name)
+            child_read = join(read_path, name)
+            child_access = child_read if access is read_path else join(access, name)
             try:
                 st = os.lstat(child_access)
             except FileNotFoundError:
