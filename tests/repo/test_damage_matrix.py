@@ -296,3 +296,27 @@ def test_damaged_config_has_a_repair_path(case, tmp_path):
     second = case.backup()
     case.assert_restores_identically(second, tmp_path / "r2")
     assert case.check("--read-data").returncode == 0
+
+
+def test_a_failed_read_during_backup_is_recorded_and_healed_without_check(case, tmp_path):
+    """No check ran: the backup meets the damaged parent tree itself, stores the directory again,
+    and records the damage so the next prune and backups know it."""
+    _, subtree = case.ids_of(case.first, b"sub")
+    _flip(case.pack_of(subtree), 60)
+    done = case.cli("backup", "--provider", "none", "--json", str(case.src))
+    assert done.returncode == 0, done.stderr
+    assert list((case.repo / "damage").iterdir())  # the backup wrote what it found
+    latest = json.loads(case.cli("snapshots", "--json").stdout)[-1]["id"]
+    case.assert_restores_identically(latest, tmp_path / "r")
+    assert case.cli("prune").returncode == 0
+    assert case.cli("repair", "packs").returncode == 0
+    assert case.check("--read-data").returncode == 0
+    assert not list((case.repo / "damage").iterdir())  # the records went with the damaged pack
+
+
+def test_the_only_key_damaged_says_so(case):
+    [key] = list((case.repo / "keys").iterdir())
+    _flip(key, 40)
+    refused = case.cli("snapshots")
+    assert refused.returncode == 1
+    assert "damaged" in refused.stderr and key.name in refused.stderr and "Traceback" not in refused.stderr
