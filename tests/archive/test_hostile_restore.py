@@ -10,9 +10,12 @@ are restored and every refused one is named in the result (exit 3 on the command
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import stat
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -312,6 +315,91 @@ def test_unforeseen_failures_in_workers_are_errors_of_the_result(tmp_path: Path)
     assert sorted(path for path, _ in stats.errors) == ["/huge-mode", "/nul-target"]
     assert all("unexpected" in reason for _, reason in stats.errors)
     assert sorted(os.listdir(target)) == ["good"]
+
+
+@contextlib.contextmanager
+def open_files_limit(soft: int):
+    """Lower (or raise) this process's RLIMIT_NOFILE soft limit for the duration of the block."""
+    was = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, was[1]), was[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, was)
+
+
+def _deep(c: Crafter, depth: int, leaf: Node) -> Node:
+    node = c.dir(b"d", leaf)
+    for _ in range(depth - 1):
+        node = c.dir(b"d", node)
+    return node
+
+
+def test_thousands_of_directories_within_a_few_hundred_open_files(tmp_path: Path):
+    """Directory descriptors are closed as each directory is finished, not held for the whole restore."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        c = Crafter(repo)
+        big = c.file(b"big", os.urandom(8 << 20), mode=0o644)  # keeps the oldest directory busy a while
+        dirs = [c.dir(b"%05d" % i, c.file(b"f", b"%d" % i, mode=0o600)) for i in range(3000)]
+        root = c.root(c.dir(b"first", big), *dirs)
+        with open_files_limit(400):
+            stats = Restorer(repo, tmp_path / "target").restore(root)
+    assert stats.errors == []
+    assert (stats.files, stats.dirs) == (3001, 3001)
+    assert (tmp_path / "target" / "02999" / "f").read_bytes() == b"2999"
+
+
+def test_a_tree_deeper_than_the_interpreter_stack_restores(tmp_path: Path):
+    """Depth is not bounded by Python's recursion limit (a crafted tree cannot crash the restore)."""
+    depth = 1200
+    target = tmp_path / "target"
+    try:
+        with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+            c = Crafter(repo)
+            root = c.root(_deep(c, depth, c.file(b"leaf", b"deep", mode=0o600)))
+            with open_files_limit(4096):
+                stats = Restorer(repo, target).restore(root)
+        assert stats.errors == []
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(depth):  # the path is past PATH_MAX: walk it by descriptors
+                inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            leaf = os.open("leaf", os.O_RDONLY, dir_fd=fd)
+            assert os.read(leaf, 10) == b"deep"
+            os.close(leaf)
+        finally:
+            os.close(fd)
+    finally:  # pytest's own clean-up (shutil.rmtree) recurses once per level and would fail
+        subprocess.run(["rm", "-rf", "--", str(target)], check=True)
+
+
+def test_a_tree_deeper_than_the_open_files_limit_is_an_error_not_a_crash(tmp_path: Path):
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        c = Crafter(repo)
+        root = c.root(c.file(b"top", b"top", mode=0o600), _deep(c, 400, c.file(b"leaf", mode=0o600)))
+        with open_files_limit(200):
+            stats = Restorer(repo, tmp_path / "target").restore(root)
+    assert stats.errors and all("Too many open files" in reason for _, reason in stats.errors)
+    assert (tmp_path / "target" / "top").read_bytes() == b"top"
+
+
+def test_hard_links_across_directories_are_found_again_by_descriptors(tmp_path: Path):
+    """The later names of a hard link are linked to the first one even after its directory was closed."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        c = Crafter(repo)
+        link = {"nlink": 3, "inode": 99, "device": 1, "mode": 0o640, "uid": 0, "gid": 0}
+        root = c.root(
+            c.dir(b"a", c.dir(b"deep", c.file(b"first", b"shared", **link))),
+            c.dir(b"b", c.file(b"second", b"shared", **link)),
+            c.file(b"third", b"shared", **link),
+        )
+        target = tmp_path / "target"
+        stats = Restorer(repo, target).restore(root)
+    assert stats.errors == []
+    inodes = {os.lstat(target / rel).st_ino for rel in ("a/deep/first", "b/second", "third")}
+    assert len(inodes) == 1 and os.lstat(target / "third").st_nlink == 3
 
 
 def test_find_node_refuses_unsafe_names(tmp_path: Path):

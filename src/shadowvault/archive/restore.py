@@ -26,6 +26,7 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -37,7 +38,7 @@ from shadowvault.archive import metadata
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.store import BlobStore
 from shadowvault.errors import NotFoundError, RepositoryError, UsageError
-from shadowvault.repo.tree import Node, Tree, decode_tree, duplicate_names, invalid_name
+from shadowvault.repo.tree import Node, decode_tree, duplicate_names, invalid_name
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,15 @@ class _DirJob:
 
     def ready(self) -> bool:
         return all(f.done() for f, _ in self.entries)
+
+
+@dataclass
+class _Frame:
+    """A directory being walked: its job, the entries not visited yet, the names it holds twice."""
+
+    job: _DirJob
+    nodes: Iterator[Node]
+    twice: set[bytes]
 
 
 def _join(parent: bytes, name: bytes) -> bytes:
@@ -220,9 +230,9 @@ class Restorer:
         root.inherits_acl = _has_default_acl(root.fd)
         try:
             if node is None:
-                self._restore_dir(root_tree, root)
+                self._walk(root_tree, root)
             elif node.type == "dir":
-                self._restore_dir(node.subtree, root)
+                self._walk(node.subtree, root)
             else:
                 job = _DirJob(root)
                 self._submit_entry(node, root.spath, root, job)
@@ -239,55 +249,74 @@ class Restorer:
 
     # -- walking (main thread) ---------------------------------------------------------------------
 
-    def _restore_dir(self, tree_id: bytes | None, here: _Dir) -> None:
-        job = _DirJob(here)
-        tree: Tree | None = None
+    def _walk(self, tree_id: bytes | None, top: _Dir) -> None:
+        """Depth first with a stack of its own (a crafted tree can be deeper than Python's recursion
+        limit); a directory's job is queued when its last entry was visited, so jobs come in post-order."""
+        stack = [self._frame(tree_id, top)]
+        while stack:
+            frame = stack[-1]
+            node = next(frame.nodes, None)
+            if node is None:
+                stack.pop()
+                self._finished.append(frame.job)
+                self._drain(block=False)
+            elif (below := self._visit(node, frame)) is not None:
+                stack.append(below)
+
+    def _frame(self, tree_id: bytes | None, here: _Dir) -> _Frame:
+        nodes: list[Node] = []
         if tree_id is not None:
             try:
-                tree = decode_tree(self.store.load_blob(tree_id))
+                nodes = decode_tree(self.store.load_blob(tree_id)).nodes
             except (RepositoryError, NotFoundError, ValueError) as err:
                 self._error(here.spath, f"directory listing unreadable: {err}")
-        if tree is not None:
-            twice = duplicate_names(tree.nodes)
-            for node in tree.nodes:
-                spath = _join(here.spath, node.name)
-                why = invalid_name(node.name)
-                if why is None and node.name in twice:
-                    why = "the name appears more than once in its directory"
-                if why is not None:
-                    if self.filter.included(spath) or self.filter.may_contain(spath):
-                        self._error(_unsafe_text(here.spath, node.name), f"not restored: unsafe name ({why})")
-                    continue
-                if node.type == "dir":
-                    self._restore_subdir(node, spath, here)
-                elif self.filter.included(spath) and self._ensure(here):
-                    self._submit_entry(node, spath, here, job)
-        self._finished.append(job)
-        self._drain(block=False)
+        return _Frame(_DirJob(here), iter(nodes), duplicate_names(nodes))
 
-    def _restore_subdir(self, node: Node, spath: bytes, parent: _Dir) -> None:
+    def _visit(self, node: Node, frame: _Frame) -> _Frame | None:
+        """Submit one entry of a directory; for a subdirectory to walk, its frame."""
+        here = frame.job.dir
+        spath = _join(here.spath, node.name)
+        why = invalid_name(node.name)
+        if why is None and node.name in frame.twice:
+            why = "the name appears more than once in its directory"
+        if why is not None:
+            if self.filter.included(spath) or self.filter.may_contain(spath):
+                self._error(_unsafe_text(here.spath, node.name), f"not restored: unsafe name ({why})")
+            return None
+        if node.type != "dir":
+            if self.filter.included(spath) and self._ensure(here):
+                self._submit_entry(node, spath, here, frame.job)
+            return None
         selected = self.filter.included(spath)
         if not selected and not self.filter.may_contain(spath):
-            return
-        here = _Dir(parent, node.name, spath, node, (*parent.rel, node.name))
-        if selected and not self._ensure(here):
-            return
-        self._restore_dir(node.subtree, here)
+            return None
+        below = _Dir(here, node.name, spath, node, (*here.rel, node.name))
+        if selected and not self._ensure(below):
+            return None
+        return self._frame(node.subtree, below)
 
     def _ensure(self, here: _Dir) -> bool:
         """Make and open `here` (and its parents) on first use; False when it cannot be (reported once)."""
-        if here.fd is not None:
-            return True
-        if here.failed or here.parent is None or not self._ensure(here.parent):
-            here.failed = True
-            return False
+        missing: list[_Dir] = []
+        walk: _Dir | None = here
+        while walk is not None and walk.fd is None:
+            missing.append(walk)
+            walk = walk.parent
+        missing.reverse()  # the topmost missing directory first
+        for at, below in enumerate(missing):
+            if below.failed or below.parent is None or not self._open_dir(below):
+                for left in missing[at:]:
+                    left.failed = True  # reported once, for the topmost
+                return False
+        return True
+
+    def _open_dir(self, here: _Dir) -> bool:
+        assert here.parent is not None and here.parent.fd is not None
         while len(self._open) >= MAX_OPEN_DIRS and self._finished:
             self._finish(self._finished.popleft())  # wait for the oldest directory, close it
-        assert here.parent.fd is not None
         try:
             here.fd, here.fresh = self._open_subdir(here.parent.fd, here.name)
         except (OSError, _EntryError) as err:
-            here.failed = True
             self._error(here.spath, _reason(err))
             return False
         self._open.add(here)
