@@ -70,7 +70,7 @@ def open_command(
     if trusted_exec.find_program(argv[0], search_path) is None:
         raise ConfigError(f"{config_path}: {key} command {argv[0]!r} not found")
     what = f"the {key} program"
-    trusted_exec.check_arguments(argv[1:], f"the {key} command")
+    trusted_exec.check_arguments(argv[1:], "the command" if key == "command" else f"the {key} command")
     return trusted_exec.open_program(argv[0], what, search_path=search_path)
 
 
