@@ -1,4 +1,8 @@
-"""The `shadowvault` entry point: builds the command tree and turns every failure into one line."""
+"""The `shadowvault` entry point: builds the command tree and turns every failure into one line.
+
+SIGTERM and SIGHUP unwind like Ctrl-C (every cleanup runs, see shadowvault.interrupts) and exit with
+143 and 129 (128 + the signal number); Ctrl-C exits with 130.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import sys
 
 import click
 
-from shadowvault import __version__
+from shadowvault import __version__, interrupts
 from shadowvault.cli import output
 from shadowvault.errors import ShadowvaultError
 
@@ -44,6 +48,12 @@ class _Root(click.Group):
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
 
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except interrupts.Terminated as stop:  # its cleanups ran on the way up; click would say "aborted"
+            raise interrupts.StoppedBySignal(stop) from None
+
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="shadowvault")
@@ -69,6 +79,7 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
+    interrupts.install_handlers()
     cli()
 
 

@@ -57,6 +57,7 @@ DEFAULT_COMMIT_TIMEOUT = 10.0
 EVENT_TIMEOUT = 300.0  # identify, prepare_*, post_snapshot, backup_complete: slow work is allowed there
 THAW_TIMEOUT = 60.0  # a writer's thaw (scripts bring their own timeout, up to 1800 s)
 WATCHDOG_GRACE = 30.0  # past freeze + commit timeouts, before the watchdog thaws on its own
+ABORT_COMMIT_WAIT = 5.0  # an abort waits this long at most for a running commit (within its timeout)
 
 FAILED_AT = {
     "identify": WriterState.FAILED_AT_IDENTIFY,
@@ -163,7 +164,8 @@ class ShadowSetRun:
         self.manifest: ShadowSetManifest | None = None
         self._freeze_start: float | None = None
         self._aborted = False
-        self._late_shadows: list[tuple[Provider, Future]] = []
+        self._late_shadows: list[tuple[Provider, Future]] = []  # commits whose shadow is not in the manifest
+        self._commit_deadline = 0.0
 
     # ---- planning (nothing held yet) ----------------------------------------------------------
 
@@ -356,8 +358,21 @@ class ShadowSetRun:
             except Exception as err:
                 log.warning("cannot delete the shadow of %s: %s", shadow.volume, err)
         self.manifest.shadows = []
-        for provider, future in self._late_shadows:  # commits that finished after their timeout
-            future.add_done_callback(lambda f, p=provider: _delete_late(p, f))
+        # Commits still running (interrupted, or past their timeout) are cancelled and get what is
+        # left of the commit timeout, up to ABORT_COMMIT_WAIT, to end: a btrfs snapshot ends in
+        # milliseconds, a cancelled reflink copy within a few files, and its image is deleted here.
+        # One still running after that is deleted when it ends, if this process lives that long;
+        # if not, reap() deletes it (the store has its path as the set's intent, or finds it).
+        for provider, future in self._late_shadows:
+            if not future.done():
+                provider.cancel()
+                remaining = min(self._commit_deadline - time.monotonic(), ABORT_COMMIT_WAIT)
+                wait_futures([future], timeout=max(remaining, 0))
+            if future.done():
+                _delete_late(provider, future)
+            else:
+                future.add_done_callback(lambda f, p=provider: _delete_late(p, f))
+        self._late_shadows = []
 
     def _forget_in_store(self) -> None:
         if self.store is None or self.manifest is None:
@@ -433,12 +448,15 @@ class ShadowSetRun:
             phases[phase] = round(time.monotonic() - started, 6)
         self._check_writer_volumes(volumes, all_volumes)
 
-        self.store.reap()
+        self.store.reap([v.mount_point for v in volumes])  # also orphan images on these volumes
         for volume in volumes:
             self.store.enforce_limit(volume.mount_point, store_module.max_shadows_per_volume())
         self.manifest.phases = phases
         self.manifest.writers = [run.report for run in self.runs]
         self.store.save(self.manifest)
+        # Before anything is frozen, the paths the providers will create: if we die at any moment from
+        # here on, reap() deletes them, made or not (a write now does not lengthen the freeze window).
+        self.store.record_intent(self.manifest.id, self._planned_shadows(volumes))
 
         started = time.monotonic()
         results = self._event_all(
@@ -466,7 +484,16 @@ class ShadowSetRun:
             self.manifest.requester_pid = None  # kept until deleted, whoever made it
         self.manifest.writers = [run.report for run in self.runs]
         self.store.save(self.manifest)
+        self.store.clear_intent(self.manifest.id)  # the record lists every shadow now
         return self.manifest
+
+    def _planned_shadows(self, volumes: list[Volume]) -> list[Shadow]:
+        planned = []
+        for index, volume in enumerate(volumes):
+            shadow = self.providers[volume.mount_point].planned(volume, self.manifest.id, index)
+            if shadow is not None:
+                planned.append(shadow)
+        return planned
 
     def _start_watchdog(self) -> None:
         actions = []
@@ -523,15 +550,17 @@ class ShadowSetRun:
         assert self.manifest is not None
         started = time.monotonic()
         deadline = started + self.commit_timeout
+        self._commit_deadline = deadline
         for index, volume in enumerate(volumes):
             provider = self.providers[volume.mount_point]
             remaining = deadline - time.monotonic()
             future = _in_thread(
                 provider.create, volume, self.manifest.id, index, name=f"commit:{provider.name}"
             )
+            # Until it is in the manifest, a commit an interrupt leaves running is the abort's to clean up.
+            self._late_shadows.append((provider, future))
             wait_futures([future], timeout=max(remaining, 0.001))
             if not future.done():
-                self._late_shadows.append((provider, future))
                 raise self._abort(
                     f"provider {provider.name} timed out at commit on {volume.mount_point} after "
                     f"{self.commit_timeout:.1f} s"
@@ -544,6 +573,7 @@ class ShadowSetRun:
                 )
             shadow = future.result()
             self.manifest.shadows.append(shadow)
+            self._late_shadows.remove((provider, future))
         self.manifest.phases["commit"] = round(time.monotonic() - started, 6)
         self._check_watchdog("commit")
 

@@ -4,11 +4,22 @@ Layout under `<state dir>/sets/`:
 
     <id>.json       the set's ShadowSetManifest, written atomically (temp file, fsync, rename)
     <id>.exposed    JSON list of the set's exposures (read-only bind mounts), when it has any
+    <id>.intent     JSON list of the shadows the set's providers are about to make (see below)
+    .volumes        JSON list of the volumes this store has made shadows on (mount point, fs UUID)
     .lock           flock()ed while a record is written or a set is released, so that several
                     processes (create, delete, reap) can work at once
 
 Limits like VSS's: at most `max_shadows_per_volume()` shadows per volume (oldest deleted first),
 and sets that are not persistent are released once their requester process has ended (`reap`).
+
+Nothing a killed requester leaves stays unseen. The coordinator records a set's intent (the path
+each provider will create, before the freeze) and the record lists the shadows once they are made,
+so releasing a set deletes the made and the half-made alike. And `reap` also deletes orphan images:
+images in a provider's own place (`<mount>/.shadowvault/<set id>-<index>`) on a volume this store
+uses, whose set no record or intent of this store knows. Such an image only arises if a record was
+lost; an image is always recorded before it is made, and the lock held while reaping keeps a
+creator from recording one meanwhile. One store per volume: a second state directory making
+shadows on the same volume would have its images taken for orphans.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import secrets
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -41,8 +52,10 @@ from shadowvault.errors import (
 from shadowvault.fsutil import atomic_write
 from shadowvault.shadow import expose as mounts
 from shadowvault.shadow.manifest import Shadow, ShadowSetManifest, decode, encode
-from shadowvault.shadow.providers.hidden_dir import ShadowUnreachableError
-from shadowvault.shadow.providers.registry import get_provider
+from shadowvault.shadow.providers.base import Provider
+from shadowvault.shadow.providers.hidden_dir import ShadowUnreachableError, filesystem_uuid
+from shadowvault.shadow.providers.registry import all_providers, get_provider
+from shadowvault.shadow.volumes import Volume, list_volumes
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +63,8 @@ DEFAULT_MAX_SHADOWS_PER_VOLUME = 64
 CONFIG_FILE = "shadowvault.toml"
 RECORD_SUFFIX = ".json"
 EXPOSED_SUFFIX = ".exposed"
+INTENT_SUFFIX = ".intent"
+VOLUMES_FILE = ".volumes"
 SET_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
 UNFINISHED_STATES = ("creating", "aborted")
 
@@ -64,6 +79,13 @@ class Exposure(msgspec.Struct, kw_only=True):
     at: str
     created_dir: bool = False  # `at` was made by expose and is removed by unexpose
     created: float = 0.0
+
+
+class KnownVolume(msgspec.Struct, kw_only=True, frozen=True):
+    """A volume this store has made shadows on: where orphan reaping looks for images."""
+
+    mount_point: str
+    fs_uuid: str | None = None
 
 
 def max_shadows_per_volume() -> int:
@@ -210,6 +232,9 @@ class ShadowStore:
     def _exposed_record(self, set_id: str) -> Path:
         return self.root / f"{set_id}{EXPOSED_SUFFIX}"
 
+    def _intent_record(self, set_id: str) -> Path:
+        return self.root / f"{set_id}{INTENT_SUFFIX}"
+
     def new_id(self) -> str:
         """A short, unique id that sorts by creation time: `20261125T140312-3f9a1c` (UTC)."""
         self._ensure_root()
@@ -224,6 +249,80 @@ class ShadowStore:
             raise UsageError(f"invalid shadow set id {manifest.id!r}")
         with self.locked():
             atomic_write(self._record(manifest.id), encode(manifest), mode=0o600)
+            self._remember_volumes(manifest.shadows)
+
+    # -- intents: shadows about to be made -------------------------------------------------------
+
+    def record_intent(self, set_id: str, shadows: Iterable[Shadow]) -> None:
+        """Durably note the shadows set `set_id` is about to make, before any provider makes them.
+
+        Call it after the set's record is saved and before the providers' commit: if the requester
+        dies from then on, releasing the set (by `reap`) deletes these paths whether they were made,
+        half made or not made at all. `clear_intent` drops the note once the record lists the shadows.
+        """
+        if not SET_ID_PATTERN.match(set_id):
+            raise UsageError(f"invalid shadow set id {set_id!r}")
+        planned = list(shadows)
+        with self.locked():
+            if not self._record(set_id).exists():
+                raise NotFoundError(f"no shadow set {set_id}: save its record before its intent")
+            atomic_write(self._intent_record(set_id), msgspec.json.encode(planned), mode=0o600)
+            self._remember_volumes(planned)
+
+    def intent(self, set_id: str) -> list[Shadow]:
+        """The shadows set `set_id` said it was about to make ([] when it said nothing)."""
+        try:
+            data = self._intent_record(set_id).read_bytes()
+        except FileNotFoundError:
+            return []
+        try:
+            return msgspec.json.decode(data, type=list[Shadow])
+        except msgspec.DecodeError as err:
+            raise ShadowError(f"the intent record of shadow set {set_id} is damaged: {err}") from err
+
+    def clear_intent(self, set_id: str) -> None:
+        """The set's record now lists every shadow it made: the intent is no longer needed."""
+        with self.locked():
+            self._intent_record(set_id).unlink(missing_ok=True)
+
+    def _intent_ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except (FileNotFoundError, PermissionError):
+            return []
+        suffix = len(INTENT_SUFFIX)
+        return [n[:-suffix] for n in names if n.endswith(INTENT_SUFFIX) and not n.startswith(".")]
+
+    # -- the volumes this store uses ------------------------------------------------------------
+
+    def _volumes_file(self) -> Path:
+        return self.root / VOLUMES_FILE
+
+    def known_volumes(self) -> list[KnownVolume]:
+        """The volumes this store has made (or meant to make) shadows on."""
+        try:
+            return msgspec.json.decode(self._volumes_file().read_bytes(), type=list[KnownVolume])
+        except FileNotFoundError:
+            return []
+        except msgspec.DecodeError as err:
+            log.warning("%s is damaged, rebuilt from the records: %s", self._volumes_file(), err)
+            return []
+
+    def _write_volumes(self, volumes: list[KnownVolume]) -> None:
+        atomic_write(self._volumes_file(), msgspec.json.encode(volumes), mode=0o600)
+
+    def _remember_volumes(self, shadows: Iterable[Shadow]) -> None:
+        known = {v.mount_point: v for v in self.known_volumes()}
+        changed = False
+        for shadow in shadows:
+            if not shadow.provider or shadow.path == shadow.volume:  # no image (the live provider)
+                continue
+            old = known.get(shadow.volume)
+            if old is None or (shadow.fs_uuid and old.fs_uuid != shadow.fs_uuid):
+                known[shadow.volume] = KnownVolume(mount_point=shadow.volume, fs_uuid=shadow.fs_uuid)
+                changed = True
+        if changed:
+            self._write_volumes(list(known.values()))
 
     def _ids(self) -> list[str]:
         try:
@@ -290,6 +389,7 @@ class ShadowStore:
         with self.locked():
             if not self._record(set_id).exists():
                 self._exposed_record(set_id).unlink(missing_ok=True)
+                self._release_intent(set_id)  # a leftover of a release that was cut short
                 return
             manifest = self._read(set_id)
             self.unexpose(set_id=set_id)
@@ -301,12 +401,32 @@ class ShadowStore:
                 except ShadowvaultError as err:
                     remaining.append(shadow)
                     failures.append(err)
+            try:
+                self._release_intent(set_id, already={s.path for s in manifest.shadows})
+            except ShadowvaultError as err:
+                failures.append(err)
             if failures:
                 manifest.shadows = remaining
                 self.save(manifest)
                 raise failures[0]
             self._record(set_id).unlink(missing_ok=True)
             log.info("released shadow set %s", set_id)
+
+    def _release_intent(self, set_id: str, already: Collection[str] = ()) -> None:
+        """Delete what the set meant to make (made or not), then its intent; keep what failed, and raise."""
+        planned = [s for s in self.intent(set_id) if s.path not in already]
+        remaining: list[Shadow] = []
+        failures: list[ShadowvaultError] = []
+        for shadow in planned:
+            try:
+                self._delete_shadow(shadow)
+            except ShadowvaultError as err:
+                remaining.append(shadow)
+                failures.append(err)
+        if remaining:
+            atomic_write(self._intent_record(set_id), msgspec.json.encode(remaining), mode=0o600)
+            raise failures[0]
+        self._intent_record(set_id).unlink(missing_ok=True)
 
     @staticmethod
     def _delete_shadow(shadow: Shadow) -> None:
@@ -371,14 +491,23 @@ class ShadowStore:
             log.info("released shadow set %s: %s holds at most %d shadows", set_id, volume_mount, limit)
         return released
 
-    def reap(self) -> list[str]:
-        """Release the sets whose requester has ended: non-persistent ones, and unfinished ones.
+    def reap(self, volumes: Iterable[str] = ()) -> list[str]:
+        """Release the sets whose requester has ended, then delete orphan images; returns the released ids.
 
-        A set still `creating` or left `aborted` by a dead requester is released even if it was
-        asked to be persistent: it never became a usable set.
+        Released: non-persistent sets, and unfinished ones: a set still `creating` or left `aborted`
+        by a dead requester is released even if it was asked to be persistent (it never became a
+        usable set), with everything its intent named. Then every image no set of this store knows
+        is deleted from the volumes this store uses and from `volumes` (mount points: a creator
+        passes the volumes of its new set), see `remove_orphan_images`.
         """
         released = []
         with self.locked():
+            for set_id in self._intent_ids():
+                if not self._record(set_id).exists():  # a release cut short between record and intent
+                    try:
+                        self._release_intent(set_id)
+                    except ShadowvaultError as err:
+                        log.warning("could not delete the leftovers of shadow set %s: %s", set_id, err)
             for manifest in self.list():
                 if manifest.requester_pid is None:
                     continue  # nobody to outlive: kept until deleted
@@ -391,7 +520,70 @@ class ShadowStore:
                     released.append(manifest.id)
                 except ShadowvaultError as err:
                     log.warning("could not release shadow set %s of an ended requester: %s", manifest.id, err)
+            self.remove_orphan_images(volumes)
         return released
+
+    def remove_orphan_images(self, volumes: Iterable[str] = ()) -> list[str]:
+        """Delete the images no set of this store knows; returns their paths.
+
+        Looked for on the volumes this store has made shadows on (`.volumes`, while each is mounted
+        with the same filesystem) and on `volumes`, by each provider in its own place and naming
+        only (`found_images`). An image is an orphan when neither a record nor an intent of this
+        store names its set: its maker died after losing the record, or the record was removed by
+        hand. Runs under the store's lock, so no creator can record a new set meanwhile.
+        """
+        removed: list[str] = []
+        with self.locked():
+            known_ids = set(self._ids()) | set(self._intent_ids())
+            for volume in self._volumes_to_search(volumes):
+                for provider in all_providers():
+                    removed.extend(self._remove_orphans_of(provider, volume, known_ids))
+        return removed
+
+    @staticmethod
+    def _remove_orphans_of(provider: Provider, volume: Volume, known_ids: set[str]) -> list[str]:
+        try:
+            found = provider.found_images(volume)
+        except OSError as err:
+            log.warning("cannot look for %s shadows on %s: %s", provider.name, volume.mount_point, err)
+            return []
+        removed = []
+        for image in found:
+            if image.set_id in known_ids:
+                continue
+            try:
+                provider.delete(image.shadow)
+            except ShadowvaultError as err:
+                log.warning("cannot delete orphan shadow %s: %s", image.shadow.path, err)
+                continue
+            log.info(
+                "deleted %s: a shadow of set %s, which no longer exists", image.shadow.path, image.set_id
+            )
+            removed.append(image.shadow.path)
+        return removed
+
+    def _volumes_to_search(self, extra: Iterable[str]) -> list[Volume]:
+        """The mounted volumes to look for orphans on; forgets known volumes that are gone and unused."""
+        mounted = {v.mount_point: v for v in list_volumes(with_uuid=False)}
+        known = self.known_volumes()
+        in_use = {s.volume for m in self.list() for s in m.shadows}
+        kept, chosen = [], {}
+        for entry in known:
+            volume = mounted.get(entry.mount_point)
+            same_fs = volume is not None and (
+                not entry.fs_uuid or filesystem_uuid(volume.device) in (entry.fs_uuid, None)
+            )
+            if volume is not None and same_fs:
+                chosen[entry.mount_point] = msgspec.structs.replace(volume, fs_uuid=entry.fs_uuid)
+            if same_fs or entry.mount_point in in_use:
+                kept.append(entry)
+        if len(kept) != len(known):
+            self._write_volumes(kept)
+        for mount_point in extra:
+            volume = mounted.get(os.path.realpath(mount_point))
+            if volume is not None and volume.mount_point not in chosen:
+                chosen[volume.mount_point] = volume
+        return list(chosen.values())
 
     # -- exposures ----------------------------------------------------------------------------
 

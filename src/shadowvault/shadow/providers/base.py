@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.volumes import Volume
 
 SHADOW_DIR_NAME = ".shadowvault"  # hidden directory at a volume's root that holds its shadows
+# How image-making providers name a shadow in that directory: `<set id>-<index>`, the set id as the
+# store makes it (`20261125T140312-3f9a1c`). Only names of exactly this form are ever reaped as orphans.
+IMAGE_NAME = re.compile(r"^(?P<set_id>[0-9]{8}T[0-9]{6}-[0-9a-f]{6})-(?P<index>[0-9]{1,4})$")
+
+
+def image_name(set_id: str, index: int) -> str:
+    """The name of shadow `index` of set `set_id` in a volume's shadow directory."""
+    return f"{set_id}-{index}"
+
+
+class FoundImage(NamedTuple):
+    """An image found on a volume in a provider's own place, and the set its name says it belongs to."""
+
+    set_id: str
+    shadow: Shadow
 
 
 class FreezePolicy(StrEnum):
@@ -50,6 +66,22 @@ class Provider(ABC):
     @abstractmethod
     def delete(self, shadow: Shadow) -> None:
         """Remove the image; deleting one that is already gone is not an error."""
+
+    def planned(self, volume: Volume, set_id: str, index: int) -> Shadow | None:
+        """The shadow `create` would make, before it exists: what the store records as the set's intent.
+
+        `delete` of the returned shadow must remove whatever `create` left, whole or half made, and be
+        harmless when nothing was made. None: this provider makes no image (nothing can be left over).
+        """
+        return None
+
+    def found_images(self, volume: Volume) -> list[FoundImage]:
+        """The images of this provider on `volume`, found by their place and name (for orphan reaping).
+
+        Only what sits in the provider's own directory under its own naming is returned, never
+        anything else on the volume.
+        """
+        return []
 
     def cancel(self) -> None:
         """Ask a `create` running in another thread on this instance to stop and clean up after itself.

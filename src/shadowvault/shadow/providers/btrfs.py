@@ -14,13 +14,27 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import struct
 import time
 
 from shadowvault.errors import PermissionDeniedError, ProviderError, UnsupportedError
 from shadowvault.shadow.manifest import Shadow
-from shadowvault.shadow.providers.base import SHADOW_DIR_NAME, FreezePolicy, Provider
-from shadowvault.shadow.providers.hidden_dir import check_reachable, ensure_shadow_dir, mounts_within
+from shadowvault.shadow.providers.base import (
+    IMAGE_NAME,
+    SHADOW_DIR_NAME,
+    FoundImage,
+    FreezePolicy,
+    Provider,
+    image_name,
+)
+from shadowvault.shadow.providers.hidden_dir import (
+    check_reachable,
+    ensure_shadow_dir,
+    existing_shadow_dir,
+    mounts_within,
+    shadow_dir,
+)
 from shadowvault.shadow.volumes import Volume
 
 log = logging.getLogger(__name__)
@@ -151,7 +165,7 @@ class BtrfsProvider(Provider):
         if reason:
             raise UnsupportedError(reason)
         parent = ensure_shadow_dir(volume)
-        name = f"{set_id}-{index}"
+        name = image_name(set_id, index)
         nested = self._nested(volume.mount_point)
         try:
             snapshot(volume.mount_point, parent, name)
@@ -179,6 +193,43 @@ class BtrfsProvider(Provider):
             provider_data={"subvolume": path, "parent": parent, "name": name, "nested_subvolumes": nested},
             notes=notes,
         )
+
+    def planned(self, volume: Volume, set_id: str, index: int) -> Shadow:
+        return self._shadow_at(volume.mount_point, volume.fs_uuid, volume.fstype, image_name(set_id, index))
+
+    def _shadow_at(self, mount_point: str, fs_uuid: str | None, fstype: str, name: str) -> Shadow:
+        parent = shadow_dir(mount_point)
+        path = os.path.join(parent, name)
+        return Shadow(
+            volume=mount_point,
+            fs_uuid=fs_uuid,
+            fstype=fstype,
+            provider=self.name,
+            path=path,
+            atomic=True,
+            provider_data={"subvolume": path, "parent": parent, "name": name},
+        )
+
+    def found_images(self, volume: Volume) -> list[FoundImage]:
+        """Subvolumes named `<set id>-<index>` in `<mount>/.shadowvault`: our snapshots, and nothing else."""
+        if volume.fstype != "btrfs":
+            return []
+        parent = existing_shadow_dir(volume.mount_point)
+        if parent is None:
+            return []
+        found = []
+        for entry in os.scandir(parent):
+            match = IMAGE_NAME.match(entry.name)
+            if match is None:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_ino == BTRFS_FIRST_FREE_OBJECTID:  # a subvolume's root
+                shadow = self._shadow_at(volume.mount_point, volume.fs_uuid, volume.fstype, entry.name)
+                found.append(FoundImage(match["set_id"], shadow))
+        return found
 
     @staticmethod
     def _nested(mount_point: str) -> list[str]:

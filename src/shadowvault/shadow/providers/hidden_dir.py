@@ -53,6 +53,23 @@ def ensure_shadow_dir(volume: Volume) -> str:
     return path
 
 
+def existing_shadow_dir(mount_point: str) -> str | None:
+    """`<mount>/.shadowvault` if it is there and is ours (a real directory we own, on that volume), else None.
+
+    What orphan reaping looks into: a directory planted by someone else, or another filesystem
+    mounted there, is not ours to clean.
+    """
+    path = shadow_dir(mount_point)
+    try:
+        st = os.lstat(path)
+        mount_dev = os.lstat(mount_point).st_dev
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_dev != mount_dev:
+        return None
+    return path
+
+
 def drop_default_acl(path: str) -> None:
     """Remove an inherited default ACL, so new entries below get exactly the modes we give them."""
     try:
@@ -62,7 +79,8 @@ def drop_default_acl(path: str) -> None:
             raise
 
 
-def _blkid_uuid(device: str) -> str | None:
+def filesystem_uuid(device: str) -> str | None:
+    """The UUID of the filesystem on `device` (blkid), None when it has none or cannot be read."""
     if not device.startswith("/dev/"):
         return None
     try:
@@ -84,7 +102,7 @@ def check_reachable(shadow: Shadow, path: str) -> None:
             f"cannot delete the shadow of {shadow.volume}: that volume is no longer mounted there"
         )
     if shadow.fs_uuid:
-        current = _blkid_uuid(holder.device)
+        current = filesystem_uuid(holder.device)
         if current and current != shadow.fs_uuid:
             raise ShadowUnreachableError(
                 f"cannot delete the shadow of {shadow.volume}: another filesystem ({current}) is "

@@ -31,11 +31,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from shadowvault.errors import PermissionDeniedError, ProviderError, ShadowvaultError, UnsupportedError
 from shadowvault.proc import pid_alive
 from shadowvault.shadow.manifest import Shadow
-from shadowvault.shadow.providers.base import FreezePolicy, Provider
+from shadowvault.shadow.providers.base import IMAGE_NAME, FoundImage, FreezePolicy, Provider, image_name
 from shadowvault.shadow.providers.hidden_dir import (
     check_reachable,
     drop_default_acl,
     ensure_shadow_dir,
+    existing_shadow_dir,
     mounts_within,
     shadow_dir,
 )
@@ -56,6 +57,7 @@ PARTIAL_MARK = ".partial-"
 CANCEL_CHECK_EVERY = 64  # entries between two looks at the cancel flag
 CLONE_THREADS = 2
 CLONE_BATCH = 32  # files per task
+BTRFS_SUBVOLUME_ROOT_INO = 256  # a btrfs subvolume's root: the btrfs provider's snapshot, not our copy
 
 
 def xfs_has_reflink(mount_point: str) -> bool:
@@ -143,7 +145,7 @@ class ReflinkProvider(Provider):
             raise UnsupportedError(reason)
         parent = ensure_shadow_dir(volume)
         sweep_partial_copies(parent)
-        name = f"{set_id}-{index}"
+        name = image_name(set_id, index)
         target = os.path.join(parent, name)
         # Built under a name that says whose it is, renamed when whole: a copy interrupted by a
         # crash is recognisable and swept by the next create on this volume.
@@ -191,6 +193,55 @@ class ReflinkProvider(Provider):
             provider_data={"directory": target, "files": copier.files, "directories": copier.directories},
             notes=notes,
         )
+
+    def planned(self, volume: Volume, set_id: str, index: int) -> Shadow:
+        return self._shadow_at(
+            volume, os.path.join(shadow_dir(volume.mount_point), image_name(set_id, index))
+        )
+
+    def _shadow_at(self, volume: Volume, directory: str) -> Shadow:
+        return Shadow(
+            volume=volume.mount_point,
+            fs_uuid=volume.fs_uuid,
+            fstype=volume.fstype,
+            provider=self.name,
+            path=directory,
+            atomic=False,
+            provider_data={"directory": directory},
+        )
+
+    def found_images(self, volume: Volume) -> list[FoundImage]:
+        """Copies named `<set id>-<index>` in `<mount>/.shadowvault`, and half-made ones of ended processes.
+
+        A btrfs subvolume there is the btrfs provider's snapshot, not a copy: left to that provider.
+        """
+        if volume.fstype not in REFLINK_FSTYPES:
+            return []
+        parent = existing_shadow_dir(volume.mount_point)
+        if parent is None:
+            return []
+        found = []
+        for entry in os.scandir(parent):
+            name = entry.name
+            mark = name.rfind(PARTIAL_MARK)
+            if name.startswith(".") and mark > 0:  # `.<set id>-<index>.partial-<pid>`
+                pid = name[mark + len(PARTIAL_MARK) :]
+                if not pid.isdigit() or pid_alive(int(pid)):
+                    continue
+                name = name[1:mark]
+            match = IMAGE_NAME.match(name)
+            if match is None:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            if volume.fstype == "btrfs" and st.st_ino == BTRFS_SUBVOLUME_ROOT_INO:
+                continue
+            found.append(FoundImage(match["set_id"], self._shadow_at(volume, entry.path)))
+        return found
 
     def delete(self, shadow: Shadow) -> None:
         target = shadow.provider_data.get("directory") or shadow.path
