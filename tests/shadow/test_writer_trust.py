@@ -10,6 +10,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,9 @@ import shadowvault
 from shadowvault.errors import ConfigError
 from shadowvault.repo.repository import Repository
 from shadowvault.shadow.store import ShadowStore
+from shadowvault.shadow.watchdog import Watchdog
 from shadowvault.shadow.writers import registry, trusted_exec
-from shadowvault.shadow.writers.base import SnapshotContext
+from shadowvault.shadow.writers.base import RunCommand, SnapshotContext
 from shadowvault.shadow.writers.external import ExternalWriter
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.tools import require_tools
@@ -179,6 +181,21 @@ def test_a_symlink_swapped_in_after_resolution_is_not_followed(tmp_path):
             trusted_exec.open_in(directory, "link", str(tmp_path / "link"), "the freeze program")
     finally:
         os.close(directory)
+
+
+def test_the_watchdog_runs_a_thaw_command_only_if_it_is_still_trusted(tmp_path):
+    """The watchdog runs thaw commands long after the check: it checks again and executes by descriptor."""
+    owned = tmp_path / "owned"
+    owned.mkdir()
+    ran_trusted, ran_untrusted = tmp_path / "trusted-ran", tmp_path / "untrusted-ran"
+    trusted = write_script(tmp_path / "thaw.sh", f"touch {ran_trusted}", mode=0o755)
+    untrusted = write_script(owned / "thaw.sh", f"touch {ran_untrusted}", mode=0o755)
+    os.chown(owned, NOBODY, NOBODY)  # after the writer's check: a user took the directory over
+    actions = [RunCommand(argv=[str(untrusted)]), RunCommand(argv=[str(trusted)])]
+    watchdog = Watchdog.start(actions, time.monotonic() + 600)
+    watchdog.fire()
+    assert ran_trusted.exists()
+    assert not ran_untrusted.exists()
 
 
 # ---- (e) no secrets in a writer's environment -------------------------------------------------------

@@ -46,12 +46,15 @@ class WriterConfig:
 
 
 def check_safe(path: str | os.PathLike[str], what: str) -> None:
-    """Refuse `path` unless only root could have changed it: root's, not writable by group or others,
-    and so is every directory from / down to it (trusted_exec.py)."""
-    if os.path.isdir(path):
-        trusted_exec.check_directory(os.fspath(path), what)
+    """Refuse `path` unless only root could have changed it, nor any directory from / down to it.
+
+    A configuration path may be relative (to where we run): it is checked from / all the same.
+    """
+    absolute = os.path.abspath(path)
+    if os.path.isdir(absolute):
+        trusted_exec.check_directory(absolute, what)
         return
-    fd, _ = trusted_exec.open_checked(os.fspath(path), what)
+    fd, _ = trusted_exec.open_checked(absolute, what)
     os.close(fd)
 
 
@@ -86,7 +89,7 @@ def parse_timeout(value: Any, config_path: Path) -> float:
 
 def _read_toml(path: Path, what: str) -> dict[str, Any]:
     """Check a configuration file and parse it, reading the very file that was checked."""
-    raw = trusted_exec.read_checked(str(path), what)
+    raw = trusted_exec.read_checked(os.path.abspath(path), what)
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
