@@ -139,7 +139,7 @@ def check(
             " packs` salvages what is readable"
         )
     if record and found:
-        repo.record_damage(found.records())
+        _record(repo, report, found.records())
 
     def damaged(pack_id: str, blob_id: bytes) -> bool:
         return found.is_damaged(pack_id, blob_id) or repo.damage.is_damaged(pack_id, blob_id)
@@ -186,7 +186,7 @@ def check(
         mark_used(repo, [(sid, snap)], used, on_error=tree_error, on_tree=_name_checker(report))
     met = repo.damage.take_unsaved()  # trees that failed to load while walking
     if record and met:
-        repo.record_damage(met)
+        _record(repo, report, met)
     for blob_id in used:
         if (
             blob_id not in holders
@@ -212,6 +212,14 @@ def check(
             "`shadowvault repair snapshots` writes copies of the affected snapshots without what was lost"
         )
     return report
+
+
+def _record(repo: Repository, report: CheckReport, records: list[DamagedPack]) -> None:
+    """Save what was found for backups and prune; a read-only repository only loses the memo."""
+    try:
+        repo.record_damage(records)
+    except ShadowvaultError as err:
+        report.warnings.append(f"could not record the damage found ({err}); backups may reuse it")
 
 
 def _name_checker(report: CheckReport) -> Callable[[bytes, Tree], None]:

@@ -175,6 +175,8 @@ def repair_packs(repo: Repository, pack_ids: list[str] | None = None) -> RepairP
     else:
         targets = sorted(set(repo.damage.packs()) & packs.keys())
     if not targets:
+        if repo.damage.packs() - packs.keys():  # records of packs that are gone
+            replace_damage(repo.backend, repo.sealer, repo.damage, keep=packs)
         return result
     chosen = set(targets)
     copied: set[bytes] = set()
