@@ -89,7 +89,10 @@ def parse_timeout(value: Any, config_path: Path) -> float:
 
 def _read_toml(path: Path, what: str) -> dict[str, Any]:
     """Check a configuration file and parse it, reading the very file that was checked."""
-    raw = trusted_exec.read_checked(os.path.abspath(path), what)
+    try:
+        raw = trusted_exec.read_checked(os.path.abspath(path), what)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read {what}: {err.strerror or err}") from err
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
