@@ -275,3 +275,12 @@ def test_shadows_list_leaves_volumes_this_store_never_used_alone(btrfs, cli):
     done = cli("shadows", "list")
     assert done.returncode == 0, done.stderr
     assert ours(btrfs.mount) == [f"{SHADOW_DIR}/{STRAY_ID}-0"]
+
+
+def test_a_damaged_intent_does_not_keep_a_dead_set_or_its_image(btrfs):
+    store = ShadowStore()
+    dead = unfinished_set(store, btrfs.mount, "btrfs", dead_pid())
+    (store.root / f"{dead.id}.intent").write_text("{not json")
+    assert store.reap() == [dead.id]
+    assert ours(btrfs.mount) == []
+    assert sorted(p.name for p in store.root.iterdir() if not p.name.startswith(".")) == []

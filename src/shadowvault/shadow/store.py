@@ -413,8 +413,16 @@ class ShadowStore:
             log.info("released shadow set %s", set_id)
 
     def _release_intent(self, set_id: str, already: Collection[str] = ()) -> None:
-        """Delete what the set meant to make (made or not), then its intent; keep what failed, and raise."""
-        planned = [s for s in self.intent(set_id) if s.path not in already]
+        """Delete what the set meant to make (made or not), then its intent; keep what failed, and raise.
+
+        A damaged intent is dropped with a warning rather than blocking the release forever: once the
+        set's record is gone too, `remove_orphan_images` finds whatever it named.
+        """
+        try:
+            planned = [s for s in self.intent(set_id) if s.path not in already]
+        except ShadowError as err:
+            log.warning("%s; dropped", err)
+            planned = []
         remaining: list[Shadow] = []
         failures: list[ShadowvaultError] = []
         for shadow in planned:
