@@ -121,6 +121,7 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(btrfs, slow_writer, signum, mar
     name = signal.Signals(signum).name
     assert child.returncode == 128 + signum
     assert stderr == f"shadowvault: error: terminated by {name}\n"
+    assert slow_writer["done"].exists(), "the application's thaw did not run to its end"
     assert ours(btrfs.mount) == []
     assert ShadowStore().list() == []  # the process removed its own record: no reaping needed
     assert write_completes(btrfs.mount)

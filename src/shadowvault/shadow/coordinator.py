@@ -166,6 +166,7 @@ class ShadowSetRun:
         self._aborted = False
         self._late_shadows: list[tuple[Provider, Future]] = []  # commits whose shadow is not in the manifest
         self._commit_deadline = 0.0
+        self._thaw_running: tuple[Future, float] | None = None  # a writer's thaw and its deadline
 
     # ---- planning (nothing held yet) ----------------------------------------------------------
 
@@ -305,6 +306,12 @@ class ShadowSetRun:
         assert self.manifest is not None
         self._aborted = True
         started = time.monotonic()
+        if self._thaw_running is not None:
+            # Interrupted while a writer thawed: let that thaw end (within its timeout) rather than
+            # have the writer's abort cut it short and leave its application half resumed.
+            future, deadline = self._thaw_running
+            self._thaw_running = None
+            wait_futures([future], timeout=max(deadline - time.monotonic(), 0))
         if self.ctx is not None:
             stuck = []
             # Filesystems first, one by one (a thaw script may need to write); then every
@@ -588,7 +595,9 @@ class ShadowSetRun:
             future = _in_thread(
                 lambda r=run: self._timed("thaw", r, lambda: r.writer.thaw(ctx)), name=f"thaw:{run.label}"
             )
+            self._thaw_running = (future, time.monotonic() + timeout)
             wait_futures([future], timeout=timeout)
+            self._thaw_running = None
             run.held = False
             if not future.done():
                 run.fail("thaw", WriterState.TIMED_OUT, f"timed out after {timeout:.1f} s")
