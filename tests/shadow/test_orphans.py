@@ -23,6 +23,7 @@ from shadowvault.shadow.providers.registry import get_provider
 from shadowvault.shadow.store import ShadowStore
 from shadowvault.shadow.volumes import find_volume
 from tests.fixtures.tools import require_tools
+from tests.repo.helpers import env_for
 from tests.shadow.frozen_probe import write_completes
 from tests.shadow.store_helpers import alive_pid, dead_pid
 from tests.shadow.test_watchdog import wait_for
@@ -46,7 +47,7 @@ def ours(mount: Path) -> list[str]:
     return [path for path in subvolumes(mount) if path.split("/", 1)[0] == SHADOW_DIR]
 
 
-def start_cli(*args: str) -> subprocess.Popen[str]:
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`shadowvault ARGS` in its own session, as a service manager would run it."""
     return subprocess.Popen(
         [sys.executable, "-m", "shadowvault.cli.main", *args],
@@ -54,6 +55,7 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -72,10 +74,14 @@ def create_until(btrfs, marker: Path) -> subprocess.Popen[str]:
     child = start_cli(
         "shadows", "create", "--volume", str(btrfs.mount), "--provider", "btrfs", "--writer", "script:slow"
     )
+    return wait_for_marker(child, marker)
+
+
+def wait_for_marker(child: subprocess.Popen[str], marker: Path) -> subprocess.Popen[str]:
     if not wait_for(lambda: marker.exists() or child.poll() is not None, 60) or not marker.exists():
         child.kill()
         _, stderr = child.communicate(timeout=30)
-        pytest.fail(f"shadows create never reached {marker.name}: {stderr}")
+        pytest.fail(f"shadowvault never reached {marker.name}: {stderr}")
     return child
 
 
@@ -124,6 +130,37 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(btrfs, slow_writer, signum, mar
     assert slow_writer["done"].exists(), "the application's thaw did not run to its end"
     assert ours(btrfs.mount) == []
     assert ShadowStore().list() == []  # the process removed its own record: no reaping needed
+    assert write_completes(btrfs.mount)
+
+
+def test_sigterm_during_a_backups_thaw_leaves_nothing(btrfs, slow_writer, tmp_path, cli):
+    (btrfs.mount / "f").write_text("data")
+    env = env_for(tmp_path / "repo")
+    assert cli("init", env=env).returncode == 0
+    child = start_cli(
+        "backup",
+        str(btrfs.mount),
+        "--provider",
+        "btrfs",
+        "--writer",
+        "script:slow",
+        env=env,
+    )
+    wait_for_marker(child, slow_writer["thawing"])
+    try:
+        os.kill(child.pid, signal.SIGTERM)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 128 + signal.SIGTERM
+    assert (
+        stderr.splitlines()[-1:] == ["shadowvault: error: terminated by SIGTERM"]
+        and "Traceback" not in stderr
+    )
+    assert slow_writer["done"].exists()
+    assert ours(btrfs.mount) == [] and ShadowStore().list() == []
     assert write_completes(btrfs.mount)
 
 
