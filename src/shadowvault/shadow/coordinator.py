@@ -495,6 +495,7 @@ class ShadowSetRun:
         return self.manifest
 
     def _planned_shadows(self, volumes: list[Volume]) -> list[Shadow]:
+        assert self.manifest is not None
         planned = []
         for index, volume in enumerate(volumes):
             shadow = self.providers[volume.mount_point].planned(volume, self.manifest.id, index)

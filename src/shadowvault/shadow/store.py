@@ -16,8 +16,9 @@ Nothing a killed requester leaves stays unseen. The coordinator records a set's 
 each provider will create, before the freeze) and the record lists the shadows once they are made,
 so releasing a set deletes the made and the half-made alike. And `reap` also deletes orphan images:
 images in a provider's own place (`<mount>/.shadowvault/<set id>-<index>`) on a volume this store
-uses, whose set no record or intent of this store knows. Such an image only arises if a record was
-lost; an image is always recorded before it is made, and the lock held while reaping keeps a
+uses, whose set no record or intent of this store knows: a record lost or removed by hand, or a
+commit that ended after its aborted set was released, as its process exited. A live set's image is
+never taken for one: it is recorded before it is made, and the lock held while reaping keeps a
 creator from recording one meanwhile. One store per volume: a second state directory making
 shadows on the same volume would have its images taken for orphans.
 """
@@ -305,7 +306,7 @@ class ShadowStore:
         except FileNotFoundError:
             return []
         except msgspec.DecodeError as err:
-            log.warning("%s is damaged, rebuilt from the records: %s", self._volumes_file(), err)
+            log.warning("%s is damaged, started afresh: %s", self._volumes_file(), err)
             return []
 
     def _write_volumes(self, volumes: list[KnownVolume]) -> None:
