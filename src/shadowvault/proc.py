@@ -19,6 +19,25 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WRITER_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TZ")  # and every LC_*
 
 
+# The requester's secrets: no command Shadowvault runs (writers' tools, servers a restore starts,
+# helpers) needs them, and a program run as another user or kept running must never hold them.
+REQUESTER_SECRETS = frozenset(
+    {
+        "SHADOWVAULT_PASSWORD",
+        "SHADOWVAULT_PASSWORD_FILE",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+    }
+)
+
+
+def without_secrets(env: Mapping[str, str] | None) -> dict[str, str]:
+    """`env` (default: this process's environment) without the requester's secrets."""
+    source = os.environ if env is None else env
+    return {k: v for k, v in source.items() if k not in REQUESTER_SECRETS}
+
+
 def writer_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment a writer's command runs with: PATH, locale, TZ, HOME and `extra`, nothing else.
 
@@ -50,7 +69,13 @@ def run(
     log.debug("run: %s", cmdline)
     try:
         done = subprocess.run(
-            list(argv), input=input, capture_output=True, timeout=timeout, env=env, cwd=cwd, check=False
+            list(argv),
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            env=without_secrets(env),
+            cwd=cwd,
+            check=False,
         )
     except FileNotFoundError as err:
         raise CommandError(f"{argv[0]}: command not found (is its package installed?)") from err
@@ -94,7 +119,7 @@ def run_group(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=env,
+            env=without_secrets(env),
             cwd=cwd,
             start_new_session=True,
             executable=executable,
