@@ -23,7 +23,7 @@ from shadowvault.repo.check import check
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
 
-KILLS = 36
+KILLS = 30
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
@@ -55,6 +55,7 @@ def _command(repo: Path, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.timeout(900)  # a few dozen processes started and killed: minutes on a loaded machine
 @pytest.mark.parametrize("seed", [20261128])
 def test_kill_9_during_backup_and_prune_never_breaks_a_snapshot(tmp_path: Path, seed: int) -> None:
     rnd = random.Random(seed)
@@ -75,7 +76,7 @@ def test_kill_9_during_backup_and_prune_never_breaks_a_snapshot(tmp_path: Path, 
         args = ("prune",) if prune_round else ("backup", "--provider", "none", "--json", str(src))
         before = _tree_bytes(src)
         proc = _command(repo, *args)
-        time.sleep(rnd.uniform(0.2, 2.0))  # interpreter start-up is ~0.3 s: some die early, most mid-way
+        time.sleep(rnd.uniform(0.15, 1.2))  # start-up is ~0.3 s: some die early, most mid-way
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
