@@ -10,69 +10,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shadowvault.errors import ConfigError, NotFoundError, WriterError
+from shadowvault.process_table import ProcessInfo as ProcessInfo  # re-exported for the writers
+from shadowvault.process_table import option_value as option_value
+from shadowvault.process_table import processes as processes
 from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod, Shadow
 from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
 from shadowvault.shadow.writers.base import FailurePolicy, RestoreContext, SnapshotContext, Writer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ProcessInfo:
-    """One process as /proc shows it."""
-
-    pid: int
-    ppid: int
-    comm: str
-    argv: list[str]
-    cwd: str | None
-    uid: int
-
-
-def processes(comms: set[str]) -> list[ProcessInfo]:
-    """Running processes whose command name is in `comms` (kernel threads and vanished ones skipped)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                comm = f.read().strip()
-            if comm not in comms:
-                continue
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = [a.decode(errors="surrogateescape") for a in f.read().split(b"\0") if a]
-            try:
-                cwd = os.readlink(f"/proc/{pid}/cwd")
-            except OSError:
-                cwd = None
-            uid = os.stat(f"/proc/{pid}").st_uid
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if stat[0] == "Z":
-            continue
-        found.append(ProcessInfo(pid, int(stat[1]), comm, argv, cwd, uid))
-    return found
-
-
-def option_value(argv: list[str], *names: str) -> str | None:
-    """The value of `--name=value` or `--name value` (or `-x value`) in a command line; last one wins."""
-    value = None
-    for i, arg in enumerate(argv):
-        for name in names:
-            if arg.startswith(name + "=") and name.startswith("--"):
-                value = arg[len(name) + 1 :]
-            elif arg == name and i + 1 < len(argv):
-                value = argv[i + 1]
-    return value
 
 
 def on_volumes(path: str, volumes: list[Volume]) -> bool:
