@@ -1,15 +1,15 @@
 """The directory server's data in system-state: an LDIF export of each slapd database under the source root.
 
-The root filesystem is never shadowed, so slapd's mdb files are not backed up as files. Instead the
-ldap writer's slapcat reads each database of every running slapd whose configuration and database
-directory lie under the source root (one read transaction: consistent while slapd runs on mdb), and
-the LDIF is kept as a component document (`ldap/<name>.ldif`, described by `ldap.json`).
+The root filesystem is never shadowed, so slapd's mdb files are not backed up as files. Instead
+slapcat (shadowvault/slapd.py, shared with the ldap writer) reads each database of every running
+slapd whose configuration and database directory lie under the source root (one read transaction:
+consistent while slapd runs on mdb), and the LDIF is kept as a component document
+(`ldap/<name>.ldif`, described by `ldap.json`).
 
-Restore rebuilds each database with the ldap writer's slapadd, pointed at the TARGET's configuration
-(restored with /etc) through a private copy whose database directory is rewritten to lie inside the
-target root: the configuration names the machine's own paths (/var/lib/ldap), which on the restoring
-host would be the host's database. A target that already holds a database is left alone unless
---overwrite.
+Restore rebuilds each database with slapadd, pointed at the TARGET's configuration (restored with
+/etc) through a private copy whose database directory is rewritten to lie inside the target root:
+the configuration names the machine's own paths (/var/lib/ldap), which on the restoring host would
+be the host's database. A target that already holds a database is left alone unless --overwrite.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from shadowvault.components.base import RestoreOptions, SnapshotView, documents_
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.errors import NotFoundError, ShadowvaultError
-from shadowvault.shadow.writers.ldap import count_entries, export_ldif, load_ldif, running_instances
+from shadowvault.slapd import count_entries, export_ldif, load_ldif, running_instances
 
 log = logging.getLogger(__name__)
 
