@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shadowvault import demo
-from shadowvault.archive.backup import BackupRequest, BackupResult, run_backup
 from shadowvault.archive.restore import Restorer, RestoreStats
 from shadowvault.errors import ShadowvaultError
+from shadowvault.jobs.backup import BackupRequest, BackupResult, run_backup
 from shadowvault.repo.repository import Repository
 
 REPO_DIR = "repo"
@@ -192,7 +192,9 @@ def run(var: Path | None = None) -> int:
         if target.exists():
             shutil.rmtree(target)
         t0 = time.monotonic()
-        restored_stats = Restorer(repo, target, verify=True).restore(second.snapshot.tree, str(volume.mount))
+        restored_stats = Restorer(repo, str(target), verify=True).restore(
+            second.snapshot.tree, str(volume.mount)
+        )
         restore_seconds = time.monotonic() - t0
         print(
             f"restore of {second.snapshot_id[:8]} into {target}: {restored_stats.files} files, "

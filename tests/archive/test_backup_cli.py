@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shadowvault.archive.backup import BackupRequest, run_backup
+from shadowvault.jobs.backup import BackupRequest, run_backup
 from shadowvault.repo.repository import Repository
 from shadowvault.shadow import manifest as manifest_doc
 from tests.archive.helpers import FAST_KDF, PASSWORD, assert_same_tree, new_repo, restore
@@ -214,7 +214,7 @@ def test_incremental_through_reflink_copies(xfs, tmp_path):
 
 def test_root_filesystem_is_never_shadowed_even_through_a_bind_mount(tmp_path, btrfs):
     """Paths on / (also via a bind mount of part of it) are read live; a loop volume is shadowed."""
-    from shadowvault.archive.backup import plan
+    from shadowvault.jobs.shadowing import plan
     from tests.fixtures.loopfs import unmount_tree
 
     (tmp_path / "real").mkdir()

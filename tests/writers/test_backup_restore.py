@@ -13,7 +13,7 @@ import shlex
 import shutil
 import signal
 
-from shadowvault.archive.backup import BackupRequest, run_backup
+from shadowvault.jobs.backup import BackupRequest, run_backup
 from shadowvault.shadow.writers.registry import inventory
 from shadowvault.shadow.writers.restore import load_manifest, restore_with_writers
 from tests.archive.helpers import new_repo

@@ -105,9 +105,7 @@ def test_every_acknowledged_transaction_survives_20_shadow_sets_under_load(pg_on
         for _ in range(ROUNDS):
             root = restore_root(area)
             try:
-                with shadow_set(
-                    [str(fs.mount)], [f"postgresql:{pg.datadir}"], auto_writers=False
-                ) as manifest:
+                with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)) as manifest:
                     report = report_of(manifest, "postgresql")
                     assert report.state == WriterState.WAITING_FOR_BACKUP_COMPLETE, report.failure
                     component = report.components[0]
@@ -141,9 +139,7 @@ def test_kept_wal_is_what_makes_the_copy_open_with_its_backup_label():
             roots = [restore_root(area), restore_root(area), restore_root(area)]
             try:
                 load.wait_for(10)
-                with shadow_set(
-                    [str(fs.mount)], [f"postgresql:{pg.datadir}"], auto_writers=False
-                ) as manifest:
+                with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)) as manifest:
                     report = report_of(manifest, "postgresql")
                     must_have = load.acked_before(freeze_instant(manifest, report))
                     for root in roots:
@@ -180,9 +176,7 @@ def test_reflink_copy_on_xfs_restores_by_backup_label():
                 for _ in range(2):
                     root = restore_root()
                     try:
-                        with shadow_set(
-                            [str(fs.mount)], [f"postgresql:{pg.datadir}"], "reflink", auto_writers=False
-                        ) as manifest:
+                        with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], provider="reflink", auto_writers=False)) as manifest:
                             report = report_of(manifest, "postgresql")
                             assert report.failure is None
                             assert report.components[0].metadata["crash_consistent_alone"] is False
@@ -205,7 +199,7 @@ def test_server_down_names_the_writer_and_aborts(btrfs):
         pass  # initialised, then stopped: the data directory is there, the server is not
     with (
         pytest.raises(ShadowError) as err,
-        shadow_set([str(btrfs.mount)], [f"postgresql:{pg.datadir}"], auto_writers=False),
+        shadow_set([str(btrfs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)),
     ):
         pass
     message = str(err.value)
@@ -217,7 +211,7 @@ def test_wrong_password_degrades_when_configured(pg_on_btrfs):
     fs, pg = pg_on_btrfs
     writer = PostgresqlWriter(str(pg.datadir), user=S.PG_BACKUP_ROLE, password="wrong", on_failure="degrade")
     assert writer.failure_policy == FailurePolicy.DEGRADE
-    with shadow_set([str(fs.mount)], [writer], auto_writers=False) as manifest:
+    with shadow_set([str(fs.mount)], SetOptions(writers=[writer], auto_writers=False)) as manifest:
         report = report_of(manifest, "postgresql")
         assert report.state == WriterState.FAILED_AT_PREPARE_SNAPSHOT
         assert "password authentication failed" in report.failure
@@ -225,7 +219,7 @@ def test_wrong_password_degrades_when_configured(pg_on_btrfs):
         assert any("postgresql" in note and "crash-consistent" in note for note in manifest.notes)
     # With the right password the backup role takes part.
     writer = PostgresqlWriter(str(pg.datadir), user=S.PG_BACKUP_ROLE, password=S.PG_BACKUP_PASSWORD)
-    with shadow_set([str(fs.mount)], [writer], auto_writers=False) as manifest:
+    with shadow_set([str(fs.mount)], SetOptions(writers=[writer], auto_writers=False)) as manifest:
         assert report_of(manifest, "postgresql").components[0].metadata["backup_label"]
 
 
@@ -234,7 +228,7 @@ def test_wrong_password_aborts_by_default(pg_on_btrfs):
     writer = PostgresqlWriter(str(pg.datadir), user=S.PG_BACKUP_ROLE, password="wrong")
     with (
         pytest.raises(ShadowError, match=r"writer postgresql:.* failed at prepare_snapshot: .*password"),
-        shadow_set([str(fs.mount)], [writer], auto_writers=False),
+        shadow_set([str(fs.mount)], SetOptions(writers=[writer], auto_writers=False)),
     ):
         pass
     with S.pg_connect(pg) as conn:  # nothing left behind: no backup in progress
@@ -262,7 +256,7 @@ def test_writers_d_entry_gives_an_instance_its_credentials_and_policy(pg_on_btrf
         assert report.state == WriterState.FAILED_AT_PREPARE_SNAPSHOT
         assert "password authentication failed" in report.failure
     config.write_text(config.read_text().replace('"wrong"', f'"{S.PG_BACKUP_PASSWORD}"'))
-    with shadow_set([str(fs.mount)], [f"postgresql:{pg.datadir}"], auto_writers=False) as manifest:
+    with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)) as manifest:
         assert report_of(manifest, "postgresql").components[0].metadata["backup_label"]
     listed = cli("writers", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -274,7 +268,7 @@ def test_live_provider_is_refused_clearly(pg_on_btrfs):
     fs, pg = pg_on_btrfs
     with (
         pytest.raises(ShadowError, match=r"writer postgresql:.* failed at post_snapshot: the live provider"),
-        shadow_set([str(fs.mount)], [f"postgresql:{pg.datadir}"], "live", auto_writers=False),
+        shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], provider="live", auto_writers=False)),
     ):
         pass
     with S.pg_connect(pg) as conn:  # the backup session is gone: a new base backup can start
@@ -292,7 +286,7 @@ def test_too_much_wal_is_left_out_and_the_copy_opens_by_crash_recovery(pg_on_btr
     try:
         load.wait_for(10)
         writer = PostgresqlWriter(str(pg.datadir), wal_max_bytes=1)
-        with shadow_set([str(fs.mount)], [writer], auto_writers=False) as manifest:
+        with shadow_set([str(fs.mount)], SetOptions(writers=[writer], auto_writers=False)) as manifest:
             report = report_of(manifest, "postgresql")
             component = report.components[0]
             assert component.metadata["wal"] is None and "crash recovery" in component.metadata["wal_note"]
@@ -344,7 +338,7 @@ def test_cli_shadow_set_with_the_writer_and_one_line_when_the_server_is_down(cli
 
 def test_restore_in_place_stops_the_cluster_sets_it_aside_and_brings_back_the_backup(pg_on_btrfs):
     """STOP_RESTORE_START on the original location, from a repository: the later data is set aside."""
-    from shadowvault.archive.backup import BackupRequest, run_backup
+    from shadowvault.jobs.backup import BackupRequest, run_backup
     from shadowvault.shadow.writers.restore import restore_with_writers
     from tests.archive.helpers import new_repo
 
@@ -393,7 +387,7 @@ def test_tablespace_is_part_of_the_component_and_restored_elsewhere_points_at_it
     area = restore_area(fs.mount)
     root = restore_root(area)
     try:
-        with shadow_set([str(fs.mount)], [f"postgresql:{pg.datadir}"], auto_writers=False) as manifest:
+        with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)) as manifest:
             report = report_of(manifest, "postgresql")
             component = report.components[0]
             assert str(space) in component.paths

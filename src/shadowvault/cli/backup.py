@@ -9,7 +9,6 @@ import time
 import click
 from rich.markup import escape as escape_markup
 
-from shadowvault.archive.backup import BackupRequest, run_backup
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.walker import WalkStats
 from shadowvault.cli.components import backup_component_options, split_users
@@ -17,9 +16,10 @@ from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.components.base import CollectOptions
-from shadowvault.components.snapshot import staged_components
 from shadowvault.display import escape_text
 from shadowvault.errors import PartialFailure, UsageError
+from shadowvault.jobs.backup import BackupRequest, run_backup
+from shadowvault.jobs.backup_components import ComponentSelection, staged_components
 
 PROVIDERS = ["auto", "btrfs", "reflink", "live", "none"]
 
@@ -115,16 +115,13 @@ def backup_cmd(
     bound_heap()
     stats = WalkStats()
     with contextlib.ExitStack() as stack:
-        if components:  # what each component collects, plus its documents (cli/components.py)
-            prepared = stack.enter_context(
-                staged_components(
-                    list(components),
-                    source_root,
-                    CollectOptions(users=split_users(users), paths=list(paths), excludes=list(excludes)),
-                )
+        if components:  # what each component collects, plus its documents (jobs/backup_components.py)
+            selection = ComponentSelection(
+                list(components),
+                source_root,
+                CollectOptions(users=split_users(users), paths=list(paths), excludes=list(excludes)),
             )
-            request.paths, request.source_root = prepared.paths, prepared.source_root
-            request.extra_sources, request.components = prepared.extra_sources, prepared.components
+            request = stack.enter_context(staged_components(request, selection))
         elif not paths:
             raise UsageError("give the PATHS to back up, or --component NAME")
         r = stack.enter_context(open_repository(repo, password_file, write=True))

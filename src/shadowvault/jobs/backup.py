@@ -1,0 +1,187 @@
+"""The backup job: a shadow set over the volumes that hold the paths, the shadows archived, a snapshot saved.
+
+The sequence of one backup, as the requester runs it: resolve and record the paths, find the parent
+snapshot, split the paths into live and shadowed (jobs/shadowing.py), take the shadow set, let the
+archiver read the shadows (and the live paths), release the set, then store the backup manifest and
+save the snapshot. File errors do not stop it: they are in the result and the snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shadowvault import __version__
+from shadowvault.archive.backup import (
+    FILES_COMPONENT,
+    below,
+    drop_nested,
+    find_parent,
+    normalize_path,
+    recorded_below,
+    snapshot_summary,
+    username,
+)
+from shadowvault.archive.patterns import PathFilter
+from shadowvault.archive.walker import Archiver, Source, WalkStats
+from shadowvault.errors import UsageError
+from shadowvault.jobs.shadowing import NO_PROVIDER, grade, plan, shadow_sources, taken_shadow_set
+from shadowvault.repo.format import BlobType
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.shadow import manifest as manifest_doc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackupRequest:
+    """What to back up and how; plain values, as the CLI, the daemon or a test gives them."""
+
+    paths: list[str]
+    excludes: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    provider: str = "auto"
+    writers: list[str] = field(default_factory=list)
+    host: str | None = None
+    parent: str | None = None  # a snapshot ref; None = the newest snapshot of the same paths and host
+    full: bool = False  # read every file, ignoring the parent
+    # components (see jobs/backup_components.py): `paths` are read below `source_root` and recorded
+    # as given; `extra_sources` are (recorded path, read path) pairs (generated documents);
+    # `components` is what Snapshot.components records (default: files)
+    source_root: str = "/"
+    extra_sources: list[tuple[str, str]] = field(default_factory=list)
+    components: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BackupResult:
+    """The saved snapshot and what reading the files found."""
+
+    snapshot_id: str
+    snapshot: Snapshot
+    stats: WalkStats
+    duration: float
+    freeze_window: float | None
+    added_bytes: int
+    warnings: list[str]
+
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        """(path, reason) of what could not be read: in the snapshot as error entries."""
+        return self.stats.errors
+
+    @property
+    def file_warnings(self) -> list[tuple[str, str]]:
+        """(path, reason) of what was stored but changed while read, or vanished before it was read."""
+        return self.stats.warnings
+
+    def summary(self) -> dict[str, Any]:
+        """The final summary a user or a script reads."""
+        return {
+            "snapshot_id": self.snapshot_id,
+            **self.stats.as_dict(),
+            "added_bytes": self.added_bytes,
+            "duration": round(self.duration, 3),
+            "freeze_window": self.freeze_window,
+            "consistency": dict(self.snapshot.consistency),
+            "parent": self.snapshot.parent,
+        }
+
+
+def run_backup(
+    repo: Repository,
+    request: BackupRequest,
+    *,
+    stats: WalkStats | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> BackupResult:
+    """Back up `request.paths` into `repo` and save the snapshot; file errors are in the result."""
+    started = time.monotonic()
+    started_wall = time.time()
+    warn = on_warning or log.warning
+    if not request.paths:
+        raise UsageError("no paths to back up")
+    source_root = os.fsencode(os.path.abspath(request.source_root))
+    foreign_root = source_root != b"/"  # another machine's tree: read live, below that root
+    if foreign_root:
+        originals = drop_nested([recorded_below(p, source_root) for p in request.paths])
+    else:
+        originals = drop_nested([normalize_path(p) for p in request.paths])
+    recorded = [os.fsdecode(p) for p in originals]
+    host = request.host or socket.gethostname()
+    planned = plan(originals, NO_PROVIDER if foreign_root else request.provider)
+    warnings = list(planned.warnings)
+    for message in planned.warnings:
+        warn(message)
+
+    parent: tuple[str, Snapshot] | None = None
+    if request.parent:
+        parent = repo.find_snapshot(request.parent)
+    elif not request.full:
+        parent = find_parent(repo.list_snapshots(), recorded, host)
+
+    skip = planned.skip_paths() | {os.fsencode(os.path.realpath(repo.path))}
+    stats = stats or WalkStats()
+    added_before = repo.stats.stored_bytes_added
+
+    with taken_shadow_set(sorted(planned.shadowed), request.writers, request.provider) as manifest:
+        sources = [Source(p, below(source_root, p)) for p in planned.live]
+        sources += [Source(os.fsencode(orig), os.fsencode(read)) for orig, read in request.extra_sources]
+        if manifest is not None:
+            sources += shadow_sources(manifest, planned)
+        archiver = Archiver(
+            repo,
+            path_filter=PathFilter(excludes=request.excludes),
+            skip_paths=skip,
+            stats=stats,
+            copy_started=manifest.created if manifest is not None else None,
+            virtual_root=source_root,
+        )
+        root = archiver.archive(sources, parent[1].tree if parent else None)
+
+    manifest_blob = None
+    components = list(request.components) or [FILES_COMPONENT]
+    freeze_window = None
+    if manifest is not None:
+        manifest_blob = repo.save_blob(BlobType.DATA, manifest_doc.encode(manifest))
+        components += [c.name for c in manifest.components()]
+        freeze_window = manifest.freeze_window
+        for note in manifest.notes:
+            warnings.append(note)
+            warn(note)
+    duration = time.monotonic() - started
+    added_bytes = repo.stats.stored_bytes_added - added_before
+    snapshot = Snapshot(
+        time=started_wall,
+        host=host,
+        username=username(),
+        paths=recorded,
+        tags=list(request.tags),
+        tree=root,
+        parent=parent[0] if parent else None,
+        manifest=manifest_blob,
+        components=components,
+        consistency=grade(manifest, planned, request.components),
+        excludes=list(request.excludes),
+        summary=snapshot_summary(
+            stats, added_bytes=added_bytes, duration=duration, freeze_window=freeze_window
+        ),
+        program_version=__version__,
+    )
+    repo.flush()
+    snapshot_id = repo.save_snapshot(snapshot)
+    return BackupResult(
+        snapshot_id=snapshot_id,
+        snapshot=snapshot,
+        stats=stats,
+        duration=time.monotonic() - started,
+        freeze_window=freeze_window,
+        added_bytes=added_bytes,
+        warnings=warnings,
+    )

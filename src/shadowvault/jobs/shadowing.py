@@ -1,0 +1,108 @@
+"""Which paths a backup reads through a shadow set, the set itself, and how consistent each component is.
+
+Every volume that holds a path gets a shadow, except the machine's root filesystem (never frozen or
+snapshotted by us: paths on it are read live and their consistency is "none", with a warning) and
+except when the provider `none` is asked for (everything read live). The shadows' `.shadowvault`
+directories are never backed up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from shadowvault.archive.backup import FILES_COMPONENT
+from shadowvault.archive.walker import Source
+from shadowvault.errors import UsageError
+from shadowvault.shadow.coordinator import shadow_path, shadow_set
+from shadowvault.shadow.manifest import ShadowSetManifest
+from shadowvault.shadow.privilege import check_may_create_shadow_sets
+from shadowvault.shadow.providers.base import SHADOW_DIR_NAME
+from shadowvault.shadow.volumes import list_volumes, volume_of
+
+NO_PROVIDER = "none"
+
+
+@dataclass
+class VolumePlan:
+    """The requested paths split into those read live and those read through a shadow of their volume."""
+
+    live: list[bytes] = field(default_factory=list)  # paths read live
+    shadowed: dict[str, list[bytes]] = field(default_factory=dict)  # volume mount point -> paths
+    volume_roots: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+
+    def skip_paths(self) -> set[bytes]:
+        """The shadow directories at the roots of the volumes read: never backed up."""
+        return {os.fsencode(mp).rstrip(b"/") + b"/" + SHADOW_DIR_NAME.encode() for mp in self.volume_roots}
+
+
+def plan(paths: list[bytes], provider: str) -> VolumePlan:
+    """Which paths are read through a shadow set and which live (root filesystem, provider `none`)."""
+    volumes = list_volumes(with_uuid=False)
+    root = volume_of("/", volumes)
+    result = VolumePlan()
+    for path in paths:
+        volume = volume_of(os.fsdecode(path), volumes)
+        result.volume_roots.add(volume.mount_point)
+        if provider == NO_PROVIDER:
+            result.live.append(path)
+        elif volume.mount_point == root.mount_point or (volume.dev and volume.dev == root.dev):
+            # the root filesystem, also when reached through a bind mount of part of it
+            result.live.append(path)
+            result.warnings.append(
+                f"{os.fsdecode(path)} is on the root filesystem, which is never snapshotted: "
+                "read live (consistency none)"
+            )
+        else:
+            result.shadowed.setdefault(volume.mount_point, []).append(path)
+    return result
+
+
+@contextlib.contextmanager
+def taken_shadow_set(
+    volumes: list[str], writers: list[str], provider: str
+) -> Iterator[ShadowSetManifest | None]:
+    """The shadow set over `volumes`, released on leaving (None when there is nothing to shadow)."""
+    if not volumes:
+        if writers:
+            raise UsageError("--writer needs a shadow set, but no path is on a volume that can be shadowed")
+        yield None
+        return
+    check_may_create_shadow_sets(hint="--provider none backs up the live files instead")
+    with shadow_set(volumes, list(writers), provider=provider) as manifest:
+        yield manifest
+
+
+def shadow_sources(manifest: ShadowSetManifest, planned: VolumePlan) -> list[Source]:
+    """The shadowed paths, each recorded as the original and read in its volume's shadow."""
+    return [
+        Source(path, os.fsencode(shadow_path(manifest, os.fsdecode(path))))
+        for paths in planned.shadowed.values()
+        for path in paths
+    ]
+
+
+def grade(manifest: ShadowSetManifest | None, planned: VolumePlan, components: list[str]) -> dict[str, str]:
+    """Consistency per component: files outside writers by the shadows, writer components by their writers.
+
+    Components read from the same files (`backup --component`) share the files' grade; `files` is
+    kept only when asked for.
+    """
+    grades: dict[str, str] = {}
+    if manifest is None or planned.live:
+        grades[FILES_COMPONENT] = "none"
+    else:
+        atomic = all(shadow.atomic for shadow in manifest.shadows)
+        grades[FILES_COMPONENT] = "crash" if atomic else "none"
+    if manifest is not None:
+        for component in manifest.components():
+            grades[component.name] = str(component.consistency)
+    if not components:
+        return grades
+    files_grade = grades.pop(FILES_COMPONENT, "none")
+    for name in components:
+        grades.setdefault(name, files_grade)
+    return grades
