@@ -92,11 +92,12 @@ def write_load(mount: Path) -> Iterator[Path]:
 
 
 def measure(mount: Path, writers: list[str], provider: str, sets: int) -> tuple[list[float], list[float]]:
-    from shadowvault.shadow.coordinator import shadow_set
+    from shadowvault.shadow.coordinator import SetOptions, shadow_set
 
     windows, commits, breakdowns = [], [], []
     for _ in range(sets):
-        with shadow_set([str(mount)], writers, provider, auto_writers=False, commit_timeout=60) as manifest:
+        options = SetOptions(writers=writers, provider=provider, auto_writers=False, commit_timeout=60)
+        with shadow_set([str(mount)], options) as manifest:
             windows.append(manifest.freeze_window or 0.0)
             commits.append(manifest.phases.get("commit", 0.0))
             breakdowns.append({k: manifest.phases.get(k, 0.0) for k in ("freeze", "commit", "thaw")})

@@ -32,7 +32,7 @@ from tests.fixtures import servers as S
 from tests.fixtures.loads import LdapLoad, Load, MariadbLoad, PostgresLoad, RedisLoad
 from tests.fixtures.loopfs import loop_filesystem
 
-from shadowvault.shadow.coordinator import shadow_set
+from shadowvault.shadow.coordinator import SetOptions, shadow_set
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "writers" / "flock_writer.py"
 
@@ -126,7 +126,7 @@ def run(name: str, sets: int) -> dict[str, float]:
             load.wait_for(50)
             for _ in range(sets):
                 started = time.monotonic()
-                with shadow_set([str(fs.mount)], [spec], auto_writers=False) as manifest:
+                with shadow_set([str(fs.mount)], SetOptions(writers=[spec], auto_writers=False)) as manifest:
                     pass
                 totals.append(time.monotonic() - started)
                 report = manifest.writers[0]

@@ -230,9 +230,10 @@ def run_workload(database: str, acks: str, files_dir: str) -> int:
 
 def take_shadow_set(volume: DemoVolume) -> contextlib.AbstractContextManager[ShadowSetManifest]:
     """A shadow set of the demo volume with the sqlite writer holding the workload's database."""
-    from shadowvault.shadow.coordinator import shadow_set
+    from shadowvault.shadow.coordinator import SetOptions, shadow_set
 
-    return shadow_set([str(volume.mount)], [f"sqlite:{volume.database}"], "btrfs")
+    options = SetOptions(writers=[f"sqlite:{volume.database}"], provider="btrfs")
+    return shadow_set([str(volume.mount)], options)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shadowvault.errors import ShadowError, UnsupportedError, UsageError
-from shadowvault.shadow.coordinator import create_shadow_set, shadow_path, shadow_set
+from shadowvault.shadow.coordinator import SetOptions, create_shadow_set, shadow_path, shadow_set
 from shadowvault.shadow.manifest import Consistency, WriterState
 from shadowvault.shadow.providers.live import LiveProvider
 from shadowvault.shadow.store import ShadowStore
@@ -59,7 +59,7 @@ def test_btrfs_set_with_sqlite_writer_holds_the_committed_state(btrfs, tmp_path)
     db = btrfs.mount / "app.db"
     make_db(db, "wal")
     (btrfs.mount / "notes.txt").write_text("before")
-    with shadow_set([str(btrfs.mount)], [f"sqlite:{db}"]) as manifest:
+    with shadow_set([str(btrfs.mount)], SetOptions(writers=[f"sqlite:{db}"])) as manifest:
         (btrfs.mount / "notes.txt").write_text("after")
         live = sqlite3.connect(db)
         live.execute("INSERT INTO t VALUES (5000)")
@@ -83,7 +83,7 @@ def test_btrfs_set_with_sqlite_writer_holds_the_committed_state(btrfs, tmp_path)
 def test_reflink_set_copies_inside_the_hold(xfs, tmp_path):
     db = xfs.mount / "app.db"
     make_db(db, "wal")
-    with shadow_set([str(xfs.mount)], [f"sqlite:{db}"], "reflink") as manifest:
+    with shadow_set([str(xfs.mount)], SetOptions(writers=[f"sqlite:{db}"], provider="reflink")) as manifest:
         assert rows(copy_db(shadow_path(manifest, str(db)), tmp_path / "copy")) == 100
         assert manifest.writers[0].components[0].consistency == Consistency.APPLICATION
         assert any("not atomic" in note for note in manifest.notes)
@@ -99,7 +99,9 @@ def test_writer_timing_out_at_freeze_aborts_and_releases_everything(private_dirs
     write_config(private_dirs / "config", "slow", f'freeze = ["{slow}"]\nthaw = ["{thaw}"]\n')
     started = time.monotonic()
     with pytest.raises(ShadowError, match=r"writer script:slow timed out at freeze after 1\.5 s") as caught:
-        create_shadow_set([str(btrfs.mount)], [f"sqlite:{db}", "script:slow"], freeze_timeout=1.5)
+        create_shadow_set(
+            [str(btrfs.mount)], SetOptions(writers=[f"sqlite:{db}", "script:slow"], freeze_timeout=1.5)
+        )
     assert time.monotonic() - started < 25  # the sleep was killed, not waited for
     manifest = caught.value.manifest
     assert manifest.state == "aborted"
@@ -117,7 +119,7 @@ def test_writer_crashing_at_freeze_aborts_with_its_name(private_dirs, xfs, tmp_p
         ShadowError,
         match="writer script:crash failed at freeze: freeze command exited with status 1: cannot quiesce",
     ) as caught:
-        create_shadow_set([str(xfs.mount)], ["fsfreeze", "script:crash"], "live")
+        create_shadow_set([str(xfs.mount)], SetOptions(writers=["fsfreeze", "script:crash"], provider="live"))
     assert caught.value.manifest.state == "aborted"
     assert write_completes(xfs.mount)
     assert ShadowStore().list() == []
@@ -130,7 +132,7 @@ def test_sqlite_writer_that_cannot_get_the_lock_aborts_within_the_freeze_timeout
     blocker.execute("BEGIN IMMEDIATE")  # a long write transaction that will not end in time
     try:
         with pytest.raises(ShadowError, match=f"writer sqlite:{db} (timed out|failed) at freeze"):
-            create_shadow_set([str(btrfs.mount)], [f"sqlite:{db}"], freeze_timeout=1)
+            create_shadow_set([str(btrfs.mount)], SetOptions(writers=[f"sqlite:{db}"], freeze_timeout=1))
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
@@ -157,7 +159,7 @@ def test_provider_failing_at_commit_aborts_and_releases_writers(btrfs):
     make_db(db, "wal")
     (btrfs.mount / ".shadowvault").write_text("in the way")  # the snapshot directory cannot be made
     with pytest.raises(ShadowError, match=f"provider btrfs failed at commit on {btrfs.mount}: ") as caught:
-        create_shadow_set([str(btrfs.mount)], [f"sqlite:{db}"])
+        create_shadow_set([str(btrfs.mount)], SetOptions(writers=[f"sqlite:{db}"]))
     assert caught.value.manifest.state == "aborted"
     assert caught.value.manifest.writers[0].state == WriterState.ABORTED
     assert lock_free(db)
@@ -178,19 +180,22 @@ def test_provider_timing_out_at_commit_aborts(xfs):
     db = xfs.mount / "app.db"
     make_db(db, "wal")
     with pytest.raises(ShadowError, match=r"provider hung timed out at commit on .* after 0\.5 s"):
-        create_shadow_set([str(xfs.mount)], [f"sqlite:{db}", "fsfreeze"], HungProvider(), commit_timeout=0.5)
+        create_shadow_set(
+            [str(xfs.mount)],
+            SetOptions(writers=[f"sqlite:{db}", "fsfreeze"], provider=HungProvider(), commit_timeout=0.5),
+        )
     assert write_completes(xfs.mount)
     assert lock_free(db)
 
 
 def test_fsfreeze_with_btrfs_is_refused_naming_both(btrfs):
     with pytest.raises(UsageError, match="writer fsfreeze cannot be used with provider btrfs"):
-        create_shadow_set([str(btrfs.mount)], ["fsfreeze"])
+        create_shadow_set([str(btrfs.mount)], SetOptions(writers=["fsfreeze"]))
     assert write_completes(btrfs.mount)
 
 
 def test_fsfreeze_with_live_is_allowed_and_says_it_adds_nothing(xfs):
-    with shadow_set([str(xfs.mount)], ["fsfreeze"], "live") as manifest:
+    with shadow_set([str(xfs.mount)], SetOptions(writers=["fsfreeze"], provider="live")) as manifest:
         assert manifest.writers[0].state == WriterState.WAITING_FOR_BACKUP_COMPLETE
         assert any("fsfreeze with the live provider adds nothing" in note for note in manifest.notes)
         assert manifest.writers[0].components[0].consistency == Consistency.NONE
@@ -201,16 +206,16 @@ def test_writer_data_outside_the_set_is_refused(btrfs, xfs):
     db = xfs.mount / "app.db"
     make_db(db, "wal")
     with pytest.raises(UsageError, match=f"lies on {xfs.mount}, which is not in the shadow set"):
-        create_shadow_set([str(btrfs.mount)], [f"sqlite:{db}"])
+        create_shadow_set([str(btrfs.mount)], SetOptions(writers=[f"sqlite:{db}"]))
 
 
 def test_unsupported_provider_is_refused(ext4):
     with pytest.raises(UnsupportedError, match="not btrfs"):
-        create_shadow_set([str(ext4.mount)], [], "btrfs")
+        create_shadow_set([str(ext4.mount)], SetOptions(writers=[], provider="btrfs"))
 
 
 def test_persistent_set_stays_until_released(btrfs):
-    manifest = create_shadow_set([str(btrfs.mount)], persistent=True)
+    manifest = create_shadow_set([str(btrfs.mount)], SetOptions(persistent=True))
     stored = ShadowStore().load(manifest.id)
     assert stored.persistent and stored.requester_pid is None and stored.state == "created"
     assert os.path.isdir(manifest.shadows[0].path)

@@ -169,7 +169,7 @@ SLOW_COMMIT = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from shadowvault import interrupts
-    from shadowvault.shadow.coordinator import create_shadow_set
+    from shadowvault.shadow.coordinator import SetOptions, create_shadow_set
     from shadowvault.shadow.providers.btrfs import BtrfsProvider
 
     class SlowBtrfs(BtrfsProvider):
@@ -181,7 +181,7 @@ SLOW_COMMIT = textwrap.dedent(
 
     interrupts.install_handlers()
     try:
-        create_shadow_set([sys.argv[1]], [], SlowBtrfs(), auto_writers=False)
+        create_shadow_set([sys.argv[1]], SetOptions(provider=SlowBtrfs(), auto_writers=False))
     except interrupts.Terminated as err:
         sys.exit(err.exit_code)
     """

@@ -13,7 +13,7 @@ import pytest
 
 from shadowvault.errors import ShadowError
 from shadowvault.shadow import coordinator
-from shadowvault.shadow.coordinator import create_shadow_set
+from shadowvault.shadow.coordinator import SetOptions, create_shadow_set
 from shadowvault.shadow.watchdog import Watchdog
 from shadowvault.shadow.writers.base import RunCommand
 from tests.fixtures.loopfs import thaw_quietly
@@ -24,7 +24,7 @@ HANGING_COORDINATOR = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from shadowvault.shadow.coordinator import create_shadow_set
+    from shadowvault.shadow.coordinator import SetOptions, create_shadow_set
     from shadowvault.shadow.providers.live import LiveProvider
 
     class HangingProvider(LiveProvider):
@@ -33,8 +33,9 @@ HANGING_COORDINATOR = textwrap.dedent(
             Path(sys.argv[2]).write_text("committing")  # not on the frozen filesystem
             time.sleep(3600)
 
-    create_shadow_set([sys.argv[1]], ["fsfreeze", "script:hold"], HangingProvider(),
-                      freeze_timeout=3600, commit_timeout=3600)
+    options = SetOptions(writers=["fsfreeze", "script:hold"], provider=HangingProvider(),
+                         freeze_timeout=3600, commit_timeout=3600)
+    create_shadow_set([sys.argv[1]], options)
     """
 )
 
@@ -126,7 +127,10 @@ def test_watchdog_firing_at_its_deadline_aborts_the_set(private_dirs, xfs, tmp_p
         ShadowError, match="the watchdog released the set at its deadline during freeze"
     ) as caught:
         create_shadow_set(
-            [str(xfs.mount)], ["script:sluggish", "fsfreeze"], "live", freeze_timeout=10, commit_timeout=10
+            [str(xfs.mount)],
+            SetOptions(
+                writers=["script:sluggish", "fsfreeze"], provider="live", freeze_timeout=10, commit_timeout=10
+            ),
         )
     assert caught.value.manifest.state == "aborted"
     assert not held.exists()

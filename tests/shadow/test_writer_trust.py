@@ -259,7 +259,7 @@ HANGING_REQUESTER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from shadowvault.shadow.coordinator import create_shadow_set
+    from shadowvault.shadow.coordinator import SetOptions, create_shadow_set
     from shadowvault.shadow.providers.live import LiveProvider
 
     class HangingProvider(LiveProvider):
@@ -269,7 +269,10 @@ HANGING_REQUESTER = textwrap.dedent(
             time.sleep(3600)
 
     create_shadow_set(
-        [sys.argv[1]], ["script:hold"], HangingProvider(), freeze_timeout=60, commit_timeout=3600
+        [sys.argv[1]],
+        SetOptions(
+            writers=["script:hold"], provider=HangingProvider(), freeze_timeout=60, commit_timeout=3600
+        ),
     )
     """
 )

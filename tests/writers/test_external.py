@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shadowvault.errors import ConfigError, ShadowError
-from shadowvault.shadow.coordinator import shadow_path, shadow_set
+from shadowvault.shadow.coordinator import SetOptions, shadow_path, shadow_set
 from shadowvault.shadow.manifest import Consistency, WriterState
 from shadowvault.shadow.writers import registry
 from shadowvault.shadow.writers.external import ExternalWriter
@@ -160,7 +160,7 @@ def test_a_hanging_writer_times_out_and_everything_is_released(app, tmp_path):
     started = time.monotonic()
     with (
         pytest.raises(ShadowError, match=r"writer external:hang timed out at freeze after 2\.0 s") as err,
-        shadow_set([str(fs.mount)], freeze_timeout=2),
+        shadow_set([str(fs.mount)], SetOptions(freeze_timeout=2)),
     ):
         pass
     assert time.monotonic() - started < 30
@@ -238,7 +238,7 @@ def test_a_failing_writer_can_degrade_instead(app, tmp_path):
         path = "{fs.mount}/other"
     """,
     )
-    with shadow_set([str(fs.mount)], ["veto"]) as manifest:
+    with shadow_set([str(fs.mount)], SetOptions(writers=["veto"])) as manifest:
         report = report_of_instance(manifest, "veto")
         assert report.state == WriterState.FAILED_AT_FREEZE
         assert "the application refused to quiesce" in report.failure
@@ -271,8 +271,8 @@ def test_watchdog_terminates_the_writer_when_the_coordinator_dies(app, tmp_path)
             sys.executable,
             "-c",
             textwrap.dedent(f"""
-        from shadowvault.shadow.coordinator import shadow_set
-        with shadow_set(["{fs.mount}"], freeze_timeout=120):
+        from shadowvault.shadow.coordinator import SetOptions, shadow_set
+        with shadow_set(["{fs.mount}"], SetOptions(freeze_timeout=120)):
             pass
     """),
         ],
@@ -339,7 +339,7 @@ def test_protocol_garbage_is_a_clear_error(btrfs, tmp_path):
             match=r"writer external:garbage failed at identify: answered identify with "
             r"something that is not a JSON object: 'this is not json'",
         ),
-        shadow_set([str(btrfs.mount)], [writer], auto_writers=False),
+        shadow_set([str(btrfs.mount)], SetOptions(writers=[writer], auto_writers=False)),
     ):
         pass
     assert writer.pid is None
@@ -363,7 +363,7 @@ def test_sigterm_in_the_middle_of_freeze_runs_abort(btrfs, tmp_path):
     writer = ExternalWriter("stuck", command=[sys.executable, str(stuck)], paths=[str(btrfs.mount)])
     with (
         pytest.raises(ShadowError, match="timed out at freeze"),
-        shadow_set([str(btrfs.mount)], [writer], auto_writers=False, freeze_timeout=1),
+        shadow_set([str(btrfs.mount)], SetOptions(writers=[writer], auto_writers=False, freeze_timeout=1)),
     ):
         pass
     assert marker.read_text() == "abort after SIGTERM"
@@ -448,8 +448,9 @@ def test_watchdog_signal_reaches_a_writer_that_ignores_end_of_input(btrfs, tmp_p
             sys.executable,
             "-c",
             textwrap.dedent(f"""
-        from shadowvault.shadow.coordinator import shadow_set
-        with shadow_set(["{btrfs.mount}"], ["careless", "slow"], auto_writers=False, freeze_timeout=120):
+        from shadowvault.shadow.coordinator import SetOptions, shadow_set
+        opts = SetOptions(writers=["careless", "slow"], auto_writers=False, freeze_timeout=120)
+        with shadow_set(["{btrfs.mount}"], opts):
             pass
     """),
         ],

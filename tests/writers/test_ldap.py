@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shadowvault.shadow.coordinator import shadow_set
+from shadowvault.shadow.coordinator import SetOptions, shadow_set
 from shadowvault.shadow.manifest import Component, Consistency, WriterState
 from shadowvault.shadow.writers.base import RestoreContext
 from shadowvault.shadow.writers.ldap import LdapWriter
@@ -112,7 +112,8 @@ def test_reflink_copy_restores_from_the_ldif():
         try:
             load.wait_for(10)
             with shadow_set(
-                [str(fs.mount)], ["ldap:" + str(server.config)], "reflink", auto_writers=False
+                [str(fs.mount)],
+                SetOptions(writers=["ldap:" + str(server.config)], provider="reflink", auto_writers=False),
             ) as m:
                 report = report_of(m, "ldap")
                 assert report.components[0].metadata["files_consistent"] is False
@@ -133,7 +134,7 @@ def test_unreadable_configuration_names_the_writer(btrfs):
         pytest.raises(
             ShadowError, match=rf"writer ldap:{missing} failed at (identify|prepare_backup): cannot read"
         ),
-        shadow_set([str(btrfs.mount)], [LdapWriter(str(missing))], auto_writers=False),
+        shadow_set([str(btrfs.mount)], SetOptions(writers=[LdapWriter(str(missing))], auto_writers=False)),
     ):
         pass
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shadowvault.errors import ShadowError
-from shadowvault.shadow.coordinator import shadow_set
+from shadowvault.shadow.coordinator import SetOptions, shadow_set
 from shadowvault.shadow.manifest import Component, Consistency, WriterState
 from shadowvault.shadow.writers.base import RestoreContext
 from shadowvault.shadow.writers.mariadb import MariadbWriter
@@ -93,7 +93,7 @@ def test_every_acknowledged_transaction_survives_20_shadow_sets_under_load(maria
             root = restore_root(area)
             try:
                 with shadow_set(
-                    [str(fs.mount)], [f"mariadb:{server.datadir}"], auto_writers=False
+                    [str(fs.mount)], SetOptions(writers=[f"mariadb:{server.datadir}"], auto_writers=False)
                 ) as manifest:
                     report = report_of(manifest, "mariadb")
                     assert report.state == WriterState.WAITING_FOR_BACKUP_COMPLETE, report.failure
@@ -124,7 +124,9 @@ def test_commits_are_blocked_only_inside_the_freeze(maria_on_btrfs):
     load.start()
     try:
         load.wait_for(10)
-        with shadow_set([str(fs.mount)], [f"mariadb:{server.datadir}"], auto_writers=False) as manifest:
+        with shadow_set(
+            [str(fs.mount)], SetOptions(writers=[f"mariadb:{server.datadir}"], auto_writers=False)
+        ) as manifest:
             thawed = len(load.acks)
         load.wait_for(thawed + 10)
         assert manifest.freeze_window is not None
@@ -143,7 +145,10 @@ def test_server_down_names_the_writer_and_aborts(maria_on_btrfs):
             "connect to MariaDB",
         ),
         shadow_set(
-            [str(fs.mount)], [MariadbWriter(str(server.datadir), socket=server.socket)], auto_writers=False
+            [str(fs.mount)],
+            SetOptions(
+                writers=[MariadbWriter(str(server.datadir), socket=server.socket)], auto_writers=False
+            ),
         ),
     ):
         pass
@@ -158,7 +163,7 @@ def test_wrong_password_degrades_when_configured(maria_on_btrfs):
         password="wrong",
         on_failure="degrade",
     )
-    with shadow_set([str(fs.mount)], [writer], auto_writers=False) as manifest:
+    with shadow_set([str(fs.mount)], SetOptions(writers=[writer], auto_writers=False)) as manifest:
         report = report_of(manifest, "mariadb")
         assert report.state == WriterState.FAILED_AT_PREPARE_SNAPSHOT
         assert "Access denied" in report.failure
@@ -169,7 +174,7 @@ def test_wrong_password_degrades_when_configured(maria_on_btrfs):
         user=S.MARIADB_BACKUP_USER,
         password=S.MARIADB_BACKUP_PASSWORD,
     )
-    with shadow_set([str(fs.mount)], [writer], auto_writers=False) as manifest:
+    with shadow_set([str(fs.mount)], SetOptions(writers=[writer], auto_writers=False)) as manifest:
         assert report_of(manifest, "mariadb").components[0].metadata["method"] == "backup_stage"
 
 
@@ -182,7 +187,10 @@ def test_reflink_provider_is_refused_clearly():
                 match=r"writer mariadb:.* failed at post_snapshot: InnoDB files need one "
                 r"atomic shadow",
             ),
-            shadow_set([str(fs.mount)], [f"mariadb:{server.datadir}"], "reflink", auto_writers=False),
+            shadow_set(
+                [str(fs.mount)],
+                SetOptions(writers=[f"mariadb:{server.datadir}"], provider="reflink", auto_writers=False),
+            ),
         ):
             pass
         conn = S.mariadb_connect(server)  # and the server was released: DDL works
@@ -204,7 +212,9 @@ def test_flush_tables_with_read_lock_path(maria_on_btrfs):
             root = restore_root(area)
             try:
                 writer = MariadbWriter(str(server.datadir), lock_method="ftwrl")
-                with shadow_set([str(fs.mount)], [writer], auto_writers=False) as manifest:
+                with shadow_set(
+                    [str(fs.mount)], SetOptions(writers=[writer], auto_writers=False)
+                ) as manifest:
                     report = report_of(manifest, "mariadb")
                     assert report.components[0].metadata["method"] == "ftwrl"
                     must_have = load.acked_before(freeze_instant(manifest, report))
@@ -257,7 +267,7 @@ def test_a_freeze_stuck_behind_a_table_lock_ends_at_the_freeze_timeout(maria_on_
                 ShadowError,
                 match=r"writer mariadb:.* (timed out at freeze|failed at freeze: .*Lock wait timeout)",
             ),
-            shadow_set([str(fs.mount)], [writer], auto_writers=False, freeze_timeout=2),
+            shadow_set([str(fs.mount)], SetOptions(writers=[writer], auto_writers=False, freeze_timeout=2)),
         ):
             pass
         assert time.monotonic() - started < 15

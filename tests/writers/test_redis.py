@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from shadowvault.errors import ShadowError
-from shadowvault.shadow.coordinator import shadow_set
+from shadowvault.shadow.coordinator import SetOptions, shadow_set
 from shadowvault.shadow.manifest import Consistency, WriterState
 from shadowvault.shadow.writers.base import RestoreContext
 from shadowvault.shadow.writers.redis import RedisWriter
@@ -58,7 +58,9 @@ def test_every_acknowledged_write_survives_shadow_sets_under_load(appendonly):
             for _ in range(rounds):
                 root = restore_root(area)
                 try:
-                    with shadow_set([str(fs.mount)], auto_writers=True) as manifest:  # found by discovery
+                    with shadow_set(
+                        [str(fs.mount)], SetOptions(auto_writers=True)
+                    ) as manifest:  # found by discovery
                         report = report_of(manifest, "redis")
                         assert report.state == WriterState.WAITING_FOR_BACKUP_COMPLETE, report.failure
                         component = report.components[0]
@@ -83,7 +85,9 @@ def test_a_damaged_rdb_is_rejected_at_restore(btrfs):
         S.redis_client(server).set("k", "v")
         root = restore_root()
         try:
-            with shadow_set([str(btrfs.mount)], [f"redis:127.0.0.1:{server.port}"], auto_writers=False) as m:
+            with shadow_set(
+                [str(btrfs.mount)], SetOptions(writers=[f"redis:127.0.0.1:{server.port}"], auto_writers=False)
+            ) as m:
                 report = report_of(m, "redis")
                 rdb = copy_out(m, report.components[0].paths[0], root)
             data = bytearray(rdb.read_bytes())
@@ -105,13 +109,13 @@ def test_server_down_and_wrong_password(btrfs):
                 match=rf"writer redis:127.0.0.1:{server.port} failed at prepare_snapshot: "
                 "cannot reach Redis",
             ),
-            shadow_set([str(btrfs.mount)], [wrong], auto_writers=False),
+            shadow_set([str(btrfs.mount)], SetOptions(writers=[wrong], auto_writers=False)),
         ):
             pass
         degrade = RedisWriter(
             f"127.0.0.1:{server.port}", password="wrong", dir=str(server.datadir), on_failure="degrade"
         )
-        with shadow_set([str(btrfs.mount)], [degrade], auto_writers=False) as manifest:
+        with shadow_set([str(btrfs.mount)], SetOptions(writers=[degrade], auto_writers=False)) as manifest:
             report = report_of(manifest, "redis")
             assert report.state == WriterState.FAILED_AT_PREPARE_SNAPSHOT
             assert report.components[0].consistency == Consistency.CRASH
@@ -121,6 +125,6 @@ def test_server_down_and_wrong_password(btrfs):
         pytest.raises(
             ShadowError, match=rf"writer redis:127.0.0.1:{port} failed at prepare_snapshot: .*refused"
         ),
-        shadow_set([str(btrfs.mount)], [down], auto_writers=False),
+        shadow_set([str(btrfs.mount)], SetOptions(writers=[down], auto_writers=False)),
     ):
         pass

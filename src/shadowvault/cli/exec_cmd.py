@@ -7,6 +7,7 @@ import click
 from shadowvault.cli import output
 from shadowvault.cli.shadow_options import shadow_set_options
 from shadowvault.shadow.execute import exec_in_shadow_set
+from shadowvault.shadow.options import SetOptions
 
 
 @click.command("exec", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
@@ -33,15 +34,14 @@ def exec_cmd(
     command = list(command)
     if command and command[0] == "--":
         command = command[1:]
-    status, manifest = exec_in_shadow_set(
-        command,
-        list(volumes),
-        writers=list(writers),
+    options = SetOptions(
+        writers=writers,
         provider=provider,
         auto_writers=not no_auto_writers,
         freeze_timeout=freeze_timeout,
         commit_timeout=commit_timeout,
     )
+    status, manifest = exec_in_shadow_set(command, list(volumes), options)
     window = "-" if manifest.freeze_window is None else f"{manifest.freeze_window * 1000:.1f} ms"
     if as_json:
         output.print_json(

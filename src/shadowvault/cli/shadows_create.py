@@ -7,6 +7,7 @@ import click
 from shadowvault.cli import output
 from shadowvault.cli.shadow_options import print_manifest, shadow_set_options
 from shadowvault.shadow import coordinator
+from shadowvault.shadow.options import SetOptions
 from shadowvault.shadow.privilege import check_may_create_shadow_sets, needs_root
 
 
@@ -34,16 +35,16 @@ def create(
     """
     check_may_create_shadow_sets()  # a user who is not root learns it before any writer is touched
     with needs_root():
-        manifest = coordinator.create_shadow_set(
-            list(volumes),
-            list(writers),
-            provider,
+        options = SetOptions(
+            writers=writers,
+            provider=provider,
             persistent=True,
             auto_writers=not no_auto_writers,
             freeze_timeout=freeze_timeout,
             commit_timeout=commit_timeout,
             backup_type="copy",
         )
+        manifest = coordinator.create_shadow_set(list(volumes), options)
     if not persistent:
         from shadowvault.shadow.store import ShadowStore
 

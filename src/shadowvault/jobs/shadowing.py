@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from shadowvault.archive.backup import FILES_COMPONENT
 from shadowvault.archive.walker import Source
 from shadowvault.errors import UsageError
-from shadowvault.shadow.coordinator import shadow_path, shadow_set
+from shadowvault.shadow.coordinator import SetOptions, shadow_path, shadow_set
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.privilege import check_may_create_shadow_sets
 from shadowvault.shadow.providers.base import SHADOW_DIR_NAME
@@ -72,7 +72,7 @@ def taken_shadow_set(
         yield None
         return
     check_may_create_shadow_sets(hint="--provider none backs up the live files instead")
-    with shadow_set(volumes, list(writers), provider=provider) as manifest:
+    with shadow_set(volumes, SetOptions(writers=writers, provider=provider)) as manifest:
         yield manifest
 
 

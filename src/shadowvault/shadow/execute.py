@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from shadowvault.errors import NotFoundError, UsageError
 from shadowvault.shadow.coordinator import shadow_set
 from shadowvault.shadow.manifest import ShadowSetManifest
+from shadowvault.shadow.options import DEFAULTS, SetOptions
 from shadowvault.shadow.privilege import check_may_create_shadow_sets, needs_root
 
 log = logging.getLogger(__name__)
@@ -79,33 +80,14 @@ def _check_command(argv: Sequence[str]) -> None:
 
 
 def run_in_shadow_set(
-    argv: Sequence[str],
-    volumes: Sequence[str],
-    writers: Sequence[str] = (),
-    provider: str = "auto",
-    *,
-    auto_writers: bool = True,
-    freeze_timeout: float = 60.0,
-    commit_timeout: float = 10.0,
-    backup_type: str = "full",
+    argv: Sequence[str], volumes: Sequence[str], options: SetOptions = DEFAULTS
 ) -> tuple[int, ShadowSetManifest]:
     """Create a shadow set, run `argv` against it, release it; (exit status, manifest)."""
     if not argv:
         raise UsageError("exec needs a command to run: shadowvault exec --volume MNT -- CMD ARGS...")
     _check_command(argv)  # before anything is frozen: a typo must not cost a shadow set
     check_may_create_shadow_sets()  # and a user who is not root learns it before any writer is touched
-    with (
-        needs_root(),
-        shadow_set(
-            volumes,
-            writers,
-            provider,
-            auto_writers=auto_writers,
-            freeze_timeout=freeze_timeout,
-            commit_timeout=commit_timeout,
-            backup_type=backup_type,
-        ) as manifest,
-    ):
+    with needs_root(), shadow_set(volumes, options) as manifest:
         command = substitute(argv, manifest)
         env = dict(os.environ)
         env.update(shadow_environment(manifest))
@@ -133,10 +115,10 @@ class _ProgramFailed(Exception):
 
 
 def exec_in_shadow_set(
-    argv: Sequence[str], volumes: Sequence[str], **kwargs
+    argv: Sequence[str], volumes: Sequence[str], options: SetOptions = DEFAULTS
 ) -> tuple[int, ShadowSetManifest]:
     """Like run_in_shadow_set, but a failing program is a status, not an exception (CLI `exec`)."""
     try:
-        return run_in_shadow_set(argv, volumes, **kwargs)
+        return run_in_shadow_set(argv, volumes, options)
     except _ProgramFailed as failed:
         return failed.status, failed.manifest

@@ -68,12 +68,34 @@ class Writer(ABC):
     """The agent of one application instance during shadow sets and restores."""
 
     name: ClassVar[str]
-    freeze_timeout: float = 60.0  # seconds this writer may take to freeze (VSS's default)
+    """What users call the writer (`sqlite`, `script`, ...): the part of its label before the colon."""
+
+    freezes_filesystems: ClassVar[bool] = False
+    """Whether its freeze freezes whole filesystems (fsfreeze). The coordinator freezes such writers
+    after the application writers and thaws them first, grades their components `filesystem`, and
+    refuses them with a provider whose shadow of a frozen filesystem would deadlock."""
+
+    freeze_timeout: float = 60.0
+    """Seconds this writer may take to freeze (VSS's default); lowered to the set's freeze timeout."""
+
+    timeout: float = 0.0
+    """Seconds one of this writer's own commands may run (a thaw script), 0 when it runs none. The
+    coordinator waits that long (plus a margin) for its thaw, and the watchdog's deadline allows it."""
+
     failure_policy: FailurePolicy = FailurePolicy.ABORT
+    """What its failure does to the set: abort it, or go on with this writer's data crash-consistent."""
+
+    paths: list[str]
+    """Data paths a configured writer declares: it is selected automatically for sets on their volumes."""
+
+    volumes: list[str]
+    """Mount points a configured writer declares: it is selected automatically for sets of them."""
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:
         self.instance = instance
         self.options = options
+        self.paths = []
+        self.volumes = []
 
     @property
     def label(self) -> str:

@@ -38,9 +38,8 @@ def _log_files() -> list[str]:
     """Files our logging or our stdout/stderr write to (a write there while frozen deadlocks us)."""
     found = []
     for handler in logging.getLogger().handlers + logging.getLogger("shadowvault").handlers:
-        name = getattr(handler, "baseFilename", None)
-        if name:
-            found.append(name)
+        if isinstance(handler, logging.FileHandler):
+            found.append(handler.baseFilename)
     for fd in (1, 2):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")

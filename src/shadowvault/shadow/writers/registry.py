@@ -122,8 +122,8 @@ def _lies_on(path: str, mounts: set[str]) -> bool:
 
 def _applies_to(writer: Writer, mounts: set[str]) -> bool:
     """A configured writer serves the set when its paths or volumes lie on it (or it names neither)."""
-    paths = list(getattr(writer, "paths", []) or [])
-    volumes = [os.path.realpath(v) for v in getattr(writer, "volumes", []) or []]
+    paths = list(writer.paths)
+    volumes = [os.path.realpath(v) for v in writer.volumes]
     if not paths and not volumes:
         components = writer.identify() if writer.name != "script" else []
         paths = [p for c in components for p in c.paths]

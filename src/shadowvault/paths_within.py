@@ -1,0 +1,22 @@
+"""Whether one path lies within another: the one test every layer uses for mounts, roots and data dirs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def is_within(path: str, root: str) -> bool:
+    """Whether absolute `path` is `root` itself or lies below it, comparing whole path components.
+
+    Plain string prefixes are wrong (`/srv/data2` is not within `/srv/data`); both paths are taken
+    as given (normalize or resolve them first when they may hold `..`, `//` or symlinks).
+    """
+    root = root.rstrip("/")
+    if not root:
+        return path.startswith("/")
+    return path == root or path.startswith(root + "/")
+
+
+def innermost(path: str, roots: Iterable[str]) -> str | None:
+    """The deepest of `roots` that `path` lies within (the mount that holds it), or None."""
+    return max((root for root in roots if is_within(path, root)), key=len, default=None)

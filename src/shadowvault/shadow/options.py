@@ -1,0 +1,47 @@
+"""How a shadow set is to be made: one options object, what the requester passes to the coordinator."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from shadowvault.errors import UsageError
+from shadowvault.shadow.providers.base import Provider
+from shadowvault.shadow.writers.base import Writer
+
+DEFAULT_FREEZE_TIMEOUT = 60.0  # VSS's writer freeze window
+DEFAULT_COMMIT_TIMEOUT = 10.0  # VSS's flush-and-hold window
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetOptions:
+    """Who takes part in a shadow set and the rules of its sequence (everything but its volumes).
+
+    writers: writers to include (`name[:instance]` or an instance), in addition to the automatic ones
+    provider: `auto`, a provider's name, or an instance (used for every volume)
+    persistent: kept until deleted, whoever made it (else released with its requester)
+    auto_writers: also the writers discovered on the volumes and declared in writers.d
+    freeze_timeout / commit_timeout: seconds the writers have to freeze and the providers to commit
+    backup_type: `full`, or `copy` (writers skip side effects such as log truncation)
+    """
+
+    writers: Sequence[str | Writer] = field(default=())
+    provider: str | Provider = "auto"
+    persistent: bool = False
+    auto_writers: bool = True
+    freeze_timeout: float = DEFAULT_FREEZE_TIMEOUT
+    commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
+    backup_type: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.freeze_timeout <= 0 or self.commit_timeout <= 0:
+            raise UsageError("timeouts must be positive numbers of seconds")
+        object.__setattr__(self, "writers", tuple(self.writers))  # frozen: no list shared with the caller
+
+    @property
+    def provider_name(self) -> str:
+        """The provider as the manifest names it."""
+        return self.provider if isinstance(self.provider, str) else self.provider.name
+
+
+DEFAULTS = SetOptions()

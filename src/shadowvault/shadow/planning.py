@@ -1,0 +1,94 @@
+"""Planning a shadow set, before anything is held: its volumes, providers and writers, and the checks.
+
+Everything here may refuse the set (UsageError, UnsupportedError) at no cost: no writer has been
+told anything and nothing is frozen.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from shadowvault.errors import UsageError
+from shadowvault.shadow.events import WriterRun
+from shadowvault.shadow.options import SetOptions
+from shadowvault.shadow.providers import registry as providers
+from shadowvault.shadow.providers.base import FreezePolicy, Provider
+from shadowvault.shadow.volumes import Volume, find_volume, volume_of
+from shadowvault.shadow.writers import registry as writers
+from shadowvault.shadow.writers.base import Writer
+
+
+def resolve_volumes(args: Sequence[str]) -> list[Volume]:
+    """The mounted volumes named by `args` (mount points or paths on them), each once, in order."""
+    if not args:
+        raise UsageError("a shadow set needs at least one volume (--volume MOUNT_POINT)")
+    volumes: list[Volume] = []
+    for arg in args:
+        volume = find_volume(arg)
+        if volume.mount_point not in {v.mount_point for v in volumes}:
+            volumes.append(volume)
+    return volumes
+
+
+def choose_providers(volumes: Sequence[Volume], requested: str | Provider) -> dict[str, Provider]:
+    """The provider of each volume, by mount point: the one given, or the registry's choice."""
+    if isinstance(requested, Provider):
+        return {volume.mount_point: requested for volume in volumes}
+    return {volume.mount_point: providers.choose_provider(volume, requested) for volume in volumes}
+
+
+def make_runs(volumes: list[Volume], options: SetOptions) -> list[WriterRun]:
+    """The set's writers: those named, then (auto_writers) those found; filesystem freezers last.
+
+    Application writers freeze first and thaw last; filesystem freezers freeze last and thaw first.
+    """
+    chosen: dict[str, Writer] = {}
+    for spec in options.writers:
+        writer = spec if isinstance(spec, Writer) else writers.make_writer(spec)
+        chosen.setdefault(writer.label, writer)
+    if options.auto_writers:
+        for writer in writers.discover_writers(volumes):
+            chosen.setdefault(writer.label, writer)
+    ordered = sorted(chosen.values(), key=lambda w: w.freezes_filesystems)
+    return [WriterRun(w) for w in ordered]
+
+
+def check_freeze_policies(
+    runs: Sequence[WriterRun], volumes: Sequence[Volume], chosen: dict[str, Provider]
+) -> None:
+    """Refuse fsfreeze on a volume whose provider forbids it, before anything is frozen."""
+    for run in runs:
+        if not run.is_filesystem_freezer:
+            continue
+        targets = [run.writer.instance] if run.writer.instance else [v.mount_point for v in volumes]
+        for target in targets:
+            mount = find_volume(target).mount_point
+            provider = chosen.get(mount)
+            if provider is not None and provider.freeze_policy == FreezePolicy.FORBIDS:
+                raise UsageError(
+                    f"writer {run.label} cannot be used with provider {provider.name} on {mount}: a "
+                    f"{provider.name} shadow of a frozen filesystem blocks until thaw (a deadlock); "
+                    f"{provider.name} needs no fsfreeze, leave out --writer fsfreeze or use "
+                    "--provider live"
+                )
+
+
+def check_writer_volumes(
+    runs: Sequence[WriterRun], volumes: Sequence[Volume], all_volumes: list[Volume]
+) -> None:
+    """A writer's data must lie on the set's volumes (VSS: the requester adds every volume)."""
+    mounts = {v.mount_point for v in volumes}
+    for run in runs:
+        if run.is_filesystem_freezer:
+            continue
+        for component in run.report.components:
+            for path in component.paths:
+                if not os.path.exists(path):
+                    continue
+                holder = volume_of(path, all_volumes).mount_point
+                if holder not in mounts:
+                    raise UsageError(
+                        f"writer {run.label}: {path} lies on {holder}, which is not in the shadow set "
+                        f"(add --volume {holder})"
+                    )
