@@ -1,0 +1,273 @@
+"""Laying one entry down in the restore target, through directory descriptors only.
+
+A snapshot is untrusted input and so is the target (a symlink can be planted in it): every
+directory is opened relative to its parent with O_NOFOLLOW, and every entry is created under a
+temporary name in its final directory (`.svtmp-*`), given its metadata, and renamed, all relative
+to those descriptors. An interrupted restore never leaves a half-written file under a final name.
+
+File content is written elsewhere (`restore_content`); this module decides whether an entry is
+restored at all, makes links, symlinks, FIFOs and device nodes, and records what went wrong.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import stat
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from shadowvault.archive import metadata
+from shadowvault.errors import ShadowvaultError
+from shadowvault.repo.tree import Node
+
+log = logging.getLogger(__name__)
+
+TMP_PREFIX = b".svtmp-"
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+# what an entry's restore resolves to: its names below the target, or None when not restored
+Restored = tuple[bytes, ...] | None
+
+
+class Overwrite(StrEnum):
+    NEVER = "never"
+    IF_NEWER = "if-newer"
+    ALWAYS = "always"
+
+
+@dataclass
+class RestoreStats:
+    files: int = 0
+    dirs: int = 0
+    others: int = 0
+    bytes_written: int = 0
+    skipped: int = 0
+    verified: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "files": self.files,
+            "dirs": self.dirs,
+            "others": self.others,
+            "bytes_written": self.bytes_written,
+            "skipped": self.skipped,
+            "verified": self.verified,
+            "errors": len(self.errors),
+        }
+
+
+class EntryError(Exception):
+    """An entry is not restored; the message is the reason shown to the user."""
+
+
+@dataclass(eq=False)
+class TargetDir:
+    """A directory of the target as this restore holds it: an open descriptor once made, never a path."""
+
+    parent: TargetDir | None
+    name: bytes  # its name in the parent (b"" for the target itself)
+    spath: bytes  # its path in the snapshot: for filters and messages
+    node: Node | None  # the metadata it gets once its contents are done (None: the target, left as is)
+    rel: tuple[bytes, ...] = ()  # its names below the target (to find a hard link's first path again)
+    fd: int | None = None
+    fresh: bool = False  # made empty by this restore: nothing in it to check before creating an entry
+    inherits_acl: bool = True  # has a default ACL that new entries inherit (and must lose)
+    failed: bool = False  # could not be made or opened (reported once)
+
+
+def join(parent: bytes, name: bytes) -> bytes:
+    return parent.rstrip(b"/") + b"/" + name
+
+
+def text(path: bytes) -> str:
+    return path.decode("utf-8", errors="backslashreplace")  # for messages: \xNN for invalid bytes
+
+
+def unsafe_text(parent: bytes, name: bytes) -> str:
+    """The snapshot path of an entry with an unsafe name: `/` and control bytes of the name as \\xNN."""
+    shown = "".join(
+        f"\\x{ord(c):02x}" if c == "/" or ord(c) < 0x20 or ord(c) == 0x7F else c
+        for c in name.decode("utf-8", errors="backslashreplace")
+    )
+    return text(parent.rstrip(b"/")) + "/" + shown
+
+
+def reason(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    if isinstance(err, (ShadowvaultError, EntryError)):
+        return str(err)
+    return f"unexpected {type(err).__name__}: {err}"
+
+
+def has_default_acl(dir_fd: int) -> bool:
+    """Whether files created in the directory inherit an ACL (which a restore must then remove)."""
+    try:
+        return "system.posix_acl_default" in os.listxattr(dir_fd)
+    except OSError:
+        return True  # unknown: check every file
+
+
+def open_subdir(parent_fd: int, name: bytes, overwrite: Overwrite) -> tuple[int, bool]:
+    """An fd of directory `name` in `parent_fd`, made if absent (and whether it was); never through a
+    symlink."""
+    fresh = False
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+        fresh = True
+    else:
+        if not stat.S_ISDIR(st.st_mode):
+            if overwrite is not Overwrite.ALWAYS:
+                raise EntryError(
+                    "not restored: something that is not a directory is in the way "
+                    "(--overwrite always replaces it)"
+                )
+            os.unlink(name, dir_fd=parent_fd)  # the symlink or file itself, never what it points to
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+            fresh = True
+    return os.open(name, DIR_FLAGS, dir_fd=parent_fd), fresh
+
+
+def discard(dir_fd: int, tmp: bytes) -> None:
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+class EntryWriter:
+    """Decides whether an entry is restored, lays down what has no content, and keeps the record."""
+
+    def __init__(
+        self, root: TargetDir, stats: RestoreStats, *, overwrite: Overwrite, numeric_owner: bool
+    ) -> None:
+        self.root = root
+        self.stats = stats
+        self.overwrite = overwrite
+        self.numeric_owner = numeric_owner
+        self._tmp_counter = itertools.count()
+
+    def error(self, path: bytes | str, why: str) -> None:
+        shown = path if isinstance(path, str) else text(path)
+        log.warning("%s: %s", shown, why)
+        with self.stats.lock:
+            self.stats.errors.append((shown, why))
+
+    def restored(self, node: Node, here: TargetDir) -> Restored:
+        """Count an entry made under its final name; its names below the target."""
+        with self.stats.lock:
+            if node.type == "file":
+                self.stats.files += 1
+            else:
+                self.stats.others += 1
+        return (*here.rel, node.name)
+
+    def wanted(self, node: Node, spath: bytes, here: TargetDir) -> bool:
+        """Whether the entry is to be laid down: it was readable at backup, and what is in the way may
+        be replaced. A skipped entry is counted (and an unreadable one reported)."""
+        assert here.fd is not None
+        if node.error is not None:
+            with self.stats.lock:
+                why = f"not restored, it was unreadable at backup: {node.error}"
+                self.stats.warnings.append((text(spath), why))
+                self.stats.skipped += 1
+            return False
+        if not here.fresh and not self._may_replace(here.fd, node):
+            with self.stats.lock:
+                self.stats.skipped += 1
+            return False
+        return True
+
+    def new_tmp(self) -> bytes:
+        return TMP_PREFIX + b"%d-%d" % (os.getpid(), next(self._tmp_counter))
+
+    def _may_replace(self, dir_fd: int, node: Node) -> bool:
+        try:
+            st = os.stat(node.name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return True
+        if stat.S_ISDIR(st.st_mode):
+            if self.overwrite is Overwrite.NEVER:
+                return False
+            raise EntryError("not restored: a directory is in the way (it is never replaced by a file)")
+        if self.overwrite is Overwrite.ALWAYS:
+            return True
+        if self.overwrite is Overwrite.IF_NEWER:
+            return node.mtime_ns > st.st_mtime_ns
+        return False
+
+    def link(self, first: tuple[bytes, ...], here: TargetDir, tmp: bytes) -> None:
+        """Hard-link `tmp` to the entry this restore made at `first`, walking to it without symlinks."""
+        assert here.fd is not None and self.root.fd is not None
+        *dirs, name = first
+        if tuple(dirs) == here.rel:
+            os.link(name, tmp, src_dir_fd=here.fd, dst_dir_fd=here.fd, follow_symlinks=False)
+            return
+        fd = os.dup(self.root.fd)
+        try:
+            for part in dirs:
+                inner = os.open(part, os.O_PATH | DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            os.link(name, tmp, src_dir_fd=fd, dst_dir_fd=here.fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
+
+    def make_special(self, node: Node, here: TargetDir, tmp: bytes) -> None:
+        """A symlink, FIFO, socket or device node under `tmp`, with its metadata."""
+        assert here.fd is not None
+        kind = node.type
+        if kind == "symlink":
+            if node.link_target is None:
+                raise EntryError("a symlink without a target in the snapshot")
+            os.symlink(node.link_target, tmp, dir_fd=here.fd)
+        elif kind == "fifo":
+            os.mkfifo(tmp, 0o600, dir_fd=here.fd)
+        elif kind in ("chardev", "blockdev", "socket"):
+            os.mknod(tmp, 0o600 | metadata.type_bits(kind), node.rdev or 0, dir_fd=here.fd)
+        else:
+            raise EntryError(f"unknown entry type {kind!r}")
+        metadata.apply_at(
+            here.fd,
+            tmp,
+            node,
+            numeric_owner=self.numeric_owner,
+            clear_inherited_acl=here.inherits_acl,
+            label=join(here.spath, node.name),
+        )
+
+    def finish_file(self, fd: int, node: Node, here: TargetDir) -> None:
+        """Give a written file its metadata through its own descriptor."""
+        metadata.apply_fd(
+            fd,
+            node,
+            numeric_owner=self.numeric_owner,
+            clear_inherited_acl=here.inherits_acl,
+            label=join(here.spath, node.name),
+        )
+
+
+def chain(source: Future[Restored], target: Future[Restored]) -> None:
+    """Resolve `target` as `source` resolves."""
+
+    def copy(done: Future[Restored]) -> None:
+        if done.cancelled():
+            target.cancel()  # the restore was interrupted
+            return
+        err = done.exception()
+        if err is not None:
+            target.set_exception(err)
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(copy)
