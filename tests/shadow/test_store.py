@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from shadowvault.errors import ConfigError, NotFoundError, ProviderError, UsageError
-from shadowvault.shadow.expose import is_mount_point
+from shadowvault.shadow.exposure import expose, exposures, is_mount_point, unexpose
+from shadowvault.shadow.liveness import process_alive
 from shadowvault.shadow.manifest import ShadowSetManifest
-from shadowvault.shadow.store import ShadowStore, max_shadows_per_volume, process_alive
+from shadowvault.shadow.store import ShadowStore, max_shadows_per_volume
 from tests.fixtures.loopfs import unmount_tree
 from tests.shadow.store_helpers import alive_pid, dead_pid, make_set
 
@@ -168,8 +169,8 @@ def test_expose_is_read_only_and_release_unexposes(btrfs, xfs):
     manifest = make_set(store, [str(btrfs.mount), str(xfs.mount)], "reflink")
     base = Path(tempfile.mkdtemp(prefix="sv-expose-"))
     try:
-        first = store.expose(manifest.id[:10], None, base / "one")
-        second = store.expose(manifest.id, str(xfs.mount), base / "two")
+        first = expose(store, manifest.id[:10], None, base / "one")
+        second = expose(store, manifest.id, str(xfs.mount), base / "two")
         assert first.volume == str(btrfs.mount) and second.index == 1
         assert (base / "one/f").read_bytes() == b"snapshot\n"
         assert (base / "two/g").read_bytes() == b"copy\n"
@@ -177,18 +178,18 @@ def test_expose_is_read_only_and_release_unexposes(btrfs, xfs):
             (base / "two/g").write_bytes(b"no")
         assert err.value.errno == errno.EROFS
         with pytest.raises(UsageError, match="already exposes"):
-            store.expose(manifest.id, 0, base / "one")
+            expose(store, manifest.id, 0, base / "one")
         with pytest.raises(UsageError, match="no shadow of"):
-            store.expose(manifest.id, "/nowhere", base / "three")
+            expose(store, manifest.id, "/nowhere", base / "three")
 
-        assert store.unexpose(at=base / "one") == [str(base / "one")]
+        assert unexpose(store, at=base / "one") == [str(base / "one")]
         assert not is_mount_point(str(base / "one")) and not (base / "one").exists()
         with pytest.raises(NotFoundError):
-            store.unexpose(at=base / "one")
+            unexpose(store, at=base / "one")
 
         store.release(manifest.id)  # unexposes "two" first
         assert not is_mount_point(str(base / "two"))
-        assert store.exposures() == []
+        assert exposures(store) == []
         assert not Path(manifest.shadows[1].path).exists()
     finally:
         unmount_tree(base)
@@ -200,7 +201,7 @@ def test_a_busy_exposure_keeps_the_set(btrfs):
     manifest = make_set(store, [str(btrfs.mount)], "btrfs")
     base = Path(tempfile.mkdtemp(prefix="sv-expose-"))
     try:
-        store.expose(manifest.id, None, base / "at")
+        expose(store, manifest.id, None, base / "at")
         holder = subprocess.Popen(["sleep", "60"], cwd=base / "at")
         try:
             with pytest.raises(ProviderError, match="busy"):

@@ -9,8 +9,10 @@ import click
 from shadowvault.cli import output
 from shadowvault.cli.shadows_create import create
 from shadowvault.errors import PermissionDeniedError, ShadowvaultError, UsageError
+from shadowvault.shadow import exposure as exposing
+from shadowvault.shadow.exposure import Exposure
 from shadowvault.shadow.manifest import ShadowSetManifest
-from shadowvault.shadow.store import Exposure, ShadowStore
+from shadowvault.shadow.store import ShadowStore
 
 
 @click.group("shadows")
@@ -55,7 +57,7 @@ def list_cmd(as_json: bool) -> None:
     except ShadowvaultError as err:
         output.warn(f"sets of ended requesters were not released: {err}")
     sets = store.list()
-    exposures = store.exposures()
+    exposures = exposing.exposures(store)
 
     def exposed(set_id: str) -> list[Exposure]:
         return [e for e in exposures if e.set_id == set_id]
@@ -110,7 +112,7 @@ def delete_cmd(set_id: str | None, oldest: bool, delete_all: bool, as_json: bool
 @output.json_option
 def expose_cmd(set_id: str, at: str, volume: str | None, as_json: bool) -> None:
     """Mount one shadow of a set read-only at a directory (created if missing)."""
-    exposure = ShadowStore().expose(set_id, volume, at)
+    exposure = exposing.expose(ShadowStore(), set_id, volume, at)
     message = f"shadow of {exposure.volume} (set {exposure.set_id}) exposed read-only at {exposure.at}"
     output.emit(as_json, exposure, lambda: output.info(message))
 
@@ -121,10 +123,13 @@ def expose_cmd(set_id: str, at: str, volume: str | None, as_json: bool) -> None:
 @output.json_option
 def unexpose_cmd(set_id: str | None, at: str | None, as_json: bool) -> None:
     """Unmount an exposure (--at DIR), or every exposure of a set (ID)."""
-    if (set_id is None) == (at is None):
-        raise UsageError("say which exposure to remove: --at DIR or a shadow set ID")
     store = ShadowStore()
-    done = store.unexpose(at=at) if at else store.unexpose(set_id=store.load(set_id).id)
+    if at is not None and set_id is None:
+        done = exposing.unexpose(store, at=at)
+    elif set_id is not None and at is None:
+        done = exposing.unexpose(store, set_id=store.load(set_id).id)
+    else:
+        raise UsageError("say which exposure to remove: --at DIR or a shadow set ID")
 
     def human() -> None:
         if not done:

@@ -1,0 +1,202 @@
+"""Exposing a shadow: a read-only bind mount of its image at a directory the user names, and its record.
+
+The bind is made in two steps (`mount --bind`, then `remount,ro,bind`) because a bind mount takes
+the flags of its source until it is remounted; if the second step fails the first is undone. Each
+set's exposures are recorded in `<store>/<id>.exposed` (a JSON list), so that `shadows list` shows
+them and releasing the set unmounts them first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from shadowvault import proc
+from shadowvault.errors import CommandError, NotFoundError, ProviderError, UsageError
+from shadowvault.fsutil import atomic_write
+from shadowvault.shadow.manifest import Shadow, ShadowSetManifest
+from shadowvault.shadow.volumes import list_volumes
+
+if TYPE_CHECKING:
+    from shadowvault.shadow.store import ShadowStore
+
+log = logging.getLogger(__name__)
+
+EXPOSED_SUFFIX = ".exposed"
+
+
+class Exposure(msgspec.Struct, kw_only=True):
+    """One shadow of a set mounted read-only at `at`."""
+
+    set_id: str
+    volume: str
+    index: int
+    source: str  # the shadow's path that is mounted
+    at: str
+    created_dir: bool = False  # `at` was made by expose and is removed by unexpose
+    created: float = 0.0
+
+
+# -- the bind mounts ---------------------------------------------------------------------------
+
+
+def is_mount_point(path: str) -> bool:
+    """Whether `path` is in the mount table (st_dev comparison would call btrfs subvolumes mounts)."""
+    path = os.path.realpath(path)
+    return any(v.mount_point == path for v in list_volumes(with_uuid=False))
+
+
+def bind_readonly(source: str, at: str) -> None:
+    """Mount `source` read-only at `at`."""
+    proc.run(["mount", "--bind", source, at], timeout=30)
+    try:
+        proc.run(["mount", "-o", "remount,ro,bind", at], timeout=30)
+    except CommandError:
+        proc.run(["umount", at], timeout=30, check=False)
+        raise
+
+
+def unmount(at: str) -> None:
+    """Unmount the exposure at `at`; a busy mount is an error naming the path, never a lazy unmount."""
+    if not is_mount_point(at):
+        log.info("%s is not mounted any more", at)
+        return
+    done = proc.run(["umount", at], timeout=30, check=False)
+    if done.returncode != 0:
+        detail = done.stderr.decode(errors="replace").strip().splitlines()
+        reason = detail[-1] if detail else f"umount exit status {done.returncode}"
+        if "busy" in reason:
+            reason = "it is busy (a process has a file or directory open there)"
+        raise ProviderError(f"cannot unexpose {at}: {reason}")
+
+
+# -- the records -------------------------------------------------------------------------------
+
+
+def _record(store: ShadowStore, set_id: str) -> Path:
+    return store.root / f"{set_id}{EXPOSED_SUFFIX}"
+
+
+def exposures(store: ShadowStore, set_id: str | None = None) -> list[Exposure]:
+    """The exposures of one set, or of every set."""
+    ids = [set_id] if set_id else store.ids()
+    found: list[Exposure] = []
+    for sid in ids:
+        try:
+            data = _record(store, sid).read_bytes()
+        except FileNotFoundError:
+            continue
+        try:
+            found.extend(msgspec.json.decode(data, type=list[Exposure]))
+        except msgspec.DecodeError as err:
+            log.warning("exposure record of %s is damaged: %s", sid, err)
+    return found
+
+
+def _write(store: ShadowStore, set_id: str, exposed: list[Exposure]) -> None:
+    path = _record(store, set_id)
+    if exposed:
+        atomic_write(path, msgspec.json.encode(exposed), mode=0o600)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def forget(store: ShadowStore, set_id: str) -> None:
+    """Drop the exposure record of a set whose own record is gone."""
+    _record(store, set_id).unlink(missing_ok=True)
+
+
+def _pick_shadow(manifest: ShadowSetManifest, volume_or_index: str | int | None) -> tuple[int, Shadow]:
+    if not manifest.shadows:
+        raise UsageError(f"shadow set {manifest.id} has no shadows")
+    if volume_or_index is None:
+        return 0, manifest.shadows[0]
+    if isinstance(volume_or_index, int) or str(volume_or_index).isdigit():
+        index = int(volume_or_index)
+        if index >= len(manifest.shadows):
+            count = len(manifest.shadows)
+            raise UsageError(f"shadow set {manifest.id} has {count} shadow(s), no #{index}")
+        return index, manifest.shadows[index]
+    wanted = os.path.realpath(str(volume_or_index))
+    for index, shadow in enumerate(manifest.shadows):
+        if shadow.volume in (wanted, str(volume_or_index)):
+            return index, shadow
+    volumes = ", ".join(s.volume for s in manifest.shadows)
+    raise UsageError(f"shadow set {manifest.id} has no shadow of {volume_or_index} (it has {volumes})")
+
+
+def expose(store: ShadowStore, set_id: str, volume_or_index: str | int | None, at: Path | str) -> Exposure:
+    """Mount one shadow of the set read-only at `at` (created if missing) and record it."""
+    with store.locked():
+        manifest = store.load(set_id)
+        if manifest.state != "created":
+            raise UsageError(f"shadow set {manifest.id} cannot be exposed: it is {manifest.state}")
+        index, shadow = _pick_shadow(manifest, volume_or_index)
+        target = os.path.realpath(str(at))
+        for exposure in exposures(store):
+            if exposure.at == target:
+                raise UsageError(f"{target} already exposes shadow set {exposure.set_id}")
+        created_dir = False
+        if not os.path.lexists(target):
+            try:
+                os.makedirs(target, mode=0o755)
+            except OSError as err:
+                raise UsageError(f"cannot create {target}: {err.strerror}") from err
+            created_dir = True
+        elif not os.path.isdir(target):
+            raise UsageError(f"{target} is not a directory")
+        elif is_mount_point(target):
+            raise UsageError(f"{target} is already a mount point")
+        try:
+            bind_readonly(shadow.path, target)
+        except BaseException:
+            if created_dir:
+                with contextlib.suppress(OSError):
+                    os.rmdir(target)
+            raise
+        exposure = Exposure(
+            set_id=manifest.id,
+            volume=shadow.volume,
+            index=index,
+            source=shadow.path,
+            at=target,
+            created_dir=created_dir,
+            created=time.time(),
+        )
+        try:
+            _write(store, manifest.id, [*exposures(store, manifest.id), exposure])
+        except BaseException:
+            unmount(target)
+            raise
+        return exposure
+
+
+def unexpose(store: ShadowStore, at: Path | str | None = None, set_id: str | None = None) -> list[str]:
+    """Unmount the exposure at `at`, or every exposure of `set_id`; returns the unmounted paths."""
+    if at is None and set_id is None:
+        raise UsageError("say which exposure to remove: a directory or a shadow set")
+    with store.locked():
+        target = os.path.realpath(str(at)) if at is not None else None
+        chosen = [e for e in exposures(store, set_id) if target is None or e.at == target]
+        if target is not None and not chosen:
+            raise NotFoundError(f"{target}: no shadow is exposed there")
+        done = []
+        for exposure in chosen:
+            unmount(exposure.at)
+            if exposure.created_dir:
+                try:
+                    os.rmdir(exposure.at)
+                except OSError as err:
+                    if err.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                        log.warning("could not remove %s: %s", exposure.at, err.strerror)
+            left = [e for e in exposures(store, exposure.set_id) if e.at != exposure.at]
+            _write(store, exposure.set_id, left)
+            done.append(exposure.at)
+        return done
