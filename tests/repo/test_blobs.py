@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from shadowvault.errors import IntegrityError, NotFoundError
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
-from shadowvault.repo.upload import Uploader
 from tests.repo.helpers import PASSWORD, pack_files
 
 
@@ -57,9 +56,8 @@ def test_reopened_repository_reads_everything(tmp_path):
     with Repository.init(tmp_path / "repo", PASSWORD, pack_size=1 << 20) as repo:
         source = tmp_path / "src"
         source.write_bytes(data)
-        with Uploader(repo, threads=2) as up:
-            ids, size = up.save_file(source)
-        assert size == len(data)
+        with ThreadPoolExecutor(2) as pool:  # as a backup does: chunk here, seal in the workers
+            ids = list(pool.map(lambda chunk: repo.save_blob(BlobType.DATA, chunk), repo.chunk_file(source)))
         repo.flush()
         assert len(repo.index_files()) >= 2  # an index file every 8 packs while the session runs
     assert len(list((tmp_path / "repo" / "index").iterdir())) == 1  # merged into one at close

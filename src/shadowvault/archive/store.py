@@ -1,58 +1,87 @@
-"""What the archive layer needs from a repository: save, test and load blobs, and cut files into chunks.
+"""What archive/ needs from a repository, as typed protocols: the seam between archive/ and repo/.
 
-Kept as a small protocol so that the archive code depends on four methods, not on the engine.
+`BlobSource` is the read side (restore, listing, diff), `BlobStore` adds writing (backup). The
+repository (repo/repository.py) implements both; archive/ depends on these few calls, not on the
+engine, and never asks a store what it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-DATA = "data"
-TREE = "tree"
+from shadowvault.repo.format import BlobType, ChunkerParams
+from shadowvault.repo.index import BlobLocation
+from shadowvault.repo.packer import SaveStats
+from shadowvault.repo.reader import LoadedBlob
+from shadowvault.repo.tree import Tree
+
+if TYPE_CHECKING:
+    from shadowvault.repo.repository import Repository
+
+Chunker = Callable[[BinaryIO], Iterator[bytes]]  # cuts an open file into chunks
 
 
-class BlobStore(Protocol):
-    def save_blob(self, kind: Any, data: bytes) -> bytes: ...
+class FileChunker(Protocol):
+    """The repository's chunker: its parameters (seed included) are part of the repository."""
 
-    def has_blob(self, blob_id: bytes) -> bool: ...
+    @property
+    def params(self) -> ChunkerParams: ...
+
+    def chunk_file(self, source: BinaryIO) -> Iterator[bytes]: ...
+
+
+class BlobSource(Protocol):
+    """Reading blobs and trees, each verified."""
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        """True if the blob is stored intact and may be referenced (the writer contract)."""
+        ...
 
     def load_blob(self, blob_id: bytes) -> bytes: ...
 
+    def load_tree(self, tree_id: bytes) -> Tree: ...
 
-Chunker = Callable[[BinaryIO], Iterator[bytes]]
+    def lookup(self, blob_id: bytes) -> BlobLocation | None:
+        """Where the best copy is (pack, offset, length): to group reads by pack."""
+        ...
 
-
-def blob_kinds(store: Any) -> tuple[Any, Any]:
-    """The (data, tree) kind values the store's save_blob expects."""
-    try:
-        from shadowvault.repo.format import BlobType
-
-        return BlobType.DATA, BlobType.TREE
-    except ImportError:
-        return DATA, TREE
+    def load_pack_blobs(self, pack_id: str, blob_ids: Iterable[bytes]) -> Iterator[LoadedBlob]:
+        """Blobs of one pack with one range read, in pack order (errors per blob, not raised)."""
+        ...
 
 
-def chunker_for(store: Any) -> Chunker:
-    """The store's own chunker (its parameters are part of the repository), or a FastCDC default."""
-    for holder in (getattr(store, "chunker", None), store):
-        own = getattr(holder, "chunk_file", None)
-        if callable(own):
-            return own
-    return default_chunker
+class BlobStore(BlobSource, Protocol):
+    """Reading and writing: what a backup needs."""
+
+    @property
+    def chunker(self) -> FileChunker: ...
+
+    @property
+    def stats(self) -> SaveStats: ...
+
+    def save_blob(self, kind: BlobType, data: bytes) -> bytes: ...
+
+    def save_tree(self, tree: Tree) -> bytes: ...
 
 
-def single_chunk_limit(store: Any) -> int:
+def blob_kinds(store: BlobSource) -> tuple[BlobType, BlobType]:
+    """The (data, tree) kinds save_blob takes (the same for every store: BlobType)."""
+    return BlobType.DATA, BlobType.TREE
+
+
+def chunker_for(store: BlobStore) -> Chunker:
+    """The store's own chunker (its parameters are part of the repository)."""
+    return store.chunker.chunk_file
+
+
+def single_chunk_limit(store: BlobStore) -> int:
     """Files up to this size are one chunk whatever the cut points (FastCDC never cuts below its
     minimum), so they are read whole without starting a chunker (which costs ~0.3 ms per call)."""
-    params = getattr(getattr(store, "chunker", None), "params", None)
-    minimum = getattr(params, "min", None)
-    return minimum if isinstance(minimum, int) else 0
+    return store.chunker.params.min
 
 
-def default_chunker(stream: BinaryIO) -> Iterator[bytes]:
-    """FastCDC with 1 MiB average chunks; each chunk is copied out of the reader's reused buffer."""
-    from pyfastcdc import FastCDC
+if TYPE_CHECKING:  # mypy proves the repository is a store; nothing runs
 
-    for chunk in FastCDC(1 << 20, min_size=256 << 10, max_size=4 << 20).cut_stream(stream):
-        yield bytes(chunk.data)
+    def _repository_is_a_store(repo: Repository) -> BlobStore:
+        return repo

@@ -66,8 +66,8 @@ def check(
     and prune never counts on them (repo/damage.py)."""
     report = CheckReport()
     backend = repo.backend
-    exposed = getattr(backend, "exposed_to_others", None)
-    if exposed is not None and (shown := exposed()):
+    shown = backend.exposed_to_others()
+    if shown:
         report.warnings.append(
             f"other users can read parts of this repository: {', '.join(shown[:5])}"
             f"{' ...' if len(shown) > 5 else ''}; run `chmod -R go-rwx {backend.describe()}`"

@@ -31,7 +31,6 @@ from shadowvault.repo.walk import mark_used
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CLOCK_MARGIN = 600.0  # session start (client clock) vs pack mtime (storage clock), remote storage
 REPACK_UNUSED_FRACTION = 0.10
 
 
@@ -127,14 +126,13 @@ def prune(
 
     # 1. Packs and temp files, before anything else.
     on_disk: dict[str, FileInfo] = {info.name.rsplit("/", 1)[1]: info for info in backend.list("data/")}
-    temp_files = list(backend.list_temp()) if hasattr(backend, "list_temp") else []
+    temp_files = list(backend.list_temp())
     # 2. Live sessions S1.
     sessions = [s for s in list_sessions(backend, repo.sealer) if s.name != own]
     s1 = [s for s in sessions if is_live(s)]
     dead_sessions = [s for s in sessions if not is_live(s)]
     refuse_concurrent_maintenance(s1, "prune")
-    margin = getattr(backend, "clock_margin", DEFAULT_CLOCK_MARGIN)
-    protect_from = min((_session_start(s) for s in s1), default=float("inf")) - margin
+    protect_from = min((_session_start(s) for s in s1), default=float("inf")) - backend.clock_margin
     # 3. Index files (after S1: a backup that ended before S1 has its index in this listing).
     index_names = repo.index_files()
     result.index_files_before = len(index_names)

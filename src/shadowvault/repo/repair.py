@@ -282,8 +282,8 @@ class _TreeRewriter:
     def rewrite(self, tree_id: bytes, path: str) -> tuple[bytes | None, list[str]]:
         """(new tree id, lost paths); new id None when the tree itself cannot be read."""
         if tree_id in self._done:
-            new_id, lost = self._done[tree_id]
-            return new_id, [f"{path}{item}" for item in lost]
+            done_id, done_lost = self._done[tree_id]
+            return done_id, [f"{path}{item}" for item in done_lost]
         try:
             tree = self.repo.load_tree(tree_id)
         except ShadowvaultError:

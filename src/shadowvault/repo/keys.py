@@ -1,0 +1,134 @@
+"""Opening a repository: key files (the master key wrapped per password) and the config.
+
+See docs/repository.md, "Keys and encryption" and "Config".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+
+from shadowvault.errors import (
+    IntegrityError,
+    NotFoundError,
+    RepositoryError,
+    ShadowvaultError,
+    WrongPasswordError,
+)
+from shadowvault.repo.backend import Backend
+from shadowvault.repo.chunker import default_params
+from shadowvault.repo.crypto import MasterKey, Sealer, make_key_file, open_key_file
+from shadowvault.repo.format import FORMAT_VERSION, Config, decode_document, encode_document, file_id
+
+log = logging.getLogger(__name__)
+
+CONFIG_AAD = b"sv1:config"
+KEYS_DIR = "keys/"
+
+
+def password_bytes(password: str | bytes) -> bytes:
+    return password.encode() if isinstance(password, str) else password
+
+
+def unlock(backend: Backend, password: str | bytes) -> MasterKey:
+    """Try every key file. A key file is named by its hash, so a damaged one is recognised as
+    such (not taken for a wrong password) and the others are still tried."""
+    secret = password_bytes(password)
+    keys = list(backend.list(KEYS_DIR))
+    if not keys:
+        raise RepositoryError(f"repository {backend.describe()} has no key files")
+    damaged: list[str] = []
+    for info in keys:
+        try:
+            raw = backend.load(info.name)
+            if file_id(raw) != info.name.rsplit("/", 1)[1]:
+                raise IntegrityError(f"key file {info.name} is damaged (its content does not match its name)")
+            key = open_key_file(raw, secret)
+        except NotFoundError:
+            continue  # removed while we listed
+        except IntegrityError as err:
+            log.warning("%s; trying the other keys", err)
+            damaged.append(info.name)
+            continue
+        if key is not None:
+            return key
+    if damaged:
+        raise WrongPasswordError(
+            f"wrong password, or its key file is damaged ({', '.join(damaged)}): open the repository"
+            " with another password (`shadowvault key add` then makes a new key for this one)"
+        )
+    raise WrongPasswordError("wrong password or no key for this repository")
+
+
+def add_key(backend: Backend, key: MasterKey, password: str | bytes) -> str:
+    """Wrap the master key with another password; returns the key file's name."""
+    raw = make_key_file(key, password_bytes(password))
+    name = f"{KEYS_DIR}{file_id(raw)}"
+    backend.save(name, raw)
+    return name
+
+
+def add_first_key(
+    backend: Backend, key: MasterKey, password: str | bytes, kdf_params: dict[str, int] | None
+) -> None:
+    """The key file of a new repository (its KDF cost may be chosen, e.g. cheaper in tests)."""
+    raw = make_key_file(key, password_bytes(password), kdf_params)
+    backend.save(f"{KEYS_DIR}{file_id(raw)}", raw)
+
+
+def list_keys(backend: Backend) -> list[dict[str, str]]:
+    """The key files' public fields (never the wrapped key)."""
+    found = []
+    for info in backend.list(KEYS_DIR):
+        try:
+            doc = json.loads(backend.load(info.name))
+        except (ValueError, ShadowvaultError):
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+        found.append(
+            {
+                "id": info.name.rsplit("/", 1)[1],
+                "created": str(doc.get("created", "")),
+                "host": str(doc.get("host", "")),
+                "username": str(doc.get("username", "")),
+            }
+        )
+    return found
+
+
+def new_config(pack_size: int) -> Config:
+    """A fresh config: new id, new random chunker seed."""
+    return Config(
+        version=FORMAT_VERSION,
+        id=secrets.token_hex(16),
+        created=time.time(),
+        chunker=default_params(secrets.randbits(63)),
+        pack_size=pack_size,
+    )
+
+
+def write_config(backend: Backend, sealer: Sealer, config: Config) -> None:
+    backend.save("config", sealer.seal(encode_document(config), CONFIG_AAD))
+
+
+def read_config(backend: Backend, sealer: Sealer) -> Config:
+    """The config, or an IntegrityError that names its repair."""
+    try:
+        plain = sealer.open(backend.load("config"), CONFIG_AAD, "config")
+        return decode_document(plain, Config, "config")
+    except IntegrityError as err:
+        raise IntegrityError(
+            f"the repository config is damaged ({err}); `shadowvault repair config` writes a new one"
+            " (snapshots stay restorable; new backups store their data once more)"
+        ) from err
+
+
+def open_config(backend: Backend, sealer: Sealer) -> Config:
+    """The config of a repository this version can read."""
+    config = read_config(backend, sealer)
+    if config.version != FORMAT_VERSION:
+        raise RepositoryError(f"repository format version {config.version} is not supported")
+    return config

@@ -1,0 +1,235 @@
+"""The master index: every index file of the repository read into one in-memory BlobIndex, with
+the damage records applied, plus the entries of packs this process finished and has not yet
+written to an index file. Writes index files, re-reads them when others changed them.
+
+See docs/repository.md, "Write order and crashes" and "Damage and repair".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from shadowvault.errors import IntegrityError, NotFoundError, ShadowvaultError
+from shadowvault.repo.backend import Backend
+from shadowvault.repo.crypto import Sealer
+from shadowvault.repo.damage import DamagedPack, DamageMap, load_damage, save_damage
+from shadowvault.repo.format import IndexFile, IndexPack, decode_document, encode_document, file_id
+from shadowvault.repo.index import BlobIndex
+
+log = logging.getLogger(__name__)
+
+INDEX_AAD = b"sv1:index"
+INDEX_DIR = "index/"
+INDEX_FILE_BLOBS = 50_000  # at most this many blobs per index file
+PACKS_PER_INDEX = 8  # write an index file after this many finished packs (resume point after a crash)
+RELIST_ROUNDS = 10  # re-listings of index/ while files vanish under a reader (see reload)
+
+
+def mark_damage(index: BlobIndex, record: DamagedPack) -> None:
+    """Apply one damage record to an in-memory index (its copies are never deduplicated against)."""
+    if record.whole:
+        index.mark_damaged(record.id)
+    for blob_id in record.blobs:
+        index.mark_damaged(record.id, blob_id)
+
+
+class MasterIndex:
+    """Thread-safe. `index` is replaced whole by `reload` (readers keep the one they took)."""
+
+    def __init__(self, backend: Backend, sealer: Sealer) -> None:
+        self._backend = backend
+        self._sealer = sealer
+        self.index = BlobIndex()
+        self.damage = DamageMap()
+        self.written_files: list[str] = []  # by this process, in order
+        self.damaged_files: list[str] = []  # index files that could not be read at the last reload
+        self._file_names: set[str] = set()  # the index files `index` was built from
+        self._unindexed: list[IndexPack] = []  # finished packs not yet in an index file
+        self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- index files
+
+    def file_names(self) -> list[str]:
+        return [info.name for info in self._backend.list(INDEX_DIR)]
+
+    def load_file(self, name: str) -> IndexFile:
+        plain = self._sealer.open(self._backend.load(name), INDEX_AAD, name)
+        return decode_document(plain, IndexFile, name)
+
+    def save_file(self, packs: list[IndexPack]) -> str:
+        raw = self._sealer.seal(encode_document(IndexFile(packs=packs)), INDEX_AAD)
+        name = f"{INDEX_DIR}{file_id(raw)}"
+        self._backend.save(name, raw)
+        self.written_files.append(name)
+        return name
+
+    def save_files(self, packs: list[IndexPack]) -> list[str]:
+        """Write `packs` as index files of at most INDEX_FILE_BLOBS blobs each (a huge file would
+        cost a reader ~240 B per blob while it is decoded)."""
+        names: list[str] = []
+        chunk: list[IndexPack] = []
+        count = 0
+        for pack in packs:
+            if chunk and count + len(pack.blobs) > INDEX_FILE_BLOBS:
+                names.append(self.save_file(chunk))
+                chunk, count = [], 0
+            chunk.append(pack)
+            count += len(pack.blobs)
+        if chunk:
+            names.append(self.save_file(chunk))
+        return names
+
+    # ---------------------------------------------------------------- reading them all
+
+    def reload(self) -> None:
+        """Read every index file into a fresh, compact in-memory index (files are decrypted and
+        decoded a few at a time in threads: decoding releases the GIL, decoded files are bulky).
+
+        An index file may vanish between the listing and its reading: a writer merging its files
+        at close, or prune, writes the successor first and removes the old files after. So when a
+        listed file is gone, the directory is listed again and the files not seen yet are read,
+        until a round finds nothing vanished (without this the successor, written after our
+        listing, was missed and its blobs looked absent: a snapshot's tree "not in the index")."""
+        names = self.file_names()
+        seen = set(names)
+        damaged: list[str] = []
+        vanished: list[str] = []
+        gone: set[str] = set()
+
+        def load(name: str) -> IndexFile | None:
+            try:
+                return self.load_file(name)
+            except NotFoundError:
+                vanished.append(name)  # replaced; its successor is written before the removal
+                return None
+            except IntegrityError as err:
+                log.warning(
+                    "%s (its blobs are treated as missing; `shadowvault repair index` rebuilds the index)",
+                    err,
+                )
+                damaged.append(name)
+                return None
+
+        def packs() -> Iterator[IndexPack]:
+            batch = names
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                for _ in range(RELIST_ROUNDS):
+                    vanished.clear()
+                    for start in range(0, len(batch), 4):
+                        for doc in pool.map(load, batch[start : start + 4]):
+                            if doc is not None:
+                                yield from doc.packs
+                    if not vanished:
+                        return
+                    gone.update(vanished)
+                    batch = [name for name in self.file_names() if name not in seen]
+                    seen.update(batch)
+                log.warning("the index kept changing while it was read; some blobs may look missing")
+
+        index = BlobIndex.from_packs(packs())
+        damage = load_damage(self._backend, self._sealer)
+        for record in self.damage.records():  # what this process found and has not saved yet
+            damage.add(record)
+        for record in damage.records():
+            mark_damage(index, record)
+        with self._lock:
+            for pack in self._unindexed:
+                index.add(pack.id, pack.blobs)
+            self.index = index
+            self.damage.whole, self.damage.copies, self.damage.files = (
+                damage.whole,
+                damage.copies,
+                damage.files,
+            )
+            self._file_names = seen - gone
+            self.damaged_files = sorted(damaged)
+
+    def reload_if_changed(self) -> bool:
+        """Reload if index files came or went since the index was read; True if it did. A
+        reader's index is a picture taken at open: a snapshot saved later (by a running backup)
+        references blobs only newer index files list, and a prune may have moved blobs."""
+        with self._reload_lock:
+            if set(self.file_names()) == self._file_names:
+                return False
+            self.reload()
+            return True
+
+    # ---------------------------------------------------------------- this process's packs
+
+    def add_pack(self, entry: IndexPack) -> bool:
+        """A finished pack: findable now, in an index file soon. True when enough packs wait
+        for their index file that `write_pending` is due."""
+        with self._lock:
+            self.index.add(entry.id, entry.blobs)
+            self._unindexed.append(entry)
+            return len(self._unindexed) >= PACKS_PER_INDEX
+
+    def write_pending(self) -> None:
+        """Write the finished packs' entries as an index file (kept for a retry on failure)."""
+        with self._lock:
+            packs, self._unindexed = self._unindexed, []
+        if not packs:
+            return
+        try:
+            self.save_file(packs)
+        except BaseException:
+            with self._lock:
+                self._unindexed = packs + self._unindexed
+            raise
+
+    def consolidate(self) -> None:
+        """Replace the several index files this process wrote by one, so repositories do not
+        collect hundreds of small ones between prunes. The merged file is durable before any of
+        the old ones goes; a prune that meets a vanished one skips it (its packs are newer than
+        this live session, so prune would not touch them anyway)."""
+        mine = [name for name in self.written_files if name.startswith(INDEX_DIR)]
+        if len(mine) < 2:
+            return
+        try:
+            packs: dict[str, IndexPack] = {}
+            for name in mine:
+                for pack in self.load_file(name).packs:
+                    packs.setdefault(pack.id, pack)
+            if sum(len(p.blobs) for p in packs.values()) > INDEX_FILE_BLOBS * (len(mine) - 1):
+                return  # merging would not make fewer files
+            merged = self.save_files(list(packs.values()))
+            for name in mine:
+                if name not in merged:
+                    self._backend.remove(name)
+            self.written_files = merged
+        except NotFoundError:
+            log.debug("not merging this session's index files: a prune already folded some of them")
+        except ShadowvaultError as err:
+            log.warning("could not merge this session's index files: %s", err)
+
+    # ---------------------------------------------------------------- damage
+
+    def record_damage(self, records: list[DamagedPack]) -> str | None:
+        """Write damage records (see repo/damage.py) and apply them to the in-memory index."""
+        for record in records:
+            self.damage.add(record)
+            mark_damage(self.index, record)
+        name = save_damage(self._backend, self._sealer, records)
+        if name:
+            self.damage.files.append(name)
+        return name
+
+    def found_damage(self, pack_id: str, blob_id: bytes | None, reason: str) -> None:
+        """A read met damage: avoid that copy from now on, and remember it for `save_found_damage`."""
+        blobs = [] if blob_id is None else [blob_id]
+        record = DamagedPack(id=pack_id, reason=reason, whole=blob_id is None, blobs=blobs)
+        if self.damage.add(record, unsaved=True):
+            log.warning("%s (recorded as damaged)", reason)
+            mark_damage(self.index, record)
+
+    def save_found_damage(self) -> None:
+        """Record the damage this session's reads met, so the next backups and prune know it."""
+        records = self.damage.take_unsaved()
+        try:
+            self.record_damage(records)
+        except ShadowvaultError as err:
+            log.warning("could not record the damage found: %s", err)

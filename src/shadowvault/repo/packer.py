@@ -1,0 +1,159 @@
+"""Writing blobs: one open pack per blob type; a full pack goes to data/ and into the master index.
+
+Hashing, compression and encryption run outside any lock (they release the GIL); only the append
+to the open pack is serialized. See docs/repository.md, "Write order and crashes".
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from shadowvault.errors import RepositoryError
+from shadowvault.repo.backend import Backend
+from shadowvault.repo.crypto import Sealer
+from shadowvault.repo.format import BlobType, IndexPack, compress_if_smaller
+from shadowvault.repo.master_index import MasterIndex
+from shadowvault.repo.pack import PackWriter, blob_aad, pack_name
+
+MAX_BLOB = 1 << 30  # offsets and lengths are 32-bit in the in-memory index
+
+
+@dataclass
+class SaveStats:
+    """What this process added: for backup summaries and benchmarks."""
+
+    blobs_added: int = 0
+    raw_bytes_added: int = 0
+    stored_bytes_added: int = 0
+    blobs_deduplicated: int = 0
+    packs_written: int = 0
+
+
+class Packer:
+    """Thread-safe. A blob is findable (`has_blob`) from the moment its save starts, durable after
+    `flush`."""
+
+    def __init__(
+        self, backend: Backend, sealer: Sealer, master: MasterIndex, pack_size: int, stats: SaveStats
+    ) -> None:
+        self._backend = backend
+        self._sealer = sealer
+        self._master = master
+        self._pack_size = pack_size
+        self.stats = stats
+        self._inflight: set[bytes] = set()  # being stored by this process, not yet in the index
+        self._inflight_lock = threading.Lock()
+        self._pack_lock = threading.Lock()
+        self._writers: dict[BlobType, PackWriter] = {}
+
+    def is_inflight(self, blob_id: bytes) -> bool:
+        return blob_id in self._inflight
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        """True if the blob is stored (or being stored by this process) and may be deduplicated."""
+        return self._master.index.has_blob(blob_id) or blob_id in self._inflight
+
+    def save(self, kind: BlobType, data: bytes | memoryview) -> bytes:
+        """Store a blob unless it is already there; returns its id."""
+        if len(data) > MAX_BLOB:
+            raise RepositoryError(f"a blob of {len(data)} bytes is too large (the limit is {MAX_BLOB})")
+        blob_id = self._sealer.blob_id(data)
+        if self._master.index.has_blob(blob_id):
+            self.stats.blobs_deduplicated += 1
+            return blob_id
+        with self._inflight_lock:
+            if blob_id in self._inflight or self._master.index.has_blob(blob_id):
+                self.stats.blobs_deduplicated += 1
+                return blob_id
+            self._inflight.add(blob_id)
+        try:
+            payload, compressed = compress_if_smaller(data)
+            sealed = self._sealer.seal_parts(payload, blob_aad(kind, blob_id))
+            stored = len(sealed[0]) + len(sealed[1])
+            full = None
+            with self._pack_lock:
+                writer = self._append(kind, blob_id, sealed, len(data), compressed)
+                self.stats.blobs_added += 1
+                self.stats.raw_bytes_added += len(data)
+                self.stats.stored_bytes_added += stored
+                if writer.size >= self._pack_size:
+                    full = self._writers.pop(kind)
+        except BaseException:
+            with self._inflight_lock:
+                self._inflight.discard(blob_id)
+            raise
+        if full is not None:
+            self._commit(full)
+        return blob_id
+
+    def copy_sealed_blob(
+        self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
+    ) -> None:
+        """Append an already sealed (and verified) blob to a new pack: how prune repacks."""
+        full = None
+        with self._inflight_lock:
+            self._inflight.add(blob_id)
+        with self._pack_lock:
+            writer = self._append(kind, blob_id, sealed, raw_length, compressed)
+            if writer.size >= self._pack_size:
+                full = self._writers.pop(kind)
+        if full is not None:
+            self._commit(full)
+
+    def _append(
+        self,
+        kind: BlobType,
+        blob_id: bytes,
+        sealed: bytes | tuple[bytes, ...],
+        raw_length: int,
+        compressed: bool,
+    ) -> PackWriter:
+        """Append to the open pack of `kind` (caller holds the pack lock). On a storage error the
+        whole open pack is lost: its blobs are forgotten so nobody deduplicates against them."""
+        writer = self._writers.get(kind)
+        if writer is None:
+            writer = self._writers[kind] = PackWriter(self._backend)
+        try:
+            writer.add(kind, blob_id, sealed, raw_length, compressed)
+        except BaseException:
+            self._writers.pop(kind, None)
+            writer.abort()
+            with self._inflight_lock:
+                self._inflight.difference_update(b.id for b in writer.blobs)
+            raise
+        return writer
+
+    def _commit(self, writer: PackWriter) -> None:
+        """Finish a pack, move it into data/, index it in memory and, every few packs, on disk."""
+        ids = [b.id for b in writer.blobs]
+        try:
+            finished = writer.finish(self._sealer)
+            self._backend.save_file(pack_name(finished.id), finished.path)
+        except BaseException:
+            with self._inflight_lock:
+                self._inflight.difference_update(ids)
+            raise
+        due = self._master.add_pack(IndexPack(id=finished.id, size=finished.size, blobs=finished.blobs))
+        with self._inflight_lock:
+            self._inflight.difference_update(ids)
+        self.stats.packs_written += 1
+        if due:
+            self._master.write_pending()
+
+    def flush(self) -> None:
+        """Finish the open packs and write their index. Call after every `save` returned."""
+        with self._pack_lock:
+            writers = list(self._writers.values())
+            self._writers.clear()
+        for writer in writers:
+            self._commit(writer)
+        self._master.write_pending()
+
+    def abort(self) -> None:
+        """Discard the open packs (their blobs were never indexed)."""
+        with self._pack_lock:
+            writers = list(self._writers.values())
+            self._writers.clear()
+        for writer in writers:
+            writer.abort()

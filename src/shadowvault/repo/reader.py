@@ -1,0 +1,188 @@
+"""Reading blobs: the best copy first, each verified; damaged copies recorded; trees cached.
+
+A read tries the indexed copies best first (intact and live, then pending deletion, then damaged);
+a copy that fails verification is recorded as damaged and the next one is tried. See
+docs/repository.md, "Damage and repair".
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from shadowvault.errors import IntegrityError, NotFoundError, ShadowvaultError
+from shadowvault.repo.backend import Backend
+from shadowvault.repo.crypto import Sealer
+from shadowvault.repo.format import BlobType, decompress
+from shadowvault.repo.index import BlobLocation
+from shadowvault.repo.master_index import MasterIndex
+from shadowvault.repo.pack import blob_aad, pack_name
+from shadowvault.repo.packer import Packer
+
+CACHE_BYTES = 8 << 20  # of decrypted TREE blobs kept for repeated reads (small: RSS is a goal)
+
+
+class BlobCache:
+    """A small LRU of decrypted blobs, bounded by bytes. Thread-safe."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: OrderedDict[bytes, bytes] = OrderedDict()
+        self._size = 0
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> bytes | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        if len(value) > self._limit // 8:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self._size += len(value)
+            while self._size > self._limit:
+                _, old = self._items.popitem(last=False)
+                self._size -= len(old)
+
+
+@dataclass(frozen=True)
+class LoadedBlob:
+    """One blob of `BlobReader.load_pack_blobs`: its verified data, or why it could not be read."""
+
+    id: bytes
+    data: bytes | None
+    error: ShadowvaultError | None = None
+
+
+class BlobReader:
+    """Thread-safe reads through the master index and a small cache of trees."""
+
+    def __init__(self, backend: Backend, sealer: Sealer, master: MasterIndex, packer: Packer) -> None:
+        self._backend = backend
+        self._sealer = sealer
+        self._master = master
+        self._packer = packer
+        self._cache = BlobCache(CACHE_BYTES)
+
+    def load(self, blob_id: bytes) -> bytes:
+        """The verified plaintext of a blob (NotFoundError if unknown, IntegrityError if damaged).
+
+        Every indexed copy is tried, best first; a copy that fails is recorded as damaged (so this
+        session never deduplicates against it, and a writing session saves the record)."""
+        cached = self._cache.get(blob_id)
+        if cached is not None:
+            return cached
+        locations = self._master.index.locations(blob_id)
+        if not locations and self._packer.is_inflight(blob_id):
+            self._packer.flush()
+            locations = self._master.index.locations(blob_id)
+        if not locations and self._master.reload_if_changed():
+            locations = self._master.index.locations(blob_id)  # a snapshot newer than our index uses it
+        if not locations:
+            raise NotFoundError(f"blob {blob_id.hex()} is not in the repository index")
+        failure: ShadowvaultError | None = None
+        tried: set[str] = set()
+        while locations:
+            location = locations.pop(0)
+            if location.pack in tried:
+                continue
+            tried.add(location.pack)
+            try:
+                data = self._load_copy(blob_id, location)
+            except NotFoundError as err:
+                moved = self._moved_by_prune(blob_id, tried)
+                if moved:
+                    locations = moved
+                    continue
+                self._master.found_damage(location.pack, None, f"pack {location.pack[:16]} is missing")
+                failure = failure or err
+                continue
+            except IntegrityError as err:
+                self._master.found_damage(location.pack, blob_id, str(err))
+                failure = failure or err
+                continue
+            self._remember(blob_id, location, data)
+            return data
+        assert failure is not None
+        raise failure
+
+    def load_pack_blobs(self, pack_id: str, blob_ids: Iterable[bytes]) -> Iterator[LoadedBlob]:
+        """The blobs `blob_ids` (all stored in pack `pack_id`, see `lookup`) read with one range
+        read of that pack, each verified, in pack order. A blob that is not in that pack (any
+        more), or whose copy there fails, is read through `load` (other copies, damage recorded);
+        if that fails too its LoadedBlob carries the error instead of data."""
+        wanted: list[tuple[bytes, BlobLocation]] = []
+        others: list[bytes] = []
+        for blob_id in dict.fromkeys(blob_ids):
+            here = [loc for loc in self._master.index.locations(blob_id) if loc.pack == pack_id]
+            if here:
+                wanted.append((blob_id, here[0]))
+            else:
+                others.append(blob_id)
+        wanted.sort(key=lambda item: item[1].offset)
+        span = b""
+        start = 0
+        if wanted:
+            start = wanted[0][1].offset
+            end = max(loc.offset + loc.length for _, loc in wanted)
+            try:
+                span = self._backend.load(pack_name(pack_id), start, end - start)
+            except ShadowvaultError:
+                span = b""  # every blob goes through `load`, which knows moved and missing packs
+        for blob_id, location in wanted:
+            sealed = span[location.offset - start : location.offset - start + location.length]
+            if span:
+                try:
+                    data = self.decode(blob_id, location, sealed)
+                except IntegrityError as err:
+                    self._master.found_damage(pack_id, blob_id, str(err))
+                else:
+                    self._remember(blob_id, location, data)
+                    yield LoadedBlob(blob_id, data)
+                    continue
+            yield self._load_one(blob_id)
+        for blob_id in others:
+            yield self._load_one(blob_id)
+
+    def _load_one(self, blob_id: bytes) -> LoadedBlob:
+        try:
+            return LoadedBlob(blob_id, self.load(blob_id))
+        except ShadowvaultError as err:
+            return LoadedBlob(blob_id, None, err)
+
+    def _remember(self, blob_id: bytes, location: BlobLocation, data: bytes) -> None:
+        if location.type == BlobType.TREE:
+            self._cache.put(blob_id, data)
+
+    def _load_copy(self, blob_id: bytes, location: BlobLocation) -> bytes:
+        try:
+            sealed = self._backend.load(pack_name(location.pack), location.offset, location.length)
+        except NotFoundError:
+            raise NotFoundError(
+                f"blob {blob_id.hex()[:16]} is missing: its pack {location.pack[:16]} does not exist"
+            ) from None
+        return self.decode(blob_id, location, sealed)
+
+    def _moved_by_prune(self, blob_id: bytes, tried: set[str]) -> list[BlobLocation]:
+        """Copies in packs not tried yet, after re-reading the index if a concurrent prune changed it."""
+        self._master.reload_if_changed()
+        return [loc for loc in self._master.index.locations(blob_id) if loc.pack not in tried]
+
+    def decode(self, blob_id: bytes, location: BlobLocation, sealed: bytes) -> bytes:
+        """Decrypt, decompress and verify one blob read from its pack."""
+        what = f"blob {blob_id.hex()[:16]} in pack {location.pack[:16]}"
+        if len(sealed) != location.length:
+            raise IntegrityError(f"{what} is truncated")
+        payload = self._sealer.open(sealed, blob_aad(location.type, blob_id), what)
+        data = decompress(payload, location.raw_length, what) if location.compressed else payload
+        if len(data) != location.raw_length or self._sealer.blob_id(data) != blob_id:
+            raise IntegrityError(f"{what} does not match its id")
+        return data

@@ -1,0 +1,125 @@
+"""Snapshot documents: save, load, list, find by id, prefix or "latest", remove.
+
+A snapshot file is named by the BLAKE3 of its sealed bytes; one whose content does not match its
+name, or that does not authenticate, is damaged for good. See docs/repository.md, "Snapshots".
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Iterable
+
+from shadowvault.errors import IntegrityError, NotFoundError, UsageError
+from shadowvault.repo.backend import Backend
+from shadowvault.repo.crypto import Sealer
+from shadowvault.repo.format import decode_document, encode_document, file_id
+from shadowvault.repo.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_AAD = b"sv1:snapshot"
+SNAPSHOTS_DIR = "snapshots/"
+
+
+class SnapshotStore:
+    """The snapshots/ directory. `damaged` names the files the last `list` skipped."""
+
+    def __init__(self, backend: Backend, sealer: Sealer) -> None:
+        self._backend = backend
+        self._sealer = sealer
+        self.damaged: dict[str, str] = {}  # id -> why
+
+    def save(self, snapshot: Snapshot) -> str:
+        """Store the snapshot; returns its id (hex). The caller made everything it uses durable."""
+        raw = self._sealer.seal(encode_document(snapshot), SNAPSHOT_AAD)
+        snapshot_id = file_id(raw)
+        self._backend.save(f"{SNAPSHOTS_DIR}{snapshot_id}", raw)
+        return snapshot_id
+
+    def load(self, snapshot_id: str) -> Snapshot:
+        raw = self._backend.load(f"{SNAPSHOTS_DIR}{snapshot_id}")
+        if file_id(raw) != snapshot_id:
+            raise IntegrityError(
+                f"snapshot {snapshot_id[:8]} is damaged (its content does not match its name)"
+            )
+        what = f"snapshot {snapshot_id[:8]}"
+        return decode_document(self._sealer.open(raw, SNAPSHOT_AAD, what), Snapshot, what)
+
+    def ids(self) -> builtins.list[str]:
+        return [info.name.rsplit("/", 1)[1] for info in self._backend.list(SNAPSHOTS_DIR)]
+
+    def list(self, *, skip_damaged: bool = True) -> builtins.list[tuple[str, Snapshot]]:
+        """Every readable snapshot, oldest first. A damaged snapshot file is skipped and named in
+        `damaged` (it can be removed with `forget ID`); with `skip_damaged=False` it raises
+        IntegrityError instead."""
+        found = []
+        damaged: dict[str, str] = {}
+        for snapshot_id in self.ids():
+            try:
+                found.append((snapshot_id, self.load(snapshot_id)))
+            except NotFoundError:
+                continue  # forgotten while we listed
+            except IntegrityError as err:
+                if not skip_damaged:
+                    raise
+                log.warning("%s; skipped (remove it with `shadowvault forget %s`)", err, snapshot_id[:8])
+                damaged[snapshot_id] = str(err)
+        self.damaged = damaged
+        found.sort(key=lambda item: (item[1].time, item[0]))
+        return found
+
+    def resolve_id(self, ref: str) -> str:
+        """The full id for a full id or unique prefix, without reading the snapshot (so a damaged
+        one can still be named, e.g. to forget it)."""
+        ref = ref.strip().lower()
+        if not ref or any(c not in "0123456789abcdef" for c in ref):
+            raise UsageError(f"{ref!r} is not a snapshot id (hex id, unique prefix, or 'latest')")
+        candidates = [i for i in self.ids() if i.startswith(ref)]
+        if not candidates:
+            raise NotFoundError(f"no snapshot with id {ref}")
+        if len(candidates) > 1:
+            raise UsageError(f"snapshot id prefix {ref} is ambiguous ({len(candidates)} snapshots match)")
+        return candidates[0]
+
+    def find(
+        self,
+        ref: str,
+        *,
+        paths: Iterable[str] | None = None,
+        host: str | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> tuple[str, Snapshot]:
+        """Resolve an id, a unique id prefix or "latest" (optionally the latest matching filters)."""
+        ref = ref.strip()
+        if ref == "latest":
+            matches = filter_snapshots(self.list(), paths=paths, host=host, tags=tags)
+            if not matches:
+                raise NotFoundError(
+                    "no snapshot matches" if (paths or host or tags) else "the repository has no snapshots"
+                )
+            return matches[-1]
+        snapshot_id = self.resolve_id(ref)
+        return snapshot_id, self.load(snapshot_id)
+
+    def remove(self, snapshot_id: str) -> None:
+        self._backend.remove(f"{SNAPSHOTS_DIR}{snapshot_id}")
+
+
+def filter_snapshots(
+    snapshots: list[tuple[str, Snapshot]],
+    *,
+    paths: Iterable[str] | None = None,
+    host: str | None = None,
+    tags: Iterable[str] | None = None,
+) -> list[tuple[str, Snapshot]]:
+    """Snapshots whose paths include all `paths`, whose host is `host`, and that carry every tag."""
+    want_paths = set(paths or ())
+    want_tags = set(tags or ())
+    return [
+        (sid, snap)
+        for sid, snap in snapshots
+        if (host is None or snap.host == host)
+        and want_paths <= set(snap.paths)
+        and want_tags <= set(snap.tags)
+    ]
