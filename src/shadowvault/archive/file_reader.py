@@ -1,0 +1,170 @@
+"""Reading files for a backup: reader threads open and cut files, blob threads store the chunks.
+
+Small files are I/O-bound on a cold cache, so several reader threads open and read them; one large
+file at a time is cut by the chunker (a stream chunker holds a buffer of twice the largest chunk).
+The blob threads hash, compress, encrypt and pack chunks (`save_blob`, C code that releases the
+GIL, so two cores are used). Memory is bounded: at most `max_files` files and `max_chunks` chunks
+are in flight, whatever the size of the files.
+
+A file that changes while it is read is stored as read: its size is the number of bytes stored,
+and `changed` says so.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from shadowvault.archive.store import BlobStore, Chunker
+from shadowvault.archive.walk_stats import WalkStats, os_reason
+from shadowvault.errors import IntegrityError
+from shadowvault.repo.format import BlobType
+from shadowvault.repo.tree import Node
+
+_NOATIME = getattr(os, "O_NOATIME", 0)  # Linux only
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | _NOATIME
+
+
+class FileError(Exception):
+    """A file could not be read; the message is the reason shown to the user."""
+
+
+@dataclass
+class StoredContent:
+    """What was stored of one file: its DATA blobs, their total length, whether it changed meanwhile."""
+
+    blob_ids: list[bytes]
+    size: int
+    changed: bool = False
+
+
+class FileReader:
+    """Reads files into DATA blobs on threads of its own, within bounded memory."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        chunker: Chunker,
+        stats: WalkStats,
+        *,
+        single_chunk: int,
+        read_workers: int = 4,
+        blob_workers: int | None = None,
+        max_files: int = 64,
+        max_chunks: int | None = None,
+    ) -> None:
+        self.store = store
+        self.chunker = chunker
+        self.stats = stats
+        self.single_chunk = single_chunk  # files smaller than this are one chunk: read whole
+        workers = blob_workers or max(2, os.cpu_count() or 2)
+        self.readers = ThreadPoolExecutor(read_workers, thread_name_prefix="sv-read")
+        self.blobbers = ThreadPoolExecutor(workers, thread_name_prefix="sv-blob")
+        self.file_slots = threading.BoundedSemaphore(max_files)
+        self.chunk_slots = threading.BoundedSemaphore(max_chunks or 2 * workers + 2)
+        self.large_file = threading.Lock()
+
+    def submit(self, access: bytes, node: Node) -> Future[StoredContent]:
+        """Read the file at `access` on a reader thread (waits while `max_files` are in flight)."""
+        self.file_slots.acquire()
+        try:
+            fut = self.readers.submit(self._read_file, access, node)
+        except BaseException:
+            self.file_slots.release()
+            raise
+        fut.add_done_callback(lambda _f: self.file_slots.release())
+        return fut
+
+    def shutdown(self, *, cancel: bool = False) -> None:
+        """Wait for the threads (`cancel`: drop the queued work instead of reading every queued file)."""
+        wait = not cancel
+        self.readers.shutdown(wait=wait, cancel_futures=cancel)
+        self.blobbers.shutdown(wait=wait, cancel_futures=cancel)
+
+    def _read_file(self, read_path: bytes, node: Node) -> StoredContent:
+        """Cut one file into chunks and save them: the DATA blob ids in order, and how many bytes.
+
+        The node gets the metadata of what is read (fstat of the open file), except its size, which
+        is the number of bytes stored (set when the tree is written): a file that grows or shrinks
+        while it is read is restored as it was read, and the change is reported."""
+        try:
+            fd = os.open(read_path, _OPEN_FLAGS)
+        except PermissionError:
+            try:
+                fd = os.open(read_path, _OPEN_FLAGS & ~_NOATIME)
+            except OSError as err:
+                raise FileError(err.strerror or str(err)) from err
+        except OSError as err:
+            raise FileError(err.strerror or str(err)) from err
+        pending: list[Future[bytes]] = []
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileError("changed into something that is not a regular file")
+            # the file may have changed since the walk's lstat: describe what was actually read
+            node.mtime_ns, node.ctime_ns, node.inode = st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+            node.sparse = st.st_blocks * 512 < st.st_size
+            if st.st_size < self.single_chunk:
+                data = self._read_upto(fd, self.single_chunk, st.st_size + 1)
+                if len(data) < self.single_chunk:  # the whole file: one chunk
+                    blob_ids = [self._save_chunk(data)] if data else []
+                    return StoredContent(blob_ids, len(data), self._changed(fd, st, len(data)))
+                os.lseek(fd, 0, os.SEEK_SET)  # it grew since fstat: cut it like any large file
+            # one large file is cut at a time: a stream chunker holds a buffer of twice the largest
+            # chunk, and the blob threads already work on its chunks in parallel
+            stored = 0
+            with self.large_file, open(fd, "rb", buffering=0, closefd=False) as stream:
+                for chunk in self.chunker(stream):
+                    stored += len(chunk)
+                    self.chunk_slots.acquire()
+                    try:
+                        fut = self.blobbers.submit(self._save_chunk, chunk)
+                    except BaseException:
+                        self.chunk_slots.release()
+                        raise
+                    fut.add_done_callback(lambda _f: self.chunk_slots.release())
+                    pending.append(fut)
+            blob_ids = [fut.result() for fut in pending]
+            return StoredContent(blob_ids, stored, self._changed(fd, st, stored))
+        except OSError as err:
+            for fut in pending:
+                fut.cancel()
+            raise FileError(os_reason(err)) from err
+        except IntegrityError as err:
+            raise FileError(str(err)) from err
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _changed(fd: int, before: os.stat_result, stored: int) -> bool:
+        """Whether the file changed while it was read: not the size its fstat said, or written since."""
+        after = os.fstat(fd)
+        return (
+            stored != before.st_size
+            or after.st_size != before.st_size
+            or after.st_mtime_ns != before.st_mtime_ns
+            or after.st_ctime_ns != before.st_ctime_ns
+        )
+
+    @staticmethod
+    def _read_upto(fd: int, limit: int, expected: int) -> bytes:
+        """Up to `limit` bytes from the start of the file (fewer at end of file); reads of `expected`
+        bytes first, so a small file costs a small buffer."""
+        parts, got = [], 0
+        while got < limit:
+            block = os.read(fd, min(limit - got, max(expected - got, 4096)))
+            if not block:
+                break
+            parts.append(block)
+            got += len(block)
+        return b"".join(parts)
+
+    def _save_chunk(self, chunk: bytes) -> bytes:
+        blob_id = self.store.save_blob(BlobType.DATA, chunk)
+        with self.stats.lock:
+            self.stats.bytes_read += len(chunk)
+            self.stats.blobs_saved += 1
+        return blob_id

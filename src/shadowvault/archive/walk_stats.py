@@ -1,0 +1,79 @@
+"""What a backup walk is given and what it counts: the sources, the live counters, path text.
+
+Where each entry is read (`read_path`: a shadow) and what is recorded (`orig_path`: the original
+path) are kept apart, so a backup of a shadow records the paths users know.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Source:
+    """One path to back up: where it is read, and the absolute path recorded for it."""
+
+    orig_path: bytes
+    read_path: bytes
+    # the read path is a copy with inodes of its own (a reflink shadow, detected by the archiver when
+    # not given): incremental matching then uses the live original's identity
+    copied: bool | None = None
+
+
+@dataclass
+class WalkStats:
+    """Counters a progress display can read at any time (updated under `lock`)."""
+
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    dirs: int = 0
+    others: int = 0
+    bytes_total: int = 0  # size of every file in the snapshot
+    bytes_read: int = 0  # bytes actually read from files (unmodified files are not read)
+    blobs_saved: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): stored, but note it
+    current_path: bytes = b""  # the entry being walked (set without the lock: one writer)
+    started: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def current(self) -> str:
+        return text(self.current_path)
+
+    @property
+    def files(self) -> int:
+        return self.files_new + self.files_changed + self.files_unmodified
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "files_new": self.files_new,
+            "files_changed": self.files_changed,
+            "files_unmodified": self.files_unmodified,
+            "dirs": self.dirs,
+            "others": self.others,
+            "bytes_total": self.bytes_total,
+            "bytes_read": self.bytes_read,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+        }
+
+
+def join(parent: bytes, name: bytes) -> bytes:
+    return parent.rstrip(b"/") + b"/" + name
+
+
+def text(path: bytes) -> str:
+    """A path for people and documents: invalid UTF-8 bytes shown as \\xNN (encodable everywhere)."""
+    return path.decode("utf-8", errors="backslashreplace")
+
+
+def os_reason(err: OSError) -> str:
+    """Why a file could not be read, for the user."""
+    if err.errno == errno.EIO:
+        return "input/output error while reading (damaged file or device)"
+    return err.strerror or str(err)
