@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from shadowvault.archive.listing import walk_tree
-from shadowvault.archive.store import BlobStore
-from shadowvault.repo.tree import Node, decode_tree
+from shadowvault.archive.tree_paths import TreeReader
+from shadowvault.repo.tree import Node
 
 
 class Change(StrEnum):
@@ -24,8 +24,6 @@ class Change(StrEnum):
 
 SYMBOLS = {Change.ADDED: "+", Change.REMOVED: "-", Change.MODIFIED: "M", Change.METADATA: "U"}
 
-_METADATA_FIELDS = ("mode", "uid", "gid", "user", "group", "mtime_ns", "xattrs", "rdev", "link_target")
-
 
 @dataclass(frozen=True)
 class Difference:
@@ -34,10 +32,10 @@ class Difference:
     type: str
 
 
-def _children(store: BlobStore, tree_id: bytes | None) -> dict[bytes, Node]:
+def _children(store: TreeReader, tree_id: bytes | None) -> dict[bytes, Node]:
     if not tree_id:
         return {}
-    return {node.name: node for node in decode_tree(store.load_blob(tree_id)).nodes}
+    return {node.name: node for node in store.load_tree(tree_id).nodes}
 
 
 def _join(parent: bytes, name: bytes) -> bytes:
@@ -57,11 +55,16 @@ def _content_differs(a: Node, b: Node) -> bool:
 
 
 def _metadata_differs(a: Node, b: Node) -> bool:
-    return any(getattr(a, name) != getattr(b, name) for name in _METADATA_FIELDS)
+    return _metadata(a) != _metadata(b)
+
+
+def _metadata(n: Node) -> tuple[object, ...]:
+    """What `U` compares: owner, mode, mtime, xattrs, device number, symlink target."""
+    return (n.mode, n.uid, n.gid, n.user, n.group, n.mtime_ns, n.xattrs, n.rdev, n.link_target)
 
 
 def diff_trees(
-    store: BlobStore, old: bytes | None, new: bytes | None, prefix: bytes = b"/"
+    store: TreeReader, old: bytes | None, new: bytes | None, prefix: bytes = b"/"
 ) -> Iterator[Difference]:
     """Every difference between two trees, sorted by path."""
     if old == new:

@@ -7,21 +7,20 @@ from collections.abc import Iterator
 from typing import Any
 
 from shadowvault.archive.metadata import type_bits
-from shadowvault.archive.restore import find_node
-from shadowvault.archive.store import BlobStore
+from shadowvault.archive.tree_paths import TreeReader, find_node
 from shadowvault.display import display_name, exact_fields
-from shadowvault.repo.tree import Node, decode_tree
+from shadowvault.repo.tree import Node
 
 
 def _join(parent: bytes, name: bytes) -> bytes:
     return parent.rstrip(b"/") + b"/" + name
 
 
-def walk_tree(store: BlobStore, tree_id: bytes | None, prefix: bytes) -> Iterator[tuple[bytes, Node]]:
+def walk_tree(store: TreeReader, tree_id: bytes | None, prefix: bytes) -> Iterator[tuple[bytes, Node]]:
     """(path, node) of everything below the tree, depth-first, each directory before its contents."""
     if not tree_id:
         return
-    for node in decode_tree(store.load_blob(tree_id)).nodes:
+    for node in store.load_tree(tree_id).nodes:
         path = _join(prefix, node.name)
         yield path, node
         if node.type == "dir":
@@ -29,7 +28,7 @@ def walk_tree(store: BlobStore, tree_id: bytes | None, prefix: bytes) -> Iterato
 
 
 def list_snapshot(
-    store: BlobStore, root_tree: bytes, path: str = "/", *, recursive: bool = True
+    store: TreeReader, root_tree: bytes, path: str = "/", *, recursive: bool = True
 ) -> Iterator[tuple[bytes, Node]]:
     """Entries at and below `path` in the snapshot (a file path yields just that file)."""
     node = find_node(store, root_tree, path)
@@ -47,7 +46,7 @@ def list_snapshot(
     if recursive:
         yield from walk_tree(store, tree_id, prefix)
     elif tree_id:
-        for child in decode_tree(store.load_blob(tree_id)).nodes:
+        for child in store.load_tree(tree_id).nodes:
             yield _join(prefix, child.name), child
 
 
