@@ -63,8 +63,8 @@ def lay_down(
     manifest: ShadowSetManifest, report: WriterReport, root: Path, paths: list[str] | None = None, **options
 ) -> None:
     """A restore's first half: the writer's pre_restore, then its files copied from the shadows."""
+    from shadowvault.jobs.restore_writer import writer_for
     from shadowvault.shadow.writers.base import RestoreContext
-    from shadowvault.shadow.writers.restore import writer_for
 
     ctx = RestoreContext(components=list(report.components), target_root=str(root), options=options)
     writer_for(report).pre_restore(ctx)

@@ -14,8 +14,9 @@ import shutil
 import signal
 
 from shadowvault.jobs.backup import BackupRequest, run_backup
+from shadowvault.jobs.restore_writer import restore_with_writers
+from shadowvault.jobs.writer_plan import load_manifest
 from shadowvault.shadow.writers.registry import inventory
-from shadowvault.shadow.writers.restore import load_manifest, restore_with_writers
 from tests.archive.helpers import new_repo
 from tests.fixtures import servers as S
 from tests.fixtures.loads import LdapLoad, MariadbLoad, PostgresLoad, RedisLoad

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shadowvault.errors import ShadowError, WriterError
-from shadowvault.shadow.coordinator import SetOptions, shadow_set
+from shadowvault.shadow.coordinator import shadow_set
 from shadowvault.shadow.manifest import Component, Consistency, WriterState
 from shadowvault.shadow.writers.base import FailurePolicy, RestoreContext
 from shadowvault.shadow.writers.postgresql import PostgresqlWriter
@@ -105,9 +105,7 @@ def test_every_acknowledged_transaction_survives_20_shadow_sets_under_load(pg_on
         for _ in range(ROUNDS):
             root = restore_root(area)
             try:
-                with shadow_set(
-                    [str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)
-                ) as manifest:
+                with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)) as manifest:
                     report = report_of(manifest, "postgresql")
                     assert report.state == WriterState.WAITING_FOR_BACKUP_COMPLETE, report.failure
                     component = report.components[0]
@@ -141,9 +139,7 @@ def test_kept_wal_is_what_makes_the_copy_open_with_its_backup_label():
             roots = [restore_root(area), restore_root(area), restore_root(area)]
             try:
                 load.wait_for(10)
-                with shadow_set(
-                    [str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)
-                ) as manifest:
+                with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)) as manifest:
                     report = report_of(manifest, "postgresql")
                     must_have = load.acked_before(freeze_instant(manifest, report))
                     for root in roots:
@@ -180,12 +176,7 @@ def test_reflink_copy_on_xfs_restores_by_backup_label():
                 for _ in range(2):
                     root = restore_root()
                     try:
-                        with shadow_set(
-                            [str(fs.mount)],
-                            SetOptions(
-                                writers=[f"postgresql:{pg.datadir}"], provider="reflink", auto_writers=False
-                            ),
-                        ) as manifest:
+                        with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], provider="reflink", auto_writers=False)) as manifest:
                             report = report_of(manifest, "postgresql")
                             assert report.failure is None
                             assert report.components[0].metadata["crash_consistent_alone"] is False
@@ -265,9 +256,7 @@ def test_writers_d_entry_gives_an_instance_its_credentials_and_policy(pg_on_btrf
         assert report.state == WriterState.FAILED_AT_PREPARE_SNAPSHOT
         assert "password authentication failed" in report.failure
     config.write_text(config.read_text().replace('"wrong"', f'"{S.PG_BACKUP_PASSWORD}"'))
-    with shadow_set(
-        [str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)
-    ) as manifest:
+    with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)) as manifest:
         assert report_of(manifest, "postgresql").components[0].metadata["backup_label"]
     listed = cli("writers", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -279,10 +268,7 @@ def test_live_provider_is_refused_clearly(pg_on_btrfs):
     fs, pg = pg_on_btrfs
     with (
         pytest.raises(ShadowError, match=r"writer postgresql:.* failed at post_snapshot: the live provider"),
-        shadow_set(
-            [str(fs.mount)],
-            SetOptions(writers=[f"postgresql:{pg.datadir}"], provider="live", auto_writers=False),
-        ),
+        shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], provider="live", auto_writers=False)),
     ):
         pass
     with S.pg_connect(pg) as conn:  # the backup session is gone: a new base backup can start
@@ -353,7 +339,7 @@ def test_cli_shadow_set_with_the_writer_and_one_line_when_the_server_is_down(cli
 def test_restore_in_place_stops_the_cluster_sets_it_aside_and_brings_back_the_backup(pg_on_btrfs):
     """STOP_RESTORE_START on the original location, from a repository: the later data is set aside."""
     from shadowvault.jobs.backup import BackupRequest, run_backup
-    from shadowvault.shadow.writers.restore import restore_with_writers
+    from shadowvault.jobs.restore_writer import restore_with_writers
     from tests.archive.helpers import new_repo
 
     fs, pg = pg_on_btrfs
@@ -369,7 +355,7 @@ def test_restore_in_place_stops_the_cluster_sets_it_aside_and_brings_back_the_ba
             load.wait_for(done + 20)  # committed after the backup: must not come back
         finally:
             load.stop()
-        from shadowvault.shadow.writers.restore import load_manifest
+        from shadowvault.jobs.writer_plan import load_manifest
 
         report = report_of(load_manifest(repo, result.snapshot), "postgresql")
         must_have = load.acked_before(report.components[0].metadata["freeze_started"])
@@ -401,9 +387,7 @@ def test_tablespace_is_part_of_the_component_and_restored_elsewhere_points_at_it
     area = restore_area(fs.mount)
     root = restore_root(area)
     try:
-        with shadow_set(
-            [str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)
-        ) as manifest:
+        with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)) as manifest:
             report = report_of(manifest, "postgresql")
             component = report.components[0]
             assert str(space) in component.paths

@@ -1,7 +1,8 @@
 """CLI glue for components: the options `backup` and `restore` add, and printing a restore plan.
 
 `backup --component NAME` and `restore SNAP --component NAME` live in cli/backup.py and
-cli/restore.py; this module keeps their component branches small (parse, call the library, print).
+cli/restore.py; this module keeps their component branches small (parse, call the job in
+jobs/backup_components.py or jobs/restore_component.py, print).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from shadowvault.cli.output import info, note, print_json, warn
 from shadowvault.components.base import RestoreOptions
 from shadowvault.components.plan import Plan
 from shadowvault.errors import PartialFailure, UsageError
+from shadowvault.jobs.restore_component import ComponentRestoreRequest
+from shadowvault.jobs.restore_component import run_component_restore as restore_component
+from shadowvault.repo.repository import Repository
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -139,11 +143,10 @@ def print_plan(plan: Plan, *, as_json: bool, applied: bool) -> None:
 
 
 def run_component_restore(
-    repo: Any, snapshot_id: str, snapshot: Any, component: str, options: RestoreOptions, *, as_json: bool
+    repo: Repository, snapshot: str, component: str, options: RestoreOptions, *, as_json: bool
 ) -> None:
-    from shadowvault.components.snapshot import restore_component
-
-    result = restore_component(repo, snapshot_id, snapshot, component, options)
+    request = ComponentRestoreRequest(snapshot=snapshot, component=component, options=options)
+    result = restore_component(repo, request)
     print_plan(result.plan, as_json=as_json, applied=result.applied)
     for path, reason in result.errors:
         warn(f"{path}: {reason}")

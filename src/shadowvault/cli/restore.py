@@ -1,4 +1,4 @@
-"""CLI commands: restore, ls, diff (parse options, call the archive library, print)."""
+"""CLI commands: restore, ls, diff (parse options, call the restore jobs or the archive library, print)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import click
 from shadowvault.archive.diff import SYMBOLS, Change, diff_trees
 from shadowvault.archive.listing import describe, display, list_snapshot, mode_string, path_fields
 from shadowvault.archive.memory import bound_heap
-from shadowvault.archive.patterns import PathFilter
-from shadowvault.archive.restore import Overwrite, Restorer, RestoreStats
+from shadowvault.archive.restore import Overwrite, RestoreStats
 from shadowvault.cli.components import restore_component_options, restore_options, run_component_restore
 from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.writer_restore import restore_writer_options, run_writer_restore
 from shadowvault.errors import PartialFailure, UsageError
+from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
 
 
 def split_ref(spec: str) -> tuple[str, str]:
@@ -130,11 +130,9 @@ def restore_cmd(
                 "a writer restores whole components: --include, --exclude, --map, --users do not apply"
             )
         with open_repository(repo, password_file) as r:
-            snap_id, snap = r.find_snapshot(ref)
             run_writer_restore(
                 r,
-                snap_id,
-                snap,
+                ref,
                 writers=writers,
                 target_root=target_root or target,
                 option_specs=writer_option_specs,
@@ -163,28 +161,29 @@ def restore_cmd(
             yes_really=yes_really,
         )
         with open_repository(repo, password_file) as r:
-            snap_id, snap = r.find_snapshot(ref)
-            run_component_restore(r, snap_id, snap, component, options, as_json=as_json)
+            run_component_restore(r, ref, component, options, as_json=as_json)
         return
     if not target:
         raise UsageError("give the directory to restore into with --target DIR")
     if dry_run or target_root:
         raise UsageError("--dry-run and --target-root go with --component NAME or --writer NAME")
     started = time.monotonic()
-    with open_repository(repo, password_file) as r:
-        snap_id, snap = r.find_snapshot(ref)
-        stats = RestoreStats()
-        restorer = Restorer(
-            r,
-            target,
-            path_filter=PathFilter(includes, excludes),
-            overwrite=overwrite,
-            verify=verify,
-            numeric_owner=numeric_owner,
-            stats=stats,
-        )
-        with progress(lambda: _restore_status(stats, started), _restore_line, as_json):
-            restorer.restore(snap.tree, subpath)
+    request = FilesRestoreRequest(
+        snapshot=ref,
+        target=target,
+        subpath=subpath,
+        includes=list(includes),
+        excludes=list(excludes),
+        overwrite=overwrite,
+        verify=verify,
+        numeric_owner=numeric_owner,
+    )
+    stats = RestoreStats()
+    with (
+        open_repository(repo, password_file) as r,
+        progress(lambda: _restore_status(stats, started), _restore_line, as_json),
+    ):
+        snap_id = run_files_restore(r, request, stats=stats).snapshot_id
     for kind, entries in (("warning", stats.warnings), ("error", stats.errors)):
         for path, reason in entries:
             if as_json:

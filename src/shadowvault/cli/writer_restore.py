@@ -1,7 +1,7 @@
 """CLI glue for `restore SNAP --writer NAME[:INSTANCE]` / `--writers`: restore applications through writers.
 
-Parses the options, prints the plan (shadow/writers/restore_plan.py) and runs
-shadow/writers/restore.py's pre_restore -> files -> post_restore for every writer the plan restores.
+Parses the options, runs the writer restore job (jobs/restore_writer.py: pre_restore -> files ->
+post_restore for every writer the plan restores) and prints its plan (jobs/writer_plan.py) and result.
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ import click
 
 from shadowvault.cli.output import info, note, print_json
 from shadowvault.errors import UsageError
+from shadowvault.jobs.restore_writer import WriterRestoreRequest
+from shadowvault.jobs.restore_writer import run_writer_restore as restore_writers
+from shadowvault.jobs.writer_plan import WriterPlan, in_place
+from shadowvault.repo.repository import Repository
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,26 +76,9 @@ def parse_writer_options(specs: tuple[str, ...]) -> tuple[dict[str, Any], dict[s
     return common, per_writer
 
 
-def _for_planned_writers(
-    per_writer: dict[str, dict[str, Any]], labels: list[str]
-) -> dict[str, dict[str, Any]]:
-    """Key WRITER.KEY options by the manifest's names; a WRITER not being restored is a typo: say so."""
-    names = set(labels) | {label.split(":", 1)[0] for label in labels}
-    keyed = {}
-    for writer, values in per_writer.items():
-        if f"external:{writer}" in names:  # an external writer by its writers.d name
-            writer = f"external:{writer}"
-        elif writer not in names:
-            restoring = ", ".join(labels)
-            raise UsageError(f"--writer-option {writer}.KEY: {writer} is not being restored ({restoring} is)")
-        keyed.setdefault(writer, {}).update(values)
-    return keyed
-
-
 def run_writer_restore(
-    repo: Any,
-    snapshot_id: str,
-    snapshot: Any,
+    repo: Repository,
+    snapshot: str,
     *,
     writers: tuple[str, ...],
     target_root: str | None,
@@ -100,48 +87,45 @@ def run_writer_restore(
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    from shadowvault.shadow.writers.restore import restore_with_writers
-    from shadowvault.shadow.writers.restore_plan import in_place, plan_writer_restore
-
     common, per_writer = parse_writer_options(option_specs)
-    plans = plan_writer_restore(repo, snapshot, target_root, list(writers) or None)
-    per_writer = _for_planned_writers(per_writer, [p.label for p in plans])
+    request = WriterRestoreRequest(
+        snapshot=snapshot,
+        writers=list(writers),
+        target_root=target_root,
+        options=common,
+        writer_options=per_writer,
+        overwrite=overwrite,
+        dry_run=dry_run,
+    )
+
+    def print_plans(plans: list[WriterPlan]) -> None:
+        for plan in plans:
+            if as_json:
+                print_json(
+                    {"message_type": "writer_plan", "target_root": target_root or "/", **plan.to_dict()}
+                )
+            else:
+                for line in plan.lines():
+                    info(line)
+
+    result = restore_writers(repo, request, on_plans=print_plans)
+    restored = [r.label for r in result.restored]
     where = "in place" if in_place(target_root) else f"below {target_root}"
-    for plan in plans:
-        if as_json:
-            print_json({"message_type": "writer_plan", "target_root": target_root or "/", **plan.to_dict()})
-        else:
-            for line in plan.lines():
-                info(line)
-    chosen = [p.label for p in plans if p.decision == "restore"]
-    skipped = [p.label for p in plans if p.decision != "restore"]
-    restored = []
-    if not dry_run and chosen:
-        results = restore_with_writers(
-            repo,
-            snapshot,
-            target_root or "/",
-            writers=chosen,
-            options=common,
-            writer_options=per_writer,
-            overwrite=overwrite,
-        )
-        restored = [r.label for r in results]
     if as_json:
         print_json(
             {
                 "message_type": "summary",
-                "snapshot_id": snapshot_id,
+                "snapshot_id": result.snapshot_id,
                 "target_root": target_root or "/",
                 "dry_run": dry_run,
                 "restored": restored,
-                "skipped": skipped,
+                "skipped": result.skipped,
             }
         )
     elif dry_run:
-        note(f"dry run, nothing changed: {len(chosen)} writer(s) would be restored {where}")
+        note(f"dry run, nothing changed: {len(result.chosen)} writer(s) would be restored {where}")
     else:
         for label in restored:
             note(f"restored {label} {where} through its writer")
-        if skipped:
-            note(f"left alone: {', '.join(skipped)}")
+        if result.skipped:
+            note(f"left alone: {', '.join(result.skipped)}")

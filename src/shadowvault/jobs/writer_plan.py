@@ -5,8 +5,8 @@ if not there, if can replace, stop-restore-start, to an alternate location, cust
 them, with what is on disk in the target now, into a plan per writer: restore it (and which paths
 are created or set aside and replaced, whether the application is stopped and started), skip it
 (restore_if_not_there and its data is present), or refuse it (an alternate-location component asked
-to go back in place). `restore SNAP --writer ... --dry-run` prints the plan; the real restore runs
-only the writers the plan restores.
+to go back in place). `restore SNAP --writer ... --dry-run` prints the plan; the real restore
+(jobs/restore_writer.py) runs only the writers the plan restores.
 """
 
 from __future__ import annotations
@@ -15,9 +15,40 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from shadowvault.errors import UsageError
+from shadowvault.errors import NotFoundError, UsageError
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.shadow import manifest as manifest_doc
 from shadowvault.shadow.manifest import RestoreMethod, ShadowSetManifest, WriterReport
-from shadowvault.shadow.writers.restore import load_manifest, report_label, selected_reports
+
+FILESYSTEM_WRITERS = ("fsfreeze",)  # they freeze volumes and hold no application data to restore
+
+
+def load_manifest(repo: Repository, snapshot: Snapshot) -> ShadowSetManifest:
+    """The backup manifest saved with `snapshot` (a snapshot made without a shadow set has none)."""
+    if not snapshot.manifest:
+        raise NotFoundError("this snapshot has no backup manifest (it was not made through a shadow set)")
+    return manifest_doc.decode(repo.load_blob(snapshot.manifest))
+
+
+def report_label(report: WriterReport) -> str:
+    """`name` or `name:instance`, as users name writers."""
+    return f"{report.name}:{report.instance}" if report.instance else report.name
+
+
+def selected_reports(manifest: ShadowSetManifest, wanted: list[str] | None) -> list[WriterReport]:
+    """The application writers of `manifest` that `wanted` names (all of them when it names none)."""
+    reports = [r for r in manifest.writers if r.components]
+    if not wanted:
+        return [r for r in reports if r.name not in FILESYSTEM_WRITERS]
+    chosen: list[WriterReport] = []
+    for spec in wanted:
+        matches = [r for r in reports if spec in (r.name, report_label(r))]
+        if not matches:
+            known = ", ".join(report_label(r) for r in reports) or "none"
+            raise UsageError(f"writer {spec!r} is not in this snapshot's manifest (it has: {known})")
+        chosen.extend(m for m in matches if m not in chosen)
+    return chosen
 
 
 @dataclass
@@ -97,14 +128,14 @@ def _spec(manifest: ShadowSetManifest, wanted: str) -> str:
 
 
 def _nothing_to_restore(manifest: ShadowSetManifest) -> str:
-    names = sorted({report_label(r) for r in manifest.writers if r.name != "fsfreeze"})
+    names = sorted({report_label(r) for r in manifest.writers if r.name not in FILESYSTEM_WRITERS})
     if names:
         return f"this snapshot has no writer components to restore (its writers: {', '.join(names)})"
     return "this snapshot has no writer components to restore (no application writer took part in it)"
 
 
 def plan_writer_restore(
-    repo: Any, snapshot: Any, target_root: str | None, wanted: list[str] | None
+    repo: Repository, snapshot: Snapshot, target_root: str | None, wanted: list[str] | None
 ) -> list[WriterPlan]:
     """Decide, per selected writer, what a restore into `target_root` (None or / = in place) does."""
     manifest = load_manifest(repo, snapshot)

@@ -1,0 +1,192 @@
+"""The writer restore job: pre_restore -> lay the components' files down -> post_restore, per writer.
+
+The backup manifest stored with a snapshot says which writers took part and what each needs
+(backup_label and WAL, binlog position, LDIF, ...). For every writer the plan restores
+(jobs/writer_plan.py), its components' paths are restored from the snapshot below the target root
+between the writer's pre_restore (stop the application) and post_restore (recover it, start it,
+check it), as VSS's restore sequence does. The writer only answers the events; the job lays the
+files down. Restore has no abort (vss.md 1.4): a failing writer raises WriterError naming it and
+the phase.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shadowvault.archive import metadata
+from shadowvault.archive.restore import Restorer, find_node
+from shadowvault.errors import NotFoundError, ShadowvaultError, UsageError, WriterError
+from shadowvault.jobs.writer_plan import (
+    WriterPlan,
+    load_manifest,
+    plan_writer_restore,
+    report_label,
+    selected_reports,
+)
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.shadow.manifest import WriterReport
+from shadowvault.shadow.writers import registry
+from shadowvault.shadow.writers.base import RestoreContext, Writer
+
+log = logging.getLogger(__name__)
+
+WriterOptions = dict[str, Any]
+
+
+@dataclass
+class WriterRestoreRequest:
+    """Which writers of which snapshot to restore, where, and with which options."""
+
+    snapshot: str  # a snapshot ref: an id, a unique prefix or "latest"
+    writers: list[str] = field(default_factory=list)  # NAME or NAME:INSTANCE; empty: every app writer
+    target_root: str | None = None  # None or "/": in place; else below this directory
+    options: WriterOptions = field(default_factory=dict)  # for every writer
+    writer_options: dict[str, WriterOptions] = field(default_factory=dict)  # NAME or NAME:INSTANCE -> options
+    overwrite: str = "never"
+    dry_run: bool = False
+
+
+@dataclass
+class WriterRestore:
+    """What restoring one writer's components did."""
+
+    label: str
+    components: list[str]
+    paths: list[str]
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class WriterRestoreResult:
+    snapshot_id: str
+    plans: list[WriterPlan]
+    restored: list[WriterRestore]
+
+    @property
+    def chosen(self) -> list[str]:
+        """The writers the plan restores (or would, on a dry run)."""
+        return [p.label for p in self.plans if p.decision == "restore"]
+
+    @property
+    def skipped(self) -> list[str]:
+        return [p.label for p in self.plans if p.decision != "restore"]
+
+
+def run_writer_restore(
+    repo: Repository,
+    request: WriterRestoreRequest,
+    *,
+    on_plans: Callable[[list[WriterPlan]], None] | None = None,
+) -> WriterRestoreResult:
+    """Plan the restore (shown through `on_plans` before anything runs), then, unless a dry run, do it."""
+    snapshot_id, snapshot = repo.find_snapshot(request.snapshot)
+    plans = plan_writer_restore(repo, snapshot, request.target_root, list(request.writers) or None)
+    per_writer = keyed_by_plan(request.writer_options, [p.label for p in plans])
+    if on_plans is not None:
+        on_plans(plans)
+    result = WriterRestoreResult(snapshot_id, plans, [])
+    if not request.dry_run and result.chosen:
+        result.restored = restore_with_writers(
+            repo,
+            snapshot,
+            request.target_root or "/",
+            writers=result.chosen,
+            options=request.options,
+            writer_options=per_writer,
+            overwrite=request.overwrite,
+        )
+    return result
+
+
+def keyed_by_plan(per_writer: dict[str, WriterOptions], labels: list[str]) -> dict[str, WriterOptions]:
+    """Key per-writer options by the manifest's names; a writer not being restored is a typo: say so."""
+    names = set(labels) | {label.split(":", 1)[0] for label in labels}
+    keyed: dict[str, WriterOptions] = {}
+    for writer, values in per_writer.items():
+        if f"external:{writer}" in names:  # an external writer by its writers.d name
+            writer = f"external:{writer}"
+        elif writer not in names:
+            restoring = ", ".join(labels)
+            raise UsageError(f"--writer-option {writer}.KEY: {writer} is not being restored ({restoring} is)")
+        keyed.setdefault(writer, {}).update(values)
+    return keyed
+
+
+def writer_for(report: WriterReport) -> Writer:
+    """A writer object able to run the restore events of `report`'s writer on this machine."""
+    if report.name == "external":
+        return registry.make_writer(str(report.instance))
+    return registry.writer_class(report.name)(report.instance)
+
+
+def restore_with_writers(
+    repo: Repository,
+    snapshot: Snapshot,
+    target_root: str = "/",
+    *,
+    writers: list[str] | None = None,
+    options: WriterOptions | None = None,
+    writer_options: dict[str, WriterOptions] | None = None,
+    overwrite: str = "never",
+) -> list[WriterRestore]:
+    """Restore the components of `writers` (default: every writer in the manifest) from `snapshot`.
+
+    `options` go to every writer; `writer_options` maps a writer name or NAME:INSTANCE label to
+    options for that writer only (a port to start a restored copy on, a start command, ...).
+    """
+    manifest = load_manifest(repo, snapshot)
+    done = []
+    for report in selected_reports(manifest, writers):
+        label = report_label(report)
+        writer = writer_for(report)
+        per_writer = writer_options or {}
+        merged = {**(options or {}), **per_writer.get(report.name, {}), **per_writer.get(label, {})}
+        ctx = RestoreContext(components=list(report.components), target_root=target_root, options=merged)
+        try:
+            writer.pre_restore(ctx)
+        except ShadowvaultError as err:
+            raise WriterError(f"writer {label} failed at pre_restore: {err}") from err
+        result = _lay_down(repo, snapshot, report, target_root, overwrite)
+        if result.errors:
+            path, why = result.errors[0]
+            raise WriterError(
+                f"writer {label}: {len(result.errors)} file(s) not restored, first {path}: {why}"
+            )
+        try:
+            writer.post_restore(ctx)
+        except ShadowvaultError as err:
+            raise WriterError(f"writer {label} failed at post_restore: {err}") from err
+        log.info("restored %s: %s", label, ", ".join(result.components))
+        done.append(result)
+    return done
+
+
+def _lay_down(
+    repo: Repository, snapshot: Snapshot, report: WriterReport, target_root: str, overwrite: str
+) -> WriterRestore:
+    """The files of `report`'s components, restored from the snapshot below `target_root`."""
+    label = report_label(report)
+    result = WriterRestore(label, [c.name for c in report.components], [])
+    for component in report.components:
+        for path in component.paths:
+            result.paths.append(path)
+            node = find_node(repo, snapshot.tree, path)
+            if node is None:
+                raise NotFoundError(f"writer {label}: {path} is not in the snapshot")
+            target = _target(target_root, path, is_dir=node.type == "dir")
+            stats = Restorer(repo, target, overwrite=overwrite).restore(snapshot.tree, path)
+            result.errors.extend(stats.errors)
+            if node.type == "dir":  # the Restorer fills the directory; its own owner and mode are ours
+                metadata.apply(os.fsencode(target), node)
+    return result
+
+
+def _target(target_root: str, path: str, *, is_dir: bool) -> str:
+    """The directory the Restorer fills for `path`: the path itself for a directory, its parent for a file."""
+    below = os.path.join(target_root, path.lstrip("/")) if target_root not in ("", "/") else path
+    return below if is_dir else os.path.dirname(below)
