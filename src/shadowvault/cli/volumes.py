@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import click
 
 from shadowvault.cli import output
@@ -10,7 +12,7 @@ from shadowvault.shadow.providers.registry import supported_providers, unsupport
 from shadowvault.shadow.volumes import list_volumes
 
 
-def aligned(table: list[tuple[str, ...]]) -> str:
+def aligned(table: Sequence[Sequence[str]]) -> str:
     """Plain aligned columns, one volume per line, like findmnt: greppable and never truncated."""
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in table)
@@ -27,27 +29,26 @@ def volumes() -> None:
 @output.json_option
 def list_cmd(show_all: bool, as_json: bool) -> None:
     """Mounted filesystems: mount point, device, type, filesystem UUID and supporting providers."""
-    rows = []
-    for volume in list_volumes():
-        if is_pseudo(volume) and not show_all:
-            continue
-        rows.append(
-            {
-                "mount_point": volume.mount_point,
-                "device": volume.device,
-                "fstype": volume.fstype,
-                "fs_uuid": volume.fs_uuid,
-                "root": volume.root,
-                "read_only": volume.read_only,
-                "providers": supported_providers(volume),
-                "unsupported": unsupported_reasons(volume),
-            }
-        )
+    shown = [v for v in list_volumes() if show_all or not is_pseudo(v)]
+    providers = {v.mount_point: supported_providers(v) for v in shown}
+    rows = [
+        {
+            "mount_point": volume.mount_point,
+            "device": volume.device,
+            "fstype": volume.fstype,
+            "fs_uuid": volume.fs_uuid,
+            "root": volume.root,
+            "read_only": volume.read_only,
+            "providers": providers[volume.mount_point],
+            "unsupported": unsupported_reasons(volume),
+        }
+        for volume in shown
+    ]
 
     def human() -> None:
         table = [("MOUNT POINT", "DEVICE", "TYPE", "UUID", "PROVIDERS")] + [
-            (r["mount_point"], r["device"], r["fstype"], r["fs_uuid"] or "-", ",".join(r["providers"]) or "-")
-            for r in rows
+            (v.mount_point, v.device, v.fstype, v.fs_uuid or "-", ",".join(providers[v.mount_point]) or "-")
+            for v in shown
         ]
         output.info(aligned(table))
 

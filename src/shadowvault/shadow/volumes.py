@@ -8,6 +8,7 @@ import msgspec
 
 from shadowvault import proc
 from shadowvault.errors import CommandError, NotFoundError, UsageError
+from shadowvault.paths_within import is_within
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -114,8 +115,7 @@ def volume_of(path: str, volumes: list[Volume] | None = None) -> Volume:
     best: Volume | None = None
     for volume in volumes if volumes is not None else list_volumes():
         mp = volume.mount_point
-        inside = real == mp or real.startswith(mp.rstrip("/") + "/")
-        if inside and (best is None or len(mp) >= len(best.mount_point)):
+        if is_within(real, mp) and (best is None or len(mp) >= len(best.mount_point)):
             best = volume
     if best is None:
         raise NotFoundError(f"{path}: no mounted filesystem holds it")

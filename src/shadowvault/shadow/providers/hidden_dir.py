@@ -14,6 +14,7 @@ import stat
 
 from shadowvault import proc
 from shadowvault.errors import CommandError, ProviderError
+from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers.base import SHADOW_DIR_NAME
 from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
@@ -115,10 +116,4 @@ def mounts_within(path: str) -> list[str]:
 
     Read from the mount table: comparing st_dev would call every btrfs subvolume a mount point.
     """
-    path = path.rstrip("/")
-    prefix = path + "/"
-    return [
-        v.mount_point
-        for v in list_volumes(with_uuid=False)
-        if v.mount_point == path or v.mount_point.startswith(prefix)
-    ]
+    return [v.mount_point for v in list_volumes(with_uuid=False) if is_within(v.mount_point, path)]

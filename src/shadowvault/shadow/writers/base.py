@@ -8,6 +8,7 @@ coordinator records the failure in the writer's state and decides to abort or to
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -103,7 +104,7 @@ class Writer(ABC):
         return f"{self.name}:{self.instance}" if self.instance else self.name
 
     @classmethod
-    def discover(cls, volumes: list[Volume]) -> list[Writer]:
+    def discover(cls, volumes: list[Volume]) -> Sequence[Writer]:
         """Instances of this writer whose data lies on `volumes` (automatic selection)."""
         return []
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from shadowvault import proc
 from shadowvault.errors import CommandError, WriterError
+from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume
 from shadowvault.shadow.writers.appwriter import (
@@ -193,7 +194,7 @@ class MariadbWriter(AppWriter):
             if rows and rows[0][1]:
                 path = rows[0][1] if var != "log_bin_basename" else os.path.dirname(rows[0][1])
                 path = os.path.realpath(os.path.join(self.datadir, path))
-                if not path.startswith(self.datadir.rstrip("/") + "/") and path != self.datadir:
+                if not is_within(path, self.datadir):
                     extra.append(path)
         self._result.update(server_version=version, log_bin=bool(log_bin), extra_paths=extra)
         index = self._sql("show global variables like 'log_bin_index'")
@@ -398,11 +399,11 @@ def relocate_binlog_index(index_path: str, ctx: RestoreContext) -> None:
 def _has_backup_stage(version: str) -> bool:
     """BACKUP STAGE exists in MariaDB 10.4.1 and later."""
     m = re.match(r"(\d+)\.(\d+)", version)
-    return bool(m) and "MariaDB" in version and (int(m.group(1)), int(m.group(2))) >= (10, 4)
+    return m is not None and "MariaDB" in version and (int(m.group(1)), int(m.group(2))) >= (10, 4)
 
 
 def _message(err: BaseException) -> str:
-    args = getattr(err, "args", ())
+    args: tuple[object, ...] = err.args
     if len(args) >= 2 and isinstance(args[1], str):
         return f"{args[1]} (error {args[0]})"
     return str(err) or type(err).__name__

@@ -13,9 +13,9 @@ makes the copy restorable without a WAL archive.
 When the data directory, pg_wal and every tablespace lie on one volume whose shadow is atomic, the
 copy is also crash-consistent by itself (restorable by crash recovery alone); that is recorded too.
 
-Restore: pre_restore stops a cluster running on the target, the files are laid down, post_restore
-writes backup_label, tablespace_map and the kept WAL into the copy, starts it and waits until
-recovery has finished (`pg_is_in_recovery()` false).
+Restore (postgresql_restore.py): pre_restore stops a cluster running on the target, the files are
+laid down, post_restore writes backup_label, tablespace_map and the kept WAL into the copy, starts
+it and waits until recovery has finished (`pg_is_in_recovery()` false).
 """
 
 from __future__ import annotations
@@ -23,28 +23,30 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import pwd
 import re
-import shlex
-import shutil
 import struct
-import time
 from typing import Any
 
 import zstandard
 
-from shadowvault import proc
-from shadowvault.errors import CommandError, WriterError
+from shadowvault.errors import WriterError
+from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import Component, Consistency
 from shadowvault.shadow.volumes import Volume
 from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path, set_aside
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
+from shadowvault.shadow.writers.postgresql_restore import (
+    RUNTIME_FILES,
+    prepare_restored_cluster,
+    read_postmaster_pid,
+    start_cluster,
+    stop_cluster,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WAL_MAX = 64 << 20  # compressed WAL kept in a manifest, at most
 XLOG_PAGE_MAGIC_OFFSET = 8  # XLogPageHeaderData: magic u16, info u16, tli u32, pageaddr u64
-RUNTIME_FILES = ("postmaster.pid", "postmaster.opts", "backup_label.old", "tablespace_map.old")
 
 
 def parse_lsn(text: str) -> int:
@@ -59,61 +61,6 @@ def format_lsn(lsn: int) -> str:
 def wal_file_name(timeline: int, segno: int, seg_size: int) -> str:
     per_id = 0x100000000 // seg_size
     return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
-
-
-def read_postmaster_pid(datadir: str) -> dict[str, str] | None:
-    """The lines of postmaster.pid: pid, data directory, start time, port, socket dir, listen address."""
-    try:
-        with open(os.path.join(datadir, "postmaster.pid")) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    keys = ("pid", "datadir", "start", "port", "socket_dir", "listen", "shmem", "status")
-    return {k: v.strip() for k, v in zip(keys, lines, strict=False)}
-
-
-def running_postmaster(datadir: str) -> int | None:
-    """The PID of the postmaster serving `datadir` right now, or None.
-
-    A copied postmaster.pid names the ORIGINAL cluster's postmaster: only trust a PID whose
-    process really works in this directory, or a restore would stop the live server.
-    """
-    pm = read_postmaster_pid(datadir)
-    if not pm or not pm.get("pid", "").isdigit():
-        return None
-    pid = int(pm["pid"])
-    real = os.path.realpath(datadir)
-    try:
-        cwd = os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-        return None
-    return pid if os.path.realpath(pm.get("datadir", "")) == real and cwd == real else None
-
-
-def pg_bin_dir(datadir: str) -> str:
-    """The binaries matching the cluster's major version (Debian layout), else whatever is on PATH."""
-    try:
-        with open(os.path.join(datadir, "PG_VERSION")) as f:
-            version = f.read().strip()
-    except OSError:
-        version = ""
-    candidate = f"/usr/lib/postgresql/{version}/bin"
-    if version and os.path.isdir(candidate):
-        return candidate
-    found = shutil.which("pg_ctl")
-    return os.path.dirname(found) if found else candidate
-
-
-def owner_of(path: str) -> tuple[int, int, str]:
-    st = os.stat(path)
-    return st.st_uid, st.st_gid, pwd.getpwuid(st.st_uid).pw_name
-
-
-def as_owner(user: str, argv: list[str]) -> list[str]:
-    """Run `argv` as the cluster's owner (pg_ctl refuses to run as root)."""
-    if os.geteuid() == 0 and user != "root":
-        return ["runuser", "-u", user, "--", *argv]
-    return argv
 
 
 class PostgresqlWriter(AppWriter):
@@ -165,7 +112,7 @@ class PostgresqlWriter(AppWriter):
     def identify(self) -> list[Component]:
         wal, spaces = self._paths()
         paths = [self.datadir]
-        if not wal.startswith(self.datadir.rstrip("/") + "/"):
+        if not is_within(wal, self.datadir):
             paths.append(wal)
         paths += spaces
         self.components = [
@@ -302,11 +249,12 @@ class PostgresqlWriter(AppWriter):
             self.require_copy_in_hold(
                 ctx, self.components[0].paths, "a base backup needs its files copied before pg_backup_stop"
             )
-            wal = self._keep_wal()
+            kept = self._keep_wal()
         finally:
             self._close()
         alone, why = self.grade(ctx, self.components[0].paths)
-        size = sum(len(r[2]) for segment in wal for r in segment["ranges"])
+        size = sum(len(r[2]) for segment in kept for r in segment["ranges"])
+        wal: list[dict[str, Any]] | None = kept
         limit = int(self.options.get("wal_max_bytes", DEFAULT_WAL_MAX))
         meta = self.components[0].metadata
         if size > limit:  # heavy writes between start and stop: do not bloat every manifest
@@ -396,29 +344,7 @@ class PostgresqlWriter(AppWriter):
     def pre_restore(self, ctx: RestoreContext) -> None:
         for component in self._restored_components(ctx):
             datadir = restored_path(ctx, component.metadata.get("data_directory") or component.paths[0])
-            if running_postmaster(datadir) is not None:
-                _uid, _gid, user = owner_of(datadir)
-                log.info("stopping the PostgreSQL cluster on %s before restoring it", datadir)
-                try:
-                    proc.run(
-                        as_owner(
-                            user,
-                            [
-                                os.path.join(pg_bin_dir(datadir), "pg_ctl"),
-                                "-D",
-                                datadir,
-                                "-m",
-                                "fast",
-                                "-w",
-                                "-t",
-                                "120",
-                                "stop",
-                            ],
-                        ),
-                        timeout=150,
-                    )
-                except CommandError as err:
-                    raise WriterError(f"cannot stop the cluster on {datadir}: {err}") from err
+            stop_cluster(datadir)
             set_aside(datadir)
 
     def post_restore(self, ctx: RestoreContext) -> None:
@@ -428,120 +354,6 @@ class PostgresqlWriter(AppWriter):
                 datadir, component.metadata, ctx, mode=ctx.options.get("postgresql_mode", "auto")
             )
             if ctx.options.get("start", True):
-                self._start_restored(datadir, ctx)
-
-    def _start_restored(self, datadir: str, ctx: RestoreContext) -> None:
-        _uid, _gid, user = owner_of(datadir)
-        opts = []
-        if ctx.options.get("port"):
-            opts += ["-p", str(ctx.options["port"])]
-        if ctx.options.get("socket_dir"):
-            opts += ["-k", str(ctx.options["socket_dir"])]
-        logfile = ctx.options.get("log_file") or os.path.join(datadir, "shadowvault-restore.log")
-        argv = [os.path.join(pg_bin_dir(datadir), "pg_ctl"), "-D", datadir, "-l", logfile, "-w", "-t", "600"]
-        if opts:
-            argv += ["-o", shlex.join(opts)]
-        try:
-            proc.run(as_owner(user, [*argv, "start"]), timeout=660)
-        except CommandError as err:
-            raise WriterError(
-                f"the restored cluster on {datadir} did not start ({err}); see {logfile}"
-            ) from err
-        self._wait_recovered(datadir, ctx)
-
-    def _wait_recovered(self, datadir: str, ctx: RestoreContext) -> None:
-        import psycopg
-
-        pm = read_postmaster_pid(datadir) or {}
-        host = ctx.options.get("socket_dir") or pm.get("socket_dir") or pm.get("listen")
-        port = int(ctx.options.get("port") or pm.get("port") or 5432)
-        deadline = time.monotonic() + float(ctx.options.get("recovery_timeout", 600))
-        while True:
-            try:
-                with psycopg.connect(
-                    host=host,
-                    port=port,
-                    user=self.options.get("user", "postgres"),
-                    password=self.options.get("password"),
-                    dbname="postgres",
-                    connect_timeout=10,
-                ) as conn:
-                    if not conn.execute("select pg_is_in_recovery()").fetchone()[0]:
-                        return
-            except psycopg.OperationalError as err:
-                if time.monotonic() > deadline:
-                    raise WriterError(f"the restored cluster on {datadir} does not answer: {err}") from err
-            if time.monotonic() > deadline:
-                raise WriterError(f"the restored cluster on {datadir} is still in recovery")
-            time.sleep(0.1)
-
-
-def relocate_tablespaces(spcmap: str, ctx: RestoreContext | None) -> str:
-    """The tablespace_map for where the restore put the tablespaces.
-
-    PostgreSQL recreates pg_tblspc/<oid> from this map at startup: a copy restored elsewhere must
-    point at its own tablespace files, never at the original cluster's live ones.
-    """
-    if ctx is None or ctx.target_root in ("", "/"):
-        return spcmap
-    lines = []
-    for line in spcmap.splitlines():
-        oid, sep, path = line.partition(" ")
-        lines.append(f"{oid} {restored_path(ctx, path)}" if sep and path.startswith("/") else line)
-    return "\n".join(lines) + "\n"
-
-
-def prepare_restored_cluster(
-    datadir: str, meta: dict[str, Any], ctx: RestoreContext | None = None, mode: str = "auto"
-) -> None:
-    """Make a laid-down copy startable: drop runtime files, write backup_label and the kept WAL.
-
-    mode "backup_label" restores the base backup; mode "crash" starts the copy by plain crash
-    recovery, which is only right when the manifest says it is crash-consistent by itself; "auto"
-    (default) takes the backup_label unless the manifest kept no WAL.
-    """
-    if mode == "auto":
-        mode = "crash" if meta.get("wal") is None and meta.get("crash_consistent_alone") else "backup_label"
-    if not os.path.isdir(datadir):
-        raise WriterError(f"the restored data directory {datadir} does not exist")
-    uid, gid, _user = owner_of(datadir)
-    os.chmod(datadir, 0o700)
-    for name in (*RUNTIME_FILES, "backup_label", "tablespace_map"):
-        try:
-            os.unlink(os.path.join(datadir, name))
-        except FileNotFoundError:
-            pass
-    if mode == "crash":
-        if not meta.get("crash_consistent_alone"):
-            raise WriterError(
-                f"{datadir}: the copy is not crash-consistent by itself; restore with its backup_label"
-            )
-        return
-    if "backup_label" not in meta:
-        raise WriterError(f"{datadir}: the manifest holds no backup_label for this cluster")
-    wal_dir = os.path.join(datadir, "pg_wal")
-    if os.path.islink(wal_dir) and ctx is not None:
-        wal_dir = restored_path(ctx, meta.get("wal_directory", os.path.realpath(wal_dir)))
-    unpacker = zstandard.ZstdDecompressor()
-    for segment in meta.get("wal") or []:
-        path = os.path.join(wal_dir, segment["file"])
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < segment["size"]:
-                os.ftruncate(fd, segment["size"])
-            for offset, length, packed in segment["ranges"]:
-                data = unpacker.decompress(base64.b64decode(packed), max_output_size=length)
-                os.pwrite(fd, data, offset)
-            os.fchown(fd, uid, gid)
-        finally:
-            os.close(fd)
-    files = {"backup_label": meta["backup_label"]}
-    if meta.get("tablespace_map"):
-        files["tablespace_map"] = relocate_tablespaces(meta["tablespace_map"], ctx)
-    for name, text in files.items():
-        path = os.path.join(datadir, name)
-        with open(path, "w") as f:
-            f.write(text)
-        os.chown(path, uid, gid)
-        os.chmod(path, 0o600)
-    log.info("%s: backup_label and %d kept WAL segment(s) written", datadir, len(meta.get("wal") or []))
+                start_cluster(
+                    datadir, ctx, self.options.get("user", "postgres"), self.options.get("password")
+                )

@@ -17,6 +17,7 @@ from shadowvault.errors import ConfigError, NotFoundError, ShadowvaultError, Usa
 from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume, volume_of
 from shadowvault.shadow.writers import config
+from shadowvault.shadow.writers.appwriter import AppWriter
 from shadowvault.shadow.writers.base import Writer
 
 log = logging.getLogger(__name__)
@@ -31,16 +32,14 @@ BUILTIN_WRITERS: dict[str, str] = {
     "ldap": "shadowvault.shadow.writers.ldap:LdapWriter",
 }
 
-# Writer types a writers.d file may declare (type = "..."): "module:Class" with a from_config.
-CONFIG_TYPES: dict[str, str] = {
-    "script": "shadowvault.shadow.writers.script:ScriptWriter",
-    "external": "shadowvault.shadow.writers.external:ExternalWriter",
-}
 
-
-def _load(target: str) -> type:
+def _load(target: str) -> type[Writer]:
+    """The writer class `module:Class` names, imported now."""
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    cls = getattr(importlib.import_module(module), attr)  # a module's attribute, by the name in our table
+    if not (isinstance(cls, type) and issubclass(cls, Writer)):
+        raise TypeError(f"{target} is not a writer class")
+    return cls
 
 
 def writer_class(name: str) -> type[Writer]:
@@ -60,11 +59,16 @@ def writer_from_config(cfg: config.WriterConfig) -> Writer:
             raise ConfigError(f"{cfg.path}: a sqlite writer needs `database` = an absolute path")
         return writer_class("sqlite")(database)
     if cfg.type in config.APP_WRITER_TYPES:  # credentials, on_failure, ... for one instance
-        return writer_class(cfg.type).from_config(cfg.name, cfg.data, cfg.path)
-    cls = _load(CONFIG_TYPES[cfg.type])
+        app_class = writer_class(cfg.type)
+        assert issubclass(app_class, AppWriter)
+        return app_class.from_config(cfg.name, cfg.data, cfg.path)
     if cfg.type == "external":
-        return cls.from_config(cfg.name, cfg.data, cfg.path)
-    return cls.from_config(cfg)
+        from shadowvault.shadow.writers.external import ExternalWriter
+
+        return ExternalWriter.from_config(cfg.name, cfg.data, cfg.path)
+    from shadowvault.shadow.writers.script import ScriptWriter
+
+    return ScriptWriter.from_config(cfg)
 
 
 def configured_writers() -> list[Writer]:
