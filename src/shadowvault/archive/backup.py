@@ -14,7 +14,7 @@ import pwd
 from collections.abc import Iterable
 from typing import Any
 
-from shadowvault.archive.walker import WalkStats
+from shadowvault.archive.walk_stats import WalkStats
 from shadowvault.errors import NotFoundError
 from shadowvault.repo.snapshot import Snapshot
 

@@ -10,7 +10,7 @@ import click
 from rich.markup import escape as escape_markup
 
 from shadowvault.archive.memory import bound_heap
-from shadowvault.archive.walker import WalkStats
+from shadowvault.archive.walk_stats import WalkStats
 from shadowvault.cli.components import backup_component_options, split_users
 from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.progress import progress

@@ -28,7 +28,8 @@ from shadowvault.archive.backup import (
     username,
 )
 from shadowvault.archive.patterns import PathFilter
-from shadowvault.archive.walker import Archiver, Source, WalkStats
+from shadowvault.archive.walk_stats import Source, WalkStats
+from shadowvault.archive.walker import Archiver
 from shadowvault.errors import UsageError
 from shadowvault.jobs.shadowing import NO_PROVIDER, grade, plan, shadow_sources, taken_shadow_set
 from shadowvault.repo.format import BlobType

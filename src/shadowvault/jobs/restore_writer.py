@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shadowvault.archive import metadata
-from shadowvault.archive.restore import Restorer, find_node
+from shadowvault.archive.restore import Restorer
+from shadowvault.archive.tree_paths import find_node
 from shadowvault.errors import NotFoundError, ShadowvaultError, UsageError, WriterError
 from shadowvault.jobs.writer_plan import (
     WriterPlan,

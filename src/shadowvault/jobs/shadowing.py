@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from shadowvault.archive.backup import FILES_COMPONENT
-from shadowvault.archive.walker import Source
+from shadowvault.archive.walk_stats import Source
 from shadowvault.errors import UsageError
 from shadowvault.shadow.coordinator import SetOptions, shadow_path, shadow_set
 from shadowvault.shadow.manifest import ShadowSetManifest

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from shadowvault.archive.listing import list_snapshot
 from shadowvault.archive.patterns import PathFilter
-from shadowvault.archive.restore import Restorer, find_node
+from shadowvault.archive.restore import Restorer
+from shadowvault.archive.tree_paths import find_node
 from shadowvault.components.base import RESERVED_DIR, Entry, SnapshotView, documents_path
 from shadowvault.errors import NotFoundError
 from shadowvault.repo.repository import Repository
