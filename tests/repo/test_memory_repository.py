@@ -103,10 +103,12 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     yield BACKENDS[request.param](tmp_path)
 
 
-def _blobs_by_pack(repo: Repository, count: int) -> tuple[dict[bytes, bytes], dict[str, list[bytes]]]:
+def _blobs_by_pack(
+    repo: Repository, count: int, size: int = 8000
+) -> tuple[dict[bytes, bytes], dict[str, list[bytes]]]:
     contents = {}
     for n in range(count):
-        data = random.Random(n).randbytes(8000 + n)  # incompressible: 40 of them fill several packs
+        data = random.Random(n).randbytes(size + n)  # incompressible: 40 of them fill several packs
         contents[repo.save_blob(BlobType.DATA, data)] = data
     repo.flush()
     by_pack: dict[str, list[bytes]] = {}
@@ -154,3 +156,33 @@ def test_a_blob_no_longer_in_that_pack_is_read_from_where_it_is(storage: Backend
         loaded = list(repo.load_pack_blobs("0" * 64, ids))
         assert {b.id: b.data for b in loaded} == {i: contents[i] for i in ids}
         assert pack_id != "0" * 64
+
+
+class CountingBackend(MemoryBackend):
+    """The in-memory backend, counting the range reads of packs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pack_reads = 0
+
+    def load(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if name.startswith("data/"):
+            self.pack_reads += 1
+        return super().load(name, offset, length)
+
+
+def test_a_pack_is_read_once_unless_a_large_gap_splits_the_read() -> None:
+    storage = CountingBackend()
+    with Repository.init(storage, PASSWORD, pack_size=8 << 20) as repo:
+        contents, by_pack = _blobs_by_pack(repo, 30, size=100_000)
+        assert len(by_pack) == 1
+        (pack_id, ids), *_ = by_pack.items()
+        offsets = {i: loc.offset for i in ids if (loc := repo.lookup(i)) is not None}
+        ids.sort(key=offsets.__getitem__)
+        storage.pack_reads = 0
+        assert [b.data for b in repo.load_pack_blobs(pack_id, ids)] == [contents[i] for i in ids]
+        assert storage.pack_reads == 1
+        storage.pack_reads = 0
+        ends = [ids[0], ids[-1]]  # ~2.9 MB apart: reading through would cost more than a second read
+        assert [b.data for b in repo.load_pack_blobs(pack_id, ends)] == [contents[i] for i in ends]
+        assert storage.pack_reads == 2

@@ -47,7 +47,7 @@ class BlobSource(Protocol):
         ...
 
     def load_pack_blobs(self, pack_id: str, blob_ids: Iterable[bytes]) -> Iterator[LoadedBlob]:
-        """Blobs of one pack with one range read, in pack order (errors per blob, not raised)."""
+        """Blobs of one pack, each of its bytes read once, in pack order (errors per blob, not raised)."""
         ...
 
 
@@ -63,11 +63,6 @@ class BlobStore(BlobSource, Protocol):
     def save_blob(self, kind: BlobType, data: bytes) -> bytes: ...
 
     def save_tree(self, tree: Tree) -> bytes: ...
-
-
-def blob_kinds(store: BlobSource) -> tuple[BlobType, BlobType]:
-    """The (data, tree) kinds save_blob takes (the same for every store: BlobType)."""
-    return BlobType.DATA, BlobType.TREE
 
 
 def chunker_for(store: BlobStore) -> Chunker:

@@ -16,9 +16,18 @@ import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shadowvault.errors import NotFoundError, RepositoryError
-from shadowvault.repo.backend import TMP_DIR, FileInfo, check_name, is_listed, storage_error, unlink_quietly
+from shadowvault.repo.backend import (
+    TMP_DIR,
+    Backend,
+    FileInfo,
+    check_name,
+    is_listed,
+    storage_error,
+    unlink_quietly,
+)
 
 
 class MemoryBackend:
@@ -111,3 +120,9 @@ class MemoryBackend:
 
     def close(self) -> None:
         """Nothing to release: the objects stay for the next Repository opened on this backend."""
+
+
+if TYPE_CHECKING:  # mypy proves the class implements the Protocol; nothing runs
+
+    def _is_a_backend(memory: MemoryBackend) -> Backend:
+        return memory

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import blake3
 import msgspec
@@ -138,7 +138,7 @@ def decompress(data: bytes, raw_length: int, what: str) -> bytes:
     return out
 
 
-def encode_document(obj: Any) -> bytes:
+def encode_document(obj: object) -> bytes:
     """flag || body: msgpack, zstd-compressed when that helps."""
     body = msgspec.msgpack.encode(obj)
     packed, compressed = compress_if_smaller(body)

@@ -171,9 +171,6 @@ class BlobIndex:
     def pack_ids(self) -> list[str]:
         return list(self._packs)
 
-    def has_pack(self, pack_id: str) -> bool:
-        return pack_id in self._pack_numbers
-
     def _pack_number(self, pack_id: str, pending: bool) -> int:
         number = self._pack_numbers.get(pack_id)
         if number is None:

@@ -45,7 +45,6 @@ class MasterIndex:
         self.index = BlobIndex()
         self.damage = DamageMap()
         self.written_files: list[str] = []  # by this process, in order
-        self.damaged_files: list[str] = []  # index files that could not be read at the last reload
         self._file_names: set[str] = set()  # the index files `index` was built from
         self._unindexed: list[IndexPack] = []  # finished packs not yet in an index file
         self._lock = threading.Lock()
@@ -96,7 +95,6 @@ class MasterIndex:
         listing, was missed and its blobs looked absent: a snapshot's tree "not in the index")."""
         names = self.file_names()
         seen = set(names)
-        damaged: list[str] = []
         vanished: list[str] = []
         gone: set[str] = set()
 
@@ -111,7 +109,6 @@ class MasterIndex:
                     "%s (its blobs are treated as missing; `shadowvault repair index` rebuilds the index)",
                     err,
                 )
-                damaged.append(name)
                 return None
 
         def packs() -> Iterator[IndexPack]:
@@ -146,7 +143,6 @@ class MasterIndex:
                 damage.files,
             )
             self._file_names = seen - gone
-            self.damaged_files = sorted(damaged)
 
     def reload_if_changed(self) -> bool:
         """Reload if index files came or went since the index was read; True if it did. A

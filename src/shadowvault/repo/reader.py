@@ -22,6 +22,8 @@ from shadowvault.repo.pack import blob_aad, pack_name
 from shadowvault.repo.packer import Packer
 
 CACHE_BYTES = 8 << 20  # of decrypted TREE blobs kept for repeated reads (small: RSS is a goal)
+MAX_GAP = 1 << 20  # unneeded bytes worth reading through rather than starting another read
+MAX_SPAN = 8 << 20  # at most this much of a pack is held at once (one blob may be larger)
 
 
 class BlobCache:
@@ -115,10 +117,11 @@ class BlobReader:
         raise failure
 
     def load_pack_blobs(self, pack_id: str, blob_ids: Iterable[bytes]) -> Iterator[LoadedBlob]:
-        """The blobs `blob_ids` (all stored in pack `pack_id`, see `lookup`) read with one range
-        read of that pack, each verified, in pack order. A blob that is not in that pack (any
-        more), or whose copy there fails, is read through `load` (other copies, damage recorded);
-        if that fails too its LoadedBlob carries the error instead of data."""
+        """The blobs `blob_ids` (stored in pack `pack_id`, see `lookup`), verified, in pack order,
+        read with as few range reads as memory allows: one span from the first to the last blob,
+        split only where MAX_GAP unneeded bytes lie between two or it would pass MAX_SPAN. A blob
+        that is not in that pack (any more), or whose copy there fails, is read through `load`
+        (other copies, damage recorded); if that fails too its LoadedBlob carries the error."""
         wanted: list[tuple[bytes, BlobLocation]] = []
         others: list[bytes] = []
         for blob_id in dict.fromkeys(blob_ids):
@@ -127,19 +130,21 @@ class BlobReader:
                 wanted.append((blob_id, here[0]))
             else:
                 others.append(blob_id)
-        wanted.sort(key=lambda item: item[1].offset)
-        span = b""
-        start = 0
-        if wanted:
-            start = wanted[0][1].offset
-            end = max(loc.offset + loc.length for _, loc in wanted)
-            try:
-                span = self._backend.load(pack_name(pack_id), start, end - start)
-            except ShadowvaultError:
-                span = b""  # every blob goes through `load`, which knows moved and missing packs
-        for blob_id, location in wanted:
-            sealed = span[location.offset - start : location.offset - start + location.length]
-            if span:
+        for span in _spans(wanted):
+            yield from self._load_span(pack_id, span)
+        for blob_id in others:
+            yield self._load_one(blob_id)
+
+    def _load_span(self, pack_id: str, span: list[tuple[bytes, BlobLocation]]) -> Iterator[LoadedBlob]:
+        start = span[0][1].offset
+        end = max(loc.offset + loc.length for _, loc in span)
+        try:
+            raw = self._backend.load(pack_name(pack_id), start, end - start)
+        except ShadowvaultError:
+            raw = b""  # each blob goes through `load`, which knows moved and missing packs
+        for blob_id, location in span:
+            if raw:
+                sealed = raw[location.offset - start : location.offset - start + location.length]
                 try:
                     data = self.decode(blob_id, location, sealed)
                 except IntegrityError as err:
@@ -148,8 +153,6 @@ class BlobReader:
                     self._remember(blob_id, location, data)
                     yield LoadedBlob(blob_id, data)
                     continue
-            yield self._load_one(blob_id)
-        for blob_id in others:
             yield self._load_one(blob_id)
 
     def _load_one(self, blob_id: bytes) -> LoadedBlob:
@@ -186,3 +189,19 @@ class BlobReader:
         if len(data) != location.raw_length or self._sealer.blob_id(data) != blob_id:
             raise IntegrityError(f"{what} does not match its id")
         return data
+
+
+def _spans(wanted: list[tuple[bytes, BlobLocation]]) -> list[list[tuple[bytes, BlobLocation]]]:
+    """The blobs grouped into the range reads that fetch them, in pack order."""
+    spans: list[list[tuple[bytes, BlobLocation]]] = []
+    start = end = 0
+    for item in sorted(wanted, key=lambda item: item[1].offset):
+        location = item[1]
+        stop = location.offset + location.length
+        if spans and location.offset - end <= MAX_GAP and stop - start <= MAX_SPAN:
+            spans[-1].append(item)
+            end = max(end, stop)
+        else:
+            spans.append([item])
+            start, end = location.offset, stop
+    return spans

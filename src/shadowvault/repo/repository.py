@@ -219,10 +219,6 @@ class Repository:
         """The index files this process wrote, in order."""
         return self._master.written_files
 
-    @property
-    def damaged_index_files(self) -> list[str]:
-        return self._master.damaged_files
-
     def index_files(self) -> list[str]:
         return self._master.file_names()
 
@@ -237,9 +233,6 @@ class Repository:
 
     def reload_index(self) -> None:
         self._master.reload()
-
-    def reload_index_if_changed(self) -> bool:
-        return self._master.reload_if_changed()
 
     def record_damage(self, records: list[DamagedPack]) -> str | None:
         """Write damage records (see repo/damage.py) and apply them to the in-memory index."""
@@ -290,8 +283,8 @@ class Repository:
         return self._reader.load(blob_id)
 
     def load_pack_blobs(self, pack_id: str, blob_ids: Iterable[bytes]) -> Iterator[LoadedBlob]:
-        """Blobs of one pack (as `lookup` placed them) with one range read, verified, in pack order;
-        see BlobReader.load_pack_blobs."""
+        """Blobs of one pack (as `lookup` placed them), verified, in pack order, each byte read
+        once (one range read unless large gaps split it); see BlobReader.load_pack_blobs."""
         return self._reader.load_pack_blobs(pack_id, blob_ids)
 
     def decode_blob(self, blob_id: bytes, location: BlobLocation, sealed: bytes) -> bytes:
