@@ -5,7 +5,7 @@ The backup manifest stored with a snapshot says which writers took part and what
 (jobs/writer_plan.py), its components' paths are restored from the snapshot below the target root
 between the writer's pre_restore (stop the application) and post_restore (recover it, start it,
 check it), as VSS's restore sequence does. The writer only answers the events; the job lays the
-files down. Restore has no abort (vss.md 1.4): a failing writer raises WriterError naming it and
+files down. Restore has no abort (as in VSS): a failing writer raises WriterError naming it and
 the phase.
 """
 
