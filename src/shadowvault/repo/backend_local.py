@@ -32,6 +32,13 @@ LAYOUT = ("keys", "data", "index", "snapshots", "sessions", TMP_DIR)  # made by 
 CHECKED_FOR_EXPOSURE = ("", "keys", "data", "index", "snapshots", "config")
 
 
+class _OpenFiles(threading.local):
+    """Per thread: pack files kept open for range reads (closed on eviction or with the thread)."""
+
+    def __init__(self) -> None:
+        self.files: OrderedDict[str, BinaryIO] = OrderedDict()
+
+
 class LocalBackend:
     """Files under `root`; see backend.Backend for the contract of each call."""
 
@@ -41,7 +48,7 @@ class LocalBackend:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._made_dirs: set[Path] = set()
-        self._local = threading.local()
+        self._local = _OpenFiles()
 
     # ---------------------------------------------------------------- opening
 
@@ -194,11 +201,7 @@ class LocalBackend:
 
     def _open_files(self) -> OrderedDict[str, BinaryIO]:
         """This thread's cache of open pack files."""
-        try:
-            cache: OrderedDict[str, BinaryIO] = self._local.files
-        except AttributeError:
-            cache = self._local.files = OrderedDict()
-        return cache
+        return self._local.files
 
     def close(self) -> None:
         """Close this thread's cached files (other threads' close when they end)."""

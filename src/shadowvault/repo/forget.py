@@ -26,8 +26,19 @@ class KeepPolicy:
     yearly: int = 0
     tags: tuple[str, ...] = ()
 
+    def counts(self) -> dict[str, int]:
+        """How many snapshots each rule keeps (negative: every one), in RULES order."""
+        return {
+            "last": self.last,
+            "hourly": self.hourly,
+            "daily": self.daily,
+            "weekly": self.weekly,
+            "monthly": self.monthly,
+            "yearly": self.yearly,
+        }
+
     def is_empty(self) -> bool:
-        return not self.tags and all(getattr(self, rule) == 0 for rule in RULES)
+        return not self.tags and all(count == 0 for count in self.counts().values())
 
 
 @dataclass
@@ -72,7 +83,7 @@ def apply_policy(
     result = []
     for (host, paths), members in sorted(groups.items()):
         members.sort(key=lambda item: (item[1].time, item[0]), reverse=True)
-        counts = {rule: getattr(policy, rule) for rule in RULES}
+        counts = policy.counts()
         last: dict[str, object] = {}
         decisions = []
         for position, (sid, snap) in enumerate(members):

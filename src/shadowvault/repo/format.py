@@ -81,22 +81,24 @@ def file_id(data: bytes) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-_local = threading.local()
+class _Codecs(threading.local):
+    """zstd contexts, one pair per thread (instances are not thread-safe); made on first use."""
+
+    def __init__(self) -> None:
+        self.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        self.dctx = zstandard.ZstdDecompressor()
+
+
+_codecs = _Codecs()
 
 
 def compressor() -> zstandard.ZstdCompressor:
-    """A per-thread zstd compressor (instances are not thread-safe)."""
-    c = getattr(_local, "cctx", None)
-    if c is None:
-        c = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    return c
+    """This thread's zstd compressor."""
+    return _codecs.cctx
 
 
 def decompressor() -> zstandard.ZstdDecompressor:
-    d = getattr(_local, "dctx", None)
-    if d is None:
-        d = _local.dctx = zstandard.ZstdDecompressor()
-    return d
+    return _codecs.dctx
 
 
 SAMPLE = 32 << 10
