@@ -16,6 +16,7 @@ from typing import Any
 
 from shadowvault.archive.walk_stats import WalkStats
 from shadowvault.errors import NotFoundError
+from shadowvault.paths_within import is_within
 from shadowvault.repo.snapshot import Snapshot
 
 FILES_COMPONENT = "files"
@@ -52,7 +53,7 @@ def drop_nested(paths: list[bytes]) -> list[bytes]:
     """Remove paths that lie inside another requested path (it already covers them)."""
     result: list[bytes] = []
     for path in sorted(set(paths)):
-        if any(path == p or path.startswith(p.rstrip(b"/") + b"/") for p in result):
+        if any(is_within(os.fsdecode(path), os.fsdecode(p)) for p in result):
             continue
         result.append(path)
     return result

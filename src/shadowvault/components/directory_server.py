@@ -27,6 +27,7 @@ from shadowvault.components.base import RestoreOptions, SnapshotView, documents_
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.errors import NotFoundError, ShadowvaultError
+from shadowvault.paths_within import is_within
 from shadowvault.slapd import count_entries, export_ldif, load_ldif, running_instances
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def _inside(root: Path, path: str) -> str | None:
         return real
     if real == base:
         return "/"
-    return "/" + os.path.relpath(real, base) if real.startswith(base + "/") else None
+    return "/" + os.path.relpath(real, base) if is_within(real, base) else None
 
 
 def collect_ldap(source_root: Path) -> dict[str, bytes]:

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from shadowvault.archive.backup import FILES_COMPONENT
 from shadowvault.archive.walk_stats import Source
 from shadowvault.errors import UsageError
-from shadowvault.shadow.coordinator import SetOptions, shadow_path, shadow_set
+from shadowvault.shadow.coordinator import shadow_set
 from shadowvault.shadow.manifest import ShadowSetManifest
+from shadowvault.shadow.options import SetOptions
+from shadowvault.shadow.path_map import shadow_path
 from shadowvault.shadow.privilege import check_may_create_shadow_sets
 from shadowvault.shadow.providers.base import SHADOW_DIR_NAME
 from shadowvault.shadow.volumes import list_volumes, volume_of
