@@ -19,7 +19,7 @@ from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.pack import pack_name
 
 MAX_GAP = 1 << 20  # unneeded bytes worth reading through rather than starting another read
-MAX_SPAN = 8 << 20  # at most this much of a pack is held at once (one blob may be larger)
+MAX_SPAN = 4 << 20  # at most this much of a pack is held by one read (one blob may be larger)
 
 
 class RangeLoader(Protocol):

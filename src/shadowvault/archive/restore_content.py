@@ -3,13 +3,14 @@
 A batch is a few hundred files (or a few large ones). Its files are created under temporary names;
 then the blobs they need are grouped by pack and each pack's needed span is read once
 (`pack_reads`), every blob verified and written to every place that needs it (a blob shared by
-several files, or repeated in one file, is read once); then each file gets its metadata, is read
-back when `verify` asks, and is renamed to its name. Memory is bounded by the batch (its plan is a
-few dozen bytes per blob) and by the pack span one read holds, never by a pack or a file.
+several files, or repeated in one file, is read once). A file whose last blob is written gets its
+metadata, is read back when `verify` asks, and is renamed to its name, while other packs are read.
 
+Memory is bounded: a batch's plan is a few dozen bytes per blob, and a batch holds at most
+READS_AT_ONCE pack spans of at most `pack_reads.MAX_SPAN` bytes, never a whole pack or file.
 A blob that fails verification fails only the files that need it (after its other copies were
-tried). The phases of a batch run on the restore's worker pool and are driven by a thread that is
-not in the pool: no pool thread ever waits for another.
+tried). The phases of a batch run on the restore's worker pool, a few files per task, and are
+driven by a thread that is not in the pool: no pool thread ever waits for another.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import CancelledError, Executor, Future, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -44,6 +45,8 @@ HOLE_BLOCK = 4096
 _ZEROS = bytes(HOLE_BLOCK)
 BATCH_FILES = 256  # files (and so descriptors) one batch holds open
 BATCH_BYTES = 256 << 20  # content one batch plans (a larger file is a batch of its own)
+FILES_PER_TASK = 8  # files a worker creates or finishes in one task
+READS_AT_ONCE = 4  # pack spans one batch holds at once (each at most pack_reads.MAX_SPAN)
 
 _T = TypeVar("_T")
 
@@ -62,6 +65,7 @@ class FileWrite:
     lengths: list[int] = field(default_factory=list)  # per blob of node.content
     digests: list[bytes] = field(default_factory=list)  # per blob, of what was written (verify only)
     failure: str | None = None
+    unwritten: int = 0  # places of its blobs not written (or failed) yet: it is finished at 0
 
 
 @dataclass(frozen=True)
@@ -119,13 +123,22 @@ def verify_file(fd: int, lengths: list[int], digests: list[bytes]) -> None:
         raise EntryError("verification failed: the restored bytes differ from the snapshot")
 
 
-def _each(pool: Executor, task: Callable[[_T], None], items: Iterable[_T]) -> None:
-    """Run `task` on every item in the pool and wait for all of them (tasks record their own
-    failures; what comes out here is an interruption)."""
+def _groups(files: list[FileWrite]) -> list[list[FileWrite]]:
+    return [files[at : at + FILES_PER_TASK] for at in range(0, len(files), FILES_PER_TASK)]
+
+
+def _each(pool: Executor, task: Callable[[_T], None], items: Iterable[_T], *, limit: int = 0) -> None:
+    """Run `task` on every item in the pool (at most `limit` at once, when given) and wait for all
+    of them (tasks record their own failures; what comes out here is an interruption)."""
     futures: list[Future[None]] = []
+    running: set[Future[None]] = set()
     try:
         for item in items:
-            futures.append(pool.submit(task, item))
+            if limit and len(running) >= limit:
+                running = wait(running, return_when=FIRST_COMPLETED).not_done
+            fut = pool.submit(task, item)
+            futures.append(fut)
+            running.add(fut)
     finally:
         wait(futures)
     for fut in futures:
@@ -147,6 +160,8 @@ class ContentBatch:
         self.planned_bytes = 0
         self._futures: set[Future[Restored]] = set()
         self._lock = threading.Lock()
+        self._pool: Executor | None = None
+        self._finishing: list[Future[None]] = []
 
     def add(self, node: Node, spath: bytes, here: TargetDir) -> Future[Restored]:
         """Take a file into the batch; its future resolves when the file is restored (or not)."""
@@ -165,13 +180,18 @@ class ContentBatch:
     def run(self, pool: Executor) -> None:
         """Create the files, read and write their blobs pack by pack, finish and rename them."""
         try:
-            _each(pool, self._create, self.files)
+            _each(pool, self._create_all, _groups(self.files))
             live = [f for f in self.files if f.fd is not None]
             places, alone = self._plan(live)
+            self._pool = pool
+            self._finish_later([f for f in live if f.unwritten == 0 and f not in alone])  # empty files
             ranges = plan_ranges(WantedBlob(blob_id, location) for blob_id, (location, _) in places.items())
-            _each(pool, lambda planned: self._read(planned, places), ranges)
-            _each(pool, self._write_alone, alone)
-            _each(pool, self._finish, live)
+            # a file is finished as soon as its last blob is written, while other packs are read
+            _each(pool, lambda planned: self._read(planned, places), ranges, limit=READS_AT_ONCE)
+            _each(pool, self._write_alone_and_finish, alone)
+            wait(self._finishing)
+            if any(fut.cancelled() for fut in self._finishing):
+                raise CancelledError()
         finally:
             self._abandon_unfinished()
 
@@ -187,6 +207,10 @@ class ContentBatch:
             self._abandon_unfinished()
 
     # -- the steps (worker threads) ----------------------------------------------------------------
+
+    def _create_all(self, files: list[FileWrite]) -> None:
+        for file in files:
+            self._create(file)
 
     def _create(self, file: FileWrite) -> None:
         try:
@@ -219,24 +243,57 @@ class ContentBatch:
                 file.lengths.append(location.raw_length)
             file.size = offset
             file.digests = [b""] * len(file.lengths)
+            file.unwritten = len(file.lengths)
         return places, alone
 
     def _read(self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]]) -> None:
+        delivered: set[bytes] = set()
+        ready: list[FileWrite] = []
         try:
             for blob, got in read_range(self.store, planned):
+                delivered.add(blob.blob_id)
                 targets = places[blob.blob_id][1]
                 if isinstance(got, ShadowvaultError):
                     for place in targets:
                         self._fail(place.file, reason(got))
+                        self._written(place.file, ready)
                     continue
                 digest = blake3.blake3(got).digest() if self.verify else b""
                 for place in targets:
                     self._put(place, got, digest)
+                    self._written(place.file, ready)
         except Exception as err:
             log.debug("reading %s failed", planned.pack, exc_info=True)
             for blob in planned.blobs:
-                for place in places[blob.blob_id][1]:
-                    self._fail(place.file, reason(err))
+                if blob.blob_id not in delivered:
+                    for place in places[blob.blob_id][1]:
+                        self._fail(place.file, reason(err))
+                        self._written(place.file, ready)
+        finally:
+            self._finish_later(ready)
+
+    def _written(self, file: FileWrite, ready: list[FileWrite]) -> None:
+        """One place of the file is written (or failed); after the last one the file is `ready`."""
+        with self._lock:
+            file.unwritten -= 1
+            last = file.unwritten == 0
+        if last:
+            ready.append(file)
+
+    def _finish_later(self, files: list[FileWrite]) -> None:
+        """Finish the files on the pool, a few per task (a task per small file costs more than it)."""
+        assert self._pool is not None
+        for group in _groups(files):
+            try:
+                fut = self._pool.submit(self._finish_all, group)
+            except RuntimeError:  # the pool is shut down: the restore was interrupted
+                return
+            with self._lock:
+                self._finishing.append(fut)
+
+    def _finish_all(self, files: list[FileWrite]) -> None:
+        for file in files:
+            self._finish(file)
 
     def _put(self, place: _Place, data: bytes, digest: bytes) -> None:
         file = place.file
@@ -250,6 +307,10 @@ class ContentBatch:
         file.digests[place.index] = digest
         with self.entries.stats.lock:
             self.entries.stats.bytes_written += len(data)
+
+    def _write_alone_and_finish(self, file: FileWrite) -> None:
+        self._write_alone(file)
+        self._finish(file)
 
     def _write_alone(self, file: FileWrite) -> None:
         """Every blob of the file through `load_blob`, in order."""

@@ -1,0 +1,108 @@
+"""Restore cost in backend reads: a tree of many small files and a few large ones, backed up, restored.
+
+    .venv/bin/python bench/restore_packs.py [--files 10000] [--large 4] [--large-mib 32]
+
+Everything lives on a loop ext4 filesystem (bench/benchfs.py). Prints the restore time and the
+number of backend reads of packs, against the number of packs the content occupies: a restore
+that reads blob by blob makes one read per blob, one that groups by pack about one per pack.
+Run by hand, with warm caches (what is measured is the request count, not the disk). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from benchfs import loop_filesystem
+from shadowvault.archive.listing import walk_tree
+from shadowvault.archive.restore import Restorer
+from shadowvault.archive.walker import Archiver, Source
+from shadowvault.repo.pack import pack_name
+from shadowvault.repo.repository import Repository
+
+PASSWORD = "bench"
+
+
+def make_tree(src: Path, files: int, large: int, large_mib: int) -> int:
+    """Small files (1-16 KiB) 100 to a directory, and `large` files of `large_mib` MiB; total bytes."""
+    total = 0
+    src.mkdir(parents=True)
+    for i in range(files):
+        d = src / f"d{i // 100:04d}"
+        if i % 100 == 0:
+            d.mkdir()
+        data = os.urandom(1024 + (i * 7919) % (15 << 10))
+        (d / f"f{i:06d}").write_bytes(data)
+        total += len(data)
+    for i in range(large):
+        with open(src / f"large{i}", "wb") as f:
+            for _ in range(large_mib):
+                f.write(os.urandom(1 << 20))
+        total += large_mib << 20
+    return total
+
+
+def counted_reads(repo: Repository) -> collections.Counter[str]:
+    reads: collections.Counter[str] = collections.Counter()
+    load: Callable[..., bytes] = repo.backend.load
+
+    def counting(name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if name.startswith("data/"):
+            reads[name] += 1
+        return load(name, offset, length)
+
+    repo.backend.load = counting  # type: ignore[method-assign]
+    return reads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=10000)
+    parser.add_argument("--large", type=int, default=4)
+    parser.add_argument("--large-mib", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    size = 3 * (args.files * 20_000 + (args.large * args.large_mib << 20)) + (512 << 20)
+    with loop_filesystem("ext4", size) as mount:
+        src = mount / "src"
+        total = make_tree(src, args.files, args.large, args.large_mib)
+        repo_path = mount / "repo"
+        with Repository.init(repo_path, PASSWORD, kdf_params={"n": 1 << 10, "r": 8, "p": 1}) as repo:
+            raw = os.fsencode(src)
+            root = Archiver(repo).archive([Source(raw, raw)])
+            repo.flush()
+        with Repository.open(repo_path, PASSWORD) as repo:
+            content_packs = {
+                pack_name(location.pack)
+                for _, node in walk_tree(repo, root, b"/")
+                for blob_id in node.content
+                if (location := repo.lookup(blob_id)) is not None
+            }
+        print(
+            f"data set: {args.files} small files and {args.large} x {args.large_mib} MiB, "
+            f"{total / 2**20:.0f} MiB of content in {len(content_packs)} packs"
+        )
+        for run in range(args.runs):
+            target = mount / "target"
+            with Repository.open(repo_path, PASSWORD) as repo:
+                reads = counted_reads(repo)
+                started = time.perf_counter()
+                stats = Restorer(repo, target).restore(root)
+                elapsed = time.perf_counter() - started
+            assert not stats.errors, stats.errors
+            content = sum(n for name, n in reads.items() if name in content_packs)
+            print(
+                f"run {run + 1}: restore {stats.files} files, {stats.bytes_written / 2**20:.0f} MiB "
+                f"in {elapsed:.2f} s; backend reads: {content} of content packs, "
+                f"{sum(reads.values()) - content} of tree packs"
+            )
+            shutil.rmtree(target)
+
+
+if __name__ == "__main__":
+    main()
