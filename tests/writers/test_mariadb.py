@@ -234,7 +234,7 @@ def test_flush_tables_with_read_lock_path(maria_on_btrfs):
 
 
 def test_a_copy_restored_elsewhere_gets_its_own_binlog_index(tmp_path):
-    from shadowvault.shadow.writers.mariadb import relocate_binlog_index
+    from shadowvault.shadow.writers.mariadb_restore import relocate_binlog_index
 
     index = tmp_path / "restored" / "srv" / "db" / "binlog.index"
     index.parent.mkdir(parents=True)

@@ -29,7 +29,6 @@ the duration of a `with` block) or `create_shadow_set` (a set that stays).
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -46,11 +45,12 @@ from shadowvault.shadow.events import (
     Outcome,
     WriterRun,
     abort_writers,
+    end_thaw,
     event_all,
-    in_thread,
     reason,
     record_failures,
     release_degraded,
+    start_thaw,
 )
 from shadowvault.shadow.grading import grade
 from shadowvault.shadow.manifest import Shadow, ShadowSetManifest, WriterState
@@ -310,23 +310,12 @@ class ShadowSetRun:
         fs_first = sorted((r for r in self._active() if r.held), key=lambda r: not r.is_filesystem_freezer)
         failures = []
         for run in fs_first:
-            timeout = run.thaw_timeout
-            future = in_thread(
-                run.timed, "thaw", functools.partial(run.writer.thaw, ctx), name=f"thaw:{run.label}"
-            )
-            self._thaw_running = (future, time.monotonic() + timeout)
-            wait_futures([future], timeout=timeout)
+            future = start_thaw(run, ctx)
+            self._thaw_running = (future, time.monotonic() + run.thaw_timeout)
+            failure = end_thaw(run, future)
             self._thaw_running = None
-            run.held = False
-            error = future.exception() if future.done() else None
-            if not future.done():
-                run.fail("thaw", WriterState.TIMED_OUT, f"timed out after {timeout:.1f} s")
-                failures.append(f"writer {run.label} timed out at thaw after {timeout:.1f} s")
-            elif error is not None:
-                run.fail("thaw", WriterState.FAILED_AT_THAW, reason(error))
-                failures.append(f"writer {run.label} failed at thaw: {reason(error)}")
-            else:
-                run.report.state = WriterState.WAITING_FOR_POST_SNAPSHOT
+            if failure:
+                failures.append(failure)
         self._finish_freeze_window()
         self.manifest.phases["thaw"] = round(time.monotonic() - started, 6)
         fired = self.watchdog is not None and self.watchdog.fired()

@@ -7,6 +7,7 @@ daemons, so an abandoned, hung call never keeps the process from exiting.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -118,6 +119,27 @@ def event_all(
         else:
             results.append(Outcome(run, future.exception(), False))
     return results
+
+
+def start_thaw(run: WriterRun, ctx: SnapshotContext) -> Future[None]:
+    """Start one writer's thaw in its own thread (the caller may need to wait for it on an abort)."""
+    return in_thread(run.timed, "thaw", functools.partial(run.writer.thaw, ctx), name=f"thaw:{run.label}")
+
+
+def end_thaw(run: WriterRun, future: Future[None]) -> str | None:
+    """Wait for a thaw within the writer's thaw timeout; None when it thawed, else the failure in words."""
+    timeout = run.thaw_timeout
+    wait_futures([future], timeout=timeout)
+    run.held = False
+    if not future.done():
+        run.fail("thaw", WriterState.TIMED_OUT, f"timed out after {timeout:.1f} s")
+        return f"writer {run.label} timed out at thaw after {timeout:.1f} s"
+    error = future.exception()
+    if error is not None:
+        run.fail("thaw", WriterState.FAILED_AT_THAW, reason(error))
+        return f"writer {run.label} failed at thaw: {reason(error)}"
+    run.report.state = WriterState.WAITING_FOR_POST_SNAPSHOT
+    return None
 
 
 def record_failures(

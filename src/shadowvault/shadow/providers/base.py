@@ -48,9 +48,18 @@ class Provider(ABC):
     """
 
     name: ClassVar[str]
-    atomic: ClassVar[bool]  # every file of the volume captured at one instant
-    freeze_policy: ClassVar[FreezePolicy]
-    priority: ClassVar[int]  # higher wins when `auto` picks among supporting providers
+    """What users call the provider (`--provider btrfs`) and the manifest records for each shadow."""
+
+    atomic: ClassVar[bool] = False
+    """Every file of the volume is captured at one instant (a btrfs snapshot); a copy taken file by
+    file is not, and the grades and notes of the set say so."""
+
+    freeze_policy: ClassVar[FreezePolicy] = FreezePolicy.IGNORES
+    """Whether its commit needs, forbids or ignores fsfreeze on the volume (the coordinator refuses
+    fsfreeze with a provider that forbids it)."""
+
+    priority: ClassVar[int] = 0
+    """Higher wins when `auto` picks among the providers that support a volume."""
 
     @abstractmethod
     def unsupported_reason(self, volume: Volume) -> str | None:

@@ -11,11 +11,12 @@
     socket = "/run/myapp.sock"
 
 The executable is started once per shadow set (at its first event), gets one JSON request per
-line on stdin and answers each with one JSON line on stdout (docs/writers.md). It runs in its own
-session; if it does not answer within the event's timeout, or exits, the event fails (and the set
-is aborted unless on_failure = "degrade"). Abort is sent as a request when the writer is idle,
-else the writer gets SIGTERM (it must release its application) and SIGKILL after a grace period.
-The watchdog also holds a SIGTERM for it, so a coordinator that dies never leaves it holding.
+line on stdin and answers each with one JSON line on stdout (docs/writers.md; the codec is
+external_protocol.py). It runs in its own session; if it does not answer within the event's
+timeout, or exits, the event fails (and the set is aborted unless on_failure = "degrade"). Abort
+is sent as a request when the writer is idle, else the writer gets SIGTERM (it must release its
+application) and SIGKILL after a grace period. The watchdog also holds a SIGTERM for it, so a
+coordinator that dies never leaves it holding.
 
 It is a Writer like the built-in ones: the coordinator runs it on exactly the same code path.
 Like a script writer's commands it runs as root, so only a program nobody but root could change is
@@ -27,7 +28,6 @@ none of the requester's secrets (proc.writer_environment).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import select
@@ -42,8 +42,9 @@ from typing import Any
 
 from shadowvault import proc
 from shadowvault.errors import ConfigError, WriterError
-from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
+from shadowvault.shadow.manifest import Component, Consistency
 from shadowvault.shadow.writers import config as writer_config
+from shadowvault.shadow.writers import external_protocol as protocol
 from shadowvault.shadow.writers.base import (
     FailurePolicy,
     RestoreContext,
@@ -55,21 +56,7 @@ from shadowvault.shadow.writers.base import (
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = 1
-DEFAULT_TIMEOUTS: dict[str, float] = {
-    "identify": 30.0,
-    "prepare_backup": 60.0,
-    "prepare_snapshot": 300.0,
-    "freeze": 60.0,
-    "thaw": 60.0,
-    "post_snapshot": 300.0,
-    "backup_complete": 300.0,
-    "abort": 30.0,
-    "pre_restore": 600.0,
-    "post_restore": 1800.0,
-}
 TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
-MAX_LINE = 16 << 20  # a reply longer than this is a protocol error
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:
@@ -109,7 +96,7 @@ class ExternalWriter(Writer):
         if not command:
             raise ConfigError(f"external writer {instance}: `command` is required")
         self.command = list(command)
-        self.timeouts = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
+        self.timeouts = {**protocol.DEFAULT_TIMEOUTS, **(timeouts or {})}
         self.freeze_timeout = self.timeouts["freeze"]
         self.failure_policy = FailurePolicy(on_failure)
         self.paths = list(paths or [])
@@ -142,14 +129,13 @@ class ExternalWriter(Writer):
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: [timeouts] must be a table of event = seconds")
         for event, value in raw.items():
-            if event not in DEFAULT_TIMEOUTS:
-                raise ConfigError(
-                    f"{path}: unknown event {event!r} in [timeouts] (valid: {', '.join(DEFAULT_TIMEOUTS)})"
-                )
+            if event not in protocol.DEFAULT_TIMEOUTS:
+                valid = ", ".join(protocol.DEFAULT_TIMEOUTS)
+                raise ConfigError(f"{path}: unknown event {event!r} in [timeouts] (valid: {valid})")
             timeouts[event] = writer_config.parse_timeout(value, path)
         if "timeout" in config:  # one number for every event not listed
             default = writer_config.parse_timeout(config["timeout"], path)
-            timeouts = {e: timeouts.get(e, default) for e in DEFAULT_TIMEOUTS}
+            timeouts = {e: timeouts.get(e, default) for e in protocol.DEFAULT_TIMEOUTS}
         policy = config.get("on_failure", "abort")
         if policy not in ("abort", "degrade"):
             raise ConfigError(f'{path}: on_failure must be "abort" or "degrade", not {policy!r}')
@@ -187,7 +173,7 @@ class ExternalWriter(Writer):
             {
                 **self.environment,
                 "SHADOWVAULT_WRITER": str(self.instance),
-                "SHADOWVAULT_PROTOCOL": str(PROTOCOL),
+                "SHADOWVAULT_PROTOCOL": str(protocol.PROTOCOL),
             }
         )
         # Checked again (the files may have changed since they were loaded), and started through the
@@ -270,9 +256,9 @@ class ExternalWriter(Writer):
                 self._broken = True
                 raise WriterError(self._exited(process, f"during {event}"))
             self._buffer += chunk
-            if len(self._buffer) > MAX_LINE:
+            if len(self._buffer) > protocol.MAX_LINE:
                 self._broken = True
-                raise WriterError(f"answer to {event} is longer than {MAX_LINE} bytes")
+                raise WriterError(f"answer to {event} is longer than {protocol.MAX_LINE} bytes")
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
 
@@ -282,17 +268,12 @@ class ExternalWriter(Writer):
             raise WriterError(f"the writer is still busy with another event; cannot send {event}")
         try:
             process = self._start()
-            request = {
-                "protocol": PROTOCOL,
-                "event": event,
-                "writer": self.instance,
-                "config": self.config,
-                "timeout": self.timeouts[event],
-                **(payload or {}),
-            }
+            request = protocol.encode_request(
+                event, self.instance, self.config, self.timeouts[event], payload
+            )
             assert process.stdin is not None
             try:
-                process.stdin.write(json.dumps(request).encode() + b"\n")
+                process.stdin.write(request)
                 process.stdin.flush()
             except (BrokenPipeError, OSError) as err:
                 self._broken = True
@@ -301,64 +282,18 @@ class ExternalWriter(Writer):
         finally:
             self._busy.release()
         try:
-            reply = json.loads(line)
-            if not isinstance(reply, dict):
-                raise ValueError("not an object")
-        except ValueError as err:
+            reply = protocol.decode_reply(line, event)
+        except WriterError:
             self._broken = True
-            raise WriterError(
-                f"answered {event} with something that is not a JSON object: "
-                f"{line[:200].decode(errors='replace')!r}"
-            ) from err
+            raise
         timing = reply.get("timing")
         if isinstance(timing, dict) and isinstance(timing.get("seconds"), int | float):
             self._timing[event] = float(timing["seconds"])
         if isinstance(reply.get("metadata"), dict):
             self._metadata.update(reply["metadata"])
-        if reply.get("state") == "ok":
-            return reply
-        if reply.get("state") == "failed":
-            raise WriterError(str(reply.get("error") or f"{event} failed (no reason given)"))
-        raise WriterError(f'answered {event} with state {reply.get("state")!r} (expected "ok" or "failed")')
+        return protocol.check_state(reply, event)
 
     # ------------------------------------------------------------ events
-
-    @staticmethod
-    def _snapshot_payload(ctx: SnapshotContext) -> dict[str, Any]:
-        return {
-            "set_id": ctx.set_id,
-            "volumes": [v.mount_point for v in ctx.volumes],
-            "shadows": [
-                {"volume": s.volume, "path": s.path, "provider": s.provider, "atomic": s.atomic}
-                for s in ctx.shadows
-            ],
-            "backup_type": ctx.backup_type,
-            "options": ctx.options,
-        }
-
-    def _component(self, raw: Any) -> Component:
-        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-            raise WriterError(f'identify returned a component that is not {{"name": ..., ...}}: {raw!r:.200}')
-        paths = raw.get("paths", [])
-        if not isinstance(paths, list) or not all(isinstance(p, str) and p.startswith("/") for p in paths):
-            raise WriterError(f"component {raw['name']}: paths must be absolute paths")
-        try:
-            method = RestoreMethod(raw.get("restore_method", RestoreMethod.RESTORE_IF_CAN_REPLACE))
-        except ValueError as err:
-            raise WriterError(
-                f"component {raw['name']}: unknown restore_method {raw.get('restore_method')!r}"
-            ) from err
-        return Component(
-            name=raw["name"],
-            writer=self.name,
-            instance=self.instance,
-            kind=str(raw.get("kind", "files")),
-            paths=paths,
-            selectable=bool(raw.get("selectable", True)),
-            restore_method=method,
-            consistency=Consistency.APPLICATION,
-            metadata=dict(raw.get("metadata") or {}),
-        )
 
     def identify(self) -> list[Component]:
         if self._components is None:
@@ -366,7 +301,7 @@ class ExternalWriter(Writer):
             raw = reply.get("components", [])
             if not isinstance(raw, list):
                 raise WriterError("identify must answer with a list of components")
-            self._components = [self._component(c) for c in raw]
+            self._components = [protocol.parse_component(c, self.name, self.instance) for c in raw]
             if not self._components and self.paths:
                 self._components = [
                     Component(
@@ -380,33 +315,28 @@ class ExternalWriter(Writer):
         return self._components
 
     def _merge_components(self, reply: dict[str, Any]) -> None:
-        """A later event may add metadata to components (by name)."""
-        if not isinstance(reply.get("components"), list) or self._components is None:
-            return
-        by_name = {c.name: c for c in self._components}
-        for raw in reply["components"]:
-            if isinstance(raw, dict) and raw.get("name") in by_name and isinstance(raw.get("metadata"), dict):
-                by_name[raw["name"]].metadata.update(raw["metadata"])
+        if self._components is not None:
+            protocol.merge_metadata(self._components, reply)
 
     def prepare_backup(self, ctx: SnapshotContext) -> None:
-        self._merge_components(self._request("prepare_backup", self._snapshot_payload(ctx)))
+        self._merge_components(self._request("prepare_backup", protocol.snapshot_payload(ctx)))
 
     def prepare_snapshot(self, ctx: SnapshotContext) -> None:
-        self._merge_components(self._request("prepare_snapshot", self._snapshot_payload(ctx)))
+        self._merge_components(self._request("prepare_snapshot", protocol.snapshot_payload(ctx)))
 
     def freeze(self, ctx: SnapshotContext) -> None:
-        self._merge_components(self._request("freeze", self._snapshot_payload(ctx)))
+        self._merge_components(self._request("freeze", protocol.snapshot_payload(ctx)))
 
     def thaw(self, ctx: SnapshotContext) -> None:
-        self._merge_components(self._request("thaw", self._snapshot_payload(ctx)))
+        self._merge_components(self._request("thaw", protocol.snapshot_payload(ctx)))
 
     def post_snapshot(self, ctx: SnapshotContext) -> None:
-        self._merge_components(self._request("post_snapshot", self._snapshot_payload(ctx)))
+        self._merge_components(self._request("post_snapshot", protocol.snapshot_payload(ctx)))
 
     def backup_complete(self, ctx: SnapshotContext, succeeded: bool) -> None:
         try:
             self._merge_components(
-                self._request("backup_complete", {**self._snapshot_payload(ctx), "succeeded": succeeded})
+                self._request("backup_complete", {**protocol.snapshot_payload(ctx), "succeeded": succeeded})
             )
         finally:
             self._finish()
@@ -416,7 +346,7 @@ class ExternalWriter(Writer):
         try:
             if self._process is not None and self._process.poll() is None and not self._broken:
                 try:
-                    self._request("abort", self._snapshot_payload(ctx), blocking=False)
+                    self._request("abort", protocol.snapshot_payload(ctx), blocking=False)
                 except WriterError as err:
                     log.warning("writer %s: abort: %s; terminating it", self.label, err)
         finally:
@@ -441,15 +371,7 @@ class ExternalWriter(Writer):
     # ------------------------------------------------------------ restore
 
     def _restore_payload(self, ctx: RestoreContext) -> dict[str, Any]:
-        return {
-            "components": [
-                {"name": c.name, "paths": c.paths, "kind": c.kind, "metadata": c.metadata}
-                for c in ctx.components
-                if c.writer == self.name and c.instance == self.instance
-            ],
-            "target_root": ctx.target_root,
-            "options": ctx.options,
-        }
+        return protocol.restore_payload(ctx, self.name, self.instance)
 
     def pre_restore(self, ctx: RestoreContext) -> None:
         try:

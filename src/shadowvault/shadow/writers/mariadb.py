@@ -10,9 +10,9 @@ InnoDB writes in the background even while commits are blocked, so its files are
 in an atomic image; a provider that copies file by file (reflink) or reads live files cannot give
 a restorable copy, and the writer fails post_snapshot for them (abort or degrade, as configured).
 
-Restore: pre_restore stops the server running on the target data directory, the files are laid
-down, post_restore removes stale pid files, starts the server (the `start_command` option) and
-checks every table with CHECK TABLE after InnoDB's crash recovery.
+Restore (mariadb_restore.py): pre_restore stops the server running on the target data directory,
+the files are laid down, post_restore removes stale pid files, starts the server (the
+`start_command` option) and checks every table with CHECK TABLE after InnoDB's crash recovery.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
-import time
 from typing import Any
 
 from shadowvault import proc
@@ -38,20 +36,16 @@ from shadowvault.shadow.writers.appwriter import (
     set_aside,
 )
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
+from shadowvault.shadow.writers.mariadb_restore import (
+    check_tables,
+    relocate_binlog_index,
+    server_for,
+    stop_server,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SOCKETS = ("/run/mysqld/mysqld.sock", "/var/run/mysqld/mysqld.sock", "/tmp/mysql.sock")
-SYSTEM_SCHEMAS = ("information_schema", "performance_schema", "sys")
-
-
-def server_for(datadir: str) -> int | None:
-    """The PID of a mariadbd/mysqld working in `datadir` (its cwd is the data directory)."""
-    real = os.path.realpath(datadir)
-    for p in processes({"mariadbd", "mysqld"}):
-        if p.cwd == real:
-            return p.pid
-    return None
 
 
 class MariadbWriter(AppWriter):
@@ -303,19 +297,8 @@ class MariadbWriter(AppWriter):
             if component.writer != self.name:
                 continue
             datadir = restored_path(ctx, component.metadata.get("data_directory") or component.paths[0])
-            self._stop(datadir, ctx)
+            stop_server(datadir, float(ctx.options.get("stop_timeout", 300)))
             set_aside(datadir)  # newer binlogs and tables must not mix with the restored files
-
-    def _stop(self, datadir: str, ctx: RestoreContext) -> None:
-        pid = server_for(datadir)
-        if pid is not None:
-            log.info("stopping the MariaDB server (pid %d) on %s before restoring it", pid, datadir)
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + float(ctx.options.get("stop_timeout", 300))
-            while server_for(datadir) == pid:
-                if time.monotonic() > deadline:
-                    raise WriterError(f"the MariaDB server on {datadir} did not stop")
-                time.sleep(0.05)
 
     def post_restore(self, ctx: RestoreContext) -> None:
         for component in ctx.components:
@@ -337,63 +320,12 @@ class MariadbWriter(AppWriter):
                 except CommandError as err:
                     raise WriterError(f"the restored server on {datadir} did not start: {err}") from err
             if start or ctx.options.get("check", False):
-                self.check_restored(
+                check_tables(
                     ctx.options.get("socket") or self.options.get("socket"),
+                    self.options.get("user", "root"),
+                    self.options.get("password") or "",
                     float(ctx.options.get("start_timeout", 600)),
                 )
-
-    def check_restored(self, socket: str | None, timeout: float = 600) -> dict[str, int]:
-        """Wait for the restored server (InnoDB recovery), then CHECK TABLE every table."""
-        import pymysql
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                conn = pymysql.connect(
-                    unix_socket=socket,
-                    user=self.options.get("user", "root"),
-                    password=self.options.get("password") or "",
-                    autocommit=True,
-                )
-                break
-            except pymysql.Error as err:
-                if time.monotonic() > deadline:
-                    raise WriterError(f"the restored server does not answer on {socket}: {err}") from err
-                time.sleep(0.1)
-        checked = 0
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "select table_schema, table_name from information_schema.tables"
-                    " where table_type = 'BASE TABLE' and table_schema not in %s",
-                    [SYSTEM_SCHEMAS],
-                )
-                for schema, table in cur.fetchall():
-                    cur.execute(f"check table `{schema}`.`{table}`")
-                    for row in cur.fetchall():
-                        if row[2] == "error" or (
-                            row[2] == "status" and row[3] not in ("OK", "Table is already up to date")
-                        ):
-                            raise WriterError(f"CHECK TABLE {schema}.{table} after restore: {row[3]}")
-                    checked += 1
-        finally:
-            conn.close()
-        return {"tables_checked": checked}
-
-
-def relocate_binlog_index(index_path: str, ctx: RestoreContext) -> None:
-    """Point a restored copy's binlog index at its own binary logs, never at the original server's.
-
-    An index lists absolute paths when log_bin_basename is absolute; relative entries stay.
-    """
-    if not os.path.exists(index_path):
-        return
-    with open(index_path) as f:
-        lines = f.read().splitlines()
-    moved = [restored_path(ctx, line) if line.startswith("/") else line for line in lines]
-    if moved != lines:
-        with open(index_path, "w") as f:
-            f.write("\n".join(moved) + "\n")
 
 
 def _has_backup_stage(version: str) -> bool:
