@@ -8,6 +8,7 @@ class ShadowvaultError(Exception):
     """Base of every expected failure; `str(err)` is the one line shown to the user."""
 
     exit_code = 1
+    manifest: object | None = None  # an aborted shadow set's error: its ShadowSetManifest, what the set did
 
 
 class UsageError(ShadowvaultError):

@@ -392,7 +392,7 @@ def _set_error(message: str, cause: BaseException | None, manifest: ShadowSetMan
         error = error_type(message)
     except TypeError:
         error = ShadowError(message)
-    error.manifest = manifest  # type: ignore[attr-defined]
+    error.manifest = manifest
     return error
 
 
