@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import unicodedata
-from typing import Any
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # characters that reorder or break the line on a terminal though they are not in a control category
@@ -42,7 +41,7 @@ def display_name(raw: bytes) -> str:
     return escape_text(raw.decode("utf-8", "surrogateescape"))
 
 
-def exact_fields(key: str, raw: bytes) -> dict[str, Any]:
+def exact_fields(key: str, raw: bytes) -> dict[str, str]:
     """A name or path for JSON: `{key: text}` with the exact text when it is UTF-8; otherwise the text
     with undecodable bytes as \\xNN plus `{key}_bytes`, the exact bytes in base64."""
     try:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Iterator
-from typing import Any
 
 from shadowvault.archive.metadata import type_bits
 from shadowvault.archive.tree_paths import TreeReader, find_node
 from shadowvault.display import display_name, exact_fields
 from shadowvault.repo.tree import Node
+
+JsonValue = str | int | list[str] | None  # what `describe` puts in a node's JSON line
 
 
 def _join(parent: bytes, name: bytes) -> bytes:
@@ -55,7 +56,7 @@ def display(raw: bytes) -> str:
     return display_name(raw)
 
 
-def path_fields(raw: bytes) -> dict[str, Any]:
+def path_fields(raw: bytes) -> dict[str, str]:
     """A path for JSON: exact text, plus `path_bytes` (base64) when it is not UTF-8."""
     return exact_fields("path", raw)
 
@@ -69,9 +70,9 @@ def mode_string(node: Node) -> str:
     return stat.filemode(bits | node.mode)
 
 
-def describe(path: bytes, node: Node) -> dict[str, Any]:
+def describe(path: bytes, node: Node) -> dict[str, JsonValue]:
     """A node as plain JSON values; names exact (see docs/archive.md, "Names")."""
-    info: dict[str, Any] = {
+    info: dict[str, JsonValue] = {
         **path_fields(path),
         **exact_fields("name", node.name),
         "type": node.type,
