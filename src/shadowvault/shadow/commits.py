@@ -66,6 +66,15 @@ class Commits:
             made.append(future.result())
             self._late.remove((provider, future))
 
+    def planned(self, volumes: Sequence[Volume], set_id: str) -> list[Shadow]:
+        """The shadows the commits will make (the set's intent, recorded before the freeze)."""
+        planned = []
+        for index, volume in enumerate(volumes):
+            shadow = self.providers[volume.mount_point].planned(volume, set_id, index)
+            if shadow is not None:
+                planned.append(shadow)
+        return planned
+
     def delete(self, shadows: Sequence[Shadow]) -> None:
         """Delete the shadows made, then cancel and clean up the commits still running."""
         for shadow in shadows:

@@ -33,7 +33,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 
@@ -51,9 +51,10 @@ from shadowvault.shadow.events import (
     record_failures,
     release_degraded,
     start_thaw,
+    watchdog_actions,
 )
 from shadowvault.shadow.grading import grade
-from shadowvault.shadow.manifest import Shadow, ShadowSetManifest, WriterState
+from shadowvault.shadow.manifest import ShadowSetManifest, WriterState
 from shadowvault.shadow.options import DEFAULTS, SetOptions
 from shadowvault.shadow.path_map import shadow_path
 from shadowvault.shadow.store import ShadowStore, max_shadows_per_volume
@@ -92,6 +93,13 @@ class ShadowSetRun:
         culprit = record_failures(phase, results, timeout)
         if culprit is not None:
             raise self._abort(*culprit)
+
+    def _phase(self, phase: str, call: Callable[[WriterRun], object]) -> None:
+        """One event for every active writer, failures handled, its duration in the manifest."""
+        assert self.manifest is not None
+        started = time.monotonic()
+        self._handle(phase, event_all(phase, self._active(), call, EVENT_TIMEOUT), EVENT_TIMEOUT)
+        self.manifest.phases[phase] = round(time.monotonic() - started, 6)
 
     def _release_degraded(self) -> None:
         assert self.ctx is not None
@@ -185,7 +193,6 @@ class ShadowSetRun:
     def _sequence(self, volumes: list[Volume], all_volumes: list[Volume]) -> ShadowSetManifest:
         assert self.manifest is not None and self.ctx is not None
         ctx = self.ctx
-        phases: dict[str, float] = {}
         for run in self.runs:
             run.writer.freeze_timeout = min(run.writer.freeze_timeout, self.options.freeze_timeout)
 
@@ -197,31 +204,22 @@ class ShadowSetRun:
             run.timed("prepare_backup", lambda: run.writer.prepare_backup(ctx))
             run.report.components = list(run.writer.identify())  # as the writer sees them now
 
-        for phase, call in (("identify", identify), ("prepare_backup", prepare_backup)):
-            started = time.monotonic()
-            self._handle(phase, event_all(phase, self._active(), call, EVENT_TIMEOUT), EVENT_TIMEOUT)
-            phases[phase] = round(time.monotonic() - started, 6)
+        self._phase("identify", identify)
+        self._phase("prepare_backup", prepare_backup)
         planning.check_writer_volumes(self.runs, volumes, all_volumes)
 
         self.store.reap([v.mount_point for v in volumes])  # also orphan images on these volumes
         for volume in volumes:
             self.store.enforce_limit(volume.mount_point, max_shadows_per_volume())
-        self.manifest.phases = phases
         self.manifest.writers = [run.report for run in self.runs]
         self.store.save(self.manifest)
         # Before anything is frozen, the paths the providers will create: if we die at any moment from
         # here on, reap() deletes them, made or not (a write now does not lengthen the freeze window).
-        self.store.record_intent(self.manifest.id, self._planned_shadows(volumes))
+        self.store.record_intent(self.manifest.id, self.commits.planned(volumes, self.manifest.id))
 
-        started = time.monotonic()
-        results = event_all(
-            "prepare_snapshot",
-            self._active(),
-            lambda r: r.timed("prepare_snapshot", lambda: r.writer.prepare_snapshot(ctx)),
-            EVENT_TIMEOUT,
+        self._phase(
+            "prepare_snapshot", lambda r: r.timed("prepare_snapshot", lambda: r.writer.prepare_snapshot(ctx))
         )
-        self._handle("prepare_snapshot", results, EVENT_TIMEOUT)
-        phases["prepare_snapshot"] = round(time.monotonic() - started, 6)
         self._release_degraded()
 
         self._start_watchdog()
@@ -242,20 +240,8 @@ class ShadowSetRun:
         self.store.clear_intent(self.manifest.id)  # the record lists every shadow now
         return self.manifest
 
-    def _planned_shadows(self, volumes: list[Volume]) -> list[Shadow]:
-        assert self.manifest is not None
-        planned = []
-        for index, volume in enumerate(volumes):
-            shadow = self.commits.providers[volume.mount_point].planned(volume, self.manifest.id, index)
-            if shadow is not None:
-                planned.append(shadow)
-        return planned
-
     def _start_watchdog(self) -> None:
-        actions = []
-        # Thaw order: filesystems first (the watchdog does thaw_fs before commands anyway).
-        for run in sorted(self._active(), key=lambda r: not r.is_filesystem_freezer):
-            actions.extend(run.writer.watchdog_actions())
+        actions = watchdog_actions(self._active())
         if not actions:
             return  # every hold dies with this process (database sessions, locks)
         # Past our own timeouts, and past the longest thaw a writer may legitimately take.
@@ -337,19 +323,11 @@ class ShadowSetRun:
         assert self.manifest is not None and self.ctx is not None
         ctx = self.ctx
         ctx.shadows = list(self.manifest.shadows)
-        started = time.monotonic()
-        results = event_all(
-            "post_snapshot",
-            self._active(),
-            lambda r: r.timed("post_snapshot", lambda: r.writer.post_snapshot(ctx)),
-            EVENT_TIMEOUT,
-        )
-        self._handle("post_snapshot", results, EVENT_TIMEOUT)
+        self._phase("post_snapshot", lambda r: r.timed("post_snapshot", lambda: r.writer.post_snapshot(ctx)))
         for run in self._active():
             run.report.state = WriterState.WAITING_FOR_BACKUP_COMPLETE
             with contextlib.suppress(Exception):
                 run.report.metadata = dict(run.writer.metadata())
-        self.manifest.phases["post_snapshot"] = round(time.monotonic() - started, 6)
 
     # ---- after the requester has read the shadows ---------------------------------------------------
 

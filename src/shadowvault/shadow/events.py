@@ -17,7 +17,7 @@ from concurrent.futures import wait as wait_futures
 from typing import NamedTuple, TypeVar
 
 from shadowvault.shadow.manifest import WriterReport, WriterState
-from shadowvault.shadow.writers.base import FailurePolicy, SnapshotContext, Writer
+from shadowvault.shadow.writers.base import FailurePolicy, SnapshotContext, WatchdogAction, Writer
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,14 @@ def end_thaw(run: WriterRun, future: Future[None]) -> str | None:
         return f"writer {run.label} failed at thaw: {reason(error)}"
     run.report.state = WriterState.WAITING_FOR_POST_SNAPSHOT
     return None
+
+
+def watchdog_actions(runs: Sequence[WriterRun]) -> list[WatchdogAction]:
+    """What the watchdog must do for `runs` if this process dies, filesystems first (thawed first)."""
+    actions: list[WatchdogAction] = []
+    for run in sorted(runs, key=lambda r: not r.is_filesystem_freezer):
+        actions.extend(run.writer.watchdog_actions())
+    return actions
 
 
 def record_failures(
