@@ -193,6 +193,7 @@ class ContentBatch:
             if any(fut.cancelled() for fut in self._finishing):
                 raise CancelledError()
         finally:
+            wait(self._finishing)  # interrupted: no worker may still hold a file abandoned below
             self._abandon_unfinished()
 
     def run_here(self) -> None:
