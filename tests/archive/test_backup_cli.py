@@ -99,9 +99,9 @@ def test_incremental_reads_nothing_unchanged(btrfs, tmp_path):
     assert second.snapshot.parent == first.snapshot_id
     assert second.stats.files_unmodified == 21
     assert second.stats.bytes_read == 0 and second.stats.blobs_saved == 0
-    # only the manifest and trees may be new: the directories above the source (/tmp among them) are
-    # recorded too, and other processes change their times between the two backups
-    assert repo.stats.blobs_added - blobs_before <= 1 + len(src.parts), "no data blob may be new"
+    # only the manifest and trees may be new: one per directory from / down to src and below it (their
+    # times change when other processes touch /tmp, or when a listing updates an atime)
+    assert repo.stats.blobs_added - blobs_before <= 1 + len(src.parts) + 1, "no data blob may be new"
 
     (src / "sub" / "f3").write_bytes(b"changed")
     third = run_backup(repo, BackupRequest(paths=[str(src)]))
