@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shadowvault.archive import metadata
 from shadowvault.archive.pack_reads import PackedBlobs
@@ -53,6 +53,9 @@ from shadowvault.archive.tree_paths import TreeReader, find_node, raw_path
 from shadowvault.errors import NotFoundError, RepositoryError, UsageError
 from shadowvault.repo.tree import Node, duplicate_names, invalid_name
 
+if TYPE_CHECKING:
+    from shadowvault.repo.repository import Repository
+
 __all__ = ["Overwrite", "RestoreSource", "RestoreStats", "Restorer", "find_node"]
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,12 @@ BATCHES_AT_ONCE = 2  # content batches being restored while the walk plans the n
 
 class RestoreSource(PackedBlobs, TreeReader, Protocol):
     """What a restore reads: trees, and blobs grouped by pack."""
+
+
+if TYPE_CHECKING:  # mypy proves the repository is a restore source; nothing runs
+
+    def _repository_is_a_restore_source(repo: Repository) -> RestoreSource:
+        return repo
 
 
 @dataclass
