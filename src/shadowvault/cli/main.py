@@ -20,7 +20,7 @@ from shadowvault.errors import ShadowvaultError
 class _Root(click.Group):
     """A click group whose failures are one line on stderr: exit 1 for errors, 2 for usage."""
 
-    def main(self, *args, **kwargs):  # type: ignore[override]
+    def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
         argv = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
         as_json = output.json_requested(argv)  # known before parsing: a usage error is JSON too

@@ -7,6 +7,7 @@ import dataclasses
 import re
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import click
 from rich.progress import TaskID
@@ -165,7 +166,7 @@ def forget_cmd(
     with open_repository(repo, password_file) as r:
         if snapshot_ids:
             chosen = [_named_snapshot(r, ref) for ref in snapshot_ids]
-            groups_json = [
+            groups_json: list[dict[str, Any]] = [
                 {
                     "remove": [
                         {"id": sid, "time": s.time if s else None, "damaged": s is None} for sid, s in chosen

@@ -272,11 +272,11 @@ class SystemState(Component):
             else:
                 plan.add("mask", "unit", unit)
         for unit in units.disabled:
-            for link in links_to(target, unit):
+            for enabling in links_to(target, unit):
                 plan.add(
                     "disable",
                     "unit",
-                    "/" + link.relative_to(target).as_posix(),
+                    "/" + enabling.relative_to(target).as_posix(),
                     f"{unit} was disabled on the source",
                 )
 

@@ -89,7 +89,7 @@ def _template_used(unit: str, linked: set[str]) -> bool:
 def links_to(root: Path, unit: str) -> list[Path]:
     """Enablement links in `root` that enable `unit` (by link name or by what they point at)."""
     etc = root / ETC_UNITS
-    found = []
+    found: list[Path] = []
     if not etc.is_dir():
         return found
     for child in etc.iterdir():
