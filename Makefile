@@ -24,6 +24,7 @@ run: deps
 
 test: deps
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 bench: deps
@@ -35,6 +36,7 @@ bench: deps
 lint: deps
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
 
 clean:
 	-$(PY) -m shadowvault.demo --clean
