@@ -124,3 +124,15 @@ def test_cli_init_snapshots_and_errors(tmp_path, cli):
     assert added.returncode == 0, added.stderr
     keys = cli("key", "list", "--json", env={**env_for(repo), "SHADOWVAULT_PASSWORD": "another one"})
     assert keys.returncode == 0 and len(json.loads(keys.stdout)) == 2
+
+
+def test_a_file_url_names_a_repository_on_the_command_line(tmp_path, cli):
+    """`--repo file:///path` is the same repository as `--repo /path` (repo/storage.py)."""
+    env = {"SHADOWVAULT_PASSWORD": "pw"}
+    url = f"file://{tmp_path / 'repo'}"
+    assert cli("init", "--repo", url, env=env).returncode == 0
+    assert (tmp_path / "repo" / "config").is_file()
+    listed = cli("snapshots", "--repo", url, "--json", env=env)
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stderr
+    other = cli("snapshots", "--repo", "s3://bucket/x", env=env)
+    assert other.returncode == 2 and "unsupported repository location" in other.stderr

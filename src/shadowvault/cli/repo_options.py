@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -43,10 +42,11 @@ def repo_options(func: F) -> F:
     return func
 
 
-def repo_path(repo: str | None) -> Path:
+def repo_path(repo: str | None) -> str:
+    """The repository's location as given: a path or a `file://` URL (repo/storage.py reads it)."""
     if not repo:
         raise UsageError(f"no repository given: use --repo PATH or set {REPO_ENV}")
-    return Path(repo)
+    return repo
 
 
 def read_password(password_file: str | None, *, confirm: bool = False) -> str:
