@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import resource
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,21 +91,33 @@ def main() -> None:
             f"{total / 2**20:.0f} MiB of content in {len(content_packs)} packs"
         )
         for run in range(args.runs):
-            target = mount / "target"
-            with Repository.open(repo_path, PASSWORD) as repo:
-                reads = counted_reads(repo)
-                started, cpu = time.perf_counter(), time.process_time()
-                stats = Restorer(repo, target).restore(root)
-                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-            assert not stats.errors, stats.errors
-            content = sum(n for name, n in reads.items() if name in content_packs)
-            print(
-                f"run {run + 1}: restore {stats.files} files, {stats.bytes_written / 2**20:.0f} MiB "
-                f"in {elapsed:.2f} s ({cpu:.2f} s CPU); backend reads: {content} of content packs, "
-                f"{sum(reads.values()) - content} of tree packs"
-            )
-            shutil.rmtree(target)
+            # in a process of its own, so its peak RSS is the restore's alone
+            child = [sys.executable, __file__, "--restore", str(repo_path), root.hex(), str(mount / "target")]
+            child += sorted(content_packs)
+            done = subprocess.run(child, capture_output=True, text=True, check=True)
+            print(f"run {run + 1}: {done.stdout.strip()}")
+            shutil.rmtree(mount / "target")
+
+
+def restore_once(repo_path: str, root: bytes, target: str, content_packs: set[str]) -> None:
+    """One restore; prints its time, CPU time, backend reads and peak RSS."""
+    with Repository.open(repo_path, PASSWORD) as repo:
+        reads = counted_reads(repo)
+        started, cpu = time.perf_counter(), time.process_time()
+        stats = Restorer(repo, target).restore(root)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    assert not stats.errors, stats.errors
+    content = sum(n for name, n in reads.items() if name in content_packs)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"restore {stats.files} files, {stats.bytes_written / 2**20:.0f} MiB "
+        f"in {elapsed:.2f} s ({cpu:.2f} s CPU, peak RSS {peak:.0f} MiB); "
+        f"backend reads: {content} of content packs, {sum(reads.values()) - content} of tree packs"
+    )
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--restore"]:
+        restore_once(sys.argv[2], bytes.fromhex(sys.argv[3]), sys.argv[4], set(sys.argv[5:]))
+    else:
+        main()
