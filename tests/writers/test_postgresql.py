@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shadowvault.errors import ShadowError, WriterError
-from shadowvault.shadow.coordinator import shadow_set
+from shadowvault.shadow.coordinator import SetOptions, shadow_set
 from shadowvault.shadow.manifest import Component, Consistency, WriterState
 from shadowvault.shadow.writers.base import FailurePolicy, RestoreContext
 from shadowvault.shadow.writers.postgresql import PostgresqlWriter
@@ -105,7 +105,9 @@ def test_every_acknowledged_transaction_survives_20_shadow_sets_under_load(pg_on
         for _ in range(ROUNDS):
             root = restore_root(area)
             try:
-                with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)) as manifest:
+                with shadow_set(
+                    [str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)
+                ) as manifest:
                     report = report_of(manifest, "postgresql")
                     assert report.state == WriterState.WAITING_FOR_BACKUP_COMPLETE, report.failure
                     component = report.components[0]
@@ -139,7 +141,9 @@ def test_kept_wal_is_what_makes_the_copy_open_with_its_backup_label():
             roots = [restore_root(area), restore_root(area), restore_root(area)]
             try:
                 load.wait_for(10)
-                with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)) as manifest:
+                with shadow_set(
+                    [str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)
+                ) as manifest:
                     report = report_of(manifest, "postgresql")
                     must_have = load.acked_before(freeze_instant(manifest, report))
                     for root in roots:
@@ -176,7 +180,12 @@ def test_reflink_copy_on_xfs_restores_by_backup_label():
                 for _ in range(2):
                     root = restore_root()
                     try:
-                        with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], provider="reflink", auto_writers=False)) as manifest:
+                        with shadow_set(
+                            [str(fs.mount)],
+                            SetOptions(
+                                writers=[f"postgresql:{pg.datadir}"], provider="reflink", auto_writers=False
+                            ),
+                        ) as manifest:
                             report = report_of(manifest, "postgresql")
                             assert report.failure is None
                             assert report.components[0].metadata["crash_consistent_alone"] is False
@@ -256,7 +265,9 @@ def test_writers_d_entry_gives_an_instance_its_credentials_and_policy(pg_on_btrf
         assert report.state == WriterState.FAILED_AT_PREPARE_SNAPSHOT
         assert "password authentication failed" in report.failure
     config.write_text(config.read_text().replace('"wrong"', f'"{S.PG_BACKUP_PASSWORD}"'))
-    with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)) as manifest:
+    with shadow_set(
+        [str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)
+    ) as manifest:
         assert report_of(manifest, "postgresql").components[0].metadata["backup_label"]
     listed = cli("writers", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -268,7 +279,10 @@ def test_live_provider_is_refused_clearly(pg_on_btrfs):
     fs, pg = pg_on_btrfs
     with (
         pytest.raises(ShadowError, match=r"writer postgresql:.* failed at post_snapshot: the live provider"),
-        shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], provider="live", auto_writers=False)),
+        shadow_set(
+            [str(fs.mount)],
+            SetOptions(writers=[f"postgresql:{pg.datadir}"], provider="live", auto_writers=False),
+        ),
     ):
         pass
     with S.pg_connect(pg) as conn:  # the backup session is gone: a new base backup can start
@@ -387,7 +401,9 @@ def test_tablespace_is_part_of_the_component_and_restored_elsewhere_points_at_it
     area = restore_area(fs.mount)
     root = restore_root(area)
     try:
-        with shadow_set([str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)) as manifest:
+        with shadow_set(
+            [str(fs.mount)], SetOptions(writers=[f"postgresql:{pg.datadir}"], auto_writers=False)
+        ) as manifest:
             report = report_of(manifest, "postgresql")
             component = report.components[0]
             assert str(space) in component.paths
