@@ -15,6 +15,7 @@ from shadowvault.components.accounts import IdMap
 from shadowvault.components.base import Entry, SnapshotView, entry_of
 from shadowvault.components.layout import lay_entry, resolve_in_root, restore_dir_times, same_content
 from shadowvault.components.plan import Plan
+from shadowvault.paths_within import is_within
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def selected(rel: str, includes: list[str]) -> bool:
     path = "/" + rel.strip("/")
     for include in includes:
         inc = "/" + include.strip("/")
-        if path == inc or path.startswith(inc.rstrip("/") + "/") or inc.startswith(path.rstrip("/") + "/"):
+        if is_within(path, inc) or is_within(inc, path):
             return True
     return False
 

@@ -40,6 +40,7 @@ from shadowvault.components.entries import apply_subtree_actions, plan_subtree
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.errors import NotFoundError, UsageError
+from shadowvault.paths_within import is_within
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,6 @@ class PathsDocument(msgspec.Struct, kw_only=True):
 
 def _normalize(path: str) -> str:
     return PurePosixPath("/" + path.strip("/")).as_posix()
-
-
-def _under(path: str, prefix: str) -> bool:
-    return prefix == "/" or path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
 def parse_map(text: str) -> tuple[str, str]:
@@ -110,7 +107,7 @@ class Files(Component):
             return paths
         chosen = []
         for include in map(_normalize, options.includes):
-            if not any(_under(include, p) for p in paths):
+            if not any(is_within(include, p) for p in paths):
                 raise NotFoundError(f"{include} is not in the snapshot (it has: {', '.join(paths)})")
             chosen.append(include)
         return chosen
@@ -121,7 +118,7 @@ class Files(Component):
     @staticmethod
     def destination(path: str, maps: list[tuple[str, str]]) -> str:
         """Where source `path` goes: the longest matching --map prefix wins."""
-        best = max((m for m in maps if _under(path, m[0])), key=lambda m: len(m[0]), default=None)
+        best = max((m for m in maps if is_within(path, m[0])), key=lambda m: len(m[0]), default=None)
         if best is None:
             return path
         src, dst = best
