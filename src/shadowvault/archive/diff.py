@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from shadowvault.archive.listing import walk_tree
-from shadowvault.archive.tree_paths import TreeReader
+from shadowvault.archive.tree_paths import TreeReader, join
 from shadowvault.repo.tree import Node
 
 
@@ -36,10 +36,6 @@ def _children(store: TreeReader, tree_id: bytes | None) -> dict[bytes, Node]:
     if not tree_id:
         return {}
     return {node.name: node for node in store.load_tree(tree_id).nodes}
-
-
-def _join(parent: bytes, name: bytes) -> bytes:
-    return parent.rstrip(b"/") + b"/" + name
 
 
 def _content_differs(a: Node, b: Node) -> bool:
@@ -71,7 +67,7 @@ def diff_trees(
         return
     before, after = _children(store, old), _children(store, new)
     for name in sorted(before.keys() | after.keys()):
-        path = _join(prefix, name)
+        path = join(prefix, name)
         a, b = before.get(name), after.get(name)
         if a is None:
             assert b is not None

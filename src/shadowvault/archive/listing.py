@@ -6,15 +6,11 @@ import stat
 from collections.abc import Iterator
 
 from shadowvault.archive.metadata import type_bits
-from shadowvault.archive.tree_paths import TreeReader, find_node
+from shadowvault.archive.tree_paths import TreeReader, find_node, join
 from shadowvault.display import display_name, exact_fields
 from shadowvault.repo.tree import Node
 
 JsonValue = str | int | list[str] | None  # what `describe` puts in a node's JSON line
-
-
-def _join(parent: bytes, name: bytes) -> bytes:
-    return parent.rstrip(b"/") + b"/" + name
 
 
 def walk_tree(store: TreeReader, tree_id: bytes | None, prefix: bytes) -> Iterator[tuple[bytes, Node]]:
@@ -22,7 +18,7 @@ def walk_tree(store: TreeReader, tree_id: bytes | None, prefix: bytes) -> Iterat
     if not tree_id:
         return
     for node in store.load_tree(tree_id).nodes:
-        path = _join(prefix, node.name)
+        path = join(prefix, node.name)
         yield path, node
         if node.type == "dir":
             yield from walk_tree(store, node.subtree, path)
@@ -48,7 +44,7 @@ def list_snapshot(
         yield from walk_tree(store, tree_id, prefix)
     elif tree_id:
         for child in store.load_tree(tree_id).nodes:
-            yield _join(prefix, child.name), child
+            yield join(prefix, child.name), child
 
 
 def display(raw: bytes) -> str:

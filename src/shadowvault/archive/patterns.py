@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from shadowvault.errors import UsageError
+from shadowvault.paths_within import is_within
 
 
 def _translate(pattern: str) -> str:
@@ -123,7 +124,7 @@ class PathFilter:
         for rx, prefix in zip(self.includes, self._include_prefixes, strict=True):
             if rx.search(text) or prefix is None:
                 return True
-            d = text.rstrip("/") + "/"
-            if prefix == "/" or (prefix + "/").startswith(d) or d.startswith(prefix + "/"):
+            here = text.rstrip("/") or "/"
+            if is_within(prefix, here) or is_within(here, prefix):
                 return True
         return False

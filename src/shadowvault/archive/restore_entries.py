@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from shadowvault.archive import metadata
+from shadowvault.archive.tree_paths import join, text
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.tree import Node
 
@@ -81,14 +82,6 @@ class TargetDir:
     fresh: bool = False  # made empty by this restore: nothing in it to check before creating an entry
     inherits_acl: bool = True  # has a default ACL that new entries inherit (and must lose)
     failed: bool = False  # could not be made or opened (reported once)
-
-
-def join(parent: bytes, name: bytes) -> bytes:
-    return parent.rstrip(b"/") + b"/" + name
-
-
-def text(path: bytes) -> str:
-    return path.decode("utf-8", errors="backslashreplace")  # for messages: \xNN for invalid bytes
 
 
 def unsafe_text(parent: bytes, name: bytes) -> str:

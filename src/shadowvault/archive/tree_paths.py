@@ -16,6 +16,11 @@ class TreeReader(Protocol):
     def load_tree(self, tree_id: bytes) -> Tree: ...
 
 
+def join(parent: bytes, name: bytes) -> bytes:
+    """The snapshot path of `name` in the directory `parent`."""
+    return parent.rstrip(b"/") + b"/" + name
+
+
 def text(path: bytes) -> str:
     return path.decode("utf-8", errors="backslashreplace")  # for messages: \xNN for invalid bytes
 

@@ -11,6 +11,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from shadowvault.archive.tree_paths import text
+
 
 @dataclass
 class Source:
@@ -61,15 +63,6 @@ class WalkStats:
             "errors": len(self.errors),
             "warnings": len(self.warnings),
         }
-
-
-def join(parent: bytes, name: bytes) -> bytes:
-    return parent.rstrip(b"/") + b"/" + name
-
-
-def text(path: bytes) -> str:
-    """A path for people and documents: invalid UTF-8 bytes shown as \\xNN (encodable everywhere)."""
-    return path.decode("utf-8", errors="backslashreplace")
 
 
 def os_reason(err: OSError) -> str:

@@ -27,7 +27,8 @@ from shadowvault.archive.deep_paths import ANCHOR_AFTER, Anchors
 from shadowvault.archive.file_reader import FileError, FileReader, StoredContent
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.store import BlobStore, Chunker, chunker_for, single_chunk_limit
-from shadowvault.archive.walk_stats import Source, WalkStats, join, os_reason, text
+from shadowvault.archive.tree_paths import join, text
+from shadowvault.archive.walk_stats import Source, WalkStats, os_reason
 from shadowvault.errors import NotFoundError, RepositoryError
 from shadowvault.repo.tree import Node, Tree
 
