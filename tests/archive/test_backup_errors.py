@@ -161,7 +161,8 @@ def test_what_cannot_be_read_is_an_error_entry_of_the_snapshot(cli, env, tmp_pat
     not_restored = {
         m["path"] for m in json_lines(done.stderr) if m.get("message_type") in ("warning", "error")
     }
-    assert {f"{src}/unsearchable/named-only", f"{src}/sealed"} <= not_restored
+    assert {f"{src}/unsearchable/named-only", f"{src}/sealed", f"{src}/unlistable"} <= not_restored
+    assert list((target / str(src).lstrip("/") / "unlistable").iterdir()) == []  # restored empty, said so
     assert (target / str(src).lstrip("/") / "fine").read_text() == "fine\n"
     assert not (target / str(src).lstrip("/") / "sealed").exists()
 

@@ -209,6 +209,8 @@ class Restorer:
         below = TargetDir(here, node.name, spath, node, (*here.rel, node.name))
         if selected and not self._ensure(below):
             return None
+        if selected and node.error is not None:
+            self.entries.warning(spath, f"restored empty: it could not be listed at backup ({node.error})")
         return self._frame(node.subtree, below)
 
     def _ensure(self, here: TargetDir) -> bool:

@@ -156,6 +156,10 @@ class EntryWriter:
         with self.stats.lock:
             self.stats.errors.append((shown, why))
 
+    def warning(self, path: bytes, why: str) -> None:
+        with self.stats.lock:
+            self.stats.warnings.append((text(path), why))
+
     def restored(self, node: Node, here: TargetDir) -> Restored:
         """Count an entry made under its final name; its names below the target."""
         with self.stats.lock:
@@ -170,9 +174,8 @@ class EntryWriter:
         be replaced. A skipped entry is counted (and an unreadable one reported)."""
         assert here.fd is not None
         if node.error is not None:
+            self.warning(spath, f"not restored, it was unreadable at backup: {node.error}")
             with self.stats.lock:
-                why = f"not restored, it was unreadable at backup: {node.error}"
-                self.stats.warnings.append((text(spath), why))
                 self.stats.skipped += 1
             return False
         if not here.fresh and not self._may_replace(here.fd, node):
