@@ -187,3 +187,18 @@ def test_a_path_named_json_after_double_dash_is_not_the_option(cli, env):
     done = cli("backup", "--provider", "none", "--", "--json", env=env)
     assert done.returncode == 1
     assert only_line(done.stderr).startswith("shadowvault: error: ")
+
+
+def test_ls_long_escapes_owner_names_from_a_crafted_snapshot(cli, env):
+    """Owner names come from the repository like file names do: a crafted one cannot drive the terminal."""
+    from shadowvault.repo.snapshot import Snapshot
+    from shadowvault.repo.tree import Node, Tree
+
+    with Repository.open(env["SHADOWVAULT_REPOSITORY"], PASSWORD, write=True) as repo:
+        node = Node(name=b"f", type="file", mode=0o644, user="\x1b]0;pwned\x07", group="g\nroup")
+        tree = repo.save_tree(Tree(nodes=[node]))
+        repo.save_snapshot(Snapshot(time=1.0, host="h", paths=["/"], tree=tree))
+    done = cli("ls", "-l", "latest", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+    assert "\\x1b]0;pwned\\x07/g\\nroup" in done.stdout

@@ -17,6 +17,7 @@ from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.writer_restore import restore_writer_options, run_writer_restore
+from shadowvault.display import escape_text
 from shadowvault.errors import PartialFailure, UsageError
 from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
 
@@ -231,7 +232,9 @@ def ls_cmd(
             if as_json:
                 print_json({"message_type": "node", **describe(entry_path, node)})
             elif long_format:
-                owner = f"{node.user or node.uid}/{node.group or node.gid}"
+                owner = escape_text(
+                    f"{node.user or node.uid}/{node.group or node.gid}"
+                )  # from the repository
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.mtime_ns / 1e9))
                 suffix = f" -> {display(node.link_target)}" if node.link_target is not None else ""
                 _line(f"{mode_string(node)} {owner:>17} {node.size:>12} {when} {display(entry_path)}{suffix}")
