@@ -156,8 +156,8 @@ def forget_cmd(
     policy = KeepPolicy(
         keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, tuple(keep_tags)
     )
-    for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
-        if getattr(policy, name) < -1:
+    for name, count in policy.counts().items():
+        if count < -1:
             raise UsageError(f"--keep-{name} must be -1 (unlimited) or more")
     if policy.is_empty() and not snapshot_ids:
         raise UsageError("no policy given: use --keep-* options or name snapshots to forget")
