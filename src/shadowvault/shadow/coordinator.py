@@ -3,7 +3,7 @@
     identify -> prepare_backup -> prepare_snapshot -> freeze -> commit (providers) -> thaw
              -> post_snapshot -> [the requester reads the shadows] -> backup_complete -> release
 
-Rules it keeps (DESIGN.md, vss.md 1.2-1.3):
+Rules it keeps (those of VSS):
 - Every writer event runs in a worker thread with a timeout (events.py); the coordinator's own
   thread never blocks on a frozen filesystem, so it can always thaw.
 - Application writers freeze together (concurrently); filesystem freezes (fsfreeze) come after them

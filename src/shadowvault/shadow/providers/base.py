@@ -31,7 +31,7 @@ class FoundImage(NamedTuple):
 class FreezePolicy(StrEnum):
     """Whether a provider needs the filesystem frozen while it commits.
 
-    A btrfs snapshot or a reflink on a frozen filesystem blocks until thaw (linux-facts.md 1.2), so
+    A btrfs snapshot or a reflink on a frozen filesystem blocks until thaw, so
     those providers forbid fsfreeze; a block-level provider would need it.
     """
 
