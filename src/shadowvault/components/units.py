@@ -28,9 +28,6 @@ class UnitsDocument(msgspec.Struct, kw_only=True):
     masked: list[str] = []  # unit names linked to /dev/null
     disabled: list[str] = []  # units with an [Install] section and no link
 
-    def enabled(self) -> list[str]:
-        return sorted({Path(link.path).name for link in self.links})
-
 
 def _has_install_section(path: Path) -> bool:
     try:

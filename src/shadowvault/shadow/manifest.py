@@ -118,13 +118,6 @@ class ShadowSetManifest(msgspec.Struct, kw_only=True):
     frozen_at: float | None = None  # time.time() when the first writer was asked to freeze
     notes: list[str] = []  # plain statements for the user ("files outside writers are not consistent")
 
-    def shadow_for(self, volume: str) -> Shadow:
-        """The shadow of the volume mounted at `volume`."""
-        for shadow in self.shadows:
-            if shadow.volume == volume:
-                return shadow
-        raise KeyError(volume)
-
     def components(self) -> list[Component]:
         """Every component of every writer."""
         return [component for writer in self.writers for component in writer.components]

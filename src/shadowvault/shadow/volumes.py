@@ -120,8 +120,3 @@ def volume_of(path: str, volumes: list[Volume] | None = None) -> Volume:
     if best is None:
         raise NotFoundError(f"{path}: no mounted filesystem holds it")
     return best
-
-
-def root_volume() -> Volume:
-    """The volume mounted at /: never frozen, never snapshotted by us."""
-    return volume_of("/")

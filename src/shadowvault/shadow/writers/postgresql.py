@@ -54,10 +54,6 @@ def parse_lsn(text: str) -> int:
     return (int(hi, 16) << 32) | int(lo, 16)
 
 
-def format_lsn(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
 def wal_file_name(timeline: int, segno: int, seg_size: int) -> str:
     per_id = 0x100000000 // seg_size
     return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
