@@ -67,9 +67,19 @@ def cli(verbose: int) -> None:
 
 
 def _register() -> None:
-    from shadowvault.cli import backup, exec_cmd, maintenance, repository, restore, shadows, volumes, writers
+    from shadowvault.cli import (
+        backup,
+        exec_cmd,
+        jobs_cmd,
+        maintenance,
+        repository,
+        restore,
+        shadows,
+        volumes,
+        writers,
+    )
 
-    for module in (volumes, shadows, writers, exec_cmd, repository, backup, restore, maintenance):
+    for module in (volumes, shadows, writers, exec_cmd, repository, backup, restore, maintenance, jobs_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

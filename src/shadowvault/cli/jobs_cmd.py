@@ -1,0 +1,164 @@
+"""CLI commands: jobs list | run NAME | status [NAME] | install (parse options, call the jobs, print).
+
+`jobs run` runs in this process for now (routing it through the daemon comes with the daemon's API).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from shadowvault.cli.output import emit, info, json_option, print_table, to_builtins, warn
+from shadowvault.cli.repository import format_size, format_time
+from shadowvault.errors import ConfigError
+from shadowvault.jobs import definitions, job_records, scheduled, units
+from shadowvault.jobs.job_records import JobRecord
+
+
+def _retention_text(definition: definitions.JobDefinition) -> str:
+    counts = {k: v for k, v in definition.retention.policy.counts().items() if v}
+    text = ", ".join(f"{k} {v}" for k, v in counts.items())
+    return text + (", prune" if definition.retention.prune else "") if text else "-"
+
+
+@click.group("jobs")
+def jobs_group() -> None:
+    """Backups that run by themselves: jobs.d definitions, their runs, their systemd timers."""
+
+
+@jobs_group.command("list")
+@json_option
+def list_cmd(as_json: bool) -> None:
+    """Show every job definition with its schedule; an unusable definition is an error (exit 2)."""
+    good, bad = definitions.scan()
+    rows = [
+        {
+            "name": d.name,
+            "schedule": d.schedule,
+            "repository": d.repository,
+            "paths": d.paths,
+            "components": d.components,
+            "retention": _retention_text(d),
+            "file": str(d.path),
+        }
+        for d in good
+    ]
+
+    def human() -> None:
+        if not rows:
+            info(f"no jobs defined in {definitions.jobs_dir()}")
+            return
+        print_table(
+            ["Name", "Schedule", "Repository", "What", "Retention"],
+            [
+                (
+                    r["name"],
+                    r["schedule"],
+                    r["repository"],
+                    ", ".join(r["paths"] or r["components"]),
+                    r["retention"],
+                )
+                for r in rows
+            ],
+        )
+
+    emit(as_json, {"jobs": rows, "invalid": [{"file": f, "error": e} for f, e in bad]}, human)
+    for _, message in bad[1:]:
+        warn(message)
+    if bad:
+        raise definitions.JobDefinitionError(bad[0][1])
+
+
+def _record_row(record: JobRecord) -> tuple[str, ...]:
+    return (
+        record.job,
+        format_time(record.finished),
+        record.status,
+        str(record.exit_status),
+        (record.snapshot_id or "")[:8],
+        format_size(record.added_bytes),
+        f"{record.duration:.1f}s",
+        ", ".join(f"{k}={v}" for k, v in record.consistency.items()),
+    )
+
+
+def _show_record(record: JobRecord) -> None:
+    print_table(
+        ["Job", "Finished", "Status", "Exit", "Snapshot", "Added", "Took", "Consistency"],
+        [_record_row(record)],
+    )
+    for error in record.errors:
+        info(f"error: {error}")
+    for line in record.forgotten:
+        info(f"forgot snapshot {line[:8]}")
+    if record.pruned:
+        info(record.pruned)
+    if record.on_failure:
+        info(f"on_failure: {record.on_failure}")
+
+
+@jobs_group.command("run")
+@click.argument("name")
+@json_option
+def run_cmd(name: str, as_json: bool) -> None:
+    """Run job NAME now and record it; exits as `backup` would (0, 3 when files were unreadable, 1)."""
+    definition = definitions.find(name)
+    record = scheduled.run_job(definition)
+    emit(as_json, to_builtins(record), lambda: _show_record(record))
+    scheduled.raise_for(record)
+
+
+@jobs_group.command("status")
+@click.argument("name", required=False)
+@json_option
+def status_cmd(name: str | None, as_json: bool) -> None:
+    """Show the last recorded run of every job, or of job NAME."""
+    if name is not None:
+        definitions.check_name(name)
+        record = job_records.load(name)
+        if record is None:
+            raise ConfigError(f"job {name} has not run yet (no record in {job_records.records_dir()})")
+        emit(as_json, to_builtins(record), lambda: _show_record(record))
+        return
+    records = job_records.load_all()
+
+    def human() -> None:
+        if not records:
+            info("no job has run yet")
+            return
+        print_table(
+            ["Job", "Finished", "Status", "Exit", "Snapshot", "Added", "Took", "Consistency"],
+            [_record_row(r) for r in records],
+        )
+
+    emit(as_json, {"jobs": to_builtins(records)}, human)
+
+
+@jobs_group.command("install")
+@click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=units.DEFAULT_UNIT_DIR,
+    show_default=True,
+    help="Where to write the unit files.",
+)
+@click.option("--no-enable", is_flag=True, help="Only write the units: no daemon-reload, no enabling.")
+@json_option
+def install_cmd(unit_dir: Path, no_enable: bool, as_json: bool) -> None:
+    """Write the systemd units (a timer per job, the job service, the daemon's service and socket)."""
+    good, bad = definitions.scan()
+    if bad:
+        raise definitions.JobDefinitionError(bad[0][1])
+    done = units.install(good, unit_dir, enable=not no_enable)
+
+    def human() -> None:
+        for path in done.written:
+            info(f"wrote {path}")
+        if done.enabled:
+            info(f"enabled and started {', '.join(done.enabled)}")
+
+    emit(as_json, {"written": [str(p) for p in done.written], "enabled": done.enabled}, human)
+
+
+COMMANDS: list[click.Command] = [jobs_group]

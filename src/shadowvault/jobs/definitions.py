@@ -1,0 +1,280 @@
+"""jobs.d: backups that run by themselves, one TOML file per job (`<config dir>/jobs.d/NAME.toml`).
+
+    schedule = "daily"                       # systemd OnCalendar syntax
+    repository = "/srv/backup/repo"
+    password_file = "/etc/shadowvault/repo.pass"
+    paths = ["/srv/data"]
+    components = []                          # files, user-profiles, system-state
+    writers = ["postgresql"]
+    provider = "auto"                        # auto, btrfs, reflink, live, none
+    tags = ["nightly"]
+    excludes = ["*.tmp"]
+    on_failure = ["/usr/local/sbin/page-admin"]   # optional: run when a run does not succeed
+
+    [retention]                              # optional: forget after each run
+    keep_last = 7
+    keep_daily = 14
+    prune = true
+
+A job runs as root from a timer, so its file is refused unless only root could have changed it
+(the checks writers.d uses, shadow/writers/trusted_exec.py), and so is its on_failure program.
+A definition that cannot be used is one ConfigError line with exit status 2, naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shadowvault import paths, proc
+from shadowvault.errors import ConfigError, ShadowvaultError
+from shadowvault.repo.forget import KeepPolicy
+from shadowvault.shadow.providers.registry import provider_names
+from shadowvault.shadow.writers import config as writer_config
+from shadowvault.shadow.writers import trusted_exec
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PROVIDER_CHOICES = ("auto", "none", "live")  # plus every registered provider
+COMPONENT_NAMES = ("files", "user-profiles", "system-state")
+KEEP_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+TOP_KEYS = {
+    "schedule",
+    "repository",
+    "password_file",
+    "paths",
+    "components",
+    "writers",
+    "provider",
+    "tags",
+    "excludes",
+    "on_failure",
+    "retention",
+}
+
+
+class JobDefinitionError(ConfigError):
+    """A job definition (or a job's name) cannot be used: bad input, so exit status 2."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What to forget after each run (restic's --keep-* rules over this job's snapshots), and prune."""
+
+    policy: KeepPolicy = field(default_factory=KeepPolicy)
+    prune: bool = False
+
+
+@dataclass(frozen=True)
+class JobDefinition:
+    """One parsed and checked jobs.d file."""
+
+    name: str
+    path: Path
+    schedule: str
+    repository: str
+    password_file: str
+    paths: list[str] = field(default_factory=list)
+    components: list[str] = field(default_factory=list)
+    writers: list[str] = field(default_factory=list)
+    provider: str = "auto"
+    tags: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)
+    retention: Retention = field(default_factory=Retention)
+    on_failure: list[str] | None = None
+
+    @property
+    def job_tag(self) -> str:
+        """The tag every snapshot of this job carries; retention only ever looks at these."""
+        return f"job:{self.name}"
+
+
+def jobs_dir() -> Path:
+    """Where jobs are defined: `<config dir>/jobs.d`."""
+    return paths.config_dir() / "jobs.d"
+
+
+def check_name(name: str) -> str:
+    """Refuse a job name that is not a plain file-name-and-unit-instance word."""
+    if not NAME_PATTERN.match(name):
+        raise JobDefinitionError(
+            f"invalid job name {name!r}: use letters, digits, '.', '_' and '-' (at most 64, no '/')"
+        )
+    return name
+
+
+def check_schedule(schedule: str, where: Path) -> None:
+    """Refuse a schedule systemd would not accept as OnCalendar (checked by systemd-analyze when present)."""
+    if not schedule.strip() or any(ch in schedule for ch in "\n\r\0"):
+        raise JobDefinitionError(f"{where}: schedule must be one non-empty line of systemd OnCalendar syntax")
+    if shutil.which("systemd-analyze", path=proc.DEFAULT_PATH) is None:
+        return
+    done = proc.run(["systemd-analyze", "calendar", schedule], check=False, timeout=30)
+    if done.returncode != 0:
+        detail = done.stderr.decode(errors="replace").strip().splitlines()
+        reason = detail[-1] if detail else f"exit status {done.returncode}"
+        raise JobDefinitionError(f"{where}: schedule {schedule!r} is not valid OnCalendar syntax ({reason})")
+
+
+def _string(data: dict[str, Any], key: str, where: Path, default: str | None = None) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise JobDefinitionError(f"{where}: `{key}` must be a non-empty string")
+    return value
+
+
+def _strings(data: dict[str, Any], key: str, where: Path) -> list[str]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise JobDefinitionError(f"{where}: `{key}` must be a list of non-empty strings")
+    return list(value)
+
+
+def _retention(value: Any, where: Path) -> Retention:
+    if value is None:
+        return Retention()
+    if not isinstance(value, dict):
+        raise JobDefinitionError(f"{where}: [retention] must be a table")
+    unknown = sorted(set(value) - {*KEEP_KEYS, "prune"})
+    if unknown:
+        raise JobDefinitionError(
+            f"{where}: unknown key retention.{unknown[0]} (known: {', '.join((*KEEP_KEYS, 'prune'))})"
+        )
+    counts: dict[str, int] = {}
+    for key in KEEP_KEYS:
+        count = value.get(key, 0)
+        if isinstance(count, bool) or not isinstance(count, int) or count < -1:
+            raise JobDefinitionError(f"{where}: retention.{key} must be a whole number >= -1 (-1: unlimited)")
+        counts[key.removeprefix("keep_")] = count
+    prune = value.get("prune", False)
+    if not isinstance(prune, bool):
+        raise JobDefinitionError(f"{where}: retention.prune must be true or false")
+    policy = KeepPolicy(
+        last=counts["last"],
+        hourly=counts["hourly"],
+        daily=counts["daily"],
+        weekly=counts["weekly"],
+        monthly=counts["monthly"],
+        yearly=counts["yearly"],
+    )
+    if prune and policy.is_empty():
+        raise JobDefinitionError(f"{where}: retention.prune needs at least one keep_* rule")
+    return Retention(policy=policy, prune=prune)
+
+
+def _on_failure(value: Any, where: Path) -> list[str] | None:
+    if value is None:
+        return None
+    try:
+        writer_config.check_command(value, where, "on_failure")
+    except JobDefinitionError:
+        raise
+    except ShadowvaultError as err:
+        raise JobDefinitionError(str(err)) from err
+    return list(value)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """Check the file (root's, not writable by others, nor any directory above it) and parse it."""
+    try:
+        raw = trusted_exec.read_checked(os.path.abspath(path), "a job definition")
+    except ShadowvaultError as err:
+        raise JobDefinitionError(str(err)) from err
+    except OSError as err:
+        raise JobDefinitionError(f"{path}: cannot read the job definition: {err.strerror or err}") from err
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise JobDefinitionError(f"{path}: cannot read it as TOML: {err}") from err
+
+
+def parse(name: str, path: Path, data: dict[str, Any]) -> JobDefinition:
+    """A definition from the parsed TOML of `path`; every key and value is checked."""
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise JobDefinitionError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(TOP_KEYS))})")
+    schedule = _string(data, "schedule", path)
+    repository = _string(data, "repository", path)
+    password_file = _string(data, "password_file", path)
+    job_paths = _strings(data, "paths", path)
+    components = _strings(data, "components", path)
+    for component in components:
+        if component not in COMPONENT_NAMES:
+            raise JobDefinitionError(
+                f"{path}: unknown component {component!r} (known: {', '.join(COMPONENT_NAMES)})"
+            )
+    if not job_paths and not components:
+        raise JobDefinitionError(f"{path}: give `paths` to back up, or `components`")
+    if job_paths and components and "files" not in components:
+        raise JobDefinitionError(
+            f"{path}: `paths` are backed up by the files component: add it to components"
+        )
+    for p in job_paths:
+        if not p.startswith("/"):
+            raise JobDefinitionError(f"{path}: path {p!r} is relative; give absolute paths")
+    provider = _string(data, "provider", path, "auto")
+    choices = (*PROVIDER_CHOICES, *provider_names())
+    if provider not in choices:
+        raise JobDefinitionError(f"{path}: unknown provider {provider!r} (valid: {', '.join(choices)})")
+    check_schedule(schedule, path)
+    return JobDefinition(
+        name=name,
+        path=path,
+        schedule=schedule,
+        repository=repository,
+        password_file=password_file,
+        paths=job_paths,
+        components=components,
+        writers=_strings(data, "writers", path),
+        provider=provider,
+        tags=_strings(data, "tags", path),
+        excludes=_strings(data, "excludes", path),
+        retention=_retention(data.get("retention"), path),
+        on_failure=_on_failure(data.get("on_failure"), path),
+    )
+
+
+def load(path: Path) -> JobDefinition:
+    """Parse and check one jobs.d file; its name is the file name without `.toml`."""
+    name = check_name(path.name.removesuffix(".toml"))
+    return parse(name, path, _read(path))
+
+
+def definition_files(directory: Path | None = None) -> list[Path]:
+    """Every `*.toml` in jobs.d (the directory itself checked like writers.d); none when it is absent."""
+    directory = directory or jobs_dir()
+    if not directory.exists():
+        return []
+    try:
+        writer_config.check_safe(directory, "the jobs.d directory")
+    except ShadowvaultError as err:
+        raise JobDefinitionError(str(err)) from err
+    return sorted(p for p in directory.glob("*.toml") if not p.name.startswith("."))
+
+
+def find(name: str, directory: Path | None = None) -> JobDefinition:
+    """The definition of job `name`; a clear error when there is none."""
+    check_name(name)
+    path = (directory or jobs_dir()) / f"{name}.toml"
+    if not path.exists():
+        raise JobDefinitionError(f"no job {name!r}: {path} does not exist")
+    definition_files(directory)  # the directory's own check
+    return load(path)
+
+
+def scan(directory: Path | None = None) -> tuple[list[JobDefinition], list[tuple[str, str]]]:
+    """Every definition that loads, and (file, message) for each that does not: for listings."""
+    good: list[JobDefinition] = []
+    bad: list[tuple[str, str]] = []
+    for path in definition_files(directory):
+        try:
+            good.append(load(path))
+        except ConfigError as err:
+            bad.append((str(path), str(err)))
+    return good, bad

@@ -1,0 +1,89 @@
+"""The jobs' last results as Prometheus gauges, written for node_exporter's textfile collector.
+
+The file holds every job's gauges (it is rebuilt from all records after each run), at
+`[metrics] textfile` of `<config dir>/shadowvault.toml`, default
+/var/lib/prometheus/node-exporter/shadowvault.prom. `registry_for` is what a /metrics endpoint serves.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from shadowvault import fsutil, paths
+from shadowvault.errors import ConfigError, ShadowvaultError
+from shadowvault.jobs.job_records import JobRecord
+from shadowvault.shadow.writers import trusted_exec
+
+DEFAULT_TEXTFILE = "/var/lib/prometheus/node-exporter/shadowvault.prom"
+CONFIG_FILE = "shadowvault.toml"
+
+
+def textfile_path() -> Path:
+    """Where the textfile goes: `[metrics] textfile` in shadowvault.toml (root's file), or the default."""
+    config = paths.config_dir() / CONFIG_FILE
+    if not config.exists():
+        return Path(DEFAULT_TEXTFILE)
+    try:
+        raw = trusted_exec.read_checked(os.path.abspath(config), "the Shadowvault configuration")
+        data = tomllib.loads(raw.decode("utf-8"))
+    except ShadowvaultError:
+        raise
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{config}: {err}") from err
+    metrics = data.get("metrics", {})
+    value = metrics.get("textfile", DEFAULT_TEXTFILE) if isinstance(metrics, dict) else None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError(f"{config}: [metrics] textfile must be an absolute path")
+    return Path(value)
+
+
+def registry_for(records: Iterable[JobRecord]) -> CollectorRegistry:
+    """Gauges of every job's last run, labelled with the job's name."""
+    registry = CollectorRegistry(auto_describe=True)
+    success = Gauge(
+        "shadowvault_job_last_success_timestamp_seconds",
+        "When the job last succeeded (Unix time; 0: never)",
+        ["job"],
+        registry=registry,
+    )
+    run_time = Gauge(
+        "shadowvault_job_last_run_timestamp_seconds",
+        "When the job's last run finished (Unix time)",
+        ["job"],
+        registry=registry,
+    )
+    duration = Gauge(
+        "shadowvault_job_last_duration_seconds", "How long the last run took", ["job"], registry=registry
+    )
+    added = Gauge(
+        "shadowvault_job_last_added_bytes",
+        "Bytes the last run added to the repository",
+        ["job"],
+        registry=registry,
+    )
+    status = Gauge(
+        "shadowvault_job_last_exit_status",
+        "The last run's exit status (0 success, 3 partial, else failed)",
+        ["job"],
+        registry=registry,
+    )
+    for record in records:
+        success.labels(record.job).set(record.last_success or 0)
+        run_time.labels(record.job).set(record.finished)
+        duration.labels(record.job).set(record.duration)
+        added.labels(record.job).set(record.added_bytes)
+        status.labels(record.job).set(record.exit_status)
+    return registry
+
+
+def write_textfile(records: Iterable[JobRecord], path: Path | None = None) -> Path:
+    """Write the gauges atomically (node_exporter never reads half a file); world-readable, for it."""
+    target = path or textfile_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fsutil.atomic_write(target, generate_latest(registry_for(records)), mode=0o644)
+    return target

@@ -1,0 +1,138 @@
+"""systemd units for the jobs and the daemon: their text, writing them, and enabling the timers.
+
+`shadowvault-job@.service` runs `shadowvault jobs run %i`; one `shadowvault-job@NAME.timer` per job
+fires it on the job's OnCalendar schedule (Persistent: a run missed while the machine was off
+happens at the next boot). `shadowvault.service` and `shadowvault.socket` start the daemon on the
+first connection to its API socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shadowvault import fsutil, proc
+from shadowvault.jobs.definitions import JobDefinition
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
+API_SOCKET = "/run/shadowvault/api.sock"
+JOB_SERVICE = "shadowvault-job@.service"
+DAEMON_SERVICE = "shadowvault.service"
+DAEMON_SOCKET = "shadowvault.socket"
+
+
+def _command(python: str, *args: str) -> str:
+    return " ".join([python, "-m", "shadowvault.cli.main", *args])
+
+
+def job_service(python: str) -> str:
+    return f"""[Unit]
+Description=Shadowvault scheduled backup job %i
+After=local-fs.target network-online.target
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart={_command(python, "jobs", "run", "%i")}
+# exit status 3: the snapshot was saved but some files could not be read
+SuccessExitStatus=3
+Nice=10
+IOSchedulingClass=idle
+"""
+
+
+def job_timer(definition: JobDefinition) -> str:
+    return f"""[Unit]
+Description=Run the Shadowvault job {definition.name} on schedule
+
+[Timer]
+OnCalendar={definition.schedule}
+Persistent=true
+Unit=shadowvault-job@{definition.name}.service
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def daemon_service(python: str) -> str:
+    return f"""[Unit]
+Description=Shadowvault coordinating service (shadow copies and backups)
+Requires=shadowvault.socket
+After=shadowvault.socket local-fs.target
+
+[Service]
+Type=notify
+ExecStart={_command(python, "daemon")}
+KillMode=mixed
+TimeoutStopSec=120
+
+[Install]
+WantedBy=multi-user.target
+Also=shadowvault.socket
+"""
+
+
+def daemon_socket() -> str:
+    return f"""[Unit]
+Description=Shadowvault API socket
+
+[Socket]
+ListenStream={API_SOCKET}
+SocketMode=0660
+SocketGroup=root
+DirectoryMode=0755
+
+[Install]
+WantedBy=sockets.target
+"""
+
+
+def timer_name(definition: JobDefinition) -> str:
+    return f"shadowvault-job@{definition.name}.timer"
+
+
+def unit_files(definitions: Sequence[JobDefinition], python: str | None = None) -> dict[str, str]:
+    """Every unit's file name and text; `python` (default: this interpreter) runs the commands."""
+    python = python or sys.executable
+    units = {
+        JOB_SERVICE: job_service(python),
+        DAEMON_SERVICE: daemon_service(python),
+        DAEMON_SOCKET: daemon_socket(),
+    }
+    for definition in definitions:
+        units[timer_name(definition)] = job_timer(definition)
+    return units
+
+
+@dataclass
+class Installed:
+    """What `install` did: the files written, and the units enabled (empty when not asked)."""
+
+    written: list[Path]
+    enabled: list[str]
+
+
+def install(
+    definitions: Sequence[JobDefinition], unit_dir: Path = DEFAULT_UNIT_DIR, *, enable: bool = True
+) -> Installed:
+    """Write the units into `unit_dir`; with `enable`, reload systemd and enable and start the timers."""
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in unit_files(definitions).items():
+        path = unit_dir / name
+        fsutil.atomic_write(path, text.encode(), mode=0o644)
+        written.append(path)
+    enabled: list[str] = []
+    if enable:
+        proc.run(["systemctl", "daemon-reload"])
+        timers = [timer_name(d) for d in definitions]
+        if timers:
+            proc.run(["systemctl", "enable", "--now", *timers])
+            enabled = timers
+    return Installed(written=written, enabled=enabled)

@@ -1,0 +1,264 @@
+"""Jobs that run by themselves: jobs.d definitions, `shadowvault jobs run|status|list|install`.
+
+Real repositories (made with the library for a fast KDF), the real CLI in a subprocess, a real btrfs
+loop filesystem for the application-consistent run; the records, the metrics textfile and the unit
+files are read back as a user (or Prometheus, or systemd) would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.fixtures.tools import require_tools
+
+
+@pytest.fixture
+def setup(private_dirs: Path, tmp_path: Path) -> dict[str, Path]:
+    """A repository, its password file, jobs.d, and the metrics textfile pointed into tmp_path."""
+    repo = tmp_path / "repo"
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    password = tmp_path / "repo.pass"
+    password.write_text(PASSWORD + "\n")
+    password.chmod(0o600)
+    config = private_dirs / "config"
+    jobs = config / "jobs.d"
+    jobs.mkdir()
+    metrics = tmp_path / "metrics" / "shadowvault.prom"
+    (config / "shadowvault.toml").write_text(f'[metrics]\ntextfile = "{metrics}"\n')
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a.txt").write_bytes(b"alpha\n")
+    (src / "b.bin").write_bytes(os.urandom(5000))
+    return {"repo": repo, "password": password, "jobs": jobs, "metrics": metrics, "src": src}
+
+
+def define(setup: dict[str, Path], name: str, body: str, **values: object) -> Path:
+    """Write jobs.d/NAME.toml: repository and password file first, then `body`."""
+    path = setup["jobs"] / f"{name}.toml"
+    head = f'repository = "{setup["repo"]}"\npassword_file = "{setup["password"]}"\n'
+    path.write_text(head + textwrap.dedent(body).format(**{k: str(v) for k, v in setup.items()}, **values))
+    return path
+
+
+def status_json(cli, name: str) -> dict:
+    done = cli("jobs", "status", name, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def gauges(path: Path) -> dict[str, dict[str, float]]:
+    """metric name -> {job label: value} from a textfile."""
+    found: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        for sample in family.samples:
+            found.setdefault(sample.name, {})[sample.labels["job"]] = sample.value
+    return found
+
+
+def test_run_makes_a_snapshot_that_restores_and_records_it(cli, setup, tmp_path):
+    define(
+        setup,
+        "home",
+        """
+        schedule = "daily"
+        paths = ["{src}"]
+        provider = "none"
+        tags = ["nightly"]
+        """,
+    )
+    done = cli("jobs", "run", "home")
+    assert done.returncode == 0, done.stderr
+
+    record = status_json(cli, "home")
+    assert record["exit_status"] == 0 and record["status"] == "success"
+    assert record["errors"] == [] and record["added_bytes"] > 0
+    assert record["consistency"] == {"files": "none"}
+    env = {"SHADOWVAULT_REPOSITORY": str(setup["repo"]), "SHADOWVAULT_PASSWORD": PASSWORD}
+    target = tmp_path / "restored"
+    restored = cli("restore", record["snapshot_id"], "--target", target, env=env)
+    assert restored.returncode == 0, restored.stderr
+    below = target / str(setup["src"]).lstrip("/")
+    assert (below / "sub" / "a.txt").read_bytes() == b"alpha\n"
+    assert (below / "b.bin").read_bytes() == (setup["src"] / "b.bin").read_bytes()
+    listing = json.loads(cli("snapshots", "--json", env=env).stdout)
+    assert sorted(listing[0]["tags"]) == ["job:home", "nightly"]
+
+    everything = json.loads(cli("jobs", "status", "--json").stdout)
+    assert [r["job"] for r in everything["jobs"]] == ["home"]
+    human = cli("jobs", "status")
+    assert human.returncode == 0 and record["snapshot_id"][:8] in human.stdout
+
+    metrics = gauges(setup["metrics"])
+    assert metrics["shadowvault_job_last_exit_status"] == {"home": 0.0}
+    assert metrics["shadowvault_job_last_added_bytes"]["home"] == record["added_bytes"]
+    assert metrics["shadowvault_job_last_success_timestamp_seconds"]["home"] == record["finished"]
+    assert metrics["shadowvault_job_last_duration_seconds"]["home"] == record["duration"]
+
+    listed = cli("jobs", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(j["name"], j["schedule"]) for j in json.loads(listed.stdout)["jobs"]] == [("home", "daily")]
+
+
+def test_retention_keeps_the_last_two_and_prunes(cli, setup):
+    define(
+        setup,
+        "rot",
+        """
+        schedule = "hourly"
+        paths = ["{src}"]
+        provider = "none"
+
+        [retention]
+        keep_last = 2
+        prune = true
+        """,
+    )
+    ids = []
+    for round_ in range(3):
+        (setup["src"] / f"new-{round_}.bin").write_bytes(os.urandom(3000))
+        done = cli("jobs", "run", "rot")
+        assert done.returncode == 0, done.stderr
+        ids.append(status_json(cli, "rot")["snapshot_id"])
+    record = status_json(cli, "rot")
+    assert record["forgotten"] == [ids[0]] and record["pruned"]
+    with Repository.open(setup["repo"], PASSWORD) as repo:
+        assert sorted(sid for sid, _ in repo.list_snapshots()) == sorted(ids[1:])
+
+
+def test_a_job_on_btrfs_records_the_application_consistent_grade(cli, setup, btrfs, private_dirs):
+    data = btrfs.mount / "data"
+    data.mkdir()
+    (data / "app.state").write_text("v1\n")
+    (private_dirs / "config" / "writers.d" / "app.toml").write_text(
+        textwrap.dedent(f"""
+        name = "app"
+        freeze = ["/bin/sh", "-c", "echo frozen > {data}/app.state"]
+        thaw = ["/bin/sh", "-c", "echo thawed > {data}/app.state"]
+        paths = ["{data}"]
+        """)
+    )
+    define(
+        setup,
+        "app",
+        """
+        schedule = "*-*-* 02:00:00"
+        paths = ["{mount}"]
+        writers = ["app"]
+        """,
+        mount=btrfs.mount,
+    )
+    done = cli("jobs", "run", "app")
+    assert done.returncode == 0, done.stderr
+    record = status_json(cli, "app")
+    assert record["consistency"] == {"files": "crash", "app": "application"}
+    with Repository.open(setup["repo"], PASSWORD) as repo:
+        snapshot_id, snapshot = repo.find_snapshot("latest")
+    assert snapshot_id == record["snapshot_id"] and snapshot.manifest is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('schedule = "daily"\npaths = ["/srv"]\nretain = 3\n', "unknown key 'retain'"),
+        ('schedule = "every blue moon"\npaths = ["/srv"]\n', "not valid OnCalendar syntax"),
+        ('schedule = "daily"\npaths = "/srv"\n', "`paths` must be a list"),
+        ('schedule = "daily"\npaths = ["/srv"]\n[retention]\nkeep_last = "two"\n', "retention.keep_last"),
+    ],
+)
+def test_bad_definitions_are_one_line_with_exit_2(cli, setup, body, message):
+    require_tools("systemd-analyze")
+    define(setup, "bad", body)
+    done = cli("jobs", "run", "bad")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "bad.toml" in lines[0], done.stderr
+    listed = cli("jobs", "list")
+    assert listed.returncode == 2 and message in listed.stderr
+
+
+def test_a_world_writable_definition_is_refused(cli, setup):
+    path = define(setup, "open", 'schedule = "daily"\npaths = ["{src}"]\n')
+    path.chmod(0o666)
+    done = cli("jobs", "run", "open")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "must not be writable by group or others" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["a/b", "../etc", "-x"])
+def test_a_bad_job_name_is_refused(cli, setup, name):
+    done = cli("jobs", "run", "--", name)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "invalid job name" in done.stderr
+
+
+def test_a_failing_job_records_exit_1_and_runs_on_failure(cli, setup, tmp_path):
+    report = tmp_path / "on-failure.txt"
+    script = f'echo "$SHADOWVAULT_JOB $SHADOWVAULT_JOB_EXIT_STATUS" > {report}'
+    define(
+        setup,
+        "broken",
+        """
+        schedule = "daily"
+        paths = ["{src}"]
+        provider = "none"
+        on_failure = ["/bin/sh", "-c", '{script}']
+        """,
+        script=script,
+    )
+    shutil.rmtree(setup["repo"])
+    done = cli("jobs", "run", "broken")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "job broken:" in done.stderr, done.stderr
+    assert report.read_text() == "broken 1\n"
+    record = status_json(cli, "broken")
+    assert record["exit_status"] == 1 and record["status"] == "failed" and record["snapshot_id"] is None
+    assert str(setup["repo"]) in record["errors"][0]
+    assert record["on_failure"] == "exit status 0"
+    metrics = gauges(setup["metrics"])
+    assert metrics["shadowvault_job_last_exit_status"] == {"broken": 1.0}
+    assert metrics["shadowvault_job_last_success_timestamp_seconds"] == {"broken": 0.0}
+
+
+def test_install_writes_the_units(cli, setup, tmp_path):
+    define(setup, "home", 'schedule = "Mon..Fri *-*-* 03:15:00"\npaths = ["{src}"]\n')
+    define(setup, "etc", 'schedule = "weekly"\npaths = ["/etc"]\n')
+    unit_dir = tmp_path / "units"
+    done = cli("jobs", "install", "--unit-dir", unit_dir, "--no-enable")
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(unit_dir)) == [
+        "shadowvault-job@.service",
+        "shadowvault-job@etc.timer",
+        "shadowvault-job@home.timer",
+        "shadowvault.service",
+        "shadowvault.socket",
+    ]
+    timer = (unit_dir / "shadowvault-job@home.timer").read_text()
+    assert "OnCalendar=Mon..Fri *-*-* 03:15:00\n" in timer and "Persistent=true\n" in timer
+    assert "OnCalendar=weekly\n" in (unit_dir / "shadowvault-job@etc.timer").read_text()
+    service = (unit_dir / "shadowvault-job@.service").read_text()
+    assert f"ExecStart={sys.executable} -m shadowvault.cli.main jobs run %i\n" in service
+    daemon = (unit_dir / "shadowvault.service").read_text()
+    assert f"ExecStart={sys.executable} -m shadowvault.cli.main daemon\n" in daemon
+    assert "ListenStream=/run/shadowvault/api.sock\n" in (unit_dir / "shadowvault.socket").read_text()
+
+    require_tools("systemd-analyze")
+    units = [str(unit_dir / name) for name in sorted(os.listdir(unit_dir)) if "@." not in name]
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *units],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"},
+        timeout=120,
+    )
+    assert verify.returncode == 0, verify.stderr
