@@ -11,7 +11,7 @@ import click
 
 from shadowvault.cli.output import emit, info, json_option, print_table, to_builtins, warn
 from shadowvault.cli.repository import format_size, format_time
-from shadowvault.errors import ConfigError
+from shadowvault.errors import NotFoundError
 from shadowvault.jobs import definitions, job_records, scheduled, units
 from shadowvault.jobs.job_records import JobRecord
 
@@ -118,7 +118,7 @@ def status_cmd(name: str | None, as_json: bool) -> None:
         definitions.check_name(name)
         record = job_records.load(name)
         if record is None:
-            raise ConfigError(f"job {name} has not run yet (no record in {job_records.records_dir()})")
+            raise NotFoundError(f"job {name} has not run yet (no record in {job_records.records_dir()})")
         emit(as_json, to_builtins(record), lambda: _show_record(record))
         return
     records = job_records.load_all()
