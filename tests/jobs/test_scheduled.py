@@ -7,6 +7,7 @@ files are read back as a user (or Prometheus, or systemd) would.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -262,3 +263,29 @@ def test_install_writes_the_units(cli, setup, tmp_path):
         timeout=120,
     )
     assert verify.returncode == 0, verify.stderr
+
+
+def test_last_success_survives_a_failed_run(cli, setup):
+    define(setup, "flaky", 'schedule = "daily"\npaths = ["{src}"]\nprovider = "none"\n')
+    assert cli("jobs", "run", "flaky").returncode == 0
+    succeeded = status_json(cli, "flaky")
+    setup["password"].write_text("not the password\n")
+    failed = cli("jobs", "run", "flaky")
+    assert failed.returncode == 1 and failed.stderr.count("\n") == 1, failed.stderr
+    record = status_json(cli, "flaky")
+    assert record["status"] == "failed" and record["last_success"] == succeeded["finished"]
+    metrics = gauges(setup["metrics"])
+    assert metrics["shadowvault_job_last_exit_status"] == {"flaky": 1.0}
+    assert metrics["shadowvault_job_last_success_timestamp_seconds"] == {"flaky": succeeded["finished"]}
+
+
+def test_a_job_already_running_is_not_run_twice(cli, setup, private_dirs):
+    define(setup, "busy", 'schedule = "daily"\npaths = ["{src}"]\nprovider = "none"\n')
+    records = private_dirs / "state" / "jobs"
+    records.mkdir()
+    with open(records / ".busy.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        done = cli("jobs", "run", "busy")
+    assert done.returncode == 1 and "job busy is already running" in done.stderr
+    assert cli("jobs", "status", "busy").returncode == 1, "the refused run records nothing"
+    assert cli("jobs", "run", "busy").returncode == 0
