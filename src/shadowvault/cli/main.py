@@ -82,6 +82,8 @@ def _register() -> None:
     for module in (volumes, shadows, writers, exec_cmd, repository, backup, restore, maintenance, jobs_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
+    from shadowvault.cli.daemon import daemon  # the service (docs/api.md)
+    cli.add_command(daemon)
 
 
 _register()

@@ -54,6 +54,7 @@ from shadowvault.shadow.events import (
     watchdog_actions,
 )
 from shadowvault.shadow.grading import grade
+from shadowvault.shadow.machine_lock import coordinator_lock
 from shadowvault.shadow.manifest import ShadowSetManifest, WriterState
 from shadowvault.shadow.options import DEFAULTS, SetOptions
 from shadowvault.shadow.path_map import shadow_path
@@ -183,12 +184,13 @@ class ShadowSetRun:
         self.ctx = SnapshotContext(
             set_id=self.manifest.id, volumes=volumes, backup_type=self.options.backup_type
         )
-        try:
-            return self._sequence(volumes, all_volumes)
-        except BaseException as err:
-            if not self._aborted:  # an interrupt, or an error outside the writers' and providers' events
-                self._abort(f"interrupted: {reason(err)}")
-            raise
+        with coordinator_lock():  # one set made (or aborted) at a time on this machine: daemon and CLI alike
+            try:
+                return self._sequence(volumes, all_volumes)
+            except BaseException as err:
+                if not self._aborted:  # an interrupt, or an error outside the writers' and providers' events
+                    self._abort(f"interrupted: {reason(err)}")
+                raise
 
     def _sequence(self, volumes: list[Volume], all_volumes: list[Volume]) -> ShadowSetManifest:
         assert self.manifest is not None and self.ctx is not None

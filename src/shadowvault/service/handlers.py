@@ -1,0 +1,83 @@
+"""The /v1 routes: each asks the policy, reads a bounded body, and runs the work in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from shadowvault.service import shadow_sets
+from shadowvault.service.ownership import Ownership
+from shadowvault.service.peer import peer_of
+from shadowvault.service.policy import Action, Policy
+from shadowvault.service.responses import BodyTooLarge, RequestTimeout, json_response
+from shadowvault.service.settings import Limits
+
+
+class Api:
+    """The handlers, with what they share: the policy, the limits and the connection-owned sets."""
+
+    def __init__(self, policy: Policy, limits: Limits, ownership: Ownership) -> None:
+        self.policy = policy
+        self.limits = limits
+        self.ownership = ownership
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/v1/volumes", self.list_volumes),
+            web.get("/v1/writers", self.list_writers),
+            web.get("/v1/shadow-sets", self.list_shadow_sets),
+            web.post("/v1/shadow-sets", self.create_shadow_set),
+            web.get("/v1/shadow-sets/{id}", self.get_shadow_set),
+            web.delete("/v1/shadow-sets/{id}", self.delete_shadow_set),
+        ]
+
+    def _allow(self, request: web.Request, action: Action) -> None:
+        self.policy.check(peer_of(request.transport), action)
+
+    async def _body(self, request: web.Request) -> bytes:
+        declared = request.content_length
+        if declared is not None and declared > self.limits.body_bytes:
+            raise BodyTooLarge(f"the request body is larger than {self.limits.body_bytes} bytes")
+        try:
+            async with asyncio.timeout(self.limits.read_timeout):
+                return await request.read()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.limits.read_timeout:g} s"
+            ) from None
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLarge(f"the request body is larger than {self.limits.body_bytes} bytes") from None
+
+    async def list_volumes(self, request: web.Request) -> web.Response:
+        self._allow(request, Action.LIST_VOLUMES)
+        return json_response(await asyncio.to_thread(shadow_sets.volumes))
+
+    async def list_writers(self, request: web.Request) -> web.Response:
+        self._allow(request, Action.LIST_WRITERS)
+        return json_response(await asyncio.to_thread(shadow_sets.writers))
+
+    async def list_shadow_sets(self, request: web.Request) -> web.Response:
+        self._allow(request, Action.LIST_SHADOW_SETS)
+        return json_response(await asyncio.to_thread(shadow_sets.list_sets))
+
+    async def get_shadow_set(self, request: web.Request) -> web.Response:
+        self._allow(request, Action.READ_SHADOW_SET)
+        return json_response(await asyncio.to_thread(shadow_sets.get_set, request.match_info["id"]))
+
+    async def create_shadow_set(self, request: web.Request) -> web.Response:
+        self._allow(request, Action.CREATE_SHADOW_SET)
+        wanted = shadow_sets.parse_create(await self._body(request))
+        transport = request.transport
+        # The freeze runs in a thread; shielded, so that a set made after its requester left still
+        # gets an owner (and is released at once) instead of being forgotten.
+        manifest = await asyncio.shield(asyncio.to_thread(shadow_sets.create, wanted))
+        if not manifest.persistent:
+            self.ownership.own(transport, manifest.id)
+        return json_response(manifest, status=201)
+
+    async def delete_shadow_set(self, request: web.Request) -> web.Response:
+        self._allow(request, Action.DELETE_SHADOW_SET)
+        set_id = await asyncio.to_thread(shadow_sets.delete_set, request.match_info["id"])
+        self.ownership.disown(set_id)
+        return json_response({"deleted": [set_id]})

@@ -1,0 +1,34 @@
+"""Who is at the other end of a connection: the kernel's SO_PEERCRED, never what the client says."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from dataclasses import dataclass
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The process that opened the connection, as the kernel recorded it at connect()."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_of(transport: asyncio.BaseTransport | None) -> Peer | None:
+    """The peer credentials of a Unix-socket transport (None when it has none, e.g. closed)."""
+    if transport is None:
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except OSError:
+        return None
+    pid, uid, gid = _UCRED.unpack(raw)
+    return Peer(pid=pid, uid=uid, gid=gid)

@@ -1,0 +1,82 @@
+"""JSON responses, and every failure as `{"error": "<one line>", "kind": "<error class>"}`.
+
+A client never sees a traceback: expected failures (ShadowvaultError) keep their message and get a
+status that says whose fault it is; anything else is logged here and answered with one line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from shadowvault import errors
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RequestTimeout(errors.ShadowvaultError):
+    """The client did not send its request body in time."""
+
+
+class BodyTooLarge(errors.ShadowvaultError):
+    """The request body is larger than the daemon accepts."""
+
+
+STATUS: dict[type[errors.ShadowvaultError], int] = {
+    RequestTimeout: 408,
+    BodyTooLarge: 413,
+    errors.UsageError: 400,
+    errors.PermissionDeniedError: 403,
+    errors.NotFoundError: 404,
+    errors.UnsupportedError: 422,
+    errors.ShadowError: 409,  # the set could not be made now (a writer or provider failed)
+}
+
+
+def status_for(err: errors.ShadowvaultError) -> int:
+    """The HTTP status of an expected failure: its closest class in STATUS, else 500."""
+    for cls in type(err).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """`data` (msgspec structs, lists, dicts) as a JSON body."""
+    body = msgspec.json.encode(msgspec.to_builtins(data, enc_hook=str))
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def error_response(message: str, status: int, kind: str = "ShadowvaultError") -> web.Response:
+    """One JSON line naming the error; `kind` lets a client raise the same error class."""
+    line = " ".join(message.split()) or "error"
+    return json_response({"error": line, "kind": kind}, status=status)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure of a handler (and aiohttp's own 404, 405, 413) into a JSON error."""
+    try:
+        return await handler(request)
+    except errors.ShadowvaultError as err:
+        return error_response(str(err), status_for(err), type(err).__name__)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        if err.status in (404, 405):
+            message = f"no such call: {request.method} {request.path}"
+            return error_response(message, err.status, "NotFoundError")
+        return error_response(
+            err.reason if err.text is None else err.text.removeprefix(f"{err.status}: "),
+            err.status,
+            "UsageError" if err.status < 500 else "ShadowvaultError",
+        )
+    except Exception as err:
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return error_response(f"internal error: {type(err).__name__}: {err}", 500)

@@ -1,0 +1,123 @@
+"""The daemon's server: the Unix socket, the aiohttp application, and a clean start and stop.
+
+Start: the sets of ended requesters are reaped, the socket is bound (a stale socket file is
+replaced; a live daemon on it is an error), READY=1 is sent. Stop (SIGTERM, SIGINT): STOPPING=1,
+no new connections, running requests finish, then every set that is not persistent is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+from aiohttp import web
+
+from shadowvault.errors import ShadowvaultError
+from shadowvault.service import sd_notify, shadow_sets
+from shadowvault.service.handlers import Api
+from shadowvault.service.ownership import Ownership
+from shadowvault.service.policy import Policy, RootOnly
+from shadowvault.service.responses import errors_as_json
+from shadowvault.service.settings import DEFAULT_LIMITS, Limits
+from shadowvault.shadow.store import ShadowStore
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 120.0  # a freeze in progress may take its freeze and commit timeouts to end
+
+
+class SocketInUseError(ShadowvaultError):
+    """Another daemon already answers on the socket."""
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """A listening Unix socket at `path`, reachable by every local user (the policy decides who may ask)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except FileNotFoundError:
+        pass
+    except ConnectionRefusedError:
+        path.unlink()  # left by a daemon that ended without removing it
+    except OSError as err:
+        raise ShadowvaultError(f"cannot use the socket {path}: {err.strerror}") from err
+    else:
+        raise SocketInUseError(f"a daemon is already listening on {path}")
+    finally:
+        probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o666)
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        raise ShadowvaultError(f"cannot listen on {path}: {err.strerror}") from err
+    sock.setblocking(False)
+    return sock
+
+
+def make_app(api: Api, limits: Limits) -> web.Application:
+    app = web.Application(client_max_size=limits.body_bytes, middlewares=[errors_as_json])
+    app.add_routes(api.routes())
+    return app
+
+
+async def serve(path: Path, policy: Policy | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Serve the API on `path` until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sock = bind_socket(path)  # first: a daemon already running is told before anything else happens
+    await asyncio.to_thread(_reap)
+    ownership = Ownership(shadow_sets.release)
+    api = Api(policy or RootOnly(), limits, ownership)
+    runner = web.AppRunner(
+        make_app(api, limits),
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=limits.idle_timeout,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        ownership.start()
+        log.info("listening on %s", path)
+        sd_notify.notify("READY=1")
+        await stop.wait()
+        log.info("stopping")
+        sd_notify.notify("STOPPING=1")
+    finally:
+        await runner.cleanup()  # no new connections; running requests end; connections close
+        await ownership.stop()
+        released = await asyncio.to_thread(shadow_sets.release_ours, os.getpid())
+        if released:
+            log.info("released shadow set(s) %s", ", ".join(released))
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def _reap() -> None:
+    """Sets of requesters that ended while no daemon ran (a daemon killed before) are released."""
+    try:
+        released = ShadowStore().reap()
+    except ShadowvaultError as err:
+        log.warning("sets of ended requesters were not released: %s", err)
+        return
+    if released:
+        log.info("released shadow set(s) of ended requesters: %s", ", ".join(released))
+
+
+def run(path: Path, policy: Policy | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Run the daemon in this thread until it is told to stop."""
+    asyncio.run(serve(path, policy, limits))

@@ -1,0 +1,83 @@
+"""A real `shadowvault daemon` process for a test, on a socket in a temporary directory.
+
+The daemon tells us it is ready the way it tells systemd: READY=1 on a NOTIFY_SOCKET of ours.
+It is always stopped by its PID (SIGTERM, then SIGKILL if it does not end).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+READY_TIMEOUT = 60.0
+
+
+@dataclass
+class Daemon:
+    process: subprocess.Popen[bytes]
+    socket: Path
+    log: Path
+    notices: socket.socket
+
+    def next_notice(self, timeout: float = READY_TIMEOUT) -> str:
+        """The next sd_notify message the daemon sent."""
+        self.notices.settimeout(timeout)
+        return self.notices.recv(4096).decode()
+
+    def stop(self, timeout: float = 120.0) -> int:
+        """SIGTERM, and its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def running_daemon(public: bool = False) -> Iterator[Daemon]:
+    """A daemon on `<tmp>/api.sock`; `public`: the directory is open to every user (for a non-root client)."""
+    base = Path(tempfile.mkdtemp(prefix="sv-daemon-"))
+    if public:
+        base.chmod(0o755)
+    notices = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notices.bind(str(base / "notify.sock"))
+    env = dict(
+        os.environ, SHADOWVAULT_SOCKET=str(base / "run" / "api.sock"), NOTIFY_SOCKET=str(base / "notify.sock")
+    )
+    log = base / "daemon.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shadowvault.cli.main", "daemon"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    daemon = Daemon(process=process, socket=base / "run" / "api.sock", log=log, notices=notices)
+    try:
+        try:
+            ready = daemon.next_notice()
+        except TimeoutError:
+            raise AssertionError(f"the daemon did not get ready:\n{daemon.log_text()}") from None
+        assert ready == "READY=1", ready
+        yield daemon
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        notices.close()
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,222 @@
+"""The daemon as requesters see it: a real `shadowvault daemon` on a real socket, real btrfs sets."""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shadowvault.client import Client
+from shadowvault.errors import NotFoundError, UsageError
+from shadowvault.shadow.store import ShadowStore
+from tests.service.daemon import running_daemon
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def _requester(daemon_socket: Path, volume: Path, *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.service.requester", str(daemon_socket), str(volume), *flags],
+        cwd=PROJECT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_until_gone(client: Client, set_id: str, limit: float = 60.0) -> None:
+    """Wait for the daemon to release a set (a condition with a generous limit, not a timing)."""
+    deadline = time.monotonic() + limit
+    while any(s["id"] == set_id for s in client.shadow_sets()):
+        assert time.monotonic() < deadline, f"shadow set {set_id} was not released"
+        time.sleep(0.1)
+
+
+def test_lists_volumes_and_writers(btrfs):
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        volumes = {v["mount_point"]: v for v in client.volumes()}
+        assert volumes[str(btrfs.mount)]["fstype"] == "btrfs"
+        assert volumes[str(btrfs.mount)]["providers"] == ["btrfs", "reflink", "live"]
+        writers = {w["writer"]: w for w in client.writers()}
+        assert writers["fsfreeze"]["kind"] == "builtin"
+        assert client.shadow_sets() == []
+
+
+def test_create_list_get_delete_a_set_on_btrfs(btrfs):
+    (btrfs.mount / "data.txt").write_text("before\n")
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        manifest = client.create_shadow_set([str(btrfs.mount)], provider="btrfs", persistent=True)
+        assert manifest["state"] == "created" and manifest["persistent"] is True
+        (shadow,) = manifest["shadows"]
+        snapshot = Path(shadow["path"])
+        (btrfs.mount / "data.txt").write_text("after\n")
+        assert (snapshot / "data.txt").read_text() == "before\n"
+        assert [s["id"] for s in client.shadow_sets()] == [manifest["id"]]
+        assert client.shadow_set(manifest["id"][:12])["id"] == manifest["id"]
+
+        assert client.delete_shadow_set(manifest["id"]) == manifest["id"]
+        assert not snapshot.exists()
+        assert client.shadow_sets() == []
+        with pytest.raises(NotFoundError, match="no shadow set"):
+            client.delete_shadow_set(manifest["id"])
+
+
+def test_a_killed_requester_s_set_is_released(btrfs):
+    with running_daemon() as daemon, Client(daemon.socket) as watcher:
+        requester = _requester(daemon.socket, btrfs.mount)
+        try:
+            assert requester.stdout is not None
+            manifest = json.loads(requester.stdout.readline())
+            snapshot = Path(manifest["shadows"][0]["path"])
+            assert snapshot.is_dir() and manifest["persistent"] is False
+            assert [s["id"] for s in watcher.shadow_sets()] == [manifest["id"]]
+            requester.send_signal(signal.SIGKILL)
+            requester.wait()
+        finally:
+            if requester.poll() is None:
+                requester.kill()
+                requester.wait()
+        _wait_until_gone(watcher, manifest["id"])
+        assert not snapshot.exists()
+
+
+def test_a_persistent_set_outlives_its_requester(btrfs):
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        requester = _requester(daemon.socket, btrfs.mount, "--persistent", "--exit")
+        out, _ = requester.communicate(timeout=120)
+        manifest = json.loads(out)
+        assert requester.returncode == 0
+        # the requester's connection is gone; the set stays until deleted
+        assert [s["id"] for s in client.shadow_sets()] == [manifest["id"]]
+        assert Path(manifest["shadows"][0]["path"]).is_dir()
+        client.delete_shadow_set(manifest["id"])
+
+
+def test_requesters_at_once_on_one_volume_are_serialized(btrfs, cli):
+    """Two API clients and an in-process CLI run ask for a set of one volume at the same moment."""
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        requesters = [_requester(daemon.socket, btrfs.mount, "--exit") for _ in range(2)]
+        in_process = cli("shadows", "create", "--volume", btrfs.mount, "--json")
+        outputs = [r.communicate(timeout=120)[0] for r in requesters]
+        assert [r.returncode for r in requesters] == [0, 0], outputs
+        assert in_process.returncode == 0, in_process.stderr
+        manifests = [json.loads(out) for out in outputs] + [json.loads(in_process.stdout)]
+        assert all(m["state"] == "created" for m in manifests)
+        windows = sorted((m["frozen_at"], m["frozen_at"] + m["freeze_window"]) for m in manifests)
+        for (_, first_end), (second_start, _) in itertools.pairwise(windows):
+            assert first_end <= second_start, f"freeze windows overlap: {windows}"
+        cli_set = manifests[-1]["id"]
+        client.delete_shadow_set(cli_set)
+        for m in manifests[:2]:
+            _wait_until_gone(client, m["id"])
+        assert client.shadow_sets() == []
+
+
+def test_a_user_who_is_not_root_is_refused(btrfs):
+    with running_daemon(public=True) as daemon:
+        script = (
+            "import sys\n"
+            "from shadowvault.client import Client\n"
+            "from shadowvault.errors import PermissionDeniedError\n"
+            "try:\n"
+            f"    Client({str(daemon.socket)!r}).create_shadow_set([{str(btrfs.mount)!r}])\n"
+            "except PermissionDeniedError as err:\n"
+            "    print(err)\n"
+            "    sys.exit(3)\n"
+        )
+        refused = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert refused.returncode == 3, refused.stderr
+        assert (
+            refused.stdout.strip() == "uid 65534 may not create a shadow set: the shadowvault API is root's"
+        )
+        raw = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "curl",
+                "-s",
+                "-w",
+                "\\n%{http_code}",
+                "--unix-socket",
+                str(daemon.socket),
+                "http://sv/v1/shadow-sets",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        body, status = raw.stdout.rsplit("\n", 1)
+        assert status == "403"
+        assert (
+            json.loads(body)["error"] == "uid 65534 may not list shadow sets: the shadowvault API is root's"
+        )
+        with Client(daemon.socket) as root:
+            assert root.shadow_sets() == []  # nothing was made
+
+
+def _raw(daemon_socket: Path, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("sv")
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(daemon_socket))
+    connection.sock = sock
+    try:
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_malformed_and_oversized_requests_get_a_json_error_and_the_daemon_goes_on(btrfs):
+    with running_daemon() as daemon:
+        status, error = _raw(daemon.socket, "POST", "/v1/shadow-sets", b'{"volumes": [')
+        assert status == 400 and error["error"].startswith("malformed JSON: ")
+        assert "\n" not in error["error"] and "Traceback" not in error["error"]
+        status, error = _raw(daemon.socket, "POST", "/v1/shadow-sets", b'{"volumes": "/x"}')
+        assert status == 400 and error["error"].startswith("invalid request: Expected `array`")
+        status, error = _raw(daemon.socket, "POST", "/v1/shadow-sets", b" " * (1 << 20))
+        assert status == 413 and error["error"] == "the request body is larger than 65536 bytes"
+        status, error = _raw(daemon.socket, "GET", "/v1/nothing-here", b"")
+        assert status == 404 and error["error"] == "no such call: GET /v1/nothing-here"
+        with Client(daemon.socket) as client:
+            with pytest.raises(UsageError, match="name at least one volume"):
+                client.create_shadow_set([])
+            assert str(btrfs.mount) in {v["mount_point"] for v in client.volumes()}
+        assert "Traceback" not in daemon.log_text()
+
+
+def test_sigterm_stops_the_daemon_and_releases_its_sets(btrfs):
+    with running_daemon() as daemon:
+        client = Client(daemon.socket)
+        held = client.create_shadow_set([str(btrfs.mount)])
+        kept = client.create_shadow_set([str(btrfs.mount)], persistent=True)
+        held_path, kept_path = (Path(m["shadows"][0]["path"]) for m in (held, kept))
+        assert held_path.is_dir() and kept_path.is_dir()
+        assert daemon.stop() == 0, daemon.log_text()
+        assert daemon.next_notice() == "STOPPING=1"
+        assert not held_path.exists()
+        assert kept_path.is_dir()
+        assert [m.id for m in ShadowStore().list()] == [kept["id"]]
+        assert not daemon.socket.exists()
+        client.close()
+        ShadowStore().release(kept["id"])
+        assert not kept_path.exists()
+        assert os.environ["SHADOWVAULT_STATE_DIR"]  # the daemon used the test's private state
