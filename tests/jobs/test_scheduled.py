@@ -289,3 +289,17 @@ def test_a_job_already_running_is_not_run_twice(cli, setup, private_dirs):
     assert done.returncode == 1 and "job busy is already running" in done.stderr
     assert cli("jobs", "status", "busy").returncode == 1, "the refused run records nothing"
     assert cli("jobs", "run", "busy").returncode == 0
+
+
+def test_install_again_removes_the_timer_of_a_removed_job(cli, setup, tmp_path):
+    define(setup, "keep", 'schedule = "daily"\npaths = ["{src}"]\n')
+    gone = define(setup, "gone", 'schedule = "daily"\npaths = ["{src}"]\n')
+    unit_dir = tmp_path / "units"
+    assert cli("jobs", "install", "--unit-dir", unit_dir, "--no-enable").returncode == 0
+    (unit_dir / "other.timer").write_text("[Timer]\nOnCalendar=daily\n")
+    gone.unlink()
+    done = cli("jobs", "install", "--unit-dir", unit_dir, "--no-enable", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["removed"] == [str(unit_dir / "shadowvault-job@gone.timer")]
+    timers = sorted(n for n in os.listdir(unit_dir) if n.endswith(".timer"))
+    assert timers == ["other.timer", "shadowvault-job@keep.timer"]

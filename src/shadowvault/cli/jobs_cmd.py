@@ -155,10 +155,20 @@ def install_cmd(unit_dir: Path, no_enable: bool, as_json: bool) -> None:
     def human() -> None:
         for path in done.written:
             info(f"wrote {path}")
+        for path in done.removed:
+            info(f"removed {path} (its job is no longer defined)")
         if done.enabled:
             info(f"enabled and started {', '.join(done.enabled)}")
 
-    emit(as_json, {"written": [str(p) for p in done.written], "enabled": done.enabled}, human)
+    emit(
+        as_json,
+        {
+            "written": [str(p) for p in done.written],
+            "enabled": done.enabled,
+            "removed": [str(p) for p in done.removed],
+        },
+        human,
+    )
 
 
 COMMANDS: list[click.Command] = [jobs_group]

@@ -112,22 +112,34 @@ def unit_files(definitions: Sequence[JobDefinition], python: str | None = None) 
 
 @dataclass
 class Installed:
-    """What `install` did: the files written, and the units enabled (empty when not asked)."""
+    """What `install` did: the files written, the units enabled (none when not asked), and the timers of
+    jobs whose definitions are gone, removed."""
 
     written: list[Path]
     enabled: list[str]
+    removed: list[Path]
 
 
 def install(
     definitions: Sequence[JobDefinition], unit_dir: Path = DEFAULT_UNIT_DIR, *, enable: bool = True
 ) -> Installed:
-    """Write the units into `unit_dir`; with `enable`, reload systemd and enable and start the timers."""
+    """Write the units into `unit_dir` and remove the timers of jobs no longer defined; with `enable`,
+    disable those first, then reload systemd and enable and start the timers."""
     unit_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in unit_files(definitions).items():
         path = unit_dir / name
         fsutil.atomic_write(path, text.encode(), mode=0o644)
         written.append(path)
+    stale = sorted(
+        p
+        for p in unit_dir.glob("shadowvault-job@?*.timer")
+        if p.name not in {timer_name(d) for d in definitions}
+    )
+    if enable and stale:
+        proc.run(["systemctl", "disable", "--now", *(p.name for p in stale)], check=False)
+    for path in stale:
+        path.unlink()
     enabled: list[str] = []
     if enable:
         proc.run(["systemctl", "daemon-reload"])
@@ -135,4 +147,4 @@ def install(
         if timers:
             proc.run(["systemctl", "enable", "--now", *timers])
             enabled = timers
-    return Installed(written=written, enabled=enabled)
+    return Installed(written=written, enabled=enabled, removed=stale)
