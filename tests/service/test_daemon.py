@@ -100,8 +100,24 @@ def test_a_persistent_set_outlives_its_requester(btrfs):
         client.delete_shadow_set(manifest["id"])
 
 
-def test_requesters_at_once_on_one_volume_are_serialized(btrfs, cli):
-    """Two API clients and an in-process CLI run ask for a set of one volume at the same moment."""
+def _script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o700)
+    return path
+
+
+def test_requesters_at_once_on_one_volume_are_serialized(btrfs, cli, private_dirs, tmp_path):
+    """Two API clients and an in-process CLI run ask for a set of one volume at the same moment.
+
+    A writers.d script writer takes part in every set: its freeze fails if another set is frozen
+    (mkdir of one marker directory), and it holds its freeze a moment, so overlapping sets would meet.
+    """
+    marker = tmp_path / "frozen"
+    freeze = _script(tmp_path / "freeze.sh", f"mkdir {marker} || exit 1\nsleep 0.5")
+    thaw = _script(tmp_path / "thaw.sh", f"rmdir {marker}")
+    config = private_dirs / "config" / "writers.d" / "one-at-a-time.toml"
+    config.write_text(f'freeze = ["{freeze}"]\nthaw = ["{thaw}"]\n')
+    config.chmod(0o600)
     with running_daemon() as daemon, Client(daemon.socket) as client:
         requesters = [_requester(daemon.socket, btrfs.mount, "--exit") for _ in range(2)]
         in_process = cli("shadows", "create", "--volume", btrfs.mount, "--json")
@@ -110,6 +126,9 @@ def test_requesters_at_once_on_one_volume_are_serialized(btrfs, cli):
         assert in_process.returncode == 0, in_process.stderr
         manifests = [json.loads(out) for out in outputs] + [json.loads(in_process.stdout)]
         assert all(m["state"] == "created" for m in manifests)
+        for m in manifests:
+            writer = next(w for w in m["writers"] if w["name"] == "script")
+            assert writer["state"] == "stable" and writer["failure"] is None, writer
         windows = sorted((m["frozen_at"], m["frozen_at"] + m["freeze_window"]) for m in manifests)
         for (_, first_end), (second_start, _) in itertools.pairwise(windows):
             assert first_end <= second_start, f"freeze windows overlap: {windows}"
@@ -220,3 +239,20 @@ def test_sigterm_stops_the_daemon_and_releases_its_sets(btrfs):
         ShadowStore().release(kept["id"])
         assert not kept_path.exists()
         assert os.environ["SHADOWVAULT_STATE_DIR"]  # the daemon used the test's private state
+
+
+def test_a_restarted_daemon_keeps_persistent_sets_and_releases_a_killed_one_s(btrfs):
+    """SIGKILL leaves no chance to clean up: the next daemon releases the killed one's own sets."""
+    with running_daemon() as first:
+        client = Client(first.socket)
+        held = client.create_shadow_set([str(btrfs.mount)])
+        kept = client.create_shadow_set([str(btrfs.mount)], persistent=True)
+        first.process.kill()
+        first.process.wait()
+        client.close()
+    held_path, kept_path = (Path(m["shadows"][0]["path"]) for m in (held, kept))
+    assert held_path.is_dir()  # nobody released it yet
+    with running_daemon() as second, Client(second.socket) as client:
+        assert [s["id"] for s in client.shadow_sets()] == [kept["id"]]
+        assert not held_path.exists() and kept_path.is_dir()
+        client.delete_shadow_set(kept["id"])
