@@ -44,7 +44,7 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(public: bool = False) -> Iterator[Daemon]:
+def running_daemon(*options: str, public: bool = False) -> Iterator[Daemon]:
     """A daemon on `<tmp>/api.sock`; `public`: the directory is open to every user (for a non-root client)."""
     base = Path(tempfile.mkdtemp(prefix="sv-daemon-"))
     if public:
@@ -57,7 +57,7 @@ def running_daemon(public: bool = False) -> Iterator[Daemon]:
     log = base / "daemon.log"
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shadowvault.cli.main", "daemon"],
+            [sys.executable, "-m", "shadowvault.cli.main", "daemon", *options],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -191,8 +192,6 @@ def test_a_user_who_is_not_root_is_refused(btrfs):
 
 def _raw(daemon_socket: Path, method: str, path: str, body: bytes) -> tuple[int, dict]:
     connection = http.client.HTTPConnection("sv")
-    import socket
-
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(str(daemon_socket))
     connection.sock = sock
@@ -256,3 +255,49 @@ def test_a_restarted_daemon_keeps_persistent_sets_and_releases_a_killed_one_s(bt
         assert [s["id"] for s in client.shadow_sets()] == [kept["id"]]
         assert not held_path.exists() and kept_path.is_dir()
         client.delete_shadow_set(kept["id"])
+
+
+def test_a_slow_client_gets_408_and_blocks_nobody(btrfs):
+    with running_daemon("--read-timeout", "1", "--idle-timeout", "2") as daemon:
+        slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            slow.connect(str(daemon.socket))
+            slow.sendall(b"POST /v1/shadow-sets HTTP/1.1\r\nHost: sv\r\nContent-Length: 100\r\n\r\n{")
+            stalled.connect(str(daemon.socket))
+            stalled.sendall(b"GET /v1/volu")  # never ends its request line
+            with Client(daemon.socket) as client:  # served meanwhile
+                assert str(btrfs.mount) in {v["mount_point"] for v in client.volumes()}
+            slow.settimeout(60)
+            answer = _read_all(slow)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 ")
+            assert json.loads(body)["error"] == "the request body did not arrive within 1 s"
+            stalled.settimeout(60)
+            assert _read_all(stalled) == b""  # closed without an answer
+        finally:
+            slow.close()
+            stalled.close()
+        with Client(daemon.socket) as client:
+            assert client.shadow_sets() == []
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything the daemon sends until it closes the connection (or one full JSON answer)."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+        head, sep, body = data.partition(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            None,
+        )
+        if sep and length is not None and len(body) >= length:
+            return data

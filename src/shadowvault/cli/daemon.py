@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import click
 
 from shadowvault.service import server
-from shadowvault.service.settings import socket_path
+from shadowvault.service.settings import DEFAULT_LIMITS, socket_path
 
 
 @click.command("daemon")
@@ -19,7 +20,23 @@ from shadowvault.service.settings import socket_path
     default=None,
     help="The API socket (default: $SHADOWVAULT_SOCKET, else /run/shadowvault/api.sock).",
 )
-def daemon(socket_file: Path | None) -> None:
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0.001),
+    default=DEFAULT_LIMITS.read_timeout,
+    show_default=True,
+    metavar="SECONDS",
+    help="A client must send its request body within this time (408 past it).",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0.001),
+    default=DEFAULT_LIMITS.idle_timeout,
+    show_default=True,
+    metavar="SECONDS",
+    help="An idle connection, or one that never finishes its request headers, is closed after this time.",
+)
+def daemon(socket_file: Path | None, read_timeout: float, idle_timeout: float) -> None:
     """Run the coordinator as a service: the local API on a Unix socket (docs/api.md).
 
     Stays in the foreground and logs to stderr; tells systemd when it is ready (Type=notify).
@@ -28,7 +45,8 @@ def daemon(socket_file: Path | None) -> None:
     logger = logging.getLogger("shadowvault")
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)  # a service says what it does; -v still adds debug
-    server.run(socket_file or socket_path())
+    limits = dataclasses.replace(DEFAULT_LIMITS, read_timeout=read_timeout, idle_timeout=idle_timeout)
+    server.run(socket_file or socket_path(), limits=limits)
 
 
 COMMANDS: list[click.Command] = [daemon]
