@@ -301,3 +301,40 @@ def _read_all(sock: socket.socket) -> bytes:
         )
         if sep and length is not None and len(body) >= length:
             return data
+
+
+def _usage(pid: int) -> tuple[int, int, int]:
+    """The daemon's open descriptors, threads and resident KiB."""
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    threads = len(os.listdir(f"/proc/{pid}/task"))
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+    return fds, threads, rss
+
+
+def _calls(daemon_socket: Path, count: int) -> None:
+    """`count` calls: half on one kept connection, half each on a connection of its own, some failing."""
+    with Client(daemon_socket) as kept:
+        for i in range(count // 2):
+            assert kept.shadow_sets() == []
+            with Client(daemon_socket) as once:
+                if i % 2:
+                    with pytest.raises(NotFoundError):
+                        once.shadow_set("nothing")
+                else:
+                    assert once.shadow_sets() == []
+
+
+def test_a_thousand_calls_leave_no_descriptor_thread_or_memory_behind():
+    with running_daemon() as daemon:
+        pid = daemon.process.pid
+        _calls(daemon.socket, 200)  # warm up: the worker threads and caches exist from here on
+        fds, threads, rss = _usage(pid)
+        _calls(daemon.socket, 1000)
+        deadline = time.monotonic() + 30
+        while _usage(pid)[0] > fds and time.monotonic() < deadline:
+            time.sleep(0.1)  # the daemon closes its side of the last connections
+        after_fds, after_threads, after_rss = _usage(pid)
+        assert after_fds <= fds
+        assert after_threads <= threads
+        assert after_rss - rss < 8 * 1024, f"RSS grew from {rss} to {after_rss} KiB"
