@@ -1,0 +1,158 @@
+"""A job fired by a systemd timer, with systemd as PID 1: `systemd-nspawn -b` of the cached minbase root.
+
+The project and its interpreter are bind-mounted read-only at the paths they have here; a btrfs
+loop filesystem is bind-mounted at /srv/data. A driver unit inside the container runs `jobs install`
+(the real `systemctl daemon-reload` and `enable --now`), waits for the timer to fire the job, saves
+what a user would look at (the job's journal, `jobs status --json`, the default metrics textfile,
+the timers) and powers the container off. The test then checks the snapshot in the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD, restore
+from tests.fixtures.debootstrap import NSPAWN, minbase_root
+from tests.fixtures.loopfs import loop_filesystem
+from tests.fixtures.tools import require_root, require_tools
+
+PROJECT = Path(__file__).resolve().parents[2]
+PYTHON = PROJECT / ".venv" / "bin" / "python"
+JOB = "nightly"
+
+DRIVER = """\
+#!/bin/sh
+# runs once at boot: install the units, let the timer fire the job, save what a user checks, power off
+out=/result
+sv() {{ {python} -m shadowvault.cli.main "$@"; }}
+sv jobs install > $out/install.txt 2>&1; echo $? > $out/install.rc
+i=0
+while [ ! -s /var/lib/shadowvault/jobs/{job}.json ] && [ $i -lt 1200 ]; do sleep 0.5; i=$((i+1)); done
+systemctl stop shadowvault-job@{job}.timer
+i=0
+while systemctl -q is-active shadowvault-job@{job}.service && [ $i -lt 600 ]; do sleep 0.5; i=$((i+1)); done
+systemctl show -p Result -p ExecMainStatus shadowvault-job@{job}.service > $out/service.txt
+sv jobs status {job} --json > $out/status.json 2> $out/status.err
+journalctl --no-pager -o cat -u shadowvault-job@{job}.service > $out/journal.txt 2>&1
+cp /var/lib/prometheus/node-exporter/shadowvault.prom $out/metrics.prom
+systemctl list-timers --all --no-pager > $out/timers.txt
+systemctl poweroff
+"""
+
+DRIVER_UNIT = """\
+[Unit]
+Description=test driver: install the Shadowvault units and wait for a timer-fired job
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/sv-test-driver
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+@pytest.fixture
+def container(tmp_path: Path):
+    require_root()
+    require_tools("systemd-nspawn", "debootstrap")
+    with minbase_root() as root, loop_filesystem("btrfs") as fs:
+        yield root, fs
+
+
+@pytest.mark.slow
+def test_a_timer_fires_the_job_under_systemd(container, tmp_path: Path) -> None:
+    root, fs = container
+    (fs.mount / "app").mkdir()
+    (fs.mount / "app" / "data.txt").write_text("precious\n")
+    (fs.mount / "app" / "blob.bin").write_bytes(os.urandom(20000))
+
+    repo = root / "var" / "backups" / "repo"
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    _write(root / "etc" / "shadowvault" / "repo.pass", PASSWORD + "\n", 0o600)
+    _write(
+        root / "etc" / "shadowvault" / "jobs.d" / f"{JOB}.toml",
+        textwrap.dedent("""\
+            schedule = "*:*:0/10"
+            repository = "/var/backups/repo"
+            password_file = "/etc/shadowvault/repo.pass"
+            paths = ["/srv/data"]
+            tags = ["timer"]
+
+            [retention]
+            keep_last = 3
+        """),
+    )
+    _write(root / "usr" / "local" / "sbin" / "sv-test-driver", DRIVER.format(python=PYTHON, job=JOB), 0o755)
+    _write(root / "etc" / "systemd" / "system" / "sv-test.service", DRIVER_UNIT)
+    wants = root / "etc" / "systemd" / "system" / "multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "sv-test.service").symlink_to("/etc/systemd/system/sv-test.service")
+    (root / "srv" / "data").mkdir(parents=True)
+    result = tmp_path / "result"
+    result.mkdir()
+
+    booted = subprocess.run(
+        [
+            *NSPAWN,
+            "-D",
+            str(root),
+            "-b",
+            "--console=pipe",
+            f"--bind-ro={PROJECT}",
+            f"--bind-ro={Path(os.path.realpath(PYTHON)).parents[1]}",
+            f"--bind={fs.mount}:/srv/data",
+            f"--bind={result}:/result",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    saved = {p.name: p.read_text() for p in result.iterdir()}
+    context = f"boot exit {booted.returncode}\n{booted.stdout[-3000:]}\n{saved}"
+    assert saved.get("install.rc") == "0\n", context
+    assert "OnCalendar=*:*:0/10" in (root / "etc/systemd/system/shadowvault-job@nightly.timer").read_text()
+    fired = [line for line in saved["timers.txt"].splitlines() if "shadowvault-job@nightly.timer" in line]
+    assert fired and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", fired[0]), context  # LAST: it fired
+
+    record = json.loads(saved["status.json"])
+    assert record["status"] == "success" and record["exit_status"] == 0, context
+    assert record["consistency"] == {"files": "crash"}, context  # a btrfs snapshot, no writer
+    assert "ExecMainStatus=0" in saved["service.txt"] and "Result=success" in saved["service.txt"], context
+    assert record["snapshot_id"][:8] in saved["journal.txt"], context
+
+    metrics = saved["metrics.prom"]
+    assert 'shadowvault_job_last_exit_status{job="nightly"} 0.0' in metrics
+    assert f'shadowvault_job_last_added_bytes{{job="nightly"}} {float(record["added_bytes"])}' in metrics
+
+    with Repository.open(repo, PASSWORD) as r:
+        snapshots = dict(r.list_snapshots())
+    assert record["snapshot_id"] in snapshots
+    snapshot = snapshots[record["snapshot_id"]]
+    assert snapshot.paths == ["/srv/data"] and "job:nightly" in snapshot.tags
+    restored = tmp_path / "restored"
+    with Repository.open(repo, PASSWORD) as r:
+        restore(r, snapshot.tree, restored)
+    assert (restored / "srv/data/app/data.txt").read_text() == "precious\n"
+    assert (restored / "srv/data/app/blob.bin").read_bytes() == (fs.mount / "app" / "blob.bin").read_bytes()
+    mode = (root / "var/lib/shadowvault/jobs/nightly.json").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
