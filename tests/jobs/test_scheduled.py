@@ -11,9 +11,11 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -303,3 +305,56 @@ def test_install_again_removes_the_timer_of_a_removed_job(cli, setup, tmp_path):
     assert json.loads(done.stdout)["removed"] == [str(unit_dir / "shadowvault-job@gone.timer")]
     timers = sorted(n for n in os.listdir(unit_dir) if n.endswith(".timer"))
     assert timers == ["other.timer", "shadowvault-job@keep.timer"]
+
+
+def test_a_run_stopped_by_sigterm_is_recorded(setup, btrfs, private_dirs, tmp_path):
+    """systemd stopping the unit mid-run: the set is aborted, the run recorded with 143, on_failure run."""
+    marker = tmp_path / "freezing"
+    report = tmp_path / "on-failure.txt"
+    (btrfs.mount / "data").mkdir()
+    (private_dirs / "config" / "writers.d" / "slow.toml").write_text(
+        textwrap.dedent(f"""
+        name = "slow"
+        freeze = ["/bin/sh", "-c", "touch {marker}; sleep 60"]
+        thaw = ["/bin/true"]
+        timeout = 120
+        paths = ["{btrfs.mount}/data"]
+        """)
+    )
+    define(
+        setup,
+        "stopped",
+        """
+        schedule = "daily"
+        paths = ["{mount}"]
+        writers = ["slow"]
+        on_failure = ["/bin/sh", "-c", 'echo "$SHADOWVAULT_JOB_EXIT_STATUS" > {report}']
+        """,
+        mount=btrfs.mount,
+        report=report,
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "shadowvault.cli.main", "jobs", "run", "stopped"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(1200):
+            if marker.exists() or child.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert marker.exists(), child.communicate()
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 143, stderr
+    record = json.loads((private_dirs / "state" / "jobs" / "stopped.json").read_text())
+    assert record["exit_status"] == 143 and record["status"] == "failed"
+    assert "SIGTERM" in record["errors"][0]
+    assert report.read_text() == "143\n"
+    assert not list(btrfs.mount.glob(".shadowvault/*")), "the aborted set left no shadow behind"
+    assert not list((private_dirs / "state" / "sets").glob("*.json")), "nor a shadow-set record"
