@@ -68,13 +68,28 @@ class Client:
         """Close the connection: the daemon releases the sets it owns."""
         self._connection.close()
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        payload = None if body is None else json.dumps(body).encode()
+    def _exchange(
+        self, method: str, path: str, payload: bytes | None
+    ) -> tuple[http.client.HTTPResponse, bytes]:
         headers = {"Content-Type": "application/json"} if payload is not None else {}
+        reused = self._connection.sock is not None
         try:
             self._connection.request(method, path, body=payload, headers=headers)
             response = self._connection.getresponse()
-            data = response.read()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            if not reused:
+                raise
+            # The daemon closed this connection for being idle (it holds no set, or it would not
+            # have): the request never ran. Once more on a new connection.
+            self._connection.close()
+            self._connection.request(method, path, body=payload, headers=headers)
+            response = self._connection.getresponse()
+        return response, response.read()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        payload = None if body is None else json.dumps(body).encode()
+        try:
+            response, data = self._exchange(method, path, payload)
         except (FileNotFoundError, ConnectionRefusedError) as err:
             self._connection.close()
             raise DaemonUnavailableError(f"no shadowvault daemon answers on {self.socket_path}") from err

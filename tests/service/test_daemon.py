@@ -17,6 +17,7 @@ import pytest
 
 from shadowvault.client import Client
 from shadowvault.errors import NotFoundError, UsageError
+from shadowvault.service.settings import WORKER_THREADS
 from shadowvault.shadow.store import ShadowStore
 from tests.service.daemon import running_daemon
 
@@ -329,12 +330,48 @@ def test_a_thousand_calls_leave_no_descriptor_thread_or_memory_behind():
     with running_daemon() as daemon:
         pid = daemon.process.pid
         _calls(daemon.socket, 200)  # warm up: the worker threads and caches exist from here on
-        fds, threads, rss = _usage(pid)
+        fds, _, rss = _usage(pid)
         _calls(daemon.socket, 1000)
         deadline = time.monotonic() + 30
         while _usage(pid)[0] > fds and time.monotonic() < deadline:
             time.sleep(0.1)  # the daemon closes its side of the last connections
         after_fds, after_threads, after_rss = _usage(pid)
         assert after_fds <= fds
-        assert after_threads <= threads
+        assert after_threads <= 1 + WORKER_THREADS  # the main thread and the bounded pool, however busy
         assert after_rss - rss < 8 * 1024, f"RSS grew from {rss} to {after_rss} KiB"
+
+
+def test_a_connection_holding_a_set_is_never_closed_for_being_idle(btrfs):
+    with running_daemon("--idle-timeout", "1") as daemon, Client(daemon.socket) as watcher:
+        requester = _requester(daemon.socket, btrfs.mount)
+        try:
+            assert requester.stdout is not None
+            manifest = json.loads(requester.stdout.readline())
+            for _ in range(2):  # two idle periods: an idle connection without a set is closed in each
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+                    silent.connect(str(daemon.socket))
+                    silent.settimeout(60)
+                    assert silent.recv(1) == b""
+            assert [s["id"] for s in watcher.shadow_sets()] == [manifest["id"]]
+            assert Path(manifest["shadows"][0]["path"]).is_dir()
+            assert requester.poll() is None
+            requester.communicate(input="", timeout=60)  # the requester ends: its set goes
+            assert requester.returncode == 0
+        finally:
+            if requester.poll() is None:
+                requester.kill()
+                requester.wait()
+        _wait_until_gone(watcher, manifest["id"])
+        assert not Path(manifest["shadows"][0]["path"]).exists()
+
+
+def test_a_client_idle_past_the_timeout_carries_on_with_a_new_connection():
+    with running_daemon("--idle-timeout", "1") as daemon, Client(daemon.socket) as client:
+        assert client.shadow_sets() == []
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:  # connected after the client's call
+            silent.connect(str(daemon.socket))
+            silent.settimeout(60)
+            assert silent.recv(1) == b""  # so the client's connection has been closed too
+        assert client.shadow_sets() == []
+        with pytest.raises(NotFoundError, match="no shadow set nothing"):
+            client.shadow_set("nothing")

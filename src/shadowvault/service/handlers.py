@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor
 
 from aiohttp import web
 
@@ -17,10 +18,13 @@ from shadowvault.service.settings import Limits
 class Api:
     """The handlers, with what they share: the policy, the limits and the connection-owned sets."""
 
-    def __init__(self, policy: Policy, limits: Limits, ownership: Ownership) -> None:
+    def __init__(
+        self, policy: Policy, limits: Limits, ownership: Ownership, coordinator_pool: Executor
+    ) -> None:
         self.policy = policy
         self.limits = limits
         self.ownership = ownership
+        self.coordinator_pool = coordinator_pool  # creations queue here, never starving the other calls
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -71,7 +75,8 @@ class Api:
         transport = request.transport
         # The freeze runs in a thread; shielded, so that a set made after its requester left still
         # gets an owner (and is released at once) instead of being forgotten.
-        manifest = await asyncio.shield(asyncio.to_thread(shadow_sets.create, wanted))
+        making = asyncio.get_running_loop().run_in_executor(self.coordinator_pool, shadow_sets.create, wanted)
+        manifest = await asyncio.shield(making)
         if not manifest.persistent:
             self.ownership.own(transport, manifest.id)
         return json_response(manifest, status=201)

@@ -31,6 +31,10 @@ class Ownership:
             transport = _ClosedTransport()
         self._owned.setdefault(transport, set()).add(set_id)
 
+    def owns_sets(self, transport: asyncio.BaseTransport) -> bool:
+        """Whether the connection holds sets (it is never closed for being idle)."""
+        return bool(self._owned.get(transport))
+
     def disown(self, set_id: str) -> None:
         """The set was deleted by a request: nothing to release for it any more."""
         for ids in self._owned.values():

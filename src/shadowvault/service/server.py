@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiohttp import web
@@ -20,10 +21,11 @@ from aiohttp import web
 from shadowvault.errors import ShadowvaultError
 from shadowvault.service import sd_notify, shadow_sets
 from shadowvault.service.handlers import Api
+from shadowvault.service.idle import IdleConnections
 from shadowvault.service.ownership import Ownership
 from shadowvault.service.policy import Policy, RootOnly
 from shadowvault.service.responses import errors_as_json
-from shadowvault.service.settings import DEFAULT_LIMITS, Limits
+from shadowvault.service.settings import COORDINATOR_THREADS, DEFAULT_LIMITS, WORKER_THREADS, Limits
 from shadowvault.shadow.store import ShadowStore
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,11 @@ def bind_socket(path: Path) -> socket.socket:
     return sock
 
 
-def make_app(api: Api, limits: Limits) -> web.Application:
-    app = web.Application(client_max_size=limits.body_bytes, middlewares=[errors_as_json])
+NEVER = 10.0**9  # aiohttp's own keep-alive timer, out of reach: IdleConnections decides
+
+
+def make_app(api: Api, limits: Limits, idle: IdleConnections) -> web.Application:
+    app = web.Application(client_max_size=limits.body_bytes, middlewares=[idle.middleware, errors_as_json])
     app.add_routes(api.routes())
     return app
 
@@ -76,27 +81,33 @@ async def serve(path: Path, policy: Policy | None = None, limits: Limits = DEFAU
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     sock = bind_socket(path)  # first: a daemon already running is told before anything else happens
+    loop.set_default_executor(ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sv-worker"))
+    coordinator_pool = ThreadPoolExecutor(COORDINATOR_THREADS, thread_name_prefix="sv-coordinator")
     await asyncio.to_thread(_reap)
     ownership = Ownership(shadow_sets.release)
-    api = Api(policy or RootOnly(), limits, ownership)
+    api = Api(policy or RootOnly(), limits, ownership, coordinator_pool)
+    idle = IdleConnections(limits.idle_timeout, ownership.owns_sets)
     runner = web.AppRunner(
-        make_app(api, limits),
+        make_app(api, limits, idle),
         handle_signals=False,
         access_log=None,
-        keepalive_timeout=limits.idle_timeout,
+        keepalive_timeout=NEVER,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()
         ownership.start()
+        idle.start(lambda: _transports(runner))
         log.info("listening on %s", path)
         sd_notify.notify("READY=1")
         await stop.wait()
         log.info("stopping")
         sd_notify.notify("STOPPING=1")
     finally:
+        await idle.stop()
         await runner.cleanup()  # no new connections; running requests end; connections close
+        await asyncio.to_thread(coordinator_pool.shutdown)  # a creation still running ends first
         await ownership.stop()
         released = await asyncio.to_thread(shadow_sets.release_ours, os.getpid())
         if released:
@@ -105,6 +116,14 @@ async def serve(path: Path, policy: Policy | None = None, limits: Limits = DEFAU
             path.unlink()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def _transports(runner: web.AppRunner) -> list[asyncio.BaseTransport]:
+    """The open connections of the server."""
+    server = runner.server
+    if server is None:
+        return []
+    return [c.transport for c in server.connections if c.transport is not None]
 
 
 def _reap() -> None:

@@ -21,7 +21,7 @@ class Limits:
     body_bytes: the largest request body (413 past it)
     read_timeout: seconds a client has to send a request body (408 past it)
     idle_timeout: seconds an idle connection stays open (it also bounds a client that never
-        finishes its request line and headers); a connection that owns a set keeps it until then
+        finishes its request line and headers); a connection that owns a set is never idle
     """
 
     body_bytes: int = 64 * 1024
@@ -30,3 +30,6 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+WORKER_THREADS = 8  # blocking calls (listing, deleting, releasing) run on at most this many threads
+COORDINATOR_THREADS = 4  # set creations wait here for the machine lock, apart from the other calls
