@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from shadowvault.service import server
 from shadowvault.service.settings import DEFAULT_LIMITS, socket_path
 
 
@@ -45,6 +44,8 @@ def daemon(socket_file: Path | None, read_timeout: float, idle_timeout: float) -
     logger = logging.getLogger("shadowvault")
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)  # a service says what it does; -v still adds debug
+    from shadowvault.service import server  # aiohttp: only the daemon pays its import time
+
     limits = dataclasses.replace(DEFAULT_LIMITS, read_timeout=read_timeout, idle_timeout=idle_timeout)
     server.run(socket_file or socket_path(), limits=limits)
 
