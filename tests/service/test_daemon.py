@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shadowvault.client import Client
-from shadowvault.errors import NotFoundError, UsageError
+from shadowvault.errors import NotFoundError, ShadowvaultError, UsageError
 from shadowvault.service.settings import WORKER_THREADS
 from shadowvault.shadow.store import ShadowStore
 from tests.service.daemon import running_daemon
@@ -375,3 +375,25 @@ def test_a_client_idle_past_the_timeout_carries_on_with_a_new_connection():
         assert client.shadow_sets() == []
         with pytest.raises(NotFoundError, match="no shadow set nothing"):
             client.shadow_set("nothing")
+
+
+def test_a_second_daemon_on_the_same_socket_is_refused_and_the_first_serves_on(cli):
+    with running_daemon() as daemon:
+        second = cli("daemon", "--socket", str(daemon.socket), timeout=120)
+        assert second.returncode == 1
+        assert (
+            second.stderr.strip().splitlines()[-1]
+            == f"shadowvault: error: a daemon is already listening on {daemon.socket}"
+        )
+        assert "Traceback" not in second.stderr
+        with Client(daemon.socket) as client:
+            assert client.shadow_sets() == []
+
+
+def test_a_set_of_a_path_that_is_no_volume_fails_with_the_reason(tmp_path):
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        with pytest.raises(ShadowvaultError) as refused:
+            client.create_shadow_set([str(tmp_path / "missing")])
+        assert str(tmp_path / "missing") in str(refused.value)
+        assert "\n" not in str(refused.value)
+        assert client.shadow_sets() == []
