@@ -83,6 +83,7 @@ def _register() -> None:
         for command in module.COMMANDS:
             cli.add_command(command)
     from shadowvault.cli.daemon import daemon  # the service (docs/api.md)
+
     cli.add_command(daemon)
 
 
