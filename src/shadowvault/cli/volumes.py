@@ -8,7 +8,7 @@ import click
 
 from shadowvault.cli import output
 from shadowvault.shadow.providers.live import is_pseudo
-from shadowvault.shadow.providers.registry import supported_providers, unsupported_reasons
+from shadowvault.shadow.providers.registry import supported_providers, volume_report
 from shadowvault.shadow.volumes import list_volumes
 
 
@@ -30,24 +30,11 @@ def volumes() -> None:
 def list_cmd(show_all: bool, as_json: bool) -> None:
     """Mounted filesystems: mount point, device, type, filesystem UUID and supporting providers."""
     shown = [v for v in list_volumes() if show_all or not is_pseudo(v)]
-    providers = {v.mount_point: supported_providers(v) for v in shown}
-    rows = [
-        {
-            "mount_point": volume.mount_point,
-            "device": volume.device,
-            "fstype": volume.fstype,
-            "fs_uuid": volume.fs_uuid,
-            "root": volume.root,
-            "read_only": volume.read_only,
-            "providers": providers[volume.mount_point],
-            "unsupported": unsupported_reasons(volume),
-        }
-        for volume in shown
-    ]
+    rows = [volume_report(volume) for volume in shown]
 
     def human() -> None:
         table = [("MOUNT POINT", "DEVICE", "TYPE", "UUID", "PROVIDERS")] + [
-            (v.mount_point, v.device, v.fstype, v.fs_uuid or "-", ",".join(providers[v.mount_point]) or "-")
+            (v.mount_point, v.device, v.fstype, v.fs_uuid or "-", ",".join(supported_providers(v)) or "-")
             for v in shown
         ]
         output.info(aligned(table))

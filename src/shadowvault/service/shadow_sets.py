@@ -16,7 +16,7 @@ from shadowvault.shadow import exposure as exposing
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import DEFAULT_COMMIT_TIMEOUT, DEFAULT_FREEZE_TIMEOUT, SetOptions
 from shadowvault.shadow.providers.live import is_pseudo
-from shadowvault.shadow.providers.registry import supported_providers, unsupported_reasons
+from shadowvault.shadow.providers.registry import volume_report
 from shadowvault.shadow.store import ShadowStore
 from shadowvault.shadow.volumes import list_volumes
 from shadowvault.shadow.writers.registry import WriterEntry, inventory
@@ -51,20 +51,7 @@ def parse_create(body: bytes) -> CreateRequest:
 
 def volumes() -> list[dict[str, Any]]:
     """Mounted filesystems (no pseudo filesystems), as `volumes list --json` shows them."""
-    return [
-        {
-            "mount_point": volume.mount_point,
-            "device": volume.device,
-            "fstype": volume.fstype,
-            "fs_uuid": volume.fs_uuid,
-            "root": volume.root,
-            "read_only": volume.read_only,
-            "providers": supported_providers(volume),
-            "unsupported": unsupported_reasons(volume),
-        }
-        for volume in list_volumes()
-        if not is_pseudo(volume)
-    ]
+    return [volume_report(volume) for volume in list_volumes() if not is_pseudo(volume)]
 
 
 def writers() -> list[WriterEntry]:

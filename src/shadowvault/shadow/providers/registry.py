@@ -90,3 +90,17 @@ def shadow_notes(shadow: Shadow) -> list[str]:
     """Everything a manifest should say about one shadow: its consistency caveat, then its own notes."""
     note = consistency_note(shadow)
     return ([note] if note else []) + list(shadow.notes)
+
+
+def volume_report(volume: Volume) -> dict[str, object]:
+    """A volume as `volumes list --json` and the daemon's `/v1/volumes` show it (one shape for both)."""
+    return {
+        "mount_point": volume.mount_point,
+        "device": volume.device,
+        "fstype": volume.fstype,
+        "fs_uuid": volume.fs_uuid,
+        "root": volume.root,
+        "read_only": volume.read_only,
+        "providers": supported_providers(volume),
+        "unsupported": unsupported_reasons(volume),
+    }
