@@ -23,10 +23,8 @@ A definition that cannot be used is one ConfigError line with exit status 2, nam
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,6 @@ from shadowvault.errors import ConfigError, ShadowvaultError
 from shadowvault.repo.forget import KeepPolicy
 from shadowvault.shadow.providers.registry import provider_names
 from shadowvault.shadow.writers import config as writer_config
-from shadowvault.shadow.writers import trusted_exec
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PROVIDER_CHOICES = ("auto", "none", "live")  # plus every registered provider
@@ -181,17 +178,11 @@ def _on_failure(value: Any, where: Path) -> list[str] | None:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    """Check the file (root's, not writable by others, nor any directory above it) and parse it."""
+    """The checked and parsed file; its problems are bad input of the job (exit 2)."""
     try:
-        raw = trusted_exec.read_checked(os.path.abspath(path), "a job definition")
+        return writer_config.read_toml(path, "a job definition")
     except ShadowvaultError as err:
         raise JobDefinitionError(str(err)) from err
-    except OSError as err:
-        raise JobDefinitionError(f"{path}: cannot read the job definition: {err.strerror or err}") from err
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise JobDefinitionError(f"{path}: cannot read it as TOML: {err}") from err
 
 
 def parse(name: str, path: Path, data: dict[str, Any]) -> JobDefinition:

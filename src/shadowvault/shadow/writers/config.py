@@ -87,8 +87,9 @@ def parse_timeout(value: Any, config_path: Path) -> float:
     return float(value)
 
 
-def _read_toml(path: Path, what: str) -> dict[str, Any]:
-    """Check a configuration file and parse it, reading the very file that was checked."""
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """Check a configuration file (root's, not writable by others, nor any directory above it) and
+    parse it, reading the very file that was checked. writers.d and jobs.d both read theirs so."""
     try:
         raw = trusted_exec.read_checked(os.path.abspath(path), what)
     except OSError as err:
@@ -101,7 +102,7 @@ def _read_toml(path: Path, what: str) -> dict[str, Any]:
 
 def load_config(path: Path) -> WriterConfig:
     """Parse and check one writers.d file."""
-    data = _read_toml(path, "a writer configuration file")
+    data = read_toml(path, "a writer configuration file")
     name = data.get("name", path.stem)
     kind = data.get("type", "script")
     if not isinstance(name, str) or not name or ":" in name or "/" in name:
@@ -161,7 +162,7 @@ def sqlite_registry() -> list[str]:
     path = paths.config_dir() / "sqlite.toml"
     if not _exists(path):
         return []
-    data = _read_toml(path, "the sqlite writer configuration")
+    data = read_toml(path, "the sqlite writer configuration")
     databases = data.get("databases", [])
     if not isinstance(databases, list) or not all(isinstance(d, str) and d[:1] == "/" for d in databases):
         raise ConfigError(f"{path}: databases must be a list of absolute paths")
