@@ -1,11 +1,11 @@
 """Read many blobs with each pack read once: restic's restorer, for the archive layer.
 
 A restore that loads blob by blob costs one backend read per blob: a tree of small files is one
-read per file, and on object storage one request each. Here the wanted blobs are grouped by pack,
-each pack's needed span is read in one ranged load (split where the gap between needed blobs is
-large, or where the span would grow past `MAX_SPAN`, which bounds memory), and every blob is
-verified on its own. A blob whose copy fails verification is loaded again with
-`load_blob`, which tries every other copy and records the damage: one bad blob fails only itself.
+read per file, and on object storage one request each. Here the wanted blobs are grouped by pack
+and cut into ranges (split where the gap between needed blobs is large, or where the range would
+grow past `MAX_SPAN`, which bounds memory); the repository reads each range once and verifies
+every blob on its own (`load_pack_blobs`: a blob whose copy fails is loaded from another copy and
+the damage recorded, so one bad blob fails only itself).
 """
 
 from __future__ import annotations
@@ -16,27 +16,21 @@ from typing import Protocol
 
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.index import BlobLocation
-from shadowvault.repo.pack import pack_name
+from shadowvault.repo.reader import LoadedBlob
 
 MAX_GAP = 1 << 20  # unneeded bytes worth reading through rather than starting another read
 MAX_SPAN = 4 << 20  # at most this much of a pack is held by one read (one blob may be larger)
 
 
-class RangeLoader(Protocol):
-    def load(self, name: str, offset: int = 0, length: int | None = None) -> bytes: ...
-
-
 class PackedBlobs(Protocol):
-    """What grouped reads need from a repository: where blobs are, ranged reads, verification."""
-
-    @property
-    def backend(self) -> RangeLoader: ...
+    """What grouped reads need from a repository: where blobs are, a pack's blobs read at once, and
+    one blob alone (for a blob the index does not place)."""
 
     def lookup(self, blob_id: bytes) -> BlobLocation | None: ...
 
-    def decode_blob(self, blob_id: bytes, location: BlobLocation, sealed: bytes) -> bytes: ...
-
     def load_blob(self, blob_id: bytes) -> bytes: ...
+
+    def load_pack_blobs(self, pack_id: str, blob_ids: Iterable[bytes]) -> Iterator[LoadedBlob]: ...
 
 
 @dataclass(frozen=True)
@@ -83,29 +77,10 @@ def plan_ranges(
 def read_range(
     store: PackedBlobs, planned: PackRange
 ) -> Iterator[tuple[WantedBlob, bytes | ShadowvaultError]]:
-    """Each blob of the range with its verified plaintext, or the error that fails it.
-
-    The range is loaded once; a blob that the range does not hold intact (a damaged or missing
-    pack, a failed verification) is loaded alone through `load_blob`, which tries its other copies."""
-    raw: bytes | None
-    try:
-        raw = store.backend.load(pack_name(planned.pack), planned.offset, planned.length)
-    except ShadowvaultError:
-        raw = None  # each blob below says why, through load_blob
-    for blob in planned.blobs:
-        data: bytes | None = None
-        if raw is not None:
-            start = blob.location.offset - planned.offset
-            try:
-                data = store.decode_blob(
-                    blob.blob_id, blob.location, raw[start : start + blob.location.length]
-                )
-            except ShadowvaultError:
-                data = None
-        if data is None:
-            try:
-                data = store.load_blob(blob.blob_id)
-            except ShadowvaultError as err:
-                yield blob, err
-                continue
-        yield blob, data
+    """Each blob of the range with its verified plaintext, or the error that fails it (the range
+    is read once; see `load_pack_blobs` for damaged copies and moved or missing packs)."""
+    wanted = {blob.blob_id: blob for blob in planned.blobs}
+    for loaded in store.load_pack_blobs(planned.pack, wanted):
+        got = loaded.data if loaded.data is not None else loaded.error
+        assert got is not None
+        yield wanted[loaded.id], got
