@@ -12,8 +12,7 @@ import blake3
 
 from shadowvault.errors import NotFoundError, ShadowvaultError
 from shadowvault.repo.damage import DamagedPack, DamageMap
-from shadowvault.repo.format import BlobType, IndexPack
-from shadowvault.repo.index import BlobLocation
+from shadowvault.repo.format import IndexPack
 from shadowvault.repo.pack import pack_name, parse_header
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -267,11 +266,8 @@ def _read_pack(repo: Repository, pack: IndexPack, report: CheckReport, found: Da
                 b.compressed,
             ):
                 report.errors.append(f"{what}: header and index disagree about blob {b.id.hex()[:16]}")
-        location = BlobLocation(
-            pack.id, BlobType(b.type), b.offset, b.length, b.raw_length, b.compressed, False
-        )
         try:
-            repo.decode_blob(b.id, location, raw[b.offset : b.offset + b.length])
+            repo.verified_sealed(pack.id, b, raw)
             report.blobs_verified += 1
         except ShadowvaultError as err:
             problem = f"blob {b.id.hex()[:16]} in {what} is damaged: {err}"

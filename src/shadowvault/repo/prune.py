@@ -15,7 +15,6 @@ from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
 from shadowvault.repo.backend import Backend, FileInfo
 from shadowvault.repo.damage import DamageMap, replace_damage
 from shadowvault.repo.format import BlobType, IndexPack, Pending
-from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.pack import pack_name
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.session import (
@@ -225,12 +224,7 @@ def prune(
                     continue  # an intact copy lives elsewhere (checked in step 5)
                 if pack.id in damaged_packs and intact_elsewhere(b.id, pack.id) is not None:
                     continue
-                sealed = raw[b.offset : b.offset + b.length]
-                location = BlobLocation(
-                    pack.id, BlobType(b.type), b.offset, b.length, b.raw_length, b.compressed, False
-                )
-                repo.decode_blob(b.id, location, sealed)  # never copy damage forward
-                copies.append((b, sealed))
+                copies.append((b, repo.verified_sealed(pack.id, b, raw)))  # never copy damage forward
         except ShadowvaultError as err:
             log.warning("not repacking pack %s: %s", pack.id[:16], err)
             continue

@@ -21,7 +21,6 @@ import msgspec
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError, UsageError
 from shadowvault.repo.damage import replace_damage
 from shadowvault.repo.format import BlobType, IndexPack
-from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.pack import pack_name, read_header
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.session import list_sessions, refuse_concurrent_maintenance
@@ -212,12 +211,8 @@ def _salvage(repo: Repository, pack: IndexPack, chosen: set[str], copied: set[by
             loc.pack not in chosen and not repo.index.is_damaged(loc, b.id)
             for loc in repo.index.locations(b.id)
         )
-        sealed = raw[b.offset : b.offset + b.length]
-        location = BlobLocation(
-            pack.id, BlobType(b.type), b.offset, b.length, b.raw_length, b.compressed, False
-        )
         try:
-            repo.decode_blob(b.id, location, sealed)
+            sealed = repo.verified_sealed(pack.id, b, raw)
         except ShadowvaultError:
             lost += 0 if elsewhere else 1
             continue

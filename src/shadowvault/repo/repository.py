@@ -24,7 +24,7 @@ from shadowvault.repo.backend_local import LocalBackend
 from shadowvault.repo.chunker import Chunker
 from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.damage import DamagedPack, DamageMap
-from shadowvault.repo.format import BlobType, Config, IndexFile, IndexPack
+from shadowvault.repo.format import BlobType, Config, IndexFile, IndexPack, PackBlob
 from shadowvault.repo.index import BlobIndex, BlobLocation
 from shadowvault.repo.master_index import MasterIndex
 from shadowvault.repo.packer import Packer, SaveStats
@@ -290,6 +290,16 @@ class Repository:
     def decode_blob(self, blob_id: bytes, location: BlobLocation, sealed: bytes) -> bytes:
         """Decrypt, decompress and verify one blob read from its pack."""
         return self._reader.decode(blob_id, location, sealed)
+
+    def verified_sealed(self, pack_id: str, blob: PackBlob, pack_bytes: bytes) -> bytes:
+        """The sealed bytes of `blob` in a whole pack read (`pack_bytes`), once they verify
+        (IntegrityError otherwise): what check, repack and salvage read packs for."""
+        sealed = pack_bytes[blob.offset : blob.offset + blob.length]
+        location = BlobLocation(
+            pack_id, BlobType(blob.type), blob.offset, blob.length, blob.raw_length, blob.compressed, False
+        )
+        self.decode_blob(blob.id, location, sealed)
+        return sealed
 
     # ---------------------------------------------------------------- files and trees
 
