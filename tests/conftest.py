@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.loopfs import LoopFs, loop_filesystem
+from tests.fixtures.unprivileged import nobody_pythonpath  # noqa: F401 - a shared fixture
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ from shadowvault.client import Client
 from shadowvault.errors import NotFoundError, ShadowvaultError, UsageError
 from shadowvault.service.settings import WORKER_THREADS
 from shadowvault.shadow.store import ShadowStore
+from tests.fixtures.unprivileged import run_as_nobody
 from tests.service.daemon import running_daemon
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -141,7 +142,7 @@ def test_requesters_at_once_on_one_volume_are_serialized(btrfs, cli, private_dir
         assert client.shadow_sets() == []
 
 
-def test_a_user_who_is_not_root_is_refused(btrfs):
+def test_a_user_who_is_not_root_is_refused(btrfs, nobody_pythonpath):
     with running_daemon(public=True) as daemon:
         script = (
             "import sys\n"
@@ -153,13 +154,7 @@ def test_a_user_who_is_not_root_is_refused(btrfs):
             "    print(err)\n"
             "    sys.exit(3)\n"
         )
-        refused = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", script],
-            cwd="/",
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        refused = run_as_nobody(nobody_pythonpath, "-c", script)
         assert refused.returncode == 3, refused.stderr
         assert (
             refused.stdout.strip() == "uid 65534 may not create a shadow set: the shadowvault API is root's"

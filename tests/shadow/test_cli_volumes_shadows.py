@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sysconfig
 import tempfile
 from pathlib import Path
 
-import shadowvault
 from shadowvault.shadow.store import ShadowStore
 from tests.fixtures.loopfs import unmount_tree
 from tests.fixtures.tools import require_tools
+from tests.fixtures.unprivileged import run_as_nobody
 from tests.shadow.store_helpers import dead_pid, make_set
 
 
@@ -119,29 +118,12 @@ def test_expose_and_unexpose(cli, btrfs):
         subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
 
 
-def test_a_user_who_is_not_root_gets_one_line(private_dirs, btrfs):
+def test_a_user_who_is_not_root_gets_one_line(private_dirs, btrfs, nobody_pythonpath):
     """Shadow sets are root's: another user listing or deleting them is told so in one line."""
-    require_tools("runuser")
+    require_tools("setpriv")
     make_set(ShadowStore(), [str(btrfs.mount)], "btrfs", persistent=True)
     os.chmod(private_dirs, 0o755)  # the config dir must be reachable; the state dir stays root's
-    pythonpath = f"{Path(shadowvault.__file__).parents[1]}:{sysconfig.get_paths()['purelib']}"
     for args in (["shadows", "list"], ["shadows", "delete", "--all"]):
-        done = subprocess.run(
-            [
-                "runuser",
-                "-u",
-                "nobody",
-                "--",
-                "env",
-                f"PYTHONPATH={pythonpath}",
-                "/usr/bin/python3",
-                "-m",
-                "shadowvault.cli.main",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_as_nobody(nobody_pythonpath, "-m", "shadowvault.cli.main", *args, timeout=60)
         assert "permission denied" in _one_line_error(done).lower()
     assert len(ShadowStore().list()) == 1

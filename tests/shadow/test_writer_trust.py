@@ -8,14 +8,12 @@ import re
 import signal
 import subprocess
 import sys
-import sysconfig
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-import shadowvault
 from shadowvault.errors import ConfigError
 from shadowvault.repo.repository import Repository
 from shadowvault.shadow.store import ShadowStore
@@ -25,6 +23,7 @@ from shadowvault.shadow.writers.base import RunCommand, SnapshotContext
 from shadowvault.shadow.writers.external import ExternalWriter
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.tools import require_tools
+from tests.fixtures.unprivileged import run_as_nobody
 from tests.shadow.test_watchdog import wait_for
 from tests.shadow.test_writers import write_config, write_script
 from tests.writers.test_external import write_writer
@@ -334,22 +333,8 @@ def test_an_external_writers_own_environment_table_is_passed(tmp_path, monkeypat
 # ---- (f) a user who is not root --------------------------------------------------------------------
 
 
-def as_nobody(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    pythonpath = f"{Path(shadowvault.__file__).parents[1]}:{sysconfig.get_paths()['purelib']}"
-    variables = [f"{k}={v}" for k, v in {"PYTHONPATH": pythonpath, **(env or {})}.items()]
-    return subprocess.run(
-        [
-            *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "env", *variables),
-            *("/usr/bin/python3", "-m", "shadowvault.cli.main", *args),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize("state", ["made", "missing"], ids=["state-dir-exists", "no-state-dir-yet"])
-def test_a_user_who_is_not_root_is_told_shadow_sets_need_root(private_dirs, btrfs, state):
+def test_a_user_who_is_not_root_is_told_shadow_sets_need_root(private_dirs, btrfs, state, nobody_pythonpath):
     require_tools("setpriv")
     os.chmod(private_dirs, 0o755)  # the config dir must be reachable; the state dir stays root's
     os.chmod(btrfs.mount.parent, 0o755)  # and the volume
@@ -362,13 +347,15 @@ def test_a_user_who_is_not_root_is_told_shadow_sets_need_root(private_dirs, btrf
         ["exec", "--volume", str(btrfs.mount), "--", "true"],
     ]
     for args in commands:
-        message = one_line_error(as_nobody(*args))
+        message = one_line_error(run_as_nobody(nobody_pythonpath, "-m", "shadowvault.cli.main", *args))
         assert "needs root" in message, (args, message)
     assert ShadowStore().list() == []
     assert not (btrfs.mount / ".shadowvault").exists() or not os.listdir(btrfs.mount / ".shadowvault")
 
 
-def test_a_backup_by_a_user_who_is_not_root_says_shadow_sets_need_root(private_dirs, btrfs):
+def test_a_backup_by_a_user_who_is_not_root_says_shadow_sets_need_root(
+    private_dirs, btrfs, nobody_pythonpath
+):
     require_tools("setpriv")
     os.chmod(private_dirs, 0o755)
     os.chmod(btrfs.mount.parent, 0o755)
@@ -378,6 +365,8 @@ def test_a_backup_by_a_user_who_is_not_root_says_shadow_sets_need_root(private_d
     Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
     subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(repo)], check=True)
     env = {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
-    message = one_line_error(as_nobody("backup", str(btrfs.mount), env=env))
+    message = one_line_error(
+        run_as_nobody(nobody_pythonpath, "-m", "shadowvault.cli.main", "backup", str(btrfs.mount), env=env)
+    )
     assert "needs root" in message and "--provider none" in message
     assert ShadowStore().list() == []
