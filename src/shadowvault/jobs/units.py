@@ -84,8 +84,7 @@ Description=Shadowvault API socket
 
 [Socket]
 ListenStream={API_SOCKET}
-SocketMode=0660
-SocketGroup=root
+SocketMode=0666
 DirectoryMode=0755
 
 [Install]

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from shadowvault.errors import ShadowvaultError
 from shadowvault.service import sd_notify, shadow_sets
+from shadowvault.service.activation import inherited_socket
 from shadowvault.service.handlers import Api
 from shadowvault.service.idle import IdleConnections
 from shadowvault.service.ownership import Ownership
@@ -80,7 +81,9 @@ async def serve(path: Path, policy: Policy | None = None, limits: Limits = DEFAU
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    sock = bind_socket(path)  # first: a daemon already running is told before anything else happens
+    # First: a daemon already running is told before anything else happens.
+    inherited = inherited_socket()
+    sock = inherited or bind_socket(path)
     loop.set_default_executor(ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sv-worker"))
     coordinator_pool = ThreadPoolExecutor(COORDINATOR_THREADS, thread_name_prefix="sv-coordinator")
     await asyncio.to_thread(_reap)
@@ -99,7 +102,7 @@ async def serve(path: Path, policy: Policy | None = None, limits: Limits = DEFAU
         await web.SockSite(runner, sock).start()
         ownership.start()
         idle.start(lambda: _transports(runner))
-        log.info("listening on %s", path)
+        log.info("listening on %s%s", path, " (handed over by systemd)" if inherited else "")
         sd_notify.notify("READY=1")
         await stop.wait()
         log.info("stopping")
@@ -112,8 +115,9 @@ async def serve(path: Path, policy: Policy | None = None, limits: Limits = DEFAU
         released = await asyncio.to_thread(shadow_sets.release_ours, os.getpid())
         if released:
             log.info("released shadow set(s) %s", ", ".join(released))
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        if inherited is None:  # systemd's socket stays where systemd keeps it, for the next start
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 

@@ -1,0 +1,53 @@
+"""Socket activation on this host: `systemd-socket-activate` plays systemd's part (listen, hand over fd 3)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from shadowvault.client import Client
+from tests.fixtures.tools import require_tools
+
+
+def test_the_daemon_serves_on_the_socket_systemd_hands_over() -> None:
+    require_tools("systemd-socket-activate")
+    base = Path(tempfile.mkdtemp(prefix="sv-activate-"))
+    sock = base / "api.sock"
+    env = {k: v for k, v in os.environ.items() if k not in ("SHADOWVAULT_SOCKET", "NOTIFY_SOCKET")}
+    env["SHADOWVAULT_SOCKET"] = str(base / "unused.sock")  # the handed-over socket wins over the setting
+    activator = subprocess.Popen(
+        ["systemd-socket-activate", "-l", str(sock), sys.executable, "-m", "shadowvault.cli.main", "daemon"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():  # the activator listens first; the daemon starts on the first call
+            assert activator.poll() is None, activator.stderr.read() if activator.stderr else ""
+            assert time.monotonic() < deadline, "systemd-socket-activate did not listen"
+            time.sleep(0.05)
+        with Client(sock, timeout=60) as client:
+            volumes = client.volumes()
+            assert any(v["mount_point"] == "/" for v in volumes)
+            assert client.shadow_sets() is not None
+        assert not (base / "unused.sock").exists()
+    finally:
+        activator.send_signal(signal.SIGTERM)  # execs the daemon: it is the daemon that stops
+        try:
+            activator.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            activator.kill()
+            activator.wait()
+        if activator.stderr:
+            log = activator.stderr.read()
+            assert "Traceback" not in log, log
+    assert sock.exists(), "the socket systemd owns stays for the next activation"
+    sock.unlink()
+    base.rmdir()
