@@ -54,10 +54,10 @@ from shadowvault.shadow.events import (
     watchdog_actions,
 )
 from shadowvault.shadow.grading import grade
-from shadowvault.shadow.machine_lock import coordinator_lock
 from shadowvault.shadow.manifest import ShadowSetManifest, WriterState
 from shadowvault.shadow.options import DEFAULTS, SetOptions
 from shadowvault.shadow.path_map import shadow_path
+from shadowvault.shadow.set_locks import set_locks
 from shadowvault.shadow.store import ShadowStore, max_shadows_per_volume
 from shadowvault.shadow.volumes import Volume, list_volumes
 from shadowvault.shadow.watchdog import Watchdog, WatchdogStartError
@@ -184,7 +184,7 @@ class ShadowSetRun:
         self.ctx = SnapshotContext(
             set_id=self.manifest.id, volumes=volumes, backup_type=self.options.backup_type
         )
-        with coordinator_lock():  # one set made (or aborted) at a time on this machine: daemon and CLI alike
+        with set_locks(volumes, self.runs):  # sets sharing a volume or a writer: one at a time, machine-wide
             try:
                 return self._sequence(volumes, all_volumes)
             except BaseException as err:
