@@ -13,7 +13,6 @@ import json
 import os
 import re
 import stat
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -21,12 +20,11 @@ import pytest
 
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD, restore
-from tests.fixtures.debootstrap import NSPAWN, minbase_root
+from tests.fixtures.debootstrap import minbase_root
 from tests.fixtures.loopfs import loop_filesystem
+from tests.fixtures.nspawn_boot import PYTHON, boot_with_driver, install_driver, write_file
 from tests.fixtures.tools import require_root, require_tools
 
-PROJECT = Path(__file__).resolve().parents[2]
-PYTHON = PROJECT / ".venv" / "bin" / "python"
 JOB = "nightly"
 
 DRIVER = """\
@@ -48,25 +46,6 @@ systemctl list-timers --all --no-pager > $out/timers.txt
 systemctl poweroff
 """
 
-DRIVER_UNIT = """\
-[Unit]
-Description=test driver: install the Shadowvault units and wait for a timer-fired job
-After=multi-user.target
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/sv-test-driver
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    path.chmod(mode)
-
 
 @pytest.fixture
 def container(tmp_path: Path):
@@ -86,8 +65,8 @@ def test_a_timer_fires_the_job_under_systemd(container, tmp_path: Path) -> None:
     repo = root / "var" / "backups" / "repo"
     repo.parent.mkdir(parents=True, exist_ok=True)
     Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-    _write(root / "etc" / "shadowvault" / "repo.pass", PASSWORD + "\n", 0o600)
-    _write(
+    write_file(root / "etc" / "shadowvault" / "repo.pass", PASSWORD + "\n", 0o600)
+    write_file(
         root / "etc" / "shadowvault" / "jobs.d" / f"{JOB}.toml",
         textwrap.dedent("""\
             schedule = "*:*:0/10"
@@ -100,35 +79,11 @@ def test_a_timer_fires_the_job_under_systemd(container, tmp_path: Path) -> None:
             keep_last = 3
         """),
     )
-    _write(root / "usr" / "local" / "sbin" / "sv-test-driver", DRIVER.format(python=PYTHON, job=JOB), 0o755)
-    _write(root / "etc" / "systemd" / "system" / "sv-test.service", DRIVER_UNIT)
-    wants = root / "etc" / "systemd" / "system" / "multi-user.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    (wants / "sv-test.service").symlink_to("/etc/systemd/system/sv-test.service")
+    install_driver(root, DRIVER.format(python=PYTHON, job=JOB))
     (root / "srv" / "data").mkdir(parents=True)
-    result = tmp_path / "result"
-    result.mkdir()
 
-    booted = subprocess.run(
-        [
-            *NSPAWN,
-            "-D",
-            str(root),
-            "-b",
-            "--console=pipe",
-            f"--bind-ro={PROJECT}",
-            f"--bind-ro={Path(os.path.realpath(PYTHON)).parents[1]}",
-            f"--bind={fs.mount}:/srv/data",
-            f"--bind={result}:/result",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    saved = {p.name: p.read_text() for p in result.iterdir()}
-    context = f"boot exit {booted.returncode}\n{booted.stdout[-3000:]}\n{saved}"
+    boot = boot_with_driver(root, tmp_path / "result", binds=[(fs.mount, "/srv/data")])
+    saved, context = boot.saved, boot.context()
     assert saved.get("install.rc") == "0\n", context
     assert "OnCalendar=*:*:0/10" in (root / "etc/systemd/system/shadowvault-job@nightly.timer").read_text()
     fired = [line for line in saved["timers.txt"].splitlines() if "shadowvault-job@nightly.timer" in line]

@@ -123,7 +123,7 @@ def install(
     definitions: Sequence[JobDefinition], unit_dir: Path = DEFAULT_UNIT_DIR, *, enable: bool = True
 ) -> Installed:
     """Write the units into `unit_dir` and remove the timers of jobs no longer defined; with `enable`,
-    disable those first, then reload systemd and enable and start the timers."""
+    disable those first, then reload systemd and enable and start the daemon's socket and the timers."""
     unit_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in unit_files(definitions).items():
@@ -142,8 +142,7 @@ def install(
     enabled: list[str] = []
     if enable:
         proc.run(["systemctl", "daemon-reload"])
-        timers = [timer_name(d) for d in definitions]
-        if timers:
-            proc.run(["systemctl", "enable", "--now", *timers])
-            enabled = timers
+        # the socket, not the service: the daemon starts on the first call (socket activation)
+        enabled = [DAEMON_SOCKET, *(timer_name(d) for d in definitions)]
+        proc.run(["systemctl", "enable", "--now", *enabled])
     return Installed(written=written, enabled=enabled, removed=stale)
