@@ -31,6 +31,7 @@ bench: deps
 	tools/install-system-packages.sh tools/bench-packages.txt
 	$(PY) bench/freeze_window.py
 	$(PY) bench/writers.py
+	$(PY) bench/api.py
 	$(PY) bench/compare.py
 
 lint: deps
