@@ -1,4 +1,4 @@
-"""A small Python client of the daemon's API (docs/api.md): what requesters, and next the CLI, use.
+"""A small Python client of the daemon's API (docs/api.md): what requesters, and the CLI, use.
 
 One `Client` holds one connection to the daemon for its lifetime. Sets it creates without
 `persistent=True` belong to that connection: the daemon releases them when the client closes, or
@@ -9,9 +9,12 @@ as the same ShadowvaultError subclass, with the daemon's message.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,15 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def answers(self) -> bool:
+        """Whether a daemon listens on the socket (a connection is made and kept for the calls)."""
+        try:
+            self._connection.connect()
+        except OSError:
+            self._connection.close()
+            return False
+        return True
 
     def close(self) -> None:
         """Close the connection: the daemon releases the sets it owns."""
@@ -120,7 +132,7 @@ class Client:
 
     def shadow_set(self, set_id: str) -> dict[str, Any]:
         """One shadow set by id or unique prefix."""
-        return self._call("GET", f"/v1/shadow-sets/{set_id}")
+        return self._call("GET", f"/v1/shadow-sets/{_quote(set_id)}")
 
     def create_shadow_set(
         self,
@@ -139,4 +151,37 @@ class Client:
 
     def delete_shadow_set(self, set_id: str) -> str:
         """Delete a set (id or unique prefix); its full id."""
-        return self._call("DELETE", f"/v1/shadow-sets/{set_id}")["deleted"][0]
+        return self._call("DELETE", f"/v1/shadow-sets/{_quote(set_id)}")["deleted"][0]
+
+    def complete_shadow_set(self, set_id: str, succeeded: bool) -> dict[str, Any]:
+        """Tell the set's writers how the backup went (backup_complete) and release it; its last manifest."""
+        return self._call("POST", f"/v1/shadow-sets/{_quote(set_id)}/complete", {"succeeded": succeeded})
+
+    def expose(self, set_id: str, volume: str | int | None = None, at: str | None = None) -> dict[str, Any]:
+        """Mount one shadow read-only (nosuid, nodev) at `at`, or in the caller's private directory."""
+        return self._call("POST", f"/v1/shadow-sets/{_quote(set_id)}/exposures", {"volume": volume, "at": at})
+
+    def unexpose(self, set_id: str | None = None, at: str | None = None) -> list[str]:
+        """Unmount the exposure at `at`, or every exposure of a set; the unmounted paths."""
+        query = f"?at={urllib.parse.quote(at)}" if at is not None else ""
+        path = f"/v1/shadow-sets/{_quote(set_id)}/exposures" if set_id is not None else "/v1/exposures"
+        return self._call("DELETE", path + query)["unexposed"]
+
+    @contextlib.contextmanager
+    def taken_shadow_set(self, volumes: list[str], **options: Any) -> Iterator[dict[str, Any]]:
+        """A set for a `with` block, completed on leaving it: succeeded unless the block raised.
+
+        The manifest yielded is updated in place with the completed one (the writers' last states).
+        """
+        manifest = self.create_shadow_set(volumes, persistent=False, **options)
+        succeeded = False
+        try:
+            yield manifest
+            succeeded = True
+        finally:
+            manifest.update(self.complete_shadow_set(manifest["id"], succeeded))
+
+
+def _quote(segment: str) -> str:
+    """A set id as one path segment (ids are plain, but a caller's typo must not become another call)."""
+    return urllib.parse.quote(segment, safe="")

@@ -12,6 +12,7 @@ from rich.markup import escape as escape_markup
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.walk_stats import WalkStats
 from shadowvault.cli.components import backup_component_options, split_users
+from shadowvault.cli.coordination import shadow_sets
 from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
@@ -126,7 +127,7 @@ def backup_cmd(
             raise UsageError("give the PATHS to back up, or --component NAME")
         r = stack.enter_context(open_repository(repo, password_file, write=True))
         stack.enter_context(progress(lambda: _status(stats), _line, as_json))
-        result = run_backup(r, request, stats=stats, on_warning=on_warning)
+        result = run_backup(r, request, stats=stats, on_warning=on_warning, sets=shadow_sets())
     for path, reason in result.file_warnings:
         if as_json:
             sys.stderr.write(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from shadowvault.cli import output
+from shadowvault.cli.coordination import shadow_sets
 from shadowvault.cli.shadow_options import shadow_set_options
 from shadowvault.shadow.execute import exec_in_shadow_set
 from shadowvault.shadow.options import SetOptions
@@ -41,7 +44,8 @@ def exec_cmd(
         freeze_timeout=freeze_timeout,
         commit_timeout=commit_timeout,
     )
-    status, manifest = exec_in_shadow_set(command, list(volumes), options)
+    volumes = [os.path.abspath(v) for v in volumes]
+    status, manifest = exec_in_shadow_set(command, volumes, options, shadow_sets())
     window = "-" if manifest.freeze_window is None else f"{manifest.freeze_window * 1000:.1f} ms"
     if as_json:
         output.print_json(

@@ -58,7 +58,14 @@ class _Root(click.Group):
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="shadowvault")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.option(
+    "--no-daemon",
+    "no_daemon",
+    is_flag=True,
+    envvar="SHADOWVAULT_NO_DAEMON",
+    help="Make shadow sets in this process even when `shadowvault daemon` answers on its socket.",
+)
+def cli(verbose: int, no_daemon: bool) -> None:
     """Shadow copies for Linux, and the backup agent built on them."""
     level = logging.WARNING - 10 * min(verbose, 2)
     if os.environ.get("SHADOWVAULT_DEBUG"):

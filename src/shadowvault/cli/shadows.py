@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import click
 
 from shadowvault.cli import output
+from shadowvault.cli.coordination import shadow_sets
 from shadowvault.cli.shadows_create import create
 from shadowvault.errors import PermissionDeniedError, ShadowvaultError, UsageError
 from shadowvault.shadow import exposure as exposing
 from shadowvault.shadow.exposure import Exposure
 from shadowvault.shadow.manifest import ShadowSetManifest
+from shadowvault.shadow.requesting import InProcess, ShadowSets
 from shadowvault.shadow.store import ShadowStore
 
 
@@ -49,6 +52,25 @@ def _print_set(manifest: ShadowSetManifest, exposed: list[Exposure]) -> None:
 @output.json_option
 def list_cmd(as_json: bool) -> None:
     """Shadow sets, oldest first (sets whose requester has ended are released first)."""
+    listed = _listed(shadow_sets())
+
+    def human() -> None:
+        if not listed:
+            output.note("no shadow sets")
+            return
+        for i, (manifest, exposed) in enumerate(listed):
+            if i:
+                output.info("")
+            _print_set(manifest, exposed)
+
+    data = [{**output.to_builtins(m), "exposures": output.to_builtins(e)} for m, e in listed]
+    output.emit(as_json, data, human)
+
+
+def _listed(sets: ShadowSets) -> list[tuple[ShadowSetManifest, list[Exposure]]]:
+    """Every set; in process, a user who may not release ended requesters' sets still lists them."""
+    if not isinstance(sets, InProcess):
+        return sets.list_sets()
     store = ShadowStore()
     try:
         store.reap()
@@ -56,23 +78,8 @@ def list_cmd(as_json: bool) -> None:
         pass  # a user who may not release sets may still list them (or is told why not, below)
     except ShadowvaultError as err:
         output.warn(f"sets of ended requesters were not released: {err}")
-    sets = store.list()
     exposures = exposing.exposures(store)
-
-    def exposed(set_id: str) -> list[Exposure]:
-        return [e for e in exposures if e.set_id == set_id]
-
-    def human() -> None:
-        if not sets:
-            output.note("no shadow sets")
-            return
-        for i, manifest in enumerate(sets):
-            if i:
-                output.info("")
-            _print_set(manifest, exposed(manifest.id))
-
-    data = [{**output.to_builtins(m), "exposures": output.to_builtins(exposed(m.id))} for m in sets]
-    output.emit(as_json, data, human)
+    return [(m, [e for e in exposures if e.set_id == m.id]) for m in store.list()]
 
 
 @shadows.command("delete")
@@ -87,14 +94,7 @@ def delete_cmd(set_id: str | None, oldest: bool, delete_all: bool, as_json: bool
     """
     if sum(bool(x) for x in (set_id, oldest, delete_all)) != 1:
         raise UsageError("say which shadow sets to delete: ID, --oldest or --all")
-    store = ShadowStore()
-    if set_id:
-        deleted = [store.load(set_id).id]
-        store.release(deleted[0])
-    elif oldest:
-        deleted = [store.delete_oldest()]
-    else:
-        deleted = store.delete_all()
+    deleted = shadow_sets().delete(set_id, oldest=oldest)
 
     def human() -> None:
         if not deleted:
@@ -107,12 +107,17 @@ def delete_cmd(set_id: str | None, oldest: bool, delete_all: bool, as_json: bool
 
 @shadows.command("expose")
 @click.argument("set_id", metavar="ID")
-@click.option("--at", "at", required=True, type=click.Path(file_okay=False), help="Directory to mount it on.")
+@click.option(
+    "--at",
+    "at",
+    type=click.Path(file_okay=False),
+    help="Directory to mount it on (through the daemon, default: your private directory next to its socket).",
+)
 @click.option("--volume", "volume", metavar="MNT|INDEX", help="Which shadow of the set (default: the first).")
 @output.json_option
-def expose_cmd(set_id: str, at: str, volume: str | None, as_json: bool) -> None:
-    """Mount one shadow of a set read-only at a directory (created if missing)."""
-    exposure = exposing.expose(ShadowStore(), set_id, volume, at)
+def expose_cmd(set_id: str, at: str | None, volume: str | None, as_json: bool) -> None:
+    """Mount one shadow of a set read-only, nosuid and nodev at a directory (created if missing)."""
+    exposure = shadow_sets().expose(set_id, volume, os.path.abspath(at) if at is not None else None)
     message = f"shadow of {exposure.volume} (set {exposure.set_id}) exposed read-only at {exposure.at}"
     output.emit(as_json, exposure, lambda: output.info(message))
 
@@ -123,13 +128,9 @@ def expose_cmd(set_id: str, at: str, volume: str | None, as_json: bool) -> None:
 @output.json_option
 def unexpose_cmd(set_id: str | None, at: str | None, as_json: bool) -> None:
     """Unmount an exposure (--at DIR), or every exposure of a set (ID)."""
-    store = ShadowStore()
-    if at is not None and set_id is None:
-        done = exposing.unexpose(store, at=at)
-    elif set_id is not None and at is None:
-        done = exposing.unexpose(store, set_id=store.load(set_id).id)
-    else:
+    if (at is None) == (set_id is None):
         raise UsageError("say which exposure to remove: --at DIR or a shadow set ID")
+    done = shadow_sets().unexpose(set_id, os.path.abspath(at) if at is not None else None)
 
     def human() -> None:
         if not done:

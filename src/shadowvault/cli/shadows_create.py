@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from shadowvault.cli import output
+from shadowvault.cli.coordination import shadow_sets
 from shadowvault.cli.shadow_options import print_manifest, shadow_set_options
-from shadowvault.shadow import coordinator
 from shadowvault.shadow.options import SetOptions
-from shadowvault.shadow.privilege import check_may_create_shadow_sets, needs_root
 
 
 @click.command("create")
@@ -33,22 +34,19 @@ def create(
     until `shadowvault shadows delete ID`. With --auto-release the set is released before the
     command ends (a dry run of the whole sequence).
     """
-    check_may_create_shadow_sets()  # a user who is not root learns it before any writer is touched
-    with needs_root():
-        options = SetOptions(
-            writers=writers,
-            provider=provider,
-            persistent=True,
-            auto_writers=not no_auto_writers,
-            freeze_timeout=freeze_timeout,
-            commit_timeout=commit_timeout,
-            backup_type="copy",
-        )
-        manifest = coordinator.create_shadow_set(list(volumes), options)
+    options = SetOptions(
+        writers=writers,
+        provider=provider,
+        persistent=True,
+        auto_writers=not no_auto_writers,
+        freeze_timeout=freeze_timeout,
+        commit_timeout=commit_timeout,
+        backup_type="copy",
+    )
+    sets = shadow_sets()
+    manifest = sets.create([os.path.abspath(v) for v in volumes], options)
     if not persistent:
-        from shadowvault.shadow.store import ShadowStore
-
-        ShadowStore().release(manifest.id)
+        sets.delete(manifest.id)
         manifest.state = "released"
     output.emit(as_json, manifest, lambda: print_manifest(manifest))
     if not persistent and not as_json:

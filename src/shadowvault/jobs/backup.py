@@ -36,6 +36,7 @@ from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.shadow import manifest as manifest_doc
+from shadowvault.shadow.requesting import IN_PROCESS, ShadowSets
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,12 @@ def run_backup(
     *,
     stats: WalkStats | None = None,
     on_warning: Callable[[str], None] | None = None,
+    sets: ShadowSets = IN_PROCESS,
 ) -> BackupResult:
-    """Back up `request.paths` into `repo` and save the snapshot; file errors are in the result."""
+    """Back up `request.paths` into `repo` and save the snapshot; file errors are in the result.
+
+    `sets` makes the shadow set: this process's coordinator, or the daemon's.
+    """
     started = time.monotonic()
     started_wall = time.time()
     warn = on_warning or log.warning
@@ -131,7 +136,7 @@ def run_backup(
     stats = stats or WalkStats()
     added_before = repo.stats.stored_bytes_added
 
-    with taken_shadow_set(sorted(planned.shadowed), request.writers, request.provider) as manifest:
+    with taken_shadow_set(sets, sorted(planned.shadowed), request.writers, request.provider) as manifest:
         sources = [Source(p, below(source_root, p)) for p in planned.live]
         sources += [Source(os.fsencode(orig), os.fsencode(read)) for orig, read in request.extra_sources]
         if manifest is not None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from shadowvault import paths, proc
+from shadowvault.config_file import read_toml
 from shadowvault.errors import ConfigError, ShadowvaultError
 from shadowvault.repo.forget import KeepPolicy
 from shadowvault.shadow.providers.registry import provider_names
@@ -180,7 +181,7 @@ def _on_failure(value: Any, where: Path) -> list[str] | None:
 def _read(path: Path) -> dict[str, Any]:
     """The checked and parsed file; its problems are bad input of the job (exit 2)."""
     try:
-        return writer_config.read_toml(path, "a job definition")
+        return read_toml(path, "a job definition")
     except ShadowvaultError as err:
         raise JobDefinitionError(str(err)) from err
 

@@ -7,38 +7,23 @@ The file holds every job's gauges (it is rebuilt from all records after each run
 
 from __future__ import annotations
 
-import os
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from shadowvault import fsutil, paths
-from shadowvault.errors import ConfigError, ShadowvaultError
+from shadowvault import config_file, fsutil
+from shadowvault.errors import ConfigError
 from shadowvault.jobs.job_records import JobRecord
-from shadowvault.shadow.writers import trusted_exec
 
 DEFAULT_TEXTFILE = "/var/lib/prometheus/node-exporter/shadowvault.prom"
-CONFIG_FILE = "shadowvault.toml"
 
 
 def textfile_path() -> Path:
     """Where the textfile goes: `[metrics] textfile` in shadowvault.toml (root's file), or the default."""
-    config = paths.config_dir() / CONFIG_FILE
-    if not config.exists():
-        return Path(DEFAULT_TEXTFILE)
-    try:
-        raw = trusted_exec.read_checked(os.path.abspath(config), "the Shadowvault configuration")
-        data = tomllib.loads(raw.decode("utf-8"))
-    except ShadowvaultError:
-        raise
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{config}: {err}") from err
-    metrics = data.get("metrics", {})
-    value = metrics.get("textfile", DEFAULT_TEXTFILE) if isinstance(metrics, dict) else None
+    value = config_file.section("metrics").get("textfile", DEFAULT_TEXTFILE)
     if not isinstance(value, str) or not value.startswith("/"):
-        raise ConfigError(f"{config}: [metrics] textfile must be an absolute path")
+        raise ConfigError(f"{config_file.config_path()}: [metrics] textfile must be an absolute path")
     return Path(value)
 
 

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from shadowvault.archive.backup import FILES_COMPONENT
 from shadowvault.archive.walk_stats import Source
 from shadowvault.errors import UsageError
-from shadowvault.shadow.coordinator import shadow_set
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import SetOptions
 from shadowvault.shadow.path_map import shadow_path
-from shadowvault.shadow.privilege import check_may_create_shadow_sets
 from shadowvault.shadow.providers.base import SHADOW_DIR_NAME
+from shadowvault.shadow.requesting import ShadowSets
 from shadowvault.shadow.volumes import list_volumes, volume_of
 
 NO_PROVIDER = "none"
@@ -65,7 +64,7 @@ def plan(paths: list[bytes], provider: str) -> VolumePlan:
 
 @contextlib.contextmanager
 def taken_shadow_set(
-    volumes: list[str], writers: list[str], provider: str
+    sets: ShadowSets, volumes: list[str], writers: list[str], provider: str
 ) -> Iterator[ShadowSetManifest | None]:
     """The shadow set over `volumes`, released on leaving (None when there is nothing to shadow)."""
     if not volumes:
@@ -73,8 +72,10 @@ def taken_shadow_set(
             raise UsageError("--writer needs a shadow set, but no path is on a volume that can be shadowed")
         yield None
         return
-    check_may_create_shadow_sets(hint="--provider none backs up the live files instead")
-    with shadow_set(volumes, SetOptions(writers=writers, provider=provider)) as manifest:
+    options = SetOptions(writers=writers, provider=provider)
+    with sets.shadow_set(
+        volumes, options, hint="--provider none backs up the live files instead"
+    ) as manifest:
         yield manifest
 
 

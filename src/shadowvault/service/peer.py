@@ -8,6 +8,8 @@ import struct
 from dataclasses import dataclass
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux 4.13; not in every Python's socket module
+MAX_GROUPS = 4096  # room for the groups of any real user (ERANGE past it: no groups)
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,7 @@ class Peer:
     pid: int
     uid: int
     gid: int
+    groups: frozenset[int] = frozenset()  # supplementary groups (SO_PEERGROUPS)
 
 
 def peer_of(transport: asyncio.BaseTransport | None) -> Peer | None:
@@ -31,4 +34,13 @@ def peer_of(transport: asyncio.BaseTransport | None) -> Peer | None:
     except OSError:
         return None
     pid, uid, gid = _UCRED.unpack(raw)
-    return Peer(pid=pid, uid=uid, gid=gid)
+    return Peer(pid=pid, uid=uid, gid=gid, groups=_peer_groups(sock))
+
+
+def _peer_groups(sock: socket.socket) -> frozenset[int]:
+    """The peer's supplementary groups as the kernel recorded them at connect()."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, MAX_GROUPS * 4)
+    except OSError:
+        return frozenset()
+    return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))

@@ -19,14 +19,16 @@ from pathlib import Path
 from aiohttp import web
 
 from shadowvault.errors import ShadowvaultError
-from shadowvault.service import sd_notify, shadow_sets
+from shadowvault.service import sd_notify
 from shadowvault.service.activation import inherited_socket
 from shadowvault.service.handlers import Api
 from shadowvault.service.idle import IdleConnections
 from shadowvault.service.ownership import Ownership
-from shadowvault.service.policy import Policy, RootOnly
+from shadowvault.service.policy import GroupPolicy, configured_policy
 from shadowvault.service.responses import errors_as_json
+from shadowvault.service.set_runs import SetRuns
 from shadowvault.service.settings import COORDINATOR_THREADS, DEFAULT_LIMITS, WORKER_THREADS, Limits
+from shadowvault.service.shadow_sets import ShadowSetService
 from shadowvault.shadow.store import ShadowStore
 
 log = logging.getLogger(__name__)
@@ -75,20 +77,24 @@ def make_app(api: Api, limits: Limits, idle: IdleConnections) -> web.Application
     return app
 
 
-async def serve(path: Path, policy: Policy | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+async def serve(path: Path, policy: GroupPolicy | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
     """Serve the API on `path` until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     # First: a daemon already running is told before anything else happens.
+    policy = policy or configured_policy()  # a broken [api] is told before the socket is taken
     inherited = inherited_socket()
     sock = inherited or bind_socket(path)
+    if inherited is not None and isinstance(inherited.getsockname(), str) and inherited.getsockname():
+        path = Path(inherited.getsockname())
     loop.set_default_executor(ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sv-worker"))
     coordinator_pool = ThreadPoolExecutor(COORDINATOR_THREADS, thread_name_prefix="sv-coordinator")
     await asyncio.to_thread(_reap)
-    ownership = Ownership(shadow_sets.release)
-    api = Api(policy or RootOnly(), limits, ownership, coordinator_pool)
+    sets = ShadowSetService(policy, SetRuns(), path.parent / "exposed")
+    ownership = Ownership(sets.release)
+    api = Api(policy, limits, ownership, sets, coordinator_pool)
     idle = IdleConnections(limits.idle_timeout, ownership.owns_sets)
     runner = web.AppRunner(
         make_app(api, limits, idle),
@@ -112,7 +118,7 @@ async def serve(path: Path, policy: Policy | None = None, limits: Limits = DEFAU
         await runner.cleanup()  # no new connections; running requests end; connections close
         await asyncio.to_thread(coordinator_pool.shutdown)  # a creation still running ends first
         await ownership.stop()
-        released = await asyncio.to_thread(shadow_sets.release_ours, os.getpid())
+        released = await asyncio.to_thread(sets.release_ours, os.getpid())
         if released:
             log.info("released shadow set(s) %s", ", ".join(released))
         if inherited is None:  # systemd's socket stays where systemd keeps it, for the next start
@@ -141,6 +147,6 @@ def _reap() -> None:
         log.info("released shadow set(s) of ended requesters: %s", ", ".join(released))
 
 
-def run(path: Path, policy: Policy | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+def run(path: Path, policy: GroupPolicy | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
     """Run the daemon in this thread until it is told to stop."""
     asyncio.run(serve(path, policy, limits))

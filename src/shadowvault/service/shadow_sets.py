@@ -1,18 +1,25 @@
 """What the shadow-set endpoints do, as plain blocking calls (run in worker threads by the handlers).
 
-These call the same library as `shadowvault shadows ...` in process: the coordinator's
-`create_shadow_set` with a SetOptions, the store for list, get and delete.
+The same library as `shadowvault shadows ...` in process: the coordinator (through SetRuns), the
+store, the exposures. A user who is not root sees, exposes and deletes only the sets they asked for,
+and exposes them only in their private directory (private_exposure.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, TypeVar
 
 import msgspec
 
-from shadowvault.errors import UsageError
-from shadowvault.shadow import coordinator
+from shadowvault.errors import NotFoundError, PermissionDeniedError, UsageError
+from shadowvault.service import private_exposure
+from shadowvault.service.peer import Peer
+from shadowvault.service.policy import GroupPolicy
+from shadowvault.service.set_runs import SetRuns
 from shadowvault.shadow import exposure as exposing
+from shadowvault.shadow.exposure import Exposure
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import DEFAULT_COMMIT_TIMEOUT, DEFAULT_FREEZE_TIMEOUT, SetOptions
 from shadowvault.shadow.providers.live import is_pseudo
@@ -20,6 +27,8 @@ from shadowvault.shadow.providers.registry import volume_report
 from shadowvault.shadow.store import ShadowStore
 from shadowvault.shadow.volumes import list_volumes
 from shadowvault.shadow.writers.registry import WriterEntry, inventory
+
+BACKUP_TYPES = ("copy", "full")
 
 
 class CreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -32,20 +41,48 @@ class CreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     auto_writers: bool = True
     freeze_timeout: float = DEFAULT_FREEZE_TIMEOUT
     commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
+    backup_type: str = "copy"
 
 
-def parse_create(body: bytes) -> CreateRequest:
-    """The request, or UsageError in one line (malformed JSON, a wrong or unknown field)."""
+class CompleteRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The body of POST /v1/shadow-sets/{id}/complete."""
+
+    succeeded: bool
+
+
+class ExposeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The body of POST /v1/shadow-sets/{id}/exposures."""
+
+    volume: str | int | None = None
+    at: str | None = None
+
+
+Body = TypeVar("Body")
+
+
+def parse(body: bytes, kind: type[Body], empty_ok: bool = False) -> Body:
+    """The request body as `kind`, or UsageError in one line (malformed JSON, a wrong or unknown field)."""
     if not body.strip():
-        raise UsageError('the request body must be a JSON object with at least "volumes"')
+        if empty_ok:
+            body = b"{}"
+        else:
+            raise UsageError("the request body must be a JSON object")
     try:
-        request = msgspec.json.decode(body, type=CreateRequest)
+        return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as err:
         raise UsageError(f"invalid request: {err}") from None
     except msgspec.DecodeError as err:
         raise UsageError(f"malformed JSON: {err}") from None
+
+
+def parse_create(body: bytes) -> CreateRequest:
+    if not body.strip():
+        raise UsageError('the request body must be a JSON object with at least "volumes"')
+    request = parse(body, CreateRequest)
     if not request.volumes:
         raise UsageError("name at least one volume")
+    if request.backup_type not in BACKUP_TYPES:
+        raise UsageError(f"backup_type must be one of {', '.join(BACKUP_TYPES)}")
     return request
 
 
@@ -59,20 +96,6 @@ def writers() -> list[WriterEntry]:
     return inventory()
 
 
-def create(request: CreateRequest) -> ShadowSetManifest:
-    """Make the set (the coordinator takes the machine-wide lock: one freeze of a volume at a time)."""
-    options = SetOptions(
-        writers=request.writers,
-        provider=request.provider,
-        persistent=request.persistent,
-        auto_writers=request.auto_writers,
-        freeze_timeout=request.freeze_timeout,
-        commit_timeout=request.commit_timeout,
-        backup_type="copy",
-    )
-    return coordinator.create_shadow_set(list(request.volumes), options)
-
-
 def _with_exposures(manifests: list[ShadowSetManifest], store: ShadowStore) -> list[dict[str, Any]]:
     exposures = exposing.exposures(store)
     return [
@@ -84,38 +107,91 @@ def _with_exposures(manifests: list[ShadowSetManifest], store: ShadowStore) -> l
     ]
 
 
-def list_sets() -> list[dict[str, Any]]:
-    """Every set, oldest first, after the sets of ended requesters are released (as `shadows list`)."""
-    store = ShadowStore()
-    store.reap()
-    return _with_exposures(store.list(), store)
+class ShadowSetService:
+    """The shadow-set calls, each for one peer under the policy."""
 
+    def __init__(self, policy: GroupPolicy, runs: SetRuns, exposure_base: Path) -> None:
+        self.policy = policy
+        self.runs = runs
+        self.exposure_base = exposure_base
 
-def get_set(ref: str) -> dict[str, Any]:
-    """One set by id or unique prefix."""
-    store = ShadowStore()
-    return _with_exposures([store.load(ref)], store)[0]
+    def _visible(self, peer: Peer, store: ShadowStore, ref: str) -> ShadowSetManifest:
+        """The set `ref` names, if `peer` may see it (a set of someone else's is not there for them)."""
+        if peer.uid == 0:
+            return store.load(ref)
+        mine = [m for m in store.list() if self.policy.may_see(peer, m.requester_uid)]
+        matches = [m for m in mine if m.id == ref] or [m for m in mine if m.id.startswith(ref)]
+        if len(matches) != 1:
+            raise NotFoundError(f"no shadow set {ref}" if not matches else f"{ref} names several shadow sets")
+        return matches[0]
 
+    def create(self, peer: Peer, request: CreateRequest) -> ShadowSetManifest:
+        self.policy.check_create(peer, request.volumes, request.writers)
+        options = SetOptions(
+            writers=request.writers,
+            provider=request.provider,
+            persistent=request.persistent,
+            auto_writers=request.auto_writers,
+            freeze_timeout=request.freeze_timeout,
+            commit_timeout=request.commit_timeout,
+            backup_type=request.backup_type,
+        )
+        return self.runs.make(request.volumes, options, peer.uid)
 
-def delete_set(ref: str) -> str:
-    """Release the set named by id or unique prefix; its full id."""
-    store = ShadowStore()
-    set_id = store.load(ref).id
-    store.release(set_id)
-    return set_id
+    def list_sets(self, peer: Peer) -> list[dict[str, Any]]:
+        """The sets `peer` may see, oldest first, after the sets of ended requesters are released."""
+        store = ShadowStore()
+        store.reap()
+        return _with_exposures([m for m in store.list() if self.policy.may_see(peer, m.requester_uid)], store)
 
+    def get(self, peer: Peer, ref: str) -> dict[str, Any]:
+        store = ShadowStore()
+        return _with_exposures([self._visible(peer, store, ref)], store)[0]
 
-def release(set_id: str) -> None:
-    """Release a set by full id (unknown ids are no error): what a closed connection does."""
-    ShadowStore().release(set_id)
+    def delete(self, peer: Peer, ref: str) -> str:
+        set_id = self._visible(peer, ShadowStore(), ref).id
+        self.runs.release(set_id)
+        return set_id
 
+    def complete(self, peer: Peer, ref: str, succeeded: bool) -> ShadowSetManifest:
+        set_id = self._visible(peer, ShadowStore(), ref).id
+        return self.runs.complete(set_id, succeeded)
 
-def release_ours(pid: int) -> list[str]:
-    """Release every non-persistent set this daemon (`pid`) made: what a stopping daemon does."""
-    store = ShadowStore()
-    released = []
-    for manifest in store.list():
-        if manifest.requester_pid == pid and not manifest.persistent:
-            store.release(manifest.id)
-            released.append(manifest.id)
-    return released
+    def expose(self, peer: Peer, ref: str, request: ExposeRequest) -> Exposure:
+        store = ShadowStore()
+        manifest = self._visible(peer, store, ref)
+        index, _ = exposing.pick_shadow(manifest, request.volume)
+        private = private_exposure.mount_point(self.exposure_base, peer.uid, manifest.id, index)
+        at = request.at
+        if at is None:
+            at = str(private)
+        elif peer.uid != 0 and os.path.realpath(at) != str(private):
+            raise PermissionDeniedError(
+                f"uid {peer.uid} may expose a shadow only in its private directory {private.parent}"
+            )
+        return exposing.expose(store, manifest.id, index, at)
+
+    def unexpose(self, peer: Peer, ref: str | None, at: str | None) -> list[str]:
+        store = ShadowStore()
+        if ref is not None:
+            return exposing.unexpose(store, at=at, set_id=self._visible(peer, store, ref).id)
+        if at is None:
+            raise UsageError("say which exposure to remove: ?at=DIR")
+        target = os.path.realpath(at)
+        owner = next((e.set_id for e in exposing.exposures(store) if e.at == target), None)
+        if owner is None:
+            raise NotFoundError(f"{target}: no shadow is exposed there")
+        return exposing.unexpose(store, at=at, set_id=self._visible(peer, store, owner).id)
+
+    def release(self, set_id: str) -> None:
+        """Release a set by full id (unknown ids are no error): what a closed connection does."""
+        self.runs.release(set_id)
+
+    def release_ours(self, pid: int) -> list[str]:
+        """Release every non-persistent set this daemon (`pid`) made: what a stopping daemon does."""
+        released = []
+        for manifest in ShadowStore().list():
+            if manifest.requester_pid == pid and not manifest.persistent:
+                self.runs.release(manifest.id)
+                released.append(manifest.id)
+        return released

@@ -25,10 +25,9 @@ import subprocess
 from collections.abc import Sequence
 
 from shadowvault.errors import NotFoundError, UsageError
-from shadowvault.shadow.coordinator import shadow_set
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import DEFAULTS, SetOptions
-from shadowvault.shadow.privilege import check_may_create_shadow_sets, needs_root
+from shadowvault.shadow.requesting import IN_PROCESS, ShadowSets
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +79,14 @@ def _check_command(argv: Sequence[str]) -> None:
 
 
 def run_in_shadow_set(
-    argv: Sequence[str], volumes: Sequence[str], options: SetOptions = DEFAULTS
+    argv: Sequence[str], volumes: Sequence[str], options: SetOptions = DEFAULTS, sets: ShadowSets = IN_PROCESS
 ) -> tuple[int, ShadowSetManifest]:
-    """Create a shadow set, run `argv` against it, release it; (exit status, manifest)."""
+    """Create a shadow set (with `sets`: here, or by the daemon), run `argv` against it, release it;
+    (exit status, manifest)."""
     if not argv:
         raise UsageError("exec needs a command to run: shadowvault exec --volume MNT -- CMD ARGS...")
     _check_command(argv)  # before anything is frozen: a typo must not cost a shadow set
-    check_may_create_shadow_sets()  # and a user who is not root learns it before any writer is touched
-    with needs_root(), shadow_set(volumes, options) as manifest:
+    with sets.shadow_set(volumes, options) as manifest:
         command = substitute(argv, manifest)
         env = dict(os.environ)
         env.update(shadow_environment(manifest))
@@ -115,10 +114,10 @@ class _ProgramFailed(Exception):
 
 
 def exec_in_shadow_set(
-    argv: Sequence[str], volumes: Sequence[str], options: SetOptions = DEFAULTS
+    argv: Sequence[str], volumes: Sequence[str], options: SetOptions = DEFAULTS, sets: ShadowSets = IN_PROCESS
 ) -> tuple[int, ShadowSetManifest]:
     """Like run_in_shadow_set, but a failing program is a status, not an exception (CLI `exec`)."""
     try:
-        return run_in_shadow_set(argv, volumes, options)
+        return run_in_shadow_set(argv, volumes, options, sets)
     except _ProgramFailed as failed:
         return failed.status, failed.manifest

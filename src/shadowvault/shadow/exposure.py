@@ -1,7 +1,9 @@
 """Exposing a shadow: a read-only bind mount of its image at a directory the user names, and its record.
 
-The bind is made in two steps (`mount --bind`, then `remount,ro,bind`) because a bind mount takes
-the flags of its source until it is remounted; if the second step fails the first is undone. Each
+The bind is made in two steps (`mount --bind`, then `remount,ro,nosuid,nodev,bind`) because a bind
+mount takes the flags of its source until it is remounted; if the second step fails the first is
+undone. nosuid and nodev: a shadow is for reading, never a way to run a setuid program or open a
+device node of the past with today's permissions. Each
 set's exposures are recorded in `<store>/<id>.exposed` (a JSON list), so that `shadows list` shows
 them and releasing the set unmounts them first.
 """
@@ -54,10 +56,10 @@ def is_mount_point(path: str) -> bool:
 
 
 def bind_readonly(source: str, at: str) -> None:
-    """Mount `source` read-only at `at`."""
+    """Mount `source` read-only, nosuid and nodev at `at`."""
     proc.run(["mount", "--bind", source, at], timeout=30)
     try:
-        proc.run(["mount", "-o", "remount,ro,bind", at], timeout=30)
+        proc.run(["mount", "-o", "remount,ro,nosuid,nodev,bind", at], timeout=30)
     except CommandError:
         proc.run(["umount", at], timeout=30, check=False)
         raise
@@ -113,7 +115,7 @@ def forget(store: ShadowStore, set_id: str) -> None:
     _record(store, set_id).unlink(missing_ok=True)
 
 
-def _pick_shadow(manifest: ShadowSetManifest, volume_or_index: str | int | None) -> tuple[int, Shadow]:
+def pick_shadow(manifest: ShadowSetManifest, volume_or_index: str | int | None) -> tuple[int, Shadow]:
     if not manifest.shadows:
         raise UsageError(f"shadow set {manifest.id} has no shadows")
     if volume_or_index is None:
@@ -132,13 +134,17 @@ def _pick_shadow(manifest: ShadowSetManifest, volume_or_index: str | int | None)
     raise UsageError(f"shadow set {manifest.id} has no shadow of {volume_or_index} (it has {volumes})")
 
 
-def expose(store: ShadowStore, set_id: str, volume_or_index: str | int | None, at: Path | str) -> Exposure:
+def expose(
+    store: ShadowStore, set_id: str, volume_or_index: str | int | None, at: Path | str | None
+) -> Exposure:
     """Mount one shadow of the set read-only at `at` (created if missing) and record it."""
+    if at is None:
+        raise UsageError("say where to expose the shadow: --at DIR")
     with store.locked():
         manifest = store.load(set_id)
         if manifest.state != "created":
             raise UsageError(f"shadow set {manifest.id} cannot be exposed: it is {manifest.state}")
-        index, shadow = _pick_shadow(manifest, volume_or_index)
+        index, shadow = pick_shadow(manifest, volume_or_index)
         target = os.path.realpath(str(at))
         for exposure in exposures(store):
             if exposure.at == target:

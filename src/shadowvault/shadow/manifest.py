@@ -110,6 +110,7 @@ class ShadowSetManifest(msgspec.Struct, kw_only=True):
     state: str = "creating"  # creating | created | aborted | released
     persistent: bool = False
     requester_pid: int | None = None  # the set is released automatically when this process ends
+    requester_uid: int | None = None  # who asked the daemon for it (a user who is not root sees only theirs)
     provider: str = ""  # the provider asked for (auto, btrfs, reflink, live)
     shadows: list[Shadow] = []
     writers: list[WriterReport] = []

@@ -33,13 +33,12 @@ import os
 import re
 import secrets
 import time
-import tomllib
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 import msgspec
 
-from shadowvault import paths
+from shadowvault import config_file, paths
 from shadowvault.errors import (
     ConfigError,
     NotFoundError,
@@ -60,7 +59,6 @@ from shadowvault.shadow.store_lock import lock_for
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SHADOWS_PER_VOLUME = 64
-CONFIG_FILE = "shadowvault.toml"
 RECORD_SUFFIX = ".json"
 INTENT_SUFFIX = ".intent"
 SET_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
@@ -69,17 +67,11 @@ UNFINISHED_STATES = ("creating", "aborted")
 
 def max_shadows_per_volume() -> int:
     """`max_shadows_per_volume` from `<config dir>/shadowvault.toml`, default 64."""
-    path = paths.config_dir() / CONFIG_FILE
-    try:
-        with open(path, "rb") as f:
-            config = tomllib.load(f)
-    except FileNotFoundError:
-        return DEFAULT_MAX_SHADOWS_PER_VOLUME
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{path}: {err}") from err
-    value = config.get("max_shadows_per_volume", DEFAULT_MAX_SHADOWS_PER_VOLUME)
+    value = config_file.settings().get("max_shadows_per_volume", DEFAULT_MAX_SHADOWS_PER_VOLUME)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{path}: max_shadows_per_volume must be a whole number >= 1, not {value!r}")
+        raise ConfigError(
+            f"{config_file.config_path()}: max_shadows_per_volume must be a whole number >= 1, not {value!r}"
+        )
     return value
 
 

@@ -20,12 +20,12 @@ relative path), and a writer's program is executed through the descriptor that w
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shadowvault import paths
+from shadowvault.config_file import read_toml
 from shadowvault.errors import ConfigError
 from shadowvault.shadow.writers import trusted_exec
 
@@ -85,19 +85,6 @@ def parse_timeout(value: Any, config_path: Path) -> float:
     if value > MAX_TIMEOUT:
         raise ConfigError(f"{config_path}: timeout {value:g} s is above the maximum of {MAX_TIMEOUT:g} s")
     return float(value)
-
-
-def read_toml(path: Path, what: str) -> dict[str, Any]:
-    """Check a configuration file (root's, not writable by others, nor any directory above it) and
-    parse it, reading the very file that was checked. writers.d and jobs.d both read theirs so."""
-    try:
-        raw = trusted_exec.read_checked(os.path.abspath(path), what)
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read {what}: {err.strerror or err}") from err
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read it as TOML: {err}") from err
 
 
 def load_config(path: Path) -> WriterConfig:

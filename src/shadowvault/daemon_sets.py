@@ -1,0 +1,108 @@
+"""Shadow sets made by `shadowvault daemon`: the ShadowSets seam (shadow/requesting.py) over the client.
+
+What `exec`, `backup` and `shadows ...` use when a daemon answers: the daemon freezes and
+snapshots, this process reads. The answers are decoded into the same manifests and exposures the
+in-process coordinator returns, so every command prints the same either way. A set for a `with`
+block belongs to this process's connection: if the process dies, the daemon releases the set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+
+from shadowvault.client import Client
+from shadowvault.errors import NotFoundError, PartialFailure, ShadowvaultError, UsageError
+from shadowvault.shadow.exposure import Exposure
+from shadowvault.shadow.manifest import ShadowSetManifest
+from shadowvault.shadow.options import SetOptions
+
+Decoded = TypeVar("Decoded")
+
+
+def _decode(document: Any, kind: type[Decoded], what: str) -> Decoded:
+    try:
+        return msgspec.convert(document, type=kind)
+    except msgspec.ValidationError as err:
+        raise ShadowvaultError(f"the daemon answered with {what} this client cannot read: {err}") from None
+
+
+def _manifest(document: Any) -> ShadowSetManifest:
+    return _decode(document, ShadowSetManifest, "a shadow set")
+
+
+def _exposures(document: Any) -> list[Exposure]:
+    return _decode(document, list[Exposure], "an exposure")
+
+
+def _request(options: SetOptions) -> dict[str, Any]:
+    """SetOptions as the body of POST /v1/shadow-sets (writers by name: objects stay in a process)."""
+    if not all(isinstance(w, str) for w in options.writers) or not isinstance(options.provider, str):
+        raise UsageError("writers and providers given as objects cannot be sent to the daemon (--no-daemon)")
+    return {
+        "writers": list(options.writers),
+        "provider": options.provider,
+        "auto_writers": options.auto_writers,
+        "freeze_timeout": options.freeze_timeout,
+        "commit_timeout": options.commit_timeout,
+        "backup_type": options.backup_type,
+    }
+
+
+class ThroughDaemon:
+    """The daemon at `client`'s socket makes the sets; one connection for this process's requests."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    @contextlib.contextmanager
+    def shadow_set(
+        self, volumes: Sequence[str], options: SetOptions, *, hint: str = ""
+    ) -> Iterator[ShadowSetManifest]:
+        body = _request(options)
+        manifest = _manifest(self.client.create_shadow_set(list(volumes), persistent=False, **body))
+        succeeded = False
+        try:
+            yield manifest
+            succeeded = True
+        finally:
+            completed = _manifest(self.client.complete_shadow_set(manifest.id, succeeded))
+            for name in manifest.__struct_fields__:  # the caller holds this object: update it in place
+                setattr(manifest, name, getattr(completed, name))
+
+    def create(self, volumes: Sequence[str], options: SetOptions) -> ShadowSetManifest:
+        return _manifest(self.client.create_shadow_set(list(volumes), persistent=True, **_request(options)))
+
+    def list_sets(self) -> list[tuple[ShadowSetManifest, list[Exposure]]]:
+        return [(_manifest(d), _exposures(d.get("exposures", []))) for d in self.client.shadow_sets()]
+
+    def delete(self, ref: str | None = None, *, oldest: bool = False) -> list[str]:
+        if ref is not None:
+            return [self.client.delete_shadow_set(ref)]
+        ids = [d["id"] for d in self.client.shadow_sets()]
+        if oldest:
+            if not ids:
+                raise NotFoundError("there are no shadow sets")
+            return [self.client.delete_shadow_set(ids[0])]
+        deleted: list[str] = []
+        failed: list[str] = []
+        for set_id in ids:
+            try:
+                deleted.append(self.client.delete_shadow_set(set_id))
+            except NotFoundError:
+                continue  # released meanwhile (its requester ended)
+            except ShadowvaultError as err:
+                failed.append(f"{set_id}: {err}")
+        if failed:
+            raise PartialFailure(f"deleted {len(deleted)} shadow set(s); not deleted: " + "; ".join(failed))
+        return deleted
+
+    def expose(self, ref: str, volume: str | None, at: str | None) -> Exposure:
+        document = self.client.expose(ref, volume, at)
+        return _exposures([document])[0]
+
+    def unexpose(self, ref: str | None = None, at: str | None = None) -> list[str]:
+        return self.client.unexpose(ref, at)

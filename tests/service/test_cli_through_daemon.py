@@ -1,0 +1,106 @@
+"""The CLI asks the daemon for its shadow sets when one answers, and prints what it prints without one.
+
+Each command runs twice on the same volume, through the daemon and with --no-daemon; what differs
+by nature (set ids, times, process ids, durations) is masked, the rest must be the same text.
+Who made a set is checked from the store: a set made by the daemon names the daemon as requester.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.service.daemon import running_daemon
+
+SET_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]+")
+VARYING = [
+    (SET_ID, "<set>"),
+    (re.compile(r"\d+(\.\d+)? ?(ms|s|MiB/s|KiB|MiB|B)\b"), "<n>"),
+    (re.compile(r"\b[0-9a-f]{8,64}\b"), "<hex>"),
+    (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"), "<time>"),
+]
+
+
+def _masked(text: str) -> str:
+    for pattern, mask in VARYING:
+        text = pattern.sub(mask, text)
+    return text
+
+
+def _requester_of_sets_script(python: str) -> str:
+    """A command for exec: prints the requester pid of every set, read from the store."""
+    return (
+        f'{python} -c "import json; from shadowvault.shadow.store import ShadowStore; '
+        'print(json.dumps([m.requester_pid for m in ShadowStore().list()]))"'
+    )
+
+
+def test_shadows_and_exec_print_the_same_through_the_daemon_and_without(btrfs, cli):
+    import sys
+
+    (btrfs.mount / "data.txt").write_text("in the shadow\n")
+    with running_daemon() as daemon:
+        env = {"SHADOWVAULT_SOCKET": str(daemon.socket)}
+        runs = {}
+        for mode, flags in (("daemon", []), ("in-process", ["--no-daemon"])):
+            created = cli(*flags, "shadows", "create", "--volume", btrfs.mount, env=env)
+            assert created.returncode == 0, created.stderr
+            set_id = SET_ID.search(created.stdout).group(0)
+            listed = cli(*flags, "shadows", "list", "--json", env=env)
+            assert listed.returncode == 0, listed.stderr
+            assert [s["id"] for s in json.loads(listed.stdout)] == [set_id]
+            human_list = cli(*flags, "shadows", "list", env=env)
+            deleted = cli(*flags, "shadows", "delete", set_id, env=env)
+            assert deleted.returncode == 0, deleted.stderr
+            executed = cli(
+                *flags,
+                "exec",
+                "--volume",
+                btrfs.mount,
+                "--",
+                "sh",
+                "-c",
+                f"cat {{shadow}}/data.txt; {_requester_of_sets_script(sys.executable)}",
+                env=env,
+            )
+            assert executed.returncode == 0, executed.stderr
+            content, requesters = executed.stdout.splitlines()
+            assert content == "in the shadow"
+            if mode == "daemon":
+                assert json.loads(requesters) == [daemon.process.pid]
+            else:
+                assert json.loads(requesters) != [daemon.process.pid]
+            missing = cli(*flags, "shadows", "delete", "20990101T000000-abc", env=env)
+            runs[mode] = [
+                _masked(created.stdout),
+                _masked(human_list.stdout),
+                _masked(deleted.stdout),
+                _masked(executed.stderr),
+                (missing.returncode, missing.stderr),
+            ]
+        assert runs["daemon"] == runs["in-process"]
+
+
+def test_backup_reads_a_set_the_daemon_made_and_prints_the_same(btrfs, cli, tmp_path):
+    (btrfs.mount / "app").mkdir()
+    (btrfs.mount / "app" / "state.bin").write_bytes(b"\x00\x01" * 50_000)
+    env = {"SHADOWVAULT_PASSWORD": PASSWORD}
+    with running_daemon() as daemon:
+        env["SHADOWVAULT_SOCKET"] = str(daemon.socket)
+        outputs = {}
+        for mode, flags in (("daemon", []), ("in-process", ["--no-daemon"])):
+            repo = tmp_path / mode
+            Repository.init(repo, PASSWORD, kdf_params=FAST_KDF)
+            done = cli(*flags, "backup", "--repo", repo, btrfs.mount / "app", env=env)
+            assert done.returncode == 0, done.stderr
+            outputs[mode] = (_masked(done.stdout), _masked(done.stderr))
+            snapshots = json.loads(cli("snapshots", "--repo", repo, "--json", env=env).stdout)
+            assert [s["consistency"]["files"] for s in snapshots] == ["crash"]
+            target = tmp_path / f"restored-{mode}"
+            restored = cli("restore", "--repo", repo, snapshots[0]["id"], "--target", target, env=env)
+            assert restored.returncode == 0, restored.stderr
+            assert next(target.rglob("state.bin")).read_bytes() == b"\x00\x01" * 50_000
+        assert outputs["daemon"] == outputs["in-process"]
+        assert "shadow set" in daemon.log_text()  # the daemon made (and released) the first one

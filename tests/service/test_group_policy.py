@@ -1,0 +1,178 @@
+"""Who may ask the daemon: root, and members of `[api] requester_group` for their own sets of the
+volumes `[api] requester_volumes` allows. The member here is uid 65534, whose group is nogroup."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shadowvault.client import Client
+from tests.fixtures.loopfs import loop_filesystem
+from tests.fixtures.unprivileged import run_as_nobody
+from tests.service.daemon import running_daemon
+
+MEMBER_SCRIPT = """
+import json, os, sys
+from shadowvault.client import Client
+from shadowvault.errors import ShadowvaultError
+
+def attempt(call):
+    try:
+        return {"ok": call()}
+    except ShadowvaultError as err:
+        return {"error": str(err), "kind": type(err).__name__}
+
+allowed, other, foreign_set = sys.argv[1:4]
+with Client() as sv:
+    out = {}
+    out["other_volume"] = attempt(lambda: sv.create_shadow_set([other], persistent=True))
+    out["writers"] = attempt(lambda: sv.create_shadow_set([allowed], writers=["fsfreeze"], persistent=True))
+    made = sv.create_shadow_set([allowed], persistent=True)
+    out["made"] = made["id"]
+    out["listed"] = [s["id"] for s in sv.shadow_sets()]
+    out["foreign_get"] = attempt(lambda: sv.shadow_set(foreign_set))
+    out["foreign_delete"] = attempt(lambda: sv.delete_shadow_set(foreign_set))
+    out["expose_elsewhere"] = attempt(lambda: sv.expose(made["id"], at="/tmp/sv-mine"))
+    exposure = sv.expose(made["id"])
+    at = exposure["at"]
+    out["at"] = at
+    out["public"] = open(os.path.join(at, "public.txt")).read()
+    try:
+        open(os.path.join(at, "secret.txt")).read()
+        out["secret"] = "read"
+    except PermissionError:
+        out["secret"] = "refused"
+    try:
+        open(os.path.join(os.path.dirname(at), "planted"), "w")
+        out["plant"] = "written"
+    except PermissionError:
+        out["plant"] = "refused"
+    with open("/proc/self/mountinfo") as mounts:
+        out["mount_options"] = next(line.split()[5] for line in mounts if line.split()[4] == at)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def two_volumes():
+    with loop_filesystem("btrfs") as allowed, loop_filesystem("btrfs") as other:
+        yield allowed, other
+
+
+def _configure(private_dirs: Path, group: str, volumes: list[str]) -> None:
+    config = private_dirs / "config" / "shadowvault.toml"
+    config.write_text(f'[api]\nrequester_group = "{group}"\nrequester_volumes = {json.dumps(volumes)}\n')
+    config.chmod(0o600)
+
+
+def test_a_member_makes_exposes_and_deletes_only_its_own_sets_of_allowed_volumes(
+    two_volumes, private_dirs, nobody_pythonpath
+):
+    allowed, other = two_volumes
+    (allowed.mount / "public.txt").write_text("for everyone\n")
+    secret = allowed.mount / "secret.txt"
+    secret.write_text("root's only\n")
+    secret.chmod(0o600)
+    _configure(private_dirs, "nogroup", [str(allowed.mount)])
+    with running_daemon(public=True) as daemon, Client(daemon.socket) as root:
+        foreign = root.create_shadow_set([str(allowed.mount)], persistent=True)["id"]
+        done = run_as_nobody(
+            nobody_pythonpath,
+            "-c",
+            MEMBER_SCRIPT,
+            str(allowed.mount),
+            str(other.mount),
+            foreign,
+            env={"SHADOWVAULT_SOCKET": str(daemon.socket)},
+        )
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert out["other_volume"] == {
+            "error": f"uid 65534 may not shadow {other.mount}: [api] requester_volumes does not allow it",
+            "kind": "PermissionDeniedError",
+        }
+        assert out["writers"]["kind"] == "PermissionDeniedError"
+        assert out["listed"] == [out["made"]]  # root's set is not theirs to see
+        assert out["foreign_get"] == {"error": f"no shadow set {foreign}", "kind": "NotFoundError"}
+        assert out["foreign_delete"]["kind"] == "NotFoundError"
+        assert out["expose_elsewhere"]["kind"] == "PermissionDeniedError"
+        assert out["public"] == "for everyone\n"
+        assert out["secret"] == "refused"  # a 0600 file of another user stays closed through the shadow
+        assert out["plant"] == "refused"  # their private directory is not theirs to write in
+        assert {"ro", "nosuid", "nodev"} <= set(out["mount_options"].split(","))
+        at = Path(out["at"])
+        private = at.parent
+        assert private == daemon.socket.parent / "exposed" / "65534"
+        info = os.stat(private)
+        assert (info.st_uid, info.st_mode & 0o707) == (0, 0o700)
+        acl = subprocess.run(["getfacl", "-pn", str(private)], capture_output=True, text=True, check=True)
+        entries = {line for line in acl.stdout.splitlines() if line and not line.startswith("#")}
+        assert entries == {"user::rwx", "user:65534:r-x", "group::---", "mask::r-x", "other::---"}
+        another_user = subprocess.run(
+            ["setpriv", "--reuid=12345", "--regid=65534", "--clear-groups", "ls", str(at)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert another_user.returncode != 0 and "Permission denied" in another_user.stderr
+        sets = {s["id"]: s for s in root.shadow_sets()}
+        assert set(sets) == {foreign, out["made"]}  # root sees everyone's
+        assert sets[out["made"]]["requester_uid"] == 65534
+        assert [e["at"] for e in sets[out["made"]]["exposures"]] == [str(at)]
+        root.delete_shadow_set(out["made"])
+        assert not at.exists()  # unexposed and its mount point removed with the set
+        root.delete_shadow_set(foreign)
+
+
+def test_a_user_outside_the_group_is_refused_everything(btrfs, private_dirs, nobody_pythonpath):
+    _configure(private_dirs, "root", [str(btrfs.mount)])  # nobody is not in group root
+    with running_daemon(public=True) as daemon:
+        script = (
+            "import json\nfrom shadowvault.client import Client\n"
+            "from shadowvault.errors import ShadowvaultError\n"
+            "out = []\n"
+            "for call in ('volumes', 'shadow_sets'):\n"
+            "    try:\n"
+            "        getattr(Client(), call)()\n"
+            "        out.append('allowed')\n"
+            "    except ShadowvaultError as err:\n"
+            "        out.append(str(err))\n"
+            "print(json.dumps(out))\n"
+        )
+        done = run_as_nobody(nobody_pythonpath, "-c", script, env={"SHADOWVAULT_SOCKET": str(daemon.socket)})
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == [
+            "uid 65534 may not list volumes: the shadowvault API is root's and the root group's",
+            "uid 65534 may not list shadow sets: the shadowvault API is root's and the root group's",
+        ]
+
+
+def test_a_member_uses_the_cli_through_the_daemon(btrfs, private_dirs, nobody_pythonpath):
+    _configure(private_dirs, "nogroup", [str(btrfs.mount)])
+    with running_daemon(public=True) as daemon:
+        env = {"SHADOWVAULT_SOCKET": str(daemon.socket)}
+        cli = ("-m", "shadowvault.cli.main")
+        made = run_as_nobody(
+            nobody_pythonpath, *cli, "shadows", "create", "--volume", str(btrfs.mount), "--json", env=env
+        )
+        assert made.returncode == 0, made.stderr
+        set_id = json.loads(made.stdout)["id"]
+        exposed = run_as_nobody(nobody_pythonpath, *cli, "shadows", "expose", set_id, env=env)
+        assert exposed.returncode == 0, exposed.stderr
+        at = daemon.socket.parent / "exposed" / "65534" / f"{set_id}-0"
+        assert exposed.stdout.strip() == f"shadow of {btrfs.mount} (set {set_id}) exposed read-only at {at}"
+        refused = run_as_nobody(nobody_pythonpath, *cli, "shadows", "create", "--volume", "/", env=env)
+        assert refused.returncode != 0
+        assert (
+            refused.stderr
+            == "shadowvault: error: uid 65534 may not shadow /: [api] requester_volumes does not allow it\n"
+        )
+        deleted = run_as_nobody(nobody_pythonpath, *cli, "shadows", "delete", "--all", env=env)
+        assert deleted.returncode == 0, deleted.stderr
+        assert deleted.stdout.strip() == f"deleted shadow set {set_id}"
+        with Client(daemon.socket) as root:
+            assert root.shadow_sets() == []
