@@ -6,11 +6,17 @@ from shadowvault.errors import UnsupportedError, UsageError
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers.base import Provider
 from shadowvault.shadow.providers.btrfs import BtrfsProvider
+from shadowvault.shadow.providers.fanotify import FanotifyProvider
 from shadowvault.shadow.providers.live import LiveProvider
 from shadowvault.shadow.providers.reflink import ReflinkProvider
 from shadowvault.shadow.volumes import Volume
 
-PROVIDER_CLASSES: tuple[type[Provider], ...] = (BtrfsProvider, ReflinkProvider, LiveProvider)
+PROVIDER_CLASSES: tuple[type[Provider], ...] = (
+    BtrfsProvider,
+    ReflinkProvider,
+    FanotifyProvider,
+    LiveProvider,
+)
 AUTO = "auto"
 
 _NOT_ATOMIC_NOTES = {

@@ -1,0 +1,325 @@
+"""The fanotify provider: a copy-on-write shadow made in user space, for ext4 and others (Linux >= 6.14).
+
+No kernel module, no snapshot support in the filesystem: at commit, while the volume is frozen, a
+listener process (fanotify_listener) indexes the volume, pins every file open, and marks the whole
+filesystem for fanotify pre-content events; from the thaw on, it copies each range's old content
+aside before its first change. The shadow is read through a read-only FUSE view the listener serves
+at `<state dir>/fanotify/<set id>-<index>`: names and metadata from the index, data from the saved
+ranges or the pinned live file. The listener lives until the shadow is deleted; if it dies, the
+view fails every access (ENOTCONN), and a failed copy makes it fail with EIO: never silently wrong.
+
+It needs the filesystem frozen at the instant (FreezePolicy.NEEDS): the index is finished inside
+the freeze, which is what makes it one point in time across files (hence `atomic`). It writes nothing
+to the shadowed volume: the view, the saved ranges and the listener's log live in the state directory
+(whose filesystem is never frozen), so the saved ranges take space there.
+
+Limits of this first version (said in the shadow's notes where they apply): files open for writing
+or mapped shared at the instant are copied whole during the commit (fanotify cannot see writes
+through descriptors opened before its mark); a write costs a copy of its 64 KiB chunks the first
+time, a truncation or an access we cannot classify a copy of the whole file; every file of the
+volume is held open by the listener, so the volume may hold at most as many files as it may open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from shadowvault import paths
+from shadowvault.errors import PermissionDeniedError, ProviderError, UnsupportedError
+from shadowvault.proc import pid_alive
+from shadowvault.shadow.manifest import Shadow
+from shadowvault.shadow.providers import fanotify_sys
+from shadowvault.shadow.providers.base import IMAGE_NAME, FoundImage, FreezePolicy, Provider, image_name
+from shadowvault.shadow.providers.fanotify_access import architecture_supported
+from shadowvault.shadow.volumes import Volume
+
+log = logging.getLogger(__name__)
+
+MIN_KERNEL = (6, 14)
+TESTED_FSTYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")  # pre-content marks: refused on tmpfs, overlay
+READY_TIMEOUT = 600.0  # the coordinator's commit limit (and cancel) comes first
+STOP_TIMEOUT = 10.0
+LISTENER_MODULE = "shadowvault.shadow.providers.fanotify_listener"
+
+
+def kernel_version(release: str | None = None) -> tuple[int, int]:
+    """(major, minor) of the running kernel."""
+    numbers = (release or os.uname().release).split("-", 1)[0].split(".")
+    try:
+        return int(numbers[0]), int(numbers[1])
+    except (IndexError, ValueError):
+        return 0, 0
+
+
+def base_dir() -> str:
+    """Where the views, saved ranges, records and logs of fanotify shadows live."""
+    return str(paths.state_dir() / "fanotify")
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of `pid` (field 22 of its stat): with the pid, it names one process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _is_mounted(path: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+class FanotifyProvider(Provider):
+    """A user-space copy-on-write shadow, kept by a listener process, read through a FUSE view."""
+
+    name = "fanotify"
+    atomic = True
+    freeze_policy = FreezePolicy.NEEDS
+    priority = 15  # below btrfs and reflink (which need no listener), above live
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def unsupported_reason(self, volume: Volume) -> str | None:
+        prefix = f"provider fanotify cannot shadow {volume.mount_point}"
+        if kernel_version() < MIN_KERNEL:
+            return f"{prefix}: this kernel ({os.uname().release}) has no fanotify pre-content events (6.14+)"
+        if not architecture_supported():
+            return f"{prefix}: its system call table is known for x86_64 only"
+        if volume.fstype not in TESTED_FSTYPES:
+            return f"{prefix}: it is {volume.fstype}; pre-content events work on {', '.join(TESTED_FSTYPES)}"
+        if volume.read_only:
+            return f"{prefix}: it is mounted read-only (nothing changes it; use live)"
+        if not os.path.exists("/dev/fuse"):
+            return f"{prefix}: /dev/fuse is missing (the shadow is read through FUSE)"
+        from shadowvault.shadow.writers.fsfreeze import check_may_freeze
+
+        try:
+            check_may_freeze(volume)
+        except Exception as err:
+            return f"{prefix}: it must be frozen for the instant, and {err}"
+        return None
+
+    # -- places -----------------------------------------------------------------------------------
+
+    def _shadow_at(self, volume: Volume, name: str) -> Shadow:
+        base = base_dir()
+        view = os.path.join(base, name)
+        return Shadow(
+            volume=volume.mount_point,
+            fs_uuid=volume.fs_uuid,
+            fstype=volume.fstype,
+            provider=self.name,
+            path=view,
+            atomic=True,
+            provider_data={
+                "view": view,
+                "store": view + ".cow",
+                "record": view + ".json",
+                "log": view + ".log",
+            },
+        )
+
+    def planned(self, volume: Volume, set_id: str, index: int) -> Shadow:
+        return self._shadow_at(volume, image_name(set_id, index))
+
+    # -- commit -----------------------------------------------------------------------------------
+
+    def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
+        reason = self.unsupported_reason(volume)
+        if reason:
+            raise UnsupportedError(reason)
+        if os.geteuid() != 0:
+            raise PermissionDeniedError("provider fanotify needs root (fanotify pre-content events, FUSE)")
+        shadow = self._shadow_at(volume, image_name(set_id, index))
+        data = shadow.provider_data
+        os.makedirs(base_dir(), mode=0o700, exist_ok=True)
+        if os.path.lexists(data["view"]) or os.path.lexists(data["record"]):
+            raise ProviderError(f"cannot create {data['view']}: it exists already")
+        os.mkdir(data["view"], 0o700)
+        try:
+            report = self._start_listener(volume, shadow)
+        except BaseException:
+            self.delete(shadow)
+            raise
+        shadow.created = time.time()
+        shadow.provider_data.update(
+            files=report.get("files", 0),
+            copied_at_commit=report.get("unguarded", 0),
+            bytes_copied_at_commit=report.get("bytes_saved", 0),
+        )
+        shadow.notes = self._notes(volume, report)
+        return shadow
+
+    def _start_listener(self, volume: Volume, shadow: Shadow) -> dict:
+        data = shadow.provider_data
+        read_end, write_end = os.pipe()
+        argv = [
+            sys.executable,
+            "-m",
+            LISTENER_MODULE,
+            "--volume",
+            volume.mount_point,
+            "--view",
+            data["view"],
+            "--store",
+            data["store"],
+            "--status-fd",
+            str(write_end),
+            "--log",
+            data["log"],
+        ]
+        try:
+            with open(data["log"], "ab") as log_file:
+                child = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log_file,
+                    pass_fds=(write_end,),
+                    start_new_session=True,  # not in the requester's process group: it outlives its signals
+                )
+        finally:
+            os.close(write_end)
+        try:
+            self._write_record(shadow, volume, child.pid)
+            line = self._await_status(read_end, child)
+        finally:
+            os.close(read_end)
+        try:
+            status = json.loads(line)
+        except ValueError:
+            status = {}
+        if "ready" not in status:
+            problem = (
+                status.get("error") or f"the listener ended (exit status {child.poll()}); see {data['log']}"
+            )
+            raise ProviderError(f"fanotify shadow of {volume.mount_point} failed: {problem}")
+        data["listener_pid"] = child.pid
+        data["listener_start"] = _process_start(child.pid)
+        return status["ready"]
+
+    def _write_record(self, shadow: Shadow, volume: Volume, pid: int) -> None:
+        record = {"volume": volume.mount_point, "pid": pid, "start": _process_start(pid)}
+        with open(shadow.provider_data["record"], "w") as f:
+            json.dump(record, f)
+
+    def _await_status(self, fd: int, child: subprocess.Popen[bytes]) -> str:
+        deadline = time.monotonic() + READY_TIMEOUT
+        chunks = []
+        while time.monotonic() < deadline:
+            if self._cancelled.is_set():
+                raise ProviderError("the fanotify commit was cancelled")
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                break
+        else:
+            raise ProviderError(f"the fanotify listener did not get ready within {READY_TIMEOUT:g} s")
+        return b"".join(chunks).decode(errors="replace")
+
+    @staticmethod
+    def _notes(volume: Volume, report: dict) -> list[str]:
+        notes = []
+        if report.get("skipped_mounts"):
+            notes.append(
+                f"other filesystems mounted below {volume.mount_point} are not in its shadow: "
+                + ", ".join(report["skipped_mounts"])
+            )
+        if report.get("unguarded"):
+            notes.append(
+                f"{report['unguarded']} file(s) open for writing at the instant were copied whole at commit "
+                f"({report.get('bytes_saved', 0)} bytes)"
+            )
+        notes.extend(report.get("problems", []))
+        return notes
+
+    # -- delete and reap ----------------------------------------------------------------------------
+
+    def delete(self, shadow: Shadow) -> None:
+        """Stop the listener (it unmounts the view and removes its mark), then remove what is left."""
+        data = shadow.provider_data
+        view = data.get("view") or shadow.path
+        record = data.get("record") or view + ".json"
+        self._stop_listener(record)
+        if _is_mounted(view):
+            try:
+                fanotify_sys.umount(view)
+            except OSError as err:
+                raise ProviderError(f"cannot unmount the fanotify view {view}: {err.strerror}") from err
+        shutil.rmtree(data.get("store") or view + ".cow", ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(view)
+        for leftover in (record, data.get("log") or view + ".log"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+
+    @staticmethod
+    def _stop_listener(record: str) -> None:
+        try:
+            with open(record) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            return
+        pid, start = info.get("pid"), info.get("start")
+        if not isinstance(pid, int) or not pid_alive(pid) or _process_start(pid) != start:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # our own child when this process made the shadow
+            if _process_start(pid) != start:
+                return
+            time.sleep(0.02)
+        log.warning("fanotify listener %d did not stop on SIGTERM; killing it", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def found_images(self, volume: Volume) -> list[FoundImage]:
+        """Views of this volume in `<state dir>/fanotify`, by their records."""
+        base = base_dir()
+        try:
+            names = os.listdir(base)
+        except OSError:
+            return []
+        found = []
+        for name in names:
+            stem, dot, suffix = name.rpartition(".")
+            match = IMAGE_NAME.match(stem)
+            if not dot or suffix != "json" or match is None:
+                continue
+            try:
+                with open(os.path.join(base, name)) as f:
+                    info = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if info.get("volume") == volume.mount_point:
+                found.append(FoundImage(match["set_id"], self._shadow_at(volume, stem)))
+        return found
+
+
+def listener_alive(shadow: Shadow) -> bool:
+    """Whether the listener keeping `shadow` true still runs (its view fails every access otherwise)."""
+    pid = shadow.provider_data.get("listener_pid")
+    start = shadow.provider_data.get("listener_start")
+    return isinstance(pid, int) and _process_start(pid) == start
