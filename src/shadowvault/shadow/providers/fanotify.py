@@ -9,7 +9,9 @@ ranges or the pinned live file. The listener lives until the shadow is deleted; 
 view fails every access (ENOTCONN), and a failed copy makes it fail with EIO: never silently wrong.
 
 It needs the filesystem frozen at the instant (FreezePolicy.NEEDS): the index is finished inside
-the freeze, which is what makes it one point in time across files (hence `atomic`). It writes nothing
+the freeze, which is what makes it one point in time across files (hence `atomic`). With `--writer
+fsfreeze` that is the set's freeze; without, the listener freezes the volume itself for its index
+(fanotify_freeze), and this provider thaws it if the listener dies or the commit is cancelled. It writes nothing
 to the shadowed volume: the view, the saved ranges and the listener's log live in the state directory
 (whose filesystem is never frozen), so the saved ranges take space there.
 
@@ -41,6 +43,7 @@ from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers import fanotify_sys
 from shadowvault.shadow.providers.base import IMAGE_NAME, FoundImage, FreezePolicy, Provider, image_name
 from shadowvault.shadow.providers.fanotify_access import architecture_supported
+from shadowvault.shadow.providers.fanotify_freeze import thaw
 from shadowvault.shadow.volumes import Volume
 
 log = logging.getLogger(__name__)
@@ -157,6 +160,7 @@ class FanotifyProvider(Provider):
             self.delete(shadow)
             raise
         shadow.created = time.time()
+        shadow.frozen = True  # by the set's fsfreeze, or by the listener for its index
         shadow.provider_data.update(
             files=report.get("files", 0),
             copied_at_commit=report.get("unguarded", 0),
@@ -195,32 +199,51 @@ class FanotifyProvider(Provider):
                 )
         finally:
             os.close(write_end)
+        # Our own descriptor of the volume: if the listener froze it and then dies or is cancelled, we thaw.
+        volume_fd = os.open(volume.mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        statuses: list[dict] = []
         try:
             self._write_record(shadow, volume, child.pid)
-            line = self._await_status(read_end, child)
+            self._await_status(read_end, child, statuses)
+        except BaseException:
+            self._end_listener(child, volume_fd, statuses)
+            raise
         finally:
             os.close(read_end)
-        try:
-            status = json.loads(line)
-        except ValueError:
-            status = {}
-        if "ready" not in status:
-            problem = (
-                status.get("error") or f"the listener ended (exit status {child.poll()}); see {data['log']}"
-            )
-            raise ProviderError(f"fanotify shadow of {volume.mount_point} failed: {problem}")
+        ready = next((s["ready"] for s in statuses if "ready" in s), None)
+        if ready is None:
+            self._end_listener(child, volume_fd, statuses)
+            error = next((s["error"] for s in statuses if "error" in s), None)
+            ended = f"the listener ended (exit status {child.poll()}); see {data['log']}"
+            raise ProviderError(f"fanotify shadow of {volume.mount_point} failed: {error or ended}")
+        os.close(volume_fd)
         data["listener_pid"] = child.pid
         data["listener_start"] = _process_start(child.pid)
-        return status["ready"]
+        return ready
+
+    @staticmethod
+    def _end_listener(child: subprocess.Popen[bytes], volume_fd: int, statuses: list[dict]) -> None:
+        """Kill a listener that failed or was cancelled; thaw the volume if it had frozen it."""
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        child.wait()
+        try:
+            if any(s.get("froze") for s in statuses):
+                thaw(volume_fd)
+            else:
+                os.close(volume_fd)
+        except OSError as err:
+            log.error("cannot thaw the volume the fanotify listener froze: %s", err)
 
     def _write_record(self, shadow: Shadow, volume: Volume, pid: int) -> None:
         record = {"volume": volume.mount_point, "pid": pid, "start": _process_start(pid)}
         with open(shadow.provider_data["record"], "w") as f:
             json.dump(record, f)
 
-    def _await_status(self, fd: int, child: subprocess.Popen[bytes]) -> str:
+    def _await_status(self, fd: int, child: subprocess.Popen[bytes], statuses: list[dict]) -> None:
+        """Collect the listener's status lines until `ready` or `error`, or until it ends."""
         deadline = time.monotonic() + READY_TIMEOUT
-        chunks = []
+        pending = b""
         while time.monotonic() < deadline:
             if self._cancelled.is_set():
                 raise ProviderError("the fanotify commit was cancelled")
@@ -229,13 +252,17 @@ class FanotifyProvider(Provider):
                 continue
             chunk = os.read(fd, 65536)
             if not chunk:
-                break
-            chunks.append(chunk)
-            if chunk.endswith(b"\n"):
-                break
-        else:
-            raise ProviderError(f"the fanotify listener did not get ready within {READY_TIMEOUT:g} s")
-        return b"".join(chunks).decode(errors="replace")
+                return
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                try:
+                    statuses.append(json.loads(line))
+                except ValueError:
+                    continue
+                if "ready" in statuses[-1] or "error" in statuses[-1]:
+                    return
+        raise ProviderError(f"the fanotify listener did not get ready within {READY_TIMEOUT:g} s")
 
     @staticmethod
     def _notes(volume: Volume, report: dict) -> list[str]:

@@ -27,11 +27,13 @@ import stat
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import TextIO
 
 from shadowvault.shadow.providers import fanotify_sys
 from shadowvault.shadow.providers.base import SHADOW_DIR_NAME
 from shadowvault.shadow.providers.fanotify_access import Save, blocked_call, on_access, on_open
 from shadowvault.shadow.providers.fanotify_cow import CowStore, ShadowInvalidError
+from shadowvault.shadow.providers.fanotify_freeze import freeze_unless_frozen, thaw
 from shadowvault.shadow.providers.fanotify_fuse import FuseView
 from shadowvault.shadow.providers.fanotify_index import Index, IndexBuilder
 from shadowvault.shadow.providers.fanotify_unguarded import unguarded_inodes
@@ -58,16 +60,16 @@ class Listener:
 
     # -- making the shadow (the volume is frozen) ------------------------------------------------
 
-    def make(self) -> dict[str, object]:
-        self.index = IndexBuilder(self.volume, frozenset({os.fsencode(SHADOW_DIR_NAME)})).build()
-        self.group = fanotify_sys.init_group()
-        fanotify_sys.mark_filesystem(self.group, self.volume)
-        threading.Thread(target=self._read_events, name="events", daemon=True).start()
-        for ino in unguarded_inodes(self.dev, os.getpid()):
-            entry = self.index.entry_of_inode(ino)
-            if entry is not None and entry.fd >= 0:
-                self.store.save_whole(entry)
-                self.unguarded += 1
+    def make(self, status: TextIO) -> dict[str, object]:
+        """The point in time: inside the set's freeze, or one of our own when the set froze nothing."""
+        froze = freeze_unless_frozen(self.volume)
+        status.write(json.dumps({"froze": froze is not None}) + "\n")
+        status.flush()
+        try:
+            self._index_and_mark()
+        finally:
+            if froze is not None:
+                thaw(froze)
         self.view = FuseView(self.index, self.store, self.view_path)
         self.view.mount()
         threading.Thread(target=self._serve, name="view", daemon=True).start()
@@ -79,6 +81,17 @@ class Listener:
             "skipped_mounts": self.index.skipped_mounts,
             "problems": self.index.problems,
         }
+
+    def _index_and_mark(self) -> None:
+        self.index = IndexBuilder(self.volume, frozenset({os.fsencode(SHADOW_DIR_NAME)})).build()
+        self.group = fanotify_sys.init_group()
+        fanotify_sys.mark_filesystem(self.group, self.volume)
+        threading.Thread(target=self._read_events, name="events", daemon=True).start()
+        for ino in unguarded_inodes(self.dev, os.getpid()):
+            entry = self.index.entry_of_inode(ino)
+            if entry is not None and entry.fd >= 0:
+                self.store.save_whole(entry)
+                self.unguarded += 1
 
     # -- after the thaw ---------------------------------------------------------------------------
 
@@ -173,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     listener = Listener(args.volume, args.view, args.store)
     status = os.fdopen(args.status_fd, "w")
     try:
-        report = listener.make()
+        report = listener.make(status)
     except BaseException as err:
         log.exception("making the shadow failed")
         listener.stop()
