@@ -285,8 +285,8 @@ def test_auto_picks_the_best_provider(btrfs, xfs):
 
 
 def test_unknown_provider_names_the_choices():
-    with pytest.raises(UsageError, match="auto, btrfs, reflink, live"):
-        get_provider("lvm")
+    with pytest.raises(UsageError, match="auto, btrfs, lvm, reflink"):
+        get_provider("zfs")
 
 
 def test_pseudo_filesystems_are_not_volumes():

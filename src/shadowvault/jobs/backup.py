@@ -36,6 +36,7 @@ from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.shadow import manifest as manifest_doc
+from shadowvault.shadow import validity
 from shadowvault.shadow.requesting import IN_PROCESS, ShadowSets
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ def run_backup(
             virtual_root=source_root,
         )
         root = archiver.archive(sources, parent[1].tree if parent else None)
+        if manifest is not None:
+            validity.ensure_valid(manifest)  # an overflowed LVM snapshot read "fine" from cache
 
     manifest_blob = None
     components = list(request.components) or [FILES_COMPONENT]

@@ -96,6 +96,7 @@ class Shadow(msgspec.Struct, kw_only=True):
     created: float = 0.0  # time.time() of the commit
     provider_data: dict[str, Any] = {}  # what the provider needs to delete it (subvolume, directory)
     notes: list[str] = []  # what the image leaves out or cannot promise (nested subvolumes, skipped files)
+    invalid: str = ""  # why the image no longer holds its point in time (an LVM snapshot that overflowed)
 
 
 class ShadowSetManifest(msgspec.Struct, kw_only=True):

@@ -65,6 +65,12 @@ def check_freeze_policies(
         for target in targets:
             mount = find_volume(target).mount_point
             provider = chosen.get(mount)
+            if provider is not None and provider.freeze_policy == FreezePolicy.BUILT_IN:
+                raise UsageError(
+                    f"writer {run.label} cannot be used with provider {provider.name} on {mount}: "
+                    f"{provider.name} freezes the filesystem itself while it snapshots, and cannot "
+                    "snapshot one that fsfreeze holds; leave out --writer fsfreeze"
+                )
             if provider is not None and provider.freeze_policy == FreezePolicy.FORBIDS:
                 raise UsageError(
                     f"writer {run.label} cannot be used with provider {provider.name} on {mount}: a "

@@ -32,12 +32,15 @@ class FreezePolicy(StrEnum):
     """Whether a provider needs the filesystem frozen while it commits.
 
     A btrfs snapshot or a reflink on a frozen filesystem blocks until thaw, so
-    those providers forbid fsfreeze; a block-level provider would need it.
+    those providers forbid fsfreeze; a block-level provider would need it. BUILT_IN: the provider
+    freezes the filesystem itself while it commits (LVM suspends the device, which freezes it), so
+    an fsfreeze around it is redundant, and refused (LVM cannot suspend a filesystem frozen by another).
     """
 
     NEEDS = "needs"
     FORBIDS = "forbids"
     IGNORES = "ignores"
+    BUILT_IN = "built_in"
 
 
 class Provider(ABC):
@@ -91,6 +94,15 @@ class Provider(ABC):
         anything else on the volume.
         """
         return []
+
+    def problem(self, shadow: Shadow) -> str | None:
+        """None while the image still holds its point in time, else why not, in words for the user.
+
+        Asked after a requester has read a shadow: a classic LVM snapshot that overflowed keeps
+        serving cached pages, so what was read must be thrown away. Providers whose images cannot
+        go bad say None.
+        """
+        return None
 
     def cancel(self) -> None:
         """Ask a `create` running in another thread on this instance to stop and clean up after itself.

@@ -8,11 +8,13 @@ from shadowvault.shadow.providers.base import Provider
 from shadowvault.shadow.providers.btrfs import BtrfsProvider
 from shadowvault.shadow.providers.fanotify import FanotifyProvider
 from shadowvault.shadow.providers.live import LiveProvider
+from shadowvault.shadow.providers.lvm import LvmProvider
 from shadowvault.shadow.providers.reflink import ReflinkProvider
 from shadowvault.shadow.volumes import Volume
 
 PROVIDER_CLASSES: tuple[type[Provider], ...] = (
     BtrfsProvider,
+    LvmProvider,
     ReflinkProvider,
     FanotifyProvider,
     LiveProvider,

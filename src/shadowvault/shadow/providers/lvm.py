@@ -1,0 +1,273 @@
+"""The lvm provider: an LVM snapshot of the logical volume under a filesystem, mounted read-only.
+
+A classic snapshot (`lvcreate -s -l N`) gets copy-on-write space from the volume group's free
+extents: `[lvm] snapshot_share` of shadowvault.toml (default 20 %) of what is free at that moment.
+A thin volume gets a thin snapshot (`lvcreate -s --setactivationskip n`), which needs no size.
+
+LVM suspends the device while it makes the snapshot, and suspending freezes the filesystem on it
+(the kernel's freeze_bdev): the image is filesystem-consistent on its own, so the provider declares
+FreezePolicy.BUILT_IN. An fsfreeze around it is not only redundant, it breaks it: the suspend of a
+filesystem someone else froze fails with EBUSY and leaves a half-made snapshot (seen on Debian's
+6.1 kernel), so the coordinator refuses the combination.
+
+The snapshot LV is named `sv-<set id>-<index>` and mounted at `<mount>/.shadowvault/<set id>-<index>`
+(ro, `noload` for ext2/3/4 so no journal is replayed, `nouuid` for XFS, whose origin has the same
+UUID). A classic snapshot that overflows is dropped by the kernel while its old mount may still serve
+cached pages: `problem()` says so, and whoever reads a shadow must ask it afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import time
+
+from shadowvault import config_file, proc
+from shadowvault.errors import CommandError, ConfigError, ProviderError, UnsupportedError
+from shadowvault.shadow.manifest import Shadow
+from shadowvault.shadow.providers.base import (
+    IMAGE_NAME,
+    FoundImage,
+    FreezePolicy,
+    Provider,
+    image_name,
+)
+from shadowvault.shadow.providers.hidden_dir import ensure_shadow_dir, shadow_dir
+from shadowvault.shadow.providers.lvm_volumes import (
+    LogicalVolume,
+    dm_uuid,
+    find_logical_volume,
+    list_logical_volumes,
+    logical_volume_of,
+)
+from shadowvault.shadow.volumes import Volume, list_volumes
+
+log = logging.getLogger(__name__)
+
+LV_PREFIX = "sv-"
+SNAPSHOT_LV = re.compile(rf"^{LV_PREFIX}(?P<image>.+)$")
+DEFAULT_SNAPSHOT_SHARE = 0.20
+MOUNT_OPTIONS = {"ext2": "ro,noload", "ext3": "ro,noload", "ext4": "ro,noload", "xfs": "ro,nouuid"}
+LVM_TIMEOUT = 120.0  # an lvcreate is never killed half-way: it may hold the origin suspended
+
+
+def snapshot_share() -> float:
+    """`[lvm] snapshot_share`: the share of the volume group's free space a classic snapshot gets.
+
+    A number in (0, 1] or a percentage string ("20%"); default 20 %.
+    """
+    value = config_file.section("lvm").get("snapshot_share", DEFAULT_SNAPSHOT_SHARE)
+    share: float | None = None
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            share = float(value.strip()[:-1]) / 100
+        except ValueError:
+            share = None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        share = float(value)
+    if share is None or not 0 < share <= 1:
+        raise ConfigError(
+            f"{config_file.config_path()}: [lvm] snapshot_share must be a share of the free space "
+            f'between 0 and 1 or a percentage like "20%", not {value!r}'
+        )
+    return share
+
+
+def _lv_name(set_id: str, index: int) -> str:
+    return LV_PREFIX + image_name(set_id, index)
+
+
+def _human(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def _mounted_at(dev: str) -> list[str]:
+    """Where the block device `dev` (major:minor) is mounted."""
+    return [v.mount_point for v in list_volumes(with_uuid=False) if v.dev == dev]
+
+
+class LvmProvider(Provider):
+    """LVM snapshots (classic or thin) of the logical volume a filesystem is on, mounted read-only."""
+
+    name = "lvm"
+    atomic = True
+    freeze_policy = FreezePolicy.BUILT_IN
+    priority = 25  # after btrfs (a btrfs on LVM is shadowed by btrfs), before reflink and live
+
+    def _origin(self, volume: Volume) -> tuple[LogicalVolume | None, str | None]:
+        """The volume's logical volume, or why this provider cannot use it."""
+        prefix = f"provider lvm cannot shadow {volume.mount_point}"
+        uuid = dm_uuid(volume.dev)
+        if uuid is None or not uuid.startswith("LVM-"):
+            return None, f"{prefix}: it is not on an LVM logical volume"
+        if volume.fstype not in MOUNT_OPTIONS:
+            return None, (
+                f"{prefix}: it is {volume.fstype}; LVM snapshots are mounted for ext2/3/4 and XFS only"
+            )
+        if os.geteuid() != 0:
+            return None, f"{prefix}: LVM snapshots need root"
+        try:
+            lv = logical_volume_of(volume.dev)
+        except ProviderError as err:
+            return None, f"{prefix}: {err}"
+        if lv is None:
+            return None, f"{prefix}: LVM does not list its device {volume.dev}"
+        if lv.is_snapshot and SNAPSHOT_LV.match(lv.name):
+            return None, f"{prefix}: it is a Shadowvault snapshot ({lv.full_name}) itself"
+        if not lv.is_thin and lv.attr[:1] not in ("-", "o"):
+            return None, f"{prefix}: {lv.full_name} is a {lv.segtype} volume, which LVM cannot snapshot here"
+        if not lv.is_thin and lv.vg_free_extents < 1:
+            return None, (
+                f"{prefix}: volume group {lv.vg} has no free space for a classic snapshot of {lv.full_name}"
+            )
+        return lv, None
+
+    def unsupported_reason(self, volume: Volume) -> str | None:
+        return self._origin(volume)[1]
+
+    def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
+        origin, reason = self._origin(volume)
+        if origin is None:
+            raise UnsupportedError(reason or f"provider lvm cannot shadow {volume.mount_point}")
+        shadow = self._shadow_at(volume, origin.vg, image_name(set_id, index))
+        name = _lv_name(set_id, index)
+        argv = ["lvcreate", "--quiet", "--snapshot", "--name", name]
+        if origin.is_thin:
+            argv += ["--setactivationskip", "n"]
+            kind, size = "thin", 0
+        else:
+            extents = max(1, int(origin.vg_free_extents * snapshot_share()))
+            argv += ["--extents", str(extents)]
+            kind, size = "classic", extents * origin.vg_extent_size
+        try:
+            proc.run([*argv, origin.full_name], timeout=LVM_TIMEOUT)
+        except CommandError as err:
+            raise ProviderError(f"lvm snapshot of {volume.mount_point} ({origin.full_name}): {err}") from err
+        created = time.time()
+        try:
+            self._mount(shadow, volume)
+        except BaseException:
+            self.delete(shadow)
+            raise
+        shadow.created = created
+        shadow.frozen = True  # the suspend froze the filesystem (freeze_bdev)
+        shadow.provider_data.update({"kind": kind, "origin": origin.name, "cow_bytes": size})
+        if kind == "classic":
+            shadow.notes = [
+                f"classic LVM snapshot of {origin.full_name} with {_human(size)} for changes: if more "
+                f"than that of {volume.mount_point} is rewritten while the shadow exists, the snapshot "
+                "becomes invalid and reading it fails"
+            ]
+        return shadow
+
+    def _mount(self, shadow: Shadow, volume: Volume) -> None:
+        ensure_shadow_dir(volume)
+        target = shadow.provider_data["mount"]
+        device = shadow.provider_data["device"]
+        try:
+            os.mkdir(target, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise ProviderError(f"cannot create {target}: {err.strerror}") from err
+        options = MOUNT_OPTIONS[volume.fstype]
+        try:
+            proc.run(["mount", "-t", volume.fstype, "-o", options, device, target], timeout=LVM_TIMEOUT)
+        except CommandError as err:
+            raise ProviderError(f"cannot mount the lvm snapshot {device} at {target}: {err}") from err
+
+    def planned(self, volume: Volume, set_id: str, index: int) -> Shadow | None:
+        origin, _ = self._origin(volume)
+        if origin is None:
+            return None
+        return self._shadow_at(volume, origin.vg, image_name(set_id, index))
+
+    def _shadow_at(self, volume: Volume, vg: str, image: str) -> Shadow:
+        target = os.path.join(shadow_dir(volume.mount_point), image)
+        path = os.path.join(target, volume.root.lstrip("/")) if volume.root != "/" else target
+        lv = LV_PREFIX + image
+        return Shadow(
+            volume=volume.mount_point,
+            fs_uuid=volume.fs_uuid,
+            fstype=volume.fstype,
+            provider=self.name,
+            path=path,
+            atomic=True,
+            provider_data={
+                "vg": vg,
+                "lv": lv,
+                "mount": target,
+                "device": f"/dev/mapper/{vg.replace('-', '--')}-{lv.replace('-', '--')}",
+            },
+        )
+
+    def found_images(self, volume: Volume) -> list[FoundImage]:
+        """Snapshots of the volume's LV named `sv-<set id>-<index>`: ours, and nothing else."""
+        if not volume.dev or not (dm_uuid(volume.dev) or "").startswith("LVM-"):
+            return []
+        try:
+            origin = logical_volume_of(volume.dev)
+            if origin is None:
+                return []
+            candidates = list_logical_volumes(origin.vg)
+        except ProviderError as err:
+            log.warning("cannot look for lvm snapshots of %s: %s", volume.mount_point, err)
+            return []
+        found = []
+        for lv in candidates:
+            match = SNAPSHOT_LV.match(lv.name)
+            image = IMAGE_NAME.match(match["image"]) if match else None
+            if match is None or image is None or lv.origin != origin.name or not lv.is_snapshot:
+                continue
+            found.append(FoundImage(image["set_id"], self._shadow_at(volume, origin.vg, match["image"])))
+        return found
+
+    def delete(self, shadow: Shadow) -> None:
+        vg, name = shadow.provider_data.get("vg"), shadow.provider_data.get("lv")
+        target = shadow.provider_data.get("mount")
+        if not vg or not name or not target:
+            raise ProviderError(f"the record of the lvm shadow of {shadow.volume} names no snapshot")
+        lv = find_logical_volume(vg, name)
+        if lv is not None and lv.dev:
+            elsewhere = [m for m in _mounted_at(lv.dev) if m != target]
+            if elsewhere:
+                raise ProviderError(
+                    f"cannot delete the lvm snapshot {vg}/{name}: it is mounted at {elsewhere[0]}; "
+                    "unexpose it first"
+                )
+            if target in _mounted_at(lv.dev):
+                try:
+                    proc.run(["umount", target], timeout=LVM_TIMEOUT)
+                except CommandError as err:
+                    raise ProviderError(f"cannot unmount the lvm snapshot at {target}: {err}") from err
+        if lv is not None:
+            try:
+                proc.run(["lvremove", "--quiet", "--yes", f"{vg}/{name}"], timeout=LVM_TIMEOUT)
+            except CommandError as err:
+                raise ProviderError(f"cannot remove the lvm snapshot {vg}/{name}: {err}") from err
+        try:
+            os.rmdir(target)
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY):
+                log.warning("cannot remove %s: %s", target, err.strerror)
+
+    def problem(self, shadow: Shadow) -> str | None:
+        vg, name = shadow.provider_data.get("vg", ""), shadow.provider_data.get("lv", "")
+        try:
+            lv = find_logical_volume(vg, name)
+        except ProviderError as err:
+            return f"cannot check the lvm snapshot {vg}/{name} of {shadow.volume}: {err}"
+        if lv is None:
+            return f"the lvm snapshot {vg}/{name} of {shadow.volume} no longer exists"
+        if lv.invalid:
+            return (
+                f"the lvm snapshot {vg}/{name} of {shadow.volume} overflowed (its space for changes filled "
+                "up) and no longer holds the point in time; make a new shadow, with a larger "
+                "[lvm] snapshot_share or more free space in the volume group"
+            )
+        return None

@@ -1,0 +1,145 @@
+"""What LVM knows about the logical volume under a mounted filesystem, read through `lvs`.
+
+A filesystem is on LVM when its device (major:minor from mountinfo) is a device-mapper device whose
+dm uuid starts with `LVM-`; `/sys/dev/block/MAJ:MIN/dm/uuid` says so without running anything, so
+volumes that are not on LVM cost nothing. The rest comes from `lvs --reportformat json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from shadowvault import proc
+from shadowvault.errors import CommandError, ProviderError
+
+LVS_TIMEOUT = 60.0
+_FIELDS = (
+    "lv_name",
+    "vg_name",
+    "lv_attr",
+    "lv_size",
+    "origin",
+    "pool_lv",
+    "segtype",
+    "lv_kernel_major",
+    "lv_kernel_minor",
+    "lv_dm_path",
+    "vg_free_count",
+    "vg_extent_size",
+    "snap_percent",
+)
+
+
+@dataclass(frozen=True)
+class LogicalVolume:
+    """One logical volume as `lvs` reports it (sizes in bytes)."""
+
+    vg: str
+    name: str
+    attr: str
+    size: int
+    origin: str
+    pool: str
+    segtype: str
+    dev: str  # major:minor, "" when inactive
+    dm_path: str
+    vg_free_extents: int
+    vg_extent_size: int
+    snap_percent: float | None
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.vg}/{self.name}"
+
+    @property
+    def is_thin(self) -> bool:
+        return self.segtype == "thin"
+
+    @property
+    def is_snapshot(self) -> bool:
+        """A classic snapshot (attr 's'/'S') or a thin volume made as a snapshot of another."""
+        return self.attr[:1] in ("s", "S") or bool(self.origin and self.is_thin)
+
+    @property
+    def invalid(self) -> bool:
+        """A classic snapshot that overflowed (attr 'I'): the kernel dropped it, its data is gone."""
+        return len(self.attr) > 4 and self.attr[4] == "I"
+
+
+def dm_uuid(dev: str) -> str | None:
+    """The device-mapper uuid of block device `dev` (major:minor), None when it is no dm device."""
+    if not dev:
+        return None
+    try:
+        with open(f"/sys/dev/block/{dev}/dm/uuid", encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def is_lvm_device(dev: str) -> bool:
+    uuid = dm_uuid(dev)
+    return uuid is not None and uuid.startswith("LVM-")
+
+
+def _number(text: str) -> int:
+    try:
+        return int(float(text or "0"))
+    except ValueError:
+        return 0
+
+
+def _parse(row: dict[str, str]) -> LogicalVolume:
+    major, minor = _number(row.get("lv_kernel_major", "-1")), _number(row.get("lv_kernel_minor", "-1"))
+    percent = row.get("snap_percent", "")
+    return LogicalVolume(
+        vg=row["vg_name"],
+        name=row["lv_name"],
+        attr=row.get("lv_attr", ""),
+        size=_number(row.get("lv_size", "0")),
+        origin=row.get("origin", ""),
+        pool=row.get("pool_lv", ""),
+        segtype=row.get("segtype", ""),
+        dev=f"{major}:{minor}" if major >= 0 and minor >= 0 else "",
+        dm_path=row.get("lv_dm_path", ""),
+        vg_free_extents=_number(row.get("vg_free_count", "0")),
+        vg_extent_size=_number(row.get("vg_extent_size", "0")),
+        snap_percent=float(percent) if percent else None,
+    )
+
+
+def list_logical_volumes(*selection: str) -> list[LogicalVolume]:
+    """Every logical volume (or those `selection` names: `vg`, `vg/lv`); ProviderError if lvs fails."""
+    argv = ["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", ",".join(_FIELDS)]
+    try:
+        out = proc.output([*argv, *selection], timeout=LVS_TIMEOUT)
+    except CommandError as err:
+        raise ProviderError(f"cannot read the logical volumes: {err}") from err
+    try:
+        report = json.loads(out)["report"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ProviderError(f"lvs printed something that is not its JSON report: {out[:200]!r}") from err
+    return [_parse(row) for part in report for row in part.get("lv", [])]
+
+
+def logical_volume_of(dev: str) -> LogicalVolume | None:
+    """The logical volume whose device is `dev` (major:minor), None when LVM knows none."""
+    for lv in list_logical_volumes():
+        if lv.dev == dev:
+            return lv
+    return None
+
+
+def find_logical_volume(vg: str, name: str) -> LogicalVolume | None:
+    """Logical volume `vg/name`, None when it does not exist (any longer)."""
+    try:
+        found = list_logical_volumes(vg)
+    except ProviderError as err:
+        if "not found" in str(err).lower():
+            return None
+        raise
+    for lv in found:
+        if lv.name == name:
+            return lv
+    return None
