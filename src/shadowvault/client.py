@@ -47,11 +47,18 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def _error_class(kind: object) -> type[ShadowvaultError]:
+def daemon_error(message: str, kind: object, exit_status: object = None) -> ShadowvaultError:
+    """The error the daemon reported, as the same ShadowvaultError subclass with the same exit status."""
     cls = getattr(errors, kind, None) if isinstance(kind, str) else None
-    if isinstance(cls, type) and issubclass(cls, ShadowvaultError):
-        return cls
-    return ShadowvaultError
+    if not (isinstance(cls, type) and issubclass(cls, ShadowvaultError)):
+        cls = ShadowvaultError
+    try:
+        error = cls(message)
+    except TypeError:  # a subclass with a constructor of its own
+        error = ShadowvaultError(message)
+    if isinstance(exit_status, int) and not isinstance(exit_status, bool) and 0 < exit_status < 256:
+        error.exit_code = exit_status
+    return error
 
 
 class Client:
@@ -80,43 +87,57 @@ class Client:
         """Close the connection: the daemon releases the sets it owns."""
         self._connection.close()
 
-    def _exchange(
-        self, method: str, path: str, payload: bytes | None
-    ) -> tuple[http.client.HTTPResponse, bytes]:
+    def _send(self, method: str, path: str, payload: bytes | None) -> http.client.HTTPResponse:
+        """Send a request; the response with its body unread. Connection failures are our errors."""
         headers = {"Content-Type": "application/json"} if payload is not None else {}
-        reused = self._connection.sock is not None
         try:
-            self._connection.request(method, path, body=payload, headers=headers)
-            response = self._connection.getresponse()
-        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
-            if not reused:
-                raise
-            # The daemon closed this connection for being idle (it holds no set, or it would not
-            # have): the request never ran. Once more on a new connection.
-            self._connection.close()
-            self._connection.request(method, path, body=payload, headers=headers)
-            response = self._connection.getresponse()
-        return response, response.read()
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        payload = None if body is None else json.dumps(body).encode()
-        try:
-            response, data = self._exchange(method, path, payload)
+            reused = self._connection.sock is not None
+            try:
+                self._connection.request(method, path, body=payload, headers=headers)
+                return self._connection.getresponse()
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                if not reused:
+                    raise
+                # The daemon closed this connection for being idle (it holds no set, or it would
+                # not have): the request never ran. Once more on a new connection.
+                self._connection.close()
+                self._connection.request(method, path, body=payload, headers=headers)
+                return self._connection.getresponse()
         except (FileNotFoundError, ConnectionRefusedError) as err:
             self._connection.close()
             raise DaemonUnavailableError(f"no shadowvault daemon answers on {self.socket_path}") from err
         except (OSError, http.client.HTTPException) as err:
             self._connection.close()
             raise ShadowvaultError(f"the shadowvault daemon on {self.socket_path}: {err}") from err
+
+    def _read(self, response: http.client.HTTPResponse) -> bytes:
+        try:
+            return response.read()
+        except (OSError, http.client.HTTPException) as err:
+            self._connection.close()
+            raise ShadowvaultError(f"the shadowvault daemon on {self.socket_path}: {err}") from err
+
+    @staticmethod
+    def _raise_for(response: http.client.HTTPResponse, data: bytes) -> None:
+        """The daemon's error as the same ShadowvaultError subclass, with its message."""
         try:
             document = json.loads(data) if data else None
         except ValueError:
             document = None
+        if isinstance(document, dict) and isinstance(document.get("error"), str):
+            raise daemon_error(document["error"], document.get("kind"), document.get("exit_status"))
+        raise ShadowvaultError(f"the shadowvault daemon answered {response.status} {response.reason}")
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        payload = None if body is None else json.dumps(body).encode()
+        response = self._send(method, path, payload)
+        data = self._read(response)
         if response.status >= 400:
-            if isinstance(document, dict) and isinstance(document.get("error"), str):
-                raise _error_class(document.get("kind"))(document["error"])
-            raise ShadowvaultError(f"the shadowvault daemon answered {response.status} {response.reason}")
-        return document
+            self._raise_for(response, data)
+        try:
+            return json.loads(data) if data else None
+        except ValueError as err:
+            raise ShadowvaultError(f"the shadowvault daemon answered with malformed JSON: {err}") from None
 
     def volumes(self) -> list[dict[str, Any]]:
         """Mounted filesystems and the providers that can shadow each."""
@@ -166,6 +187,64 @@ class Client:
         query = f"?at={urllib.parse.quote(at)}" if at is not None else ""
         path = f"/v1/shadow-sets/{_quote(set_id)}/exposures" if set_id is not None else "/v1/exposures"
         return self._call("DELETE", path + query)["unexposed"]
+
+    def providers(self) -> list[dict[str, Any]]:
+        """Every provider, best first."""
+        return self._call("GET", "/v1/providers")
+
+    # -- runs: backups, restores and jobs.d jobs the daemon runs ----------------------------------
+
+    def start_backup(self, repository: str, paths: list[str], **fields: Any) -> dict[str, Any]:
+        """Start a backup (fields as in docs/api.md: password or password_file, tags, ...); the run."""
+        return self._call("POST", "/v1/backups", {"repository": repository, "paths": paths, **fields})
+
+    def start_restore(self, repository: str, snapshot: str, target: str, **fields: Any) -> dict[str, Any]:
+        """Start a files restore; the run."""
+        body = {"repository": repository, "snapshot": snapshot, "target": target, **fields}
+        return self._call("POST", "/v1/restores", body)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every jobs.d job with its last recorded run."""
+        return self._call("GET", "/v1/jobs")
+
+    def start_job(self, name: str) -> dict[str, Any]:
+        """Run a jobs.d job now; the run."""
+        return self._call("POST", f"/v1/jobs/{_quote(name)}/runs")
+
+    def runs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/runs")
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/runs/{_quote(run_id)}")
+
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/runs/{_quote(run_id)}")
+
+    def events(self, run_id: str) -> Iterator[dict[str, Any]]:
+        """The run's events as they come, until it ends (JSON lines; each has a `message_type`)."""
+        response = self._send("GET", f"/v1/runs/{_quote(run_id)}/events", None)
+        if response.status >= 400:
+            self._raise_for(response, self._read(response))
+        try:
+            for line in response:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.close()
+
+    def wait(self, run_id: str) -> dict[str, Any]:
+        """Follow the run's events to its end; the run's last report."""
+        for _ in self.events(run_id):
+            pass
+        return self.run(run_id)
+
+    def metrics(self) -> str:
+        """The Prometheus text of /metrics."""
+        response = self._send("GET", "/metrics", None)
+        data = self._read(response)
+        if response.status >= 400:
+            self._raise_for(response, data)
+        return data.decode()
 
     @contextlib.contextmanager
     def taken_shadow_set(self, volumes: list[str], **options: Any) -> Iterator[dict[str, Any]]:

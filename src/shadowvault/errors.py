@@ -65,3 +65,9 @@ class PartialFailure(ShadowvaultError):
     """The operation finished but some items failed (unreadable files, corrupt blobs); exit code 3."""
 
     exit_code = 3
+
+
+class JobCancelledError(ShadowvaultError):
+    """A running backup or restore was cancelled (through the daemon's API)."""
+
+    exit_code = 130

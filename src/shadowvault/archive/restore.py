@@ -230,6 +230,8 @@ class Restorer:
 
     def _open_dir(self, here: TargetDir) -> bool:
         assert here.parent is not None and here.parent.fd is not None
+        if self.stats.cancellation is not None:
+            self.stats.cancellation.check()
         if len(self._open) >= MAX_OPEN_DIRS and self._finished:
             self._flush()  # the oldest directory may wait for files of the batch being planned
         while len(self._open) >= MAX_OPEN_DIRS and self._finished:

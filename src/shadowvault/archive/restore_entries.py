@@ -22,6 +22,7 @@ from enum import StrEnum
 
 from shadowvault.archive import metadata
 from shadowvault.archive.tree_paths import join, text
+from shadowvault.cancellation import Cancellation
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.tree import Node
 
@@ -52,6 +53,7 @@ class RestoreStats:
     errors: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    cancellation: Cancellation | None = None  # checked before every directory
 
     def as_dict(self) -> dict[str, int]:
         return {

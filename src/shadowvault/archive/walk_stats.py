@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from shadowvault.archive.tree_paths import text
+from shadowvault.cancellation import Cancellation
 
 
 @dataclass
@@ -40,6 +41,7 @@ class WalkStats:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): stored, but note it
     current_path: bytes = b""  # the entry being walked (set without the lock: one writer)
+    cancellation: Cancellation | None = None  # checked before every entry
     started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -256,6 +256,8 @@ class Archiver:
         job.nodes.append(node)
         stats = self.stats  # the walk's counters have one writer, this thread: no lock needed
         stats.current_path = orig
+        if stats.cancellation is not None:
+            stats.cancellation.check()
         if node.type == "dir":
             stats.dirs += 1
             sub_parent = self._children(old.subtree) if old is not None and old.type == "dir" else {}

@@ -1,31 +1,57 @@
-"""Which coordinator the commands ask for shadow sets: the daemon when it answers, else this process.
+"""Whether a command goes through the daemon: when it answers on its socket, unless --no-daemon.
 
-`shadows ...`, `exec` and `backup` call `shadow_sets()`. With a daemon listening on the API socket
-(`$SHADOWVAULT_SOCKET`, default /run/shadowvault/api.sock) the daemon makes the sets, so a CLI run
-and other requesters share one coordinator; without one, or with `--no-daemon`
-(`SHADOWVAULT_NO_DAEMON=1`), this process does, under the same machine locks.
+`shadows ...`, `exec`, `backup` ask `shadow_sets()` for their shadow sets and `jobs run` asks
+`daemon_client()`. With a daemon listening on the API socket (`$SHADOWVAULT_SOCKET`, default
+/run/shadowvault/api.sock) the daemon does the coordinating, so a CLI run and other requesters share
+one coordinator; without one, or with `--no-daemon` (`SHADOWVAULT_NO_DAEMON=1`), this process does,
+under the same machine locks. The output is the same either way.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from shadowvault.shadow.requesting import IN_PROCESS, ShadowSets
 
+if TYPE_CHECKING:
+    from shadowvault.client import Client
+
 NO_DAEMON = "no_daemon"
 
 
-def shadow_sets() -> ShadowSets:
-    """The ShadowSets for the running command (its daemon connection closes with the command)."""
-    ctx = click.get_current_context()
-    root = ctx.find_root()
+def daemon_client() -> Client | None:
+    """A connection to the daemon for the running command (closed with it), or None to work in process."""
+    root = click.get_current_context().find_root()
     if root.params.get(NO_DAEMON):
-        return IN_PROCESS
-    from shadowvault.client import Client  # only a command that makes sets pays for it
-    from shadowvault.daemon_sets import ThroughDaemon
+        return None
+    from shadowvault.client import Client  # only a command that may use the daemon pays for it
 
     client = Client()
     if not client.answers():
-        return IN_PROCESS
+        return None
     root.call_on_close(client.close)
+    return client
+
+
+def shadow_sets() -> ShadowSets:
+    """The ShadowSets for the running command: the daemon's, or this process's."""
+    client = daemon_client()
+    if client is None:
+        return IN_PROCESS
+    from shadowvault.daemon_sets import ThroughDaemon
+
     return ThroughDaemon(client)
+
+
+def finished_run(client: Client, run: dict[str, Any]) -> dict[str, Any]:
+    """Wait for a run the daemon started; its summary, or the error it ended with, raised as ours."""
+    from shadowvault.client import daemon_error
+
+    report = client.wait(run["id"])
+    if report["result"] is not None:
+        return report["result"]
+    raise daemon_error(
+        report.get("error") or "the run failed", report.get("error_kind"), report.get("exit_status")
+    )

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import msgspec
 
+from shadowvault.cli.coordination import daemon_client, finished_run
 from shadowvault.cli.output import emit, info, json_option, print_table, to_builtins, warn
 from shadowvault.cli.repository import format_size, format_time
 from shadowvault.errors import NotFoundError
@@ -102,9 +104,15 @@ def _show_record(record: JobRecord) -> None:
 @click.argument("name")
 @json_option
 def run_cmd(name: str, as_json: bool) -> None:
-    """Run job NAME now and record it; exits as `backup` would (0, 3 when files were unreadable, 1)."""
-    definition = definitions.find(name)
-    record = scheduled.run_job(definition)
+    """Run job NAME now and record it; exits as `backup` would (0, 3 when files were unreadable, 1).
+
+    Through the daemon when it answers (it runs the job), else in this process.
+    """
+    client = daemon_client()
+    if client is None:
+        record = scheduled.run_job(definitions.find(name))
+    else:  # the daemon runs it (its job lock still keeps one run of a job at a time)
+        record = msgspec.convert(finished_run(client, client.start_job(name)), type=JobRecord)
     emit(as_json, to_builtins(record), lambda: _show_record(record))
     scheduled.raise_for(record)
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from shadowvault.errors import UsageError
+from shadowvault.repo.password_file import read_password_file
 from shadowvault.repo.repository import Repository
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,14 +53,7 @@ def repo_path(repo: str | None) -> str:
 def read_password(password_file: str | None, *, confirm: bool = False) -> str:
     """The password from --password-file, $SHADOWVAULT_PASSWORD, or a prompt when on a terminal."""
     if password_file:
-        try:
-            with open(password_file, encoding="utf-8") as f:
-                password = f.readline().rstrip("\r\n")
-        except OSError as err:
-            raise UsageError(f"cannot read password file {password_file}: {err.strerror or err}") from err
-        if not password:
-            raise UsageError(f"password file {password_file} is empty")
-        return password
+        return read_password_file(password_file, UsageError)
     env = os.environ.get(PASSWORD_ENV)
     if env:
         return env

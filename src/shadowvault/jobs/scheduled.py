@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 
 from shadowvault import proc
+from shadowvault.archive.walk_stats import WalkStats
 from shadowvault.components.base import CollectOptions
 from shadowvault.errors import PartialFailure, ShadowvaultError
 from shadowvault.jobs import job_metrics, job_records
@@ -26,6 +27,7 @@ from shadowvault.jobs.backup_components import ComponentSelection, staged_compon
 from shadowvault.jobs.definitions import JobDefinition
 from shadowvault.jobs.job_records import FAILED, PARTIAL, SUCCESS, JobRecord
 from shadowvault.repo.forget import apply_policy
+from shadowvault.repo.password_file import read_password_file
 from shadowvault.repo.prune import prune
 from shadowvault.repo.repository import Repository, filter_snapshots
 from shadowvault.shadow.writers import config as writer_config
@@ -73,25 +75,13 @@ def _job_lock(name: str) -> Iterator[None]:
         os.close(fd)
 
 
-def _password(definition: JobDefinition) -> str:
-    try:
-        with open(definition.password_file, encoding="utf-8") as f:
-            password = f.readline().rstrip("\r\n")
-    except OSError as err:
-        raise ShadowvaultError(
-            f"cannot read password file {definition.password_file}: {err.strerror or err}"
-        ) from err
-    if not password:
-        raise ShadowvaultError(f"password file {definition.password_file} is empty")
-    return password
-
-
 def _open(definition: JobDefinition, *, write: bool, kind: str = "backup") -> Repository:
     location = Repository.validate_path(definition.repository)
-    return Repository.open(location, _password(definition), write=write, kind=kind)
+    password = read_password_file(str(definition.password_file))
+    return Repository.open(location, password, write=write, kind=kind)
 
 
-def _backup(definition: JobDefinition) -> BackupResult:
+def _backup(definition: JobDefinition, stats: WalkStats | None) -> BackupResult:
     request = BackupRequest(
         paths=list(definition.paths),
         excludes=list(definition.excludes),
@@ -105,7 +95,7 @@ def _backup(definition: JobDefinition) -> BackupResult:
             selection = ComponentSelection(list(definition.components), "/", options)
             request = stack.enter_context(staged_components(request, selection))
         repo = stack.enter_context(_open(definition, write=True))
-        return run_backup(repo, request)
+        return run_backup(repo, request, stats=stats)
 
 
 def _apply_retention(definition: JobDefinition, host: str, record: JobRecord) -> None:
@@ -177,8 +167,11 @@ def _finish(definition: JobDefinition, record: JobRecord, previous: JobRecord | 
         log.warning("job %s: cannot write the metrics textfile: %s", record.job, err)
 
 
-def run_job(definition: JobDefinition) -> JobRecord:
-    """Run the job once now and record it; the record says how it went (see the module's docstring)."""
+def run_job(definition: JobDefinition, *, stats: WalkStats | None = None) -> JobRecord:
+    """Run the job once now and record it; the record says how it went (see the module's docstring).
+
+    `stats`: the backup's live counters (the daemon reports them as the run's progress).
+    """
     with _job_lock(definition.name):
         previous = job_records.load(definition.name)
         t0, started = time.monotonic(), time.time()
@@ -186,7 +179,7 @@ def run_job(definition: JobDefinition) -> JobRecord:
             job=definition.name, status=FAILED, exit_status=1, started=started, finished=started, duration=0.0
         )
         try:
-            result = _backup(definition)
+            result = _backup(definition, stats)
             _fill(record, result)
             _apply_retention(definition, result.snapshot.host, record)
         except ShadowvaultError as err:

@@ -53,10 +53,13 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
-def error_response(message: str, status: int, kind: str = "ShadowvaultError") -> web.Response:
-    """One JSON line naming the error; `kind` lets a client raise the same error class."""
+def error_response(
+    message: str, status: int, kind: str = "ShadowvaultError", exit_status: int = 1
+) -> web.Response:
+    """One JSON line naming the error; `kind` and `exit_status` let a client raise the same error
+    and end with the same exit status as the command would in process."""
     line = " ".join(message.split()) or "error"
-    return json_response({"error": line, "kind": kind}, status=status)
+    return json_response({"error": line, "kind": kind, "exit_status": exit_status}, status=status)
 
 
 @web.middleware
@@ -65,17 +68,18 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except errors.ShadowvaultError as err:
-        return error_response(str(err), status_for(err), type(err).__name__)
+        return error_response(str(err), status_for(err), type(err).__name__, err.exit_code)
     except web.HTTPException as err:
         if err.status < 400:
             raise
         if err.status in (404, 405):
             message = f"no such call: {request.method} {request.path}"
-            return error_response(message, err.status, "NotFoundError")
+            return error_response(message, err.status, "NotFoundError", errors.NotFoundError.exit_code)
         return error_response(
             err.reason if err.text is None else err.text.removeprefix(f"{err.status}: "),
             err.status,
             "UsageError" if err.status < 500 else "ShadowvaultError",
+            errors.UsageError.exit_code if err.status < 500 else 1,
         )
     except Exception as err:
         log.exception("internal error serving %s %s", request.method, request.path)

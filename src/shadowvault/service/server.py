@@ -26,6 +26,8 @@ from shadowvault.service.idle import IdleConnections
 from shadowvault.service.ownership import Ownership
 from shadowvault.service.policy import GroupPolicy, configured_policy
 from shadowvault.service.responses import errors_as_json
+from shadowvault.service.run_handlers import RunApi
+from shadowvault.service.runs import Runs
 from shadowvault.service.set_runs import SetRuns
 from shadowvault.service.settings import COORDINATOR_THREADS, DEFAULT_LIMITS, WORKER_THREADS, Limits
 from shadowvault.service.shadow_sets import ShadowSetService
@@ -71,9 +73,10 @@ def bind_socket(path: Path) -> socket.socket:
 NEVER = 10.0**9  # aiohttp's own keep-alive timer, out of reach: IdleConnections decides
 
 
-def make_app(api: Api, limits: Limits, idle: IdleConnections) -> web.Application:
+def make_app(api: Api, run_api: RunApi, limits: Limits, idle: IdleConnections) -> web.Application:
     app = web.Application(client_max_size=limits.body_bytes, middlewares=[idle.middleware, errors_as_json])
     app.add_routes(api.routes())
+    app.add_routes(run_api.routes())
     return app
 
 
@@ -95,9 +98,10 @@ async def serve(path: Path, policy: GroupPolicy | None = None, limits: Limits = 
     sets = ShadowSetService(policy, SetRuns(), path.parent / "exposed")
     ownership = Ownership(sets.release)
     api = Api(policy, limits, ownership, sets, coordinator_pool)
+    runs = Runs()
     idle = IdleConnections(limits.idle_timeout, ownership.owns_sets)
     runner = web.AppRunner(
-        make_app(api, limits, idle),
+        make_app(api, RunApi(api, runs), limits, idle),
         handle_signals=False,
         access_log=None,
         keepalive_timeout=NEVER,
@@ -115,7 +119,9 @@ async def serve(path: Path, policy: GroupPolicy | None = None, limits: Limits = 
         sd_notify.notify("STOPPING=1")
     finally:
         await idle.stop()
+        runs.cancel_all("the daemon is stopping")  # running backups and restores unwind, their streams end
         await runner.cleanup()  # no new connections; running requests end; connections close
+        await asyncio.to_thread(runs.wait)
         await asyncio.to_thread(coordinator_pool.shutdown)  # a creation still running ends first
         await ownership.stop()
         released = await asyncio.to_thread(sets.release_ours, os.getpid())

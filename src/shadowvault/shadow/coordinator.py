@@ -179,6 +179,7 @@ class ShadowSetRun:
             host=socket.gethostname(),
             persistent=self.options.persistent,
             requester_pid=os.getpid(),  # until created: a dead creator's leftovers get reaped
+            requester_uid=os.getuid(),
             provider=self.options.provider_name,
         )
         self.ctx = SnapshotContext(

@@ -1,0 +1,142 @@
+"""What the daemon's runs do: a backup, a files restore or a jobs.d job, each through the jobs/ layer.
+
+The daemon is the coordinator, so a backup it runs makes its shadow set in its own process. The
+repository password comes in the request (`password`) or from a file root can read
+(`password_file`); it is never logged, never stored with the run, and never passed to a child.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from shadowvault.archive.restore import Overwrite, RestoreStats
+from shadowvault.archive.walk_stats import WalkStats
+from shadowvault.errors import JobCancelledError, PartialFailure, UsageError
+from shadowvault.jobs import definitions, scheduled
+from shadowvault.jobs.backup import BackupRequest, run_backup
+from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
+from shadowvault.repo.password_file import read_password_file
+from shadowvault.repo.repository import Repository
+from shadowvault.service.runs import Run, Work
+
+Follow = Callable[[Callable[[], dict[str, Any]]], None]
+
+
+class RepositoryAccess(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Which repository, and its password (given, or in a file the daemon reads)."""
+
+    repository: str
+    password: str | None = None
+    password_file: str | None = None
+
+    def open(self, *, write: bool, kind: str) -> Repository:
+        if (self.password is None) == (self.password_file is None):
+            raise UsageError('give the repository password as "password" or "password_file"')
+        password = self.password or read_password_file(str(self.password_file), UsageError)
+        return Repository.open(Repository.validate_path(self.repository), password, write=write, kind=kind)
+
+
+class BackupBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
+    """The body of POST /v1/backups."""
+
+    paths: list[str]
+    excludes: list[str] = []
+    tags: list[str] = []
+    writers: list[str] = []
+    provider: str = "auto"
+    host: str | None = None
+    parent: str | None = None
+    full: bool = False
+
+
+class RestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
+    """The body of POST /v1/restores."""
+
+    snapshot: str
+    target: str
+    subpath: str = "/"
+    includes: list[str] = []
+    excludes: list[str] = []
+    overwrite: str = Overwrite.NEVER.value
+    verify: bool = False
+    numeric_owner: bool = False
+
+
+def _exit_status(errors: list[Any]) -> int:
+    return PartialFailure.exit_code if errors else 0
+
+
+def backup_work(body: BackupBody) -> Work:
+    if not body.paths:
+        raise UsageError("name at least one path to back up")
+
+    def work(run: Run, follow: Follow) -> tuple[dict[str, Any], int]:
+        stats = WalkStats(cancellation=run.cancellation)
+        follow(lambda: {**stats.as_dict(), "current_file": stats.current})
+        request = BackupRequest(
+            paths=list(body.paths),
+            excludes=list(body.excludes),
+            tags=list(body.tags),
+            writers=list(body.writers),
+            provider=body.provider,
+            host=body.host,
+            parent=body.parent,
+            full=body.full,
+        )
+        with body.open(write=True, kind="backup") as repo:
+            result = run_backup(repo, request, stats=stats)
+        summary = {
+            **result.summary(),
+            "errors": [{"path": p, "reason": r} for p, r in result.errors],
+            "warnings": result.warnings,
+        }
+        return summary, _exit_status(result.errors)
+
+    return work
+
+
+def restore_work(body: RestoreBody) -> Work:
+    if body.overwrite not in {o.value for o in Overwrite}:
+        raise UsageError(f"overwrite must be one of {', '.join(o.value for o in Overwrite)}")
+
+    def work(run: Run, follow: Follow) -> tuple[dict[str, Any], int]:
+        stats = RestoreStats(cancellation=run.cancellation)
+        follow(stats.as_dict)
+        request = FilesRestoreRequest(
+            snapshot=body.snapshot,
+            target=body.target,
+            subpath=body.subpath,
+            includes=list(body.includes),
+            excludes=list(body.excludes),
+            overwrite=body.overwrite,
+            verify=body.verify,
+            numeric_owner=body.numeric_owner,
+        )
+        with body.open(write=False, kind="restore") as repo:
+            result = run_files_restore(repo, request, stats=stats)
+        summary = {
+            "snapshot_id": result.snapshot_id,
+            **stats.as_dict(),
+            "duration": round(result.duration, 3),
+            "errors": [{"path": p, "reason": r} for p, r in result.errors],
+        }
+        return summary, _exit_status(result.errors)
+
+    return work
+
+
+def job_work(name: str) -> Work:
+    definition = definitions.find(name)
+
+    def work(run: Run, follow: Follow) -> tuple[dict[str, Any], int]:
+        stats = WalkStats(cancellation=run.cancellation)
+        follow(lambda: {**stats.as_dict(), "current_file": stats.current})
+        record = scheduled.run_job(definition, stats=stats)
+        if run.cancellation.cancelled:
+            raise JobCancelledError(run.cancellation.reason)
+        return msgspec.to_builtins(record), record.exit_status
+
+    return work

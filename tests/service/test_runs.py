@@ -1,0 +1,157 @@
+"""Backups, restores and jobs.d jobs as runs of the daemon: started, followed, cancelled, recorded.
+
+Real daemons, real repositories, real btrfs loop filesystems; the snapshots are restored and the
+repository checked as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shadowvault.client import Client
+from shadowvault.errors import NotFoundError, UsageError
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.fixtures.unprivileged import run_as_nobody
+from tests.jobs.test_scheduled import define, setup  # noqa: F401  (setup is a fixture)
+from tests.service.daemon import running_daemon
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    Repository.init(path, PASSWORD, kdf_params=FAST_KDF).close()
+    return path
+
+
+def _tree(root: Path) -> None:
+    (root / "docs").mkdir()
+    (root / "docs" / "a.txt").write_text("alpha\n")
+    (root / "docs" / "b.bin").write_bytes(os.urandom(200_000))
+    (root / "secret").write_bytes(b"s3cret")
+    (root / "secret").chmod(0o600)
+
+
+def test_a_backup_and_a_restore_run_in_the_daemon_with_their_events(btrfs, repo, tmp_path):
+    _tree(btrfs.mount)
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        run = client.start_backup(
+            str(repo), [str(btrfs.mount / "docs"), str(btrfs.mount / "secret")], password=PASSWORD
+        )
+        assert run["kind"] == "backup" and run["state"] in ("queued", "running")
+        events = list(client.events(run["id"]))
+        types = [e["message_type"] for e in events]
+        assert types[0] == "queued" and "started" in types and types[-1] == "summary", types
+        assert all(e["run_id"] == run["id"] for e in events)
+        summary = events[-1]
+        assert summary["exit_status"] == 0 and summary["files_new"] == 3
+        assert summary["consistency"] == {"files": "crash"}  # read through a btrfs shadow the daemon made
+        report = client.run(run["id"])
+        assert report["state"] == "succeeded" and report["result"]["snapshot_id"] == summary["snapshot_id"]
+        assert client.shadow_sets() == []  # the backup's set was released
+
+        target = tmp_path / "restored"
+        restore = client.start_restore(str(repo), summary["snapshot_id"], str(target), password=PASSWORD)
+        done = client.wait(restore["id"])
+        assert done["state"] == "succeeded", done
+        assert done["result"]["files"] == 3 and done["result"]["errors"] == []
+        restored = target / str(btrfs.mount).lstrip("/")
+        assert (restored / "docs" / "a.txt").read_text() == "alpha\n"
+        assert (restored / "docs" / "b.bin").read_bytes() == (btrfs.mount / "docs" / "b.bin").read_bytes()
+        assert stat.S_IMODE((restored / "secret").stat().st_mode) == 0o600
+        assert [r["id"] for r in client.runs()] == [run["id"], restore["id"]]
+
+
+def test_a_run_s_bad_input_is_a_clear_error(repo):
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        with pytest.raises(UsageError, match="unknown field `pasword`"):
+            client.start_backup(str(repo), ["/srv"], pasword=PASSWORD)
+        failed = client.wait(client.start_backup(str(repo), ["/srv"], password="wrong")["id"])
+        assert failed["state"] == "failed" and failed["error_kind"] == "WrongPasswordError", failed
+        with pytest.raises(NotFoundError, match="no run 123"):
+            client.run("123")
+
+
+def test_a_cancelled_backup_unwinds_leaves_a_valid_repository_and_no_set(
+    btrfs, repo, private_dirs, tmp_path, cli
+):
+    _tree(btrfs.mount)
+    hold = tmp_path / "hold.sh"
+    hold.write_text("#!/bin/sh\nsleep 2\n")
+    hold.chmod(0o700)
+    config = private_dirs / "config" / "writers.d" / "slow.toml"
+    config.write_text(f'freeze = ["{hold}"]\nthaw = ["/bin/true"]\n')
+    config.chmod(0o600)
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        run = client.start_backup(str(repo), [str(btrfs.mount / "docs")], password=PASSWORD)
+        for event in client.events(run["id"]):
+            if event["message_type"] == "started":
+                client_2 = Client(daemon.socket)
+                assert client_2.cancel_run(run["id"])["id"] == run["id"]  # while the writer freezes
+                client_2.close()
+        report = client.run(run["id"])
+        assert report["state"] == "cancelled" and report["error_kind"] == "JobCancelledError", report
+        assert report["exit_status"] == 130
+        assert client.shadow_sets() == []
+    env = {"SHADOWVAULT_PASSWORD": PASSWORD}
+    assert json.loads(cli("snapshots", "--repo", repo, "--json", env=env).stdout) == []
+    checked = cli("check", "--repo", repo, env=env)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_a_job_runs_in_the_daemon_is_recorded_and_in_the_metrics(cli, setup, private_dirs, nobody_pythonpath):  # noqa: F811
+    define(setup, "home", 'schedule = "daily"\npaths = ["{src}"]\nprovider = "none"\n')
+    define(setup, "other", 'schedule = "daily"\npaths = ["{src}"]\nprovider = "none"\n')
+    config = private_dirs / "config" / "shadowvault.toml"
+    config.write_text(
+        config.read_text() + '\n[api]\nrequester_group = "nogroup"\nrequester_jobs = ["home"]\n'
+    )
+    with running_daemon(public=True) as daemon, Client(daemon.socket) as client:
+        names = [j["name"] for j in client.jobs()]
+        assert names == ["home", "other"]
+        env = {"SHADOWVAULT_SOCKET": str(daemon.socket)}
+        through_daemon = cli("jobs", "run", "home", env=env)
+        assert through_daemon.returncode == 0, through_daemon.stderr
+        assert [r["description"] for r in client.runs()] == ["job home"]  # it ran in the daemon
+        in_process = cli("--no-daemon", "jobs", "run", "home", env=env)
+        assert in_process.returncode == 0, in_process.stderr
+        assert len(client.runs()) == 1
+        header = through_daemon.stdout.splitlines()[0]
+        assert header == in_process.stdout.splitlines()[0]
+        jobs = {j["name"]: j for j in client.jobs()}
+        assert jobs["home"]["last_run"]["status"] == "success"
+        families = {f.name: f for f in text_string_to_metric_families(client.metrics())}
+        success = families["shadowvault_job_last_success_timestamp_seconds"]
+        assert any(s.labels["job"] == "home" and s.value > 0 for s in success.samples)
+        runs = {s.labels["state"]: s.value for s in families["shadowvault_daemon_runs"].samples}
+        assert runs["succeeded"] == 1
+
+        member = (
+            "import json\nfrom shadowvault.client import Client\n"
+            "from shadowvault.errors import ShadowvaultError\n"
+            "out = {}\n"
+            "with Client() as sv:\n"
+            "    out['home'] = sv.wait(sv.start_job('home')['id'])['state']\n"
+            "    for name, call in (('other', lambda: sv.start_job('other')),\n"
+            "                       ('backup', lambda: sv.start_backup('/r', ['/x'], password='p'))):\n"
+            "        try:\n"
+            "            call()\n"
+            "        except ShadowvaultError as err:\n"
+            "            out[name] = str(err)\n"
+            "    out['runs'] = [r['description'] for r in sv.runs()]\n"
+            "print(json.dumps(out))\n"
+        )
+        done = run_as_nobody(nobody_pythonpath, "-c", member, env=env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {
+            "home": "succeeded",
+            "other": "uid 65534 may not run the job other: [api] requester_jobs does not allow it",
+            "backup": "uid 65534 may not run a backup: only root may",
+            "runs": ["job home"],  # their own run, not root's
+        }
