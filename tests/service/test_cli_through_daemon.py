@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 
+from shadowvault.client import Client
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.service.daemon import running_daemon
@@ -99,8 +100,25 @@ def test_backup_reads_a_set_the_daemon_made_and_prints_the_same(btrfs, cli, tmp_
             snapshots = json.loads(cli("snapshots", "--repo", repo, "--json", env=env).stdout)
             assert [s["consistency"]["files"] for s in snapshots] == ["crash"]
             target = tmp_path / f"restored-{mode}"
-            restored = cli("restore", "--repo", repo, snapshots[0]["id"], "--target", target, env=env)
+            restored = cli(*flags, "restore", "--repo", repo, snapshots[0]["id"], "--target", target, env=env)
             assert restored.returncode == 0, restored.stderr
             assert next(target.rglob("state.bin")).read_bytes() == b"\x00\x01" * 50_000
+            outputs[mode] += (_masked(restored.stdout), _masked(restored.stderr))
+            again = cli(*flags, "restore", "--repo", repo, "latest", "--target", target, "--json", env=env)
+            summary = json.loads(again.stdout.splitlines()[-1])
+            assert summary["message_type"] == "summary" and summary["skipped"] >= 1, again.stdout
+            wrong = cli(
+                *flags,
+                "restore",
+                "--repo",
+                repo,
+                "latest",
+                "--target",
+                target,
+                env={**env, "SHADOWVAULT_PASSWORD": "x"},
+            )
+            outputs[mode] += (wrong.returncode, wrong.stderr)
         assert outputs["daemon"] == outputs["in-process"]
+        with Client(daemon.socket) as client:
+            assert [r["kind"] for r in client.runs()] == ["restore", "restore", "restore"]
         assert "shadow set" in daemon.log_text()  # the daemon made (and released) the first one

@@ -9,6 +9,7 @@ under the same machine locks. The output is the same either way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -45,13 +46,18 @@ def shadow_sets() -> ShadowSets:
     return ThroughDaemon(client)
 
 
-def finished_run(client: Client, run: dict[str, Any]) -> dict[str, Any]:
-    """Wait for a run the daemon started; its summary, or the error it ended with, raised as ours."""
+def finished_run(
+    client: Client, run: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Follow a run the daemon started (each event to `on_event`); its summary, or the error it
+    ended with, raised as the same error with the same exit status."""
     from shadowvault.client import daemon_error
 
-    report = client.wait(run["id"])
+    for event in client.events(run["id"]):
+        if on_event is not None:
+            on_event(event)
+    report = client.run(run["id"])
     if report["result"] is not None:
         return report["result"]
-    raise daemon_error(
-        report.get("error") or "the run failed", report.get("error_kind"), report.get("exit_status")
-    )
+    message = report.get("error") or "the run failed"
+    raise daemon_error(message, report.get("error_kind"), report.get("exit_status"))

@@ -13,9 +13,11 @@ from shadowvault.archive.listing import describe, display, list_snapshot, mode_s
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.restore import Overwrite, RestoreStats
 from shadowvault.cli.components import restore_component_options, restore_options, run_component_restore
+from shadowvault.cli.coordination import daemon_client
 from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
+from shadowvault.cli.restore_daemon import restore_through_daemon
 from shadowvault.cli.writer_restore import restore_writer_options, run_writer_restore
 from shadowvault.display import escape_text
 from shadowvault.errors import PartialFailure, UsageError
@@ -180,11 +182,13 @@ def restore_cmd(
         numeric_owner=numeric_owner,
     )
     stats = RestoreStats()
-    with (
-        open_repository(repo, password_file) as r,
-        progress(lambda: _restore_status(stats, started), _restore_line, as_json),
-    ):
-        snap_id = run_files_restore(r, request, stats=stats).snapshot_id
+    client = daemon_client()
+    with progress(lambda: _restore_status(stats, started), _restore_line, as_json):
+        if client is not None:  # the daemon lays the files down
+            snap_id = restore_through_daemon(client, repo, password_file, request, stats)
+        else:
+            with open_repository(repo, password_file) as r:
+                snap_id = run_files_restore(r, request, stats=stats).snapshot_id
     for kind, entries in (("warning", stats.warnings), ("error", stats.errors)):
         for path, reason in entries:
             if as_json:

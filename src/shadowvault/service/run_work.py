@@ -122,6 +122,7 @@ def restore_work(body: RestoreBody) -> Work:
             **stats.as_dict(),
             "duration": round(result.duration, 3),
             "errors": [{"path": p, "reason": r} for p, r in result.errors],
+            "warnings": [{"path": p, "reason": r} for p, r in stats.warnings],
         }
         return summary, _exit_status(result.errors)
 
