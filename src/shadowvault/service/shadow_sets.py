@@ -141,7 +141,10 @@ class ShadowSetService:
     def list_sets(self, peer: Peer) -> list[dict[str, Any]]:
         """The sets `peer` may see, oldest first, after the sets of ended requesters are released."""
         store = ShadowStore()
-        store.reap()
+        if (
+            store.has_ended_requesters()
+        ):  # the daemon reaped at start; its own sets end with their connections
+            store.reap()
         return _with_exposures([m for m in store.list() if self.policy.may_see(peer, m.requester_uid)], store)
 
     def get(self, peer: Peer, ref: str) -> dict[str, Any]:

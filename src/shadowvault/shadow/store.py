@@ -340,6 +340,19 @@ class ShadowStore:
             log.info("released shadow set %s: %s holds at most %d shadows", set_id, volume_mount, limit)
         return released
 
+    def _ended(self, manifest: ShadowSetManifest) -> bool:
+        """Whether reap releases this set: its requester has ended and it is not a finished persistent set."""
+        if manifest.requester_pid is None or process_alive(manifest.requester_pid, manifest.created):
+            return False
+        return not (manifest.persistent and manifest.state not in (*UNFINISHED_STATES, "released"))
+
+    def has_ended_requesters(self) -> bool:
+        """Whether reap has a set to release (looked at without the store's lock: a hint, for a
+        caller that lists often and would otherwise queue every listing behind the lock)."""
+        if any(not self._record(set_id).exists() for set_id in self.intent_ids()):
+            return True
+        return any(self._ended(manifest) for manifest in self.list())
+
     def reap(self, volumes: Iterable[str] = ()) -> builtins.list[str]:
         """Release the sets whose requester has ended, then delete orphan images; returns the released ids.
 
@@ -358,12 +371,8 @@ class ShadowStore:
                     except ShadowvaultError as err:
                         log.warning("could not delete the leftovers of shadow set %s: %s", set_id, err)
             for manifest in self.list():
-                if manifest.requester_pid is None:
-                    continue  # nobody to outlive: kept until deleted
-                if process_alive(manifest.requester_pid, manifest.created):
-                    continue
-                if manifest.persistent and manifest.state not in (*UNFINISHED_STATES, "released"):
-                    continue
+                if not self._ended(manifest):
+                    continue  # its requester lives, or nobody to outlive: kept until deleted
                 try:
                     self.release(manifest.id)
                     released.append(manifest.id)
