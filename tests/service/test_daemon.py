@@ -47,7 +47,8 @@ def test_lists_volumes_and_writers(btrfs):
     with running_daemon() as daemon, Client(daemon.socket) as client:
         volumes = {v["mount_point"]: v for v in client.volumes()}
         assert volumes[str(btrfs.mount)]["fstype"] == "btrfs"
-        assert volumes[str(btrfs.mount)]["providers"] == ["btrfs", "reflink", "live"]
+        providers = volumes[str(btrfs.mount)]["providers"]
+        assert providers[0] == "btrfs" and "reflink" in providers and providers[-1] == "live", providers
         writers = {w["writer"]: w for w in client.writers()}
         assert writers["fsfreeze"]["kind"] == "builtin"
         assert client.shadow_sets() == []
