@@ -9,6 +9,7 @@ block belongs to this process's connection: if the process dies, the daemon rele
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -66,12 +67,20 @@ class ThroughDaemon:
         manifest = _manifest(self.client.create_shadow_set(list(volumes), persistent=False, **body))
         succeeded = False
         try:
+            if os.geteuid() != 0:
+                self._read_through_exposures(manifest)
             yield manifest
             succeeded = True
         finally:
             completed = _manifest(self.client.complete_shadow_set(manifest.id, succeeded))
             for name in manifest.__struct_fields__:  # the caller holds this object: update it in place
                 setattr(manifest, name, getattr(completed, name))
+
+    def _read_through_exposures(self, manifest: ShadowSetManifest) -> None:
+        """A user who is not root cannot enter the shadows where the daemon made them: each is
+        exposed in the user's private directory, and read there (the daemon unexposes on release)."""
+        for index, shadow in enumerate(manifest.shadows):
+            shadow.path = self.expose(manifest.id, str(index), None).at
 
     def create(self, volumes: Sequence[str], options: SetOptions) -> ShadowSetManifest:
         return _manifest(self.client.create_shadow_set(list(volumes), persistent=True, **_request(options)))

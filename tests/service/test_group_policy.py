@@ -171,6 +171,15 @@ def test_a_member_uses_the_cli_through_the_daemon(btrfs, private_dirs, nobody_py
             refused.stderr
             == "shadowvault: error: uid 65534 may not shadow /: [api] requester_volumes does not allow it\n"
         )
+        (btrfs.mount / "public.txt").write_text("for everyone\n")
+        (btrfs.mount / "secret.txt").write_text("root's only\n")
+        (btrfs.mount / "secret.txt").chmod(0o600)
+        shell = "cat {shadow}/public.txt; cat {shadow}/secret.txt 2>/dev/null || echo refused"
+        executed = run_as_nobody(
+            nobody_pythonpath, *cli, "exec", "--volume", str(btrfs.mount), "--", "sh", "-c", shell, env=env
+        )
+        assert executed.returncode == 0, executed.stderr
+        assert executed.stdout == "for everyone\nrefused\n"  # read through their private exposure
         deleted = run_as_nobody(nobody_pythonpath, *cli, "shadows", "delete", "--all", env=env)
         assert deleted.returncode == 0, deleted.stderr
         assert deleted.stdout.strip() == f"deleted shadow set {set_id}"
