@@ -70,12 +70,18 @@ def base_dir() -> str:
 
 
 def _process_start(pid: int) -> str | None:
-    """The start time of `pid` (field 22 of its stat): with the pid, it names one process."""
+    """The start time of `pid` (field 22 of its stat): with the pid, it names one live process.
+
+    None for a process that has ended, a zombie included (a listener killed while its creator runs).
+    """
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 def _is_mounted(path: str) -> bool:
