@@ -11,9 +11,10 @@ view fails every access (ENOTCONN), and a failed copy makes it fail with EIO: ne
 It needs the filesystem frozen at the instant (FreezePolicy.NEEDS): the index is finished inside
 the freeze, which is what makes it one point in time across files (hence `atomic`). With `--writer
 fsfreeze` that is the set's freeze; without, the listener freezes the volume itself for its index
-(fanotify_freeze), and this provider thaws it if the listener dies or the commit is cancelled. It writes nothing
-to the shadowed volume: the view, the saved ranges and the listener's log live in the state directory
-(whose filesystem is never frozen), so the saved ranges take space there.
+(fanotify_freeze), and this provider thaws it if the listener dies or the commit is cancelled.
+
+It writes nothing to the shadowed volume: the view, the saved ranges and the listener's log live in
+the state directory (whose filesystem is never frozen), so the saved ranges take space there.
 
 Limits of this first version (said in the shadow's notes where they apply): files open for writing
 or mapped shared at the instant are copied whole during the commit (fanotify cannot see writes
