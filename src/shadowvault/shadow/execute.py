@@ -24,7 +24,10 @@ import re
 import subprocess
 from collections.abc import Sequence
 
-from shadowvault.errors import NotFoundError, UsageError
+import msgspec
+
+from shadowvault.errors import NotFoundError, PermissionDeniedError, UsageError
+from shadowvault.shadow.in_place import wrapped as in_place_command
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import DEFAULTS, SetOptions
 from shadowvault.shadow.requesting import IN_PROCESS, ShadowSets
@@ -79,17 +82,29 @@ def _check_command(argv: Sequence[str]) -> None:
 
 
 def run_in_shadow_set(
-    argv: Sequence[str], volumes: Sequence[str], options: SetOptions = DEFAULTS, sets: ShadowSets = IN_PROCESS
+    argv: Sequence[str],
+    volumes: Sequence[str],
+    options: SetOptions = DEFAULTS,
+    sets: ShadowSets = IN_PROCESS,
+    *,
+    in_place: bool = False,
 ) -> tuple[int, ShadowSetManifest]:
     """Create a shadow set (with `sets`: here, or by the daemon), run `argv` against it, release it;
-    (exit status, manifest)."""
+    (exit status, manifest). `in_place`: the command sees each shadow at its volume's own path."""
     if not argv:
         raise UsageError("exec needs a command to run: shadowvault exec --volume MNT -- CMD ARGS...")
     _check_command(argv)  # before anything is frozen: a typo must not cost a shadow set
+    if in_place and os.geteuid() != 0:
+        raise PermissionDeniedError(
+            "--in-place needs root (it makes a mount namespace); use {shadow} instead"
+        )
     with sets.shadow_set(volumes, options) as manifest:
-        command = substitute(argv, manifest)
+        seen = _in_place_view(manifest) if in_place else manifest
+        command = substitute(argv, seen)
+        if in_place:
+            command = in_place_command(command, manifest)
         env = dict(os.environ)
-        env.update(shadow_environment(manifest))
+        env.update(shadow_environment(seen))
         log.info("exec: %s", command)
         try:
             # The user's own program, with our stdin/stdout/stderr: not a hook run through proc.run.
@@ -106,6 +121,12 @@ def run_in_shadow_set(
     return status, manifest
 
 
+def _in_place_view(manifest: ShadowSetManifest) -> ShadowSetManifest:
+    """The manifest as the command sees it in place: every shadow at its volume's path."""
+    shadows = [msgspec.structs.replace(shadow, path=shadow.volume) for shadow in manifest.shadows]
+    return msgspec.structs.replace(manifest, shadows=shadows)
+
+
 class _ProgramFailed(Exception):
     def __init__(self, status: int, manifest: ShadowSetManifest) -> None:
         super().__init__(status)
@@ -114,10 +135,15 @@ class _ProgramFailed(Exception):
 
 
 def exec_in_shadow_set(
-    argv: Sequence[str], volumes: Sequence[str], options: SetOptions = DEFAULTS, sets: ShadowSets = IN_PROCESS
+    argv: Sequence[str],
+    volumes: Sequence[str],
+    options: SetOptions = DEFAULTS,
+    sets: ShadowSets = IN_PROCESS,
+    *,
+    in_place: bool = False,
 ) -> tuple[int, ShadowSetManifest]:
     """Like run_in_shadow_set, but a failing program is a status, not an exception (CLI `exec`)."""
     try:
-        return run_in_shadow_set(argv, volumes, options, sets)
+        return run_in_shadow_set(argv, volumes, options, sets, in_place=in_place)
     except _ProgramFailed as failed:
         return failed.status, failed.manifest
