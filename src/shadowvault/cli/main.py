@@ -79,9 +79,11 @@ def _register() -> None:
         exec_cmd,
         jobs_cmd,
         maintenance,
+        mount_cmd,
         repository,
         restore,
         shadows,
+        versions_cmd,
         volumes,
         writers,
     )
@@ -89,6 +91,8 @@ def _register() -> None:
     for module in (volumes, shadows, writers, exec_cmd, repository, backup, restore, maintenance, jobs_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
+    for module in (mount_cmd, versions_cmd):  # browsing the past (docs/mount.md)
+        cli.add_command(*module.COMMANDS)
     from shadowvault.cli.daemon import daemon  # the service (docs/api.md)
 
     cli.add_command(daemon)

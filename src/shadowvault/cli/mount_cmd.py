@@ -1,0 +1,51 @@
+"""CLI command: mount (browse every snapshot of a repository as a read-only FUSE filesystem)."""
+
+from __future__ import annotations
+
+import click
+
+from shadowvault.cli.output import info
+from shadowvault.cli.repo_options import open_repository, repo_options
+
+
+@click.command("mount")
+@repo_options
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.option(
+    "--allow-other",
+    is_flag=True,
+    help="Let other users in too (the stored owners and modes decide what each may read).",
+)
+@click.option(
+    "--refresh-interval",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Re-read the snapshot list at most this often (when snapshots/, hosts/, tags/ or ids/ is read).",
+)
+def mount_cmd(
+    repo: str | None, password_file: str | None, mountpoint: str, allow_other: bool, refresh_interval: float
+) -> None:
+    """Browse the repository's snapshots at MOUNTPOINT: snapshots/TIME_ID/..., hosts/HOST/,
+    tags/TAG/, ids/ID and `latest` links, read-only, with owners, modes, times, xattrs and links
+    as stored (docs/mount.md).
+
+    Runs in the foreground until Ctrl-C, SIGTERM or `fusermount -u MOUNTPOINT`, and unmounts.
+    """
+    from shadowvault.mount.serve import MountOptions, serve
+
+    with open_repository(repo, password_file) as r:
+        options = MountOptions(allow_other=allow_other, refresh_seconds=refresh_interval)
+        serve(
+            r,
+            mountpoint,
+            options,
+            on_ready=lambda: info(
+                f"snapshots of {r.path} at {mountpoint}; stop with Ctrl-C or `fusermount -u {mountpoint}`"
+            ),
+        )
+    info(f"unmounted {mountpoint}")
+
+
+COMMANDS: list[click.Command] = [mount_cmd]
