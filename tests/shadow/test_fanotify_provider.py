@@ -22,11 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from shadowvault.shadow import validity
 from shadowvault.shadow.coordinator import SetOptions, create_shadow_set, shadow_path, shadow_set
 from shadowvault.shadow.providers.base import FreezePolicy
 from shadowvault.shadow.providers.fanotify import FanotifyProvider, base_dir, listener_alive
 from shadowvault.shadow.providers.registry import choose_provider, supported_providers, volume_report
 from shadowvault.shadow.store import ShadowStore
+from shadowvault.shadow.validity import ShadowInvalidError
 from shadowvault.shadow.volumes import find_volume
 from tests.fixtures.loopfs import LoopFs, loop_filesystem
 
@@ -243,7 +245,8 @@ def _check_copy(view_db: str, dest: Path) -> tuple[int, int]:
         conn.close()
 
 
-def test_sqlite_written_during_the_shadow_reads_as_of_the_instant(ext4, tmp_path):
+def test_sqlite_written_during_the_shadow_reads_as_of_the_instant(big_ext4, tmp_path):
+    ext4 = big_ext4
     wal_db, journal_db = ext4.mount / "wal.db", ext4.mount / "journal.db"
     held = _make_db(wal_db, "wal")  # kept open across the instant: saved whole at commit
     _make_db(journal_db, "delete").close()  # written after the instant by new connections: by ranges
@@ -256,6 +259,7 @@ def test_sqlite_written_during_the_shadow_reads_as_of_the_instant(ext4, tmp_path
             n += 1
             _sqlite_insert(held, n)
             acks.append((n, time.time()))
+            time.sleep(0.001)
 
     thread = threading.Thread(target=load, daemon=True)
     for n in range(1, 501):
@@ -345,6 +349,9 @@ def test_a_killed_listener_makes_the_shadow_fail_loudly(ext4):
         with pytest.raises(OSError):
             os.listdir(shadow.path)
         _change(ext4.mount)  # the applications are not held up by the dead listener
+        with pytest.raises(ShadowInvalidError, match=r"fanotify listener of .* has stopped"):
+            validity.ensure_valid(manifest)  # what a backup asks after reading
+        assert "has stopped" in ShadowStore().load(manifest.id).shadows[0].invalid
     finally:
         ShadowStore().release(manifest.id)
     assert not os.path.exists(shadow.path)

@@ -45,6 +45,7 @@ from shadowvault.shadow.providers import fanotify_sys
 from shadowvault.shadow.providers.base import IMAGE_NAME, FoundImage, FreezePolicy, Provider, image_name
 from shadowvault.shadow.providers.fanotify_access import architecture_supported
 from shadowvault.shadow.providers.fanotify_freeze import thaw
+from shadowvault.shadow.providers.fanotify_listener import INVALID_SUFFIX
 from shadowvault.shadow.volumes import Volume
 
 log = logging.getLogger(__name__)
@@ -287,6 +288,23 @@ class FanotifyProvider(Provider):
         notes.extend(report.get("problems", []))
         return notes
 
+    def problem(self, shadow: Shadow) -> str | None:
+        """Why the shadow no longer holds its instant: its listener ended, or a copy aside failed."""
+        view = shadow.provider_data.get("view") or shadow.path
+        try:
+            with open(view + INVALID_SUFFIX) as f:
+                return f"the fanotify shadow of {shadow.volume} is invalid: {f.read().strip()}"
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            return f"the fanotify shadow of {shadow.volume} cannot be checked: {err.strerror}"
+        if not listener_alive(shadow):
+            return (
+                f"the fanotify listener of {shadow.volume} has stopped: its shadow no longer holds "
+                "the point in time"
+            )
+        return None
+
     # -- delete and reap ----------------------------------------------------------------------------
 
     def delete(self, shadow: Shadow) -> None:
@@ -303,7 +321,7 @@ class FanotifyProvider(Provider):
         shutil.rmtree(data.get("store") or view + ".cow", ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             os.rmdir(view)
-        for leftover in (record, data.get("log") or view + ".log"):
+        for leftover in (record, data.get("log") or view + ".log", view + INVALID_SUFFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
 

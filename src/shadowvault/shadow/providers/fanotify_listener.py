@@ -41,6 +41,7 @@ from shadowvault.shadow.providers.fanotify_unguarded import unguarded_inodes
 log = logging.getLogger("shadowvault.fanotify_listener")
 
 WORKERS = 4
+INVALID_SUFFIX = ".invalid"  # written next to the view when the shadow stops holding its instant
 
 
 class Listener:
@@ -48,6 +49,7 @@ class Listener:
 
     def __init__(self, volume: str, view: str, store_dir: str) -> None:
         self.volume = volume
+        self.invalid_marker = view + INVALID_SUFFIX
         self.view_path = view
         self.store = CowStore(store_dir)
         self.index = Index()
@@ -114,12 +116,21 @@ class Listener:
         try:
             self._save_before(event)
         except ShadowInvalidError:
-            pass  # the store is marked invalid: the application goes on, the shadow refuses reads
+            self._mark_invalid()  # the application goes on; the shadow refuses reads from now on
         except Exception:
             log.exception("handling an event failed; the shadow is no longer trusted")
             self.store.invalid = "an event could not be handled"
+            self._mark_invalid()
         finally:
             fanotify_sys.respond(self.group, event.fd)
+
+    def _mark_invalid(self) -> None:
+        """Say why in `<view>.invalid`, where the provider's `problem` finds it."""
+        try:
+            with open(self.invalid_marker, "w") as f:
+                f.write(self.store.invalid or "the shadow is no longer trusted")
+        except OSError as err:
+            log.error("cannot write %s: %s", self.invalid_marker, err)
 
     def _save_before(self, event: fanotify_sys.Event) -> None:
         st = os.fstat(event.fd)
