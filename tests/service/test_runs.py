@@ -72,6 +72,8 @@ def test_a_run_s_bad_input_is_a_clear_error(repo):
     with running_daemon() as daemon, Client(daemon.socket) as client:
         with pytest.raises(UsageError, match="unknown field `pasword`"):
             client.start_backup(str(repo), ["/srv"], pasword=PASSWORD)
+        with pytest.raises(UsageError, match="Invalid enum value 'sometimes'"):
+            client.start_restore(str(repo), "latest", "/tmp/x", password=PASSWORD, overwrite="sometimes")
         failed = client.wait(client.start_backup(str(repo), ["/srv"], password="wrong")["id"])
         assert failed["state"] == "failed" and failed["error_kind"] == "WrongPasswordError", failed
         with pytest.raises(NotFoundError, match="no run 123"):

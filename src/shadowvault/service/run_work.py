@@ -60,9 +60,14 @@ class RestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
     subpath: str = "/"
     includes: list[str] = []
     excludes: list[str] = []
-    overwrite: str = Overwrite.NEVER.value
+    overwrite: Overwrite = Overwrite.NEVER
     verify: bool = False
     numeric_owner: bool = False
+
+
+def _entries(found: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """(path, reason) pairs as the JSON objects a summary lists."""
+    return [{"path": path, "reason": reason} for path, reason in found]
 
 
 def _exit_status(errors: list[Any]) -> int:
@@ -90,8 +95,9 @@ def backup_work(body: BackupBody) -> Work:
             result = run_backup(repo, request, stats=stats)
         summary = {
             **result.summary(),
-            "errors": [{"path": p, "reason": r} for p, r in result.errors],
-            "warnings": result.warnings,
+            "errors": _entries(result.errors),
+            "file_warnings": _entries(result.file_warnings),
+            "notes": result.warnings,
         }
         return summary, _exit_status(result.errors)
 
@@ -99,9 +105,6 @@ def backup_work(body: BackupBody) -> Work:
 
 
 def restore_work(body: RestoreBody) -> Work:
-    if body.overwrite not in {o.value for o in Overwrite}:
-        raise UsageError(f"overwrite must be one of {', '.join(o.value for o in Overwrite)}")
-
     def work(run: Run, follow: Follow) -> tuple[dict[str, Any], int]:
         stats = RestoreStats(cancellation=run.cancellation)
         follow(stats.as_dict)
@@ -111,7 +114,7 @@ def restore_work(body: RestoreBody) -> Work:
             subpath=body.subpath,
             includes=list(body.includes),
             excludes=list(body.excludes),
-            overwrite=body.overwrite,
+            overwrite=body.overwrite.value,
             verify=body.verify,
             numeric_owner=body.numeric_owner,
         )
@@ -121,8 +124,8 @@ def restore_work(body: RestoreBody) -> Work:
             "snapshot_id": result.snapshot_id,
             **stats.as_dict(),
             "duration": round(result.duration, 3),
-            "errors": [{"path": p, "reason": r} for p, r in result.errors],
-            "warnings": [{"path": p, "reason": r} for p, r in stats.warnings],
+            "errors": _entries(result.errors),
+            "warnings": _entries(stats.warnings),
         }
         return summary, _exit_status(result.errors)
 
