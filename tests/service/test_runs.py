@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -157,3 +161,32 @@ def test_a_job_runs_in_the_daemon_is_recorded_and_in_the_metrics(cli, setup, pri
             "backup": "uid 65534 may not run a backup: only root may",
             "runs": ["job home"],  # their own run, not root's
         }
+
+
+def test_a_cli_stopped_while_the_daemon_runs_its_job_cancels_the_run(btrfs, setup, private_dirs, tmp_path):  # noqa: F811
+    hold = tmp_path / "hold.sh"
+    hold.write_text("#!/bin/sh\nsleep 3\n")
+    hold.chmod(0o700)
+    writer = private_dirs / "config" / "writers.d" / "slow.toml"
+    writer.write_text(f'freeze = ["{hold}"]\nthaw = ["/bin/true"]\n')
+    writer.chmod(0o600)
+    (btrfs.mount / "data").mkdir()
+    (btrfs.mount / "data" / "f").write_text("x\n")
+    define(setup, "slow", f'schedule = "daily"\npaths = ["{btrfs.mount / "data"}"]\n')
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        env = {**os.environ, "SHADOWVAULT_SOCKET": str(daemon.socket)}
+        command = [sys.executable, "-m", "shadowvault.cli.main", "jobs", "run", "slow"]
+        requester = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 60
+        while not any(r["state"] == "running" for r in client.runs()):
+            assert time.monotonic() < deadline and requester.poll() is None, requester.communicate()
+            time.sleep(0.1)
+        requester.send_signal(signal.SIGTERM)
+        _, err = requester.communicate(timeout=60)
+        assert requester.returncode == 143, err
+        run = client.runs()[0]
+        report = client.wait(run["id"])
+        assert report["state"] == "cancelled", report
+        assert client.shadow_sets() == []

@@ -9,6 +9,7 @@ under the same machine locks. The output is the same either way.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from shadowvault.client import Client
 
 NO_DAEMON = "no_daemon"
+CANCEL_TIMEOUT = 30.0  # seconds to reach the daemon to cancel a run we no longer follow
 
 
 def daemon_client() -> Client | None:
@@ -50,12 +52,19 @@ def finished_run(
     client: Client, run: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None = None
 ) -> dict[str, Any]:
     """Follow a run the daemon started (each event to `on_event`); its summary, or the error it
-    ended with, raised as the same error with the same exit status."""
-    from shadowvault.client import daemon_error
+    ended with, raised as the same error with the same exit status. Interrupted (Ctrl-C, SIGTERM
+    from systemd stopping a job's unit), the command cancels the run before it ends, as it would
+    stop the work it did in process."""
+    from shadowvault.client import Client, daemon_error
 
-    for event in client.events(run["id"]):
-        if on_event is not None:
-            on_event(event)
+    try:
+        for event in client.events(run["id"]):
+            if on_event is not None:
+                on_event(event)
+    except BaseException:
+        with contextlib.suppress(Exception), Client(client.socket_path, timeout=CANCEL_TIMEOUT) as other:
+            other.cancel_run(run["id"])  # a new connection: the streaming one is mid-response
+        raise
     report = client.run(run["id"])
     if report["result"] is not None:
         return report["result"]
