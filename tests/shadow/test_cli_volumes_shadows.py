@@ -26,11 +26,11 @@ def test_volumes_list_shows_test_volumes_with_their_providers(cli, btrfs, ext4):
     done = cli("volumes", "list", "--json")
     assert done.returncode == 0, done.stderr
     rows = {row["mount_point"]: row for row in json.loads(done.stdout)}
-    assert rows[str(btrfs.mount)]["providers"] == ["btrfs", "reflink", "live"]
+    assert rows[str(btrfs.mount)]["providers"] == ["btrfs", "reflink", "fanotify", "live"]
     assert rows[str(btrfs.mount)]["fstype"] == "btrfs"
     assert rows[str(btrfs.mount)]["device"] == btrfs.device
     assert rows[str(btrfs.mount)]["fs_uuid"]
-    assert rows[str(ext4.mount)]["providers"] == ["live"]
+    assert rows[str(ext4.mount)]["providers"] == ["fanotify", "live"]
     assert "not btrfs" in rows[str(ext4.mount)]["unsupported"]["btrfs"]
     assert "/proc" not in rows
     listed = json.loads(cli("volumes", "list", "--all", "--json").stdout)
@@ -40,7 +40,7 @@ def test_volumes_list_shows_test_volumes_with_their_providers(cli, btrfs, ext4):
     assert human.returncode == 0 and "btrfs" in human.stdout
     line = next(line for line in human.stdout.splitlines() if line.startswith(f"{btrfs.mount} "))
     uuid = rows[str(btrfs.mount)]["fs_uuid"]
-    assert line.split()[1:] == [btrfs.device, "btrfs", uuid, "btrfs,reflink,live"]
+    assert line.split()[1:] == [btrfs.device, "btrfs", uuid, "btrfs,reflink,fanotify,live"]
 
 
 def test_shadows_list_and_delete(cli, btrfs, ext4):

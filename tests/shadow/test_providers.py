@@ -254,8 +254,8 @@ def test_reflink_leaves_out_other_mounts_and_its_own_directory(xfs):
 
 def test_live_reads_the_volume_itself(ext4):
     _populate(ext4.mount)
-    provider = choose_provider(find_volume(str(ext4.mount)))
-    assert provider.name == "live" and provider.freeze_policy is FreezePolicy.IGNORES
+    provider = get_provider("live")  # auto picks fanotify on ext4 (test_fanotify_provider.py)
+    assert provider.freeze_policy is FreezePolicy.IGNORES
     shadow = provider.create(find_volume(str(ext4.mount)), SET_ID, 0)
     assert shadow.path == str(ext4.mount) and not shadow.atomic
     assert "nothing on it, writer data included" in consistency_note(shadow)
@@ -266,7 +266,7 @@ def test_live_reads_the_volume_itself(ext4):
 
 def test_btrfs_and_reflink_refuse_ext4_with_a_clear_reason(ext4):
     volume = find_volume(str(ext4.mount))
-    assert supported_providers(volume) == ["live"]
+    assert supported_providers(volume) == ["fanotify", "live"]
     expected = f"provider btrfs cannot shadow {ext4.mount}: it is ext4, not btrfs"
     with pytest.raises(UnsupportedError, match=expected):
         choose_provider(volume, "btrfs")
@@ -280,8 +280,8 @@ def test_btrfs_and_reflink_refuse_ext4_with_a_clear_reason(ext4):
 def test_auto_picks_the_best_provider(btrfs, xfs):
     assert choose_provider(find_volume(str(btrfs.mount))).name == "btrfs"
     assert choose_provider(find_volume(str(xfs.mount))).name == "reflink"
-    assert supported_providers(find_volume(str(btrfs.mount))) == ["btrfs", "reflink", "live"]
-    assert [p.name for p in all_providers()] == ["btrfs", "reflink", "live"]
+    assert supported_providers(find_volume(str(btrfs.mount))) == ["btrfs", "reflink", "fanotify", "live"]
+    assert [p.name for p in all_providers()] == ["btrfs", "lvm", "reflink", "fanotify", "live"]
 
 
 def test_unknown_provider_names_the_choices():
@@ -328,6 +328,6 @@ def test_reflink_refuses_an_xfs_made_without_reflink(monkeypatch):
     monkeypatch.setitem(loopfs.MKFS, "xfs", ["mkfs.xfs", "-q", "-f", "-m", "reflink=0"])
     with loopfs.loop_filesystem("xfs") as fs:
         volume = find_volume(str(fs.mount))
-        assert supported_providers(volume) == ["live"]
+        assert supported_providers(volume) == ["fanotify", "live"]
         with pytest.raises(UnsupportedError, match=r"without reflink \(mkfs.xfs -m reflink=1\)"):
             choose_provider(volume, "reflink")
