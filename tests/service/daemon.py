@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from shadowvault.shadow.store import ShadowStore
+
 READY_TIMEOUT = 60.0
 
 
@@ -80,4 +82,8 @@ def running_daemon(*options: str, public: bool = False) -> Iterator[Daemon]:
                 process.kill()
                 process.wait()
         notices.close()
+        # A test that failed midway must not leave a set behind: its exposures would keep the test's
+        # loop filesystem busy (never unmounted, its loop device never detached).
+        with contextlib.suppress(Exception):
+            ShadowStore().delete_all()
         shutil.rmtree(base, ignore_errors=True)
