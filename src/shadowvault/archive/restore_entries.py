@@ -48,8 +48,9 @@ class RestoreStats:
     dirs: int = 0
     others: int = 0
     bytes_written: int = 0
-    skipped: int = 0
+    skipped: int = 0  # entries not laid down: kept (below) or unreadable at backup
     verified: int = 0
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (path, why): in the target, left as is
     errors: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -63,8 +64,17 @@ class RestoreStats:
             "bytes_written": self.bytes_written,
             "skipped": self.skipped,
             "verified": self.verified,
+            "kept": len(self.kept),
             "errors": len(self.errors),
         }
+
+
+# why an entry already in the target is left as it is (one string per mode: millions of kept files share it)
+KEPT_REASONS = {
+    Overwrite.NEVER: "already in the target (--overwrite never; if-newer or always replaces it)",
+    Overwrite.IF_NEWER: "already in the target, not older than the snapshot's (--overwrite if-newer; always"
+    " replaces it)",
+}
 
 
 class EntryError(Exception):
@@ -173,36 +183,39 @@ class EntryWriter:
 
     def wanted(self, node: Node, spath: bytes, here: TargetDir) -> bool:
         """Whether the entry is to be laid down: it was readable at backup, and what is in the way may
-        be replaced. A skipped entry is counted (and an unreadable one reported)."""
+        be replaced. A skipped entry is counted; an unreadable one is reported, a kept one named."""
         assert here.fd is not None
         if node.error is not None:
             self.warning(spath, f"not restored, it was unreadable at backup: {node.error}")
             with self.stats.lock:
                 self.stats.skipped += 1
             return False
-        if not here.fresh and not self._may_replace(here.fd, node):
+        kept = None if here.fresh else self._kept_because(here.fd, node)
+        if kept is not None:
             with self.stats.lock:
                 self.stats.skipped += 1
+                self.stats.kept.append((text(spath), kept))
             return False
         return True
 
     def new_tmp(self) -> bytes:
         return TMP_PREFIX + b"%d-%d" % (os.getpid(), next(self._tmp_counter))
 
-    def _may_replace(self, dir_fd: int, node: Node) -> bool:
+    def _kept_because(self, dir_fd: int, node: Node) -> str | None:
+        """Why what is in the target under the entry's name is kept; None when it may be replaced."""
         try:
             st = os.stat(node.name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return True
+            return None
         if stat.S_ISDIR(st.st_mode):
             if self.overwrite is Overwrite.NEVER:
-                return False
+                return KEPT_REASONS[Overwrite.NEVER]
             raise EntryError("not restored: a directory is in the way (it is never replaced by a file)")
         if self.overwrite is Overwrite.ALWAYS:
-            return True
-        if self.overwrite is Overwrite.IF_NEWER:
-            return node.mtime_ns > st.st_mtime_ns
-        return False
+            return None
+        if self.overwrite is Overwrite.IF_NEWER and node.mtime_ns > st.st_mtime_ns:
+            return None
+        return KEPT_REASONS[self.overwrite]
 
     def link(self, first: tuple[bytes, ...], here: TargetDir, tmp: bytes) -> None:
         """Hard-link `tmp` to the entry this restore made at `first`, walking to it without symlinks."""

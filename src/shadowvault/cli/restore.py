@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 
 import click
 
@@ -189,6 +190,7 @@ def restore_cmd(
         else:
             with open_repository(repo, password_file) as r:
                 snap_id = run_files_restore(r, request, stats=stats).snapshot_id
+    _report_kept(stats.kept, as_json)
     for kind, entries in (("warning", stats.warnings), ("error", stats.errors)):
         for path, reason in entries:
             if as_json:
@@ -209,6 +211,16 @@ def restore_cmd(
         )
     if stats.errors:
         raise PartialFailure(f"{len(stats.errors)} item(s) could not be restored; the others were")
+
+
+def _report_kept(kept: list[tuple[str, str]], as_json: bool) -> None:
+    """What was already in the target and left as is: by name under --json, else a count per reason."""
+    if as_json:
+        for path, why in kept:
+            print_json({"message_type": "kept", "path": path, "reason": why})
+        return
+    for why, count in Counter(why for _, why in kept).items():
+        note(f"{count} kept, {why}")
 
 
 @click.command("ls")

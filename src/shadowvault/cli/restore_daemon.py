@@ -55,4 +55,5 @@ def restore_through_daemon(
     with stats.lock:
         stats.errors = [(e["path"], e["reason"]) for e in summary.get("errors", [])]
         stats.warnings = [(w["path"], w["reason"]) for w in summary.get("warnings", [])]
+        stats.kept = [(k["path"], k["reason"]) for k in summary.get("kept_paths", [])]
     return summary["snapshot_id"]

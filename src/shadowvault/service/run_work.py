@@ -126,6 +126,7 @@ def restore_work(body: RestoreBody) -> Work:
             "duration": round(result.duration, 3),
             "errors": _entries(result.errors),
             "warnings": _entries(stats.warnings),
+            "kept_paths": _entries(stats.kept),
         }
         return summary, _exit_status(result.errors)
 
