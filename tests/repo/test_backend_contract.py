@@ -2,7 +2,8 @@
 
 Atomic saves (a reader sees nothing or a whole object, a session file is replaced whole), ranged
 loads, stat, recursive listing that skips hidden and temp files, idempotent removal, missing
-objects, concurrent writers, temp files. A new backend (S3) is added to BACKENDS and must pass.
+objects, concurrent writers, temp files. Every backend in BACKENDS passes; "s3" runs against moto's
+server on 127.0.0.1 (tests/fixtures/s3_server.py).
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ from shadowvault.errors import NotFoundError, RepositoryError, UsageError
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.backend_local import LocalBackend
 from shadowvault.repo.backend_memory import MemoryBackend
+from shadowvault.repo.backend_s3 import S3Backend
 from shadowvault.repo.storage import create_backend, open_backend
 
-BACKENDS: dict[str, Callable[[Path], Backend]] = {
-    "local": lambda tmp: LocalBackend.create(tmp / "repo"),
-    "memory": lambda tmp: MemoryBackend(),
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Backend]] = {
+    "local": lambda tmp, _: LocalBackend.create(tmp / "repo"),
+    "memory": lambda tmp, _: MemoryBackend(),
+    "s3": lambda tmp, request: S3Backend.create(request.getfixturevalue("s3_url")),
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    made = BACKENDS[request.param](tmp_path)
+    made = BACKENDS[request.param](tmp_path, request)
     yield made
     made.close()
 
@@ -183,7 +186,7 @@ def test_declared_properties(backend: Backend) -> None:
     assert backend.exposed_to_others() == []  # a new repository is private
 
 
-# ---------------------------------------------------------------- locations (local only today)
+# ---------------------------------------------------------------- locations (S3 URLs: test_s3_locations.py)
 
 
 def test_open_backend_takes_a_path_or_a_file_url(tmp_path: Path) -> None:
@@ -194,7 +197,9 @@ def test_open_backend_takes_a_path_or_a_file_url(tmp_path: Path) -> None:
 
 
 def test_open_backend_names_the_supported_locations(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"s3://bucket/x.*a local path or a file:// URL"):
+    with pytest.raises(UsageError, match=r"ftp://host/x.*a local path, a file:// URL, or s3:"):
+        open_backend("ftp://host/x")
+    with pytest.raises(UsageError, match=r"'s3://bucket/x' is not an S3 repository URL: write s3:http"):
         open_backend("s3://bucket/x")
     with pytest.raises(UsageError, match="not a local file:// URL"):
         open_backend("file://otherhost/srv/repo")

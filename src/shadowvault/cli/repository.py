@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -24,10 +25,11 @@ def init_cmd(repo: str | None, password_file: str | None, as_json: bool) -> None
     password = read_password(password_file, confirm=True)
     created = Repository.init(path, password)
     created.close()
+    where = str(path.resolve()) if isinstance(path, Path) else created.path
     emit(
         as_json,
-        {"repository": str(path.resolve()), "id": created.id},
-        lambda: info(f"created repository {created.id[:8]} at {path.resolve()}"),
+        {"repository": where, "id": created.id},
+        lambda: info(f"created repository {created.id[:8]} at {where}"),
     )
 
 

@@ -11,7 +11,6 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
@@ -20,7 +19,6 @@ import msgspec
 from shadowvault.errors import IntegrityError, NotFoundError, RepositoryError, ShadowvaultError, UsageError
 from shadowvault.repo import keys
 from shadowvault.repo.backend import Backend
-from shadowvault.repo.backend_local import LocalBackend
 from shadowvault.repo.chunker import Chunker
 from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.damage import DamagedPack, DamageMap
@@ -32,7 +30,7 @@ from shadowvault.repo.reader import BlobReader, LoadedBlob
 from shadowvault.repo.session import Session
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.snapshots import SnapshotStore, filter_snapshots
-from shadowvault.repo.storage import Location, create_backend, local_path, open_backend
+from shadowvault.repo.storage import Location, create_backend, open_backend, validate_existing, validate_new
 from shadowvault.repo.tree import Tree, decode_tree, encode_tree
 
 __all__ = ["PACK_SIZE", "LoadedBlob", "Repository", "SaveStats", "filter_snapshots"]
@@ -90,7 +88,7 @@ class Repository:
         """Create a repository (in a path or file:// URL that is absent or an empty directory, or
         in an empty backend) and open it for writing."""
         if isinstance(where, (str, os.PathLike)):
-            LocalBackend.new_root(local_path(where))  # fail on the path before the pack size
+            validate_new(where)  # fail on the location before the pack size
         if not 16 << 10 <= pack_size <= 1 << 30:
             raise UsageError("the pack size must be between 16 KiB and 1 GiB")
         backend = _backend_for(where, new=True)
@@ -137,14 +135,15 @@ class Repository:
         return config
 
     @staticmethod
-    def validate_new_path(location: Location) -> Path:
-        """Fail early when `location` cannot receive a new repository (a file, a non-empty directory)."""
-        return LocalBackend.new_root(local_path(location))
+    def validate_new_path(location: Location) -> Location:
+        """Fail early when `location` cannot receive a new repository (a file, a non-empty directory,
+        a malformed URL); a local location comes back as a Path, a URL as given."""
+        return validate_new(location)
 
     @staticmethod
-    def validate_path(location: Location) -> Path:
+    def validate_path(location: Location) -> Location:
         """Fail early (before asking for a password) when `location` cannot be a repository."""
-        return LocalBackend.existing_root(local_path(location))
+        return validate_existing(location)
 
     def add_key(self, password: str | bytes) -> str:
         """Wrap the master key with another password; returns the key file's name."""

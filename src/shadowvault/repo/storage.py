@@ -1,6 +1,9 @@
 """Where a repository lives: a location (a path or a URL) turned into its storage backend.
 
-Supported today: a local path or a `file://` URL. An S3 backend adds its scheme here.
+A location is a local path, a `file://` URL, or an S3 URL (`s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`,
+`s3:s3.amazonaws.com/BUCKET[/PREFIX]`). Anything that starts with a scheme (`name:`) is a URL and
+never a local path: `s3:http://...` once silently became a directory named `s3:http:`. A local
+directory whose name has a colon is written `./name:with:colons`.
 """
 
 from __future__ import annotations
@@ -13,21 +16,40 @@ from urllib.parse import unquote, urlsplit
 from shadowvault.errors import UsageError
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.backend_local import LocalBackend
+from shadowvault.repo.backend_s3_url import S3_FORMS, is_s3_url, parse_s3_url
 
-SUPPORTED = "a local path or a file:// URL"
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+SUPPORTED = f"a local path, a file:// URL, or {S3_FORMS}"
+# A scheme: a letter, then letters, digits, + . - and a colon (two characters at least, so that
+# nothing shorter than a word is taken for one).
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 Location = str | os.PathLike[str]
 
 
+def has_scheme(text: str) -> bool:
+    return bool(_SCHEME.match(text))
+
+
+def is_remote(location: Location) -> bool:
+    """True for a location that is not on this machine's filesystem (an S3 URL)."""
+    return not isinstance(location, os.PathLike) and is_s3_url(location)
+
+
 def local_path(location: Location) -> Path:
     """The directory a path or `file://` URL names; a UsageError for any other scheme."""
-    text = os.fspath(location)
-    if not _URL.match(text):
+    if isinstance(location, os.PathLike):
+        return Path(location)
+    text = location
+    if not has_scheme(text):
         return Path(text)
     url = urlsplit(text)
     if url.scheme.lower() != "file":
-        raise UsageError(f"unsupported repository location {text!r}: use {SUPPORTED}")
+        raise UsageError(
+            f"unsupported repository location {text!r}: use {SUPPORTED} "
+            "(a local directory whose name has a colon: ./NAME)"
+        )
+    if not text.lower().startswith("file://"):
+        raise UsageError(f"{text!r} is not a file:// URL (file:///absolute/path)")
     if url.netloc not in ("", "localhost") or not url.path:
         raise UsageError(f"{text!r} is not a local file:// URL (file:///absolute/path)")
     return Path(unquote(url.path))
@@ -35,9 +57,36 @@ def local_path(location: Location) -> Path:
 
 def open_backend(location: Location) -> Backend:
     """The backend of an existing repository (RepositoryError when there is none)."""
+    if is_remote(location):
+        from shadowvault.repo.backend_s3 import S3Backend  # boto3 loads only when S3 is used
+
+        return S3Backend.open(os.fspath(location))
     return LocalBackend.open(local_path(location))
 
 
 def create_backend(location: Location) -> Backend:
     """The backend for a new repository at `location` (which must be absent or empty)."""
+    if is_remote(location):
+        from shadowvault.repo.backend_s3 import S3Backend
+
+        return S3Backend.create(os.fspath(location))
     return LocalBackend.create(local_path(location))
+
+
+def validate_existing(location: Location) -> Location:
+    """`location` if it can be a repository (checked before a password is asked): a local path is
+    returned as a Path, a URL as given once it parses."""
+    if is_remote(location):
+        from shadowvault.repo.backend_s3 import S3Backend
+
+        S3Backend(parse_s3_url(os.fspath(location))).require_repository()
+        return os.fspath(location)
+    return LocalBackend.existing_root(local_path(location))
+
+
+def validate_new(location: Location) -> Location:
+    """`location` if it can receive a new repository (absent or empty, for a local path)."""
+    if is_remote(location):
+        parse_s3_url(os.fspath(location))
+        return os.fspath(location)
+    return LocalBackend.new_root(local_path(location))

@@ -1,0 +1,164 @@
+"""The S3 client the backend uses: boto3 with the default credential chain, a bounded number of
+connections, our own retries (exponential backoff, full jitter) and a count of every request.
+
+Retries are ours rather than botocore's because a response body can fail half-read (a connection
+dropped mid-download), which botocore does not retry, and because one loop is easier to reason
+about: every attempt is one counted request, and an operation is retried whole.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
+from shadowvault.repo.backend_s3_url import S3Location
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_CONNECTIONS = 8  # concurrent requests per backend (a semaphore, and botocore's pool size)
+ATTEMPTS = 8  # tries of one operation before its error is the user's
+BACKOFF_BASE = 0.25  # seconds; attempt n waits uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**n))
+BACKOFF_CAP = 8.0
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+DEFAULT_REGION = "us-east-1"  # S3-compatible servers ignore it; AWS redirects a wrong one
+
+TRANSIENT_CODES = {
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "OperationAborted",
+}
+NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
+
+# Failures of the connection itself, including a body cut off halfway.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ConnectionError,  # EndpointConnectionError, ConnectionClosedError, timeouts
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ResponseStreamingError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def error_code(err: botocore.exceptions.ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def http_status(err: botocore.exceptions.ClientError) -> int:
+    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def is_transient(err: BaseException) -> bool:
+    if isinstance(err, botocore.exceptions.ClientError):
+        return http_status(err) >= 500 or error_code(err) in TRANSIENT_CODES
+    return isinstance(err, _CONNECTION_ERRORS)
+
+
+class S3Client:
+    """One boto3 client (thread-safe) for one location, with retries, a connection bound and
+    request counts (`requests`: operation name -> HTTP requests sent, retries included)."""
+
+    def __init__(self, location: S3Location, *, attempts: int = ATTEMPTS, backoff_base: float = BACKOFF_BASE):
+        self.location = location
+        self.attempts = attempts
+        self.backoff_base = backoff_base
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.retries = 0
+        self._count_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        session = boto3.session.Session()
+        config = Config(
+            max_pool_connections=MAX_CONNECTIONS,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            retries={"total_max_attempts": 1, "mode": "standard"},  # ours: see `call`
+            s3={"addressing_style": "path" if location.endpoint else "auto"},
+        )
+        self.client: Any = session.client(
+            "s3",
+            endpoint_url=location.endpoint,
+            region_name=session.region_name or DEFAULT_REGION,
+            config=config,
+        )
+        self.client.meta.events.register("before-send.s3", self._count)
+
+    def _count(self, event_name: str = "", **_: object) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        with self._count_lock:
+            self.requests[operation] += 1
+
+    @property
+    def request_total(self) -> int:
+        with self._count_lock:
+            return sum(self.requests.values())
+
+    def call(self, what: str, operation: Callable[[], T]) -> T:
+        """Run `operation` (one or more requests, a body read included) with retries on 5xx,
+        throttling and lost connections; other errors are turned into RepositoryError at once."""
+        for attempt in range(self.attempts):
+            try:
+                with self._slots:
+                    return operation()
+            except botocore.exceptions.NoCredentialsError as err:
+                raise RepositoryError(
+                    f"no S3 credentials for {self.location.url}: set AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials"
+                ) from err
+            except ShadowvaultError:
+                raise
+            except Exception as err:
+                if not is_transient(err):
+                    raise translate(err, what, self.location) from err
+                if attempt + 1 == self.attempts:
+                    raise RepositoryError(
+                        f"cannot {what} at {self.location.url} "
+                        f"after {self.attempts} attempts: {describe(err)}"
+                    ) from err
+                delay = random.uniform(0, min(BACKOFF_CAP, self.backoff_base * 2**attempt))
+                log.info("S3: %s failed (%s), retrying in %.2f s", what, describe(err), delay)
+                with self._count_lock:
+                    self.retries += 1
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def describe(err: BaseException) -> str:
+    if isinstance(err, botocore.exceptions.ClientError):
+        message = err.response.get("Error", {}).get("Message", "")
+        return f"{error_code(err) or http_status(err)} {message}".strip()
+    return str(err) or type(err).__name__
+
+
+def translate(err: BaseException, what: str, location: S3Location) -> Exception:
+    """The one line a user sees for a failed S3 request."""
+    if isinstance(err, botocore.exceptions.ClientError):
+        code = error_code(err)
+        if code in NOT_FOUND_CODES:
+            return NotFoundError(f"cannot {what}: it does not exist in repository {location.url}")
+        if code == "NoSuchBucket":
+            return RepositoryError(f"bucket {location.bucket} does not exist at {location.url}")
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return RepositoryError(f"S3 refused access to {location.url} ({code}): check the credentials")
+        return RepositoryError(f"cannot {what} at {location.url}: {describe(err)}")
+    if isinstance(err, botocore.exceptions.BotoCoreError):
+        return RepositoryError(f"cannot {what} at {location.url}: {err}")
+    return RepositoryError(f"cannot {what} at {location.url}: {describe(err)}")

@@ -1,0 +1,123 @@
+"""Repository locations: S3 URLs parse into endpoint, bucket and prefix; a location with a scheme
+is never taken for a local path (`init --repo s3:http://...` once made a directory `s3:http:`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shadowvault.errors import UsageError
+from shadowvault.repo.backend_s3_url import S3Location, parse_s3_url
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.storage import local_path
+from tests.fixtures.s3_server import S3Server
+from tests.repo.helpers import PASSWORD
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("s3:http://127.0.0.1:9000/bucket/repo", S3Location("http://127.0.0.1:9000", "bucket", "repo")),
+        ("s3:https://minio.example:443/bkt", S3Location("https://minio.example:443", "bkt", "")),
+        ("s3:http://[::1]:9000/bkt/a/b/", S3Location("http://[::1]:9000", "bkt", "a/b")),
+        ("s3:s3.amazonaws.com/my-bucket/hosts/web1", S3Location(None, "my-bucket", "hosts/web1")),
+        ("s3:objects.example.org/bkt/p", S3Location("https://objects.example.org", "bkt", "p")),
+    ],
+)
+def test_s3_urls_name_endpoint_bucket_and_prefix(url: str, expected: S3Location) -> None:
+    assert parse_s3_url(url) == expected
+    assert parse_s3_url(parse_s3_url(url).url) == expected  # describe() gives a URL that reopens
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("s3://bucket/x", "not an S3 repository URL"),
+        ("s3:ftp://host/bucket", "not an S3 repository URL"),
+        ("s3:http://127.0.0.1:9000", "names no bucket"),
+        ("s3:http://127.0.0.1:9000/", "names no bucket"),
+        ("s3:http://key:secret@127.0.0.1:9000/bkt", "no credentials"),
+        ("s3:http://127.0.0.1:99999/bkt", "invalid port"),
+        ("s3:http://127.0.0.1:9000/Bad_Bucket/x", "not a valid S3 bucket name"),
+        ("s3:http://127.0.0.1:9000/bkt/../x", "may not contain"),
+    ],
+)
+def test_malformed_s3_urls_are_one_clear_error(url: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        Repository.validate_new_path(url)
+
+
+@pytest.mark.parametrize(
+    "location", ["ftp://host/repo", "sftp:host:/srv/repo", "rest:http://x/", "backups:2024"]
+)
+def test_any_other_scheme_is_refused_never_a_directory(location: str) -> None:
+    with pytest.raises(UsageError, match=r"unsupported repository location.*\./NAME"):
+        local_path(location)
+
+
+def test_paths_that_only_look_like_urls_stay_paths(tmp_path: Path) -> None:
+    assert local_path("./backups:2024") == Path("backups:2024")
+    assert local_path(f"{tmp_path}/a:b") == tmp_path / "a:b"
+    assert local_path("relative/dir") == Path("relative/dir")
+    assert local_path(f"file://{tmp_path}/r") == tmp_path / "r"
+
+
+def _shadowvault(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SHADOWVAULT_PASSWORD": PASSWORD}
+    return subprocess.run(
+        [sys.executable, "-m", "shadowvault.cli.main", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_init_with_an_s3_url_creates_the_repository_there_and_no_local_directory(
+    s3_url: str, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    done = _shadowvault(["init", "--repo", s3_url, "--json"], workdir)
+    assert done.returncode == 0, done.stderr
+    assert list(workdir.iterdir()) == []  # no `s3:http:` directory
+    assert s3_url in done.stdout
+    listed = _shadowvault(["snapshots", "--repo", s3_url], workdir)
+    assert listed.returncode == 0, listed.stderr
+    again = _shadowvault(["init", "--repo", s3_url], workdir)
+    assert again.returncode != 0
+    assert again.stderr.strip().endswith("is already a repository")
+    assert again.stderr.count("\n") == 1
+
+
+def test_an_unknown_scheme_at_init_is_exit_2_and_makes_nothing(tmp_path: Path) -> None:
+    done = _shadowvault(["init", "--repo", "sftp:host:/srv/repo"], tmp_path)
+    assert done.returncode == 2
+    assert "unsupported repository location 'sftp:host:/srv/repo'" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_opening_an_s3_location_without_a_repository_fails_before_the_password(
+    s3_env: S3Server, tmp_path: Path
+) -> None:
+    url = s3_env.url()
+    done = _shadowvault(["snapshots", "--repo", url], tmp_path)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "does not exist" in done.stderr or "not a Shadowvault repository" in done.stderr
+
+
+def test_missing_credentials_are_named(s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    done = _shadowvault(["init", "--repo", s3_url], tmp_path)
+    assert done.returncode != 0
+    assert "no S3 credentials" in done.stderr and "AWS_ACCESS_KEY_ID" in done.stderr
+    assert done.stderr.count("\n") == 1
