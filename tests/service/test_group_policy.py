@@ -185,3 +185,25 @@ def test_a_member_uses_the_cli_through_the_daemon(btrfs, private_dirs, nobody_py
         assert deleted.stdout.strip() == f"deleted shadow set {set_id}"
         with Client(daemon.socket) as root:
             assert root.shadow_sets() == []
+
+
+def test_a_member_cannot_evict_root_s_sets_from_a_full_volume(btrfs, private_dirs, nobody_pythonpath):
+    config = private_dirs / "config" / "shadowvault.toml"
+    api = f'[api]\nrequester_group = "nogroup"\nrequester_volumes = ["{btrfs.mount}"]\n'
+    config.write_text("max_shadows_per_volume = 1\n" + api)
+    config.chmod(0o600)
+    with running_daemon(public=True) as daemon, Client(daemon.socket) as root:
+        kept = root.create_shadow_set([str(btrfs.mount)], persistent=True)["id"]
+        script = (
+            "from shadowvault.client import Client\n"
+            "from shadowvault.errors import PermissionDeniedError\n"
+            f"try:\n    Client().create_shadow_set([{str(btrfs.mount)!r}], persistent=True)\n"
+            "except PermissionDeniedError as err:\n    print(err)\n"
+        )
+        done = run_as_nobody(nobody_pythonpath, "-c", script, env={"SHADOWVAULT_SOCKET": str(daemon.socket)})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"{btrfs.mount} already holds 1 shadow sets, the most allowed"), (
+            done.stdout
+        )
+        assert [s["id"] for s in root.shadow_sets()] == [kept]
+        root.delete_shadow_set(kept)

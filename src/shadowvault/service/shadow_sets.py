@@ -24,7 +24,7 @@ from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import DEFAULT_COMMIT_TIMEOUT, DEFAULT_FREEZE_TIMEOUT, SetOptions
 from shadowvault.shadow.providers.live import is_pseudo
 from shadowvault.shadow.providers.registry import volume_report
-from shadowvault.shadow.store import ShadowStore
+from shadowvault.shadow.store import ShadowStore, max_shadows_per_volume
 from shadowvault.shadow.volumes import list_volumes
 from shadowvault.shadow.writers.registry import WriterEntry, inventory
 
@@ -107,6 +107,21 @@ def _with_exposures(manifests: list[ShadowSetManifest], store: ShadowStore) -> l
     ]
 
 
+def _check_room(volumes: list[str]) -> None:
+    """A member's set must fit under max_shadows_per_volume without evicting anyone's older set (the
+    coordinator releases the oldest sets of a full volume to make room: root's choice, not a member's)."""
+    limit = max_shadows_per_volume()
+    sets = ShadowStore().list()
+    for volume in volumes:
+        mount = os.path.realpath(volume)
+        holding = sum(1 for m in sets if any(s.volume == mount for s in m.shadows))
+        if holding >= limit:
+            raise PermissionDeniedError(
+                f"{volume} already holds {holding} shadow sets, the most allowed (max_shadows_per_volume): "
+                "delete one of yours, or ask root"
+            )
+
+
 class ShadowSetService:
     """The shadow-set calls, each for one peer under the policy."""
 
@@ -127,6 +142,8 @@ class ShadowSetService:
 
     def create(self, peer: Peer, request: CreateRequest) -> ShadowSetManifest:
         self.policy.check_create(peer, request.volumes, request.writers)
+        if peer.uid != 0:
+            _check_room(request.volumes)
         options = SetOptions(
             writers=request.writers,
             provider=request.provider,
