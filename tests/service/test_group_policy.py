@@ -207,3 +207,8 @@ def test_a_member_cannot_evict_root_s_sets_from_a_full_volume(btrfs, private_dir
         )
         assert [s["id"] for s in root.shadow_sets()] == [kept]
         root.delete_shadow_set(kept)
+        long_freeze = script.replace("persistent=True)", "persistent=True, freeze_timeout=3600)")
+        done = run_as_nobody(
+            nobody_pythonpath, "-c", long_freeze, env={"SHADOWVAULT_SOCKET": str(daemon.socket)}
+        )
+        assert done.stdout.strip() == "only root may give timeouts above 60 s (freeze) and 10 s (commit)"

@@ -107,12 +107,18 @@ def _with_exposures(manifests: list[ShadowSetManifest], store: ShadowStore) -> l
     ]
 
 
-def _check_room(volumes: list[str]) -> None:
-    """A member's set must fit under max_shadows_per_volume without evicting anyone's older set (the
-    coordinator releases the oldest sets of a full volume to make room: root's choice, not a member's)."""
+def _check_member_limits(request: CreateRequest) -> None:
+    """A member may not hold applications frozen longer than the defaults allow, and a member's set
+    must fit under max_shadows_per_volume without evicting anyone's older set (the coordinator
+    releases the oldest sets of a full volume to make room: root's choice, not a member's)."""
+    if request.freeze_timeout > DEFAULT_FREEZE_TIMEOUT or request.commit_timeout > DEFAULT_COMMIT_TIMEOUT:
+        raise PermissionDeniedError(
+            f"only root may give timeouts above {DEFAULT_FREEZE_TIMEOUT:g} s (freeze) "
+            f"and {DEFAULT_COMMIT_TIMEOUT:g} s (commit)"
+        )
     limit = max_shadows_per_volume()
     sets = ShadowStore().list()
-    for volume in volumes:
+    for volume in request.volumes:
         mount = os.path.realpath(volume)
         holding = sum(1 for m in sets if any(s.volume == mount for s in m.shadows))
         if holding >= limit:
@@ -143,7 +149,7 @@ class ShadowSetService:
     def create(self, peer: Peer, request: CreateRequest) -> ShadowSetManifest:
         self.policy.check_create(peer, request.volumes, request.writers)
         if peer.uid != 0:
-            _check_room(request.volumes)
+            _check_member_limits(request)
         options = SetOptions(
             writers=request.writers,
             provider=request.provider,
