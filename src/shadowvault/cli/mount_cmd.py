@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from shadowvault.cli.output import info
+from shadowvault.cli.output import note
 from shadowvault.cli.repo_options import open_repository, repo_options
 
 
@@ -41,11 +41,11 @@ def mount_cmd(
             r,
             mountpoint,
             options,
-            on_ready=lambda: info(
+            on_ready=lambda: note(
                 f"snapshots of {r.path} at {mountpoint}; stop with Ctrl-C or `fusermount -u {mountpoint}`"
             ),
         )
-    info(f"unmounted {mountpoint}")
+    note(f"unmounted {mountpoint}")
 
 
 COMMANDS: list[click.Command] = [mount_cmd]

@@ -1,0 +1,90 @@
+"""Mount the view and serve it in the foreground until it is unmounted.
+
+libfuse runs the request loop on threads of its own (Python callbacks through mfusepy) and stops
+it on SIGINT, SIGTERM or SIGHUP, or when `fusermount -u` takes the mount away; in every case it
+unmounts before `FUSE()` returns. It installs its handlers only for signals left at their default,
+so Python's handlers (shadowvault.interrupts) step aside while the mount is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from shadowvault.errors import ShadowvaultError, UnsupportedError, UsageError
+from shadowvault.mount.catalog import Catalog
+from shadowvault.mount.content import Blobs
+from shadowvault.mount.trees import TreeCache
+from shadowvault.repo.repository import Repository
+
+log = logging.getLogger(__name__)
+
+FUSE_DEVICE = "/dev/fuse"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    allow_other: bool = False  # other users may enter (the stored owners and modes still apply)
+    refresh_seconds: float = 5.0  # the snapshot list is re-read at most this often
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    if not os.path.isdir(mountpoint):
+        raise UsageError(f"{mountpoint}: the mount point must be an existing directory")
+    if not os.path.exists(FUSE_DEVICE):
+        raise UnsupportedError(f"FUSE is not available here: {FUSE_DEVICE} is missing (modprobe fuse)")
+
+
+@contextmanager
+def _signals_to_libfuse() -> Iterator[None]:
+    saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def serve(
+    repo: Repository,
+    mountpoint: str,
+    options: MountOptions,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Mount the repository's snapshots read-only at `mountpoint`; return once it is unmounted."""
+    check_mountpoint(mountpoint)
+    try:
+        import mfusepy
+
+        from shadowvault.mount.filesystem import SnapshotFs
+    except OSError as err:  # mfusepy loads libfuse when imported
+        raise UnsupportedError(f"FUSE is not available here: {err} (install the fuse3 package)") from err
+    view = SnapshotFs(Catalog(repo, options.refresh_seconds), TreeCache(repo), Blobs(repo), on_ready)
+    with _signals_to_libfuse():
+        try:
+            mfusepy.FUSE(
+                view,
+                mountpoint,
+                foreground=True,
+                ro=True,
+                nodev=True,
+                nosuid=True,
+                default_permissions=True,
+                use_ino=True,
+                allow_other=options.allow_other,
+                fsname="shadowvault",
+                subtype="shadowvault",
+            )
+        except RuntimeError as err:
+            # libfuse's loop returns the signal that stopped it as an error (fuse_main_real: 8)
+            if not view.mounted:
+                raise ShadowvaultError(f"could not mount at {mountpoint} (libfuse said why above)") from err
+            log.debug("the request loop ended with %s", err)
+    log.info("unmounted %s", mountpoint)
