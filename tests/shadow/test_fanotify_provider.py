@@ -137,6 +137,8 @@ def _change(root: Path) -> None:
     with open(d / "modified.txt", "r+b") as f:
         f.seek(5000)
         f.write(b"NEW")
+        f.flush()
+        os.pwrite(f.fileno(), b"SPANS", 4094)  # across a page boundary: both pages saved first
     with open(d / "ftruncated.txt", "r+b") as f:
         f.truncate(10)
     with open(d / "otrunc.txt", "wb") as f:  # O_WRONLY | O_CREAT | O_TRUNC

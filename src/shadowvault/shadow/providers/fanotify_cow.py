@@ -22,7 +22,8 @@ from shadowvault.shadow.providers.fanotify_index import Entry
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64 << 10
+CHUNK = 4096  # what one page written costs to save; contiguous chunks are copied in runs of up to RUN
+RUN = 1 << 20
 
 
 class ShadowInvalidError(Exception):
@@ -33,8 +34,19 @@ class ShadowInvalidError(Exception):
 class _Saved:
     lock: threading.Lock = field(default_factory=threading.Lock)
     fd: int = -1
-    chunks: set[int] = field(default_factory=set)
+    chunks: set[int] = field(default_factory=set)  # emptied once `whole`
     whole: bool = False
+
+
+def _runs(chunks: list[int]) -> list[tuple[int, int]]:
+    """Sorted chunk numbers as (first, count) runs of consecutive chunks, each at most RUN bytes."""
+    runs: list[tuple[int, int]] = []
+    for chunk in chunks:
+        if runs and runs[-1][0] + runs[-1][1] == chunk and (runs[-1][1] + 1) * CHUNK <= RUN:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((chunk, 1))
+    return runs
 
 
 class CowStore:
@@ -59,6 +71,18 @@ class CowStore:
         saved = self._files.get(entry.st.st_ino)
         return saved is not None and saved.whole
 
+    def is_saved(self, entry: Entry, offset: int, count: int) -> bool:
+        """Whether [offset, offset + count) needs no saving (already saved, or past the old size)."""
+        end = min(offset + count, entry.st.st_size)
+        if offset >= end:
+            return True
+        saved = self._files.get(entry.st.st_ino)
+        if saved is None:
+            return False
+        if saved.whole:
+            return True
+        return all(c in saved.chunks for c in range(offset // CHUNK, (end - 1) // CHUNK + 1))
+
     def save_range(self, entry: Entry, offset: int, count: int) -> None:
         """Save the chunks of [offset, offset + count) within the file's size at the point in time."""
         size = entry.st.st_size
@@ -80,6 +104,7 @@ class CowStore:
             if size:
                 self._copy(entry, saved, range(0, (size - 1) // CHUNK + 1))
             saved.whole = True
+            saved.chunks = set()
 
     def _copy(self, entry: Entry, saved: _Saved, chunks: range) -> None:
         try:
@@ -87,15 +112,14 @@ class CowStore:
                 path = os.path.join(self.directory, str(entry.st.st_ino))
                 saved.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             size = entry.st.st_size
-            for chunk in chunks:
-                if chunk in saved.chunks:
-                    continue
-                start = chunk * CHUNK
-                data = os.pread(entry.fd, min(CHUNK, size - start), start)
-                if len(data) != min(CHUNK, size - start):
+            for first, count in _runs([c for c in chunks if c not in saved.chunks]):
+                start = first * CHUNK
+                length = min(count * CHUNK, size - start)
+                data = os.pread(entry.fd, length, start)
+                if len(data) != length:
                     raise OSError(0, f"inode {entry.st.st_ino} is shorter than at the point in time")
                 _pwrite_all(saved.fd, data, start)
-                saved.chunks.add(chunk)
+                saved.chunks.update(range(first, first + count))
                 self.bytes_saved += len(data)
         except OSError as err:
             self.invalid = f"saving old data of inode {entry.st.st_ino} failed: {err.strerror or err}"
@@ -111,17 +135,18 @@ class CowStore:
             return b""
         saved = self._saved(entry)
         parts = []
-        pos = offset
-        while pos < end:
-            chunk = pos // CHUNK
-            stop = min((chunk + 1) * CHUNK, end)
-            with saved.lock:
-                source = saved.fd if chunk in saved.chunks else entry.fd
-                data = os.pread(source, stop - pos, pos)
-            if len(data) != stop - pos:
-                raise ShadowInvalidError(f"inode {entry.st.st_ino}: short read at {pos}")
-            parts.append(data)
-            pos = stop
+        with saved.lock:  # no chunk of this file is saved while we choose where to read it from
+            pos = offset
+            while pos < end:
+                from_store = saved.whole or pos // CHUNK in saved.chunks
+                stop = min((pos // CHUNK + 1) * CHUNK, end)
+                while stop < end and (saved.whole or stop // CHUNK in saved.chunks) == from_store:
+                    stop = min(stop + CHUNK, end)
+                data = os.pread(saved.fd if from_store else entry.fd, stop - pos, pos)
+                if len(data) != stop - pos:
+                    raise ShadowInvalidError(f"inode {entry.st.st_ino}: short read at {pos}")
+                parts.append(data)
+                pos = stop
         if self.invalid:  # a save failed while we read: what we read may not be the point in time
             raise ShadowInvalidError(self.invalid)
         return b"".join(parts)

@@ -35,7 +35,7 @@ from shadowvault.shadow.providers.fanotify_access import Save, blocked_call, on_
 from shadowvault.shadow.providers.fanotify_cow import CowStore, ShadowInvalidError
 from shadowvault.shadow.providers.fanotify_freeze import freeze_unless_frozen, thaw
 from shadowvault.shadow.providers.fanotify_fuse import FuseView
-from shadowvault.shadow.providers.fanotify_index import Index, IndexBuilder
+from shadowvault.shadow.providers.fanotify_index import Entry, Index, IndexBuilder
 from shadowvault.shadow.providers.fanotify_unguarded import unguarded_inodes
 
 log = logging.getLogger("shadowvault.fanotify_listener")
@@ -107,14 +107,50 @@ class Listener:
                 log.error("reading fanotify events failed: %s", err)
                 os._exit(3)  # the shadow can no longer be kept true: the view goes with us
             for event in fanotify_sys.parse_events(buf):
-                if os.path.exists(f"/proc/self/task/{event.pid}"):
-                    fanotify_sys.respond(self.group, event.fd)  # our own access: never wait on ourselves
+                try:
+                    work = self._triage(event)
+                except Exception:
+                    log.exception("an event could not be classified; the shadow is no longer trusted")
+                    self.store.invalid = "an event could not be classified"
+                    self._mark_invalid()
+                    work = None
+                if work is None:
+                    fanotify_sys.respond(self.group, event.fd)
                 else:
-                    self.pool.submit(self._handle, event)
+                    self.pool.submit(self._handle, event, *work)
 
-    def _handle(self, event: fanotify_sys.Event) -> None:
+    def _triage(self, event: fanotify_sys.Event) -> tuple[Entry, Save] | None:
+        """What must be saved before the access of `event` proceeds; None: nothing, answer it now.
+
+        Runs in the reading thread: our own accesses, reads, and changes to what is saved already
+        are answered without a hand-over; only a copy aside goes to a worker.
+        """
+        if os.path.exists(f"/proc/self/task/{event.pid}"):
+            return None  # our own access: never wait on ourselves
+        st = os.fstat(event.fd)
+        if st.st_dev != self.dev or not stat.S_ISREG(st.st_mode):
+            return None
+        entry = self.index.entry_of_inode(st.st_ino)
+        if entry is None or entry.fd < 0 or self.store.is_whole(entry):
+            return None
+        call = blocked_call(event.pid)
+        opening = event.mask & fanotify_sys.FAN_OPEN_PERM
+        save = on_open(call) if opening else on_access(call, event.length)
+        if save is Save.RANGE and (event.offset is None or not event.length):
+            save = Save.WHOLE
+        if save is Save.NOTHING:
+            return None
+        if save is Save.RANGE and self.store.is_saved(entry, event.offset or 0, event.length or 0):
+            return None
+        return entry, save
+
+    def _handle(self, event: fanotify_sys.Event, entry: Entry, save: Save) -> None:
         try:
-            self._save_before(event)
+            if save is Save.WHOLE:
+                self.store.save_whole(entry)
+                fanotify_sys.ignore_inode(self.group, event.fd)
+            else:
+                self.store.save_range(entry, event.offset or 0, event.length or 0)
         except ShadowInvalidError:
             self._mark_invalid()  # the application goes on; the shadow refuses reads from now on
         except Exception:
@@ -131,21 +167,6 @@ class Listener:
                 f.write(self.store.invalid or "the shadow is no longer trusted")
         except OSError as err:
             log.error("cannot write %s: %s", self.invalid_marker, err)
-
-    def _save_before(self, event: fanotify_sys.Event) -> None:
-        st = os.fstat(event.fd)
-        if st.st_dev != self.dev or not stat.S_ISREG(st.st_mode):
-            return
-        entry = self.index.entry_of_inode(st.st_ino)
-        if entry is None or entry.fd < 0 or self.store.is_whole(entry):
-            return
-        call = blocked_call(event.pid)
-        opening = event.mask & fanotify_sys.FAN_OPEN_PERM
-        save = on_open(call) if opening else on_access(call, event.length)
-        if save is Save.WHOLE:
-            self.store.save_whole(entry)
-        elif save is Save.RANGE and event.offset is not None and event.length:
-            self.store.save_range(entry, event.offset, event.length)
 
     def _serve(self) -> None:
         assert self.view is not None

@@ -19,6 +19,8 @@ FAN_REPORT_TID = 0x100  # the event's pid is the thread's id: its /proc/<tid>/sy
 FAN_MARK_ADD = 0x1
 FAN_MARK_REMOVE = 0x2
 FAN_MARK_FILESYSTEM = 0x100
+FAN_MARK_IGNORED_SURV_MODIFY = 0x40
+FAN_MARK_IGNORE = 0x400  # Linux >= 6.0: an ignore mask that also works for pre-content events
 FAN_OPEN_PERM = 0x10000
 FAN_PRE_ACCESS = 0x100000
 FAN_ALLOW = 0x1
@@ -74,6 +76,12 @@ def mark_filesystem(group: int, path: str, *, remove: bool = False) -> None:
         _libc.fanotify_mark(group, action | FAN_MARK_FILESYSTEM, MARK_MASK, AT_FDCWD, os.fsencode(path)),
         "fanotify_mark",
     )
+
+
+def ignore_inode(group: int, fd: int) -> bool:
+    """Stop events for the inode of `fd` (saved whole: nothing more to do for it); False if refused."""
+    flags = FAN_MARK_ADD | FAN_MARK_IGNORE | FAN_MARK_IGNORED_SURV_MODIFY
+    return _libc.fanotify_mark(group, flags, MARK_MASK, fd, None) == 0
 
 
 def parse_events(buf: bytes) -> list[Event]:
