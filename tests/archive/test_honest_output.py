@@ -4,12 +4,14 @@ message per event, figures that add up. Each test checks what a user reads: stdo
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.archive.test_backup_errors import without_dac_override
 
 
 @pytest.fixture
@@ -72,3 +74,58 @@ def test_restore_into_a_non_empty_target_says_what_was_kept(cli, env, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (target / "a").read_text() == "a from the snapshot\n"
     assert "kept" not in done.stdout + done.stderr
+
+
+NAMES = ("unlistable", "sealed", "fine")
+
+
+def test_read_errors_are_in_the_snapshot_and_ls_diff_restore_show_them(cli, env, tmp_path):
+    src = tmp_path / "src"
+    (src / "unlistable").mkdir(parents=True)
+    (src / "unlistable" / "inside").write_text("read by the first backup only")
+    (src / "sealed").write_text("x" * 5000)
+    (src / "fine").write_text("fine\n")
+    assert cli("backup", "--provider", "none", str(src), env=env).returncode == 0
+    os.chmod(src / "unlistable", 0o300)
+    os.chmod(src / "sealed", 0o000)
+    done = without_dac_override(["backup", "--provider", "none", str(src)], env)
+    assert done.returncode == 3, done.stderr
+
+    listed = cli("ls", "--json", "latest", str(src), env=env)
+    nodes = {m["path"]: m for m in all_json(listed.stdout) if m["message_type"] == "node"}
+    assert nodes[f"{src}/sealed"]["size"] == 0  # nothing of it is stored
+    assert "Permission denied" in nodes[f"{src}/sealed"]["error"]
+    long = cli("ls", "-l", "latest", str(src), env=env)
+    assert long.returncode == 0, long.stderr
+    lines = {
+        path: line
+        for line in long.stdout.splitlines()
+        for path in [f"{src}/{n}" for n in NAMES]
+        if f"{path} " in line or line.endswith(path)
+    }
+    assert "not read at backup: Permission denied" in lines[f"{src}/sealed"]
+    assert "not read at backup" in lines[f"{src}/unlistable"]
+    assert "not read" not in lines[f"{src}/fine"]
+    plain = cli("ls", "latest", str(src), env=env)
+    assert f"{src}/sealed" in plain.stdout.splitlines()  # names alone on stdout, the marks on stderr
+    assert f"{src}/sealed: not read at backup: Permission denied" in plain.stderr
+
+    snaps = json.loads(cli("snapshots", "--json", env=env).stdout)
+    first, second = snaps[0]["id"], snaps[1]["id"]
+    diff = cli("diff", "--json", first, second, env=env)
+    assert diff.returncode == 0, diff.stderr
+    changes = {
+        m["path"]: m for m in of_type(all_json(diff.stdout), "change") if m["path"].startswith(f"{src}/")
+    }
+    assert set(changes) == {f"{src}/unlistable", f"{src}/sealed"}  # "inside" was not seen, not removed
+    assert changes[f"{src}/sealed"]["change"] == "unreadable"
+    assert "Permission denied" in changes[f"{src}/unlistable"]["error"]
+    text = cli("diff", first, second, env=env).stdout.splitlines()
+    assert any(
+        line.startswith("!") and f"{src}/sealed" in line and "Permission denied" in line for line in text
+    )
+
+    target = tmp_path / "restored"
+    done = cli("restore", f"latest:{src}", "--target", str(target), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "unlistable: restored empty" in done.stderr and "sealed: not restored" in done.stderr

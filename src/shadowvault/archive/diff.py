@@ -2,6 +2,9 @@
 
 Subtrees with the same TREE blob id are identical and are not descended into, so a diff of two
 snapshots that share most of their data reads only the directories that changed.
+
+An entry the second backup could not read is `unreadable` (with its error), and a directory it could
+not list is not descended into: what was in it is unknown, not removed.
 """
 
 from __future__ import annotations
@@ -20,9 +23,16 @@ class Change(StrEnum):
     REMOVED = "removed"
     MODIFIED = "modified"
     METADATA = "metadata"
+    UNREADABLE = "unreadable"  # could not be read by the second backup
 
 
-SYMBOLS = {Change.ADDED: "+", Change.REMOVED: "-", Change.MODIFIED: "M", Change.METADATA: "U"}
+SYMBOLS = {
+    Change.ADDED: "+",
+    Change.REMOVED: "-",
+    Change.MODIFIED: "M",
+    Change.METADATA: "U",
+    Change.UNREADABLE: "!",
+}
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class Difference:
     path: bytes
     change: Change
     type: str
+    error: str | None = None  # why the entry could not be read at backup
 
 
 def _children(store: TreeReader, tree_id: bytes | None) -> dict[bytes, Node]:
@@ -71,16 +82,19 @@ def diff_trees(
         a, b = before.get(name), after.get(name)
         if a is None:
             assert b is not None
-            yield Difference(path, Change.ADDED, b.type)
+            yield Difference(path, Change.ADDED, b.type, b.error)
             if b.type == "dir":
                 for sub_path, sub in walk_tree(store, b.subtree, path):
-                    yield Difference(sub_path, Change.ADDED, sub.type)
+                    yield Difference(sub_path, Change.ADDED, sub.type, sub.error)
             continue
         if b is None:
             yield Difference(path, Change.REMOVED, a.type)
             if a.type == "dir":
                 for sub_path, sub in walk_tree(store, a.subtree, path):
                     yield Difference(sub_path, Change.REMOVED, sub.type)
+            continue
+        if b.error is not None and b.error != a.error:
+            yield Difference(path, Change.UNREADABLE, b.type, b.error)
             continue
         if a.type == "dir" and b.type == "dir":
             if _metadata_differs(a, b):

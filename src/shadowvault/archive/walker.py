@@ -364,8 +364,10 @@ class Archiver:
         for node, fut, path in job.files:
             try:
                 stored = fut.result()
-            except FileError as err:
-                node.content = []
+            except FileError as err:  # nothing of it is stored: its size says so
+                with self.stats.lock:
+                    self.stats.bytes_total -= node.size
+                node.content, node.size = [], 0
                 node.error = str(err)
                 self._error(path, str(err))
                 continue

@@ -223,6 +223,11 @@ def _report_kept(kept: list[tuple[str, str]], as_json: bool) -> None:
         note(f"{count} kept, {why}")
 
 
+def _not_read(error: str) -> str:
+    """How an entry that could not be read at backup is marked (its error comes from the repository)."""
+    return f"not read at backup: {escape_text(error)}"
+
+
 @click.command("ls")
 @repo_options
 @click.argument("snapshot", metavar="SNAP")
@@ -253,9 +258,13 @@ def ls_cmd(
                 )  # from the repository
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.mtime_ns / 1e9))
                 suffix = f" -> {display(node.link_target)}" if node.link_target is not None else ""
+                if node.error is not None:
+                    suffix += f"  ({_not_read(node.error)})"
                 _line(f"{mode_string(node)} {owner:>17} {node.size:>12} {when} {display(entry_path)}{suffix}")
             else:
                 _line(display(entry_path))
+                if node.error is not None:  # names alone on stdout (scripts read them); the mark beside
+                    warn(f"{display(entry_path)}: {_not_read(node.error)}")
 
 
 @click.command("diff")
@@ -264,7 +273,8 @@ def ls_cmd(
 @click.argument("second", metavar="SNAP2")
 @json_option
 def diff_cmd(repo: str | None, password_file: str | None, first: str, second: str, as_json: bool) -> None:
-    """Show what changed from SNAP1 to SNAP2: + added, - removed, M modified, U metadata only."""
+    """Show what changed from SNAP1 to SNAP2: + added, - removed, M modified, U metadata only,
+    ! not readable at the second backup (what was in an unreadable directory is not compared)."""
     counts = {change.value: 0 for change in Change}
     with open_repository(repo, password_file) as r:
         id1, snap1 = r.find_snapshot(first)
@@ -280,10 +290,12 @@ def diff_cmd(repo: str | None, password_file: str | None, first: str, second: st
                         **path_fields(difference.path),
                         "change": difference.change.value,
                         "type": difference.type,
+                        **({"error": difference.error} if difference.error is not None else {}),
                     }
                 )
             else:
-                _line(f"{SYMBOLS[difference.change]}    {display(difference.path)}")
+                mark = f"  ({_not_read(difference.error)})" if difference.error is not None else ""
+                _line(f"{SYMBOLS[difference.change]}    {display(difference.path)}{mark}")
     if as_json:
         print_json({"message_type": "statistics", "source": id1, "target": id2, **counts})
     else:
