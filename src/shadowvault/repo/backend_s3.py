@@ -43,6 +43,7 @@ MULTIPART_THRESHOLD = 64 << 20  # smaller files go in one PUT (a default pack is
 PART_SIZE = 16 << 20  # S3 wants >= 5 MiB for every part but the last
 IMMUTABLE_DIRS = ("data/", "index/", "snapshots/", "keys/", "damage/")
 CACHED_DIRS = ("index/", "snapshots/", "keys/")  # read whole, again by every process
+LIST_PAGE_SIZE = 1000  # S3's maximum; listings follow continuation tokens page by page
 CACHED_RANGE_MAX = 256 << 10  # pack ranges this small are tree blobs (data chunks are >= 512 KiB)
 
 
@@ -71,6 +72,7 @@ class S3Backend:
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         self.conditional_writes = True  # until the server says it does not support them
+        self.list_page_size = LIST_PAGE_SIZE
         root = (cache_root or default_cache_root()) / "s3" / _location_key(location)
         self._scratch = root / TMP_DIR
         self.cache = (
@@ -357,7 +359,7 @@ class S3Backend:
         )
         token: str | None = None
         while True:
-            args: dict[str, Any] = {"Bucket": bucket, "Prefix": start}
+            args: dict[str, Any] = {"Bucket": bucket, "Prefix": start, "MaxKeys": self.list_page_size}
             if token:
                 args["ContinuationToken"] = token
             page = self.s3.call(

@@ -9,6 +9,7 @@ about: every attempt is one counted request, and an operation is retried whole.
 from __future__ import annotations
 
 import collections
+import http.client
 import logging
 import random
 import threading
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions
+import urllib3.exceptions
 from botocore.config import Config
 
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
@@ -54,6 +56,8 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     botocore.exceptions.HTTPClientError,
     botocore.exceptions.IncompleteReadError,
     botocore.exceptions.ResponseStreamingError,
+    urllib3.exceptions.HTTPError,  # ProtocolError, IncompleteRead, ...
+    http.client.HTTPException,
     ConnectionError,
     TimeoutError,
 )
