@@ -101,6 +101,8 @@ def report_set(label: str, manifest: ShadowSetManifest, made_in: float) -> None:
     window = manifest.freeze_window or 0.0
     print(f"{label}: created in {made_in * MS:.0f} ms, freeze window {window * MS:.0f} ms, ", end="")
     print(f"commit {commit * MS:.0f} ms")
+    timings = manifest.shadows[0].provider_data.get("commit_timings", {})
+    print("    listener: " + ", ".join(f"{k} {v * MS:.0f} ms" for k, v in timings.items()))
 
 
 def run(files: int, large_mib: int, writes: int) -> None:

@@ -173,6 +173,7 @@ class FanotifyProvider(Provider):
             files=report.get("files", 0),
             copied_at_commit=report.get("unguarded", 0),
             bytes_copied_at_commit=report.get("bytes_saved", 0),
+            commit_timings=report.get("timings", {}),
         )
         shadow.notes = self._notes(volume, report)
         return shadow

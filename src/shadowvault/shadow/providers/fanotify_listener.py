@@ -26,6 +26,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TextIO
 
@@ -44,6 +45,15 @@ WORKERS = 4
 INVALID_SUFFIX = ".invalid"  # written next to the view when the shadow stops holding its instant
 
 
+def _since_process_start() -> float:
+    """Seconds since this process started (Python's start-up is part of the commit), to 10 ms."""
+    with open("/proc/self/stat") as f:
+        start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+
+
 class Listener:
     """One shadow: its index, copy-aside store, fanotify group and FUSE view."""
 
@@ -59,6 +69,7 @@ class Listener:
         self.stopping = threading.Event()
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="save")
         self.unguarded = 0
+        self.timings: dict[str, float] = {"python_start": _since_process_start()}
 
     # -- making the shadow (the volume is frozen) ------------------------------------------------
 
@@ -82,18 +93,26 @@ class Listener:
             "bytes_saved": self.store.bytes_saved,
             "skipped_mounts": self.index.skipped_mounts,
             "problems": self.index.problems,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
     def _index_and_mark(self) -> None:
+        started = time.monotonic()
         self.index = IndexBuilder(self.volume, frozenset({os.fsencode(SHADOW_DIR_NAME)})).build()
+        self.timings["index"] = time.monotonic() - started
         self.group = fanotify_sys.init_group()
         fanotify_sys.mark_filesystem(self.group, self.volume)
         threading.Thread(target=self._read_events, name="events", daemon=True).start()
-        for ino in unguarded_inodes(self.dev, os.getpid()):
+        started = time.monotonic()
+        unguarded = unguarded_inodes(self.dev, os.getpid())
+        self.timings["scan"] = time.monotonic() - started
+        started = time.monotonic()
+        for ino in unguarded:
             entry = self.index.entry_of_inode(ino)
             if entry is not None and entry.fd >= 0:
                 self.store.save_whole(entry)
                 self.unguarded += 1
+        self.timings["copy_unguarded"] = time.monotonic() - started
 
     # -- after the thaw ---------------------------------------------------------------------------
 
