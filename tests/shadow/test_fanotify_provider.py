@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 import signal
 import sqlite3
@@ -125,6 +126,7 @@ def _populate(root: Path) -> None:
     (root / "docs" / "renamed.txt").write_bytes(b"renamed later\n")
     (root / "docs" / "deleted.bin").write_bytes(os.urandom(300000))
     (root / "docs" / "chmodded.sh").write_bytes(b"#!/bin/sh\n")
+    (root / "docs" / "mapped.bin").write_bytes(b"page" * 16384)
     os.chmod(root / "docs" / "chmodded.sh", 0o755)
     os.link(root / "docs" / "modified.txt", root / "docs" / "hardlink.txt")
     os.symlink("modified.txt", root / "docs" / "symlink")
@@ -145,6 +147,10 @@ def _change(root: Path) -> None:
         f.write(b"short")
     with open(d / "appended.log", "ab") as f:
         f.write(b"appended\n" * 100)
+    with open(d / "mapped.bin", "r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
+        assert mapped[40000:40004] == b"page"  # a read fault first, then a write to the mapped page
+        mapped[40000:40005] = b"WRITE"
+        mapped.flush()
     (d / "replaced.conf.tmp").write_bytes(b"new config\n")
     os.replace(d / "replaced.conf.tmp", d / "replaced.conf")
     os.rename(d / "renamed.txt", d / "renamed-now.txt")
