@@ -375,3 +375,48 @@ def test_an_orphan_shadow_is_reaped_with_its_listener(ext4):
     assert not listener_alive(shadow)
     assert not os.path.exists(shadow.path)
     (ext4.mount / "docs" / "modified.txt").write_bytes(b"no listener, no copy")
+
+
+def test_a_backup_through_the_shadow_restores_sqlite_as_of_the_instant(big_ext4, tmp_path):
+    from shadowvault.jobs.backup import BackupRequest, run_backup
+    from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
+    from tests.archive.helpers import new_repo
+
+    app = big_ext4.mount / "app"
+    app.mkdir()
+    db = app / "app.db"
+    held = _make_db(db, "wal")
+    acks: list[tuple[int, float]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            _sqlite_insert(held, n)
+            acks.append((n, time.time()))
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    repo = new_repo(tmp_path / "repo")
+    try:
+        while len(acks) < 200:
+            time.sleep(0.01)
+        started = time.time()
+        request = BackupRequest(paths=[str(app)], provider="fanotify", writers=[f"sqlite:{db}"])
+        result = run_backup(repo, request)
+        assert not result.errors and result.freeze_window is not None
+        after_backup = len(acks)
+        restored = tmp_path / "restored"
+        done = run_files_restore(repo, FilesRestoreRequest(snapshot=result.snapshot_id, target=str(restored)))
+        assert not done.errors
+    finally:
+        stop.set()
+        thread.join()
+        held.close()
+        repo.close()
+    rows, counter = _check_copy(str(restored / str(db).lstrip("/")), tmp_path / "check")
+    assert rows == counter >= max(n for n, at in acks if at < started)
+    assert rows < after_backup  # what the load committed while the backup read the shadow is not in it
+    assert os.listdir(base_dir()) == []
