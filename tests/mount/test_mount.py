@@ -7,8 +7,10 @@ import hashlib
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -252,3 +254,33 @@ def test_bad_mount_point_and_wrong_password_are_one_line(tmp_path: Path, cli):
     wrong = cli(*mount_command(tmp_path / "repo", tmp_path / "mnt")[3:], env={"SHADOWVAULT_PASSWORD": "nope"})
     assert wrong.returncode != 0 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
     assert not is_mounted(tmp_path / "mnt")
+
+
+def test_other_users_read_what_the_stored_modes_allow(tmp_path: Path):
+    """With --allow-other, the kernel checks each access against the stored owner and mode."""
+    require_tools("setpriv")
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    reachable = Path(tempfile.mkdtemp(prefix="sv-mount-"))  # every user can reach it, and its copy
+    try:
+        os.chmod(reachable, 0o755)
+        src = reachable / "src"
+        src.mkdir()
+        (src / "public").write_bytes(b"for everyone\n")
+        (src / "secret").write_bytes(b"root only\n")
+        os.chmod(src / "secret", 0o600)
+        with new_repo(tmp_path / "repo") as repo:
+            save_snapshot(repo, src)
+        for allow_other in (False, True):
+            args = ("--allow-other",) if allow_other else ()
+            with mounted_view(tmp_path / "repo", reachable / "mnt", *args) as view:
+                shown = in_view(view.snapshot_root(), src)
+                public = subprocess.run([*as_nobody, "cat", shown / "public"], capture_output=True, text=True)
+                secret = subprocess.run([*as_nobody, "cat", shown / "secret"], capture_output=True, text=True)
+                if allow_other:
+                    assert public.returncode == 0 and public.stdout == "for everyone\n", public.stderr
+                    assert secret.returncode != 0 and "Permission denied" in secret.stderr
+                else:  # a FUSE mount is its owner's alone unless allowed
+                    assert public.returncode != 0 and "Permission denied" in public.stderr
+                assert (shown / "secret").read_bytes() == b"root only\n"
+    finally:
+        shutil.rmtree(reachable, ignore_errors=True)

@@ -78,6 +78,7 @@ def serve(
                 nosuid=True,
                 default_permissions=True,
                 use_ino=True,
+                kernel_cache=True,  # a snapshot never changes: pages read once stay cached across opens
                 allow_other=options.allow_other,
                 fsname="shadowvault",
                 subtype="shadowvault",
