@@ -420,3 +420,25 @@ def test_a_backup_through_the_shadow_restores_sqlite_as_of_the_instant(big_ext4,
     assert rows == counter >= max(n for n, at in acks if at < started)
     assert rows < after_backup  # what the load committed while the backup read the shadow is not in it
     assert os.listdir(base_dir()) == []
+
+
+def test_a_copy_aside_that_fails_makes_the_shadow_invalid_not_wrong(big_ext4, monkeypatch):
+    with loop_filesystem("ext4") as small:  # the state directory, where copies go: 64 MiB
+        monkeypatch.setenv("SHADOWVAULT_STATE_DIR", str(small.mount))
+        with open(big_ext4.mount / "large.bin", "wb") as f:
+            for _ in range(100):
+                f.write(os.urandom(1 << 20))
+        manifest = create_shadow_set([str(big_ext4.mount)], FANOTIFY)
+        [shadow] = manifest.shadows
+        try:
+            with open(big_ext4.mount / "large.bin", "wb") as f:  # O_TRUNC: 100 MiB to save, no room
+                f.write(b"the application goes on")
+            assert (big_ext4.mount / "large.bin").read_bytes() == b"the application goes on"
+            with pytest.raises(OSError) as refused:
+                Path(shadow.path, "large.bin").read_bytes()
+            assert refused.value.errno == errno.EIO
+            with pytest.raises(ShadowInvalidError, match="No space left on device"):
+                validity.ensure_valid(manifest)
+        finally:
+            ShadowStore().release(manifest.id)
+        assert not os.path.exists(shadow.path)
