@@ -129,3 +129,45 @@ def test_read_errors_are_in_the_snapshot_and_ls_diff_restore_show_them(cli, env,
     done = cli("restore", f"latest:{src}", "--target", str(target), env=env)
     assert done.returncode == 0, done.stderr
     assert "unlistable: restored empty" in done.stderr and "sealed: not restored" in done.stderr
+
+
+def test_every_file_error_is_said_once_and_json_output_is_all_json(cli, env, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "sealed").write_text("no permission")
+    (src / "fine").write_text("fine\n")
+    os.chmod(src / "sealed", 0o000)
+
+    done = without_dac_override(["backup", "--provider", "none", str(src)], env)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.count(f"{src}/sealed") == 1, done.stderr
+
+    os.chmod(src / "sealed", 0o644)
+    done = without_dac_override(["backup", "--json", "--provider", "none", str(src)], env)
+    assert done.returncode == 0, done.stderr
+    os.chmod(src / "sealed", 0o000)
+    done = without_dac_override(["backup", "--json", "--provider", "none", str(src)], env)
+    assert done.returncode == 3
+    errors = of_type(all_json(done.stderr), "error")
+    assert [e["path"] for e in errors] == [f"{src}/sealed"]
+    assert of_type(all_json(done.stdout), "summary")
+
+    target = tmp_path / "target"
+    (target / str(src).lstrip("/") / "fine").mkdir(parents=True)  # a directory in the way of a file
+    done = cli("restore", "latest", "--target", str(target), "--overwrite", "always", env=env)
+    assert done.returncode == 3
+    assert done.stderr.count(f"{src}/fine") == 1, done.stderr
+    done = cli("restore", "--json", "latest", "--target", str(target), "--overwrite", "always", env=env)
+    assert done.returncode == 3
+    assert [e["path"] for e in of_type(all_json(done.stderr), "error")] == [f"{src}/fine"]
+    assert of_type(all_json(done.stdout), "summary")
+
+    # a log line (a damaged snapshot file is skipped with a warning) is JSON too under --json
+    (Path(env["SHADOWVAULT_REPOSITORY"]) / "snapshots" / ("ab" * 32)).write_bytes(b"not a snapshot")
+    done = cli("snapshots", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    (logged,) = of_type(all_json(done.stderr), "log")
+    assert logged["level"] == "warning" and "abababab" in logged["message"]
+    plain = cli("snapshots", env=env)
+    assert len([line for line in plain.stderr.splitlines() if "abababab" in line]) == 1
+    assert not plain.stderr.startswith("{")

@@ -164,7 +164,7 @@ class EntryWriter:
 
     def error(self, path: bytes | str, why: str) -> None:
         shown = path if isinstance(path, str) else text(path)
-        log.warning("%s: %s", shown, why)
+        log.debug("%s: %s", shown, why)  # in the result: the caller says it
         with self.stats.lock:
             self.stats.errors.append((shown, why))
 

@@ -339,13 +339,13 @@ class Archiver:
         else:
             reason = str(err)
         shown = path if isinstance(path, str) else text(path)
-        log.warning("%s: %s", shown, reason)
+        log.debug("%s: %s", shown, reason)  # in the result: the caller says it
         with self.stats.lock:
             self.stats.errors.append((shown, reason))
 
     def _warn(self, path: bytes | str, reason: str) -> None:
         shown = path if isinstance(path, str) else text(path)
-        log.info("%s: %s", shown, reason)
+        log.debug("%s: %s", shown, reason)
         with self.stats.lock:
             self.stats.warnings.append((shown, reason))
 

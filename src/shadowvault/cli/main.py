@@ -48,6 +48,14 @@ class _Root(click.Group):
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: object
+    ) -> click.Context:
+        as_json = output.json_requested(args)  # before parsing consumes the arguments
+        ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta[output.JSON_REQUESTED] = as_json
+        return ctx
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -70,7 +78,12 @@ def cli(verbose: int, no_daemon: bool) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     if os.environ.get("SHADOWVAULT_DEBUG"):
         level = logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    if click.get_current_context().meta.get(output.JSON_REQUESTED):
+        handler.setFormatter(output.JsonLogFormatter())  # under --json every line is JSON
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def _register() -> None:

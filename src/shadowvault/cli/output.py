@@ -8,6 +8,7 @@ one JSON line on stderr, `{"message_type": "exit_error", "code": N, "message": "
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -93,6 +94,26 @@ def json_requested(argv: Sequence[str]) -> bool:
         if arg == "--json":
             return True
     return False
+
+
+JSON_REQUESTED = "shadowvault.json"  # the root context's meta key: the command line asks for --json
+
+
+class JsonLogFormatter(logging.Formatter):
+    """A log record as one JSON line, so that a --json run's stderr is JSON lines only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return json_text(
+            {
+                "message_type": "log",
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": message,
+            }
+        )
 
 
 def error_line(message: str, exit_code: int = 1, *, as_json: bool = False) -> None:
