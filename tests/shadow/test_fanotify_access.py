@@ -6,7 +6,6 @@ nothing; writes save their range; anything else saves the whole file. Numbers ar
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
