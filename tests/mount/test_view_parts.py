@@ -3,13 +3,17 @@ levels' names, and the snapshot list following the repository."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from pathlib import Path
 
+import pytest
+
 from shadowvault.mount.catalog import Catalog, Link, SnapshotDir, VirtualDir
 from shadowvault.mount.content import Blobs, FileContent
 from shadowvault.mount.names import entry_name, short_ids
+from shadowvault.mount.trees import TreeCache
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from tests.archive.helpers import FAST_KDF, PASSWORD, archive, new_repo
@@ -140,3 +144,25 @@ def test_a_damaged_snapshot_file_is_left_out(tmp_path: Path):
         snapshots = Catalog(repo, refresh_seconds=0).root().entries["snapshots"]
         assert isinstance(snapshots, VirtualDir)
         assert sorted(snapshots.entries) == sorted([f"2023-11-14T22:13:20Z_{good[:8]}", "latest"])
+
+
+def test_directory_listings_are_kept_within_a_bound(tmp_path: Path):
+    src = tmp_path / "src"
+    for d in range(5):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(10):
+            (src / f"d{d}" / f"f{i}").write_bytes(b"%d" % i)
+    with new_repo(tmp_path / "repo") as repo:
+        root, _ = archive(repo, src)
+        trees = TreeCache(repo, limit=25)
+        parts = [p.encode() for p in str(src).strip("/").split("/")]
+        for d in range(5):
+            node = trees.resolve(root, [*parts, b"d%d" % d, b"f3"])
+            assert node is not None and node.type == "file" and node.size == 1
+        assert sum(len(entries) for entries in trees._dirs.values()) <= 25
+        with pytest.raises(OSError) as missing:
+            trees.resolve(root, [*parts, b"d1", b"nope"])
+        assert missing.value.errno == errno.ENOENT
+        with pytest.raises(OSError) as through_a_file:
+            trees.resolve(root, [*parts, b"d1", b"f1", b"x"])
+        assert through_a_file.value.errno == errno.ENOTDIR

@@ -15,16 +15,17 @@ from collections.abc import Sequence
 from shadowvault.archive.tree_paths import TreeReader
 from shadowvault.repo.tree import Node, duplicate_names, invalid_name
 
-MAX_DIRECTORIES = 4096
+MAX_NODES = 200_000  # entries kept, over all cached directories (a node costs a few hundred bytes)
 
 
 class TreeCache:
     """Directory listings by tree id (thread-safe)."""
 
-    def __init__(self, store: TreeReader, limit: int = MAX_DIRECTORIES) -> None:
+    def __init__(self, store: TreeReader, limit: int = MAX_NODES) -> None:
         self._store = store
         self._limit = limit
         self._dirs: OrderedDict[bytes, dict[bytes, Node]] = OrderedDict()
+        self._nodes = 0
         self._lock = threading.Lock()
 
     def entries(self, tree_id: bytes | None) -> dict[bytes, Node]:
@@ -40,9 +41,12 @@ class TreeCache:
         twice = duplicate_names(nodes)
         found = {n.name: n for n in nodes if invalid_name(n.name) is None and n.name not in twice}
         with self._lock:
-            self._dirs[tree_id] = found
-            while len(self._dirs) > self._limit:
-                self._dirs.popitem(last=False)
+            if tree_id not in self._dirs:
+                self._dirs[tree_id] = found
+                self._nodes += len(found)
+            while self._nodes > self._limit and len(self._dirs) > 1:  # the newest stays, however large
+                _, evicted = self._dirs.popitem(last=False)
+                self._nodes -= len(evicted)
         return found
 
     def resolve(self, root_tree: bytes, parts: Sequence[bytes]) -> Node | None:
