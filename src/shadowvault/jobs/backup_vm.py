@@ -1,0 +1,213 @@
+"""The VM backup job: one shadow set with the qemu writer, the copies streamed in as disk images.
+
+The set's only volume is the one holding the temporary copies, shadowed `live` (nothing of it is
+read: the copies are the VM's point in time, made atomically by QEMU). Each disk is stored whole
+(layout.py); an incremental backup starts from the bitmap its base snapshot recorded and stores
+every unchanged chunk by reference. The snapshot is saved before the set completes, so the bitmaps
+rotate (old one dropped, new one kept) only once the backup is really in the repository.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shadowvault import __version__, paths
+from shadowvault.archive.backup import username
+from shadowvault.errors import NotFoundError, ShadowvaultError
+from shadowvault.repo.format import BlobType
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.shadow import manifest as manifest_doc
+from shadowvault.shadow.coordinator import SetOptions, shadow_set
+from shadowvault.shadow.manifest import Consistency, ShadowSetManifest
+from shadowvault.shadow.volumes import volume_of
+from shadowvault.shadow.writers.qemu import QemuWriter
+from shadowvault.vm import layout
+from shadowvault.vm.discovery import find_vm
+from shadowvault.vm.image_store import ImageSink, ImageStats, store_image
+from shadowvault.vm.layout import StoredDisk, VmDefinition
+
+log = logging.getLogger(__name__)
+
+VM_TAG = "vm"
+
+
+@dataclass
+class VmBackupRequest:
+    vm: str
+    disks: list[str] = field(default_factory=list)  # --vm-disk: these only (default: every capturable disk)
+    full: bool = False  # ignore the base snapshot's bitmaps
+    tags: list[str] = field(default_factory=list)
+    agent_timeout: float = 10.0
+    on_agent_failure: str = "degrade"
+    freeze_timeout: float = 60.0
+
+
+@dataclass
+class VmBackupResult:
+    snapshot_id: str
+    snapshot: Snapshot
+    definition: VmDefinition
+    images: dict[str, ImageStats]
+    parent: str | None
+    duration: float
+    copy_seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(s.bytes_read for s in self.images.values())
+
+
+def find_base(repo: Repository, vm: str) -> tuple[str, Snapshot] | None:
+    """The latest snapshot of `vm` on this host: the base of an incremental backup."""
+    host = socket.gethostname()
+    wanted = [layout.snapshot_path(vm)]
+    for snapshot_id, snapshot in reversed(repo.list_snapshots()):
+        if snapshot.paths == wanted and snapshot.host == host:
+            return snapshot_id, snapshot
+    return None
+
+
+def _base_disks(repo: Repository, base: Snapshot, vm: str) -> tuple[dict[str, str], dict[str, list[bytes]]]:
+    """Per disk of the base snapshot: the bitmap that records changes since it, and its chunks."""
+    definition, nodes = layout.read_vm(repo.load_tree, repo.load_blob, base.tree, vm)
+    bitmaps = {d.disk: d.bitmap for d in definition.disks if d.bitmap and d.disk in nodes}
+    chunks = {d.disk: list(nodes[d.disk].content) for d in definition.disks if d.disk in nodes}
+    return bitmaps, chunks
+
+
+def _sink(repo: Repository) -> ImageSink:
+    return ImageSink(
+        blob_id=repo.blob_id,
+        has_blob=repo.has_blob,
+        save_blob=lambda data: repo.save_blob(BlobType.DATA, data),
+        load_blob=repo.load_blob,
+    )
+
+
+def _grade(manifest: ShadowSetManifest, consistency: str, vm: str) -> None:
+    """The qemu writer's components: application when the guest froze, else crash (QEMU's copy is atomic)."""
+    grade = Consistency.APPLICATION if consistency == "application" else Consistency.CRASH
+    why = (
+        "the guest agent froze the guest's filesystems for QEMU's atomic copy"
+        if grade == Consistency.APPLICATION
+        else "QEMU's atomic copy of a running guest that was not frozen (no guest agent answered)"
+    )
+    for report in manifest.writers:
+        if report.name == "qemu" and report.instance == vm:
+            for component in report.components:
+                component.consistency, component.reason = grade, why
+    manifest.notes = [n for n in manifest.notes if not n.startswith("live:")]
+
+
+def run_vm_backup(
+    repo: Repository, request: VmBackupRequest, *, on_warning: Callable[[str], None] | None = None
+) -> VmBackupResult:
+    """Back up one running VM; the snapshot's paths are [`vm:NAME`]."""
+    started, started_wall = time.monotonic(), time.time()
+    warn = on_warning or log.warning
+    spec = find_vm(request.vm)
+    base = None if request.full else find_base(repo, spec.name)
+    base_bitmaps: dict[str, str] = {}
+    base_chunks: dict[str, list[bytes]] = {}
+    if base is not None:
+        try:
+            base_bitmaps, base_chunks = _base_disks(repo, base[1], spec.name)
+        except (NotFoundError, ShadowvaultError) as err:
+            warn(f"the last backup of VM {spec.name} cannot be a base ({err}); a full copy")
+            base = None
+    writer = QemuWriter(
+        spec.name,
+        spec=spec,
+        disks=request.disks,
+        base_bitmaps=base_bitmaps,
+        agent_timeout=request.agent_timeout,
+        on_agent_failure=request.on_agent_failure,
+    )
+    state = paths.state_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    options = SetOptions(
+        writers=[writer], provider="live", auto_writers=False, freeze_timeout=request.freeze_timeout
+    )
+    images: dict[str, ImageStats] = {}
+    chunk_lists: dict[str, list[bytes]] = {}
+    with shadow_set([volume_of(str(state)).mount_point], options) as manifest:
+        copy_started = time.monotonic()
+        meta: dict[str, Any] = writer.metadata()
+        stored: list[StoredDisk] = []
+        for copy in meta["copies"]:
+            disk = copy["disk"]
+            chunks, stats = store_image(
+                _sink(repo),
+                copy["target"],
+                copy["virtual_size"],
+                copy["chunk_size"],
+                base_chunks.get(disk) if copy["incremental"] else None,
+            )
+            chunk_lists[disk], images[disk] = chunks, stats
+            stored.append(
+                StoredDisk(
+                    disk=disk,
+                    format=copy["format"],
+                    filename=copy["filename"],
+                    node=copy["node"],
+                    virtual_size=copy["virtual_size"],
+                    chunk_size=copy["chunk_size"],
+                    bitmap=copy["new_bitmap"],
+                    incremental=copy["incremental"],
+                    copied_bytes=copy["copied_bytes"],
+                )
+            )
+        copy_seconds = time.monotonic() - copy_started
+        definition = VmDefinition(
+            name=spec.name,
+            argv=list(meta["definition"]),
+            disks=stored,
+            consistency=meta["consistency"],
+            guest_agent=meta["guest_agent"],
+            freeze_window=meta["freeze_window"],
+            excluded=dict(meta["excluded"]),
+            warnings=list(meta["warnings"]),
+        )
+        for message in definition.warnings:
+            warn(message)
+        _grade(manifest, definition.consistency, spec.name)
+        tree = layout.vm_tree(repo.save_blob, repo.save_tree, definition, chunk_lists)
+        manifest_blob = repo.save_blob(BlobType.DATA, manifest_doc.encode(manifest))
+        snapshot = Snapshot(
+            time=started_wall,
+            host=socket.gethostname(),
+            username=username(),
+            paths=[layout.snapshot_path(spec.name)],
+            tags=[VM_TAG, *request.tags],
+            tree=tree,
+            parent=base[0] if base else None,
+            manifest=manifest_blob,
+            components=[c.name for c in manifest.components()],
+            consistency={f"vm:{spec.name}": definition.consistency},
+            summary={
+                "bytes": sum(d.virtual_size for d in stored),
+                "bytes_read": sum(s.bytes_read for s in images.values()),
+                "added_bytes": sum(s.new_bytes for s in images.values()),
+                "freeze_window": definition.freeze_window,
+                "duration": round(time.monotonic() - started, 3),
+            },
+            program_version=__version__,
+        )
+        snapshot_id = repo.save_snapshot(snapshot)  # before the set completes: bitmaps rotate only now
+    return VmBackupResult(
+        snapshot_id=snapshot_id,
+        snapshot=snapshot,
+        definition=definition,
+        images=images,
+        parent=base[0] if base else None,
+        duration=time.monotonic() - started,
+        copy_seconds=copy_seconds,
+        warnings=list(definition.warnings),
+    )

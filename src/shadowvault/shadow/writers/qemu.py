@@ -1,0 +1,358 @@
+"""The qemu writer: a running QEMU guest backed up through its hypervisor, no backup agent inside.
+
+Hyper-V's VSS writer, for QEMU. The point in time is one QMP `transaction`: for every disk a new
+persistent dirty bitmap starts and a `blockdev-backup` job begins (sync=full, or sync=bitmap from
+the bitmap of the base snapshot). When the guest agent answers, `guest-fsfreeze-freeze` comes first
+(the guest's own freeze hooks run: application-consistent inside the guest) and
+`guest-fsfreeze-thaw` follows at once; the copy then runs while the guest writes on (QEMU copies a
+block before the guest overwrites it). Without an agent the copy is crash-consistent, and the
+writer says so. The requester reads the copies after post_snapshot (metadata names them) and calls
+backup_complete: on success the base bitmap is dropped and the new one is the next backup's base;
+on failure the new one is dropped and the base still covers every change.
+
+A lost QMP connection fails the event; abort then reconnects, cancels the jobs, detaches the
+targets and drops the new bitmaps. The guest is never paused, and a frozen guest is thawed by abort
+or, if this process dies while it is frozen, by the watchdog (`python -m shadowvault.vm.release`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+from shadowvault import paths
+from shadowvault.errors import ShadowvaultError, UsageError, WriterError
+from shadowvault.shadow.manifest import Component, RestoreMethod
+from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers.base import RunCommand, SnapshotContext, WatchdogAction, Writer
+from shadowvault.vm import copy_jobs
+from shadowvault.vm.agent import AgentError, GuestAgent
+from shadowvault.vm.copy_jobs import DiskCopy
+from shadowvault.vm.discovery import VmSpec, all_vms, find_vm
+from shadowvault.vm.disks import DiskInfo, bitmap_usable, list_disks
+from shadowvault.vm.qmp import QmpClient, QmpError
+
+log = logging.getLogger(__name__)
+
+QMP_TIMEOUT = 30.0
+LIST_TIMEOUT = 3.0  # `writers list`: a monitor another client holds must not hang the listing
+COPY_TIMEOUT = 6 * 3600.0
+
+
+class QemuWriter(Writer):
+    """A running QEMU guest, through its QMP monitor (instance = the VM's name)."""
+
+    name = "qemu"
+
+    def __init__(
+        self,
+        instance: str | None = None,
+        *,
+        disks: list[str] | None = None,
+        work_dir: str | None = None,
+        base_bitmaps: dict[str, str] | None = None,
+        agent_timeout: float = 10.0,
+        on_agent_failure: str = "degrade",
+        copy_timeout: float = COPY_TIMEOUT,
+        spec: VmSpec | None = None,
+        **options: Any,
+    ) -> None:
+        if not instance:
+            raise UsageError("the qemu writer needs a VM: --writer qemu:NAME (see `writers list`)")
+        if on_agent_failure not in ("degrade", "abort"):
+            raise UsageError("on_agent_failure must be degrade or abort")
+        super().__init__(instance, **options)
+        self.spec = spec
+        self.wanted_disks = list(disks or [])
+        self.work_dir = work_dir
+        self.base_bitmaps = dict(base_bitmaps or {})
+        self.agent_timeout = agent_timeout
+        self.on_agent_failure = on_agent_failure
+        self.copy_timeout = copy_timeout
+        self.timeout = agent_timeout  # the thaw goes through the agent
+        self.qmp: QmpClient | None = None
+        self.agent: GuestAgent | None = None
+        self.copies: list[DiskCopy] = []
+        self.excluded: list[DiskInfo] = []
+        self.agent_state = "none"  # none | answers | no answer
+        self.guest_frozen = False
+        self.consistency = "crash"
+        self.warnings: list[str] = []
+        self.freeze_window: float | None = None
+        self._frozen_at = 0.0
+        self._own_work_dir = False
+
+    # ---- finding the VM ---------------------------------------------------------------------------
+
+    @classmethod
+    def discover(cls, volumes: list[Volume]) -> list[QemuWriter]:
+        """VMs are not data on a volume: a set includes one only when named (`--writer qemu:NAME`)."""
+        return []
+
+    @classmethod
+    def running(cls) -> list[QemuWriter]:
+        """One writer per VM found (vms.d and QEMU command lines): what `writers list` shows."""
+        return [cls(vm.name, spec=vm) for vm in all_vms()]
+
+    def _spec(self) -> VmSpec:
+        if self.spec is None:
+            assert self.instance
+            self.spec = find_vm(self.instance)
+        return self.spec
+
+    def _connect(self, timeout: float = QMP_TIMEOUT) -> QmpClient:
+        if self.qmp is None or not self.qmp.connected:
+            self.qmp = QmpClient(self._spec().qmp, timeout=timeout).connect()
+        return self.qmp
+
+    def _agent(self) -> GuestAgent | None:
+        spec = self._spec()
+        if spec.agent is None:
+            return None
+        if self.agent is None:
+            self.agent = GuestAgent(spec.agent, timeout=self.agent_timeout)
+        return self.agent
+
+    def _close(self) -> None:
+        for conn in (self.qmp, self.agent):
+            if conn is not None:
+                conn.close()
+        self.qmp = None
+        self.agent = None
+
+    # ---- metadata ---------------------------------------------------------------------------------
+
+    def identify(self) -> list[Component]:
+        spec = self._spec()
+        connected_here = self.qmp is None
+        try:
+            qmp = self._connect(QMP_TIMEOUT if not connected_here else LIST_TIMEOUT)
+            disks = list_disks(qmp)
+            if self.agent_state == "none" and spec.agent:
+                agent = self._agent()
+                self.agent_state = "answers" if agent is not None and agent.answers() else "no answer"
+        finally:
+            if connected_here:
+                self._close()
+        return [self._component(disk) for disk in disks]
+
+    def _component(self, disk: DiskInfo) -> Component:
+        assert self.instance
+        meta: dict[str, Any] = {
+            "vm": self.instance,
+            "disk": disk.name,
+            "node": disk.node,
+            "format": disk.format,
+            "filename": disk.filename,
+            "virtual_size": disk.virtual_size,
+            "backing": disk.backing,
+            "guest_agent": self.agent_state,
+        }
+        if disk.excluded:
+            meta["excluded"] = disk.excluded
+        return Component(
+            name=f"{self.instance}/{disk.name}",
+            writer=self.name,
+            instance=self.instance,
+            kind="vm-disk",
+            paths=[],
+            selectable=not disk.excluded,
+            restore_method=RestoreMethod.RESTORE_TO_ALTERNATE_LOCATION,
+            metadata=meta,
+        )
+
+    # ---- the sequence -----------------------------------------------------------------------------
+
+    def prepare_backup(self, ctx: SnapshotContext) -> None:
+        qmp = self._connect()
+        status = qmp.execute("query-status")
+        if status.get("status") not in ("running", "paused"):
+            raise WriterError(f"VM {self.instance} is {status.get('status')}, not running")
+        cleaned = copy_jobs.clean_leftovers(qmp, keep_bitmaps=set(self.base_bitmaps.values()))
+        if cleaned:
+            log.warning("VM %s: removed what an earlier backup left: %s", self.instance, ", ".join(cleaned))
+        disks = list_disks(qmp)
+        known = {d.name for d in disks}
+        unknown = [name for name in self.wanted_disks if name not in known]
+        if unknown:
+            raise UsageError(
+                f"VM {self.instance} has no disk {', '.join(unknown)} (disks: {', '.join(sorted(known))})"
+            )
+        chosen = [d for d in disks if not self.wanted_disks or d.name in self.wanted_disks]
+        self.excluded = [d for d in chosen if d.excluded]
+        for disk in self.excluded:
+            self.warnings.append(f"VM {self.instance}: disk {disk.name} excluded: {disk.excluded}")
+            log.warning("%s", self.warnings[-1])
+        capturable = [d for d in chosen if not d.excluded]
+        if not capturable:
+            raise WriterError(f"VM {self.instance} has no disk the host can capture")
+        if self.work_dir is None:
+            base = paths.state_dir() / "vm-copies"
+            base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.work_dir = tempfile.mkdtemp(prefix=f"{ctx.set_id[:12]}-", dir=base)
+            self._own_work_dir = True
+        self.copies = []
+        for disk in capturable:
+            base_bitmap = self.base_bitmaps.get(disk.name)
+            if base_bitmap is not None and not bitmap_usable(qmp, disk.node, base_bitmap):
+                log.info(
+                    "VM %s disk %s: bitmap %s is gone; a full copy", self.instance, disk.name, base_bitmap
+                )
+                base_bitmap = None
+            self.copies.append(copy_jobs.plan_copy(disk, self.work_dir, ctx.set_id, base_bitmap))
+        agent = self._agent()
+        self.agent_state = "none" if agent is None else ("answers" if agent.answers() else "no answer")
+        if self.agent_state == "no answer":
+            message = f"VM {self.instance}: the guest agent does not answer"
+            if self.on_agent_failure == "abort":
+                raise WriterError(message)
+            self.warnings.append(message + "; the copy is crash-consistent")
+            log.warning("%s", self.warnings[-1])
+
+    def prepare_snapshot(self, ctx: SnapshotContext) -> None:
+        qmp = self._connect()
+        for copy in self.copies:
+            copy_jobs.create_target(qmp, copy)
+
+    def freeze(self, ctx: SnapshotContext) -> None:
+        qmp = self._connect()
+        self._frozen_at = time.monotonic()
+        agent = self._agent() if self.agent_state == "answers" else None
+        if agent is not None:
+            try:
+                agent.execute("guest-fsfreeze-freeze", timeout=self.freeze_timeout)
+                self.guest_frozen = True
+            except AgentError as err:
+                self._thaw_guest()  # a freeze that timed out may still complete in the guest
+                if self.on_agent_failure == "abort":
+                    raise WriterError(f"VM {self.instance}: the guest did not freeze: {err}") from err
+                self.warnings.append(
+                    f"VM {self.instance}: the guest did not freeze ({err}); crash-consistent"
+                )
+                log.warning("%s", self.warnings[-1])
+        try:
+            copy_jobs.start_copies(qmp, self.copies)
+        except QmpError as err:
+            self._thaw_guest()
+            raise WriterError(f"VM {self.instance}: the point-in-time transaction failed: {err}") from err
+        self.consistency = "application" if self.guest_frozen else "crash"
+
+    def thaw(self, ctx: SnapshotContext) -> None:
+        self._thaw_guest()
+
+    def _thaw_guest(self) -> None:
+        if self._frozen_at and self.freeze_window is None:
+            self.freeze_window = round(time.monotonic() - self._frozen_at, 6)
+        if not self.guest_frozen:
+            return
+        agent = self._agent()
+        assert agent is not None
+        try:
+            agent.execute("guest-fsfreeze-thaw", timeout=self.agent_timeout)
+        except AgentError:
+            agent.close()
+            agent.execute("guest-fsfreeze-thaw", timeout=self.agent_timeout)  # one retry on a fresh channel
+        self.guest_frozen = False
+
+    def post_snapshot(self, ctx: SnapshotContext) -> None:
+        qmp = self._connect()
+        copy_jobs.wait_copies(qmp, self.copies, self.copy_timeout)
+        for copy in self.copies:
+            copy_jobs.detach(qmp, copy)  # flushed and closed: the requester reads the file
+
+    def backup_complete(self, ctx: SnapshotContext, succeeded: bool) -> None:
+        try:
+            qmp = self._connect()
+            for copy in self.copies:
+                copy_jobs.detach(qmp, copy)
+                if succeeded:
+                    if copy.base_bitmap:
+                        copy_jobs.remove_bitmap(qmp, copy.disk.node, copy.base_bitmap)
+                    for stale in set(self.base_bitmaps.values()) - {copy.base_bitmap, copy.new_bitmap}:
+                        copy_jobs.remove_bitmap(qmp, copy.disk.node, stale)
+                else:
+                    copy_jobs.remove_bitmap(qmp, copy.disk.node, copy.new_bitmap)
+        finally:
+            self._remove_copies()
+            self._close()
+
+    def abort(self, ctx: SnapshotContext) -> None:
+        """Thaw the guest, cancel the jobs, detach the targets, drop the new bitmaps (on a fresh monitor)."""
+        problems = []
+        try:
+            self._thaw_guest()
+        except ShadowvaultError as err:
+            problems.append(str(err))
+        if self.qmp is not None and not self.qmp.connected:
+            self.qmp = None
+        try:
+            qmp = self._connect()
+            for copy in self.copies:
+                with contextlib.suppress(QmpError):
+                    if copy.completed is None:
+                        qmp.execute("block-job-cancel", {"device": copy.job, "force": True})
+                        with contextlib.suppress(QmpError):
+                            qmp.wait_event(
+                                ["BLOCK_JOB_CANCELLED", "BLOCK_JOB_COMPLETED"],
+                                30,
+                                copy_jobs.about(copy.job),
+                            )
+                with contextlib.suppress(QmpError):
+                    copy_jobs.detach(qmp, copy)
+                copy_jobs.remove_bitmap(qmp, copy.disk.node, copy.new_bitmap)
+        except QmpError as err:
+            problems.append(str(err))
+        finally:
+            self._remove_copies()
+            self._close()
+        if problems:
+            raise WriterError(f"VM {self.instance}: abort: {'; '.join(problems)}")
+
+    def _remove_copies(self) -> None:
+        for copy in self.copies:
+            copy_jobs.remove_files(copy)
+        if self._own_work_dir and self.work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def watchdog_actions(self) -> list[WatchdogAction]:
+        spec = self._spec()
+        if spec.agent is None or self.agent_state != "answers":
+            return []
+        argv = [sys.executable, "-m", "shadowvault.vm.release", "--agent", spec.agent, "--qmp", spec.qmp]
+        for bitmap in sorted(set(self.base_bitmaps.values())):
+            argv += ["--keep-bitmap", bitmap]
+        return [RunCommand(argv=argv, timeout=self.agent_timeout + 30)]
+
+    def metadata(self) -> dict[str, Any]:
+        spec = self._spec()
+        return {
+            "vm": self.instance,
+            "definition": spec.argv,
+            "guest_agent": self.agent_state,
+            "guest_frozen": self.consistency == "application",
+            "consistency": self.consistency,
+            "freeze_window": self.freeze_window,
+            "warnings": self.warnings,
+            "excluded": {d.name: d.excluded for d in self.excluded},
+            "copies": [
+                {
+                    "disk": c.disk.name,
+                    "node": c.disk.node,
+                    "format": c.disk.format,
+                    "filename": c.disk.filename,
+                    "virtual_size": c.disk.virtual_size,
+                    "chunk_size": c.disk.chunk_size,
+                    "target": c.target,
+                    "incremental": c.incremental,
+                    "base_bitmap": c.base_bitmap,
+                    "new_bitmap": c.new_bitmap,
+                    "copied_bytes": (c.completed or {}).get("offset", 0),
+                }
+                for c in self.copies
+            ],
+        }

@@ -1,0 +1,1 @@
+"""Virtual machines backed up through their hypervisor: QEMU's QMP, its guest agent, disk images."""

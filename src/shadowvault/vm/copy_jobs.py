@@ -1,0 +1,187 @@
+"""The hypervisor's side of a VM backup: temporary targets, the point-in-time transaction, the copy jobs.
+
+Every object this module makes in QEMU is named with the `sv-` prefix (targets `sv-tgt-*`, jobs
+`sv-job-*`, bitmaps `sv-*`), so that whatever a dead requester left behind is recognised and removed
+by the next backup (`clean_leftovers`) or by the watchdog (release.py). The copy of a disk goes
+into a qcow2 file of its own: a full copy holds the whole image; an incremental one holds only the
+chunks the dirty bitmap marked, and has a (sparse, never read) backing file so that `qemu-img map`
+tells copied clusters (depth 0, zeros included) from untouched ones (depth 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shadowvault import proc
+from shadowvault.errors import WriterError
+from shadowvault.vm.disks import DiskInfo
+from shadowvault.vm.qmp import QmpClient, QmpError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "sv-"
+TARGET_PREFIX = "sv-tgt-"
+JOB_PREFIX = "sv-job-"
+
+
+@dataclass
+class DiskCopy:
+    """One disk's copy in a backup: where it goes and from which bitmap."""
+
+    disk: DiskInfo
+    target: str  # the temporary qcow2 file
+    node: str  # its block node while attached
+    job: str
+    new_bitmap: str  # starts recording at the point in time; the next backup's base
+    base_bitmap: str | None = None  # incremental: the changes since the base snapshot
+    attached: bool = False
+    completed: dict[str, Any] | None = None  # BLOCK_JOB_COMPLETED data (len, offset: bytes copied)
+
+    @property
+    def incremental(self) -> bool:
+        return self.base_bitmap is not None
+
+
+def plan_copy(disk: DiskInfo, work_dir: str, set_id: str, base_bitmap: str | None) -> DiskCopy:
+    # QEMU limits node names to 31 characters: a digest of the set, the disk's index-free name cut short
+    tag = f"{hashlib.sha256(set_id.encode()).hexdigest()[:8]}-{disk.name}"[:24]
+    return DiskCopy(
+        disk=disk,
+        target=os.path.join(work_dir, f"{disk.name}.qcow2"),
+        node=TARGET_PREFIX + tag,
+        job=JOB_PREFIX + tag,
+        new_bitmap=f"{PREFIX}{set_id}",
+        base_bitmap=base_bitmap,
+    )
+
+
+def create_target(qmp: QmpClient, copy: DiskCopy) -> None:
+    """Create the temporary qcow2 and attach it (before the freeze: the window stays short)."""
+    size = str(copy.disk.virtual_size)
+    cluster = f"cluster_size={min(copy.disk.cluster_size, 2 * 1024 * 1024)}"
+    argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-o", cluster]
+    if copy.incremental:
+        marker = copy.target + ".unchanged"
+        proc.run(["truncate", "-s", size, marker])
+        argv += ["-b", marker, "-F", "raw"]
+    proc.run([*argv, copy.target, size])
+    qmp.execute(
+        "blockdev-add",
+        {
+            "node-name": copy.node,
+            "driver": "qcow2",
+            "backing": None,
+            "file": {"driver": "file", "filename": os.path.abspath(copy.target)},
+        },
+    )
+    copy.attached = True
+
+
+def transaction_actions(copies: list[DiskCopy]) -> list[dict[str, Any]]:
+    """One atomic point in time for every disk: the new bitmaps start and the copies begin together."""
+    actions: list[dict[str, Any]] = []
+    for copy in copies:
+        actions.append(
+            {
+                "type": "block-dirty-bitmap-add",
+                "data": {
+                    "node": copy.disk.node,
+                    "name": copy.new_bitmap,
+                    "persistent": True,
+                    "granularity": copy.disk.chunk_size,
+                },
+            }
+        )
+        backup: dict[str, Any] = {"device": copy.disk.node, "target": copy.node, "job-id": copy.job}
+        if copy.incremental:
+            # bitmap-mode never: the base bitmap stays as it is until the snapshot is stored
+            backup |= {"sync": "bitmap", "bitmap": copy.base_bitmap, "bitmap-mode": "never"}
+        else:
+            backup |= {"sync": "full"}
+        actions.append({"type": "blockdev-backup", "data": backup})
+    return actions
+
+
+def start_copies(qmp: QmpClient, copies: list[DiskCopy]) -> None:
+    if copies:
+        qmp.execute("transaction", {"actions": transaction_actions(copies)})
+
+
+def wait_copies(qmp: QmpClient, copies: list[DiskCopy], timeout: float) -> None:
+    """Wait until every copy job has ended; WriterError naming the disk if one failed or was cancelled."""
+    deadline = time.monotonic() + timeout
+    jobs = {c.job: c for c in copies if c.completed is None}
+    while jobs:
+        event = qmp.wait_event(
+            ["BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"],
+            max(deadline - time.monotonic(), 0.01),
+            lambda e: e["data"].get("device") in jobs,
+        )
+        copy = jobs.pop(event["data"]["device"])
+        if event["event"] == "BLOCK_JOB_CANCELLED" or event["data"].get("error"):
+            why = event["data"].get("error", "cancelled")
+            raise WriterError(f"the copy of disk {copy.disk.name} failed in QEMU: {why}")
+        copy.completed = event["data"]
+
+
+def detach(qmp: QmpClient, copy: DiskCopy) -> None:
+    if copy.attached:
+        qmp.execute("blockdev-del", {"node-name": copy.node})
+        copy.attached = False
+
+
+def remove_files(copy: DiskCopy) -> None:
+    for path in (copy.target, copy.target + ".unchanged"):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def about(job: str) -> Callable[[dict[str, Any]], bool]:
+    """A match for events of the job `job`."""
+    return lambda event: event["data"].get("device") == job
+
+
+def remove_bitmap(qmp: QmpClient, node: str, name: str) -> None:
+    try:
+        qmp.execute("block-dirty-bitmap-remove", {"node": node, "name": name})
+    except QmpError as err:
+        log.info("bitmap %s on %s: %s", name, node, err)
+
+
+def clean_leftovers(qmp: QmpClient, keep_bitmaps: set[str]) -> list[str]:
+    """Cancel our jobs, detach our targets and drop our bitmaps that a dead requester left behind."""
+    cleaned = []
+    for job in qmp.execute("query-block-jobs") or []:
+        if job.get("device", "").startswith(JOB_PREFIX):
+            try:
+                qmp.execute("block-job-cancel", {"device": job["device"], "force": True})
+                qmp.wait_event(
+                    ["BLOCK_JOB_CANCELLED", "BLOCK_JOB_COMPLETED"],
+                    30,
+                    about(job["device"]),
+                )
+            except QmpError as err:
+                log.info("job %s: %s", job["device"], err)
+            cleaned.append(f"job {job['device']}")
+    for node in qmp.execute("query-named-block-nodes", {"flat": True}) or []:
+        name = node.get("node-name", "")
+        if name.startswith(TARGET_PREFIX):
+            try:
+                qmp.execute("blockdev-del", {"node-name": name})
+                cleaned.append(f"node {name}")
+            except QmpError as err:
+                log.info("node %s: %s", name, err)
+            continue
+        for bitmap in node.get("dirty-bitmaps", []):
+            if bitmap["name"].startswith(PREFIX) and bitmap["name"] not in keep_bitmaps:
+                remove_bitmap(qmp, name, bitmap["name"])
+                cleaned.append(f"bitmap {bitmap['name']} on {name}")
+    return cleaned

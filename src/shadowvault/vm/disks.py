@@ -1,0 +1,103 @@
+"""A VM's disks as its QMP monitor describes them, and which of them the host can capture.
+
+As Hyper-V does, disks the host cannot take a point-in-time copy of are listed, excluded and warned
+about: host block devices passed through (their contents change under other owners), network disks
+QEMU opens itself (NBD, iSCSI, RBD, ...), and drives without a medium.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any
+
+import msgspec
+
+from shadowvault.vm.qmp import QmpClient
+
+MIN_CHUNK = 256 * 1024  # fixed chunk size of stored images, and the dirty bitmap's granularity
+NETWORK_PREFIXES = ("nbd", "iscsi", "rbd", "gluster", "http", "https", "ftp", "ssh", "json", "nfs", "vxhs")
+
+
+class DiskInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One disk of a VM: the node a backup job reads and what its image is."""
+
+    name: str  # what users call it (--vm-disk, --disk): the drive id, else the node name
+    node: str  # the top block node (the format node the device uses)
+    format: str
+    filename: str
+    virtual_size: int
+    cluster_size: int = 65536
+    backing: list[str] = []  # backing chain, top to bottom (filenames)
+    read_only: bool = False
+    excluded: str = ""  # why the host cannot capture it ("" when it can)
+    bitmaps: list[str] = []  # persistent dirty bitmaps on the node
+
+    @property
+    def chunk_size(self) -> int:
+        return max(MIN_CHUNK, self.cluster_size)
+
+
+def _exclusion(filename: str) -> str:
+    scheme = filename.split(":", 1)[0].split("+", 1)[0].lower() if ":" in filename else ""
+    if not filename.startswith("/") and scheme in NETWORK_PREFIXES:
+        return f"a network disk QEMU opens itself ({scheme}): the host cannot capture it"
+    try:
+        if stat.S_ISBLK(os.stat(filename).st_mode):
+            return "a host block device passed through: not an image the hypervisor owns"
+    except OSError:
+        pass
+    return ""
+
+
+def _chain(image: dict[str, Any]) -> list[str]:
+    chain = []
+    backing = image.get("backing-image")
+    while backing:
+        chain.append(backing.get("filename", ""))
+        backing = backing.get("backing-image")
+    return chain
+
+
+def list_disks(qmp: QmpClient) -> list[DiskInfo]:
+    """Every block device with a medium (and those without, excluded), as the guest sees them."""
+    nodes = {n["node-name"]: n for n in qmp.execute("query-named-block-nodes", {"flat": True}) or []}
+    disks = []
+    for block in qmp.execute("query-block") or []:
+        inserted = block.get("inserted")
+        if inserted is None:
+            name = block.get("device") or block.get("qdev", "?")
+            disks.append(
+                DiskInfo(name=name, node="", format="", filename="", virtual_size=0, excluded="no medium")
+            )
+            continue
+        node = inserted.get("node-name", "")
+        image = inserted.get("image", {})
+        filename = image.get("filename") or inserted.get("file", "")
+        bitmaps = [b["name"] for b in nodes.get(node, {}).get("dirty-bitmaps", []) if b.get("persistent")]
+        disks.append(
+            DiskInfo(
+                name=block.get("device") or node,
+                node=node,
+                format=inserted.get("drv", ""),
+                filename=filename,
+                virtual_size=int(image.get("virtual-size", 0)),
+                cluster_size=int(image.get("cluster-size", 65536) or 65536),
+                backing=_chain(image),
+                read_only=bool(inserted.get("ro", False)),
+                excluded=_exclusion(filename),
+                bitmaps=bitmaps,
+            )
+        )
+    return disks
+
+
+def bitmap_usable(qmp: QmpClient, node: str, name: str) -> bool:
+    """Whether the persistent bitmap `name` on `node` can drive an incremental copy (present, sane)."""
+    for info in qmp.execute("query-named-block-nodes", {"flat": True}) or []:
+        if info.get("node-name") != node:
+            continue
+        for bitmap in info.get("dirty-bitmaps", []):
+            if bitmap.get("name") == name:
+                return bool(bitmap.get("recording", True)) and not bitmap.get("inconsistent", False)
+    return False

@@ -1,0 +1,115 @@
+"""How a VM backup lies in a snapshot: `/vms/NAME/definition.json` and one `/vms/NAME/DISK.raw` per disk.
+
+Each disk is an ordinary sparse file node whose content is its fixed-size chunks, so every restore
+path of the archive works on it (a plain `restore SNAP:/vms/NAME --target DIR` gives raw images
+with holes for the zero runs). The definition is JSON a user can read: the QEMU command line, the
+disks with their original paths and formats, how consistent the copy is, and the bitmap each disk's
+next incremental starts from.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import msgspec
+
+from shadowvault.errors import NotFoundError
+from shadowvault.repo.format import BlobType
+from shadowvault.repo.tree import Node, Tree
+
+VMS_DIR = "vms"
+DEFINITION = "definition.json"
+
+
+class StoredDisk(msgspec.Struct, kw_only=True, omit_defaults=True):
+    disk: str
+    format: str
+    filename: str
+    node: str
+    virtual_size: int
+    chunk_size: int
+    bitmap: str = ""  # the persistent bitmap that records changes since this snapshot
+    incremental: bool = False
+    copied_bytes: int = 0
+
+
+class VmDefinition(msgspec.Struct, kw_only=True, omit_defaults=True):
+    name: str
+    argv: list[str] = []  # the QEMU command line the VM ran with
+    disks: list[StoredDisk] = []
+    consistency: str = "crash"  # application (guest frozen by its agent) | crash
+    guest_agent: str = "none"
+    freeze_window: float | None = None
+    excluded: dict[str, str] = {}  # disk -> why the host could not capture it
+    warnings: list[str] = []
+
+
+def disk_file(disk: str) -> str:
+    return f"{disk}.raw"
+
+
+def _file_node(name: str, content: list[bytes], size: int, *, sparse: bool) -> Node:
+    now = time.time_ns()
+    return Node(
+        name=name.encode(),
+        type="file",
+        mode=0o600,
+        uid=os.getuid(),
+        gid=os.getgid(),
+        mtime_ns=now,
+        atime_ns=now,
+        ctime_ns=now,
+        size=size,
+        content=content,
+        sparse=sparse,
+    )
+
+
+def vm_tree(
+    save_blob: Any, save_tree: Any, definition: VmDefinition, images: dict[str, list[bytes]]
+) -> bytes:
+    """The root tree of a VM snapshot (`/vms/NAME/...`); returns its id."""
+    document = msgspec.json.format(msgspec.json.encode(definition), indent=2) + b"\n"
+    nodes = [_file_node(DEFINITION, [save_blob(BlobType.DATA, document)], len(document), sparse=False)]
+    for disk in definition.disks:
+        nodes.append(_file_node(disk_file(disk.disk), images[disk.disk], disk.virtual_size, sparse=True))
+    nodes.sort(key=lambda n: n.name)
+    vm_dir = save_tree(Tree(nodes=nodes))
+    now = time.time_ns()
+    vm_node = Node(name=definition.name.encode(), type="dir", mode=0o700, mtime_ns=now, subtree=vm_dir)
+    vms = save_tree(Tree(nodes=[vm_node]))
+    return save_tree(
+        Tree(nodes=[Node(name=VMS_DIR.encode(), type="dir", mode=0o700, mtime_ns=now, subtree=vms)])
+    )
+
+
+def _child(load_tree: Any, tree_id: bytes | None, name: str) -> Node:
+    if tree_id is None:
+        raise NotFoundError(f"{name}: not in the snapshot")
+    for node in load_tree(tree_id).nodes:
+        if node.name == name.encode():
+            return node
+    raise NotFoundError(f"{name}: not in the snapshot")
+
+
+def read_vm(load_tree: Any, load_blob: Any, root: bytes, name: str) -> tuple[VmDefinition, dict[str, Node]]:
+    """A VM snapshot's definition and its disk nodes by disk name."""
+    vm_dir = _child(load_tree, _child(load_tree, root, VMS_DIR).subtree, name)
+    nodes = {n.name.decode(): n for n in load_tree(vm_dir.subtree).nodes}
+    if DEFINITION not in nodes:
+        raise NotFoundError(f"VM {name}: the snapshot has no {DEFINITION}")
+    document = b"".join(load_blob(b) for b in nodes[DEFINITION].content)
+    definition = msgspec.json.decode(document, type=VmDefinition)
+    disks = {d.disk: nodes[disk_file(d.disk)] for d in definition.disks if disk_file(d.disk) in nodes}
+    return definition, disks
+
+
+def vm_path(name: str) -> str:
+    return f"/{VMS_DIR}/{name}"
+
+
+def snapshot_path(name: str) -> str:
+    """What a VM snapshot's `paths` records (how the next backup finds its base)."""
+    return f"vm:{name}"

@@ -1,0 +1,39 @@
+"""What the watchdog runs when a requester dies while a guest is frozen: thaw it, clean our QEMU objects.
+
+    python -m shadowvault.vm.release --agent AGENT_SOCKET [--qmp QMP_SOCKET]
+
+Quiet and best effort (the watchdog has nowhere to report to): thaw through the guest agent, then
+cancel the `sv-` copy jobs, detach their targets and drop the bitmaps a backup had just added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+from shadowvault.errors import ShadowvaultError
+from shadowvault.vm.agent import GuestAgent
+from shadowvault.vm.copy_jobs import clean_leftovers
+from shadowvault.vm.qmp import QmpClient
+
+
+def release(agent_socket: str | None, qmp_socket: str | None, keep_bitmaps: set[str]) -> None:
+    if agent_socket:
+        with contextlib.suppress(ShadowvaultError), GuestAgent(agent_socket, timeout=10) as agent:
+            agent.execute("guest-fsfreeze-thaw")
+    if qmp_socket:
+        with contextlib.suppress(ShadowvaultError), QmpClient(qmp_socket, timeout=10) as qmp:
+            clean_leftovers(qmp, keep_bitmaps)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="shadowvault.vm.release")
+    parser.add_argument("--agent")
+    parser.add_argument("--qmp")
+    parser.add_argument("--keep-bitmap", action="append", default=[])
+    args = parser.parse_args(argv)
+    release(args.agent, args.qmp, set(args.keep_bitmap))
+
+
+if __name__ == "__main__":
+    main()
