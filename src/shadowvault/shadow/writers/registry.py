@@ -30,6 +30,7 @@ BUILTIN_WRITERS: dict[str, str] = {
     "mariadb": "shadowvault.shadow.writers.mariadb:MariadbWriter",
     "redis": "shadowvault.shadow.writers.redis:RedisWriter",
     "ldap": "shadowvault.shadow.writers.ldap:LdapWriter",
+    "qemu": "shadowvault.shadow.writers.qemu:QemuWriter",
 }
 
 
@@ -197,7 +198,10 @@ def inventory(volumes: list[Volume] | None = None) -> list[WriterEntry]:
         volumes = list_volumes(with_uuid=False)
     for name in BUILTIN_WRITERS:
         try:
-            discovered = writer_class(name).discover(volumes)
+            cls = writer_class(name)
+            # writers whose instances are not data on volumes (VMs) list what runs instead
+            running = getattr(cls, "running", None)
+            discovered = running() if callable(running) else cls.discover(volumes)
         except (ImportError, ShadowvaultError) as err:
             entries.append(WriterEntry(writer=name, kind="discovered", state="refused", detail=str(err)))
             continue
