@@ -42,6 +42,7 @@ from shadowvault.shadow.providers.fanotify_unguarded import unguarded_inodes
 log = logging.getLogger("shadowvault.fanotify_listener")
 
 WORKERS = 4
+RESCAN_AFTER = 0.02  # seconds between the two scans for descriptors opened before the mark
 INVALID_SUFFIX = ".invalid"  # written next to the view when the shadow stops holding its instant
 
 
@@ -105,6 +106,10 @@ class Listener:
         threading.Thread(target=self._read_events, name="events", daemon=True).start()
         started = time.monotonic()
         unguarded = unguarded_inodes(self.dev, os.getpid())
+        # An open that decided "no watchers" just before the mark may install its descriptor only
+        # after the first scan: look again once such opens have had time to return.
+        time.sleep(RESCAN_AFTER)
+        unguarded |= unguarded_inodes(self.dev, os.getpid())
         self.timings["scan"] = time.monotonic() - started
         started = time.monotonic()
         for ino in unguarded:
