@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
-from shadowvault.errors import NotFoundError, RepositoryError
+from shadowvault.errors import NotFoundError, RepositoryError, UsageError
 from shadowvault.repo.backend import (
     REMOTE_CLOCK_MARGIN,
     TMP_DIR,
@@ -45,16 +45,25 @@ IMMUTABLE_DIRS = ("data/", "index/", "snapshots/", "keys/", "damage/")
 CACHED_DIRS = ("index/", "snapshots/", "keys/")  # read whole, again by every process
 LIST_PAGE_SIZE = 1000  # S3's maximum; listings follow continuation tokens page by page
 CACHED_RANGE_MAX = 256 << 10  # pack ranges this small are tree blobs (data chunks are >= 512 KiB)
+CLOCK_MARGIN_ENV = "SHADOWVAULT_S3_CLOCK_MARGIN"
 
 
 def is_immutable(name: str) -> bool:
     return name.startswith(IMMUTABLE_DIRS)
 
 
+def clock_margin_setting() -> float:
+    """$SHADOWVAULT_S3_CLOCK_MARGIN seconds (how far the server's clock may be from this host's; prune
+    keeps anything newer than the oldest live session's start minus this), else 10 minutes."""
+    text = os.environ.get(CLOCK_MARGIN_ENV, "")
+    try:
+        return max(float(text), 1.0) if text else REMOTE_CLOCK_MARGIN
+    except ValueError:
+        raise UsageError(f"{CLOCK_MARGIN_ENV} must be a number of seconds, not {text!r}") from None
+
+
 class S3Backend:
     """See backend.Backend for the contract of each call. Thread-safe."""
-
-    clock_margin = REMOTE_CLOCK_MARGIN
 
     def __init__(
         self,
@@ -73,6 +82,7 @@ class S3Backend:
         self.part_size = part_size
         self.conditional_writes = True  # until the server says it does not support them
         self.list_page_size = LIST_PAGE_SIZE
+        self.clock_margin = clock_margin_setting()
         root = (cache_root or default_cache_root()) / "s3" / _location_key(location)
         self._scratch = root / TMP_DIR
         self.cache = (
