@@ -34,7 +34,7 @@ class VmSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     source: str = "scan"  # scan | vms.d
 
 
-def _options(text: str) -> tuple[str, dict[str, str]]:
+def qemu_options(text: str) -> tuple[str, dict[str, str]]:
     """QEMU's `first,key=value,...` syntax: the first bare word and the pairs (`,,` is a comma)."""
     parts = text.replace(",,", "\0").split(",")
     first = ""
@@ -57,7 +57,7 @@ def _arguments(argv: list[str], flag: str) -> list[str]:
 
 
 def _unix_path(spec: str) -> str | None:
-    first, pairs = _options(spec)
+    first, pairs = qemu_options(spec)
     if first.startswith("unix:"):
         return first[len("unix:") :]
     return pairs.get("path") if first == "unix" else None
@@ -67,13 +67,13 @@ def spec_from_argv(argv: list[str], pid: int | None = None) -> VmSpec | None:
     """The VM a QEMU command line describes, None when it has no QMP monitor on a Unix socket."""
     chardevs: dict[str, str] = {}
     for value in _arguments(argv, "-chardev"):
-        kind, pairs = _options(value)
+        kind, pairs = qemu_options(value)
         if kind == "socket" and "path" in pairs and "id" in pairs:
             chardevs[pairs["id"]] = pairs["path"]
     qmp = next((p for p in map(_unix_path, _arguments(argv, "-qmp")) if p), None)
     if qmp is None:
         for value in _arguments(argv, "-mon"):
-            _, pairs = _options(value)
+            _, pairs = qemu_options(value)
             if pairs.get("mode") == "control" and pairs.get("chardev") in chardevs:
                 qmp = chardevs[pairs["chardev"]]
                 break
@@ -81,12 +81,12 @@ def spec_from_argv(argv: list[str], pid: int | None = None) -> VmSpec | None:
         return None
     agent = None
     for value in _arguments(argv, "-device"):
-        driver, pairs = _options(value)
+        driver, pairs = qemu_options(value)
         if driver == "virtserialport" and pairs.get("name") == AGENT_PORT_NAME:
             agent = chardevs.get(pairs.get("chardev", ""))
     name = ""
     for value in _arguments(argv, "-name"):
-        first, pairs = _options(value)
+        first, pairs = qemu_options(value)
         name = pairs.get("guest") or first
     return VmSpec(name=name or f"pid{pid}", qmp=qmp, agent=agent, pid=pid, argv=argv)
 
