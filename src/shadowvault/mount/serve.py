@@ -24,6 +24,7 @@ from shadowvault.repo.repository import Repository
 log = logging.getLogger(__name__)
 
 FUSE_DEVICE = "/dev/fuse"
+IDLE_THREADS = 10  # request threads kept waiting (more start when readers queue up)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -79,6 +80,8 @@ def serve(
                 default_permissions=True,
                 use_ino=True,
                 kernel_cache=True,  # a snapshot never changes: pages read once stay cached across opens
+                # libfuse 3.14 warns about its own default ("unlimited") unless a number is given
+                max_idle_threads=IDLE_THREADS,
                 allow_other=options.allow_other,
                 fsname="shadowvault",
                 subtype="shadowvault",
