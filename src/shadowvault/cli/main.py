@@ -97,6 +97,7 @@ def _register() -> None:
         restore,
         shadows,
         versions_cmd,
+        vm_cmd,
         volumes,
         writers,
     )
@@ -106,6 +107,7 @@ def _register() -> None:
             cli.add_command(command)
     for module in (mount_cmd, versions_cmd):  # browsing the past (docs/mount.md)
         cli.add_command(*module.COMMANDS)
+    cli.add_command(*vm_cmd.COMMANDS)  # VMs through their hypervisor (docs/vms.md)
     from shadowvault.cli.daemon import daemon  # the service (docs/api.md)
 
     cli.add_command(daemon)
