@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import time
 
 from shadowvault.errors import ShadowvaultError
 from shadowvault.vm.agent import GuestAgent
@@ -17,10 +18,24 @@ from shadowvault.vm.copy_jobs import clean_leftovers
 from shadowvault.vm.qmp import QmpClient
 
 
-def release(agent_socket: str | None, qmp_socket: str | None, keep_bitmaps: set[str]) -> None:
-    if agent_socket:
+def thaw_guest(agent_socket: str, deadline: float) -> bool:
+    """Thaw until the agent says `thawed`: a freeze the dead requester asked for may still be under way
+    in the guest (its hooks run first), and the agent answers nothing until it is done."""
+    while True:
         with contextlib.suppress(ShadowvaultError), GuestAgent(agent_socket, timeout=10) as agent:
-            agent.execute("guest-fsfreeze-thaw")
+            agent.execute("guest-fsfreeze-thaw", timeout=30)
+            if agent.execute("guest-fsfreeze-status") == "thawed":
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+
+
+def release(
+    agent_socket: str | None, qmp_socket: str | None, keep_bitmaps: set[str], wait: float = 120
+) -> None:
+    if agent_socket:
+        thaw_guest(agent_socket, time.monotonic() + wait)
     if qmp_socket:
         with contextlib.suppress(ShadowvaultError), QmpClient(qmp_socket, timeout=10) as qmp:
             clean_leftovers(qmp, keep_bitmaps)

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 QMP_TIMEOUT = 30.0
 LIST_TIMEOUT = 3.0  # `writers list`: a monitor another client holds must not hang the listing
 COPY_TIMEOUT = 6 * 3600.0
+RELEASE_TIMEOUT = 180.0  # the watchdog's thaw retries until a freeze under way in the guest has ended
 
 
 class QemuWriter(Writer):
@@ -326,7 +327,7 @@ class QemuWriter(Writer):
         argv = [sys.executable, "-m", "shadowvault.vm.release", "--agent", spec.agent, "--qmp", spec.qmp]
         for bitmap in sorted(set(self.base_bitmaps.values())):
             argv += ["--keep-bitmap", bitmap]
-        return [RunCommand(argv=argv, timeout=self.agent_timeout + 30)]
+        return [RunCommand(argv=argv, timeout=RELEASE_TIMEOUT)]
 
     def metadata(self) -> dict[str, Any]:
         spec = self._spec()
