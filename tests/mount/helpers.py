@@ -77,17 +77,18 @@ def mount_command(repo: Path, mountpoint: Path, *args: str) -> list[str]:
 
 
 @contextmanager
-def mounted_view(repo: Path, mountpoint: Path, *args: str) -> Iterator[View]:
-    """The repository's snapshots mounted at `mountpoint` for the duration of the block."""
+def mounted_view(repo: Path, mountpoint: Path, *args: str, cwd: Path | None = None) -> Iterator[View]:
+    """The repository's snapshots mounted at `mountpoint` for the duration of the block (`repo` and
+    `mountpoint` may be relative to `cwd`)."""
     require_root()
     require_tools("fusermount")
+    given, mountpoint = mountpoint, (cwd or Path.cwd()) / mountpoint
     mountpoint.mkdir(exist_ok=True)
     stderr_path = mountpoint.parent / f"{mountpoint.name}.stderr"
     env = {**os.environ, "SHADOWVAULT_PASSWORD": PASSWORD}
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(
-            mount_command(repo, mountpoint, *args), stdout=subprocess.DEVNULL, stderr=stderr, env=env
-        )
+        command = mount_command(repo, given, *args)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=cwd)
     view = View(mountpoint, process, stderr_path)
     try:
         wait_until_mounted(view)

@@ -88,6 +88,7 @@ class SnapshotFs(mfusepy.Operations):
         self._uid = os.getuid()
         self._gid = os.getgid()
         self.mounted = False  # the kernel has the mount (init was called)
+        self._cwd = os.getcwd()
 
     # -- resolving paths ---------------------------------------------------------------------------
 
@@ -224,7 +225,9 @@ class SnapshotFs(mfusepy.Operations):
     # -- life --------------------------------------------------------------------------------------
 
     def init(self, path: str) -> None:
-        """Called once the kernel has the mount: the view is ready."""
+        """Called once the kernel has the mount: the view is ready. libfuse has made / the working
+        directory by then; a repository given by a relative path must still mean what the user meant."""
+        os.chdir(self._cwd)
         self.mounted = True
         log.info("the snapshot view is mounted")
         if self._on_ready is not None:
