@@ -242,15 +242,17 @@ def test_stopping_unmounts_cleanly(tmp_path: Path, how: str):
     ]
 
 
-def test_a_relative_repository_and_mount_point(tmp_path: Path):
+def test_a_relative_repository_and_mount_point_and_a_filter(tmp_path: Path):
     """libfuse makes / the working directory once it runs; relative paths keep their meaning."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_bytes(b"data")
     with new_repo(tmp_path / "repo") as repo:
-        save_snapshot(repo, src)
-    with mounted_view(Path("repo"), Path("mnt"), cwd=tmp_path) as view:
+        shown = save_snapshot(repo, src)
+        save_snapshot(repo, src, host="elsewhere")
+    with mounted_view(Path("repo"), Path("mnt"), "--host", "web1", cwd=tmp_path) as view:
         assert (in_view(view.snapshot_root(), src) / "f").read_bytes() == b"data"
+        assert os.listdir(view.mountpoint / "ids") == [shown[:8]], "--host web1 shows web1's snapshot only"
         assert view.stderr.splitlines() == [
             "snapshots of repo at mnt; stop with Ctrl-C or `fusermount -u mnt`"
         ]

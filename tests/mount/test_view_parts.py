@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shadowvault.mount.catalog import Catalog, Link, SnapshotDir, VirtualDir
+from shadowvault.mount.catalog import Catalog, Link, SnapshotDir, SnapshotFilter, VirtualDir
 from shadowvault.mount.content import Blobs, FileContent
 from shadowvault.mount.names import entry_name, short_ids
 from shadowvault.mount.trees import TreeCache
@@ -166,3 +166,14 @@ def test_directory_listings_are_kept_within_a_bound(tmp_path: Path):
         with pytest.raises(OSError) as through_a_file:
             trees.resolve(root, [*parts, b"d1", b"f1", b"x"])
         assert through_a_file.value.errno == errno.ENOTDIR
+
+
+def test_the_view_shows_only_the_snapshots_asked_for(tmp_path: Path):
+    with new_repo(tmp_path / "repo") as repo:
+        web = _snapshot(repo, 1_700_000_000, "web", ["daily"])
+        _snapshot(repo, 1_700_000_100, "db", ["daily"])
+        _snapshot(repo, 1_700_000_200, "web", [])
+        shown = SnapshotFilter(host="web", tags=("daily",))
+        snapshots = Catalog(repo, refresh_seconds=0, shown=shown).root().entries["snapshots"]
+        assert isinstance(snapshots, VirtualDir)
+        assert sorted(snapshots.entries) == sorted([f"2023-11-14T22:13:20Z_{web[:8]}", "latest"])

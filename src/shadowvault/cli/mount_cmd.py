@@ -24,8 +24,22 @@ from shadowvault.cli.repo_options import open_repository, repo_options
     metavar="SECONDS",
     help="Re-read the snapshot list at most this often (when snapshots/, hosts/, tags/ or ids/ is read).",
 )
+@click.option("--host", default=None, help="Only snapshots of this host.")
+@click.option(
+    "--tag", "tags", multiple=True, help="Show only snapshots with this tag (repeatable: all of them)."
+)
+@click.option(
+    "--path", "paths", multiple=True, help="Show only snapshots of this path (repeatable: all of them)."
+)
 def mount_cmd(
-    repo: str | None, password_file: str | None, mountpoint: str, allow_other: bool, refresh_interval: float
+    repo: str | None,
+    password_file: str | None,
+    mountpoint: str,
+    allow_other: bool,
+    refresh_interval: float,
+    host: str | None,
+    tags: tuple[str, ...],
+    paths: tuple[str, ...],
 ) -> None:
     """Browse the repository's snapshots at MOUNTPOINT: snapshots/TIME_ID/..., hosts/HOST/,
     tags/TAG/, ids/ID and `latest` links, read-only, with owners, modes, times, xattrs and links
@@ -33,10 +47,15 @@ def mount_cmd(
 
     Runs in the foreground until Ctrl-C, SIGTERM or `fusermount -u MOUNTPOINT`, and unmounts.
     """
+    from shadowvault.mount.catalog import SnapshotFilter
     from shadowvault.mount.serve import MountOptions, serve
 
     with open_repository(repo, password_file) as r:
-        options = MountOptions(allow_other=allow_other, refresh_seconds=refresh_interval)
+        options = MountOptions(
+            allow_other=allow_other,
+            refresh_seconds=refresh_interval,
+            shown=SnapshotFilter(host=host, tags=tags, paths=paths),
+        )
         serve(
             r,
             mountpoint,

@@ -19,6 +19,7 @@ from typing import Protocol
 from shadowvault.errors import NotFoundError, ShadowvaultError
 from shadowvault.mount.names import entry_name, short_ids, snapshot_name
 from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshots import filter_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,18 @@ class VirtualDir:
 
 
 Entry = VirtualDir | Link | SnapshotDir
+
+
+@dataclass(frozen=True)
+class SnapshotFilter:
+    """Which snapshots the view shows: of this host, with all these tags, holding all these paths."""
+
+    host: str | None = None
+    tags: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+
+    def keeps(self, snap: Snapshot) -> bool:
+        return bool(filter_snapshots([("", snap)], host=self.host, tags=self.tags, paths=self.paths))
 
 
 class SnapshotSource(Protocol):
@@ -107,8 +120,10 @@ class Catalog:
         source: SnapshotSource,
         refresh_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        shown: SnapshotFilter | None = None,
     ) -> None:
         self._source = source
+        self._shown = shown or SnapshotFilter()
         self._refresh_seconds = refresh_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -116,7 +131,7 @@ class Catalog:
         self._unreadable: set[str] = set()
         self._checked = clock()
         self._load(first=True)
-        self._root = build_view(list(self._snapshots.items()))
+        self._root = self._build()
 
     def root(self, *, fresh: bool = False) -> VirtualDir:
         """The top levels; with `fresh`, re-read first if the last read is older than the interval."""
@@ -137,7 +152,10 @@ class Catalog:
             changed = False
         self._checked = self._clock()
         if changed:
-            self._root = build_view(list(self._snapshots.items()))
+            self._root = self._build()
+
+    def _build(self) -> VirtualDir:
+        return build_view([(sid, snap) for sid, snap in self._snapshots.items() if self._shown.keeps(snap)])
 
     def _load(self, *, first: bool) -> bool:
         """Bring the snapshot documents up to date; True when the set of snapshots changed."""

@@ -13,10 +13,10 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shadowvault.errors import ShadowvaultError, UnsupportedError, UsageError
-from shadowvault.mount.catalog import Catalog
+from shadowvault.mount.catalog import Catalog, SnapshotFilter
 from shadowvault.mount.content import Blobs
 from shadowvault.mount.trees import TreeCache
 from shadowvault.repo.repository import Repository
@@ -32,6 +32,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class MountOptions:
     allow_other: bool = False  # other users may enter (the stored owners and modes still apply)
     refresh_seconds: float = 5.0  # the snapshot list is re-read at most this often
+    shown: SnapshotFilter = field(default_factory=SnapshotFilter)  # which snapshots appear
 
 
 def check_mountpoint(mountpoint: str) -> None:
@@ -67,7 +68,9 @@ def serve(
         from shadowvault.mount.filesystem import SnapshotFs
     except OSError as err:  # mfusepy loads libfuse when imported
         raise UnsupportedError(f"FUSE is not available here: {err} (install the fuse3 package)") from err
-    view = SnapshotFs(Catalog(repo, options.refresh_seconds), TreeCache(repo), Blobs(repo), on_ready)
+    view = SnapshotFs(
+        Catalog(repo, options.refresh_seconds, shown=options.shown), TreeCache(repo), Blobs(repo), on_ready
+    )
     with _signals_to_libfuse():
         try:
             mfusepy.FUSE(
