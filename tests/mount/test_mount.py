@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from shadowvault.archive.listing import walk_tree
+from shadowvault.archive.tree_paths import find_node
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import PASSWORD, describe_tree, new_repo, restore
 from tests.archive.test_metadata_roundtrip import build_metadata_tree
@@ -303,3 +304,30 @@ def test_other_users_read_what_the_stored_modes_allow(tmp_path: Path):
                 assert (shown / "secret").read_bytes() == b"root only\n"
     finally:
         shutil.rmtree(reachable, ignore_errors=True)
+
+
+def test_a_damaged_blob_fails_only_the_reads_that_need_it(tmp_path: Path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "damaged").write_bytes(os.urandom(2 << 20))
+    (src / "intact").write_bytes(os.urandom(2 << 20))
+    with new_repo(tmp_path / "repo") as repo:
+        snapshot_id = save_snapshot(repo, src)
+        node = find_node(repo, repo.load_snapshot(snapshot_id).tree, str(src / "damaged"))
+        assert node is not None
+        location = repo.lookup(node.content[0])
+        assert location is not None
+    (pack,) = [p for p in (tmp_path / "repo" / "data").rglob("*") if p.name == location.pack]
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as f:
+        f.seek(location.offset + 40)
+        f.write(b"\xff" * 64)
+    with mounted_view(tmp_path / "repo", tmp_path / "mnt") as view:
+        shown = in_view(view.snapshot_root(), src)
+        with pytest.raises(OSError) as failed:
+            (shown / "damaged").read_bytes()
+        assert failed.value.errno == errno.EIO
+        assert (shown / "intact").read_bytes() == (src / "intact").read_bytes()
+        assert sorted(os.listdir(shown)) == ["damaged", "intact"]
+    assert view.process.returncode == 0
+    assert "failed authentication" in view.stderr

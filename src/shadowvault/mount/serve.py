@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ def check_mountpoint(mountpoint: str) -> None:
 
 @contextmanager
 def _signals_to_libfuse() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # only the main thread has them
+        yield
+        return
     saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
