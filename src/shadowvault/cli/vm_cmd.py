@@ -80,6 +80,9 @@ def list_vms(as_json: bool) -> None:
     show_default=True,
     help="A guest agent that does not answer: go on crash-consistent, or abort.",
 )
+@click.option(
+    "--copy-speed", type=int, default=0, metavar="BYTES", help="Limit QEMU's copy to BYTES per second."
+)
 @output.json_option
 def backup_vm(
     repo: str | None,
@@ -90,6 +93,7 @@ def backup_vm(
     tags: tuple[str, ...],
     agent_timeout: float,
     on_agent_failure: str,
+    copy_speed: int,
     as_json: bool,
 ) -> None:
     """Back up the running VM NAME (application-consistent when its guest agent answers)."""
@@ -100,6 +104,7 @@ def backup_vm(
         tags=list(tags),
         agent_timeout=agent_timeout,
         on_agent_failure=on_agent_failure,
+        copy_speed=copy_speed,
     )
     with open_repository(repo, password_file, write=True) as r:
         result = run_vm_backup(r, request, on_warning=lambda m: None if as_json else warn(m))

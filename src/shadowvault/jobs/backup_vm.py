@@ -46,6 +46,7 @@ class VmBackupRequest:
     agent_timeout: float = 10.0
     on_agent_failure: str = "degrade"
     freeze_timeout: float = 60.0
+    copy_speed: int = 0  # bytes/s QEMU's copy may read from the guest's disks (0: no limit)
 
 
 @dataclass
@@ -129,6 +130,7 @@ def run_vm_backup(
         base_bitmaps=base_bitmaps,
         agent_timeout=request.agent_timeout,
         on_agent_failure=request.on_agent_failure,
+        copy_speed=request.copy_speed,
     )
     state = paths.state_dir()
     state.mkdir(parents=True, exist_ok=True)

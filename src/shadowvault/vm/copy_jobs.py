@@ -83,7 +83,7 @@ def create_target(qmp: QmpClient, copy: DiskCopy) -> None:
     copy.attached = True
 
 
-def transaction_actions(copies: list[DiskCopy]) -> list[dict[str, Any]]:
+def transaction_actions(copies: list[DiskCopy], speed: int = 0) -> list[dict[str, Any]]:
     """One atomic point in time for every disk: the new bitmaps start and the copies begin together."""
     actions: list[dict[str, Any]] = []
     for copy in copies:
@@ -99,6 +99,8 @@ def transaction_actions(copies: list[DiskCopy]) -> list[dict[str, Any]]:
             }
         )
         backup: dict[str, Any] = {"device": copy.disk.node, "target": copy.node, "job-id": copy.job}
+        if speed:
+            backup["speed"] = speed  # bytes per second: how hard the copy may press on the guest's storage
         if copy.incremental:
             # bitmap-mode never: the base bitmap stays as it is until the snapshot is stored
             backup |= {"sync": "bitmap", "bitmap": copy.base_bitmap, "bitmap-mode": "never"}
@@ -108,9 +110,9 @@ def transaction_actions(copies: list[DiskCopy]) -> list[dict[str, Any]]:
     return actions
 
 
-def start_copies(qmp: QmpClient, copies: list[DiskCopy]) -> None:
+def start_copies(qmp: QmpClient, copies: list[DiskCopy], speed: int = 0) -> None:
     if copies:
-        qmp.execute("transaction", {"actions": transaction_actions(copies)})
+        qmp.execute("transaction", {"actions": transaction_actions(copies, speed)})
 
 
 def wait_copies(qmp: QmpClient, copies: list[DiskCopy], timeout: float) -> None:
@@ -181,7 +183,8 @@ def clean_leftovers(qmp: QmpClient, keep_bitmaps: set[str]) -> list[str]:
                 log.info("node %s: %s", name, err)
             continue
         for bitmap in node.get("dirty-bitmaps", []):
-            if bitmap["name"].startswith(PREFIX) and bitmap["name"] not in keep_bitmaps:
-                remove_bitmap(qmp, name, bitmap["name"])
-                cleaned.append(f"bitmap {bitmap['name']} on {name}")
+            bitmap_name = bitmap.get("name", "")  # a running job's own bitmaps have none
+            if bitmap_name.startswith(PREFIX) and bitmap_name not in keep_bitmaps:
+                remove_bitmap(qmp, name, bitmap_name)
+                cleaned.append(f"bitmap {bitmap_name} on {name}")
     return cleaned

@@ -74,7 +74,11 @@ def list_disks(qmp: QmpClient) -> list[DiskInfo]:
         node = inserted.get("node-name", "")
         image = inserted.get("image", {})
         filename = image.get("filename") or inserted.get("file", "")
-        bitmaps = [b["name"] for b in nodes.get(node, {}).get("dirty-bitmaps", []) if b.get("persistent")]
+        bitmaps = [
+            b["name"]
+            for b in nodes.get(node, {}).get("dirty-bitmaps", [])
+            if b.get("persistent") and "name" in b
+        ]
         disks.append(
             DiskInfo(
                 name=block.get("device") or node,

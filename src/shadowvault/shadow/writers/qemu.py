@@ -60,6 +60,7 @@ class QemuWriter(Writer):
         agent_timeout: float = 10.0,
         on_agent_failure: str = "degrade",
         copy_timeout: float = COPY_TIMEOUT,
+        copy_speed: int = 0,
         spec: VmSpec | None = None,
         **options: Any,
     ) -> None:
@@ -75,6 +76,7 @@ class QemuWriter(Writer):
         self.agent_timeout = agent_timeout
         self.on_agent_failure = on_agent_failure
         self.copy_timeout = copy_timeout
+        self.copy_speed = copy_speed  # bytes/s for QEMU's copy jobs, 0 for no limit
         self.timeout = agent_timeout  # the thaw goes through the agent
         self.qmp: QmpClient | None = None
         self.agent: GuestAgent | None = None
@@ -237,7 +239,7 @@ class QemuWriter(Writer):
                 )
                 log.warning("%s", self.warnings[-1])
         try:
-            copy_jobs.start_copies(qmp, self.copies)
+            copy_jobs.start_copies(qmp, self.copies, self.copy_speed)
         except QmpError as err:
             self._thaw_guest()
             raise WriterError(f"VM {self.instance}: the point-in-time transaction failed: {err}") from err

@@ -1,0 +1,192 @@
+"""VM backups through the monitor of a QEMU without a guest (`-machine none`): exact block accounting,
+crash-consistent grading without an agent, whole images from incrementals, cleanup after failures."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shadowvault.jobs.backup_vm import VmBackupRequest, run_vm_backup
+from shadowvault.jobs.restore_vm import VmRestoreRequest, run_vm_restore
+from shadowvault.repo.repository import Repository
+from shadowvault.shadow import manifest as manifest_doc
+from shadowvault.shadow.writers.base import SnapshotContext
+from shadowvault.shadow.writers.qemu import QemuWriter
+from shadowvault.vm.discovery import find_vm
+from shadowvault.vm.qmp import QmpLostError
+from tests.fixtures.tiny_vm import BareVM, bare_vm
+from tests.vm.helpers import PASSWORD, cli, declare, hmp_io, leftovers, new_repository, qmp
+
+CHUNK = 256 * 1024
+
+
+@pytest.fixture
+def vm(private_dirs: Path) -> Iterator[BareVM]:
+    with bare_vm() as machine:
+        declare(private_dirs / "config", "bare", machine.qmp_socket)
+        yield machine
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[Repository]:
+    repository = new_repository(tmp_path / "repo")
+    try:
+        yield repository
+    finally:
+        repository.close()
+
+
+def test_without_a_guest_agent_the_copy_is_crash_consistent_and_graded_so(
+    vm: BareVM, repo: Repository
+) -> None:
+    hmp_io(vm.qmp_socket, "drive0", "write -P 0x11 0 1M")
+    result = run_vm_backup(repo, VmBackupRequest(vm="bare"))
+    assert result.definition.consistency == "crash"
+    assert result.snapshot.consistency == {"vm:bare": "crash"}
+    assert result.snapshot.paths == ["vm:bare"]
+    assert repo.load_snapshot(result.snapshot_id).manifest is not None
+    manifest = manifest_doc.decode(repo.load_blob(result.snapshot.manifest))
+    [component] = [c for w in manifest.writers if w.name == "qemu" for c in w.components]
+    assert (component.name, component.consistency) == ("bare/drive0", "crash")
+    assert "no guest agent" in component.reason
+    assert result.definition.argv == vm.argv  # the VM's definition is its command line
+
+
+def test_a_full_copy_reads_only_data_and_an_incremental_only_the_changed_chunks(
+    vm: BareVM, repo: Repository, tmp_path: Path
+) -> None:
+    size = 64 * 1024 * 1024
+    hmp_io(vm.qmp_socket, "drive0", "write -P 0x22 0 2M")
+    full = run_vm_backup(repo, VmBackupRequest(vm="bare"))
+    stats = full.images["drive0"]
+    assert stats.chunks == size // CHUNK
+    assert stats.bytes_read == 2 * 1024 * 1024  # the 62 MiB of zeros are not read
+    assert stats.zero_chunks == stats.chunks - 8
+    assert stats.new_chunks == 2  # 8 identical data chunks and the zero chunk: one blob each
+
+    # three changed places: 4 KiB, 4 KiB and 300 KiB straddling two chunks
+    for io in ("write -P 0x33 1M 4k", "write -P 0x44 20M 4k", "write -P 0x55 40M 300k"):
+        hmp_io(vm.qmp_socket, "drive0", io)
+    incremental = run_vm_backup(repo, VmBackupRequest(vm="bare"))
+    stats = incremental.images["drive0"]
+    assert incremental.parent == full.snapshot_id
+    assert stats.chunks_read == 4 and stats.chunks_reused == stats.chunks - 4
+    assert 4096 + 4096 + 300 * 1024 <= stats.bytes_read <= 4 * CHUNK
+    assert incremental.definition.disks[0].incremental
+    assert incremental.definition.disks[0].copied_bytes == 4 * CHUNK  # what QEMU's job copied
+
+    # the stored image is whole: restored alone (no chain) it is the disk, byte for byte
+    restored = run_vm_restore(
+        repo,
+        VmRestoreRequest(
+            snapshot=incremental.snapshot_id, vm="bare", target=str(tmp_path / "r"), format="raw"
+        ),
+    )
+    image = restored.disks["drive0"]
+    hmp_io(vm.qmp_socket, "drive0", "flush")  # QEMU's qcow2 metadata reaches the file
+    compare = subprocess.run(
+        ["qemu-img", "compare", "-U", "-f", "qcow2", "-F", "raw", str(vm.disk), image],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert os.stat(image).st_blocks * 512 < 4 * 1024 * 1024  # zero runs restored as holes
+
+    # the older snapshot is intact too, and shares every unchanged chunk with the newer one
+    older = run_vm_restore(
+        repo,
+        VmRestoreRequest(snapshot=full.snapshot_id, vm="bare", target=str(tmp_path / "o"), format="qcow2"),
+    )
+    with open(restored.disks["drive0"], "rb") as f:
+        f.seek(20 * 1024 * 1024)
+        assert f.read(4096) == b"\x44" * 4096
+    converted = subprocess.run(
+        ["qemu-img", "convert", "-O", "raw", older.disks["drive0"], str(tmp_path / "older.raw")], check=True
+    )
+    assert converted.returncode == 0
+    with open(tmp_path / "older.raw", "rb") as f:
+        f.seek(20 * 1024 * 1024)
+        assert f.read(4096) == bytes(4096)
+        f.seek(0)
+        assert f.read(4096) == b"\x22" * 4096
+
+    # afterwards QEMU holds exactly one bitmap of ours, the newest, and nothing else
+    assert leftovers(vm.qmp_socket) == {
+        "jobs": [],
+        "nodes": [],
+        "bitmaps": [incremental.definition.disks[0].bitmap],
+    }
+
+
+def test_a_lost_monitor_connection_mid_copy_cancels_the_job_and_cleans_up(
+    vm: BareVM, private_dirs: Path
+) -> None:
+    hmp_io(vm.qmp_socket, "drive0", "write -P 0x66 0 16M")
+    writer = QemuWriter("bare", spec=find_vm("bare"), copy_speed=1024 * 1024)  # 16 s of copying
+    ctx = SnapshotContext(set_id="20261128T000000-abcdef", volumes=[])
+    writer.prepare_backup(ctx)
+    writer.prepare_snapshot(ctx)
+    writer.freeze(ctx)
+    writer.thaw(ctx)
+    assert writer.qmp is not None and writer.qmp._sock is not None
+    writer.qmp._sock.shutdown(socket.SHUT_RDWR)  # the connection drops while QEMU copies
+    with pytest.raises(QmpLostError):
+        writer.post_snapshot(ctx)
+    writer.abort(ctx)
+    assert leftovers(vm.qmp_socket) == {"jobs": [], "nodes": [], "bitmaps": []}
+    assert qmp(vm.qmp_socket, "query-status")["status"] == "running"
+    assert not any(Path(writer.work_dir or "/nonexistent").glob("*.qcow2"))
+
+
+def test_a_requester_killed_mid_copy_leaves_qemu_running_and_the_next_backup_cleans_up(
+    vm: BareVM, tmp_path: Path, private_dirs: Path
+) -> None:
+    new_repository(tmp_path / "repo").close()
+    hmp_io(vm.qmp_socket, "drive0", "write -P 0x77 0 16M")
+    env = dict(os.environ, SHADOWVAULT_PASSWORD=PASSWORD, SHADOWVAULT_VM_SCAN="0")
+    argv = ["-m", "shadowvault.cli.main", "vm", "backup", "bare", "--repo", str(tmp_path / "repo")]
+    requester = subprocess.Popen(
+        [sys.executable, *argv, "--copy-speed", "1048576"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: requester.poll() is None and requester.kill())
+        deadline = time.monotonic() + 60
+        copying = False
+        while not copying:  # the copy job is running: the requester waits for it, the guest runs on
+            assert requester.poll() is None, requester.stderr.read() if requester.stderr else ""
+            assert time.monotonic() < deadline, "the copy job never started"
+            with contextlib.suppress(Exception):
+                copying = bool(_copies_growing())
+            time.sleep(0.2)
+        requester.send_signal(signal.SIGKILL)
+        requester.wait(timeout=30)
+    assert qmp(vm.qmp_socket, "query-status")["status"] == "running"
+    left = leftovers(vm.qmp_socket)
+    assert left["nodes"] and left["bitmaps"]  # what the dead requester left behind
+    done = cli("vm", "backup", "bare", "--json", repo=tmp_path / "repo")
+    assert done.returncode == 0, done.stderr
+    after = leftovers(vm.qmp_socket)
+    assert after["jobs"] == [] and after["nodes"] == [] and len(after["bitmaps"]) == 1
+    assert "removed what an earlier backup left" in done.stderr
+
+
+def _copies_growing() -> list[str]:
+    """The copies under way, seen without taking the monitor from the requester: target files growing."""
+    return [
+        str(p)
+        for p in Path(os.environ["SHADOWVAULT_STATE_DIR"], "vm-copies").glob("*/*.qcow2")
+        if p.stat().st_size > 1024 * 1024
+    ]
