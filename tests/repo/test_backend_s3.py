@@ -13,6 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from shadowvault.errors import NotFoundError
 from shadowvault.repo.backend_s3 import S3Backend
 from shadowvault.repo.backend_s3_client import MAX_CONNECTIONS, S3Client
 from shadowvault.repo.backend_s3_url import parse_s3_url
@@ -140,3 +141,21 @@ def test_the_cache_is_bounded(s3_env: S3Server, tmp_path: Path) -> None:
     total = sum(p.stat().st_size for p in (tmp_path / "cache").rglob("*") if p.is_file())
     assert total <= 400_000
     assert backend.load("snapshots/0000") is not None  # evicted entries are fetched again
+
+
+def test_small_packs_this_host_wrote_are_read_from_the_cache(s3_env: S3Server, tmp_path: Path) -> None:
+    """A backup's tree pack is small: the next backup on this host reads its trees without S3."""
+    url = s3_env.url()
+    writer = make_backend(url, tmp_path / "cache")
+    pack = random.Random(4).randbytes(300_000)
+    path = writer.temp_path()
+    path.write_bytes(pack)
+    writer.save_file("data/ef/ef01", path)
+
+    reader = make_backend(url, tmp_path / "cache")  # the next process on this host
+    for offset in range(0, 300_000, 7_000):
+        assert reader.load("data/ef/ef01", offset, 5_000) == pack[offset : offset + 5_000]
+    assert reader.s3.requests["GetObject"] == 0
+    reader.remove("data/ef/ef01")
+    with pytest.raises(NotFoundError):
+        reader.load("data/ef/ef01", 0, 10)

@@ -16,6 +16,8 @@ import hashlib
 import logging
 import os
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,8 @@ IMMUTABLE_DIRS = ("data/", "index/", "snapshots/", "keys/", "damage/")
 CACHED_DIRS = ("index/", "snapshots/", "keys/")  # read whole, again by every process
 LIST_PAGE_SIZE = 1000  # S3's maximum; listings follow continuation tokens page by page
 CACHED_RANGE_MAX = 256 << 10  # pack ranges this small are tree blobs (data chunks are >= 512 KiB)
+CACHED_PACK_MAX = 1 << 20  # packs this small that we write are cached whole (tree packs, mostly)
+PACKS_IN_MEMORY = 8 << 20
 CLOCK_MARGIN_ENV = "SHADOWVAULT_S3_CLOCK_MARGIN"
 
 
@@ -83,6 +87,8 @@ class S3Backend:
         self.conditional_writes = True  # until the server says it does not support them
         self.list_page_size = LIST_PAGE_SIZE
         self.clock_margin = clock_margin_setting()
+        self._packs: OrderedDict[str, bytes] = OrderedDict()  # see _cached_pack
+        self._packs_lock = threading.Lock()
         root = (cache_root or default_cache_root()) / "s3" / _location_key(location)
         self._scratch = root / TMP_DIR
         self.cache = (
@@ -188,7 +194,10 @@ class S3Backend:
             check_name(name)
             size = path.stat().st_size
             if size < self.multipart_threshold:
-                self._put(name, path.read_bytes())
+                data = path.read_bytes()
+                self._put(name, data)
+                if self.cache is not None and size <= CACHED_PACK_MAX and name.startswith("data/"):
+                    self.cache.put(_pack_key(name), data)  # most likely this backup's trees
             else:
                 self._multipart(name, path, size)
         except OSError as err:
@@ -288,11 +297,18 @@ class S3Backend:
             self.cache.discard(_cache_key(name))
             if name.startswith("data/"):
                 self.cache.discard(_ranges_key(name))
+                self.cache.discard(_pack_key(name))
+                with self._packs_lock:
+                    self._packs.pop(name, None)
 
     # ---------------------------------------------------------------- reading
 
     def load(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         check_name(name)
+        if offset >= 0 and length is not None and name.startswith("data/"):
+            pack = self._cached_pack(name)
+            if pack is not None:
+                return pack[offset : offset + length]
         cache_key = self._cache_key_for(name, offset, length)
         if cache_key is not None and self.cache is not None:
             cached = self.cache.get(cache_key)
@@ -302,6 +318,25 @@ class S3Backend:
         if cache_key is not None and self.cache is not None and (length is None or len(data) == length):
             self.cache.put(cache_key, data)
         return data
+
+    def _cached_pack(self, name: str) -> bytes | None:
+        """A small pack this host wrote (kept whole in the cache), verified once and then held in
+        memory (at most PACKS_IN_MEMORY bytes) so that reading its trees one by one costs nothing."""
+        if self.cache is None:
+            return None
+        with self._packs_lock:
+            pack = self._packs.get(name)
+            if pack is not None:
+                self._packs.move_to_end(name)
+                return pack
+        pack = self.cache.get(_pack_key(name))
+        if pack is None:
+            return None
+        with self._packs_lock:
+            self._packs[name] = pack
+            while sum(map(len, self._packs.values())) > PACKS_IN_MEMORY:
+                self._packs.popitem(last=False)
+        return pack
 
     def _cache_key_for(self, name: str, offset: int, length: int | None) -> str | None:
         if name.startswith(CACHED_DIRS) and offset == 0 and length is None:
@@ -411,6 +446,10 @@ def _cache_key(name: str) -> str:
 
 def _ranges_key(name: str) -> str:
     return f"ranges/{name}"
+
+
+def _pack_key(name: str) -> str:
+    return f"packs/{name}"
 
 
 if TYPE_CHECKING:  # mypy proves the class implements the Protocol; nothing runs

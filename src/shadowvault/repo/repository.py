@@ -141,7 +141,7 @@ class Repository:
         return validate_new(location)
 
     @staticmethod
-    def validate_path(location: Location) -> Location:
+    def validate_path(location: Location) -> Where:
         """Fail early (before asking for a password) when `location` cannot be a repository."""
         return validate_existing(location)
 

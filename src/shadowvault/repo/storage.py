@@ -73,14 +73,13 @@ def create_backend(location: Location) -> Backend:
     return LocalBackend.create(local_path(location))
 
 
-def validate_existing(location: Location) -> Location:
-    """`location` if it can be a repository (checked before a password is asked): a local path is
-    returned as a Path, a URL as given once it parses."""
+def validate_existing(location: Location) -> Location | Backend:
+    """Where a repository is, checked before a password is asked: a local path comes back as a
+    Path, an S3 URL as its backend, already open (one client, one request fewer)."""
     if is_remote(location):
         from shadowvault.repo.backend_s3 import S3Backend
 
-        S3Backend(parse_s3_url(os.fspath(location))).require_repository()
-        return os.fspath(location)
+        return S3Backend.open(os.fspath(location))
     return LocalBackend.existing_root(local_path(location))
 
 
