@@ -93,7 +93,7 @@ def restore_version(store: RestoreSource, version: Version, path: bytes, *, over
             f"{text(parent)} is not a directory here any more: restore it with `shadowvault restore`"
         )
     try:
-        scratch = tempfile.mkdtemp(prefix=".sv-version-", dir=parent)
+        scratch = tempfile.mkdtemp(prefix=b".sv-version-", dir=parent)
     except OSError as err:
         raise ShadowvaultError(f"{text(parent)}: cannot write here: {err.strerror}") from err
     try:

@@ -105,9 +105,10 @@ def _register() -> None:
     for module in (volumes, shadows, writers, exec_cmd, repository, backup, restore, maintenance, jobs_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
-    for module in (mount_cmd, versions_cmd):  # browsing the past (docs/mount.md)
-        cli.add_command(*module.COMMANDS)
-    cli.add_command(*vm_cmd.COMMANDS)  # VMs through their hypervisor (docs/vms.md)
+    for command in [*mount_cmd.COMMANDS, *versions_cmd.COMMANDS]:  # browsing the past (docs/mount.md)
+        cli.add_command(command)
+    for command in vm_cmd.COMMANDS:  # VMs through their hypervisor (docs/vms.md)
+        cli.add_command(command)
     from shadowvault.cli.daemon import daemon  # the service (docs/api.md)
 
     cli.add_command(daemon)
