@@ -159,3 +159,18 @@ def test_small_packs_this_host_wrote_are_read_from_the_cache(s3_env: S3Server, t
     reader.remove("data/ef/ef01")
     with pytest.raises(NotFoundError):
         reader.load("data/ef/ef01", 0, 10)
+
+
+def test_the_cache_and_scratch_directories_are_private(s3_env: S3Server, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        backend = make_backend(s3_env.url(), tmp_path / "cache")
+        backend.save("keys/k1", b"a wrapped key")
+        backend.temp_path().write_bytes(b"a pack being built")
+    finally:
+        os.umask(old)
+    repo_dir = next((tmp_path / "cache" / "s3").iterdir())
+    for directory in (repo_dir, repo_dir / "objects", repo_dir / "tmp"):
+        assert directory.stat().st_mode & 0o777 == 0o700, directory
+    (entry,) = (p for p in (repo_dir / "objects").rglob("*") if p.is_file())
+    assert entry.stat().st_mode & 0o777 == 0o600

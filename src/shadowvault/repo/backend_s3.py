@@ -35,7 +35,7 @@ from shadowvault.repo.backend import (
     storage_error,
     unlink_quietly,
 )
-from shadowvault.repo.backend_s3_cache import ObjectCache, default_cache_root, default_max_bytes
+from shadowvault.repo.backend_s3_cache import ObjectCache, default_cache_root, default_max_bytes, private_dir
 from shadowvault.repo.backend_s3_client import S3Client, error_code, http_status
 from shadowvault.repo.backend_s3_url import S3Location, parse_s3_url
 
@@ -268,7 +268,7 @@ class S3Backend:
 
     def temp_path(self) -> Path:
         try:
-            self._scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(self._scratch)
         except OSError as err:
             raise storage_error(err, str(self._scratch)) from err
         return self._scratch / f"{secrets.token_hex(12)}.tmp"

@@ -42,6 +42,14 @@ def default_max_bytes() -> int:
     return int(text) << 20 if text.isdigit() else DEFAULT_MAX_BYTES
 
 
+def private_dir(path: Path) -> None:
+    """Make `path` (and its parent, the repository's cache directory) 0700: the cache holds key
+    files, wrapped by the password but still nobody else's business."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for directory in (path.parent, path):
+        os.chmod(directory, 0o700)
+
+
 class ObjectCache:
     """Entries under `directory`, at most about `max_bytes` of them. Thread-safe; several
     processes may share one directory (writes are atomic renames, evictions tolerate races)."""
@@ -53,6 +61,7 @@ class ObjectCache:
         self.misses = 0
         self._lock = threading.Lock()
         self._size: int | None = None  # measured on the first write
+        self._private = False
 
     def _path(self, key: str) -> Path:
         return self.directory / key
@@ -83,6 +92,9 @@ class ObjectCache:
             return
         path = self._path(key)
         try:
+            if not self._private:
+                private_dir(self.directory)
+                self._private = True
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = path.parent / f".{secrets.token_hex(8)}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -89,6 +89,7 @@ class S3Client:
         self.retries = 0
         self._count_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._holding = threading.local()  # an operation that calls another keeps its one slot
         session = boto3.session.Session()
         config = Config(
             max_pool_connections=MAX_CONNECTIONS,
@@ -120,8 +121,14 @@ class S3Client:
         throttling and lost connections; other errors are turned into RepositoryError at once."""
         for attempt in range(self.attempts):
             try:
-                with self._slots:
+                if getattr(self._holding, "slot", False):
                     return operation()
+                with self._slots:
+                    self._holding.slot = True
+                    try:
+                        return operation()
+                    finally:
+                        self._holding.slot = False
             except botocore.exceptions.NoCredentialsError as err:
                 raise RepositoryError(
                     f"no S3 credentials for {self.location.url}: set AWS_ACCESS_KEY_ID and "
