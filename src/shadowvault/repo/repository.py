@@ -85,8 +85,8 @@ class Repository:
         pack_size: int = PACK_SIZE,
         kdf_params: dict[str, int] | None = None,
     ) -> Repository:
-        """Create a repository (in a path or file:// URL that is absent or an empty directory, or
-        in an empty backend) and open it for writing."""
+        """Create a repository (in a path or file:// URL that is absent or an empty directory, an
+        empty S3 prefix, or an empty backend) and open it for writing."""
         if isinstance(where, (str, os.PathLike)):
             validate_new(where)  # fail on the location before the pack size
         if not 16 << 10 <= pack_size <= 1 << 30:
