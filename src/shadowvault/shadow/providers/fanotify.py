@@ -122,7 +122,7 @@ class FanotifyProvider(Provider):
         try:
             check_may_freeze(volume)
         except Exception as err:
-            return f"{prefix}: it must be frozen for the instant, and {err}"
+            return f"{prefix}: its instant needs the volume frozen ({err})"
         return None
 
     # -- places -----------------------------------------------------------------------------------
