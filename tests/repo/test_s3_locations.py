@@ -121,3 +121,18 @@ def test_missing_credentials_are_named(s3_url: str, tmp_path: Path, monkeypatch:
     assert done.returncode != 0
     assert "no S3 credentials" in done.stderr and "AWS_ACCESS_KEY_ID" in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_credentials_come_from_the_aws_credentials_file_too(
+    s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    credentials = tmp_path / "aws-credentials"
+    credentials.write_text(
+        "[backup]\naws_access_key_id = from-a-file\naws_secret_access_key = also-from-it\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_PROFILE", "backup")
+    done = _shadowvault(["init", "--repo", s3_url], tmp_path)
+    assert done.returncode == 0, done.stderr
