@@ -23,6 +23,8 @@ FORBIDDEN: dict[str, set[str]] = {
     "repo": {"archive", "shadow", "components", "jobs", "cli", "service"},
     "components": {"jobs", "cli", "service"},
     "jobs": {"cli", "service"},
+    "mount": {"shadow", "components", "jobs", "cli", "service", "vm"},  # reads repositories only
+    "vm": {"archive", "components", "jobs", "cli", "service", "mount"},  # QEMU's side of the qemu writer
 }
 TOP_LEVEL = "(top)"  # the modules directly in shadowvault/ (errors, proc, the demos, ...)
 
