@@ -9,7 +9,8 @@ not list is not descended into: what was in it is unknown, not removed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -70,10 +71,26 @@ def _metadata(n: Node) -> tuple[object, ...]:
     return (n.mode, n.uid, n.gid, n.user, n.group, n.mtime_ns, n.xattrs, n.rdev, n.link_target)
 
 
+def directories_above(paths: Iterable[str]) -> frozenset[bytes]:
+    """The directories above backed-up paths (/, /srv for /srv/www): a backup records their metadata
+    as it finds it, but what changes in them (another program's file in /tmp) was never backed up."""
+    above = set()
+    for path in paths:
+        parts = [p for p in os.fsencode(path).split(b"/") if p]
+        for depth in range(len(parts)):
+            above.add(b"/" + b"/".join(parts[:depth]))
+    return frozenset(above)
+
+
 def diff_trees(
-    store: TreeReader, old: bytes | None, new: bytes | None, prefix: bytes = b"/"
+    store: TreeReader,
+    old: bytes | None,
+    new: bytes | None,
+    prefix: bytes = b"/",
+    above: frozenset[bytes] = frozenset(),
 ) -> Iterator[Difference]:
-    """Every difference between two trees, sorted by path."""
+    """Every difference between two trees, sorted by path; the metadata of the directories `above`
+    the backed-up paths is not compared."""
     if old == new:
         return
     before, after = _children(store, old), _children(store, new)
@@ -97,9 +114,9 @@ def diff_trees(
             yield Difference(path, Change.UNREADABLE, b.type, b.error)
             continue
         if a.type == "dir" and b.type == "dir":
-            if _metadata_differs(a, b):
+            if path not in above and _metadata_differs(a, b):
                 yield Difference(path, Change.METADATA, "dir")
-            yield from diff_trees(store, a.subtree, b.subtree, path)
+            yield from diff_trees(store, a.subtree, b.subtree, path, above)
             continue
         if _content_differs(a, b):
             if a.type != b.type:

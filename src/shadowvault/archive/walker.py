@@ -272,11 +272,15 @@ class Archiver:
         link_key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and link_key in self._links:
             first, fut = self._links[link_key]
-            if fut is None:
+            if fut is None:  # its first name was found unmodified: so is this one
                 node.content, node.size = list(first.content), first.size
-            else:
+                stats.files_unmodified += 1
+            else:  # its first name is being read: this name is as new (or changed) as its own entry
                 job.files.append((node, fut, text(orig)))
-            stats.files_unmodified += 1
+                if old is None:
+                    stats.files_new += 1
+                else:
+                    stats.files_changed += 1
             return
         if copied:
             self._record_original(orig, st, node)

@@ -58,11 +58,20 @@ def read_password(password_file: str | None, *, confirm: bool = False) -> str:
     if env:
         return env
     if sys.stdin.isatty():
-        password = click.prompt("repository password", hide_input=True, confirmation_prompt=confirm, err=True)
-        if not password:
-            raise UsageError("an empty password is not allowed")
-        return password
+        return prompt_password("repository password", confirm=confirm)
     raise UsageError(f"no password given: use --password-file, set {PASSWORD_ENV}, or run on a terminal")
+
+
+def prompt_password(label: str, *, confirm: bool = False) -> str:
+    """A password typed at the terminal; an empty one is refused at once (click would ask forever)."""
+    password = click.prompt(label, default="", show_default=False, hide_input=True, err=True)
+    if not password:
+        raise UsageError("an empty password is not allowed")
+    if confirm and click.prompt(
+        f"{label} (again)", default="", show_default=False, hide_input=True, err=True
+    ) != (password):
+        raise UsageError("the two passwords differ")
+    return password
 
 
 def open_repository(

@@ -9,7 +9,13 @@ from pathlib import Path
 import click
 
 from shadowvault.cli.output import emit, info, json_option, print_table
-from shadowvault.cli.repo_options import open_repository, read_password, repo_options, repo_path
+from shadowvault.cli.repo_options import (
+    open_repository,
+    prompt_password,
+    read_password,
+    repo_options,
+    repo_path,
+)
 from shadowvault.display import escape_text
 from shadowvault.errors import UsageError
 from shadowvault.repo.repository import Repository, filter_snapshots
@@ -130,7 +136,7 @@ def key_add_cmd(
         else:
             if not sys.stdin.isatty():
                 raise UsageError("give the new password with --new-password-file")
-            new_password = click.prompt("new password", hide_input=True, confirmation_prompt=True, err=True)
+            new_password = prompt_password("new password", confirm=True)
         name = r.add_key(new_password)
     emit(as_json, {"key": name}, lambda: info(f"added key {name.rsplit('/', 1)[1][:8]}"))
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 import click
 
-from shadowvault.archive.diff import SYMBOLS, Change, diff_trees
+from shadowvault.archive.diff import SYMBOLS, Change, diff_trees, directories_above
 from shadowvault.archive.listing import describe, display, list_snapshot, mode_string, path_fields
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.restore import Overwrite, RestoreStats
@@ -281,7 +281,8 @@ def diff_cmd(repo: str | None, password_file: str | None, first: str, second: st
         id2, snap2 = r.find_snapshot(second)
         if not as_json:
             note(f"comparing snapshot {id1[:8]} to {id2[:8]}:")
-        for difference in diff_trees(r, snap1.tree, snap2.tree):
+        above = directories_above([*snap1.paths, *snap2.paths])
+        for difference in diff_trees(r, snap1.tree, snap2.tree, above=above):
             counts[difference.change.value] += 1
             if as_json:
                 print_json(

@@ -104,7 +104,10 @@ def is_listed(name: str) -> bool:
 def storage_error(err: OSError, what: str) -> RepositoryError:
     """Turn an OSError into the one line a user should see."""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return RepositoryError(f"repository storage is full: cannot write {what}")
+        return RepositoryError(
+            f"repository storage is full: cannot write {what}; `shadowvault prune` frees what a failed backup"
+            " left, `shadowvault forget` old snapshots and prune again for more"
+        )
     if err.errno in (errno.EACCES, errno.EPERM):
         return RepositoryError(f"permission denied writing {what}")
     if err.errno == errno.EROFS:

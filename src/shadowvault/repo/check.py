@@ -14,6 +14,7 @@ from shadowvault.errors import NotFoundError, ShadowvaultError
 from shadowvault.repo.damage import DamagedPack, DamageMap
 from shadowvault.repo.format import IndexPack
 from shadowvault.repo.pack import pack_name, parse_header
+from shadowvault.repo.prune import REPACK_UNUSED_FRACTION
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.tree import Tree, invalid_name
@@ -199,10 +200,10 @@ def check(
         if tree_id not in bad_blobs:
             report.errors.append(problem)
     report.unreferenced_blobs = len(holders.keys() - used)
-    if report.unreferenced_blobs:
+    freeable = _freed_by_prune(packs, used)
+    if freeable:  # those prune leaves in mostly used packs are counted, not warned about
         report.warnings.append(
-            f"{report.unreferenced_blobs} blobs are not referenced by any snapshot"
-            " (prune removes them, or leaves them in packs less than 10 % unused)"
+            f"{freeable} blobs are not referenced by any snapshot; `shadowvault prune` removes them"
         )
     if bad_blobs or tree_problems:
         _attribute(repo, snapshots, {**bad_blobs, **tree_problems}, report)
@@ -211,6 +212,18 @@ def check(
             "`shadowvault repair snapshots` writes copies of the affected snapshots without what was lost"
         )
     return report
+
+
+def _freed_by_prune(packs: dict[str, IndexPack], used: set[bytes]) -> int:
+    """Unreferenced blobs in the packs prune deletes or repacks (pending, unused, or enough unused)."""
+    freeable = 0
+    for pack in packs.values():
+        unused = sum(1 for b in pack.blobs if b.id not in used)
+        if unused and (
+            pack.pending is not None or unused / max(len(pack.blobs), 1) >= REPACK_UNUSED_FRACTION
+        ):
+            freeable += unused
+    return freeable
 
 
 def _record(repo: Repository, report: CheckReport, records: list[DamagedPack]) -> None:

@@ -54,10 +54,10 @@ class PruneResult:
     damaged_kept: list[str] = field(default_factory=list)  # packs holding the only copy of lost blobs
 
     def summary(self) -> str:
-        verb = "would delete" if self.dry_run else "deleted"
+        deleted, repacked = ("would delete", "would repack") if self.dry_run else ("deleted", "repacked")
         text = (
-            f"{verb} {self.packs_deleted + self.unindexed_deleted} packs ({self.bytes_deleted} bytes),"
-            f" repacked {self.packs_repacked} packs ({self.blobs_repacked} blobs)"
+            f"{deleted} {self.packs_deleted + self.unindexed_deleted} packs ({self.bytes_deleted} bytes),"
+            f" {repacked} {self.packs_repacked} packs ({self.blobs_repacked} blobs)"
         )
         if self.packs_pending:
             text += (

@@ -1,0 +1,148 @@
+"""The figures the commands print add up (issue 16, "Wrong figures"): hard links on a first backup,
+prune --dry-run, check after prune, diff above the backed-up paths, a full disk, an empty password."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.fixtures.loopfs import loop_filesystem
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    repo = tmp_path / "repo"
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    return {
+        "SHADOWVAULT_REPOSITORY": str(repo),
+        "SHADOWVAULT_PASSWORD": PASSWORD,
+        "SHADOWVAULT_NO_DAEMON": "1",
+    }
+
+
+def summary_of(done: subprocess.CompletedProcess[str]) -> dict:
+    (summary,) = [m for m in map(json.loads, done.stdout.splitlines()) if m["message_type"] == "summary"]
+    return summary
+
+
+def snapshot_ids(cli, env) -> list[str]:
+    return [s["id"] for s in json.loads(cli("snapshots", "--json", env=env).stdout)]
+
+
+def test_a_hard_links_second_name_is_new_on_a_first_backup(cli, env, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "first").write_text("shared\n")
+    os.link(src / "first", src / "second")
+    (src / "alone").write_text("alone\n")
+    done = cli("backup", "--json", "--provider", "none", str(src), env=env)
+    assert done.returncode == 0, done.stderr
+    summary = summary_of(done)
+    assert (summary["files_new"], summary["files_changed"], summary["files_unmodified"]) == (3, 0, 0)
+    done = cli("backup", "--json", "--provider", "none", str(src), env=env)
+    summary = summary_of(done)
+    assert (summary["files_new"], summary["files_changed"], summary["files_unmodified"]) == (0, 0, 3)
+
+
+def test_prune_dry_run_says_would_and_check_after_prune_is_quiet(cli, env, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02}").write_bytes(os.urandom(3000))
+    assert cli("backup", "--provider", "none", str(src), env=env).returncode == 0
+    for i in range(20):  # half of the first backup's data is used by no later snapshot
+        (src / f"f{i:02}").unlink()
+    assert cli("backup", "--provider", "none", str(src), env=env).returncode == 0
+    first = snapshot_ids(cli, env)[0]
+    assert cli("forget", first, env=env).returncode == 0
+
+    dry = cli("prune", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "would repack" in dry.stdout and "repacked" not in dry.stdout, dry.stdout
+    pruned = cli("prune", env=env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "repacked" in pruned.stdout
+
+    for i in range(20, 21):  # one unused blob in a pack prune keeps (under 10 % unused)
+        (src / f"f{i:02}").unlink()
+    assert cli("backup", "--provider", "none", str(src), env=env).returncode == 0
+    older = snapshot_ids(cli, env)[0]
+    assert cli("forget", older, "--prune", env=env).returncode == 0
+    checked = cli("check", env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert "not referenced" not in checked.stdout + checked.stderr, checked.stderr
+    report = json.loads(cli("check", "--json", env=env).stdout)
+    assert report["warnings"] == [] and report["unreferenced_blobs"] > 0  # counted, not a warning
+
+
+def test_diff_does_not_list_the_directories_above_the_backed_up_paths(cli, env, tmp_path):
+    src = tmp_path / "deep" / "er" / "src"
+    src.mkdir(parents=True)
+    (src / "file").write_text("one\n")
+    assert cli("backup", "--provider", "none", str(src), env=env).returncode == 0
+    (tmp_path / "deep" / "other").write_text("changes the mtime of deep/, which is not backed up\n")
+    (src / "file").write_text("two\n")
+    assert cli("backup", "--provider", "none", str(src), env=env).returncode == 0
+    first, second = snapshot_ids(cli, env)
+    diff = cli("diff", "--json", first, second, env=env)
+    assert diff.returncode == 0, diff.stderr
+    changes = [m for m in map(json.loads, diff.stdout.splitlines()) if m["message_type"] == "change"]
+    assert [(c["path"], c["change"]) for c in changes] == [(f"{src}/file", "modified")]
+
+
+def test_a_full_repository_disk_says_that_prune_frees_space(cli, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(80 << 20))
+    with loop_filesystem("ext4", size=64 << 20) as fs:
+        repo = fs.mount / "repo"
+        Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+        env = {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
+        done = cli("backup", "--provider", "none", str(src), env=env)
+        assert done.returncode != 0
+        (line,) = done.stderr.splitlines()
+        assert "repository storage is full" in line and "shadowvault prune" in line and "forget" in line
+
+
+PROMPT = b"repository password:"
+
+
+def test_an_empty_password_at_the_prompt_is_refused_not_asked_again(tmp_path, env):
+    main, child = pty.openpty()
+    environment = {k: v for k, v in {**os.environ, **env}.items() if k != "SHADOWVAULT_PASSWORD"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shadowvault.cli.main", "snapshots"],
+        stdin=child,
+        stdout=subprocess.PIPE,
+        stderr=child,
+        env=environment,
+    )
+    os.close(child)
+    seen, answered = b"", 0
+    try:
+        while proc.poll() is None and answered < 3:  # three prompts answered at most: it must be done by then
+            ready, _, _ = select.select([main], [], [], 60)
+            assert ready, seen
+            try:
+                seen += os.read(main, 1024)
+            except OSError:  # the process closed the terminal
+                break
+            if seen.count(PROMPT) > answered:
+                os.write(main, b"\n")
+                answered += 1
+        assert proc.wait(timeout=60) == 2, seen  # a usage error
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+    assert seen.count(PROMPT) == 1 and b"empty password is not allowed" in seen, seen
