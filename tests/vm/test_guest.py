@@ -1,0 +1,249 @@
+"""A running guest backed up through its hypervisor while it writes: the tiny guest (tiny_vm.py)
+appends numbered records with fsync and acknowledges each on its console. Every backup is restored;
+its filesystem must pass `e2fsck -fn` and hold every record acknowledged before the backup began."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shadowvault.jobs.backup_vm import VmBackupRequest, run_vm_backup
+from shadowvault.jobs.restore_vm import VmRestoreRequest, run_vm_restore
+from shadowvault.vm.agent import AgentError, GuestAgent
+from tests.fixtures.tiny_vm import READY_MARKER, RECORD_SIZE, TinyVM, tiny_vm
+from tests.vm.helpers import PASSWORD, cli, declare, leftovers, new_repository, qmp
+
+BACKUPS = 10
+CHUNK = 256 * 1024
+DISK_CHUNKS = 64 * 1024 * 1024 // CHUNK
+
+
+@pytest.fixture(scope="module")
+def guest() -> Iterator[TinyVM]:
+    with tiny_vm(workload=True, name="tiny") as vm:
+        vm.wait_for_ack(3)
+        yield vm
+
+
+@pytest.fixture
+def tiny(guest: TinyVM, private_dirs: Path) -> TinyVM:
+    declare(private_dirs / "config", "tiny", guest.qmp_socket, guest.agent_socket)
+    return guest
+
+
+def records_in(image: str) -> bytes:
+    done = subprocess.run(
+        ["debugfs", "-R", "cat /records", image], capture_output=True, timeout=120, check=True
+    )
+    return done.stdout
+
+
+def assert_acknowledged_records(image: str, acked: int) -> int:
+    """Every record up to `acked` is there, intact; returns how many records the image holds."""
+    data = records_in(image)
+    assert len(data) >= acked * RECORD_SIZE, f"{len(data) // RECORD_SIZE} records < {acked} acknowledged"
+    for number in range(1, acked + 1):
+        start = (number - 1) * RECORD_SIZE
+        assert data[start : start + RECORD_SIZE] == f"record {number:010d}\n".encode(), number
+    return len(data) // RECORD_SIZE
+
+
+def freeze_status(vm: TinyVM) -> str:
+    """The guest's freeze state, once the agent answers us (the watchdog may still hold its channel)."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with GuestAgent(str(vm.agent_socket), timeout=10) as agent:
+                return str(agent.execute("guest-fsfreeze-status"))
+        except AgentError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def test_writers_list_shows_the_vm_its_disk_and_its_agent(tiny: TinyVM) -> None:
+    done = cli("writers", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    [entry] = [e for e in json.loads(done.stdout) if e["writer"] == "qemu:tiny"]
+    assert entry["kind"] == "discovered" and entry["state"] == "stable"
+    [disk] = entry["components"]
+    assert disk["name"] == "tiny/vda" and disk["kind"] == "vm-disk"
+    meta = disk["metadata"]
+    assert (meta["node"], meta["format"], meta["guest_agent"]) == ("vda", "qcow2", "answers")
+    assert meta["filename"] == str((tiny.directory / "vda.qcow2").resolve())
+    listed = cli("vm", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "vm: tiny" in listed.stdout and "guest agent: answers" in listed.stdout
+    assert "disk: vda (node vda, qcow2, 64.0 MiB)" in listed.stdout
+
+
+def test_backups_under_load_restore_consistent_with_every_acknowledged_record(
+    tiny: TinyVM, tmp_path: Path
+) -> None:
+    repo = new_repository(tmp_path / "repo")
+    results = []
+    try:
+        for number in range(BACKUPS):
+            acked = tiny.acked()  # acknowledged before the freeze: must be in the copy
+            result = run_vm_backup(repo, VmBackupRequest(vm="tiny"))
+            results.append((acked, result))
+            assert result.definition.consistency == "application", result.warnings
+            assert result.definition.freeze_window is not None and result.definition.freeze_window > 0
+            stats = result.images["vda"]
+            if number == 0:
+                assert result.parent is None and stats.chunks_reused == 0
+                assert stats.zero_chunks > DISK_CHUNKS // 2  # the empty part of the disk is not read
+            else:
+                assert result.parent == results[-2][1].snapshot_id
+                # only the chunks the guest dirtied since the last backup are read
+                assert stats.chunks_read + stats.chunks_reused == DISK_CHUNKS
+                assert 0 < stats.chunks_read <= DISK_CHUNKS // 10, stats
+                assert stats.bytes_read <= stats.chunks_read * CHUNK
+                assert stats.bytes_read <= result.definition.disks[0].copied_bytes
+            tiny.wait_for_ack(tiny.acked() + 2)  # the guest writes on between backups
+        for number, (acked, result) in enumerate(results):
+            restored = run_vm_restore(
+                repo,
+                VmRestoreRequest(
+                    snapshot=result.snapshot_id, vm="tiny", target=str(tmp_path / f"r{number}"), format="raw"
+                ),
+            )
+            image = restored.disks["vda"]
+            fsck = subprocess.run(
+                ["e2fsck", "-fn", image], capture_output=True, text=True, timeout=120, check=False
+            )
+            assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+            held = assert_acknowledged_records(image, acked)
+            assert held >= acked
+    finally:
+        repo.close()
+    # the last one through the CLI as a user would: qcow2 + definition, booted headless to its marker
+    target = tmp_path / "booted"
+    done = cli(
+        "vm",
+        "restore",
+        "latest",
+        "tiny",
+        "--target",
+        str(target),
+        "--verify-boot",
+        "--boot-marker",
+        READY_MARKER,
+        "--json",
+        repo=tmp_path / "repo",
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["booted_in"] > 0
+    assert answer["disks"] == {"vda": str(target / "vda.qcow2")}
+    script = (target / "tiny.sh").read_text()
+    assert str(target / "vda.qcow2") in script and str(tiny.directory) not in script
+    definition = json.loads((target / "tiny.json").read_text())
+    assert definition["consistency"] == "application" and definition["disks"][0]["disk"] == "vda"
+    # one file from inside the VM's disk, without restoring the VM
+    files = tmp_path / "files"
+    done = cli(
+        "vm",
+        "restore",
+        "latest",
+        "tiny",
+        "--disk",
+        "vda",
+        "--path",
+        "/records",
+        "--target",
+        str(files),
+        repo=tmp_path / "repo",
+    )
+    assert done.returncode == 0, done.stderr
+    data = (files / "records").read_bytes()
+    assert data.startswith(b"record 0000000001\n") and len(data) >= results[-1][0] * RECORD_SIZE
+    bad = cli(
+        "vm",
+        "restore",
+        "latest",
+        "tiny",
+        "--disk",
+        "vdz",
+        "--path",
+        "/records",
+        "--target",
+        str(files),
+        repo=tmp_path / "repo",
+    )
+    assert bad.returncode == 2 and "has no disk vdz" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_requester_killed_inside_the_freeze_leaves_the_guest_running_and_thawed(
+    tiny: TinyVM, tmp_path: Path
+) -> None:
+    new_repository(tmp_path / "repo").close()
+    with GuestAgent(str(tiny.agent_socket), timeout=30) as agent:  # the next freeze's hook sleeps 8 s
+        handle = agent.execute("guest-file-open", {"path": "/run/slow-freeze", "mode": "w"})
+        agent.execute("guest-file-close", {"handle": handle})
+    hooks_before = tiny.console().count("tinyvm: freeze hook")
+    env = dict(os.environ, SHADOWVAULT_PASSWORD=PASSWORD, SHADOWVAULT_VM_SCAN="0")
+    requester = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shadowvault.cli.main",
+            "vm",
+            "backup",
+            "tiny",
+            "--repo",
+            str(tmp_path / "repo"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while tiny.console().count("tinyvm: freeze hook") == hooks_before:  # the guest is freezing now
+            assert requester.poll() is None, requester.stderr.read() if requester.stderr else b""
+            assert time.monotonic() < deadline, "the guest never began to freeze"
+            time.sleep(0.05)
+        requester.send_signal(signal.SIGKILL)
+        requester.wait(timeout=30)
+    finally:
+        if requester.poll() is None:
+            requester.kill()
+            requester.wait(timeout=30)
+    acked_at_kill = tiny.acked()
+    tiny.wait_for_ack(acked_at_kill + 5, timeout=180)  # the watchdog thawed it: the guest writes again
+    assert qmp(tiny.qmp_socket, "query-status")["status"] == "running"
+    assert freeze_status(tiny) == "thawed"
+    deadline = time.monotonic() + 60
+    while leftovers(tiny.qmp_socket)["nodes"] and time.monotonic() < deadline:
+        time.sleep(0.5)  # the watchdog removes our QEMU objects after the thaw
+    assert leftovers(tiny.qmp_socket) == {"jobs": [], "nodes": [], "bitmaps": []}
+    acked = tiny.acked()
+    done = cli("vm", "backup", "tiny", "--json", repo=tmp_path / "repo")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["consistency"] == "application"
+    restored = cli(
+        "vm",
+        "restore",
+        "latest",
+        "tiny",
+        "--target",
+        str(tmp_path / "r"),
+        "--format",
+        "raw",
+        repo=tmp_path / "repo",
+    )
+    assert restored.returncode == 0, restored.stderr
+    image = str(tmp_path / "r" / "vda.raw")
+    fsck = subprocess.run(["e2fsck", "-fn", image], capture_output=True, text=True, timeout=120, check=False)
+    assert fsck.returncode == 0, fsck.stdout
+    assert_acknowledged_records(image, acked)
