@@ -1,9 +1,11 @@
 """Which paths a backup reads through a shadow set, the set itself, and how consistent each component is.
 
-Every volume that holds a path gets a shadow, except the machine's root filesystem (never frozen or
-snapshotted by us: paths on it are read live and their consistency is "none", with a warning) and
-except when the provider `none` is asked for (everything read live). The shadows' `.shadowvault`
-directories are never backed up.
+Every volume that holds a path gets a shadow, except the machine's root filesystem and except when
+the provider `none` is asked for (everything read live). The root filesystem is never frozen or
+copied by us: paths on it are read live and their consistency is "none", with a warning; a btrfs
+root is the exception, shadowed by a snapshot, which needs no freeze. A provider named explicitly
+that cannot serve a path is an error, never a silent fallback to live files. The shadows'
+`.shadowvault` directories are never backed up.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from shadowvault.shadow.options import SetOptions
 from shadowvault.shadow.path_map import shadow_path
 from shadowvault.shadow.providers.base import SHADOW_DIR_NAME
 from shadowvault.shadow.requesting import ShadowSets
-from shadowvault.shadow.volumes import list_volumes, volume_of
+from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
 
 NO_PROVIDER = "none"
+AUTO = "auto"
+BTRFS = "btrfs"
+READ_LIVE_ON_ROOT = (AUTO, "live")  # the providers that may read the root filesystem live (with a warning)
 
 
 @dataclass
@@ -50,8 +55,15 @@ def plan(paths: list[bytes], provider: str) -> VolumePlan:
         result.volume_roots.add(volume.mount_point)
         if provider == NO_PROVIDER:
             result.live.append(path)
+        elif volume.mount_point == root.mount_point and _snapshots_root(volume, provider):
+            result.shadowed.setdefault(volume.mount_point, []).append(path)
         elif volume.mount_point == root.mount_point or (volume.dev and volume.dev == root.dev):
             # the root filesystem, also when reached through a bind mount of part of it
+            if provider not in READ_LIVE_ON_ROOT:
+                raise UsageError(
+                    f"--provider {provider} cannot serve {os.fsdecode(path)}: it is on the root filesystem "
+                    f"({volume.fstype}), which is never frozen or copied; --provider none reads it live"
+                )
             result.live.append(path)
             result.warnings.append(
                 f"{os.fsdecode(path)} is on the root filesystem, which is never snapshotted: "
@@ -60,6 +72,11 @@ def plan(paths: list[bytes], provider: str) -> VolumePlan:
         else:
             result.shadowed.setdefault(volume.mount_point, []).append(path)
     return result
+
+
+def _snapshots_root(root: Volume, provider: str) -> bool:
+    """A btrfs root filesystem is shadowed by a snapshot: atomic, and no freeze (freezing / is refused)."""
+    return provider in (AUTO, BTRFS) and root.fstype == "btrfs"
 
 
 @contextlib.contextmanager
