@@ -190,3 +190,50 @@ def _copies_growing() -> list[str]:
         for p in Path(os.environ["SHADOWVAULT_STATE_DIR"], "vm-copies").glob("*/*.qcow2")
         if p.stat().st_size > 1024 * 1024
     ]
+
+
+@pytest.fixture
+def silent_agent(tmp_path: Path) -> Iterator[Path]:
+    """A guest agent channel nobody answers on (a guest without qemu-ga): accepts, reads, never replies."""
+    path = tmp_path / "qga.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+    try:
+        yield path
+    finally:
+        server.close()
+
+
+def test_an_agent_that_does_not_answer_degrades_to_crash_consistent_with_a_warning(
+    vm: BareVM, repo: Repository, private_dirs: Path, silent_agent: Path
+) -> None:
+    declare(private_dirs / "config", "bare", vm.qmp_socket, silent_agent)
+    warnings: list[str] = []
+    result = run_vm_backup(repo, VmBackupRequest(vm="bare", agent_timeout=2), on_warning=warnings.append)
+    assert result.definition.consistency == "crash"
+    assert result.definition.guest_agent == "no answer"
+    assert any("guest agent does not answer" in w and "crash-consistent" in w for w in warnings), warnings
+
+
+def test_an_agent_that_does_not_answer_aborts_by_policy(
+    vm: BareVM, tmp_path: Path, private_dirs: Path, silent_agent: Path
+) -> None:
+    declare(private_dirs / "config", "bare", vm.qmp_socket, silent_agent)
+    new_repository(tmp_path / "repo").close()
+    done = cli(
+        "vm", "backup", "bare", "--on-agent-failure", "abort", "--agent-timeout", "2", repo=tmp_path / "repo"
+    )
+    assert done.returncode != 0
+    assert "guest agent does not answer" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert leftovers(vm.qmp_socket) == {"jobs": [], "nodes": [], "bitmaps": []}
+
+
+def test_an_unknown_vm_or_disk_is_one_clear_line(vm: BareVM, tmp_path: Path) -> None:
+    new_repository(tmp_path / "repo").close()
+    done = cli("vm", "backup", "nosuch", repo=tmp_path / "repo")
+    assert done.returncode != 0 and "no VM named 'nosuch' (VMs: bare)" in done.stderr
+    done = cli("vm", "backup", "bare", "--vm-disk", "vdq", repo=tmp_path / "repo")
+    assert done.returncode == 2 and "VM bare has no disk vdq (disks: drive0)" in done.stderr
+    assert "Traceback" not in done.stderr
