@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import msgspec
@@ -22,6 +24,8 @@ from shadowvault import proc
 from shadowvault.errors import ShadowvaultError
 
 MAP_TIMEOUT = 600.0
+WORKERS = max(2, os.cpu_count() or 2)
+IN_FLIGHT = 4 * WORKERS
 
 
 class Extent(msgspec.Struct):
@@ -94,8 +98,18 @@ def store_image(
     extents = sorted(image_map(copy_path), key=lambda e: e.start)
     stats = ImageStats(size=virtual_size, chunks=count)
     zero_id: bytes | None = None
-    chunks: list[bytes] = []
+    chunks: list[bytes | Future[bytes]] = []
+    lock = threading.Lock()
+    in_flight = threading.BoundedSemaphore(IN_FLIGHT)  # memory stays bounded: IN_FLIGHT chunks at most
+
+    def save(data: bytes) -> bytes:
+        try:
+            return _save(sink, data, stats, lock)
+        finally:
+            in_flight.release()
+
     fd = os.open(copy_path, os.O_RDONLY | os.O_CLOEXEC)
+    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="sv-image")
     try:
         for index in range(count):
             start = index * chunk_size
@@ -107,12 +121,13 @@ def store_image(
                 stats.chunks_reused += 1
                 continue
             if all(not p[2].data for p in copied) and (base_chunks is None or len(copied) == len(pieces)):
-                if zero_id is None:
-                    zero_id = _save(sink, bytes(end - start), stats)
-                chunks.append(
-                    zero_id if end - start == chunk_size else _save(sink, bytes(end - start), stats)
-                )
                 stats.zero_chunks += 1
+                if end - start == chunk_size:
+                    if zero_id is None:
+                        zero_id = _save(sink, bytes(chunk_size), stats, lock)
+                    chunks.append(zero_id)
+                else:
+                    chunks.append(_save(sink, bytes(end - start), stats, lock))
                 continue
             buffer = bytearray(end - start)
             base: bytes | None = None
@@ -130,16 +145,20 @@ def store_image(
             stats.chunks_read += 1
             if not any(buffer):
                 stats.zero_chunks += 1
-            chunks.append(_save(sink, bytes(buffer), stats))
+            in_flight.acquire()
+            chunks.append(pool.submit(save, bytes(buffer)))
+        return [c if isinstance(c, bytes) else c.result() for c in chunks], stats
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         os.close(fd)
-    return chunks, stats
 
 
-def _save(sink: ImageSink, data: bytes, stats: ImageStats) -> bytes:
+def _save(sink: ImageSink, data: bytes, stats: ImageStats, lock: threading.Lock) -> bytes:
+    """Hash, and store unless known (hashing, compression, encryption release the GIL: threads help)."""
     blob_id = sink.blob_id(data)
     if sink.has_blob(blob_id):
         return blob_id
-    stats.new_chunks += 1
-    stats.new_bytes += len(data)
+    with lock:
+        stats.new_chunks += 1
+        stats.new_bytes += len(data)
     return sink.save_blob(data)
