@@ -21,6 +21,8 @@ from shadowvault.vm.agent import AgentError, GuestAgent
 from tests.fixtures.tiny_vm import READY_MARKER, RECORD_SIZE, TinyVM, tiny_vm
 from tests.vm.helpers import PASSWORD, cli, declare, leftovers, new_repository, qmp
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a TCG boot, ten backups, a second boot
+
 BACKUPS = 10
 CHUNK = 256 * 1024
 DISK_CHUNKS = 64 * 1024 * 1024 // CHUNK
