@@ -99,6 +99,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sv-bench-vms-"))
     os.environ["SHADOWVAULT_CONFIG_DIR"] = str(work / "config")
     os.environ["SHADOWVAULT_STATE_DIR"] = str(work / "state")
+    os.environ["SHADOWVAULT_VM_SCAN"] = "0"  # only the VMs this bench starts
     try:
         throughput(args.size_mib, args.changed, work)
         if not args.no_guest:

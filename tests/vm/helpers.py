@@ -21,12 +21,11 @@ def new_repository(path: Path) -> Repository:
 
 
 def declare(config_dir: Path, name: str, qmp: Path, agent: Path | None = None) -> None:
-    """A vms.d entry (and no /proc scan: other guests on this machine are not ours to touch)."""
+    """A vms.d entry for the VM (tests/vm/conftest.py turns the /proc scan off)."""
     directory = config_dir / "vms.d"
     directory.mkdir(parents=True, exist_ok=True)
     text = f'name = "{name}"\nqmp = "{qmp}"\n' + (f'agent = "{agent}"\n' if agent else "")
     (directory / f"{name}.toml").write_text(text)
-    os.environ["SHADOWVAULT_VM_SCAN"] = "0"
 
 
 def cli(*args: str, repo: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:

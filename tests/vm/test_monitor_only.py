@@ -21,7 +21,7 @@ from shadowvault.repo.repository import Repository
 from shadowvault.shadow import manifest as manifest_doc
 from shadowvault.shadow.writers.base import SnapshotContext
 from shadowvault.shadow.writers.qemu import QemuWriter
-from shadowvault.vm.discovery import find_vm
+from shadowvault.vm.discovery import find_vm, scan_processes
 from shadowvault.vm.qmp import QmpLostError
 from tests.fixtures.tiny_vm import BareVM, bare_vm
 from tests.vm.helpers import PASSWORD, cli, declare, hmp_io, leftovers, new_repository, qmp
@@ -237,3 +237,10 @@ def test_an_unknown_vm_or_disk_is_one_clear_line(vm: BareVM, tmp_path: Path) -> 
     done = cli("vm", "backup", "bare", "--vm-disk", "vdq", repo=tmp_path / "repo")
     assert done.returncode == 2 and "VM bare has no disk vdq (disks: drive0)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_running_qemu_is_found_from_its_command_line(vm: BareVM) -> None:
+    found = [s for s in scan_processes() if s.pid == vm.process.pid]
+    assert len(found) == 1
+    assert (found[0].name, found[0].qmp, found[0].agent) == ("bare", str(vm.qmp_socket), None)
+    assert found[0].argv == vm.argv
