@@ -39,7 +39,7 @@ def line(label: str, result: VmBackupResult, size: int) -> str:
     return (
         f"{label:12s} {seconds:7.2f} s  {size / MIB / seconds:8.1f} MiB/s of disk  "
         f"read {stats.bytes_read / MIB:8.1f} MiB ({stats.chunks_read} chunks, {stats.chunks_reused} reused)  "
-        f"added {stats.new_bytes / MIB:8.1f} MiB"
+        f"added {stats.new_bytes / MIB:8.1f} MiB; into the repository {result.copy_seconds:.2f} s"
     )
 
 

@@ -11,6 +11,7 @@ restore never needs a chain.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import threading
@@ -68,10 +69,14 @@ def image_map(path: str) -> list[Extent]:
     return msgspec.convert(json.loads(out), list[Extent])
 
 
-def _pieces(extents: list[Extent], start: int, end: int) -> list[tuple[int, int, Extent]]:
-    """(from, to, extent) for every part of [start, end) the map covers, in order."""
+def _pieces(extents: list[Extent], ends: list[int], start: int, end: int) -> list[tuple[int, int, Extent]]:
+    """(from, to, extent) for every part of [start, end) the map covers, in order (`ends`: each
+    extent's end, sorted, so finding the first one is a bisection, not a scan of the whole map)."""
     pieces = []
-    for extent in extents:
+    for index in range(bisect.bisect_right(ends, start), len(extents)):
+        extent = extents[index]
+        if extent.start >= end:
+            break
         lo, hi = max(start, extent.start), min(end, extent.start + extent.length)
         if lo < hi:
             pieces.append((lo, hi, extent))
@@ -96,6 +101,7 @@ def store_image(
             f"the base image has {len(base_chunks)} chunks, this one {count}: a full copy is needed"
         )
     extents = sorted(image_map(copy_path), key=lambda e: e.start)
+    ends = [e.start + e.length for e in extents]
     stats = ImageStats(size=virtual_size, chunks=count)
     zero_id: bytes | None = None
     chunks: list[bytes | Future[bytes]] = []
@@ -114,7 +120,7 @@ def store_image(
         for index in range(count):
             start = index * chunk_size
             end = min(start + chunk_size, virtual_size)
-            pieces = _pieces(extents, start, end)
+            pieces = _pieces(extents, ends, start, end)
             copied = [p for p in pieces if p[2].depth == 0]
             if base_chunks is not None and not copied:
                 chunks.append(base_chunks[index])
