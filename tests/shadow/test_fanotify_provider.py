@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import mmap
 import os
 import signal
@@ -442,3 +443,20 @@ def test_a_copy_aside_that_fails_makes_the_shadow_invalid_not_wrong(big_ext4, mo
         finally:
             ShadowStore().release(manifest.id)
         assert not os.path.exists(shadow.path)
+
+
+def test_a_set_made_by_the_command_line_outlives_it_until_deleted(ext4, cli):
+    _populate(ext4.mount)
+    before = _tree(ext4.mount)
+    made = cli("shadows", "create", "--volume", str(ext4.mount), "--json")
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    [shadow] = ShadowStore().load(created["id"]).shadows
+    assert shadow.provider == "fanotify"  # auto, on ext4
+    assert listener_alive(shadow)  # the command has ended; its listener has not
+    _change(ext4.mount)
+    assert _tree(shadow.path) == before
+    deleted = cli("shadows", "delete", created["id"])
+    assert deleted.returncode == 0, deleted.stderr
+    assert not listener_alive(shadow) and not os.path.exists(shadow.path)
+    assert os.listdir(base_dir()) == []
