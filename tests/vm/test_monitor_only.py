@@ -23,6 +23,7 @@ from shadowvault.shadow.writers.base import SnapshotContext
 from shadowvault.shadow.writers.qemu import QemuWriter
 from shadowvault.vm.discovery import find_vm, scan_processes
 from shadowvault.vm.qmp import QmpLostError
+from tests.fixtures.loopfs import LoopFs
 from tests.fixtures.tiny_vm import BareVM, bare_vm
 from tests.vm.helpers import PASSWORD, cli, declare, hmp_io, leftovers, new_repository, qmp
 
@@ -132,7 +133,9 @@ def test_a_lost_monitor_connection_mid_copy_cancels_the_job_and_cleans_up(
     vm: BareVM, private_dirs: Path
 ) -> None:
     hmp_io(vm.qmp_socket, "drive0", "write -P 0x66 0 16M")
-    writer = QemuWriter("bare", spec=find_vm("bare"), copy_speed=1024 * 1024)  # 16 s of copying
+    writer = QemuWriter(
+        "bare", spec=find_vm("bare"), copy_speed=1024 * 1024, keeps_copies=True
+    )  # 16 s of copying
     ctx = SnapshotContext(set_id="20261128T000000-abcdef", volumes=[])
     writer.prepare_backup(ctx)
     writer.prepare_snapshot(ctx)
@@ -244,3 +247,10 @@ def test_a_running_qemu_is_found_from_its_command_line(vm: BareVM) -> None:
     assert len(found) == 1
     assert (found[0].name, found[0].qmp, found[0].agent) == ("bare", str(vm.qmp_socket), None)
     assert found[0].argv == vm.argv
+
+
+def test_the_qemu_writer_is_refused_in_a_shadow_set_of_volumes(vm: BareVM, ext4: LoopFs) -> None:
+    done = cli("shadows", "create", "--volume", str(ext4.mount), "--writer", "qemu:bare", "--auto-release")
+    assert done.returncode == 2, done.stderr
+    assert "shadowvault vm backup bare" in done.stderr and "Traceback" not in done.stderr
+    assert leftovers(vm.qmp_socket) == {"jobs": [], "nodes": [], "bitmaps": []}

@@ -131,6 +131,7 @@ def run_vm_backup(
         agent_timeout=request.agent_timeout,
         on_agent_failure=request.on_agent_failure,
         copy_speed=request.copy_speed,
+        keeps_copies=True,
     )
     state = paths.state_dir()
     state.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,7 @@ class QemuWriter(Writer):
         on_agent_failure: str = "degrade",
         copy_timeout: float = COPY_TIMEOUT,
         copy_speed: int = 0,
+        keeps_copies: bool = False,
         spec: VmSpec | None = None,
         **options: Any,
     ) -> None:
@@ -77,6 +78,9 @@ class QemuWriter(Writer):
         self.on_agent_failure = on_agent_failure
         self.copy_timeout = copy_timeout
         self.copy_speed = copy_speed  # bytes/s for QEMU's copy jobs, 0 for no limit
+        # whether the requester stores the copies (the VM backup job); any other set would only make
+        # copies nobody reads, and rotate the bitmaps of the VM's backups
+        self.keeps_copies = keeps_copies
         self.timeout = agent_timeout  # the thaw goes through the agent
         self.qmp: QmpClient | None = None
         self.agent: GuestAgent | None = None
@@ -172,6 +176,11 @@ class QemuWriter(Writer):
     # ---- the sequence -----------------------------------------------------------------------------
 
     def prepare_backup(self, ctx: SnapshotContext) -> None:
+        if not self.keeps_copies:
+            raise UsageError(
+                f"the qemu writer copies VM disks for `shadowvault vm backup {self.instance}`; "
+                "it does not take part in file backups or shadow sets of volumes"
+            )
         qmp = self._connect()
         status = qmp.execute("query-status")
         if status.get("status") not in ("running", "paused"):
