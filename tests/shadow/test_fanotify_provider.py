@@ -460,3 +460,20 @@ def test_a_set_made_by_the_command_line_outlives_it_until_deleted(ext4, cli):
     assert deleted.returncode == 0, deleted.stderr
     assert not listener_alive(shadow) and not os.path.exists(shadow.path)
     assert os.listdir(base_dir()) == []
+
+
+def test_a_commit_past_its_limit_is_cancelled_and_leaves_the_volume_thawed(big_ext4):
+    from shadowvault.errors import ShadowError
+    from tests.shadow.frozen_probe import write_completes
+
+    for d in range(40):  # enough files that the listener is still indexing (its own freeze) at the limit
+        (big_ext4.mount / f"d{d}").mkdir()
+        for f in range(500):
+            (big_ext4.mount / f"d{d}" / f"f{f}").touch()
+    with pytest.raises(ShadowError, match="provider fanotify timed out at commit"):
+        create_shadow_set([str(big_ext4.mount)], SetOptions(provider="fanotify", commit_timeout=0.3))
+    assert write_completes(big_ext4.mount)
+    assert ShadowStore().list() == []
+    assert os.listdir(base_dir()) == []
+    mounted = Path("/proc/self/mountinfo").read_text()
+    assert base_dir() not in mounted

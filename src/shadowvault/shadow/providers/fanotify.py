@@ -11,7 +11,8 @@ view fails every access (ENOTCONN), and a failed copy makes it fail with EIO: ne
 It needs the filesystem frozen at the instant (FreezePolicy.NEEDS): the index is finished inside
 the freeze, which is what makes it one point in time across files (hence `atomic`). With `--writer
 fsfreeze` that is the set's freeze; without, the listener freezes the volume itself for its index
-(fanotify_freeze), and this provider thaws it if the listener dies or the commit is cancelled.
+(fanotify_freeze), and this provider thaws it if the listener dies or the commit is cancelled (the
+set is then aborted anyway).
 
 It writes nothing to the shadowed volume: the view, the saved ranges and the listener's log live in
 the state directory (whose filesystem is never frozen), so the saved ranges take space there.
@@ -208,20 +209,20 @@ class FanotifyProvider(Provider):
                 )
         finally:
             os.close(write_end)
-        # Our own descriptor of the volume: if the listener froze it and then dies or is cancelled, we thaw.
+        # Our own descriptor of the volume: if the listener dies or is cancelled, we thaw it.
         volume_fd = os.open(volume.mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         statuses: list[dict] = []
         try:
             self._write_record(shadow, volume, child.pid)
             self._await_status(read_end, child, statuses)
         except BaseException:
-            self._end_listener(child, volume_fd, statuses)
+            self._end_listener(child, volume_fd)
             raise
         finally:
             os.close(read_end)
         ready = next((s["ready"] for s in statuses if "ready" in s), None)
         if ready is None:
-            self._end_listener(child, volume_fd, statuses)
+            self._end_listener(child, volume_fd)
             error = next((s["error"] for s in statuses if "error" in s), None)
             ended = f"the listener ended (exit status {child.poll()}); see {data['log']}"
             raise ProviderError(f"fanotify shadow of {volume.mount_point} failed: {error or ended}")
@@ -231,18 +232,19 @@ class FanotifyProvider(Provider):
         return ready
 
     @staticmethod
-    def _end_listener(child: subprocess.Popen[bytes], volume_fd: int, statuses: list[dict]) -> None:
-        """Kill a listener that failed or was cancelled; thaw the volume if it had frozen it."""
+    def _end_listener(child: subprocess.Popen[bytes], volume_fd: int) -> None:
+        """Kill a listener that failed or was cancelled, then thaw the volume in case it had frozen it.
+
+        Always: it may have been killed between its FIFREEZE and saying so. A failed commit aborts
+        the set, so thawing a freeze the set's fsfreeze writer holds is only its abort done early.
+        """
         with contextlib.suppress(ProcessLookupError):
             child.kill()
         child.wait()
         try:
-            if any(s.get("froze") for s in statuses):
-                thaw(volume_fd)
-            else:
-                os.close(volume_fd)
+            thaw(volume_fd)
         except OSError as err:
-            log.error("cannot thaw the volume the fanotify listener froze: %s", err)
+            log.error("cannot thaw %s after its fanotify listener ended: %s", volume_fd, err)
 
     def _write_record(self, shadow: Shadow, volume: Volume, pid: int) -> None:
         record = {"volume": volume.mount_point, "pid": pid, "start": _process_start(pid)}
