@@ -4,6 +4,7 @@ crash-consistent grading without an agent, whole images from incrementals, clean
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -254,3 +255,31 @@ def test_the_qemu_writer_is_refused_in_a_shadow_set_of_volumes(vm: BareVM, ext4:
     assert done.returncode == 2, done.stderr
     assert "shadowvault vm backup bare" in done.stderr and "Traceback" not in done.stderr
     assert leftovers(vm.qmp_socket) == {"jobs": [], "nodes": [], "bitmaps": []}
+
+
+def test_in_place_restore_waits_for_the_vm_to_stop_and_sets_the_old_image_aside(
+    vm: BareVM, tmp_path: Path
+) -> None:
+    new_repository(tmp_path / "repo").close()
+    hmp_io(vm.qmp_socket, "drive0", "write -P 0x5a 0 1M")
+    done = cli("vm", "backup", "bare", repo=tmp_path / "repo")
+    assert done.returncode == 0, done.stderr
+    hmp_io(vm.qmp_socket, "drive0", "write -P 0xa5 0 1M")  # the change the restore must undo
+    refused = cli("vm", "restore", "latest", "bare", "--in-place", repo=tmp_path / "repo")
+    assert refused.returncode == 2 and "stop VM bare before restoring in place" in refused.stderr
+    vm.process.terminate()
+    vm.process.wait(timeout=30)
+    done = cli("vm", "restore", "latest", "bare", "--in-place", "--json", repo=tmp_path / "repo")
+    assert done.returncode == 0, done.stderr
+    aside = Path(json.loads(done.stdout)["set_aside"]["drive0"])
+    assert aside.name.startswith("disk.qcow2.pre-restore-")
+    for image, byte in ((vm.disk, b"\x5a"), (aside, b"\xa5")):
+        raw = tmp_path / f"{image.name}.raw"
+        subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(raw)], check=True, timeout=120)
+        assert raw.read_bytes()[:4096] == byte * 4096
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(vm.disk)], capture_output=True, check=True
+        ).stdout
+    )
+    assert info["format"] == "qcow2" and "backing-filename" not in info

@@ -10,7 +10,7 @@ from shadowvault.cli import output
 from shadowvault.cli.output import info, note, warn
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.jobs.backup_vm import VmBackupRequest, run_vm_backup
-from shadowvault.jobs.restore_vm import FORMATS, VmRestoreRequest, run_vm_restore
+from shadowvault.jobs.restore_vm import FORMATS, VmRestoreRequest, run_vm_restore, run_vm_restore_in_place
 from shadowvault.jobs.restore_vm_files import restore_disk_path
 from shadowvault.shadow.writers.qemu import QemuWriter
 
@@ -143,7 +143,10 @@ def backup_vm(
 @repo_options
 @click.argument("snapshot")
 @click.argument("name")
-@click.option("--target", required=True, type=click.Path(file_okay=False), help="Directory to restore into.")
+@click.option("--target", type=click.Path(file_okay=False), help="Directory to restore into.")
+@click.option(
+    "--in-place", is_flag=True, help="Over the stopped VM's own images (what is there is set aside)."
+)
 @click.option("--disk", "disks", multiple=True, metavar="DISK", help="Restore this disk only (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="qcow2", show_default=True)
 @click.option(
@@ -160,7 +163,8 @@ def restore_vm(
     password_file: str | None,
     snapshot: str,
     name: str,
-    target: str,
+    target: str | None,
+    in_place: bool,
     disks: tuple[str, ...],
     fmt: str,
     inner_path: str | None,
@@ -170,7 +174,26 @@ def restore_vm(
     as_json: bool,
 ) -> None:
     """Restore VM NAME of SNAPSHOT into --target: its disks and definition (NAME.json, NAME.sh)."""
+    if in_place == (target is not None):
+        raise click.UsageError("give --target DIR or --in-place (over the stopped VM's images)")
     with open_repository(repo, password_file) as r:
+        if in_place:
+            done = run_vm_restore_in_place(r, snapshot, name, list(disks))
+            moved: dict[str, Any] = {
+                "snapshot_id": done.snapshot_id,
+                "vm": name,
+                "disks": done.disks,
+                "set_aside": done.set_aside,
+            }
+
+            def restored_in_place() -> None:
+                for disk, path in done.disks.items():
+                    aside = done.set_aside.get(disk)
+                    info(f"disk {disk}: {path}" + (f" (what was there: {aside})" if aside else ""))
+
+            output.emit(as_json, moved, restored_in_place)
+            return
+        assert target is not None
         if inner_path is not None:
             if len(disks) != 1:
                 raise click.UsageError("--path needs exactly one --disk")
@@ -188,7 +211,7 @@ def restore_vm(
             boot_timeout=boot_timeout,
         )
         result = run_vm_restore(r, request)
-    data = {
+    data: dict[str, Any] = {
         "snapshot_id": result.snapshot_id,
         "vm": name,
         "disks": result.disks,
