@@ -477,3 +477,25 @@ def test_a_commit_past_its_limit_is_cancelled_and_leaves_the_volume_thawed(big_e
     assert os.listdir(base_dir()) == []
     mounted = Path("/proc/self/mountinfo").read_text()
     assert base_dir() not in mounted
+
+
+def test_two_shadows_of_one_volume_each_keep_their_own_instant(ext4):
+    _populate(ext4.mount)
+    first_instant = _tree(ext4.mount)
+    first = create_shadow_set([str(ext4.mount)], FANOTIFY)
+    try:
+        _change(ext4.mount)
+        second_instant = _tree(ext4.mount)
+        second = create_shadow_set([str(ext4.mount)], FANOTIFY)
+        try:
+            (ext4.mount / "docs" / "otrunc.txt").write_bytes(b"third version")
+            with open(ext4.mount / "docs" / "appended.log", "ab") as f:
+                f.write(b"more\n")
+            assert _tree(first.shadows[0].path) == first_instant
+            assert _tree(second.shadows[0].path) == second_instant
+        finally:
+            ShadowStore().release(second.id)
+        assert _tree(first.shadows[0].path) == first_instant
+    finally:
+        ShadowStore().release(first.id)
+    assert os.listdir(base_dir()) == []
