@@ -77,6 +77,8 @@ class Archiver:
         chunker: Chunker | None = None,
         path_filter: PathFilter | None = None,
         skip_paths: set[bytes] | None = None,
+        grafts: dict[bytes, Source] | None = None,
+        not_descended: set[bytes] | None = None,
         read_workers: int = 4,
         blob_workers: int | None = None,
         max_files: int = 64,
@@ -91,6 +93,13 @@ class Archiver:
         self.virtual_root = virtual_root.rstrip(b"/")
         self.filter = path_filter or PathFilter()
         self.skip_paths = {p.rstrip(b"/") for p in (skip_paths or set())}
+        # original path -> where it is read instead (a mount below a source, read through its own shadow)
+        self.grafts = dict(grafts or {})
+        self._graft_names: dict[bytes, set[bytes]] = {}  # directory -> names grafted into it
+        for path in self.grafts:
+            parent, _, name = path.rpartition(b"/")
+            self._graft_names.setdefault(parent or b"/", set()).add(name)
+        self.not_descended = set(not_descended or ())  # directories recorded without their contents
         self.stats = stats or WalkStats()
         self.reader = FileReader(
             store,
@@ -215,9 +224,24 @@ class Archiver:
             job.error = f"directory not listed: {os_reason(err)}"
             self._error(orig, job.error)
             listed = []
+        grafted = self._graft_names.get(orig, set()) - {name for name, _ in listed}
+        if grafted:  # a mount point the shadow does not show (a copy leaves mounts out)
+            listed = sorted([*listed, *((name, "dir") for name in grafted)])
         for name, kind in listed:
             child_orig = join(orig, name)
             if child_orig in self.skip_paths or self.filter.excluded(child_orig):
+                continue
+            graft = self.grafts.get(child_orig)
+            if graft is not None:  # a mount below: read where its own shadow (or the live mount) is
+                try:
+                    st = os.lstat(graft.read_path)
+                except OSError as err:
+                    job.nodes.append(Node(name=name, type="dir", error=os_reason(err)))
+                    self._error(child_orig, os_reason(err))
+                    continue
+                self._entry(
+                    graft.read_path, child_orig, name, st, parent.get(name), job, self._is_copy(graft)
+                )
                 continue
             child_read = join(read_path, name)
             child_access = child_read if access is read_path else join(access, name)
@@ -260,6 +284,11 @@ class Archiver:
             stats.cancellation.check()
         if node.type == "dir":
             stats.dirs += 1
+            if orig in self.not_descended:  # a mount that is not read: the directory, empty
+                sub = _DirJob()
+                self._finish(sub)
+                job.subdirs.append((node, sub))
+                return
             sub_parent = self._children(old.subtree) if old is not None and old.type == "dir" else {}
             sub = self._walk_dir(read_path, orig, sub_parent, copied, access)
             node.error = sub.error

@@ -74,6 +74,12 @@ def _human_size(n: int | None) -> str:
 @click.option("--host", default=None, help="Host name to record (default: this machine's).")
 @click.option("--parent", default=None, metavar="SNAP", help="Compare against this snapshot.")
 @click.option("--force", is_flag=True, help="Read every file, ignoring the parent snapshot.")
+@click.option(
+    "--one-file-system",
+    "-x",
+    is_flag=True,
+    help="Do not read the filesystems mounted below PATHS (each one skipped is named).",
+)
 @backup_component_options
 @json_option
 def backup_cmd(
@@ -87,6 +93,7 @@ def backup_cmd(
     host: str | None,
     parent: str | None,
     force: bool,
+    one_file_system: bool,
     components: tuple[str, ...],
     source_root: str,
     users: str | None,
@@ -95,6 +102,9 @@ def backup_cmd(
     """Back up PATHS into the repository, reading a shadow set where the volumes allow it.
 
     Unreadable files are reported and skipped; the snapshot is saved and the exit code is 3.
+    A filesystem mounted below PATHS is read through its own shadow (unless --one-file-system);
+    kernel filesystems (proc, sysfs, ...) are never read. What is skipped is named, and noted in
+    the backup manifest.
     """
     request = BackupRequest(
         paths=list(paths),
@@ -105,6 +115,7 @@ def backup_cmd(
         host=host,
         parent=parent,
         full=force,
+        one_file_system=one_file_system,
     )
 
     def on_warning(message: str) -> None:

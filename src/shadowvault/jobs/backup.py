@@ -31,7 +31,15 @@ from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.walk_stats import Source, WalkStats
 from shadowvault.archive.walker import Archiver
 from shadowvault.errors import UsageError
-from shadowvault.jobs.shadowing import NO_PROVIDER, grade, plan, shadow_sources, taken_shadow_set
+from shadowvault.jobs.shadowing import (
+    NO_PROVIDER,
+    grade,
+    mount_grafts,
+    plan,
+    shadow_sources,
+    taken_shadow_set,
+)
+from shadowvault.paths_within import is_within
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -60,6 +68,7 @@ class BackupRequest:
     source_root: str = "/"
     extra_sources: list[tuple[str, str]] = field(default_factory=list)
     components: list[str] = field(default_factory=list)
+    one_file_system: bool = False  # mounts below the paths are not read (said, and noted in the manifest)
 
 
 @dataclass
@@ -122,7 +131,15 @@ def run_backup(
         originals = drop_nested([normalize_path(p) for p in request.paths])
     recorded = [os.fsdecode(p) for p in originals]
     host = request.host or socket.gethostname()
-    planned = plan(originals, NO_PROVIDER if foreign_root else request.provider)
+    repo_path = os.path.realpath(repo.path)
+    path_filter = PathFilter(excludes=request.excludes)
+    planned = plan(
+        originals,
+        NO_PROVIDER if foreign_root else request.provider,
+        one_file_system=request.one_file_system,
+        left_out=lambda mount: path_filter.excluded(mount) or is_within(mount, repo_path),
+        nested=not foreign_root,  # another machine's tree: its mounts are not this machine's
+    )
     warnings = list(planned.warnings)
     for message in planned.warnings:
         warn(message)
@@ -133,19 +150,21 @@ def run_backup(
     elif not request.full:
         parent = find_parent(repo.list_snapshots(), recorded, host)
 
-    skip = planned.skip_paths() | {os.fsencode(os.path.realpath(repo.path))}
+    skip = planned.skip_paths() | {os.fsencode(repo_path)}
     stats = stats or WalkStats()
     added_before = repo.stats.stored_bytes_added
 
-    with taken_shadow_set(sets, sorted(planned.shadowed), request.writers, request.provider) as manifest:
+    with taken_shadow_set(sets, planned.set_volumes(), request.writers, request.provider) as manifest:
         sources = [Source(p, below(source_root, p)) for p in planned.live]
         sources += [Source(os.fsencode(orig), os.fsencode(read)) for orig, read in request.extra_sources]
         if manifest is not None:
             sources += shadow_sources(manifest, planned)
         archiver = Archiver(
             repo,
-            path_filter=PathFilter(excludes=request.excludes),
+            path_filter=path_filter,
             skip_paths=skip,
+            grafts=mount_grafts(manifest, planned),
+            not_descended={os.fsencode(m) for m in planned.nested_skipped},
             stats=stats,
             copy_started=manifest.created if manifest is not None else None,
             virtual_root=source_root,
@@ -158,12 +177,13 @@ def run_backup(
     components = list(request.components) or [FILES_COMPONENT]
     freeze_window = None
     if manifest is not None:
-        manifest_blob = repo.save_blob(BlobType.DATA, manifest_doc.encode(manifest))
-        components += [c.name for c in manifest.components()]
-        freeze_window = manifest.freeze_window
         for note in manifest.notes:
             warnings.append(note)
             warn(note)
+        manifest.notes = [*manifest.notes, *planned.mount_notes]  # the mounts not read (warned above)
+        manifest_blob = repo.save_blob(BlobType.DATA, manifest_doc.encode(manifest))
+        components += [c.name for c in manifest.components()]
+        freeze_window = manifest.freeze_window
     duration = time.monotonic() - started
     added_bytes = repo.stats.stored_bytes_added - added_before
     snapshot = Snapshot(

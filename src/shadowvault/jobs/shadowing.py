@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from shadowvault.archive.backup import FILES_COMPONENT
 from shadowvault.archive.walk_stats import Source
 from shadowvault.errors import UsageError
+from shadowvault.jobs.nested_mounts import find_nested
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import SetOptions
 from shadowvault.shadow.path_map import shadow_path
 from shadowvault.shadow.providers.base import SHADOW_DIR_NAME
+from shadowvault.shadow.providers.registry import get_provider
 from shadowvault.shadow.requesting import ShadowSets
 from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
 
@@ -39,17 +41,36 @@ class VolumePlan:
     shadowed: dict[str, list[bytes]] = field(default_factory=dict)  # volume mount point -> paths
     volume_roots: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
+    # mounts below the paths (jobs/nested_mounts.py): read through their own shadow, read live, skipped
+    nested_shadowed: list[str] = field(default_factory=list)
+    nested_live: list[str] = field(default_factory=list)
+    nested_skipped: list[str] = field(default_factory=list)
+    mount_notes: list[str] = field(default_factory=list)  # what was skipped, for the manifest
 
     def skip_paths(self) -> set[bytes]:
         """The shadow directories at the roots of the volumes read: never backed up."""
         return {os.fsencode(mp).rstrip(b"/") + b"/" + SHADOW_DIR_NAME.encode() for mp in self.volume_roots}
 
+    def set_volumes(self) -> list[str]:
+        """The volumes of the shadow set: those of the shadowed paths and of the mounts below the paths."""
+        return sorted(set(self.shadowed) | set(self.nested_shadowed))
 
-def plan(paths: list[bytes], provider: str) -> VolumePlan:
-    """Which paths are read through a shadow set and which live (root filesystem, provider `none`)."""
+
+def plan(
+    paths: list[bytes],
+    provider: str,
+    *,
+    one_file_system: bool = False,
+    left_out: Callable[[str], bool] = lambda _path: False,
+    nested: bool = True,
+) -> VolumePlan:
+    """Which paths are read through a shadow set and which live (root filesystem, provider `none`);
+    with `nested`, the same for the mounts below them (`left_out` ones aside)."""
     volumes = list_volumes(with_uuid=False)
     root = volume_of("/", volumes)
     result = VolumePlan()
+    if nested:
+        _plan_nested(result, paths, volumes, root, provider, one_file_system, left_out)
     for path in paths:
         volume = volume_of(os.fsdecode(path), volumes)
         result.volume_roots.add(volume.mount_point)
@@ -72,6 +93,39 @@ def plan(paths: list[bytes], provider: str) -> VolumePlan:
         else:
             result.shadowed.setdefault(volume.mount_point, []).append(path)
     return result
+
+
+def _plan_nested(
+    result: VolumePlan,
+    paths: list[bytes],
+    volumes: list[Volume],
+    root: Volume,
+    provider: str,
+    one_file_system: bool,
+    left_out: Callable[[str], bool],
+) -> None:
+    """Mounts below the paths: through their own shadow where one can be made with the provider asked
+    for, live otherwise (said), or skipped (said, and noted in the manifest)."""
+    found = find_nested(paths, volumes, one_file_system=one_file_system, left_out=left_out)
+    for volume in found.read:
+        mount = volume.mount_point
+        result.volume_roots.add(mount)
+        why_live = None
+        if provider == NO_PROVIDER:
+            pass
+        elif volume.dev and volume.dev == root.dev and not _snapshots_root(root, provider):
+            why_live = "it is part of the root filesystem, which is never snapshotted"
+        elif provider not in (AUTO, NO_PROVIDER):
+            why_live = get_provider(provider).unsupported_reason(volume)
+        if provider == NO_PROVIDER or why_live is not None:
+            result.nested_live.append(mount)
+            if why_live is not None:
+                result.warnings.append(f"{mount}: mounted inside the backed-up paths, read live ({why_live})")
+        else:
+            result.nested_shadowed.append(mount)
+    result.nested_skipped = [mount for mount, _ in found.skipped]
+    result.mount_notes = found.notes()
+    result.warnings += result.mount_notes
 
 
 def _snapshots_root(root: Volume, provider: str) -> bool:
@@ -103,6 +157,15 @@ def shadow_sources(manifest: ShadowSetManifest, planned: VolumePlan) -> list[Sou
         for paths in planned.shadowed.values()
         for path in paths
     ]
+
+
+def mount_grafts(manifest: ShadowSetManifest | None, planned: VolumePlan) -> dict[bytes, Source]:
+    """Where the walk reads each mount below the paths: its own shadow, or the live mount."""
+    grafts = {os.fsencode(m): Source(os.fsencode(m), os.fsencode(m)) for m in planned.nested_live}
+    if manifest is not None:
+        for mount in planned.nested_shadowed:
+            grafts[os.fsencode(mount)] = Source(os.fsencode(mount), os.fsencode(shadow_path(manifest, mount)))
+    return grafts
 
 
 def grade(manifest: ShadowSetManifest | None, planned: VolumePlan, components: list[str]) -> dict[str, str]:

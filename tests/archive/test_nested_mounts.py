@@ -1,0 +1,103 @@
+"""Mounts inside a backed-up path (issue 16, "Honest output" 1): read through their own shadow unless
+--one-file-system; whatever is skipped is warned about and noted in the manifest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shadowvault.repo.repository import Repository
+from shadowvault.shadow import manifest as manifest_doc
+from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.fixtures.loopfs import unmount_tree
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    repo = tmp_path / "repo"
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    return {
+        "SHADOWVAULT_REPOSITORY": str(repo),
+        "SHADOWVAULT_PASSWORD": PASSWORD,
+        "SHADOWVAULT_NO_DAEMON": "1",
+    }
+
+
+@pytest.fixture
+def mounts():
+    """Mount points made by a test, unmounted (with anything below them) at its end."""
+    made: list[Path] = []
+
+    def mount(*argv: str | Path) -> None:
+        subprocess.run(["mount", *map(str, argv)], check=True, capture_output=True)
+        made.append(Path(argv[-1]))
+
+    yield mount
+    for path in reversed(made):
+        unmount_tree(path)
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def stored_manifest(env: dict[str, str]) -> manifest_doc.ShadowSetManifest:
+    with Repository.open(env["SHADOWVAULT_REPOSITORY"], PASSWORD) as repo:
+        _, snap = repo.find_snapshot("latest")
+        return manifest_doc.decode(repo.load_blob(snap.manifest))
+
+
+def listed(cli, env, path: Path) -> set[str]:
+    done = cli("ls", "latest", str(path), env=env)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.splitlines())
+
+
+def test_a_tmpfs_under_a_shadowed_volume_is_read_through_its_own_shadow(cli, env, btrfs, mounts):
+    data = btrfs.mount / "data"
+    (data / "cache").mkdir(parents=True)
+    (data / "kept").write_text("on btrfs\n")
+    mounts("-t", "tmpfs", "tmpfs", data / "cache")
+    (data / "cache" / "inside").write_text("on tmpfs\n")
+
+    done = cli("backup", "--json", str(data), env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"{data}/cache/inside" in listed(cli, env, data)
+    shadows = {(s.volume, s.provider) for s in stored_manifest(env).shadows}
+    assert shadows == {(str(btrfs.mount), "btrfs"), (str(data / "cache"), "live")}
+
+    done = cli("backup", "--json", "--one-file-system", str(data), env=env)
+    assert done.returncode == 0, done.stderr
+    warned = [m["message"] for m in json_lines(done.stderr) if m["message_type"] == "warning"]
+    assert any(f"{data}/cache" in w and "--one-file-system" in w for w in warned), done.stderr
+    names = listed(cli, env, data)
+    assert f"{data}/cache" in names and f"{data}/cache/inside" not in names
+    manifest = stored_manifest(env)
+    assert any(f"{data}/cache" in note and "--one-file-system" in note for note in manifest.notes)
+    assert {s.volume for s in manifest.shadows} == {str(btrfs.mount)}
+
+
+def test_mounts_under_a_live_path_are_read_through_their_shadows_and_pseudo_filesystems_skipped(
+    cli, env, tmp_path, btrfs, mounts
+):
+    src = tmp_path / "src"  # on the machine's root filesystem: read live
+    (src / "vol").mkdir(parents=True)
+    (src / "proc").mkdir()
+    (src / "top").write_text("on the root filesystem\n")
+    (btrfs.mount / "inner").write_text("on btrfs\n")
+    mounts("--bind", btrfs.mount, src / "vol")
+    mounts("-t", "proc", "proc", src / "proc")
+
+    done = cli("backup", "--json", str(src), env=env)
+    assert done.returncode == 0, done.stderr
+    names = listed(cli, env, src)
+    assert {f"{src}/top", f"{src}/vol/inner", f"{src}/proc"} <= names
+    assert not any(name.startswith(f"{src}/proc/") for name in names)
+    manifest = stored_manifest(env)
+    assert {(s.volume, s.provider) for s in manifest.shadows} == {(str(src / "vol"), "btrfs")}
+    warned = [m["message"] for m in json_lines(done.stderr) if m["message_type"] == "warning"]
+    assert any(f"{src}/proc" in w and "proc" in w for w in warned), done.stderr
+    assert any(f"{src}/proc" in note for note in manifest.notes)
