@@ -19,6 +19,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MULTIPART_THRESHOLD = 64 << 20  # smaller files go in one PUT (a default pack is ~16 MiB)
 PART_SIZE = 16 << 20  # S3 wants >= 5 MiB for every part but the last
+PARALLEL_PARTS = 4  # parts of one upload in flight at once (memory: this many parts)
 IMMUTABLE_DIRS = ("data/", "index/", "snapshots/", "keys/", "damage/")
 CACHED_DIRS = ("index/", "snapshots/", "keys/")  # read whole, again by every process
 LIST_PAGE_SIZE = 1000  # S3's maximum; listings follow continuation tokens page by page
@@ -215,10 +217,10 @@ class S3Backend:
         )
         upload_id = created["UploadId"]
         try:
-            parts = []
-            with open(path, "rb") as f:
-                for number, offset in enumerate(range(0, size, self.part_size), start=1):
-                    chunk = os.pread(f.fileno(), self.part_size, offset)
+            with open(path, "rb") as f, ThreadPoolExecutor(PARALLEL_PARTS, "sv-s3-part") as pool:
+
+                def send(number: int) -> dict[str, Any]:
+                    chunk = os.pread(f.fileno(), self.part_size, (number - 1) * self.part_size)
                     upload = functools.partial(
                         client.upload_part,
                         Bucket=bucket,
@@ -228,7 +230,9 @@ class S3Backend:
                         Body=chunk,
                     )
                     sent = self.s3.call(f"upload part {number} of {name}", upload)
-                    parts.append({"ETag": sent["ETag"], "PartNumber": number})
+                    return {"ETag": sent["ETag"], "PartNumber": number}
+
+                parts = list(pool.map(send, range(1, (size + self.part_size - 1) // self.part_size + 1)))
             self.s3.call(
                 f"complete the upload of {name}", lambda: self._complete(name, upload_id, parts, size)
             )
