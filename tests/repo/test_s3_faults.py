@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from shadowvault.errors import RepositoryError
 from shadowvault.repo.check import check
 from shadowvault.repo.repository import Repository
 from tests.fixtures.s3_faults import Fault, FaultProxy
@@ -111,3 +112,10 @@ def test_a_server_that_keeps_failing_is_one_clear_error(s3_env: S3Server, proxy:
     ):
         backend.save("index/aa", b"x")
     assert proxy.injected["error_500"] == 8
+
+
+def test_an_endpoint_nobody_listens_on_is_one_clear_error(s3_env: S3Server) -> None:
+    from tests.fixtures.servers import free_port
+
+    with pytest.raises(RepositoryError, match=r"after 8 attempts: Could not connect to the endpoint URL"):
+        make_backend(f"s3:http://127.0.0.1:{free_port()}/sv-nobody/repo")
