@@ -283,3 +283,22 @@ def test_in_place_restore_waits_for_the_vm_to_stop_and_sets_the_old_image_aside(
         ).stdout
     )
     assert info["format"] == "qcow2" and "backing-filename" not in info
+
+
+def test_a_vm_snapshot_restores_with_the_ordinary_file_restore_too(vm: BareVM, tmp_path: Path) -> None:
+    new_repository(tmp_path / "repo").close()
+    hmp_io(vm.qmp_socket, "drive0", "write -P 0x3c 8M 1M")
+    done = cli("vm", "backup", "bare", "--json", repo=tmp_path / "repo")
+    assert done.returncode == 0, done.stderr
+    snapshot_id = json.loads(done.stdout)["snapshot_id"]
+    restored = cli(
+        "restore", f"{snapshot_id}:/vms/bare", "--target", str(tmp_path / "plain"), repo=tmp_path / "repo"
+    )
+    assert restored.returncode == 0, restored.stderr
+    image = tmp_path / "plain" / "drive0.raw"
+    definition = json.loads((tmp_path / "plain" / "definition.json").read_text())
+    assert definition["name"] == "bare" and definition["disks"][0]["filename"] == str(vm.disk)
+    assert image.stat().st_size == 64 * 1024 * 1024 and image.stat().st_blocks * 512 <= 2 * 1024 * 1024
+    with open(image, "rb") as f:
+        f.seek(8 * 1024 * 1024)
+        assert f.read(1024 * 1024) == b"\x3c" * 1024 * 1024
