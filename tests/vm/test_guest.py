@@ -71,6 +71,13 @@ def freeze_status(vm: TinyVM) -> str:
             time.sleep(1)
 
 
+def slow_next_freeze(vm: TinyVM) -> None:
+    """The guest's next freeze hook sleeps 8 s before the guest freezes (tiny_vm.py)."""
+    with GuestAgent(str(vm.agent_socket), timeout=30) as agent:
+        handle = agent.execute("guest-file-open", {"path": "/run/slow-freeze", "mode": "w"})
+        agent.execute("guest-file-close", {"handle": handle})
+
+
 def test_writers_list_shows_the_vm_its_disk_and_its_agent(tiny: TinyVM) -> None:
     done = cli("writers", "list", "--json")
     assert done.returncode == 0, done.stderr
@@ -188,9 +195,7 @@ def test_a_requester_killed_inside_the_freeze_leaves_the_guest_running_and_thawe
     tiny: TinyVM, tmp_path: Path
 ) -> None:
     new_repository(tmp_path / "repo").close()
-    with GuestAgent(str(tiny.agent_socket), timeout=30) as agent:  # the next freeze's hook sleeps 8 s
-        handle = agent.execute("guest-file-open", {"path": "/run/slow-freeze", "mode": "w"})
-        agent.execute("guest-file-close", {"handle": handle})
+    slow_next_freeze(tiny)
     hooks_before = tiny.console().count("tinyvm: freeze hook")
     env = dict(os.environ, SHADOWVAULT_PASSWORD=PASSWORD, SHADOWVAULT_VM_SCAN="0")
     requester = subprocess.Popen(
@@ -252,4 +257,37 @@ def test_a_requester_killed_inside_the_freeze_leaves_the_guest_running_and_thawe
     image = str(tmp_path / "r" / "vda.raw")
     fsck = subprocess.run(["e2fsck", "-fn", image], capture_output=True, text=True, timeout=120, check=False)
     assert fsck.returncode == 0, fsck.stdout
+    assert_acknowledged_records(image, acked)
+
+
+def test_a_freeze_that_does_not_answer_in_time_gives_a_crash_consistent_copy_and_a_thawed_guest(
+    tiny: TinyVM, tmp_path: Path
+) -> None:
+    repo = new_repository(tmp_path / "repo")
+    try:
+        slow_next_freeze(tiny)
+        acked = tiny.acked()
+        warnings: list[str] = []
+        # 4 s for the whole freeze: the agent gets 3 s, the guest's hook takes 8 s
+        result = run_vm_backup(repo, VmBackupRequest(vm="tiny", freeze_timeout=4), on_warning=warnings.append)
+        assert result.definition.consistency == "crash"
+        assert result.snapshot.consistency == {"vm:tiny": "crash"}
+        assert any("the guest did not freeze" in w and "crash-consistent" in w for w in warnings), warnings
+        restored = run_vm_restore(
+            repo,
+            VmRestoreRequest(
+                snapshot=result.snapshot_id, vm="tiny", target=str(tmp_path / "r"), format="raw"
+            ),
+        )
+    finally:
+        repo.close()
+    deadline = time.monotonic() + 180
+    while (status := freeze_status(tiny)) != "thawed":  # the late freeze was undone
+        assert time.monotonic() < deadline, f"the guest is still {status}"
+        time.sleep(1)
+    tiny.wait_for_ack(tiny.acked() + 5, timeout=120)
+    image = restored.disks["vda"]
+    # a crash-consistent ext4: its journal is replayed (as at boot after a power cut), then it is clean
+    fsck = subprocess.run(["e2fsck", "-fy", image], capture_output=True, text=True, timeout=120, check=False)
+    assert fsck.returncode in (0, 1), fsck.stdout
     assert_acknowledged_records(image, acked)

@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -237,14 +239,16 @@ class QemuWriter(Writer):
         agent = self._agent() if self.agent_state == "answers" else None
         if agent is not None:
             try:
-                agent.execute("guest-fsfreeze-freeze", timeout=self.freeze_timeout)
+                # the guest's hooks may take a while; the transaction must still fit in the freeze timeout
+                agent.execute("guest-fsfreeze-freeze", timeout=max(1.0, 0.75 * self.freeze_timeout))
                 self.guest_frozen = True
             except AgentError as err:
-                self._thaw_guest()  # a freeze that timed out may still complete in the guest
+                agent.close()
+                self._thaw_later()  # a freeze that timed out may still complete in the guest
                 if self.on_agent_failure == "abort":
                     raise WriterError(f"VM {self.instance}: the guest did not freeze: {err}") from err
                 self.warnings.append(
-                    f"VM {self.instance}: the guest did not freeze ({err}); crash-consistent"
+                    f"VM {self.instance}: the guest did not freeze ({err}); the copy is crash-consistent"
                 )
                 log.warning("%s", self.warnings[-1])
         try:
@@ -253,6 +257,22 @@ class QemuWriter(Writer):
             self._thaw_guest()
             raise WriterError(f"VM {self.instance}: the point-in-time transaction failed: {err}") from err
         self.consistency = "application" if self.guest_frozen else "crash"
+
+    def _thaw_later(self) -> None:
+        """Make sure a guest whose freeze did not answer in time ends up thawed, without waiting here:
+        the agent answers nothing until the guest's freeze hooks end, and then says `frozen`."""
+        spec = self._spec()
+        if spec.agent is None:
+            return
+        argv = [sys.executable, "-m", "shadowvault.vm.release", "--agent", spec.agent]
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # outlives this process if need be
+        )
+        threading.Thread(target=child.wait, name="sv-qemu-thaw-later", daemon=True).start()
 
     def thaw(self, ctx: SnapshotContext) -> None:
         self._thaw_guest()
