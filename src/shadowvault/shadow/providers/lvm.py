@@ -86,11 +86,6 @@ def _human(size: int) -> str:
     return f"{size} B"
 
 
-def _mounted_at(dev: str) -> list[str]:
-    """Where the block device `dev` (major:minor) is mounted."""
-    return [v.mount_point for v in list_volumes(with_uuid=False) if v.dev == dev]
-
-
 class LvmProvider(Provider):
     """LVM snapshots (classic or thin) of the logical volume a filesystem is on, mounted read-only."""
 
@@ -99,8 +94,13 @@ class LvmProvider(Provider):
     freeze_policy = FreezePolicy.BUILT_IN
     priority = 25  # after btrfs (a btrfs on LVM is shadowed by btrfs), before reflink and live
 
+    def __init__(self) -> None:
+        # Origins as read when the set was planned (device -> LV), so that the commit, inside the
+        # freeze window, runs only lvcreate: each lvs scans every device.
+        self._planned_origins: dict[str, LogicalVolume] = {}
+
     def _origin(self, volume: Volume) -> tuple[LogicalVolume | None, str | None]:
-        """The volume's logical volume, or why this provider cannot use it."""
+        """The volume's logical volume, or why this provider cannot use it (read afresh)."""
         prefix = f"provider lvm cannot shadow {volume.mount_point}"
         uuid = dm_uuid(volume.dev)
         if uuid is None or not uuid.startswith("LVM-"):
@@ -125,13 +125,18 @@ class LvmProvider(Provider):
             return None, (
                 f"{prefix}: volume group {lv.vg} has no free space for a classic snapshot of {lv.full_name}"
             )
+        self._planned_origins[volume.dev] = lv
         return lv, None
+
+    def _planned_origin(self, volume: Volume) -> tuple[LogicalVolume | None, str | None]:
+        known = self._planned_origins.get(volume.dev)
+        return (known, None) if known is not None else self._origin(volume)
 
     def unsupported_reason(self, volume: Volume) -> str | None:
         return self._origin(volume)[1]
 
     def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
-        origin, reason = self._origin(volume)
+        origin, reason = self._planned_origin(volume)
         if origin is None:
             raise UnsupportedError(reason or f"provider lvm cannot shadow {volume.mount_point}")
         shadow = self._shadow_at(volume, origin.vg, image_name(set_id, index))
@@ -141,9 +146,11 @@ class LvmProvider(Provider):
             argv += ["--setactivationskip", "n"]
             kind, size = "thin", 0
         else:
-            extents = max(1, int(origin.vg_free_extents * snapshot_share()))
-            argv += ["--extents", str(extents)]
-            kind, size = "classic", extents * origin.vg_extent_size
+            # A share of what is free when lvcreate runs (an earlier snapshot of the same set may
+            # have taken some), in whole percent as lvcreate takes it.
+            percent = max(1, round(snapshot_share() * 100))
+            argv += ["--extents", f"{percent}%FREE"]
+            kind, size = "classic", origin.vg_free_extents * percent // 100 * origin.vg_extent_size
         try:
             proc.run([*argv, origin.full_name], timeout=LVM_TIMEOUT)
         except CommandError as err:
@@ -159,7 +166,7 @@ class LvmProvider(Provider):
         shadow.provider_data.update({"kind": kind, "origin": origin.name, "cow_bytes": size})
         if kind == "classic":
             shadow.notes = [
-                f"classic LVM snapshot of {origin.full_name} with {_human(size)} for changes: if more "
+                f"classic LVM snapshot of {origin.full_name} with about {_human(size)} for changes: if more "
                 f"than that of {volume.mount_point} is rewritten while the shadow exists, the snapshot "
                 "becomes invalid and reading it fails"
             ]
@@ -182,7 +189,7 @@ class LvmProvider(Provider):
             raise ProviderError(f"cannot mount the lvm snapshot {device} at {target}: {err}") from err
 
     def planned(self, volume: Volume, set_id: str, index: int) -> Shadow | None:
-        origin, _ = self._origin(volume)
+        origin, _ = self._planned_origin(volume)
         if origin is None:
             return None
         return self._shadow_at(volume, origin.vg, image_name(set_id, index))
@@ -211,44 +218,48 @@ class LvmProvider(Provider):
         if not volume.dev or not (dm_uuid(volume.dev) or "").startswith("LVM-"):
             return []
         try:
-            origin = logical_volume_of(volume.dev)
-            if origin is None:
-                return []
-            candidates = list_logical_volumes(origin.vg)
+            candidates = list_logical_volumes()
         except ProviderError as err:
             log.warning("cannot look for lvm snapshots of %s: %s", volume.mount_point, err)
+            return []
+        origin = next((lv for lv in candidates if lv.dev == volume.dev), None)
+        if origin is None:
             return []
         found = []
         for lv in candidates:
             match = SNAPSHOT_LV.match(lv.name)
             image = IMAGE_NAME.match(match["image"]) if match else None
-            if match is None or image is None or lv.origin != origin.name or not lv.is_snapshot:
+            same_origin = lv.vg == origin.vg and lv.origin == origin.name
+            if match is None or image is None or not same_origin or not lv.is_snapshot:
                 continue
             found.append(FoundImage(image["set_id"], self._shadow_at(volume, origin.vg, match["image"])))
         return found
 
     def delete(self, shadow: Shadow) -> None:
+        """Unmount the snapshot (refused while it is exposed elsewhere), lvremove it, remove its directory.
+
+        Without lvs: the mount table names the snapshot's device, and lvremove says when it is gone.
+        """
         vg, name = shadow.provider_data.get("vg"), shadow.provider_data.get("lv")
-        target = shadow.provider_data.get("mount")
-        if not vg or not name or not target:
+        target, device = shadow.provider_data.get("mount"), shadow.provider_data.get("device")
+        if not vg or not name or not target or not device:
             raise ProviderError(f"the record of the lvm shadow of {shadow.volume} names no snapshot")
-        lv = find_logical_volume(vg, name)
-        if lv is not None and lv.dev:
-            elsewhere = [m for m in _mounted_at(lv.dev) if m != target]
-            if elsewhere:
-                raise ProviderError(
-                    f"cannot delete the lvm snapshot {vg}/{name}: it is mounted at {elsewhere[0]}; "
-                    "unexpose it first"
-                )
-            if target in _mounted_at(lv.dev):
-                try:
-                    proc.run(["umount", target], timeout=LVM_TIMEOUT)
-                except CommandError as err:
-                    raise ProviderError(f"cannot unmount the lvm snapshot at {target}: {err}") from err
-        if lv is not None:
+        mounts = [v.mount_point for v in list_volumes(with_uuid=False) if v.device == device]
+        elsewhere = [m for m in mounts if m != target]
+        if elsewhere:
+            raise ProviderError(
+                f"cannot delete the lvm snapshot {vg}/{name}: it is mounted at {elsewhere[0]}; "
+                "unexpose it first"
+            )
+        if target in mounts:
             try:
-                proc.run(["lvremove", "--quiet", "--yes", f"{vg}/{name}"], timeout=LVM_TIMEOUT)
+                proc.run(["umount", target], timeout=LVM_TIMEOUT)
             except CommandError as err:
+                raise ProviderError(f"cannot unmount the lvm snapshot at {target}: {err}") from err
+        try:
+            proc.run(["lvremove", "--quiet", "--yes", f"{vg}/{name}"], timeout=LVM_TIMEOUT)
+        except CommandError as err:
+            if "failed to find" not in str(err).lower() and "not found" not in str(err).lower():
                 raise ProviderError(f"cannot remove the lvm snapshot {vg}/{name}: {err}") from err
         try:
             os.rmdir(target)
