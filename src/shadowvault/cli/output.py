@@ -16,9 +16,9 @@ from typing import Any
 import click
 import msgspec
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from shadowvault.cli.tables import render_table
 from shadowvault.display import escape_text
 
 # Off a terminal, rich would cut table cells at 80 columns; ids and paths must never be cut.
@@ -56,14 +56,21 @@ def print_json(obj: Any) -> None:
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
-    """Print rows as a table for a person reading a terminal."""
-    table = Table(title=title, show_edge=False, header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        # Text, not str: a cell is data (a path, a tag), never rich markup like "[/x]"
-        table.add_row(*(Text("" if cell is None else _lines(str(cell))) for cell in row))
-    _stdout.print(table)
+    """Print rows as a table: fitting the terminal's width on a terminal, every value whole (plain
+    text, no box drawing) into a pipe or a file."""
+    cells = [["" if cell is None else _lines(str(cell)) for cell in row] for row in rows]
+    on_terminal = sys.stdout.isatty()
+    lines = render_table(columns, cells, _stdout.width if on_terminal else None)
+    if title:
+        _write_line(escape_text(title), bold=on_terminal)
+    _write_line(lines[0], bold=on_terminal)
+    for line in lines[1:]:
+        _write_line(line, bold=False)
+
+
+def _write_line(line: str, *, bold: bool) -> None:
+    # Text, not str: a cell is data (a path, a tag), never rich markup like "[/x]"
+    _stdout.print(Text(line, style="bold" if bold else ""), soft_wrap=True)
 
 
 def _lines(text: str) -> str:

@@ -1,0 +1,100 @@
+"""Tables as lines of text: every value whole into a pipe, and fitting the terminal's width on one.
+
+A cell is broken only where a person would break it: at spaces, and after a `/` in a path; a piece
+longer than its column is cut only when nothing else fits. Columns are separated by two spaces, with
+no box drawing, so the same lines read well in a terminal, a log and `grep`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from rich.cells import cell_len
+
+GAP = "  "
+_PIECES = re.compile(r"[^\s/]*/+|\S+?(?=/)|\S+\s*|\s+")  # "a/", "b ", "word": where a line may break
+
+
+def render_table(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int | None) -> list[str]:
+    """The table's lines: a header line, then each row (a row whose cells wrap takes several lines).
+
+    `width` None: no limit (every cell whole on its lines). Otherwise the widest columns give way first.
+    """
+    table = [list(columns), *([str(c) for c in row] for row in rows)]
+    natural = [
+        max(cell_len(line) for row in table for line in row[i].split("\n")) for i in range(len(columns))
+    ]
+    widths = natural if width is None else _fit(table, natural, width - cell_len(GAP) * (len(columns) - 1))
+    lines = []
+    for row in table:
+        wrapped = [_wrap(cell, w) for cell, w in zip(row, widths, strict=True)]
+        for n in range(max(len(cell) for cell in wrapped)):
+            parts = [
+                _pad(cell[n] if n < len(cell) else "", w) for cell, w in zip(wrapped, widths, strict=True)
+            ]
+            lines.append(GAP.join(parts).rstrip())
+    return lines
+
+
+LONG_PIECE = 20  # a column holding pieces this long (path components, names) is cut before the others
+MIN_CUT = 8  # how narrow such a column gets before other columns are cut too
+
+
+def _fit(table: list[list[str]], natural: list[int], available: int) -> list[int]:
+    """Column widths summing to at most `available`: the widest column narrows first, down to its
+    longest unbreakable piece; then columns of long pieces (paths) are cut, then (only if it must) any."""
+    widths = list(natural)
+    floors = [
+        min(max((cell_len(p.rstrip()) for row in table for p in _pieces(row[i])), default=1), natural[i])
+        for i in range(len(widths))
+    ]
+    steps = (
+        lambda i: floors[i],  # wrapped at spaces and slashes only
+        lambda i: LONG_PIECE if floors[i] > LONG_PIECE else floors[i],  # long pieces cut
+        lambda i: MIN_CUT if floors[i] > LONG_PIECE else floors[i],
+        lambda i: 1,
+    )
+    for floor_of in steps:
+        while sum(widths) > available:
+            shrinkable = [i for i in range(len(widths)) if widths[i] > max(floor_of(i), 1)]
+            if not shrinkable:
+                break
+            widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+    return widths
+
+
+def _pieces(cell: str) -> list[str]:
+    return [piece for line in cell.split("\n") for piece in _PIECES.findall(line)]
+
+
+def _wrap(cell: str, width: int) -> list[str]:
+    """The cell's lines within `width`: broken at spaces and after slashes; a piece too long is cut."""
+    out: list[str] = []
+    for line in cell.split("\n"):
+        current = ""
+        for piece in _PIECES.findall(line) or [""]:
+            if cell_len(current + piece.rstrip()) <= width:
+                current += piece
+                continue
+            if current.strip():
+                out.append(current.rstrip())
+            current = piece.lstrip() if current.strip() else (current + piece).lstrip()
+            while cell_len(current.rstrip()) > width:  # a piece wider than the column: cut it
+                head, current = _cut(current, width)
+                out.append(head)
+        out.append(current.rstrip())
+    return out
+
+
+def _cut(text: str, width: int) -> tuple[str, str]:
+    taken = 0
+    for at, char in enumerate(text):
+        taken += cell_len(char)
+        if taken > width:
+            return text[: max(at, 1)], text[max(at, 1) :]
+    return text, ""
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(width - cell_len(text), 0)

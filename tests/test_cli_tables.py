@@ -1,0 +1,100 @@
+"""Tables (issue 16, "Honest output" 6): plain text into a pipe, and fitting the terminal's width on a
+terminal, with ids, times and words never cut."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
+
+BOX_DRAWING = re.compile("[\u2500-\u257f]")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    repo = tmp_path / "repo"
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    return {
+        "SHADOWVAULT_REPOSITORY": str(repo),
+        "SHADOWVAULT_PASSWORD": PASSWORD,
+        "SHADOWVAULT_NO_DAEMON": "1",
+    }
+
+
+@pytest.fixture
+def two_snapshots(cli, env, tmp_path) -> list[str]:
+    src = tmp_path / "a-directory-with-a-rather-long-name-to-show-in-a-table" / "and-a-source-below-it"
+    src.mkdir(parents=True)
+    (src / "file").write_text("x")
+    for tag in ("first-tag", "second-tag"):
+        done = cli("backup", "--provider", "none", "--tag", tag, str(src), env=env)
+        assert done.returncode == 0, done.stderr
+    done = cli("snapshots", "--json", env=env)
+    import json
+
+    return [s["id"] for s in json.loads(done.stdout)]
+
+
+def on_terminal(argv: list[str], env: dict[str, str], columns: int) -> str:
+    """Run the CLI with stdout on a terminal `columns` wide; everything it wrote there."""
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    environment = {k: v for k, v in {**os.environ, **env}.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shadowvault.cli.main", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=child,
+        stderr=subprocess.PIPE,
+        env={**environment, "TERM": "xterm"},
+    )
+    os.close(child)
+    out = b""
+    while True:
+        ready, _, _ = select.select([main], [], [], 120)
+        assert ready, out
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the last writer closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(main)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    return ANSI.sub("", out.decode()).replace("\r\n", "\n")
+
+
+def test_tables_are_plain_text_into_a_pipe(cli, env, two_snapshots):
+    done = cli("snapshots", env=env)
+    assert done.returncode == 0, done.stderr
+    assert not BOX_DRAWING.search(done.stdout), done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["ID", "Time", "Host", "Paths", "Tags", "Size", "Components", "Consistency"]
+    for sid, tag in zip(two_snapshots, ("first-tag", "second-tag"), strict=True):
+        (row,) = [line for line in lines if line.startswith(sid[:8])]
+        assert tag in row.split() and "and-a-source-below-it" in row  # one row, whole values
+
+
+def test_tables_fit_the_terminal_and_cut_no_word(env, two_snapshots):
+    shown = on_terminal(["snapshots"], env, columns=80)
+    lines = shown.splitlines()
+    assert lines and all(len(line) <= 80 for line in lines), shown
+    for sid in two_snapshots:
+        assert sid[:8] in shown
+    words = set(re.findall(r"[\w=.:-]+", shown))
+    assert {"first-tag", "second-tag", "files=none"} <= words, shown
+    wide = on_terminal(["snapshots"], env, columns=250)
+    assert "and-a-source-below-it" in wide and all(len(line) <= 250 for line in wide.splitlines())
