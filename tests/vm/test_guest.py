@@ -18,6 +18,7 @@ import pytest
 from shadowvault.jobs.backup_vm import VmBackupRequest, run_vm_backup
 from shadowvault.jobs.restore_vm import VmRestoreRequest, run_vm_restore
 from shadowvault.vm.agent import AgentError, GuestAgent
+from shadowvault.vm.boot_check import verify_boot
 from tests.fixtures.tiny_vm import READY_MARKER, RECORD_SIZE, TinyVM, tiny_vm
 from tests.vm.helpers import PASSWORD, cli, declare, leftovers, new_repository, qmp
 
@@ -132,6 +133,10 @@ def test_backups_under_load_restore_consistent_with_every_acknowledged_record(
             assert fsck.returncode == 0, fsck.stdout + fsck.stderr
             held = assert_acknowledged_records(image, acked)
             assert held >= acked
+            if number == 0:  # the full one boots too (the last is booted through the CLI below)
+                argv = result.definition.argv
+                booted = verify_boot(argv, {str(tiny.directory / "vda.qcow2"): (image, "raw")}, READY_MARKER)
+                assert booted.seconds > 0
     finally:
         repo.close()
     # the last one through the CLI as a user would: qcow2 + definition, booted headless to its marker

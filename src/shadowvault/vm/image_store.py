@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -52,6 +52,7 @@ class ImageStats:
     zero_chunks: int = 0
     new_chunks: int = 0  # not in the repository before
     new_bytes: int = 0
+    counted: set[bytes] = field(default_factory=set, repr=False)  # new chunks being stored
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,12 @@ def _save(sink: ImageSink, data: bytes, stats: ImageStats, lock: threading.Lock)
     blob_id = sink.blob_id(data)
     if sink.has_blob(blob_id):
         return blob_id
-    with lock:
-        stats.new_chunks += 1
-        stats.new_bytes += len(data)
-    return sink.save_blob(data)
+    with lock:  # two threads may meet the same new chunk: the repository stores it once, count it once
+        if blob_id not in stats.counted:
+            stats.counted.add(blob_id)
+            stats.new_chunks += 1
+            stats.new_bytes += len(data)
+    saved = sink.save_blob(data)
+    with lock:  # from now on has_blob() answers for it: the set holds only chunks in flight
+        stats.counted.discard(blob_id)
+    return saved
