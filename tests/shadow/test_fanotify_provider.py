@@ -381,21 +381,23 @@ def test_an_orphan_shadow_is_reaped_with_its_listener(ext4):
 def test_a_backup_through_the_shadow_restores_sqlite_as_of_the_instant(big_ext4, tmp_path):
     from shadowvault.jobs.backup import BackupRequest, run_backup
     from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
+    from shadowvault.jobs.writer_plan import load_manifest
     from tests.archive.helpers import new_repo
 
     app = big_ext4.mount / "app"
     app.mkdir()
     db = app / "app.db"
     held = _make_db(db, "wal")
-    acks: list[tuple[int, float]] = []
+    acks: list[tuple[int, float, float]] = []  # n, sent, acknowledged
     stop = threading.Event()
 
     def load() -> None:
         n = 0
         while not stop.is_set():
             n += 1
+            sent = time.time()
             _sqlite_insert(held, n)
-            acks.append((n, time.time()))
+            acks.append((n, sent, time.time()))
             time.sleep(0.001)
 
     thread = threading.Thread(target=load, daemon=True)
@@ -407,8 +409,12 @@ def test_a_backup_through_the_shadow_restores_sqlite_as_of_the_instant(big_ext4,
         started = time.time()
         request = BackupRequest(paths=[str(app)], provider="fanotify", writers=[f"sqlite:{db}"])
         result = run_backup(repo, request)
-        assert not result.errors and result.freeze_window is not None
-        after_backup = len(acks)
+        assert not result.errors, result.errors
+        manifest = load_manifest(repo, result.snapshot)
+        assert manifest.frozen_at is not None and manifest.freeze_window is not None
+        thawed = manifest.frozen_at + manifest.freeze_window
+        while acks[-1][1] <= thawed:  # at least one transaction begun after the shadow was made
+            time.sleep(0.01)
         restored = tmp_path / "restored"
         done = run_files_restore(repo, FilesRestoreRequest(snapshot=result.snapshot_id, target=str(restored)))
         assert not done.errors
@@ -418,8 +424,9 @@ def test_a_backup_through_the_shadow_restores_sqlite_as_of_the_instant(big_ext4,
         held.close()
         repo.close()
     rows, counter = _check_copy(str(restored / str(db).lstrip("/")), tmp_path / "check")
-    assert rows == counter >= max(n for n, at in acks if at < started)
-    assert rows < after_backup  # what the load committed while the backup read the shadow is not in it
+    assert rows == counter >= max(n for n, _, acked in acks if acked < started)
+    # nothing the load began after the thaw (while the backup read the shadow) is in it
+    assert rows < min(n for n, sent, _ in acks if sent > thawed)
     assert os.listdir(base_dir()) == []
 
 
