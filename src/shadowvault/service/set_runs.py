@@ -58,7 +58,3 @@ class SetRuns:
             run.complete(False)
         else:
             ShadowStore().release(set_id)
-
-    def running(self) -> list[str]:
-        with self._lock:
-            return list(self._runs)
