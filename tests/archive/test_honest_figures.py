@@ -146,3 +146,45 @@ def test_an_empty_password_at_the_prompt_is_refused_not_asked_again(tmp_path, en
             proc.wait()
         os.close(main)
     assert seen.count(PROMPT) == 1 and b"empty password is not allowed" in seen, seen
+
+
+def test_progress_counts_done_against_the_totals(cli, env, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = [1000 * (i + 1) for i in range(30)]
+    for i, size in enumerate(sizes):
+        (src / f"f{i:02}").write_bytes(os.urandom(size))
+    os.link(src / "f00", src / "link-to-f00")
+    total_bytes = sum(sizes) + sizes[0]
+    for run in ("first", "second"):
+        done = cli("backup", "--json", "--provider", "none", str(src), env=env)
+        assert done.returncode == 0, done.stderr
+        statuses = [m for m in map(json.loads, done.stdout.splitlines()) if m["message_type"] == "status"]
+        last = statuses[-1]  # the figures the backup ended with
+        assert (last["files_done"], last["total_files"]) == (31, 31), (run, last)
+        assert (last["bytes_done"], last["total_bytes"]) == (total_bytes, total_bytes), (run, last)
+        assert last["percent_done"] == 1.0 and last["seconds_remaining"] == 0 and last["scan_finished"]
+        assert last["bytes_per_second"] > 0
+        for status in statuses:  # never more done than the total it was shown against
+            assert (
+                status["files_done"] <= status["total_files"]
+                and status["bytes_done"] <= status["total_bytes"]
+            )
+
+
+def test_the_scanner_counts_what_the_backup_will_read(tmp_path):
+    from shadowvault.archive.scan import Scanner
+    from shadowvault.archive.walk_stats import Source, WalkStats
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a").write_bytes(b"a" * 100)
+    (src / "b").write_bytes(b"b" * 50)
+    (src / "skip").mkdir()
+    (src / "skip" / "c").write_bytes(b"c" * 7)
+    stats = WalkStats()
+    raw = os.fsencode(src)
+    with Scanner([Source(raw, raw)], stats, skipped=lambda p: p == raw + b"/skip"):
+        while not stats.scan_finished:
+            os.sched_yield()
+    assert (stats.scan_files, stats.scan_bytes) == (2, 150)

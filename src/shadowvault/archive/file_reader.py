@@ -67,16 +67,22 @@ class FileReader:
         self.chunk_slots = threading.BoundedSemaphore(max_chunks or 2 * workers + 2)
         self.large_file = threading.Lock()
 
-    def submit(self, access: bytes, node: Node) -> Future[StoredContent]:
-        """Read the file at `access` on a reader thread (waits while `max_files` are in flight)."""
+    def submit(self, access: bytes, node: Node, label: bytes = b"") -> Future[StoredContent]:
+        """Read the file at `access` (its original path: `label`) on a reader thread (waits while
+        `max_files` are in flight)."""
         self.file_slots.acquire()
         try:
-            fut = self.readers.submit(self._read_file, access, node)
+            fut = self.readers.submit(self._read_file, access, node, label)
         except BaseException:
             self.file_slots.release()
             raise
-        fut.add_done_callback(lambda _f: self.file_slots.release())
+        fut.add_done_callback(self._file_done)
         return fut
+
+    def _file_done(self, _fut: Future[StoredContent]) -> None:
+        self.file_slots.release()
+        with self.stats.lock:
+            self.stats.files_done += 1
 
     def shutdown(self, *, cancel: bool = False) -> None:
         """Wait for the threads (`cancel`: drop the queued work instead of reading every queued file)."""
@@ -84,12 +90,13 @@ class FileReader:
         self.readers.shutdown(wait=wait, cancel_futures=cancel)
         self.blobbers.shutdown(wait=wait, cancel_futures=cancel)
 
-    def _read_file(self, read_path: bytes, node: Node) -> StoredContent:
+    def _read_file(self, read_path: bytes, node: Node, label: bytes = b"") -> StoredContent:
         """Cut one file into chunks and save them: the DATA blob ids in order, and how many bytes.
 
         The node gets the metadata of what is read (fstat of the open file), except its size, which
         is the number of bytes stored (set when the tree is written): a file that grows or shrinks
         while it is read is restored as it was read, and the change is reported."""
+        self.stats.reading_path = label or read_path  # shown by progress (one writer at a time suffices)
         try:
             fd = os.open(read_path, _OPEN_FLAGS)
         except PermissionError:
@@ -166,5 +173,6 @@ class FileReader:
         blob_id = self.store.save_blob(BlobType.DATA, chunk)
         with self.stats.lock:
             self.stats.bytes_read += len(chunk)
+            self.stats.bytes_done += len(chunk)
             self.stats.blobs_saved += 1
         return blob_id

@@ -38,6 +38,12 @@ class WalkStats:
     bytes_total: int = 0  # size of every file in the snapshot
     bytes_read: int = 0  # bytes actually read from files (unmodified files are not read)
     blobs_saved: int = 0
+    files_done: int = 0  # files whose content is stored (read, or found unmodified)
+    bytes_done: int = 0  # bytes of those files: read, or found unmodified (not read)
+    scan_files: int = 0  # the files the scanner found so far (archive/scan.py), for a percentage
+    scan_bytes: int = 0
+    scan_finished: bool = False  # scan_files and scan_bytes are the totals
+    reading_path: bytes = b""  # the file a reader thread started last (the original path)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): stored, but note it
     current_path: bytes = b""  # the entry being walked (set without the lock: one writer)
@@ -47,7 +53,8 @@ class WalkStats:
 
     @property
     def current(self) -> str:
-        return text(self.current_path)
+        """The file being read, else the entry being walked."""
+        return text(self.reading_path or self.current_path)
 
     @property
     def files(self) -> int:

@@ -301,6 +301,9 @@ class Archiver:
         link_key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and link_key in self._links:
             first, fut = self._links[link_key]
+            with stats.lock:  # nothing of this name is read
+                stats.files_done += 1
+                stats.bytes_done += node.size
             if fut is None:  # its first name was found unmodified: so is this one
                 node.content, node.size = list(first.content), first.size
                 stats.files_unmodified += 1
@@ -317,6 +320,9 @@ class Archiver:
             node.content = list(old.content)
             node.sparse = old.sparse or node.sparse
             stats.files_unmodified += 1
+            with stats.lock:
+                stats.files_done += 1
+                stats.bytes_done += node.size
             if st.st_nlink > 1:
                 self._links[link_key] = (node, None)
             return
@@ -324,7 +330,7 @@ class Archiver:
             stats.files_new += 1
         else:
             stats.files_changed += 1
-        fut = self.reader.submit(access, node)
+        fut = self.reader.submit(access, node, orig)
         job.files.append((node, fut, text(orig)))
         if st.st_nlink > 1:
             self._links[link_key] = (node, fut)

@@ -26,24 +26,52 @@ PROVIDERS = ["auto", "btrfs", "reflink", "live", "none"]
 
 
 def _status(stats: WalkStats) -> dict:
+    """Done and total (the scan's totals grow until it finishes), the rate, and the time left."""
     with stats.lock:
+        elapsed = time.monotonic() - stats.started
+        total_files = max(stats.scan_files, stats.files_done)
+        total_bytes = max(stats.scan_bytes, stats.bytes_done)
+        rate = stats.bytes_done / elapsed if elapsed > 0 else 0.0
+        if total_bytes:
+            percent = stats.bytes_done / total_bytes
+        else:
+            percent = stats.files_done / total_files if total_files else float(stats.scan_finished)
+        left = total_bytes - stats.bytes_done
+        remaining = (left / rate if rate > 0 else None) if left else 0.0
         return {
             "message_type": "status",
-            "seconds_elapsed": round(time.monotonic() - stats.started, 1),
-            "files_done": stats.files,
-            "bytes_total": stats.bytes_total,
+            "seconds_elapsed": round(elapsed, 1),
+            "seconds_remaining": round(remaining) if stats.scan_finished and remaining is not None else None,
+            "percent_done": round(percent, 4),
+            "files_done": stats.files_done,
+            "total_files": total_files,
+            "bytes_done": stats.bytes_done,
+            "total_bytes": total_bytes,
+            "bytes_per_second": round(rate),
+            "scan_finished": stats.scan_finished,
+            "bytes_total": stats.bytes_total,  # of the files walked so far
             "bytes_read": stats.bytes_read,
             "errors": len(stats.errors),
             "current_file": stats.current,
         }
 
 
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
 def _line(s: dict) -> str:
     # shown by rich.live, which reads markup: a name like "[/x]" must stay text
-    current = escape_markup(escape_text(s["current_file"])[-60:])
+    current = escape_markup(escape_text(s["current_file"])[-50:])
+    more = "" if s["scan_finished"] else "+"  # the scan is still counting
+    eta = _clock(s["seconds_remaining"]) if s["seconds_remaining"] is not None else "--:--"
     return (
-        f"[{s['seconds_elapsed']:.0f}s] {s['files_done']} files, {s['bytes_read'] / 2**20:.1f} MiB read "
-        f"of {s['bytes_total'] / 2**20:.1f} MiB, {s['errors']} errors  {current}"
+        f"[{_clock(s['seconds_elapsed'])}] {s['percent_done'] * 100:.1f}%  "
+        f"{s['files_done']} / {s['total_files']}{more} files  "
+        f"{_human_size(s['bytes_done'])} / {_human_size(s['total_bytes'])}{more}  "
+        f"{_human_size(s['bytes_per_second'])}/s  ETA {eta}  {s['errors']} errors  {current}"
     )
 
 
@@ -137,7 +165,7 @@ def backup_cmd(
         elif not paths:
             raise UsageError("give the PATHS to back up, or --component NAME")
         r = stack.enter_context(open_repository(repo, password_file, write=True))
-        stack.enter_context(progress(lambda: _status(stats), _line, as_json))
+        stack.enter_context(progress(lambda: _status(stats), _line, as_json, final=True))
         result = run_backup(r, request, stats=stats, on_warning=on_warning, sets=shadow_sets())
     for path, reason in result.file_warnings:
         if as_json:

@@ -16,10 +16,15 @@ REFRESH = 0.25  # seconds between terminal updates
 
 @contextmanager
 def progress(
-    status: Callable[[], dict[str, Any]], line: Callable[[dict[str, Any]], str], as_json: bool
+    status: Callable[[], dict[str, Any]],
+    line: Callable[[dict[str, Any]], str],
+    as_json: bool,
+    *,
+    final: bool = False,
 ) -> Iterator[None]:
     """While the block runs: `status()` as a JSON line on stdout every second with --json; `line(status())`
-    as a transient line on stderr when stderr is a terminal; nothing otherwise (logs, pipes)."""
+    as a transient line on stderr when stderr is a terminal; nothing otherwise (logs, pipes). With
+    `final`, a last JSON status when the block completes (the figures it ended with, however short)."""
     if not as_json and not sys.stderr.isatty():
         yield
         return
@@ -51,3 +56,5 @@ def progress(
         thread.join()
         if live is not None:
             live.stop()
+    if as_json and final:
+        print_json(status())

@@ -28,6 +28,7 @@ from shadowvault.archive.backup import (
     username,
 )
 from shadowvault.archive.patterns import PathFilter
+from shadowvault.archive.scan import Scanner
 from shadowvault.archive.walk_stats import Source, WalkStats
 from shadowvault.archive.walker import Archiver
 from shadowvault.errors import UsageError
@@ -159,17 +160,24 @@ def run_backup(
         sources += [Source(os.fsencode(orig), os.fsencode(read)) for orig, read in request.extra_sources]
         if manifest is not None:
             sources += shadow_sources(manifest, planned)
+        grafts = mount_grafts(manifest, planned)
         archiver = Archiver(
             repo,
             path_filter=path_filter,
             skip_paths=skip,
-            grafts=mount_grafts(manifest, planned),
+            grafts=grafts,
             not_descended={os.fsencode(m) for m in planned.nested_skipped},
             stats=stats,
             copy_started=manifest.created if manifest is not None else None,
             virtual_root=source_root,
         )
-        root = archiver.archive(sources, parent[1].tree if parent else None)
+        left_out = {os.fsencode(m) for m in planned.nested_skipped} | skip
+        with Scanner(
+            sources, stats, skipped=lambda p: p in left_out or path_filter.excluded(p), grafts=grafts
+        ):
+            root = archiver.archive(sources, parent[1].tree if parent else None)
+        with stats.lock:  # the walk is done: its counts are the totals, whatever the scan reached
+            stats.scan_files, stats.scan_bytes, stats.scan_finished = stats.files, stats.bytes_total, True
         if manifest is not None:
             validity.ensure_valid(manifest)  # an overflowed LVM snapshot read "fine" from cache
 
