@@ -211,7 +211,9 @@ def overflowing_setup(lab: GuestLab) -> Iterator[Callable[[str], None]]:
         lab.run("rm -rf /etc/shadowvault /usr/local/sbin/sv-filler /tmp/repo")
 
 
-def test_a_classic_snapshot_that_overflows_fails_the_backup_loudly(lab: GuestLab, vg: str, overflowing_setup):
+def test_a_classic_snapshot_that_overflows_fails_backup_and_exec_loudly(
+    lab: GuestLab, vg: str, overflowing_setup
+):
     env = {"SHADOWVAULT_PASSWORD": "secret"}
     with lvm_volume(lab, vg, "ext4", "classic") as mount:
         lab.check(f"for i in 1 2 3; do head -c 3000000 /dev/urandom > {mount}/file$i; done")
@@ -226,4 +228,9 @@ def test_a_classic_snapshot_that_overflows_fails_the_backup_loudly(lab: GuestLab
         assert "Traceback" not in backup.stderr
         listed = lab.sv("snapshots", "-r", "/tmp/repo", "--json", env=env)
         assert json.loads(listed.stdout) == [], listed.context()
+        assert snapshot_lvs(lab, vg) == []
+
+        ran = lab.sv("exec", "--volume", mount, *SLOW, "--", "cat", "{shadow}/file1")
+        assert ran.returncode == 1, ran.context()
+        assert "overflowed" in ran.stderr.strip().splitlines()[-1], ran.context()
         assert snapshot_lvs(lab, vg) == []

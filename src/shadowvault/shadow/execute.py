@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import msgspec
 
 from shadowvault.errors import NotFoundError, PermissionDeniedError, UsageError
+from shadowvault.shadow import validity
 from shadowvault.shadow.in_place import wrapped as in_place_command
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import DEFAULTS, SetOptions
@@ -115,6 +116,9 @@ def run_in_shadow_set(
             return COMMAND_NOT_EXECUTABLE, manifest
         if status < 0:  # killed by a signal: report it the way a shell does
             status = 128 - status
+        # What the program read is only the point in time if every shadow still holds it (an LVM
+        # snapshot may have overflowed meanwhile): else fail, and writers see no completed backup.
+        validity.ensure_valid(manifest)
         if status != 0:
             # The program failed: writers must not treat this as a completed backup (no log truncation).
             raise _ProgramFailed(status, manifest)
