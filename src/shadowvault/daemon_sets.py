@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -85,7 +85,9 @@ class ThroughDaemon:
     def create(self, volumes: Sequence[str], options: SetOptions) -> ShadowSetManifest:
         return _manifest(self.client.create_shadow_set(list(volumes), persistent=True, **_request(options)))
 
-    def list_sets(self) -> list[tuple[ShadowSetManifest, list[Exposure]]]:
+    def list_sets(
+        self, on_warning: Callable[[str], None] | None = None
+    ) -> list[tuple[ShadowSetManifest, list[Exposure]]]:
         return [(_manifest(d), _exposures(d.get("exposures", []))) for d in self.client.shadow_sets()]
 
     def delete(self, ref: str | None = None, *, oldest: bool = False) -> list[str]:

@@ -10,12 +10,9 @@ import click
 from shadowvault.cli import output
 from shadowvault.cli.coordination import shadow_sets
 from shadowvault.cli.shadows_create import create
-from shadowvault.errors import PermissionDeniedError, ShadowvaultError, UsageError
-from shadowvault.shadow import exposure as exposing
+from shadowvault.errors import UsageError
 from shadowvault.shadow.exposure import Exposure
 from shadowvault.shadow.manifest import ShadowSetManifest
-from shadowvault.shadow.requesting import InProcess, ShadowSets
-from shadowvault.shadow.store import ShadowStore
 
 
 @click.group("shadows")
@@ -52,7 +49,7 @@ def _print_set(manifest: ShadowSetManifest, exposed: list[Exposure]) -> None:
 @output.json_option
 def list_cmd(as_json: bool) -> None:
     """Shadow sets, oldest first (sets whose requester has ended are released first)."""
-    listed = _listed(shadow_sets())
+    listed = shadow_sets().list_sets(on_warning=output.warn)
 
     def human() -> None:
         if not listed:
@@ -65,21 +62,6 @@ def list_cmd(as_json: bool) -> None:
 
     data = [{**output.to_builtins(m), "exposures": output.to_builtins(e)} for m, e in listed]
     output.emit(as_json, data, human)
-
-
-def _listed(sets: ShadowSets) -> list[tuple[ShadowSetManifest, list[Exposure]]]:
-    """Every set; in process, a user who may not release ended requesters' sets still lists them."""
-    if not isinstance(sets, InProcess):
-        return sets.list_sets()
-    store = ShadowStore()
-    try:
-        store.reap()
-    except PermissionDeniedError:
-        pass  # a user who may not release sets may still list them (or is told why not, below)
-    except ShadowvaultError as err:
-        output.warn(f"sets of ended requesters were not released: {err}")
-    exposures = exposing.exposures(store)
-    return [(m, [e for e in exposures if e.set_id == m.id]) for m in store.list()]
 
 
 @shadows.command("delete")

@@ -9,10 +9,12 @@ Both answer with the same manifests and exposures, so the commands print the sam
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from shadowvault.errors import PermissionDeniedError, ShadowvaultError
 from shadowvault.shadow import coordinator
 from shadowvault.shadow import exposure as exposing
 from shadowvault.shadow.exposure import Exposure
@@ -20,6 +22,8 @@ from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import SetOptions
 from shadowvault.shadow.privilege import check_may_create_shadow_sets, needs_root
 from shadowvault.shadow.store import ShadowStore
+
+log = logging.getLogger(__name__)
 
 
 class ShadowSets(Protocol):
@@ -38,8 +42,11 @@ class ShadowSets(Protocol):
         """A set that stays (persistent) until `delete`."""
         ...
 
-    def list_sets(self) -> list[tuple[ShadowSetManifest, list[Exposure]]]:
-        """Every set the caller may see, oldest first, with its exposures (ended requesters' reaped)."""
+    def list_sets(
+        self, on_warning: Callable[[str], None] | None = None
+    ) -> list[tuple[ShadowSetManifest, list[Exposure]]]:
+        """Every set the caller may see, oldest first, with its exposures (ended requesters' reaped;
+        a reap that failed is told to `on_warning`, and the listing goes on)."""
         ...
 
     def delete(self, ref: str | None = None, *, oldest: bool = False) -> list[str]:
@@ -69,9 +76,16 @@ class InProcess:
         with needs_root():
             return coordinator.create_shadow_set(list(volumes), options)
 
-    def list_sets(self) -> list[tuple[ShadowSetManifest, list[Exposure]]]:
+    def list_sets(
+        self, on_warning: Callable[[str], None] | None = None
+    ) -> list[tuple[ShadowSetManifest, list[Exposure]]]:
         store = ShadowStore()
-        store.reap()
+        try:
+            store.reap()
+        except PermissionDeniedError:
+            pass  # a user who may not release sets may still list them (or is told why not)
+        except ShadowvaultError as err:
+            (on_warning or log.warning)(f"sets of ended requesters were not released: {err}")
         exposures = exposing.exposures(store)
         return [(m, [e for e in exposures if e.set_id == m.id]) for m in store.list()]
 
