@@ -21,8 +21,10 @@ from shadowvault.display import escape_text
 from shadowvault.errors import PartialFailure, UsageError
 from shadowvault.jobs.backup import BackupRequest, run_backup
 from shadowvault.jobs.backup_components import ComponentSelection, staged_components
+from shadowvault.jobs.shadowing import NO_PROVIDER
+from shadowvault.shadow.providers.registry import provider_names
 
-PROVIDERS = ["auto", "btrfs", "reflink", "live", "none"]
+PROVIDERS = ["auto", *provider_names(), NO_PROVIDER]  # none: read the live files, no shadow set
 
 
 def _status(stats: WalkStats) -> dict:

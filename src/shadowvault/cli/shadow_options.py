@@ -9,6 +9,7 @@ import click
 
 from shadowvault.cli import output
 from shadowvault.shadow.manifest import ShadowSetManifest
+from shadowvault.shadow.providers.registry import provider_names
 
 
 def shadow_set_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -34,7 +35,7 @@ def shadow_set_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "--provider",
             default="auto",
             show_default=True,
-            metavar="auto|btrfs|reflink|live",
+            metavar="auto|" + "|".join(provider_names()),
             help="How the shadows are made; auto picks the best one for each volume.",
         ),
         click.option(
