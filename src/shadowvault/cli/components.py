@@ -81,7 +81,8 @@ def restore_component_options(func: F) -> F:
             "maps",
             multiple=True,
             metavar="SRC=DST",
-            help="files: restore SRC (a path in the snapshot) to DST (repeatable).",
+            help="files: restore SRC (a path in the snapshot) to DST (repeatable); without --target-root,"
+            " onto this machine (every restored path mapped; --dry-run lists what it writes).",
         ),
         click.option(
             "--create-missing-accounts",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -149,8 +150,20 @@ def restore_cmd(
         raise UsageError("--writer-option goes with --writer NAME or --writers")
     if component is not None:  # a component restore with its merge rules (cli/components.py)
         where = target_root or target
+        # a data-only migration (files with --map, no accounts) onto this machine is the ordinary case:
+        # it needs no --target-root, and / needs no --yes-really (each path must be mapped: files.py)
+        data_only = component == "files" and bool(maps) and not create_missing_accounts
+        if not where and data_only:
+            where = "/"
+        if not where and component == "files" and maps:
+            raise UsageError(
+                "--create-missing-accounts changes this machine's accounts: restore onto it with "
+                "--target-root / --yes-really, or give --target-root DIR"
+            )
         if not where:
             raise UsageError("give the machine root to restore into with --target-root DIR")
+        if data_only and os.path.realpath(where) == "/":
+            yes_really = True
         options = restore_options(
             where,
             users=users,

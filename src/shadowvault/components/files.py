@@ -130,7 +130,15 @@ class Files(Component):
         target = options.target_root
         plan = Plan(self.name, str(target))
         seen: list[Entry] = []
-        for source in self._sources(view, options):
+        sources = self._sources(view, options)
+        if target.resolve() == Path("/") and options.maps:  # onto this machine: only where it was told
+            unmapped = [s for s in sources if not any(is_within(s, src) for src, _ in options.maps)]
+            if unmapped:
+                raise UsageError(
+                    f"restoring onto this machine writes only mapped paths: give a --map for "
+                    f"{', '.join(unmapped)} (or --include the mapped ones, or --target-root DIR)"
+                )
+        for source in sources:
             dest = self.destination(source, options.maps)
             seen += plan_subtree(
                 plan,
