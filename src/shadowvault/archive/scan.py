@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from shadowvault.archive.tree_paths import join
 from shadowvault.archive.walk_stats import Source, WalkStats
@@ -33,6 +33,7 @@ class Scanner:
         self.skipped = skipped  # an original path left out of the backup (excluded, shadow dirs)
         self.grafts = grafts or {}
         self._stop = threading.Event()
+        self._files = self._size = self._entries = 0
         self._thread = threading.Thread(target=self._run, name="sv-scan", daemon=True)
 
     def __enter__(self) -> Scanner:
@@ -44,34 +45,47 @@ class Scanner:
         self._thread.join()
 
     def _run(self) -> None:
-        stack = [(s.read_path, s.orig_path) for s in self.sources]
-        files = size = entries = 0
-        while stack and not self._stop.is_set():
-            read, orig = stack.pop()
-            entries += 1
-            try:
-                st = os.lstat(read)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                files, size = files + 1, size + st.st_size
-            elif stat.S_ISDIR(st.st_mode):
-                try:
-                    with os.scandir(read) as it:
-                        names = [entry.name for entry in it]
-                except OSError:
-                    names = []
-                for name in names:
-                    child = join(orig, name)
-                    if self.skipped(child):
+        """Depth first with one open directory per level (memory does not grow with a directory's size)."""
+        self._files = self._size = self._entries = 0
+        stack: list[tuple[bytes, Iterator[os.DirEntry[bytes]]]] = []
+        try:
+            for source in self.sources:
+                self._visit(source.read_path, source.orig_path, stack)
+                while stack and not self._stop.is_set():
+                    orig, listing = stack[-1]
+                    entry = next(listing, None)
+                    if entry is None:
+                        stack.pop()
                         continue
-                    graft = self.grafts.get(child)
-                    stack.append((graft.read_path if graft else join(read, name), child))
-            if entries % 512 == 0:
-                self._publish(files, size, finished=False)
-        self._publish(files, size, finished=not stack)
+                    child = join(orig, entry.name)
+                    if not self.skipped(child):
+                        graft = self.grafts.get(child)
+                        self._visit(graft.read_path if graft else entry.path, child, stack)
+                if self._stop.is_set():
+                    break
+            finished = not self._stop.is_set()
+        finally:
+            for _, listing in stack:
+                listing.close()  # type: ignore[attr-defined]
+        self._publish(finished=finished)
 
-    def _publish(self, files: int, size: int, *, finished: bool) -> None:
+    def _visit(
+        self, read: bytes, orig: bytes, stack: list[tuple[bytes, Iterator[os.DirEntry[bytes]]]]
+    ) -> None:
+        try:
+            st = os.lstat(read)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((orig, os.scandir(read)))
+        except OSError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            self._files += 1
+            self._size += st.st_size
+        self._entries += 1
+        if self._entries % 512 == 0:
+            self._publish(finished=False)
+
+    def _publish(self, *, finished: bool) -> None:
         with self.stats.lock:
-            self.stats.scan_files, self.stats.scan_bytes = files, size
+            self.stats.scan_files, self.stats.scan_bytes = self._files, self._size
             self.stats.scan_finished = finished
