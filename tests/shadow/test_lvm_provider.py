@@ -189,6 +189,59 @@ def test_a_snapshot_no_record_knows_is_removed_as_an_orphan(lab: GuestLab, vg: s
         assert snapshot_lvs(lab, vg) == []
 
 
+# An application committing one row per transaction, and noting each acknowledged commit (id, time)
+# outside the volume.
+SQLITE_APP = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=120)
+db.execute("create table if not exists t (id integer primary key, v text)")
+acks = open(sys.argv[2], "a", buffering=1)
+i = 0
+while True:
+    i += 1
+    db.execute("begin immediate")
+    db.execute("insert into t values (?, ?)", (i, "x" * 200))
+    db.execute("commit")
+    acks.write(f"{i} {time.time()}\\n")
+"""
+
+SQLITE_CHECK = """
+import json, sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+ids = [row[0] for row in db.execute("select id from t order by id")]
+frozen_at = float(sys.argv[3])
+acked = [int(line.split()[0]) for line in open(sys.argv[2]) if float(line.split()[1]) < frozen_at]
+print(json.dumps({"integrity": db.execute("pragma integrity_check").fetchone()[0], "ids": ids,
+                  "acked_before_freeze": max(acked, default=0)}))
+"""
+
+
+def test_an_sqlite_database_in_the_shadow_has_every_commit_acknowledged_before_the_freeze(
+    lab: GuestLab, vg: str
+):
+    with lvm_volume(lab, vg, "ext4", "thin") as mount:
+        db = f"{mount}/app.db"
+        lab.check(f"cat > /tmp/app.py <<'EOF'\n{SQLITE_APP}\nEOF")
+        lab.check(f"cat > /tmp/check.py <<'EOF'\n{SQLITE_CHECK}\nEOF")
+        pid = lab.check(f"setsid python3 /tmp/app.py {db} /tmp/acks </dev/null >/tmp/app.log 2>&1 & echo $!")
+        try:
+            wait_for(lab, "test -s /tmp/acks && test $(wc -l < /tmp/acks) -ge 20")
+            made = lab.sv("shadows", "create", "--volume", mount, "--writer", f"sqlite:{db}", *SLOW, "--json")
+            assert made.returncode == 0, made.context()
+            manifest = created_set(made.stdout)
+            shadow_db = f"{manifest['shadows'][0]['path']}/app.db"
+            checked = lab.check(f"python3 /tmp/check.py {shadow_db} /tmp/acks {manifest['frozen_at']}")
+        finally:
+            lab.run(f"kill -9 {pid.stdout.strip()}; rm -f /tmp/acks")
+        found = json.loads(checked.stdout)
+        assert found["integrity"] == "ok"
+        assert found["ids"] == list(range(1, len(found["ids"]) + 1))
+        assert len(found["ids"]) >= found["acked_before_freeze"] >= 20
+        (writer,) = manifest["writers"]
+        assert writer["components"][0]["consistency"] == "application"
+        assert lab.sv("shadows", "delete", manifest["id"]).returncode == 0
+
+
 @pytest.fixture
 def overflowing_setup(lab: GuestLab) -> Iterator[Callable[[str], None]]:
     """A tiny share for classic snapshots, and a script writer whose thaw rewrites 48 MiB of `mount`."""
