@@ -50,6 +50,7 @@ class BackupBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
     host: str | None = None
     parent: str | None = None
     full: bool = False
+    one_file_system: bool = False
 
 
 class RestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
@@ -90,6 +91,7 @@ def backup_work(body: BackupBody) -> Work:
             host=body.host,
             parent=body.parent,
             full=body.full,
+            one_file_system=body.one_file_system,
         )
         with body.open(write=True, kind="backup") as repo:
             result = run_backup(repo, request, stats=stats)
