@@ -53,7 +53,10 @@ class Scanner:
                 self._visit(source.read_path, source.orig_path, stack)
                 while stack and not self._stop.is_set():
                     orig, listing = stack[-1]
-                    entry = next(listing, None)
+                    try:
+                        entry = next(listing, None)
+                    except OSError:  # an unreadable directory (EIO): the walk reports it, not the scan
+                        entry = None
                     if entry is None:
                         stack.pop()
                         continue
