@@ -19,6 +19,8 @@ import pytest
 from tests.fixtures.guest_lab import CLI_SOCKET, GUEST_CLI, GuestLab, guest_lab_fixture
 
 lab = guest_lab_fixture(disks={"pv": "2G"})
+# The first test's setup may build the guest image (~75 s from nothing) and boots it (15-50 s).
+pytestmark = pytest.mark.timeout(900)
 VG = "svtest"
 _names = itertools.count()
 SLOW = ("--commit-timeout", "120")  # an emulated machine: an lvcreate takes seconds, not milliseconds
