@@ -1,7 +1,8 @@
 """The lvm provider: an LVM snapshot of the logical volume under a filesystem, mounted read-only.
 
-A classic snapshot (`lvcreate -s -l N`) gets copy-on-write space from the volume group's free
-extents: `[lvm] snapshot_share` of shadowvault.toml (default 20 %) of what is free at that moment.
+A classic snapshot (`lvcreate -s -l N%FREE`) gets copy-on-write space from the volume group's free
+extents: `[lvm] snapshot_share` of shadowvault.toml (default 20 %, in whole percent) of what is free
+when lvcreate runs.
 A thin volume gets a thin snapshot (`lvcreate -s --setactivationskip n`), which needs no size.
 
 LVM suspends the device while it makes the snapshot, and suspending freezes the filesystem on it
