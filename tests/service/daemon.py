@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from shadowvault.shadow import exposure as exposing
 from shadowvault.shadow.store import ShadowStore
 
 READY_TIMEOUT = 60.0
@@ -82,8 +83,11 @@ def running_daemon(*options: str, public: bool = False) -> Iterator[Daemon]:
                 process.kill()
                 process.wait()
         notices.close()
-        # A test that failed midway must not leave a set behind: its exposures would keep the test's
-        # loop filesystem busy (never unmounted, its loop device never detached).
+        # A test that failed midway must not leave an exposure mounted: it would keep the test's loop
+        # filesystem busy (never unmounted, its loop device never detached). The sets stay: a test
+        # may start another daemon to find them.
         with contextlib.suppress(Exception):
-            ShadowStore().delete_all()
+            store = ShadowStore()
+            for set_id in {e.set_id for e in exposing.exposures(store)}:
+                exposing.unexpose(store, set_id=set_id)
         shutil.rmtree(base, ignore_errors=True)
