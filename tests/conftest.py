@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.loopfs import LoopFs, loop_filesystem
 from tests.fixtures.unprivileged import nobody_pythonpath  # noqa: F401 - a shared fixture
 
@@ -23,6 +25,19 @@ def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("SHADOWVAULT_CONFIG_DIR", str(base / "config"))
     monkeypatch.setenv("SHADOWVAULT_STATE_DIR", str(base / "state"))
     return base
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A fresh repository (made with the library, for a fast KDF) named through the environment the
+    CLI reads; in process even on a machine where a daemon answers on the default socket."""
+    repo = tmp_path / "repo"
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    return {
+        "SHADOWVAULT_REPOSITORY": str(repo),
+        "SHADOWVAULT_PASSWORD": PASSWORD,
+        "SHADOWVAULT_NO_DAEMON": "1",
+    }
 
 
 @pytest.fixture

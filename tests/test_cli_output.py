@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shadowvault.repo.repository import Repository
-from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.archive.helpers import PASSWORD
 
 # raw name -> what a person sees
 NAMES = {
@@ -25,13 +25,6 @@ NAMES = {
     b"latin1-\xe9t\xe9": "latin1-\\xe9t\\xe9",
     "caf\u00e9 \u2603".encode(): "caf\u00e9 \u2603",  # printable UTF-8 is shown as is
 }
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    repo = tmp_path / "repo"
-    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-    return {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
 
 
 @pytest.fixture

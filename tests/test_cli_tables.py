@@ -12,26 +12,11 @@ import struct
 import subprocess
 import sys
 import termios
-from pathlib import Path
 
 import pytest
 
-from shadowvault.repo.repository import Repository
-from tests.archive.helpers import FAST_KDF, PASSWORD
-
 BOX_DRAWING = re.compile("[\u2500-\u257f]")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    repo = tmp_path / "repo"
-    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-    return {
-        "SHADOWVAULT_REPOSITORY": str(repo),
-        "SHADOWVAULT_PASSWORD": PASSWORD,
-        "SHADOWVAULT_NO_DAEMON": "1",
-    }
 
 
 @pytest.fixture

@@ -8,22 +8,11 @@ import sqlite3
 import subprocess
 import textwrap
 import time
-from pathlib import Path
-
-import pytest
 
 from shadowvault.jobs.backup import BackupRequest, run_backup
 from shadowvault.repo.repository import Repository
 from shadowvault.shadow import manifest as manifest_doc
-from tests.archive.helpers import FAST_KDF, PASSWORD, assert_same_tree, new_repo, restore
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """A fresh repository (made with the library for a fast KDF) named through the environment."""
-    repo = tmp_path / "repo"
-    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-    return {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
+from tests.archive.helpers import PASSWORD, assert_same_tree, new_repo, restore
 
 
 def json_lines(text: str) -> list[dict]:

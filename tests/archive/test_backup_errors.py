@@ -18,17 +18,10 @@ from shadowvault.archive.listing import list_snapshot
 from shadowvault.archive.walker import Archiver, Source, WalkStats
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
-from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.archive.helpers import PASSWORD
 
 DEPTH, NAME_LEN = 30, 200  # 30 * 201 bytes: a path far past PATH_MAX (4096)
 DEEP_CONTENT = b"at the bottom\n" * 1000
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    repo = tmp_path / "repo"
-    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-    return {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
 
 
 def json_lines(text: str) -> list[dict]:

@@ -9,24 +9,10 @@ import pty
 import select
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.loopfs import loop_filesystem
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    repo = tmp_path / "repo"
-    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-    return {
-        "SHADOWVAULT_REPOSITORY": str(repo),
-        "SHADOWVAULT_PASSWORD": PASSWORD,
-        "SHADOWVAULT_NO_DAEMON": "1",
-    }
 
 
 def summary_of(done: subprocess.CompletedProcess[str]) -> dict:

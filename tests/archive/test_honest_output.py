@@ -7,22 +7,7 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
-from shadowvault.repo.repository import Repository
-from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.archive.test_backup_errors import without_dac_override
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    repo = tmp_path / "repo"
-    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-    return {
-        "SHADOWVAULT_REPOSITORY": str(repo),
-        "SHADOWVAULT_PASSWORD": PASSWORD,
-        "SHADOWVAULT_NO_DAEMON": "1",
-    }
 
 
 def all_json(text: str) -> list[dict]:

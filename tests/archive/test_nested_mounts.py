@@ -11,19 +11,8 @@ import pytest
 
 from shadowvault.repo.repository import Repository
 from shadowvault.shadow import manifest as manifest_doc
-from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.archive.helpers import PASSWORD
 from tests.fixtures.loopfs import unmount_tree
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    repo = tmp_path / "repo"
-    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-    return {
-        "SHADOWVAULT_REPOSITORY": str(repo),
-        "SHADOWVAULT_PASSWORD": PASSWORD,
-        "SHADOWVAULT_NO_DAEMON": "1",
-    }
 
 
 @pytest.fixture

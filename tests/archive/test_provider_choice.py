@@ -19,17 +19,6 @@ from tests.fixtures.loopfs import loop_filesystem
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    repo = tmp_path / "repo"
-    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-    return {
-        "SHADOWVAULT_REPOSITORY": str(repo),
-        "SHADOWVAULT_PASSWORD": PASSWORD,
-        "SHADOWVAULT_NO_DAEMON": "1",
-    }
-
-
 def root_fstype() -> str:
     return subprocess.run(
         ["findmnt", "-n", "-o", "FSTYPE", "/"], capture_output=True, text=True

@@ -16,15 +16,8 @@ import pytest
 from shadowvault.archive.restore import find_node
 from shadowvault.repo.pack import pack_name
 from shadowvault.repo.repository import Repository
-from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.archive.helpers import PASSWORD
 from tests.fixtures.loopfs import loop_filesystem, unmount_tree
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    repo = tmp_path / "repo"
-    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-    return {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
 
 
 def open_repo(env: dict[str, str]) -> Repository:

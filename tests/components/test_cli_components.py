@@ -7,20 +7,9 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from shadowvault.repo.repository import Repository
-from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.components.roots import make_root, passwd_entry
 from tests.components.test_files import _server
 from tests.components.test_user_profiles import _profile_source
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    repo = tmp_path / "repo"
-    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-    return {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
 
 
 def _json_lines(text: str) -> list[dict]:

@@ -14,8 +14,6 @@ from shadowvault.components.base import CollectOptions, DirectoryView, RestoreOp
 from shadowvault.components.dpkg import installed_names, read_packages
 from shadowvault.components.system_state import SystemState
 from shadowvault.components.units import read_units
-from shadowvault.repo.repository import Repository
-from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.components.machines import change_source_machine
 from tests.fixtures.debootstrap import boot, minbase_root, nspawn
 from tests.fixtures.tools import require_root, require_tools
@@ -64,13 +62,6 @@ def source_machine() -> Iterator[Path]:
 def fresh_target() -> Iterator[Path]:
     with minbase_root("sv-target-") as root:
         yield root
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    repo = tmp_path / "repo"
-    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-    return {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
 
 
 def _collect(source: Path, staging: Path) -> DirectoryView:
