@@ -56,8 +56,11 @@ def test_shadows_list_and_delete(cli, btrfs, ext4):
     assert [m["id"] for m in listed] == [first.id, second.id, third.id]  # the orphan was reaped
     assert not Path(orphan.shadows[0].path).exists()
     assert listed[1]["shadows"][0]["provider"] == "live" and listed[1]["shadows"][0]["atomic"] is False
+    second.shadows[0].invalid = "the snapshot overflowed"  # as validity.mark_invalid records it
+    store.save(second)
     human = cli("shadows", "list")
     assert first.id in human.stdout and "btrfs" in human.stdout
+    assert f"shadow of {ext4.mount} (live, not atomic, INVALID: the snapshot overflowed)" in human.stdout
 
     done = cli("shadows", "delete", first.id[:-1], "--json")
     assert done.returncode == 0, done.stderr

@@ -36,7 +36,8 @@ def _print_set(manifest: ShadowSetManifest, exposed: list[Exposure]) -> None:
     output.info(f"  freeze window {window}")
     for shadow in manifest.shadows:
         kind = "" if shadow.atomic else ", not atomic"
-        output.info(f"  shadow of {shadow.volume} ({shadow.provider}{kind}): {shadow.path}")
+        invalid = f", INVALID: {shadow.invalid}" if shadow.invalid else ""
+        output.info(f"  shadow of {shadow.volume} ({shadow.provider}{kind}{invalid}): {shadow.path}")
     for writer in manifest.writers:
         instance = f":{writer.instance}" if writer.instance else ""
         failure = f" ({writer.failure})" if writer.failure else ""
