@@ -26,17 +26,15 @@ class SetRuns:
         self._runs: dict[str, ShadowSetRun] = {}
         self._lock = threading.Lock()
 
-    def make(self, volumes: Sequence[str], options: SetOptions, requester_uid: int) -> ShadowSetManifest:
-        """Make a set for `requester_uid` (the machine's set locks serialize sets that share anything)."""
+    def make(self, volumes: Sequence[str], options: SetOptions) -> ShadowSetManifest:
+        """Make a set for `options.requester_uid` (the machine's set locks serialize sets that share
+        anything)."""
         if options.persistent:
-            manifest = create_shadow_set(list(volumes), options)
-        else:
-            run = ShadowSetRun(volumes, options)
-            manifest = run.create()
-            with self._lock:
-                self._runs[manifest.id] = run
-        manifest.requester_uid = requester_uid
-        ShadowStore().save(manifest)
+            return create_shadow_set(list(volumes), options)
+        run = ShadowSetRun(volumes, options)
+        manifest = run.create()
+        with self._lock:
+            self._runs[manifest.id] = run
         return manifest
 
     def _take(self, set_id: str) -> ShadowSetRun | None:

@@ -158,8 +158,9 @@ class ShadowSetService:
             freeze_timeout=request.freeze_timeout,
             commit_timeout=request.commit_timeout,
             backup_type=request.backup_type,
+            requester_uid=peer.uid,
         )
-        return self.runs.make(request.volumes, options, peer.uid)
+        return self.runs.make(request.volumes, options)
 
     def list_sets(self, peer: Peer) -> list[dict[str, Any]]:
         """The sets `peer` may see, oldest first, after the sets of ended requesters are released."""

@@ -179,7 +179,7 @@ class ShadowSetRun:
             host=socket.gethostname(),
             persistent=self.options.persistent,
             requester_pid=os.getpid(),  # until created: a dead creator's leftovers get reaped
-            requester_uid=os.getuid(),
+            requester_uid=os.getuid() if self.options.requester_uid is None else self.options.requester_uid,
             provider=self.options.provider_name,
         )
         self.ctx = SnapshotContext(

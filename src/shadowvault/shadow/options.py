@@ -23,6 +23,7 @@ class SetOptions:
     auto_writers: also the writers discovered on the volumes and declared in writers.d
     freeze_timeout / commit_timeout: seconds the writers have to freeze and the providers to commit
     backup_type: `full`, or `copy` (writers skip side effects such as log truncation)
+    requester_uid: who asked for the set (the daemon's caller); None: this process's user
     """
 
     writers: Sequence[str | Writer] = field(default=())
@@ -32,6 +33,7 @@ class SetOptions:
     freeze_timeout: float = DEFAULT_FREEZE_TIMEOUT
     commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
     backup_type: str = "full"
+    requester_uid: int | None = None
 
     def __post_init__(self) -> None:
         if self.freeze_timeout <= 0 or self.commit_timeout <= 0:
