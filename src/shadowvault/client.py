@@ -14,7 +14,7 @@ import http.client
 import json
 import socket
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -232,10 +232,11 @@ class Client:
         finally:
             response.close()
 
-    def wait(self, run_id: str) -> dict[str, Any]:
-        """Follow the run's events to its end; the run's last report."""
-        for _ in self.events(run_id):
-            pass
+    def wait(self, run_id: str, on_event: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Follow the run's events to its end (each to `on_event`); the run's last report."""
+        for event in self.events(run_id):
+            if on_event is not None:
+                on_event(event)
         return self.run(run_id)
 
     def metrics(self) -> str:

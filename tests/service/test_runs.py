@@ -34,6 +34,16 @@ def repo(tmp_path: Path) -> Path:
     return path
 
 
+def _slow_writer(private_dirs: Path, tmp_path: Path, seconds: int) -> None:
+    """A writers.d script writer whose freeze takes `seconds`: a run is running while it freezes."""
+    hold = tmp_path / "hold.sh"
+    hold.write_text(f"#!/bin/sh\nsleep {seconds}\n")
+    hold.chmod(0o700)
+    config = private_dirs / "config" / "writers.d" / "slow.toml"
+    config.write_text(f'freeze = ["{hold}"]\nthaw = ["/bin/true"]\n')
+    config.chmod(0o600)
+
+
 def _tree(root: Path) -> None:
     (root / "docs").mkdir()
     (root / "docs" / "a.txt").write_text("alpha\n")
@@ -88,12 +98,7 @@ def test_a_cancelled_backup_unwinds_leaves_a_valid_repository_and_no_set(
     btrfs, repo, private_dirs, tmp_path, cli
 ):
     _tree(btrfs.mount)
-    hold = tmp_path / "hold.sh"
-    hold.write_text("#!/bin/sh\nsleep 2\n")
-    hold.chmod(0o700)
-    config = private_dirs / "config" / "writers.d" / "slow.toml"
-    config.write_text(f'freeze = ["{hold}"]\nthaw = ["/bin/true"]\n')
-    config.chmod(0o600)
+    _slow_writer(private_dirs, tmp_path, seconds=2)
     with running_daemon() as daemon, Client(daemon.socket) as client:
         run = client.start_backup(str(repo), [str(btrfs.mount / "docs")], password=PASSWORD)
         for event in client.events(run["id"]):
@@ -165,12 +170,7 @@ def test_a_job_runs_in_the_daemon_is_recorded_and_in_the_metrics(cli, setup, pri
 
 
 def test_a_cli_stopped_while_the_daemon_runs_its_job_cancels_the_run(btrfs, setup, private_dirs, tmp_path):  # noqa: F811
-    hold = tmp_path / "hold.sh"
-    hold.write_text("#!/bin/sh\nsleep 3\n")
-    hold.chmod(0o700)
-    writer = private_dirs / "config" / "writers.d" / "slow.toml"
-    writer.write_text(f'freeze = ["{hold}"]\nthaw = ["/bin/true"]\n')
-    writer.chmod(0o600)
+    _slow_writer(private_dirs, tmp_path, seconds=3)
     (btrfs.mount / "data").mkdir()
     (btrfs.mount / "data" / "f").write_text("x\n")
     define(setup, "slow", f'schedule = "daily"\npaths = ["{btrfs.mount / "data"}"]\n')

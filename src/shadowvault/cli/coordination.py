@@ -58,14 +58,11 @@ def finished_run(
     from shadowvault.client import Client, daemon_error
 
     try:
-        for event in client.events(run["id"]):
-            if on_event is not None:
-                on_event(event)
+        report = client.wait(run["id"], on_event)
     except BaseException:
         with contextlib.suppress(Exception), Client(client.socket_path, timeout=CANCEL_TIMEOUT) as other:
             other.cancel_run(run["id"])  # a new connection: the streaming one is mid-response
         raise
-    report = client.run(run["id"])
     if report["result"] is not None:
         return report["result"]
     message = report.get("error") or "the run failed"

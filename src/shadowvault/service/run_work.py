@@ -66,6 +66,13 @@ class RestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
     numeric_owner: bool = False
 
 
+def _followed_walk(run: Run, follow: Follow) -> WalkStats:
+    """The counters of a backup walk that stops when the run is cancelled, reported as it goes."""
+    stats = WalkStats(cancellation=run.cancellation)
+    follow(lambda: {**stats.as_dict(), "current_file": stats.current})
+    return stats
+
+
 def _entries(found: list[tuple[str, str]]) -> list[dict[str, str]]:
     """(path, reason) pairs as the JSON objects a summary lists."""
     return [{"path": path, "reason": reason} for path, reason in found]
@@ -80,8 +87,7 @@ def backup_work(body: BackupBody) -> Work:
         raise UsageError("name at least one path to back up")
 
     def work(run: Run, follow: Follow) -> tuple[dict[str, Any], int]:
-        stats = WalkStats(cancellation=run.cancellation)
-        follow(lambda: {**stats.as_dict(), "current_file": stats.current})
+        stats = _followed_walk(run, follow)
         request = BackupRequest(
             paths=list(body.paths),
             excludes=list(body.excludes),
@@ -139,8 +145,7 @@ def job_work(name: str) -> Work:
     definition = definitions.find(name)
 
     def work(run: Run, follow: Follow) -> tuple[dict[str, Any], int]:
-        stats = WalkStats(cancellation=run.cancellation)
-        follow(lambda: {**stats.as_dict(), "current_file": stats.current})
+        stats = _followed_walk(run, follow)
         record = scheduled.run_job(definition, stats=stats)
         if run.cancellation.cancelled:
             raise JobCancelledError(run.cancellation.reason)
