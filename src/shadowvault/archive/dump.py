@@ -1,0 +1,223 @@
+"""`dump`: one file of a snapshot as its bytes, or a subtree as a tar (or zip) stream.
+
+Members are named by their snapshot paths without the leading `/` (as restic and GNU tar name
+absolute paths), with modes, owners (ids and names), nanosecond mtimes (pax), symlinks, hard links,
+device nodes, fifos and xattrs (pax SCHILY.xattr, what `tar --xattrs` reads).
+
+A tree is untrusted: a name that is not exactly one path component (`..`, `a/b`, empty, NUL) or that
+appears twice in one directory is left out and reported, so a member name can never climb out of the
+directory it is extracted into, nor pass through a symlink member. Sockets have no tar form and are
+reported too. A blob that cannot be read stops the stream with an error: a tar with a file of wrong
+bytes would look whole.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+from shadowvault.archive.tree_paths import TreeReader, find_node, join, raw_path, text
+from shadowvault.errors import IntegrityError, UsageError
+from shadowvault.repo.tree import Node, duplicate_names, invalid_name
+
+ARCHIVE_FORMATS = ("tar", "zip")
+_TAR_TYPES = {
+    "dir": tarfile.DIRTYPE,
+    "symlink": tarfile.SYMTYPE,
+    "chardev": tarfile.CHRTYPE,
+    "blockdev": tarfile.BLKTYPE,
+    "fifo": tarfile.FIFOTYPE,
+}
+_ZIP_TYPES = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK}
+COPY_SIZE = 1 << 20
+
+
+class BlobSource(TreeReader, Protocol):
+    def load_blob(self, blob_id: bytes) -> bytes: ...
+
+
+@dataclass
+class DumpResult:
+    """What the stream holds, and what it left out (path, why)."""
+
+    members: int = 0
+    bytes: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def file_chunks(store: BlobSource, node: Node, path: bytes) -> Iterator[bytes]:
+    """A file's content, blob by blob; IntegrityError when it is not the size the snapshot says."""
+    if node.error is not None:
+        raise IntegrityError(f"{text(path)} was not read at backup: {node.error}")
+    total = 0
+    for blob_id in node.content:
+        data = store.load_blob(blob_id)
+        total += len(data)
+        yield data
+    if total != node.size:
+        raise IntegrityError(f"{text(path)}: the snapshot holds {total} bytes, its size says {node.size}")
+
+
+def find_entry(store: TreeReader, root_tree: bytes, path: str) -> tuple[bytes, Node | None]:
+    """The snapshot path (normalized) and its node (None for the root); NotFoundError when absent."""
+    node = find_node(store, root_tree, path)
+    parts = [p for p in raw_path(path).split(b"/") if p]
+    return b"/" + b"/".join(parts), node
+
+
+def write_file(store: BlobSource, node: Node, path: bytes, out: BinaryIO) -> int:
+    """Copy one regular file's content to `out`; returns the bytes written."""
+    if node.type != "file":
+        raise UsageError(f"{text(path)} is a {node.type}, not a file")
+    written = 0
+    for data in file_chunks(store, node, path):
+        out.write(data)
+        written += len(data)
+    return written
+
+
+class _Walk:
+    """The entries below a node, depth first, each directory before its contents; unsafe names left out."""
+
+    def __init__(self, store: BlobSource, result: DumpResult) -> None:
+        self.store = store
+        self.result = result
+
+    def entries(self, path: bytes, node: Node | None, root_tree: bytes) -> Iterator[tuple[bytes, Node]]:
+        if node is not None:
+            yield path, node
+            if node.type != "dir":
+                return
+            tree_id = node.subtree
+        else:
+            tree_id = root_tree
+        if tree_id:
+            yield from self._below(path, tree_id)
+
+    def _below(self, path: bytes, tree_id: bytes) -> Iterator[tuple[bytes, Node]]:
+        nodes = self.store.load_tree(tree_id).nodes
+        twice = duplicate_names(nodes)
+        for child in nodes:
+            child_path = join(path, child.name)
+            why = invalid_name(child.name) or ("the name appears twice" if child.name in twice else None)
+            if why is not None:
+                self.result.skipped.append((text(child_path), f"left out: {why}"))
+                continue
+            yield child_path, child
+            if child.type == "dir" and child.subtree:
+                yield from self._below(child_path, child.subtree)
+
+
+def _member_name(path: bytes) -> str:
+    return path.lstrip(b"/").decode("utf-8", "surrogateescape") or "."
+
+
+def _tar_info(path: bytes, node: Node) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(_member_name(path))
+    info.mode = node.mode
+    info.uid, info.gid = node.uid, node.gid
+    info.uname, info.gname = node.user or "", node.group or ""
+    seconds, nanos = divmod(node.mtime_ns, 1_000_000_000)
+    info.mtime = seconds
+    info.pax_headers = {"mtime": f"{seconds}.{nanos:09d}"} if nanos else {}
+    for name, value in sorted(node.xattrs.items()):
+        info.pax_headers[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
+    if node.type == "file":
+        info.type, info.size = tarfile.REGTYPE, node.size
+    else:
+        info.type = _TAR_TYPES[node.type]
+    if node.link_target is not None:
+        info.linkname = node.link_target.decode("utf-8", "surrogateescape")
+    if node.rdev is not None:
+        info.devmajor, info.devminor = os.major(node.rdev), os.minor(node.rdev)
+    return info
+
+
+class _ChunkStream(io.RawIOBase):
+    """A file's chunks as a readable stream (what tarfile.addfile copies from)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def write_tar(store: BlobSource, root_tree: bytes, path: str, out: BinaryIO) -> DumpResult:
+    """`path` of the snapshot and everything below it as a pax tar stream on `out`."""
+    result = DumpResult()
+    top, node = find_entry(store, root_tree, path)
+    links: dict[tuple[int, int], str] = {}  # (device, inode) of a multiply linked file -> its first member
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+        for entry_path, entry in _Walk(store, result).entries(top, node, root_tree):
+            if entry.type == "socket" or entry.type not in (*_TAR_TYPES, "file"):
+                result.skipped.append((text(entry_path), f"left out: a {entry.type} has no tar form"))
+                continue
+            if entry.type == "file" and entry.error is not None:
+                result.skipped.append((text(entry_path), f"left out: not read at backup: {entry.error}"))
+                continue
+            info = _tar_info(entry_path, entry)
+            key = (entry.device, entry.inode)
+            if entry.type == "file" and entry.nlink > 1 and entry.inode and key in links:
+                info.type, info.size, info.linkname = tarfile.LNKTYPE, 0, links[key]
+                tar.addfile(info)
+            elif entry.type == "file":
+                if entry.nlink > 1 and entry.inode:
+                    links[key] = info.name
+                tar.addfile(info, _ChunkStream(file_chunks(store, entry, entry_path)))
+                result.bytes += entry.size
+            else:
+                tar.addfile(info)
+            result.members += 1
+    return result
+
+
+def write_zip(store: BlobSource, root_tree: bytes, path: str, out: BinaryIO) -> DumpResult:
+    """`path` and everything below it as a zip stream (modes and mtimes; zip has no owners or devices)."""
+    result = DumpResult()
+    top, node = find_entry(store, root_tree, path)
+    with zipfile.ZipFile(out, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for entry_path, entry in _Walk(store, result).entries(top, node, root_tree):
+            if entry.type not in _ZIP_TYPES or (entry.type == "file" and entry.error is not None):
+                result.skipped.append((text(entry_path), f"left out: a {entry.type} has no zip form"))
+                continue
+            name = _member_name(entry_path) + ("/" if entry.type == "dir" else "")
+            when = time.localtime(max(entry.mtime_ns // 1_000_000_000, 315_532_800))[:6]  # zip starts in 1980
+            info = zipfile.ZipInfo(name, date_time=when)
+            info.external_attr = (_ZIP_TYPES[entry.type] | entry.mode) << 16
+            if entry.type == "file":
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with archive.open(info, "w", force_zip64=entry.size > (1 << 31)) as member:
+                    for data in file_chunks(store, entry, entry_path):
+                        member.write(data)
+                result.bytes += entry.size
+            else:
+                target = entry.link_target or b""
+                archive.writestr(info, target)
+            result.members += 1
+    return result
+
+
+WRITERS: dict[str, Callable[[BlobSource, bytes, str, BinaryIO], DumpResult]] = {
+    "tar": write_tar,
+    "zip": write_zip,
+}
