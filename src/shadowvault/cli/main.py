@@ -109,6 +109,10 @@ def _register() -> None:
         cli.add_command(command)
     for command in vm_cmd.COMMANDS:  # VMs through their hypervisor (docs/vms.md)
         cli.add_command(command)
+    from shadowvault.cli import inspect_cmds  # find, dump, cat, stats, tag (docs/commands-inspect.md)
+
+    for command in inspect_cmds.COMMANDS:
+        cli.add_command(command)
     from shadowvault.cli.daemon import daemon  # the service (docs/api.md)
 
     cli.add_command(daemon)

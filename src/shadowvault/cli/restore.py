@@ -20,6 +20,7 @@ from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.restore_daemon import restore_through_daemon
+from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, needs_choice, snapshot_filter_options
 from shadowvault.cli.writer_restore import restore_writer_options, run_writer_restore
 from shadowvault.display import escape_text
 from shadowvault.errors import PartialFailure, UsageError
@@ -82,6 +83,7 @@ def _stderr_json(obj: dict) -> None:
 @click.option("--numeric-owner", is_flag=True, help="Restore owners by uid/gid, not by name.")
 @restore_component_options
 @restore_writer_options
+@snapshot_filter_options
 @json_option
 def restore_cmd(
     repo: str | None,
@@ -105,6 +107,7 @@ def restore_cmd(
     writers: tuple[str, ...],
     all_writers: bool,
     writer_option_specs: tuple[str, ...],
+    snapshot_filter: SnapshotFilter,
     as_json: bool,
 ) -> None:
     """Restore a snapshot (or SUBPATH of it) into --target, with owners, modes, times, ACLs and xattrs.
@@ -137,7 +140,7 @@ def restore_cmd(
         with open_repository(repo, password_file) as r:
             run_writer_restore(
                 r,
-                ref,
+                choose(r, ref, snapshot_filter)[0],
                 writers=writers,
                 target_root=target_root or target,
                 option_specs=writer_option_specs,
@@ -178,13 +181,17 @@ def restore_cmd(
             yes_really=yes_really,
         )
         with open_repository(repo, password_file) as r:
-            run_component_restore(r, ref, component, options, as_json=as_json)
+            run_component_restore(r, choose(r, ref, snapshot_filter)[0], component, options, as_json=as_json)
         return
     if not target:
         raise UsageError("give the directory to restore into with --target DIR")
     if dry_run or target_root:
         raise UsageError("--dry-run and --target-root go with --component NAME or --writer NAME")
     started = time.monotonic()
+    client = daemon_client()
+    if client is not None and needs_choice(ref, snapshot_filter, subpath):  # the daemon looks up plain refs
+        with open_repository(repo, password_file) as r:
+            ref = choose(r, ref, snapshot_filter, subpath=subpath)[0]
     request = FilesRestoreRequest(
         snapshot=ref,
         target=target,
@@ -196,12 +203,12 @@ def restore_cmd(
         numeric_owner=numeric_owner,
     )
     stats = RestoreStats()
-    client = daemon_client()
     with progress(lambda: _restore_status(stats, started), _restore_line, as_json):
         if client is not None:  # the daemon lays the files down
             snap_id = restore_through_daemon(client, repo, password_file, request, stats)
         else:
             with open_repository(repo, password_file) as r:
+                request.snapshot = choose(r, request.snapshot, snapshot_filter, subpath=subpath)[0]
                 snap_id = run_files_restore(r, request, stats=stats).snapshot_id
     _report_kept(stats.kept, as_json)
     for kind, entries in (("warning", stats.warnings), ("error", stats.errors)):
@@ -247,6 +254,7 @@ def _not_read(error: str) -> str:
 @click.argument("path", required=False, default="/")
 @click.option("-l", "--long", "long_format", is_flag=True, help="Show mode, owner, size and time.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="List below PATH.")
+@snapshot_filter_options
 @json_option
 def ls_cmd(
     repo: str | None,
@@ -255,11 +263,13 @@ def ls_cmd(
     path: str,
     long_format: bool,
     recursive: bool,
+    snapshot_filter: SnapshotFilter,
     as_json: bool,
 ) -> None:
-    """List the files of a snapshot (below PATH)."""
+    """List the files of a snapshot (below PATH); "latest" is the newest snapshot (that the filters
+    pass) holding PATH."""
     with open_repository(repo, password_file) as r:
-        snap_id, snap = r.find_snapshot(snapshot)
+        snap_id, snap = choose(r, snapshot, snapshot_filter, subpath=path)
         if as_json:
             print_json({"message_type": "snapshot", "id": snap_id, "paths": snap.paths, "time": snap.time})
         for entry_path, node in list_snapshot(r, snap.tree, path, recursive=recursive):
@@ -284,14 +294,22 @@ def ls_cmd(
 @repo_options
 @click.argument("first", metavar="SNAP1")
 @click.argument("second", metavar="SNAP2")
+@snapshot_filter_options
 @json_option
-def diff_cmd(repo: str | None, password_file: str | None, first: str, second: str, as_json: bool) -> None:
+def diff_cmd(
+    repo: str | None,
+    password_file: str | None,
+    first: str,
+    second: str,
+    snapshot_filter: SnapshotFilter,
+    as_json: bool,
+) -> None:
     """Show what changed from SNAP1 to SNAP2: + added, - removed, M modified, U metadata only,
     ! not readable at the second backup (what was in an unreadable directory is not compared)."""
     counts = {change.value: 0 for change in Change}
     with open_repository(repo, password_file) as r:
-        id1, snap1 = r.find_snapshot(first)
-        id2, snap2 = r.find_snapshot(second)
+        id1, snap1 = choose(r, first, snapshot_filter)
+        id2, snap2 = choose(r, second, snapshot_filter)
         if not as_json:
             note(f"comparing snapshot {id1[:8]} to {id2[:8]}:")
         above = directories_above([*snap1.paths, *snap2.paths])
