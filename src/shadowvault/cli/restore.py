@@ -108,6 +108,7 @@ def restore_cmd(
     all_writers: bool,
     writer_option_specs: tuple[str, ...],
     snapshot_filter: SnapshotFilter,
+    authoritative: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Restore a snapshot (or SUBPATH of it) into --target, with owners, modes, times, ACLs and xattrs.
@@ -147,8 +148,11 @@ def restore_cmd(
                 overwrite=overwrite,
                 dry_run=dry_run,
                 as_json=as_json,
+                authoritative=authoritative,
             )
         return
+    if authoritative:
+        raise UsageError("--authoritative goes with --writer ldap[:INSTANCE]")
     if writer_option_specs:
         raise UsageError("--writer-option goes with --writer NAME or --writers")
     if component is not None:  # a component restore with its merge rules (cli/components.py)

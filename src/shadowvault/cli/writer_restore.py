@@ -14,10 +14,16 @@ import click
 
 from shadowvault.cli.output import info, note, print_json
 from shadowvault.errors import UsageError
+from shadowvault.jobs.restore_ldap_authoritative import (
+    AuthoritativeRequest,
+    AuthoritativeResult,
+)
+from shadowvault.jobs.restore_ldap_authoritative import run_authoritative_restore as restore_authoritatively
 from shadowvault.jobs.restore_writer import WriterRestoreRequest
 from shadowvault.jobs.restore_writer import run_writer_restore as restore_writers
 from shadowvault.jobs.writer_plan import WriterPlan, in_place
 from shadowvault.repo.repository import Repository
+from shadowvault.shadow.writers.ldap_authoritative import AuthoritativePlan
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,6 +52,16 @@ def restore_writer_options(func: F) -> F:
             metavar="[WRITER.]KEY=VALUE",
             help="An option for the writers' restore (e.g. port=5544, socket_dir=/run/x, start=false, "
             "postgresql_mode=crash); WRITER. limits it to one writer; VALUE is JSON or a string.",
+        ),
+        click.option(
+            "--authoritative",
+            "authoritative",
+            multiple=True,
+            metavar="DN",
+            help="With --writer ldap[:INSTANCE]: restore this entry and its subtree authoritatively, "
+            "re-added online with fresh change stamps so the backup's version wins on every replica "
+            "(repeatable; docs/directory-recovery.md). Without it a replica is restored "
+            "non-authoritatively and catches up from its partner.",
         ),
     ]
     for option in reversed(options):
@@ -86,8 +102,24 @@ def run_writer_restore(
     overwrite: str,
     dry_run: bool,
     as_json: bool,
+    authoritative: tuple[str, ...] = (),
 ) -> None:
     common, per_writer = parse_writer_options(option_specs)
+    if authoritative:
+        if not in_place(target_root):
+            raise UsageError(
+                "--authoritative writes to the running directory: --target-root and --target do not apply"
+            )
+        request = AuthoritativeRequest(
+            snapshot=snapshot,
+            dns=list(authoritative),
+            writers=list(writers),
+            options=common,
+            writer_options=per_writer,
+            dry_run=dry_run,
+        )
+        _print_authoritative(restore_authoritatively(repo, request, on_plan=_plan_printer(as_json)), as_json)
+        return
     request = WriterRestoreRequest(
         snapshot=snapshot,
         writers=list(writers),
@@ -120,12 +152,54 @@ def run_writer_restore(
                 "dry_run": dry_run,
                 "restored": restored,
                 "skipped": result.skipped,
+                "notes": {r.label: r.notes for r in result.restored if r.notes},
             }
         )
     elif dry_run:
         note(f"dry run, nothing changed: {len(result.chosen)} writer(s) would be restored {where}")
     else:
-        for label in restored:
-            note(f"restored {label} {where} through its writer")
+        for done in result.restored:
+            note(f"restored {done.label} {where} through its writer")
+            for line in done.notes:
+                note(f"  {line}")
         if result.skipped:
             note(f"left alone: {', '.join(result.skipped)}")
+
+
+def _plan_printer(as_json: bool) -> Callable[[AuthoritativePlan], None]:
+    def show(plan: AuthoritativePlan) -> None:
+        if as_json:
+            print_json({"message_type": "authoritative_plan", **plan.to_dict()})
+        else:
+            for line in plan.lines():
+                info(line)
+
+    return show
+
+
+def _print_authoritative(result: AuthoritativeResult, as_json: bool) -> None:
+    plan = result.plan
+    added, rewritten, kept = plan.count("add"), plan.count("rewrite"), plan.count("keep")
+    if as_json:
+        print_json(
+            {
+                "message_type": "summary",
+                "snapshot_id": result.snapshot_id,
+                "mode": "authoritative",
+                "writer": plan.label,
+                "dry_run": not result.applied,
+                "added": added,
+                "rewritten": rewritten,
+                "kept": kept,
+            }
+        )
+        return
+    counts = f"{added} added, {rewritten} rewritten, {kept} already as in the backup"
+    if not result.applied:
+        note(f"dry run, nothing changed: authoritative restore would leave {counts}")
+        return
+    note(f"restored {plan.label} (authoritative): {counts}")
+    if plan.role == "standalone":
+        note("  no syncrepl replication in its configuration: the entries are back on this server")
+    else:
+        note(f"  a syncrepl {plan.role}: the entries carry fresh change stamps and replicate to its partners")

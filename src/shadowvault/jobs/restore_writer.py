@@ -60,6 +60,7 @@ class WriterRestore:
     components: list[str]
     paths: list[str]
     errors: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how the writer restored (RestoreContext.notes)
 
 
 @dataclass
@@ -162,6 +163,7 @@ def restore_with_writers(
             writer.post_restore(ctx)
         except ShadowvaultError as err:
             raise WriterError(f"writer {label} failed at post_restore: {err}") from err
+        result.notes = list(ctx.notes)
         log.info("restored %s: %s", label, ", ".join(result.components))
         done.append(result)
     return done

@@ -63,6 +63,7 @@ class RestoreContext:
     components: list[Component]
     target_root: str = "/"  # files are laid down under this root
     options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the writer wants the user told (how it restored)
 
 
 class Writer(ABC):

@@ -14,7 +14,10 @@ restore path.
 
 Restore: pre_restore stops slapd; files are laid down; post_restore either keeps the laid-down
 data.mdb (method "files") or rebuilds the database from the LDIF with slapadd (method "ldif"),
-checks it with slapcat, and starts slapd (the `start_command` option).
+checks it with slapcat, and starts slapd (the `start_command` option). For a syncrepl consumer this
+is a non-authoritative restore: started again, it catches up from its provider; the restore says
+which mode it was (restore_mode). An authoritative restore of entries, which must win over the
+replicas, is shadow/writers/ldap_authoritative.py.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume
 from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, restored_path, set_aside
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
+from shadowvault.shadow.writers.ldap_authoritative import kept_ldif
 from shadowvault.slapd import (
     DEFAULT_CONFIG_DIR,
     MdbDatabase,
@@ -45,6 +49,7 @@ from shadowvault.slapd import (
     read_config,
     running_instances,
 )
+from shadowvault.slapd_replication import DatabaseSettings, database_settings
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +198,7 @@ class LdapWriter(AppWriter):
             if method == "ldif":
                 self._slapadd(config, directory, meta)
             self._check(config, directory, meta)
+            ctx.notes.append(restore_mode(database_settings(config, meta.get("suffix", ""))))
         start = ctx.options.get("start_command")
         if start:
             try:
@@ -201,14 +207,12 @@ class LdapWriter(AppWriter):
                 raise WriterError(f"the restored slapd did not start: {err}") from err
 
     def _slapadd(self, config: str, directory: str, meta: dict[str, Any]) -> None:
-        if not meta.get("ldif"):
+        ldif = kept_ldif(meta)
+        if ldif is None:
             raise WriterError(
                 f"no LDIF export in the manifest for {meta.get('suffix')}: "
                 f"{meta.get('ldif_note', 'restore by files')}"
             )
-        ldif = zstandard.ZstdDecompressor().decompress(
-            base64.b64decode(meta["ldif"]), max_output_size=int(meta.get("ldif_bytes", 0)) or 1 << 34
-        )
         load_ldif(config, directory, ldif, meta.get("suffix", ""), int(meta.get("database_index", 1)))
 
     def _check(self, config: str, directory: str, meta: dict[str, Any]) -> None:
@@ -220,3 +224,21 @@ class LdapWriter(AppWriter):
             raise WriterError(
                 f"slapcat cannot read the restored database {meta.get('suffix')}: {err}"
             ) from err
+
+
+def restore_mode(settings: DatabaseSettings) -> str:
+    """What a restore of the files means for this database's replication, in the administrator's words."""
+    where = f"{settings.suffix}: " if settings.suffix else ""
+    partners = ", ".join(settings.providers)
+    if settings.role in ("consumer", "multi-provider"):
+        return (
+            f"{where}non-authoritative restore: a syncrepl {settings.role} of {partners}; once started it "
+            "catches up from there (changes and deletions made since the backup come back to it)"
+        )
+    if settings.role == "provider":
+        return (
+            f"{where}full restore of a syncrepl provider: nothing to catch up from, the backup is the "
+            "directory's state; consumers may keep changes made since (re-initialize them), or bring "
+            "back single entries with --authoritative DN on the running provider instead"
+        )
+    return f"{where}full restore: no syncrepl replication in its configuration"

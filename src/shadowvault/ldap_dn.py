@@ -1,0 +1,104 @@
+"""Distinguished names (RFC 4514): checked, and normalized so two spellings of one DN compare equal.
+
+A user types `OU=People, dc=Example,dc=com`; slapcat writes `ou=people,dc=example,dc=com`. The
+normal form lowercases attribute types and values (the naming attributes used in practice, cn, ou,
+dc, uid, o, match without case), drops the spaces around separators and re-escapes values one way.
+"""
+
+from __future__ import annotations
+
+import re
+
+from shadowvault.errors import UsageError
+
+_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(\.[0-9]+)*")
+_HEX = re.compile(r"[0-9A-Fa-f]{2}")
+_SPECIAL = ',+"\\<>;='
+
+
+class BadDn(UsageError):
+    """Not a DN: the message says where."""
+
+
+def _split(text: str, separators: str) -> list[str]:
+    """Split at unescaped `separators` (escapes are kept for the value parser)."""
+    parts, current, i = [], "", 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            current += text[i : i + 3] if _HEX.fullmatch(text[i + 1 : i + 3]) else text[i : i + 2]
+            i += 3 if _HEX.fullmatch(text[i + 1 : i + 3]) else 2
+            continue
+        if char in separators:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+        i += 1
+    parts.append(current)
+    return parts
+
+
+def _unescape(value: str, dn: str) -> str:
+    out, raw, i = "", b"", 0
+    while i < len(value):
+        char = value[i]
+        if char == "\\":
+            pair = value[i + 1 : i + 3]
+            if _HEX.fullmatch(pair):
+                raw += bytes.fromhex(pair)
+                i += 3
+                continue
+            if i + 1 >= len(value) or value[i + 1] not in _SPECIAL + " #":
+                raise BadDn(f"not a DN: {dn} (a backslash must escape a special character or two hex digits)")
+            char, i = value[i + 1], i + 1
+        if raw:
+            out += raw.decode("utf-8", "replace")
+            raw = b""
+        out += char
+        i += 1
+    return out + (raw.decode("utf-8", "replace") if raw else "")
+
+
+def _escape(value: str) -> str:
+    last = len(value) - 1
+    return "".join(
+        "\\" + c if c in _SPECIAL or (c in " #" and i == 0) or (c == " " and i == last) else c
+        for i, c in enumerate(value)
+    )
+
+
+def rdns(dn: str) -> list[str]:
+    """The normalized RDNs of `dn`, leaf first; BadDn (one line, for the user) when it is not a DN."""
+    if not dn.strip():
+        raise BadDn("not a DN: it is empty")
+    out = []
+    for rdn in _split(dn, ",;"):
+        avas = []
+        for ava in _split(rdn, "+"):
+            name, sep, value = ava.partition("=")
+            name, value = name.strip(), value.strip()
+            if not sep or not _TYPE.fullmatch(name):
+                raise BadDn(
+                    f"not a DN: {dn} (each part must be TYPE=VALUE, as in ou=people,dc=example,dc=com)"
+                )
+            if not value:
+                raise BadDn(f"not a DN: {dn} ({name}= has no value)")
+            avas.append(f"{name.lower()}={_escape(_unescape(value, dn).lower())}")
+        out.append("+".join(sorted(avas)))
+    return out
+
+
+def normalize(dn: str) -> str:
+    return ",".join(rdns(dn))
+
+
+def parent(normal: str) -> str:
+    """The parent of a normalized DN ("" above a one-RDN DN)."""
+    return ",".join(_split(normal, ",")[1:]) if normal else ""
+
+
+def within(normal: str, base: str) -> bool:
+    """Whether normalized `normal` is `base` or below it."""
+    under, above = _split(normal, ","), _split(base, ",")
+    return len(under) >= len(above) and under[len(under) - len(above) :] == above
