@@ -84,6 +84,18 @@ def snapshot_summary(
         "error_paths": [path for path, _ in stats.errors[:SUMMARY_PATHS]],
         # stored, but worth a look: changed while read, vanished before read
         "warning_paths": [path for path, _ in stats.warnings[:SUMMARY_PATHS]],
+        **skipped_summary(stats),
+    }
+
+
+def skipped_summary(stats: WalkStats) -> dict[str, Any]:
+    """What the exclude rules left out on purpose: a count per kind, and the first paths with why."""
+    return {
+        "skipped": dict(stats.skipped),
+        "skipped_paths": [
+            {"path": path, "kind": kind, "reason": reason}
+            for path, kind, reason in stats.skipped_paths[:SUMMARY_PATHS]
+        ],
     }
 
 

@@ -26,6 +26,9 @@ class Source:
     copied: bool | None = None
 
 
+SKIPPED_PATHS = 1000  # skipped entries named one by one; past it they are only counted
+
+
 @dataclass
 class WalkStats:
     """Counters a progress display can read at any time (updated under `lock`)."""
@@ -37,6 +40,7 @@ class WalkStats:
     others: int = 0
     bytes_total: int = 0  # size of every file in the snapshot
     bytes_read: int = 0  # bytes actually read from files (unmodified files are not read)
+    bytes_holes: int = 0  # bytes of holes recorded without being read
     blobs_saved: int = 0
     files_done: int = 0  # files whose content is stored (read, or found unmodified)
     bytes_done: int = 0  # bytes of those files: read, or found unmodified (not read)
@@ -46,10 +50,20 @@ class WalkStats:
     reading_path: bytes = b""  # the file a reader thread started last (the original path)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): stored, but note it
+    skipped: dict[str, int] = field(default_factory=dict)  # left out on purpose: kind -> count
+    skipped_paths: list[tuple[str, str, str]] = field(default_factory=list)  # the first (path, kind, reason)
     current_path: bytes = b""  # the entry being walked (set without the lock: one writer)
     cancellation: Cancellation | None = None  # checked before every entry
     started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def skip(self, path: bytes, kind: str, reason: str) -> None:
+        """Count an entry an exclude rule left out (`kind`: excluded, larger_than, cache_dir); the
+        first SKIPPED_PATHS are named."""
+        with self.lock:
+            self.skipped[kind] = self.skipped.get(kind, 0) + 1
+            if len(self.skipped_paths) < SKIPPED_PATHS:
+                self.skipped_paths.append((text(path), kind, reason))
 
     @property
     def current(self) -> str:
@@ -69,6 +83,7 @@ class WalkStats:
             "others": self.others,
             "bytes_total": self.bytes_total,
             "bytes_read": self.bytes_read,
+            "bytes_holes": self.bytes_holes,
             "errors": len(self.errors),
             "warnings": len(self.warnings),
         }

@@ -24,6 +24,7 @@ from typing import TypeAlias
 
 from shadowvault.archive import metadata
 from shadowvault.archive.deep_paths import ANCHOR_AFTER, Anchors
+from shadowvault.archive.exclude_rules import CACHEDIR_TAG, ExcludeRules
 from shadowvault.archive.file_reader import FileError, FileReader, StoredContent
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.store import BlobStore, Chunker, chunker_for, single_chunk_limit
@@ -86,12 +87,14 @@ class Archiver:
         stats: WalkStats | None = None,
         copy_started: float | None = None,
         virtual_root: bytes = b"/",
+        rules: ExcludeRules | None = None,
     ):
         self.store = store
         # the directories above the sources (/, /home, ...) are read below this root (components
         # backing up another machine's tree); "/" for the running system
         self.virtual_root = virtual_root.rstrip(b"/")
         self.filter = path_filter or PathFilter()
+        self.rules = rules or ExcludeRules()  # size limit, cache directories (archive/exclude_rules.py)
         self.skip_paths = {p.rstrip(b"/") for p in (skip_paths or set())}
         # original path -> where it is read instead (a mount below a source, read through its own shadow)
         self.grafts = dict(grafts or {})
@@ -224,12 +227,19 @@ class Archiver:
             job.error = f"directory not listed: {os_reason(err)}"
             self._error(orig, job.error)
             listed = []
+        if self.rules.cache_dir(access, [name for name, _ in listed]):
+            left_out = len(listed) - 1
+            listed = [(name, kind) for name, kind in listed if name == CACHEDIR_TAG]
+            self.stats.skip(orig, "cache_dir", f"cache directory (CACHEDIR.TAG): {left_out} entries left out")
         grafted = self._graft_names.get(orig, set()) - {name for name, _ in listed}
         if grafted:  # a mount point the shadow does not show (a copy leaves mounts out)
             listed = sorted([*listed, *((name, "dir") for name in grafted)])
         for name, kind in listed:
             child_orig = join(orig, name)
-            if child_orig in self.skip_paths or self.filter.excluded(child_orig):
+            if child_orig in self.skip_paths:
+                continue
+            if self.filter.excluded(child_orig):
+                self.stats.skip(child_orig, "excluded", "matches an exclude pattern")
                 continue
             graft = self.grafts.get(child_orig)
             if graft is not None:  # a mount below: read where its own shadow (or the live mount) is
@@ -271,6 +281,10 @@ class Archiver:
     ) -> None:
         """Record one entry into `job`, reading or reusing its content, recursing into directories."""
         access = read_path if access is None else access
+        too_large = self.rules.too_large(st)
+        if too_large is not None:
+            self.stats.skip(orig, "larger_than", too_large)
+            return
         try:
             node = metadata.capture(access, st, name)
         except OSError as err:
@@ -365,8 +379,8 @@ class Archiver:
         )
 
     def _all_present(self, blob_ids: list[bytes]) -> bool:
-        try:
-            return all(self.store.has_blob(blob_id) for blob_id in blob_ids)
+        try:  # each id once: a sparse file repeats its zero blobs thousands of times
+            return all(self.store.has_blob(blob_id) for blob_id in set(blob_ids))
         except (RepositoryError, NotFoundError):
             return False
 

@@ -9,8 +9,16 @@ import time
 import click
 from rich.markup import escape as escape_markup
 
+from shadowvault.archive.exclude_rules import parse_size
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.walk_stats import WalkStats
+from shadowvault.cli.backup_options import (
+    backup_selection_options,
+    listed_excludes,
+    listed_paths,
+    print_changes,
+    print_skips,
+)
 from shadowvault.cli.components import backup_component_options, split_users
 from shadowvault.cli.coordination import shadow_sets
 from shadowvault.cli.output import info, json_option, note, print_json, warn
@@ -21,6 +29,7 @@ from shadowvault.display import escape_text
 from shadowvault.errors import PartialFailure, UsageError
 from shadowvault.jobs.backup import BackupRequest, run_backup
 from shadowvault.jobs.backup_components import ComponentSelection, staged_components
+from shadowvault.jobs.backup_stdin import run_stdin_backup
 from shadowvault.jobs.shadowing import NO_PROVIDER
 from shadowvault.shadow.providers.registry import provider_names
 
@@ -110,6 +119,7 @@ def _human_size(n: int | None) -> str:
     is_flag=True,
     help="Do not read the filesystems mounted below PATHS (each one skipped is named).",
 )
+@backup_selection_options
 @backup_component_options
 @json_option
 def backup_cmd(
@@ -124,6 +134,15 @@ def backup_cmd(
     parent: str | None,
     force: bool,
     one_file_system: bool,
+    dry_run: bool,
+    files_from: tuple[str, ...],
+    files_from_verbatim: tuple[str, ...],
+    files_from_raw: tuple[str, ...],
+    exclude_files: tuple[str, ...],
+    exclude_caches: bool,
+    exclude_larger_than: str | None,
+    from_stdin: bool,
+    stdin_filename: str,
     components: tuple[str, ...],
     source_root: str,
     users: str | None,
@@ -134,8 +153,15 @@ def backup_cmd(
     Unreadable files are reported and skipped; the snapshot is saved and the exit code is 3.
     A filesystem mounted below PATHS is read through its own shadow (unless --one-file-system);
     kernel filesystems (proc, sysfs, ...) are never read. What is skipped is named, and noted in
-    the backup manifest.
+    the backup manifest. Exclude rules (--exclude, --exclude-file, --exclude-caches,
+    --exclude-larger-than) are counted in the summary as skipped. --dry-run reads and chunks
+    everything and lists what would change, and writes nothing to the repository.
     """
+    larger_than = parse_size(exclude_larger_than) if exclude_larger_than is not None else None
+    if from_stdin and (paths or files_from or files_from_verbatim or files_from_raw or components):
+        raise UsageError("--stdin stores what is piped in: no PATHS, --files-from or --component with it")
+    paths = (*paths, *listed_paths(files_from, files_from_verbatim, files_from_raw))
+    excludes = (*excludes, *listed_excludes(exclude_files))
     request = BackupRequest(
         paths=list(paths),
         excludes=list(excludes),
@@ -146,6 +172,9 @@ def backup_cmd(
         parent=parent,
         full=force,
         one_file_system=one_file_system,
+        exclude_larger_than=larger_than,
+        exclude_caches=exclude_caches,
+        dry_run=dry_run,
     )
 
     def on_warning(message: str) -> None:
@@ -164,11 +193,16 @@ def backup_cmd(
                 CollectOptions(users=split_users(users), paths=list(paths), excludes=list(excludes)),
             )
             request = stack.enter_context(staged_components(request, selection))
-        elif not paths:
+        elif not paths and not from_stdin:
             raise UsageError("give the PATHS to back up, or --component NAME")
-        r = stack.enter_context(open_repository(repo, password_file, write=True))
+        if from_stdin and sys.stdin.isatty():
+            raise UsageError("--stdin reads what is piped in, and stdin is a terminal")
+        r = stack.enter_context(open_repository(repo, password_file, write=not dry_run))
         stack.enter_context(progress(lambda: _status(stats), _line, as_json, final=True))
-        result = run_backup(r, request, stats=stats, on_warning=on_warning, sets=shadow_sets())
+        if from_stdin:
+            result = run_stdin_backup(r, request, sys.stdin.buffer, stdin_filename, stats=stats)
+        else:
+            result = run_backup(r, request, stats=stats, on_warning=on_warning, sets=shadow_sets())
     for path, reason in result.file_warnings:
         if as_json:
             sys.stderr.write(
@@ -182,10 +216,12 @@ def backup_cmd(
         else:
             warn(f"{path}: {reason}")
     summary = result.summary()
+    print_changes(result.changes, as_json)
     if as_json:
         print_json({"message_type": "summary", **summary})
     else:
         s = result.stats
+        print_skips(s)
         note(
             f"files: {s.files_new} new, {s.files_changed} changed, {s.files_unmodified} unmodified; "
             f"dirs: {s.dirs}; read {_human_size(s.bytes_read)} of {_human_size(s.bytes_total)}, "
@@ -194,7 +230,10 @@ def backup_cmd(
         )
         consistency = ", ".join(f"{k}={v}" for k, v in result.snapshot.consistency.items())
         note(f"consistency: {consistency}")
-        info(f"snapshot {result.snapshot_id[:8]} saved")
+        if result.dry_run:
+            note("dry run: nothing was saved to the repository")
+        else:
+            info(f"snapshot {result.snapshot_id[:8]} saved")
     if result.errors:
         raise PartialFailure(f"{len(result.errors)} file(s) could not be read; the snapshot has the rest")
 

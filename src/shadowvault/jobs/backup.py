@@ -24,9 +24,12 @@ from shadowvault.archive.backup import (
     find_parent,
     normalize_path,
     recorded_below,
+    skipped_summary,
     snapshot_summary,
     username,
 )
+from shadowvault.archive.diff import Difference, diff_trees, directories_above
+from shadowvault.archive.exclude_rules import ExcludeRules
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.scan import Scanner
 from shadowvault.archive.walk_stats import Source, WalkStats
@@ -41,6 +44,7 @@ from shadowvault.jobs.shadowing import (
     taken_shadow_set,
 )
 from shadowvault.paths_within import is_within
+from shadowvault.repo.dry_run_store import DryRunStore
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -70,6 +74,9 @@ class BackupRequest:
     extra_sources: list[tuple[str, str]] = field(default_factory=list)
     components: list[str] = field(default_factory=list)
     one_file_system: bool = False  # mounts below the paths are not read (said, and noted in the manifest)
+    exclude_larger_than: int | None = None  # files above this size are left out (counted as skipped)
+    exclude_caches: bool = False  # directories with a valid CACHEDIR.TAG keep only the tag
+    dry_run: bool = False  # read and chunk everything, count what would be added, write nothing
 
 
 @dataclass
@@ -83,6 +90,8 @@ class BackupResult:
     freeze_window: float | None
     added_bytes: int
     warnings: list[str]
+    dry_run: bool = False  # nothing was saved: `snapshot_id` is empty, `snapshot` was never stored
+    changes: list[Difference] = field(default_factory=list)  # a dry run: what the snapshot would change
 
     @property
     def errors(self) -> list[tuple[str, str]]:
@@ -97,8 +106,10 @@ class BackupResult:
     def summary(self) -> dict[str, Any]:
         """The final summary a user or a script reads."""
         return {
-            "snapshot_id": self.snapshot_id,
+            "snapshot_id": self.snapshot_id or None,
+            "dry_run": self.dry_run,
             **self.stats.as_dict(),
+            **skipped_summary(self.stats),
             "added_bytes": self.added_bytes,
             "duration": round(self.duration, 3),
             "freeze_window": self.freeze_window,
@@ -153,7 +164,8 @@ def run_backup(
 
     skip = planned.skip_paths() | {os.fsencode(repo_path)}
     stats = stats or WalkStats()
-    added_before = repo.stats.stored_bytes_added
+    store = DryRunStore(repo) if request.dry_run else repo
+    added_before = store.stats.stored_bytes_added
 
     with taken_shadow_set(sets, planned.set_volumes(), request.writers, request.provider) as manifest:
         sources = [Source(p, below(source_root, p)) for p in planned.live]
@@ -162,7 +174,7 @@ def run_backup(
             sources += shadow_sources(manifest, planned)
         grafts = mount_grafts(manifest, planned)
         archiver = Archiver(
-            repo,
+            store,
             path_filter=path_filter,
             skip_paths=skip,
             grafts=grafts,
@@ -170,6 +182,7 @@ def run_backup(
             stats=stats,
             copy_started=manifest.created if manifest is not None else None,
             virtual_root=source_root,
+            rules=ExcludeRules(request.exclude_larger_than, request.exclude_caches),
         )
         left_out = {os.fsencode(m) for m in planned.nested_skipped} | skip
         with Scanner(
@@ -189,11 +202,11 @@ def run_backup(
             warnings.append(note)
             warn(note)
         manifest.notes = [*manifest.notes, *planned.mount_notes]  # the mounts not read (warned above)
-        manifest_blob = repo.save_blob(BlobType.DATA, manifest_doc.encode(manifest))
+        manifest_blob = store.save_blob(BlobType.DATA, manifest_doc.encode(manifest))
         components += [c.name for c in manifest.components()]
         freeze_window = manifest.freeze_window
     duration = time.monotonic() - started
-    added_bytes = repo.stats.stored_bytes_added - added_before
+    added_bytes = store.stats.stored_bytes_added - added_before
     snapshot = Snapshot(
         time=started_wall,
         host=host,
@@ -211,6 +224,12 @@ def run_backup(
         ),
         program_version=__version__,
     )
+    if request.dry_run:  # nothing saved: what the snapshot would change, against its parent
+        above = directories_above(recorded)
+        changes = list(diff_trees(store, parent[1].tree if parent else None, root, above=above))
+        return BackupResult(
+            "", snapshot, stats, duration, freeze_window, added_bytes, warnings, True, changes
+        )
     repo.flush()
     snapshot_id = repo.save_snapshot(snapshot)
     return BackupResult(

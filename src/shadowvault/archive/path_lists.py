@@ -1,0 +1,51 @@
+"""Lists of paths and patterns read from files: --files-from (and its -verbatim and -raw forms) and
+--exclude-file, with restic's rules.
+
+- `--files-from`: one path per line; surrounding whitespace is trimmed; blank lines and lines
+  starting with `#` are ignored.
+- `--files-from-verbatim`: one path per line, taken as it is (only empty lines are ignored): for
+  names that start with `#` or a space.
+- `--files-from-raw`: paths separated by NUL bytes (`find -print0`): for names holding a line break.
+- `--exclude-file`: one glob per line, the same syntax as --exclude; blank lines and `#` comments
+  are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+
+from shadowvault.errors import UsageError
+
+
+class ListFormat(StrEnum):
+    LINES = "files-from"
+    VERBATIM = "files-from-verbatim"
+    RAW = "files-from-raw"
+
+
+def _read(path: str, option: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise UsageError(f"--{option} {path}: {err.strerror or err}") from err
+
+
+def read_path_list(path: str, form: ListFormat = ListFormat.LINES) -> list[str]:
+    """The paths listed in the file at `path`, in order (names that are not UTF-8 survive)."""
+    data = _read(path, form.value)
+    if form is ListFormat.RAW:
+        entries = data.split(b"\0")
+    else:
+        entries = [line.removesuffix(b"\r") for line in data.split(b"\n")]
+    if form is ListFormat.LINES:
+        entries = [e.strip() for e in entries if not e.strip().startswith(b"#")]
+    return [os.fsdecode(e) for e in entries if e]
+
+
+def read_pattern_file(path: str) -> list[str]:
+    """The globs listed in an --exclude-file."""
+    text = _read(path, "exclude-file").decode("utf-8", errors="surrogateescape")
+    patterns = (line.strip() for line in text.splitlines())
+    return [p for p in patterns if p and not p.startswith("#")]

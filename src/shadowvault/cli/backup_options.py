@@ -1,0 +1,157 @@
+"""The backup options restic users reach for, and what they print: --dry-run, --files-from (and
+-verbatim, -raw), --exclude-file, --exclude-caches, --exclude-larger-than, --stdin.
+
+Parsing only: the rules live in archive/ (path_lists, exclude_rules, stdin_source); cli/backup.py
+calls `backup_selection_options` and prints with `print_changes` and `print_skips`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from shadowvault.archive.diff import Change, Difference
+from shadowvault.archive.path_lists import ListFormat, read_path_list, read_pattern_file
+from shadowvault.archive.tree_paths import text
+from shadowvault.archive.walk_stats import WalkStats
+from shadowvault.cli.output import info, note, print_json
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SHOWN_SKIPS = 20  # skipped entries named on the terminal; --json names up to 100
+
+_VERBS = {
+    Change.ADDED: "would add",
+    Change.MODIFIED: "would update",
+    Change.METADATA: "would update the metadata of",
+    Change.REMOVED: "would not keep",
+    Change.UNREADABLE: "could not read",
+}
+_ACTIONS = {
+    Change.ADDED: "new",
+    Change.MODIFIED: "modified",
+    Change.METADATA: "metadata",
+    Change.REMOVED: "removed",
+    Change.UNREADABLE: "unreadable",
+}
+_KINDS = {"excluded": "by pattern", "larger_than": "too large", "cache_dir": "cache directories"}
+
+
+def backup_selection_options(func: F) -> F:
+    """Add the options that choose what a backup reads (in --help order)."""
+    options = [
+        click.option(
+            "--dry-run",
+            "-n",
+            is_flag=True,
+            help="Read and chunk everything, say what would be added; write nothing.",
+        ),
+        click.option(
+            "--files-from",
+            "files_from",
+            multiple=True,
+            metavar="FILE",
+            type=click.Path(dir_okay=False),
+            help="Back up the paths listed in FILE, one a line (# comments, blank lines ignored).",
+        ),
+        click.option(
+            "--files-from-verbatim",
+            "files_from_verbatim",
+            multiple=True,
+            metavar="FILE",
+            type=click.Path(dir_okay=False),
+            help="Like --files-from, each line taken as it is (no comments, no trimming).",
+        ),
+        click.option(
+            "--files-from-raw",
+            "files_from_raw",
+            multiple=True,
+            metavar="FILE",
+            type=click.Path(dir_okay=False),
+            help="Like --files-from, the paths separated by NUL bytes (find -print0).",
+        ),
+        click.option(
+            "--exclude-file",
+            "exclude_files",
+            multiple=True,
+            metavar="FILE",
+            type=click.Path(dir_okay=False),
+            help="Leave out the globs listed in FILE, one a line (the --exclude syntax).",
+        ),
+        click.option(
+            "--exclude-caches",
+            is_flag=True,
+            help="Leave out the contents of directories holding a valid CACHEDIR.TAG (the tag is kept).",
+        ),
+        click.option(
+            "--exclude-larger-than",
+            metavar="SIZE",
+            default=None,
+            help="Leave out files larger than SIZE (500k, 10M, 2G, 1GiB, ...).",
+        ),
+        click.option(
+            "--stdin",
+            "from_stdin",
+            is_flag=True,
+            help="Store what is piped in as one file (see --stdin-filename); no PATHS.",
+        ),
+        click.option(
+            "--stdin-filename",
+            default="stdin",
+            show_default=True,
+            metavar="NAME",
+            help="The file name --stdin stores the stream as.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def listed_paths(files_from: tuple[str, ...], verbatim: tuple[str, ...], raw: tuple[str, ...]) -> list[str]:
+    """Every path the --files-from* options list, in order."""
+    paths: list[str] = []
+    for form, files in (
+        (ListFormat.LINES, files_from),
+        (ListFormat.VERBATIM, verbatim),
+        (ListFormat.RAW, raw),
+    ):
+        for name in files:
+            paths += read_path_list(name, form)
+    return paths
+
+
+def listed_excludes(exclude_files: tuple[str, ...]) -> list[str]:
+    """Every glob the --exclude-file options list."""
+    return [pattern for name in exclude_files for pattern in read_pattern_file(name)]
+
+
+def print_changes(changes: list[Difference], as_json: bool) -> None:
+    """What a dry run would change, one line each (restic's verbose_status lines under --json)."""
+    for change in changes:
+        if as_json:
+            print_json(
+                {
+                    "message_type": "verbose_status",
+                    "action": _ACTIONS[change.change],
+                    "item": text(change.path),
+                }
+            )
+        else:
+            info(f"{_VERBS[change.change]} {text(change.path)}")
+
+
+def print_skips(stats: WalkStats) -> None:
+    """What the exclude rules left out, for a person: the surprising ones by name, then a count."""
+    if not stats.skipped:
+        return
+    named = [(path, reason) for path, kind, reason in stats.skipped_paths if kind != "excluded"]
+    for path, reason in named[:SHOWN_SKIPS]:
+        note(f"skipped {path}: {reason}")
+    total_named = sum(n for kind, n in stats.skipped.items() if kind != "excluded")
+    if total_named > SHOWN_SKIPS:
+        note(f"... and {total_named - SHOWN_SKIPS} more (--json names them)")
+    counts = ", ".join(f"{n} {_KINDS.get(kind, kind)}" for kind, n in sorted(stats.skipped.items()))
+    note(f"skipped {sum(stats.skipped.values())} ({counts})")
