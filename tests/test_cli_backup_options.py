@@ -27,7 +27,8 @@ class Shadowvault:
         self.env = env
 
     def __call__(self, *args: object, input: str | None = None) -> Result:
-        return CliRunner().invoke(cli, [str(a) for a in args], env=self.env, input=input, catch_exceptions=False)
+        argv = [str(a) for a in args]
+        return CliRunner().invoke(cli, argv, env=self.env, input=input, catch_exceptions=False)
 
 
 @pytest.fixture
@@ -111,7 +112,7 @@ def test_files_from_and_every_exclude_rule_leave_out_what_they_say_and_count_it(
     patterns.write_text("# logs are rotated anyway\n*.log\n\n")
     done = sv(
         "backup", "--provider", "none", "--json", "--files-from", listing, "--exclude-file", patterns,
-        "--exclude-caches", "--exclude-larger-than", "1M", 
+        "--exclude-caches", "--exclude-larger-than", "1M",
     )  # fmt: skip
     assert done.exit_code == 0, done.stderr
     summary = json_lines(done.stdout)[-1]
@@ -208,9 +209,7 @@ def test_one_file_system_with_the_new_excludes(sv, tmp_path, mounts):
     (src / "huge").write_bytes(b"y" * (3 << 20))
     mounts("-t", "tmpfs", "-o", "size=8m", "tmpfs", src / "mnt")
     (src / "mnt" / "inside").write_text("on tmpfs\n")
-    done = sv(
-        "backup", "--provider", "none", "--json", "-x", "--exclude-larger-than", "2MiB", str(src)
-    )
+    done = sv("backup", "--provider", "none", "--json", "-x", "--exclude-larger-than", "2MiB", str(src))
     assert done.exit_code == 0, done.stderr
     warned = [m["message"] for m in json_lines(done.stderr) if m["message_type"] == "warning"]
     assert any(f"{src}/mnt" in w for w in warned), done.stderr
