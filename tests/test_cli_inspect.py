@@ -14,7 +14,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from shadowvault.cli.main import cli
+from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tree import Node, Tree
 from tests.archive.helpers import FAST_KDF, PASSWORD
 
 ODD_NAME = "odd\nname \x1b[31m.txt"  # a newline and an escape sequence: never raw on a terminal
@@ -189,6 +192,21 @@ def test_cat_prints_the_decrypted_documents(world: World) -> None:
     assert [n["name"] for n in tree["nodes"]] == [str(world.a).lstrip("/").split("/")[0]]
     for bad in (["cat", "blob", "../../etc/passwd"], ["cat", "index", "/etc"], ["cat", "nothing", "x"]):
         _one_error_line(world.run(*bad))
+    # down the trees to hello.txt: its one data blob is the file's bytes
+    for name in [*str(world.a).lstrip("/").split("/"), "hello.txt"]:
+        node = next(n for n in tree["nodes"] if n["name"] == name)
+        tree = json.loads(world.ok("cat", "tree", node["subtree"]).stdout) if node["type"] == "dir" else {}
+    assert world.ok("cat", "blob", node["content"][0]).stdout_bytes == b"hello\n"
+    repo = Path(world.env["SHADOWVAULT_REPOSITORY"])
+    index_id = next((repo / "index").iterdir()).name
+    packs = json.loads(world.ok("cat", "index", index_id[:10]).stdout)["packs"]
+    header = json.loads(world.ok("cat", "pack", packs[0]["id"]).stdout)
+    assert {b["id"] for b in header["blobs"]} == {b["id"] for b in packs[0]["blobs"]}
+    key = json.loads(world.ok("cat", "key", next((repo / "keys").iterdir()).name[:8]).stdout)
+    assert key["kdf"] == "scrypt"
+    assert (
+        json.loads(world.ok("cat", "snapshot", "latest", "--path", str(world.a)).stdout)["id"] == world.second
+    )
 
 
 # ------------------------------------------------------------------ stats
@@ -224,3 +242,31 @@ def test_tag_add_remove_set_rewrites_the_snapshot(world: World) -> None:
     tags = [s["tags"] for s in json.loads(world.ok("snapshots", "--json").stdout)]
     assert tags == [[], [], ["final"]]
     _one_error_line(world.run("tag", "--set", "x", "--add", "y"))
+
+
+# ------------------------------------------------------------------ hostile repository content
+
+
+def test_dump_and_find_keep_hostile_names_in_their_place(env: dict[str, str], tmp_path: Path) -> None:
+    """A tree written by whoever holds the password: names that climb, hold '/', or repeat."""
+    with Repository.open(env["SHADOWVAULT_REPOSITORY"], PASSWORD, write=True) as repo:
+        data = repo.save_blob(BlobType.DATA, b"payload")
+
+        def file(name: bytes) -> Node:
+            return Node(name=name, type="file", mode=0o644, size=7, content=[data])
+
+        inner = repo.save_tree(
+            Tree(nodes=[file(b".."), file(b"a/b"), file(b"ok"), file(b"twice"), file(b"twice")])
+        )
+        top = repo.save_tree(Tree(nodes=[Node(name=b"h", type="dir", mode=0o755, subtree=inner)]))
+        repo.save_snapshot(Snapshot(time=1.0, host="evil", paths=["/h"], tree=top))
+    done = CliRunner().invoke(cli, ["dump", "latest", "/h"], env=env)
+    assert done.exit_code == 3, done.stderr  # the stream is written, what was left out is said
+    assert done.stderr.count("left out") == 4 and "Traceback" not in done.stderr
+    archive = tmp_path / "h.tar"
+    archive.write_bytes(done.stdout_bytes)
+    listed = subprocess.run(["tar", "-t", "-f", str(archive)], capture_output=True, text=True, check=True)
+    assert listed.stdout.splitlines() == ["h/", "h/ok"]
+    found = CliRunner().invoke(cli, ["find", "*", "--json"], env=env)
+    paths = [json.loads(line).get("path") for line in found.stdout.splitlines()]
+    assert "/h/ok" in paths

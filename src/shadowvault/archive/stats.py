@@ -6,7 +6,8 @@
 - blobs-per-file: the distinct data blobs the files use, counted once (their plaintext size).
 - raw-data: the distinct blobs (data and trees) the snapshots reference, as stored in the packs
   (after compression and encryption) and uncompressed, with the restore size beside them; the dedup
-  ratio is restore size / uncompressed raw data.
+  ratio is the restore size over the uncompressed size of the file data stored (trees and manifests
+  are not file data).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Stats:
     total_blob_count: int = 0
     restore_size: int = 0
     total_uncompressed_size: int = 0
+    data_uncompressed_size: int = 0  # of the DATA blobs files use: what the dedup ratio compares against
     missing_blobs: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -60,9 +62,9 @@ class Stats:
 
     @property
     def dedup_ratio(self) -> float | None:
-        if not self.total_uncompressed_size:
+        if not self.data_uncompressed_size:
             return None
-        return round(self.restore_size / self.total_uncompressed_size, 3)
+        return round(self.restore_size / self.data_uncompressed_size, 3)
 
 
 def _restore_size(store: TreeReader, snapshot: Snapshot) -> tuple[int, int]:
@@ -83,20 +85,21 @@ def _restore_size(store: TreeReader, snapshot: Snapshot) -> tuple[int, int]:
     return size, count
 
 
-def _referenced_blobs(store: TreeReader, snapshots: Iterable[Snapshot]) -> set[bytes]:
-    """Every tree and data blob the snapshots reference (each tree walked once)."""
-    blobs: set[bytes] = set()
+def _referenced_blobs(store: TreeReader, snapshots: Iterable[Snapshot]) -> tuple[set[bytes], set[bytes]]:
+    """(file data blobs, trees and manifests) the snapshots reference (each tree walked once)."""
+    data: set[bytes] = set()
+    others: set[bytes] = {s.manifest for s in snapshots if s.manifest}
     pending = [s.tree for s in snapshots if s.tree]
     while pending:
         tree_id = pending.pop()
-        if tree_id in blobs:
+        if tree_id in others:
             continue
-        blobs.add(tree_id)
+        others.add(tree_id)
         for node in store.load_tree(tree_id).nodes:
-            blobs.update(node.content)
+            data.update(node.content)
             if node.subtree:
                 pending.append(node.subtree)
-    return blobs
+    return data, others
 
 
 def snapshot_stats(store: IndexedTrees, snapshots: list[tuple[str, Snapshot]], mode: str) -> Stats:
@@ -110,7 +113,8 @@ def snapshot_stats(store: IndexedTrees, snapshots: list[tuple[str, Snapshot]], m
         stats.total_size = stats.restore_size
     if mode == "raw-data":
         stats.total_size = 0
-        for blob_id in _referenced_blobs(store, (s for _, s in snapshots)):
+        data, others = _referenced_blobs(store, [s for _, s in snapshots])
+        for blob_id in data | others:
             location = store.lookup(blob_id)
             if location is None:
                 stats.missing_blobs.append(blob_id.hex())
@@ -118,6 +122,8 @@ def snapshot_stats(store: IndexedTrees, snapshots: list[tuple[str, Snapshot]], m
             stats.total_blob_count += 1
             stats.total_size += location.length
             stats.total_uncompressed_size += location.raw_length
+            if blob_id in data:
+                stats.data_uncompressed_size += location.raw_length
     elif mode in ("files-by-contents", "blobs-per-file"):
         contents: set[tuple[bytes, ...]] = set()
         blobs: set[bytes] = set()

@@ -23,7 +23,7 @@ from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.repository import format_size
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, choose_all, snapshot_filter_options
 from shadowvault.errors import PartialFailure, UsageError
-from shadowvault.repo.raw_objects import KINDS, cat_blob, cat_document
+from shadowvault.repo.raw_objects import KINDS, cat_blob, cat_document, snapshot_document
 from shadowvault.repo.retag import TagChange, retag
 
 
@@ -147,11 +147,22 @@ def dump_cmd(
 @repo_options
 @click.argument("kind", type=click.Choice(KINDS))
 @click.argument("object_id", metavar="[ID]", required=False)
-def cat_cmd(repo: str | None, password_file: str | None, kind: str, object_id: str | None) -> None:
+@snapshot_filter_options
+def cat_cmd(
+    repo: str | None,
+    password_file: str | None,
+    kind: str,
+    object_id: str | None,
+    snapshot_filter: SnapshotFilter,
+) -> None:
     """Print one repository object, decrypted and verified: `config`, or `snapshot|tree|index|key|pack
-    ID` as JSON (a pack: its header), or `blob ID` as its raw bytes. Snapshot, index, key and pack ids
-    may be unique prefixes; tree and blob ids are whole."""
+    ID` as JSON (a pack: its header), or `blob ID` as its raw bytes. A snapshot may be named as
+    everywhere ("latest", with the filters); index, key and pack ids may be unique prefixes; tree and
+    blob ids are whole."""
     with open_repository(repo, password_file) as r:
+        if kind == "snapshot" and object_id is not None:
+            _line(json.dumps(snapshot_document(*choose(r, object_id, snapshot_filter)), indent=2))
+            return
         if kind == "blob":
             if object_id is None:
                 raise UsageError("`cat blob` needs an id")
