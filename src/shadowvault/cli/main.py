@@ -67,14 +67,21 @@ class _Root(click.Group):
 @click.version_option(__version__, prog_name="shadowvault")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="No progress and no informational lines: only what the command shows, warnings and errors.",
+)
+@click.option(
     "--no-daemon",
     "no_daemon",
     is_flag=True,
     envvar="SHADOWVAULT_NO_DAEMON",
     help="Make shadow sets in this process even when `shadowvault daemon` answers on its socket.",
 )
-def cli(verbose: int, no_daemon: bool) -> None:
+def cli(verbose: int, quiet: bool, no_daemon: bool) -> None:
     """Shadow copies for Linux, and the backup agent built on them."""
+    click.get_current_context().meta[output.QUIET] = quiet
     level = logging.WARNING - 10 * min(verbose, 2)
     if os.environ.get("SHADOWVAULT_DEBUG"):
         level = logging.DEBUG
@@ -116,6 +123,12 @@ def _register() -> None:
     from shadowvault.cli.daemon import daemon  # the service (docs/api.md)
 
     cli.add_command(daemon)
+    from shadowvault.cli.completion_cmd import completion_cmd  # shell completion (docs/completion.md)
+
+    cli.add_command(completion_cmd)
+    from shadowvault.cli.copy_cmd import copy_cmd  # snapshots from another repository (docs/copy.md)
+
+    cli.add_command(copy_cmd)
 
 
 _register()

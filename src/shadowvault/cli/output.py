@@ -78,14 +78,31 @@ def _lines(text: str) -> str:
     return "\n".join(escape_text(line) for line in text.split("\n"))
 
 
+QUIET = "shadowvault.quiet"  # the root context's meta key: the command line asks for -q/--quiet
+
+
+def quiet() -> bool:
+    """Whether -q/--quiet was given: `info`, `note` and progress (cli/progress.py) then print nothing;
+    tables, JSON, `listing`, warnings and errors still do (they are what was asked for, or trouble)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(QUIET))
+
+
 def info(message: str) -> None:
-    """Human-readable result lines on stdout."""
+    """Human-readable result lines on stdout (what was done); silent under --quiet."""
+    if not quiet():
+        _stdout.print(_lines(message), markup=False)
+
+
+def listing(message: str) -> None:
+    """A line of what the command was asked to show (a listing, details): printed even under --quiet."""
     _stdout.print(_lines(message), markup=False)
 
 
 def note(message: str) -> None:
-    """Progress or advisory lines on stderr (never mixed into results)."""
-    _stderr.print(_lines(message), markup=False)
+    """Progress or advisory lines on stderr (never mixed into results); silent under --quiet."""
+    if not quiet():
+        _stderr.print(_lines(message), markup=False)
 
 
 def warn(message: str) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from shadowvault.cli.output import print_json
+from shadowvault.cli.output import print_json, quiet
 
 STATUS_INTERVAL = 1.0  # seconds between JSON status lines
 REFRESH = 0.25  # seconds between terminal updates
@@ -24,8 +24,9 @@ def progress(
 ) -> Iterator[None]:
     """While the block runs: `status()` as a JSON line on stdout every second with --json; `line(status())`
     as a transient line on stderr when stderr is a terminal; nothing otherwise (logs, pipes). With
-    `final`, a last JSON status when the block completes (the figures it ended with, however short)."""
-    if not as_json and not sys.stderr.isatty():
+    `final`, a last JSON status when the block completes (the figures it ended with, however short).
+    Under --quiet nothing at all."""
+    if quiet() or (not as_json and not sys.stderr.isatty()):
         yield
         return
     stop = threading.Event()

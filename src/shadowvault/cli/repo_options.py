@@ -1,18 +1,25 @@
-"""Options every repository command shares (--repo, --password-file) and opening the repository.
+"""Options every repository command shares (--repo, --password-file, --password-command) and opening
+the repository.
 
-Imported by the repository, maintenance, backup and restore command modules.
+Where the password comes from, first match wins (restic's order, with a command line option always
+before an environment variable): --password-command, --password-file, $SHADOWVAULT_PASSWORD_COMMAND,
+$SHADOWVAULT_PASSWORD_FILE, $SHADOWVAULT_PASSWORD, a prompt on a terminal. Giving both options is a
+usage error. Imported by the repository, maintenance, backup and restore command modules.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
-from shadowvault.errors import UsageError
+from shadowvault import proc
+from shadowvault.errors import CommandError, UsageError
 from shadowvault.repo.password_file import read_password_file
 from shadowvault.repo.repository import Repository
 
@@ -21,24 +28,49 @@ F = TypeVar("F", bound=Callable[..., Any])
 REPO_ENV = "SHADOWVAULT_REPOSITORY"
 PASSWORD_ENV = "SHADOWVAULT_PASSWORD"
 PASSWORD_FILE_ENV = "SHADOWVAULT_PASSWORD_FILE"
+PASSWORD_COMMAND_ENV = "SHADOWVAULT_PASSWORD_COMMAND"
+PASSWORD_COMMAND_TIMEOUT = 300.0  # a command may ask a person (pinentry, a hardware token)
+
+_COMMAND_META = "shadowvault.password_command"  # the context's meta key: (command, given on the command line)
+
+
+def _keep_password_command(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Keep --password-command in the context (commands' signatures stay as they are)."""
+    if value:
+        source = ctx.get_parameter_source(param.name or "")
+        ctx.meta[_COMMAND_META] = (value, source is not click.core.ParameterSource.ENVIRONMENT)
 
 
 def repo_options(func: F) -> F:
-    """Add --repo (or $SHADOWVAULT_REPOSITORY) and --password-file (or $SHADOWVAULT_PASSWORD_FILE)."""
+    """Add --repo, --password-file and --password-command (each also an environment variable)."""
+    func = click.option(
+        "--password-command",
+        envvar=PASSWORD_COMMAND_ENV,
+        show_envvar=True,
+        default=None,
+        metavar="CMD",
+        expose_value=False,
+        callback=_keep_password_command,
+        help="Run CMD (split like a shell would, run without one) and take the first line it prints"
+        " as the password.",
+    )(func)
     func = click.option(
         "--password-file",
         type=click.Path(dir_okay=False),
         envvar=PASSWORD_FILE_ENV,
+        show_envvar=True,
         default=None,
-        help=f"Read the password from this file (else ${PASSWORD_ENV}, else a prompt on a terminal).",
+        help=f"Read the password from this file's first line (else ${PASSWORD_ENV}, else a prompt on a"
+        " terminal).",
     )(func)
     func = click.option(
         "-r",
         "--repo",
         envvar=REPO_ENV,
+        show_envvar=True,
         default=None,
         metavar="PATH",
-        help=f"The repository (default ${REPO_ENV}).",
+        help="The repository: a path, file:// or s3: URL.",
     )(func)
     return func
 
@@ -50,16 +82,78 @@ def repo_path(repo: str | None) -> str:
     return repo
 
 
-def read_password(password_file: str | None, *, confirm: bool = False) -> str:
-    """The password from --password-file, $SHADOWVAULT_PASSWORD, or a prompt when on a terminal."""
-    if password_file:
-        return read_password_file(password_file, UsageError)
-    env = os.environ.get(PASSWORD_ENV)
+def run_password_command(command: str) -> str:
+    """The first line `command` prints (run without a shell); a UsageError when it fails or prints none."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as err:
+        raise UsageError(f"cannot parse the password command {command!r}: {err}") from err
+    if not argv:
+        raise UsageError("the password command is empty")
+    try:
+        done = proc.run(argv, timeout=PASSWORD_COMMAND_TIMEOUT)
+    except CommandError as err:
+        raise UsageError(f"the password command failed: {err}") from err
+    lines = done.stdout.decode(errors="replace").splitlines()
+    if not lines or not lines[0]:
+        raise UsageError(f"the password command {argv[0]} printed no password")
+    return lines[0]
+
+
+def given_on_command_line(ctx: click.Context | None, name: str) -> bool:
+    """Whether the parameter `name` came from the command line (not its environment variable)."""
+    if ctx is None:
+        return False
+    source = ctx.get_parameter_source(name)
+    return source is not None and source is not click.core.ParameterSource.ENVIRONMENT
+
+
+@dataclass(frozen=True)
+class PasswordSources:
+    """Where one repository's password may come from, and which came from the command line."""
+
+    command: str | None
+    command_given: bool  # on the command line (else from the environment)
+    file: str | None
+    file_given: bool
+    password_env: str  # the variable holding the password itself
+    options: tuple[str, str] = ("--password-command", "--password-file")
+    label: str = "repository password"
+
+
+def resolve_password(sources: PasswordSources, *, confirm: bool = False) -> str:
+    """The password from the first source in the module docstring's order."""
+    command_option, file_option = sources.options
+    if sources.command_given and sources.file_given:
+        raise UsageError(f"give {command_option} or {file_option}, not both")
+    if sources.command_given or (sources.command and not sources.file_given):
+        return run_password_command(sources.command or "")
+    if sources.file:
+        return read_password_file(sources.file, UsageError)
+    env = os.environ.get(sources.password_env)
     if env:
         return env
     if sys.stdin.isatty():
-        return prompt_password("repository password", confirm=confirm)
-    raise UsageError(f"no password given: use --password-file, set {PASSWORD_ENV}, or run on a terminal")
+        return prompt_password(sources.label, confirm=confirm)
+    raise UsageError(
+        f"no password given: use {file_option} or {command_option}, set {sources.password_env}, or run"
+        " on a terminal"
+    )
+
+
+def read_password(password_file: str | None, *, confirm: bool = False) -> str:
+    """The repository's password (--password-command, --password-file and their variables,
+    $SHADOWVAULT_PASSWORD, a prompt), in the order of the module's docstring."""
+    ctx = click.get_current_context(silent=True)
+    command, command_given = ctx.meta.get(_COMMAND_META, (None, False)) if ctx else (None, False)
+    sources = PasswordSources(
+        command=command,
+        command_given=command_given,
+        file=password_file,
+        file_given=bool(password_file) and given_on_command_line(ctx, "password_file"),
+        password_env=PASSWORD_ENV,
+    )
+    return resolve_password(sources, confirm=confirm)
 
 
 def prompt_password(label: str, *, confirm: bool = False) -> str:

@@ -1,4 +1,4 @@
-"""CLI commands: init, snapshots, key (parse options, call the library, print)."""
+"""CLI commands: init, snapshots, key add/list/passwd/remove (parse options, call the library, print)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from shadowvault.cli.repo_options import (
 )
 from shadowvault.display import escape_text
 from shadowvault.errors import UsageError
+from shadowvault.repo.password_file import read_password_file
 from shadowvault.repo.repository import Repository, filter_snapshots
 from shadowvault.repo.snapshot import Snapshot
 
@@ -117,43 +118,85 @@ def key_group() -> None:
     """Manage the passwords that open the repository."""
 
 
-@key_group.command("add")
-@repo_options
-@click.option(
+new_password_file_option = click.option(
     "--new-password-file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Read the new password from this file (else a prompt on a terminal).",
+    help="Read the new password from this file's first line (else a prompt on a terminal).",
 )
+
+
+def _new_password(new_password_file: str | None) -> str:
+    if new_password_file:
+        return read_password_file(new_password_file, UsageError)
+    if not sys.stdin.isatty():
+        raise UsageError("give the new password with --new-password-file")
+    return prompt_password("new password", confirm=True)
+
+
+def _short(name: str) -> str:
+    return name.rsplit("/", 1)[1][:8]
+
+
+@key_group.command("add")
+@repo_options
+@new_password_file_option
 @json_option
 def key_add_cmd(
     repo: str | None, password_file: str | None, new_password_file: str | None, as_json: bool
 ) -> None:
     """Add another password (key file) for the repository."""
     with open_repository(repo, password_file) as r:
-        if new_password_file:
-            new_password = read_password(new_password_file)
-        else:
-            if not sys.stdin.isatty():
-                raise UsageError("give the new password with --new-password-file")
-            new_password = prompt_password("new password", confirm=True)
-        name = r.add_key(new_password)
-    emit(as_json, {"key": name}, lambda: info(f"added key {name.rsplit('/', 1)[1][:8]}"))
+        name = r.add_key(_new_password(new_password_file))
+    emit(as_json, {"key": name}, lambda: info(f"added key {_short(name)}"))
+
+
+@key_group.command("passwd")
+@repo_options
+@new_password_file_option
+@json_option
+def key_passwd_cmd(
+    repo: str | None, password_file: str | None, new_password_file: str | None, as_json: bool
+) -> None:
+    """Change the password of the key that opens the repository (a new key replaces it: the new one
+    is written before the old one is removed)."""
+    with open_repository(repo, password_file) as r:
+        old = r.key_name or ""
+        name = r.change_password(_new_password(new_password_file))
+    emit(
+        as_json,
+        {"key": name, "removed": old},
+        lambda: info(f"changed the password: key {_short(name)} replaces key {_short(old)}"),
+    )
+
+
+@key_group.command("remove")
+@repo_options
+@click.argument("key_id")
+@json_option
+def key_remove_cmd(repo: str | None, password_file: str | None, key_id: str, as_json: bool) -> None:
+    """Remove a key (by its id or a unique prefix): never the one in use, never the last one."""
+    with open_repository(repo, password_file) as r:
+        name = r.remove_key(key_id)
+    emit(as_json, {"removed": name}, lambda: info(f"removed key {_short(name)}"))
 
 
 @key_group.command("list")
 @repo_options
 @json_option
 def key_list_cmd(repo: str | None, password_file: str | None, as_json: bool) -> None:
-    """List the key files."""
+    """List the key files; * marks the one this command opened the repository with."""
     with open_repository(repo, password_file) as r:
-        keys = r.list_keys()
+        keys = sorted(r.list_keys(), key=lambda k: (str(k["created"]), str(k["id"])))
     emit(
         as_json,
         keys,
         lambda: print_table(
-            ["ID", "Created", "Host", "User"],
-            [(k["id"][:8], k.get("created", ""), k.get("host", ""), k.get("username", "")) for k in keys],
+            [" ", "ID", "Created", "Host", "User"],
+            [
+                ("*" if k["current"] else "", str(k["id"])[:8], k["created"], k["host"], k["username"])
+                for k in keys
+            ],
         ),
     )
 

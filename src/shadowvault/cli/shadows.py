@@ -31,19 +31,19 @@ def _print_set(manifest: ShadowSetManifest, exposed: list[Exposure]) -> None:
     """One set as a block of lines (like `vssadmin list shadows`): ids and paths are never cut."""
     persistent = "yes" if manifest.persistent else f"no (released when pid {manifest.requester_pid} ends)"
     window = "-" if manifest.freeze_window is None else f"{manifest.freeze_window * 1000:.1f} ms"
-    output.info(f"shadow set {manifest.id}")
-    output.info(f"  created {_when(manifest.created)}, state {manifest.state}, persistent {persistent}")
-    output.info(f"  freeze window {window}")
+    output.listing(f"shadow set {manifest.id}")
+    output.listing(f"  created {_when(manifest.created)}, state {manifest.state}, persistent {persistent}")
+    output.listing(f"  freeze window {window}")
     for shadow in manifest.shadows:
         kind = "" if shadow.atomic else ", not atomic"
         invalid = f", INVALID: {shadow.invalid}" if shadow.invalid else ""
-        output.info(f"  shadow of {shadow.volume} ({shadow.provider}{kind}{invalid}): {shadow.path}")
+        output.listing(f"  shadow of {shadow.volume} ({shadow.provider}{kind}{invalid}): {shadow.path}")
     for writer in manifest.writers:
         instance = f":{writer.instance}" if writer.instance else ""
         failure = f" ({writer.failure})" if writer.failure else ""
-        output.info(f"  writer {writer.name}{instance}: {writer.state.value}{failure}")
+        output.listing(f"  writer {writer.name}{instance}: {writer.state.value}{failure}")
     for exposure in exposed:
-        output.info(f"  exposed at {exposure.at} (shadow of {exposure.volume})")
+        output.listing(f"  exposed at {exposure.at} (shadow of {exposure.volume})")
 
 
 @shadows.command("list")
@@ -58,7 +58,7 @@ def list_cmd(as_json: bool) -> None:
             return
         for i, (manifest, exposed) in enumerate(listed):
             if i:
-                output.info("")
+                output.listing("")
             _print_set(manifest, exposed)
 
     data = [{**output.to_builtins(m), "exposures": output.to_builtins(e)} for m, e in listed]

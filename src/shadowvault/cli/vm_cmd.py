@@ -48,16 +48,16 @@ def list_vms(as_json: bool) -> None:
 
     def human() -> None:
         for row in rows:
-            info(f"vm: {row['vm']}")
+            output.listing(f"vm: {row['vm']}")
             if "error" in row:
-                info(f"   error: {row['error']}")
+                output.listing(f"   error: {row['error']}")
                 continue
-            info(f"   guest agent: {row['agent']}")
+            output.listing(f"   guest agent: {row['agent']}")
             for disk in row["disks"]:
                 chain = " <- ".join([disk["filename"], *disk["backing"]])
                 what = f"node {disk['node']}, {disk['format']}, {_size(disk['virtual_size'])}"
                 line = f"   disk: {disk['disk']} ({what}): {chain}"
-                info(line + (f"; excluded: {disk['excluded']}" if disk.get("excluded") else ""))
+                output.listing(line + (f"; excluded: {disk['excluded']}" if disk.get("excluded") else ""))
 
     output.emit(as_json, rows, human)
 

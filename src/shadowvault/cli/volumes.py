@@ -37,7 +37,7 @@ def list_cmd(show_all: bool, as_json: bool) -> None:
             (v.mount_point, v.device, v.fstype, v.fs_uuid or "-", ",".join(supported_providers(v)) or "-")
             for v in shown
         ]
-        output.info(aligned(table))
+        output.listing(aligned(table))
 
     output.emit(as_json, rows, human)
 

@@ -25,15 +25,15 @@ def list_writers(as_json: bool) -> None:
 
     def human() -> None:  # one block per writer, like `vssadmin list writers`
         for entry in entries:
-            output.info(f"writer: {entry.writer}")
-            output.info(f"   kind: {entry.kind}")
-            output.info(f"   state: {entry.state}")
+            output.listing(f"writer: {entry.writer}")
+            output.listing(f"   kind: {entry.kind}")
+            output.listing(f"   state: {entry.state}")
             if entry.detail:
-                output.info(f"   {'reason' if entry.state != 'stable' else 'detail'}: {entry.detail}")
+                output.listing(f"   {'reason' if entry.state != 'stable' else 'detail'}: {entry.detail}")
             for component in entry.components:
                 paths = ", ".join(component.paths) or "-"
-                output.info(f"   component: {component.name} ({component.kind}): {paths}")
-            output.info("")
+                output.listing(f"   component: {component.name} ({component.kind}): {paths}")
+            output.listing("")
 
     output.emit(as_json, entries, human)
 

@@ -15,6 +15,7 @@ from shadowvault.errors import (
     NotFoundError,
     RepositoryError,
     ShadowvaultError,
+    UsageError,
     WrongPasswordError,
 )
 from shadowvault.repo.backend import Backend
@@ -33,8 +34,14 @@ def password_bytes(password: str | bytes) -> bytes:
 
 
 def unlock(backend: Backend, password: str | bytes) -> MasterKey:
-    """Try every key file. A key file is named by its hash, so a damaged one is recognised as
-    such (not taken for a wrong password) and the others are still tried."""
+    """The master key `password` opens (see `unlock_key`)."""
+    return unlock_key(backend, password)[0]
+
+
+def unlock_key(backend: Backend, password: str | bytes) -> tuple[MasterKey, str]:
+    """The master key and the name of the key file that opened it. Every key file is tried; a key
+    file is named by its hash, so a damaged one is recognised as such (not taken for a wrong
+    password) and the others are still tried."""
     secret = password_bytes(password)
     keys = list(backend.list(KEYS_DIR))
     if not keys:
@@ -53,7 +60,7 @@ def unlock(backend: Backend, password: str | bytes) -> MasterKey:
             damaged.append(info.name)
             continue
         if key is not None:
-            return key
+            return key, info.name
     if damaged:
         raise WrongPasswordError(
             f"wrong password, or its key file is damaged ({', '.join(damaged)}): open the repository"
@@ -72,14 +79,41 @@ def add_key(backend: Backend, key: MasterKey, password: str | bytes) -> str:
 
 def add_first_key(
     backend: Backend, key: MasterKey, password: str | bytes, kdf_params: dict[str, int] | None
-) -> None:
+) -> str:
     """The key file of a new repository (its KDF cost may be chosen, e.g. cheaper in tests)."""
     raw = make_key_file(key, password_bytes(password), kdf_params)
-    backend.save(f"{KEYS_DIR}{file_id(raw)}", raw)
+    name = f"{KEYS_DIR}{file_id(raw)}"
+    backend.save(name, raw)
+    return name
 
 
-def list_keys(backend: Backend) -> list[dict[str, str]]:
-    """The key files' public fields (never the wrapped key)."""
+def key_name(backend: Backend, ref: str) -> str:
+    """The key file named by a full id or a unique prefix of one (as `key list` shows them)."""
+    ref = ref.strip().lower()
+    if not ref or any(c not in "0123456789abcdef" for c in ref):
+        raise UsageError(f"{ref!r} is not a key id (the hex id `key list` shows, or a unique prefix)")
+    matches = [info.name for info in backend.list(KEYS_DIR) if info.name.rsplit("/", 1)[1].startswith(ref)]
+    if not matches:
+        raise NotFoundError(f"no key with id {ref}")
+    if len(matches) > 1:
+        raise UsageError(f"key id prefix {ref} is ambiguous ({len(matches)} keys match)")
+    return matches[0]
+
+
+def remove_key(backend: Backend, name: str, current: str | None) -> None:
+    """Remove a key file; never the last one, nor `current` (the one this process opened with)."""
+    if sum(1 for _ in backend.list(KEYS_DIR)) <= 1:
+        raise UsageError(f"key {name.rsplit('/', 1)[1][:8]} is the repository's last key; it stays")
+    if name == current:
+        raise UsageError(
+            f"key {name.rsplit('/', 1)[1][:8]} is the key this command opened the repository with;"
+            " open it with another password to remove this one (or use `key passwd` to change it)"
+        )
+    backend.remove(name)
+
+
+def list_keys(backend: Backend, current: str | None = None) -> list[dict[str, str | bool]]:
+    """The key files' public fields (never the wrapped key); `current` marks the one named so."""
     found = []
     for info in backend.list(KEYS_DIR):
         try:
@@ -94,6 +128,7 @@ def list_keys(backend: Backend) -> list[dict[str, str]]:
                 "created": str(doc.get("created", "")),
                 "host": str(doc.get("host", "")),
                 "username": str(doc.get("username", "")),
+                "current": info.name == current,
             }
         )
     return found

@@ -59,9 +59,10 @@ def _exists(backend: Backend, name: str) -> bool:
 class Repository:
     """An open repository. `save_blob`, `has_blob` and `load_blob` may be called from many threads."""
 
-    def __init__(self, backend: Backend, key: MasterKey, config: Config) -> None:
+    def __init__(self, backend: Backend, key: MasterKey, config: Config, key_name: str | None = None) -> None:
         self.backend = backend
         self.config = config
+        self.key_name = key_name  # the key file this repository was opened with (keys/<id>)
         self._key = key
         self.sealer = Sealer(key)
         self.chunker = Chunker(config.chunker)
@@ -96,10 +97,10 @@ class Repository:
             raise RepositoryError(f"{backend.describe()} is already a repository")
         key = MasterKey.generate()
         config = keys.new_config(pack_size)
-        keys.add_first_key(backend, key, password, kdf_params)
+        name = keys.add_first_key(backend, key, password, kdf_params)
         # The config is written last: a directory without it is not (yet) a repository.
         keys.write_config(backend, Sealer(key), config)
-        repo = cls(backend, key, config)
+        repo = cls(backend, key, config, name)
         repo._start_session("init")
         return repo
 
@@ -110,8 +111,8 @@ class Repository:
         """Open an existing repository. With `write`, a session is registered before the index is
         loaded (that order is what makes a concurrent prune safe)."""
         backend = _backend_for(where, new=False)
-        key = keys.unlock(backend, password)
-        repo = cls(backend, key, keys.open_config(backend, Sealer(key)))
+        key, name = keys.unlock_key(backend, password)
+        repo = cls(backend, key, keys.open_config(backend, Sealer(key)), name)
         if write:
             repo._start_session(kind)
         else:
@@ -149,9 +150,28 @@ class Repository:
         """Wrap the master key with another password; returns the key file's name."""
         return keys.add_key(self.backend, self._key, password)
 
-    def list_keys(self) -> list[dict[str, str]]:
-        """The key files' public fields (never the wrapped key)."""
-        return keys.list_keys(self.backend)
+    def list_keys(self) -> list[dict[str, str | bool]]:
+        """The key files' public fields (never the wrapped key); `current` marks `key_name`."""
+        return keys.list_keys(self.backend, self.key_name)
+
+    def remove_key(self, ref: str) -> str:
+        """Remove the key file named by an id or unique prefix (never the current or the last key);
+        returns its name."""
+        name = keys.key_name(self.backend, ref)
+        keys.remove_key(self.backend, name, self.key_name)
+        return name
+
+    def change_password(self, password: str | bytes) -> str:
+        """Replace the current key by one for `password`: the new key file is written before the old
+        one is removed, so an interruption leaves two keys, never none. Returns the new key's name."""
+        if self.key_name is None:
+            raise UsageError("this repository was not opened with a password")
+        old = self.key_name
+        new = keys.add_key(self.backend, self._key, password)
+        self.key_name = new
+        if new != old:
+            self.backend.remove(old)
+        return new
 
     @property
     def id(self) -> str:

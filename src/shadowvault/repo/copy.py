@@ -1,0 +1,165 @@
+"""Copying snapshots from one repository to another (restic's `copy`).
+
+Blob ids are keyed with each repository's own secret and every object is sealed under its own key, so
+nothing can be copied as stored bytes: each blob is read (and verified) from the source, then saved in
+the destination, which computes its own id and stores it only if it does not hold it already. Trees
+name their blobs, so each is rewritten with the destination's ids (a tree keeps its content, its id
+changes). The blobs keep the source's chunk boundaries (see docs/coming-from-restic-and-borg.md).
+
+A copy records the source snapshot's id in `original` (or the source's own `original`, as restic
+does), and a snapshot whose original the destination already has is skipped. The snapshot document is
+written after its data is flushed and indexed, so an interrupted copy leaves a valid destination: the
+packs finished so far are indexed when the repository closes, and the next copy reuses them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from shadowvault.errors import UsageError
+from shadowvault.repo.format import BlobType
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tree import Tree
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CopiedSnapshot:
+    source_id: str
+    copy_id: str  # the snapshot in the destination (new, or the one copied before)
+    snapshot: Snapshot  # the source snapshot
+    skipped: bool  # already in the destination: nothing was written
+
+
+@dataclass
+class CopyResult:
+    snapshots: list[CopiedSnapshot] = field(default_factory=list)
+    blobs_added: int = 0
+    raw_bytes_added: int = 0
+    stored_bytes_added: int = 0
+
+    @property
+    def copied(self) -> list[CopiedSnapshot]:
+        return [s for s in self.snapshots if not s.skipped]
+
+    @property
+    def skipped(self) -> list[CopiedSnapshot]:
+        return [s for s in self.snapshots if s.skipped]
+
+
+def original_id(snapshot_id: str, snapshot: Snapshot) -> str:
+    """The id a snapshot's copies are known by: its own, or the one it was itself copied from."""
+    return snapshot.original or snapshot_id
+
+
+class BlobTranslator:
+    """Source blob id -> destination blob id, storing in the destination what it lacks.
+
+    The map holds every blob seen (64 bytes a blob and a dict's overhead): a copy's memory grows
+    with the number of distinct blobs of the copied snapshots.
+    """
+
+    def __init__(
+        self, source: Repository, destination: Repository, on_blob: Callable[[int], None] | None = None
+    ) -> None:
+        self._source = source
+        self._destination = destination
+        self._ids: dict[bytes, bytes] = {}
+        self._on_blob = on_blob  # sees each data blob's size once it is in the destination (progress)
+
+    def data(self, blob_id: bytes) -> bytes:
+        """The destination's id of a DATA blob of the source."""
+        found = self._ids.get(blob_id)
+        if found is None:
+            data = self._source.load_blob(blob_id)
+            found = self._destination.save_blob(BlobType.DATA, data)
+            self._ids[blob_id] = found
+            if self._on_blob is not None:
+                self._on_blob(len(data))
+        return found
+
+    def tree(self, root: bytes) -> bytes:
+        """The destination's id of a source tree, its subtrees and their content copied first.
+        Iterative (a deep directory hierarchy must not hit Python's recursion limit)."""
+        stack: list[tuple[bytes, Tree | None]] = [(root, None)]
+        while stack:
+            tree_id, tree = stack[-1]
+            if tree_id in self._ids:
+                stack.pop()
+                continue
+            if tree is None:
+                tree = self._source.load_tree(tree_id)
+                stack[-1] = (tree_id, tree)
+                pending = [
+                    n.subtree for n in tree.nodes if n.subtree is not None and n.subtree not in self._ids
+                ]
+                if pending:
+                    stack.extend((subtree, None) for subtree in pending)
+                    continue
+            nodes = [
+                msgspec.structs.replace(
+                    node,
+                    content=[self.data(blob) for blob in node.content],
+                    subtree=None if node.subtree is None else self._ids[node.subtree],
+                )
+                for node in tree.nodes
+            ]
+            self._ids[tree_id] = self._destination.save_tree(Tree(nodes=nodes))
+            stack.pop()
+        return self._ids[root]
+
+
+def copy_snapshots(
+    source: Repository,
+    destination: Repository,
+    selected: Sequence[tuple[str, Snapshot]],
+    *,
+    on_snapshot: Callable[[CopiedSnapshot], None] | None = None,
+    on_blob: Callable[[int], None] | None = None,
+) -> CopyResult:
+    """Copy `selected` (snapshots of `source`, oldest first) into `destination` (opened for writing),
+    skipping those it already has. `on_snapshot` sees each one as it is done, `on_blob` the size of
+    each data blob read from the source once the destination has it."""
+    if source.id == destination.id:
+        raise UsageError("the source and the destination are the same repository")
+    in_destination = {original_id(sid, snap): sid for sid, snap in destination.list_snapshots()}
+    source_originals = {sid: original_id(sid, snap) for sid, snap in source.list_snapshots()}
+    translator = BlobTranslator(source, destination, on_blob)
+    start = (
+        destination.stats.blobs_added,
+        destination.stats.raw_bytes_added,
+        destination.stats.stored_bytes_added,
+    )
+    result = CopyResult()
+    for source_id, snap in selected:
+        original = original_id(source_id, snap)
+        existing = in_destination.get(original)
+        if existing is not None:
+            done = CopiedSnapshot(source_id, existing, snap, skipped=True)
+        else:
+            parent = snap.parent and in_destination.get(source_originals.get(snap.parent, snap.parent))
+            copy = msgspec.structs.replace(
+                snap,
+                tree=translator.tree(snap.tree) if snap.tree else b"",
+                manifest=translator.data(snap.manifest) if snap.manifest else None,
+                parent=parent or None,
+                original=original,
+            )
+            copy_id = destination.save_snapshot(copy)  # flushes first: the snapshot is the commit point
+            in_destination[original] = copy_id
+            log.info("copied snapshot %s as %s", source_id[:8], copy_id[:8])
+            done = CopiedSnapshot(source_id, copy_id, snap, skipped=False)
+        result.snapshots.append(done)
+        if on_snapshot is not None:
+            on_snapshot(done)
+    stats = destination.stats
+    result.blobs_added = stats.blobs_added - start[0]
+    result.raw_bytes_added = stats.raw_bytes_added - start[1]
+    result.stored_bytes_added = stats.stored_bytes_added - start[2]
+    return result

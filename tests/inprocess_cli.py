@@ -1,0 +1,30 @@
+"""Running the `shadowvault` command in this process (click's CliRunner): as a user would type it,
+without a Python start-up per call. Environment variables are set for the call only."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner, Result
+
+from shadowvault.cli.main import cli
+
+
+def run(env: dict[str, str], *args: object, input: str | None = None) -> Result:
+    """`shadowvault ARGS...` with `env` added to the environment; exit code, stdout and stderr apart."""
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env, input=input, catch_exceptions=False)
+
+
+def json_out(result: Result) -> object:
+    """The one JSON document a --json command printed (after checking that it succeeded)."""
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def one_error_line(result: Result) -> str:
+    """The single `shadowvault: error:` line a failing command prints, never a traceback."""
+    assert result.exit_code != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("shadowvault: error: "), result.stderr
+    return lines[0]

@@ -1,0 +1,113 @@
+"""Global -q/--quiet (no progress, no informational lines; what was asked for still prints) and
+`shadowvault completion bash|zsh|fish`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from shadowvault.cli import output
+from shadowvault.cli.main import cli
+from shadowvault.cli.progress import progress
+from tests.inprocess_cli import json_out, one_error_line, run
+
+
+def test_quiet_keeps_requested_output_and_errors_only(env, tmp_path: Path):
+    (tmp_path / "new").write_text("new password\n")
+    loud = run(env, "key", "add", "--new-password-file", tmp_path / "new")
+    assert loud.exit_code == 0 and loud.stdout.startswith("added key ")
+    quiet = run(env, "--quiet", "key", "add", "--new-password-file", tmp_path / "new")
+    assert quiet.exit_code == 0, quiet.stderr
+    assert quiet.stdout == "" and quiet.stderr == ""
+
+    table = run(env, "snapshots")
+    assert table.stdout.strip().endswith("0 snapshots")
+    quiet_table = run(env, "-q", "snapshots")
+    assert quiet_table.exit_code == 0
+    assert quiet_table.stdout.startswith("ID") and "snapshots" not in quiet_table.stdout
+    assert json_out(run(env, "-q", "snapshots", "--json")) == []
+    assert len(json_out(run(env, "-q", "key", "list", "--json"))) == 3
+
+    checked = run(env, "-q", "check")
+    assert checked.exit_code == 0 and checked.stdout == "" and checked.stderr == ""
+    failed = run({**env, "SHADOWVAULT_PASSWORD": "wrong"}, "-q", "snapshots")
+    assert "wrong password" in one_error_line(failed)
+    usage = run(env, "-q", "snapshots", "--no-such-option")
+    assert usage.exit_code == 2 and "no-such-option" in one_error_line(usage)
+
+
+def test_quiet_silences_progress_in_one_place(capsys: pytest.CaptureFixture[str]):
+    def status() -> dict:
+        return {"message_type": "status", "done": 1}
+
+    for quiet in (False, True):
+        with click.Context(click.Command("any")) as ctx:
+            ctx.meta[output.QUIET] = quiet
+            with progress(status, str, True, final=True):
+                pass
+            output.note("a note")
+            output.info("an info line")
+            output.listing("a listing line")
+            output.warn("a warning")
+        printed = capsys.readouterr()
+        if quiet:
+            assert printed.out == "a listing line\n"
+            assert printed.err == "shadowvault: warning: a warning\n"
+        else:
+            assert json.loads(printed.out.splitlines()[0]) == status()
+            assert printed.out.splitlines()[1:] == ["an info line", "a listing line"]
+            assert printed.err.splitlines() == ["a note", "shadowvault: warning: a warning"]
+
+
+def _script(shell: str) -> str:
+    done = CliRunner().invoke(cli, ["completion", shell], catch_exceptions=False)
+    assert done.exit_code == 0, done.stderr
+    return done.stdout
+
+
+def test_completion_scripts_and_bash_completes_commands(tmp_path: Path):
+    bash_script = _script("bash")
+    assert "complete -o nosort -F _shadowvault_completion shadowvault" in bash_script
+    by_variable = CliRunner().invoke(
+        cli, [], env={"_SHADOWVAULT_COMPLETE": "bash_source"}, prog_name="shadowvault"
+    )
+    assert by_variable.stdout == bash_script
+    assert "#compdef shadowvault" in _script("zsh")
+    assert "complete --no-files --command shadowvault" in _script("fish")
+    unknown = CliRunner().invoke(cli, ["completion", "tcsh"])
+    assert unknown.exit_code == 2 and "tcsh" in one_error_line(unknown)
+
+    # a `shadowvault` on PATH (as the console script is), which the completion function calls back
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "shadowvault"
+    wrapper.write_text(f"#!{sys.executable}\nfrom shadowvault.cli.main import main\nmain()\n")
+    wrapper.chmod(0o755)
+    (tmp_path / "completion.bash").write_text(bash_script)
+    bash = shutil.which("bash")
+    assert bash, "bash is needed to test bash completion"
+    probe = (
+        f"source {tmp_path / 'completion.bash'}\n"
+        "declare -F _shadowvault_completion\n"
+        "COMP_WORDS=(shadowvault key ''); COMP_CWORD=2\n"
+        "_shadowvault_completion shadowvault\n"
+        'echo "${COMPREPLY[*]}"\n'
+    )
+    done = subprocess.run(
+        [bash, "--norc", "--noprofile", "-c", probe],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    defined, completed = done.stdout.splitlines()
+    assert defined == "_shadowvault_completion"
+    assert completed.split() == ["add", "list", "passwd", "remove"]
