@@ -12,23 +12,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from shadowvault.cli.main import cli
+from tests.cli_in_process import Shadowvault
 from tests.fixtures.loopfs import unmount_tree
 
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
-
-
-class Shadowvault:
-    """`shadowvault ARGS...` in this process (no interpreter start per call), on the test's repository."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-
-    def __call__(self, *args: object, input: str | None = None) -> Result:
-        argv = [str(a) for a in args]
-        return CliRunner().invoke(cli, argv, env=self.env, input=input, catch_exceptions=False)
 
 
 @pytest.fixture

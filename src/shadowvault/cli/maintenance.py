@@ -12,6 +12,7 @@ from typing import Any
 import click
 from rich.progress import TaskID
 
+from shadowvault.cli.forget_options import forget_within_options, within_durations
 from shadowvault.cli.output import emit, info, json_option, note, print_json, print_table
 from shadowvault.cli.repair import repair_group
 from shadowvault.cli.repo_options import open_repository, repo_options
@@ -21,6 +22,7 @@ from shadowvault.repo.check import check
 from shadowvault.repo.forget import KeepPolicy, apply_policy
 from shadowvault.repo.prune import PruneResult, prune
 from shadowvault.repo.repository import Repository, filter_snapshots
+from shadowvault.repo.retention_groups import parse_group_by
 from shadowvault.repo.snapshot import Snapshot
 
 
@@ -127,6 +129,7 @@ def _named_snapshot(repo: Repository, ref: str) -> tuple[str, Snapshot | None]:
 @click.option("--keep-monthly", type=int, default=0, help="Keep the newest snapshot of each of N months.")
 @click.option("--keep-yearly", type=int, default=0, help="Keep the newest snapshot of each of N years.")
 @click.option("--keep-tag", "keep_tags", multiple=True, help="Keep every snapshot with this tag.")
+@forget_within_options
 @click.option("--host", default=None, help="Only consider snapshots of this host.")
 @click.option("--path", "paths", multiple=True, help="Only consider snapshots of this path.")
 @click.option("--tag", "tags", multiple=True, help="Only consider snapshots with this tag.")
@@ -144,6 +147,13 @@ def forget_cmd(
     keep_monthly: int,
     keep_yearly: int,
     keep_tags: tuple[str, ...],
+    keep_within: str | None,
+    within_hourly: str | None,
+    within_daily: str | None,
+    within_weekly: str | None,
+    within_monthly: str | None,
+    within_yearly: str | None,
+    group_by: str,
     host: str | None,
     paths: tuple[str, ...],
     tags: tuple[str, ...],
@@ -152,9 +162,29 @@ def forget_cmd(
     snapshot_ids: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Remove snapshots by id, or by a retention policy (restic's --keep-* semantics)."""
+    """Remove snapshots by id, or by a retention policy (restic's --keep-* semantics).
+
+    The policy applies to each group of snapshots (--group-by, default host,paths); --keep-within
+    durations count back from the newest snapshot of the group.
+    """
+    durations = within_durations(
+        keep_within,
+        within_hourly=within_hourly,
+        within_daily=within_daily,
+        within_weekly=within_weekly,
+        within_monthly=within_monthly,
+        within_yearly=within_yearly,
+    )
+    grouping = parse_group_by(group_by)
     policy = KeepPolicy(
-        keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, tuple(keep_tags)
+        keep_last,
+        keep_hourly,
+        keep_daily,
+        keep_weekly,
+        keep_monthly,
+        keep_yearly,
+        tuple(keep_tags),
+        **durations,
     )
     for name, count in policy.counts().items():
         if count < -1:
@@ -182,12 +212,13 @@ def forget_cmd(
             ]
         else:
             snapshots = filter_snapshots(r.list_snapshots(), paths=paths, host=host, tags=tags)
-            groups = apply_policy(snapshots, policy)
+            groups = apply_policy(snapshots, policy, group_by=grouping)
             to_remove = [d.snapshot_id for g in groups for d in g.decisions if not d.keep]
             groups_json = [
                 {
                     "host": g.host,
                     "paths": g.paths,
+                    "group_key": g.key.as_dict() if g.key else None,
                     "keep": [
                         {"id": d.snapshot_id, "time": d.snapshot.time, "reasons": d.reasons}
                         for d in g.decisions
@@ -203,8 +234,8 @@ def forget_cmd(
                 (
                     d.snapshot_id[:8],
                     format_time(d.snapshot.time),
-                    g.host,
-                    ", ".join(g.paths),
+                    d.snapshot.host,
+                    ", ".join(d.snapshot.paths),
                     "keep" if d.keep else "remove",
                     ", ".join(d.reasons),
                 )

@@ -1,8 +1,11 @@
 """Retention policies (restic's semantics): which snapshots `forget` keeps and why.
 
-Snapshots are grouped by host and paths; in each group, newest first, a `--keep-daily 7` rule keeps
-the newest snapshot of each of the 7 most recent days that have one, and so on for every rule.
-A count of -1 means unlimited.
+Snapshots are grouped by host and paths (or as `--group-by` says, repo/retention_groups.py); in
+each group, newest first, a `--keep-daily 7` rule keeps the newest snapshot of each of the 7 most
+recent days that have one, and so on for every rule. A count of -1 means unlimited.
+`--keep-within 2y5m` keeps every snapshot less than that older than the newest of its group;
+`--keep-within-daily 7d` (hourly, weekly, monthly, yearly alike) keeps the newest of each day among
+those (repo/durations.py).
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from shadowvault.repo.durations import Duration
+from shadowvault.repo.retention_groups import DEFAULT_GROUP_BY, GroupBy, GroupKey, group_snapshots
 from shadowvault.repo.snapshot import Snapshot
 
 RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+WITHIN_RULES = ("hourly", "daily", "weekly", "monthly", "yearly")
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,17 @@ class KeepPolicy:
     monthly: int = 0
     yearly: int = 0
     tags: tuple[str, ...] = ()
+    within: Duration | None = None
+    within_hourly: Duration | None = None
+    within_daily: Duration | None = None
+    within_weekly: Duration | None = None
+    within_monthly: Duration | None = None
+    within_yearly: Duration | None = None
+
+    def within_rules(self) -> dict[str, Duration]:
+        """The --keep-within-RULE durations given, in WITHIN_RULES order."""
+        given = {rule: getattr(self, f"within_{rule}") for rule in WITHIN_RULES}
+        return {rule: duration for rule, duration in given.items() if duration is not None}
 
     def counts(self) -> dict[str, int]:
         """How many snapshots each rule keeps (negative: every one), in RULES order."""
@@ -38,7 +55,12 @@ class KeepPolicy:
         }
 
     def is_empty(self) -> bool:
-        return not self.tags and all(count == 0 for count in self.counts().values())
+        return (
+            not self.tags
+            and self.within is None
+            and not self.within_rules()
+            and all(count == 0 for count in self.counts().values())
+        )
 
 
 @dataclass
@@ -51,9 +73,10 @@ class Decision:
 
 @dataclass
 class Group:
-    host: str
-    paths: list[str]
+    host: str | None  # None when not grouped by host
+    paths: list[str] | None  # None when not grouped by paths
     decisions: list[Decision]  # newest first
+    key: GroupKey | None = None
 
 
 def _bucket(rule: str, t: float, position: int, to_tm: Callable[[float], time.struct_time]) -> object:
@@ -73,21 +96,33 @@ def _bucket(rule: str, t: float, position: int, to_tm: Callable[[float], time.st
 
 
 def apply_policy(
-    snapshots: Sequence[tuple[str, Snapshot]], policy: KeepPolicy, *, utc: bool = False
+    snapshots: Sequence[tuple[str, Snapshot]],
+    policy: KeepPolicy,
+    *,
+    utc: bool = False,
+    group_by: GroupBy = DEFAULT_GROUP_BY,
 ) -> list[Group]:
     """Decide for every snapshot; times are bucketed in local time (UTC with `utc`)."""
     to_tm = time.gmtime if utc else time.localtime
-    groups: dict[tuple[str, tuple[str, ...]], list[tuple[str, Snapshot]]] = {}
-    for sid, snap in snapshots:
-        groups.setdefault((snap.host, tuple(sorted(snap.paths))), []).append((sid, snap))
     result = []
-    for (host, paths), members in sorted(groups.items()):
+    for key, members in group_snapshots(snapshots, group_by):
         members.sort(key=lambda item: (item[1].time, item[0]), reverse=True)
         counts = policy.counts()
         last: dict[str, object] = {}
+        newest = members[0][1].time  # durations count back from the group's newest snapshot
+        within = policy.within.before(newest, utc=utc) if policy.within else None
+        within_rules = {rule: (d, d.before(newest, utc=utc)) for rule, d in policy.within_rules().items()}
+        last_within: dict[str, object] = {}
         decisions = []
         for position, (sid, snap) in enumerate(members):
             reasons = [f"tag {tag}" for tag in policy.tags if tag in snap.tags]
+            if within is not None and snap.time > within:
+                reasons.append(f"within {policy.within}")
+            for rule, (duration, since) in within_rules.items():
+                bucket = _bucket(rule, snap.time, position, to_tm)
+                if snap.time > since and bucket != last_within.get(rule, object()):
+                    last_within[rule] = bucket
+                    reasons.append(f"{rule} within {duration}")
             for rule in RULES:
                 if counts[rule] == 0:
                     continue
@@ -98,5 +133,6 @@ def apply_policy(
                         counts[rule] -= 1
                     reasons.append(rule)
             decisions.append(Decision(sid, snap, bool(reasons), reasons))
-        result.append(Group(host, list(paths), decisions))
+        paths = list(key.paths) if key.paths is not None else None
+        result.append(Group(key.host, paths, decisions, key))
     return result

@@ -1,0 +1,137 @@
+"""forget --keep-within (restic's durations, relative to the newest snapshot of each group),
+--keep-within-daily and friends, and --group-by (issue 16), through the CLI as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import PASSWORD
+from tests.cli_in_process import Shadowvault
+
+DAY = 86_400.0
+NEWEST = 1_781_524_800.0  # 2026-06-15 12:00 UTC
+
+# name -> (days before NEWEST, host, path, tags)
+PLAN = {
+    "a0": (0, "web", "/srv/a", ["daily"]),
+    "a1": (1, "web", "/srv/a", ["daily"]),
+    "a1b": (1.1, "web", "/srv/a", ["daily"]),  # the same day as a1, a little earlier
+    "a3": (3, "web", "/srv/a", ["daily"]),
+    "a10": (10, "web", "/srv/a", ["weekly"]),
+    "a40": (40, "web", "/srv/a", ["weekly"]),
+    "b100": (100, "web", "/srv/b", ["daily"]),
+    "b101": (101, "web", "/srv/b", ["daily"]),
+    "b130": (130, "web", "/srv/b", ["daily"]),
+    "db2": (2, "db", "/srv/a", ["daily"]),
+}
+
+
+@pytest.fixture
+def utc() -> Iterator[None]:
+    """Days as the test counts them: forget buckets snapshots by local days, here UTC ones."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+@pytest.fixture
+def sv(env: dict[str, str]) -> Shadowvault:
+    return Shadowvault(env)
+
+
+@pytest.fixture
+def made(sv: Shadowvault, utc: None, tmp_path) -> dict[str, str]:
+    """The snapshots of PLAN (copies of one real backup with other times, hosts, paths and tags):
+    name -> snapshot id."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "file").write_text("data\n")
+    assert sv("backup", "--provider", "none", str(src)).exit_code == 0
+    ids = {}
+    with Repository.open(sv.env["SHADOWVAULT_REPOSITORY"], PASSWORD, write=True) as repo:
+        [(first, snap)] = repo.list_snapshots()
+        for name, (days, host, path, tags) in PLAN.items():
+            copy = msgspec.structs.replace(snap, time=NEWEST - days * DAY, host=host, paths=[path], tags=tags)
+            ids[name] = repo.save_snapshot(copy)
+        repo.remove_snapshot(first)
+    return ids
+
+
+def forget(sv: Shadowvault, *args: str) -> dict:
+    done = sv("forget", "--json", *args)
+    assert done.exit_code == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def kept(result: dict, made: dict[str, str]) -> set[str]:
+    names = {sid: name for name, sid in made.items()}
+    return {names[k["id"]] for g in result["groups"] for k in g["keep"]}
+
+
+def test_keep_within_counts_back_from_the_newest_snapshot_of_each_group(sv, made):
+    result = forget(sv, "--keep-within", "5d", "--dry-run")
+    # /srv/a on web: within 5 days of a0; /srv/b: within 5 days of b100 (its own newest), not of today
+    assert kept(result, made) == {"a0", "a1", "a1b", "a3", "b100", "b101", "db2"}
+    groups = {(g["host"], tuple(g["paths"])): g for g in result["groups"]}
+    assert set(groups) == {("web", ("/srv/a",)), ("web", ("/srv/b",)), ("db", ("/srv/a",))}
+    assert groups["web", ("/srv/a",)]["keep"][0]["reasons"] == ["within 5d"]
+    assert {r["id"] for r in groups["web", ("/srv/a",)]["remove"]} == {made["a10"], made["a40"]}
+
+    result = forget(sv, "--keep-within", "1m5d", "--dry-run")  # a calendar month and 5 days
+    assert "a40" not in kept(result, made) and "a10" in kept(result, made)
+
+    result = forget(sv, "--keep-within-daily", "7d", "--dry-run")  # one per day, within 7 days
+    assert kept(result, made) == {"a0", "a1", "a3", "b100", "b101", "db2"}
+    reasons = {r for g in result["groups"] for k in g["keep"] for r in k["reasons"]}
+    assert reasons == {"daily within 7d"}
+    assert len(json.loads(sv("snapshots", "--json").stdout)) == len(PLAN)  # dry runs
+
+
+def test_group_by_decides_what_keep_last_counts(sv, made):
+    by_path = forget(sv, "--keep-last", "1", "--dry-run")  # default host,paths
+    assert kept(by_path, made) == {"a0", "b100", "db2"}
+
+    by_path_only = forget(sv, "--keep-last", "1", "--group-by", "paths", "--dry-run")
+    assert kept(by_path_only, made) == {"a0", "b100"}
+    assert {g["group_key"]["host"] for g in by_path_only["groups"]} == {None}
+
+    by_tags = forget(sv, "--keep-last", "1", "--group-by", "host,tags", "--dry-run")
+    assert kept(by_tags, made) == {"a0", "a10", "db2"}
+    assert {tuple(g["group_key"]["tags"]) for g in by_tags["groups"]} == {("daily",), ("weekly",)}
+
+    everything = forget(sv, "--keep-last", "2", "--group-by", "", "--dry-run")
+    assert kept(everything, made) == {"a0", "a1"} and len(everything["groups"]) == 1
+
+    done = sv("forget", "--keep-last", "1", "--keep-within", "2d", "--group-by", "host,paths")
+    assert done.exit_code == 0, done.stderr
+    assert "removed 4 snapshots" in done.stdout
+    left = {s["id"] for s in json.loads(sv("snapshots", "--json").stdout)}
+    assert left == {made[n] for n in ("a0", "a1", "a1b", "b100", "b101", "db2")}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--keep-within", "5x"], "--keep-within"),
+        (["--keep-within", "d"], "--keep-within"),
+        (["--keep-within-weekly", "2w"], "--keep-within-weekly"),
+        (["--keep-last", "1", "--group-by", "color"], "--group-by"),
+    ],
+)
+def test_bad_durations_and_groupings_are_one_clear_line(sv, args, message):
+    done = sv("forget", *args)
+    assert done.exit_code == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
