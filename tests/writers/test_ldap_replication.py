@@ -16,13 +16,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from shadowvault.repo.repository import Repository
+from shadowvault.slapd_replication import database_settings
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.loopfs import loop_filesystem
-from tests.fixtures.slapd_pair import SUFFIX, SlapdPair, slapd_pair
+from tests.fixtures.slapd_pair import ROOTDN, SUFFIX, SlapdPair, slapd_pair
 
 PEOPLE = f"ou=people,{SUFFIX}"
 
@@ -133,22 +135,23 @@ def test_authoritative_restore_brings_a_deleted_entry_back_on_both_servers(world
     assert not pair.consumer.has(carol)
     writer = world.writer("provider")
 
-    dry = world.run("restore", world.snapshot, "--writer", writer, "--authoritative", PEOPLE, "--dry-run")
+    dry = world.run(
+        "restore", world.snapshot, "--writer", writer, "--authoritative", PEOPLE, "--dry-run", "--json"
+    )
     assert dry.returncode == 0, dry.stderr
-    assert f"authoritative restore of {PEOPLE} on ldapi://" in dry.stdout
-    assert f"  add {carol}" in dry.stdout
-    assert f"  rewrite {alice}: description" in dry.stdout
-    assert "dry run, nothing changed" in dry.stderr
-    assert not pair.provider.has(carol)
-
-    done = world.run("restore", world.snapshot, "--writer", writer, "--authoritative", PEOPLE, "--json")
-    assert done.returncode == 0, done.stderr
-    plan, summary = [json.loads(line) for line in done.stdout.splitlines()]
+    plan, summary = [json.loads(line) for line in dry.stdout.splitlines()]
     actions = {e["dn"].lower(): e["action"] for e in plan["entries"]}
-    assert plan["role"] == "provider" and summary["mode"] == "authoritative"
+    assert (plan["mode"], plan["role"], summary["dry_run"]) == ("authoritative", "provider", True)
+    assert plan["url"].startswith("ldapi://")
     assert (actions[carol], actions[alice], actions[PEOPLE]) == ("add", "rewrite", "keep")
-    assert summary["added"] == list(actions.values()).count("add")  # bob too, if deleted by another test
-    assert summary["rewritten"] == 1
+    assert not pair.provider.has(carol), "a dry run changed the directory"
+
+    done = world.run("restore", world.snapshot, "--writer", writer, "--authoritative", PEOPLE)
+    assert done.returncode == 0, done.stderr
+    assert f"authoritative restore of {PEOPLE} on ldapi://" in done.stdout
+    assert f"  add {carol}" in done.stdout and f"  rewrite {alice}: description" in done.stdout
+    added = list(actions.values()).count("add")  # bob too, when the test above deleted him
+    assert f"restored {writer} (authoritative): {added} added, 1 rewritten" in done.stderr, done.stderr
 
     pair.wait_in_sync()
     for server in (pair.provider, pair.consumer):
@@ -181,3 +184,19 @@ def test_bad_and_unknown_dns_are_one_line_errors_that_change_nothing(world: Worl
         assert expected in line, (expected, line)
     assert pair.provider.entries() == before
     pair.wait_in_sync()
+
+
+def test_the_role_is_read_from_slapd_conf_and_from_a_slapd_d(world: World, tmp_path: Path):
+    """cn=config (slapd.d), as Debian installs slapd, says the same as the slapd.conf it came from."""
+    pair = world.pair
+    for server, role in ((pair.provider, "provider"), (pair.consumer, "consumer")):
+        slapd_d = tmp_path / role
+        slapd_d.mkdir()
+        subprocess.run(
+            ["slaptest", "-f", str(server.config), "-F", str(slapd_d)], check=True, capture_output=True
+        )
+        for config in (server.config, slapd_d):
+            settings = database_settings(str(config), SUFFIX.upper())
+            assert (settings.role, settings.rootdn) == (role, ROOTDN), config
+            expected = [f"ldap://127.0.0.1:{pair.provider.port}/"] if role == "consumer" else []
+            assert settings.providers == expected, config

@@ -194,12 +194,14 @@ def _print_authoritative(result: AuthoritativeResult, as_json: bool) -> None:
             }
         )
         return
-    counts = f"{added} added, {rewritten} rewritten, {kept} already as in the backup"
     if not result.applied:
-        note(f"dry run, nothing changed: authoritative restore would leave {counts}")
+        note(f"dry run, nothing changed: {added} would be added, {rewritten} rewritten, {kept} kept")
         return
-    note(f"restored {plan.label} (authoritative): {counts}")
+    note(
+        f"restored {plan.label} (authoritative): {added} added, {rewritten} rewritten, "
+        f"{kept} already as in the backup"
+    )
     if plan.role == "standalone":
         note("  no syncrepl replication in its configuration: the entries are back on this server")
     else:
-        note(f"  a syncrepl {plan.role}: the entries carry fresh change stamps and replicate to its partners")
+        note(f"  with fresh change stamps they replicate from {plan.directory.url} to every replica")
