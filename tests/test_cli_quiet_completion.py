@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,14 +17,16 @@ from click.testing import CliRunner
 from shadowvault.cli import output
 from shadowvault.cli.main import cli
 from shadowvault.cli.progress import progress
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from tests.archive.helpers import PASSWORD, archive
 from tests.inprocess_cli import json_out, one_error_line, run
 
 
 def test_quiet_keeps_requested_output_and_errors_only(env, tmp_path: Path):
-    (tmp_path / "new").write_text("new password\n")
-    loud = run(env, "key", "add", "--new-password-file", tmp_path / "new")
-    assert loud.exit_code == 0 and loud.stdout.startswith("added key ")
-    quiet = run(env, "--quiet", "key", "add", "--new-password-file", tmp_path / "new")
+    loud = run(env, "init", "--repo", tmp_path / "loud")
+    assert loud.exit_code == 0 and loud.stdout.startswith("created repository ")
+    quiet = run(env, "--quiet", "init", "--repo", tmp_path / "quiet")
     assert quiet.exit_code == 0, quiet.stderr
     assert quiet.stdout == "" and quiet.stderr == ""
 
@@ -33,7 +36,7 @@ def test_quiet_keeps_requested_output_and_errors_only(env, tmp_path: Path):
     assert quiet_table.exit_code == 0
     assert quiet_table.stdout.startswith("ID") and "snapshots" not in quiet_table.stdout
     assert json_out(run(env, "-q", "snapshots", "--json")) == []
-    assert len(json_out(run(env, "-q", "key", "list", "--json"))) == 3
+    assert len(json_out(run(env, "-q", "key", "list", "--json"))) == 1
 
     checked = run(env, "-q", "check")
     assert checked.exit_code == 0 and checked.stdout == "" and checked.stderr == ""
@@ -41,6 +44,25 @@ def test_quiet_keeps_requested_output_and_errors_only(env, tmp_path: Path):
     assert "wrong password" in one_error_line(failed)
     usage = run(env, "-q", "snapshots", "--no-such-option")
     assert usage.exit_code == 2 and "no-such-option" in one_error_line(usage)
+
+
+def test_quiet_check_still_lists_the_errors(env, tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "file").write_bytes(os.urandom(100_000))
+    repo_path = Path(env["SHADOWVAULT_REPOSITORY"])
+    with Repository.open(repo_path, PASSWORD) as repo:
+        root, _ = archive(repo, data)
+        repo.save_snapshot(Snapshot(time=1.0e9, host="h", paths=[str(data)], tree=root))
+    packs = [p for p in (repo_path / "data").rglob("*") if p.is_file()]
+    for pack in packs:
+        damaged = bytearray(pack.read_bytes())
+        damaged[len(damaged) // 2] ^= 0xFF
+        pack.write_bytes(bytes(damaged))
+    checked = run(env, "-q", "check", "--read-data")
+    assert checked.exit_code == 1
+    assert any(line.startswith("error: ") for line in checked.stdout.splitlines()), checked.stdout
+    assert "is affected" in checked.stdout and "errors found" in one_error_line(checked)
 
 
 def test_quiet_silences_progress_in_one_place(capsys: pytest.CaptureFixture[str]):

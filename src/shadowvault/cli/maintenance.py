@@ -13,7 +13,7 @@ import click
 from rich.progress import TaskID
 
 from shadowvault.cli.forget_options import forget_within_options, within_durations
-from shadowvault.cli.output import emit, info, json_option, note, print_json, print_table
+from shadowvault.cli.output import emit, info, json_option, listing, note, print_json, print_table, quiet
 from shadowvault.cli.repair import repair_group
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.repository import format_time
@@ -29,7 +29,7 @@ from shadowvault.repo.snapshot import Snapshot
 @contextlib.contextmanager
 def _tty_progress() -> Iterator[Callable[[str, int, int], None] | None]:
     """A rich progress bar on stderr when it is a terminal; None (no output) otherwise."""
-    if not sys.stderr.isatty():
+    if quiet() or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
@@ -80,9 +80,9 @@ def check_cmd(
         print_json({**dataclasses.asdict(report), "ok": report.ok, "summary": report.summary()})
     else:
         for line in report.errors:
-            info(f"error: {line}")
+            listing(f"error: {line}")  # shown under --quiet too
         for sid, problems in sorted(report.affected_snapshots.items()):
-            info(
+            listing(
                 f"snapshot {sid[:8]} is affected: {problems[0]}"
                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
             )
