@@ -45,6 +45,9 @@ def test_dry_run_says_what_would_change_and_writes_nothing(sv, tmp_path):
     src.mkdir()
     (src / "same").write_text("unchanged\n")
     (src / "edited").write_text("before\n")
+    first = json_lines(sv("backup", "--provider", "none", "-n", "--json", str(src)).stdout)
+    items = {line["item"] for line in first if line["message_type"] == "verbose_status"}
+    assert items == {str(src), f"{src}/same", f"{src}/edited"}  # not the directories above it
     assert sv("backup", "--provider", "none", str(src)).exit_code == 0
     (src / "edited").write_text("after, and longer\n")
     (src / "added").write_bytes(os.urandom(200_000))

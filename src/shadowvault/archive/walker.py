@@ -230,7 +230,8 @@ class Archiver:
         if self.rules.cache_dir(access, [name for name, _ in listed]):
             left_out = len(listed) - 1
             listed = [(name, kind) for name, kind in listed if name == CACHEDIR_TAG]
-            self.stats.skip(orig, "cache_dir", f"cache directory (CACHEDIR.TAG): {left_out} entries left out")
+            entries = "1 entry" if left_out == 1 else f"{left_out} entries"
+            self.stats.skip(orig, "cache_dir", f"cache directory (CACHEDIR.TAG): {entries} left out")
         grafted = self._graft_names.get(orig, set()) - {name for name, _ in listed}
         if grafted:  # a mount point the shadow does not show (a copy leaves mounts out)
             listed = sorted([*listed, *((name, "dir") for name in grafted)])

@@ -226,7 +226,11 @@ def run_backup(
     )
     if request.dry_run:  # nothing saved: what the snapshot would change, against its parent
         above = directories_above(recorded)
-        changes = list(diff_trees(store, parent[1].tree if parent else None, root, above=above))
+        changes = [  # the directories above the paths are not backed up, only recorded
+            c
+            for c in diff_trees(store, parent[1].tree if parent else None, root, above=above)
+            if c.path not in above
+        ]
         return BackupResult(
             "", snapshot, stats, duration, freeze_window, added_bytes, warnings, True, changes
         )

@@ -61,9 +61,9 @@ def run_stdin_backup(
         program_version=__version__,
     )
     if request.dry_run:
-        changes = list(
-            diff_trees(store, parent[1].tree if parent else None, root, above=directories_above([path]))
-        )
+        above = directories_above([path])  # made up: only the file itself is backed up
+        old = parent[1].tree if parent else None
+        changes = [c for c in diff_trees(store, old, root, above=above) if c.path not in above]
         return BackupResult("", snapshot, stats, duration, None, added_bytes, [], True, changes)
     snapshot_id = repo.save_snapshot(snapshot)
     return BackupResult(snapshot_id, snapshot, stats, time.monotonic() - started, None, added_bytes, [])
