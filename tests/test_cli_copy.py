@@ -117,6 +117,10 @@ def test_copy_named_and_filtered_snapshots(source, dest):
     # the second snapshot shares its big file with the first: only the changed file and trees are new
     assert named["raw_bytes_added"] < 1 << 20
     assert json_out(run(dest, "copy", *_from(source), "--json"))["copied"] == []
+    mismatch = run(dest, "copy", *_from(source), third[:8], "--host", "alpha")
+    assert "does not match --host alpha" in one_error_line(mismatch)
+    by_path = json_out(run(dest, "copy", *_from(source), "latest", "--path", source["data"], "--json"))
+    assert [c["source"] for c in by_path["skipped"]] == [second]
 
 
 def test_copy_password_command_and_bad_sources(source, dest, tmp_path):

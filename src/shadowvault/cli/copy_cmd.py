@@ -7,6 +7,10 @@ repo/copy.py's; this module parses, opens both repositories and prints.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
 import click
 
 from shadowvault.cli.output import emit, info, json_option
@@ -18,30 +22,16 @@ from shadowvault.cli.repo_options import (
     repo_options,
     resolve_password,
 )
+from shadowvault.cli.repository import format_size
+from shadowvault.cli.snapshot_choice import SnapshotFilter, choose_all, snapshot_filter_options
 from shadowvault.errors import UsageError
 from shadowvault.repo.copy import CopiedSnapshot, CopyResult, copy_snapshots
-from shadowvault.repo.repository import Repository, filter_snapshots
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.repository import Repository
 
 FROM_REPO_ENV = "SHADOWVAULT_FROM_REPOSITORY"
 FROM_PASSWORD_ENV = "SHADOWVAULT_FROM_PASSWORD"
 FROM_PASSWORD_FILE_ENV = "SHADOWVAULT_FROM_PASSWORD_FILE"
 FROM_PASSWORD_COMMAND_ENV = "SHADOWVAULT_FROM_PASSWORD_COMMAND"
-
-
-def _select(
-    source: Repository, refs: tuple[str, ...], paths: tuple[str, ...], host: str | None, tags: tuple[str, ...]
-) -> list[tuple[str, Snapshot]]:
-    """The snapshots named (ids, prefixes, "latest" under the filters), else every one the filters pass."""
-    if not refs:
-        return filter_snapshots(source.list_snapshots(skip_damaged=True), paths=paths, host=host, tags=tags)
-    chosen: dict[str, Snapshot] = {}
-    for ref in refs:
-        sid, snap = source.find_snapshot(ref, paths=paths, host=host, tags=tags)
-        if not filter_snapshots([(sid, snap)], paths=paths, host=host, tags=tags):
-            raise UsageError(f"snapshot {sid[:8]} does not match --path/--host/--tag")
-        chosen[sid] = snap
-    return sorted(chosen.items(), key=lambda item: (item[1].time, item[0]))
 
 
 def _describe(done: CopiedSnapshot) -> str:
@@ -52,7 +42,20 @@ def _describe(done: CopiedSnapshot) -> str:
     return f"copied {what} as {done.copy_id[:8]}"
 
 
-def _line(status: dict) -> str:
+@dataclass
+class CopyProgress:
+    """What the progress line and the --json status lines show."""
+
+    snapshots_total: int
+    snapshots_done: int = 0
+    blobs_read: int = 0
+    bytes_read: int = 0
+
+    def status(self) -> dict[str, Any]:
+        return {"message_type": "status", **dataclasses.asdict(self)}
+
+
+def _line(status: dict[str, Any]) -> str:
     return (
         f"snapshot {status['snapshots_done'] + 1} of {status['snapshots_total']}:"
         f" {status['blobs_read']} blobs, {status['bytes_read'] / (1 << 20):.1f} MiB read"
@@ -96,9 +99,7 @@ def _result_json(result: CopyResult) -> dict:
     default=None,
     help="The source's password: the first line CMD prints (split like a shell would, run without one).",
 )
-@click.option("--host", default=None, help="Only snapshots of this host.")
-@click.option("--path", "paths", multiple=True, help="Only snapshots that include this path (repeatable).")
-@click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag (repeatable).")
+@snapshot_filter_options
 @click.argument("snapshots", nargs=-1)
 @json_option
 @click.pass_context
@@ -109,14 +110,12 @@ def copy_cmd(
     from_repo: str | None,
     from_password_file: str | None,
     from_password_command: str | None,
-    host: str | None,
-    paths: tuple[str, ...],
-    tags: tuple[str, ...],
     snapshots: tuple[str, ...],
     as_json: bool,
+    snapshot_filter: SnapshotFilter,
 ) -> None:
-    """Copy SNAPSHOTS (ids, prefixes or "latest"; all when none, narrowed by --host/--path/--tag)
-    from --from-repo into --repo.
+    """Copy SNAPSHOTS (ids, prefixes or "latest"; all when none, narrowed by --path/--host/--tag as
+    docs/commands-inspect.md describes) from --from-repo into --repo.
 
     Data is re-encrypted under the destination's keys and only what it lacks is stored; a snapshot
     copied before (its id is recorded in the copy as `original`) is skipped. An interrupted copy
@@ -135,22 +134,21 @@ def copy_cmd(
     )
     source_location = Repository.validate_path(from_repo)
     with Repository.open(source_location, resolve_password(source_password)) as source:
-        selected = _select(source, snapshots, paths, host, tags)
-        done = {"message_type": "status", "snapshots_done": 0, "snapshots_total": len(selected)}
-        done.update(blobs_read=0, bytes_read=0)
+        selected = choose_all(source, snapshots, snapshot_filter)
+        done = CopyProgress(snapshots_total=len(selected))
 
         def on_snapshot(copied: CopiedSnapshot) -> None:
-            done["snapshots_done"] += 1
+            done.snapshots_done += 1
             if not as_json:
                 info(_describe(copied))
 
         def on_blob(size: int) -> None:
-            done["blobs_read"] += 1
-            done["bytes_read"] += size
+            done.blobs_read += 1
+            done.bytes_read += size
 
         with (
             open_repository(repo, password_file, write=True, kind="copy") as destination,
-            progress(lambda: dict(done), _line, as_json),
+            progress(done.status, _line, as_json),
         ):
             result = copy_snapshots(source, destination, selected, on_snapshot=on_snapshot, on_blob=on_blob)
 
@@ -158,7 +156,7 @@ def copy_cmd(
         info(
             f"{len(result.copied)} snapshot{'s' if len(result.copied) != 1 else ''} copied,"
             f" {len(result.skipped)} already there; {result.blobs_added} blobs"
-            f" ({result.raw_bytes_added} bytes) added"
+            f" ({format_size(result.raw_bytes_added)}) added"
         )
 
     emit(as_json, _result_json(result), human)
