@@ -22,6 +22,7 @@ import pytest
 
 from shadowvault.repo.repository import Repository
 from shadowvault.slapd_replication import database_settings
+from tests import inprocess_cli
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.loopfs import loop_filesystem
 from tests.fixtures.slapd_pair import ROOTDN, SUFFIX, SlapdPair, slapd_pair
@@ -87,13 +88,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield world
 
 
-def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    return lines[0]
-
-
 def test_non_authoritative_restore_of_the_consumer_catches_up_and_the_deletion_stays(world: World):
     pair = world.pair
     pair.provider.ldap("ldapdelete", f"uid=bob,{PEOPLE}\n")  # deleted after the backup
@@ -146,9 +140,10 @@ def test_authoritative_restore_brings_a_deleted_entry_back_on_both_servers(world
     assert (actions[carol], actions[alice], actions[PEOPLE]) == ("add", "rewrite", "keep")
     assert not pair.provider.has(carol), "a dry run changed the directory"
 
-    done = world.run("restore", world.snapshot, "--writer", writer, "--authoritative", PEOPLE)
+    typed = "OU=People, DC=Example,dc=com"  # as an administrator may type it: the same DN
+    done = world.run("restore", world.snapshot, "--writer", writer, "--authoritative", typed)
     assert done.returncode == 0, done.stderr
-    assert f"authoritative restore of {PEOPLE} on ldapi://" in done.stdout
+    assert f"authoritative restore of {typed} on ldapi://" in done.stdout
     assert f"  add {carol}" in done.stdout and f"  rewrite {alice}: description" in done.stdout
     added = list(actions.values()).count("add")  # bob too, when the test above deleted him
     assert f"restored {writer} (authoritative): {added} added, 1 rewritten" in done.stderr, done.stderr
@@ -180,7 +175,9 @@ def test_bad_and_unknown_dns_are_one_line_errors_that_change_nothing(world: Worl
         "--authoritative goes with --writer": ("--authoritative", PEOPLE, "--target", "/nonexistent"),
     }  # fmt: skip
     for expected, args in cases.items():
-        line = one_line_error(world.run("restore", world.snapshot, *args))
+        done = inprocess_cli.run(world.env, "restore", world.snapshot, *args)
+        assert done.exit_code == 2, (args, done.stdout, done.stderr)
+        line = inprocess_cli.one_error_line(done)
         assert expected in line, (expected, line)
     assert pair.provider.entries() == before
     pair.wait_in_sync()
