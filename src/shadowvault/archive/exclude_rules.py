@@ -77,6 +77,9 @@ class ExcludeRules:
             return None
         return f"larger than {human_size(self.larger_than)} ({human_size(st.st_size)})"
 
-    def cache_dir(self, directory: bytes, names: list[bytes]) -> bool:
-        """True when the directory read at `directory` (listing `names`) is a tagged cache to leave out."""
-        return self.exclude_caches and CACHEDIR_TAG in names and is_cache_dir(directory)
+    def cache_dir(self, directory: bytes, names: list[bytes] | None = None) -> bool:
+        """True when the directory read at `directory` is a tagged cache to leave out (given its
+        listing, `names`, no file is opened unless it holds a CACHEDIR.TAG)."""
+        if not self.exclude_caches or (names is not None and CACHEDIR_TAG not in names):
+            return False
+        return is_cache_dir(directory)

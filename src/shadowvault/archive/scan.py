@@ -13,6 +13,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterator
 
+from shadowvault.archive.exclude_rules import ExcludeRules
 from shadowvault.archive.tree_paths import join
 from shadowvault.archive.walk_stats import Source, WalkStats
 
@@ -27,11 +28,13 @@ class Scanner:
         *,
         skipped: Callable[[bytes], bool] = lambda _path: False,
         grafts: dict[bytes, Source] | None = None,
+        rules: ExcludeRules | None = None,
     ) -> None:
         self.sources = sources
         self.stats = stats
         self.skipped = skipped  # an original path left out of the backup (excluded, shadow dirs)
         self.grafts = grafts or {}
+        self.rules = rules or ExcludeRules()  # files too large and cache directories are not counted
         self._stop = threading.Event()
         self._files = self._size = self._entries = 0
         self._thread = threading.Thread(target=self._run, name="sv-scan", daemon=True)
@@ -77,7 +80,9 @@ class Scanner:
     ) -> None:
         try:
             st = os.lstat(read)
-            if stat.S_ISDIR(st.st_mode):
+            if self.rules.too_large(st) is not None:
+                return
+            if stat.S_ISDIR(st.st_mode) and not self.rules.cache_dir(read):
                 stack.append((orig, os.scandir(read)))
         except OSError:
             return

@@ -145,6 +145,7 @@ def run_backup(
     host = request.host or socket.gethostname()
     repo_path = os.path.realpath(repo.path)
     path_filter = PathFilter(excludes=request.excludes)
+    rules = ExcludeRules(request.exclude_larger_than, request.exclude_caches)
     planned = plan(
         originals,
         NO_PROVIDER if foreign_root else request.provider,
@@ -182,11 +183,15 @@ def run_backup(
             stats=stats,
             copy_started=manifest.created if manifest is not None else None,
             virtual_root=source_root,
-            rules=ExcludeRules(request.exclude_larger_than, request.exclude_caches),
+            rules=rules,
         )
         left_out = {os.fsencode(m) for m in planned.nested_skipped} | skip
         with Scanner(
-            sources, stats, skipped=lambda p: p in left_out or path_filter.excluded(p), grafts=grafts
+            sources,
+            stats,
+            skipped=lambda p: p in left_out or path_filter.excluded(p),
+            grafts=grafts,
+            rules=rules,
         ):
             root = archiver.archive(sources, parent[1].tree if parent else None)
         with stats.lock:  # the walk is done: its counts are the totals, whatever the scan reached
