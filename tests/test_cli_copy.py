@@ -174,3 +174,28 @@ def test_an_interrupted_copy_leaves_a_valid_destination_and_the_next_one_finishe
         assert finished["blobs_added"] == len(dst.index) - kept  # what was kept was not stored again
     checked = run(dest, "check", "--read-data")
     assert checked.exit_code == 0 and "no errors: 3 snapshots" in checked.stdout
+
+
+def _backup_adds(env: dict[str, str], password: str, data: Path) -> int:
+    """The bytes a backup of `data` adds to the repository `env` names, after the copy."""
+    with Repository.open(env["SHADOWVAULT_REPOSITORY"], password, write=True) as repo:
+        archive(repo, data)
+        return repo.stats.raw_bytes_added
+
+
+def test_copy_chunker_params_lets_copies_deduplicate_with_backups(source, dest, tmp_path):
+    shared = {**dest, "SHADOWVAULT_REPOSITORY": str(tmp_path / "shared")}
+    made = run(shared, "init", *_from(source), "--copy-chunker-params")
+    assert made.exit_code == 0, made.stderr
+    for env in (shared, dest):
+        assert len(json_out(run(env, "copy", *_from(source), "--json"))["copied"]) == 3
+    # the files copied are backed up once more into each: only the shared chunker finds them there
+    assert _backup_adds(shared, DEST_PASSWORD, source["data"]) < 64 << 10
+    assert _backup_adds(dest, DEST_PASSWORD, source["data"]) >= 3 << 20
+
+    alone = run({**dest, "SHADOWVAULT_REPOSITORY": str(tmp_path / "alone")}, "init", *_from(source))
+    assert "--copy-chunker-params" in one_error_line(alone)
+    no_source = run(
+        {**dest, "SHADOWVAULT_REPOSITORY": str(tmp_path / "alone")}, "init", "--copy-chunker-params"
+    )
+    assert "--from-repo" in one_error_line(no_source)

@@ -16,6 +16,7 @@ from shadowvault.mount.names import entry_name, short_ids
 from shadowvault.mount.trees import TreeCache
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.zero_blobs import ZeroBlobs
 from tests.archive.helpers import FAST_KDF, PASSWORD, archive, new_repo
 
 
@@ -25,6 +26,10 @@ class CountingRepository:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.loaded: list[bytes] = []
+
+    @property
+    def zero_blobs(self) -> ZeroBlobs:
+        return self.repo.zero_blobs
 
     def blob_size(self, blob_id: bytes) -> int | None:
         return self.repo.blob_size(blob_id)

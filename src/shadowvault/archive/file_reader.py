@@ -8,6 +8,10 @@ are in flight, whatever the size of the files.
 
 A file that changes while it is read is stored as read: its size is the number of bytes stored,
 and `changed` says so.
+
+Holes cost nothing: a large file is read extent by extent (`sparse_extents`, SEEK_DATA/SEEK_HOLE),
+a hole is never read nor chunked but written in the content as zero blob ids, and so is a chunk
+that happens to be all zeros (repo/zero_blobs.py; docs/repository.md, "Holes and zero runs").
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from shadowvault.archive.sparse_extents import Segment, SegmentReader, file_segments
 from shadowvault.archive.store import BlobStore, Chunker
 from shadowvault.archive.walk_stats import WalkStats, os_reason
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.tree import Node
+from shadowvault.repo.zero_blobs import ZEROS, is_zeros
 
 _NOATIME = getattr(os, "O_NOATIME", 0)  # Linux only
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | _NOATIME
@@ -66,6 +72,8 @@ class FileReader:
         self.file_slots = threading.BoundedSemaphore(max_files)
         self.chunk_slots = threading.BoundedSemaphore(max_chunks or 2 * workers + 2)
         self.large_file = threading.Lock()
+        self._zeros_stored: set[bytes] = set()  # zero blobs saved (or found) in this backup
+        self._zeros_lock = threading.Lock()
 
     def submit(self, access: bytes, node: Node, label: bytes = b"") -> Future[StoredContent]:
         """Read the file at `access` (its original path: `label`) on a reader thread (waits while
@@ -106,7 +114,7 @@ class FileReader:
                 raise FileError(err.strerror or str(err)) from err
         except OSError as err:
             raise FileError(err.strerror or str(err)) from err
-        pending: list[Future[bytes]] = []
+        pending: list[Future[list[bytes]]] = []
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -117,24 +125,22 @@ class FileReader:
             if st.st_size < self.single_chunk:
                 data = self._read_upto(fd, self.single_chunk, st.st_size + 1)
                 if len(data) < self.single_chunk:  # the whole file: one chunk
-                    blob_ids = [self._save_chunk(data)] if data else []
+                    blob_ids = self._save_chunk(data) if data else []
                     return StoredContent(blob_ids, len(data), self._changed(fd, st, len(data)))
-                os.lseek(fd, 0, os.SEEK_SET)  # it grew since fstat: cut it like any large file
             # one large file is cut at a time: a stream chunker holds a buffer of twice the largest
             # chunk, and the blob threads already work on its chunks in parallel
             stored = 0
-            with self.large_file, open(fd, "rb", buffering=0, closefd=False) as stream:
-                for chunk in self.chunker(stream):
-                    stored += len(chunk)
-                    self.chunk_slots.acquire()
-                    try:
-                        fut = self.blobbers.submit(self._save_chunk, chunk)
-                    except BaseException:
-                        self.chunk_slots.release()
-                        raise
-                    fut.add_done_callback(lambda _f: self.chunk_slots.release())
-                    pending.append(fut)
-            blob_ids = [fut.result() for fut in pending]
+            with self.large_file:
+                for segment in file_segments(fd, st.st_size, min_hole=self.single_chunk):
+                    if segment.hole:
+                        pending.append(self._hole(segment.length))
+                        stored += segment.length
+                        continue
+                    got = self._cut(fd, segment, pending)
+                    stored += got
+                    if segment.end is not None and got < segment.length:
+                        break  # it shrank while it was read: what follows would be misplaced
+            blob_ids = [blob_id for fut in pending for blob_id in fut.result()]
             return StoredContent(blob_ids, stored, self._changed(fd, st, stored))
         except OSError as err:
             for fut in pending:
@@ -169,10 +175,52 @@ class FileReader:
             got += len(block)
         return b"".join(parts)
 
-    def _save_chunk(self, chunk: bytes) -> bytes:
-        blob_id = self.store.save_blob(BlobType.DATA, chunk)
+    def _cut(self, fd: int, segment: Segment, pending: list[Future[list[bytes]]]) -> int:
+        """Chunk one data segment, handing each chunk to the blob threads; the bytes read."""
+        read = 0
+        with SegmentReader(fd, segment) as stream:
+            for chunk in self.chunker(stream):
+                read += len(chunk)
+                self.chunk_slots.acquire()
+                try:
+                    fut = self.blobbers.submit(self._save_chunk, chunk)
+                except BaseException:
+                    self.chunk_slots.release()
+                    raise
+                fut.add_done_callback(lambda _f: self.chunk_slots.release())
+                pending.append(fut)
+        return read
+
+    def _hole(self, length: int) -> Future[list[bytes]]:
+        """A hole: zero blob ids, nothing read."""
+        done: Future[list[bytes]] = Future()
+        done.set_result(self._zero_run(length))
+        with self.stats.lock:
+            self.stats.bytes_done += length
+            self.stats.bytes_holes += length
+        return done
+
+    def _zero_run(self, length: int) -> list[bytes]:
+        """The ids of a run of zeros; each zero blob is stored once (old readers read it)."""
+        zero_blobs = self.store.zero_blobs
+        blob_ids = zero_blobs.run(length)
+        with self._zeros_lock:  # rare: at most one save per size and backup
+            for blob_id in set(blob_ids) - self._zeros_stored:
+                size = zero_blobs.size_of(blob_id)
+                assert size is not None
+                saved = self.store.save_blob(BlobType.DATA, memoryview(ZEROS)[:size])
+                assert saved == blob_id, "the zero blob ids are the ids of blobs of zeros"
+                self._zeros_stored.add(blob_id)
+        return blob_ids
+
+    def _save_chunk(self, chunk: bytes) -> list[bytes]:
+        """Store one chunk (a chunk of zeros becomes zero blob ids); its blob ids."""
+        if is_zeros(chunk):
+            blob_ids = self._zero_run(len(chunk))
+        else:
+            blob_ids = [self.store.save_blob(BlobType.DATA, chunk)]
         with self.stats.lock:
             self.stats.bytes_read += len(chunk)
             self.stats.bytes_done += len(chunk)
             self.stats.blobs_saved += 1
-        return blob_id
+        return blob_ids

@@ -17,6 +17,7 @@ from typing import Protocol
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.reader import LoadedBlob
+from shadowvault.repo.zero_blobs import ZeroBlobs
 
 MAX_GAP = 1 << 20  # unneeded bytes worth reading through rather than starting another read
 MAX_SPAN = 4 << 20  # at most this much of a pack is held by one read (one blob may be larger)
@@ -24,7 +25,11 @@ MAX_SPAN = 4 << 20  # at most this much of a pack is held by one read (one blob 
 
 class PackedBlobs(Protocol):
     """What grouped reads need from a repository: where blobs are, a pack's blobs read at once, and
-    one blob alone (for a blob the index does not place)."""
+    one blob alone (for a blob the index does not place), and which ids are runs of zeros (never
+    read)."""
+
+    @property
+    def zero_blobs(self) -> ZeroBlobs: ...
 
     def lookup(self, blob_id: bytes) -> BlobLocation | None: ...
 

@@ -6,6 +6,12 @@ then the blobs they need are grouped by pack and each pack's needed span is read
 several files, or repeated in one file, is read once). A file whose last blob is written gets its
 metadata, is read back when `verify` asks, and is renamed to its name, while other packs are read.
 
+A blob that stands for a run of zeros (a hole: repo/zero_blobs.py) is never fetched, decrypted or
+written: the file is extended to its size (ftruncate), so a file that had holes has them again;
+a file that had none (a swap file, a preallocated database) gets its zero runs allocated
+(fallocate), still without writing them. `verify` checks those runs read back as zeros, skipping
+what the filesystem reports as holes.
+
 Memory is bounded: a batch's plan is a few dozen bytes per blob, and a batch holds at most
 READS_AT_ONCE pack spans of at most `pack_reads.MAX_SPAN` bytes, never a whole pack or file.
 A blob that fails verification fails only the files that need it (after its other copies were
@@ -15,6 +21,7 @@ driven by a thread that is not in the pool: no pool thread ever waits for anothe
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -38,11 +45,13 @@ from shadowvault.archive.restore_entries import (
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.tree import Node
+from shadowvault.repo.zero_blobs import ZEROS
 
 log = logging.getLogger(__name__)
 
 HOLE_BLOCK = 4096
 _ZEROS = bytes(HOLE_BLOCK)
+VERIFY_READ = 1 << 20  # what verification reads at once of a zero run's data extents
 BATCH_FILES = 256  # files (and so descriptors) one batch holds open
 BATCH_BYTES = 256 << 20  # content one batch plans (a larger file is a batch of its own)
 FILES_PER_TASK = 8  # files a worker creates or finishes in one task
@@ -63,7 +72,9 @@ class FileWrite:
     fd: int | None = None
     size: int = 0
     lengths: list[int] = field(default_factory=list)  # per blob of node.content
-    digests: list[bytes] = field(default_factory=list)  # per blob, of what was written (verify only)
+    # per blob, of what was written (verify only); None for a run of zeros (never read nor written)
+    digests: list[bytes | None] = field(default_factory=list)
+    zero_runs: list[tuple[int, int]] = field(default_factory=list)  # (offset, length), adjacent merged
     failure: str | None = None
     unwritten: int = 0  # places of its blobs not written (or failed) yet: it is finished at 0
 
@@ -107,10 +118,16 @@ def _write_sparse(fd: int, data: bytes, offset: int) -> None:
             write_at(fd, bytes(view[start:pos]), offset + start, sparse=False)
 
 
-def verify_file(fd: int, lengths: list[int], digests: list[bytes]) -> None:
-    """Read the restored file back through its own descriptor, blob by blob, and compare hashes."""
+def verify_file(fd: int, lengths: list[int], digests: list[bytes | None]) -> None:
+    """Read the restored file back through its own descriptor, blob by blob, and compare hashes;
+    a run of zeros (digest None) must read as zeros."""
     offset = 0
     for length, digest in zip(lengths, digests, strict=True):
+        if digest is None:
+            if not _reads_as_zeros(fd, offset, length):
+                raise EntryError("verification failed: the restored bytes differ from the snapshot")
+            offset += length
+            continue
         parts: list[bytes] = []
         got = 0
         while got < length and (block := os.pread(fd, length - got, offset + got)):
@@ -119,8 +136,57 @@ def verify_file(fd: int, lengths: list[int], digests: list[bytes]) -> None:
         if got != length or blake3.blake3(b"".join(parts)).digest() != digest:
             raise EntryError("verification failed: the restored bytes differ from the snapshot")
         offset += length
-    if os.pread(fd, 1, offset):
+    if os.fstat(fd).st_size != offset:
         raise EntryError("verification failed: the restored bytes differ from the snapshot")
+
+
+def _reads_as_zeros(fd: int, offset: int, length: int) -> bool:
+    """Whether [offset, offset + length) reads as zeros: holes are zeros by definition, only the data
+    extents the filesystem reports in the range are read (the file's size is checked by the caller)."""
+    end = offset + length
+    position = offset
+    while position < end:
+        try:
+            data = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as err:
+            if err.errno == errno.ENXIO:  # only holes from here to the end of the file
+                return True
+            if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            data = position  # holes unknown here: read it all
+        if data >= end:
+            return True
+        try:
+            stop = min(end, os.lseek(fd, data, os.SEEK_HOLE))
+        except OSError:
+            stop = end
+        while data < stop:
+            block = os.pread(fd, min(VERIFY_READ, stop - data), data)
+            if not block or not ZEROS.startswith(block):
+                return False
+            data += len(block)
+        position = stop
+    return True
+
+
+def allocate_zero_runs(fd: int, runs: list[tuple[int, int]]) -> None:
+    """Give a file that had no holes its zero runs as allocated space (nothing is written)."""
+    for offset, length in runs:
+        try:
+            os.posix_fallocate(fd, offset, length)
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            for at in range(offset, offset + length, len(ZEROS)):  # no fallocate: write the zeros
+                write_at(fd, memoryview(ZEROS)[: min(len(ZEROS), offset + length - at)], at, sparse=False)
+
+
+def _add_zero_run(file: FileWrite, offset: int, length: int) -> None:
+    runs = file.zero_runs
+    if runs and runs[-1][0] + runs[-1][1] == offset:
+        runs[-1] = (runs[-1][0], runs[-1][1] + length)
+    else:
+        runs.append((offset, length))
 
 
 def _groups(files: list[FileWrite]) -> list[list[FileWrite]]:
@@ -231,20 +297,33 @@ class ContentBatch:
         blob by blob (`load_blob` reloads the index, or says what is missing)."""
         places: dict[bytes, tuple[BlobLocation, list[_Place]]] = {}
         alone: list[FileWrite] = []
+        zero_blobs = self.store.zero_blobs
         for file in files:
-            located = [self.store.lookup(blob_id) for blob_id in file.node.content]
-            if any(location is None for location in located):
+            zeros = [zero_blobs.size_of(blob_id) for blob_id in file.node.content]
+            located = [
+                None if size is not None else self.store.lookup(blob_id)
+                for blob_id, size in zip(file.node.content, zeros, strict=True)
+            ]
+            if any(location is None and size is None for location, size in zip(located, zeros, strict=True)):
                 alone.append(file)
                 continue
             offset = 0
-            for index, (blob_id, location) in enumerate(zip(file.node.content, located, strict=True)):
+            for index, (blob_id, location, size) in enumerate(
+                zip(file.node.content, located, zeros, strict=True)
+            ):
+                if size is not None:  # a run of zeros: nothing to read or write
+                    _add_zero_run(file, offset, size)
+                    file.lengths.append(size)
+                    file.digests.append(None)
+                    offset += size
+                    continue
                 assert location is not None
                 places.setdefault(blob_id, (location, []))[1].append(_Place(file, offset, index))
                 offset += location.raw_length
                 file.lengths.append(location.raw_length)
+                file.digests.append(b"")
+                file.unwritten += 1
             file.size = offset
-            file.digests = [b""] * len(file.lengths)
-            file.unwritten = len(file.lengths)
         return places, alone
 
     def _read(self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]]) -> None:
@@ -317,9 +396,17 @@ class ContentBatch:
         """Every blob of the file through `load_blob`, in order."""
         assert file.fd is not None
         offset = 0
-        file.lengths, file.digests = [], []
+        file.lengths, file.digests, file.zero_runs = [], [], []
+        zero_blobs = self.store.zero_blobs
         try:
             for blob_id in file.node.content:
+                zeros = zero_blobs.size_of(blob_id)
+                if zeros is not None:  # a run of zeros: nothing to read or write
+                    _add_zero_run(file, offset, zeros)
+                    file.lengths.append(zeros)
+                    file.digests.append(None)
+                    offset += zeros
+                    continue
                 data = self.store.load_blob(blob_id)
                 write_at(file.fd, data, offset, sparse=file.node.sparse)
                 file.lengths.append(len(data))
@@ -345,7 +432,9 @@ class ContentBatch:
             try:
                 if file.failure is not None:
                     raise EntryError(file.failure)
-                if file.node.sparse:
+                if file.zero_runs and not file.node.sparse:
+                    allocate_zero_runs(fd, file.zero_runs)
+                if file.node.sparse or file.zero_runs:
                     os.ftruncate(fd, file.size)
                 self.entries.finish_file(fd, file.node, here)
                 if self.verify:

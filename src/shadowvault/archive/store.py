@@ -15,6 +15,7 @@ from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.packer import SaveStats
 from shadowvault.repo.reader import LoadedBlob
 from shadowvault.repo.tree import Tree
+from shadowvault.repo.zero_blobs import ZeroBlobs
 
 if TYPE_CHECKING:
     from shadowvault.repo.repository import Repository
@@ -33,6 +34,11 @@ class FileChunker(Protocol):
 
 class BlobSource(Protocol):
     """Reading blobs and trees, each verified."""
+
+    @property
+    def zero_blobs(self) -> ZeroBlobs:
+        """The ids that stand for runs of zeros (holes): never read, never written."""
+        ...
 
     def has_blob(self, blob_id: bytes) -> bool:
         """True if the blob is stored intact and may be referenced (the writer contract)."""

@@ -1,8 +1,8 @@
 """`shadowvault copy`: copy snapshots from another repository into this one (restic 0.14+'s options).
 
 The destination is the usual --repo (with its password options); the source is --from-repo with
---from-password-file / --from-password-command, or their SHADOWVAULT_FROM_* variables. The work is
-repo/copy.py's; this module parses, opens both repositories and prints.
+--from-password-file / --from-password-command, or their SHADOWVAULT_FROM_* variables
+(from_repo_options.py). The work is repo/copy.py's; this module parses, opens both and prints.
 """
 
 from __future__ import annotations
@@ -13,25 +13,13 @@ from typing import Any
 
 import click
 
+from shadowvault.cli.from_repo_options import from_repo_options, open_source_repository
 from shadowvault.cli.output import emit, info, json_option
 from shadowvault.cli.progress import progress
-from shadowvault.cli.repo_options import (
-    PasswordSources,
-    given_on_command_line,
-    open_repository,
-    repo_options,
-    resolve_password,
-)
+from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.repository import format_size
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose_all, snapshot_filter_options
-from shadowvault.errors import UsageError
 from shadowvault.repo.copy import CopiedSnapshot, CopyResult, copy_snapshots
-from shadowvault.repo.repository import Repository
-
-FROM_REPO_ENV = "SHADOWVAULT_FROM_REPOSITORY"
-FROM_PASSWORD_ENV = "SHADOWVAULT_FROM_PASSWORD"
-FROM_PASSWORD_FILE_ENV = "SHADOWVAULT_FROM_PASSWORD_FILE"
-FROM_PASSWORD_COMMAND_ENV = "SHADOWVAULT_FROM_PASSWORD_COMMAND"
 
 
 def _describe(done: CopiedSnapshot) -> str:
@@ -75,36 +63,11 @@ def _result_json(result: CopyResult) -> dict:
 
 @click.command("copy")
 @repo_options
-@click.option(
-    "--from-repo",
-    envvar=FROM_REPO_ENV,
-    show_envvar=True,
-    metavar="PATH",
-    default=None,
-    help="The repository to copy from: a path, file:// or s3: URL.",
-)
-@click.option(
-    "--from-password-file",
-    type=click.Path(dir_okay=False),
-    envvar=FROM_PASSWORD_FILE_ENV,
-    show_envvar=True,
-    default=None,
-    help=f"The source's password, from this file's first line (else ${FROM_PASSWORD_ENV}, else a prompt).",
-)
-@click.option(
-    "--from-password-command",
-    envvar=FROM_PASSWORD_COMMAND_ENV,
-    show_envvar=True,
-    metavar="CMD",
-    default=None,
-    help="The source's password: the first line CMD prints (split like a shell would, run without one).",
-)
+@from_repo_options
 @snapshot_filter_options
 @click.argument("snapshots", nargs=-1)
 @json_option
-@click.pass_context
 def copy_cmd(
-    ctx: click.Context,
     repo: str | None,
     password_file: str | None,
     from_repo: str | None,
@@ -121,19 +84,7 @@ def copy_cmd(
     copied before (its id is recorded in the copy as `original`) is skipped. An interrupted copy
     leaves the destination valid: run it again to finish.
     """
-    if not from_repo:
-        raise UsageError(f"no repository to copy from: use --from-repo PATH or set {FROM_REPO_ENV}")
-    source_password = PasswordSources(
-        command=from_password_command,
-        command_given=bool(from_password_command) and given_on_command_line(ctx, "from_password_command"),
-        file=from_password_file,
-        file_given=bool(from_password_file) and given_on_command_line(ctx, "from_password_file"),
-        password_env=FROM_PASSWORD_ENV,
-        options=("--from-password-command", "--from-password-file"),
-        label="source repository password",
-    )
-    source_location = Repository.validate_path(from_repo)
-    with Repository.open(source_location, resolve_password(source_password)) as source:
+    with open_source_repository(from_repo, from_password_file, from_password_command) as source:
         selected = choose_all(source, snapshots, snapshot_filter)
         done = CopyProgress(snapshots_total=len(selected))
 

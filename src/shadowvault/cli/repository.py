@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from shadowvault.cli.from_repo_options import from_repo_options, open_source_repository
 from shadowvault.cli.output import emit, info, json_option, print_table
 from shadowvault.cli.repo_options import (
     open_repository,
@@ -25,12 +26,33 @@ from shadowvault.repo.snapshot import Snapshot
 
 @click.command("init")
 @repo_options
+@from_repo_options
+@click.option(
+    "--copy-chunker-params",
+    is_flag=True,
+    help="Cut files into chunks as --from-repo does, so that snapshots copied from it deduplicate"
+    " with this repository's own backups.",
+)
 @json_option
-def init_cmd(repo: str | None, password_file: str | None, as_json: bool) -> None:
+def init_cmd(
+    repo: str | None,
+    password_file: str | None,
+    from_repo: str | None,
+    from_password_file: str | None,
+    from_password_command: str | None,
+    copy_chunker_params: bool,
+    as_json: bool,
+) -> None:
     """Create a new, empty repository."""
     path = Repository.validate_new_path(repo_path(repo))
+    chunker = None
+    if copy_chunker_params:
+        with open_source_repository(from_repo, from_password_file, from_password_command) as source:
+            chunker = source.config.chunker
+    elif from_repo:
+        raise UsageError("--from-repo is only read with --copy-chunker-params")
     password = read_password(password_file, confirm=True)
-    created = Repository.init(path, password)
+    created = Repository.init(path, password, chunker=chunker)
     created.close()
     where = str(path.resolve()) if isinstance(path, Path) else created.path
     emit(

@@ -3,7 +3,8 @@
 A file is a list of DATA blobs. Their cumulative end offsets (from the index's sizes, no data read)
 are kept per open file, and a read bisects them to the first blob it needs. Decoded blobs are shared
 by every open file through a small LRU bounded by bytes, so readers of the same region (or the
-kernel's read-ahead asking for the next 128 KiB of a 1 MiB blob) decode a blob once.
+kernel's read-ahead asking for the next 128 KiB of a 1 MiB blob) decode a blob once. A blob that
+stands for a run of zeros (a hole) is never loaded: its zeros come from memory.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from typing import Protocol
 
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.reader import BlobCache
+from shadowvault.repo.zero_blobs import ZEROS, ZeroBlobs
 
 CACHE_BYTES = 64 << 20  # decoded blobs kept: eight of the largest chunks
 
 
 class BlobStore(Protocol):
+    @property
+    def zero_blobs(self) -> ZeroBlobs: ...
+
     def blob_size(self, blob_id: bytes) -> int | None: ...
 
     def load_blob(self, blob_id: bytes) -> bytes: ...
@@ -35,16 +40,23 @@ class Blobs:
 
     def sizes(self, blob_ids: list[bytes]) -> list[int]:
         """Each blob's plaintext size; the index is re-read once if a blob is newer than it."""
-        sizes = [self._store.blob_size(b) for b in blob_ids]
+        sizes = [self._size(b) for b in blob_ids]
         if None in sizes:
             self._store.reload_index()  # a snapshot made after the view was mounted
-            sizes = [self._store.blob_size(b) for b in blob_ids]
+            sizes = [self._size(b) for b in blob_ids]
         known: list[int] = []
         for blob_id, size in zip(blob_ids, sizes, strict=True):
             known.append(len(self.load(blob_id)) if size is None else size)  # unknown: NotFoundError
         return known
 
-    def load(self, blob_id: bytes) -> bytes:
+    def _size(self, blob_id: bytes) -> int | None:
+        zeros = self._store.zero_blobs.size_of(blob_id)
+        return zeros if zeros is not None else self._store.blob_size(blob_id)
+
+    def load(self, blob_id: bytes) -> bytes | memoryview:
+        zeros = self._store.zero_blobs.size_of(blob_id)
+        if zeros is not None:
+            return memoryview(ZEROS)[:zeros]
         data = self._cache.get(blob_id)
         if data is None:
             data = self._store.load_blob(blob_id)

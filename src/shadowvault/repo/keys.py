@@ -21,7 +21,14 @@ from shadowvault.errors import (
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.chunker import default_params
 from shadowvault.repo.crypto import MasterKey, Sealer, make_key_file, open_key_file
-from shadowvault.repo.format import FORMAT_VERSION, Config, decode_document, encode_document, file_id
+from shadowvault.repo.format import (
+    FORMAT_VERSION,
+    ChunkerParams,
+    Config,
+    decode_document,
+    encode_document,
+    file_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +141,14 @@ def list_keys(backend: Backend, current: str | None = None) -> list[dict[str, st
     return found
 
 
-def new_config(pack_size: int) -> Config:
-    """A fresh config: new id, new random chunker seed."""
+def new_config(pack_size: int, chunker: ChunkerParams | None = None) -> Config:
+    """A fresh config: new id, new random chunker seed (or another repository's chunker parameters,
+    so that the same files are cut into the same chunks in both: `init --copy-chunker-params`)."""
     return Config(
         version=FORMAT_VERSION,
         id=secrets.token_hex(16),
         created=time.time(),
-        chunker=default_params(secrets.randbits(63)),
+        chunker=chunker or default_params(secrets.randbits(63)),
         pack_size=pack_size,
     )
 

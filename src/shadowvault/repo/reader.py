@@ -55,6 +55,15 @@ class BlobCache:
                 self._size -= len(old)
 
 
+@dataclass
+class ReadStats:
+    """Blobs decrypted and verified by this process (tests and benchmarks read it: a restore of
+    a hole must decode nothing)."""
+
+    blobs: int = 0
+    bytes: int = 0
+
+
 @dataclass(frozen=True)
 class LoadedBlob:
     """One blob of `BlobReader.load_pack_blobs`: its verified data, or why it could not be read."""
@@ -73,6 +82,8 @@ class BlobReader:
         self._master = master
         self._packer = packer
         self._cache = BlobCache(CACHE_BYTES)
+        self.stats = ReadStats()
+        self._stats_lock = threading.Lock()
 
     def load(self, blob_id: bytes) -> bytes:
         """The verified plaintext of a blob (NotFoundError if unknown, IntegrityError if damaged).
@@ -188,6 +199,9 @@ class BlobReader:
         data = decompress(payload, location.raw_length, what) if location.compressed else payload
         if len(data) != location.raw_length or self._sealer.blob_id(data) != blob_id:
             raise IntegrityError(f"{what} does not match its id")
+        with self._stats_lock:
+            self.stats.blobs += 1
+            self.stats.bytes += len(data)
         return data
 
 

@@ -22,16 +22,17 @@ from shadowvault.repo.backend import Backend
 from shadowvault.repo.chunker import Chunker
 from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.damage import DamagedPack, DamageMap
-from shadowvault.repo.format import BlobType, Config, IndexFile, IndexPack, PackBlob
+from shadowvault.repo.format import BlobType, ChunkerParams, Config, IndexFile, IndexPack, PackBlob
 from shadowvault.repo.index import BlobIndex, BlobLocation
 from shadowvault.repo.master_index import MasterIndex
 from shadowvault.repo.packer import Packer, SaveStats
-from shadowvault.repo.reader import BlobReader, LoadedBlob
+from shadowvault.repo.reader import BlobReader, LoadedBlob, ReadStats
 from shadowvault.repo.session import Session
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.snapshots import SnapshotStore, filter_snapshots
 from shadowvault.repo.storage import Location, create_backend, open_backend, validate_existing, validate_new
 from shadowvault.repo.tree import Tree, decode_tree, encode_tree
+from shadowvault.repo.zero_blobs import ZeroBlobs
 
 __all__ = ["PACK_SIZE", "LoadedBlob", "Repository", "SaveStats", "filter_snapshots"]
 
@@ -72,6 +73,7 @@ class Repository:
         self._packer = Packer(backend, self.sealer, self._master, config.pack_size, self.stats)
         self._reader = BlobReader(backend, self.sealer, self._master, self._packer)
         self._snapshots = SnapshotStore(backend, self.sealer)
+        self.zero_blobs = ZeroBlobs(self.sealer.blob_id)  # what holes are written as (zero_blobs.py)
         self._session_lock = threading.Lock()
         self._closed = False
 
@@ -85,9 +87,11 @@ class Repository:
         *,
         pack_size: int = PACK_SIZE,
         kdf_params: dict[str, int] | None = None,
+        chunker: ChunkerParams | None = None,
     ) -> Repository:
         """Create a repository (in a path or file:// URL that is absent or an empty directory, an
-        empty S3 prefix, or an empty backend) and open it for writing."""
+        empty S3 prefix, or an empty backend) and open it for writing. `chunker`: another
+        repository's chunker parameters (copies between the two then deduplicate with backups)."""
         if isinstance(where, (str, os.PathLike)):
             validate_new(where)  # fail on the location before the pack size
         if not 16 << 10 <= pack_size <= 1 << 30:
@@ -96,7 +100,7 @@ class Repository:
         if any(True for _ in backend.list("keys/")) or _exists(backend, "config"):
             raise RepositoryError(f"{backend.describe()} is already a repository")
         key = MasterKey.generate()
-        config = keys.new_config(pack_size)
+        config = keys.new_config(pack_size, chunker)
         name = keys.add_first_key(backend, key, password, kdf_params)
         # The config is written last: a directory without it is not (yet) a repository.
         keys.write_config(backend, Sealer(key), config)
@@ -300,6 +304,11 @@ class Repository:
         """The verified plaintext of a blob (NotFoundError if unknown, IntegrityError if damaged);
         every indexed copy is tried, best first."""
         return self._reader.load(blob_id)
+
+    @property
+    def read_stats(self) -> ReadStats:
+        """How many blobs (and plaintext bytes) this process decrypted and verified."""
+        return self._reader.stats
 
     def load_pack_blobs(self, pack_id: str, blob_ids: Iterable[bytes]) -> Iterator[LoadedBlob]:
         """Blobs of one pack (as `lookup` placed them), verified, in pack order, each byte read
