@@ -5,7 +5,8 @@ once through both ldap writers. Then, as an administrator meets it: an entry del
 after the backup stays deleted when the consumer is restored non-authoritatively (it catches up and
 equals its provider again), and comes back on both servers with an authoritative restore of its
 subtree, which also makes the backup's version of a changed entry win while entries created since
-stay. Bad DNs and DNs the backup lacks are one-line errors that change nothing.
+stay; a deleted subtree comes back parents first. Bad DNs, DNs the backup lacks and an entry whose
+parent is gone are one-line errors that change nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,17 @@ from tests.fixtures.loopfs import loop_filesystem
 from tests.fixtures.slapd_pair import ROOTDN, SUFFIX, SlapdPair, slapd_pair
 
 PEOPLE = f"ou=people,{SUFFIX}"
+GROUPS_OU, ADMINS = f"ou=groups,{SUFFIX}", f"cn=admins,ou=groups,{SUFFIX}"
+GROUPS = f"""
+dn: {GROUPS_OU}
+objectClass: organizationalUnit
+ou: groups
+
+dn: {ADMINS}
+objectClass: groupOfNames
+cn: admins
+member: uid=alice,{PEOPLE}
+"""
 
 
 def person(uid: str, description: str) -> str:
@@ -74,7 +86,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with loop_filesystem("btrfs") as fs, slapd_pair(fs.mount / "ldap") as pair:
         pair.provider.ldap(
             "ldapadd",
-            "\n".join(person(uid, "as backed up") for uid in ("alice", "bob", "carol", "dave", "erin")),
+            "\n".join(person(uid, "as backed up") for uid in ("alice", "bob", "carol", "dave", "erin"))
+            + GROUPS,
         )
         pair.wait_in_sync()
         world = World(pair, env, "")
@@ -197,3 +210,29 @@ def test_the_role_is_read_from_slapd_conf_and_from_a_slapd_d(world: World, tmp_p
             assert (settings.role, settings.rootdn) == (role, ROOTDN), config
             expected = [f"ldap://127.0.0.1:{pair.provider.port}/"] if role == "consumer" else []
             assert settings.providers == expected, config
+
+
+def test_a_deleted_subtree_comes_back_parents_first(world: World):
+    """A group and the ou holding it, both deleted: the group alone cannot come back (its parent is
+    missing, nothing is written); both named (--authoritative twice), they come back on both servers."""
+    pair = world.pair
+    pair.provider.ldap("ldapdelete", f"{ADMINS}\n{GROUPS_OU}\n")
+    pair.wait_in_sync()
+    writer = world.writer("provider")
+
+    refused = inprocess_cli.run(
+        world.env, "restore", world.snapshot, "--writer", writer, "--authoritative", ADMINS
+    )
+    assert refused.exit_code == 2, refused.stderr
+    assert f"its parent {GROUPS_OU} is not on the server" in inprocess_cli.one_error_line(refused)
+    assert not pair.provider.has(GROUPS_OU)
+
+    done = inprocess_cli.run(
+        world.env, "restore", world.snapshot, "--writer", writer,
+        "--authoritative", ADMINS, "--authoritative", GROUPS_OU,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout.index(f"  add {GROUPS_OU}") < done.stdout.index(f"  add {ADMINS}")
+    pair.wait_in_sync()
+    for server in (pair.provider, pair.consumer):
+        assert server.entries(ADMINS)[ADMINS]["member"] == [f"uid=alice,{PEOPLE}".encode()], server.role
