@@ -16,6 +16,7 @@ from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.restore import Overwrite, RestoreStats
 from shadowvault.cli.components import restore_component_options, restore_options, run_component_restore
 from shadowvault.cli.coordination import daemon_client
+from shadowvault.cli.directory_restore import directory_restore_option, for_component, for_writers
 from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
@@ -84,6 +85,7 @@ def _stderr_json(obj: dict) -> None:
 @restore_component_options
 @restore_writer_options
 @snapshot_filter_options
+@directory_restore_option
 @json_option
 def restore_cmd(
     repo: str | None,
@@ -109,6 +111,7 @@ def restore_cmd(
     writer_option_specs: tuple[str, ...],
     snapshot_filter: SnapshotFilter,
     authoritative: tuple[str, ...],
+    directory_restore: str | None,
     as_json: bool,
 ) -> None:
     """Restore a snapshot (or SUBPATH of it) into --target, with owners, modes, times, ACLs and xattrs.
@@ -144,7 +147,7 @@ def restore_cmd(
                 choose(r, ref, snapshot_filter)[0],
                 writers=writers,
                 target_root=target_root or target,
-                option_specs=writer_option_specs,
+                option_specs=writer_option_specs + for_writers(directory_restore),
                 overwrite=overwrite,
                 dry_run=dry_run,
                 as_json=as_json,
@@ -153,8 +156,8 @@ def restore_cmd(
         return
     if authoritative:
         raise UsageError("--authoritative goes with --writer ldap[:INSTANCE]")
-    if writer_option_specs:
-        raise UsageError("--writer-option goes with --writer NAME or --writers")
+    if (writer_option_specs or directory_restore) and component is None:
+        raise UsageError("--writer-option and --directory-restore go with --writer NAME or --component NAME")
     if component is not None:  # a component restore with its merge rules (cli/components.py)
         where = target_root or target
         # a data-only migration (files with --map, no accounts) onto this machine is the ordinary case:
@@ -184,6 +187,7 @@ def restore_cmd(
             dry_run=dry_run,
             yes_really=yes_really,
         )
+        for_component(options, component, directory_restore, writer_option_specs)
         with open_repository(repo, password_file) as r:
             run_component_restore(r, choose(r, ref, snapshot_filter)[0], component, options, as_json=as_json)
         return

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from shadowvault.archive.metadata import node_type
 from shadowvault.components.plan import Plan
@@ -78,6 +78,8 @@ class RestoreOptions:
     fix_fstab: bool = False  # system-state: rewrite fstab devices to the target's
     install_packages: bool = True  # system-state: run apt in the target
     yes_really: bool = False  # allow "/" as the target root
+    directory_restore: str | None = None  # system-state: recover the Samba DC as new-dc | same-dc
+    directory_options: dict[str, Any] = field(default_factory=dict)  # its samba.KEY=VALUE options
 
 
 @dataclass

@@ -4,7 +4,8 @@ Backed up: /etc (with hostname, network config, apt sources and keys, crontab an
 configuration such as /etc/default/grub and /etc/kernel/cmdline), user crontabs, third-party
 keyrings in /usr/share/keyrings, local CA certificates in /usr/local/share/ca-certificates (PKI
 stores: /etc/ssl and /etc/pki come with /etc), the directory server's databases (an LDIF export of
-every running slapd database under the source root, directory_server.py), the bootloader's
+every running slapd database under the source root, directory_server.py; a samba-tool backup of
+every running Samba AD DC under it, with its sysvol, samba_directory.py), the bootloader's
 generated config (for reference), and generated documents: every account and group with shadow
 entries (accounts.json), the package selection with versions and the state of every conffile
 (packages.json), unit states (units.json), and the boot
@@ -19,6 +20,8 @@ Restore into a target root, in this order:
 4. the manual packages the target lacks are installed with apt inside the target;
 5. each slapd database is rebuilt from its LDIF with slapadd and the target's configuration
    (directory_server.py); a target that already has the database keeps it unless --overwrite;
+   a Samba DC is recovered from its samba-tool archive with --directory-restore new-dc|same-dc
+   (samba_directory.py);
 6. unit links are recreated (enabled, masked) and links of units the source had disabled removed.
 """
 
@@ -53,6 +56,7 @@ from shadowvault.components.dpkg import PackagesDocument, installed_names, read_
 from shadowvault.components.entries import apply_subtree_actions, plan_subtree, selected
 from shadowvault.components.layout import ensure_parent, resolve_in_root
 from shadowvault.components.plan import Plan
+from shadowvault.components.samba_directory import apply_samba, collect_samba, plan_samba
 from shadowvault.components.units import UnitsDocument, links_to, read_units
 from shadowvault.components.user_profiles import account_changes_into
 from shadowvault.errors import CommandError, NotFoundError, UnsupportedError
@@ -101,6 +105,8 @@ class SystemState(Component):
         for extra in (CRONTABS, KEYRINGS, LOCAL_CAS, *GENERATED_BOOT):
             if resolve_in_root(source_root, extra).exists():
                 paths.append(extra)
+        samba_documents, sysvols = collect_samba(source_root)  # each DC's samba-tool archive
+        paths += [p for p in sysvols if p not in paths]
         boot = BootDocument(
             fstab=_read_text(source_root / "etc/fstab"),
             hostname=_read_text(source_root / "etc/hostname").strip(),
@@ -113,6 +119,7 @@ class SystemState(Component):
             "units.json": encode_document(read_units(source_root)),
             "boot.json": encode_document(boot),
             **collect_ldap(source_root),  # the directory server's databases as LDIF
+            **samba_documents,
         }
         return Collection(self.name, source_root, paths, documents, list(options.excludes))
 
@@ -199,6 +206,7 @@ class SystemState(Component):
                 plan.add("run", "command", " ".join(argv), "inside the target, starting no services")
         # 5. the directory server's databases (slapadd with the target's configuration)
         plan_ldap(plan, view, options)
+        plan_samba(plan, view, options)  # a Samba DC only with --directory-restore new-dc|same-dc
         # 6. units
         self._plan_units(plan, units, target)
         if boot.cmdline:
@@ -308,6 +316,7 @@ class SystemState(Component):
             except (CommandError, UnsupportedError) as err:  # the units step still runs
                 plan.errors.append(("packages", str(err)))
         apply_ldap(plan, view, target)
+        apply_samba(plan, view, options)
         self._apply_units(plan, target)
         return plan
 

@@ -32,7 +32,7 @@ from shadowvault.shadow.writers import trusted_exec
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 1800.0
 WRITER_TYPES = ("script", "sqlite", "external", "postgresql", "mariadb", "redis", "ldap")
-APP_WRITER_TYPES = ("postgresql", "mariadb", "redis", "ldap")  # built-ins with settings (AppWriter)
+APP_WRITER_TYPES = ("postgresql", "mariadb", "redis", "ldap", "samba")  # built-ins with settings (AppWriter)
 
 
 @dataclass

@@ -30,6 +30,7 @@ BUILTIN_WRITERS: dict[str, str] = {
     "mariadb": "shadowvault.shadow.writers.mariadb:MariadbWriter",
     "redis": "shadowvault.shadow.writers.redis:RedisWriter",
     "ldap": "shadowvault.shadow.writers.ldap:LdapWriter",
+    "samba": "shadowvault.shadow.writers.samba:SambaWriter",
     "qemu": "shadowvault.shadow.writers.qemu:QemuWriter",
 }
 

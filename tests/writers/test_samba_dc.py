@@ -1,0 +1,127 @@
+"""Samba AD DC: backed up with system-state, recovered as itself or as a new DC, its users and groups back.
+
+One DC is provisioned for the module (tests/fixtures/samba_dc.py) in a fake machine root on 127.0.0.1.
+A user deleted after the backup must come back with the recovered DC, which must start and answer LDAP.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.components.roots import make_root
+from tests.fixtures.samba_dc import HOME, REALM, SambaDcLab, rootdse_host, samba_dc_lab, samba_tool
+
+LABEL = f"{REALM} (SVDC1)"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[SambaDcLab]:
+    with samba_dc_lab() as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def env(lab: SambaDcLab) -> dict[str, str]:
+    repo = lab.scratch("repo") / "repo"
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    return {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
+
+
+def _messages(stdout: str, kind: str) -> list[dict]:
+    return [m for m in map(json.loads, stdout.splitlines()) if m.get("message_type") == kind]
+
+
+def _plan(done: subprocess.CompletedProcess) -> dict[tuple[str, str], dict]:
+    (doc,) = _messages(done.stdout, "plan")
+    return {(a["verb"], a["kind"]): a for a in doc["actions"] if a["kind"] == "samba-dc"}
+
+
+def _users() -> set[str]:
+    return set(samba_tool("user", "list").stdout.split())
+
+
+def _members(group: str) -> set[str]:
+    return set(samba_tool("group", "listmembers", group).stdout.split())
+
+
+def _one_line_error(done: subprocess.CompletedProcess, words: str) -> None:
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert words in done.stderr, done.stderr
+
+
+def test_writers_list_shows_the_running_dc(lab: SambaDcLab, cli) -> None:
+    if lab.proc is None:
+        lab.start()
+    done = cli("writers", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    entries = json.loads(done.stdout)
+    assert any(e["writer"] == "samba" and e["kind"] == "builtin" for e in entries)
+    (found,) = [e for e in entries if e["writer"] == f"samba:{lab.config}"]
+    assert found["state"] == "stable", found
+    assert found["components"][0]["name"] == f"samba DC {LABEL}"
+
+
+def test_dc_recovered_as_itself_and_as_a_new_dc(lab: SambaDcLab, cli, env) -> None:
+    if lab.proc is None:
+        lab.start()
+    samba_tool("user", "add", "alice", "Alice-Pass1!")
+    samba_tool("group", "add", "engineers")
+    samba_tool("group", "addmembers", "engineers", "alice")
+
+    done = cli("backup", "--component", "system-state", "--source-root", lab.root, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    snap = _messages(done.stdout, "summary")[0]["snapshot_id"]
+    samba_tool("user", "delete", "alice")  # a mistake after the backup
+    assert "alice" not in _users()
+    listing = cli("ls", snap, f"/{HOME}/state/sysvol", env=env)  # as the source root saw it
+    assert listing.returncode == 0, listing.stderr
+    assert "GPT.INI" in listing.stdout  # sysvol is in the snapshot as files too
+
+    same = lab.scratch("same")
+    restore = ("restore", snap, "--component", "system-state", "--no-packages", "--json")
+    plain = cli(*restore, "--target-root", make_root(same), "--dry-run", env=env)
+    assert plain.returncode == 0, plain.stderr
+    assert ("leave", "samba-dc") in _plan(plain)  # a DC is recovered only when asked
+    dry = cli(*restore, "--target-root", same, "--directory-restore", "same-dc", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    action = _plan(dry)[("load", "samba-dc")]
+    assert action["target"] == LABEL and "same-dc SVDC1" in action["reason"]
+    assert not (same / HOME).exists()  # a dry run changes nothing
+
+    _one_line_error(
+        cli(*restore, "--target-root", same, "--directory-restore", "new-dc", "--dry-run", env=env),
+        "samba.newservername=NAME",
+    )
+    _one_line_error(
+        cli(*restore, "--target-root", same, "--directory-restore", "new-dc", "--dry-run",
+            "--writer-option", "samba.newservername=svdc1", env=env),
+        "the backed-up DC's own name",
+    )  # fmt: skip
+
+    lab.stop()  # two DCs cannot share 127.0.0.1: the original goes, the recovered one comes
+    done = cli(*restore, "--target-root", same, "--directory-restore", "same-dc", env=env)
+    assert done.returncode == 0, done.stderr
+    lab.start(same / HOME / "etc" / "smb.conf")
+    assert rootdse_host() == "svdc1.sv.test"
+    assert "alice" in _users()
+    assert "alice" in _members("engineers")
+    lab.stop()
+
+    new = make_root(lab.scratch("new"))
+    done = cli(
+        *restore, "--target-root", new, "--directory-restore", "new-dc",
+        "--writer-option", "samba.newservername=svdc2", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lab.start(new / HOME / "etc" / "smb.conf")
+    assert rootdse_host() == "svdc2.sv.test"
+    assert "alice" in _users()
+    assert "alice" in _members("engineers")
+    lab.stop()
