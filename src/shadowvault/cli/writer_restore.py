@@ -2,6 +2,8 @@
 
 Parses the options, runs the writer restore job (jobs/restore_writer.py: pre_restore -> files ->
 post_restore for every writer the plan restores) and prints its plan (jobs/writer_plan.py) and result.
+With --authoritative DN (ldap only) it runs the authoritative directory restore instead
+(jobs/restore_ldap_authoritative.py): no file is laid down, the entries are written online.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import click
 from shadowvault.cli.output import info, note, print_json
 from shadowvault.errors import UsageError
 from shadowvault.jobs.restore_ldap_authoritative import (
+    AuthoritativePlan,
     AuthoritativeRequest,
     AuthoritativeResult,
 )
@@ -23,7 +26,6 @@ from shadowvault.jobs.restore_writer import WriterRestoreRequest
 from shadowvault.jobs.restore_writer import run_writer_restore as restore_writers
 from shadowvault.jobs.writer_plan import WriterPlan, in_place
 from shadowvault.repo.repository import Repository
-from shadowvault.shadow.writers.ldap_authoritative import AuthoritativePlan
 
 F = TypeVar("F", bound=Callable[..., Any])
 
