@@ -10,6 +10,7 @@ no more than the data (the repository's read counters).
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 import blake3
 import pytest
 
+from shadowvault.archive.dump import write_file
 from shadowvault.archive.file_content import content_layout, content_pieces, read_piece
 from shadowvault.archive.restore import find_node
 from shadowvault.archive.sparse_extents import Segment, file_segments
@@ -185,6 +187,35 @@ def test_content_readers_return_zeros_for_holes_without_loading(backed: Backed):
         for part in content_pieces(repo, node_of(repo, backed, "hole-at-end").content):
             streamed.update(part)
     assert streamed.digest() == file_hash(backed.src / "hole-at-end")
+
+
+class Sink(io.RawIOBase):
+    """Counts and hashes what `dump` writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hasher, self.size = blake3.blake3(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.hasher.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+def test_dump_writes_holes_as_zeros_without_loading_them(backed: Backed):
+    with Repository.open(backed.repo_path, PASSWORD) as repo:
+        node = node_of(repo, backed, "hole-at-end")
+        out = Sink()
+        write_file(repo, node, b"/hole-at-end", out)
+        sparse = node_of(repo, backed, "sparse-1g")
+        before = repo.read_stats.blobs
+        assert write_file(repo, sparse, b"/sparse-1g", Sink()) == GiB
+        data_blobs = [b for b in sparse.content if repo.zero_blobs.size_of(b) is None]
+        assert repo.read_stats.blobs - before == len(data_blobs), "only the data blobs are loaded"
+    assert out.hasher.digest() == file_hash(backed.src / "hole-at-end")
 
 
 def test_prune_and_check_keep_and_verify_the_zero_blobs(backed: Backed):

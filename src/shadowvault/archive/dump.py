@@ -6,9 +6,9 @@ device nodes, fifos and xattrs (pax SCHILY.xattr, what `tar --xattrs` reads).
 
 A tree is untrusted: a name that is not exactly one path component (`..`, `a/b`, empty, NUL) or that
 appears twice in one directory is left out and reported, so a member name can never climb out of the
-directory it is extracted into, nor pass through a symlink member. Sockets have no tar form and are
-reported too. A blob that cannot be read stops the stream with an error: a tar with a file of wrong
-bytes would look whole.
+directory it is extracted into, nor pass through a symlink member. Sockets have no tar form: they
+are named apart (they hold no data; a program makes them anew when it starts). A blob that cannot
+be read stops the stream with an error: a tar with a file of wrong bytes would look whole.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
+from shadowvault.archive.file_content import ContentSource, content_pieces
 from shadowvault.archive.tree_paths import TreeReader, find_node, join, raw_path, text
 from shadowvault.errors import IntegrityError, UsageError
 from shadowvault.repo.tree import Node, duplicate_names, invalid_name
@@ -39,26 +40,27 @@ _ZIP_TYPES = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK
 COPY_SIZE = 1 << 20
 
 
-class BlobSource(TreeReader, Protocol):
-    def load_blob(self, blob_id: bytes) -> bytes: ...
+class BlobSource(TreeReader, ContentSource, Protocol):
+    """Trees, and file content with its holes served as zeros (archive/file_content.py)."""
 
 
 @dataclass
 class DumpResult:
-    """What the stream holds, and what it left out (path, why)."""
+    """What the stream holds, what it left out (path, why), and the sockets it could not hold."""
 
     members: int = 0
     bytes: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    sockets: list[str] = field(default_factory=list)
 
 
-def file_chunks(store: BlobSource, node: Node, path: bytes) -> Iterator[bytes]:
-    """A file's content, blob by blob; IntegrityError when it is not the size the snapshot says."""
+def file_chunks(store: BlobSource, node: Node, path: bytes) -> Iterator[bytes | memoryview]:
+    """A file's content, blob by blob (holes as zeros, never loaded); IntegrityError when it is not
+    the size the snapshot says."""
     if node.error is not None:
         raise IntegrityError(f"{text(path)} was not read at backup: {node.error}")
     total = 0
-    for blob_id in node.content:
-        data = store.load_blob(blob_id)
+    for data in content_pieces(store, node.content):
         total += len(data)
         yield data
     if total != node.size:
@@ -143,9 +145,9 @@ def _tar_info(path: bytes, node: Node) -> tarfile.TarInfo:
 class _ChunkStream(io.RawIOBase):
     """A file's chunks as a readable stream (what tarfile.addfile copies from)."""
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
         self._chunks = chunks
-        self._pending = b""
+        self._pending: bytes | memoryview = b""
 
     def readable(self) -> bool:
         return True
@@ -169,7 +171,10 @@ def write_tar(store: BlobSource, root_tree: bytes, path: str, out: BinaryIO) -> 
     links: dict[tuple[int, int], str] = {}  # (device, inode) of a multiply linked file -> its first member
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
         for entry_path, entry in _Walk(store, result).entries(top, node, root_tree):
-            if entry.type == "socket" or entry.type not in (*_TAR_TYPES, "file"):
+            if entry.type == "socket":
+                result.sockets.append(text(entry_path))
+                continue
+            if entry.type not in (*_TAR_TYPES, "file"):
                 result.skipped.append((text(entry_path), f"left out: a {entry.type} has no tar form"))
                 continue
             if entry.type == "file" and entry.error is not None:
@@ -197,6 +202,9 @@ def write_zip(store: BlobSource, root_tree: bytes, path: str, out: BinaryIO) -> 
     top, node = find_entry(store, root_tree, path)
     with zipfile.ZipFile(out, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
         for entry_path, entry in _Walk(store, result).entries(top, node, root_tree):
+            if entry.type == "socket":
+                result.sockets.append(text(entry_path))
+                continue
             if entry.type not in _ZIP_TYPES or (entry.type == "file" and entry.error is not None):
                 result.skipped.append((text(entry_path), f"left out: a {entry.type} has no zip form"))
                 continue
