@@ -1,7 +1,8 @@
 """`shadowvault completion SHELL`: print the shell's completion script (click's own completion).
 
 The script calls `shadowvault` back with `_SHADOWVAULT_COMPLETE=<shell>_complete` to complete each word,
-so commands, options and choices are always those of the installed version. See docs/completion.md.
+so commands, options and choices are always those of the installed version.
+See docs/coming-from-restic-and-borg.md, "Shell completion".
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ SHELLS = ("bash", "zsh", "fish")
 @click.argument("shell", type=click.Choice(SHELLS))
 @click.pass_context
 def completion_cmd(ctx: click.Context, shell: str) -> None:
-    """Print the completion script for SHELL (bash, zsh or fish); see docs/completion.md to install it.
+    """Print the completion script for SHELL (bash, zsh or fish), to be installed as below.
 
     \b
     bash: eval "$(shadowvault completion bash)"    (in ~/.bashrc)

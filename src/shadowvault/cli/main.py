@@ -123,10 +123,10 @@ def _register() -> None:
     from shadowvault.cli.daemon import daemon  # the service (docs/api.md)
 
     cli.add_command(daemon)
-    from shadowvault.cli.completion_cmd import completion_cmd  # shell completion (docs/completion.md)
+    from shadowvault.cli.completion_cmd import completion_cmd  # docs/coming-from-restic-and-borg.md
 
     cli.add_command(completion_cmd)
-    from shadowvault.cli.copy_cmd import copy_cmd  # snapshots from another repository (docs/copy.md)
+    from shadowvault.cli.copy_cmd import copy_cmd  # docs/coming-from-restic-and-borg.md
 
     cli.add_command(copy_cmd)
 
