@@ -15,12 +15,12 @@ packs finished so far are indexed when the repository closes, and the next copy 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 
-from shadowvault.errors import UsageError
+from shadowvault.errors import NotFoundError, UsageError
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -77,12 +77,30 @@ class BlobTranslator:
         """The destination's id of a DATA blob of the source."""
         found = self._ids.get(blob_id)
         if found is None:
-            data = self._source.load_blob(blob_id)
-            found = self._destination.save_blob(BlobType.DATA, data)
-            self._ids[blob_id] = found
-            if self._on_blob is not None:
-                self._on_blob(len(data))
+            found = self._store(blob_id, self._source.load_blob(blob_id))
         return found
+
+    def _store(self, blob_id: bytes, data: bytes) -> bytes:
+        found = self._destination.save_blob(BlobType.DATA, data)
+        self._ids[blob_id] = found
+        if self._on_blob is not None:
+            self._on_blob(len(data))
+        return found
+
+    def copy_data(self, blob_ids: Iterable[bytes]) -> None:
+        """Copy the blobs not copied yet, reading each source pack with as few range reads as it
+        allows (one request for many small files on S3, instead of one per blob)."""
+        by_pack: dict[str, list[bytes]] = {}
+        for blob_id in blob_ids:
+            location = None if blob_id in self._ids else self._source.lookup(blob_id)
+            if location is not None:
+                by_pack.setdefault(location.pack, []).append(blob_id)
+        for pack_id, wanted in by_pack.items():
+            for loaded in self._source.load_pack_blobs(pack_id, wanted):
+                if loaded.data is None:
+                    raise loaded.error or NotFoundError(f"blob {loaded.id.hex()[:16]} cannot be read")
+                if loaded.id not in self._ids:
+                    self._store(loaded.id, loaded.data)
 
     def tree(self, root: bytes) -> bytes:
         """The destination's id of a source tree, its subtrees and their content copied first.
@@ -102,6 +120,7 @@ class BlobTranslator:
                 if pending:
                     stack.extend((subtree, None) for subtree in pending)
                     continue
+            self.copy_data(blob for node in tree.nodes for blob in node.content)
             nodes = [
                 msgspec.structs.replace(
                     node,
