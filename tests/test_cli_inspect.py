@@ -270,3 +270,19 @@ def test_dump_and_find_keep_hostile_names_in_their_place(env: dict[str, str], tm
     found = CliRunner().invoke(cli, ["find", "*", "--json"], env=env)
     paths = [json.loads(line).get("path") for line in found.stdout.splitlines()]
     assert "/h/ok" in paths
+
+
+def test_dump_of_content_that_lies_about_its_size_is_an_error(env: dict[str, str]) -> None:
+    with Repository.open(env["SHADOWVAULT_REPOSITORY"], PASSWORD, write=True) as repo:
+        data = repo.save_blob(BlobType.DATA, b"payload")
+        files = [
+            Node(name=b"long", type="file", size=100, content=[data]),
+            Node(name=b"short", type="file", size=3),
+        ]
+        top = repo.save_tree(
+            Tree(nodes=[Node(name=b"s", type="dir", subtree=repo.save_tree(Tree(nodes=files)))])
+        )
+        repo.save_snapshot(Snapshot(time=2.0, host="evil", paths=["/s"], tree=top))
+    for path in ("/s", "/s/long", "/s/short"):
+        line = _one_error_line(CliRunner().invoke(cli, ["dump", "latest", path], env=env))
+        assert "its size says" in line

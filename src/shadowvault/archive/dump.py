@@ -147,21 +147,31 @@ class _ChunkStream(io.RawIOBase):
 
     def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
         self._chunks = chunks
-        self._pending: bytes | memoryview = b""
+        self._pending = memoryview(b"")  # a view: tar reads 16 KiB at a time, slicing bytes would copy
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._pending:
-            try:
-                self._pending = next(self._chunks)
-            except StopIteration:
-                return 0
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
+        """Fill `buffer` whole unless the content ends (tarfile takes a short read for the end)."""
+        filled = 0
+        while filled < len(buffer):
+            if not self._pending:
+                try:
+                    self._pending = memoryview(next(self._chunks))  # IntegrityError when short of its size
+                except StopIteration:
+                    break
+                continue
+            size = min(len(buffer) - filled, len(self._pending))
+            buffer[filled : filled + size] = self._pending[:size]
+            self._pending = self._pending[size:]
+            filled += size
+        return filled
+
+    def finish(self) -> None:
+        """Read what tar did not take: file_chunks then says the content outgrew the recorded size."""
+        for _ in self._chunks:
+            pass
 
 
 def write_tar(store: BlobSource, root_tree: bytes, path: str, out: BinaryIO) -> DumpResult:
@@ -188,7 +198,9 @@ def write_tar(store: BlobSource, root_tree: bytes, path: str, out: BinaryIO) -> 
             elif entry.type == "file":
                 if entry.nlink > 1 and entry.inode:
                     links[key] = info.name
-                tar.addfile(info, _ChunkStream(file_chunks(store, entry, entry_path)))
+                stream = _ChunkStream(file_chunks(store, entry, entry_path))
+                tar.addfile(info, stream)
+                stream.finish()
                 result.bytes += entry.size
             else:
                 tar.addfile(info)

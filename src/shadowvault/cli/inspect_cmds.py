@@ -134,10 +134,15 @@ def dump_cmd(
             )
         result = WRITERS[archive_format](r, snap.tree, path, out)
         out.flush()
+    for where in result.sockets:
+        warn(f"{where}: a socket, left out (a socket holds no data; its program makes it anew)")
     for where, why in result.skipped:
         warn(f"{where}: {why}")
     if result.skipped:
-        raise PartialFailure(f"{len(result.skipped)} entries are not in the {archive_format} stream")
+        count = len(result.skipped)
+        raise PartialFailure(
+            f"{count} {'entry is' if count == 1 else 'entries are'} not in the {archive_format} stream"
+        )
 
 
 # ------------------------------------------------------------------ cat
