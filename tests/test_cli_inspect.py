@@ -286,3 +286,19 @@ def test_dump_of_content_that_lies_about_its_size_is_an_error(env: dict[str, str
     for path in ("/s", "/s/long", "/s/short"):
         line = _one_error_line(CliRunner().invoke(cli, ["dump", "latest", path], env=env))
         assert "its size says" in line
+
+
+def test_backup_parent_latest_is_the_latest_of_the_same_paths(env: dict[str, str], tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for source in (a, b):
+        source.mkdir()
+        (source / "f").write_bytes(b"x")
+    ids = []
+    for source in (a, b, a):
+        args = ["backup", "--provider", "none", "--json", str(source)]
+        args += ["--parent", "latest"] if len(ids) == 2 else []
+        done = CliRunner().invoke(cli, args, env=env)
+        assert done.exit_code == 0, done.stderr
+        ids.append(json.loads(done.stdout.splitlines()[-1])["snapshot_id"])
+    third = json.loads(CliRunner().invoke(cli, ["cat", "snapshot", ids[2]], env=env).stdout)
+    assert third["parent"] == ids[0]  # not b's snapshot, the newest of all

@@ -159,7 +159,7 @@ def run_backup(
 
     parent: tuple[str, Snapshot] | None = None
     if request.parent:
-        parent = repo.find_snapshot(request.parent)
+        parent = repo.find_snapshot(request.parent, paths=recorded, host=host)  # "latest": of these paths
     elif not request.full:
         parent = find_parent(repo.list_snapshots(), recorded, host)
 
