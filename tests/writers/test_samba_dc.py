@@ -15,6 +15,7 @@ import pytest
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.components.roots import make_root
+from tests.fixtures.loopfs import loop_filesystem
 from tests.fixtures.samba_dc import HOME, REALM, SambaDcLab, rootdse_host, samba_dc_lab, samba_tool
 
 LABEL = f"{REALM} (SVDC1)"
@@ -69,6 +70,7 @@ def test_writers_list_shows_the_running_dc(lab: SambaDcLab, cli) -> None:
 
 
 def test_dc_recovered_as_itself_and_as_a_new_dc(lab: SambaDcLab, cli, env) -> None:
+    """system-state brings the DC back as itself (same-dc); the writer's archive seeds a new DC (new-dc)."""
     if lab.proc is None:
         lab.start()
     samba_tool("user", "add", "alice", "Alice-Pass1!")
@@ -78,7 +80,12 @@ def test_dc_recovered_as_itself_and_as_a_new_dc(lab: SambaDcLab, cli, env) -> No
     done = cli("backup", "--component", "system-state", "--source-root", lab.root, "--json", env=env)
     assert done.returncode == 0, done.stderr
     snap = _messages(done.stdout, "summary")[0]["snapshot_id"]
-    samba_tool("user", "delete", "alice")  # a mistake after the backup
+    with loop_filesystem("btrfs") as fs:  # the writer takes part in a shadow set, here of another volume
+        (fs.mount / "marker").write_text("x")
+        done = cli("backup", "--writer", f"samba:{lab.config}", fs.mount / "marker", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    writer_snap = _messages(done.stdout, "summary")[0]["snapshot_id"]
+    samba_tool("user", "delete", "alice")  # a mistake after the backups
     assert "alice" not in _users()
     listing = cli("ls", snap, f"/{HOME}/state/sysvol", env=env)  # as the source root saw it
     assert listing.returncode == 0, listing.stderr
@@ -94,7 +101,6 @@ def test_dc_recovered_as_itself_and_as_a_new_dc(lab: SambaDcLab, cli, env) -> No
     action = _plan(dry)[("load", "samba-dc")]
     assert action["target"] == LABEL and "same-dc SVDC1" in action["reason"]
     assert not (same / HOME).exists()  # a dry run changes nothing
-
     _one_line_error(
         cli(*restore, "--target-root", same, "--directory-restore", "new-dc", "--dry-run", env=env),
         "samba.newservername=NAME",
@@ -114,13 +120,13 @@ def test_dc_recovered_as_itself_and_as_a_new_dc(lab: SambaDcLab, cli, env) -> No
     assert "alice" in _members("engineers")
     lab.stop()
 
-    new = make_root(lab.scratch("new"))
+    new = lab.scratch("new") / "dc"
     done = cli(
-        *restore, "--target-root", new, "--directory-restore", "new-dc",
-        "--writer-option", "samba.newservername=svdc2", env=env,
+        "restore", writer_snap, "--writer", "samba", "--directory-restore", "new-dc",
+        "--writer-option", "samba.newservername=svdc2", "--writer-option", f"samba.targetdir={new}", env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    lab.start(new / HOME / "etc" / "smb.conf")
+    lab.start(new / "etc" / "smb.conf")
     assert rootdse_host() == "svdc2.sv.test"
     assert "alice" in _users()
     assert "alice" in _members("engineers")
