@@ -58,6 +58,8 @@ def _result_json(result: CopyResult) -> dict:
         "blobs_added": result.blobs_added,
         "raw_bytes_added": result.raw_bytes_added,
         "stored_bytes_added": result.stored_bytes_added,
+        "blobs_read": result.blobs_read,
+        "bytes_read": result.bytes_read,
     }
 
 

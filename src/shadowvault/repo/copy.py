@@ -6,6 +6,11 @@ the destination, which computes its own id and stores it only if it does not hol
 name their blobs, so each is rewritten with the destination's ids (a tree keeps its content, its id
 changes). The blobs keep the source's chunk boundaries (see docs/coming-from-restic-and-borg.md).
 
+Before a snapshot is copied, the copy of its parent (or of the newest snapshot of the same host and
+paths copied before) is walked side by side with its source (trees only, see BlobTranslator.learn):
+the file data both share is then known without being read again, so a nightly copy reads what
+changed, not the whole snapshot.
+
 A copy records the source snapshot's id in `original` (or the source's own `original`, as restic
 does), and a snapshot whose original the destination already has is skipped. The snapshot document is
 written after its data is flushed and indexed, so an interrupted copy leaves a valid destination: the
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from shadowvault.errors import NotFoundError, UsageError
+from shadowvault.errors import NotFoundError, ShadowvaultError, UsageError
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -43,6 +48,8 @@ class CopyResult:
     blobs_added: int = 0
     raw_bytes_added: int = 0
     stored_bytes_added: int = 0
+    blobs_read: int = 0  # data blobs read from the source
+    bytes_read: int = 0
 
     @property
     def copied(self) -> list[CopiedSnapshot]:
@@ -72,6 +79,8 @@ class BlobTranslator:
         self._destination = destination
         self._ids: dict[bytes, bytes] = {}
         self._on_blob = on_blob  # sees each data blob's size once it is in the destination (progress)
+        self.blobs_read = 0  # data blobs read from the source (not known from earlier copies)
+        self.bytes_read = 0
 
     def data(self, blob_id: bytes) -> bytes:
         """The destination's id of a DATA blob of the source."""
@@ -83,9 +92,51 @@ class BlobTranslator:
     def _store(self, blob_id: bytes, data: bytes) -> bytes:
         found = self._destination.save_blob(BlobType.DATA, data)
         self._ids[blob_id] = found
+        self.blobs_read += 1
+        self.bytes_read += len(data)
         if self._on_blob is not None:
             self._on_blob(len(data))
         return found
+
+    def learn(self, source_root: bytes, destination_root: bytes) -> None:
+        """Learn the destination's ids of a snapshot copied before by walking its source tree and its
+        copy side by side, without reading any file data: an entry of the same name and type whose
+        content has as many chunks (of the same sizes, still stored) holds the same blobs in the same
+        order. A copy that `repair snapshots` rewrote has no content where it lost some, so nothing
+        is learnt there; what is not learnt is simply read and copied."""
+        stack = [(source_root, destination_root)]
+        walked: set[bytes] = set()
+        while stack:
+            source_id, destination_id = stack.pop()
+            if source_id in walked:
+                continue
+            walked.add(source_id)
+            try:
+                ours, theirs = self._source.load_tree(source_id), self._destination.load_tree(destination_id)
+            except ShadowvaultError as err:
+                log.debug("not learning from tree %s: %s", source_id.hex()[:16], err)
+                continue
+            copied = {node.name: node for node in theirs.nodes}
+            for node in ours.nodes:
+                twin = copied.get(node.name)
+                if twin is None or twin.type != node.type:
+                    continue
+                if node.subtree is not None and twin.subtree is not None:
+                    stack.append((node.subtree, twin.subtree))
+                if len(node.content) == len(twin.content):
+                    for blob_id, copy_id in zip(node.content, twin.content, strict=True):
+                        if blob_id not in self._ids and self._same_blob(blob_id, copy_id):
+                            self._ids[blob_id] = copy_id
+
+    def _same_blob(self, blob_id: bytes, copy_id: bytes) -> bool:
+        """Same size, and the copy still stored where it may be referenced (not in a pack that a
+        running prune is deleting: `has_blob` is what deduplication trusts)."""
+        size = self._source.blob_size(blob_id)
+        return (
+            size is not None
+            and size == self._destination.blob_size(copy_id)
+            and self._destination.has_blob(copy_id)
+        )
 
     def copy_data(self, blob_ids: Iterable[bytes]) -> None:
         """Copy the blobs not copied yet, reading each source pack with as few range reads as it
@@ -147,8 +198,17 @@ def copy_snapshots(
     each data blob read from the source once the destination has it."""
     if source.id == destination.id:
         raise UsageError("the source and the destination are the same repository")
-    in_destination = {original_id(sid, snap): sid for sid, snap in destination.list_snapshots()}
-    source_originals = {sid: original_id(sid, snap) for sid, snap in source.list_snapshots()}
+    destination_snapshots = dict(destination.list_snapshots())
+    in_destination = {original_id(sid, snap): sid for sid, snap in destination_snapshots.items()}
+    source_snapshots = source.list_snapshots()
+    source_originals = {sid: original_id(sid, snap) for sid, snap in source_snapshots}
+    # destination id -> (the source snapshot it is a copy of, its source id): what `learn` walks
+    copied_before = {
+        in_destination[original_id(sid, snap)]: (snap, sid)
+        for sid, snap in source_snapshots
+        if original_id(sid, snap) in in_destination
+    }
+    learnt: set[str] = set()
     translator = BlobTranslator(source, destination, on_blob)
     start = (
         destination.stats.blobs_added,
@@ -163,6 +223,10 @@ def copy_snapshots(
             done = CopiedSnapshot(source_id, existing, snap, skipped=True)
         else:
             parent = snap.parent and in_destination.get(source_originals.get(snap.parent, snap.parent))
+            model = _copied_model(source_id, snap, copied_before, parent)
+            if model is not None and model not in learnt and snap.tree:
+                learnt.add(model)
+                translator.learn(copied_before[model][0].tree, destination_snapshots[model].tree)
             copy = msgspec.structs.replace(
                 snap,
                 tree=translator.tree(snap.tree) if snap.tree else b"",
@@ -172,13 +236,31 @@ def copy_snapshots(
             )
             copy_id = destination.save_snapshot(copy)  # flushes first: the snapshot is the commit point
             in_destination[original] = copy_id
+            destination_snapshots[copy_id] = copy
+            copied_before[copy_id] = (snap, source_id)
             log.info("copied snapshot %s as %s", source_id[:8], copy_id[:8])
             done = CopiedSnapshot(source_id, copy_id, snap, skipped=False)
         result.snapshots.append(done)
         if on_snapshot is not None:
             on_snapshot(done)
+    result.blobs_read, result.bytes_read = translator.blobs_read, translator.bytes_read
     stats = destination.stats
     result.blobs_added = stats.blobs_added - start[0]
     result.raw_bytes_added = stats.raw_bytes_added - start[1]
     result.stored_bytes_added = stats.stored_bytes_added - start[2]
     return result
+
+
+def _copied_model(
+    source_id: str, snap: Snapshot, copied_before: dict[str, tuple[Snapshot, str]], parent: str | None
+) -> str | None:
+    """The copy (a destination id) to learn ids from before copying `snap`: the copy of its parent,
+    else of the newest snapshot of the same host and paths copied before, else none."""
+    if parent and parent in copied_before:
+        return parent
+    alike = [
+        (model.time, copy_id)
+        for copy_id, (model, model_id) in copied_before.items()
+        if model_id != source_id and model.host == snap.host and model.paths == snap.paths
+    ]
+    return max(alike)[1] if alike else None
