@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from shadowvault import proc
 from shadowvault.repo.copy import copy_snapshots
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -201,3 +202,10 @@ def test_copy_chunker_params_lets_copies_deduplicate_with_backups(source, dest, 
         {**dest, "SHADOWVAULT_REPOSITORY": str(tmp_path / "alone")}, "init", "--copy-chunker-params"
     )
     assert "--from-repo" in one_error_line(no_source)
+
+
+def test_the_source_password_is_kept_from_the_commands_shadowvault_runs(monkeypatch):
+    monkeypatch.setenv("SHADOWVAULT_FROM_PASSWORD", "source secret")
+    monkeypatch.setenv("SHADOWVAULT_FROM_PASSWORD_FILE", "/root/source.pw")
+    seen = proc.output(["env"])
+    assert "source secret" not in seen and "/root/source.pw" not in seen

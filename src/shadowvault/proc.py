@@ -25,6 +25,8 @@ REQUESTER_SECRETS = frozenset(
     {
         "SHADOWVAULT_PASSWORD",
         "SHADOWVAULT_PASSWORD_FILE",
+        "SHADOWVAULT_FROM_PASSWORD",  # copy's and init's source repository (cli/from_repo_options.py)
+        "SHADOWVAULT_FROM_PASSWORD_FILE",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
         "AWS_ACCESS_KEY_ID",
