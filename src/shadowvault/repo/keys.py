@@ -121,7 +121,7 @@ def remove_key(backend: Backend, name: str, current: str | None) -> None:
 
 def list_keys(backend: Backend, current: str | None = None) -> list[dict[str, str | bool]]:
     """The key files' public fields (never the wrapped key); `current` marks the one named so."""
-    found = []
+    found: list[dict[str, str | bool]] = []
     for info in backend.list(KEYS_DIR):
         try:
             doc = json.loads(backend.load(info.name))
