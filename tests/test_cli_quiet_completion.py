@@ -37,6 +37,8 @@ def test_quiet_keeps_requested_output_and_errors_only(env, tmp_path: Path):
     assert quiet_table.stdout.startswith("ID") and "snapshots" not in quiet_table.stdout
     assert json_out(run(env, "-q", "snapshots", "--json")) == []
     assert len(json_out(run(env, "-q", "key", "list", "--json"))) == 1
+    stats = run(env, "-q", "stats")
+    assert stats.exit_code == 0 and "Total size: 0 B" in stats.stdout
 
     checked = run(env, "-q", "check")
     assert checked.exit_code == 0 and checked.stdout == "" and checked.stderr == ""

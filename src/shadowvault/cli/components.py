@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from shadowvault.cli.output import info, note, print_json, warn
+from shadowvault.cli.output import info, listing, note, print_json, warn
 from shadowvault.components.base import RestoreOptions
 from shadowvault.components.plan import Plan
 from shadowvault.errors import PartialFailure, UsageError
@@ -139,7 +139,7 @@ def print_plan(plan: Plan, *, as_json: bool, applied: bool) -> None:
         print_json({"message_type": "plan", "applied": applied, **plan.to_dict()})
         return
     for line in plan.lines():
-        info(line)
+        (info if applied else listing)(line)  # a dry run's plan is what was asked for, even under -q
     note(("restored " if applied else "dry run, nothing changed: ") + plan.summary())
 
 

@@ -18,7 +18,7 @@ from shadowvault.archive.dump import ARCHIVE_FORMATS, WRITERS, find_entry, write
 from shadowvault.archive.find import Patterns, find_entries
 from shadowvault.archive.listing import describe, display
 from shadowvault.archive.stats import MODES, snapshot_stats
-from shadowvault.cli.output import info, json_option, print_json, warn
+from shadowvault.cli.output import info, json_option, listing, print_json, warn
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.repository import format_size
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, choose_all, snapshot_filter_options
@@ -224,9 +224,9 @@ def stats_cmd(
         rows.append(("Restore size", format_size(stats.restore_size)))
         ratio = stats.dedup_ratio
         rows.append(("Deduplication ratio", f"{ratio:.2f}x" if ratio is not None else "-"))
-    info(f"Stats in {mode} mode:")
+    listing(f"Stats in {mode} mode:")  # what was asked for: printed under --quiet too
     for label, value in rows:
-        info(f"{label + ':':>22} {value}")
+        listing(f"{label + ':':>22} {value}")
 
 
 # ------------------------------------------------------------------ tag
