@@ -11,7 +11,7 @@ import click
 import msgspec
 
 from shadowvault.cli.coordination import daemon_client, finished_run
-from shadowvault.cli.output import emit, info, json_option, print_table, to_builtins, warn
+from shadowvault.cli.output import emit, info, json_option, listing, print_table, to_builtins, warn
 from shadowvault.cli.repository import format_size, format_time
 from shadowvault.errors import NotFoundError
 from shadowvault.jobs import definitions, job_records, scheduled, units
@@ -90,14 +90,14 @@ def _show_record(record: JobRecord) -> None:
         ["Job", "Finished", "Status", "Exit", "Snapshot", "Added", "Took", "Consistency"],
         [_record_row(record)],
     )
-    for error in record.errors:
-        info(f"error: {error}")
+    for error in record.errors:  # the record's details are what was asked for: shown under -q too
+        listing(f"error: {error}")
     for line in record.forgotten:
-        info(f"forgot snapshot {line[:8]}")
+        listing(f"forgot snapshot {line[:8]}")
     if record.pruned:
-        info(record.pruned)
+        listing(record.pruned)
     if record.on_failure:
-        info(f"on_failure: {record.on_failure}")
+        listing(f"on_failure: {record.on_failure}")
 
 
 @jobs_group.command("run")
