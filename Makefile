@@ -33,6 +33,7 @@ bench: deps
 	$(PY) bench/writers.py
 	$(PY) bench/api.py
 	$(PY) bench/compare.py
+	$(PY) bench/sparse.py
 
 lint: deps
 	$(VENV)/bin/ruff check src tests bench
