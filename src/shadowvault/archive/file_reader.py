@@ -21,6 +21,7 @@ import stat
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import BinaryIO, cast
 
 from shadowvault.archive.sparse_extents import Segment, SegmentReader, file_segments
 from shadowvault.archive.store import BlobStore, Chunker
@@ -179,7 +180,7 @@ class FileReader:
         """Chunk one data segment, handing each chunk to the blob threads; the bytes read."""
         read = 0
         with SegmentReader(fd, segment) as stream:
-            for chunk in self.chunker(stream):
+            for chunk in self.chunker(cast(BinaryIO, stream)):
                 read += len(chunk)
                 self.chunk_slots.acquire()
                 try:

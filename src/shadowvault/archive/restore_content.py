@@ -88,7 +88,7 @@ class _Place:
     index: int
 
 
-def write_at(fd: int, data: bytes, offset: int, *, sparse: bool) -> None:
+def write_at(fd: int, data: bytes | memoryview, offset: int, *, sparse: bool) -> None:
     """Write `data` at `offset`; for a file that had holes, aligned all-zero blocks stay holes."""
     if sparse:
         _write_sparse(fd, data, offset)
@@ -99,7 +99,7 @@ def write_at(fd: int, data: bytes, offset: int, *, sparse: bool) -> None:
         view, offset = view[written:], offset + written
 
 
-def _write_sparse(fd: int, data: bytes, offset: int) -> None:
+def _write_sparse(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     pos = 0
     end = len(data)

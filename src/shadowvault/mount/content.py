@@ -79,7 +79,7 @@ class FileContent:
         if offset < 0 or offset >= end:
             return b""
         index = bisect.bisect_right(self._ends, offset)  # the first blob ending after `offset`
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         position = offset
         while position < end:
             start = self._ends[index - 1] if index else 0
