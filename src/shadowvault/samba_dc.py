@@ -109,7 +109,7 @@ def read_dc(config: str) -> SambaDc:
 
 def _held_private_dirs(pid: int) -> set[str]:
     """Private dirs whose sam.ldb process `pid` holds open."""
-    found = set()
+    found: set[str] = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:

@@ -112,7 +112,7 @@ def run_writer_restore(
             raise UsageError(
                 "--authoritative writes to the running directory: --target-root and --target do not apply"
             )
-        request = AuthoritativeRequest(
+        authoritative_request = AuthoritativeRequest(
             snapshot=snapshot,
             dns=list(authoritative),
             writers=list(writers),
@@ -120,7 +120,7 @@ def run_writer_restore(
             writer_options=per_writer,
             dry_run=dry_run,
         )
-        _print_authoritative(restore_authoritatively(repo, request, on_plan=_plan_printer(as_json)), as_json)
+        _print_authoritative(restore_authoritatively(repo, authoritative_request, on_plan=_plan_printer(as_json)), as_json)
         return
     request = WriterRestoreRequest(
         snapshot=snapshot,

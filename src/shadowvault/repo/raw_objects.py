@@ -136,7 +136,7 @@ def _pack_id(repo: Repository, ref: str) -> str:
     prefix = _hex_id(ref, "pack", prefix_ok=True)
     if len(prefix) == ID_LENGTH:
         return prefix
-    found = [p for p in repo.index.pack_ids() if p.startswith(prefix)]
+    found = [p for p in repo.index.pack_ids if p.startswith(prefix)]
     if len(found) != 1:
         raise (NotFoundError if not found else UsageError)(
             f"no indexed pack with id {prefix}" if not found else f"pack id prefix {prefix} is ambiguous"
