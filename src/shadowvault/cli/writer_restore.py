@@ -120,7 +120,9 @@ def run_writer_restore(
             writer_options=per_writer,
             dry_run=dry_run,
         )
-        _print_authoritative(restore_authoritatively(repo, authoritative_request, on_plan=_plan_printer(as_json)), as_json)
+        _print_authoritative(
+            restore_authoritatively(repo, authoritative_request, on_plan=_plan_printer(as_json)), as_json
+        )
         return
     request = WriterRestoreRequest(
         snapshot=snapshot,
