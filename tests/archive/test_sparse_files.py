@@ -278,3 +278,21 @@ def test_restore_into_xfs_leaves_holes(backed: Backed):
         assert os.path.getsize(out) == node.size == GiB
         assert_same_bytes(backed.src / "sparse-1g", out)
         assert allocated(out) < 8 * MiB, allocated(out)
+
+
+def test_a_copy_with_its_holes_written_out_adds_nothing(backed: Backed):
+    """Written zeros are cut as holes are: a full copy of a sparse file has the same content (the
+    same chunks, the same zero runs), so backing it up stores nothing new."""
+    src = backed.fs.mount / "copies"
+    src.mkdir()
+    extents = [(i * 9 * MiB + 4097 * (i + 1), 2 * MiB + 777 * i) for i in range(6)]
+    write_sparse(src / "sparse", 64 * MiB, extents)
+    with open(src / "sparse", "rb") as f, open(src / "full", "wb") as out:
+        out.write(f.read())  # every hole written out as zeros
+    assert allocated(src / "full") >= 64 * MiB > 4 * allocated(src / "sparse")
+    with Repository.open(backed.repo_path, PASSWORD, write=True) as repo:
+        root, stats = archive(repo, src)
+        tree = {node.name: node for node in repo.load_tree(find_node(repo, root, str(src)).subtree).nodes}
+    assert tree[b"full"].content == tree[b"sparse"].content
+    assert not tree[b"full"].sparse and tree[b"sparse"].sparse
+    assert stats.bytes_holes > 40 * MiB and stats.bytes_read > 64 * MiB

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
-from shadowvault.archive.sparse_extents import Segment, SegmentReader, file_segments
+from shadowvault.archive.sparse_extents import Segment, SegmentReader, file_segments, zero_run_end
 from shadowvault.archive.store import BlobStore, Chunker
 from shadowvault.archive.walk_stats import WalkStats, os_reason
 from shadowvault.errors import IntegrityError
@@ -134,14 +134,14 @@ class FileReader:
             with self.large_file:
                 for segment in file_segments(fd, st.st_size, min_hole=self.single_chunk):
                     if segment.hole:
-                        pending.append(self._hole(segment.length))
+                        pending.append(self._zeros(segment.length, hole=True))
                         stored += segment.length
                         continue
-                    got = self._cut(fd, segment, pending)
-                    stored += got
-                    if segment.end is not None and got < segment.length:
+                    read, complete = self._cut_segment(fd, segment, pending)
+                    stored += read
+                    if not complete:
                         break  # it shrank while it was read: what follows would be misplaced
-            blob_ids = [blob_id for fut in pending for blob_id in fut.result()]
+            blob_ids = self._merge_zero_runs([blob_id for fut in pending for blob_id in fut.result()])
             return StoredContent(blob_ids, stored, self._changed(fd, st, stored))
         except OSError as err:
             for fut in pending:
@@ -176,10 +176,26 @@ class FileReader:
             got += len(block)
         return b"".join(parts)
 
-    def _cut(self, fd: int, segment: Segment, pending: list[Future[list[bytes]]]) -> int:
-        """Chunk one data segment, handing each chunk to the blob threads; the bytes read."""
+    def _cut_segment(self, fd: int, segment: Segment, pending: list[Future[list[bytes]]]) -> tuple[int, bool]:
+        """Chunk one data segment, its runs of written zeros recorded as zeros; the bytes read, and
+        whether the whole segment was there (False: the file ended before it did)."""
+        read, start = 0, segment.start
+        while True:
+            reader = SegmentReader(fd, start, segment.end, min_hole=self.single_chunk)
+            read += self._cut(reader, pending)
+            if reader.zero_run is None:
+                return read, segment.end is None or reader.position >= segment.end
+            run_end = zero_run_end(fd, reader.zero_run, segment.end)
+            pending.append(self._zeros(run_end - reader.zero_run, hole=False))
+            read += run_end - reader.zero_run
+            start = run_end
+            if segment.end is not None and start >= segment.end:
+                return read, True
+
+    def _cut(self, stream: SegmentReader, pending: list[Future[list[bytes]]]) -> int:
+        """Chunk a stream, handing each chunk to the blob threads; the bytes read."""
         read = 0
-        with SegmentReader(fd, segment) as stream:
+        with stream:
             for chunk in self.chunker(cast(BinaryIO, stream)):
                 read += len(chunk)
                 self.chunk_slots.acquire()
@@ -192,14 +208,36 @@ class FileReader:
                 pending.append(fut)
         return read
 
-    def _hole(self, length: int) -> Future[list[bytes]]:
-        """A hole: zero blob ids, nothing read."""
+    def _zeros(self, length: int, *, hole: bool) -> Future[list[bytes]]:
+        """A run of zeros: a hole (not read) or written zeros (read): zero blob ids."""
         done: Future[list[bytes]] = Future()
         done.set_result(self._zero_run(length))
         with self.stats.lock:
             self.stats.bytes_done += length
-            self.stats.bytes_holes += length
+            if hole:
+                self.stats.bytes_holes += length
+            else:
+                self.stats.bytes_read += length
         return done
+
+    def _merge_zero_runs(self, blob_ids: list[bytes]) -> list[bytes]:
+        """Adjacent zero runs (a hole next to written zeros, a chunk of zeros) spelled as one run, so
+        the same bytes have the same content whatever their holes."""
+        zero_blobs = self.store.zero_blobs
+        merged: list[bytes] = []
+        run = 0
+        for blob_id in blob_ids:
+            size = zero_blobs.size_of(blob_id)
+            if size is not None:
+                run += size
+                continue
+            if run:
+                merged.extend(self._zero_run(run))
+                run = 0
+            merged.append(blob_id)
+        if run:
+            merged.extend(self._zero_run(run))
+        return merged
 
     def _zero_run(self, length: int) -> list[bytes]:
         """The ids of a run of zeros; each zero blob is stored once (old readers read it)."""
