@@ -203,6 +203,18 @@ class Client:
         body = {"repository": repository, "snapshot": snapshot, "target": target, **fields}
         return self._call("POST", "/v1/restores", body)
 
+    def start_component_restore(
+        self, repository: str, restore: dict[str, Any], **fields: Any
+    ) -> dict[str, Any]:
+        """Start a component restore (`restore`: a ComponentRestoreRequest as JSON); the run."""
+        return self._call(
+            "POST", "/v1/component-restores", {"repository": repository, "restore": restore, **fields}
+        )
+
+    def start_writer_restore(self, repository: str, order: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """Start a restore through writers (`order`: a WriterRestoreOrder as JSON); the run."""
+        return self._call("POST", "/v1/writer-restores", {"repository": repository, "order": order, **fields})
+
     def jobs(self) -> list[dict[str, Any]]:
         """Every jobs.d job with its last recorded run."""
         return self._call("GET", "/v1/jobs")

@@ -14,11 +14,14 @@ from typing import Any, TypeVar
 import click
 
 from shadowvault.cli.output import info, listing, note, print_json, warn
+from shadowvault.cli.restore_daemon import component_restore_through_daemon, here_or_in_daemon
+from shadowvault.cli.snapshot_choice import SnapshotFilter
+from shadowvault.client import Client
 from shadowvault.components.base import RestoreOptions
 from shadowvault.components.plan import Plan
 from shadowvault.errors import PartialFailure, UsageError
+from shadowvault.jobs.application_restores import restore_component_reporting
 from shadowvault.jobs.restore_component import ComponentRestoreRequest
-from shadowvault.jobs.restore_component import run_component_restore as restore_component
 from shadowvault.repo.repository import Repository
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -144,12 +147,26 @@ def print_plan(plan: Plan, *, as_json: bool, applied: bool) -> None:
 
 
 def run_component_restore(
-    repo: Repository, snapshot: str, component: str, options: RestoreOptions, *, as_json: bool
+    repo: str | None,
+    password_file: str | None,
+    snapshot_filter: SnapshotFilter,
+    request: ComponentRestoreRequest,
+    *,
+    as_json: bool,
 ) -> None:
-    request = ComponentRestoreRequest(snapshot=snapshot, component=component, options=options)
-    result = restore_component(repo, request)
-    print_plan(result.plan, as_json=as_json, applied=result.applied)
-    for path, reason in result.errors:
-        warn(f"{path}: {reason}")
-    if result.errors:
-        raise PartialFailure(f"{len(result.errors)} item(s) could not be restored; the others were")
+    """Run the component restore in this process or in the daemon; print its plan and its errors."""
+
+    def here(r: Repository, ref: str) -> dict[str, Any]:
+        request.snapshot = ref
+        return restore_component_reporting(r, request)
+
+    def there(client: Client, ref: str) -> dict[str, Any]:
+        request.snapshot = ref
+        return component_restore_through_daemon(client, repo, password_file, request)
+
+    summary = here_or_in_daemon(repo, password_file, request.snapshot, snapshot_filter, here, there)
+    print_plan(Plan.from_dict(summary["plan"]), as_json=as_json, applied=summary["applied"])
+    for error in summary["errors"]:
+        warn(f"{error['path']}: {error['reason']}")
+    if summary["errors"]:
+        raise PartialFailure(f"{len(summary['errors'])} item(s) could not be restored; the others were")

@@ -22,9 +22,10 @@ from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.restore_daemon import restore_through_daemon
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, needs_choice, snapshot_filter_options
-from shadowvault.cli.writer_restore import restore_writer_options, run_writer_restore
+from shadowvault.cli.writer_restore import restore_writer_options, run_writer_restore, writer_restore_order
 from shadowvault.display import escape_text
 from shadowvault.errors import PartialFailure, UsageError
+from shadowvault.jobs.restore_component import ComponentRestoreRequest
 from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
 
 
@@ -141,18 +142,16 @@ def restore_cmd(
             raise UsageError(
                 "a writer restores whole components: --include, --exclude, --map, --users do not apply"
             )
-        with open_repository(repo, password_file) as r:
-            run_writer_restore(
-                r,
-                choose(r, ref, snapshot_filter)[0],
-                writers=writers,
-                target_root=target_root or target,
-                option_specs=writer_option_specs + for_writers(directory_restore),
-                overwrite=overwrite,
-                dry_run=dry_run,
-                as_json=as_json,
-                authoritative=authoritative,
-            )
+        order = writer_restore_order(
+            ref,
+            writers=writers,
+            target_root=target_root or target,
+            option_specs=writer_option_specs + for_writers(directory_restore),
+            overwrite=overwrite,
+            dry_run=dry_run,
+            authoritative=authoritative,
+        )
+        run_writer_restore(repo, password_file, snapshot_filter, order, as_json=as_json)
         return
     if authoritative:
         raise UsageError("--authoritative goes with --writer ldap[:INSTANCE]")
@@ -188,8 +187,8 @@ def restore_cmd(
             yes_really=yes_really,
         )
         for_component(options, component, directory_restore, writer_option_specs)
-        with open_repository(repo, password_file) as r:
-            run_component_restore(r, choose(r, ref, snapshot_filter)[0], component, options, as_json=as_json)
+        component_request = ComponentRestoreRequest(snapshot=ref, component=component, options=options)
+        run_component_restore(repo, password_file, snapshot_filter, component_request, as_json=as_json)
         return
     if not target:
         raise UsageError("give the directory to restore into with --target DIR")

@@ -1,20 +1,28 @@
-"""`restore` of files through the daemon: the daemon lays the files down, this command shows the same.
+"""`restore` through the daemon: the daemon restores, this command shows the same.
 
-The run's status events feed the same RestoreStats the in-process restore fills, so the progress
-line, the warnings, the errors and the summary are printed by the same code either way. The
-password is read here (file, environment or prompt) and sent to the daemon with the request.
+For files, the run's status events feed the same RestoreStats the in-process restore fills; for
+components and writers, the run's plan events and summary are the JSON the in-process job reports
+(jobs/application_restores.py). Either way the same code prints them. The password is read here
+(file, environment or prompt) and sent to the daemon with the request.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from shadowvault.archive.restore import RestoreStats
-from shadowvault.cli.coordination import finished_run
-from shadowvault.cli.repo_options import read_password, repo_path
+from shadowvault.cli.coordination import daemon_client, finished_run
+from shadowvault.cli.repo_options import open_repository, read_password, repo_path
+from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, needs_choice
 from shadowvault.client import Client
+from shadowvault.jobs.application_restores import WriterRestoreOrder
+from shadowvault.jobs.restore_component import ComponentRestoreRequest
 from shadowvault.jobs.restore_files import FilesRestoreRequest
+from shadowvault.repo.repository import Repository
 
 COUNTERS = ("files", "dirs", "others", "bytes_written", "skipped", "verified")
 
@@ -57,3 +65,59 @@ def restore_through_daemon(
         stats.warnings = [(w["path"], w["reason"]) for w in summary.get("warnings", [])]
         stats.kept = [(k["path"], k["reason"]) for k in summary.get("kept_paths", [])]
     return summary["snapshot_id"]
+
+
+Summary = dict[str, Any]
+
+
+def here_or_in_daemon(
+    repo: str | None,
+    password_file: str | None,
+    ref: str,
+    snapshot_filter: SnapshotFilter,
+    here: Callable[[Repository, str], Summary],
+    there: Callable[[Client, str], Summary],
+) -> Summary:
+    """Run a restore job in this process (`here`, on the open repository) or, when the daemon
+    answers, in the daemon (`there`); each gets the snapshot ref, chosen here when filters need it."""
+    client = daemon_client()
+    if client is None:
+        with open_repository(repo, password_file) as r:
+            return here(r, choose(r, ref, snapshot_filter)[0])
+    if needs_choice(ref, snapshot_filter):  # the daemon looks up plain refs itself
+        with open_repository(repo, password_file) as r:
+            ref = choose(r, ref, snapshot_filter)[0]
+    return there(client, ref)
+
+
+def _as_json(value: Any) -> Any:
+    return msgspec.to_builtins(value, enc_hook=str)  # the target root is a Path
+
+
+def component_restore_through_daemon(
+    client: Client, repo: str | None, password_file: str | None, request: ComponentRestoreRequest
+) -> Summary:
+    """Run the component restore in the daemon; its summary (jobs/application_restores.py)."""
+    run = client.start_component_restore(
+        _location(repo), _as_json(request), password=read_password(password_file)
+    )
+    return finished_run(client, run)
+
+
+def writer_restore_through_daemon(
+    client: Client,
+    repo: str | None,
+    password_file: str | None,
+    order: WriterRestoreOrder,
+    emit: Callable[[str, dict[str, Any]], None],
+) -> Summary:
+    """Run the writer restore in the daemon, its plan events to `emit`; its summary."""
+    run = client.start_writer_restore(_location(repo), _as_json(order), password=read_password(password_file))
+
+    def follow(event: dict[str, Any]) -> None:
+        if event["message_type"] in ("writer_plan", "authoritative_plan"):
+            emit(
+                event["message_type"], {k: v for k, v in event.items() if k not in ("message_type", "run_id")}
+            )
+
+    return finished_run(client, run, follow)

@@ -1,7 +1,8 @@
 """CLI glue for `restore SNAP --writer NAME[:INSTANCE]` / `--writers`: restore applications through writers.
 
 Parses the options, runs the writer restore job (jobs/restore_writer.py: pre_restore -> files ->
-post_restore for every writer the plan restores) and prints its plan (jobs/writer_plan.py) and result.
+post_restore for every writer the plan restores) in this process or in the daemon, and prints its
+plan (jobs/writer_plan.py) and result from the JSON the job reports either way.
 With --authoritative DN (ldap only) it runs the authoritative directory restore instead
 (jobs/restore_ldap_authoritative.py): no file is laid down, the entries are written online.
 """
@@ -15,17 +16,15 @@ from typing import Any, TypeVar
 import click
 
 from shadowvault.cli.output import info, note, print_json
+from shadowvault.cli.restore_daemon import here_or_in_daemon, writer_restore_through_daemon
+from shadowvault.cli.snapshot_choice import SnapshotFilter
+from shadowvault.client import Client
 from shadowvault.errors import UsageError
-from shadowvault.jobs.restore_ldap_authoritative import (
-    AuthoritativePlan,
-    AuthoritativeRequest,
-    AuthoritativeResult,
-)
-from shadowvault.jobs.restore_ldap_authoritative import run_authoritative_restore as restore_authoritatively
+from shadowvault.jobs.application_restores import Emit, WriterRestoreOrder, restore_writers_reporting
 from shadowvault.jobs.restore_writer import WriterRestoreRequest
-from shadowvault.jobs.restore_writer import run_writer_restore as restore_writers
-from shadowvault.jobs.writer_plan import WriterPlan, in_place
+from shadowvault.jobs.writer_plan import in_place, writer_plan_lines
 from shadowvault.repo.repository import Repository
+from shadowvault.shadow.writers.ldap_authoritative import authoritative_plan_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,8 +93,7 @@ def parse_writer_options(specs: tuple[str, ...]) -> tuple[dict[str, Any], dict[s
     return common, per_writer
 
 
-def run_writer_restore(
-    repo: Repository,
+def writer_restore_order(
     snapshot: str,
     *,
     writers: tuple[str, ...],
@@ -103,27 +101,14 @@ def run_writer_restore(
     option_specs: tuple[str, ...],
     overwrite: str,
     dry_run: bool,
-    as_json: bool,
     authoritative: tuple[str, ...] = (),
-) -> None:
+) -> WriterRestoreOrder:
+    """The restore the options ask for (checked before anything runs, here or in the daemon)."""
+    if authoritative and not in_place(target_root):
+        raise UsageError(
+            "--authoritative writes to the running directory: --target-root and --target do not apply"
+        )
     common, per_writer = parse_writer_options(option_specs)
-    if authoritative:
-        if not in_place(target_root):
-            raise UsageError(
-                "--authoritative writes to the running directory: --target-root and --target do not apply"
-            )
-        authoritative_request = AuthoritativeRequest(
-            snapshot=snapshot,
-            dns=list(authoritative),
-            writers=list(writers),
-            options=common,
-            writer_options=per_writer,
-            dry_run=dry_run,
-        )
-        _print_authoritative(
-            restore_authoritatively(repo, authoritative_request, on_plan=_plan_printer(as_json)), as_json
-        )
-        return
     request = WriterRestoreRequest(
         snapshot=snapshot,
         writers=list(writers),
@@ -133,79 +118,72 @@ def run_writer_restore(
         overwrite=overwrite,
         dry_run=dry_run,
     )
+    return WriterRestoreOrder(request, list(authoritative))
 
-    def print_plans(plans: list[WriterPlan]) -> None:
-        for plan in plans:
-            if as_json:
-                print_json(
-                    {"message_type": "writer_plan", "target_root": target_root or "/", **plan.to_dict()}
-                )
-            else:
-                for line in plan.lines():
-                    info(line)
 
-    result = restore_writers(repo, request, on_plans=print_plans)
-    restored = [r.label for r in result.restored]
-    where = "in place" if in_place(target_root) else f"below {target_root}"
+def run_writer_restore(
+    repo: str | None,
+    password_file: str | None,
+    snapshot_filter: SnapshotFilter,
+    order: WriterRestoreOrder,
+    *,
+    as_json: bool,
+) -> None:
+    """Run the restore in this process or in the daemon; print its plans, then its result."""
+    show = _plan_printer(as_json)
+
+    def here(r: Repository, ref: str) -> dict[str, Any]:
+        order.request.snapshot = ref
+        return restore_writers_reporting(r, order, show)
+
+    def there(client: Client, ref: str) -> dict[str, Any]:
+        order.request.snapshot = ref
+        return writer_restore_through_daemon(client, repo, password_file, order, show)
+
+    summary = here_or_in_daemon(repo, password_file, order.request.snapshot, snapshot_filter, here, there)
     if as_json:
-        print_json(
-            {
-                "message_type": "summary",
-                "snapshot_id": result.snapshot_id,
-                "target_root": target_root or "/",
-                "dry_run": dry_run,
-                "restored": restored,
-                "skipped": result.skipped,
-                "notes": {r.label: r.notes for r in result.restored if r.notes},
-            }
-        )
-    elif dry_run:
-        note(f"dry run, nothing changed: {len(result.chosen)} writer(s) would be restored {where}")
+        print_json({"message_type": "summary", **summary})
+    elif summary.get("mode") == "authoritative":
+        _print_authoritative(summary)
     else:
-        for done in result.restored:
-            note(f"restored {done.label} {where} through its writer")
-            for line in done.notes:
-                note(f"  {line}")
-        if result.skipped:
-            note(f"left alone: {', '.join(result.skipped)}")
+        _print_writer_summary(summary)
 
 
-def _plan_printer(as_json: bool) -> Callable[[AuthoritativePlan], None]:
-    def show(plan: AuthoritativePlan) -> None:
+def _plan_printer(as_json: bool) -> Emit:
+    def show(message_type: str, plan: dict[str, Any]) -> None:
         if as_json:
-            print_json({"message_type": "authoritative_plan", **plan.to_dict()})
-        else:
-            for line in plan.lines():
-                info(line)
+            print_json({"message_type": message_type, **plan})
+            return
+        lines = authoritative_plan_lines if message_type == "authoritative_plan" else writer_plan_lines
+        for line in lines(plan):
+            info(line)
 
     return show
 
 
-def _print_authoritative(result: AuthoritativeResult, as_json: bool) -> None:
-    plan = result.plan
-    added, rewritten, kept = plan.count("add"), plan.count("rewrite"), plan.count("keep")
-    if as_json:
-        print_json(
-            {
-                "message_type": "summary",
-                "snapshot_id": result.snapshot_id,
-                "mode": "authoritative",
-                "writer": plan.label,
-                "dry_run": not result.applied,
-                "added": added,
-                "rewritten": rewritten,
-                "kept": kept,
-            }
-        )
+def _print_writer_summary(summary: dict[str, Any]) -> None:
+    where = "in place" if summary["in_place"] else f"below {summary['target_root']}"
+    if summary["dry_run"]:
+        note(f"dry run, nothing changed: {len(summary['chosen'])} writer(s) would be restored {where}")
         return
-    if not result.applied:
+    for label in summary["restored"]:
+        note(f"restored {label} {where} through its writer")
+        for line in summary["notes"].get(label, []):
+            note(f"  {line}")
+    if summary["skipped"]:
+        note(f"left alone: {', '.join(summary['skipped'])}")
+
+
+def _print_authoritative(summary: dict[str, Any]) -> None:
+    added, rewritten, kept = summary["added"], summary["rewritten"], summary["kept"]
+    if summary["dry_run"]:
         note(f"dry run, nothing changed: {added} would be added, {rewritten} rewritten, {kept} kept")
         return
     note(
-        f"restored {plan.label} (authoritative): {added} added, {rewritten} rewritten, "
+        f"restored {summary['writer']} (authoritative): {added} added, {rewritten} rewritten, "
         f"{kept} already as in the backup"
     )
-    if plan.role == "standalone":
+    if summary["role"] == "standalone":
         note("  no syncrepl replication in its configuration: the entries are back on this server")
     else:
-        note(f"  with fresh change stamps they replicate from {plan.directory.url} to every replica")
+        note(f"  with fresh change stamps they replicate from {summary['url']} to every replica")

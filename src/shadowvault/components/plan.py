@@ -73,6 +73,17 @@ class Plan:
     def lines(self) -> list[str]:
         return [a.line() for a in self.actions]
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Plan:
+        """The plan as to_dict wrote it (without its apply data): the daemon sends plans as JSON."""
+        return cls(
+            component=doc["component"],
+            target_root=doc["target_root"],
+            actions=[Action(**a) for a in doc["actions"]],
+            warnings=list(doc["warnings"]),
+            errors=[(e["what"], e["why"]) for e in doc["errors"]],
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "component": self.component,

@@ -84,16 +84,21 @@ class WriterPlan:
         }
 
     def lines(self) -> list[str]:
-        head = f"{self.label} ({', '.join(self.methods)}): {self.decision}"
-        out = [f"{head}, {self.reason}" if self.reason else head]
-        if self.decision == "restore" and self.stop_start:
-            out.append("  stop the application if it runs in the target")
-        for p in self.paths:
-            verb = {"create": "create", "replace": "set aside and replace", "keep": "keep"}[p.action]
-            out.append(f"  {verb} {p.target}")
-        if self.decision == "restore":
-            out.append("  then post_restore: the writer recovers, checks and starts it (as its options say)")
-        return out
+        return writer_plan_lines(self.to_dict())
+
+
+def writer_plan_lines(plan: dict[str, Any]) -> list[str]:
+    """A writer's plan for people, from its JSON form (the daemon sends plans as JSON)."""
+    head = f"{plan['writer']} ({', '.join(plan['restore_methods'])}): {plan['decision']}"
+    out = [f"{head}, {plan['reason']}" if plan["reason"] else head]
+    if plan["decision"] == "restore" and plan["stop_start"]:
+        out.append("  stop the application if it runs in the target")
+    for p in plan["paths"]:
+        verb = {"create": "create", "replace": "set aside and replace", "keep": "keep"}[p["action"]]
+        out.append(f"  {verb} {p['target']}")
+    if plan["decision"] == "restore":
+        out.append("  then post_restore: the writer recovers, checks and starts it (as its options say)")
+    return out
 
 
 def in_place(target_root: str | None) -> bool:

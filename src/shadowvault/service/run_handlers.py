@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from shadowvault.errors import NotFoundError
 from shadowvault.jobs import definitions, job_metrics, job_records
-from shadowvault.service import run_work, shadow_sets
+from shadowvault.service import application_restore_work, run_work, shadow_sets
 from shadowvault.service.handlers import Api
 from shadowvault.service.peer import Peer
 from shadowvault.service.policy import Action
@@ -40,6 +40,8 @@ class RunApi:
             web.get("/v1/providers", self.list_providers),
             web.post("/v1/backups", self.start_backup),
             web.post("/v1/restores", self.start_restore),
+            web.post("/v1/component-restores", self.start_component_restore),
+            web.post("/v1/writer-restores", self.start_writer_restore),
             web.get("/v1/jobs", self.list_jobs),
             web.post("/v1/jobs/{name}/runs", self.start_job),
             web.get("/v1/runs", self.list_runs),
@@ -80,6 +82,30 @@ class RunApi:
         body = shadow_sets.parse(await self.api.body(request), run_work.RestoreBody)
         work = run_work.restore_work(body)
         run = self.runs.start("restore", peer.uid, f"restore of {body.snapshot} into {body.target}", work)
+        return json_response(run.report(), status=202)
+
+    async def start_component_restore(self, request: web.Request) -> web.Response:
+        peer = self.api.allow(request, Action.RESTORE)
+        body = shadow_sets.parse(
+            await self.api.body(request),
+            application_restore_work.ComponentRestoreBody,
+            dec_hook=application_restore_work.decode_paths,
+        )
+        work = application_restore_work.component_restore_work(body)
+        restore = body.restore
+        where = restore.options.target_root
+        description = f"restore of {restore.component} of {restore.snapshot} into {where}"
+        run = self.runs.start("restore", peer.uid, description, work)
+        return json_response(run.report(), status=202)
+
+    async def start_writer_restore(self, request: web.Request) -> web.Response:
+        peer = self.api.allow(request, Action.RESTORE)
+        body = shadow_sets.parse(await self.api.body(request), application_restore_work.WriterRestoreBody)
+        work = application_restore_work.writer_restore_work(body)
+        writers = ", ".join(body.order.request.writers) or "every writer"
+        run = self.runs.start(
+            "restore", peer.uid, f"restore of {writers} of {body.order.request.snapshot}", work
+        )
         return json_response(run.report(), status=202)
 
     async def list_jobs(self, request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ and exposes them only in their private directory (private_exposure.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,7 +61,9 @@ class ExposeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 Body = TypeVar("Body")
 
 
-def parse(body: bytes, kind: type[Body], empty_ok: bool = False) -> Body:
+def parse(
+    body: bytes, kind: type[Body], empty_ok: bool = False, dec_hook: Callable[[type, Any], Any] | None = None
+) -> Body:
     """The request body as `kind`, or UsageError in one line (malformed JSON, a wrong or unknown field)."""
     if not body.strip():
         if empty_ok:
@@ -68,7 +71,7 @@ def parse(body: bytes, kind: type[Body], empty_ok: bool = False) -> Body:
         else:
             raise UsageError("the request body must be a JSON object")
     try:
-        return msgspec.json.decode(body, type=kind)
+        return msgspec.json.decode(body, type=kind, dec_hook=dec_hook)
     except msgspec.ValidationError as err:
         raise UsageError(f"invalid request: {err}") from None
     except msgspec.DecodeError as err:

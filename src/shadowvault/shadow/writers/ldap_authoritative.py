@@ -177,16 +177,7 @@ class AuthoritativePlan:
         return sum(1 for a in self.actions if a.action == action)
 
     def lines(self) -> list[str]:
-        head = f"{self.label}: authoritative restore of {', '.join(self.requested)} on {self.directory.url}"
-        out = [f"{head} ({self.role})"]
-        for a in self.actions:
-            if a.action == "add":
-                out.append(f"  add {a.dn}")
-            elif a.action == "rewrite":
-                out.append(f"  rewrite {a.dn}: {', '.join(a.attributes)}")
-            else:
-                out.append(f"  keep {a.dn} (as in the backup)")
-        return out
+        return authoritative_plan_lines(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -197,6 +188,20 @@ class AuthoritativePlan:
             "url": self.directory.url,
             "entries": [{"dn": a.dn, "action": a.action, "attributes": a.attributes} for a in self.actions],
         }
+
+
+def authoritative_plan_lines(plan: dict[str, Any]) -> list[str]:
+    """The plan for people, from its JSON form (the daemon sends plans as JSON)."""
+    head = f"{plan['writer']}: authoritative restore of {', '.join(plan['requested'])} on {plan['url']}"
+    out = [f"{head} ({plan['role']})"]
+    for entry in plan["entries"]:
+        if entry["action"] == "add":
+            out.append(f"  add {entry['dn']}")
+        elif entry["action"] == "rewrite":
+            out.append(f"  rewrite {entry['dn']}: {', '.join(entry['attributes'])}")
+        else:
+            out.append(f"  keep {entry['dn']} (as in the backup)")
+    return out
 
 
 def _backup_entries(components: list[Component], requested: list[str], label: str) -> dict[str, Entry]:
