@@ -233,7 +233,8 @@ class ContentBatch:
         """Take a file into the batch; its future resolves when the file is restored (or not)."""
         file = FileWrite(node, spath, here)
         self.files.append(file)
-        self.planned_bytes += node.size
+        zero_blobs = self.store.zero_blobs  # runs of zeros cost nothing: they do not fill a batch
+        self.planned_bytes += node.size - sum(zero_blobs.size_of(b) or 0 for b in node.content)
         self._futures.add(file.done)
         return file.done
 
