@@ -170,7 +170,7 @@ def test_a_job_runs_in_the_daemon_is_recorded_and_in_the_metrics(cli, setup, pri
 
 
 def test_a_cli_stopped_while_the_daemon_runs_its_job_cancels_the_run(btrfs, setup, private_dirs, tmp_path):  # noqa: F811
-    _slow_writer(private_dirs, tmp_path, seconds=3)
+    _slow_writer(private_dirs, tmp_path, seconds=5)  # room for a loaded machine
     (btrfs.mount / "data").mkdir()
     (btrfs.mount / "data" / "f").write_text("x\n")
     define(setup, "slow", f'schedule = "daily"\npaths = ["{btrfs.mount / "data"}"]\n')
