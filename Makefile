@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := tools/system-packages.txt
 STAMP_SYSTEM := $(VENV)/.system-packages
 STAMP_VENV := $(VENV)/.installed
+# test modules run side by side, each whole on one worker (its module fixtures: a booted guest, a
+# server); most tests wait on I/O, servers and guests, so three workers suit two CPUs
+TEST_WORKERS ?= 3
 
 .PHONY: run test bench lint deps clean
 
@@ -25,7 +28,7 @@ run: deps
 test: deps
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 bench: deps
 	tools/install-system-packages.sh tools/bench-packages.txt

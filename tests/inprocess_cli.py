@@ -15,6 +15,16 @@ def run(env: dict[str, str], *args: object, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], env=env, input=input, catch_exceptions=False)
 
 
+class Shadowvault:
+    """`run` bound to one environment (one repository named in it, as the `env` fixture gives)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def __call__(self, *args: object, input: str | None = None) -> Result:
+        return run(self.env, *args, input=input)
+
+
 def json_out(result: Result) -> object:
     """The one JSON document a --json command printed (after checking that it succeeded)."""
     assert result.exit_code == 0, result.stderr

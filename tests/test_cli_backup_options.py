@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_in_process import Shadowvault
+from tests.inprocess_cli import Shadowvault
 from tests.fixtures.loopfs import unmount_tree
 
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"

@@ -13,7 +13,7 @@ import pytest
 
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import PASSWORD
-from tests.cli_in_process import Shadowvault
+from tests.inprocess_cli import Shadowvault
 
 DAY = 86_400.0
 NEWEST = 1_781_524_800.0  # 2026-06-15 12:00 UTC

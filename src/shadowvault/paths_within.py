@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 
@@ -20,3 +21,14 @@ def is_within(path: str, root: str) -> bool:
 def innermost(path: str, roots: Iterable[str]) -> str | None:
     """The deepest of `roots` that `path` lies within (the mount that holds it), or None."""
     return max((root for root in roots if is_within(path, root)), key=len, default=None)
+
+
+def inside_root(root: str | os.PathLike[str], path: str) -> str | None:
+    """Host path `path` as an absolute path inside the tree at `root` (a source root being backed
+    up), resolving symlinks; None when it lies outside that tree."""
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    if base == "/":
+        return real
+    if real == base:
+        return "/"
+    return "/" + os.path.relpath(real, base) if is_within(real, base) else None

@@ -27,7 +27,7 @@ from shadowvault.components.base import RestoreOptions, SnapshotView, documents_
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.errors import NotFoundError, ShadowvaultError
-from shadowvault.paths_within import is_within
+from shadowvault.paths_within import inside_root
 from shadowvault.slapd import count_entries, export_ldif, load_ldif, running_instances
 
 log = logging.getLogger(__name__)
@@ -49,26 +49,16 @@ class LdapDocument(msgspec.Struct, kw_only=True):
     databases: list[LdapDatabaseRecord] = []
 
 
-def _inside(root: Path, path: str) -> str | None:
-    """`path` (absolute on this host) as an absolute path inside `root`, or None when it lies outside."""
-    real, base = os.path.realpath(path), os.path.realpath(root)
-    if base == "/":
-        return real
-    if real == base:
-        return "/"
-    return "/" + os.path.relpath(real, base) if is_within(real, base) else None
-
-
 def collect_ldap(source_root: Path) -> dict[str, bytes]:
     """LDIF documents of every running slapd database under `source_root`, plus ldap.json describing them."""
     records: list[LdapDatabaseRecord] = []
     documents: dict[str, bytes] = {}
     for config, databases in running_instances():
-        config_in = _inside(source_root, config)
+        config_in = inside_root(source_root, config)
         if config_in is None:
             continue
         for db in databases:
-            directory_in = _inside(source_root, db.directory) if db.directory else None
+            directory_in = inside_root(source_root, db.directory) if db.directory else None
             if directory_in is None:
                 log.info("slapd database %s of %s lies outside the source root", db.directory, config)
                 continue

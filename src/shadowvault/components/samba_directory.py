@@ -27,7 +27,7 @@ from shadowvault.components.base import RestoreOptions, SnapshotView
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.errors import NotFoundError, ShadowvaultError, UsageError
-from shadowvault.paths_within import is_within
+from shadowvault.paths_within import inside_root
 from shadowvault.samba_dc import MODES, back_up, recover_bytes, running_dcs
 
 log = logging.getLogger(__name__)
@@ -52,24 +52,14 @@ class SambaDocument(msgspec.Struct, kw_only=True):
     dcs: list[SambaDcRecord] = []
 
 
-def _inside(root: Path, path: str) -> str | None:
-    """`path` (absolute on this host) as an absolute path inside `root`, or None when it lies outside."""
-    real, base = os.path.realpath(path), os.path.realpath(root)
-    if base == "/":
-        return real
-    if real == base:
-        return "/"
-    return "/" + os.path.relpath(real, base) if is_within(real, base) else None
-
-
 def collect_samba(source_root: Path) -> tuple[dict[str, bytes], list[str]]:
     """The archive of every running DC under `source_root` plus samba.json; and their sysvols (paths)."""
     records: list[SambaDcRecord] = []
     documents: dict[str, bytes] = {}
     sysvols: list[str] = []
     for dc, _pid in running_dcs():
-        config, home, sysvol = (_inside(source_root, p) for p in (dc.config, dc.home, dc.sysvol))
-        if config is None or home is None or _inside(source_root, dc.private_dir) is None:
+        config, home, sysvol = (inside_root(source_root, p) for p in (dc.config, dc.home, dc.sysvol))
+        if config is None or home is None or inside_root(source_root, dc.private_dir) is None:
             log.info("samba DC %s (%s) lies outside the source root", dc.realm, dc.config)
             continue
         with tempfile.TemporaryDirectory(prefix="sv-samba-backup-") as work:
