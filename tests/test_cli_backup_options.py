@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.inprocess_cli import Shadowvault
 from tests.fixtures.loopfs import unmount_tree
+from tests.inprocess_cli import Shadowvault
 
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
