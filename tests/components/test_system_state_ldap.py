@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 from shadowvault.components.directory_server import target_config
+from shadowvault.directory.slapd import load_ldif
 from shadowvault.repo.repository import Repository
-from shadowvault.slapd import load_ldif
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.components.roots import make_root
 from tests.fixtures import servers as S

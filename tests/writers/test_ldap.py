@@ -141,7 +141,7 @@ def test_unreadable_configuration_names_the_writer(btrfs):
 
 def test_cn_config_directory_is_understood(btrfs):
     """slapd.d (cn=config) as Debian installs it: the writer finds the mdb database and its suffix."""
-    from shadowvault.slapd import parse_slapd_d
+    from shadowvault.directory.slapd import parse_slapd_d
 
     with S.slapd_server(btrfs.mount / "ldap") as server:
         slapd_d = server.base / "slapd.d"

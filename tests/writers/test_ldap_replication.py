@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from shadowvault.directory.slapd_replication import database_settings
 from shadowvault.repo.repository import Repository
-from shadowvault.slapd_replication import database_settings
 from tests import inprocess_cli
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.loopfs import loop_filesystem

@@ -1,6 +1,6 @@
 """CLI glue for `restore --directory-restore new-dc|same-dc`: recovering a Samba AD DC.
 
-Both spellings reach the same recovery (shadowvault/samba_dc.py): `--component system-state` takes the
+Both spellings reach the same recovery (shadowvault/directory/samba_dc.py): `--component system-state` takes the
 DC's archive from the system-state documents, `--writer samba` from the backup manifest. Its settings
 come as `--writer-option samba.KEY=VALUE` (newservername, targetdir) in both.
 """
@@ -14,8 +14,8 @@ import click
 
 from shadowvault.cli.writer_restore import parse_writer_options
 from shadowvault.components.base import RestoreOptions
+from shadowvault.directory.samba_dc import MODES
 from shadowvault.errors import UsageError
-from shadowvault.samba_dc import MODES
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,7 +1,7 @@
 """The directory server's data in system-state: an LDIF export of each slapd database under the source root.
 
 The root filesystem is never shadowed, so slapd's mdb files are not backed up as files. Instead
-slapcat (shadowvault/slapd.py, shared with the ldap writer) reads each database of every running
+slapcat (shadowvault/directory/slapd.py, shared with the ldap writer) reads each database of every running
 slapd whose configuration and database directory lie under the source root (one read transaction:
 consistent while slapd runs on mdb), and the LDIF is kept as a component document
 (`ldap/<name>.ldif`, described by `ldap.json`).
@@ -26,9 +26,9 @@ import msgspec
 from shadowvault.components.base import RestoreOptions, SnapshotView, documents_path
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
+from shadowvault.directory.slapd import count_entries, export_ldif, load_ldif, running_instances
 from shadowvault.errors import NotFoundError, ShadowvaultError
 from shadowvault.paths_within import inside_root
-from shadowvault.slapd import count_entries, export_ldif, load_ldif, running_instances
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The Samba AD DC in system-state: a `samba-tool domain backup` archive per DC, recovered on request.
 
 Every running samba DC whose smb.conf and private dir lie under the source root is backed up with
-samba-tool (shadowvault/samba_dc.py, shared with the samba writer): the archive is kept as a
+samba-tool (shadowvault/directory/samba_dc.py, shared with the samba writer): the archive is kept as a
 component document (`samba/<REALM>.tar.bz2`, described by `samba.json`), and its sysvol is backed up
 as files too (for restoring one GPO file by hand). The archive is the directory's consistent state;
 the live files of private/ are not.
@@ -26,9 +26,9 @@ import msgspec
 from shadowvault.components.base import RestoreOptions, SnapshotView
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
+from shadowvault.directory.samba_dc import MODES, back_up, recover_bytes, running_dcs
 from shadowvault.errors import NotFoundError, ShadowvaultError, UsageError
 from shadowvault.paths_within import inside_root
-from shadowvault.samba_dc import MODES, back_up, recover_bytes, running_dcs
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,7 @@ from typing import Any
 import zstandard
 
 from shadowvault import proc
-from shadowvault.errors import CommandError, WriterError
-from shadowvault.shadow.manifest import Component
-from shadowvault.shadow.volumes import Volume
-from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, restored_path, set_aside
-from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
-from shadowvault.shadow.writers.ldap_authoritative import kept_ldif
-from shadowvault.slapd import (
+from shadowvault.directory.slapd import (
     DEFAULT_CONFIG_DIR,
     MdbDatabase,
     as_owner_of,
@@ -49,7 +43,13 @@ from shadowvault.slapd import (
     read_config,
     running_instances,
 )
-from shadowvault.slapd_replication import DatabaseSettings, database_settings
+from shadowvault.directory.slapd_replication import DatabaseSettings, database_settings
+from shadowvault.errors import CommandError, WriterError
+from shadowvault.shadow.manifest import Component
+from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, restored_path, set_aside
+from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
+from shadowvault.shadow.writers.ldap_authoritative import kept_ldif
 
 log = logging.getLogger(__name__)
 

@@ -28,12 +28,13 @@ from typing import Any
 
 import zstandard
 
-from shadowvault import ldap_dn, proc
+from shadowvault import proc
+from shadowvault.directory import ldap_dn
+from shadowvault.directory.ldif import Entry, add_record, modify_record, parse_entries
+from shadowvault.directory.slapd_replication import DatabaseSettings, database_settings
 from shadowvault.errors import CommandError, UsageError, WriterError
-from shadowvault.ldif import Entry, add_record, modify_record, parse_entries
 from shadowvault.process_table import option_value, processes
 from shadowvault.shadow.manifest import Component
-from shadowvault.slapd_replication import DatabaseSettings, database_settings
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ is what `samba-tool domain backup offline` does (safe while samba runs). `online
 clone that can only seed a new DC. The archive is made at post_snapshot, out of the freeze window,
 and kept in the component's metadata (base64), so the manifest stored with every backup carries
 it; sysvol (GPOs, logon scripts) is inside it. The system-state component keeps the same archive as
-a document (components/samba_directory.py); both go through shadowvault/samba_dc.py.
+a document (components/samba_directory.py); both go through shadowvault/directory/samba_dc.py.
 
 Restore (`restore SNAP --writer samba --directory-restore new-dc|same-dc`): post_restore recovers the
 DC into an empty directory (option `targetdir`, by default the DC's own directory below the target
@@ -24,8 +24,7 @@ import tempfile
 from typing import Any
 
 from shadowvault import proc
-from shadowvault.errors import CommandError, UsageError, WriterError
-from shadowvault.samba_dc import (
+from shadowvault.directory.samba_dc import (
     DEFAULT_CONFIG,
     MODES,
     back_up,
@@ -34,6 +33,7 @@ from shadowvault.samba_dc import (
     running_dcs,
     running_pid,
 )
+from shadowvault.errors import CommandError, UsageError, WriterError
 from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
 from shadowvault.shadow.volumes import Volume
 from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, restored_path

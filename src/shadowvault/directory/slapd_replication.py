@@ -15,8 +15,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from shadowvault import ldap_dn
-from shadowvault.ldif import parse_entries
+from shadowvault.directory import ldap_dn
+from shadowvault.directory.ldif import parse_entries
 
 
 @dataclass
