@@ -3,6 +3,12 @@
     .venv/bin/python bench/compare.py [--size 2GiB] [--files 100000] [--tools shadowvault,restic,borg]
                                       [--keep-data DIR] [--fstype ext4|xfs] [--no-drop-caches] [--json]
     .venv/bin/python bench/compare.py --show RESULT.json      # the table of a saved --json run
+    .venv/bin/python bench/compare.py --backend s3 [--size 256MiB] [--files 2000] [--json]
+
+`--backend s3` runs the same phases with both repositories in a local S3 server instead (moto on
+127.0.0.1, started here, every request counted by a proxy): Shadowvault's S3 backend against
+restic's, same data, same run; borg has no S3 backend and is left out. That mode is bench/s3.py
+(it needs no root, and its defaults are smaller: moto is a Python server).
 
 A data set (dataset.py: small and large files, text and noise, duplicates) is generated on a loop
 filesystem made here; every tool gets its own repository on a second loop filesystem of the same type.
@@ -274,12 +280,36 @@ def space_needed(size: int, files: int, tools: int) -> tuple[int, int, int]:
     return data_fs, work_fs, used
 
 
+def s3_bench(args: argparse.Namespace) -> int:
+    """`--backend s3`: bench/s3.py with this command's options (borg has no S3 backend)."""
+    import s3
+
+    tools = [t.strip() for t in (args.tools or "shadowvault,restic").split(",") if t.strip()]
+    if "borg" in tools:
+        say("borg has no S3 backend: left out of --backend s3")
+        tools.remove("borg")
+    size = parse_size("256MiB") if args.size is None else args.size
+    return s3.bench(size, 2000 if args.files is None else args.files, args.seed, tools, args.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=parse_size, default=parse_size("2GiB"), help="data set size (2GiB)")
-    parser.add_argument("--files", type=int, default=100_000, help="number of small files (100000)")
+    parser.add_argument(
+        "--backend",
+        choices=["local", "s3"],
+        default="local",
+        help="where the repositories live: a loop filesystem (local) or a local S3 server (s3)",
+    )
+    parser.add_argument(
+        "--size", type=parse_size, default=None, help="data set size (2GiB; 256MiB with --backend s3)"
+    )
+    parser.add_argument(
+        "--files", type=int, default=None, help="number of small files (100000; 2000 with --backend s3)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="data set seed (1)")
-    parser.add_argument("--tools", default="shadowvault,restic,borg", help="comma-separated tools")
+    parser.add_argument(
+        "--tools", default=None, help="comma-separated tools (shadowvault,restic,borg; no borg on s3)"
+    )
     parser.add_argument(
         "--keep-data", metavar="DIR", type=Path, help="keep the data set's image in DIR, reuse it"
     )
@@ -298,7 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads(args.show.read_text())
         print_table(saved, saved["goals"])
         return 0
-    args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    if args.backend == "s3":
+        return s3_bench(args)
+    args.size = parse_size("2GiB") if args.size is None else args.size
+    args.files = 100_000 if args.files is None else args.files
+    args.tools = [t.strip() for t in (args.tools or "shadowvault,restic,borg").split(",") if t.strip()]
     unknown = [t for t in args.tools if t not in TOOLS]
     if unknown or not args.tools:
         parser.error(f"unknown tool(s) {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
