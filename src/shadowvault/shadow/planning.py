@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from shadowvault.errors import UsageError
 from shadowvault.shadow.events import WriterRun
+from shadowvault.shadow.freeze_rules import check_may_freeze
 from shadowvault.shadow.options import SetOptions
 from shadowvault.shadow.providers import registry as providers
 from shadowvault.shadow.providers.base import FreezePolicy, Provider
@@ -57,7 +58,17 @@ def make_runs(volumes: list[Volume], options: SetOptions) -> list[WriterRun]:
 def check_freeze_policies(
     runs: Sequence[WriterRun], volumes: Sequence[Volume], chosen: dict[str, Provider]
 ) -> None:
-    """Refuse fsfreeze on a volume whose provider forbids it, before anything is frozen."""
+    """Refuse, before anything is frozen, fsfreeze on a volume whose provider forbids it, and a provider
+    that freezes its volume itself (NEEDS) on a volume we must keep writing to."""
+    for volume in volumes:
+        provider = chosen.get(volume.mount_point)
+        if provider is not None and provider.freeze_policy == FreezePolicy.NEEDS:
+            try:
+                check_may_freeze(volume)
+            except UsageError as err:
+                raise UsageError(
+                    f"provider {provider.name} freezes {volume.mount_point} for its instant: {err}"
+                ) from err
     for run in runs:
         if not run.is_filesystem_freezer:
             continue

@@ -41,6 +41,7 @@ import time
 from shadowvault import paths
 from shadowvault.errors import PermissionDeniedError, ProviderError, UnsupportedError
 from shadowvault.proc import pid_alive
+from shadowvault.shadow.freeze_rules import check_may_freeze
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers import fanotify_sys
 from shadowvault.shadow.providers.base import IMAGE_NAME, FoundImage, FreezePolicy, Provider, image_name
@@ -118,8 +119,6 @@ class FanotifyProvider(Provider):
             return f"{prefix}: it is mounted read-only (nothing changes it; use live)"
         if not os.path.exists("/dev/fuse"):
             return f"{prefix}: /dev/fuse is missing (the shadow is read through FUSE)"
-        from shadowvault.shadow.writers.fsfreeze import check_may_freeze
-
         try:
             check_may_freeze(volume)
         except Exception as err:

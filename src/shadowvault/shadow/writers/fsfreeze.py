@@ -12,75 +12,18 @@ import errno
 import fcntl
 import logging
 import os
-import sys
 import threading
 
-from shadowvault import paths
 from shadowvault.errors import PermissionDeniedError, UsageError, WriterError
+from shadowvault.shadow.freeze_rules import check_may_freeze
 from shadowvault.shadow.manifest import Component, RestoreMethod
-from shadowvault.shadow.volumes import Volume, find_volume, list_volumes, volume_of
+from shadowvault.shadow.volumes import Volume, find_volume, list_volumes
 from shadowvault.shadow.writers.base import SnapshotContext, ThawFilesystem, WatchdogAction, Writer
 
 log = logging.getLogger(__name__)
 
 FIFREEZE = 0xC0045877  # _IOWR('X', 119, int)
 FITHAW = 0xC0045878  # _IOWR('X', 120, int)
-
-
-def _existing_ancestor(path: str) -> str:
-    path = os.path.abspath(path)
-    while not os.path.exists(path) and path != "/":
-        path = os.path.dirname(path)
-    return path
-
-
-def _log_files() -> list[str]:
-    """Files our logging or our stdout/stderr write to (a write there while frozen deadlocks us)."""
-    found = []
-    for handler in logging.getLogger().handlers + logging.getLogger("shadowvault").handlers:
-        if isinstance(handler, logging.FileHandler):
-            found.append(handler.baseFilename)
-    for fd in (1, 2):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("/") and os.path.isfile(target):
-            found.append(target)
-    return found
-
-
-def protected_paths() -> dict[str, str]:
-    """What must stay writable while we hold a freeze: path -> what it is, in words."""
-    protected = {
-        "/": "the root filesystem",
-        _existing_ancestor(str(paths.state_dir())): "the state directory",
-        _existing_ancestor(str(paths.config_dir())): "the configuration directory",
-        sys.executable: "the running Python interpreter",
-        sys.prefix: "the running Python environment",
-    }
-    for path in _log_files():
-        protected.setdefault(path, "our log or output file")
-    return protected
-
-
-def check_may_freeze(volume: Volume, volumes: list[Volume] | None = None) -> None:
-    """Raise UsageError when freezing `volume` would freeze something we need to keep writing."""
-    volumes = volumes if volumes is not None else list_volumes(with_uuid=False)
-    for path, what in protected_paths().items():
-        try:
-            holder = volume_of(path, volumes)
-        except Exception:  # a vanished path cannot deadlock us
-            continue
-        if holder.dev and volume.dev:
-            same_fs = holder.dev == volume.dev
-        else:
-            same_fs = holder.mount_point == volume.mount_point
-        if same_fs:
-            raise UsageError(
-                f"refusing to freeze {volume.mount_point}: it holds {what} ({path}), and freezing it "
-                "would block Shadowvault itself"
-            )
 
 
 def require_root() -> None:
