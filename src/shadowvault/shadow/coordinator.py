@@ -85,6 +85,7 @@ class ShadowSetRun:
         self._freeze_start: float | None = None
         self._aborted = False
         self._thaw_running: tuple[Future[None], float] | None = None  # a writer's thaw and its deadline
+        self._freezer_targets: dict[str, set[str]] = {}  # mount points each fsfreeze writer freezes
 
     def _active(self) -> list[WriterRun]:
         return [run for run in self.runs if not run.degraded]
@@ -172,6 +173,7 @@ class ShadowSetRun:
         self.commits = Commits(planning.choose_providers(volumes, self.options.provider))
         self.runs = planning.make_runs(volumes, self.options)
         planning.check_freeze_policies(self.runs, volumes, self.commits.providers)
+        self._freezer_targets = planning.freezer_targets(self.runs, volumes)
 
         self.manifest = ShadowSetManifest(
             id=self.store.new_id(),
@@ -228,7 +230,11 @@ class ShadowSetRun:
         self._start_watchdog()
         self._freeze()
         self._commit(volumes)
+        held = {m for r in self._active() if r.held for m in self._freezer_targets.get(r.label, ())}
         self._thaw()
+        note = planning.separate_instants_note(self.manifest.shadows, held)
+        if note:
+            self.manifest.notes.append(note)
         # Record the shadows at once (still `creating`): if we die from here on, reap() finds and
         # deletes them. Not earlier: a write to the state directory would lengthen the freeze window.
         self.manifest.writers = [run.report for run in self.runs]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from shadowvault.errors import UsageError
 from shadowvault.shadow.events import WriterRun
 from shadowvault.shadow.freeze_rules import check_may_freeze
+from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.options import SetOptions
 from shadowvault.shadow.providers import registry as providers
 from shadowvault.shadow.providers.base import FreezePolicy, Provider
@@ -89,6 +90,32 @@ def check_freeze_policies(
                     f"{provider.name} needs no fsfreeze, leave out --writer fsfreeze or use "
                     "--provider live"
                 )
+
+
+def freezer_targets(runs: Sequence[WriterRun], volumes: Sequence[Volume]) -> dict[str, set[str]]:
+    """The mount points each filesystem freezer of the set will freeze, by writer label."""
+    targets: dict[str, set[str]] = {}
+    for run in runs:
+        if run.is_filesystem_freezer:
+            named = [run.writer.instance] if run.writer.instance else [v.mount_point for v in volumes]
+            targets[run.label] = {find_volume(t).mount_point for t in named}
+    return targets
+
+
+def separate_instants_note(shadows: Sequence[Shadow], held: set[str]) -> str | None:
+    """A note for a set whose images are each of one instant but not of one instant together.
+
+    Only a filesystem freeze held over every volume while all commit makes them one instant; btrfs
+    and lvm cannot be combined with fsfreeze (planning refuses it), so theirs are taken one by one.
+    """
+    atomic = [s.volume for s in shadows if s.atomic]
+    if len(atomic) < 2 or all(volume in held for volume in atomic):
+        return None
+    return (
+        f"the volumes {', '.join(atomic)} were shadowed one after another, each image of one instant "
+        "but not all of them of the same one: the set's writers held their data across all of them, "
+        "other files that an application keeps in step across these volumes may be moments apart"
+    )
 
 
 def check_writer_volumes(
