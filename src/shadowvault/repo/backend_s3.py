@@ -38,6 +38,12 @@ from shadowvault.repo.backend import (
 )
 from shadowvault.repo.backend_s3_cache import ObjectCache, default_cache_root, default_max_bytes, private_dir
 from shadowvault.repo.backend_s3_client import S3Client, error_code, http_status
+from shadowvault.repo.backend_s3_uploads import (
+    OpenUpload,
+    abort_upload,
+    list_open_uploads,
+    upload_max_age_setting,
+)
 from shadowvault.repo.backend_s3_url import S3Location, parse_s3_url
 
 log = logging.getLogger(__name__)
@@ -89,6 +95,7 @@ class S3Backend:
         self.conditional_writes = True  # until the server says it does not support them
         self.list_page_size = LIST_PAGE_SIZE
         self.clock_margin = clock_margin_setting()
+        self.upload_max_age = upload_max_age_setting()
         self._packs: OrderedDict[str, bytes] = OrderedDict()  # see _cached_pack
         self._packs_lock = threading.Lock()
         root = (cache_root or default_cache_root()) / "s3" / _location_key(location)
@@ -426,6 +433,13 @@ class S3Backend:
         for info in self._keys(f"{base}/" if base else ""):
             if is_listed(info.name) and not info.name.startswith(f"{TMP_DIR}/"):
                 yield info
+
+    def list_uploads(self) -> Iterator[OpenUpload]:
+        """Multipart uploads under the prefix not completed or aborted (a killed writer's), for prune."""
+        return list_open_uploads(self.s3)
+
+    def abort_upload(self, upload: OpenUpload) -> None:
+        abort_upload(self.s3, self.location.key(upload.name), upload.upload_id)
 
     def exposed_to_others(self) -> builtins.list[str]:
         return []  # bucket policies are the storage's business; nothing here is a file mode

@@ -16,6 +16,7 @@ from shadowvault.repo.backend import Backend, FileInfo
 from shadowvault.repo.damage import DamageMap, replace_damage
 from shadowvault.repo.format import BlobType, IndexPack, Pending
 from shadowvault.repo.pack import pack_name
+from shadowvault.repo.prune_uploads import abandoned_uploads, abort_uploads
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.session import (
     STALE_AFTER,
@@ -47,6 +48,7 @@ class PruneResult:
     packs_kept_referenced: int = 0
     unindexed_deleted: int = 0
     temp_deleted: int = 0
+    uploads_aborted: int = 0  # open multipart uploads a killed writer left (S3)
     sessions_removed: int = 0
     index_files_before: int = 0
     waiting_for: list[str] = field(default_factory=list)  # sessions that must end before pending go
@@ -59,6 +61,10 @@ class PruneResult:
             f"{deleted} {self.packs_deleted + self.unindexed_deleted} packs ({self.bytes_deleted} bytes),"
             f" {repacked} {self.packs_repacked} packs ({self.blobs_repacked} blobs)"
         )
+        if self.uploads_aborted:
+            verb = "would abort" if self.dry_run else "aborted"
+            plural = "s" if self.uploads_aborted != 1 else ""
+            text += f"; {verb} {self.uploads_aborted} abandoned multipart upload{plural}"
         if self.packs_pending:
             text += (
                 f"; {self.packs_pending} packs pending deletion until {len(self.waiting_for)} running"
@@ -114,18 +120,25 @@ def _merge_index(docs: list[list[IndexPack]]) -> dict[str, IndexPack]:
 
 
 def prune(
-    repo: Repository, *, dry_run: bool = False, repack_unused_fraction: float = REPACK_UNUSED_FRACTION
+    repo: Repository,
+    *,
+    dry_run: bool = False,
+    repack_unused_fraction: float = REPACK_UNUSED_FRACTION,
+    upload_max_age: float | None = None,
 ) -> PruneResult:
-    """Remove unreferenced data. `repo` must be opened with write=True, kind="prune"."""
+    """Remove unreferenced data. `repo` must be opened with write=True, kind="prune".
+    `upload_max_age`: seconds before an open multipart upload counts as abandoned (default: the
+    backend's, 24 h on S3)."""
     if repo.session is None:
         raise RepositoryError("prune needs the repository opened for writing")
     own = repo.session.name
     result = PruneResult(dry_run=dry_run)
     backend = repo.backend
 
-    # 1. Packs and temp files, before anything else.
+    # 1. Packs, temp files and open multipart uploads, before anything else.
     on_disk: dict[str, FileInfo] = {info.name.rsplit("/", 1)[1]: info for info in backend.list("data/")}
     temp_files = list(backend.list_temp())
+    open_uploads = abandoned_uploads(backend, float("inf"), upload_max_age)
     # 2. Live sessions S1.
     sessions = [s for s in list_sessions(backend, repo.sealer) if s.name != own]
     s1 = [s for s in sessions if is_live(s)]
@@ -205,6 +218,7 @@ def prune(
             repack.append(pack)
     unindexed = [info for pid, info in on_disk.items() if pid not in packs and info.mtime < protect_from]
     stale_temp = [info for info in temp_files if info.mtime < protect_from]
+    stale_uploads = [upload for upload in open_uploads if upload.initiated < protect_from]
 
     # 5b. Repack partly used packs: copy their used blobs (verified, still sealed) into new packs.
     copied: set[bytes] = set()
@@ -263,6 +277,7 @@ def prune(
         result.unindexed_deleted = len(unindexed)
         result.bytes_deleted += sum(i.size for i in unindexed)
         result.temp_deleted = len(stale_temp)
+        result.uploads_aborted = len(stale_uploads)
         return result
 
     # 6. One index with candidates flagged pending; then the index files read in step 3 go.
@@ -320,6 +335,7 @@ def prune(
     for info in stale_temp:
         backend.remove(info.name)
         result.temp_deleted += 1
+    result.uploads_aborted = abort_uploads(backend, stale_uploads)
     for session in dead_sessions:  # killed or hung writers; a hung one will refuse to commit
         backend.remove(session.name)
         result.sessions_removed += 1
