@@ -1,26 +1,34 @@
 """Read many blobs with each pack read once: restic's restorer, for the archive layer.
 
 A restore that loads blob by blob costs one backend read per blob: a tree of small files is one
-read per file, and on object storage one request each. Here the wanted blobs are grouped by pack
-and cut into ranges (split where the gap between needed blobs is large, or where the range would
-grow past `MAX_SPAN`, which bounds memory); the repository reads each range once and verifies
-every blob on its own (`load_pack_blobs`: a blob whose copy fails is loaded from another copy and
-the damage recorded, so one bad blob fails only itself).
+read per file, and on object storage one request each. Here the wanted blobs are grouped by pack,
+each blob once, and each pack is read in ONE ranged read from its first needed blob to its last.
+The rule for reading a pack in more than one range: only where MAX_GAP (1 MiB) or more of unneeded
+bytes lie between two needed blobs (a pack of which little is needed costs a few small requests
+rather than one large one), or where the range would pass MAX_SPAN (32 MiB: never with the default
+16 MiB packs; it bounds memory with packs of up to 1 GiB). The repository reads each range once and
+verifies every blob on its own (`load_pack_blobs`: a blob whose copy fails is loaded from another
+copy and the damage recorded, so one bad blob fails only itself).
+
+`ReadBudget` bounds the memory of all the ranges a restore holds at once.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.index import BlobLocation
+from shadowvault.repo.reader import MAX_SPAN as READER_MAX_SPAN
 from shadowvault.repo.reader import LoadedBlob
 from shadowvault.repo.zero_blobs import ZeroBlobs
 
 MAX_GAP = 1 << 20  # unneeded bytes worth reading through rather than starting another read
-MAX_SPAN = 4 << 20  # at most this much of a pack is held by one read (one blob may be larger)
+MAX_SPAN = READER_MAX_SPAN  # at most this much of a pack is held by one read (one blob may be larger)
+BYTES_AT_ONCE = 48 << 20  # of ranges read and not yet written, across a whole restore (3 default packs)
 
 
 class PackedBlobs(Protocol):
@@ -56,6 +64,28 @@ class PackRange:
     @property
     def length(self) -> int:
         return self.end - self.offset
+
+
+class ReadBudget:
+    """The bytes of pack ranges held (read, being written) at once: a read waits for room. A range
+    larger than the whole budget waits until it is the only one held. Thread-safe."""
+
+    def __init__(self, limit: int = BYTES_AT_ONCE) -> None:
+        self.limit = limit
+        self._held = 0
+        self._room = threading.Condition()
+
+    def acquire(self, length: int) -> None:
+        length = min(length, self.limit)
+        with self._room:
+            while self._held and self._held + length > self.limit:
+                self._room.wait()
+            self._held += length
+
+    def release(self, length: int) -> None:
+        with self._room:
+            self._held -= min(length, self.limit)
+            self._room.notify_all()
 
 
 def plan_ranges(

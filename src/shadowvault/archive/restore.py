@@ -1,10 +1,10 @@
 """Lay a snapshot's tree back down: content, owners, modes, times, ACLs, xattrs, links, devices, holes.
 
 The main thread walks the snapshot's trees and opens the target's directories; entries are laid
-down by a pool of threads (`restore_entries`), files in batches whose blobs are read with each
-pack read once (`restore_content`). Directories get their metadata after their contents, in the
-order the walk left them (a read-only directory is filled first, and a default ACL is applied after
-the files were created with their own ACLs).
+down by a pool of threads (`restore_entries`), files in batches of up to a few thousand whose
+blobs are read with each pack read once, in one ranged read (`restore_content`). Directories get
+their metadata after their contents, in the order the walk left them (a read-only directory is
+filled first, and a default ACL is applied after the files were created with their own ACLs).
 
 A snapshot is untrusted input (anyone with the password can write one), and so is the target (a
 symlink can be planted in it). Nothing is ever reached through a path string: the target is opened
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from shadowvault.archive import metadata
-from shadowvault.archive.pack_reads import PackedBlobs
+from shadowvault.archive.pack_reads import PackedBlobs, ReadBudget
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.restore_content import ContentBatch
 from shadowvault.archive.restore_entries import (
@@ -122,6 +122,7 @@ class Restorer:
         # batches are driven from threads of their own: they wait on the pool, which never waits
         self.batches = ThreadPoolExecutor(BATCHES_AT_ONCE, thread_name_prefix="sv-restore-batch")
         self._batch_slots = threading.BoundedSemaphore(BATCHES_AT_ONCE)
+        self._read_budget = ReadBudget()  # pack ranges held at once, by all batches together
         self.slots = threading.BoundedSemaphore(max_files)  # entries other than batched files
         self._links: dict[tuple[int, int], Future[Restored]] = {}
         self._finished: collections.deque[_DirJob] = collections.deque()
@@ -256,7 +257,7 @@ class Restorer:
     # -- scheduling entries (main thread) ----------------------------------------------------------
 
     def _new_batch(self) -> ContentBatch:
-        return ContentBatch(self.store, self.entries, verify=self.verify)
+        return ContentBatch(self.store, self.entries, verify=self.verify, budget=self._read_budget)
 
     def _submit_entry(self, node: Node, spath: bytes, here: TargetDir, job: _DirJob) -> None:
         """A file joins the batch being planned; a hard link waits for its first path (without

@@ -1,10 +1,16 @@
-"""File content for a restore: files are written in batches, their blobs read with each pack read once.
+"""File content for a restore: files are written in batches, each pack they need read once.
 
-A batch is a few hundred files (or a few large ones). Its files are created under temporary names;
-then the blobs they need are grouped by pack and each pack's needed span is read once
-(`pack_reads`), every blob verified and written to every place that needs it (a blob shared by
-several files, or repeated in one file, is read once). A file whose last blob is written gets its
-metadata, is read back when `verify` asks, and is renamed to its name, while other packs are read.
+A batch is up to a few thousand files. Its plan groups the blobs its files need by pack, each blob
+once however many files (or places in one file) need it; each pack is then read in one ranged read
+covering its needed blobs (`pack_reads` states when a pack takes more than one), every blob is
+decrypted and verified once and written with pwrite to every place that needs it, by at most
+READS_AT_ONCE workers per batch. A file is created (under a temporary name, opened once) when its
+first blob arrives, and as soon as its last blob is written it gets its metadata, is read back when
+`verify` asks, and is renamed to its name, in the worker that wrote that blob: nothing is ever
+half-written under its final name, and a file of one blob holds a descriptor only while it is
+written. A batch is cut when it holds BATCH_FILES files, BATCH_BYTES of content, or BATCH_SPANNING
+files of several blobs (those may hold a descriptor from their first blob to their last), so
+descriptors stay bounded; a pack needed by two batches is read by each.
 
 A blob that stands for a run of zeros (a hole: repo/zero_blobs.py) is never fetched, decrypted or
 written: the file is extended to its size (ftruncate), so a file that had holes has them again;
@@ -12,11 +18,11 @@ a file that had none (a swap file, a preallocated database) gets its zero runs a
 (fallocate), still without writing them. `verify` checks those runs read back as zeros, skipping
 what the filesystem reports as holes.
 
-Memory is bounded: a batch's plan is a few dozen bytes per blob, and a batch holds at most
-READS_AT_ONCE pack spans of at most `pack_reads.MAX_SPAN` bytes, never a whole pack or file.
-A blob that fails verification fails only the files that need it (after its other copies were
-tried). The phases of a batch run on the restore's worker pool, a few files per task, and are
-driven by a thread that is not in the pool: no pool thread ever waits for another.
+Memory is bounded: a batch's plan is a few dozen bytes per blob and a few hundred per file, and
+the ranges held at once by the whole restore are bounded by its `ReadBudget` (48 MiB: three default
+packs; one larger range waits until it is alone). A blob that fails verification fails only the
+files that need it (after its other copies were tried). The phases of a batch run on the restore's
+worker pool and are driven by a thread that is not in the pool: no pool thread ever waits for another.
 """
 
 from __future__ import annotations
@@ -32,7 +38,14 @@ from typing import TypeVar
 
 import blake3
 
-from shadowvault.archive.pack_reads import PackedBlobs, PackRange, WantedBlob, plan_ranges, read_range
+from shadowvault.archive.pack_reads import (
+    PackedBlobs,
+    PackRange,
+    ReadBudget,
+    WantedBlob,
+    plan_ranges,
+    read_range,
+)
 from shadowvault.archive.restore_entries import (
     FILE_FLAGS,
     EntryError,
@@ -52,10 +65,11 @@ log = logging.getLogger(__name__)
 HOLE_BLOCK = 4096
 _ZEROS = bytes(HOLE_BLOCK)
 VERIFY_READ = 1 << 20  # what verification reads at once of a zero run's data extents
-BATCH_FILES = 256  # files (and so descriptors) one batch holds open
-BATCH_BYTES = 256 << 20  # content one batch plans (a larger file is a batch of its own)
-FILES_PER_TASK = 8  # files a worker creates or finishes in one task
-READS_AT_ONCE = 4  # pack spans one batch holds at once (each at most pack_reads.MAX_SPAN)
+BATCH_FILES = 4096  # files one batch plans (a file of one blob holds a descriptor only while written)
+BATCH_BYTES = 1 << 30  # content one batch plans (a larger file is a batch of its own)
+BATCH_SPANNING = 256  # files of several blobs one batch plans: each may hold a descriptor throughout
+FILES_PER_TASK = 8  # files a worker checks or finishes in one task
+READS_AT_ONCE = 3  # pack ranges one batch reads at once (all batches together: the ReadBudget)
 
 _T = TypeVar("_T")
 
@@ -77,6 +91,7 @@ class FileWrite:
     zero_runs: list[tuple[int, int]] = field(default_factory=list)  # (offset, length), adjacent merged
     failure: str | None = None
     unwritten: int = 0  # places of its blobs not written (or failed) yet: it is finished at 0
+    opening: threading.Lock = field(default_factory=threading.Lock)  # its first two blobs may race
 
 
 @dataclass(frozen=True)
@@ -193,16 +208,35 @@ def _groups(files: list[FileWrite]) -> list[list[FileWrite]]:
     return [files[at : at + FILES_PER_TASK] for at in range(0, len(files), FILES_PER_TASK)]
 
 
-def _each(pool: Executor, task: Callable[[_T], None], items: Iterable[_T], *, limit: int = 0) -> None:
-    """Run `task` on every item in the pool (at most `limit` at once, when given) and wait for all
-    of them (tasks record their own failures; what comes out here is an interruption)."""
+def _each(
+    pool: Executor,
+    task: Callable[[_T], None],
+    items: Iterable[_T],
+    *,
+    limit: int = 0,
+    budget: ReadBudget | None = None,
+    weigh: Callable[[_T], int] = lambda _item: 0,
+) -> None:
+    """Run `task` on every item in the pool (at most `limit` at once, when given; each holding
+    `weigh(item)` of `budget` from before it is submitted until it is done, when given) and wait for
+    all of them (tasks record their own failures; what comes out here is an interruption)."""
     futures: list[Future[None]] = []
     running: set[Future[None]] = set()
     try:
         for item in items:
             if limit and len(running) >= limit:
                 running = wait(running, return_when=FIRST_COMPLETED).not_done
-            fut = pool.submit(task, item)
+            weight = weigh(item) if budget is not None else 0
+            if budget is not None:
+                budget.acquire(weight)
+            try:
+                fut = pool.submit(task, item)
+            except BaseException:
+                if budget is not None:
+                    budget.release(weight)
+                raise
+            if budget is not None:  # also when cancelled: an interrupted restore frees its room
+                fut.add_done_callback(lambda _f, held=weight, room=budget: room.release(held))
             futures.append(fut)
             running.add(fut)
     finally:
@@ -218,12 +252,16 @@ def _each(pool: Executor, task: Callable[[_T], None], items: Iterable[_T], *, li
 class ContentBatch:
     """Files whose content is restored together, each pack they need read once."""
 
-    def __init__(self, store: PackedBlobs, entries: EntryWriter, *, verify: bool) -> None:
+    def __init__(
+        self, store: PackedBlobs, entries: EntryWriter, *, verify: bool, budget: ReadBudget | None = None
+    ) -> None:
         self.store = store
         self.entries = entries
         self.verify = verify
+        self.budget = budget or ReadBudget()
         self.files: list[FileWrite] = []
         self.planned_bytes = 0
+        self.spanning = 0  # files with more than one blob to read
         self._futures: set[Future[Restored]] = set()
         self._lock = threading.Lock()
         self._pool: Executor | None = None
@@ -234,27 +272,41 @@ class ContentBatch:
         file = FileWrite(node, spath, here)
         self.files.append(file)
         zero_blobs = self.store.zero_blobs  # runs of zeros cost nothing: they do not fill a batch
-        self.planned_bytes += node.size - sum(zero_blobs.size_of(b) or 0 for b in node.content)
+        sizes = [zero_blobs.size_of(b) for b in node.content]
+        self.planned_bytes += node.size - sum(size or 0 for size in sizes)
+        if sum(size is None for size in sizes) > 1:
+            self.spanning += 1
         self._futures.add(file.done)
         return file.done
 
     def full(self) -> bool:
-        return len(self.files) >= BATCH_FILES or self.planned_bytes >= BATCH_BYTES
+        return (
+            len(self.files) >= BATCH_FILES
+            or self.planned_bytes >= BATCH_BYTES
+            or self.spanning >= BATCH_SPANNING
+        )
 
     def holds(self, fut: Future[Restored]) -> bool:
         return fut in self._futures
 
     def run(self, pool: Executor) -> None:
-        """Create the files, read and write their blobs pack by pack, finish and rename them."""
+        """Check what may be replaced, read every needed pack once and write its blobs to every
+        place that needs them (files created on their first blob, finished on their last)."""
         try:
-            _each(pool, self._create_all, _groups(self.files))
-            live = [f for f in self.files if f.fd is not None]
+            _each(pool, self._check_all, _groups(self.files))
+            live = [f for f in self.files if not f.done.done()]
             places, alone = self._plan(live)
             self._pool = pool
-            self._finish_later([f for f in live if f.unwritten == 0 and f not in alone])  # empty files
+            self._finish_later([f for f in live if f.unwritten == 0 and f not in alone])  # no data
             ranges = plan_ranges(WantedBlob(blob_id, location) for blob_id, (location, _) in places.items())
-            # a file is finished as soon as its last blob is written, while other packs are read
-            _each(pool, lambda planned: self._read(planned, places), ranges, limit=READS_AT_ONCE)
+            _each(
+                pool,
+                lambda planned: self._read(planned, places),
+                ranges,
+                limit=READS_AT_ONCE,
+                budget=self.budget,
+                weigh=lambda planned: planned.length,
+            )
             _each(pool, self._write_alone_and_finish, alone)
             wait(self._finishing)
             if any(fut.cancelled() for fut in self._finishing):
@@ -267,29 +319,38 @@ class ContentBatch:
         """The same, one step after another in this thread (a single file, from a worker)."""
         try:
             for file in self.files:
-                self._create(file)
-                if file.fd is not None:
-                    self._write_alone(file)
-                    self._finish(file)
+                self._check(file)
+                if not file.done.done():
+                    self._write_alone_and_finish(file)
         finally:
             self._abandon_unfinished()
 
     # -- the steps (worker threads) ----------------------------------------------------------------
 
-    def _create_all(self, files: list[FileWrite]) -> None:
+    def _check_all(self, files: list[FileWrite]) -> None:
         for file in files:
-            self._create(file)
+            self._check(file)
 
-    def _create(self, file: FileWrite) -> None:
+    def _check(self, file: FileWrite) -> None:
+        """Whether the file is restored at all (what is in the way may be kept): decided before its
+        blobs are planned, so a kept file costs no read."""
         try:
             if not self.entries.wanted(file.node, file.spath, file.here):
                 file.done.set_result(None)
-                return
-            file.tmp = self.entries.new_tmp()
-            file.fd = os.open(file.tmp, FILE_FLAGS, 0o600, dir_fd=file.here.fd)
         except Exception as err:
             self.entries.error(file.spath, reason(err))
             file.done.set_result(None)
+
+    def _open(self, file: FileWrite) -> int | None:
+        """The file's descriptor, created under a temporary name on first use (None once it failed)."""
+        with file.opening:
+            if file.fd is None and file.failure is None:
+                try:
+                    file.tmp = self.entries.new_tmp()
+                    file.fd = os.open(file.tmp, FILE_FLAGS, 0o600, dir_fd=file.here.fd)
+                except OSError as err:
+                    self._fail(file, reason(err))
+            return file.fd
 
     def _plan(
         self, files: list[FileWrite]
@@ -328,8 +389,9 @@ class ContentBatch:
         return places, alone
 
     def _read(self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]]) -> None:
+        """One range of a pack: each blob written to all its places; a file whose last place this
+        was is finished here and now (its descriptor is not held while others wait)."""
         delivered: set[bytes] = set()
-        ready: list[FileWrite] = []
         try:
             for blob, got in read_range(self.store, planned):
                 delivered.add(blob.blob_id)
@@ -337,32 +399,30 @@ class ContentBatch:
                 if isinstance(got, ShadowvaultError):
                     for place in targets:
                         self._fail(place.file, reason(got))
-                        self._written(place.file, ready)
+                        self._written(place.file)
                     continue
                 digest = blake3.blake3(got).digest() if self.verify else b""
                 for place in targets:
                     self._put(place, got, digest)
-                    self._written(place.file, ready)
+                    self._written(place.file)
         except Exception as err:
             log.debug("reading %s failed", planned.pack, exc_info=True)
             for blob in planned.blobs:
                 if blob.blob_id not in delivered:
                     for place in places[blob.blob_id][1]:
                         self._fail(place.file, reason(err))
-                        self._written(place.file, ready)
-        finally:
-            self._finish_later(ready)
+                        self._written(place.file)
 
-    def _written(self, file: FileWrite, ready: list[FileWrite]) -> None:
-        """One place of the file is written (or failed); after the last one the file is `ready`."""
+    def _written(self, file: FileWrite) -> None:
+        """One place of the file is written (or failed); after the last one the file is finished."""
         with self._lock:
             file.unwritten -= 1
             last = file.unwritten == 0
         if last:
-            ready.append(file)
+            self._finish(file)
 
     def _finish_later(self, files: list[FileWrite]) -> None:
-        """Finish the files on the pool, a few per task (a task per small file costs more than it)."""
+        """Create and finish files with nothing to read on the pool, a few per task."""
         assert self._pool is not None
         for group in _groups(files):
             try:
@@ -374,14 +434,18 @@ class ContentBatch:
 
     def _finish_all(self, files: list[FileWrite]) -> None:
         for file in files:
+            self._open(file)
             self._finish(file)
 
     def _put(self, place: _Place, data: bytes, digest: bytes) -> None:
         file = place.file
-        if file.failure is not None or file.fd is None:
+        if file.failure is not None:
+            return
+        fd = self._open(file)
+        if fd is None:
             return
         try:
-            write_at(file.fd, data, place.offset, sparse=file.node.sparse)
+            write_at(fd, data, place.offset, sparse=file.node.sparse)
         except OSError as err:
             self._fail(file, reason(err))
             return
@@ -390,7 +454,8 @@ class ContentBatch:
             self.entries.stats.bytes_written += len(data)
 
     def _write_alone_and_finish(self, file: FileWrite) -> None:
-        self._write_alone(file)
+        if self._open(file) is not None:
+            self._write_alone(file)
         self._finish(file)
 
     def _write_alone(self, file: FileWrite) -> None:
@@ -427,8 +492,12 @@ class ContentBatch:
     def _finish(self, file: FileWrite) -> None:
         """Metadata, verification and the rename to its name; or the temporary file goes."""
         here, fd = file.here, file.fd
-        assert here.fd is not None and fd is not None
+        assert here.fd is not None
         result: Restored = None
+        if fd is None:  # failed before it was created: nothing on disk
+            self.entries.error(file.spath, file.failure or "not restored")
+            file.done.set_result(result)
+            return
         try:
             try:
                 if file.failure is not None:

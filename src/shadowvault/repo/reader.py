@@ -23,7 +23,7 @@ from shadowvault.repo.packer import Packer
 
 CACHE_BYTES = 8 << 20  # of decrypted TREE blobs kept for repeated reads (small: RSS is a goal)
 MAX_GAP = 1 << 20  # unneeded bytes worth reading through rather than starting another read
-MAX_SPAN = 8 << 20  # at most this much of a pack is held at once (one blob may be larger)
+MAX_SPAN = 32 << 20  # at most this much of a pack is held at once: a default 16 MiB pack is one read
 
 
 class BlobCache:
