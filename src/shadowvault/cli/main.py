@@ -129,6 +129,9 @@ def _register() -> None:
     from shadowvault.cli.copy_cmd import copy_cmd  # docs/coming-from-restic-and-borg.md
 
     cli.add_command(copy_cmd)
+    from shadowvault.cli.recover_cmd import recover_cmd  # bare-metal recovery (docs/recover.md)
+
+    cli.add_command(recover_cmd)
 
 
 _register()

@@ -61,6 +61,7 @@ from shadowvault.components.units import UnitsDocument, links_to, read_units
 from shadowvault.components.user_profiles import account_changes_into
 from shadowvault.errors import CommandError, NotFoundError, UnsupportedError
 from shadowvault.fsutil import atomic_write
+from shadowvault.recover.layout import layout_documents
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class SystemState(Component):
             "boot.json": encode_document(boot),
             **collect_ldap(source_root),  # the directory server's databases as LDIF
             **samba_documents,
+            **layout_documents(source_root),  # the disk layout, for a bare-metal recover
         }
         return Collection(self.name, source_root, paths, documents, list(options.excludes))
 

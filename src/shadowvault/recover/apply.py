@@ -1,0 +1,146 @@
+"""Carrying out a recovery plan: table, loop devices per partition, filesystems, restores, fixes, boot.
+
+Each partition is reached through its own loop device at the partition's offset (`losetup -o
+--sizelimit`), attached here and detached here by its exact name, whatever fails; the filesystems
+are mounted in a private temporary directory, root first, and unmounted in reverse order. The
+files component is restored first (the whole tree), then system-state over it (accounts, /etc
+merge rules, unit states), both through the component restore job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shadowvault import proc
+from shadowvault.components.base import RestoreOptions
+from shadowvault.components.plan import Plan
+from shadowvault.errors import CommandError
+from shadowvault.jobs.restore_component import restore_component
+from shadowvault.recover import bootloader, fixes
+from shadowvault.recover.layout import DiskLayout
+from shadowvault.recover.partition import MbrTable, write_table
+from shadowvault.recover.plan import COMPONENTS, FilesystemStep
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecoverReport:
+    """What was done, what failed along the way, and how long each phase took (seconds)."""
+
+    plan: Plan
+    applied: bool
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    fstab_notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _attach(disk: str, start: int, size: int) -> str:
+    out = proc.output(
+        ["losetup", "--find", "--show", "-o", str(start), "--sizelimit", str(size), disk], timeout=60
+    )
+    return out.strip()
+
+
+def _detach(device: str) -> None:
+    try:
+        proc.run(["losetup", "-d", device], timeout=60)
+    except CommandError as err:
+        log.warning("could not detach %s: %s", device, err)
+
+
+def _mkfs_argv(step: FilesystemStep, device: str) -> list[str]:
+    record = step.record
+    label = record.label
+    if record.fstype in ("ext2", "ext3", "ext4"):
+        argv = [f"mkfs.{record.fstype}", "-q", "-F", "-U", record.uuid]
+        return argv + (["-L", label] if label else []) + [device]
+    if record.fstype == "xfs":
+        return [
+            "mkfs.xfs",
+            "-q",
+            "-f",
+            "-m",
+            f"uuid={record.uuid}",
+            *(["-L", label] if label else []),
+            device,
+        ]
+    if record.fstype == "btrfs":
+        return ["mkfs.btrfs", "-q", "-f", "-U", record.uuid, *(["-L", label] if label else []), device]
+    serial = record.uuid.replace("-", "")
+    return ["mkfs.vfat", "-i", serial, *(["-n", label] if label else []), device]
+
+
+def _unmount(where: Path) -> None:
+    try:
+        proc.run(["umount", str(where)], timeout=120)
+    except CommandError as err:
+        log.warning("could not unmount %s: %s", where, err)
+
+
+def apply_plan(
+    plan: Plan,
+    repo: Repository,
+    snapshot_id: str,
+    snapshot: Snapshot,
+    *,
+    new_machine_id: bool,
+    on_phase: Callable[[str], None] | None = None,
+) -> RecoverReport:
+    """Rebuild the disk `plan.target_root` as planned; returns the report."""
+    disk = plan.target_root
+    layout: DiskLayout = plan.data["layout"]
+    steps: list[FilesystemStep] = plan.data["filesystems"]
+    table: MbrTable = plan.data["table"]
+    report = RecoverReport(plan, applied=True)
+    clock = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        report.timings[name] = report.timings.get(name, 0.0) + now - clock
+        clock = now
+        if on_phase is not None:
+            on_phase(name)
+
+    with contextlib.ExitStack() as cleanup:
+        write_table(disk, table)
+        devices = {}
+        for step in steps:
+            device = _attach(disk, step.partition.start, step.partition.size)
+            cleanup.callback(_detach, device)
+            devices[step.record.mount_point] = device
+            proc.run(_mkfs_argv(step, device), timeout=600)
+        mnt = Path(tempfile.mkdtemp(prefix="shadowvault-recover-"))
+        cleanup.callback(shutil.rmtree, mnt, True)
+        for step in steps:  # parents first (the plan sorted them)
+            where = mnt / step.record.mount_point.lstrip("/")
+            where.mkdir(parents=True, exist_ok=True)
+            proc.run(["mount", devices[step.record.mount_point], str(where)], timeout=120)
+            cleanup.callback(_unmount, where)
+        phase("partition")
+        for name in COMPONENTS:
+            options = RestoreOptions(target_root=mnt, overwrite=True, install_packages=False)
+            done = restore_component(repo, snapshot_id, snapshot, name, options)
+            report.errors += [(f"{name}: {what}", why) for what, why in done.errors]
+        phase("restore")
+        report.fstab_notes = fixes.fix_fstab(mnt, layout.filesystems)
+        if new_machine_id:
+            fixes.reset_machine_id(mnt)
+        phase("fixes")
+        if layout.bootloader.kind == "extlinux":
+            config_dir = mnt / layout.bootloader.config.lstrip("/")
+            bootloader.install_extlinux(disk, config_dir.parent)
+        os.sync()
+        phase("bootloader")
+    return report

@@ -1,0 +1,137 @@
+"""The recovery plan: partitions fitted to the target disk, filesystems, restores, fixes, bootloader.
+
+`--dry-run` prints this plan and stops; `apply.py` carries out exactly what it lists. The recorded
+partitions keep their places when the target is large enough. On a smaller disk each partition
+holding a filesystem is shrunk toward what its data needs (bytes used at backup time, plus a fifth
+and the filesystem's own minimum) and the rest of the disk is shared in proportion to the recorded
+sizes; a disk too small for that is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shadowvault.components.plan import Plan
+from shadowvault.errors import UnsupportedError, UsageError
+from shadowvault.recover.layout import DiskLayout, FilesystemRecord
+from shadowvault.recover.partition import MbrPartition, MbrTable
+from shadowvault.recover.target import TargetDisk
+
+MIB = 1 << 20
+FS_MINIMUM = {"xfs": 300 * MIB, "btrfs": 256 * MIB, "vfat": 33 * MIB}
+DEFAULT_MINIMUM = 32 * MIB
+MKFS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat"}
+COMPONENTS = ("files", "system-state")
+
+
+@dataclass(frozen=True)
+class FilesystemStep:
+    """A filesystem to make on a planned partition, and where it is mounted during the restore."""
+
+    record: FilesystemRecord
+    partition: MbrPartition
+
+
+def _mib_up(size: int) -> int:
+    return -(-size // MIB) * MIB
+
+
+def needed_size(record: FilesystemRecord) -> int:
+    """The smallest partition that holds the filesystem's data with room to spare."""
+    return _mib_up(max(FS_MINIMUM.get(record.fstype, DEFAULT_MINIMUM), record.used * 6 // 5 + 32 * MIB))
+
+
+def fit_partitions(layout: DiskLayout, disk_size: int) -> tuple[list[MbrPartition], bool]:
+    """The recorded partitions placed on a disk of `disk_size` bytes; (partitions, shrunk)."""
+    parts = sorted(layout.partitions, key=lambda p: p.start)
+    if not parts:
+        raise UsageError("the disk layout has no partitions")
+    usable = disk_size - disk_size % MIB
+    if parts[-1].start + parts[-1].size <= usable:
+        return [MbrPartition(p.number, p.start, p.size, p.type_id, p.bootable) for p in parts], False
+    by_partition = {f.partition: f for f in layout.filesystems}
+    minimum = {
+        p.number: needed_size(by_partition[p.number]) if p.number in by_partition else p.size for p in parts
+    }
+    first = parts[0].start
+    need = first + sum(minimum.values())
+    if need > usable:
+        raise UsageError(
+            f"the target disk holds {disk_size // MIB} MiB; the recorded filesystems need at least "
+            f"{need // MIB} MiB (their data plus room): use a larger disk"
+        )
+    spare = usable - need
+    give = {p.number: max(0, p.size - minimum[p.number]) for p in parts if p.number in by_partition}
+    wanted = sum(give.values()) or 1
+    placed, at = [], first
+    for p in parts:
+        size = minimum[p.number] + (give.get(p.number, 0) * spare // wanted if p.number in give else 0)
+        size = min(p.size, size - size % MIB)
+        placed.append(MbrPartition(p.number, at, size, p.type_id, p.bootable))
+        at += size
+    return placed, True
+
+
+def build_plan(layout: DiskLayout, target: TargetDisk, snapshot_id: str, *, new_machine_id: bool) -> Plan:
+    """What recover will do to `target`, changing nothing."""
+    if layout.table != "msdos":
+        raise UnsupportedError(f"recover writes MBR (msdos) partition tables, not {layout.table}")
+    if not any(f.mount_point == "/" for f in layout.filesystems):
+        raise UsageError("the disk layout has no root filesystem (mount point /)")
+    for record in layout.filesystems:
+        if record.fstype not in MKFS:
+            raise UnsupportedError(f"{record.mount_point}: cannot make a {record.fstype} filesystem")
+    partitions, shrunk = fit_partitions(layout, target.size)
+    plan = Plan("recover", target.path)
+    plan.add("create", "table", target.path, f"MBR, disk signature {layout.disk_signature:08x}")
+    by_number = {p.number: p for p in partitions}
+    for p in partitions:
+        flag = ", bootable" if p.bootable else ""
+        plan.add(
+            "create",
+            "partition",
+            f"{target.path} #{p.number}",
+            f"{p.start // MIB}-{(p.start + p.size) // MIB} MiB ({p.size // MIB} MiB), "
+            f"type {p.type_id:02x}{flag}",
+        )
+    if shrunk:
+        plan.warn(
+            f"the target disk is smaller than the source's ({layout.disk_size // MIB} MiB): partitions shrunk"
+        )
+    steps = []
+    for record in sorted(layout.filesystems, key=lambda f: (f.mount_point.count("/"), f.mount_point)):
+        if record.partition not in by_number:
+            raise UsageError(
+                f"{record.mount_point} is on partition {record.partition}, which the layout lacks"
+            )
+        part = by_number[record.partition]
+        steps.append(FilesystemStep(record, part))
+        label = f" LABEL={record.label}" if record.label else ""
+        plan.add(
+            "create", "fs", record.mount_point, f"{record.fstype} UUID={record.uuid}{label} on #{part.number}"
+        )
+    for name in COMPONENTS:
+        plan.add("run", "restore", name, f"from snapshot {snapshot_id[:8]}")
+    plan.add("replace", "fstab", "/etc/fstab", "devices of the recorded filesystems by UUID")
+    if new_machine_id:
+        plan.add("replace", "file", "/etc/machine-id", "emptied: a new one is made at first boot")
+    boot = layout.bootloader
+    if boot.kind == "extlinux":
+        plan.add(
+            "install",
+            "boot",
+            "extlinux",
+            f"into {boot.config.rsplit('/', 1)[0]}, syslinux mbr.bin into the MBR",
+        )
+    elif boot.kind == "grub":
+        plan.warn(
+            "GRUB is not installed by recover: run grub-install in the recovered system (docs/recover.md)"
+        )
+    else:
+        plan.warn("the source had no bootloader recover knows: the disk will not boot on its own")
+    plan.data.update(
+        table=MbrTable(layout.disk_signature, tuple(partitions)),
+        filesystems=steps,
+        layout=layout,
+    )
+    return plan
