@@ -215,6 +215,14 @@ class Client:
         """Start a restore through writers (`order`: a WriterRestoreOrder as JSON); the run."""
         return self._call("POST", "/v1/writer-restores", {"repository": repository, "order": order, **fields})
 
+    def start_vm_backup(self, repository: str, request: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """Start a VM backup (`request`: a VmBackupRequest as JSON); the run."""
+        return self._call("POST", "/v1/vm-backups", {"repository": repository, "request": request, **fields})
+
+    def start_vm_restore(self, repository: str, order: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """Start a VM restore (`order`: a VmRestoreOrder as JSON); the run."""
+        return self._call("POST", "/v1/vm-restores", {"repository": repository, "order": order, **fields})
+
     def jobs(self) -> list[dict[str, Any]]:
         """Every jobs.d job with its last recorded run."""
         return self._call("GET", "/v1/jobs")

@@ -22,6 +22,7 @@ from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.restore_daemon import restore_through_daemon
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, needs_choice, snapshot_filter_options
+from shadowvault.cli.vm_restore_options import vm_restore_options
 from shadowvault.cli.writer_restore import restore_writer_options, run_writer_restore, writer_restore_order
 from shadowvault.display import escape_text
 from shadowvault.errors import PartialFailure, UsageError
@@ -85,6 +86,7 @@ def _stderr_json(obj: dict) -> None:
 @click.option("--numeric-owner", is_flag=True, help="Restore owners by uid/gid, not by name.")
 @restore_component_options
 @restore_writer_options
+@vm_restore_options
 @snapshot_filter_options
 @directory_restore_option
 @json_option

@@ -7,20 +7,12 @@ from typing import Any
 import click
 
 from shadowvault.cli import output
-from shadowvault.cli.output import info, note, warn
-from shadowvault.cli.repo_options import open_repository, repo_options
-from shadowvault.jobs.backup_vm import VmBackupRequest, run_vm_backup
-from shadowvault.jobs.restore_vm import FORMATS, VmRestoreRequest, run_vm_restore, run_vm_restore_in_place
-from shadowvault.jobs.restore_vm_files import restore_disk_path
+from shadowvault.cli.repo_options import repo_options
+from shadowvault.cli.vm_runs import backup_vm, restore_vm, size_text
+from shadowvault.jobs.backup_vm import VmBackupRequest
+from shadowvault.jobs.restore_vm import FORMATS
+from shadowvault.jobs.vm_reporting import VmRestoreOrder
 from shadowvault.shadow.writers.qemu import QemuWriter
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 @click.group("vm")
@@ -55,7 +47,7 @@ def list_vms(as_json: bool) -> None:
             output.listing(f"   guest agent: {row['agent']}")
             for disk in row["disks"]:
                 chain = " <- ".join([disk["filename"], *disk["backing"]])
-                what = f"node {disk['node']}, {disk['format']}, {_size(disk['virtual_size'])}"
+                what = f"node {disk['node']}, {disk['format']}, {size_text(disk['virtual_size'])}"
                 line = f"   disk: {disk['disk']} ({what}): {chain}"
                 output.listing(line + (f"; excluded: {disk['excluded']}" if disk.get("excluded") else ""))
 
@@ -84,7 +76,7 @@ def list_vms(as_json: bool) -> None:
     "--copy-speed", type=int, default=0, metavar="BYTES", help="Limit QEMU's copy to BYTES per second."
 )
 @output.json_option
-def backup_vm(
+def backup_vm_cmd(
     repo: str | None,
     password_file: str | None,
     name: str,
@@ -106,37 +98,7 @@ def backup_vm(
         on_agent_failure=on_agent_failure,
         copy_speed=copy_speed,
     )
-    with open_repository(repo, password_file, write=True) as r:
-        result = run_vm_backup(r, request, on_warning=lambda m: None if as_json else warn(m))
-    summary = {
-        "message_type": "summary",
-        "snapshot_id": result.snapshot_id,
-        "vm": name,
-        "parent": result.parent,
-        "consistency": result.definition.consistency,
-        "freeze_window": result.definition.freeze_window,
-        "bytes_read": result.bytes_read,
-        "duration": round(result.duration, 3),
-        "disks": {
-            d: {"incremental": s.chunks_reused > 0, "bytes_read": s.bytes_read, "size": s.size}
-            for d, s in result.images.items()
-        },
-        "warnings": result.warnings,
-    }
-    if as_json:
-        output.print_json(summary)
-        return
-    for disk, s in result.images.items():
-        kind = "incremental" if s.chunks_reused else "full"
-        note(
-            f"disk {disk}: {kind}, read {_size(s.bytes_read)} of {_size(s.size)}, added {_size(s.new_bytes)}"
-        )
-    window = result.definition.freeze_window
-    note(
-        f"consistency: {result.definition.consistency}"
-        + (f"; freeze window {window * 1000:.0f} ms" if window else "")
-    )
-    info(f"snapshot {result.snapshot_id[:8]} saved")
+    backup_vm(repo, password_file, request, as_json)
 
 
 @vm.command("restore")
@@ -158,7 +120,7 @@ def backup_vm(
 )
 @click.option("--boot-timeout", type=float, default=300.0, show_default=True)
 @output.json_option
-def restore_vm(
+def restore_vm_cmd(
     repo: str | None,
     password_file: str | None,
     snapshot: str,
@@ -173,63 +135,22 @@ def restore_vm(
     boot_timeout: float,
     as_json: bool,
 ) -> None:
-    """Restore VM NAME of SNAPSHOT into --target: its disks and definition (NAME.json, NAME.sh)."""
-    if in_place == (target is not None):
-        raise click.UsageError("give --target DIR or --in-place (over the stopped VM's images)")
-    with open_repository(repo, password_file) as r:
-        if in_place:
-            done = run_vm_restore_in_place(r, snapshot, name, list(disks))
-            moved: dict[str, Any] = {
-                "snapshot_id": done.snapshot_id,
-                "vm": name,
-                "disks": done.disks,
-                "set_aside": done.set_aside,
-            }
+    """Restore VM NAME of SNAPSHOT into --target: its disks and definition (NAME.json, NAME.sh).
 
-            def restored_in_place() -> None:
-                for disk, path in done.disks.items():
-                    aside = done.set_aside.get(disk)
-                    info(f"disk {disk}: {path}" + (f" (what was there: {aside})" if aside else ""))
-
-            output.emit(as_json, moved, restored_in_place)
-            return
-        assert target is not None
-        if inner_path is not None:
-            if len(disks) != 1:
-                raise click.UsageError("--path needs exactly one --disk")
-            written = restore_disk_path(r, snapshot, name, disks[0], inner_path, target)
-            output.emit(as_json, {"restored": written}, lambda: info(f"restored {written}"))
-            return
-        request = VmRestoreRequest(
-            snapshot=snapshot,
-            vm=name,
-            target=target,
-            disks=list(disks),
-            format=fmt,
-            verify_boot=verify_boot,
-            boot_marker=boot_marker,
-            boot_timeout=boot_timeout,
-        )
-        result = run_vm_restore(r, request)
-    data: dict[str, Any] = {
-        "snapshot_id": result.snapshot_id,
-        "vm": name,
-        "disks": result.disks,
-        "definition": result.definition,
-        "start_script": result.start_script,
-        "booted_in": result.boot.seconds if result.boot else None,
-    }
-
-    def human() -> None:
-        for disk, path in result.disks.items():
-            info(f"disk {disk}: {path}")
-        info(f"definition: {result.definition}; start it with {result.start_script}")
-        if result.boot is not None:
-            info(f"verify-boot: {boot_marker!r} on the console after {result.boot.seconds:.1f} s")
-        for left in result.unresolved:
-            warn(f"the command line still names {left}: edit {result.start_script}")
-
-    output.emit(as_json, data, human)
+    "latest" is the newest snapshot of VM NAME. With --disk D --path P, only P from inside disk D."""
+    order = VmRestoreOrder(
+        snapshot=snapshot,
+        vm=name,
+        target=target,
+        in_place=in_place,
+        disks=list(disks),
+        format=fmt,
+        path=inner_path,
+        verify_boot=verify_boot,
+        boot_marker=boot_marker,
+        boot_timeout=boot_timeout,
+    )
+    restore_vm(repo, password_file, order, None, as_json)
 
 
 COMMANDS: list[click.Command] = [vm]

@@ -177,6 +177,7 @@ def run_vm_backup(
             freeze_window=meta["freeze_window"],
             excluded=dict(meta["excluded"]),
             warnings=list(meta["warnings"]),
+            libvirt_xml=spec.libvirt_xml or "",
         )
         for message in definition.warnings:
             warn(message)

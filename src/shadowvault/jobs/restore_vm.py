@@ -21,6 +21,7 @@ from shadowvault.repo.repository import Repository
 from shadowvault.vm import layout
 from shadowvault.vm.boot_check import BootResult, verify_boot
 from shadowvault.vm.definition import rewrite, script
+from shadowvault.vm.libvirt_definition import domain_xml
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class VmRestoreResult:
     duration: float
     boot: BootResult | None = None
     unresolved: list[str] = field(default_factory=list)
+    libvirt_definition: str | None = None  # NAME.xml, for `virsh define`, when the VM was a libvirt domain
 
 
 def write_raw(repo: Repository, content: list[bytes], size: int, chunk_size: int, path: str) -> int:
@@ -94,6 +96,7 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
         *outputs.values(),
         os.path.join(target, f"{request.vm}.json"),
         os.path.join(target, f"{request.vm}.sh"),
+        os.path.join(target, f"{request.vm}.xml"),
     ]:
         if os.path.lexists(path):
             raise UsageError(f"{path} exists: restore into an empty directory")
@@ -120,6 +123,11 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
     with open(script_path, "w") as f:
         f.write(script(rewritten.argv))
     os.chmod(script_path, 0o700)
+    libvirt_path = None
+    if definition.libvirt_xml:
+        libvirt_path = os.path.join(target, f"{request.vm}.xml")
+        with open(libvirt_path, "w") as f:
+            f.write(domain_xml(definition.libvirt_xml, mapping))
     boot = None
     if request.verify_boot:
         boot = verify_boot(
@@ -138,6 +146,7 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
         duration=time.monotonic() - started,
         boot=boot,
         unresolved=rewritten.unresolved,
+        libvirt_definition=libvirt_path,
     )
 
 

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from shadowvault.errors import NotFoundError
 from shadowvault.jobs import definitions, job_metrics, job_records
-from shadowvault.service import application_restore_work, run_work, shadow_sets
+from shadowvault.service import application_restore_work, run_work, shadow_sets, vm_work
 from shadowvault.service.handlers import Api
 from shadowvault.service.peer import Peer
 from shadowvault.service.policy import Action
@@ -49,6 +49,7 @@ class RunApi:
             web.delete("/v1/runs/{id}", self.cancel_run),
             web.get("/v1/runs/{id}/events", self.run_events),
             web.get("/metrics", self.metrics),
+            *vm_work.routes(self.api, self.runs),
         ]
 
     def _own_run(self, peer: Peer, run_id: str) -> Run:

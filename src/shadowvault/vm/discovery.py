@@ -1,10 +1,10 @@
 """Finding the running QEMU guests: their names, QMP monitor sockets, guest agent sockets, command lines.
 
-Two sources, as the issue asks: `vms.d` entries (TOML files naming a VM's sockets, under the
-configuration directory or /run/shadowvault/vms.d, where a libvirt hook may write them) and the
-command lines of running QEMU processes (`-qmp unix:PATH`, or `-chardev socket,id=X,path=PATH`
-with `-mon chardev=X,mode=control`, as libvirt starts them). Reading /proc touches no VM; only the
-writer connects to the sockets it is asked to use.
+Three sources: `vms.d` entries (TOML files naming a VM's sockets, under the configuration
+directory or /run/shadowvault/vms.d), the command lines of running QEMU processes (`-qmp unix:PATH`,
+or `-chardev socket,id=X,path=PATH` with `-mon chardev=X,mode=control`), and libvirt's domains
+through their files (vm/libvirt.py). Reading /proc and those files touches no VM; only the writer
+connects to the sockets it is asked to use.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class VmSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     agent: str | None = None  # the guest agent's Unix socket (host side of its virtio-serial port)
     pid: int | None = None
     argv: list[str] = []
-    source: str = "scan"  # scan | vms.d
+    source: str = "scan"  # scan | vms.d | libvirt
+    libvirt_xml: str | None = None  # the domain's XML, for a libvirt domain (its definition)
 
 
 def qemu_options(text: str) -> tuple[str, dict[str, str]]:
@@ -130,7 +131,10 @@ def declared_vms(directories: list[Path] | None = None) -> list[VmSpec]:
 
 
 def all_vms() -> list[VmSpec]:
-    """Declared VMs (with their command line when they run here), then scanned ones no declaration names."""
+    """Declared VMs (with their command line when they run here), then libvirt's domains and scanned
+    ones no declaration names (libvirt's too when $SHADOWVAULT_LIBVIRT_ROOT says where to look)."""
+    from shadowvault.vm.libvirt import ROOT_ENV, libvirt_domains
+
     declared = declared_vms()
     scanned = scan_processes()
     by_socket = {os.path.realpath(s.qmp): s for s in scanned}
@@ -142,8 +146,13 @@ def all_vms() -> list[VmSpec]:
                 vm, pid=running.pid, argv=running.argv, agent=vm.agent or running.agent
             )
         merged.append(vm)
-    if os.environ.get(SCAN_ENV, "1") != "0":
-        known = {os.path.realpath(v.qmp) for v in declared}
+    scanning = os.environ.get(SCAN_ENV, "1") != "0"
+    known = {os.path.realpath(v.qmp) for v in declared}
+    if scanning or os.environ.get(ROOT_ENV):
+        domains = [d for d in libvirt_domains() if os.path.realpath(d.qmp) not in known]
+        merged += domains
+        known |= {os.path.realpath(d.qmp) for d in domains}
+    if scanning:
         merged += [s for s in scanned if os.path.realpath(s.qmp) not in known]
     return merged
 

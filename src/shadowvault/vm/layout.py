@@ -44,6 +44,7 @@ class VmDefinition(msgspec.Struct, kw_only=True, omit_defaults=True):
     freeze_window: float | None = None
     excluded: dict[str, str] = {}  # disk -> why the host could not capture it
     warnings: list[str] = []
+    libvirt_xml: str = ""  # a libvirt domain's XML (what `virsh define` takes), as found at backup
 
 
 def disk_file(disk: str) -> str:

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shadowvault import paths
@@ -42,6 +43,7 @@ from shadowvault.vm.qmp import QmpClient, QmpError
 log = logging.getLogger(__name__)
 
 QMP_TIMEOUT = 30.0
+LIST_THREADS = 16  # VMs `writers list` asks at once
 LIST_TIMEOUT = 3.0  # `writers list`: a monitor another client holds must not hang the listing
 COPY_TIMEOUT = 6 * 3600.0
 RELEASE_TIMEOUT = 180.0  # the watchdog's thaw retries until a freeze under way in the guest has ended
@@ -95,6 +97,7 @@ class QemuWriter(Writer):
         self.freeze_window: float | None = None
         self._frozen_at = 0.0
         self._own_work_dir = False
+        self._ahead: list[Component] | Exception | None = None  # identified by running(), not yet asked
 
     # ---- finding the VM ---------------------------------------------------------------------------
 
@@ -105,8 +108,21 @@ class QemuWriter(Writer):
 
     @classmethod
     def running(cls) -> list[QemuWriter]:
-        """One writer per VM found (vms.d and QEMU command lines): what `writers list` shows."""
-        return [cls(vm.name, spec=vm) for vm in all_vms()]
+        """One writer per VM found (vms.d, QEMU command lines, libvirt): what `writers list` shows.
+
+        Each is identified at once, all in parallel: a monitor or guest agent that does not answer
+        costs the listing one timeout (LIST_TIMEOUT, the agent's ping), not one per VM."""
+        writers = [cls(vm.name, spec=vm) for vm in all_vms()]
+        if writers:
+            with ThreadPoolExecutor(min(len(writers), LIST_THREADS), thread_name_prefix="sv-vm-list") as pool:
+                list(pool.map(QemuWriter._identify_ahead, writers))
+        return writers
+
+    def _identify_ahead(self) -> None:
+        try:
+            self._ahead = self.identify()
+        except Exception as err:  # told when the listing asks (identify), as if it had asked then
+            self._ahead = err
 
     def _spec(self) -> VmSpec:
         if self.spec is None:
@@ -137,6 +153,11 @@ class QemuWriter(Writer):
     # ---- metadata ---------------------------------------------------------------------------------
 
     def identify(self) -> list[Component]:
+        ahead, self._ahead = self._ahead, None
+        if isinstance(ahead, Exception):
+            raise ahead
+        if ahead is not None:
+            return ahead
         spec = self._spec()
         connected_here = self.qmp is None
         try:
