@@ -104,6 +104,26 @@ def test_many_threads_save_the_same_and_different_blobs(tmp_path):
         assert [repo.load_blob(i) for i in ids[:200]] == blobs
 
 
+def test_each_thread_fills_a_pack_of_its_own(tmp_path):
+    """No lock is held while a blob is appended: a pack is written by one thread only, so the blobs
+    of one pack were all saved by the same thread (and every blob loads back)."""
+    saved_by: dict[bytes, int] = {}
+
+    def save_many(thread: int) -> None:
+        for _ in range(30):
+            blob_id = repo.save_blob(BlobType.DATA, os.urandom(100_000))
+            saved_by[blob_id] = thread
+
+    with Repository.init(tmp_path / "repo", PASSWORD, pack_size=1 << 20) as repo, ThreadPoolExecutor(4) as p:
+        list(p.map(save_many, range(4)))
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        packs = {repo.lookup(blob_id).pack for blob_id in saved_by}
+        for pack in packs:
+            owners = {saved_by[b] for b in saved_by if repo.lookup(b).pack == pack}
+            assert len(owners) == 1, pack
+        assert all(len(repo.load_blob(b)) == 100_000 for b in saved_by)
+
+
 def test_a_damaged_pack_is_an_integrity_error_naming_the_blob(tmp_path):
     with Repository.init(tmp_path / "repo", PASSWORD) as repo:
         blob_id = repo.save_blob(BlobType.DATA, os.urandom(1000))

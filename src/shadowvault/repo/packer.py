@@ -1,7 +1,10 @@
-"""Writing blobs: one open pack per blob type; a full pack goes to data/ and into the master index.
+"""Writing blobs: one open pack per writing thread and blob type; a full pack goes to data/ and into
+the master index.
 
-Hashing, compression and encryption run outside any lock (they release the GIL); only the append
-to the open pack is serialized. See docs/repository.md, "Write order and crashes".
+Hashing, compression, encryption and the append to the thread's own open pack (a file write and the
+pack's running hash) run outside any lock; threads share only the table of open packs. A backup of
+N workers ends with up to N partial packs per blob type (`flush`). See docs/repository.md, "Write
+order and crashes".
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ class Packer:
         self.stats = stats
         self._inflight: set[bytes] = set()  # being stored by this process, not yet in the index
         self._inflight_lock = threading.Lock()
-        self._pack_lock = threading.Lock()
-        self._writers: dict[BlobType, PackWriter] = {}
+        self._pack_lock = threading.Lock()  # guards the table, never a pack's own writes
+        self._writers: dict[tuple[int, BlobType], PackWriter] = {}  # (thread, kind) -> its open pack
 
     def is_inflight(self, blob_id: bytes) -> bool:
         return blob_id in self._inflight
@@ -71,14 +74,11 @@ class Packer:
             payload, compressed = compress_if_smaller(data)
             sealed = self._sealer.seal_parts(payload, blob_aad(kind, blob_id))
             stored = len(sealed[0]) + len(sealed[1])
-            full = None
+            full = self._append(kind, blob_id, sealed, len(data), compressed)
             with self._pack_lock:
-                writer = self._append(kind, blob_id, sealed, len(data), compressed)
                 self.stats.blobs_added += 1
                 self.stats.raw_bytes_added += len(data)
                 self.stats.stored_bytes_added += stored
-                if writer.size >= self._pack_size:
-                    full = self._writers.pop(kind)
         except BaseException:
             with self._inflight_lock:
                 self._inflight.discard(blob_id)
@@ -91,13 +91,9 @@ class Packer:
         self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
     ) -> None:
         """Append an already sealed (and verified) blob to a new pack: how prune repacks."""
-        full = None
         with self._inflight_lock:
             self._inflight.add(blob_id)
-        with self._pack_lock:
-            writer = self._append(kind, blob_id, sealed, raw_length, compressed)
-            if writer.size >= self._pack_size:
-                full = self._writers.pop(kind)
+        full = self._append(kind, blob_id, sealed, raw_length, compressed)
         if full is not None:
             self._commit(full)
 
@@ -108,21 +104,28 @@ class Packer:
         sealed: bytes | tuple[bytes, ...],
         raw_length: int,
         compressed: bool,
-    ) -> PackWriter:
-        """Append to the open pack of `kind` (caller holds the pack lock). On a storage error the
-        whole open pack is lost: its blobs are forgotten so nobody deduplicates against them."""
-        writer = self._writers.get(kind)
-        if writer is None:
-            writer = self._writers[kind] = PackWriter(self._backend)
+    ) -> PackWriter | None:
+        """Append to this thread's open pack of `kind`; the pack, taken out of the table, once it is
+        full. On a storage error the whole open pack is lost: its blobs are forgotten so nobody
+        deduplicates against them."""
+        key = (threading.get_ident(), kind)
+        with self._pack_lock:
+            writer = self._writers.get(key)
+            if writer is None:
+                writer = self._writers[key] = PackWriter(self._backend)
         try:
             writer.add(kind, blob_id, sealed, raw_length, compressed)
         except BaseException:
-            self._writers.pop(kind, None)
+            with self._pack_lock:
+                self._writers.pop(key, None)
             writer.abort()
             with self._inflight_lock:
                 self._inflight.difference_update(b.id for b in writer.blobs)
             raise
-        return writer
+        if writer.size < self._pack_size:
+            return None
+        with self._pack_lock:
+            return self._writers.pop(key)
 
     def _commit(self, writer: PackWriter) -> None:
         """Finish a pack, move it into data/, index it in memory and, every few packs, on disk."""
