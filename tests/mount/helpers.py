@@ -6,6 +6,7 @@ mount process is waited for and, if it does not end, killed by its PID.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -31,10 +32,17 @@ def _unescape(field: str) -> str:
     return field.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "surrogateescape")
 
 
-def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
+def mount_ids(path: Path) -> set[str]:
+    """The ids of the mounts at `path` (a dead one included: its path cannot be resolved, so only
+    its parent is)."""
+    whole = os.path.abspath(path)
+    target = os.path.join(os.path.realpath(os.path.dirname(whole)), os.path.basename(whole))
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as table:
-        return any(_unescape(line.split()[4]) == target for line in table)
+        return {line.split()[0] for line in table if _unescape(line.split()[4]) == target}
+
+
+def is_mounted(path: Path) -> bool:
+    return bool(mount_ids(path))
 
 
 def unmount(mountpoint: Path) -> None:
@@ -52,6 +60,7 @@ class View:
     mountpoint: Path
     process: subprocess.Popen[bytes]
     stderr_path: Path
+    mounts_before: set[str]  # mounts at the mount point before this view (a dead one, say)
 
     @property
     def stderr(self) -> str:
@@ -83,13 +92,18 @@ def mounted_view(repo: Path, mountpoint: Path, *args: str, cwd: Path | None = No
     require_root()
     require_tools("fusermount")
     given, mountpoint = mountpoint, (cwd or Path.cwd()) / mountpoint
-    mountpoint.mkdir(exist_ok=True)
+    try:
+        mountpoint.mkdir(exist_ok=True)
+    except OSError as err:
+        if err.errno != errno.ENOTCONN:  # a dead mount is there: the test is about clearing it
+            raise
     stderr_path = mountpoint.parent / f"{mountpoint.name}.stderr"
     env = {**os.environ, "SHADOWVAULT_PASSWORD": PASSWORD}
+    before = mount_ids(mountpoint)
     with open(stderr_path, "wb") as stderr:
         command = mount_command(repo, given, *args)
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=cwd)
-    view = View(mountpoint, process, stderr_path)
+    view = View(mountpoint, process, stderr_path, before)
     try:
         wait_until_mounted(view)
         yield view
@@ -103,9 +117,17 @@ def mounted_view(repo: Path, mountpoint: Path, *args: str, cwd: Path | None = No
         unmount(mountpoint)  # a killed process leaves its mount behind
 
 
+def has_mounted(view: View) -> bool:
+    """A new mount at the mount point; or, where one was there before (a mount id may be reused
+    once the old mount is gone), the view's line saying it is ready."""
+    if mount_ids(view.mountpoint) - view.mounts_before:
+        return True
+    return bool(view.mounts_before) and "snapshots of " in view.stderr and is_mounted(view.mountpoint)
+
+
 def wait_until_mounted(view: View) -> None:
     deadline = time.monotonic() + MOUNT_DEADLINE
-    while not is_mounted(view.mountpoint):
+    while not has_mounted(view):
         if view.process.poll() is not None:
             pytest.fail(f"the mount ended with {view.process.returncode}: {view.stderr}")
         if time.monotonic() > deadline:
