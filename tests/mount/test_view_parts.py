@@ -182,3 +182,39 @@ def test_the_view_shows_only_the_snapshots_asked_for(tmp_path: Path):
         snapshots = Catalog(repo, refresh_seconds=0, shown=shown).root().entries["snapshots"]
         assert isinstance(snapshots, VirtualDir)
         assert sorted(snapshots.entries) == sorted([f"2023-11-14T22:13:20Z_{web[:8]}", "latest"])
+
+
+def test_holes_read_as_zeros_without_loading_a_blob(tmp_path: Path):
+    """A sparse file's holes are zero runs in its content: the view serves them from memory, and a
+    read across a hole's edges gets the data around it (through a real mount: test_mount.py's 1 GiB
+    file is mostly holes)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(9)
+    head, middle = rng.randbytes(1 << 20), rng.randbytes(3 << 20)
+    size = (48 << 20) + 4096  # ends in a hole
+    with open(src / "sparse", "wb") as f:
+        f.write(head)
+        f.seek(20 << 20)
+        f.write(middle)
+        f.truncate(size)
+    original = (src / "sparse").read_bytes()
+    repo = Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF)
+    with repo:
+        root, _ = archive(repo, src)
+        (node,) = repo.load_tree(root).nodes
+        while node.type == "dir":
+            (node,) = repo.load_tree(node.subtree).nodes  # type: ignore[arg-type]
+        assert any(repo.zero_blobs.size_of(b) is not None for b in node.content), "holes are zero runs"
+        counting = CountingRepository(repo)
+        content = FileContent(Blobs(counting), node.content)
+        assert content.size == size
+        for offset, length in [(2 << 20, 4 << 20), (30 << 20, 1), (size - 5000, 10_000)]:
+            assert (
+                content.read(offset, length)
+                == original[offset : offset + length]
+                == bytes(min(length, size - offset))
+            )
+        assert counting.loaded == [], "a hole loads nothing"
+        for offset, length in [((1 << 20) - 100, 200), ((23 << 20) - 100, 200), ((20 << 20) - 7, 14)]:
+            assert content.read(offset, length) == original[offset : offset + length], (offset, length)
