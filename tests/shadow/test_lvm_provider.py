@@ -112,7 +112,7 @@ def after_the_shadow(lab: GuestLab, live: str, shadow: str) -> dict:
 LAYOUT = (("ext4", "classic"), ("xfs", "thin"), ("ext4", "thin"), ("xfs", "classic"))  # one set, four LVs
 
 
-def test_a_set_under_a_write_load_holds_one_point_in_time(lab: GuestLab, vg: str):
+def test_each_volume_of_a_set_under_a_write_load_holds_one_point_in_time(lab: GuestLab, vg: str):
 
     with contextlib.ExitStack() as stack:
         mounts = [stack.enter_context(lvm_volume(lab, vg, fstype, kind)) for fstype, kind in LAYOUT]
@@ -123,6 +123,10 @@ def test_a_set_under_a_write_load_holds_one_point_in_time(lab: GuestLab, vg: str
             manifest = created_set(made.stdout)
             shadows = {s["volume"]: s for s in manifest["shadows"]}
             assert sorted(shadows) == sorted(mounts)
+            # LVM cannot snapshot a filesystem someone froze (EBUSY on Debian 12's kernel), so the four
+            # are taken one after another, each at its own instant, and the set says so.
+            (apart,) = [note for note in manifest["notes"] if "shadowed one after another" in note]
+            assert all(mount in apart for mount in mounts), apart
             assert sorted(snapshot_lvs(lab, vg)) == sorted(s["provider_data"]["lv"] for s in shadows.values())
             seen = {mount: after_the_shadow(lab, mount, shadows[mount]["path"]) for mount in mounts}
 
