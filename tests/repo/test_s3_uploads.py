@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from shadowvault.errors import UsageError
 from shadowvault.repo.prune import prune
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF
@@ -75,11 +74,16 @@ def test_prune_aborts_abandoned_uploads_under_its_prefix_once_they_are_old(
     assert open_uploads(client, bucket) == {elsewhere}
 
 
-def test_a_bad_safe_age_is_one_line(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_safe_age_stops_prune_with_one_line(s3_url: str, cli) -> None:  # type: ignore[no-untyped-def]
     Repository.init(s3_url, PASSWORD, kdf_params=FAST_KDF).close()
-    monkeypatch.setenv("SHADOWVAULT_S3_UPLOAD_MAX_AGE", "a day")
-    with (
-        pytest.raises(UsageError, match="SHADOWVAULT_S3_UPLOAD_MAX_AGE"),
-        Repository.open(s3_url, PASSWORD, write=True, kind="prune") as repo,
-    ):
-        prune(repo)
+    env = {
+        "SHADOWVAULT_PASSWORD": PASSWORD,
+        "SHADOWVAULT_NO_DAEMON": "1",
+        "SHADOWVAULT_S3_UPLOAD_MAX_AGE": "a day",
+    }
+    pruned = cli("prune", "--repo", s3_url, env=env)
+    assert pruned.returncode == 2
+    assert pruned.stderr.strip().splitlines() == [
+        "shadowvault: error: SHADOWVAULT_S3_UPLOAD_MAX_AGE must be a number of seconds (0 or more),"
+        " not 'a day'"
+    ]

@@ -95,7 +95,6 @@ class S3Backend:
         self.conditional_writes = True  # until the server says it does not support them
         self.list_page_size = LIST_PAGE_SIZE
         self.clock_margin = clock_margin_setting()
-        self.upload_max_age = upload_max_age_setting()
         self._packs: OrderedDict[str, bytes] = OrderedDict()  # see _cached_pack
         self._packs_lock = threading.Lock()
         root = (cache_root or default_cache_root()) / "s3" / _location_key(location)
@@ -433,6 +432,11 @@ class S3Backend:
         for info in self._keys(f"{base}/" if base else ""):
             if is_listed(info.name) and not info.name.startswith(f"{TMP_DIR}/"):
                 yield info
+
+    @property
+    def upload_max_age(self) -> float:
+        """Read when prune asks (a bad setting stops prune only, never a backup)."""
+        return upload_max_age_setting()
 
     def list_uploads(self) -> Iterator[OpenUpload]:
         """Multipart uploads under the prefix not completed or aborted (a killed writer's), for prune."""
