@@ -54,7 +54,8 @@ class RepoView(SnapshotView):
             self.repo,
             str(self.content_root),
             numeric_owner=True,
-            path_filter=PathFilter([_glob_escape(p) for p in present], []),
+            # "/" is everything: as a glob it would match the root alone
+            path_filter=PathFilter([] if "/" in present else [_glob_escape(p) for p in present], []),
         )
         stats = restorer.restore(self.tree, "/")
         return list(stats.errors)

@@ -3,8 +3,10 @@
 Each partition is reached through its own loop device at the partition's offset (`losetup -o
 --sizelimit`), attached here and detached here by its exact name, whatever fails; the filesystems
 are mounted in a private temporary directory, root first, and unmounted in reverse order. The
-files component is restored first (the whole tree), then system-state over it (accounts, /etc
-merge rules, unit states), both through the component restore job.
+files component is restored first: the account files alone (so that the target is a machine root
+whose accounts are the source's, and owners keep their numbers), then the whole tree; then
+system-state over it (accounts, /etc merge rules, unit states); all through the component restore
+job.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shadowvault import proc
-from shadowvault.components.base import RestoreOptions
+from shadowvault.components.base import RESERVED_DIR, RestoreOptions
 from shadowvault.components.plan import Plan
 from shadowvault.errors import CommandError
 from shadowvault.jobs.restore_component import restore_component
@@ -32,6 +34,9 @@ from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
+
+# laid down first, so that the whole tree's owners map by name onto the source's own accounts
+ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
 
 
 @dataclass
@@ -129,8 +134,14 @@ def apply_plan(
             proc.run(["mount", devices[step.record.mount_point], str(where)], timeout=120)
             cleanup.callback(_unmount, where)
         phase("partition")
-        for name in COMPONENTS:
-            options = RestoreOptions(target_root=mnt, overwrite=True, install_packages=False)
+        for name, includes in (("files", ACCOUNT_FILES), *((name, []) for name in COMPONENTS)):
+            options = RestoreOptions(
+                target_root=mnt,
+                overwrite=True,
+                install_packages=False,  # the files component laid the packages down already
+                includes=list(includes),
+                excludes=[f"/{RESERVED_DIR}"],
+            )
             done = restore_component(repo, snapshot_id, snapshot, name, options)
             report.errors += [(f"{name}: {what}", why) for what, why in done.errors]
         phase("restore")

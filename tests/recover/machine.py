@@ -1,0 +1,167 @@
+"""The source machine of the recovery tests: a Debian disk image that boots on its own under QEMU.
+
+Disk (MBR, written by recover's own table writer): partition 1 is the root (ext4, label svroot,
+bootable) holding Debian minbase with systemd, the changes of tests/components/machines.py (user
+alice in group devs, the `hello` package, probe-app.service enabled, ...), a data file, the Debian
+kernel and a busybox initramfs in /boot, and extlinux; partition 2 is /srv/archive (ext4, label
+svarchive). The image has no udev (installing it needs the network, and its coldplug costs a lot of
+emulated time), so nothing at boot may wait for a device unit: the serial getty (bound to
+dev-ttyS0.device) is masked and the console getty (agetty on /dev/console = ttyS0) enabled, and
+/srv/archive is `noauto` (the boot probe mounts it; mount(8) finds it by UUID without udev).
+
+The boot probe (sv-boot-probe.service, After=multi-user.target) prints what a user would check on
+the console: the account, the enabled unit and what it did, the package, the data, the second
+filesystem, then the console getty prints `sourcebox login:`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from shadowvault.recover.bootloader import mbr_code
+from shadowvault.recover.partition import MbrPartition, MbrTable, write_boot_code, write_table
+from tests.components.machines import change_source_machine
+from tests.fixtures.boot_disk import build_boot_files, extlinux_conf
+from tests.fixtures.debootstrap import extract_root, nspawn
+
+MIB = 1 << 20
+DISK_SIZE = 1024 * MIB
+ROOT_PART = MbrPartition(1, 1 * MIB, 896 * MIB, 0x83, bootable=True)
+ARCHIVE_PART = MbrPartition(2, 897 * MIB, DISK_SIZE - 897 * MIB, 0x83)
+ROOT_UUID = "5eed0001-7a11-4b0c-9d0e-0123456789ab"
+ARCHIVE_UUID = "5eed0002-7a11-4b0c-9d0e-0123456789ab"
+DISK_SIGNATURE = 0x5EED5EED
+ARCHIVE_NOTE = "kept on the second filesystem\n"
+# trimmed from the image: nothing the boot or the checks need, and less to back up and restore
+TRIM = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "var/lib/apt/lists")
+
+FSTAB = f"""# <file system> <mount point> <type> <options> <dump> <pass>
+UUID={ROOT_UUID}\t/\text4\terrors=remount-ro\t0\t1
+UUID={ARCHIVE_UUID}\t/srv/archive\text4\tnoauto,nodev\t0\t2
+"""
+
+PROBE = """#!/bin/sh
+# The recovered machine reports what it is: read from the serial console by the test.
+{
+echo "svprobe target: $(systemctl is-active multi-user.target)"
+echo "svprobe id: $(id alice)"
+echo "svprobe probe-app: $(systemctl is-enabled probe-app.service) $(systemctl is-active probe-app.service)"
+echo "svprobe probe-app ran: $(cat /var/lib/probe-app/ran)"
+echo "svprobe hello: $(dpkg-query -W -f '${Status} ${Version}' hello) / $(hello)"
+echo "svprobe data: $(sha256sum /srv/data/report.bin | cut -d' ' -f1)"
+mount /srv/archive
+label=$(findmnt -n -o LABEL /srv/archive)
+echo "svprobe archive: $(cat /srv/archive/notes.txt) $label"
+echo "svprobe root: $(findmnt -n -o UUID /)"
+echo "svprobe hostname: $(hostname)"
+echo "svprobe done"
+} > /dev/console 2>&1
+"""
+
+PROBE_UNIT = """[Unit]
+Description=report the recovered machine on the console
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/sv-boot-probe
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+@dataclass(frozen=True)
+class SourceMachine:
+    disk: Path
+    data_sha256: str
+
+
+def _sh(*argv: str) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return done.stdout
+
+
+@contextlib.contextmanager
+def attached(disk: Path, part: MbrPartition) -> Iterator[str]:
+    device = _sh(
+        "losetup", "--find", "--show", "-o", str(part.start), "--sizelimit", str(part.size), str(disk)
+    )
+    device = device.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False, timeout=60)
+
+
+@contextlib.contextmanager
+def mounted(device: str, where: Path) -> Iterator[Path]:
+    where.mkdir(parents=True, exist_ok=True)
+    _sh("mount", device, str(where))
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False, timeout=120)
+
+
+def _install_machine(root: Path) -> str:
+    """The OS, the admin's changes, the data, the boot files; returns the data file's sha256."""
+    extract_root(root)
+    change_source_machine(root)
+    for path in TRIM:
+        shutil.rmtree(root / path, ignore_errors=True)
+    done = nspawn(
+        root,
+        "sh",
+        "-c",
+        "systemctl mask serial-getty@ttyS0.service && systemctl enable console-getty.service",
+    )
+    assert done.returncode == 0, done.stderr
+    (root / "etc/fstab").write_text(FSTAB)
+    probe = root / "usr/local/sbin/sv-boot-probe"
+    probe.write_text(PROBE)
+    probe.chmod(0o755)
+    (root / "etc/systemd/system/sv-boot-probe.service").write_text(PROBE_UNIT)
+    os.symlink(
+        "/etc/systemd/system/sv-boot-probe.service",
+        root / "etc/systemd/system/multi-user.target.wants/sv-boot-probe.service",
+    )
+    data = os.urandom(3 * MIB)
+    (root / "srv/data").mkdir(parents=True)
+    (root / "srv/data/report.bin").write_bytes(data)
+    boot = build_boot_files()
+    shutil.copy2(boot.kernel, root / f"boot/vmlinuz-{boot.release}")
+    shutil.copy2(boot.initrd, root / f"boot/initrd.img-{boot.release}")
+    (root / "boot/extlinux").mkdir()
+    (root / "boot/extlinux/extlinux.conf").write_text(extlinux_conf(boot.release, ROOT_UUID))
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextlib.contextmanager
+def source_machine(directory: Path) -> Iterator[tuple[SourceMachine, Path]]:
+    """Build the source disk in `directory` and yield it mounted (root at the path yielded)."""
+    disk = directory / "source.img"
+    with open(disk, "wb") as f:
+        f.truncate(DISK_SIZE)
+    write_table(str(disk), MbrTable(DISK_SIGNATURE, (ROOT_PART, ARCHIVE_PART)))
+    with contextlib.ExitStack() as stack:
+        root_dev = stack.enter_context(attached(disk, ROOT_PART))
+        archive_dev = stack.enter_context(attached(disk, ARCHIVE_PART))
+        _sh("mkfs.ext4", "-q", "-F", "-U", ROOT_UUID, "-L", "svroot", root_dev)
+        _sh("mkfs.ext4", "-q", "-F", "-U", ARCHIVE_UUID, "-L", "svarchive", archive_dev)
+        root = stack.enter_context(mounted(root_dev, directory / "source-root"))
+        digest = _install_machine(root)
+        archive = stack.enter_context(mounted(archive_dev, root / "srv/archive"))
+        (archive / "notes.txt").write_text(ARCHIVE_NOTE)
+        _sh("extlinux", "--install", str(root / "boot/extlinux"))
+        write_boot_code(str(disk), mbr_code())
+        yield SourceMachine(disk, digest), root

@@ -1,0 +1,197 @@
+"""Bare-metal recovery, proven by booting: a Debian disk image is backed up from its mounted
+partitions, recovered onto a smaller empty disk image, and the recovered disk boots under QEMU/TCG
+through its own MBR and extlinux to systemd's multi-user target and a login prompt, where the boot
+probe shows the user, the enabled unit, the package and the data (tests/recover/machine.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shadowvault.recover.fixes import fix_fstab_text
+from shadowvault.recover.layout import FilesystemRecord
+from shadowvault.recover.partition import read_table
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.fixtures.boot_disk import qemu_boot_argv
+from tests.fixtures.tools import require_root, require_tools
+from tests.inprocess_cli import json_out, one_error_line, run
+from tests.recover.machine import ARCHIVE_NOTE, ARCHIVE_UUID, DISK_SIGNATURE, ROOT_UUID, source_machine
+
+MIB = 1 << 20
+TARGET_SIZE = 768 * MIB  # smaller than the source's 1 GiB: the data fits
+BOOT_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class Backup:
+    env: dict[str, str]
+    snapshot: str
+    data_sha256: str
+    directory: Path
+
+
+def _messages(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def backup() -> Iterator[Backup]:
+    """The source machine built, backed up from its mounted image, and taken apart again."""
+    require_root()
+    require_tools("qemu-system-x86_64", "extlinux", "losetup", "mkfs.ext4", "busybox", "systemd-nspawn")
+    directory = Path(tempfile.mkdtemp(prefix="sv-recover-"))
+    try:
+        repo = directory / "repo"
+        Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+        env = {
+            "SHADOWVAULT_REPOSITORY": str(repo),
+            "SHADOWVAULT_PASSWORD": PASSWORD,
+            "SHADOWVAULT_NO_DAEMON": "1",
+        }
+        with source_machine(directory) as (machine, root):
+            done = run(
+                env, "backup", "--component", "system-state", "--component", "files",
+                "--source-root", root, "/", "--json",
+            )  # fmt: skip
+            assert done.exit_code == 0, done.stderr
+        (summary,) = [m for m in _messages(done.stdout) if m.get("message_type") == "summary"]
+        os.unlink(machine.disk)
+        yield Backup(env, summary["snapshot_id"], machine.data_sha256, directory)
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(directory)], check=False, timeout=300)
+
+
+def _empty_disk(path: Path, size: int) -> Path:
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def _boot(disk: Path, serial: Path) -> str:
+    """Boot `disk` until the probe is done and the login prompt is shown; the serial console's text."""
+    qemu = subprocess.Popen(
+        qemu_boot_argv(disk, serial),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            text = serial.read_text(errors="replace") if serial.exists() else ""
+            if "svprobe done" in text and "login:" in text.split("svprobe done", 1)[1]:
+                return text
+            if qemu.poll() is not None:
+                raise AssertionError(f"QEMU exited ({qemu.returncode}): {qemu.stderr.read()!r}\n{text}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no login prompt after the probe in {BOOT_TIMEOUT:g} s:\n{text}")
+            time.sleep(0.2)
+    finally:
+        qemu.send_signal(signal.SIGTERM)
+        try:
+            qemu.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            qemu.kill()
+            qemu.wait(timeout=15)
+
+
+def test_recover_onto_a_smaller_empty_disk_boots_as_the_source_machine(backup: Backup) -> None:
+    target = _empty_disk(backup.directory / "target.img", TARGET_SIZE)
+    done = run(backup.env, "recover", "--disk", target, backup.snapshot, "--json")
+    assert done.exit_code == 0, done.stderr
+    messages = _messages(done.stdout)
+    (plan,) = [m for m in messages if m["message_type"] == "plan"]
+    (summary,) = [m for m in messages if m["message_type"] == "summary"]
+    assert summary["errors"] == []
+    assert any("partitions shrunk" in w for w in plan["warnings"])
+    table = read_table(str(target))
+    assert table is not None and table.disk_signature == DISK_SIGNATURE
+    assert [p.number for p in table.partitions] == [1, 2] and table.partitions[0].bootable
+    assert table.partitions[1].start + table.partitions[1].size <= TARGET_SIZE
+
+    console = _boot(target, backup.directory / "serial.log")
+    facts = dict(
+        line.split("svprobe ", 1)[1].split(": ", 1)
+        for line in console.splitlines()
+        if "svprobe " in line and ": " in line
+    )
+    assert facts["target"] == "active", console
+    assert "(alice)" in facts["id"] and "(devs)" in facts["id"], console
+    assert facts["probe-app"] == "enabled active", console
+    assert facts["probe-app ran"] == "greeting=from the source machine", console
+    assert facts["hello"].startswith("install ok installed 2.10") and facts["hello"].endswith("Hello, world!")
+    assert facts["data"] == backup.data_sha256, console
+    assert facts["archive"] == f"{ARCHIVE_NOTE.strip()} svarchive", console
+    assert facts["root"] == ROOT_UUID, console
+    assert "sourcebox login:" in console, console
+
+
+def test_dry_run_prints_the_recorded_layout_and_writes_nothing(backup: Backup) -> None:
+    target = _empty_disk(backup.directory / "dry.img", 2048 * MIB)
+    plan = json_out(run(backup.env, "recover", "--disk", target, backup.snapshot, "--dry-run", "--json"))
+    assert isinstance(plan, dict) and plan["message_type"] == "plan"
+    actions = {(a["verb"], a["kind"], a["target"]): a["reason"] for a in plan["actions"]}
+    assert actions[("create", "fs", "/")] == f"ext4 UUID={ROOT_UUID} LABEL=svroot on #1"
+    assert actions[("create", "fs", "/srv/archive")] == f"ext4 UUID={ARCHIVE_UUID} LABEL=svarchive on #2"
+    assert actions[("create", "partition", f"{target} #1")] == "1-897 MiB (896 MiB), type 83, bootable"
+    assert ("run", "restore", "files") in actions and ("run", "restore", "system-state") in actions
+    assert ("install", "boot", "extlinux") in actions
+    assert plan["warnings"] == []  # a larger disk keeps the recorded partitions
+    with open(target, "rb") as f:
+        assert f.read(1 << 20) == bytes(1 << 20)
+
+
+def test_refusals_are_one_line_and_touch_nothing(backup: Backup) -> None:
+    small = _empty_disk(backup.directory / "small.img", 200 * MIB)
+    line = one_error_line(run(backup.env, "recover", "--disk", small, backup.snapshot))
+    assert "holds 200 MiB" in line and "need at least" in line
+    busy = _empty_disk(backup.directory / "busy.img", TARGET_SIZE)
+    device = subprocess.run(
+        ["losetup", "--find", "--show", str(busy)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        line = one_error_line(run(backup.env, "recover", "--disk", busy, backup.snapshot))
+        assert f"in use by {device}" in line
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
+    line = one_error_line(run(backup.env, "recover", "--disk", "/dev/null", backup.snapshot))
+    assert "neither a disk image nor a block device" in line
+    for path in (small, busy):
+        with open(path, "rb") as f:
+            assert f.read(512) == bytes(512)
+
+
+def test_fstab_names_the_recorded_filesystems_by_uuid() -> None:
+    records = [
+        FilesystemRecord(mount_point="/", fstype="ext4", uuid="new-root", partition=1, label="r"),
+        FilesystemRecord(mount_point="/srv", fstype="xfs", uuid="srv-uuid", partition=2),
+    ]
+    text = (
+        "# comment\n/dev/sda1 / ext4 defaults 0 1\n"
+        "UUID=srv-uuid /srv xfs noatime 0 2\ntmpfs /tmp tmpfs size=1g 0 0\n"
+    )
+    fixed, notes = fix_fstab_text(text, records)
+    assert fixed.splitlines() == [
+        "# comment",
+        "UUID=new-root\t/\text4\tdefaults\t0\t1",
+        "UUID=srv-uuid\t/srv\txfs\tnoatime\t0\t2",
+        "tmpfs\t/tmp\ttmpfs\tsize=1g\t0\t0",
+    ]
+    assert notes == ["/: /dev/sda1 -> UUID=new-root"]
+
+
+def test_a_backup_of_slash_keeps_the_component_documents(backup: Backup) -> None:
+    """`/` as the files component's path must not hide the generated documents (the layout among them)."""
+    done = run(backup.env, "ls", backup.snapshot, "/.shadowvault-components/system-state")
+    assert done.exit_code == 0, done.stderr
+    assert "/.shadowvault-components/system-state/disk-layout.json" in done.stdout.splitlines()
