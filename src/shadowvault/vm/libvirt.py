@@ -70,19 +70,26 @@ def _status(run_dir: Path, directory: str, short: str) -> tuple[str, str, int | 
     return None
 
 
-def _stored_xml(name: str, etc_dir: Path, live_root: bool) -> str | None:
-    """The domain's XML from libvirt itself (virsh, on this machine's root), else its config file."""
+def _stored_xml(short: str, etc_dir: Path, live_root: bool) -> tuple[str, str | None]:
+    """(name, XML) from libvirt itself (virsh, on this machine's root), else from the one config
+    file whose name starts with `short` (the directory may hold a cut name)."""
     virsh = shutil.which("virsh") if live_root else None
     if virsh is not None:
         try:
-            return proc.output([virsh, "dumpxml", name], timeout=VIRSH_TIMEOUT)
+            return short, proc.output([virsh, "dumpxml", short], timeout=VIRSH_TIMEOUT)
         except Exception as err:  # libvirtd not answering: the config file still says what it is
-            log.warning("virsh dumpxml %s: %s", name, err)
-    path = etc_dir / f"{name}.xml"
+            log.warning("virsh dumpxml %s: %s", short, err)
+    exact = etc_dir / f"{short}.xml"
+    candidates = [exact] if exact.is_file() else sorted(etc_dir.glob(f"{short}*.xml"))
+    if len(candidates) != 1:
+        return short, None
     try:
-        return path.read_text()
-    except OSError:
-        return None
+        xml = candidates[0].read_text()
+        name = ET.fromstring(xml).findtext("name") or candidates[0].stem
+    except (OSError, ET.ParseError) as err:
+        log.warning("libvirt config %s unreadable: %s", candidates[0], err)
+        return short, None
+    return name, xml
 
 
 def _argv(pid: int | None) -> list[str]:
@@ -112,7 +119,7 @@ def libvirt_domains(base: Path | None = None) -> list[VmSpec]:
         status = _status(top / "run/libvirt/qemu", directory.name, short)
         name, xml, pid = status if status else (short, None, None)
         if xml is None:
-            xml = _stored_xml(name, top / "etc/libvirt/qemu", live_root=top == Path("/"))
+            name, xml = _stored_xml(short, top / "etc/libvirt/qemu", live_root=top == Path("/"))
         agent = lib_dir / "channel/target" / directory.name / AGENT_PORT_NAME
         found.append(
             VmSpec(
