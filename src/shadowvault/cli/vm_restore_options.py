@@ -94,7 +94,11 @@ def vm_restore_options(func: F) -> F:
 
     options = [
         click.option(
-            "--vm", "vm_name", default=None, metavar="NAME", help="Restore VM NAME of a VM snapshot."
+            "--vm",
+            "vm_name",
+            default=None,
+            metavar="NAME",
+            help="Restore VM NAME (docs/vms.md); --path is then a path inside its --disk.",
         ),
         click.option(
             "--disk",
