@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/compare.py [--size 2GiB] [--files 100000] [--tools shadowvault,restic,borg]
                                       [--keep-data DIR] [--fstype ext4|xfs] [--no-drop-caches] [--json]
-    .venv/bin/python bench/compare.py --show RESULT.json      # the table of a saved --json run
+    .venv/bin/python bench/compare.py --show RESULT.json      # the table of a saved --json run (either)
     .venv/bin/python bench/compare.py --backend s3 [--size 256MiB] [--files 2000] [--json]
 
 `--backend s3` runs the same phases with both repositories in a local S3 server instead (moto on
@@ -326,7 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.show:
         saved = json.loads(args.show.read_text())
-        print_table(saved, saved["goals"])
+        if "results" in saved:  # a --backend s3 run
+            import s3
+
+            s3.print_table(saved)
+        else:
+            print_table(saved, saved["goals"])
         return 0
     if args.backend == "s3":
         return s3_bench(args)
