@@ -20,7 +20,9 @@ import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from pathlib import Path
 from shadowvault.recover.bootloader import mbr_code
 from shadowvault.recover.partition import MbrPartition, MbrTable, write_boot_code, write_table
 from tests.components.machines import change_source_machine
-from tests.fixtures.boot_disk import build_boot_files, extlinux_conf
+from tests.fixtures.boot_disk import build_boot_files, extlinux_conf, qemu_boot_argv
 from tests.fixtures.debootstrap import extract_root, nspawn
 
 MIB = 1 << 20
@@ -39,6 +41,7 @@ ROOT_UUID = "5eed0001-7a11-4b0c-9d0e-0123456789ab"
 ARCHIVE_UUID = "5eed0002-7a11-4b0c-9d0e-0123456789ab"
 DISK_SIGNATURE = 0x5EED5EED
 ARCHIVE_NOTE = "kept on the second filesystem\n"
+BOOT_TIMEOUT = 300.0
 # trimmed from the image: nothing the boot or the checks need, and less to back up and restore
 TRIM = ("usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info", "var/lib/apt/lists")
 
@@ -165,3 +168,31 @@ def source_machine(directory: Path) -> Iterator[tuple[SourceMachine, Path]]:
         _sh("extlinux", "--install", str(root / "boot/extlinux"))
         write_boot_code(str(disk), mbr_code())
         yield SourceMachine(disk, digest), root
+
+
+def boot_until_login(disk: Path, serial: Path) -> str:
+    """Boot `disk` until the probe is done and the login prompt is shown; the serial console's text."""
+    qemu = subprocess.Popen(
+        qemu_boot_argv(disk, serial),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            text = serial.read_text(errors="replace") if serial.exists() else ""
+            if "svprobe done" in text and "login:" in text:  # the getty may prompt before the probe ends
+                return text
+            if qemu.poll() is not None:
+                raise AssertionError(f"QEMU exited ({qemu.returncode}): {qemu.stderr.read()!r}\n{text}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no login prompt after the probe in {BOOT_TIMEOUT:g} s:\n{text}")
+            time.sleep(0.2)
+    finally:
+        qemu.send_signal(signal.SIGTERM)
+        try:
+            qemu.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            qemu.kill()
+            qemu.wait(timeout=15)

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +20,19 @@ from shadowvault.recover.layout import FilesystemRecord
 from shadowvault.recover.partition import read_table
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
-from tests.fixtures.boot_disk import qemu_boot_argv
 from tests.fixtures.tools import require_root, require_tools
 from tests.inprocess_cli import json_out, one_error_line, run
-from tests.recover.machine import ARCHIVE_NOTE, ARCHIVE_UUID, DISK_SIGNATURE, ROOT_UUID, source_machine
+from tests.recover.machine import (
+    ARCHIVE_NOTE,
+    ARCHIVE_UUID,
+    DISK_SIGNATURE,
+    ROOT_UUID,
+    boot_until_login,
+    source_machine,
+)
 
 MIB = 1 << 20
 TARGET_SIZE = 768 * MIB  # smaller than the source's 1 GiB: the data fits
-BOOT_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -77,34 +80,6 @@ def _empty_disk(path: Path, size: int) -> Path:
     return path
 
 
-def _boot(disk: Path, serial: Path) -> str:
-    """Boot `disk` until the probe is done and the login prompt is shown; the serial console's text."""
-    qemu = subprocess.Popen(
-        qemu_boot_argv(disk, serial),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        while True:
-            text = serial.read_text(errors="replace") if serial.exists() else ""
-            if "svprobe done" in text and "login:" in text.split("svprobe done", 1)[1]:
-                return text
-            if qemu.poll() is not None:
-                raise AssertionError(f"QEMU exited ({qemu.returncode}): {qemu.stderr.read()!r}\n{text}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no login prompt after the probe in {BOOT_TIMEOUT:g} s:\n{text}")
-            time.sleep(0.2)
-    finally:
-        qemu.send_signal(signal.SIGTERM)
-        try:
-            qemu.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            qemu.kill()
-            qemu.wait(timeout=15)
-
-
 def test_recover_onto_a_smaller_empty_disk_boots_as_the_source_machine(backup: Backup) -> None:
     target = _empty_disk(backup.directory / "target.img", TARGET_SIZE)
     done = run(backup.env, "recover", "--disk", target, backup.snapshot, "--json")
@@ -119,7 +94,7 @@ def test_recover_onto_a_smaller_empty_disk_boots_as_the_source_machine(backup: B
     assert [p.number for p in table.partitions] == [1, 2] and table.partitions[0].bootable
     assert table.partitions[1].start + table.partitions[1].size <= TARGET_SIZE
 
-    console = _boot(target, backup.directory / "serial.log")
+    console = boot_until_login(target, backup.directory / "serial.log")
     facts = dict(
         line.split("svprobe ", 1)[1].split(": ", 1)
         for line in console.splitlines()
@@ -195,3 +170,37 @@ def test_a_backup_of_slash_keeps_the_component_documents(backup: Backup) -> None
     done = run(backup.env, "ls", backup.snapshot, "/.shadowvault-components/system-state")
     assert done.exit_code == 0, done.stderr
     assert "/.shadowvault-components/system-state/disk-layout.json" in done.stdout.splitlines()
+
+
+def test_an_edited_layout_gives_the_root_another_uuid(backup: Backup) -> None:
+    """`recover --layout FILE`: the recorded layout, taken out with `dump` and edited, is what is planned."""
+    done = run(backup.env, "dump", backup.snapshot, "/.shadowvault-components/system-state/disk-layout.json")
+    assert done.exit_code == 0, done.stderr
+    layout = json.loads(done.stdout)
+    new_uuid = "0dd00001-7a11-4b0c-9d0e-0123456789ab"
+    (root,) = [f for f in layout["filesystems"] if f["mount_point"] == "/"]
+    root["uuid"] = new_uuid
+    edited = backup.directory / "layout.json"
+    edited.write_text(json.dumps(layout))
+    target = _empty_disk(backup.directory / "edited.img", 2048 * MIB)
+    plan = json_out(
+        run(
+            backup.env,
+            "recover",
+            "--disk",
+            target,
+            backup.snapshot,
+            "--layout",
+            edited,
+            "--dry-run",
+            "--json",
+        )
+    )
+    assert isinstance(plan, dict)
+    actions = {(a["verb"], a["kind"], a["target"]): a["reason"] for a in plan["actions"]}
+    assert actions[("create", "fs", "/")] == f"ext4 UUID={new_uuid} LABEL=svroot on #1"
+    assert actions[("replace", "boot", "/boot/extlinux/extlinux.conf")] == f"UUID {ROOT_UUID} -> {new_uuid}"
+    (backup.directory / "notes.txt").write_text("not a layout\n")
+    notes = backup.directory / "notes.txt"
+    line = one_error_line(run(backup.env, "recover", "--disk", target, backup.snapshot, "--layout", notes))
+    assert "is not a disk layout" in line

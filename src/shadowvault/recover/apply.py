@@ -25,6 +25,7 @@ from shadowvault import proc
 from shadowvault.components.base import RESERVED_DIR, RestoreOptions
 from shadowvault.components.plan import Plan
 from shadowvault.errors import CommandError
+from shadowvault.fsutil import atomic_write
 from shadowvault.jobs.restore_component import restore_component
 from shadowvault.recover import bootloader, fixes
 from shadowvault.recover.layout import DiskLayout
@@ -150,8 +151,13 @@ def apply_plan(
             fixes.reset_machine_id(mnt)
         phase("fixes")
         if layout.bootloader.kind == "extlinux":
-            config_dir = mnt / layout.bootloader.config.lstrip("/")
-            bootloader.install_extlinux(disk, config_dir.parent)
+            config = mnt / layout.bootloader.config.lstrip("/")
+            if plan.data.get("uuid_changes") and config.is_file():  # root=UUID=... of an edited layout
+                text = config.read_text(errors="replace")
+                atomic_write(
+                    config, bootloader.replace_uuids(text, plan.data["uuid_changes"]).encode(), mode=0o644
+                )
+            bootloader.install_extlinux(disk, config.parent)
         os.sync()
         phase("bootloader")
     return report

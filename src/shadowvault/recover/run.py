@@ -46,6 +46,16 @@ def snapshot_layout(repo: Repository, snapshot: Snapshot) -> DiskLayout | None:
     return decode_layout(data) if data is not None else None
 
 
+def uuid_changes(recorded: DiskLayout, used: DiskLayout) -> dict[str, str]:
+    """Old UUID -> new UUID of the filesystems an edited layout gives another UUID (by mount point)."""
+    before = {f.mount_point: f.uuid for f in recorded.filesystems}
+    return {
+        before[f.mount_point]: f.uuid
+        for f in used.filesystems
+        if before.get(f.mount_point) and before[f.mount_point] != f.uuid
+    }
+
+
 def _layout(repo: Repository, snapshot_id: str, snapshot: Snapshot, layout_file: str | None) -> DiskLayout:
     if layout_file is not None:
         try:
@@ -75,6 +85,12 @@ def run_recover(
     target = check_target(request.disk)
     layout = _layout(repo, snapshot_id, snapshot, request.layout_file)
     plan = build_plan(layout, target, snapshot_id, new_machine_id=request.new_machine_id)
+    recorded = snapshot_layout(repo, snapshot) if request.layout_file is not None else None
+    changes = uuid_changes(recorded, layout) if recorded is not None else {}
+    if changes and layout.bootloader.kind == "extlinux":
+        for old, new in changes.items():
+            plan.add("replace", "boot", layout.bootloader.config, f"UUID {old} -> {new}")
+    plan.data["uuid_changes"] = changes
     if on_plan is not None:
         on_plan(plan)
     if request.dry_run:
