@@ -29,7 +29,9 @@ def declare(config_dir: Path, name: str, qmp: Path, agent: Path | None = None) -
 
 
 def cli(*args: str, repo: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, SHADOWVAULT_PASSWORD=PASSWORD, SHADOWVAULT_VM_SCAN="0")
+    # in process: a daemon answering on this machine's socket has its own vms.d (test_vm_commands.py
+    # runs the VM commands through a daemon of its own)
+    env = dict(os.environ, SHADOWVAULT_PASSWORD=PASSWORD, SHADOWVAULT_VM_SCAN="0", SHADOWVAULT_NO_DAEMON="1")
     if repo is not None:
         env["SHADOWVAULT_REPOSITORY"] = str(repo)
     return subprocess.run(
