@@ -220,7 +220,7 @@ def test_a_requester_killed_inside_the_freeze_leaves_the_guest_running_and_thawe
     new_repository(tmp_path / "repo").close()
     slow_next_freeze(tiny)
     hooks_before = tiny.console().count("tinyvm: freeze hook")
-    env = dict(os.environ, SHADOWVAULT_PASSWORD=PASSWORD, SHADOWVAULT_VM_SCAN="0")
+    env = dict(os.environ, SHADOWVAULT_PASSWORD=PASSWORD, SHADOWVAULT_VM_SCAN="0", SHADOWVAULT_NO_DAEMON="1")
     requester = subprocess.Popen(
         [
             sys.executable,
