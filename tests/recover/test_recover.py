@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from shadowvault.errors import UsageError
 from shadowvault.recover.fixes import fix_fstab_text
-from shadowvault.recover.layout import FilesystemRecord
+from shadowvault.recover.layout import DiskLayout, FilesystemRecord, PartitionRecord
 from shadowvault.recover.partition import read_table
+from shadowvault.recover.plan import fit_partitions, needed_size
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.tools import require_root, require_tools
@@ -204,3 +206,26 @@ def test_an_edited_layout_gives_the_root_another_uuid(backup: Backup) -> None:
     notes = backup.directory / "notes.txt"
     line = one_error_line(run(backup.env, "recover", "--disk", target, backup.snapshot, "--layout", notes))
     assert "is not a disk layout" in line
+
+
+def test_partitions_shrink_toward_their_data_on_a_smaller_disk() -> None:
+    layout = DiskLayout(
+        disk_size=4096 * MIB,
+        partitions=[
+            PartitionRecord(number=1, start=MIB, size=3071 * MIB, type_id=0x83, bootable=True),
+            PartitionRecord(number=2, start=3072 * MIB, size=1024 * MIB, type_id=0x83),
+        ],
+        filesystems=[
+            FilesystemRecord(mount_point="/", fstype="ext4", uuid="a", partition=1, used=500 * MIB),
+            FilesystemRecord(mount_point="/srv", fstype="xfs", uuid="b", partition=2, used=10 * MIB),
+        ],
+    )
+    same, shrunk = fit_partitions(layout, 4096 * MIB)
+    assert not shrunk and [(p.start, p.size) for p in same] == [(MIB, 3071 * MIB), (3072 * MIB, 1024 * MIB)]
+    placed, shrunk = fit_partitions(layout, 2048 * MIB)
+    root, srv = placed
+    assert shrunk and root.bootable and root.start == MIB and srv.start == root.start + root.size
+    assert srv.start + srv.size <= 2048 * MIB
+    assert root.size >= needed_size(layout.filesystems[0]) and srv.size >= 300 * MIB  # XFS's minimum
+    with pytest.raises(UsageError, match="holds 700 MiB; the recorded filesystems need at least"):
+        fit_partitions(layout, 700 * MIB)
