@@ -28,7 +28,7 @@ from shadowvault.repo.zero_blobs import ZeroBlobs
 
 MAX_GAP = 1 << 20  # unneeded bytes worth reading through rather than starting another read
 MAX_SPAN = READER_MAX_SPAN  # at most this much of a pack is held by one read (one blob may be larger)
-BYTES_AT_ONCE = 48 << 20  # of ranges read and not yet written, across a whole restore (3 default packs)
+BYTES_AT_ONCE = 32 << 20  # of ranges read and not yet written, across a whole restore (2 default packs)
 
 
 class PackedBlobs(Protocol):

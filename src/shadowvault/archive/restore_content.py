@@ -2,15 +2,16 @@
 
 A batch is up to a few thousand files. Its plan groups the blobs its files need by pack, each blob
 once however many files (or places in one file) need it; each pack is then read in one ranged read
-covering its needed blobs (`pack_reads` states when a pack takes more than one), every blob is
-decrypted and verified once and written with pwrite to every place that needs it, by at most
-READS_AT_ONCE workers per batch. A file is created (under a temporary name, opened once) when its
-first blob arrives, and as soon as its last blob is written it gets its metadata, is read back when
-`verify` asks, and is renamed to its name, in the worker that wrote that blob: nothing is ever
-half-written under its final name, and a file of one blob holds a descriptor only while it is
-written. A batch is cut when it holds BATCH_FILES files, BATCH_BYTES of content, or BATCH_SPANNING
-files of several blobs (those may hold a descriptor from their first blob to their last), so
-descriptors stay bounded; a pack needed by two batches is read by each.
+covering its needed blobs (`pack_reads` states when a pack takes more than one), by at most
+READS_AT_ONCE readers per batch; every blob is decrypted and verified once and handed, about
+WRITE_GROUP_BYTES at a time, to write tasks on the pool that pwrite it to every place that needs
+it. A file is created (under a temporary name, opened once) when its first blob arrives, and as
+soon as its last blob is written it gets its metadata, is read back when `verify` asks, and is
+renamed to its name, by the task that wrote that blob: nothing is ever half-written under its
+final name, and a file of one blob holds a descriptor only while it is written. A batch is cut
+when it holds BATCH_FILES files, BATCH_BYTES of content, or BATCH_SPANNING files of several blobs
+(those may hold a descriptor from their first blob to their last), so descriptors stay bounded;
+a pack needed by two batches is read by each.
 
 A blob that stands for a run of zeros (a hole: repo/zero_blobs.py) is never fetched, decrypted or
 written: the file is extended to its size (ftruncate), so a file that had holes has them again;
@@ -19,10 +20,12 @@ a file that had none (a swap file, a preallocated database) gets its zero runs a
 what the filesystem reports as holes.
 
 Memory is bounded: a batch's plan is a few dozen bytes per blob and a few hundred per file, and
-the ranges held at once by the whole restore are bounded by its `ReadBudget` (48 MiB: three default
-packs; one larger range waits until it is alone). A blob that fails verification fails only the
-files that need it (after its other copies were tried). The phases of a batch run on the restore's
-worker pool and are driven by a thread that is not in the pool: no pool thread ever waits for another.
+the ranges held at once by the whole restore, from their read until their last blob is written,
+are bounded by its `ReadBudget` (32 MiB of ranges: two default packs, so at most about twice that
+with their decrypted blobs; one larger range waits until it is alone). A blob that fails
+verification fails only the files that need it (after its other copies were tried). The phases
+of a batch run on the restore's worker pool and are driven by a thread that is not in the pool:
+no pool thread ever waits for another.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ BATCH_BYTES = 1 << 30  # content one batch plans (a larger file is a batch of it
 BATCH_SPANNING = 256  # files of several blobs one batch plans: each may hold a descriptor throughout
 FILES_PER_TASK = 8  # files a worker checks or finishes in one task
 READS_AT_ONCE = 3  # pack ranges one batch reads at once (all batches together: the ReadBudget)
+WRITE_GROUP_BYTES = 1 << 20  # of a range's blobs one write task takes (many small files, or one blob)
 
 _T = TypeVar("_T")
 
@@ -208,45 +212,53 @@ def _groups(files: list[FileWrite]) -> list[list[FileWrite]]:
     return [files[at : at + FILES_PER_TASK] for at in range(0, len(files), FILES_PER_TASK)]
 
 
-def _each(
-    pool: Executor,
-    task: Callable[[_T], None],
-    items: Iterable[_T],
-    *,
-    limit: int = 0,
-    budget: ReadBudget | None = None,
-    weigh: Callable[[_T], int] = lambda _item: 0,
-) -> None:
-    """Run `task` on every item in the pool (at most `limit` at once, when given; each holding
-    `weigh(item)` of `budget` from before it is submitted until it is done, when given) and wait for
-    all of them (tasks record their own failures; what comes out here is an interruption)."""
+def _each(pool: Executor, task: Callable[[_T], None], items: Iterable[_T], *, limit: int = 0) -> None:
+    """Run `task` on every item in the pool (at most `limit` at once, when given) and wait for all
+    of them (tasks record their own failures; what comes out here is an interruption)."""
     futures: list[Future[None]] = []
     running: set[Future[None]] = set()
     try:
         for item in items:
             if limit and len(running) >= limit:
                 running = wait(running, return_when=FIRST_COMPLETED).not_done
-            weight = weigh(item) if budget is not None else 0
-            if budget is not None:
-                budget.acquire(weight)
-            try:
-                fut = pool.submit(task, item)
-            except BaseException:
-                if budget is not None:
-                    budget.release(weight)
-                raise
-            if budget is not None:  # also when cancelled: an interrupted restore frees its room
-                fut.add_done_callback(lambda _f, held=weight, room=budget: room.release(held))
+            fut = pool.submit(task, item)
             futures.append(fut)
             running.add(fut)
     finally:
         wait(futures)
+    _raise_interruption(futures)
+
+
+def _raise_interruption(futures: list[Future[None]]) -> None:
     for fut in futures:
         if fut.cancelled():
             raise CancelledError()
         err = fut.exception()
         if err is not None:
             raise err
+
+
+class _Held:
+    """A range's room in the ReadBudget, given back when its read and every write task it handed
+    its blobs to are done (or cancelled: an interrupted restore frees its room too)."""
+
+    def __init__(self, budget: ReadBudget, length: int) -> None:
+        budget.acquire(length)
+        self._budget = budget
+        self._length = length
+        self._left = 1
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self._left += 1
+
+    def done(self, _task: Future[None] | None = None) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._budget.release(self._length)
 
 
 class ContentBatch:
@@ -299,14 +311,7 @@ class ContentBatch:
             self._pool = pool
             self._finish_later([f for f in live if f.unwritten == 0 and f not in alone])  # no data
             ranges = plan_ranges(WantedBlob(blob_id, location) for blob_id, (location, _) in places.items())
-            _each(
-                pool,
-                lambda planned: self._read(planned, places),
-                ranges,
-                limit=READS_AT_ONCE,
-                budget=self.budget,
-                weigh=lambda planned: planned.length,
-            )
+            self._read_all(pool, ranges, places)
             _each(pool, self._write_alone_and_finish, alone)
             wait(self._finishing)
             if any(fut.cancelled() for fut in self._finishing):
@@ -388,10 +393,37 @@ class ContentBatch:
             file.size = offset
         return places, alone
 
-    def _read(self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]]) -> None:
-        """One range of a pack: each blob written to all its places; a file whose last place this
-        was is finished here and now (its descriptor is not held while others wait)."""
+    def _read_all(
+        self, pool: Executor, ranges: list[PackRange], places: dict[bytes, tuple[BlobLocation, list[_Place]]]
+    ) -> None:
+        """Read the ranges, READS_AT_ONCE at a time and each once there is room in the budget."""
+        futures: list[Future[None]] = []
+        running: set[Future[None]] = set()
+        try:
+            for planned in ranges:
+                if len(running) >= READS_AT_ONCE:
+                    running = wait(running, return_when=FIRST_COMPLETED).not_done
+                held = _Held(self.budget, planned.length)
+                try:
+                    fut = pool.submit(self._read, planned, places, held)
+                except BaseException:
+                    held.done()
+                    raise
+                fut.add_done_callback(held.done)
+                futures.append(fut)
+                running.add(fut)
+        finally:
+            wait(futures)
+        _raise_interruption(futures)
+
+    def _read(
+        self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]], held: _Held
+    ) -> None:
+        """One range of a pack: its blobs, verified, handed to write tasks WRITE_GROUP_BYTES at a time
+        (the files a small blob makes are written while the next blobs are decrypted)."""
         delivered: set[bytes] = set()
+        group: list[tuple[bytes, bytes, list[_Place]]] = []
+        grouped = 0
         try:
             for blob, got in read_range(self.store, planned):
                 delivered.add(blob.blob_id)
@@ -402,9 +434,11 @@ class ContentBatch:
                         self._written(place.file)
                     continue
                 digest = blake3.blake3(got).digest() if self.verify else b""
-                for place in targets:
-                    self._put(place, got, digest)
-                    self._written(place.file)
+                group.append((got, digest, targets))
+                grouped += len(got)
+                if grouped >= WRITE_GROUP_BYTES:
+                    self._write_later(group, held)
+                    group, grouped = [], 0
         except Exception as err:
             log.debug("reading %s failed", planned.pack, exc_info=True)
             for blob in planned.blobs:
@@ -412,6 +446,29 @@ class ContentBatch:
                     for place in places[blob.blob_id][1]:
                         self._fail(place.file, reason(err))
                         self._written(place.file)
+        finally:
+            if group:
+                self._write_later(group, held)
+
+    def _write_later(self, group: list[tuple[bytes, bytes, list[_Place]]], held: _Held) -> None:
+        assert self._pool is not None
+        held.add()
+        try:
+            fut = self._pool.submit(self._write_group, group)
+        except RuntimeError:  # the pool is shut down: the restore was interrupted
+            held.done()
+            return
+        fut.add_done_callback(held.done)
+        with self._lock:
+            self._finishing.append(fut)
+
+    def _write_group(self, group: list[tuple[bytes, bytes, list[_Place]]]) -> None:
+        """Each blob to all its places; a file whose last place this was is finished here and now
+        (a file of one blob holds its descriptor only for this)."""
+        for data, digest, targets in group:
+            for place in targets:
+                self._put(place, data, digest)
+                self._written(place.file)
 
     def _written(self, file: FileWrite) -> None:
         """One place of the file is written (or failed); after the last one the file is finished."""
