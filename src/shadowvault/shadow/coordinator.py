@@ -19,6 +19,9 @@ Rules it keeps (those of VSS):
   so no component is better than `none` (grading.py; the manifest says so).
 - fsfreeze is never combined with a provider that forbids it (planning.py): refused before anything
   is frozen, with an error naming both.
+- A set is one instant across its volumes only when one filesystem freeze held them all while every
+  provider committed; otherwise (btrfs, lvm: they cannot be combined with fsfreeze) the images are
+  taken one after another and the manifest's notes say so.
 - A watchdog process (watchdog.py) gets every writer's WatchdogActions before the first freeze and
   performs them if this process dies or the deadline passes.
 

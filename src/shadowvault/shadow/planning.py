@@ -113,8 +113,8 @@ def separate_instants_note(shadows: Sequence[Shadow], held: set[str]) -> str | N
         return None
     return (
         f"the volumes {', '.join(atomic)} were shadowed one after another, each image of one instant "
-        "but not all of them of the same one: the set's writers held their data across all of them, "
-        "other files that an application keeps in step across these volumes may be moments apart"
+        "but not all of them of the same one: what the set's writers hold is consistent across them, "
+        "other files an application keeps in step across these volumes may be moments apart"
     )
 
 

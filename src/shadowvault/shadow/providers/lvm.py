@@ -10,6 +10,8 @@ LVM suspends the device while it makes the snapshot, and suspending freezes the 
 FreezePolicy.BUILT_IN. An fsfreeze around it is not only redundant, it breaks it: the suspend of a
 filesystem someone else froze fails with EBUSY and leaves a half-made snapshot (seen on Debian's
 6.1 kernel), so the coordinator refuses the combination.
+For the same reason the logical volumes of a multi-volume set cannot be frozen together and then
+snapshotted: each lvcreate suspends its own, one after another (docs/lvm-provider.md).
 
 The snapshot LV is named `sv-<set id>-<index>` and mounted at `<mount>/.shadowvault/<set id>-<index>`
 (ro, `noload` for ext2/3/4 so no journal is replayed, `nouuid` for XFS, whose origin has the same
