@@ -17,9 +17,10 @@ import pytest
 
 from shadowvault.errors import UsageError
 from shadowvault.recover.fixes import fix_fstab_text
-from shadowvault.recover.layout import DiskLayout, FilesystemRecord, PartitionRecord
+from shadowvault.recover.layout import BootloaderRecord, DiskLayout, FilesystemRecord, PartitionRecord
 from shadowvault.recover.partition import read_table
-from shadowvault.recover.plan import fit_partitions, needed_size
+from shadowvault.recover.plan import build_plan, fit_partitions, needed_size
+from shadowvault.recover.target import TargetDisk
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.tools import require_root, require_tools
@@ -229,3 +230,23 @@ def test_partitions_shrink_toward_their_data_on_a_smaller_disk() -> None:
     assert root.size >= needed_size(layout.filesystems[0]) and srv.size >= 300 * MIB  # XFS's minimum
     with pytest.raises(UsageError, match="holds 700 MiB; the recorded filesystems need at least"):
         fit_partitions(layout, 700 * MIB)
+
+
+def test_the_partition_holding_extlinux_is_made_active_when_none_was() -> None:
+    layout = DiskLayout(
+        partitions=[
+            PartitionRecord(number=1, start=MIB, size=64 * MIB, type_id=0x83),
+            PartitionRecord(number=2, start=65 * MIB, size=512 * MIB, type_id=0x83),
+        ],
+        filesystems=[
+            FilesystemRecord(mount_point="/boot", fstype="ext4", uuid="a", partition=1),
+            FilesystemRecord(mount_point="/", fstype="ext4", uuid="b", partition=2),
+        ],
+        bootloader=BootloaderRecord(kind="extlinux", config="/boot/extlinux/extlinux.conf"),
+    )
+    plan = build_plan(
+        layout, TargetDisk("/dev/null", 1024 * MIB, is_device=False), "0" * 64, new_machine_id=True
+    )
+    assert [p.bootable for p in plan.data["table"].partitions] == [True, False]
+    assert plan.targets("create", "fs") == {"/", "/boot"}
+    assert ("replace", "file", "/etc/machine-id") in {(a.verb, a.kind, a.target) for a in plan.actions}

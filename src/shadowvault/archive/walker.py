@@ -137,11 +137,6 @@ class Archiver:
                 level = nxt
             else:
                 level[parts[-1]] = source
-        for source in sources if whole else []:  # `/` plus generated documents: those are grafted in
-            if source is not whole[0] and source.orig_path.strip(b"/"):
-                self.grafts[source.orig_path.rstrip(b"/")] = source
-                parent, _, name = source.orig_path.rstrip(b"/").rpartition(b"/")
-                self._graft_names.setdefault(parent or b"/", set()).add(name)
         try:
             if whole:
                 root = self._walk_dir(

@@ -170,10 +170,13 @@ def run_backup(
 
     with taken_shadow_set(sets, planned.set_volumes(), request.writers, request.provider) as manifest:
         sources = [Source(p, below(source_root, p)) for p in planned.live]
-        sources += [Source(os.fsencode(orig), os.fsencode(read)) for orig, read in request.extra_sources]
+        extra = [Source(os.fsencode(orig), os.fsencode(read)) for orig, read in request.extra_sources]
+        sources += extra
         if manifest is not None:
             sources += shadow_sources(manifest, planned)
         grafts = mount_grafts(manifest, planned)
+        if any(not s.orig_path.strip(b"/") for s in sources):  # `/` covers the other sources: the
+            grafts.update({s.orig_path: s for s in extra})  # generated documents are grafted into it
         archiver = Archiver(
             store,
             path_filter=path_filter,

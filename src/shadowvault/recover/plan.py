@@ -9,10 +9,12 @@ sizes; a disk too small for that is refused before anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from shadowvault.components.plan import Plan
 from shadowvault.errors import UnsupportedError, UsageError
+from shadowvault.paths_within import is_within
 from shadowvault.recover.layout import DiskLayout, FilesystemRecord
 from shadowvault.recover.partition import MbrPartition, MbrTable
 from shadowvault.recover.target import TargetDisk
@@ -72,6 +74,16 @@ def fit_partitions(layout: DiskLayout, disk_size: int) -> tuple[list[MbrPartitio
     return placed, True
 
 
+def mark_boot_partition(partitions: list[MbrPartition], layout: DiskLayout) -> list[MbrPartition]:
+    """syslinux's mbr.bin boots the active partition: the one holding extlinux.conf, when none is."""
+    config = layout.bootloader.config
+    holders = [f for f in layout.filesystems if config == f.mount_point or is_within(config, f.mount_point)]
+    if not holders:
+        return partitions
+    number = max(holders, key=lambda f: len(f.mount_point)).partition
+    return [dataclasses.replace(p, bootable=True) if p.number == number else p for p in partitions]
+
+
 def build_plan(layout: DiskLayout, target: TargetDisk, snapshot_id: str, *, new_machine_id: bool) -> Plan:
     """What recover will do to `target`, changing nothing."""
     if layout.table != "msdos":
@@ -82,6 +94,8 @@ def build_plan(layout: DiskLayout, target: TargetDisk, snapshot_id: str, *, new_
         if record.fstype not in MKFS:
             raise UnsupportedError(f"{record.mount_point}: cannot make a {record.fstype} filesystem")
     partitions, shrunk = fit_partitions(layout, target.size)
+    if layout.bootloader.kind == "extlinux" and not any(p.bootable for p in partitions):
+        partitions = mark_boot_partition(partitions, layout)
     plan = Plan("recover", target.path)
     plan.add("create", "table", target.path, f"MBR, disk signature {layout.disk_signature:08x}")
     by_number = {p.number: p for p in partitions}
