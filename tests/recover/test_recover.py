@@ -142,6 +142,25 @@ def test_refusals_are_one_line_and_touch_nothing(backup: Backup) -> None:
         assert f"in use by {device}" in line
     finally:
         subprocess.run(["losetup", "-d", device], check=True)
+    mounted_image = _empty_disk(backup.directory / "mounted.img", 64 * MIB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(mounted_image)], check=True)
+    device = subprocess.run(
+        ["losetup", "--find", "--show", str(mounted_image)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    where = backup.directory / "mounted"
+    where.mkdir()
+    try:
+        subprocess.run(["mount", device, str(where)], check=True)
+        try:
+            line = one_error_line(run(backup.env, "recover", "--disk", device, backup.snapshot))
+            assert line.endswith(
+                f"{device} is mounted (it or one of its partitions): refusing to overwrite it"
+            )
+            assert (where / "lost+found").is_dir()
+        finally:
+            subprocess.run(["umount", str(where)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
     line = one_error_line(run(backup.env, "recover", "--disk", "/dev/null", backup.snapshot))
     assert "neither a disk image nor a block device" in line
     for path in (small, busy):
@@ -250,3 +269,53 @@ def test_the_partition_holding_extlinux_is_made_active_when_none_was() -> None:
     assert [p.bootable for p in plan.data["table"].partitions] == [True, False]
     assert plan.targets("create", "fs") == {"/", "/boot"}
     assert ("replace", "file", "/etc/machine-id") in {(a.verb, a.kind, a.target) for a in plan.actions}
+
+
+def test_recover_onto_a_whole_disk_block_device(backup: Backup) -> None:
+    """A block device as the target (a loop device over an image stands for /dev/sdX): same result."""
+    image = _empty_disk(backup.directory / "device.img", TARGET_SIZE)
+    device = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        done = run(backup.env, "recover", "--disk", device, backup.snapshot, "--new-machine-id")
+        assert done.exit_code == 0, done.stderr
+        assert "recovered " + device in done.stdout
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
+    table = read_table(str(image))
+    assert table is not None
+    root = table.partitions[0]
+    part = subprocess.run(
+        [
+            "losetup",
+            "--find",
+            "--show",
+            "-r",
+            "-o",
+            str(root.start),
+            "--sizelimit",
+            str(root.size),
+            str(image),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    where = backup.directory / "device-root"
+    where.mkdir()
+    try:
+        probe = subprocess.run(["blkid", "-p", "-o", "export", part], capture_output=True, text=True)
+        assert f"UUID={ROOT_UUID}" in probe.stdout.splitlines() and "LABEL=svroot" in probe.stdout
+        subprocess.run(["mount", "-o", "ro", part, str(where)], check=True)
+        try:
+            assert (where / "etc/hostname").read_text() == "sourcebox\n"
+            assert (where / "etc/machine-id").read_text() == ""  # --new-machine-id
+            assert (where / "boot/extlinux/ldlinux.sys").is_file()
+            assert not (where / ".shadowvault-components").exists()
+            alice = where / "home/alice"
+            assert (alice.stat().st_uid, alice.stat().st_gid) == (1000, 1000)
+        finally:
+            subprocess.run(["umount", str(where)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", part], check=True)
