@@ -1,7 +1,8 @@
 """CLI glue for `restore --directory-restore new-dc|same-dc`: recovering a Samba AD DC.
 
-Both spellings reach the same recovery (shadowvault/directory/samba_dc.py): `--component system-state` takes the
-DC's archive from the system-state documents, `--writer samba` from the backup manifest. Its settings
+Both spellings reach the same recovery (shadowvault/directory/samba_dc.py): `--component
+system-state` takes the DC's archive from the system-state documents, `--writer samba` from the
+backup manifest. Its settings
 come as `--writer-option samba.KEY=VALUE` (newservername, targetdir) in both.
 """
 
