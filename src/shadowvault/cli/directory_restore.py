@@ -2,8 +2,8 @@
 
 Both spellings reach the same recovery (shadowvault/directory/samba_dc.py): `--component
 system-state` takes the DC's archive from the system-state documents, `--writer samba` from the
-backup manifest. Its settings
-come as `--writer-option samba.KEY=VALUE` (newservername, targetdir) in both.
+backup manifest. Its settings come as `--writer-option samba.KEY=VALUE` (newservername, targetdir)
+in both.
 """
 
 from __future__ import annotations
