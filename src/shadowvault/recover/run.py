@@ -91,6 +91,9 @@ def run_recover(
         for old, new in changes.items():
             plan.add("replace", "boot", layout.bootloader.config, f"UUID {old} -> {new}")
     plan.data["uuid_changes"] = changes
+    if "/" not in snapshot.paths:
+        held = ", ".join(p for p in snapshot.paths if not p.startswith("/.")) or "nothing"
+        plan.warn(f"the snapshot's files are {held}, not /: the recovered disk holds only those and /etc")
     if on_plan is not None:
         on_plan(plan)
     if request.dry_run:
