@@ -7,7 +7,7 @@ from concurrent.futures import Executor
 
 from aiohttp import web
 
-from shadowvault.service import shadow_sets
+from shadowvault.service import request_body, shadow_sets
 from shadowvault.service.ownership import Ownership
 from shadowvault.service.peer import Peer, peer_of
 from shadowvault.service.policy import Action, GroupPolicy
@@ -105,7 +105,7 @@ class Api:
 
     async def complete_shadow_set(self, request: web.Request) -> web.Response:
         peer = self.allow(request, Action.DELETE_SHADOW_SET)
-        wanted = shadow_sets.parse(await self.body(request), CompleteRequest)
+        wanted = request_body.parse(await self.body(request), CompleteRequest)
         manifest = await asyncio.to_thread(
             self.sets.complete, peer, request.match_info["id"], wanted.succeeded
         )
@@ -114,7 +114,7 @@ class Api:
 
     async def expose(self, request: web.Request) -> web.Response:
         peer = self.allow(request, Action.EXPOSE_SHADOW_SET)
-        wanted = shadow_sets.parse(await self.body(request), ExposeRequest, empty_ok=True)
+        wanted = request_body.parse(await self.body(request), ExposeRequest, empty_ok=True)
         exposure = await asyncio.to_thread(self.sets.expose, peer, request.match_info["id"], wanted)
         return json_response(exposure, status=201)
 

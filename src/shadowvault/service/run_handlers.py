@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from shadowvault.errors import NotFoundError
 from shadowvault.jobs import definitions, job_metrics, job_records
-from shadowvault.service import application_restore_work, run_work, shadow_sets, vm_work
+from shadowvault.service import application_restore_work, request_body, run_work, vm_work
 from shadowvault.service.handlers import Api
 from shadowvault.service.peer import Peer
 from shadowvault.service.policy import Action
@@ -73,21 +73,21 @@ class RunApi:
 
     async def start_backup(self, request: web.Request) -> web.Response:
         peer = self.api.allow(request, Action.BACKUP)
-        body = shadow_sets.parse(await self.api.body(request), run_work.BackupBody)
+        body = request_body.parse(await self.api.body(request), run_work.BackupBody)
         work = run_work.backup_work(body)
         run = self.runs.start("backup", peer.uid, f"backup of {', '.join(body.paths)}", work)
         return json_response(run.report(), status=202)
 
     async def start_restore(self, request: web.Request) -> web.Response:
         peer = self.api.allow(request, Action.RESTORE)
-        body = shadow_sets.parse(await self.api.body(request), run_work.RestoreBody)
+        body = request_body.parse(await self.api.body(request), run_work.RestoreBody)
         work = run_work.restore_work(body)
         run = self.runs.start("restore", peer.uid, f"restore of {body.snapshot} into {body.target}", work)
         return json_response(run.report(), status=202)
 
     async def start_component_restore(self, request: web.Request) -> web.Response:
         peer = self.api.allow(request, Action.RESTORE)
-        body = shadow_sets.parse(
+        body = request_body.parse(
             await self.api.body(request),
             application_restore_work.ComponentRestoreBody,
             dec_hook=application_restore_work.decode_paths,
@@ -101,7 +101,7 @@ class RunApi:
 
     async def start_writer_restore(self, request: web.Request) -> web.Response:
         peer = self.api.allow(request, Action.RESTORE)
-        body = shadow_sets.parse(await self.api.body(request), application_restore_work.WriterRestoreBody)
+        body = request_body.parse(await self.api.body(request), application_restore_work.WriterRestoreBody)
         work = application_restore_work.writer_restore_work(body)
         writers = ", ".join(body.order.request.writers) or "every writer"
         run = self.runs.start(

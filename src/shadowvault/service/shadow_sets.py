@@ -8,9 +8,8 @@ and exposes them only in their private directory (private_exposure.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
@@ -18,6 +17,7 @@ from shadowvault.errors import NotFoundError, PermissionDeniedError, UsageError
 from shadowvault.service import private_exposure
 from shadowvault.service.peer import Peer
 from shadowvault.service.policy import GroupPolicy
+from shadowvault.service.request_body import parse
 from shadowvault.service.set_runs import SetRuns
 from shadowvault.shadow import exposure as exposing
 from shadowvault.shadow.exposure import Exposure
@@ -56,26 +56,6 @@ class ExposeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     volume: str | int | None = None
     at: str | None = None
-
-
-Body = TypeVar("Body")
-
-
-def parse(
-    body: bytes, kind: type[Body], empty_ok: bool = False, dec_hook: Callable[[type, Any], Any] | None = None
-) -> Body:
-    """The request body as `kind`, or UsageError in one line (malformed JSON, a wrong or unknown field)."""
-    if not body.strip():
-        if empty_ok:
-            body = b"{}"
-        else:
-            raise UsageError("the request body must be a JSON object")
-    try:
-        return msgspec.json.decode(body, type=kind, dec_hook=dec_hook)
-    except msgspec.ValidationError as err:
-        raise UsageError(f"invalid request: {err}") from None
-    except msgspec.DecodeError as err:
-        raise UsageError(f"malformed JSON: {err}") from None
 
 
 def parse_create(body: bytes) -> CreateRequest:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from shadowvault.jobs.backup_vm import VmBackupRequest
 from shadowvault.jobs.vm_reporting import VmRestoreOrder, backup_vm_reporting, restore_vm_reporting
-from shadowvault.service import shadow_sets
+from shadowvault.service import request_body
 from shadowvault.service.handlers import Api
 from shadowvault.service.policy import Action
 from shadowvault.service.responses import json_response
@@ -56,13 +56,13 @@ def routes(api: Api, runs: Runs) -> list[web.RouteDef]:
 
     async def start_vm_backup(request: web.Request) -> web.Response:
         peer = api.allow(request, Action.BACKUP)
-        body = shadow_sets.parse(await api.body(request), VmBackupBody)
+        body = request_body.parse(await api.body(request), VmBackupBody)
         run = runs.start("backup", peer.uid, f"backup of VM {body.request.vm}", vm_backup_work(body))
         return json_response(run.report(), status=202)
 
     async def start_vm_restore(request: web.Request) -> web.Response:
         peer = api.allow(request, Action.RESTORE)
-        body = shadow_sets.parse(await api.body(request), VmRestoreBody)
+        body = request_body.parse(await api.body(request), VmRestoreBody)
         order = body.order
         description = f"restore of VM {order.vm} of {order.snapshot}"
         run = runs.start("restore", peer.uid, description, vm_restore_work(body))
