@@ -25,7 +25,13 @@ FORBIDDEN: dict[str, set[str]] = {
     "jobs": {"cli", "service"},
     "mount": {"shadow", "components", "jobs", "cli", "service", "vm"},  # reads repositories only
     "vm": {"archive", "components", "jobs", "cli", "service", "mount"},  # QEMU's side of the qemu writer
+    "disk": {"archive", "components", "jobs", "cli", "service", "recover"},  # partition tables, layouts
+    "directory": {"archive", "components", "jobs", "cli", "service", "shadow"},  # slapd, Samba tools
+    "recover": {"cli", "service"},  # a job: a machine rebuilt on an empty disk
 }
+# nothing below the jobs imports the recover job
+for _lower in ("shadow", "archive", "repo", "components", "mount", "vm"):
+    FORBIDDEN[_lower].add("recover")
 TOP_LEVEL = "(top)"  # the modules directly in shadowvault/ (errors, proc, the demos, ...)
 
 

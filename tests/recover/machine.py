@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from shadowvault.disk.partition import MbrPartition, MbrTable, write_boot_code, write_table
 from shadowvault.recover.bootloader import mbr_code
-from shadowvault.recover.partition import MbrPartition, MbrTable, write_boot_code, write_table
 from tests.components.machines import change_source_machine
 from tests.fixtures.boot_disk import build_boot_files, extlinux_conf, qemu_boot_argv
 from tests.fixtures.debootstrap import extract_root, nspawn

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from shadowvault.disk.layout import BootloaderRecord, DiskLayout, FilesystemRecord, PartitionRecord
+from shadowvault.disk.partition import read_table
 from shadowvault.errors import UsageError
 from shadowvault.recover.fixes import fix_fstab_text
-from shadowvault.recover.layout import BootloaderRecord, DiskLayout, FilesystemRecord, PartitionRecord
-from shadowvault.recover.partition import read_table
 from shadowvault.recover.plan import build_plan, fit_partitions, needed_size
 from shadowvault.recover.target import TargetDisk
 from shadowvault.repo.repository import Repository

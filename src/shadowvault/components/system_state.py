@@ -59,9 +59,9 @@ from shadowvault.components.plan import Plan
 from shadowvault.components.samba_directory import apply_samba, collect_samba, plan_samba
 from shadowvault.components.units import UnitsDocument, links_to, read_units
 from shadowvault.components.user_profiles import account_changes_into
+from shadowvault.disk.layout import layout_documents
 from shadowvault.errors import CommandError, NotFoundError, UnsupportedError
 from shadowvault.fsutil import atomic_write
-from shadowvault.recover.layout import layout_documents
 
 log = logging.getLogger(__name__)
 

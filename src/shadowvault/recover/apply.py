@@ -24,12 +24,12 @@ from pathlib import Path
 from shadowvault import proc
 from shadowvault.components.base import RESERVED_DIR, RestoreOptions
 from shadowvault.components.plan import Plan
+from shadowvault.disk.layout import DiskLayout
+from shadowvault.disk.partition import MbrTable, write_table
 from shadowvault.errors import CommandError
 from shadowvault.fsutil import atomic_write
 from shadowvault.jobs.restore_component import restore_component
 from shadowvault.recover import bootloader, fixes
-from shadowvault.recover.layout import DiskLayout
-from shadowvault.recover.partition import MbrTable, write_table
 from shadowvault.recover.plan import COMPONENTS, FilesystemStep
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from shadowvault import proc
+from shadowvault.disk.partition import write_boot_code
 from shadowvault.errors import NotFoundError
-from shadowvault.recover.partition import write_boot_code
 
 MBR_CODE_PATHS = ("/usr/lib/EXTLINUX/mbr.bin", "/usr/lib/syslinux/mbr/mbr.bin")
 

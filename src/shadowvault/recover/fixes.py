@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shadowvault.components.fstab import FstabEntry, parse_fstab
 from shadowvault.components.layout import resolve_in_root
+from shadowvault.disk.fstab import FstabEntry, parse_fstab
+from shadowvault.disk.layout import FilesystemRecord
 from shadowvault.fsutil import atomic_write
-from shadowvault.recover.layout import FilesystemRecord
 
 
 def fix_fstab_text(text: str, filesystems: list[FilesystemRecord]) -> tuple[str, list[str]]:

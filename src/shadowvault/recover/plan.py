@@ -13,10 +13,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from shadowvault.components.plan import Plan
+from shadowvault.disk.layout import DiskLayout, FilesystemRecord
+from shadowvault.disk.partition import MbrPartition, MbrTable
 from shadowvault.errors import UnsupportedError, UsageError
 from shadowvault.paths_within import is_within
-from shadowvault.recover.layout import DiskLayout, FilesystemRecord
-from shadowvault.recover.partition import MbrPartition, MbrTable
 from shadowvault.recover.target import TargetDisk
 
 MIB = 1 << 20

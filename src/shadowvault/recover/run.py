@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shadowvault.components.plan import Plan
+from shadowvault.disk.layout import DOCUMENT, DiskLayout, decode_layout
 from shadowvault.errors import NotFoundError
 from shadowvault.jobs.restore_component import require_component
 from shadowvault.jobs.snapshot_view import RepoView
 from shadowvault.recover.apply import RecoverReport, apply_plan
-from shadowvault.recover.layout import DOCUMENT, DiskLayout, decode_layout
 from shadowvault.recover.plan import COMPONENTS, build_plan
 from shadowvault.recover.target import check_target
 from shadowvault.repo.repository import Repository

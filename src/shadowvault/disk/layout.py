@@ -18,8 +18,9 @@ from pathlib import Path
 import msgspec
 
 from shadowvault import proc
+from shadowvault.disk.fstab import entries
+from shadowvault.disk.partition import read_table
 from shadowvault.errors import CommandError, ShadowvaultError, UsageError
-from shadowvault.recover.partition import read_table
 from shadowvault.shadow.volumes import Volume, list_volumes
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,6 @@ def probe_filesystem(device: str) -> dict[str, str]:
 
 
 def _fstab_options(source_root: Path) -> dict[str, str]:
-    from shadowvault.components.fstab import entries
-
     try:
         text = (source_root / "etc" / "fstab").read_text(errors="replace")
     except OSError:
