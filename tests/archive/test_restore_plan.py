@@ -52,9 +52,9 @@ def count_pack_reads(repo: Repository) -> Reads:
 
 
 def make_tree(src: Path) -> None:
-    """Far more small files than one batch of the restore holds, the first directory's files repeated
-    (same bytes) in the last one, so the packs holding them are needed at both ends of the walk; two
-    large files sharing most of their blobs; a few modes."""
+    """700 small files (a batch held 256 before restores were planned per pack), the first
+    directory's files repeated (same bytes) in the last one, so the packs holding them are needed at
+    both ends of the walk; two large files sharing most of their blobs; a few modes."""
     for d in range(7):
         (src / f"d{d}").mkdir(parents=True)
     for i in range(100):

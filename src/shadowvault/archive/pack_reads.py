@@ -28,7 +28,7 @@ from shadowvault.repo.zero_blobs import ZeroBlobs
 
 MAX_GAP = 1 << 20  # unneeded bytes worth reading through rather than starting another read
 MAX_SPAN = READER_MAX_SPAN  # at most this much of a pack is held by one read (one blob may be larger)
-BYTES_AT_ONCE = 32 << 20  # of ranges read and not yet written, across a whole restore (2 default packs)
+BYTES_AT_ONCE = 24 << 20  # of ranges read and not yet written, across a restore (1.5 default packs)
 
 
 class PackedBlobs(Protocol):
@@ -75,16 +75,18 @@ class ReadBudget:
         self._held = 0
         self._room = threading.Condition()
 
-    def acquire(self, length: int) -> None:
+    def acquire(self, length: int) -> int:
+        """Wait for room for `length` bytes; the room taken (at most the limit), to be released."""
         length = min(length, self.limit)
         with self._room:
             while self._held and self._held + length > self.limit:
                 self._room.wait()
             self._held += length
+        return length
 
     def release(self, length: int) -> None:
         with self._room:
-            self._held -= min(length, self.limit)
+            self._held -= length
             self._room.notify_all()
 
 

@@ -1,7 +1,7 @@
 """Lay a snapshot's tree back down: content, owners, modes, times, ACLs, xattrs, links, devices, holes.
 
 The main thread walks the snapshot's trees and opens the target's directories; entries are laid
-down by a pool of threads (`restore_entries`), files in batches of up to a few thousand whose
+down by a pool of threads (`restore_entries`), files in batches of up to a thousand whose
 blobs are read with each pack read once, in one ranged read (`restore_content`). Directories get
 their metadata after their contents, in the order the walk left them (a read-only directory is
 filled first, and a default ACL is applied after the files were created with their own ACLs).

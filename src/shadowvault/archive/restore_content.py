@@ -1,6 +1,6 @@
 """File content for a restore: files are written in batches, each pack they need read once.
 
-A batch is up to a few thousand files. Its plan groups the blobs its files need by pack, each blob
+A batch is up to a thousand files. Its plan groups the blobs its files need by pack, each blob
 once however many files (or places in one file) need it; each pack is then read in one ranged read
 covering its needed blobs (`pack_reads` states when a pack takes more than one), by at most
 READS_AT_ONCE readers per batch; every blob is decrypted and verified once and handed, about
@@ -20,9 +20,10 @@ a file that had none (a swap file, a preallocated database) gets its zero runs a
 what the filesystem reports as holes.
 
 Memory is bounded: a batch's plan is a few dozen bytes per blob and a few hundred per file, and
-the ranges held at once by the whole restore, from their read until their last blob is written,
-are bounded by its `ReadBudget` (32 MiB of ranges: two default packs, so at most about twice that
-with their decrypted blobs; one larger range waits until it is alone). A blob that fails
+what the whole restore holds of packs is bounded by its `ReadBudget` (24 MiB: a range counts in
+full while it is read, then as its decrypted blobs waiting to be written; so at most about twice
+that for an instant, and one default 16 MiB pack is read while the previous one's files are
+written; a range larger than the budget waits until it is alone). A blob that fails
 verification fails only the files that need it (after its other copies were tried). The phases
 of a batch run on the restore's worker pool and are driven by a thread that is not in the pool:
 no pool thread ever waits for another.
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 HOLE_BLOCK = 4096
 _ZEROS = bytes(HOLE_BLOCK)
 VERIFY_READ = 1 << 20  # what verification reads at once of a zero run's data extents
-BATCH_FILES = 4096  # files one batch plans (a file of one blob holds a descriptor only while written)
+BATCH_FILES = 1024  # files one batch plans (a file of one blob holds a descriptor only while written)
 BATCH_BYTES = 1 << 30  # content one batch plans (a larger file is a batch of its own)
 BATCH_SPANNING = 256  # files of several blobs one batch plans: each may hold a descriptor throughout
 FILES_PER_TASK = 8  # files a worker checks or finishes in one task
@@ -239,26 +240,38 @@ def _raise_interruption(futures: list[Future[None]]) -> None:
 
 
 class _Held:
-    """A range's room in the ReadBudget, given back when its read and every write task it handed
-    its blobs to are done (or cancelled: an interrupted restore frees its room too)."""
+    """A range's room in the ReadBudget: all of it while the range is read, then only as much as
+    its blobs waiting in write tasks (given back as they are written, or cancelled: an interrupted
+    restore frees its room too), so the next range is read while this one's files are written."""
 
     def __init__(self, budget: ReadBudget, length: int) -> None:
-        budget.acquire(length)
         self._budget = budget
-        self._length = length
-        self._left = 1
+        self._room = budget.acquire(length)
+        self._held = self._room
+        self._writing = 0  # bytes of blobs handed to write tasks and not written yet
+        self._read = False
         self._lock = threading.Lock()
 
-    def add(self) -> None:
+    def hand(self, length: int) -> None:
         with self._lock:
-            self._left += 1
+            self._writing += length
 
-    def done(self, _task: Future[None] | None = None) -> None:
+    def written(self, length: int) -> None:
         with self._lock:
-            self._left -= 1
-            last = self._left == 0
-        if last:
-            self._budget.release(self._length)
+            self._writing -= length
+        self._settle()
+
+    def read_done(self, _task: Future[None] | None = None) -> None:
+        with self._lock:
+            self._read = True
+        self._settle()
+
+    def _settle(self) -> None:
+        with self._lock:
+            keep = min(self._room, self._writing) if self._read else self._room
+            give, self._held = self._held - keep, min(self._held, keep)
+        if give > 0:
+            self._budget.release(give)
 
 
 class ContentBatch:
@@ -407,9 +420,9 @@ class ContentBatch:
                 try:
                     fut = pool.submit(self._read, planned, places, held)
                 except BaseException:
-                    held.done()
+                    held.read_done()
                     raise
-                fut.add_done_callback(held.done)
+                fut.add_done_callback(held.read_done)
                 futures.append(fut)
                 running.add(fut)
         finally:
@@ -452,13 +465,14 @@ class ContentBatch:
 
     def _write_later(self, group: list[tuple[bytes, bytes, list[_Place]]], held: _Held) -> None:
         assert self._pool is not None
-        held.add()
+        length = sum(len(data) for data, _, _ in group)
+        held.hand(length)
         try:
             fut = self._pool.submit(self._write_group, group)
         except RuntimeError:  # the pool is shut down: the restore was interrupted
-            held.done()
+            held.written(length)
             return
-        fut.add_done_callback(held.done)
+        fut.add_done_callback(lambda _task: held.written(length))
         with self._lock:
             self._finishing.append(fut)
 
