@@ -37,6 +37,9 @@ bench: deps
 	$(PY) bench/api.py
 	$(PY) bench/compare.py
 	$(PY) bench/sparse.py
+	$(PY) bench/compare.py --backend s3
+	$(PY) bench/vms.py
+	$(PY) bench/recover.py
 
 lint: deps
 	$(VENV)/bin/ruff check src tests bench
