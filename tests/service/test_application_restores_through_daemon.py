@@ -64,14 +64,16 @@ def test_component_and_writer_restores_run_in_the_daemon_and_print_the_same(
             assert (elsewhere / str(app).lstrip("/") / "data.txt").read_text() == "v1\n"
             as_json = cli(*flags, *writer, "--dry-run", "--json", env=through)
             refused = cli(*flags, "restore", writer_snap, "--writers", env=through)  # not in place
+            quiet = cli(*flags, "-q", *writer, "--dry-run", env=through)  # the plan was asked for: shown
+            assert "external:app" in quiet.stdout, quiet.stdout
             outputs[mode] = [
                 _masked(text.replace(mode, "<mode>"))
-                for run in (planned, done, restored, as_json, refused)
+                for run in (planned, done, restored, as_json, refused, quiet)
                 for text in (run.stdout, run.stderr, str(run.returncode))
             ]
         with Client(daemon.socket) as client:
             kinds = [r["description"].split(" of ")[0] for r in client.runs()]
     assert outputs["daemon"] == outputs["in-process"]
-    assert kinds == ["restore"] * 5
+    assert kinds == ["restore"] * 6
     events = [json.loads(line)[:2] for line in log.read_text().splitlines()]
     assert [e[0] for e in events] == ["pre_restore", "post_restore"] * 2  # once in each mode

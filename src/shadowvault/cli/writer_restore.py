@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from shadowvault.cli.output import info, note, print_json
+from shadowvault.cli.output import info, listing, note, print_json
 from shadowvault.cli.restore_daemon import here_or_in_daemon, writer_restore_through_daemon
 from shadowvault.cli.snapshot_choice import SnapshotFilter
 from shadowvault.client import Client
@@ -130,7 +130,7 @@ def run_writer_restore(
     as_json: bool,
 ) -> None:
     """Run the restore in this process or in the daemon; print its plans, then its result."""
-    show = _plan_printer(as_json)
+    show = _plan_printer(as_json, dry_run=order.request.dry_run)
 
     def here(r: Repository, ref: str) -> dict[str, Any]:
         order.request.snapshot = ref
@@ -149,14 +149,17 @@ def run_writer_restore(
         _print_writer_summary(summary)
 
 
-def _plan_printer(as_json: bool) -> Emit:
+def _plan_printer(as_json: bool, *, dry_run: bool) -> Emit:
+    """Plans as JSON lines, or as text: a dry run's plan is what was asked for, shown even under -q."""
+    say = listing if dry_run else info
+
     def show(message_type: str, plan: dict[str, Any]) -> None:
         if as_json:
             print_json({"message_type": message_type, **plan})
             return
         lines = authoritative_plan_lines if message_type == "authoritative_plan" else writer_plan_lines
         for line in lines(plan):
-            info(line)
+            say(line)
 
     return show
 
