@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from shadowvault.archive.listing import walk_tree
-from shadowvault.archive.patterns import _translate, path_text
+from shadowvault.archive.patterns import glob_regex, path_text
 from shadowvault.archive.tree_paths import TreeReader
 from shadowvault.errors import UsageError
 from shadowvault.repo.snapshot import Snapshot
@@ -44,9 +44,9 @@ class Patterns:
             anchor = "^" if body.startswith("/") else "(?:^|/)"
             try:
                 if "/" in body:
-                    self._paths.append(re.compile(anchor + _translate(body) + "$", flags))
+                    self._paths.append(re.compile(anchor + glob_regex(body) + "$", flags))
                 else:
-                    self._names.append(re.compile("^" + _translate(body) + "$", flags))
+                    self._names.append(re.compile("^" + glob_regex(body) + "$", flags))
             except re.error as err:
                 raise UsageError(f"invalid pattern {pattern!r}: {err}") from err
         if not self._names and not self._paths:

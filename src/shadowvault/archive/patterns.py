@@ -19,7 +19,7 @@ from shadowvault.errors import UsageError
 from shadowvault.paths_within import is_within
 
 
-def _translate(pattern: str) -> str:
+def glob_regex(pattern: str) -> str:
     """Turn one glob into the body of a regular expression (no anchors)."""
     out: list[str] = []
     i, n = 0, len(pattern)
@@ -60,11 +60,11 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
         raise UsageError("empty pattern")
     body = pattern.rstrip("/") or "/"
     if body.startswith("/"):
-        regex = "^" + _translate(body)
+        regex = "^" + glob_regex(body)
     elif "/" not in body:
-        regex = "(?:^|/)" + _translate(body)
+        regex = "(?:^|/)" + glob_regex(body)
     else:
-        regex = "(?:^|/)" + _translate(body)
+        regex = "(?:^|/)" + glob_regex(body)
     try:
         return re.compile(regex + "(?:/.*)?$", re.DOTALL)
     except re.error as err:
