@@ -118,6 +118,16 @@ class BackupResult:
         }
 
 
+def would_change(
+    store: Repository | DryRunStore, parent: tuple[str, Snapshot] | None, root: bytes, paths: list[str]
+) -> list[Difference]:
+    """What a dry run's snapshot (its tree `root`) changes against its parent; the directories above
+    the backed-up paths are only recorded, not backed up, so they are not listed."""
+    above = directories_above(paths)
+    old = parent[1].tree if parent else None
+    return [c for c in diff_trees(store, old, root, above=above) if c.path not in above]
+
+
 def run_backup(
     repo: Repository,
     request: BackupRequest,
@@ -233,12 +243,7 @@ def run_backup(
         program_version=__version__,
     )
     if request.dry_run:  # nothing saved: what the snapshot would change, against its parent
-        above = directories_above(recorded)
-        changes = [  # the directories above the paths are not backed up, only recorded
-            c
-            for c in diff_trees(store, parent[1].tree if parent else None, root, above=above)
-            if c.path not in above
-        ]
+        changes = would_change(store, parent, root, recorded)
         return BackupResult(
             "", snapshot, stats, duration, freeze_window, added_bytes, warnings, True, changes
         )

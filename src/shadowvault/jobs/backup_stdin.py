@@ -13,10 +13,9 @@ from typing import BinaryIO
 
 from shadowvault import __version__
 from shadowvault.archive.backup import FILES_COMPONENT, find_parent, snapshot_summary, username
-from shadowvault.archive.diff import diff_trees, directories_above
 from shadowvault.archive.stdin_source import archive_stream, stdin_path
 from shadowvault.archive.walk_stats import WalkStats
-from shadowvault.jobs.backup import BackupRequest, BackupResult
+from shadowvault.jobs.backup import BackupRequest, BackupResult, would_change
 from shadowvault.repo.dry_run_store import DryRunStore
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -61,9 +60,7 @@ def run_stdin_backup(
         program_version=__version__,
     )
     if request.dry_run:
-        above = directories_above([path])  # made up: only the file itself is backed up
-        old = parent[1].tree if parent else None
-        changes = [c for c in diff_trees(store, old, root, above=above) if c.path not in above]
+        changes = would_change(store, parent, root, [path])  # only the file itself is backed up
         return BackupResult("", snapshot, stats, duration, None, added_bytes, [], True, changes)
     snapshot_id = repo.save_snapshot(snapshot)
     return BackupResult(snapshot_id, snapshot, stats, time.monotonic() - started, None, added_bytes, [])
