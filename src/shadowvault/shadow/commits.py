@@ -40,31 +40,65 @@ class Commits:
 
     def __init__(self, providers: dict[str, Provider]) -> None:
         self.providers = providers  # by volume mount point
-        self._late: list[tuple[Provider, Future[Shadow]]] = []  # commits whose shadow is not recorded
+        self._late: list[tuple[Provider, Future[Shadow | list[Shadow]]]] = []  # shadows not yet recorded
+        self.together: set[str] = set()  # mount points whose images were taken at one instant
 
     def commit(self, volumes: Sequence[Volume], set_id: str, timeout: float, made: list[Shadow]) -> None:
         """Every volume's commit, one after another, all within `timeout`; CommitFailed otherwise.
 
+        A provider that can take several of the set's volumes at one instant (lvm on Linux 6.8+)
+        commits them in one call, at the first of them; their mount points go to `self.together`.
         Each shadow is appended to `made` as soon as it is returned (the abort deletes those).
         """
         deadline = time.monotonic() + timeout
+        groups = self._groups(volumes)
         for index, volume in enumerate(volumes):
             provider = self.providers[volume.mount_point]
-            future = in_thread(provider.create, volume, set_id, index, name=f"commit:{provider.name}")
+            group = groups.get(type(provider))
+            if group is not None and volume is not group[0][1]:
+                continue  # committed with the first volume of its group
+            if group is not None:
+                members = [v for _, v in group]
+                future: Future[Shadow | list[Shadow]] = in_thread(
+                    provider.create_together,
+                    members,
+                    set_id,
+                    [i for i, _ in group],
+                    timeout,
+                    name=f"commit:{provider.name}",
+                )
+                where = ", ".join(v.mount_point for v in members)
+            else:
+                future = in_thread(provider.create, volume, set_id, index, name=f"commit:{provider.name}")
+                where = volume.mount_point
             # Until it is returned, a commit an interrupt leaves running is the abort's to clean up.
             self._late.append((provider, future))
             wait_futures([future], timeout=max(deadline - time.monotonic(), 0.001))
             if not future.done():
-                where = f"provider {provider.name} timed out at commit on {volume.mount_point}"
-                raise CommitFailed(f"{where} after {timeout:.1f} s")
+                raise CommitFailed(
+                    f"provider {provider.name} timed out at commit on {where} after {timeout:.1f} s"
+                )
             error = future.exception()
             if error is not None:
                 raise CommitFailed(
-                    f"provider {provider.name} failed at commit on {volume.mount_point}: {reason(error)}",
-                    error,
+                    f"provider {provider.name} failed at commit on {where}: {reason(error)}", error
                 )
-            made.append(future.result())
+            made.extend(_as_list(future.result()))
             self._late.remove((provider, future))
+            if group is not None:
+                self.together.update(v.mount_point for _, v in group)
+
+    def _groups(self, volumes: Sequence[Volume]) -> dict[type[Provider], list[tuple[int, Volume]]]:
+        """The volumes (with their index) of each kind of provider that can commit them together."""
+        by_provider: dict[type[Provider], list[tuple[int, Volume]]] = {}
+        for index, volume in enumerate(volumes):
+            by_provider.setdefault(type(self.providers[volume.mount_point]), []).append((index, volume))
+        return {
+            key: group
+            for key, group in by_provider.items()
+            if len(group) > 1
+            and self.providers[group[0][1].mount_point].can_create_together([v for _, v in group])
+        }
 
     def planned(self, volumes: Sequence[Volume], set_id: str) -> list[Shadow]:
         """The shadows the commits will make (the set's intent, recorded before the freeze)."""
@@ -104,9 +138,14 @@ class Commits:
         self._late = []
 
 
-def _delete_late(provider: Provider, future: Future[Shadow]) -> None:
+def _as_list(result: Shadow | list[Shadow]) -> list[Shadow]:
+    return result if isinstance(result, list) else [result]
+
+
+def _delete_late(provider: Provider, future: Future[Shadow | list[Shadow]]) -> None:
     if future.exception() is None:
-        try:
-            provider.delete(future.result())
-        except Exception as err:
-            log.warning("cannot delete a late shadow: %s", err)
+        for shadow in _as_list(future.result()):
+            try:
+                provider.delete(shadow)
+            except Exception as err:
+                log.warning("cannot delete a late shadow: %s", err)

@@ -20,7 +20,8 @@ Rules it keeps (those of VSS):
 - fsfreeze is never combined with a provider that forbids it (planning.py): refused before anything
   is frozen, with an error naming both.
 - A set is one instant across its volumes only when one filesystem freeze held them all while every
-  provider committed; otherwise (btrfs, lvm: they cannot be combined with fsfreeze) the images are
+  provider committed, or a provider took them together (lvm on Linux 6.8+ freezes them itself);
+  otherwise (btrfs, lvm on older kernels: they cannot be combined with fsfreeze) the images are
   taken one after another and the manifest's notes say so.
 - A watchdog process (watchdog.py) gets every writer's WatchdogActions before the first freeze and
   performs them if this process dies or the deadline passes.
@@ -235,7 +236,7 @@ class ShadowSetRun:
         self._commit(volumes)
         held = {m for r in self._active() if r.held for m in self._freezer_targets.get(r.label, ())}
         self._thaw()
-        note = planning.separate_instants_note(self.manifest.shadows, held)
+        note = planning.separate_instants_note(self.manifest.shadows, held | self.commits.together)
         if note:
             self.manifest.notes.append(note)
         # Record the shadows at once (still `creating`): if we die from here on, reap() finds and

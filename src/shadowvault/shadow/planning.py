@@ -105,8 +105,9 @@ def freezer_targets(runs: Sequence[WriterRun], volumes: Sequence[Volume]) -> dic
 def separate_instants_note(shadows: Sequence[Shadow], held: set[str]) -> str | None:
     """A note for a set whose images are each of one instant but not of one instant together.
 
-    Only a filesystem freeze held over every volume while all commit makes them one instant; btrfs
-    and lvm cannot be combined with fsfreeze (planning refuses it), so theirs are taken one by one.
+    Only a filesystem freeze held over every volume while all commit makes them one instant (`held`:
+    those volumes, and those a provider took together); btrfs and lvm cannot be combined with
+    fsfreeze (planning refuses it), so theirs are taken one by one unless lvm takes them together.
     """
     atomic = [s.volume for s in shadows if s.atomic]
     if len(atomic) < 2 or all(volume in held for volume in atomic):

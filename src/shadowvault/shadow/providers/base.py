@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import ClassVar, NamedTuple
 
@@ -78,6 +79,20 @@ class Provider(ABC):
     @abstractmethod
     def delete(self, shadow: Shadow) -> None:
         """Remove the image; deleting one that is already gone is not an error."""
+
+    def can_create_together(self, volumes: Sequence[Volume]) -> bool:
+        """Whether `create_together` can make the images of all of `volumes` at one instant (asked at
+        commit, before any of them is made; False: they are made one after another by `create`)."""
+        return False
+
+    def create_together(
+        self, volumes: Sequence[Volume], set_id: str, indices: Sequence[int], limit: float
+    ) -> list[Shadow]:
+        """Commit several volumes at one instant (see can_create_together), within about `limit` s.
+
+        On failure it removes whatever it made and raises; nothing it froze stays frozen.
+        """
+        raise NotImplementedError(f"provider {self.name} shadows one volume at a time")
 
     def planned(self, volume: Volume, set_id: str, index: int) -> Shadow | None:
         """The shadow `create` would make, before it exists: what the store records as the set's intent.

@@ -10,8 +10,11 @@ LVM suspends the device while it makes the snapshot, and suspending freezes the 
 FreezePolicy.BUILT_IN. An fsfreeze around it is not only redundant, it breaks it: the suspend of a
 filesystem someone else froze fails with EBUSY and leaves a half-made snapshot (seen on Debian's
 6.1 kernel), so the coordinator refuses the combination.
-For the same reason the logical volumes of a multi-volume set cannot be frozen together and then
-snapshotted: each lvcreate suspends its own, one after another (docs/lvm-provider.md).
+A multi-volume set is taken at one instant where the kernel allows it (Linux 6.8 and later: the
+suspend nests inside a userspace freeze): every filesystem of the set frozen (lvm_freeze.py), each
+lvcreate, all thawed, then the snapshots mounted. On older kernels, or when a volume may not be
+frozen (it holds our state, LVM's own files, ...), each lvcreate suspends its own, one after
+another, and the set says so (docs/lvm-provider.md).
 
 The snapshot LV is named `sv-<set id>-<index>` and mounted at `<mount>/.shadowvault/<set id>-<index>`
 (ro, `noload` for ext2/3/4 so no journal is replayed, `nouuid` for XFS, whose origin has the same
@@ -26,9 +29,11 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 
 from shadowvault import config_file, proc
-from shadowvault.errors import CommandError, ConfigError, ProviderError, UnsupportedError
+from shadowvault.errors import CommandError, ConfigError, ProviderError, UnsupportedError, UsageError
+from shadowvault.shadow.freeze_rules import check_may_freeze
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers.base import (
     IMAGE_NAME,
@@ -38,6 +43,7 @@ from shadowvault.shadow.providers.base import (
     image_name,
 )
 from shadowvault.shadow.providers.hidden_dir import ensure_shadow_dir, shadow_dir
+from shadowvault.shadow.providers.lvm_freeze import GroupFreeze, kernel_nests_freezes
 from shadowvault.shadow.providers.lvm_volumes import (
     LogicalVolume,
     dm_uuid,
@@ -45,7 +51,7 @@ from shadowvault.shadow.providers.lvm_volumes import (
     list_logical_volumes,
     logical_volume_of,
 )
-from shadowvault.shadow.volumes import Volume, list_volumes
+from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,8 @@ SNAPSHOT_LV = re.compile(rf"^{LV_PREFIX}(?P<image>.+)$")
 DEFAULT_SNAPSHOT_SHARE = 0.20
 MOUNT_OPTIONS = {"ext2": "ro,noload", "ext3": "ro,noload", "ext4": "ro,noload", "xfs": "ro,nouuid"}
 LVM_TIMEOUT = 120.0  # an lvcreate is never killed half-way: it may hold the origin suspended
+# What lvcreate itself writes (metadata backups, locks): never on a filesystem frozen around it.
+LVM_OWN_PATHS = ("/etc/lvm", "/run/lock/lvm", "/run/lvm")
 
 
 def snapshot_share() -> float:
@@ -101,6 +109,7 @@ class LvmProvider(Provider):
         # Origins as read when the set was planned (device -> LV), so that the commit, inside the
         # freeze window, runs only lvcreate: each lvs scans every device.
         self._planned_origins: dict[str, LogicalVolume] = {}
+        self._group: GroupFreeze | None = None  # the freeze of a set being taken together
 
     def _origin(self, volume: Volume) -> tuple[LogicalVolume | None, str | None]:
         """The volume's logical volume, or why this provider cannot use it (read afresh)."""
@@ -139,6 +148,77 @@ class LvmProvider(Provider):
         return self._origin(volume)[1]
 
     def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
+        shadow, created = self._snapshot(volume, set_id, index)
+        self._finish(shadow, volume, created)
+        return shadow
+
+    def can_create_together(self, volumes: Sequence[Volume]) -> bool:
+        """On Linux 6.8+, when every volume may be frozen and none holds what lvcreate writes."""
+        if len(volumes) < 2 or not kernel_nests_freezes():
+            return False
+        all_volumes = list_volumes(with_uuid=False)
+        mounts = {v.mount_point for v in volumes}
+        try:
+            for volume in volumes:
+                check_may_freeze(volume, all_volumes)
+        except UsageError as err:
+            log.info("lvm: the set's volumes are shadowed one after another: %s", err)
+            return False
+        for path in LVM_OWN_PATHS:
+            if os.path.exists(path) and volume_of(path, all_volumes).mount_point in mounts:
+                log.info("lvm: the set's volumes are shadowed one after another: %s is on one", path)
+                return False
+        return True
+
+    def create_together(
+        self, volumes: Sequence[Volume], set_id: str, indices: Sequence[int], limit: float
+    ) -> list[Shadow]:
+        """Freeze every filesystem, lvcreate each, thaw all, then mount the snapshots."""
+        for volume in volumes:
+            self._vg(volume)  # any lvs (and any refusal) before the freeze, not inside it
+        freeze = GroupFreeze([v.mount_point for v in volumes])
+        self._group = freeze
+        made: list[tuple[Shadow, Volume]] = []
+        try:
+            freeze.freeze(limit)
+            instant = time.time()  # every filesystem of the set is frozen: their common point in time
+            for volume, index in zip(volumes, indices, strict=True):
+                if freeze.cancelled:
+                    raise ProviderError("the set's lvm snapshots were cancelled")
+                # Listed before lvcreate runs: a failed one may leave a half-made snapshot.
+                made.append((self._shadow_at(volume, self._vg(volume), image_name(set_id, index)), volume))
+                made[-1] = (self._snapshot(volume, set_id, index)[0], volume)
+            problems = freeze.thaw()
+            if problems:
+                raise ProviderError(f"cannot thaw {'; '.join(problems)}")
+            for shadow, volume in made:
+                self._finish(shadow, volume, instant)
+        except BaseException:
+            freeze.thaw()
+            for shadow, _ in made:
+                try:
+                    self.delete(shadow)
+                except ProviderError as err:
+                    log.warning("cannot delete the lvm snapshot of %s: %s", shadow.volume, err)
+            raise
+        finally:
+            self._group = None
+        return [shadow for shadow, _ in made]
+
+    def _vg(self, volume: Volume) -> str:
+        origin, reason = self._planned_origin(volume)
+        if origin is None:
+            raise UnsupportedError(reason or f"provider lvm cannot shadow {volume.mount_point}")
+        return origin.vg
+
+    def cancel(self) -> None:
+        """Thaw a set frozen by create_together at once; it stops before its next lvcreate."""
+        group = self._group
+        if group is not None:
+            group.thaw()
+
+    def _snapshot(self, volume: Volume, set_id: str, index: int) -> tuple[Shadow, float]:
+        """lvcreate the snapshot of `volume` (not mounted yet); its shadow and when it was made."""
         origin, reason = self._planned_origin(volume)
         if origin is None:
             raise UnsupportedError(reason or f"provider lvm cannot shadow {volume.mount_point}")
@@ -158,14 +238,6 @@ class LvmProvider(Provider):
             proc.run([*argv, origin.full_name], timeout=LVM_TIMEOUT)
         except CommandError as err:
             raise ProviderError(f"lvm snapshot of {volume.mount_point} ({origin.full_name}): {err}") from err
-        created = time.time()
-        try:
-            self._mount(shadow, volume)
-        except BaseException:
-            self.delete(shadow)
-            raise
-        shadow.created = created
-        shadow.frozen = True  # the suspend froze the filesystem (freeze_bdev)
         shadow.provider_data.update({"kind": kind, "origin": origin.name, "cow_bytes": size})
         if kind == "classic":
             shadow.notes = [
@@ -173,7 +245,17 @@ class LvmProvider(Provider):
                 f"than that of {volume.mount_point} is rewritten while the shadow exists, the snapshot "
                 "becomes invalid and reading it fails"
             ]
-        return shadow
+        return shadow, time.time()
+
+    def _finish(self, shadow: Shadow, volume: Volume, created: float) -> None:
+        """Mount the snapshot (removed again if that fails) and record when and how it was made."""
+        try:
+            self._mount(shadow, volume)
+        except BaseException:
+            self.delete(shadow)
+            raise
+        shadow.created = created
+        shadow.frozen = True  # the suspend froze the filesystem (freeze_bdev), or our group freeze did
 
     def _mount(self, shadow: Shadow, volume: Volume) -> None:
         ensure_shadow_dir(volume)
