@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from shadowvault.errors import ProviderError
 from shadowvault.shadow.watchdog import Watchdog, WatchdogStartError
-from shadowvault.shadow.writers.base import ThawFilesystem
+from shadowvault.shadow.watchdog_actions import ThawFilesystem
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
-import msgspec
-
 from shadowvault.shadow.manifest import Component, Shadow
 from shadowvault.shadow.volumes import Volume
+
+# the watchdog's actions are part of the writer API (Writer.watchdog_actions returns them)
+from shadowvault.shadow.watchdog_actions import RunCommand as RunCommand
+from shadowvault.shadow.watchdog_actions import SignalProcess as SignalProcess
+from shadowvault.shadow.watchdog_actions import ThawFilesystem as ThawFilesystem
+from shadowvault.shadow.watchdog_actions import WatchdogAction as WatchdogAction
 
 
 class FailurePolicy(StrEnum):
@@ -24,25 +28,6 @@ class FailurePolicy(StrEnum):
 
     ABORT = "abort"  # the whole set is aborted
     DEGRADE = "degrade"  # the set goes on; the writer's components are marked crash-consistent
-
-
-class WatchdogAction(msgspec.Struct, kw_only=True, tag_field="kind"):
-    """Something the watchdog must do if the coordinator dies while this writer holds."""
-
-
-class ThawFilesystem(WatchdogAction, tag="thaw_fs"):
-    path: str
-
-
-class RunCommand(WatchdogAction, tag="run"):
-    argv: list[str]
-    timeout: float = 30.0
-    env: dict[str, str] = {}
-
-
-class SignalProcess(WatchdogAction, tag="signal"):
-    pid: int
-    signal: int = 15
 
 
 @dataclass
