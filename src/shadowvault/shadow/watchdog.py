@@ -27,7 +27,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-FITHAW = 0xC0045878
+from shadowvault.shadow.freeze_ioctl import FITHAW
+
 READY, FIRED, THAWED, FIRE = "ready", "fired", "thawed", "fire"
 START_TIMEOUT = 15.0
 

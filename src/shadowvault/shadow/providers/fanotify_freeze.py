@@ -12,8 +12,7 @@ import errno
 import fcntl
 import os
 
-FIFREEZE = 0xC0045877  # _IOWR('X', 119, int)
-FITHAW = 0xC0045878  # _IOWR('X', 120, int)
+from shadowvault.shadow.freeze_ioctl import FIFREEZE, FITHAW
 
 
 def freeze_unless_frozen(mount_point: str) -> int | None:

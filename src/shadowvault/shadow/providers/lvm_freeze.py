@@ -14,7 +14,6 @@ thread (the coordinator's abort) and is harmless twice.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -24,13 +23,12 @@ import time
 from collections.abc import Sequence
 
 from shadowvault.errors import ProviderError
+from shadowvault.shadow.freeze_ioctl import FIFREEZE, thaw_each
 from shadowvault.shadow.watchdog import Watchdog, WatchdogStartError
 from shadowvault.shadow.watchdog_actions import ThawFilesystem
 
 log = logging.getLogger(__name__)
 
-FIFREEZE = 0xC0045877  # _IOWR('X', 119, int)
-FITHAW = 0xC0045878  # _IOWR('X', 120, int)
 NESTING_KERNEL = (6, 8)  # the first Linux whose block-device freeze nests in a userspace one
 WATCHDOG_SLACK = 60.0  # past the caller's limit before the watchdog thaws on its own
 
@@ -87,14 +85,7 @@ class GroupFreeze:
         if self._thawed:
             return []
         self._thawed = True
-        problems = []
-        while self._frozen:
-            mp = self._frozen.pop()
-            try:
-                fcntl.ioctl(self._fds[mp], FITHAW, 0)
-            except OSError as err:
-                if err.errno != errno.EINVAL:  # EINVAL: not frozen (the watchdog thawed it already)
-                    problems.append(f"{mp}: {err.strerror}")
+        problems = thaw_each(self._frozen, self._fds)
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()

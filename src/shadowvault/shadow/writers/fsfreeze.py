@@ -15,15 +15,13 @@ import os
 import threading
 
 from shadowvault.errors import PermissionDeniedError, UsageError, WriterError
+from shadowvault.shadow.freeze_ioctl import FIFREEZE, thaw_each
 from shadowvault.shadow.freeze_rules import check_may_freeze
 from shadowvault.shadow.manifest import Component, RestoreMethod
 from shadowvault.shadow.volumes import Volume, find_volume, list_volumes
 from shadowvault.shadow.writers.base import SnapshotContext, ThawFilesystem, WatchdogAction, Writer
 
 log = logging.getLogger(__name__)
-
-FIFREEZE = 0xC0045877  # _IOWR('X', 119, int)
-FITHAW = 0xC0045878  # _IOWR('X', 120, int)
 
 
 def require_root() -> None:
@@ -133,14 +131,7 @@ class FsfreezeWriter(Writer):
 
     def _thaw_frozen(self) -> list[str]:
         """FITHAW every volume we froze (caller holds the lock); the problems, in words."""
-        problems = []
-        while self._frozen:
-            mp = self._frozen.pop()
-            try:
-                fcntl.ioctl(self._fds[mp], FITHAW, 0)
-            except OSError as err:
-                if err.errno != errno.EINVAL:  # EINVAL: not frozen (the watchdog thawed it already)
-                    problems.append(f"{mp}: {err.strerror}")
+        problems = thaw_each(self._frozen, self._fds)
         self._close()
         return problems
 
