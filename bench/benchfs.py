@@ -47,11 +47,13 @@ def _thaw_quietly(mount: Path) -> None:
 
 @contextlib.contextmanager
 def loop_filesystem(
-    fstype: str, size: int, *, image: Path | None = None, base: str | None = None
+    fstype: str, size: int, *, image: Path | None = None, base: str | None = None, inodes: int = 0
 ) -> Iterator[Path]:
     """Yield the mount point of a `fstype` filesystem of `size` bytes on its own loop device.
 
-    With `image` set, that image is reused when it exists (no mkfs) and kept afterwards.
+    With `image` set, that image is reused when it exists (no mkfs) and kept afterwards. `inodes`
+    is a floor for ext4's inode count (fixed at mkfs: one per 16 KiB by default, too few for a
+    million small files); xfs allocates inodes as it goes.
     """
     work = Path(tempfile.mkdtemp(prefix=f"sv-bench-{fstype}-", dir=base))
     mount = work / "mnt"
@@ -66,7 +68,9 @@ def loop_filesystem(
                 f.truncate(max(size, MIN_SIZE[fstype]))
         device = sh("losetup", "--find", "--show", str(image)).stdout.strip()
         if fresh:
-            sh(*MKFS[fstype], device)
+            more = fstype == "ext4" and inodes > size // 16384
+            extra = ["-N", str(inodes)] if more else []
+            sh(*MKFS[fstype], *extra, device, timeout=1800)
         mount.mkdir()
         sh("mount", device, str(mount))
         yield mount

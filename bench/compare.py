@@ -1,8 +1,9 @@
-"""Shadowvault against restic and borg: same data, same run, side by side.
+"""Shadowvault against restic and borg: same data, same run, side by side, with the machine's floor.
 
     .venv/bin/python bench/compare.py [--size 2GiB] [--files 100000] [--tools shadowvault,restic,borg]
                                       [--keep-data DIR] [--fstype ext4|xfs] [--no-drop-caches] [--json]
-    .venv/bin/python bench/compare.py --show RESULT.json      # the table of a saved --json run (either)
+    .venv/bin/python bench/compare.py --scale [--files 1000000] [--size 4GiB] [--probe-files 1000] [...]
+    .venv/bin/python bench/compare.py --show RESULT.json      # the table of a saved --json run (any)
     .venv/bin/python bench/compare.py --backend s3 [--size 256MiB] [--files 2000] [--json]
 
 `--backend s3` runs the same phases with both repositories in a local S3 server instead (moto on
@@ -12,22 +13,36 @@ restic's, same data, same run; borg has no S3 backend and is left out. That mode
 
 A data set (dataset.py: small and large files, text and noise, duplicates) is generated on a loop
 filesystem made here; every tool gets its own repository on a second loop filesystem of the same type.
-Phases, each run for every tool in turn: first backup, no-change incremental, incremental after a
-deterministic 5 % change (5 % of the files rewritten, 5 % of every large file's bytes overwritten),
-full restore of the latest snapshot (checked file by file against the source: mode, size, BLAKE3 of
-the content, so a fast but wrong restore cannot win). By default the page cache is dropped before
-every timed command (cold reads, like a nightly backup); --no-drop-caches measures warm.
+First the floors (floors.py), rows of their own: the cold read of the data set (`tar -cf - | cat`,
+not `tar -cf /dev/null`, which GNU tar answers without reading) and its cold copy (`cp -a`) onto
+the restore filesystem. Then the phases, each run for every tool in turn: first backup, no-change
+incremental, incremental after a deterministic 5 % change (5 % of the files rewritten, 5 % of every
+large file's bytes overwritten), full restore of the latest snapshot (checked file by file against
+the source: mode, size, BLAKE3 of the content, so a fast but wrong restore cannot win). By default
+the page cache is dropped before every timed command (cold reads, like a nightly backup);
+--no-drop-caches measures warm.
+
+`--scale` is the million-file set (scale.py; 1,000,000 small files, 4 GiB unless --files/--size
+say otherwise): first backup, no-change incremental, `check`, a 5 %-changed incremental, `forget`
+keeping the last snapshot with a prune, a restore of one directory (small/d000, 10,000 files), each
+with time and peak RSS against restic; floors: the cold read of the set and the cold copy of that
+directory; then the memory check, a small tree's backup (--probe-files) into the repository holding
+the million-file snapshot against the same into an empty repository. Its data filesystem is made
+with an inode per file (ext4 fixes the count at mkfs); generation runs one process per CPU.
 
 Shadowvault runs with `--provider none` (live files, no shadow set): the comparison is about the
 repository engine; how each tool is configured is in peers.py. Tools run one after the other in the
 order given, each phase for all tools before the next phase.
 
 Reported per command: wall time, throughput (data-set MiB / wall s), CPU time (user + system, from
-wait4), peak RSS of that process (GNU time), repository size, and ratios to restic; then the goals of
-issue 4 (met / not met). The machine may be shared: the 1-minute load average at the start of each
-command is shown; on a busy machine CPU seconds compare more steadily than wall times.
-A --keep-data image is left in DIR (about 2.5 GiB for the default set); the next run undoes the 5 %
-change and reuses it. Needs root (losetup, mount, drop_caches).
+wait4), peak RSS of that process (GNU time), repository size, ratios to restic, and each backup's
+time as a multiple of the cold read floor, each restore's as a multiple of the cold copy floor;
+then the goals of issue 15 (goals.py), each met / not met with its measured ratio. The machine may
+be shared: the 1-minute load average at the start of each command is shown; on a busy machine CPU
+seconds compare more steadily than wall times.
+A --keep-data image is left in DIR (about 2.5 GiB for the default set, about 8 GiB for --scale: a
+block per small file); the next run undoes the 5 % change and reuses it. Needs root (losetup,
+mount, drop_caches).
 """
 
 from __future__ import annotations
@@ -45,8 +60,10 @@ import sys
 import time
 from pathlib import Path
 
+import floors
 from benchfs import free_bytes, loop_filesystem
 from dataset import Dataset, Params, compare, manifest
+from goals import default_goals, print_goals, scale_goals
 from measure import Measured, drop_caches, run_measured, tree_bytes
 from peers import TOOLS, Tool
 
@@ -56,6 +73,17 @@ PHASES = [
     ("changed", "5%-changed incremental"),
     ("restore", "full restore"),
 ]
+SCALE_PHASES = [
+    ("first", "first backup"),
+    ("unchanged", "no-change incremental"),
+    ("check", "check"),
+    ("changed", "5%-changed incremental"),
+    ("forget", "forget --keep-last 1 --prune"),
+    ("restore_dir", "restore of one directory"),
+]
+FLOOR_OF = {"first": "read", "unchanged": "read", "changed": "read", "restore": "copy", "restore_dir": "copy"}
+FLOOR_TITLES = {"read": "floor: cold read (tar | cat)", "copy": "floor: cold copy (cp -a)"}
+SCALE_FILES, SCALE_SIZE = 1_000_000, 4 << 30
 MIB = 1 << 20
 UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -92,6 +120,26 @@ def record(m: Measured, data_bytes: int, **extra: object) -> dict:
     }
 
 
+def measure_floors(args: argparse.Namespace, data: Path, copy_target: Path, data_bytes: int) -> dict:
+    """The cold read of `data` and its cold copy to `copy_target` (on the restore filesystem)."""
+
+    def timed(argv: list[str], cwd: Path) -> Measured:
+        if not args.no_drop_caches:
+            drop_caches()
+        return run_measured(argv, env=dict(os.environ), cwd=cwd, timeout=args.timeout).check()
+
+    out = {}
+    say(f"{FLOOR_TITLES['read']}: {data}")
+    m = floors.measure_read(timed, data)
+    out["read"] = record(m, data_bytes)
+    say(f"  {m.wall:.1f} s")
+    say(f"{FLOOR_TITLES['copy']}: {data} -> {copy_target}")
+    m = floors.measure_copy(timed, data, copy_target)
+    out["copy"] = record(m, data_bytes)
+    say(f"  {m.wall:.1f} s")
+    return out
+
+
 def run_phases(args: argparse.Namespace, data_mount: Path, work_mount: Path) -> dict:
     """Generate or reuse the data set, then run every phase for every tool; returns the results."""
     ds = Dataset(data_mount, Params(args.size, args.files, args.seed))
@@ -106,6 +154,7 @@ def run_phases(args: argparse.Namespace, data_mount: Path, work_mount: Path) -> 
         "dataset": {"files": ds.file_count, "bytes": total, "how": how, "fstype": args.fstype},
         "versions": {t.name: tool_version(t) for t in tools},
         "drop_caches": not args.no_drop_caches,
+        "mode": "default",
         "phases": {key: {} for key, _ in PHASES},
     }
 
@@ -113,6 +162,8 @@ def run_phases(args: argparse.Namespace, data_mount: Path, work_mount: Path) -> 
         if not args.no_drop_caches:
             drop_caches()
         return run_measured(argv, env=tool.environ(), cwd=cwd, timeout=args.timeout).check()
+
+    results["floors"] = measure_floors(args, ds.data, work_mount / "floor-copy", total)
 
     for key, title in PHASES[:3]:
         if key == "changed":
@@ -149,64 +200,17 @@ def run_phases(args: argparse.Namespace, data_mount: Path, work_mount: Path) -> 
 
 
 def add_ratios(results: dict) -> None:
-    """Every figure also as a ratio to restic's in the same phase."""
-    for rows in results["phases"].values():
+    """Every figure also as a ratio to restic's in the same phase, and every backup's and restore's
+    wall time as a ratio to its floor (backups to the cold read, restores to the cold copy)."""
+    for phase, rows in results["phases"].items():
         base = rows.get("restic")
+        floor = results.get("floors", {}).get(FLOOR_OF.get(phase, ""))
         for row in rows.values():
             for field in ("wall_s", "mib_per_s", "cpu_s", "peak_rss_mib", "repo_mib"):
                 if base and row.get(field) is not None and base.get(field):
                     row[f"{field}_vs_restic"] = round(row[field] / base[field], 2)
-
-
-def goals(results: dict) -> list[dict]:
-    """Issue 4's goals for Shadowvault, each with the measured ratio and met / not met."""
-    p = results["phases"]
-
-    def ratio(phase: str, field: str, other: str) -> float | None:
-        ours, theirs = p[phase].get("shadowvault"), p[phase].get(other)
-        if not ours or not theirs or not theirs.get(field):
-            return None
-        return ours[field] / theirs[field]
-
-    def peak(tool: str) -> float | None:
-        values = [rows[tool]["peak_rss_mib"] for rows in p.values() if tool in rows]
-        return max(values) if values else None
-
-    restored_ok = p["restore"].get("shadowvault", {}).get("verified", False)
-    sv_peak, restic_peak = peak("shadowvault"), peak("restic")
-    checks = [
-        ("first backup throughput >= 1.2x restic's", ratio("first", "mib_per_s", "restic"), ">=", 1.2),
-        ("first backup throughput >= 2x borg's", ratio("first", "mib_per_s", "borg"), ">=", 2.0),
-        ("no-change incremental time <= 0.8x restic's", ratio("unchanged", "wall_s", "restic"), "<=", 0.8),
-        (
-            "restore throughput >= 1.2x restic's (and verified)",
-            ratio("restore", "mib_per_s", "restic"),
-            ">=",
-            1.2,
-        ),
-        (
-            "peak RSS (max over phases) <= restic's",
-            sv_peak / restic_peak if sv_peak and restic_peak else None,
-            "<=",
-            1.0,
-        ),
-        (
-            "repository size <= 1.02x restic's (after 3 backups)",
-            ratio("changed", "repo_mib", "restic"),
-            "<=",
-            1.02,
-        ),
-    ]
-    out = []
-    for name, value, op, limit in checks:
-        if value is None:
-            met = None
-        else:
-            met = value >= limit if op == ">=" else value <= limit
-            if name.startswith("restore"):
-                met = met and restored_ok
-        out.append({"goal": name, "ratio": None if value is None else round(value, 2), "met": met})
-    return out
+            if floor:
+                row["wall_s_vs_floor"] = floors.ratio(row["wall_s"], floor)
 
 
 def _fmt(value: object, suffix: str = "") -> str:
@@ -217,47 +221,7 @@ def _fmt(value: object, suffix: str = "") -> str:
     return f"{value}{suffix}"
 
 
-def print_table(results: dict, checks: list[dict]) -> None:
-    d = results["dataset"]
-    print(
-        f"Data set: {d['files']} files, {d['bytes'] / MIB:.0f} MiB on {d['fstype']} (loop); "
-        f"5% change: {d.get('changed', {}).get('files', '-')} files / "
-        f"{d.get('changed', {}).get('bytes', 0) / MIB:.0f} MiB; "
-        f"page cache dropped before each command: {'yes' if results['drop_caches'] else 'no'}"
-    )
-    print("Versions: " + "; ".join(f"{k}: {v}" for k, v in results["versions"].items()))
-    m = results["machine"]
-    print(
-        f"Machine: {m['cpus']} CPUs, load average at start {m['load_start']}, at end {m['load_end']} "
-        f"(other work was running: wall times are noisy; CPU s = user + system of the command, steadier)"
-    )
-    header = [
-        "phase",
-        "tool",
-        "wall s",
-        "MiB/s",
-        "CPU s",
-        "peak RSS MiB",
-        "repo MiB",
-        "time/restic",
-        "MiB/s/restic",
-        "CPU/restic",
-        "RSS/restic",
-        "repo/restic",
-        "load1",
-        "ok",
-    ]
-    rows = []
-    for key, title in PHASES:
-        for tool, r in results["phases"][key].items():
-            rows.append([
-                title, tool, _fmt(r["wall_s"]), _fmt(r["mib_per_s"]), _fmt(r["cpu_s"]),
-                _fmt(r["peak_rss_mib"]), _fmt(r.get("repo_mib")),
-                _fmt(r.get("wall_s_vs_restic"), "x"), _fmt(r.get("mib_per_s_vs_restic"), "x"),
-                _fmt(r.get("cpu_s_vs_restic"), "x"), _fmt(r.get("peak_rss_mib_vs_restic"), "x"),
-                _fmt(r.get("repo_mib_vs_restic"), "x"),
-                _fmt(r["load1"]), "" if "verified" not in r else ("verified" if r["verified"] else "WRONG"),
-            ])  # fmt: skip
+def _table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     print()
@@ -265,11 +229,82 @@ def print_table(results: dict, checks: list[dict]) -> None:
     print(line.format(*("-" * w for w in widths)).rstrip())
     for row in rows:
         print(line.format(*row).rstrip())
+
+
+def print_table(results: dict, checks: list[dict]) -> None:
+    """The run as printed by `make bench`: the floors, every phase for every tool, the goals."""
+    scale = results.get("mode") == "scale"
+    d = results["dataset"]
+    print(
+        f"{'Scale data set' if scale else 'Data set'}: {d['files']} files, {d['bytes'] / MIB:.0f} MiB on "
+        f"{d['fstype']} (loop); 5% change: {d.get('changed', {}).get('files', '-')} files / "
+        f"{d.get('changed', {}).get('bytes', 0) / MIB:.0f} MiB; "
+        f"page cache dropped before each command: {'yes' if results['drop_caches'] else 'no'}"
+    )
+    if scale:
+        where, count = d.get("restore_dir", "-"), d.get("restore_dir_files", "-")
+        print(f"One directory restored: {where} ({count} files)")
+    print("Versions: " + "; ".join(f"{k}: {v}" for k, v in results["versions"].items()))
+    m = results["machine"]
+    print(
+        f"Machine: {m['cpus']} CPUs, load average at start {m['load_start']}, at end {m['load_end']} "
+        f"(other work was running: wall times are noisy; CPU s = user + system of the command, steadier)"
+    )
+    header = [
+        "phase", "tool", "wall s", "MiB/s", "CPU s", "peak RSS MiB", "repo MiB", "time/restic",
+        "MiB/s/restic", "CPU/restic", "RSS/restic", "repo/restic", "time/floor", "load1", "ok",
+    ]  # fmt: skip
+    rows = []
+    for key, r in results.get("floors", {}).items():
+        rows.append([
+            FLOOR_TITLES.get(key, key), "-", _fmt(r["wall_s"]), _fmt(r["mib_per_s"]), _fmt(r["cpu_s"]),
+            _fmt(r["peak_rss_mib"]), "", "", "", "", "", "", "1.00x", _fmt(r["load1"]), "",
+        ])  # fmt: skip
+    for key, title in SCALE_PHASES if scale else PHASES:
+        for tool, r in results["phases"].get(key, {}).items():
+            rows.append([
+                title, tool, _fmt(r["wall_s"]), _fmt(r["mib_per_s"]), _fmt(r["cpu_s"]),
+                _fmt(r["peak_rss_mib"]), _fmt(r.get("repo_mib")),
+                _fmt(r.get("wall_s_vs_restic"), "x"), _fmt(r.get("mib_per_s_vs_restic"), "x"),
+                _fmt(r.get("cpu_s_vs_restic"), "x"), _fmt(r.get("peak_rss_mib_vs_restic"), "x"),
+                _fmt(r.get("repo_mib_vs_restic"), "x"), _fmt(r.get("wall_s_vs_floor"), "x"),
+                _fmt(r["load1"]), "" if "verified" not in r else ("verified" if r["verified"] else "WRONG"),
+            ])  # fmt: skip
+    _table(header, rows)
+    if scale:
+        print_memory(results)
     print()
-    print("Goals (Shadowvault vs peers):")
-    for c in checks:
-        state = {True: "met", False: "NOT met", None: "n/a"}[c["met"]]
-        print(f"  [{state:>7}] {c['goal']}: {_fmt(c['ratio'], 'x')}")
+    if "floors" in results:
+        print(
+            "MiB/s of a one-directory restore is of that directory; time/floor: backups against the cold "
+            "read, restores against the cold copy"
+            if scale
+            else "time/floor: backups against the cold read, the restore against the cold copy"
+        )
+    print_goals(checks, "Goals of issue 15 (Shadowvault vs restic and the floors):")
+
+
+def print_memory(results: dict) -> None:
+    """The scale set's memory check: a small backup into the full repository and into an empty one."""
+    probe = results.get("memory", {})
+    if not probe:
+        return
+    first = next(iter(probe.values()))
+    print()
+    print(
+        f"Memory check: a backup of a small tree ({first['files']} files, {first['bytes'] / MIB:.1f} MiB) "
+        "into the repository that holds the million-file snapshot, against the same into an empty one"
+    )
+    header = ["tool", "empty repo: wall s", "RSS MiB", "full repo: wall s", "RSS MiB", "full/empty", "grows?"]
+    rows = []
+    for tool, r in probe.items():
+        flat = r.get("full_vs_empty")
+        rows.append([
+            tool, _fmt(r["empty"]["wall_s"]), _fmt(r["empty"]["peak_rss_mib"]), _fmt(r["full"]["wall_s"]),
+            _fmt(r["full"]["peak_rss_mib"]), _fmt(flat, "x"),
+            "-" if flat is None else ("does not grow with the repository" if flat <= 1.2 else "GROWS"),
+        ])  # fmt: skip
+    _table(header, rows)
 
 
 def space_needed(size: int, files: int, tools: int) -> tuple[int, int, int]:
@@ -278,6 +313,20 @@ def space_needed(size: int, files: int, tools: int) -> tuple[int, int, int]:
     work_fs = int(size * 1.1) * tools + int(size * 1.2) + files * 16 * 1024 * 2 + (1 << 30)
     used = int(size * 1.1) + int(size * 1.0) * tools + int(size * 1.1) + files * 8 * 1024 * 2
     return data_fs, work_fs, used
+
+
+def scale_space_needed(size: int, files: int, tools: int) -> tuple[int, int, int]:
+    """space_needed for --scale: no full restore (one directory), small files take a block each."""
+    data_fs = int(size * 1.2) + files * 8 * 1024 + (1 << 30)
+    work_fs = int(size * 1.3) * tools + files * 2048 * tools + (2 << 30)
+    used = int(size * 1.1) + files * 4096 + tools * (int(size * 1.1) + files * 512) + (1 << 30)
+    return data_fs, work_fs, used
+
+
+def inodes_needed(files: int) -> tuple[int, int]:
+    """ext4 inode counts for the data and the work filesystem: every file and directory of the set
+    (and the small tree of the memory check), and on the work side a copy and a restore of it."""
+    return int(files * 1.1) + 100_000, int(files * 2.2) + 200_000
 
 
 def s3_bench(args: argparse.Namespace) -> int:
@@ -305,6 +354,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--files", type=int, default=None, help="number of small files (100000; 2000 with --backend s3)"
+    )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="the million-file set: 1,000,000 files, 4GiB unless --files/--size say otherwise; phases "
+        "first backup, no-change incremental, check, forget --prune, one-directory restore, memory check",
+    )
+    parser.add_argument(
+        "--probe-files",
+        type=int,
+        default=1000,
+        help="--scale: files of the small tree of the memory check (1000)",
     )
     parser.add_argument("--seed", type=int, default=1, help="data set seed (1)")
     parser.add_argument(
@@ -334,9 +395,16 @@ def main(argv: list[str] | None = None) -> int:
             print_table(saved, saved["goals"])
         return 0
     if args.backend == "s3":
+        if args.scale:
+            parser.error("--scale runs on the local backend only")
         return s3_bench(args)
+    if args.scale:
+        args.size = SCALE_SIZE if args.size is None else args.size
+        args.files = SCALE_FILES if args.files is None else args.files
     args.size = parse_size("2GiB") if args.size is None else args.size
     args.files = 100_000 if args.files is None else args.files
+    if args.files < 1 or args.probe_files < 1:
+        parser.error("--files and --probe-files must be at least 1")
     args.tools = [t.strip() for t in (args.tools or "shadowvault,restic,borg").split(",") if t.strip()]
     unknown = [t for t in args.tools if t not in TOOLS]
     if unknown or not args.tools:
@@ -347,10 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     base = args.base or tempfile.gettempdir()
-    data_fs, work_fs, used = space_needed(args.size, args.files, len(args.tools))
+    sizes = scale_space_needed if args.scale else space_needed
+    data_fs, work_fs, used = sizes(args.size, args.files, len(args.tools))
+    data_inodes, work_inodes = inodes_needed(args.files)
     image = None
     if args.keep_data:
-        image = args.keep_data.resolve() / f"data-{args.fstype}.img"
+        name = "scale-data" if args.scale else "data"
+        image = args.keep_data.resolve() / f"{name}-{args.fstype}.img"
         if image.exists() and image.stat().st_size < data_fs:
             say(f"{image} is too small for this data set: making a new one")
             image.unlink()
@@ -366,9 +437,16 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
     started = time.time()
     with contextlib.ExitStack() as stack:
-        data_mount = stack.enter_context(loop_filesystem(args.fstype, data_fs, image=image, base=base))
-        work_mount = stack.enter_context(loop_filesystem(args.fstype, work_fs, base=base))
-        results = run_phases(args, data_mount, work_mount)
+        data_mount = stack.enter_context(
+            loop_filesystem(args.fstype, data_fs, image=image, base=base, inodes=data_inodes)
+        )
+        work_mount = stack.enter_context(loop_filesystem(args.fstype, work_fs, base=base, inodes=work_inodes))
+        if args.scale:
+            from scale import run_scale
+
+            results = run_scale(args, data_mount, work_mount)
+        else:
+            results = run_phases(args, data_mount, work_mount)
     results["machine"] = {
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
@@ -377,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": round(time.time() - started, 1),
     }
     add_ratios(results)
-    checks = goals(results)
+    checks = scale_goals(results) if args.scale else default_goals(results)
     results["goals"] = checks
     if args.json:
         print(json.dumps(results, indent=2))

@@ -5,6 +5,14 @@ Each tool runs with its defaults apart from what is needed to run it unattended:
                is about the repository engine, not about snapshots)
   restic       repository format 2 (zstd, compression auto), cache in the work directory
   borg         repokey-blake2 encryption, default compression (lz4), cache in the work directory
+
+The maintenance phases of the scale set (compare.py --scale), the same for each tool:
+  check        structure only, no data read: `shadowvault check`, `restic check`,
+               `borg check --archives-only` (borg's repository part would read every segment)
+  forget       keep the last snapshot, then free what nothing references any more: `forget
+               --keep-last 1 --prune` (shadowvault, restic), `borg prune --keep-last 1` + `borg compact`
+  one dir      restore one directory of the latest snapshot: shadowvault `latest:DIR`, restic
+               `--include DIR` (0.14 has no `latest:DIR`), borg `extract ::NAME DIR`
 """
 
 from __future__ import annotations
@@ -36,6 +44,18 @@ class Tool:
     def restore(self, target: Path, label: str) -> tuple[list[str], Path]:
         """argv and working directory that restore snapshot `label` so that `data` appears below
         `target` at its absolute path."""
+        raise NotImplementedError
+
+    def check_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def forget_prune_argv(self) -> list[str]:
+        """Forget every snapshot but the last, and free the space only they used."""
+        raise NotImplementedError
+
+    def restore_dir(self, target: Path, label: str, directory: Path) -> tuple[list[str], Path, Path]:
+        """argv, working directory, and where the contents of `directory` (absolute, in snapshot
+        `label`, the latest) appear once restored below `target`."""
         raise NotImplementedError
 
     def environ(self) -> dict[str, str]:
@@ -75,6 +95,15 @@ class Shadowvault(Tool):
     def restore(self, target: Path, label: str) -> tuple[list[str], Path]:
         return [self.exe, "restore", "latest", "--target", str(target)], self.work
 
+    def check_argv(self) -> list[str]:
+        return [self.exe, "check"]
+
+    def forget_prune_argv(self) -> list[str]:
+        return [self.exe, "forget", "--keep-last", "1", "--prune"]
+
+    def restore_dir(self, target: Path, label: str, directory: Path) -> tuple[list[str], Path, Path]:
+        return [self.exe, "restore", f"latest:{directory}", "--target", str(target)], self.work, target
+
 
 class Restic(Tool):
     def __init__(self, work: Path) -> None:
@@ -97,6 +126,16 @@ class Restic(Tool):
 
     def restore(self, target: Path, label: str) -> tuple[list[str], Path]:
         return [self.exe, "restore", "latest", "-q", "--target", str(target)], self.work
+
+    def check_argv(self) -> list[str]:
+        return [self.exe, "check", "-q"]
+
+    def forget_prune_argv(self) -> list[str]:
+        return [self.exe, "forget", "-q", "--keep-last", "1", "--prune"]
+
+    def restore_dir(self, target: Path, label: str, directory: Path) -> tuple[list[str], Path, Path]:
+        argv = [self.exe, "restore", "latest", "-q", "--target", str(target), "--include", str(directory)]
+        return argv, self.work, target / directory.relative_to("/")
 
 
 class Borg(Tool):
@@ -123,6 +162,17 @@ class Borg(Tool):
     def restore(self, target: Path, label: str) -> tuple[list[str], Path]:
         # borg stores paths without the leading slash and extracts below the working directory
         return [self.exe, "extract", f"::{label}"], target
+
+    def check_argv(self) -> list[str]:
+        return [self.exe, "check", "--archives-only"]
+
+    def forget_prune_argv(self) -> list[str]:
+        # borg 1.2 frees space only in `compact`; one shell, so GNU time sees the larger of the two
+        return ["sh", "-c", f"{self.exe} prune --keep-last 1 && {self.exe} compact"]
+
+    def restore_dir(self, target: Path, label: str, directory: Path) -> tuple[list[str], Path, Path]:
+        rel = directory.relative_to("/")
+        return [self.exe, "extract", f"::{label}", str(rel)], target, target / rel
 
 
 TOOLS = {"shadowvault": Shadowvault, "restic": Restic, "borg": Borg}
