@@ -41,6 +41,7 @@ from shadowvault.archive.restore_entries import (
     RestoreStats,
     TargetDir,
     chain,
+    created_gid,
     discard,
     has_default_acl,
     join,
@@ -144,6 +145,7 @@ class Restorer:
         root.fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the user's own path
         self._open.add(root)
         root.inherits_acl = has_default_acl(root.fd)
+        root.new_gid = created_gid(root.fd)
         try:
             if node is None:
                 self._walk(root_tree, root)
@@ -244,6 +246,7 @@ class Restorer:
             return False
         self._open.add(here)
         here.inherits_acl = has_default_acl(here.fd)
+        here.new_gid = created_gid(here.fd)
         with self.stats.lock:
             self.stats.dirs += 1
         return True

@@ -74,7 +74,6 @@ BATCH_BYTES = 1 << 30  # content one batch plans (a larger file is a batch of it
 BATCH_SPANNING = 256  # files of several blobs one batch plans: each may hold a descriptor throughout
 FILES_PER_TASK = 8  # files a worker checks or finishes in one task
 READS_AT_ONCE = 3  # pack ranges one batch reads at once (all batches together: the ReadBudget)
-WRITE_GROUP_BYTES = 1 << 20  # of a range's blobs one write task takes (many small files, or one blob)
 
 _T = TypeVar("_T")
 
@@ -89,6 +88,7 @@ class FileWrite:
     done: Future[Restored] = field(default_factory=Future)
     tmp: bytes = b""
     fd: int | None = None
+    complete: bool = False  # created with all its metadata but times (EntryWriter.create_mode)
     size: int = 0
     lengths: list[int] = field(default_factory=list)  # per blob of node.content
     # per blob, of what was written (verify only); None for a run of zeros (never read nor written)
@@ -239,41 +239,6 @@ def _raise_interruption(futures: list[Future[None]]) -> None:
             raise err
 
 
-class _Held:
-    """A range's room in the ReadBudget: all of it while the range is read, then only as much as
-    its blobs waiting in write tasks (given back as they are written, or cancelled: an interrupted
-    restore frees its room too), so the next range is read while this one's files are written."""
-
-    def __init__(self, budget: ReadBudget, length: int) -> None:
-        self._budget = budget
-        self._room = budget.acquire(length)
-        self._held = self._room
-        self._writing = 0  # bytes of blobs handed to write tasks and not written yet
-        self._read = False
-        self._lock = threading.Lock()
-
-    def hand(self, length: int) -> None:
-        with self._lock:
-            self._writing += length
-
-    def written(self, length: int) -> None:
-        with self._lock:
-            self._writing -= length
-        self._settle()
-
-    def read_done(self, _task: Future[None] | None = None) -> None:
-        with self._lock:
-            self._read = True
-        self._settle()
-
-    def _settle(self) -> None:
-        with self._lock:
-            keep = min(self._room, self._writing) if self._read else self._room
-            give, self._held = self._held - keep, min(self._held, keep)
-        if give > 0:
-            self._budget.release(give)
-
-
 class ContentBatch:
     """Files whose content is restored together, each pack they need read once."""
 
@@ -365,7 +330,8 @@ class ContentBatch:
             if file.fd is None and file.failure is None:
                 try:
                     file.tmp = self.entries.new_tmp()
-                    file.fd = os.open(file.tmp, FILE_FLAGS, 0o600, dir_fd=file.here.fd)
+                    mode, file.complete = self.entries.create_mode(file.node, file.here)
+                    file.fd = os.open(file.tmp, FILE_FLAGS, mode, dir_fd=file.here.fd)
                 except OSError as err:
                     self._fail(file, reason(err))
             return file.fd
@@ -416,27 +382,28 @@ class ContentBatch:
             for planned in ranges:
                 if len(running) >= READS_AT_ONCE:
                     running = wait(running, return_when=FIRST_COMPLETED).not_done
-                held = _Held(self.budget, planned.length)
+                room = self.budget.acquire(planned.length)
                 try:
-                    fut = pool.submit(self._read, planned, places, held)
+                    fut = pool.submit(self._read, planned, places)
                 except BaseException:
-                    held.read_done()
+                    self.budget.release(room)
                     raise
-                fut.add_done_callback(held.read_done)
+                fut.add_done_callback(self._releaser(room))
                 futures.append(fut)
                 running.add(fut)
         finally:
             wait(futures)
         _raise_interruption(futures)
 
-    def _read(
-        self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]], held: _Held
-    ) -> None:
-        """One range of a pack: its blobs, verified, handed to write tasks WRITE_GROUP_BYTES at a time
-        (the files a small blob makes are written while the next blobs are decrypted)."""
+    def _releaser(self, room: int) -> Callable[[Future[None]], None]:
+        """A done-callback that gives a read range's room back to the budget."""
+        return lambda _task: self.budget.release(room)
+
+    def _read(self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]]) -> None:
+        """One range of a pack: each blob, verified, written to every place that needs it by this
+        same thread (a file whose last place this was is finished here and now). One thread per
+        range and no hand-over: Python threads pay for every switch, not for waiting."""
         delivered: set[bytes] = set()
-        group: list[tuple[bytes, bytes, list[_Place]]] = []
-        grouped = 0
         try:
             for blob, got in read_range(self.store, planned):
                 delivered.add(blob.blob_id)
@@ -447,11 +414,9 @@ class ContentBatch:
                         self._written(place.file)
                     continue
                 digest = blake3.blake3(got).digest() if self.verify else b""
-                group.append((got, digest, targets))
-                grouped += len(got)
-                if grouped >= WRITE_GROUP_BYTES:
-                    self._write_later(group, held)
-                    group, grouped = [], 0
+                for place in targets:
+                    self._put(place, got, digest)
+                    self._written(place.file)
         except Exception as err:
             log.debug("reading %s failed", planned.pack, exc_info=True)
             for blob in planned.blobs:
@@ -459,30 +424,6 @@ class ContentBatch:
                     for place in places[blob.blob_id][1]:
                         self._fail(place.file, reason(err))
                         self._written(place.file)
-        finally:
-            if group:
-                self._write_later(group, held)
-
-    def _write_later(self, group: list[tuple[bytes, bytes, list[_Place]]], held: _Held) -> None:
-        assert self._pool is not None
-        length = sum(len(data) for data, _, _ in group)
-        held.hand(length)
-        try:
-            fut = self._pool.submit(self._write_group, group)
-        except RuntimeError:  # the pool is shut down: the restore was interrupted
-            held.written(length)
-            return
-        fut.add_done_callback(lambda _task: held.written(length))
-        with self._lock:
-            self._finishing.append(fut)
-
-    def _write_group(self, group: list[tuple[bytes, bytes, list[_Place]]]) -> None:
-        """Each blob to all its places; a file whose last place this was is finished here and now
-        (a file of one blob holds its descriptor only for this)."""
-        for data, digest, targets in group:
-            for place in targets:
-                self._put(place, data, digest)
-                self._written(place.file)
 
     def _written(self, file: FileWrite) -> None:
         """One place of the file is written (or failed); after the last one the file is finished."""
@@ -577,7 +518,7 @@ class ContentBatch:
                     allocate_zero_runs(fd, file.zero_runs)
                 if file.node.sparse or file.zero_runs:
                     os.ftruncate(fd, file.size)
-                self.entries.finish_file(fd, file.node, here)
+                self.entries.finish_file(fd, file.node, here, complete=file.complete)
                 if self.verify:
                     verify_file(fd, file.lengths, file.digests)
                     with self.entries.stats.lock:

@@ -94,6 +94,25 @@ class TargetDir:
     fresh: bool = False  # made empty by this restore: nothing in it to check before creating an entry
     inherits_acl: bool = True  # has a default ACL that new entries inherit (and must lose)
     failed: bool = False  # could not be made or opened (reported once)
+    new_gid: int = -1  # the group a file created in it gets (its own with setgid); -1: unknown
+
+
+def created_gid(dir_fd: int) -> int:
+    """The group a file created in the directory gets: the directory's own when it is setgid."""
+    st = os.fstat(dir_fd)
+    return st.st_gid if st.st_mode & stat.S_ISGID else os.getegid()
+
+
+def process_umask() -> int | None:
+    """This process's umask, read without changing it (None where /proc does not say)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def unsafe_text(parent: bytes, name: bytes) -> str:
@@ -161,6 +180,8 @@ class EntryWriter:
         self.overwrite = overwrite
         self.numeric_owner = numeric_owner
         self._tmp_counter = itertools.count()
+        self._umask = process_umask()
+        self._euid = os.geteuid()
 
     def error(self, path: bytes | str, why: str) -> None:
         shown = path if isinstance(path, str) else text(path)
@@ -257,8 +278,32 @@ class EntryWriter:
             label=join(here.spath, node.name),
         )
 
-    def finish_file(self, fd: int, node: Node, here: TargetDir) -> None:
-        """Give a written file its metadata through its own descriptor."""
+    def create_mode(self, node: Node, here: TargetDir) -> tuple[int, bool]:
+        """The mode to create a file with, and whether creating gives it all its metadata but times
+        (owner as created, plain permission bits the umask keeps, no xattrs, no ACL to inherit): then
+        `finish_file` only sets times. Else 0o600, and `finish_file` applies everything.
+
+        A file created with its own mode holds nothing it will not hold under its name: its
+        content, owner and permissions are the final ones, only being written."""
+        mode = node.mode & 0o777
+        if (
+            node.xattrs
+            or here.inherits_acl
+            or here.new_gid < 0
+            or self._umask is None
+            or node.mode != mode
+            or mode & self._umask
+            or metadata.resolve_owner(node, numeric_owner=self.numeric_owner) != (self._euid, here.new_gid)
+        ):
+            return 0o600, False
+        return mode, True
+
+    def finish_file(self, fd: int, node: Node, here: TargetDir, *, complete: bool = False) -> None:
+        """Give a written file its metadata through its own descriptor (only its times when it was
+        created `complete`: see `create_mode`)."""
+        if complete:
+            os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
+            return
         metadata.apply_fd(
             fd,
             node,
