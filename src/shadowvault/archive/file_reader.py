@@ -1,7 +1,10 @@
 """Reading files for a backup: reader threads open and cut files, blob threads store the chunks.
 
-Small files are I/O-bound on a cold cache, so several reader threads open and read them; one large
-file at a time is cut by the chunker (a stream chunker holds a buffer of twice the largest chunk).
+Small files (below the chunker's minimum: one chunk each) are read in batches: the walker gathers
+them and hands a reader thread a hundred at a time, which reads, hashes, compresses and packs each
+in turn. One future, queue hand-off and wake-up per file cost as much as reading the file, and
+threads that wake each other per file mostly wait for the GIL. One large file at a time is cut by
+the chunker (a stream chunker holds a buffer of twice the largest chunk).
 The blob threads hash, compress, encrypt and pack chunks (`save_blob`, C code that releases the
 GIL, so two cores are used). Memory is bounded: at most `max_files` files and `max_chunks` chunks
 are in flight, whatever the size of the files.
@@ -21,7 +24,7 @@ import stat
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import BinaryIO, Protocol, cast
 
 from shadowvault.archive.sparse_extents import Segment, SegmentReader, file_segments, zero_run_end
 from shadowvault.archive.store import BlobStore, Chunker
@@ -48,8 +51,48 @@ class StoredContent:
     changed: bool = False
 
 
+class PendingContent(Protocol):
+    """A file's stored content to come: its own read's future, or its place in a batch."""
+
+    def done(self) -> bool: ...
+
+    def result(self) -> StoredContent: ...
+
+
+BATCH_FILES = 128  # small files handed to a reader thread at once
+BATCH_BYTES = 8 << 20  # ... or fewer, when they add up to this
+
+
+class BatchedFile:
+    """One small file of a batch: its result, once the batch's reader thread got to it."""
+
+    __slots__ = ("batch", "error", "value")
+
+    def __init__(self) -> None:
+        self.batch: Future[None] | None = None  # set when the batch is handed over
+        self.value: StoredContent | None = None
+        self.error: FileError | None = None
+
+    def done(self) -> bool:
+        return self.batch is not None and self.batch.done()
+
+    def result(self) -> StoredContent:
+        """The stored content; FileError if the file could not be read (the batch's own failure,
+        a storage error, is raised as is)."""
+        if self.batch is None:
+            raise RuntimeError("a batched file was waited for before its batch was handed over (flush)")
+        self.batch.result()
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
+
+
 class FileReader:
-    """Reads files into DATA blobs on threads of its own, within bounded memory."""
+    """Reads files into DATA blobs on threads of its own, within bounded memory.
+
+    Small files wait in a batch until it is full or `flush` is called: call `flush` before waiting
+    for any of them."""
 
     def __init__(
         self,
@@ -75,10 +118,19 @@ class FileReader:
         self.large_file = threading.Lock()
         self._zeros_stored: set[bytes] = set()  # zero blobs saved (or found) in this backup
         self._zeros_lock = threading.Lock()
+        self._batch: list[tuple[bytes, Node, bytes, BatchedFile]] = []  # gathered by the walker
+        self._batch_bytes = 0
 
-    def submit(self, access: bytes, node: Node, label: bytes = b"") -> Future[StoredContent]:
+    def submit(self, access: bytes, node: Node, label: bytes = b"") -> PendingContent:
         """Read the file at `access` (its original path: `label`) on a reader thread (waits while
-        `max_files` are in flight)."""
+        `max_files` files or batches are in flight). A small file joins the batch being gathered."""
+        if node.size < self.single_chunk:
+            slot = BatchedFile()
+            self._batch.append((access, node, label, slot))
+            self._batch_bytes += node.size
+            if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+                self.flush()
+            return slot
         self.file_slots.acquire()
         try:
             fut = self.readers.submit(self._read_file, access, node, label)
@@ -87,6 +139,32 @@ class FileReader:
             raise
         fut.add_done_callback(self._file_done)
         return fut
+
+    def flush(self) -> None:
+        """Hand the small files gathered so far to a reader thread (a batch counts as one file in
+        flight)."""
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self.file_slots.acquire()
+        try:
+            fut = self.readers.submit(self._read_batch, batch)
+        except BaseException:
+            self.file_slots.release()
+            raise
+        for *_, slot in batch:
+            slot.batch = fut
+        fut.add_done_callback(lambda _f: self.file_slots.release())
+
+    def _read_batch(self, batch: list[tuple[bytes, Node, bytes, BatchedFile]]) -> None:
+        """Read the files of a batch one after the other; a file's failure is its own."""
+        for access, node, label, slot in batch:
+            try:
+                slot.value = self._read_file(access, node, label)
+            except FileError as err:
+                slot.error = err
+            with self.stats.lock:
+                self.stats.files_done += 1
 
     def _file_done(self, _fut: Future[StoredContent]) -> None:
         self.file_slots.release()
@@ -166,14 +244,19 @@ class FileReader:
     @staticmethod
     def _read_upto(fd: int, limit: int, expected: int) -> bytes:
         """Up to `limit` bytes from the start of the file (fewer at end of file); reads of `expected`
-        bytes first, so a small file costs a small buffer."""
+        bytes first, so a small file costs a small buffer. `expected` is the size fstat gave plus
+        one: a read that stops short of it right at that size is at the end of the file (a file
+        that grew meanwhile is told by its fstat afterwards), so a small file costs one read."""
         parts, got = [], 0
         while got < limit:
-            block = os.read(fd, min(limit - got, max(expected - got, 4096)))
+            wanted = min(limit - got, max(expected - got, 4096))
+            block = os.read(fd, wanted)
             if not block:
                 break
             parts.append(block)
             got += len(block)
+            if len(block) < wanted and got == expected - 1:
+                break
         return b"".join(parts)
 
     def _cut_segment(self, fd: int, segment: Segment, pending: list[Future[list[bytes]]]) -> tuple[int, bool]:

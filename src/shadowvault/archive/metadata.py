@@ -100,6 +100,8 @@ def read_xattrs(path: bytes, *, follow: bool = False) -> dict[str, bytes]:
         if err.errno in _NO_XATTR:
             return {}
         raise
+    if not names:  # most files: nothing to read
+        return {}
     found: dict[str, bytes] = {}
     for name in sorted(names):
         if name in SKIPPED_XATTRS:

@@ -18,14 +18,13 @@ import logging
 import os
 import stat
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from shadowvault.archive import metadata
 from shadowvault.archive.deep_paths import ANCHOR_AFTER, Anchors
 from shadowvault.archive.exclude_rules import CACHEDIR_TAG, ExcludeRules
-from shadowvault.archive.file_reader import FileError, FileReader, StoredContent
+from shadowvault.archive.file_reader import FileError, FileReader, PendingContent
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.store import BlobStore, Chunker, chunker_for, single_chunk_limit
 from shadowvault.archive.tree_paths import join, text
@@ -46,7 +45,7 @@ class _DirJob:
     """A directory being archived: its nodes, and what they still wait for."""
 
     nodes: list[Node] = field(default_factory=list)
-    files: list[tuple[Node, Future[StoredContent], str]] = field(default_factory=list)
+    files: list[tuple[Node, PendingContent, str]] = field(default_factory=list)
     subdirs: list[tuple[Node, _DirJob]] = field(default_factory=list)
     tree_id: bytes | None = None
     error: str | None = None  # why the directory could not be listed
@@ -118,7 +117,7 @@ class Archiver:
         # (one second of margin for coarse file-system clocks)
         self.copy_cutoff_ns = int(((copy_started or time.time()) - 1.0) * 1e9)
         self._finished: collections.deque[_DirJob] = collections.deque()
-        self._links: dict[tuple[int, int], tuple[Node, Future[StoredContent] | None]] = {}
+        self._links: dict[tuple[int, int], tuple[Node, PendingContent | None]] = {}
         self._anchors = Anchors()
 
     # -- entry point -----------------------------------------------------------------------------
@@ -411,6 +410,8 @@ class Archiver:
 
     def _drain(self, *, block: bool) -> None:
         """Write the TREE blobs of finished directories whose files are all done, in walk order."""
+        if block:
+            self.reader.flush()  # the small files still gathered: their batch is waited for below
         while self._finished and (block or self._finished[0].ready()):
             self._write_tree(self._finished.popleft())
 

@@ -22,7 +22,7 @@ from shadowvault.cli.backup_options import (
 from shadowvault.cli.components import backup_component_options, split_users
 from shadowvault.cli.coordination import shadow_sets
 from shadowvault.cli.output import info, json_option, note, print_json, warn
-from shadowvault.cli.progress import progress
+from shadowvault.cli.progress import progress, shown
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.components.base import CollectOptions
 from shadowvault.display import escape_text
@@ -175,6 +175,7 @@ def backup_cmd(
         exclude_larger_than=larger_than,
         exclude_caches=exclude_caches,
         dry_run=dry_run,
+        count_totals=shown(as_json),
     )
 
     def on_warning(message: str) -> None:

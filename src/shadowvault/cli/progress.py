@@ -14,6 +14,11 @@ STATUS_INTERVAL = 1.0  # seconds between JSON status lines
 REFRESH = 0.25  # seconds between terminal updates
 
 
+def shown(as_json: bool) -> bool:
+    """Whether `progress` shows anything: JSON status lines, or a live line on a terminal."""
+    return not quiet() and (as_json or sys.stderr.isatty())
+
+
 @contextmanager
 def progress(
     status: Callable[[], dict[str, Any]],
@@ -26,7 +31,7 @@ def progress(
     as a transient line on stderr when stderr is a terminal; nothing otherwise (logs, pipes). With
     `final`, a last JSON status when the block completes (the figures it ended with, however short).
     Under --quiet nothing at all."""
-    if quiet() or (not as_json and not sys.stderr.isatty()):
+    if not shown(as_json):
         yield
         return
     stop = threading.Event()

@@ -8,6 +8,7 @@ save the snapshot. File errors do not stop it: they are in the result and the sn
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -77,6 +78,9 @@ class BackupRequest:
     exclude_larger_than: int | None = None  # files above this size are left out (counted as skipped)
     exclude_caches: bool = False  # directories with a valid CACHEDIR.TAG keep only the tag
     dry_run: bool = False  # read and chunk everything, count what would be added, write nothing
+    # count the files and bytes ahead of the walk (archive/scan.py), for a progress percentage: a
+    # second lstat of every entry, so only when someone watches the progress
+    count_totals: bool = True
 
 
 @dataclass
@@ -199,13 +203,14 @@ def run_backup(
             rules=rules,
         )
         left_out = {os.fsencode(m) for m in planned.nested_skipped} | skip
-        with Scanner(
+        scanner = Scanner(
             sources,
             stats,
             skipped=lambda p: p in left_out or path_filter.excluded(p),
             grafts=grafts,
             rules=rules,
-        ):
+        )
+        with scanner if request.count_totals else contextlib.nullcontext():
             root = archiver.archive(sources, parent[1].tree if parent else None)
         with stats.lock:  # the walk is done: its counts are the totals, whatever the scan reached
             stats.scan_files, stats.scan_bytes, stats.scan_finished = stats.files, stats.bytes_total, True

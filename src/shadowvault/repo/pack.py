@@ -19,6 +19,7 @@ from shadowvault.repo.crypto import Sealer
 from shadowvault.repo.format import PackBlob
 
 HEADER_AAD = b"sv1:pack-header"
+SMALL_BLOB = 64 << 10  # below this, joining a sealed blob's parts costs less than a second write and hash
 _header_encoder = msgspec.msgpack.Encoder()
 _header_decoder = msgspec.msgpack.Decoder(list[PackBlob])
 
@@ -61,7 +62,12 @@ class PackWriter:
         compressed: bool,
     ) -> None:
         """Append one sealed blob, given whole or in parts (nonce, ciphertext)."""
-        parts = (sealed,) if isinstance(sealed, bytes) else sealed
+        if isinstance(sealed, bytes):
+            parts: tuple[bytes, ...] = (sealed,)
+        elif len(sealed) > 1 and len(sealed[1]) < SMALL_BLOB:  # joined: one write, one hash update
+            parts = (b"".join(sealed),)
+        else:
+            parts = sealed
         length = 0
         try:
             for part in parts:

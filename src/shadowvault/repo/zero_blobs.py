@@ -30,6 +30,8 @@ def zero_run_sizes(length: int) -> list[int]:
 def is_zeros(data: bytes | memoryview) -> bool:
     """Whether every byte is zero: a memcmp against ZEROS that stops at the first byte that is not
     (`bytes.startswith` compares without copying; comparing memoryviews goes byte by byte)."""
+    if len(data) <= LARGEST_ZERO_BLOB:  # every chunk: one call, no generator
+        return ZEROS.startswith(data)
     view = memoryview(data)
     return all(
         ZEROS.startswith(view[at : at + LARGEST_ZERO_BLOB]) for at in range(0, len(view), LARGEST_ZERO_BLOB)
