@@ -3,11 +3,12 @@
 A batch is up to a thousand files. Its plan groups the blobs its files need by pack, each blob
 once however many files (or places in one file) need it; each pack is then read in one ranged read
 covering its needed blobs (`pack_reads` states when a pack takes more than one), by at most
-READS_AT_ONCE readers per batch; every blob is decrypted and verified once and handed, about
-WRITE_GROUP_BYTES at a time, to write tasks on the pool that pwrite it to every place that needs
-it. A file is created (under a temporary name, opened once) when its first blob arrives, and as
+READS_AT_ONCE readers per batch; every blob is decrypted and verified once and written, by the
+thread that read it (no hand-over: Python threads pay for every switch), to every place that needs
+it. A file is created (under a temporary name, opened once, with its own mode and owner when that
+is all its metadata but times: `EntryWriter.create_mode`) when its first blob arrives, and as
 soon as its last blob is written it gets its metadata, is read back when `verify` asks, and is
-renamed to its name, by the task that wrote that blob: nothing is ever half-written under its
+renamed to its name, by the thread that wrote that blob: nothing is ever half-written under its
 final name, and a file of one blob holds a descriptor only while it is written. A batch is cut
 when it holds BATCH_FILES files, BATCH_BYTES of content, or BATCH_SPANNING files of several blobs
 (those may hold a descriptor from their first blob to their last), so descriptors stay bounded;
@@ -21,9 +22,7 @@ what the filesystem reports as holes.
 
 Memory is bounded: a batch's plan is a few dozen bytes per blob and a few hundred per file, and
 what the whole restore holds of packs is bounded by its `ReadBudget` (24 MiB: a range counts in
-full while it is read, then as its decrypted blobs waiting to be written; so at most about twice
-that for an instant, and one default 16 MiB pack is read while the previous one's files are
-written; a range larger than the budget waits until it is alone). A blob that fails
+full until its blobs are written; a range larger than the budget waits until it is alone). A blob that fails
 verification fails only the files that need it (after its other copies were tried). The phases
 of a batch run on the restore's worker pool and are driven by a thread that is not in the pool:
 no pool thread ever waits for another.
@@ -54,6 +53,8 @@ from shadowvault.archive.restore_entries import (
     FILE_FLAGS,
     EntryError,
     EntryWriter,
+    Outcome,
+    Pending,
     Restored,
     TargetDir,
     discard,
@@ -85,7 +86,8 @@ class FileWrite:
     node: Node
     spath: bytes
     here: TargetDir
-    done: Future[Restored] = field(default_factory=Future)
+    done: Outcome
+    zeros: list[int | None]  # per blob of node.content: the length of a run of zeros, else None
     tmp: bytes = b""
     fd: int | None = None
     complete: bool = False  # created with all its metadata but times (EntryWriter.create_mode)
@@ -252,20 +254,24 @@ class ContentBatch:
         self.files: list[FileWrite] = []
         self.planned_bytes = 0
         self.spanning = 0  # files with more than one blob to read
-        self._futures: set[Future[Restored]] = set()
+        self._futures: set[Pending] = set()
+        self._settled = threading.Event()  # every file's outcome is resolved
         self._lock = threading.Lock()
         self._pool: Executor | None = None
         self._finishing: list[Future[None]] = []
 
-    def add(self, node: Node, spath: bytes, here: TargetDir) -> Future[Restored]:
-        """Take a file into the batch; its future resolves when the file is restored (or not)."""
-        file = FileWrite(node, spath, here)
+    def add(self, node: Node, spath: bytes, here: TargetDir) -> Outcome:
+        """Take a file into the batch; its outcome resolves when the file is restored (or not)."""
+        size_of = self.store.zero_blobs.size_of  # runs of zeros cost nothing: they do not fill a batch
+        sizes = [size_of(b) for b in node.content]
+        file = FileWrite(node, spath, here, Outcome(self._settled), sizes)
         self.files.append(file)
-        zero_blobs = self.store.zero_blobs  # runs of zeros cost nothing: they do not fill a batch
-        sizes = [zero_blobs.size_of(b) for b in node.content]
-        self.planned_bytes += node.size - sum(size or 0 for size in sizes)
-        if sum(size is None for size in sizes) > 1:
-            self.spanning += 1
+        if len(sizes) == 1:  # most files: one blob (or none)
+            self.planned_bytes += node.size if sizes[0] is None else 0
+        else:
+            self.planned_bytes += node.size - sum(size or 0 for size in sizes)
+            if sum(size is None for size in sizes) > 1:
+                self.spanning += 1
         self._futures.add(file.done)
         return file.done
 
@@ -276,7 +282,7 @@ class ContentBatch:
             or self.spanning >= BATCH_SPANNING
         )
 
-    def holds(self, fut: Future[Restored]) -> bool:
+    def holds(self, fut: Pending) -> bool:
         return fut in self._futures
 
     def run(self, pool: Executor) -> None:
@@ -297,6 +303,7 @@ class ContentBatch:
         finally:
             wait(self._finishing)  # interrupted: no worker may still hold a file abandoned below
             self._abandon_unfinished()
+            self._settled.set()
 
     def run_here(self) -> None:
         """The same, one step after another in this thread (a single file, from a worker)."""
@@ -307,6 +314,7 @@ class ContentBatch:
                     self._write_alone_and_finish(file)
         finally:
             self._abandon_unfinished()
+            self._settled.set()
 
     # -- the steps (worker threads) ----------------------------------------------------------------
 
@@ -343,11 +351,11 @@ class ContentBatch:
         blob by blob (`load_blob` reloads the index, or says what is missing)."""
         places: dict[bytes, tuple[BlobLocation, list[_Place]]] = {}
         alone: list[FileWrite] = []
-        zero_blobs = self.store.zero_blobs
+        lookup = self.store.lookup
         for file in files:
-            zeros = [zero_blobs.size_of(blob_id) for blob_id in file.node.content]
+            zeros = file.zeros
             located = [
-                None if size is not None else self.store.lookup(blob_id)
+                None if size is not None else lookup(blob_id)
                 for blob_id, size in zip(file.node.content, zeros, strict=True)
             ]
             if any(location is None and size is None for location, size in zip(located, zeros, strict=True)):
