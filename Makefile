@@ -36,6 +36,7 @@ bench: deps
 	$(PY) bench/writers.py
 	$(PY) bench/api.py
 	$(PY) bench/compare.py
+	$(PY) bench/compare.py --scale
 	$(PY) bench/sparse.py
 	$(PY) bench/compare.py --backend s3
 	$(PY) bench/vms.py
