@@ -299,7 +299,8 @@ def print_memory(results: dict) -> None:
     print()
     print(
         f"Memory check: a backup of a small tree ({first['files']} files, {first['bytes'] / MIB:.1f} MiB) "
-        "into the repository that holds the million-file snapshot, against the same into an empty one"
+        f"into the repository that holds the {results['dataset']['files']}-file snapshot, against the same "
+        "into an empty one"
     )
     header = ["tool", "empty repo: wall s", "RSS MiB", "full repo: wall s", "RSS MiB", "full/empty", "grows?"]
     rows = []
@@ -426,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     data_inodes, work_inodes = inodes_needed(args.files)
     image = None
     if args.keep_data:
+        args.keep_data.mkdir(parents=True, exist_ok=True)
         name = "scale-data" if args.scale else "data"
         image = args.keep_data.resolve() / f"{name}-{args.fstype}.img"
         if image.exists() and image.stat().st_size < data_fs:
