@@ -23,12 +23,13 @@ the page cache is dropped before every timed command (cold reads, like a nightly
 --no-drop-caches measures warm.
 
 `--scale` is the million-file set (scale.py; 1,000,000 small files, 4 GiB unless --files/--size
-say otherwise): first backup, no-change incremental, `check`, a 5 %-changed incremental, `forget`
-keeping the last snapshot with a prune, a restore of one directory (small/d000, 10,000 files), each
-with time and peak RSS against restic; floors: the cold read of the set and the cold copy of that
-directory; then the memory check, a small tree's backup (--probe-files) into the repository holding
-the million-file snapshot against the same into an empty repository. Its data filesystem is made
-with an inode per file (ext4 fixes the count at mkfs); generation runs one process per CPU.
+say otherwise; Shadowvault and restic, borg only when --tools names it): first backup, no-change
+incremental, `check`, a 5 %-changed incremental, `forget` keeping the last snapshot with a prune,
+a restore of one directory (small/d000, 10,000 files), each with time and peak RSS against restic;
+floors: the cold read of the set and the cold copy of that directory; then the memory check, a
+small tree's backup (--probe-files) into the repository holding the million-file snapshot against
+the same into an empty repository. Its data filesystem is made with an inode per file (ext4 fixes
+the count at mkfs); generation runs one process per CPU.
 
 Shadowvault runs with `--provider none` (live files, no shadow set): the comparison is about the
 repository engine; how each tool is configured is in peers.py. Tools run one after the other in the
@@ -376,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=1, help="data set seed (1)")
     parser.add_argument(
-        "--tools", default=None, help="comma-separated tools (shadowvault,restic,borg; no borg on s3)"
+        "--tools",
+        default=None,
+        help="comma-separated tools (shadowvault,restic,borg; no borg on s3 or, unless named, with --scale)",
     )
     parser.add_argument(
         "--keep-data", metavar="DIR", type=Path, help="keep the data set's image in DIR, reuse it"
@@ -393,7 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", metavar="FILE", type=Path, help="print the table of a saved --json result")
     args = parser.parse_args(argv)
     if args.show:
-        saved = json.loads(args.show.read_text())
+        try:
+            saved = json.loads(args.show.read_text())
+        except (OSError, ValueError) as e:
+            parser.error(f"--show {args.show}: {e}")
         if "results" in saved:  # a --backend s3 run
             import s3
 
@@ -412,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     args.files = 100_000 if args.files is None else args.files
     if args.files < 1 or args.probe_files < 1:
         parser.error("--files and --probe-files must be at least 1")
-    args.tools = [t.strip() for t in (args.tools or "shadowvault,restic,borg").split(",") if t.strip()]
+    default_tools = "shadowvault,restic" if args.scale else "shadowvault,restic,borg"  # borg: --tools
+    args.tools = [t.strip() for t in (args.tools or default_tools).split(",") if t.strip()]
     unknown = [t for t in args.tools if t not in TOOLS]
     if unknown or not args.tools:
         parser.error(f"unknown tool(s) {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
