@@ -19,7 +19,7 @@ from shadowvault.cli.backup_options import (
     print_changes,
     print_skips,
 )
-from shadowvault.cli.components import backup_component_options, split_users
+from shadowvault.cli.component_options import backup_component_options, split_users
 from shadowvault.cli.coordination import shadow_sets
 from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.progress import progress, shown

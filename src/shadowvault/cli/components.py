@@ -13,54 +13,19 @@ from typing import Any, TypeVar
 
 import click
 
+from shadowvault.cli.component_options import COMPONENT_NAMES, split_users
 from shadowvault.cli.output import info, listing, note, print_json, warn
 from shadowvault.cli.restore_daemon import component_restore_through_daemon, here_or_in_daemon
 from shadowvault.cli.snapshot_choice import SnapshotFilter
 from shadowvault.client import Client
 from shadowvault.components.base import RestoreOptions
 from shadowvault.components.plan import Plan
-from shadowvault.errors import PartialFailure, UsageError
+from shadowvault.errors import PartialFailure
 from shadowvault.jobs.application_restores import restore_component_reporting
 from shadowvault.jobs.restore_component import ComponentRestoreRequest
 from shadowvault.repo.repository import Repository
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-COMPONENT_NAMES = ("files", "user-profiles", "system-state")
-
-
-def split_users(users: str | None) -> list[str] | None:
-    if not users:
-        return None
-    names = [u.strip() for u in users.split(",") if u.strip()]
-    if not names:
-        raise UsageError("--users wants a comma-separated list of account names")
-    return names
-
-
-def backup_component_options(func: F) -> F:
-    """--component, --source-root, --users for `backup`."""
-    func = click.option(
-        "--users",
-        default=None,
-        metavar="A,B",
-        help="user-profiles: these accounts (default: every human account).",
-    )(func)
-    func = click.option(
-        "--source-root",
-        default="/",
-        show_default=True,
-        type=click.Path(),
-        help="Collect components from this tree (another machine's root).",
-    )(func)
-    func = click.option(
-        "--component",
-        "components",
-        multiple=True,
-        type=click.Choice(COMPONENT_NAMES),
-        help="Back up this component (repeatable); PATHS go to the files component.",
-    )(func)
-    return func
 
 
 def restore_component_options(func: F) -> F:
