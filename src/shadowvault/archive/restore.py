@@ -115,6 +115,7 @@ class Restorer:
         self.store = store
         self.target = os.fsencode(target)
         self.filter = path_filter or PathFilter()
+        self._everything = not self.filter.includes and not self.filter.excludes  # no path to match
         self.overwrite = Overwrite(overwrite)
         self.verify = verify
         self.stats = stats or RestoreStats()
@@ -205,10 +206,12 @@ class Restorer:
                 self.entries.error(unsafe_text(here.spath, node.name), f"not restored: unsafe name ({why})")
             return None
         if node.type != "dir":
-            if self.filter.included(spath) and self._ensure(here):
+            if (self._everything or self.filter.included(spath)) and (
+                here.fd is not None or self._ensure(here)
+            ):
                 self._submit_entry(node, spath, here, frame.job)
             return None
-        selected = self.filter.included(spath)
+        selected = self._everything or self.filter.included(spath)
         if not selected and not self.filter.may_contain(spath):
             return None
         below = TargetDir(here, node.name, spath, node, (*here.rel, node.name))
@@ -242,7 +245,7 @@ class Restorer:
         while len(self._open) >= MAX_OPEN_DIRS and self._finished:
             self._finish(self._finished.popleft())  # wait for the oldest directory, close it
         try:
-            here.fd, here.fresh = open_subdir(here.parent.fd, here.name, self.overwrite)
+            here.fd, here.fresh = open_subdir(here.parent.fd, here.name, self.overwrite, here.parent.fresh)
         except (OSError, EntryError) as err:
             self.entries.error(here.spath, reason(err))
             return False
@@ -361,9 +364,7 @@ class Restorer:
 
     # -- entries other than batched files (worker threads) -----------------------------------------
 
-    def _entry_task(
-        self, node: Node, spath: bytes, here: TargetDir, first: Pending | None
-    ) -> Restored:
+    def _entry_task(self, node: Node, spath: bytes, here: TargetDir, first: Pending | None) -> Restored:
         """A worker's job: whatever goes wrong is an error of the result that names the path."""
         try:
             return self._lay_down(node, spath, here, first)
@@ -372,9 +373,7 @@ class Restorer:
             self.entries.error(spath, reason(err))
             return None
 
-    def _lay_down(
-        self, node: Node, spath: bytes, here: TargetDir, first_done: Pending | None
-    ) -> Restored:
+    def _lay_down(self, node: Node, spath: bytes, here: TargetDir, first_done: Pending | None) -> Restored:
         """Restore one entry: a link to its first path, a special file, or a file on its own (a hard
         link whose first path was not restored)."""
         assert here.fd is not None

@@ -98,6 +98,7 @@ class FileWrite:
     zero_runs: list[tuple[int, int]] = field(default_factory=list)  # (offset, length), adjacent merged
     failure: str | None = None
     unwritten: int = 0  # places of its blobs not written (or failed) yet: it is finished at 0
+    shared: bool = False  # more than one place: written by several threads, which take `opening`
     opening: threading.Lock = field(default_factory=threading.Lock)  # its first two blobs may race
 
 
@@ -289,7 +290,9 @@ class ContentBatch:
         """Check what may be replaced, read every needed pack once and write its blobs to every
         place that needs them (files created on their first blob, finished on their last)."""
         try:
-            _each(pool, self._check_all, _groups(self.files))
+            # in a directory this restore made nothing is in the way: checked here, no system call
+            self._check_all([f for f in self.files if f.here.fresh])
+            _each(pool, self._check_all, _groups([f for f in self.files if not f.here.fresh]))
             live = [f for f in self.files if not f.done.done()]
             places, alone = self._plan(live)
             self._pool = pool
@@ -334,15 +337,20 @@ class ContentBatch:
 
     def _open(self, file: FileWrite) -> int | None:
         """The file's descriptor, created under a temporary name on first use (None once it failed)."""
+        if not file.shared:  # one place: only the thread writing it gets here
+            return self._create(file)
         with file.opening:
-            if file.fd is None and file.failure is None:
-                try:
-                    file.tmp = self.entries.new_tmp()
-                    mode, file.complete = self.entries.create_mode(file.node, file.here)
-                    file.fd = os.open(file.tmp, FILE_FLAGS, mode, dir_fd=file.here.fd)
-                except OSError as err:
-                    self._fail(file, reason(err))
-            return file.fd
+            return self._create(file)
+
+    def _create(self, file: FileWrite) -> int | None:
+        if file.fd is None and file.failure is None:
+            try:
+                file.tmp = self.entries.new_tmp()
+                mode, file.complete = self.entries.create_mode(file.node, file.here)
+                file.fd = os.open(file.tmp, FILE_FLAGS, mode, dir_fd=file.here.fd)
+            except OSError as err:
+                self._fail(file, reason(err))
+        return file.fd
 
     def _plan(
         self, files: list[FileWrite]
@@ -378,6 +386,7 @@ class ContentBatch:
                 file.digests.append(b"")
                 file.unwritten += 1
             file.size = offset
+            file.shared = file.unwritten > 1
         return places, alone
 
     def _read_all(
@@ -412,6 +421,7 @@ class ContentBatch:
         same thread (a file whose last place this was is finished here and now). One thread per
         range and no hand-over: Python threads pay for every switch, not for waiting."""
         delivered: set[bytes] = set()
+        written = 0
         try:
             for blob, got in read_range(self.store, planned):
                 delivered.add(blob.blob_id)
@@ -423,7 +433,7 @@ class ContentBatch:
                     continue
                 digest = blake3.blake3(got).digest() if self.verify else b""
                 for place in targets:
-                    self._put(place, got, digest)
+                    written += self._put(place, got, digest)
                     self._written(place.file)
         except Exception as err:
             log.debug("reading %s failed", planned.pack, exc_info=True)
@@ -432,9 +442,16 @@ class ContentBatch:
                     for place in places[blob.blob_id][1]:
                         self._fail(place.file, reason(err))
                         self._written(place.file)
+        finally:
+            with self.entries.stats.lock:
+                self.entries.stats.bytes_written += written
 
     def _written(self, file: FileWrite) -> None:
         """One place of the file is written (or failed); after the last one the file is finished."""
+        if not file.shared:  # its only place
+            file.unwritten = 0
+            self._finish(file)
+            return
         with self._lock:
             file.unwritten -= 1
             last = file.unwritten == 0
@@ -457,21 +474,21 @@ class ContentBatch:
             self._open(file)
             self._finish(file)
 
-    def _put(self, place: _Place, data: bytes, digest: bytes) -> None:
+    def _put(self, place: _Place, data: bytes, digest: bytes) -> int:
+        """Write one blob to one place; the bytes written (counted by the caller)."""
         file = place.file
         if file.failure is not None:
-            return
+            return 0
         fd = self._open(file)
         if fd is None:
-            return
+            return 0
         try:
             write_at(fd, data, place.offset, sparse=file.node.sparse)
         except OSError as err:
             self._fail(file, reason(err))
-            return
+            return 0
         file.digests[place.index] = digest
-        with self.entries.stats.lock:
-            self.entries.stats.bytes_written += len(data)
+        return len(data)
 
     def _write_alone_and_finish(self, file: FileWrite) -> None:
         if self._open(file) is not None:

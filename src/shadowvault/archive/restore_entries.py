@@ -141,9 +141,14 @@ def has_default_acl(dir_fd: int) -> bool:
         return True  # unknown: check every file
 
 
-def open_subdir(parent_fd: int, name: bytes, overwrite: Overwrite) -> tuple[int, bool]:
+def open_subdir(
+    parent_fd: int, name: bytes, overwrite: Overwrite, parent_fresh: bool = False
+) -> tuple[int, bool]:
     """An fd of directory `name` in `parent_fd`, made if absent (and whether it was); never through a
-    symlink."""
+    symlink. In a parent this restore made (`parent_fresh`) nothing is in the way: no stat."""
+    if parent_fresh:
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+        return os.open(name, DIR_FLAGS, dir_fd=parent_fd), True
     fresh = False
     try:
         st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
@@ -182,6 +187,7 @@ class EntryWriter:
         self.numeric_owner = numeric_owner
         self._tmp_counter = itertools.count()
         self._umask = process_umask()
+        self._tmp_prefix = TMP_PREFIX + b"%d-" % os.getpid()
         self._euid = os.geteuid()
 
     def error(self, path: bytes | str, why: str) -> None:
@@ -221,7 +227,7 @@ class EntryWriter:
         return True
 
     def new_tmp(self) -> bytes:
-        return TMP_PREFIX + b"%d-%d" % (os.getpid(), next(self._tmp_counter))
+        return self._tmp_prefix + b"%d" % next(self._tmp_counter)
 
     def _kept_because(self, dir_fd: int, node: Node) -> str | None:
         """Why what is in the target under the entry's name is kept; None when it may be replaced."""

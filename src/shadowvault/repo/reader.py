@@ -153,9 +153,10 @@ class BlobReader:
             raw = self._backend.load(pack_name(pack_id), start, end - start)
         except ShadowvaultError:
             raw = b""  # each blob goes through `load`, which knows moved and missing packs
+        whole = memoryview(raw)  # each blob is decrypted from its place in the range, never copied out
         for blob_id, location in span:
             if raw:
-                sealed = raw[location.offset - start : location.offset - start + location.length]
+                sealed = whole[location.offset - start : location.offset - start + location.length]
                 try:
                     data = self.decode(blob_id, location, sealed)
                 except IntegrityError as err:
@@ -190,7 +191,7 @@ class BlobReader:
         self._master.reload_if_changed()
         return [loc for loc in self._master.index.locations(blob_id) if loc.pack not in tried]
 
-    def decode(self, blob_id: bytes, location: BlobLocation, sealed: bytes) -> bytes:
+    def decode(self, blob_id: bytes, location: BlobLocation, sealed: bytes | memoryview) -> bytes:
         """Decrypt, decompress and verify one blob read from its pack."""
         what = f"blob {blob_id.hex()[:16]} in pack {location.pack[:16]}"
         if len(sealed) != location.length:
