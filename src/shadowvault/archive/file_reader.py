@@ -19,6 +19,7 @@ that happens to be all zeros (repo/zero_blobs.py; docs/repository.md, "Holes and
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
@@ -26,6 +27,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, cast
 
+from shadowvault.archive.seal_workers import SealedFile, SealWorkers, WorkerGone
+from shadowvault.archive.small_files import FileError, changed_since, open_for_reading, read_upto
 from shadowvault.archive.sparse_extents import Segment, SegmentReader, file_segments, zero_run_end
 from shadowvault.archive.store import BlobStore, Chunker
 from shadowvault.archive.walk_stats import WalkStats, os_reason
@@ -34,12 +37,7 @@ from shadowvault.repo.format import BlobType
 from shadowvault.repo.tree import Node
 from shadowvault.repo.zero_blobs import ZEROS, is_zeros
 
-_NOATIME = getattr(os, "O_NOATIME", 0)  # Linux only
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | _NOATIME
-
-
-class FileError(Exception):
-    """A file could not be read; the message is the reason shown to the user."""
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +59,7 @@ class PendingContent(Protocol):
 
 BATCH_FILES = 128  # small files handed to a reader thread at once
 BATCH_BYTES = 8 << 20  # ... or fewer, when they add up to this
+WORKERS_AFTER = 3  # batches handed over before seal worker processes start (small backups need none)
 
 
 class BatchedFile:
@@ -105,6 +104,7 @@ class FileReader:
         blob_workers: int | None = None,
         max_files: int = 64,
         max_chunks: int | None = None,
+        seal_processes: int | None = None,
     ) -> None:
         self.store = store
         self.chunker = chunker
@@ -120,6 +120,14 @@ class FileReader:
         self._zeros_lock = threading.Lock()
         self._batch: list[tuple[bytes, Node, bytes, BatchedFile]] = []  # gathered by the walker
         self._batch_bytes = 0
+        self._batches = 0
+        # small files sealed in worker processes (seal_workers.py): one per CPU, at most 4; none on
+        # one CPU, for a dry run (nothing is sealed) or when asked for none
+        cpus = os.cpu_count() or 1
+        self._seal_processes = (min(cpus, 4) if cpus > 1 else 0) if seal_processes is None else seal_processes
+        self._seal_keys = store.sealing_keys() if single_chunk and self._seal_processes else None
+        self._sealers: SealWorkers | None = None
+        self._sealers_failed = threading.Event()  # said once
 
     def submit(self, access: bytes, node: Node, label: bytes = b"") -> PendingContent:
         """Read the file at `access` (its original path: `label`) on a reader thread (waits while
@@ -146,9 +154,14 @@ class FileReader:
         if not self._batch:
             return
         batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._batches += 1
         self.file_slots.acquire()
         try:
-            fut = self.readers.submit(self._read_batch, batch)
+            sealers = self._seal_workers()
+            if sealers is None:
+                fut = self.readers.submit(self._read_batch, batch)
+            else:
+                fut = self.readers.submit(self._seal_batch, sealers, batch)
         except BaseException:
             self.file_slots.release()
             raise
@@ -166,6 +179,56 @@ class FileReader:
             with self.stats.lock:
                 self.stats.files_done += 1
 
+    @property
+    def sealing_processes(self) -> int:
+        """How many seal worker processes this backup started (0: every file was sealed here)."""
+        return self._sealers.processes if self._sealers is not None else 0
+
+    def _seal_workers(self) -> SealWorkers | None:
+        """The seal worker processes, started with the WORKERS_AFTER-th batch; None: seal here."""
+        if self._sealers is None and self._seal_keys is not None and self._batches >= WORKERS_AFTER:
+            self._sealers = SealWorkers(self._seal_keys, self.single_chunk, self._seal_processes)
+        return self._sealers
+
+    def _seal_batch(self, sealers: SealWorkers, batch: list[tuple[bytes, Node, bytes, BatchedFile]]) -> None:
+        """A batch sealed by a worker process, its blobs stored here; read here if the worker died."""
+        try:
+            results = sealers.seal([access for access, *_ in batch])
+        except WorkerGone as err:
+            if not self._sealers_failed.is_set():
+                self._sealers_failed.set()
+                log.warning("%s; small files are read in this process instead", err)
+            self._read_batch(batch)
+            return
+        for (access, node, label, slot), sealed in zip(batch, results, strict=True):
+            self.stats.reading_path = label or access
+            try:
+                if sealed.error is not None:
+                    raise FileError(sealed.error)
+                slot.value = (
+                    self._read_file(access, node, label) if sealed.large else self._stored(node, sealed)
+                )
+            except FileError as err:
+                slot.error = err
+            with self.stats.lock:
+                self.stats.files_done += 1
+
+    def _stored(self, node: Node, sealed: SealedFile) -> StoredContent:
+        """Store what a worker sealed of one file, as `_read_file` would have stored it."""
+        node.mtime_ns, node.ctime_ns, node.inode = sealed.mtime_ns, sealed.ctime_ns, sealed.inode
+        node.sparse = sealed.sparse
+        if not sealed.size:
+            return StoredContent([], 0, sealed.changed)
+        if sealed.zeros:
+            blob_ids = self._zero_run(sealed.size)
+        else:
+            self.store.save_sealed(
+                BlobType.DATA, sealed.blob_id, sealed.sealed, sealed.size, sealed.compressed
+            )
+            blob_ids = [sealed.blob_id]
+        self._count_chunk(sealed.size)
+        return StoredContent(blob_ids, sealed.size, sealed.changed)
+
     def _file_done(self, _fut: Future[StoredContent]) -> None:
         self.file_slots.release()
         with self.stats.lock:
@@ -176,6 +239,8 @@ class FileReader:
         wait = not cancel
         self.readers.shutdown(wait=wait, cancel_futures=cancel)
         self.blobbers.shutdown(wait=wait, cancel_futures=cancel)
+        if self._sealers is not None:
+            self._sealers.shutdown()
 
     def _read_file(self, read_path: bytes, node: Node, label: bytes = b"") -> StoredContent:
         """Cut one file into chunks and save them: the DATA blob ids in order, and how many bytes.
@@ -184,15 +249,7 @@ class FileReader:
         is the number of bytes stored (set when the tree is written): a file that grows or shrinks
         while it is read is restored as it was read, and the change is reported."""
         self.stats.reading_path = label or read_path  # shown by progress (one writer at a time suffices)
-        try:
-            fd = os.open(read_path, _OPEN_FLAGS)
-        except PermissionError:
-            try:
-                fd = os.open(read_path, _OPEN_FLAGS & ~_NOATIME)
-            except OSError as err:
-                raise FileError(err.strerror or str(err)) from err
-        except OSError as err:
-            raise FileError(err.strerror or str(err)) from err
+        fd = open_for_reading(read_path)
         pending: list[Future[list[bytes]]] = []
         try:
             st = os.fstat(fd)
@@ -202,10 +259,10 @@ class FileReader:
             node.mtime_ns, node.ctime_ns, node.inode = st.st_mtime_ns, st.st_ctime_ns, st.st_ino
             node.sparse = st.st_blocks * 512 < st.st_size
             if st.st_size < self.single_chunk:
-                data = self._read_upto(fd, self.single_chunk, st.st_size + 1)
+                data = read_upto(fd, self.single_chunk, st.st_size + 1)
                 if len(data) < self.single_chunk:  # the whole file: one chunk
                     blob_ids = self._save_chunk(data) if data else []
-                    return StoredContent(blob_ids, len(data), self._changed(fd, st, len(data)))
+                    return StoredContent(blob_ids, len(data), changed_since(fd, st, len(data)))
             # one large file is cut at a time: a stream chunker holds a buffer of twice the largest
             # chunk, and the blob threads already work on its chunks in parallel
             stored = 0
@@ -220,7 +277,7 @@ class FileReader:
                     if not complete:
                         break  # it shrank while it was read: what follows would be misplaced
             blob_ids = self._merge_zero_runs([blob_id for fut in pending for blob_id in fut.result()])
-            return StoredContent(blob_ids, stored, self._changed(fd, st, stored))
+            return StoredContent(blob_ids, stored, changed_since(fd, st, stored))
         except OSError as err:
             for fut in pending:
                 fut.cancel()
@@ -229,35 +286,6 @@ class FileReader:
             raise FileError(str(err)) from err
         finally:
             os.close(fd)
-
-    @staticmethod
-    def _changed(fd: int, before: os.stat_result, stored: int) -> bool:
-        """Whether the file changed while it was read: not the size its fstat said, or written since."""
-        after = os.fstat(fd)
-        return (
-            stored != before.st_size
-            or after.st_size != before.st_size
-            or after.st_mtime_ns != before.st_mtime_ns
-            or after.st_ctime_ns != before.st_ctime_ns
-        )
-
-    @staticmethod
-    def _read_upto(fd: int, limit: int, expected: int) -> bytes:
-        """Up to `limit` bytes from the start of the file (fewer at end of file); reads of `expected`
-        bytes first, so a small file costs a small buffer. `expected` is the size fstat gave plus
-        one: a read that stops short of it right at that size is at the end of the file (a file
-        that grew meanwhile is told by its fstat afterwards), so a small file costs one read."""
-        parts, got = [], 0
-        while got < limit:
-            wanted = min(limit - got, max(expected - got, 4096))
-            block = os.read(fd, wanted)
-            if not block:
-                break
-            parts.append(block)
-            got += len(block)
-            if len(block) < wanted and got == expected - 1:
-                break
-        return b"".join(parts)
 
     def _cut_segment(self, fd: int, segment: Segment, pending: list[Future[list[bytes]]]) -> tuple[int, bool]:
         """Chunk one data segment, its runs of written zeros recorded as zeros; the bytes read, and
@@ -341,8 +369,11 @@ class FileReader:
             blob_ids = self._zero_run(len(chunk))
         else:
             blob_ids = [self.store.save_blob(BlobType.DATA, chunk)]
-        with self.stats.lock:
-            self.stats.bytes_read += len(chunk)
-            self.stats.bytes_done += len(chunk)
-            self.stats.blobs_saved += 1
+        self._count_chunk(len(chunk))
         return blob_ids
+
+    def _count_chunk(self, length: int) -> None:
+        with self.stats.lock:
+            self.stats.bytes_read += length
+            self.stats.bytes_done += length
+            self.stats.blobs_saved += 1

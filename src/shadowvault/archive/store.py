@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from shadowvault.repo.crypto import MasterKey
 from shadowvault.repo.format import BlobType, ChunkerParams
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.packer import SaveStats
@@ -67,6 +68,16 @@ class BlobStore(BlobSource, Protocol):
     def stats(self) -> SaveStats: ...
 
     def save_blob(self, kind: BlobType, data: bytes | memoryview) -> bytes: ...
+
+    def save_sealed(
+        self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
+    ) -> None:
+        """Store a blob sealed by a seal worker (archive/seal_workers.py) unless already there."""
+        ...
+
+    def sealing_keys(self) -> MasterKey | None:
+        """The keys seal workers seal with; None: seal in this process only."""
+        ...
 
     def save_tree(self, tree: Tree) -> bytes: ...
 

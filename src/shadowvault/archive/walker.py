@@ -83,6 +83,7 @@ class Archiver:
         blob_workers: int | None = None,
         max_files: int = 64,
         max_chunks: int | None = None,
+        seal_processes: int | None = None,
         stats: WalkStats | None = None,
         copy_started: float | None = None,
         virtual_root: bytes = b"/",
@@ -112,6 +113,7 @@ class Archiver:
             blob_workers=blob_workers,
             max_files=max_files,
             max_chunks=max_chunks,
+            seal_processes=seal_processes,
         )
         # when the copies were started: a live file whose ctime is older is the same in the copy
         # (one second of margin for coarse file-system clocks)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from shadowvault.repo.chunker import Chunker
-from shadowvault.repo.crypto import OVERHEAD
+from shadowvault.repo.crypto import OVERHEAD, MasterKey
 from shadowvault.repo.format import BlobType, compress_if_smaller, decompress
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.packer import SaveStats
@@ -65,6 +65,22 @@ class DryRunStore:
             if kind == BlobType.TREE:
                 self._trees[blob_id] = (bytes(payload), compressed, len(data))
         return blob_id
+
+    def save_sealed(
+        self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
+    ) -> None:
+        with self._lock:
+            if blob_id in self._new or self._repo.has_blob(blob_id):
+                self.stats.blobs_deduplicated += 1
+                return
+            self._new.add(blob_id)
+            self.stats.blobs_added += 1
+            self.stats.raw_bytes_added += raw_length
+            self.stats.stored_bytes_added += len(sealed)
+
+    def sealing_keys(self) -> MasterKey | None:
+        """None: a dry run seals nothing, it compresses in this process to count."""
+        return None
 
     def save_tree(self, tree: Tree) -> bytes:
         return self.save_blob(BlobType.TREE, encode_tree(tree))

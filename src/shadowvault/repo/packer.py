@@ -62,22 +62,55 @@ class Packer:
         if len(data) > MAX_BLOB:
             raise RepositoryError(f"a blob of {len(data)} bytes is too large (the limit is {MAX_BLOB})")
         blob_id = self._sealer.blob_id(data)
-        if self._master.index.has_blob(blob_id):
-            self.stats.blobs_deduplicated += 1
+        if not self._claim(blob_id):
             return blob_id
-        with self._inflight_lock:
-            if blob_id in self._inflight or self._master.index.has_blob(blob_id):
-                self.stats.blobs_deduplicated += 1
-                return blob_id
-            self._inflight.add(blob_id)
         try:
             payload, compressed = compress_if_smaller(data)
             sealed = self._sealer.seal_parts(payload, blob_aad(kind, blob_id))
-            stored = len(sealed[0]) + len(sealed[1])
-            full = self._append(kind, blob_id, sealed, len(data), compressed)
+        except BaseException:
+            with self._inflight_lock:
+                self._inflight.discard(blob_id)
+            raise
+        self._store_claimed(kind, blob_id, sealed, len(data), compressed)
+        return blob_id
+
+    def save_sealed(
+        self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
+    ) -> None:
+        """Store a blob sealed elsewhere under this repository's keys (a seal worker process),
+        unless it is already there: deduplication and packing stay here."""
+        if self._claim(blob_id):
+            self._store_claimed(kind, blob_id, sealed, raw_length, compressed)
+
+    def _claim(self, blob_id: bytes) -> bool:
+        """True if this call is to store the blob (now in flight); False if it is stored, or
+        being stored by another thread (counted as deduplicated)."""
+        if self._master.index.has_blob(blob_id):
+            self.stats.blobs_deduplicated += 1
+            return False
+        with self._inflight_lock:
+            if blob_id in self._inflight or self._master.index.has_blob(blob_id):
+                self.stats.blobs_deduplicated += 1
+                return False
+            self._inflight.add(blob_id)
+        return True
+
+    def _store_claimed(
+        self,
+        kind: BlobType,
+        blob_id: bytes,
+        sealed: bytes | tuple[bytes, bytes],
+        raw_length: int,
+        compressed: bool,
+    ) -> None:
+        """Append a claimed blob to this thread's pack (commit the pack once full); on failure the
+        claim is dropped, so nobody deduplicates against a blob that was never stored."""
+        try:
+            stored = len(sealed) if isinstance(sealed, bytes) else len(sealed[0]) + len(sealed[1])
+            full = self._append(kind, blob_id, sealed, raw_length, compressed)
             with self._pack_lock:
                 self.stats.blobs_added += 1
-                self.stats.raw_bytes_added += len(data)
+                self.stats.raw_bytes_added += raw_length
                 self.stats.stored_bytes_added += stored
         except BaseException:
             with self._inflight_lock:
@@ -85,7 +118,6 @@ class Packer:
             raise
         if full is not None:
             self._commit(full)
-        return blob_id
 
     def copy_sealed_blob(
         self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool

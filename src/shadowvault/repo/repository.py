@@ -270,16 +270,32 @@ class Repository:
         """True if the blob is stored (or being stored by this process) and may be deduplicated."""
         return self._packer.has_blob(blob_id)
 
-    def save_blob(self, kind: BlobType, data: bytes | memoryview) -> bytes:
-        """Store a blob unless it is already there; returns its id. Thread-safe; durable after
-        `flush()`. The first save of a read-only opened repository starts a session."""
+    def _ready_to_write(self) -> None:
+        """Refuse a closed repository; start a session on the first write of a read-only one."""
         if self._closed:
             raise RepositoryError("the repository was closed")
         if self.session is None:
             with self._session_lock:
                 if self.session is None:
                     self._start_session("write")
+
+    def save_blob(self, kind: BlobType, data: bytes | memoryview) -> bytes:
+        """Store a blob unless it is already there; returns its id. Thread-safe; durable after
+        `flush()`. The first save of a read-only opened repository starts a session."""
+        self._ready_to_write()
         return self._packer.save(BlobType(kind), data)
+
+    def save_sealed(
+        self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
+    ) -> None:
+        """Store a blob a seal worker sealed under this repository's keys (`sealing_keys`), unless
+        it is already there. Thread-safe, like `save_blob`."""
+        self._ready_to_write()
+        self._packer.save_sealed(BlobType(kind), blob_id, sealed, raw_length, compressed)
+
+    def sealing_keys(self) -> MasterKey | None:
+        """The keys a seal worker process needs to seal blobs for this repository."""
+        return self._key
 
     def copy_sealed_blob(
         self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool

@@ -1,0 +1,153 @@
+"""Small files sealed in worker processes (archive/seal_workers.py): the same snapshot as sealed here.
+
+A tree of many small files (empty ones, zeros, duplicates, owners, modes, xattrs) backed up with
+worker processes restores identical and deduplicates as a backup without them; a worker that dies
+is replaced by reading in the backup's own process; what a worker returns decrypts to the file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from shadowvault.archive.file_reader import BATCH_FILES, WORKERS_AFTER
+from shadowvault.archive.seal_workers import SealWorkers, WorkerGone
+from shadowvault.archive.walker import Archiver, Source, WalkStats
+from shadowvault.repo.crypto import Sealer
+from shadowvault.repo.format import BlobType, decompress
+from shadowvault.repo.pack import blob_aad
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.tree import Node
+from tests.archive.helpers import archive, assert_same_tree, new_repo, restore
+from tests.fixtures.loopfs import LoopFs
+
+FILES = (WORKERS_AFTER + 2) * BATCH_FILES  # enough batches for the workers to start and do most
+
+
+def small_tree(root: Path) -> None:
+    """Files of 0 B to 60 KiB in a few directories: text, zeros, duplicates, owners, modes, xattrs."""
+    for i in range(FILES):
+        directory = root / f"d{i % 7}"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"f{i:05}"
+        kind = i % 5
+        if kind == 0:
+            data = b""
+        elif kind == 1:
+            data = bytes(4096 * (i % 3 + 1))  # zeros
+        elif kind == 2:
+            data = b"the same file again\n" * 50  # duplicates
+        else:
+            data = (f"file {i} " * (i % 700 + 1)).encode()
+        path.write_bytes(data)
+        os.chmod(path, 0o600 if i % 2 else 0o644)
+        if i % 11 == 0:
+            os.chown(path, 1000 + i % 3, 100)
+        if i % 13 == 0:
+            os.setxattr(path, "user.note", f"n{i}".encode())
+
+
+def nodes_of(repo: Repository, tree_id: bytes, path: bytes = b"") -> dict[bytes, Node]:
+    """Every node below a tree by path, without access times (listing a directory may set its
+    atime between two backups) and subtree ids (which hold those atimes)."""
+    found: dict[bytes, Node] = {}
+    for node in repo.load_tree(tree_id).nodes:
+        here = path + b"/" + node.name
+        if node.subtree is not None:
+            found.update(nodes_of(repo, node.subtree, here))
+        found[here] = msgspec.structs.replace(node, atime_ns=0, subtree=None)
+    return found
+
+
+def test_a_tree_sealed_by_workers_restores_identical_and_deduplicates(ext4: LoopFs):
+    source = ext4.mount / "src"
+    small_tree(source)
+    with_workers = new_repo(ext4.mount / "repo")
+
+    stats = WalkStats()
+    raw = os.fsencode(source)
+    archiver = Archiver(with_workers, stats=stats, seal_processes=2)
+    root = archiver.archive([Source(raw, raw)])
+    with_workers.flush()
+    assert archiver.reader.sealing_processes == 2
+    assert stats.files_done == FILES and not stats.errors
+
+    # the same tree sealed here, into the same repository, without a parent: the same snapshot
+    here_root, _ = archive(with_workers, source, seal_processes=0)
+    assert nodes_of(with_workers, here_root) == nodes_of(with_workers, root), (
+        "same content ids, same metadata"
+    )
+
+    restore(with_workers, root, ext4.mount / "out")
+    assert_same_tree(source, ext4.mount / "out" / source.relative_to("/"))
+
+
+def test_a_worker_that_dies_leaves_its_batches_to_the_backup(ext4: LoopFs):
+    source = ext4.mount / "src"
+    small_tree(source)
+    repo = new_repo(ext4.mount / "repo")
+    key = repo.sealing_keys()
+    assert key is not None
+    workers = SealWorkers(key, 1 << 19, 1)
+    try:
+        first = workers.seal([os.fsencode(source / "d3" / "f00003")])[0]
+        assert first.error is None and first.size > 0
+        os.kill(workers._workers[0].process.pid, signal.SIGKILL)
+        with pytest.raises(WorkerGone):
+            workers.seal([os.fsencode(source / "d3" / "f00003")])
+    finally:
+        workers.shutdown()
+
+    # in a backup: workers killed as soon as they start; every file is still stored, once
+    stats = WalkStats()
+    raw = os.fsencode(source)
+    archiver = Archiver(repo, stats=stats, seal_processes=2)
+    real_start = SealWorkers.__init__
+
+    def start_then_die(self: SealWorkers, *args: object) -> None:
+        real_start(self, *args)
+        for worker in self._workers:
+            worker.process.kill()
+
+    SealWorkers.__init__ = start_then_die  # type: ignore[method-assign]
+    try:
+        root = archiver.archive([Source(raw, raw)])
+    finally:
+        SealWorkers.__init__ = real_start  # type: ignore[method-assign]
+    repo.flush()
+    assert stats.files_done == FILES and not stats.errors
+    restore(repo, root, ext4.mount / "out")
+    assert_same_tree(source, ext4.mount / "out" / source.relative_to("/"))
+
+
+def test_what_a_worker_returns(ext4: LoopFs):
+    repo = new_repo(ext4.mount / "repo")
+    key = repo.sealing_keys()
+    assert key is not None
+    text = ext4.mount / "text"
+    text.write_bytes(b"hello " * 1000)
+    zeros = ext4.mount / "zeros"
+    zeros.write_bytes(bytes(5000))
+    large = ext4.mount / "large"
+    large.write_bytes(b"x" * 70_000)
+    directory = ext4.mount / "dir"
+    directory.mkdir()
+    workers = SealWorkers(key, 65_536, 1)
+    try:
+        got = workers.seal([os.fsencode(p) for p in (text, zeros, large, ext4.mount / "gone", directory)])
+    finally:
+        workers.shutdown()
+    sealed_text, sealed_zeros, too_large, missing, not_a_file = got
+    assert sealed_text.size == 6000 and sealed_text.compressed
+    assert sealed_text.inode == text.stat().st_ino
+    plain = Sealer(key).open(sealed_text.sealed, blob_aad(BlobType.DATA, sealed_text.blob_id), "blob")
+    assert decompress(plain, 6000, "blob") == text.read_bytes()
+    assert repo.blob_id(text.read_bytes()) == sealed_text.blob_id
+    assert sealed_zeros.zeros and sealed_zeros.size == 5000 and not sealed_zeros.sealed
+    assert too_large.large
+    assert missing.error == "No such file or directory"
+    assert not_a_file.error == "changed into something that is not a regular file"
