@@ -5,6 +5,11 @@ wait4: Linux carries a process's RSS high-water mark across exec, so a child for
 Python process would report at least our RSS. `time` is a small C program, so its child starts
 near zero. CPU time comes from `os.wait4` on `time` (which includes the child it reaped); ru_maxrss
 of `getrusage(RUSAGE_CHILDREN)` would be useless anyway (the maximum over every child ever waited for).
+
+A tool that runs helper processes (Shadowvault's seal workers) uses the memory of all of them at
+once, and GNU time reports only the largest single process: so the sum of the resident sets of the
+command's session (every process it started) is also sampled every 50 ms, and the peak reported is
+the larger of the two.
 """
 
 from __future__ import annotations
@@ -20,6 +25,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GNU_TIME = "/usr/bin/time"
+SAMPLE_EVERY = 0.05  # seconds between samples of the session's summed RSS
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def session_rss(session: int) -> int:
+    """The summed resident set of every process in `session` (bytes)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[3]) != session:  # field 6: session id
+                continue
+            total += int(Path(entry.path, "statm").read_text().split()[1]) * PAGE
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return total
+
+
+class _SessionPeak(threading.Thread):
+    """Samples a session's summed RSS until stopped; `peak` is the largest sample."""
+
+    def __init__(self, session: int) -> None:
+        super().__init__(daemon=True)
+        self.session = session
+        self.peak = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(SAMPLE_EVERY):
+            self.peak = max(self.peak, session_rss(self.session))
 
 
 @dataclass
@@ -77,6 +114,8 @@ def run_measured(
 
         timer = threading.Timer(timeout, kill)
         timer.start()
+        sampler = _SessionPeak(proc.pid)  # a new session: its id is the pid of `time`
+        sampler.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
@@ -85,18 +124,21 @@ def run_measured(
             raise
         finally:
             timer.cancel()
+            sampler.done.set()
+            sampler.join()
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         peak_kib = peak.read().decode().strip().splitlines()
+        largest = int(peak_kib[-1]) * 1024 if peak_kib and peak_kib[-1].isdigit() else -1
         return Measured(
             argv=argv,
             returncode=proc.returncode,
             wall=wall,
             cpu=usage.ru_utime + usage.ru_stime,
             sys=usage.ru_stime,
-            peak_rss=int(peak_kib[-1]) * 1024 if peak_kib and peak_kib[-1].isdigit() else -1,
+            peak_rss=max(largest, sampler.peak) if largest >= 0 else -1,
             load=load,
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
