@@ -187,7 +187,13 @@ class FileReader:
     def _seal_workers(self) -> SealWorkers | None:
         """The seal worker processes, started with the WORKERS_AFTER-th batch; None: seal here."""
         if self._sealers is None and self._seal_keys is not None and self._batches >= WORKERS_AFTER:
-            self._sealers = SealWorkers(self._seal_keys, self.single_chunk, self._seal_processes)
+            try:
+                self._sealers = SealWorkers(self._seal_keys, self.single_chunk, self._seal_processes)
+            except (OSError, WorkerGone) as err:  # no processes to be had: seal here
+                log.warning(
+                    "cannot start seal worker processes (%s); small files are read in this process", err
+                )
+                self._seal_keys = None
         return self._sealers
 
     def _seal_batch(self, sealers: SealWorkers, batch: list[tuple[bytes, Node, bytes, BatchedFile]]) -> None:

@@ -140,10 +140,13 @@ class _Worker:
     """One worker process, used by one thread at a time."""
 
     def __init__(self, start: _Start) -> None:
+        # stderr to /dev/null: a worker's last words must not land among a --json run's lines (its
+        # exit status is reported instead)
         self.process = subprocess.Popen(
             [sys.executable, "-m", __name__],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             close_fds=True,
         )
         self.alive = True
@@ -154,7 +157,7 @@ class _Worker:
         assert self.process.stdin is not None
         try:
             _send(self.process.stdin, message)
-        except OSError as err:
+        except (OSError, ValueError) as err:
             self.alive = False
             raise WorkerGone(f"seal worker {self.process.pid}: {err}") from err
 
@@ -163,10 +166,10 @@ class _Worker:
             raise WorkerGone(f"seal worker {self.process.pid} ended")
         self._call(paths)
         assert self.process.stdout is not None
-        body = _receive(self.process.stdout)
         try:
+            body = _receive(self.process.stdout)
             results = None if body is None else self._results.decode(body)
-        except msgspec.DecodeError:
+        except (OSError, ValueError, msgspec.DecodeError):  # ValueError: closed by shutdown meanwhile
             results = None
         if results is None or len(results) != len(paths):
             self.alive = False
@@ -193,7 +196,14 @@ class SealWorkers:
 
     def __init__(self, key: MasterKey, limit: int, processes: int) -> None:
         start = _Start(key.encrypt, key.id_key, limit)
-        self._workers = [_Worker(start) for _ in range(processes)]
+        self._workers: list[_Worker] = []
+        try:
+            for _ in range(processes):
+                self._workers.append(_Worker(start))
+        except BaseException:  # none left running when the pool cannot be had whole
+            for worker in self._workers:
+                worker.stop()
+            raise
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         for worker in self._workers:
             self._idle.put(worker)
@@ -221,4 +231,7 @@ class SealWorkers:
 
 
 if __name__ == "__main__":
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    # replies on a copy of stdout; whatever else writes to stdout goes to stderr, not into the protocol
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin.buffer, replies)
