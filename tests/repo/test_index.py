@@ -87,3 +87,26 @@ def test_bulk_loaded_index_matches_a_plain_dict(entries, shared_prefix):
         if not pending:
             assert any(b.id == blob_id and b.offset == loc.offset for b in packs[int(loc.pack, 16)])
     assert index.lookup(b"\x02" * 32) is None and not index.has_blob(b"\x01" * 32 + b"x")
+
+
+def test_every_blob_id_is_listed_once_however_many_copies():
+    """check counts blobs from the compact index: a blob stored in two packs (a retried backup, a
+    repack) is one blob, and a copy added this session is not listed again."""
+    from shadowvault.repo.format import IndexPack
+
+    ids = [os.urandom(32) for _ in range(300)]
+    packs = [
+        IndexPack(
+            id=f"{n:064x}", size=1, blobs=[PackBlob(0, blob_id, 0, 1, 1, False) for blob_id in ids[n::3]]
+        )
+        for n in range(3)
+    ]
+    twice = IndexPack(
+        id="e" * 64, size=1, blobs=[PackBlob(0, blob_id, 0, 1, 1, False) for blob_id in ids[:50]]
+    )
+    index = BlobIndex.from_packs([*packs, twice])
+    extra = os.urandom(32)
+    index.add("f" * 64, [PackBlob(0, ids[7], 0, 1, 1, False), PackBlob(0, extra, 0, 1, 1, False)])
+    listed = list(index.blob_ids())
+    assert len(listed) == len(set(listed)) == 301
+    assert set(listed) == {*ids, extra}

@@ -87,10 +87,7 @@ def check(
     on_disk = {info.name.rsplit("/", 1)[1]: info for info in backend.list("data/")}
     report.packs = len(packs)
     found = DamageMap()  # damage this run found
-    holders: dict[bytes, list[str]] = {}  # blob id -> the packs the index files list it in
     for pack in packs.values():
-        for b in pack.blobs:
-            holders.setdefault(b.id, []).append(pack.id)
         if pack.pending is not None:
             report.pending_packs += 1
         info = on_disk.get(pack.id)
@@ -102,7 +99,6 @@ def check(
         if problem:
             report.errors.append(problem)
             found.add(DamagedPack(id=pack.id, reason=problem, whole=True))
-    report.blobs = len(holders)
     unindexed = [pid for pid in on_disk if pid not in packs]
     report.unindexed_packs = len(unindexed)
     if unindexed:
@@ -141,25 +137,7 @@ def check(
     if record and found:
         _record(repo, report, found.records())
 
-    def damaged(pack_id: str, blob_id: bytes) -> bool:
-        return found.is_damaged(pack_id, blob_id) or repo.damage.is_damaged(pack_id, blob_id)
-
-    bad_blobs: dict[bytes, str] = {}  # blob id -> what is wrong, for blobs with no intact copy
-    superseded = 0
-    for blob_id, pack_ids in holders.items():
-        broken = [p for p in pack_ids if damaged(p, blob_id)]
-        if not broken:
-            continue
-        if len(broken) == len(pack_ids):
-            reason = found.whole.get(broken[0]) or found.copies.get(blob_id, {}).get(broken[0])
-            bad_blobs[blob_id] = reason or f"blob {blob_id.hex()[:16]} is damaged in pack {broken[0][:16]}"
-        else:
-            superseded += 1
-    if superseded:
-        report.warnings.append(
-            f"{superseded} damaged blob copies have intact copies elsewhere (a later backup stored them"
-            " again); `shadowvault repair packs` or prune removes the damaged packs"
-        )
+    bad_blobs = _without_intact_copy(repo, packs, found, report)
 
     # Snapshots and the trees they reference (the index is read after the snapshots: a backup
     # saves its index files before its snapshot, so every listed snapshot's blobs are in it).
@@ -189,17 +167,17 @@ def check(
         _record(repo, report, met)
     for blob_id in used:
         if (
-            blob_id not in holders
-            and blob_id not in bad_blobs
-            and blob_id not in tree_problems
-            and repo.lookup(blob_id) is None
-        ):  # not indexed since the first reading either
+            blob_id not in bad_blobs and blob_id not in tree_problems and repo.lookup(blob_id) is None
+        ):  # not indexed (the index was read again after the snapshots)
             bad_blobs[blob_id] = f"blob {blob_id.hex()[:16]} is missing (not in the index)"
             report.errors.append(bad_blobs[blob_id])
     for tree_id, problem in tree_problems.items():
         if tree_id not in bad_blobs:
             report.errors.append(problem)
-    report.unreferenced_blobs = len(holders.keys() - used)
+    for blob_id in repo.index.blob_ids():  # each once, from the compact index: no set of them all
+        report.blobs += 1
+        if blob_id not in used:
+            report.unreferenced_blobs += 1
     freeable = _freed_by_prune(packs, used)
     if freeable:  # those prune leaves in mostly used packs are counted, not warned about
         report.warnings.append(
@@ -212,6 +190,41 @@ def check(
             "`shadowvault repair snapshots` writes copies of the affected snapshots without what was lost"
         )
     return report
+
+
+def _without_intact_copy(
+    repo: Repository, packs: dict[str, IndexPack], found: DamageMap, report: CheckReport
+) -> dict[bytes, str]:
+    """Blob id -> what is wrong, for the blobs whose every indexed copy is damaged (by this run's
+    findings or earlier records); a damaged copy with an intact one elsewhere is only a warning.
+    The blobs of the damaged packs are looked at, each copy found through the compact index (a
+    map of every blob to its packs cost ~110 B per blob)."""
+
+    def damaged(pack_id: str, blob_id: bytes) -> bool:
+        return found.is_damaged(pack_id, blob_id) or repo.damage.is_damaged(pack_id, blob_id)
+
+    suspects: dict[bytes, list[str]] = {}  # blob id -> the packs with a damaged copy
+    for pack in packs.values():
+        for b in pack.blobs:
+            if damaged(pack.id, b.id):
+                suspects.setdefault(b.id, []).append(pack.id)
+    bad: dict[bytes, str] = {}
+    superseded = 0
+    for blob_id, broken_in in suspects.items():
+        indexed = [loc.pack for loc in repo.index.locations(blob_id) if loc.pack in packs]
+        holders = list(dict.fromkeys([*indexed, *broken_in]))
+        broken = [p for p in holders if damaged(p, blob_id)]
+        if len(broken) == len(holders):
+            reason = found.whole.get(broken[0]) or found.copies.get(blob_id, {}).get(broken[0])
+            bad[blob_id] = reason or f"blob {blob_id.hex()[:16]} is damaged in pack {broken[0][:16]}"
+        else:
+            superseded += 1
+    if superseded:
+        report.warnings.append(
+            f"{superseded} damaged blob copies have intact copies elsewhere (a later backup stored them"
+            " again); `shadowvault repair packs` or prune removes the damaged packs"
+        )
+    return bad
 
 
 def _freed_by_prune(packs: dict[str, IndexPack], used: set[bytes]) -> int:

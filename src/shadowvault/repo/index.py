@@ -290,10 +290,21 @@ class BlobIndex:
         return number is not None and self._rank(number, blob_id) == 2
 
     def blob_ids(self) -> Iterator[bytes]:
-        seen = set(self._entries)
-        yield from list(seen)
-        ids = self._base.ids
-        for at in range(len(self._base)):
+        """Every indexed blob id, once (a blob stored in several packs too), without a set of them
+        all: the bulk entries are visited in sort order, where the copies of one id are adjacent."""
+        entries = self._entries
+        yield from list(entries)
+        base = self._base
+        keys, ids, shift = base.keys, base.ids, base.shift
+        mask = (1 << shift) - 1
+        run_prefix = -1
+        run: set[bytes] = set()  # the ids seen under the current prefix (almost always one)
+        for key in keys:
+            at = key & mask
             blob_id = bytes(ids[at * 32 : (at + 1) * 32])
-            if blob_id not in seen:
-                yield blob_id
+            if key >> shift != run_prefix:
+                run_prefix, run = key >> shift, set()
+            if blob_id in run or blob_id in entries:
+                continue
+            run.add(blob_id)
+            yield blob_id
