@@ -28,7 +28,7 @@ from shadowvault.repo.zero_blobs import ZeroBlobs
 
 MAX_GAP = 1 << 20  # unneeded bytes worth reading through rather than starting another read
 MAX_SPAN = READER_MAX_SPAN  # at most this much of a pack is held by one read (one blob may be larger)
-BYTES_AT_ONCE = 16 << 20  # of ranges read and not yet written, across a restore (one default pack)
+BYTES_AT_ONCE = 24 << 20  # of ranges read and not yet written, across a restore (1.5 default packs)
 
 
 class PackedBlobs(Protocol):
