@@ -170,7 +170,7 @@ def check(
         except ShadowvaultError as err:
             report.errors.append(f"{err}; remove it with `shadowvault forget {sid[:8]}`")
             report.affected_snapshots.setdefault(sid, []).append(str(err))
-    repo.reload_index()
+    repo.reload_index(drop_old=True)  # check runs on one thread: never two indexes at once
     report.snapshots = len(snapshots)
     used: set[bytes] = set()
     tree_problems: dict[bytes, str] = {}

@@ -84,9 +84,11 @@ class MasterIndex:
 
     # ---------------------------------------------------------------- reading them all
 
-    def reload(self) -> None:
+    def reload(self, *, drop_old: bool = False) -> None:
         """Read every index file into a fresh, compact in-memory index (files are decrypted and
         decoded a few at a time in threads: decoding releases the GIL, decoded files are bulky).
+        `drop_old`: let the index held so far go first (an empty index meanwhile), so the two are
+        never in memory together: for a single-threaded caller such as check.
 
         An index file may vanish between the listing and its reading: a writer merging its files
         at close, or prune, writes the successor first and removes the old files after. So when a
@@ -127,6 +129,8 @@ class MasterIndex:
                     seen.update(batch)
                 log.warning("the index kept changing while it was read; some blobs may look missing")
 
+        if drop_old:
+            self.index = BlobIndex()
         index = BlobIndex.from_packs(packs())
         damage = load_damage(self._backend, self._sealer)
         for record in self.damage.records():  # what this process found and has not saved yet

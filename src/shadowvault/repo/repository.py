@@ -254,8 +254,9 @@ class Repository:
     def save_index_files(self, packs: list[IndexPack]) -> list[str]:
         return self._master.save_files(packs)
 
-    def reload_index(self) -> None:
-        self._master.reload()
+    def reload_index(self, *, drop_old: bool = False) -> None:
+        """Read the index files again (`drop_old`: single-threaded callers, see MasterIndex.reload)."""
+        self._master.reload(drop_old=drop_old)
 
     def record_damage(self, records: list[DamagedPack]) -> str | None:
         """Write damage records (see repo/damage.py) and apply them to the in-memory index."""
