@@ -289,6 +289,15 @@ class BlobIndex:
         number = self._pack_numbers.get(location.pack)
         return number is not None and self._rank(number, blob_id) == 2
 
+    def slot(self, blob_id: bytes) -> int | None:
+        """A stable number below `bulk_size` for a blob of the bulk-loaded entries (its first copy);
+        None for a blob added since, or unknown: for one bit per blob (check's used set)."""
+        return next(self._base.positions(blob_id), None)
+
+    @property
+    def bulk_size(self) -> int:
+        return len(self._base)
+
     def blob_ids(self) -> Iterator[bytes]:
         """Every indexed blob id, once (a blob stored in several packs too), without a set of them
         all: the bulk entries are visited in sort order, where the copies of one id are adjacent."""

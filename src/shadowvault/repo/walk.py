@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from shadowvault.errors import RepositoryError, ShadowvaultError
 from shadowvault.repo.repository import Repository
@@ -10,10 +11,20 @@ from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.tree import Tree
 
 
+class BlobSet(Protocol):
+    """What mark_used fills: a set of blob ids, or check's one bit per indexed blob."""
+
+    def __contains__(self, blob_id: object, /) -> bool: ...
+
+    def add(self, blob_id: bytes, /) -> None: ...
+
+    def update(self, blob_ids: Iterable[bytes], /) -> None: ...
+
+
 def mark_used(
     repo: Repository,
     snapshots: Iterable[tuple[str, Snapshot]],
-    used: set[bytes],
+    used: BlobSet,
     on_error: Callable[[str, bytes, ShadowvaultError], None] | None = None,
     on_tree: Callable[[bytes, Tree], None] | None = None,
 ) -> None:
