@@ -155,3 +155,23 @@ def test_a_file_is_cut_at_the_same_points_whatever_way_it_is_read(shared_repo, t
             f.read(4)
             assert list(chunker.chunk_file(f)) == expected
     assert len(list(chunker.chunk_bytes(data))) >= 3
+
+
+def test_index_files_merged_at_close_are_each_no_larger_than_the_limit(tmp_path, monkeypatch):
+    """A session's many small index files become few at close, filled up to the per-file limit one
+    after the other (never all of them decoded at once), and every blob is still found."""
+    import shadowvault.repo.master_index as master_index
+
+    monkeypatch.setattr(master_index, "INDEX_FILE_BLOBS", 40)
+    monkeypatch.setattr(master_index, "PACKS_PER_INDEX", 1)
+    blobs = [os.urandom(3000) for _ in range(120)]
+    with Repository.init(tmp_path / "repo", PASSWORD, pack_size=16 << 10) as repo:
+        ids = [repo.save_blob(BlobType.DATA, blob) for blob in blobs]
+        repo.flush()
+        written = len(repo.index_files())
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        files = repo.index_files()
+        sizes = [sum(len(pack.blobs) for pack in repo.load_index_file(name).packs) for name in files]
+        assert len(files) < written and sum(sizes) == len(blobs)
+        assert all(size <= 40 for size in sizes)
+        assert [repo.load_blob(blob_id) for blob_id in ids] == blobs

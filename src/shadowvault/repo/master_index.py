@@ -45,6 +45,7 @@ class MasterIndex:
         self.index = BlobIndex()
         self.damage = DamageMap()
         self.written_files: list[str] = []  # by this process, in order
+        self._written_blobs: dict[str, int] = {}  # how many blobs each of them lists
         self._file_names: set[str] = set()  # the index files `index` was built from
         self._unindexed: list[IndexPack] = []  # finished packs not yet in an index file
         self._lock = threading.Lock()
@@ -64,6 +65,7 @@ class MasterIndex:
         name = f"{INDEX_DIR}{file_id(raw)}"
         self._backend.save(name, raw)
         self.written_files.append(name)
+        self._written_blobs[name] = sum(len(pack.blobs) for pack in packs)
         return name
 
     def save_files(self, packs: list[IndexPack]) -> list[str]:
@@ -182,21 +184,35 @@ class MasterIndex:
             raise
 
     def consolidate(self) -> None:
-        """Replace the several index files this process wrote by one, so repositories do not
-        collect hundreds of small ones between prunes. The merged file is durable before any of
+        """Replace the several index files this process wrote by fewer, so repositories do not
+        collect hundreds of small ones between prunes. The merged files are durable before any of
         the old ones goes; a prune that meets a vanished one skips it (its packs are newer than
-        this live session, so prune would not touch them anyway)."""
+        this live session, so prune would not touch them anyway). Files are read one at a time and
+        merged files written as they fill: a million-blob backup held every entry decoded at once
+        (~150 B each) right at its end."""
         mine = [name for name in self.written_files if name.startswith(INDEX_DIR)]
         if len(mine) < 2:
             return
+        listed = sum(self._written_blobs.get(name, INDEX_FILE_BLOBS) for name in mine)
+        if listed > INDEX_FILE_BLOBS * (len(mine) - 1):
+            return  # merging would not make fewer files
         try:
-            packs: dict[str, IndexPack] = {}
+            merged: list[str] = []
+            seen: set[str] = set()
+            chunk: list[IndexPack] = []
+            count = 0
             for name in mine:
                 for pack in self.load_file(name).packs:
-                    packs.setdefault(pack.id, pack)
-            if sum(len(p.blobs) for p in packs.values()) > INDEX_FILE_BLOBS * (len(mine) - 1):
-                return  # merging would not make fewer files
-            merged = self.save_files(list(packs.values()))
+                    if pack.id in seen:
+                        continue
+                    seen.add(pack.id)
+                    if chunk and count + len(pack.blobs) > INDEX_FILE_BLOBS:
+                        merged.append(self.save_file(chunk))
+                        chunk, count = [], 0
+                    chunk.append(pack)
+                    count += len(pack.blobs)
+            if chunk:
+                merged.append(self.save_file(chunk))
             for name in mine:
                 if name not in merged:
                     self._backend.remove(name)
