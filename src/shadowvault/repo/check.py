@@ -55,15 +55,16 @@ class _UsedBlobs:
         return bool(self._bits[at >> 3] & (1 << (at & 7)))
 
     def add(self, blob_id: bytes) -> None:
-        at = self._index.slot(blob_id)
-        if at is None:
-            self.unindexed.add(blob_id)
-        else:
-            self._bits[at >> 3] |= 1 << (at & 7)
+        self.update((blob_id,))
 
     def update(self, blob_ids: Iterable[bytes]) -> None:
+        slot, bits = self._index.slot, self._bits
         for blob_id in blob_ids:
-            self.add(blob_id)
+            at = slot(blob_id)
+            if at is None:
+                self.unindexed.add(blob_id)
+            else:
+                bits[at >> 3] |= 1 << (at & 7)
 
 
 @dataclass
@@ -254,7 +255,10 @@ def _without_intact_copy(
         return found.is_damaged(pack_id, blob_id) or repo.damage.is_damaged(pack_id, blob_id)
 
     suspects: dict[bytes, list[str]] = {}  # blob id -> the packs with a damaged copy
+    with_damage = found.packs() | repo.damage.packs()
     for pack_id, listed in packs.items():
+        if pack_id not in with_damage:
+            continue
         for blob_id in listed.blob_ids():
             if damaged(pack_id, blob_id):
                 suspects.setdefault(blob_id, []).append(pack_id)
