@@ -106,8 +106,16 @@ class _Builder:
         base = self.base
         n = len(base.flags)
         shift = base.shift = max(1, n.bit_length())
-        base.keys = array("Q", sorted([((p >> shift) << shift) | i for i, p in enumerate(self.prefixes)]))
+        # sorted a bucket (top 8 bits) at a time: one sorted list of every key cost ~80 B per blob at
+        # its peak, the buckets cost 8 B per blob and one small list at a time
+        buckets = [array("Q") for _ in range(256)]
+        for i, prefix in enumerate(self.prefixes):
+            buckets[prefix >> 56].append(((prefix >> shift) << shift) | i)
         del self.prefixes
+        keys = array("Q")
+        for bucket in buckets:
+            keys.extend(sorted(bucket))
+        base.keys = keys
         return base
 
 
