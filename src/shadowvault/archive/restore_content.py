@@ -5,11 +5,13 @@ once however many files (or places in one file) need it; each pack is then read 
 covering its needed blobs (`pack_reads` states when a pack takes more than one), by at most
 READS_AT_ONCE readers per batch; every blob is decrypted and verified once and written, by the
 thread that read it (no hand-over: Python threads pay for every switch), to every place that needs
-it. A file is created (under a temporary name, opened once, with its own mode and owner when that
-is all its metadata but times: `EntryWriter.create_mode`) when its first blob arrives, and as
-soon as its last blob is written it gets its metadata, is read back when `verify` asks, and is
-renamed to its name, by the thread that wrote that blob: nothing is ever half-written under its
-final name, and a file of one blob holds a descriptor only while it is written. A batch is cut
+it. A file is created (unnamed with O_TMPFILE, else under a temporary name; opened once, with its
+own mode and owner when that is all its metadata but times: `EntryWriter.create_mode`) when its
+first blob arrives, and as soon as its last blob is written it gets its metadata, is read back
+when `verify` asks, and is linked or renamed to its name, by the thread that wrote that blob:
+nothing is ever half-written under its final name, and a file of one blob holds a descriptor only
+while it is written. (An unnamed file costs one directory update where a temporary name costs
+three: 21 against 30-43 us a file on ext4.) A batch is cut
 when it holds BATCH_FILES files, BATCH_BYTES of content, or BATCH_SPANNING files of several blobs
 (those may hold a descriptor from their first blob to their last), so descriptors stay bounded;
 a pack needed by two batches is read by each.
@@ -51,6 +53,8 @@ from shadowvault.archive.pack_reads import (
 )
 from shadowvault.archive.restore_entries import (
     FILE_FLAGS,
+    NO_TMPFILE,
+    TMPFILE_FLAGS,
     EntryError,
     EntryWriter,
     Outcome,
@@ -343,10 +347,19 @@ class ContentBatch:
             return self._create(file)
 
     def _create(self, file: FileWrite) -> int | None:
+        """An unnamed file in its directory (O_TMPFILE: named by `_finish`, gone if the restore
+        stops first), or where the filesystem has none, one under a temporary name."""
         if file.fd is None and file.failure is None:
             try:
-                file.tmp = self.entries.new_tmp()
                 mode, file.complete = self.entries.create_mode(file.node, file.here)
+                if self.entries.tmpfile:
+                    try:
+                        file.fd = os.open(b".", TMPFILE_FLAGS, mode, dir_fd=file.here.fd)
+                        return file.fd
+                    except OSError as err:
+                        if err.errno not in NO_TMPFILE:
+                            raise
+                file.tmp = self.entries.new_tmp()
                 file.fd = os.open(file.tmp, FILE_FLAGS, mode, dir_fd=file.here.fd)
             except OSError as err:
                 self._fail(file, reason(err))
@@ -548,15 +561,31 @@ class ContentBatch:
                     verify_file(fd, file.lengths, file.digests)
                     with self.entries.stats.lock:
                         self.entries.stats.verified += 1
+                if not file.tmp:
+                    self._name_unnamed(fd, file)
             finally:
                 file.fd = None
                 os.close(fd)
-            os.rename(file.tmp, file.node.name, src_dir_fd=here.fd, dst_dir_fd=here.fd)
+            if file.tmp:
+                os.rename(file.tmp, file.node.name, src_dir_fd=here.fd, dst_dir_fd=here.fd)
             result = self.entries.restored(file.node, here)
         except Exception as err:
-            discard(here.fd, file.tmp)
+            if file.tmp:
+                discard(here.fd, file.tmp)
             self.entries.error(file.spath, reason(err))
         file.done.set_result(result)
+
+    def _name_unnamed(self, fd: int, file: FileWrite) -> None:
+        """Link a finished O_TMPFILE file into its directory: straight under its name in a directory
+        this restore made (nothing is in the way), else under a temporary name renamed over it."""
+        here = file.here
+        pinned = b"/proc/self/fd/%d" % fd
+        if here.fresh:
+            os.link(pinned, file.node.name, dst_dir_fd=here.fd, follow_symlinks=True)
+            return
+        tmp = self.entries.new_tmp()
+        os.link(pinned, tmp, dst_dir_fd=here.fd, follow_symlinks=True)
+        file.tmp = tmp
 
     def _abandon_unfinished(self) -> None:
         """After an interruption: close and remove what was started, resolve every future."""
@@ -566,6 +595,6 @@ class ContentBatch:
             if file.fd is not None:
                 os.close(file.fd)
                 file.fd = None
-                if file.here.fd is not None:
+                if file.here.fd is not None and file.tmp:  # an unnamed file is gone with its descriptor
                     discard(file.here.fd, file.tmp)
             file.done.set_exception(EntryError("not restored: the restore was interrupted"))

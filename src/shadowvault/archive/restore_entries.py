@@ -3,7 +3,8 @@
 A snapshot is untrusted input and so is the target (a symlink can be planted in it): every
 directory is opened relative to its parent with O_NOFOLLOW, and every entry is created under a
 temporary name in its final directory (`.svtmp-*`), given its metadata, and renamed, all relative
-to those descriptors. An interrupted restore never leaves a half-written file under a final name.
+to those descriptors; a file is made unnamed (O_TMPFILE) where the filesystem can, and linked in
+only once finished. An interrupted restore never leaves a half-written file under a final name.
 
 File content is written elsewhere (`restore_content`); this module decides whether an entry is
 restored at all, makes links, symlinks, FIFOs and device nodes, and records what went wrong.
@@ -11,6 +12,7 @@ restored at all, makes links, symlinks, FIFOs and device nodes, and records what
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 TMP_PREFIX = b".svtmp-"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+TMPFILE_FLAGS = os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC  # an unnamed file, linked once finished
+NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})  # the filesystem has no O_TMPFILE
 
 # what an entry's restore resolves to: its names below the target, or None when not restored
 Restored = tuple[bytes, ...] | None
@@ -187,6 +191,8 @@ class EntryWriter:
         self.numeric_owner = numeric_owner
         self._tmp_counter = itertools.count()
         self._umask = process_umask()
+        # files are made unnamed and linked once finished through /proc/self/fd (restore_content)
+        self.tmpfile = os.path.isdir("/proc/self/fd")
         self._tmp_prefix = TMP_PREFIX + b"%d-" % os.getpid()
         self._euid = os.geteuid()
 
