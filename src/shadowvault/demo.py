@@ -169,6 +169,10 @@ def teardown_volume(var: Path | None = None) -> None:
                 if proc.run(["losetup", "-d", device], check=False, timeout=30).returncode == 0:
                     break
                 time.sleep(0.1)
+            for _ in range(50):  # a device still open (udev probing after the umount) goes a bit later
+                if _backing_file(device) != str(image):
+                    break
+                time.sleep(0.1)
         record.unlink()
 
 
