@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -151,3 +154,55 @@ def test_what_a_worker_returns(ext4: LoopFs):
     assert too_large.large
     assert missing.error == "No such file or directory"
     assert not_a_file.error == "changed into something that is not a regular file"
+
+
+def _seal_workers_of(parent: int) -> set[int]:
+    """The seal worker processes `parent` runs (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"seal_workers" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def test_an_interrupted_backup_leaves_no_worker_and_a_valid_repository(ext4: LoopFs, env, cli):
+    """Ctrl-C while workers seal: exit 130, every worker gone with the backup, `check` passes."""
+    source = ext4.mount / "src"
+    for n in range(8):
+        small_tree(source / f"part{n}")
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "shadowvault.cli.main", "backup", "--provider", "none", str(source)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    workers: set[int] = set()
+    deadline = time.monotonic() + 120
+    while not workers and backup.poll() is None and time.monotonic() < deadline:
+        workers = _seal_workers_of(backup.pid)
+        time.sleep(0.02)
+    assert workers, "the backup of ~5,000 small files started seal workers"
+    backup.send_signal(signal.SIGINT)
+    _, err = backup.communicate(timeout=120)
+    assert backup.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] in (
+        "shadowvault: error: aborted",
+        "shadowvault: error: interrupted",
+    ), err
+    for pid in workers:
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.05)
+        assert not Path(f"/proc/{pid}").exists(), f"seal worker {pid} outlived the backup"
+    checked = cli("check", env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

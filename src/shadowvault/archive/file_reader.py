@@ -201,6 +201,8 @@ class FileReader:
         try:
             results = sealers.seal([access for access, *_ in batch])
         except WorkerGone as err:
+            if sealers.stopped:
+                raise  # the backup is being abandoned (shutdown): nothing more is read
             if not self._sealers_failed.is_set():
                 self._sealers_failed.set()
                 log.warning("%s; small files are read in this process instead", err)

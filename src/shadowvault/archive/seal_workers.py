@@ -210,6 +210,10 @@ class SealWorkers:
         self._stopped = threading.Event()
 
     @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    @property
     def processes(self) -> int:
         return len(self._workers)
 
