@@ -153,6 +153,8 @@ NON_ROOT_FREEZE = textwrap.dedent(
     import os, sys
     # Everything the command needs is imported while still root: the interpreter lives under /root.
     import shadowvault.cli.main as main
+    main.load_command("shadows")  # commands are imported when used: this one now, as root
+    import shadowvault.client  # the daemon probe (http.client), imported when the command asks
     import shadowvault.shadow.coordinator, shadowvault.shadow.store
     import shadowvault.shadow.providers.registry, shadowvault.shadow.writers.registry
     import shadowvault.shadow.writers.fsfreeze, shadowvault.shadow.writers.sqlite
