@@ -228,3 +228,8 @@ def test_create_backend_wants_an_empty_place(tmp_path: Path) -> None:
         "tmp",
     ]
     assert made.exposed_to_others() == []
+
+
+def test_a_backend_says_whether_its_reads_wait_on_a_network(backend: Backend, request) -> None:
+    """Restore reads with one thread from local storage and several from remote storage."""
+    assert backend.remote is (request.node.callspec.params["backend"] == "s3")

@@ -53,7 +53,6 @@ from shadowvault.archive.restore_entries import (
 )
 from shadowvault.archive.tree_paths import TreeReader, find_node, raw_path
 from shadowvault.errors import NotFoundError, RepositoryError, UsageError
-from shadowvault.repo.backend_local import LocalBackend
 from shadowvault.repo.tree import Node, duplicate_names, invalid_name
 
 if TYPE_CHECKING:
@@ -67,14 +66,14 @@ MAX_OPEN_DIRS = 128  # directory descriptors held at once (besides the ones on t
 BATCHES_AT_ONCE = 2  # content batches being restored while the walk plans the next one
 
 
-def default_workers(store: object) -> int:
+def default_workers(store: PackedBlobs) -> int:
     """Threads that read, decrypt and write: one for a repository on local storage, a few for a
     remote one (whose reads wait on the network).
 
     Python threads share one GIL, and writing files is many short calls that release and retake
     it: a second thread only queues for it (1 GiB / 50k files on 2 CPUs, local repository: 1 worker
     5.9 s wall and CPU, 2 workers 6.6-7.8 s wall and 8-9.4 s CPU, 8 workers ~10 s CPU)."""
-    if isinstance(getattr(store, "backend", None), LocalBackend):
+    if not store.reads_wait_on_network:
         return 1
     return min(4, max(2, os.cpu_count() or 2))
 

@@ -40,6 +40,11 @@ class Backend(Protocol):
         protects files newer than the oldest live session's start minus this margin."""
         ...
 
+    @property
+    def remote(self) -> bool:
+        """Whether reads wait on a network (several concurrent readers pay off), not on a local disk."""
+        ...
+
     def describe(self) -> str:
         """Where the repository is, for messages (a path, a URL)."""
         ...

@@ -44,6 +44,7 @@ class LocalBackend:
 
     # Writers and storage share this machine's clock; the margin covers mtime granularity only.
     clock_margin = 1.0
+    remote = False
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)

@@ -34,6 +34,7 @@ class MemoryBackend:
     """See backend.Backend for the contract of each call. Thread-safe."""
 
     clock_margin = 1.0  # the storage's clock is this machine's
+    remote = False
 
     def __init__(self) -> None:
         self._objects: dict[str, tuple[bytes, float]] = {}

@@ -95,6 +95,7 @@ class S3Backend:
         self.conditional_writes = True  # until the server says it does not support them
         self.list_page_size = LIST_PAGE_SIZE
         self.clock_margin = clock_margin_setting()
+        self.remote = True
         self._packs: OrderedDict[str, bytes] = OrderedDict()  # see _cached_pack
         self._packs_lock = threading.Lock()
         root = (cache_root or default_cache_root()) / "s3" / _location_key(location)

@@ -294,6 +294,11 @@ class Repository:
         self._ready_to_write()
         self._packer.save_sealed(BlobType(kind), blob_id, sealed, raw_length, compressed)
 
+    @property
+    def reads_wait_on_network(self) -> bool:
+        """True when the storage is remote (S3): restores read with several threads."""
+        return self.backend.remote
+
     def sealing_keys(self) -> MasterKey | None:
         """The keys a seal worker process needs to seal blobs for this repository."""
         return self._key
