@@ -300,20 +300,7 @@ class BlobIndex:
     def slot(self, blob_id: bytes) -> int | None:
         """A stable number below `bulk_size` for a blob of the bulk-loaded entries (its first copy);
         None for a blob added since, or unknown: for one bit per blob (check's used set)."""
-        base = self._base
-        keys = base.keys
-        if not keys:
-            return None
-        shift = base.shift
-        prefix = int.from_bytes(blob_id[:8], "big") >> shift
-        at = bisect.bisect_left(keys, prefix << shift)
-        end, mask, ids = len(keys), (1 << shift) - 1, base.ids
-        while at < end and keys[at] >> shift == prefix:
-            i = keys[at] & mask
-            if ids[i * 32 : (i + 1) * 32] == blob_id:
-                return i
-            at += 1
-        return None
+        return next(self._base.positions(blob_id), None)
 
     @property
     def bulk_size(self) -> int:

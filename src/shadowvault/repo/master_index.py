@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from shadowvault.errors import IntegrityError, NotFoundError, ShadowvaultError
@@ -68,9 +68,10 @@ class MasterIndex:
         self._written_blobs[name] = sum(len(pack.blobs) for pack in packs)
         return name
 
-    def save_files(self, packs: list[IndexPack]) -> list[str]:
+    def save_files(self, packs: Iterable[IndexPack]) -> list[str]:
         """Write `packs` as index files of at most INDEX_FILE_BLOBS blobs each (a huge file would
-        cost a reader ~240 B per blob while it is decoded)."""
+        cost a reader ~240 B per blob while it is decoded), each as soon as it is full: `packs`
+        may be a stream."""
         names: list[str] = []
         chunk: list[IndexPack] = []
         count = 0
@@ -196,23 +197,17 @@ class MasterIndex:
         listed = sum(self._written_blobs.get(name, INDEX_FILE_BLOBS) for name in mine)
         if listed > INDEX_FILE_BLOBS * (len(mine) - 1):
             return  # merging would not make fewer files
-        try:
-            merged: list[str] = []
+
+        def packs_once() -> Iterator[IndexPack]:
             seen: set[str] = set()
-            chunk: list[IndexPack] = []
-            count = 0
             for name in mine:
                 for pack in self.load_file(name).packs:
-                    if pack.id in seen:
-                        continue
-                    seen.add(pack.id)
-                    if chunk and count + len(pack.blobs) > INDEX_FILE_BLOBS:
-                        merged.append(self.save_file(chunk))
-                        chunk, count = [], 0
-                    chunk.append(pack)
-                    count += len(pack.blobs)
-            if chunk:
-                merged.append(self.save_file(chunk))
+                    if pack.id not in seen:
+                        seen.add(pack.id)
+                        yield pack
+
+        try:
+            merged = self.save_files(packs_once())
             for name in mine:
                 if name not in merged:
                     self._backend.remove(name)
