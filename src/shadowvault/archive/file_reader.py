@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, cast
 
 from shadowvault.archive.seal_workers import SealedFile, SealWorkers, WorkerGone
-from shadowvault.archive.small_files import FileError, changed_since, open_for_reading, read_upto
+from shadowvault.archive.small_files import (
+    FileError,
+    changed_since,
+    open_for_reading,
+    read_upto,
+    regular_file_stat,
+)
 from shadowvault.archive.sparse_extents import Segment, SegmentReader, file_segments, zero_run_end
 from shadowvault.archive.store import BlobStore, Chunker
 from shadowvault.archive.walk_stats import WalkStats, os_reason
@@ -260,9 +265,7 @@ class FileReader:
         fd = open_for_reading(read_path)
         pending: list[Future[list[bytes]]] = []
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise FileError("changed into something that is not a regular file")
+            st = regular_file_stat(fd)
             # the file may have changed since the walk's lstat: describe what was actually read
             node.mtime_ns, node.ctime_ns, node.inode = st.st_mtime_ns, st.st_ctime_ns, st.st_ino
             node.sparse = st.st_blocks * 512 < st.st_size

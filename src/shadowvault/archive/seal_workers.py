@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import stat
 import struct
 import subprocess
 import sys
@@ -31,11 +30,17 @@ from typing import IO, NamedTuple
 
 import msgspec
 
-from shadowvault.archive.small_files import FileError, changed_since, open_for_reading, read_upto
+from shadowvault.archive.small_files import (
+    FileError,
+    changed_since,
+    open_for_reading,
+    read_upto,
+    regular_file_stat,
+)
 from shadowvault.archive.walk_stats import os_reason
 from shadowvault.repo.crypto import MasterKey, Sealer
-from shadowvault.repo.format import BlobType, compress_if_smaller
-from shadowvault.repo.pack import blob_aad
+from shadowvault.repo.format import BlobType
+from shadowvault.repo.pack import seal_blob
 from shadowvault.repo.zero_blobs import is_zeros
 
 
@@ -93,9 +98,7 @@ def _seal_one(sealer: Sealer, limit: int, path: bytes) -> SealedFile:
     except FileError as err:
         return SealedFile(error=str(err))
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return SealedFile(error="changed into something that is not a regular file")
+        st = regular_file_stat(fd)
         if st.st_size >= limit:
             return SealedFile(large=True)
         data = read_upto(fd, limit, st.st_size + 1)
@@ -109,6 +112,8 @@ def _seal_one(sealer: Sealer, limit: int, path: bytes) -> SealedFile:
             size=len(data),
             changed=changed_since(fd, st, len(data)),
         )
+    except FileError as err:
+        return SealedFile(error=str(err))
     except OSError as err:
         return SealedFile(error=os_reason(err))
     finally:
@@ -118,9 +123,8 @@ def _seal_one(sealer: Sealer, limit: int, path: bytes) -> SealedFile:
     if is_zeros(data):
         return seen._replace(zeros=True)
     blob_id = sealer.blob_id(data)
-    payload, compressed = compress_if_smaller(data)
-    sealed = sealer.seal(payload, blob_aad(BlobType.DATA, blob_id))
-    return seen._replace(blob_id=blob_id, sealed=sealed, compressed=compressed)
+    (nonce, ciphertext), compressed = seal_blob(sealer, BlobType.DATA, blob_id, data)
+    return seen._replace(blob_id=blob_id, sealed=nonce + ciphertext, compressed=compressed)
 
 
 def serve(requests: IO[bytes], replies: IO[bytes]) -> None:

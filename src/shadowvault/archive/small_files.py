@@ -8,6 +8,7 @@ changed meanwhile (then it is stored as read, and the backup says so).
 from __future__ import annotations
 
 import os
+import stat
 
 _NOATIME = getattr(os, "O_NOATIME", 0)  # Linux only
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | _NOATIME
@@ -29,6 +30,15 @@ def open_for_reading(path: bytes) -> int:
             raise FileError(err.strerror or str(err)) from err
     except OSError as err:
         raise FileError(err.strerror or str(err)) from err
+
+
+def regular_file_stat(fd: int) -> os.stat_result:
+    """The fstat of the open file; FileError if it is no longer a regular file (replaced since the
+    walk's lstat)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise FileError("changed into something that is not a regular file")
+    return st
 
 
 def read_upto(fd: int, limit: int, expected: int) -> bytes:

@@ -49,14 +49,19 @@ class DryRunStore:
                 return True
         return self._repo.has_blob(blob_id)
 
+    def _claim(self, blob_id: bytes) -> bool:
+        """True if the blob is new to this dry run (now counted as new), False if known."""
+        with self._lock:
+            if blob_id in self._new or self._repo.has_blob(blob_id):
+                self.stats.blobs_deduplicated += 1
+                return False
+            self._new.add(blob_id)
+            return True
+
     def save_blob(self, kind: BlobType, data: bytes | memoryview) -> bytes:
         blob_id = self._repo.blob_id(data)
-        with self._lock:
-            known = blob_id in self._new or self._repo.has_blob(blob_id)
-            if known:
-                self.stats.blobs_deduplicated += 1
-                return blob_id
-            self._new.add(blob_id)
+        if not self._claim(blob_id):
+            return blob_id
         payload, compressed = compress_if_smaller(data)
         with self._lock:
             self.stats.blobs_added += 1
@@ -69,11 +74,9 @@ class DryRunStore:
     def save_sealed(
         self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
     ) -> None:
+        if not self._claim(blob_id):
+            return
         with self._lock:
-            if blob_id in self._new or self._repo.has_blob(blob_id):
-                self.stats.blobs_deduplicated += 1
-                return
-            self._new.add(blob_id)
             self.stats.blobs_added += 1
             self.stats.raw_bytes_added += raw_length
             self.stats.stored_bytes_added += len(sealed)

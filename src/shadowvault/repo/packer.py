@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from shadowvault.errors import RepositoryError
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.crypto import Sealer
-from shadowvault.repo.format import BlobType, IndexPack, compress_if_smaller
+from shadowvault.repo.format import BlobType, IndexPack
 from shadowvault.repo.master_index import MasterIndex
-from shadowvault.repo.pack import PackWriter, blob_aad, pack_name
+from shadowvault.repo.pack import PackWriter, pack_name, seal_blob
 
 MAX_BLOB = 1 << 30  # offsets and lengths are 32-bit in the in-memory index
 
@@ -65,11 +65,9 @@ class Packer:
         if not self._claim(blob_id):
             return blob_id
         try:
-            payload, compressed = compress_if_smaller(data)
-            sealed = self._sealer.seal_parts(payload, blob_aad(kind, blob_id))
+            sealed, compressed = seal_blob(self._sealer, kind, blob_id, data)
         except BaseException:
-            with self._inflight_lock:
-                self._inflight.discard(blob_id)
+            self._unclaim(blob_id)
             raise
         self._store_claimed(kind, blob_id, sealed, len(data), compressed)
         return blob_id
@@ -95,6 +93,11 @@ class Packer:
             self._inflight.add(blob_id)
         return True
 
+    def _unclaim(self, blob_id: bytes) -> None:
+        """Drop a claim whose blob was not stored, so nobody deduplicates against it."""
+        with self._inflight_lock:
+            self._inflight.discard(blob_id)
+
     def _store_claimed(
         self,
         kind: BlobType,
@@ -113,8 +116,7 @@ class Packer:
                 self.stats.raw_bytes_added += raw_length
                 self.stats.stored_bytes_added += stored
         except BaseException:
-            with self._inflight_lock:
-                self._inflight.discard(blob_id)
+            self._unclaim(blob_id)
             raise
         if full is not None:
             self._commit(full)
