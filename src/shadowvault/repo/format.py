@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import blake3
 import msgspec
@@ -41,14 +41,21 @@ class Config(msgspec.Struct, kw_only=True):
     compression: str = f"zstd:{ZSTD_LEVEL}"
 
 
+BlobIdField = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+U32 = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]
+
+
 class PackBlob(msgspec.Struct, array_like=True):
-    """One blob inside a pack: where it is and how it was stored."""
+    """One blob inside a pack: where it is and how it was stored. The sizes are checked when an
+    index file or pack header is decoded: ids are joined 32 bytes apiece and locations kept in
+    32-bit arrays (repo/index.py, check), so a crafted entry is a damaged file, not a misaligned
+    index."""
 
     type: int
-    id: bytes
-    offset: int
-    length: int  # of the sealed bytes in the pack
-    raw_length: int  # of the plaintext
+    id: BlobIdField
+    offset: U32
+    length: U32  # of the sealed bytes in the pack
+    raw_length: U32  # of the plaintext
     compressed: bool
 
 
