@@ -15,6 +15,10 @@ from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.loopfs import LoopFs, loop_filesystem
 from tests.fixtures.unprivileged import nobody_pythonpath  # noqa: F401 - a shared fixture
 
+# A Python process the tests start that dies of a fatal signal prints its threads' stacks to its
+# stderr, which the failing test shows: a rare crash in CI is then a report, not a bare -11.
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
 
 @pytest.fixture(autouse=True)
 def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shadowvault import proc
+from shadowvault.repo.chunker import MAX_SIZE
 from shadowvault.repo.copy import copy_snapshots
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -32,7 +33,9 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = tmp_path_factory.mktemp("copy-source")
     data, other = base / "data", base / "other"
     (data / "sub" / "deeper").mkdir(parents=True)
-    (data / "big").write_bytes(os.urandom(3 << 20))
+    # larger than the largest chunk, so always two chunks or more: an interruption at the third blob
+    # falls inside the first snapshot's copy, whatever the repository's chunker seed cuts
+    (data / "big").write_bytes(os.urandom(MAX_SIZE + (1 << 20)))
     (data / "sub" / "small").write_text("small file\n")
     (data / "sub" / "deeper" / "empty").write_bytes(b"")
     (data / "link").symlink_to("sub/small")
