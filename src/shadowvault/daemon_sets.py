@@ -20,13 +20,14 @@ from shadowvault.errors import NotFoundError, PartialFailure, ShadowvaultError, 
 from shadowvault.shadow.exposure import Exposure
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import SetOptions
+from shadowvault.typed_decoding import convert
 
 Decoded = TypeVar("Decoded")
 
 
 def _decode(document: Any, kind: type[Decoded], what: str) -> Decoded:
     try:
-        return msgspec.convert(document, type=kind)
+        return convert(document, kind)
     except msgspec.ValidationError as err:
         raise ShadowvaultError(f"the daemon answered with {what} this client cannot read: {err}") from None
 

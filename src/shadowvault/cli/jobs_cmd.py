@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import msgspec
 
 from shadowvault.cli.coordination import daemon_client, finished_run
 from shadowvault.cli.output import emit, info, json_option, listing, print_table, to_builtins, warn
@@ -16,6 +15,7 @@ from shadowvault.cli.repository import format_size, format_time
 from shadowvault.errors import NotFoundError
 from shadowvault.jobs import definitions, job_records, scheduled, units
 from shadowvault.jobs.job_records import JobRecord
+from shadowvault.typed_decoding import convert
 
 
 def _retention_text(definition: definitions.JobDefinition) -> str:
@@ -112,7 +112,7 @@ def run_cmd(name: str, as_json: bool) -> None:
     if client is None:
         record = scheduled.run_job(definitions.find(name))
     else:  # the daemon runs it (its job lock still keeps one run of a job at a time)
-        record = msgspec.convert(finished_run(client, client.start_job(name)), type=JobRecord)
+        record = convert(finished_run(client, client.start_job(name)), JobRecord)
     emit(as_json, to_builtins(record), lambda: _show_record(record))
     scheduled.raise_for(record)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import msgspec
 
+from shadowvault.typed_decoding import decode_json
+
 
 class ShadowEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The /etc/shadow fields after the name (kept as text: empty fields mean "not set")."""
@@ -62,7 +64,7 @@ def encode_document(doc: msgspec.Struct) -> bytes:
 
 
 def decode_accounts(data: bytes) -> AccountsDocument:
-    return msgspec.json.decode(data, type=AccountsDocument)
+    return decode_json(data, AccountsDocument)
 
 
 def shadow_fields(entry: ShadowEntry) -> list[str]:

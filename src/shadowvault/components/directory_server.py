@@ -29,6 +29,7 @@ from shadowvault.components.plan import Plan
 from shadowvault.directory.slapd import count_entries, export_ldif, load_ldif, running_instances
 from shadowvault.errors import NotFoundError, ShadowvaultError
 from shadowvault.paths_within import inside_root
+from shadowvault.typed_decoding import decode_json
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def collect_ldap(source_root: Path) -> dict[str, bytes]:
 
 def _records(view: SnapshotView) -> list[LdapDatabaseRecord]:
     raw = view.document(COMPONENT, LDAP_DOCUMENT)
-    return msgspec.json.decode(raw, type=LdapDocument).databases if raw else []
+    return decode_json(raw, LdapDocument).databases if raw else []
 
 
 def plan_ldap(plan: Plan, view: SnapshotView, options: RestoreOptions) -> None:

@@ -41,6 +41,7 @@ from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.errors import NotFoundError, UsageError
 from shadowvault.paths_within import is_within
+from shadowvault.typed_decoding import decode_json
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Files(Component):
             return None, [_normalize(p) for p in recorded]
         return (
             decode_accounts(accounts) if accounts is not None else None,
-            msgspec.json.decode(paths, type=PathsDocument).paths,
+            decode_json(paths, PathsDocument).paths,
         )
 
     def _sources(self, view: SnapshotView, options: RestoreOptions) -> list[str]:

@@ -29,6 +29,7 @@ from shadowvault.components.plan import Plan
 from shadowvault.directory.samba_dc import MODES, back_up, recover_bytes, running_dcs
 from shadowvault.errors import NotFoundError, ShadowvaultError, UsageError
 from shadowvault.paths_within import inside_root
+from shadowvault.typed_decoding import decode_json
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def collect_samba(source_root: Path) -> tuple[dict[str, bytes], list[str]]:
 
 def _records(view: SnapshotView) -> list[SambaDcRecord]:
     raw = view.document(COMPONENT, SAMBA_DOCUMENT)
-    return msgspec.json.decode(raw, type=SambaDocument).dcs if raw else []
+    return decode_json(raw, SambaDocument).dcs if raw else []
 
 
 def _targetdir(record: SambaDcRecord, options: RestoreOptions) -> Path:

@@ -62,6 +62,7 @@ from shadowvault.components.user_profiles import account_changes_into
 from shadowvault.disk.layout import layout_documents
 from shadowvault.errors import CommandError, NotFoundError, UnsupportedError
 from shadowvault.fsutil import atomic_write
+from shadowvault.typed_decoding import decode_json
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +138,9 @@ class SystemState(Component):
             raise NotFoundError(f"the snapshot's system-state lacks {', '.join(missing)}")
         return (
             decode_accounts(raw["accounts.json"] or b""),
-            msgspec.json.decode(raw["packages.json"] or b"", type=PackagesDocument),
-            msgspec.json.decode(raw["units.json"] or b"", type=UnitsDocument),
-            msgspec.json.decode(raw["boot.json"] or b"", type=BootDocument),
+            decode_json(raw["packages.json"] or b"", PackagesDocument),
+            decode_json(raw["units.json"] or b"", UnitsDocument),
+            decode_json(raw["boot.json"] or b"", BootDocument),
         )
 
     def restore_prefixes(self, view: SnapshotView, options: RestoreOptions) -> list[str]:

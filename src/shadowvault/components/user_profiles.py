@@ -38,6 +38,7 @@ from shadowvault.components.entries import apply_subtree_actions, plan_subtree, 
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.errors import NotFoundError, UsageError
+from shadowvault.typed_decoding import decode_json
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class UserProfiles(Component):
         profiles = view.document(self.name, "profiles.json")
         if accounts is None or profiles is None:
             raise NotFoundError("the snapshot has no user-profiles documents (accounts.json, profiles.json)")
-        return decode_accounts(accounts), msgspec.json.decode(profiles, type=ProfilesDocument)
+        return decode_accounts(accounts), decode_json(profiles, ProfilesDocument)
 
     def _selected(self, profiles: ProfilesDocument, options: RestoreOptions) -> list[Profile]:
         if not options.users:

@@ -22,6 +22,7 @@ from shadowvault.disk.fstab import entries
 from shadowvault.disk.partition import read_table
 from shadowvault.errors import CommandError, ShadowvaultError, UsageError
 from shadowvault.shadow.volumes import Volume, list_volumes
+from shadowvault.typed_decoding import decode_json
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def encode_layout(layout: DiskLayout) -> bytes:
 
 def decode_layout(data: bytes, source: str = DOCUMENT) -> DiskLayout:
     try:
-        return msgspec.json.decode(data, type=DiskLayout)
+        return decode_json(data, DiskLayout)
     except (msgspec.DecodeError, msgspec.ValidationError) as err:
         raise UsageError(f"{source} is not a disk layout: {err}") from None
 

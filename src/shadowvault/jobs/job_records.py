@@ -13,6 +13,7 @@ import msgspec
 
 from shadowvault import fsutil, paths
 from shadowvault.errors import ConfigError
+from shadowvault.typed_decoding import decode_json
 
 SUCCESS, PARTIAL, FAILED = "success", "partial", "failed"
 
@@ -64,7 +65,7 @@ def load(name: str) -> JobRecord | None:
     except FileNotFoundError:
         return None
     try:
-        return msgspec.json.decode(raw, type=JobRecord)
+        return decode_json(raw, JobRecord)
     except msgspec.DecodeError as err:
         raise ConfigError(f"{record_path(name)}: unreadable job record: {err}") from err
 

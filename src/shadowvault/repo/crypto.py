@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from shadowvault.errors import IntegrityError
+from shadowvault.typed_decoding import decode_msgpack
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -144,7 +145,7 @@ def open_key_file(raw: bytes, password: bytes) -> MasterKey | None:
         body = AESGCM(_kek(password, salt, params)).decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], KEY_AAD)
     except (InvalidTag, ValueError):
         return None
-    master = msgspec.msgpack.decode(body, type=_MasterKeyDoc)
+    master = decode_msgpack(body, _MasterKeyDoc)
     return MasterKey(master.encrypt, master.id)
 
 

@@ -14,6 +14,7 @@ import msgspec
 import zstandard
 
 from shadowvault.errors import IntegrityError
+from shadowvault.typed_decoding import decode_msgpack
 
 FORMAT_VERSION = 1
 ZSTD_LEVEL = 3
@@ -163,6 +164,6 @@ def decode_document(plain: bytes, type_: type[T], what: str) -> T:
             body = zstandard.ZstdDecompressor().decompress(body)
         elif flag != 0:
             raise IntegrityError(f"{what} has unknown encoding flag {flag}")
-        return msgspec.msgpack.decode(body, type=type_)
+        return decode_msgpack(body, type_)
     except (zstandard.ZstdError, msgspec.DecodeError, msgspec.ValidationError) as err:
         raise IntegrityError(f"{what} cannot be decoded: {err}") from err

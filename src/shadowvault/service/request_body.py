@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from shadowvault.errors import UsageError
+from shadowvault.typed_decoding import decode_json
 
 Body = TypeVar("Body")
 
@@ -26,7 +27,7 @@ def parse(
         else:
             raise UsageError("the request body must be a JSON object")
     try:
-        return msgspec.json.decode(body, type=kind, dec_hook=dec_hook)
+        return decode_json(body, kind, dec_hook)
     except msgspec.ValidationError as err:
         raise UsageError(f"invalid request: {err}") from None
     except msgspec.DecodeError as err:

@@ -25,6 +25,7 @@ from shadowvault.errors import CommandError, NotFoundError, ProviderError, Usage
 from shadowvault.fsutil import atomic_write
 from shadowvault.shadow.manifest import Shadow, ShadowSetManifest
 from shadowvault.shadow.volumes import list_volumes
+from shadowvault.typed_decoding import decode_json
 
 if TYPE_CHECKING:
     from shadowvault.shadow.store import ShadowStore
@@ -96,7 +97,7 @@ def exposures(store: ShadowStore, set_id: str | None = None) -> list[Exposure]:
         except FileNotFoundError:
             continue
         try:
-            found.extend(msgspec.json.decode(data, type=list[Exposure]))
+            found.extend(decode_json(data, list[Exposure]))
         except msgspec.DecodeError as err:
             log.warning("exposure record of %s is damaged: %s", sid, err)
     return found

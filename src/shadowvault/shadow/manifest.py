@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from shadowvault.typed_decoding import decode_json
+
 
 class Consistency(StrEnum):
     """How trustworthy a component's copy is, best first."""
@@ -132,4 +134,4 @@ def encode(manifest: ShadowSetManifest) -> bytes:
 
 def decode(data: bytes) -> ShadowSetManifest:
     """Parse a stored manifest."""
-    return msgspec.json.decode(data, type=ShadowSetManifest)
+    return decode_json(data, ShadowSetManifest)

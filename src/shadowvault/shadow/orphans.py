@@ -25,6 +25,7 @@ from shadowvault.shadow.providers.base import Provider
 from shadowvault.shadow.providers.hidden_dir import filesystem_uuid
 from shadowvault.shadow.providers.registry import all_providers
 from shadowvault.shadow.volumes import Volume, list_volumes
+from shadowvault.typed_decoding import decode_json
 
 if TYPE_CHECKING:
     from shadowvault.shadow.store import ShadowStore
@@ -49,7 +50,7 @@ def known_volumes(store: ShadowStore) -> list[KnownVolume]:
     """The volumes this store has made (or meant to make) shadows on."""
     path = _volumes_file(store)
     try:
-        return msgspec.json.decode(path.read_bytes(), type=list[KnownVolume])
+        return decode_json(path.read_bytes(), list[KnownVolume])
     except FileNotFoundError:
         return []
     except msgspec.DecodeError as err:

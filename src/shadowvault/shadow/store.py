@@ -55,6 +55,7 @@ from shadowvault.shadow.manifest import Shadow, ShadowSetManifest, decode, encod
 from shadowvault.shadow.providers.hidden_dir import ShadowUnreachableError
 from shadowvault.shadow.providers.registry import get_provider
 from shadowvault.shadow.store_lock import lock_for
+from shadowvault.typed_decoding import decode_json
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class ShadowStore:
         except FileNotFoundError:
             return []
         try:
-            return msgspec.json.decode(data, type=list[Shadow])
+            return decode_json(data, list[Shadow])
         except msgspec.DecodeError as err:
             raise ShadowError(f"the intent record of shadow set {set_id} is damaged: {err}") from err
 

@@ -23,6 +23,7 @@ import msgspec
 
 from shadowvault import proc
 from shadowvault.errors import ShadowvaultError
+from shadowvault.typed_decoding import convert
 
 MAP_TIMEOUT = 600.0
 WORKERS = max(2, os.cpu_count() or 2)
@@ -67,7 +68,7 @@ class ImageSink:
 
 def image_map(path: str) -> list[Extent]:
     out = proc.output(["qemu-img", "map", "--output=json", "-f", "qcow2", path], timeout=MAP_TIMEOUT)
-    return msgspec.convert(json.loads(out), list[Extent])
+    return convert(json.loads(out), list[Extent])
 
 
 def _pieces(extents: list[Extent], ends: list[int], start: int, end: int) -> list[tuple[int, int, Extent]]:

@@ -18,6 +18,7 @@ import msgspec
 from shadowvault.errors import NotFoundError
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.tree import Node, Tree
+from shadowvault.typed_decoding import decode_json
 
 VMS_DIR = "vms"
 DEFINITION = "definition.json"
@@ -102,7 +103,7 @@ def read_vm(load_tree: Any, load_blob: Any, root: bytes, name: str) -> tuple[VmD
     if DEFINITION not in nodes:
         raise NotFoundError(f"VM {name}: the snapshot has no {DEFINITION}")
     document = b"".join(load_blob(b) for b in nodes[DEFINITION].content)
-    definition = msgspec.json.decode(document, type=VmDefinition)
+    definition = decode_json(document, VmDefinition)
     disks = {d.disk: nodes[disk_file(d.disk)] for d in definition.disks if disk_file(d.disk) in nodes}
     return definition, disks
 
