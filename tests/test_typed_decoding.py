@@ -6,9 +6,13 @@ failure of this test and not of the test runner."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import shadowvault
 
 CHILD = textwrap.dedent(
     """
@@ -65,3 +69,16 @@ def test_first_decodes_of_a_type_from_eight_threads_at_once_neither_crash_nor_di
     child = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=300)
     assert child.returncode == 0, child.stderr[-3000:]
     assert child.stdout.strip() == "all decoded"
+
+
+def test_no_module_decodes_a_type_with_msgspec_directly() -> None:
+    """Every typed decode goes through shadowvault.typed_decoding (decoders made at import time,
+    once, in one thread, are safe too)."""
+    direct = re.compile(r"msgspec\.(json\.decode|msgpack\.decode|convert)\(")
+    package = Path(shadowvault.__file__).parent
+    offenders = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name != "typed_decoding.py" and direct.search(path.read_text())
+    ]
+    assert offenders == []

@@ -42,6 +42,7 @@ from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.pack import seal_blob
 from shadowvault.repo.zero_blobs import is_zeros
+from shadowvault.typed_decoding import decode_msgpack
 
 
 class SealedFile(NamedTuple):
@@ -133,7 +134,7 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
     first = _receive(requests)
     if first is None:
         return
-    start = msgspec.msgpack.decode(first, type=_Start)
+    start = decode_msgpack(first, _Start)
     sealer = Sealer(MasterKey(start.encrypt, start.id_key))
     paths_decoder = msgspec.msgpack.Decoder(list[bytes])
     while (body := _receive(requests)) is not None:
