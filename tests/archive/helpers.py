@@ -94,3 +94,19 @@ def assert_same_tree(expected: bytes | Path, actual: bytes | Path) -> None:
             assert b[rel].get(field) == value, (
                 f"{rel!r}: {field} differs: {value!r:.200} != {b[rel].get(field)!r:.200}"
             )
+
+
+def child_processes(parent: int, marker: bytes) -> set[int]:
+    """The processes `parent` runs whose command line holds `marker` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_line = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat_line[stat_line.rindex(")") + 2 :].split()[1]) == parent and marker in cmdline:
+            found.add(int(entry.name))
+    return found

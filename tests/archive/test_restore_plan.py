@@ -18,6 +18,8 @@ from shadowvault.repo.pack import pack_name
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD, archive, assert_same_tree, restore
 
+IN_PROCESS = {"processes": 0}  # reads are counted at the backend: restore workers read pack files
+
 PACK_SIZE = 8 << 20  # larger than one 4 MiB span: a pack read in pieces is caught
 
 
@@ -91,7 +93,7 @@ def backed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backed]:
 def test_every_pack_is_read_once_for_the_whole_restore(backed: Backed, tmp_path: Path):
     with Repository.open(backed.repo, PASSWORD) as repo:
         reads = count_pack_reads(repo)
-        stats = restore(repo, backed.root, tmp_path / "target", verify=True)
+        stats = restore(repo, backed.root, tmp_path / "target", verify=True, **IN_PROCESS)
     assert stats.errors == []
     assert_same_tree(backed.src, tmp_path / "target" / str(backed.src).lstrip("/"))
     content_reads = {name: n for name, n in reads.per_pack.items() if name in backed.content_packs}
@@ -101,7 +103,7 @@ def test_every_pack_is_read_once_for_the_whole_restore(backed: Backed, tmp_path:
 def test_a_restore_of_one_directory_reads_only_the_packs_it_needs_once(backed: Backed, tmp_path: Path):
     with Repository.open(backed.repo, PASSWORD) as repo:
         reads = count_pack_reads(repo)
-        stats = restore(repo, backed.root, tmp_path / "target", subpath=f"{backed.src}/d6")
+        stats = restore(repo, backed.root, tmp_path / "target", subpath=f"{backed.src}/d6", **IN_PROCESS)
     assert stats.errors == []
     assert_same_tree(backed.src / "d6", tmp_path / "target")
     content_reads = [n for name, n in reads.per_pack.items() if name in backed.content_packs]

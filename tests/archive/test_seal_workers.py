@@ -25,7 +25,7 @@ from shadowvault.repo.format import BlobType, decompress
 from shadowvault.repo.pack import blob_aad
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.tree import Node
-from tests.archive.helpers import archive, assert_same_tree, new_repo, restore
+from tests.archive.helpers import archive, assert_same_tree, child_processes, new_repo, restore
 from tests.fixtures.loopfs import LoopFs
 
 FILES = (WORKERS_AFTER + 2) * BATCH_FILES  # enough batches for the workers to start and do most
@@ -156,22 +156,6 @@ def test_what_a_worker_returns(ext4: LoopFs):
     assert not_a_file.error == "changed into something that is not a regular file"
 
 
-def _seal_workers_of(parent: int) -> set[int]:
-    """The seal worker processes `parent` runs (from /proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"seal_workers" in cmdline:
-            found.add(int(entry.name))
-    return found
-
-
 def test_an_interrupted_backup_leaves_no_worker_and_a_valid_repository(ext4: LoopFs, env, cli):
     """Ctrl-C while workers seal: exit 130, every worker gone with the backup, `check` passes."""
     source = ext4.mount / "src"
@@ -187,7 +171,7 @@ def test_an_interrupted_backup_leaves_no_worker_and_a_valid_repository(ext4: Loo
     workers: set[int] = set()
     deadline = time.monotonic() + 120
     while not workers and backup.poll() is None and time.monotonic() < deadline:
-        workers = _seal_workers_of(backup.pid)
+        workers = child_processes(backup.pid, b"seal_workers")
         time.sleep(0.02)
     assert workers, "the backup of ~5,000 small files started seal workers"
     backup.send_signal(signal.SIGINT)

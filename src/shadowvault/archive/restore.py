@@ -51,12 +51,11 @@ from shadowvault.archive.restore_entries import (
     text,
     unsafe_text,
 )
+from shadowvault.archive.restore_workers import LazyRestoreWorkers
 from shadowvault.archive.tree_paths import TreeReader, find_node, raw_path
 from shadowvault.errors import NotFoundError, RepositoryError, UsageError
+from shadowvault.repo.repository import Repository
 from shadowvault.repo.tree import Node, duplicate_names, invalid_name
-
-if TYPE_CHECKING:
-    from shadowvault.repo.repository import Repository
 
 __all__ = ["Overwrite", "RestoreSource", "RestoreStats", "Restorer", "find_node"]
 
@@ -64,6 +63,7 @@ log = logging.getLogger(__name__)
 
 MAX_OPEN_DIRS = 128  # directory descriptors held at once (besides the ones on the walk's own path)
 BATCHES_AT_ONCE = 2  # content batches being restored while the walk plans the next one
+ANY_PACK = "0" * 64  # asks whether the repository's packs are files a worker process can read
 
 
 def default_workers(store: PackedBlobs) -> int:
@@ -121,6 +121,7 @@ class Restorer:
         verify: bool = False,
         numeric_owner: bool = False,
         workers: int | None = None,
+        processes: int | None = None,
         max_files: int = 64,
         stats: RestoreStats | None = None,
     ):
@@ -131,7 +132,10 @@ class Restorer:
         self.overwrite = Overwrite(overwrite)
         self.verify = verify
         self.stats = stats or RestoreStats()
-        workers = workers or default_workers(store)
+        # worker processes decode and write pack ranges (restore_workers.py); a thread waits on each
+        local = store if isinstance(store, Repository) and store.local_pack_path(ANY_PACK) else None
+        self.processes = LazyRestoreWorkers(local, processes)
+        workers = workers or max(default_workers(store), self.processes.processes)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="sv-restore")
         # batches are driven from threads of their own: they wait on the pool, which never waits
         self.batches = ThreadPoolExecutor(BATCHES_AT_ONCE, thread_name_prefix="sv-restore-batch")
@@ -175,6 +179,7 @@ class Restorer:
         finally:
             self.batches.shutdown(wait=True)
             self.pool.shutdown(wait=True)
+            self.processes.shutdown()
             for left in list(self._open):
                 self._close(left)
         return self.stats
@@ -338,6 +343,7 @@ class Restorer:
 
     def _run_batch(self, batch: ContentBatch) -> None:
         try:
+            batch.workers = self.processes.for_batch(len(batch.files), batch.planned_bytes)
             batch.run(self.pool)
         except BaseException:
             log.debug("a restore batch was interrupted", exc_info=True)

@@ -36,13 +36,14 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import blake3
 
+from shadowvault.archive.blob_writes import write_at
 from shadowvault.archive.pack_reads import (
     PackedBlobs,
     PackRange,
@@ -64,6 +65,13 @@ from shadowvault.archive.restore_entries import (
     discard,
     reason,
 )
+from shadowvault.archive.restore_workers import (
+    PLACES_PER_TASK,
+    RestoreWorkers,
+    Task,
+    TaskBlob,
+    WorkerGone,
+)
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.tree import Node
@@ -71,13 +79,12 @@ from shadowvault.repo.zero_blobs import ZEROS
 
 log = logging.getLogger(__name__)
 
-HOLE_BLOCK = 4096
-_ZEROS = bytes(HOLE_BLOCK)
 VERIFY_READ = 1 << 20  # what verification reads at once of a zero run's data extents
 BATCH_FILES = 1024  # files one batch plans (a file of one blob holds a descriptor only while written)
 BATCH_BYTES = 1 << 30  # content one batch plans (a larger file is a batch of its own)
 BATCH_SPANNING = 256  # files of several blobs one batch plans: each may hold a descriptor throughout
 FILES_PER_TASK = 8  # files a worker checks or finishes in one task
+CANCEL_POLL = 0.1  # seconds between looks for futures cancelled by an interrupted restore
 READS_AT_ONCE = 3  # pack ranges one batch reads at once (all batches together: the ReadBudget)
 
 _T = TypeVar("_T")
@@ -113,36 +120,6 @@ class _Place:
     file: FileWrite
     offset: int
     index: int
-
-
-def write_at(fd: int, data: bytes | memoryview, offset: int, *, sparse: bool) -> None:
-    """Write `data` at `offset`; for a file that had holes, aligned all-zero blocks stay holes."""
-    if sparse:
-        _write_sparse(fd, data, offset)
-        return
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
-
-
-def _write_sparse(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    pos = 0
-    end = len(data)
-    while pos < end:
-        block_end = min(end, pos + HOLE_BLOCK - (offset + pos) % HOLE_BLOCK)
-        start = pos
-        # gather a run of blocks of the same kind (data or zeros)
-        zero = view[pos:block_end] == _ZEROS[: block_end - pos]
-        pos = block_end
-        while pos < end:
-            nxt = min(end, pos + HOLE_BLOCK)
-            if (view[pos:nxt] == _ZEROS[: nxt - pos]) != zero:
-                break
-            pos = nxt
-        if not zero:
-            write_at(fd, bytes(view[start:pos]), offset + start, sparse=False)
 
 
 def verify_file(fd: int, lengths: list[int], digests: list[bytes | None]) -> None:
@@ -228,13 +205,29 @@ def _each(pool: Executor, task: Callable[[_T], None], items: Iterable[_T], *, li
     try:
         for item in items:
             if limit and len(running) >= limit:
-                running = wait(running, return_when=FIRST_COMPLETED).not_done
+                running = _wait_any(running)
             fut = pool.submit(task, item)
             futures.append(fut)
             running.add(fut)
     finally:
-        wait(futures)
+        _wait_all(futures)
     _raise_interruption(futures)
+
+
+def _wait_all(futures: Iterable[Future[None]]) -> None:
+    """concurrent.futures.wait, but a future cancelled by the pool's shutdown (an interrupted
+    restore) counts as done: `wait` is never woken for those, and a batch waited forever."""
+    pending = [fut for fut in futures if not fut.done()]
+    while pending:
+        wait(pending, timeout=CANCEL_POLL)
+        pending = [fut for fut in pending if not fut.done()]
+
+
+def _wait_any(futures: set[Future[None]]) -> set[Future[None]]:
+    """Wait until one of `futures` is done (or cancelled); those still running."""
+    while futures and all(not fut.done() for fut in futures):
+        wait(futures, timeout=CANCEL_POLL, return_when=FIRST_COMPLETED)
+    return {fut for fut in futures if not fut.done()}
 
 
 def _raise_interruption(futures: list[Future[None]]) -> None:
@@ -244,6 +237,11 @@ def _raise_interruption(futures: list[Future[None]]) -> None:
         err = fut.exception()
         if err is not None:
             raise err
+
+
+def _task(path: str, blobs: list[TaskBlob], digests: bool) -> Task:
+    start = min(blob.offset for blob in blobs)
+    return Task(path, start, max(blob.offset + blob.length for blob in blobs) - start, digests, blobs)
 
 
 class ContentBatch:
@@ -264,6 +262,7 @@ class ContentBatch:
         self._lock = threading.Lock()
         self._pool: Executor | None = None
         self._finishing: list[Future[None]] = []
+        self.workers: RestoreWorkers | None = None  # worker processes that write pack ranges, if any
 
     def add(self, node: Node, spath: bytes, here: TargetDir) -> Outcome:
         """Take a file into the batch; its outcome resolves when the file is restored (or not)."""
@@ -304,11 +303,11 @@ class ContentBatch:
             ranges = plan_ranges(WantedBlob(blob_id, location) for blob_id, (location, _) in places.items())
             self._read_all(pool, ranges, places)
             _each(pool, self._write_alone_and_finish, alone)
-            wait(self._finishing)
+            _wait_all(self._finishing)
             if any(fut.cancelled() for fut in self._finishing):
                 raise CancelledError()
         finally:
-            wait(self._finishing)  # interrupted: no worker may still hold a file abandoned below
+            _wait_all(self._finishing)  # interrupted: no worker may still hold a file abandoned below
             self._abandon_unfinished()
             self._settled.set()
 
@@ -411,10 +410,14 @@ class ContentBatch:
         try:
             for planned in ranges:
                 if len(running) >= READS_AT_ONCE:
-                    running = wait(running, return_when=FIRST_COMPLETED).not_done
+                    running = _wait_any(running)
                 room = self.budget.acquire(planned.length)
+                path = self.workers.pack_path(planned.pack) if self.workers is not None else None
                 try:
-                    fut = pool.submit(self._read, planned, places)
+                    if path is None:
+                        fut = pool.submit(self._read, planned, places)
+                    else:
+                        fut = pool.submit(self._read_in_workers, planned, places, path)
                 except BaseException:
                     self.budget.release(room)
                     raise
@@ -422,7 +425,7 @@ class ContentBatch:
                 futures.append(fut)
                 running.add(fut)
         finally:
-            wait(futures)
+            _wait_all(futures)
         _raise_interruption(futures)
 
     def _releaser(self, room: int) -> Callable[[Future[None]], None]:
@@ -458,6 +461,101 @@ class ContentBatch:
         finally:
             with self.entries.stats.lock:
                 self.entries.stats.bytes_written += written
+
+    def _read_in_workers(
+        self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]], path: str
+    ) -> None:
+        """One range of a pack, decoded and written by the worker processes (restore_workers.py);
+        this thread creates the files, passes them along, and finishes each after its last blob.
+        What a worker could not do (a blob that fails, a worker that died) is done here."""
+        workers = self.workers
+        assert workers is not None
+        for task, fds, targets in self._tasks(planned, places, path):
+            try:
+                answer = workers.run(task, fds)
+            except WorkerGone as err:
+                log.debug("%s: its task is done in this process", err)
+                blobs = [blob for blob, _ in targets]
+                here = PackRange(planned.pack, task.offset, task.offset + task.length, blobs)
+                self._read(here, {blob.blob_id: (blob.location, to) for blob, to in targets})
+                continue
+            written = decoded = decoded_bytes = 0
+            for (blob, to), done in zip(targets, answer, strict=True):
+                location = blob.location
+                if done.error:  # read again here: other copies, the damage recorded
+                    log.debug("a restore worker could not use %s: %s", blob.blob_id.hex()[:16], done.error)
+                    end = location.offset + location.length
+                    self._read(
+                        PackRange(planned.pack, location.offset, end, [blob]), {blob.blob_id: (location, to)}
+                    )
+                    continue
+                decoded += 1
+                decoded_bytes += location.raw_length
+                failed = dict(done.failed)
+                for number, place in enumerate(to):
+                    why = failed.get(number)
+                    if why is None:
+                        place.file.digests[place.index] = done.digest
+                        written += location.raw_length
+                    else:
+                        self._fail(place.file, why)
+                    self._written(place.file)
+            workers.on_decoded(decoded, decoded_bytes)
+            with self.entries.stats.lock:
+                self.entries.stats.bytes_written += written
+
+    def _tasks(
+        self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]], path: str
+    ) -> Iterator[tuple[Task, list[int], list[tuple[WantedBlob, list[_Place]]]]]:
+        """The range cut into worker tasks of at most `fds_per_task` files and PLACES_PER_TASK places
+        (a blob needed in more files than that is split over several tasks), each file created
+        here as it first appears (one that cannot be created fails its places at once)."""
+        assert self.workers is not None
+        most = self.workers.fds_per_task
+        blobs: list[TaskBlob] = []
+        fds: list[int] = []
+        positions: dict[int, int] = {}  # id(file) -> its descriptor's position in the task
+        targets: list[tuple[WantedBlob, list[_Place]]] = []
+        count = 0
+        for blob in planned.blobs:
+            everywhere = places[blob.blob_id][1]
+            for at in range(0, len(everywhere), most):
+                part = everywhere[at : at + most]
+                new = {id(p.file) for p in part if id(p.file) not in positions}
+                if blobs and (len(fds) + len(new) > most or count + len(part) > PLACES_PER_TASK):
+                    yield _task(path, blobs, self.verify), fds, targets
+                    blobs, fds, positions, targets, count = [], [], {}, [], 0
+                kept: list[_Place] = []
+                where: list[tuple[int, int, bool]] = []
+                for place in part:
+                    position = positions.get(id(place.file))
+                    if position is None:
+                        fd = self._open(place.file)
+                        if fd is None:  # could not be created: its failure is recorded
+                            self._written(place.file)
+                            continue
+                        position = positions[id(place.file)] = len(fds)
+                        fds.append(fd)
+                    kept.append(place)
+                    where.append((position, place.offset, place.file.node.sparse))
+                if not kept:
+                    continue
+                location = blob.location
+                blobs.append(
+                    TaskBlob(
+                        blob.blob_id,
+                        int(location.type),
+                        location.offset,
+                        location.length,
+                        location.raw_length,
+                        location.compressed,
+                        where,
+                    )
+                )
+                targets.append((blob, kept))
+                count += len(kept)
+        if blobs:
+            yield _task(path, blobs, self.verify), fds, targets
 
     def _written(self, file: FileWrite) -> None:
         """One place of the file is written (or failed); after the last one the file is finished."""

@@ -102,6 +102,10 @@ class LocalBackend:
     def _path(self, name: str) -> Path:
         return self.root / check_name(name)
 
+    def file_path(self, name: str) -> Path:
+        """Where the object `name` lives on disk: for readers in other processes (restore workers)."""
+        return self._path(name)
+
     def _ensure_dir(self, directory: Path) -> None:
         if directory in self._made_dirs:
             return

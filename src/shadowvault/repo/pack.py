@@ -16,7 +16,7 @@ import msgspec
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.backend import Backend, open_private, storage_error
 from shadowvault.repo.crypto import Sealer
-from shadowvault.repo.format import PackBlob, compress_if_smaller
+from shadowvault.repo.format import PackBlob, compress_if_smaller, decompress
 
 HEADER_AAD = b"sv1:pack-header"
 SMALL_BLOB = 64 << 10  # below this, joining a sealed blob's parts costs less than a second write and hash
@@ -36,6 +36,30 @@ def seal_blob(
     (archive/seal_workers.py) both use this, so their blobs cannot differ."""
     payload, compressed = compress_if_smaller(data)
     return sealer.seal_parts(payload, blob_aad(kind, blob_id)), compressed
+
+
+def open_blob(
+    sealer: Sealer,
+    blob_id: bytes,
+    kind: int,
+    sealed: bytes | memoryview,
+    *,
+    length: int,
+    raw_length: int,
+    compressed: bool,
+    what: str,
+) -> bytes:
+    """A blob's verified plaintext from its sealed bytes in a pack: decrypted under its type and id,
+    decompressed, and its keyed hash checked against its id (IntegrityError naming `what` else).
+    The repository's reader and the restore's worker processes (archive/restore_workers.py) both
+    use this, so what one accepts the other does."""
+    if len(sealed) != length:
+        raise IntegrityError(f"{what} is truncated")
+    payload = sealer.open(sealed, blob_aad(kind, blob_id), what)
+    data = decompress(payload, raw_length, what) if compressed else payload
+    if len(data) != raw_length or sealer.blob_id(data) != blob_id:
+        raise IntegrityError(f"{what} does not match its id")
+    return data
 
 
 def pack_name(pack_id: str) -> str:

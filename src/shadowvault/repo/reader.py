@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from shadowvault.errors import IntegrityError, NotFoundError, ShadowvaultError
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.crypto import Sealer
-from shadowvault.repo.format import BlobType, decompress
+from shadowvault.repo.format import BlobType
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.master_index import MasterIndex
-from shadowvault.repo.pack import blob_aad, pack_name
+from shadowvault.repo.pack import open_blob, pack_name
 from shadowvault.repo.packer import Packer
 
 CACHE_BYTES = 8 << 20  # of decrypted TREE blobs kept for repeated reads (small: RSS is a goal)
@@ -193,17 +193,24 @@ class BlobReader:
 
     def decode(self, blob_id: bytes, location: BlobLocation, sealed: bytes | memoryview) -> bytes:
         """Decrypt, decompress and verify one blob read from its pack."""
-        what = f"blob {blob_id.hex()[:16]} in pack {location.pack[:16]}"
-        if len(sealed) != location.length:
-            raise IntegrityError(f"{what} is truncated")
-        payload = self._sealer.open(sealed, blob_aad(location.type, blob_id), what)
-        data = decompress(payload, location.raw_length, what) if location.compressed else payload
-        if len(data) != location.raw_length or self._sealer.blob_id(data) != blob_id:
-            raise IntegrityError(f"{what} does not match its id")
-        with self._stats_lock:
-            self.stats.blobs += 1
-            self.stats.bytes += len(data)
+        data = open_blob(
+            self._sealer,
+            blob_id,
+            location.type,
+            sealed,
+            length=location.length,
+            raw_length=location.raw_length,
+            compressed=location.compressed,
+            what=f"blob {blob_id.hex()[:16]} in pack {location.pack[:16]}",
+        )
+        self.count_decoded(1, len(data))
         return data
+
+    def count_decoded(self, blobs: int, nbytes: int) -> None:
+        """Count blobs decoded here, or for this process by its restore workers."""
+        with self._stats_lock:
+            self.stats.blobs += blobs
+            self.stats.bytes += nbytes
 
 
 def _spans(wanted: list[tuple[bytes, BlobLocation]]) -> list[list[tuple[bytes, BlobLocation]]]:

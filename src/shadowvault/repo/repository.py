@@ -19,12 +19,14 @@ import msgspec
 from shadowvault.errors import IntegrityError, NotFoundError, RepositoryError, ShadowvaultError, UsageError
 from shadowvault.repo import keys
 from shadowvault.repo.backend import Backend
+from shadowvault.repo.backend_local import LocalBackend
 from shadowvault.repo.chunker import Chunker
 from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.damage import DamagedPack, DamageMap
 from shadowvault.repo.format import BlobType, ChunkerParams, Config, IndexFile, IndexPack, PackBlob
 from shadowvault.repo.index import BlobIndex, BlobLocation
 from shadowvault.repo.master_index import MasterIndex
+from shadowvault.repo.pack import pack_name
 from shadowvault.repo.packer import Packer, SaveStats
 from shadowvault.repo.reader import BlobReader, LoadedBlob, ReadStats
 from shadowvault.repo.session import Session
@@ -326,6 +328,17 @@ class Repository:
         """The verified plaintext of a blob (NotFoundError if unknown, IntegrityError if damaged);
         every indexed copy is tried, best first."""
         return self._reader.load(blob_id)
+
+    def local_pack_path(self, pack_id: str) -> str | None:
+        """The file of a pack when the repository is a local directory (restore workers read packs
+        themselves, in other processes); None for other storage."""
+        if not isinstance(self.backend, LocalBackend):
+            return None
+        return str(self.backend.file_path(pack_name(pack_id)))
+
+    def count_decoded(self, blobs: int, nbytes: int) -> None:
+        """Count blobs that restore workers decoded for this process (`read_stats`)."""
+        self._reader.count_decoded(blobs, nbytes)
 
     @property
     def read_stats(self) -> ReadStats:

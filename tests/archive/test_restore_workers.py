@@ -1,0 +1,182 @@
+"""Restore workers (archive/restore_workers.py): pack ranges decoded, verified and written into the
+restore's files by other processes. What a user checks: the restored tree is identical, --verify
+holds, a damaged blob fails only its file (and is recorded), and a worker that dies loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shadowvault.archive.restore import Restorer
+from shadowvault.archive.restore_workers import FDS_PER_TASK, WORTH_FILES, RestoreWorkers
+from shadowvault.repo.chunker import MAX_SIZE
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import archive, assert_same_tree, child_processes, new_repo
+from tests.fixtures.loopfs import LoopFs
+
+SAME = FDS_PER_TASK + 72  # files of one content: one blob written by more than one task
+TEXTS = WORTH_FILES * 2
+
+
+def many_files(root: Path, *, large: bool = True) -> list[Path]:
+    """Text files, SAME identical ones, a file of several chunks and a sparse one (when `large`), a
+    hard link, odd modes, owners and an xattr; the paths of the text files."""
+    texts = []
+    for i in range(TEXTS):
+        path = root / f"d{i % 5}" / f"text{i:04}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes((f"line {i} " * (i * 37 % 3000 + 1)).encode())
+        os.chmod(path, 0o600 if i % 2 else 0o640)
+        if i % 9 == 0:
+            os.chown(path, 1000 + i % 3, 100)
+        texts.append(path)
+    for i in range(SAME):
+        (root / "same").mkdir(exist_ok=True)
+        (root / "same" / f"copy{i:04}").write_bytes(b"one content in many files\n" * 100)
+    if large:
+        (root / "large").write_bytes(os.urandom(MAX_SIZE + (3 << 20)))  # two chunks or more
+        with open(root / "sparse", "wb") as f:
+            f.truncate(64 << 20)
+            f.seek(32 << 20)
+            f.write(os.urandom(1 << 20))
+    os.link(root / "d1" / "text0001", root / "hardlink")
+    os.setxattr(root / "d2" / "text0002", "user.note", b"kept")
+    return texts
+
+
+def _gone(pids: list[int]) -> bool:
+    for _ in range(100):
+        if not any(Path(f"/proc/{pid}").exists() for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_restore_through_workers_is_identical_and_verified(ext4: LoopFs):
+    source = ext4.mount / "src"
+    many_files(source)
+    repo = new_repo(ext4.mount / "repo")
+    root, _ = archive(repo, source)
+    before = repo.read_stats.blobs
+
+    restorer = Restorer(repo, ext4.mount / "out", verify=True, processes=2)
+    stats = restorer.restore(root)
+    started = restorer.processes.started
+    assert started is not None and len(started.pids) == 2
+    assert not stats.errors, stats.errors
+    assert stats.files == TEXTS + SAME + 3
+    assert stats.verified == stats.files - 1  # the hard link's second name is a link, not content
+    restored = ext4.mount / "out" / source.relative_to("/")
+    assert_same_tree(source, restored)
+    assert os.stat(restored / "sparse").st_blocks * 512 < 8 << 20, "the holes are holes again"
+    assert os.stat(restored / "hardlink").st_ino == os.stat(restored / "d1" / "text0001").st_ino
+    assert repo.read_stats.blobs > before, "the blobs the workers decoded are counted"
+    assert _gone(started.pids), "the workers end with the restore"
+    assert not [n for n in os.listdir(restored) if n.startswith(".sv-")], "no temporary file left"
+
+
+def test_a_damaged_blob_fails_only_its_file_and_is_recorded(ext4: LoopFs):
+    source = ext4.mount / "src"
+    texts = many_files(source)
+    repo = new_repo(ext4.mount / "repo")
+    root, _ = archive(repo, source)
+    victim = texts[7]
+    content = _content_of(repo, root, victim)
+    assert len(content) == 1
+    location = repo.lookup(content[0])
+    assert location is not None
+    pack = repo.local_pack_path(location.pack)
+    assert pack is not None
+    with open(pack, "r+b") as f:
+        f.seek(location.offset + location.length // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+    restorer = Restorer(repo, ext4.mount / "out", verify=True, processes=1)
+    stats = restorer.restore(root)
+    assert restorer.processes.started is not None
+    failed = [path for path, _ in stats.errors]
+    assert failed == [os.fsdecode(victim)], stats.errors
+    restored = ext4.mount / "out" / source.relative_to("/")
+    assert not (restored / victim.relative_to(source)).exists(), "nothing half-written under its name"
+    for path in texts:
+        if path != victim:
+            assert (restored / path.relative_to(source)).read_bytes() == path.read_bytes()
+    assert repo.damage.is_damaged(location.pack, content[0]), "the damage found is recorded"
+
+
+def _content_of(repo: Repository, root: bytes, path: Path) -> list[bytes]:
+    tree = root
+    parts = path.relative_to("/").parts
+    for name in parts[:-1]:
+        node = next(n for n in repo.load_tree(tree).nodes if n.name == os.fsencode(name))
+        assert node.subtree is not None
+        tree = node.subtree
+    return next(n for n in repo.load_tree(tree).nodes if n.name == os.fsencode(parts[-1])).content
+
+
+def test_workers_that_die_leave_their_tasks_to_the_restore(ext4: LoopFs, monkeypatch: pytest.MonkeyPatch):
+    source = ext4.mount / "src"
+    many_files(source)
+    repo = new_repo(ext4.mount / "repo")
+    root, _ = archive(repo, source)
+    real_start = RestoreWorkers.__init__
+    killed: list[int] = []
+
+    def start_then_die(self: RestoreWorkers, *args: object) -> None:
+        real_start(self, *args)  # type: ignore[arg-type]
+        for pid in self.pids:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    monkeypatch.setattr(RestoreWorkers, "__init__", start_then_die)
+    stats = Restorer(repo, ext4.mount / "out", verify=True, processes=2).restore(root)
+    assert len(killed) == 2
+    assert not stats.errors, stats.errors
+    assert_same_tree(source, ext4.mount / "out" / source.relative_to("/"))
+
+
+def test_an_interrupted_restore_leaves_no_worker_and_nothing_half_written(ext4: LoopFs, env, cli):
+    """Ctrl-C while workers write: exit 130, every worker gone with the restore, and every file
+    under its name in the target is whole."""
+    source = ext4.mount / "src"
+    for n in range(12):
+        many_files(source / f"part{n}", large=False)
+    backed_up = cli("backup", "--provider", "none", str(source), env=env, timeout=600)
+    assert backed_up.returncode == 0, backed_up.stderr
+    target = ext4.mount / "out"
+    restore = subprocess.Popen(
+        [sys.executable, "-m", "shadowvault.cli.main", "restore", "latest", "--target", str(target)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    workers: set[int] = set()
+    deadline = time.monotonic() + 120
+    while not workers and restore.poll() is None and time.monotonic() < deadline:
+        workers = child_processes(restore.pid, b"restore_workers")
+        time.sleep(0.01)
+    assert workers, "a restore of ~4,000 files started restore workers"
+    time.sleep(0.1)
+    restore.send_signal(signal.SIGINT)
+    _, err = restore.communicate(timeout=120)
+    assert restore.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert _gone(list(workers)), "the workers end with the restore"
+    restored = target / source.relative_to("/")
+    whole = 0
+    for directory, _, names in os.walk(restored):
+        for name in names:
+            assert not name.startswith(".sv-"), f"a temporary file is left: {name}"
+            path = Path(directory) / name
+            assert path.read_bytes() == (source / path.relative_to(restored)).read_bytes(), path
+            whole += 1
+    assert whole < 12 * (TEXTS + SAME + 1), "interrupted before the end"
