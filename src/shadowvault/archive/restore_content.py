@@ -32,18 +32,16 @@ no pool thread ever waits for another.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import blake3
 
-from shadowvault.archive.blob_writes import write_at
+from shadowvault.archive.blob_writes import allocate_zero_runs, verify_file, write_at
 from shadowvault.archive.pack_reads import (
     PackedBlobs,
     PackRange,
@@ -52,6 +50,7 @@ from shadowvault.archive.pack_reads import (
     plan_ranges,
     read_range,
 )
+from shadowvault.archive.pool_waits import each, raise_interruption, wait_all, wait_any
 from shadowvault.archive.restore_entries import (
     FILE_FLAGS,
     NO_TMPFILE,
@@ -75,19 +74,14 @@ from shadowvault.archive.restore_workers import (
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.tree import Node
-from shadowvault.repo.zero_blobs import ZEROS
 
 log = logging.getLogger(__name__)
 
-VERIFY_READ = 1 << 20  # what verification reads at once of a zero run's data extents
 BATCH_FILES = 1024  # files one batch plans (a file of one blob holds a descriptor only while written)
 BATCH_BYTES = 1 << 30  # content one batch plans (a larger file is a batch of its own)
 BATCH_SPANNING = 256  # files of several blobs one batch plans: each may hold a descriptor throughout
 FILES_PER_TASK = 8  # files a worker checks or finishes in one task
-CANCEL_POLL = 0.1  # seconds between looks for futures cancelled by an interrupted restore
 READS_AT_ONCE = 3  # pack ranges one batch reads at once (all batches together: the ReadBudget)
-
-_T = TypeVar("_T")
 
 
 @dataclass(eq=False)
@@ -122,69 +116,6 @@ class _Place:
     index: int
 
 
-def verify_file(fd: int, lengths: list[int], digests: list[bytes | None]) -> None:
-    """Read the restored file back through its own descriptor, blob by blob, and compare hashes;
-    a run of zeros (digest None) must read as zeros."""
-    offset = 0
-    for length, digest in zip(lengths, digests, strict=True):
-        if digest is None:
-            if not _reads_as_zeros(fd, offset, length):
-                raise EntryError("verification failed: the restored bytes differ from the snapshot")
-            offset += length
-            continue
-        parts: list[bytes] = []
-        got = 0
-        while got < length and (block := os.pread(fd, length - got, offset + got)):
-            parts.append(block)
-            got += len(block)
-        if got != length or blake3.blake3(b"".join(parts)).digest() != digest:
-            raise EntryError("verification failed: the restored bytes differ from the snapshot")
-        offset += length
-    if os.fstat(fd).st_size != offset:
-        raise EntryError("verification failed: the restored bytes differ from the snapshot")
-
-
-def _reads_as_zeros(fd: int, offset: int, length: int) -> bool:
-    """Whether [offset, offset + length) reads as zeros: holes are zeros by definition, only the data
-    extents the filesystem reports in the range are read (the file's size is checked by the caller)."""
-    end = offset + length
-    position = offset
-    while position < end:
-        try:
-            data = os.lseek(fd, position, os.SEEK_DATA)
-        except OSError as err:
-            if err.errno == errno.ENXIO:  # only holes from here to the end of the file
-                return True
-            if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            data = position  # holes unknown here: read it all
-        if data >= end:
-            return True
-        try:
-            stop = min(end, os.lseek(fd, data, os.SEEK_HOLE))
-        except OSError:
-            stop = end
-        while data < stop:
-            block = os.pread(fd, min(VERIFY_READ, stop - data), data)
-            if not block or not ZEROS.startswith(block):
-                return False
-            data += len(block)
-        position = stop
-    return True
-
-
-def allocate_zero_runs(fd: int, runs: list[tuple[int, int]]) -> None:
-    """Give a file that had no holes its zero runs as allocated space (nothing is written)."""
-    for offset, length in runs:
-        try:
-            os.posix_fallocate(fd, offset, length)
-        except OSError as err:
-            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            for at in range(offset, offset + length, len(ZEROS)):  # no fallocate: write the zeros
-                write_at(fd, memoryview(ZEROS)[: min(len(ZEROS), offset + length - at)], at, sparse=False)
-
-
 def _add_zero_run(file: FileWrite, offset: int, length: int) -> None:
     runs = file.zero_runs
     if runs and runs[-1][0] + runs[-1][1] == offset:
@@ -195,48 +126,6 @@ def _add_zero_run(file: FileWrite, offset: int, length: int) -> None:
 
 def _groups(files: list[FileWrite]) -> list[list[FileWrite]]:
     return [files[at : at + FILES_PER_TASK] for at in range(0, len(files), FILES_PER_TASK)]
-
-
-def _each(pool: Executor, task: Callable[[_T], None], items: Iterable[_T], *, limit: int = 0) -> None:
-    """Run `task` on every item in the pool (at most `limit` at once, when given) and wait for all
-    of them (tasks record their own failures; what comes out here is an interruption)."""
-    futures: list[Future[None]] = []
-    running: set[Future[None]] = set()
-    try:
-        for item in items:
-            if limit and len(running) >= limit:
-                running = _wait_any(running)
-            fut = pool.submit(task, item)
-            futures.append(fut)
-            running.add(fut)
-    finally:
-        _wait_all(futures)
-    _raise_interruption(futures)
-
-
-def _wait_all(futures: Iterable[Future[None]]) -> None:
-    """concurrent.futures.wait, but a future cancelled by the pool's shutdown (an interrupted
-    restore) counts as done: `wait` is never woken for those, and a batch waited forever."""
-    pending = [fut for fut in futures if not fut.done()]
-    while pending:
-        wait(pending, timeout=CANCEL_POLL)
-        pending = [fut for fut in pending if not fut.done()]
-
-
-def _wait_any(futures: set[Future[None]]) -> set[Future[None]]:
-    """Wait until one of `futures` is done (or cancelled); those still running."""
-    while futures and all(not fut.done() for fut in futures):
-        wait(futures, timeout=CANCEL_POLL, return_when=FIRST_COMPLETED)
-    return {fut for fut in futures if not fut.done()}
-
-
-def _raise_interruption(futures: list[Future[None]]) -> None:
-    for fut in futures:
-        if fut.cancelled():
-            raise CancelledError()
-        err = fut.exception()
-        if err is not None:
-            raise err
 
 
 def _task(path: str, blobs: list[TaskBlob], digests: bool) -> Task:
@@ -295,19 +184,19 @@ class ContentBatch:
         try:
             # in a directory this restore made nothing is in the way: checked here, no system call
             self._check_all([f for f in self.files if f.here.fresh])
-            _each(pool, self._check_all, _groups([f for f in self.files if not f.here.fresh]))
+            each(pool, self._check_all, _groups([f for f in self.files if not f.here.fresh]))
             live = [f for f in self.files if not f.done.done()]
             places, alone = self._plan(live)
             self._pool = pool
             self._finish_later([f for f in live if f.unwritten == 0 and f not in alone])  # no data
             ranges = plan_ranges(WantedBlob(blob_id, location) for blob_id, (location, _) in places.items())
             self._read_all(pool, ranges, places)
-            _each(pool, self._write_alone_and_finish, alone)
-            _wait_all(self._finishing)
+            each(pool, self._write_alone_and_finish, alone)
+            wait_all(self._finishing)
             if any(fut.cancelled() for fut in self._finishing):
                 raise CancelledError()
         finally:
-            _wait_all(self._finishing)  # interrupted: no worker may still hold a file abandoned below
+            wait_all(self._finishing)  # interrupted: no worker may still hold a file abandoned below
             self._abandon_unfinished()
             self._settled.set()
 
@@ -410,7 +299,7 @@ class ContentBatch:
         try:
             for planned in ranges:
                 if len(running) >= READS_AT_ONCE:
-                    running = _wait_any(running)
+                    running = wait_any(running)
                 room = self.budget.acquire(planned.length)
                 path = self.workers.pack_path(planned.pack) if self.workers is not None else None
                 try:
@@ -425,8 +314,8 @@ class ContentBatch:
                 futures.append(fut)
                 running.add(fut)
         finally:
-            _wait_all(futures)
-        _raise_interruption(futures)
+            wait_all(futures)
+        raise_interruption(futures)
 
     def _releaser(self, room: int) -> Callable[[Future[None]], None]:
         """A done-callback that gives a read range's room back to the budget."""
