@@ -192,3 +192,42 @@ def test_acl_entries_follow_names(ext4):
     metadata.apply(os.fsencode(copy), node, numeric_owner=True)
     acl = subprocess.run(["getfacl", "-n", "--omit-header", copy], capture_output=True, text=True).stdout
     assert f"user:{nobody}:r--" in acl and f"group:{nogroup}:rw-" in acl
+
+
+def test_an_incremental_backup_sees_every_xattr_change_and_rereads_only_changed_inodes(
+    ext4, tmp_path, monkeypatch
+):
+    """Extended attributes of an inode whose ctime did not move are taken from the parent snapshot
+    (any xattr change moves the ctime); a set, changed or removed xattr is in the next snapshot."""
+    from shadowvault.archive import metadata
+
+    src = ext4.mount / "src"
+    src.mkdir()
+    for name, value in (("same", b"kept"), ("changed", b"before"), ("removed", b"gone soon")):
+        (src / name).write_text(name)
+        os.setxattr(src / name, "user.note", value)
+    (src / "added").write_text("added")
+    repo = new_repo(ext4.mount / "repo")
+    first, _ = archive(repo, src)
+
+    os.setxattr(src / "changed", "user.note", b"after")
+    os.removexattr(src / "removed", "user.note")
+    os.setxattr(src / "added", "user.note", b"new")
+    read: list[bytes] = []
+    real_read = metadata.read_xattrs
+
+    def counting(path: bytes, *, follow: bool = False) -> dict[str, bytes]:
+        read.append(os.path.basename(path))
+        return real_read(path, follow=follow)
+
+    monkeypatch.setattr(metadata, "read_xattrs", counting)
+    second, _ = archive(repo, src, parent_tree=first)
+    inside = sorted(n for n in read if n in (b"src", b"same", b"changed", b"removed", b"added"))
+    assert inside == [b"added", b"changed", b"removed"], "only the inodes whose ctime moved"
+
+    restore(repo, second, tmp_path / "out")
+    out = tmp_path / "out" / src.relative_to("/")
+    assert os.getxattr(out / "same", "user.note") == b"kept"
+    assert os.getxattr(out / "changed", "user.note") == b"after"
+    assert os.getxattr(out / "added", "user.note") == b"new"
+    assert "user.note" not in os.listxattr(out / "removed")

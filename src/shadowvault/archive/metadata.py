@@ -120,8 +120,13 @@ def read_xattrs(path: bytes, *, follow: bool = False) -> dict[str, bytes]:
     return found
 
 
-def capture(path: bytes, st: os.stat_result, name: bytes) -> Node:
-    """A Node describing `path` (already lstat'ed as `st`), without file content or subtree."""
+def capture(path: bytes, st: os.stat_result, name: bytes, same_inode: Node | None = None) -> Node:
+    """A Node describing `path` (already lstat'ed as `st`), without file content or subtree.
+
+    `same_inode` is this path's node in the parent snapshot when it names the same inode with the
+    same ctime: its extended attributes (ACLs among them) are still the file's, since setting or
+    removing one moves the ctime, and are taken from it instead of read again (a no-change backup
+    of 100k files spent 8 % of its time in listxattr)."""
     kind = node_type(st.st_mode)
     node = Node(
         name=name,
@@ -145,7 +150,7 @@ def capture(path: bytes, st: os.stat_result, name: bytes) -> Node:
         node.rdev = st.st_rdev
     elif kind == "file":
         node.sparse = st.st_blocks * 512 < st.st_size
-    node.xattrs = read_xattrs(path)
+    node.xattrs = dict(same_inode.xattrs) if same_inode is not None else read_xattrs(path)
     if node.xattrs and not node.xattrs.keys().isdisjoint(ACL_XATTRS):
         node.acl_users, node.acl_groups = acl_names(node.xattrs)
     return node

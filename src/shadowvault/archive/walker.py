@@ -67,6 +67,22 @@ def _listed_type(entry: os.DirEntry[bytes]) -> str:
     return "file"
 
 
+def _same_inode(old: Node | None, st: os.stat_result, copied: bool) -> Node | None:
+    """The parent snapshot's node when it is this very inode, unchanged since (same inode number,
+    same ctime, read whole): its extended attributes need not be read again. Never for a copy
+    (a reflink copy has an inode and ctime of its own)."""
+    if (
+        old is None
+        or copied
+        or old.error is not None
+        or old.inode != st.st_ino
+        or old.ctime_ns != st.st_ctime_ns
+        or old.type != metadata.node_type(st.st_mode)
+    ):
+        return None
+    return old
+
+
 class Archiver:
     """Writes sources into a store as trees and data blobs; reuses a parent snapshot's unchanged files."""
 
@@ -288,7 +304,7 @@ class Archiver:
             self.stats.skip(orig, "larger_than", too_large)
             return
         try:
-            node = metadata.capture(access, st, name)
+            node = metadata.capture(access, st, name, _same_inode(old, st, copied))
         except OSError as err:
             job.nodes.append(Node(name=name, type=metadata.node_type(st.st_mode), error=os_reason(err)))
             self._error(orig, os_reason(err))
