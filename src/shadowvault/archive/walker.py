@@ -252,8 +252,11 @@ class Archiver:
         grafted = self._graft_names.get(orig, set()) - {name for name, _ in listed}
         if grafted:  # a mount point the shadow does not show (a copy leaves mounts out)
             listed = sorted([*listed, *((name, "dir") for name in grafted)])
+        # join() once per directory, not per entry: the prefixes its names are appended to
+        orig_prefix, read_prefix = join(orig, b""), join(read_path, b"")
+        access_prefix = read_prefix if access is read_path else join(access, b"")
         for name, kind in listed:
-            child_orig = join(orig, name)
+            child_orig = orig_prefix + name
             if child_orig in self.skip_paths:
                 continue
             if self.filter.excluded(child_orig):
@@ -271,8 +274,8 @@ class Archiver:
                     graft.read_path, child_orig, name, st, parent.get(name), job, self._is_copy(graft)
                 )
                 continue
-            child_read = join(read_path, name)
-            child_access = child_read if access is read_path else join(access, name)
+            child_read = read_prefix + name
+            child_access = child_read if access is read_path else access_prefix + name
             try:
                 st = os.lstat(child_access)
             except FileNotFoundError:
