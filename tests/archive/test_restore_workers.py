@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from shadowvault.archive.restore import Restorer
-from shadowvault.archive.restore_workers import FDS_PER_TASK, WORTH_FILES, RestoreWorkers
+from shadowvault.archive.restore_workers import FDS_PER_TASK, PROCESSES_ENV, WORTH_FILES, RestoreWorkers
 from shadowvault.repo.chunker import MAX_SIZE
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import archive, assert_same_tree, child_processes, new_repo
@@ -154,7 +154,7 @@ def test_an_interrupted_restore_leaves_no_worker_and_nothing_half_written(ext4: 
     target = ext4.mount / "out"
     restore = subprocess.Popen(
         [sys.executable, "-m", "shadowvault.cli.main", "restore", "latest", "--target", str(target)],
-        env={**os.environ, **env},
+        env={**os.environ, **env, "SHADOWVAULT_RESTORE_PROCESSES": "2"},  # none by default on 2 CPUs
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -180,3 +180,22 @@ def test_an_interrupted_restore_leaves_no_worker_and_nothing_half_written(ext4: 
             assert path.read_bytes() == (source / path.relative_to(restored)).read_bytes(), path
             whole += 1
     assert whole < 12 * (TEXTS + SAME + 1), "interrupted before the end"
+
+
+def test_the_number_of_workers_is_the_users_to_set(ext4: LoopFs, env, cli, monkeypatch: pytest.MonkeyPatch):
+    source = ext4.mount / "src"
+    many_files(source, large=False)
+    assert cli("backup", "--provider", "none", str(source), env=env).returncode == 0
+    bad = cli("restore", "latest", "--target", str(ext4.mount / "out"), env={**env, PROCESSES_ENV: "many"})
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.strip() == (
+        "shadowvault: error: SHADOWVAULT_RESTORE_PROCESSES must be a number of processes, not 'many'"
+    )
+    assert not (ext4.mount / "out").exists() or not any((ext4.mount / "out").iterdir())
+    with Repository.open(env["SHADOWVAULT_REPOSITORY"], env["SHADOWVAULT_PASSWORD"]) as repo:
+        root = repo.list_snapshots()[0][1].tree
+        for wanted, started in (("0", False), ("1", True)):
+            monkeypatch.setenv(PROCESSES_ENV, wanted)
+            restorer = Restorer(repo, ext4.mount / f"out{wanted}")
+            assert not restorer.restore(root).errors
+            assert (restorer.processes.started is not None) == started

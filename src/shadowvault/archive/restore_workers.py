@@ -39,13 +39,14 @@ import blake3
 import msgspec
 
 from shadowvault.archive.blob_writes import write_at
-from shadowvault.errors import IntegrityError
+from shadowvault.errors import IntegrityError, UsageError
 from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.pack import open_blob
 from shadowvault.typed_decoding import decode_msgpack
 
 log = logging.getLogger(__name__)
 
+PROCESSES_ENV = "SHADOWVAULT_RESTORE_PROCESSES"
 WORTH_FILES = 64  # a batch of fewer files (and bytes) than these is restored without workers
 WORTH_BYTES = 8 << 20
 MAX_MESSAGE = 1 << 20  # a task or its answer (a task holds at most FDS_PER_TASK files' places)
@@ -225,9 +226,22 @@ def descriptors_per_task(processes: int) -> int:
 
 
 def default_processes() -> int:
-    """One worker per CPU, at most 3. On 2 CPUs (2 GiB / 100k files, warm cache) one worker was
-    the bottleneck (20 s, the restore's own process 30 % busy), two took 13.9 s, three 16.3 s."""
-    return min(3, max(1, os.cpu_count() or 1))
+    """$SHADOWVAULT_RESTORE_PROCESSES, else none on two CPUs or fewer, else one per CPU but the one
+    the restore's own process keeps busy (at most 3).
+
+    Measured on 2 CPUs (2 GiB / 100k files): two workers took a warm restore from 16.5-17 s to
+    14.6 s but a cold one only from 17.8-19.1 s to 17.4-18.3 s, for about 20 % more CPU time and
+    twice the memory (94 -> 184 MiB with the workers): the restore's own process (creating,
+    linking and finishing files, mostly system time) needs a whole core, and two cores are then
+    saturated. With more CPUs the workers have cores of their own."""
+    text = os.environ.get(PROCESSES_ENV, "")
+    if text:
+        try:
+            return max(0, int(text))
+        except ValueError:
+            raise UsageError(f"{PROCESSES_ENV} must be a number of processes, not {text!r}") from None
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(3, cpus - 1)
 
 
 class WorkerSource(Protocol):
