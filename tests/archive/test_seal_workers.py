@@ -101,7 +101,7 @@ def test_a_worker_that_dies_leaves_its_batches_to_the_backup(ext4: LoopFs):
     try:
         first = workers.seal([os.fsencode(source / "d3" / "f00003")])[0]
         assert first.error is None and first.size > 0
-        os.kill(workers._workers[0].process.pid, signal.SIGKILL)
+        os.kill(workers.pids[0], signal.SIGKILL)
         with pytest.raises(WorkerGone):
             workers.seal([os.fsencode(source / "d3" / "f00003")])
     finally:
@@ -115,8 +115,8 @@ def test_a_worker_that_dies_leaves_its_batches_to_the_backup(ext4: LoopFs):
 
     def start_then_die(self: SealWorkers, *args: object) -> None:
         real_start(self, *args)
-        for worker in self._workers:
-            worker.process.kill()
+        for pid in self.pids:
+            os.kill(pid, signal.SIGKILL)
 
     SealWorkers.__init__ = start_then_die  # type: ignore[method-assign]
     try:

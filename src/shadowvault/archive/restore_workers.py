@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import resource
 import signal
 import socket
@@ -39,6 +38,7 @@ import blake3
 import msgspec
 
 from shadowvault.archive.blob_writes import write_at
+from shadowvault.archive.worker_pool import WorkerPool
 from shadowvault.errors import IntegrityError, UsageError
 from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.pack import open_blob
@@ -269,42 +269,22 @@ class RestoreWorkers:
         self.on_decoded = on_decoded  # (blobs, bytes) the workers decoded: the repository's read stats
         self.fds_per_task = fds_per_task
         start = _Start(key.encrypt, key.id_key)
-        self._workers: list[_Worker] = []
-        try:
-            for _ in range(processes):
-                self._workers.append(_Worker(start))
-        except BaseException:  # none left running when the pool cannot be had whole
-            for worker in self._workers:
-                worker.stop()
-            raise
-        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
-        for worker in self._workers:
-            self._idle.put(worker)
-        self._stopped = threading.Event()
+        self._pool: WorkerPool[_Worker] = WorkerPool(lambda: _Worker(start), processes)
 
     @property
     def pids(self) -> list[int]:
-        return [worker.process.pid for worker in self._workers]
-
-    @property
-    def usable(self) -> bool:
-        return not self._stopped.is_set() and any(w.alive for w in self._workers)
+        return self._pool.pids
 
     def run(self, task: Task, fds: list[int]) -> list[BlobDone]:
         """Do a task in the next free worker; WorkerGone if it ended (or all have)."""
-        if not self.usable:
+        if not self._pool.usable:
             raise WorkerGone("no restore worker is running")
-        worker = self._idle.get()
-        try:
+        with self._pool.borrowed() as worker:
             return worker.run(task, fds)
-        finally:
-            self._idle.put(worker)
 
     def shutdown(self) -> None:
         """Stop every worker (the threads using them are done, or get WorkerGone)."""
-        self._stopped.set()
-        for worker in self._workers:
-            worker.stop()
+        self._pool.shutdown()
 
 
 class LazyRestoreWorkers:

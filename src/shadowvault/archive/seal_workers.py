@@ -20,12 +20,10 @@ stdin closes; SIGINT is the backup's to handle, so it ignores it.
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import struct
 import subprocess
 import sys
-import threading
 from typing import IO, NamedTuple
 
 import msgspec
@@ -38,6 +36,7 @@ from shadowvault.archive.small_files import (
     regular_file_stat,
 )
 from shadowvault.archive.walk_stats import os_reason
+from shadowvault.archive.worker_pool import WorkerPool
 from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.pack import seal_blob
@@ -201,42 +200,30 @@ class SealWorkers:
 
     def __init__(self, key: MasterKey, limit: int, processes: int) -> None:
         start = _Start(key.encrypt, key.id_key, limit)
-        self._workers: list[_Worker] = []
-        try:
-            for _ in range(processes):
-                self._workers.append(_Worker(start))
-        except BaseException:  # none left running when the pool cannot be had whole
-            for worker in self._workers:
-                worker.stop()
-            raise
-        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
-        for worker in self._workers:
-            self._idle.put(worker)
-        self._stopped = threading.Event()
+        self._pool: WorkerPool[_Worker] = WorkerPool(lambda: _Worker(start), processes)
 
     @property
     def stopped(self) -> bool:
-        return self._stopped.is_set()
+        return self._pool.stopped
 
     @property
     def processes(self) -> int:
-        return len(self._workers)
+        return len(self._pool.pids)
+
+    @property
+    def pids(self) -> list[int]:
+        return self._pool.pids
 
     def seal(self, paths: list[bytes]) -> list[SealedFile]:
         """Seal a batch in the next free worker; WorkerGone if it ended (or all have)."""
-        if self._stopped.is_set() or not any(w.alive for w in self._workers):
+        if not self._pool.usable:
             raise WorkerGone("no seal worker is running")
-        worker = self._idle.get()
-        try:
+        with self._pool.borrowed() as worker:
             return worker.seal(paths)
-        finally:
-            self._idle.put(worker)
 
     def shutdown(self) -> None:
         """Stop every worker (the threads using them are done, or get WorkerGone)."""
-        self._stopped.set()
-        for worker in self._workers:
-            worker.stop()
+        self._pool.shutdown()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,72 @@
+"""Worker processes shared by many threads: each worker serves one thread at a time.
+
+The seal workers of a backup and the restore workers of a restore are both such a pool: started
+whole or not at all, borrowed by a thread for one request, and stopped together.
+"""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Generic, Protocol, TypeVar
+
+
+class Worker(Protocol):
+    """One worker process, as the pool needs it."""
+
+    alive: bool
+    process: subprocess.Popen[Any]
+
+    def stop(self) -> None: ...
+
+
+W = TypeVar("W", bound=Worker)
+
+
+class WorkerPool(Generic[W]):
+    """`processes` workers made by `start`; thread-safe."""
+
+    def __init__(self, start: Callable[[], W], processes: int) -> None:
+        self.workers: list[W] = []
+        try:
+            for _ in range(processes):
+                self.workers.append(start())
+        except BaseException:  # none left running when the pool cannot be had whole
+            for worker in self.workers:
+                worker.stop()
+            raise
+        self._idle: queue.SimpleQueue[W] = queue.SimpleQueue()
+        for worker in self.workers:
+            self._idle.put(worker)
+        self._stopped = threading.Event()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    @property
+    def usable(self) -> bool:
+        """Not shut down, and some worker still alive."""
+        return not self._stopped.is_set() and any(w.alive for w in self.workers)
+
+    @property
+    def pids(self) -> list[int]:
+        return [worker.process.pid for worker in self.workers]
+
+    @contextmanager
+    def borrowed(self) -> Iterator[W]:
+        """The next free worker, this thread's until the block ends."""
+        worker = self._idle.get()
+        try:
+            yield worker
+        finally:
+            self._idle.put(worker)
+
+    def shutdown(self) -> None:
+        """Stop every worker (the threads using them are done, or see their worker gone)."""
+        self._stopped.set()
+        for worker in self.workers:
+            worker.stop()
