@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 from shadowvault.archive.restore import Restorer
@@ -110,3 +112,23 @@ def child_processes(parent: int, marker: bytes) -> set[int]:
         if int(stat_line[stat_line.rindex(")") + 2 :].split()[1]) == parent and marker in cmdline:
             found.add(int(entry.name))
     return found
+
+
+def cli_with_workers(
+    args: list[str], env: dict[str, str], marker: bytes
+) -> tuple[subprocess.Popen[str], set[int]]:
+    """Start the CLI with `args` and wait (up to 2 minutes) until it runs worker processes whose
+    command line holds `marker`: the command and those workers (none if it ended first)."""
+    command = subprocess.Popen(
+        [sys.executable, "-m", "shadowvault.cli.main", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    workers: set[int] = set()
+    deadline = time.monotonic() + 120
+    while not workers and command.poll() is None and time.monotonic() < deadline:
+        workers = child_processes(command.pid, marker)
+        time.sleep(0.01)
+    return command, workers

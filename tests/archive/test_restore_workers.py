@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from shadowvault.archive.restore import Restorer
 from shadowvault.archive.restore_workers import FDS_PER_TASK, PROCESSES_ENV, WORTH_FILES, RestoreWorkers
 from shadowvault.repo.chunker import MAX_SIZE
 from shadowvault.repo.repository import Repository
-from tests.archive.helpers import archive, assert_same_tree, child_processes, new_repo
+from tests.archive.helpers import archive, assert_same_tree, cli_with_workers, new_repo
 from tests.fixtures.loopfs import LoopFs
 
 SAME = FDS_PER_TASK + 72  # files of one content: one blob written by more than one task
@@ -152,18 +150,11 @@ def test_an_interrupted_restore_leaves_no_worker_and_nothing_half_written(ext4: 
     backed_up = cli("backup", "--provider", "none", str(source), env=env, timeout=600)
     assert backed_up.returncode == 0, backed_up.stderr
     target = ext4.mount / "out"
-    restore = subprocess.Popen(
-        [sys.executable, "-m", "shadowvault.cli.main", "restore", "latest", "--target", str(target)],
-        env={**os.environ, **env, "SHADOWVAULT_RESTORE_PROCESSES": "2"},  # none by default on 2 CPUs
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    restore, workers = cli_with_workers(
+        ["restore", "latest", "--target", str(target)],
+        {**env, "SHADOWVAULT_RESTORE_PROCESSES": "2"},  # none by default on 2 CPUs
+        b"restore_workers",
     )
-    workers: set[int] = set()
-    deadline = time.monotonic() + 120
-    while not workers and restore.poll() is None and time.monotonic() < deadline:
-        workers = child_processes(restore.pid, b"restore_workers")
-        time.sleep(0.01)
     assert workers, "a restore of ~4,000 files started restore workers"
     time.sleep(0.1)
     restore.send_signal(signal.SIGINT)

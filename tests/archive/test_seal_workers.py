@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from shadowvault.repo.format import BlobType, decompress
 from shadowvault.repo.pack import blob_aad
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.tree import Node
-from tests.archive.helpers import archive, assert_same_tree, child_processes, new_repo, restore
+from tests.archive.helpers import archive, assert_same_tree, cli_with_workers, new_repo, restore
 from tests.fixtures.loopfs import LoopFs
 
 FILES = (WORKERS_AFTER + 2) * BATCH_FILES  # enough batches for the workers to start and do most
@@ -163,18 +161,7 @@ def test_an_interrupted_backup_leaves_no_worker_and_a_valid_repository(ext4: Loo
     source = ext4.mount / "src"
     for n in range(8):
         small_tree(source / f"part{n}")
-    backup = subprocess.Popen(
-        [sys.executable, "-m", "shadowvault.cli.main", "backup", "--provider", "none", str(source)],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    workers: set[int] = set()
-    deadline = time.monotonic() + 120
-    while not workers and backup.poll() is None and time.monotonic() < deadline:
-        workers = child_processes(backup.pid, b"seal_workers")
-        time.sleep(0.02)
+    backup, workers = cli_with_workers(["backup", "--provider", "none", str(source)], env, b"seal_workers")
     assert workers, "the backup of ~5,000 small files started seal workers"
     backup.send_signal(signal.SIGINT)
     _, err = backup.communicate(timeout=120)
