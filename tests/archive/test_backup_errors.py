@@ -244,3 +244,49 @@ def test_a_file_growing_during_a_live_backup_is_restored_as_listed(cli, env, tmp
     assert len(restored) == size
     with open(path, "rb") as f:
         assert restored == f.read(size)  # the writer only appends: what was stored is a prefix
+
+
+@pytest.mark.parametrize("seal_processes", [0, 2])
+def test_a_file_swapped_for_a_fifo_after_its_stat_does_not_hang_the_backup(
+    env, tmp_path, monkeypatch, seal_processes
+):
+    """Between the walk's lstat and the read, files become FIFOs (no writer ever comes): the backup
+    ends, each is an error entry of the snapshot, the other files are stored, in this process and
+    in seal workers alike."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in range(300):  # enough batches of small files for the seal workers to start
+        (src / f"file{n:03}").write_text(f"file {n}\n")
+    swapped = {os.fsencode(src / f"file{n:03}") for n in (7, 250)}
+    real_lstat = os.lstat
+
+    def lstat_then_swap(path, *args, **kwargs):
+        st = real_lstat(path, *args, **kwargs)
+        if os.fsencode(path) in swapped:
+            os.unlink(path)
+            os.mkfifo(path)
+        return st
+
+    monkeypatch.setattr(os, "lstat", lstat_then_swap)
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        with Repository.open(env["SHADOWVAULT_REPOSITORY"], PASSWORD) as repo:
+            stats = WalkStats()
+            raw = os.fsencode(src)
+            root = Archiver(repo, stats=stats, seal_processes=seal_processes).archive([Source(raw, raw)])
+            repo.flush()
+            result["errors"] = sorted(path for path, _ in stats.errors)
+            result["nodes"] = {n.name: n for _, n in list_snapshot(repo, root, str(src)) if n.type == "file"}
+
+    backup = threading.Thread(target=run, daemon=True)
+    backup.start()
+    backup.join(timeout=120)
+    monkeypatch.undo()
+    assert not backup.is_alive(), "the backup hangs on a FIFO"
+    assert result["errors"] == sorted(os.fsdecode(p) for p in swapped)
+    nodes = result["nodes"]
+    assert isinstance(nodes, dict) and len(nodes) == 300
+    for name in (b"file007", b"file250"):
+        assert "not a regular file" in (nodes[name].error or "")
+    assert nodes[b"file008"].error is None and nodes[b"file008"].content

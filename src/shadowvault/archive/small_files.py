@@ -11,7 +11,9 @@ import os
 import stat
 
 _NOATIME = getattr(os, "O_NOATIME", 0)  # Linux only
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | _NOATIME
+# O_NONBLOCK: a path swapped for a FIFO after the walk's lstat opens at once (and is refused by its
+# fstat) instead of waiting forever for a writer; on a regular file it changes nothing
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | _NOATIME
 
 
 class FileError(Exception):
