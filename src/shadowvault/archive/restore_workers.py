@@ -49,10 +49,10 @@ log = logging.getLogger(__name__)
 PROCESSES_ENV = "SHADOWVAULT_RESTORE_PROCESSES"
 WORTH_FILES = 64  # a batch of fewer files (and bytes) than these is restored without workers
 WORTH_BYTES = 8 << 20
-MAX_MESSAGE = 1 << 20  # a task or its answer (a task holds at most FDS_PER_TASK files' places)
+MAX_MESSAGE = 1 << 20  # a task or its answer (tens of KiB: a task has at most PLACES_PER_TASK places)
 FDS_PER_TASK = 128  # descriptors passed with one task (the kernel takes at most 253 per message)
 MIN_FDS_PER_TASK = 16  # under a descriptor limit that leaves less, a restore does without workers
-PLACES_PER_TASK = 1024
+PLACES_PER_TASK = 1024  # places (a file and an offset in it) one task writes
 
 
 class WorkerGone(Exception):
