@@ -41,6 +41,7 @@ from shadowvault.errors import IntegrityError
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.tree import Node
 from shadowvault.repo.zero_blobs import ZEROS, is_zeros
+from shadowvault.slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,8 @@ class FileReader:
         workers = blob_workers or max(2, os.cpu_count() or 2)
         self.readers = ThreadPoolExecutor(read_workers, thread_name_prefix="sv-read")
         self.blobbers = ThreadPoolExecutor(workers, thread_name_prefix="sv-blob")
-        self.file_slots = threading.BoundedSemaphore(max_files)
-        self.chunk_slots = threading.BoundedSemaphore(max_chunks or 2 * workers + 2)
+        self.file_slots = Slots(max_files)  # Ctrl-C cannot wedge these (shadowvault/slots.py)
+        self.chunk_slots = Slots(max_chunks or 2 * workers + 2)
         self.large_file = threading.Lock()
         self._zeros_stored: set[bytes] = set()  # zero blobs saved (or found) in this backup
         self._zeros_lock = threading.Lock()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from shadowvault.archive.tree_paths import TreeReader, find_node, raw_path
 from shadowvault.errors import NotFoundError, RepositoryError, UsageError
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.tree import Node, duplicate_names, invalid_name
+from shadowvault.slots import Slots
 
 __all__ = ["Overwrite", "RestoreSource", "RestoreStats", "Restorer", "find_node"]
 
@@ -139,9 +139,9 @@ class Restorer:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="sv-restore")
         # batches are driven from threads of their own: they wait on the pool, which never waits
         self.batches = ThreadPoolExecutor(BATCHES_AT_ONCE, thread_name_prefix="sv-restore-batch")
-        self._batch_slots = threading.BoundedSemaphore(BATCHES_AT_ONCE)
+        self._batch_slots = Slots(BATCHES_AT_ONCE)  # Ctrl-C cannot wedge these (shadowvault/slots.py)
         self._read_budget = ReadBudget()  # pack ranges held at once, by all batches together
-        self.slots = threading.BoundedSemaphore(max_files)  # entries other than batched files
+        self.slots = Slots(max_files)  # entries other than batched files
         self._links: dict[tuple[int, int], Pending] = {}
         self._finished: collections.deque[_DirJob] = collections.deque()
         self._open: set[TargetDir] = set()  # directories whose descriptor is open (main thread only)
