@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import msgspec
 
 T = TypeVar("T")
+K = TypeVar("K")
+D = TypeVar("D")
 DecodeHook = Callable[[type, Any], Any]
 
 _lock = threading.Lock()
@@ -23,25 +25,23 @@ _json: dict[tuple[object, DecodeHook | None], msgspec.json.Decoder[Any]] = {}
 _msgpack: dict[object, msgspec.msgpack.Decoder[Any]] = {}
 
 
-def json_decoder(type_: type[T], dec_hook: DecodeHook | None = None) -> msgspec.json.Decoder[T]:
-    key = (type_, dec_hook)
-    found = _json.get(key)
+def _made_once(cache: dict[K, D], key: K, make: Callable[[], D]) -> D:
+    """`cache[key]`, made by `make` under the lock the first time (looked up without it after)."""
+    found = cache.get(key)
     if found is None:
         with _lock:
-            found = _json.get(key)
+            found = cache.get(key)
             if found is None:
-                found = _json[key] = msgspec.json.Decoder(type_, dec_hook=dec_hook)
+                found = cache[key] = make()
     return found
+
+
+def json_decoder(type_: type[T], dec_hook: DecodeHook | None = None) -> msgspec.json.Decoder[T]:
+    return _made_once(_json, (type_, dec_hook), lambda: msgspec.json.Decoder(type_, dec_hook=dec_hook))
 
 
 def msgpack_decoder(type_: type[T]) -> msgspec.msgpack.Decoder[T]:
-    found = _msgpack.get(type_)
-    if found is None:
-        with _lock:
-            found = _msgpack.get(type_)
-            if found is None:
-                found = _msgpack[type_] = msgspec.msgpack.Decoder(type_)
-    return found
+    return _made_once(_msgpack, type_, lambda: msgspec.msgpack.Decoder(type_))
 
 
 def decode_json(data: bytes | str, type_: type[T], dec_hook: DecodeHook | None = None) -> T:

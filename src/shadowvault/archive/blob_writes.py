@@ -50,6 +50,16 @@ def _write_sparse(fd: int, data: bytes | memoryview, offset: int) -> None:
             write_at(fd, bytes(view[start:pos]), offset + start, sparse=False)
 
 
+def read_at(fd: int, length: int, offset: int) -> bytes:
+    """`length` bytes from `offset` (fewer only at the end of the file): pread until done."""
+    parts: list[bytes] = []
+    got = 0
+    while got < length and (part := os.pread(fd, length - got, offset + got)):
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
 def verify_file(fd: int, lengths: list[int], digests: list[bytes | None]) -> None:
     """Read the restored file back through its own descriptor, blob by blob, and compare hashes;
     a run of zeros (digest None) must read as zeros."""
@@ -60,12 +70,8 @@ def verify_file(fd: int, lengths: list[int], digests: list[bytes | None]) -> Non
                 raise EntryError("verification failed: the restored bytes differ from the snapshot")
             offset += length
             continue
-        parts: list[bytes] = []
-        got = 0
-        while got < length and (block := os.pread(fd, length - got, offset + got)):
-            parts.append(block)
-            got += len(block)
-        if got != length or blake3.blake3(b"".join(parts)).digest() != digest:
+        back = read_at(fd, length, offset)
+        if len(back) != length or blake3.blake3(back).digest() != digest:
             raise EntryError("verification failed: the restored bytes differ from the snapshot")
         offset += length
     if os.fstat(fd).st_size != offset:

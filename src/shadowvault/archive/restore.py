@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 
 MAX_OPEN_DIRS = 128  # directory descriptors held at once (besides the ones on the walk's own path)
 BATCHES_AT_ONCE = 2  # content batches being restored while the walk plans the next one
-ANY_PACK = "0" * 64  # asks whether the repository's packs are files a worker process can read
 
 
 def default_workers(store: PackedBlobs) -> int:
@@ -133,7 +132,7 @@ class Restorer:
         self.verify = verify
         self.stats = stats or RestoreStats()
         # worker processes decode and write pack ranges (restore_workers.py); a thread waits on each
-        local = store if isinstance(store, Repository) and store.local_pack_path(ANY_PACK) else None
+        local = store if isinstance(store, Repository) and store.packs_are_local_files else None
         self.processes = LazyRestoreWorkers(local, processes)
         workers = workers or max(default_workers(store), self.processes.processes)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="sv-restore")

@@ -403,27 +403,27 @@ class ContentBatch:
         most = self.workers.fds_per_task
         blobs: list[TaskBlob] = []
         fds: list[int] = []
-        positions: dict[int, int] = {}  # id(file) -> its descriptor's position in the task
+        positions: dict[FileWrite, int] = {}  # a file's descriptor's position in the task
         targets: list[tuple[WantedBlob, list[_Place]]] = []
         count = 0
         for blob in planned.blobs:
             everywhere = places[blob.blob_id][1]
             for at in range(0, len(everywhere), most):
                 part = everywhere[at : at + most]
-                new = {id(p.file) for p in part if id(p.file) not in positions}
+                new = {p.file for p in part if p.file not in positions}
                 if blobs and (len(fds) + len(new) > most or count + len(part) > PLACES_PER_TASK):
                     yield _task(path, blobs, self.verify), fds, targets
                     blobs, fds, positions, targets, count = [], [], {}, [], 0
                 kept: list[_Place] = []
                 where: list[tuple[int, int, bool]] = []
                 for place in part:
-                    position = positions.get(id(place.file))
+                    position = positions.get(place.file)
                     if position is None:
                         fd = self._open(place.file)
                         if fd is None:  # could not be created: its failure is recorded
                             self._written(place.file)
                             continue
-                        position = positions[id(place.file)] = len(fds)
+                        position = positions[place.file] = len(fds)
                         fds.append(fd)
                     kept.append(place)
                     where.append((position, place.offset, place.file.node.sparse))

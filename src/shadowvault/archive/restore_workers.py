@@ -37,7 +37,7 @@ from typing import NamedTuple, Protocol
 import blake3
 import msgspec
 
-from shadowvault.archive.blob_writes import write_at
+from shadowvault.archive.blob_writes import read_at, write_at
 from shadowvault.archive.worker_pool import WorkerPool
 from shadowvault.errors import IntegrityError, UsageError
 from shadowvault.repo.crypto import MasterKey, Sealer
@@ -100,12 +100,7 @@ _encoder = msgspec.msgpack.Encoder()
 def _read_range(path: str, offset: int, length: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        parts: list[bytes] = []
-        got = 0
-        while got < length and (part := os.pread(fd, length - got, offset + got)):
-            parts.append(part)
-            got += len(part)
-        return b"".join(parts)
+        return read_at(fd, length, offset)
     finally:
         os.close(fd)
 

@@ -69,15 +69,14 @@ def _listed_type(entry: os.DirEntry[bytes]) -> str:
 
 def _same_inode(old: Node | None, st: os.stat_result, copied: bool) -> Node | None:
     """The parent snapshot's node when it is this very inode, unchanged since (same inode number,
-    same ctime, read whole): its extended attributes need not be read again. Never for a copy
-    (a reflink copy has an inode and ctime of its own)."""
+    same ctime, read whole; `metadata.capture` checks the type): its extended attributes need not
+    be read again. Never for a copy (a reflink copy has an inode and ctime of its own)."""
     if (
         old is None
         or copied
         or old.error is not None
         or old.inode != st.st_ino
         or old.ctime_ns != st.st_ctime_ns
-        or old.type != metadata.node_type(st.st_mode)
     ):
         return None
     return old

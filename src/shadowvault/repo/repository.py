@@ -329,9 +329,14 @@ class Repository:
         every indexed copy is tried, best first."""
         return self._reader.load(blob_id)
 
+    @property
+    def packs_are_local_files(self) -> bool:
+        """Whether the repository is a local directory, whose packs other processes (restore
+        workers) can read themselves."""
+        return isinstance(self.backend, LocalBackend)
+
     def local_pack_path(self, pack_id: str) -> str | None:
-        """The file of a pack when the repository is a local directory (restore workers read packs
-        themselves, in other processes); None for other storage."""
+        """The file of a pack when `packs_are_local_files`; None for other storage."""
         if not isinstance(self.backend, LocalBackend):
             return None
         return str(self.backend.file_path(pack_name(pack_id)))
