@@ -14,6 +14,22 @@ from shadowvault.client import Client
 from tests.fixtures.tools import require_tools
 
 
+_SO_ACCEPTCON = 0x10000  # the "Flags" bit /proc/net/unix shows for a listening socket
+
+
+def _listening(path: Path) -> bool:
+    """Whether a Unix socket at `path` is listening, read from /proc so that asking starts nothing.
+
+    The path exists from bind(); a connect before listen() is refused, which is a race, not a failure.
+    """
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == str(path) and int(fields[3], 16) & _SO_ACCEPTCON:
+            return True
+    return False
+
+
+
 def test_the_daemon_serves_on_the_socket_systemd_hands_over() -> None:
     require_tools("systemd-socket-activate")
     base = Path(tempfile.mkdtemp(prefix="sv-activate-"))
@@ -29,7 +45,7 @@ def test_the_daemon_serves_on_the_socket_systemd_hands_over() -> None:
     )
     try:
         deadline = time.monotonic() + 30
-        while not sock.exists():  # the activator listens first; the daemon starts on the first call
+        while not _listening(sock):  # the activator listens first; the daemon starts on the first call
             assert activator.poll() is None, activator.stderr.read() if activator.stderr else ""
             assert time.monotonic() < deadline, "systemd-socket-activate did not listen"
             time.sleep(0.05)
