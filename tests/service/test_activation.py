@@ -13,7 +13,6 @@ from pathlib import Path
 from shadowvault.client import Client
 from tests.fixtures.tools import require_tools
 
-
 _SO_ACCEPTCON = 0x10000  # the "Flags" bit /proc/net/unix shows for a listening socket
 
 
@@ -27,7 +26,6 @@ def _listening(path: Path) -> bool:
         if len(fields) >= 8 and fields[7] == str(path) and int(fields[3], 16) & _SO_ACCEPTCON:
             return True
     return False
-
 
 
 def test_the_daemon_serves_on_the_socket_systemd_hands_over() -> None:
