@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,34 +35,44 @@ def test_the_daemon_serves_on_the_socket_systemd_hands_over() -> None:
     sock = base / "api.sock"
     env = {k: v for k, v in os.environ.items() if k not in ("SHADOWVAULT_SOCKET", "NOTIFY_SOCKET")}
     env["SHADOWVAULT_SOCKET"] = str(base / "unused.sock")  # the handed-over socket wins over the setting
-    activator = subprocess.Popen(
-        ["systemd-socket-activate", "-l", str(sock), sys.executable, "-m", "shadowvault.cli.main", "daemon"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     try:
-        deadline = time.monotonic() + 30
-        while not _listening(sock):  # the activator listens first; the daemon starts on the first call
-            assert activator.poll() is None, activator.stderr.read() if activator.stderr else ""
-            assert time.monotonic() < deadline, "systemd-socket-activate did not listen"
-            time.sleep(0.05)
-        with Client(sock, timeout=60) as client:
-            volumes = client.volumes()
-            assert any(v["mount_point"] == "/" for v in volumes)
-            assert client.shadow_sets() is not None
-        assert not (base / "unused.sock").exists()
-    finally:
-        activator.send_signal(signal.SIGTERM)  # execs the daemon: it is the daemon that stops
+        activator = subprocess.Popen(
+            ["systemd-socket-activate", "-l", str(sock), sys.executable, "-m", "shadowvault.cli.main", "daemon"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
-            activator.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            activator.kill()
-            activator.wait()
-        if activator.stderr:
-            log = activator.stderr.read()
-            assert "Traceback" not in log, log
-    assert sock.exists(), "the socket systemd owns stays for the next activation"
-    sock.unlink()
-    base.rmdir()
+            _wait_until_listening(sock, activator)
+            with Client(sock, timeout=60) as client:
+                volumes = client.volumes()
+                assert any(v["mount_point"] == "/" for v in volumes)
+                assert client.shadow_sets() is not None
+            assert not (base / "unused.sock").exists()
+        finally:
+            log = _stop(activator)
+        assert "Traceback" not in log, log
+        assert sock.exists(), "the socket systemd owns stays for the next activation"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _wait_until_listening(sock: Path, activator: subprocess.Popen[str]) -> None:
+    """The activator listens first; the daemon starts on the first call."""
+    deadline = time.monotonic() + 30
+    while not _listening(sock):
+        assert activator.poll() is None, activator.stderr.read() if activator.stderr else ""
+        assert time.monotonic() < deadline, "systemd-socket-activate did not listen"
+        time.sleep(0.05)
+
+
+def _stop(activator: subprocess.Popen[str]) -> str:
+    """SIGTERM (the activator exec'd the daemon: it is the daemon that stops); its stderr."""
+    activator.send_signal(signal.SIGTERM)
+    try:
+        activator.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        activator.kill()
+        activator.wait()
+    return activator.stderr.read() if activator.stderr else ""
