@@ -29,6 +29,9 @@ def _listening(path: Path) -> bool:
     return False
 
 
+_DAEMON = (sys.executable, "-m", "shadowvault.cli.main", "daemon")
+
+
 def test_the_daemon_serves_on_the_socket_systemd_hands_over() -> None:
     require_tools("systemd-socket-activate")
     base = Path(tempfile.mkdtemp(prefix="sv-activate-"))
@@ -37,7 +40,7 @@ def test_the_daemon_serves_on_the_socket_systemd_hands_over() -> None:
     env["SHADOWVAULT_SOCKET"] = str(base / "unused.sock")  # the handed-over socket wins over the setting
     try:
         activator = subprocess.Popen(
-            ["systemd-socket-activate", "-l", str(sock), sys.executable, "-m", "shadowvault.cli.main", "daemon"],
+            ["systemd-socket-activate", "-l", str(sock), *_DAEMON],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
