@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from shadowvault.archive.restore import Restorer
+from shadowvault.archive.restore_content import ContentBatch, FileWrite
 from shadowvault.archive.restore_workers import FDS_PER_TASK, PROCESSES_ENV, WORTH_FILES, RestoreWorkers
 from shadowvault.repo.chunker import MAX_SIZE
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import archive, assert_same_tree, cli_with_workers, new_repo
-from tests.fixtures.loopfs import LoopFs
+from tests.fixtures.loopfs import LoopFs, loop_filesystem
 
 SAME = FDS_PER_TASK + 72  # files of one content: one blob written by more than one task
 TEXTS = WORTH_FILES * 2
@@ -56,7 +57,25 @@ def _gone(pids: list[int]) -> bool:
     return False
 
 
-def test_a_restore_through_workers_is_identical_and_verified(ext4: LoopFs):
+def _temporaries(root: Path) -> list[str]:
+    return [name for _, dirs, files in os.walk(root) for name in dirs + files if name.startswith(".svtmp-")]
+
+
+def _count_made(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The names of the files workers made whole, as the restore's process learns of them."""
+    made: list[bytes] = []
+    real = ContentBatch._made
+
+    def counted(self: ContentBatch, file: FileWrite) -> None:
+        made.append(file.node.name)
+        real(self, file)
+
+    monkeypatch.setattr(ContentBatch, "_made", counted)
+    return made
+
+
+def test_a_restore_through_workers_is_identical_and_verified(ext4: LoopFs, monkeypatch: pytest.MonkeyPatch):
+    made = _count_made(monkeypatch)
     source = ext4.mount / "src"
     many_files(source)
     repo = new_repo(ext4.mount / "repo")
@@ -76,7 +95,8 @@ def test_a_restore_through_workers_is_identical_and_verified(ext4: LoopFs):
     assert os.stat(restored / "hardlink").st_ino == os.stat(restored / "d1" / "text0001").st_ino
     assert repo.read_stats.blobs > before, "the blobs the workers decoded are counted"
     assert _gone(started.pids), "the workers end with the restore"
-    assert not [n for n in os.listdir(restored) if n.startswith(".sv-")], "no temporary file left"
+    assert not _temporaries(ext4.mount / "out"), "no temporary file left"
+    assert made, "workers made the files of one blob whole (created, written, timed, verified, named)"
 
 
 def test_a_damaged_blob_fails_only_its_file_and_is_recorded(ext4: LoopFs):
@@ -108,6 +128,34 @@ def test_a_damaged_blob_fails_only_its_file_and_is_recorded(ext4: LoopFs):
         if path != victim:
             assert (restored / path.relative_to(source)).read_bytes() == path.read_bytes()
     assert repo.damage.is_damaged(location.pack, content[0]), "the damage found is recorded"
+
+
+def test_a_target_that_fills_up_keeps_only_whole_files_under_their_names(
+    ext4: LoopFs, monkeypatch: pytest.MonkeyPatch
+):
+    """Files a worker makes whole, into a filesystem that runs out of space: each file is either
+    whole under its name or reported, and nothing temporary is left."""
+    made = _count_made(monkeypatch)
+    source = ext4.mount / "src"
+    source.mkdir()
+    for i in range(200):
+        (source / f"f{i:03}").write_bytes(os.urandom(64 << 10))
+    repo = new_repo(ext4.mount / "repo")
+    root, _ = archive(repo, source)
+    with loop_filesystem("ext4") as small:
+        free = os.statvfs(small.mount).f_bavail * os.statvfs(small.mount).f_frsize
+        with open(small.mount / "ballast", "wb") as ballast:
+            os.posix_fallocate(ballast.fileno(), 0, free - (4 << 20))  # room for about 60 of the 200
+        stats = Restorer(repo, small.mount / "out", verify=True, processes=2).restore(root)
+        restored = small.mount / "out" / source.relative_to("/")
+        whole = sorted(path.name for path in restored.iterdir())
+        failed = sorted(Path(path).name for path, _ in stats.errors)
+        assert stats.errors and all(why == "No space left on device" for _, why in stats.errors), stats.errors
+        assert whole and sorted(whole + failed) == sorted(p.name for p in source.iterdir())
+        for name in whole:
+            assert (restored / name).read_bytes() == (source / name).read_bytes()
+        assert not _temporaries(small.mount / "out")
+    assert made, "the files were the workers' to make"
 
 
 def _content_of(repo: Repository, root: bytes, path: Path) -> list[bytes]:

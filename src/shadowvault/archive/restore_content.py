@@ -53,19 +53,20 @@ from shadowvault.archive.pack_reads import (
 from shadowvault.archive.pool_waits import each, raise_interruption, wait_all, wait_any
 from shadowvault.archive.restore_entries import (
     FILE_FLAGS,
-    NO_TMPFILE,
-    TMPFILE_FLAGS,
     EntryError,
     EntryWriter,
     Outcome,
     Pending,
     Restored,
     TargetDir,
+    create_unnamed,
     discard,
+    link_unnamed,
     reason,
 )
 from shadowvault.archive.restore_workers import (
     PLACES_PER_TASK,
+    NewFile,
     RestoreWorkers,
     Task,
     TaskBlob,
@@ -128,9 +129,50 @@ def _groups(files: list[FileWrite]) -> list[list[FileWrite]]:
     return [files[at : at + FILES_PER_TASK] for at in range(0, len(files), FILES_PER_TASK)]
 
 
-def _task(path: str, blobs: list[TaskBlob], digests: bool) -> Task:
-    start = min(blob.offset for blob in blobs)
-    return Task(path, start, max(blob.offset + blob.length for blob in blobs) - start, digests, blobs)
+@dataclass(eq=False)
+class _Target:
+    """One blob of a worker task: the places it is written to through passed descriptors, and
+    the files the worker makes whole of it."""
+
+    blob: WantedBlob
+    passed: list[_Place] = field(default_factory=list)
+    made: list[_Place] = field(default_factory=list)
+    task_blob: TaskBlob | None = None
+
+    @property
+    def everywhere(self) -> list[_Place]:
+        """Its places in this task: what is done here when the worker could not."""
+        return self.passed + self.made
+
+
+@dataclass(eq=False)
+class _TaskBuilder:
+    """A worker task being put together: its blobs, the descriptors it passes, its new files."""
+
+    blobs: list[_Target] = field(default_factory=list)
+    fds: list[int] = field(default_factory=list)
+    positions: dict[FileWrite, int] = field(default_factory=dict)  # a file's descriptor's position
+    directories: dict[int, int] = field(default_factory=dict)  # a directory descriptor's position
+    new_files: list[NewFile] = field(default_factory=list)
+    count: int = 0  # places
+
+    def new_file(self, file: FileWrite, mode: int) -> int:
+        """Add a file the worker makes whole; its position among the task's new files."""
+        here_fd = file.here.fd
+        assert here_fd is not None
+        directory = self.directories.get(here_fd)
+        if directory is None:
+            directory = self.directories[here_fd] = len(self.fds)
+            self.fds.append(here_fd)
+        node = file.node
+        self.new_files.append(NewFile(directory, node.name, mode, node.atime_ns, node.mtime_ns))
+        return len(self.new_files) - 1
+
+    def build(self, path: str, digests: bool) -> tuple[Task, list[int], list[_Target]]:
+        blobs = [target.task_blob for target in self.blobs if target.task_blob is not None]  # all of them
+        start = min(blob.offset for blob in blobs)
+        length = max(blob.offset + blob.length for blob in blobs) - start
+        return Task(path, start, length, digests, blobs, self.new_files), self.fds, self.blobs
 
 
 class ContentBatch:
@@ -237,18 +279,17 @@ class ContentBatch:
     def _create(self, file: FileWrite) -> int | None:
         """An unnamed file in its directory (O_TMPFILE: named by `_finish`, gone if the restore
         stops first), or where the filesystem has none, one under a temporary name."""
+        here_fd = file.here.fd
+        assert here_fd is not None
         if file.fd is None and file.failure is None:
             try:
                 mode, file.complete = self.entries.create_mode(file.node, file.here)
                 if self.entries.tmpfile:
-                    try:
-                        file.fd = os.open(b".", TMPFILE_FLAGS, mode, dir_fd=file.here.fd)
+                    file.fd = create_unnamed(here_fd, mode)
+                    if file.fd is not None:
                         return file.fd
-                    except OSError as err:
-                        if err.errno not in NO_TMPFILE:
-                            raise
                 file.tmp = self.entries.new_tmp()
-                file.fd = os.open(file.tmp, FILE_FLAGS, mode, dir_fd=file.here.fd)
+                file.fd = os.open(file.tmp, FILE_FLAGS, mode, dir_fd=here_fd)
             except OSError as err:
                 self._fail(file, reason(err))
         return file.fd
@@ -354,9 +395,10 @@ class ContentBatch:
     def _read_in_workers(
         self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]], path: str
     ) -> None:
-        """One range of a pack, decoded and written by the worker processes (restore_workers.py);
-        this thread creates the files, passes them along, and finishes each after its last blob.
-        What a worker could not do (a blob that fails, a worker that died) is done here."""
+        """One range of a pack, decoded and written by the worker processes (restore_workers.py).
+        A file that is one blob, new in a directory this restore made, is made whole by the worker;
+        any other is created here, passed along, and finished here after its last blob. What a
+        worker could not do (a blob that fails, a worker that died) is done here."""
         workers = self.workers
         assert workers is not None
         for task, fds, targets in self._tasks(planned, places, path):
@@ -364,24 +406,23 @@ class ContentBatch:
                 answer = workers.run(task, fds)
             except WorkerGone as err:
                 log.debug("%s: its task is done in this process", err)
-                blobs = [blob for blob, _ in targets]
-                here = PackRange(planned.pack, task.offset, task.offset + task.length, blobs)
-                self._read(here, {blob.blob_id: (blob.location, to) for blob, to in targets})
+                self._read_here(planned.pack, task, targets)
                 continue
             written = decoded = decoded_bytes = 0
-            for (blob, to), done in zip(targets, answer, strict=True):
-                location = blob.location
+            for target, done in zip(targets, answer, strict=True):
+                location = target.blob.location
                 if done.error:  # read again here: other copies, the damage recorded
-                    log.debug("a restore worker could not use %s: %s", blob.blob_id.hex()[:16], done.error)
+                    log.debug("a restore worker could not use %s: %s", location, done.error)
                     end = location.offset + location.length
                     self._read(
-                        PackRange(planned.pack, location.offset, end, [blob]), {blob.blob_id: (location, to)}
+                        PackRange(planned.pack, location.offset, end, [target.blob]),
+                        {target.blob.blob_id: (location, target.everywhere)},
                     )
                     continue
                 decoded += 1
                 decoded_bytes += location.raw_length
                 failed = dict(done.failed)
-                for number, place in enumerate(to):
+                for number, place in enumerate(target.passed):
                     why = failed.get(number)
                     if why is None:
                         place.file.digests[place.index] = done.digest
@@ -389,62 +430,114 @@ class ContentBatch:
                     else:
                         self._fail(place.file, why)
                     self._written(place.file)
+                unmade = dict(done.unmade)
+                assert target.task_blob is not None
+                for position, place in zip(target.task_blob.new_files, target.made, strict=True):
+                    why = unmade.get(position)
+                    if why is None:
+                        written += location.raw_length
+                        self._made(place.file)
+                    else:
+                        self._fail(place.file, why)
+                        self._finish(place.file)
             workers.on_decoded(decoded, decoded_bytes)
             with self.entries.stats.lock:
                 self.entries.stats.bytes_written += written
 
+    def _read_here(self, pack: str, task: Task, targets: list[_Target]) -> None:
+        """A task no worker could do, done in this process (a blob in more files than a task passes
+        descriptors for may be several targets of one task: each blob is read once here)."""
+        wanted: dict[bytes, tuple[BlobLocation, list[_Place]]] = {}
+        blobs: list[WantedBlob] = []
+        for target in targets:
+            known = wanted.get(target.blob.blob_id)
+            if known is None:
+                wanted[target.blob.blob_id] = (target.blob.location, target.everywhere)
+                blobs.append(target.blob)
+            else:
+                known[1].extend(target.everywhere)
+        self._read(PackRange(pack, task.offset, task.offset + task.length, blobs), wanted)
+
     def _tasks(
         self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]], path: str
-    ) -> Iterator[tuple[Task, list[int], list[tuple[WantedBlob, list[_Place]]]]]:
-        """The range cut into worker tasks of at most `fds_per_task` files and PLACES_PER_TASK places
-        (a blob needed in more files than that is split over several tasks), each file created
-        here as it first appears (one that cannot be created fails its places at once)."""
+    ) -> Iterator[tuple[Task, list[int], list[_Target]]]:
+        """The range cut into worker tasks of at most `fds_per_task` descriptors and PLACES_PER_TASK
+        places (a blob needed in more files than that is split over several tasks). A file the
+        worker makes whole costs its directory's descriptor, once per task; any other file is
+        created here as it first appears (one that cannot be created fails its places at once)."""
         assert self.workers is not None
         most = self.workers.fds_per_task
-        blobs: list[TaskBlob] = []
-        fds: list[int] = []
-        positions: dict[FileWrite, int] = {}  # a file's descriptor's position in the task
-        targets: list[tuple[WantedBlob, list[_Place]]] = []
-        count = 0
+        task = _TaskBuilder()
         for blob in planned.blobs:
             everywhere = places[blob.blob_id][1]
             for at in range(0, len(everywhere), most):
                 part = everywhere[at : at + most]
-                new = {p.file for p in part if p.file not in positions}
-                if blobs and (len(fds) + len(new) > most or count + len(part) > PLACES_PER_TASK):
-                    yield _task(path, blobs, self.verify), fds, targets
-                    blobs, fds, positions, targets, count = [], [], {}, [], 0
-                kept: list[_Place] = []
+                new = {p.file for p in part if p.file not in task.positions}  # at most one descriptor each
+                crowded = len(task.fds) + len(new) > most or task.count + len(part) > PLACES_PER_TASK
+                if task.blobs and crowded:
+                    yield task.build(path, self.verify)
+                    task = _TaskBuilder()
+                target = _Target(blob)
                 where: list[tuple[int, int, bool]] = []
+                new_files: list[int] = []
                 for place in part:
-                    position = positions.get(place.file)
+                    mode = self._made_by_worker(place)
+                    if mode is not None:
+                        new_files.append(task.new_file(place.file, mode))
+                        target.made.append(place)
+                        continue
+                    position = task.positions.get(place.file)
                     if position is None:
                         fd = self._open(place.file)
                         if fd is None:  # could not be created: its failure is recorded
                             self._written(place.file)
                             continue
-                        position = positions[place.file] = len(fds)
-                        fds.append(fd)
-                    kept.append(place)
+                        position = task.positions[place.file] = len(task.fds)
+                        task.fds.append(fd)
+                    target.passed.append(place)
                     where.append((position, place.offset, place.file.node.sparse))
-                if not kept:
+                if not target.passed and not target.made:
                     continue
                 location = blob.location
-                blobs.append(
-                    TaskBlob(
-                        blob.blob_id,
-                        int(location.type),
-                        location.offset,
-                        location.length,
-                        location.raw_length,
-                        location.compressed,
-                        where,
-                    )
+                target.task_blob = TaskBlob(
+                    blob.blob_id,
+                    int(location.type),
+                    location.offset,
+                    location.length,
+                    location.raw_length,
+                    location.compressed,
+                    where,
+                    new_files,
                 )
-                targets.append((blob, kept))
-                count += len(kept)
-        if blobs:
-            yield _task(path, blobs, self.verify), fds, targets
+                task.blobs.append(target)
+                task.count += len(part)
+        if task.blobs:
+            yield task.build(path, self.verify)
+
+    def _made_by_worker(self, place: _Place) -> int | None:
+        """The mode to create the file with when a worker can make it whole (it is this one blob,
+        new in a directory this restore made, with nothing to set but times); else None."""
+        file = place.file
+        if not (
+            file.here.fresh
+            and self.entries.tmpfile
+            and not file.shared
+            and not file.zero_runs
+            and not file.node.sparse
+            and file.fd is None
+            and file.failure is None
+            and len(file.lengths) == 1
+        ):
+            return None
+        mode, complete = self.entries.create_mode(file.node, file.here)
+        return mode if complete else None
+
+    def _made(self, file: FileWrite) -> None:
+        """A file a worker made whole is under its name: count it and resolve its outcome."""
+        if self.verify:
+            with self.entries.stats.lock:
+                self.entries.stats.verified += 1
+        file.done.set_result(self.entries.restored(file.node, file.here))
 
     def _written(self, file: FileWrite) -> None:
         """One place of the file is written (or failed); after the last one the file is finished."""
@@ -566,12 +659,12 @@ class ContentBatch:
         """Link a finished O_TMPFILE file into its directory: straight under its name in a directory
         this restore made (nothing is in the way), else under a temporary name renamed over it."""
         here = file.here
-        pinned = b"/proc/self/fd/%d" % fd
+        assert here.fd is not None
         if here.fresh:
-            os.link(pinned, file.node.name, dst_dir_fd=here.fd, follow_symlinks=True)
+            link_unnamed(fd, here.fd, file.node.name)
             return
         tmp = self.entries.new_tmp()
-        os.link(pinned, tmp, dst_dir_fd=here.fd, follow_symlinks=True)
+        link_unnamed(fd, here.fd, tmp)
         file.tmp = tmp
 
     def _abandon_unfinished(self) -> None:

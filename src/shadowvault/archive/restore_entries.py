@@ -179,6 +179,22 @@ def discard(dir_fd: int, tmp: bytes) -> None:
         pass
 
 
+def create_unnamed(dir_fd: int, mode: int) -> int | None:
+    """An unnamed file in the directory (O_TMPFILE: gone if the restore stops before it is linked);
+    None where the filesystem has none."""
+    try:
+        return os.open(b".", TMPFILE_FLAGS, mode, dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno not in NO_TMPFILE:
+            raise
+        return None
+
+
+def link_unnamed(fd: int, dir_fd: int, name: bytes) -> None:
+    """Give a finished unnamed file its name (EEXIST when something holds the name already)."""
+    os.link(b"/proc/self/fd/%d" % fd, name, dst_dir_fd=dir_fd, follow_symlinks=True)
+
+
 class EntryWriter:
     """Decides whether an entry is restored, lays down what has no content, and keeps the record."""
 

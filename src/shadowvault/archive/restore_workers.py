@@ -3,16 +3,24 @@
 A restore spends most of its time on short calls per blob (read the pack range, decrypt,
 decompress, check the blob's id, write it to every file that needs it); in threads of one process
 they queue for the GIL, so a restore ran on about one core. Worker processes have GILs of their
-own. The restore's process keeps what is its state: the walk, the plan, creating each file (unnamed)
-and finishing it (metadata, the read-back of --verify, its name). The files a task writes go to the
-worker as descriptors (SCM_RIGHTS over a Unix socket pair): a worker never opens a path of the
-target, it writes into exactly the files the restore created. The repository must be a local
-directory (a worker reads the pack file itself); remote storage keeps its reader threads.
+own. The restore's process keeps what is its state: the walk, the plan, what was restored.
 
-A worker answers per blob: its digest (for --verify) and the places it could not write. A blob it
-could not read, or that failed verification, is read again by the restore's process, which knows
-the other copies and records the damage; a worker that dies fails nothing either: its task is done
-again in the restore's process, and that worker is not used again.
+Most files of a tree are one blob each, and creating, timing and naming them cost the restore's
+process as much as decoding cost the workers, so a worker makes such a file whole when that is
+all there is to it (new in a directory this restore made, its mode and owner as created, no
+xattrs: `NewFile`): unnamed (O_TMPFILE) in the directory's descriptor, written, given its times,
+read back for --verify, and linked under its name; on failure nothing is left. Any other file the
+restore's process creates (unnamed) and finishes (metadata, the read-back, its name); the worker
+writes its blobs into it. Files and directories go to the worker as descriptors (SCM_RIGHTS over
+a Unix socket pair): a worker never resolves a path of the target, only a new file's one name in
+a directory the restore made. The repository must be a local directory (a worker reads the pack
+file itself, READ_WINDOW at a time); remote storage keeps its reader threads.
+
+A worker answers per blob: its digest (for --verify), the places it could not write and the new
+files it could not make. A blob it could not read, or that failed verification, is read again by
+the restore's process, which knows the other copies and records the damage; a worker that dies
+fails nothing either: its task is done again in the restore's process, and that worker is not
+used again.
 
 Each worker is `python -m shadowvault.archive.restore_workers FD`, FD its end of the socket pair
 (SOCK_SEQPACKET: one message per send); the first message holds the repository's keys, in memory
@@ -23,6 +31,7 @@ script, which a program embedding Shadowvault need not guard.)
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import resource
@@ -31,13 +40,22 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple, Protocol
 
 import blake3
 import msgspec
 
-from shadowvault.archive.blob_writes import read_at, write_at
+from shadowvault.archive.blob_writes import read_at, verify_file, write_at
+from shadowvault.archive.restore_entries import (
+    FILE_FLAGS,
+    TMP_PREFIX,
+    EntryError,
+    create_unnamed,
+    discard,
+    link_unnamed,
+    reason,
+)
 from shadowvault.archive.worker_pool import WorkerPool
 from shadowvault.errors import IntegrityError, UsageError
 from shadowvault.repo.crypto import MasterKey, Sealer
@@ -53,6 +71,7 @@ MAX_MESSAGE = 1 << 20  # a task or its answer (tens of KiB: a task has at most P
 FDS_PER_TASK = 128  # descriptors passed with one task (the kernel takes at most 253 per message)
 MIN_FDS_PER_TASK = 16  # under a descriptor limit that leaves less, a restore does without workers
 PLACES_PER_TASK = 1024  # places (a file and an offset in it) one task writes
+READ_WINDOW = 4 << 20  # what a worker reads of a pack at once (a larger blob is read alone)
 
 
 class WorkerGone(Exception):
@@ -74,6 +93,19 @@ class TaskBlob(NamedTuple):
     raw_length: int
     compressed: bool
     places: list[tuple[int, int, bool]]  # (descriptor's position in the task, offset in the file, sparse)
+    new_files: list[int]  # the task's new files that are this blob and nothing else (their positions)
+
+
+class NewFile(NamedTuple):
+    """A file the worker makes whole from one blob: created unnamed in its directory (with its final
+    mode, which is all its metadata but times: EntryWriter.create_mode), written, given its times,
+    read back when the restore verifies, and linked under its name in a directory this restore made."""
+
+    directory: int  # its directory's descriptor's position in the task
+    name: bytes
+    mode: int
+    atime_ns: int
+    mtime_ns: int
 
 
 class Task(NamedTuple):
@@ -84,6 +116,7 @@ class Task(NamedTuple):
     length: int
     digests: bool  # answer each blob's BLAKE3 digest (the restore verifies what it wrote)
     blobs: list[TaskBlob]
+    new_files: list[NewFile]
 
 
 class BlobDone(NamedTuple):
@@ -92,50 +125,111 @@ class BlobDone(NamedTuple):
     error: str = ""  # it could not be read or verified: nothing of it was written
     digest: bytes = b""
     failed: list[tuple[int, str]] = []  # (place's position, why); decoded, never mutated
+    unmade: list[tuple[int, str]] = []  # (new file's position in the task, why): nothing of it is left
 
 
 _encoder = msgspec.msgpack.Encoder()
 
 
-def _read_range(path: str, offset: int, length: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return read_at(fd, length, offset)
-    finally:
-        os.close(fd)
+def _windows(blobs: list[TaskBlob]) -> Iterator[tuple[int, int, list[TaskBlob]]]:
+    """The blobs (in pack order) in runs read at once: (start, end, blobs), each spanning at most
+    READ_WINDOW unless it is one larger blob. A worker holds one window, not the task's range."""
+    run: list[TaskBlob] = []
+    start = end = 0
+    for blob in blobs:
+        if run and max(end, blob.offset + blob.length) - min(start, blob.offset) > READ_WINDOW:
+            yield start, end, run
+            run = []
+        if not run:
+            start = end = blob.offset
+        run.append(blob)
+        start, end = min(start, blob.offset), max(end, blob.offset + blob.length)
+    if run:
+        yield start, end, run
 
 
 def run_task(sealer: Sealer, task: Task, fds: list[int]) -> list[BlobDone]:
     """Do one task (in a worker): a short or unreadable range fails only the blobs it cuts off."""
     try:
-        raw = memoryview(_read_range(task.path, task.offset, task.length))
+        pack = os.open(task.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
         return [BlobDone(error=f"cannot read {task.path}: {err.strerror}")] * len(task.blobs)
     done: list[BlobDone] = []
-    for blob in task.blobs:
-        start = blob.offset - task.offset
-        try:
-            data = open_blob(
-                sealer,
-                blob.blob_id,
-                blob.kind,
-                raw[start : start + blob.length],
-                length=blob.length,
-                raw_length=blob.raw_length,
-                compressed=blob.compressed,
-                what=f"blob {blob.blob_id.hex()[:16]} in {os.path.basename(task.path)[:16]}",
-            )
-        except IntegrityError as err:
-            done.append(BlobDone(error=str(err)))
-            continue
-        failed: list[tuple[int, str]] = []
-        for number, (position, offset, sparse) in enumerate(blob.places):
+    try:
+        for start, end, blobs in _windows(task.blobs):
             try:
-                write_at(fds[position], data, offset, sparse=sparse)
+                raw = memoryview(read_at(pack, end - start, start))
             except OSError as err:
-                failed.append((number, err.strerror or str(err)))
-        done.append(BlobDone(digest=blake3.blake3(data).digest() if task.digests else b"", failed=failed))
+                done.extend([BlobDone(error=f"cannot read {task.path}: {err.strerror}")] * len(blobs))
+                continue
+            for blob in blobs:
+                at = blob.offset - start
+                done.append(_write_blob(sealer, task, blob, raw[at : at + blob.length], fds))
+    finally:
+        os.close(pack)
     return done
+
+
+def _write_blob(sealer: Sealer, task: Task, blob: TaskBlob, sealed: memoryview, fds: list[int]) -> BlobDone:
+    """Decode one blob and write it to its places and new files."""
+    try:
+        data = open_blob(
+            sealer,
+            blob.blob_id,
+            blob.kind,
+            sealed,
+            length=blob.length,
+            raw_length=blob.raw_length,
+            compressed=blob.compressed,
+            what=f"blob {blob.blob_id.hex()[:16]} in {os.path.basename(task.path)[:16]}",
+        )
+    except IntegrityError as err:
+        return BlobDone(error=str(err))
+    failed: list[tuple[int, str]] = []
+    for number, (position, offset, sparse) in enumerate(blob.places):
+        try:
+            write_at(fds[position], data, offset, sparse=sparse)
+        except OSError as err:
+            failed.append((number, err.strerror or str(err)))
+    digest = blake3.blake3(data).digest() if task.digests else b""
+    unmade: list[tuple[int, str]] = []
+    for position in blob.new_files:
+        new = task.new_files[position]
+        try:
+            make_file(fds[new.directory], new, data, digest)
+        except (OSError, EntryError) as err:
+            unmade.append((position, reason(err)))
+    return BlobDone(digest=digest, failed=failed, unmade=unmade)
+
+
+_tmp_names = itertools.count()
+
+
+def make_file(directory: int, new: NewFile, data: bytes | memoryview, digest: bytes) -> None:
+    """Make a whole new file of `data` (read back against `digest` when the restore verifies), or
+    leave nothing: an unnamed file vanishes with its descriptor; where the filesystem has none, the
+    file is written under a temporary name and renamed."""
+    fd = create_unnamed(directory, new.mode)
+    tmp = b""
+    if fd is None:
+        tmp = TMP_PREFIX + b"%d-w%d" % (os.getpid(), next(_tmp_names))
+        fd = os.open(tmp, FILE_FLAGS, new.mode, dir_fd=directory)
+    try:
+        try:
+            write_at(fd, data, 0, sparse=False)
+            os.utime(fd, ns=(new.atime_ns, new.mtime_ns))
+            if digest:
+                verify_file(fd, [len(data)], [digest])
+            if not tmp:
+                link_unnamed(fd, directory, new.name)
+        finally:
+            os.close(fd)
+        if tmp:
+            os.rename(tmp, new.name, src_dir_fd=directory, dst_dir_fd=directory)
+    except BaseException:
+        if tmp:
+            discard(directory, tmp)
+        raise
 
 
 def serve(sock: socket.socket) -> None:
