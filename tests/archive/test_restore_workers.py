@@ -200,7 +200,7 @@ def test_an_interrupted_restore_leaves_no_worker_and_nothing_half_written(ext4: 
     target = ext4.mount / "out"
     restore, workers = cli_with_workers(
         ["restore", "latest", "--target", str(target)],
-        {**env, "SHADOWVAULT_RESTORE_PROCESSES": "2"},  # none by default on 2 CPUs
+        {**env, "SHADOWVAULT_RESTORE_PROCESSES": "2"},  # whatever the machine's default
         b"restore_workers",
     )
     assert workers, "a restore of ~4,000 files started restore workers"

@@ -315,14 +315,13 @@ def descriptors_per_task(processes: int) -> int:
 
 
 def default_processes() -> int:
-    """$SHADOWVAULT_RESTORE_PROCESSES, else none on two CPUs or fewer, else one per CPU but the one
-    the restore's own process keeps busy (at most 3).
+    """$SHADOWVAULT_RESTORE_PROCESSES, else two on two or three CPUs, one per CPU but the one the
+    restore's own process uses beyond that (at most 3), none on one CPU.
 
-    Measured on 2 CPUs (2 GiB / 100k files): two workers took a warm restore from 16.5-17 s to
-    14.6 s but a cold one only from 17.8-19.1 s to 17.4-18.3 s, for about 20 % more CPU time and
-    twice the memory (94 -> 184 MiB with the workers): the restore's own process (creating,
-    linking and finishing files, mostly system time) needs a whole core, and two cores are then
-    saturated. With more CPUs the workers have cores of their own."""
+    Measured on 2 CPUs (2 GiB / 100k files, cold, summed RSS of the processes): no workers 18-19 s
+    and 94-100 MiB, two workers 12.4-15.1 s and 155-157 MiB (restic 0.14: ~14.6 s, ~226 MiB). The
+    restore's process mostly waits on them since they make the files of one blob themselves; a
+    third worker on 2 CPUs gained less than the run-to-run noise."""
     text = os.environ.get(PROCESSES_ENV, "")
     if text:
         try:
@@ -330,7 +329,7 @@ def default_processes() -> int:
         except ValueError:
             raise UsageError(f"{PROCESSES_ENV} must be a number of processes, not {text!r}") from None
     cpus = os.cpu_count() or 1
-    return 0 if cpus <= 2 else min(3, cpus - 1)
+    return 0 if cpus < 2 else min(3, max(2, cpus - 1))
 
 
 class WorkerSource(Protocol):
