@@ -102,14 +102,17 @@ def test_damaged_index_and_snapshot_files_are_reported(tmp_path, cli):
 
 
 def test_an_index_entry_with_a_crafted_id_or_size_is_a_damaged_index_file(tmp_path, cli):
-    """Sealed with the key but crafted (a 31-byte blob id, an offset past 32 bits): the file is
-    reported as undecodable, never joined misaligned into the index; open and check keep going."""
+    """Sealed with the key but crafted (a 31-byte blob id, an offset past 32 bits, a blob type
+    that does not exist): the file is reported as undecodable, never joined misaligned into the
+    index; open and check keep going."""
     from shadowvault.repo.format import IndexPack, PackBlob
 
     _, second, _ = _two_snapshots(tmp_path / "repo")
     crafted = [
         IndexPack(id="a" * 64, size=10, blobs=[PackBlob(0, b"x" * 31, 0, 10, 10, False)]),
         IndexPack(id="b" * 64, size=10, blobs=[PackBlob(0, b"y" * 32, 1 << 33, 10, 10, False)]),
+        IndexPack(id="c" * 64, size=10, blobs=[PackBlob(2, b"z" * 32, 0, 10, 10, False)]),
+        IndexPack(id="d" * 64, size=10, blobs=[PackBlob(200, b"w" * 32, 0, 10, 10, False)]),
     ]
     with Repository.open(tmp_path / "repo", PASSWORD, write=True) as repo:
         names = [repo.save_index_files([pack])[0] for pack in crafted]

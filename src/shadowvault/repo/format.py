@@ -44,15 +44,16 @@ class Config(msgspec.Struct, kw_only=True):
 
 BlobIdField = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 U32 = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]
+BlobTypeField = Annotated[int, msgspec.Meta(ge=int(min(BlobType)), le=int(max(BlobType)))]
 
 
 class PackBlob(msgspec.Struct, array_like=True):
     """One blob inside a pack: where it is and how it was stored. The sizes are checked when an
-    index file or pack header is decoded: ids are joined 32 bytes apiece and locations kept in
-    32-bit arrays (repo/index.py, check), so a crafted entry is a damaged file, not a misaligned
-    index."""
+    index file or pack header is decoded: ids are joined 32 bytes apiece, locations kept in
+    32-bit arrays and the type in one byte with the compressed flag (repo/index.py, check), so a
+    crafted entry is a damaged file, not a misaligned index."""
 
-    type: int
+    type: BlobTypeField
     id: BlobIdField
     offset: U32
     length: U32  # of the sealed bytes in the pack

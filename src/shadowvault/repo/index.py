@@ -14,16 +14,19 @@ import bisect
 import threading
 from array import array
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.format import BlobType, IndexPack, PackBlob
 
 _B32 = (1 << 32) - 1
+_BLOB_TYPES = (BlobType.DATA, BlobType.TREE)  # by number, without an enum call per lookup
 
 
-@dataclass(frozen=True)
-class BlobLocation:
+class BlobLocation(NamedTuple):
+    """Where one copy of a blob is. (A NamedTuple: a restore makes one per blob it plans, and a
+    frozen dataclass cost three times as much to make.)"""
+
     pack: str
     type: BlobType
     offset: int
@@ -252,7 +255,7 @@ class BlobIndex:
         number = packed >> 98
         return BlobLocation(
             pack=self._packs[number],
-            type=BlobType((packed >> 1) & 1),
+            type=_BLOB_TYPES[(packed >> 1) & 1],
             offset=(packed >> 66) & _B32,
             length=(packed >> 34) & _B32,
             raw_length=(packed >> 2) & _B32,
@@ -267,7 +270,7 @@ class BlobIndex:
         flags = base.flags[at]
         return BlobLocation(
             pack=self._packs[number],
-            type=BlobType(flags >> 1),
+            type=_BLOB_TYPES[flags >> 1],
             offset=packed & _B32,
             length=base.lengths[at],
             raw_length=base.raw_lengths[at],
@@ -277,7 +280,14 @@ class BlobIndex:
 
     def lookup(self, blob_id: bytes) -> BlobLocation | None:
         """Where the blob is: an intact copy in a live pack wins over one pending deletion, and
-        both over a damaged copy."""
+        both over a damaged copy. (Most blobs have one copy: that one, without ranking.)"""
+        if blob_id not in self._entries:
+            only = None
+            for at in self._base.positions(blob_id):
+                if only is not None:
+                    return self.locations(blob_id)[0]
+                only = at
+            return None if only is None else self._from_base(only)
         return next(iter(self.locations(blob_id)), None)
 
     def locations(self, blob_id: bytes) -> list[BlobLocation]:
