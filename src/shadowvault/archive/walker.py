@@ -25,6 +25,7 @@ from shadowvault.archive import metadata
 from shadowvault.archive.deep_paths import ANCHOR_AFTER, Anchors
 from shadowvault.archive.exclude_rules import CACHEDIR_TAG, ExcludeRules
 from shadowvault.archive.file_reader import FileError, FileReader, PendingContent
+from shadowvault.archive.metadata_prefetch import MetadataPrefetch
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.store import BlobStore, Chunker, chunker_for, single_chunk_limit
 from shadowvault.archive.tree_paths import join, text
@@ -153,6 +154,9 @@ class Archiver:
                 level = nxt
             else:
                 level[parts[-1]] = source
+        prefetch = MetadataPrefetch(
+            [s.read_path for s in (whole[:1] or sources)] + [g.read_path for g in self.grafts.values()]
+        )
         try:
             if whole:
                 root = self._walk_dir(
@@ -166,6 +170,7 @@ class Archiver:
             self.reader.shutdown(cancel=True)
             raise
         finally:
+            prefetch.stop()
             self.reader.shutdown()
             self._anchors.close_all()
         assert root.tree_id is not None
