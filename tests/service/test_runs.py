@@ -34,14 +34,19 @@ def repo(tmp_path: Path) -> Path:
     return path
 
 
-def _slow_writer(private_dirs: Path, tmp_path: Path, seconds: int) -> None:
-    """A writers.d script writer whose freeze takes `seconds`: a run is running while it freezes."""
+def _slow_writer(private_dirs: Path, tmp_path: Path) -> Path:
+    """A writers.d script writer whose freeze holds until the returned file exists (at most a
+    minute): a run is running while it freezes, however loaded the machine."""
+    release = tmp_path / "release"
     hold = tmp_path / "hold.sh"
-    hold.write_text(f"#!/bin/sh\nsleep {seconds}\n")
+    hold.write_text(
+        f'#!/bin/sh\ni=0\nwhile [ ! -e "{release}" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n'
+    )
     hold.chmod(0o700)
     config = private_dirs / "config" / "writers.d" / "slow.toml"
     config.write_text(f'freeze = ["{hold}"]\nthaw = ["/bin/true"]\n')
     config.chmod(0o600)
+    return release
 
 
 def _tree(root: Path) -> None:
@@ -98,7 +103,7 @@ def test_a_cancelled_backup_unwinds_leaves_a_valid_repository_and_no_set(
     btrfs, repo, private_dirs, tmp_path, cli
 ):
     _tree(btrfs.mount)
-    _slow_writer(private_dirs, tmp_path, seconds=2)
+    release = _slow_writer(private_dirs, tmp_path)
     with running_daemon() as daemon, Client(daemon.socket) as client:
         run = client.start_backup(str(repo), [str(btrfs.mount / "docs")], password=PASSWORD)
         for event in client.events(run["id"]):
@@ -106,6 +111,7 @@ def test_a_cancelled_backup_unwinds_leaves_a_valid_repository_and_no_set(
                 client_2 = Client(daemon.socket)
                 assert client_2.cancel_run(run["id"])["id"] == run["id"]  # while the writer freezes
                 client_2.close()
+                release.touch()
         report = client.run(run["id"])
         assert report["state"] == "cancelled" and report["error_kind"] == "JobCancelledError", report
         assert report["exit_status"] == 130
@@ -170,7 +176,7 @@ def test_a_job_runs_in_the_daemon_is_recorded_and_in_the_metrics(cli, setup, pri
 
 
 def test_a_cli_stopped_while_the_daemon_runs_its_job_cancels_the_run(btrfs, setup, private_dirs, tmp_path):  # noqa: F811
-    _slow_writer(private_dirs, tmp_path, seconds=5)  # room for a loaded machine
+    release = _slow_writer(private_dirs, tmp_path)
     (btrfs.mount / "data").mkdir()
     (btrfs.mount / "data" / "f").write_text("x\n")
     define(setup, "slow", f'schedule = "daily"\npaths = ["{btrfs.mount / "data"}"]\n')
@@ -186,6 +192,7 @@ def test_a_cli_stopped_while_the_daemon_runs_its_job_cancels_the_run(btrfs, setu
             time.sleep(0.1)
         requester.send_signal(signal.SIGTERM)
         _, err = requester.communicate(timeout=60)
+        release.touch()  # the cancel is in: the writer may finish its freeze
         assert requester.returncode == 143, err
         run = client.runs()[0]
         report = client.wait(run["id"])

@@ -70,7 +70,7 @@ class MetadataPrefetch:
             return
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-I", "-m", __name__, str(os.getpid()), *map(os.fsdecode, roots)],
+                [sys.executable, "-m", __name__, str(os.getpid()), *map(os.fsdecode, roots)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
