@@ -158,6 +158,22 @@ def test_a_target_that_fills_up_keeps_only_whole_files_under_their_names(
     assert made, "the files were the workers' to make"
 
 
+def test_files_with_long_names_are_all_made_by_the_workers(ext4: LoopFs, monkeypatch: pytest.MonkeyPatch):
+    """A task is one datagram: a thousand new files of 250-byte names still fit in its message."""
+    made = _count_made(monkeypatch)
+    source = ext4.mount / "src"
+    source.mkdir()
+    names = [f"{n:04}-".ljust(250, "x") for n in range(1200)]
+    for n, name in enumerate(names):
+        (source / name).write_bytes(b"%d\n" % n)
+    repo = new_repo(ext4.mount / "repo")
+    root, _ = archive(repo, source, seal_processes=0, read_workers=1)  # one pack: one range of them all
+    stats = Restorer(repo, ext4.mount / "out", verify=True, processes=2).restore(root)
+    assert not stats.errors, stats.errors[:3]
+    assert_same_tree(source, ext4.mount / "out" / source.relative_to("/"))
+    assert sorted(made) == sorted(os.fsencode(name) for name in names), "no task was left to the restore"
+
+
 def _content_of(repo: Repository, root: bytes, path: Path) -> list[bytes]:
     tree = root
     parts = path.relative_to("/").parts

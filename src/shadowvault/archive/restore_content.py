@@ -65,6 +65,7 @@ from shadowvault.archive.restore_entries import (
     reason,
 )
 from shadowvault.archive.restore_workers import (
+    NAME_BYTES_PER_TASK,
     PLACES_PER_TASK,
     NewFile,
     RestoreWorkers,
@@ -145,6 +146,10 @@ class _Target:
         return self.passed + self.made
 
 
+def _name_bytes(part: list[_Place], modes: list[int | None]) -> int:
+    return sum(len(place.file.node.name) for place, mode in zip(part, modes, strict=True) if mode is not None)
+
+
 @dataclass(eq=False)
 class _TaskBuilder:
     """A worker task being put together: its blobs, the descriptors it passes, its new files."""
@@ -155,6 +160,19 @@ class _TaskBuilder:
     directories: dict[int, int] = field(default_factory=dict)  # a directory descriptor's position
     new_files: list[NewFile] = field(default_factory=list)
     count: int = 0  # places
+    name_bytes: int = 0  # of the new files' names: what makes a task's message long
+
+    def descriptors_for(self, part: list[_Place], modes: list[int | None]) -> int:
+        """How many descriptors the task would pass anew for these places: a new file's directory
+        once, any other file once (a file whose creation fails is counted all the same)."""
+        needed: set[FileWrite | int | None] = set()
+        for place, mode in zip(part, modes, strict=True):
+            if mode is None:
+                if place.file not in self.positions:
+                    needed.add(place.file)
+            elif place.file.here.fd not in self.directories:
+                needed.add(place.file.here.fd)
+        return len(needed)
 
     def new_file(self, file: FileWrite, mode: int) -> int:
         """Add a file the worker makes whole; its position among the task's new files."""
@@ -166,6 +184,7 @@ class _TaskBuilder:
             self.fds.append(here_fd)
         node = file.node
         self.new_files.append(NewFile(directory, node.name, mode, node.atime_ns, node.mtime_ns))
+        self.name_bytes += len(node.name)
         return len(self.new_files) - 1
 
     def build(self, path: str, digests: bool) -> tuple[Task, list[int], list[_Target]]:
@@ -472,16 +491,19 @@ class ContentBatch:
             everywhere = places[blob.blob_id][1]
             for at in range(0, len(everywhere), most):
                 part = everywhere[at : at + most]
-                new = {p.file for p in part if p.file not in task.positions}  # at most one descriptor each
-                crowded = len(task.fds) + len(new) > most or task.count + len(part) > PLACES_PER_TASK
+                modes = [self._made_by_worker(place) for place in part]
+                crowded = (
+                    len(task.fds) + task.descriptors_for(part, modes) > most
+                    or task.count + len(part) > PLACES_PER_TASK
+                    or task.name_bytes + _name_bytes(part, modes) > NAME_BYTES_PER_TASK
+                )
                 if task.blobs and crowded:
                     yield task.build(path, self.verify)
                     task = _TaskBuilder()
                 target = _Target(blob)
                 where: list[tuple[int, int, bool]] = []
                 new_files: list[int] = []
-                for place in part:
-                    mode = self._made_by_worker(place)
+                for place, mode in zip(part, modes, strict=True):
                     if mode is not None:
                         new_files.append(task.new_file(place.file, mode))
                         target.made.append(place)

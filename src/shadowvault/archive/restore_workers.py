@@ -71,6 +71,9 @@ MAX_MESSAGE = 1 << 20  # a task or its answer (tens of KiB: a task has at most P
 FDS_PER_TASK = 128  # descriptors passed with one task (the kernel takes at most 253 per message)
 MIN_FDS_PER_TASK = 16  # under a descriptor limit that leaves less, a restore does without workers
 PLACES_PER_TASK = 1024  # places (a file and an offset in it) one task writes
+# names of the new files of one task: a task is one datagram, which must fit the socket's send
+# buffer (net.core.wmem_default, ~208 KiB), and 1024 names may be 255 bytes each
+NAME_BYTES_PER_TASK = 64 << 10
 READ_WINDOW = 4 << 20  # what a worker reads of a pack at once (a larger blob is read alone)
 
 
