@@ -13,9 +13,19 @@ import pytest
 
 from shadowvault.archive.restore import Restorer
 from shadowvault.archive.restore_content import ContentBatch, FileWrite
-from shadowvault.archive.restore_workers import FDS_PER_TASK, PROCESSES_ENV, WORTH_FILES, RestoreWorkers
+from shadowvault.archive.restore_workers import (
+    FDS_PER_TASK,
+    PROCESSES_ENV,
+    WORTH_FILES,
+    BlobDone,
+    RestoreWorkers,
+    Task,
+    WorkerGone,
+)
 from shadowvault.repo.chunker import MAX_SIZE
+from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
+from shadowvault.repo.tree import Node, Tree
 from tests.archive.helpers import archive, assert_same_tree, cli_with_workers, new_repo
 from tests.fixtures.loopfs import LoopFs, loop_filesystem
 
@@ -172,6 +182,38 @@ def test_files_with_long_names_are_all_made_by_the_workers(ext4: LoopFs, monkeyp
     assert not stats.errors, stats.errors[:3]
     assert_same_tree(source, ext4.mount / "out" / source.relative_to("/"))
     assert sorted(made) == sorted(os.fsencode(name) for name in names), "no task was left to the restore"
+
+
+def test_a_crafted_name_too_long_for_any_filesystem_fails_only_its_file(
+    ext4: LoopFs, monkeypatch: pytest.MonkeyPatch
+):
+    """A snapshot is untrusted: a 300 KB name (no filesystem takes more than 255 bytes) is that
+    file's error; it never reaches a worker's task, and the workers make every other file."""
+    made = _count_made(monkeypatch)
+    gone: list[str] = []
+    real_run = RestoreWorkers.run
+
+    def run(self: RestoreWorkers, task: Task, fds: list[int]) -> list[BlobDone]:
+        try:
+            return real_run(self, task, fds)
+        except WorkerGone as err:
+            gone.append(str(err))
+            raise
+
+    monkeypatch.setattr(RestoreWorkers, "run", run)
+    repo = new_repo(ext4.mount / "repo")
+    nodes = []
+    for name in [b"f%03d" % n for n in range(100)] + [b"x" * 300_000]:
+        blob = repo.save_blob(BlobType.DATA, b"content of " + name[:8])
+        nodes.append(Node(name=name, type="file", mode=0o644, size=11 + len(name[:8]), content=[blob]))
+    below = repo.save_tree(Tree(nodes=sorted(nodes, key=lambda node: node.name)))
+    root = repo.save_tree(Tree(nodes=[Node(name=b"d", type="dir", mode=0o755, subtree=below)]))
+    repo.flush()
+    stats = Restorer(repo, ext4.mount / "out", processes=2).restore(root)
+    assert [why for _, why in stats.errors] == ["File name too long"], stats.errors
+    assert len(made) == 100 and not _temporaries(ext4.mount / "out")
+    assert not gone, "no worker was lost to it"
+    assert (ext4.mount / "out" / "d" / "f042").read_bytes() == b"content of f042"
 
 
 def _content_of(repo: Repository, root: bytes, path: Path) -> list[bytes]:

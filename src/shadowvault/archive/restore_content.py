@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 BATCH_FILES = 1024  # files one batch plans (a file of one blob holds a descriptor only while written)
 BATCH_BYTES = 1 << 30  # content one batch plans (a larger file is a batch of its own)
 BATCH_SPANNING = 256  # files of several blobs one batch plans: each may hold a descriptor throughout
+NAME_MAX = 255  # bytes of a name on Linux filesystems
 FILES_PER_TASK = 8  # files a worker checks or finishes in one task
 READS_AT_ONCE = 3  # pack ranges one batch reads at once (all batches together: the ReadBudget)
 
@@ -549,6 +550,7 @@ class ContentBatch:
             and file.fd is None
             and file.failure is None
             and len(file.lengths) == 1
+            and len(file.node.name) <= NAME_MAX  # a longer one fails here, not in a task's datagram
         ):
             return None
         mode, complete = self.entries.create_mode(file.node, file.here)
