@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 from shadowvault.client import Client
+from tests.fixtures.servers import stop_pid
 from tests.fixtures.tools import require_tools
 
 _SO_ACCEPTCON = 0x10000  # the "Flags" bit /proc/net/unix shows for a listening socket
@@ -72,10 +72,5 @@ def _wait_until_listening(sock: Path, activator: subprocess.Popen[str]) -> None:
 
 def _stop(activator: subprocess.Popen[str]) -> str:
     """SIGTERM (the activator exec'd the daemon: it is the daemon that stops); its stderr."""
-    activator.send_signal(signal.SIGTERM)
-    try:
-        activator.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        activator.kill()
-        activator.wait()
+    stop_pid(activator.pid, timeout=60, proc=activator)
     return activator.stderr.read() if activator.stderr else ""
