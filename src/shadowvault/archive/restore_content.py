@@ -11,10 +11,11 @@ first blob arrives, and as soon as its last blob is written it gets its metadata
 when `verify` asks, and is linked or renamed to its name, by the thread that wrote that blob:
 nothing is ever half-written under its final name, and a file of one blob holds a descriptor only
 while it is written. (An unnamed file costs one directory update where a temporary name costs
-three: 21 against 30-43 us a file on ext4.) A batch is cut
-when it holds BATCH_FILES files, BATCH_BYTES of content, or BATCH_SPANNING files of several blobs
-(those may hold a descriptor from their first blob to their last), so descriptors stay bounded;
-a pack needed by two batches is read by each.
+three: 21 against 30-43 us a file on ext4.) With restore worker processes (restore_workers.py),
+a file of one blob, new in a directory this restore made, is made whole by the worker that
+decodes its blob. A batch is cut when it holds BATCH_FILES files, BATCH_BYTES of content, or
+BATCH_SPANNING files of several blobs (those may hold a descriptor from their first blob to
+their last), so descriptors stay bounded; a pack needed by two batches is read by each.
 
 A blob that stands for a run of zeros (a hole: repo/zero_blobs.py) is never fetched, decrypted or
 written: the file is extended to its size (ftruncate), so a file that had holes has them again;
@@ -148,6 +149,7 @@ class _Target:
 
 
 def _name_bytes(part: list[_Place], modes: list[int | None]) -> int:
+    """Bytes of the names of the places' files that a worker would make (mode not None)."""
     return sum(len(place.file.node.name) for place, mode in zip(part, modes, strict=True) if mode is not None)
 
 
