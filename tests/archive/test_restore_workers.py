@@ -8,11 +8,13 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shadowvault.archive.restore import Restorer
 from shadowvault.archive.restore_content import ContentBatch, FileWrite
+from shadowvault.archive.restore_entries import EntryWriter
 from shadowvault.archive.restore_workers import (
     FDS_PER_TASK,
     PROCESSES_ENV,
@@ -214,6 +216,29 @@ def test_a_crafted_name_too_long_for_any_filesystem_fails_only_its_file(
     assert len(made) == 100 and not _temporaries(ext4.mount / "out")
     assert not gone, "no worker was lost to it"
     assert (ext4.mount / "out" / "d" / "f042").read_bytes() == b"content of f042"
+
+
+def test_without_unnamed_files_each_is_made_under_a_temporary_name(
+    ext4: LoopFs, monkeypatch: pytest.MonkeyPatch
+):
+    """Where files cannot be linked in from /proc (EntryWriter.tmpfile false), each is written
+    under a temporary name and renamed by the restore's process: the same tree, nothing left."""
+    real_init = EntryWriter.__init__
+
+    def without_tmpfile(self: EntryWriter, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        self.tmpfile = False
+
+    monkeypatch.setattr(EntryWriter, "__init__", without_tmpfile)
+    made = _count_made(monkeypatch)
+    source = ext4.mount / "src"
+    many_files(source, large=False)
+    repo = new_repo(ext4.mount / "repo")
+    root, _ = archive(repo, source)
+    stats = Restorer(repo, ext4.mount / "out", verify=True, processes=2).restore(root)
+    assert not stats.errors, stats.errors
+    assert_same_tree(source, ext4.mount / "out" / source.relative_to("/"))
+    assert not made and not _temporaries(ext4.mount / "out")
 
 
 def _content_of(repo: Repository, root: bytes, path: Path) -> list[bytes]:

@@ -53,14 +53,13 @@ from shadowvault.archive.pack_reads import (
 )
 from shadowvault.archive.pool_waits import each, raise_interruption, wait_all, wait_any
 from shadowvault.archive.restore_entries import (
-    FILE_FLAGS,
     EntryError,
     EntryWriter,
     Outcome,
     Pending,
     Restored,
     TargetDir,
-    create_unnamed,
+    create_file,
     discard,
     link_unnamed,
     reason,
@@ -138,9 +137,9 @@ class _Target:
     the files the worker makes whole of it."""
 
     blob: WantedBlob
-    passed: list[_Place] = field(default_factory=list)
-    made: list[_Place] = field(default_factory=list)
-    task_blob: TaskBlob | None = None
+    passed: list[_Place]  # in the order of task_blob.places
+    made: list[_Place]  # in the order of task_blob.new_files
+    task_blob: TaskBlob
 
     @property
     def everywhere(self) -> list[_Place]:
@@ -191,7 +190,7 @@ class _TaskBuilder:
         return len(self.new_files) - 1
 
     def build(self, path: str, digests: bool) -> tuple[Task, list[int], list[_Target]]:
-        blobs = [target.task_blob for target in self.blobs if target.task_blob is not None]  # all of them
+        blobs = [target.task_blob for target in self.blobs]
         start = min(blob.offset for blob in blobs)
         length = max(blob.offset + blob.length for blob in blobs) - start
         return Task(path, start, length, digests, blobs, self.new_files), self.fds, self.blobs
@@ -305,13 +304,9 @@ class ContentBatch:
         assert here_fd is not None
         if file.fd is None and file.failure is None:
             try:
-                mode, file.complete = self.entries.create_mode(file.node, file.here)
-                if self.entries.tmpfile:
-                    file.fd = create_unnamed(here_fd, mode)
-                    if file.fd is not None:
-                        return file.fd
-                file.tmp = self.entries.new_tmp()
-                file.fd = os.open(file.tmp, FILE_FLAGS, mode, dir_fd=here_fd)
+                entries = self.entries
+                mode, file.complete = entries.create_mode(file.node, file.here)
+                file.fd, file.tmp = create_file(here_fd, mode, entries.new_tmp, unnamed=entries.tmpfile)
             except OSError as err:
                 self._fail(file, reason(err))
         return file.fd
@@ -453,7 +448,6 @@ class ContentBatch:
                         self._fail(place.file, why)
                     self._written(place.file)
                 unmade = dict(done.unmade)
-                assert target.task_blob is not None
                 for position, place in zip(target.task_blob.new_files, target.made, strict=True):
                     why = unmade.get(position)
                     if why is None:
@@ -503,13 +497,14 @@ class ContentBatch:
                 if task.blobs and crowded:
                     yield task.build(path, self.verify)
                     task = _TaskBuilder()
-                target = _Target(blob)
+                passed: list[_Place] = []
+                made: list[_Place] = []
                 where: list[tuple[int, int, bool]] = []
                 new_files: list[int] = []
                 for place, mode in zip(part, modes, strict=True):
                     if mode is not None:
                         new_files.append(task.new_file(place.file, mode))
-                        target.made.append(place)
+                        made.append(place)
                         continue
                     position = task.positions.get(place.file)
                     if position is None:
@@ -519,12 +514,12 @@ class ContentBatch:
                             continue
                         position = task.positions[place.file] = len(task.fds)
                         task.fds.append(fd)
-                    target.passed.append(place)
+                    passed.append(place)
                     where.append((position, place.offset, place.file.node.sparse))
-                if not target.passed and not target.made:
+                if not passed and not made:
                     continue
                 location = blob.location
-                target.task_blob = TaskBlob(
+                task_blob = TaskBlob(
                     blob.blob_id,
                     int(location.type),
                     location.offset,
@@ -534,7 +529,7 @@ class ContentBatch:
                     where,
                     new_files,
                 )
-                task.blobs.append(target)
+                task.blobs.append(_Target(blob, passed, made, task_blob))
                 task.count += len(part)
         if task.blobs:
             yield task.build(path, self.verify)

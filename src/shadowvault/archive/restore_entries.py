@@ -190,6 +190,18 @@ def create_unnamed(dir_fd: int, mode: int) -> int | None:
         return None
 
 
+def create_file(
+    dir_fd: int, mode: int, new_tmp: Callable[[], bytes], *, unnamed: bool = True
+) -> tuple[int, bytes]:
+    """A new file in the directory: (its descriptor, b"") when it is unnamed (`unnamed` and the
+    filesystem has O_TMPFILE), else (its descriptor, the temporary name `new_tmp` gave it)."""
+    fd = create_unnamed(dir_fd, mode) if unnamed else None
+    if fd is not None:
+        return fd, b""
+    tmp = new_tmp()
+    return os.open(tmp, FILE_FLAGS, mode, dir_fd=dir_fd), tmp
+
+
 def link_unnamed(fd: int, dir_fd: int, name: bytes) -> None:
     """Give a finished unnamed file its name (EEXIST when something holds the name already)."""
     os.link(b"/proc/self/fd/%d" % fd, name, dst_dir_fd=dir_fd, follow_symlinks=True)

@@ -48,10 +48,9 @@ import msgspec
 
 from shadowvault.archive.blob_writes import read_at, verify_file, write_at
 from shadowvault.archive.restore_entries import (
-    FILE_FLAGS,
     TMP_PREFIX,
     EntryError,
-    create_unnamed,
+    create_file,
     discard,
     link_unnamed,
     reason,
@@ -151,19 +150,23 @@ def _windows(blobs: list[TaskBlob]) -> Iterator[tuple[int, int, list[TaskBlob]]]
         yield start, end, run
 
 
+def _unreadable(task: Task, err: OSError, blobs: int) -> list[BlobDone]:
+    return [BlobDone(error=f"cannot read {task.path}: {err.strerror}")] * blobs
+
+
 def run_task(sealer: Sealer, task: Task, fds: list[int]) -> list[BlobDone]:
     """Do one task (in a worker): a short or unreadable range fails only the blobs it cuts off."""
     try:
         pack = os.open(task.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
-        return [BlobDone(error=f"cannot read {task.path}: {err.strerror}")] * len(task.blobs)
+        return _unreadable(task, err, len(task.blobs))
     done: list[BlobDone] = []
     try:
         for start, end, blobs in _windows(task.blobs):
             try:
                 raw = memoryview(read_at(pack, end - start, start))
             except OSError as err:
-                done.extend([BlobDone(error=f"cannot read {task.path}: {err.strerror}")] * len(blobs))
+                done.extend(_unreadable(task, err, len(blobs)))
                 continue
             for blob in blobs:
                 at = blob.offset - start
@@ -208,15 +211,16 @@ def _write_blob(sealer: Sealer, task: Task, blob: TaskBlob, sealed: memoryview, 
 _tmp_names = itertools.count()
 
 
+def _new_tmp() -> bytes:
+    """A temporary name no other process of this restore uses (`EntryWriter.new_tmp`'s form)."""
+    return TMP_PREFIX + b"%d-w%d" % (os.getpid(), next(_tmp_names))
+
+
 def make_file(directory: int, new: NewFile, data: bytes | memoryview, digest: bytes) -> None:
     """Make a whole new file of `data` (read back against `digest` when the restore verifies), or
     leave nothing: an unnamed file vanishes with its descriptor; where the filesystem has none, the
     file is written under a temporary name and renamed."""
-    fd = create_unnamed(directory, new.mode)
-    tmp = b""
-    if fd is None:
-        tmp = TMP_PREFIX + b"%d-w%d" % (os.getpid(), next(_tmp_names))
-        fd = os.open(tmp, FILE_FLAGS, new.mode, dir_fd=directory)
+    fd, tmp = create_file(directory, new.mode, _new_tmp)
     try:
         try:
             write_at(fd, data, 0, sparse=False)
