@@ -8,6 +8,7 @@ is replaced by reading in the backup's own process; what a worker returns decryp
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from shadowvault.archive.file_reader import BATCH_FILES, WORKERS_AFTER
 from shadowvault.archive.seal_workers import SealWorkers, WorkerGone
+from shadowvault.archive.small_files import FileError, open_ahead
 from shadowvault.archive.walker import Archiver, Source, WalkStats
 from shadowvault.repo.crypto import Sealer
 from shadowvault.repo.format import BlobType, decompress
@@ -154,6 +156,38 @@ def test_what_a_worker_returns(ext4: LoopFs):
     assert too_large.large
     assert missing.error == "No such file or directory"
     assert not_a_file.error == "changed into something that is not a regular file"
+
+
+def test_a_batch_is_opened_ahead_within_the_descriptors_there_are(ext4: LoopFs):
+    """Every file of a batch is opened (and its reading started) before the first is read; a file
+    that cannot be opened is its own error, and once no descriptor is left the rest stay paths,
+    opened in their turn, never reported as unreadable."""
+    paths = []
+    for i in range(10):
+        path = ext4.mount / f"f{i}"
+        path.write_bytes(b"%d" % i * 100)
+        paths.append(os.fsencode(path))
+    paths.insert(1, os.fsencode(ext4.mount / "gone"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 3, hard))  # room for one to three more
+    try:
+        opened = open_ahead(paths, 65_536)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert isinstance(opened[1], FileError) and str(opened[1]) == "No such file or directory"
+        descriptors = [each for each in opened if isinstance(each, int)]
+        assert 1 <= len(descriptors) <= 3  # the rest were left to be opened in their turn
+        left = len(descriptors) + 1
+        assert opened[:left] == [descriptors[0], opened[1], *descriptors[1:]]
+        assert opened[left:] == paths[left:]
+        assert os.pread(descriptors[0], 100, 0) == b"0" * 100
+    finally:
+        for each in opened:
+            if isinstance(each, int):
+                os.close(each)
 
 
 def test_an_interrupted_backup_leaves_no_worker_and_a_valid_repository(ext4: LoopFs, env, cli):
