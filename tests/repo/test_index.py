@@ -87,6 +87,28 @@ def test_bulk_loaded_index_matches_a_plain_dict(entries, shared_prefix):
         if not pending:
             assert any(b.id == blob_id and b.offset == loc.offset for b in packs[int(loc.pack, 16)])
     assert index.lookup(b"\x02" * 32) is None and not index.has_blob(b"\x01" * 32 + b"x")
+    live = [blob_id for blob_id, (_name, _offset, pending) in expected.items() if not pending]
+    assert index.has_all(live)
+    for blob_id in expected.keys() - set(live):  # every copy pending deletion
+        assert not index.has_all([*live, blob_id])
+
+
+def test_lookups_at_the_edges_of_the_directory():
+    """The directory of the keys' top bits narrows every lookup: ids in its first and last slots
+    and on either side of a slot's border are found where they are, absent ones are not."""
+    from shadowvault.repo.format import IndexPack
+
+    edges = [b"\x00" * 32, b"\xff" * 32, b"\x80" + b"\x00" * 31, b"\x7f" + b"\xff" * 31]
+    ids = [os.urandom(32) for _ in range(5000)] + edges
+    blobs = [PackBlob(0, blob_id, offset, 1, 1, False) for offset, blob_id in enumerate(ids)]
+    index = BlobIndex.from_packs([IndexPack(id="a" * 64, size=1, blobs=blobs)])
+    assert index.has_all(ids) and index.has_all([])
+    for offset, blob_id in enumerate(ids):
+        location = index.lookup(blob_id)
+        assert location is not None and location.offset == offset
+    absent = [b"\x00" * 31 + b"\x01", b"\xff" * 31 + b"\xfe", b"\x80" + b"\x00" * 30 + b"\x01"]
+    assert not any(index.has_blob(blob_id) for blob_id in absent)
+    assert not index.has_all([*edges, absent[0]])
 
 
 def test_every_blob_id_is_listed_once_however_many_copies():

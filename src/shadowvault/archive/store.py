@@ -7,7 +7,7 @@ engine, and never asks a store what it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from shadowvault.repo.crypto import MasterKey
@@ -43,6 +43,10 @@ class BlobSource(Protocol):
 
     def has_blob(self, blob_id: bytes) -> bool:
         """True if the blob is stored intact and may be referenced (the writer contract)."""
+        ...
+
+    def has_blobs(self, blob_ids: Collection[bytes]) -> bool:
+        """`has_blob` of every id, in one call."""
         ...
 
     def load_blob(self, blob_id: bytes) -> bytes: ...

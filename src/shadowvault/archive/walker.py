@@ -405,10 +405,9 @@ class Archiver:
 
     def _all_present(self, blob_ids: list[bytes]) -> bool:
         try:
-            if len(blob_ids) <= 1:  # most files: no set, no generator
-                return not blob_ids or self.store.has_blob(blob_ids[0])
-            # each id once: a sparse file repeats its zero blobs thousands of times
-            return all(self.store.has_blob(blob_id) for blob_id in set(blob_ids))
+            # each id once: a sparse file repeats its zero blobs thousands of times (most files are
+            # one blob: no set)
+            return self.store.has_blobs(blob_ids if len(blob_ids) <= 1 else set(blob_ids))
         except (RepositoryError, NotFoundError):
             return False
 

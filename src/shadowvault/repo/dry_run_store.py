@@ -9,7 +9,7 @@ snapshot can be compared with its parent; data blobs are only counted.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from shadowvault.repo.chunker import Chunker
@@ -48,6 +48,9 @@ class DryRunStore:
             if blob_id in self._new:
                 return True
         return self._repo.has_blob(blob_id)
+
+    def has_blobs(self, blob_ids: Collection[bytes]) -> bool:
+        return all(self.has_blob(blob_id) for blob_id in blob_ids)
 
     def _claim(self, blob_id: bytes) -> bool:
         """True if the blob is new to this dry run (now counted as new), False if known."""

@@ -4,7 +4,8 @@ Blobs read from index files live in flat arrays sorted by a 64-bit sort key (the
 id, the low bits the entry's position): about 57 bytes per blob (32-byte id, 8-byte key, 8-byte
 pack/offset, 4+4 bytes lengths, 1 byte flags) and no Python object per blob, so memory neither
 fragments nor grows by the ~360 B per blob a dict of bytes keys measured. Lookups are one C-level
-bisect plus a 32-byte comparison. Blobs added during a session (this process's new packs) go into a
+bisect, over the few keys a directory of their top bits leaves (at most 256 KiB), plus a 32-byte
+comparison. Blobs added during a session (this process's new packs) go into a
 small dict on top. bench/repo_micro.py measures both.
 """
 
@@ -48,6 +49,10 @@ class _SortedBase:
         self.raw_lengths = array("I")
         self.flags = bytearray()  # type << 1 | compressed
         self.shift = 1
+        # where the keys of each value of their top bits start (and, last, where they end): a
+        # lookup bisects a few keys, not all of them (a no-change backup looks up every old blob)
+        self.directory = array("I", [0, 0])
+        self.directory_shift = 63
 
     def __len__(self) -> int:
         return len(self.flags)
@@ -57,10 +62,12 @@ class _SortedBase:
         if not self.flags:
             return
         shift = self.shift
-        prefix = int.from_bytes(blob_id[:8], "big") >> shift
+        whole = int.from_bytes(blob_id[:8], "big")
+        prefix = whole >> shift
         keys = self.keys
-        at = bisect.bisect_left(keys, prefix << shift)
-        end = len(keys)
+        slot = whole >> self.directory_shift
+        end = self.directory[slot + 1]
+        at = bisect.bisect_left(keys, prefix << shift, self.directory[slot], end)
         mask = (1 << shift) - 1
         while at < end and keys[at] >> shift == prefix:
             i = keys[at] & mask
@@ -68,23 +75,30 @@ class _SortedBase:
                 yield i
             at += 1
 
-    def has_live(self, blob_id: bytes, pending: set[int]) -> bool:
-        """`positions` inlined for has_blob: any entry of `blob_id` in a pack not in `pending`."""
-        keys = self.keys
+    def has_all_live(self, blob_ids: Iterable[bytes], pending: set[int]) -> bool:
+        """Whether every id has an entry in a pack not in `pending`: `positions` inlined, for the
+        lookups of every unchanged file of an incremental backup, in one call."""
+        keys, ids, packs_offsets = self.keys, self.ids, self.packs_offsets
         if not keys:
             return False
+        directory, directory_shift = self.directory, self.directory_shift
         shift = self.shift
-        prefix = int.from_bytes(blob_id[:8], "big") >> shift
-        at = bisect.bisect_left(keys, prefix << shift)
-        end = len(keys)
         mask = (1 << shift) - 1
-        ids = self.ids
-        while at < end and keys[at] >> shift == prefix:
-            i = keys[at] & mask
-            if ids[i * 32 : (i + 1) * 32] == blob_id and (self.packs_offsets[i] >> 32) not in pending:
-                return True
-            at += 1
-        return False
+        bisect_left, from_bytes = bisect.bisect_left, int.from_bytes
+        for blob_id in blob_ids:
+            whole = from_bytes(blob_id[:8], "big")
+            prefix = whole >> shift
+            slot = whole >> directory_shift
+            end = directory[slot + 1]
+            at = bisect_left(keys, prefix << shift, directory[slot], end)
+            while at < end and keys[at] >> shift == prefix:
+                i = keys[at] & mask
+                if ids[i * 32 : (i + 1) * 32] == blob_id and (packs_offsets[i] >> 32) not in pending:
+                    break
+                at += 1
+            else:
+                return False
+        return True
 
 
 class _Builder:
@@ -119,6 +133,15 @@ class _Builder:
         for bucket in buckets:
             keys.extend(sorted(bucket))
         base.keys = keys
+        # a directory slot per 2-4 keys (at most 64Ki slots: 256 KiB); its bits are the top of a
+        # key's prefix part, so the keys of one id never straddle two slots
+        bits = min(16, max(1, n.bit_length() - 2), 64 - shift)
+        base.directory_shift = 64 - bits
+        directory = array("I", [0]) * ((1 << bits) + 1)
+        for slot in range(1, 1 << bits):
+            directory[slot] = bisect.bisect_left(keys, slot << base.directory_shift)
+        directory[1 << bits] = n
+        base.directory = directory
         return base
 
 
@@ -234,15 +257,23 @@ class BlobIndex:
                 entries[b.id] = packed
 
     def has_blob(self, blob_id: bytes) -> bool:
-        """True if the blob is stored in a pack that is not pending deletion (safe to deduplicate).
-        Called for every content id of an incremental backup: no location object is built."""
-        if blob_id in self._damaged_copies:  # rare: look at every copy
-            return any(self._rank(number, blob_id) == 0 for number in self._numbers_of(blob_id))
-        unusable = self._no_dedup
-        packed = self._entries.get(blob_id)
-        if packed is not None and (packed >> 98) not in unusable:
-            return True
-        return self._base.has_live(blob_id, unusable)
+        """True if the blob is stored in a pack that is not pending deletion (safe to deduplicate)."""
+        return self.has_all((blob_id,))
+
+    def has_all(self, blob_ids: Iterable[bytes]) -> bool:
+        """`has_blob` of every id, in one call: an incremental backup asks it of the content of
+        every unchanged file (no location object is built)."""
+        damaged, entries, unusable = self._damaged_copies, self._entries, self._no_dedup
+        in_base: list[bytes] = []
+        for blob_id in blob_ids:
+            if damaged and blob_id in damaged:  # rare: look at every copy
+                if not any(self._rank(number, blob_id) == 0 for number in self._numbers_of(blob_id)):
+                    return False
+                continue
+            packed = entries.get(blob_id)
+            if packed is None or (packed >> 98) in unusable:
+                in_base.append(blob_id)
+        return not in_base or self._base.has_all_live(in_base, unusable)
 
     def _numbers_of(self, blob_id: bytes) -> Iterator[int]:
         packed = self._entries.get(blob_id)

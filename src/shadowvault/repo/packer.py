@@ -10,6 +10,7 @@ order and crashes".
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from shadowvault.errors import RepositoryError
@@ -56,6 +57,10 @@ class Packer:
     def has_blob(self, blob_id: bytes) -> bool:
         """True if the blob is stored (or being stored by this process) and may be deduplicated."""
         return self._master.index.has_blob(blob_id) or blob_id in self._inflight
+
+    def has_blobs(self, blob_ids: Collection[bytes]) -> bool:
+        """`has_blob` of every id, the index asked once for them all."""
+        return self._master.index.has_all(blob_ids) or all(self.has_blob(b) for b in blob_ids)
 
     def save(self, kind: BlobType, data: bytes | memoryview) -> bytes:
         """Store a blob unless it is already there; returns its id."""

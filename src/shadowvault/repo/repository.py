@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from types import TracebackType
 from typing import BinaryIO
 
@@ -272,6 +272,10 @@ class Repository:
     def has_blob(self, blob_id: bytes) -> bool:
         """True if the blob is stored (or being stored by this process) and may be deduplicated."""
         return self._packer.has_blob(blob_id)
+
+    def has_blobs(self, blob_ids: Collection[bytes]) -> bool:
+        """`has_blob` of every id, in one call (an incremental backup's unchanged files)."""
+        return self._packer.has_blobs(blob_ids)
 
     def _ready_to_write(self) -> None:
         """Refuse a closed repository; start a session on the first write of a read-only one."""
