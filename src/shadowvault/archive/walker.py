@@ -37,6 +37,8 @@ __all__ = ["ANCHOR_AFTER", "Archiver", "Source", "WalkStats"]
 
 log = logging.getLogger(__name__)
 
+SWEEP_AFTER = 64  # finished directories queued behind one still waiting before any is written out of order
+
 # the paths named for a backup, as a tree of names: a leaf is the Source read there
 Hierarchy: TypeAlias = "dict[bytes, Source | Hierarchy]"
 
@@ -135,6 +137,7 @@ class Archiver:
         # (one second of margin for coarse file-system clocks)
         self.copy_cutoff_ns = int(((copy_started or time.time()) - 1.0) * 1e9)
         self._finished: collections.deque[_DirJob] = collections.deque()
+        self._sweep_at = SWEEP_AFTER  # queued directories that make `_drain` look past the first
         self._links: dict[tuple[int, int], tuple[Node, PendingContent | None]] = {}
         self._anchors = Anchors()
 
@@ -436,11 +439,30 @@ class Archiver:
         self._drain(block=False)
 
     def _drain(self, *, block: bool) -> None:
-        """Write the TREE blobs of finished directories whose files are all done, in walk order."""
+        """Write the TREE blobs of finished directories whose files are all done, in walk order,
+        and out of it once many wait behind one that is not done (`_sweep`)."""
         if block:
             self.reader.flush()  # the small files still gathered: their batch is waited for below
         while self._finished and (block or self._finished[0].ready()):
             self._write_tree(self._finished.popleft())
+        if len(self._finished) >= self._sweep_at:
+            self._sweep()
+            self._sweep_at = max(SWEEP_AFTER, 2 * len(self._finished))
+
+    def _sweep(self) -> None:
+        """Write every waiting directory that is done and whose subdirectories are written, keeping
+        the others in walk order. A directory still reading its files (large ones, changed in an
+        incremental backup) otherwise held every directory walked after it, nodes and all: a 5 %
+        change of 100k files grew the backup's memory by ~100 MiB while its large files were read.
+        The queue is in post-order (subdirectories first), so one pass writes nested ones too; a
+        sweep when the queue has doubled since the last costs O(1) per directory."""
+        waiting: collections.deque[_DirJob] = collections.deque()
+        for job in self._finished:
+            if job.ready() and all(sub.tree_id is not None for _, sub in job.subdirs):
+                self._write_tree(job)
+            else:
+                waiting.append(job)
+        self._finished = waiting
 
     def _write_tree(self, job: _DirJob) -> None:
         for node, fut, path in job.files:

@@ -1,0 +1,75 @@
+"""Directories are written as soon as their files are stored, not only in walk order.
+
+A large file read first (large/ sorts before small/ in many trees) once held every reader thread:
+the small files' batches waited for it, and every directory walked meanwhile waited, nodes and all,
+behind the first one still reading. Now large files have threads of their own and a directory
+finished behind one still waiting is written out of order; the snapshot is the same.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shadowvault.archive.walker import SWEEP_AFTER, Archiver, Source, WalkStats
+from tests.archive.helpers import assert_same_tree, new_repo, restore
+from tests.fixtures.loopfs import loop_filesystem
+
+DIRECTORIES = 4 * SWEEP_AFTER
+LARGE_FILES = 8  # more than there are reader threads
+
+
+class _Counting(Archiver):
+    """Counts the directories written out of walk order."""
+
+    out_of_order = 0
+
+    def _sweep(self) -> None:
+        waiting = len(self._finished)
+        super()._sweep()
+        self.out_of_order += waiting - len(self._finished)
+
+
+def _tree(source: os.PathLike[str]) -> None:
+    os.makedirs(os.path.join(source, "a-large"))
+    for n in range(LARGE_FILES):  # 8 MiB each that do not compress: read long after the small files
+        with open(os.path.join(source, "a-large", f"data{n}"), "wb") as f:
+            f.write(os.urandom(8 << 20))
+    for d in range(DIRECTORIES):
+        directory = os.path.join(source, f"d{d:03}")
+        os.makedirs(directory)
+        for n in range(3):
+            with open(os.path.join(directory, f"f{n}"), "wb") as f:
+                f.write(b"%d %d\n" % (d, n) * (n + 1))
+
+
+def test_directories_finished_behind_a_large_file_are_written_out_of_order():
+    with loop_filesystem("ext4", size=512 << 20) as ext4:
+        _back_up_and_restore(ext4.mount)
+
+
+def _back_up_and_restore(mount: Path) -> None:
+    source = mount / "src"
+    _tree(source)
+    repo = new_repo(mount / "repo")
+    raw = os.fsencode(source)
+    stats = WalkStats()
+    archiver = _Counting(repo, stats=stats)
+    root = archiver.archive([Source(raw, raw)])
+    repo.flush()
+    assert not stats.errors and stats.files_done == LARGE_FILES + 3 * DIRECTORIES
+    assert archiver.out_of_order >= SWEEP_AFTER, "written while the large file was still read"
+
+    restore(repo, root, mount / "out")
+    assert_same_tree(source, mount / "out" / source.relative_to("/"))
+
+    # an incremental backup of a changed small file and the large file: the same again
+    with open(source / "d007" / "f1", "ab") as f:
+        f.write(b"more\n")
+    with open(source / "a-large" / "data0", "r+b") as f:
+        f.write(b"changed")
+    second = _Counting(repo, stats=WalkStats())
+    again = second.archive([Source(raw, raw)], root)
+    repo.flush()
+    restore(repo, again, mount / "again")
+    assert_same_tree(source, mount / "again" / source.relative_to("/"))
