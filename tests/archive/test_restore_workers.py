@@ -272,6 +272,34 @@ def test_workers_that_die_leave_their_tasks_to_the_restore(ext4: LoopFs, monkeyp
     assert_same_tree(source, ext4.mount / "out" / source.relative_to("/"))
 
 
+def test_files_a_worker_made_before_it_ended_are_restored_not_failed(monkeypatch: pytest.MonkeyPatch):
+    """A worker that made its files whole and ended before it answered: its task is done again in
+    the restore's process, and the files already under their names count as restored (they were
+    reported as "File exists")."""
+    real_run = RestoreWorkers.run
+    unanswered: list[int] = []
+
+    def run_then_end(self: RestoreWorkers, task: Task, fds: list[int]) -> list[BlobDone]:
+        answer = real_run(self, task, fds)
+        if task.new_files and not unanswered:
+            unanswered.append(len(task.new_files))
+            raise WorkerGone("ended before it answered")
+        return answer
+
+    with loop_filesystem("ext4", size=256 << 20) as fs:  # two restores
+        source = fs.mount / "src"
+        many_files(source)
+        repo = new_repo(fs.mount / "repo")
+        root, _ = archive(repo, source)
+        clean = Restorer(repo, fs.mount / "clean", verify=True, processes=2).restore(root)
+        monkeypatch.setattr(RestoreWorkers, "run", run_then_end)
+        stats = Restorer(repo, fs.mount / "out", verify=True, processes=2).restore(root)
+        assert unanswered and unanswered[0] > 1, "a task with files the worker made"
+        assert not stats.errors, stats.errors
+        assert (stats.files, stats.verified) == (clean.files, clean.verified), "each file counted once"
+        assert_same_tree(source, fs.mount / "out" / source.relative_to("/"))
+
+
 def test_an_interrupted_restore_leaves_no_worker_and_nothing_half_written(ext4: LoopFs, env, cli):
     """Ctrl-C while workers write: exit 130, every worker gone with the restore, and every file
     under its name in the target is whole."""

@@ -462,17 +462,32 @@ class ContentBatch:
 
     def _read_here(self, pack: str, task: Task, targets: list[_Target]) -> None:
         """A task no worker could do, done in this process (a blob in more files than a task passes
-        descriptors for may be several targets of one task: each blob is read once here)."""
+        descriptors for may be several targets of one task: each blob is read once here). A file
+        the worker was to make that is under its name already was made before the worker ended:
+        it is counted, not made again (and not reported as "File exists")."""
         wanted: dict[bytes, tuple[BlobLocation, list[_Place]]] = {}
         blobs: list[WantedBlob] = []
         for target in targets:
+            places = target.passed + [place for place in target.made if not self._made_before(place)]
             known = wanted.get(target.blob.blob_id)
             if known is None:
-                wanted[target.blob.blob_id] = (target.blob.location, target.everywhere)
+                wanted[target.blob.blob_id] = (target.blob.location, places)
                 blobs.append(target.blob)
             else:
-                known[1].extend(target.everywhere)
+                known[1].extend(places)
         self._read(PackRange(pack, task.offset, task.offset + task.length, blobs), wanted)
+
+    def _made_before(self, place: _Place) -> bool:
+        """Whether a worker that ended had made this file: its name exists in its directory, which
+        this restore made (nothing else is there), and a worker names a file only once it is whole
+        (written, its times set, read back when verifying)."""
+        file = place.file
+        try:
+            os.stat(file.node.name, dir_fd=file.here.fd, follow_symlinks=False)
+        except OSError:
+            return False
+        self._made(file)
+        return True
 
     def _tasks(
         self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]], path: str
