@@ -115,14 +115,13 @@ class Repository:
         cls, where: Where, password: str | bytes, *, write: bool = False, kind: str = "backup"
     ) -> Repository:
         """Open an existing repository. With `write`, a session is registered before the index is
-        loaded (that order is what makes a concurrent prune safe)."""
+        loaded (that order is what makes a concurrent prune safe); without, the index is read when
+        first used (listing snapshots needs none)."""
         backend = _backend_for(where, new=False)
         key, name = keys.unlock_key(backend, password)
         repo = cls(backend, key, keys.open_config(backend, Sealer(key)), name)
         if write:
             repo._start_session(kind)
-        else:
-            repo.reload_index()
         return repo
 
     @classmethod
