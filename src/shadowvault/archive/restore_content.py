@@ -127,6 +127,17 @@ def _add_zero_run(file: FileWrite, offset: int, length: int) -> None:
         runs.append((offset, length))
 
 
+def _under_its_name(file: FileWrite) -> bool:
+    """Whether a file a worker was to make is there: its directory is one this restore made
+    (nothing else is in it), and a worker names a file only once it is whole (written, its times
+    set, read back when verifying)."""
+    try:
+        os.stat(file.node.name, dir_fd=file.here.fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
 def _groups(files: list[FileWrite]) -> list[list[FileWrite]]:
     return [files[at : at + FILES_PER_TASK] for at in range(0, len(files), FILES_PER_TASK)]
 
@@ -468,7 +479,12 @@ class ContentBatch:
         wanted: dict[bytes, tuple[BlobLocation, list[_Place]]] = {}
         blobs: list[WantedBlob] = []
         for target in targets:
-            places = target.passed + [place for place in target.made if not self._made_before(place)]
+            places = list(target.passed)
+            for place in target.made:
+                if _under_its_name(place.file):
+                    self._made(place.file)
+                else:
+                    places.append(place)
             known = wanted.get(target.blob.blob_id)
             if known is None:
                 wanted[target.blob.blob_id] = (target.blob.location, places)
@@ -476,18 +492,6 @@ class ContentBatch:
             else:
                 known[1].extend(places)
         self._read(PackRange(pack, task.offset, task.offset + task.length, blobs), wanted)
-
-    def _made_before(self, place: _Place) -> bool:
-        """Whether a worker that ended had made this file: its name exists in its directory, which
-        this restore made (nothing else is there), and a worker names a file only once it is whole
-        (written, its times set, read back when verifying)."""
-        file = place.file
-        try:
-            os.stat(file.node.name, dir_fd=file.here.fd, follow_symlinks=False)
-        except OSError:
-            return False
-        self._made(file)
-        return True
 
     def _tasks(
         self, planned: PackRange, places: dict[bytes, tuple[BlobLocation, list[_Place]]], path: str
