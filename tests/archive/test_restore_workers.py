@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,19 @@ from shadowvault.archive.restore_entries import EntryWriter
 from shadowvault.archive.restore_workers import (
     FDS_PER_TASK,
     PROCESSES_ENV,
+    READ_GAP,
+    READ_WINDOW,
+    TASKS_QUEUED,
     WORTH_FILES,
     BlobDone,
     RestoreWorkers,
     Task,
+    TaskBlob,
     WorkerGone,
+    _windows,
 )
 from shadowvault.repo.chunker import MAX_SIZE
+from shadowvault.repo.crypto import MasterKey
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.tree import Node, Tree
@@ -349,3 +356,89 @@ def test_the_number_of_workers_is_the_users_to_set(ext4: LoopFs, env, cli, monke
             restorer = Restorer(repo, ext4.mount / f"out{wanted}")
             assert not restorer.restore(root).errors
             assert (restorer.processes.started is not None) == started
+
+
+def _unreadable_task(path: str, blobs: int) -> Task:
+    """A task whose pack cannot be opened: the worker answers each blob with an error naming it."""
+    blob = TaskBlob(b"\0" * 32, int(BlobType.DATA), 0, 1, 1, False, [], [])
+    return Task(path, 0, 1, False, [blob] * blobs, [])
+
+
+def test_tasks_queued_in_one_worker_each_get_their_own_answer(tmp_path: Path):
+    """One worker holds TASKS_QUEUED tasks at once; many threads send through it and each takes the
+    answer to its own task (answers come back in the order the tasks were sent)."""
+    workers = RestoreWorkers(MasterKey.generate(), 1, lambda _pack: None, lambda _b, _n: None)
+    wrong: list[str] = []
+
+    def send_many(thread: int) -> None:
+        for n in range(40):
+            path, blobs = str(tmp_path / f"t{thread}-{n}"), 1 + (thread * 7 + n) % 5
+            answer = workers.run(_unreadable_task(path, blobs), [])
+            if len(answer) != blobs or any(path not in done.error for done in answer):
+                wrong.append(f"{path}: {answer[:1]}")
+
+    try:
+        threads = [threading.Thread(target=send_many, args=(t,)) for t in range(3 * TASKS_QUEUED)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in threads), "a thread waits for its answer forever"
+        assert not wrong, wrong[:3]
+    finally:
+        workers.shutdown()
+
+
+def test_a_worker_killed_with_tasks_queued_fails_each_over_without_a_hang(tmp_path: Path):
+    """The worker blocks in its first task (its pack is a FIFO no one writes), the second waits in
+    its socket; the worker is killed: both threads learn it ended (their tasks are then done in
+    the restore's process), and the pool knows it has no worker left."""
+    fifo = tmp_path / "pack"
+    os.mkfifo(fifo)
+    workers = RestoreWorkers(MasterKey.generate(), 1, lambda _pack: None, lambda _b, _n: None)
+    outcomes: list[str] = []
+
+    def send(path: str) -> None:
+        try:
+            workers.run(_unreadable_task(path, 2), [])
+            outcomes.append("answered")
+        except WorkerGone:
+            outcomes.append("gone")
+
+    try:
+        first = threading.Thread(target=send, args=(str(fifo),))
+        first.start()
+        time.sleep(0.5)  # the worker is blocked opening the FIFO
+        second = threading.Thread(target=send, args=(str(tmp_path / "other"),))
+        second.start()
+        time.sleep(0.5)
+        assert outcomes == [], "both tasks are still with the worker"
+        os.kill(workers.pids[0], signal.SIGKILL)
+        first.join(timeout=60)
+        second.join(timeout=60)
+        assert not first.is_alive() and not second.is_alive(), "a thread waits on a dead worker"
+        assert outcomes == ["gone", "gone"]
+        with pytest.raises(WorkerGone):
+            workers.run(_unreadable_task(str(tmp_path / "later"), 1), [])
+    finally:
+        workers.shutdown()
+
+
+def test_a_worker_reads_the_blobs_of_a_pack_and_skips_the_gaps_between():
+    """A task may be a batch's whole need of a pack: the worker reads runs of nearby blobs, at most
+    READ_WINDOW each, and never the READ_GAP or more between two runs."""
+
+    def blob(offset: int, length: int) -> TaskBlob:
+        return TaskBlob(b"\0" * 32, int(BlobType.DATA), offset, length, length, False, [], [])
+
+    near = [blob(0, 1000), blob(1000, 500), blob(1500 + READ_GAP - 1, 100)]
+    far = [blob(8 << 20, 1000), blob((8 << 20) + 1000 + READ_GAP + 1, 1000)]
+    wide = [blob(12 << 20, READ_WINDOW // 2), blob((12 << 20) + READ_WINDOW // 2, READ_WINDOW // 2 + 1)]
+    windows = [(start, end, len(run)) for start, end, run in _windows(near + far + wide)]
+    assert windows == [
+        (0, 1500 + READ_GAP + 99, 3),
+        (8 << 20, (8 << 20) + 1000, 1),
+        ((8 << 20) + 1000 + READ_GAP + 1, (8 << 20) + 2000 + READ_GAP + 1, 1),
+        (12 << 20, (12 << 20) + READ_WINDOW // 2, 1),
+        ((12 << 20) + READ_WINDOW // 2, (12 << 20) + READ_WINDOW + 1, 1),
+    ]

@@ -134,7 +134,7 @@ class Restorer:
         # worker processes decode and write pack ranges (restore_workers.py); a thread waits on each
         local = store if isinstance(store, Repository) and store.packs_are_local_files else None
         self.processes = LazyRestoreWorkers(local, processes)
-        workers = workers or max(default_workers(store), self.processes.processes)
+        workers = workers or max(default_workers(store), self.processes.threads)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="sv-restore")
         # batches are driven from threads of their own: they wait on the pool, which never waits
         self.batches = ThreadPoolExecutor(BATCHES_AT_ONCE, thread_name_prefix="sv-restore-batch")

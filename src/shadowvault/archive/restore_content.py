@@ -25,10 +25,12 @@ what the filesystem reports as holes.
 
 Memory is bounded: a batch's plan is a few dozen bytes per blob and a few hundred per file, and
 what the whole restore holds of packs is bounded by its `ReadBudget` (24 MiB: a range counts in
-full until its blobs are written; a range larger than the budget waits until it is alone). A blob that fails
-verification fails only the files that need it (after its other copies were tried). The phases
-of a batch run on the restore's worker pool and are driven by a thread that is not in the pool:
-no pool thread ever waits for another.
+full until its blobs are written; a range larger than the budget waits until it is alone). A range
+that worker processes read holds none of it: its bytes are in a worker, one window at a time, so
+its range is a batch's whole need of the pack, gaps and all (one task, not one per run of blobs).
+A blob that fails verification fails only the files that need it (after its other copies were
+tried). The phases of a batch run on the restore's worker pool and are driven by a thread that is
+not in the pool: no pool thread ever waits for another.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ import blake3
 
 from shadowvault.archive.blob_writes import allocate_zero_runs, verify_file, write_at
 from shadowvault.archive.pack_reads import (
+    MAX_GAP,
+    MAX_SPAN,
     PackedBlobs,
     PackRange,
     ReadBudget,
@@ -263,7 +267,9 @@ class ContentBatch:
             places, alone = self._plan(live)
             self._pool = pool
             self._finish_later([f for f in live if f.unwritten == 0 and f not in alone])  # no data
-            ranges = plan_ranges(WantedBlob(blob_id, location) for blob_id, (location, _) in places.items())
+            wanted = (WantedBlob(blob_id, location) for blob_id, (location, _) in places.items())
+            # a worker reads what it needs of a range itself, skipping the gaps
+            ranges = plan_ranges(wanted, max_gap=MAX_SPAN if self.workers is not None else MAX_GAP)
             self._read_all(pool, ranges, places)
             each(pool, self._write_alone_and_finish, alone)
             wait_all(self._finishing)
@@ -369,8 +375,8 @@ class ContentBatch:
             for planned in ranges:
                 if len(running) >= READS_AT_ONCE:
                     running = wait_any(running)
-                room = self.budget.acquire(planned.length)
                 path = self.workers.pack_path(planned.pack) if self.workers is not None else None
+                room = self.budget.acquire(planned.length) if path is None else 0
                 try:
                     if path is None:
                         fut = pool.submit(self._read, planned, places)

@@ -1,7 +1,8 @@
-"""Worker processes shared by many threads: each worker serves one thread at a time.
+"""Worker processes shared by many threads: each worker serves `lends` threads at a time.
 
 The seal workers of a backup and the restore workers of a restore are both such a pool: started
-whole or not at all, borrowed by a thread for one request, and stopped together.
+whole or not at all, borrowed by a thread for one request, and stopped together. A worker lent to
+two threads at once (a restore's) holds the second request queued while it serves the first.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ W = TypeVar("W", bound=Worker)
 
 
 class WorkerPool(Generic[W]):
-    """`processes` workers made by `start`; thread-safe."""
+    """`processes` workers made by `start`, each lent to up to `lends` threads; thread-safe."""
 
-    def __init__(self, start: Callable[[], W], processes: int) -> None:
+    def __init__(self, start: Callable[[], W], processes: int, lends: int = 1) -> None:
         self.workers: list[W] = []
         try:
             for _ in range(processes):
@@ -39,8 +40,9 @@ class WorkerPool(Generic[W]):
                 worker.stop()
             raise
         self._idle: queue.SimpleQueue[W] = queue.SimpleQueue()
-        for worker in self.workers:
-            self._idle.put(worker)
+        for _ in range(lends):
+            for worker in self.workers:
+                self._idle.put(worker)
         self._stopped = threading.Event()
 
     @property
@@ -58,7 +60,7 @@ class WorkerPool(Generic[W]):
 
     @contextmanager
     def borrowed(self) -> Iterator[W]:
-        """The next free worker, this thread's until the block ends."""
+        """The next worker with room for a request, lent to this thread until the block ends."""
         worker = self._idle.get()
         try:
             yield worker
