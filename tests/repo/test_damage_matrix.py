@@ -132,6 +132,20 @@ def test_flipped_data_blob_is_found_healed_by_the_next_backup_and_repaired(case,
     assert case.check("--read-data").returncode == 0
 
 
+def test_only_the_file_of_a_damaged_blob_is_read_again_its_neighbours_are_reused(case, tmp_path):
+    """An incremental backup asks the index about a directory's unchanged files at once; when one
+    of them has a blob found damaged, that file alone is read again, the others stay reused."""
+    content, _ = case.ids_of(case.first, b"big.bin")
+    _flip(case.pack_of(content[0]), 100)
+    assert case.check("--read-data").returncode == 1  # the damage is recorded
+
+    done = case.cli("backup", "--provider", "none", "--json", str(case.src))
+    assert done.returncode == 0, done.stderr
+    summary = [json.loads(line) for line in done.stdout.splitlines() if '"summary"' in line][-1]
+    assert (summary["files_changed"], summary["files_unmodified"]) == (1, 3), summary
+    case.assert_restores_identically(summary["snapshot_id"], tmp_path / "r")
+
+
 def test_damaged_pack_with_no_second_copy_repair_packs_then_repair_snapshots(case, tmp_path):
     content, _ = case.ids_of(case.first, b"big.bin")
     _flip(case.pack_of(content[-1]), 50)

@@ -18,6 +18,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -49,6 +50,9 @@ class _DirJob:
 
     nodes: list[Node] = field(default_factory=list)
     files: list[tuple[Node, PendingContent, str]] = field(default_factory=list)
+    # files found unchanged whose blobs the index is asked about once for the whole directory:
+    # (node, its old node, the path it is read at, its original path)
+    unchanged: list[tuple[Node, Node, bytes, bytes]] = field(default_factory=list)
     subdirs: list[tuple[Node, _DirJob]] = field(default_factory=list)
     tree_id: bytes | None = None
     error: str | None = None  # why the directory could not be listed
@@ -358,24 +362,51 @@ class Archiver:
             return
         if copied:
             self._record_original(orig, st, node)
-        if old is not None and self._unchanged(old, st, node, copied) and self._all_present(old.content):
-            node.content = list(old.content)
-            node.sparse = old.sparse or node.sparse
-            stats.files_unmodified += 1
-            with stats.lock:
-                stats.files_done += 1
-                stats.bytes_done += node.size
-            if st.st_nlink > 1:
+        if old is not None and self._unchanged(old, st, node, copied):
+            if st.st_nlink == 1:  # its blobs are looked up with its directory's (`_reuse_unchanged`)
+                job.unchanged.append((node, old, access, orig))
+                return
+            if self._all_present(old.content):  # a later name of it must know now
+                self._reuse(node, old)
                 self._links[link_key] = (node, None)
+                return
+        self._read(node, old, access, orig, job)
+        if st.st_nlink > 1:
+            self._links[link_key] = (node, job.files[-1][1])
+
+    def _reuse_unchanged(self, job: _DirJob) -> None:
+        """Reuse the content of the directory's unchanged files whose blobs are all stored (the
+        index asked once for all of them: ~1/4 of a no-change backup's walk went to asking it file
+        by file); a file with a blob that is not (lost, or found damaged) is read again."""
+        waiting, job.unchanged = job.unchanged, []
+        if not waiting:
             return
+        if len(waiting) > 1 and self._all_present({b for _, old, _, _ in waiting for b in old.content}):
+            for node, old, _, _ in waiting:
+                self._reuse(node, old)
+            return
+        for node, old, access, orig in waiting:
+            if self._all_present(old.content):
+                self._reuse(node, old)
+            else:
+                self._read(node, old, access, orig, job)
+
+    def _reuse(self, node: Node, old: Node) -> None:
+        node.content = list(old.content)
+        node.sparse = old.sparse or node.sparse
+        stats = self.stats
+        stats.files_unmodified += 1
+        with stats.lock:
+            stats.files_done += 1
+            stats.bytes_done += node.size
+
+    def _read(self, node: Node, old: Node | None, access: bytes, orig: bytes, job: _DirJob) -> None:
         if old is None:
-            stats.files_new += 1
+            self.stats.files_new += 1
         else:
-            stats.files_changed += 1
+            self.stats.files_changed += 1
         fut = self.reader.submit(access, node, orig)
         job.files.append((node, fut, text(orig)))
-        if st.st_nlink > 1:
-            self._links[link_key] = (node, fut)
 
     def _record_original(self, orig: bytes, st: os.stat_result, node: Node) -> None:
         """Remember the live original's identity when it provably has the copy's content."""
@@ -406,11 +437,12 @@ class Archiver:
             and old.mtime_ns == st.st_mtime_ns
         )
 
-    def _all_present(self, blob_ids: list[bytes]) -> bool:
+    def _all_present(self, blob_ids: Collection[bytes]) -> bool:
         try:
             # each id once: a sparse file repeats its zero blobs thousands of times (most files are
             # one blob: no set)
-            return self.store.has_blobs(blob_ids if len(blob_ids) <= 1 else set(blob_ids))
+            unique = blob_ids if len(blob_ids) <= 1 or isinstance(blob_ids, set) else set(blob_ids)
+            return self.store.has_blobs(unique)
         except (RepositoryError, NotFoundError):
             return False
 
@@ -435,6 +467,8 @@ class Archiver:
     # -- directory completion ----------------------------------------------------------------------
 
     def _finish(self, job: _DirJob) -> None:
+        """Every entry of the directory was visited: settle its unchanged files and queue it."""
+        self._reuse_unchanged(job)
         self._finished.append(job)
         self._drain(block=False)
 
