@@ -7,7 +7,6 @@ import sys
 import time
 
 import click
-from rich.markup import escape as escape_markup
 
 from shadowvault.archive.exclude_rules import parse_size
 from shadowvault.archive.memory import bound_heap
@@ -74,6 +73,8 @@ def _clock(seconds: float) -> str:
 
 
 def _line(s: dict) -> str:
+    from rich.markup import escape as escape_markup  # only a terminal shows this line
+
     # shown by rich.live, which reads markup: a name like "[/x]" must stay text
     current = escape_markup(escape_text(s["current_file"])[-50:])
     more = "" if s["scan_finished"] else "+"  # the scan is still counting

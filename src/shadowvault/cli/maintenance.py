@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
-from rich.progress import TaskID
 
 from shadowvault.cli.forget_options import forget_within_options, within_durations
 from shadowvault.cli.output import emit, info, json_option, listing, note, print_json, print_table, quiet
@@ -33,7 +32,7 @@ def _tty_progress() -> Iterator[Callable[[str, int, int], None] | None]:
         yield None
         return
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
     tasks: dict[str, TaskID] = {}
     with Progress(console=Console(stderr=True), transient=True) as bar:

@@ -1,4 +1,4 @@
-"""How commands print: rich tables for people, JSON for scripts, errors as one line on stderr.
+"""How commands print: tables for people, JSON for scripts, errors as one line on stderr.
 
 Every line meant for a person goes through `escape_text`: messages carry file names, and a name can
 hold control characters that would drive the terminal. Under `--json` a failing command's error is
@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import click
 import msgspec
-from rich.console import Console
-from rich.text import Text
 
-from shadowvault.cli.tables import render_table
 from shadowvault.display import escape_text
 
-# Off a terminal, rich would cut table cells at 80 columns; ids and paths must never be cut.
-# No emoji codes either: a file name may contain ":smile:".
-_stdout = Console(
-    highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000
-)
-_stderr = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+# Lines are written as they are (escaped, never read as markup or emoji codes, never wrapped):
+# rich, whose import costs every command ~40 ms, only draws live progress on a terminal.
+BOLD, PLAIN = "\x1b[1m", "\x1b[0m"
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
@@ -58,19 +54,27 @@ def print_json(obj: Any) -> None:
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
     """Print rows as a table: fitting the terminal's width on a terminal, every value whole (plain
     text, no box drawing) into a pipe or a file."""
+    from shadowvault.cli.tables import render_table
+
     cells = [["" if cell is None else _lines(str(cell)) for cell in row] for row in rows]
     on_terminal = sys.stdout.isatty()
-    lines = render_table(columns, cells, _stdout.width if on_terminal else None)
+    lines = render_table(columns, cells, shutil.get_terminal_size().columns if on_terminal else None)
+    bold = on_terminal and os.environ.get("TERM") != "dumb"
     if title:
-        _write_line(escape_text(title), bold=on_terminal)
-    _write_line(lines[0], bold=on_terminal)
+        _write(sys.stdout, _bold(escape_text(title)) if bold else escape_text(title))
+    _write(sys.stdout, _bold(lines[0]) if bold else lines[0])
     for line in lines[1:]:
-        _write_line(line, bold=False)
+        _write(sys.stdout, line)
 
 
-def _write_line(line: str, *, bold: bool) -> None:
-    # Text, not str: a cell is data (a path, a tag), never rich markup like "[/x]"
-    _stdout.print(Text(line, style="bold" if bold else ""), soft_wrap=True)
+def _bold(line: str) -> str:
+    return BOLD + line + PLAIN
+
+
+def _write(stream: TextIO, line: str) -> None:
+    """One line, flushed: progress and results reach a pipe as they happen."""
+    stream.write(line + "\n")
+    stream.flush()
 
 
 def _lines(text: str) -> str:
@@ -91,23 +95,23 @@ def quiet() -> bool:
 def info(message: str) -> None:
     """Human-readable result lines on stdout (what was done); silent under --quiet."""
     if not quiet():
-        _stdout.print(_lines(message), markup=False)
+        _write(sys.stdout, _lines(message))
 
 
 def listing(message: str) -> None:
     """A line of what the command was asked to show (a listing, details): printed even under --quiet."""
-    _stdout.print(_lines(message), markup=False)
+    _write(sys.stdout, _lines(message))
 
 
 def note(message: str) -> None:
     """Progress or advisory lines on stderr (never mixed into results); silent under --quiet."""
     if not quiet():
-        _stderr.print(_lines(message), markup=False)
+        _write(sys.stderr, _lines(message))
 
 
 def warn(message: str) -> None:
     """A warning on stderr: one line (a line break in a name is shown as \\n)."""
-    _stderr.print(f"shadowvault: warning: {escape_text(message)}", markup=False)
+    _write(sys.stderr, f"shadowvault: warning: {escape_text(message)}")
 
 
 def json_requested(argv: Sequence[str]) -> bool:
