@@ -2,7 +2,8 @@
 
 Each tool runs with its defaults apart from what is needed to run it unattended:
   shadowvault  the CLI of this checkout, `--provider none` (live files, no shadow set: the comparison
-               is about the repository engine, not about snapshots)
+               is about the repository engine, not about snapshots), cache (the kept index) in the
+               work directory
   restic       repository format 2 (zstd, compression auto), cache in the work directory
   borg         repokey-blake2 encryption, default compression (lz4), cache in the work directory
 
@@ -81,6 +82,7 @@ class Shadowvault(Tool):
                 "SHADOWVAULT_PASSWORD": PASSWORD,
                 "SHADOWVAULT_CONFIG_DIR": str(work / "config"),
                 "SHADOWVAULT_STATE_DIR": str(work / "state"),
+                "SHADOWVAULT_CACHE_DIR": str(work / "cache"),  # the kept index, as restic's cache
             },
         )
         (work / "config").mkdir(parents=True, exist_ok=True)

@@ -22,12 +22,13 @@ os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 @pytest.fixture(autouse=True)
 def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point Shadowvault's config and state directories at fresh temporary ones for every test."""
+    """Point Shadowvault's config, state and cache directories at fresh temporary ones for every test."""
     base = tmp_path_factory.mktemp("sv-dirs")
     (base / "config" / "writers.d").mkdir(parents=True)
     (base / "state").mkdir()
     monkeypatch.setenv("SHADOWVAULT_CONFIG_DIR", str(base / "config"))
     monkeypatch.setenv("SHADOWVAULT_STATE_DIR", str(base / "state"))
+    monkeypatch.setenv("SHADOWVAULT_CACHE_DIR", str(base / "cache"))  # the kept index, S3 objects
     return base
 
 

@@ -201,7 +201,9 @@ def check(
         except ShadowvaultError as err:
             report.errors.append(f"{err}; remove it with `shadowvault forget {sid[:8]}`")
             report.affected_snapshots.setdefault(sid, []).append(str(err))
-    repo.reload_index(drop_old=True)  # check runs on one thread: never two indexes at once
+    # check runs on one thread: never two indexes at once; and it reads every index file, never
+    # the index kept built from them (index_cache.py)
+    repo.reload_index(drop_old=True, kept=False)
     report.snapshots = len(snapshots)
     used = _UsedBlobs(repo.index)
     tree_problems: dict[bytes, str] = {}

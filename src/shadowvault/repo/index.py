@@ -37,6 +37,23 @@ class BlobLocation(NamedTuple):
     pending: bool  # the pack is pending deletion by prune: readable, but never deduplicated against
 
 
+class BulkParts(NamedTuple):
+    """A bulk-loaded index as flat arrays: what `BlobIndex.from_bulk` takes back (index_cache.py
+    keeps them on disk between commands)."""
+
+    keys: array[int]
+    ids: bytearray
+    packs_offsets: array[int]
+    lengths: array[int]
+    raw_lengths: array[int]
+    flags: bytearray
+    shift: int
+    directory: array[int]
+    directory_shift: int
+    packs: bytes  # 32 raw bytes per pack, by pack number
+    pending: array[int]  # the numbers of the packs pending deletion
+
+
 class _SortedBase:
     """Immutable arrays built once from index files. Entries stay in load order; `keys` is the
     sorted search structure: the id's top bits above `shift`, the entry's position below."""
@@ -195,6 +212,49 @@ class BlobIndex:
         index._no_dedup = set(index._pending)
         return index
 
+    def bulk_parts(self) -> BulkParts:
+        """The bulk-loaded part (what `from_packs` built) as flat arrays."""
+        base = self._base
+        return BulkParts(
+            base.keys,
+            base.ids,
+            base.packs_offsets,
+            base.lengths,
+            base.raw_lengths,
+            base.flags,
+            base.shift,
+            base.directory,
+            base.directory_shift,
+            b"".join(bytes.fromhex(pack_id) for pack_id in self._packs),
+            array("I", sorted(self._pending)),
+        )
+
+    @classmethod
+    def from_bulk(cls, parts: BulkParts) -> BlobIndex:
+        """The index `bulk_parts` described; IntegrityError when its parts do not fit together."""
+        n = len(parts.flags)
+        packs = len(parts.packs) // 32
+        if not (
+            len(parts.keys) == len(parts.packs_offsets) == len(parts.lengths) == len(parts.raw_lengths) == n
+            and len(parts.ids) == 32 * n
+            and len(parts.packs) == 32 * packs
+            and 0 < parts.shift <= 64
+            and 0 < parts.directory_shift <= 64
+            and len(parts.directory) == (1 << (64 - parts.directory_shift)) + 1
+            and all(number < packs for number in parts.pending)
+        ):
+            raise IntegrityError("the parts of a kept index do not fit together")
+        index = cls()
+        base = index._base
+        base.keys, base.ids, base.packs_offsets = parts.keys, parts.ids, parts.packs_offsets
+        base.lengths, base.raw_lengths, base.flags = parts.lengths, parts.raw_lengths, parts.flags
+        base.shift, base.directory, base.directory_shift = parts.shift, parts.directory, parts.directory_shift
+        index._packs = [parts.packs[i * 32 : (i + 1) * 32].hex() for i in range(packs)]
+        index._pack_numbers = {pack_id: i for i, pack_id in enumerate(index._packs)}
+        index._pending = set(parts.pending)
+        index._no_dedup = set(index._pending)
+        return index
+
     def __len__(self) -> int:
         return len(self._base) + len(self._entries)
 
@@ -235,10 +295,13 @@ class BlobIndex:
             return 2
         return 1 if number in self._pending else 0
 
-    def add_pack(self, pack: IndexPack) -> None:
-        self.add(pack.id, pack.blobs, pending=pack.pending is not None)
+    def add_pack(self, pack: IndexPack) -> bool:
+        return self.add(pack.id, pack.blobs, pending=pack.pending is not None)
 
-    def add(self, pack_id: str, blobs: list[PackBlob], *, pending: bool = False) -> None:
+    def add(self, pack_id: str, blobs: list[PackBlob], *, pending: bool = False) -> bool:
+        """Index a pack on top of the bulk-loaded entries; False when a blob already had an entry on
+        top in another pack (the dict on top keeps one copy: for more, build with `from_packs`)."""
+        alone = True
         with self._lock:
             number = self._pack_number(pack_id, pending)
             entries = self._entries
@@ -252,9 +315,12 @@ class BlobIndex:
                     | int(b.compressed)
                 )
                 old = entries.get(b.id)
+                if old is not None and (old >> 98) != number:
+                    alone = False
                 if old is not None and pending and (old >> 98) not in self._pending:
                     continue  # keep the live copy
                 entries[b.id] = packed
+        return alone
 
     def has_blob(self, blob_id: bytes) -> bool:
         """True if the blob is stored in a pack that is not pending deletion (safe to deduplicate)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from shadowvault.errors import IntegrityError, NotFoundError, ShadowvaultError
@@ -18,6 +18,7 @@ from shadowvault.repo.crypto import Sealer
 from shadowvault.repo.damage import DamagedPack, DamageMap, load_damage, save_damage
 from shadowvault.repo.format import IndexFile, IndexPack, decode_document, encode_document, file_id
 from shadowvault.repo.index import BlobIndex
+from shadowvault.repo.index_cache import IndexCache
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,11 @@ INDEX_DIR = "index/"
 INDEX_FILE_BLOBS = 50_000  # at most this many blobs per index file
 PACKS_PER_INDEX = 8  # write an index file after this many finished packs (resume point after a crash)
 RELIST_ROUNDS = 10  # re-listings of index/ while files vanish under a reader (see reload)
+# Index files written since the kept index was built are read on top of it (their blobs held in a
+# dict, ~360 B each) while they are at most a tenth of it, or this many bytes (~12k blobs: an index
+# file holds ~43 bytes per blob); more, and the index is built anew and kept again.
+KEPT_ADDED_BYTES = 512 << 10
+INDEX_BYTES_PER_BLOB = 43
 
 
 def mark_damage(index: BlobIndex, record: DamagedPack) -> None:
@@ -40,9 +46,10 @@ class MasterIndex:
     """Thread-safe. `index` is read on first use and replaced whole by `reload` (readers keep the
     one they took)."""
 
-    def __init__(self, backend: Backend, sealer: Sealer) -> None:
+    def __init__(self, backend: Backend, sealer: Sealer, cache: IndexCache | None = None) -> None:
         self._backend = backend
         self._sealer = sealer
+        self._cache = cache  # the index kept built between commands (index_cache.py)
         # None until first used: listing snapshots, tagging or forgetting them needs no index
         # (~0.3 s for 100k blobs, seconds for millions)
         self._index: BlobIndex | None = None
@@ -111,21 +118,24 @@ class MasterIndex:
 
     # ---------------------------------------------------------------- reading them all
 
-    def reload(self, *, drop_old: bool = False) -> None:
+    def reload(self, *, drop_old: bool = False, kept: bool = True) -> None:
         """Read every index file into a fresh, compact in-memory index (files are decrypted and
         decoded a few at a time in threads: decoding releases the GIL, decoded files are bulky).
         `drop_old`: let the index held so far go first (an empty index meanwhile), so the two are
-        never in memory together: for a single-threaded caller such as check.
+        never in memory together: for a single-threaded caller such as check. `kept`: use the
+        index kept built from the same files (index_cache.py), and keep what is built here.
 
         An index file may vanish between the listing and its reading: a writer merging its files
         at close, or prune, writes the successor first and removes the old files after. So when a
         listed file is gone, the directory is listed again and the files not seen yet are read,
         until a round finds nothing vanished (without this the successor, written after our
         listing, was missed and its blobs looked absent: a snapshot's tree "not in the index")."""
-        names = self.file_names()
+        sizes = {info.name: info.size for info in self._backend.list(INDEX_DIR)}
+        names = list(sizes)
         seen = set(names)
         vanished: list[str] = []
         gone: set[str] = set()
+        unreadable: list[str] = []
 
         def load(name: str) -> IndexFile | None:
             try:
@@ -134,14 +144,14 @@ class MasterIndex:
                 vanished.append(name)  # replaced; its successor is written before the removal
                 return None
             except IntegrityError as err:
+                unreadable.append(name)
                 log.warning(
                     "%s (its blobs are treated as missing; `shadowvault repair index` rebuilds the index)",
                     err,
                 )
                 return None
 
-        def packs() -> Iterator[IndexPack]:
-            batch = names
+        def packs(batch: list[str]) -> Generator[IndexPack, None, None]:
             with ThreadPoolExecutor(max_workers=4) as pool:
                 for _ in range(RELIST_ROUNDS):
                     vanished.clear()
@@ -158,7 +168,30 @@ class MasterIndex:
 
         if drop_old:
             self._index = BlobIndex()
-        index = BlobIndex.from_packs(packs())
+        cache = self._cache if kept else None
+        index = None
+        found = cache.load() if cache is not None else None
+        if found is not None:
+            index, built_from = found
+            added = [name for name in names if name not in built_from]
+            most = max(KEPT_ADDED_BYTES, len(index) * INDEX_BYTES_PER_BLOB // 10)
+            if not built_from <= seen or sum(sizes[name] for name in added) > most:
+                index = None  # files went (a prune, a merge) or many blobs came: build anew
+            else:
+                on_top = packs(added)
+                try:
+                    if not all(index.add_pack(pack) for pack in on_top):
+                        index = None  # two copies of a blob came (a healed blob): a build keeps both
+                finally:
+                    on_top.close()
+        if index is None:
+            seen.clear()
+            seen.update(names)
+            gone.clear()
+            unreadable.clear()
+            index = BlobIndex.from_packs(packs(names))
+            if cache is not None and not gone and not unreadable:  # built from exactly `names`
+                cache.save(names, index)
         damage = load_damage(self._backend, self._sealer)
         for record in self._damage.records():  # what this process found and has not saved yet
             damage.add(record)

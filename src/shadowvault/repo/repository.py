@@ -25,6 +25,7 @@ from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.damage import DamagedPack, DamageMap
 from shadowvault.repo.format import BlobType, ChunkerParams, Config, IndexFile, IndexPack, PackBlob
 from shadowvault.repo.index import BlobIndex, BlobLocation
+from shadowvault.repo.index_cache import IndexCache
 from shadowvault.repo.master_index import MasterIndex
 from shadowvault.repo.pack import pack_name
 from shadowvault.repo.packer import Packer, SaveStats
@@ -71,7 +72,7 @@ class Repository:
         self.chunker = Chunker(config.chunker)
         self.stats = SaveStats()
         self.session: Session | None = None
-        self._master = MasterIndex(backend, self.sealer)
+        self._master = MasterIndex(backend, self.sealer, IndexCache.for_repository(config.id, key.id_key))
         self._packer = Packer(backend, self.sealer, self._master, config.pack_size, self.stats)
         self._reader = BlobReader(backend, self.sealer, self._master, self._packer)
         self._snapshots = SnapshotStore(backend, self.sealer)
@@ -255,9 +256,10 @@ class Repository:
     def save_index_files(self, packs: list[IndexPack]) -> list[str]:
         return self._master.save_files(packs)
 
-    def reload_index(self, *, drop_old: bool = False) -> None:
-        """Read the index files again (`drop_old`: single-threaded callers, see MasterIndex.reload)."""
-        self._master.reload(drop_old=drop_old)
+    def reload_index(self, *, drop_old: bool = False, kept: bool = True) -> None:
+        """Read the index files again (`drop_old`: single-threaded callers; `kept`: the index kept
+        built from the same files may serve; see MasterIndex.reload)."""
+        self._master.reload(drop_old=drop_old, kept=kept)
 
     def record_damage(self, records: list[DamagedPack]) -> str | None:
         """Write damage records (see repo/damage.py) and apply them to the in-memory index."""

@@ -1,0 +1,146 @@
+"""The index kept built between commands (repo/index_cache.py): a second command reads it instead of
+every index file and finds the same blobs where they are; new index files build it again; a kept
+file that is damaged or forged is never used; check reads the index files themselves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shadowvault.repo import master_index
+from shadowvault.repo.index_cache import IndexCache
+from shadowvault.repo.repository import Repository
+from tests.repo.helpers import PASSWORD, make_snapshot, restore_all
+
+
+def _kept(repo: Repository) -> Path:
+    cache = IndexCache.for_repository(repo.id, repo._key.id_key)
+    assert cache is not None
+    return cache.path
+
+
+def _locations(repo: Repository, ids: dict[str, list[bytes]]) -> dict[bytes, object]:
+    return {blob_id: repo.lookup(blob_id) for blob_ids in ids.values() for blob_id in blob_ids}
+
+
+def _built_from_files(monkeypatch) -> list[str]:
+    """Record whether the next index read built from the index files (True) or used the kept one."""
+    built: list[str] = []
+    real = IndexCache.load
+
+    def load(self: IndexCache):
+        found = real(self)
+        built.append("kept" if found is not None else "built")
+        return found
+
+    monkeypatch.setattr(IndexCache, "load", load)
+    return built
+
+
+def test_a_second_command_reads_the_kept_index_and_finds_every_blob(tmp_path: Path, monkeypatch):
+    path = tmp_path / "repo"
+    large = os.urandom(3 << 20)
+    with Repository.init(path, PASSWORD) as repo:
+        sid, ids = make_snapshot(repo, {"a": b"hello", "b": large})
+    with Repository.open(path, PASSWORD) as repo:
+        first = _locations(repo, ids)
+        kept = _kept(repo)
+    assert kept.is_file() and kept.stat().st_mode & 0o077 == 0
+    assert kept.parent.stat().st_mode & 0o777 == 0o700, "nobody else's business"
+    built = _built_from_files(monkeypatch)
+    with Repository.open(path, PASSWORD) as repo:
+        assert _locations(repo, ids) == first
+        assert restore_all(repo, sid)["b"] == large
+        assert not repo.has_blob(bytes(32))
+    assert built == ["kept"]
+
+
+def test_index_files_written_since_are_read_on_top_of_it(tmp_path: Path, monkeypatch):
+    path = tmp_path / "repo"
+    with Repository.init(path, PASSWORD) as repo:
+        make_snapshot(repo, {"a": b"one"})
+    with Repository.open(path, PASSWORD) as repo:
+        assert len(repo.index) > 0  # kept now
+        later, ids = make_snapshot(repo, {"c": b"written after the index was kept"})
+    built = _built_from_files(monkeypatch)
+    with Repository.open(path, PASSWORD) as repo:
+        assert restore_all(repo, later)["c"] == b"written after the index was kept"
+        assert all(repo.lookup(blob_id) is not None for blob_id in ids["c"])
+    assert built == ["kept"]
+    monkeypatch.setattr(master_index, "KEPT_ADDED_BYTES", 0)  # any file more is too much: built anew
+    with Repository.open(path, PASSWORD) as repo:
+        assert restore_all(repo, later)["c"] == b"written after the index was kept"
+    with Repository.open(path, PASSWORD) as repo:
+        assert len(repo.index) > 0
+    assert built == ["kept", "kept", "kept"]
+    assert len(_kept_names(path)) == len(list((path / "index").iterdir())), "kept again, with every file"
+
+
+def _kept_names(path: Path) -> frozenset[str]:
+    with Repository.open(path, PASSWORD) as repo:
+        cache = IndexCache.for_repository(repo.id, repo._key.id_key)
+        assert cache is not None
+        found = cache.load()
+    assert found is not None
+    return found[1]
+
+
+def test_a_kept_index_never_brings_back_blobs_whose_index_file_is_gone(tmp_path: Path):
+    """Prune removes index files with the packs they list: a kept index built with them is not used
+    (a blob of a removed pack must look missing, so the next backup stores it again)."""
+    path = tmp_path / "repo"
+    with Repository.init(path, PASSWORD) as repo:
+        _, first = make_snapshot(repo, {"a": b"first"})
+    names_before = set(os.listdir(path / "index"))
+    with Repository.open(path, PASSWORD) as repo:
+        _, second = make_snapshot(repo, {"b": b"second, in an index file of its own"})
+    with Repository.open(path, PASSWORD) as repo:
+        assert len(repo.index) > 0  # kept, built from both
+    for name in names_before:
+        (path / "index" / name).unlink()
+    with Repository.open(path, PASSWORD) as repo:
+        assert all(repo.lookup(blob_id) is None for blob_id in first["a"])
+        assert all(repo.lookup(blob_id) is not None for blob_id in second["b"])
+
+
+def test_a_damaged_or_forged_kept_index_is_never_used(tmp_path: Path, monkeypatch):
+    path = tmp_path / "repo"
+    with Repository.init(path, PASSWORD) as repo:
+        sid, ids = make_snapshot(repo, {"a": b"hello"})
+        kept = _kept(repo)
+    kept.unlink()  # kept while the repository was empty: built from its one index file next
+    with Repository.open(path, PASSWORD) as repo:
+        first = _locations(repo, ids)
+    raw = bytearray(kept.read_bytes())
+    built = _built_from_files(monkeypatch)
+    for damage in (
+        lambda b: b.__setitem__(len(b) - 100, b[len(b) - 100] ^ 1),  # a flipped bit
+        lambda b: b.__delitem__(slice(len(b) // 2, None)),  # cut short
+        lambda b: b.__setitem__(slice(len(b) - 32, None), bytes(32)),  # no key, no valid tag
+    ):
+        changed = bytearray(raw)
+        damage(changed)
+        kept.write_bytes(bytes(changed))
+        with Repository.open(path, PASSWORD) as repo:
+            assert _locations(repo, ids) == first
+            assert restore_all(repo, sid)["a"] == b"hello"
+        assert kept.read_bytes() == raw, "built again and kept again"
+    assert built == ["built"] * 3
+    with Repository.open(path, PASSWORD) as other_key:  # a kept file is bound to its repository
+        other = IndexCache(kept.parent, b"\x01" * 32)
+        assert other_key.id and other.load() is None
+
+
+def test_check_reads_the_index_files_not_the_kept_index(tmp_path: Path, cli):
+    path = tmp_path / "repo"
+    with Repository.init(path, PASSWORD) as repo:
+        make_snapshot(repo, {"a": b"hello"})
+    env = {"SHADOWVAULT_REPOSITORY": str(path), "SHADOWVAULT_PASSWORD": PASSWORD}
+    assert cli("check", env=env).returncode == 0
+    with Repository.open(path, PASSWORD) as repo:
+        assert len(repo.index) > 0 and _kept(repo).is_file()
+    damaged = sorted((path / "index").iterdir())[0]
+    damaged.write_bytes(b"not an index file")
+    found = cli("check", env=env)
+    assert found.returncode == 1
+    assert "repair index" in found.stdout + found.stderr
