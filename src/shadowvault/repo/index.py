@@ -15,7 +15,7 @@ import bisect
 import threading
 from array import array
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.format import BlobType, IndexPack, PackBlob
@@ -37,21 +37,27 @@ class BlobLocation(NamedTuple):
     pending: bool  # the pack is pending deletion by prune: readable, but never deduplicated against
 
 
+# The bulk arrays: built in memory, or a view of the kept index's file (index_cache.py maps it:
+# only the pages a command looks at are read, so a large repository costs a small backup little).
+Numbers: TypeAlias = "array[int] | memoryview"
+Bytes: TypeAlias = "bytearray | memoryview"
+
+
 class BulkParts(NamedTuple):
     """A bulk-loaded index as flat arrays: what `BlobIndex.from_bulk` takes back (index_cache.py
     keeps them on disk between commands)."""
 
-    keys: array[int]
-    ids: bytearray
-    packs_offsets: array[int]
-    lengths: array[int]
-    raw_lengths: array[int]
-    flags: bytearray
+    keys: Numbers
+    ids: Bytes
+    packs_offsets: Numbers
+    lengths: Numbers
+    raw_lengths: Numbers
+    flags: Bytes
     shift: int
-    directory: array[int]
+    directory: Numbers
     directory_shift: int
     packs: bytes  # 32 raw bytes per pack, by pack number
-    pending: array[int]  # the numbers of the packs pending deletion
+    pending: Numbers  # the numbers of the packs pending deletion
 
 
 class _SortedBase:
@@ -59,16 +65,16 @@ class _SortedBase:
     sorted search structure: the id's top bits above `shift`, the entry's position below."""
 
     def __init__(self) -> None:
-        self.keys = array("Q")
-        self.ids = bytearray()
-        self.packs_offsets = array("Q")  # pack number << 32 | offset
-        self.lengths = array("I")
-        self.raw_lengths = array("I")
-        self.flags = bytearray()  # type << 1 | compressed
+        self.keys: Numbers = array("Q")
+        self.ids: Bytes = bytearray()
+        self.packs_offsets: Numbers = array("Q")  # pack number << 32 | offset
+        self.lengths: Numbers = array("I")
+        self.raw_lengths: Numbers = array("I")
+        self.flags: Bytes = bytearray()  # type << 1 | compressed
         self.shift = 1
         # where the keys of each value of their top bits start (and, last, where they end): a
         # lookup bisects a few keys, not all of them (a no-change backup looks up every old blob)
-        self.directory = array("I", [0, 0])
+        self.directory: Numbers = array("I", [0, 0])
         self.directory_shift = 63
 
     def __len__(self) -> int:
@@ -124,20 +130,26 @@ class _Builder:
     def __init__(self) -> None:
         self.base = _SortedBase()
         self.prefixes = array("Q")
+        self.ids = bytearray()
+        self.packs_offsets = array("Q")
+        self.lengths = array("I")
+        self.raw_lengths = array("I")
+        self.flags = bytearray()
 
     def add(self, number: int, blobs: list[PackBlob]) -> None:
-        base = self.base
         high = number << 32
         from_bytes = int.from_bytes
         self.prefixes.extend([from_bytes(b.id[:8], "big") for b in blobs])
-        base.ids += b"".join([b.id for b in blobs])
-        base.packs_offsets.extend([high | b.offset for b in blobs])
-        base.lengths.extend([b.length for b in blobs])
-        base.raw_lengths.extend([b.raw_length for b in blobs])
-        base.flags.extend([(b.type << 1) | b.compressed for b in blobs])
+        self.ids += b"".join([b.id for b in blobs])
+        self.packs_offsets.extend([high | b.offset for b in blobs])
+        self.lengths.extend([b.length for b in blobs])
+        self.raw_lengths.extend([b.raw_length for b in blobs])
+        self.flags.extend([(b.type << 1) | b.compressed for b in blobs])
 
     def build(self) -> _SortedBase:
         base = self.base
+        base.ids, base.packs_offsets, base.flags = self.ids, self.packs_offsets, self.flags
+        base.lengths, base.raw_lengths = self.lengths, self.raw_lengths
         n = len(base.flags)
         shift = base.shift = max(1, n.bit_length())
         # sorted a bucket (top 8 bits) at a time: one sorted list of every key cost ~80 B per blob at

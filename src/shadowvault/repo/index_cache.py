@@ -6,16 +6,19 @@ no-change backup of 100k files spent a tenth of its time there). What is built d
 set of index files, whose names are the hashes of their content, so it is kept under the cache
 directory (`SHADOWVAULT_CACHE_DIR`, else $XDG_CACHE_HOME/shadowvault, else ~/.cache/shadowvault):
 `index/<repository id>/bulk`, one file per repository, with the names of the files it was built
-from. Its arrays are read back in milliseconds, and the index files written since (each backup
-writes a few) are read on top of it, as a backup's own new packs are; damage records and this
-process's packs are applied after, as after a build. When files it was built from are gone (prune
-merged them) or many were added, the index is built anew and replaces the kept one.
+from. Its arrays are mapped in place (only the pages lookups touch are read: a small backup into
+a repository of a million blobs holds a few MiB of it, not ~60), and the index files written
+since (each backup writes a few) are read on top of it, as a backup's own new packs are; damage
+records and this process's packs are applied after, as after a build. When files it was built
+from are gone (prune merged them) or many were added, the index is built anew and replaces the
+kept one.
 
 The file is authenticated with a key derived from the repository's id key (keyed BLAKE3 over all
 of it): a file that is damaged, cut short, or written by anyone without the repository's keys is
 ignored and rebuilt, never used (a wrong location would read as damage in the repository). It is
-written under a temporary name and renamed, so readers never see half of one. Safe to delete at
-any time; `check` never uses it (it reads every index file, which is its job).
+written under a temporary name and renamed, so readers never see half of one, and a process that
+maps it keeps its own. Safe to delete at any time (never cut it in place); `check` never uses it
+(it reads every index file, which is its job).
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import mmap
 import os
 import re
 import sys
-from array import array
 from collections.abc import Collection
 from pathlib import Path
 from typing import BinaryIO
@@ -53,6 +56,20 @@ _TYPECODES = {
     "pending": "I",
 }
 _MAX_HEADER = 4096
+_TAG = 32  # the keyed BLAKE3 tag at the end
+
+
+def _offsets(header_end: int, sizes: list[int]) -> list[int]:
+    """Where each section starts (8-byte aligned, so the arrays are mapped in place), and last,
+    where the tag starts."""
+    offsets = []
+    at = header_end
+    for size in sizes:
+        at = (at + 7) & ~7
+        offsets.append(at)
+        at += size
+    offsets.append((at + 7) & ~7)
+    return offsets
 
 
 class _Header(msgspec.Struct, array_like=True):
@@ -81,61 +98,64 @@ class IndexCache:
         """The kept index and the names of the index files it was built from, if it is intact."""
         try:
             with open(self.path, "rb") as f:
-                return self._read(f)
+                return self._map(f)
         except FileNotFoundError:
             return None
         except (OSError, IntegrityError, ValueError, msgspec.DecodeError) as err:
             log.debug("the kept index %s is not used: %s", self.path, err)
             return None
 
-    def _read(self, f: BinaryIO) -> tuple[BlobIndex, frozenset[str]] | None:
-        mac = blake3.blake3(key=self._key)
+    def _map(self, f: BinaryIO) -> tuple[BlobIndex, frozenset[str]] | None:
         start = f.read(len(MAGIC) + 4)
         if start[: len(MAGIC)] != MAGIC or len(start) != len(MAGIC) + 4:
             raise IntegrityError("not a kept index")
         header_size = int.from_bytes(start[len(MAGIC) :], "big")
         if header_size > _MAX_HEADER:
             raise IntegrityError("its header is too long")
-        raw_header = f.read(header_size)
-        mac.update(start)
-        mac.update(raw_header)
-        header = msgspec.msgpack.decode(raw_header, type=_Header)
+        header = msgspec.msgpack.decode(f.read(header_size), type=_Header)
         if header.byteorder != sys.byteorder:
             return None  # kept on another machine
         if len(header.sizes) != 1 + len(_ARRAYS):
             raise IntegrityError("it does not list its arrays")
-        raw_names = f.read(header.sizes[0])
-        mac.update(raw_names)
-        parts: dict[str, array[int] | bytearray | bytes] = {}
-        for name, size in zip(_ARRAYS, header.sizes[1:], strict=True):
-            raw = f.read(size)
-            if len(raw) != size:
-                raise IntegrityError("it was cut short")
-            mac.update(raw)
-            typecode = _TYPECODES.get(name)
-            if typecode is None:
-                parts[name] = raw if name == "packs" else bytearray(raw)
-            else:
-                values = array(typecode)
-                if len(raw) % values.itemsize:
-                    raise IntegrityError(f"its {name} are not whole")
-                values.frombytes(raw)
-                parts[name] = values
-            del raw
-        if not hmac.compare_digest(f.read(32), mac.digest()):
+        offsets = _offsets(len(start) + header_size, header.sizes)
+        size = os.fstat(f.fileno()).st_size
+        if size != offsets[-1] + _TAG:
+            raise IntegrityError("it was cut short")
+        mapped = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)  # stays open with its views
+        view = memoryview(mapped)
+        tag = blake3.blake3(view[: size - _TAG], key=self._key).digest()
+        if not hmac.compare_digest(view[size - _TAG :], tag):
             raise IntegrityError("it does not authenticate")
+        mapped.madvise(mmap.MADV_DONTNEED)  # read to check it: not this process's memory until used
+        sections = [view[at : at + length] for at, length in zip(offsets, header.sizes, strict=False)]
+        names, *arrays = sections
+        parts: dict[str, memoryview | bytes] = {}
+        for name, section in zip(_ARRAYS, arrays, strict=True):
+            typecode = _TYPECODES.get(name)
+            if typecode is not None:
+                if len(section) % (8 if typecode == "Q" else 4):
+                    raise IntegrityError(f"its {name} are not whole")
+                parts[name] = section.cast("Q") if typecode == "Q" else section.cast("I")
+            else:
+                parts[name] = bytes(section) if name == "packs" else section
         index = BlobIndex.from_bulk(
             BulkParts(shift=header.shift, directory_shift=header.directory_shift, **parts)  # type: ignore[arg-type]
         )
-        return index, frozenset(raw_names.decode().split("\n")) if raw_names else frozenset()
+        built_from = bytes(names).decode()
+        return index, frozenset(built_from.split("\n")) if built_from else frozenset()
 
     def save(self, names: Collection[str], index: BlobIndex) -> None:
         """Keep the index built from these index files (replacing the last one kept); a cache
         that cannot be written is only not kept."""
         parts = index.bulk_parts()
-        sections = ["\n".join(sorted(names)).encode(), *(getattr(parts, name) for name in _ARRAYS)]
-        sizes = [len(s) if isinstance(s, bytes | bytearray) else len(s) * s.itemsize for s in sections]
+        names_section = "\n".join(sorted(names)).encode()
+        sections = [
+            memoryview(names_section),
+            *(memoryview(getattr(parts, name)).cast("B") for name in _ARRAYS),
+        ]
+        sizes = [len(section) for section in sections]
         raw_header = msgspec.msgpack.encode(_Header(sys.byteorder, parts.shift, parts.directory_shift, sizes))
+        offsets = _offsets(len(MAGIC) + 4 + len(raw_header), sizes)
         tmp = self.path.with_name(f".bulk-{os.getpid()}.tmp")
         try:
             private_dir(self.path.parent)
@@ -144,10 +164,17 @@ class IndexCache:
                 tmp.unlink()  # left by a process of this pid that was killed while writing
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             with os.fdopen(os.open(tmp, flags, 0o600), "wb") as f:
-                for piece in (MAGIC + len(raw_header).to_bytes(4, "big"), raw_header, *sections):
-                    data = piece if isinstance(piece, bytes | bytearray) else memoryview(piece).cast("B")
-                    mac.update(data)
-                    f.write(data)
+                for piece in (MAGIC + len(raw_header).to_bytes(4, "big"), raw_header):
+                    mac.update(piece)
+                    f.write(piece)
+                for at, section in zip(offsets, sections, strict=False):
+                    padding = bytes(at - f.tell())  # each section starts 8-byte aligned
+                    for data in (padding, section):
+                        mac.update(data)
+                        f.write(data)
+                padding = bytes(offsets[-1] - f.tell())
+                mac.update(padding)
+                f.write(padding)
                 f.write(mac.digest())
             os.replace(tmp, self.path)
         except OSError as err:
