@@ -89,8 +89,8 @@ class IndexCache:
     @classmethod
     def for_repository(cls, repository_id: str, id_key: bytes) -> IndexCache | None:
         """The cache of this repository; None for an id that is no plain hex name (the id comes
-        from the repository's config: it must never steer a path)."""
-        if not _REPOSITORY_ID.fullmatch(repository_id):
+        from the repository's config: it must never steer a path) or a key of another size."""
+        if not _REPOSITORY_ID.fullmatch(repository_id) or len(id_key) != 32:
             return None
         return cls(default_cache_root() / "index" / repository_id, id_key)
 
