@@ -36,7 +36,7 @@ from shadowvault.repo.backend import (
     storage_error,
     unlink_quietly,
 )
-from shadowvault.repo.backend_s3_cache import ObjectCache, default_cache_root, default_max_bytes, private_dir
+from shadowvault.repo.backend_s3_cache import ObjectCache, default_max_bytes
 from shadowvault.repo.backend_s3_client import S3Client, error_code, http_status
 from shadowvault.repo.backend_s3_uploads import (
     OpenUpload,
@@ -45,6 +45,7 @@ from shadowvault.repo.backend_s3_uploads import (
     upload_max_age_setting,
 )
 from shadowvault.repo.backend_s3_url import S3Location, parse_s3_url
+from shadowvault.repo.cache_dir import default_cache_root, private_dir
 
 log = logging.getLogger(__name__)
 

@@ -19,35 +19,18 @@ from pathlib import Path
 
 import blake3
 
+from shadowvault.repo.cache_dir import private_dir
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 512 << 20
-CACHE_DIR_ENV = "SHADOWVAULT_CACHE_DIR"
 CACHE_SIZE_ENV = "SHADOWVAULT_CACHE_MAX_MIB"
 _DIGEST = 32
-
-
-def default_cache_root() -> Path:
-    """$SHADOWVAULT_CACHE_DIR, else $XDG_CACHE_HOME/shadowvault, else ~/.cache/shadowvault."""
-    explicit = os.environ.get(CACHE_DIR_ENV)
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "shadowvault"
 
 
 def default_max_bytes() -> int:
     text = os.environ.get(CACHE_SIZE_ENV, "")
     return int(text) << 20 if text.isdigit() else DEFAULT_MAX_BYTES
-
-
-def private_dir(path: Path) -> None:
-    """Make `path` (and its parent, the repository's cache directory) 0700: the cache holds key
-    files, wrapped by the password but still nobody else's business."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for directory in (path.parent, path):
-        os.chmod(directory, 0o700)
 
 
 class ObjectCache:

@@ -38,7 +38,7 @@ import blake3
 import msgspec
 
 from shadowvault.errors import IntegrityError
-from shadowvault.repo.backend_s3_cache import default_cache_root, private_dir
+from shadowvault.repo.cache_dir import default_cache_root, private_dir
 from shadowvault.repo.index import BlobIndex, BulkParts
 
 log = logging.getLogger(__name__)
