@@ -40,6 +40,7 @@ import msgspec
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.cache_dir import default_cache_root, private_dir
 from shadowvault.repo.index import BlobIndex, BulkParts
+from shadowvault.typed_decoding import decode_msgpack
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class IndexCache:
         header_size = int.from_bytes(start[len(MAGIC) :], "big")
         if header_size > _MAX_HEADER:
             raise IntegrityError("its header is too long")
-        header = msgspec.msgpack.decode(f.read(header_size), type=_Header)
+        header = decode_msgpack(f.read(header_size), _Header)
         if header.byteorder != sys.byteorder:
             return None  # kept on another machine
         if len(header.sizes) != 1 + len(_ARRAYS):
