@@ -370,9 +370,9 @@ class Archiver:
                 self._reuse(node, old)
                 self._links[link_key] = (node, None)
                 return
-        self._read(node, old, access, orig, job)
+        fut = self._read(node, old, access, orig, job)
         if st.st_nlink > 1:
-            self._links[link_key] = (node, job.files[-1][1])
+            self._links[link_key] = (node, fut)
 
     def _reuse_unchanged(self, job: _DirJob) -> None:
         """Reuse the content of the directory's unchanged files whose blobs are all stored (the
@@ -400,13 +400,15 @@ class Archiver:
             stats.files_done += 1
             stats.bytes_done += node.size
 
-    def _read(self, node: Node, old: Node | None, access: bytes, orig: bytes, job: _DirJob) -> None:
+    def _read(self, node: Node, old: Node | None, access: bytes, orig: bytes, job: _DirJob) -> PendingContent:
+        """Read the file's content (new, or changed since `old`); its pending content."""
         if old is None:
             self.stats.files_new += 1
         else:
             self.stats.files_changed += 1
         fut = self.reader.submit(access, node, orig)
         job.files.append((node, fut, text(orig)))
+        return fut
 
     def _record_original(self, orig: bytes, st: os.stat_result, node: Node) -> None:
         """Remember the live original's identity when it provably has the copy's content."""
