@@ -15,6 +15,7 @@ import pytest
 
 from shadowvault.archive.restore import Restorer
 from shadowvault.archive.restore_content import ContentBatch, FileWrite
+from shadowvault.archive.restore_direct import DirectFile, DirectFiles
 from shadowvault.archive.restore_entries import EntryWriter
 from shadowvault.archive.restore_workers import (
     FDS_PER_TASK,
@@ -81,15 +82,22 @@ def _temporaries(root: Path) -> list[str]:
 
 
 def _count_made(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The names of the files workers made whole, as the restore's process learns of them."""
+    """The names of the files workers made whole, as the restore's process learns of them (from a
+    content batch's task, or sent straight from the walk: restore_direct.py)."""
     made: list[bytes] = []
     real = ContentBatch._made
+    real_direct = DirectFiles._made
 
     def counted(self: ContentBatch, file: FileWrite) -> None:
         made.append(file.node.name)
         real(self, file)
 
+    def counted_direct(self: DirectFiles, files: list[DirectFile], nbytes: int) -> None:
+        made.extend(file.node.name for file in files)
+        real_direct(self, files, nbytes)
+
     monkeypatch.setattr(ContentBatch, "_made", counted)
+    monkeypatch.setattr(DirectFiles, "_made", counted_direct)
     return made
 
 

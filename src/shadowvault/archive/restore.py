@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Protocol
 from shadowvault.archive import metadata
 from shadowvault.archive.pack_reads import PackedBlobs, ReadBudget
 from shadowvault.archive.patterns import PathFilter
-from shadowvault.archive.restore_content import ContentBatch
+from shadowvault.archive.restore_content import NAME_MAX, ContentBatch
+from shadowvault.archive.restore_direct import DIRECT_FILES, DirectFiles
 from shadowvault.archive.restore_entries import (
     EntryError,
     EntryWriter,
@@ -93,6 +94,7 @@ class _DirJob:
 
     dir: TargetDir
     entries: list[tuple[Pending, bytes]] = field(default_factory=list)  # (future, snapshot path)
+    direct: DirectFiles | None = None  # its files gathered for the workers (restore_direct.py)
 
     def ready(self) -> bool:
         return all(f.done() for f, _ in self.entries)
@@ -194,6 +196,7 @@ class Restorer:
             node = next(frame.nodes, None)
             if node is None:
                 stack.pop()
+                self._send_direct(frame.job)
                 self._finished.append(frame.job)
                 self._drain(block=False)
             elif (below := self._visit(node, frame)) is not None:
@@ -288,6 +291,13 @@ class Restorer:
         linked = node.nlink > 1 and node.inode != 0
         first = self._links.get(key) if linked else None
         fut: Pending
+        if not linked and (mode := self._direct_mode(node, here)) is not None:
+            if job.direct is None:
+                job.direct = DirectFiles(here, self.store, self.entries, verify=self.verify)
+            job.direct.add(node, spath, mode)
+            if len(job.direct.files) >= DIRECT_FILES:
+                self._send_direct(job)
+            return
         if first is None and node.type == "file":
             fut = self._batch.add(node, spath, here)
             if self._batch.full():
@@ -303,6 +313,41 @@ class Restorer:
         if linked and first is None:
             self._links[key] = fut
         job.entries.append((fut, spath))
+
+    def _direct_mode(self, node: Node, here: TargetDir) -> int | None:
+        """The mode to create the file with when a restore worker can make it whole from one blob
+        (restore_direct.py): new in a directory this restore made, no xattrs, no holes, and creating
+        it gives it its owner and mode. None for any other entry, or without workers."""
+        if not (
+            node.type == "file"
+            and here.fresh
+            and self.processes.processes
+            and self.entries.tmpfile
+            and len(node.content) == 1
+            and node.error is None
+            and not node.xattrs
+            and not node.sparse
+            and len(node.name) <= NAME_MAX
+            and self.store.zero_blobs.size_of(node.content[0]) is None
+        ):
+            return None
+        mode, complete = self.entries.create_mode(node, here)
+        return mode if complete else None
+
+    def _send_direct(self, job: _DirJob) -> None:
+        """Hand a directory's gathered files to the pool, which has the workers make them; with no
+        workers to be had (a small restore does without), they join the content batch."""
+        direct, job.direct = job.direct, None
+        if direct is None:
+            return
+        workers = self.processes.started or self.processes.for_batch(len(direct.files), direct.planned_bytes)
+        if workers is None:
+            for file in direct.files:
+                job.entries.append((self._batch.add(file.node, file.spath, direct.here), file.spath))
+                if self._batch.full():
+                    self._flush()
+            return
+        job.entries.append((self.pool.submit(direct.run, workers), direct.here.spath))
 
     def _submit_now(
         self, node: Node, spath: bytes, here: TargetDir, first: Pending | None

@@ -1,0 +1,207 @@
+"""The common file sent straight to the restore workers: one tuple per file instead of a batch's plan.
+
+Most files of a tree are one blob, not hard-linked, without xattrs, owned and moded as creating
+them makes them (`EntryWriter.create_mode`), in a directory this restore made. A content batch
+plans such a file as it plans any (a FileWrite, a place per blob, a task built place by place, an
+outcome), and with the workers decoding and writing, that bookkeeping made the restore's process
+the limit: ~75 us of Python a file while the workers waited on it more than half the time (2 GiB /
+100k files on 2 CPUs). A file like that is taken, as the walk meets it, into its directory's
+DirectFiles: its blob is looked up, and the files are sent per pack as worker tasks of new files
+(`NewFile`: the worker creates, writes, times, reads back and links each), one directory
+descriptor per task, and the answers name only what went wrong.
+
+Nothing is weaker than in a batch: a blob a worker could not read or verify, and every file of a
+task no worker could do (a file it had made already is under its name and only counted), goes
+through a content batch in this thread (`ContentBatch.run_here`: every copy of the blob tried, the
+damage recorded, the file reported if none is good); a file the worker could not make is an error
+of the result, as in a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from shadowvault.archive.pack_reads import PackedBlobs
+from shadowvault.archive.restore_content import ContentBatch
+from shadowvault.archive.restore_entries import EntryWriter, TargetDir
+from shadowvault.archive.restore_workers import (
+    NAME_BYTES_PER_TASK,
+    PLACES_PER_TASK,
+    NewFile,
+    RestoreWorkers,
+    Task,
+    TaskBlob,
+    WorkerGone,
+)
+from shadowvault.repo.index import BlobLocation
+from shadowvault.repo.tree import Node
+
+log = logging.getLogger(__name__)
+
+DIRECT_FILES = 512  # files of one directory sent at once (the walk sends the rest at its end)
+
+
+class DirectFile(NamedTuple):
+    """A file a worker makes whole: its node, its path in the snapshot, the mode to create it with."""
+
+    node: Node
+    spath: bytes
+    mode: int
+
+
+class _Sent(NamedTuple):
+    """One worker task and, per blob of it, the files it makes of that blob."""
+
+    task: Task
+    files: list[list[DirectFile]]
+
+
+class DirectFiles:
+    """Files of one directory (this restore made it) made whole by the restore workers."""
+
+    def __init__(self, here: TargetDir, store: PackedBlobs, entries: EntryWriter, *, verify: bool) -> None:
+        self.here = here
+        self.store = store
+        self.entries = entries
+        self.verify = verify
+        self.files: list[DirectFile] = []
+        self.planned_bytes = 0
+
+    def add(self, node: Node, spath: bytes, mode: int) -> None:
+        self.files.append(DirectFile(node, spath, mode))
+        self.planned_bytes += node.size
+
+    def run(self, workers: RestoreWorkers) -> None:
+        """Restore every file (in a pool thread): by the workers, else by a content batch here."""
+        again: list[DirectFile] = []
+        by_pack: dict[str, list[tuple[BlobLocation, DirectFile]]] = {}
+        lookup = self.store.lookup
+        for file in self.files:
+            location = lookup(file.node.content[0])
+            if location is None:  # not in the index: `load_blob` reloads it, or says what is missing
+                again.append(file)
+            else:
+                by_pack.setdefault(location.pack, []).append((location, file))
+        for pack, located in by_pack.items():
+            path = workers.pack_path(pack)
+            if path is None:
+                again.extend(file for _, file in located)
+                continue
+            for sent in _tasks(path, located, self.verify):
+                again.extend(self._send(workers, sent))
+        if again:
+            self._restore_here(again)
+
+    def _send(self, workers: RestoreWorkers, sent: _Sent) -> list[DirectFile]:
+        """One task done by a worker; the files to restore here instead."""
+        here_fd = self.here.fd
+        assert here_fd is not None
+        try:
+            answer = workers.run(sent.task, [here_fd])
+        except WorkerGone as err:
+            log.debug("%s: its files are restored in this process", err)
+            return self._count_made([f for files in sent.files for f in files], here_fd)
+        again: list[DirectFile] = []
+        made: list[DirectFile] = []
+        made_bytes = decoded = decoded_bytes = 0
+        for blob, files, done in zip(sent.task.blobs, sent.files, answer, strict=True):
+            if done.error:  # read again here: other copies, the damage recorded
+                log.debug("a restore worker could not use blob %s: %s", blob.blob_id.hex()[:16], done.error)
+                again.extend(files)
+                continue
+            decoded += 1
+            decoded_bytes += blob.raw_length
+            unmade = dict(done.unmade)
+            for position, file in zip(blob.new_files, files, strict=True):
+                why = unmade.get(position)
+                if why is None:
+                    made.append(file)
+                    made_bytes += blob.raw_length
+                else:
+                    self.entries.error(file.spath, why)
+        workers.on_decoded(decoded, decoded_bytes)
+        self._made(made, made_bytes)
+        return again
+
+    def _count_made(self, files: list[DirectFile], here_fd: int) -> list[DirectFile]:
+        """After a worker ended: the files it made are under their names (a worker links a file only
+        once it is whole) and are counted; the others are returned, to be restored here."""
+        left: list[DirectFile] = []
+        made: list[DirectFile] = []
+        for file in files:
+            try:
+                os.stat(file.node.name, dir_fd=here_fd, follow_symlinks=False)
+            except OSError:
+                left.append(file)
+                continue
+            made.append(file)
+        self._made(made, sum(file.node.size for file in made))
+        return left
+
+    def _made(self, files: list[DirectFile], nbytes: int) -> None:
+        """Files a worker made whole are under their names: count them and their bytes."""
+        stats = self.entries.stats
+        with stats.lock:
+            stats.files += len(files)
+            stats.bytes_written += nbytes
+            if self.verify:
+                stats.verified += len(files)
+
+    def _restore_here(self, files: list[DirectFile]) -> None:
+        """Files no worker made, through a content batch in this thread (errors recorded by it)."""
+        batch = ContentBatch(self.store, self.entries, verify=self.verify)
+        for file in files:
+            batch.add(file.node, file.spath, self.here)
+        batch.run_here()
+
+
+def _tasks(path: str, located: list[tuple[BlobLocation, DirectFile]], verify: bool) -> Iterator[_Sent]:
+    """The files of one pack as worker tasks: blobs in pack order, each once however many files
+    are it, within PLACES_PER_TASK files and NAME_BYTES_PER_TASK of names a task."""
+    located.sort(key=lambda item: item[0].offset)
+    blobs: list[TaskBlob] = []
+    files: list[list[DirectFile]] = []
+    new_files: list[NewFile] = []
+    name_bytes = 0
+    last_id = b""
+    for location, file in located:
+        node = file.node
+        if new_files and (
+            len(new_files) >= PLACES_PER_TASK or name_bytes + len(node.name) > NAME_BYTES_PER_TASK
+        ):
+            yield _Sent(_task(path, blobs, new_files, verify), files)
+            blobs, files, new_files, name_bytes, last_id = [], [], [], 0, b""
+        blob_id = node.content[0]
+        if blob_id != last_id:  # a blob that several files are: decoded once
+            blobs.append(_task_blob(blob_id, location))
+            files.append([])
+            last_id = blob_id
+        blobs[-1].new_files.append(len(new_files))
+        files[-1].append(file)
+        new_files.append(NewFile(0, node.name, file.mode, node.atime_ns, node.mtime_ns))
+        name_bytes += len(node.name)
+    if new_files:
+        yield _Sent(_task(path, blobs, new_files, verify), files)
+
+
+def _task_blob(blob_id: bytes, location: BlobLocation) -> TaskBlob:
+    return TaskBlob(
+        blob_id,
+        int(location.type),
+        location.offset,
+        location.length,
+        location.raw_length,
+        location.compressed,
+        [],
+        [],
+    )
+
+
+def _task(path: str, blobs: list[TaskBlob], new_files: list[NewFile], verify: bool) -> Task:
+    start = blobs[0].offset
+    end = max(blob.offset + blob.length for blob in blobs)
+    return Task(path, start, end - start, verify, blobs, new_files)
+
