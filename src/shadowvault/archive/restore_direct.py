@@ -204,4 +204,3 @@ def _task(path: str, blobs: list[TaskBlob], new_files: list[NewFile], verify: bo
     start = blobs[0].offset
     end = max(blob.offset + blob.length for blob in blobs)
     return Task(path, start, end - start, verify, blobs, new_files)
-
