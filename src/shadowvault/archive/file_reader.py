@@ -38,6 +38,7 @@ from shadowvault.archive.sparse_extents import Segment, SegmentReader, file_segm
 from shadowvault.archive.store import BlobStore, Chunker
 from shadowvault.archive.walk_stats import WalkStats, os_reason
 from shadowvault.errors import IntegrityError
+from shadowvault.repo.chunk_windows import ChunkWindows, Window
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.tree import Node
 from shadowvault.repo.zero_blobs import ZEROS, is_zeros
@@ -112,9 +113,11 @@ class FileReader:
         max_files: int = 64,
         max_chunks: int | None = None,
         seal_processes: int | None = None,
+        windows: ChunkWindows | None = None,
     ) -> None:
         self.store = store
         self.chunker = chunker
+        self.windows = windows  # large files cut in place (chunk_windows.py), else by `chunker`
         self.stats = stats
         self.single_chunk = single_chunk  # files smaller than this are one chunk: read whole
         workers = blob_workers or max(2, os.cpu_count() or 2)
@@ -325,19 +328,47 @@ class FileReader:
 
     def _cut(self, stream: SegmentReader, pending: list[Future[list[bytes]]]) -> int:
         """Chunk a stream, handing each chunk to the blob threads; the bytes read."""
+        if self.windows is not None:
+            return self._cut_in_place(self.windows, stream, pending)
         read = 0
         with stream:
             for chunk in self.chunker(cast(BinaryIO, stream)):
                 read += len(chunk)
-                self.chunk_slots.acquire()
-                try:
-                    fut = self.blobbers.submit(self._save_chunk, chunk)
-                except BaseException:
-                    self.chunk_slots.release()
-                    raise
-                fut.add_done_callback(lambda _f: self.chunk_slots.release())
-                pending.append(fut)
+                pending.append(self._submit_chunk(chunk, None))
         return read
+
+    def _cut_in_place(
+        self, windows: ChunkWindows, stream: SegmentReader, pending: list[Future[list[bytes]]]
+    ) -> int:
+        """`_cut` with the chunks as views of the windows they were read into, each window
+        released by the blob thread that stored its chunk."""
+        read = 0
+        with stream:
+            for view, window in windows.chunks(stream):
+                read += len(view)
+                pending.append(self._submit_chunk(view, window))
+        return read
+
+    def _submit_chunk(self, chunk: bytes | memoryview, window: Window | None) -> Future[list[bytes]]:
+        """Store a chunk on a blob thread (waits while `max_chunks` are in flight); once stored or
+        abandoned, its slot and its window's hold are given back."""
+        windows = self.windows
+
+        def done(_fut: Future[list[bytes]]) -> None:
+            self.chunk_slots.release()
+            if window is not None and windows is not None:
+                windows.release(window)
+
+        self.chunk_slots.acquire()
+        try:
+            fut = self.blobbers.submit(self._save_chunk, chunk)
+        except BaseException:
+            self.chunk_slots.release()
+            if window is not None and windows is not None:
+                windows.release(window)
+            raise
+        fut.add_done_callback(done)
+        return fut
 
     def _zeros(self, length: int, *, hole: bool) -> Future[list[bytes]]:
         """A run of zeros: a hole (not read) or written zeros (read): zero blob ids."""
@@ -383,7 +414,7 @@ class FileReader:
                 self._zeros_stored.add(blob_id)
         return blob_ids
 
-    def _save_chunk(self, chunk: bytes) -> list[bytes]:
+    def _save_chunk(self, chunk: bytes | memoryview) -> list[bytes]:
         """Store one chunk (a chunk of zeros becomes zero blob ids); its blob ids."""
         if is_zeros(chunk):
             blob_ids = self._zero_run(len(chunk))

@@ -32,6 +32,7 @@ from shadowvault.archive.store import BlobStore, Chunker, chunker_for, single_ch
 from shadowvault.archive.tree_paths import join, text
 from shadowvault.archive.walk_stats import Source, WalkStats, os_reason
 from shadowvault.errors import NotFoundError, RepositoryError
+from shadowvault.repo.chunk_windows import ChunkWindows
 from shadowvault.repo.tree import Node, Tree
 
 __all__ = ["ANCHOR_AFTER", "Archiver", "Source", "WalkStats"]
@@ -136,6 +137,7 @@ class Archiver:
             max_files=max_files,
             max_chunks=max_chunks,
             seal_processes=seal_processes,
+            windows=ChunkWindows(store.chunker.params) if chunker is None else None,
         )
         # when the copies were started: a live file whose ctime is older is the same in the copy
         # (one second of margin for coarse file-system clocks)
