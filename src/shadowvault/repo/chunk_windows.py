@@ -19,6 +19,7 @@ stream ended.
 
 from __future__ import annotations
 
+import mmap
 import queue
 import threading
 from collections.abc import Iterator
@@ -41,7 +42,9 @@ class Window:
     __slots__ = ("held", "retired", "view")
 
     def __init__(self, size: int) -> None:
-        self.view = memoryview(bytearray(size))  # pages are faulted in once, on first use
+        # an anonymous mapping, not a bytearray (which zero-fills every page at once): memory only
+        # once a large file is read into it, then kept for every later one
+        self.view = memoryview(mmap.mmap(-1, size))
         self.held = 0  # chunks handed on and not released
         self.retired = False  # the reader is done with it: free once no chunk is held
 
