@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,10 +18,10 @@ import msgspec
 import pytest
 
 from shadowvault.archive.file_reader import BATCH_FILES, WORKERS_AFTER
-from shadowvault.archive.seal_workers import SealWorkers, WorkerGone
+from shadowvault.archive.seal_workers import BATCHES_QUEUED, SealWorkers, WorkerGone
 from shadowvault.archive.small_files import FileError, open_ahead
 from shadowvault.archive.walker import Archiver, Source, WalkStats
-from shadowvault.repo.crypto import Sealer
+from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.format import BlobType, decompress
 from shadowvault.repo.pack import blob_aad
 from shadowvault.repo.repository import Repository
@@ -212,3 +213,68 @@ def test_an_interrupted_backup_leaves_no_worker_and_a_valid_repository(ext4: Loo
         assert not Path(f"/proc/{pid}").exists(), f"seal worker {pid} outlived the backup"
     checked = cli("check", env=env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_batches_queued_in_one_worker_each_get_their_own_answer(tmp_path: Path):
+    """One worker holds BATCHES_QUEUED batches at once; many threads seal through it and each takes
+    the answer to its own batch (answers come back in the order the batches were sent)."""
+    sizes = {}
+    for n in range(60):
+        path = tmp_path / f"f{n:02}"
+        path.write_bytes(b"%d " % n * (n * 13 + 1))
+        sizes[os.fsencode(path)] = path.stat().st_size
+    names = sorted(sizes)
+    workers = SealWorkers(MasterKey.generate(), 1 << 19, 1)
+    wrong: list[str] = []
+
+    def seal_many(thread: int) -> None:
+        for n in range(30):
+            batch = [names[(thread * 7 + n + k) % len(names)] for k in range(1 + (thread + n) % 9)]
+            got = workers.seal(batch)
+            if [sealed.size for sealed in got] != [sizes[path] for path in batch]:
+                wrong.append(f"thread {thread}, batch {n}")
+
+    try:
+        threads = [threading.Thread(target=seal_many, args=(t,)) for t in range(3 * BATCHES_QUEUED)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in threads), "a thread waits for its answer forever"
+        assert not wrong, wrong[:3]
+    finally:
+        workers.shutdown()
+
+
+def test_a_worker_killed_with_batches_queued_fails_each_over_without_a_hang(tmp_path: Path):
+    """The worker is stopped (SIGSTOP) while two threads send it a batch each, then killed: both
+    learn it ended (their batches are then read in the backup's process), and the pool knows it
+    has no worker left."""
+    path = tmp_path / "file"
+    path.write_bytes(b"content")
+    workers = SealWorkers(MasterKey.generate(), 1 << 19, 1)
+    outcomes: list[str] = []
+
+    def send() -> None:
+        try:
+            workers.seal([os.fsencode(path)])
+            outcomes.append("answered")
+        except WorkerGone:
+            outcomes.append("gone")
+
+    try:
+        os.kill(workers.pids[0], signal.SIGSTOP)
+        threads = [threading.Thread(target=send) for _ in range(BATCHES_QUEUED)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        assert outcomes == [], "both batches wait with the stopped worker"
+        os.kill(workers.pids[0], signal.SIGKILL)
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads), "a thread waits on a dead worker"
+        assert outcomes == ["gone"] * BATCHES_QUEUED
+        with pytest.raises(WorkerGone):
+            workers.seal([os.fsencode(path)])
+    finally:
+        workers.shutdown()

@@ -137,10 +137,11 @@ class FileReader:
         self._batch: list[tuple[bytes, Node, bytes, BatchedFile]] = []  # gathered by the walker
         self._batch_bytes = 0
         self._batches = 0
-        # small files sealed in worker processes (seal_workers.py): one per CPU, at most 4; none on
-        # one CPU, for a dry run (nothing is sealed) or when asked for none
+        # small files sealed in worker processes (seal_workers.py): one per CPU but the one this
+        # process keeps busy, at most 4; none on one CPU, for a dry run (nothing is sealed) or when
+        # asked for none
         cpus = os.cpu_count() or 1
-        self._seal_processes = (min(cpus, 4) if cpus > 1 else 0) if seal_processes is None else seal_processes
+        self._seal_processes = min(cpus - 1, 4) if seal_processes is None else seal_processes
         self._seal_keys = store.sealing_keys() if single_chunk and self._seal_processes else None
         self._sealers: SealWorkers | None = None
         self._sealers_failed = threading.Event()  # said once

@@ -25,6 +25,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 from typing import IO, NamedTuple
 
 import msgspec
@@ -73,6 +74,7 @@ class _Start(NamedTuple):
     limit: int
 
 
+BATCHES_QUEUED = 2  # batches a worker holds: the next waits in its pipe while its last answer is read
 _LENGTH = struct.Struct("<I")
 _encoder = msgspec.msgpack.Encoder()
 
@@ -146,7 +148,8 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
 
 
 class _Worker:
-    """One worker process, used by one thread at a time."""
+    """One worker process, used by up to BATCHES_QUEUED threads at a time: their batches are sent one
+    after another and answered in the order sent, each thread taking its own answer."""
 
     def __init__(self, start: _Start) -> None:
         # stderr to /dev/null: a worker's last words must not land among a --json run's lines (its
@@ -160,6 +163,10 @@ class _Worker:
         )
         self.alive = True
         self._results = msgspec.msgpack.Decoder(list[SealedFile])
+        self._sending = threading.Lock()
+        self._sent = 0  # batches sent (or whose sending failed): the next batch's turn
+        self._turns = threading.Condition()
+        self._answered = 0  # turns taken: the turn whose answer comes next
         self._call(start)
 
     def _call(self, message: object) -> None:
@@ -173,17 +180,46 @@ class _Worker:
     def seal(self, paths: list[bytes]) -> list[SealedFile]:
         if not self.alive:
             raise WorkerGone(f"seal worker {self.process.pid} ended")
-        self._call(paths)
+        with self._sending:
+            turn = self._sent
+            self._sent += 1
+            try:
+                self._call(paths)
+            except WorkerGone:
+                self._end()
+        with self._turns:
+            while self._answered != turn:
+                self._turns.wait()
+            try:
+                results = self._answer(len(paths))
+            finally:
+                self._answered += 1
+                self._turns.notify_all()
+        if results is None:
+            raise WorkerGone(f"seal worker {self.process.pid} ended (exit status {self.process.poll()})")
+        return results
+
+    def _answer(self, files: int) -> list[SealedFile] | None:
+        """The next answer, or None once the worker is gone; a worker whose answer makes no sense is
+        ended (the answers queued after it could not be told apart)."""
+        if not self.alive:
+            return None
         assert self.process.stdout is not None
         try:
             body = _receive(self.process.stdout)
             results = None if body is None else self._results.decode(body)
         except (OSError, ValueError, msgspec.DecodeError):  # ValueError: closed by shutdown meanwhile
             results = None
-        if results is None or len(results) != len(paths):
-            self.alive = False
-            raise WorkerGone(f"seal worker {self.process.pid} ended (exit status {self.process.poll()})")
+        if results is None or len(results) != files:
+            self._end()
+            return None
         return results
+
+    def _end(self) -> None:
+        self.alive = False
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         """Close its input (it exits) and reap it; kill it if it does not go."""
@@ -205,7 +241,7 @@ class SealWorkers:
 
     def __init__(self, key: MasterKey, limit: int, processes: int) -> None:
         start = _Start(key.encrypt, key.id_key, limit)
-        self._pool: WorkerPool[_Worker] = WorkerPool(lambda: _Worker(start), processes)
+        self._pool: WorkerPool[_Worker] = WorkerPool(lambda: _Worker(start), processes, BATCHES_QUEUED)
 
     @property
     def stopped(self) -> bool:
