@@ -128,3 +128,44 @@ def test_an_abandoned_stream_gives_its_windows_back():
 def test_a_window_smaller_than_the_largest_chunk_is_refused():
     with pytest.raises(ValueError):
         ChunkWindows(PARAMS, PARAMS.max)
+
+
+def test_a_large_file_that_fails_midway_leaves_the_windows_to_the_next(tmp_path, monkeypatch):
+    """A large file that cannot be read any further after a few windows (EIO) is that file's error;
+    the windows it held are given back, so every later large file is read: the backup never waits
+    forever for a window."""
+    from shadowvault.archive.sparse_extents import SegmentReader
+    from tests.archive.helpers import archive, new_repo, restore
+
+    source = tmp_path / "src"
+    source.mkdir()
+    names = ("a", "b", "c")
+    for name in names:
+        (source / name).write_bytes(os.urandom(30 << 20))  # several windows each
+    real = SegmentReader.readinto
+    calls = [0]
+
+    def failing(self, buffer):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] == 3:  # the first file's third window
+            raise OSError(5, "Input/output error")
+        return real(self, buffer)
+
+    monkeypatch.setattr(SegmentReader, "readinto", failing)
+    repo = new_repo(tmp_path / "repo")
+    done = threading.Event()
+    result: list[object] = []
+
+    def run() -> None:
+        result.append(archive(repo, source, seal_processes=0))
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(120), "the backup waits for a window the failed file never gave back"
+    root, stats = result[0]  # type: ignore[misc]
+    assert len(stats.errors) == 1 and "input/output error" in stats.errors[0][1], stats.errors
+    failed = os.path.basename(stats.errors[0][0])
+    restore(repo, root, tmp_path / "out")
+    restored = tmp_path / "out" / source.relative_to("/")
+    for name in set(names) - {failed}:
+        assert (restored / name).read_bytes() == (source / name).read_bytes()

@@ -344,10 +344,14 @@ class FileReader:
         """`_cut` with the chunks as views of the windows they were read into, each window
         released by the blob thread that stored its chunk."""
         read = 0
-        with stream:
-            for view, window in windows.chunks(stream):
-                read += len(view)
-                pending.append(self._submit_chunk(view, window))
+        chunks = windows.chunks(stream)
+        try:
+            with stream:
+                for view, window in chunks:
+                    read += len(view)
+                    pending.append(self._submit_chunk(view, window))
+        finally:
+            chunks.close()  # its window given back now, not when the exception holding it is freed
         return read
 
     def _submit_chunk(self, chunk: bytes | memoryview, window: Window | None) -> Future[list[bytes]]:
@@ -355,18 +359,24 @@ class FileReader:
         abandoned, its slot and its window's hold are given back."""
         windows = self.windows
 
-        def done(_fut: Future[list[bytes]]) -> None:
-            self.chunk_slots.release()
+        def release_window() -> None:
             if window is not None and windows is not None:
                 windows.release(window)
 
-        self.chunk_slots.acquire()
+        def done(_fut: Future[list[bytes]]) -> None:
+            self.chunk_slots.release()
+            release_window()
+
+        try:
+            self.chunk_slots.acquire()
+        except BaseException:  # interrupted while waiting: the chunk goes nowhere
+            release_window()
+            raise
         try:
             fut = self.blobbers.submit(self._save_chunk, chunk)
         except BaseException:
             self.chunk_slots.release()
-            if window is not None and windows is not None:
-                windows.release(window)
+            release_window()
             raise
         fut.add_done_callback(done)
         return fut

@@ -22,7 +22,7 @@ from __future__ import annotations
 import mmap
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Protocol
 
 import pyfastcdc
@@ -64,7 +64,7 @@ class ChunkWindows:
             self._free.put(Window(size))
         self._lock = threading.Lock()
 
-    def chunks(self, stream: Readable) -> Iterator[tuple[memoryview, Window]]:
+    def chunks(self, stream: Readable) -> Generator[tuple[memoryview, Window], None, None]:
         """The chunks of `stream` as (view, its window); `release(window)` once a chunk is done with.
         A view is valid until then (its window is not read into while any of its chunks is held)."""
         window = self._take()
