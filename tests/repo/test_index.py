@@ -132,3 +132,8 @@ def test_every_blob_id_is_listed_once_however_many_copies():
     listed = list(index.blob_ids())
     assert len(listed) == len(set(listed)) == 301
     assert set(listed) == {*ids, extra}
+    # the slot the sorted walk gives each bulk blob is the one a lookup gives (check's used bits)
+    slotted = list(index.slotted_blob_ids())
+    assert [blob_id for blob_id, _ in slotted] == listed
+    assert all(slot is None or slot == index.slot(blob_id) for blob_id, slot in slotted)
+    assert sum(slot is not None for _, slot in slotted) == 300 - 1  # ids[7] was added on top

@@ -54,6 +54,12 @@ class _UsedBlobs:
             return blob_id in self.unindexed
         return bool(self._bits[at >> 3] & (1 << (at & 7)))
 
+    def has_at(self, blob_id: bytes, slot: int | None) -> bool:
+        """`blob_id in self` for a blob whose slot is known (None: look it up)."""
+        if slot is None:
+            return blob_id in self
+        return bool(self._bits[slot >> 3] & (1 << (slot & 7)))
+
     def add(self, blob_id: bytes) -> None:
         self.update((blob_id,))
 
@@ -227,9 +233,9 @@ def check(
     for tree_id, problem in tree_problems.items():
         if tree_id not in bad_blobs:
             report.errors.append(problem)
-    for blob_id in repo.index.blob_ids():  # each once, from the compact index: no set of them all
+    for blob_id, slot in repo.index.slotted_blob_ids():  # each once: no set of them all
         report.blobs += 1
-        if blob_id not in used:
+        if not used.has_at(blob_id, slot):
             report.unreferenced_blobs += 1
     freeable = _freed_by_prune(packs, used)
     if freeable:  # those prune leaves in mostly used packs are counted, not warned about

@@ -80,23 +80,41 @@ class _SortedBase:
     def __len__(self) -> int:
         return len(self.flags)
 
+    def _candidates(self, blob_id: bytes) -> tuple[int, int, int]:
+        """Where the keys of `blob_id`'s prefix start, where they end at the latest, and the prefix."""
+        shift = self.shift
+        whole = int.from_bytes(blob_id[:8], "big")
+        prefix = whole >> shift
+        slot = whole >> self.directory_shift
+        end = self.directory[slot + 1]
+        return bisect.bisect_left(self.keys, prefix << shift, self.directory[slot], end), end, prefix
+
     def positions(self, blob_id: bytes) -> Iterator[int]:
         """Entries holding `blob_id`: usually zero or one."""
         if not self.flags:
             return
-        shift = self.shift
-        whole = int.from_bytes(blob_id[:8], "big")
-        prefix = whole >> shift
-        keys = self.keys
-        slot = whole >> self.directory_shift
-        end = self.directory[slot + 1]
-        at = bisect.bisect_left(keys, prefix << shift, self.directory[slot], end)
+        at, end, prefix = self._candidates(blob_id)
+        keys, shift = self.keys, self.shift
         mask = (1 << shift) - 1
         while at < end and keys[at] >> shift == prefix:
             i = keys[at] & mask
             if self.ids[i * 32 : (i + 1) * 32] == blob_id:
                 yield i
             at += 1
+
+    def first(self, blob_id: bytes) -> int | None:
+        """The first of `positions` (no generator: check asks it of every blob, three times)."""
+        if not self.flags:
+            return None
+        at, end, prefix = self._candidates(blob_id)
+        keys, ids, shift = self.keys, self.ids, self.shift
+        mask = (1 << shift) - 1
+        while at < end and keys[at] >> shift == prefix:
+            i = keys[at] & mask
+            if ids[i * 32 : (i + 1) * 32] == blob_id:
+                return i
+            at += 1
+        return None
 
     def has_all_live(self, blob_ids: Iterable[bytes], pending: set[int]) -> bool:
         """Whether every id has an entry in a pack not in `pending`: `positions` inlined, for the
@@ -419,7 +437,7 @@ class BlobIndex:
     def slot(self, blob_id: bytes) -> int | None:
         """A stable number below `bulk_size` for a blob of the bulk-loaded entries (its first copy);
         None for a blob added since, or unknown: for one bit per blob (check's used set)."""
-        return next(self._base.positions(blob_id), None)
+        return self._base.first(blob_id)
 
     @property
     def bulk_size(self) -> int:
@@ -428,8 +446,14 @@ class BlobIndex:
     def blob_ids(self) -> Iterator[bytes]:
         """Every indexed blob id, once (a blob stored in several packs too), without a set of them
         all: the bulk entries are visited in sort order, where the copies of one id are adjacent."""
+        return (blob_id for blob_id, _slot in self.slotted_blob_ids())
+
+    def slotted_blob_ids(self) -> Iterator[tuple[bytes, int | None]]:
+        """`blob_ids`, each with its `slot` (None for a blob added since the bulk load): a bulk
+        entry's is where the sorted walk meets its first copy, with no lookup."""
         entries = self._entries
-        yield from list(entries)
+        for blob_id in list(entries):
+            yield blob_id, None
         base = self._base
         keys, ids, shift = base.keys, base.ids, base.shift
         mask = (1 << shift) - 1
@@ -443,4 +467,4 @@ class BlobIndex:
             if blob_id in run or blob_id in entries:
                 continue
             run.add(blob_id)
-            yield blob_id
+            yield blob_id, at
