@@ -59,7 +59,7 @@ from shadowvault.archive.restore_entries import (
     link_unnamed,
     reason,
 )
-from shadowvault.archive.worker_pool import WorkerPool
+from shadowvault.archive.worker_pool import Turns, WorkerPool
 from shadowvault.errors import IntegrityError, UsageError
 from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.pack import open_blob
@@ -291,31 +291,21 @@ class _Worker:
             theirs.close()
         self.alive = True
         self._answers = msgspec.msgpack.Decoder(list[BlobDone])
-        self._sending = threading.Lock()
-        self._sent = 0  # tasks sent (or whose sending failed): the next task's turn
-        self._turns = threading.Condition()
-        self._answered = 0  # turns taken: the turn whose answer comes next
+        self._turns = Turns()
         self.sock.send(_encoder.encode(start))
 
     def run(self, task: Task, fds: list[int]) -> list[BlobDone]:
         if not self.alive:
             raise WorkerGone(f"restore worker {self.process.pid} ended")
         message = _encoder.encode(task)
-        with self._sending:
-            turn = self._sent
-            self._sent += 1
+
+        def send() -> None:
             try:
                 socket.send_fds(self.sock, [message], fds)
             except OSError:
                 self._end()
-        with self._turns:
-            while self._answered != turn:
-                self._turns.wait()
-            try:
-                answer = self._answer(len(task.blobs))
-            finally:
-                self._answered += 1
-                self._turns.notify_all()
+
+        answer = self._turns.exchange(send, lambda: self._answer(len(task.blobs)))
         if answer is None:
             raise WorkerGone(f"restore worker {self.process.pid} ended (exit status {self.process.poll()})")
         return answer

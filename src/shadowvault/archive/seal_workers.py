@@ -25,7 +25,6 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 from typing import IO, NamedTuple
 
 import msgspec
@@ -39,7 +38,7 @@ from shadowvault.archive.small_files import (
     regular_file_stat,
 )
 from shadowvault.archive.walk_stats import os_reason
-from shadowvault.archive.worker_pool import WorkerPool
+from shadowvault.archive.worker_pool import Turns, WorkerPool
 from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.pack import seal_blob
@@ -163,10 +162,7 @@ class _Worker:
         )
         self.alive = True
         self._results = msgspec.msgpack.Decoder(list[SealedFile])
-        self._sending = threading.Lock()
-        self._sent = 0  # batches sent (or whose sending failed): the next batch's turn
-        self._turns = threading.Condition()
-        self._answered = 0  # turns taken: the turn whose answer comes next
+        self._turns = Turns()
         self._call(start)
 
     def _call(self, message: object) -> None:
@@ -180,21 +176,14 @@ class _Worker:
     def seal(self, paths: list[bytes]) -> list[SealedFile]:
         if not self.alive:
             raise WorkerGone(f"seal worker {self.process.pid} ended")
-        with self._sending:
-            turn = self._sent
-            self._sent += 1
+
+        def send() -> None:
             try:
                 self._call(paths)
             except WorkerGone:
                 self._end()
-        with self._turns:
-            while self._answered != turn:
-                self._turns.wait()
-            try:
-                results = self._answer(len(paths))
-            finally:
-                self._answered += 1
-                self._turns.notify_all()
+
+        results = self._turns.exchange(send, lambda: self._answer(len(paths)))
         if results is None:
             raise WorkerGone(f"seal worker {self.process.pid} ended (exit status {self.process.poll()})")
         return results

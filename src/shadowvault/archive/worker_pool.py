@@ -2,7 +2,8 @@
 
 The seal workers of a backup and the restore workers of a restore are both such a pool: started
 whole or not at all, borrowed by a thread for one request, and stopped together. A worker lent to
-two threads at once (a restore's) holds the second request queued while it serves the first.
+two threads at once (a restore's, a backup's seal workers) holds the second request queued while it
+serves the first (`Turns`: each thread takes the answer to its own request).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Worker(Protocol):
@@ -72,3 +75,31 @@ class WorkerPool(Generic[W]):
         self._stopped.set()
         for worker in self.workers:
             worker.stop()
+
+
+class Turns:
+    """The requests a worker holds at once (lent to several threads): sent one after another and
+    answered in the order sent, each thread taking the answer to its own request."""
+
+    def __init__(self) -> None:
+        self._sending = threading.Lock()
+        self._sent = 0  # requests sent (or whose sending failed): the next request's turn
+        self._turns = threading.Condition()
+        self._answered = 0  # turns taken: the turn whose answer comes next
+
+    def exchange(self, send: Callable[[], None], answer: Callable[[], T]) -> T:
+        """`send` this thread's request, then wait for its turn and take `answer` (each called once,
+        whatever the other does: a failed send still takes its turn, so the answers stay in order)."""
+        with self._sending:
+            turn = self._sent
+            self._sent += 1
+            send()
+        with self._turns:
+            while self._answered != turn:
+                self._turns.wait()
+            try:
+                return answer()
+            finally:
+                self._answered += 1
+                self._turns.notify_all()
+
