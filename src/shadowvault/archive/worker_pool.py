@@ -102,4 +102,3 @@ class Turns:
             finally:
                 self._answered += 1
                 self._turns.notify_all()
-
