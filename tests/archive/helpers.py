@@ -6,7 +6,9 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from shadowvault.archive.restore import Restorer
@@ -16,6 +18,21 @@ from shadowvault.repo.repository import Repository
 PASSWORD = "correct horse"
 FAST_KDF = {"n": 1 << 10, "r": 8, "p": 1}
 XFS_ACL_DUPLICATES = {"trusted.SGI_ACL_FILE", "trusted.SGI_ACL_DEFAULT"}
+
+
+def all_end(threads: list[threading.Thread], timeout: float) -> bool:
+    """Wait for the (started) threads, each at most `timeout`: whether every one ended."""
+    for thread in threads:
+        thread.join(timeout=timeout)
+    return not any(thread.is_alive() for thread in threads)
+
+
+def in_threads(target: Callable[[int], None], count: int, timeout: float = 120) -> bool:
+    """Run `target(n)` in `count` threads at once: whether every one ended within `timeout`."""
+    threads = [threading.Thread(target=target, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    return all_end(threads, timeout)
 
 
 def new_repo(path: Path) -> Repository:

@@ -36,7 +36,7 @@ from shadowvault.repo.crypto import MasterKey
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.tree import Node, Tree
-from tests.archive.helpers import archive, assert_same_tree, cli_with_workers, new_repo
+from tests.archive.helpers import all_end, archive, assert_same_tree, cli_with_workers, in_threads, new_repo
 from tests.fixtures.loopfs import LoopFs, loop_filesystem
 
 SAME = FDS_PER_TASK + 72  # files of one content: one blob written by more than one task
@@ -386,12 +386,7 @@ def test_tasks_queued_in_one_worker_each_get_their_own_answer(tmp_path: Path):
                 wrong.append(f"{path}: {answer[:1]}")
 
     try:
-        threads = [threading.Thread(target=send_many, args=(t,)) for t in range(3 * TASKS_QUEUED)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-        assert not any(thread.is_alive() for thread in threads), "a thread waits for its answer forever"
+        assert in_threads(send_many, 3 * TASKS_QUEUED), "a thread waits for its answer forever"
         assert not wrong, wrong[:3]
     finally:
         workers.shutdown()
@@ -422,9 +417,7 @@ def test_a_worker_killed_with_tasks_queued_fails_each_over_without_a_hang(tmp_pa
         time.sleep(0.5)
         assert outcomes == [], "both tasks are still with the worker"
         os.kill(workers.pids[0], signal.SIGKILL)
-        first.join(timeout=60)
-        second.join(timeout=60)
-        assert not first.is_alive() and not second.is_alive(), "a thread waits on a dead worker"
+        assert all_end([first, second], 60), "a thread waits on a dead worker"
         assert outcomes == ["gone", "gone"]
         with pytest.raises(WorkerGone):
             workers.run(_unreadable_task(str(tmp_path / "later"), 1), [])

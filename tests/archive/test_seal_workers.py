@@ -26,7 +26,15 @@ from shadowvault.repo.format import BlobType, decompress
 from shadowvault.repo.pack import blob_aad
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.tree import Node
-from tests.archive.helpers import archive, assert_same_tree, cli_with_workers, new_repo, restore
+from tests.archive.helpers import (
+    all_end,
+    archive,
+    assert_same_tree,
+    cli_with_workers,
+    in_threads,
+    new_repo,
+    restore,
+)
 from tests.fixtures.loopfs import LoopFs
 
 FILES = (WORKERS_AFTER + 2) * BATCH_FILES  # enough batches for the workers to start and do most
@@ -235,12 +243,7 @@ def test_batches_queued_in_one_worker_each_get_their_own_answer(tmp_path: Path):
                 wrong.append(f"thread {thread}, batch {n}")
 
     try:
-        threads = [threading.Thread(target=seal_many, args=(t,)) for t in range(3 * BATCHES_QUEUED)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-        assert not any(thread.is_alive() for thread in threads), "a thread waits for its answer forever"
+        assert in_threads(seal_many, 3 * BATCHES_QUEUED), "a thread waits for its answer forever"
         assert not wrong, wrong[:3]
     finally:
         workers.shutdown()
@@ -270,9 +273,7 @@ def test_a_worker_killed_with_batches_queued_fails_each_over_without_a_hang(tmp_
         time.sleep(0.5)
         assert outcomes == [], "both batches wait with the stopped worker"
         os.kill(workers.pids[0], signal.SIGKILL)
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not any(thread.is_alive() for thread in threads), "a thread waits on a dead worker"
+        assert all_end(threads, 60), "a thread waits on a dead worker"
         assert outcomes == ["gone"] * BATCHES_QUEUED
         with pytest.raises(WorkerGone):
             workers.seal([os.fsencode(path)])

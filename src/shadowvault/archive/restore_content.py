@@ -66,6 +66,7 @@ from shadowvault.archive.restore_entries import (
     create_file,
     discard,
     link_unnamed,
+    made_by_worker,
     reason,
 )
 from shadowvault.archive.restore_workers import (
@@ -129,17 +130,6 @@ def _add_zero_run(file: FileWrite, offset: int, length: int) -> None:
         runs[-1] = (runs[-1][0], runs[-1][1] + length)
     else:
         runs.append((offset, length))
-
-
-def _under_its_name(file: FileWrite) -> bool:
-    """Whether a file a worker was to make is there: its directory is one this restore made
-    (nothing else is in it), and a worker names a file only once it is whole (written, its times
-    set, read back when verifying)."""
-    try:
-        os.stat(file.node.name, dir_fd=file.here.fd, follow_symlinks=False)
-    except OSError:
-        return False
-    return True
 
 
 def _groups(files: list[FileWrite]) -> list[list[FileWrite]]:
@@ -206,9 +196,7 @@ class _TaskBuilder:
 
     def build(self, path: str, digests: bool) -> tuple[Task, list[int], list[_Target]]:
         blobs = [target.task_blob for target in self.blobs]
-        start = min(blob.offset for blob in blobs)
-        length = max(blob.offset + blob.length for blob in blobs) - start
-        return Task(path, start, length, digests, blobs, self.new_files), self.fds, self.blobs
+        return Task.spanning(path, digests, blobs, self.new_files), self.fds, self.blobs
 
 
 class ContentBatch:
@@ -487,7 +475,7 @@ class ContentBatch:
         for target in targets:
             places = list(target.passed)
             for place in target.made:
-                if _under_its_name(place.file):
+                if made_by_worker(place.file.here, place.file.node.name):
                     self._made(place.file)
                 else:
                     places.append(place)
@@ -543,17 +531,7 @@ class ContentBatch:
                     where.append((position, place.offset, place.file.node.sparse))
                 if not passed and not made:
                     continue
-                location = blob.location
-                task_blob = TaskBlob(
-                    blob.blob_id,
-                    int(location.type),
-                    location.offset,
-                    location.length,
-                    location.raw_length,
-                    location.compressed,
-                    where,
-                    new_files,
-                )
+                task_blob = TaskBlob.at(blob.blob_id, blob.location, where, new_files)
                 task.blobs.append(_Target(blob, passed, made, task_blob))
                 task.count += len(part)
         if task.blobs:

@@ -20,13 +20,12 @@ of the result, as in a batch.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from shadowvault.archive.pack_reads import PackedBlobs
 from shadowvault.archive.restore_content import ContentBatch
-from shadowvault.archive.restore_entries import EntryWriter, TargetDir
+from shadowvault.archive.restore_entries import EntryWriter, TargetDir, made_by_worker
 from shadowvault.archive.restore_workers import (
     NAME_BYTES_PER_TASK,
     PLACES_PER_TASK,
@@ -103,7 +102,7 @@ class DirectFiles:
             answer = workers.run(sent.task, [here_fd])
         except WorkerGone as err:
             log.debug("%s: its files are restored in this process", err)
-            return self._count_made([f for files in sent.files for f in files], here_fd)
+            return self._count_made([f for files in sent.files for f in files])
         again: list[DirectFile] = []
         made: list[DirectFile] = []
         made_bytes = decoded = decoded_bytes = 0
@@ -126,18 +125,13 @@ class DirectFiles:
         self._made(made, made_bytes)
         return again
 
-    def _count_made(self, files: list[DirectFile], here_fd: int) -> list[DirectFile]:
-        """After a worker ended: the files it made are under their names (a worker links a file only
-        once it is whole) and are counted; the others are returned, to be restored here."""
+    def _count_made(self, files: list[DirectFile]) -> list[DirectFile]:
+        """After a worker ended: the files it made (under their names) are counted; the others are
+        returned, to be restored here."""
         left: list[DirectFile] = []
         made: list[DirectFile] = []
         for file in files:
-            try:
-                os.stat(file.node.name, dir_fd=here_fd, follow_symlinks=False)
-            except OSError:
-                left.append(file)
-                continue
-            made.append(file)
+            (made if made_by_worker(self.here, file.node.name) else left).append(file)
         self._made(made, sum(file.node.size for file in made))
         return left
 
@@ -172,11 +166,11 @@ def _tasks(path: str, located: list[tuple[BlobLocation, DirectFile]], verify: bo
         if new_files and (
             len(new_files) >= PLACES_PER_TASK or name_bytes + len(node.name) > NAME_BYTES_PER_TASK
         ):
-            yield _Sent(_task(path, blobs, new_files, verify), files)
+            yield _Sent(Task.spanning(path, verify, blobs, new_files), files)
             blobs, files, new_files, name_bytes, last_id = [], [], [], 0, b""
         blob_id = node.content[0]
         if blob_id != last_id:  # a blob that several files are: decoded once
-            blobs.append(_task_blob(blob_id, location))
+            blobs.append(TaskBlob.at(blob_id, location, [], []))
             files.append([])
             last_id = blob_id
         blobs[-1].new_files.append(len(new_files))
@@ -184,23 +178,4 @@ def _tasks(path: str, located: list[tuple[BlobLocation, DirectFile]], verify: bo
         new_files.append(NewFile(0, node.name, file.mode, node.atime_ns, node.mtime_ns))
         name_bytes += len(node.name)
     if new_files:
-        yield _Sent(_task(path, blobs, new_files, verify), files)
-
-
-def _task_blob(blob_id: bytes, location: BlobLocation) -> TaskBlob:
-    return TaskBlob(
-        blob_id,
-        int(location.type),
-        location.offset,
-        location.length,
-        location.raw_length,
-        location.compressed,
-        [],
-        [],
-    )
-
-
-def _task(path: str, blobs: list[TaskBlob], new_files: list[NewFile], verify: bool) -> Task:
-    start = blobs[0].offset
-    end = max(blob.offset + blob.length for blob in blobs)
-    return Task(path, start, end - start, verify, blobs, new_files)
+        yield _Sent(Task.spanning(path, verify, blobs, new_files), files)

@@ -207,6 +207,17 @@ def link_unnamed(fd: int, dir_fd: int, name: bytes) -> None:
     os.link(b"/proc/self/fd/%d" % fd, name, dst_dir_fd=dir_fd, follow_symlinks=True)
 
 
+def made_by_worker(here: TargetDir, name: bytes) -> bool:
+    """Whether a file a restore worker was to make (restore_workers.py) is under its name after the
+    worker ended: its directory is one this restore made (nothing else is in it), and a worker names
+    a file only once it is whole (written, its times set, read back when verifying)."""
+    try:
+        os.stat(name, dir_fd=here.fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
 class EntryWriter:
     """Decides whether an entry is restored, lays down what has no content, and keeps the record."""
 

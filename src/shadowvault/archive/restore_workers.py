@@ -59,9 +59,10 @@ from shadowvault.archive.restore_entries import (
     link_unnamed,
     reason,
 )
-from shadowvault.archive.worker_pool import Turns, WorkerPool
+from shadowvault.archive.worker_pool import Turns, WorkerPool, end
 from shadowvault.errors import IntegrityError, UsageError
 from shadowvault.repo.crypto import MasterKey, Sealer
+from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.pack import open_blob
 from shadowvault.typed_decoding import decode_msgpack
 
@@ -103,6 +104,26 @@ class TaskBlob(NamedTuple):
     places: list[tuple[int, int, bool]]  # (descriptor's position in the task, offset in the file, sparse)
     new_files: list[int]  # the task's new files that are this blob and nothing else (their positions)
 
+    @classmethod
+    def at(
+        cls,
+        blob_id: bytes,
+        location: BlobLocation,
+        places: list[tuple[int, int, bool]],
+        new_files: list[int],
+    ) -> TaskBlob:
+        """The blob where the index places it."""
+        return cls(
+            blob_id,
+            int(location.type),
+            location.offset,
+            location.length,
+            location.raw_length,
+            location.compressed,
+            places,
+            new_files,
+        )
+
 
 class NewFile(NamedTuple):
     """A file the worker makes whole from one blob: created unnamed in its directory (with its final
@@ -125,6 +146,13 @@ class Task(NamedTuple):
     digests: bool  # answer each blob's BLAKE3 digest (the restore verifies what it wrote)
     blobs: list[TaskBlob]
     new_files: list[NewFile]
+
+    @classmethod
+    def spanning(cls, path: str, digests: bool, blobs: list[TaskBlob], new_files: list[NewFile]) -> Task:
+        """The task whose range is the one its blobs span."""
+        start = min(blob.offset for blob in blobs)
+        end = max(blob.offset + blob.length for blob in blobs)
+        return cls(path, start, end - start, digests, blobs, new_files)
 
 
 class BlobDone(NamedTuple):
@@ -303,7 +331,7 @@ class _Worker:
             try:
                 socket.send_fds(self.sock, [message], fds)
             except OSError:
-                self._end()
+                end(self)
 
         answer = self._turns.exchange(send, lambda: self._answer(len(task.blobs)))
         if answer is None:
@@ -321,15 +349,9 @@ class _Worker:
         except (OSError, msgspec.DecodeError):
             answer = None
         if answer is None or len(answer) != blobs:
-            self._end()
+            end(self)
             return None
         return answer
-
-    def _end(self) -> None:
-        self.alive = False
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
     def stop(self) -> None:
         """Close its socket (it exits) and reap it; kill it if it does not go."""

@@ -38,7 +38,7 @@ from shadowvault.archive.small_files import (
     regular_file_stat,
 )
 from shadowvault.archive.walk_stats import os_reason
-from shadowvault.archive.worker_pool import Turns, WorkerPool
+from shadowvault.archive.worker_pool import Turns, WorkerPool, end
 from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.pack import seal_blob
@@ -181,7 +181,7 @@ class _Worker:
             try:
                 self._call(paths)
             except WorkerGone:
-                self._end()
+                end(self)
 
         results = self._turns.exchange(send, lambda: self._answer(len(paths)))
         if results is None:
@@ -200,15 +200,9 @@ class _Worker:
         except (OSError, ValueError, msgspec.DecodeError):  # ValueError: closed by shutdown meanwhile
             results = None
         if results is None or len(results) != files:
-            self._end()
+            end(self)
             return None
         return results
-
-    def _end(self) -> None:
-        self.alive = False
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
     def stop(self) -> None:
         """Close its input (it exits) and reap it; kill it if it does not go."""

@@ -30,6 +30,15 @@ class Worker(Protocol):
 W = TypeVar("W", bound=Worker)
 
 
+def end(worker: Worker) -> None:
+    """Kill a worker that failed mid-request (its later answers could not be told apart) and mark
+    it gone."""
+    worker.alive = False
+    if worker.process.poll() is None:
+        worker.process.kill()
+        worker.process.wait()
+
+
 class WorkerPool(Generic[W]):
     """`processes` workers made by `start`, each lent to up to `lends` threads; thread-safe."""
 

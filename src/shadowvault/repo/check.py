@@ -50,14 +50,13 @@ class _UsedBlobs:
         if not isinstance(blob_id, bytes):
             return False
         at = self._index.slot(blob_id)
-        if at is None:
-            return blob_id in self.unindexed
-        return bool(self._bits[at >> 3] & (1 << (at & 7)))
+        return blob_id in self.unindexed if at is None else self._marked(at)
 
     def has_at(self, blob_id: bytes, slot: int | None) -> bool:
         """`blob_id in self` for a blob whose slot is known (None: look it up)."""
-        if slot is None:
-            return blob_id in self
+        return blob_id in self if slot is None else self._marked(slot)
+
+    def _marked(self, slot: int) -> bool:
         return bool(self._bits[slot >> 3] & (1 << (slot & 7)))
 
     def add(self, blob_id: bytes) -> None:

@@ -150,8 +150,9 @@ class IndexCache:
         blobs is ~57 MB, which read at once was the peak of a small backup into that repository)."""
         mac = blake3.blake3(key=self._key)
         for at in range(0, end, TAG_PIECE):
-            mac.update(view[at : min(end, at + TAG_PIECE)])
-            mapped.madvise(mmap.MADV_DONTNEED, at, min(end, at + TAG_PIECE) - at)
+            stop = min(end, at + TAG_PIECE)
+            mac.update(view[at:stop])
+            mapped.madvise(mmap.MADV_DONTNEED, at, stop - at)
         return mac.digest()
 
     def save(self, names: Collection[str], index: BlobIndex) -> None:
