@@ -443,3 +443,26 @@ def test_a_worker_reads_the_blobs_of_a_pack_and_skips_the_gaps_between():
         (12 << 20, (12 << 20) + READ_WINDOW // 2, 1),
         ((12 << 20) + READ_WINDOW // 2, (12 << 20) + READ_WINDOW + 1, 1),
     ]
+
+
+def test_a_crafted_file_naming_a_blob_never_stored_fails_only_itself(
+    ext4: LoopFs, monkeypatch: pytest.MonkeyPatch
+):
+    """A snapshot is untrusted: among files the workers make straight from the walk
+    (restore_direct.py), one names a blob the repository never stored. It is that file's error,
+    nothing of it is left, and the workers make every other file."""
+    made = _count_made(monkeypatch)
+    repo = new_repo(ext4.mount / "repo")
+    nodes = []
+    for name in [b"f%03d" % n for n in range(100)]:
+        blob = repo.save_blob(BlobType.DATA, b"content of " + name)
+        nodes.append(Node(name=name, type="file", mode=0o644, size=15, content=[blob]))
+    nodes.append(Node(name=b"ghost", type="file", mode=0o644, size=5, content=[b"\x07" * 32]))
+    below = repo.save_tree(Tree(nodes=sorted(nodes, key=lambda node: node.name)))
+    root = repo.save_tree(Tree(nodes=[Node(name=b"d", type="dir", mode=0o755, subtree=below)]))
+    repo.flush()
+    stats = Restorer(repo, ext4.mount / "out", processes=2).restore(root)
+    assert [Path(path).name for path, _ in stats.errors] == ["ghost"], stats.errors
+    assert stats.files == 100 and len(made) == 100
+    assert not (ext4.mount / "out" / "d" / "ghost").exists() and not _temporaries(ext4.mount / "out")
+    assert (ext4.mount / "out" / "d" / "f042").read_bytes() == b"content of f042"
