@@ -65,7 +65,6 @@ from shadowvault.archive.restore_entries import (
     TargetDir,
     create_file,
     discard,
-    link_unnamed,
     made_by_worker,
     reason,
 )
@@ -78,6 +77,7 @@ from shadowvault.archive.restore_workers import (
     TaskBlob,
     WorkerGone,
 )
+from shadowvault.archive.unnamed_files import link_unnamed
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.tree import Node

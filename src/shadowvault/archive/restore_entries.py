@@ -12,7 +12,6 @@ restored at all, makes links, symlinks, FIFOs and device nodes, and records what
 
 from __future__ import annotations
 
-import errno
 import itertools
 import logging
 import os
@@ -25,6 +24,7 @@ from enum import StrEnum
 
 from shadowvault.archive import metadata
 from shadowvault.archive.tree_paths import join, text
+from shadowvault.archive.unnamed_files import create_unnamed
 from shadowvault.cancellation import Cancellation
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.tree import Node
@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 TMP_PREFIX = b".svtmp-"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-TMPFILE_FLAGS = os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC  # an unnamed file, linked once finished
-NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})  # the filesystem has no O_TMPFILE
 
 # what an entry's restore resolves to: its names below the target, or None when not restored
 Restored = tuple[bytes, ...] | None
@@ -179,17 +177,6 @@ def discard(dir_fd: int, tmp: bytes) -> None:
         pass
 
 
-def create_unnamed(dir_fd: int, mode: int) -> int | None:
-    """An unnamed file in the directory (O_TMPFILE: gone if the restore stops before it is linked);
-    None where the filesystem has none."""
-    try:
-        return os.open(b".", TMPFILE_FLAGS, mode, dir_fd=dir_fd)
-    except OSError as err:
-        if err.errno not in NO_TMPFILE:
-            raise
-        return None
-
-
 def create_file(
     dir_fd: int, mode: int, new_tmp: Callable[[], bytes], *, unnamed: bool = True
 ) -> tuple[int, bytes]:
@@ -200,11 +187,6 @@ def create_file(
         return fd, b""
     tmp = new_tmp()
     return os.open(tmp, FILE_FLAGS, mode, dir_fd=dir_fd), tmp
-
-
-def link_unnamed(fd: int, dir_fd: int, name: bytes) -> None:
-    """Give a finished unnamed file its name (EEXIST when something holds the name already)."""
-    os.link(b"/proc/self/fd/%d" % fd, name, dst_dir_fd=dir_fd, follow_symlinks=True)
 
 
 def made_by_worker(here: TargetDir, name: bytes) -> bool:
@@ -230,7 +212,8 @@ class EntryWriter:
         self.numeric_owner = numeric_owner
         self._tmp_counter = itertools.count()
         self._umask = process_umask()
-        # files are made unnamed and linked once finished through /proc/self/fd (restore_content)
+        # files are made unnamed and linked once finished (unnamed_files.py; /proc/self/fd where the
+        # kernel does not name a descriptor itself)
         self.tmpfile = os.path.isdir("/proc/self/fd")
         self._tmp_prefix = TMP_PREFIX + b"%d-" % os.getpid()
         self._euid = os.geteuid()

@@ -56,9 +56,9 @@ from shadowvault.archive.restore_entries import (
     EntryError,
     create_file,
     discard,
-    link_unnamed,
     reason,
 )
+from shadowvault.archive.unnamed_files import link_unnamed
 from shadowvault.archive.worker_pool import Turns, WorkerPool, end
 from shadowvault.errors import IntegrityError, UsageError
 from shadowvault.repo.crypto import MasterKey, Sealer
