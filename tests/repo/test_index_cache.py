@@ -5,9 +5,12 @@ file that is damaged or forged is never used; check reads the index files themse
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from shadowvault.repo import master_index
+from shadowvault.repo.format import IndexPack
+from shadowvault.repo.index import BlobIndex
 from shadowvault.repo.index_cache import IndexCache
 from shadowvault.repo.repository import Repository
 from tests.repo.helpers import PASSWORD, make_snapshot, restore_all
@@ -83,6 +86,32 @@ def _kept_names(path: Path) -> frozenset[str]:
         found = cache.load()
     assert found is not None
     return found[1]
+
+
+def test_a_writer_that_added_much_keeps_the_index_for_the_next_command(tmp_path: Path, monkeypatch):
+    """After a first backup (or any write that adds more than a command reads on top of the kept
+    index) the index is kept when the writer closes: the next command maps it, builds nothing, and
+    finds every blob, the new ones too."""
+    path = tmp_path / "repo"
+    with Repository.init(path, PASSWORD) as repo:
+        make_snapshot(repo, {"a": b"one"})
+    monkeypatch.setattr(master_index, "KEPT_ADDED_BYTES", 0)  # any index file more is much
+    with Repository.open(path, PASSWORD) as repo:
+        assert len(repo.index) > 0
+        later, ids = make_snapshot(repo, {"c": os.urandom(1 << 20)})
+    assert _kept_names(path) == frozenset(f"index/{name}" for name in os.listdir(path / "index"))
+    builds: list[int] = []
+    real = BlobIndex.from_packs.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[BlobIndex], packs: Iterable[IndexPack]) -> BlobIndex:
+        builds.append(1)
+        return real(cls, packs)
+
+    monkeypatch.setattr(BlobIndex, "from_packs", classmethod(counted))
+    with Repository.open(path, PASSWORD) as repo:
+        assert all(repo.lookup(blob_id) is not None for blob_id in ids["c"])
+        assert len(restore_all(repo, later)["c"]) == 1 << 20
+    assert builds == [], "the kept index was used as it is"
 
 
 def test_a_kept_index_never_brings_back_blobs_whose_index_file_is_gone(tmp_path: Path):

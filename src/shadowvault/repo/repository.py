@@ -207,6 +207,7 @@ class Repository:
                 self.flush()
                 if self.session is None or self.session.doc.kind != "prune":
                     self._master.consolidate()
+                    self._keep_index()
             else:
                 try:
                     self._master.write_pending()
@@ -219,6 +220,15 @@ class Repository:
                 self.session.close()
                 self.session = None
             self.backend.close()
+
+    def _keep_index(self) -> None:
+        """The index kept for the next command (master_index.keep_for_next): only a help to it."""
+        if self.session is None:
+            return
+        try:
+            self._master.keep_for_next()
+        except ShadowvaultError as err:
+            log.debug("the index is not kept for the next command: %s", err)
 
     def __enter__(self) -> Repository:
         return self
