@@ -5,12 +5,20 @@ Hashing, compression, encryption and the append to the thread's own open pack (a
 pack's running hash) run outside any lock; threads share only the table of open packs. A backup of
 N workers ends with up to N partial packs per blob type (`flush`). See docs/repository.md, "Write
 order and crashes".
+
+A full pack is finished (its header sealed, the file made durable with fsync, renamed into data/,
+indexed) by a committer thread, while the thread that filled it goes on with its next blob: done in
+the writing thread, the fsync stalled it (1.5 GiB of large files: 191 fsyncs, 2.9 s of 8.5, the
+compressing threads idle meanwhile). At most COMMITS_QUEUED full packs wait for it (finished packs
+are files, not memory); a failed commit fails the next `save` and `flush`, so no snapshot is ever
+saved over a pack that was not stored.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from shadowvault.errors import RepositoryError
@@ -19,8 +27,10 @@ from shadowvault.repo.crypto import Sealer
 from shadowvault.repo.format import BlobType, IndexPack
 from shadowvault.repo.master_index import MasterIndex
 from shadowvault.repo.pack import PackWriter, pack_name, seal_blob
+from shadowvault.slots import Slots
 
 MAX_BLOB = 1 << 30  # offsets and lengths are 32-bit in the in-memory index
+COMMITS_QUEUED = 2  # full packs waiting for the committer thread before a writer waits too
 
 
 @dataclass
@@ -50,6 +60,10 @@ class Packer:
         self._inflight_lock = threading.Lock()
         self._pack_lock = threading.Lock()  # guards the table, never a pack's own writes
         self._writers: dict[tuple[int, BlobType], PackWriter] = {}  # (thread, kind) -> its open pack
+        self._commit_slots = Slots(COMMITS_QUEUED)
+        self._committer: ThreadPoolExecutor | None = None  # started with the first full pack
+        self._commits: set[Future[None]] = set()  # full packs being committed
+        self._commit_failed: BaseException | None = None
 
     def is_inflight(self, blob_id: bytes) -> bool:
         return blob_id in self._inflight
@@ -124,7 +138,7 @@ class Packer:
             self._unclaim(blob_id)
             raise
         if full is not None:
-            self._commit(full)
+            self._commit_later(full)
 
     def copy_sealed_blob(
         self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
@@ -134,7 +148,7 @@ class Packer:
             self._inflight.add(blob_id)
         full = self._append(kind, blob_id, sealed, raw_length, compressed)
         if full is not None:
-            self._commit(full)
+            self._commit_later(full)
 
     def _append(
         self,
@@ -157,9 +171,7 @@ class Packer:
         except BaseException:
             with self._pack_lock:
                 self._writers.pop(key, None)
-            writer.abort()
-            with self._inflight_lock:
-                self._inflight.difference_update(b.id for b in writer.blobs)
+            self._discard(writer)
             raise
         if writer.size < self._pack_size:
             return None
@@ -179,23 +191,86 @@ class Packer:
         due = self._master.add_pack(IndexPack(id=finished.id, size=finished.size, blobs=finished.blobs))
         with self._inflight_lock:
             self._inflight.difference_update(ids)
-        self.stats.packs_written += 1
+        with self._pack_lock:
+            self.stats.packs_written += 1
         if due:
             self._master.write_pending()
 
+    def _commit_later(self, writer: PackWriter) -> None:
+        """Hand a full pack to the committer thread (waiting while COMMITS_QUEUED wait for it)."""
+        try:
+            self._raise_failed_commit()
+            self._commit_slots.acquire()
+        except BaseException:
+            self._discard(writer)
+            raise
+        try:
+            with self._pack_lock:
+                if self._committer is None:
+                    self._committer = ThreadPoolExecutor(1, thread_name_prefix="sv-commit")
+                commit = self._committer.submit(self._commit, writer)
+                self._commits.add(commit)
+        except RuntimeError:  # the committer was shut down (an abort): committed here
+            self._commit_slots.release()
+            self._commit(writer)
+            return
+        except BaseException:
+            self._commit_slots.release()
+            self._discard(writer)
+            raise
+        commit.add_done_callback(self._committed)
+
+    def _discard(self, writer: PackWriter) -> None:
+        """A pack that is not stored: its blobs forgotten, so nobody deduplicates against them."""
+        writer.abort()
+        with self._inflight_lock:
+            self._inflight.difference_update(b.id for b in writer.blobs)
+
+    def _committed(self, commit: Future[None]) -> None:
+        self._commit_slots.release()
+        with self._pack_lock:
+            self._commits.discard(commit)
+            failure = commit.exception()
+            if failure is not None and self._commit_failed is None:
+                self._commit_failed = failure
+
+    def _raise_failed_commit(self) -> None:
+        if self._commit_failed is not None:
+            raise self._commit_failed
+
+    def wait_commits(self) -> None:
+        """Wait for the full packs handed to the committer so far (their failure is raised by
+        `flush` and the next `save`)."""
+        with self._pack_lock:
+            commits = list(self._commits)
+        for commit in commits:
+            try:
+                commit.result()
+            except Exception:  # kept in _commit_failed by _committed
+                continue
+
     def flush(self) -> None:
-        """Finish the open packs and write their index. Call after every `save` returned."""
+        """Finish the open packs, wait for the full ones being committed, and write their index.
+        Call after every `save` returned."""
         with self._pack_lock:
             writers = list(self._writers.values())
             self._writers.clear()
         for writer in writers:
             self._commit(writer)
+        self.wait_commits()
+        self._raise_failed_commit()
         self._master.write_pending()
 
     def abort(self) -> None:
-        """Discard the open packs (their blobs were never indexed)."""
+        """Discard the open packs (their blobs were never indexed); the full ones being committed
+        are committed first."""
         with self._pack_lock:
             writers = list(self._writers.values())
             self._writers.clear()
         for writer in writers:
             writer.abort()
+        self.wait_commits()
+        with self._pack_lock:
+            committer, self._committer = self._committer, None
+        if committer is not None:
+            committer.shutdown(wait=True)

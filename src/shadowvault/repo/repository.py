@@ -210,6 +210,7 @@ class Repository:
                     self._keep_index()
             else:
                 try:
+                    self._packer.wait_commits()  # the full packs being committed are indexed too
                     self._master.write_pending()
                 except ShadowvaultError as err:
                     log.warning("could not index the finished packs: %s", err)
