@@ -175,3 +175,24 @@ def test_index_files_merged_at_close_are_each_no_larger_than_the_limit(tmp_path,
         assert len(files) < written and sum(sizes) == len(blobs)
         assert all(size <= 40 for size in sizes)
         assert [repo.load_blob(blob_id) for blob_id in ids] == blobs
+
+
+def test_a_chunk_of_text_around_random_bytes_is_compressed_and_noise_is_not(shared_repo):
+    """A file region overwritten with compressed data leaves chunks of random bytes and text side
+    by side: such a chunk is stored compressed (its text was once stored raw), pure noise is not
+    compressed at all, and both read back."""
+    words = [b"backup", b"restore", b"snapshot", b"volume", b"shadow", b"writer", b"provider", b"pack"]
+    rng = random.Random(5)
+    text = b" ".join(rng.choice(words) for _ in range(200_000))[: 600 << 10]
+    mixed = os.urandom(700 << 10) + text  # random where two samples once looked: start and middle
+    noise = os.urandom(1 << 20)
+    stored_before = shared_repo.stats.stored_bytes_added
+    mixed_id = shared_repo.save_blob(BlobType.DATA, mixed)
+    stored_mixed = shared_repo.stats.stored_bytes_added - stored_before
+    noise_id = shared_repo.save_blob(BlobType.DATA, noise)
+    stored_noise = shared_repo.stats.stored_bytes_added - stored_before - stored_mixed
+    shared_repo.flush()
+    assert stored_mixed < len(mixed) - (400 << 10), "the text part is compressed"
+    assert len(noise) <= stored_noise < len(noise) + 64, "noise is stored as it is (plus the seal)"
+    assert shared_repo.load_blob(mixed_id) == mixed
+    assert shared_repo.load_blob(noise_id) == noise

@@ -115,14 +115,16 @@ INCOMPRESSIBLE = 0.98  # a sample that zstd shrinks by less than 2 % marks the c
 
 
 def looks_incompressible(data: bytes | memoryview) -> bool:
-    """Two 32 KiB samples (near the start and in the middle) that zstd cannot shrink: skip the
-    whole chunk. Compressed media and ciphertext are most of the bytes in a backup, and compressing
-    them for nothing cost more than hashing and encryption together."""
+    """Five 32 KiB samples spread over the chunk (near its start and end, and at each quarter) that
+    zstd cannot shrink: skip the whole chunk. Compressed media and ciphertext are most of the bytes
+    in a backup, and compressing them for nothing cost more than hashing and encryption together.
+    Two samples (start and middle) judged a chunk of text around a run of random bytes (a region of
+    a file overwritten with compressed data) incompressible, and stored its text raw."""
     if len(data) < 8 * SAMPLE:
         return False
     view = memoryview(data)
-    middle = len(data) // 2
-    for start in (SAMPLE, middle):
+    size = len(data)
+    for start in (SAMPLE, size // 4, size // 2, 3 * size // 4, size - 2 * SAMPLE):
         sample = view[start : start + SAMPLE]
         if len(compressor().compress(sample)) < INCOMPRESSIBLE * len(sample):
             return False
