@@ -6,12 +6,12 @@ pack's running hash) run outside any lock; threads share only the table of open 
 N workers ends with up to N partial packs per blob type (`flush`). See docs/repository.md, "Write
 order and crashes".
 
-A full pack is finished (its header sealed, the file made durable with fsync, renamed into data/,
-indexed) by a committer thread, while the thread that filled it goes on with its next blob: done in
-the writing thread, the fsync stalled it (1.5 GiB of large files: 191 fsyncs, 2.9 s of 8.5, the
-compressing threads idle meanwhile). At most COMMITS_QUEUED full packs wait for it (finished packs
-are files, not memory); a failed commit fails the next `save` and `flush`, so no snapshot is ever
-saved over a pack that was not stored.
+A full pack is finished (its header sealed, the file made durable with fsync or uploaded, renamed
+into data/, indexed) by a committer thread, while the thread that filled it goes on with its next
+blob: done in the writing thread, the fsync stalled it (1.5 GiB of large files: 191 fsyncs, 2.9 s
+of 8.5, the compressing threads idle meanwhile). At most COMMITS_QUEUED full packs wait (finished
+packs are files, not memory); a failed commit fails the next `save` and `flush`, so no snapshot is
+ever saved over a pack that was not stored.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from shadowvault.repo.pack import PackWriter, pack_name, seal_blob
 from shadowvault.slots import Slots
 
 MAX_BLOB = 1 << 30  # offsets and lengths are 32-bit in the in-memory index
-COMMITS_QUEUED = 2  # full packs waiting for the committer thread before a writer waits too
+COMMITTERS = 2  # full packs committed at once (an upload to remote storage takes a while)
+COMMITS_QUEUED = 3  # full packs being committed or waiting for a committer before a writer waits too
 
 
 @dataclass
@@ -197,7 +198,7 @@ class Packer:
             self._master.write_pending()
 
     def _commit_later(self, writer: PackWriter) -> None:
-        """Hand a full pack to the committer thread (waiting while COMMITS_QUEUED wait for it)."""
+        """Hand a full pack to a committer thread (waiting while COMMITS_QUEUED are pending)."""
         try:
             self._raise_failed_commit()
             self._commit_slots.acquire()
@@ -207,7 +208,7 @@ class Packer:
         try:
             with self._pack_lock:
                 if self._committer is None:
-                    self._committer = ThreadPoolExecutor(1, thread_name_prefix="sv-commit")
+                    self._committer = ThreadPoolExecutor(COMMITTERS, thread_name_prefix="sv-commit")
                 commit = self._committer.submit(self._commit, writer)
                 self._commits.add(commit)
         except RuntimeError:  # the committer was shut down (an abort): committed here
