@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
+
+import pytest
 
 from shadowvault.repo.check import check
+from shadowvault.repo.format import BlobType
+from shadowvault.repo.prune import REPACK_UNUSED_FRACTION
 from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tree import Node, Tree, invalid_name, names_are_safe
+from shadowvault.repo.walk import mark_used
 from tests.repo.helpers import PASSWORD, env_for, make_snapshot, pack_files, random_files
 
 
@@ -124,3 +132,60 @@ def test_an_index_entry_with_a_crafted_id_or_size_is_a_damaged_index_file(tmp_pa
         assert any(name in e and "cannot be decoded" in e for e in errors), errors
     restored = cli("ls", second, env=env_for(tmp_path / "repo"))
     assert restored.returncode == 0, restored.stderr
+
+
+def test_blobs_a_forget_left_unreferenced_are_counted_per_pack(tmp_path):
+    """What check counts as unreferenced, and as freed by prune, is what a plain set of every
+    referenced id says, pack by pack."""
+    _first, second, _ = _two_snapshots(tmp_path / "repo")
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        repo.remove_snapshot(second)
+        referenced: set[bytes] = set()
+        mark_used(repo, repo.list_snapshots(), referenced)
+        by_pack: dict[str, list[bytes]] = {}
+        for blob_id in repo.index.blob_ids():
+            for location in repo.index.locations(blob_id):
+                by_pack.setdefault(location.pack, []).append(blob_id)
+        freed = 0
+        for blob_ids in by_pack.values():
+            unused = sum(blob_id not in referenced for blob_id in blob_ids)
+            if unused / len(blob_ids) >= REPACK_UNUSED_FRACTION:
+                freed += unused
+        report = check(repo)
+    assert report.ok, report.errors
+    assert report.unreferenced_blobs == sum(b not in referenced for b in repo.index.blob_ids()) > 0
+    assert freed > 0
+    assert f"{freed} blobs are not referenced by any snapshot" in " ".join(report.warnings)
+
+
+@pytest.mark.parametrize(
+    ("names", "safe"),
+    [
+        ([b"a", b"b", b".hidden", b"..."], True),
+        ([b"a", b"a"], False),
+        ([b"a", b".."], False),
+        ([b"."], False),
+        ([b""], False),
+        ([b"a/b"], False),
+        ([b"a\0b"], False),
+        ([], False),  # nothing to judge: looked at one by one (there is nothing)
+    ],
+)
+def test_names_are_judged_safe_only_when_each_is(names, safe):
+    assert names_are_safe(names) is safe
+    assert safe is (bool(names) and len(set(names)) == len(names) and not any(map(invalid_name, names)))
+
+
+def test_check_reports_each_entry_a_restore_would_refuse(tmp_path):
+    with Repository.init(tmp_path / "repo", PASSWORD) as repo:
+        blob = repo.save_blob(BlobType.DATA, b"x")
+        names = [b"good", b"..", b"a/b", b"dup", b"dup", b"nul\0"]
+        root = repo.save_tree(Tree(nodes=[Node(name=n, type="file", size=1, content=[blob]) for n in names]))
+        repo.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/"], tree=root))
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        report = check(repo)
+    unsafe = [e for e in report.errors if "unsafe name" in e]
+    assert len(unsafe) == 4, report.errors
+    assert {"b'..'", "b'a/b'", "b'dup'", "b'nul\\x00'"} == {
+        e.split("unsafe name ")[1].split(":")[0] for e in unsafe
+    }

@@ -137,3 +137,7 @@ def test_every_blob_id_is_listed_once_however_many_copies():
     assert [blob_id for blob_id, _ in slotted] == listed
     assert all(slot is None or slot == index.slot(blob_id) for blob_id, slot in slotted)
     assert sum(slot is not None for _, slot in slotted) == 300 - 1  # ids[7] was added on top
+    # in one call, as check marks a directory's content: what a lookup of each gives
+    asked = [*ids, extra, os.urandom(32)]
+    assert index.slots(asked) == [index.slot(blob_id) for blob_id in asked]
+    assert index.slots(asked)[-1] is None and index.slots([]) == []

@@ -103,18 +103,36 @@ class _SortedBase:
             at += 1
 
     def first(self, blob_id: bytes) -> int | None:
-        """The first of `positions` (no generator: check asks it of every blob, three times)."""
-        if not self.flags:
-            return None
-        at, end, prefix = self._candidates(blob_id)
-        keys, ids, shift = self.keys, self.ids, self.shift
+        """The first of `positions`."""
+        return self.firsts((blob_id,))[0]
+
+    def firsts(self, blob_ids: Iterable[bytes]) -> list[int | None]:
+        """The first entry holding each id (None: none does), in one call: check asks it of the
+        content of every file, and three Python calls per id were a third of its time at a
+        million blobs."""
+        keys, ids = self.keys, self.ids
+        if not keys:
+            return [None for _ in blob_ids]
+        directory, directory_shift = self.directory, self.directory_shift
+        shift = self.shift
         mask = (1 << shift) - 1
-        while at < end and keys[at] >> shift == prefix:
-            i = keys[at] & mask
-            if ids[i * 32 : (i + 1) * 32] == blob_id:
-                return i
-            at += 1
-        return None
+        bisect_left, from_bytes = bisect.bisect_left, int.from_bytes
+        found: list[int | None] = []
+        for blob_id in blob_ids:
+            whole = from_bytes(blob_id[:8], "big")
+            prefix = whole >> shift
+            slot = whole >> directory_shift
+            end = directory[slot + 1]
+            at = bisect_left(keys, prefix << shift, directory[slot], end)
+            while at < end and keys[at] >> shift == prefix:
+                i = keys[at] & mask
+                if ids[i * 32 : (i + 1) * 32] == blob_id:
+                    found.append(i)
+                    break
+                at += 1
+            else:
+                found.append(None)
+        return found
 
     def has_all_live(self, blob_ids: Iterable[bytes], pending: set[int]) -> bool:
         """Whether every id has an entry in a pack not in `pending`: `positions` inlined, for the
@@ -438,6 +456,10 @@ class BlobIndex:
         """A stable number below `bulk_size` for a blob of the bulk-loaded entries (its first copy);
         None for a blob added since, or unknown: for one bit per blob (check's used set)."""
         return self._base.first(blob_id)
+
+    def slots(self, blob_ids: Iterable[bytes]) -> list[int | None]:
+        """`slot` of each id, in one call."""
+        return self._base.firsts(blob_ids)
 
     @property
     def bulk_size(self) -> int:

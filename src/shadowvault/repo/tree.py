@@ -75,6 +75,20 @@ def invalid_name(name: bytes) -> str | None:
     return None
 
 
+_UNSAFE_NAMES = frozenset((b"", b".", b".."))
+
+
+def names_are_safe(names: list[bytes]) -> bool:
+    """True when every name passes `invalid_name` and none repeats (False: look at each)."""
+    joined = b"\0".join(names)
+    return (
+        b"/" not in joined
+        and joined.count(b"\0") == len(names) - 1
+        and len(set(names)) == len(names)
+        and _UNSAFE_NAMES.isdisjoint(names)
+    )
+
+
 def duplicate_names(nodes: list[Node]) -> set[bytes]:
     """Names that appear more than once in one directory (a real directory never has any)."""
     seen: set[bytes] = set()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Protocol
 
 from shadowvault.errors import RepositoryError, ShadowvaultError
@@ -18,7 +18,7 @@ class BlobSet(Protocol):
 
     def add(self, blob_id: bytes, /) -> None: ...
 
-    def update(self, blob_ids: Iterable[bytes], /) -> None: ...
+    def update(self, blob_ids: Collection[bytes], /) -> None: ...
 
 
 def mark_used(
@@ -57,7 +57,9 @@ def mark_used(
                 continue
             if on_tree is not None:
                 on_tree(tree_id, tree)
-            for node in tree.nodes:
-                used.update(node.content)
-                if node.subtree is not None and node.subtree not in used:
-                    stack.append(node.subtree)
+            # the whole directory's content in one call: a call per file was a tenth of a
+            # check of a million files
+            used.update([blob_id for node in tree.nodes for blob_id in node.content])
+            stack.extend(
+                node.subtree for node in tree.nodes if node.subtree is not None and node.subtree not in used
+            )
