@@ -55,7 +55,7 @@ class ChunkWindows:
     One stream at a time (the caller serializes them); `release` may be called from any thread."""
 
     def __init__(self, params: ChunkerParams, size: int | None = None) -> None:
-        size = size or params.max + (params.max // 2)  # a carried chunk and at least half as much again
+        size = size or params.max + (params.max // 8)  # a carried chunk and an eighth as much again
         if size <= params.max:
             raise ValueError("a window must hold more than the largest chunk")
         self._cdc = pyfastcdc.FastCDC(params.avg, min_size=params.min, max_size=params.max, seed=params.seed)
