@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shadowvault.repo.format import BlobType, PackBlob
+from shadowvault.repo import index as index_module
+from shadowvault.repo.format import BlobType, IndexPack, PackBlob
 from shadowvault.repo.index import BlobIndex
 
 U32 = st.integers(0, (1 << 32) - 1)
@@ -141,3 +143,45 @@ def test_every_blob_id_is_listed_once_however_many_copies():
     asked = [*ids, extra, os.urandom(32)]
     assert index.slots(asked) == [index.slot(blob_id) for blob_id in asked]
     assert index.slots(asked)[-1] is None and index.slots([]) == []
+
+
+def test_a_sessions_entries_frozen_into_segments_answer_as_the_dict_did(monkeypatch):
+    """A long session's blobs leave the dict for sorted segments: every lookup, membership, copy,
+    ranking and walk answers as an index built from the same packs."""
+    monkeypatch.setattr(index_module, "SEGMENT_BLOBS", 16)
+    rng = random.Random(7)
+    packs = [
+        IndexPack(
+            id=f"{n:064x}",
+            size=1,
+            blobs=[
+                PackBlob(n % 2, rng.randbytes(32), at * 100, 100 + at, 200 + at, bool(at % 2))
+                for at in range(rng.randrange(1, 12))
+            ],
+            pending=1.0 if n % 9 == 4 else None,
+        )
+        for n in range(60)
+    ]
+    session, built = BlobIndex(), BlobIndex.from_packs(packs)
+    for pack in packs:
+        assert session.add_pack(pack)
+    assert len(session._top[1].parts) > 5  # frozen
+    ids = [b.id for pack in packs for b in pack.blobs]
+    assert len(session) == len(built) == len(ids)
+    for blob_id in [*ids, os.urandom(32)]:
+        assert session.lookup(blob_id) == built.lookup(blob_id)
+        assert session.has_blob(blob_id) == built.has_blob(blob_id)
+    assert session.has_all(ids[:40]) == built.has_all(ids[:40])
+    live = [b.id for pack in packs if pack.pending is None for b in pack.blobs]
+    assert session.has_all(live) and not session.has_all([*live, os.urandom(32)])
+    assert sorted(session.blob_ids()) == sorted(built.blob_ids()) == sorted(ids)
+
+    # a copy stored again (a healed blob) in a later pack: both copies found, the intact one first
+    first = packs[0].blobs[0]
+    copy = PackBlob(first.type, first.id, 7, first.length, first.raw_length, first.compressed)
+    session.add_pack(IndexPack(id="f" * 64, size=1, blobs=[copy]))
+    session.mark_damaged(packs[0].id)
+    found = session.locations(first.id)
+    assert [loc.pack for loc in found] == ["f" * 64, packs[0].id] and found[0].offset == 7
+    assert session.has_blob(first.id) and session.lookup(first.id).offset == 7
+    assert sorted(session.blob_ids()) == sorted(ids)

@@ -6,7 +6,8 @@ pack/offset, 4+4 bytes lengths, 1 byte flags) and no Python object per blob, so 
 fragments nor grows by the ~360 B per blob a dict of bytes keys measured. Lookups are one C-level
 bisect, over the few keys a directory of their top bits leaves (at most 256 KiB), plus a 32-byte
 comparison. Blobs added during a session (this process's new packs) go into a
-small dict on top. bench/repo_micro.py measures both.
+small dict on top, frozen into sorted segments of the same layout as it fills (a first backup of a
+million files would hold ~150 MB of dict). bench/repo_micro.py measures both.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from shadowvault.repo.format import BlobType, IndexPack, PackBlob
 
 _B32 = (1 << 32) - 1
 _BLOB_TYPES = (BlobType.DATA, BlobType.TREE)  # by number, without an enum call per lookup
+# Blobs added during a session wait in a dict (~160 B each: the id, a packed int, a slot) until
+# this many, then are frozen into a sorted segment laid out as the bulk entries (57 B each): a
+# first backup of a million files held 150 MB of dict. Segments are never merged (each entry is
+# built once); a lookup that misses the dict bisects each (a few at a million blobs).
+SEGMENT_BLOBS = 1 << 18
 
 
 class BlobLocation(NamedTuple):
@@ -134,6 +140,40 @@ class _SortedBase:
                 found.append(None)
         return found
 
+    def distinct(self) -> Iterator[tuple[bytes, int]]:
+        """Each id once, with its first entry, in key order (where the copies of an id are adjacent)."""
+        keys, ids, shift = self.keys, self.ids, self.shift
+        mask = (1 << shift) - 1
+        run_prefix = -1
+        run: set[bytes] = set()  # the ids seen under the current prefix (almost always one)
+        for key in keys:
+            at = key & mask
+            blob_id = bytes(ids[at * 32 : (at + 1) * 32])
+            if key >> shift != run_prefix:
+                run_prefix, run = key >> shift, set()
+            if blob_id not in run:
+                run.add(blob_id)
+                yield blob_id, at
+
+    def has_live(self, blob_id: bytes, pending: set[int]) -> bool:
+        """Whether `blob_id` has an entry in a pack not in `pending`."""
+        keys = self.keys
+        if not keys:
+            return False
+        shift, directory = self.shift, self.directory
+        whole = int.from_bytes(blob_id[:8], "big")
+        prefix = whole >> shift
+        slot = whole >> self.directory_shift
+        end = directory[slot + 1]
+        at = bisect.bisect_left(keys, prefix << shift, directory[slot], end)
+        ids, packs_offsets, mask = self.ids, self.packs_offsets, (1 << shift) - 1
+        while at < end and keys[at] >> shift == prefix:
+            i = keys[at] & mask
+            if ids[i * 32 : (i + 1) * 32] == blob_id and (packs_offsets[i] >> 32) not in pending:
+                return True
+            at += 1
+        return False
+
     def has_all_live(self, blob_ids: Iterable[bytes], pending: set[int]) -> bool:
         """Whether every id has an entry in a pack not in `pending`: `positions` inlined, for the
         lookups of every unchanged file of an incremental backup, in one call."""
@@ -182,6 +222,17 @@ class _Builder:
         self.raw_lengths.extend([b.raw_length for b in blobs])
         self.flags.extend([(b.type << 1) | b.compressed for b in blobs])
 
+    def add_packed(self, entries: dict[bytes, int]) -> None:
+        """Entries in the packed form of the session's dict (`BlobIndex.add`)."""
+        from_bytes = int.from_bytes
+        self.prefixes.extend([from_bytes(blob_id[:8], "big") for blob_id in entries])
+        self.ids += b"".join(entries)
+        packed = list(entries.values())
+        self.packs_offsets.extend([((p >> 98) << 32) | ((p >> 66) & _B32) for p in packed])
+        self.lengths.extend([(p >> 34) & _B32 for p in packed])
+        self.raw_lengths.extend([(p >> 2) & _B32 for p in packed])
+        self.flags.extend([p & 3 for p in packed])
+
     def build(self) -> _SortedBase:
         base = self.base
         base.ids, base.packs_offsets, base.flags = self.ids, self.packs_offsets, self.flags
@@ -210,12 +261,60 @@ class _Builder:
         return base
 
 
+class _Segments:
+    """A session's frozen entries: sorted segments, and a Bloom filter of their ids (two bits per
+    id, from id bytes 8..16: ids are keyed hashes) so that a lookup of a new blob, the usual one in
+    a backup, bisects none of them. Immutable once published (`frozen` makes the next)."""
+
+    def __init__(self, parts: list[_SortedBase] | None = None, bits: bytearray | None = None) -> None:
+        self.parts = parts or []
+        self._bits = bits or bytearray(1)
+        self._mask = len(self._bits) * 8 - 1
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def holding(self, blob_id: bytes) -> list[_SortedBase]:
+        """The segments that may hold `blob_id` (none when the filter says none does)."""
+        if not self.parts:
+            return self.parts
+        h, mask, bits = int.from_bytes(blob_id[8:16], "little"), self._mask, self._bits
+        low, high = h & mask, (h >> 32) & mask
+        if bits[low >> 3] >> (low & 7) & 1 and bits[high >> 3] >> (high & 7) & 1:
+            return self.parts
+        return []
+
+    def frozen(self, entries: dict[bytes, int]) -> _Segments:
+        """These segments and one more of `entries`; the filter (2 MiB at first) grows to keep 12 to
+        24 bits per id (a false positive in at most ~2.5 % of lookups), rebuilt when it does."""
+        builder = _Builder()
+        builder.add_packed(entries)
+        parts = [*self.parts, builder.build()]
+        size = 1 << max(24, (12 * sum(len(part) for part in parts)).bit_length())
+        if size // 8 > len(self._bits):
+            bits, fill = bytearray(size // 8), parts
+        else:
+            bits, fill = self._bits, parts[-1:]  # only set bits: readers of the old one see no change
+        mask, from_bytes = size - 1, int.from_bytes
+        for part in fill:
+            ids = part.ids
+            for at in range(8, len(ids), 32):
+                h = from_bytes(ids[at : at + 8], "little")
+                low, high = h & mask, (h >> 32) & mask
+                bits[low >> 3] |= 1 << (low & 7)
+                bits[high >> 3] |= 1 << (high & 7)
+        return _Segments(parts, bits)
+
+
 class BlobIndex:
     """Thread-safe map of blob ids to their location; a blob in several packs prefers a live pack."""
 
     def __init__(self) -> None:
         self._base = _SortedBase()
-        self._entries: dict[bytes, int] = {}  # added after the bulk load: this session's packs
+        # added after the bulk load (this session's packs): the newest in a dict, the others in
+        # sorted segments (SEGMENT_BLOBS); one tuple, swapped whole, so a reader without the lock
+        # finds every entry in the one or the other
+        self._top: tuple[dict[bytes, int], _Segments] = ({}, _Segments())
         self._packs: list[str] = []
         self._pack_numbers: dict[str, int] = {}
         self._pending: set[int] = set()
@@ -304,7 +403,8 @@ class BlobIndex:
         return index
 
     def __len__(self) -> int:
-        return len(self._base) + len(self._entries)
+        entries, segments = self._top
+        return len(self._base) + len(entries) + len(segments)
 
     def __contains__(self, blob_id: bytes) -> bool:
         return self.lookup(blob_id) is not None
@@ -352,7 +452,7 @@ class BlobIndex:
         alone = True
         with self._lock:
             number = self._pack_number(pack_id, pending)
-            entries = self._entries
+            entries, segments = self._top
             for b in blobs:
                 packed = (
                     (number << 98)
@@ -368,6 +468,8 @@ class BlobIndex:
                 if old is not None and pending and (old >> 98) not in self._pending:
                     continue  # keep the live copy
                 entries[b.id] = packed
+            if len(entries) >= SEGMENT_BLOBS:
+                self._top = ({}, segments.frozen(entries))
         return alone
 
     def has_blob(self, blob_id: bytes) -> bool:
@@ -377,7 +479,8 @@ class BlobIndex:
     def has_all(self, blob_ids: Iterable[bytes]) -> bool:
         """`has_blob` of every id, in one call: an incremental backup asks it of the content of
         every unchanged file (no location object is built)."""
-        damaged, entries, unusable = self._damaged_copies, self._entries, self._no_dedup
+        damaged, unusable = self._damaged_copies, self._no_dedup
+        entries, segments = self._top
         in_base: list[bytes] = []
         for blob_id in blob_ids:
             if damaged and blob_id in damaged:  # rare: look at every copy
@@ -387,14 +490,25 @@ class BlobIndex:
             packed = entries.get(blob_id)
             if packed is None or (packed >> 98) in unusable:
                 in_base.append(blob_id)
-        return not in_base or self._base.has_all_live(in_base, unusable)
+        if not segments.parts:
+            return not in_base or self._base.has_all_live(in_base, unusable)
+        base = self._base
+        for blob_id in in_base:  # one by one: a backup asks one id at a time of a long session
+            for tier in (base, *segments.holding(blob_id)):
+                if tier.has_live(blob_id, unusable):
+                    break
+            else:
+                return False
+        return True
 
     def _numbers_of(self, blob_id: bytes) -> Iterator[int]:
-        packed = self._entries.get(blob_id)
+        entries, segments = self._top
+        packed = entries.get(blob_id)
         if packed is not None:
             yield packed >> 98
-        for at in self._base.positions(blob_id):
-            yield self._base.packs_offsets[at] >> 32
+        for tier in (*segments.holding(blob_id), self._base):
+            for at in tier.positions(blob_id):
+                yield tier.packs_offsets[at] >> 32
 
     def _from_entry(self, packed: int) -> BlobLocation:
         number = packed >> 98
@@ -408,8 +522,7 @@ class BlobIndex:
             pending=number in self._pending,
         )
 
-    def _from_base(self, at: int) -> BlobLocation:
-        base = self._base
+    def _from_base(self, base: _SortedBase, at: int) -> BlobLocation:
         packed = base.packs_offsets[at]
         number = packed >> 32
         flags = base.flags[at]
@@ -426,24 +539,28 @@ class BlobIndex:
     def lookup(self, blob_id: bytes) -> BlobLocation | None:
         """Where the blob is: an intact copy in a live pack wins over one pending deletion, and
         both over a damaged copy. (Most blobs have one copy: that one, without ranking.)"""
-        if blob_id not in self._entries:
-            only = None
-            for at in self._base.positions(blob_id):
-                if only is not None:
-                    return self.locations(blob_id)[0]
-                only = at
-            return None if only is None else self._from_base(only)
+        entries, segments = self._top
+        if blob_id not in entries:
+            only: tuple[_SortedBase, int] | None = None
+            for tier in (*segments.holding(blob_id), self._base):
+                for at in tier.positions(blob_id):
+                    if only is not None:
+                        return self.locations(blob_id)[0]
+                    only = (tier, at)
+            return None if only is None else self._from_base(*only)
         return next(iter(self.locations(blob_id)), None)
 
     def locations(self, blob_id: bytes) -> list[BlobLocation]:
         """Every indexed copy of the blob, best first (see `lookup`)."""
         found: list[tuple[int, BlobLocation]] = []
-        packed = self._entries.get(blob_id)
+        entries, segments = self._top
+        packed = entries.get(blob_id)
         if packed is not None:
             found.append((self._rank(packed >> 98, blob_id), self._from_entry(packed)))
-        for at in self._base.positions(blob_id):
-            number = self._base.packs_offsets[at] >> 32
-            found.append((self._rank(number, blob_id), self._from_base(at)))
+        for tier in (*segments.holding(blob_id), self._base):
+            for at in tier.positions(blob_id):
+                number = tier.packs_offsets[at] >> 32
+                found.append((self._rank(number, blob_id), self._from_base(tier, at)))
         if len(found) > 1:
             found.sort(key=lambda item: item[0])
         return [location for _, location in found]
@@ -473,20 +590,14 @@ class BlobIndex:
     def slotted_blob_ids(self) -> Iterator[tuple[bytes, int | None]]:
         """`blob_ids`, each with its `slot` (None for a blob added since the bulk load): a bulk
         entry's is where the sorted walk meets its first copy, with no lookup."""
-        entries = self._entries
+        entries, segments = self._top
         for blob_id in list(entries):
             yield blob_id, None
-        base = self._base
-        keys, ids, shift = base.keys, base.ids, base.shift
-        mask = (1 << shift) - 1
-        run_prefix = -1
-        run: set[bytes] = set()  # the ids seen under the current prefix (almost always one)
-        for key in keys:
-            at = key & mask
-            blob_id = bytes(ids[at * 32 : (at + 1) * 32])
-            if key >> shift != run_prefix:
-                run_prefix, run = key >> shift, set()
-            if blob_id in run or blob_id in entries:
-                continue
-            run.add(blob_id)
-            yield blob_id, at
+        parts = segments.parts
+        for n, segment in enumerate(parts):
+            for blob_id, _ in segment.distinct():
+                if blob_id not in entries and all(s.first(blob_id) is None for s in parts[:n]):
+                    yield blob_id, None
+        for blob_id, at in self._base.distinct():
+            if blob_id not in entries and all(s.first(blob_id) is None for s in parts):
+                yield blob_id, at
