@@ -16,6 +16,7 @@ import bisect
 import threading
 from array import array
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from typing import NamedTuple, TypeAlias
 
 from shadowvault.errors import IntegrityError
@@ -23,6 +24,7 @@ from shadowvault.repo.format import BlobType, IndexPack, PackBlob
 
 _B32 = (1 << 32) - 1
 _BLOB_TYPES = (BlobType.DATA, BlobType.TREE)  # by number, without an enum call per lookup
+_NO_PACKS: frozenset[int] = frozenset()
 # Blobs added during a session wait in a dict (~160 B each: the id, a packed int, a slot) until
 # this many, then are frozen into a sorted segment laid out as the bulk entries (57 B each): a
 # first backup of a million files held 150 MB of dict. Segments are never merged (each entry is
@@ -116,9 +118,26 @@ class _SortedBase:
         """The first entry holding each id (None: none does), in one call: check asks it of the
         content of every file, and three Python calls per id were a third of its time at a
         million blobs."""
-        keys, ids = self.keys, self.ids
+        return self._firsts(blob_ids, _NO_PACKS, stop_at_missing=False)
+
+    def has_live(self, blob_id: bytes, pending: set[int]) -> bool:
+        """Whether `blob_id` has an entry in a pack not in `pending`."""
+        return self._firsts((blob_id,), pending, stop_at_missing=True)[0] is not None
+
+    def has_all_live(self, blob_ids: Iterable[bytes], pending: set[int]) -> bool:
+        """Whether every id has an entry in a pack not in `pending`, in one call: the lookups of
+        every unchanged file of an incremental backup."""
+        return None not in self._firsts(blob_ids, pending, stop_at_missing=True)
+
+    def _firsts(
+        self, blob_ids: Iterable[bytes], pending: AbstractSet[int], *, stop_at_missing: bool
+    ) -> list[int | None]:
+        """`positions` inlined: for each id its first entry in a pack not in `pending`, or None
+        (the list ends at the first None with `stop_at_missing`)."""
+        keys, ids, packs_offsets = self.keys, self.ids, self.packs_offsets
         if not keys:
-            return [None for _ in blob_ids]
+            missing: list[int | None] = [None for _ in blob_ids]
+            return missing[:1] if stop_at_missing else missing
         directory, directory_shift = self.directory, self.directory_shift
         shift = self.shift
         mask = (1 << shift) - 1
@@ -132,12 +151,14 @@ class _SortedBase:
             at = bisect_left(keys, prefix << shift, directory[slot], end)
             while at < end and keys[at] >> shift == prefix:
                 i = keys[at] & mask
-                if ids[i * 32 : (i + 1) * 32] == blob_id:
+                if ids[i * 32 : (i + 1) * 32] == blob_id and (packs_offsets[i] >> 32) not in pending:
                     found.append(i)
                     break
                 at += 1
             else:
                 found.append(None)
+                if stop_at_missing:
+                    break
         return found
 
     def distinct(self) -> Iterator[tuple[bytes, int]]:
@@ -154,50 +175,6 @@ class _SortedBase:
             if blob_id not in run:
                 run.add(blob_id)
                 yield blob_id, at
-
-    def has_live(self, blob_id: bytes, pending: set[int]) -> bool:
-        """Whether `blob_id` has an entry in a pack not in `pending`."""
-        keys = self.keys
-        if not keys:
-            return False
-        shift, directory = self.shift, self.directory
-        whole = int.from_bytes(blob_id[:8], "big")
-        prefix = whole >> shift
-        slot = whole >> self.directory_shift
-        end = directory[slot + 1]
-        at = bisect.bisect_left(keys, prefix << shift, directory[slot], end)
-        ids, packs_offsets, mask = self.ids, self.packs_offsets, (1 << shift) - 1
-        while at < end and keys[at] >> shift == prefix:
-            i = keys[at] & mask
-            if ids[i * 32 : (i + 1) * 32] == blob_id and (packs_offsets[i] >> 32) not in pending:
-                return True
-            at += 1
-        return False
-
-    def has_all_live(self, blob_ids: Iterable[bytes], pending: set[int]) -> bool:
-        """Whether every id has an entry in a pack not in `pending`: `positions` inlined, for the
-        lookups of every unchanged file of an incremental backup, in one call."""
-        keys, ids, packs_offsets = self.keys, self.ids, self.packs_offsets
-        if not keys:
-            return False
-        directory, directory_shift = self.directory, self.directory_shift
-        shift = self.shift
-        mask = (1 << shift) - 1
-        bisect_left, from_bytes = bisect.bisect_left, int.from_bytes
-        for blob_id in blob_ids:
-            whole = from_bytes(blob_id[:8], "big")
-            prefix = whole >> shift
-            slot = whole >> directory_shift
-            end = directory[slot + 1]
-            at = bisect_left(keys, prefix << shift, directory[slot], end)
-            while at < end and keys[at] >> shift == prefix:
-                i = keys[at] & mask
-                if ids[i * 32 : (i + 1) * 32] == blob_id and (packs_offsets[i] >> 32) not in pending:
-                    break
-                at += 1
-            else:
-                return False
-        return True
 
 
 class _Builder:
