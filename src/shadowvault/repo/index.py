@@ -28,7 +28,7 @@ _NO_PACKS: frozenset[int] = frozenset()
 # Blobs added during a session wait in a dict (~160 B each: the id, a packed int, a slot) until
 # this many, then are frozen into a sorted segment laid out as the bulk entries (57 B each): a
 # first backup of a million files held 150 MB of dict. Segments are never merged (each entry is
-# built once); a lookup that misses the dict bisects each (a few at a million blobs).
+# built once); a lookup the segments' Bloom filter passes bisects each (a few at a million blobs).
 SEGMENT_BLOBS = 1 << 18
 
 
@@ -576,5 +576,6 @@ class BlobIndex:
                 if blob_id not in entries and all(s.first(blob_id) is None for s in parts[:n]):
                     yield blob_id, None
         for blob_id, at in self._base.distinct():
-            if blob_id not in entries and all(s.first(blob_id) is None for s in parts):
+            # `parts and`: no generator per blob of the bulk walk when nothing was frozen (check)
+            if blob_id not in entries and not (parts and any(s.first(blob_id) is not None for s in parts)):
                 yield blob_id, at
