@@ -36,7 +36,8 @@ repository engine; how each tool is configured is in peers.py. Tools run one aft
 order given, each phase for all tools before the next phase.
 
 Reported per command: wall time, throughput (data-set MiB / wall s), CPU time (user + system, from
-wait4), peak RSS of that process (GNU time), repository size, ratios to restic, and each backup's
+wait4), peak memory (the larger of GNU time's peak RSS and the summed PSS of every process the command
+started: measure.py), repository size, ratios to restic, and each backup's
 time as a multiple of the cold read floor, each restore's as a multiple of the cold copy floor;
 then the goals of issue 15 (goals.py), each met / not met with its measured ratio. The machine may
 be shared: the 1-minute load average at the start of each command is shown; on a busy machine CPU
@@ -252,8 +253,8 @@ def print_table(results: dict, checks: list[dict]) -> None:
         f"(other work was running: wall times are noisy; CPU s = user + system of the command, steadier)"
     )
     header = [
-        "phase", "tool", "wall s", "MiB/s", "CPU s", "peak RSS MiB", "repo MiB", "time/restic",
-        "MiB/s/restic", "CPU/restic", "RSS/restic", "repo/restic", "time/floor", "load1", "ok",
+        "phase", "tool", "wall s", "MiB/s", "CPU s", "peak mem MiB", "repo MiB", "time/restic",
+        "MiB/s/restic", "CPU/restic", "mem/restic", "repo/restic", "time/floor", "load1", "ok",
     ]  # fmt: skip
     rows = []
     for key, r in results.get("floors", {}).items():

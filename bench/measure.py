@@ -7,9 +7,15 @@ near zero. CPU time comes from `os.wait4` on `time` (which includes the child it
 of `getrusage(RUSAGE_CHILDREN)` would be useless anyway (the maximum over every child ever waited for).
 
 A tool that runs helper processes (Shadowvault's seal workers) uses the memory of all of them at
-once, and GNU time reports only the largest single process: so the sum of the resident sets of the
-command's session (every process it started) is also sampled every 50 ms, and the peak reported is
-the larger of the two.
+once, and GNU time reports only the largest single process: so the memory of the command's session
+(every process it started) is also sampled every 50 ms, and the peak reported is the larger of the
+two. The session's memory is the sum of each process's proportional set size (PSS, from
+/proc/PID/smaps_rollup), not of its resident set: a page that several processes map (a shared
+library's code, a shared-memory buffer) is one page of the machine's memory, and summed resident
+sets counted it once per process (for a backup with one seal worker, ~18 MiB of libpython, OpenSSL
+and window pages twice). For a single process PSS equals RSS but for pages it shares with processes
+outside the session; GNU time's high-water mark keeps the figure from falling below the largest
+process's resident set either way.
 """
 
 from __future__ import annotations
@@ -25,12 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GNU_TIME = "/usr/bin/time"
-SAMPLE_EVERY = 0.05  # seconds between samples of the session's summed RSS
-PAGE = os.sysconf("SC_PAGE_SIZE")
+SAMPLE_EVERY = 0.05  # seconds between samples of the session's memory
 
 
-def session_rss(session: int) -> int:
-    """The summed resident set of every process in `session` (bytes)."""
+def _pss(proc: str) -> int:
+    """A process's proportional set size in bytes (its share of every page it maps)."""
+    with open(Path(proc, "smaps_rollup")) as rollup:
+        for line in rollup:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def session_memory(session: int) -> int:
+    """The memory every process in `session` holds, shared pages counted once (bytes)."""
     total = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -39,14 +53,14 @@ def session_rss(session: int) -> int:
             stat = Path(entry.path, "stat").read_text()
             if int(stat[stat.rindex(")") + 2 :].split()[3]) != session:  # field 6: session id
                 continue
-            total += int(Path(entry.path, "statm").read_text().split()[1]) * PAGE
+            total += _pss(entry.path)
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile
     return total
 
 
 class _SessionPeak(threading.Thread):
-    """Samples a session's summed RSS until stopped; `peak` is the largest sample."""
+    """Samples a session's memory until stopped; `peak` is the largest sample."""
 
     def __init__(self, session: int) -> None:
         super().__init__(daemon=True)
@@ -56,7 +70,7 @@ class _SessionPeak(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(SAMPLE_EVERY):
-            self.peak = max(self.peak, session_rss(self.session))
+            self.peak = max(self.peak, session_memory(self.session))
 
 
 @dataclass
