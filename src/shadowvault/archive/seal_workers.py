@@ -59,7 +59,9 @@ class SealedFile(NamedTuple):
     changed: bool = False  # written while it was read
     zeros: bool = False  # every byte zero: stored as zero blobs, not sealed here
     blob_id: bytes = b""  # the sealed DATA blob (empty for an empty file or zeros)
-    sealed: bytes = b""
+    # a view of the answer's body (msgspec decodes it without a copy): a batch's blobs were
+    # copied out one by one, megabytes of short-lived allocations the heap kept fragmented
+    sealed: memoryview = memoryview(b"")
     compressed: bool = False
 
 
@@ -129,7 +131,7 @@ def _seal_one(sealer: Sealer, limit: int, opened: int | bytes | FileError) -> Se
         return seen._replace(zeros=True)
     blob_id = sealer.blob_id(data)
     (nonce, ciphertext), compressed = seal_blob(sealer, BlobType.DATA, blob_id, data)
-    return seen._replace(blob_id=blob_id, sealed=nonce + ciphertext, compressed=compressed)
+    return seen._replace(blob_id=blob_id, sealed=memoryview(nonce + ciphertext), compressed=compressed)
 
 
 def serve(requests: IO[bytes], replies: IO[bytes]) -> None:

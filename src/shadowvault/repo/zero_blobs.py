@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 
 ZERO_BLOB_BITS = 24  # sizes 2**0 .. 2**23
-LARGEST_ZERO_BLOB = 1 << (ZERO_BLOB_BITS - 1)  # 8 MiB, the chunker's largest chunk
+LARGEST_ZERO_BLOB = 1 << (ZERO_BLOB_BITS - 1)  # 8 MiB: no chunker cuts a larger chunk
 ZEROS = bytes(LARGEST_ZERO_BLOB)  # shared, read-only: compared against, never copied
 
 
