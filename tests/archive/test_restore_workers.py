@@ -32,9 +32,9 @@ from shadowvault.archive.restore_workers import (
     _windows,
 )
 from shadowvault.repo.chunker import MAX_SIZE
-from shadowvault.repo.crypto import MasterKey
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
+from shadowvault.repo.sealing import MasterKey
 from shadowvault.repo.tree import Node, Tree
 from tests.archive.helpers import all_end, archive, assert_same_tree, cli_with_workers, in_threads, new_repo
 from tests.fixtures.loopfs import LoopFs, loop_filesystem

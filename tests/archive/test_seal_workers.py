@@ -21,10 +21,10 @@ from shadowvault.archive.file_reader import BATCH_FILES, WORKERS_AFTER
 from shadowvault.archive.seal_workers import BATCHES_QUEUED, SealWorkers, WorkerGone
 from shadowvault.archive.small_files import FileError, open_ahead
 from shadowvault.archive.walker import Archiver, Source, WalkStats
-from shadowvault.repo.crypto import MasterKey, Sealer
-from shadowvault.repo.format import BlobType, decompress
-from shadowvault.repo.pack import blob_aad
+from shadowvault.repo.compression import decompress
+from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
+from shadowvault.repo.sealing import MasterKey, Sealer, blob_aad
 from shadowvault.repo.tree import Node
 from tests.archive.helpers import (
     all_end,
@@ -203,7 +203,7 @@ def test_an_interrupted_backup_leaves_no_worker_and_a_valid_repository(ext4: Loo
     source = ext4.mount / "src"
     for n in range(8):
         small_tree(source / f"part{n}")
-    backup, workers = cli_with_workers(["backup", "--provider", "none", str(source)], env, b"seal_workers")
+    backup, workers = cli_with_workers(["backup", "--provider", "none", str(source)], env, b"archive.seal_worker")
     assert workers, "the backup of ~5,000 small files started seal workers"
     backup.send_signal(signal.SIGINT)
     _, err = backup.communicate(timeout=120)

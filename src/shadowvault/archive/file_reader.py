@@ -6,8 +6,8 @@ in turn. One future, queue hand-off and wake-up per file cost as much as reading
 threads that wake each other per file mostly wait for the GIL. One large file at a time is cut by
 the chunker (a stream chunker holds a buffer of twice the largest chunk).
 The blob threads hash, compress, encrypt and pack chunks (`save_blob`, C code that releases the
-GIL, so two cores are used). Memory is bounded: at most `max_files` files and `max_chunks` chunks
-are in flight, whatever the size of the files.
+GIL, so two cores are used). Memory is bounded: at most `max_files` large files, a few batches of
+small ones and `max_chunks` chunks are in flight, whatever the size of the files.
 
 A file that changes while it is read is stored as read: its size is the number of bytes stored,
 and `changed` says so.
@@ -26,17 +26,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, cast
 
-from shadowvault.archive.seal_workers import SealedFile, SealWorkers, WorkerGone
+from shadowvault.archive.seal_workers import BATCHES_QUEUED, SealedFile, SealWorkers, WorkerGone
 from shadowvault.archive.small_files import (
     FileError,
     changed_since,
     open_for_reading,
+    os_reason,
     read_upto,
     regular_file_stat,
 )
 from shadowvault.archive.sparse_extents import Segment, SegmentReader, file_segments, zero_run_end
 from shadowvault.archive.store import BlobStore, Chunker
-from shadowvault.archive.walk_stats import WalkStats, os_reason
+from shadowvault.archive.walk_stats import WalkStats
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.chunk_windows import ChunkWindows, Window
 from shadowvault.repo.format import BlobType
@@ -145,6 +146,10 @@ class FileReader:
         self._seal_keys = store.sealing_keys() if single_chunk and self._seal_processes else None
         self._sealers: SealWorkers | None = None
         self._sealers_failed = threading.Event()  # said once
+        # batches handed over and not done: as many as the readers, or the seal workers, work on and
+        # hold queued, and two more. (They took file slots, up to 64 batches of 128 files: the walk
+        # ran ~8,000 files ahead of the workers, ~10 MiB of a first backup's peak, for no speed.)
+        self.batch_slots = Slots(max(read_workers, BATCHES_QUEUED * self._seal_processes + 2))
 
     def submit(self, access: bytes, node: Node, label: bytes = b"") -> PendingContent:
         """Read the file at `access` (its original path: `label`) on a reader thread (waits while
@@ -172,7 +177,7 @@ class FileReader:
             return
         batch, self._batch, self._batch_bytes = self._batch, [], 0
         self._batches += 1
-        self.file_slots.acquire()
+        self.batch_slots.acquire()
         try:
             sealers = self._seal_workers()
             if sealers is None:
@@ -180,11 +185,11 @@ class FileReader:
             else:
                 fut = self.readers.submit(self._seal_batch, sealers, batch)
         except BaseException:
-            self.file_slots.release()
+            self.batch_slots.release()
             raise
         for *_, slot in batch:
             slot.batch = fut
-        fut.add_done_callback(lambda _f: self.file_slots.release())
+        fut.add_done_callback(lambda _f: self.batch_slots.release())
 
     def _read_batch(self, batch: list[tuple[bytes, Node, bytes, BatchedFile]]) -> None:
         """Read the files of a batch one after the other; a file's failure is its own."""

@@ -61,9 +61,9 @@ from shadowvault.archive.restore_entries import (
 from shadowvault.archive.unnamed_files import link_unnamed
 from shadowvault.archive.worker_pool import Turns, WorkerPool, end
 from shadowvault.errors import IntegrityError, UsageError
-from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.pack import open_blob
+from shadowvault.repo.sealing import MasterKey, Sealer
 from shadowvault.typed_decoding import decode_msgpack
 
 log = logging.getLogger(__name__)

@@ -96,3 +96,10 @@ def changed_since(fd: int, before: os.stat_result, stored: int) -> bool:
         or after.st_mtime_ns != before.st_mtime_ns
         or after.st_ctime_ns != before.st_ctime_ns
     )
+
+
+def os_reason(err: OSError) -> str:
+    """Why a file could not be read, for the user."""
+    if err.errno == errno.EIO:
+        return "input/output error while reading (damaged file or device)"
+    return err.strerror or str(err)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from shadowvault.repo.crypto import MasterKey
 from shadowvault.repo.format import BlobType, ChunkerParams
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.packer import SaveStats
 from shadowvault.repo.reader import LoadedBlob
+from shadowvault.repo.sealing import MasterKey
 from shadowvault.repo.tree import Tree
 from shadowvault.repo.zero_blobs import ZeroBlobs
 

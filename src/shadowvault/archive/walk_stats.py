@@ -6,7 +6,6 @@ path) are kept apart, so a backup of a shadow records the paths users know.
 
 from __future__ import annotations
 
-import errno
 import threading
 import time
 from dataclasses import dataclass, field
@@ -87,10 +86,3 @@ class WalkStats:
             "errors": len(self.errors),
             "warnings": len(self.warnings),
         }
-
-
-def os_reason(err: OSError) -> str:
-    """Why a file could not be read, for the user."""
-    if err.errno == errno.EIO:
-        return "input/output error while reading (damaged file or device)"
-    return err.strerror or str(err)

@@ -28,9 +28,10 @@ from shadowvault.archive.exclude_rules import CACHEDIR_TAG, ExcludeRules
 from shadowvault.archive.file_reader import FileError, FileReader, PendingContent
 from shadowvault.archive.metadata_prefetch import MetadataPrefetch
 from shadowvault.archive.patterns import PathFilter
+from shadowvault.archive.small_files import os_reason
 from shadowvault.archive.store import BlobStore, Chunker, chunker_for, single_chunk_limit
 from shadowvault.archive.tree_paths import join, text
-from shadowvault.archive.walk_stats import Source, WalkStats, os_reason
+from shadowvault.archive.walk_stats import Source, WalkStats
 from shadowvault.errors import NotFoundError, RepositoryError
 from shadowvault.repo.chunk_windows import ChunkWindows
 from shadowvault.repo.tree import Node, Tree

@@ -1,4 +1,4 @@
-"""Keys and sealed objects: AES-256-GCM with random nonces, master key wrapped by scrypt(password).
+"""Key files: the master key (sealing.py) wrapped by scrypt(password) and AES-256-GCM, as JSON.
 
 See docs/repository.md, "Keys and encryption".
 """
@@ -9,98 +9,24 @@ import base64
 import json
 import os
 import socket
-import threading
 import time
-from dataclasses import dataclass
 
-import blake3
 import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from shadowvault.errors import IntegrityError
+from shadowvault.repo.sealing import NONCE_SIZE, MasterKey
 from shadowvault.typed_decoding import decode_msgpack
 
-NONCE_SIZE = 12
-TAG_SIZE = 16
-OVERHEAD = NONCE_SIZE + TAG_SIZE
 KEY_AAD = b"sv1:key"
 DEFAULT_SCRYPT = {"n": 1 << 15, "r": 8, "p": 1}
-
-
-class _NoncePool(threading.local):
-    """Random nonces drawn from the kernel 4096 at a time, per thread: one getrandom call per blob
-    was a tenth of a small file's system calls. The same bytes os.urandom gives, only fetched in
-    bulk; a forked child starts an empty pool, so parent and child never share one."""
-
-    def __init__(self) -> None:
-        self.pool = b""
-        self.at = 0
-
-    def take(self) -> bytes:
-        if self.at + NONCE_SIZE > len(self.pool):
-            self.pool, self.at = os.urandom(NONCE_SIZE * 4096), 0
-        nonce = self.pool[self.at : self.at + NONCE_SIZE]
-        self.at += NONCE_SIZE
-        return nonce
-
-    def forget(self) -> None:
-        self.pool, self.at = b"", 0
-
-
-_nonces = _NoncePool()
-os.register_at_fork(after_in_child=_nonces.forget)
 
 
 class _MasterKeyDoc(msgspec.Struct):
     encrypt: bytes
     id: bytes
-
-
-@dataclass(frozen=True)
-class MasterKey:
-    """The repository's secrets: one key encrypts, the other keys the BLAKE3 blob ids."""
-
-    encrypt: bytes
-    id_key: bytes
-
-    @classmethod
-    def generate(cls) -> MasterKey:
-        return cls(os.urandom(32), os.urandom(32))
-
-
-class Sealer:
-    """Seals and opens objects under a master key. Thread-safe: AESGCM keeps no per-call state."""
-
-    def __init__(self, key: MasterKey) -> None:
-        self._aead = AESGCM(key.encrypt)
-        self._id_key = key.id_key
-
-    def blob_id(self, data: bytes | memoryview) -> bytes:
-        """The keyed BLAKE3 of a blob's plaintext (releases the GIL on large inputs)."""
-        return blake3.blake3(data, key=self._id_key).digest()
-
-    def seal(self, data: bytes | memoryview, aad: bytes) -> bytes:
-        nonce = _nonces.take()
-        return nonce + self._aead.encrypt(nonce, bytes(data) if isinstance(data, memoryview) else data, aad)
-
-    def seal_parts(self, data: bytes | memoryview, aad: bytes) -> tuple[bytes, bytes]:
-        """Like `seal`, as (nonce, ciphertext + tag): spares copying a large blob to join them."""
-        nonce = _nonces.take()
-        return nonce, self._aead.encrypt(nonce, data, aad)
-
-    def open(self, sealed: bytes | memoryview, aad: bytes, what: str) -> bytes:
-        """Decrypt and authenticate; IntegrityError naming `what` if it fails."""
-        if len(sealed) < OVERHEAD:
-            raise IntegrityError(f"{what} is truncated ({len(sealed)} bytes)")
-        sealed = memoryview(sealed)
-        try:
-            return self._aead.decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], aad)
-        except InvalidTag as err:
-            raise IntegrityError(
-                f"{what} failed authentication (damaged, or not written with this key)"
-            ) from err
 
 
 def _kek(password: bytes, salt: bytes, params: dict[str, int]) -> bytes:

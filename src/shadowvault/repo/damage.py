@@ -18,8 +18,8 @@ import msgspec
 
 from shadowvault.errors import IntegrityError, NotFoundError
 from shadowvault.repo.backend import Backend
-from shadowvault.repo.crypto import Sealer
 from shadowvault.repo.format import decode_document, encode_document, file_id
+from shadowvault.repo.sealing import Sealer
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,13 @@ from collections.abc import Collection, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from shadowvault.repo.chunker import Chunker
-from shadowvault.repo.crypto import OVERHEAD, MasterKey
-from shadowvault.repo.format import BlobType, compress_if_smaller, decompress
+from shadowvault.repo.compression import compress_if_smaller, decompress
+from shadowvault.repo.format import BlobType
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.packer import SaveStats
 from shadowvault.repo.reader import LoadedBlob
 from shadowvault.repo.repository import Repository
+from shadowvault.repo.sealing import OVERHEAD, MasterKey
 from shadowvault.repo.tree import Tree, decode_tree, encode_tree
 
 if TYPE_CHECKING:

@@ -5,8 +5,6 @@ See docs/repository.md for the contract; this module is its code.
 
 from __future__ import annotations
 
-import enum
-import threading
 from typing import Annotated, TypeVar
 
 import blake3
@@ -14,16 +12,12 @@ import msgspec
 import zstandard
 
 from shadowvault.errors import IntegrityError
+from shadowvault.repo.compression import ZSTD_LEVEL, compress_if_smaller, decompressor
+from shadowvault.repo.sealing import BlobType as BlobType  # defined with what seals under it
 from shadowvault.typed_decoding import decode_msgpack
 
 FORMAT_VERSION = 1
-ZSTD_LEVEL = 3
 T = TypeVar("T")
-
-
-class BlobType(enum.IntEnum):
-    DATA = 0
-    TREE = 1
 
 
 class ChunkerParams(msgspec.Struct):
@@ -90,67 +84,6 @@ def file_id(data: bytes) -> str:
     return blake3.blake3(data).hexdigest()
 
 
-class _Codecs(threading.local):
-    """zstd contexts, one pair per thread (instances are not thread-safe); made on first use."""
-
-    def __init__(self) -> None:
-        self.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-        self.dctx = zstandard.ZstdDecompressor()
-
-
-_codecs = _Codecs()
-
-
-def compressor() -> zstandard.ZstdCompressor:
-    """This thread's zstd compressor."""
-    return _codecs.cctx
-
-
-def decompressor() -> zstandard.ZstdDecompressor:
-    return _codecs.dctx
-
-
-SAMPLE = 32 << 10
-INCOMPRESSIBLE = 0.98  # a sample that zstd shrinks by less than 2 % marks the chunk as noise
-
-
-def looks_incompressible(data: bytes | memoryview) -> bool:
-    """Five 32 KiB samples spread over the chunk (near its start and end, and at each quarter) that
-    zstd cannot shrink: skip the whole chunk. Compressed media and ciphertext are most of the bytes
-    in a backup, and compressing them for nothing cost more than hashing and encryption together.
-    Two samples (start and middle) judged a chunk of text around a run of random bytes (a region of
-    a file overwritten with compressed data) incompressible, and stored its text raw."""
-    if len(data) < 8 * SAMPLE:
-        return False
-    view = memoryview(data)
-    size = len(data)
-    for start in (SAMPLE, size // 4, size // 2, 3 * size // 4, size - 2 * SAMPLE):
-        sample = view[start : start + SAMPLE]
-        if len(compressor().compress(sample)) < INCOMPRESSIBLE * len(sample):
-            return False
-    return True
-
-
-def compress_if_smaller(data: bytes | memoryview) -> tuple[bytes | memoryview, bool]:
-    """zstd-compress `data`; keep the original when compression does not shrink it."""
-    if len(data) < 64 or looks_incompressible(data):
-        return data, False
-    packed = compressor().compress(data)
-    if len(packed) >= len(data):
-        return data, False
-    return packed, True
-
-
-def decompress(data: bytes, raw_length: int, what: str) -> bytes:
-    try:
-        out = decompressor().decompress(data, max_output_size=raw_length)
-    except zstandard.ZstdError as err:
-        raise IntegrityError(f"{what} does not decompress: {err}") from err
-    if len(out) != raw_length:
-        raise IntegrityError(f"{what} has {len(out)} bytes, expected {raw_length}")
-    return out
-
-
 def encode_document(obj: object) -> bytes:
     """flag || body: msgpack, zstd-compressed when that helps."""
     body = msgspec.msgpack.encode(obj)
@@ -164,7 +97,7 @@ def decode_document(plain: bytes, type_: type[T], what: str) -> T:
     flag, body = plain[0], plain[1:]
     try:
         if flag == 1:
-            body = zstandard.ZstdDecompressor().decompress(body)
+            body = decompressor().decompress(body)
         elif flag != 0:
             raise IntegrityError(f"{what} has unknown encoding flag {flag}")
         return decode_msgpack(body, type_)

@@ -20,7 +20,7 @@ from shadowvault.errors import (
 )
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.chunker import default_params
-from shadowvault.repo.crypto import MasterKey, Sealer, make_key_file, open_key_file
+from shadowvault.repo.crypto import make_key_file, open_key_file
 from shadowvault.repo.format import (
     FORMAT_VERSION,
     ChunkerParams,
@@ -29,6 +29,7 @@ from shadowvault.repo.format import (
     encode_document,
     file_id,
 )
+from shadowvault.repo.sealing import MasterKey, Sealer
 
 log = logging.getLogger(__name__)
 

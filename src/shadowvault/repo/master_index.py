@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from shadowvault.errors import IntegrityError, NotFoundError, ShadowvaultError
 from shadowvault.repo.backend import Backend
-from shadowvault.repo.crypto import Sealer
 from shadowvault.repo.damage import DamagedPack, DamageMap, load_damage, save_damage
 from shadowvault.repo.format import IndexFile, IndexPack, decode_document, encode_document, file_id
 from shadowvault.repo.index import BlobIndex
 from shadowvault.repo.index_cache import IndexCache
+from shadowvault.repo.sealing import Sealer
 
 log = logging.getLogger(__name__)
 

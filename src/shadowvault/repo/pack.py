@@ -15,27 +15,14 @@ import msgspec
 
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.backend import Backend, open_private, storage_error
-from shadowvault.repo.crypto import Sealer
-from shadowvault.repo.format import PackBlob, compress_if_smaller, decompress
+from shadowvault.repo.compression import decompress
+from shadowvault.repo.format import PackBlob
+from shadowvault.repo.sealing import Sealer, blob_aad
 
 HEADER_AAD = b"sv1:pack-header"
 SMALL_BLOB = 64 << 10  # below this, joining a sealed blob's parts costs less than a second write and hash
 _header_encoder = msgspec.msgpack.Encoder()
 _header_decoder = msgspec.msgpack.Decoder(list[PackBlob])
-
-
-def blob_aad(blob_type: int, blob_id: bytes) -> bytes:
-    return b"sv1:blob:" + bytes([blob_type]) + blob_id
-
-
-def seal_blob(
-    sealer: Sealer, kind: int, blob_id: bytes, data: bytes | memoryview
-) -> tuple[tuple[bytes, bytes], bool]:
-    """A blob as a pack stores it: zstd when that makes it smaller, sealed under its type and id;
-    (nonce, ciphertext) and whether it was compressed. The backup's process and the seal workers
-    (archive/seal_workers.py) both use this, so their blobs cannot differ."""
-    payload, compressed = compress_if_smaller(data)
-    return sealer.seal_parts(payload, blob_aad(kind, blob_id)), compressed
 
 
 def open_blob(

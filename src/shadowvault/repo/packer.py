@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from shadowvault.errors import RepositoryError
 from shadowvault.repo.backend import Backend
-from shadowvault.repo.crypto import Sealer
 from shadowvault.repo.format import BlobType, IndexPack
 from shadowvault.repo.master_index import MasterIndex
-from shadowvault.repo.pack import PackWriter, pack_name, seal_blob
+from shadowvault.repo.pack import PackWriter, pack_name
+from shadowvault.repo.sealing import Sealer, seal_blob
 from shadowvault.slots import Slots
 
 MAX_BLOB = 1 << 30  # offsets and lengths are 32-bit in the in-memory index

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 from shadowvault.errors import IntegrityError, NotFoundError, ShadowvaultError
 from shadowvault.repo.backend import Backend
-from shadowvault.repo.crypto import Sealer
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.master_index import MasterIndex
 from shadowvault.repo.pack import open_blob, pack_name
 from shadowvault.repo.packer import Packer
+from shadowvault.repo.sealing import Sealer
 
 CACHE_BYTES = 8 << 20  # of decrypted TREE blobs kept for repeated reads (small: RSS is a goal)
 MAX_GAP = 1 << 20  # unneeded bytes worth reading through rather than starting another read

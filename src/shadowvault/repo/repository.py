@@ -21,7 +21,6 @@ from shadowvault.repo import keys
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.backend_local import LocalBackend
 from shadowvault.repo.chunker import Chunker
-from shadowvault.repo.crypto import MasterKey, Sealer
 from shadowvault.repo.damage import DamagedPack, DamageMap
 from shadowvault.repo.format import BlobType, ChunkerParams, Config, IndexFile, IndexPack, PackBlob
 from shadowvault.repo.index import BlobIndex, BlobLocation
@@ -30,6 +29,7 @@ from shadowvault.repo.master_index import MasterIndex
 from shadowvault.repo.pack import pack_name
 from shadowvault.repo.packer import Packer, SaveStats
 from shadowvault.repo.reader import BlobReader, LoadedBlob, ReadStats
+from shadowvault.repo.sealing import MasterKey, Sealer
 from shadowvault.repo.session import Session
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.snapshots import SnapshotStore, filter_snapshots

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
 from shadowvault.proc import pid_alive
 from shadowvault.repo.backend import Backend
-from shadowvault.repo.crypto import Sealer
 from shadowvault.repo.format import SessionDoc, decode_document, encode_document
+from shadowvault.repo.sealing import Sealer
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 from shadowvault.errors import IntegrityError, NotFoundError, UsageError
 from shadowvault.repo.backend import Backend
-from shadowvault.repo.crypto import Sealer
 from shadowvault.repo.format import decode_document, encode_document, file_id
+from shadowvault.repo.sealing import Sealer
 from shadowvault.repo.snapshot import Snapshot
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,77 @@
+"""zstd for blobs and documents: one pair of contexts per thread, and the test that skips noise.
+
+Kept apart from the repository's documents (format.py, msgspec) so that a seal worker process
+(archive/seal_worker.py) imports only zstd: each module a worker loads is memory a backup holds
+twice.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import zstandard
+
+from shadowvault.errors import IntegrityError
+
+ZSTD_LEVEL = 3
+
+
+class _Codecs(threading.local):
+    """zstd contexts, one pair per thread (instances are not thread-safe); made on first use."""
+
+    def __init__(self) -> None:
+        self.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        self.dctx = zstandard.ZstdDecompressor()
+
+
+_codecs = _Codecs()
+
+
+def compressor() -> zstandard.ZstdCompressor:
+    """This thread's zstd compressor."""
+    return _codecs.cctx
+
+
+def decompressor() -> zstandard.ZstdDecompressor:
+    return _codecs.dctx
+
+
+SAMPLE = 32 << 10
+INCOMPRESSIBLE = 0.98  # a sample that zstd shrinks by less than 2 % marks the chunk as noise
+
+
+def looks_incompressible(data: bytes | memoryview) -> bool:
+    """Five 32 KiB samples spread over the chunk (near its start and end, and at each quarter) that
+    zstd cannot shrink: skip the whole chunk. Compressed media and ciphertext are most of the bytes
+    in a backup, and compressing them for nothing cost more than hashing and encryption together.
+    Two samples (start and middle) judged a chunk of text around a run of random bytes (a region of
+    a file overwritten with compressed data) incompressible, and stored its text raw."""
+    if len(data) < 8 * SAMPLE:
+        return False
+    view = memoryview(data)
+    size = len(data)
+    for start in (SAMPLE, size // 4, size // 2, 3 * size // 4, size - 2 * SAMPLE):
+        sample = view[start : start + SAMPLE]
+        if len(compressor().compress(sample)) < INCOMPRESSIBLE * len(sample):
+            return False
+    return True
+
+
+def compress_if_smaller(data: bytes | memoryview) -> tuple[bytes | memoryview, bool]:
+    """zstd-compress `data`; keep the original when compression does not shrink it."""
+    if len(data) < 64 or looks_incompressible(data):
+        return data, False
+    packed = compressor().compress(data)
+    if len(packed) >= len(data):
+        return data, False
+    return packed, True
+
+
+def decompress(data: bytes, raw_length: int, what: str) -> bytes:
+    try:
+        out = decompressor().decompress(data, max_output_size=raw_length)
+    except zstandard.ZstdError as err:
+        raise IntegrityError(f"{what} does not decompress: {err}") from err
+    if len(out) != raw_length:
+        raise IntegrityError(f"{what} has {len(out)} bytes, expected {raw_length}")
+    return out
