@@ -203,7 +203,8 @@ def test_an_interrupted_backup_leaves_no_worker_and_a_valid_repository(ext4: Loo
     source = ext4.mount / "src"
     for n in range(8):
         small_tree(source / f"part{n}")
-    backup, workers = cli_with_workers(["backup", "--provider", "none", str(source)], env, b"archive.seal_worker")
+    args = ["backup", "--provider", "none", str(source)]
+    backup, workers = cli_with_workers(args, env, b"archive.seal_worker")
     assert workers, "the backup of ~5,000 small files started seal workers"
     backup.send_signal(signal.SIGINT)
     _, err = backup.communicate(timeout=120)

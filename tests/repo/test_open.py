@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from shadowvault.errors import NotFoundError, RepositoryError, UsageError, WrongPasswordError
+from shadowvault.repo.format import file_id
 from shadowvault.repo.repository import Repository
 from tests.repo.helpers import PASSWORD, env_for, make_snapshot, restore_all
 
@@ -162,3 +163,21 @@ def test_a_read_only_open_reads_the_index_when_first_used(tmp_path, caplog):
         assert "rebuilds the index" not in caplog.text
         assert not repo.has_blob(bytes(32))  # reads the index
         assert "rebuilds the index" in caplog.text
+
+
+def test_a_key_file_asking_scrypt_for_gigabytes_is_refused_not_obeyed(tmp_path, caplog):
+    """Key files are repository input: one forged (named by its hash, so not "damaged") to demand
+    n = 2^30 (128 GiB of scrypt memory) is reported and skipped; the real key still opens."""
+    path = tmp_path / "repo"
+    Repository.init(path, PASSWORD).close()
+    (real,) = (path / "keys").iterdir()
+    doc = json.loads(real.read_bytes())
+    doc["n"] = 1 << 30
+    forged = json.dumps(doc).encode()
+    (path / "keys" / file_id(forged)).write_bytes(forged)
+    with Repository.open(path, PASSWORD) as repo:
+        assert repo.list_snapshots() == []
+    assert "scrypt parameters refused" in caplog.text
+    real.unlink()
+    with pytest.raises(WrongPasswordError, match="damaged"):
+        Repository.open(path, PASSWORD)

@@ -6,15 +6,13 @@ See docs/repository.md, "Keys and encryption".
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import socket
 import time
 
 import msgspec
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.sealing import NONCE_SIZE, MasterKey
@@ -29,12 +27,20 @@ class _MasterKeyDoc(msgspec.Struct):
     id: bytes
 
 
+SCRYPT_MAX_MEMORY = 1 << 30  # a key file asking for more is refused, not obeyed (it is repository input)
+
+
 def _kek(password: bytes, salt: bytes, params: dict[str, int]) -> bytes:
-    return Scrypt(salt=salt, length=32, n=params["n"], r=params["r"], p=params["p"]).derive(password)
+    """scrypt through Python's own OpenSSL binding: the KDF of every command that opens a repository
+    (32 MiB for a moment with the default parameters) runs before cryptography is loaded (sealing.py)."""
+    n, r, p = params["n"], params["r"], params["p"]
+    return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAX_MEMORY, dklen=32)
 
 
 def make_key_file(key: MasterKey, password: bytes, params: dict[str, int] | None = None) -> bytes:
     """The JSON key file wrapping `key` with `password`."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     params = dict(params or DEFAULT_SCRYPT)
     salt = os.urandom(16)
     aead = AESGCM(_kek(password, salt, params))
@@ -68,7 +74,14 @@ def open_key_file(raw: bytes, password: bytes) -> MasterKey | None:
     except (ValueError, KeyError, TypeError) as err:
         raise IntegrityError(f"invalid key file: {err}") from err
     try:
-        body = AESGCM(_kek(password, salt, params)).decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], KEY_AAD)
+        kek = _kek(password, salt, params)
+    except ValueError as err:  # parameters out of range, or beyond SCRYPT_MAX_MEMORY
+        raise IntegrityError(f"invalid key file: scrypt parameters refused ({err})") from err
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    try:
+        body = AESGCM(kek).decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], KEY_AAD)
     except (InvalidTag, ValueError):
         return None
     master = decode_msgpack(body, _MasterKeyDoc)

@@ -14,8 +14,6 @@ import threading
 from typing import NamedTuple
 
 import blake3
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.compression import compress_if_smaller
@@ -69,7 +67,14 @@ class Sealer:
     """Seals and opens objects under a master key. Thread-safe: AESGCM keeps no per-call state."""
 
     def __init__(self, key: MasterKey) -> None:
+        # cryptography is imported with the first sealer (~8 MiB resident, its Rust and OpenSSL):
+        # a command derives its key (crypto.py, scrypt: 32 MiB for a moment) before, while the
+        # process is still small
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(key.encrypt)
+        self._invalid_tag = InvalidTag
         self._id_key = key.id_key
 
     def blob_id(self, data: bytes | memoryview) -> bytes:
@@ -92,7 +97,7 @@ class Sealer:
         sealed = memoryview(sealed)
         try:
             return self._aead.decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], aad)
-        except InvalidTag as err:
+        except self._invalid_tag as err:
             raise IntegrityError(
                 f"{what} failed authentication (damaged, or not written with this key)"
             ) from err
