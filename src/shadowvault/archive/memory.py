@@ -11,6 +11,11 @@ and restore (2 GiB bench: backup 31.1 -> 18.1 CPU s, restore 31.9 -> 17.6). A tr
 couple of chunks keeps the heap's top for reuse without the churn; 32 MiB kept as much in each of
 the arenas (2 GiB / 100k files, cold, 2 runs each: first backup's process 163-172 -> 141-147 MiB at
 the same CPU and kernel time, 512 KiB no better; restore 80 -> 76 MiB).
+
+The trim threshold only concerns a heap's top: the pages of chunks freed in its middle (a backup
+frees blobs, batches and file metadata in every order) stay resident until malloc_trim(0), which
+returns every whole free page. A thread calls it four times a second (2 GiB / 100k files, first
+backup, 3 runs each: the process's peak 96-103 -> 88-90 MiB, at the same CPU and kernel time).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import threading
+import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +35,13 @@ M_TRIM_THRESHOLD = -1
 MMAP_THRESHOLD = 4 << 20
 TRIM_THRESHOLD = 2 << 20
 ARENA_MAX = 4  # reader and blob threads share a few heaps instead of one each (8 per core by default)
+TRIM_EVERY = 0.25  # seconds between returns of the heaps' free pages to the kernel
+_trimming = threading.Lock()  # held for good once the trimming thread runs
 
 
 def bound_heap() -> None:
-    """Fix glibc's mmap and trim thresholds for this process (no-op on other C libraries)."""
+    """Fix glibc's mmap and trim thresholds for this process and trim its heaps as it runs (no-op
+    on other C libraries)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         if not libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
@@ -39,5 +50,20 @@ def bound_heap() -> None:
             log.debug("mallopt(M_ARENA_MAX) refused")
         if not libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD):
             log.debug("mallopt(M_TRIM_THRESHOLD) refused")
+        _start_trimming(libc.malloc_trim)
     except (OSError, AttributeError):
         log.debug("no mallopt here; heap left as is")
+
+
+def _start_trimming(malloc_trim: Callable[[int], int]) -> None:
+    """Return the heaps' free pages to the kernel every TRIM_EVERY seconds, for the rest of the
+    process (once per process, however often `bound_heap` is called)."""
+    if not _trimming.acquire(blocking=False):
+        return
+
+    def trim() -> None:
+        while True:
+            time.sleep(TRIM_EVERY)
+            malloc_trim(0)
+
+    threading.Thread(target=trim, name="sv-heap-trim", daemon=True).start()
