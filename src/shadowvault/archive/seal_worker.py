@@ -55,7 +55,8 @@ class SealedFile(NamedTuple):
 def send(stream: IO[bytes], message: Any) -> None:
     """Write one message (what `marshal` takes: tuples, lists, bytes, str, int, bool, None)."""
     body = marshal.dumps(message)
-    stream.write(_LENGTH.pack(len(body)) + body)
+    stream.write(_LENGTH.pack(len(body)))
+    stream.write(body)  # not joined to its length: a batch's answer is megabytes, copied once more
     stream.flush()
 
 

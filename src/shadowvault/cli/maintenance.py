@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from shadowvault.archive.memory import bound_heap
 from shadowvault.cli.forget_options import forget_within_options, within_durations
 from shadowvault.cli.output import emit, info, json_option, listing, note, print_json, print_table, quiet
 from shadowvault.cli.repair import repair_group
@@ -73,6 +74,7 @@ def check_cmd(
 ) -> None:
     """Check that every snapshot can be restored; with --read-data, verify all stored data."""
     fraction, group = (1.0, None) if read_data else _parse_subset(read_data_subset)
+    bound_heap()
     with open_repository(repo, password_file) as r, _tty_progress() as progress:
         report = check(r, read_data_fraction=fraction, read_data_group=group, progress=progress)
     if as_json:
@@ -102,6 +104,7 @@ def _prune_json(result: PruneResult) -> dict:
 @json_option
 def prune_cmd(repo: str | None, password_file: str | None, dry_run: bool, as_json: bool) -> None:
     """Delete data no snapshot references (safe while backups run)."""
+    bound_heap()
     with open_repository(repo, password_file, write=True, kind="prune") as r:
         result = prune(r, dry_run=dry_run)
     emit(as_json, _prune_json(result), lambda: info(result.summary()))
@@ -246,6 +249,7 @@ def forget_cmd(
                 r.remove_snapshot(sid)
     pruned = None
     if then_prune and not dry_run and to_remove:
+        bound_heap()
         with open_repository(repo, password_file, write=True, kind="prune") as r:
             pruned = prune(r)
 
