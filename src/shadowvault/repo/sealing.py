@@ -112,6 +112,6 @@ def seal_blob(
 ) -> tuple[tuple[bytes, bytes], bool]:
     """A blob as a pack stores it: zstd when that makes it smaller, sealed under its type and id;
     (nonce, ciphertext) and whether it was compressed. The backup's process and the seal workers
-    (archive/seal_workers.py) both use this, so their blobs cannot differ."""
+    (archive/seal_worker.py) both use this, so their blobs cannot differ."""
     payload, compressed = compress_if_smaller(data)
     return sealer.seal_parts(payload, blob_aad(kind, blob_id)), compressed
