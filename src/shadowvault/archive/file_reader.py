@@ -153,7 +153,8 @@ class FileReader:
 
     def submit(self, access: bytes, node: Node, label: bytes = b"") -> PendingContent:
         """Read the file at `access` (its original path: `label`) on a reader thread (waits while
-        `max_files` files or batches are in flight). A small file joins the batch being gathered."""
+        `max_files` large files, or every batch slot, are in flight). A small file joins the batch
+        being gathered."""
         if node.size < self.single_chunk:
             slot = BatchedFile()
             self._batch.append((access, node, label, slot))
