@@ -74,7 +74,7 @@ class BlobStore(BlobSource, Protocol):
     def save_blob(self, kind: BlobType, data: bytes | memoryview) -> bytes: ...
 
     def save_sealed(
-        self, kind: BlobType, blob_id: bytes, sealed: bytes | memoryview, raw_length: int, compressed: bool
+        self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
     ) -> None:
         """Store a blob sealed by a seal worker (archive/seal_workers.py) unless already there."""
         ...

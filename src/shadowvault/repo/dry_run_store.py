@@ -76,7 +76,7 @@ class DryRunStore:
         return blob_id
 
     def save_sealed(
-        self, kind: BlobType, blob_id: bytes, sealed: bytes | memoryview, raw_length: int, compressed: bool
+        self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
     ) -> None:
         if not self._claim(blob_id):
             return

@@ -78,13 +78,13 @@ class PackWriter:
         self,
         blob_type: int,
         blob_id: bytes,
-        sealed: bytes | memoryview | tuple[bytes, ...],
+        sealed: bytes | tuple[bytes, ...],
         raw_length: int,
         compressed: bool,
     ) -> None:
         """Append one sealed blob, given whole or in parts (nonce, ciphertext)."""
-        if not isinstance(sealed, tuple):
-            parts: tuple[bytes | memoryview, ...] = (sealed,)
+        if isinstance(sealed, bytes):
+            parts: tuple[bytes, ...] = (sealed,)
         elif len(sealed) > 1 and len(sealed[1]) < SMALL_BLOB:  # joined: one write, one hash update
             parts = (b"".join(sealed),)
         else:

@@ -93,7 +93,7 @@ class Packer:
         return blob_id
 
     def save_sealed(
-        self, kind: BlobType, blob_id: bytes, sealed: bytes | memoryview, raw_length: int, compressed: bool
+        self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
     ) -> None:
         """Store a blob sealed elsewhere under this repository's keys (a seal worker process),
         unless it is already there: deduplication and packing stay here."""
@@ -122,14 +122,14 @@ class Packer:
         self,
         kind: BlobType,
         blob_id: bytes,
-        sealed: bytes | memoryview | tuple[bytes, bytes],
+        sealed: bytes | tuple[bytes, bytes],
         raw_length: int,
         compressed: bool,
     ) -> None:
         """Append a claimed blob to this thread's pack (commit the pack once full); on failure the
         claim is dropped, so nobody deduplicates against a blob that was never stored."""
         try:
-            stored = len(sealed) if not isinstance(sealed, tuple) else len(sealed[0]) + len(sealed[1])
+            stored = len(sealed) if isinstance(sealed, bytes) else len(sealed[0]) + len(sealed[1])
             full = self._append(kind, blob_id, sealed, raw_length, compressed)
             with self._pack_lock:
                 self.stats.blobs_added += 1
@@ -155,7 +155,7 @@ class Packer:
         self,
         kind: BlobType,
         blob_id: bytes,
-        sealed: bytes | memoryview | tuple[bytes, ...],
+        sealed: bytes | tuple[bytes, ...],
         raw_length: int,
         compressed: bool,
     ) -> PackWriter | None:

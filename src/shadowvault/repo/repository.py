@@ -305,7 +305,7 @@ class Repository:
         return self._packer.save(BlobType(kind), data)
 
     def save_sealed(
-        self, kind: BlobType, blob_id: bytes, sealed: bytes | memoryview, raw_length: int, compressed: bool
+        self, kind: BlobType, blob_id: bytes, sealed: bytes, raw_length: int, compressed: bool
     ) -> None:
         """Store a blob a seal worker sealed under this repository's keys (`sealing_keys`), unless
         it is already there. Thread-safe, like `save_blob`."""
