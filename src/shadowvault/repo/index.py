@@ -483,9 +483,14 @@ class BlobIndex:
         packed = entries.get(blob_id)
         if packed is not None:
             yield packed >> 98
+        for tier, at in self._sorted_copies(segments, blob_id):
+            yield tier.packs_offsets[at] >> 32
+
+    def _sorted_copies(self, segments: _Segments, blob_id: bytes) -> Iterator[tuple[_SortedBase, int]]:
+        """The copies of `blob_id` in the frozen segments and the bulk entries: (where, position)."""
         for tier in (*segments.holding(blob_id), self._base):
             for at in tier.positions(blob_id):
-                yield tier.packs_offsets[at] >> 32
+                yield tier, at
 
     def _from_entry(self, packed: int) -> BlobLocation:
         number = packed >> 98
@@ -519,11 +524,10 @@ class BlobIndex:
         entries, segments = self._top
         if blob_id not in entries:
             only: tuple[_SortedBase, int] | None = None
-            for tier in (*segments.holding(blob_id), self._base):
-                for at in tier.positions(blob_id):
-                    if only is not None:
-                        return self.locations(blob_id)[0]
-                    only = (tier, at)
+            for copy in self._sorted_copies(segments, blob_id):
+                if only is not None:
+                    return self.locations(blob_id)[0]
+                only = copy
             return None if only is None else self._from_base(*only)
         return next(iter(self.locations(blob_id)), None)
 
@@ -534,10 +538,9 @@ class BlobIndex:
         packed = entries.get(blob_id)
         if packed is not None:
             found.append((self._rank(packed >> 98, blob_id), self._from_entry(packed)))
-        for tier in (*segments.holding(blob_id), self._base):
-            for at in tier.positions(blob_id):
-                number = tier.packs_offsets[at] >> 32
-                found.append((self._rank(number, blob_id), self._from_base(tier, at)))
+        for tier, at in self._sorted_copies(segments, blob_id):
+            number = tier.packs_offsets[at] >> 32
+            found.append((self._rank(number, blob_id), self._from_base(tier, at)))
         if len(found) > 1:
             found.sort(key=lambda item: item[0])
         return [location for _, location in found]
