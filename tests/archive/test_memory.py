@@ -13,4 +13,3 @@ def test_one_trimming_thread_however_often_the_heap_is_bounded():
     for _ in range(3):
         bound_heap()
     assert [t.name for t in threading.enumerate()].count("sv-heap-trim") == 1
-

@@ -445,6 +445,39 @@ def test_a_worker_reads_the_blobs_of_a_pack_and_skips_the_gaps_between():
     ]
 
 
+def test_files_of_many_directories_in_a_pack_are_made_by_one_task(
+    ext4: LoopFs, monkeypatch: pytest.MonkeyPatch
+):
+    """A pack holds the files of several directories: they go to the workers gathered across
+    directories (restore_direct.py), so each pack is read by one task, not one per directory,
+    each file lands in its own directory, and every directory gets its times after its files."""
+    tasks: list[Task] = []
+    real_run = RestoreWorkers.run
+
+    def counted(self: RestoreWorkers, task: Task, fds: list[int]) -> list[BlobDone]:
+        tasks.append(task)
+        return real_run(self, task, fds)
+
+    monkeypatch.setattr(RestoreWorkers, "run", counted)
+    source = ext4.mount / "src"
+    for d in range(6):
+        for f in range(WORTH_FILES + 6):  # each directory alone is worth the workers
+            path = source / f"dir{d:02}" / f"file{f:03}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"directory {d}, file {f}\n".encode() * (d + 1))
+        os.utime(source / f"dir{d:02}", ns=(10**18, 10**18 + d))
+    repo = new_repo(ext4.mount / "repo")
+    root, _ = archive(repo, source)
+
+    stats = Restorer(repo, ext4.mount / "out", verify=True, processes=2).restore(root)
+    assert not stats.errors, stats.errors
+    assert stats.files == 6 * (WORTH_FILES + 6) and stats.verified == stats.files
+    assert_same_tree(source, ext4.mount / "out" / source.relative_to("/"))
+    packs = {task.path for task in tasks}
+    assert len(tasks) == len(packs), f"{len(tasks)} tasks read {len(packs)} packs"
+    assert max(len({new.directory for new in task.new_files}) for task in tasks) > 1
+
+
 def test_a_crafted_file_naming_a_blob_never_stored_fails_only_itself(
     ext4: LoopFs, monkeypatch: pytest.MonkeyPatch
 ):

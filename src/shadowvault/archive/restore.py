@@ -32,7 +32,7 @@ from shadowvault.archive import metadata
 from shadowvault.archive.pack_reads import PackedBlobs, ReadBudget
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.restore_content import NAME_MAX, ContentBatch
-from shadowvault.archive.restore_direct import DIRECT_FILES, DirectFiles
+from shadowvault.archive.restore_direct import DirectFiles
 from shadowvault.archive.restore_entries import (
     EntryError,
     EntryWriter,
@@ -94,7 +94,6 @@ class _DirJob:
 
     dir: TargetDir
     entries: list[tuple[Pending, bytes]] = field(default_factory=list)  # (future, snapshot path)
-    direct: DirectFiles | None = None  # its files gathered for the workers (restore_direct.py)
 
     def ready(self) -> bool:
         return all(f.done() for f, _ in self.entries)
@@ -151,6 +150,7 @@ class Restorer:
             self._root, self.stats, overwrite=self.overwrite, numeric_owner=numeric_owner
         )
         self._batch = self._new_batch()
+        self._direct: DirectFiles | None = None  # files gathered for the workers (restore_direct.py)
 
     def restore(self, root_tree: bytes, subpath: str | bytes = "/") -> RestoreStats:
         """Restore the snapshot below `subpath` into the target (the whole snapshot keeps its full paths)."""
@@ -196,7 +196,6 @@ class Restorer:
             node = next(frame.nodes, None)
             if node is None:
                 stack.pop()
-                self._send_direct(frame.job)
                 self._finished.append(frame.job)
                 self._drain(block=False)
             elif (below := self._visit(node, frame)) is not None:
@@ -292,11 +291,12 @@ class Restorer:
         first = self._links.get(key) if linked else None
         fut: Pending
         if not linked and (mode := self._direct_mode(node, here)) is not None:
-            if job.direct is None:
-                job.direct = DirectFiles(here, self.store, self.entries, verify=self.verify)
-            job.direct.add(node, spath, mode)
-            if len(job.direct.files) >= DIRECT_FILES:
-                self._send_direct(job)
+            if self._direct is None:
+                self._direct = DirectFiles(self.store, self.entries, verify=self.verify)
+            if self._direct.add(node, spath, mode, here):
+                job.entries.append((self._direct.done, here.spath))
+            if self._direct.full():
+                self._send_direct()
             return
         if first is None and node.type == "file":
             fut = self._batch.add(node, spath, here)
@@ -334,20 +334,18 @@ class Restorer:
         mode, complete = self.entries.create_mode(node, here)
         return mode if complete else None
 
-    def _send_direct(self, job: _DirJob) -> None:
-        """Hand a directory's gathered files to the pool, which has the workers make them; with no
-        workers to be had (a small restore does without), they join the content batch."""
-        direct, job.direct = job.direct, None
+    def _send_direct(self) -> None:
+        """Hand the gathered files to the pool, which has the workers make them (without workers,
+        a restore too small for them, a pool thread restores them); their directories' jobs wait
+        on `done`."""
+        direct, self._direct = self._direct, None
         if direct is None:
             return
         workers = self.processes.started or self.processes.for_batch(len(direct.files), direct.planned_bytes)
         if workers is None:
-            for file in direct.files:
-                job.entries.append((self._batch.add(file.node, file.spath, direct.here), file.spath))
-                if self._batch.full():
-                    self._flush()
-            return
-        job.entries.append((self.pool.submit(direct.run, workers), direct.here.spath))
+            chain(self.pool.submit(direct.run_here), direct.done)
+        else:
+            chain(self.pool.submit(direct.run, workers), direct.done)
 
     def _submit_now(
         self, node: Node, spath: bytes, here: TargetDir, first: Pending | None
@@ -373,7 +371,10 @@ class Restorer:
         chain(inner, fut)
 
     def _flush(self) -> None:
-        """Hand the batch being planned to a batch thread (waiting while BATCHES_AT_ONCE run)."""
+        """Hand the files gathered for the workers to the pool, and the batch being planned to a
+        batch thread (waiting while BATCHES_AT_ONCE run): whatever waits for a directory after
+        this waits for work under way."""
+        self._send_direct()
         batch = self._batch
         if not batch.files:
             return

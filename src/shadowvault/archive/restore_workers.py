@@ -80,7 +80,10 @@ PLACES_PER_TASK = 1024  # places (a file and an offset in it) one task writes
 NAME_BYTES_PER_TASK = 64 << 10
 TASKS_QUEUED = 2  # tasks a worker holds: the next waits in its socket while its last answer is read
 READ_WINDOW = 4 << 20  # what a worker reads of a pack at once (a larger blob is read alone)
-READ_GAP = 1 << 20  # unneeded bytes between two blobs worth reading through rather than skipping
+# unneeded bytes between two blobs worth reading through rather than skipping: a read costs a few
+# microseconds, copying 64 KiB about as much (2 GiB / 100k files, cold: 1 MiB read 1.9 GB for 1.4 GB
+# of blobs, 64 KiB 1.43 GB, and took ~0.4 s less system time)
+READ_GAP = 64 << 10
 
 
 class WorkerGone(Exception):
