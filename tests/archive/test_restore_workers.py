@@ -19,6 +19,7 @@ from shadowvault.archive.restore_direct import DirectFile, DirectFiles
 from shadowvault.archive.restore_entries import EntryWriter
 from shadowvault.archive.restore_workers import (
     FDS_PER_TASK,
+    MIN_FDS_PER_TASK,
     PROCESSES_ENV,
     READ_GAP,
     READ_WINDOW,
@@ -476,6 +477,38 @@ def test_files_of_many_directories_in_a_pack_are_made_by_one_task(
     packs = {task.path for task in tasks}
     assert len(tasks) == len(packs), f"{len(tasks)} tasks read {len(packs)} packs"
     assert max(len({new.directory for new in task.new_files}) for task in tasks) > 1
+
+
+def test_a_task_holds_no_more_directories_than_its_descriptor_share(
+    ext4: LoopFs, monkeypatch: pytest.MonkeyPatch
+):
+    """Under a descriptor limit that leaves a task 16 descriptors, files of 20 directories in one
+    pack go in tasks of at most 16 directories, and each lands where it belongs."""
+    import shadowvault.archive.restore_workers as restore_workers
+
+    monkeypatch.setattr(restore_workers, "descriptors_per_task", lambda _tasks: MIN_FDS_PER_TASK)
+    tasks: list[tuple[Task, int]] = []
+    real_run = RestoreWorkers.run
+
+    def counted(self: RestoreWorkers, task: Task, fds: list[int]) -> list[BlobDone]:
+        tasks.append((task, len(fds)))
+        return real_run(self, task, fds)
+
+    monkeypatch.setattr(RestoreWorkers, "run", counted)
+    source = ext4.mount / "src"
+    for d in range(MIN_FDS_PER_TASK + 4):
+        for f in range(4):  # 80 files: worth the workers, and one pack
+            path = source / f"dir{d:02}" / f"file{f:03}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"directory {d}, file {f}\n".encode())
+    repo = new_repo(ext4.mount / "repo")
+    root, _ = archive(repo, source)
+
+    stats = Restorer(repo, ext4.mount / "out", processes=2).restore(root)
+    assert not stats.errors, stats.errors
+    assert_same_tree(source, ext4.mount / "out" / source.relative_to("/"))
+    assert len(tasks) >= 2 and all(fds <= MIN_FDS_PER_TASK for _, fds in tasks)
+    assert all(max(new.directory for new in task.new_files) < fds for task, fds in tasks)
 
 
 def test_a_crafted_file_naming_a_blob_never_stored_fails_only_itself(
