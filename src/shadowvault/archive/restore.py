@@ -342,10 +342,7 @@ class Restorer:
         if direct is None:
             return
         workers = self.processes.started or self.processes.for_batch(len(direct.files), direct.planned_bytes)
-        if workers is None:
-            chain(self.pool.submit(direct.run_here), direct.done)
-        else:
-            chain(self.pool.submit(direct.run, workers), direct.done)
+        chain(self.pool.submit(direct.run, workers), direct.done)
 
     def _submit_now(
         self, node: Node, spath: bytes, here: TargetDir, first: Pending | None

@@ -95,8 +95,12 @@ class DirectFiles:
     def full(self) -> bool:
         return len(self.files) >= DIRECT_FILES or len(self.dirs) >= DIRECT_DIRS
 
-    def run(self, workers: RestoreWorkers) -> None:
-        """Restore every file (in a pool thread): by the workers, else by a content batch here."""
+    def run(self, workers: RestoreWorkers | None) -> None:
+        """Restore every file (in a pool thread): by the workers, else by a content batch here
+        (every file, without workers: a restore too small for them)."""
+        if workers is None:
+            self._restore_here(self.files)
+            return
         again: list[DirectFile] = []
         by_pack: dict[str, list[tuple[BlobLocation, DirectFile]]] = {}
         lookup = self.store.lookup
@@ -115,10 +119,6 @@ class DirectFiles:
                 again.extend(self._send(workers, sent))
         if again:
             self._restore_here(again)
-
-    def run_here(self) -> None:
-        """Restore every file in this thread, without workers (a restore too small for them)."""
-        self._restore_here(self.files)
 
     def _send(self, workers: RestoreWorkers, sent: _Sent) -> list[DirectFile]:
         """One task done by a worker; the files to restore here instead."""
