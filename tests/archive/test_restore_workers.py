@@ -446,27 +446,38 @@ def test_a_worker_reads_the_blobs_of_a_pack_and_skips_the_gaps_between():
     ]
 
 
+def _tasks_sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Task, int]]:
+    """Every task the restore workers are given, with the number of descriptors sent with it."""
+    sent: list[tuple[Task, int]] = []
+    real_run = RestoreWorkers.run
+
+    def recorded(self: RestoreWorkers, task: Task, fds: list[int]) -> list[BlobDone]:
+        sent.append((task, len(fds)))
+        return real_run(self, task, fds)
+
+    monkeypatch.setattr(RestoreWorkers, "run", recorded)
+    return sent
+
+
+def _directories_of_files(source: Path, directories: int, files: int) -> None:
+    """`directories` directories of `files` small files each, every directory with times of its own."""
+    for d in range(directories):
+        for f in range(files):
+            path = source / f"dir{d:02}" / f"file{f:03}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"directory {d}, file {f}\n".encode() * (d + 1))
+        os.utime(source / f"dir{d:02}", ns=(10**18, 10**18 + d))
+
+
 def test_files_of_many_directories_in_a_pack_are_made_by_one_task(
     ext4: LoopFs, monkeypatch: pytest.MonkeyPatch
 ):
     """A pack holds the files of several directories: they go to the workers gathered across
     directories (restore_direct.py), so each pack is read by one task, not one per directory,
     each file lands in its own directory, and every directory gets its times after its files."""
-    tasks: list[Task] = []
-    real_run = RestoreWorkers.run
-
-    def counted(self: RestoreWorkers, task: Task, fds: list[int]) -> list[BlobDone]:
-        tasks.append(task)
-        return real_run(self, task, fds)
-
-    monkeypatch.setattr(RestoreWorkers, "run", counted)
+    sent = _tasks_sent(monkeypatch)
     source = ext4.mount / "src"
-    for d in range(6):
-        for f in range(WORTH_FILES + 6):  # each directory alone is worth the workers
-            path = source / f"dir{d:02}" / f"file{f:03}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(f"directory {d}, file {f}\n".encode() * (d + 1))
-        os.utime(source / f"dir{d:02}", ns=(10**18, 10**18 + d))
+    _directories_of_files(source, 6, WORTH_FILES + 6)  # each directory alone is worth the workers
     repo = new_repo(ext4.mount / "repo")
     root, _ = archive(repo, source)
 
@@ -474,6 +485,7 @@ def test_files_of_many_directories_in_a_pack_are_made_by_one_task(
     assert not stats.errors, stats.errors
     assert stats.files == 6 * (WORTH_FILES + 6) and stats.verified == stats.files
     assert_same_tree(source, ext4.mount / "out" / source.relative_to("/"))
+    tasks = [task for task, _ in sent]
     packs = {task.path for task in tasks}
     assert len(tasks) == len(packs), f"{len(tasks)} tasks read {len(packs)} packs"
     assert max(len({new.directory for new in task.new_files}) for task in tasks) > 1
@@ -487,20 +499,9 @@ def test_a_task_holds_no_more_directories_than_its_descriptor_share(
     import shadowvault.archive.restore_workers as restore_workers
 
     monkeypatch.setattr(restore_workers, "descriptors_per_task", lambda _tasks: MIN_FDS_PER_TASK)
-    tasks: list[tuple[Task, int]] = []
-    real_run = RestoreWorkers.run
-
-    def counted(self: RestoreWorkers, task: Task, fds: list[int]) -> list[BlobDone]:
-        tasks.append((task, len(fds)))
-        return real_run(self, task, fds)
-
-    monkeypatch.setattr(RestoreWorkers, "run", counted)
+    tasks = _tasks_sent(monkeypatch)
     source = ext4.mount / "src"
-    for d in range(MIN_FDS_PER_TASK + 4):
-        for f in range(4):  # 80 files: worth the workers, and one pack
-            path = source / f"dir{d:02}" / f"file{f:03}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(f"directory {d}, file {f}\n".encode())
+    _directories_of_files(source, MIN_FDS_PER_TASK + 4, 4)  # 80 files: worth the workers, and one pack
     repo = new_repo(ext4.mount / "repo")
     root, _ = archive(repo, source)
 
