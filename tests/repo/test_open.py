@@ -7,11 +7,16 @@ import os
 import shutil
 
 import pytest
+import zstandard
 
-from shadowvault.errors import NotFoundError, RepositoryError, UsageError, WrongPasswordError
+from shadowvault.errors import IntegrityError, NotFoundError, RepositoryError, UsageError, WrongPasswordError
+from shadowvault.repo.compression import decompress, decompress_bounded
 from shadowvault.repo.format import file_id
 from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshots import SNAPSHOT_AAD
 from tests.repo.helpers import PASSWORD, env_for, make_snapshot, restore_all
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def test_init_then_open_with_the_password(tmp_path):
@@ -181,3 +186,37 @@ def test_a_key_file_asking_scrypt_for_gigabytes_is_refused_not_obeyed(tmp_path, 
     with pytest.raises(WrongPasswordError, match="damaged"):
         Repository.open(path, PASSWORD)
     assert "scrypt parameters refused" in caplog.text
+
+
+def _zstd_frame_claiming(size: int) -> bytes:
+    """An empty zstd frame whose header says it holds `size` bytes (what a forger would write)."""
+    descriptor = 0b1110_0000  # an 8-byte content size, single segment
+    return ZSTD_MAGIC + bytes([descriptor]) + size.to_bytes(8, "little") + b"\x01\x00\x00"
+
+
+def test_a_snapshot_whose_zstd_frame_claims_a_terabyte_is_damaged_not_allocated(tmp_path, cli):
+    """zstd sizes its output from the frame's header and ignores the caller's bound when the header
+    has one: a sealed document claiming 1 TiB is refused before anything is allocated, reported
+    as damaged, and the other snapshots are listed."""
+    path = tmp_path / "repo"
+    with Repository.init(path, PASSWORD) as repo:
+        good, _ = make_snapshot(repo, {"a": b"hello"})
+        raw = repo.sealer.seal(b"\x01" + _zstd_frame_claiming(1 << 40), SNAPSHOT_AAD)
+        (path / "snapshots" / file_id(raw)).write_bytes(raw)
+    listed = cli("snapshots", "--json", env=env_for(path))
+    assert listed.returncode == 0, listed.stderr
+    assert [entry["id"] for entry in json.loads(listed.stdout)] == [good]
+    assert "would decompress to 1099511627776 bytes" in listed.stderr
+    assert "Traceback" not in listed.stderr
+
+
+def test_a_blob_frame_must_hold_what_the_index_says():
+    """A blob's frame claiming more (or less) than its indexed length is an IntegrityError; a frame
+    with no size in its header is bounded by the caller's limit as it streams."""
+    with pytest.raises(IntegrityError, match="has 1099511627776 bytes, expected 100"):
+        decompress(_zstd_frame_claiming(1 << 40), 100, "blob x")
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(b"a" * 5000)
+    assert decompress_bounded(unsized, 5000, "doc") == b"a" * 5000
+    with pytest.raises(IntegrityError, match="decompresses to more than 4999 bytes"):
+        decompress_bounded(unsized, 4999, "doc")
+    assert decompress(unsized, 5000, "blob y") == b"a" * 5000

@@ -68,10 +68,41 @@ def compress_if_smaller(data: bytes | memoryview) -> tuple[bytes | memoryview, b
 
 
 def decompress(data: bytes, raw_length: int, what: str) -> bytes:
+    """A blob's zstd frame, which must hold `raw_length` bytes (the index's word, checked first:
+    zstd sizes its output by the frame's own header and ignores any bound when the header has one)."""
     try:
+        claimed = zstandard.frame_content_size(data)
+        if claimed not in (raw_length, -1):
+            raise IntegrityError(f"{what} has {claimed} bytes, expected {raw_length}")
         out = decompressor().decompress(data, max_output_size=raw_length)
     except zstandard.ZstdError as err:
         raise IntegrityError(f"{what} does not decompress: {err}") from err
     if len(out) != raw_length:
         raise IntegrityError(f"{what} has {len(out)} bytes, expected {raw_length}")
     return out
+
+
+STREAM_READ = 1 << 20
+
+
+def decompress_bounded(data: bytes, limit: int, what: str) -> bytes:
+    """A zstd frame of unknown length that may not hold more than `limit` bytes: a frame whose header
+    claims more is refused before anything is allocated, one with no size in its header is read
+    a MiB at a time until it ends or passes the limit."""
+    try:
+        claimed = zstandard.frame_content_size(data)
+        if claimed > limit:
+            raise IntegrityError(f"{what} would decompress to {claimed} bytes, more than {limit}")
+        if claimed >= 0:
+            return decompressor().decompress(data)
+        parts: list[bytes] = []
+        total = 0
+        with decompressor().stream_reader(data) as reader:
+            while part := reader.read(STREAM_READ):
+                total += len(part)
+                if total > limit:
+                    raise IntegrityError(f"{what} decompresses to more than {limit} bytes")
+                parts.append(part)
+        return b"".join(parts)
+    except zstandard.ZstdError as err:
+        raise IntegrityError(f"{what} does not decompress: {err}") from err

@@ -12,7 +12,7 @@ import msgspec
 import zstandard
 
 from shadowvault.errors import IntegrityError
-from shadowvault.repo.compression import ZSTD_LEVEL, compress_if_smaller, decompressor
+from shadowvault.repo.compression import ZSTD_LEVEL, compress_if_smaller, decompress_bounded
 from shadowvault.repo.sealing import BlobType as BlobType  # defined with what seals under it
 from shadowvault.typed_decoding import decode_msgpack
 
@@ -91,13 +91,18 @@ def encode_document(obj: object) -> bytes:
     return (b"\x01" if compressed else b"\x00") + bytes(packed)
 
 
+MAX_DOCUMENT_BYTES = 256 << 20  # far above any document written (an index file of 50,000 blobs: ~5 MB)
+
+
 def decode_document(plain: bytes, type_: type[T], what: str) -> T:
+    """A document's plaintext decoded as `type_`; a compressed body may not expand past
+    MAX_DOCUMENT_BYTES, whatever its frame header claims."""
     if not plain:
         raise IntegrityError(f"{what} is empty")
     flag, body = plain[0], plain[1:]
     try:
         if flag == 1:
-            body = decompressor().decompress(body)
+            body = decompress_bounded(body, MAX_DOCUMENT_BYTES, what)
         elif flag != 0:
             raise IntegrityError(f"{what} has unknown encoding flag {flag}")
         return decode_msgpack(body, type_)
