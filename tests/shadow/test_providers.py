@@ -14,11 +14,13 @@ import pytest
 
 from shadowvault.errors import ProviderError, UnsupportedError, UsageError
 from shadowvault.shadow.providers.base import SHADOW_DIR_NAME, FreezePolicy
+from shadowvault.shadow.providers.names import PROVIDER_NAMES
 from shadowvault.shadow.providers.registry import (
     all_providers,
     choose_provider,
     consistency_note,
     get_provider,
+    provider_names,
     shadow_notes,
     supported_providers,
 )
@@ -282,6 +284,11 @@ def test_auto_picks_the_best_provider(btrfs, xfs):
     assert choose_provider(find_volume(str(xfs.mount))).name == "reflink"
     assert supported_providers(find_volume(str(btrfs.mount))) == ["btrfs", "reflink", "fanotify", "live"]
     assert [p.name for p in all_providers()] == ["btrfs", "lvm", "reflink", "fanotify", "live"]
+
+
+def test_the_names_the_cli_offers_are_the_registrys():
+    """The CLI lists --provider choices without importing the providers (shadow/providers/names.py)."""
+    assert tuple(provider_names()) == PROVIDER_NAMES
 
 
 def test_unknown_provider_names_the_choices():

@@ -2,12 +2,14 @@
 -verbatim, -raw), --exclude-file, --exclude-caches, --exclude-larger-than, --stdin.
 
 Parsing only: the rules live in archive/ (path_lists, exclude_rules, stdin_source); cli/backup.py
-calls `backup_selection_options` and prints with `print_changes` and `print_skips`.
+calls `backup_selection_options` and hands `BackupArguments` to cli/backup_run.py, which prints with
+`print_changes` and `print_skips`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
@@ -37,6 +39,30 @@ _ACTIONS = {
     Change.UNREADABLE: "unreadable",
 }
 _KINDS = {"excluded": "by pattern", "larger_than": "too large", "cache_dir": "cache directories"}
+
+
+@dataclass(frozen=True)
+class BackupArguments:
+    """What the backup command was asked, parsed and checked, for cli/backup_run.py."""
+
+    paths: tuple[str, ...]
+    excludes: tuple[str, ...]
+    tags: tuple[str, ...]
+    provider: str
+    writers: tuple[str, ...]
+    host: str | None
+    parent: str | None
+    force: bool
+    one_file_system: bool
+    dry_run: bool
+    exclude_larger_than: int | None
+    exclude_caches: bool
+    from_stdin: bool
+    stdin_filename: str
+    components: tuple[str, ...]
+    source_root: str
+    users: str | None
+    as_json: bool
 
 
 def backup_selection_options(func: F) -> F:

@@ -14,14 +14,18 @@ import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from shadowvault import proc
 from shadowvault.errors import CommandError, UsageError
+from shadowvault.repo.keys import unlock_key
 from shadowvault.repo.password_file import read_password_file
-from shadowvault.repo.repository import Repository
+from shadowvault.repo.storage import backend_for, validate_existing
+
+if TYPE_CHECKING:
+    from shadowvault.repo.repository import Repository
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -171,6 +175,13 @@ def prompt_password(label: str, *, confirm: bool = False) -> str:
 def open_repository(
     repo: str | None, password_file: str | None, *, write: bool = False, kind: str = "backup"
 ) -> Repository:
-    """Open the repository named by the options. `write=True` for commands that add data (backup)."""
-    path = Repository.validate_path(repo_path(repo))
-    return Repository.open(path, read_password(password_file), write=write, kind=kind)
+    """Open the repository named by the options. `write=True` for commands that add data (backup).
+
+    The key is unlocked before the repository's modules are loaded: scrypt's 32 MiB then come on top
+    of the interpreter and the command's options alone, not of all a command loads (they were the
+    peak memory of a no-change backup, 61 MiB of restic's 83)."""
+    backend = backend_for(validate_existing(repo_path(repo)))
+    key, key_name = unlock_key(backend, read_password(password_file))
+    from shadowvault.repo.repository import Repository
+
+    return Repository.open_unlocked(backend, key, key_name, write=write, kind=kind)

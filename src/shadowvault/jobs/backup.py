@@ -37,7 +37,6 @@ from shadowvault.archive.walk_stats import Source, WalkStats
 from shadowvault.archive.walker import Archiver
 from shadowvault.errors import UsageError
 from shadowvault.jobs.shadowing import (
-    NO_PROVIDER,
     grade,
     mount_grafts,
     plan,
@@ -51,6 +50,7 @@ from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.shadow import manifest as manifest_doc
 from shadowvault.shadow import validity
+from shadowvault.shadow.providers.names import NO_PROVIDER
 from shadowvault.shadow.requesting import IN_PROCESS, ShadowSets
 
 log = logging.getLogger(__name__)

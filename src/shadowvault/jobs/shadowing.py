@@ -23,12 +23,11 @@ from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import SetOptions
 from shadowvault.shadow.path_map import shadow_path
 from shadowvault.shadow.providers.base import SHADOW_DIR_NAME
+from shadowvault.shadow.providers.names import AUTO, NO_PROVIDER
 from shadowvault.shadow.providers.registry import get_provider
 from shadowvault.shadow.requesting import ShadowSets
 from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
 
-NO_PROVIDER = "none"
-AUTO = "auto"
 BTRFS = "btrfs"
 READ_LIVE_ON_ROOT = (AUTO, "live")  # the providers that may read the root filesystem live (with a warning)
 

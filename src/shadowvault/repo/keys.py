@@ -1,14 +1,14 @@
-"""Opening a repository: key files (the master key wrapped per password) and the config.
+"""Key files: the master key wrapped per password; unlocking it is the first step of every open.
 
-See docs/repository.md, "Keys and encryption" and "Config".
+Kept light (no chunker, index or pack modules): the CLI unlocks the key before it loads the rest
+(cli/repo_options.py), so scrypt's 32 MiB come on top of little. The config is repo_config.py.
+See docs/repository.md, "Keys and encryption".
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import secrets
-import time
 
 from shadowvault.errors import (
     IntegrityError,
@@ -19,21 +19,12 @@ from shadowvault.errors import (
     WrongPasswordError,
 )
 from shadowvault.repo.backend import Backend
-from shadowvault.repo.chunker import default_params
 from shadowvault.repo.crypto import make_key_file, open_key_file
-from shadowvault.repo.format import (
-    FORMAT_VERSION,
-    ChunkerParams,
-    Config,
-    decode_document,
-    encode_document,
-    file_id,
-)
-from shadowvault.repo.sealing import MasterKey, Sealer
+from shadowvault.repo.format import file_id
+from shadowvault.repo.sealing import MasterKey
 
 log = logging.getLogger(__name__)
 
-CONFIG_AAD = b"sv1:config"
 KEYS_DIR = "keys/"
 
 
@@ -140,39 +131,3 @@ def list_keys(backend: Backend, current: str | None = None) -> list[dict[str, st
             }
         )
     return found
-
-
-def new_config(pack_size: int, chunker: ChunkerParams | None = None) -> Config:
-    """A fresh config: new id, new random chunker seed (or another repository's chunker parameters,
-    so that the same files are cut into the same chunks in both: `init --copy-chunker-params`)."""
-    return Config(
-        version=FORMAT_VERSION,
-        id=secrets.token_hex(16),
-        created=time.time(),
-        chunker=chunker or default_params(secrets.randbits(63)),
-        pack_size=pack_size,
-    )
-
-
-def write_config(backend: Backend, sealer: Sealer, config: Config) -> None:
-    backend.save("config", sealer.seal(encode_document(config), CONFIG_AAD))
-
-
-def read_config(backend: Backend, sealer: Sealer) -> Config:
-    """The config, or an IntegrityError that names its repair."""
-    try:
-        plain = sealer.open(backend.load("config"), CONFIG_AAD, "config")
-        return decode_document(plain, Config, "config")
-    except IntegrityError as err:
-        raise IntegrityError(
-            f"the repository config is damaged ({err}); `shadowvault repair config` writes a new one"
-            " (snapshots stay restorable; new backups store their data once more)"
-        ) from err
-
-
-def open_config(backend: Backend, sealer: Sealer) -> Config:
-    """The config of a repository this version can read."""
-    config = read_config(backend, sealer)
-    if config.version != FORMAT_VERSION:
-        raise RepositoryError(f"repository format version {config.version} is not supported")
-    return config

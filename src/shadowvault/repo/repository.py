@@ -17,7 +17,7 @@ from typing import BinaryIO
 import msgspec
 
 from shadowvault.errors import IntegrityError, NotFoundError, RepositoryError, ShadowvaultError, UsageError
-from shadowvault.repo import keys
+from shadowvault.repo import keys, repo_config
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.backend_local import LocalBackend
 from shadowvault.repo.chunker import Chunker
@@ -33,7 +33,7 @@ from shadowvault.repo.sealing import MasterKey, Sealer
 from shadowvault.repo.session import Session
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.snapshots import SnapshotStore, filter_snapshots
-from shadowvault.repo.storage import Location, create_backend, open_backend, validate_existing, validate_new
+from shadowvault.repo.storage import Location, Where, backend_for, validate_existing, validate_new
 from shadowvault.repo.tree import Tree, decode_tree, encode_tree
 from shadowvault.repo.zero_blobs import ZeroBlobs
 
@@ -42,14 +42,6 @@ __all__ = ["PACK_SIZE", "LoadedBlob", "Repository", "SaveStats", "filter_snapsho
 log = logging.getLogger(__name__)
 
 PACK_SIZE = 16 << 20
-
-Where = Location | Backend  # a path or URL, or a backend already made (e.g. a MemoryBackend)
-
-
-def _backend_for(where: Where, *, new: bool) -> Backend:
-    if isinstance(where, (str, os.PathLike)):
-        return create_backend(where) if new else open_backend(where)
-    return where
 
 
 def _exists(backend: Backend, name: str) -> bool:
@@ -99,14 +91,14 @@ class Repository:
             validate_new(where)  # fail on the location before the pack size
         if not 16 << 10 <= pack_size <= 1 << 30:
             raise UsageError("the pack size must be between 16 KiB and 1 GiB")
-        backend = _backend_for(where, new=True)
+        backend = backend_for(where, new=True)
         if any(True for _ in backend.list("keys/")) or _exists(backend, "config"):
             raise RepositoryError(f"{backend.describe()} is already a repository")
         key = MasterKey.generate()
-        config = keys.new_config(pack_size, chunker)
+        config = repo_config.new_config(pack_size, chunker)
         name = keys.add_first_key(backend, key, password, kdf_params)
         # The config is written last: a directory without it is not (yet) a repository.
-        keys.write_config(backend, Sealer(key), config)
+        repo_config.write_config(backend, Sealer(key), config)
         repo = cls(backend, key, config, name)
         repo._start_session("init")
         return repo
@@ -118,9 +110,17 @@ class Repository:
         """Open an existing repository. With `write`, a session is registered before the index is
         loaded (that order is what makes a concurrent prune safe); without, the index is read when
         first used (listing snapshots needs none)."""
-        backend = _backend_for(where, new=False)
-        key, name = keys.unlock_key(backend, password)
-        repo = cls(backend, key, keys.open_config(backend, Sealer(key)), name)
+        backend = backend_for(where)
+        key, key_name = keys.unlock_key(backend, password)
+        return cls.open_unlocked(backend, key, key_name, write=write, kind=kind)
+
+    @classmethod
+    def open_unlocked(
+        cls, backend: Backend, key: MasterKey, key_name: str, *, write: bool = False, kind: str = "backup"
+    ) -> Repository:
+        """`open` for a caller that unlocked the key itself (keys.unlock_key): the CLI does so before
+        it loads this module and what it brings (cli/repo_options.py)."""
+        repo = cls(backend, key, repo_config.open_config(backend, Sealer(key)), key_name)
         if write:
             repo._start_session(kind)
         return repo
@@ -130,15 +130,15 @@ class Repository:
         """Replace a damaged config with a new one (new id, new chunker seed: the old seed is lost
         with it, so the next backup cannot deduplicate against old data and stores it once more).
         Returns the new config, or None when the config was intact and nothing was written."""
-        backend = _backend_for(where, new=False)
+        backend = backend_for(where)
         sealer = Sealer(keys.unlock(backend, password))
         try:
-            keys.read_config(backend, sealer)
+            repo_config.read_config(backend, sealer)
             return None
         except IntegrityError:
             pass
-        config = keys.new_config(PACK_SIZE)
-        keys.write_config(backend, sealer, config)
+        config = repo_config.new_config(PACK_SIZE)
+        repo_config.write_config(backend, sealer, config)
         return config
 
     @staticmethod

@@ -24,6 +24,7 @@ SUPPORTED = f"a local path, a file:// URL, or {S3_FORMS}"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 Location = str | os.PathLike[str]
+Where = Location | Backend  # a path or URL, or a backend already made (e.g. a MemoryBackend)
 
 
 def has_scheme(text: str) -> bool:
@@ -89,3 +90,10 @@ def validate_new(location: Location) -> Location:
         parse_s3_url(os.fspath(location))
         return os.fspath(location)
     return LocalBackend.new_root(local_path(location))
+
+
+def backend_for(where: Where, *, new: bool = False) -> Backend:
+    """The backend of `where`: opened (or with `new`, created) for a path or URL, as given otherwise."""
+    if isinstance(where, (str, os.PathLike)):
+        return create_backend(where) if new else open_backend(where)
+    return where

@@ -9,6 +9,7 @@ from shadowvault.shadow.providers.btrfs import BtrfsProvider
 from shadowvault.shadow.providers.fanotify import FanotifyProvider
 from shadowvault.shadow.providers.live import LiveProvider
 from shadowvault.shadow.providers.lvm import LvmProvider
+from shadowvault.shadow.providers.names import AUTO
 from shadowvault.shadow.providers.reflink import ReflinkProvider
 from shadowvault.shadow.volumes import Volume
 
@@ -19,7 +20,6 @@ PROVIDER_CLASSES: tuple[type[Provider], ...] = (
     FanotifyProvider,
     LiveProvider,
 )
-AUTO = "auto"
 
 _NOT_ATOMIC_NOTES = {
     "reflink": (

@@ -1,0 +1,175 @@
+"""Running the backup command once its repository is open: the job, its progress, its summary.
+
+Loaded by cli/backup.py only after the repository's key is unlocked (cli/repo_options.py), with the
+jobs, shadow and archive modules this brings: scrypt's memory then comes on top of little.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+
+from shadowvault.archive.memory import bound_heap
+from shadowvault.archive.walk_stats import WalkStats
+from shadowvault.cli.backup_options import BackupArguments, print_changes, print_skips
+from shadowvault.cli.component_options import split_users
+from shadowvault.cli.coordination import shadow_sets
+from shadowvault.cli.output import info, note, print_json, warn
+from shadowvault.cli.progress import progress, shown
+from shadowvault.components.base import CollectOptions
+from shadowvault.display import escape_text
+from shadowvault.errors import PartialFailure
+from shadowvault.jobs.backup import BackupRequest, BackupResult, run_backup
+from shadowvault.jobs.backup_components import ComponentSelection, staged_components
+from shadowvault.jobs.backup_stdin import run_stdin_backup
+from shadowvault.repo.repository import Repository
+
+
+def run_backup_command(repository: Repository, arguments: BackupArguments) -> None:
+    """Run the backup `arguments` ask for into the open `repository`, showing progress and printing
+    the result; PartialFailure (exit 3) when files could not be read."""
+    a = arguments
+    request = BackupRequest(
+        paths=list(a.paths),
+        excludes=list(a.excludes),
+        tags=list(a.tags),
+        provider=a.provider,
+        writers=list(a.writers),
+        host=a.host,
+        parent=a.parent,
+        full=a.force,
+        one_file_system=a.one_file_system,
+        exclude_larger_than=a.exclude_larger_than,
+        exclude_caches=a.exclude_caches,
+        dry_run=a.dry_run,
+        count_totals=shown(a.as_json),
+    )
+
+    def on_warning(message: str) -> None:
+        if a.as_json:
+            sys.stderr.write(f'{{"message_type":"warning","message":{_quote(message)}}}\n')
+        else:
+            warn(message)
+
+    bound_heap()
+    stats = WalkStats()
+    with contextlib.ExitStack() as stack:
+        if a.components:  # what each component collects, plus its documents (jobs/backup_components.py)
+            selection = ComponentSelection(
+                list(a.components),
+                a.source_root,
+                CollectOptions(users=split_users(a.users), paths=list(a.paths), excludes=list(a.excludes)),
+            )
+            request = stack.enter_context(staged_components(request, selection))
+        stack.enter_context(progress(lambda: _status(stats), _line, a.as_json, final=True))
+        if a.from_stdin:
+            result = run_stdin_backup(repository, request, sys.stdin.buffer, a.stdin_filename, stats=stats)
+        else:
+            result = run_backup(repository, request, stats=stats, on_warning=on_warning, sets=shadow_sets())
+    _print_result(result, a.as_json)
+
+
+def _print_result(result: BackupResult, as_json: bool) -> None:
+    for path, reason in result.file_warnings:
+        if as_json:
+            sys.stderr.write(
+                f'{{"message_type":"warning","path":{_quote(path)},"message":{_quote(reason)}}}\n'
+            )
+        else:
+            warn(f"{path}: {reason}")
+    for path, reason in result.errors:
+        if as_json:
+            sys.stderr.write(f'{{"message_type":"error","path":{_quote(path)},"error":{_quote(reason)}}}\n')
+        else:
+            warn(f"{path}: {reason}")
+    summary = result.summary()
+    print_changes(result.changes, as_json)
+    if as_json:
+        print_json({"message_type": "summary", **summary})
+    else:
+        s = result.stats
+        print_skips(s)
+        note(
+            f"files: {s.files_new} new, {s.files_changed} changed, {s.files_unmodified} unmodified; "
+            f"dirs: {s.dirs}; read {_human_size(s.bytes_read)} of {_human_size(s.bytes_total)}, "
+            f"added {_human_size(result.added_bytes)} in {result.duration:.2f}s"
+            + (f"; freeze window {result.freeze_window * 1000:.0f} ms" if result.freeze_window else "")
+        )
+        consistency = ", ".join(f"{k}={v}" for k, v in result.snapshot.consistency.items())
+        note(f"consistency: {consistency}")
+        if result.dry_run:
+            note("dry run: nothing was saved to the repository")
+        else:
+            info(f"snapshot {result.snapshot_id[:8]} saved")
+    if result.errors:
+        raise PartialFailure(f"{len(result.errors)} file(s) could not be read; the snapshot has the rest")
+
+
+def _status(stats: WalkStats) -> dict:
+    """Done and total (the scan's totals grow until it finishes), the rate, and the time left."""
+    with stats.lock:
+        elapsed = time.monotonic() - stats.started
+        total_files = max(stats.scan_files, stats.files_done)
+        total_bytes = max(stats.scan_bytes, stats.bytes_done)
+        rate = stats.bytes_done / elapsed if elapsed > 0 else 0.0
+        if total_bytes:
+            percent = stats.bytes_done / total_bytes
+        else:
+            percent = stats.files_done / total_files if total_files else float(stats.scan_finished)
+        left = total_bytes - stats.bytes_done
+        remaining = (left / rate if rate > 0 else None) if left else 0.0
+        return {
+            "message_type": "status",
+            "seconds_elapsed": round(elapsed, 1),
+            "seconds_remaining": round(remaining) if stats.scan_finished and remaining is not None else None,
+            "percent_done": round(percent, 4),
+            "files_done": stats.files_done,
+            "total_files": total_files,
+            "bytes_done": stats.bytes_done,
+            "total_bytes": total_bytes,
+            "bytes_per_second": round(rate),
+            "scan_finished": stats.scan_finished,
+            "bytes_total": stats.bytes_total,  # of the files walked so far
+            "bytes_read": stats.bytes_read,
+            "errors": len(stats.errors),
+            "current_file": stats.current,
+        }
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+def _line(s: dict) -> str:
+    from rich.markup import escape as escape_markup  # only a terminal shows this line
+
+    # shown by rich.live, which reads markup: a name like "[/x]" must stay text
+    current = escape_markup(escape_text(s["current_file"])[-50:])
+    more = "" if s["scan_finished"] else "+"  # the scan is still counting
+    eta = _clock(s["seconds_remaining"]) if s["seconds_remaining"] is not None else "--:--"
+    return (
+        f"[{_clock(s['seconds_elapsed'])}] {s['percent_done'] * 100:.1f}%  "
+        f"{s['files_done']} / {s['total_files']}{more} files  "
+        f"{_human_size(s['bytes_done'])} / {_human_size(s['total_bytes'])}{more}  "
+        f"{_human_size(s['bytes_per_second'])}/s  ETA {eta}  {s['errors']} errors  {current}"
+    )
+
+
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def _quote(text: str) -> str:
+    import json
+
+    return json.dumps(text)
