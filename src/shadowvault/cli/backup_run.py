@@ -10,6 +10,7 @@ import contextlib
 import sys
 import time
 
+from shadowvault.archive.exclude_rules import human_size
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.walk_stats import WalkStats
 from shadowvault.cli.backup_options import BackupArguments, print_changes, print_skips
@@ -159,14 +160,7 @@ def _line(s: dict) -> str:
 
 
 def _human_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
+    return "?" if n is None else human_size(n)
 
 
 def _quote(text: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from shadowvault.archive.exclude_rules import human_size
 from shadowvault.cli.from_repo_options import from_repo_options, open_source_repository
 from shadowvault.cli.output import emit, info, json_option, print_table
 from shadowvault.cli.repo_options import (
@@ -67,14 +68,7 @@ def format_time(t: float) -> str:
 
 
 def format_size(n: int | None) -> str:
-    if n is None:
-        return ""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(n)
+    return "" if n is None else human_size(n)
 
 
 def snapshot_json(snapshot_id: str, snap: Snapshot) -> dict:
