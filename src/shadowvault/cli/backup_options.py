@@ -2,8 +2,8 @@
 -verbatim, -raw), --exclude-file, --exclude-caches, --exclude-larger-than, --stdin.
 
 Parsing only: the rules live in archive/ (path_lists, exclude_rules, stdin_source); cli/backup.py
-calls `backup_selection_options` and hands `BackupArguments` to cli/backup_run.py, which prints with
-`print_changes` and `print_skips`.
+calls `backup_selection_options` and hands `BackupArguments` to cli/backup_run.py, which prints
+what a dry run would change and what the rules left out.
 """
 
 from __future__ import annotations
@@ -14,31 +14,9 @@ from typing import Any, TypeVar
 
 import click
 
-from shadowvault.archive.diff import Change, Difference
 from shadowvault.archive.path_lists import ListFormat, read_path_list, read_pattern_file
-from shadowvault.archive.tree_paths import text
-from shadowvault.archive.walk_stats import WalkStats
-from shadowvault.cli.output import info, note, print_json
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-SHOWN_SKIPS = 20  # skipped entries named on the terminal; --json names up to 100
-
-_VERBS = {
-    Change.ADDED: "would add",
-    Change.MODIFIED: "would update",
-    Change.METADATA: "would update the metadata of",
-    Change.REMOVED: "would not keep",
-    Change.UNREADABLE: "could not read",
-}
-_ACTIONS = {
-    Change.ADDED: "new",
-    Change.MODIFIED: "modified",
-    Change.METADATA: "metadata",
-    Change.REMOVED: "removed",
-    Change.UNREADABLE: "unreadable",
-}
-_KINDS = {"excluded": "by pattern", "larger_than": "too large", "cache_dir": "cache directories"}
 
 
 @dataclass(frozen=True)
@@ -152,32 +130,3 @@ def listed_paths(files_from: tuple[str, ...], verbatim: tuple[str, ...], raw: tu
 def listed_excludes(exclude_files: tuple[str, ...]) -> list[str]:
     """Every glob the --exclude-file options list."""
     return [pattern for name in exclude_files for pattern in read_pattern_file(name)]
-
-
-def print_changes(changes: list[Difference], as_json: bool) -> None:
-    """What a dry run would change, one line each (restic's verbose_status lines under --json)."""
-    for change in changes:
-        if as_json:
-            print_json(
-                {
-                    "message_type": "verbose_status",
-                    "action": _ACTIONS[change.change],
-                    "item": text(change.path),
-                }
-            )
-        else:
-            info(f"{_VERBS[change.change]} {text(change.path)}")
-
-
-def print_skips(stats: WalkStats) -> None:
-    """What the exclude rules left out, for a person: the surprising ones by name, then a count."""
-    if not stats.skipped:
-        return
-    named = [(path, reason) for path, kind, reason in stats.skipped_paths if kind != "excluded"]
-    for path, reason in named[:SHOWN_SKIPS]:
-        note(f"skipped {path}: {reason}")
-    total_named = sum(n for kind, n in stats.skipped.items() if kind != "excluded")
-    if total_named > SHOWN_SKIPS:
-        note(f"... and {total_named - SHOWN_SKIPS} more (--json names them)")
-    counts = ", ".join(f"{n} {_KINDS.get(kind, kind)}" for kind, n in sorted(stats.skipped.items()))
-    note(f"skipped {sum(stats.skipped.values())} ({counts})")

@@ -7,13 +7,16 @@ jobs, shadow and archive modules this brings: scrypt's memory then comes on top 
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 
+from shadowvault.archive.diff import Change, Difference
 from shadowvault.archive.exclude_rules import human_size
 from shadowvault.archive.memory import bound_heap
+from shadowvault.archive.tree_paths import text
 from shadowvault.archive.walk_stats import WalkStats
-from shadowvault.cli.backup_options import BackupArguments, print_changes, print_skips
+from shadowvault.cli.backup_options import BackupArguments
 from shadowvault.cli.component_options import split_users
 from shadowvault.cli.coordination import shadow_sets
 from shadowvault.cli.output import info, note, print_json, warn
@@ -25,6 +28,24 @@ from shadowvault.jobs.backup import BackupRequest, BackupResult, run_backup
 from shadowvault.jobs.backup_components import ComponentSelection, staged_components
 from shadowvault.jobs.backup_stdin import run_stdin_backup
 from shadowvault.repo.repository import Repository
+
+SHOWN_SKIPS = 20  # skipped entries named on the terminal; --json names up to 100
+
+_VERBS = {
+    Change.ADDED: "would add",
+    Change.MODIFIED: "would update",
+    Change.METADATA: "would update the metadata of",
+    Change.REMOVED: "would not keep",
+    Change.UNREADABLE: "could not read",
+}
+_ACTIONS = {
+    Change.ADDED: "new",
+    Change.MODIFIED: "modified",
+    Change.METADATA: "metadata",
+    Change.REMOVED: "removed",
+    Change.UNREADABLE: "unreadable",
+}
+_KINDS = {"excluded": "by pattern", "larger_than": "too large", "cache_dir": "cache directories"}
 
 
 def run_backup_command(repository: Repository, arguments: BackupArguments) -> None:
@@ -85,12 +106,12 @@ def _print_result(result: BackupResult, as_json: bool) -> None:
         else:
             warn(f"{path}: {reason}")
     summary = result.summary()
-    print_changes(result.changes, as_json)
+    _print_changes(result.changes, as_json)
     if as_json:
         print_json({"message_type": "summary", **summary})
     else:
         s = result.stats
-        print_skips(s)
+        _print_skips(s)
         note(
             f"files: {s.files_new} new, {s.files_changed} changed, {s.files_unmodified} unmodified; "
             f"dirs: {s.dirs}; read {_human_size(s.bytes_read)} of {_human_size(s.bytes_total)}, "
@@ -105,6 +126,35 @@ def _print_result(result: BackupResult, as_json: bool) -> None:
             info(f"snapshot {result.snapshot_id[:8]} saved")
     if result.errors:
         raise PartialFailure(f"{len(result.errors)} file(s) could not be read; the snapshot has the rest")
+
+
+def _print_changes(changes: list[Difference], as_json: bool) -> None:
+    """What a dry run would change, one line each (restic's verbose_status lines under --json)."""
+    for change in changes:
+        if as_json:
+            print_json(
+                {
+                    "message_type": "verbose_status",
+                    "action": _ACTIONS[change.change],
+                    "item": text(change.path),
+                }
+            )
+        else:
+            info(f"{_VERBS[change.change]} {text(change.path)}")
+
+
+def _print_skips(stats: WalkStats) -> None:
+    """What the exclude rules left out, for a person: the surprising ones by name, then a count."""
+    if not stats.skipped:
+        return
+    named = [(path, reason) for path, kind, reason in stats.skipped_paths if kind != "excluded"]
+    for path, reason in named[:SHOWN_SKIPS]:
+        note(f"skipped {path}: {reason}")
+    total_named = sum(n for kind, n in stats.skipped.items() if kind != "excluded")
+    if total_named > SHOWN_SKIPS:
+        note(f"... and {total_named - SHOWN_SKIPS} more (--json names them)")
+    counts = ", ".join(f"{n} {_KINDS.get(kind, kind)}" for kind, n in sorted(stats.skipped.items()))
+    note(f"skipped {sum(stats.skipped.values())} ({counts})")
 
 
 def _status(stats: WalkStats) -> dict:
@@ -163,7 +213,5 @@ def _human_size(n: int | None) -> str:
     return "?" if n is None else human_size(n)
 
 
-def _quote(text: str) -> str:
-    import json
-
-    return json.dumps(text)
+def _quote(value: str) -> str:
+    return json.dumps(value)

@@ -15,7 +15,7 @@ import time
 import msgspec
 
 from shadowvault.errors import IntegrityError
-from shadowvault.repo.sealing import NONCE_SIZE, MasterKey
+from shadowvault.repo.master_key import NONCE_SIZE, MasterKey
 from shadowvault.typed_decoding import decode_msgpack
 
 KEY_AAD = b"sv1:key"

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-import blake3
 import msgspec
 import zstandard
 
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.compression import ZSTD_LEVEL, compress_if_smaller, decompress_bounded
+from shadowvault.repo.file_ids import file_id as file_id  # the names of stored files
 from shadowvault.repo.sealing import BlobType as BlobType  # defined with what seals under it
 from shadowvault.typed_decoding import decode_msgpack
 
@@ -77,11 +77,6 @@ class SessionDoc(msgspec.Struct, kw_only=True):
     pid: int
     start: float
     boot_id: str = ""
-
-
-def file_id(data: bytes) -> str:
-    """A stored file's name: unkeyed BLAKE3 of its bytes (checkable with b3sum, no password)."""
-    return blake3.blake3(data).hexdigest()
 
 
 def encode_document(obj: object) -> bytes:

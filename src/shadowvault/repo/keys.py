@@ -20,8 +20,8 @@ from shadowvault.errors import (
 )
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.crypto import make_key_file, open_key_file
-from shadowvault.repo.format import file_id
-from shadowvault.repo.sealing import MasterKey
+from shadowvault.repo.file_ids import file_id
+from shadowvault.repo.master_key import MasterKey
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import enum
 import os
 import threading
-from typing import NamedTuple
 
 import blake3
 
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.compression import compress_if_smaller
+from shadowvault.repo.master_key import NONCE_SIZE as NONCE_SIZE
+from shadowvault.repo.master_key import MasterKey as MasterKey  # re-exported with what seals under it
 
-NONCE_SIZE = 12
 TAG_SIZE = 16
 OVERHEAD = NONCE_SIZE + TAG_SIZE
 
@@ -50,17 +50,6 @@ class _NoncePool(threading.local):
 
 _nonces = _NoncePool()
 os.register_at_fork(after_in_child=_nonces.forget)
-
-
-class MasterKey(NamedTuple):
-    """The repository's secrets: one key encrypts, the other keys the BLAKE3 blob ids."""
-
-    encrypt: bytes
-    id_key: bytes
-
-    @classmethod
-    def generate(cls) -> MasterKey:
-        return cls(os.urandom(32), os.urandom(32))
 
 
 class Sealer:
