@@ -198,3 +198,24 @@ def test_a_cli_stopped_while_the_daemon_runs_its_job_cancels_the_run(btrfs, setu
         report = client.wait(run["id"])
         assert report["state"] == "cancelled", report
         assert client.shadow_sets() == []
+
+
+HEAP_PROBE = """
+import time
+from shadowvault.archive.memory import heap_bounded
+from shadowvault.service.runs import FINISHED, Runs
+before = heap_bounded()
+run = Runs().start("probe", 0, "nothing", lambda run, follow: ({}, 0))
+deadline = time.monotonic() + 60
+while run.state not in FINISHED and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(before, run.state, heap_bounded())
+"""
+
+
+def test_a_run_bounds_the_daemons_heap_as_a_cli_command_does():
+    """glibc keeps freed chunk buffers in its heaps unless bounded (archive/memory.py): the CLI bounds
+    them per command, the daemon, which never exits to give them back, with its first run."""
+    done = subprocess.run([sys.executable, "-c", HEAP_PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "succeeded", "True"]

@@ -55,6 +55,11 @@ def bound_heap() -> None:
         log.debug("no mallopt here; heap left as is")
 
 
+def heap_bounded() -> bool:
+    """True once `bound_heap` has run in this process (its trimming thread is running)."""
+    return _trimming.locked()
+
+
 def _start_trimming(malloc_trim: Callable[[int], int]) -> None:
     """Return the heaps' free pages to the kernel every TRIM_EVERY seconds, for the rest of the
     process (once per process, however often `bound_heap` is called)."""

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from shadowvault.archive.memory import bound_heap
 from shadowvault.cancellation import Cancellation
 from shadowvault.errors import JobCancelledError, NotFoundError, ShadowvaultError
 
@@ -120,6 +121,7 @@ class Runs:
             return
         run.state, run.started = RUNNING, time.time()
         run.emit("started")
+        bound_heap()  # as a CLI command's (archive/memory.py): the daemon never exits to give it back
         ticker = _Ticker(run)
         try:
             try:
