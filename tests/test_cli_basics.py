@@ -74,7 +74,7 @@ finally:
 def test_a_backup_unlocks_the_key_before_it_loads_what_runs_the_backup(tmp_path, cli):
     """scrypt's 32 MiB come on top of the interpreter and the options alone (cli/repo_options.py):
     the jobs, the providers, the repository's own modules and zstd load after the key is unlocked.
-    They set the peak memory of a no-change backup (61 -> 55 MiB; restic's: 80-83)."""
+    They set the peak memory of a no-change backup (61 -> 55 MiB; restic's: 77-83)."""
     env = {"SHADOWVAULT_REPOSITORY": str(tmp_path / "repo"), "SHADOWVAULT_PASSWORD": "pw"}
     assert cli("init", env=env).returncode == 0
     (tmp_path / "data").mkdir()

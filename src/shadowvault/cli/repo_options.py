@@ -179,7 +179,7 @@ def open_repository(
 
     The key is unlocked before the repository's modules are loaded: scrypt's 32 MiB then come on top
     of the interpreter and the command's options alone, not of all a command loads (they set the
-    peak memory of a no-change backup: 61 -> 55 MiB; restic's: 80-83)."""
+    peak memory of a no-change backup: 61 -> 55 MiB; restic's: 77-83)."""
     backend = backend_for(validate_existing(repo_path(repo)))
     key, key_name = unlock_key(backend, read_password(password_file))
     from shadowvault.repo.repository import Repository
