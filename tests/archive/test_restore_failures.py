@@ -154,6 +154,10 @@ def _corrupt_file_data(fs, path: Path, marker: bytes) -> None:
             at = image.find(marker, at + len(marker))
         image.flush()
     subprocess.run(["mount", fs.device, str(fs.mount)], check=True, capture_output=True)
+    # an unmount that had to be lazy (the mount was busy) leaves the filesystem alive, and the new
+    # mount then reads the file's old pages from memory: drop them so the read goes to the device
+    with open(path, "rb") as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     with pytest.raises(OSError):
         path.read_bytes()
 
