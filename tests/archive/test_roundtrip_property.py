@@ -13,11 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shadowvault.repo.chunker import AVG_SIZE
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import archive, assert_same_tree, new_repo, restore
 from tests.fixtures.loopfs import LoopFs, loop_filesystem
 
-CHUNK = 1 << 20  # the repository's average chunk size
+CHUNK = AVG_SIZE  # the chunker's average parameter
 SIZES = [0, 1, 4095, 4096, 65_537, CHUNK - 1, CHUNK + 7, 3 * CHUNK + 12_345, 9 * CHUNK]
 
 

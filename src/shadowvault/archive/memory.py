@@ -17,11 +17,13 @@ frees blobs, batches and file metadata in every order) stay resident until mallo
 returns every whole free page. A thread calls it four times a second (2 GiB / 100k files, first
 backup, 3 runs each: the process's peak 96-103 -> 88-90 MiB, at the same CPU and kernel time).
 
-The mmap threshold is 512 KiB, the chunker's minimum: every chunk buffer but a file's last is a
-mapping of its own, given back whole when freed, where a heap kept the free pages between live
-objects until a trim could return them (first backup, 4 runs each: summed PSS peak 89-94 -> 85-86
-MiB at the same CPU; 256 KiB mapped small files' buffers too and cost 15 % more CPU, 1 MiB saved
-half as much).
+The mmap threshold is 512 KiB, the chunker's minimum when it was chosen: every chunk buffer but a
+file's last is a mapping of its own, given back whole when freed, where a heap kept the free pages
+between live objects until a trim could return them (first backup, 4 runs each: summed PSS peak
+89-94 -> 85-86 MiB at the same CPU; 256 KiB mapped small files' buffers too and cost 15 % more CPU,
+1 MiB saved half as much). With the chunker's minimum at 256 KiB since, chunks of 256-512 KiB come
+from the heaps; a 256 KiB threshold measured the same (first and 5 % backups, 2 runs each: summed
+PSS peaks 84-86 MiB either way).
 """
 
 from __future__ import annotations

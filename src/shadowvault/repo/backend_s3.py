@@ -55,7 +55,7 @@ PARALLEL_PARTS = 4  # parts of one upload in flight at once (memory: this many p
 IMMUTABLE_DIRS = ("data/", "index/", "snapshots/", "keys/", "damage/")
 CACHED_DIRS = ("index/", "snapshots/", "keys/")  # read whole, again by every process
 LIST_PAGE_SIZE = 1000  # S3's maximum; listings follow continuation tokens page by page
-CACHED_RANGE_MAX = 256 << 10  # pack ranges this small are tree blobs (data chunks are >= 512 KiB)
+CACHED_RANGE_MAX = 256 << 10  # tree blobs and small files (a large file's chunks are >= 256 KiB raw)
 CACHED_PACK_MAX = 1 << 20  # packs this small that we write are cached whole (tree packs, mostly)
 PACKS_IN_MEMORY = 8 << 20
 CLOCK_MARGIN_ENV = "SHADOWVAULT_S3_CLOCK_MARGIN"
