@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from shadowvault.archive import metadata_prefetch
-from shadowvault.archive.metadata_prefetch import PARENT_CHECK_EVERY, PREFETCH_ENV, MetadataPrefetch, prefetch
+from shadowvault.archive import prefetch_walk
+from shadowvault.archive.metadata_prefetch import PREFETCH_ENV, MetadataPrefetch
+from shadowvault.archive.prefetch_walk import PARENT_CHECK_EVERY, prefetch
 from tests.fixtures.loopfs import LoopFs, loop_filesystem
 
 
@@ -25,7 +26,7 @@ def _listed(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         listed.append(path)
         return real(path)
 
-    monkeypatch.setattr(metadata_prefetch.os, "scandir", scandir)
+    monkeypatch.setattr(prefetch_walk.os, "scandir", scandir)
     return listed
 
 

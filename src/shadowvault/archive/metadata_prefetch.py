@@ -6,59 +6,23 @@ cache every inode is a disk read waited for in turn: a no-change backup of 100k 
 order (names sorted, depth first) and lstat()s everything on its way, so those reads happen on
 the other core, ahead of the walk, and the walk finds the kernel's inode and dentry caches warm.
 
-It reads metadata only (directory listings and lstat: never file content, never xattrs), stays
-on each root's filesystem, and ends when it is done, when the backup stops it, or when the
-backup's process is gone. It is only a hint: if it cannot start or fails, the walk goes on as
-before. `SHADOWVAULT_PREFETCH=0` turns it off.
-
-`python -m shadowvault.archive.metadata_prefetch ROOT...` (this module, as its own program).
+The program is archive/prefetch_walk.py, run as a file (what it reads and when it ends are said
+there); this module starts and stops it. It is only a hint: if it cannot start or fails, the walk
+goes on as before. `SHADOWVAULT_PREFETCH=0` turns it off.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
+
+from shadowvault.archive import prefetch_walk
 
 log = logging.getLogger(__name__)
 
 PREFETCH_ENV = "SHADOWVAULT_PREFETCH"
-PARENT_CHECK_EVERY = 4096  # entries between two looks at whether the backup's process is still there
-
-
-def prefetch(roots: list[bytes], parent: int) -> None:
-    """lstat() everything below `roots` (each on its own filesystem), depth first in name order;
-    stop once `parent` is no longer this process's parent."""
-    seen = 0
-    for root in roots:
-        try:
-            device = os.lstat(root).st_dev
-        except OSError:
-            continue
-        stack = [root]
-        while stack:
-            directory = stack.pop()
-            try:
-                with os.scandir(directory) as listing:
-                    entries = sorted(listing, key=lambda entry: entry.name)
-            except OSError:
-                continue
-            below: list[bytes] = []
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if entry.is_dir(follow_symlinks=False) and st.st_dev == device:
-                    below.append(entry.path)
-            seen += len(entries)
-            if seen >= PARENT_CHECK_EVERY:
-                seen = 0
-                if os.getppid() != parent:
-                    return
-            stack.extend(reversed(below))  # the first name is walked first, as the backup does
 
 
 class MetadataPrefetch:
@@ -69,8 +33,9 @@ class MetadataPrefetch:
         if os.environ.get(PREFETCH_ENV, "1") == "0" or not roots:
             return
         try:
+            program = [sys.executable, "-I", "-S", prefetch_walk.__file__, str(os.getpid())]
             self._process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(os.getpid()), *map(os.fsdecode, roots)],
+                [*program, *map(os.fsdecode, roots)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -90,13 +55,3 @@ class MetadataPrefetch:
         if process.poll() is None:
             process.kill()
         process.wait()
-
-
-def main(argv: list[str]) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the backup handles Ctrl-C, and stops this
-    prefetch([os.fsencode(root) for root in argv[1:]], int(argv[0]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
