@@ -6,6 +6,7 @@ SIGTERM and SIGHUP unwind like Ctrl-C (every cleanup runs, see shadowvault.inter
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -149,8 +150,17 @@ def cli(verbose: int, quiet: bool, no_daemon: bool) -> None:
     logging.basicConfig(level=level, handlers=[handler])
 
 
+# Python's cyclic collector runs a young-generation pass every 700 net allocations by default, and
+# every tenth pass an older one over what survived: a backup or restore keeps a directory's nodes
+# (hundreds of thousands of objects) alive while it works, and those passes went over them again
+# and again. Decoding the 2 GiB bench's 1,015 trees (100k nodes) while keeping them took 0.9 s at
+# 700 and 0.17 s at 50,000; our objects rarely form cycles, so little waits longer to be freed.
+COLLECTOR_THRESHOLDS = (50_000, 10, 10)
+
+
 def main() -> None:
     """Console-script entry point."""
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
     interrupts.install_handlers()
     cli()
 
