@@ -12,6 +12,7 @@ from shadowvault.repo import master_index
 from shadowvault.repo.format import IndexPack
 from shadowvault.repo.index import BlobIndex
 from shadowvault.repo.index_cache import IndexCache
+from shadowvault.repo.prune import prune
 from shadowvault.repo.repository import Repository
 from tests.repo.helpers import PASSWORD, make_snapshot, restore_all
 
@@ -130,6 +131,25 @@ def test_a_kept_index_never_brings_back_blobs_whose_index_file_is_gone(tmp_path:
     with Repository.open(path, PASSWORD) as repo:
         assert all(repo.lookup(blob_id) is None for blob_id in first["a"])
         assert all(repo.lookup(blob_id) is not None for blob_id in second["b"])
+
+
+def test_a_prune_keeps_the_index_it_leaves_for_the_next_command(tmp_path: Path, monkeypatch):
+    """Prune replaces index files: the command after it maps the index prune kept (at a million
+    blobs, building it took seconds of that command), finds the blobs that stayed, and not those
+    that went."""
+    path = tmp_path / "repo"
+    with Repository.init(path, PASSWORD, pack_size=512 << 10) as repo:
+        gone, gone_ids = make_snapshot(repo, {"old": os.urandom(600_000)})
+        kept, _ = make_snapshot(repo, {"new": os.urandom(600_000)})
+        repo.remove_snapshot(gone)
+    with Repository.open(path, PASSWORD, write=True, kind="prune") as repo:
+        assert prune(repo).packs_deleted > 0
+    assert _kept_names(path) == frozenset(f"index/{name}" for name in os.listdir(path / "index"))
+    built = _built_from_files(monkeypatch)
+    with Repository.open(path, PASSWORD) as repo:
+        assert all(repo.lookup(blob_id) is None for blob_id in gone_ids["old"])
+        assert len(restore_all(repo, kept)["new"]) == 600_000
+    assert built == ["kept"]
 
 
 def test_a_damaged_or_forged_kept_index_is_never_used(tmp_path: Path, monkeypatch):

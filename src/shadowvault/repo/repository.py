@@ -207,7 +207,9 @@ class Repository:
                 self.flush()
                 if self.session is None or self.session.doc.kind != "prune":
                     self._master.consolidate()
-                    self._keep_index()
+                # after a prune too: it removed index files, and the next command (often a backup)
+                # would build the index anew before it did anything
+                self._keep_index()
             else:
                 try:
                     self._packer.wait_commits()  # the full packs being committed are indexed too
