@@ -13,14 +13,14 @@ import pyfastcdc
 
 from shadowvault.repo.format import ChunkerParams
 
-# Half of restic's (512 KiB / 1 MiB / 8 MiB, ~1.45 MiB mean): a change inside a large file rewrites
-# the chunks around it, ~2 MiB per changed region at 1 MiB and ~1.2 MiB at this size (bench 5 %
-# change, 5 seeds each: 139 -> 110 MiB stored for 77 MiB changed; the first backup 0.15 % larger),
-# for about twice the index entries per GiB of large files (small files, one chunk each, are most
-# of a tree's blobs). The largest chunk is memory: a large file is cut in two windows of it and an
-# eighth (chunk_windows.py), 4.5 MiB; FastCDC with this average reaches 2 MiB in well under 1 % of
-# chunks (the cut points below it are the same either way). A repository keeps the parameters it
-# was made with (its config).
+# Half of restic's minimum and average (512 KiB / 1 MiB, ~1.45 MiB mean): a change inside a large
+# file rewrites the chunks around it, ~2 MiB per changed region at 1 MiB and ~1.1 MiB at this size
+# (bench 5 % change, 5 seeds each: 139 -> 110 MiB stored for 77 MiB changed; the first backup 0.15 %
+# larger), for about twice the index entries per GiB of large files (small files, one chunk each,
+# are most of a tree's blobs). The largest chunk is memory: a large file is cut in two windows of
+# it and an eighth (chunk_windows.py), 4.5 MiB; FastCDC with this average reaches 2 MiB in well
+# under 1 % of chunks (the cut points below it are the same either way). A repository keeps the
+# parameters it was made with (its config).
 MIN_SIZE = 256 << 10
 AVG_SIZE = 512 << 10
 MAX_SIZE = 2 << 20
