@@ -177,6 +177,25 @@ def test_index_files_merged_at_close_are_each_no_larger_than_the_limit(tmp_path,
         assert [repo.load_blob(blob_id) for blob_id in ids] == blobs
 
 
+def test_index_files_written_as_packs_of_small_blobs_fill_stay_within_the_limit(tmp_path, monkeypatch):
+    """Packs of small files hold many blobs each: the index file a running session writes every
+    few packs is written as soon as it holds the per-file limit, and split at it (eight such packs
+    once made files of 160k blobs that every reader decoded whole)."""
+    import shadowvault.repo.master_index as master_index
+
+    monkeypatch.setattr(master_index, "INDEX_FILE_BLOBS", 40)
+    blobs = [os.urandom(900) for _ in range(400)]
+    with Repository.init(tmp_path / "repo", PASSWORD, pack_size=16 << 10) as repo:
+        ids = [repo.save_blob(BlobType.DATA, blob) for blob in blobs]
+        repo.flush()
+        files = repo.index_files()  # as the session wrote them, before its merge at close
+        sizes = [sum(len(pack.blobs) for pack in repo.load_index_file(name).packs) for name in files]
+        assert sum(sizes) == len(blobs) and max(sizes) <= 40
+        assert len(files) >= len(blobs) // 40
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert [repo.load_blob(blob_id) for blob_id in ids] == blobs
+
+
 def test_a_chunk_of_text_around_random_bytes_is_compressed_and_noise_is_not(shared_repo):
     """A file region overwritten with compressed data leaves chunks of random bytes and text side
     by side: such a chunk is stored compressed (its text was once stored raw), pure noise is not

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 import random
+from array import array
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import blake3
 
-from shadowvault.errors import NotFoundError, ShadowvaultError
+from shadowvault.errors import IntegrityError, NotFoundError, ShadowvaultError
 from shadowvault.repo.damage import DamagedPack, DamageMap
 from shadowvault.repo.format import IndexPack
 from shadowvault.repo.index import BlobIndex
@@ -31,11 +32,42 @@ class _Listed(NamedTuple):
 
     size: int
     pending: bool
-    ids: bytes  # its blobs' ids, joined (32 bytes each)
+    blobs: int  # how many
 
-    def blob_ids(self) -> Iterator[bytes]:
-        ids = self.ids
-        return (ids[at : at + 32] for at in range(0, len(ids), 32))
+
+class _IndexListing:
+    """What the index files list of each pack, taken while the index is built from them (one
+    decoding of every file, not two). Kept in flat arrays until the files are read: a small object
+    kept from the middle of a decoded file pins its allocator arena (index.py, `from_packs`).
+    With `keep_entries`, every entry whole (for reading the data: ~145 B per blob)."""
+
+    def __init__(self, keep_entries: bool) -> None:
+        self._ids = bytearray()
+        self._sizes = array("Q")
+        self._counts = array("Q")
+        self._pending = bytearray()
+        self.entries: dict[str, IndexPack] | None = {} if keep_entries else None
+        self.unreadable_files: list[tuple[str, IntegrityError]] = []
+
+    def pack(self, pack: IndexPack) -> None:
+        self._ids += bytes.fromhex(pack.id)  # the index took it: a valid id
+        self._sizes.append(pack.size)
+        self._counts.append(len(pack.blobs))
+        self._pending.append(pack.pending is not None)
+        if self.entries is not None and (pack.id not in self.entries or pack.pending is not None):
+            self.entries[pack.id] = pack
+
+    def unreadable(self, name: str, err: IntegrityError) -> None:
+        self.unreadable_files.append((name, err))
+
+    def packs(self) -> dict[str, _Listed]:
+        """Pack id -> what is listed: the first listing wins, unless a later one says pending."""
+        listed: dict[str, _Listed] = {}
+        for n, size in enumerate(self._sizes):
+            pack_id = self._ids[n * 32 : (n + 1) * 32].hex()
+            if pack_id not in listed or self._pending[n]:
+                listed[pack_id] = _Listed(size, bool(self._pending[n]), self._counts[n])
+        return listed
 
 
 class _UsedBlobs:
@@ -121,25 +153,27 @@ def check(
             f"other users can read parts of this repository: {', '.join(shown[:5])}"
             f"{' ...' if len(shown) > 5 else ''}; run `chmod -R go-rwx {backend.describe()}`"
         )
-    # Index files and packs: of each pack its size, whether pending, its blob ids (all of an index
-    # entry only when data is read: decoded entries cost ~145 B per blob, 145 MB at a million)
-    reading = read_data_fraction > 0 or read_data_group is not None
-    packs: dict[str, _Listed] = {}
-    entries: dict[str, IndexPack] = {}
-    for name in repo.index_files():
+    # Snapshots, then the index files (a backup saves its index files before its snapshot, so
+    # every listed snapshot's blobs are in them), read once: into the index the trees are walked
+    # with, and, of each pack, what is checked against the packs themselves
+    snapshots: list[tuple[str, Snapshot]] = []
+    for sid in repo.snapshot_ids():
         try:
-            for pack in repo.load_index_file(name).packs:
-                if pack.id in packs and pack.pending is None:
-                    continue  # the first listing wins, unless a later one says pending
-                packs[pack.id] = _Listed(
-                    pack.size, pack.pending is not None, b"".join(b.id for b in pack.blobs)
-                )
-                if reading:
-                    entries[pack.id] = pack
+            snapshots.append((sid, repo.load_snapshot(sid)))
         except NotFoundError:
-            continue  # replaced by a concurrent prune; its successor is listed too or later
+            continue  # forgotten while we listed
         except ShadowvaultError as err:
-            report.errors.append(f"index file {name}: {err} (run `shadowvault repair index`)")
+            report.errors.append(f"{err}; remove it with `shadowvault forget {sid[:8]}`")
+            report.affected_snapshots.setdefault(sid, []).append(str(err))
+    reading = read_data_fraction > 0 or read_data_group is not None
+    listing = _IndexListing(keep_entries=reading)
+    # check runs on one thread: never two indexes at once; and it reads every index file, never
+    # the index kept built from them (index_cache.py)
+    repo.reload_index(drop_old=True, kept=False, observer=listing)
+    for name, why in listing.unreadable_files:
+        report.errors.append(f"index file {name}: {why} (run `shadowvault repair index`)")
+    packs = listing.packs()
+    entries = listing.entries or {}
     on_disk = {info.name.rsplit("/", 1)[1]: info for info in backend.list("data/")}
     report.packs = len(packs)
     found = DamageMap()  # damage this run found
@@ -195,20 +229,7 @@ def check(
 
     bad_blobs = _without_intact_copy(repo, packs, found, report)
 
-    # Snapshots and the trees they reference (the index is read after the snapshots: a backup
-    # saves its index files before its snapshot, so every listed snapshot's blobs are in it).
-    snapshots: list[tuple[str, Snapshot]] = []
-    for sid in repo.snapshot_ids():
-        try:
-            snapshots.append((sid, repo.load_snapshot(sid)))
-        except NotFoundError:
-            continue  # forgotten while we listed
-        except ShadowvaultError as err:
-            report.errors.append(f"{err}; remove it with `shadowvault forget {sid[:8]}`")
-            report.affected_snapshots.setdefault(sid, []).append(str(err))
-    # check runs on one thread: never two indexes at once; and it reads every index file, never
-    # the index kept built from them (index_cache.py)
-    repo.reload_index(drop_old=True, kept=False)
+    # The trees the snapshots reference.
     report.snapshots = len(snapshots)
     used = _UsedBlobs(repo.index)
     tree_problems: dict[bytes, str] = {}
@@ -238,7 +259,7 @@ def check(
         if not used.has_at(blob_id, slot):
             report.unreferenced_blobs += 1
             unused_in.update({location.pack for location in repo.index.locations(blob_id)})
-    freeable = _freed_by_prune(packs, unused_in, set(repo.index.pack_ids), used)
+    freeable = _freed_by_prune(packs, unused_in)
     if freeable:  # those prune leaves in mostly used packs are counted, not warned about
         report.warnings.append(
             f"{freeable} blobs are not referenced by any snapshot; `shadowvault prune` removes them"
@@ -264,11 +285,9 @@ def _without_intact_copy(
         return found.is_damaged(pack_id, blob_id) or repo.damage.is_damaged(pack_id, blob_id)
 
     suspects: dict[bytes, list[str]] = {}  # blob id -> the packs with a damaged copy
-    with_damage = found.packs() | repo.damage.packs()
-    for pack_id, listed in packs.items():
-        if pack_id not in with_damage:
-            continue
-        for blob_id in listed.blob_ids():
+    with_damage = (found.packs() | repo.damage.packs()) & packs.keys()
+    for pack_id, blob_ids in repo.index.blobs_in(with_damage).items():
+        for blob_id in dict.fromkeys(blob_ids):  # a pack listed twice lists its blobs twice
             if damaged(pack_id, blob_id):
                 suspects.setdefault(blob_id, []).append(pack_id)
     bad: dict[bytes, str] = {}
@@ -290,21 +309,14 @@ def _without_intact_copy(
     return bad
 
 
-def _freed_by_prune(
-    packs: dict[str, _Listed], unused_in: Counter[str], indexed: set[str], used: _UsedBlobs
-) -> int:
+def _freed_by_prune(packs: dict[str, _Listed], unused_in: Counter[str]) -> int:
     """Unreferenced blobs in the packs prune deletes or repacks (pending, unused, or enough unused).
-    `unused_in` counts them per indexed pack (looking up every blob of every pack again cost a
-    check of a million blobs 1.5 s); a pack the index no longer lists (a prune ran meanwhile) is
-    looked at blob by blob."""
+    `unused_in` counts them per pack (looking up every blob of every pack again cost a check of a
+    million blobs 1.5 s)."""
     freeable = 0
     for pack_id, listed in packs.items():
-        count = len(listed.ids) // 32
-        if pack_id in indexed:
-            unused = unused_in[pack_id]
-        else:
-            unused = sum(1 for blob_id in listed.blob_ids() if blob_id not in used)
-        if unused and (listed.pending or unused / max(count, 1) >= REPACK_UNUSED_FRACTION):
+        unused = unused_in[pack_id]
+        if unused and (listed.pending or unused / max(listed.blobs, 1) >= REPACK_UNUSED_FRACTION):
             freeable += unused
     return freeable
 

@@ -12,6 +12,7 @@ import os
 import threading
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 from shadowvault.errors import IntegrityError, NotFoundError, ShadowvaultError
 from shadowvault.repo.backend import Backend
@@ -37,6 +38,17 @@ DECODING_FILES = min(4, max(1, os.cpu_count() or 1))
 # file holds ~43 bytes per blob); more, and the index is built anew and kept again.
 KEPT_ADDED_BYTES = 512 << 10
 INDEX_BYTES_PER_BLOB = 43
+
+
+class IndexObserver(Protocol):
+    """Told what a build from the index files reads: check keeps what it needs of each pack this
+    way instead of decoding every index file a second time."""
+
+    def pack(self, pack: IndexPack) -> None:
+        """A pack entry of an index file, once the index took it."""
+
+    def unreadable(self, name: str, err: IntegrityError) -> None:
+        """An index file that could not be decrypted or decoded (its blobs look missing)."""
 
 
 def mark_damage(index: BlobIndex, record: DamagedPack) -> None:
@@ -133,18 +145,24 @@ class MasterIndex:
 
     # ---------------------------------------------------------------- reading them all
 
-    def reload(self, *, drop_old: bool = False, kept: bool = True) -> None:
+    def reload(
+        self, *, drop_old: bool = False, kept: bool = True, observer: IndexObserver | None = None
+    ) -> None:
         """Read every index file into a fresh, compact in-memory index (files are decrypted and
         decoded a few at a time in threads: decoding releases the GIL, decoded files are bulky).
         `drop_old`: let the index held so far go first (an empty index meanwhile), so the two are
         never in memory together: for a single-threaded caller such as check. `kept`: use the
         index kept built from the same files (index_cache.py), and keep what is built here.
+        `observer` is told every pack read and every unreadable file (which are then not logged);
+        it needs a build from the files themselves (`kept` False).
 
         An index file may vanish between the listing and its reading: a writer merging its files
         at close, or prune, writes the successor first and removes the old files after. So when a
         listed file is gone, the directory is listed again and the files not seen yet are read,
         until a round finds nothing vanished (without this the successor, written after our
         listing, was missed and its blobs looked absent: a snapshot's tree "not in the index")."""
+        if observer is not None and kept:
+            raise ValueError("an observed reload reads the index files: kept=False")
         sizes = {info.name: info.size for info in self._backend.list(INDEX_DIR)}
         names = list(sizes)
         seen = set(names)
@@ -160,6 +178,9 @@ class MasterIndex:
                 return None
             except IntegrityError as err:
                 unreadable.append(name)
+                if observer is not None:
+                    observer.unreadable(name, err)
+                    return None
                 log.warning(
                     "%s (its blobs are treated as missing; `shadowvault repair index` rebuilds the index)",
                     err,
@@ -172,8 +193,12 @@ class MasterIndex:
                     vanished.clear()
                     for start in range(0, len(batch), DECODING_FILES):
                         for doc in pool.map(load, batch[start : start + DECODING_FILES]):
-                            if doc is not None:
-                                yield from doc.packs
+                            if doc is None:
+                                continue
+                            for pack in doc.packs:
+                                yield pack
+                                if observer is not None:
+                                    observer.pack(pack)
                     if not vanished:
                         return
                     gone.update(vanished)
@@ -248,23 +273,27 @@ class MasterIndex:
     # ---------------------------------------------------------------- this process's packs
 
     def add_pack(self, entry: IndexPack) -> bool:
-        """A finished pack: findable now, in an index file soon. True when enough packs wait
-        for their index file that `write_pending` is due."""
+        """A finished pack: findable now, in an index file soon. True when enough packs, or blobs
+        (packs of small files hold ~20k each), wait for their index file that `write_pending` is due."""
         self._loaded()  # before the lock: reading the index takes it
         with self._lock:
             assert self._index is not None
             self._index.add(entry.id, entry.blobs)
             self._unindexed.append(entry)
-            return len(self._unindexed) >= PACKS_PER_INDEX
+            waiting = self._unindexed
+            return len(waiting) >= PACKS_PER_INDEX or sum(len(p.blobs) for p in waiting) >= INDEX_FILE_BLOBS
 
     def write_pending(self) -> None:
-        """Write the finished packs' entries as an index file (kept for a retry on failure)."""
+        """Write the finished packs' entries as index files of at most INDEX_FILE_BLOBS blobs
+        (kept for a retry on failure). Eight packs of small files in one file made files of 160k
+        blobs that every reader decoded whole (~24 MB each), and a backup's merge of its files
+        skipped such sizes."""
         with self._lock:
             packs, self._unindexed = self._unindexed, []
         if not packs:
             return
         try:
-            self.save_file(packs)
+            self.save_files(packs)
         except BaseException:
             with self._lock:
                 self._unindexed = packs + self._unindexed

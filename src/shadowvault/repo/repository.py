@@ -25,7 +25,7 @@ from shadowvault.repo.damage import DamagedPack, DamageMap
 from shadowvault.repo.format import BlobType, ChunkerParams, Config, IndexFile, IndexPack, PackBlob
 from shadowvault.repo.index import BlobIndex, BlobLocation
 from shadowvault.repo.index_cache import IndexCache
-from shadowvault.repo.master_index import MasterIndex
+from shadowvault.repo.master_index import IndexObserver, MasterIndex
 from shadowvault.repo.pack import pack_name
 from shadowvault.repo.packer import Packer, SaveStats
 from shadowvault.repo.reader import BlobReader, LoadedBlob, ReadStats
@@ -269,10 +269,12 @@ class Repository:
     def save_index_files(self, packs: list[IndexPack]) -> list[str]:
         return self._master.save_files(packs)
 
-    def reload_index(self, *, drop_old: bool = False, kept: bool = True) -> None:
+    def reload_index(
+        self, *, drop_old: bool = False, kept: bool = True, observer: IndexObserver | None = None
+    ) -> None:
         """Read the index files again (`drop_old`: single-threaded callers; `kept`: the index kept
-        built from the same files may serve; see MasterIndex.reload)."""
-        self._master.reload(drop_old=drop_old, kept=kept)
+        built from the same files may serve; `observer`: told each pack read; see MasterIndex.reload)."""
+        self._master.reload(drop_old=drop_old, kept=kept, observer=observer)
 
     def record_damage(self, records: list[DamagedPack]) -> str | None:
         """Write damage records (see repo/damage.py) and apply them to the in-memory index."""
