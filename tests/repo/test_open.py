@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tracemalloc
 
 import pytest
 import zstandard
@@ -220,3 +221,10 @@ def test_a_blob_frame_must_hold_what_the_index_says():
     with pytest.raises(IntegrityError, match="decompresses to more than 4999 bytes"):
         decompress_bounded(unsized, 4999, "doc")
     assert decompress(unsized, 5000, "blob y") == b"a" * 5000
+    tracemalloc.start()
+    try:  # an index entry's claim of 3 GiB for an unsized frame is not reserved up front
+        with pytest.raises(IntegrityError, match="has 5000 bytes, expected 3221225472"):
+            decompress(unsized, 3 << 30, "blob z")
+        assert tracemalloc.get_traced_memory()[1] < 16 << 20
+    finally:
+        tracemalloc.stop()

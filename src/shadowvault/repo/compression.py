@@ -69,12 +69,17 @@ def compress_if_smaller(data: bytes | memoryview) -> tuple[bytes | memoryview, b
 
 def decompress(data: bytes, raw_length: int, what: str) -> bytes:
     """A blob's zstd frame, which must hold `raw_length` bytes (the index's word, checked first:
-    zstd sizes its output by the frame's own header and ignores any bound when the header has one)."""
+    zstd sizes its output by the frame's own header and ignores any bound when the header has one).
+    A frame with no size in its header (never written so) is read in steps: given the bound,
+    zstd reserved all of it at once, up to 4 GiB for an index entry's claim."""
     try:
         claimed = zstandard.frame_content_size(data)
-        if claimed not in (raw_length, -1):
+        if claimed == -1:
+            out = decompress_bounded(data, raw_length, what)
+        elif claimed != raw_length:
             raise IntegrityError(f"{what} has {claimed} bytes, expected {raw_length}")
-        out = decompressor().decompress(data, max_output_size=raw_length)
+        else:
+            out = decompressor().decompress(data, max_output_size=raw_length)
     except zstandard.ZstdError as err:
         raise IntegrityError(f"{what} does not decompress: {err}") from err
     if len(out) != raw_length:
