@@ -24,6 +24,7 @@ from botocore.config import Config
 
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
 from shadowvault.repo.backend_s3_url import S3Location
+from shadowvault.slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class S3Client:
         self.requests: collections.Counter[str] = collections.Counter()
         self.retries = 0
         self._count_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._slots = Slots(MAX_CONNECTIONS)  # Ctrl-C cannot wedge it (slots.py)
         self._holding = threading.local()  # an operation that calls another keeps its one slot
         session = boto3.session.Session()
         config = Config(

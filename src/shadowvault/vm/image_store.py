@@ -23,6 +23,7 @@ import msgspec
 
 from shadowvault import proc
 from shadowvault.errors import ShadowvaultError
+from shadowvault.slots import Slots
 from shadowvault.typed_decoding import convert
 
 MAP_TIMEOUT = 600.0
@@ -108,7 +109,7 @@ def store_image(
     zero_id: bytes | None = None
     chunks: list[bytes | Future[bytes]] = []
     lock = threading.Lock()
-    in_flight = threading.BoundedSemaphore(IN_FLIGHT)  # memory stays bounded: IN_FLIGHT chunks at most
+    in_flight = Slots(IN_FLIGHT)  # memory stays bounded: IN_FLIGHT chunks; Ctrl-C cannot wedge it
 
     def save(data: bytes) -> bytes:
         try:
