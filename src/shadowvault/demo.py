@@ -33,6 +33,7 @@ from pathlib import Path
 
 from shadowvault import proc
 from shadowvault.errors import ShadowvaultError
+from shadowvault.loop_devices import detach, holds
 from shadowvault.shadow.manifest import ShadowSetManifest
 
 IMAGE_NAME = "demo-btrfs.img"
@@ -113,14 +114,6 @@ def use_private_dirs(var: Path) -> None:
     os.environ.setdefault("SHADOWVAULT_CONFIG_DIR", str(var / "config"))
 
 
-def _backing_file(device: str) -> str | None:
-    name = os.path.basename(device)
-    try:
-        return Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
-    except OSError:
-        return None
-
-
 def _is_mounted(mount: Path) -> bool:
     target = str(mount)
     with open("/proc/self/mountinfo") as f:
@@ -164,15 +157,8 @@ def teardown_volume(var: Path | None = None) -> None:
             time.sleep(0.1)
     if record.exists():
         device = record.read_text().strip()
-        if device and _backing_file(device) == str(image):
-            for _ in range(50):
-                if proc.run(["losetup", "-d", device], check=False, timeout=30).returncode == 0:
-                    break
-                time.sleep(0.1)
-            for _ in range(50):  # a device still open (udev probing after the umount) goes a bit later
-                if _backing_file(device) != str(image):
-                    break
-                time.sleep(0.1)
+        if device and holds(device, image):
+            detach(device, image)
         record.unlink()
 
 
