@@ -80,7 +80,7 @@ def cli() -> CliRunner:
         full_env = dict(os.environ)
         full_env.update(env or {})
         return subprocess.run(
-            [sys.executable, "-m", "shadowvault.cli.main", *map(str, args)],
+            [sys.executable, "-m", "shadowvault.cli.launch", *map(str, args)],
             capture_output=True,
             text=True,
             input=input,

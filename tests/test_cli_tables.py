@@ -39,7 +39,7 @@ def on_terminal(argv: list[str], env: dict[str, str], columns: int) -> str:
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     environment = {k: v for k, v in {**os.environ, **env}.items() if k not in ("COLUMNS", "LINES")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shadowvault.cli.main", *argv],
+        [sys.executable, "-m", "shadowvault.cli.launch", *argv],
         stdin=subprocess.DEVNULL,
         stdout=child,
         stderr=subprocess.PIPE,

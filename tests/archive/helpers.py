@@ -137,7 +137,7 @@ def cli_with_workers(
     """Start the CLI with `args` and wait (up to 2 minutes) until it runs worker processes whose
     command line holds `marker`: the command and those workers (none if it ended first)."""
     command = subprocess.Popen(
-        [sys.executable, "-m", "shadowvault.cli.main", *args],
+        [sys.executable, "-m", "shadowvault.cli.launch", *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -113,7 +113,7 @@ def without_dac_override(cli_args: list[str], env: dict[str, str]) -> subprocess
             "--",
             sys.executable,
             "-m",
-            "shadowvault.cli.main",
+            "shadowvault.cli.launch",
             *cli_args,
         ],
         capture_output=True,

@@ -106,7 +106,7 @@ def test_an_empty_password_at_the_prompt_is_refused_not_asked_again(tmp_path, en
     main, child = pty.openpty()
     environment = {k: v for k, v in {**os.environ, **env}.items() if k != "SHADOWVAULT_PASSWORD"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shadowvault.cli.main", "snapshots"],
+        [sys.executable, "-m", "shadowvault.cli.launch", "snapshots"],
         stdin=child,
         stdout=subprocess.PIPE,
         stderr=child,

@@ -96,7 +96,7 @@ def test_a_btrfs_root_filesystem_is_shadowed_by_a_snapshot_and_never_frozen():
             "PYTHONDONTWRITEBYTECODE=1",
             sys.executable,
             "-m",
-            "shadowvault.cli.main",
+            "shadowvault.cli.launch",
         ]
 
         done = in_btrfs_root(root, *cli, "backup", "--json", "/data")

@@ -101,7 +101,7 @@ def test_interrupted_restore_leaves_no_partial_file_under_its_name(big_ext4, cli
 
     target = dest = big_ext4.mount / "restored"  # SNAP:SUBPATH restores what is inside SUBPATH
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shadowvault.cli.main", "restore", f"latest:{src}", "--target", str(target)],
+        [sys.executable, "-m", "shadowvault.cli.launch", "restore", f"latest:{src}", "--target", str(target)],
         env={**os.environ, **env},
     )
     killed_with_partial = False

@@ -68,7 +68,7 @@ def test_a_files_restore_with_map_onto_this_machine(cli, tmp_path):
             "PYTHONDONTWRITEBYTECODE=1",
             sys.executable,
             "-m",
-            "shadowvault.cli.main",
+            "shadowvault.cli.launch",
             "restore",
             "latest",
             "--component",

@@ -25,7 +25,7 @@ DRIVER = """\
 #!/bin/sh
 # runs once at boot: install the units, call the API through the socket, restart by a call, power off
 out=/result
-sv() {{ {python} -m shadowvault.cli.main "$@"; }}
+sv() {{ {python} -m shadowvault.cli.launch "$@"; }}
 api() {{ {python} /usr/local/sbin/sv-api-calls "$@"; }}
 wait_active() {{  # a Type=notify unit is active once the daemon said READY=1
   i=0; while ! systemctl -q is-active "$1" && [ $i -lt 240 ]; do sleep 0.25; i=$((i+1)); done

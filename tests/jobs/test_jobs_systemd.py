@@ -31,7 +31,7 @@ DRIVER = """\
 #!/bin/sh
 # runs once at boot: install the units, let the timer fire the job, save what a user checks, power off
 out=/result
-sv() {{ {python} -m shadowvault.cli.main "$@"; }}
+sv() {{ {python} -m shadowvault.cli.launch "$@"; }}
 sv jobs install > $out/install.txt 2>&1; echo $? > $out/install.rc
 i=0
 while [ ! -s /var/lib/shadowvault/jobs/{job}.json ] && [ $i -lt 1200 ]; do sleep 0.5; i=$((i+1)); done

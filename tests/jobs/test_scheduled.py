@@ -250,9 +250,9 @@ def test_install_writes_the_units(cli, setup, tmp_path):
     assert "OnCalendar=Mon..Fri *-*-* 03:15:00\n" in timer and "Persistent=true\n" in timer
     assert "OnCalendar=weekly\n" in (unit_dir / "shadowvault-job@etc.timer").read_text()
     service = (unit_dir / "shadowvault-job@.service").read_text()
-    assert f"ExecStart={sys.executable} -m shadowvault.cli.main jobs run %i\n" in service
+    assert f"ExecStart={sys.executable} -m shadowvault.cli.launch jobs run %i\n" in service
     daemon = (unit_dir / "shadowvault.service").read_text()
-    assert f"ExecStart={sys.executable} -m shadowvault.cli.main daemon\n" in daemon
+    assert f"ExecStart={sys.executable} -m shadowvault.cli.launch daemon\n" in daemon
     assert "ListenStream=/run/shadowvault/api.sock\n" in (unit_dir / "shadowvault.socket").read_text()
 
     require_tools("systemd-analyze")
@@ -334,7 +334,7 @@ def test_a_run_stopped_by_sigterm_is_recorded(setup, btrfs, private_dirs, tmp_pa
         report=report,
     )
     child = subprocess.Popen(
-        [sys.executable, "-m", "shadowvault.cli.main", "jobs", "run", "stopped"],
+        [sys.executable, "-m", "shadowvault.cli.launch", "jobs", "run", "stopped"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

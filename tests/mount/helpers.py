@@ -74,7 +74,7 @@ def mount_command(repo: Path, mountpoint: Path, *args: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "shadowvault.cli.main",
+        "shadowvault.cli.launch",
         "mount",
         "--repo",
         str(repo),

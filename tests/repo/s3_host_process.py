@@ -45,7 +45,7 @@ def main(repo: str, host: str, src: str, rounds: int) -> None:
             [
                 sys.executable,
                 "-m",
-                "shadowvault.cli.main",
+                "shadowvault.cli.launch",
                 "backup",
                 "--repo",
                 repo,

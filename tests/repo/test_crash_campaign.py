@@ -48,7 +48,7 @@ def _mutate(src: Path, rnd: random.Random, round_no: int) -> None:
 def _command(repo: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
     return subprocess.Popen(
-        [sys.executable, "-m", "shadowvault.cli.main", *args],
+        [sys.executable, "-m", "shadowvault.cli.launch", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

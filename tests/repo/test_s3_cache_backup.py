@@ -28,7 +28,7 @@ def proxy(s3_env: S3Server) -> Iterator[FaultProxy]:
 def _cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SHADOWVAULT_PASSWORD": PASSWORD, "SHADOWVAULT_CACHE_DIR": str(cache)}
     return subprocess.run(
-        [sys.executable, "-m", "shadowvault.cli.main", *args],
+        [sys.executable, "-m", "shadowvault.cli.launch", *args],
         env=env,
         capture_output=True,
         text=True,

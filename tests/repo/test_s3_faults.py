@@ -87,7 +87,7 @@ def test_dropped_connections_and_500s_lose_nothing(
         [
             sys.executable,
             "-m",
-            "shadowvault.cli.main",
+            "shadowvault.cli.launch",
             "check",
             "--read-data",
             "--repo",

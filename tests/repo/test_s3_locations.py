@@ -69,7 +69,7 @@ def test_paths_that_only_look_like_urls_stay_paths(tmp_path: Path) -> None:
 def _shadowvault(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SHADOWVAULT_PASSWORD": PASSWORD}
     return subprocess.run(
-        [sys.executable, "-m", "shadowvault.cli.main", *args],
+        [sys.executable, "-m", "shadowvault.cli.launch", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -29,7 +29,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shadowvault.cli.main", *args],
+        [sys.executable, "-m", "shadowvault.cli.launch", *args],
         env=_env(**extra),
         capture_output=True,
         text=True,

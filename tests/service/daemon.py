@@ -60,7 +60,7 @@ def running_daemon(*options: str, public: bool = False) -> Iterator[Daemon]:
     log = base / "daemon.log"
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shadowvault.cli.main", "daemon", *options],
+            [sys.executable, "-m", "shadowvault.cli.launch", "daemon", *options],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,

@@ -29,7 +29,7 @@ def _listening(path: Path) -> bool:
     return False
 
 
-_DAEMON = (sys.executable, "-m", "shadowvault.cli.main", "daemon")
+_DAEMON = (sys.executable, "-m", "shadowvault.cli.launch", "daemon")
 
 
 def test_the_daemon_serves_on_the_socket_systemd_hands_over() -> None:

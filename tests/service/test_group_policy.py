@@ -155,7 +155,7 @@ def test_a_member_uses_the_cli_through_the_daemon(btrfs, private_dirs, nobody_py
     _configure(private_dirs, "nogroup", [str(btrfs.mount)])
     with running_daemon(public=True) as daemon:
         env = {"SHADOWVAULT_SOCKET": str(daemon.socket)}
-        cli = ("-m", "shadowvault.cli.main")
+        cli = ("-m", "shadowvault.cli.launch")
         made = run_as_nobody(
             nobody_pythonpath, *cli, "shadows", "create", "--volume", str(btrfs.mount), "--json", env=env
         )

@@ -182,7 +182,7 @@ def test_a_cli_stopped_while_the_daemon_runs_its_job_cancels_the_run(btrfs, setu
     define(setup, "slow", f'schedule = "daily"\npaths = ["{btrfs.mount / "data"}"]\n')
     with running_daemon() as daemon, Client(daemon.socket) as client:
         env = {**os.environ, "SHADOWVAULT_SOCKET": str(daemon.socket)}
-        command = [sys.executable, "-m", "shadowvault.cli.main", "jobs", "run", "slow"]
+        command = [sys.executable, "-m", "shadowvault.cli.launch", "jobs", "run", "slow"]
         requester = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )

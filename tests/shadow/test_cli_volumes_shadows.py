@@ -127,6 +127,6 @@ def test_a_user_who_is_not_root_gets_one_line(private_dirs, btrfs, nobody_python
     make_set(ShadowStore(), [str(btrfs.mount)], "btrfs", persistent=True)
     os.chmod(private_dirs, 0o755)  # the config dir must be reachable; the state dir stays root's
     for args in (["shadows", "list"], ["shadows", "delete", "--all"]):
-        done = run_as_nobody(nobody_pythonpath, "-m", "shadowvault.cli.main", *args, timeout=60)
+        done = run_as_nobody(nobody_pythonpath, "-m", "shadowvault.cli.launch", *args, timeout=60)
         assert "permission denied" in _one_line_error(done).lower()
     assert len(ShadowStore().list()) == 1

@@ -50,7 +50,7 @@ def ours(mount: Path) -> list[str]:
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`shadowvault ARGS` in its own session, as a service manager would run it."""
     return subprocess.Popen(
-        [sys.executable, "-m", "shadowvault.cli.main", *args],
+        [sys.executable, "-m", "shadowvault.cli.launch", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

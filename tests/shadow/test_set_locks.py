@@ -43,7 +43,7 @@ def _rendezvous_writer(config_dir: Path, records: Path, name: str, other: str, b
 
 def _create(volume: Path, *writers: str) -> subprocess.Popen[str]:
     """Start `shadows create` of `volume` with only `writers` (no discovery), released once made."""
-    argv = [sys.executable, "-m", "shadowvault.cli.main", "shadows", "create", "--volume", str(volume)]
+    argv = [sys.executable, "-m", "shadowvault.cli.launch", "shadows", "create", "--volume", str(volume)]
     for writer in writers:
         argv += ["--writer", writer]
     argv += ["--no-auto-writers", "--auto-release", "--freeze-timeout", "300", "--json"]

@@ -347,7 +347,7 @@ def test_a_user_who_is_not_root_is_told_shadow_sets_need_root(private_dirs, btrf
         ["exec", "--volume", str(btrfs.mount), "--", "true"],
     ]
     for args in commands:
-        message = one_line_error(run_as_nobody(nobody_pythonpath, "-m", "shadowvault.cli.main", *args))
+        message = one_line_error(run_as_nobody(nobody_pythonpath, "-m", "shadowvault.cli.launch", *args))
         assert "needs root" in message, (args, message)
     assert ShadowStore().list() == []
     assert not (btrfs.mount / ".shadowvault").exists() or not os.listdir(btrfs.mount / ".shadowvault")
@@ -366,7 +366,7 @@ def test_a_backup_by_a_user_who_is_not_root_says_shadow_sets_need_root(
     subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(repo)], check=True)
     env = {"SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
     message = one_line_error(
-        run_as_nobody(nobody_pythonpath, "-m", "shadowvault.cli.main", "backup", str(btrfs.mount), env=env)
+        run_as_nobody(nobody_pythonpath, "-m", "shadowvault.cli.launch", "backup", str(btrfs.mount), env=env)
     )
     assert "needs root" in message and "--provider none" in message
     assert ShadowStore().list() == []

@@ -35,7 +35,7 @@ def cli(*args: str, repo: Path | None = None, timeout: float = 600) -> subproces
     if repo is not None:
         env["SHADOWVAULT_REPOSITORY"] = str(repo)
     return subprocess.run(
-        [sys.executable, "-m", "shadowvault.cli.main", *args],
+        [sys.executable, "-m", "shadowvault.cli.launch", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

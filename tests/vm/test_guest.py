@@ -225,7 +225,7 @@ def test_a_requester_killed_inside_the_freeze_leaves_the_guest_running_and_thawe
         [
             sys.executable,
             "-m",
-            "shadowvault.cli.main",
+            "shadowvault.cli.launch",
             "vm",
             "backup",
             "tiny",

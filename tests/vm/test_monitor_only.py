@@ -158,7 +158,7 @@ def test_a_requester_killed_mid_copy_leaves_qemu_running_and_the_next_backup_cle
     new_repository(tmp_path / "repo").close()
     hmp_io(vm.qmp_socket, "drive0", "write -P 0x77 0 16M")
     env = dict(os.environ, SHADOWVAULT_PASSWORD=PASSWORD, SHADOWVAULT_VM_SCAN="0", SHADOWVAULT_NO_DAEMON="1")
-    argv = ["-m", "shadowvault.cli.main", "vm", "backup", "bare", "--repo", str(tmp_path / "repo")]
+    argv = ["-m", "shadowvault.cli.launch", "vm", "backup", "bare", "--repo", str(tmp_path / "repo")]
     requester = subprocess.Popen(
         [sys.executable, *argv, "--copy-speed", "1048576"],
         env=env,

@@ -58,7 +58,7 @@ class World:
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The shadowvault command as a user runs it."""
         return subprocess.run(
-            [sys.executable, "-m", "shadowvault.cli.main", *args],
+            [sys.executable, "-m", "shadowvault.cli.launch", *args],
             capture_output=True,
             text=True,
             env={**os.environ, **self.env},

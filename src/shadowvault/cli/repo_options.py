@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from shadowvault import proc
+from shadowvault.cli.repo_env import PASSWORD_COMMAND_ENV, PASSWORD_ENV, PASSWORD_FILE_ENV, REPO_ENV
 from shadowvault.errors import CommandError, UsageError
 from shadowvault.repo.keys import unlock_key
 from shadowvault.repo.password_file import read_password_file
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-REPO_ENV = "SHADOWVAULT_REPOSITORY"
-PASSWORD_ENV = "SHADOWVAULT_PASSWORD"
-PASSWORD_FILE_ENV = "SHADOWVAULT_PASSWORD_FILE"
-PASSWORD_COMMAND_ENV = "SHADOWVAULT_PASSWORD_COMMAND"
 PASSWORD_COMMAND_TIMEOUT = 300.0  # a command may ask a person (pinentry, a hardware token)
 
 _COMMAND_META = "shadowvault.password_command"  # the context's meta key: (command, given on the command line)
@@ -178,8 +175,9 @@ def open_repository(
     """Open the repository named by the options. `write=True` for commands that add data (backup).
 
     The key is unlocked before the repository's modules are loaded: scrypt's 32 MiB then come on top
-    of the interpreter and the command's options alone, not of all a command loads (they set the
-    peak memory of a no-change backup: 61 -> 55 MiB; restic's: 77-83)."""
+    of the interpreter and the command's options alone, not of all a command loads (61 -> 55 MiB at
+    the peak of a no-change backup). Where the environment names the repository and password,
+    cli/launch.py ran scrypt even before the options were loaded, and unlocking takes its result."""
     backend = backend_for(validate_existing(repo_path(repo)))
     key, key_name = unlock_key(backend, read_password(password_file))
     from shadowvault.repo.repository import Repository

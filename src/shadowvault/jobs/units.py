@@ -27,7 +27,7 @@ DAEMON_SOCKET = "shadowvault.socket"
 
 
 def _command(python: str, *args: str) -> str:
-    return " ".join([python, "-m", "shadowvault.cli.main", *args])
+    return " ".join([python, "-m", "shadowvault.cli.launch", *args])
 
 
 def job_service(python: str) -> str:

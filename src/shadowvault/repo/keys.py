@@ -1,7 +1,8 @@
 """Key files: the master key wrapped per password; unlocking it is the first step of every open.
 
 Kept light (no chunker, index or pack modules): the CLI unlocks the key before it loads the rest
-(cli/repo_options.py), so scrypt's 32 MiB come on top of little. The config is repo_config.py.
+(cli/repo_options.py), so scrypt's 32 MiB come on top of little, or finds scrypt already run before
+the command line was parsed (cli/launch.py, repo/kdf.py). The config is repo_config.py.
 See docs/repository.md, "Keys and encryption".
 """
 

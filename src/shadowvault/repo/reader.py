@@ -21,7 +21,10 @@ from shadowvault.repo.pack import open_blob, pack_name
 from shadowvault.repo.packer import Packer
 from shadowvault.repo.sealing import Sealer
 
-CACHE_BYTES = 8 << 20  # of decrypted TREE blobs kept for repeated reads (small: RSS is a goal)
+# Decrypted TREE blobs kept for repeated reads: a path looked up in snapshot after snapshot reads
+# the few trees along it again. Walks (backup's parent, restore, check) read each tree once: at
+# 8 MiB the cache held 6 MiB of the 52 MiB peak of a no-change backup of 100k files.
+CACHE_BYTES = 1 << 20
 MAX_GAP = 1 << 20  # unneeded bytes worth reading through rather than starting another read
 MAX_SPAN = 32 << 20  # at most this much of a pack is held at once: a default 16 MiB pack is one read
 

@@ -57,7 +57,7 @@ class Sealer:
 
     def __init__(self, key: MasterKey) -> None:
         # cryptography is imported with the first sealer (~8 MiB resident, its Rust and OpenSSL):
-        # a command derives its key (crypto.py, scrypt: 32 MiB for a moment) before, while the
+        # a command derives its key (kdf.py, scrypt: 32 MiB for a moment) before, while the
         # process is still small
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
