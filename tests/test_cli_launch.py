@@ -70,7 +70,9 @@ def test_nothing_is_run_ahead_unless_the_environment_alone_names_repository_and_
 
 def test_nothing_is_run_ahead_for_a_password_command_a_url_or_no_password(env, scrypt_calls):
     assert not launch.derive_ahead(["snapshots"], {**env, "SHADOWVAULT_PASSWORD_COMMAND": "echo x"})
-    assert not launch.derive_ahead(["snapshots"], {**env, "SHADOWVAULT_REPOSITORY": "s3:http://127.0.0.1:1/b"})
+    assert not launch.derive_ahead(
+        ["snapshots"], {**env, "SHADOWVAULT_REPOSITORY": "s3:http://127.0.0.1:1/b"}
+    )
     assert not launch.derive_ahead(["snapshots"], {**env, "SHADOWVAULT_PASSWORD": ""})
     assert not launch.derive_ahead(["snapshots"], {**env, "SHADOWVAULT_REPOSITORY": "/no/such/repository"})
     assert scrypt_calls == []
@@ -87,9 +89,10 @@ def _console_script(env: dict[str, str], *args: str) -> subprocess.CompletedProc
     )
 
 
-def test_a_wrong_password_or_a_damaged_key_is_reported_as_without_running_ahead(env):
+def test_a_wrong_password_or_a_damaged_key_is_reported_as_it_was_without_running_ahead(env):
     wrong = _console_script({**env, "SHADOWVAULT_PASSWORD": "not it"}, "snapshots")
-    assert wrong.returncode == 1 and wrong.stderr.startswith("shadowvault: error: wrong password"), wrong.stderr
+    assert wrong.returncode == 1, wrong.stderr
+    assert wrong.stderr.startswith("shadowvault: error: wrong password"), wrong.stderr
 
     [key_file] = (Path(env["SHADOWVAULT_REPOSITORY"]) / "keys").iterdir()
     key_file.write_bytes(b"not a key file")
@@ -103,8 +106,9 @@ import sys
 from shadowvault.repo import kdf
 real = kdf.scrypt
 loaded_at_scrypt = []
+heavy = ("click", "msgspec", "cryptography")
 def scrypt(*args):
-    loaded_at_scrypt.append(sorted(m for m in sys.modules if m.startswith(("click", "msgspec", "cryptography"))))
+    loaded_at_scrypt.append(sorted(m for m in sys.modules if m.startswith(heavy)))
     return real(*args)
 kdf.scrypt = scrypt
 sys.argv = ["shadowvault", *sys.argv[1:]]

@@ -112,7 +112,7 @@ def test_the_scan_sees_lazy_relative_and_dynamic_imports() -> None:
         "shadowvault.archive.restore",
         "shadowvault.shadow.archive.listing.walk_tree",
         "shadowvault.shadow.writers.base",
-        "shadowvault.cli.launch",
+        "shadowvault.cli.main",
     ]
     assert [_target_package(name) for _, name in found] == ["archive", "shadow", "shadow", "cli"]
 
