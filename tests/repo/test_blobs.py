@@ -177,6 +177,35 @@ def test_index_files_merged_at_close_are_each_no_larger_than_the_limit(tmp_path,
         assert [repo.load_blob(blob_id) for blob_id in ids] == blobs
 
 
+def test_only_small_index_files_are_merged_at_close(tmp_path, monkeypatch):
+    """Packs of large files make index files of a few blobs: those are merged at close. A file of
+    SMALL_INDEX_FILE blobs or more stays as written (merging it cost the end of a first backup a
+    decoded file and its new encoding at once, for no count of files worth having)."""
+    import shadowvault.repo.master_index as master_index
+
+    monkeypatch.setattr(master_index, "INDEX_FILE_BLOBS", 40)
+    monkeypatch.setattr(master_index, "SMALL_INDEX_FILE", 10)
+    monkeypatch.setattr(master_index, "PACKS_PER_INDEX", 1)
+    many_small = [os.urandom(900) for _ in range(60)]  # ~17 to a 16 KiB pack: files of 10 or more
+    few_large = [os.urandom(5000) for _ in range(12)]  # 3 to a pack: files of fewer
+    with Repository.init(tmp_path / "repo", PASSWORD, pack_size=16 << 10) as repo:
+        ids = [repo.save_blob(BlobType.DATA, blob) for blob in many_small]
+        repo.flush()
+        ids += [repo.save_blob(BlobType.DATA, blob) for blob in few_large]
+        repo.flush()
+        sizes = {
+            name: sum(len(p.blobs) for p in repo.load_index_file(name).packs) for name in repo.index_files()
+        }
+        large_files = {name for name, size in sizes.items() if size >= 10}
+        small_files = set(sizes) - large_files
+        assert len(large_files) >= 2 and len(small_files) >= 3
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        files = set(repo.index_files())
+        assert large_files <= files, "a file of SMALL_INDEX_FILE blobs or more was rewritten"
+        assert not small_files & files and len(files - large_files) < len(small_files)
+        assert [repo.load_blob(blob_id) for blob_id in ids] == many_small + few_large
+
+
 def test_index_files_written_as_packs_of_small_blobs_fill_stay_within_the_limit(tmp_path, monkeypatch):
     """Packs of small files hold many blobs each: the index file a running session writes every
     few packs is written as soon as it holds the per-file limit, and split at it (eight such packs
