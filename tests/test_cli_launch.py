@@ -99,35 +99,3 @@ def test_a_wrong_password_or_a_damaged_key_is_reported_as_it_was_without_running
     damaged = _console_script(env, "snapshots")
     assert damaged.returncode != 0 and "Traceback" not in damaged.stderr
     assert "damaged" in damaged.stderr, damaged.stderr
-
-
-LAUNCH_PROBE = """
-import sys
-from shadowvault.repo import kdf
-real = kdf.scrypt
-loaded_at_scrypt = []
-heavy = ("click", "msgspec", "cryptography")
-def scrypt(*args):
-    loaded_at_scrypt.append(sorted(m for m in sys.modules if m.startswith(heavy)))
-    return real(*args)
-kdf.scrypt = scrypt
-sys.argv = ["shadowvault", *sys.argv[1:]]
-from shadowvault.cli.launch import main
-try:
-    main()
-finally:
-    print("LOADED AT SCRYPT", loaded_at_scrypt, file=sys.stderr)
-"""
-
-
-def test_the_console_script_runs_scrypt_before_it_loads_the_command_line(env):
-    """scrypt's 32 MiB come on top of the bare interpreter, not of click and the options."""
-    done = subprocess.run(
-        [sys.executable, "-c", LAUNCH_PROBE, "snapshots"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "LOADED AT SCRYPT [[]]" in done.stderr, done.stderr
