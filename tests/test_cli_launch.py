@@ -78,6 +78,31 @@ def test_nothing_is_run_ahead_for_a_password_command_a_url_or_no_password(env, s
     assert scrypt_calls == []
 
 
+@pytest.mark.parametrize(
+    "crafted",
+    [
+        b'{"kdf": "scrypt", "n": 1099511627776, "r": 8, "p": 1, "salt": "AAAA", "data": "AAAA"}',
+        b'{"kdf": "scrypt", "n": 3, "r": 8, "p": 1, "salt": "AAAA", "data": "AAAA"}',
+        b'{"kdf": "argon2", "n": 1024, "r": 8, "p": 1, "salt": "AAAA", "data": "AAAA"}',
+        b'{"kdf": "scrypt", "n": "many", "r": 8, "p": 1, "salt": "AAAA", "data": "AAAA"}',
+        b'{"kdf": "scrypt", "n": 1024, "r": 8, "p": 1, "salt": "not base64!", "data": "AAAA"}',
+        b'{"kdf": "scrypt"}',
+        b"[1, 2, 3]",
+        b"\xff" * 70_000,
+    ],
+)
+def test_a_crafted_key_file_is_left_to_the_usual_path(env, crafted: bytes):
+    """The key file is repository input: scrypt parameters beyond the memory bound, out of range or
+    of the wrong type, a bad salt, another shape or a huge file make nothing run ahead and raise
+    nothing here; opening the repository reports it as before."""
+    [key_file] = (Path(env["SHADOWVAULT_REPOSITORY"]) / "keys").iterdir()
+    key_file.write_bytes(crafted)
+    assert not launch.derive_ahead(["snapshots"], env)
+    opened = _console_script(env, "snapshots")
+    assert opened.returncode != 0 and "Traceback" not in opened.stderr, opened.stderr
+    assert opened.stderr.splitlines()[-1].startswith("shadowvault: error: "), opened.stderr
+
+
 def _console_script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """`shadowvault ARGS` through the console script's entry point, in a process of its own."""
     return subprocess.run(

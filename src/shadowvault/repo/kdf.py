@@ -25,6 +25,8 @@ def key_file_kdf(raw: bytes) -> tuple[bytes, KdfParams, bytes]:
 
     Raises ValueError, KeyError or TypeError when `raw` is not a key file (repository input)."""
     doc = json.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
     if doc.get("kdf") != "scrypt":
         raise ValueError(f"unknown kdf {doc.get('kdf')!r}")
     params = (int(doc["n"]), int(doc["r"]), int(doc["p"]))
