@@ -5,11 +5,12 @@ file that is damaged or forged is never used; check reads the index files themse
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from shadowvault.repo import master_index
-from shadowvault.repo.format import IndexPack
+from shadowvault.repo.format import BlobType, IndexPack, PackBlob
 from shadowvault.repo.index import BlobIndex
 from shadowvault.repo.index_cache import IndexCache
 from shadowvault.repo.prune import prune
@@ -193,3 +194,43 @@ def test_check_reads_the_index_files_not_the_kept_index(tmp_path: Path, cli):
     found = cli("check", env=env)
     assert found.returncode == 1
     assert "repair index" in found.stdout + found.stderr
+
+
+def _mapped_kib(path: Path) -> int:
+    """What of `path` this process has mapped in (its resident pages), from /proc/self/smaps."""
+    resident, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):  # a mapping's first line, its file last
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            resident += int(line.split()[1])
+    return resident
+
+
+def test_a_few_lookups_into_a_large_kept_index_map_little_of_it(tmp_path: Path):
+    """A small backup into a repository of many blobs looks up a few thousand new ones: the kept
+    index's pages they touched are let go as it goes (its 4.8 MB of keys were mapped whole), and a
+    command that looks up many keeps them."""
+    packs = [
+        IndexPack(
+            id=os.urandom(32).hex(),
+            size=0,
+            blobs=[PackBlob(BlobType.DATA, os.urandom(32), n * 100, 100, 90, True) for n in range(1000)],
+        )
+        for _ in range(600)
+    ]
+    cache = IndexCache(tmp_path, b"\x02" * 32)
+    cache.save(["a"], BlobIndex.from_packs(packs))
+    with open(cache.path, "rb") as kept:  # the file as a later command finds it: not in the page cache
+        os.posix_fadvise(kept.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    found = cache.load()
+    assert found is not None
+    index, built_from = found
+    assert built_from == {"a"} and len(index) == 600_000
+    new_ids = [os.urandom(32) for _ in range(2000)]
+    assert not any(index.has_blob(blob_id) for blob_id in new_ids)
+    assert _mapped_kib(cache.path) <= 2048  # of 4.8 MB of keys (and 19 MB of ids)
+    old = [blob.id for pack in packs for blob in pack.blobs[::20]]
+    assert all(index.lookup(blob_id) is not None for blob_id in old)
+    assert index.has_all(old)
+    assert _mapped_kib(cache.path) > 4096, "many lookups keep the pages they touch"

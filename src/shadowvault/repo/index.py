@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import threading
 from array import array
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from typing import NamedTuple, TypeAlias
 
@@ -84,6 +84,13 @@ class _SortedBase:
         # lookup bisects a few keys, not all of them (a no-change backup looks up every old blob)
         self.directory: Numbers = array("I", [0, 0])
         self.directory_shift = 63
+        # told how many ids each lookup call asked for, until it answers False: the kept index lets
+        # go of the pages few lookups touched (index_cache.py)
+        self.looked_up: Callable[[int], bool] | None = None
+
+    def _count(self, ids: int) -> None:
+        if self.looked_up is not None and not self.looked_up(ids):
+            self.looked_up = None
 
     def __len__(self) -> int:
         return len(self.flags)
@@ -101,6 +108,7 @@ class _SortedBase:
         """Entries holding `blob_id`: usually zero or one."""
         if not self.flags:
             return
+        self._count(1)
         at, end, prefix = self._candidates(blob_id)
         keys, shift = self.keys, self.shift
         mask = (1 << shift) - 1
@@ -134,6 +142,9 @@ class _SortedBase:
     ) -> list[int | None]:
         """`positions` inlined: for each id its first entry in a pack not in `pending`, or None
         (the list ends at the first None with `stop_at_missing`)."""
+        if self.looked_up is not None:
+            blob_ids = list(blob_ids)
+            self._count(len(blob_ids))
         keys, ids, packs_offsets = self.keys, self.ids, self.packs_offsets
         if not keys:
             missing: list[int | None] = [None for _ in blob_ids]
@@ -378,6 +389,11 @@ class BlobIndex:
         index._pending = set(parts.pending)
         index._no_dedup = set(index._pending)
         return index
+
+    def watch_bulk_lookups(self, looked_up: Callable[[int], bool]) -> None:
+        """Tell `looked_up` the number of ids each lookup in the bulk-loaded entries asks for,
+        until it answers False (index_cache.py lets go of a mapped file's pages meanwhile)."""
+        self._base.looked_up = looked_up
 
     def __len__(self) -> int:
         entries, segments = self._top
