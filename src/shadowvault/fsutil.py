@@ -1,10 +1,31 @@
-"""Small filesystem helpers shared by every layer: atomic writes that survive a crash."""
+"""Small filesystem helpers shared by every layer: atomic writes that survive a crash, reads of
+files that must be regular files."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+
+class NotRegularFile(OSError):
+    """What was to be read is a FIFO, a device, a socket or a directory, not a file."""
+
+
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """A descriptor for reading `path` (symlinks followed) when it is a regular file; NotRegularFile
+    else. Opened without blocking: a FIFO put where a file belongs (in a repository, whose
+    content is untrusted) would block a plain open until something wrote to it, for ever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(f"{os.fspath(path)} is not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -394,11 +394,9 @@ def test_tasks_queued_in_one_worker_each_get_their_own_answer(tmp_path: Path):
 
 
 def test_a_worker_killed_with_tasks_queued_fails_each_over_without_a_hang(tmp_path: Path):
-    """The worker blocks in its first task (its pack is a FIFO no one writes), the second waits in
-    its socket; the worker is killed: both threads learn it ended (their tasks are then done in
-    the restore's process), and the pool knows it has no worker left."""
-    fifo = tmp_path / "pack"
-    os.mkfifo(fifo)
+    """The worker is stopped (SIGSTOP) with its first task, the second waits in its socket; the
+    worker is killed: both threads learn it ended (their tasks are then done in the restore's
+    process), and the pool knows it has no worker left."""
     workers = RestoreWorkers(MasterKey.generate(), 1, lambda _pack: None, lambda _b, _n: None)
     outcomes: list[str] = []
 
@@ -410,9 +408,10 @@ def test_a_worker_killed_with_tasks_queued_fails_each_over_without_a_hang(tmp_pa
             outcomes.append("gone")
 
     try:
-        first = threading.Thread(target=send, args=(str(fifo),))
+        os.kill(workers.pids[0], signal.SIGSTOP)
+        first = threading.Thread(target=send, args=(str(tmp_path / "one"),))
         first.start()
-        time.sleep(0.5)  # the worker is blocked opening the FIFO
+        time.sleep(0.5)
         second = threading.Thread(target=send, args=(str(tmp_path / "other"),))
         second.start()
         time.sleep(0.5)
@@ -422,6 +421,19 @@ def test_a_worker_killed_with_tasks_queued_fails_each_over_without_a_hang(tmp_pa
         assert outcomes == ["gone", "gone"]
         with pytest.raises(WorkerGone):
             workers.run(_unreadable_task(str(tmp_path / "later"), 1), [])
+    finally:
+        workers.shutdown()
+
+
+def test_a_pack_that_is_a_fifo_is_an_error_of_its_blobs_not_a_hang(tmp_path: Path):
+    """A FIFO planted where a pack belongs: the worker's open would wait for a writer for ever."""
+    fifo = tmp_path / "pack"
+    os.mkfifo(fifo)
+    workers = RestoreWorkers(MasterKey.generate(), 1, lambda _pack: None, lambda _b, _n: None)
+    try:
+        answer: list = []
+        assert in_threads(lambda _n: answer.extend(workers.run(_unreadable_task(str(fifo), 2), [])), 1, 60)
+        assert [done.error for done in answer] == [f"cannot read {fifo}: {fifo} is not a regular file"] * 2
     finally:
         workers.shutdown()
 

@@ -334,3 +334,32 @@ def test_the_only_key_damaged_says_so(case):
     refused = case.cli("snapshots")
     assert refused.returncode == 1
     assert "damaged" in refused.stderr and key.name in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_fifo_planted_in_the_repository_is_damage_never_a_hang(case, tmp_path):
+    """A FIFO where a snapshot, key, index file or pack belongs: opening it for reading would wait
+    for a writer for ever (every command hung). Each is a damaged object, reported and worked around."""
+    fake = "f" * 64
+    for where in ("snapshots", "keys", "index"):
+        os.mkfifo(case.repo / where / fake)
+    listed = case.cli("snapshots", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [s["id"] for s in json.loads(listed.stdout)] == [case.first]
+    assert f"snapshots/{fake} in repository {case.repo} is not a regular file (damaged)" in listed.stderr
+    assert f"keys/{fake}" in listed.stderr
+    big_pack = case.pack_of(case.ids_of(case.first, b"big.bin")[0][0])
+    big_pack.unlink()
+    os.mkfifo(big_pack)
+    restored = case.restore(case.first, tmp_path / "r")
+    assert restored.returncode == 3, restored.stderr
+    assert "is not a regular file (damaged)" in restored.stderr
+    assert (tmp_path / "r" / "small.txt").read_bytes() == (case.src / "small.txt").read_bytes()
+    assert not (tmp_path / "r" / "big.bin").exists()
+    found = case.check()
+    assert found.returncode == 1 and case.first[:8] in found.stdout
+    for where in ("snapshots", "keys", "index"):
+        (case.repo / where / fake).unlink()
+    big_pack.unlink()
+    case.backup()  # heals: the damaged blobs are stored again
+    assert case.cli("repair", "index").returncode == 0
+    assert case.check("--read-data").returncode == 0

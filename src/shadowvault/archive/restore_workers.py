@@ -61,6 +61,7 @@ from shadowvault.archive.restore_entries import (
 from shadowvault.archive.unnamed_files import link_unnamed
 from shadowvault.archive.worker_pool import Turns, WorkerPool, end
 from shadowvault.errors import IntegrityError, UsageError
+from shadowvault.fsutil import open_regular
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.pack import open_blob
 from shadowvault.repo.sealing import MasterKey, Sealer
@@ -191,13 +192,13 @@ def _windows(blobs: list[TaskBlob]) -> Iterator[tuple[int, int, list[TaskBlob]]]
 
 
 def _unreadable(task: Task, err: OSError, blobs: int) -> list[BlobDone]:
-    return [BlobDone(error=f"cannot read {task.path}: {err.strerror}")] * blobs
+    return [BlobDone(error=f"cannot read {task.path}: {err.strerror or err}")] * blobs
 
 
 def run_task(sealer: Sealer, task: Task, fds: list[int]) -> list[BlobDone]:
     """Do one task (in a worker): a short or unreadable range fails only the blobs it cuts off."""
     try:
-        pack = os.open(task.path, os.O_RDONLY | os.O_CLOEXEC)
+        pack = open_regular(task.path)  # never a FIFO planted in the repository: that open would block
     except OSError as err:
         return _unreadable(task, err, len(task.blobs))
     done: list[BlobDone] = []

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from shadowvault.cli.repo_env import PASSWORD_COMMAND_ENV, PASSWORD_ENV, PASSWORD_FILE_ENV, REPO_ENV
 from shadowvault.errors import ShadowvaultError
+from shadowvault.fsutil import open_regular
 from shadowvault.repo import kdf
 from shadowvault.repo.password_file import read_password_file
 
@@ -61,7 +62,7 @@ def first_key_file(repository: str) -> bytes | None:
     keys = os.path.join(repository, "keys")
     for name in os.listdir(keys):
         if not name.startswith(".") and not name.endswith(".tmp"):
-            with open(os.path.join(keys, name), "rb") as key_file:
+            with os.fdopen(open_regular(os.path.join(keys, name)), "rb") as key_file:
                 return key_file.read(1 << 16)  # a key file is ~0.5 KiB; anything longer is not one
     return None
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from shadowvault.errors import NotFoundError, RepositoryError
-from shadowvault.fsutil import fsync_dir
+from shadowvault.errors import IntegrityError, NotFoundError, RepositoryError
+from shadowvault.fsutil import NotRegularFile, fsync_dir, open_regular
 from shadowvault.repo.backend import (
     DIR_MODE,
     TMP_DIR,
@@ -172,15 +172,25 @@ class LocalBackend:
     def load(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         if length is not None and offset >= 0 and name.startswith("data/"):
             return self._pread(name, offset, length)
-        try:
-            with open(self._path(name), "rb") as f:
+        with os.fdopen(self._open_object(name), "rb") as f:
+            try:
                 if offset > 0:
                     f.seek(offset)
                 elif offset < 0:  # from the end (a pack's trailer); at most the whole file
                     f.seek(max(offset, -os.fstat(f.fileno()).st_size), os.SEEK_END)
                 return f.read() if length is None else f.read(length)
+            except OSError as err:
+                raise RepositoryError(f"cannot read {name}: {err.strerror or err}") from err
+
+    def _open_object(self, name: str) -> int:
+        """A descriptor of object `name`'s file; an object that is no regular file (a FIFO, a
+        device: planted, since the repository writes only files) is damaged."""
+        try:
+            return open_regular(self._path(name))
         except FileNotFoundError as err:
             raise NotFoundError(f"{name} does not exist in repository {self.root}") from err
+        except NotRegularFile as err:
+            raise IntegrityError(f"{name} in repository {self.root} is not a regular file (damaged)") from err
         except OSError as err:
             raise RepositoryError(f"cannot read {name}: {err.strerror or err}") from err
 
@@ -190,12 +200,7 @@ class LocalBackend:
         cache = self._open_files()
         f = cache.pop(name, None)
         if f is None:
-            try:
-                f = open(self._path(name), "rb", buffering=0)  # noqa: SIM115 - cached, closed on eviction
-            except FileNotFoundError as err:
-                raise NotFoundError(f"{name} does not exist in repository {self.root}") from err
-            except OSError as err:
-                raise RepositoryError(f"cannot read {name}: {err.strerror or err}") from err
+            f = os.fdopen(self._open_object(name), "rb", buffering=0)
             while len(cache) >= FD_CACHE_SIZE:
                 cache.popitem(last=False)[1].close()
         cache[name] = f
