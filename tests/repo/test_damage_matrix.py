@@ -363,3 +363,26 @@ def test_a_fifo_planted_in_the_repository_is_damage_never_a_hang(case, tmp_path)
     case.backup()  # heals: the damaged blobs are stored again
     assert case.cli("repair", "index").returncode == 0
     assert case.check("--read-data").returncode == 0
+
+
+def test_a_pack_mended_from_a_good_copy_reads_back_intact_and_its_record_is_cleared(case, tmp_path):
+    """The administrator's repair: copy the pack back from a replica. A check that reads it whole
+    and finds every byte as indexed forgets the damage recorded for it; one that does not read it
+    says how to clear it."""
+    pack = case.pack_of(case.ids_of(case.first, b"big.bin")[0][0])
+    good = pack.read_bytes()
+    _flip(pack, 100)
+    assert case.check("--read-data").returncode == 1  # found, and recorded
+    assert any((case.repo / "damage").iterdir())
+    pack.write_bytes(good)
+
+    still = case.check()
+    assert still.returncode == 1
+    assert "recorded earlier" in still.stdout and "`check --read-data` clears the record" in still.stdout
+    mended = case.check("--read-data")
+    assert mended.returncode == 0, mended.stdout
+    report = json.loads(mended.stdout)
+    assert f"their records cleared: {pack.name[:16]}" in " ".join(report["warnings"])
+    assert not any((case.repo / "damage").iterdir())
+    assert case.check().returncode == 0
+    case.assert_restores_identically(case.first, tmp_path / "r")

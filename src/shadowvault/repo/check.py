@@ -198,6 +198,7 @@ def check(
         )
 
     # Read data.
+    intact: set[str] = set()  # packs read whole, every byte as the index says
     if reading:
         readable = sorted(pid for pid in packs if pid in on_disk and pid not in found.whole)
         if read_data_group is not None:
@@ -209,23 +210,31 @@ def check(
         for n, pack_id in enumerate(readable):
             if progress:
                 progress("read data", n, len(readable))
-            _read_pack(repo, entries[pack_id], report, found)
+            if _read_pack(repo, entries[pack_id], report, found):
+                intact.add(pack_id)
             report.packs_read += 1
 
     # Damage recorded by earlier checks and reads, for packs still indexed.
+    mended: list[str] = []
     for earlier in repo.damage.records(keep=packs):
         if earlier.id in found.whole:
             continue  # found again by this run
+        if earlier.id in intact:
+            mended.append(earlier.id)  # read back whole and intact: a good copy was put back
+            continue
         blobs = [b for b in earlier.blobs if not found.is_damaged(earlier.id, b)]
         if not earlier.whole and not blobs:
             continue
         what = "is damaged" if earlier.whole else f"has {len(blobs)} damaged blobs"
         report.errors.append(
             f"pack {earlier.id[:16]} {what} (recorded earlier: {earlier.reason}); `shadowvault repair"
-            " packs` salvages what is readable"
+            " packs` salvages what is readable (a good copy of the file put back: `check --read-data`"
+            " clears the record)"
         )
     if record and found:
         _record(repo, report, found.records())
+    if mended:
+        _clear(repo, report, mended, record)
 
     bad_blobs = _without_intact_copy(repo, packs, found, report)
 
@@ -329,6 +338,22 @@ def _record(repo: Repository, report: CheckReport, records: list[DamagedPack]) -
         report.warnings.append(f"could not record the damage found ({err}); backups may reuse it")
 
 
+def _clear(repo: Repository, report: CheckReport, mended: list[str], record: bool) -> None:
+    """Forget the damage recorded for packs this run read back intact (in the repository too,
+    with `record`), so that backups and prune use their blobs again."""
+    shown = ", ".join(pack_id[:16] for pack_id in mended[:5]) + (" ..." if len(mended) > 5 else "")
+    if not record:
+        repo.damage.forget(mended)
+        report.warnings.append(f"packs recorded as damaged read back intact: {shown}")
+        return
+    try:
+        repo.clear_damage(mended)
+    except ShadowvaultError as err:
+        report.warnings.append(f"packs recorded as damaged read back intact ({shown}); recorded still: {err}")
+        return
+    report.warnings.append(f"packs recorded as damaged read back intact, their records cleared: {shown}")
+
+
 def _name_checker(report: CheckReport) -> Callable[[bytes, Tree], None]:
     """Report tree entries whose names a restore refuses (path separators, "..", duplicates)."""
 
@@ -351,15 +376,17 @@ def _name_checker(report: CheckReport) -> Callable[[bytes, Tree], None]:
     return check_names
 
 
-def _read_pack(repo: Repository, pack: IndexPack, report: CheckReport, found: DamageMap) -> None:
-    """Read one pack whole: its name is its BLAKE3 hash, its header matches the index, every blob verifies."""
+def _read_pack(repo: Repository, pack: IndexPack, report: CheckReport, found: DamageMap) -> bool:
+    """Read one pack whole: its name is its BLAKE3 hash, its header matches the index, every blob
+    verifies. True when all of that holds."""
     what = f"pack {pack.id[:16]}"
+    errors = len(report.errors)
     try:
         raw = repo.backend.load(pack_name(pack.id))
     except ShadowvaultError as err:
         report.errors.append(f"{what}: {err}")
         found.add(DamagedPack(id=pack.id, reason=f"{what} cannot be read", whole=True))
-        return
+        return False
     if blake3.blake3(raw, max_threads=1).hexdigest() != pack.id:
         report.errors.append(f"{what} is damaged: its content does not match its name")
     try:
@@ -384,6 +411,7 @@ def _read_pack(repo: Repository, pack: IndexPack, report: CheckReport, found: Da
             problem = f"blob {b.id.hex()[:16]} in {what} is damaged: {err}"
             found.add(DamagedPack(id=pack.id, reason=problem, blobs=[b.id]))
             report.errors.append(problem)
+    return len(report.errors) == errors
 
 
 def _attribute(

@@ -4,7 +4,8 @@
 Every reader loads them with the index, so a backup never deduplicates against a damaged copy (it
 stores the blob again: the repository heals), a read prefers an intact copy, and prune never counts
 a damaged copy as the one that keeps a blob alive. `repair packs` and prune drop the records of packs
-that no longer exist. See docs/repository.md, "Damage and repair".
+that no longer exist; `check --read-data` those of packs it read back whole and intact (mended by
+putting a good copy of the file back). See docs/repository.md, "Damage and repair".
 """
 
 from __future__ import annotations
@@ -92,6 +93,19 @@ class DamageMap:
                 if not record.whole:
                     record.blobs.append(blob_id)
         return [r for pack_id, r in sorted(by_pack.items()) if wanted is None or pack_id in wanted]
+
+    def forget(self, pack_ids: Iterable[str]) -> None:
+        """Drop every record of these packs (they were read back whole and intact)."""
+        gone = set(pack_ids)
+        with self._lock:
+            for pack_id in gone:
+                self.whole.pop(pack_id, None)
+            for blob_id in list(self.copies):
+                packs = self.copies[blob_id]
+                for pack_id in gone.intersection(packs):
+                    del packs[pack_id]
+                if not packs:
+                    del self.copies[blob_id]
 
     def take_unsaved(self) -> list[DamagedPack]:
         with self._lock:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Collection, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from shadowvault.errors import IntegrityError, NotFoundError, ShadowvaultError
 from shadowvault.repo.backend import Backend
-from shadowvault.repo.damage import DamagedPack, DamageMap, load_damage, save_damage
+from shadowvault.repo.damage import DamagedPack, DamageMap, load_damage, replace_damage, save_damage
 from shadowvault.repo.format import IndexFile, IndexPack, decode_document, encode_document, file_id
 from shadowvault.repo.index import BlobIndex
 from shadowvault.repo.index_cache import IndexCache
@@ -349,6 +349,12 @@ class MasterIndex:
         if name:
             self.damage.files.append(name)
         return name
+
+    def clear_damage(self, pack_ids: Collection[str]) -> None:
+        """Drop the records of packs read back whole and intact (the index keeps ranking their
+        copies last until the next open: only the order copies are tried in)."""
+        self.damage.forget(pack_ids)
+        replace_damage(self._backend, self._sealer, self.damage, keep=self.damage.packs())
 
     def found_damage(self, pack_id: str, blob_id: bytes | None, reason: str) -> None:
         """A read met damage: avoid that copy from now on, and remember it for `save_found_damage`."""

@@ -280,6 +280,10 @@ class Repository:
         """Write damage records (see repo/damage.py) and apply them to the in-memory index."""
         return self._master.record_damage(records)
 
+    def clear_damage(self, pack_ids: Collection[str]) -> None:
+        """Drop the damage records of packs `check` read back whole and intact."""
+        self._master.clear_damage(pack_ids)
+
     # ---------------------------------------------------------------- blobs
 
     def blob_id(self, data: bytes | memoryview) -> bytes:
