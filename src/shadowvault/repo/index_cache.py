@@ -6,8 +6,9 @@ no-change backup of 100k files spent a tenth of its time there). What is built d
 set of index files, whose names are the hashes of their content, so it is kept under the cache
 directory (`SHADOWVAULT_CACHE_DIR`, else $XDG_CACHE_HOME/shadowvault, else ~/.cache/shadowvault):
 `index/<repository id>/bulk`, one file per repository, with the names of the files it was built
-from. Its arrays are mapped in place (only the pages lookups touch are read: a small backup into
-a repository of a million blobs holds a few MiB of it, not ~60), and the index files written
+from. Its arrays are mapped in place (only the pages lookups touch are mapped, and let go while
+lookups are few: a small backup into a repository of a million blobs holds under 1 MiB of it, not
+~60), and the index files written
 since (each backup writes a few) are read on top of it, as a backup's own new packs are; damage
 records and this process's packs are applied after, as after a build. When files it was built
 from are gone (prune merged them) or many were added, the index is built anew and replaces the
