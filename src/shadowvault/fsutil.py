@@ -13,14 +13,16 @@ class NotRegularFile(OSError):
     """What was to be read is a FIFO, a device, a socket or a directory, not a file."""
 
 
-def open_regular(path: str | os.PathLike[str]) -> int:
-    """A descriptor for reading `path` (symlinks followed) when it is a regular file; NotRegularFile
-    else. Opened without blocking: a FIFO put where a file belongs (in a repository, whose
-    content is untrusted) would block a plain open until something wrote to it, for ever."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+def open_regular(path: str | bytes | os.PathLike[str], *, follow_symlinks: bool = True) -> int:
+    """A descriptor for reading `path` when it is a regular file; NotRegularFile else (and with
+    `follow_symlinks` False, ELOOP for a symlink). Opened without blocking: a FIFO put where a file
+    belongs (in a repository, whose content is untrusted) would block a plain open until something
+    wrote to it, for ever."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotRegularFile(f"{os.fspath(path)} is not a regular file")
+            raise NotRegularFile(f"{os.fsdecode(path)} is not a regular file")
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)

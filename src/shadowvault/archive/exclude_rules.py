@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass
 
 from shadowvault.errors import UsageError
+from shadowvault.fsutil import open_regular
 
 CACHEDIR_TAG = b"CACHEDIR.TAG"
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
@@ -49,14 +50,10 @@ def human_size(size: int) -> str:
 def is_cache_dir(directory: bytes) -> bool:
     """True when `directory` holds a regular CACHEDIR.TAG that starts with the signature."""
     try:
-        fd = os.open(
-            os.path.join(directory, CACHEDIR_TAG), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        )
-    except OSError:
+        fd = open_regular(os.path.join(directory, CACHEDIR_TAG), follow_symlinks=False)
+    except OSError:  # absent, a symlink, or no regular file
         return False
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
         return os.read(fd, len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
     except OSError:
         return False

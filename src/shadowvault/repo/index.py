@@ -108,7 +108,8 @@ class _SortedBase:
         """Entries holding `blob_id`: usually zero or one."""
         if not self.flags:
             return
-        self._count(1)
+        if self.looked_up is not None:
+            self._count(1)
         at, end, prefix = self._candidates(blob_id)
         keys, shift = self.keys, self.shift
         mask = (1 << shift) - 1

@@ -107,8 +107,7 @@ class _PagesLetGo:
         self._since += ids
         if self._since >= LET_GO_EVERY:
             self._since = 0
-            with contextlib.suppress(ValueError):  # closed: nothing is mapped
-                self._mapped.madvise(mmap.MADV_DONTNEED, 0, self._size)
+            self._mapped.madvise(mmap.MADV_DONTNEED, 0, self._size)  # mapped as long as this lives
         return self._lookups < LOOKUPS_KEPT
 
 
