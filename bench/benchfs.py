@@ -3,6 +3,11 @@
 A filesystem image (sparse) is bound with `losetup --find --show`, mounted on a fresh temporary
 directory, and always torn down: unmounted and exactly that loop device detached. A temporary image
 is deleted afterwards; an image the caller names (to reuse a data set) is kept and re-mounted next time.
+
+The loop device does direct I/O on its image where the kernel lets it, as a disk does: buffered,
+every block read or written went through the image file's page cache as well and was copied by the
+loop's kernel thread (perf, 1M-file first backup on 2 CPUs: a fifth of all CPU time, in that
+thread's memcpy, taken from the tools measured and the floors alike).
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ def _thaw_quietly(mount: Path) -> None:
             os.close(fd)
 
 
+def attach(image: Path) -> str:
+    """A loop device for `image`, doing direct I/O where the kernel allows it (else buffered)."""
+    direct = sh("losetup", "--find", "--show", "--direct-io=on", str(image), check=False)
+    if direct.returncode == 0:
+        return direct.stdout.strip()
+    return sh("losetup", "--find", "--show", str(image)).stdout.strip()
+
+
 @contextlib.contextmanager
 def loop_filesystem(
     fstype: str, size: int, *, image: Path | None = None, base: str | None = None, inodes: int = 0
@@ -66,7 +79,7 @@ def loop_filesystem(
             image.parent.mkdir(parents=True, exist_ok=True)
             with open(image, "wb") as f:
                 f.truncate(max(size, MIN_SIZE[fstype]))
-        device = sh("losetup", "--find", "--show", str(image)).stdout.strip()
+        device = attach(image)
         if fresh:
             more = fstype == "ext4" and inodes > size // 16384
             extra = ["-N", str(inodes)] if more else []

@@ -12,7 +12,8 @@ restic's, same data, same run; borg has no S3 backend and is left out. That mode
 (it needs no root, and its defaults are smaller: moto is a Python server).
 
 A data set (dataset.py: small and large files, text and noise, duplicates) is generated on a loop
-filesystem made here; every tool gets its own repository on a second loop filesystem of the same type.
+filesystem made here; every tool gets its own repository on a second loop filesystem of the same type
+(each loop device doing direct I/O on its image, as a disk does: benchfs.py).
 First the floors (floors.py), rows of their own: the cold read of the data set (`tar -cf - | cat`,
 not `tar -cf /dev/null`, which GNU tar answers without reading) and its cold copy (`cp -a`) onto
 the restore filesystem. Then the phases, each run for every tool in turn: first backup, no-change
