@@ -370,7 +370,7 @@ class Archiver:
                 job.unchanged.append((node, old, access, orig))
                 return
             if self._all_present(old.content):  # a later name of it must know now
-                self._reuse(node, old)
+                self._reuse([(node, old)])
                 self._links[link_key] = (node, None)
                 return
         fut = self._read(node, old, access, orig, job)
@@ -385,23 +385,27 @@ class Archiver:
         if not waiting:
             return
         if len(waiting) > 1 and self._all_present({b for _, old, _, _ in waiting for b in old.content}):
-            for node, old, _, _ in waiting:
-                self._reuse(node, old)
+            self._reuse([(node, old) for node, old, _, _ in waiting])
             return
         for node, old, access, orig in waiting:
             if self._all_present(old.content):
-                self._reuse(node, old)
+                self._reuse([(node, old)])
             else:
                 self._read(node, old, access, orig, job)
 
-    def _reuse(self, node: Node, old: Node) -> None:
-        node.content = list(old.content)
-        node.sparse = old.sparse or node.sparse
+    def _reuse(self, files: list[tuple[Node, Node]]) -> None:
+        """Give each file (node, its node in the parent snapshot) the content it had, and count
+        them: the progress counters' lock taken once for a directory's files, not per file."""
+        size = 0
+        for node, old in files:
+            node.content = list(old.content)
+            node.sparse = old.sparse or node.sparse
+            size += node.size
         stats = self.stats
-        stats.files_unmodified += 1
+        stats.files_unmodified += len(files)
         with stats.lock:
-            stats.files_done += 1
-            stats.bytes_done += node.size
+            stats.files_done += len(files)
+            stats.bytes_done += size
 
     def _read(self, node: Node, old: Node | None, access: bytes, orig: bytes, job: _DirJob) -> PendingContent:
         """Read the file's content (new, or changed since `old`); its pending content."""

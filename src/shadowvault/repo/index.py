@@ -475,6 +475,8 @@ class BlobIndex:
         every unchanged file (no location object is built)."""
         damaged, unusable = self._damaged_copies, self._no_dedup
         entries, segments = self._top
+        if not damaged and not entries and not segments.parts:  # a no-change backup's every ask
+            return self._base.has_all_live(blob_ids, unusable)
         in_base: list[bytes] = []
         for blob_id in blob_ids:
             if damaged and blob_id in damaged:  # rare: look at every copy
