@@ -25,9 +25,10 @@ from pathlib import Path
 FITHAW = 0xC0045878
 MKFS = {
     "ext4": ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"],
-    "xfs": ["mkfs.xfs", "-q", "-f"],
+    "xfs": ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"],
+    "btrfs": ["mkfs.btrfs", "-q", "-f"],
 }
-MIN_SIZE = {"ext4": 64 << 20, "xfs": 320 << 20}
+MIN_SIZE = {"ext4": 64 << 20, "xfs": 320 << 20, "btrfs": 128 << 20}
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:

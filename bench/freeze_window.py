@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -33,43 +32,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-MKFS = {"btrfs": ["mkfs.btrfs", "-q", "-f"], "xfs": ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"]}
+from benchfs import loop_filesystem
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=300)
-
-
-@contextlib.contextmanager
-def loop_fs(fstype: str, size: int = 2 << 30) -> Iterator[Path]:
-    """A fresh filesystem on a loop device; unmounted and detached (that device only) afterwards."""
-    work = Path(tempfile.mkdtemp(prefix=f"sv-bench-{fstype}-"))
-    image, mount, device = work / "fs.img", work / "mnt", ""
-    try:
-        with open(image, "wb") as f:
-            f.truncate(size)
-        device = sh("losetup", "--find", "--show", str(image)).stdout.strip()
-        sh(*MKFS[fstype], device)
-        mount.mkdir()
-        sh("mount", device, str(mount))
-        yield mount
-    finally:
-        if os.path.ismount(mount):
-            with contextlib.suppress(OSError):
-                fd = os.open(mount, os.O_RDONLY)
-                with contextlib.suppress(OSError):
-                    fcntl.ioctl(fd, 0xC0045878, 0)  # FITHAW, in case
-                os.close(fd)
-            for _ in range(50):
-                if sh("umount", str(mount), check=False).returncode == 0:
-                    break
-                time.sleep(0.1)
-        if device:
-            for _ in range(50):
-                if sh("losetup", "-d", device, check=False).returncode == 0:
-                    break
-                time.sleep(0.1)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def make_tree(root: Path, files: int) -> None:
@@ -125,8 +92,6 @@ GUEST_LVS = (("classic", "-L 512M -n classic svbench"), ("thin", "-V 512M --thin
 
 def cost_here(data_mib: int) -> dict[str, object]:
     """fanotify on a fresh loop ext4 here (Linux >= 6.14)."""
-    from bench.benchfs import loop_filesystem
-
     with loop_filesystem("ext4", size=(data_mib << 20) * 4) as mount:
         out = sh(
             sys.executable,
@@ -196,14 +161,14 @@ def main() -> int:
         return 0
     results = []
     try:
-        with loop_fs("btrfs") as mount, write_load(mount) as db:
+        with loop_filesystem("btrfs", 2 << 30) as mount, write_load(mount) as db:
             results.append(
                 (
                     "btrfs snapshot + sqlite writer, write load",
                     *measure(mount, [f"sqlite:{db}"], "btrfs", args.sets),
                 )
             )
-        with loop_fs("xfs") as mount:
+        with loop_filesystem("xfs", 2 << 30) as mount:
             make_tree(mount, args.files)
             with write_load(mount) as db:
                 results.append(
@@ -212,7 +177,7 @@ def main() -> int:
                         *measure(mount, [f"sqlite:{db}"], "reflink", args.sets),
                     )
                 )
-        with loop_fs("xfs") as mount, write_load(mount) as db:
+        with loop_filesystem("xfs", 2 << 30) as mount, write_load(mount) as db:
             results.append(
                 (
                     "xfs live + fsfreeze + sqlite writer, write load",
