@@ -185,3 +185,30 @@ def test_a_sessions_entries_frozen_into_segments_answer_as_the_dict_did(monkeypa
     assert [loc.pack for loc in found] == ["f" * 64, packs[0].id] and found[0].offset == 7
     assert session.has_blob(first.id) and session.lookup(first.id).offset == 7
     assert sorted(session.blob_ids()) == sorted(ids)
+
+
+def test_a_restores_lookup_of_the_bulk_entries_ranks_only_a_blob_with_several_copies():
+    """With nothing added this session, a lookup reads the bulk entries directly: the one copy of
+    a blob, nothing for an unknown one, and a blob in two packs still ranked (live before pending)."""
+    from shadowvault.repo.format import Pending
+
+    once, twice, absent = os.urandom(32), os.urandom(32), os.urandom(32)
+    index = BlobIndex.from_packs(
+        [
+            IndexPack(
+                id="a" * 64,
+                size=1,
+                blobs=[PackBlob(0, once, 5, 1, 1, False), PackBlob(0, twice, 9, 1, 1, False)],
+            ),
+            IndexPack(
+                id="b" * 64, size=1, blobs=[PackBlob(0, twice, 7, 1, 1, False)], pending=Pending(since=0.0)
+            ),
+        ]
+    )
+    base = index._base
+    assert base.sole_position(absent) == index_module.NONE
+    assert base.sole_position(twice) == index_module.SEVERAL
+    assert base.sole_position(once) >= 0
+    assert index.lookup(once).offset == 5 and index.lookup(absent) is None
+    best = index.lookup(twice)
+    assert (best.pack, best.offset, best.pending) == ("a" * 64, 9, False)
