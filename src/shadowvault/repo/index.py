@@ -562,16 +562,15 @@ class BlobIndex:
         """Where the blob is: an intact copy in a live pack wins over one pending deletion, and
         both over a damaged copy. (Most blobs have one copy: that one, without ranking.)"""
         entries, segments = self._top
-        if not entries and not segments.parts:  # nothing added this session: the bulk entries
-            at = self._base.sole_position(blob_id)
-            if at != SEVERAL:
-                return None if at == NONE else self._from_base(self._base, at)
         if blob_id not in entries:
             only: tuple[_SortedBase, int] | None = None
-            for copy in self._sorted_copies(segments, blob_id):
-                if only is not None:
+            for tier in (*segments.holding(blob_id), self._base):
+                at = tier.sole_position(blob_id)
+                if at == NONE:
+                    continue
+                if at == SEVERAL or only is not None:
                     return self.locations(blob_id)[0]
-                only = copy
+                only = (tier, at)
             return None if only is None else self._from_base(*only)
         return next(iter(self.locations(blob_id)), None)
 
