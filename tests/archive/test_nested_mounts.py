@@ -90,3 +90,34 @@ def test_mounts_under_a_live_path_are_read_through_their_shadows_and_pseudo_file
     warned = [m["message"] for m in json_lines(done.stderr) if m["message_type"] == "warning"]
     assert any(f"{src}/proc" in w and "proc" in w for w in warned), done.stderr
     assert any(f"{src}/proc" in note for note in manifest.notes)
+
+
+def test_nested_btrfs_subvolumes_are_backed_up_through_their_own_snapshots(cli, env, btrfs, tmp_path):
+    """A snapshot of a btrfs volume shows nested subvolumes (systemd's /var/lib/machines, docker's,
+    snapper's) as empty directories: their files are read through snapshots of their own, whether the
+    backup names the volume or a path inside a nested subvolume."""
+    data = btrfs.mount / "data"
+    data.mkdir()
+    (data / "top.txt").write_text("on the volume\n")
+    for sub in ("sub", "sub/deeper"):
+        subprocess.run(["btrfs", "subvolume", "create", str(data / sub)], check=True, capture_output=True)
+    (data / "sub/f").write_text("in a nested subvolume\n")
+    (data / "sub/deeper/g").write_text("two levels down\n")
+
+    done = cli("backup", "--json", str(data), env=env)
+    assert done.returncode == 0, done.stderr
+    summary = [m for m in json_lines(done.stdout) if m["message_type"] == "summary"][-1]
+    assert summary["warnings"] == 0, done.stderr
+    assert {f"{data}/sub/f", f"{data}/sub/deeper/g", f"{data}/top.txt"} <= listed(cli, env, data)
+
+    target = tmp_path / "restored"
+    done = cli("restore", "latest", "--target", str(target), env=env)
+    assert done.returncode == 0, done.stderr
+    restored = target / str(data).lstrip("/")
+    assert (restored / "sub/f").read_text() == "in a nested subvolume\n"
+    assert (restored / "sub/deeper/g").read_text() == "two levels down\n"
+
+    done = cli("backup", "--json", str(data / "sub"), env=env)  # a path inside a nested subvolume
+    assert done.returncode == 0, done.stderr
+    assert {f"{data}/sub/f", f"{data}/sub/deeper/g"} <= listed(cli, env, data / "sub")
+    assert sorted((btrfs.mount / ".shadowvault").iterdir()) == []  # every image deleted with its set

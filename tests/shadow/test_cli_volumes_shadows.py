@@ -87,8 +87,13 @@ def test_bad_shadow_ids_are_one_line(cli):
 
 def test_expose_and_unexpose(cli, btrfs):
     (btrfs.mount / "file.txt").write_bytes(b"as it was\n")
+    subprocess.run(
+        ["btrfs", "subvolume", "create", str(btrfs.mount / "sub")], check=True, capture_output=True
+    )
+    (btrfs.mount / "sub/nested.txt").write_bytes(b"in a nested subvolume\n")
     manifest = make_set(ShadowStore(), [str(btrfs.mount)], "btrfs", persistent=True)
     (btrfs.mount / "file.txt").write_bytes(b"changed later\n")
+    (btrfs.mount / "sub/nested.txt").write_bytes(b"changed later\n")
     base = Path(tempfile.mkdtemp(prefix="sv-cli-expose-"))
     at = base / "view"
     try:
@@ -96,6 +101,7 @@ def test_expose_and_unexpose(cli, btrfs):
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["at"] == str(at)
         assert (at / "file.txt").read_bytes() == b"as it was\n"
+        assert (at / "sub/nested.txt").read_bytes() == b"in a nested subvolume\n"  # its own image
         write = subprocess.run(["sh", "-c", f"echo x > {at}/new"], capture_output=True, text=True)
         assert write.returncode != 0 and "Read-only file system" in write.stderr
 

@@ -117,3 +117,23 @@ def test_in_place_is_read_only_private_and_the_point_in_time(btrfs, cli):
     assert placeholder.stdout.strip() == str(btrfs.mount)
     with open("/proc/self/mountinfo") as mounts:  # nothing was mounted where others can see it
         assert sum(1 for line in mounts if line.split()[4] == str(btrfs.mount)) == 1
+
+
+def test_in_place_shows_nested_subvolumes_through_their_own_images(btrfs, cli):
+    """Nested btrfs subvolumes (writable and read-only) are in place too, not empty directories."""
+    subprocess.run(
+        ["btrfs", "subvolume", "create", str(btrfs.mount / "sub")], check=True, capture_output=True
+    )
+    (btrfs.mount / "sub/f").write_text("in a nested subvolume\n")
+    frozen = btrfs.mount / "frozen"
+    subprocess.run(
+        ["btrfs", "subvolume", "snapshot", "-r", str(btrfs.mount / "sub"), str(frozen)],
+        check=True,
+        capture_output=True,
+    )
+    sub = btrfs.mount / "sub"
+    script = f"cat {sub}/f {frozen}/f; touch {sub}/new 2>/dev/null && echo wrote || echo ro"
+    done = cli("exec", "--volume", btrfs.mount, "--in-place", "--", "sh", "-c", script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "in a nested subvolume\nin a nested subvolume\nro\n"
+    assert sorted(p.name for p in (btrfs.mount / ".shadowvault").iterdir()) == []

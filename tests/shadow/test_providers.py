@@ -21,7 +21,6 @@ from shadowvault.shadow.providers.registry import (
     consistency_note,
     get_provider,
     provider_names,
-    shadow_notes,
     supported_providers,
 )
 from shadowvault.shadow.volumes import find_volume
@@ -106,25 +105,45 @@ def test_btrfs_snapshot_is_point_in_time_and_read_only(btrfs):
     provider.delete(shadow)  # already gone: not an error
 
 
-def test_btrfs_notes_nested_subvolumes(btrfs):
+def _subvolume(path: Path, *, snapshot_of: Path | None = None) -> None:
+    argv = ["btrfs", "subvolume", "create", str(path)]
+    if snapshot_of is not None:
+        argv = ["btrfs", "subvolume", "snapshot", "-r", str(snapshot_of), str(path)]
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def test_btrfs_nested_subvolumes_get_images_of_their_own(btrfs):
+    """A btrfs snapshot shows nested subvolumes as empty directories: each writable one gets its own
+    snapshot at the point in time, a read-only one is read where it is, and delete removes them all."""
     require_tools("btrfs")
     (btrfs.mount / "data").mkdir()
-    subprocess.run(
-        ["btrfs", "subvolume", "create", str(btrfs.mount / "data/nested")], check=True, capture_output=True
-    )
-    _write(btrfs.mount / "data/nested/inside.txt", b"not in the snapshot\n")
+    _subvolume(btrfs.mount / "data/nested")
+    _write(btrfs.mount / "data/nested/inside.txt", b"at the point in time\n")
+    _subvolume(btrfs.mount / "data/nested/deeper")
+    _write(btrfs.mount / "data/nested/deeper/deep.txt", b"two levels down\n")
+    _subvolume(btrfs.mount / "frozen", snapshot_of=btrfs.mount / "data/nested/deeper")
     provider = get_provider("btrfs")
-    first = provider.create(find_volume(str(btrfs.mount)), SET_ID, 0)
-    second = provider.create(find_volume(str(btrfs.mount)), SET_ID, 1)
+    volume = find_volume(str(btrfs.mount))
+    first = provider.create(volume, SET_ID, 0)
+    second = provider.create(volume, SET_ID, 1)
     try:
-        assert first.provider_data["nested_subvolumes"] == ["data/nested"]
-        # our own earlier snapshot (in .shadowvault) is not reported as user data left out
-        assert second.provider_data["nested_subvolumes"] == ["data/nested"]
-        assert any("data/nested" in note for note in shadow_notes(first))
-        assert os.listdir(Path(first.path) / "data/nested") == []
+        assert first.provider_data["nested_subvolumes"] == ["data/nested", "data/nested/deeper", "frozen"]
+        # our own earlier snapshots (in .shadowvault) are not taken for user data
+        assert second.provider_data["nested_subvolumes"] == first.provider_data["nested_subvolumes"]
+        images = first.provider_data["nested_images"]
+        assert images["frozen"] == str(btrfs.mount / "frozen")  # read-only: read in place
+        (btrfs.mount / "data/nested/inside.txt").write_bytes(b"changed after\n")
+        (btrfs.mount / "data/nested/deeper/deep.txt").unlink()
+        assert Path(images["data/nested"], "inside.txt").read_bytes() == b"at the point in time\n"
+        assert Path(images["data/nested/deeper"], "deep.txt").read_bytes() == b"two levels down\n"
+        assert os.listdir(Path(first.path) / "data/nested") == []  # the volume's own image leaves it out
+        found = sorted(Path(image.shadow.path).name for image in provider.found_images(volume))
+        assert found == [f"{SET_ID}-{i}{n}" for i in (0, 1) for n in ("", ".1", ".2")]
     finally:
         provider.delete(second)
         provider.delete(first)
+    assert os.listdir(btrfs.mount / SHADOW_DIR_NAME) == []
+    assert (btrfs.mount / "frozen/deep.txt").exists()  # the user's read-only subvolume is left alone
 
 
 def test_btrfs_snapshots_the_mounted_subvolume(btrfs):

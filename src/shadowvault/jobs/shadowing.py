@@ -19,9 +19,10 @@ from shadowvault.archive.backup import FILES_COMPONENT
 from shadowvault.archive.walk_stats import Source
 from shadowvault.errors import UsageError
 from shadowvault.jobs.nested_mounts import find_nested
+from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import SetOptions
-from shadowvault.shadow.path_map import shadow_path
+from shadowvault.shadow.path_map import nested_images, shadow_path
 from shadowvault.shadow.providers.base import SHADOW_DIR_NAME
 from shadowvault.shadow.providers.names import AUTO, NO_PROVIDER
 from shadowvault.shadow.providers.registry import get_provider
@@ -159,11 +160,26 @@ def shadow_sources(manifest: ShadowSetManifest, planned: VolumePlan) -> list[Sou
 
 
 def mount_grafts(manifest: ShadowSetManifest | None, planned: VolumePlan) -> dict[bytes, Source]:
-    """Where the walk reads each mount below the paths: its own shadow, or the live mount."""
+    """Where the walk reads each mount below the paths (its own shadow, or the live mount) and each
+    nested subvolume a shadow leaves out (its own image)."""
     grafts = {os.fsencode(m): Source(os.fsencode(m), os.fsencode(m)) for m in planned.nested_live}
     if manifest is not None:
+        grafts.update(_nested_image_grafts(manifest, planned))
         for mount in planned.nested_shadowed:
             grafts[os.fsencode(mount)] = Source(os.fsencode(mount), os.fsencode(shadow_path(manifest, mount)))
+    return grafts
+
+
+def _nested_image_grafts(manifest: ShadowSetManifest, planned: VolumePlan) -> dict[bytes, Source]:
+    """The nested subvolumes below the paths read through a shadow, each read in its own image."""
+    grafts: dict[bytes, Source] = {}
+    for shadow in manifest.shadows:
+        read_below = [os.fsdecode(p) for p in planned.shadowed.get(shadow.volume, [])]
+        if shadow.volume in planned.nested_shadowed:
+            read_below.append(shadow.volume)
+        for live, read in nested_images(shadow).items():
+            if any(is_within(live, root) and live != root for root in read_below):
+                grafts[os.fsencode(live)] = Source(os.fsencode(live), os.fsencode(read))
     return grafts
 
 

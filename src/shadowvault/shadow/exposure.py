@@ -3,9 +3,10 @@
 The bind is made in two steps (`mount --bind`, then `remount,ro,nosuid,nodev,bind`) because a bind
 mount takes the flags of its source until it is remounted; if the second step fails the first is
 undone. nosuid and nodev: a shadow is for reading, never a way to run a setuid program or open a
-device node of the past with today's permissions. Each
-set's exposures are recorded in `<store>/<id>.exposed` (a JSON list), so that `shadows list` shows
-them and releasing the set unmounts them first.
+device node of the past with today's permissions. A nested btrfs subvolume's own image is bound at
+its place below the exposure, as the backup reads it (providers/btrfs.py). Each set's exposures are
+recorded in `<store>/<id>.exposed` (a JSON list), so that `shadows list` shows them and releasing
+the set unmounts them first.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from shadowvault import proc
 from shadowvault.errors import CommandError, NotFoundError, ProviderError, UsageError
 from shadowvault.fsutil import atomic_write
 from shadowvault.shadow.manifest import Shadow, ShadowSetManifest
+from shadowvault.shadow.path_map import nested_images
 from shadowvault.shadow.volumes import list_volumes
 from shadowvault.typed_decoding import decode_json
 
@@ -66,12 +68,23 @@ def bind_readonly(source: str, at: str) -> None:
         raise
 
 
+def _bind_with_nested(shadow: Shadow, target: str) -> None:
+    """The shadow's image at `target`, and each nested subvolume's own image at its place below it."""
+    bind_readonly(shadow.path, target)
+    try:
+        for live, read in sorted(nested_images(shadow).items()):
+            bind_readonly(read, os.path.join(target, os.path.relpath(live, shadow.volume)))
+    except BaseException:
+        proc.run(["umount", "--recursive", target], timeout=30, check=False)
+        raise
+
+
 def unmount(at: str) -> None:
     """Unmount the exposure at `at`; a busy mount is an error naming the path, never a lazy unmount."""
     if not is_mount_point(at):
         log.info("%s is not mounted any more", at)
         return
-    done = proc.run(["umount", at], timeout=30, check=False)
+    done = proc.run(["umount", "--recursive", at], timeout=30, check=False)  # nested images first
     if done.returncode != 0:
         detail = done.stderr.decode(errors="replace").strip().splitlines()
         reason = detail[-1] if detail else f"umount exit status {done.returncode}"
@@ -162,7 +175,7 @@ def expose(
         elif is_mount_point(target):
             raise UsageError(f"{target} is already a mount point")
         try:
-            bind_readonly(shadow.path, target)
+            _bind_with_nested(shadow, target)
         except BaseException:
             if created_dir:
                 with contextlib.suppress(OSError):
