@@ -18,6 +18,15 @@ def test_unknown_command_is_one_line_exit_2(cli):
     assert "Traceback" not in done.stderr
 
 
+def test_a_bare_command_group_prints_its_help(cli):
+    """`shadowvault`, `shadowvault repair`: the help, as restic prints it, not an error line."""
+    for argv in ((), ("repair",), ("key",), ("shadows",)):
+        done = cli(*argv)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("Usage: ") and "Commands:" in done.stdout
+        assert "\\n" not in done.stdout and done.stderr == ""
+
+
 def test_version(cli):
     done = cli("--version")
     assert done.returncode == 0

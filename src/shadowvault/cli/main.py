@@ -88,6 +88,9 @@ class _Root(click.Group):
         except click.Abort:
             output.error_line("aborted", 130, as_json=as_json)
             sys.exit(130)
+        except click.exceptions.NoArgsIsHelpError as err:  # a bare command group: its help, as restic
+            click.echo(err.ctx.get_help() if err.ctx else err.format_message())
+            sys.exit(0)
         except click.ClickException as err:
             output.error_line(err.format_message(), err.exit_code, as_json=as_json)
             sys.exit(err.exit_code)
