@@ -165,6 +165,9 @@ def test_damaged_pack_with_no_second_copy_repair_packs_then_repair_snapshots(cas
     by_id = {s["id"]: s for s in snaps}
     assert "repaired" in by_id[item["repaired"]]["tags"]
     assert case.first in by_id  # the original is kept without --forget
+    assert snaps[-1]["id"] == item["repaired"]  # the copy keeps the original's time, and sorts after it
+    latest = case.cli("cat", "snapshot", "latest")
+    assert latest.returncode == 0 and json.loads(latest.stdout)["original"] == case.first
 
     # The repaired copy restores everything else, and says what it lost.
     done = case.restore(item["repaired"], tmp_path / "r")

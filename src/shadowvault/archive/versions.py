@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from shadowvault.archive.restore import Overwrite, Restorer, RestoreSource
 from shadowvault.archive.tree_paths import find_node, text
 from shadowvault.errors import NotFoundError, PartialFailure, ShadowvaultError, UsageError
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot import Snapshot, chronological
 from shadowvault.repo.tree import Node
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def find_versions(
     raw = os.fsencode(path)
     versions: dict[VersionKey, Version] = {}
     directory_in: str | None = None
-    for snapshot_id, snap in sorted(snapshots, key=lambda item: (item[1].time, item[0])):
+    for snapshot_id, snap in sorted(snapshots, key=chronological):
         if not snap.tree:
             continue
         try:

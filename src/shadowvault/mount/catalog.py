@@ -18,7 +18,7 @@ from typing import Protocol
 
 from shadowvault.errors import NotFoundError, ShadowvaultError
 from shadowvault.mount.names import entry_name, short_ids, snapshot_name
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot import Snapshot, chronological
 from shadowvault.repo.snapshots import filter_snapshots
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class SnapshotSource(Protocol):
 
 def build_view(snapshots: list[tuple[str, Snapshot]]) -> VirtualDir:
     """The top levels for `snapshots` (in any order)."""
-    ordered = sorted(snapshots, key=lambda item: (item[1].time, item[0]))
+    ordered = sorted(snapshots, key=chronological)
     shorts = short_ids(sid for sid, _ in ordered)
     names = {sid: snapshot_name(snap.time, shorts[sid]) for sid, snap in ordered}
     newest = ordered[-1][1].time if ordered else 0.0

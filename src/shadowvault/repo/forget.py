@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from shadowvault.repo.durations import Duration
 from shadowvault.repo.retention_groups import DEFAULT_GROUP_BY, GroupBy, GroupKey, group_snapshots
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot import Snapshot, chronological
 
 RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 WITHIN_RULES = ("hourly", "daily", "weekly", "monthly", "yearly")
@@ -106,7 +106,7 @@ def apply_policy(
     to_tm = time.gmtime if utc else time.localtime
     result = []
     for key, members in group_snapshots(snapshots, group_by):
-        members.sort(key=lambda item: (item[1].time, item[0]), reverse=True)
+        members.sort(key=chronological, reverse=True)
         counts = policy.counts()
         last: dict[str, object] = {}
         newest = members[0][1].time  # durations count back from the group's newest snapshot

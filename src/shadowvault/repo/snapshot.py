@@ -24,3 +24,10 @@ class Snapshot(msgspec.Struct, kw_only=True, omit_defaults=True):
     summary: dict[str, Any] = {}  # files, dirs, bytes, added bytes, duration, errors
     program_version: str = ""
     original: str | None = None  # the snapshot this one is a repaired copy of (`repair snapshots`)
+
+
+def chronological(item: tuple[str, Snapshot]) -> tuple[float, bool, str]:
+    """The order of (id, snapshot) pairs everywhere: by time, a repaired copy right after its
+    original (it keeps the original's time), so that "latest" and retention take the copy."""
+    snapshot_id, snapshot = item
+    return snapshot.time, snapshot.original is not None, snapshot_id

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from shadowvault.errors import NotFoundError, UsageError
 from shadowvault.paths_within import is_within
 from shadowvault.repo.repository import Repository
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot import Snapshot, chronological
 
 LATEST = "latest"
 
@@ -101,4 +101,4 @@ def choose_snapshots(
     if not refs:
         return [(sid, s) for sid, s in repo.list_snapshots() if snapshot_filter.matches(s)]
     chosen = dict(choose_snapshot(repo, ref, snapshot_filter) for ref in refs)
-    return sorted(chosen.items(), key=lambda item: (item[1].time, item[0]))
+    return sorted(chosen.items(), key=chronological)

@@ -14,7 +14,7 @@ from shadowvault.errors import IntegrityError, NotFoundError, UsageError
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.format import decode_document, encode_document, file_id
 from shadowvault.repo.sealing import Sealer
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot import Snapshot, chronological
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class SnapshotStore:
                 log.warning("%s; skipped (remove it with `shadowvault forget %s`)", err, snapshot_id[:8])
                 damaged[snapshot_id] = str(err)
         self.damaged = damaged
-        found.sort(key=lambda item: (item[1].time, item[0]))
+        found.sort(key=chronological)
         return found
 
     def resolve_id(self, ref: str) -> str:
