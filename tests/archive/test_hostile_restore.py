@@ -410,3 +410,25 @@ def test_find_node_refuses_unsafe_names(tmp_path: Path):
         for bad in ("/..", "/../x", "/srv/../srv/ok", "/./srv"):
             with pytest.raises(ShadowvaultError):
                 find_node(repo, root, bad)
+
+
+def test_ls_and_diff_list_crafted_names_as_one_marked_component(scene: Scene, cli):
+    """`ls` and `diff` never print a crafted name so that it reads as a path (`/a/../../x`): its `/`,
+    NUL and the dots of `..` are escaped, it is marked, and nothing below it is listed."""
+    env = {"SHADOWVAULT_REPOSITORY": str(scene.repo_path), "SHADOWVAULT_PASSWORD": PASSWORD}
+    with Repository.open(scene.repo_path, PASSWORD) as repo:
+        [(crafted, _)] = repo.list_snapshots()
+        empty = repo.save_snapshot(
+            Snapshot(time=time.time() - 60, host="hostile", paths=["/"], tree=Crafter(repo).root())
+        )
+    short, long, as_json = (cli("ls", crafted, *extra, env=env) for extra in ((), ("-l",), ("--json",)))
+    diff = cli("diff", empty, crafted, env=env)
+    assert short.returncode == long.returncode == as_json.returncode == diff.returncode == 0, diff.stderr
+    nodes = [json.loads(line) for line in as_json.stdout.splitlines()][1:]
+    unsafe = [n for n in nodes if "unsafe_name" in n]
+    diffed = [line.split(" ", 1)[1] for line in diff.stdout.splitlines() if line[:1] in "+-MU!"]
+    for path in short.stdout.splitlines() + [n["path"] for n in nodes] + diffed:
+        assert all(part not in (".", "..") for part in path.split("/")[1:]), path
+    marked = [line for line in long.stdout.splitlines() if "unsafe name, a restore skips it" in line]
+    assert len(marked) == len(unsafe) == short.stderr.count("unsafe name, a restore skips it")
+    assert sorted(short.stdout.splitlines()) == sorted(n["path"] for n in nodes)

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shadowvault.archive.listing import walk_tree
-from shadowvault.archive.tree_paths import TreeReader, join
-from shadowvault.repo.tree import Node
+from shadowvault.archive.listing import entry_path, walk_tree
+from shadowvault.archive.tree_paths import TreeReader
+from shadowvault.repo.tree import Node, invalid_name
 
 
 class Change(StrEnum):
@@ -48,6 +48,13 @@ def _children(store: TreeReader, tree_id: bytes | None) -> dict[bytes, Node]:
     if not tree_id:
         return {}
     return {node.name: node for node in store.load_tree(tree_id).nodes}
+
+
+def _below(store: TreeReader, name: bytes, node: Node, path: bytes) -> Iterator[tuple[bytes, Node]]:
+    """What a directory holds; nothing for a crafted name (listed, never walked: listing.py)."""
+    if invalid_name(name) is not None:
+        return iter(())
+    return walk_tree(store, node.subtree, path)
 
 
 def _content_differs(a: Node, b: Node) -> bool:
@@ -95,19 +102,19 @@ def diff_trees(
         return
     before, after = _children(store, old), _children(store, new)
     for name in sorted(before.keys() | after.keys()):
-        path = join(prefix, name)
+        path = entry_path(prefix, name)
         a, b = before.get(name), after.get(name)
         if a is None:
             assert b is not None
             yield Difference(path, Change.ADDED, b.type, b.error)
             if b.type == "dir":
-                for sub_path, sub in walk_tree(store, b.subtree, path):
+                for sub_path, sub in _below(store, name, b, path):
                     yield Difference(sub_path, Change.ADDED, sub.type, sub.error)
             continue
         if b is None:
             yield Difference(path, Change.REMOVED, a.type)
             if a.type == "dir":
-                for sub_path, sub in walk_tree(store, a.subtree, path):
+                for sub_path, sub in _below(store, name, a, path):
                     yield Difference(sub_path, Change.REMOVED, sub.type)
             continue
         if b.error is not None and b.error != a.error:
@@ -116,17 +123,18 @@ def diff_trees(
         if a.type == "dir" and b.type == "dir":
             if path not in above and _metadata_differs(a, b):
                 yield Difference(path, Change.METADATA, "dir")
-            yield from diff_trees(store, a.subtree, b.subtree, path, above)
+            if invalid_name(name) is None:  # a crafted entry is listed, never walked (as walk_tree)
+                yield from diff_trees(store, a.subtree, b.subtree, path, above)
             continue
         if _content_differs(a, b):
             if a.type != b.type:
                 yield Difference(path, Change.REMOVED, a.type)
                 if a.type == "dir":
-                    for sub_path, sub in walk_tree(store, a.subtree, path):
+                    for sub_path, sub in _below(store, name, a, path):
                         yield Difference(sub_path, Change.REMOVED, sub.type)
                 yield Difference(path, Change.ADDED, b.type)
                 if b.type == "dir":
-                    for sub_path, sub in walk_tree(store, b.subtree, path):
+                    for sub_path, sub in _below(store, name, b, path):
                         yield Difference(sub_path, Change.ADDED, sub.type)
             else:
                 yield Difference(path, Change.MODIFIED, b.type)

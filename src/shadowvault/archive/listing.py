@@ -1,4 +1,9 @@
-"""Walk a snapshot's tree: every entry with its full path, for `ls` and anything that browses."""
+"""Walk a snapshot's tree: every entry with its full path, for `ls` and anything that browses.
+
+A crafted tree may hold a name that is not one path component (`../../x`, `..`, a NUL byte): it is
+listed with its `/`, NUL and the dots of `..` written as \\xNN (`entry_path`), so that it never reads
+as a path elsewhere, and nothing below it is walked (a restore skips it whole).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from collections.abc import Iterator
 from shadowvault.archive.metadata import type_bits
 from shadowvault.archive.tree_paths import TreeReader, find_node, join
 from shadowvault.display import display_name, exact_fields
-from shadowvault.repo.tree import Node
+from shadowvault.repo.tree import Node, invalid_name, names_are_safe
 
 JsonValue = str | int | list[str] | None  # what `describe` puts in a node's JSON line
 
@@ -17,11 +22,31 @@ def walk_tree(store: TreeReader, tree_id: bytes | None, prefix: bytes) -> Iterat
     """(path, node) of everything below the tree, depth-first, each directory before its contents."""
     if not tree_id:
         return
-    for node in store.load_tree(tree_id).nodes:
-        path = join(prefix, node.name)
+    for path, node in _children(store, tree_id, prefix):
         yield path, node
-        if node.type == "dir":
+        if node.type == "dir" and invalid_name(node.name) is None:
             yield from walk_tree(store, node.subtree, path)
+
+
+def _children(store: TreeReader, tree_id: bytes, prefix: bytes) -> Iterator[tuple[bytes, Node]]:
+    nodes = store.load_tree(tree_id).nodes
+    if names_are_safe([node.name for node in nodes]):  # the usual case, judged without a call per name
+        for node in nodes:
+            yield join(prefix, node.name), node
+        return
+    for node in nodes:
+        yield entry_path(prefix, node.name), node
+
+
+def entry_path(prefix: bytes, name: bytes) -> bytes:
+    """The listed path of `name` in directory `prefix`: an unsafe name with its `/`, NUL and the dots
+    of `.` or `..` as \\xNN, so that it is one component and never reads as a path."""
+    if invalid_name(name) is None:
+        return join(prefix, name)
+    shown = name.replace(b"/", b"\\x2f").replace(b"\0", b"\\x00")
+    if name in (b".", b".."):
+        shown = b"\\x2e" * len(name)
+    return join(prefix, shown)
 
 
 def list_snapshot(
@@ -43,8 +68,7 @@ def list_snapshot(
     if recursive:
         yield from walk_tree(store, tree_id, prefix)
     elif tree_id:
-        for child in store.load_tree(tree_id).nodes:
-            yield join(prefix, child.name), child
+        yield from _children(store, tree_id, prefix)
 
 
 def display(raw: bytes) -> str:
@@ -83,6 +107,8 @@ def describe(path: bytes, node: Node) -> dict[str, JsonValue]:
         "inode": node.inode,
         "nlink": node.nlink,
     }
+    if (why := invalid_name(node.name)) is not None:
+        info["unsafe_name"] = why  # a crafted tree: a restore skips the entry
     if node.link_target is not None:
         info.update(exact_fields("link_target", node.link_target))
     if node.rdev is not None:

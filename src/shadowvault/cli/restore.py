@@ -28,6 +28,7 @@ from shadowvault.display import escape_text
 from shadowvault.errors import PartialFailure, UsageError
 from shadowvault.jobs.restore_component import ComponentRestoreRequest
 from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
+from shadowvault.repo.tree import invalid_name
 
 
 def split_ref(spec: str) -> tuple[str, str]:
@@ -257,6 +258,11 @@ def _not_read(error: str) -> str:
     return f"not read at backup: {escape_text(error)}"
 
 
+def _unsafe(why: str) -> str:
+    """How an entry of a crafted tree is marked: its name is not one path component."""
+    return f"unsafe name, a restore skips it: {why}"
+
+
 @click.command("ls")
 @repo_options
 @click.argument("snapshot", metavar="SNAP")
@@ -292,11 +298,15 @@ def ls_cmd(
                 suffix = f" -> {display(node.link_target)}" if node.link_target is not None else ""
                 if node.error is not None:
                     suffix += f"  ({_not_read(node.error)})"
+                if (why := invalid_name(node.name)) is not None:
+                    suffix += f"  ({_unsafe(why)})"
                 _line(f"{mode_string(node)} {owner:>17} {node.size:>12} {when} {display(entry_path)}{suffix}")
             else:
                 _line(display(entry_path))
                 if node.error is not None:  # names alone on stdout (scripts read them); the mark beside
                     warn(f"{display(entry_path)}: {_not_read(node.error)}")
+                if (why := invalid_name(node.name)) is not None:
+                    warn(f"{display(entry_path)}: {_unsafe(why)}")
 
 
 @click.command("diff")
