@@ -99,6 +99,8 @@ def _child(load_tree: Any, tree_id: bytes | None, name: str) -> Node:
 def read_vm(load_tree: Any, load_blob: Any, root: bytes, name: str) -> tuple[VmDefinition, dict[str, Node]]:
     """A VM snapshot's definition and its disk nodes by disk name."""
     vm_dir = _child(load_tree, _child(load_tree, root, VMS_DIR).subtree, name)
+    if vm_dir.subtree is None:  # a file of that name (a files backup), no VM's directory
+        raise NotFoundError(f"{name}: not in the snapshot")
     nodes = {n.name.decode(): n for n in load_tree(vm_dir.subtree).nodes}
     if DEFINITION not in nodes:
         raise NotFoundError(f"VM {name}: the snapshot has no {DEFINITION}")
