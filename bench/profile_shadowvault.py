@@ -37,7 +37,7 @@ def _group(thread_frame: str, stack: list[str]) -> str:
         ("sv-read", "reader threads"),
         ("sv-blob", "blob threads"),
         ("sv-restore", "restore threads"),
-        ("_read_file", "reader threads"),
+        ("read_file (", "reader threads"),
         ("_save_chunk", "blob threads"),
         ("_restore_entry", "restore threads"),
         ("<module> (shadowvault", "main thread"),

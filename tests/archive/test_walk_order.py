@@ -17,7 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-from shadowvault.archive.walker import SWEEP_AFTER, Archiver, Source, WalkStats, _DirJob
+from shadowvault.archive.file_blobs import StoredContent
+from shadowvault.archive.finished_dirs import SWEEP_AFTER, DirJob, FinishedDirs
+from shadowvault.archive.walker import Archiver, Source, WalkStats
 from shadowvault.repo.tree import Node
 from tests.archive.helpers import assert_same_tree, new_repo, restore
 from tests.fixtures.loopfs import loop_filesystem
@@ -29,40 +31,52 @@ LARGE_FILES = 8  # more than there are reader threads
 HELD = 60.0  # seconds at most that a wait below holds: a regression fails instead of hanging
 
 
+class _CountingDirs(FinishedDirs):
+    """Counts the directories written out of walk order; says when the walk has ended."""
+
+    def __init__(self, *args: object, walk_ended: threading.Event) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.out_of_order = 0
+        self.walk_ended = walk_ended
+
+    def drain(self, *, block: bool) -> None:
+        if block:
+            self.walk_ended.set()
+        super().drain(block=block)
+
+    def _sweep(self) -> None:
+        waiting = len(self._finished)
+        super()._sweep()
+        self.out_of_order += waiting - len(self._finished)
+
+
 class _Counting(Archiver):
-    """Counts the directories written out of walk order; holds the large files until the walk ends
-    and each directory of small files until its files are stored."""
+    """Holds the large files until the walk ends and each directory of small files until its files
+    are stored; its directories count those written out of walk order."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.out_of_order = 0
         self.walk_ended = threading.Event()
+        self.counting = _CountingDirs(
+            self.store, self.reader, self.stats, self._anchors, walk_ended=self.walk_ended
+        )
+        self.finished = self.counting
         read_file = self.reader._read_file
 
-        def held_read_file(access: bytes, node: Node, label: bytes = b"") -> object:
+        def held_read_file(access: bytes, node: Node, label: bytes = b"") -> StoredContent:
             if node.size >= self.reader.single_chunk:
                 self.walk_ended.wait(HELD)
             return read_file(access, node, label)
 
-        self.reader._read_file = held_read_file  # type: ignore[method-assign]
+        self.reader._read_file = held_read_file
 
-    def _finish(self, job: _DirJob) -> None:
+    def _finish(self, job: DirJob) -> None:
         if all(node.size < self.reader.single_chunk for node, _, _ in job.files):
             self.reader.flush()
             deadline = time.monotonic() + HELD
             while not job.ready() and time.monotonic() < deadline:
                 time.sleep(0.001)
         super()._finish(job)
-
-    def _drain(self, *, block: bool) -> None:
-        if block:
-            self.walk_ended.set()
-        super()._drain(block=block)
-
-    def _sweep(self) -> None:
-        waiting = len(self._finished)
-        super()._sweep()
-        self.out_of_order += waiting - len(self._finished)
 
 
 def _tree(source: os.PathLike[str]) -> None:
@@ -94,7 +108,8 @@ def _back_up_and_restore(mount: Path) -> None:
     repo.flush()
     assert not stats.errors and stats.files_done == LARGE_FILES + 3 * DIRECTORIES
     # all but the last few directories (fewer than a sweep's worth) before the large files are read
-    assert archiver.out_of_order >= DIRECTORIES - SWEEP_AFTER, "written while the large file was still read"
+    out_of_order = archiver.counting.out_of_order
+    assert out_of_order >= DIRECTORIES - SWEEP_AFTER, "written while the large file was still read"
 
     restore(repo, root, mount / "out")
     assert_same_tree(source, mount / "out" / source.relative_to("/"))

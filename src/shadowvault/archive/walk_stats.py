@@ -6,12 +6,15 @@ path) are kept apart, so a backup of a shadow records the paths users know.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 
 from shadowvault.archive.tree_paths import text
 from shadowvault.cancellation import Cancellation
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +66,26 @@ class WalkStats:
             self.skipped[kind] = self.skipped.get(kind, 0) + 1
             if len(self.skipped_paths) < SKIPPED_PATHS:
                 self.skipped_paths.append((text(path), kind, reason))
+
+    def error(self, path: bytes | str, err: BaseException | str) -> None:
+        """Record an entry that is in the snapshot without its content (or its listing), and why."""
+        if isinstance(err, str):
+            reason = err
+        elif isinstance(err, OSError) and err.strerror:
+            reason = err.strerror
+        else:
+            reason = str(err)
+        shown = path if isinstance(path, str) else text(path)
+        log.debug("%s: %s", shown, reason)  # in the result: the caller says it
+        with self.lock:
+            self.errors.append((shown, reason))
+
+    def warn(self, path: bytes | str, reason: str) -> None:
+        """Record an entry that is stored, with something to note about it."""
+        shown = path if isinstance(path, str) else text(path)
+        log.debug("%s: %s", shown, reason)
+        with self.lock:
+            self.warnings.append((shown, reason))
 
     @property
     def current(self) -> str:

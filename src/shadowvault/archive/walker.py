@@ -1,9 +1,9 @@
 """Walk source trees into the repository: one TREE blob per directory, files cut into DATA blobs.
 
-This (main) thread walks and lstat()s; files are read on threads of their own (`file_reader`). A
-directory's TREE blob is written once all of its entries are done (post-order, in the order the
-walk finished them). Paths deeper than PATH_MAX are reached through open directories
-(`deep_paths`).
+This (main) thread walks and lstat()s; files are read on threads of their own (`file_reader`), or
+taken over from the parent snapshot unread (`parent_reuse`). A directory's TREE blob is written once
+all of its entries are done (`finished_dirs`: post-order, in the order the walk finished them).
+Paths deeper than PATH_MAX are reached through open directories (`deep_paths`).
 
 What cannot be read is in the snapshot: an entry that cannot be stat'ed, a directory that cannot be
 listed, a file that cannot be read each get a Node with `error` (and no content), and the error is
@@ -13,20 +13,25 @@ stored, and a warning says it changed.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
-import stat
 import time
-from collections.abc import Collection
-from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from shadowvault.archive import metadata
 from shadowvault.archive.deep_paths import ANCHOR_AFTER, Anchors
 from shadowvault.archive.exclude_rules import CACHEDIR_TAG, ExcludeRules
-from shadowvault.archive.file_reader import FileError, FileReader, PendingContent
+from shadowvault.archive.file_reader import FileReader, PendingContent
+from shadowvault.archive.finished_dirs import DirJob, FinishedDirs
 from shadowvault.archive.metadata_prefetch import MetadataPrefetch
+from shadowvault.archive.parent_reuse import (
+    all_present,
+    is_copy,
+    record_original,
+    reuse,
+    same_inode,
+    unchanged,
+)
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.small_files import os_reason
 from shadowvault.archive.store import BlobStore, Chunker, chunker_for, single_chunk_limit
@@ -34,34 +39,14 @@ from shadowvault.archive.tree_paths import join, text
 from shadowvault.archive.walk_stats import Source, WalkStats
 from shadowvault.errors import NotFoundError, RepositoryError
 from shadowvault.repo.chunk_windows import ChunkWindows
-from shadowvault.repo.tree import Node, Tree
+from shadowvault.repo.tree import Node
 
 __all__ = ["ANCHOR_AFTER", "Archiver", "Source", "WalkStats"]
 
 log = logging.getLogger(__name__)
 
-SWEEP_AFTER = 64  # finished directories queued behind one still waiting before any is written out of order
-
 # the paths named for a backup, as a tree of names: a leaf is the Source read there
 Hierarchy: TypeAlias = "dict[bytes, Source | Hierarchy]"
-
-
-@dataclass
-class _DirJob:
-    """A directory being archived: its nodes, and what they still wait for."""
-
-    nodes: list[Node] = field(default_factory=list)
-    files: list[tuple[Node, PendingContent, str]] = field(default_factory=list)
-    # files found unchanged whose blobs the index is asked about once for the whole directory:
-    # (node, its old node, the path it is read at, its original path)
-    unchanged: list[tuple[Node, Node, bytes, bytes]] = field(default_factory=list)
-    subdirs: list[tuple[Node, _DirJob]] = field(default_factory=list)
-    tree_id: bytes | None = None
-    error: str | None = None  # why the directory could not be listed
-    anchor: int | None = None  # the directory's descriptor, when entries below it are reached through it
-
-    def ready(self) -> bool:
-        return all(fut.done() for _, fut, _ in self.files)
 
 
 def _listed_type(entry: os.DirEntry[bytes]) -> str:
@@ -74,21 +59,6 @@ def _listed_type(entry: os.DirEntry[bytes]) -> str:
     except OSError:
         pass
     return "file"
-
-
-def _same_inode(old: Node | None, st: os.stat_result, copied: bool) -> Node | None:
-    """The parent snapshot's node when it is this very inode, unchanged since (same inode number,
-    same ctime, read whole; `metadata.capture` checks the type): its extended attributes need not
-    be read again. Never for a copy (a reflink copy has an inode and ctime of its own)."""
-    if (
-        old is None
-        or copied
-        or old.error is not None
-        or old.inode != st.st_ino
-        or old.ctime_ns != st.st_ctime_ns
-    ):
-        return None
-    return old
 
 
 class Archiver:
@@ -143,10 +113,9 @@ class Archiver:
         # when the copies were started: a live file whose ctime is older is the same in the copy
         # (one second of margin for coarse file-system clocks)
         self.copy_cutoff_ns = int(((copy_started or time.time()) - 1.0) * 1e9)
-        self._finished: collections.deque[_DirJob] = collections.deque()
-        self._sweep_at = SWEEP_AFTER  # queued directories that make `_drain` look past the first
         self._links: dict[tuple[int, int], tuple[Node, PendingContent | None]] = {}
         self._anchors = Anchors()
+        self.finished = FinishedDirs(store, self.reader, self.stats, self._anchors)
 
     # -- entry point -----------------------------------------------------------------------------
 
@@ -170,11 +139,11 @@ class Archiver:
         try:
             if whole:
                 root = self._walk_dir(
-                    whole[0].read_path, b"/", self._children(parent_tree), self._is_copy(whole[0])
+                    whole[0].read_path, b"/", self._children(parent_tree), is_copy(whole[0])
                 )
             else:
                 root = self._virtual_dir(b"/", hierarchy, self._children(parent_tree))
-            self._drain(block=True)
+            self.finished.drain(block=True)
         except BaseException:
             # interrupted or failed: drop the queued work instead of reading every queued file first
             self.reader.shutdown(cancel=True)
@@ -198,9 +167,9 @@ class Archiver:
             log.warning("parent snapshot tree unreadable, files will be read again: %s", err)
             return {}
 
-    def _virtual_dir(self, orig: bytes, hierarchy: Hierarchy, parent: dict[bytes, Node]) -> _DirJob:
+    def _virtual_dir(self, orig: bytes, hierarchy: Hierarchy, parent: dict[bytes, Node]) -> DirJob:
         """A directory above the sources (/, /home, ...): live metadata, only the named children."""
-        job = _DirJob()
+        job = DirJob()
         for name in sorted(hierarchy):
             child = hierarchy[name]
             path = join(orig, name)
@@ -209,15 +178,15 @@ class Archiver:
                 try:
                     st = os.lstat(child.read_path)
                 except OSError as err:
-                    self._error(path, err)
+                    self.stats.error(path, err)
                     continue
-                self._entry(child.read_path, path, name, st, old, job, self._is_copy(child))
+                self._entry(child.read_path, path, name, st, old, job, is_copy(child))
                 continue
             try:
                 where = self.virtual_root + path if self.virtual_root else path
                 node = metadata.capture(where, os.lstat(where), name)
             except OSError as err:
-                self._error(path, err)
+                self.stats.error(path, err)
                 continue
             old_children = self._children(old.subtree) if old and old.type == "dir" else {}
             sub = self._virtual_dir(path, child, old_children)
@@ -226,18 +195,6 @@ class Archiver:
         self._finish(job)
         return job
 
-    @staticmethod
-    def _is_copy(source: Source) -> bool:
-        """A source read from somewhere else whose root has another inode than the original's."""
-        if source.copied is not None:
-            return source.copied
-        if source.read_path == source.orig_path:
-            return False
-        try:
-            return os.lstat(source.read_path).st_ino != os.lstat(source.orig_path).st_ino
-        except OSError:
-            return False
-
     def _walk_dir(
         self,
         read_path: bytes,
@@ -245,9 +202,9 @@ class Archiver:
         parent: dict[bytes, Node],
         copied: bool = False,
         access: bytes | None = None,
-    ) -> _DirJob:
+    ) -> DirJob:
         """Archive the directory read at `read_path` (reached through `access`, when given)."""
-        job = _DirJob()
+        job = DirJob()
         access = read_path if access is None else access
         try:
             access, job.anchor = self._anchors.reach(access)
@@ -256,7 +213,7 @@ class Archiver:
                 listed = sorted((entry.name, _listed_type(entry)) for entry in it)
         except OSError as err:
             job.error = f"directory not listed: {os_reason(err)}"
-            self._error(orig, job.error)
+            self.stats.error(orig, job.error)
             listed = []
         if self.rules.cache_dir(access, [name for name, _ in listed]):
             left_out = len(listed) - 1
@@ -282,22 +239,20 @@ class Archiver:
                     st = os.lstat(graft.read_path)
                 except OSError as err:
                     job.nodes.append(Node(name=name, type="dir", error=os_reason(err)))
-                    self._error(child_orig, os_reason(err))
+                    self.stats.error(child_orig, os_reason(err))
                     continue
-                self._entry(
-                    graft.read_path, child_orig, name, st, parent.get(name), job, self._is_copy(graft)
-                )
+                self._entry(graft.read_path, child_orig, name, st, parent.get(name), job, is_copy(graft))
                 continue
             child_read = read_prefix + name
             child_access = child_read if access is read_path else access_prefix + name
             try:
                 st = os.lstat(child_access)
             except FileNotFoundError:
-                self._warn(child_orig, "vanished while the directory was read; not in the snapshot")
+                self.stats.warn(child_orig, "vanished while the directory was read; not in the snapshot")
                 continue
             except OSError as err:
                 job.nodes.append(Node(name=name, type=kind, error=os_reason(err)))
-                self._error(child_orig, os_reason(err))
+                self.stats.error(child_orig, os_reason(err))
                 continue
             self._entry(child_read, child_orig, name, st, parent.get(name), job, copied, child_access)
         self._finish(job)
@@ -310,7 +265,7 @@ class Archiver:
         name: bytes,
         st: os.stat_result,
         old: Node | None,
-        job: _DirJob,
+        job: DirJob,
         copied: bool = False,
         access: bytes | None = None,
     ) -> None:
@@ -321,10 +276,10 @@ class Archiver:
             self.stats.skip(orig, "larger_than", too_large)
             return
         try:
-            node = metadata.capture(access, st, name, _same_inode(old, st, copied))
+            node = metadata.capture(access, st, name, same_inode(old, st, copied))
         except OSError as err:
             job.nodes.append(Node(name=name, type=metadata.node_type(st.st_mode), error=os_reason(err)))
-            self._error(orig, os_reason(err))
+            self.stats.error(orig, os_reason(err))
             return
         job.nodes.append(node)
         stats = self.stats  # the walk's counters have one writer, this thread: no lock needed
@@ -334,7 +289,7 @@ class Archiver:
         if node.type == "dir":
             stats.dirs += 1
             if orig in self.not_descended:  # a mount that is not read: the directory, empty
-                sub = _DirJob()
+                sub = DirJob()
                 self._finish(sub)
                 job.subdirs.append((node, sub))
                 return
@@ -364,50 +319,36 @@ class Archiver:
                     stats.files_changed += 1
             return
         if copied:
-            self._record_original(orig, st, node)
-        if old is not None and self._unchanged(old, st, node, copied):
+            record_original(orig, st, node, self.copy_cutoff_ns)
+        if old is not None and unchanged(old, st, node, copied):
             if st.st_nlink == 1:  # its blobs are looked up with its directory's (`_reuse_unchanged`)
                 job.unchanged.append((node, old, access, orig))
                 return
-            if self._all_present(old.content):  # a later name of it must know now
-                self._reuse([(node, old)])
+            if all_present(self.store, old.content):  # a later name of it must know now
+                reuse(stats, [(node, old)])
                 self._links[link_key] = (node, None)
                 return
         fut = self._read(node, old, access, orig, job)
         if st.st_nlink > 1:
             self._links[link_key] = (node, fut)
 
-    def _reuse_unchanged(self, job: _DirJob) -> None:
+    def _reuse_unchanged(self, job: DirJob) -> None:
         """Reuse the content of the directory's unchanged files whose blobs are all stored (the
         index asked once for all of them: ~1/4 of a no-change backup's walk went to asking it file
         by file); a file with a blob that is not (lost, or found damaged) is read again."""
         waiting, job.unchanged = job.unchanged, []
         if not waiting:
             return
-        if len(waiting) > 1 and self._all_present({b for _, old, _, _ in waiting for b in old.content}):
-            self._reuse([(node, old) for node, old, _, _ in waiting])
+        if len(waiting) > 1 and all_present(self.store, {b for _, old, _, _ in waiting for b in old.content}):
+            reuse(self.stats, [(node, old) for node, old, _, _ in waiting])
             return
         for node, old, access, orig in waiting:
-            if self._all_present(old.content):
-                self._reuse([(node, old)])
+            if all_present(self.store, old.content):
+                reuse(self.stats, [(node, old)])
             else:
                 self._read(node, old, access, orig, job)
 
-    def _reuse(self, files: list[tuple[Node, Node]]) -> None:
-        """Give each file (node, its node in the parent snapshot) the content it had, and count
-        them: the progress counters' lock taken once for a directory's files, not per file."""
-        size = 0
-        for node, old in files:
-            node.content = list(old.content)
-            node.sparse = old.sparse or node.sparse
-            size += node.size
-        stats = self.stats
-        stats.files_unmodified += len(files)
-        with stats.lock:
-            stats.files_done += len(files)
-            stats.bytes_done += size
-
-    def _read(self, node: Node, old: Node | None, access: bytes, orig: bytes, job: _DirJob) -> PendingContent:
+    def _read(self, node: Node, old: Node | None, access: bytes, orig: bytes, job: DirJob) -> PendingContent:
         """Read the file's content (new, or changed since `old`); its pending content."""
         if old is None:
             self.stats.files_new += 1
@@ -417,118 +358,7 @@ class Archiver:
         job.files.append((node, fut, text(orig)))
         return fut
 
-    def _record_original(self, orig: bytes, st: os.stat_result, node: Node) -> None:
-        """Remember the live original's identity when it provably has the copy's content."""
-        try:
-            live = os.lstat(orig)
-        except OSError:
-            return
-        if (
-            stat.S_ISREG(live.st_mode)
-            and live.st_size == st.st_size
-            and live.st_mtime_ns == st.st_mtime_ns
-            and live.st_ctime_ns < self.copy_cutoff_ns
-        ):
-            node.orig_inode, node.orig_ctime_ns = live.st_ino, live.st_ctime_ns
-
-    @staticmethod
-    def _unchanged(old: Node, st: os.stat_result, node: Node, copied: bool) -> bool:
-        """The incremental test, on the copy's stat or, for a copy, on the original's identity."""
-        if not copied:
-            return metadata.same_content_metadata(old, st)
-        return (
-            node.orig_inode != 0
-            and old.type == "file"
-            and old.error is None
-            and old.orig_inode == node.orig_inode
-            and old.orig_ctime_ns == node.orig_ctime_ns
-            and old.size == st.st_size
-            and old.mtime_ns == st.st_mtime_ns
-        )
-
-    def _all_present(self, blob_ids: Collection[bytes]) -> bool:
-        try:
-            # each id once: a sparse file repeats its zero blobs thousands of times (most files are
-            # one blob: no set)
-            unique = blob_ids if len(blob_ids) <= 1 or isinstance(blob_ids, set) else set(blob_ids)
-            return self.store.has_blobs(unique)
-        except (RepositoryError, NotFoundError):
-            return False
-
-    def _error(self, path: bytes | str, err: BaseException | str) -> None:
-        if isinstance(err, str):
-            reason = err
-        elif isinstance(err, OSError) and err.strerror:
-            reason = err.strerror
-        else:
-            reason = str(err)
-        shown = path if isinstance(path, str) else text(path)
-        log.debug("%s: %s", shown, reason)  # in the result: the caller says it
-        with self.stats.lock:
-            self.stats.errors.append((shown, reason))
-
-    def _warn(self, path: bytes | str, reason: str) -> None:
-        shown = path if isinstance(path, str) else text(path)
-        log.debug("%s: %s", shown, reason)
-        with self.stats.lock:
-            self.stats.warnings.append((shown, reason))
-
-    # -- directory completion ----------------------------------------------------------------------
-
-    def _finish(self, job: _DirJob) -> None:
+    def _finish(self, job: DirJob) -> None:
         """Every entry of the directory was visited: settle its unchanged files and queue it."""
         self._reuse_unchanged(job)
-        self._finished.append(job)
-        self._drain(block=False)
-
-    def _drain(self, *, block: bool) -> None:
-        """Write the TREE blobs of finished directories whose files are all done, in walk order,
-        and out of it once many wait behind one that is not done (`_sweep`)."""
-        if block:
-            self.reader.flush()  # the small files still gathered: their batch is waited for below
-        while self._finished and (block or self._finished[0].ready()):
-            self._write_tree(self._finished.popleft())
-        if len(self._finished) >= self._sweep_at:
-            self._sweep()
-            self._sweep_at = max(SWEEP_AFTER, 2 * len(self._finished))
-
-    def _sweep(self) -> None:
-        """Write every waiting directory that is done and whose subdirectories are written, keeping
-        the others in walk order. A directory still reading its files (large ones, changed in an
-        incremental backup) otherwise held every directory walked after it, nodes and all: a 5 %
-        change of 100k files grew the backup's memory by ~100 MiB while its large files were read.
-        The queue is in post-order (subdirectories first), so one pass writes nested ones too; a
-        sweep when the queue has doubled since the last costs O(1) per directory."""
-        waiting: collections.deque[_DirJob] = collections.deque()
-        for job in self._finished:
-            if job.ready() and all(sub.tree_id is not None for _, sub in job.subdirs):
-                self._write_tree(job)
-            else:
-                waiting.append(job)
-        self._finished = waiting
-
-    def _write_tree(self, job: _DirJob) -> None:
-        for node, fut, path in job.files:
-            try:
-                stored = fut.result()
-            except FileError as err:  # nothing of it is stored: its size says so
-                with self.stats.lock:
-                    self.stats.bytes_total -= node.size
-                node.content, node.size = [], 0
-                node.error = str(err)
-                self._error(path, str(err))
-                continue
-            node.content = stored.blob_ids
-            if stored.size != node.size:
-                with self.stats.lock:
-                    self.stats.bytes_total += stored.size - node.size
-                node.size = stored.size
-            if stored.changed:
-                self._warn(path, f"changed while it was read; stored as read ({stored.size} bytes)")
-        for node, sub in job.subdirs:
-            node.subtree = sub.tree_id
-        job.tree_id = self.store.save_tree(Tree(nodes=job.nodes))
-        job.nodes, job.files, job.subdirs = [], [], []
-        if job.anchor is not None:  # every entry below it is done: nothing reaches through it any more
-            self._anchors.release(job.anchor)
-            job.anchor = None
+        self.finished.add(job)

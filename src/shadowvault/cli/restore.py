@@ -163,7 +163,8 @@ def restore_cmd(
     if component is not None:  # a component restore with its merge rules (cli/components.py)
         where = target_root or target
         # a data-only migration (files with --map, no accounts) onto this machine is the ordinary case:
-        # it needs no --target-root, and / needs no --yes-really (each path must be mapped: files.py)
+        # it needs no --target-root, and / needs no --yes-really (each path must be mapped:
+        # components/files.py)
         data_only = component == "files" and bool(maps) and not create_missing_accounts
         if not where and data_only:
             where = "/"

@@ -16,7 +16,7 @@ from typing import Any
 from shadowvault.jobs.restore_component import ComponentRestoreRequest, run_component_restore
 from shadowvault.jobs.restore_ldap_authoritative import AuthoritativeRequest, run_authoritative_restore
 from shadowvault.jobs.restore_writer import WriterRestoreRequest, run_writer_restore
-from shadowvault.jobs.writer_plan import in_place
+from shadowvault.jobs.writer_plan import WriterPlan, in_place
 from shadowvault.repo.repository import Repository
 
 Emit = Callable[[str, dict[str, Any]], None]  # (message_type, event): a plan, before anything changes
@@ -70,7 +70,7 @@ def restore_writers_reporting(repo: Repository, order: WriterRestoreOrder, emit:
         }
     target_root = request.target_root or "/"
 
-    def emit_plans(plans: list[Any]) -> None:
+    def emit_plans(plans: list[WriterPlan]) -> None:
         for plan in plans:
             emit("writer_plan", {"target_root": target_root, **plan.to_dict()})
 

@@ -2,7 +2,7 @@
 
 The set's only volume is the one holding the temporary copies, shadowed `live` (nothing of it is
 read: the copies are the VM's point in time, made atomically by QEMU). Each disk is stored whole
-(layout.py); an incremental backup starts from the bitmap its base snapshot recorded and stores
+(vm/layout.py); an incremental backup starts from the bitmap its base snapshot recorded and stores
 every unchanged chunk by reference. The snapshot is saved before the set completes, so the bitmaps
 rotate (old one dropped, new one kept) only once the backup is really in the repository.
 """

@@ -2,7 +2,7 @@
 
 `backup_vm_reporting` and `restore_vm_reporting` run the VM jobs (jobs/backup_vm.py,
 jobs/restore_vm.py, jobs/restore_vm_files.py) and return summaries made only of JSON values; the
-backup's warnings go to `emit` as they come. The CLI prints these summaries (cli/vm_output.py)
+backup's warnings go to `emit` as they come. The CLI prints these summaries (cli/vm_runs.py)
 whether it ran the job itself or followed the daemon's run of it (service/vm_work.py), so the
 output is the same either way.
 """

@@ -78,7 +78,7 @@ def _entries(found: list[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"path": path, "reason": reason} for path, reason in found]
 
 
-def _exit_status(errors: list[Any]) -> int:
+def _exit_status(errors: list[tuple[str, str]]) -> int:
     return PartialFailure.exit_code if errors else 0
 
 

@@ -25,9 +25,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shadowvault.shadow.freeze_ioctl import FITHAW
+
+if TYPE_CHECKING:  # the watchdog process itself imports only the standard library
+    from shadowvault.shadow.watchdog_actions import WatchdogAction
 
 READY, FIRED, THAWED, FIRE = "ready", "fired", "thawed", "fire"
 START_TIMEOUT = 15.0
@@ -167,7 +170,9 @@ class Watchdog:
         self._closed = False
 
     @classmethod
-    def start(cls, actions: Sequence[Any], deadline: float, *, pid: int | None = None) -> Watchdog:
+    def start(
+        cls, actions: Sequence[WatchdogAction | dict[str, Any]], deadline: float, *, pid: int | None = None
+    ) -> Watchdog:
         """Start a watchdog for `actions` (WatchdogAction structs or dicts) firing at monotonic `deadline`."""
         import msgspec  # the coordinator side may use the project's dependencies
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from collections.abc import Callable
 
 import msgspec
 
@@ -22,6 +22,12 @@ from shadowvault.typed_decoding import decode_json
 
 VMS_DIR = "vms"
 DEFINITION = "definition.json"
+
+# the repository calls a VM snapshot is written and read with (Repository provides them)
+SaveBlob = Callable[[BlobType, bytes], bytes]
+SaveTree = Callable[[Tree], bytes]
+LoadTree = Callable[[bytes], Tree]
+LoadBlob = Callable[[bytes], bytes]
 
 
 class StoredDisk(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -70,7 +76,7 @@ def _file_node(name: str, content: list[bytes], size: int, *, sparse: bool) -> N
 
 
 def vm_tree(
-    save_blob: Any, save_tree: Any, definition: VmDefinition, images: dict[str, list[bytes]]
+    save_blob: SaveBlob, save_tree: SaveTree, definition: VmDefinition, images: dict[str, list[bytes]]
 ) -> bytes:
     """The root tree of a VM snapshot (`/vms/NAME/...`); returns its id."""
     document = msgspec.json.format(msgspec.json.encode(definition), indent=2) + b"\n"
@@ -87,7 +93,7 @@ def vm_tree(
     )
 
 
-def _child(load_tree: Any, tree_id: bytes | None, name: str) -> Node:
+def _child(load_tree: LoadTree, tree_id: bytes | None, name: str) -> Node:
     if tree_id is None:
         raise NotFoundError(f"{name}: not in the snapshot")
     for node in load_tree(tree_id).nodes:
@@ -96,9 +102,13 @@ def _child(load_tree: Any, tree_id: bytes | None, name: str) -> Node:
     raise NotFoundError(f"{name}: not in the snapshot")
 
 
-def read_vm(load_tree: Any, load_blob: Any, root: bytes, name: str) -> tuple[VmDefinition, dict[str, Node]]:
+def read_vm(
+    load_tree: LoadTree, load_blob: LoadBlob, root: bytes, name: str
+) -> tuple[VmDefinition, dict[str, Node]]:
     """A VM snapshot's definition and its disk nodes by disk name."""
     vm_dir = _child(load_tree, _child(load_tree, root, VMS_DIR).subtree, name)
+    if vm_dir.subtree is None:  # a file of that name (a files backup), no VM's directory
+        raise NotFoundError(f"{name}: not in the snapshot")
     nodes = {n.name.decode(): n for n in load_tree(vm_dir.subtree).nodes}
     if DEFINITION not in nodes:
         raise NotFoundError(f"VM {name}: the snapshot has no {DEFINITION}")

@@ -1,0 +1,109 @@
+"""A backup walk's finished directories, each written as a TREE blob once its files are stored.
+
+The walk finishes a directory when it has visited every entry (post-order: its subdirectories
+first); its files may still be read. Trees are written in the order the walk finished them, and out
+of it once many wait behind one that is not done (`FinishedDirs._sweep`): a directory's nodes are
+held only until its own files are stored.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from shadowvault.archive.deep_paths import Anchors
+from shadowvault.archive.file_reader import FileReader, PendingContent
+from shadowvault.archive.small_files import FileError
+from shadowvault.archive.store import BlobStore
+from shadowvault.archive.walk_stats import WalkStats
+from shadowvault.repo.tree import Node, Tree
+
+SWEEP_AFTER = 64  # finished directories queued behind one still waiting before any is written out of order
+
+
+@dataclass
+class DirJob:
+    """A directory being archived: its nodes, and what they still wait for."""
+
+    nodes: list[Node] = field(default_factory=list)
+    files: list[tuple[Node, PendingContent, str]] = field(default_factory=list)
+    # files found unchanged whose blobs the index is asked about once for the whole directory:
+    # (node, its old node, the path it is read at, its original path)
+    unchanged: list[tuple[Node, Node, bytes, bytes]] = field(default_factory=list)
+    subdirs: list[tuple[Node, DirJob]] = field(default_factory=list)
+    tree_id: bytes | None = None
+    error: str | None = None  # why the directory could not be listed
+    anchor: int | None = None  # the directory's descriptor, when entries below it are reached through it
+
+    def ready(self) -> bool:
+        return all(fut.done() for _, fut, _ in self.files)
+
+
+class FinishedDirs:
+    """The directories the walk has finished, queued until their TREE blobs are written (main
+    thread only)."""
+
+    def __init__(self, store: BlobStore, reader: FileReader, stats: WalkStats, anchors: Anchors) -> None:
+        self.store = store
+        self.reader = reader
+        self.stats = stats
+        self.anchors = anchors  # a written directory's descriptor is released
+        self._finished: collections.deque[DirJob] = collections.deque()
+        self._sweep_at = SWEEP_AFTER  # queued directories that make `drain` look past the first
+
+    def add(self, job: DirJob) -> None:
+        """Every entry of the directory was visited: queue it, and write what is done."""
+        self._finished.append(job)
+        self.drain(block=False)
+
+    def drain(self, *, block: bool) -> None:
+        """Write the TREE blobs of finished directories whose files are all done, in walk order,
+        and out of it once many wait behind one that is not done (`_sweep`)."""
+        if block:
+            self.reader.flush()  # the small files still gathered: their batch is waited for below
+        while self._finished and (block or self._finished[0].ready()):
+            self._write_tree(self._finished.popleft())
+        if len(self._finished) >= self._sweep_at:
+            self._sweep()
+            self._sweep_at = max(SWEEP_AFTER, 2 * len(self._finished))
+
+    def _sweep(self) -> None:
+        """Write every waiting directory that is done and whose subdirectories are written, keeping
+        the others in walk order. A directory still reading its files (large ones, changed in an
+        incremental backup) otherwise held every directory walked after it, nodes and all: a 5 %
+        change of 100k files grew the backup's memory by ~100 MiB while its large files were read.
+        The queue is in post-order (subdirectories first), so one pass writes nested ones too; a
+        sweep when the queue has doubled since the last costs O(1) per directory."""
+        waiting: collections.deque[DirJob] = collections.deque()
+        for job in self._finished:
+            if job.ready() and all(sub.tree_id is not None for _, sub in job.subdirs):
+                self._write_tree(job)
+            else:
+                waiting.append(job)
+        self._finished = waiting
+
+    def _write_tree(self, job: DirJob) -> None:
+        for node, fut, path in job.files:
+            try:
+                stored = fut.result()
+            except FileError as err:  # nothing of it is stored: its size says so
+                with self.stats.lock:
+                    self.stats.bytes_total -= node.size
+                node.content, node.size = [], 0
+                node.error = str(err)
+                self.stats.error(path, str(err))
+                continue
+            node.content = stored.blob_ids
+            if stored.size != node.size:
+                with self.stats.lock:
+                    self.stats.bytes_total += stored.size - node.size
+                node.size = stored.size
+            if stored.changed:
+                self.stats.warn(path, f"changed while it was read; stored as read ({stored.size} bytes)")
+        for node, sub in job.subdirs:
+            node.subtree = sub.tree_id
+        job.tree_id = self.store.save_tree(Tree(nodes=job.nodes))
+        job.nodes, job.files, job.subdirs = [], [], []
+        if job.anchor is not None:  # every entry below it is done: nothing reaches through it any more
+            self.anchors.release(job.anchor)
+            job.anchor = None

@@ -1,0 +1,102 @@
+"""A parent snapshot's file taken over unread: whether it is unchanged, and whether its blobs remain.
+
+A file is unchanged when its stat says so (`metadata.same_content_metadata`). Read from a copy with
+inodes of its own (a reflink shadow), it is unchanged when the live original it was copied from is
+provably the one the parent snapshot recorded (same inode and ctime, older than the copy, same size
+and mtime). Its content is reused only while every blob of it is stored (not lost, not found
+damaged); otherwise it is read again.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Collection
+
+from shadowvault.archive import metadata
+from shadowvault.archive.store import BlobStore
+from shadowvault.archive.walk_stats import Source, WalkStats
+from shadowvault.errors import NotFoundError, RepositoryError
+from shadowvault.repo.tree import Node
+
+
+def is_copy(source: Source) -> bool:
+    """A source read from somewhere else whose root has another inode than the original's."""
+    if source.copied is not None:
+        return source.copied
+    if source.read_path == source.orig_path:
+        return False
+    try:
+        return os.lstat(source.read_path).st_ino != os.lstat(source.orig_path).st_ino
+    except OSError:
+        return False
+
+
+def same_inode(old: Node | None, st: os.stat_result, copied: bool) -> Node | None:
+    """The parent snapshot's node when it is this very inode, unchanged since (same inode number,
+    same ctime, read whole; `metadata.capture` checks the type): its extended attributes need not
+    be read again. Never for a copy (a reflink copy has an inode and ctime of its own)."""
+    if (
+        old is None
+        or copied
+        or old.error is not None
+        or old.inode != st.st_ino
+        or old.ctime_ns != st.st_ctime_ns
+    ):
+        return None
+    return old
+
+
+def record_original(orig: bytes, st: os.stat_result, node: Node, copy_cutoff_ns: int) -> None:
+    """Remember the live original's identity when it provably has the copy's content (its ctime
+    older than `copy_cutoff_ns`, when the copies were started)."""
+    try:
+        live = os.lstat(orig)
+    except OSError:
+        return
+    if (
+        stat.S_ISREG(live.st_mode)
+        and live.st_size == st.st_size
+        and live.st_mtime_ns == st.st_mtime_ns
+        and live.st_ctime_ns < copy_cutoff_ns
+    ):
+        node.orig_inode, node.orig_ctime_ns = live.st_ino, live.st_ctime_ns
+
+
+def unchanged(old: Node, st: os.stat_result, node: Node, copied: bool) -> bool:
+    """The incremental test, on the copy's stat or, for a copy, on the original's identity."""
+    if not copied:
+        return metadata.same_content_metadata(old, st)
+    return (
+        node.orig_inode != 0
+        and old.type == "file"
+        and old.error is None
+        and old.orig_inode == node.orig_inode
+        and old.orig_ctime_ns == node.orig_ctime_ns
+        and old.size == st.st_size
+        and old.mtime_ns == st.st_mtime_ns
+    )
+
+
+def all_present(store: BlobStore, blob_ids: Collection[bytes]) -> bool:
+    try:
+        # each id once: a sparse file repeats its zero blobs thousands of times (most files are
+        # one blob: no set)
+        unique = blob_ids if len(blob_ids) <= 1 or isinstance(blob_ids, set) else set(blob_ids)
+        return store.has_blobs(unique)
+    except (RepositoryError, NotFoundError):
+        return False
+
+
+def reuse(stats: WalkStats, files: list[tuple[Node, Node]]) -> None:
+    """Give each file (node, its node in the parent snapshot) the content it had, and count
+    them: the progress counters' lock taken once for a directory's files, not per file."""
+    size = 0
+    for node, old in files:
+        node.content = list(old.content)
+        node.sparse = old.sparse or node.sparse
+        size += node.size
+    stats.files_unmodified += len(files)
+    with stats.lock:
+        stats.files_done += len(files)
+        stats.bytes_done += size
