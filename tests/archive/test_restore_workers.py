@@ -1,6 +1,7 @@
-"""Restore workers (archive/restore_workers.py): pack ranges decoded, verified and written into the
-restore's files by other processes. What a user checks: the restored tree is identical, --verify
-holds, a damaged blob fails only its file (and is recorded), and a worker that dies loses nothing."""
+"""Restore workers (archive/restore_workers.py; the worker's side: restore_worker.py): pack ranges
+decoded, verified and written into the restore's files by other processes. What a user checks: the
+restored tree is identical, --verify holds, a damaged blob fails only its file (and is recorded),
+and a worker that dies loses nothing."""
 
 from __future__ import annotations
 
@@ -14,23 +15,26 @@ from typing import Any
 import pytest
 
 from shadowvault.archive.restore import Restorer
-from shadowvault.archive.restore_content import ContentBatch, FileWrite
+from shadowvault.archive.restore_content import ContentBatch
 from shadowvault.archive.restore_direct import DirectFile, DirectFiles
 from shadowvault.archive.restore_entries import EntryWriter
-from shadowvault.archive.restore_workers import (
+from shadowvault.archive.restore_plan import FileWrite
+from shadowvault.archive.restore_worker import (
     FDS_PER_TASK,
-    MIN_FDS_PER_TASK,
-    PROCESSES_ENV,
     READ_GAP,
     READ_WINDOW,
-    TASKS_QUEUED,
-    WORTH_FILES,
     BlobDone,
-    RestoreWorkers,
     Task,
     TaskBlob,
-    WorkerGone,
     _windows,
+)
+from shadowvault.archive.restore_workers import (
+    MIN_FDS_PER_TASK,
+    PROCESSES_ENV,
+    TASKS_QUEUED,
+    WORTH_FILES,
+    RestoreWorkers,
+    WorkerGone,
 )
 from shadowvault.repo.chunker import MAX_SIZE
 from shadowvault.repo.format import BlobType
@@ -86,7 +90,7 @@ def _count_made(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """The names of the files workers made whole, as the restore's process learns of them (from a
     content batch's task, or sent straight from the walk: restore_direct.py)."""
     made: list[bytes] = []
-    real = ContentBatch._made
+    real = ContentBatch.made
     real_direct = DirectFiles._made
 
     def counted(self: ContentBatch, file: FileWrite) -> None:
@@ -97,7 +101,7 @@ def _count_made(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         made.extend(file.node.name for file in files)
         real_direct(self, files, nbytes)
 
-    monkeypatch.setattr(ContentBatch, "_made", counted)
+    monkeypatch.setattr(ContentBatch, "made", counted)
     monkeypatch.setattr(DirectFiles, "_made", counted_direct)
     return made
 
@@ -328,7 +332,7 @@ def test_an_interrupted_restore_leaves_no_worker_and_nothing_half_written(ext4: 
     restore, workers = cli_with_workers(
         ["restore", "latest", "--target", str(target)],
         {**env, "SHADOWVAULT_RESTORE_PROCESSES": "2"},  # whatever the machine's default
-        b"restore_workers",
+        b"archive.restore_worker",
     )
     assert workers, "a restore of ~4,000 files started restore workers"
     time.sleep(0.1)

@@ -1,7 +1,7 @@
 """A restored file's bytes: a blob written at its place (holes kept where the file had them), runs
 of zeros allocated without writing them, and the read-back of --verify.
 
-Used by the restore's threads and by its worker processes (archive/restore_workers.py), which
+Used by the restore's threads and by its worker processes (archive/restore_worker.py), which
 import only this of the restore.
 """
 

@@ -3,15 +3,16 @@
 The main thread walks the snapshot's trees and opens the target's directories; entries are laid
 down by a pool of threads (`restore_entries`), files in batches of up to a thousand whose
 blobs are read with each pack read once, in one ranged read (`restore_content`). Directories get
-their metadata after their contents, in the order the walk left them (a read-only directory is
-filled first, and a default ACL is applied after the files were created with their own ACLs).
+their metadata after their contents, in the order the walk left them (`restore_dirs`: a read-only
+directory is filled first, and a default ACL is applied after the files were created with their
+own ACLs).
 
 A snapshot is untrusted input (anyone with the password can write one), and so is the target (a
 symlink can be planted in it). Nothing is ever reached through a path string: the target is opened
 once, every directory below it is opened relative to its parent with O_NOFOLLOW, and every entry is
 created, renamed, linked and given its metadata relative to those descriptors. An entry whose name
 is not a single component (`..`, `a/b`, empty, NUL, a name twice in one directory) is an error of
-the result, never a path. At most MAX_OPEN_DIRS directories are held open at once.
+the result, never a path. At most MAX_OPEN_DIRS directories are held open at once (`restore_dirs`).
 
 A blob that fails verification fails only the files that need it: they are reported, the rest is
 restored. Every failure in a worker thread, foreseen or not, ends up in `RestoreStats.errors` with
@@ -20,37 +21,33 @@ its path.
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from shadowvault.archive import metadata
 from shadowvault.archive.pack_reads import PackedBlobs, ReadBudget
 from shadowvault.archive.patterns import PathFilter
-from shadowvault.archive.restore_content import NAME_MAX, ContentBatch
+from shadowvault.archive.restore_content import ContentBatch
 from shadowvault.archive.restore_direct import DirectFiles
+from shadowvault.archive.restore_dirs import DirJob, OpenDirs
 from shadowvault.archive.restore_entries import (
-    EntryError,
     EntryWriter,
     Overwrite,
-    Pending,
-    Restored,
     RestoreStats,
     TargetDir,
-    chain,
     created_gid,
     discard,
     has_default_acl,
     join,
-    open_subdir,
     reason,
     text,
     unsafe_text,
 )
+from shadowvault.archive.restore_outcomes import Pending, Restored, chain
+from shadowvault.archive.restore_reads import NAME_MAX
 from shadowvault.archive.restore_workers import LazyRestoreWorkers
 from shadowvault.archive.tree_paths import TreeReader, find_node, raw_path
 from shadowvault.errors import NotFoundError, RepositoryError, UsageError
@@ -62,7 +59,6 @@ __all__ = ["Overwrite", "RestoreSource", "RestoreStats", "Restorer", "find_node"
 
 log = logging.getLogger(__name__)
 
-MAX_OPEN_DIRS = 128  # directory descriptors held at once (besides the ones on the walk's own path)
 BATCHES_AT_ONCE = 2  # content batches being restored while the walk plans the next one
 
 
@@ -89,21 +85,10 @@ if TYPE_CHECKING:  # mypy proves the repository is a restore source; nothing run
 
 
 @dataclass
-class _DirJob:
-    """A directory's entries being restored by the workers: its metadata waits for all of them."""
-
-    dir: TargetDir
-    entries: list[tuple[Pending, bytes]] = field(default_factory=list)  # (future, snapshot path)
-
-    def ready(self) -> bool:
-        return all(f.done() for f, _ in self.entries)
-
-
-@dataclass
 class _Frame:
     """A directory being walked: its job, the entries not visited yet, the names it holds twice."""
 
-    job: _DirJob
+    job: DirJob
     nodes: Iterator[Node]
     twice: set[bytes]
 
@@ -143,12 +128,11 @@ class Restorer:
         self._read_budget = ReadBudget()  # pack ranges held at once, by all batches together
         self.slots = Slots(max_files)  # entries other than batched files
         self._links: dict[tuple[int, int], Pending] = {}
-        self._finished: collections.deque[_DirJob] = collections.deque()
-        self._open: set[TargetDir] = set()  # directories whose descriptor is open (main thread only)
         self._root = TargetDir(None, b"", b"/", None)
         self.entries = EntryWriter(
             self._root, self.stats, overwrite=self.overwrite, numeric_owner=numeric_owner
         )
+        self.dirs = OpenDirs(self._root, self.entries, self.overwrite, self._flush)  # restore_dirs.py
         self._batch = self._new_batch()
         self._direct: DirectFiles | None = None  # files gathered for the workers (restore_direct.py)
 
@@ -161,7 +145,7 @@ class Restorer:
         root = self._root
         root.spath = b"/" + b"/".join(p for p in raw_path(subpath).split(b"/") if p)
         root.fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the user's own path
-        self._open.add(root)
+        self.dirs.open.add(root)
         root.inherits_acl = has_default_acl(root.fd)
         root.new_gid = created_gid(root.fd)
         try:
@@ -170,10 +154,10 @@ class Restorer:
             elif node.type == "dir":
                 self._walk(node.subtree, root)
             else:
-                job = _DirJob(root)
+                job = DirJob(root)
                 self._submit_entry(node, root.spath, root, job)
-                self._finished.append(job)
-            self._drain(block=True)
+                self.dirs.finished.append(job)
+            self.dirs.drain(block=True)
         except BaseException:
             self.pool.shutdown(wait=False, cancel_futures=True)  # interrupted: drop the queued files
             raise
@@ -181,8 +165,8 @@ class Restorer:
             self.batches.shutdown(wait=True)
             self.pool.shutdown(wait=True)
             self.processes.shutdown()
-            for left in list(self._open):
-                self._close(left)
+            for left in list(self.dirs.open):
+                self.dirs.close(left)
         return self.stats
 
     # -- walking (main thread) ---------------------------------------------------------------------
@@ -191,13 +175,14 @@ class Restorer:
         """Depth first with a stack of its own (a crafted tree can be deeper than Python's recursion
         limit); a directory's job is queued when its last entry was visited, so jobs come in post-order."""
         stack = [self._frame(tree_id, top)]
+        dirs = self.dirs
         while stack:
             frame = stack[-1]
             node = next(frame.nodes, None)
             if node is None:
                 stack.pop()
-                self._finished.append(frame.job)
-                self._drain(block=False)
+                dirs.finished.append(frame.job)
+                dirs.drain(block=False)
             elif (below := self._visit(node, frame)) is not None:
                 stack.append(below)
 
@@ -208,7 +193,7 @@ class Restorer:
                 nodes = self.store.load_tree(tree_id).nodes
             except (RepositoryError, NotFoundError) as err:
                 self.entries.error(here.spath, f"directory listing unreadable: {err}")
-        return _Frame(_DirJob(here), iter(nodes), duplicate_names(nodes))
+        return _Frame(DirJob(here), iter(nodes), duplicate_names(nodes))
 
     def _visit(self, node: Node, frame: _Frame) -> _Frame | None:
         """Submit one entry of a directory; for a subdirectory to walk, its frame."""
@@ -223,7 +208,7 @@ class Restorer:
             return None
         if node.type != "dir":
             if (self._everything or self.filter.included(spath)) and (
-                here.fd is not None or self._ensure(here)
+                here.fd is not None or self.dirs.ensure(here)
             ):
                 self._submit_entry(node, spath, here, frame.job)
             return None
@@ -231,59 +216,18 @@ class Restorer:
         if not selected and not self.filter.may_contain(spath):
             return None
         below = TargetDir(here, node.name, spath, node, (*here.rel, node.name))
-        if selected and not self._ensure(below):
+        if selected and not self.dirs.ensure(below):
             return None
         if selected and node.error is not None:
             self.entries.warning(spath, f"restored empty: it could not be listed at backup ({node.error})")
         return self._frame(node.subtree, below)
-
-    def _ensure(self, here: TargetDir) -> bool:
-        """Make and open `here` (and its parents) on first use; False when it cannot be (reported once)."""
-        missing: list[TargetDir] = []
-        walk: TargetDir | None = here
-        while walk is not None and walk.fd is None:
-            missing.append(walk)
-            walk = walk.parent
-        missing.reverse()  # the topmost missing directory first
-        for at, below in enumerate(missing):
-            if below.failed or below.parent is None or not self._open_dir(below):
-                for left in missing[at:]:
-                    left.failed = True  # reported once, for the topmost
-                return False
-        return True
-
-    def _open_dir(self, here: TargetDir) -> bool:
-        assert here.parent is not None and here.parent.fd is not None
-        if self.stats.cancellation is not None:
-            self.stats.cancellation.check()
-        if len(self._open) >= MAX_OPEN_DIRS and self._finished:
-            self._flush()  # the oldest directory may wait for files of the batch being planned
-        while len(self._open) >= MAX_OPEN_DIRS and self._finished:
-            self._finish(self._finished.popleft())  # wait for the oldest directory, close it
-        try:
-            here.fd, here.fresh = open_subdir(here.parent.fd, here.name, self.overwrite, here.parent.fresh)
-        except (OSError, EntryError) as err:
-            self.entries.error(here.spath, reason(err))
-            return False
-        self._open.add(here)
-        here.inherits_acl = has_default_acl(here.fd)
-        here.new_gid = created_gid(here.fd)
-        with self.stats.lock:
-            self.stats.dirs += 1
-        return True
-
-    def _close(self, here: TargetDir) -> None:
-        if here.fd is not None:
-            os.close(here.fd)
-            here.fd = None
-        self._open.discard(here)
 
     # -- scheduling entries (main thread) ----------------------------------------------------------
 
     def _new_batch(self) -> ContentBatch:
         return ContentBatch(self.store, self.entries, verify=self.verify, budget=self._read_budget)
 
-    def _submit_entry(self, node: Node, spath: bytes, here: TargetDir, job: _DirJob) -> None:
+    def _submit_entry(self, node: Node, spath: bytes, here: TargetDir, job: DirJob) -> None:
         """A file joins the batch being planned; a hard link waits for its first path (without
         holding a worker); anything else goes to the pool."""
         key = (node.device, node.inode)
@@ -391,34 +335,6 @@ class Restorer:
             log.debug("a restore batch was interrupted", exc_info=True)
         finally:
             self._batch_slots.release()
-
-    # -- directory completion (main thread) --------------------------------------------------------
-
-    def _drain(self, *, block: bool) -> None:
-        """Apply directory metadata once everything inside a directory is done, in post-order."""
-        if block:
-            self._flush()
-        while self._finished and (block or self._finished[0].ready()):
-            self._finish(self._finished.popleft())
-
-    def _finish(self, job: _DirJob) -> None:
-        """Wait for a directory's entries, record any failure they did not, give it its metadata, close it."""
-        for fut, spath in job.entries:
-            err = fut.exception()
-            if err is not None:  # entries record their own errors; this is the net under them
-                self.entries.error(spath, reason(err))
-        here = job.dir
-        if here.fd is None or here is self._root:
-            return
-        try:
-            if here.node is not None:
-                metadata.apply_fd(
-                    here.fd, here.node, numeric_owner=self.entries.numeric_owner, label=here.spath
-                )
-        except Exception as err:
-            self.entries.error(here.spath, f"metadata not restored: {reason(err)}")
-        finally:
-            self._close(here)
 
     # -- entries other than batched files (worker threads) -----------------------------------------
 

@@ -33,16 +33,10 @@ from typing import NamedTuple
 
 from shadowvault.archive.pack_reads import PackedBlobs
 from shadowvault.archive.restore_content import ContentBatch
-from shadowvault.archive.restore_entries import EntryWriter, Restored, TargetDir, made_by_worker
-from shadowvault.archive.restore_workers import (
-    NAME_BYTES_PER_TASK,
-    PLACES_PER_TASK,
-    NewFile,
-    RestoreWorkers,
-    Task,
-    TaskBlob,
-    WorkerGone,
-)
+from shadowvault.archive.restore_entries import EntryWriter, TargetDir, made_by_worker
+from shadowvault.archive.restore_outcomes import Restored
+from shadowvault.archive.restore_worker import NAME_BYTES_PER_TASK, PLACES_PER_TASK, NewFile, Task, TaskBlob
+from shadowvault.archive.restore_workers import RestoreWorkers, WorkerGone
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.tree import Node
 

@@ -6,8 +6,9 @@ temporary name in its final directory (`.svtmp-*`), given its metadata, and rena
 to those descriptors; a file is made unnamed (O_TMPFILE) where the filesystem can, and linked in
 only once finished. An interrupted restore never leaves a half-written file under a final name.
 
-File content is written elsewhere (`restore_content`); this module decides whether an entry is
-restored at all, makes links, symlinks, FIFOs and device nodes, and records what went wrong.
+File content is written elsewhere (`restore_content`), and what an entry's restore resolves to is
+a future (`restore_outcomes`); this module decides whether an entry is restored at all, makes
+links, symlinks, FIFOs and device nodes, and records what went wrong.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import os
 import stat
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from shadowvault.archive import metadata
+from shadowvault.archive.restore_outcomes import Restored
 from shadowvault.archive.tree_paths import join, text
 from shadowvault.archive.unnamed_files import create_unnamed
 from shadowvault.cancellation import Cancellation
@@ -34,9 +35,6 @@ log = logging.getLogger(__name__)
 TMP_PREFIX = b".svtmp-"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-# what an entry's restore resolves to: its names below the target, or None when not restored
-Restored = tuple[bytes, ...] | None
 
 
 class Overwrite(StrEnum):
@@ -346,81 +344,3 @@ class EntryWriter:
             clear_inherited_acl=here.inherits_acl,
             label=join(here.spath, node.name),
         )
-
-
-_OUTCOMES = threading.Lock()  # guards every Outcome's state: held for a few instructions at a time
-
-
-class Outcome:
-    """A batched file's result: the few Future methods a restore uses, without a Condition per file
-    (a restore makes one per file). Its batch resolves every one of its files before its run ends
-    and then sets `settled`, which is what a wait for an unresolved outcome waits on."""
-
-    __slots__ = ("_callbacks", "_done", "_error", "_result", "_settled")
-
-    def __init__(self, settled: threading.Event) -> None:
-        self._settled = settled
-        self._done = False
-        self._result: Restored = None
-        self._error: BaseException | None = None
-        self._callbacks: list[Callable[[Outcome], object]] | None = None
-
-    def done(self) -> bool:
-        return self._done
-
-    def cancelled(self) -> bool:
-        return False
-
-    def set_result(self, result: Restored) -> None:
-        self._resolve(result, None)
-
-    def set_exception(self, error: BaseException) -> None:
-        self._resolve(None, error)
-
-    def _resolve(self, result: Restored, error: BaseException | None) -> None:
-        with _OUTCOMES:
-            if self._done:
-                raise InvalidStateError("an outcome is resolved once")
-            self._result, self._error, self._done = result, error, True
-            callbacks, self._callbacks = self._callbacks, None
-        for callback in callbacks or ():
-            callback(self)
-
-    def add_done_callback(self, callback: Callable[[Outcome], object]) -> None:
-        with _OUTCOMES:
-            if not self._done:
-                if self._callbacks is None:
-                    self._callbacks = []
-                self._callbacks.append(callback)
-                return
-        callback(self)
-
-    def exception(self) -> BaseException | None:
-        if not self._done:
-            self._settled.wait()
-        return self._error
-
-    def result(self) -> Restored:
-        error = self.exception()
-        if error is not None:
-            raise error
-        return self._result
-
-
-Pending = Future[Restored] | Outcome  # an entry being restored: a pool task, or a file of a batch
-
-
-def chain(source: Pending, target: Future[Restored]) -> None:
-    """Resolve `target` as `source` resolves."""
-
-    def copy(done: Pending) -> None:
-        if done.cancelled():
-            target.cancel()  # the restore was interrupted
-            return
-        err = done.exception()
-        if err is not None:
-            target.set_exception(err)
-        else:
-            target.set_result(done.result())
-
-    source.add_done_callback(copy)

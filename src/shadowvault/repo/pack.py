@@ -38,7 +38,7 @@ def open_blob(
 ) -> bytes:
     """A blob's verified plaintext from its sealed bytes in a pack: decrypted under its type and id,
     decompressed, and its keyed hash checked against its id (IntegrityError naming `what` else).
-    The repository's reader and the restore's worker processes (archive/restore_workers.py) both
+    The repository's reader and the restore's worker processes (archive/restore_worker.py) both
     use this, so what one accepts the other does."""
     if len(sealed) != length:
         raise IntegrityError(f"{what} is truncated")
