@@ -391,3 +391,29 @@ def test_a_pack_mended_from_a_good_copy_reads_back_intact_and_its_record_is_clea
     assert not any((case.repo / "damage").iterdir())
     assert case.check().returncode == 0
     case.assert_restores_identically(case.first, tmp_path / "r")
+
+
+def test_damage_met_while_reading_is_one_message_per_event(case, tmp_path):
+    """A damaged tree met by `ls` and `restore` is said once, as the CLI's own line (no logger
+    line beside it); a backup that passes over a damaged copy for an intact one says that once."""
+    _, subtree = case.ids_of(case.first, b"sub")
+    _flip(case.pack_of(subtree), 60)
+    for done in (case.cli("ls", "latest"), case.cli("restore", "latest", "--target", str(tmp_path / "r"))):
+        assert done.returncode != 0 or "unreadable" in done.stderr, done.stderr
+        lines = done.stderr.splitlines()
+        assert all(line.startswith("shadowvault: ") for line in lines), done.stderr
+        assert sum(subtree.hex()[:16] in line for line in lines) == 1, done.stderr
+
+    damaged = case.pack_of(subtree)
+    second = case.backup()  # stores the directory again: an intact copy beside the damaged one
+    with Repository.open(case.repo, PASSWORD) as repo:
+        repo.clear_damage([damaged.name])
+    with Repository.open(case.repo, PASSWORD) as repo:
+        first = repo.lookup(subtree).pack  # the copy a read tries first, now that neither is recorded
+    if first != damaged.name:  # make that one the damaged copy, the other intact
+        _flip(damaged, 60)
+        _flip(next((case.repo / "data").rglob(first)), 60)
+    done = case.cli("ls", second)
+    assert done.returncode == 0, done.stderr
+    [warned] = done.stderr.splitlines()
+    assert warned.startswith("shadowvault: warning: ") and "instead" in warned, done.stderr

@@ -149,7 +149,7 @@ def cli(verbose: int, quiet: bool, no_daemon: bool) -> None:
     if click.get_current_context().meta.get(output.JSON_REQUESTED):
         handler.setFormatter(output.JsonLogFormatter())  # under --json every line is JSON
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(output.HumanLogFormatter())
     logging.basicConfig(level=level, handlers=[handler])
 
 

@@ -127,6 +127,19 @@ def json_requested(argv: Sequence[str]) -> bool:
 JSON_REQUESTED = "shadowvault.json"  # the root context's meta key: the command line asks for --json
 
 
+class HumanLogFormatter(logging.Formatter):
+    """A warning or error of the library as the CLI's own (`shadowvault: warning: ...`, escaped, one
+    line); -v and -vv lines keep their logger's name, which is what they are read for."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"shadowvault: {record.levelname.lower()}: {escape_text(message)}"
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return f"{record.levelname} {record.name}: {message}"
+
+
 class JsonLogFormatter(logging.Formatter):
     """A log record as one JSON line, so that a --json run's stderr is JSON lines only."""
 

@@ -360,8 +360,8 @@ class MasterIndex:
         """A read met damage: avoid that copy from now on, and remember it for `save_found_damage`."""
         blobs = [] if blob_id is None else [blob_id]
         record = DamagedPack(id=pack_id, reason=reason, whole=blob_id is None, blobs=blobs)
-        if self.damage.add(record, unsaved=True):
-            log.warning("%s (recorded as damaged)", reason)
+        if self.damage.add(record, unsaved=True):  # the reader or its caller says what happened
+            log.debug("damage met: %s", reason)
             mark_damage(self.index, record)
 
     def save_found_damage(self) -> None:
@@ -371,3 +371,8 @@ class MasterIndex:
             self.record_damage(records)
         except ShadowvaultError as err:
             log.warning("could not record the damage found: %s", err)
+        else:
+            if records:
+                log.info(
+                    "recorded %d damaged pack(s): the next backups store their blobs again", len(records)
+                )

@@ -7,6 +7,7 @@ docs/repository.md, "Damage and repair".
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,8 @@ from shadowvault.repo.master_index import MasterIndex
 from shadowvault.repo.pack import open_blob, pack_name
 from shadowvault.repo.packer import Packer
 from shadowvault.repo.sealing import Sealer
+
+log = logging.getLogger(__name__)
 
 # Decrypted TREE blobs kept for repeated reads: a path looked up in snapshot after snapshot reads
 # the few trees along it again. Walks (backup's parent, restore, check) read each tree once: at
@@ -126,9 +129,11 @@ class BlobReader:
                 failure = failure or err
                 continue
             self._remember(blob_id, location, data)
+            if failure is not None:
+                _read_elsewhere(blob_id, failure, location)
             return data
         assert failure is not None
-        raise failure
+        raise failure  # the caller says so: one message for the event
 
     def load_pack_blobs(self, pack_id: str, blob_ids: Iterable[bytes]) -> Iterator[LoadedBlob]:
         """The blobs `blob_ids` (stored in pack `pack_id`, see `lookup`), verified, in pack order,
@@ -164,17 +169,21 @@ class BlobReader:
                     data = self.decode(blob_id, location, sealed)
                 except IntegrityError as err:
                     self._master.found_damage(pack_id, blob_id, str(err))
-                else:
-                    self._remember(blob_id, location, data)
-                    yield LoadedBlob(blob_id, data)
+                    yield self._load_one(blob_id, err)
                     continue
+                self._remember(blob_id, location, data)
+                yield LoadedBlob(blob_id, data)
+                continue
             yield self._load_one(blob_id)
 
-    def _load_one(self, blob_id: bytes) -> LoadedBlob:
+    def _load_one(self, blob_id: bytes, failed: ShadowvaultError | None = None) -> LoadedBlob:
         try:
-            return LoadedBlob(blob_id, self.load(blob_id))
+            data = self.load(blob_id)
         except ShadowvaultError as err:
-            return LoadedBlob(blob_id, None, err)
+            return LoadedBlob(blob_id, None, failed or err)
+        if failed is not None:
+            _read_elsewhere(blob_id, failed, None)
+        return LoadedBlob(blob_id, data)
 
     def _remember(self, blob_id: bytes, location: BlobLocation, data: bytes) -> None:
         if location.type == BlobType.TREE:
@@ -230,3 +239,9 @@ def _spans(wanted: list[tuple[bytes, BlobLocation]]) -> list[list[tuple[bytes, B
             spans.append([item])
             start, end = location.offset, stop
     return spans
+
+
+def _read_elsewhere(blob_id: bytes, failure: ShadowvaultError, location: BlobLocation | None) -> None:
+    """A damaged copy was passed over for an intact one: nothing else will say so."""
+    where = f" from pack {location.pack[:16]}" if location is not None else ""
+    log.warning("%s; read blob %s%s instead", failure, blob_id.hex()[:16], where)
