@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shadowvault.repo import index as index_module
+from shadowvault.repo import index_sorted
 from shadowvault.repo.format import BlobType, IndexPack, PackBlob
 from shadowvault.repo.index import BlobIndex
 
@@ -206,8 +207,8 @@ def test_a_restores_lookup_of_the_bulk_entries_ranks_only_a_blob_with_several_co
         ]
     )
     base = index._base
-    assert base.sole_position(absent) == index_module.NONE
-    assert base.sole_position(twice) == index_module.SEVERAL
+    assert base.sole_position(absent) == index_sorted.NONE
+    assert base.sole_position(twice) == index_sorted.SEVERAL
     assert base.sole_position(once) >= 0
     assert index.lookup(once).offset == 5 and index.lookup(absent) is None
     best = index.lookup(twice)

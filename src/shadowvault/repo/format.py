@@ -44,8 +44,8 @@ BlobTypeField = Annotated[int, msgspec.Meta(ge=int(min(BlobType)), le=int(max(Bl
 class PackBlob(msgspec.Struct, array_like=True):
     """One blob inside a pack: where it is and how it was stored. The sizes are checked when an
     index file or pack header is decoded: ids are joined 32 bytes apiece, locations kept in
-    32-bit arrays and the type in one byte with the compressed flag (repo/index.py, check), so a
-    crafted entry is a damaged file, not a misaligned index."""
+    32-bit arrays and the type in one byte with the compressed flag (repo/index_sorted.py, check),
+    so a crafted entry is a damaged file, not a misaligned index."""
 
     type: BlobTypeField
     id: BlobIdField

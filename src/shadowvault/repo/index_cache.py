@@ -40,7 +40,8 @@ import msgspec
 
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.cache_dir import default_cache_root, private_dir
-from shadowvault.repo.index import BlobIndex, BulkParts
+from shadowvault.repo.index import BlobIndex
+from shadowvault.repo.index_sorted import BulkParts
 from shadowvault.typed_decoding import decode_msgpack
 
 log = logging.getLogger(__name__)

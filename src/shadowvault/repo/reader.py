@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from shadowvault.errors import IntegrityError, NotFoundError, ShadowvaultError
 from shadowvault.repo.backend import Backend
-from shadowvault.repo.format import BlobType
+from shadowvault.repo.format import BlobType, PackBlob
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.master_index import MasterIndex
 from shadowvault.repo.pack import open_blob, pack_name
@@ -217,6 +217,15 @@ class BlobReader:
         )
         self.count_decoded(1, len(data))
         return data
+
+    def verified_sealed(self, pack_id: str, blob: PackBlob, pack_bytes: bytes) -> bytes:
+        """The sealed bytes of `blob` in a whole pack read, once they verify (Repository.verified_sealed)."""
+        sealed = pack_bytes[blob.offset : blob.offset + blob.length]
+        location = BlobLocation(
+            pack_id, BlobType(blob.type), blob.offset, blob.length, blob.raw_length, blob.compressed, False
+        )
+        self.decode(blob.id, location, sealed)
+        return sealed
 
     def count_decoded(self, blobs: int, nbytes: int) -> None:
         """Count blobs decoded here, or for this process by its restore workers."""

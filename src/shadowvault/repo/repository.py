@@ -2,12 +2,12 @@
 
 A thin front over the layers (as restic's and kopia's are): storage backend (backend*.py) <- keys
 and config (keys.py) <- master index (master_index.py) <- pack writing (packer.py) and blob reading
-(reader.py) <- snapshots (snapshots.py). See docs/repository.md for the on-disk contract.
+(reader.py) <- snapshots (snapshots.py). Creating a repository is repo_init.py's, what closing one
+does with this process's work repo_close.py's. See docs/repository.md for the on-disk contract.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Collection, Iterable, Iterator
@@ -16,8 +16,8 @@ from typing import BinaryIO
 
 import msgspec
 
-from shadowvault.errors import IntegrityError, NotFoundError, RepositoryError, ShadowvaultError, UsageError
-from shadowvault.repo import keys, repo_config
+from shadowvault.errors import IntegrityError, RepositoryError, UsageError
+from shadowvault.repo import keys, repo_close, repo_config, repo_init
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.backend_local import LocalBackend
 from shadowvault.repo.chunker import Chunker
@@ -29,6 +29,7 @@ from shadowvault.repo.master_index import IndexObserver, MasterIndex
 from shadowvault.repo.pack import pack_name
 from shadowvault.repo.packer import Packer, SaveStats
 from shadowvault.repo.reader import BlobReader, LoadedBlob, ReadStats
+from shadowvault.repo.repo_init import PACK_SIZE
 from shadowvault.repo.sealing import MasterKey, Sealer
 from shadowvault.repo.session import Session
 from shadowvault.repo.snapshot import Snapshot
@@ -38,18 +39,6 @@ from shadowvault.repo.tree import Tree, decode_tree, encode_tree
 from shadowvault.repo.zero_blobs import ZeroBlobs
 
 __all__ = ["PACK_SIZE", "LoadedBlob", "Repository", "SaveStats", "filter_snapshots"]
-
-log = logging.getLogger(__name__)
-
-PACK_SIZE = 16 << 20
-
-
-def _exists(backend: Backend, name: str) -> bool:
-    try:
-        backend.stat(name)
-    except NotFoundError:
-        return False
-    return True
 
 
 class Repository:
@@ -87,18 +76,9 @@ class Repository:
         """Create a repository (in a path or file:// URL that is absent or an empty directory, an
         empty S3 prefix, or an empty backend) and open it for writing. `chunker`: another
         repository's chunker parameters (copies between the two then deduplicate with backups)."""
-        if isinstance(where, (str, os.PathLike)):
-            validate_new(where)  # fail on the location before the pack size
-        if not 16 << 10 <= pack_size <= 1 << 30:
-            raise UsageError("the pack size must be between 16 KiB and 1 GiB")
-        backend = backend_for(where, new=True)
-        if any(True for _ in backend.list("keys/")) or _exists(backend, "config"):
-            raise RepositoryError(f"{backend.describe()} is already a repository")
-        key = MasterKey.generate()
-        config = repo_config.new_config(pack_size, chunker)
-        name = keys.add_first_key(backend, key, password, kdf_params)
-        # The config is written last: a directory without it is not (yet) a repository.
-        repo_config.write_config(backend, Sealer(key), config)
+        backend, key, config, name = repo_init.create(
+            where, password, pack_size=pack_size, kdf_params=kdf_params, chunker=chunker
+        )
         repo = cls(backend, key, config, name)
         repo._start_session("init")
         return repo
@@ -130,16 +110,7 @@ class Repository:
         """Replace a damaged config with a new one (new id, new chunker seed: the old seed is lost
         with it, so the next backup cannot deduplicate against old data and stores it once more).
         Returns the new config, or None when the config was intact and nothing was written."""
-        backend = backend_for(where)
-        sealer = Sealer(keys.unlock(backend, password))
-        try:
-            repo_config.read_config(backend, sealer)
-            return None
-        except IntegrityError:
-            pass
-        config = repo_config.new_config(PACK_SIZE)
-        repo_config.write_config(backend, sealer, config)
-        return config
+        return repo_init.repair_config(where, password)
 
     @staticmethod
     def validate_new_path(location: Location) -> Location:
@@ -201,21 +172,7 @@ class Repository:
         if self._closed:
             return
         try:
-            if self.session is not None:
-                self._master.save_found_damage()
-            if flush:
-                self.flush()
-                if self.session is None or self.session.doc.kind != "prune":
-                    self._master.consolidate()
-                # after a prune too: it removed index files, and the next command (often a backup)
-                # would build the index anew before it did anything
-                self._keep_index()
-            else:
-                try:
-                    self._packer.wait_commits()  # the full packs being committed are indexed too
-                    self._master.write_pending()
-                except ShadowvaultError as err:
-                    log.warning("could not index the finished packs: %s", err)
+            repo_close.finish(self._master, self._packer, self.session, flush=flush)
         finally:
             self._closed = True
             self._packer.abort()
@@ -223,15 +180,6 @@ class Repository:
                 self.session.close()
                 self.session = None
             self.backend.close()
-
-    def _keep_index(self) -> None:
-        """The index kept for the next command (master_index.keep_for_next): only a help to it."""
-        if self.session is None:
-            return
-        try:
-            self._master.keep_for_next()
-        except ShadowvaultError as err:
-            log.debug("the index is not kept for the next command: %s", err)
 
     def __enter__(self) -> Repository:
         return self
@@ -386,12 +334,7 @@ class Repository:
     def verified_sealed(self, pack_id: str, blob: PackBlob, pack_bytes: bytes) -> bytes:
         """The sealed bytes of `blob` in a whole pack read (`pack_bytes`), once they verify
         (IntegrityError otherwise): what check, repack and salvage read packs for."""
-        sealed = pack_bytes[blob.offset : blob.offset + blob.length]
-        location = BlobLocation(
-            pack_id, BlobType(blob.type), blob.offset, blob.length, blob.raw_length, blob.compressed, False
-        )
-        self.decode_blob(blob.id, location, sealed)
-        return sealed
+        return self._reader.verified_sealed(pack_id, blob, pack_bytes)
 
     # ---------------------------------------------------------------- files and trees
 
