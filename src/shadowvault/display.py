@@ -41,6 +41,12 @@ def display_name(raw: bytes) -> str:
     return escape_text(raw.decode("utf-8", "surrogateescape"))
 
 
+def display_component(raw: bytes) -> str:
+    """One name of a directory for people, even a crafted one: `display_name` with `/` as \\x2f, so
+    that it never reads as a path (as `ls` and restore show it)."""
+    return display_name(raw).replace("/", "\\x2f")
+
+
 def exact_fields(key: str, raw: bytes) -> dict[str, str]:
     """A name or path for JSON: `{key: text}` with the exact text when it is UTF-8; otherwise the text
     with undecodable bytes as \\xNN plus `{key}_bytes`, the exact bytes in base64."""

@@ -203,11 +203,16 @@ def test_check_reports_each_entry_a_restore_would_refuse(tmp_path):
         blob = repo.save_blob(BlobType.DATA, b"x")
         names = [b"good", b"..", b"a/b", b"dup", b"dup", b"nul\0"]
         root = repo.save_tree(Tree(nodes=[Node(name=n, type="file", size=1, content=[blob]) for n in names]))
-        repo.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/"], tree=root))
+        crafted = repo.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/"], tree=root))
+        clean = repo.save_tree(Tree(nodes=[Node(name=b"good", type="file", size=1, content=[blob])]))
+        repo.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/"], tree=clean))
     with Repository.open(tmp_path / "repo", PASSWORD) as repo:
         report = check(repo)
     unsafe = [e for e in report.errors if "unsafe name" in e]
     assert len(unsafe) == 4, report.errors
-    assert {"b'..'", "b'a/b'", "b'dup'", "b'nul\\x00'"} == {
+    assert {"'..'", "'a\\x2fb'", "'dup'", "'nul\\x00'"} == {  # as ls shows them, never a path
         e.split("unsafe name ")[1].split(":")[0] for e in unsafe
     }
+    assert list(report.affected_snapshots) == [crafted]  # which snapshot to forget
+    assert any("forget" in w and "unsafe names" in w for w in report.warnings)
+    assert not any("repair snapshots" in w for w in report.warnings)

@@ -152,6 +152,8 @@ def test_damaged_pack_with_no_second_copy_repair_packs_then_repair_snapshots(cas
     (case.src / "big.bin").unlink()  # the source is gone too: the blob cannot come back
     assert case.check("--read-data").returncode == 1
 
+    advice = json.loads(case.check().stdout)["warnings"]
+    assert any("repair packs" in w and "repair snapshots" in w for w in advice), advice
     repaired = json.loads(case.cli("repair", "packs", "--json").stdout)
     assert repaired["blobs_lost"] >= 1
 
@@ -254,6 +256,8 @@ def test_lost_index_file_repair_index(case, tmp_path, how):
 
     found = case.check()
     assert found.returncode == 1
+    advice = json.loads(found.stdout)["warnings"]  # the index first: repair snapshots would drop data
+    assert any("repair index" in w for w in advice) and not any("repair snapshots" in w for w in advice)
     prune = case.cli("prune")
     assert prune.returncode == 1 and "repair index" in prune.stderr  # never deletes the unindexed packs
 

@@ -12,6 +12,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Collection
 
+from shadowvault.display import display_component
 from shadowvault.errors import NotFoundError, ShadowvaultError
 from shadowvault.repo.check_damage import (
     attribute_to_snapshots,
@@ -181,10 +182,11 @@ def check(
     def tree_error(snapshot_id: str, tree_id: bytes, err: ShadowvaultError) -> None:
         tree_problems.setdefault(tree_id, f"tree {tree_id.hex()[:16]} cannot be read: {err}")
 
+    unsafe_trees: dict[bytes, str] = {}
     for n, (sid, snap) in enumerate(snapshots):
         if progress:
             progress("snapshots", n, len(snapshots))
-        mark_used(repo, [(sid, snap)], used, on_error=tree_error, on_tree=_name_checker(report))
+        mark_used(repo, [(sid, snap)], used, on_error=tree_error, on_tree=_name_checker(report, unsafe_trees))
     met = repo.damage.take_unsaved()  # trees that failed to load while walking
     if record and met:
         record_found(repo, report, met)
@@ -208,13 +210,33 @@ def check(
         report.warnings.append(
             f"{freeable} blobs are not referenced by any snapshot; `shadowvault prune` removes them"
         )
-    if bad_blobs or tree_problems:
-        attribute_to_snapshots(repo, snapshots, {**bad_blobs, **tree_problems}, report)
-    if report.affected_snapshots:
-        report.warnings.append(
-            "`shadowvault repair snapshots` writes copies of the affected snapshots without what was lost"
-        )
+    if bad_blobs or tree_problems or unsafe_trees:
+        attribute_to_snapshots(repo, snapshots, {**bad_blobs, **tree_problems}, report, unsafe_trees)
+    index_lost = bool(listing.unreadable_files) or bool(unindexed and (bad_blobs or tree_problems))
+    report.warnings += closing_advice(index_lost, bool(bad_blobs or tree_problems), bool(unsafe_trees))
     return report
+
+
+def closing_advice(index_lost: bool, data_lost: bool, unsafe_names: bool) -> list[str]:
+    """What to do next, for the kinds of damage found (docs/repository.md, "Damage and repair"): the index
+    first, as `repair snapshots` judges by it and would drop data that is only unindexed."""
+    advice = []
+    if index_lost:
+        advice.append(
+            "index files are damaged or packs are missing from the index: run `shadowvault repair index`,"
+            " then `shadowvault check` again, before any other repair"
+        )
+    elif data_lost:
+        advice.append(
+            "`shadowvault repair packs` salvages what is readable, then `shadowvault repair snapshots`"
+            " writes copies of the affected snapshots without what was lost"
+        )
+    if unsafe_names:
+        advice.append(
+            "entries with unsafe names come from a crafted or broken client (a restore skips them):"
+            " `shadowvault forget` the affected snapshots unless you trust who wrote them"
+        )
+    return advice
 
 
 def _freed_by_prune(packs: dict[str, Listed], unused_in: Counter[str]) -> int:
@@ -229,8 +251,9 @@ def _freed_by_prune(packs: dict[str, Listed], unused_in: Counter[str]) -> int:
     return freeable
 
 
-def _name_checker(report: CheckReport) -> Callable[[bytes, Tree], None]:
-    """Report tree entries whose names a restore refuses (path separators, "..", duplicates)."""
+def _name_checker(report: CheckReport, unsafe_trees: dict[bytes, str]) -> Callable[[bytes, Tree], None]:
+    """Report tree entries whose names a restore refuses (path separators, "..", duplicates), and
+    keep their trees for naming the snapshots that hold them."""
 
     def check_names(tree_id: bytes, tree: Tree) -> None:
         names = [node.name for node in tree.nodes]
@@ -243,9 +266,9 @@ def _name_checker(report: CheckReport) -> Callable[[bytes, Tree], None]:
                 why = "a duplicate name"
             seen.add(node.name)
             if why is not None:
-                report.errors.append(
-                    f"tree {tree_id.hex()[:16]} has an entry with an unsafe name {node.name!r}: {why}"
-                    " (a restore skips it)"
-                )
+                shown = display_component(node.name)
+                problem = f"tree {tree_id.hex()[:16]} has an entry with an unsafe name '{shown}': {why}"
+                report.errors.append(f"{problem} (a restore skips it)")
+                unsafe_trees.setdefault(tree_id, problem)
 
     return check_names

@@ -72,9 +72,15 @@ def clear_mended(repo: Repository, report: CheckReport, mended: list[str], recor
 
 
 def attribute_to_snapshots(
-    repo: Repository, snapshots: list[tuple[str, Snapshot]], bad: dict[bytes, str], report: CheckReport
+    repo: Repository,
+    snapshots: list[tuple[str, Snapshot]],
+    bad: dict[bytes, str],
+    report: CheckReport,
+    flagged: dict[bytes, str] | None = None,
 ) -> None:
-    """Name the snapshots that reference a bad blob (each tree's verdict is computed once)."""
+    """Name the snapshots that reference a bad blob or a `flagged` tree (readable, but with a
+    problem of its own: an unsafe name), each tree's verdict computed once."""
+    flagged = flagged or {}
     verdict: dict[bytes, list[str]] = {}  # tree id -> problems below it (capped)
 
     def problems_of(root: bytes) -> list[str]:
@@ -93,7 +99,8 @@ def attribute_to_snapshots(
                 except ShadowvaultError as err:
                     verdict[tree_id] = [f"tree {tree_id.hex()[:16]} cannot be read: {err}"]
                     continue
-                own = [bad[c] for node in tree.nodes for c in node.content if c in bad]
+                own = [flagged[tree_id]] if tree_id in flagged else []
+                own += [bad[c] for node in tree.nodes for c in node.content if c in bad]
                 subs = [node.subtree for node in tree.nodes if node.subtree is not None]
                 children[tree_id] = (own, subs)
                 stack.append((tree_id, True))
