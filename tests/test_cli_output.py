@@ -195,3 +195,27 @@ def test_ls_long_escapes_owner_names_from_a_crafted_snapshot(cli, env):
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout
     assert "\\x1b]0;pwned\\x07/g\\nroup" in done.stdout
+
+
+def test_json_results_of_maintenance_commands_carry_a_message_type(cli, env, tmp_path):
+    """check, prune, forget, stats and repair under --json: each stdout line an object with a
+    `message_type`, as backup's and restore's lines are (docs/archive.md, "Output")."""
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "f").write_text("content\n")
+    for _ in range(2):
+        assert cli("backup", "--provider", "none", str(src), env=env).returncode == 0
+    commands = [
+        ("check", "--read-data"),
+        ("stats",),
+        ("forget", "--keep-last", "1", "--prune"),
+        ("prune",),
+        ("repair", "index"),
+        ("repair", "packs"),
+        ("repair", "snapshots"),
+    ]
+    for argv in commands:
+        done = cli(*argv, "--json", env=env)
+        assert done.returncode == 0, (argv, done.stderr)
+        lines = [json.loads(line) for line in done.stdout.splitlines()]
+        assert lines and all(line.get("message_type") == "summary" for line in lines), (argv, done.stdout)

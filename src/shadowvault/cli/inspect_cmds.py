@@ -210,7 +210,7 @@ def stats_cmd(
     if stats.missing_blobs:
         warn(f"{len(stats.missing_blobs)} referenced blob(s) are not in the index (run `shadowvault check`)")
     if as_json:
-        print_json(stats.as_dict())
+        print_json({"message_type": "summary", **stats.as_dict()})
         return
     rows = [
         ("Snapshots processed", str(stats.snapshots_count)),

@@ -78,7 +78,14 @@ def check_cmd(
     with open_repository(repo, password_file) as r, _tty_progress() as progress:
         report = check(r, read_data_fraction=fraction, read_data_group=group, progress=progress)
     if as_json:
-        print_json({**dataclasses.asdict(report), "ok": report.ok, "summary": report.summary()})
+        print_json(
+            {
+                "message_type": "summary",
+                **dataclasses.asdict(report),
+                "ok": report.ok,
+                "summary": report.summary(),
+            }
+        )
     else:
         for line in report.errors:
             listing(f"error: {line}")  # shown under --quiet too
@@ -95,7 +102,7 @@ def check_cmd(
 
 
 def _prune_json(result: PruneResult) -> dict:
-    return {**dataclasses.asdict(result), "summary": result.summary()}
+    return {"message_type": "summary", **dataclasses.asdict(result), "summary": result.summary()}
 
 
 @click.command("prune")
@@ -263,6 +270,7 @@ def forget_cmd(
     emit(
         as_json,
         {
+            "message_type": "summary",
             "dry_run": dry_run,
             "groups": groups_json,
             "removed": [] if dry_run else to_remove,

@@ -31,7 +31,11 @@ def repair_index_cmd(
     """Rebuild the index from the packs' own headers."""
     with open_repository(repo, password_file, write=True, kind="repair") as r:
         result = repair_index(r, read_all_packs=read_all_packs)
-    emit(as_json, {**dataclasses.asdict(result), "summary": result.summary()}, lambda: info(result.summary()))
+    emit(
+        as_json,
+        {"message_type": "summary", **dataclasses.asdict(result), "summary": result.summary()},
+        lambda: info(result.summary()),
+    )
 
 
 @repair_group.command("packs")
@@ -44,7 +48,11 @@ def repair_packs_cmd(
     """Salvage damaged packs (PACK_IDS, or those `check` found damaged) and drop what is lost."""
     with open_repository(repo, password_file, write=True, kind="repair") as r:
         result = repair_packs(r, list(pack_ids) or None)
-    emit(as_json, {**dataclasses.asdict(result), "summary": result.summary()}, lambda: info(result.summary()))
+    emit(
+        as_json,
+        {"message_type": "summary", **dataclasses.asdict(result), "summary": result.summary()},
+        lambda: info(result.summary()),
+    )
 
 
 @repair_group.command("snapshots")
@@ -75,7 +83,9 @@ def repair_snapshots_cmd(
                 info(f"  ... and {len(item.lost) - 20} more")
         info(result.summary())
 
-    emit(as_json, {**dataclasses.asdict(result), "summary": result.summary()}, human)
+    emit(
+        as_json, {"message_type": "summary", **dataclasses.asdict(result), "summary": result.summary()}, human
+    )
 
 
 @repair_group.command("config")
@@ -86,11 +96,15 @@ def repair_config_cmd(repo: str | None, password_file: str | None, as_json: bool
     path = repo_path(repo)
     config = Repository.repair_config(path, read_password(password_file))
     if config is None:
-        emit(as_json, {"repaired": False}, lambda: info("the config is intact; nothing to repair"))
+        emit(
+            as_json,
+            {"message_type": "summary", "repaired": False},
+            lambda: info("the config is intact; nothing to repair"),
+        )
         return
     emit(
         as_json,
-        {"repaired": True, "id": config.id},
+        {"message_type": "summary", "repaired": True, "id": config.id},
         lambda: info(
             f"wrote a new config (repository id {config.id[:8]}); the next backup stores its data again"
         ),
