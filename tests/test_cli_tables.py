@@ -67,7 +67,7 @@ def test_tables_are_plain_text_into_a_pipe(cli, env, two_snapshots):
     assert done.returncode == 0, done.stderr
     assert not BOX_DRAWING.search(done.stdout), done.stdout
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["ID", "Time", "Host", "Paths", "Tags", "Size", "Components", "Consistency"]
+    assert lines[0].split() == ["ID", "Time", "Host", "Paths", "Tags", "Size", "Consistency"]
     for sid, tag in zip(two_snapshots, ("first-tag", "second-tag"), strict=True):
         (row,) = [line for line in lines if line.startswith(sid[:8])]
         assert tag in row.split() and "and-a-source-below-it" in row  # one row, whole values
@@ -83,3 +83,20 @@ def test_tables_fit_the_terminal_and_cut_no_word(env, two_snapshots):
     assert {"first-tag", "second-tag", "files=none"} <= words, shown
     wide = on_terminal(["snapshots"], env, columns=250)
     assert "and-a-source-below-it" in wide and all(len(line) <= 250 for line in wide.splitlines())
+
+
+def test_a_crowded_table_keeps_sizes_and_grades_whole_and_breaks_a_long_tag_at_its_hyphen(cli, env, tmp_path):
+    """At 80 columns, with a tag too long for its column: sizes and `component=grade` stay whole,
+    and the tag is broken after a hyphen, never mid-word."""
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "file").write_bytes(os.urandom(900_000))
+    tag = "verylongtagname-for-testing"
+    done = cli("backup", "--provider", "none", "--tag", tag, str(src), env=env)
+    assert done.returncode == 0, done.stderr
+    shown = on_terminal(["snapshots"], env, columns=80)
+    assert all(len(line) <= 80 for line in shown.splitlines()), shown
+    assert re.search(r"\b\d+(\.\d)? KiB\b", shown), shown  # number and unit on one line
+    assert "files=none" in shown
+    pieces = set(re.findall(r"[\w-]+", shown))
+    assert {"verylongtagname-", "for-testing"} <= pieces or tag in pieces, shown

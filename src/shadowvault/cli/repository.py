@@ -91,6 +91,12 @@ def snapshot_json(snapshot_id: str, snap: Snapshot) -> dict:
     }
 
 
+def _consistency_cell(snapshot: Snapshot) -> str:
+    """Each component with its grade (the components are the grades' keys: no column of their own)."""
+    graded = [f"{c}={snapshot.consistency[c]}" for c in sorted(snapshot.consistency)]
+    return ", ".join(graded + [c for c in snapshot.components if c not in snapshot.consistency])
+
+
 @click.command("snapshots")
 @repo_options
 @click.option("--path", "paths", multiple=True, help="Only snapshots that include this path.")
@@ -118,12 +124,11 @@ def snapshots_cmd(
                 "\n".join(escape_text(p) for p in s.paths),  # one line per path, whatever its name holds
                 ",".join(escape_text(t) for t in s.tags),
                 format_size(s.summary.get("bytes")),
-                ",".join(s.components),
-                ", ".join(f"{c}={g}" for c, g in sorted(s.consistency.items())),
+                _consistency_cell(s),
             )
             for sid, s in found
         ]
-        print_table(["ID", "Time", "Host", "Paths", "Tags", "Size", "Components", "Consistency"], rows)
+        print_table(["ID", "Time", "Host", "Paths", "Tags", "Size", "Consistency"], rows)
         info(f"{len(found)} snapshot{'s' if len(found) != 1 else ''}")
 
     emit(as_json, [snapshot_json(sid, s) for sid, s in found], human)

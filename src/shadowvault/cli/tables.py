@@ -1,7 +1,8 @@
 """Tables as lines of text: every value whole into a pipe, and fitting the terminal's width on one.
 
-A cell is broken only where a person would break it: at spaces, and after a `/` in a path; a piece
-longer than its column is cut only when nothing else fits. Columns are separated by two spaces, with
+A cell is broken only where a person would break it: at spaces, and after a `/` in a path (a size
+and its unit stay together); a piece longer than its column is cut only when nothing else fits, and
+then after a `-` where it has one. Columns are separated by two spaces, with
 no box drawing, so the same lines read well in a terminal, a log and `grep`.
 """
 
@@ -13,7 +14,8 @@ from collections.abc import Sequence
 from rich.cells import cell_len
 
 GAP = "  "
-_PIECES = re.compile(r"[^\s/]*/+|\S+?(?=/)|\S+\s*|\s+")  # "a/", "b ", "word": where a line may break
+# "12.5 MiB ", "a/", "b ", "word": where a line may break
+_PIECES = re.compile(r"\d[\d.]* [KMGTPE]?i?B\b\s*|[^\s/]*/+|\S+?(?=/)|\S+\s*|\s+")
 
 
 def render_table(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int | None) -> list[str]:
@@ -37,27 +39,34 @@ def render_table(columns: Sequence[str], rows: Sequence[Sequence[str]], width: i
     return lines
 
 
+_HYPHENED = re.compile(r"[^-]*-|[^-]+")  # a piece's parts, each ending after a hyphen
 LONG_PIECE = 20  # a column holding pieces this long (path components, names) is cut before the others
 MIN_CUT = 8  # how narrow such a column gets before other columns are cut too
 
 
 def _fit(table: list[list[str]], natural: list[int], available: int) -> list[int]:
     """Column widths summing to at most `available`: the widest column narrows first, down to its
-    longest unbreakable piece; then columns of long pieces (paths) are cut, then (only if it must) any."""
+    longest unbreakable piece; then columns of long pieces (paths) are cut; then pieces are broken
+    after hyphens; then (only if it must) any column is cut."""
     widths = list(natural)
-    floors = [
-        min(max((cell_len(p.rstrip()) for row in table for p in _pieces(row[i])), default=1), natural[i])
-        for i in range(len(widths))
+    columns = range(len(widths))
+    pieces = [[p.rstrip() for row in table for p in _pieces(row[i])] for i in columns]
+    floors = [min(max((cell_len(p) for p in pieces[i]), default=1), natural[i]) for i in columns]
+    hyphened = [
+        min(max((cell_len(part) for p in pieces[i] for part in _HYPHENED.findall(p)), default=1), floors[i])
+        for i in columns
     ]
+    long = [hyphened[i] > LONG_PIECE for i in columns]  # long even between hyphens: a path
     steps = (
         lambda i: floors[i],  # wrapped at spaces and slashes only
-        lambda i: LONG_PIECE if floors[i] > LONG_PIECE else floors[i],  # long pieces cut
-        lambda i: MIN_CUT if floors[i] > LONG_PIECE else floors[i],
+        lambda i: LONG_PIECE if long[i] else floors[i],  # long pieces cut
+        lambda i: MIN_CUT if long[i] else floors[i],
+        lambda i: MIN_CUT if long[i] else hyphened[i],  # words broken after a hyphen
         lambda i: 1,
     )
     for floor_of in steps:
         while sum(widths) > available:
-            shrinkable = [i for i in range(len(widths)) if widths[i] > max(floor_of(i), 1)]
+            shrinkable = [i for i in columns if widths[i] > max(floor_of(i), 1)]
             if not shrinkable:
                 break
             widths[max(shrinkable, key=lambda i: widths[i])] -= 1
@@ -88,11 +97,14 @@ def _wrap(cell: str, width: int) -> list[str]:
 
 
 def _cut(text: str, width: int) -> tuple[str, str]:
+    """The head of `text` that fits `width` (ending after its last `-` when it has one), and the rest."""
     taken = 0
     for at, char in enumerate(text):
         taken += cell_len(char)
         if taken > width:
-            return text[: max(at, 1)], text[max(at, 1) :]
+            hyphen = text.rfind("-", 0, at)
+            at = hyphen + 1 if hyphen > 0 else max(at, 1)
+            return text[:at], text[at:]
     return text, ""
 
 
