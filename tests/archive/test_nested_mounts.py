@@ -62,6 +62,8 @@ def test_a_tmpfs_under_a_shadowed_volume_is_read_through_its_own_shadow(cli, env
     assert done.returncode == 0, done.stderr
     warned = [m["message"] for m in json_lines(done.stderr) if m["message_type"] == "warning"]
     assert any(f"{data}/cache" in w and "--one-file-system" in w for w in warned), done.stderr
+    summary = [m for m in json_lines(done.stdout) if m["message_type"] == "summary"][-1]
+    assert summary["warnings"] == len(warned)  # the summary counts what was said
     names = listed(cli, env, data)
     assert f"{data}/cache" in names and f"{data}/cache/inside" not in names
     manifest = stored_manifest(env)

@@ -113,6 +113,7 @@ class BackupResult:
             "snapshot_id": self.snapshot_id or None,
             "dry_run": self.dry_run,
             **self.stats.as_dict(),
+            "warnings": len(self.stats.warnings) + len(self.warnings),  # files', then the set's
             **skipped_summary(self.stats),
             "added_bytes": self.added_bytes,
             "duration": round(self.duration, 3),
