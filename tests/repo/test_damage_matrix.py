@@ -421,3 +421,13 @@ def test_damage_met_while_reading_is_one_message_per_event(case, tmp_path):
     assert done.returncode == 0, done.stderr
     [warned] = done.stderr.splitlines()
     assert warned.startswith("shadowvault: warning: ") and "instead" in warned, done.stderr
+
+
+def test_a_restore_that_restores_nothing_says_so(case, tmp_path):
+    """Every index file gone: the root listing cannot be found, and the restore says nothing was
+    restored (exit 1), not that 'the others were'."""
+    for index_file in (case.repo / "index").iterdir():
+        index_file.unlink()
+    done = case.cli("restore", "latest", "--target", str(tmp_path / "r"))
+    assert done.returncode == 1, done.stderr
+    assert "nothing was restored" in done.stderr and "the others were" not in done.stderr

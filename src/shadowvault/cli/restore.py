@@ -25,7 +25,7 @@ from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, needs_choice
 from shadowvault.cli.vm_restore_options import vm_restore_options
 from shadowvault.cli.writer_restore import restore_writer_options, run_writer_restore, writer_restore_order
 from shadowvault.display import escape_text
-from shadowvault.errors import PartialFailure, UsageError
+from shadowvault.errors import PartialFailure, RepositoryError, UsageError
 from shadowvault.jobs.restore_component import ComponentRestoreRequest
 from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
 from shadowvault.repo.tree import invalid_name
@@ -240,6 +240,8 @@ def restore_cmd(
             f"{stats.others} others, {stats.bytes_written / 2**20:.1f} MiB in {duration:.2f}s "
             f"({stats.skipped} skipped{verified})"
         )
+    if stats.errors and not (stats.files or stats.dirs or stats.others or stats.kept):
+        raise RepositoryError(f"nothing was restored: {len(stats.errors)} item(s) could not be")
     if stats.errors:
         raise PartialFailure(f"{len(stats.errors)} item(s) could not be restored; the others were")
 
