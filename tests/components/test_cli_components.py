@@ -121,7 +121,7 @@ def test_new_laptop_through_the_repository(cli, env, tmp_path: Path) -> None:
         env=env,
     )
     assert picked.returncode == 0, picked.stderr
-    assert "create   file     /home/alice/.ssh/id_ed25519" in picked.stdout
+    assert "created   file     /home/alice/.ssh/id_ed25519" in picked.stdout
     assert "/home/alice/.bashrc" not in picked.stdout
     assert key.read_bytes() == b"PRIVATE KEY\n" and os.getxattr(key, "user.origin") == b"laptop-1"
 

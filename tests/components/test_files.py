@@ -115,3 +115,11 @@ def test_restore_never_leaves_the_target_root(tmp_path: Path) -> None:
     component.apply(component.plan(view, options), view, options)
     assert not any(outside.iterdir())
     assert (target / str(outside).lstrip("/") / "data/app.db").exists()
+
+
+def test_every_plan_verb_has_its_past_tense():
+    """An applied restore says what it did in the past tense: every verb a plan may hold has one."""
+    from shadowvault.components.plan import DONE, VERBS, Action
+
+    assert set(DONE) == set(VERBS)
+    assert Action("install", "package", "hello").line(applied=True).startswith("installed ")

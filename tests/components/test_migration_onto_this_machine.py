@@ -90,6 +90,8 @@ def test_a_files_restore_with_map_onto_this_machine(cli, tmp_path):
 
         done = as_root_of(root, *shadowvault, *both_maps)
         assert done.returncode == 0, done.stderr
+        assert "created   file     /data/site/index.html" in done.stdout  # what was done, not a plan
+        assert "restored files -> /: " in done.stderr and " created" in done.stderr, done.stderr
         assert (root / "data" / "site" / "index.html").read_text() == "<h1>hi</h1>\n"
         assert (root / "data" / "app.db").read_bytes() == b"db"
         assert (root / "opt" / "app" / "app.conf").read_text() == "conf\n"

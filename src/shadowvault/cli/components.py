@@ -19,7 +19,7 @@ from shadowvault.cli.restore_daemon import component_restore_through_daemon, her
 from shadowvault.cli.snapshot_choice import SnapshotFilter
 from shadowvault.client import Client
 from shadowvault.components.base import RestoreOptions
-from shadowvault.components.plan import Plan
+from shadowvault.components.plan import FILE_KINDS, Plan
 from shadowvault.errors import PartialFailure
 from shadowvault.jobs.application_restores import restore_component_reporting
 from shadowvault.jobs.restore_component import ComponentRestoreRequest
@@ -106,9 +106,15 @@ def print_plan(plan: Plan, *, as_json: bool, applied: bool) -> None:
     if as_json:
         print_json({"message_type": "plan", "applied": applied, **plan.to_dict()})
         return
-    for line in plan.lines():
-        (info if applied else listing)(line)  # a dry run's plan is what was asked for, even under -q
-    note(("restored " if applied else "dry run, nothing changed: ") + plan.summary())
+    if not applied:  # a dry run's plan is what was asked for, even under -q
+        for line in plan.lines():
+            listing(line)
+        note("dry run, nothing changed: " + plan.summary())
+        return
+    for action in plan.actions:  # what was done, in the past tense; files left alone are counted
+        if action.verb != "leave" or action.kind not in FILE_KINDS:
+            info(action.line(applied=True))
+    note("restored " + plan.summary(applied=True))
 
 
 def run_component_restore(

@@ -11,6 +11,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VERBS = ("create", "replace", "leave", "remove", "install", "enable", "disable", "mask", "add", "run", "load")
+DONE = {  # each verb as what was done
+    "create": "created",
+    "replace": "replaced",
+    "leave": "left",
+    "remove": "removed",
+    "install": "installed",
+    "enable": "enabled",
+    "disable": "disabled",
+    "mask": "masked",
+    "add": "added",
+    "run": "ran",
+    "load": "loaded",
+}
+FILE_KINDS = ("file", "dir", "symlink")  # an applied restore counts the ones it left alone
 
 
 @dataclass
@@ -23,8 +37,13 @@ class Action:
     reason: str = ""
     source: str | None = None
 
-    def line(self) -> str:
-        text = f"{self.verb:<8} {self.kind:<8} {self.target}"
+    def line(self, *, applied: bool = False) -> str:
+        """The step as the plan says it, or (`applied`) as done."""
+        text = (
+            f"{DONE[self.verb]:<9} {self.kind:<8} {self.target}"
+            if applied
+            else (f"{self.verb:<8} {self.kind:<8} {self.target}")
+        )
         return f"{text}  ({self.reason})" if self.reason else text
 
 
@@ -58,16 +77,15 @@ class Plan:
     def targets(self, verb: str, kind: str | None = None) -> set[str]:
         return {a.target for a in self.of(verb, kind)}
 
-    def summary(self) -> str:
+    def summary(self, *, applied: bool = False) -> str:
+        """The counts per verb: what the plan would do, or (`applied`) what was done."""
         counts = self.counts()
-        parts = [
-            f"{counts.get('create', 0)} to create",
-            f"{counts.get('replace', 0)} to replace",
-            f"{counts.get('leave', 0)} left alone",
-        ]
-        parts += [
-            f"{n} to {verb}" for verb, n in counts.items() if verb not in ("create", "replace", "leave")
-        ]
+        for verb in ("create", "replace", "leave"):
+            counts.setdefault(verb, 0)
+        if applied:
+            parts = [f"{n} {'left alone' if verb == 'leave' else DONE[verb]}" for verb, n in counts.items()]
+        else:
+            parts = [f"{n} {'left alone' if verb == 'leave' else 'to ' + verb}" for verb, n in counts.items()]
         return f"{self.component} -> {self.target_root}: " + ", ".join(parts)
 
     def lines(self) -> list[str]:
