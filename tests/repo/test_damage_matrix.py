@@ -42,8 +42,8 @@ class Case:
     def restore(self, snapshot: str, target: Path):
         return self.cli("restore", f"{snapshot}:{self.src}", "--target", str(target), "--json")
 
-    def check(self, *extra: str):
-        return self.cli("check", "--json", *extra)
+    def check(self, *extra: str, password: str = PASSWORD):
+        return self.cli("check", "--json", *extra, password=password)
 
     def assert_restores_identically(self, snapshot: str, target: Path) -> None:
         done = self.restore(snapshot, target)
@@ -304,6 +304,15 @@ def test_damaged_key_file_is_not_a_wrong_password(case, tmp_path):
     assert "Traceback" not in refused.stderr
     works = case.cli("snapshots", "--json", password="second password")
     assert works.returncode == 0 and len(json.loads(works.stdout)) == 1
+
+    # seen before the day it is needed: check and key list name it, without its password
+    found = case.cli("check", "--json", password="second password")
+    assert found.returncode == 1 and any(first_key.name in e for e in json.loads(found.stdout)["errors"])
+    listed = json.loads(case.cli("key", "list", "--json", password="second password").stdout)
+    assert [k["damaged"] for k in listed if k["id"] == first_key.name] == [True]
+    removed = case.cli("key", "remove", first_key.name[:8], password="second password")
+    assert removed.returncode == 0, removed.stderr
+    assert case.check(password="second password").returncode == 0
 
 
 def test_damaged_config_has_a_repair_path(case, tmp_path):

@@ -206,7 +206,8 @@ def key_remove_cmd(repo: str | None, password_file: str | None, key_id: str, as_
 @repo_options
 @json_option
 def key_list_cmd(repo: str | None, password_file: str | None, as_json: bool) -> None:
-    """List the key files; * marks the one this command opened the repository with."""
+    """List the key files; * marks the one this command opened the repository with, and a damaged
+    one (its content no longer matches its name) says so."""
     with open_repository(repo, password_file) as r:
         keys = sorted(r.list_keys(), key=lambda k: (str(k["created"]), str(k["id"])))
     emit(
@@ -215,7 +216,13 @@ def key_list_cmd(repo: str | None, password_file: str | None, as_json: bool) -> 
         lambda: print_table(
             [" ", "ID", "Created", "Host", "User"],
             [
-                ("*" if k["current"] else "", str(k["id"])[:8], k["created"], k["host"], k["username"])
+                (
+                    "*" if k["current"] else "",
+                    str(k["id"])[:8] + (" (damaged)" if k["damaged"] else ""),
+                    k["created"],
+                    k["host"],
+                    k["username"],
+                )
                 for k in keys
             ],
         ),

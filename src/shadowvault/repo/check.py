@@ -24,6 +24,7 @@ from shadowvault.repo.check_packs import IndexListing, Listed, read_pack
 from shadowvault.repo.check_report import CheckReport
 from shadowvault.repo.damage import DamagedPack, DamageMap
 from shadowvault.repo.index import BlobIndex
+from shadowvault.repo.keys import damaged_keys
 from shadowvault.repo.prune import REPACK_UNUSED_FRACTION
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -88,6 +89,12 @@ def check(
         report.warnings.append(
             f"other users can read parts of this repository: {', '.join(shown[:5])}"
             f"{' ...' if len(shown) > 5 else ''}; run `chmod -R go-rwx {backend.describe()}`"
+        )
+    for name in damaged_keys(backend):
+        key_id = name.rsplit("/", 1)[1][:8]
+        report.errors.append(
+            f"key file {name} is damaged (its content does not match its name): its password no longer"
+            f" opens the repository; `shadowvault key remove {key_id}`, then `key add` for that password"
         )
     # Snapshots, then the index files (a backup saves its index files before its snapshot, so
     # every listed snapshot's blobs are in them), read once: into the index the trees are walked

@@ -112,14 +112,30 @@ def remove_key(backend: Backend, name: str, current: str | None) -> None:
     backend.remove(name)
 
 
+def damaged_keys(backend: Backend) -> list[str]:
+    """The key files whose content no longer matches their name (the hash of what was written):
+    found without any password, so `check` sees them before the day they are needed."""
+    found = []
+    for info in backend.list(KEYS_DIR):
+        try:
+            raw = backend.load(info.name)
+        except NotFoundError:
+            continue  # removed while we listed
+        if file_id(raw) != info.name.rsplit("/", 1)[1]:
+            found.append(info.name)
+    return found
+
+
 def list_keys(backend: Backend, current: str | None = None) -> list[dict[str, str | bool]]:
-    """The key files' public fields (never the wrapped key); `current` marks the one named so."""
+    """The key files' public fields (never the wrapped key); `current` marks the one named so, and
+    `damaged` the ones whose content does not match their name."""
     found: list[dict[str, str | bool]] = []
     for info in backend.list(KEYS_DIR):
         try:
-            doc = json.loads(backend.load(info.name))
+            raw = backend.load(info.name)
+            doc = json.loads(raw)
         except (ValueError, ShadowvaultError):
-            doc = {}
+            raw, doc = b"", {}
         if not isinstance(doc, dict):
             doc = {}
         found.append(
@@ -129,6 +145,7 @@ def list_keys(backend: Backend, current: str | None = None) -> list[dict[str, st
                 "host": str(doc.get("host", "")),
                 "username": str(doc.get("username", "")),
                 "current": info.name == current,
+                "damaged": file_id(raw) != info.name.rsplit("/", 1)[1],
             }
         )
     return found
