@@ -174,3 +174,21 @@ def test_the_scanner_counts_what_the_backup_will_read(tmp_path):
         while not stats.scan_finished:
             os.sched_yield()
     assert (stats.scan_files, stats.scan_bytes) == (2, 150)
+
+
+def test_progress_says_the_shadow_set_is_being_taken_while_writers_freeze(cli, env, btrfs, private_dirs):
+    """A writer that takes its time to freeze: the status says so instead of '0.0% 0/0 files', and
+    the rate counts the reading only (the freeze window read nothing)."""
+    data = btrfs.mount / "data"
+    data.mkdir()
+    (data / "f").write_bytes(os.urandom(200_000))
+    (private_dirs / "config" / "writers.d" / "slow.toml").write_text(
+        f'name = "slow"\nfreeze = ["/bin/sleep", "2.5"]\nthaw = ["/bin/true"]\npaths = ["{data}"]\n'
+    )
+    done = cli("backup", "--json", "--writer", "slow", str(data), env=env)
+    assert done.returncode == 0, done.stderr
+    statuses = [m for m in map(json.loads, done.stdout.splitlines()) if m["message_type"] == "status"]
+    phases = [s["phase"] for s in statuses]
+    assert phases[0] == "shadow set" and phases[-1] == "reading", phases
+    assert phases == sorted(phases, key=["shadow set", "reading"].index)  # once past, never back
+    assert all(s["bytes_per_second"] == 0 for s in statuses if s["phase"] == "shadow set")

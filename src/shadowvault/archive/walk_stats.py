@@ -57,6 +57,8 @@ class WalkStats:
     current_path: bytes = b""  # the entry being walked (set without the lock: one writer)
     cancellation: Cancellation | None = None  # checked before every entry
     started: float = field(default_factory=time.monotonic)
+    walk_started: float = field(default_factory=time.monotonic)  # when reading began: after the shadow set
+    shadowing: bool = False  # the shadow set is being taken (writers freeze): nothing is read yet
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def skip(self, path: bytes, kind: str, reason: str) -> None:

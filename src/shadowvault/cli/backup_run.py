@@ -160,10 +160,12 @@ def _print_skips(stats: WalkStats) -> None:
 def _status(stats: WalkStats) -> dict:
     """Done and total (the scan's totals grow until it finishes), the rate, and the time left."""
     with stats.lock:
-        elapsed = time.monotonic() - stats.started
+        now = time.monotonic()
+        elapsed = now - stats.started
+        walking = 0.0 if stats.shadowing else now - stats.walk_started
         total_files = max(stats.scan_files, stats.files_done)
         total_bytes = max(stats.scan_bytes, stats.bytes_done)
-        rate = stats.bytes_done / elapsed if elapsed > 0 else 0.0
+        rate = stats.bytes_done / walking if walking > 0 else 0.0  # the freeze window is no reading
         if total_bytes:
             percent = stats.bytes_done / total_bytes
         else:
@@ -172,6 +174,7 @@ def _status(stats: WalkStats) -> dict:
         remaining = (left / rate if rate > 0 else None) if left else 0.0
         return {
             "message_type": "status",
+            "phase": "shadow set" if stats.shadowing else "reading",
             "seconds_elapsed": round(elapsed, 1),
             "seconds_remaining": round(remaining) if stats.scan_finished and remaining is not None else None,
             "percent_done": round(percent, 4),
@@ -199,6 +202,8 @@ def _line(s: dict) -> str:
 
     # shown by rich.live, which reads markup: a name like "[/x]" must stay text
     current = escape_markup(escape_text(s["current_file"])[-50:])
+    if s["phase"] != "reading":  # writers prepare and freeze, providers make their images
+        return f"[{_clock(s['seconds_elapsed'])}] taking the shadow set (writers, then snapshots) ..."
     more = "" if s["scan_finished"] else "+"  # the scan is still counting
     eta = _clock(s["seconds_remaining"]) if s["seconds_remaining"] is not None else "--:--"
     return (
