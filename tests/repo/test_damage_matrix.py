@@ -179,6 +179,9 @@ def test_damaged_pack_with_no_second_copy_repair_packs_then_repair_snapshots(cas
         case.src / "sub" / "inner.bin"
     ).read_bytes()
     assert not (tmp_path / "r" / "big.bin").exists()
+    assert "not read at backup" not in done.stderr and "lost to repository damage" in done.stderr
+    listed = case.cli("ls", "-l", item["repaired"])
+    assert "big.bin" in listed.stdout and "(content lost to repository damage" in listed.stdout, listed.stdout
 
     assert case.cli("forget", case.first).returncode == 0
     assert case.cli("prune").returncode == 0

@@ -26,7 +26,7 @@ from typing import BinaryIO, Protocol
 from shadowvault.archive.file_content import ContentSource, content_pieces
 from shadowvault.archive.tree_paths import TreeReader, find_node, join, raw_path, text
 from shadowvault.errors import IntegrityError, UsageError
-from shadowvault.repo.tree import Node, duplicate_names, invalid_name
+from shadowvault.repo.tree import Node, duplicate_names, entry_error, invalid_name
 
 ARCHIVE_FORMATS = ("tar", "zip")
 _TAR_TYPES = {
@@ -58,7 +58,7 @@ def file_chunks(store: BlobSource, node: Node, path: bytes) -> Iterator[bytes | 
     """A file's content, blob by blob (holes as zeros, never loaded); IntegrityError when it is not
     the size the snapshot says."""
     if node.error is not None:
-        raise IntegrityError(f"{text(path)} was not read at backup: {node.error}")
+        raise IntegrityError(f"{text(path)}: {entry_error(node.error)}")
     total = 0
     for data in content_pieces(store, node.content):
         total += len(data)
@@ -188,7 +188,7 @@ def write_tar(store: BlobSource, root_tree: bytes, path: str, out: BinaryIO) -> 
                 result.skipped.append((text(entry_path), f"left out: a {entry.type} has no tar form"))
                 continue
             if entry.type == "file" and entry.error is not None:
-                result.skipped.append((text(entry_path), f"left out: not read at backup: {entry.error}"))
+                result.skipped.append((text(entry_path), f"left out: {entry_error(entry.error)}"))
                 continue
             info = _tar_info(entry_path, entry)
             key = (entry.device, entry.inode)

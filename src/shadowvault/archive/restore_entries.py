@@ -28,7 +28,7 @@ from shadowvault.archive.tree_paths import join, text
 from shadowvault.archive.unnamed_files import create_unnamed
 from shadowvault.cancellation import Cancellation
 from shadowvault.errors import ShadowvaultError
-from shadowvault.repo.tree import Node
+from shadowvault.repo.tree import Node, entry_error
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class EntryWriter:
         be replaced. A skipped entry is counted; an unreadable one is reported, a kept one named."""
         assert here.fd is not None
         if node.error is not None:
-            self.warning(spath, f"not restored, it was unreadable at backup: {node.error}")
+            self.warning(spath, f"not restored: {entry_error(node.error)}")
             with self.stats.lock:
                 self.stats.skipped += 1
             return False

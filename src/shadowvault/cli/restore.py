@@ -28,7 +28,7 @@ from shadowvault.display import escape_text
 from shadowvault.errors import PartialFailure, RepositoryError, UsageError
 from shadowvault.jobs.restore_component import ComponentRestoreRequest
 from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
-from shadowvault.repo.tree import invalid_name
+from shadowvault.repo.tree import entry_error, invalid_name
 
 
 def split_ref(spec: str) -> tuple[str, str]:
@@ -258,7 +258,7 @@ def _report_kept(kept: list[tuple[str, str]], as_json: bool) -> None:
 
 def _not_read(error: str) -> str:
     """How an entry that could not be read at backup is marked (its error comes from the repository)."""
-    return f"not read at backup: {escape_text(error)}"
+    return escape_text(entry_error(error))
 
 
 def _unsafe(why: str) -> str:

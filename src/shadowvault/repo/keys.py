@@ -121,6 +121,9 @@ def damaged_keys(backend: Backend) -> list[str]:
             raw = backend.load(info.name)
         except NotFoundError:
             continue  # removed while we listed
+        except ShadowvaultError:  # not a regular file, unreadable: damaged as well
+            found.append(info.name)
+            continue
         if file_id(raw) != info.name.rsplit("/", 1)[1]:
             found.append(info.name)
     return found

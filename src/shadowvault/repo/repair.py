@@ -25,7 +25,7 @@ from shadowvault.repo.pack import pack_name, read_header
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.session import list_sessions, refuse_concurrent_maintenance
 from shadowvault.repo.snapshot import Snapshot
-from shadowvault.repo.tree import Node, Tree, encode_tree, invalid_name
+from shadowvault.repo.tree import LOST_TO_DAMAGE, Node, Tree, encode_tree, invalid_name
 
 log = logging.getLogger(__name__)
 
@@ -304,9 +304,7 @@ class _TreeRewriter:
             sub_id, sub_lost = self.rewrite(node.subtree, f"/{name}")
             if sub_id is None:
                 lost.append(f"/{name}/: directory listing lost")
-                return _with(
-                    node, subtree=self.empty_tree(), error="directory listing lost to repository damage"
-                )
+                return _with(node, subtree=self.empty_tree(), error=f"directory listing {LOST_TO_DAMAGE}")
             lost.extend(sub_lost)
             return node if sub_id == node.subtree else _with(node, subtree=sub_id)
         if node.content and not all(self.blob_readable(b) for b in node.content):
@@ -317,7 +315,7 @@ class _TreeRewriter:
                 content=[],
                 size=0,
                 sparse=False,
-                error=f"content lost to repository damage ({gone} of {len(node.content)} chunks)",
+                error=f"content {LOST_TO_DAMAGE} ({gone} of {len(node.content)} chunks)",
             )
         return node
 

@@ -58,6 +58,15 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Tree)
 
 
+LOST_TO_DAMAGE = "lost to repository damage"  # in the error `repair snapshots` gives an entry it lost
+
+
+def entry_error(error: str) -> str:
+    """What an entry's recorded error means: not read at backup, or (a `repair snapshots` copy)
+    read at backup and lost later to damage in the repository."""
+    return error if LOST_TO_DAMAGE in error else f"not read at backup: {error}"
+
+
 def invalid_name(name: bytes) -> str | None:
     """Why `name` cannot be a directory entry (None when it can).
 
