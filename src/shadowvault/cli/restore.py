@@ -196,8 +196,16 @@ def restore_cmd(
         return
     if not target:
         raise UsageError("give the directory to restore into with --target DIR")
-    if dry_run or target_root:
-        raise UsageError("--dry-run and --target-root go with --component NAME or --writer NAME")
+    if target_root:
+        raise UsageError("--target-root goes with --component NAME or --writer NAME")
+    if dry_run:  # nothing written: what would be created, replaced and kept (cli/restore_dry_run.py)
+        from shadowvault.cli.restore_dry_run import preview_files_restore
+
+        filters = {"includes": list(includes), "excludes": list(excludes), "overwrite": overwrite}
+        preview_files_restore(
+            repo, password_file, ref, subpath, snapshot_filter, target, **filters, as_json=as_json
+        )
+        return
     started = time.monotonic()
     client = daemon_client()
     if client is not None and needs_choice(ref, snapshot_filter, subpath):  # the daemon looks up plain refs
