@@ -72,7 +72,7 @@ class RestoreStats:
 
 # why an entry already in the target is left as it is (one string per mode: millions of kept files share it)
 KEPT_REASONS = {
-    Overwrite.NEVER: "already in the target (--overwrite never; if-newer or always replaces it)",
+    Overwrite.NEVER: "already in the target (--overwrite never; always replaces it, if-newer when older)",
     Overwrite.IF_NEWER: "already in the target, not older than the snapshot's (--overwrite if-newer; always"
     " replaces it)",
 }
