@@ -55,6 +55,8 @@ def test_a_tmpfs_under_a_shadowed_volume_is_read_through_its_own_shadow(cli, env
     done = cli("backup", "--json", str(data), env=env)
     assert done.returncode == 0, done.stderr
     assert f"{data}/cache/inside" in listed(cli, env, data)
+    live_notes = [m["message"] for m in json_lines(done.stderr) if "live" in m.get("message", "")]
+    assert live_notes and all(f"{data}/cache" in note for note in live_notes), done.stderr  # which volume
     shadows = {(s.volume, s.provider) for s in stored_manifest(env).shadows}
     assert shadows == {(str(btrfs.mount), "btrfs"), (str(data / "cache"), "live")}
 

@@ -16,7 +16,7 @@ Rules it keeps (those of VSS):
 - The commit happens inside the hold for every provider. For reflink (not atomic) that means the
   whole copy runs while writers hold, so writer data is consistent and the freeze window includes
   the copy. With the live provider nothing is copied: the requester reads live files after thaw,
-  so no component is better than `none` (grading.py; the manifest says so).
+  so no component on it is better than `none` (grading.py; the manifest says so).
 - fsfreeze is never combined with a provider that forbids it (planning.py): refused before anything
   is frozen, with an error naming both.
 - A set is one instant across its volumes only when one filesystem freeze held them all while every

@@ -27,13 +27,14 @@ def grade(manifest: ShadowSetManifest, runs: Sequence[WriterRun], mounts: Sequen
         for note in providers.shadow_notes(shadow):
             if note and note not in notes:
                 notes.append(note)
-    live = any(s.provider == "live" for s in manifest.shadows)
+    live = [s.volume for s in manifest.shadows if s.provider == "live"]
     if live and any(run.is_filesystem_freezer and not run.degraded for run in runs):
         notes.append("fsfreeze with the live provider adds nothing: the live files are read after the thaw")
     if live:
         notes.append(
-            "live: the writers held their applications only during the freeze window; files are "
-            "read afterwards while the applications run, so no component is better than 'none'"
+            f"live ({', '.join(live)}): the writers held their applications only during the freeze"
+            " window; files there are read afterwards while the applications run, so no component"
+            " on them is better than 'none'"
         )
     for run in runs:
         if run.degraded:

@@ -21,13 +21,13 @@ PROVIDER_CLASSES: tuple[type[Provider], ...] = (
     LiveProvider,
 )
 
-_NOT_ATOMIC_NOTES = {
+_NOT_ATOMIC_NOTES = {  # {volume}: the shadow's volume
     "reflink": (
-        "reflink copies are not atomic across files: data held by writers is consistent, "
+        "reflink copies of {volume} are not atomic across files: data held by writers is consistent, "
         "files outside writers may be inconsistent"
     ),
     "live": (
-        "live: no image is made; files are read from the live volume after the writers resume, "
+        "live: no image is made of {volume}; its files are read after the writers resume, "
         "so nothing on it, writer data included, is consistent at one point in time"
     ),
 }
@@ -87,11 +87,11 @@ def consistency_note(shadow: Shadow) -> str | None:
     """The caveat of a shadow that is not atomic, in plain words; None for an atomic one."""
     if shadow.atomic:
         return None
-    return _NOT_ATOMIC_NOTES.get(
+    note = _NOT_ATOMIC_NOTES.get(
         shadow.provider,
-        f"{shadow.provider}: the shadow of {shadow.volume} is not atomic: files outside writers may be "
-        "inconsistent",
+        "{provider}: the shadow of {volume} is not atomic: files outside writers may be inconsistent",
     )
+    return note.format(volume=shadow.volume, provider=shadow.provider)
 
 
 def shadow_notes(shadow: Shadow) -> list[str]:
