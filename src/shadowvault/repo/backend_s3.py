@@ -43,6 +43,7 @@ from shadowvault.repo.backend_s3_uploads import (
 from shadowvault.repo.backend_s3_url import S3Location, parse_s3_url
 from shadowvault.repo.backend_s3_writes import PART_SIZE, ObjectWriter
 from shadowvault.repo.cache_dir import default_cache_root, private_dir
+from shadowvault.repo.s3_credentials import S3Credentials
 
 MULTIPART_THRESHOLD = 64 << 20  # smaller files go in one PUT (a default pack is ~16 MiB)
 CLOCK_MARGIN_ENV = "SHADOWVAULT_S3_CLOCK_MARGIN"
@@ -71,9 +72,10 @@ class S3Backend:
         multipart_threshold: int = MULTIPART_THRESHOLD,
         part_size: int = PART_SIZE,
         client: S3Client | None = None,
+        credentials: S3Credentials | None = None,
     ) -> None:
         self.location = location
-        self.s3 = client or S3Client(location)
+        self.s3 = client or S3Client(location, credentials=credentials)
         self.multipart_threshold = multipart_threshold
         self.list_page_size = LIST_PAGE_SIZE
         self.clock_margin = clock_margin_setting()

@@ -17,6 +17,7 @@ from shadowvault.errors import UsageError
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.backend_local import LocalBackend
 from shadowvault.repo.backend_s3_url import S3_FORMS, is_s3_url, parse_s3_url
+from shadowvault.repo.s3_credentials import S3Credentials
 
 SUPPORTED = f"a local path, a file:// URL, or {S3_FORMS}"
 # A scheme: a letter, then letters, digits, + . - and a colon (two characters at least, so that
@@ -74,13 +75,14 @@ def create_backend(location: Location) -> Backend:
     return LocalBackend.create(local_path(location))
 
 
-def validate_existing(location: Location) -> Location | Backend:
+def validate_existing(location: Location, s3_credentials: S3Credentials | None = None) -> Location | Backend:
     """Where a repository is, checked before a password is asked: a local path comes back as a
-    Path, an S3 URL as its backend, already open (one client, one request fewer)."""
+    Path, an S3 URL as its backend, already open (one client, one request fewer), signing with
+    `s3_credentials` when given (else the process's environment)."""
     if is_remote(location):
         from shadowvault.repo.backend_s3 import S3Backend
 
-        return S3Backend.open(os.fspath(location))
+        return S3Backend.open(os.fspath(location), credentials=s3_credentials)
     return LocalBackend.existing_root(local_path(location))
 
 
