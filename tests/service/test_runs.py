@@ -139,6 +139,9 @@ def test_a_job_runs_in_the_daemon_is_recorded_and_in_the_metrics(cli, setup, pri
         in_process = cli("--no-daemon", "jobs", "run", "home", env=env)
         assert in_process.returncode == 0, in_process.stderr
         assert len(client.runs()) == 1
+        after = cli("jobs", "run", "home", "--no-daemon", env=env)  # as docs/jobs.md writes it
+        assert after.returncode == 0, after.stderr
+        assert len(client.runs()) == 1
         # the same table (its column widths follow the values, which differ from one run to the next)
         header = through_daemon.stdout.splitlines()[0].split()
         assert header == in_process.stdout.splitlines()[0].split()

@@ -23,20 +23,20 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from shadowvault.cli.global_options import NO_DAEMON
 from shadowvault.service.settings import socket_path
 from shadowvault.shadow.requesting import IN_PROCESS, ShadowSets
 
 if TYPE_CHECKING:
     from shadowvault.client import Client
 
-NO_DAEMON = "no_daemon"
 CANCEL_TIMEOUT = 30.0  # seconds to reach the daemon to cancel a run we no longer follow
 
 
 def daemon_client() -> Client | None:
     """A connection to the daemon for the running command (closed with it), or None to work in process."""
     root = click.get_current_context().find_root()
-    if root.params.get(NO_DAEMON) or not socket_path().exists():
+    if root.meta.get(NO_DAEMON) or not socket_path().exists():
         return None  # no socket, no daemon: the HTTP client is not even imported (~30 ms, cold ~60)
     from shadowvault.client import Client  # only a command that may use the daemon pays for it
 
