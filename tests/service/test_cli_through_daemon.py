@@ -60,9 +60,15 @@ def test_shadows_and_exec_print_the_same_through_the_daemon_and_without(btrfs, c
             listed = cli(*flags, "shadows", "list", "--json", env=env)
             assert listed.returncode == 0, listed.stderr
             assert [s["id"] for s in json.loads(listed.stdout)] == [set_id]
+            exposed = cli(*flags, "shadows", "expose", set_id, env=env)  # no --at: the private directory
+            assert exposed.returncode == 0, exposed.stderr
+            at = daemon.socket.parent / "exposed" / "0" / f"{set_id}-0"
+            assert (at / "data.txt").read_text() == "in the shadow\n"
             human_list = cli(*flags, "shadows", "list", env=env)
+            assert f"exposed at {at}" in human_list.stdout
             deleted = cli(*flags, "shadows", "delete", set_id, env=env)
             assert deleted.returncode == 0, deleted.stderr
+            assert not at.exists()
             executed = cli(
                 *flags,
                 "exec",
@@ -84,6 +90,7 @@ def test_shadows_and_exec_print_the_same_through_the_daemon_and_without(btrfs, c
             missing = cli(*flags, "shadows", "delete", "20990101T000000-abc", env=env)
             runs[mode] = [
                 _masked(created.stdout),
+                _masked(exposed.stdout),
                 _masked(human_list.stdout),
                 _masked(deleted.stdout),
                 _masked(executed.stderr),

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.s3_credentials import set_default_chain_owner
-from shadowvault.service import sd_notify
+from shadowvault.service import private_exposure, sd_notify
 from shadowvault.service.activation import inherited_socket
 from shadowvault.service.handlers import Api
 from shadowvault.service.idle import IdleConnections
@@ -104,7 +104,7 @@ async def serve(path: Path, policy: GroupPolicy | None = None, limits: Limits = 
     loop.set_default_executor(ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sv-worker"))
     coordinator_pool = ThreadPoolExecutor(COORDINATOR_THREADS, thread_name_prefix="sv-coordinator")
     await asyncio.to_thread(_reap)
-    sets = ShadowSetService(policy, SetRuns(), path.parent / "exposed")
+    sets = ShadowSetService(policy, SetRuns(), private_exposure.base_for(path))
     ownership = Ownership(sets.release)
     api = Api(policy, limits, ownership, sets, coordinator_pool)
     runs = Runs()
