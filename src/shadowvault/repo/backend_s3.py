@@ -32,7 +32,7 @@ from shadowvault.repo.backend import (
 )
 from shadowvault.repo.backend_s3_cache import ObjectCache, default_max_bytes
 from shadowvault.repo.backend_s3_caching import S3Caching
-from shadowvault.repo.backend_s3_client import S3Client, error_code
+from shadowvault.repo.backend_s3_client import S3Client, error_code, http_status, missing_bucket
 from shadowvault.repo.backend_s3_listing import LIST_PAGE_SIZE, list_objects
 from shadowvault.repo.backend_s3_uploads import (
     OpenUpload,
@@ -119,9 +119,32 @@ class S3Backend:
         try:
             self.stat("config")
         except NotFoundError:
+            if self._bucket_exists() is False:  # a HEAD's 404 does not say which is missing
+                raise RepositoryError(missing_bucket(self.location)) from None
             raise RepositoryError(
                 f"{self.describe()} is not a Shadowvault repository (no config object)"
             ) from None
+
+    def _bucket_exists(self) -> bool | None:
+        """Whether the bucket exists; None when the server will not say (a policy without
+        s3:ListBucket, say)."""
+        client, bucket = self.s3.client, self.location.bucket
+
+        def head() -> bool | None:
+            try:
+                client.head_bucket(Bucket=bucket)
+            except botocore.exceptions.ClientError as err:
+                if error_code(err) in ("404", "NoSuchBucket", "NotFound"):
+                    return False
+                if http_status(err) < 500:
+                    return None
+                raise
+            return True
+
+        try:
+            return self.s3.call(f"find bucket {bucket}", head)
+        except RepositoryError:
+            return None
 
     def require_empty(self) -> None:
         if self._exists("config"):

@@ -194,6 +194,10 @@ def describe(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+def missing_bucket(location: S3Location) -> str:
+    return f"bucket {location.bucket} does not exist at {location.endpoint or 's3.amazonaws.com'}"
+
+
 def translate(err: BaseException, what: str, location: S3Location) -> Exception:
     """The one line a user sees for a failed S3 request."""
     if isinstance(err, botocore.exceptions.ClientError):
@@ -201,7 +205,7 @@ def translate(err: BaseException, what: str, location: S3Location) -> Exception:
         if code in NOT_FOUND_CODES:
             return NotFoundError(f"cannot {what}: it does not exist in repository {location.url}")
         if code == "NoSuchBucket":
-            return RepositoryError(f"bucket {location.bucket} does not exist at {location.url}")
+            return RepositoryError(missing_bucket(location))
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return RepositoryError(f"S3 refused access to {location.url} ({code}): check the credentials")
         return RepositoryError(f"cannot {what} at {location.url}: {describe(err)}")
