@@ -198,6 +198,31 @@ def test_a_world_writable_definition_is_refused(cli, setup):
     assert done.stderr.count("\n") == 1 and "must not be writable by group or others" in done.stderr
 
 
+def test_an_environment_file_is_checked_like_the_definition(cli, setup, tmp_path):
+    credentials = tmp_path / "s3.env"
+    credentials.write_text("AWS_ACCESS_KEY=the-wrong-name\n")
+    credentials.chmod(0o666)
+    path = define(
+        setup, "s3", 'schedule = "daily"\npaths = ["{src}"]\nenvironment_file = "{env}"\n', env=credentials
+    )
+    refused = cli("jobs", "run", "s3")
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "must not be writable by group or others" in refused.stderr
+    credentials.chmod(0o600)
+    s3 = path.read_text().replace(f'"{setup["repo"]}"', '"s3:http://127.0.0.1:1/bkt/repo"')
+    path.write_text(s3)
+    failed = cli("jobs", "run", "s3")  # read when the job runs: nothing is sent anywhere
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines() == [
+        f"shadowvault: error: job s3: {credentials}, line 1: AWS_ACCESS_KEY is not one of AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, AWS_REGION, AWS_DEFAULT_REGION, "
+        "AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE"
+    ]
+    path.write_text(s3.replace(f'"{credentials}"', '"s3.env"'))
+    relative = cli("jobs", "list")
+    assert relative.returncode == 2 and "`environment_file` must be an absolute path" in relative.stderr
+
+
 @pytest.mark.parametrize("name", ["a/b", "../etc", "-x"])
 def test_a_bad_job_name_is_refused(cli, setup, name):
     done = cli("jobs", "run", "--", name)

@@ -20,6 +20,7 @@ from tests.mount.helpers import (
     in_view,
     is_mounted,
     mount_command,
+    mount_ids,
     mounted_view,
     save_snapshot,
 )
@@ -89,3 +90,25 @@ def test_a_dead_mount_of_another_filesystem_is_left_alone(tmp_path: Path, cli):
             server.kill()
             server.wait()
         subprocess.run(["fusermount", "-u", "-z", str(mountpoint)], capture_output=True, timeout=60)
+
+
+def test_mounting_over_a_live_view_is_refused(tmp_path: Path, cli):
+    """A second view would stack on the first silently: one line says to unmount it first."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data")
+    with new_repo(tmp_path / "repo") as repo:
+        save_snapshot(repo, src)
+    mountpoint = tmp_path / "mnt"
+    with mounted_view(tmp_path / "repo", mountpoint) as live:
+        mounts = mount_ids(mountpoint)
+        refused = cli(
+            *mount_command(tmp_path / "repo", mountpoint)[3:], env={"SHADOWVAULT_PASSWORD": "never asked"}
+        )
+        assert refused.returncode == 2
+        assert refused.stderr.splitlines() == [
+            f"shadowvault: error: {mountpoint} is already a mount (fuse.shadowvault): "
+            f"`fusermount -u {mountpoint}` first"
+        ]
+        assert mount_ids(mountpoint) == mounts  # nothing stacked on it
+        assert (in_view(live.snapshot_root(), src) / "f").read_bytes() == b"data"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 
 from shadowvault.errors import UsageError
@@ -136,3 +137,59 @@ def test_credentials_come_from_the_aws_credentials_file_too(
     monkeypatch.setenv("AWS_PROFILE", "backup")
     done = _shadowvault(["init", "--repo", s3_url], tmp_path)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("s3:http://user:hunter2@127.0.0.1:9000/bkt/repo", "s3:http://***@127.0.0.1:9000/bkt/repo"),
+        ("s3:user:hunter2@objects.example.org/bkt", "s3:***@objects.example.org/bkt"),
+        ("s3:http://127.0.0.1:9000/bkt?key=hunter2", "s3:http://127.0.0.1:9000/bkt?***"),
+        ("sftp://user:hunter2@host/srv/repo", "sftp://***@host/srv/repo"),
+        ("sftp:user:hunter2@host:/srv/repo", "sftp:***@host:/srv/repo"),
+        ("file://user:hunter2@host/srv/repo", "file://***@host/srv/repo"),
+    ],
+)
+def test_a_refused_location_is_shown_without_its_credentials(url: str, shown: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        Repository.validate_path(url)
+    assert repr(shown) in str(refused.value) and "hunter2" not in str(refused.value)
+
+
+def test_credentials_in_an_s3_url_are_refused_and_never_echoed(s3_env: S3Server, tmp_path: Path) -> None:
+    url = f"s3:http://backup:hunter2@127.0.0.1:{s3_env.port}/bkt/repo"
+    for command in ("init", "snapshots"):
+        done = _shadowvault([command, "--repo", url], tmp_path)
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [
+            f"shadowvault: error: 's3:http://***@127.0.0.1:{s3_env.port}/bkt/repo': no credentials, query or "
+            "fragment in an S3 URL (credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+            "~/.aws/credentials)"
+        ]
+
+
+def test_a_missing_bucket_is_named(s3_env: S3Server, tmp_path: Path) -> None:
+    bucket = f"nobucket-{os.getpid()}"
+    done = _shadowvault(["snapshots", "--repo", f"s3:{s3_env.endpoint}/{bucket}/repo"], tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"shadowvault: error: bucket {bucket} does not exist at {s3_env.endpoint}"
+    ]
+    boto3.client("s3", endpoint_url=s3_env.endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    empty = _shadowvault(["snapshots", "--repo", f"s3:{s3_env.endpoint}/{bucket}/repo"], tmp_path)
+    assert empty.returncode == 1
+    assert empty.stderr.splitlines() == [
+        f"shadowvault: error: s3:{s3_env.endpoint}/{bucket}/repo is not a Shadowvault repository "
+        "(no config object)"
+    ]
+
+
+def test_a_profile_that_does_not_exist_is_one_line(
+    s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    done = _shadowvault(["snapshots", "--repo", s3_url], tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"shadowvault: error: cannot reach {s3_url}: The config profile (no-such-profile) could not be found"
+    ]

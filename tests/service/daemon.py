@@ -47,8 +47,11 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(*options: str, public: bool = False) -> Iterator[Daemon]:
-    """A daemon on `<tmp>/api.sock`; `public`: the directory is open to every user (for a non-root client)."""
+def running_daemon(
+    *options: str, public: bool = False, environment: dict[str, str | None] | None = None
+) -> Iterator[Daemon]:
+    """A daemon on `<tmp>/api.sock`; `public`: the directory is open to every user (for a non-root
+    client); `environment`: variables set (or, given None, removed) in the daemon's environment."""
     base = Path(tempfile.mkdtemp(prefix="sv-daemon-"))
     if public:
         base.chmod(0o755)
@@ -57,6 +60,11 @@ def running_daemon(*options: str, public: bool = False) -> Iterator[Daemon]:
     env = dict(
         os.environ, SHADOWVAULT_SOCKET=str(base / "run" / "api.sock"), NOTIFY_SOCKET=str(base / "notify.sock")
     )
+    for name, value in (environment or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     log = base / "daemon.log"
     with open(log, "wb") as log_file:
         process = subprocess.Popen(

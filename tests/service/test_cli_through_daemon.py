@@ -8,11 +8,19 @@ Who made a set is checked from the store: a set made by the daemon names the dae
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
 
 from shadowvault.client import Client
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.fixtures.unprivileged import run_as_nobody
 from tests.service.daemon import running_daemon
 
 SET_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]+")
@@ -52,9 +60,15 @@ def test_shadows_and_exec_print_the_same_through_the_daemon_and_without(btrfs, c
             listed = cli(*flags, "shadows", "list", "--json", env=env)
             assert listed.returncode == 0, listed.stderr
             assert [s["id"] for s in json.loads(listed.stdout)] == [set_id]
+            exposed = cli(*flags, "shadows", "expose", set_id, env=env)  # no --at: the private directory
+            assert exposed.returncode == 0, exposed.stderr
+            at = daemon.socket.parent / "exposed" / "0" / f"{set_id}-0"
+            assert (at / "data.txt").read_text() == "in the shadow\n"
             human_list = cli(*flags, "shadows", "list", env=env)
+            assert f"exposed at {at}" in human_list.stdout
             deleted = cli(*flags, "shadows", "delete", set_id, env=env)
             assert deleted.returncode == 0, deleted.stderr
+            assert not at.exists()
             executed = cli(
                 *flags,
                 "exec",
@@ -76,6 +90,7 @@ def test_shadows_and_exec_print_the_same_through_the_daemon_and_without(btrfs, c
             missing = cli(*flags, "shadows", "delete", "20990101T000000-abc", env=env)
             runs[mode] = [
                 _masked(created.stdout),
+                _masked(exposed.stdout),
                 _masked(human_list.stdout),
                 _masked(deleted.stdout),
                 _masked(executed.stderr),
@@ -122,3 +137,75 @@ def test_backup_reads_a_set_the_daemon_made_and_prints_the_same(btrfs, cli, tmp_
         with Client(daemon.socket) as client:
             assert [r["kind"] for r in client.runs()] == ["restore", "restore", "restore"]
         assert "shadow set" in daemon.log_text()  # the daemon made (and released) the first one
+
+
+def _home_of_nobody() -> Path:
+    """A directory of uid 65534's own, reachable by it (tmp_path is below a directory of root's)."""
+    home = Path(tempfile.mkdtemp(prefix="sv-home-"))
+    os.chown(home, 65534, 65534)
+    return home
+
+
+@pytest.mark.parametrize("member", [False, True], ids=["outsider", "member"])
+def test_a_user_restores_their_own_repository_with_a_daemon_running(member, private_dirs, nobody_pythonpath):
+    """The daemon restores for root only: a user's restore runs in their process, as with --no-daemon,
+    whether or not they are in the requester group."""
+    if member:
+        config = private_dirs / "config" / "shadowvault.toml"
+        config.write_text('[api]\nrequester_group = "nogroup"\n')
+        config.chmod(0o600)
+    home = _home_of_nobody()
+    try:
+        (home / "data" / "sub").mkdir(parents=True)
+        (home / "data" / "sub" / "notes.txt").write_text("mine\n")
+        (home / "data" / "big.bin").write_bytes(os.urandom(300_000))
+        Repository.init(home / "repo", PASSWORD, kdf_params=FAST_KDF).close()
+        subprocess.run(["chown", "-R", "65534:65534", str(home)], check=True)
+        with running_daemon(public=True) as daemon:
+            env = {
+                "SHADOWVAULT_SOCKET": str(daemon.socket),
+                "SHADOWVAULT_REPOSITORY": str(home / "repo"),
+                "SHADOWVAULT_PASSWORD": PASSWORD,
+                "HOME": str(home),
+            }
+            cli = ("-m", "shadowvault.cli.launch")
+            backed_up = run_as_nobody(
+                nobody_pythonpath, *cli, "backup", "--provider", "none", str(home / "data"), env=env
+            )
+            assert backed_up.returncode == 0, backed_up.stderr
+            outputs = {}
+            for mode, flags in (("daemon", []), ("in-process", ["--no-daemon"])):
+                target = home / f"r-{mode}"
+                restored = run_as_nobody(
+                    nobody_pythonpath, *cli, *flags, "restore", "latest", "--target", str(target), env=env
+                )
+                assert restored.returncode == 0, restored.stderr
+                data = target / str(home).lstrip("/") / "data"
+                assert (data / "sub" / "notes.txt").read_text() == "mine\n"
+                assert (data / "big.bin").read_bytes() == (home / "data" / "big.bin").read_bytes()
+                assert (data / "big.bin").stat().st_uid == 65534
+                as_json = run_as_nobody(
+                    nobody_pythonpath,
+                    *cli,
+                    *flags,
+                    "restore",
+                    "latest",
+                    "--target",
+                    str(target),
+                    "--json",
+                    env=env,
+                )
+                summary = json.loads(as_json.stdout.splitlines()[-1])
+                assert summary["skipped"] >= 2, as_json.stdout
+                del summary["duration"]
+                outputs[mode] = (
+                    _masked(restored.stdout),
+                    _masked(restored.stderr),
+                    as_json.returncode,
+                    summary,
+                )
+            assert outputs["daemon"] == outputs["in-process"]
+            with Client(daemon.socket) as root:
+                assert root.runs() == []  # nothing was asked of the daemon
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -139,6 +139,9 @@ def test_a_job_runs_in_the_daemon_is_recorded_and_in_the_metrics(cli, setup, pri
         in_process = cli("--no-daemon", "jobs", "run", "home", env=env)
         assert in_process.returncode == 0, in_process.stderr
         assert len(client.runs()) == 1
+        after = cli("jobs", "run", "home", "--no-daemon", env=env)  # as docs/jobs.md writes it
+        assert after.returncode == 0, after.stderr
+        assert len(client.runs()) == 1
         # the same table (its column widths follow the values, which differ from one run to the next)
         header = through_daemon.stdout.splitlines()[0].split()
         assert header == in_process.stdout.splitlines()[0].split()
@@ -173,6 +176,63 @@ def test_a_job_runs_in_the_daemon_is_recorded_and_in_the_metrics(cli, setup, pri
             "backup": "uid 65534 may not run a backup: only root may",
             "runs": ["job home"],  # their own run, not root's
         }
+
+
+def test_a_member_sees_the_result_of_the_job_it_ran(cli, setup, private_dirs, nobody_pythonpath):  # noqa: F811
+    """The records are root's: a member reads them through the daemon; without it, one line says so."""
+    define(setup, "home", 'schedule = "daily"\npaths = ["{src}"]\nprovider = "none"\n')
+    config = private_dirs / "config" / "shadowvault.toml"
+    config.write_text(
+        config.read_text() + '\n[api]\nrequester_group = "nogroup"\nrequester_jobs = ["home"]\n'
+    )
+    with running_daemon(public=True) as daemon:
+        env = {
+            "SHADOWVAULT_SOCKET": str(daemon.socket),
+            "SHADOWVAULT_CONFIG_DIR": str(private_dirs / "config"),
+            "SHADOWVAULT_STATE_DIR": str(private_dirs / "state"),
+        }
+
+        def as_member(*args: str) -> subprocess.CompletedProcess[str]:
+            return run_as_nobody(nobody_pythonpath, "-m", "shadowvault.cli.launch", *args, env=env)
+
+        ran = as_member("jobs", "run", "home", "--json")
+        assert ran.returncode == 0, ran.stderr
+        one = as_member("jobs", "status", "home", "--json")
+        assert one.returncode == 0, one.stderr
+        assert json.loads(one.stdout) == json.loads(ran.stdout)
+        assert json.loads(one.stdout) == json.loads(cli("jobs", "status", "home", "--json", env=env).stdout)
+        every = as_member("jobs", "status", "--json")
+        assert every.returncode == 0, every.stderr
+        assert json.loads(every.stdout) == json.loads(cli("jobs", "status", "--json", env=env).stdout)
+        table = as_member("jobs", "status")
+        assert table.returncode == 0, table.stderr
+        assert table.stdout.split()[:8] == [
+            "Job",
+            "Finished",
+            "Status",
+            "Exit",
+            "Snapshot",
+            "Added",
+            "Took",
+            "Consistency",
+        ]
+        assert "home" in table.stdout and "success" in table.stdout
+        never = as_member("jobs", "status", "other")
+        assert (never.returncode, never.stderr.count("\n")) == (1, 1), never.stderr
+        assert "job other has not run yet" in never.stderr
+        for args, message in (
+            (
+                ("jobs", "status"),
+                f"jobs status needs root or the daemon: {private_dirs / 'state' / 'jobs'} is root's",
+            ),
+            (("jobs", "run", "home"), "jobs run needs root or the daemon: job home runs as root"),
+        ):
+            alone = as_member("--no-daemon", *args)
+            assert alone.returncode == 1
+            assert alone.stderr.splitlines() == [
+                f"shadowvault: error: {message} (as a member of its requester group, run it without "
+                "--no-daemon while `shadowvault daemon` answers)"
+            ]
 
 
 def test_a_cli_stopped_while_the_daemon_runs_its_job_cancels_the_run(btrfs, setup, private_dirs, tmp_path):  # noqa: F811

@@ -5,30 +5,38 @@
 /run/shadowvault/api.sock) the daemon does the coordinating, so a CLI run and other requesters share
 one coordinator; without one, or with `--no-daemon` (`SHADOWVAULT_NO_DAEMON=1`), this process does,
 under the same machine locks. The output is the same either way.
+
+A run the daemon would do with a repository (a restore, a VM backup) goes there only when the daemon
+can do it as this caller would: `repository_daemon()` keeps a repository that is not on this
+machine's filesystem (S3) in this process, where the caller's credentials, profile and cache
+directory are (the daemon's environment is not the caller's, and secrets do not cross the socket);
+`restore_daemon()` also keeps the restores of a user who is not root here, since the daemon restores
+for root only and such a user restores in process what they may (as with --no-daemon).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from shadowvault.cli.global_options import NO_DAEMON
 from shadowvault.service.settings import socket_path
 from shadowvault.shadow.requesting import IN_PROCESS, ShadowSets
 
 if TYPE_CHECKING:
     from shadowvault.client import Client
 
-NO_DAEMON = "no_daemon"
 CANCEL_TIMEOUT = 30.0  # seconds to reach the daemon to cancel a run we no longer follow
 
 
 def daemon_client() -> Client | None:
     """A connection to the daemon for the running command (closed with it), or None to work in process."""
     root = click.get_current_context().find_root()
-    if root.params.get(NO_DAEMON) or not socket_path().exists():
+    if root.meta.get(NO_DAEMON) or not socket_path().exists():
         return None  # no socket, no daemon: the HTTP client is not even imported (~30 ms, cold ~60)
     from shadowvault.client import Client  # only a command that may use the daemon pays for it
 
@@ -37,6 +45,20 @@ def daemon_client() -> Client | None:
         return None
     root.call_on_close(client.close)
     return client
+
+
+def repository_daemon(location: str) -> Client | None:
+    """The daemon for a run on the repository at `location`, or None to run it in this process:
+    a remote repository (S3) is opened where the caller's credentials are (module docstring)."""
+    from shadowvault.repo.storage import is_remote
+
+    return None if is_remote(location) else daemon_client()
+
+
+def restore_daemon(location: str) -> Client | None:
+    """The daemon for a restore from `location`, or None to restore in this process: the daemon
+    restores for root only, so anyone else restores here, what they may (module docstring)."""
+    return None if os.geteuid() != 0 else repository_daemon(location)
 
 
 def shadow_sets() -> ShadowSets:

@@ -1,18 +1,23 @@
 """CLI commands: jobs list | run NAME | status [NAME] | install (parse options, call the jobs, print).
 
-`jobs run` runs in this process for now (routing it through the daemon comes with the daemon's API).
+A job runs as root and its records are root's: `jobs run` goes through the daemon when it answers
+(a member of the requester group may run the jobs `[api] requester_jobs` names), and `jobs status`
+reads the records here when this process may, else asks the daemon (GET /v1/jobs); a user who is
+not root and has no daemon to ask gets one line saying so.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import click
 
 from shadowvault.cli.coordination import daemon_client, finished_run
 from shadowvault.cli.output import emit, info, json_option, listing, print_table, to_builtins, warn
 from shadowvault.cli.repository import format_size, format_time
-from shadowvault.errors import NotFoundError
+from shadowvault.errors import NotFoundError, PermissionDeniedError
 from shadowvault.jobs import definitions, job_records, scheduled, units
 from shadowvault.jobs.job_records import JobRecord
 from shadowvault.typed_decoding import convert
@@ -110,11 +115,44 @@ def run_cmd(name: str, as_json: bool) -> None:
     """
     client = daemon_client()
     if client is None:
+        if os.geteuid() != 0:
+            raise _needs_root_or_daemon("jobs run", f"job {name} runs as root")
         record = scheduled.run_job(definitions.find(name))
     else:  # the daemon runs it (its job lock still keeps one run of a job at a time)
         record = convert(finished_run(client, client.start_job(name)), JobRecord)
     emit(as_json, to_builtins(record), lambda: _show_record(record))
     scheduled.raise_for(record)
+
+
+def _needs_root_or_daemon(command: str, why: str) -> PermissionDeniedError:
+    return PermissionDeniedError(
+        f"{command} needs root or the daemon: {why} (as a member of its requester group, run it "
+        "without --no-daemon while `shadowvault daemon` answers)"
+    )
+
+
+def _records_from_daemon(jobs: list[dict[str, Any]], name: str | None) -> list[JobRecord]:
+    """The records GET /v1/jobs carries (the jobs defined: a record whose definition is gone is not there)."""
+    return [
+        convert(job["last_run"], JobRecord)
+        for job in jobs
+        if job.get("last_run") is not None and name in (None, job.get("name"))
+    ]
+
+
+def _records(name: str | None) -> list[JobRecord]:
+    """The last record of every job (or of job NAME): read here when this process may, else from
+    the daemon (for a member of its requester group; anyone else gets its refusal)."""
+    try:
+        if name is None:
+            return job_records.load_all()
+        record = job_records.load(name)
+        return [] if record is None else [record]
+    except PermissionError:
+        client = daemon_client()
+        if client is None:
+            raise _needs_root_or_daemon("jobs status", f"{job_records.records_dir()} is root's") from None
+        return _records_from_daemon(client.jobs(), name)
 
 
 @jobs_group.command("status")
@@ -124,12 +162,13 @@ def status_cmd(name: str | None, as_json: bool) -> None:
     """Show the last recorded run of every job, or of job NAME."""
     if name is not None:
         definitions.check_name(name)
-        record = job_records.load(name)
-        if record is None:
+        found = _records(name)
+        if not found:
             raise NotFoundError(f"job {name} has not run yet (no record in {job_records.records_dir()})")
+        record = found[0]
         emit(as_json, to_builtins(record), lambda: _show_record(record))
         return
-    records = job_records.load_all()
+    records = _records(None)
 
     def human() -> None:
         if not records:

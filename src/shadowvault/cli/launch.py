@@ -29,7 +29,7 @@ OPENING_COMMANDS = frozenset(
     {"backup", "restore", "ls", "diff", "snapshots", "copy", "mount", "versions", "key"}
     | {"check", "forget", "prune", "repair", "find", "dump", "cat", "stats", "tag"}
 )
-GLOBAL_FLAGS = frozenset({"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--no-daemon"})
+GLOBAL_FLAGS = frozenset({"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--no-daemon", "--json"})
 # Options that name the repository or its password, or make the command open nothing.
 _ON_COMMAND_LINE = ("-r", "--repo", "--password", "-h", "--help", "--version")
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
-import os
 import sys
 
 import click
 
 from shadowvault import __version__, interrupts
-from shadowvault.cli import output
+from shadowvault.cli import global_options, output
 from shadowvault.errors import ShadowvaultError
 
 # command -> the module of shadowvault.cli that defines it (in its COMMANDS list, or as `module:attr`).
@@ -63,8 +62,9 @@ def load_command(name: str) -> click.Command | None:
     module = importlib.import_module(f"shadowvault.cli.{module_name}")
     if attr:
         command: click.Command = getattr(module, attr)
-        return command
-    return next(c for c in module.COMMANDS if c.name == name)
+    else:
+        command = next(c for c in module.COMMANDS if c.name == name)
+    return global_options.attach(command)  # -v, -q, --no-daemon after the command too
 
 
 class _Root(click.Group):
@@ -139,18 +139,27 @@ class _Root(click.Group):
     envvar="SHADOWVAULT_NO_DAEMON",
     help="Make shadow sets in this process even when `shadowvault daemon` answers on its socket.",
 )
-def cli(verbose: int, quiet: bool, no_daemon: bool) -> None:
-    """Shadow copies for Linux, and the backup agent built on them."""
-    click.get_current_context().meta[output.QUIET] = quiet
-    level = logging.WARNING - 10 * min(verbose, 2)
-    if os.environ.get("SHADOWVAULT_DEBUG"):
-        level = logging.DEBUG
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (the command's --json).")
+def cli(verbose: int, quiet: bool, no_daemon: bool, as_json: bool) -> None:
+    """Shadow copies for Linux, and the backup agent built on them.
+
+    -v, -q, --no-daemon and --json go before or after the command.
+    """
+    meta = click.get_current_context().meta
+    meta.update(
+        {
+            output.QUIET: quiet,
+            global_options.NO_DAEMON: no_daemon,
+            global_options.VERBOSITY: verbose,
+            output.JSON_GLOBAL: as_json,
+        }
+    )
     handler = logging.StreamHandler(sys.stderr)
-    if click.get_current_context().meta.get(output.JSON_REQUESTED):
+    if meta.get(output.JSON_REQUESTED):
         handler.setFormatter(output.JsonLogFormatter())  # under --json every line is JSON
     else:
         handler.setFormatter(output.HumanLogFormatter())
-    logging.basicConfig(level=level, handlers=[handler])
+    logging.basicConfig(level=global_options.log_level(verbose), handlers=[handler])
 
 
 # Python's cyclic collector runs a young-generation pass every 700 net allocations by default, and

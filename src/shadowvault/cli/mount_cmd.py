@@ -46,15 +46,16 @@ def mount_cmd(
     as stored (docs/mount.md).
 
     Runs in the foreground until Ctrl-C, SIGTERM or `fusermount -u MOUNTPOINT`, and unmounts.
-    A dead view left at MOUNTPOINT by a mount that was killed is unmounted first.
+    A dead view left at MOUNTPOINT by a mount that was killed is unmounted first; a live FUSE mount
+    there is refused (`fusermount -u MOUNTPOINT` first).
     """
     from shadowvault.mount.catalog import SnapshotFilter
     from shadowvault.mount.dead_mounts import clear_dead_mount
     from shadowvault.mount.serve import MountOptions, serve
 
+    if clear_dead_mount(mountpoint):  # before the password is asked: a live mount there is refused
+        note(f"{mountpoint} held the dead mount of a `shadowvault mount` that was killed: unmounted it")
     with open_repository(repo, password_file) as r:
-        if clear_dead_mount(mountpoint):
-            note(f"{mountpoint} held the dead mount of a `shadowvault mount` that was killed: unmounted it")
         options = MountOptions(
             allow_other=allow_other,
             refresh_seconds=refresh_interval,

@@ -24,7 +24,20 @@ from shadowvault.display import escape_text
 # rich, whose import costs every command ~40 ms, only draws live progress on a terminal.
 BOLD, PLAIN = "\x1b[1m", "\x1b[0m"
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+JSON_GLOBAL = "shadowvault.json_global"  # the root context's meta key: --json given before the command
+
+
+def _json_too(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    """A command's --json, or the root's (`shadowvault --json ls ...`, cli/global_options.py)."""
+    return bool(value or ctx.meta.get(JSON_GLOBAL))
+
+
+def json_flag(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A command's --json (as `as_json`), also set by the root's."""
+    return click.option("--json", "as_json", is_flag=True, callback=_json_too, help=help_text)
+
+
+json_option = json_flag("Print machine-readable JSON.")
 
 
 def to_builtins(obj: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from shadowvault.cli.output import info, listing, print_json, warn
+from shadowvault.cli.output import info, json_flag, listing, print_json, warn
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.components.plan import Plan
 from shadowvault.errors import PartialFailure
@@ -37,7 +37,7 @@ def _show_plan(plan: Plan, as_json: bool) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("--new-machine-id", is_flag=True, help="Empty /etc/machine-id (a clone, not the same machine).")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan and the report as JSON.")
+@json_flag("Print the plan and the report as JSON.")
 def recover_cmd(
     repo: str | None,
     password_file: str | None,

@@ -15,11 +15,11 @@ from shadowvault.archive.listing import describe, display, list_snapshot, mode_s
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.restore import Overwrite, RestoreStats
 from shadowvault.cli.components import restore_component_options, restore_options, run_component_restore
-from shadowvault.cli.coordination import daemon_client
+from shadowvault.cli.coordination import restore_daemon
 from shadowvault.cli.directory_restore import directory_restore_option, for_component, for_writers
 from shadowvault.cli.output import info, json_option, note, print_json, warn
 from shadowvault.cli.progress import progress
-from shadowvault.cli.repo_options import open_repository, repo_options
+from shadowvault.cli.repo_options import open_repository, repo_options, repo_path
 from shadowvault.cli.restore_daemon import restore_through_daemon
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, needs_choice, snapshot_filter_options
 from shadowvault.cli.vm_restore_options import vm_restore_options
@@ -207,7 +207,7 @@ def restore_cmd(
         )
         return
     started = time.monotonic()
-    client = daemon_client()
+    client = restore_daemon(repo_path(repo))
     if client is not None and needs_choice(ref, snapshot_filter, subpath):  # the daemon looks up plain refs
         with open_repository(repo, password_file) as r:
             ref = choose(r, ref, snapshot_filter, subpath=subpath)[0]

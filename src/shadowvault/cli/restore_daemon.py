@@ -3,7 +3,9 @@
 For files, the run's status events feed the same RestoreStats the in-process restore fills; for
 components and writers, the run's plan events and summary are the JSON the in-process job reports
 (jobs/application_restores.py). Either way the same code prints them. The password is read here
-(file, environment or prompt) and sent to the daemon with the request.
+(file, environment or prompt) and sent to the daemon with the request. A restore by a user who is
+not root, or from a repository that is not on this machine's filesystem, runs in this process
+(cli/coordination.py's restore_daemon).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import msgspec
 
 from shadowvault.archive.restore import RestoreStats
-from shadowvault.cli.coordination import daemon_client, finished_run
+from shadowvault.cli.coordination import finished_run, restore_daemon
 from shadowvault.cli.repo_options import open_repository, read_password, repo_path
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, needs_choice
 from shadowvault.client import Client
@@ -79,8 +81,9 @@ def here_or_in_daemon(
     there: Callable[[Client, str], Summary],
 ) -> Summary:
     """Run a restore job in this process (`here`, on the open repository) or, when the daemon
-    answers, in the daemon (`there`); each gets the snapshot ref, chosen here when filters need it."""
-    client = daemon_client()
+    answers and may do it as the caller would (cli/coordination.py), in the daemon (`there`); each
+    gets the snapshot ref, chosen here when filters need it."""
+    client = restore_daemon(repo_path(repo))
     if client is None:
         with open_repository(repo, password_file) as r:
             return here(r, choose(r, ref, snapshot_filter)[0])

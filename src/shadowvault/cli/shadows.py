@@ -11,8 +11,12 @@ from shadowvault.cli import output
 from shadowvault.cli.coordination import shadow_sets
 from shadowvault.cli.shadows_create import create
 from shadowvault.errors import UsageError
-from shadowvault.shadow.exposure import Exposure
+from shadowvault.service import private_exposure
+from shadowvault.service.settings import socket_path
+from shadowvault.shadow.exposure import Exposure, pick_shadow
 from shadowvault.shadow.manifest import ShadowSetManifest
+from shadowvault.shadow.requesting import IN_PROCESS, ShadowSets
+from shadowvault.shadow.store import ShadowStore
 
 
 @click.group("shadows")
@@ -88,19 +92,35 @@ def delete_cmd(set_id: str | None, oldest: bool, delete_all: bool, as_json: bool
     output.emit(as_json, {"deleted": deleted}, human)
 
 
+def _exposed_at(sets: ShadowSets, ref: str, volume: str | None, at: str | None) -> str | None:
+    """Where to expose: --at DIR; else the caller's private directory next to the daemon's socket,
+    which the daemon picks itself, and this process picks alike for root (docs/api.md)."""
+    if at is not None:
+        return os.path.abspath(at)
+    if sets is not IN_PROCESS:
+        return None
+    if os.geteuid() != 0:  # only root mounts in process; the daemon exposes for its group's members
+        raise UsageError("say where to expose the shadow: --at DIR")
+    manifest = ShadowStore().load(ref)
+    index, _ = pick_shadow(manifest, volume)
+    return str(private_exposure.mount_point(private_exposure.base_for(socket_path()), 0, manifest.id, index))
+
+
 @shadows.command("expose")
 @click.argument("set_id", metavar="ID")
 @click.option(
     "--at",
     "at",
     type=click.Path(file_okay=False),
-    help="Directory to mount it on (through the daemon, default: your private directory next to its socket).",
+    help="Directory to mount it on (default: your private directory next to the daemon's socket,"
+    " <socket dir>/exposed/<uid>/).",
 )
 @click.option("--volume", "volume", metavar="MNT|INDEX", help="Which shadow of the set (default: the first).")
 @output.json_option
 def expose_cmd(set_id: str, at: str | None, volume: str | None, as_json: bool) -> None:
     """Mount one shadow of a set read-only, nosuid and nodev at a directory (created if missing)."""
-    exposure = shadow_sets().expose(set_id, volume, os.path.abspath(at) if at is not None else None)
+    sets = shadow_sets()
+    exposure = sets.expose(set_id, volume, _exposed_at(sets, set_id, volume, at))
     message = f"shadow of {exposure.volume} (set {exposure.set_id}) exposed read-only at {exposure.at}"
     output.emit(as_json, exposure, lambda: output.info(message))
 

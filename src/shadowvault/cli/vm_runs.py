@@ -3,7 +3,9 @@
 The jobs report JSON summaries (jobs/vm_reporting.py); in process this command runs them on the
 open repository, through the daemon it starts a run (POST /v1/vm-backups, /v1/vm-restores) and
 follows it: the backup's warnings arrive as `warning` events, the summary as the run's result. A
-VM backup through the daemon makes its shadow set in the daemon, like `backup`.
+VM backup through the daemon makes its shadow set in the daemon, like `backup`. An S3 repository is
+opened here, with the caller's credentials, and so is a restore by a user who is not root
+(cli/coordination.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import msgspec
 
 from shadowvault.cli import output
-from shadowvault.cli.coordination import daemon_client, finished_run
+from shadowvault.cli.coordination import finished_run, repository_daemon
 from shadowvault.cli.output import info, note, warn
 from shadowvault.cli.repo_options import open_repository, read_password, repo_path
 from shadowvault.cli.restore_daemon import here_or_in_daemon
@@ -52,7 +54,7 @@ def backup_vm(repo: str | None, password_file: str | None, request: VmBackupRequ
         if kind == "warning" and not as_json:
             warn(event["message"])
 
-    client = daemon_client()
+    client = repository_daemon(repo_path(repo))
     if client is None:
         with open_repository(repo, password_file, write=True) as r:
             summary = backup_vm_reporting(r, request, emit)

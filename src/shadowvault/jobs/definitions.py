@@ -10,6 +10,7 @@
     tags = ["nightly"]
     excludes = ["*.tmp"]
     on_failure = ["/usr/local/sbin/page-admin"]   # optional: run when a run does not succeed
+    environment_file = "/etc/shadowvault/s3.env"  # optional: AWS_* lines for an S3 repository
 
     [retention]                              # optional: forget after each run
     keep_last = 7
@@ -17,7 +18,8 @@
     prune = true
 
 A job runs as root from a timer, so its file is refused unless only root could have changed it
-(the checks writers.d uses, shadow/writers/trusted_exec.py), and so is its on_failure program.
+(the checks writers.d uses, shadow/writers/trusted_exec.py), and so are its on_failure program and
+its environment_file (the S3 credentials it runs with, wherever it runs: repo/s3_credentials.py).
 A definition that cannot be used is one ConfigError line with exit status 2, naming the file.
 """
 
@@ -33,8 +35,11 @@ from shadowvault import paths, proc
 from shadowvault.config_file import read_toml
 from shadowvault.errors import ConfigError, ShadowvaultError
 from shadowvault.repo.forget import KeepPolicy
+from shadowvault.repo.s3_credentials import S3Credentials, parse_environment
+from shadowvault.repo.storage import is_remote
 from shadowvault.shadow.providers.registry import provider_names
 from shadowvault.shadow.writers import config as writer_config
+from shadowvault.shadow.writers import trusted_exec
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PROVIDER_CHOICES = ("auto", "none", "live")  # plus every registered provider
@@ -52,6 +57,7 @@ TOP_KEYS = {
     "excludes",
     "on_failure",
     "retention",
+    "environment_file",
 }
 
 
@@ -86,6 +92,7 @@ class JobDefinition:
     excludes: list[str] = field(default_factory=list)
     retention: Retention = field(default_factory=Retention)
     on_failure: list[str] | None = None
+    environment_file: str | None = None
 
     @property
     def job_tag(self) -> str:
@@ -178,6 +185,27 @@ def _on_failure(value: Any, where: Path) -> list[str] | None:
     return list(value)
 
 
+def _environment_file(value: Any, where: Path) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise JobDefinitionError(f"{where}: `environment_file` must be an absolute path")
+    try:
+        writer_config.check_safe(value, "the environment_file")
+    except ShadowvaultError as err:
+        raise JobDefinitionError(f"{where}: {err}") from err
+    return value
+
+
+def s3_credentials(definition: JobDefinition) -> S3Credentials | None:
+    """The S3 credentials the job names (its environment_file, read and checked now), for an S3
+    repository; None: the running process's own."""
+    if definition.environment_file is None or not is_remote(definition.repository):
+        return None
+    text = trusted_exec.read_checked(definition.environment_file, "the environment_file")
+    return parse_environment(text.decode(errors="replace"), definition.environment_file)
+
+
 def _read(path: Path) -> dict[str, Any]:
     """The checked and parsed file; its problems are bad input of the job (exit 2)."""
     try:
@@ -229,6 +257,7 @@ def parse(name: str, path: Path, data: dict[str, Any]) -> JobDefinition:
         excludes=_strings(data, "excludes", path),
         retention=_retention(data.get("retention"), path),
         on_failure=_on_failure(data.get("on_failure"), path),
+        environment_file=_environment_file(data.get("environment_file"), path),
     )
 
 

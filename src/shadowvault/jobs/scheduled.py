@@ -24,7 +24,7 @@ from shadowvault.errors import PartialFailure, ShadowvaultError
 from shadowvault.jobs import job_metrics, job_records
 from shadowvault.jobs.backup import BackupRequest, BackupResult, run_backup
 from shadowvault.jobs.backup_components import ComponentSelection, staged_components
-from shadowvault.jobs.definitions import JobDefinition
+from shadowvault.jobs.definitions import JobDefinition, s3_credentials
 from shadowvault.jobs.job_records import FAILED, PARTIAL, SUCCESS, JobRecord
 from shadowvault.repo.forget import apply_policy
 from shadowvault.repo.password_file import read_password_file
@@ -76,7 +76,7 @@ def _job_lock(name: str) -> Iterator[None]:
 
 
 def _open(definition: JobDefinition, *, write: bool, kind: str = "backup") -> Repository:
-    location = Repository.validate_path(definition.repository)
+    location = Repository.validate_path(definition.repository, s3_credentials(definition))
     password = read_password_file(str(definition.password_file))
     return Repository.open(location, password, write=write, kind=kind)
 

@@ -1,7 +1,8 @@
 """A view whose process was killed (SIGKILL, OOM) cannot unmount itself: the kernel keeps the mount,
 and everything under it fails with "Transport endpoint is not connected" until `fusermount -u`.
 Mounting there again clears such a mount of ours first (a lazy unmount: nothing can be using a view
-that answers nothing); a dead FUSE mount of anything else is left alone with one line saying so.
+that answers nothing); a dead FUSE mount of anything else is left alone with one line saying so, and
+so is a live FUSE mount, ours or not (mounting on it would stack a second view silently).
 
 Dead is asked of the filesystem itself: opening the directory is a request to the FUSE process
 (a `stat` may be answered from the kernel's attribute cache for a moment after the kill).
@@ -67,11 +68,16 @@ def answers(path: str) -> bool:
 
 def clear_dead_mount(mountpoint: str) -> bool:
     """Lazily unmount a dead view of ours at `mountpoint`; True when there was one. UsageError when
-    a dead FUSE mount of another filesystem is there."""
+    a dead FUSE mount of another filesystem is there, or a live one of any (a second view would
+    stack on it, hiding it until unmounted twice)."""
     path = _absolute(mountpoint)
     entry = top_mount(path)
-    if entry is None or not entry.fstype.startswith("fuse") or answers(path):
+    if entry is None or not entry.fstype.startswith("fuse"):
         return False
+    if answers(path):
+        raise UsageError(
+            f"{mountpoint} is already a mount ({entry.fstype}): `fusermount -u {mountpoint}` first"
+        )
     if entry.fstype != OUR_FSTYPE:
         raise UsageError(
             f"{mountpoint}: a dead FUSE mount ({entry.fstype}) is in the way: "

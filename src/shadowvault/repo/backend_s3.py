@@ -32,7 +32,7 @@ from shadowvault.repo.backend import (
 )
 from shadowvault.repo.backend_s3_cache import ObjectCache, default_max_bytes
 from shadowvault.repo.backend_s3_caching import S3Caching
-from shadowvault.repo.backend_s3_client import S3Client, error_code
+from shadowvault.repo.backend_s3_client import S3Client, error_code, http_status, missing_bucket
 from shadowvault.repo.backend_s3_listing import LIST_PAGE_SIZE, list_objects
 from shadowvault.repo.backend_s3_uploads import (
     OpenUpload,
@@ -43,6 +43,7 @@ from shadowvault.repo.backend_s3_uploads import (
 from shadowvault.repo.backend_s3_url import S3Location, parse_s3_url
 from shadowvault.repo.backend_s3_writes import PART_SIZE, ObjectWriter
 from shadowvault.repo.cache_dir import default_cache_root, private_dir
+from shadowvault.repo.s3_credentials import S3Credentials
 
 MULTIPART_THRESHOLD = 64 << 20  # smaller files go in one PUT (a default pack is ~16 MiB)
 CLOCK_MARGIN_ENV = "SHADOWVAULT_S3_CLOCK_MARGIN"
@@ -71,9 +72,10 @@ class S3Backend:
         multipart_threshold: int = MULTIPART_THRESHOLD,
         part_size: int = PART_SIZE,
         client: S3Client | None = None,
+        credentials: S3Credentials | None = None,
     ) -> None:
         self.location = location
-        self.s3 = client or S3Client(location)
+        self.s3 = client or S3Client(location, credentials=credentials)
         self.multipart_threshold = multipart_threshold
         self.list_page_size = LIST_PAGE_SIZE
         self.clock_margin = clock_margin_setting()
@@ -117,9 +119,32 @@ class S3Backend:
         try:
             self.stat("config")
         except NotFoundError:
+            if self._bucket_exists() is False:  # a HEAD's 404 does not say which is missing
+                raise RepositoryError(missing_bucket(self.location)) from None
             raise RepositoryError(
                 f"{self.describe()} is not a Shadowvault repository (no config object)"
             ) from None
+
+    def _bucket_exists(self) -> bool | None:
+        """Whether the bucket exists; None when the server will not say (a policy without
+        s3:ListBucket, say)."""
+        client, bucket = self.s3.client, self.location.bucket
+
+        def head() -> bool | None:
+            try:
+                client.head_bucket(Bucket=bucket)
+            except botocore.exceptions.ClientError as err:
+                if error_code(err) in ("404", "NoSuchBucket", "NotFound"):
+                    return False
+                if http_status(err) < 500:
+                    return None
+                raise
+            return True
+
+        try:
+            return self.s3.call(f"find bucket {bucket}", head)
+        except RepositoryError:
+            return None
 
     def require_empty(self) -> None:
         if self._exists("config"):

@@ -1,5 +1,6 @@
-"""The S3 client the backend uses: boto3 with the default credential chain, a bounded number of
-connections, our own retries (exponential backoff, full jitter) and a count of every request.
+"""The S3 client the backend uses: boto3 with the default credential chain (or the variables given
+for the repository, repo/s3_credentials.py), a bounded number of connections, our own retries
+(exponential backoff, full jitter) and a count of every request.
 
 Retries are ours rather than botocore's because a response body can fail half-read (a connection
 dropped mid-download), which botocore does not retry, and because one loop is easier to reason
@@ -19,11 +20,13 @@ from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions
+import botocore.session
 import urllib3.exceptions
 from botocore.config import Config
 
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
 from shadowvault.repo.backend_s3_url import S3Location
+from shadowvault.repo.s3_credentials import S3Credentials, missing_message
 from shadowvault.slots import Slots
 
 log = logging.getLogger(__name__)
@@ -78,12 +81,43 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, _CONNECTION_ERRORS)
 
 
+def _session(credentials: S3Credentials | None) -> boto3.session.Session:
+    """A session on the default chain, with the given variables in front of the process's own."""
+    if credentials is None:
+        return boto3.session.Session()
+    given = credentials.variables
+    core = botocore.session.get_session()
+    for name, variable in (
+        ("AWS_SHARED_CREDENTIALS_FILE", "credentials_file"),
+        ("AWS_CONFIG_FILE", "config_file"),
+        ("AWS_PROFILE", "profile"),
+        ("AWS_DEFAULT_REGION", "region"),
+        ("AWS_REGION", "region"),
+    ):
+        if given.get(name):
+            core.set_config_variable(variable, given[name])
+    if given.get("AWS_ACCESS_KEY_ID"):
+        core.set_credentials(
+            given["AWS_ACCESS_KEY_ID"], given["AWS_SECRET_ACCESS_KEY"], given.get("AWS_SESSION_TOKEN")
+        )
+    return boto3.session.Session(botocore_session=core)
+
+
 class S3Client:
     """One boto3 client (thread-safe) for one location, with retries, a connection bound and
-    request counts (`requests`: operation name -> HTTP requests sent, retries included)."""
+    request counts (`requests`: operation name -> HTTP requests sent, retries included).
+    `credentials`: variables given for this repository (else the process's environment)."""
 
-    def __init__(self, location: S3Location, *, attempts: int = ATTEMPTS, backoff_base: float = BACKOFF_BASE):
+    def __init__(
+        self,
+        location: S3Location,
+        *,
+        attempts: int = ATTEMPTS,
+        backoff_base: float = BACKOFF_BASE,
+        credentials: S3Credentials | None = None,
+    ):
         self.location = location
+        self.credentials = credentials
         self.attempts = attempts
         self.backoff_base = backoff_base
         self.requests: collections.Counter[str] = collections.Counter()
@@ -91,7 +125,6 @@ class S3Client:
         self._count_lock = threading.Lock()
         self._slots = Slots(MAX_CONNECTIONS)  # Ctrl-C cannot wedge it (slots.py)
         self._holding = threading.local()  # an operation that calls another keeps its one slot
-        session = boto3.session.Session()
         config = Config(
             max_pool_connections=MAX_CONNECTIONS,
             connect_timeout=CONNECT_TIMEOUT,
@@ -99,12 +132,16 @@ class S3Client:
             retries={"total_max_attempts": 1, "mode": "standard"},  # ours: see `call`
             s3={"addressing_style": "path" if location.endpoint else "auto"},
         )
-        self.client: Any = session.client(
-            "s3",
-            endpoint_url=location.endpoint,
-            region_name=session.region_name or DEFAULT_REGION,
-            config=config,
-        )
+        try:
+            session = _session(credentials)
+            self.client: Any = session.client(
+                "s3",
+                endpoint_url=location.endpoint,
+                region_name=session.region_name or DEFAULT_REGION,
+                config=config,
+            )
+        except botocore.exceptions.BotoCoreError as err:  # a profile that is not there, say
+            raise RepositoryError(f"cannot reach {location.url}: {err}") from err
         self.client.meta.events.register("before-send.s3", self._count)
 
     def _count(self, event_name: str = "", **_: object) -> None:
@@ -131,10 +168,7 @@ class S3Client:
                     finally:
                         self._holding.slot = False
             except botocore.exceptions.NoCredentialsError as err:
-                raise RepositoryError(
-                    f"no S3 credentials for {self.location.url}: set AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials"
-                ) from err
+                raise RepositoryError(missing_message(self.location.url, self.credentials)) from err
             except ShadowvaultError:
                 raise
             except Exception as err:
@@ -160,6 +194,10 @@ def describe(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+def missing_bucket(location: S3Location) -> str:
+    return f"bucket {location.bucket} does not exist at {location.endpoint or 's3.amazonaws.com'}"
+
+
 def translate(err: BaseException, what: str, location: S3Location) -> Exception:
     """The one line a user sees for a failed S3 request."""
     if isinstance(err, botocore.exceptions.ClientError):
@@ -167,7 +205,7 @@ def translate(err: BaseException, what: str, location: S3Location) -> Exception:
         if code in NOT_FOUND_CODES:
             return NotFoundError(f"cannot {what}: it does not exist in repository {location.url}")
         if code == "NoSuchBucket":
-            return RepositoryError(f"bucket {location.bucket} does not exist at {location.url}")
+            return RepositoryError(missing_bucket(location))
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return RepositoryError(f"S3 refused access to {location.url} ({code}): check the credentials")
         return RepositoryError(f"cannot {what} at {location.url}: {describe(err)}")

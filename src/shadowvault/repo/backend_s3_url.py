@@ -18,6 +18,7 @@ S3_FORMS = "s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX] or s3:s3.amazonaws.com/BUCK
 AWS_HOSTS = ("s3.amazonaws.com",)
 # Bucket names as S3 accepts them (3-63 lower-case letters, digits, dots and hyphens).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # as repo/storage.py tells a URL from a path
 
 
 @dataclass(frozen=True)
@@ -42,43 +43,70 @@ class S3Location:
         return f"{SCHEME}{where}/{tail}"
 
 
+def redacted(text: str) -> str:
+    """`text` as a message may show it: the userinfo of a URL's authority (`user:pass@`) and its
+    query replaced by `***`, whatever the scheme (`s3:http://...`, `s3:HOST/...`, `sftp://...`)."""
+    start = text.find("://")
+    if start >= 0:
+        start += 3
+    elif scheme := _SCHEME.match(text):  # restic's forms: s3:HOST/..., sftp:USER@HOST:/...
+        start = scheme.end()
+    else:
+        return text
+    end = next((i for i in range(start, len(text)) if text[i] in "/?#"), len(text))
+    authority = text[start:end]
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    rest = text[end:]
+    if "?" in rest:
+        path, _, query = rest.partition("?")
+        rest = path + "?***" + ("#" + query.partition("#")[2] if "#" in query else "")
+    return text[:start] + authority + rest
+
+
 def is_s3_url(text: str) -> bool:
     return text.lower().startswith(SCHEME)
 
 
 def parse_s3_url(text: str) -> S3Location:
     """The location an `s3:` URL names; a UsageError saying the accepted forms otherwise."""
+    shown = redacted(text)  # what a message may echo: never the credentials
     rest = text[len(SCHEME) :]
     if rest.startswith("//"):
-        raise UsageError(f"{text!r} is not an S3 repository URL: write {S3_FORMS}")
+        raise UsageError(f"{shown!r} is not an S3 repository URL: write {S3_FORMS}")
     if "://" in rest:
         url = urlsplit(rest)
         if url.scheme.lower() not in ("http", "https") or not url.hostname:
-            raise UsageError(f"{text!r} is not an S3 repository URL: write {S3_FORMS}")
+            raise UsageError(f"{shown!r} is not an S3 repository URL: write {S3_FORMS}")
         if url.username or url.password or url.query or url.fragment:
             raise UsageError(
-                f"{text!r}: no credentials, query or fragment in an S3 URL "
+                f"{shown!r}: no credentials, query or fragment in an S3 URL "
                 "(credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials)"
             )
         try:
             url.port  # noqa: B018 - raises on a port that is not a number in range
         except ValueError:
-            raise UsageError(f"{text!r} has an invalid port") from None
+            raise UsageError(f"{shown!r} has an invalid port") from None
         endpoint: str | None = f"{url.scheme.lower()}://{url.netloc}"
         path = url.path
     else:
         host, _, path = rest.partition("/")
+        if "@" in host:
+            raise UsageError(
+                f"{shown!r}: no credentials in an S3 URL "
+                "(credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials)"
+            )
         if not host:
-            raise UsageError(f"{text!r} names no host: write {S3_FORMS}")
+            raise UsageError(f"{shown!r} names no host: write {S3_FORMS}")
         endpoint = None if host.lower() in AWS_HOSTS else f"https://{host}"
     parts = [unquote(p) for p in path.split("/") if p]
     if not parts:
-        raise UsageError(f"{text!r} names no bucket: write {S3_FORMS}")
+        raise UsageError(f"{shown!r} names no bucket: write {S3_FORMS}")
     bucket, prefix = parts[0], "/".join(parts[1:])
     if not _BUCKET.match(bucket):
         raise UsageError(
             f"{bucket!r} is not a valid S3 bucket name (3-63 lower-case letters, digits, . and -)"
         )
     if any(p in (".", "..") for p in parts[1:]):
-        raise UsageError(f"{text!r}: the prefix may not contain . or .. components")
+        raise UsageError(f"{shown!r}: the prefix may not contain . or .. components")
     return S3Location(endpoint, bucket, prefix)

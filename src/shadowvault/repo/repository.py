@@ -30,6 +30,7 @@ from shadowvault.repo.pack import pack_name
 from shadowvault.repo.packer import Packer, SaveStats
 from shadowvault.repo.reader import BlobReader, LoadedBlob, ReadStats
 from shadowvault.repo.repo_init import PACK_SIZE
+from shadowvault.repo.s3_credentials import S3Credentials
 from shadowvault.repo.sealing import MasterKey, Sealer
 from shadowvault.repo.session import Session
 from shadowvault.repo.snapshot import Snapshot
@@ -119,9 +120,10 @@ class Repository:
         return validate_new(location)
 
     @staticmethod
-    def validate_path(location: Location) -> Where:
-        """Fail early (before asking for a password) when `location` cannot be a repository."""
-        return validate_existing(location)
+    def validate_path(location: Location, s3_credentials: S3Credentials | None = None) -> Where:
+        """Fail early (before asking for a password) when `location` cannot be a repository;
+        an S3 repository signs with `s3_credentials` when given."""
+        return validate_existing(location, s3_credentials)
 
     def add_key(self, password: str | bytes) -> str:
         """Wrap the master key with another password; returns the key file's name."""

@@ -16,7 +16,8 @@ from urllib.parse import unquote, urlsplit
 from shadowvault.errors import UsageError
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.backend_local import LocalBackend
-from shadowvault.repo.backend_s3_url import S3_FORMS, is_s3_url, parse_s3_url
+from shadowvault.repo.backend_s3_url import S3_FORMS, is_s3_url, parse_s3_url, redacted
+from shadowvault.repo.s3_credentials import S3Credentials
 
 SUPPORTED = f"a local path, a file:// URL, or {S3_FORMS}"
 # A scheme: a letter, then letters, digits, + . - and a colon (two characters at least, so that
@@ -44,15 +45,16 @@ def local_path(location: Location) -> Path:
     if not has_scheme(text):
         return Path(text)
     url = urlsplit(text)
+    shown = redacted(text)  # a message never echoes credentials
     if url.scheme.lower() != "file":
         raise UsageError(
-            f"unsupported repository location {text!r}: use {SUPPORTED} "
+            f"unsupported repository location {shown!r}: use {SUPPORTED} "
             "(a local directory whose name has a colon: ./NAME)"
         )
     if not text.lower().startswith("file://"):
-        raise UsageError(f"{text!r} is not a file:// URL (file:///absolute/path)")
+        raise UsageError(f"{shown!r} is not a file:// URL (file:///absolute/path)")
     if url.netloc not in ("", "localhost") or not url.path:
-        raise UsageError(f"{text!r} is not a local file:// URL (file:///absolute/path)")
+        raise UsageError(f"{shown!r} is not a local file:// URL (file:///absolute/path)")
     return Path(unquote(url.path))
 
 
@@ -74,13 +76,14 @@ def create_backend(location: Location) -> Backend:
     return LocalBackend.create(local_path(location))
 
 
-def validate_existing(location: Location) -> Location | Backend:
+def validate_existing(location: Location, s3_credentials: S3Credentials | None = None) -> Location | Backend:
     """Where a repository is, checked before a password is asked: a local path comes back as a
-    Path, an S3 URL as its backend, already open (one client, one request fewer)."""
+    Path, an S3 URL as its backend, already open (one client, one request fewer), signing with
+    `s3_credentials` when given (else the process's environment)."""
     if is_remote(location):
         from shadowvault.repo.backend_s3 import S3Backend
 
-        return S3Backend.open(os.fspath(location))
+        return S3Backend.open(os.fspath(location), credentials=s3_credentials)
     return LocalBackend.existing_root(local_path(location))
 
 

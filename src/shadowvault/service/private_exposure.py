@@ -51,6 +51,11 @@ def _root_directory(path: Path, mode: int) -> None:
     os.chmod(path, mode, follow_symlinks=False)
 
 
+def base_for(socket: Path) -> Path:
+    """The directory of every user's private directory: `exposed/` next to the API socket."""
+    return socket.parent / "exposed"
+
+
 def user_directory(base: Path, uid: int) -> Path:
     """`<base>/<uid>`, made private to `uid` (and root)."""
     base.parent.mkdir(parents=True, exist_ok=True, mode=0o755)

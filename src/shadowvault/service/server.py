@@ -19,7 +19,8 @@ from pathlib import Path
 from aiohttp import web
 
 from shadowvault.errors import ShadowvaultError
-from shadowvault.service import sd_notify
+from shadowvault.repo.s3_credentials import set_default_chain_owner
+from shadowvault.service import private_exposure, sd_notify
 from shadowvault.service.activation import inherited_socket
 from shadowvault.service.handlers import Api
 from shadowvault.service.idle import IdleConnections
@@ -80,6 +81,13 @@ def make_app(api: Api, run_api: RunApi, limits: Limits, idle: IdleConnections) -
     return app
 
 
+# What a run of ours says when an S3 repository finds no credentials here: ours are not the caller's.
+DAEMON_CREDENTIALS_HINT = (
+    "a job names its own in its environment_file (docs/jobs.md); else give the daemon "
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in its service's environment, or root's ~/.aws/credentials"
+)
+
+
 async def serve(path: Path, policy: GroupPolicy | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
     """Serve the API on `path` until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
@@ -88,6 +96,7 @@ async def serve(path: Path, policy: GroupPolicy | None = None, limits: Limits = 
         loop.add_signal_handler(signum, stop.set)
     # First: a daemon already running is told before anything else happens.
     policy = policy or configured_policy()  # a broken [api] is told before the socket is taken
+    set_default_chain_owner("the daemon", DAEMON_CREDENTIALS_HINT)
     inherited = inherited_socket()
     sock = inherited or bind_socket(path)
     if inherited is not None and isinstance(inherited.getsockname(), str) and inherited.getsockname():
@@ -95,7 +104,7 @@ async def serve(path: Path, policy: GroupPolicy | None = None, limits: Limits = 
     loop.set_default_executor(ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sv-worker"))
     coordinator_pool = ThreadPoolExecutor(COORDINATOR_THREADS, thread_name_prefix="sv-coordinator")
     await asyncio.to_thread(_reap)
-    sets = ShadowSetService(policy, SetRuns(), path.parent / "exposed")
+    sets = ShadowSetService(policy, SetRuns(), private_exposure.base_for(path))
     ownership = Ownership(sets.release)
     api = Api(policy, limits, ownership, sets, coordinator_pool)
     runs = Runs()
