@@ -201,9 +201,17 @@ def restore_cmd(
     if dry_run:  # nothing written: what would be created, replaced and kept (cli/restore_dry_run.py)
         from shadowvault.cli.restore_dry_run import preview_files_restore
 
-        filters = {"includes": list(includes), "excludes": list(excludes), "overwrite": overwrite}
         preview_files_restore(
-            repo, password_file, ref, subpath, snapshot_filter, target, **filters, as_json=as_json
+            repo,
+            password_file,
+            ref,
+            subpath,
+            snapshot_filter,
+            target,
+            includes=list(includes),
+            excludes=list(excludes),
+            overwrite=overwrite,
+            as_json=as_json,
         )
         return
     started = time.monotonic()
