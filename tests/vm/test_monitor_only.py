@@ -302,3 +302,22 @@ def test_a_vm_snapshot_restores_with_the_ordinary_file_restore_too(vm: BareVM, t
     with open(image, "rb") as f:
         f.seek(8 * 1024 * 1024)
         assert f.read(1024 * 1024) == b"\x3c" * 1024 * 1024
+
+
+def test_a_vm_declared_in_writers_d_is_listed_backed_up_when_named_and_never_joins_a_set_by_itself(
+    vm: BareVM, repo: Repository, private_dirs: Path, ext4: LoopFs
+) -> None:
+    """A writers.d entry of type qemu names a VM's QMP socket (issue 13): `writers list` shows it as
+    qemu:NAME, `vm backup NAME` finds it, and a shadow set of volumes never picks it up on its own."""
+    (private_dirs / "config" / "writers.d" / "declared.toml").write_text(
+        f'name = "declared"\ntype = "qemu"\nqmp = "{vm.qmp_socket}"\n'
+    )
+    done = cli("writers", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    entries = [e for e in json.loads(done.stdout) if e["writer"] == "qemu:declared"]
+    assert [e["kind"] for e in entries] == ["discovered"] and entries[0]["state"] == "stable", entries
+    result = run_vm_backup(repo, VmBackupRequest(vm="declared"))
+    assert result.images["drive0"].chunks > 0
+    shadows = cli("shadows", "create", "--volume", str(ext4.mount), "--auto-release", "--json")
+    assert shadows.returncode == 0, shadows.stderr
+    assert "qemu" not in shadows.stdout  # joins only when named

@@ -1,10 +1,10 @@
 """Finding the running QEMU guests: their names, QMP monitor sockets, guest agent sockets, command lines.
 
-Three sources: `vms.d` entries (TOML files naming a VM's sockets, under the configuration
-directory or /run/shadowvault/vms.d), the command lines of running QEMU processes (`-qmp unix:PATH`,
-or `-chardev socket,id=X,path=PATH` with `-mon chardev=X,mode=control`), and libvirt's domains
-through their files (vm/libvirt.py). Reading /proc and those files touches no VM; only the writer
-connects to the sockets it is asked to use.
+Three sources: declarations (TOML files naming a VM's sockets: `vms.d` under the configuration
+directory or /run/shadowvault/vms.d, and `writers.d` entries of `type = "qemu"`), the command
+lines of running QEMU processes (`-qmp unix:PATH`, or `-chardev socket,id=X,path=PATH` with `-mon
+chardev=X,mode=control`), and libvirt's domains through their files (vm/libvirt.py). Reading /proc
+and those files touches no VM; only the writer connects to the sockets it is asked to use.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class VmSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
     agent: str | None = None  # the guest agent's Unix socket (host side of its virtio-serial port)
     pid: int | None = None
     argv: list[str] = []
-    source: str = "scan"  # scan | vms.d | libvirt
+    source: str = "scan"  # scan | vms.d | writers.d | libvirt
     libvirt_xml: str | None = None  # the domain's XML, for a libvirt domain (its definition)
 
 
@@ -113,21 +113,27 @@ def scan_processes(proc: str = "/proc") -> list[VmSpec]:
 
 
 def declared_vms(directories: list[Path] | None = None) -> list[VmSpec]:
-    """The VMs named in vms.d files: `name`, `qmp` (absolute socket path), optional `agent`."""
+    """The VMs named in vms.d files (`name`, `qmp` = the absolute socket path, optional `agent`),
+    and in writers.d entries of `type = "qemu"` with the same keys."""
     found = []
     for directory in directories if directories is not None else [paths.config_dir() / "vms.d", RUN_DIR]:
-        if not directory.is_dir():
-            continue
-        for path in sorted(directory.glob("*.toml")):
-            data = read_toml(path, "VM declaration")
-            qmp, agent = data.get("qmp"), data.get("agent")
-            if not isinstance(qmp, str) or not qmp.startswith("/"):
-                raise ConfigError(f"{path}: a VM needs `qmp` = the absolute path of its QMP socket")
-            if agent is not None and (not isinstance(agent, str) or not agent.startswith("/")):
-                raise ConfigError(f"{path}: `agent` must be the absolute path of the guest agent socket")
-            name = data.get("name", path.stem)
-            found.append(VmSpec(name=str(name), qmp=qmp, agent=agent, source="vms.d"))
+        for path in sorted(directory.glob("*.toml")) if directory.is_dir() else []:
+            found.append(_declared(read_toml(path, "VM declaration"), path, "vms.d"))
+    writers_d = paths.config_dir() / "writers.d"
+    for path in sorted(writers_d.glob("*.toml")) if directories is None and writers_d.is_dir() else []:
+        data = read_toml(path, "writer declaration")
+        if data.get("type") == "qemu":
+            found.append(_declared(data, path, "writers.d"))
     return found
+
+
+def _declared(data: dict[str, object], path: Path, source: str) -> VmSpec:
+    qmp, agent = data.get("qmp"), data.get("agent")
+    if not isinstance(qmp, str) or not qmp.startswith("/"):
+        raise ConfigError(f"{path}: a VM needs `qmp` = the absolute path of its QMP socket")
+    if agent is not None and (not isinstance(agent, str) or not agent.startswith("/")):
+        raise ConfigError(f"{path}: `agent` must be the absolute path of the guest agent socket")
+    return VmSpec(name=str(data.get("name", path.stem)), qmp=qmp, agent=agent, source=source)
 
 
 def all_vms() -> list[VmSpec]:

@@ -9,6 +9,10 @@
     paths = ["/srv/app"]              # the application's data (automatic selection, components)
     volumes = ["/srv"]                # optional: the volumes this writer serves
 
+A running QEMU guest can be declared here too (`type = "qemu"`, `qmp = "/run/vm1.qmp"`, optional
+`agent` = its guest agent socket): it is listed by `writers list` and joins a shadow set only when
+named (`--writer qemu:NAME`, `vm backup NAME`).
+
 Like Azure Backup's pre/post-script framework, a file that is not owned by root or is writable by
 group or others is refused, and so are the directory and every script a file names: anyone who
 can edit them could otherwise run commands as root during every backup. Every directory on the
@@ -31,7 +35,8 @@ from shadowvault.shadow.writers import trusted_exec
 
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 1800.0
-WRITER_TYPES = ("script", "sqlite", "external", "postgresql", "mariadb", "redis", "ldap")
+WRITER_TYPES = ("script", "sqlite", "external", "postgresql", "mariadb", "redis", "ldap", "qemu")
+VM_WRITER_TYPES = ("qemu",)  # a VM (`qmp`, `agent`: vm/discovery.py) joins a set only when named
 APP_WRITER_TYPES = ("postgresql", "mariadb", "redis", "ldap", "samba")  # built-ins with settings (AppWriter)
 
 

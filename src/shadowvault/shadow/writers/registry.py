@@ -64,6 +64,8 @@ def writer_from_config(cfg: config.WriterConfig) -> Writer:
         app_class = writer_class(cfg.type)
         assert issubclass(app_class, AppWriter)
         return app_class.from_config(cfg.name, cfg.data, cfg.path)
+    if cfg.type in config.VM_WRITER_TYPES:  # its sockets come through vm/discovery.py, by name
+        return writer_class(cfg.type)(cfg.name)
     if cfg.type == "external":
         from shadowvault.shadow.writers.external import ExternalWriter
 
@@ -74,8 +76,11 @@ def writer_from_config(cfg: config.WriterConfig) -> Writer:
 
 
 def configured_writers() -> list[Writer]:
-    """Every writer declared in writers.d; an unsafe or invalid file raises ConfigError."""
-    return [writer_from_config(cfg) for cfg in config.load_configs()]
+    """Every writer declared in writers.d but VMs (they join a set only when named); an unsafe or
+    invalid file raises ConfigError."""
+    return [
+        writer_from_config(cfg) for cfg in config.load_configs() if cfg.type not in config.VM_WRITER_TYPES
+    ]
 
 
 def _configured_by_name(name: str) -> Writer | None:
@@ -187,6 +192,8 @@ def inventory(volumes: list[Volume] | None = None) -> list[WriterEntry]:
             entries.append(WriterEntry(writer=name, kind="builtin", state="unavailable", detail=str(err)))
     configs, problems = config.scan_configs()
     for cfg in configs:
+        if cfg.type in config.VM_WRITER_TYPES:
+            continue  # listed with the VMs that run (below), as `qemu:NAME`
         try:
             writer = writer_from_config(cfg)
         except ShadowvaultError as err:
