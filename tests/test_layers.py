@@ -125,3 +125,16 @@ def test_package_exists(package: str) -> None:
 def test_no_arrow_points_up_or_sideways() -> None:
     found = violations()
     assert not found, "imports against the layers (docs/architecture.md):\n" + "\n".join(found)
+
+
+MODULE_LINES = 410  # "no module over ~400 lines" (docs/architecture.md): small modules with one job
+
+
+def test_no_module_outgrows_one_job() -> None:
+    """A module past ~400 lines does several jobs: split it where a seam is (a collaborator with a
+    job of its own), as repo/, archive/ and shadow/ were."""
+    sizes = {
+        str(path.relative_to(PACKAGE_ROOT)): len(path.read_text().splitlines())
+        for path in PACKAGE_ROOT.rglob("*.py")
+    }
+    assert {name: n for name, n in sizes.items() if n > MODULE_LINES} == {}

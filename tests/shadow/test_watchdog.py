@@ -12,7 +12,7 @@ import time
 import pytest
 
 from shadowvault.errors import ShadowError
-from shadowvault.shadow import coordinator
+from shadowvault.shadow import events
 from shadowvault.shadow.coordinator import SetOptions, create_shadow_set
 from shadowvault.shadow.watchdog import Watchdog
 from shadowvault.shadow.writers.base import RunCommand
@@ -122,7 +122,7 @@ def test_watchdog_firing_at_its_deadline_aborts_the_set(private_dirs, xfs, tmp_p
         private_dirs / "config", "sluggish", f'freeze = ["{freeze}"]\nthaw = ["{thaw}"]\ntimeout = 5\n'
     )
     # A deadline 0.5 s after the start (10 s + 10 s + 5 s of thaw + grace): before our own timeouts.
-    monkeypatch.setattr(coordinator, "WATCHDOG_GRACE", -24.5)
+    monkeypatch.setattr(events, "WATCHDOG_GRACE", -24.5)
     with pytest.raises(
         ShadowError, match="the watchdog released the set at its deadline during freeze"
     ) as caught:

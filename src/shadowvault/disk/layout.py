@@ -21,6 +21,7 @@ from shadowvault import proc
 from shadowvault.disk.fstab import entries
 from shadowvault.disk.partition import read_table
 from shadowvault.errors import CommandError, ShadowvaultError, UsageError
+from shadowvault.paths_within import is_within
 from shadowvault.shadow.volumes import Volume, list_volumes
 from shadowvault.typed_decoding import decode_json
 
@@ -139,7 +140,7 @@ def _mounts_under(source_root: Path) -> list[tuple[str, Volume]]:
         where = volume.mount_point
         if where == root:
             found.append(("/", volume))
-        elif where.startswith(root.rstrip("/") + "/"):
+        elif is_within(where, root):
             found.append(("/" + where[len(root) :].strip("/"), volume))
     return found
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 
-from shadowvault.errors import ShadowError, ShadowvaultError
+from shadowvault.errors import ShadowvaultError
 from shadowvault.shadow import planning
 from shadowvault.shadow.commits import CommitFailed, Commits
 from shadowvault.shadow.events import (
@@ -54,8 +54,10 @@ from shadowvault.shadow.events import (
     reason,
     record_failures,
     release_degraded,
+    set_error,
     start_thaw,
     watchdog_actions,
+    watchdog_deadline,
 )
 from shadowvault.shadow.grading import grade
 from shadowvault.shadow.manifest import ShadowSetManifest, WriterState
@@ -70,8 +72,6 @@ from shadowvault.shadow.writers.base import SnapshotContext
 __all__ = ["SetOptions", "ShadowSetRun", "create_shadow_set", "shadow_path", "shadow_set"]
 
 log = logging.getLogger(__name__)
-
-WATCHDOG_GRACE = 30.0  # past freeze + commit timeouts, before the watchdog thaws on its own
 
 
 class ShadowSetRun:
@@ -140,7 +140,7 @@ class ShadowSetRun:
         self.manifest.writers = [run.report for run in self.runs]
         self.manifest.notes.append(f"aborted: {message}")
         self._forget_in_store()
-        return _set_error(message, cause, self.manifest)
+        return set_error(message, cause, self.manifest)
 
     def _forget_in_store(self) -> None:
         if self.manifest is None:
@@ -257,12 +257,9 @@ class ShadowSetRun:
         actions = watchdog_actions(self._active())
         if not actions:
             return  # every hold dies with this process (database sessions, locks)
-        # Past our own timeouts, and past the longest thaw a writer may legitimately take.
-        longest_thaw = max((r.writer.timeout for r in self._active()), default=0.0)
-        grace = WATCHDOG_GRACE + longest_thaw
-        deadline = time.monotonic() + self.options.freeze_timeout + self.options.commit_timeout + grace
+        timeouts = self.options.freeze_timeout + self.options.commit_timeout
         try:
-            self.watchdog = Watchdog.start(actions, deadline)
+            self.watchdog = Watchdog.start(actions, watchdog_deadline(self._active(), timeouts))
         except WatchdogStartError as err:
             raise self._abort(f"cannot freeze without a watchdog: {err}") from err
 
@@ -370,21 +367,6 @@ class ShadowSetRun:
             return
         self.store.release(self.manifest.id)
         self.manifest.state = "released"
-
-
-def _set_error(message: str, cause: BaseException | None, manifest: ShadowSetManifest) -> ShadowvaultError:
-    """The error an aborted set raises: the cause's own kind when it is one of ours, else ShadowError."""
-    error_type: type[ShadowvaultError] = (
-        type(cause)
-        if isinstance(cause, ShadowvaultError) and not isinstance(cause, ShadowError)
-        else ShadowError
-    )
-    try:
-        error = error_type(message)
-    except TypeError:
-        error = ShadowError(message)
-    error.manifest = manifest
-    return error
 
 
 def create_shadow_set(volumes: Sequence[str], options: SetOptions = DEFAULTS) -> ShadowSetManifest:

@@ -16,13 +16,15 @@ from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from typing import NamedTuple, TypeVar
 
-from shadowvault.shadow.manifest import WriterReport, WriterState
+from shadowvault.errors import ShadowError, ShadowvaultError
+from shadowvault.shadow.manifest import ShadowSetManifest, WriterReport, WriterState
 from shadowvault.shadow.writers.base import FailurePolicy, SnapshotContext, WatchdogAction, Writer
 
 log = logging.getLogger(__name__)
 
 EVENT_TIMEOUT = 300.0  # identify, prepare_*, post_snapshot, backup_complete: slow work is allowed there
 THAW_TIMEOUT = 60.0  # a writer's thaw (scripts bring their own timeout, up to 1800 s)
+WATCHDOG_GRACE = 30.0  # past freeze + commit timeouts, before the watchdog thaws on its own
 
 FAILED_AT = {
     "identify": WriterState.FAILED_AT_IDENTIFY,
@@ -150,6 +152,13 @@ def watchdog_actions(runs: Sequence[WriterRun]) -> list[WatchdogAction]:
     return actions
 
 
+def watchdog_deadline(runs: Sequence[WriterRun], timeouts: float) -> float:
+    """When the watchdog releases everything on its own: past the set's own timeouts (`timeouts`,
+    freeze + commit), and past the longest thaw a writer may legitimately take."""
+    longest_thaw = max((r.writer.timeout for r in runs), default=0.0)
+    return time.monotonic() + timeouts + WATCHDOG_GRACE + longest_thaw
+
+
 def record_failures(
     phase: str, results: Sequence[Outcome], timeout: float
 ) -> tuple[str, BaseException | None] | None:
@@ -207,3 +216,18 @@ def release_degraded(runs: Sequence[WriterRun], ctx: SnapshotContext) -> None:
             run.held = False
             future = in_thread(run.writer.abort, ctx, name=f"abort:{run.label}")
             wait_futures([future], timeout=THAW_TIMEOUT)
+
+
+def set_error(message: str, cause: BaseException | None, manifest: ShadowSetManifest) -> ShadowvaultError:
+    """The error an aborted set raises: the cause's own kind when it is one of ours, else ShadowError."""
+    error_type: type[ShadowvaultError] = (
+        type(cause)
+        if isinstance(cause, ShadowvaultError) and not isinstance(cause, ShadowError)
+        else ShadowError
+    )
+    try:
+        error = error_type(message)
+    except TypeError:
+        error = ShadowError(message)
+    error.manifest = manifest
+    return error

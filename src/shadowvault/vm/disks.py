@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from shadowvault.errors import UsageError, WriterError
 from shadowvault.vm.qmp import QmpClient
 
 MIN_CHUNK = 256 * 1024  # fixed chunk size of stored images, and the dirty bitmap's granularity
@@ -105,3 +106,17 @@ def bitmap_usable(qmp: QmpClient, node: str, name: str) -> bool:
             if bitmap.get("name") == name:
                 return bool(bitmap.get("recording", True)) and not bitmap.get("inconsistent", False)
     return False
+
+
+def choose_disks(vm: str, disks: list[DiskInfo], wanted: list[str]) -> tuple[list[DiskInfo], list[DiskInfo]]:
+    """(the disks a backup copies, those it must leave out) of the `wanted` ones (all when none are
+    named); a name the VM does not have is a usage error, no disk the host can capture an error."""
+    known = {d.name for d in disks}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise UsageError(f"VM {vm} has no disk {', '.join(unknown)} (disks: {', '.join(sorted(known))})")
+    chosen = [d for d in disks if not wanted or d.name in wanted]
+    capturable = [d for d in chosen if not d.excluded]
+    if not capturable:
+        raise WriterError(f"VM {vm} has no disk the host can capture")
+    return capturable, [d for d in chosen if d.excluded]

@@ -94,6 +94,12 @@ class Writer(ABC):
         """Instances of this writer whose data lies on `volumes` (automatic selection)."""
         return []
 
+    @classmethod
+    def running(cls, volumes: list[Volume]) -> Sequence[Writer]:
+        """The instances `writers list` shows: those on `volumes`, unless the writer's instances
+        are not data on volumes (a VM: every one that runs)."""
+        return cls.discover(volumes)
+
     @abstractmethod
     def identify(self) -> list[Component]:
         """Describe the application's components (writer metadata)."""

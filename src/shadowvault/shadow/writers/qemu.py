@@ -37,7 +37,7 @@ from shadowvault.vm import copy_jobs
 from shadowvault.vm.agent import AgentError, GuestAgent
 from shadowvault.vm.copy_jobs import DiskCopy
 from shadowvault.vm.discovery import VmSpec, all_vms, find_vm
-from shadowvault.vm.disks import DiskInfo, bitmap_usable, list_disks
+from shadowvault.vm.disks import DiskInfo, bitmap_usable, choose_disks, list_disks
 from shadowvault.vm.qmp import QmpClient, QmpError
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class QemuWriter(Writer):
         return []
 
     @classmethod
-    def running(cls) -> list[QemuWriter]:
+    def running(cls, volumes: list[Volume] | None = None) -> list[QemuWriter]:
         """One writer per VM found (vms.d, QEMU command lines, libvirt): what `writers list` shows.
 
         Each is identified at once, all in parallel: a monitor or guest agent that does not answer
@@ -211,21 +211,11 @@ class QemuWriter(Writer):
         cleaned = copy_jobs.clean_leftovers(qmp, keep_bitmaps=set(self.base_bitmaps.values()))
         if cleaned:
             log.warning("VM %s: removed what an earlier backup left: %s", self.instance, ", ".join(cleaned))
-        disks = list_disks(qmp)
-        known = {d.name for d in disks}
-        unknown = [name for name in self.wanted_disks if name not in known]
-        if unknown:
-            raise UsageError(
-                f"VM {self.instance} has no disk {', '.join(unknown)} (disks: {', '.join(sorted(known))})"
-            )
-        chosen = [d for d in disks if not self.wanted_disks or d.name in self.wanted_disks]
-        self.excluded = [d for d in chosen if d.excluded]
+        assert self.instance
+        capturable, self.excluded = choose_disks(self.instance, list_disks(qmp), self.wanted_disks)
         for disk in self.excluded:
             self.warnings.append(f"VM {self.instance}: disk {disk.name} excluded: {disk.excluded}")
             log.warning("%s", self.warnings[-1])
-        capturable = [d for d in chosen if not d.excluded]
-        if not capturable:
-            raise WriterError(f"VM {self.instance} has no disk the host can capture")
         if self.work_dir is None:
             base = paths.state_dir() / "vm-copies"
             base.mkdir(parents=True, exist_ok=True, mode=0o700)

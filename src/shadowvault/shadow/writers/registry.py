@@ -207,9 +207,7 @@ def inventory(volumes: list[Volume] | None = None) -> list[WriterEntry]:
     for name in BUILTIN_WRITERS:
         try:
             cls = writer_class(name)
-            # writers whose instances are not data on volumes (VMs) list what runs instead
-            running = getattr(cls, "running", None)
-            discovered = running() if callable(running) else cls.discover(volumes)
+            discovered = cls.running(volumes)
         except (ImportError, ShadowvaultError) as err:
             entries.append(WriterEntry(writer=name, kind="discovered", state="refused", detail=str(err)))
             continue
