@@ -42,6 +42,7 @@ test: deps
 bench: deps
 	tools/install-system-packages.sh tools/bench-packages.txt
 	$(PY) bench/freeze_window.py
+	$(PY) bench/freeze_window.py --costs
 	$(PY) bench/writers.py
 	$(PY) bench/api.py
 	$(PY) bench/compare.py
