@@ -29,6 +29,7 @@ from tests.recover.machine import (
     ARCHIVE_NOTE,
     ARCHIVE_UUID,
     DISK_SIGNATURE,
+    MACHINE_ID,
     ROOT_UUID,
     boot_until_login,
     source_machine,
@@ -111,6 +112,7 @@ def test_recover_onto_a_smaller_empty_disk_boots_as_the_source_machine(backup: B
     assert facts["data"] == backup.data_sha256, console
     assert facts["archive"] == f"{ARCHIVE_NOTE.strip()} svarchive", console
     assert facts["root"] == ROOT_UUID, console
+    assert facts["machine-id"] == MACHINE_ID, console  # the same machine, unless --new-machine-id
     assert "sourcebox login:" in console, console
 
 
