@@ -1,11 +1,11 @@
 """Cancelling a running backup or restore from another thread (the daemon's `DELETE /v1/runs/ID`).
 
-The walk and the restore look at their Cancellation before every entry, and a restore's work
-under way looks at it between the pieces of a file: before each blob it writes and each task it
-gives a worker process. Either raises JobCancelledError there, so a cancelled job unwinds like an
-interrupted one: the shadow set is completed as failed and released, the repository keeps only
-whole packs, a restore leaves no half-written file under a final name. A look is one
-`Event.is_set()`: nothing measurable next to a blob.
+The walk and the restore look at their Cancellation before every entry, and the work under way
+looks at it between the pieces of a file: a backup before each chunk it cuts, a restore before
+each blob it writes and each task it gives a worker process. Either raises JobCancelledError there,
+so a cancelled job unwinds like an interrupted one: the shadow set is completed as failed and
+released, the repository keeps only whole packs, a restore leaves no half-written file under a
+final name. A look is one `Event.is_set()`: nothing measurable next to a chunk or a blob.
 """
 
 from __future__ import annotations
