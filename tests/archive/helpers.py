@@ -149,3 +149,30 @@ def cli_with_workers(
         workers = child_processes(command.pid, marker)
         time.sleep(0.01)
     return command, workers
+
+
+def files_being_written(pid: int, dest: Path) -> list[int]:
+    """Sizes of the files a restore (process `pid`) is writing in `dest`: under a temporary name,
+    or unnamed (O_TMPFILE, seen only as the process's descriptor of a deleted `dest/#inode`)."""
+    sizes = []
+    for path in [*dest.glob(".svtmp-*"), *Path(f"/proc/{pid}/fd").glob("*")] if dest.exists() else []:
+        try:
+            unnamed = not path.name.startswith(".svtmp-") and os.readlink(path)
+            if not unnamed or (unnamed.startswith(f"{dest}/#") and unnamed.endswith(" (deleted)")):
+                sizes.append(path.stat().st_size)
+        except OSError:
+            continue  # gone meanwhile
+    return sizes
+
+
+def whole_files(restored: Path, source: Path) -> int:
+    """Check that what an interrupted restore left is only whole files: no temporary name, every
+    file under its name identical to its source. How many there are."""
+    whole = 0
+    for directory, _, names in os.walk(restored):
+        for name in names:
+            assert not name.startswith(".svtmp-"), f"a temporary file is left: {directory}/{name}"
+            path = Path(directory) / name
+            assert path.read_bytes() == (source / path.relative_to(restored)).read_bytes(), path
+            whole += 1
+    return whole

@@ -16,7 +16,7 @@ import pytest
 from shadowvault.archive.restore import find_node
 from shadowvault.repo.pack import pack_name
 from shadowvault.repo.repository import Repository
-from tests.archive.helpers import PASSWORD
+from tests.archive.helpers import PASSWORD, files_being_written
 from tests.fixtures.loopfs import loop_filesystem, unmount_tree
 
 
@@ -108,7 +108,7 @@ def test_interrupted_restore_leaves_no_partial_file_under_its_name(big_ext4, cli
     try:
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
-            if any(size > (8 << 20) for size in _files_being_written(proc.pid, dest)):
+            if any(size > (8 << 20) for size in files_being_written(proc.pid, dest)):
                 os.kill(proc.pid, signal.SIGKILL)
                 killed_with_partial = True
                 break
@@ -124,20 +124,6 @@ def test_interrupted_restore_leaves_no_partial_file_under_its_name(big_ext4, cli
     done = cli("restore", f"latest:{src}", "--target", target, "--verify", env=env)
     assert done.returncode == 0, done.stderr
     assert os.path.getsize(dest / "zz-big") == 192 << 20
-
-
-def _files_being_written(pid: int, dest: Path) -> list[int]:
-    """Sizes of the files a restore is writing in `dest`: under a temporary name, or unnamed
-    (O_TMPFILE, seen only as the process's descriptor of a deleted `dest/#inode`)."""
-    sizes = []
-    for path in [*dest.glob(".svtmp-*"), *Path(f"/proc/{pid}/fd").glob("*")] if dest.exists() else []:
-        try:
-            unnamed = not path.name.startswith(".svtmp-") and os.readlink(path)
-            if not unnamed or (unnamed.startswith(f"{dest}/#") and unnamed.endswith(" (deleted)")):
-                sizes.append(path.stat().st_size)
-        except OSError:
-            continue  # gone meanwhile
-    return sizes
 
 
 def _corrupt_file_data(fs, path: Path, marker: bytes) -> None:

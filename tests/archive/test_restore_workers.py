@@ -41,7 +41,15 @@ from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.sealing import MasterKey
 from shadowvault.repo.tree import Node, Tree
-from tests.archive.helpers import all_end, archive, assert_same_tree, cli_with_workers, in_threads, new_repo
+from tests.archive.helpers import (
+    all_end,
+    archive,
+    assert_same_tree,
+    cli_with_workers,
+    in_threads,
+    new_repo,
+    whole_files,
+)
 from tests.fixtures.loopfs import LoopFs, loop_filesystem
 
 SAME = FDS_PER_TASK + 72  # files of one content: one blob written by more than one task
@@ -341,14 +349,7 @@ def test_an_interrupted_restore_leaves_no_worker_and_nothing_half_written(ext4: 
     assert restore.returncode == 130, err
     assert "Traceback" not in err, err
     assert _gone(list(workers)), "the workers end with the restore"
-    restored = target / source.relative_to("/")
-    whole = 0
-    for directory, _, names in os.walk(restored):
-        for name in names:
-            assert not name.startswith(".sv-"), f"a temporary file is left: {name}"
-            path = Path(directory) / name
-            assert path.read_bytes() == (source / path.relative_to(restored)).read_bytes(), path
-            whole += 1
+    whole = whole_files(target / source.relative_to("/"), source)
     assert whole < 12 * (TEXTS + SAME + 1), "interrupted before the end"
 
 

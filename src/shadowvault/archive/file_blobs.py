@@ -34,6 +34,7 @@ from shadowvault.archive.small_files import (
 from shadowvault.archive.sparse_extents import Segment, SegmentReader, file_segments, zero_run_end
 from shadowvault.archive.store import BlobStore, Chunker
 from shadowvault.archive.walk_stats import WalkStats
+from shadowvault.cancellation import check
 from shadowvault.errors import IntegrityError
 from shadowvault.repo.chunk_windows import ChunkWindows, Window
 from shadowvault.repo.format import BlobType
@@ -159,14 +160,17 @@ class FileBlobs:
                 return read, True
 
     def _cut(self, stream: SegmentReader, pending: list[Future[list[bytes]]]) -> int:
-        """Chunk a stream, handing each chunk to the blob threads; the bytes read."""
+        """Chunk a stream, handing each chunk to the blob threads; the bytes read. Cancelled, it
+        stops after the chunk in hand (the backup unwinds: no snapshot refers to its chunks)."""
         if self.windows is not None:
             return self._cut_in_place(self.windows, stream, pending)
         read = 0
+        cancellation = self.stats.cancellation
         with stream:
             for chunk in self.chunker(cast(BinaryIO, stream)):
                 read += len(chunk)
                 pending.append(self._submit_chunk(chunk, None))
+                check(cancellation)
         return read
 
     def _cut_in_place(
@@ -176,11 +180,13 @@ class FileBlobs:
         released by the blob thread that stored its chunk."""
         read = 0
         chunks = windows.chunks(stream)
+        cancellation = self.stats.cancellation
         try:
             with stream:
                 for view, window in chunks:
                     read += len(view)
                     pending.append(self._submit_chunk(view, window))
+                    check(cancellation)
         finally:
             chunks.close()  # its window given back now, not when the exception holding it is freed
         return read

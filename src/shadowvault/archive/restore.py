@@ -50,6 +50,7 @@ from shadowvault.archive.restore_outcomes import Pending, Restored, chain
 from shadowvault.archive.restore_reads import NAME_MAX
 from shadowvault.archive.restore_workers import LazyRestoreWorkers
 from shadowvault.archive.tree_paths import TreeReader, find_node, raw_path
+from shadowvault.cancellation import check
 from shadowvault.errors import NotFoundError, RepositoryError, UsageError
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.tree import Node, duplicate_names, invalid_name
@@ -158,6 +159,7 @@ class Restorer:
                 self._submit_entry(node, root.spath, root, job)
                 self.dirs.finished.append(job)
             self.dirs.drain(block=True)
+            check(self.stats.cancellation)  # cancelled as the last files were done: still cancelled
         except BaseException:
             self.pool.shutdown(wait=False, cancel_futures=True)  # interrupted: drop the queued files
             raise
@@ -176,7 +178,9 @@ class Restorer:
         limit); a directory's job is queued when its last entry was visited, so jobs come in post-order."""
         stack = [self._frame(tree_id, top)]
         dirs = self.dirs
+        cancellation = self.stats.cancellation
         while stack:
+            check(cancellation)
             frame = stack[-1]
             node = next(frame.nodes, None)
             if node is None:

@@ -57,6 +57,8 @@ from shadowvault.archive.restore_plan import FileWrite, Place, add_zero_run, pla
 from shadowvault.archive.restore_reads import read_all
 from shadowvault.archive.restore_workers import RestoreWorkers
 from shadowvault.archive.unnamed_files import link_unnamed
+from shadowvault.cancellation import check
+from shadowvault.errors import JobCancelledError
 from shadowvault.repo.tree import Node
 
 BATCH_FILES = 1024  # files one batch plans (a file of one blob holds a descriptor only while written)
@@ -118,6 +120,7 @@ class ContentBatch:
         """Check what may be replaced, read every needed pack once and write its blobs to every
         place that needs them (files created on their first blob, finished on their last)."""
         try:
+            check(self.entries.stats.cancellation)  # a batch planned before the restore was cancelled
             # in a directory this restore made nothing is in the way: checked here, no system call
             self._check_all([f for f in self.files if f.here.fresh])
             each(pool, self._check_all, _groups([f for f in self.files if not f.here.fresh]))
@@ -243,13 +246,16 @@ class ContentBatch:
         self.finish(file)
 
     def _write_alone(self, file: FileWrite) -> None:
-        """Every blob of the file through `load_blob`, in order."""
+        """Every blob of the file through `load_blob`, in order (cancelled: the file is left to
+        `_abandon_unfinished`)."""
         assert file.fd is not None
         offset = 0
         file.lengths, file.digests, file.zero_runs = [], [], []
         zero_blobs = self.store.zero_blobs
+        cancellation = self.entries.stats.cancellation
         try:
             for blob_id in file.node.content:
+                check(cancellation)
                 zeros = zero_blobs.size_of(blob_id)
                 if zeros is not None:  # a run of zeros: nothing to read or write
                     add_zero_run(file, offset, zeros)
@@ -264,6 +270,8 @@ class ContentBatch:
                 offset += len(data)
                 with self.entries.stats.lock:
                     self.entries.stats.bytes_written += len(data)
+        except JobCancelledError:
+            raise
         except Exception as err:
             self.fail(file, reason(err))
         file.size = offset

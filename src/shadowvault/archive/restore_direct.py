@@ -37,6 +37,7 @@ from shadowvault.archive.restore_entries import EntryWriter, TargetDir, made_by_
 from shadowvault.archive.restore_outcomes import Restored
 from shadowvault.archive.restore_worker import NAME_BYTES_PER_TASK, PLACES_PER_TASK, NewFile, Task, TaskBlob
 from shadowvault.archive.restore_workers import RestoreWorkers, WorkerGone
+from shadowvault.cancellation import check
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.tree import Node
 
@@ -91,7 +92,10 @@ class DirectFiles:
 
     def run(self, workers: RestoreWorkers | None) -> None:
         """Restore every file (in a pool thread): by the workers, else by a content batch here
-        (every file, without workers: a restore too small for them)."""
+        (every file, without workers: a restore too small for them). Cancelled, no further task
+        is sent: a file is made whole by its task or not at all."""
+        cancellation = self.entries.stats.cancellation
+        check(cancellation)
         if workers is None:
             self._restore_here(self.files)
             return
@@ -110,6 +114,7 @@ class DirectFiles:
                 again.extend(file for _, file in located)
                 continue
             for sent in _tasks(path, located, self.verify, workers.fds_per_task):
+                check(cancellation)
                 again.extend(self._send(workers, sent))
         if again:
             self._restore_here(again)

@@ -27,6 +27,7 @@ from shadowvault.archive.restore_entries import (
     reason,
 )
 from shadowvault.archive.restore_outcomes import Pending
+from shadowvault.cancellation import check
 
 MAX_OPEN_DIRS = 128  # directory descriptors held at once (besides the ones on the walk's own path)
 
@@ -74,8 +75,6 @@ class OpenDirs:
 
     def _open_dir(self, here: TargetDir) -> bool:
         assert here.parent is not None and here.parent.fd is not None
-        if self.stats.cancellation is not None:
-            self.stats.cancellation.check()
         if len(self.open) >= MAX_OPEN_DIRS and self.finished:
             self.flush()  # the oldest directory may wait for files of the batch being planned
         while len(self.open) >= MAX_OPEN_DIRS and self.finished:
@@ -106,7 +105,9 @@ class OpenDirs:
             self._finish(self.finished.popleft())
 
     def _finish(self, job: DirJob) -> None:
-        """Wait for a directory's entries, record any failure they did not, give it its metadata, close it."""
+        """Wait for a directory's entries, record any failure they did not, give it its metadata,
+        close it (cancelled: none, the restore unwinds as an interrupted one)."""
+        check(self.stats.cancellation)
         for fut, spath in job.entries:
             err = fut.exception()
             if err is not None:  # entries record their own errors; this is the net under them

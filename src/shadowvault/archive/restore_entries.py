@@ -55,7 +55,7 @@ class RestoreStats:
     errors: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    cancellation: Cancellation | None = None  # checked before every directory
+    cancellation: Cancellation | None = None  # checked before every entry, blob and worker task
 
     def as_dict(self) -> dict[str, int]:
         return {

@@ -25,7 +25,8 @@ from shadowvault.archive.restore_entries import EntryWriter, made_by_worker, rea
 from shadowvault.archive.restore_plan import FileWrite, Place, Places, Target, TaskBuilder, name_bytes
 from shadowvault.archive.restore_worker import NAME_BYTES_PER_TASK, PLACES_PER_TASK, Task, TaskBlob
 from shadowvault.archive.restore_workers import RestoreWorkers, WorkerGone
-from shadowvault.errors import ShadowvaultError
+from shadowvault.cancellation import check
+from shadowvault.errors import JobCancelledError, ShadowvaultError
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,16 @@ class Batch(Protocol):
 
 
 def read_all(batch: Batch, pool: Executor, ranges: list[PackRange], places: Places) -> None:
-    """Read the ranges, READS_AT_ONCE at a time and each once there is room in the budget."""
+    """Read the ranges, READS_AT_ONCE at a time and each once there is room in the budget (none
+    more once cancelled)."""
     futures: list[Future[None]] = []
     running: set[Future[None]] = set()
+    cancellation = batch.entries.stats.cancellation
     try:
         for planned in ranges:
             if len(running) >= READS_AT_ONCE:
                 running = wait_any(running)
+            check(cancellation)
             path = batch.workers.pack_path(planned.pack) if batch.workers is not None else None
             room = batch.budget.acquire(planned.length) if path is None else 0
             try:
@@ -90,11 +94,14 @@ def _releaser(budget: ReadBudget, room: int) -> Callable[[Future[None]], None]:
 def _read(batch: Batch, planned: PackRange, places: Places) -> None:
     """One range of a pack: each blob, verified, written to every place that needs it by this
     same thread (a file whose last place this was is finished here and now). One thread per
-    range and no hand-over: Python threads pay for every switch, not for waiting."""
+    range and no hand-over: Python threads pay for every switch, not for waiting. Cancelled, it
+    stops before the next blob: the files it did not finish are the batch's to abandon."""
     delivered: set[bytes] = set()
     written = 0
+    cancellation = batch.entries.stats.cancellation
     try:
         for blob, got in read_range(batch.store, planned):
+            check(cancellation)
             delivered.add(blob.blob_id)
             targets = places[blob.blob_id][1]
             if isinstance(got, ShadowvaultError):
@@ -106,6 +113,8 @@ def _read(batch: Batch, planned: PackRange, places: Places) -> None:
             for place in targets:
                 written += batch.put(place, got, digest)
                 batch.written(place.file)
+    except JobCancelledError:
+        raise  # not a failure of the files: they are abandoned, not reported one by one
     except Exception as err:
         log.debug("reading %s failed", planned.pack, exc_info=True)
         for blob in planned.blobs:
@@ -122,10 +131,13 @@ def _read_in_workers(batch: Batch, planned: PackRange, places: Places, path: str
     """One range of a pack, decoded and written by the worker processes (restore_workers.py).
     A file that is one blob, new in a directory this restore made, is made whole by the worker;
     any other is created here, passed along, and finished here after its last blob. What a
-    worker could not do (a blob that fails, a worker that died) is done here."""
+    worker could not do (a blob that fails, a worker that died) is done here. Cancelled, no
+    further task is sent."""
     workers = batch.workers
     assert workers is not None
+    cancellation = batch.entries.stats.cancellation
     for task, fds, targets in _tasks(batch, planned, places, path):
+        check(cancellation)
         try:
             answer = workers.run(task, fds)
         except WorkerGone as err:

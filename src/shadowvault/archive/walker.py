@@ -37,6 +37,7 @@ from shadowvault.archive.small_files import os_reason
 from shadowvault.archive.store import BlobStore, Chunker, chunker_for, single_chunk_limit
 from shadowvault.archive.tree_paths import join, text
 from shadowvault.archive.walk_stats import Source, WalkStats
+from shadowvault.cancellation import check
 from shadowvault.errors import NotFoundError, RepositoryError
 from shadowvault.repo.chunk_windows import ChunkWindows
 from shadowvault.repo.tree import Node
@@ -144,6 +145,7 @@ class Archiver:
             else:
                 root = self._virtual_dir(b"/", hierarchy, self._children(parent_tree))
             self.finished.drain(block=True)
+            check(self.stats.cancellation)  # cancelled while the last files were read: no snapshot
         except BaseException:
             # interrupted or failed: drop the queued work instead of reading every queued file first
             self.reader.shutdown(cancel=True)

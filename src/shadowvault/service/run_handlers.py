@@ -22,7 +22,7 @@ from shadowvault.service.handlers import Api
 from shadowvault.service.peer import Peer
 from shadowvault.service.policy import Action
 from shadowvault.service.responses import json_response
-from shadowvault.service.runs import FINISHED, Run, Runs
+from shadowvault.service.runs import FINISHED, STATES, Run, Runs
 from shadowvault.shadow.providers.registry import all_providers
 
 EVENT_POLL = 0.2  # seconds between looks at a running run's new events
@@ -184,6 +184,6 @@ def _metrics_text(runs: Runs) -> bytes:
     by_state = Gauge(
         "shadowvault_daemon_runs", "Runs the daemon keeps, by state", ["state"], registry=registry
     )
-    for state in ("queued", "running", "succeeded", "failed", "cancelled"):
+    for state in STATES:
         by_state.labels(state=state).set(sum(1 for r in runs.all() if r.state == state))
     return generate_latest(registry)

@@ -2,8 +2,9 @@
 
 A Run runs in a thread of its own pool (RUN_THREADS at once; more wait their turn, `queued`), emits
 JSON events (restic's convention: every event has a `message_type`: `status` every second while it
-runs, then one `summary` or `error`), can be cancelled, and is kept after it ends (the last
-KEPT_RUNS) so that its result can be read. Events are kept in full up to MAX_EVENTS per run; past
+runs, then one `summary` or `error`), can be cancelled (a queued run ends at once, a running one
+is `cancelling` until its work has unwound), and is kept after it ends (the last KEPT_RUNS) so
+that its result can be read. Events are kept in full up to MAX_EVENTS per run; past
 that the oldest status events are dropped (the summary is never dropped).
 """
 
@@ -30,8 +31,10 @@ KEPT_RUNS = 100
 MAX_EVENTS = 1000
 STATUS_INTERVAL = 1.0
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+QUEUED, RUNNING, CANCELLING = "queued", "running", "cancelling"
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+STATES = (QUEUED, RUNNING, CANCELLING, *FINISHED)
 
 
 @dataclass
@@ -116,10 +119,10 @@ class Runs:
             del self._runs[old.id]
 
     def _execute(self, run: Run, work: Work) -> None:
-        if run.cancellation.cancelled:
-            self._end(run, CANCELLED, error=JobCancelledError(run.cancellation.reason))
-            return
-        run.state, run.started = RUNNING, time.time()
+        with self._lock:  # against `cancel`, which ends a run still queued
+            if run.state != QUEUED:  # cancelled while it waited
+                return
+            run.state, run.started = RUNNING, time.time()
         run.emit("started")
         bound_heap()  # as a CLI command's (archive/memory.py): the daemon never exits to give it back
         ticker = _Ticker(run)
@@ -140,14 +143,14 @@ class Runs:
             run.emit("summary", summary, exit_status=exit_status)
             self._end(run, SUCCEEDED if exit_status == 0 else FAILED)
 
-    @staticmethod
-    def _end(run: Run, state: str, error: ShadowvaultError | None = None) -> None:
+    def _end(self, run: Run, state: str, error: ShadowvaultError | None = None) -> None:
         if error is not None:
             run.error, run.error_kind = " ".join(str(error).split()), type(error).__name__
             run.exit_status = error.exit_code
             run.emit("error", error=run.error, kind=run.error_kind, exit_status=run.exit_status)
         run.finished = time.time()
-        run.state = state  # last: a stream that sees the run finished has every event
+        with self._lock:  # a `cancel` at this moment must not make it `cancelling` again
+            run.state = state  # last: a stream that sees the run finished has every event
         log.info("run %s (%s) %s", run.id, run.description, state)
 
     def get(self, run_id: str) -> Run:
@@ -161,18 +164,26 @@ class Runs:
         with self._lock:
             return list(self._runs.values())
 
-    def cancel(self, run_id: str) -> Run:
+    def cancel(self, run_id: str, reason: str | None = None) -> Run:
+        """Cancel a run: one still queued ends `cancelled` now, a running one is `cancelling` until
+        its work stops (at its next entry, blob or chunk) and then ends `cancelled`; an ended one
+        is left as it is. The run, as it is now."""
         run = self.get(run_id)
-        if run.state not in FINISHED:
-            run.cancellation.cancel(f"run {run.id} was cancelled")
-            run.emit("cancelling")
+        with self._lock:
+            if run.state in (*FINISHED, CANCELLING):
+                return run
+            run.cancellation.cancel(reason or f"run {run.id} was cancelled")
+            queued = run.state == QUEUED
+            run.state = CANCELLING  # `_execute` no longer starts it
+        run.emit("cancelling")
+        if queued:
+            self._end(run, CANCELLED, error=JobCancelledError(run.cancellation.reason))
         return run
 
     def cancel_all(self, reason: str) -> None:
         """Cancel every run that has not ended (the daemon is stopping)."""
         for run in self.all():
-            if run.state not in FINISHED:
-                run.cancellation.cancel(reason)
+            self.cancel(run.id, reason)
 
     def wait(self) -> None:
         """Wait for every run to end (after cancel_all: to unwind)."""
