@@ -31,8 +31,8 @@ from shadowvault.shadow.writers import trusted_exec
 
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 1800.0
-WRITER_TYPES = ("script", "sqlite", "external", "postgresql", "mariadb", "redis", "ldap")
 APP_WRITER_TYPES = ("postgresql", "mariadb", "redis", "ldap", "samba")  # built-ins with settings (AppWriter)
+WRITER_TYPES = ("script", "sqlite", "external", *APP_WRITER_TYPES)
 
 
 @dataclass
