@@ -225,3 +225,16 @@ def test_sqlite_database_declared_in_writers_d_is_discovered(private_dirs, ext4)
     found = registry.discover_writers([find_volume(str(ext4.mount))])
     assert [w.label for w in found] == [f"sqlite:{db}"]
     assert registry.make_writer("appdb").label == f"sqlite:{db}"
+
+
+def test_samba_writer_declared_in_writers_d_brings_its_method(private_dirs):
+    """`type = "samba"` is a writers.d type like the other application writers (method = "online")."""
+    write_config(
+        private_dirs / "config",
+        "dc",
+        'type = "samba"\ninstance = "/srv/dc/etc/smb.conf"\nmethod = "online"\n',
+    )
+    for spec in ("dc", "samba:/srv/dc/etc/smb.conf"):
+        writer = registry.make_writer(spec)
+        assert writer.label == "samba:/srv/dc/etc/smb.conf"
+        assert writer.options["method"] == "online"

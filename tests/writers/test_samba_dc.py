@@ -7,8 +7,11 @@ A user deleted after the backup must come back with the recovered DC, which must
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -55,6 +58,7 @@ def _one_line_error(done: subprocess.CompletedProcess, words: str) -> None:
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert words in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_writers_list_shows_the_running_dc(lab: SambaDcLab, cli) -> None:
@@ -131,3 +135,117 @@ def test_dc_recovered_as_itself_and_as_a_new_dc(lab: SambaDcLab, cli, env) -> No
     assert "alice" in _users()
     assert "alice" in _members("engineers")
     lab.stop()
+
+
+@dataclass
+class PointInTime:
+    """Backups of the source DC while bob was in auditors; mallory came after them."""
+
+    system_state: str  # backup --component system-state (offline)
+    online: str  # backup --writer samba:CONFIG by a writers.d samba writer with method = "online"
+
+
+@pytest.fixture(scope="module")
+def point_in_time(lab: SambaDcLab, env: dict[str, str]) -> PointInTime:
+    """One start of the source DC for both backups; it is stopped again, for the recovered DCs."""
+    private = lab.scratch("private")  # the per-test private_dirs are function-scoped: a module's own
+    (private / "config" / "writers.d").mkdir(parents=True)
+    (private / "state").mkdir()
+    env = {
+        **env,
+        "SHADOWVAULT_NO_DAEMON": "1",
+        **{f"SHADOWVAULT_{d.upper()}_DIR": str(private / d) for d in ("config", "state", "cache")},
+    }
+    if lab.proc is None:
+        lab.start()
+    samba_tool("user", "add", "bob", "Bob-Pass1!")
+    samba_tool("group", "add", "auditors")
+    samba_tool("group", "addmembers", "auditors", "bob")
+
+    done = _run("backup", "--component", "system-state", "--source-root", lab.root, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    system_state = _messages(done.stdout, "summary")[0]["snapshot_id"]
+
+    (private / "config" / "writers.d" / "dc.toml").write_text(
+        f'type = "samba"\ninstance = "{lab.config}"\nmethod = "online"\n'
+    )
+    with loop_filesystem("btrfs") as fs:
+        (fs.mount / "marker").write_text("x")
+        done = _run("backup", "--writer", f"samba:{lab.config}", fs.mount / "marker", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    online = _messages(done.stdout, "summary")[0]["snapshot_id"]
+
+    samba_tool("user", "add", "mallory", "Mallory-Pass1!")  # after the backups: must not come back
+    samba_tool("group", "addmembers", "auditors", "mallory")
+    lab.stop()  # two DCs cannot share 127.0.0.1
+    return PointInTime(system_state, online)
+
+
+def _run(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The CLI as the `cli` fixture runs it, for module-scoped fixtures."""
+    argv = [sys.executable, "-m", "shadowvault.cli.launch", *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
+
+
+def _holds_the_point_in_time(host: str) -> None:
+    assert rootdse_host() == host
+    users = _users()
+    assert "bob" in users
+    assert "mallory" not in users
+    assert _members("auditors") >= {"bob"}
+    assert "mallory" not in _members("auditors")
+
+
+def test_system_state_recovers_the_domain_on_a_new_dc(lab: SambaDcLab, point_in_time: PointInTime, cli, env):
+    """`restore --component system-state --directory-restore new-dc`: the domain of the backup on svdc3."""
+    target = make_root(lab.scratch("ss-new"))
+    done = cli(
+        "restore", point_in_time.system_state, "--component", "system-state", "--no-packages", "--json",
+        "--target-root", target, "--directory-restore", "new-dc",
+        "--writer-option", "samba.newservername=svdc3", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    action = _plan(done)[("load", "samba-dc")]
+    assert action["target"] == LABEL and "new-dc SVDC3" in action["reason"]
+    config = target / HOME / "etc" / "smb.conf"  # the DC's own directory inside the target root
+    assert config.is_file()
+    lab.start(config)
+    try:
+        _holds_the_point_in_time("svdc3.sv.test")
+    finally:
+        lab.stop()
+
+
+def test_online_backup_seeds_a_new_dc_and_is_refused_as_the_same_dc(
+    lab: SambaDcLab, point_in_time: PointInTime, cli, env
+) -> None:
+    """An online backup (writers.d samba writer): the manifest says online; new-dc works, same-dc refused."""
+    snap = json.loads(cli("cat", "snapshot", point_in_time.online, env=env).stdout)
+    manifest = json.loads(cli("cat", "blob", snap["manifest"], env=env).stdout)
+    (report,) = [w for w in manifest["writers"] if w["name"] == "samba"]
+    (component,) = report["components"]
+    assert component["name"] == f"samba DC {LABEL}"
+    assert component["metadata"]["method"] == "online"
+    assert component["metadata"]["archive_bytes"] > 0
+
+    same = lab.scratch("online-same") / "dc"
+    _one_line_error(
+        cli(
+            "restore", point_in_time.online, "--writer", "samba", "--directory-restore", "same-dc",
+            "--writer-option", f"samba.targetdir={same}", env=env,
+        ),
+        "was backed up online",
+    )  # fmt: skip
+    assert not same.exists()  # refused before anything is written
+
+    new = lab.scratch("online-new") / "dc"
+    done = cli(
+        "restore", point_in_time.online, "--writer", "samba", "--directory-restore", "new-dc",
+        "--writer-option", "samba.newservername=svdc4", "--writer-option", f"samba.targetdir={new}", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lab.start(new / "etc" / "smb.conf")
+    try:
+        _holds_the_point_in_time("svdc4.sv.test")
+    finally:
+        lab.stop()

@@ -35,9 +35,9 @@ from shadowvault.shadow.writers import trusted_exec
 
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 1800.0
-WRITER_TYPES = ("script", "sqlite", "external", "postgresql", "mariadb", "redis", "ldap", "qemu")
-VM_WRITER_TYPES = ("qemu",)  # a VM (`qmp`, `agent`: vm/discovery.py) joins a set only when named
 APP_WRITER_TYPES = ("postgresql", "mariadb", "redis", "ldap", "samba")  # built-ins with settings (AppWriter)
+VM_WRITER_TYPES = ("qemu",)  # a VM (`qmp`, `agent`: vm/discovery.py) joins a set only when named
+WRITER_TYPES = ("script", "sqlite", "external", *APP_WRITER_TYPES, *VM_WRITER_TYPES)
 
 
 @dataclass
