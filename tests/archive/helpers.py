@@ -35,6 +35,18 @@ def in_threads(target: Callable[[int], None], count: int, timeout: float = 120) 
     return all_end(threads, timeout)
 
 
+def big_and_many(src: Path, big_mib: int, many: int, small: int) -> None:
+    """`src/big/f` of `big_mib` random MiB and `src/many/` of `many` random files of `small` bytes:
+    nothing deduplicates, so a restore of either takes its time (what a cancel needs)."""
+    (src / "big").mkdir(parents=True)
+    (src / "many").mkdir()
+    with open(src / "big" / "f", "wb") as f:
+        for _ in range(big_mib):
+            f.write(os.urandom(1 << 20))
+    for i in range(many):
+        (src / "many" / f"f{i:04}").write_bytes(os.urandom(small))
+
+
 def new_repo(path: Path) -> Repository:
     return Repository.init(path, PASSWORD, kdf_params=FAST_KDF)
 

@@ -17,7 +17,7 @@ from shadowvault.archive.restore import Restorer, RestoreStats
 from shadowvault.cancellation import Cancellation
 from shadowvault.errors import JobCancelledError
 from shadowvault.repo.repository import Repository
-from tests.archive.helpers import PASSWORD, archive, child_processes, new_repo, whole_files
+from tests.archive.helpers import PASSWORD, archive, big_and_many, child_processes, new_repo, whole_files
 
 BIG_MIB = 256  # one file of many chunks: its blobs come in many pack ranges
 MANY = 4000  # files of one blob each: made whole by the workers, or written by content batches
@@ -30,13 +30,7 @@ def backed_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Reposi
     the repository, the source and the tree."""
     base = tmp_path_factory.mktemp("cancel")
     src = base / "src"
-    (src / "big").mkdir(parents=True)
-    (src / "many").mkdir()
-    with open(src / "big" / "f", "wb") as f:
-        for _ in range(BIG_MIB):
-            f.write(os.urandom(1 << 20))
-    for i in range(MANY):
-        (src / "many" / f"f{i:04}").write_bytes(os.urandom(SMALL))
+    big_and_many(src, BIG_MIB, MANY, SMALL)
     with new_repo(base / "repo") as repo:
         root, _ = archive(repo, src)
     with Repository.open(base / "repo", PASSWORD) as repo:

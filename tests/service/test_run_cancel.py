@@ -28,7 +28,15 @@ from shadowvault.client import Client
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.service.runs import FINISHED, Run, Runs
-from tests.archive.helpers import FAST_KDF, PASSWORD, archive, files_being_written, new_repo, whole_files
+from tests.archive.helpers import (
+    FAST_KDF,
+    PASSWORD,
+    archive,
+    big_and_many,
+    files_being_written,
+    new_repo,
+    whole_files,
+)
 from tests.service.daemon import Daemon, running_daemon
 
 BIG_MIB = 256  # random, so that nothing deduplicates: a file that takes a while to write or read
@@ -49,13 +57,7 @@ def backed_up(tmp_path_factory: pytest.TempPathFactory) -> BackedUp:
     """A snapshot of `src`: `big/f` and `many/` (MANY files)."""
     base = tmp_path_factory.mktemp("run-cancel")
     src = base / "src"
-    (src / "big").mkdir(parents=True)
-    (src / "many").mkdir()
-    with open(src / "big" / "f", "wb") as f:
-        for _ in range(BIG_MIB):
-            f.write(os.urandom(1 << 20))
-    for i in range(MANY):
-        (src / "many" / f"f{i:04}").write_bytes(os.urandom(SMALL))
+    big_and_many(src, BIG_MIB, MANY, SMALL)
     with new_repo(base / "repo") as repo:
         root, _ = archive(repo, src)
         snapshot = repo.save_snapshot(Snapshot(time=time.time(), host="test", paths=[str(src)], tree=root))
