@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import json
 import socket
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from shadowvault.errors import ShadowvaultError
 from shadowvault.service.settings import socket_path
 
 DEFAULT_TIMEOUT = 600.0  # a set may take its freeze and commit timeouts, and wait for another's
+BACKLOG_WAIT = 10.0  # seconds to keep trying while the socket's backlog is full (a burst of connections)
 
 
 class DaemonUnavailableError(ShadowvaultError):
@@ -37,14 +39,24 @@ class _UnixConnection(http.client.HTTPConnection):
         self.socket_path = path
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+        """Connect; while the listener's backlog is full (EAGAIN), try again for a few seconds."""
+        deadline = time.monotonic() + min(self.timeout or BACKLOG_WAIT, BACKLOG_WAIT)
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.socket_path)
+            except BlockingIOError:
+                sock.close()
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
+                continue
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+            return
 
 
 def daemon_error(message: str, kind: object, exit_status: object = None) -> ShadowvaultError:
@@ -97,7 +109,10 @@ class Client:
                 return self._connection.getresponse()
             except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
                 if not reused:
-                    raise
+                    answer = self._answer_sent_before()
+                    if answer is None:
+                        raise
+                    return answer
                 # The daemon closed this connection for being idle (it holds no set, or it would
                 # not have): the request never ran. Once more on a new connection.
                 self._connection.close()
@@ -109,6 +124,13 @@ class Client:
         except (OSError, http.client.HTTPException) as err:
             self._connection.close()
             raise ShadowvaultError(f"the shadowvault daemon on {self.socket_path}: {err}") from err
+
+    def _answer_sent_before(self) -> http.client.HTTPResponse | None:
+        """The answer the daemon sent before it read our request, if it did: it refuses a connection
+        past its limits with a 503 as it comes in, then closes it (the request fails to be sent)."""
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            return self._connection.getresponse()
+        return None
 
     def _read(self, response: http.client.HTTPResponse) -> bytes:
         try:

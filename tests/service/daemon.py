@@ -47,8 +47,11 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running_daemon(*options: str, public: bool = False) -> Iterator[Daemon]:
-    """A daemon on `<tmp>/api.sock`; `public`: the directory is open to every user (for a non-root client)."""
+def running_daemon(
+    *options: str, public: bool = False, nofile: tuple[int, int] | None = None
+) -> Iterator[Daemon]:
+    """A daemon on `<tmp>/api.sock`; `public`: the directory is open to every user (for a non-root
+    client); `nofile`: the (soft, hard) descriptor limits it starts with, as a service manager sets them."""
     base = Path(tempfile.mkdtemp(prefix="sv-daemon-"))
     if public:
         base.chmod(0o755)
@@ -59,8 +62,9 @@ def running_daemon(*options: str, public: bool = False) -> Iterator[Daemon]:
     )
     log = base / "daemon.log"
     with open(log, "wb") as log_file:
+        limits = ["prlimit", f"--nofile={nofile[0]}:{nofile[1]}", "--"] if nofile else []
         process = subprocess.Popen(
-            [sys.executable, "-m", "shadowvault.cli.launch", "daemon", *options],
+            [*limits, sys.executable, "-m", "shadowvault.cli.launch", "daemon", *options],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,

@@ -71,6 +71,8 @@ Type=notify
 ExecStart={_command(python, "daemon")}
 KillMode=mixed
 TimeoutStopSec=120
+# descriptors for its connections (it caps them per user, docs/api.md) and its work's files
+LimitNOFILE=65536
 
 [Install]
 WantedBy=multi-user.target

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -53,13 +54,27 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
+def _error(message: str, kind: str, exit_status: int) -> dict[str, Any]:
+    return {"error": " ".join(message.split()) or "error", "kind": kind, "exit_status": exit_status}
+
+
 def error_response(
     message: str, status: int, kind: str = "ShadowvaultError", exit_status: int = 1
 ) -> web.Response:
     """One JSON line naming the error; `kind` and `exit_status` let a client raise the same error
     and end with the same exit status as the command would in process."""
-    line = " ".join(message.split()) or "error"
-    return json_response({"error": line, "kind": kind, "exit_status": exit_status}, status=status)
+    return json_response(_error(message, kind, exit_status), status=status)
+
+
+def raw_error(message: str, status: int, kind: str = "ShadowvaultError", exit_status: int = 1) -> bytes:
+    """The same error as a whole HTTP answer in bytes, for a connection with no request to answer
+    (refused when it comes in, or too slow with its headers): written, then the connection closed."""
+    body = msgspec.json.encode(_error(message, kind, exit_status))
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 @web.middleware

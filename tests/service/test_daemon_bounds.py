@@ -1,0 +1,147 @@
+"""What a client can do to the daemon, and what it cannot: floods of connections, descriptors run out.
+
+Real daemons on real sockets; the flood comes from another user (uid 65534), as it would on a
+machine, and the daemon's log is read as an administrator would read it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from shadowvault.client import Client
+from tests.fixtures.unprivileged import AS_NOBODY, PYTHON
+from tests.service.daemon import Daemon, running_daemon
+
+# Run as uid 65534: open COUNT connections, send half a request line on each and hold them; then one
+# more connection, and what the daemon said on it, and a call of the Python client; then hold
+# everything until stdin closes.
+FLOOD = """\
+import json, socket, sys, time
+path, count = sys.argv[1], int(sys.argv[2])
+held, failed = [], 0
+for _ in range(count):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect(path)
+        s.sendall(b"GET /v1/vol")
+        held.append(s)
+    except OSError:
+        failed += 1
+        s.close()
+said = b""
+for _ in range(500):  # while the daemon works through the backlog (EAGAIN when it is full)
+    extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    extra.settimeout(10)
+    try:
+        extra.connect(path)
+    except BlockingIOError:
+        extra.close()
+        time.sleep(0.02)
+        continue
+    while chunk := extra.recv(65536):
+        said += chunk
+    break
+from shadowvault.client import Client
+try:
+    Client(path, timeout=10).volumes()
+    refused = ""
+except Exception as err:
+    refused = f"{type(err).__name__}: {err}"
+seen = {"held": len(held), "failed": failed, "extra": said.decode(errors="replace"), "refused": refused}
+print(json.dumps(seen), flush=True)
+sys.stdin.read()
+"""
+
+
+def _answered_promptly(daemon: Daemon, calls: int = 5, limit: float = 3.0) -> list[float]:
+    """Root's calls, each on a new connection; how long each took (each must be answered)."""
+    took = []
+    for _ in range(calls):
+        start = time.monotonic()
+        with Client(daemon.socket, timeout=limit * 4) as client:
+            assert client.shadow_sets() == []
+        took.append(time.monotonic() - start)
+    return took
+
+
+def _log_size_ok(daemon: Daemon, most_bytes: int = 16 * 1024) -> None:
+    text = daemon.log_text()
+    assert len(text) < most_bytes, f"the daemon logged {len(text)} bytes:\n{text[:3000]}"
+    assert "Traceback" not in text, text
+
+
+def test_a_user_flooding_the_socket_does_not_keep_root_out(nobody_pythonpath):
+    """1,100 half-sent requests from one user, against a daemon started with the 1024 descriptors
+    a service gets by default: the user holds a few connections, root is served meanwhile."""
+    with running_daemon(public=True, nofile=(1024, 8192)) as daemon:
+        flood = subprocess.Popen(
+            [
+                *AS_NOBODY,
+                "env",
+                f"PYTHONPATH={nobody_pythonpath}",
+                PYTHON,
+                "-c",
+                FLOOD,
+                str(daemon.socket),
+                "1100",
+            ],
+            cwd="/",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert flood.stdout is not None
+            seen = json.loads(flood.stdout.readline())
+            took = _answered_promptly(daemon)
+            assert max(took) < 3.0, took
+            head, _, body = seen["extra"].partition("\r\n\r\n")
+            assert head.startswith("HTTP/1.1 503 "), seen["extra"]
+            refusal = "uid 65534 has 32 connections open, the most a user other than root may have"
+            assert json.loads(body)["error"] == refusal
+            assert seen["refused"] == f"ShadowvaultError: {refusal}"
+            limits = Path(f"/proc/{daemon.process.pid}/limits").read_text()
+            assert re.search(r"Max open files\s+8192\s+8192", limits), limits
+        finally:
+            flood.communicate(input="", timeout=120)
+        _answered_promptly(daemon)
+        _log_size_ok(daemon)
+
+
+def test_out_of_descriptors_is_said_once_and_the_daemon_recovers():
+    """Descriptors taken away from a running daemon (prlimit), then given back: accept() fails for a
+    while, which is one log line, not one per try, and the daemon serves again."""
+    with running_daemon() as daemon:
+        pid = daemon.process.pid
+        _answered_promptly(daemon, calls=1)
+        open_now = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the daemon's too: it inherited ours
+        subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={open_now + 4}:{hard}"], check=True)
+        held = []
+        try:
+            for _ in range(40):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(daemon.socket))
+                s.sendall(b"GET /v1/vol")
+                held.append(s)
+            time.sleep(3)  # accept() fails all along
+        finally:
+            for s in held:
+                s.close()
+            subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={hard}:{hard}"], check=True)
+        took = _answered_promptly(daemon)
+        assert max(took) < 3.0, took
+        text = daemon.log_text()
+        said = [line for line in text.splitlines() if "accept" in line]
+        assert said == [
+            "shadowvault: error: cannot accept connections: Too many open files;"
+            " new ones wait until some close"
+        ], text[:3000]
+        _log_size_ok(daemon)
