@@ -7,8 +7,12 @@ Who made a set is checked from the store: a set made by the daemon names the dae
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
+import threading
+import time
 
 from shadowvault.client import Client
 from shadowvault.repo.repository import Repository
@@ -122,3 +126,34 @@ def test_backup_reads_a_set_the_daemon_made_and_prints_the_same(btrfs, cli, tmp_
         with Client(daemon.socket) as client:
             assert [r["kind"] for r in client.runs()] == ["restore", "restore", "restore"]
         assert "shadow set" in daemon.log_text()  # the daemon made (and released) the first one
+
+
+def test_a_socket_that_never_answers_is_one_warning_and_the_command_works_in_process(cli, tmp_path):
+    """Something accepts connections on the socket and never answers (a wedged daemon, a stray
+    listener): the command says so once and runs in process, promptly."""
+    path = tmp_path / "api.sock"
+    held: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(8)
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    held.append(listener.accept()[0])
+
+        threading.Thread(target=accept, daemon=True).start()
+        start = time.monotonic()
+        listed = cli("shadows", "list", env={"SHADOWVAULT_SOCKET": str(path)}, timeout=120)
+        took = time.monotonic() - start
+        listener.shutdown(socket.SHUT_RDWR)
+    for conn in held:
+        conn.close()
+    assert listed.returncode == 0, listed.stderr
+    assert held, "the command did connect"
+    assert took < 30, took
+    in_process = cli("--no-daemon", "shadows", "list", env={"SHADOWVAULT_SOCKET": str(path)})
+    warning = f"shadowvault: warning: the shadowvault daemon on {path} did not answer within 5 s;"
+    warning += " working without it"
+    assert listed.stderr == f"{warning}\n{in_process.stderr}"
+    assert listed.stdout == in_process.stdout

@@ -1,4 +1,5 @@
-"""What a client can do to the daemon, and what it cannot: floods of connections, descriptors run out.
+"""What a client can do to the daemon, and what it cannot: floods of connections, descriptors run
+out, long quiet runs.
 
 Real daemons on real sockets; the flood comes from another user (uid 65534), as it would on a
 machine, and the daemon's log is read as an administrator would read it.
@@ -11,12 +12,15 @@ import re
 import resource
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from shadowvault.client import Client
+from tests.archive.helpers import PASSWORD
 from tests.fixtures.unprivileged import AS_NOBODY, PYTHON
 from tests.service.daemon import Daemon, running_daemon
+from tests.service.test_runs import _slow_writer, repo  # noqa: F401  (repo is a fixture)
 
 # Run as uid 65534: open COUNT connections, send half a request line on each and hold them; then one
 # more connection, and what the daemon said on it, and a call of the Python client; then hold
@@ -145,3 +149,19 @@ def test_out_of_descriptors_is_said_once_and_the_daemon_recovers():
             " new ones wait until some close"
         ], text[:3000]
         _log_size_ok(daemon)
+
+
+def test_following_a_run_outlasts_the_timeout_of_calls(btrfs, repo, private_dirs, tmp_path):  # noqa: F811
+    """A run may go quiet for longer than a call may take (a writer freezing, a queue): following
+    its events waits for as long as it lasts, and the calls after it have their timeout again."""
+    (btrfs.mount / "docs").mkdir()
+    release = _slow_writer(private_dirs, tmp_path)
+    with running_daemon() as daemon, Client(daemon.socket, timeout=2) as client:
+        runs = [
+            client.start_backup(str(repo), [str(btrfs.mount / "docs")], password=PASSWORD) for _ in range(3)
+        ]
+        threading.Timer(6, release.touch).start()  # until then the third waits its turn, without a word
+        events = list(client.events(runs[2]["id"]))
+        assert [e["message_type"] for e in events[:2]] == ["queued", "started"], events
+        assert events[-1]["message_type"] == "summary", events
+        assert [client.run(r["id"])["state"] for r in runs] == ["succeeded"] * 3
