@@ -1,5 +1,5 @@
 """What a client can do to the daemon, and what it cannot: floods of connections, descriptors run
-out, long quiet runs.
+out, long quiet runs, hang-ups.
 
 Real daemons on real sockets; the flood comes from another user (uid 65534), as it would on a
 machine, and the daemon's log is read as an administrator would read it.
@@ -165,3 +165,28 @@ def test_following_a_run_outlasts_the_timeout_of_calls(btrfs, repo, private_dirs
         assert [e["message_type"] for e in events[:2]] == ["queued", "started"], events
         assert events[-1]["message_type"] == "summary", events
         assert [client.run(r["id"])["state"] for r in runs] == ["succeeded"] * 3
+
+
+def test_clients_that_hang_up_are_no_internal_error(btrfs, repo, private_dirs, tmp_path):  # noqa: F811
+    """A client gone mid-body, and one gone while following a run's events."""
+    (btrfs.mount / "docs").mkdir()
+    release = _slow_writer(private_dirs, tmp_path)
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(daemon.socket))
+            s.sendall(b"POST /v1/shadow-sets HTTP/1.1\r\nHost: sv\r\nContent-Length: 100\r\n\r\n{")
+            time.sleep(0.5)
+        run = client.start_backup(str(repo), [str(btrfs.mount / "docs")], password=PASSWORD)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(str(daemon.socket))
+            s.sendall(f"GET /v1/runs/{run['id']}/events HTTP/1.1\r\nHost: sv\r\n\r\n".encode())
+            seen = b""
+            while b'"queued"' not in seen:
+                seen += s.recv(65536)
+        release.touch()
+        assert client.wait(run["id"])["state"] == "succeeded"  # the events were written to the gone client
+        assert client.shadow_sets() == []
+        text = daemon.log_text()
+        assert "internal error" not in text and "shadowvault: error" not in text, text
+        _log_size_ok(daemon, most_bytes=4096)

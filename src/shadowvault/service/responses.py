@@ -79,7 +79,8 @@ def raw_error(message: str, status: int, kind: str = "ShadowvaultError", exit_st
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure of a handler (and aiohttp's own 404, 405, 413) into a JSON error."""
+    """Turn every failure of a handler (and aiohttp's own 404, 405, 413) into a JSON error; a client
+    that hung up (mid-body, or while following events) is no failure of ours: one debug line."""
     try:
         return await handler(request)
     except errors.ShadowvaultError as err:
@@ -96,6 +97,16 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             "UsageError" if err.status < 500 else "ShadowvaultError",
             errors.UsageError.exit_code if err.status < 500 else 1,
         )
+    except ConnectionError as err:
+        if request.transport is not None:  # the client is there: a failure of the work itself
+            return _internal_error(request, err)
+        # The client hung up (closed mid-body, or while following events): nobody to answer.
+        log.debug("%s %s: the client closed the connection (%s)", request.method, request.path, err)
+        return error_response("the client closed the connection", 499)
     except Exception as err:
-        log.exception("internal error serving %s %s", request.method, request.path)
-        return error_response(f"internal error: {type(err).__name__}: {err}", 500)
+        return _internal_error(request, err)
+
+
+def _internal_error(request: web.Request, err: Exception) -> web.Response:
+    log.error("internal error serving %s %s", request.method, request.path, exc_info=err)
+    return error_response(f"internal error: {type(err).__name__}: {err}", 500)
