@@ -1,5 +1,5 @@
 """What a client can do to the daemon, and what it cannot: floods of connections, descriptors run
-out, long quiet runs, hang-ups.
+out, long quiet runs, garbage, hang-ups.
 
 Real daemons on real sockets; the flood comes from another user (uid 65534), as it would on a
 machine, and the daemon's log is read as an administrator would read it.
@@ -151,20 +151,39 @@ def test_out_of_descriptors_is_said_once_and_the_daemon_recovers():
         _log_size_ok(daemon)
 
 
-def test_following_a_run_outlasts_the_timeout_of_calls(btrfs, repo, private_dirs, tmp_path):  # noqa: F811
-    """A run may go quiet for longer than a call may take (a writer freezing, a queue): following
-    its events waits for as long as it lasts, and the calls after it have their timeout again."""
-    (btrfs.mount / "docs").mkdir()
-    release = _slow_writer(private_dirs, tmp_path)
-    with running_daemon() as daemon, Client(daemon.socket, timeout=2) as client:
-        runs = [
-            client.start_backup(str(repo), [str(btrfs.mount / "docs")], password=PASSWORD) for _ in range(3)
-        ]
-        threading.Timer(6, release.touch).start()  # until then the third waits its turn, without a word
-        events = list(client.events(runs[2]["id"]))
-        assert [e["message_type"] for e in events[:2]] == ["queued", "started"], events
-        assert events[-1]["message_type"] == "summary", events
-        assert [client.run(r["id"])["state"] for r in runs] == ["succeeded"] * 3
+def _exchange(daemon: Daemon, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send raw bytes; the status line, the headers and the body of the answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(daemon.socket))
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return status, headers, body
+
+
+def test_what_is_not_http_gets_a_json_error_too():
+    with running_daemon() as daemon:
+        too_long = "bad request: the request line or a header is longer than 8190 bytes"
+        for request, said in (
+            (b"GARBAGE\r\n\r\n", "bad request: invalid method encountered"),
+            (b"GET /v1/volumes HTTP/1.1\r\nHost: sv\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", too_long),
+            (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: sv\r\n\r\n", too_long),
+            (
+                b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                "bad request: invalid character in Content-Length",
+            ),
+        ):
+            status, headers, body = _exchange(daemon, request)
+            assert re.match(r"HTTP/1\.[01] 400 ", status), status
+            assert headers["content-type"].startswith("application/json"), headers
+            assert json.loads(body) == {"error": said, "kind": "UsageError", "exit_status": 2}
+        _answered_promptly(daemon, calls=1)
+        _log_size_ok(daemon, most_bytes=2048)
 
 
 def test_clients_that_hang_up_are_no_internal_error(btrfs, repo, private_dirs, tmp_path):  # noqa: F811
@@ -190,3 +209,19 @@ def test_clients_that_hang_up_are_no_internal_error(btrfs, repo, private_dirs, t
         text = daemon.log_text()
         assert "internal error" not in text and "shadowvault: error" not in text, text
         _log_size_ok(daemon, most_bytes=4096)
+
+
+def test_following_a_run_outlasts_the_timeout_of_calls(btrfs, repo, private_dirs, tmp_path):  # noqa: F811
+    """A run may go quiet for longer than a call may take (a writer freezing, a queue): following
+    its events waits for as long as it lasts, and the calls after it have their timeout again."""
+    (btrfs.mount / "docs").mkdir()
+    release = _slow_writer(private_dirs, tmp_path)
+    with running_daemon() as daemon, Client(daemon.socket, timeout=2) as client:
+        runs = [
+            client.start_backup(str(repo), [str(btrfs.mount / "docs")], password=PASSWORD) for _ in range(3)
+        ]
+        threading.Timer(6, release.touch).start()  # until then the third waits its turn, without a word
+        events = list(client.events(runs[2]["id"]))
+        assert [e["message_type"] for e in events[:2]] == ["queued", "started"], events
+        assert events[-1]["message_type"] == "summary", events
+        assert [client.run(r["id"])["state"] for r in runs] == ["succeeded"] * 3

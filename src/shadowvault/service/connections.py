@@ -1,10 +1,14 @@
-"""Each connection to the daemon, from accept to close: admitted or refused, and timed.
+"""Each connection to the daemon, from accept to close: admitted or refused, timed, and answered in
+JSON even when what it sends is not HTTP.
 
 aiohttp's RequestHandler is the protocol of every connection; `ApiSite`, the listening socket, makes
 this subclass of it instead, which adds what the daemon needs around the application:
 - at accept, the peer's uid (SO_PEERCRED) is admitted or refused (admission.py): a refused
   connection gets a 503 and is closed at once, so that a flood holds no descriptors;
-- the timers (idle.py) hear of the connection, of the bytes that start a request, and of its end.
+- the timers (idle.py) hear of the connection, of the bytes that start a request, and of its end;
+- a request aiohttp cannot parse (not HTTP, a line or header too long) never reaches the
+  application or its middlewares: aiohttp answers it through `handle_error`, its hook for that,
+  which here gives the JSON error every other failure gets, and logs one debug line.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
+from shadowvault import errors
 from shadowvault.service.admission import Admission
 from shadowvault.service.idle import IdleConnections
 from shadowvault.service.log_limits import Occasional
 from shadowvault.service.peer import peer_uid
-from shadowvault.service.responses import raw_error
+from shadowvault.service.responses import error_response, raw_error
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +37,7 @@ BACKLOG = 512  # connections waiting to be accepted: a burst of them does not tu
 
 
 class ApiConnection(web.RequestHandler):
-    """aiohttp's handling of one connection, admitted by uid and timed."""
+    """aiohttp's handling of one connection, admitted by uid, timed, and with JSON protocol errors."""
 
     def __init__(
         self,
@@ -75,6 +81,40 @@ class ApiConnection(web.RequestHandler):
             return
         self._timers.received(self._admitted[1])
         super().data_received(data)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """The answer to a request aiohttp could not parse (or to a failure past the middlewares)."""
+        if request.writer.output_size > 0:  # as aiohttp's own: an answer was under way, none can follow
+            raise ConnectionError("the answer was under way: no error answer can follow it")
+        if status >= 500:
+            log.error("internal error serving a request: %s", exc or message, exc_info=exc)
+            response = error_response(f"internal error: {exc or message}", status)
+        else:
+            reason = self._reason(exc, message)
+            log.debug(
+                "bad request on a connection of uid %s: %s", self._admitted and self._admitted[0], reason
+            )
+            exit_status = errors.UsageError.exit_code
+            response = error_response(
+                f"bad request: {reason}", status, errors.UsageError.__name__, exit_status
+            )
+        response.force_close()
+        return response
+
+    def _reason(self, exc: BaseException | None, message: str | None) -> str:
+        """aiohttp's reason in one line, without the bytes it quotes."""
+        if isinstance(exc, LineTooLong):
+            return f"the request line or a header is longer than {self.max_field_size} bytes"
+        text = message or (exc.message if isinstance(exc, HttpProcessingError) else str(exc or ""))
+        first = next((line for line in str(text).splitlines() if line.strip()), "malformed request")
+        first = first.strip().rstrip(":")
+        return first[:1].lower() + first[1:200]
 
 
 class ApiSite(web.BaseSite):
