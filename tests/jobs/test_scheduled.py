@@ -233,7 +233,7 @@ def test_a_failing_job_records_exit_1_and_runs_on_failure(cli, setup, tmp_path):
     assert metrics["shadowvault_job_last_success_timestamp_seconds"] == {"broken": 0.0}
 
 
-def test_install_writes_the_units(cli, setup, tmp_path):
+def test_install_writes_the_units(cli, setup, private_dirs, tmp_path):
     define(setup, "home", 'schedule = "Mon..Fri *-*-* 03:15:00"\npaths = ["{src}"]\n')
     define(setup, "etc", 'schedule = "weekly"\npaths = ["/etc"]\n')
     unit_dir = tmp_path / "units"
@@ -253,8 +253,17 @@ def test_install_writes_the_units(cli, setup, tmp_path):
     assert f"ExecStart={sys.executable} -m shadowvault.cli.launch jobs run %i\n" in service
     daemon = (unit_dir / "shadowvault.service").read_text()
     assert f"ExecStart={sys.executable} -m shadowvault.cli.launch daemon\n" in daemon
+    assert "LimitNOFILE=65536\n" in daemon
     assert "ListenStream=/run/shadowvault/api.sock\n" in (unit_dir / "shadowvault.socket").read_text()
+    # the directories install ran with (the test's own): the services look where the timers came from
+    for unit in (service, daemon):
+        assert f'Environment="SHADOWVAULT_CONFIG_DIR={private_dirs / "config"}"\n' in unit
+        assert f'Environment="SHADOWVAULT_STATE_DIR={private_dirs / "state"}"\n' in unit
+    _verify(unit_dir)
 
+
+def _verify(unit_dir: Path) -> None:
+    """systemd's own reading of the units finds nothing wrong."""
     require_tools("systemd-analyze")
     units = [str(unit_dir / name) for name in sorted(os.listdir(unit_dir)) if "@." not in name]
     verify = subprocess.run(
@@ -265,6 +274,19 @@ def test_install_writes_the_units(cli, setup, tmp_path):
         timeout=120,
     )
     assert verify.returncode == 0, verify.stderr
+
+
+def test_install_carries_a_directory_with_spaces_quotes_and_percents(cli, setup, tmp_path):
+    state = tmp_path / 'state "100%" here'
+    unit_dir = tmp_path / "units"
+    done = cli(
+        "jobs", "install", "--unit-dir", unit_dir, "--no-enable", env={"SHADOWVAULT_STATE_DIR": str(state)}
+    )
+    assert done.returncode == 0, done.stderr
+    escaped = str(state).replace('"', '\\"').replace("%", "%%")
+    for name in ("shadowvault-job@.service", "shadowvault.service"):
+        assert f'Environment="SHADOWVAULT_STATE_DIR={escaped}"\n' in (unit_dir / name).read_text()
+    _verify(unit_dir)
 
 
 def test_last_success_survives_a_failed_run(cli, setup):
