@@ -329,6 +329,53 @@ def test_install_again_removes_the_timer_of_a_removed_job(cli, setup, tmp_path):
     assert timers == ["other.timer", "shadowvault-job@keep.timer"]
 
 
+def _failing_job(setup: dict[str, Path], name: str, tmp_path: Path) -> None:
+    """jobs.d/NAME.toml whose repository does not exist: each run fails (exit 1) and is recorded."""
+    (setup["jobs"] / f"{name}.toml").write_text(
+        f'schedule = "daily"\nrepository = "{tmp_path / "nowhere"}"\npassword_file = "{setup["password"]}"\n'
+        f'paths = ["{setup["src"]}"]\nprovider = "none"\n'
+    )
+
+
+def test_a_removed_job_leaves_the_status_and_the_metrics(cli, setup, private_dirs, tmp_path):
+    """A job whose definition is gone no longer shows in `jobs status` nor in the metrics (the alert
+    jobs.md recommends would fire for it forever), and its record goes at the next install or run."""
+    define(setup, "keep", 'schedule = "daily"\npaths = ["{src}"]\nprovider = "none"\n')
+    for name in ("bad", "gone"):
+        _failing_job(setup, name, tmp_path)
+        assert cli("jobs", "run", name).returncode == 1
+    assert cli("jobs", "run", "keep").returncode == 0
+    assert set(gauges(setup["metrics"])["shadowvault_job_last_success_timestamp_seconds"]) == {
+        "bad",
+        "gone",
+        "keep",
+    }
+    records = private_dirs / "state" / "jobs"
+    (setup["jobs"] / "bad.toml").unlink()
+    (setup["jobs"] / "gone.toml").unlink()
+
+    status = cli("jobs", "status", "--json")
+    assert [r["job"] for r in json.loads(status.stdout)["jobs"]] == ["keep"], status.stderr
+    one = cli("jobs", "status", "bad")
+    assert one.returncode == 1 and one.stderr == (
+        f"shadowvault: error: no job 'bad': {setup['jobs'] / 'bad.toml'} does not exist\n"
+    )
+
+    installed = cli("jobs", "install", "--unit-dir", tmp_path / "units", "--no-enable")
+    assert installed.returncode == 0, installed.stderr
+    assert sorted(p.name for p in records.glob("*.json")) == ["keep.json"]
+    metrics = gauges(setup["metrics"])
+    assert metrics["shadowvault_job_last_success_timestamp_seconds"].keys() == {"keep"}
+    assert metrics["shadowvault_job_last_exit_status"] == {"keep": 0.0}
+
+    _failing_job(setup, "later", tmp_path)
+    assert cli("jobs", "run", "later").returncode == 1
+    (setup["jobs"] / "later.toml").unlink()
+    assert cli("jobs", "run", "keep").returncode == 0  # a run rewrites the metrics: of defined jobs only
+    assert gauges(setup["metrics"])["shadowvault_job_last_exit_status"] == {"keep": 0.0}
+    assert sorted(p.name for p in records.glob("*.json")) == ["keep.json"]
+
+
 def test_a_run_stopped_by_sigterm_is_recorded(setup, btrfs, private_dirs, tmp_path):
     """systemd stopping the unit mid-run: the set is aborted, the run recorded with 143, on_failure run."""
     marker = tmp_path / "freezing"
