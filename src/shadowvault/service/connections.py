@@ -134,7 +134,8 @@ class ApiSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(self._connection, sock=self._sock, backlog=self._backlog)
+        # create_server, not create_unix_server: that one (3.13) would unlink a socket systemd handed over
+        self._server = await loop.create_server(self._connection, sock=self._sock, backlog=self._backlog)
 
 
 def connection_factory(
