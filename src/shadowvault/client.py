@@ -4,7 +4,9 @@ One `Client` holds one connection to the daemon for its lifetime. Sets it create
 `persistent=True` belong to that connection: the daemon releases them when the client closes, or
 when its process exits or is killed. HTTP comes from the standard library's http.client over the
 Unix socket (a synchronous client; the server is aiohttp). A failure the daemon reports is raised
-as the same ShadowvaultError subclass, with the daemon's message.
+as the same ShadowvaultError subclass, with the daemon's message. Each call waits at most `timeout`
+for its answer (a set may take its freeze and commit timeouts); following a run's events waits as
+long as the run; `probe()` tells in a few seconds whether what listens on the socket answers at all.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import http.client
 import json
 import socket
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,10 +26,16 @@ from shadowvault.errors import ShadowvaultError
 from shadowvault.service.settings import socket_path
 
 DEFAULT_TIMEOUT = 600.0  # a set may take its freeze and commit timeouts, and wait for another's
+PROBE_TIMEOUT = 5.0  # a daemon answers GET /v1/ping at once; one that does not is wedged (or no daemon)
+BACKLOG_WAIT = 10.0  # seconds to keep trying while the socket's backlog is full (a burst of connections)
 
 
 class DaemonUnavailableError(ShadowvaultError):
     """No daemon answers on the socket."""
+
+
+class DaemonNotAnsweringError(DaemonUnavailableError):
+    """Something accepts connections on the socket but does not answer in time."""
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -37,14 +46,24 @@ class _UnixConnection(http.client.HTTPConnection):
         self.socket_path = path
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+        """Connect; while the listener's backlog is full (EAGAIN), try again for a few seconds."""
+        deadline = time.monotonic() + min(self.timeout or BACKLOG_WAIT, BACKLOG_WAIT)
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.socket_path)
+            except BlockingIOError:
+                sock.close()
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
+                continue
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+            return
 
 
 def daemon_error(message: str, kind: object, exit_status: object = None) -> ShadowvaultError:
@@ -66,6 +85,7 @@ class Client:
 
     def __init__(self, socket_file: Path | str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.socket_path = str(socket_file or socket_path())
+        self.timeout = timeout  # of each call; following a run's events waits as long as the run
         self._connection = _UnixConnection(self.socket_path, timeout)
 
     def __enter__(self) -> Client:
@@ -74,12 +94,17 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def answers(self) -> bool:
-        """Whether a daemon listens on the socket (a connection is made and kept for the calls)."""
+    def probe(self, timeout: float = PROBE_TIMEOUT) -> None:
+        """Make sure a daemon answers: a cheap call (GET /v1/ping) answered within `timeout` (the
+        connection is kept for the calls). DaemonUnavailableError when none listens on the socket,
+        DaemonNotAnsweringError when what listens does not answer in time (any answer will do)."""
+        self._read(self._send("GET", "/v1/ping", None, timeout))
+
+    def answers(self, timeout: float = PROBE_TIMEOUT) -> bool:
+        """Whether a daemon answers on the socket within `timeout` (see `probe`)."""
         try:
-            self._connection.connect()
-        except OSError:
-            self._connection.close()
+            self.probe(timeout)
+        except ShadowvaultError:
             return False
         return True
 
@@ -87,32 +112,65 @@ class Client:
         """Close the connection: the daemon releases the sets it owns."""
         self._connection.close()
 
-    def _send(self, method: str, path: str, payload: bytes | None) -> http.client.HTTPResponse:
-        """Send a request; the response with its body unread. Connection failures are our errors."""
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
+    def _send(
+        self, method: str, path: str, payload: bytes | None, timeout: float | None
+    ) -> http.client.HTTPResponse:
+        """Send a request; the response with its body unread. Connection failures are our errors.
+
+        `timeout`: how long each read of the answer may wait (None: as long as it takes)."""
         try:
             reused = self._connection.sock is not None
             try:
-                self._connection.request(method, path, body=payload, headers=headers)
-                return self._connection.getresponse()
+                return self._exchange(method, path, payload, timeout)
             except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
                 if not reused:
-                    raise
+                    answer = self._answer_sent_before()
+                    if answer is None:
+                        raise
+                    return answer
                 # The daemon closed this connection for being idle (it holds no set, or it would
                 # not have): the request never ran. Once more on a new connection.
                 self._connection.close()
-                self._connection.request(method, path, body=payload, headers=headers)
-                return self._connection.getresponse()
+                return self._exchange(method, path, payload, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as err:
             self._connection.close()
             raise DaemonUnavailableError(f"no shadowvault daemon answers on {self.socket_path}") from err
+        except TimeoutError as err:
+            self._connection.close()
+            within = "" if timeout is None else f" within {timeout:g} s"
+            raise DaemonNotAnsweringError(
+                f"the shadowvault daemon on {self.socket_path} did not answer{within}"
+            ) from err
         except (OSError, http.client.HTTPException) as err:
             self._connection.close()
             raise ShadowvaultError(f"the shadowvault daemon on {self.socket_path}: {err}") from err
 
+    def _exchange(
+        self, method: str, path: str, payload: bytes | None, timeout: float | None
+    ) -> http.client.HTTPResponse:
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        if self._connection.sock is None:
+            self._connection.connect()
+        assert self._connection.sock is not None
+        self._connection.sock.settimeout(timeout)
+        self._connection.request(method, path, body=payload, headers=headers)
+        return self._connection.getresponse()
+
+    def _answer_sent_before(self) -> http.client.HTTPResponse | None:
+        """The answer the daemon sent before it read our request, if it did: it refuses a connection
+        past its limits with a 503 as it comes in, then closes it (the request fails to be sent)."""
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            return self._connection.getresponse()
+        return None
+
     def _read(self, response: http.client.HTTPResponse) -> bytes:
         try:
             return response.read()
+        except TimeoutError as err:
+            self._connection.close()
+            raise DaemonNotAnsweringError(
+                f"the shadowvault daemon on {self.socket_path} stopped answering"
+            ) from err
         except (OSError, http.client.HTTPException) as err:
             self._connection.close()
             raise ShadowvaultError(f"the shadowvault daemon on {self.socket_path}: {err}") from err
@@ -130,7 +188,7 @@ class Client:
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         payload = None if body is None else json.dumps(body).encode()
-        response = self._send(method, path, payload)
+        response = self._send(method, path, payload, self.timeout)
         data = self._read(response)
         if response.status >= 400:
             self._raise_for(response, data)
@@ -242,13 +300,17 @@ class Client:
 
     def events(self, run_id: str) -> Iterator[dict[str, Any]]:
         """The run's events as they come, until it ends (JSON lines; each has a `message_type`)."""
-        response = self._send("GET", f"/v1/runs/{_quote(run_id)}/events", None)
+        # No timeout: a run may wait its turn, or a writer's freeze, for long without an event.
+        response = self._send("GET", f"/v1/runs/{_quote(run_id)}/events", None, None)
         if response.status >= 400:
             self._raise_for(response, self._read(response))
         try:
             for line in response:
                 if line.strip():
                     yield json.loads(line)
+        except (OSError, http.client.HTTPException) as err:  # the daemon went away mid-run
+            self._connection.close()
+            raise ShadowvaultError(f"the shadowvault daemon on {self.socket_path}: {err}") from err
         finally:
             response.close()
 
@@ -261,7 +323,7 @@ class Client:
 
     def metrics(self) -> str:
         """The Prometheus text of /metrics."""
-        response = self._send("GET", "/metrics", None)
+        response = self._send("GET", "/metrics", None, self.timeout)
         data = self._read(response)
         if response.status >= 400:
             self._raise_for(response, data)

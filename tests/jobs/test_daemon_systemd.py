@@ -39,6 +39,7 @@ api first > $out/first.json 2> $out/first.err; echo $? > $out/first.rc
 wait_active shadowvault.service
 systemctl is-active shadowvault.service > $out/service-after-first.txt 2>&1
 systemctl show -p MainPID --value shadowvault.service > $out/pid-first.txt 2>&1
+grep "Max open files" /proc/$(cat $out/pid-first.txt)/limits > $out/limits.txt 2>&1
 systemctl stop shadowvault.service > $out/stop.txt 2>&1; echo $? > $out/stop.rc
 systemctl is-active shadowvault.service > $out/service-after-stop.txt 2>&1
 systemctl is-active shadowvault.socket > $out/socket-after-stop.txt 2>&1
@@ -149,6 +150,8 @@ def test_the_socket_starts_the_daemon_under_systemd(container, tmp_path: Path) -
     first_pid, second_pid = _state(saved, "pid-first.txt"), _state(saved, "pid-second.txt")
     assert first_pid.isdigit() and second_pid.isdigit() and int(first_pid) > 0, context
     assert first_pid != second_pid, context
+    soft, hard = saved["limits.txt"].split()[3:5]  # LimitNOFILE=65536, within what the host allows
+    assert soft == hard and 1024 < int(soft) <= 65536, context  # the soft limit raised to the hard one
     second = json.loads(saved["second.json"])
     assert second["listed"] == [first["kept"]]  # the persistent set outlived its daemon
     assert second["deleted"] == [first["kept"]]

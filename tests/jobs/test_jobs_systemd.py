@@ -5,6 +5,9 @@ loop filesystem is bind-mounted at /srv/data. A driver unit inside the container
 (the real `systemctl daemon-reload` and `enable --now`), waits for the timer to fire the job, saves
 what a user would look at (the job's journal, `jobs status --json`, the default metrics textfile,
 the timers) and powers the container off. The test then checks the snapshot in the repository.
+`jobs install` runs with SHADOWVAULT_CONFIG_DIR and SHADOWVAULT_STATE_DIR set, as an administrator
+may: the job the timer fires (through the daemon, which the socket starts) is found, and recorded,
+only if the units carry them.
 """
 
 from __future__ import annotations
@@ -26,15 +29,17 @@ from tests.fixtures.nspawn_boot import PYTHON, boot_with_driver, install_driver,
 from tests.fixtures.tools import require_root, require_tools
 
 JOB = "nightly"
+CONFIG_DIR, STATE_DIR = "/etc/shadowvault-alt", "/var/lib/shadowvault-alt"
 
 DRIVER = """\
 #!/bin/sh
 # runs once at boot: install the units, let the timer fire the job, save what a user checks, power off
 out=/result
+export SHADOWVAULT_CONFIG_DIR={config_dir} SHADOWVAULT_STATE_DIR={state_dir}
 sv() {{ {python} -m shadowvault.cli.launch "$@"; }}
 sv jobs install > $out/install.txt 2>&1; echo $? > $out/install.rc
 i=0
-while [ ! -s /var/lib/shadowvault/jobs/{job}.json ] && [ $i -lt 1200 ]; do sleep 0.5; i=$((i+1)); done
+while [ ! -s {state_dir}/jobs/{job}.json ] && [ $i -lt 1200 ]; do sleep 0.5; i=$((i+1)); done
 systemctl stop shadowvault-job@{job}.timer
 i=0
 while systemctl -q is-active shadowvault-job@{job}.service && [ $i -lt 600 ]; do sleep 0.5; i=$((i+1)); done
@@ -67,7 +72,7 @@ def test_a_timer_fires_the_job_under_systemd(container, tmp_path: Path) -> None:
     Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
     write_file(root / "etc" / "shadowvault" / "repo.pass", PASSWORD + "\n", 0o600)
     write_file(
-        root / "etc" / "shadowvault" / "jobs.d" / f"{JOB}.toml",
+        root / CONFIG_DIR.lstrip("/") / "jobs.d" / f"{JOB}.toml",
         textwrap.dedent("""\
             schedule = "*:*:0/10"
             repository = "/var/backups/repo"
@@ -79,7 +84,7 @@ def test_a_timer_fires_the_job_under_systemd(container, tmp_path: Path) -> None:
             keep_last = 3
         """),
     )
-    install_driver(root, DRIVER.format(python=PYTHON, job=JOB))
+    install_driver(root, DRIVER.format(python=PYTHON, job=JOB, config_dir=CONFIG_DIR, state_dir=STATE_DIR))
     (root / "srv" / "data").mkdir(parents=True)
 
     boot = boot_with_driver(root, tmp_path / "result", binds=[(fs.mount, "/srv/data")])
@@ -109,5 +114,6 @@ def test_a_timer_fires_the_job_under_systemd(container, tmp_path: Path) -> None:
         restore(r, snapshot.tree, restored)
     assert (restored / "srv/data/app/data.txt").read_text() == "precious\n"
     assert (restored / "srv/data/app/blob.bin").read_bytes() == (fs.mount / "app" / "blob.bin").read_bytes()
-    mode = (root / "var/lib/shadowvault/jobs/nightly.json").stat().st_mode
+    assert not (root / "var/lib/shadowvault/jobs/nightly.json").exists()  # recorded where install said
+    mode = (root / STATE_DIR.lstrip("/") / "jobs/nightly.json").stat().st_mode
     assert stat.S_IMODE(mode) == 0o600

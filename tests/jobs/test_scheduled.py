@@ -258,7 +258,7 @@ def test_a_failing_job_records_exit_1_and_runs_on_failure(cli, setup, tmp_path):
     assert metrics["shadowvault_job_last_success_timestamp_seconds"] == {"broken": 0.0}
 
 
-def test_install_writes_the_units(cli, setup, tmp_path):
+def test_install_writes_the_units(cli, setup, private_dirs, tmp_path):
     define(setup, "home", 'schedule = "Mon..Fri *-*-* 03:15:00"\npaths = ["{src}"]\n')
     define(setup, "etc", 'schedule = "weekly"\npaths = ["/etc"]\n')
     unit_dir = tmp_path / "units"
@@ -278,8 +278,17 @@ def test_install_writes_the_units(cli, setup, tmp_path):
     assert f"ExecStart={sys.executable} -m shadowvault.cli.launch jobs run %i\n" in service
     daemon = (unit_dir / "shadowvault.service").read_text()
     assert f"ExecStart={sys.executable} -m shadowvault.cli.launch daemon\n" in daemon
+    assert "LimitNOFILE=65536\n" in daemon
     assert "ListenStream=/run/shadowvault/api.sock\n" in (unit_dir / "shadowvault.socket").read_text()
+    # the directories install ran with (the test's own): the services look where the timers came from
+    for unit in (service, daemon):
+        assert f'Environment="SHADOWVAULT_CONFIG_DIR={private_dirs / "config"}"\n' in unit
+        assert f'Environment="SHADOWVAULT_STATE_DIR={private_dirs / "state"}"\n' in unit
+    _verify(unit_dir)
 
+
+def _verify(unit_dir: Path) -> None:
+    """systemd's own reading of the units finds nothing wrong."""
     require_tools("systemd-analyze")
     units = [str(unit_dir / name) for name in sorted(os.listdir(unit_dir)) if "@." not in name]
     verify = subprocess.run(
@@ -290,6 +299,19 @@ def test_install_writes_the_units(cli, setup, tmp_path):
         timeout=120,
     )
     assert verify.returncode == 0, verify.stderr
+
+
+def test_install_carries_a_directory_with_spaces_quotes_and_percents(cli, setup, tmp_path):
+    state = tmp_path / 'state "100%" here'
+    unit_dir = tmp_path / "units"
+    done = cli(
+        "jobs", "install", "--unit-dir", unit_dir, "--no-enable", env={"SHADOWVAULT_STATE_DIR": str(state)}
+    )
+    assert done.returncode == 0, done.stderr
+    escaped = str(state).replace('"', '\\"').replace("%", "%%")
+    for name in ("shadowvault-job@.service", "shadowvault.service"):
+        assert f'Environment="SHADOWVAULT_STATE_DIR={escaped}"\n' in (unit_dir / name).read_text()
+    _verify(unit_dir)
 
 
 def test_last_success_survives_a_failed_run(cli, setup):
@@ -330,6 +352,53 @@ def test_install_again_removes_the_timer_of_a_removed_job(cli, setup, tmp_path):
     assert json.loads(done.stdout)["removed"] == [str(unit_dir / "shadowvault-job@gone.timer")]
     timers = sorted(n for n in os.listdir(unit_dir) if n.endswith(".timer"))
     assert timers == ["other.timer", "shadowvault-job@keep.timer"]
+
+
+def _failing_job(setup: dict[str, Path], name: str, tmp_path: Path) -> None:
+    """jobs.d/NAME.toml whose repository does not exist: each run fails (exit 1) and is recorded."""
+    (setup["jobs"] / f"{name}.toml").write_text(
+        f'schedule = "daily"\nrepository = "{tmp_path / "nowhere"}"\npassword_file = "{setup["password"]}"\n'
+        f'paths = ["{setup["src"]}"]\nprovider = "none"\n'
+    )
+
+
+def test_a_removed_job_leaves_the_status_and_the_metrics(cli, setup, private_dirs, tmp_path):
+    """A job whose definition is gone no longer shows in `jobs status` nor in the metrics (the alert
+    jobs.md recommends would fire for it forever), and its record goes at the next install or run."""
+    define(setup, "keep", 'schedule = "daily"\npaths = ["{src}"]\nprovider = "none"\n')
+    for name in ("bad", "gone"):
+        _failing_job(setup, name, tmp_path)
+        assert cli("jobs", "run", name).returncode == 1
+    assert cli("jobs", "run", "keep").returncode == 0
+    assert set(gauges(setup["metrics"])["shadowvault_job_last_success_timestamp_seconds"]) == {
+        "bad",
+        "gone",
+        "keep",
+    }
+    records = private_dirs / "state" / "jobs"
+    (setup["jobs"] / "bad.toml").unlink()
+    (setup["jobs"] / "gone.toml").unlink()
+
+    status = cli("jobs", "status", "--json")
+    assert [r["job"] for r in json.loads(status.stdout)["jobs"]] == ["keep"], status.stderr
+    one = cli("jobs", "status", "bad")
+    assert one.returncode == 1 and one.stderr == (
+        f"shadowvault: error: no job 'bad': {setup['jobs'] / 'bad.toml'} does not exist\n"
+    )
+
+    installed = cli("jobs", "install", "--unit-dir", tmp_path / "units", "--no-enable")
+    assert installed.returncode == 0, installed.stderr
+    assert sorted(p.name for p in records.glob("*.json")) == ["keep.json"]
+    metrics = gauges(setup["metrics"])
+    assert metrics["shadowvault_job_last_success_timestamp_seconds"].keys() == {"keep"}
+    assert metrics["shadowvault_job_last_exit_status"] == {"keep": 0.0}
+
+    _failing_job(setup, "later", tmp_path)
+    assert cli("jobs", "run", "later").returncode == 1
+    (setup["jobs"] / "later.toml").unlink()
+    assert cli("jobs", "run", "keep").returncode == 0  # a run rewrites the metrics: of defined jobs only
+    assert gauges(setup["metrics"])["shadowvault_job_last_exit_status"] == {"keep": 0.0}
+    assert sorted(p.name for p in records.glob("*.json")) == ["keep.json"]
 
 
 def test_a_run_stopped_by_sigterm_is_recorded(setup, btrfs, private_dirs, tmp_path):

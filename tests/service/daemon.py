@@ -48,10 +48,14 @@ class Daemon:
 
 @contextlib.contextmanager
 def running_daemon(
-    *options: str, public: bool = False, environment: dict[str, str | None] | None = None
+    *options: str,
+    public: bool = False,
+    environment: dict[str, str | None] | None = None,
+    nofile: tuple[int, int] | None = None,
 ) -> Iterator[Daemon]:
     """A daemon on `<tmp>/api.sock`; `public`: the directory is open to every user (for a non-root
-    client); `environment`: variables set (or, given None, removed) in the daemon's environment."""
+    client); `environment`: variables set (or, given None, removed) in the daemon's environment;
+    `nofile`: the (soft, hard) descriptor limits it starts with, as a service manager sets them."""
     base = Path(tempfile.mkdtemp(prefix="sv-daemon-"))
     if public:
         base.chmod(0o755)
@@ -67,8 +71,9 @@ def running_daemon(
             env[name] = value
     log = base / "daemon.log"
     with open(log, "wb") as log_file:
+        limits = ["prlimit", f"--nofile={nofile[0]}:{nofile[1]}", "--"] if nofile else []
         process = subprocess.Popen(
-            [sys.executable, "-m", "shadowvault.cli.launch", "daemon", *options],
+            [*limits, sys.executable, "-m", "shadowvault.cli.launch", "daemon", *options],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,

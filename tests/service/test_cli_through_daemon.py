@@ -7,12 +7,16 @@ Who made a set is checked from the store: a set made by the daemon names the dae
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -209,3 +213,34 @@ def test_a_user_restores_their_own_repository_with_a_daemon_running(member, priv
                 assert root.runs() == []  # nothing was asked of the daemon
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_socket_that_never_answers_is_one_warning_and_the_command_works_in_process(cli, tmp_path):
+    """Something accepts connections on the socket and never answers (a wedged daemon, a stray
+    listener): the command says so once and runs in process, promptly."""
+    path = tmp_path / "api.sock"
+    held: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(8)
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    held.append(listener.accept()[0])
+
+        threading.Thread(target=accept, daemon=True).start()
+        start = time.monotonic()
+        listed = cli("shadows", "list", env={"SHADOWVAULT_SOCKET": str(path)}, timeout=120)
+        took = time.monotonic() - start
+        listener.shutdown(socket.SHUT_RDWR)
+    for conn in held:
+        conn.close()
+    assert listed.returncode == 0, listed.stderr
+    assert held, "the command did connect"
+    assert took < 30, took
+    in_process = cli("--no-daemon", "shadows", "list", env={"SHADOWVAULT_SOCKET": str(path)})
+    warning = f"shadowvault: warning: the shadowvault daemon on {path} did not answer within 5 s;"
+    warning += " working without it"
+    assert listed.stderr == f"{warning}\n{in_process.stderr}"
+    assert listed.stdout == in_process.stdout

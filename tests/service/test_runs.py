@@ -147,9 +147,12 @@ def test_a_job_runs_in_the_daemon_is_recorded_and_in_the_metrics(cli, setup, pri
         assert header == in_process.stdout.splitlines()[0].split()
         jobs = {j["name"]: j for j in client.jobs()}
         assert jobs["home"]["last_run"]["status"] == "success"
+        home = private_dirs / "state" / "jobs" / "home.json"  # a record left by a job since removed:
+        (home.parent / "gone.json").write_text(json.dumps({**json.loads(home.read_text()), "job": "gone"}))
         families = {f.name: f for f in text_string_to_metric_families(client.metrics())}
         success = families["shadowvault_job_last_success_timestamp_seconds"]
         assert any(s.labels["job"] == "home" and s.value > 0 for s in success.samples)
+        assert "gone" not in {s.labels["job"] for s in success.samples}
         runs = {s.labels["state"]: s.value for s in families["shadowvault_daemon_runs"].samples}
         assert runs["succeeded"] == 1
 

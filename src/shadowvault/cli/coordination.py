@@ -4,7 +4,9 @@
 `daemon_client()`. With a daemon listening on the API socket (`$SHADOWVAULT_SOCKET`, default
 /run/shadowvault/api.sock) the daemon does the coordinating, so a CLI run and other requesters share
 one coordinator; without one, or with `--no-daemon` (`SHADOWVAULT_NO_DAEMON=1`), this process does,
-under the same machine locks. The output is the same either way.
+under the same machine locks. The output is the same either way. A daemon is asked first for
+GET /v1/ping, with a short timeout: one that accepts but does not answer (wedged) is said in one
+warning, and the command works in process.
 
 A run the daemon would do with a repository (a restore, a VM backup) goes there only when the daemon
 can do it as this caller would: `repository_daemon()` keeps a repository that is not on this
@@ -24,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from shadowvault.cli.global_options import NO_DAEMON
+from shadowvault.cli.output import warn
+from shadowvault.errors import ShadowvaultError
 from shadowvault.service.settings import socket_path
 from shadowvault.shadow.requesting import IN_PROCESS, ShadowSets
 
@@ -38,11 +42,19 @@ def daemon_client() -> Client | None:
     root = click.get_current_context().find_root()
     if root.meta.get(NO_DAEMON) or not socket_path().exists():
         return None  # no socket, no daemon: the HTTP client is not even imported (~30 ms, cold ~60)
-    from shadowvault.client import Client  # only a command that may use the daemon pays for it
+    # only a command that may use the daemon pays for the client
+    from shadowvault.client import Client, DaemonNotAnsweringError
 
     client = Client()
-    if not client.answers():
+    try:
+        client.probe()  # a daemon that accepts but does not answer must not hang the command
+    except DaemonNotAnsweringError as err:
+        client.close()
+        warn(f"{err}; working without it")
         return None
+    except ShadowvaultError:
+        client.close()
+        return None  # no daemon listens: in process, as without a socket
     root.call_on_close(client.close)
     return client
 

@@ -28,14 +28,22 @@ from shadowvault.service.settings import DEFAULT_LIMITS, socket_path
     help="A client must send its request body within this time (408 past it).",
 )
 @click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0.001),
+    default=DEFAULT_LIMITS.header_timeout,
+    show_default=True,
+    metavar="SECONDS",
+    help="A client must send a request's line and headers within this time of its first byte (408 past it).",
+)
+@click.option(
     "--idle-timeout",
     type=click.FloatRange(min=0.001),
     default=DEFAULT_LIMITS.idle_timeout,
     show_default=True,
     metavar="SECONDS",
-    help="An idle connection, or one that never finishes its request headers, is closed after this time.",
+    help="A connection waiting this long for a request is closed (unless it holds a shadow set).",
 )
-def daemon(socket_file: Path | None, read_timeout: float, idle_timeout: float) -> None:
+def daemon(socket_file: Path | None, read_timeout: float, header_timeout: float, idle_timeout: float) -> None:
     """Run the coordinator as a service: the local API on a Unix socket (docs/api.md).
 
     Stays in the foreground and logs to stderr; tells systemd when it is ready (Type=notify).
@@ -46,7 +54,9 @@ def daemon(socket_file: Path | None, read_timeout: float, idle_timeout: float) -
         logger.setLevel(logging.INFO)  # a service says what it does; -v still adds debug
     from shadowvault.service import server  # aiohttp: only the daemon pays its import time
 
-    limits = dataclasses.replace(DEFAULT_LIMITS, read_timeout=read_timeout, idle_timeout=idle_timeout)
+    limits = dataclasses.replace(
+        DEFAULT_LIMITS, read_timeout=read_timeout, header_timeout=header_timeout, idle_timeout=idle_timeout
+    )
     server.run(socket_file or socket_path(), limits=limits)
 
 

@@ -17,8 +17,8 @@ import click
 from shadowvault.cli.coordination import daemon_client, finished_run
 from shadowvault.cli.output import emit, info, json_option, listing, print_table, to_builtins, warn
 from shadowvault.cli.repository import format_size, format_time
-from shadowvault.errors import NotFoundError, PermissionDeniedError
-from shadowvault.jobs import definitions, job_records, scheduled, units
+from shadowvault.errors import NotFoundError, PermissionDeniedError, ShadowvaultError
+from shadowvault.jobs import definitions, job_metrics, job_records, scheduled, units
 from shadowvault.jobs.job_records import JobRecord
 from shadowvault.typed_decoding import convert
 
@@ -145,7 +145,7 @@ def _records(name: str | None) -> list[JobRecord]:
     the daemon (for a member of its requester group; anyone else gets its refusal)."""
     try:
         if name is None:
-            return job_records.load_all()
+            return job_metrics.defined_records()
         record = job_records.load(name)
         return [] if record is None else [record]
     except PermissionError:
@@ -159,9 +159,11 @@ def _records(name: str | None) -> list[JobRecord]:
 @click.argument("name", required=False)
 @json_option
 def status_cmd(name: str | None, as_json: bool) -> None:
-    """Show the last recorded run of every job, or of job NAME."""
+    """Show the last recorded run of every job jobs.d defines, or of job NAME."""
     if name is not None:
         definitions.check_name(name)
+        if name not in definitions.defined_names():  # a removed job's record is no news
+            raise NotFoundError(f"no job {name!r}: {definitions.jobs_dir() / f'{name}.toml'} does not exist")
         found = _records(name)
         if not found:
             raise NotFoundError(f"job {name} has not run yet (no record in {job_records.records_dir()})")
@@ -198,12 +200,19 @@ def install_cmd(unit_dir: Path, no_enable: bool, as_json: bool) -> None:
     if bad:
         raise definitions.JobDefinitionError(bad[0][1])
     done = units.install(good, unit_dir, enable=not no_enable)
+    try:
+        dropped = job_metrics.refresh()  # the records (and gauges) of removed jobs go with their timers
+    except (OSError, ShadowvaultError) as err:
+        warn(f"the records of removed jobs were not dropped: {err}")
+        dropped = []
 
     def human() -> None:
         for path in done.written:
             info(f"wrote {path}")
         for path in done.removed:
             info(f"removed {path} (its job is no longer defined)")
+        for job in dropped:
+            info(f"dropped the record of job {job} (it is no longer defined)")
         if done.enabled:
             info(f"enabled and started {', '.join(done.enabled)}")
 
@@ -213,6 +222,7 @@ def install_cmd(unit_dir: Path, no_enable: bool, as_json: bool) -> None:
             "written": [str(p) for p in done.written],
             "enabled": done.enabled,
             "removed": [str(p) for p in done.removed],
+            "dropped_records": dropped,
         },
         human,
     )

@@ -142,15 +142,17 @@ JSON_REQUESTED = "shadowvault.json"  # the root context's meta key: the command 
 
 class HumanLogFormatter(logging.Formatter):
     """A warning or error of the library as the CLI's own (`shadowvault: warning: ...`, escaped, one
-    line); -v and -vv lines keep their logger's name, which is what they are read for."""
+    line, and the traceback of one logged with it); -v and -vv lines keep their logger's name."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         if record.levelno >= logging.WARNING:
-            return f"shadowvault: {record.levelname.lower()}: {escape_text(message)}"
-        if record.exc_info:
-            message += "\n" + self.formatException(record.exc_info)
-        return f"{record.levelname} {record.name}: {message}"
+            line = f"shadowvault: {record.levelname.lower()}: {escape_text(message)}"
+        else:
+            line = f"{record.levelname} {record.name}: {message}"
+        if record.exc_info:  # logged with its cause on purpose (the daemon's internal errors)
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -279,6 +279,11 @@ def definition_files(directory: Path | None = None) -> list[Path]:
     return sorted(p for p in directory.glob("*.toml") if not p.name.startswith("."))
 
 
+def defined_names(directory: Path | None = None) -> set[str]:
+    """The name of every job jobs.d defines, whether its file loads or not (its records still count)."""
+    return {p.name.removesuffix(".toml") for p in definition_files(directory)}
+
+
 def find(name: str, directory: Path | None = None) -> JobDefinition:
     """The definition of job `name`; a clear error when there is none."""
     check_name(name)

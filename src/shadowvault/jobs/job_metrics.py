@@ -1,8 +1,10 @@
 """The jobs' last results as Prometheus gauges, written for node_exporter's textfile collector.
 
-The file holds every job's gauges (it is rebuilt from all records after each run), at
-`[metrics] textfile` of `<config dir>/shadowvault.toml`, default
-/var/lib/prometheus/node-exporter/shadowvault.prom. `registry_for` is what a /metrics endpoint serves.
+The file holds the gauges of every job that still has a definition (it is rebuilt from their records
+after each run and at `jobs install`, and a removed job's record is dropped then: an alert on a
+job's last success must not fire forever for a job that is gone), at `[metrics] textfile` of
+`<config dir>/shadowvault.toml`, default /var/lib/prometheus/node-exporter/shadowvault.prom.
+`registry_for` is what a /metrics endpoint serves.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from shadowvault import config_file, fsutil
 from shadowvault.errors import ConfigError
+from shadowvault.jobs import definitions, job_records
 from shadowvault.jobs.job_records import JobRecord
 
 DEFAULT_TEXTFILE = "/var/lib/prometheus/node-exporter/shadowvault.prom"
@@ -72,3 +75,21 @@ def write_textfile(records: Iterable[JobRecord], path: Path | None = None) -> Pa
     target.parent.mkdir(parents=True, exist_ok=True)
     fsutil.atomic_write(target, generate_latest(registry_for(records)), mode=0o644)
     return target
+
+
+def defined_records() -> list[JobRecord]:
+    """The last record of every job that still has a definition in jobs.d."""
+    return job_records.load_all(only=definitions.defined_names())
+
+
+def refresh(path: Path | None = None) -> list[str]:
+    """Drop the records of the jobs no longer defined and rewrite the textfile from the others (when
+    there is one to rewrite, or something to say: nothing appears before a job has run); the jobs
+    whose records were dropped."""
+    names = definitions.defined_names()
+    dropped = job_records.drop_except(names)
+    records = job_records.load_all(only=names)
+    target = path or textfile_path()
+    if records or target.exists():
+        write_textfile(records, target)
+    return dropped

@@ -1,12 +1,14 @@
 """What each scheduled job's last run did: one JSON document per job, `<state dir>/jobs/NAME.json`.
 
-`jobs status`, the metrics textfile (jobs/job_metrics.py) and, later, the daemon's /metrics read it.
+`jobs status`, the metrics textfile (jobs/job_metrics.py) and the daemon's /metrics read it, for the
+jobs that still have a definition; the records of the others are dropped (job_metrics.refresh).
 Written atomically (fsutil.atomic_write): a reader sees the previous run or the whole new one.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import msgspec
@@ -70,10 +72,25 @@ def load(name: str) -> JobRecord | None:
         raise ConfigError(f"{record_path(name)}: unreadable job record: {err}") from err
 
 
-def load_all() -> list[JobRecord]:
-    """Every job's last record, by job name."""
+def recorded_names() -> list[str]:
+    """The jobs that have a record, sorted."""
     directory = records_dir()
     if not directory.is_dir():
         return []
-    names = sorted(n.removesuffix(".json") for n in os.listdir(directory) if n.endswith(".json"))
-    return [r for r in (load(name) for name in names if not name.startswith(".")) if r is not None]
+    return sorted(
+        n.removesuffix(".json") for n in os.listdir(directory) if n.endswith(".json") and n[0] != "."
+    )
+
+
+def load_all(only: Collection[str] | None = None) -> list[JobRecord]:
+    """Every job's last record (of the jobs in `only`, when given), by job name."""
+    names = [n for n in recorded_names() if only is None or n in only]
+    return [r for r in (load(name) for name in names) if r is not None]
+
+
+def drop_except(names: Collection[str]) -> list[str]:
+    """Delete the records of the jobs not in `names` (their definitions are gone); those jobs."""
+    dropped = [n for n in recorded_names() if n not in names]
+    for name in dropped:
+        record_path(name).unlink(missing_ok=True)
+    return dropped

@@ -162,7 +162,7 @@ def _finish(definition: JobDefinition, record: JobRecord, previous: JobRecord | 
         record.on_failure = _run_on_failure(definition, record)
     job_records.save(record)
     try:
-        job_metrics.write_textfile(job_records.load_all())
+        job_metrics.refresh()
     except (OSError, ShadowvaultError) as err:
         log.warning("job %s: cannot write the metrics textfile: %s", record.job, err)
 

@@ -3,18 +3,22 @@
 `shadowvault-job@.service` runs `shadowvault jobs run %i`; one `shadowvault-job@NAME.timer` per job
 fires it on the job's OnCalendar schedule (Persistent: a run missed while the machine was off
 happens at the next boot). `shadowvault.service` and `shadowvault.socket` start the daemon on the
-first connection to its API socket.
+first connection to its API socket. The configuration and state directories `install` ran with
+(SHADOWVAULT_CONFIG_DIR, SHADOWVAULT_STATE_DIR) go into the services as `Environment=`: the timers
+come from that jobs.d, so the jobs they fire must be looked up there too.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from shadowvault import fsutil, proc
+from shadowvault.errors import ConfigError
 from shadowvault.jobs.definitions import JobDefinition
 
 log = logging.getLogger(__name__)
@@ -24,13 +28,30 @@ API_SOCKET = "/run/shadowvault/api.sock"
 JOB_SERVICE = "shadowvault-job@.service"
 DAEMON_SERVICE = "shadowvault.service"
 DAEMON_SOCKET = "shadowvault.socket"
+CARRIED = ("SHADOWVAULT_CONFIG_DIR", "SHADOWVAULT_STATE_DIR")  # what the services must see as install did
 
 
 def _command(python: str, *args: str) -> str:
     return " ".join([python, "-m", "shadowvault.cli.launch", *args])
 
 
-def job_service(python: str) -> str:
+def carried_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The directories set for this process, made absolute (a service runs from /), for the units."""
+    return {name: os.path.abspath(environ[name]) for name in CARRIED if environ.get(name)}
+
+
+def _environment(environment: Mapping[str, str]) -> str:
+    """`Environment=` lines: each assignment quoted, with `\\`, `"` and systemd's `%` escaped."""
+    lines = []
+    for name, value in environment.items():
+        if any(c in value for c in "\n\r\0"):
+            raise ConfigError(f"{name}={value!r} cannot be written into a systemd unit (a line break or NUL)")
+        quoted = f"{name}={value}".replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+        lines.append(f'Environment="{quoted}"\n')
+    return "".join(lines)
+
+
+def job_service(python: str, environment: Mapping[str, str]) -> str:
     return f"""[Unit]
 Description=Shadowvault scheduled backup job %i
 After=local-fs.target network-online.target
@@ -38,7 +59,7 @@ Wants=network-online.target
 
 [Service]
 Type=oneshot
-ExecStart={_command(python, "jobs", "run", "%i")}
+{_environment(environment)}ExecStart={_command(python, "jobs", "run", "%i")}
 # exit status 3: the snapshot was saved but some files could not be read
 SuccessExitStatus=3
 Nice=10
@@ -60,7 +81,7 @@ WantedBy=timers.target
 """
 
 
-def daemon_service(python: str) -> str:
+def daemon_service(python: str, environment: Mapping[str, str]) -> str:
     return f"""[Unit]
 Description=Shadowvault coordinating service (shadow copies and backups)
 Requires=shadowvault.socket
@@ -68,9 +89,11 @@ After=shadowvault.socket local-fs.target
 
 [Service]
 Type=notify
-ExecStart={_command(python, "daemon")}
+{_environment(environment)}ExecStart={_command(python, "daemon")}
 KillMode=mixed
 TimeoutStopSec=120
+# descriptors for its connections (it caps them per user, docs/api.md) and its work's files
+LimitNOFILE=65536
 
 [Install]
 WantedBy=multi-user.target
@@ -96,12 +119,18 @@ def timer_name(definition: JobDefinition) -> str:
     return f"shadowvault-job@{definition.name}.timer"
 
 
-def unit_files(definitions: Sequence[JobDefinition], python: str | None = None) -> dict[str, str]:
-    """Every unit's file name and text; `python` (default: this interpreter) runs the commands."""
+def unit_files(
+    definitions: Sequence[JobDefinition],
+    python: str | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Every unit's file name and text; `python` (default: this interpreter) runs the commands, with
+    `environment` (default: the directories this process was given, carried_environment)."""
     python = python or sys.executable
+    environment = carried_environment() if environment is None else environment
     units = {
-        JOB_SERVICE: job_service(python),
-        DAEMON_SERVICE: daemon_service(python),
+        JOB_SERVICE: job_service(python, environment),
+        DAEMON_SERVICE: daemon_service(python, environment),
         DAEMON_SOCKET: daemon_socket(),
     }
     for definition in definitions:

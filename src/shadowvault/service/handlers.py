@@ -35,6 +35,7 @@ class Api:
 
     def routes(self) -> list[web.RouteDef]:
         return [
+            web.get("/v1/ping", self.ping),
             web.get("/v1/volumes", self.list_volumes),
             web.get("/v1/writers", self.list_writers),
             web.get("/v1/shadow-sets", self.list_shadow_sets),
@@ -67,6 +68,10 @@ class Api:
             ) from None
         except web.HTTPRequestEntityTooLarge:
             raise BodyTooLarge(f"the request body is larger than {self.limits.body_bytes} bytes") from None
+
+    async def ping(self, request: web.Request) -> web.Response:
+        """Anyone may ask: what a client asks first, to know that a daemon answers (and quickly)."""
+        return json_response({"api": "v1"})
 
     async def list_volumes(self, request: web.Request) -> web.Response:
         self.allow(request, Action.LIST_VOLUMES)

@@ -24,17 +24,35 @@ class Peer:
 
 def peer_of(transport: asyncio.BaseTransport | None) -> Peer | None:
     """The peer credentials of a Unix-socket transport (None when it has none, e.g. closed)."""
-    if transport is None:
+    sock = _unix_socket(transport)
+    credentials = _credentials(sock)
+    if sock is None or credentials is None:
         return None
-    sock = transport.get_extra_info("socket")
-    if sock is None or sock.family != socket.AF_UNIX:
+    pid, uid, gid = credentials
+    return Peer(pid=pid, uid=uid, gid=gid, groups=_peer_groups(sock))
+
+
+def peer_uid(transport: asyncio.BaseTransport | None) -> int | None:
+    """Only the peer's uid: what admitting a connection needs, without its groups."""
+    credentials = _credentials(_unix_socket(transport))
+    return None if credentials is None else credentials[1]
+
+
+def _unix_socket(transport: asyncio.BaseTransport | None) -> socket.socket | None:
+    sock = None if transport is None else transport.get_extra_info("socket")
+    return sock if sock is not None and sock.family == socket.AF_UNIX else None
+
+
+def _credentials(sock: socket.socket | None) -> tuple[int, int, int] | None:
+    """pid, uid, gid as the kernel recorded them at connect()."""
+    if sock is None:
         return None
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     except OSError:
         return None
     pid, uid, gid = _UCRED.unpack(raw)
-    return Peer(pid=pid, uid=uid, gid=gid, groups=_peer_groups(sock))
+    return pid, uid, gid
 
 
 def _peer_groups(sock: socket.socket) -> frozenset[int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -53,18 +54,33 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
+def _error(message: str, kind: str, exit_status: int) -> dict[str, Any]:
+    return {"error": " ".join(message.split()) or "error", "kind": kind, "exit_status": exit_status}
+
+
 def error_response(
     message: str, status: int, kind: str = "ShadowvaultError", exit_status: int = 1
 ) -> web.Response:
     """One JSON line naming the error; `kind` and `exit_status` let a client raise the same error
     and end with the same exit status as the command would in process."""
-    line = " ".join(message.split()) or "error"
-    return json_response({"error": line, "kind": kind, "exit_status": exit_status}, status=status)
+    return json_response(_error(message, kind, exit_status), status=status)
+
+
+def raw_error(message: str, status: int, kind: str = "ShadowvaultError", exit_status: int = 1) -> bytes:
+    """The same error as a whole HTTP answer in bytes, for a connection with no request to answer
+    (refused when it comes in, or too slow with its headers): written, then the connection closed."""
+    body = msgspec.json.encode(_error(message, kind, exit_status))
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure of a handler (and aiohttp's own 404, 405, 413) into a JSON error."""
+    """Turn every failure of a handler (and aiohttp's own 404, 405, 413) into a JSON error; a client
+    that hung up (mid-body, or while following events) is no failure of ours: one debug line."""
     try:
         return await handler(request)
     except errors.ShadowvaultError as err:
@@ -81,6 +97,16 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             "UsageError" if err.status < 500 else "ShadowvaultError",
             errors.UsageError.exit_code if err.status < 500 else 1,
         )
+    except ConnectionError as err:
+        if request.transport is not None:  # the client is there: a failure of the work itself
+            return _internal_error(request, err)
+        # The client hung up (closed mid-body, or while following events): nobody to answer.
+        log.debug("%s %s: the client closed the connection (%s)", request.method, request.path, err)
+        return error_response("the client closed the connection", 499)
     except Exception as err:
-        log.exception("internal error serving %s %s", request.method, request.path)
-        return error_response(f"internal error: {type(err).__name__}: {err}", 500)
+        return _internal_error(request, err)
+
+
+def _internal_error(request: web.Request, err: Exception) -> web.Response:
+    log.error("internal error serving %s %s", request.method, request.path, exc_info=err)
+    return error_response(f"internal error: {type(err).__name__}: {err}", 500)

@@ -180,7 +180,7 @@ def _jobs() -> list[dict[str, Any]]:
 
 def _metrics_text(runs: Runs) -> bytes:
     """The jobs' last results (as the textfile has them) and the daemon's own gauges."""
-    registry = job_metrics.registry_for(job_records.load_all())
+    registry = job_metrics.registry_for(job_metrics.defined_records())
     by_state = Gauge(
         "shadowvault_daemon_runs", "Runs the daemon keeps, by state", ["state"], registry=registry
     )

@@ -1,7 +1,8 @@
 """The daemon's server: the Unix socket, the aiohttp application, and a clean start and stop.
 
-Start: the sets of ended requesters are reaped, the socket is bound (a stale socket file is
-replaced; a live daemon on it is an error), READY=1 is sent. Stop (SIGTERM, SIGINT): STOPPING=1,
+Start: the descriptor limit is raised, the sets of ended requesters are reaped, the socket is bound
+(a stale socket file is replaced; a live daemon on it is an error), READY=1 is sent. Connections are
+admitted, timed and answered as connections.py says. Stop (SIGTERM, SIGINT): STOPPING=1,
 no new connections, running requests finish, then every set that is not persistent is released.
 """
 
@@ -22,6 +23,9 @@ from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.s3_credentials import set_default_chain_owner
 from shadowvault.service import private_exposure, sd_notify
 from shadowvault.service.activation import inherited_socket
+from shadowvault.service.admission import Admission
+from shadowvault.service.connections import ApiSite, connection_factory
+from shadowvault.service.descriptors import quiet_accept_failures, raise_limit
 from shadowvault.service.handlers import Api
 from shadowvault.service.idle import IdleConnections
 from shadowvault.service.ownership import Ownership
@@ -71,9 +75,6 @@ def bind_socket(path: Path) -> socket.socket:
     return sock
 
 
-NEVER = 10.0**9  # aiohttp's own keep-alive timer, out of reach: IdleConnections decides
-
-
 def make_app(api: Api, run_api: RunApi, limits: Limits, idle: IdleConnections) -> web.Application:
     app = web.Application(client_max_size=limits.body_bytes, middlewares=[idle.middleware, errors_as_json])
     app.add_routes(api.routes())
@@ -101,6 +102,8 @@ async def serve(path: Path, policy: GroupPolicy | None = None, limits: Limits = 
     sock = inherited or bind_socket(path)
     if inherited is not None and isinstance(inherited.getsockname(), str) and inherited.getsockname():
         path = Path(inherited.getsockname())
+    limits = _within_descriptors(limits)
+    quiet_accept_failures(loop)
     loop.set_default_executor(ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sv-worker"))
     coordinator_pool = ThreadPoolExecutor(COORDINATOR_THREADS, thread_name_prefix="sv-coordinator")
     await asyncio.to_thread(_reap)
@@ -108,19 +111,17 @@ async def serve(path: Path, policy: GroupPolicy | None = None, limits: Limits = 
     ownership = Ownership(sets.release)
     api = Api(policy, limits, ownership, sets, coordinator_pool)
     runs = Runs()
-    idle = IdleConnections(limits.idle_timeout, ownership.owns_sets)
+    idle = IdleConnections(limits.header_timeout, limits.idle_timeout, ownership.owns_sets)
     runner = web.AppRunner(
         make_app(api, RunApi(api, runs), limits, idle),
         handle_signals=False,
-        access_log=None,
-        keepalive_timeout=NEVER,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
     try:
-        await web.SockSite(runner, sock).start()
+        await ApiSite(runner, sock, connection_factory(runner, Admission(limits), idle)).start()
         ownership.start()
-        idle.start(lambda: _transports(runner))
+        idle.start()
         log.info("listening on %s%s", path, " (handed over by systemd)" if inherited else "")
         sd_notify.notify("READY=1")
         await stop.wait()
@@ -143,12 +144,15 @@ async def serve(path: Path, policy: GroupPolicy | None = None, limits: Limits = 
             loop.remove_signal_handler(signum)
 
 
-def _transports(runner: web.AppRunner) -> list[asyncio.BaseTransport]:
-    """The open connections of the server."""
-    server = runner.server
-    if server is None:
-        return []
-    return [c.transport for c in server.connections if c.transport is not None]
+def _within_descriptors(limits: Limits) -> Limits:
+    """The limits, with as many descriptors as the daemon may have (and its connections within them)."""
+    descriptors = raise_limit()
+    within = limits.within(descriptors)
+    if within.connections < limits.connections:
+        log.info(
+            "at most %d connections: the daemon may open %d descriptors", within.connections, descriptors
+        )
+    return within
 
 
 def _reap() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_SOCKET = "/run/shadowvault/api.sock"
@@ -16,17 +16,35 @@ def socket_path() -> Path:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds of one request: a client cannot make the daemon hold much memory or wait long on it.
+    """Bounds of requests and connections: no client makes the daemon hold much memory, many
+    descriptors or long waits, and no user other than root can keep root's calls out.
 
     body_bytes: the largest request body (413 past it)
     read_timeout: seconds a client has to send a request body (408 past it)
-    idle_timeout: seconds an idle connection stays open (it also bounds a client that never
-        finishes its request line and headers); a connection that owns a set is never idle
+    header_timeout: seconds a client has, from the first byte of a request, to send its request
+        line and headers (408 past it, and the connection is closed)
+    idle_timeout: seconds a connection waits for its next request (or its first) before it is closed
+    user_connections: connections one user other than root may hold at once (503 past it)
+    connections: connections the daemon holds at once, root's included (503 past it)
+    root_connections: how many of `connections` only root gets: users cannot take them all
+    A connection that owns a set or has a request running is never closed for a timeout.
     """
 
     body_bytes: int = 64 * 1024
     read_timeout: float = 30.0
-    idle_timeout: float = 3600.0
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    user_connections: int = 32
+    connections: int = 512
+    root_connections: int = 64
+
+    def within(self, descriptors: int) -> Limits:
+        """These limits, with at most half of `descriptors` (the daemon's RLIMIT_NOFILE) for
+        connections: the rest is for the files, pipes and sockets of its work."""
+        most = max(descriptors // 2, 16)
+        if self.connections <= most:
+            return self
+        return replace(self, connections=most, root_connections=min(self.root_connections, most // 4))
 
 
 DEFAULT_LIMITS = Limits()
