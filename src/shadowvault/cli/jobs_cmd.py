@@ -141,11 +141,13 @@ def _records_from_daemon(jobs: list[dict[str, Any]], name: str | None) -> list[J
 
 
 def _records(name: str | None) -> list[JobRecord]:
-    """The last record of every job (or of job NAME): read here when this process may, else from
-    the daemon (for a member of its requester group; anyone else gets its refusal)."""
+    """The last record of every job jobs.d defines (or of job NAME): read here when this process
+    may, else from the daemon (for a member of its requester group; anyone else gets its refusal)."""
     try:
         if name is None:
             return job_metrics.defined_records()
+        if name not in definitions.defined_names():  # a removed job's record is no news
+            raise NotFoundError(f"no job {name!r}: {definitions.jobs_dir() / f'{name}.toml'} does not exist")
         record = job_records.load(name)
         return [] if record is None else [record]
     except PermissionError:
@@ -162,8 +164,6 @@ def status_cmd(name: str | None, as_json: bool) -> None:
     """Show the last recorded run of every job jobs.d defines, or of job NAME."""
     if name is not None:
         definitions.check_name(name)
-        if name not in definitions.defined_names():  # a removed job's record is no news
-            raise NotFoundError(f"no job {name!r}: {definitions.jobs_dir() / f'{name}.toml'} does not exist")
         found = _records(name)
         if not found:
             raise NotFoundError(f"job {name} has not run yet (no record in {job_records.records_dir()})")
