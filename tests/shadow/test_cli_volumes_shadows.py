@@ -41,6 +41,15 @@ def test_volumes_list_shows_test_volumes_with_their_providers(cli, btrfs, ext4):
     line = next(line for line in human.stdout.splitlines() if line.startswith(f"{btrfs.mount} "))
     uuid = rows[str(btrfs.mount)]["fs_uuid"]
     assert line.split()[1:] == [btrfs.device, "btrfs", uuid, "btrfs,reflink,fanotify,live"]
+    # --why: every provider that cannot serve a volume says why, under it
+    why = cli("volumes", "list", "--why").stdout.splitlines()
+    below = why[why.index(next(line for line in why if line.startswith(f"{ext4.mount} "))) + 1 :]
+    reasons = [line.strip() for line in below[: len(rows[str(ext4.mount)]["unsupported"])]]
+    assert sorted(reasons) == sorted(
+        f"not {provider}: {reason.split(': ', 1)[1]}"
+        for provider, reason in rows[str(ext4.mount)]["unsupported"].items()
+    )
+    assert any(r.startswith("not btrfs: it is ext4") for r in reasons)
 
 
 def test_shadows_list_and_delete(cli, btrfs, ext4):

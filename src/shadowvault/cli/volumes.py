@@ -26,9 +26,11 @@ def volumes() -> None:
 
 @volumes.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include kernel pseudo filesystems (proc, sysfs, ...).")
+@click.option("--why", is_flag=True, help="Say, under each volume, why each other provider cannot serve it.")
 @output.json_option
-def list_cmd(show_all: bool, as_json: bool) -> None:
-    """Mounted filesystems: mount point, device, type, filesystem UUID and supporting providers."""
+def list_cmd(show_all: bool, why: bool, as_json: bool) -> None:
+    """Mounted filesystems: mount point, device, type, filesystem UUID and supporting providers
+    (--why: and why not the others; --json has both)."""
     shown = [v for v in list_volumes() if show_all or not is_pseudo(v)]
     rows = [volume_report(volume) for volume in shown]
 
@@ -37,7 +39,15 @@ def list_cmd(show_all: bool, as_json: bool) -> None:
             (v.mount_point, v.device, v.fstype, v.fs_uuid or "-", ",".join(supported_providers(v)) or "-")
             for v in shown
         ]
-        output.listing(aligned(table))
+        lines = aligned(table).split("\n")
+        output.listing(lines[0])
+        for line, report in zip(lines[1:], rows, strict=True):
+            output.listing(line)
+            unsupported = report["unsupported"] if why else {}
+            assert isinstance(unsupported, dict)
+            for provider, reason in sorted(unsupported.items()):
+                said = f"provider {provider} cannot shadow {report['mount_point']}: "
+                output.listing(f"    not {provider}: {reason.removeprefix(said)}")
 
     output.emit(as_json, rows, human)
 
