@@ -21,7 +21,7 @@ import pytest
 
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
-from tests.archive.helpers import PASSWORD, archive
+from tests.archive.helpers import PASSWORD, archive, new_repo
 from tests.fixtures.tools import require_root, require_tools
 
 MOUNT_DEADLINE = 60.0  # seconds for the view to appear (opening the repository included)
@@ -133,6 +133,16 @@ def wait_until_mounted(view: View) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"not mounted after {MOUNT_DEADLINE:.0f} s: {view.stderr}")
         time.sleep(0.05)
+
+
+def one_file_repository(base: Path) -> Path:
+    """`base/src` holding one file `f` (b"data"), and `base/repo` with one snapshot of it; the source."""
+    src = base / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data")
+    with new_repo(base / "repo") as repo:
+        save_snapshot(repo, src)
+    return src
 
 
 def save_snapshot(

@@ -22,16 +22,12 @@ from tests.mount.helpers import (
     mount_command,
     mount_ids,
     mounted_view,
-    save_snapshot,
+    one_file_repository,
 )
 
 
 def test_mounting_over_a_killed_mount_clears_it_and_reads(tmp_path: Path):
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "f").write_bytes(b"data")
-    with new_repo(tmp_path / "repo") as repo:
-        save_snapshot(repo, src)
+    src = one_file_repository(tmp_path)
     mountpoint = tmp_path / "mnt"
     with mounted_view(tmp_path / "repo", mountpoint) as killed:
         assert (in_view(killed.snapshot_root(), src) / "f").read_bytes() == b"data"
@@ -94,11 +90,7 @@ def test_a_dead_mount_of_another_filesystem_is_left_alone(tmp_path: Path, cli):
 
 def test_mounting_over_a_live_view_is_refused(tmp_path: Path, cli):
     """A second view would stack on the first silently: one line says to unmount it first."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "f").write_bytes(b"data")
-    with new_repo(tmp_path / "repo") as repo:
-        save_snapshot(repo, src)
+    src = one_file_repository(tmp_path)
     mountpoint = tmp_path / "mnt"
     with mounted_view(tmp_path / "repo", mountpoint) as live:
         mounts = mount_ids(mountpoint)

@@ -23,7 +23,15 @@ from shadowvault.repo.repository import Repository
 from tests.archive.helpers import PASSWORD, describe_tree, new_repo, restore
 from tests.archive.test_metadata_roundtrip import build_metadata_tree
 from tests.fixtures.tools import require_tools
-from tests.mount.helpers import in_view, is_mounted, mount_command, mounted_view, save_snapshot, unmount
+from tests.mount.helpers import (
+    in_view,
+    is_mounted,
+    mount_command,
+    mounted_view,
+    one_file_repository,
+    save_snapshot,
+    unmount,
+)
 
 NAME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ_([0-9a-f]{8,})$")
 SPECIALS = ("fifo", "null")  # diff reports a fifo or a device as different from any other; compared below
@@ -223,11 +231,7 @@ def new_repo_open(path: Path) -> Repository:
 
 @pytest.mark.parametrize("how", ["fusermount", "SIGINT", "SIGTERM"])
 def test_stopping_unmounts_cleanly(tmp_path: Path, how: str):
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "f").write_bytes(b"data")
-    with new_repo(tmp_path / "repo") as repo:
-        save_snapshot(repo, src)
+    src = one_file_repository(tmp_path)
     mountpoint = tmp_path / "mnt"
     with mounted_view(tmp_path / "repo", mountpoint) as view:
         assert (in_view(view.snapshot_root(), src) / "f").read_bytes() == b"data"

@@ -258,10 +258,7 @@ class ContentBatch:
                 check(cancellation)
                 zeros = zero_blobs.size_of(blob_id)
                 if zeros is not None:  # a run of zeros: nothing to read or write
-                    add_zero_run(file, offset, zeros)
-                    file.lengths.append(zeros)
-                    file.digests.append(None)
-                    offset += zeros
+                    offset = add_zero_run(file, offset, zeros)
                     continue
                 data = self.store.load_blob(blob_id)
                 write_at(file.fd, data, offset, sparse=file.node.sparse)

@@ -53,12 +53,17 @@ class Place:
     index: int
 
 
-def add_zero_run(file: FileWrite, offset: int, length: int) -> None:
+def add_zero_run(file: FileWrite, offset: int, length: int) -> int:
+    """A blob known to be zeros at `offset`: nothing to read or write, only its place in the file
+    (a run joined to the one before it) and its length; returns the offset after it."""
+    file.lengths.append(length)
+    file.digests.append(None)
     runs = file.zero_runs
     if runs and runs[-1][0] + runs[-1][1] == offset:
         runs[-1] = (runs[-1][0], runs[-1][1] + length)
     else:
         runs.append((offset, length))
+    return offset + length
 
 
 Places = dict[bytes, tuple[BlobLocation, list[Place]]]  # per blob id: where it is, where it goes
@@ -85,10 +90,7 @@ def plan(
             zip(file.node.content, located, zeros, strict=True)
         ):
             if size is not None:  # a run of zeros: nothing to read or write
-                add_zero_run(file, offset, size)
-                file.lengths.append(size)
-                file.digests.append(None)
-                offset += size
+                offset = add_zero_run(file, offset, size)
                 continue
             assert location is not None
             places.setdefault(blob_id, (location, []))[1].append(Place(file, offset, index))
