@@ -33,6 +33,11 @@ def password_bytes(password: str | bytes) -> bytes:
     return password.encode() if isinstance(password, str) else password
 
 
+def _matches_its_name(raw: bytes, name: str) -> bool:
+    """Whether a key file's content is what was written: its name is the hash of it."""
+    return file_id(raw) == name.rsplit("/", 1)[1]
+
+
 def unlock(backend: Backend, password: str | bytes) -> MasterKey:
     """The master key `password` opens (see `unlock_key`)."""
     return unlock_key(backend, password)[0]
@@ -50,7 +55,7 @@ def unlock_key(backend: Backend, password: str | bytes) -> tuple[MasterKey, str]
     for info in keys:
         try:
             raw = backend.load(info.name)
-            if file_id(raw) != info.name.rsplit("/", 1)[1]:
+            if not _matches_its_name(raw, info.name):
                 raise IntegrityError(f"key file {info.name} is damaged (its content does not match its name)")
             key = open_key_file(raw, secret)
         except NotFoundError:
@@ -124,7 +129,7 @@ def damaged_keys(backend: Backend) -> list[str]:
         except ShadowvaultError:  # not a regular file, unreadable: damaged as well
             found.append(info.name)
             continue
-        if file_id(raw) != info.name.rsplit("/", 1)[1]:
+        if not _matches_its_name(raw, info.name):
             found.append(info.name)
     return found
 
@@ -148,7 +153,7 @@ def list_keys(backend: Backend, current: str | None = None) -> list[dict[str, st
                 "host": str(doc.get("host", "")),
                 "username": str(doc.get("username", "")),
                 "current": info.name == current,
-                "damaged": file_id(raw) != info.name.rsplit("/", 1)[1],
+                "damaged": not _matches_its_name(raw, info.name),
             }
         )
     return found
