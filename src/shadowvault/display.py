@@ -41,10 +41,18 @@ def display_name(raw: bytes) -> str:
     return escape_text(raw.decode("utf-8", "surrogateescape"))
 
 
+def one_component(name: bytes) -> bytes:
+    """A crafted name that is not one path component (`..`, `a/b`, a NUL byte) made one, for showing:
+    its `/` and NUL, and the dots of `.` and `..`, as \\xNN. `ls`, `diff`, `check` and restore all
+    show an unsafe name this way, so that it never reads as a path."""
+    if name in (b".", b".."):
+        return b"\\x2e" * len(name)
+    return name.replace(b"/", b"\\x2f").replace(b"\0", b"\\x00")
+
+
 def display_component(raw: bytes) -> str:
-    """One name of a directory for people, even a crafted one: `display_name` with `/` as \\x2f, so
-    that it never reads as a path (as `ls` and restore show it)."""
-    return display_name(raw).replace("/", "\\x2f")
+    """One name of a directory for people, even a crafted one (`one_component`, then `display_name`)."""
+    return display_name(one_component(raw))
 
 
 def exact_fields(key: str, raw: bytes) -> dict[str, str]:

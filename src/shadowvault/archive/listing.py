@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from shadowvault.archive.metadata import type_bits
 from shadowvault.archive.tree_paths import TreeReader, find_node, join
-from shadowvault.display import display_name, exact_fields
+from shadowvault.display import display_name, exact_fields, one_component
 from shadowvault.repo.tree import Node, invalid_name, names_are_safe
 
 JsonValue = str | int | list[str] | None  # what `describe` puts in a node's JSON line
@@ -43,10 +43,7 @@ def entry_path(prefix: bytes, name: bytes) -> bytes:
     of `.` or `..` as \\xNN, so that it is one component and never reads as a path."""
     if invalid_name(name) is None:
         return join(prefix, name)
-    shown = name.replace(b"/", b"\\x2f").replace(b"\0", b"\\x00")
-    if name in (b".", b".."):
-        shown = b"\\x2e" * len(name)
-    return join(prefix, shown)
+    return join(prefix, one_component(name))
 
 
 def list_snapshot(

@@ -27,6 +27,7 @@ from shadowvault.archive.restore_outcomes import Restored
 from shadowvault.archive.tree_paths import join, text
 from shadowvault.archive.unnamed_files import create_unnamed
 from shadowvault.cancellation import Cancellation
+from shadowvault.display import display_name, one_component
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.tree import Node, entry_error
 
@@ -117,12 +118,8 @@ def process_umask() -> int | None:
 
 
 def unsafe_text(parent: bytes, name: bytes) -> str:
-    """The snapshot path of an entry with an unsafe name: `/` and control bytes of the name as \\xNN."""
-    shown = "".join(
-        f"\\x{ord(c):02x}" if c == "/" or ord(c) < 0x20 or ord(c) == 0x7F else c
-        for c in name.decode("utf-8", errors="backslashreplace")
-    )
-    return text(parent.rstrip(b"/")) + "/" + shown
+    """The snapshot path of an entry with an unsafe name, shown as `ls` shows it (`one_component`)."""
+    return display_name(parent.rstrip(b"/") + b"/" + one_component(name))
 
 
 def reason(err: BaseException) -> str:
