@@ -229,13 +229,12 @@ def test_online_backup_seeds_a_new_dc_and_is_refused_as_the_same_dc(
     assert component["metadata"]["archive_bytes"] > 0
 
     same = lab.scratch("online-same") / "dc"
-    _one_line_error(
-        cli(
-            "restore", point_in_time.online, "--writer", "samba", "--directory-restore", "same-dc",
-            "--writer-option", f"samba.targetdir={same}", env=env,
-        ),
-        "was backed up online",
+    as_same_dc = (
+        "restore", point_in_time.online, "--writer", "samba", "--directory-restore", "same-dc",
+        "--writer-option", f"samba.targetdir={same}",
     )  # fmt: skip
+    _one_line_error(cli(*as_same_dc, "--dry-run", env=env), "was backed up online")  # the plan says so too
+    _one_line_error(cli(*as_same_dc, env=env), "was backed up online")
     assert not same.exists()  # refused before anything is written
 
     new = lab.scratch("online-new") / "dc"

@@ -92,7 +92,10 @@ def run_writer_restore(
     if on_plans is not None:
         on_plans(plans)
     result = WriterRestoreResult(snapshot_id, plans, [])
-    if not request.dry_run and result.chosen:
+    if request.dry_run and result.chosen:  # what the real restore would refuse, refused now
+        target = request.target_root or "/"
+        checked_events(repo, snapshot, target, result.chosen, request.options, per_writer)
+    elif result.chosen:
         result.restored = restore_with_writers(
             repo,
             snapshot,
@@ -139,16 +142,13 @@ def restore_with_writers(
     """Restore the components of `writers` (default: every writer in the manifest) from `snapshot`.
 
     `options` go to every writer; `writer_options` maps a writer name or NAME:INSTANCE label to
-    options for that writer only (a port to start a restored copy on, a start command, ...).
+    options for that writer only (a port to start a restored copy on, a start command, ...). Every
+    writer checks its options first, so a refused restore stops nothing and lays nothing down.
     """
-    manifest = load_manifest(repo, snapshot)
+    events = checked_events(repo, snapshot, target_root, writers, options, writer_options)
     done = []
-    for report in selected_reports(manifest, writers):
+    for report, writer, ctx in events:
         label = report_label(report)
-        writer = writer_for(report)
-        per_writer = writer_options or {}
-        merged = {**(options or {}), **per_writer.get(report.name, {}), **per_writer.get(label, {})}
-        ctx = RestoreContext(components=list(report.components), target_root=target_root, options=merged)
         try:
             writer.pre_restore(ctx)
         except ShadowvaultError as err:
@@ -167,6 +167,30 @@ def restore_with_writers(
         log.info("restored %s: %s", label, ", ".join(result.components))
         done.append(result)
     return done
+
+
+def checked_events(
+    repo: Repository,
+    snapshot: Snapshot,
+    target_root: str,
+    writers: list[str] | None,
+    options: WriterOptions | None,
+    writer_options: dict[str, WriterOptions] | None,
+) -> list[tuple[WriterReport, Writer, RestoreContext]]:
+    """Each selected writer with the context of its restore events, after its `check_restore` passed."""
+    events = []
+    per_writer = writer_options or {}
+    for report in selected_reports(load_manifest(repo, snapshot), writers):
+        merged = {
+            **(options or {}),
+            **per_writer.get(report.name, {}),
+            **per_writer.get(report_label(report), {}),
+        }
+        ctx = RestoreContext(components=list(report.components), target_root=target_root, options=merged)
+        writer = writer_for(report)
+        writer.check_restore(ctx)
+        events.append((report, writer, ctx))
+    return events
 
 
 def _lay_down(

@@ -140,6 +140,13 @@ class Writer(ABC):
         """Writer-private data to keep in the manifest for restore."""
         return {}
 
+    def check_restore(self, ctx: RestoreContext) -> None:
+        """Refuse options that cannot work for these components (raise UsageError), touching nothing.
+
+        Asked of every writer of a restore before any of them is stopped, and by a dry run, so that
+        a restore that must be refused is refused before anything is laid down.
+        """
+
     def pre_restore(self, ctx: RestoreContext) -> None:
         """Before files are laid down: stop or prepare the application."""
 

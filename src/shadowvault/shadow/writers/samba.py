@@ -114,12 +114,22 @@ class SambaWriter(AppWriter):
 
     # ------------------------------------------------------------ restore
 
-    def pre_restore(self, ctx: RestoreContext) -> None:
+    def check_restore(self, ctx: RestoreContext) -> None:
         mode = ctx.options.get("directory_restore")
         if mode not in MODES:
             raise UsageError(f"restoring a Samba DC needs --directory-restore {'|'.join(MODES)}")
         if mode == "new-dc" and not ctx.options.get("newservername"):
             raise UsageError("--directory-restore new-dc needs --writer-option samba.newservername=NAME")
+        for component in ctx.components:
+            if (
+                component.writer == self.name
+                and mode == "same-dc"
+                and component.metadata.get("method") != "offline"
+            ):
+                raise UsageError(
+                    f"{component.name} was backed up online: a replica without the DC's own identity, "
+                    "which can only become a new DC (--directory-restore new-dc)"
+                )
 
     def post_restore(self, ctx: RestoreContext) -> None:
         mode = str(ctx.options.get("directory_restore"))
@@ -129,11 +139,6 @@ class SambaWriter(AppWriter):
             meta = component.metadata
             if not meta.get("archive"):
                 raise WriterError(f"no samba-tool archive in the manifest for {component.name}")
-            if mode == "same-dc" and meta.get("method") != "offline":
-                raise UsageError(
-                    f"{component.name} was backed up online: a replica without the DC's own identity, "
-                    "which can only become a new DC (--directory-restore new-dc)"
-                )
             targetdir = str(ctx.options.get("targetdir") or restored_path(ctx, meta["home"]))
             recover_bytes(
                 mode,
