@@ -55,6 +55,11 @@ def display_component(raw: bytes) -> str:
     return display_name(one_component(raw))
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 pack`, `3 packs`: a count with its noun in the right number (nouns with a plain -s plural)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def exact_fields(key: str, raw: bytes) -> dict[str, str]:
     """A name or path for JSON: `{key: text}` with the exact text when it is UTF-8; otherwise the text
     with undecodable bytes as \\xNN plus `{key}_bytes`, the exact bytes in base64."""

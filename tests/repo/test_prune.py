@@ -10,7 +10,7 @@ import pytest
 from shadowvault.errors import RepositoryError
 from shadowvault.repo.check import check
 from shadowvault.repo.format import BlobType
-from shadowvault.repo.prune import prune
+from shadowvault.repo.prune import PruneResult, prune
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.tree import Node, Tree
@@ -248,3 +248,10 @@ def test_a_session_file_whose_temp_file_prune_removed_is_written_again(tmp_path)
         snapshot_id, _ = make_snapshot(backup, {"a": b"content"})
     with Repository.open(path, PASSWORD) as repo:
         assert restore_all(repo, snapshot_id)["a"] == b"content"
+
+
+def test_the_summary_counts_in_words_and_names_repacking_only_when_blobs_moved():
+    one = PruneResult(dry_run=False, packs_deleted=1, bytes_deleted=10)
+    assert one.summary() == "deleted 1 pack (10 bytes)"
+    both = PruneResult(dry_run=True, packs_deleted=3, packs_repacked=1, blobs_repacked=12)
+    assert both.summary() == "would delete 3 packs (0 bytes), would repack 1 pack (12 blobs kept)"

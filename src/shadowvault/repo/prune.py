@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shadowvault.display import counted
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
 from shadowvault.repo.backend import Backend, FileInfo
 from shadowvault.repo.damage import DamageMap, replace_damage
@@ -57,14 +58,14 @@ class PruneResult:
 
     def summary(self) -> str:
         deleted, repacked = ("would delete", "would repack") if self.dry_run else ("deleted", "repacked")
-        text = (
-            f"{deleted} {self.packs_deleted + self.unindexed_deleted} packs ({self.bytes_deleted} bytes),"
-            f" {repacked} {self.packs_repacked} packs ({self.blobs_repacked} blobs)"
-        )
+        packs = counted(self.packs_deleted + self.unindexed_deleted, "pack")
+        text = f"{deleted} {packs} ({self.bytes_deleted} bytes)"
+        if self.packs_repacked:
+            kept = counted(self.blobs_repacked, "blob")
+            text += f", {repacked} {counted(self.packs_repacked, 'pack')} ({kept} kept)"
         if self.uploads_aborted:
             verb = "would abort" if self.dry_run else "aborted"
-            plural = "s" if self.uploads_aborted != 1 else ""
-            text += f"; {verb} {self.uploads_aborted} abandoned multipart upload{plural}"
+            text += f"; {verb} {counted(self.uploads_aborted, 'abandoned multipart upload')}"
         if self.packs_pending:
             text += (
                 f"; {self.packs_pending} packs pending deletion until {len(self.waiting_for)} running"
@@ -247,7 +248,7 @@ def prune(
             copied.add(b.id)
             result.blobs_repacked += 1
             result.bytes_repacked += b.length
-        result.packs_repacked += 1
+        result.packs_repacked += 1 if copies else 0  # nothing copied: the pack is only deleted
         candidates[pack.id] = pack
     if not dry_run:
         already = len(repo.written_index_files)
