@@ -149,6 +149,7 @@ def test_only_the_file_of_a_damaged_blob_is_read_again_its_neighbours_are_reused
 def test_damaged_pack_with_no_second_copy_repair_packs_then_repair_snapshots(case, tmp_path):
     content, _ = case.ids_of(case.first, b"big.bin")
     _flip(case.pack_of(content[-1]), 50)
+    big = (case.src / "big.bin").stat().st_size
     (case.src / "big.bin").unlink()  # the source is gone too: the blob cannot come back
     assert case.check("--read-data").returncode == 1
 
@@ -166,6 +167,8 @@ def test_damaged_pack_with_no_second_copy_repair_packs_then_repair_snapshots(cas
     snaps = json.loads(case.cli("snapshots", "--json").stdout)
     by_id = {s["id"]: s for s in snaps}
     assert "repaired" in by_id[item["repaired"]]["tags"]
+    size = {sid: by_id[sid]["summary"]["bytes"] for sid in (case.first, item["repaired"])}
+    assert size[item["repaired"]] == size[case.first] - big  # its Size counts only what it holds
     assert case.first in by_id  # the original is kept without --forget
     assert snaps[-1]["id"] == item["repaired"]  # the copy keeps the original's time, and sorts after it
     latest = case.cli("cat", "snapshot", "latest")

@@ -250,6 +250,16 @@ class RepairSnapshotsResult:
         return text
 
 
+@dataclass
+class _Rewritten:
+    """A tree rewritten without what is lost: its new id, the lost paths with why, the file bytes lost
+    (as far as known: the sizes below a lost directory listing are lost with it)."""
+
+    tree_id: bytes | None
+    lost: list[str]
+    lost_bytes: int
+
+
 class _TreeRewriter:
     """Rewrites a tree without what cannot be read: a file whose content is lost keeps its name
     with `error` set and no content; an unreadable directory becomes an empty one with `error`;
@@ -258,7 +268,7 @@ class _TreeRewriter:
     def __init__(self, repo: Repository, dry_run: bool) -> None:
         self.repo = repo
         self.dry_run = dry_run
-        self._done: dict[bytes, tuple[bytes, list[str]]] = {}
+        self._done: dict[bytes, _Rewritten] = {}
         self._empty: bytes | None = None
 
     def blob_readable(self, blob_id: bytes) -> bool:
@@ -274,42 +284,45 @@ class _TreeRewriter:
         data = encode_tree(tree)
         return self.repo.blob_id(data) if self.dry_run else self.repo.save_blob(BlobType.TREE, data)
 
-    def rewrite(self, tree_id: bytes, path: str) -> tuple[bytes | None, list[str]]:
-        """(new tree id, lost paths); new id None when the tree itself cannot be read."""
+    def rewrite(self, tree_id: bytes, path: str) -> _Rewritten:
+        """The tree without what is lost (tree_id None when the tree itself cannot be read)."""
         if tree_id in self._done:
-            done_id, done_lost = self._done[tree_id]
-            return done_id, [f"{path}{item}" for item in done_lost]
+            done = self._done[tree_id]
+            return _Rewritten(done.tree_id, [f"{path}{item}" for item in done.lost], done.lost_bytes)
         try:
             tree = self.repo.load_tree(tree_id)
         except ShadowvaultError:
-            return None, []
-        lost: list[str] = []  # relative to this tree
+            return _Rewritten(None, [], 0)
+        loss = _Rewritten(tree_id, [], 0)  # lost paths relative to this tree
         nodes: list[Node] = []
         seen: set[bytes] = set()
         for node in tree.nodes:
             name = node.display_name
             why = invalid_name(node.name) or ("a duplicate name" if node.name in seen else None)
             if why is not None:
-                lost.append(f"/{name!r}: dropped, {why}")
+                loss.lost.append(f"/{name!r}: dropped, {why}")
+                loss.lost_bytes += node.size if node.type == "file" else 0
                 continue
             seen.add(node.name)
-            nodes.append(self._node(node, name, lost))
-        new_tree = Tree(nodes=nodes)
-        new_id = tree_id if not lost else self._save(new_tree)
-        self._done[tree_id] = (new_id, lost)
-        return new_id, [f"{path}{item}" for item in lost]
+            nodes.append(self._node(node, name, loss))
+        if loss.lost:
+            loss.tree_id = self._save(Tree(nodes=nodes))
+        self._done[tree_id] = loss
+        return _Rewritten(loss.tree_id, [f"{path}{item}" for item in loss.lost], loss.lost_bytes)
 
-    def _node(self, node: Node, name: str, lost: list[str]) -> Node:
+    def _node(self, node: Node, name: str, loss: _Rewritten) -> Node:
         if node.type == "dir" and node.subtree is not None:
-            sub_id, sub_lost = self.rewrite(node.subtree, f"/{name}")
-            if sub_id is None:
-                lost.append(f"/{name}/: directory listing lost")
+            sub = self.rewrite(node.subtree, f"/{name}")
+            if sub.tree_id is None:
+                loss.lost.append(f"/{name}/: directory listing lost")
                 return _with(node, subtree=self.empty_tree(), error=f"directory listing {LOST_TO_DAMAGE}")
-            lost.extend(sub_lost)
-            return node if sub_id == node.subtree else _with(node, subtree=sub_id)
+            loss.lost.extend(sub.lost)
+            loss.lost_bytes += sub.lost_bytes
+            return node if sub.tree_id == node.subtree else _with(node, subtree=sub.tree_id)
         if node.content and not all(self.blob_readable(b) for b in node.content):
             gone = sum(1 for b in node.content if not self.blob_readable(b))
-            lost.append(f"/{name}: content lost ({gone} of {len(node.content)} chunks)")
+            loss.lost.append(f"/{name}: content lost ({gone} of {len(node.content)} chunks)")
+            loss.lost_bytes += node.size
             return _with(
                 node,
                 content=[],
@@ -338,13 +351,15 @@ def repair_snapshots(
     for sid, snap in chosen:
         result.checked += 1
         lost: list[str] = []
+        lost_bytes = 0
         tree = snap.tree
         if tree:
-            new_tree, lost = rewriter.rewrite(tree, "")
-            if new_tree is None:
+            rewritten = rewriter.rewrite(tree, "")
+            lost, lost_bytes = rewritten.lost, rewritten.lost_bytes
+            if rewritten.tree_id is None:
                 lost = ["/: the root directory listing is lost"]
-                new_tree = rewriter.empty_tree()
-            tree = new_tree
+                lost_bytes = int(snap.summary.get("bytes") or 0)
+            tree = rewritten.tree_id or rewriter.empty_tree()
         manifest = snap.manifest
         if manifest and not rewriter.blob_readable(manifest):
             lost.append("the backup manifest is lost")
@@ -353,7 +368,7 @@ def repair_snapshots(
             continue
         repaired_id = None
         if not dry_run:
-            repaired = _repaired_copy(snap, sid, tree, manifest, lost)
+            repaired = _repaired_copy(snap, sid, tree, manifest, lost, lost_bytes)
             repaired_id = repo.save_snapshot(repaired)
             if forget:
                 repo.remove_snapshot(sid)
@@ -363,10 +378,14 @@ def repair_snapshots(
 
 
 def _repaired_copy(
-    snap: Snapshot, sid: str, tree: bytes, manifest: bytes | None, lost: list[str]
+    snap: Snapshot, sid: str, tree: bytes, manifest: bytes | None, lost: list[str], lost_bytes: int
 ) -> Snapshot:
+    """The snapshot with the rewritten tree; its size (summary `bytes`) without the bytes lost."""
     summary = dict(snap.summary)
     summary["repaired_lost"] = len(lost)
+    summary["repaired_lost_bytes"] = lost_bytes
+    if isinstance(summary.get("bytes"), int):
+        summary["bytes"] = max(0, summary["bytes"] - lost_bytes)
     tags = snap.tags if REPAIRED_TAG in snap.tags else [*snap.tags, REPAIRED_TAG]
     return msgspec.structs.replace(
         snap, tree=tree, manifest=manifest, tags=tags, summary=summary, original=snap.original or sid
