@@ -125,3 +125,41 @@ def test_nested_btrfs_subvolumes_are_backed_up_through_their_own_snapshots(cli, 
     assert done.returncode == 0, done.stderr
     assert {f"{data}/sub/f", f"{data}/sub/deeper/g"} <= listed(cli, env, data / "sub")
     assert sorted((btrfs.mount / ".shadowvault").iterdir()) == []  # every image deleted with its set
+
+
+def test_other_tools_read_only_snapshots_are_left_out_unless_asked_for(cli, env, btrfs, tmp_path):
+    """snapper's /.snapshots/N/snapshot is a read-only snapshot of another subvolume: a copy of history
+    the backup would read once more per snapshot. It is recorded empty, named in one warning and noted
+    in the manifest; a read-only subvolume made as such is data and is read; --include-snapshots reads all."""
+    data = btrfs.mount / "data"
+
+    def btrfs_run(*argv: str | Path) -> None:
+        subprocess.run(["btrfs", "subvolume", *map(str, argv)], check=True, capture_output=True)
+
+    btrfs_run("create", data)
+    (data / "f").write_text("live data\n")
+    btrfs_run("create", data / ".snapshots")
+    (data / ".snapshots" / "1").mkdir()
+    btrfs_run("snapshot", "-r", data, data / ".snapshots/1/snapshot")
+    btrfs_run("create", data / "archive")
+    (data / "archive" / "kept").write_text("read-only data\n")
+    subprocess.run(["btrfs", "property", "set", str(data / "archive"), "ro", "true"], check=True)
+
+    done = cli("backup", "--json", str(data), env=env)
+    assert done.returncode == 0, done.stderr
+    [warning] = [m["message"] for m in json_lines(done.stderr) if "btrfs snapshot" in m.get("message", "")]
+    assert "1 read-only btrfs snapshot below the backed-up paths not read" in warning
+    assert f"({data}/.snapshots/1/snapshot)" in warning and "--include-snapshots" in warning
+    assert warning in stored_manifest(env).notes
+    stored = listed(cli, env, data)
+    assert f"{data}/.snapshots/1/snapshot" in stored  # the directory, empty
+    assert f"{data}/.snapshots/1/snapshot/f" not in stored
+    assert f"{data}/archive/kept" in stored and f"{data}/f" in stored
+
+    done = cli("backup", "--json", "--include-snapshots", str(data), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "btrfs snapshot" not in done.stderr
+    assert f"{data}/.snapshots/1/snapshot/f" in listed(cli, env, data)
+    target = tmp_path / "restored"
+    assert cli("restore", "latest", "--target", str(target), env=env).returncode == 0
+    assert (target / str(data).lstrip("/") / ".snapshots/1/snapshot/f").read_text() == "live data\n"

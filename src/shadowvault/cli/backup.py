@@ -48,6 +48,11 @@ PROVIDERS = [AUTO, *PROVIDER_NAMES, NO_PROVIDER]  # none: read the live files, n
     is_flag=True,
     help="Do not read the filesystems mounted below PATHS (each one skipped is named).",
 )
+@click.option(
+    "--include-snapshots",
+    is_flag=True,
+    help="Read other tools' read-only btrfs snapshots below PATHS (snapper's), left out by default.",
+)
 @backup_selection_options
 @backup_component_options
 @json_option
@@ -63,6 +68,7 @@ def backup_cmd(
     parent: str | None,
     force: bool,
     one_file_system: bool,
+    include_snapshots: bool,
     dry_run: bool,
     files_from: tuple[str, ...],
     files_from_verbatim: tuple[str, ...],
@@ -81,7 +87,8 @@ def backup_cmd(
 
     Unreadable files are reported and skipped; the snapshot is saved and the exit code is 3.
     A filesystem mounted below PATHS is read through its own shadow (unless --one-file-system);
-    kernel filesystems (proc, sysfs, ...) are never read. What is skipped is named, and noted in
+    kernel filesystems (proc, sysfs, ...) are never read; other tools' read-only btrfs snapshots
+    (snapper's) are left out unless --include-snapshots. What is skipped is named, and noted in
     the backup manifest. Exclude rules (--exclude, --exclude-file, --exclude-caches,
     --exclude-larger-than) are counted in the summary as skipped. --dry-run reads and chunks
     everything and lists what would change, and writes nothing to the repository.
@@ -105,6 +112,7 @@ def backup_cmd(
         parent=parent,
         force=force,
         one_file_system=one_file_system,
+        include_snapshots=include_snapshots,
         dry_run=dry_run,
         exclude_larger_than=larger_than,
         exclude_caches=exclude_caches,

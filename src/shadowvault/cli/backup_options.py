@@ -32,6 +32,7 @@ class BackupArguments:
     parent: str | None
     force: bool
     one_file_system: bool
+    include_snapshots: bool
     dry_run: bool
     exclude_larger_than: int | None
     exclude_caches: bool

@@ -62,6 +62,7 @@ def run_backup_command(repository: Repository, arguments: BackupArguments) -> No
         parent=a.parent,
         full=a.force,
         one_file_system=a.one_file_system,
+        include_snapshots=a.include_snapshots,
         exclude_larger_than=a.exclude_larger_than,
         exclude_caches=a.exclude_caches,
         dry_run=a.dry_run,

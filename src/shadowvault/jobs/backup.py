@@ -75,6 +75,7 @@ class BackupRequest:
     extra_sources: list[tuple[str, str]] = field(default_factory=list)
     components: list[str] = field(default_factory=list)
     one_file_system: bool = False  # mounts below the paths are not read (said, and noted in the manifest)
+    include_snapshots: bool = False  # read other tools' btrfs snapshots below the paths (snapshot_copies.py)
     exclude_larger_than: int | None = None  # files above this size are left out (counted as skipped)
     exclude_caches: bool = False  # directories with a valid CACHEDIR.TAG keep only the tag
     dry_run: bool = False  # read and chunk everything, count what would be added, write nothing
@@ -167,6 +168,7 @@ def run_backup(
         one_file_system=request.one_file_system,
         left_out=lambda mount: path_filter.excluded(mount) or is_within(mount, repo_path),
         nested=not foreign_root,  # another machine's tree: its mounts are not this machine's
+        snapshot_copies_read=request.include_snapshots,
     )
     warnings = list(planned.warnings)
     for message in planned.warnings:

@@ -19,6 +19,7 @@ from shadowvault.archive.backup import FILES_COMPONENT
 from shadowvault.archive.walk_stats import Source
 from shadowvault.errors import UsageError
 from shadowvault.jobs.nested_mounts import find_nested
+from shadowvault.jobs.snapshot_copies import snapshot_copies, snapshot_copies_note
 from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import SetOptions
@@ -63,14 +64,18 @@ def plan(
     one_file_system: bool = False,
     left_out: Callable[[str], bool] = lambda _path: False,
     nested: bool = True,
+    snapshot_copies_read: bool = False,
 ) -> VolumePlan:
     """Which paths are read through a shadow set and which live (root filesystem, provider `none`);
-    with `nested`, the same for the mounts below them (`left_out` ones aside)."""
+    with `nested`, the same for the mounts below them (`left_out` ones aside), and other tools'
+    btrfs snapshots below them left out unless `snapshot_copies_read` (jobs/snapshot_copies.py)."""
     volumes = list_volumes(with_uuid=False)
     root = volume_of("/", volumes)
     result = VolumePlan()
     if nested:
         _plan_nested(result, paths, volumes, root, provider, one_file_system, left_out)
+        if not snapshot_copies_read:
+            _leave_out_snapshot_copies(result, paths, volumes, left_out)
     for path in paths:
         volume = volume_of(os.fsdecode(path), volumes)
         result.volume_roots.add(volume.mount_point)
@@ -126,6 +131,23 @@ def _plan_nested(
     result.nested_skipped = [mount for mount, _ in found.skipped]
     result.mount_notes = found.notes()
     result.warnings += result.mount_notes
+
+
+def _leave_out_snapshot_copies(
+    result: VolumePlan, paths: list[bytes], volumes: list[Volume], left_out: Callable[[str], bool]
+) -> None:
+    """Other tools' read-only btrfs snapshots below the paths: recorded empty, like a mount not read."""
+    wanted = [os.fsdecode(p) for p in paths]
+    not_read = result.nested_skipped
+    copies = [
+        copy
+        for copy in snapshot_copies(wanted, volumes, left_out)
+        if not any(is_within(copy, mount) for mount in not_read)
+    ]
+    if copies:
+        result.nested_skipped = [*not_read, *copies]
+        result.mount_notes.append(snapshot_copies_note(copies))
+        result.warnings.append(result.mount_notes[-1])
 
 
 def _snapshots_root(root: Volume, provider: str) -> bool:

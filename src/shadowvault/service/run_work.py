@@ -51,6 +51,7 @@ class BackupBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
     parent: str | None = None
     full: bool = False
     one_file_system: bool = False
+    include_snapshots: bool = False
 
 
 class RestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
@@ -98,6 +99,7 @@ def backup_work(body: BackupBody) -> Work:
             parent=body.parent,
             full=body.full,
             one_file_system=body.one_file_system,
+            include_snapshots=body.include_snapshots,
         )
         with body.open(write=True, kind="backup") as repo:
             result = run_backup(repo, request, stats=stats)

@@ -15,7 +15,9 @@ BTRFS_IOC_SNAP_DESTROY_V2 = 0x5000943F
 BTRFS_IOC_TREE_SEARCH = 0xD0009411
 BTRFS_IOC_INO_LOOKUP = 0xD0009412
 BTRFS_IOC_SUBVOL_GETFLAGS = 0x80089419
+BTRFS_IOC_GET_SUBVOL_INFO = 0x81F8943C  # unprivileged, Linux 4.18+
 BTRFS_SUBVOL_RDONLY = 1 << 1
+BTRFS_ROOT_SUBVOL_RDONLY = 1 << 0  # the same flag as the root item keeps it (GET_SUBVOL_INFO's `flags`)
 BTRFS_FIRST_FREE_OBJECTID = 256  # the inode number of every subvolume's root directory
 BTRFS_ROOT_TREE_OBJECTID = 1
 BTRFS_ROOT_REF_KEY = 156
@@ -25,6 +27,10 @@ _SEARCH_KEY = struct.Struct("=7Q4I4Q")  # btrfs_ioctl_search_key (104 bytes)
 _SEARCH_HEADER = struct.Struct("=3Q2I")  # transid, objectid, offset, type, len
 _ROOT_REF = struct.Struct("=2QH")  # dirid, sequence, name_len
 _INO_LOOKUP = struct.Struct("=2Q4080s")  # treeid, objectid, name
+# btrfs_ioctl_get_subvol_info_args: treeid, name, parent_id, dirid, generation, flags, uuid,
+# parent_uuid, received_uuid, then transids, times and reserved words (504 bytes in all)
+_SUBVOL_INFO = struct.Struct("=Q256s4Q16s16s16s")
+_SUBVOL_INFO_SIZE = 504
 
 
 def _open_dir(path: str) -> int:
@@ -116,6 +122,20 @@ def is_read_only(path: str) -> bool:
     finally:
         os.close(fd)
     return bool(int.from_bytes(buf, "little") & BTRFS_SUBVOL_RDONLY)
+
+
+def is_snapshot_copy(path: str) -> bool:
+    """Whether the subvolume whose root is `path` is a read-only snapshot of another subvolume (or a
+    received one): a copy of history that snapper and its kin keep, not data of its own."""
+    fd = _open_dir(path)
+    try:
+        buf = bytearray(_SUBVOL_INFO_SIZE)
+        fcntl.ioctl(fd, BTRFS_IOC_GET_SUBVOL_INFO, buf)
+    finally:
+        os.close(fd)
+    *_, flags, _uuid, parent_uuid, received_uuid = _SUBVOL_INFO.unpack_from(buf)
+    copied = any(parent_uuid) or any(received_uuid)
+    return bool(flags & BTRFS_ROOT_SUBVOL_RDONLY) and copied
 
 
 def nested_subvolume_tree(root: str, skip: str) -> list[str]:
