@@ -110,13 +110,22 @@ def bitmap_usable(qmp: QmpClient, node: str, name: str) -> bool:
 
 def choose_disks(vm: str, disks: list[DiskInfo], wanted: list[str]) -> tuple[list[DiskInfo], list[DiskInfo]]:
     """(the disks a backup copies, those it must leave out) of the `wanted` ones (all when none are
-    named); a name the VM does not have is a usage error, no disk the host can capture an error."""
+    named). A name the VM does not have, or of a disk the host cannot capture, is a usage error;
+    a VM with no disk the host can capture, an error."""
     known = {d.name for d in disks}
     unknown = [name for name in wanted if name not in known]
     if unknown:
         raise UsageError(f"VM {vm} has no disk {', '.join(unknown)} (disks: {', '.join(sorted(known))})")
+    capturable = [d.name for d in disks if not d.excluded]
+    for disk in disks:
+        if disk.name in wanted and disk.excluded:  # asked for by name: not a warning, a mistake
+            can = (
+                f"disks it can back up: {', '.join(capturable)}"
+                if capturable
+                else "the host can capture none of its disks"
+            )
+            raise UsageError(f"disk {disk.name} of VM {vm} cannot be backed up: {disk.excluded} ({can})")
     chosen = [d for d in disks if not wanted or d.name in wanted]
-    capturable = [d for d in chosen if not d.excluded]
     if not capturable:
         raise WriterError(f"VM {vm} has no disk the host can capture")
-    return capturable, [d for d in chosen if d.excluded]
+    return [d for d in chosen if not d.excluded], [d for d in chosen if d.excluded]

@@ -214,8 +214,7 @@ class QemuWriter(Writer):
         assert self.instance
         capturable, self.excluded = choose_disks(self.instance, list_disks(qmp), self.wanted_disks)
         for disk in self.excluded:
-            self.warnings.append(f"VM {self.instance}: disk {disk.name} excluded: {disk.excluded}")
-            log.warning("%s", self.warnings[-1])
+            self._warn(f"VM {self.instance}: disk {disk.name} excluded: {disk.excluded}")
         if self.work_dir is None:
             base = paths.state_dir() / "vm-copies"
             base.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -236,8 +235,12 @@ class QemuWriter(Writer):
             message = f"VM {self.instance}: the guest agent does not answer"
             if self.on_agent_failure == "abort":
                 raise WriterError(message)
-            self.warnings.append(message + "; the copy is crash-consistent")
-            log.warning("%s", self.warnings[-1])
+            self._warn(message + "; the copy is crash-consistent")
+
+    def _warn(self, message: str) -> None:
+        """A warning for the requester: the VM backup job shows each one once (metadata's `warnings`)."""
+        self.warnings.append(message)
+        log.info("%s", message)
 
     def prepare_snapshot(self, ctx: SnapshotContext) -> None:
         qmp = self._connect()
@@ -258,10 +261,9 @@ class QemuWriter(Writer):
                 self._thaw_later()  # a freeze that timed out may still complete in the guest
                 if self.on_agent_failure == "abort":
                     raise WriterError(f"VM {self.instance}: the guest did not freeze: {err}") from err
-                self.warnings.append(
+                self._warn(
                     f"VM {self.instance}: the guest did not freeze ({err}); the copy is crash-consistent"
                 )
-                log.warning("%s", self.warnings[-1])
         try:
             copy_jobs.start_copies(qmp, self.copies, self.copy_speed)
         except QmpError as err:
