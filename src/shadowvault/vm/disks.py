@@ -7,6 +7,7 @@ QEMU opens itself (NBD, iSCSI, RBD, ...), and drives without a medium.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from typing import Any
@@ -17,7 +18,9 @@ from shadowvault.errors import UsageError, WriterError
 from shadowvault.vm.qmp import QmpClient
 
 MIN_CHUNK = 256 * 1024  # fixed chunk size of stored images, and the dirty bitmap's granularity
-NETWORK_PREFIXES = ("nbd", "iscsi", "rbd", "gluster", "http", "https", "ftp", "ssh", "json", "nfs", "vxhs")
+# QEMU's network block drivers (also the schemes of the URLs it names their disks with)
+NETWORK_DRIVERS = ("nbd", "iscsi", "rbd", "gluster", "http", "https", "ftp", "ftps", "ssh", "nfs", "vxhs")
+BLOCK_DEVICE_DRIVERS = ("host_device", "host_cdrom")
 
 
 class DiskInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -39,12 +42,34 @@ class DiskInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
         return max(MIN_CHUNK, self.cluster_size)
 
 
-def _exclusion(filename: str) -> str:
-    scheme = filename.split(":", 1)[0].split("+", 1)[0].lower() if ":" in filename else ""
-    if not filename.startswith("/") and scheme in NETWORK_PREFIXES:
-        return f"a network disk QEMU opens itself ({scheme}): the host cannot capture it"
+def _protocol(filename: str) -> tuple[str, str]:
+    """(driver, filename) of the node under a disk that holds its data, "" for a driver QEMU's name
+    does not give. QEMU names a disk opened with options of its own (a backing file given on the
+    command line, a filter) `json:{...}`: the data is at the end of its `file` children, not in
+    its backing chain (which the guest never writes)."""
+    if not filename.startswith("json:"):
+        return "", filename
     try:
-        if stat.S_ISBLK(os.stat(filename).st_mode):
+        node = json.loads(filename[len("json:") :])
+    except ValueError:
+        return "", filename
+    while isinstance(node, dict) and isinstance(node.get("file"), dict):
+        node = node["file"]
+    if not isinstance(node, dict):
+        return "", ""
+    leaf = node.get("file") if isinstance(node.get("file"), str) else node.get("filename")
+    return str(node.get("driver", "")), str(leaf or "")
+
+
+def _exclusion(filename: str) -> str:
+    driver, path = _protocol(filename)
+    scheme = (
+        path.split(":", 1)[0].split("+", 1)[0].lower() if ":" in path and not path.startswith("/") else ""
+    )
+    if (driver or scheme) in NETWORK_DRIVERS:
+        return f"a network disk QEMU opens itself ({driver or scheme}): the host cannot capture it"
+    try:
+        if driver in BLOCK_DEVICE_DRIVERS or stat.S_ISBLK(os.stat(path).st_mode):
             return "a host block device passed through: not an image the hypervisor owns"
     except OSError:
         pass
