@@ -60,7 +60,7 @@ def test_writers_list_shows_the_disks_the_host_cannot_capture_and_why(mixed: Mix
     assert done.returncode == 0, done.stderr
     [entry] = [e for e in json.loads(done.stdout) if e["writer"] == "qemu:mixed"]
     components = {c["metadata"]["disk"]: c for c in entry["components"]}
-    assert sorted(components) == ["drive0", "drive1", "net0", "pass0"]
+    assert sorted(components) == ["drive0", "drive1", "net0", "pass0"], entry
     for disk in ("drive0", "drive1"):
         assert components[disk]["selectable"] and "excluded" not in components[disk]["metadata"]
     for disk, why in (("net0", NETWORK_WHY), ("pass0", PASSTHROUGH_WHY)):
