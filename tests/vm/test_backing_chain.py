@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.bare_qemu import BareVM, bare_vm
-from tests.vm.helpers import cli, declare, hmp_io, new_repository
+from tests.vm.helpers import cli, declare, hmp_io, new_repository, qmp
 
 CHUNK = 256 * 1024
 
@@ -108,8 +108,8 @@ def test_an_overlay_is_listed_with_its_chain_and_restores_whole(
 def test_an_overlay_whose_base_the_command_line_names_is_still_a_disk_of_the_vm(
     base: Path, tmp_path: Path, private_dirs: Path
 ) -> None:
-    """The base moved and QEMU is told where it is now (`backing.file.filename=`, as libvirt gives
-    every node): QEMU then names the overlay `json:{...}`, and that is still a local image."""
+    """The base moved and QEMU is told where it is now (`backing.file.filename=`): QEMU then names the
+    overlay `json:{...}`. It is still a local image, listed, backed up and restored as its file."""
     moved, top = tmp_path / "moved-base.qcow2", tmp_path / "top.qcow2"
     subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(top)], check=True
@@ -120,25 +120,35 @@ def test_an_overlay_whose_base_the_command_line_names_is_still_a_disk_of_the_vm(
     with bare_vm(size="1M", name="moved", drives=[drive]) as vm:
         declare(private_dirs / "config", "moved", vm.qmp_socket)
         hmp_io(vm.qmp_socket, "drive1", "write -P 0x41 256k 256k")
+        [name] = [
+            b["inserted"]["image"]["filename"]
+            for b in qmp(vm.qmp_socket, "query-block")
+            if b["device"] == "drive1"
+        ]
+        assert name.startswith("json:")  # what QEMU calls it
         listed = cli("vm", "list", "--json")
         assert listed.returncode == 0, listed.stderr
         [disk] = [d for d in json.loads(listed.stdout)[0]["disks"] if d["disk"] == "drive1"]
-        assert disk["filename"].startswith("json:") and disk["backing"] == [str(moved)]
+        assert (disk["filename"], disk["backing"]) == (str(top), [str(moved)])
         assert "excluded" not in disk, disk["excluded"]
 
         new_repository(tmp_path / "repo").close()
-        done = cli("vm", "backup", "moved", "--vm-disk", "drive1", "--json", repo=tmp_path / "repo")
+        done = cli("vm", "backup", "moved", "--json", repo=tmp_path / "repo")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["disks"]["drive1"]["bytes_read"] == 1536 * 1024  # both layers
-        restored = cli(
-            "vm", "restore", "latest", "moved", "--target", str(tmp_path / "r"), repo=tmp_path / "repo"
-        )
+        target = tmp_path / "r"
+        restored = cli("vm", "restore", "latest", "moved", "--target", str(target), repo=tmp_path / "repo")
         assert restored.returncode == 0, restored.stderr
+        assert "still names" not in restored.stderr
         hmp_io(vm.qmp_socket, "drive1", "flush")
         compare = subprocess.run(
-            ["qemu-img", "compare", "-U", str(tmp_path / "r" / "drive1.qcow2"), disk["filename"]],
+            ["qemu-img", "compare", "-U", str(target / "drive1.qcow2"), name],
             capture_output=True,
             text=True,
             check=False,
         )
         assert compare.returncode == 0, compare.stdout + compare.stderr
+        # the restored command line runs the restored, whole image: no backing, nothing of the original
+        start = (target / "moved.sh").read_text()
+        assert f"driver=qcow2,file.filename={target / 'drive1.qcow2'}" in start
+        assert str(top) not in start and str(moved) not in start and "backing" not in start

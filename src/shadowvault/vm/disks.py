@@ -76,11 +76,18 @@ def _exclusion(filename: str) -> str:
     return ""
 
 
+def _image_file(filename: str) -> str:
+    """The file a disk's data is in, which restores and listings name: `filename` itself, or for a
+    `json:{...}` name the file at the end of its `file` children."""
+    driver, path = _protocol(filename)
+    return path if path and driver in ("file", *BLOCK_DEVICE_DRIVERS) else filename
+
+
 def _chain(image: dict[str, Any]) -> list[str]:
     chain = []
     backing = image.get("backing-image")
     while backing:
-        chain.append(backing.get("filename", ""))
+        chain.append(_image_file(backing.get("filename", "")))
         backing = backing.get("backing-image")
     return chain
 
@@ -110,7 +117,7 @@ def list_disks(qmp: QmpClient) -> list[DiskInfo]:
                 name=block.get("device") or node,
                 node=node,
                 format=inserted.get("drv", ""),
-                filename=filename,
+                filename=_image_file(filename),
                 virtual_size=int(image.get("virtual-size", 0)),
                 cluster_size=int(image.get("cluster-size", 65536) or 65536),
                 backing=_chain(image),
