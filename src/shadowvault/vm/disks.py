@@ -2,12 +2,14 @@
 
 As Hyper-V does, disks the host cannot take a point-in-time copy of are listed, excluded and warned
 about: host block devices passed through (their contents change under other owners), network disks
-QEMU opens itself (NBD, iSCSI, RBD, ...), and drives without a medium.
+QEMU opens itself (NBD, iSCSI, RBD, ...), and drives without a medium. And whether a disk's dirty
+bitmap can still say what changed since the last backup (usable_base).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 from typing import Any
@@ -16,6 +18,8 @@ import msgspec
 
 from shadowvault.errors import UsageError, WriterError
 from shadowvault.vm.qmp import QmpClient
+
+log = logging.getLogger(__name__)
 
 MIN_CHUNK = 256 * 1024  # fixed chunk size of stored images, and the dirty bitmap's granularity
 # QEMU's network block drivers (also the schemes of the URLs it names their disks with)
@@ -129,15 +133,23 @@ def list_disks(qmp: QmpClient) -> list[DiskInfo]:
     return disks
 
 
-def bitmap_usable(qmp: QmpClient, node: str, name: str) -> bool:
-    """Whether the persistent bitmap `name` on `node` can drive an incremental copy (present, sane)."""
+def usable_base(qmp: QmpClient, disk: DiskInfo, name: str | None) -> str | None:
+    """`name` if that persistent bitmap on `disk` can drive an incremental copy, else None (a full
+    copy): it is gone when QEMU stopped without storing it, inconsistent when QEMU was killed after
+    loading it (it may then have missed writes), and disabled bitmaps record nothing."""
+    if name is None:
+        return None
     for info in qmp.execute("query-named-block-nodes", {"flat": True}) or []:
-        if info.get("node-name") != node:
+        if info.get("node-name") != disk.node:
             continue
         for bitmap in info.get("dirty-bitmaps", []):
             if bitmap.get("name") == name:
-                return bool(bitmap.get("recording", True)) and not bitmap.get("inconsistent", False)
-    return False
+                if bitmap.get("recording", True) and not bitmap.get("inconsistent", False):
+                    return name
+                log.info("disk %s: bitmap %s is inconsistent or disabled: a full copy", disk.name, name)
+                return None
+    log.info("disk %s: bitmap %s is gone: a full copy", disk.name, name)
+    return None
 
 
 def choose_disks(vm: str, disks: list[DiskInfo], wanted: list[str]) -> tuple[list[DiskInfo], list[DiskInfo]]:

@@ -37,7 +37,7 @@ from shadowvault.vm import copy_jobs
 from shadowvault.vm.agent import AgentError, GuestAgent
 from shadowvault.vm.copy_jobs import DiskCopy
 from shadowvault.vm.discovery import VmSpec, all_vms, find_vm
-from shadowvault.vm.disks import DiskInfo, bitmap_usable, choose_disks, list_disks
+from shadowvault.vm.disks import DiskInfo, choose_disks, list_disks, usable_base
 from shadowvault.vm.qmp import QmpClient, QmpError
 
 log = logging.getLogger(__name__)
@@ -222,12 +222,7 @@ class QemuWriter(Writer):
             self._own_work_dir = True
         self.copies = []
         for disk in capturable:
-            base_bitmap = self.base_bitmaps.get(disk.name)
-            if base_bitmap is not None and not bitmap_usable(qmp, disk.node, base_bitmap):
-                log.info(
-                    "VM %s disk %s: bitmap %s is gone; a full copy", self.instance, disk.name, base_bitmap
-                )
-                base_bitmap = None
+            base_bitmap = usable_base(qmp, disk, self.base_bitmaps.get(disk.name))
             self.copies.append(copy_jobs.plan_copy(disk, self.work_dir, ctx.set_id, base_bitmap))
         agent = self._agent()
         self.agent_state = "none" if agent is None else ("answers" if agent.answers() else "no answer")
