@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fixtures.tiny_vm import bare_vm, tiny_vm
+from tests.fixtures.bare_qemu import bare_vm
+from tests.fixtures.tiny_vm import tiny_vm
 from tests.vm.helpers import FAST_KDF, declare, hmp_io
 
 from shadowvault.jobs.backup_vm import VmBackupRequest, VmBackupResult, run_vm_backup

@@ -3,6 +3,7 @@ rewritten to start a restored copy (no QEMU needed)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,13 @@ def test_network_disks_and_host_devices_are_excluded(tmp_path: Path) -> None:
     image = tmp_path / "disk.qcow2"
     image.write_bytes(b"")
     assert _exclusion(str(image)) == ""
+    # a disk opened with options of its own is named json:{...}: what counts is where its data is
+    local = {"driver": "qcow2", "file": {"driver": "file", "filename": str(image)}}
+    assert _exclusion("json:" + json.dumps(local | {"backing": {"driver": "nbd", "export": "base"}})) == ""
+    over_nbd = {"driver": "throttle", "file": {"driver": "raw", "file": {"driver": "nbd", "export": "x"}}}
+    assert "network disk QEMU opens itself (nbd)" in _exclusion("json:" + json.dumps(over_nbd))
+    device = {"driver": "raw", "file": {"driver": "host_device", "filename": "/dev/sdz", "aio": "native"}}
+    assert "host block device" in _exclusion("json:" + json.dumps(device))
 
 
 def test_the_restored_definition_runs_the_restored_disks_beside_the_original(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ from shadowvault.shadow.writers.base import SnapshotContext
 from shadowvault.shadow.writers.qemu import QemuWriter
 from shadowvault.vm.discovery import find_vm, scan_processes
 from shadowvault.vm.qmp import QmpLostError
+from tests.fixtures.bare_qemu import BareVM, bare_vm
 from tests.fixtures.loopfs import LoopFs
-from tests.fixtures.tiny_vm import BareVM, bare_vm
 from tests.vm.helpers import PASSWORD, cli, declare, hmp_io, leftovers, new_repository, qmp
 
 CHUNK = 256 * 1024

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from shadowvault.cli.main import cli
 from shadowvault.client import Client
-from tests.fixtures.tiny_vm import bare_vm
+from tests.fixtures.bare_qemu import bare_vm
 from tests.service.daemon import running_daemon
 from tests.service.test_cli_through_daemon import _masked
 from tests.vm.helpers import PASSWORD, declare, new_repository

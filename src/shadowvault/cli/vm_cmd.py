@@ -8,7 +8,7 @@ import click
 
 from shadowvault.cli import output
 from shadowvault.cli.repo_options import repo_options
-from shadowvault.cli.vm_runs import backup_vm, restore_vm, size_text
+from shadowvault.cli.vm_runs import backup_vm, disk_text, restore_vm, size_text
 from shadowvault.jobs.backup_vm import VmBackupRequest
 from shadowvault.jobs.restore_vm import FORMATS
 from shadowvault.jobs.vm_reporting import VmRestoreOrder
@@ -46,10 +46,8 @@ def list_vms(as_json: bool) -> None:
                 continue
             output.listing(f"   guest agent: {row['agent']}")
             for disk in row["disks"]:
-                chain = " <- ".join([disk["filename"], *disk["backing"]])
                 what = f"node {disk['node']}, {disk['format']}, {size_text(disk['virtual_size'])}"
-                line = f"   disk: {disk['disk']} ({what}): {chain}"
-                output.listing(line + (f"; excluded: {disk['excluded']}" if disk.get("excluded") else ""))
+                output.listing(f"   disk: {disk['disk']} ({what}): {disk_text(disk)}")
 
     output.emit(as_json, rows, human)
 

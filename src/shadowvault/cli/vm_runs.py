@@ -36,6 +36,12 @@ def size_text(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def disk_text(disk: dict[str, Any]) -> str:
+    """A VM disk as the listings show it: its image and backing chain, and why it is left out if it is."""
+    chain = " <- ".join([disk["filename"], *disk.get("backing", [])])
+    return chain + (f"; excluded: {disk['excluded']}" if disk.get("excluded") else "")
+
+
 def _location(repo: str | None) -> str:
     location = repo_path(repo)
     return location if "://" in location else os.path.abspath(location)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from shadowvault.cli import output
+from shadowvault.cli.vm_runs import disk_text
+from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.writers.registry import inventory
 
 
@@ -31,11 +33,18 @@ def list_writers(as_json: bool) -> None:
             if entry.detail:
                 output.listing(f"   {'reason' if entry.state != 'stable' else 'detail'}: {entry.detail}")
             for component in entry.components:
-                paths = ", ".join(component.paths) or "-"
-                output.listing(f"   component: {component.name} ({component.kind}): {paths}")
+                output.listing(f"   component: {component.name} ({component.kind}): {_where(component)}")
             output.listing("")
 
     output.emit(as_json, entries, human)
+
+
+def _where(component: Component) -> str:
+    """A component's files; for a VM disk (no files on the host's volumes), its image, its backing
+    chain and why the host cannot capture it, as `vm list` shows them."""
+    if component.kind == "vm-disk":
+        return disk_text(component.metadata)
+    return ", ".join(component.paths) or "-"
 
 
 COMMANDS: list[click.Command] = [writers]

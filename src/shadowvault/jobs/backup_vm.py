@@ -92,19 +92,38 @@ def _sink(repo: Repository) -> ImageSink:
     )
 
 
-def _grade(manifest: ShadowSetManifest, consistency: str, vm: str) -> None:
-    """The qemu writer's components: application when the guest froze, else crash (QEMU's copy is atomic)."""
-    grade = Consistency.APPLICATION if consistency == "application" else Consistency.CRASH
+def _grade(manifest: ShadowSetManifest, definition: VmDefinition) -> list[str]:
+    """Make the qemu writer's components say what the backup took; their names.
+
+    A copied disk is graded application when the guest froze, else crash (QEMU's copy is atomic);
+    a disk the host cannot capture stays, graded none with why, and the manifest notes it; a disk
+    --vm-disk left out is no part of this backup and is dropped."""
+    grade = Consistency.APPLICATION if definition.consistency == "application" else Consistency.CRASH
     why = (
         "the guest agent froze the guest's filesystems for QEMU's atomic copy"
         if grade == Consistency.APPLICATION
         else "QEMU's atomic copy of a running guest that was not frozen (no guest agent answered)"
     )
+    copied = {d.disk for d in definition.disks}
     for report in manifest.writers:
-        if report.name == "qemu" and report.instance == vm:
+        if report.name == "qemu" and report.instance == definition.name:
+            kept = []
             for component in report.components:
-                component.consistency, component.reason = grade, why
+                disk = component.metadata.get("disk", "")
+                if disk in copied:
+                    component.consistency, component.reason = grade, why
+                elif disk in definition.excluded:
+                    component.consistency = Consistency.NONE
+                    component.reason = f"not backed up: {definition.excluded[disk]}"
+                else:
+                    continue
+                kept.append(component)
+            report.components = kept
     manifest.notes = [n for n in manifest.notes if not n.startswith("live:")]
+    manifest.notes += [
+        f"VM {definition.name}: disk {d} excluded: {w}" for d, w in definition.excluded.items()
+    ]
+    return [c.name for c in manifest.components() if c.metadata.get("disk") in copied]
 
 
 def run_vm_backup(
@@ -181,7 +200,7 @@ def run_vm_backup(
         )
         for message in definition.warnings:
             warn(message)
-        _grade(manifest, definition.consistency, spec.name)
+        components = _grade(manifest, definition)
         tree = layout.vm_tree(repo.save_blob, repo.save_tree, definition, chunk_lists)
         manifest_blob = repo.save_blob(BlobType.DATA, manifest_doc.encode(manifest))
         snapshot = Snapshot(
@@ -193,7 +212,7 @@ def run_vm_backup(
             tree=tree,
             parent=base[0] if base else None,
             manifest=manifest_blob,
-            components=[c.name for c in manifest.components()],
+            components=components,
             consistency={f"vm:{spec.name}": definition.consistency},
             summary={
                 "bytes": sum(d.virtual_size for d in stored),

@@ -1,10 +1,10 @@
 """A VM's QEMU command line, rewritten to run a restored copy of it instead of the original.
 
-The restored disks replace the original image files (`-drive file=`, `-blockdev filename=`), a format
-node above a replaced file gets the restored format and loses its backing (a restored image is
-whole), and the sockets, serial log and pidfile move into the restore directory so the copy never
-collides with the original still running. What cannot be rewritten (JSON `-blockdev` syntax) is
-left as it is and reported.
+The restored disks replace the original image files (`-drive file=` or `file.filename=`, `-blockdev
+filename=`), a format node above a replaced file gets the restored format and loses its backing (a
+restored image is whole), and the sockets, serial log and pidfile move into the restore directory so
+the copy never collides with the original still running. What cannot be rewritten (JSON `-blockdev`
+syntax) is left as it is and reported.
 """
 
 from __future__ import annotations
@@ -30,6 +30,21 @@ def _join(first: str, pairs: dict[str, str]) -> str:
     return ",".join(parts)
 
 
+def _drive_file(pairs: dict[str, str]) -> str | None:
+    """The image a `-drive` opens: `file=PATH`, or `file.filename=PATH` (options of its own)."""
+    return pairs.get("file") or pairs.get("file.filename")
+
+
+def _restored_drive(pairs: dict[str, str], disks: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """A `-drive`'s options on its restored image: that file, its format, no backing (it is whole)."""
+    key = "file" if "file" in pairs else "file.filename"
+    path, fmt = disks[pairs[key]]
+    # the format is `format=`, or `driver=` when the file's own options are spelled out beside it
+    fmt_key = "driver" if key == "file.filename" and "driver" in pairs and "format" not in pairs else "format"
+    kept = {k: v for k, v in pairs.items() if k != "backing" and not k.startswith("backing.")}
+    return kept | {key: path, fmt_key: fmt}
+
+
 def rewrite(
     argv: list[str], disks: dict[str, tuple[str, str]], directory: str, *, tcg: bool = False
 ) -> Rewritten:
@@ -47,11 +62,8 @@ def rewrite(
             continue
         if flag in ("-drive", "-blockdev", "-chardev", "-qmp", "-serial", "-pidfile", "-machine", "-accel"):
             first, pairs = qemu_options(value)
-            if flag == "-drive" and pairs.get("file") in disks:
-                path, fmt = disks[pairs["file"]]
-                pairs["file"], pairs["format"] = path, fmt
-                pairs.pop("backing", None)
-                value = _join(first, pairs)
+            if flag == "-drive" and _drive_file(pairs) in disks:
+                value = _join(first, _restored_drive(pairs, disks))
             elif flag == "-blockdev" and value.startswith("{"):
                 pass
             elif flag == "-blockdev" and pairs.get("filename") in disks:

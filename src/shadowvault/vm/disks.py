@@ -2,11 +2,14 @@
 
 As Hyper-V does, disks the host cannot take a point-in-time copy of are listed, excluded and warned
 about: host block devices passed through (their contents change under other owners), network disks
-QEMU opens itself (NBD, iSCSI, RBD, ...), and drives without a medium.
+QEMU opens itself (NBD, iSCSI, RBD, ...), and drives without a medium. And whether a disk's dirty
+bitmap can still say what changed since the last backup (usable_base).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import stat
 from typing import Any
@@ -16,8 +19,12 @@ import msgspec
 from shadowvault.errors import UsageError, WriterError
 from shadowvault.vm.qmp import QmpClient
 
+log = logging.getLogger(__name__)
+
 MIN_CHUNK = 256 * 1024  # fixed chunk size of stored images, and the dirty bitmap's granularity
-NETWORK_PREFIXES = ("nbd", "iscsi", "rbd", "gluster", "http", "https", "ftp", "ssh", "json", "nfs", "vxhs")
+# QEMU's network block drivers (also the schemes of the URLs it names their disks with)
+NETWORK_DRIVERS = ("nbd", "iscsi", "rbd", "gluster", "http", "https", "ftp", "ftps", "ssh", "nfs", "vxhs")
+BLOCK_DEVICE_DRIVERS = ("host_device", "host_cdrom")
 
 
 class DiskInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -39,23 +46,52 @@ class DiskInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
         return max(MIN_CHUNK, self.cluster_size)
 
 
-def _exclusion(filename: str) -> str:
-    scheme = filename.split(":", 1)[0].split("+", 1)[0].lower() if ":" in filename else ""
-    if not filename.startswith("/") and scheme in NETWORK_PREFIXES:
-        return f"a network disk QEMU opens itself ({scheme}): the host cannot capture it"
+def _protocol(filename: str) -> tuple[str, str]:
+    """(driver, filename) of the node under a disk that holds its data, "" for a driver QEMU's name
+    does not give. QEMU names a disk opened with options of its own (a backing file given on the
+    command line, a filter) `json:{...}`: the data is at the end of its `file` children, not in
+    its backing chain (which the guest never writes)."""
+    if not filename.startswith("json:"):
+        return "", filename
     try:
-        if stat.S_ISBLK(os.stat(filename).st_mode):
+        node = json.loads(filename[len("json:") :])
+    except ValueError:
+        return "", filename
+    while isinstance(node, dict) and isinstance(node.get("file"), dict):
+        node = node["file"]
+    if not isinstance(node, dict):
+        return "", ""
+    leaf = node.get("file") if isinstance(node.get("file"), str) else node.get("filename")
+    return str(node.get("driver", "")), str(leaf or "")
+
+
+def _exclusion(filename: str) -> str:
+    driver, path = _protocol(filename)
+    scheme = (
+        path.split(":", 1)[0].split("+", 1)[0].lower() if ":" in path and not path.startswith("/") else ""
+    )
+    if (driver or scheme) in NETWORK_DRIVERS:
+        return f"a network disk QEMU opens itself ({driver or scheme}): the host cannot capture it"
+    try:
+        if driver in BLOCK_DEVICE_DRIVERS or stat.S_ISBLK(os.stat(path).st_mode):
             return "a host block device passed through: not an image the hypervisor owns"
     except OSError:
         pass
     return ""
 
 
+def _image_file(filename: str) -> str:
+    """The file a disk's data is in, which restores and listings name: `filename` itself, or for a
+    `json:{...}` name the file at the end of its `file` children."""
+    driver, path = _protocol(filename)
+    return path if path and driver in ("file", *BLOCK_DEVICE_DRIVERS) else filename
+
+
 def _chain(image: dict[str, Any]) -> list[str]:
     chain = []
     backing = image.get("backing-image")
     while backing:
-        chain.append(backing.get("filename", ""))
+        chain.append(_image_file(backing.get("filename", "")))
         backing = backing.get("backing-image")
     return chain
 
@@ -85,7 +121,7 @@ def list_disks(qmp: QmpClient) -> list[DiskInfo]:
                 name=block.get("device") or node,
                 node=node,
                 format=inserted.get("drv", ""),
-                filename=filename,
+                filename=_image_file(filename),
                 virtual_size=int(image.get("virtual-size", 0)),
                 cluster_size=int(image.get("cluster-size", 65536) or 65536),
                 backing=_chain(image),
@@ -97,26 +133,43 @@ def list_disks(qmp: QmpClient) -> list[DiskInfo]:
     return disks
 
 
-def bitmap_usable(qmp: QmpClient, node: str, name: str) -> bool:
-    """Whether the persistent bitmap `name` on `node` can drive an incremental copy (present, sane)."""
+def usable_base(qmp: QmpClient, disk: DiskInfo, name: str | None) -> str | None:
+    """`name` if that persistent bitmap on `disk` can drive an incremental copy, else None (a full
+    copy): it is gone when QEMU stopped without storing it, inconsistent when QEMU was killed after
+    loading it (it may then have missed writes), and disabled bitmaps record nothing."""
+    if name is None:
+        return None
     for info in qmp.execute("query-named-block-nodes", {"flat": True}) or []:
-        if info.get("node-name") != node:
+        if info.get("node-name") != disk.node:
             continue
         for bitmap in info.get("dirty-bitmaps", []):
             if bitmap.get("name") == name:
-                return bool(bitmap.get("recording", True)) and not bitmap.get("inconsistent", False)
-    return False
+                if bitmap.get("recording", True) and not bitmap.get("inconsistent", False):
+                    return name
+                log.info("disk %s: bitmap %s is inconsistent or disabled: a full copy", disk.name, name)
+                return None
+    log.info("disk %s: bitmap %s is gone: a full copy", disk.name, name)
+    return None
 
 
 def choose_disks(vm: str, disks: list[DiskInfo], wanted: list[str]) -> tuple[list[DiskInfo], list[DiskInfo]]:
     """(the disks a backup copies, those it must leave out) of the `wanted` ones (all when none are
-    named); a name the VM does not have is a usage error, no disk the host can capture an error."""
+    named). A name the VM does not have, or of a disk the host cannot capture, is a usage error;
+    a VM with no disk the host can capture, an error."""
     known = {d.name for d in disks}
     unknown = [name for name in wanted if name not in known]
     if unknown:
         raise UsageError(f"VM {vm} has no disk {', '.join(unknown)} (disks: {', '.join(sorted(known))})")
+    capturable = [d.name for d in disks if not d.excluded]
+    for disk in disks:
+        if disk.name in wanted and disk.excluded:  # asked for by name: not a warning, a mistake
+            can = (
+                f"disks it can back up: {', '.join(capturable)}"
+                if capturable
+                else "the host can capture none of its disks"
+            )
+            raise UsageError(f"disk {disk.name} of VM {vm} cannot be backed up: {disk.excluded} ({can})")
     chosen = [d for d in disks if not wanted or d.name in wanted]
-    capturable = [d for d in chosen if not d.excluded]
     if not capturable:
         raise WriterError(f"VM {vm} has no disk the host can capture")
-    return capturable, [d for d in chosen if d.excluded]
+    return [d for d in chosen if not d.excluded], [d for d in chosen if d.excluded]

@@ -37,7 +37,7 @@ from shadowvault.vm import copy_jobs
 from shadowvault.vm.agent import AgentError, GuestAgent
 from shadowvault.vm.copy_jobs import DiskCopy
 from shadowvault.vm.discovery import VmSpec, all_vms, find_vm
-from shadowvault.vm.disks import DiskInfo, bitmap_usable, choose_disks, list_disks
+from shadowvault.vm.disks import DiskInfo, choose_disks, list_disks, usable_base
 from shadowvault.vm.qmp import QmpClient, QmpError
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,7 @@ class QemuWriter(Writer):
         assert self.instance
         capturable, self.excluded = choose_disks(self.instance, list_disks(qmp), self.wanted_disks)
         for disk in self.excluded:
-            self.warnings.append(f"VM {self.instance}: disk {disk.name} excluded: {disk.excluded}")
-            log.warning("%s", self.warnings[-1])
+            self._warn(f"VM {self.instance}: disk {disk.name} excluded: {disk.excluded}")
         if self.work_dir is None:
             base = paths.state_dir() / "vm-copies"
             base.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -223,12 +222,7 @@ class QemuWriter(Writer):
             self._own_work_dir = True
         self.copies = []
         for disk in capturable:
-            base_bitmap = self.base_bitmaps.get(disk.name)
-            if base_bitmap is not None and not bitmap_usable(qmp, disk.node, base_bitmap):
-                log.info(
-                    "VM %s disk %s: bitmap %s is gone; a full copy", self.instance, disk.name, base_bitmap
-                )
-                base_bitmap = None
+            base_bitmap = usable_base(qmp, disk, self.base_bitmaps.get(disk.name))
             self.copies.append(copy_jobs.plan_copy(disk, self.work_dir, ctx.set_id, base_bitmap))
         agent = self._agent()
         self.agent_state = "none" if agent is None else ("answers" if agent.answers() else "no answer")
@@ -236,8 +230,12 @@ class QemuWriter(Writer):
             message = f"VM {self.instance}: the guest agent does not answer"
             if self.on_agent_failure == "abort":
                 raise WriterError(message)
-            self.warnings.append(message + "; the copy is crash-consistent")
-            log.warning("%s", self.warnings[-1])
+            self._warn(message + "; the copy is crash-consistent")
+
+    def _warn(self, message: str) -> None:
+        """A warning for the requester: the VM backup job shows each one once (metadata's `warnings`)."""
+        self.warnings.append(message)
+        log.info("%s", message)
 
     def prepare_snapshot(self, ctx: SnapshotContext) -> None:
         qmp = self._connect()
@@ -258,10 +256,9 @@ class QemuWriter(Writer):
                 self._thaw_later()  # a freeze that timed out may still complete in the guest
                 if self.on_agent_failure == "abort":
                     raise WriterError(f"VM {self.instance}: the guest did not freeze: {err}") from err
-                self.warnings.append(
+                self._warn(
                     f"VM {self.instance}: the guest did not freeze ({err}); the copy is crash-consistent"
                 )
-                log.warning("%s", self.warnings[-1])
         try:
             copy_jobs.start_copies(qmp, self.copies, self.copy_speed)
         except QmpError as err:
