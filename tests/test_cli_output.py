@@ -131,7 +131,7 @@ def test_snapshots_table_shows_paths_and_tags_as_text(cli, env, tmp_path):
     assert done.returncode == 0, done.stderr
     assert_no_controls(done.stdout)
     assert f"{tmp_path}/two\\nlines" in done.stdout
-    assert "[/x],[red]:smile:\\x1b" in done.stdout
+    assert "[/x], [red]:smile:\\x1b" in done.stdout
 
 
 def test_errors_are_escaped_one_line(cli, env, tmp_path):

@@ -100,3 +100,19 @@ def test_a_crowded_table_keeps_sizes_and_grades_whole_and_breaks_a_long_tag_at_i
     assert "files=none" in shown
     pieces = set(re.findall(r"[\w-]+", shown))
     assert {"verylongtagname-", "for-testing"} <= pieces or tag in pieces, shown
+
+
+def test_a_long_host_name_and_several_tags_break_where_a_person_would(cli, env, tmp_path):
+    """At 80 columns a host name breaks at its dots and hyphens and tags after their commas, never
+    mid-word: the columns share the width, none is squeezed for another's sake."""
+    src = tmp_path / "src"
+    src.mkdir()
+    host = "a-really-long-hostname.example.internal"
+    tags = ("--tag", "production-webserver", "--tag", "nightly-full")
+    done = cli("backup", "--provider", "none", "--host", host, *tags, str(src), env=env)
+    assert done.returncode == 0, done.stderr
+    shown = on_terminal(["snapshots"], env, columns=80)
+    assert all(len(line) <= 80 for line in shown.splitlines()), shown
+    pieces = set(re.findall(r"[\w.,-]+", shown))
+    assert {"hostname.", "internal", "nightly-full"} <= pieces, shown  # broken only where a person would
+    assert not {"hostnam", "interna", "nightly"} & pieces, shown

@@ -122,7 +122,7 @@ def snapshots_cmd(
                 format_time(s.time),
                 escape_text(s.host),
                 "\n".join(escape_text(p) for p in s.paths),  # one line per path, whatever its name holds
-                ",".join(escape_text(t) for t in s.tags),
+                ", ".join(escape_text(t) for t in s.tags),
                 format_size(s.summary.get("bytes")),
                 _consistency_cell(s),
             )

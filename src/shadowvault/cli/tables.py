@@ -1,9 +1,10 @@
 """Tables as lines of text: every value whole into a pipe, and fitting the terminal's width on one.
 
 A cell is broken only where a person would break it: at spaces, and after a `/` in a path (a size
-and its unit stay together); a piece longer than its column is cut only when nothing else fits, and
-then after a `-` where it has one. Columns are separated by two spaces, with
-no box drawing, so the same lines read well in a terminal, a log and `grep`.
+and its unit stay together); then, where a column is still too narrow, after a `-` or after the `.`
+of a host name; a piece longer than its column is cut only when nothing else fits. Columns are
+separated by two spaces, with no box drawing, so the same lines read well in a terminal, a log and
+`grep`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def render_table(columns: Sequence[str], rows: Sequence[Sequence[str]], width: i
         max(cell_len(line) for row in table for line in row[i].split("\n")) for i in range(len(columns))
     ]
     widths = natural if width is None else _fit(table, natural, width - cell_len(GAP) * (len(columns) - 1))
+    widths = [  # no wider than what a column shows once wrapped
+        max(cell_len(line) for row in table for line in _wrap(row[i], w)) for i, w in enumerate(widths)
+    ]
     lines = []
     for row in table:
         wrapped = [_wrap(cell, w) for cell, w in zip(row, widths, strict=True)]
@@ -39,7 +43,8 @@ def render_table(columns: Sequence[str], rows: Sequence[Sequence[str]], width: i
     return lines
 
 
-_HYPHENED = re.compile(r"[^-]*-|[^-]+")  # a piece's parts, each ending after a hyphen
+# a piece's parts, each ending after a hyphen or a dot before a letter (host.example.org; never 12.5)
+_HYPHENED = re.compile(r".*?(?:-|\.(?=[A-Za-z]))|.+")
 LONG_PIECE = 20  # a column holding pieces this long (path components, names) is cut before the others
 MIN_CUT = 8  # how narrow such a column gets before other columns are cut too
 
@@ -47,7 +52,8 @@ MIN_CUT = 8  # how narrow such a column gets before other columns are cut too
 def _fit(table: list[list[str]], natural: list[int], available: int) -> list[int]:
     """Column widths summing to at most `available`: the widest column narrows first, down to its
     longest unbreakable piece; then columns of long pieces (paths) are cut; then pieces are broken
-    after hyphens; then (only if it must) any column is cut."""
+    after hyphens (and dots of names) everywhere; then columns of long pieces (paths) are cut; then
+    (only if it must) any column is cut."""
     widths = list(natural)
     columns = range(len(widths))
     pieces = [[p.rstrip() for row in table for p in _pieces(row[i])] for i in columns]
@@ -59,12 +65,18 @@ def _fit(table: list[list[str]], natural: list[int], available: int) -> list[int
     long = [hyphened[i] > LONG_PIECE for i in columns]  # long even between hyphens: a path
     steps = (
         lambda i: floors[i],  # wrapped at spaces and slashes only
-        lambda i: LONG_PIECE if long[i] else floors[i],  # long pieces cut
-        lambda i: MIN_CUT if long[i] else floors[i],
-        lambda i: MIN_CUT if long[i] else hyphened[i],  # words broken after a hyphen
+        lambda i: hyphened[i],  # words broken after a hyphen or a name's dot
+        lambda i: LONG_PIECE if long[i] else hyphened[i],  # long pieces cut
+        lambda i: MIN_CUT if long[i] else hyphened[i],
         lambda i: 1,
     )
-    for floor_of in steps:
+    # The first way of breaking that lets the table fit is applied widest column first, so that the
+    # columns share the width (rather than the first ones squeezed to their floors while one cannot
+    # give way). When only cutting anything fits, each way is tried in turn, widest first.
+    feasible = [
+        step for step in steps[:-1] if sum(min(widths[i], max(step(i), 1)) for i in columns) <= available
+    ]
+    for floor_of in feasible[:1] or steps:
         while sum(widths) > available:
             shrinkable = [i for i in columns if widths[i] > max(floor_of(i), 1)]
             if not shrinkable:
@@ -97,13 +109,14 @@ def _wrap(cell: str, width: int) -> list[str]:
 
 
 def _cut(text: str, width: int) -> tuple[str, str]:
-    """The head of `text` that fits `width` (ending after its last `-` when it has one), and the rest."""
+    """The head of `text` that fits `width` (ending after its last `-` or name's `.` when it has one),
+    and the rest."""
     taken = 0
     for at, char in enumerate(text):
         taken += cell_len(char)
         if taken > width:
-            hyphen = text.rfind("-", 0, at)
-            at = hyphen + 1 if hyphen > 0 else max(at, 1)
+            ends = [m.end() for m in _HYPHENED.finditer(text) if 0 < m.end() <= at]
+            at = ends[-1] if ends else max(at, 1)
             return text[:at], text[at:]
     return text, ""
 
