@@ -309,6 +309,37 @@ def test_a_classic_snapshot_that_overflows_fails_backup_and_exec_loudly(
         assert snapshot_lvs(lab, vg) == []
 
 
+def test_a_persistent_set_whose_classic_snapshot_overflows_is_listed_invalid_and_not_exposed(
+    lab: GuestLab, vg: str, lvm_config
+):
+    with lvm_volume(lab, vg, "ext4", "classic") as mount:
+        lvm_config('"1%"')
+        made = lab.sv("shadows", "create", "--volume", mount, *SLOW, "--json")
+        assert made.returncode == 0, made.context()
+        manifest = created_set(made.stdout)
+        assert manifest["persistent"] and manifest["shadows"][0]["invalid"] == ""
+        snapshot = f"{vg}/{manifest['shadows'][0]['provider_data']['lv']}"
+        # More than its space for changes rewritten: the kernel drops the snapshot ('I' in lv_attr).
+        lab.check(f"dd if=/dev/urandom of={mount}/filler bs=1M count=48 conv=fsync 2>/dev/null")
+        assert lab.check(f"lvs --noheadings -o lv_attr {snapshot}").stdout.strip()[4] == "I"
+
+        # Nobody has read it: the listing asks the provider, and the store keeps what it said.
+        listed = lab.sv("shadows", "list", "--json")
+        (shadow,) = json.loads(listed.stdout)[0]["shadows"]
+        assert "overflowed" in shadow["invalid"] and "snapshot_share" in shadow["invalid"], listed.context()
+        human = lab.sv("shadows", "list").stdout
+        assert f"shadow of {mount} (lvm, INVALID: the lvm snapshot {snapshot} of {mount} overflowed" in human
+
+        exposed = lab.sv("shadows", "expose", manifest["id"], "--at", "/mnt/view")
+        assert exposed.returncode == 1, exposed.context()
+        (line,) = exposed.stderr.strip().splitlines()
+        assert line.startswith(f"shadowvault: error: cannot expose the shadow of {mount}: the lvm snapshot")
+        assert "overflowed" in line and lab.run("test -e /mnt/view").returncode != 0
+
+        assert lab.sv("shadows", "delete", manifest["id"]).returncode == 0
+        assert snapshot_lvs(lab, vg) == []
+
+
 def test_a_classic_snapshot_gets_its_share_of_the_free_extents_and_a_thin_one_no_size(
     lab: GuestLab, vg: str, lvm_config
 ):
