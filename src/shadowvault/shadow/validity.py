@@ -71,7 +71,9 @@ def ensure_valid(manifest: ShadowSetManifest, store: ShadowStore | None = None) 
 
 def ensure_exposable(manifest: ShadowSetManifest, shadow: Shadow, store: ShadowStore | None = None) -> None:
     """Raise ShadowInvalidError when `shadow`, about to be exposed, is marked invalid or went bad (then
-    marked)."""
+    marked). A set that is not `created` is refused by the exposure itself."""
+    if manifest.state != "created":
+        return
     if not shadow.invalid and problems(manifest, [shadow]):
         mark_invalid(manifest, store)
     if shadow.invalid:
