@@ -70,6 +70,9 @@ def test_shadows_list_and_delete(cli, btrfs, ext4):
     human = cli("shadows", "list")
     assert first.id in human.stdout and "btrfs" in human.stdout
     assert f"shadow of {ext4.mount} (live, not atomic, INVALID: the snapshot overflowed)" in human.stdout
+    refused = _one_line_error(cli("shadows", "expose", second.id, "--at", "/tmp/never-made"))
+    assert f"cannot expose the shadow of {ext4.mount}: the snapshot overflowed" in refused
+    assert not Path("/tmp/never-made").exists()
 
     done = cli("shadows", "delete", first.id[:-1], "--json")
     assert done.returncode == 0, done.stderr

@@ -251,12 +251,27 @@ def test_an_sqlite_database_in_the_shadow_has_every_commit_acknowledged_before_t
 
 
 @pytest.fixture
-def overflowing_setup(lab: GuestLab) -> Iterator[Callable[[str], None]]:
+def lvm_config(lab: GuestLab) -> Iterator[Callable[[str], None]]:
+    """Sets `[lvm] snapshot_share` in the guest's shadowvault.toml; the configuration goes after the test."""
+
+    def share(value: str) -> None:
+        config = f"[lvm]\nsnapshot_share = {value}\n"
+        lab.check(
+            "mkdir -p /etc/shadowvault/writers.d; cat > /etc/shadowvault/shadowvault.toml", input=config
+        )
+
+    try:
+        yield share
+    finally:
+        lab.run("rm -rf /etc/shadowvault /usr/local/sbin/sv-filler /tmp/repo")
+
+
+@pytest.fixture
+def overflowing_setup(lab: GuestLab, lvm_config) -> Callable[[str], None]:
     """A tiny share for classic snapshots, and a script writer whose thaw rewrites 48 MiB of `mount`."""
 
     def install(mount: str) -> None:
-        lab.check("mkdir -p /etc/shadowvault/writers.d")
-        lab.check("printf '[lvm]\\nsnapshot_share = \"1%%\"\\n' > /etc/shadowvault/shadowvault.toml")
+        lvm_config('"1%"')
         lab.check(
             "printf '#!/bin/sh\\ndd if=/dev/urandom of=%s/filler bs=1M count=48 conv=fsync 2>/dev/null\\n' "
             f"{mount} > /usr/local/sbin/sv-filler && chmod 755 /usr/local/sbin/sv-filler"
@@ -266,10 +281,7 @@ def overflowing_setup(lab: GuestLab) -> Iterator[Callable[[str], None]]:
             f"{mount} > /etc/shadowvault/writers.d/filler.toml"
         )
 
-    try:
-        yield install
-    finally:
-        lab.run("rm -rf /etc/shadowvault /usr/local/sbin/sv-filler /tmp/repo")
+    return install
 
 
 def test_a_classic_snapshot_that_overflows_fails_backup_and_exec_loudly(
@@ -294,4 +306,81 @@ def test_a_classic_snapshot_that_overflows_fails_backup_and_exec_loudly(
         ran = lab.sv("exec", "--volume", mount, *SLOW, "--", "cat", "{shadow}/file1")
         assert ran.returncode == 1, ran.context()
         assert "overflowed" in ran.stderr.strip().splitlines()[-1], ran.context()
+        assert snapshot_lvs(lab, vg) == []
+
+
+def test_a_persistent_set_whose_classic_snapshot_overflows_is_listed_invalid_and_not_exposed(
+    lab: GuestLab, vg: str, lvm_config
+):
+    with lvm_volume(lab, vg, "ext4", "classic") as mount:
+        lvm_config('"1%"')
+        made = lab.sv("shadows", "create", "--volume", mount, *SLOW, "--json")
+        assert made.returncode == 0, made.context()
+        manifest = created_set(made.stdout)
+        assert manifest["persistent"] and manifest["shadows"][0]["invalid"] == ""
+        snapshot = f"{vg}/{manifest['shadows'][0]['provider_data']['lv']}"
+        # More than its space for changes rewritten: the kernel drops the snapshot ('I' in lv_attr).
+        lab.check(f"dd if=/dev/urandom of={mount}/filler bs=1M count=48 conv=fsync 2>/dev/null")
+        assert lab.check(f"lvs --noheadings -o lv_attr {snapshot}").stdout.strip()[4] == "I"
+
+        # Nobody has read it: the listing asks the provider, and the store keeps what it said.
+        listed = lab.sv("shadows", "list", "--json")
+        (shadow,) = json.loads(listed.stdout)[0]["shadows"]
+        assert "overflowed" in shadow["invalid"] and "snapshot_share" in shadow["invalid"], listed.context()
+        human = lab.sv("shadows", "list").stdout
+        assert f"shadow of {mount} (lvm, INVALID: the lvm snapshot {snapshot} of {mount} overflowed" in human
+
+        exposed = lab.sv("shadows", "expose", manifest["id"], "--at", "/mnt/view")
+        assert exposed.returncode == 1, exposed.context()
+        (line,) = exposed.stderr.strip().splitlines()
+        assert line.startswith(f"shadowvault: error: cannot expose the shadow of {mount}: the lvm snapshot")
+        assert "overflowed" in line and lab.run("test -e /mnt/view").returncode != 0
+
+        assert lab.sv("shadows", "delete", manifest["id"]).returncode == 0
+        assert snapshot_lvs(lab, vg) == []
+
+
+def test_a_classic_snapshot_gets_its_share_of_the_free_extents_and_a_thin_one_no_size(
+    lab: GuestLab, vg: str, lvm_config
+):
+    def shadow_set(*mounts: str) -> tuple[dict[str, dict], dict[str, tuple[str, int]], int]:
+        """A set of `mounts` made and deleted: its shadows' provider data by volume, our snapshot
+        LVs (segment type, extents) as lvs listed them, and the free extents the set left."""
+        made = lab.sv("shadows", "create", *(f"--volume={m}" for m in mounts), *SLOW, "--json")
+        assert made.returncode == 0, made.context()
+        manifest = created_set(made.stdout)
+        lvs = f"lvs --noheadings -o lv_name,segtype,seg_size_pe {vg}"
+        free, *rows = lab.check(f"vgs --noheadings -o vg_free_count {vg}; {lvs}").stdout.splitlines()
+        assert lab.sv("shadows", "delete", manifest["id"]).returncode == 0
+        lvs_found = {name: (kind, int(n)) for name, kind, n in map(str.split, rows) if name.startswith("sv-")}
+        return {s["volume"]: s["provider_data"] for s in manifest["shadows"]}, lvs_found, int(free)
+
+    with contextlib.ExitStack() as stack:
+        first, second = (stack.enter_context(lvm_volume(lab, vg, "ext4", "classic")) for _ in range(2))
+        thin = stack.enter_context(lvm_volume(lab, vg, "ext4", "thin"))
+        # 100 extents left free: the shares below stay under what a 128 MiB origin can use (LVM
+        # cuts a larger one down to that, about 33 extents).
+        free_count = f"$(vgs --noheadings -o vg_free_count {vg})"
+        lab.check(f"lvcreate -q -y -Wn -n filler -l $(({free_count} - 100)) {vg}")
+        stack.callback(lab.run, f"lvremove -qy {vg}/filler")
+        extent = 4 << 20  # vgcreate's default
+
+        # The default share, 20 %: 20 of the 100 free extents; the thin snapshot takes none of them.
+        made, snapshots, free = shadow_set(first, thin)
+        assert snapshots[made[first]["lv"]] == ("linear", 20) and made[first]["cow_bytes"] == 20 * extent
+        assert snapshots[made[thin]["lv"]][0] == "thin" and made[thin]["cow_bytes"] == 0 and free == 80
+
+        # 30 %: each classic snapshot of a set gets its share of what the ones before it left, and
+        # its record says what it got (not its share of what was free when the set was planned).
+        lvm_config('"30%"')
+        made, snapshots, _ = shadow_set(first, second)
+        assert sorted(n for _, n in snapshots.values()) == [21, 30]  # 30 % of 100, then of 70
+        assert all(data["cow_bytes"] == snapshots[data["lv"]][1] * extent for data in made.values())
+
+        # Too little free space (30 % of 2 extents is none): refused before anything is made.
+        lab.check(f"lvextend -q -l +$(({free_count} - 2)) {vg}/filler")
+        refused = lab.sv("shadows", "create", "--volume", first, "--provider", "lvm", *SLOW)
+        assert refused.returncode == 1, refused.context()
+        (line,) = refused.stderr.strip().splitlines()
+        assert f"volume group {vg} has 8.0 MiB free" in line and "less than one extent" in line, line
         assert snapshot_lvs(lab, vg) == []

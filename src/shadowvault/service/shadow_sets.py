@@ -20,6 +20,7 @@ from shadowvault.service.policy import GroupPolicy
 from shadowvault.service.request_body import parse
 from shadowvault.service.set_runs import SetRuns
 from shadowvault.shadow import exposure as exposing
+from shadowvault.shadow import validity
 from shadowvault.shadow.exposure import Exposure
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import DEFAULT_COMMIT_TIMEOUT, DEFAULT_FREEZE_TIMEOUT, SetOptions
@@ -152,11 +153,15 @@ class ShadowSetService:
             store.has_ended_requesters()
         ):  # the daemon reaped at start; its own sets end with their connections
             store.reap()
-        return _with_exposures([m for m in store.list() if self.policy.may_see(peer, m.requester_uid)], store)
+        visible = [m for m in store.list() if self.policy.may_see(peer, m.requester_uid)]
+        validity.refresh(visible, store)
+        return _with_exposures(visible, store)
 
     def get(self, peer: Peer, ref: str) -> dict[str, Any]:
         store = ShadowStore()
-        return _with_exposures([self._visible(peer, store, ref)], store)[0]
+        manifest = self._visible(peer, store, ref)
+        validity.refresh([manifest], store)
+        return _with_exposures([manifest], store)[0]
 
     def delete(self, peer: Peer, ref: str) -> str:
         set_id = self._visible(peer, ShadowStore(), ref).id
@@ -170,7 +175,8 @@ class ShadowSetService:
     def expose(self, peer: Peer, ref: str, request: ExposeRequest) -> Exposure:
         store = ShadowStore()
         manifest = self._visible(peer, store, ref)
-        index, _ = exposing.pick_shadow(manifest, request.volume)
+        index, shadow = exposing.pick_shadow(manifest, request.volume)
+        validity.ensure_exposable(manifest, shadow, store)
         private = private_exposure.mount_point(self.exposure_base, peer.uid, manifest.id, index)
         at = request.at
         if at is None:

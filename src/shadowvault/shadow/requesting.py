@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from shadowvault.errors import PermissionDeniedError, ShadowvaultError
-from shadowvault.shadow import coordinator
+from shadowvault.shadow import coordinator, validity
 from shadowvault.shadow import exposure as exposing
 from shadowvault.shadow.exposure import Exposure
 from shadowvault.shadow.manifest import ShadowSetManifest
@@ -87,7 +87,9 @@ class InProcess:
         except ShadowvaultError as err:
             (on_warning or log.warning)(f"sets of ended requesters were not released: {err}")
         exposures = exposing.exposures(store)
-        return [(m, [e for e in exposures if e.set_id == m.id]) for m in store.list()]
+        listed = store.list()
+        validity.refresh(listed, store)
+        return [(m, [e for e in exposures if e.set_id == m.id]) for m in listed]
 
     def delete(self, ref: str | None = None, *, oldest: bool = False) -> list[str]:
         store = ShadowStore()
@@ -100,7 +102,10 @@ class InProcess:
         return store.delete_all()
 
     def expose(self, ref: str, volume: str | None, at: str | None) -> Exposure:
-        return exposing.expose(ShadowStore(), ref, volume, at)
+        store = ShadowStore()
+        manifest = store.load(ref)
+        validity.ensure_exposable(manifest, exposing.pick_shadow(manifest, volume)[1], store)
+        return exposing.expose(store, manifest.id, volume, at)
 
     def unexpose(self, ref: str | None = None, at: str | None = None) -> list[str]:
         store = ShadowStore()

@@ -1,17 +1,21 @@
-"""Whether the shadows of a set still hold their point in time, asked after a requester read them.
+"""Whether the shadows of a set still hold their point in time: asked after a requester read them,
+before one is exposed, and when the sets are listed.
 
 Some images can go bad while they exist: a classic LVM snapshot whose space for changes fills up is
 dropped by the kernel, yet its mount may keep serving cached pages, so a backup read from it could
-look fine and be garbage. The requester asks every provider after reading (`ensure_valid`); a bad
-shadow is marked invalid in the store's record of its set and the read fails loudly.
+look fine and be garbage. The requester asks every provider after reading (`ensure_valid`), an
+exposure is refused for a bad shadow (`ensure_exposable`), and `shadows list` asks too (`refresh`),
+so a persistent set that went bad says so before anyone reads it. A bad shadow is marked invalid in
+the store's record of its set, for good: an image that lost its point in time never gets it back.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 
 from shadowvault.errors import ShadowError, ShadowvaultError
-from shadowvault.shadow.manifest import ShadowSetManifest
+from shadowvault.shadow.manifest import Shadow, ShadowSetManifest
 from shadowvault.shadow.providers.registry import get_provider
 from shadowvault.shadow.store import ShadowStore
 
@@ -22,10 +26,11 @@ class ShadowInvalidError(ShadowError):
     """A shadow stopped holding its point in time while it was read: what was read must not be kept."""
 
 
-def problems(manifest: ShadowSetManifest) -> list[str]:
-    """For each shadow of the set that went bad, why (in words for the user); [] when all are good."""
+def problems(manifest: ShadowSetManifest, shadows: Sequence[Shadow] | None = None) -> list[str]:
+    """For each shadow of the set (or of `shadows`, some of its) that went bad, why (in words for the
+    user), also set as the shadow's `invalid`; [] when all are good."""
     found = []
-    for shadow in manifest.shadows:
+    for shadow in manifest.shadows if shadows is None else shadows:
         if not shadow.provider:
             continue
         try:
@@ -62,3 +67,24 @@ def ensure_valid(manifest: ShadowSetManifest, store: ShadowStore | None = None) 
         return
     mark_invalid(manifest, store)
     raise ShadowInvalidError("; ".join(found) + "; what was read from it is not kept")
+
+
+def ensure_exposable(manifest: ShadowSetManifest, shadow: Shadow, store: ShadowStore | None = None) -> None:
+    """Raise ShadowInvalidError when `shadow`, about to be exposed, is marked invalid or went bad (then
+    marked). A set that is not `created` is refused by the exposure itself."""
+    if manifest.state != "created":
+        return
+    if not shadow.invalid and problems(manifest, [shadow]):
+        mark_invalid(manifest, store)
+    if shadow.invalid:
+        raise ShadowInvalidError(f"cannot expose the shadow of {shadow.volume}: {shadow.invalid}")
+
+
+def refresh(manifests: Iterable[ShadowSetManifest], store: ShadowStore | None = None) -> None:
+    """Ask the providers about the shadows of the listed sets that are not known to be bad yet, and
+    mark those that went bad: a listing tells the truth about a persistent set nobody has read."""
+    for manifest in manifests:
+        if manifest.state != "created":
+            continue
+        if problems(manifest, [s for s in manifest.shadows if not s.invalid]):
+            mark_invalid(manifest, store)

@@ -2,7 +2,8 @@
 
 A classic snapshot (`lvcreate -s -l N%FREE`) gets copy-on-write space from the volume group's free
 extents: `[lvm] snapshot_share` of shadowvault.toml (default 20 %, in whole percent) of what is free
-when lvcreate runs.
+when lvcreate runs, rounded down to whole extents (LVM caps it at what the origin's size can use). A
+volume group whose share comes to less than one extent is refused when the set is planned.
 A thin volume gets a thin snapshot (`lvcreate -s --setactivationskip n`), which needs no size.
 
 LVM suspends the device while it makes the snapshot, and suspending freezes the filesystem on it
@@ -46,6 +47,7 @@ from shadowvault.shadow.providers.hidden_dir import ensure_shadow_dir, shadow_di
 from shadowvault.shadow.providers.lvm_freeze import GroupFreeze, kernel_nests_freezes
 from shadowvault.shadow.providers.lvm_volumes import (
     LogicalVolume,
+    dm_size,
     dm_uuid,
     find_logical_volume,
     list_logical_volumes,
@@ -84,6 +86,16 @@ def snapshot_share() -> float:
             f'between 0 and 1 or a percentage like "20%", not {value!r}'
         )
     return share
+
+
+def snapshot_percent() -> int:
+    """`snapshot_share()` in whole percent (at least 1), as lvcreate's `--extents N%FREE` takes it."""
+    return max(1, round(snapshot_share() * 100))
+
+
+def _classic_extents(origin: LogicalVolume) -> int:
+    """How many of its volume group's free extents (as lvs read them) a classic snapshot of `origin` gets."""
+    return origin.vg_free_extents * snapshot_percent() // 100
 
 
 def _lv_name(set_id: str, index: int) -> str:
@@ -133,9 +145,12 @@ class LvmProvider(Provider):
             return None, f"{prefix}: it is a Shadowvault snapshot ({lv.full_name}) itself"
         if not lv.is_thin and lv.attr[:1] not in ("-", "o"):
             return None, f"{prefix}: {lv.full_name} is a {lv.segtype} volume, which LVM cannot snapshot here"
-        if not lv.is_thin and lv.vg_free_extents < 1:
+        if not lv.is_thin and _classic_extents(lv) < 1:
             return None, (
-                f"{prefix}: volume group {lv.vg} has no free space for a classic snapshot of {lv.full_name}"
+                f"{prefix}: volume group {lv.vg} has {_human(lv.vg_free_extents * lv.vg_extent_size)} free, "
+                f"and a classic snapshot of {lv.full_name} gets {snapshot_percent()} % of it ([lvm] "
+                f"snapshot_share), less than one extent ({_human(lv.vg_extent_size)}): free space in "
+                "the volume group or raise the share"
             )
         self._planned_origins[volume.dev] = lv
         return lv, None
@@ -227,17 +242,15 @@ class LvmProvider(Provider):
         argv = ["lvcreate", "--quiet", "--snapshot", "--name", name]
         if origin.is_thin:
             argv += ["--setactivationskip", "n"]
-            kind, size = "thin", 0
         else:
             # A share of what is free when lvcreate runs (an earlier snapshot of the same set may
             # have taken some), in whole percent as lvcreate takes it.
-            percent = max(1, round(snapshot_share() * 100))
-            argv += ["--extents", f"{percent}%FREE"]
-            kind, size = "classic", origin.vg_free_extents * percent // 100 * origin.vg_extent_size
+            argv += ["--extents", f"{snapshot_percent()}%FREE"]
         try:
             proc.run([*argv, origin.full_name], timeout=LVM_TIMEOUT)
         except CommandError as err:
             raise ProviderError(f"lvm snapshot of {volume.mount_point} ({origin.full_name}): {err}") from err
+        kind, size = ("thin", 0) if origin.is_thin else ("classic", self._cow_size(shadow, origin))
         shadow.provider_data.update({"kind": kind, "origin": origin.name, "cow_bytes": size})
         if kind == "classic":
             shadow.notes = [
@@ -246,6 +259,16 @@ class LvmProvider(Provider):
                 "becomes invalid and reading it fails"
             ]
         return shadow, time.time()
+
+    @staticmethod
+    def _cow_size(shadow: Shadow, origin: LogicalVolume) -> int:
+        """The space for changes LVM gave a classic snapshot, read from the kernel (no lvs in the freeze).
+
+        Not the share of the free extents read when the set was planned: an earlier snapshot of the
+        set may have taken some since, and LVM cuts a share larger than the origin can use down.
+        """
+        cow = dm_size(os.path.basename(shadow.provider_data["device"]) + "-cow")
+        return cow if cow is not None else _classic_extents(origin) * origin.vg_extent_size
 
     def _finish(self, shadow: Shadow, volume: Volume, created: float) -> None:
         """Mount the snapshot (removed again if that fails) and record when and how it was made."""

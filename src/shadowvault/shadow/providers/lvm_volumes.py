@@ -7,7 +7,9 @@ volumes that are not on LVM cost nothing. The rest comes from `lvs --reportforma
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 from dataclasses import dataclass
 
 from shadowvault import proc
@@ -76,6 +78,20 @@ def dm_uuid(dev: str) -> str | None:
             return f.read().strip()
     except OSError:
         return None
+
+
+def dm_size(name: str) -> int | None:
+    """The size in bytes of the device-mapper device `name` (as /dev/mapper names it), None if none."""
+    for block in glob.glob("/sys/block/dm-*"):
+        try:
+            with open(os.path.join(block, "dm", "name"), encoding="utf-8") as f:
+                if f.read().strip() != name:
+                    continue
+            with open(os.path.join(block, "size"), encoding="utf-8") as f:
+                return int(f.read()) * 512  # in sectors of 512 bytes, whatever the device's own
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def is_lvm_device(dev: str) -> bool:
