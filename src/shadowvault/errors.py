@@ -45,6 +45,10 @@ class ProviderError(ShadowError):
     """A provider failed to create or delete a shadow."""
 
 
+class ShadowUncheckedError(ShadowError):
+    """Whether a shadow still holds its point in time cannot be told now (its provider's query failed)."""
+
+
 class ConfigError(ShadowvaultError):
     """A configuration file is invalid or unsafe (wrong owner, writable by others)."""
 

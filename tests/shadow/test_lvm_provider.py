@@ -319,6 +319,17 @@ def test_a_persistent_set_whose_classic_snapshot_overflows_is_listed_invalid_and
         manifest = created_set(made.stdout)
         assert manifest["persistent"] and manifest["shadows"][0]["invalid"] == ""
         snapshot = f"{vg}/{manifest['shadows'][0]['provider_data']['lv']}"
+        # While lvs fails, nobody can tell: the listing says so and marks nothing, expose refuses.
+        lvs = lab.check("command -v lvs").stdout.strip()
+        lab.check(f"mv {lvs} {lvs}.off && ln -s /bin/false {lvs}")
+        try:
+            unsure = lab.sv("shadows", "list", "--json")
+            exposed = lab.sv("shadows", "expose", manifest["id"], "--at", "/mnt/view")
+        finally:
+            lab.check(f"rm {lvs} && mv {lvs}.off {lvs}")
+        assert unsure.returncode == 0 and "cannot check the lvm snapshot" in unsure.stderr, unsure.context()
+        assert json.loads(unsure.stdout)[0]["shadows"][0]["invalid"] == ""
+        assert exposed.returncode == 1 and "cannot check the lvm snapshot" in exposed.stderr, exposed.stderr
         # More than its space for changes rewritten: the kernel drops the snapshot ('I' in lv_attr).
         lab.check(f"dd if=/dev/urandom of={mount}/filler bs=1M count=48 conv=fsync 2>/dev/null")
         assert lab.check(f"lvs --noheadings -o lv_attr {snapshot}").stdout.strip()[4] == "I"

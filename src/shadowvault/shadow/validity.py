@@ -7,6 +7,8 @@ look fine and be garbage. The requester asks every provider after reading (`ensu
 exposure is refused for a bad shadow (`ensure_exposable`), and `shadows list` asks too (`refresh`),
 so a persistent set that went bad says so before anyone reads it. A bad shadow is marked invalid in
 the store's record of its set, for good: an image that lost its point in time never gets it back.
+One whose provider cannot tell now (a failing `lvs`) is not marked: a read of it is not kept and it
+is not exposed, and the next listing asks again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
-from shadowvault.errors import ShadowError, ShadowvaultError
+from shadowvault.errors import ShadowError, ShadowUncheckedError, ShadowvaultError
 from shadowvault.shadow.manifest import Shadow, ShadowSetManifest
 from shadowvault.shadow.providers.registry import get_provider
 from shadowvault.shadow.store import ShadowStore
@@ -26,9 +28,12 @@ class ShadowInvalidError(ShadowError):
     """A shadow stopped holding its point in time while it was read: what was read must not be kept."""
 
 
-def problems(manifest: ShadowSetManifest, shadows: Sequence[Shadow] | None = None) -> list[str]:
+def problems(
+    manifest: ShadowSetManifest, shadows: Sequence[Shadow] | None = None, unchecked: list[str] | None = None
+) -> list[str]:
     """For each shadow of the set (or of `shadows`, some of its) that went bad, why (in words for the
-    user), also set as the shadow's `invalid`; [] when all are good."""
+    user), also set as the shadow's `invalid`; [] when all are good. Those whose provider cannot tell
+    now are not marked: why goes to `unchecked`."""
     found = []
     for shadow in manifest.shadows if shadows is None else shadows:
         if not shadow.provider:
@@ -37,7 +42,12 @@ def problems(manifest: ShadowSetManifest, shadows: Sequence[Shadow] | None = Non
             provider = get_provider(shadow.provider)
         except ShadowvaultError:
             continue
-        problem = provider.problem(shadow)
+        try:
+            problem = provider.problem(shadow)
+        except ShadowUncheckedError as err:
+            if unchecked is not None:
+                unchecked.append(str(err))
+            continue
         if problem:
             shadow.invalid = problem
             found.append(problem)
@@ -62,11 +72,12 @@ def mark_invalid(manifest: ShadowSetManifest, store: ShadowStore | None = None) 
 
 def ensure_valid(manifest: ShadowSetManifest, store: ShadowStore | None = None) -> None:
     """Raise ShadowInvalidError (after marking the set) when a shadow no longer holds its point in time."""
-    found = problems(manifest)
-    if not found:
-        return
-    mark_invalid(manifest, store)
-    raise ShadowInvalidError("; ".join(found) + "; what was read from it is not kept")
+    unchecked: list[str] = []
+    found = problems(manifest, unchecked=unchecked)
+    if found:
+        mark_invalid(manifest, store)
+    if found or unchecked:  # a read nobody can vouch for is not kept either
+        raise ShadowInvalidError("; ".join(found + unchecked) + "; what was read from it is not kept")
 
 
 def ensure_exposable(manifest: ShadowSetManifest, shadow: Shadow, store: ShadowStore | None = None) -> None:
@@ -74,10 +85,12 @@ def ensure_exposable(manifest: ShadowSetManifest, shadow: Shadow, store: ShadowS
     marked). A set that is not `created` is refused by the exposure itself."""
     if manifest.state != "created":
         return
-    if not shadow.invalid and problems(manifest, [shadow]):
+    unchecked: list[str] = []
+    if not shadow.invalid and problems(manifest, [shadow], unchecked):
         mark_invalid(manifest, store)
-    if shadow.invalid:
-        raise ShadowInvalidError(f"cannot expose the shadow of {shadow.volume}: {shadow.invalid}")
+    if shadow.invalid or unchecked:
+        why = shadow.invalid or unchecked[0]
+        raise ShadowInvalidError(f"cannot expose the shadow of {shadow.volume}: {why}")
 
 
 def refresh(manifests: Iterable[ShadowSetManifest], store: ShadowStore | None = None) -> None:
@@ -86,5 +99,8 @@ def refresh(manifests: Iterable[ShadowSetManifest], store: ShadowStore | None = 
     for manifest in manifests:
         if manifest.state != "created":
             continue
-        if problems(manifest, [s for s in manifest.shadows if not s.invalid]):
+        unchecked: list[str] = []
+        if problems(manifest, [s for s in manifest.shadows if not s.invalid], unchecked):
             mark_invalid(manifest, store)
+        for why in unchecked:  # said, never recorded: the next listing asks again
+            log.warning("%s", why)

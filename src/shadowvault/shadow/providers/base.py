@@ -115,7 +115,8 @@ class Provider(ABC):
 
         Asked after a requester has read a shadow: a classic LVM snapshot that overflowed keeps
         serving cached pages, so what was read must be thrown away. Providers whose images cannot
-        go bad say None.
+        go bad say None. Raise ShadowUncheckedError when the question cannot be answered now (a
+        failing `lvs`): a read is not kept, but the shadow is not marked bad for good.
         """
         return None
 

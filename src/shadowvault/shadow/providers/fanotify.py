@@ -39,7 +39,7 @@ import threading
 import time
 
 from shadowvault import paths
-from shadowvault.errors import PermissionDeniedError, ProviderError, UnsupportedError
+from shadowvault.errors import PermissionDeniedError, ProviderError, ShadowUncheckedError, UnsupportedError
 from shadowvault.proc import pid_alive
 from shadowvault.shadow.freeze_rules import check_may_freeze
 from shadowvault.shadow.manifest import Shadow
@@ -299,7 +299,9 @@ class FanotifyProvider(Provider):
         except FileNotFoundError:
             pass
         except OSError as err:
-            return f"the fanotify shadow of {shadow.volume} cannot be checked: {err.strerror}"
+            raise ShadowUncheckedError(
+                f"the fanotify shadow of {shadow.volume} cannot be checked: {err.strerror}"
+            ) from err
         if not listener_alive(shadow):
             return (
                 f"the fanotify listener of {shadow.volume} has stopped: its shadow no longer holds "

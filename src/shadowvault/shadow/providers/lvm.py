@@ -33,7 +33,14 @@ import time
 from collections.abc import Sequence
 
 from shadowvault import config_file, proc
-from shadowvault.errors import CommandError, ConfigError, ProviderError, UnsupportedError, UsageError
+from shadowvault.errors import (
+    CommandError,
+    ConfigError,
+    ProviderError,
+    ShadowUncheckedError,
+    UnsupportedError,
+    UsageError,
+)
 from shadowvault.shadow.freeze_rules import check_may_freeze
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers.base import (
@@ -380,7 +387,8 @@ class LvmProvider(Provider):
         try:
             lv = find_logical_volume(vg, name)
         except ProviderError as err:
-            return f"cannot check the lvm snapshot {vg}/{name} of {shadow.volume}: {err}"
+            why = f"cannot check the lvm snapshot {vg}/{name} of {shadow.volume}: {err}"
+            raise ShadowUncheckedError(why) from err
         if lv is None:
             return f"the lvm snapshot {vg}/{name} of {shadow.volume} no longer exists"
         if lv.invalid:
