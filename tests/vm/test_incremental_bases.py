@@ -4,8 +4,9 @@ Each disk builds on the last snapshot that holds it, with the bitmap started for
 backups that choose disks (`--vm-disk`) in turn stay incremental. Each repository keeps its own
 bitmaps: two repositories backing up the same VM stay incremental each, up to a bound of
 repositories per disk past which the one that backed it up least recently loses its bitmaps (its
-next copy is a full one). Writes come from the monitor, so the chunks that changed are known; every
-snapshot is restored and compared with the images as they were when it was taken.
+next copy is a full one). A disk whose size changed since its base is copied in full. Writes come
+from the monitor, so the chunks that changed are known; every snapshot is restored and compared
+with the images as they were when it was taken.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from shadowvault.jobs.restore_vm import VmRestoreRequest, run_vm_restore
 from shadowvault.repo.repository import Repository
 from shadowvault.vm import bitmaps
 from tests.fixtures.bare_qemu import BareVM, bare_vm
-from tests.vm.helpers import declare, hmp_io, leftovers, new_repository
+from tests.vm.helpers import declare, hmp_io, leftovers, new_repository, qmp
 
 CHUNK = 256 * 1024
 DISKS = ("drive0", "drive1")
@@ -179,3 +180,16 @@ def test_past_the_bound_the_repository_that_backed_up_least_recently_gets_a_full
     _restores_as(repos[0], dropped, pair.as_now("dropped"), tmp_path / "r0")
     kept = _backup(repos[2])  # the most recent one kept its own (and the first dropped the second's)
     assert _read(kept) == {"drive0": 1, "drive1": 0}
+
+
+def test_a_disk_grown_since_its_base_gets_a_full_copy(
+    pair: Pair, repos: list[Repository], tmp_path: Path
+) -> None:
+    pair.write("drive0", 0x61, "0", "1M")
+    _backup(repos[0])
+    qmp(pair.vm.qmp_socket, "block_resize", {"node-name": "disk0", "size": 6 << 20})
+    pair.write("drive0", 0x62, "5M", "4k")
+    grown = _backup(repos[0])
+    assert [(d.disk, d.incremental) for d in grown.definition.disks] == [("drive0", False), ("drive1", True)]
+    assert grown.definition.disks[0].virtual_size == 6 << 20
+    _restores_as(repos[0], grown, pair.as_now("grown"), tmp_path / "r")
