@@ -22,6 +22,7 @@ from shadowvault.repo.repository import Repository
 from shadowvault.shadow import manifest as manifest_doc
 from shadowvault.shadow.writers.base import SnapshotContext
 from shadowvault.shadow.writers.qemu import QemuWriter
+from shadowvault.vm.bitmaps import owner_of_repository
 from shadowvault.vm.discovery import find_vm, scan_processes
 from shadowvault.vm.qmp import QmpLostError
 from tests.fixtures.bare_qemu import BareVM, bare_vm
@@ -134,8 +135,9 @@ def test_a_lost_monitor_connection_mid_copy_cancels_the_job_and_cleans_up(
     vm: BareVM, private_dirs: Path
 ) -> None:
     hmp_io(vm.qmp_socket, "drive0", "write -P 0x66 0 16M")
+    owner = owner_of_repository("a repository id")
     writer = QemuWriter(
-        "bare", spec=find_vm("bare"), copy_speed=1024 * 1024, keeps_copies=True
+        "bare", spec=find_vm("bare"), copy_speed=1024 * 1024, keeps_copies=True, owner=owner
     )  # 16 s of copying
     ctx = SnapshotContext(set_id="20261128T000000-abcdef", volumes=[])
     writer.prepare_backup(ctx)

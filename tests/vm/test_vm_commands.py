@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from shadowvault.cli.main import cli
 from shadowvault.client import Client
-from tests.fixtures.bare_qemu import bare_vm
+from tests.fixtures.bare_qemu import bare_vm, running_qemu
 from tests.service.daemon import running_daemon
 from tests.service.test_cli_through_daemon import _masked
 from tests.vm.helpers import PASSWORD, declare, new_repository
@@ -34,15 +34,6 @@ class Box:
     directory: Path
     qmp_socket: Path
     repo: Path
-
-
-def _accepting(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -73,22 +64,9 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         "-qmp",
         f"unix:{qmp_socket},server=on,wait=off",
     ]
-    qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = 300  # tenths of a second
-        while not _accepting(qmp_socket):
-            assert qemu.poll() is None and deadline > 0, qemu.stderr.read() if qemu.stderr else b""
-            deadline -= 1
-            threading.Event().wait(0.1)
+    with running_qemu(argv, qmp_socket):  # its monitor greets: QEMU has opened the disk
         new_repository(where / "repo").close()
         yield Box(where, qmp_socket, where / "repo")
-    finally:
-        qemu.terminate()
-        try:
-            qemu.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            qemu.kill()
-            qemu.wait(timeout=15)
 
 
 @dataclass

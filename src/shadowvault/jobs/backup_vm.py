@@ -2,9 +2,10 @@
 
 The set's only volume is the one holding the temporary copies, shadowed `live` (nothing of it is
 read: the copies are the VM's point in time, made atomically by QEMU). Each disk is stored whole
-(vm/layout.py); an incremental backup starts from the bitmap its base snapshot recorded and stores
-every unchanged chunk by reference. The snapshot is saved before the set completes, so the bitmaps
-rotate (old one dropped, new one kept) only once the backup is really in the repository.
+(vm/layout.py); an incremental copy of a disk starts from the bitmap its base (the last snapshot
+holding that disk: jobs/vm_bases.py) recorded and stores every unchanged chunk by reference. The
+snapshot is saved before the set completes, so the bitmaps rotate (old one dropped, new one kept)
+only once the backup is really in the repository.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from shadowvault import __version__, paths
 from shadowvault.archive.backup import username
-from shadowvault.errors import NotFoundError, ShadowvaultError
+from shadowvault.jobs.vm_bases import find_bases
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -27,7 +28,7 @@ from shadowvault.shadow.coordinator import SetOptions, shadow_set
 from shadowvault.shadow.manifest import Consistency, ShadowSetManifest
 from shadowvault.shadow.volumes import volume_of
 from shadowvault.shadow.writers.qemu import QemuWriter
-from shadowvault.vm import layout
+from shadowvault.vm import bitmaps, layout
 from shadowvault.vm.discovery import find_vm
 from shadowvault.vm.image_store import ImageSink, ImageStats, store_image
 from shadowvault.vm.layout import StoredDisk, VmDefinition
@@ -63,24 +64,6 @@ class VmBackupResult:
     @property
     def bytes_read(self) -> int:
         return sum(s.bytes_read for s in self.images.values())
-
-
-def find_base(repo: Repository, vm: str) -> tuple[str, Snapshot] | None:
-    """The latest snapshot of `vm` on this host: the base of an incremental backup."""
-    host = socket.gethostname()
-    wanted = [layout.snapshot_path(vm)]
-    for snapshot_id, snapshot in reversed(repo.list_snapshots()):
-        if snapshot.paths == wanted and snapshot.host == host:
-            return snapshot_id, snapshot
-    return None
-
-
-def _base_disks(repo: Repository, base: Snapshot, vm: str) -> tuple[dict[str, str], dict[str, list[bytes]]]:
-    """Per disk of the base snapshot: the bitmap that records changes since it, and its chunks."""
-    definition, nodes = layout.read_vm(repo.load_tree, repo.load_blob, base.tree, vm)
-    bitmaps = {d.disk: d.bitmap for d in definition.disks if d.bitmap and d.disk in nodes}
-    chunks = {d.disk: list(nodes[d.disk].content) for d in definition.disks if d.disk in nodes}
-    return bitmaps, chunks
 
 
 def _sink(repo: Repository) -> ImageSink:
@@ -133,20 +116,16 @@ def run_vm_backup(
     started, started_wall = time.monotonic(), time.time()
     warn = on_warning or log.warning
     spec = find_vm(request.vm)
-    base = None if request.full else find_base(repo, spec.name)
-    base_bitmaps: dict[str, str] = {}
-    base_chunks: dict[str, list[bytes]] = {}
-    if base is not None:
-        try:
-            base_bitmaps, base_chunks = _base_disks(repo, base[1], spec.name)
-        except (NotFoundError, ShadowvaultError) as err:
-            warn(f"the last backup of VM {spec.name} cannot be a base ({err}); a full copy")
-            base = None
+    # a full backup still keeps the bases' bitmaps of the disks it does not copy
+    bases = find_bases(repo, spec.name, (lambda _: None) if request.full else warn)
+    parent = None if request.full else bases.latest
     writer = QemuWriter(
         spec.name,
         spec=spec,
         disks=request.disks,
-        base_bitmaps=base_bitmaps,
+        bases=bases.disks,
+        owner=bitmaps.owner_of_repository(repo.id),
+        full=request.full,
         agent_timeout=request.agent_timeout,
         on_agent_failure=request.on_agent_failure,
         copy_speed=request.copy_speed,
@@ -170,7 +149,7 @@ def run_vm_backup(
                 copy["target"],
                 copy["virtual_size"],
                 copy["chunk_size"],
-                base_chunks.get(disk) if copy["incremental"] else None,
+                bases.chunks.get(disk) if copy["incremental"] else None,
             )
             chunk_lists[disk], images[disk] = chunks, stats
             stored.append(
@@ -195,6 +174,7 @@ def run_vm_backup(
             guest_agent=meta["guest_agent"],
             freeze_window=meta["freeze_window"],
             excluded=dict(meta["excluded"]),
+            chosen=list(request.disks),
             warnings=list(meta["warnings"]),
             libvirt_xml=spec.libvirt_xml or "",
         )
@@ -210,7 +190,7 @@ def run_vm_backup(
             paths=[layout.snapshot_path(spec.name)],
             tags=[VM_TAG, *request.tags],
             tree=tree,
-            parent=base[0] if base else None,
+            parent=parent,
             manifest=manifest_blob,
             components=components,
             consistency={f"vm:{spec.name}": definition.consistency},
@@ -229,7 +209,7 @@ def run_vm_backup(
         snapshot=snapshot,
         definition=definition,
         images=images,
-        parent=base[0] if base else None,
+        parent=parent,
         duration=time.monotonic() - started,
         copy_seconds=copy_seconds,
         warnings=list(definition.warnings),

@@ -1,11 +1,12 @@
 """The hypervisor's side of a VM backup: temporary targets, the point-in-time transaction, the copy jobs.
 
 Every object this module makes in QEMU is named with the `sv-` prefix (targets `sv-tgt-*`, jobs
-`sv-job-*`, bitmaps `sv-*`), so that whatever a dead requester left behind is recognised and removed
-by the next backup (`clean_leftovers`) or by the watchdog (release.py). The copy of a disk goes
-into a qcow2 file of its own: a full copy holds the whole image; an incremental one holds only the
-chunks the dirty bitmap marked, and has a (sparse, never read) backing file so that `qemu-img map`
-tells copied clusters (depth 0, zeros included) from untouched ones (depth 1).
+`sv-job-*`, bitmaps `sv-*` as vm/bitmaps.py names them), so that whatever a dead requester left
+behind is recognised and removed by the next backup (`clean_leftovers`) or by the watchdog
+(release.py). The copy of a disk goes into a qcow2 file of its own: a full copy holds the whole
+image; an incremental one holds only the chunks the dirty bitmap marked, and has a (sparse, never
+read) backing file so that `qemu-img map` tells copied clusters (depth 0, zeros included) from
+untouched ones (depth 1).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from typing import Any
 
 from shadowvault import proc
 from shadowvault.errors import WriterError
+from shadowvault.vm import bitmaps
 from shadowvault.vm.disks import DiskInfo
 from shadowvault.vm.qmp import QmpClient, QmpError
 
 log = logging.getLogger(__name__)
 
-PREFIX = "sv-"
 TARGET_PREFIX = "sv-tgt-"
 JOB_PREFIX = "sv-job-"
 
@@ -47,8 +48,24 @@ class DiskCopy:
     def incremental(self) -> bool:
         return self.base_bitmap is not None
 
+    def describe(self) -> dict[str, Any]:
+        """What the requester needs to store the copy (the writer's metadata `copies`)."""
+        return {
+            "disk": self.disk.name,
+            "node": self.disk.node,
+            "format": self.disk.format,
+            "filename": self.disk.filename,
+            "virtual_size": self.disk.virtual_size,
+            "chunk_size": self.disk.chunk_size,
+            "target": self.target,
+            "incremental": self.incremental,
+            "base_bitmap": self.base_bitmap,
+            "new_bitmap": self.new_bitmap,
+            "copied_bytes": (self.completed or {}).get("offset", 0),
+        }
 
-def plan_copy(disk: DiskInfo, work_dir: str, set_id: str, base_bitmap: str | None) -> DiskCopy:
+
+def plan_copy(disk: DiskInfo, work_dir: str, set_id: str, owner: str, base_bitmap: str | None) -> DiskCopy:
     # QEMU limits node names to 31 characters: a digest of the set, the disk's index-free name cut short
     tag = f"{hashlib.sha256(set_id.encode()).hexdigest()[:8]}-{disk.name}"[:24]
     return DiskCopy(
@@ -56,7 +73,7 @@ def plan_copy(disk: DiskInfo, work_dir: str, set_id: str, base_bitmap: str | Non
         target=os.path.join(work_dir, f"{disk.name}.qcow2"),
         node=TARGET_PREFIX + tag,
         job=JOB_PREFIX + tag,
-        new_bitmap=f"{PREFIX}{set_id}",
+        new_bitmap=bitmaps.bitmap_name(owner, set_id, disk.name),
         base_bitmap=base_bitmap,
     )
 
@@ -158,9 +175,20 @@ def remove_bitmap(qmp: QmpClient, node: str, name: str) -> None:
         log.info("bitmap %s on %s: %s", name, node, err)
 
 
-def clean_leftovers(qmp: QmpClient, keep_bitmaps: set[str]) -> list[str]:
-    """Cancel our jobs, detach our targets and drop our bitmaps that a dead requester left behind."""
-    cleaned = []
+def rotate_bitmaps(qmp: QmpClient, copy: DiskCopy, bases: set[str]) -> None:
+    """The backup is stored: the disk's new bitmap is its base from now on. Drop the bitmaps of
+    `bases` (those the repository's snapshots name) this disk holds: the one it replaces, or one
+    that could not serve (inconsistent, or another disk's base on an image moved here)."""
+    for name in sorted((set(copy.disk.bitmaps) | {copy.base_bitmap or ""}) & bases - {copy.new_bitmap}):
+        remove_bitmap(qmp, copy.disk.node, name)
+
+
+def clean_leftovers(qmp: QmpClient, owner: str, keep: set[str]) -> tuple[list[str], list[str]]:
+    """Cancel our jobs, detach our targets, drop the bitmaps a dead requester or an earlier backup
+    into the repository `owner` left (all but `keep`, the bases its snapshots name) and those of
+    other repositories beyond the bound (bitmaps.unwanted); (what was left behind, what was evicted)."""
+    cleaned: list[str] = []
+    evicted: list[str] = []
     for job in qmp.execute("query-block-jobs") or []:
         if job.get("device", "").startswith(JOB_PREFIX):
             try:
@@ -182,9 +210,13 @@ def clean_leftovers(qmp: QmpClient, keep_bitmaps: set[str]) -> list[str]:
             except QmpError as err:
                 log.info("node %s: %s", name, err)
             continue
-        for bitmap in node.get("dirty-bitmaps", []):
-            bitmap_name = bitmap.get("name", "")  # a running job's own bitmaps have none
-            if bitmap_name.startswith(PREFIX) and bitmap_name not in keep_bitmaps:
-                remove_bitmap(qmp, name, bitmap_name)
-                cleaned.append(f"bitmap {bitmap_name} on {name}")
-    return cleaned
+        # a running job's own bitmaps have no name
+        names = [b["name"] for b in node.get("dirty-bitmaps", []) if b.get("name")]
+        left, others = bitmaps.unwanted(names, owner, keep)
+        for bitmap_name in left:
+            remove_bitmap(qmp, name, bitmap_name)
+            cleaned.append(f"bitmap {bitmap_name} on {name}")
+        for bitmap_name in others:
+            remove_bitmap(qmp, name, bitmap_name)
+            evicted.append(f"bitmap {bitmap_name} on {name}")
+    return cleaned, evicted

@@ -133,12 +133,27 @@ def list_disks(qmp: QmpClient) -> list[DiskInfo]:
     return disks
 
 
-def usable_base(qmp: QmpClient, disk: DiskInfo, name: str | None) -> str | None:
-    """`name` if that persistent bitmap on `disk` can drive an incremental copy, else None (a full
-    copy): it is gone when QEMU stopped without storing it, inconsistent when QEMU was killed after
-    loading it (it may then have missed writes), and disabled bitmaps record nothing."""
-    if name is None:
+class DiskBase(msgspec.Struct, frozen=True, kw_only=True):
+    """What the snapshot an incremental copy of a disk builds on holds of it: the bitmap that has
+    recorded the disk's writes since, and the shape of the image it stored."""
+
+    bitmap: str
+    virtual_size: int
+    chunk_size: int
+
+
+def usable_base(qmp: QmpClient, disk: DiskInfo, base: DiskBase | None) -> str | None:
+    """The base's bitmap if it can drive an incremental copy of `disk`, else None (a full copy).
+
+    Not when the disk changed shape since (resized, or another cluster size: the base's chunks are
+    not this image's); not when the bitmap is gone (QEMU stopped without storing it), inconsistent
+    (QEMU killed after loading it: it may have missed writes) or disabled (it records nothing)."""
+    if base is None:
         return None
+    if (base.virtual_size, base.chunk_size) != (disk.virtual_size, disk.chunk_size):
+        log.info("disk %s: changed shape since its last backup: a full copy", disk.name)
+        return None
+    name = base.bitmap
     for info in qmp.execute("query-named-block-nodes", {"flat": True}) or []:
         if info.get("node-name") != disk.node:
             continue

@@ -50,6 +50,7 @@ class VmDefinition(msgspec.Struct, kw_only=True, omit_defaults=True):
     guest_agent: str = "none"
     freeze_window: float | None = None
     excluded: dict[str, str] = {}  # disk -> why the host could not capture it
+    chosen: list[str] = []  # the disks --vm-disk named ([]: every disk the host could capture)
     warnings: list[str] = []
     libvirt_xml: str = ""  # a libvirt domain's XML (what `virsh define` takes), as found at backup
 

@@ -7,8 +7,11 @@ the bitmap of the base snapshot). When the guest agent answers, `guest-fsfreeze-
 `guest-fsfreeze-thaw` follows at once; the copy then runs while the guest writes on (QEMU copies a
 block before the guest overwrites it). Without an agent the copy is crash-consistent, and the
 writer says so. The requester reads the copies after post_snapshot (metadata names them) and calls
-backup_complete: on success the base bitmap is dropped and the new one is the next backup's base;
-on failure the new one is dropped and the base still covers every change.
+backup_complete: on success each copied disk's base bitmap is dropped and the new one is the next
+backup's base; on failure the new one is dropped and the base still covers every change. Each
+disk has its own base (the repository's last snapshot holding it), and each repository its own
+bitmaps (vm/bitmaps.py): a disk left out of a backup, or backed up into another repository, keeps
+its base.
 
 A lost QMP connection fails the event; abort then reconnects, cancels the jobs, detaches the
 targets and drops the new bitmaps. The guest is never paused, and a frozen guest is thawed by abort
@@ -37,7 +40,7 @@ from shadowvault.vm import copy_jobs
 from shadowvault.vm.agent import AgentError, GuestAgent
 from shadowvault.vm.copy_jobs import DiskCopy
 from shadowvault.vm.discovery import VmSpec, all_vms, find_vm
-from shadowvault.vm.disks import DiskInfo, choose_disks, list_disks, usable_base
+from shadowvault.vm.disks import DiskBase, DiskInfo, choose_disks, list_disks, usable_base
 from shadowvault.vm.qmp import QmpClient, QmpError
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,9 @@ class QemuWriter(Writer):
         *,
         disks: list[str] | None = None,
         work_dir: str | None = None,
-        base_bitmaps: dict[str, str] | None = None,
+        bases: dict[str, DiskBase] | None = None,
+        owner: str = "",
+        full: bool = False,
         agent_timeout: float = 10.0,
         on_agent_failure: str = "degrade",
         copy_timeout: float = COPY_TIMEOUT,
@@ -73,11 +78,15 @@ class QemuWriter(Writer):
             raise UsageError("the qemu writer needs a VM: --writer qemu:NAME (see `writers list`)")
         if on_agent_failure not in ("degrade", "abort"):
             raise UsageError("on_agent_failure must be degrade or abort")
+        if keeps_copies and not owner:
+            raise UsageError("a VM backup names the repository that owns its bitmaps (owner)")
         super().__init__(instance, **options)
         self.spec = spec
         self.wanted_disks = list(disks or [])
         self.work_dir = work_dir
-        self.base_bitmaps = dict(base_bitmaps or {})
+        self.bases = dict(bases or {})  # disk -> its base; kept even when not used (full, not chosen)
+        self.owner = owner  # whose bitmaps this backup makes and replaces (bitmaps.owner_of_repository)
+        self.full = full
         self.agent_timeout = agent_timeout
         self.on_agent_failure = on_agent_failure
         self.copy_timeout = copy_timeout
@@ -208,9 +217,11 @@ class QemuWriter(Writer):
         status = qmp.execute("query-status")
         if status.get("status") not in ("running", "paused"):
             raise WriterError(f"VM {self.instance} is {status.get('status')}, not running")
-        cleaned = copy_jobs.clean_leftovers(qmp, keep_bitmaps=set(self.base_bitmaps.values()))
+        cleaned, evicted = copy_jobs.clean_leftovers(qmp, self.owner, self._base_names())
         if cleaned:
             log.warning("VM %s: removed what an earlier backup left: %s", self.instance, ", ".join(cleaned))
+        if evicted:  # not this backup's concern: another repository's next backup is a full copy
+            log.info("VM %s: bitmaps of other repositories dropped: %s", self.instance, ", ".join(evicted))
         assert self.instance
         capturable, self.excluded = choose_disks(self.instance, list_disks(qmp), self.wanted_disks)
         for disk in self.excluded:
@@ -222,8 +233,8 @@ class QemuWriter(Writer):
             self._own_work_dir = True
         self.copies = []
         for disk in capturable:
-            base_bitmap = usable_base(qmp, disk, self.base_bitmaps.get(disk.name))
-            self.copies.append(copy_jobs.plan_copy(disk, self.work_dir, ctx.set_id, base_bitmap))
+            bitmap = None if self.full else usable_base(qmp, disk, self.bases.get(disk.name))
+            self.copies.append(copy_jobs.plan_copy(disk, self.work_dir, ctx.set_id, self.owner, bitmap))
         agent = self._agent()
         self.agent_state = "none" if agent is None else ("answers" if agent.answers() else "no answer")
         if self.agent_state == "no answer":
@@ -311,10 +322,7 @@ class QemuWriter(Writer):
             for copy in self.copies:
                 copy_jobs.detach(qmp, copy)
                 if succeeded:
-                    if copy.base_bitmap:
-                        copy_jobs.remove_bitmap(qmp, copy.disk.node, copy.base_bitmap)
-                    for stale in set(self.base_bitmaps.values()) - {copy.base_bitmap, copy.new_bitmap}:
-                        copy_jobs.remove_bitmap(qmp, copy.disk.node, stale)
+                    copy_jobs.rotate_bitmaps(qmp, copy, self._base_names())
                 else:
                     copy_jobs.remove_bitmap(qmp, copy.disk.node, copy.new_bitmap)
         finally:
@@ -364,9 +372,13 @@ class QemuWriter(Writer):
         if spec.agent is None or self.agent_state != "answers":
             return []
         argv = [sys.executable, "-m", "shadowvault.vm.release", "--agent", spec.agent, "--qmp", spec.qmp]
-        for bitmap in sorted(set(self.base_bitmaps.values())):
+        argv += ["--owner", self.owner]
+        for bitmap in sorted(self._base_names()):
             argv += ["--keep-bitmap", bitmap]
         return [RunCommand(argv=argv, timeout=RELEASE_TIMEOUT)]
+
+    def _base_names(self) -> set[str]:
+        return {base.bitmap for base in self.bases.values()}
 
     def metadata(self) -> dict[str, Any]:
         spec = self._spec()
@@ -379,20 +391,5 @@ class QemuWriter(Writer):
             "freeze_window": self.freeze_window,
             "warnings": self.warnings,
             "excluded": {d.name: d.excluded for d in self.excluded},
-            "copies": [
-                {
-                    "disk": c.disk.name,
-                    "node": c.disk.node,
-                    "format": c.disk.format,
-                    "filename": c.disk.filename,
-                    "virtual_size": c.disk.virtual_size,
-                    "chunk_size": c.disk.chunk_size,
-                    "target": c.target,
-                    "incremental": c.incremental,
-                    "base_bitmap": c.base_bitmap,
-                    "new_bitmap": c.new_bitmap,
-                    "copied_bytes": (c.completed or {}).get("offset", 0),
-                }
-                for c in self.copies
-            ],
+            "copies": [c.describe() for c in self.copies],
         }
