@@ -20,7 +20,7 @@ from shadowvault.jobs.backup_vm import VmBackupRequest, VmBackupResult, run_vm_b
 from shadowvault.jobs.restore_vm import VmRestoreRequest, run_vm_restore
 from shadowvault.repo.repository import Repository
 from tests.fixtures.bare_qemu import BareVM, bare_vm
-from tests.vm.helpers import declare, hmp_io, leftovers, new_repository, qmp
+from tests.vm.helpers import declare, hmp_io, leftovers, qmp
 
 CHUNK = 256 * 1024
 SIZE = 16 * 1024 * 1024
@@ -31,15 +31,6 @@ def vm(private_dirs: Path) -> Iterator[BareVM]:
     with bare_vm(size="16M", name="bare") as machine:
         declare(private_dirs / "config", "bare", machine.qmp_socket)
         yield machine
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    repository = new_repository(tmp_path / "repo")
-    try:
-        yield repository
-    finally:
-        repository.close()
 
 
 def _stored_bitmaps(image: Path) -> dict[str, list[str]]:

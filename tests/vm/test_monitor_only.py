@@ -39,15 +39,6 @@ def vm(private_dirs: Path) -> Iterator[BareVM]:
         yield machine
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    repository = new_repository(tmp_path / "repo")
-    try:
-        yield repository
-    finally:
-        repository.close()
-
-
 def test_without_a_guest_agent_the_copy_is_crash_consistent_and_graded_so(
     vm: BareVM, repo: Repository
 ) -> None:
