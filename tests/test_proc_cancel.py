@@ -12,7 +12,7 @@ import pytest
 
 from shadowvault import cancellation, proc
 from shadowvault.cancellation import Cancellation
-from shadowvault.errors import JobCancelledError
+from shadowvault.errors import CommandError, JobCancelledError
 
 # a shell that starts a child and waits; `trap '' TERM` makes both deaf to SIGTERM
 DEAF = "trap '' TERM; sleep 300 & echo $! > {pids}; echo $$ >> {pids}; wait"
@@ -70,3 +70,11 @@ def test_outside_a_run_a_command_is_as_before():
     assert cancellation.current() is None
     done = proc.run(["sh", "-c", "cat; echo err >&2; exit 3"], input=b"in", check=False)
     assert (done.returncode, done.stdout, done.stderr) == (3, b"in", b"err\n")
+
+
+def test_a_command_of_a_run_that_times_out_is_killed_with_its_children(tmp_path):
+    pids = tmp_path / "pids"
+    with cancellation.scope(Cancellation()), pytest.raises(CommandError, match="timed out after 1 s"):
+        proc.run(["sh", "-c", POLITE.format(pids=pids)], timeout=1)
+    child, shell = (int(p) for p in pids.read_text().split())
+    assert not _alive(shell) and not _alive(child)

@@ -100,7 +100,10 @@ def run(
     try:
         out, err_out = _communicate(child, timeout, input, watch, group=watch is not None)
     except subprocess.TimeoutExpired as err:
-        child.kill()
+        if watch is not None:
+            kill_group(child)  # its children too: they may hold its output open
+        else:
+            child.kill()
         child.communicate()
         raise CommandError(f"{cmdline}: timed out after {timeout:g} s") from err
     except BaseException:  # interrupted (Ctrl-C): the command does not outlive its caller
