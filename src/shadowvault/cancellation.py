@@ -6,11 +6,20 @@ each blob it writes and each task it gives a worker process. Either raises JobCa
 so a cancelled job unwinds like an interrupted one: the shadow set is completed as failed and
 released, the repository keeps only whole packs, a restore leaves no half-written file under a
 final name. A look is one `Event.is_set()`: nothing measurable next to a chunk or a blob.
+
+Work that cannot be handed a Cancellation through its arguments finds it in `current()`: the
+run's thread opens a `scope`, and the coordinator lends it to the writer events that may be cut
+short (events.py), never to a thaw or an abort. That is how a cancel reaches what the jobs call
+deep below them without a parameter on every layer: an external command (proc.py terminates it),
+QEMU's copy jobs (vm/copy_jobs.py), an external writer's answer, a disk image being written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 from shadowvault.errors import JobCancelledError
 
@@ -41,3 +50,42 @@ def check(cancellation: Cancellation | None) -> None:
     can cancel, a command line's, has None)."""
     if cancellation is not None and cancellation._event.is_set():
         raise JobCancelledError(cancellation.reason)
+
+
+_current: ContextVar[Cancellation | None] = ContextVar("shadowvault_cancellation", default=None)
+
+
+@contextlib.contextmanager
+def scope(cancellation: Cancellation) -> Iterator[Cancellation]:
+    """Make `cancellation` the one `current()` returns inside the block (in this thread only)."""
+    token = _current.set(cancellation)
+    try:
+        yield cancellation
+    finally:
+        _current.reset(token)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """No Cancellation inside the block: work that must not stop halfway (an application stopped or
+    started for a restore, a restore's plan applied) runs to its end; the run stops after it."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def current() -> Cancellation | None:
+    """The Cancellation of the run this code works for; None outside a run (a command line's work)."""
+    return _current.get()
+
+
+def pending() -> Cancellation | None:
+    """The current Cancellation while it has not been cancelled: what work starting now stops for.
+
+    Once cancelled, the run is unwinding, and what it starts then (a snapshot deleted, a filesystem
+    unmounted, an on_failure hook) is its cleanup: that must run to its end, so it watches nothing.
+    """
+    cancellation = _current.get()
+    return cancellation if cancellation is not None and not cancellation.cancelled else None

@@ -1,4 +1,10 @@
-"""The one way external commands are run: logged, bounded by a timeout, failures raised as CommandError."""
+"""The one way external commands are run: logged, bounded by a timeout, failures raised as CommandError.
+
+Every command starts with the descriptor limit this process started with (child_limits.py), and
+in a run that can be cancelled (the daemon's) a cancel stops it: SIGTERM, SIGKILL after a grace
+period, and JobCancelledError for the caller to unwind (it removes what the command had written).
+A command started once the run is already cancelled is its cleanup, and runs to its end.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,17 @@ import pwd
 import shlex
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 
-from shadowvault.errors import CommandError
+from shadowvault import cancellation, child_limits
+from shadowvault.errors import CommandError, JobCancelledError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 120.0
+POLL = 0.2  # seconds between looks at a cancellable run while its command runs
+TERM_GRACE = 5.0  # seconds a cancelled command has to end after SIGTERM, before SIGKILL
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WRITER_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TZ")  # and every LC_*
 
@@ -66,28 +76,45 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run `argv`, capture its output, and raise CommandError (with its stderr) when it fails."""
+    """Run `argv`, capture its output, and raise CommandError (with its stderr) when it fails.
+
+    In a run that can be cancelled (cancellation.py) the command gets a process group of its own,
+    and a cancel terminates that group (stop()) and raises JobCancelledError.
+    """
     cmdline = shlex.join(argv)
     log.debug("run: %s", cmdline)
+    watch = cancellation.pending()
     try:
-        done = subprocess.run(
+        child = subprocess.Popen(
             list(argv),
-            input=input,
-            capture_output=True,
-            timeout=timeout,
+            stdin=None if input is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=without_secrets(env),
             cwd=cwd,
-            check=False,
+            start_new_session=watch is not None,  # a cancel stops its children too
+            preexec_fn=child_limits.preexec(),
         )
     except FileNotFoundError as err:
         raise CommandError(f"{argv[0]}: command not found (is its package installed?)") from err
+    try:
+        out, err_out = _communicate(child, timeout, input, watch, group=watch is not None)
     except subprocess.TimeoutExpired as err:
+        if watch is not None:
+            kill_group(child)  # its children too: they may hold its output open
+        else:
+            child.kill()
+        child.communicate()
         raise CommandError(f"{cmdline}: timed out after {timeout:g} s") from err
-    if check and done.returncode != 0:
-        detail = done.stderr.decode(errors="replace").strip().splitlines()
-        reason = detail[-1] if detail else f"exit status {done.returncode}"
+    except BaseException:  # interrupted (Ctrl-C): the command does not outlive its caller
+        child.kill()
+        child.wait()
+        raise
+    if check and child.returncode != 0:
+        detail = err_out.decode(errors="replace").strip().splitlines()
+        reason = detail[-1] if detail else f"exit status {child.returncode}"
         raise CommandError(f"{argv[0]} failed: {reason}")
-    return done
+    return subprocess.CompletedProcess(list(argv), child.returncode, out, err_out)
 
 
 def output(argv: Sequence[str], **kwargs) -> str:
@@ -111,10 +138,12 @@ def run_group(
     `subprocess.run` kills only the direct child and then waits for pipes a grandchild may hold.
     `on_start` receives the process so a caller can kill it early (abort). `executable` and
     `pass_fds` run a checked program through its descriptor (shadow/writers/trusted_exec.py).
-    Never raises on a non-zero status; raises CommandError when the command is missing or times out.
+    Never raises on a non-zero status; raises CommandError when the command is missing or times out,
+    JobCancelledError when its run is cancelled meanwhile (the group stopped).
     """
     cmdline = shlex.join(argv)
     log.debug("run (own group): %s", cmdline)
+    watch = cancellation.pending()
     try:
         child = subprocess.Popen(
             list(argv),
@@ -126,6 +155,7 @@ def run_group(
             start_new_session=True,
             executable=executable,
             pass_fds=tuple(pass_fds),
+            preexec_fn=child_limits.preexec(),
         )
     except FileNotFoundError as err:
         raise CommandError(f"{argv[0]}: command not found") from err
@@ -134,12 +164,53 @@ def run_group(
     if on_start is not None:
         on_start(child)
     try:
-        out, err_out = child.communicate(timeout=timeout)
+        out, err_out = _communicate(child, timeout, None, watch, group=True)
     except subprocess.TimeoutExpired as err:
         kill_group(child)
         child.communicate()
         raise CommandError(f"{cmdline}: timed out after {timeout:g} s") from err
     return subprocess.CompletedProcess(list(argv), child.returncode, out, err_out)
+
+
+def _communicate(
+    child: subprocess.Popen[bytes],
+    timeout: float,
+    input: bytes | None,
+    watch: cancellation.Cancellation | None,
+    *,
+    group: bool,
+) -> tuple[bytes, bytes]:
+    """`child`'s output once it has ended. TimeoutExpired past `timeout` (the child still runs);
+    JobCancelledError, the child stopped, when `watch` is cancelled meanwhile (looked at every POLL)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return child.communicate(input, timeout=max(min(left, POLL) if watch else left, 0))
+        except subprocess.TimeoutExpired:
+            if watch is not None and watch.cancelled:
+                stop(child, group=group)
+                raise JobCancelledError(watch.reason) from None
+            if time.monotonic() >= deadline:
+                raise
+        input = None  # written once; communicate() goes on where it was
+
+
+def stop(child: subprocess.Popen[bytes], *, group: bool) -> None:
+    """SIGTERM `child` (its whole process group when `group`), SIGKILL it past TERM_GRACE, reap it."""
+    for sig, grace in ((signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, None)):
+        try:
+            if group:
+                os.killpg(child.pid, sig)
+            else:
+                child.send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            child.communicate(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def kill_group(child: subprocess.Popen[bytes]) -> None:

@@ -3,7 +3,9 @@
 The documents are restored first (small), the component plans against the target root from the
 snapshot's entries, and --dry-run stops there. A real restore lays the component's paths down in a
 staging directory inside the target root (jobs/snapshot_view.py), re-plans with the content at hand
-(so identical files are left alone), applies the plan, and removes the staging directory.
+(so identical files are left alone), applies the plan, and removes the staging directory. A
+cancelled run stops before the plan is applied (while laying the paths down: within a file), never
+in the middle of it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shadowvault import cancellation
 from shadowvault.components import get
 from shadowvault.components.base import RestoreOptions, check_target_root
 from shadowvault.components.plan import Plan
@@ -93,7 +96,9 @@ def restore_component(
         plan = component.plan(view, options)
         if on_plan is not None:
             on_plan(plan)
-        component.apply(plan, view, options)
+        cancellation.check(cancellation.current())
+        with cancellation.shielded():  # the plan is carried out whole, or not at all
+            component.apply(plan, view, options)
         return ComponentRestore(snapshot_id, plan, applied=True, errors=errors + plan.errors)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

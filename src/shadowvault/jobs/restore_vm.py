@@ -3,11 +3,14 @@
 Each disk is written from its chunks: all-zero chunks are left as holes, so a restored raw image is
 as sparse as the stored one, and a qcow2 is made from it with `qemu-img convert`. Next to the disks
 go `NAME.json` (the stored definition with the command line rewritten to the restored disks) and
-`NAME.sh` (that command line, ready to run). Nothing that exists is overwritten.
+`NAME.sh` (that command line, ready to run). Nothing that exists is overwritten, and a disk is
+written under a temporary name until it is whole: a failed or cancelled restore leaves no part of
+one under its name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from shadowvault import proc
+from shadowvault import cancellation, proc
 from shadowvault.errors import UsageError
 from shadowvault.repo.repository import Repository
 from shadowvault.vm import layout
@@ -56,13 +59,16 @@ class VmRestoreResult:
 
 
 def write_raw(repo: Repository, content: list[bytes], size: int, chunk_size: int, path: str) -> int:
-    """Lay down one disk image from its chunks; zero chunks stay holes. Returns the bytes written."""
+    """Write a raw image of `size` bytes from its chunks into the new file `path` (zero chunks left as
+    holes); the bytes written. A cancelled run stops it before the next chunk."""
     zero_id = repo.blob_id(bytes(chunk_size))
     written = 0
+    cancelled = cancellation.current()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         os.ftruncate(fd, size)
         for index, blob_id in enumerate(content):
+            cancellation.check(cancelled)
             if blob_id == zero_id:
                 continue
             data = repo.load_blob(blob_id)
@@ -74,6 +80,28 @@ def write_raw(repo: Repository, content: list[bytes], size: int, chunk_size: int
     finally:
         os.close(fd)
     return written
+
+
+def write_image(
+    repo: Repository, disk: layout.StoredDisk, content: list[bytes], fmt: str, path: str
+) -> tuple[str, int]:
+    """Write `disk` in `fmt` to `.NAME.sv-restore` beside `path` (for the caller to rename once it
+    is in place); that name and the bytes written. A failure or a cancelled run leaves nothing."""
+    part = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.sv-restore")
+    raw = part if fmt == "raw" else part + ".raw"
+    try:
+        written = write_raw(repo, content, disk.virtual_size, disk.chunk_size, raw)
+        if fmt == "qcow2":
+            proc.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, part], timeout=CONVERT_TIMEOUT)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(part)
+        raise
+    finally:
+        if raw != part:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(raw)
+    return part, written
 
 
 def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResult:
@@ -102,17 +130,10 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
             raise UsageError(f"{path} exists: restore into an empty directory")
     written = 0
     for disk in chosen:
-        raw = outputs[disk.disk] if request.format == "raw" else outputs[disk.disk] + ".raw-part"
-        node = nodes[disk.disk]
-        written += write_raw(repo, list(node.content), disk.virtual_size, disk.chunk_size, raw)
-        if request.format == "qcow2":
-            try:
-                proc.run(
-                    ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, outputs[disk.disk]],
-                    timeout=CONVERT_TIMEOUT,
-                )
-            finally:
-                os.unlink(raw)
+        content = list(nodes[disk.disk].content)
+        part, size = write_image(repo, disk, content, request.format, outputs[disk.disk])
+        os.rename(part, outputs[disk.disk])
+        written += size
     mapping = {d.filename: (outputs[d.disk], request.format) for d in chosen}
     rewritten = rewrite(definition.argv, mapping, target)
     restored = msgspec.structs.replace(definition, argv=rewritten.argv)
@@ -213,18 +234,7 @@ def run_vm_restore_in_place(
     restored: dict[str, str] = {}
     set_aside: dict[str, str] = {}
     for disk in chosen:
-        directory = os.path.dirname(disk.filename)
-        part = os.path.join(directory, f".{os.path.basename(disk.filename)}.sv-restore")
-        raw = part if disk.format == "raw" else part + ".raw"
-        try:
-            write_raw(repo, list(nodes[disk.disk].content), disk.virtual_size, disk.chunk_size, raw)
-            if disk.format == "qcow2":
-                proc.run(
-                    ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, part], timeout=CONVERT_TIMEOUT
-                )
-        finally:
-            if raw != part and os.path.exists(raw):
-                os.unlink(raw)
+        part, _ = write_image(repo, disk, list(nodes[disk.disk].content), disk.format, disk.filename)
         if os.path.lexists(disk.filename):
             aside = f"{disk.filename}.pre-restore-{stamp}"
             os.rename(disk.filename, aside)

@@ -6,7 +6,9 @@ The backup manifest stored with a snapshot says which writers took part and what
 between the writer's pre_restore (stop the application) and post_restore (recover it, start it,
 check it), as VSS's restore sequence does. The writer only answers the events; the job lays the
 files down. Restore has no abort (as in VSS): a failing writer raises WriterError naming it and
-the phase.
+the phase. A cancelled run stops before a writer's pre_restore or while its files are laid down
+(each file whole or absent), never inside pre_restore or post_restore; stopped between them, the
+writer's application stays as pre_restore left it, and the error says so.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shadowvault import cancellation
 from shadowvault.archive import metadata
-from shadowvault.archive.restore import Restorer
+from shadowvault.archive.restore import Restorer, RestoreStats
 from shadowvault.archive.tree_paths import find_node
-from shadowvault.errors import NotFoundError, ShadowvaultError, UsageError, WriterError
+from shadowvault.errors import JobCancelledError, NotFoundError, ShadowvaultError, UsageError, WriterError
 from shadowvault.jobs.writer_plan import (
     WriterPlan,
     load_manifest,
@@ -149,18 +152,27 @@ def restore_with_writers(
     done = []
     for report, writer, ctx in events:
         label = report_label(report)
+        cancellation.check(cancellation.current())  # before a writer stops its application, not after
         try:
-            writer.pre_restore(ctx)
+            with cancellation.shielded():
+                writer.pre_restore(ctx)
         except ShadowvaultError as err:
             raise WriterError(f"writer {label} failed at pre_restore: {err}") from err
-        result = _lay_down(repo, snapshot, report, target_root, overwrite)
+        try:
+            result = _lay_down(repo, snapshot, report, target_root, overwrite)
+        except JobCancelledError as err:
+            raise JobCancelledError(
+                f"{err}: the files of writer {label} are partly restored and its application is left as"
+                " pre_restore left it (post_restore would recover a partial copy): restore it again"
+            ) from err
         if result.errors:
             path, why = result.errors[0]
             raise WriterError(
                 f"writer {label}: {len(result.errors)} file(s) not restored, first {path}: {why}"
             )
         try:
-            writer.post_restore(ctx)
+            with cancellation.shielded():
+                writer.post_restore(ctx)
         except ShadowvaultError as err:
             raise WriterError(f"writer {label} failed at post_restore: {err}") from err
         result.notes = list(ctx.notes)
@@ -206,7 +218,10 @@ def _lay_down(
             if node is None:
                 raise NotFoundError(f"writer {label}: {path} is not in the snapshot")
             target = _target(target_root, path, is_dir=node.type == "dir")
-            stats = Restorer(repo, target, overwrite=overwrite).restore(snapshot.tree, path)
+            restorer = Restorer(
+                repo, target, overwrite=overwrite, stats=RestoreStats(cancellation=cancellation.current())
+            )
+            stats = restorer.restore(snapshot.tree, path)
             result.errors.extend(stats.errors)
             if node.type == "dir":  # the Restorer fills the directory; its own owner and mode are ours
                 metadata.apply(os.fsencode(target), node)

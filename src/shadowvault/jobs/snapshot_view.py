@@ -12,9 +12,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from shadowvault import cancellation
 from shadowvault.archive.listing import list_snapshot
 from shadowvault.archive.patterns import PathFilter
-from shadowvault.archive.restore import Restorer
+from shadowvault.archive.restore import Restorer, RestoreStats
 from shadowvault.archive.tree_paths import find_node
 from shadowvault.components.base import RESERVED_DIR, Entry, SnapshotView, documents_path
 from shadowvault.errors import NotFoundError
@@ -45,7 +46,8 @@ class RepoView(SnapshotView):
         return list(self.paths)
 
     def materialize(self, prefixes: list[str]) -> list[tuple[str, str]]:
-        """Restore the entries below `prefixes` into the staging content tree; returns restore errors."""
+        """Restore the entries below `prefixes` into the staging content tree; returns restore errors.
+        A cancelled run stops it within a file (the staging directory goes with the restore)."""
         present = [p for p in prefixes if self._exists(p)]
         self.materialized = True
         if not present:
@@ -56,6 +58,7 @@ class RepoView(SnapshotView):
             numeric_owner=True,
             # "/" is everything: as a glob it would match the root alone
             path_filter=PathFilter([] if "/" in present else [_glob_escape(p) for p in present], []),
+            stats=RestoreStats(cancellation=cancellation.current()),
         )
         stats = restorer.restore(self.tree, "/")
         return list(stats.errors)

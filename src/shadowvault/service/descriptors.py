@@ -2,9 +2,10 @@
 
 A service starts with a soft RLIMIT_NOFILE of 1024 (systemd's default, and most shells'), which a
 few hundred idle connections exhaust: the daemon raises it to the hard limit (`LimitNOFILE=` in its
-unit) when it starts. Should accept() still fail for want of descriptors, asyncio reports it on
-every try, many times a second; here that is one line a minute, and new connections wait in the
-socket's backlog until some close.
+unit) when it starts; the programs it starts get the limit it started with (child_limits.py).
+Should accept() still fail for want of descriptors, asyncio reports it on every try, many times a
+second; here that is one line a minute, and new connections wait in the socket's backlog until
+some close.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import resource
 from typing import Any
 
+from shadowvault import child_limits
 from shadowvault.service.log_limits import Occasional
 
 log = logging.getLogger(__name__)
@@ -23,14 +25,8 @@ UNLIMITED = 1 << 20  # what an RLIM_INFINITY soft limit counts as
 
 
 def raise_limit() -> int:
-    """Raise the soft descriptor limit to the hard one; the soft limit now."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as err:
-            log.warning("cannot raise the descriptor limit from %d to %d: %s", soft, hard, err)
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    """Raise the soft descriptor limit to the hard one (not its children's); the soft limit now."""
+    soft = child_limits.raise_soft_limit()
     return UNLIMITED if soft == resource.RLIM_INFINITY else soft
 
 

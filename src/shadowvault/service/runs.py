@@ -3,7 +3,8 @@
 A Run runs in a thread of its own pool (RUN_THREADS at once; more wait their turn, `queued`), emits
 JSON events (restic's convention: every event has a `message_type`: `status` every second while it
 runs, then one `summary` or `error`), can be cancelled (a queued run ends at once, a running one
-is `cancelling` until its work has unwound), and is kept after it ends (the last KEPT_RUNS) so
+is `cancelling` until its work has unwound: its Cancellation is the `current` one of everything it
+calls, external commands and writers included), and is kept after it ends (the last KEPT_RUNS) so
 that its result can be read. Events are kept in full up to MAX_EVENTS per run; past
 that the oldest status events are dropped (the summary is never dropped).
 """
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from shadowvault import cancellation
 from shadowvault.archive.memory import bound_heap
 from shadowvault.cancellation import Cancellation
 from shadowvault.errors import JobCancelledError, NotFoundError, ShadowvaultError
@@ -128,7 +130,8 @@ class Runs:
         ticker = _Ticker(run)
         try:
             try:
-                summary, exit_status = work(run, ticker.follow)
+                with cancellation.scope(run.cancellation):  # what the work calls finds it (proc, QMP)
+                    summary, exit_status = work(run, ticker.follow)
             finally:
                 ticker.stop()
         except JobCancelledError as err:

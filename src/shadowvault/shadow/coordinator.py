@@ -101,10 +101,11 @@ class ShadowSetRun:
             raise self._abort(*culprit)
 
     def _phase(self, phase: str, call: Callable[[WriterRun], object]) -> None:
-        """One event for every active writer, failures handled, its duration in the manifest."""
+        """One event for every active writer (a cancel of the run reaches it), failures handled, timed."""
         assert self.manifest is not None
         started = time.monotonic()
-        self._handle(phase, event_all(phase, self._active(), call, EVENT_TIMEOUT), EVENT_TIMEOUT)
+        results = event_all(phase, self._active(), call, EVENT_TIMEOUT, cancellable=True)
+        self._handle(phase, results, EVENT_TIMEOUT)
         self.manifest.phases[phase] = round(time.monotonic() - started, 6)
 
     def _release_degraded(self) -> None:
@@ -163,10 +164,8 @@ class ShadowSetRun:
             )
 
     def _limits(self) -> str:
-        return (
-            f"freeze timeout {self.options.freeze_timeout:g} s + "
-            f"commit timeout {self.options.commit_timeout:g} s"
-        )
+        options = self.options
+        return f"freeze timeout {options.freeze_timeout:g} s + commit timeout {options.commit_timeout:g} s"
 
     # ---- the sequence ----------------------------------------------------------------------------
 

@@ -3,10 +3,15 @@
 The coordinator's own thread never calls a writer directly: a writer may block on a frozen
 filesystem or a hung application, and the coordinator must always be free to thaw. Threads are
 daemons, so an abandoned, hung call never keeps the process from exiting.
+
+A cancelled run (cancellation.py) reaches the events that prepare and finish a set (identify,
+prepare_*, post_snapshot: their commands are terminated, their waits cut short), and the set is
+aborted once the phase has ended. A freeze, a thaw, an abort and backup_complete never see it.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import threading
@@ -16,7 +21,8 @@ from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from typing import NamedTuple, TypeVar
 
-from shadowvault.errors import ShadowError, ShadowvaultError
+from shadowvault import cancellation
+from shadowvault.errors import JobCancelledError, ShadowError, ShadowvaultError
 from shadowvault.shadow.manifest import ShadowSetManifest, WriterReport, WriterState
 from shadowvault.shadow.writers.base import FailurePolicy, SnapshotContext, WatchdogAction, Writer
 
@@ -39,15 +45,23 @@ FAILED_AT = {
 T = TypeVar("T")
 
 
-def in_thread(fn: Callable[..., T], *args: object, name: str = "writer-event") -> Future[T]:
-    """Run `fn(*args)` in a daemon thread (an abandoned, hung call must not block exit)."""
+def in_thread(
+    fn: Callable[..., T], *args: object, name: str = "writer-event", cancellable: bool = False
+) -> Future[T]:
+    """Run `fn(*args)` in a daemon thread (an abandoned, hung call must not block exit).
+
+    `cancellable`: the call sees the caller's Cancellation (cancellation.current()), so cancelling
+    the run stops the commands and waits it makes. Never for a freeze, a thaw, an abort or
+    backup_complete: those hold or release an application and must run to their end.
+    """
     future: Future[T] = Future()
+    context = contextvars.copy_context() if cancellable else contextvars.Context()
 
     def target() -> None:
         if not future.set_running_or_notify_cancel():
             return
         try:
-            future.set_result(fn(*args))
+            future.set_result(context.run(fn, *args))
         except BaseException as err:
             future.set_exception(err)
 
@@ -107,10 +121,18 @@ class Outcome(NamedTuple):
 
 
 def event_all(
-    phase: str, runs: Sequence[WriterRun], call: Callable[[WriterRun], object], timeout: float
+    phase: str,
+    runs: Sequence[WriterRun],
+    call: Callable[[WriterRun], object],
+    timeout: float,
+    *,
+    cancellable: bool = False,
 ) -> list[Outcome]:
-    """Run one event on `runs` concurrently and wait at most `timeout`; an Outcome for each, in order."""
-    futures = [(run, in_thread(call, run, name=f"{phase}:{run.label}")) for run in runs]
+    """Run one event on `runs` concurrently and wait at most `timeout`; an Outcome for each, in order.
+    `cancellable`: a cancel of the run stops the event's commands and waits (in_thread)."""
+    futures = [
+        (run, in_thread(call, run, name=f"{phase}:{run.label}", cancellable=cancellable)) for run in runs
+    ]
     started = time.monotonic()
     wait_futures([f for _, f in futures], timeout=timeout)
     results: list[Outcome] = []
@@ -165,7 +187,9 @@ def record_failures(
     """Record each failure of `phase` in its writer's state; the first that must abort the set, if any.
 
     A writer with on_failure=degrade is marked degraded instead (except at identify: a writer that
-    cannot describe its data has nothing to degrade to) and the set goes on without it.
+    cannot describe its data has nothing to degrade to) and the set goes on without it. A set whose
+    run was cancelled is aborted for that, whatever failed with it (JobCancelledError: the run ends
+    `cancelled`).
     """
     culprit: tuple[str, BaseException | None] | None = None
     for run, error, timed_out in results:
@@ -183,7 +207,15 @@ def record_failures(
             continue
         if culprit is None:
             culprit = (message, error)
-    return culprit
+    return _cancelled_at(phase) or culprit
+
+
+def _cancelled_at(phase: str) -> tuple[str, BaseException] | None:
+    """The abort of a set whose run was cancelled during `phase` (its message and cause), if it was."""
+    cancelled = cancellation.current()
+    if cancelled is None or not cancelled.cancelled:
+        return None
+    return f"cancelled at {phase}: {cancelled.reason}", JobCancelledError(cancelled.reason)
 
 
 def abort_writers(runs: Sequence[WriterRun], ctx: SnapshotContext) -> list[str]:

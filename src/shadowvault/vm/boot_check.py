@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from shadowvault import proc
+from shadowvault import cancellation, child_limits, proc
 from shadowvault.errors import ShadowvaultError
 from shadowvault.vm.definition import rewrite
 
@@ -72,10 +72,16 @@ def verify_boot(
         log.info("verify-boot: %s", " ".join(command))
         started = time.monotonic()
         child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=child_limits.preexec(),
         )
         deadline = started + timeout
+        cancelled = cancellation.current()
         while True:
+            cancellation.check(cancelled)  # the boot is stopped below, as after a failure
             console = _read(serial)
             if marker in console:
                 return BootResult(round(time.monotonic() - started, 3), console[-2000:])

@@ -19,16 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shadowvault import proc
+from shadowvault import cancellation, proc
 from shadowvault.errors import WriterError
 from shadowvault.vm import bitmaps
 from shadowvault.vm.disks import DiskInfo
-from shadowvault.vm.qmp import QmpClient, QmpError
+from shadowvault.vm.qmp import QmpClient, QmpError, QmpLostError
 
 log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "sv-tgt-"
 JOB_PREFIX = "sv-job-"
+CANCEL_POLL = 0.5  # seconds between looks at a cancellable run while the copies go on
 
 
 @dataclass
@@ -133,15 +134,24 @@ def start_copies(qmp: QmpClient, copies: list[DiskCopy], speed: int = 0) -> None
 
 
 def wait_copies(qmp: QmpClient, copies: list[DiskCopy], timeout: float) -> None:
-    """Wait until every copy job has ended; WriterError naming the disk if one failed or was cancelled."""
+    """Wait until every copy job has ended; WriterError naming the disk if one failed or was cancelled
+    in QEMU, JobCancelledError if the run is cancelled first (the writer's abort cancels the jobs)."""
     deadline = time.monotonic() + timeout
+    cancelled = cancellation.current()
     jobs = {c.job: c for c in copies if c.completed is None}
     while jobs:
-        event = qmp.wait_event(
-            ["BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"],
-            max(deadline - time.monotonic(), 0.01),
-            lambda e: e["data"].get("device") in jobs,
-        )
+        cancellation.check(cancelled)
+        left = max(deadline - time.monotonic(), 0.01)
+        try:
+            event = qmp.wait_event(
+                ["BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"],
+                min(left, CANCEL_POLL) if cancelled else left,
+                lambda e: e["data"].get("device") in jobs,
+            )
+        except QmpLostError:
+            if qmp.connected and time.monotonic() < deadline:
+                continue  # no job ended in this slice: look at the cancellation again
+            raise
         copy = jobs.pop(event["data"]["device"])
         if event["event"] == "BLOCK_JOB_CANCELLED" or event["data"].get("error"):
             why = event["data"].get("error", "cancelled")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from shadowvault import proc
+from shadowvault import cancellation, proc
 from shadowvault.errors import ShadowvaultError
 from shadowvault.slots import Slots
 from shadowvault.typed_decoding import convert
@@ -117,10 +117,12 @@ def store_image(
         finally:
             in_flight.release()
 
+    cancelled = cancellation.current()
     fd = os.open(copy_path, os.O_RDONLY | os.O_CLOEXEC)
     pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="sv-image")
     try:
         for index in range(count):
+            cancellation.check(cancelled)  # a cancelled run stops between chunks
             start = index * chunk_size
             end = min(start + chunk_size, virtual_size)
             pieces = _pieces(extents, ends, start, end)

@@ -16,7 +16,8 @@ external_protocol.py). It runs in its own session; if it does not answer within 
 timeout, or exits, the event fails (and the set is aborted unless on_failure = "degrade"). Abort
 is sent as a request when the writer is idle, else the writer gets SIGTERM (it must release its
 application) and SIGKILL after a grace period. The watchdog also holds a SIGTERM for it, so a
-coordinator that dies never leaves it holding.
+coordinator that dies never leaves it holding. A cancelled run stops waiting for an answer at once:
+the writer, caught mid-event, is then terminated by abort the same way.
 
 It is a Writer like the built-in ones: the coordinator runs it on exactly the same code path.
 Like a script writer's commands it runs as root, so only a program nobody but root could change is
@@ -40,8 +41,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from shadowvault import proc
-from shadowvault.errors import ConfigError, WriterError
+from shadowvault import cancellation, child_limits, proc
+from shadowvault.errors import ConfigError, JobCancelledError, WriterError
 from shadowvault.shadow.manifest import Component, Consistency
 from shadowvault.shadow.writers import config as writer_config
 from shadowvault.shadow.writers import external_protocol as protocol
@@ -189,6 +190,7 @@ class ExternalWriter(Writer):
                     cwd="/",
                     env=env,
                     start_new_session=True,
+                    preexec_fn=child_limits.preexec(),
                     **program.popen_kwargs(),
                 )
             except OSError as err:
@@ -241,9 +243,14 @@ class ExternalWriter(Writer):
         return f"the writer process {status} {when}{last}"
 
     def _read_line(self, process: subprocess.Popen[bytes], deadline: float, event: str) -> bytes:
+        """The writer's answer; a cancel of the run leaves it unanswered (and the writer to abort)."""
         assert process.stdout is not None
         fd = process.stdout.fileno()
+        cancelled = cancellation.current()
         while b"\n" not in self._buffer:
+            if cancelled is not None and cancelled.cancelled:
+                self._broken = True  # its answer would come later: abort terminates it
+                raise JobCancelledError(cancelled.reason)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._broken = True
