@@ -2,7 +2,7 @@
 temporary node and new bitmap are gone, the VM runs on, the base bitmap still serves the next
 incremental backup, and the repository holds no new snapshot and passes `check`.
 
-A real daemon and a real QEMU (`-machine none`, tests/fixtures/tiny_vm.py); the copy is throttled
+A real daemon and a real QEMU (`-machine none`, tests/fixtures/bare_qemu.py); the copy is throttled
 (`copy_speed`) so that the cancel comes while the job runs, seen as a user would see it: the copy's
 file growing; the run ends long before the copy could have (BOUND), so it was the cancel that ended it.
 """
@@ -19,7 +19,7 @@ import pytest
 
 from shadowvault.client import Client
 from shadowvault.service.runs import FINISHED
-from tests.fixtures.tiny_vm import BareVM, bare_vm
+from tests.fixtures.bare_qemu import BareVM, bare_vm
 from tests.service.daemon import running_daemon
 from tests.vm.helpers import PASSWORD, declare, hmp_io, leftovers, new_repository, qmp
 
