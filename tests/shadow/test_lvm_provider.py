@@ -395,3 +395,15 @@ def test_a_classic_snapshot_gets_its_share_of_the_free_extents_and_a_thin_one_no
         (line,) = refused.stderr.strip().splitlines()
         assert f"volume group {vg} has 8.0 MiB free" in line and "less than one extent" in line, line
         assert snapshot_lvs(lab, vg) == []
+        # `auto` serves it with a lesser provider, and the set's notes say why lvm did not.
+        fallback = lab.sv("shadows", "create", "--volume", first, *SLOW, "--json")
+        assert fallback.returncode == 0, fallback.context()
+        manifest = created_set(fallback.stdout)
+        assert lab.sv("shadows", "delete", manifest["id"]).returncode == 0
+        (served,) = manifest["shadows"]
+        assert served["provider"] != "lvm"
+        assert any(
+            f"provider lvm cannot shadow {first}: volume group {vg} has 8.0 MiB free" in note
+            and f"(so {served['provider']} served it)" in note
+            for note in manifest["notes"]
+        ), manifest["notes"]

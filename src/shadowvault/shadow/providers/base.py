@@ -110,6 +110,12 @@ class Provider(ABC):
         """
         return []
 
+    def passed_over(self, volume: Volume) -> str | None:
+        """Why this provider cannot shadow `volume` now although the volume is of its kind (a logical
+        volume in a full volume group), for the notes of a set that a lesser provider served; None
+        when it can, or when the volume is not its kind at all (nothing worth saying then)."""
+        return None
+
     def problem(self, shadow: Shadow) -> str | None:
         """None while the image still holds its point in time, else why not, in words for the user.
 

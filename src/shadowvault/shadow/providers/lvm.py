@@ -1,21 +1,18 @@
 """The lvm provider: an LVM snapshot of the logical volume under a filesystem, mounted read-only.
 
-A classic snapshot (`lvcreate -s -l N%FREE`) gets copy-on-write space from the volume group's free
-extents: `[lvm] snapshot_share` of shadowvault.toml (default 20 %, in whole percent) of what is free
-when lvcreate runs, rounded down to whole extents (LVM caps it at what the origin's size can use). A
-volume group whose share comes to less than one extent is refused when the set is planned.
-A thin volume gets a thin snapshot (`lvcreate -s --setactivationskip n`), which needs no size.
+A classic snapshot (`lvcreate -s -l N%FREE`) gets `[lvm] snapshot_share` (default 20 %, whole
+percent) of the volume group's free extents when lvcreate runs, rounded down (LVM caps it at what the
+origin can use); a share under one extent is refused when the set is planned. A thin volume gets a
+thin snapshot (`lvcreate -s --setactivationskip n`), which needs no size.
 
-LVM suspends the device while it makes the snapshot, and suspending freezes the filesystem on it
-(the kernel's freeze_bdev): the image is filesystem-consistent on its own, so the provider declares
-FreezePolicy.BUILT_IN. An fsfreeze around it is not only redundant, it breaks it: the suspend of a
-filesystem someone else froze fails with EBUSY and leaves a half-made snapshot (seen on Debian's
-6.1 kernel), so the coordinator refuses the combination.
-A multi-volume set is taken at one instant where the kernel allows it (Linux 6.8 and later: the
-suspend nests inside a userspace freeze): every filesystem of the set frozen (lvm_freeze.py), each
-lvcreate, all thawed, then the snapshots mounted. On older kernels, or when a volume may not be
-frozen (it holds our state, LVM's own files, ...), each lvcreate suspends its own, one after
-another, and the set says so (docs/lvm-provider.md).
+LVM suspends the device for the snapshot, which freezes the filesystem on it (freeze_bdev): the
+image is filesystem-consistent on its own (FreezePolicy.BUILT_IN). An fsfreeze around it breaks it:
+suspending a filesystem someone else froze fails with EBUSY and leaves a half-made snapshot (Debian's
+6.1 kernel), so the coordinator refuses the combination. A multi-volume set is taken at one instant
+where the kernel allows it (Linux 6.8+: the suspend nests inside a userspace freeze): every
+filesystem frozen (lvm_freeze.py), each lvcreate, all thawed, the snapshots mounted. Otherwise (older
+kernels, a volume that may not be frozen) each lvcreate suspends its own, one after another, and the
+set says so (docs/lvm-provider.md).
 
 The snapshot LV is named `sv-<set id>-<index>` and mounted at `<mount>/.shadowvault/<set id>-<index>`
 (ro, `noload` for ext2/3/4 so no journal is replayed, `nouuid` for XFS, whose origin has the same
@@ -168,6 +165,9 @@ class LvmProvider(Provider):
 
     def unsupported_reason(self, volume: Volume) -> str | None:
         return self._origin(volume)[1]
+
+    def passed_over(self, volume: Volume) -> str | None:
+        return self.unsupported_reason(volume) if (dm_uuid(volume.dev) or "").startswith("LVM-") else None
 
     def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
         shadow, created = self._snapshot(volume, set_id, index)

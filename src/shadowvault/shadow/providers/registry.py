@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shadowvault.errors import UnsupportedError, UsageError
+from shadowvault.errors import ShadowvaultError, UnsupportedError, UsageError
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers.base import Provider
 from shadowvault.shadow.providers.btrfs import BtrfsProvider
@@ -11,7 +11,7 @@ from shadowvault.shadow.providers.live import LiveProvider
 from shadowvault.shadow.providers.lvm import LvmProvider
 from shadowvault.shadow.providers.names import AUTO
 from shadowvault.shadow.providers.reflink import ReflinkProvider
-from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.volumes import Volume, find_volume
 
 PROVIDER_CLASSES: tuple[type[Provider], ...] = (
     BtrfsProvider,
@@ -94,10 +94,26 @@ def consistency_note(shadow: Shadow) -> str | None:
     return note.format(volume=shadow.volume, provider=shadow.provider)
 
 
+def passed_over_notes(shadow: Shadow) -> list[str]:
+    """Why each better provider made for the shadow's volume could not serve it (lvm on a logical
+    volume whose group is full): a fallback the user would otherwise not see."""
+    if not shadow.provider:
+        return []
+    try:
+        served_by = get_provider(shadow.provider)
+        volume = find_volume(shadow.volume)
+    except ShadowvaultError:
+        return []
+    better = [p for p in all_providers() if p.atomic and p.priority > served_by.priority]
+    reasons = [reason for p in better if (reason := p.passed_over(volume))]
+    return [f"{reason} (so {shadow.provider} served it)" for reason in reasons]
+
+
 def shadow_notes(shadow: Shadow) -> list[str]:
-    """Everything a manifest should say about one shadow: its consistency caveat, then its own notes."""
+    """Everything a manifest should say about one shadow: its consistency caveat, why a better
+    provider did not serve it, then its own notes."""
     note = consistency_note(shadow)
-    return ([note] if note else []) + list(shadow.notes)
+    return ([note] if note else []) + passed_over_notes(shadow) + list(shadow.notes)
 
 
 def volume_report(volume: Volume) -> dict[str, object]:
