@@ -122,11 +122,16 @@ def test_vm_disk_backs_up_only_the_disk_chosen(mixed: MixedVM, tmp_path: Path) -
     assert list(summary["disks"]) == ["drive1"] and summary["warnings"] == []
     assert "excluded" not in done.stderr  # the excluded disks were not asked for
 
+    # the whole VM cannot come back (no snapshot holds drive0): the disk it holds can
+    whole = cli("vm", "restore", "latest", "mixed", "--target", str(tmp_path / "r"), repo=mixed.repo)
+    assert whole.returncode == 1 and "restore the disks it holds with --disk drive1" in whole.stderr
     restored = cli(
         "vm",
         "restore",
         "latest",
         "mixed",
+        "--disk",
+        "drive1",
         "--target",
         str(tmp_path / "r"),
         "--format",

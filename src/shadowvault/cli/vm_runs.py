@@ -19,6 +19,7 @@ from shadowvault.cli import output
 from shadowvault.cli.coordination import finished_run, repository_daemon
 from shadowvault.cli.output import info, note, warn
 from shadowvault.cli.repo_options import open_repository, read_password, repo_path
+from shadowvault.cli.repository import format_time
 from shadowvault.cli.restore_daemon import here_or_in_daemon
 from shadowvault.client import Client
 from shadowvault.jobs.backup_vm import VmBackupRequest
@@ -113,17 +114,39 @@ def restore_vm(
     output.emit(as_json, summary, lambda: _print_restore(mode, summary))
 
 
+def _disk_line(summary: dict[str, Any], disk: str, text: str) -> str:
+    """`disk D: TEXT`, with the snapshot and time it came from when a whole VM's disks differ in that."""
+    points = summary.get("points_in_time") or {}
+    if not any(p["earlier"] for p in points.values()):
+        return f"disk {disk}: {text}"
+    point = points[disk]
+    when = format_time(point["time"])
+    older = f", earlier: snapshot {summary['snapshot_id'][:8]} does not hold it" if point["earlier"] else ""
+    return f"disk {disk}: {text} (as of snapshot {point['snapshot_id'][:8]}, {when}{older})"
+
+
+def _mixed_times_warning(summary: dict[str, Any]) -> None:
+    points = summary.get("points_in_time") or {}
+    earlier = [d for d, p in points.items() if p["earlier"]]
+    if earlier:
+        warn(
+            f"snapshot {summary['snapshot_id'][:8]} does not hold disk {', '.join(earlier)} of VM "
+            f"{summary['vm']}: restored from earlier snapshots, so the disks' points in time differ"
+        )
+
+
 def _print_restore(mode: str, summary: dict[str, Any]) -> None:
     if mode == "path":
         info(f"restored {summary['restored']}")
         return
+    _mixed_times_warning(summary)
     if mode == "in_place":
         for disk, path in summary["disks"].items():
             aside = summary["set_aside"].get(disk)
-            info(f"disk {disk}: {path}" + (f" (what was there: {aside})" if aside else ""))
+            info(_disk_line(summary, disk, path + (f" (what was there: {aside})" if aside else "")))
         return
     for disk, path in summary["disks"].items():
-        info(f"disk {disk}: {path}")
+        info(_disk_line(summary, disk, path))
     info(f"definition: {summary['definition']}; start it with {summary['start_script']}")
     if summary["libvirt_definition"]:
         info(f"libvirt: virsh define {summary['libvirt_definition']}")

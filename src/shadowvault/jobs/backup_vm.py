@@ -175,6 +175,7 @@ def run_vm_backup(
             freeze_window=meta["freeze_window"],
             excluded=dict(meta["excluded"]),
             chosen=list(request.disks),
+            left_out=list(meta["left_out"]),
             warnings=list(meta["warnings"]),
             libvirt_xml=spec.libvirt_xml or "",
         )

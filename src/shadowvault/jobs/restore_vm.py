@@ -3,9 +3,11 @@
 Each disk is written from its chunks: all-zero chunks are left as holes, so a restored raw image is
 as sparse as the stored one, and a qcow2 is made from it with `qemu-img convert`. Next to the disks
 go `NAME.json` (the stored definition with the command line rewritten to the restored disks) and
-`NAME.sh` (that command line, ready to run). Nothing that exists is overwritten, and a disk is
-written under a temporary name until it is whole: a failed or cancelled restore leaves no part of
-one under its name.
+`NAME.sh` (that command line, ready to run). A whole VM is every disk it had: one that a
+`--vm-disk` backup left out comes from the newest earlier snapshot holding it
+(jobs/vm_sources.py), and `restored_from` in NAME.json says which snapshot each disk came from.
+Nothing that exists is overwritten, and a disk is written under a temporary name until it is
+whole: a failed or cancelled restore leaves no part of one under its name.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import msgspec
 
 from shadowvault import cancellation, proc
 from shadowvault.errors import UsageError
+from shadowvault.jobs.vm_sources import disk_sources
 from shadowvault.repo.repository import Repository
 from shadowvault.vm import layout
 from shadowvault.vm.boot_check import BootResult, verify_boot
@@ -56,6 +59,7 @@ class VmRestoreResult:
     boot: BootResult | None = None
     unresolved: list[str] = field(default_factory=list)
     libvirt_definition: str | None = None  # NAME.xml, for `virsh define`, when the VM was a libvirt domain
+    sources: dict[str, tuple[str, float]] = field(default_factory=dict)  # disk -> (snapshot id, its time)
 
 
 def write_raw(repo: Repository, content: list[bytes], size: int, chunk_size: int, path: str) -> int:
@@ -105,38 +109,35 @@ def write_image(
 
 
 def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResult:
+    """Restore `request.vm` of a snapshot into a directory: the disks named, or the whole VM, whose
+    disks a `--vm-disk` snapshot left out come from earlier snapshots (jobs/vm_sources.py)."""
     started = time.monotonic()
     if request.format not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
     snapshot_id, snapshot = repo.find_snapshot(request.snapshot)
-    definition, nodes = layout.read_vm(repo.load_tree, repo.load_blob, snapshot.tree, request.vm)
-    known = [d.disk for d in definition.disks]
-    unknown = [d for d in request.disks if d not in known]
-    if unknown:
-        raise UsageError(
-            f"VM {request.vm} has no disk {', '.join(unknown)} in this snapshot (disks: {', '.join(known)})"
-        )
-    chosen = [d for d in definition.disks if not request.disks or d.disk in request.disks]
+    definition, sources = disk_sources(repo, request.vm, snapshot_id, snapshot, request.disks)
     target = os.path.abspath(request.target)
-    os.makedirs(target, exist_ok=True)
-    outputs = {d.disk: os.path.join(target, f"{d.disk}.{request.format}") for d in chosen}
+    outputs = {s.disk.disk: os.path.join(target, f"{s.disk.disk}.{request.format}") for s in sources}
     for path in [
         *outputs.values(),
-        os.path.join(target, f"{request.vm}.json"),
-        os.path.join(target, f"{request.vm}.sh"),
-        os.path.join(target, f"{request.vm}.xml"),
+        *(os.path.join(target, f"{request.vm}.{x}") for x in ("json", "sh", "xml")),
     ]:
         if os.path.lexists(path):
             raise UsageError(f"{path} exists: restore into an empty directory")
+    os.makedirs(target, exist_ok=True)
     written = 0
-    for disk in chosen:
-        content = list(nodes[disk.disk].content)
-        part, size = write_image(repo, disk, content, request.format, outputs[disk.disk])
-        os.rename(part, outputs[disk.disk])
+    for source in sources:
+        part, size = write_image(repo, source.disk, source.content, request.format, outputs[source.disk.disk])
+        os.rename(part, outputs[source.disk.disk])
         written += size
-    mapping = {d.filename: (outputs[d.disk], request.format) for d in chosen}
+    mapping = {s.disk.filename: (outputs[s.disk.disk], request.format) for s in sources}
     rewritten = rewrite(definition.argv, mapping, target)
-    restored = msgspec.structs.replace(definition, argv=rewritten.argv)
+    restored = msgspec.structs.replace(
+        definition,
+        argv=rewritten.argv,
+        disks=definition.disks if request.disks else [s.disk for s in sources],
+        restored_from={s.disk.disk: s.snapshot_id for s in sources},
+    )
     definition_path = os.path.join(target, f"{request.vm}.json")
     with open(definition_path, "wb") as f:
         f.write(msgspec.json.format(msgspec.json.encode(restored), indent=2) + b"\n")
@@ -168,6 +169,7 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
         boot=boot,
         unresolved=rewritten.unresolved,
         libvirt_definition=libvirt_path,
+        sources={s.disk.disk: (s.snapshot_id, s.time) for s in sources},
     )
 
 
@@ -199,6 +201,7 @@ class InPlaceResult:
     disks: dict[str, str]  # disk -> its original image, now the restored one
     set_aside: dict[str, str]  # disk -> where the image that was there went
     duration: float
+    sources: dict[str, tuple[str, float]]  # disk -> (snapshot id, its time) it was restored from
 
 
 def run_vm_restore_in_place(
@@ -206,18 +209,15 @@ def run_vm_restore_in_place(
 ) -> InPlaceResult:
     """Put the stored disks back over a stopped VM's images, in their own format.
 
+    Without `disks`, every disk of the VM, as in a restore to a directory (jobs/vm_sources.py).
     Refused while any process holds an image open (the VM still runs). What was there is renamed
     to `IMAGE.pre-restore-TIME`, never deleted. A restored image is whole: a qcow2 that had a
     backing file comes back without one.
     """
     started = time.monotonic()
     snapshot_id, snap = repo.find_snapshot(snapshot)
-    definition, nodes = layout.read_vm(repo.load_tree, repo.load_blob, snap.tree, vm)
-    chosen = [d for d in definition.disks if not disks or d.disk in disks]
-    unknown = sorted(set(disks or []) - {d.disk for d in definition.disks})
-    if unknown:
-        raise UsageError(f"VM {vm} has no disk {', '.join(unknown)} in this snapshot")
-    for disk in chosen:
+    _, sources = disk_sources(repo, vm, snapshot_id, snap, disks)
+    for disk in (s.disk for s in sources):
         if disk.format not in FORMATS:
             raise UsageError(f"disk {disk.disk} was {disk.format}: restore it to a directory instead")
         if not disk.filename.startswith("/"):
@@ -233,12 +233,14 @@ def run_vm_restore_in_place(
     stamp = time.strftime("%Y%m%dT%H%M%S")
     restored: dict[str, str] = {}
     set_aside: dict[str, str] = {}
-    for disk in chosen:
-        part, _ = write_image(repo, disk, list(nodes[disk.disk].content), disk.format, disk.filename)
+    for source in sources:
+        disk = source.disk
+        part, _ = write_image(repo, disk, source.content, disk.format, disk.filename)
         if os.path.lexists(disk.filename):
             aside = f"{disk.filename}.pre-restore-{stamp}"
             os.rename(disk.filename, aside)
             set_aside[disk.disk] = aside
         os.rename(part, disk.filename)
         restored[disk.disk] = disk.filename
-    return InPlaceResult(snapshot_id, vm, restored, set_aside, time.monotonic() - started)
+    points = {s.disk.disk: (s.snapshot_id, s.time) for s in sources}
+    return InPlaceResult(snapshot_id, vm, restored, set_aside, time.monotonic() - started, points)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
 from shadowvault.vm import layout
 from shadowvault.vm.disks import DiskBase
 
@@ -36,13 +37,23 @@ class VmBases:
     snapshots: dict[str, str] = field(default_factory=dict)
 
 
+def history(repo: Repository, vm: str, host: str, before: str | None = None) -> list[tuple[str, Snapshot]]:
+    """The snapshots of `vm` taken on `host`, newest first, at most WALK_LIMIT of them: only those
+    older than snapshot `before` when it is given. Both walks (a backup's bases, the disks a
+    whole-VM restore takes from earlier snapshots, jobs/vm_sources.py) go through these."""
+    wanted = [layout.snapshot_path(vm)]
+    mine = [(i, s) for i, s in repo.list_snapshots() if s.paths == wanted and s.host == host]
+    if before is not None:
+        ids = [i for i, _ in mine]
+        mine = mine[: ids.index(before)] if before in ids else []
+    return list(reversed(mine[-WALK_LIMIT:]))
+
+
 def find_bases(repo: Repository, vm: str, warn: Callable[[str], None]) -> VmBases:
     """The base of each disk of `vm` among this host's snapshots of it; a snapshot that cannot be
     read ends the walk with a warning (the disks not found yet get a full copy)."""
-    host, wanted = socket.gethostname(), [layout.snapshot_path(vm)]
     bases = VmBases()
-    mine = [(i, s) for i, s in repo.list_snapshots() if s.paths == wanted and s.host == host]
-    for snapshot_id, snapshot in reversed(mine[-WALK_LIMIT:]):
+    for snapshot_id, snapshot in history(repo, vm, socket.gethostname()):
         bases.latest = bases.latest or snapshot_id
         try:
             definition, nodes = layout.read_vm(repo.load_tree, repo.load_blob, snapshot.tree, vm)

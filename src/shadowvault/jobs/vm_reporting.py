@@ -9,6 +9,7 @@ output is the same either way.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,20 @@ class VmRestoreOrder:
             raise UsageError("--verify-boot boots a VM restored into --target DIR")
 
 
+def points_in_time(snapshot_id: str, sources: dict[str, tuple[str, float]]) -> dict[str, dict[str, Any]]:
+    """Per restored disk: the snapshot it came from, that snapshot's time, and whether that is an
+    earlier snapshot than the one asked for (a disk a `--vm-disk` backup left out)."""
+    return {
+        disk: {
+            "snapshot_id": source,
+            "time": when,
+            "time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when)),
+            "earlier": source != snapshot_id,
+        }
+        for disk, (source, when) in sources.items()
+    }
+
+
 def backup_vm_reporting(repo: Repository, request: VmBackupRequest, emit: Emit) -> dict[str, Any]:
     """Back up one VM, each warning to `emit` as a `warning` event; the summary."""
     result = run_vm_backup(repo, request, on_warning=lambda m: emit("warning", {"message": m}))
@@ -83,6 +98,7 @@ def restore_vm_reporting(repo: Repository, order: VmRestoreOrder) -> dict[str, A
             "vm": order.vm,
             "disks": done.disks,
             "set_aside": done.set_aside,
+            "points_in_time": points_in_time(done.snapshot_id, done.sources),
         }
     assert order.target is not None
     if order.path is not None:
@@ -110,4 +126,5 @@ def restore_vm_reporting(repo: Repository, order: VmRestoreOrder) -> dict[str, A
         "boot_marker": order.boot_marker if result.boot else None,
         "unresolved": result.unresolved,
         "libvirt_definition": result.libvirt_definition,
+        "points_in_time": points_in_time(result.snapshot_id, result.sources),
     }

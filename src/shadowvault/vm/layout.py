@@ -51,6 +51,10 @@ class VmDefinition(msgspec.Struct, kw_only=True, omit_defaults=True):
     freeze_window: float | None = None
     excluded: dict[str, str] = {}  # disk -> why the host could not capture it
     chosen: list[str] = []  # the disks --vm-disk named ([]: every disk the host could capture)
+    # the disks the host could capture that --vm-disk did not name: a whole-VM restore takes them
+    # from earlier snapshots (jobs/vm_sources.py); snapshots before this field leave it empty
+    left_out: list[str] = []
+    restored_from: dict[str, str] = {}  # in a restored NAME.json: disk -> the snapshot it came from
     warnings: list[str] = []
     libvirt_xml: str = ""  # a libvirt domain's XML (what `virsh define` takes), as found at backup
 

@@ -99,6 +99,7 @@ class QemuWriter(Writer):
         self.agent: GuestAgent | None = None
         self.copies: list[DiskCopy] = []
         self.excluded: list[DiskInfo] = []
+        self.left_out: list[str] = []  # disks it could capture that --vm-disk did not name
         self.agent_state = "none"  # none | answers | no answer
         self.guest_frozen = False
         self.consistency = "crash"
@@ -223,7 +224,9 @@ class QemuWriter(Writer):
         if evicted:  # not this backup's concern: another repository's next backup is a full copy
             log.info("VM %s: bitmaps of other repositories dropped: %s", self.instance, ", ".join(evicted))
         assert self.instance
-        capturable, self.excluded = choose_disks(self.instance, list_disks(qmp), self.wanted_disks)
+        found = list_disks(qmp)
+        capturable, self.excluded = choose_disks(self.instance, found, self.wanted_disks)
+        self.left_out = [d.name for d in found if not d.excluded and d not in capturable]
         for disk in self.excluded:
             self._warn(f"VM {self.instance}: disk {disk.name} excluded: {disk.excluded}")
         if self.work_dir is None:
@@ -391,5 +394,6 @@ class QemuWriter(Writer):
             "freeze_window": self.freeze_window,
             "warnings": self.warnings,
             "excluded": {d.name: d.excluded for d in self.excluded},
+            "left_out": self.left_out,
             "copies": [c.describe() for c in self.copies],
         }
