@@ -10,8 +10,6 @@ stops before the next chunk. The run ends long before BOUND, so it was the cance
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ import pytest
 from shadowvault.client import Client
 from shadowvault.service.runs import FINISHED
 from tests.fixtures.bare_qemu import BareVM, bare_vm
+from tests.fixtures.loopfs import frozen
 from tests.service.daemon import running_daemon
 from tests.vm.helpers import PASSWORD, declare, hmp_io, new_repository
 from tests.vm.test_vm_cancel import _children, _ended
@@ -38,15 +37,6 @@ def vm(private_dirs: Path) -> Iterator[BareVM]:
         for mib in range(0, DISK_MIB, 4):  # a pattern of its own every 4 MiB: many different chunks
             hmp_io(machine.qmp_socket, "drive0", f"write -P {mib // 4 + 1} {mib}M 4M")
         yield machine
-
-
-@contextlib.contextmanager
-def _frozen(mount: Path) -> Iterator[None]:
-    subprocess.run(["fsfreeze", "--freeze", str(mount)], check=True, timeout=60)
-    try:
-        yield
-    finally:
-        subprocess.run(["fsfreeze", "--unfreeze", str(mount)], check=True, timeout=60)
 
 
 def _written(part: Path) -> int:
@@ -78,7 +68,7 @@ def test_a_vm_restore_cancelled_between_chunks_leaves_no_part_of_a_disk(
             assert client.run(run["id"])["state"] not in FINISHED, client.run(run["id"])
             assert time.monotonic() < deadline, "the disk was never being written"
             time.sleep(0.002)
-        with _frozen(ext4.mount):
+        with frozen(ext4.mount):
             assert client.run(run["id"])["state"] == "running"
             assert _written(part) < DISK_MIB << 20, "frozen while the disk is written"
             assert client.cancel_run(run["id"])["state"] == "cancelling"
