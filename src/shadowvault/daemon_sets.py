@@ -9,6 +9,7 @@ block belongs to this process's connection: if the process dies, the daemon rele
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -21,6 +22,8 @@ from shadowvault.shadow.exposure import Exposure
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import SetOptions
 from shadowvault.typed_decoding import convert
+
+log = logging.getLogger(__name__)
 
 Decoded = TypeVar("Decoded")
 
@@ -89,7 +92,11 @@ class ThroughDaemon:
     def list_sets(
         self, on_warning: Callable[[str], None] | None = None
     ) -> list[tuple[ShadowSetManifest, list[Exposure]]]:
-        return [(_manifest(d), _exposures(d.get("exposures", []))) for d in self.client.shadow_sets()]
+        listed = self.client.shadow_sets()
+        for document in listed:
+            for why in document.get("warnings", []):  # shadows the daemon could not check now
+                (on_warning or log.warning)(why)
+        return [(_manifest(d), _exposures(d.get("exposures", []))) for d in listed]
 
     def delete(self, ref: str | None = None, *, oldest: bool = False) -> list[str]:
         if ref is not None:

@@ -161,11 +161,16 @@ def restore_with_writers(
         try:
             result = _lay_down(repo, snapshot, report, target_root, overwrite)
         except JobCancelledError as err:
+            writer.restore_stopped(ctx)
             raise JobCancelledError(
                 f"{err}: the files of writer {label} are partly restored and its application is left as"
                 " pre_restore left it (post_restore would recover a partial copy): restore it again"
             ) from err
+        except BaseException:
+            writer.restore_stopped(ctx)
+            raise
         if result.errors:
+            writer.restore_stopped(ctx)
             path, why = result.errors[0]
             raise WriterError(
                 f"writer {label}: {len(result.errors)} file(s) not restored, first {path}: {why}"

@@ -7,6 +7,7 @@ and exposes them only in their private directory (private_exposure.py).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from shadowvault.shadow.providers.registry import volume_report
 from shadowvault.shadow.store import ShadowStore, max_shadows_per_volume
 from shadowvault.shadow.volumes import list_volumes
 from shadowvault.shadow.writers.registry import WriterEntry, inventory
+
+log = logging.getLogger(__name__)
 
 BACKUP_TYPES = ("copy", "full")
 
@@ -80,12 +83,20 @@ def writers() -> list[WriterEntry]:
     return inventory()
 
 
-def _with_exposures(manifests: list[ShadowSetManifest], store: ShadowStore) -> list[dict[str, Any]]:
+def _refreshed(manifests: list[ShadowSetManifest], store: ShadowStore) -> list[dict[str, Any]]:
+    """The sets as the API shows them, after their providers were asked whether each shadow still
+    holds its point in time (validity.refresh): each with its `exposures`, and `warnings` saying
+    which shadows could not be checked now (for the client to warn, as the command in process does)."""
+    warnings = validity.refresh(manifests, store)
+    for unchecked in warnings.values():
+        for why in unchecked:
+            log.warning("%s", why)
     exposures = exposing.exposures(store)
     return [
         {
             **msgspec.to_builtins(m, enc_hook=str),
             "exposures": msgspec.to_builtins([e for e in exposures if e.set_id == m.id], enc_hook=str),
+            "warnings": warnings.get(m.id, []),
         }
         for m in manifests
     ]
@@ -154,14 +165,11 @@ class ShadowSetService:
         ):  # the daemon reaped at start; its own sets end with their connections
             store.reap()
         visible = [m for m in store.list() if self.policy.may_see(peer, m.requester_uid)]
-        validity.refresh(visible, store)
-        return _with_exposures(visible, store)
+        return _refreshed(visible, store)
 
     def get(self, peer: Peer, ref: str) -> dict[str, Any]:
         store = ShadowStore()
-        manifest = self._visible(peer, store, ref)
-        validity.refresh([manifest], store)
-        return _with_exposures([manifest], store)[0]
+        return _refreshed([self._visible(peer, store, ref)], store)[0]
 
     def delete(self, peer: Peer, ref: str) -> str:
         set_id = self._visible(peer, ShadowStore(), ref).id

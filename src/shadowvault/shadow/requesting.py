@@ -88,7 +88,9 @@ class InProcess:
             (on_warning or log.warning)(f"sets of ended requesters were not released: {err}")
         exposures = exposing.exposures(store)
         listed = store.list()
-        validity.refresh(listed, store)
+        for unchecked in validity.refresh(listed, store).values():
+            for why in unchecked:
+                (on_warning or log.warning)(why)
         return [(m, [e for e in exposures if e.set_id == m.id]) for m in listed]
 
     def delete(self, ref: str | None = None, *, oldest: bool = False) -> list[str]:

@@ -93,14 +93,19 @@ def ensure_exposable(manifest: ShadowSetManifest, shadow: Shadow, store: ShadowS
         raise ShadowInvalidError(f"cannot expose the shadow of {shadow.volume}: {why}")
 
 
-def refresh(manifests: Iterable[ShadowSetManifest], store: ShadowStore | None = None) -> None:
+def refresh(manifests: Iterable[ShadowSetManifest], store: ShadowStore | None = None) -> dict[str, list[str]]:
     """Ask the providers about the shadows of the listed sets that are not known to be bad yet, and
-    mark those that went bad: a listing tells the truth about a persistent set nobody has read."""
+    mark those that went bad: a listing tells the truth about a persistent set nobody has read.
+
+    Returns, by set id, why shadows could not be checked now: for the listing to warn (never
+    recorded: the next listing asks again)."""
+    warnings: dict[str, list[str]] = {}
     for manifest in manifests:
         if manifest.state != "created":
             continue
         unchecked: list[str] = []
         if problems(manifest, [s for s in manifest.shadows if not s.invalid], unchecked):
             mark_invalid(manifest, store)
-        for why in unchecked:  # said, never recorded: the next listing asks again
-            log.warning("%s", why)
+        if unchecked:
+            warnings[manifest.id] = unchecked
+    return warnings

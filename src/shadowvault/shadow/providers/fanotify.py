@@ -73,19 +73,31 @@ def base_dir() -> str:
     return str(paths.state_dir() / "fanotify")
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of `pid` (field 22 of its stat): with the pid, it names one live process.
-
-    None for a process that has ended, a zombie included (a listener killed while its creator runs).
-    """
+def _process_stat(pid: int) -> tuple[str, str] | None:
+    """The state and start time (fields 3 and 22 of its stat) of `pid`, None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
+    return (fields[0], fields[19]) if len(fields) >= 20 else None
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of `pid`: with the pid, it names one live process.
+
+    None for a process that has ended, a zombie included (a listener killed while its creator runs).
+    """
+    stat = _process_stat(pid)
+    return None if stat is None or stat[0] in ("Z", "X") else stat[1]
+
+
+def _reap(pid: int, start: str) -> None:
+    """Wait for the listener `pid` started at `start` if it ended as a child of this process (the
+    daemon's, killed behind its back), so that no zombie of it stays for as long as the daemon runs."""
+    if _process_stat(pid) == ("Z", start):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def _is_mounted(path: str) -> bool:
@@ -337,7 +349,10 @@ class FanotifyProvider(Provider):
         except (OSError, ValueError):
             return
         pid, start = info.get("pid"), info.get("start")
-        if not isinstance(pid, int) or not pid_alive(pid) or _process_start(pid) != start:
+        if not isinstance(pid, int) or not isinstance(start, str):
+            return
+        if not pid_alive(pid) or _process_start(pid) != start:
+            _reap(pid, start)
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT

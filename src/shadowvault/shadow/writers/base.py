@@ -152,3 +152,7 @@ class Writer(ABC):
 
     def post_restore(self, ctx: RestoreContext) -> None:
         """After files are laid down: recover and restart the application, check it."""
+
+    def restore_stopped(self, ctx: RestoreContext) -> None:
+        """The restore stopped between pre_restore and post_restore (cancelled, or files not laid
+        down): release what the writer holds for it, and leave the application as pre_restore left it."""

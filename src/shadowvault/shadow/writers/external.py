@@ -392,3 +392,6 @@ class ExternalWriter(Writer):
             self._request("post_restore", self._restore_payload(ctx))
         finally:
             self._finish()
+
+    def restore_stopped(self, ctx: RestoreContext) -> None:
+        self._finish()  # its input closed, the writer exits: no event, its application left alone
