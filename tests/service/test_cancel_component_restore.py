@@ -19,7 +19,7 @@ from tests.archive.helpers import PASSWORD
 from tests.components.roots import make_root
 from tests.fixtures.loopfs import frozen
 from tests.service.daemon import running_daemon
-from tests.service.test_cancel_components import BOUND, _wait_ended
+from tests.service.run_waits import BOUND, assert_cancelled, ended
 from tests.writers.test_restore_cli import repo_env
 
 FILES = 1000  # files of the component, of SIZE random bytes each
@@ -65,10 +65,5 @@ def test_a_component_restore_cancelled_while_staging_leaves_the_target_root_as_i
         with frozen(ext4.mount):
             assert client.run(run["id"])["state"] == "running"
             assert client.cancel_run(run["id"])["state"] == "cancelling"
-        report = _wait_ended(client, run["id"])
-        assert (report["state"], report["error_kind"], report["exit_status"]) == (
-            "cancelled",
-            "JobCancelledError",
-            130,
-        ), report
+        assert_cancelled(ended(client, run["id"]))
         assert _tree(target) == before, "no file of the component, no staging directory"

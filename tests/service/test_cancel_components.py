@@ -23,11 +23,11 @@ from shadowvault.service.runs import FINISHED
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.servers import PG_BIN, pg_connect, postgres_server
 from tests.service.daemon import running_daemon
+from tests.service.run_waits import BOUND, assert_cancelled, ended
 from tests.writers.test_external import processes_running, write_config, write_writer
 
 ROWS = 200_000  # one millisecond each: minutes of dump, cut short after a few KiB
 MIDWAY = 16 << 10  # bytes of the dump written before the cancel
-BOUND = 120.0  # seconds a cancelled run may take to end: a hang, not a timing
 
 DUMPING_WRITER = """
 import subprocess
@@ -73,14 +73,6 @@ def _slow_table(server) -> None:
             "create policy slowly on slow for select to dumper using (slow_true())",
         ):
             conn.execute(statement)
-
-
-def _wait_ended(client: Client, run_id: str) -> dict:
-    deadline = time.monotonic() + BOUND
-    while (report := client.run(run_id))["state"] not in FINISHED:
-        assert time.monotonic() < deadline, f"the run did not end within {BOUND:g} s: {report}"
-        time.sleep(0.1)
-    return report
 
 
 def _pg_dumps_of(port: int) -> list[int]:
@@ -130,9 +122,7 @@ def test_a_backup_cancelled_while_a_writer_dumps_its_database_stops_the_dump_and
                 time.sleep(0.05)
             assert _pg_dumps_of(server.port), "pg_dump runs"
             assert client.cancel_run(run["id"])["state"] == "cancelling"
-            report = _wait_ended(client, run["id"])
-            assert report["state"] == "cancelled" and report["error_kind"] == "JobCancelledError", report
-            assert report["exit_status"] == 130
+            assert_cancelled(ended(client, run["id"]))
             assert client.shadow_sets() == [], "the set was aborted and released"
         assert not _pg_dumps_of(server.port), "pg_dump was stopped with its writer"
         assert not processes_running(writer), "the writer was terminated"
@@ -163,7 +153,7 @@ def test_a_script_writer_run_by_the_daemon_gets_the_descriptor_limit_the_daemon_
     (btrfs.mount / "data").mkdir()
     with running_daemon(nofile=(1024, 8192)) as daemon, Client(daemon.socket) as client:
         run = client.start_backup(str(repo), [str(btrfs.mount / "data")], password=PASSWORD)
-        assert _wait_ended(client, run["id"])["state"] == "succeeded"
+        assert ended(client, run["id"])["state"] == "succeeded"
         daemon_limits = Path(f"/proc/{daemon.process.pid}/limits").read_text()
     assert _soft_nofile(daemon_limits) == 8192, "the daemon raised its own limit"
     assert _soft_nofile(seen.read_text()) == 1024, "its writer's command got the one it started with"

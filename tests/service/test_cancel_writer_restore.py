@@ -25,11 +25,10 @@ from shadowvault.service.runs import FINISHED
 from tests.archive.helpers import PASSWORD, whole_files
 from tests.fixtures.loopfs import frozen
 from tests.service.daemon import running_daemon
-from tests.service.test_cancel_components import _wait_ended
+from tests.service.run_waits import BOUND, assert_cancelled, ended
 from tests.writers.test_external import processes_running
 from tests.writers.test_restore_cli import backup, repo_env
 
-BOUND = 120.0  # seconds a cancelled run may take to end: a hang, not a timing
 FILES = 1000  # files of the writer's component, of SIZE random bytes each
 SIZE = 16 << 10
 
@@ -137,12 +136,8 @@ def test_a_writer_restore_cancelled_stops_between_pre_and_post_restore_and_says_
             with frozen(ext4.mount):
                 assert client.run(run["id"])["state"] == "running"
                 assert client.cancel_run(run["id"])["state"] == "cancelling"
-        report = _wait_ended(client, run["id"])
-        assert (report["state"], report["error_kind"], report["exit_status"]) == (
-            "cancelled",
-            "JobCancelledError",
-            130,
-        ), report
+        report = ended(client, run["id"])
+        assert_cancelled(report)
         assert "writer external:app are partly restored" in report["error"], report["error"]
         assert "its application is left as pre_restore left it" in report["error"], report["error"]
         assert gated.log.read_text().splitlines() == ["pre_restore started", "pre_restore done"], (

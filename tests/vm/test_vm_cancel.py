@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,9 +20,9 @@ from shadowvault.client import Client
 from shadowvault.service.runs import FINISHED
 from tests.fixtures.bare_qemu import BareVM, bare_vm
 from tests.service.daemon import running_daemon
+from tests.service.run_waits import BOUND, assert_cancelled, ended
 from tests.vm.helpers import PASSWORD, declare, hmp_io, leftovers, new_repository, qmp
 
-BOUND = 120.0  # seconds a cancelled run may take to end: a hang, not a timing
 CHANGED = 32 << 20  # bytes the guest changes before the cancelled backup
 SLOW = 128 << 10  # bytes per second: QEMU's copy of CHANGED would take 256 s, more than BOUND
 UNDER_WAY = 1 << 20  # bytes of the copy's file when the cancel comes
@@ -34,14 +33,6 @@ def vm(private_dirs: Path) -> Iterator[BareVM]:
     with bare_vm() as machine:
         declare(private_dirs / "config", "bare", machine.qmp_socket)
         yield machine
-
-
-def _ended(client: Client, run: dict[str, Any]) -> dict[str, Any]:
-    deadline = time.monotonic() + BOUND
-    while (report := client.run(run["id"]))["state"] not in FINISHED:
-        assert time.monotonic() < deadline, f"the run did not end within {BOUND:g} s: {report}"
-        time.sleep(0.1)
-    return report
 
 
 def _copies(state: Path) -> list[Path]:
@@ -59,7 +50,7 @@ def test_a_vm_backup_cancelled_mid_copy_cancels_the_job_and_leaves_qemu_and_the_
     new_repository(repo).close()
     state = private_dirs / "state"
     with running_daemon() as daemon, Client(daemon.socket) as client:
-        full = _ended(client, client.start_vm_backup(str(repo), {"vm": "bare"}, password=PASSWORD))
+        full = ended(client, client.start_vm_backup(str(repo), {"vm": "bare"}, password=PASSWORD)["id"])
         assert full["state"] == "succeeded", full
         base_bitmaps = leftovers(vm.qmp_socket)["bitmaps"]
         assert len(base_bitmaps) == 1
@@ -72,14 +63,13 @@ def test_a_vm_backup_cancelled_mid_copy_cancels_the_job_and_leaves_qemu_and_the_
             assert time.monotonic() < deadline, "the copy never got under way"
             time.sleep(0.1)
         assert client.cancel_run(run["id"])["state"] == "cancelling"
-        report = _ended(client, run)
-        assert report["state"] == "cancelled" and report["error_kind"] == "JobCancelledError", report
+        assert_cancelled(ended(client, run["id"]))
         assert _children(daemon.process.pid) == [], "no process of the run is left"
         assert qmp(vm.qmp_socket, "query-status")["status"] == "running", "never paused"
         assert leftovers(vm.qmp_socket) == {"jobs": [], "nodes": [], "bitmaps": base_bitmaps}
         assert _copies(state) == [], "the temporary copy was removed"
 
-        again = _ended(client, client.start_vm_backup(str(repo), {"vm": "bare"}, password=PASSWORD))
+        again = ended(client, client.start_vm_backup(str(repo), {"vm": "bare"}, password=PASSWORD)["id"])
         assert again["state"] == "succeeded", again
         assert again["result"]["parent"] == full["result"]["snapshot_id"], "still incremental from the base"
     env = {"SHADOWVAULT_PASSWORD": PASSWORD, "SHADOWVAULT_NO_DAEMON": "1"}
