@@ -12,7 +12,7 @@ import pytest
 
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
-from tests.fixtures.loopfs import LoopFs, loop_filesystem
+from tests.fixtures.loopfs import LoopFs, loop_filesystem, unmount_tree
 from tests.fixtures.unprivileged import nobody_pythonpath  # noqa: F401 - a shared fixture
 
 # A Python process the tests start that dies of a fatal signal prints its threads' stacks to its
@@ -43,6 +43,21 @@ def env(tmp_path: Path) -> dict[str, str]:
         "SHADOWVAULT_PASSWORD": PASSWORD,
         "SHADOWVAULT_NO_DAEMON": "1",
     }
+
+
+@pytest.fixture
+def mounts() -> Iterator[Callable[..., None]]:
+    """`mount(*argv)`: a mount made by a test (the mount point last), unmounted with anything below
+    it at the test's end."""
+    made: list[Path] = []
+
+    def mount(*argv: str | Path) -> None:
+        subprocess.run(["mount", *map(str, argv)], check=True, capture_output=True)
+        made.append(Path(argv[-1]))
+
+    yield mount
+    for path in reversed(made):
+        unmount_tree(path)
 
 
 @pytest.fixture

@@ -7,26 +7,9 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from shadowvault.repo.repository import Repository
 from shadowvault.shadow import manifest as manifest_doc
 from tests.archive.helpers import PASSWORD
-from tests.fixtures.loopfs import unmount_tree
-
-
-@pytest.fixture
-def mounts():
-    """Mount points made by a test, unmounted (with anything below them) at its end."""
-    made: list[Path] = []
-
-    def mount(*argv: str | Path) -> None:
-        subprocess.run(["mount", *map(str, argv)], check=True, capture_output=True)
-        made.append(Path(argv[-1]))
-
-    yield mount
-    for path in reversed(made):
-        unmount_tree(path)
 
 
 def json_lines(text: str) -> list[dict]:

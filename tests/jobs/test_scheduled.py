@@ -113,6 +113,37 @@ def test_run_makes_a_snapshot_that_restores_and_records_it(cli, setup, tmp_path)
     assert [(j["name"], j["schedule"]) for j in json.loads(listed.stdout)["jobs"]] == [("home", "daily")]
 
 
+def test_a_job_takes_the_backup_commands_exclude_options(cli, setup, mounts):
+    """exclude_caches, exclude_larger_than and one_file_system do what the backup command's flags do."""
+    cache = setup["src"] / "cache"
+    cache.mkdir()
+    (cache / "CACHEDIR.TAG").write_bytes(b"Signature: 8a477f597d28d172789f06886806bc55\n")
+    (cache / "blob").write_bytes(b"cached\n")
+    (setup["src"] / "big.iso").write_bytes(b"\0" * 200_000)
+    (setup["src"] / "mnt").mkdir()
+    mounts("-t", "tmpfs", "tmpfs", setup["src"] / "mnt")
+    (setup["src"] / "mnt" / "elsewhere").write_bytes(b"on another filesystem\n")
+    define(
+        setup,
+        "lean",
+        """
+        schedule = "daily"
+        paths = ["{src}"]
+        provider = "none"
+        exclude_caches = true
+        exclude_larger_than = "100k"
+        one_file_system = true
+        """,
+    )
+    done = cli("jobs", "run", "lean")
+    assert done.returncode == 0, done.stderr
+    env = {"SHADOWVAULT_REPOSITORY": str(setup["repo"]), "SHADOWVAULT_PASSWORD": PASSWORD}
+    stored = set(cli("ls", "latest", env=env).stdout.split())
+    src = str(setup["src"])
+    assert {f"{src}/sub/a.txt", f"{src}/b.bin", f"{src}/cache/CACHEDIR.TAG", f"{src}/mnt"} <= stored
+    assert not {f"{src}/cache/blob", f"{src}/big.iso", f"{src}/mnt/elsewhere"} & stored
+
+
 def test_retention_keeps_the_last_two_and_prunes(cli, setup):
     define(
         setup,
@@ -177,6 +208,8 @@ def test_a_job_on_btrfs_records_the_application_consistent_grade(cli, setup, btr
         ('schedule = "every blue moon"\npaths = ["/srv"]\n', "not valid OnCalendar syntax"),
         ('schedule = "daily"\npaths = "/srv"\n', "`paths` must be a list"),
         ('schedule = "daily"\npaths = ["/srv"]\n[retention]\nkeep_last = "two"\n', "retention.keep_last"),
+        ('schedule = "daily"\npaths = ["/srv"]\none_file_system = "yes"\n', "`one_file_system` must be true"),
+        ('schedule = "daily"\npaths = ["/srv"]\nexclude_larger_than = "lots"\n', "takes a size like"),
     ],
 )
 def test_bad_definitions_are_one_line_with_exit_2(cli, setup, body, message):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from shadowvault.archive.restore import Restorer
 from shadowvault.client import Client
 from shadowvault.errors import NotFoundError, UsageError
 from shadowvault.repo.repository import Repository
@@ -85,6 +86,26 @@ def test_a_backup_and_a_restore_run_in_the_daemon_with_their_events(btrfs, repo,
         assert (restored / "docs" / "b.bin").read_bytes() == (btrfs.mount / "docs" / "b.bin").read_bytes()
         assert stat.S_IMODE((restored / "secret").stat().st_mode) == 0o600
         assert [r["id"] for r in client.runs()] == [run["id"], restore["id"]]
+
+
+def test_a_backup_run_takes_the_backup_commands_exclude_options(btrfs, repo, tmp_path):
+    """exclude_caches and exclude_larger_than (bytes) in POST /v1/backups, as the command's flags."""
+    _tree(btrfs.mount)
+    cache = btrfs.mount / "docs" / "cache"
+    cache.mkdir()
+    (cache / "CACHEDIR.TAG").write_bytes(b"Signature: 8a477f597d28d172789f06886806bc55\n")
+    (cache / "blob").write_bytes(b"cached\n")
+    fields = {"password": PASSWORD, "exclude_caches": True, "exclude_larger_than": 100_000}
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        done = client.wait(client.start_backup(str(repo), [str(btrfs.mount / "docs")], **fields)["id"])
+        assert done["state"] == "succeeded", done
+        with pytest.raises(UsageError, match="exclude_larger_than"):
+            client.start_backup(str(repo), ["/srv"], password=PASSWORD, exclude_larger_than=0)
+    target = tmp_path / "restored"
+    with Repository.open(repo, PASSWORD) as opened:
+        Restorer(opened, str(target)).restore(opened.find_snapshot("latest")[1].tree, "/")
+    docs = target / str(btrfs.mount / "docs").lstrip("/")
+    assert sorted(p.name for p in docs.rglob("*")) == ["CACHEDIR.TAG", "a.txt", "cache"]
 
 
 def test_a_run_s_bad_input_is_a_clear_error(repo):

@@ -9,6 +9,10 @@
     provider = "auto"                        # auto, btrfs, reflink, live, none
     tags = ["nightly"]
     excludes = ["*.tmp"]
+    exclude_caches = true                    # optional, as the backup command's flags:
+    exclude_larger_than = "2GiB"             #   --exclude-caches, --exclude-larger-than,
+    one_file_system = true                   #   --one-file-system, --include-snapshots
+    include_snapshots = false
     on_failure = ["/usr/local/sbin/page-admin"]   # optional: run when a run does not succeed
     environment_file = "/etc/shadowvault/s3.env"  # optional: AWS_* lines for an S3 repository
 
@@ -32,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from shadowvault import paths, proc
+from shadowvault.archive.exclude_rules import parse_size
 from shadowvault.config_file import read_toml
-from shadowvault.errors import ConfigError, ShadowvaultError
+from shadowvault.errors import ConfigError, ShadowvaultError, UsageError
 from shadowvault.repo.forget import KeepPolicy
 from shadowvault.repo.s3_credentials import S3Credentials, parse_environment
 from shadowvault.repo.storage import is_remote
@@ -55,6 +60,10 @@ TOP_KEYS = {
     "provider",
     "tags",
     "excludes",
+    "exclude_caches",
+    "exclude_larger_than",
+    "one_file_system",
+    "include_snapshots",
     "on_failure",
     "retention",
     "environment_file",
@@ -90,6 +99,10 @@ class JobDefinition:
     provider: str = "auto"
     tags: list[str] = field(default_factory=list)
     excludes: list[str] = field(default_factory=list)
+    exclude_caches: bool = False
+    exclude_larger_than: int | None = None  # bytes
+    one_file_system: bool = False
+    include_snapshots: bool = False
     retention: Retention = field(default_factory=Retention)
     on_failure: list[str] | None = None
     environment_file: str | None = None
@@ -139,6 +152,28 @@ def _strings(data: dict[str, Any], key: str, where: Path) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise JobDefinitionError(f"{where}: `{key}` must be a list of non-empty strings")
     return list(value)
+
+
+def _flag(data: dict[str, Any], key: str, where: Path) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise JobDefinitionError(f"{where}: `{key}` must be true or false")
+    return value
+
+
+def _size(data: dict[str, Any], key: str, where: Path) -> int | None:
+    """A size in bytes, given as a whole number or as the command line gives it ("500M", "2GiB")."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_size(value, f"`{key}`")
+        except UsageError as err:
+            raise JobDefinitionError(f"{where}: {err}") from err
+    raise JobDefinitionError(f'{where}: `{key}` must be a size like "500M" or a number of bytes')
 
 
 def _retention(value: Any, where: Path) -> Retention:
@@ -255,6 +290,10 @@ def parse(name: str, path: Path, data: dict[str, Any]) -> JobDefinition:
         provider=provider,
         tags=_strings(data, "tags", path),
         excludes=_strings(data, "excludes", path),
+        exclude_caches=_flag(data, "exclude_caches", path),
+        exclude_larger_than=_size(data, "exclude_larger_than", path),
+        one_file_system=_flag(data, "one_file_system", path),
+        include_snapshots=_flag(data, "include_snapshots", path),
         retention=_retention(data.get("retention"), path),
         on_failure=_on_failure(data.get("on_failure"), path),
         environment_file=_environment_file(data.get("environment_file"), path),

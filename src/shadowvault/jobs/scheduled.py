@@ -88,6 +88,10 @@ def _backup(definition: JobDefinition, stats: WalkStats | None) -> BackupResult:
         tags=[*definition.tags, definition.job_tag],
         provider=definition.provider,
         writers=list(definition.writers),
+        exclude_caches=definition.exclude_caches,
+        exclude_larger_than=definition.exclude_larger_than,
+        one_file_system=definition.one_file_system,
+        include_snapshots=definition.include_snapshots,
     )
     with contextlib.ExitStack() as stack:
         if definition.components:

@@ -52,6 +52,8 @@ class BackupBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
     full: bool = False
     one_file_system: bool = False
     include_snapshots: bool = False
+    exclude_caches: bool = False
+    exclude_larger_than: int | None = None  # bytes
 
 
 class RestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
@@ -86,6 +88,8 @@ def _exit_status(errors: list[tuple[str, str]]) -> int:
 def backup_work(body: BackupBody) -> Work:
     if not body.paths:
         raise UsageError("name at least one path to back up")
+    if body.exclude_larger_than is not None and body.exclude_larger_than <= 0:
+        raise UsageError("exclude_larger_than is a number of bytes above 0")
 
     def work(run: Run, follow: Follow) -> tuple[dict[str, Any], int]:
         stats = _followed_walk(run, follow)
@@ -100,6 +104,8 @@ def backup_work(body: BackupBody) -> Work:
             full=body.full,
             one_file_system=body.one_file_system,
             include_snapshots=body.include_snapshots,
+            exclude_caches=body.exclude_caches,
+            exclude_larger_than=body.exclude_larger_than,
         )
         with body.open(write=True, kind="backup") as repo:
             result = run_backup(repo, request, stats=stats)
