@@ -157,6 +157,9 @@ def test_json_errors_are_json(cli, env, tmp_path):
     assert str(missing) in error["message"]
     assert done.stdout == ""
 
+    # compact, as README.md and docs/archive.md write it and as every other JSON line is
+    assert done.stderr == f'{{"message_type":"exit_error","code":1,"message":{json.dumps(error["message"])}}}\n'
+
     done = cli("ls", "--json", env=env)  # usage: SNAP missing
     assert done.returncode == 2
     error = json.loads(only_line(done.stderr))

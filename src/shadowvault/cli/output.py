@@ -176,7 +176,9 @@ def error_line(message: str, exit_code: int = 1, *, as_json: bool = False) -> No
     """The one line a failing command prints: escaped text, or an exit_error JSON line under --json."""
     text = message.strip() or "unknown error"
     if as_json:
-        line = json.dumps({"message_type": "exit_error", "code": exit_code, "message": text})
+        line = json.dumps(  # not json_text: a message may hold a name that is not UTF-8 (a surrogate)
+            {"message_type": "exit_error", "code": exit_code, "message": text}, separators=(",", ":")
+        )
     else:
         line = f"shadowvault: error: {escape_text(text)}"
     sys.stderr.write(line + "\n")

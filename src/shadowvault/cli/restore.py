@@ -61,7 +61,7 @@ def _line(text: str) -> None:
 
 
 def _stderr_json(obj: dict) -> None:
-    sys.stderr.write(json.dumps(obj) + "\n")
+    sys.stderr.write(json.dumps(obj, separators=(",", ":")) + "\n")  # compact, as every other line
 
 
 @click.command("restore")
