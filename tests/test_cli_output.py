@@ -158,7 +158,8 @@ def test_json_errors_are_json(cli, env, tmp_path):
     assert done.stdout == ""
 
     # compact, as README.md and docs/archive.md write it and as every other JSON line is
-    assert done.stderr == f'{{"message_type":"exit_error","code":1,"message":{json.dumps(error["message"])}}}\n'
+    message = json.dumps(error["message"])
+    assert done.stderr == f'{{"message_type":"exit_error","code":1,"message":{message}}}\n'
 
     done = cli("ls", "--json", env=env)  # usage: SNAP missing
     assert done.returncode == 2
