@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from tests.archive.test_backup_errors import without_dac_override
@@ -43,7 +44,9 @@ def test_restore_into_a_non_empty_target_says_what_was_kept(cli, env, tmp_path):
     assert (target / "a").read_text() == "the user's edit\n"
     assert (target / "sub" / "c").read_text() == "c from the snapshot\n"
     said = done.stdout + done.stderr
-    assert "1 files" in said
+    # counts in the singular when one, the size as backup and snapshots print it (not "0.0 MiB")
+    summary_line = r"restored snapshot [0-9a-f]{8}: 1 file, 1 dir, 0 others, 20 B in [0-9.]+s \("
+    assert re.search(summary_line, said), said
     assert "2 kept" in said and "already in the target" in said and "--overwrite" in said
 
     done = cli("restore", "--json", f"latest:{src}", "--target", str(target), env=env)
