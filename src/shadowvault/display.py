@@ -55,6 +55,16 @@ def display_component(raw: bytes) -> str:
     return display_name(one_component(raw))
 
 
+def human_size(size: int) -> str:
+    """A size as a person reads it (binary units), for messages."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
 def counted(n: int, noun: str) -> str:
     """`1 pack`, `3 packs`: a count with its noun in the right number (nouns with a plain -s plural)."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -16,6 +16,7 @@ import re
 import stat
 from dataclasses import dataclass
 
+from shadowvault.display import human_size
 from shadowvault.errors import UsageError
 from shadowvault.fsutil import open_regular
 
@@ -35,16 +36,6 @@ def parse_size(text: str, option: str = "--exclude-larger-than") -> int:
     if not match or match.group(2) not in _UNITS:
         raise UsageError(f"{option} takes a size like 500k, 10M, 1.5G or 2GiB, not {text!r}")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def human_size(size: int) -> str:
-    """A size as a person reads it (binary units), for messages."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def is_cache_dir(directory: bytes) -> bool:

@@ -12,7 +12,6 @@ import sys
 import time
 
 from shadowvault.archive.diff import Change, Difference
-from shadowvault.archive.exclude_rules import human_size
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.tree_paths import text
 from shadowvault.archive.walk_stats import WalkStats
@@ -22,7 +21,7 @@ from shadowvault.cli.coordination import shadow_sets
 from shadowvault.cli.output import info, note, print_json, warn
 from shadowvault.cli.progress import progress, shown
 from shadowvault.components.base import CollectOptions
-from shadowvault.display import escape_text
+from shadowvault.display import escape_text, human_size
 from shadowvault.errors import PartialFailure
 from shadowvault.jobs.backup import BackupRequest, BackupResult, run_backup
 from shadowvault.jobs.backup_components import ComponentSelection, staged_components

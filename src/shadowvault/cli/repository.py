@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from shadowvault.archive.exclude_rules import human_size
 from shadowvault.cli.from_repo_options import from_repo_options, open_source_repository
 from shadowvault.cli.output import emit, info, json_option, print_table
 from shadowvault.cli.repo_options import (
@@ -18,7 +17,7 @@ from shadowvault.cli.repo_options import (
     repo_options,
     repo_path,
 )
-from shadowvault.display import escape_text
+from shadowvault.display import escape_text, human_size
 from shadowvault.errors import UsageError
 from shadowvault.repo.password_file import read_password_file
 from shadowvault.repo.repository import Repository, filter_snapshots

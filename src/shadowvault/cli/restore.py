@@ -11,7 +11,6 @@ from collections import Counter
 import click
 
 from shadowvault.archive.diff import SYMBOLS, Change, diff_trees, directories_above
-from shadowvault.archive.exclude_rules import human_size
 from shadowvault.archive.listing import describe, display, list_snapshot, mode_string, path_fields
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.restore import Overwrite, RestoreStats
@@ -25,7 +24,7 @@ from shadowvault.cli.restore_daemon import restore_through_daemon
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, needs_choice, snapshot_filter_options
 from shadowvault.cli.vm_restore_options import vm_restore_options
 from shadowvault.cli.writer_restore import restore_writer_options, run_writer_restore, writer_restore_order
-from shadowvault.display import escape_text
+from shadowvault.display import counted, escape_text, human_size
 from shadowvault.errors import PartialFailure, RepositoryError, UsageError
 from shadowvault.jobs.restore_component import ComponentRestoreRequest
 from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
@@ -252,19 +251,15 @@ def restore_cmd(
         )
     else:
         verified = f", {stats.verified} verified" if verify else ""
-        counts = ", ".join(_count(n, noun) for n, noun in ((stats.files, "file"), (stats.dirs, "dir")))
+        counts = ", ".join(counted(n, noun) for n, noun in ((stats.files, "file"), (stats.dirs, "dir")))
         info(
-            f"restored snapshot {snap_id[:8]}: {counts}, {_count(stats.others, 'other')}, "
+            f"restored snapshot {snap_id[:8]}: {counts}, {counted(stats.others, 'other')}, "
             f"{human_size(stats.bytes_written)} in {duration:.2f}s ({stats.skipped} skipped{verified})"
         )
     if stats.errors and not (stats.files or stats.dirs or stats.others or stats.kept):
         raise RepositoryError(f"nothing was restored: {len(stats.errors)} item(s) could not be")
     if stats.errors:
         raise PartialFailure(f"{len(stats.errors)} item(s) could not be restored; the others were")
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _report_kept(kept: list[tuple[str, str]], as_json: bool) -> None:

@@ -7,13 +7,13 @@ restic's `verbose_status` lines), then a summary; nothing in the target is writt
 
 from __future__ import annotations
 
-from shadowvault.archive.exclude_rules import human_size
 from shadowvault.archive.listing import display, path_fields
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.restore_preview import CREATE, REPLACE, PreviewCounts, preview_restore
 from shadowvault.cli.output import info, listing, print_json
 from shadowvault.cli.repo_options import open_repository
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose
+from shadowvault.display import human_size
 
 
 def preview_files_restore(
