@@ -252,6 +252,8 @@ def test_a_session_file_whose_temp_file_prune_removed_is_written_again(tmp_path)
 
 def test_the_summary_counts_in_words_and_names_repacking_only_when_blobs_moved():
     one = PruneResult(dry_run=False, packs_deleted=1, bytes_deleted=10)
-    assert one.summary() == "deleted 1 pack (10 bytes)"
+    assert one.summary() == "deleted 1 pack (10 B)"
     both = PruneResult(dry_run=True, packs_deleted=3, packs_repacked=1, blobs_repacked=12)
-    assert both.summary() == "would delete 3 packs (0 bytes), would repack 1 pack (12 blobs kept)"
+    assert both.summary() == "would delete 3 packs (0 B), would repack 1 pack (12 blobs kept)"
+    many = PruneResult(dry_run=False, packs_deleted=40, bytes_deleted=3 * 2**30 // 2)
+    assert many.summary() == "deleted 40 packs (1.5 GiB)"  # a size as backup and stats print it

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shadowvault.display import counted
+from shadowvault.display import counted, human_size
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
 from shadowvault.repo.backend import Backend, FileInfo
 from shadowvault.repo.damage import DamageMap, replace_damage
@@ -59,7 +59,7 @@ class PruneResult:
     def summary(self) -> str:
         deleted, repacked = ("would delete", "would repack") if self.dry_run else ("deleted", "repacked")
         packs = counted(self.packs_deleted + self.unindexed_deleted, "pack")
-        text = f"{deleted} {packs} ({self.bytes_deleted} bytes)"
+        text = f"{deleted} {packs} ({human_size(self.bytes_deleted)})"
         if self.packs_repacked:
             kept = counted(self.blobs_repacked, "blob")
             text += f", {repacked} {counted(self.packs_repacked, 'pack')} ({kept} kept)"
