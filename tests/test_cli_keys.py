@@ -5,6 +5,7 @@ in the documented order."""
 from __future__ import annotations
 
 import socket
+from datetime import datetime
 from pathlib import Path
 
 from tests.archive.helpers import PASSWORD
@@ -60,7 +61,9 @@ def test_list_marks_the_current_key_passwd_replaces_it_and_remove_refuses(env, t
 
 
 def table_fields(key: dict) -> list[str]:
-    return [key["created"], key["host"], key["username"]]
+    """The table's time is local, to the second, as `snapshots` prints times (JSON keeps ISO UTC)."""
+    created = datetime.fromisoformat(key["created"]).astimezone()
+    return [created.strftime("%Y-%m-%d"), created.strftime("%H:%M:%S"), key["host"], key["username"]]
 
 
 def test_password_command_and_its_precedence(env, tmp_path: Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -218,7 +219,7 @@ def key_list_cmd(repo: str | None, password_file: str | None, as_json: bool) -> 
                 (
                     "*" if k["current"] else "",
                     str(k["id"])[:8] + (" (damaged)" if k["damaged"] else ""),
-                    k["created"],
+                    _key_time(k["created"]),
                     k["host"],
                     k["username"],
                 )
@@ -226,6 +227,15 @@ def key_list_cmd(repo: str | None, password_file: str | None, as_json: bool) -> 
             ],
         ),
     )
+
+
+def _key_time(created: object) -> str:
+    """A key file's creation time (ISO 8601, UTC) as `snapshots` shows times: local, to the second;
+    as it is written when it is not a time (a key file written by another tool)."""
+    try:
+        return format_time(datetime.fromisoformat(str(created)).timestamp())
+    except ValueError:
+        return str(created)
 
 
 COMMANDS: list[click.Command] = [init_cmd, snapshots_cmd, key_group]
