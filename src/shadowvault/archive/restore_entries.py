@@ -50,7 +50,7 @@ class RestoreStats:
     dirs: int = 0
     others: int = 0
     bytes_written: int = 0
-    skipped: int = 0  # entries not laid down: kept (below) or unreadable at backup
+    skipped: int = 0  # entries not laid down because they were unreadable at backup (kept: below)
     verified: int = 0
     kept: list[tuple[str, str]] = field(default_factory=list)  # (path, why): in the target, left as is
     errors: list[tuple[str, str]] = field(default_factory=list)
@@ -244,7 +244,6 @@ class EntryWriter:
         kept = None if here.fresh else self._kept_because(here.fd, node)
         if kept is not None:
             with self.stats.lock:
-                self.stats.skipped += 1
                 self.stats.kept.append((text(spath), kept))
             return False
         return True

@@ -247,19 +247,31 @@ def restore_cmd(
     duration = time.monotonic() - started
     if as_json:
         print_json(
-            {"message_type": "summary", "snapshot_id": snap_id, **stats.as_dict(), "duration": duration}
+            {
+                "message_type": "summary",
+                "snapshot_id": snap_id,
+                **stats.as_dict(),
+                "duration": round(duration, 3),
+            }
         )
     else:
-        verified = f", {stats.verified} verified" if verify else ""
         counts = ", ".join(counted(n, noun) for n, noun in ((stats.files, "file"), (stats.dirs, "dir")))
         info(
             f"restored snapshot {snap_id[:8]}: {counts}, {counted(stats.others, 'other')}, "
-            f"{human_size(stats.bytes_written)} in {duration:.2f}s ({stats.skipped} skipped{verified})"
+            f"{human_size(stats.bytes_written)} in {duration:.2f}s{_aside(stats, verify)}"
         )
     if stats.errors and not (stats.files or stats.dirs or stats.others or stats.kept):
         raise RepositoryError(f"nothing was restored: {len(stats.errors)} item(s) could not be")
     if stats.errors:
         raise PartialFailure(f"{len(stats.errors)} item(s) could not be restored; the others were")
+
+
+def _aside(stats: RestoreStats, verify: bool) -> str:
+    """The summary line's tail: what was kept or skipped, and what was verified, when any."""
+    parts = [f"{len(stats.kept)} kept"] if stats.kept else []
+    parts += [f"{stats.skipped} skipped (unreadable at backup)"] if stats.skipped else []
+    parts += [f"{stats.verified} verified"] if verify else []
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _report_kept(kept: list[tuple[str, str]], as_json: bool) -> None:
