@@ -4,6 +4,7 @@ terminal, with ids, times and words never cut."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -28,7 +29,6 @@ def two_snapshots(cli, env, tmp_path) -> list[str]:
         done = cli("backup", "--provider", "none", "--tag", tag, str(src), env=env)
         assert done.returncode == 0, done.stderr
     done = cli("snapshots", "--json", env=env)
-    import json
 
     return [s["id"] for s in json.loads(done.stdout)]
 
@@ -116,3 +116,20 @@ def test_a_long_host_name_and_several_tags_break_where_a_person_would(cli, env, 
     pieces = set(re.findall(r"[\w.,-]+", shown))
     assert {"hostname.", "internal", "nightly-full"} <= pieces, shown  # broken only where a person would
     assert not {"hostnam", "interna", "nightly"} & pieces, shown
+
+
+def test_snapshots_takes_restics_latest_and_snapshot_ids_and_lists_nothing_without_a_header(
+    cli, env, two_snapshots
+):
+    def listed(*args: str) -> list[str]:
+        done = cli("snapshots", "--json", *args, env=env)
+        assert done.returncode == 0, done.stderr
+        return [s["id"] for s in json.loads(done.stdout)]
+
+    assert listed("--latest", "1") == two_snapshots[-1:]  # one host, one set of paths: the last one
+    assert listed("latest") == two_snapshots[-1:]
+    assert listed(two_snapshots[0][:8]) == two_snapshots[:1]
+    none = cli("snapshots", "--host", "elsewhere", env=env)
+    assert none.returncode == 0 and none.stdout == "0 snapshots\n", none  # no header above nothing
+    bad = cli("snapshots", "--latest", "0", env=env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

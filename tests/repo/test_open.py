@@ -96,7 +96,8 @@ def test_cli_init_snapshots_and_errors(tmp_path, cli):
     repo = tmp_path / "repo"
     result = cli("init", "--repo", repo, "--json", env=env_for(repo))
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["id"]
+    initialized = json.loads(result.stdout)
+    assert initialized["message_type"] == "initialized" and initialized["id"]
     again = cli("init", env=env_for(repo))
     assert again.returncode == 1 and "already a repository" in again.stderr
     with Repository.open(repo, PASSWORD) as r:

@@ -23,6 +23,7 @@ from shadowvault.errors import UsageError
 from shadowvault.repo.password_file import read_password_file
 from shadowvault.repo.repository import Repository, filter_snapshots
 from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshots import latest_of_each_group
 
 
 @click.command("init")
@@ -58,7 +59,7 @@ def init_cmd(
     where = str(path.resolve()) if isinstance(path, Path) else created.path
     emit(
         as_json,
-        {"repository": where, "id": created.id},
+        {"message_type": "initialized", "repository": where, "id": created.id},  # restic's form
         lambda: info(f"created repository {created.id[:8]} at {where}"),
     )
 
@@ -102,6 +103,14 @@ def _consistency_cell(snapshot: Snapshot) -> str:
 @click.option("--path", "paths", multiple=True, help="Only snapshots that include this path.")
 @click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag.")
 @click.option("--host", default=None, help="Only snapshots of this host.")
+@click.option(
+    "--latest",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Only the last N snapshots of each host and set of paths.",
+)
+@click.argument("refs", nargs=-1, metavar="[SNAP]...")
 @json_option
 def snapshots_cmd(
     repo: str | None,
@@ -109,11 +118,19 @@ def snapshots_cmd(
     paths: tuple[str, ...],
     tags: tuple[str, ...],
     host: str | None,
+    latest: int | None,
+    refs: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """List the snapshots in the repository, oldest first."""
+    """List the snapshots in the repository (or the SNAPs named: ids, prefixes, `latest`), oldest first."""
     with open_repository(repo, password_file) as r:
-        found = filter_snapshots(r.list_snapshots(skip_damaged=True), paths=paths, host=host, tags=tags)
+        listed = r.list_snapshots(skip_damaged=True)
+        if refs:
+            wanted = {r.find_snapshot(ref)[0] for ref in refs}
+            listed = [(sid, snap) for sid, snap in listed if sid in wanted]
+        found = filter_snapshots(listed, paths=paths, host=host, tags=tags)
+    if latest is not None:
+        found = latest_of_each_group(found, latest)
 
     def human() -> None:
         rows = [
@@ -128,7 +145,8 @@ def snapshots_cmd(
             )
             for sid, s in found
         ]
-        print_table(["ID", "Time", "Host", "Paths", "Tags", "Size", "Consistency"], rows)
+        if rows:  # no header above nothing
+            print_table(["ID", "Time", "Host", "Paths", "Tags", "Size", "Consistency"], rows)
         info(f"{len(found)} snapshot{'s' if len(found) != 1 else ''}")
 
     emit(as_json, [snapshot_json(sid, s) for sid, s in found], human)

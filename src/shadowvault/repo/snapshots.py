@@ -123,3 +123,16 @@ def filter_snapshots(
         and want_paths <= set(snap.paths)
         and want_tags <= set(snap.tags)
     ]
+
+
+def latest_of_each_group(snapshots: list[tuple[str, Snapshot]], count: int) -> list[tuple[str, Snapshot]]:
+    """The last `count` snapshots of each host and set of paths (restic's `snapshots --latest`), in
+    the order they came in (oldest first)."""
+    seen: dict[tuple[str, tuple[str, ...]], int] = {}
+    kept = []
+    for sid, snap in reversed(snapshots):
+        group = (snap.host, tuple(sorted(snap.paths)))
+        seen[group] = seen.get(group, 0) + 1
+        if seen[group] <= count:
+            kept.append((sid, snap))
+    return kept[::-1]
