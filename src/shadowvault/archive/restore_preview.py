@@ -137,13 +137,13 @@ def _judge(node: Node, spath: bytes, place: bytes, mode: Overwrite, parent_exist
     if node.type == "dir" and mode is Overwrite.NEVER:
         return PreviewEntry(SKIP, spath, node.type, 0, "something that is not a directory is in its place")
     if node.type != "dir" and stat.S_ISDIR(st.st_mode) and mode is not Overwrite.NEVER:
-        return PreviewEntry(SKIP, spath, node.type, 0, "a directory is in its place (a restore removes none)")
+        return PreviewEntry(SKIP, spath, node.type, 0, "a directory is in its place: a restore removes none")
     if mode is Overwrite.ALWAYS:
-        return PreviewEntry(REPLACE, spath, node.type, size, "in the target already (--overwrite always)")
+        return PreviewEntry(REPLACE, spath, node.type, size, "in the target already, --overwrite always")
     if mode is Overwrite.IF_NEWER and node.mtime_ns > st.st_mtime_ns:
         return PreviewEntry(
-            REPLACE, spath, node.type, size, "the snapshot's copy is newer (--overwrite if-newer)"
+            REPLACE, spath, node.type, size, "the snapshot's copy is newer, --overwrite if-newer"
         )
     if mode is Overwrite.IF_NEWER:
-        return PreviewEntry(KEEP, spath, node.type, 0, "the target's copy is as new (--overwrite if-newer)")
-    return PreviewEntry(KEEP, spath, node.type, 0, "in the target already (--overwrite never)")
+        return PreviewEntry(KEEP, spath, node.type, 0, "the target's copy is as new, --overwrite if-newer")
+    return PreviewEntry(KEEP, spath, node.type, 0, "in the target already, --overwrite never")
