@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.loopfs import unmount_tree
 from tests.inprocess_cli import Shadowvault
 
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
@@ -178,19 +176,6 @@ def test_a_dump_piped_to_stdin_is_one_file_in_the_snapshot(sv, tmp_path):
     assert [p.name for p in out.iterdir()] == ["db.sql"]
     assert (out / "db.sql").read_bytes() == dump.encode()
     assert stat.S_IMODE((out / "db.sql").stat().st_mode) == 0o644
-
-
-@pytest.fixture
-def mounts():
-    made: list[Path] = []
-
-    def mount(*argv: str | Path) -> None:
-        subprocess.run(["mount", *map(str, argv)], check=True, capture_output=True)
-        made.append(Path(argv[-1]))
-
-    yield mount
-    for path in reversed(made):
-        unmount_tree(path)
 
 
 def test_one_file_system_with_the_new_excludes(sv, tmp_path, mounts):
