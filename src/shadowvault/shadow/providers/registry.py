@@ -11,7 +11,7 @@ from shadowvault.shadow.providers.live import LiveProvider
 from shadowvault.shadow.providers.lvm import LvmProvider
 from shadowvault.shadow.providers.names import AUTO
 from shadowvault.shadow.providers.reflink import ReflinkProvider
-from shadowvault.shadow.volumes import Volume, find_volume
+from shadowvault.shadow.volumes import Volume, list_volumes
 
 PROVIDER_CLASSES: tuple[type[Provider], ...] = (
     BtrfsProvider,
@@ -101,10 +101,15 @@ def passed_over_notes(shadow: Shadow) -> list[str]:
         return []
     try:
         served_by = get_provider(shadow.provider)
-        volume = find_volume(shadow.volume)
     except ShadowvaultError:
         return []
     better = [p for p in all_providers() if p.atomic and p.priority > served_by.priority]
+    if not better:
+        return []
+    # the mount table alone (no blkid per mount, as find_volume's UUIDs would cost on every backup)
+    volume = next((v for v in list_volumes(with_uuid=False) if v.mount_point == shadow.volume), None)
+    if volume is None:
+        return []
     reasons = [reason for p in better if (reason := p.passed_over(volume))]
     return [f"{reason} (so {shadow.provider} served it)" for reason in reasons]
 
