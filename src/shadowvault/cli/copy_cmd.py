@@ -19,6 +19,7 @@ from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.repository import format_size
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose_all, snapshot_filter_options
+from shadowvault.display import counted
 from shadowvault.repo.copy import CopiedSnapshot, CopyResult, copy_snapshots
 
 
@@ -107,7 +108,7 @@ def copy_cmd(
 
     def human() -> None:
         info(
-            f"{len(result.copied)} snapshot{'s' if len(result.copied) != 1 else ''} copied,"
+            f"{counted(len(result.copied), 'snapshot')} copied,"
             f" {len(result.skipped)} already there; {result.blobs_added} blobs"
             f" ({format_size(result.raw_bytes_added)}) added"
         )

@@ -22,6 +22,7 @@ from shadowvault.cli.output import info, json_option, listing, print_json, warn
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.repository import format_size
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, choose_all, snapshot_filter_options
+from shadowvault.display import counted
 from shadowvault.errors import PartialFailure, UsageError
 from shadowvault.repo.raw_objects import KINDS, cat_blob, cat_document, snapshot_document
 from shadowvault.repo.retag import TagChange, retag
@@ -278,7 +279,7 @@ def tag_cmd(
         else:
             info(f"snapshot {item.old_id[:8]} -> {item.new_id[:8]}: tags {','.join(item.tags) or '(none)'}")
     if not as_json:
-        info(f"changed the tags of {len(done)} snapshot{'s' if len(done) != 1 else ''}")
+        info(f"changed the tags of {counted(len(done), 'snapshot')}")
 
 
 COMMANDS: list[click.Command] = [find_cmd, dump_cmd, cat_cmd, stats_cmd, tag_cmd]

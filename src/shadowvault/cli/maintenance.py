@@ -17,6 +17,7 @@ from shadowvault.cli.output import emit, info, json_option, listing, note, print
 from shadowvault.cli.repair import repair_group
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.repository import format_time
+from shadowvault.display import counted
 from shadowvault.errors import IntegrityError, UsageError
 from shadowvault.repo.check import check
 from shadowvault.repo.forget import KeepPolicy, apply_policy
@@ -263,7 +264,7 @@ def forget_cmd(
     def human() -> None:
         print_table(["ID", "Time", "Host", "Paths", "Action", "Reasons"], human_rows)
         verb = "would remove" if dry_run else "removed"
-        info(f"{verb} {len(to_remove)} snapshot{'s' if len(to_remove) != 1 else ''}")
+        info(f"{verb} {counted(len(to_remove), 'snapshot')}")
         if pruned is not None:
             info(pruned.summary())
 

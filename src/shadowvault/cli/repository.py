@@ -18,7 +18,7 @@ from shadowvault.cli.repo_options import (
     repo_options,
     repo_path,
 )
-from shadowvault.display import escape_text, human_size
+from shadowvault.display import counted, escape_text, human_size
 from shadowvault.errors import UsageError
 from shadowvault.repo.password_file import read_password_file
 from shadowvault.repo.repository import Repository, filter_snapshots
@@ -147,7 +147,7 @@ def snapshots_cmd(
         ]
         if rows:  # no header above nothing
             print_table(["ID", "Time", "Host", "Paths", "Tags", "Size", "Consistency"], rows)
-        info(f"{len(found)} snapshot{'s' if len(found) != 1 else ''}")
+        info(f"{counted(len(found), 'snapshot')}")
 
     emit(as_json, [snapshot_json(sid, s) for sid, s in found], human)
 
