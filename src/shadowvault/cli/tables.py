@@ -29,12 +29,12 @@ def render_table(columns: Sequence[str], rows: Sequence[Sequence[str]], width: i
         max(cell_len(line) for row in table for line in row[i].split("\n")) for i in range(len(columns))
     ]
     widths = natural if width is None else _fit(table, natural, width - cell_len(GAP) * (len(columns) - 1))
+    cells = [[_wrap(cell, w) for cell, w in zip(row, widths, strict=True)] for row in table]
     widths = [  # no wider than what a column shows once wrapped
-        max(cell_len(line) for row in table for line in _wrap(row[i], w)) for i, w in enumerate(widths)
+        max(cell_len(line) for row in cells for line in row[i]) for i in range(len(columns))
     ]
     lines = []
-    for row in table:
-        wrapped = [_wrap(cell, w) for cell, w in zip(row, widths, strict=True)]
+    for wrapped in cells:
         for n in range(max(len(cell) for cell in wrapped)):
             parts = [
                 _pad(cell[n] if n < len(cell) else "", w) for cell, w in zip(wrapped, widths, strict=True)
