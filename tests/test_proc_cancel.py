@@ -13,25 +13,18 @@ import pytest
 from shadowvault import cancellation, proc
 from shadowvault.cancellation import Cancellation
 from shadowvault.errors import CommandError, JobCancelledError
+from tests.fixtures.servers import process_alive
 
 # a shell that starts a child and waits; `trap '' TERM` makes both deaf to SIGTERM
 DEAF = "trap '' TERM; sleep 300 & echo $! > {pids}; echo $$ >> {pids}; wait"
 POLITE = "sleep 300 & echo $! > {pids}; echo $$ >> {pids}; wait"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
 def _gone(*pids: int) -> bool:
     """Whether the processes have ended: a SIGKILLed process may take a moment to exit (its pages
     freed, its parent told), so this waits for that, within a bound that only catches a survivor."""
     deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in pids):
+    while any(process_alive(pid) for pid in pids):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
