@@ -22,9 +22,11 @@ def ended(client: Client, run_id: str) -> dict[str, Any]:
 
 
 def assert_cancelled(report: dict[str, Any]) -> None:
-    """A run that a cancel ended: state, error kind and exit status as the API documents them."""
+    """A run that a cancel ended: state, error kind and exit status as the API documents them, and
+    no result (a cancelled run has no summary)."""
     assert (report["state"], report["error_kind"], report["exit_status"]) == (
         "cancelled",
         "JobCancelledError",
         130,
     ), report
+    assert report["result"] is None, "a cancelled run has no summary"

@@ -38,6 +38,7 @@ from tests.archive.helpers import (
     whole_files,
 )
 from tests.service.daemon import Daemon, running_daemon
+from tests.service.run_waits import assert_cancelled
 
 BIG_MIB = 256  # random, so that nothing deduplicates: a file that takes a while to write or read
 MANY = 2000  # files of one blob each, in one directory
@@ -83,13 +84,6 @@ def writing_large_file(daemon: Daemon, target: Path) -> Callable[[], bool]:
     return lambda: any(size > UNDER_WAY for size in files_being_written(daemon.process.pid, target))
 
 
-def assert_cancelled(client: Client, run: dict[str, Any]) -> None:
-    report = client.wait(run["id"])
-    assert report["state"] == "cancelled", report
-    assert (report["exit_status"], report["error_kind"]) == (130, "JobCancelledError"), report
-    assert report["result"] is None, "a cancelled run has no summary"
-
-
 def test_a_restore_cancelled_within_a_large_file_leaves_it_out_and_a_new_restore_makes_it(
     backed_up: BackedUp, tmp_path: Path
 ):
@@ -102,7 +96,7 @@ def test_a_restore_cancelled_within_a_large_file_leaves_it_out_and_a_new_restore
         until(writing_large_file(daemon, target), ended(client, run), "the file was being written")
         answer = client.cancel_run(run["id"])
         assert answer["state"] == "cancelling", answer
-        assert_cancelled(client, run)
+        assert_cancelled(client.wait(run["id"]))
         assert "cancelling" in [e["message_type"] for e in client.events(run["id"])]
         assert list(target.iterdir()) == [], "no part of the file under its name, nor a temporary file"
 
@@ -127,7 +121,7 @@ def test_a_restore_of_many_files_cancelled_midway_leaves_only_whole_files(
         )
         until(lambda: target.is_dir() and any(target.iterdir()), ended(client, run), "a file was restored")
         assert client.cancel_run(run["id"])["state"] == "cancelling"
-        assert_cancelled(client, run)
+        assert_cancelled(client.wait(run["id"]))
     assert whole_files(target, backed_up.src / "many") < MANY, "the restore stopped before its end"
 
 
@@ -164,7 +158,7 @@ def test_a_restore_command_stopped_cancels_its_run_in_the_daemon(backed_up: Back
         assert b"terminated by SIGTERM" in err, err
         runs = client.runs()
         assert [r["kind"] for r in runs] == ["restore"], "the command's restore ran in the daemon"
-        assert_cancelled(client, runs[0])
+        assert_cancelled(client.wait(runs[0]["id"]))
     assert list(target.iterdir()) == [], "no part of the file under its name, nor a temporary file"
 
 
@@ -179,7 +173,7 @@ def test_a_backup_cancelled_within_a_large_file_leaves_no_snapshot_and_a_valid_r
         fds = Path(f"/proc/{daemon.process.pid}/fd")
         until(lambda: str(big) in _open_files(fds), ended(client, run), "the file was being read")
         assert client.cancel_run(run["id"])["state"] == "cancelling"
-        assert_cancelled(client, run)
+        assert_cancelled(client.wait(run["id"]))
     stored = sum(p.stat().st_size for p in (repo / "data").rglob("*") if p.is_file())
     assert stored < (BIG_MIB << 20) // 2, f"{stored} bytes stored: the file was read on after the cancel"
     env = {"SHADOWVAULT_PASSWORD": PASSWORD, "SHADOWVAULT_NO_DAEMON": "1"}
