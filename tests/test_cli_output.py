@@ -122,6 +122,29 @@ def test_diff_escapes_names_for_people_and_keeps_them_in_json(cli, env, named_tr
     assert changes[os.path.join(named_tree, b"latin1-\xe9t\xe9")] == "removed"
 
 
+def test_diff_prints_its_header_changes_and_counts_on_stdout(cli, env, tmp_path):
+    """As restic's: `diff A B > changes.txt` keeps which snapshots were compared and the counts;
+    -q keeps the changes alone."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "kept").write_text("same\n")
+    assert cli("backup", "--provider", "none", src, env=env).returncode == 0
+    (src / "added").write_text("new\n")
+    assert cli("backup", "--provider", "none", src, env=env).returncode == 0
+    first, second = (snap["id"][:8] for snap in json.loads(cli("snapshots", "--json", env=env).stdout))
+
+    done = cli("diff", first, second, env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"comparing snapshot {first} to {second}:"
+    assert f"+    {src}/added" in lines
+    assert lines[-1] == "1 added, 0 removed, 0 modified, 1 metadata, 0 unreadable"
+
+    quiet = cli("-q", "diff", first, second, env=env)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert quiet.stdout.splitlines() == [line for line in lines if line[:1] in "+-MU!"]
+
+
 def test_snapshots_table_shows_paths_and_tags_as_text(cli, env, tmp_path):
     src = tmp_path / "two\nlines"
     src.mkdir()

@@ -64,6 +64,8 @@ def test_dry_run_says_what_the_restore_then_does(cli, env, snapshot, tmp_path, m
     assert _state(target) == before  # nothing written
     lines = [json.loads(line) for line in dry.stdout.splitlines()]
     actions = {line["path"][len(str(snapshot)) + 1 :]: line["action"] for line in lines[:-1]}
+    # each line names where the restore writes the entry, next to its path in the snapshot
+    assert all(line["target"] == str(target) + line["path"][len(str(snapshot)) :] for line in lines[:-1])
     summary = lines[-1]
     assert summary["message_type"] == "summary" and summary["dry_run"] is True
 
@@ -92,5 +94,13 @@ def test_dry_run_of_a_fresh_target_and_its_text(cli, env, snapshot, tmp_path):
     dry = cli("restore", f"latest:{snapshot}", "--target", str(target), "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
     assert not target.exists()
-    assert f"create   file     {snapshot}/dir/deep/f" in dry.stdout
+    # the paths the restore would write, not the snapshot's (latest:SRC puts SRC's entries in target)
+    assert f"create   file     {target}/dir/deep/f" in dry.stdout.splitlines()
+    assert str(snapshot) not in dry.stdout.replace(str(target), "")
+
+    whole = cli("restore", "latest", "--target", str(target), "--dry-run", env=env)
+    assert whole.returncode == 0, whole.stderr
+    assert f"create   file     {target}{snapshot}/dir/deep/f" in whole.stdout.splitlines()
+    one = cli("restore", f"latest:{snapshot}/new.txt", "--target", str(target), "--dry-run", env=env)
+    assert f"create   file     {target}/new.txt" in one.stdout.splitlines()
     assert "dry run, nothing changed" in dry.stdout and "0 to replace" in dry.stdout

@@ -30,6 +30,7 @@ class PreviewEntry:
 
     action: str  # create | replace | keep | skip
     path: bytes  # in the snapshot
+    place: bytes  # in the target: where the restore writes it (what a user checks)
     type: str
     size: int
     reason: str = ""
@@ -86,17 +87,17 @@ def _walk(
     try:
         nodes = store.load_tree(tree_id).nodes
     except (RepositoryError, NotFoundError) as err:
-        yield PreviewEntry(SKIP, spath, "dir", 0, f"directory listing unreadable: {err}")
+        yield PreviewEntry(SKIP, spath, target, "dir", 0, f"directory listing unreadable: {err}")
         return
     twice = duplicate_names(nodes)
     for node in nodes:
         child = join(spath, node.name)
+        place = os.path.join(target, node.name)
         why = invalid_name(node.name) or ("a duplicate name" if node.name in twice else None)
         if why is not None:
             if path_filter.included(child) or path_filter.may_contain(child):
-                yield PreviewEntry(SKIP, child, node.type, 0, f"unsafe name ({why})")
+                yield PreviewEntry(SKIP, child, place, node.type, 0, f"unsafe name ({why})")
             continue
-        place = os.path.join(target, node.name)
         if node.type != "dir":
             if path_filter.included(child):
                 yield _judge(node, child, place, mode, target_exists)
@@ -121,29 +122,37 @@ def _judge(node: Node, spath: bytes, place: bytes, mode: Overwrite, parent_exist
     """What the restore would do with one entry, given what is at its place in the target now."""
     size = node.size if node.type == "file" else 0
     if node.error is not None and node.type == "file":
-        return PreviewEntry(SKIP, spath, node.type, 0, entry_error(node.error))
+        return PreviewEntry(SKIP, spath, place, node.type, 0, entry_error(node.error))
     try:
         st = os.lstat(place) if parent_exists else None
     except FileNotFoundError:
         st = None
     except OSError as err:
         return PreviewEntry(
-            SKIP, spath, node.type, 0, f"cannot look at its place in the target: {err.strerror}"
+            SKIP, spath, place, node.type, 0, f"cannot look at its place in the target: {err.strerror}"
         )
     if st is None:
-        return PreviewEntry(CREATE, spath, node.type, size)
+        return PreviewEntry(CREATE, spath, place, node.type, size)
     if node.type == "dir" and stat.S_ISDIR(st.st_mode):
-        return PreviewEntry(KEEP, spath, node.type, 0, ALREADY_A_DIR)
+        return PreviewEntry(KEEP, spath, place, node.type, 0, ALREADY_A_DIR)
     if node.type == "dir" and mode is Overwrite.NEVER:
-        return PreviewEntry(SKIP, spath, node.type, 0, "something that is not a directory is in its place")
+        return PreviewEntry(
+            SKIP, spath, place, node.type, 0, "something that is not a directory is in its place"
+        )
     if node.type != "dir" and stat.S_ISDIR(st.st_mode) and mode is not Overwrite.NEVER:
-        return PreviewEntry(SKIP, spath, node.type, 0, "a directory is in its place: a restore removes none")
+        return PreviewEntry(
+            SKIP, spath, place, node.type, 0, "a directory is in its place: a restore removes none"
+        )
     if mode is Overwrite.ALWAYS:
-        return PreviewEntry(REPLACE, spath, node.type, size, "in the target already, --overwrite always")
+        return PreviewEntry(
+            REPLACE, spath, place, node.type, size, "in the target already, --overwrite always"
+        )
     if mode is Overwrite.IF_NEWER and node.mtime_ns > st.st_mtime_ns:
         return PreviewEntry(
-            REPLACE, spath, node.type, size, "the snapshot's copy is newer, --overwrite if-newer"
+            REPLACE, spath, place, node.type, size, "the snapshot's copy is newer, --overwrite if-newer"
         )
     if mode is Overwrite.IF_NEWER:
-        return PreviewEntry(KEEP, spath, node.type, 0, "the target's copy is as new, --overwrite if-newer")
-    return PreviewEntry(KEEP, spath, node.type, 0, "in the target already, --overwrite never")
+        return PreviewEntry(
+            KEEP, spath, place, node.type, 0, "the target's copy is as new, --overwrite if-newer"
+        )
+    return PreviewEntry(KEEP, spath, place, node.type, 0, "in the target already, --overwrite never")

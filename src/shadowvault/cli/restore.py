@@ -360,8 +360,8 @@ def diff_cmd(
     with open_repository(repo, password_file) as r:
         id1, snap1 = choose(r, first, snapshot_filter)
         id2, snap2 = choose(r, second, snapshot_filter)
-        if not as_json:
-            note(f"comparing snapshot {id1[:8]} to {id2[:8]}:")
+        if not as_json:  # on stdout with the changes, as restic: `diff A B > file` keeps all three
+            info(f"comparing snapshot {id1[:8]} to {id2[:8]}:")
         above = directories_above([*snap1.paths, *snap2.paths])
         for difference in diff_trees(r, snap1.tree, snap2.tree, above=above):
             counts[difference.change.value] += 1
@@ -381,7 +381,7 @@ def diff_cmd(
     if as_json:
         print_json({"message_type": "statistics", "source": id1, "target": id2, **counts})
     else:
-        note(", ".join(f"{n} {name}" for name, n in counts.items()))
+        info(", ".join(f"{n} {name}" for name, n in counts.items()))
 
 
 COMMANDS: list[click.Command] = [restore_cmd, ls_cmd, diff_cmd]

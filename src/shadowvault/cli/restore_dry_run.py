@@ -1,8 +1,9 @@
 """`restore SNAP --target DIR --dry-run`: what a files restore would create, replace and keep.
 
-One line per entry (`create`, `replace`, `keep`, `skip` and the path in the snapshot; under --json
-restic's `verbose_status` lines), then a summary; nothing in the target is written or followed
-(archive/restore_preview.py).
+One line per entry (`create`, `replace`, `keep`, `skip` and the path in the target it would be
+written to, which is what a user checks before a restore; under --json restic's `verbose_status`
+lines, with `target` and the snapshot's `path`), then a summary; nothing in the target is written or
+followed (archive/restore_preview.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from shadowvault.archive.restore_preview import CREATE, REPLACE, PreviewCounts, 
 from shadowvault.cli.output import info, listing, print_json
 from shadowvault.cli.repo_options import open_repository
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose
-from shadowvault.display import human_size
+from shadowvault.display import exact_fields, human_size
 
 
 def preview_files_restore(
@@ -45,10 +46,11 @@ def preview_files_restore(
             counts.add(entry)
             if as_json:
                 line = {"message_type": "verbose_status", "action": entry.action, **path_fields(entry.path)}
+                line.update(exact_fields("target", entry.place))
                 print_json({**line, "type": entry.type, "size": entry.size, "reason": entry.reason})
                 continue
             reason = f"  ({entry.reason})" if entry.reason else ""
-            listing(f"{entry.action:<8} {entry.type:<8} {display(entry.path)}{reason}")
+            listing(f"{entry.action:<8} {entry.type:<8} {display(entry.place)}{reason}")
     totals = counts.entries
     if as_json:
         print_json(
