@@ -135,3 +135,72 @@ def test_bad_durations_and_groupings_are_one_clear_line(sv, args, message):
     done = sv("forget", *args)
     assert done.exit_code == 2, done.stderr
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def _blocks(text: str) -> list[list[str]]:
+    """forget's text output split at its blank lines: one block per group (the count line last)."""
+    return [block.splitlines() for block in text.strip("\n").split("\n\n")]
+
+
+def test_the_text_output_names_each_group_with_its_kept_and_removed_snapshots(sv, made):
+    """As restic's: per group a line naming it, the kept snapshots with their reasons, the removed."""
+    done = sv("forget", "--keep-last", "1", "--dry-run")
+    assert done.exit_code == 0, done.stderr
+    blocks = _blocks(done.stdout)
+    titles = [block[0] for block in blocks]
+    assert titles == [
+        "snapshots of host db, paths /srv/a:",
+        "snapshots of host web, paths /srv/a:",
+        "snapshots of host web, paths /srv/b:",
+    ]
+    web_a = blocks[1]
+    assert web_a[1] == "keep 1 snapshot:"
+    assert web_a[2].split() == ["ID", "Time", "Host", "Tags", "Paths", "Reasons"]
+    assert web_a[3].startswith(made["a0"][:8]) and web_a[3].endswith("/srv/a  last")
+    assert web_a[4] == "remove 5 snapshots:"
+    assert web_a[5].split() == ["ID", "Time", "Host", "Tags", "Paths"]
+    removed = [line[:8] for line in web_a[6:11]]
+    assert removed == [made[n][:8] for n in ("a40", "a10", "a3", "a1b", "a1")]  # oldest first
+    assert blocks[-1][-1] == "would remove 7 snapshots"
+
+    by_tags = _blocks(sv("forget", "--keep-last", "1", "--group-by", "tags", "--dry-run").stdout)
+    assert [block[0] for block in by_tags] == ["snapshots of tags daily:", "snapshots of tags weekly:"]
+
+    everything = sv("forget", "--keep-last", "1", "--group-by", "", "--dry-run").stdout
+    assert everything.splitlines()[0] == "keep 1 snapshot:"  # one group: nothing to name
+
+    named = sv("forget", made["b130"][:8], made["db2"][:8], "--dry-run").stdout.splitlines()
+    assert named[0] == "remove 2 snapshots:" and named[-1] == "would remove 2 snapshots"
+
+
+def test_json_groups_name_what_they_share_as_the_text_does(sv, made):
+    result = forget(sv, "--keep-last", "1", "--group-by", "host,tags", "--dry-run")
+    assert [(g["host"], g["paths"], g["tags"]) for g in result["groups"]] == [
+        ("db", None, ["daily"]),
+        ("web", None, ["daily"]),
+        ("web", None, ["weekly"]),
+    ]
+    web_weekly = result["groups"][2]
+    assert [k["id"] for k in web_weekly["keep"]] == [made["a10"]]
+    assert web_weekly["keep"][0]["reasons"] == ["last"] and web_weekly["keep"][0]["tags"] == ["weekly"]
+    assert [(r["id"], r["paths"]) for r in web_weekly["remove"]] == [(made["a40"], ["/srv/a"])]
+
+    named = forget(sv, made["b130"], "--dry-run")
+    assert named["groups"] == [
+        {
+            "host": None,
+            "paths": None,
+            "tags": None,
+            "group_key": None,
+            "keep": [],
+            "remove": [
+                {
+                    "id": made["b130"],
+                    "time": NEWEST - 130 * DAY,
+                    "host": "web",
+                    "paths": ["/srv/b"],
+                    "tags": ["daily"],
+                }
+            ],
+        }
+    ]

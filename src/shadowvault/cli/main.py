@@ -34,7 +34,7 @@ COMMAND_MODULES = {
     "ls": "restore",
     "diff": "restore",
     "check": "maintenance",
-    "forget": "maintenance",
+    "forget": "forget_cmd",
     "prune": "maintenance",
     "repair": "maintenance",
     "jobs": "jobs_cmd",
