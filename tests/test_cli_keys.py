@@ -4,6 +4,7 @@ in the documented order."""
 
 from __future__ import annotations
 
+import json
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -13,8 +14,11 @@ from tests.inprocess_cli import json_out, one_error_line, run
 
 
 def _keys(env: dict[str, str]) -> list[dict]:
-    keys = json_out(run(env, "key", "list", "--json"))
-    assert isinstance(keys, list)
+    """`key list --json`: one `key` line per key."""
+    listed = run(env, "key", "list", "--json")
+    assert listed.exit_code == 0, listed.stderr
+    keys = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert keys and all(key.pop("message_type") == "key" for key in keys)
     return keys
 
 
@@ -48,7 +52,7 @@ def test_list_marks_the_current_key_passwd_replaces_it_and_remove_refuses(env, t
     assert "wrong password" in one_error_line(run(env, "snapshots"))
 
     changed = json_out(run(second_env, "key", "passwd", "--new-password-file", tmp_path / "third", "--json"))
-    assert changed["removed"] == f"keys/{current[0]['id']}"
+    assert changed["message_type"] == "summary" and changed["removed"] == f"keys/{current[0]['id']}"
     assert "wrong password" in one_error_line(run(second_env, "snapshots"))
     third_env = {**second_env, "SHADOWVAULT_PASSWORD_FILE": str(tmp_path / "third")}
     [only] = _keys(third_env)

@@ -314,7 +314,8 @@ def test_damaged_key_file_is_not_a_wrong_password(case, tmp_path):
     # seen before the day it is needed: check and key list name it, without its password
     found = case.cli("check", "--json", password="second password")
     assert found.returncode == 1 and any(first_key.name in e for e in json.loads(found.stdout)["errors"])
-    listed = json.loads(case.cli("key", "list", "--json", password="second password").stdout)
+    listed_text = case.cli("key", "list", "--json", password="second password").stdout
+    listed = [json.loads(line) for line in listed_text.splitlines()]  # a line per key
     assert [k["damaged"] for k in listed if k["id"] == first_key.name] == [True]
     removed = case.cli("key", "remove", first_key.name[:8], password="second password")
     assert removed.returncode == 0, removed.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from shadowvault.cli.from_repo_options import from_repo_options, open_source_repository
-from shadowvault.cli.output import emit, info, json_option, print_table
+from shadowvault.cli.output import emit, info, json_option, print_json, print_table
 from shadowvault.cli.repo_options import (
     open_repository,
     prompt_password,
@@ -187,7 +187,7 @@ def key_add_cmd(
     """Add another password (key file) for the repository."""
     with open_repository(repo, password_file) as r:
         name = r.add_key(_new_password(new_password_file))
-    emit(as_json, {"key": name}, lambda: info(f"added key {_short(name)}"))
+    emit(as_json, {"message_type": "summary", "key": name}, lambda: info(f"added key {_short(name)}"))
 
 
 @key_group.command("passwd")
@@ -204,7 +204,7 @@ def key_passwd_cmd(
         name = r.change_password(_new_password(new_password_file))
     emit(
         as_json,
-        {"key": name, "removed": old},
+        {"message_type": "summary", "key": name, "removed": old},
         lambda: info(f"changed the password: key {_short(name)} replaces key {_short(old)}"),
     )
 
@@ -217,7 +217,7 @@ def key_remove_cmd(repo: str | None, password_file: str | None, key_id: str, as_
     """Remove a key (by its id or a unique prefix): never the one in use, never the last one."""
     with open_repository(repo, password_file) as r:
         name = r.remove_key(key_id)
-    emit(as_json, {"removed": name}, lambda: info(f"removed key {_short(name)}"))
+    emit(as_json, {"message_type": "summary", "removed": name}, lambda: info(f"removed key {_short(name)}"))
 
 
 @key_group.command("list")
@@ -228,22 +228,22 @@ def key_list_cmd(repo: str | None, password_file: str | None, as_json: bool) -> 
     one (its content no longer matches its name) says so."""
     with open_repository(repo, password_file) as r:
         keys = sorted(r.list_keys(), key=lambda k: (str(k["created"]), str(k["id"])))
-    emit(
-        as_json,
-        keys,
-        lambda: print_table(
-            [" ", "ID", "Created", "Host", "User"],
-            [
-                (
-                    "*" if k["current"] else "",
-                    str(k["id"])[:8] + (" (damaged)" if k["damaged"] else ""),
-                    _key_time(k["created"]),
-                    k["host"],
-                    k["username"],
-                )
-                for k in keys
-            ],
-        ),
+    if as_json:  # a line per key, like every --json line an object with its message_type
+        for key in keys:
+            print_json({"message_type": "key", **key})
+        return
+    print_table(
+        [" ", "ID", "Created", "Host", "User"],
+        [
+            (
+                "*" if k["current"] else "",
+                str(k["id"])[:8] + (" (damaged)" if k["damaged"] else ""),
+                _key_time(k["created"]),
+                k["host"],
+                k["username"],
+            )
+            for k in keys
+        ],
     )
 
 
