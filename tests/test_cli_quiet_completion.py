@@ -90,6 +90,15 @@ def test_quiet_silences_progress_in_one_place(capsys: pytest.CaptureFixture[str]
             assert printed.err.splitlines() == ["a note", "shadowvault: warning: a warning"]
 
 
+def test_a_warning_under_json_is_a_json_line(capsys: pytest.CaptureFixture[str]):
+    for meta_key in (output.JSON_REQUESTED, output.JSON_GLOBAL):
+        with click.Context(click.Command("any")) as ctx:
+            ctx.meta[meta_key] = True
+            output.warn("caf\udce9: could not be read")  # a name that is not UTF-8
+        [line] = capsys.readouterr().err.splitlines()
+        assert json.loads(line) == {"message_type": "warning", "message": "caf\udce9: could not be read"}
+
+
 def _script(shell: str) -> str:
     done = CliRunner().invoke(cli, ["completion", shell], catch_exceptions=False)
     assert done.exit_code == 0, done.stderr

@@ -87,7 +87,8 @@ def test_a_shadow_whose_listener_was_killed_is_listed_invalid_never_exposed_and_
             listed = shadows("list", "--json")
             assert listed.returncode == 0, listed.stderr
             assert [s["invalid"] for s in json.loads(listed.stdout)[0]["shadows"]] == [""]
-            assert listed.stderr.splitlines() == [warning]
+            as_json = {"message_type": "warning", "message": warning.removeprefix("shadowvault: warning: ")}
+            assert [json.loads(line) for line in listed.stderr.splitlines()] == [as_json]
             text = shadows("list")
             assert text.returncode == 0 and text.stderr.splitlines() == [warning], text.stderr
             assert "INVALID" not in text.stdout

@@ -123,8 +123,23 @@ def note(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    """A warning on stderr: one line (a line break in a name is shown as \\n)."""
-    _write(sys.stderr, f"shadowvault: warning: {escape_text(message)}")
+    """A warning on stderr: one line (a line break in a name is shown as \\n), or under --json a
+    `{"message_type": "warning", "message": ...}` line, so that a --json run's stderr is JSON lines."""
+    if _json_run():
+        _write(sys.stderr, _json_line({"message_type": "warning", "message": message}))
+    else:
+        _write(sys.stderr, f"shadowvault: warning: {escape_text(message)}")
+
+
+def _json_run() -> bool:
+    """Whether the running command line asks for --json (before or after the command)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and (ctx.meta.get(JSON_REQUESTED) or ctx.meta.get(JSON_GLOBAL)))
+
+
+def _json_line(obj: dict[str, Any]) -> str:
+    """One JSON line of plain values; not json_text: a message may hold a name that is not UTF-8."""
+    return json.dumps(obj, separators=(",", ":"))
 
 
 def json_requested(argv: Sequence[str]) -> bool:
@@ -176,9 +191,7 @@ def error_line(message: str, exit_code: int = 1, *, as_json: bool = False) -> No
     """The one line a failing command prints: escaped text, or an exit_error JSON line under --json."""
     text = message.strip() or "unknown error"
     if as_json:
-        line = json.dumps(  # not json_text: a message may hold a name that is not UTF-8 (a surrogate)
-            {"message_type": "exit_error", "code": exit_code, "message": text}, separators=(",", ":")
-        )
+        line = _json_line({"message_type": "exit_error", "code": exit_code, "message": text})
     else:
         line = f"shadowvault: error: {escape_text(text)}"
     sys.stderr.write(line + "\n")
