@@ -138,39 +138,75 @@ def test_bad_durations_and_groupings_are_one_clear_line(sv, args, message):
 
 
 def _blocks(text: str) -> list[list[str]]:
-    """forget's text output split at its blank lines: one block per group (the count line last)."""
+    """forget's text output split at its blank lines: the policy, then per group a block of what it
+    keeps (named first) and one of what it removes (the count line last)."""
     return [block.splitlines() for block in text.strip("\n").split("\n\n")]
 
 
 def test_the_text_output_names_each_group_with_its_kept_and_removed_snapshots(sv, made):
-    """As restic's: per group a line naming it, the kept snapshots with their reasons, the removed."""
+    """As restic's: the policy, then per group a line naming it, the kept snapshots with their
+    reasons, the removed."""
     done = sv("forget", "--keep-last", "1", "--dry-run")
     assert done.exit_code == 0, done.stderr
-    blocks = _blocks(done.stdout)
-    titles = [block[0] for block in blocks]
+    policy, *blocks = _blocks(done.stdout)
+    assert policy == ["applying policy: keep 1 latest"]
+    titles = [block[0] for block in blocks if block[0].startswith("snapshots of ")]
     assert titles == [
         "snapshots of host db, paths /srv/a:",
         "snapshots of host web, paths /srv/a:",
         "snapshots of host web, paths /srv/b:",
     ]
-    web_a = blocks[1]
-    assert web_a[1] == "keep 1 snapshot:"
-    assert web_a[2].split() == ["ID", "Time", "Host", "Tags", "Paths", "Reasons"]
-    assert web_a[3].startswith(made["a0"][:8]) and web_a[3].endswith("/srv/a  last")
-    assert web_a[4] == "remove 5 snapshots:"
-    assert web_a[5].split() == ["ID", "Time", "Host", "Tags", "Paths"]
-    removed = [line[:8] for line in web_a[6:11]]
+    assert [block[0] for block in blocks[:2]] == [titles[0], titles[1]]  # db's group removes nothing
+    web_a_keep, web_a_remove = blocks[1:3]
+    assert web_a_keep[1] == "keep 1 snapshot:"
+    assert web_a_keep[2].split() == ["ID", "Time", "Host", "Tags", "Paths", "Reasons"]
+    assert web_a_keep[3].startswith(made["a0"][:8]) and web_a_keep[3].endswith("/srv/a  last")
+    assert web_a_remove[0] == "remove 5 snapshots:"
+    assert web_a_remove[1].split() == ["ID", "Time", "Host", "Tags", "Paths"]
+    removed = [line[:8] for line in web_a_remove[2:7]]
     assert removed == [made[n][:8] for n in ("a40", "a10", "a3", "a1b", "a1")]  # oldest first
     assert blocks[-1][-1] == "would remove 7 snapshots"
 
     by_tags = _blocks(sv("forget", "--keep-last", "1", "--group-by", "tags", "--dry-run").stdout)
-    assert [block[0] for block in by_tags] == ["snapshots of tags daily:", "snapshots of tags weekly:"]
+    by_tags_titles = [block[0] for block in by_tags if block[0].startswith("snapshots of ")]
+    assert by_tags_titles == ["snapshots of tags daily:", "snapshots of tags weekly:"]
 
     everything = sv("forget", "--keep-last", "1", "--group-by", "", "--dry-run").stdout
-    assert everything.splitlines()[0] == "keep 1 snapshot:"  # one group: nothing to name
+    assert everything.splitlines()[2] == "keep 1 snapshot:"  # one group: nothing to name
 
     named = sv("forget", made["b130"][:8], made["db2"][:8], "--dry-run").stdout.splitlines()
-    assert named[0] == "remove 2 snapshots:" and named[-1] == "would remove 2 snapshots"
+    assert named[0] == "remove 2 snapshots:" and named[-1] == "would remove 2 snapshots"  # no policy
+
+
+def test_the_policy_is_said_in_words_before_what_it_decided(sv, made):
+    args = ["--keep-last", "2", "--keep-daily", "-1", "--keep-within-weekly", "1y", "--keep-tag", "weekly"]
+    done = sv("forget", *args, "--keep-within", "5d", "--dry-run")
+    assert done.exit_code == 0, done.stderr
+    words = "keep 2 latest, all daily, all within 5d of the newest, weekly within 1y, all tagged weekly"
+    assert done.stdout.splitlines()[0] == f"applying policy: {words}"
+    assert forget(sv, *args, "--keep-within", "5d", "--dry-run")["policy"] == words
+
+
+def test_snapshots_group_by_lists_a_table_per_group(sv, made):
+    done = sv("snapshots", "--group-by", "host,tags")
+    assert done.exit_code == 0, done.stderr
+    blocks = _blocks(done.stdout)
+    assert [block[0] for block in blocks] == [
+        "snapshots of host db, tags daily:",
+        "snapshots of host web, tags daily:",
+        "snapshots of host web, tags weekly:",
+    ]
+    assert [block[-1] for block in blocks] == ["1 snapshot", "7 snapshots", "2 snapshots"]
+    weekly = [line[:8] for line in blocks[2][2:-1]]
+    assert weekly == [made["a40"][:8], made["a10"][:8]]  # oldest first, as without groups
+
+    latest = json.loads(sv("snapshots", "--group-by", "paths", "--latest", "1", "--json").stdout)
+    assert [(g["group_key"], [s["id"] for s in g["snapshots"]]) for g in latest] == [
+        ({"host": None, "paths": ["/srv/a"], "tags": None}, [made["a0"]]),
+        ({"host": None, "paths": ["/srv/b"], "tags": None}, [made["b100"]]),
+    ]
+    bad = sv("snapshots", "--group-by", "hots")
+    assert bad.exit_code == 2 and "--group-by" in bad.stderr and bad.stderr.count("\n") == 1
 
 
 def test_json_groups_name_what_they_share_as_the_text_does(sv, made):

@@ -121,6 +121,9 @@ def forget_cmd(
             pruned = prune(r)
 
     def human() -> None:
+        if not snapshot_ids:
+            info(f"applying policy: {policy.describe()}")
+            info("")
         print_reports(reports, dry_run=dry_run)
         if pruned is not None:
             info(pruned.summary())
@@ -130,6 +133,7 @@ def forget_cmd(
         {
             "message_type": "summary",
             "dry_run": dry_run,
+            "policy": None if snapshot_ids else policy.describe(),
             "groups": reports_json(reports),
             "removed": [] if dry_run else to_remove,
             "prune": prune_json(pruned) if pruned else None,

@@ -57,16 +57,8 @@ def named_report(chosen: Sequence[tuple[str, Snapshot | None]]) -> list[GroupRep
 def group_title(key: GroupKey | None) -> str | None:
     """`snapshots of host web, paths /srv/www:`; None when nothing groups them (`--group-by ''`,
     or snapshots named by id)."""
-    if key is None:
-        return None
-    parts = []
-    if key.host is not None:
-        parts.append(f"host {key.host}")
-    if key.paths is not None:
-        parts.append(f"paths {', '.join(key.paths)}")
-    if key.tags is not None:
-        parts.append(f"tags {', '.join(key.tags) if key.tags else '(none)'}")
-    return f"snapshots of {', '.join(parts)}:" if parts else None
+    shared = key.describe() if key is not None else ""
+    return f"snapshots of {shared}:" if shared else None
 
 
 _COLUMNS = ["ID", "Time", "Host", "Tags", "Paths"]
@@ -94,6 +86,8 @@ def print_reports(reports: Sequence[GroupReport], *, dry_run: bool) -> None:
             rows = [_row(item, True) for item in report.keep]
             print_table([*_COLUMNS, "Reasons"], rows, title=f"keep {counted(len(rows), 'snapshot')}:")
         if report.remove:
+            if report.keep:
+                listing("")
             rows = [_row(item, False) for item in report.remove]
             print_table(_COLUMNS, rows, title=f"remove {counted(len(rows), 'snapshot')}:")
     removed = sum(len(report.remove) for report in reports)

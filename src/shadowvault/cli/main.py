@@ -27,7 +27,7 @@ COMMAND_MODULES = {
     "writers": "writers",
     "exec": "exec_cmd",
     "init": "repository",
-    "snapshots": "repository",
+    "snapshots": "snapshots_cmd",
     "key": "repository",
     "backup": "backup",
     "restore": "restore",

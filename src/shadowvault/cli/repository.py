@@ -18,12 +18,11 @@ from shadowvault.cli.repo_options import (
     repo_options,
     repo_path,
 )
-from shadowvault.display import counted, escape_text, human_size
+from shadowvault.display import human_size
 from shadowvault.errors import UsageError
 from shadowvault.repo.password_file import read_password_file
-from shadowvault.repo.repository import Repository, filter_snapshots
+from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
-from shadowvault.repo.snapshots import latest_of_each_group
 
 
 @click.command("init")
@@ -90,66 +89,6 @@ def snapshot_json(snapshot_id: str, snap: Snapshot) -> dict:
         "size": snap.summary.get("bytes"),
         "summary": snap.summary,
     }
-
-
-def _consistency_cell(snapshot: Snapshot) -> str:
-    """Each component with its grade (the components are the grades' keys: no column of their own)."""
-    graded = [f"{c}={snapshot.consistency[c]}" for c in sorted(snapshot.consistency)]
-    return ", ".join(graded + [c for c in snapshot.components if c not in snapshot.consistency])
-
-
-@click.command("snapshots")
-@repo_options
-@click.option("--path", "paths", multiple=True, help="Only snapshots that include this path.")
-@click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag.")
-@click.option("--host", default=None, help="Only snapshots of this host.")
-@click.option(
-    "--latest",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Only the last N snapshots of each host and set of paths.",
-)
-@click.argument("refs", nargs=-1, metavar="[SNAP]...")
-@json_option
-def snapshots_cmd(
-    repo: str | None,
-    password_file: str | None,
-    paths: tuple[str, ...],
-    tags: tuple[str, ...],
-    host: str | None,
-    latest: int | None,
-    refs: tuple[str, ...],
-    as_json: bool,
-) -> None:
-    """List the snapshots in the repository (or the SNAPs named: ids, prefixes, `latest`), oldest first."""
-    with open_repository(repo, password_file) as r:
-        listed = r.list_snapshots(skip_damaged=True)
-        if refs:
-            wanted = {r.find_snapshot(ref)[0] for ref in refs}
-            listed = [(sid, snap) for sid, snap in listed if sid in wanted]
-        found = filter_snapshots(listed, paths=paths, host=host, tags=tags)
-    if latest is not None:
-        found = latest_of_each_group(found, latest)
-
-    def human() -> None:
-        rows = [
-            (
-                sid[:8],
-                format_time(s.time),
-                escape_text(s.host),
-                "\n".join(escape_text(p) for p in s.paths),  # one line per path, whatever its name holds
-                ", ".join(escape_text(t) for t in s.tags),
-                format_size(s.summary.get("bytes")),
-                _consistency_cell(s),
-            )
-            for sid, s in found
-        ]
-        if rows:  # no header above nothing
-            print_table(["ID", "Time", "Host", "Paths", "Tags", "Size", "Consistency"], rows)
-        info(f"{counted(len(found), 'snapshot')}")
-
-    emit(as_json, [snapshot_json(sid, s) for sid, s in found], human)
 
 
 @click.group("key")
@@ -256,4 +195,4 @@ def _key_time(created: object) -> str:
         return str(created)
 
 
-COMMANDS: list[click.Command] = [init_cmd, snapshots_cmd, key_group]
+COMMANDS: list[click.Command] = [init_cmd, key_group]

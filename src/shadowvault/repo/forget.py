@@ -54,6 +54,22 @@ class KeepPolicy:
             "yearly": self.yearly,
         }
 
+    def describe(self) -> str:
+        """The policy in words, as `forget` announces it (restic's "Applying Policy: ..."), so that a
+        mistyped rule shows before the tables of what it kept."""
+        parts = []
+        for rule, count in self.counts().items():
+            if count:
+                amount = "all" if count < 0 else str(count)
+                parts.append(f"{amount} {'latest' if rule == 'last' else rule}")
+        if self.within is not None:
+            parts.append(f"all within {self.within} of the newest")
+        for rule, duration in self.within_rules().items():
+            parts.append(f"{rule} within {duration}")
+        if self.tags:
+            parts.append(f"all tagged {' or '.join(self.tags)}")
+        return "keep " + ", ".join(parts)
+
     def is_empty(self) -> bool:
         return (
             not self.tags

@@ -48,6 +48,17 @@ class GroupKey:
     def order(self) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
         return (self.host or "", self.paths or (), self.tags or ())
 
+    def describe(self) -> str:
+        """`host web, paths /srv/www, tags (none)`: what the group shares, in words ("" for nothing)."""
+        parts = []
+        if self.host is not None:
+            parts.append(f"host {self.host}")
+        if self.paths is not None:
+            parts.append(f"paths {', '.join(self.paths)}")
+        if self.tags is not None:
+            parts.append(f"tags {', '.join(self.tags) if self.tags else '(none)'}")
+        return ", ".join(parts)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "host": self.host,
