@@ -31,6 +31,7 @@ def list_vms(as_json: bool) -> None:
             rows.append(
                 {
                     "vm": writer.instance,
+                    "status": writer.status,
                     "agent": writer.agent_state,
                     "disks": [c.metadata for c in components],
                 }
@@ -40,7 +41,8 @@ def list_vms(as_json: bool) -> None:
 
     def human() -> None:
         for row in rows:
-            output.listing(f"vm: {row['vm']}")
+            stopped = row.get("status") not in (None, "", "running")
+            output.listing(f"vm: {row['vm']}" + (f" ({row['status']}, not running)" if stopped else ""))
             if "error" in row:
                 output.listing(f"   error: {row['error']}")
                 continue

@@ -77,10 +77,11 @@ def backup_vm(repo: str | None, password_file: str | None, request: VmBackupRequ
         kind = "incremental" if s["incremental"] else "full"
         read, size, added = size_text(s["bytes_read"]), size_text(s["size"]), size_text(s["added_bytes"])
         note(f"disk {disk}: {kind}, read {read} of {size}, added {added}")
-    window = summary["freeze_window"]
+    window, status = summary["freeze_window"], summary.get("status", "")
     note(
         f"consistency: {summary['consistency']}"
         + (f"; freeze window {window * 1000:.0f} ms" if window else "")
+        + (f"; the VM was not running (QEMU status {status})" if status not in ("", "running") else "")
     )
     info(f"snapshot {summary['snapshot_id'][:8]} saved")
 

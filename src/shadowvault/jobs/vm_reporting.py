@@ -71,6 +71,7 @@ def backup_vm_reporting(repo: Repository, request: VmBackupRequest, emit: Emit) 
         "vm": request.vm,
         "parent": result.parent,
         "consistency": result.definition.consistency,
+        "status": result.definition.status,
         "freeze_window": result.definition.freeze_window,
         "bytes_read": result.bytes_read,
         "duration": round(result.duration, 3),

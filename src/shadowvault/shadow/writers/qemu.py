@@ -30,15 +30,15 @@ import time
 from typing import Any
 
 from shadowvault import paths
-from shadowvault.errors import ShadowvaultError, UsageError, WriterError
+from shadowvault.errors import ShadowvaultError, UnsupportedError, UsageError, WriterError
 from shadowvault.shadow.writers.base import RunCommand, SnapshotContext, WatchdogAction
-from shadowvault.shadow.writers.qemu_vm import QemuVm
-from shadowvault.vm import copy_jobs, release
+from shadowvault.shadow.writers.qemu_vm import NOT_RUNNING, QemuVm
+from shadowvault.vm import copy_jobs, release, run_state
 from shadowvault.vm.agent import AgentError
 from shadowvault.vm.copy_jobs import DiskCopy
 from shadowvault.vm.discovery import VmSpec
 from shadowvault.vm.disks import DiskBase, DiskInfo, choose_disks, list_disks, usable_base
-from shadowvault.vm.qmp import QmpError
+from shadowvault.vm.qmp import QmpClient, QmpError
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class QemuWriter(QemuVm):
         self.copies: list[DiskCopy] = []
         self.excluded: list[DiskInfo] = []
         self.left_out: list[str] = []  # disks it could capture that --vm-disk did not name
+        self.stopped: str | None = None  # why the guest runs no code (run_state.STOPPED), None: it runs
         self.guest_frozen = False
         self.consistency = "crash"
         self.warnings: list[str] = []
@@ -104,9 +105,7 @@ class QemuWriter(QemuVm):
                 "it does not take part in file backups or shadow sets of volumes"
             )
         qmp = self._connect()
-        status = qmp.execute("query-status")
-        if status.get("status") not in ("running", "paused"):
-            raise WriterError(f"VM {self.instance} is {status.get('status')}, not running")
+        self._check_state(qmp)
         cleaned, evicted = copy_jobs.clean_leftovers(qmp, self.owner, self._base_names())
         if cleaned:
             log.warning("VM %s: removed what an earlier backup left: %s", self.instance, ", ".join(cleaned))
@@ -127,13 +126,41 @@ class QemuWriter(QemuVm):
         for disk in capturable:
             bitmap = None if self.full else usable_base(qmp, disk, self.bases.get(disk.name))
             self.copies.append(copy_jobs.plan_copy(disk, self.work_dir, ctx.set_id, self.owner, bitmap))
-        agent = self._agent()
-        self.agent_state = "none" if agent is None else ("answers" if agent.answers() else "no answer")
+        self.agent_state = self._ask_agent(self.status)
+        if self.stopped is not None:
+            note = run_state.stopped_note(self.instance, self.stopped, self.agent_state == NOT_RUNNING)
+            if self.agent_state == NOT_RUNNING:  # it would have frozen the guest: the grade is lower
+                self._warn(note)
+            else:
+                log.info("%s", note)
         if self.agent_state == "no answer":
             message = f"VM {self.instance}: the guest agent does not answer"
             if self.on_agent_failure == "abort":
                 raise WriterError(message)
             self._warn(message + "; the copy is crash-consistent")
+
+    def preflight(self) -> None:
+        """Refuse, before any shadow set, a backup that `--vm-disk` or the VM's state rules out, in
+        one line of its own (a disk it does not have: exit 2), not as a writer's failure."""
+        qmp = self._connect()
+        try:
+            self._check_state(qmp)
+            assert self.instance
+            choose_disks(self.instance, list_disks(qmp), self.wanted_disks)
+        finally:
+            self._close()
+
+    def _check_state(self, qmp: QmpClient) -> None:
+        """QEMU's run state: a running guest, or one stopped in a state a backup can copy (crash-
+        consistent: its agent cannot freeze it, which `--on-agent-failure abort` refuses)."""
+        assert self.instance
+        self.status = str(qmp.execute("query-status").get("status", ""))
+        self.stopped = run_state.guest_stopped(self.instance, self.status)
+        if self.stopped is not None and self._spec().agent and self.on_agent_failure == "abort":
+            raise UnsupportedError(
+                f"VM {self.instance} is {self.stopped}: its guest agent cannot freeze a guest that "
+                "does not run (--on-agent-failure abort)"
+            )
 
     def _warn(self, message: str) -> None:
         """A warning for the requester: the VM backup job shows each one once (metadata's `warnings`)."""
@@ -254,6 +281,7 @@ class QemuWriter(QemuVm):
             "vm": self.instance,
             "definition": spec.argv,
             "guest_agent": self.agent_state,
+            "status": self.status,
             "guest_frozen": self.consistency == "application",
             "consistency": self.consistency,
             "freeze_window": self.freeze_window,

@@ -14,6 +14,7 @@ from typing import Any, Self
 from shadowvault.shadow.manifest import Component, RestoreMethod
 from shadowvault.shadow.volumes import Volume
 from shadowvault.shadow.writers.base import Writer
+from shadowvault.vm import run_state
 from shadowvault.vm.agent import GuestAgent
 from shadowvault.vm.discovery import VmSpec, all_vms, find_vm
 from shadowvault.vm.disks import DiskInfo, list_disks
@@ -22,6 +23,7 @@ from shadowvault.vm.qmp import QmpClient
 QMP_TIMEOUT = 30.0
 LIST_THREADS = 16  # VMs `writers list` asks at once
 LIST_TIMEOUT = 3.0  # `writers list`: a monitor another client holds must not hang the listing
+NOT_RUNNING = "guest not running"  # the agent state of a declared agent while the guest is stopped
 
 
 class QemuVm(Writer):
@@ -42,7 +44,8 @@ class QemuVm(Writer):
         self.agent_timeout = agent_timeout
         self.qmp: QmpClient | None = None
         self.agent: GuestAgent | None = None
-        self.agent_state = "none"  # none | answers | no answer
+        self.agent_state = "none"  # none | answers | no answer | guest not running
+        self.status = ""  # QEMU's run state when last asked (query-status)
         self._ahead: list[Component] | Exception | None = None  # identified by running(), not yet asked
 
     @classmethod
@@ -94,11 +97,13 @@ class QemuVm(Writer):
         self.qmp = None
         self.agent = None
 
-    def _ask_agent(self) -> str:
-        """The guest agent's state: none declared, or whether it answers a ping now."""
+    def _ask_agent(self, status: str) -> str:
+        """The guest agent's state: not asked while the guest does not run (it cannot answer)."""
         agent = self._agent()
         if agent is None:
             return "none"
+        if status != run_state.RUNNING:
+            return NOT_RUNNING
         return "answers" if agent.answers() else "no answer"
 
     def identify(self) -> list[Component]:
@@ -110,9 +115,10 @@ class QemuVm(Writer):
         connected_here = self.qmp is None
         try:
             qmp = self._connect(QMP_TIMEOUT if not connected_here else LIST_TIMEOUT)
+            self.status = str(qmp.execute("query-status").get("status", ""))
             disks = list_disks(qmp)
             if self.agent_state == "none":
-                self.agent_state = self._ask_agent()
+                self.agent_state = self._ask_agent(self.status)
         finally:
             if connected_here:
                 self._close()
