@@ -170,7 +170,8 @@ def test_vm_disk_naming_an_excluded_disk_is_one_clear_line(mixed: MixedVM, disk:
         done = cli("vm", "backup", "mixed", *argv, repo=mixed.repo)
         assert done.returncode == 2, done.stderr
         assert len(done.stderr.splitlines()) == 1, done.stderr
-        assert done.stderr.startswith(f"shadowvault: error: disk {disk} of VM mixed cannot be backed up: {why}")
+        refusal = f"shadowvault: error: disk {disk} of VM mixed cannot be backed up: {why}"
+        assert done.stderr.startswith(refusal), done.stderr
         assert done.stderr.endswith(" (disks it can back up: drive0, drive1)\n"), done.stderr
     assert leftovers(mixed.vm.qmp_socket) == {"jobs": [], "nodes": [], "bitmaps": []}
     with Repository.open(mixed.repo, PASSWORD) as repo:
