@@ -13,9 +13,12 @@ disk has its own base (the repository's last snapshot holding it), and each repo
 bitmaps (vm/bitmaps.py): a disk left out of a backup, or backed up into another repository, keeps
 its base.
 
-A lost QMP connection fails the event; abort then reconnects, cancels the jobs, detaches the
-targets and drops the new bitmaps. The guest is never paused, and a frozen guest is thawed by abort
-or, if this process dies while it is frozen, by the watchdog (`python -m shadowvault.vm.release`).
+A guest QEMU holds stopped (paused, started with -S, ...) runs no code: it is copied as it stands,
+crash-consistent, without asking its agent, and never resumed; a migration or a savevm owning the
+disks refuses the backup (vm/run_state.py). A lost QMP connection fails the event; abort then
+reconnects, cancels the jobs, detaches the targets and drops the new bitmaps. The guest is never
+paused, and a frozen guest is thawed by abort or, if this process dies while it is frozen, by the
+watchdog (`python -m shadowvault.vm.release`).
 
 This module holds the writer's events; finding, reaching and describing the VM is qemu_vm.py's,
 the QEMU objects of the copy (targets, the transaction, bitmaps) vm/copy_jobs.py's.
