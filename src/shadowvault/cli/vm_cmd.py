@@ -23,7 +23,7 @@ def vm() -> None:
 @vm.command("list")
 @output.json_option
 def list_vms(as_json: bool) -> None:
-    """Running QEMU guests: their disks (node, format, backing chain) and whether a guest agent answers."""
+    """QEMU guests: their state, disks (node, format, backing chain) and whether a guest agent answers."""
     rows: list[dict[str, Any]] = []
     for writer in QemuWriter.running():
         try:
