@@ -1,4 +1,5 @@
-"""Helpers for the VM tests: a repository, a VM declared in vms.d, the CLI, QEMU's own view."""
+"""Helpers for the VM tests: a repository, a VM declared in vms.d, the CLI, QEMU's own view, the tiny
+guest's records in a restored image."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from shadowvault.repo.repository import Repository
 from shadowvault.vm.qmp import QmpClient
+from tests.fixtures.tiny_vm import RECORD_SIZE
 
 PASSWORD = "vm-test-password"
 FAST_KDF = {"n": 1 << 10, "r": 8, "p": 1}
@@ -64,3 +66,20 @@ def leftovers(socket_path: Path) -> dict[str, list[str]]:
         "nodes": [n["node-name"] for n in nodes if n["node-name"].startswith("sv-")],
         "bitmaps": sorted({b["name"] for n in nodes for b in n.get("dirty-bitmaps", []) if b.get("name")}),
     }
+
+
+def records_in(image: str) -> bytes:
+    done = subprocess.run(
+        ["debugfs", "-R", "cat /records", image], capture_output=True, timeout=120, check=True
+    )
+    return done.stdout
+
+
+def assert_acknowledged_records(image: str, acked: int) -> int:
+    """Every record up to `acked` is there, intact; returns how many records the image holds."""
+    data = records_in(image)
+    assert len(data) >= acked * RECORD_SIZE, f"{len(data) // RECORD_SIZE} records < {acked} acknowledged"
+    for number in range(1, acked + 1):
+        start = (number - 1) * RECORD_SIZE
+        assert data[start : start + RECORD_SIZE] == f"record {number:010d}\n".encode(), number
+    return len(data) // RECORD_SIZE

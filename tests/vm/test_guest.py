@@ -30,7 +30,16 @@ from shadowvault.vm.discovery import find_vm
 from shadowvault.vm.libvirt import ROOT_ENV
 from tests.fixtures.tiny_vm import READY_MARKER, RECORD_SIZE, TinyVM, tiny_vm
 from tests.vm.check_boot import boot_reading
-from tests.vm.helpers import PASSWORD, cli, declare, leftovers, new_repository, qmp
+from tests.vm.helpers import (
+    PASSWORD,
+    assert_acknowledged_records,
+    cli,
+    declare,
+    leftovers,
+    new_repository,
+    qmp,
+    records_in,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a TCG boot, ten backups, a second boot
 
@@ -50,23 +59,6 @@ def guest() -> Iterator[TinyVM]:
 def tiny(guest: TinyVM, private_dirs: Path) -> TinyVM:
     declare(private_dirs / "config", "tiny", guest.qmp_socket, guest.agent_socket)
     return guest
-
-
-def records_in(image: str) -> bytes:
-    done = subprocess.run(
-        ["debugfs", "-R", "cat /records", image], capture_output=True, timeout=120, check=True
-    )
-    return done.stdout
-
-
-def assert_acknowledged_records(image: str, acked: int) -> int:
-    """Every record up to `acked` is there, intact; returns how many records the image holds."""
-    data = records_in(image)
-    assert len(data) >= acked * RECORD_SIZE, f"{len(data) // RECORD_SIZE} records < {acked} acknowledged"
-    for number in range(1, acked + 1):
-        start = (number - 1) * RECORD_SIZE
-        assert data[start : start + RECORD_SIZE] == f"record {number:010d}\n".encode(), number
-    return len(data) // RECORD_SIZE
 
 
 def freeze_status(vm: TinyVM) -> str:

@@ -231,9 +231,21 @@ def test_an_unknown_vm_or_disk_is_one_clear_line(vm: BareVM, tmp_path: Path) -> 
     new_repository(tmp_path / "repo").close()
     done = cli("vm", "backup", "nosuch", repo=tmp_path / "repo")
     assert done.returncode != 0 and "no VM named 'nosuch' (VMs: bare)" in done.stderr
-    done = cli("vm", "backup", "bare", "--vm-disk", "vdq", repo=tmp_path / "repo")
-    assert done.returncode == 2 and "VM bare has no disk vdq (disks: drive0)" in done.stderr
-    assert "Traceback" not in done.stderr
+    # refused before any shadow set, in the user's words: no writer, no phase, nothing left in QEMU
+    for argv in (["--vm-disk", "vdq"], ["--vm-disk", "drive0", "--vm-disk", "vdq"]):
+        done = cli("vm", "backup", "bare", *argv, repo=tmp_path / "repo")
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == "shadowvault: error: VM bare has no disk vdq (disks: drive0)\n"
+        assert done.stdout == ""
+    as_json = cli("vm", "backup", "bare", "--vm-disk", "vdq", "--json", repo=tmp_path / "repo")
+    assert as_json.returncode == 2 and json.loads(as_json.stderr) == {
+        "message_type": "exit_error",
+        "code": 2,
+        "message": "VM bare has no disk vdq (disks: drive0)",
+    }
+    assert leftovers(vm.qmp_socket) == {"jobs": [], "nodes": [], "bitmaps": []}
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert repo.list_snapshots() == []
 
 
 def test_a_running_qemu_is_found_from_its_command_line(vm: BareVM) -> None:

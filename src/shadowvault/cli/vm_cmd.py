@@ -23,7 +23,7 @@ def vm() -> None:
 @vm.command("list")
 @output.json_option
 def list_vms(as_json: bool) -> None:
-    """Running QEMU guests: their disks (node, format, backing chain) and whether a guest agent answers."""
+    """QEMU guests: their state, disks (node, format, backing chain) and whether a guest agent answers."""
     rows: list[dict[str, Any]] = []
     for writer in QemuWriter.running():
         try:
@@ -31,6 +31,7 @@ def list_vms(as_json: bool) -> None:
             rows.append(
                 {
                     "vm": writer.instance,
+                    "status": writer.status,
                     "agent": writer.agent_state,
                     "disks": [c.metadata for c in components],
                 }
@@ -40,7 +41,8 @@ def list_vms(as_json: bool) -> None:
 
     def human() -> None:
         for row in rows:
-            output.listing(f"vm: {row['vm']}")
+            stopped = row.get("status") not in (None, "", "running")
+            output.listing(f"vm: {row['vm']}" + (f" ({row['status']}, not running)" if stopped else ""))
             if "error" in row:
                 output.listing(f"   error: {row['error']}")
                 continue

@@ -77,10 +77,11 @@ def backup_vm(repo: str | None, password_file: str | None, request: VmBackupRequ
         kind = "incremental" if s["incremental"] else "full"
         read, size, added = size_text(s["bytes_read"]), size_text(s["size"]), size_text(s["added_bytes"])
         note(f"disk {disk}: {kind}, read {read} of {size}, added {added}")
-    window = summary["freeze_window"]
+    window, status = summary["freeze_window"], summary.get("status", "")
     note(
         f"consistency: {summary['consistency']}"
         + (f"; freeze window {window * 1000:.0f} ms" if window else "")
+        + (f"; the VM was not running (QEMU status {status})" if status not in ("", "running") else "")
     )
     info(f"snapshot {summary['snapshot_id'][:8]} saved")
 
@@ -125,21 +126,31 @@ def _disk_line(summary: dict[str, Any], disk: str, text: str) -> str:
     return f"disk {disk}: {text} (as of snapshot {point['snapshot_id'][:8]}, {when}{older})"
 
 
-def _mixed_times_warning(summary: dict[str, Any]) -> None:
+def _earlier_warning(summary: dict[str, Any]) -> None:
+    """The warning of a restore that took disks the snapshot asked for left out from earlier ones."""
     points = summary.get("points_in_time") or {}
     earlier = [d for d, p in points.items() if p["earlier"]]
-    if earlier:
-        warn(
-            f"snapshot {summary['snapshot_id'][:8]} does not hold disk {', '.join(earlier)} of VM "
-            f"{summary['vm']}: restored from earlier snapshots, so the disks' points in time differ"
-        )
+    if not earlier:
+        return
+    sources = {(points[d]["snapshot_id"], points[d]["time"]) for d in earlier}
+    if len(sources) == 1:
+        [(source, when)] = sources
+        whence = f"earlier snapshot {source[:8]} ({format_time(when)})"
+    else:
+        whence = "earlier snapshots"
+    differ = len({p["snapshot_id"] for p in points.values()}) > 1
+    warn(
+        f"snapshot {summary['snapshot_id'][:8]} does not hold disk {', '.join(earlier)} of VM "
+        f"{summary['vm']}: restored from {whence}"
+        + (", so the disks' points in time differ" if differ else "")
+    )
 
 
 def _print_restore(mode: str, summary: dict[str, Any]) -> None:
+    _earlier_warning(summary)
     if mode == "path":
         info(f"restored {summary['restored']}")
         return
-    _mixed_times_warning(summary)
     if mode == "in_place":
         for disk, path in summary["disks"].items():
             aside = summary["set_aside"].get(disk)

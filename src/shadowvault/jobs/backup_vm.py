@@ -28,7 +28,7 @@ from shadowvault.shadow.coordinator import SetOptions, shadow_set
 from shadowvault.shadow.manifest import Consistency, ShadowSetManifest
 from shadowvault.shadow.volumes import volume_of
 from shadowvault.shadow.writers.qemu import QemuWriter
-from shadowvault.vm import bitmaps, layout
+from shadowvault.vm import bitmaps, layout, run_state
 from shadowvault.vm.discovery import find_vm
 from shadowvault.vm.image_store import ImageSink, ImageStats, store_image
 from shadowvault.vm.layout import StoredDisk, VmDefinition
@@ -82,11 +82,13 @@ def _grade(manifest: ShadowSetManifest, definition: VmDefinition) -> list[str]:
     a disk the host cannot capture stays, graded none with why, and the manifest notes it; a disk
     --vm-disk left out is no part of this backup and is dropped."""
     grade = Consistency.APPLICATION if definition.consistency == "application" else Consistency.CRASH
-    why = (
-        "the guest agent froze the guest's filesystems for QEMU's atomic copy"
-        if grade == Consistency.APPLICATION
-        else "QEMU's atomic copy of a running guest that was not frozen (no guest agent answered)"
-    )
+    stopped = run_state.STOPPED.get(definition.status)
+    if grade == Consistency.APPLICATION:
+        why = "the guest agent froze the guest's filesystems for QEMU's atomic copy"
+    elif stopped:
+        why = f"QEMU's copy of a guest that was not running ({stopped}): its disks as when it stopped"
+    else:
+        why = "QEMU's atomic copy of a running guest that was not frozen (no guest agent answered)"
     copied = {d.disk for d in definition.disks}
     for report in manifest.writers:
         if report.name == "qemu" and report.instance == definition.name:
@@ -106,6 +108,8 @@ def _grade(manifest: ShadowSetManifest, definition: VmDefinition) -> list[str]:
     manifest.notes += [
         f"VM {definition.name}: disk {d} excluded: {w}" for d, w in definition.excluded.items()
     ]
+    if stopped:
+        manifest.notes.append(f"VM {definition.name} was {stopped} (QEMU status {definition.status})")
     return [c.name for c in manifest.components() if c.metadata.get("disk") in copied]
 
 
@@ -131,6 +135,7 @@ def run_vm_backup(
         copy_speed=request.copy_speed,
         keeps_copies=True,
     )
+    writer.preflight()  # a disk it does not have, a state that rules a backup out: refused here
     state = paths.state_dir()
     state.mkdir(parents=True, exist_ok=True)
     options = SetOptions(
@@ -172,6 +177,7 @@ def run_vm_backup(
             disks=stored,
             consistency=meta["consistency"],
             guest_agent=meta["guest_agent"],
+            status=meta["status"],
             freeze_window=meta["freeze_window"],
             excluded=dict(meta["excluded"]),
             chosen=list(request.disks),

@@ -135,7 +135,10 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
     restored = msgspec.structs.replace(
         definition,
         argv=rewritten.argv,
-        disks=definition.disks if request.disks else [s.disk for s in sources],
+        # named disks: the snapshot's, and those it left out that came from earlier snapshots
+        disks=[*definition.disks, *(s.disk for s in sources if s.snapshot_id != snapshot_id)]
+        if request.disks
+        else [s.disk for s in sources],
         restored_from={s.disk.disk: s.snapshot_id for s in sources},
     )
     definition_path = os.path.join(target, f"{request.vm}.json")

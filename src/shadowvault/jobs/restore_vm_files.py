@@ -3,7 +3,9 @@
 The image is laid down sparse in a scratch directory, attached with `losetup --find --show
 --read-only` (at the first partition's offset when the disk has an MBR: this kernel may have no
 partition support on loops), mounted read-only without journal replay, and the wanted path is copied
-out with its metadata. The loop device we got, and only that one, is detached in every case.
+out with its metadata. The loop device we got, and only that one, is detached in every case. A
+disk the snapshot's backup left out (`--vm-disk`) comes from the newest earlier snapshot holding
+it, as a whole-VM restore takes it (jobs/vm_sources.py).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from shadowvault import proc
 from shadowvault.errors import NotFoundError, UsageError
 from shadowvault.jobs.restore_vm import write_raw
+from shadowvault.jobs.vm_sources import DiskSource, disk_sources
 from shadowvault.repo.repository import Repository
-from shadowvault.vm import layout
 
 SECTOR = 512
 EXT_MAGIC_OFFSET = 1024 + 56
@@ -62,31 +65,49 @@ def mounted_read_only(image: str) -> Iterator[str]:
         proc.run(["losetup", "-d", device])
 
 
-def restore_disk_path(repo: Repository, snapshot: str, vm: str, disk: str, path: str, target: str) -> str:
-    """Copy `path` from inside VM `vm`'s disk `disk` into `target`; returns what was written."""
+@dataclass(frozen=True)
+class PathRestored:
+    """What a restore from inside a disk wrote, and the snapshot (id, time) the disk came from."""
+
+    snapshot_id: str  # the snapshot asked for
+    written: str
+    source: tuple[str, float]  # an earlier snapshot when the one asked for left the disk out
+
+
+def restore_disk_path(
+    repo: Repository, snapshot: str, vm: str, disk: str, path: str, target: str
+) -> PathRestored:
+    """Copy `path` from inside VM `vm`'s disk `disk` into `target`. A disk the snapshot's backup
+    left out comes from the newest earlier snapshot holding it (jobs/vm_sources.py)."""
     if not path.startswith("/"):
         raise UsageError("--path is a path inside the guest: give it from its root (/etc/hosts)")
-    _, snap = repo.find_snapshot(snapshot)
-    definition, nodes = layout.read_vm(repo.load_tree, repo.load_blob, snap.tree, vm)
-    stored = next((d for d in definition.disks if d.disk == disk), None)
-    if stored is None or disk not in nodes:
-        raise UsageError(f"VM {vm} has no disk {disk} in this snapshot (disks: {', '.join(nodes)})")
+    snapshot_id, snap = repo.find_snapshot(snapshot)
+    _, [source] = disk_sources(repo, vm, snapshot_id, snap, [disk])
+    written = _copy_out(repo, source, vm, path, target)
+    return PathRestored(snapshot_id, written, (source.snapshot_id, source.time))
+
+
+def _copy_out(repo: Repository, source: DiskSource, vm: str, path: str, target: str) -> str:
+    """Lay the disk down in a scratch directory, mount it read-only, copy `path` out; what was written."""
+    stored, disk = source.disk, source.disk.disk
     scratch = tempfile.mkdtemp(prefix="sv-vm-image-")
     try:
         image = os.path.join(scratch, f"{disk}.raw")
-        write_raw(repo, list(nodes[disk].content), stored.virtual_size, stored.chunk_size, image)
+        write_raw(repo, source.content, stored.virtual_size, stored.chunk_size, image)
         with mounted_read_only(image) as root:
-            source = os.path.join(root, path.lstrip("/"))
-            if not os.path.lexists(source):
-                raise NotFoundError(f"{path}: not on disk {disk} of VM {vm} in this snapshot")
+            inside = os.path.join(root, path.lstrip("/"))
+            if not os.path.lexists(inside):
+                raise NotFoundError(
+                    f"{path}: not on disk {disk} of VM {vm} in snapshot {source.snapshot_id[:8]}"
+                )
             os.makedirs(target, exist_ok=True)
             dest = os.path.join(target, os.path.basename(path.rstrip("/")) or disk)
             if os.path.lexists(dest):
                 raise UsageError(f"{dest} exists: restore into another directory")
-            if os.path.isdir(source) and not os.path.islink(source):
-                shutil.copytree(source, dest, symlinks=True)
+            if os.path.isdir(inside) and not os.path.islink(inside):
+                shutil.copytree(inside, dest, symlinks=True)
             else:
-                shutil.copy2(source, dest, follow_symlinks=False)
+                shutil.copy2(inside, dest, follow_symlinks=False)
             return dest
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -71,6 +71,7 @@ def backup_vm_reporting(repo: Repository, request: VmBackupRequest, emit: Emit) 
         "vm": request.vm,
         "parent": result.parent,
         "consistency": result.definition.consistency,
+        "status": result.definition.status,
         "freeze_window": result.definition.freeze_window,
         "bytes_read": result.bytes_read,
         "duration": round(result.duration, 3),
@@ -102,8 +103,14 @@ def restore_vm_reporting(repo: Repository, order: VmRestoreOrder) -> dict[str, A
         }
     assert order.target is not None
     if order.path is not None:
-        written = restore_disk_path(repo, order.snapshot, order.vm, order.disks[0], order.path, order.target)
-        return {"mode": "path", "restored": written}
+        copied = restore_disk_path(repo, order.snapshot, order.vm, order.disks[0], order.path, order.target)
+        return {
+            "mode": "path",
+            "snapshot_id": copied.snapshot_id,
+            "vm": order.vm,
+            "restored": copied.written,
+            "points_in_time": points_in_time(copied.snapshot_id, {order.disks[0]: copied.source}),
+        }
     request = VmRestoreRequest(
         snapshot=order.snapshot,
         vm=order.vm,

@@ -11,6 +11,7 @@ untouched ones (depth 1).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -157,6 +158,19 @@ def wait_copies(qmp: QmpClient, copies: list[DiskCopy], timeout: float) -> None:
             why = event["data"].get("error", "cancelled")
             raise WriterError(f"the copy of disk {copy.disk.name} failed in QEMU: {why}")
         copy.completed = event["data"]
+
+
+def cancel(qmp: QmpClient, copy: DiskCopy) -> None:
+    """Undo a copy of an abandoned backup, as far as QEMU lets: its job cancelled (if it had not
+    ended), its target detached, its new bitmap dropped. Never raises for a QMP error of its own."""
+    with contextlib.suppress(QmpError):
+        if copy.completed is None:
+            qmp.execute("block-job-cancel", {"device": copy.job, "force": True})
+            with contextlib.suppress(QmpError):
+                qmp.wait_event(["BLOCK_JOB_CANCELLED", "BLOCK_JOB_COMPLETED"], 30, about(copy.job))
+        with contextlib.suppress(QmpError):
+            detach(qmp, copy)
+        remove_bitmap(qmp, copy.disk.node, copy.new_bitmap)
 
 
 def detach(qmp: QmpClient, copy: DiskCopy) -> None:

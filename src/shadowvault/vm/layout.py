@@ -48,6 +48,7 @@ class VmDefinition(msgspec.Struct, kw_only=True, omit_defaults=True):
     disks: list[StoredDisk] = []
     consistency: str = "crash"  # application (guest frozen by its agent) | crash
     guest_agent: str = "none"
+    status: str = ""  # QEMU's run state at the backup (running, paused, prelaunch, ...); "": not recorded
     freeze_window: float | None = None
     excluded: dict[str, str] = {}  # disk -> why the host could not capture it
     chosen: list[str] = []  # the disks --vm-disk named ([]: every disk the host could capture)

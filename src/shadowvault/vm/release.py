@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterable
 
 from shadowvault.errors import ShadowvaultError
 from shadowvault.vm.agent import GuestAgent
@@ -41,6 +45,32 @@ def release(
     if qmp_socket:
         with contextlib.suppress(ShadowvaultError), QmpClient(qmp_socket, timeout=10) as qmp:
             clean_leftovers(qmp, owner, keep_bitmaps)
+
+
+def release_argv(
+    agent_socket: str, qmp_socket: str | None = None, owner: str = "", keep: Iterable[str] = ()
+) -> list[str]:
+    """The command line that runs `release` (what the watchdog runs if the requester dies)."""
+    argv = [sys.executable, "-m", "shadowvault.vm.release", "--agent", agent_socket]
+    if qmp_socket:
+        argv += ["--qmp", qmp_socket, "--owner", owner]
+    for bitmap in sorted(keep):
+        argv += ["--keep-bitmap", bitmap]
+    return argv
+
+
+def thaw_later(agent_socket: str) -> None:
+    """Make sure a guest whose freeze did not answer in time ends up thawed, without waiting here:
+    the agent answers nothing until the guest's freeze hooks end, and then says `frozen`. The thaw
+    runs detached, so it outlives this process if need be."""
+    child = subprocess.Popen(
+        release_argv(agent_socket),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    threading.Thread(target=child.wait, name="sv-qemu-thaw-later", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,49 +13,44 @@ disk has its own base (the repository's last snapshot holding it), and each repo
 bitmaps (vm/bitmaps.py): a disk left out of a backup, or backed up into another repository, keeps
 its base.
 
-A lost QMP connection fails the event; abort then reconnects, cancels the jobs, detaches the
-targets and drops the new bitmaps. The guest is never paused, and a frozen guest is thawed by abort
-or, if this process dies while it is frozen, by the watchdog (`python -m shadowvault.vm.release`).
+A guest QEMU holds stopped (paused, started with -S, ...) runs no code: it is copied as it stands,
+crash-consistent, without asking its agent, and never resumed; a migration or a savevm owning the
+disks refuses the backup (vm/run_state.py). A lost QMP connection fails the event; abort then
+reconnects, cancels the jobs, detaches the targets and drops the new bitmaps. The guest is never
+paused, and a frozen guest is thawed by abort or, if this process dies while it is frozen, by the
+watchdog (`python -m shadowvault.vm.release`).
+
+This module holds the writer's events; finding, reaching and describing the VM is qemu_vm.py's,
+the QEMU objects of the copy (targets, the transaction, bitmaps) vm/copy_jobs.py's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shadowvault import paths
-from shadowvault.errors import ShadowvaultError, UsageError, WriterError
-from shadowvault.shadow.manifest import Component, RestoreMethod
-from shadowvault.shadow.volumes import Volume
-from shadowvault.shadow.writers.base import RunCommand, SnapshotContext, WatchdogAction, Writer
-from shadowvault.vm import copy_jobs
-from shadowvault.vm.agent import AgentError, GuestAgent
+from shadowvault.errors import ShadowvaultError, UnsupportedError, UsageError, WriterError
+from shadowvault.shadow.writers.base import RunCommand, SnapshotContext, WatchdogAction
+from shadowvault.shadow.writers.qemu_vm import NOT_RUNNING, QemuVm
+from shadowvault.vm import copy_jobs, release, run_state
+from shadowvault.vm.agent import AgentError
 from shadowvault.vm.copy_jobs import DiskCopy
-from shadowvault.vm.discovery import VmSpec, all_vms, find_vm
+from shadowvault.vm.discovery import VmSpec
 from shadowvault.vm.disks import DiskBase, DiskInfo, choose_disks, list_disks, usable_base
 from shadowvault.vm.qmp import QmpClient, QmpError
 
 log = logging.getLogger(__name__)
 
-QMP_TIMEOUT = 30.0
-LIST_THREADS = 16  # VMs `writers list` asks at once
-LIST_TIMEOUT = 3.0  # `writers list`: a monitor another client holds must not hang the listing
 COPY_TIMEOUT = 6 * 3600.0
 RELEASE_TIMEOUT = 180.0  # the watchdog's thaw retries until a freeze under way in the guest has ended
 
 
-class QemuWriter(Writer):
-    """A running QEMU guest, through its QMP monitor (instance = the VM's name)."""
-
-    name = "qemu"
+class QemuWriter(QemuVm):
+    """A running QEMU guest backed up through its QMP monitor (instance = the VM's name)."""
 
     def __init__(
         self,
@@ -80,14 +75,12 @@ class QemuWriter(Writer):
             raise UsageError("on_agent_failure must be degrade or abort")
         if keeps_copies and not owner:
             raise UsageError("a VM backup names the repository that owns its bitmaps (owner)")
-        super().__init__(instance, **options)
-        self.spec = spec
+        super().__init__(instance, spec=spec, agent_timeout=agent_timeout, **options)
         self.wanted_disks = list(disks or [])
         self.work_dir = work_dir
         self.bases = dict(bases or {})  # disk -> its base; kept even when not used (full, not chosen)
         self.owner = owner  # whose bitmaps this backup makes and replaces (bitmaps.owner_of_repository)
         self.full = full
-        self.agent_timeout = agent_timeout
         self.on_agent_failure = on_agent_failure
         self.copy_timeout = copy_timeout
         self.copy_speed = copy_speed  # bytes/s for QEMU's copy jobs, 0 for no limit
@@ -95,116 +88,16 @@ class QemuWriter(Writer):
         # copies nobody reads, and rotate the bitmaps of the VM's backups
         self.keeps_copies = keeps_copies
         self.timeout = agent_timeout  # the thaw goes through the agent
-        self.qmp: QmpClient | None = None
-        self.agent: GuestAgent | None = None
         self.copies: list[DiskCopy] = []
         self.excluded: list[DiskInfo] = []
         self.left_out: list[str] = []  # disks it could capture that --vm-disk did not name
-        self.agent_state = "none"  # none | answers | no answer
+        self.stopped: str | None = None  # why the guest runs no code (run_state.STOPPED), None: it runs
         self.guest_frozen = False
         self.consistency = "crash"
         self.warnings: list[str] = []
         self.freeze_window: float | None = None
         self._frozen_at = 0.0
         self._own_work_dir = False
-        self._ahead: list[Component] | Exception | None = None  # identified by running(), not yet asked
-
-    # ---- finding the VM ---------------------------------------------------------------------------
-
-    @classmethod
-    def discover(cls, volumes: list[Volume]) -> list[QemuWriter]:
-        """VMs are not data on a volume: a set includes one only when named (`--writer qemu:NAME`)."""
-        return []
-
-    @classmethod
-    def running(cls, volumes: list[Volume] | None = None) -> list[QemuWriter]:
-        """One writer per VM found (vms.d, QEMU command lines, libvirt): what `writers list` shows.
-
-        Each is identified at once, all in parallel: a monitor or guest agent that does not answer
-        costs the listing one timeout (LIST_TIMEOUT, the agent's ping), not one per VM."""
-        writers = [cls(vm.name, spec=vm) for vm in all_vms()]
-        if writers:
-            with ThreadPoolExecutor(min(len(writers), LIST_THREADS), thread_name_prefix="sv-vm-list") as pool:
-                list(pool.map(QemuWriter._identify_ahead, writers))
-        return writers
-
-    def _identify_ahead(self) -> None:
-        try:
-            self._ahead = self.identify()
-        except Exception as err:  # told when the listing asks (identify), as if it had asked then
-            self._ahead = err
-
-    def _spec(self) -> VmSpec:
-        if self.spec is None:
-            assert self.instance
-            self.spec = find_vm(self.instance)
-        return self.spec
-
-    def _connect(self, timeout: float = QMP_TIMEOUT) -> QmpClient:
-        if self.qmp is None or not self.qmp.connected:
-            self.qmp = QmpClient(self._spec().qmp, timeout=timeout).connect()
-        return self.qmp
-
-    def _agent(self) -> GuestAgent | None:
-        spec = self._spec()
-        if spec.agent is None:
-            return None
-        if self.agent is None:
-            self.agent = GuestAgent(spec.agent, timeout=self.agent_timeout)
-        return self.agent
-
-    def _close(self) -> None:
-        for conn in (self.qmp, self.agent):
-            if conn is not None:
-                conn.close()
-        self.qmp = None
-        self.agent = None
-
-    # ---- metadata ---------------------------------------------------------------------------------
-
-    def identify(self) -> list[Component]:
-        ahead, self._ahead = self._ahead, None
-        if isinstance(ahead, Exception):
-            raise ahead
-        if ahead is not None:
-            return ahead
-        spec = self._spec()
-        connected_here = self.qmp is None
-        try:
-            qmp = self._connect(QMP_TIMEOUT if not connected_here else LIST_TIMEOUT)
-            disks = list_disks(qmp)
-            if self.agent_state == "none" and spec.agent:
-                agent = self._agent()
-                self.agent_state = "answers" if agent is not None and agent.answers() else "no answer"
-        finally:
-            if connected_here:
-                self._close()
-        return [self._component(disk) for disk in disks]
-
-    def _component(self, disk: DiskInfo) -> Component:
-        assert self.instance
-        meta: dict[str, Any] = {
-            "vm": self.instance,
-            "disk": disk.name,
-            "node": disk.node,
-            "format": disk.format,
-            "filename": disk.filename,
-            "virtual_size": disk.virtual_size,
-            "backing": disk.backing,
-            "guest_agent": self.agent_state,
-        }
-        if disk.excluded:
-            meta["excluded"] = disk.excluded
-        return Component(
-            name=f"{self.instance}/{disk.name}",
-            writer=self.name,
-            instance=self.instance,
-            kind="vm-disk",
-            paths=[],
-            selectable=not disk.excluded,
-            restore_method=RestoreMethod.RESTORE_TO_ALTERNATE_LOCATION,
-            metadata=meta,
-        )
 
     # ---- the sequence -----------------------------------------------------------------------------
 
@@ -215,9 +108,7 @@ class QemuWriter(Writer):
                 "it does not take part in file backups or shadow sets of volumes"
             )
         qmp = self._connect()
-        status = qmp.execute("query-status")
-        if status.get("status") not in ("running", "paused"):
-            raise WriterError(f"VM {self.instance} is {status.get('status')}, not running")
+        self._check_state(qmp)
         cleaned, evicted = copy_jobs.clean_leftovers(qmp, self.owner, self._base_names())
         if cleaned:
             log.warning("VM %s: removed what an earlier backup left: %s", self.instance, ", ".join(cleaned))
@@ -238,13 +129,41 @@ class QemuWriter(Writer):
         for disk in capturable:
             bitmap = None if self.full else usable_base(qmp, disk, self.bases.get(disk.name))
             self.copies.append(copy_jobs.plan_copy(disk, self.work_dir, ctx.set_id, self.owner, bitmap))
-        agent = self._agent()
-        self.agent_state = "none" if agent is None else ("answers" if agent.answers() else "no answer")
+        self.agent_state = self._ask_agent(self.status)
+        if self.stopped is not None:
+            note = run_state.stopped_note(self.instance, self.stopped, self.agent_state == NOT_RUNNING)
+            if self.agent_state == NOT_RUNNING:  # it would have frozen the guest: the grade is lower
+                self._warn(note)
+            else:
+                log.info("%s", note)
         if self.agent_state == "no answer":
             message = f"VM {self.instance}: the guest agent does not answer"
             if self.on_agent_failure == "abort":
                 raise WriterError(message)
             self._warn(message + "; the copy is crash-consistent")
+
+    def preflight(self) -> None:
+        """Refuse, before any shadow set, a backup that `--vm-disk` or the VM's state rules out, in
+        one line of its own (a disk it does not have: exit 2), not as a writer's failure."""
+        qmp = self._connect()
+        try:
+            self._check_state(qmp)
+            assert self.instance
+            choose_disks(self.instance, list_disks(qmp), self.wanted_disks)
+        finally:
+            self._close()
+
+    def _check_state(self, qmp: QmpClient) -> None:
+        """QEMU's run state: a running guest, or one stopped in a state a backup can copy (crash-
+        consistent: its agent cannot freeze it, which `--on-agent-failure abort` refuses)."""
+        assert self.instance
+        self.status = str(qmp.execute("query-status").get("status", ""))
+        self.stopped = run_state.guest_stopped(self.instance, self.status)
+        if self.stopped is not None and self._spec().agent and self.on_agent_failure == "abort":
+            raise UnsupportedError(
+                f"VM {self.instance} is {self.stopped}: its guest agent cannot freeze a guest that "
+                "does not run (--on-agent-failure abort)"
+            )
 
     def _warn(self, message: str) -> None:
         """A warning for the requester: the VM backup job shows each one once (metadata's `warnings`)."""
@@ -281,20 +200,10 @@ class QemuWriter(Writer):
         self.consistency = "application" if self.guest_frozen else "crash"
 
     def _thaw_later(self) -> None:
-        """Make sure a guest whose freeze did not answer in time ends up thawed, without waiting here:
-        the agent answers nothing until the guest's freeze hooks end, and then says `frozen`."""
+        """A freeze that did not answer in time may still complete in the guest: thawed once it has."""
         spec = self._spec()
-        if spec.agent is None:
-            return
-        argv = [sys.executable, "-m", "shadowvault.vm.release", "--agent", spec.agent]
-        child = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # outlives this process if need be
-        )
-        threading.Thread(target=child.wait, name="sv-qemu-thaw-later", daemon=True).start()
+        if spec.agent is not None:
+            release.thaw_later(spec.agent)
 
     def thaw(self, ctx: SnapshotContext) -> None:
         self._thaw_guest()
@@ -344,18 +253,7 @@ class QemuWriter(Writer):
         try:
             qmp = self._connect()
             for copy in self.copies:
-                with contextlib.suppress(QmpError):
-                    if copy.completed is None:
-                        qmp.execute("block-job-cancel", {"device": copy.job, "force": True})
-                        with contextlib.suppress(QmpError):
-                            qmp.wait_event(
-                                ["BLOCK_JOB_CANCELLED", "BLOCK_JOB_COMPLETED"],
-                                30,
-                                copy_jobs.about(copy.job),
-                            )
-                with contextlib.suppress(QmpError):
-                    copy_jobs.detach(qmp, copy)
-                copy_jobs.remove_bitmap(qmp, copy.disk.node, copy.new_bitmap)
+                copy_jobs.cancel(qmp, copy)
         except QmpError as err:
             problems.append(str(err))
         finally:
@@ -374,10 +272,7 @@ class QemuWriter(Writer):
         spec = self._spec()
         if spec.agent is None or self.agent_state != "answers":
             return []
-        argv = [sys.executable, "-m", "shadowvault.vm.release", "--agent", spec.agent, "--qmp", spec.qmp]
-        argv += ["--owner", self.owner]
-        for bitmap in sorted(self._base_names()):
-            argv += ["--keep-bitmap", bitmap]
+        argv = release.release_argv(spec.agent, spec.qmp, self.owner, self._base_names())
         return [RunCommand(argv=argv, timeout=RELEASE_TIMEOUT)]
 
     def _base_names(self) -> set[str]:
@@ -389,6 +284,7 @@ class QemuWriter(Writer):
             "vm": self.instance,
             "definition": spec.argv,
             "guest_agent": self.agent_state,
+            "status": self.status,
             "guest_frozen": self.consistency == "application",
             "consistency": self.consistency,
             "freeze_window": self.freeze_window,
