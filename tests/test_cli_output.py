@@ -138,11 +138,58 @@ def test_diff_prints_its_header_changes_and_counts_on_stdout(cli, env, tmp_path)
     lines = done.stdout.splitlines()
     assert lines[0] == f"comparing snapshot {first} to {second}:"
     assert f"+    {src}/added" in lines
-    assert lines[-1] == "1 added, 0 removed, 0 modified, 1 metadata, 0 unreadable"
+    assert lines[-6:] == [
+        "",
+        "files:    1 new, 0 removed, 0 changed",
+        "dirs:     0 new, 0 removed",
+        "others:   0 new, 0 removed",
+        "metadata: 1 changed; unreadable: 0",
+        "data:     4 B added, 0 B removed",
+    ]
 
     quiet = cli("-q", "diff", first, second, env=env)
     assert quiet.returncode == 0 and quiet.stderr == ""
-    assert quiet.stdout.splitlines() == [line for line in lines if line[:1] in "+-MU!"]
+    assert quiet.stdout.splitlines() == [line for line in lines if line and line[0] in "+-MU!"]
+
+
+def test_diff_figures_count_entries_by_kind_and_the_data_added_and_removed(cli, env, tmp_path):
+    """restic's figures: new, removed and changed entries by kind, and the data only one side holds
+    (a file moved elsewhere adds and removes no data)."""
+    src = tmp_path / "src"
+    (src / "dir").mkdir(parents=True)
+    (src / "gone").write_bytes(b"g" * 1000)
+    (src / "edited").write_bytes(b"e" * 300)
+    (src / "dir" / "link").symlink_to("gone")
+    (src / "kept").write_bytes(b"k" * 50)
+    assert cli("backup", "--provider", "none", src, env=env).returncode == 0
+    (src / "gone").unlink()
+    (src / "dir" / "link").unlink()
+    (src / "edited").write_bytes(b"E" * 700)
+    (src / "new").mkdir()
+    (src / "new" / "moved").write_bytes(b"g" * 1000)  # gone's data under another name
+    (src / "new" / "fresh").write_bytes(b"f" * 20)
+    os.mkfifo(src / "new" / "pipe")
+    assert cli("backup", "--provider", "none", src, env=env).returncode == 0
+    first, second = (snap["id"][:8] for snap in json.loads(cli("snapshots", "--json", env=env).stdout))
+
+    done = cli("diff", first, second, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-5:] == [
+        "files:    2 new, 1 removed, 1 changed",
+        "dirs:     1 new, 0 removed",
+        "others:   1 new, 1 removed",
+        "metadata: 2 changed; unreadable: 0",
+        "data:     720 B added, 300 B removed",
+    ]
+    [figures] = [
+        m
+        for m in json_lines(cli("diff", "--json", first, second, env=env).stdout)
+        if m["message_type"] == "statistics"
+    ]
+    counts = [figures[name] for name in ("added", "removed", "modified", "metadata", "changed_files")]
+    assert counts == [4, 2, 1, 2, 1]
+    assert figures["added_entries"] == {"files": 2, "dirs": 1, "others": 1, "data_blobs": 2, "bytes": 720}
+    assert figures["removed_entries"] == {"files": 1, "dirs": 0, "others": 1, "data_blobs": 1, "bytes": 300}
 
 
 def test_snapshots_table_shows_paths_and_tags_as_text(cli, env, tmp_path):

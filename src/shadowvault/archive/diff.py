@@ -10,7 +10,7 @@ not list is not descended into: what was in it is unknown, not removed.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -42,6 +42,8 @@ class Difference:
     change: Change
     type: str
     error: str | None = None  # why the entry could not be read at backup
+    before: Sequence[bytes] = ()  # the data blobs of the first snapshot's entry (removed, modified)
+    after: Sequence[bytes] = ()  # the data blobs of the second snapshot's entry (added, modified)
 
 
 def _children(store: TreeReader, tree_id: bytes | None) -> dict[bytes, Node]:
@@ -106,16 +108,10 @@ def diff_trees(
         a, b = before.get(name), after.get(name)
         if a is None:
             assert b is not None
-            yield Difference(path, Change.ADDED, b.type, b.error)
-            if b.type == "dir":
-                for sub_path, sub in _below(store, name, b, path):
-                    yield Difference(sub_path, Change.ADDED, sub.type, sub.error)
+            yield from _all_added(store, name, b, path)
             continue
         if b is None:
-            yield Difference(path, Change.REMOVED, a.type)
-            if a.type == "dir":
-                for sub_path, sub in _below(store, name, a, path):
-                    yield Difference(sub_path, Change.REMOVED, sub.type)
+            yield from _all_removed(store, name, a, path)
             continue
         if b.error is not None and b.error != a.error:
             yield Difference(path, Change.UNREADABLE, b.type, b.error)
@@ -128,15 +124,25 @@ def diff_trees(
             continue
         if _content_differs(a, b):
             if a.type != b.type:
-                yield Difference(path, Change.REMOVED, a.type)
-                if a.type == "dir":
-                    for sub_path, sub in _below(store, name, a, path):
-                        yield Difference(sub_path, Change.REMOVED, sub.type)
-                yield Difference(path, Change.ADDED, b.type)
-                if b.type == "dir":
-                    for sub_path, sub in _below(store, name, b, path):
-                        yield Difference(sub_path, Change.ADDED, sub.type)
+                yield from _all_removed(store, name, a, path)
+                yield from _all_added(store, name, b, path)
             else:
-                yield Difference(path, Change.MODIFIED, b.type)
+                yield Difference(path, Change.MODIFIED, b.type, before=a.content, after=b.content)
         elif _metadata_differs(a, b):
             yield Difference(path, Change.METADATA, b.type)
+
+
+def _all_added(store: TreeReader, name: bytes, node: Node, path: bytes) -> Iterator[Difference]:
+    """An entry only the second snapshot holds, and everything below it."""
+    yield Difference(path, Change.ADDED, node.type, node.error, after=node.content)
+    if node.type == "dir":
+        for sub_path, sub in _below(store, name, node, path):
+            yield Difference(sub_path, Change.ADDED, sub.type, sub.error, after=sub.content)
+
+
+def _all_removed(store: TreeReader, name: bytes, node: Node, path: bytes) -> Iterator[Difference]:
+    """An entry only the first snapshot holds, and everything below it."""
+    yield Difference(path, Change.REMOVED, node.type, before=node.content)
+    if node.type == "dir":
+        for sub_path, sub in _below(store, name, node, path):
+            yield Difference(sub_path, Change.REMOVED, sub.type, before=sub.content)

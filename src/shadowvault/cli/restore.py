@@ -10,8 +10,6 @@ from collections import Counter
 
 import click
 
-from shadowvault.archive.diff import SYMBOLS, Change, diff_trees, directories_above
-from shadowvault.archive.listing import describe, display, list_snapshot, mode_string, path_fields
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.restore import Overwrite, RestoreStats
 from shadowvault.cli.components import restore_component_options, restore_options, run_component_restore
@@ -24,11 +22,10 @@ from shadowvault.cli.restore_daemon import restore_through_daemon
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, needs_choice, snapshot_filter_options
 from shadowvault.cli.vm_restore_options import vm_restore_options
 from shadowvault.cli.writer_restore import restore_writer_options, run_writer_restore, writer_restore_order
-from shadowvault.display import counted, escape_text, human_size
+from shadowvault.display import counted, human_size
 from shadowvault.errors import PartialFailure, RepositoryError, UsageError
 from shadowvault.jobs.restore_component import ComponentRestoreRequest
 from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
-from shadowvault.repo.tree import entry_error, invalid_name
 
 
 def split_ref(spec: str) -> tuple[str, str]:
@@ -53,11 +50,6 @@ def _restore_line(s: dict) -> str:
         f"[{s['seconds_elapsed']:.0f}s] {s['files_done']} files, {s['bytes_written'] / 2**20:.1f} MiB "
         f"written, {s['errors']} errors"
     )
-
-
-def _line(text: str) -> None:
-    """One result line on stdout (plain: listings can have millions of lines)."""
-    sys.stdout.write(text + "\n")
 
 
 def _stderr_json(obj: dict) -> None:
@@ -284,104 +276,4 @@ def _report_kept(kept: list[tuple[str, str]], as_json: bool) -> None:
         note(f"{count} kept, {why}")
 
 
-def _not_read(error: str) -> str:
-    """How an entry that could not be read at backup is marked (its error comes from the repository)."""
-    return escape_text(entry_error(error))
-
-
-def _unsafe(why: str) -> str:
-    """How an entry of a crafted tree is marked: its name is not one path component."""
-    return f"unsafe name, a restore skips it: {why}"
-
-
-@click.command("ls")
-@repo_options
-@click.argument("snapshot", metavar="SNAP")
-@click.argument("path", required=False, default="/")
-@click.option("-l", "--long", "long_format", is_flag=True, help="Show mode, owner, size and time.")
-@click.option("--recursive/--no-recursive", default=True, show_default=True, help="List below PATH.")
-@snapshot_filter_options
-@json_option
-def ls_cmd(
-    repo: str | None,
-    password_file: str | None,
-    snapshot: str,
-    path: str,
-    long_format: bool,
-    recursive: bool,
-    snapshot_filter: SnapshotFilter,
-    as_json: bool,
-) -> None:
-    """List the files of a snapshot (below PATH); "latest" is the newest snapshot (that the filters
-    pass) holding PATH."""
-    with open_repository(repo, password_file) as r:
-        snap_id, snap = choose(r, snapshot, snapshot_filter, subpath=path)
-        if as_json:
-            print_json({"message_type": "snapshot", "id": snap_id, "paths": snap.paths, "time": snap.time})
-        for entry_path, node in list_snapshot(r, snap.tree, path, recursive=recursive):
-            if as_json:
-                print_json({"message_type": "node", **describe(entry_path, node)})
-            elif long_format:
-                owner = escape_text(
-                    f"{node.user or node.uid}/{node.group or node.gid}"
-                )  # from the repository
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.mtime_ns / 1e9))
-                suffix = f" -> {display(node.link_target)}" if node.link_target is not None else ""
-                if node.error is not None:
-                    suffix += f"  ({_not_read(node.error)})"
-                if (why := invalid_name(node.name)) is not None:
-                    suffix += f"  ({_unsafe(why)})"
-                _line(f"{mode_string(node)} {owner:>17} {node.size:>12} {when} {display(entry_path)}{suffix}")
-            else:
-                _line(display(entry_path))
-                if node.error is not None:  # names alone on stdout (scripts read them); the mark beside
-                    warn(f"{display(entry_path)}: {_not_read(node.error)}")
-                if (why := invalid_name(node.name)) is not None:
-                    warn(f"{display(entry_path)}: {_unsafe(why)}")
-
-
-@click.command("diff")
-@repo_options
-@click.argument("first", metavar="SNAP1")
-@click.argument("second", metavar="SNAP2")
-@snapshot_filter_options
-@json_option
-def diff_cmd(
-    repo: str | None,
-    password_file: str | None,
-    first: str,
-    second: str,
-    snapshot_filter: SnapshotFilter,
-    as_json: bool,
-) -> None:
-    """Show what changed from SNAP1 to SNAP2: + added, - removed, M modified, U metadata only,
-    ! not readable at the second backup (what was in an unreadable directory is not compared)."""
-    counts = {change.value: 0 for change in Change}
-    with open_repository(repo, password_file) as r:
-        id1, snap1 = choose(r, first, snapshot_filter)
-        id2, snap2 = choose(r, second, snapshot_filter)
-        if not as_json:  # on stdout with the changes, as restic: `diff A B > file` keeps all three
-            info(f"comparing snapshot {id1[:8]} to {id2[:8]}:")
-        above = directories_above([*snap1.paths, *snap2.paths])
-        for difference in diff_trees(r, snap1.tree, snap2.tree, above=above):
-            counts[difference.change.value] += 1
-            if as_json:
-                print_json(
-                    {
-                        "message_type": "change",
-                        **path_fields(difference.path),
-                        "change": difference.change.value,
-                        "type": difference.type,
-                        **({"error": difference.error} if difference.error is not None else {}),
-                    }
-                )
-            else:
-                mark = f"  ({_not_read(difference.error)})" if difference.error is not None else ""
-                _line(f"{SYMBOLS[difference.change]}    {display(difference.path)}{mark}")
-    if as_json:
-        print_json({"message_type": "statistics", "source": id1, "target": id2, **counts})
-    else:
-        info(", ".join(f"{n} {name}" for name, n in counts.items()))
-
-
-COMMANDS: list[click.Command] = [restore_cmd, ls_cmd, diff_cmd]
+COMMANDS: list[click.Command] = [restore_cmd]
