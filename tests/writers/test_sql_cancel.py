@@ -142,40 +142,48 @@ def test_pg_backup_start_waiting_for_a_checkpoint_is_cancelled_on_the_server(pg_
 # ---------------------------------------------------------------- MariaDB
 
 
-def _maria_rows(server: S.Server, sql: str) -> list[tuple]:
+def _maria_rows(server: S.Server, sql: str, params: list[str] | None = None) -> list[tuple]:
     conn = S.mariadb_connect(server)
     try:
         with conn.cursor() as cur:
-            cur.execute(sql)
+            cur.execute(sql, params)
             return list(cur.fetchall())
     finally:
         conn.close()
 
 
-def _backup_stage_waits(server: S.Server) -> bool:
-    return bool(
-        _maria_rows(
-            server,
-            "select 1 from information_schema.processlist where info like 'backup stage %'"
-            " and state like 'Waiting%'",
-        )
-    )
+def _waits(server: S.Server, statement: str) -> Callable[[], bool]:
+    """Whether a session runs `statement` (a LIKE pattern) and waits for a lock."""
+    sql = "select 1 from information_schema.processlist where info like %s and state like 'Waiting%%'"
+    return lambda: bool(_maria_rows(server, sql, [statement]))
 
 
-def test_a_backup_stage_waiting_behind_a_table_lock_is_killed_on_the_server(maria_on_btrfs, env, cli):
+@pytest.mark.parametrize(
+    ("lock_method", "phase", "statement"),
+    [
+        ("backup_stage", "prepare_snapshot", "backup stage %"),
+        ("ftwrl", "freeze", "flush tables with read lock"),
+    ],
+)
+def test_a_lock_statement_waiting_behind_a_table_lock_is_killed_on_the_server(
+    maria_on_btrfs, env, cli, private_dirs: Path, lock_method: str, phase: str, statement: str
+):
     fs, server = maria_on_btrfs
+    config = private_dirs / "config" / "writers.d" / "maria.toml"
+    config.write_text(f'type = "mariadb"\ninstance = "{server.datadir}"\nlock_method = "{lock_method}"\n')
+    config.chmod(0o644)
     load = MariadbLoad(server)
     load.setup()
     repo = Path(env["SHADOWVAULT_REPOSITORY"])
     holder = S.mariadb_connect(server)
-    with holder.cursor() as cur:
-        cur.execute("lock tables app.counter write")  # BACKUP STAGE START waits (60 s at most)
+    with holder.cursor() as cur:  # BACKUP STAGE START and FTWRL wait for it (lock_wait_timeout: 60 s)
+        cur.execute("lock tables app.counter write")
     try:
         with running_daemon() as daemon, Client(daemon.socket) as client:
             run = _backup(client, repo, fs, f"mariadb:{server.datadir}")
-            report = _cancel_once(lambda: _backup_stage_waits(server), client, run, "BACKUP STAGE waiting")
+            report = _cancel_once(_waits(server, statement), client, run, f"`{statement}` waiting")
         assert_cancelled(report)
-        assert "cancelled at prepare_snapshot" in report["error"], report["error"]
+        assert f"cancelled at {phase}" in report["error"], report["error"]
     finally:
         with holder.cursor() as cur:
             cur.execute("unlock tables")

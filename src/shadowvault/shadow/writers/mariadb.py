@@ -57,6 +57,7 @@ class MariadbWriter(AppWriter):
     """
 
     name = "mariadb"
+    freeze_can_be_cancelled = True  # a killed FTWRL or BACKUP STAGE holds nothing; abort ends the session
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:
         super().__init__(os.path.realpath(instance) if instance else None, **options)
