@@ -1,9 +1,10 @@
-"""A backup cancelled in the daemon while a database writer's SQL statement waits on its server.
+"""A backup cancelled while a database writer's SQL statement waits on its server.
 
 The statement is cancelled on the server (PostgreSQL: the driver's cancel request; MariaDB: KILL
-QUERY from a second session), the writer is aborted as on any failure, and the run ends `cancelled`
-long before the statement would have ended by itself. Afterwards nothing of the backup is held on
-the server: no session of the writer, no backup mode or lock (other sessions write, another backup
+QUERY from a second session, at prepare_snapshot and at freeze), the writer is aborted as on any
+failure, and the run ends `cancelled` long before the statement would have ended by itself; Ctrl-C
+of a backup without the daemon does the same. Afterwards nothing of the backup is held on the
+server: no session of the writer, no backup mode or lock (other sessions write, another backup
 starts), and the database passes its integrity check. Real servers on a btrfs loop filesystem, a
 real daemon; the statement is held by the server itself (a stopped checkpointer, a table lock held
 by another session), and the cancel comes once the test sees it waiting.
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,6 +140,36 @@ def test_pg_backup_start_waiting_for_a_checkpoint_is_cancelled_on_the_server(pg_
         conn.execute("select pg_backup_stop(wait_for_archive => false)")
     check_restored(pg, must_have=load.acks[-1].n)  # the rows committed, and pg_amcheck passes
     assert _snapshots(cli, repo) == "[]"
+
+
+def test_ctrl_c_of_a_backup_without_the_daemon_cancels_pg_backup_start_too(pg_on_btrfs, env, cli):
+    fs, pg = pg_on_btrfs
+    checkpointer = _checkpointer(pg)
+    os.kill(checkpointer, signal.SIGSTOP)
+    try:
+        command = [sys.executable, "-m", "shadowvault.cli.launch", "backup"]
+        backup = subprocess.Popen(
+            [*command, "--writer", f"postgresql:{pg.datadir}", str(fs.mount)],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + BOUND
+        while not _backup_start_waits(pg):
+            assert backup.poll() is None, backup.communicate()[1]
+            assert time.monotonic() < deadline, "pg_backup_start waiting was never seen"
+            time.sleep(0.05)
+        backup.send_signal(signal.SIGINT)
+        _, err = backup.communicate(timeout=PROMPT)  # not the 300 s of prepare_snapshot
+        assert backup.returncode == 130, err
+        assert b"Traceback" not in err, err
+        _eventually(
+            lambda: not _pg_rows(pg, "select 1 from pg_stat_activity where application_name = 'shadowvault'"),
+            "the writer's session (and with it its base backup) is left",
+        )
+    finally:
+        os.kill(checkpointer, signal.SIGCONT)
+    assert _snapshots(cli, Path(env["SHADOWVAULT_REPOSITORY"])) == "[]"
 
 
 # ---------------------------------------------------------------- MariaDB
