@@ -118,8 +118,8 @@ class _Interrupter:
             self.sent = True
             try:
                 self._interrupt()
-            except Exception:  # the call then runs to its own end or timeout; abort still releases
-                log.warning("could not interrupt a call of a cancelled run", exc_info=True)
+            except Exception as err:  # the call then runs to its own end or timeout; abort still releases
+                log.warning("could not interrupt a call of a cancelled run: %s", err)
 
     def end(self) -> None:
         """The call has ended: no interrupt from now on (one under way is waited for)."""
