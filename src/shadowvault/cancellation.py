@@ -11,17 +11,23 @@ Work that cannot be handed a Cancellation through its arguments finds it in `cur
 run's thread opens a `scope`, and the coordinator lends it to the writer events that may be cut
 short (events.py), never to a thaw or an abort. That is how a cancel reaches what the jobs call
 deep below them without a parameter on every layer: an external command (proc.py terminates it),
-QEMU's copy jobs (vm/copy_jobs.py), an external writer's answer, a disk image being written.
+QEMU's copy jobs (vm/copy_jobs.py), an external writer's answer, a disk image being written, a
+database writer's SQL statement (`interrupting`: the statement is cancelled on its server).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
 from shadowvault.errors import JobCancelledError
+
+log = logging.getLogger(__name__)
+
+WATCH_POLL = 0.2  # seconds an interrupt watcher may linger after its call has ended
 
 
 class Cancellation:
@@ -89,3 +95,59 @@ def pending() -> Cancellation | None:
     """
     cancellation = _current.get()
     return cancellation if cancellation is not None and not cancellation.cancelled else None
+
+
+class _Interrupter:
+    """A watcher thread that calls `interrupt` once `watch` is cancelled, unless the call ended first."""
+
+    def __init__(self, watch: Cancellation, interrupt: Callable[[], None]) -> None:
+        self._watch = watch
+        self._interrupt = interrupt
+        self._lock = threading.Lock()
+        self._ended = False
+        self.sent = False
+        threading.Thread(target=self._run, name="interrupter", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._watch._event.wait(WATCH_POLL):
+            if self._ended:
+                return
+        with self._lock:
+            if self._ended:
+                return
+            self.sent = True
+            try:
+                self._interrupt()
+            except Exception as err:  # the call then runs to its own end or timeout; abort still releases
+                log.warning("could not interrupt a call of a cancelled run: %s", err)
+
+    def end(self) -> None:
+        """The call has ended: no interrupt from now on (one under way is waited for)."""
+        with self._lock:
+            self._ended = True
+
+
+@contextlib.contextmanager
+def interrupting(interrupt: Callable[[], None]) -> Iterator[None]:
+    """Let a cancel reach a call that blocks in another party (a SQL statement waiting on its server).
+
+    While the block runs, a cancel of the current run calls `interrupt` from a watcher thread (it
+    asks the other party to end the call: cancel the statement on the server), and the failure the
+    block then ends with is raised as JobCancelledError. The block ends only once an interrupt under
+    way has returned, so an interrupt never reaches what the thread does next. Outside a run, or
+    once it is cancelled (then the call is its cleanup), the block runs as it is.
+    """
+    watch = pending()
+    if watch is None:
+        yield
+        return
+    interrupter = _Interrupter(watch, interrupt)
+    try:
+        yield
+    except Exception as err:
+        interrupter.end()
+        if interrupter.sent:
+            raise JobCancelledError(watch.reason) from err
+        raise
+    finally:
+        interrupter.end()

@@ -5,8 +5,10 @@ filesystem or a hung application, and the coordinator must always be free to tha
 daemons, so an abandoned, hung call never keeps the process from exiting.
 
 A cancelled run (cancellation.py) reaches the events that prepare and finish a set (identify,
-prepare_*, post_snapshot: their commands are terminated, their waits cut short), and the set is
-aborted once the phase has ended. A freeze, a thaw, an abort and backup_complete never see it.
+prepare_*, post_snapshot: their commands are terminated, their waits cut short, their SQL statements
+cancelled on the server), and the set is aborted once the phase has ended. A freeze sees it only
+for a writer whose freeze holds nothing when cut short (`Writer.freeze_can_be_cancelled`: a
+database's lock statement); a thaw, an abort and backup_complete never do.
 """
 
 from __future__ import annotations
@@ -129,9 +131,16 @@ def event_all(
     cancellable: bool = False,
 ) -> list[Outcome]:
     """Run one event on `runs` concurrently and wait at most `timeout`; an Outcome for each, in order.
-    `cancellable`: a cancel of the run stops the event's commands and waits (in_thread)."""
+    `cancellable`: a cancel of the run stops the event's commands and waits (in_thread); a freeze
+    is cancellable for the writers whose freeze holds nothing when cut short, whatever it says."""
     futures = [
-        (run, in_thread(call, run, name=f"{phase}:{run.label}", cancellable=cancellable)) for run in runs
+        (
+            run,
+            in_thread(
+                call, run, name=f"{phase}:{run.label}", cancellable=cancellable or _cut_short(phase, run)
+            ),
+        )
+        for run in runs
     ]
     started = time.monotonic()
     wait_futures([f for _, f in futures], timeout=timeout)
@@ -143,6 +152,11 @@ def event_all(
         else:
             results.append(Outcome(run, future.exception(), False))
     return results
+
+
+def _cut_short(phase: str, run: WriterRun) -> bool:
+    """Whether a cancel of the run reaches this writer's `phase` even though the phase is not cancellable."""
+    return phase == "freeze" and run.writer.freeze_can_be_cancelled
 
 
 def start_thaw(run: WriterRun, ctx: SnapshotContext) -> Future[None]:

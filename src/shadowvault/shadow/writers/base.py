@@ -62,6 +62,11 @@ class Writer(ABC):
     after the application writers and thaws them first, grades their components `filesystem`, and
     refuses them with a provider whose shadow of a frozen filesystem would deadlock."""
 
+    freeze_can_be_cancelled: ClassVar[bool] = False
+    """Whether a cancel of the run may reach its freeze: true only when a freeze cut short holds
+    nothing (a database statement interrupted on its server), since abort follows at once. Other
+    freezes (a script, a filesystem) run to their end, within the freeze timeout."""
+
     freeze_timeout: float = 60.0
     """Seconds this writer may take to freeze (VSS's default); lowered to the set's freeze timeout."""
 

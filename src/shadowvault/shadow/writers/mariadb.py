@@ -22,7 +22,7 @@ import os
 import re
 from typing import Any
 
-from shadowvault import proc
+from shadowvault import cancellation, proc
 from shadowvault.errors import CommandError, WriterError
 from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import Component
@@ -57,6 +57,7 @@ class MariadbWriter(AppWriter):
     """
 
     name = "mariadb"
+    freeze_can_be_cancelled = True  # a killed FTWRL or BACKUP STAGE holds nothing; abort ends the session
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:
         super().__init__(os.path.realpath(instance) if instance else None, **options)
@@ -148,14 +149,31 @@ class MariadbWriter(AppWriter):
         return conn
 
     def _sql(self, sql: str) -> list[tuple]:
+        """One statement; a cancel of the run kills it on the server (a BACKUP STAGE waiting for a
+        lock ends at once) and none starts once the run is cancelled: abort releases."""
         import pymysql
 
+        cancellation.check(cancellation.current())
         try:
-            with self._conn.cursor() as cur:
+            with cancellation.interrupting(lambda: self._kill("query")), self._conn.cursor() as cur:
                 cur.execute(sql)
                 return list(cur.fetchall())
         except pymysql.Error as err:
             raise WriterError(f"MariaDB refused `{sql}`: {_message(err)}") from err
+
+    def _kill(self, what: str) -> None:
+        """`KILL QUERY` (the statement fails, the session stays) or `KILL CONNECTION` (the server drops
+        the session and everything it holds) of the writer's session, from a second one: pymysql has
+        no cancel of its own, and the first session is blocked in its statement."""
+        conn_id = self._conn_id
+        if conn_id is None:
+            return
+        killer = self._connect()
+        try:
+            with killer.cursor() as cur:
+                cur.execute(f"kill {what} {int(conn_id)}")
+        finally:
+            killer.close()
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -258,17 +276,10 @@ class MariadbWriter(AppWriter):
         self._close()
 
     def abort(self, ctx: SnapshotContext) -> None:
-        conn_id = self._conn_id
-        if conn_id is not None:  # a freeze may be stuck in the server: kill it from a second session
-            try:
-                killer = self._connect()
-                try:
-                    with killer.cursor() as cur:
-                        cur.execute(f"kill connection {int(conn_id)}")
-                finally:
-                    killer.close()
-            except Exception:
-                log.debug("killing the MariaDB backup session failed", exc_info=True)
+        try:  # a freeze may be stuck in the server: the session ends, the server drops its locks
+            self._kill("connection")
+        except Exception:
+            log.debug("killing the MariaDB backup session failed", exc_info=True)
         if self._conn is not None:
             try:
                 self._conn._force_close()

@@ -29,6 +29,7 @@ from typing import Any
 
 import zstandard
 
+from shadowvault import cancellation
 from shadowvault.errors import WriterError
 from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import Component, Consistency
@@ -46,6 +47,7 @@ from shadowvault.shadow.writers.postgresql_restore import (
 log = logging.getLogger(__name__)
 
 DEFAULT_WAL_MAX = 64 << 20  # compressed WAL kept in a manifest, at most
+CANCEL_TIMEOUT = 10.0  # seconds a cancel request may take to reach the server
 XLOG_PAGE_MAGIC_OFFSET = 8  # XLogPageHeaderData: magic u16, info u16, tli u32, pageaddr u64
 
 
@@ -161,12 +163,21 @@ class PostgresqlWriter(AppWriter):
             ) from err
 
     def _query(self, sql: str, params: list[Any] | None = None) -> Any:
+        """One statement; a cancel of the run cancels it on the server (pg_backup_start waiting for
+        its checkpoint ends at once) and none starts once the run is cancelled: abort releases."""
         import psycopg
 
+        cancellation.check(cancellation.current())
         try:
-            return self._conn.execute(sql, params).fetchone()
+            with cancellation.interrupting(self._cancel_statement):
+                return self._conn.execute(sql, params).fetchone()
         except psycopg.Error as err:
             raise WriterError(f"PostgreSQL refused `{sql.split('(')[0]}`: {str(err).strip()}") from err
+
+    def _cancel_statement(self) -> None:
+        """The driver's cancel request (to the postmaster, with the session's key: no second login,
+        no privilege); the statement fails with query_canceled, a pg_backup_start also ends its backup."""
+        self._conn.cancel_safe(timeout=CANCEL_TIMEOUT)
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -280,7 +291,7 @@ class PostgresqlWriter(AppWriter):
     def abort(self, ctx: SnapshotContext) -> None:
         if self._conn is not None:  # another thread may be stuck in a query: cancel it first
             try:
-                self._conn.cancel()
+                self._cancel_statement()
             except Exception:
                 log.debug("cancelling the PostgreSQL query failed", exc_info=True)
         self._close()  # ending the session cancels a non-exclusive backup
