@@ -14,9 +14,10 @@ The executable is started once per shadow set (at its first event), gets one JSO
 line on stdin and answers each with one JSON line on stdout (docs/writers.md; the codec is
 external_protocol.py, the process external_process.py, the entry's checks external_config.py).
 It runs in its own session; if it does not answer within the event's timeout, or exits, the event
-fails (and the set is aborted unless on_failure = "degrade"). Abort is sent as a request when the writer is idle, else the writer gets SIGTERM (it must release its
-application) and SIGKILL after a grace period. The watchdog also holds a SIGTERM for it, so a
-coordinator that dies never leaves it holding. A cancelled run stops waiting for an answer at once:
+fails (and the set is aborted unless on_failure = "degrade"). Abort is sent as a request when the
+writer is idle, else the writer gets SIGTERM (it must release its application) and SIGKILL after a
+grace period. The watchdog also holds a SIGTERM for it, so a coordinator that dies never leaves it
+holding. A cancelled run stops waiting for an answer at once:
 the writer, caught mid-event, is then terminated by abort the same way.
 
 It is a Writer like the built-in ones: the coordinator runs it on exactly the same code path.
