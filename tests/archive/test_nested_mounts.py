@@ -9,6 +9,7 @@ from pathlib import Path
 
 from shadowvault.repo.repository import Repository
 from shadowvault.shadow import manifest as manifest_doc
+from shadowvault.shadow.path_map import nested_images
 from tests.archive.helpers import PASSWORD
 
 
@@ -146,3 +147,44 @@ def test_other_tools_read_only_snapshots_are_left_out_unless_asked_for(cli, env,
     target = tmp_path / "restored"
     assert cli("restore", "latest", "--target", str(target), env=env).returncode == 0
     assert (target / str(data).lstrip("/") / ".snapshots/1/snapshot/f").read_text() == "live data\n"
+
+
+def test_a_nested_subvolume_mounted_at_its_place_is_shadowed_once(cli, env, btrfs, mounts, tmp_path):
+    """A nested subvolume also mounted at its own place (a `home` subvolume inside the root's, mounted
+    at /home) is a mount below the paths: the set shadows it as a volume of its own, and the image of
+    the volume around it leaves it out, so it is snapshotted once, said once, and restored whole."""
+    data = btrfs.mount / "data"
+    data.mkdir()
+    (data / "top.txt").write_text("on the volume\n")
+    for sub in ("sub", "sub/deeper"):
+        subprocess.run(["btrfs", "subvolume", "create", str(data / sub)], check=True, capture_output=True)
+    (data / "sub/f").write_text("in the mounted subvolume\n")
+    (data / "sub/deeper/g").write_text("in a subvolume nested in it\n")
+    mounts("-o", "subvol=data/sub", btrfs.device, data / "sub")
+
+    done = cli("backup", "--dry-run", str(data), env=env)
+    assert done.returncode == 0, done.stderr
+    would_add = [line for line in done.stdout.splitlines() if line.startswith("would add ")]
+    assert len(would_add) == len(set(would_add))
+    assert {f"would add {data}/sub/f", f"would add {data}/sub/deeper/g"} <= set(would_add)
+
+    done = cli("backup", "--json", str(data), env=env)
+    assert done.returncode == 0, done.stderr
+    manifest = stored_manifest(env)
+    assert sorted((s.volume, s.provider) for s in manifest.shadows) == [
+        (str(btrfs.mount), "btrfs"),
+        (str(data / "sub"), "btrfs"),
+    ]
+    imaged = [(s.volume, live) for s in manifest.shadows for live in nested_images(s)]
+    assert imaged == [(str(data / "sub"), f"{data}/sub/deeper")]  # by the mounted subvolume's shadow alone
+    [warning] = [m["message"] for m in json_lines(done.stderr) if m["message_type"] == "warning"]
+    assert f"the volumes {btrfs.mount}, {data}/sub were shadowed one after another" in warning
+    assert {f"{data}/top.txt", f"{data}/sub/f", f"{data}/sub/deeper/g"} <= listed(cli, env, data)
+    assert [*(btrfs.mount / ".shadowvault").iterdir(), *(data / "sub/.shadowvault").iterdir()] == []
+
+    target = tmp_path / "restored"
+    done = cli("restore", "latest", "--target", str(target), env=env)
+    assert done.returncode == 0, done.stderr
+    restored = target / str(data).lstrip("/")
+    assert (restored / "sub/f").read_text() == "in the mounted subvolume\n"
+    assert (restored / "sub/deeper/g").read_text() == "in a subvolume nested in it\n"

@@ -24,8 +24,9 @@ import pytest
 
 from shadowvault.client import Client
 from shadowvault.errors import ShadowError
-from shadowvault.shadow.providers.fanotify import base_dir, listener_alive
+from shadowvault.shadow.providers.fanotify import base_dir
 from shadowvault.shadow.providers.fanotify_listener import INVALID_SUFFIX
+from shadowvault.shadow.providers.fanotify_process import listener_alive
 from shadowvault.shadow.store import ShadowStore
 from tests.service.daemon import running_daemon
 

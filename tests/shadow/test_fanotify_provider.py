@@ -27,7 +27,8 @@ import pytest
 from shadowvault.shadow import validity
 from shadowvault.shadow.coordinator import SetOptions, create_shadow_set, shadow_path, shadow_set
 from shadowvault.shadow.providers.base import FreezePolicy
-from shadowvault.shadow.providers.fanotify import FanotifyProvider, base_dir, listener_alive
+from shadowvault.shadow.providers.fanotify import FanotifyProvider, base_dir
+from shadowvault.shadow.providers.fanotify_process import listener_alive
 from shadowvault.shadow.providers.registry import choose_provider, supported_providers, volume_report
 from shadowvault.shadow.store import ShadowStore
 from shadowvault.shadow.validity import ShadowInvalidError

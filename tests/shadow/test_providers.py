@@ -146,6 +146,27 @@ def test_btrfs_nested_subvolumes_get_images_of_their_own(btrfs):
     assert (btrfs.mount / "frozen/deep.txt").exists()  # the user's read-only subvolume is left alone
 
 
+def test_btrfs_leaves_out_nested_subvolumes_a_mount_covers(btrfs, mounts):
+    """What is mounted inside the volume is a volume of its own, so a nested subvolume under a mount
+    gets no image with the volume's: one mounted at its own place is not snapshotted twice when the
+    set holds both, and one hidden below a tmpfs no longer fails the commit."""
+    require_tools("btrfs")
+    for sub in ("home", "cache/sub", "kept"):
+        (btrfs.mount / sub).parent.mkdir(parents=True, exist_ok=True)
+        _subvolume(btrfs.mount / sub)
+    _write(btrfs.mount / "home/f", b"in the mounted subvolume\n")
+    mounts("-o", "subvol=home", btrfs.device, btrfs.mount / "home")
+    mounts("-t", "tmpfs", "tmpfs", btrfs.mount / "cache")
+    provider = get_provider("btrfs")
+    shadow = provider.create(find_volume(str(btrfs.mount)), SET_ID, 0)
+    try:
+        assert shadow.provider_data["nested_subvolumes"] == ["kept"]
+        assert sorted(os.listdir(btrfs.mount / SHADOW_DIR_NAME)) == [f"{SET_ID}-0", f"{SET_ID}-0.1"]
+    finally:
+        provider.delete(shadow)
+    assert os.listdir(btrfs.mount / SHADOW_DIR_NAME) == []
+
+
 def test_btrfs_snapshots_the_mounted_subvolume(btrfs):
     """A volume whose mount root is a subvolume other than the top level: that subvolume is shadowed."""
     require_tools("btrfs", "mount", "umount")

@@ -6,13 +6,13 @@
 Rules it keeps (those of VSS):
 - Every writer event runs in a worker thread with a timeout (events.py); the coordinator's own
   thread never blocks on a frozen filesystem, so it can always thaw.
-- Application writers freeze together (concurrently); filesystem freezes (fsfreeze) come after them
-  and thaw first. The freeze timeout (default 60 s) covers the whole freeze phase; providers must
-  commit within the commit timeout (default 10 s). Past either, or when a writer with
-  on_failure=abort fails, the set is aborted: every writer gets abort, running commits are
-  cancelled (commits.py), nothing stays frozen or held, no image is left, and the ShadowError names
-  the writer or provider and the phase. A writer with on_failure=degrade that fails leaves its
-  components crash-consistent and the set goes on.
+- The hold (hold.py): application writers freeze together (concurrently); filesystem freezes
+  (fsfreeze) come after them and thaw first. The freeze timeout (default 60 s) covers the whole
+  freeze phase; providers must commit within the commit timeout (default 10 s). Past either, or
+  when a writer with on_failure=abort fails, the set is aborted: every writer gets abort, running
+  commits are cancelled (commits.py), nothing stays frozen or held, no image is left, and the
+  ShadowError names the writer or provider and the phase. A writer with on_failure=degrade that
+  fails leaves its components crash-consistent and the set goes on.
 - The commit happens inside the hold for every provider. For reflink (not atomic) that means the
   whole copy runs while writers hold, so writer data is consistent and the freeze window includes
   the copy. With the live provider nothing is copied: the requester reads live files after thaw,
@@ -23,8 +23,8 @@ Rules it keeps (those of VSS):
   provider committed, or a provider took them together (lvm on Linux 6.8+ freezes them itself);
   otherwise (btrfs, lvm on older kernels: they cannot be combined with fsfreeze) the images are
   taken one after another and the manifest's notes say so.
-- A watchdog process (watchdog.py) gets every writer's WatchdogActions before the first freeze and
-  performs them if this process dies or the deadline passes.
+- A watchdog process (watchdog.py, started by the hold) gets every writer's WatchdogActions before
+  the first freeze and performs them if this process dies or the deadline passes.
 
 The requester says how with one SetOptions (options.py) and enters through `shadow_set` (a set for
 the duration of a `with` block) or `create_shadow_set` (a set that stays).
@@ -38,35 +38,28 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
-from concurrent.futures import wait as wait_futures
 
 from shadowvault.errors import ShadowvaultError
 from shadowvault.shadow import planning
 from shadowvault.shadow.commits import CommitFailed, Commits
 from shadowvault.shadow.events import (
     EVENT_TIMEOUT,
-    Outcome,
     WriterRun,
-    abort_writers,
-    end_thaw,
+    active_runs,
     event_all,
     reason,
     record_failures,
     release_degraded,
     set_error,
-    start_thaw,
-    watchdog_actions,
-    watchdog_deadline,
 )
 from shadowvault.shadow.grading import grade
+from shadowvault.shadow.hold import Hold, HoldBroken
 from shadowvault.shadow.manifest import ShadowSetManifest, WriterState
 from shadowvault.shadow.options import DEFAULTS, SetOptions
 from shadowvault.shadow.path_map import shadow_path
 from shadowvault.shadow.set_locks import set_locks
 from shadowvault.shadow.store import ShadowStore, max_shadows_per_volume
 from shadowvault.shadow.volumes import Volume, list_volumes
-from shadowvault.shadow.watchdog import Watchdog, WatchdogStartError
 from shadowvault.shadow.writers.base import SnapshotContext
 
 __all__ = ["SetOptions", "ShadowSetRun", "create_shadow_set", "shadow_path", "shadow_set"]
@@ -82,35 +75,33 @@ class ShadowSetRun:
         self.options = options
         self.runs: list[WriterRun] = []
         self.commits = Commits({})
-        self.watchdog: Watchdog | None = None
         self.store = ShadowStore()
         self.ctx: SnapshotContext | None = None
         self.manifest: ShadowSetManifest | None = None
-        self._freeze_start: float | None = None
+        self.hold: Hold | None = None
         self._aborted = False
-        self._thaw_running: tuple[Future[None], float] | None = None  # a writer's thaw and its deadline
-        self._freezer_targets: dict[str, set[str]] = {}  # mount points each fsfreeze writer freezes
 
     def _active(self) -> list[WriterRun]:
-        return [run for run in self.runs if not run.degraded]
-
-    def _handle(self, phase: str, results: list[Outcome], timeout: float) -> None:
-        """Record failures of `phase`; abort the set for the first that must abort it."""
-        culprit = record_failures(phase, results, timeout)
-        if culprit is not None:
-            raise self._abort(*culprit)
+        return active_runs(self.runs)
 
     def _phase(self, phase: str, call: Callable[[WriterRun], object]) -> None:
-        """One event for every active writer (a cancel of the run reaches it), failures handled, timed."""
+        """One event for every active writer (a cancel of the run reaches it), failures handled, timed:
+        the set is aborted for the first failure that must abort it."""
         assert self.manifest is not None
         started = time.monotonic()
         results = event_all(phase, self._active(), call, EVENT_TIMEOUT, cancellable=True)
-        self._handle(phase, results, EVENT_TIMEOUT)
+        culprit = record_failures(phase, results, EVENT_TIMEOUT)
+        if culprit is not None:
+            raise self._abort(*culprit)
         self.manifest.phases[phase] = round(time.monotonic() - started, 6)
 
-    def _release_degraded(self) -> None:
-        assert self.ctx is not None
-        release_degraded(self.runs, self.ctx)
+    @contextlib.contextmanager
+    def _aborting(self) -> Iterator[None]:
+        """The set aborted when the hold breaks inside the block."""
+        try:
+            yield
+        except HoldBroken as broken:
+            raise self._abort(broken.message, broken.cause) from broken.cause
 
     # ---- abort ---------------------------------------------------------------------------------
 
@@ -119,23 +110,12 @@ class ShadowSetRun:
         assert self.manifest is not None
         self._aborted = True
         started = time.monotonic()
-        if self._thaw_running is not None:
-            # Interrupted while a writer thawed: let that thaw end (within its timeout) rather than
-            # have the writer's abort cut it short and leave its application half resumed.
-            future, deadline = self._thaw_running
-            self._thaw_running = None
-            wait_futures([future], timeout=max(deadline - time.monotonic(), 0))
-        if self.ctx is not None:
-            stuck = abort_writers(self.runs, self.ctx)
-            if self.watchdog is not None:
-                if stuck:  # our own release hung: let the watchdog do what it can
-                    self.watchdog.fire()
-                else:
-                    self.watchdog.thawed()
-                self.watchdog = None
+        if self.hold is not None:
+            self.hold.release()
         self.commits.delete(self.manifest.shadows)
         self.manifest.shadows = []
-        self._finish_freeze_window()
+        if self.hold is not None:
+            self.hold.close_window()
         self.manifest.phases["abort"] = round(time.monotonic() - started, 6)
         self.manifest.state = "aborted"
         self.manifest.writers = [run.report for run in self.runs]
@@ -151,22 +131,6 @@ class ShadowSetRun:
         except Exception as err:
             log.debug("store: cannot forget aborted set %s: %s", self.manifest.id, err)
 
-    def _finish_freeze_window(self) -> None:
-        assert self.manifest is not None
-        if self._freeze_start is not None and self.manifest.freeze_window is None:
-            self.manifest.freeze_window = round(time.monotonic() - self._freeze_start, 6)
-
-    def _check_watchdog(self, phase: str) -> None:
-        if self.watchdog is not None and self.watchdog.fired():
-            self.watchdog = None
-            raise self._abort(
-                f"the watchdog released the set at its deadline during {phase} ({self._limits()})"
-            )
-
-    def _limits(self) -> str:
-        options = self.options
-        return f"freeze timeout {options.freeze_timeout:g} s + commit timeout {options.commit_timeout:g} s"
-
     # ---- the sequence ----------------------------------------------------------------------------
 
     def create(self) -> ShadowSetManifest:
@@ -176,7 +140,7 @@ class ShadowSetRun:
         self.commits = Commits(planning.choose_providers(volumes, self.options.provider))
         self.runs = planning.make_runs(volumes, self.options)
         planning.check_freeze_policies(self.runs, volumes, self.commits.providers)
-        self._freezer_targets = planning.freezer_targets(self.runs, volumes)
+        freezer_targets = planning.freezer_targets(self.runs, volumes)
 
         self.manifest = ShadowSetManifest(
             id=self.store.new_id(),
@@ -190,6 +154,7 @@ class ShadowSetRun:
         self.ctx = SnapshotContext(
             set_id=self.manifest.id, volumes=volumes, backup_type=self.options.backup_type
         )
+        self.hold = Hold(self.runs, self.ctx, self.options, self.manifest, freezer_targets)
         with set_locks(volumes, self.runs):  # sets sharing a volume or a writer: one at a time, machine-wide
             try:
                 return self._sequence(volumes, all_volumes)
@@ -199,8 +164,8 @@ class ShadowSetRun:
                 raise
 
     def _sequence(self, volumes: list[Volume], all_volumes: list[Volume]) -> ShadowSetManifest:
-        assert self.manifest is not None and self.ctx is not None
-        ctx = self.ctx
+        assert self.manifest is not None and self.ctx is not None and self.hold is not None
+        ctx, hold = self.ctx, self.hold
         for run in self.runs:
             run.writer.freeze_timeout = min(run.writer.freeze_timeout, self.options.freeze_timeout)
 
@@ -228,13 +193,15 @@ class ShadowSetRun:
         self._phase(
             "prepare_snapshot", lambda r: r.timed("prepare_snapshot", lambda: r.writer.prepare_snapshot(ctx))
         )
-        self._release_degraded()
+        release_degraded(self.runs, ctx)
 
-        self._start_watchdog()
-        self._freeze()
+        with self._aborting():
+            hold.start_watchdog()
+            hold.freeze()
         self._commit(volumes)
-        held = {m for r in self._active() if r.held for m in self._freezer_targets.get(r.label, ())}
-        self._thaw()
+        held = hold.frozen_volumes()
+        with self._aborting():
+            hold.thaw()
         note = planning.separate_instants_note(self.manifest.shadows, held | self.commits.together)
         if note:
             self.manifest.notes.append(note)
@@ -252,81 +219,16 @@ class ShadowSetRun:
         self.store.clear_intent(self.manifest.id)  # the record lists every shadow now
         return self.manifest
 
-    def _start_watchdog(self) -> None:
-        actions = watchdog_actions(self._active())
-        if not actions:
-            return  # every hold dies with this process (database sessions, locks)
-        timeouts = self.options.freeze_timeout + self.options.commit_timeout
-        try:
-            self.watchdog = Watchdog.start(actions, watchdog_deadline(self._active(), timeouts))
-        except WatchdogStartError as err:
-            raise self._abort(f"cannot freeze without a watchdog: {err}") from err
-
-    def _freeze(self) -> None:
-        assert self.manifest is not None and self.ctx is not None
-        ctx = self.ctx
-        timeout = self.options.freeze_timeout
-        phase_deadline = time.monotonic() + timeout
-        self._freeze_start = time.monotonic()
-        self.manifest.frozen_at = time.time()
-        app = [r for r in self._active() if not r.is_filesystem_freezer]
-        fs = [r for r in self._active() if r.is_filesystem_freezer]
-
-        def freeze(run: WriterRun) -> None:
-            run.freeze_started = True
-            run.report.state = WriterState.WAITING_FOR_FREEZE
-            run.timed("freeze", lambda: run.writer.freeze(ctx))
-            run.held = True
-            run.report.state = WriterState.FROZEN
-
-        # Application writers together; then filesystem freezes one after another, each within what is left.
-        for batch in ([app] if app else []) + [[run] for run in fs]:
-            self._check_watchdog("freeze")  # never freeze more once the watchdog has given up on us
-            remaining = max(phase_deadline - time.monotonic(), 0.001)
-            self._handle("freeze", event_all("freeze", batch, freeze, remaining), timeout)
-            self._release_degraded()
-        self.manifest.phases["freeze"] = round(time.monotonic() - self._freeze_start, 6)
-        self._check_watchdog("freeze")
-
     def _commit(self, volumes: list[Volume]) -> None:
-        assert self.manifest is not None
+        assert self.manifest is not None and self.hold is not None
         started = time.monotonic()
         try:
             self.commits.commit(volumes, self.manifest.id, self.options.commit_timeout, self.manifest.shadows)
         except CommitFailed as failed:
             raise self._abort(failed.message, failed.cause) from failed.cause
         self.manifest.phases["commit"] = round(time.monotonic() - started, 6)
-        self._check_watchdog("commit")
-
-    def _thaw(self) -> None:
-        assert self.manifest is not None and self.ctx is not None
-        ctx = self.ctx
-        started = time.monotonic()
-        fs_first = sorted((r for r in self._active() if r.held), key=lambda r: not r.is_filesystem_freezer)
-        failures = []
-        for run in fs_first:
-            future = start_thaw(run, ctx)
-            self._thaw_running = (future, time.monotonic() + run.thaw_timeout)
-            failure = end_thaw(run, future)
-            self._thaw_running = None
-            if failure:
-                failures.append(failure)
-        self._finish_freeze_window()
-        self.manifest.phases["thaw"] = round(time.monotonic() - started, 6)
-        fired = self.watchdog is not None and self.watchdog.fired()
-        if self.watchdog is not None:
-            if failures:
-                self.watchdog.fire()
-            else:
-                self.watchdog.thawed()
-            self.watchdog = None
-        if fired:
-            raise self._abort(
-                f"the watchdog released the set at its deadline before the thaw ({self._limits()})"
-            )
-        if failures:
-            # VSS: a writer failing at thaw means its data in the shadow cannot be trusted.
-            raise self._abort(failures[0])
+        with self._aborting():
+            self.hold.check_watchdog("commit")
 
     def _post_snapshot(self) -> None:
         assert self.manifest is not None and self.ctx is not None

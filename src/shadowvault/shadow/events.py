@@ -114,6 +114,11 @@ class WriterRun:
             self.report.timings[phase] = round(time.monotonic() - started, 6)
 
 
+def active_runs(runs: Sequence[WriterRun]) -> list[WriterRun]:
+    """The writers still in the set: every one but those degraded out of it."""
+    return [run for run in runs if not run.degraded]
+
+
 class Outcome(NamedTuple):
     """How one writer's event ended: with an error, past its timeout, or well (both falsy)."""
 

@@ -8,7 +8,14 @@ empty directories), while a live walk crosses into them. So each writable nested
 read-only snapshot of its own, taken right after the volume's (each atomic on its own), named
 `<set id>-<index>.<n>` beside it; a read-only one (a snapshot already, e.g. snapper's or docker's)
 is read where it is. `provider_data["nested_images"]` maps each nested subvolume's path in the volume
-to where it is read; `shadow/path_map.py` and the backup's grafts follow it.
+to where it is read; `shadow/path_map.py` and the backup's grafts follow it. Each image is its own
+btrfs transaction: a nested subvolume's is of a later instant than the volume's (milliseconds), not
+of the same one, and nothing freezes them together (a btrfs shadow forbids fsfreeze).
+
+A nested subvolume with a mount at its place (or above it, inside the volume) gets no image here:
+what is mounted there is a volume of its own, which the requester shadows as such (the backup does,
+as it does any mount below its paths), as the images of other providers leave out every mount. An
+image of it here as well would snapshot the same subvolume twice, in two places of the manifest.
 """
 
 from __future__ import annotations
@@ -168,9 +175,11 @@ class BtrfsProvider(Provider):
 
     @staticmethod
     def _nested(mount_point: str) -> list[str]:
-        """Nested subvolumes other than our own snapshots, parents first; [] when they cannot be listed."""
+        """Nested subvolumes other than our own snapshots and those a mount covers, parents first;
+        [] when they cannot be listed."""
+        covered = [os.path.relpath(m, mount_point) for m in mounts_within(mount_point) if m != mount_point]
         try:
-            return nested_subvolume_tree(mount_point, skip=SHADOW_DIR_NAME)
+            return nested_subvolume_tree(mount_point, skip=SHADOW_DIR_NAME, hidden=covered)
         except OSError as err:
             log.debug("cannot list nested subvolumes of %s: %s", mount_point, err)
             return []

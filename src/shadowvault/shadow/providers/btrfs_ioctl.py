@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+from collections.abc import Collection
 
 BTRFS_IOC_SNAP_CREATE_V2 = 0x50009417
 BTRFS_IOC_SNAP_DESTROY_V2 = 0x5000943F
@@ -138,16 +139,17 @@ def is_snapshot_copy(path: str) -> bool:
     return bool(flags & BTRFS_ROOT_SUBVOL_RDONLY) and copied
 
 
-def nested_subvolume_tree(root: str, skip: str) -> list[str]:
+def nested_subvolume_tree(root: str, skip: str, hidden: Collection[str] = ()) -> list[str]:
     """Paths (relative to `root`, parents before children) of every subvolume nested in the one whose
-    root is `root`, however deep; those under a top-level directory named `skip` are left out."""
+    root is `root`, however deep; those under a top-level directory named `skip` are left out, and
+    so are those at or below a `hidden` path (relative: where another mount covers the tree)."""
     found: list[str] = []
     pending = [""]
     while pending:
         base = pending.pop()
         for rel in sorted(nested_subvolumes(os.path.join(root, base) if base else root)):
             path = os.path.join(base, rel) if base else rel
-            if path.split("/", 1)[0] == skip:
+            if path.split("/", 1)[0] == skip or any(path == h or path.startswith(h + "/") for h in hidden):
                 continue
             found.append(path)
             pending.append(path)

@@ -1,12 +1,13 @@
 """The fanotify provider: a copy-on-write shadow made in user space, for ext4 and others (Linux >= 6.14).
 
 No kernel module, no snapshot support in the filesystem: at commit, while the volume is frozen, a
-listener process (fanotify_listener) indexes the volume, pins every file open, and marks the whole
-filesystem for fanotify pre-content events; from the thaw on, it copies each range's old content
-aside before its first change. The shadow is read through a read-only FUSE view the listener serves
-at `<state dir>/fanotify/<set id>-<index>`: names and metadata from the index, data from the saved
-ranges or the pinned live file. The listener lives until the shadow is deleted; if it dies, the
-view fails every access (ENOTCONN), and a failed copy makes it fail with EIO: never silently wrong.
+listener process (fanotify_listener; started, awaited and stopped through fanotify_process) indexes
+the volume, pins every file open, and marks the whole filesystem for fanotify pre-content events;
+from the thaw on, it copies each range's old content aside before its first change. The shadow is
+read through a read-only FUSE view the listener serves at `<state dir>/fanotify/<set id>-<index>`:
+names and metadata from the index, data from the saved ranges or the pinned live file. The
+listener lives until the shadow is deleted; if it dies, the view fails every access (ENOTCONN), and
+a failed copy makes it fail with EIO: never silently wrong.
 
 It needs the filesystem frozen at the instant (FreezePolicy.NEEDS): the index is finished inside
 the freeze, which is what makes it one point in time across files (hence `atomic`). With `--writer
@@ -28,35 +29,24 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
-import select
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 
 from shadowvault import paths
 from shadowvault.errors import PermissionDeniedError, ProviderError, ShadowUncheckedError, UnsupportedError
-from shadowvault.proc import pid_alive
 from shadowvault.shadow.freeze_rules import check_may_freeze
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers import fanotify_sys
 from shadowvault.shadow.providers.base import IMAGE_NAME, FoundImage, FreezePolicy, Provider, image_name
 from shadowvault.shadow.providers.fanotify_access import architecture_supported
-from shadowvault.shadow.providers.fanotify_freeze import thaw
 from shadowvault.shadow.providers.fanotify_listener import INVALID_SUFFIX
+from shadowvault.shadow.providers.fanotify_process import listener_alive, start_listener, stop_listener
 from shadowvault.shadow.volumes import Volume
-
-log = logging.getLogger(__name__)
 
 MIN_KERNEL = (6, 14)
 TESTED_FSTYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")  # pre-content marks: refused on tmpfs, overlay
-READY_TIMEOUT = 600.0  # the coordinator's commit limit (and cancel) comes first
-STOP_TIMEOUT = 10.0
-LISTENER_MODULE = "shadowvault.shadow.providers.fanotify_listener"
 
 
 def kernel_version(release: str | None = None) -> tuple[int, int]:
@@ -71,33 +61,6 @@ def kernel_version(release: str | None = None) -> tuple[int, int]:
 def base_dir() -> str:
     """Where the views, saved ranges, records and logs of fanotify shadows live."""
     return str(paths.state_dir() / "fanotify")
-
-
-def _process_stat(pid: int) -> tuple[str, str] | None:
-    """The state and start time (fields 3 and 22 of its stat) of `pid`, None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (fields[0], fields[19]) if len(fields) >= 20 else None
-
-
-def _process_start(pid: int) -> str | None:
-    """The start time of `pid`: with the pid, it names one live process.
-
-    None for a process that has ended, a zombie included (a listener killed while its creator runs).
-    """
-    stat = _process_stat(pid)
-    return None if stat is None or stat[0] in ("Z", "X") else stat[1]
-
-
-def _reap(pid: int, start: str) -> None:
-    """Wait for the listener `pid` started at `start` if it ended as a child of this process (the
-    daemon's, killed behind its back), so that no zombie of it stays for as long as the daemon runs."""
-    if _process_stat(pid) == ("Z", start):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
 
 
 def _is_mounted(path: str) -> bool:
@@ -175,7 +138,7 @@ class FanotifyProvider(Provider):
             raise ProviderError(f"cannot create {data['view']}: it exists already")
         os.mkdir(data["view"], 0o700)
         try:
-            report = self._start_listener(volume, shadow)
+            report = start_listener(volume, shadow, self._cancelled)
         except BaseException:
             self.delete(shadow)
             raise
@@ -189,102 +152,6 @@ class FanotifyProvider(Provider):
         )
         shadow.notes = self._notes(volume, report)
         return shadow
-
-    def _start_listener(self, volume: Volume, shadow: Shadow) -> dict:
-        data = shadow.provider_data
-        read_end, write_end = os.pipe()
-        argv = [
-            sys.executable,
-            "-m",
-            LISTENER_MODULE,
-            "--volume",
-            volume.mount_point,
-            "--view",
-            data["view"],
-            "--store",
-            data["store"],
-            "--status-fd",
-            str(write_end),
-            "--log",
-            data["log"],
-        ]
-        try:
-            with open(data["log"], "ab") as log_file:
-                child = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log_file,
-                    pass_fds=(write_end,),
-                    start_new_session=True,  # not in the requester's process group: it outlives its signals
-                )
-        finally:
-            os.close(write_end)
-        # Our own descriptor of the volume: if the listener dies or is cancelled, we thaw it.
-        volume_fd = os.open(volume.mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        statuses: list[dict] = []
-        try:
-            self._write_record(shadow, volume, child.pid)
-            self._await_status(read_end, child, statuses)
-        except BaseException:
-            self._end_listener(child, volume_fd)
-            raise
-        finally:
-            os.close(read_end)
-        ready = next((s["ready"] for s in statuses if "ready" in s), None)
-        if ready is None:
-            self._end_listener(child, volume_fd)
-            error = next((s["error"] for s in statuses if "error" in s), None)
-            ended = f"the listener ended (exit status {child.poll()}); see {data['log']}"
-            raise ProviderError(f"fanotify shadow of {volume.mount_point} failed: {error or ended}")
-        os.close(volume_fd)
-        data["listener_pid"] = child.pid
-        data["listener_start"] = _process_start(child.pid)
-        return ready
-
-    @staticmethod
-    def _end_listener(child: subprocess.Popen[bytes], volume_fd: int) -> None:
-        """Kill a listener that failed or was cancelled, then thaw the volume in case it had frozen it.
-
-        Always: it may have been killed between its FIFREEZE and saying so. A failed commit aborts
-        the set, so thawing a freeze the set's fsfreeze writer holds is only its abort done early.
-        """
-        with contextlib.suppress(ProcessLookupError):
-            child.kill()
-        child.wait()
-        try:
-            thaw(volume_fd)
-        except OSError as err:
-            log.error("cannot thaw %s after its fanotify listener ended: %s", volume_fd, err)
-
-    def _write_record(self, shadow: Shadow, volume: Volume, pid: int) -> None:
-        record = {"volume": volume.mount_point, "pid": pid, "start": _process_start(pid)}
-        with open(shadow.provider_data["record"], "w") as f:
-            json.dump(record, f)
-
-    def _await_status(self, fd: int, child: subprocess.Popen[bytes], statuses: list[dict]) -> None:
-        """Collect the listener's status lines until `ready` or `error`, or until it ends."""
-        deadline = time.monotonic() + READY_TIMEOUT
-        pending = b""
-        while time.monotonic() < deadline:
-            if self._cancelled.is_set():
-                raise ProviderError("the fanotify commit was cancelled")
-            ready, _, _ = select.select([fd], [], [], 0.05)
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return
-            pending += chunk
-            while b"\n" in pending:
-                line, pending = pending.split(b"\n", 1)
-                try:
-                    statuses.append(json.loads(line))
-                except ValueError:
-                    continue
-                if "ready" in statuses[-1] or "error" in statuses[-1]:
-                    return
-        raise ProviderError(f"the fanotify listener did not get ready within {READY_TIMEOUT:g} s")
 
     @staticmethod
     def _notes(volume: Volume, report: dict) -> list[str]:
@@ -328,7 +195,7 @@ class FanotifyProvider(Provider):
         data = shadow.provider_data
         view = data.get("view") or shadow.path
         record = data.get("record") or view + ".json"
-        self._stop_listener(record)
+        stop_listener(record)
         if _is_mounted(view):
             try:
                 fanotify_sys.umount(view)
@@ -340,31 +207,6 @@ class FanotifyProvider(Provider):
         for leftover in (record, data.get("log") or view + ".log", view + INVALID_SUFFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
-
-    @staticmethod
-    def _stop_listener(record: str) -> None:
-        try:
-            with open(record) as f:
-                info = json.load(f)
-        except (OSError, ValueError):
-            return
-        pid, start = info.get("pid"), info.get("start")
-        if not isinstance(pid, int) or not isinstance(start, str):
-            return
-        if not pid_alive(pid) or _process_start(pid) != start:
-            _reap(pid, start)
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # our own child when this process made the shadow
-            if _process_start(pid) != start:
-                return
-            time.sleep(0.02)
-        log.warning("fanotify listener %d did not stop on SIGTERM; killing it", pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
     def found_images(self, volume: Volume) -> list[FoundImage]:
         """Views of this volume in `<state dir>/fanotify`, by their records."""
@@ -387,10 +229,3 @@ class FanotifyProvider(Provider):
             if info.get("volume") == volume.mount_point:
                 found.append(FoundImage(match["set_id"], self._shadow_at(volume, stem)))
         return found
-
-
-def listener_alive(shadow: Shadow) -> bool:
-    """Whether the listener keeping `shadow` true still runs (its view fails every access otherwise)."""
-    pid = shadow.provider_data.get("listener_pid")
-    start = shadow.provider_data.get("listener_start")
-    return isinstance(pid, int) and _process_start(pid) == start
