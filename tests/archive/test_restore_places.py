@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,11 @@ import pytest
 from shadowvault.archive.restore import find_node
 from shadowvault.repo.pack import pack_name
 from shadowvault.repo.repository import Repository
-from tests.archive.helpers import PASSWORD
+from shadowvault.repo.snapshot import Snapshot
+from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.archive.test_backup_errors import without_dac_override
 from tests.archive.test_honest_output import all_json, of_type
+from tests.archive.test_hostile_restore import Crafter
 
 KEPT_WHY = "already in the target, not older than the snapshot's (--overwrite if-newer; always replaces it)"
 SEALED_WHY = "not restored: not read at backup: Permission denied"
@@ -56,17 +59,15 @@ def prepare(place: Path) -> None:
     (place / "blocked").mkdir()
 
 
-def restore(
-    snap: Snap, spec: str, target: Path | str, *flags: str, cwd: Path | None = None, env: dict | None = None
-):
-    """`shadowvault restore SPEC --target TARGET --overwrite if-newer`, as a user runs it (without a
-    daemon; `env`, in place of the snapshot's, can name one to do it)."""
+def restore(env: dict[str, str], spec: str, target: Path | str, *flags: str, cwd: Path | None = None):
+    """`shadowvault restore SPEC --target TARGET --overwrite if-newer`, as a user runs it (`env` names
+    the repository, and a daemon to do it, if any)."""
     command = ["restore", spec, "--target", str(target), "--overwrite", "if-newer", *flags]
     return subprocess.run(
         [sys.executable, "-m", "shadowvault.cli.launch", *command],
         capture_output=True,
         text=True,
-        env={**os.environ, **(snap.env if env is None else env)},
+        env={**os.environ, **env},
         cwd=cwd,
         timeout=300,
     )
@@ -105,7 +106,7 @@ def test_a_whole_snapshot_restore_names_the_places_below_the_full_paths(snap: Sn
         target = tmp_path / f"whole-{as_json}"
         place = f"{target}{snap.www}"  # the snapshot's full paths are recreated below the target
         prepare(Path(place))
-        done = restore(snap, "latest", target, *(["--json"] if as_json else []))
+        done = restore(snap.env, "latest", target, *(["--json"] if as_json else []))
         if as_json:
             assert done.returncode == 3, done.stderr
             assert entries_said(done) == expected_lines(snap.www, place)
@@ -118,7 +119,7 @@ def test_a_subpath_restore_names_the_places_in_the_target(snap: Snap, tmp_path: 
     for as_json in (False, True):
         target = tmp_path / f"sub-{as_json}"
         prepare(target)
-        done = restore(snap, f"latest:{snap.www}", target, *(["--json"] if as_json else []))
+        done = restore(snap.env, f"latest:{snap.www}", target, *(["--json"] if as_json else []))
         if as_json:
             assert done.returncode == 3, done.stderr
             assert entries_said(done) == expected_lines(snap.www, str(target))
@@ -130,20 +131,20 @@ def test_a_single_file_restore_names_the_file_in_the_target(snap: Snap, tmp_path
     target = tmp_path / "single"
     prepare(target)
     for name, code in (("index.html", 0), ("sealed", 0), ("blocked", 1)):  # 1: nothing restored
-        done = restore(snap, f"latest:{snap.www}/{name}", target, "--json")
+        done = restore(snap.env, f"latest:{snap.www}/{name}", target, "--json")
         assert done.returncode == code, done.stderr
         assert entries_said(done) == expected_lines(snap.www, str(target), (name,))
-    done = restore(snap, f"latest:{snap.www}/sealed", target)
+    done = restore(snap.env, f"latest:{snap.www}/sealed", target)
     assert done.stderr.splitlines()[0] == f"shadowvault: warning: {target}/sealed: {SEALED_WHY}"
-    done = restore(snap, f"latest:{snap.www}/blocked", target)
+    done = restore(snap.env, f"latest:{snap.www}/blocked", target)
     assert f"shadowvault: warning: {target}/blocked: {BLOCKED_WHY}" in done.stderr.splitlines()
 
 
 def test_a_relative_target_is_named_as_the_user_gave_it(snap: Snap, tmp_path: Path):
     prepare(tmp_path / "here" / "restored")
-    done = restore(snap, f"latest:{snap.www}", "restored", "--json", cwd=tmp_path / "here")
+    done = restore(snap.env, f"latest:{snap.www}", "restored", "--json", cwd=tmp_path / "here")
     assert entries_said(done) == expected_lines(snap.www, "restored")
-    done = restore(snap, f"latest:{snap.www}", "restored", cwd=tmp_path / "here")
+    done = restore(snap.env, f"latest:{snap.www}", "restored", cwd=tmp_path / "here")
     assert_text(done, "restored")
 
 
@@ -162,11 +163,30 @@ def test_a_file_whose_blob_is_damaged_is_named_by_its_place(snap: Snap, tmp_path
         f.write(bytes([byte[0] ^ 0x01]))
 
     target = tmp_path / "damaged"
-    done = restore(snap, f"latest:{snap.www}", target, "--json")
+    done = restore(snap.env, f"latest:{snap.www}", target, "--json")
     assert done.returncode == 3, done.stderr
     (error,) = of_type(all_json(done.stderr), "error")
     assert (error["path"], error["target"]) == (f"{snap.www}/index.html", f"{target}/index.html")
     assert not (target / "index.html").exists()
-    done = restore(snap, f"latest:{snap.www}", tmp_path / "damaged-text")
+    done = restore(snap.env, f"latest:{snap.www}", tmp_path / "damaged-text")
     (line,) = [line for line in done.stderr.splitlines() if "index.html" in line]
     assert line.startswith(f"shadowvault: warning: {tmp_path}/damaged-text/index.html: "), line
+
+
+def test_an_unsafe_name_is_named_in_its_directorys_place(tmp_path: Path):
+    """An entry whose name is not one component is never created: the error names the place of its
+    directory in the target and the name escaped, as `ls` shows it."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        c = Crafter(repo)
+        root = c.root(c.dir(b"srv", c.dir(b"www", c.file(b"../../escape"), c.file(b"ok", b"ok"))))
+        repo.save_snapshot(Snapshot(time=time.time(), host="crafted", paths=["/srv"], tree=root))
+    env = {"SHADOWVAULT_REPOSITORY": str(tmp_path / "repo"), "SHADOWVAULT_PASSWORD": PASSWORD}
+    target = tmp_path / "target"
+    done = restore(env, "latest:/srv/www", target, "--json")
+    assert done.returncode == 3, done.stderr
+    (error,) = of_type(all_json(done.stderr), "error")
+    escaped = r"..\x2f..\x2fescape"
+    assert (error["path"], error["target"]) == (f"/srv/www/{escaped}", f"{target}/{escaped}")
+    assert (target / "ok").read_bytes() == b"ok"
+    done = restore(env, "latest:/srv/www", tmp_path / "text")
+    assert f"shadowvault: warning: {tmp_path}/text/{escaped}: not restored: unsafe name" in done.stderr

@@ -28,18 +28,18 @@ def test_the_daemon_names_the_same_places(snap: Snap, tmp_path: Path):  # noqa: 
         whole = here / "whole"
         place = f"{whole}{snap.www}"
         prepare(Path(place))
-        done = restore(snap, "latest", whole, "--json", env=env)
+        done = restore(env, "latest", whole, "--json")
         assert done.returncode == 3, done.stderr
         assert entries_said(done) == expected_lines(snap.www, place)
 
         prepare(here / "sub")  # a relative target: named as given, not as the daemon was given it
-        done = restore(snap, f"latest:{snap.www}", "sub", "--json", env=env, cwd=here)
+        done = restore(env, f"latest:{snap.www}", "sub", "--json", cwd=here)
         assert done.returncode == 3, done.stderr
         assert entries_said(done) == expected_lines(snap.www, "sub")
-        assert_text(restore(snap, f"latest:{snap.www}", "sub", env=env, cwd=here), "sub")
+        assert_text(restore(env, f"latest:{snap.www}", "sub", cwd=here), "sub")
 
         for name, code in (("index.html", 0), ("sealed", 0), ("blocked", 1)):
-            done = restore(snap, f"latest:{snap.www}/{name}", "sub", "--json", env=env, cwd=here)
+            done = restore(env, f"latest:{snap.www}/{name}", "sub", "--json", cwd=here)
             assert done.returncode == code, done.stderr
             assert entries_said(done) == expected_lines(snap.www, "sub", (name,))
 
