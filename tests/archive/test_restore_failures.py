@@ -203,5 +203,5 @@ def test_a_directory_in_the_way_of_a_file_is_an_error_not_a_silent_skip(ext4, cl
             summary = next(json.loads(line) for line in done.stdout.splitlines() if '"summary"' in line)
             assert (summary["errors"], summary["files"]) == (1, 1)
         else:
-            assert f"{src}/blocked: not restored: a directory is in the way" in done.stderr
+            assert f"{target}/blocked: not restored: a directory is in the way" in done.stderr  # its place
             assert "Traceback" not in done.stderr

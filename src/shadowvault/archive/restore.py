@@ -47,6 +47,7 @@ from shadowvault.archive.restore_entries import (
     unsafe_text,
 )
 from shadowvault.archive.restore_outcomes import Pending, Restored, chain
+from shadowvault.archive.restore_places import TargetPlaces, top_of
 from shadowvault.archive.restore_reads import NAME_MAX
 from shadowvault.archive.restore_workers import LazyRestoreWorkers
 from shadowvault.archive.tree_paths import TreeReader, find_node, raw_path
@@ -145,6 +146,8 @@ class Restorer:
         os.makedirs(self.target, exist_ok=True)
         root = self._root
         root.spath = b"/" + b"/".join(p for p in raw_path(subpath).split(b"/") if p)
+        top = top_of(root.spath, is_dir=node is None or node.type == "dir")
+        self.stats.places = TargetPlaces(text(self.target), text(top))  # what the report names
         root.fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the user's own path
         self.dirs.open.add(root)
         root.inherits_acl = has_default_acl(root.fd)

@@ -24,10 +24,11 @@ from enum import StrEnum
 
 from shadowvault.archive import metadata
 from shadowvault.archive.restore_outcomes import Restored
+from shadowvault.archive.restore_places import TargetPlaces
 from shadowvault.archive.tree_paths import join, text
 from shadowvault.archive.unnamed_files import create_unnamed
 from shadowvault.cancellation import Cancellation
-from shadowvault.display import display_name, one_component
+from shadowvault.display import display_component
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.tree import Node, entry_error
 
@@ -52,11 +53,18 @@ class RestoreStats:
     bytes_written: int = 0
     skipped: int = 0  # entries not laid down because they were unreadable at backup (kept: below)
     verified: int = 0
-    kept: list[tuple[str, str]] = field(default_factory=list)  # (path, why): in the target, left as is
+    # (snapshot path, why): already in the target and left as is; not restored; restored, but not whole
+    kept: list[tuple[str, str]] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    places: TargetPlaces | None = None  # where each snapshot path is in the target (set by the restore)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     cancellation: Cancellation | None = None  # checked before every entry, blob and worker task
+
+    def place(self, path: str) -> str | None:
+        """The place in the target of a path of `kept`, `errors` or `warnings` (what a user looks
+        at); None when the restore never said where its target is."""
+        return self.places.place(path) if self.places is not None else None
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -118,8 +126,9 @@ def process_umask() -> int | None:
 
 
 def unsafe_text(parent: bytes, name: bytes) -> str:
-    """The snapshot path of an entry with an unsafe name, shown as `ls` shows it (`one_component`)."""
-    return display_name(parent.rstrip(b"/") + b"/" + one_component(name))
+    """The snapshot path of an entry with an unsafe name: its directory as every other path is
+    recorded (so its place in the target follows), the name as `ls` shows it (`one_component`)."""
+    return text(parent.rstrip(b"/") + b"/") + display_component(name)
 
 
 def reason(err: BaseException) -> str:

@@ -1,12 +1,9 @@
-"""CLI commands: restore, ls, diff (parse options, call the restore jobs or the archive library, print)."""
+"""CLI command: restore (parse options, call the restore jobs, print what they did)."""
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
-from collections import Counter
 
 import click
 
@@ -15,10 +12,11 @@ from shadowvault.archive.restore import Overwrite, RestoreStats
 from shadowvault.cli.components import restore_component_options, restore_options, run_component_restore
 from shadowvault.cli.coordination import restore_daemon
 from shadowvault.cli.directory_restore import directory_restore_option, for_component, for_writers
-from shadowvault.cli.output import info, json_option, note, print_json, warn
+from shadowvault.cli.output import info, json_option, print_json
 from shadowvault.cli.progress import progress
 from shadowvault.cli.repo_options import open_repository, repo_options, repo_path
 from shadowvault.cli.restore_daemon import restore_through_daemon
+from shadowvault.cli.restore_report import report_entries
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, needs_choice, snapshot_filter_options
 from shadowvault.cli.vm_restore_options import vm_restore_options
 from shadowvault.cli.writer_restore import restore_writer_options, run_writer_restore, writer_restore_order
@@ -50,10 +48,6 @@ def _restore_line(s: dict) -> str:
         f"[{s['seconds_elapsed']:.0f}s] {s['files_done']} files, {s['bytes_written'] / 2**20:.1f} MiB "
         f"written, {s['errors']} errors"
     )
-
-
-def _stderr_json(obj: dict) -> None:
-    sys.stderr.write(json.dumps(obj, separators=(",", ":")) + "\n")  # compact, as every other line
 
 
 @click.command("restore")
@@ -229,13 +223,7 @@ def restore_cmd(
             with open_repository(repo, password_file) as r:
                 request.snapshot = choose(r, request.snapshot, snapshot_filter, subpath=subpath)[0]
                 snap_id = run_files_restore(r, request, stats=stats).snapshot_id
-    _report_kept(stats.kept, as_json)
-    for kind, entries in (("warning", stats.warnings), ("error", stats.errors)):
-        for path, reason in entries:
-            if as_json:
-                _stderr_json({"message_type": kind, "path": path, "message": reason})
-            else:
-                warn(f"{path}: {reason}")
+    report_entries(stats, as_json)  # by their places in the target (cli/restore_report.py)
     duration = time.monotonic() - started
     if as_json:
         print_json(
@@ -264,16 +252,6 @@ def _aside(stats: RestoreStats, verify: bool) -> str:
     parts += [f"{stats.skipped} skipped (unreadable at backup)"] if stats.skipped else []
     parts += [f"{stats.verified} verified"] if verify else []
     return f" ({', '.join(parts)})" if parts else ""
-
-
-def _report_kept(kept: list[tuple[str, str]], as_json: bool) -> None:
-    """What was already in the target and left as is: by name under --json, else a count per reason."""
-    if as_json:
-        for path, why in kept:
-            print_json({"message_type": "kept", "path": path, "reason": why})
-        return
-    for why, count in Counter(why for _, why in kept).items():
-        note(f"{count} kept, {why}")
 
 
 COMMANDS: list[click.Command] = [restore_cmd]

@@ -1,6 +1,8 @@
 """`restore` through the daemon: the daemon restores, this command shows the same.
 
-For files, the run's status events feed the same RestoreStats the in-process restore fills; for
+For files, the run's status events feed the same RestoreStats the in-process restore fills (its
+summary names the snapshot directory the target stands for, so the places printed are below the
+target as the user named it, not the absolute path the daemon was given); for
 components and writers, the run's plan events and summary are the JSON the in-process job reports
 (jobs/application_restores.py). Either way the same code prints them. The password is read here
 (file, environment or prompt) and sent to the daemon with the request. A restore by a user who is
@@ -17,6 +19,7 @@ from typing import Any
 import msgspec
 
 from shadowvault.archive.restore import RestoreStats
+from shadowvault.archive.restore_places import TargetPlaces
 from shadowvault.cli.coordination import finished_run, restore_daemon
 from shadowvault.cli.repo_options import open_repository, read_password, repo_path
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, needs_choice
@@ -66,6 +69,8 @@ def restore_through_daemon(
         stats.errors = [(e["path"], e["reason"]) for e in summary.get("errors", [])]
         stats.warnings = [(w["path"], w["reason"]) for w in summary.get("warnings", [])]
         stats.kept = [(k["path"], k["reason"]) for k in summary.get("kept_paths", [])]
+        if "target_stands_for" in summary:  # the places below the target as named here, not the daemon's
+            stats.places = TargetPlaces(request.target, summary["target_stands_for"])
     return summary["snapshot_id"]
 
 

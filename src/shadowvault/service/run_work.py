@@ -143,6 +143,8 @@ def restore_work(body: RestoreBody) -> Work:
             "errors": _entries(result.errors),
             "warnings": _entries(stats.warnings),
             "kept_paths": _entries(stats.kept),
+            # the snapshot directory the target stands for: where each path above is in the target
+            **({"target_stands_for": stats.places.top} if stats.places is not None else {}),
         }
         return summary, _exit_status(result.errors)
 
