@@ -21,7 +21,7 @@ from shadowvault.cli.coordination import shadow_sets
 from shadowvault.cli.output import info, note, print_json, warn
 from shadowvault.cli.progress import progress, shown
 from shadowvault.components.base import CollectOptions
-from shadowvault.display import escape_text, human_size
+from shadowvault.display import counted, escape_text, human_size
 from shadowvault.errors import PartialFailure
 from shadowvault.jobs.backup import BackupRequest, BackupResult, run_backup
 from shadowvault.jobs.backup_components import ComponentSelection, staged_components
@@ -125,7 +125,9 @@ def _print_result(result: BackupResult, as_json: bool) -> None:
         else:
             info(f"snapshot {result.snapshot_id[:8]} saved")
     if result.errors:
-        raise PartialFailure(f"{len(result.errors)} file(s) could not be read; the snapshot has the rest")
+        raise PartialFailure(
+            f"{counted(len(result.errors), 'file')} could not be read; the snapshot has the rest"
+        )
 
 
 def _print_changes(changes: list[Difference], as_json: bool) -> None:

@@ -20,6 +20,7 @@ from shadowvault.cli.snapshot_choice import SnapshotFilter
 from shadowvault.client import Client
 from shadowvault.components.base import RestoreOptions
 from shadowvault.components.plan import FILE_KINDS, Plan
+from shadowvault.display import counted
 from shadowvault.errors import PartialFailure
 from shadowvault.jobs.application_restores import restore_component_reporting
 from shadowvault.jobs.restore_component import ComponentRestoreRequest
@@ -140,4 +141,6 @@ def run_component_restore(
     for error in summary["errors"]:
         warn(f"{error['path']}: {error['reason']}")
     if summary["errors"]:
-        raise PartialFailure(f"{len(summary['errors'])} item(s) could not be restored; the others were")
+        raise PartialFailure(
+            f"{counted(len(summary['errors']), 'item')} could not be restored; the others were"
+        )

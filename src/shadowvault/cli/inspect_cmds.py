@@ -91,7 +91,9 @@ def find_cmd(
     if as_json:
         print_json({"message_type": "summary", "matches": count, "snapshots": len(snapshots)})
     else:
-        sys.stderr.write(f"{count} match{'es' if count != 1 else ''} in {len(snapshots)} snapshot(s)\n")
+        sys.stderr.write(
+            f"{count} match{'es' if count != 1 else ''} in {counted(len(snapshots), 'snapshot')}\n"
+        )
 
 
 # ------------------------------------------------------------------ dump
@@ -209,7 +211,9 @@ def stats_cmd(
     with open_repository(repo, password_file) as r:
         stats = snapshot_stats(r, choose_all(r, refs, snapshot_filter), mode)
     if stats.missing_blobs:
-        warn(f"{len(stats.missing_blobs)} referenced blob(s) are not in the index (run `shadowvault check`)")
+        missing = len(stats.missing_blobs)
+        verb = "is" if missing == 1 else "are"
+        warn(f"{counted(missing, 'referenced blob')} {verb} not in the index (run `shadowvault check`)")
     if as_json:
         print_json({"message_type": "summary", **stats.as_dict()})
         return

@@ -7,6 +7,7 @@ import click
 from shadowvault.cli.output import info, json_flag, listing, print_json, warn
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.components.plan import Plan
+from shadowvault.display import counted
 from shadowvault.errors import PartialFailure
 from shadowvault.recover.run import RecoverRequest, run_recover
 
@@ -73,7 +74,7 @@ def recover_cmd(
         for what, why in report.errors:
             warn(f"{what}: {why}")
     if report.errors:
-        raise PartialFailure(f"{len(report.errors)} item(s) could not be restored; the others were")
+        raise PartialFailure(f"{counted(len(report.errors), 'item')} could not be restored; the others were")
 
 
 COMMANDS = [recover_cmd]

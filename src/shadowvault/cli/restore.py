@@ -241,9 +241,9 @@ def restore_cmd(
             f"{human_size(stats.bytes_written)} in {duration:.2f}s{_aside(stats, verify)}"
         )
     if stats.errors and not (stats.files or stats.dirs or stats.others or stats.kept):
-        raise RepositoryError(f"nothing was restored: {len(stats.errors)} item(s) could not be")
+        raise RepositoryError(f"nothing was restored: {counted(len(stats.errors), 'item')} could not be")
     if stats.errors:
-        raise PartialFailure(f"{len(stats.errors)} item(s) could not be restored; the others were")
+        raise PartialFailure(f"{counted(len(stats.errors), 'item')} could not be restored; the others were")
 
 
 def _aside(stats: RestoreStats, verify: bool) -> str:

@@ -19,6 +19,7 @@ from shadowvault.cli.output import info, listing, note, print_json
 from shadowvault.cli.restore_daemon import here_or_in_daemon, writer_restore_through_daemon
 from shadowvault.cli.snapshot_choice import SnapshotFilter
 from shadowvault.client import Client
+from shadowvault.display import counted
 from shadowvault.errors import UsageError
 from shadowvault.jobs.application_restores import Emit, WriterRestoreOrder, restore_writers_reporting
 from shadowvault.jobs.restore_writer import WriterRestoreRequest
@@ -167,7 +168,9 @@ def _plan_printer(as_json: bool, *, dry_run: bool) -> Emit:
 def _print_writer_summary(summary: dict[str, Any]) -> None:
     where = "in place" if summary["in_place"] else f"below {summary['target_root']}"
     if summary["dry_run"]:
-        note(f"dry run, nothing changed: {len(summary['chosen'])} writer(s) would be restored {where}")
+        note(
+            f"dry run, nothing changed: {counted(len(summary['chosen']), 'writer')} would be restored {where}"
+        )
         return
     for label in summary["restored"]:
         note(f"restored {label} {where} through its writer")

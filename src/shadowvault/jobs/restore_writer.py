@@ -23,6 +23,7 @@ from shadowvault import cancellation
 from shadowvault.archive import metadata
 from shadowvault.archive.restore import Restorer, RestoreStats
 from shadowvault.archive.tree_paths import find_node
+from shadowvault.display import counted
 from shadowvault.errors import JobCancelledError, NotFoundError, ShadowvaultError, UsageError, WriterError
 from shadowvault.jobs.writer_plan import (
     WriterPlan,
@@ -173,7 +174,7 @@ def restore_with_writers(
             writer.restore_stopped(ctx)
             path, why = result.errors[0]
             raise WriterError(
-                f"writer {label}: {len(result.errors)} file(s) not restored, first {path}: {why}"
+                f"writer {label}: {counted(len(result.errors), 'file')} not restored, first {path}: {why}"
             )
         try:
             with cancellation.shielded():

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from shadowvault import proc
 from shadowvault.archive.walk_stats import WalkStats
 from shadowvault.components.base import CollectOptions
+from shadowvault.display import counted
 from shadowvault.errors import PartialFailure, ShadowvaultError
 from shadowvault.jobs import job_metrics, job_records
 from shadowvault.jobs.backup import BackupRequest, BackupResult, run_backup
@@ -56,7 +57,9 @@ def raise_for(record: JobRecord) -> None:
     first = record.errors[0] if record.errors else f"exit status {record.exit_status}"
     message = f"job {record.job}: {first}"
     if record.status == PARTIAL:
-        raise PartialFailure(f"job {record.job}: {len(record.errors)} file(s) could not be read; {first}")
+        raise PartialFailure(
+            f"job {record.job}: {counted(len(record.errors), 'file')} could not be read; {first}"
+        )
     raise JobFailedError(message, record.exit_status)
 
 

@@ -35,6 +35,7 @@ import threading
 import time
 
 from shadowvault import paths
+from shadowvault.display import counted
 from shadowvault.errors import PermissionDeniedError, ProviderError, ShadowUncheckedError, UnsupportedError
 from shadowvault.shadow.freeze_rules import check_may_freeze
 from shadowvault.shadow.manifest import Shadow
@@ -163,8 +164,8 @@ class FanotifyProvider(Provider):
             )
         if report.get("unguarded"):
             notes.append(
-                f"{report['unguarded']} file(s) open for writing at the instant were copied whole at commit "
-                f"({report.get('bytes_saved', 0)} bytes)"
+                f"{counted(report['unguarded'], 'file')} open for writing at the instant: copied whole at"
+                f" commit ({report.get('bytes_saved', 0)} bytes)"
             )
         notes.extend(report.get("problems", []))
         return notes
