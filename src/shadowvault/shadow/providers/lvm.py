@@ -47,13 +47,19 @@ from shadowvault.shadow.providers.lvm_commands import (
     unmount_snapshot,
 )
 from shadowvault.shadow.providers.lvm_freeze import GroupFreeze, kernel_nests_freezes
-from shadowvault.shadow.providers.lvm_planning import classic_extents, human, origin_of, snapshot_percent
+from shadowvault.shadow.providers.lvm_planning import (
+    classic_extents,
+    human,
+    origin_of,
+    snapshot_percent,
+)
 from shadowvault.shadow.providers.lvm_volumes import (
     LogicalVolume,
+    SnapshotState,
     dm_size,
     dm_uuid,
-    find_logical_volume,
     list_logical_volumes,
+    snapshot_states,
 )
 from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
 
@@ -242,17 +248,29 @@ class LvmProvider(Provider):
         )
 
     def found_images(self, volume: Volume) -> list[FoundImage]:
-        """Snapshots of the volume's LV named `sv-<set id>-<index>`: ours, and nothing else."""
-        if not volume.dev or not (dm_uuid(volume.dev) or "").startswith("LVM-"):
+        return self.found_images_on([volume])
+
+    def found_images_on(self, volumes: Sequence[Volume]) -> list[FoundImage]:
+        """Snapshots of the volumes' LVs named `sv-<set id>-<index>`: ours, and nothing else (one lvs)."""
+        on_lvm = [v for v in volumes if v.dev and (dm_uuid(v.dev) or "").startswith("LVM-")]
+        if not on_lvm:
             return []
         try:
             candidates = list_logical_volumes()
         except ProviderError as err:
-            log.warning("cannot look for lvm snapshots of %s: %s", volume.mount_point, err)
+            where = ", ".join(v.mount_point for v in on_lvm)
+            log.warning("cannot look for lvm snapshots of %s: %s", where, err)
             return []
-        origin = next((lv for lv in candidates if lv.dev == volume.dev), None)
-        if origin is None:
-            return []
+        found = []
+        for volume in on_lvm:
+            origin = next((lv for lv in candidates if lv.dev == volume.dev), None)
+            if origin is not None:
+                found += self._images_of(volume, origin, candidates)
+        return found
+
+    def _images_of(
+        self, volume: Volume, origin: LogicalVolume, candidates: Sequence[LogicalVolume]
+    ) -> list[FoundImage]:
         found = []
         for lv in candidates:
             match = SNAPSHOT_LV.match(lv.name)
@@ -289,18 +307,32 @@ class LvmProvider(Provider):
                 log.warning("cannot remove %s: %s", target, err.strerror)
 
     def problem(self, shadow: Shadow) -> str | None:
-        vg, name = shadow.provider_data.get("vg", ""), shadow.provider_data.get("lv", "")
+        return self.problems([shadow])[0]
+
+    def problems(self, shadows: Sequence[Shadow]) -> list[str | None]:
+        """One lvs for all of `shadows`: the state of every snapshot of ours on the machine."""
         try:
-            lv = find_logical_volume(vg, name)
+            states = snapshot_states(LV_PREFIX)
         except ProviderError as err:
-            why = f"cannot check the lvm snapshot {vg}/{name} of {shadow.volume}: {err}"
-            raise ShadowUncheckedError(why) from err
-        if lv is None:
-            return f"the lvm snapshot {vg}/{name} of {shadow.volume} no longer exists"
-        if lv.invalid:
-            return (
-                f"the lvm snapshot {vg}/{name} of {shadow.volume} overflowed (its space for changes filled "
-                "up) and no longer holds the point in time; make a new shadow, with a larger "
-                "[lvm] snapshot_share or more free space in the volume group"
-            )
-        return None
+            names = ", ".join(f"{_snapshot_name(s)} of {s.volume}" for s in shadows)
+            plural = "s" if len(shadows) > 1 else ""
+            raise ShadowUncheckedError(f"cannot check the lvm snapshot{plural} {names}: {err}") from err
+        return [_problem(shadow, states) for shadow in shadows]
+
+
+def _snapshot_name(shadow: Shadow) -> str:
+    return f"{shadow.provider_data.get('vg', '')}/{shadow.provider_data.get('lv', '')}"
+
+
+def _problem(shadow: Shadow, states: dict[tuple[str, str], SnapshotState]) -> str | None:
+    """Why the snapshot of `shadow` no longer holds its point in time (None while it does)."""
+    state = states.get((shadow.provider_data.get("vg", ""), shadow.provider_data.get("lv", "")))
+    if state is None:
+        return f"the lvm snapshot {_snapshot_name(shadow)} of {shadow.volume} no longer exists"
+    if state.invalid:
+        return (
+            f"the lvm snapshot {_snapshot_name(shadow)} of {shadow.volume} overflowed (its space for "
+            "changes filled up) and no longer holds the point in time; make a new shadow, with a larger "
+            "[lvm] snapshot_share or more free space in the volume group"
+        )
+    return None
