@@ -56,12 +56,14 @@ def _ask(shadows: Sequence[Shadow], cannot_tell: dict[str, list[Shadow]]) -> lis
     bad = []
     for name, group in by_provider.items():
         try:
-            found = get_provider(name).problems(group)
+            provider = get_provider(name)
+        except ShadowvaultError:
+            continue  # a provider this build does not know: nothing to ask
+        try:
+            found = provider.problems(group)
         except ShadowUncheckedError as err:
             cannot_tell.setdefault(str(err), []).extend(group)
             continue
-        except ShadowvaultError:
-            continue  # a provider this build does not know: nothing to ask
         for shadow, problem in zip(group, found, strict=True):
             if problem:
                 shadow.invalid = problem
