@@ -1,6 +1,6 @@
 """The lvm provider, in the guest lab (this host has no device-mapper): ext4 and XFS on logical volumes,
 classic and thin snapshots, under a write load; delete, reap, fsfreeze refused, the space a classic
-snapshot gets. Overflows:
+snapshot gets (and a set whose space another process took after planning). Overflows:
 test_lvm_validity.py.
 
 Everything runs `shadowvault` inside the guest as a user would, and checks what a user would look at:
@@ -21,6 +21,7 @@ from tests.fixtures.guest_lab import CLI_SOCKET, GUEST_CLI, GuestLab, guest_lab_
 from tests.shadow.lvm_guest import (
     SLOW,
     created_set,
+    install_script_writer,
     lvm_configured,
     lvm_volume,
     make_vg,
@@ -284,3 +285,44 @@ def test_a_classic_snapshot_gets_its_share_of_the_free_extents_and_a_thin_one_no
             and f"(so {served['provider']} served it)" in note
             for note in manifest["notes"]
         ), manifest["notes"]
+
+
+def test_a_set_whose_space_is_taken_after_planning_fails_in_one_line_and_leaves_nothing(
+    lab: GuestLab, vg: str, lvm_config
+):
+    with contextlib.ExitStack() as stack:
+        thin = stack.enter_context(lvm_volume(lab, vg, "ext4", "thin"))
+        classic = stack.enter_context(lvm_volume(lab, vg, "ext4", "classic"))
+        lvm_config("0.2")
+        # Planning saw room for the classic snapshot; then, while the writers hold their
+        # applications (after planning, before the lvcreates), another program takes every free
+        # extent. The thin snapshot (in the pool) is made first, the classic one finds no room.
+        install_script_writer(
+            lab,
+            "grab",
+            classic,
+            freeze=f"lvcreate -q -y -Wn -n grab -l 100%FREE {vg}",
+            thaw="echo thawed > /tmp/grab-thawed",
+        )
+        stack.callback(lab.run, f"lvremove -qy {vg}/grab; rm -f /tmp/grab-thawed")
+        history = f"ls /etc/lvm/archive/{vg}_*.vg"
+        before = set(lab.check(history).stdout.split())
+
+        made = lab.sv("shadows", "create", "--volume", thin, "--volume", classic, *SLOW)
+
+        assert made.returncode == 1, made.context()
+        (line,) = made.stderr.strip().splitlines()
+        assert f"volume group {vg} has no room left for the lvm snapshot of {classic}" in line, line
+        assert "it needs at least 20.0 MiB free" in line and "snapshot_share" in line, line
+        # The thin snapshot was made (LVM's metadata history says so) and removed again.
+        new = sorted(set(lab.check(history).stdout.split()) - before)
+        said = lab.check(f"grep -h '^description' {' '.join(new)}").stdout
+        assert "--setactivationskip n" in said and "lvremove" in said, said
+        assert snapshot_lvs(lab, vg) == []
+        assert ".shadowvault" not in lab.check("cat /proc/mounts").stdout  # no snapshot left mounted
+        # Nothing stays frozen: both filesystems take writes (a frozen one would block past the
+        # timeout), and the writer was thawed.
+        assert lab.run(f"touch {thin}/after {classic}/after", timeout=60).returncode == 0
+        assert lab.check("cat /tmp/grab-thawed").stdout == "thawed\n"
+        listed = lab.sv("shadows", "list", "--json")
+        assert json.loads(listed.stdout) == [], listed.context()

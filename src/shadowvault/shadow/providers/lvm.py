@@ -43,6 +43,7 @@ from shadowvault.shadow.providers.lvm_commands import (
     lv_name,
     mapper_path,
     mount_snapshot,
+    out_of_space,
     remove_snapshot,
     unmount_snapshot,
 )
@@ -51,6 +52,7 @@ from shadowvault.shadow.providers.lvm_planning import (
     classic_extents,
     human,
     origin_of,
+    out_of_space_reason,
     snapshot_percent,
 )
 from shadowvault.shadow.providers.lvm_volumes import (
@@ -179,6 +181,9 @@ class LvmProvider(Provider):
         try:
             create_snapshot(origin, lv_name(set_id, index), snapshot_percent())
         except CommandError as err:
+            if not origin.is_thin and out_of_space(err):  # another process took the planned space
+                log.info("lvm: %s", err)
+                raise ProviderError(out_of_space_reason(volume, origin)) from err
             raise ProviderError(f"lvm snapshot of {volume.mount_point} ({origin.full_name}): {err}") from err
         kind, size = ("thin", 0) if origin.is_thin else ("classic", self._cow_size(shadow, origin))
         shadow.provider_data.update({"kind": kind, "origin": origin.name, "cow_bytes": size})

@@ -44,6 +44,13 @@ def create_snapshot(origin: LogicalVolume, name: str, percent: int) -> None:
     proc.run([*argv, origin.full_name], timeout=LVM_TIMEOUT)
 
 
+def out_of_space(err: CommandError) -> bool:
+    """Whether a failed lvcreate found too few free extents (its share of them is none, or fewer than
+    it asked for): someone took them after the set was planned."""
+    said = str(err).lower()
+    return "0 extents" in said or "insufficient free space" in said or "insufficient suitable" in said
+
+
 def remove_snapshot(vg: str, name: str) -> None:
     """lvremove `vg/name`; one that is already gone is not an error."""
     try:

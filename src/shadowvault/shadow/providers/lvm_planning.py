@@ -50,6 +50,21 @@ def classic_extents(origin: LogicalVolume) -> int:
     return origin.vg_free_extents * snapshot_percent() // 100
 
 
+def out_of_space_reason(volume: Volume, origin: LogicalVolume) -> str:
+    """Why the lvcreate of a classic snapshot found no room although planning did: the volume group,
+    and the free space the snapshot needs (its share of it must be at least one extent)."""
+    percent = snapshot_percent()
+    needed = -(-100 // percent) * origin.vg_extent_size
+    was = human(origin.vg_free_extents * origin.vg_extent_size)
+    return (
+        f"volume group {origin.vg} has no room left for the lvm snapshot of {volume.mount_point} "
+        f"({origin.full_name}): it needs at least {human(needed)} free (a classic snapshot gets "
+        f"{percent} % of it, [lvm] snapshot_share, at least one extent of {human(origin.vg_extent_size)}); "
+        f"{was} was free when the set was planned, and other snapshots or programs took it since: free "
+        "space in the volume group and try again"
+    )
+
+
 def human(size: int) -> str:
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if size >= scale:
