@@ -93,9 +93,9 @@ class ThroughDaemon:
         self, on_warning: Callable[[str], None] | None = None
     ) -> list[tuple[ShadowSetManifest, list[Exposure]]]:
         listed = self.client.shadow_sets()
-        for document in listed:
-            for why in document.get("warnings", []):  # shadows the daemon could not check now
-                (on_warning or log.warning)(why)
+        # Shadows the daemon could not check now (one failing lvs can concern several sets: told once).
+        for why in dict.fromkeys(why for document in listed for why in document.get("warnings", [])):
+            (on_warning or log.warning)(why)
         return [(_manifest(d), _exposures(d.get("exposures", []))) for d in listed]
 
     def delete(self, ref: str | None = None, *, oldest: bool = False) -> list[str]:

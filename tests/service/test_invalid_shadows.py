@@ -145,3 +145,40 @@ def test_a_shadow_whose_listener_was_killed_is_listed_invalid_never_exposed_and_
     assert _mounted_below(Path(base_dir())) == [], "the view is unmounted"
     assert os.listdir(base_dir()) == [], "no view, saved ranges, record or log is left"
     assert list(ShadowStore().root.glob(f"{set_id}*")) == [], "no record of the set or its exposures"
+
+
+@pytest.mark.parametrize("no_daemon", [False, True], ids=["daemon", "in-process"])
+def test_the_exposure_of_a_shadow_that_goes_bad_is_unmounted_by_the_next_listing(ext4, cli, no_daemon: bool):
+    (ext4.mount / "data.txt").write_text("at the instant\n")
+    with _mode(no_daemon) as (flags, env, exposed):
+
+        def shadows(*args: str) -> Any:
+            return cli(*flags, "shadows", *args, env=env)
+
+        made = shadows(
+            "create", "--volume", str(ext4.mount), "--provider", "fanotify", "--persistent", "--json"
+        )
+        assert made.returncode == 0, made.stderr
+        set_id = json.loads(made.stdout)["id"]
+        try:
+            [shadow] = ShadowStore().load(set_id).shadows
+            shown = shadows("expose", set_id, "--json")
+            assert shown.returncode == 0, shown.stderr
+            at = Path(json.loads(shown.stdout)["at"])
+            assert (at / "data.txt").read_text() == "at the instant\n"
+
+            os.kill(shadow.provider_data["listener_pid"], signal.SIGKILL)
+            deadline = time.monotonic() + BOUND
+            while listener_alive(shadow):
+                assert time.monotonic() < deadline, "the killed listener is still there"
+                time.sleep(0.01)
+            listed = shadows("list", "--json")
+
+            assert listed.returncode == 0 and listed.stderr == "", listed.stderr
+            [document] = json.loads(listed.stdout)
+            assert STOPPED.fullmatch(document["shadows"][0]["invalid"]), document
+            assert document["exposures"] == [], "nobody reads the bad image through it any more"
+            assert _mounted_below(exposed) == [] and not at.exists()
+        finally:
+            with contextlib.suppress(Exception):
+                ShadowStore().release(set_id)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from shadowvault.errors import ConfigError, UnsupportedError
-from shadowvault.shadow.providers.lvm import LvmProvider, snapshot_share
+from shadowvault.shadow.providers.lvm import LvmProvider
+from shadowvault.shadow.providers.lvm_planning import snapshot_share
 from shadowvault.shadow.providers.registry import choose_provider, unsupported_reasons
 from shadowvault.shadow.volumes import find_volume
 

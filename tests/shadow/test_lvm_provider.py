@@ -1,5 +1,7 @@
 """The lvm provider, in the guest lab (this host has no device-mapper): ext4 and XFS on logical volumes,
-classic and thin snapshots, under a write load; delete, reap, fsfreeze refused, overflow detected.
+classic and thin snapshots, under a write load; delete, reap, fsfreeze refused, the space a classic
+snapshot gets (and a set whose space another process took after planning). Overflows:
+test_lvm_validity.py.
 
 Everything runs `shadowvault` inside the guest as a user would, and checks what a user would look at:
 the files in the shadow, `lvs`, the mount table, exit codes and messages.
@@ -8,7 +10,6 @@ the files in the shadow, `lvs`, the mount table, exit codes and messages.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import shlex
 from collections.abc import Callable, Iterator
@@ -17,13 +18,21 @@ from contextlib import contextmanager
 import pytest
 
 from tests.fixtures.guest_lab import CLI_SOCKET, GUEST_CLI, GuestLab, guest_lab_fixture
+from tests.shadow.lvm_guest import (
+    SLOW,
+    created_set,
+    install_script_writer,
+    lvm_configured,
+    lvm_volume,
+    make_vg,
+    mounted,
+    snapshot_lvs,
+    wait_for,
+)
 
 lab = guest_lab_fixture(disks={"pv": "2G"})
 # The first test's setup may build the guest image (~75 s from nothing) and boots it (15-50 s).
 pytestmark = pytest.mark.timeout(900)
-VG = "svtest"
-_names = itertools.count()
-SLOW = ("--commit-timeout", "120")  # an emulated machine: an lvcreate takes seconds, not milliseconds
 
 # One process appends the same counter to two files in each of the directories $DIRS, in lock-step,
 # one line at a time, until killed. In images of the directories taken at one instant every count is
@@ -34,25 +43,7 @@ WRITER = "i=0; while :; do for d in $DIRS; do echo $i >> $d/a; echo $i >> $d/b; 
 
 @pytest.fixture(scope="module")
 def vg(lab: GuestLab) -> str:
-    lab.check(f"pvcreate -q {lab.disk('pv')} && vgcreate -q {VG} {lab.disk('pv')}")
-    lab.check(f"lvcreate -q --type thin-pool -L 512M -n pool {VG}")
-    return VG
-
-
-@contextmanager
-def lvm_volume(lab: GuestLab, vg: str, fstype: str, kind: str) -> Iterator[str]:
-    """A fresh logical volume (classic: plain LV; thin: in the pool) with `fstype`, mounted; removed after."""
-    name = f"{fstype}{kind}{next(_names)}"
-    size = "320M" if fstype == "xfs" else "128M"
-    create = f"-L {size} -n {name} {vg}" if kind == "classic" else f"-V {size} --thin -n {name} {vg}/pool"
-    mkfs = "mkfs.xfs -q -f" if fstype == "xfs" else "mkfs.ext4 -q"
-    mount = f"/mnt/{name}"
-    device = f"/dev/{vg}/{name}"
-    lab.check(f"lvcreate -q -y -Wy {create} && {mkfs} {device} && mkdir -p {mount} && mount {device} {mount}")
-    try:
-        yield mount
-    finally:
-        lab.run(f"umount -R {mount}; lvremove -qy {vg}/{name}; rmdir {mount}")
+    return make_vg(lab)
 
 
 @contextmanager
@@ -66,24 +57,6 @@ def lockstep_writer(lab: GuestLab, directories: list[str]) -> Iterator[None]:
         yield
     finally:
         lab.run(f"kill -9 {pid}")
-
-
-def wait_for(lab: GuestLab, condition: str, timeout: float = 120) -> None:
-    """Poll a shell condition in the guest (no timing is asserted: the limit only bounds a hang)."""
-    lab.check(f"until {condition}; do sleep 0.2; done", timeout=timeout)
-
-
-def snapshot_lvs(lab: GuestLab, vg: str) -> list[str]:
-    out = lab.check(f"lvs --noheadings -o lv_name {vg}").stdout
-    return [name.strip() for name in out.split() if name.strip().startswith("sv-")]
-
-
-def mounted(lab: GuestLab, path: str) -> bool:
-    return lab.run(f"mountpoint -q {shlex.quote(path)}").returncode == 0
-
-
-def created_set(result_json: str) -> dict:
-    return json.loads(result_json)
 
 
 # For each (live, shadow): change the live `fixed`, read the shadow's a and b, let the live writer
@@ -252,103 +225,8 @@ def test_an_sqlite_database_in_the_shadow_has_every_commit_acknowledged_before_t
 
 @pytest.fixture
 def lvm_config(lab: GuestLab) -> Iterator[Callable[[str], None]]:
-    """Sets `[lvm] snapshot_share` in the guest's shadowvault.toml; the configuration goes after the test."""
-
-    def share(value: str) -> None:
-        config = f"[lvm]\nsnapshot_share = {value}\n"
-        lab.check(
-            "mkdir -p /etc/shadowvault/writers.d; cat > /etc/shadowvault/shadowvault.toml", input=config
-        )
-
-    try:
+    with lvm_configured(lab) as share:
         yield share
-    finally:
-        lab.run("rm -rf /etc/shadowvault /usr/local/sbin/sv-filler /tmp/repo")
-
-
-@pytest.fixture
-def overflowing_setup(lab: GuestLab, lvm_config) -> Callable[[str], None]:
-    """A tiny share for classic snapshots, and a script writer whose thaw rewrites 48 MiB of `mount`."""
-
-    def install(mount: str) -> None:
-        lvm_config('"1%"')
-        lab.check(
-            "printf '#!/bin/sh\\ndd if=/dev/urandom of=%s/filler bs=1M count=48 conv=fsync 2>/dev/null\\n' "
-            f"{mount} > /usr/local/sbin/sv-filler && chmod 755 /usr/local/sbin/sv-filler"
-        )
-        lab.check(
-            'printf \'type = "script"\\nthaw = ["/usr/local/sbin/sv-filler"]\\npaths = ["%s"]\\n\' '
-            f"{mount} > /etc/shadowvault/writers.d/filler.toml"
-        )
-
-    return install
-
-
-def test_a_classic_snapshot_that_overflows_fails_backup_and_exec_loudly(
-    lab: GuestLab, vg: str, overflowing_setup
-):
-    env = {"SHADOWVAULT_PASSWORD": "secret"}
-    with lvm_volume(lab, vg, "ext4", "classic") as mount:
-        lab.check(f"for i in 1 2 3; do head -c 3000000 /dev/urandom > {mount}/file$i; done")
-        overflowing_setup(mount)
-        assert lab.sv("init", "-r", "/tmp/repo", env=env).returncode == 0
-
-        backup = lab.sv("backup", "-r", "/tmp/repo", mount, env=env)
-
-        assert backup.returncode == 1, backup.context()
-        last = backup.stderr.strip().splitlines()[-1]
-        assert "overflowed" in last and "snapshot_share" in last, backup.context()
-        assert "Traceback" not in backup.stderr
-        listed = lab.sv("snapshots", "-r", "/tmp/repo", "--json", env=env)
-        assert json.loads(listed.stdout) == [], listed.context()
-        assert snapshot_lvs(lab, vg) == []
-
-        ran = lab.sv("exec", "--volume", mount, *SLOW, "--", "cat", "{shadow}/file1")
-        assert ran.returncode == 1, ran.context()
-        assert "overflowed" in ran.stderr.strip().splitlines()[-1], ran.context()
-        assert snapshot_lvs(lab, vg) == []
-
-
-def test_a_persistent_set_whose_classic_snapshot_overflows_is_listed_invalid_and_not_exposed(
-    lab: GuestLab, vg: str, lvm_config
-):
-    with lvm_volume(lab, vg, "ext4", "classic") as mount:
-        lvm_config('"1%"')
-        made = lab.sv("shadows", "create", "--volume", mount, *SLOW, "--json")
-        assert made.returncode == 0, made.context()
-        manifest = created_set(made.stdout)
-        assert manifest["persistent"] and manifest["shadows"][0]["invalid"] == ""
-        snapshot = f"{vg}/{manifest['shadows'][0]['provider_data']['lv']}"
-        # While lvs fails, nobody can tell: the listing says so and marks nothing, expose refuses.
-        lvs = lab.check("command -v lvs").stdout.strip()
-        lab.check(f"mv {lvs} {lvs}.off && ln -s /bin/false {lvs}")
-        try:
-            unsure = lab.sv("shadows", "list", "--json")
-            exposed = lab.sv("shadows", "expose", manifest["id"], "--at", "/mnt/view")
-        finally:
-            lab.check(f"rm {lvs} && mv {lvs}.off {lvs}")
-        assert unsure.returncode == 0 and "cannot check the lvm snapshot" in unsure.stderr, unsure.context()
-        assert json.loads(unsure.stdout)[0]["shadows"][0]["invalid"] == ""
-        assert exposed.returncode == 1 and "cannot check the lvm snapshot" in exposed.stderr, exposed.stderr
-        # More than its space for changes rewritten: the kernel drops the snapshot ('I' in lv_attr).
-        lab.check(f"dd if=/dev/urandom of={mount}/filler bs=1M count=48 conv=fsync 2>/dev/null")
-        assert lab.check(f"lvs --noheadings -o lv_attr {snapshot}").stdout.strip()[4] == "I"
-
-        # Nobody has read it: the listing asks the provider, and the store keeps what it said.
-        listed = lab.sv("shadows", "list", "--json")
-        (shadow,) = json.loads(listed.stdout)[0]["shadows"]
-        assert "overflowed" in shadow["invalid"] and "snapshot_share" in shadow["invalid"], listed.context()
-        human = lab.sv("shadows", "list").stdout
-        assert f"shadow of {mount} (lvm, INVALID: the lvm snapshot {snapshot} of {mount} overflowed" in human
-
-        exposed = lab.sv("shadows", "expose", manifest["id"], "--at", "/mnt/view")
-        assert exposed.returncode == 1, exposed.context()
-        (line,) = exposed.stderr.strip().splitlines()
-        assert line.startswith(f"shadowvault: error: cannot expose the shadow of {mount}: the lvm snapshot")
-        assert "overflowed" in line and lab.run("test -e /mnt/view").returncode != 0
-
-        assert lab.sv("shadows", "delete", manifest["id"]).returncode == 0
-        assert snapshot_lvs(lab, vg) == []
 
 
 def test_a_classic_snapshot_gets_its_share_of_the_free_extents_and_a_thin_one_no_size(
@@ -407,3 +285,44 @@ def test_a_classic_snapshot_gets_its_share_of_the_free_extents_and_a_thin_one_no
             and f"(so {served['provider']} served it)" in note
             for note in manifest["notes"]
         ), manifest["notes"]
+
+
+def test_a_set_whose_space_is_taken_after_planning_fails_in_one_line_and_leaves_nothing(
+    lab: GuestLab, vg: str, lvm_config
+):
+    with contextlib.ExitStack() as stack:
+        thin = stack.enter_context(lvm_volume(lab, vg, "ext4", "thin"))
+        classic = stack.enter_context(lvm_volume(lab, vg, "ext4", "classic"))
+        lvm_config("0.2")
+        # Planning saw room for the classic snapshot; then, while the writers hold their
+        # applications (after planning, before the lvcreates), another program takes every free
+        # extent. The thin snapshot (in the pool) is made first, the classic one finds no room.
+        install_script_writer(
+            lab,
+            "grab",
+            classic,
+            freeze=f"lvcreate -q -y -Wn -n grab -l 100%FREE {vg}",
+            thaw="echo thawed > /tmp/grab-thawed",
+        )
+        stack.callback(lab.run, f"lvremove -qy {vg}/grab; rm -f /tmp/grab-thawed")
+        history = f"ls /etc/lvm/archive/{vg}_*.vg"
+        before = set(lab.check(history).stdout.split())
+
+        made = lab.sv("shadows", "create", "--volume", thin, "--volume", classic, *SLOW)
+
+        assert made.returncode == 1, made.context()
+        (line,) = made.stderr.strip().splitlines()
+        assert f"volume group {vg} has no room left for the lvm snapshot of {classic}" in line, line
+        assert "it needs at least 20.0 MiB free" in line and "snapshot_share" in line, line
+        # The thin snapshot was made (LVM's metadata history says so) and removed again.
+        new = sorted(set(lab.check(history).stdout.split()) - before)
+        said = lab.check(f"grep -h '^description' {' '.join(new)}").stdout
+        assert "--setactivationskip n" in said and "lvremove" in said, said
+        assert snapshot_lvs(lab, vg) == []
+        assert ".shadowvault" not in lab.check("cat /proc/mounts").stdout  # no snapshot left mounted
+        # Nothing stays frozen: both filesystems take writes (a frozen one would block past the
+        # timeout), and the writer was thawed.
+        assert lab.run(f"touch {thin}/after {classic}/after", timeout=60).returncode == 0
+        assert lab.check("cat /tmp/grab-thawed").stdout == "thawed\n"
+        listed = lab.sv("shadows", "list", "--json")
+        assert json.loads(listed.stdout) == [], listed.context()

@@ -46,8 +46,15 @@ def _print_set(manifest: ShadowSetManifest, exposed: list[Exposure]) -> None:
         instance = f":{writer.instance}" if writer.instance else ""
         failure = f" ({writer.failure})" if writer.failure else ""
         output.listing(f"  writer {writer.name}{instance}: {writer.state.value}{failure}")
+    bad_shadows = {index for index, shadow in enumerate(manifest.shadows) if shadow.invalid}
     for exposure in exposed:
-        output.listing(f"  exposed at {exposure.at} (shadow of {exposure.volume})")
+        # Only an exposure in use outlives its shadow's invalid mark (validity.withdraw_exposures).
+        bad = (
+            ", INVALID: reads there may return wrong data, unexpose it"
+            if exposure.index in bad_shadows
+            else ""
+        )
+        output.listing(f"  exposed at {exposure.at} (shadow of {exposure.volume}{bad})")
 
 
 @shadows.command("list")

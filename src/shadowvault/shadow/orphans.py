@@ -81,23 +81,26 @@ def remove_orphan_images(store: ShadowStore, volumes: Iterable[str] = ()) -> lis
     """Delete the images no set of this store knows; returns their paths.
 
     Looked for on the volumes this store has made shadows on (while each is mounted with the same
-    filesystem) and on `volumes`, by each provider in its own place and naming only (`found_images`).
+    filesystem) and on `volumes`, by each provider in its own place and naming only (`found_images`,
+    each provider asked once for all the volumes: a listing reaps, and each lvs scans every device).
     Runs under the store's lock, so no creator can record a new set meanwhile.
     """
     removed: list[str] = []
     with store.locked():
         known_ids = set(store.ids()) | set(store.intent_ids())
-        for volume in _volumes_to_search(store, volumes):
-            for provider in all_providers():
-                removed.extend(_remove_orphans_of(provider, volume, known_ids))
+        searched = _volumes_to_search(store, volumes)
+        for provider in all_providers():
+            removed.extend(_remove_orphans_of(provider, searched, known_ids))
     return removed
 
 
-def _remove_orphans_of(provider: Provider, volume: Volume, known_ids: set[str]) -> list[str]:
+def _remove_orphans_of(provider: Provider, volumes: list[Volume], known_ids: set[str]) -> list[str]:
+    """The provider's orphans on `volumes`, asked once for all of them (lvm: one lvs), deleted."""
     try:
-        found = provider.found_images(volume)
+        found = provider.found_images_on(volumes)
     except OSError as err:
-        log.warning("cannot look for %s shadows on %s: %s", provider.name, volume.mount_point, err)
+        where = ", ".join(v.mount_point for v in volumes)
+        log.warning("cannot look for %s shadows on %s: %s", provider.name, where, err)
         return []
     removed = []
     for image in found:

@@ -37,7 +37,8 @@ def choose_providers(volumes: Sequence[Volume], requested: str | Provider) -> di
     """The provider of each volume, by mount point: the one given, or the registry's choice."""
     if isinstance(requested, Provider):
         return {volume.mount_point: requested for volume in volumes}
-    return {volume.mount_point: providers.choose_provider(volume, requested) for volume in volumes}
+    pool = providers.all_providers()  # one instance of each for the whole set (what it read planning)
+    return {volume.mount_point: providers.choose_provider(volume, requested, pool) for volume in volumes}
 
 
 def make_runs(volumes: list[Volume], options: SetOptions) -> list[WriterRun]:

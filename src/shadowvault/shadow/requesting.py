@@ -86,11 +86,11 @@ class InProcess:
             pass  # a user who may not release sets may still list them (or is told why not)
         except ShadowvaultError as err:
             (on_warning or log.warning)(f"sets of ended requesters were not released: {err}")
-        exposures = exposing.exposures(store)
         listed = store.list()
-        for unchecked in validity.refresh(listed, store).values():
-            for why in unchecked:
-                (on_warning or log.warning)(why)
+        warnings = validity.refresh(listed, store).values()  # may unexpose invalid shadows
+        for why in dict.fromkeys(why for reasons in warnings for why in reasons):  # one lvs, told once
+            (on_warning or log.warning)(why)
+        exposures = exposing.exposures(store)
         return [(m, [e for e in exposures if e.set_id == m.id]) for m in listed]
 
     def delete(self, ref: str | None = None, *, oldest: bool = False) -> list[str]:

@@ -110,6 +110,11 @@ class Provider(ABC):
         """
         return []
 
+    def found_images_on(self, volumes: Sequence[Volume]) -> list[FoundImage]:
+        """`found_images` of every one of `volumes`, asked at once: a provider that lists all its
+        images in one query (lvm: one `lvs`) answers a reap of many volumes with one."""
+        return [image for volume in volumes for image in self.found_images(volume)]
+
     def passed_over(self, volume: Volume) -> str | None:
         """Why this provider cannot shadow `volume` now although the volume is of its kind (a logical
         volume in a full volume group), for the notes of a set that a lesser provider served; None
@@ -125,6 +130,12 @@ class Provider(ABC):
         failing `lvs`): a read is not kept, but the shadow is not marked bad for good.
         """
         return None
+
+    def problems(self, shadows: Sequence[Shadow]) -> list[str | None]:
+        """`problem` of each of `shadows`, in order, asked at once: a provider that reads the state of
+        all its images in one query (lvm: one `lvs`, which scans every device) answers a listing of
+        many shadows with one. ShadowUncheckedError: it cannot tell now, for any of them."""
+        return [self.problem(shadow) for shadow in shadows]
 
     def cancel(self) -> None:
         """Ask a `create` running in another thread on this instance to stop and clean up after itself.

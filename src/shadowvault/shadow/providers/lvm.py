@@ -18,6 +18,9 @@ The snapshot LV is named `sv-<set id>-<index>` and mounted at `<mount>/.shadowva
 (ro, `noload` for ext2/3/4 so no journal is replayed, `nouuid` for XFS, whose origin has the same
 UUID). A classic snapshot that overflows is dropped by the kernel while its old mount may still serve
 cached pages: `problem()` says so, and whoever reads a shadow must ask it afterwards.
+
+This module is the provider; lvm_planning.py reads the origin and sizes a classic snapshot,
+lvm_commands.py runs lvcreate/lvremove/mount, lvm_volumes.py reads lvs, lvm_freeze.py freezes a set.
 """
 
 from __future__ import annotations
@@ -25,92 +28,47 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import time
 from collections.abc import Sequence
 
-from shadowvault import config_file, proc
-from shadowvault.errors import (
-    CommandError,
-    ConfigError,
-    ProviderError,
-    ShadowUncheckedError,
-    UnsupportedError,
-    UsageError,
-)
+from shadowvault.errors import CommandError, ProviderError, ShadowUncheckedError, UnsupportedError, UsageError
 from shadowvault.shadow.freeze_rules import check_may_freeze
 from shadowvault.shadow.manifest import Shadow
-from shadowvault.shadow.providers.base import (
-    IMAGE_NAME,
-    FoundImage,
-    FreezePolicy,
-    Provider,
-    image_name,
-)
+from shadowvault.shadow.providers.base import IMAGE_NAME, FoundImage, FreezePolicy, Provider, image_name
 from shadowvault.shadow.providers.hidden_dir import ensure_shadow_dir, shadow_dir
+from shadowvault.shadow.providers.lvm_commands import (
+    LV_PREFIX,
+    SNAPSHOT_LV,
+    create_snapshot,
+    lv_name,
+    mapper_path,
+    mount_snapshot,
+    out_of_space,
+    remove_snapshot,
+    unmount_snapshot,
+)
 from shadowvault.shadow.providers.lvm_freeze import GroupFreeze, kernel_nests_freezes
+from shadowvault.shadow.providers.lvm_planning import (
+    classic_extents,
+    human,
+    origin_of,
+    out_of_space_reason,
+    snapshot_percent,
+)
 from shadowvault.shadow.providers.lvm_volumes import (
     LogicalVolume,
+    SnapshotState,
     dm_size,
     dm_uuid,
-    find_logical_volume,
     list_logical_volumes,
-    logical_volume_of,
+    snapshot_states,
 )
 from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
 
 log = logging.getLogger(__name__)
 
-LV_PREFIX = "sv-"
-SNAPSHOT_LV = re.compile(rf"^{LV_PREFIX}(?P<image>.+)$")
-DEFAULT_SNAPSHOT_SHARE = 0.20
-MOUNT_OPTIONS = {"ext2": "ro,noload", "ext3": "ro,noload", "ext4": "ro,noload", "xfs": "ro,nouuid"}
-LVM_TIMEOUT = 120.0  # an lvcreate is never killed half-way: it may hold the origin suspended
 # What lvcreate itself writes (metadata backups, locks): never on a filesystem frozen around it.
 LVM_OWN_PATHS = ("/etc/lvm", "/run/lock/lvm", "/run/lvm")
-
-
-def snapshot_share() -> float:
-    """`[lvm] snapshot_share`: the share of the volume group's free space a classic snapshot gets.
-
-    A number in (0, 1] or a percentage string ("20%"); default 20 %.
-    """
-    value = config_file.section("lvm").get("snapshot_share", DEFAULT_SNAPSHOT_SHARE)
-    share: float | None = None
-    if isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            share = float(value.strip()[:-1]) / 100
-        except ValueError:
-            share = None
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        share = float(value)
-    if share is None or not 0 < share <= 1:
-        raise ConfigError(
-            f"{config_file.config_path()}: [lvm] snapshot_share must be a share of the free space "
-            f'between 0 and 1 or a percentage like "20%", not {value!r}'
-        )
-    return share
-
-
-def snapshot_percent() -> int:
-    """`snapshot_share()` in whole percent (at least 1), as lvcreate's `--extents N%FREE` takes it."""
-    return max(1, round(snapshot_share() * 100))
-
-
-def _classic_extents(origin: LogicalVolume) -> int:
-    """How many of its volume group's free extents (as lvs read them) a classic snapshot of `origin` gets."""
-    return origin.vg_free_extents * snapshot_percent() // 100
-
-
-def _lv_name(set_id: str, index: int) -> str:
-    return LV_PREFIX + image_name(set_id, index)
-
-
-def _human(size: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
 
 
 class LvmProvider(Provider):
@@ -128,36 +86,11 @@ class LvmProvider(Provider):
         self._group: GroupFreeze | None = None  # the freeze of a set being taken together
 
     def _origin(self, volume: Volume) -> tuple[LogicalVolume | None, str | None]:
-        """The volume's logical volume, or why this provider cannot use it (read afresh)."""
-        prefix = f"provider lvm cannot shadow {volume.mount_point}"
-        uuid = dm_uuid(volume.dev)
-        if uuid is None or not uuid.startswith("LVM-"):
-            return None, f"{prefix}: it is not on an LVM logical volume"
-        if volume.fstype not in MOUNT_OPTIONS:
-            return None, (
-                f"{prefix}: it is {volume.fstype}; LVM snapshots are mounted for ext2/3/4 and XFS only"
-            )
-        if os.geteuid() != 0:
-            return None, f"{prefix}: LVM snapshots need root"
-        try:
-            lv = logical_volume_of(volume.dev)
-        except ProviderError as err:
-            return None, f"{prefix}: {err}"
-        if lv is None:
-            return None, f"{prefix}: LVM does not list its device {volume.dev}"
-        if lv.is_snapshot and SNAPSHOT_LV.match(lv.name):
-            return None, f"{prefix}: it is a Shadowvault snapshot ({lv.full_name}) itself"
-        if not lv.is_thin and lv.attr[:1] not in ("-", "o"):
-            return None, f"{prefix}: {lv.full_name} is a {lv.segtype} volume, which LVM cannot snapshot here"
-        if not lv.is_thin and _classic_extents(lv) < 1:
-            return None, (
-                f"{prefix}: volume group {lv.vg} has {_human(lv.vg_free_extents * lv.vg_extent_size)} free, "
-                f"and a classic snapshot of {lv.full_name} gets {snapshot_percent()} % of it ([lvm] "
-                f"snapshot_share), less than one extent ({_human(lv.vg_extent_size)}): free space in "
-                "the volume group or raise the share"
-            )
-        self._planned_origins[volume.dev] = lv
-        return lv, None
+        """The volume's logical volume, or why this provider cannot use it (read afresh, then kept)."""
+        lv, reason = origin_of(volume)
+        if lv is not None:
+            self._planned_origins[volume.dev] = lv
+        return lv, reason
 
     def _planned_origin(self, volume: Volume) -> tuple[LogicalVolume | None, str | None]:
         known = self._planned_origins.get(volume.dev)
@@ -245,23 +178,18 @@ class LvmProvider(Provider):
         if origin is None:
             raise UnsupportedError(reason or f"provider lvm cannot shadow {volume.mount_point}")
         shadow = self._shadow_at(volume, origin.vg, image_name(set_id, index))
-        name = _lv_name(set_id, index)
-        argv = ["lvcreate", "--quiet", "--snapshot", "--name", name]
-        if origin.is_thin:
-            argv += ["--setactivationskip", "n"]
-        else:
-            # A share of what is free when lvcreate runs (an earlier snapshot of the same set may
-            # have taken some), in whole percent as lvcreate takes it.
-            argv += ["--extents", f"{snapshot_percent()}%FREE"]
         try:
-            proc.run([*argv, origin.full_name], timeout=LVM_TIMEOUT)
+            create_snapshot(origin, lv_name(set_id, index), snapshot_percent())
         except CommandError as err:
+            if not origin.is_thin and out_of_space(err):  # another process took the planned space
+                log.info("lvm: %s", err)
+                raise ProviderError(out_of_space_reason(volume, origin)) from err
             raise ProviderError(f"lvm snapshot of {volume.mount_point} ({origin.full_name}): {err}") from err
         kind, size = ("thin", 0) if origin.is_thin else ("classic", self._cow_size(shadow, origin))
         shadow.provider_data.update({"kind": kind, "origin": origin.name, "cow_bytes": size})
         if kind == "classic":
             shadow.notes = [
-                f"classic LVM snapshot of {origin.full_name} with about {_human(size)} for changes: if more "
+                f"classic LVM snapshot of {origin.full_name} with about {human(size)} for changes: if more "
                 f"than that of {volume.mount_point} is rewritten while the shadow exists, the snapshot "
                 "becomes invalid and reading it fails"
             ]
@@ -275,7 +203,7 @@ class LvmProvider(Provider):
         set may have taken some since, and LVM cuts a share larger than the origin can use down.
         """
         cow = dm_size(os.path.basename(shadow.provider_data["device"]) + "-cow")
-        return cow if cow is not None else _classic_extents(origin) * origin.vg_extent_size
+        return cow if cow is not None else classic_extents(origin) * origin.vg_extent_size
 
     def _finish(self, shadow: Shadow, volume: Volume, created: float) -> None:
         """Mount the snapshot (removed again if that fails) and record when and how it was made."""
@@ -297,11 +225,7 @@ class LvmProvider(Provider):
             pass
         except OSError as err:
             raise ProviderError(f"cannot create {target}: {err.strerror}") from err
-        options = MOUNT_OPTIONS[volume.fstype]
-        try:
-            proc.run(["mount", "-t", volume.fstype, "-o", options, device, target], timeout=LVM_TIMEOUT)
-        except CommandError as err:
-            raise ProviderError(f"cannot mount the lvm snapshot {device} at {target}: {err}") from err
+        mount_snapshot(volume.fstype, device, target)
 
     def planned(self, volume: Volume, set_id: str, index: int) -> Shadow | None:
         origin, _ = self._planned_origin(volume)
@@ -324,22 +248,34 @@ class LvmProvider(Provider):
                 "vg": vg,
                 "lv": lv,
                 "mount": target,
-                "device": f"/dev/mapper/{vg.replace('-', '--')}-{lv.replace('-', '--')}",
+                "device": mapper_path(vg, lv),
             },
         )
 
     def found_images(self, volume: Volume) -> list[FoundImage]:
-        """Snapshots of the volume's LV named `sv-<set id>-<index>`: ours, and nothing else."""
-        if not volume.dev or not (dm_uuid(volume.dev) or "").startswith("LVM-"):
+        return self.found_images_on([volume])
+
+    def found_images_on(self, volumes: Sequence[Volume]) -> list[FoundImage]:
+        """Snapshots of the volumes' LVs named `sv-<set id>-<index>`: ours, and nothing else (one lvs)."""
+        on_lvm = [v for v in volumes if v.dev and (dm_uuid(v.dev) or "").startswith("LVM-")]
+        if not on_lvm:
             return []
         try:
             candidates = list_logical_volumes()
         except ProviderError as err:
-            log.warning("cannot look for lvm snapshots of %s: %s", volume.mount_point, err)
+            where = ", ".join(v.mount_point for v in on_lvm)
+            log.warning("cannot look for lvm snapshots of %s: %s", where, err)
             return []
-        origin = next((lv for lv in candidates if lv.dev == volume.dev), None)
-        if origin is None:
-            return []
+        found = []
+        for volume in on_lvm:
+            origin = next((lv for lv in candidates if lv.dev == volume.dev), None)
+            if origin is not None:
+                found += self._images_of(volume, origin, candidates)
+        return found
+
+    def _images_of(
+        self, volume: Volume, origin: LogicalVolume, candidates: Sequence[LogicalVolume]
+    ) -> list[FoundImage]:
         found = []
         for lv in candidates:
             match = SNAPSHOT_LV.match(lv.name)
@@ -367,15 +303,8 @@ class LvmProvider(Provider):
                 "unexpose it first"
             )
         if target in mounts:
-            try:
-                proc.run(["umount", target], timeout=LVM_TIMEOUT)
-            except CommandError as err:
-                raise ProviderError(f"cannot unmount the lvm snapshot at {target}: {err}") from err
-        try:
-            proc.run(["lvremove", "--quiet", "--yes", f"{vg}/{name}"], timeout=LVM_TIMEOUT)
-        except CommandError as err:
-            if "failed to find" not in str(err).lower() and "not found" not in str(err).lower():
-                raise ProviderError(f"cannot remove the lvm snapshot {vg}/{name}: {err}") from err
+            unmount_snapshot(target)
+        remove_snapshot(vg, name)
         try:
             os.rmdir(target)
         except OSError as err:
@@ -383,18 +312,32 @@ class LvmProvider(Provider):
                 log.warning("cannot remove %s: %s", target, err.strerror)
 
     def problem(self, shadow: Shadow) -> str | None:
-        vg, name = shadow.provider_data.get("vg", ""), shadow.provider_data.get("lv", "")
+        return self.problems([shadow])[0]
+
+    def problems(self, shadows: Sequence[Shadow]) -> list[str | None]:
+        """One lvs for all of `shadows`: the state of every snapshot of ours on the machine."""
         try:
-            lv = find_logical_volume(vg, name)
+            states = snapshot_states(LV_PREFIX)
         except ProviderError as err:
-            why = f"cannot check the lvm snapshot {vg}/{name} of {shadow.volume}: {err}"
-            raise ShadowUncheckedError(why) from err
-        if lv is None:
-            return f"the lvm snapshot {vg}/{name} of {shadow.volume} no longer exists"
-        if lv.invalid:
-            return (
-                f"the lvm snapshot {vg}/{name} of {shadow.volume} overflowed (its space for changes filled "
-                "up) and no longer holds the point in time; make a new shadow, with a larger "
-                "[lvm] snapshot_share or more free space in the volume group"
-            )
-        return None
+            names = ", ".join(f"{_snapshot_name(s)} of {s.volume}" for s in shadows)
+            plural = "s" if len(shadows) > 1 else ""
+            raise ShadowUncheckedError(f"cannot check the lvm snapshot{plural} {names}: {err}") from err
+        return [_problem(shadow, states) for shadow in shadows]
+
+
+def _snapshot_name(shadow: Shadow) -> str:
+    return f"{shadow.provider_data.get('vg', '')}/{shadow.provider_data.get('lv', '')}"
+
+
+def _problem(shadow: Shadow, states: dict[tuple[str, str], SnapshotState]) -> str | None:
+    """Why the snapshot of `shadow` no longer holds its point in time (None while it does)."""
+    state = states.get((shadow.provider_data.get("vg", ""), shadow.provider_data.get("lv", "")))
+    if state is None:
+        return f"the lvm snapshot {_snapshot_name(shadow)} of {shadow.volume} no longer exists"
+    if state.invalid:
+        return (
+            f"the lvm snapshot {_snapshot_name(shadow)} of {shadow.volume} overflowed (its space for "
+            "changes filled up) and no longer holds the point in time; make a new shadow, with a larger "
+            "[lvm] snapshot_share or more free space in the volume group"
+        )
+    return None

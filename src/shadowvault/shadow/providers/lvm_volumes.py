@@ -63,11 +63,6 @@ class LogicalVolume:
         """A classic snapshot (attr 's'/'S') or a thin volume made as a snapshot of another."""
         return self.attr[:1] in ("s", "S") or bool(self.origin and self.is_thin)
 
-    @property
-    def invalid(self) -> bool:
-        """A classic snapshot that overflowed (attr 'I'): the kernel dropped it, its data is gone."""
-        return len(self.attr) > 4 and self.attr[4] == "I"
-
 
 def dm_uuid(dev: str) -> str | None:
     """The device-mapper uuid of block device `dev` (major:minor), None when it is no dm device."""
@@ -121,22 +116,27 @@ def _parse(row: dict[str, str]) -> LogicalVolume:
         dm_path=row.get("lv_dm_path", ""),
         vg_free_extents=_number(row.get("vg_free_count", "0")),
         vg_extent_size=_number(row.get("vg_extent_size", "0")),
-        snap_percent=float(percent) if percent else None,
+        snap_percent=_percent(percent),
     )
 
 
 def list_logical_volumes(*selection: str) -> list[LogicalVolume]:
     """Every logical volume (or those `selection` names: `vg`, `vg/lv`); ProviderError if lvs fails."""
     argv = ["lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o", ",".join(_FIELDS)]
+    return [_parse(row) for row in _report([*argv, *selection])]
+
+
+def _report(argv: list[str]) -> list[dict[str, str]]:
+    """The rows of the JSON report `argv` (an lvs) prints; ProviderError if it fails or prints no report."""
     try:
-        out = proc.output([*argv, *selection], timeout=LVS_TIMEOUT)
+        out = proc.output(argv, timeout=LVS_TIMEOUT)
     except CommandError as err:
         raise ProviderError(f"cannot read the logical volumes: {err}") from err
     try:
         report = json.loads(out)["report"]
-    except (ValueError, KeyError, TypeError) as err:
+        return [row for part in report for row in part.get("lv", [])]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ProviderError(f"lvs printed something that is not its JSON report: {out[:200]!r}") from err
-    return [_parse(row) for part in report for row in part.get("lv", [])]
 
 
 def logical_volume_of(dev: str) -> LogicalVolume | None:
@@ -147,15 +147,41 @@ def logical_volume_of(dev: str) -> LogicalVolume | None:
     return None
 
 
-def find_logical_volume(vg: str, name: str) -> LogicalVolume | None:
-    """Logical volume `vg/name`, None when it does not exist (any longer)."""
+@dataclass(frozen=True)
+class SnapshotState:
+    """Whether a snapshot LV still holds its point in time, as `lvs` reports it."""
+
+    vg: str
+    name: str
+    attr: str
+    data_percent: float | None  # of a classic snapshot's space for changes (or a thin volume's pool)
+
+    @property
+    def invalid(self) -> bool:
+        """A classic snapshot that overflowed: state 'I' (or 'S', suspended) in lv_attr, or 100 % full."""
+        classic = self.attr[:1] in ("s", "S")
+        full = classic and self.data_percent is not None and self.data_percent >= 100
+        return full or (len(self.attr) > 4 and self.attr[4] in ("I", "S"))
+
+
+def snapshot_states(name_prefix: str) -> dict[tuple[str, str], SnapshotState]:
+    """Every logical volume of the machine named `name_prefix...`, by (vg, name), from one lvs.
+
+    One call for all: each lvs scans every device, so a listing of many shadows asks once.
+    ProviderError if lvs fails.
+    """
+    argv = ["lvs", "--reportformat", "json", "-o", "vg_name,lv_name,lv_attr,data_percent"]
+    rows = _report([*argv, "--select", f"lv_name=~^{name_prefix}"])
+    states = {}
+    for row in rows:
+        percent = row.get("data_percent", "")
+        state = SnapshotState(row["vg_name"], row["lv_name"], row.get("lv_attr", ""), _percent(percent))
+        states[state.vg, state.name] = state
+    return states
+
+
+def _percent(text: str) -> float | None:
     try:
-        found = list_logical_volumes(vg)
-    except ProviderError as err:
-        if "not found" in str(err).lower():
-            return None
-        raise
-    for lv in found:
-        if lv.name == name:
-            return lv
-    return None
+        return float(text) if text else None
+    except ValueError:
+        return None

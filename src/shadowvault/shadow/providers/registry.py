@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from shadowvault.errors import ShadowvaultError, UnsupportedError, UsageError
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers.base import Provider
@@ -66,17 +68,25 @@ def unsupported_reasons(volume: Volume) -> dict[str, str]:
     return reasons
 
 
-def choose_provider(volume: Volume, requested: str = AUTO) -> Provider:
-    """The provider to use: the best supporting one for `auto`, else the named one if it can serve."""
+def choose_provider(
+    volume: Volume, requested: str = AUTO, pool: Sequence[Provider] | None = None
+) -> Provider:
+    """The provider to use: the best supporting one for `auto`, else the named one if it can serve.
+
+    Chosen among `pool` (all_providers(), best first) when given: a set's volumes share one
+    instance of each provider, which keeps what it read while planning them all (lvm: the origins,
+    so that its commit runs no lvs).
+    """
+    candidates = list(pool) if pool is not None else all_providers()
     if requested == AUTO:
         reasons = []
-        for provider in all_providers():
+        for provider in candidates:
             reason = provider.unsupported_reason(volume)
             if reason is None:
                 return provider
             reasons.append(reason)
         raise UnsupportedError(f"no provider can shadow {volume.mount_point}: " + "; ".join(reasons))
-    provider = get_provider(requested)
+    provider = next((p for p in candidates if p.name == requested), None) or get_provider(requested)
     reason = provider.unsupported_reason(volume)
     if reason:
         raise UnsupportedError(reason)

@@ -1,0 +1,95 @@
+"""What the lvm provider's guest-lab modules share: a volume group on the guest's disk, fresh logical
+volumes with a filesystem, `[lvm] snapshot_share` in the guest's configuration, and small checks
+a user would make (`lvs`, `mountpoint`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from tests.fixtures.guest_lab import GuestLab
+
+VG = "svtest"
+SLOW = ("--commit-timeout", "120")  # an emulated machine: an lvcreate takes seconds, not milliseconds
+_names = itertools.count()
+
+
+def make_vg(lab: GuestLab) -> str:
+    """Volume group VG on the guest's disk `pv`, with a 512 MiB thin pool `pool`."""
+    lab.check(f"pvcreate -q {lab.disk('pv')} && vgcreate -q {VG} {lab.disk('pv')}")
+    lab.check(f"lvcreate -q --type thin-pool -L 512M -n pool {VG}")
+    return VG
+
+
+@contextmanager
+def lvm_volume(lab: GuestLab, vg: str, fstype: str, kind: str) -> Iterator[str]:
+    """A fresh logical volume (classic: plain LV; thin: in the pool) with `fstype`, mounted; removed after."""
+    name = f"{fstype}{kind}{next(_names)}"
+    size = "320M" if fstype == "xfs" else "128M"
+    create = f"-L {size} -n {name} {vg}" if kind == "classic" else f"-V {size} --thin -n {name} {vg}/pool"
+    mkfs = "mkfs.xfs -q -f" if fstype == "xfs" else "mkfs.ext4 -q"
+    mount = f"/mnt/{name}"
+    device = f"/dev/{vg}/{name}"
+    lab.check(f"lvcreate -q -y -Wy {create} && {mkfs} {device} && mkdir -p {mount} && mount {device} {mount}")
+    try:
+        yield mount
+    finally:
+        lab.run(f"umount -R {mount}; lvremove -qy {vg}/{name}; rmdir {mount}")
+
+
+@contextmanager
+def lvm_configured(lab: GuestLab) -> Iterator[Callable[[str], None]]:
+    """Sets `[lvm] snapshot_share` in the guest's shadowvault.toml; the configuration goes after."""
+
+    def share(value: str) -> None:
+        config = f"[lvm]\nsnapshot_share = {value}\n"
+        lab.check(
+            "mkdir -p /etc/shadowvault/writers.d; cat > /etc/shadowvault/shadowvault.toml", input=config
+        )
+
+    try:
+        yield share
+    finally:
+        lab.run("rm -rf /etc/shadowvault /usr/local/sbin/sv-* /tmp/repo")
+
+
+def install_script_writer(lab: GuestLab, name: str, mount: str, **hooks: str) -> None:
+    """A script writer of `mount` in writers.d whose hooks (freeze=, thaw=) run the given shell lines
+    (as root-owned scripts in /usr/local/sbin, which lvm_configured removes)."""
+    commands = []
+    for hook, script in hooks.items():
+        path = f"/usr/local/sbin/sv-{name}-{hook}"
+        lab.check(f"cat > {path} && chmod 755 {path}", input=f"#!/bin/sh\n{script}\n")
+        commands.append(f'{hook} = ["{path}"]')
+    config = 'type = "script"\n' + "\n".join(commands) + f'\npaths = ["{mount}"]\n'
+    lab.check(
+        f"mkdir -p /etc/shadowvault/writers.d && cat > /etc/shadowvault/writers.d/{name}.toml", input=config
+    )
+
+
+def wait_for(lab: GuestLab, condition: str, timeout: float = 120) -> None:
+    """Poll a shell condition in the guest (no timing is asserted: the limit only bounds a hang)."""
+    lab.check(f"until {condition}; do sleep 0.2; done", timeout=timeout)
+
+
+def snapshot_lvs(lab: GuestLab, vg: str) -> list[str]:
+    out = lab.check(f"lvs --noheadings -o lv_name {vg}").stdout
+    return [name.strip() for name in out.split() if name.strip().startswith("sv-")]
+
+
+def mounted(lab: GuestLab, path: str) -> bool:
+    return lab.run(f"mountpoint -q {shlex.quote(path)}").returncode == 0
+
+
+def created_set(result_json: str) -> dict:
+    return json.loads(result_json)
+
+
+def overflow(lab: GuestLab, mount: str, snapshot: str) -> None:
+    """Rewrite more of `mount` than its classic snapshot has room for: the kernel drops it ('I')."""
+    lab.check(f"dd if=/dev/urandom of={mount}/filler bs=1M count=48 conv=fsync 2>/dev/null")
+    assert lab.check(f"lvs --noheadings -o lv_attr {snapshot}").stdout.strip()[4] == "I"
