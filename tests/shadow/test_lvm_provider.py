@@ -266,6 +266,19 @@ def test_a_classic_snapshot_gets_its_share_of_the_free_extents_and_a_thin_one_no
         assert sorted(n for _, n in snapshots.values()) == [21, 30]  # 30 % of 100, then of 70
         assert all(data["cow_bytes"] == snapshots[data["lv"]][1] * extent for data in made.values())
 
+        # Room for one classic snapshot but not for two: 30 % of 4 extents is one, 30 % of the 3
+        # left is none. The set is refused when it is planned, naming the volume crowded out.
+        lab.check(f"lvextend -q -l +$(({free_count} - 4)) {vg}/filler")
+        both = lab.sv("shadows", "create", "--volume", first, "--volume", second, "--provider", "lvm", *SLOW)
+        assert both.returncode == 1, both.context()
+        (line,) = both.stderr.strip().splitlines()
+        assert f"provider lvm cannot shadow {second}: volume group {vg} has 16.0 MiB free" in line, line
+        assert "after the set's other classic snapshot there took their shares" in line, line
+        assert snapshot_lvs(lab, vg) == []
+        alone = lab.sv("shadows", "create", "--volume", second, "--provider", "lvm", *SLOW, "--json")
+        assert alone.returncode == 0, alone.context()  # each alone still fits
+        assert lab.sv("shadows", "delete", created_set(alone.stdout)["id"]).returncode == 0
+
         # Too little free space (30 % of 2 extents is none): refused before anything is made.
         lab.check(f"lvextend -q -l +$(({free_count} - 2)) {vg}/filler")
         refused = lab.sv("shadows", "create", "--volume", first, "--provider", "lvm", *SLOW)

@@ -50,6 +50,7 @@ from shadowvault.shadow.providers.lvm_commands import (
 from shadowvault.shadow.providers.lvm_freeze import GroupFreeze, kernel_nests_freezes
 from shadowvault.shadow.providers.lvm_planning import (
     classic_extents,
+    crowded_out_reason,
     human,
     origin_of,
     out_of_space_reason,
@@ -84,6 +85,9 @@ class LvmProvider(Provider):
         # freeze window, runs only lvcreate: each lvs scans every device.
         self._planned_origins: dict[str, LogicalVolume] = {}
         self._group: GroupFreeze | None = None  # the freeze of a set being taken together
+        # volume group -> devices whose classic snapshots the set plans there, in order: each takes
+        # its share of what the ones before it leave
+        self._classic_turns: dict[str, list[str]] = {}
 
     def _origin(self, volume: Volume) -> tuple[LogicalVolume | None, str | None]:
         """The volume's logical volume, or why this provider cannot use it (read afresh, then kept)."""
@@ -97,7 +101,16 @@ class LvmProvider(Provider):
         return (known, None) if known is not None else self._origin(volume)
 
     def unsupported_reason(self, volume: Volume) -> str | None:
-        return self._origin(volume)[1]
+        origin, reason = self._origin(volume)
+        if origin is None or origin.is_thin:
+            return reason
+        turns = self._classic_turns.setdefault(origin.vg, [])
+        if volume.dev in turns:
+            return None
+        crowded = crowded_out_reason(volume, origin, len(turns))
+        if crowded is None:
+            turns.append(volume.dev)
+        return crowded
 
     def passed_over(self, volume: Volume) -> str | None:
         return self.unsupported_reason(volume) if (dm_uuid(volume.dev) or "").startswith("LVM-") else None

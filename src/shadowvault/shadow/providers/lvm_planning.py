@@ -50,6 +50,31 @@ def classic_extents(origin: LogicalVolume) -> int:
     return origin.vg_free_extents * snapshot_percent() // 100
 
 
+def extents_in_turn(free_extents: int, turn: int) -> int:
+    """The extents the classic snapshot made `turn`-th (0: first) in its volume group gets: each takes
+    its share of what the ones before it left (`-l N%FREE` when its lvcreate runs)."""
+    percent = snapshot_percent()
+    for _ in range(turn):
+        free_extents -= free_extents * percent // 100
+    return free_extents * percent // 100
+
+
+def crowded_out_reason(volume: Volume, origin: LogicalVolume, turn: int) -> str | None:
+    """Why the classic snapshot of `origin` gets no extent after `turn` others of the same set in its
+    volume group took their shares; None when it gets one (so a set that cannot fit is refused when
+    it is planned, not when its lvcreates run inside the freeze)."""
+    if turn == 0 or extents_in_turn(origin.vg_free_extents, turn) >= 1:
+        return None
+    others = "other classic snapshot" if turn == 1 else f"{turn} other classic snapshots"
+    return (
+        f"provider lvm cannot shadow {volume.mount_point}: volume group {origin.vg} has "
+        f"{human(origin.vg_free_extents * origin.vg_extent_size)} free, and after the set's {others} "
+        f"there took their shares, a classic snapshot of {origin.full_name} gets {snapshot_percent()} % "
+        f"of what is left ([lvm] snapshot_share), less than one extent ({human(origin.vg_extent_size)}): "
+        "free space in the volume group, raise the share, or shadow fewer volumes of it in one set"
+    )
+
+
 def out_of_space_reason(volume: Volume, origin: LogicalVolume) -> str:
     """Why the lvcreate of a classic snapshot found no room although planning did: the volume group,
     and the free space the snapshot needs (its share of it must be at least one extent)."""
