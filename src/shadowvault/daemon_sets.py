@@ -47,7 +47,7 @@ def _request(options: SetOptions) -> dict[str, Any]:
     """SetOptions as the body of POST /v1/shadow-sets (writers by name: objects stay in a process)."""
     if not all(isinstance(w, str) for w in options.writers) or not isinstance(options.provider, str):
         raise UsageError("writers and providers given as objects cannot be sent to the daemon (--no-daemon)")
-    return {
+    body: dict[str, Any] = {
         "writers": list(options.writers),
         "provider": options.provider,
         "auto_writers": options.auto_writers,
@@ -55,6 +55,10 @@ def _request(options: SetOptions) -> dict[str, Any]:
         "commit_timeout": options.commit_timeout,
         "backup_type": options.backup_type,
     }
+    if options.scope.paths:  # what a backup reads: the daemon images no nested subvolume beyond it
+        body["read_paths"] = list(options.scope.paths)
+        body["left_out"] = list(options.scope.left_out)
+    return body
 
 
 class ThroughDaemon:

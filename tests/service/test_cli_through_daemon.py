@@ -22,7 +22,10 @@ from pathlib import Path
 import pytest
 
 from shadowvault.client import Client
+from shadowvault.errors import UsageError
 from shadowvault.repo.repository import Repository
+from shadowvault.shadow import manifest as manifest_doc
+from shadowvault.shadow.path_map import nested_images
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.unprivileged import run_as_nobody
 from tests.service.daemon import running_daemon
@@ -141,6 +144,44 @@ def test_backup_reads_a_set_the_daemon_made_and_prints_the_same(btrfs, cli, tmp_
         with Client(daemon.socket) as client:
             assert [r["kind"] for r in client.runs()] == ["restore", "restore", "restore"]
         assert "shadow set" in daemon.log_text()  # the daemon made (and released) the first one
+
+
+def test_a_backup_through_the_daemon_images_only_the_nested_subvolumes_it_reads(btrfs, cli, tmp_path):
+    """The backup tells the daemon what it reads (read_paths, left_out): the daemon's set snapshots
+    the nested subvolume below the path and none elsewhere, nor another tool's snapshot left out."""
+    vol = btrfs.mount
+    (vol / "app").mkdir()
+    for sub in ("app/db", "app/.snapshots", "docker/layer"):
+        (vol / sub).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["btrfs", "subvolume", "create", str(vol / sub)], check=True, capture_output=True)
+    (vol / "app/db/rows").write_text("in a nested subvolume\n")
+    (vol / "app/.snapshots/1").mkdir()
+    subprocess.run(
+        ["btrfs", "subvolume", "snapshot", "-r", str(vol / "app/db"), str(vol / "app/.snapshots/1/db")],
+        check=True,
+        capture_output=True,
+    )
+    repo = tmp_path / "repo"
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    with running_daemon() as daemon:
+        env = {"SHADOWVAULT_PASSWORD": PASSWORD, "SHADOWVAULT_SOCKET": str(daemon.socket)}
+        done = cli("backup", "--repo", repo, vol / "app", env=env)
+        assert done.returncode == 0, done.stderr
+        assert "1 read-only btrfs snapshot below the backed-up paths not read" in done.stderr
+        assert "shadow set" in daemon.log_text()  # the daemon made the set
+        with Repository.open(str(repo), PASSWORD) as opened:
+            _, snap = opened.find_snapshot("latest")
+            manifest = manifest_doc.decode(opened.load_blob(snap.manifest))
+        imaged = sorted(live for shadow in manifest.shadows for live in nested_images(shadow))
+        assert imaged == [f"{vol}/app/.snapshots", f"{vol}/app/db"]
+        target = tmp_path / "restored"
+        restored = cli("restore", "--repo", repo, "latest", "--target", target, env=env)
+        assert restored.returncode == 0, restored.stderr
+        assert (target / str(vol).lstrip("/") / "app/db/rows").read_text() == "in a nested subvolume\n"
+        refused = r"^read_paths and left_out must be absolute paths, not 'app'$"
+        with Client(daemon.socket) as client, pytest.raises(UsageError, match=refused):
+            client.create_shadow_set([str(vol)], read_paths=["app"])
+    assert list((vol / ".shadowvault").iterdir()) == []
 
 
 def _home_of_nobody() -> Path:

@@ -16,6 +16,7 @@ import pytest
 from shadowvault.errors import ShadowError
 from shadowvault.shadow.coordinator import SetOptions, create_shadow_set
 from shadowvault.shadow.manifest import Shadow
+from shadowvault.shadow.providers.base import WHOLE_VOLUMES, ReadScope
 from shadowvault.shadow.providers.btrfs import BtrfsProvider
 from shadowvault.shadow.providers.reflink import ReflinkProvider
 from shadowvault.shadow.providers.tree_copy import TreeCopier
@@ -39,8 +40,8 @@ class SlowBtrfs(BtrfsProvider):
     def cancel(self) -> None:
         self.cancelled.set()
 
-    def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
-        shadow = super().create(volume, set_id, index)
+    def create(self, volume: Volume, set_id: str, index: int, scope: ReadScope = WHOLE_VOLUMES) -> Shadow:
+        shadow = super().create(volume, set_id, index, scope)
         self.cancelled.wait(HOLD_LIMIT)
         time.sleep(STOPPING)
         return shadow

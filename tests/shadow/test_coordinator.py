@@ -171,9 +171,9 @@ class HungProvider(LiveProvider):
 
     name = "hung"
 
-    def create(self, volume, set_id, index):
+    def create(self, volume, set_id, index, *scope):
         time.sleep(5)
-        return super().create(volume, set_id, index)
+        return super().create(volume, set_id, index, *scope)
 
 
 def test_provider_timing_out_at_commit_aborts(xfs):

@@ -173,8 +173,8 @@ SLOW_COMMIT = textwrap.dedent(
     from shadowvault.shadow.providers.btrfs import BtrfsProvider
 
     class SlowBtrfs(BtrfsProvider):
-        def create(self, volume, set_id, index):
-            shadow = super().create(volume, set_id, index)
+        def create(self, volume, set_id, index, *scope):
+            shadow = super().create(volume, set_id, index, *scope)
             Path(sys.argv[2]).write_text("committing")
             time.sleep(2)  # the signal arrives here: the snapshot exists, the commit has not returned
             return shadow

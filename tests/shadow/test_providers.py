@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shadowvault.errors import ProviderError, UnsupportedError, UsageError
-from shadowvault.shadow.providers.base import SHADOW_DIR_NAME, FreezePolicy
+from shadowvault.shadow.providers.base import SHADOW_DIR_NAME, FreezePolicy, ReadScope
 from shadowvault.shadow.providers.names import PROVIDER_NAMES
 from shadowvault.shadow.providers.registry import (
     all_providers,
@@ -163,6 +163,38 @@ def test_btrfs_leaves_out_nested_subvolumes_a_mount_covers(btrfs, mounts):
         assert shadow.provider_data["nested_subvolumes"] == ["kept"]
         assert sorted(os.listdir(btrfs.mount / SHADOW_DIR_NAME)) == [f"{SET_ID}-0", f"{SET_ID}-0.1"]
     finally:
+        provider.delete(shadow)
+    assert os.listdir(btrfs.mount / SHADOW_DIR_NAME) == []
+
+
+def test_btrfs_images_only_the_nested_subvolumes_its_requester_reads(btrfs):
+    """With a ReadScope the provider snapshots the nested subvolumes at or below the paths read and
+    the innermost one holding a path, none left out, none elsewhere; without one, every one."""
+    require_tools("btrfs")
+    for sub in ("srv/app", "srv/app/data", "srv/app/data/tmp", "docker/a", "docker/b", "home"):
+        (btrfs.mount / sub).parent.mkdir(parents=True, exist_ok=True)
+        _subvolume(btrfs.mount / sub)
+    (btrfs.mount / "home/docs").mkdir()
+    provider = get_provider("btrfs")
+    volume = find_volume(str(btrfs.mount))
+    mount = str(btrfs.mount)
+    scope = ReadScope(paths=(f"{mount}/srv", f"{mount}/home/docs"), left_out=(f"{mount}/srv/app/data/tmp",))
+    shadow = provider.create(volume, SET_ID, 0, scope)
+    whole = provider.create(volume, SET_ID, 1)
+    try:
+        assert shadow.provider_data["nested_subvolumes"] == ["home", "srv/app", "srv/app/data"]
+        assert sorted(shadow.provider_data["nested_images"]) == ["home", "srv/app", "srv/app/data"]
+        assert sorted(os.listdir(btrfs.mount / SHADOW_DIR_NAME)) == sorted(
+            [f"{SET_ID}-0", f"{SET_ID}-0.1", f"{SET_ID}-0.2", f"{SET_ID}-0.3"]
+            + [f"{SET_ID}-1"]
+            + [f"{SET_ID}-1.{n}" for n in range(1, 7)]
+        )
+        assert len(whole.provider_data["nested_images"]) == 6
+        inside = provider.create(volume, SET_ID, 2, ReadScope(paths=(f"{mount}/srv/app/data/x",)))
+        assert inside.provider_data["nested_subvolumes"] == ["srv/app/data"]  # the one holding the path
+        provider.delete(inside)
+    finally:
+        provider.delete(whole)
         provider.delete(shadow)
     assert os.listdir(btrfs.mount / SHADOW_DIR_NAME) == []
 

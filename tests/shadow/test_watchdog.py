@@ -29,7 +29,7 @@ HANGING_COORDINATOR = textwrap.dedent(
 
     class HangingProvider(LiveProvider):
         name = "hanging"
-        def create(self, volume, set_id, index):
+        def create(self, volume, set_id, index, *scope):
             Path(sys.argv[2]).write_text("committing")  # not on the frozen filesystem
             time.sleep(3600)
 

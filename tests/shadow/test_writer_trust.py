@@ -263,7 +263,7 @@ HANGING_REQUESTER = textwrap.dedent(
 
     class HangingProvider(LiveProvider):
         name = "hanging"
-        def create(self, volume, set_id, index):
+        def create(self, volume, set_id, index, *scope):
             Path(sys.argv[2]).write_text("committing")
             time.sleep(3600)
 

@@ -186,7 +186,9 @@ def run_backup(
     added_before = store.stats.stored_bytes_added
 
     stats.shadowing = True
-    with taken_shadow_set(sets, planned.set_volumes(), request.writers, request.provider) as manifest:
+    with taken_shadow_set(
+        sets, planned.set_volumes(), request.writers, request.provider, planned.read_scope()
+    ) as manifest:
         stats.shadowing, stats.walk_started = False, time.monotonic()  # the rate counts from here
         sources = [Source(p, below(source_root, p)) for p in planned.live]
         extra = [Source(os.fsencode(orig), os.fsencode(read)) for orig, read in request.extra_sources]

@@ -19,12 +19,12 @@ from shadowvault.archive.backup import FILES_COMPONENT
 from shadowvault.archive.walk_stats import Source
 from shadowvault.errors import UsageError
 from shadowvault.jobs.nested_mounts import find_nested
-from shadowvault.jobs.snapshot_copies import snapshot_copies, snapshot_copies_note
+from shadowvault.jobs.snapshot_copies import snapshot_copies, snapshot_copies_note, subvolumes_below
 from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import SetOptions
 from shadowvault.shadow.path_map import nested_images, shadow_path
-from shadowvault.shadow.providers.base import SHADOW_DIR_NAME
+from shadowvault.shadow.providers.base import SHADOW_DIR_NAME, WHOLE_VOLUMES, ReadScope
 from shadowvault.shadow.providers.names import AUTO, NO_PROVIDER
 from shadowvault.shadow.providers.registry import get_provider
 from shadowvault.shadow.requesting import ShadowSets
@@ -47,10 +47,18 @@ class VolumePlan:
     nested_live: list[str] = field(default_factory=list)
     nested_skipped: list[str] = field(default_factory=list)
     mount_notes: list[str] = field(default_factory=list)  # what was skipped, for the manifest
+    read_paths: list[str] = field(default_factory=list)  # every path asked for (live or shadowed)
+    nested_excluded: list[str] = field(default_factory=list)  # nested subvolumes below them excluded
 
     def skip_paths(self) -> set[bytes]:
         """The shadow directories at the roots of the volumes read: never backed up."""
         return {os.fsencode(mp).rstrip(b"/") + b"/" + SHADOW_DIR_NAME.encode() for mp in self.volume_roots}
+
+    def read_scope(self) -> ReadScope:
+        """What the set's providers must image: the paths, less the mounts, other tools' snapshots
+        and excluded subvolumes that are not read (a nested subvolume elsewhere gets no snapshot)."""
+        left_out = sorted({*self.nested_skipped, *self.nested_excluded})
+        return ReadScope(paths=tuple(self.read_paths), left_out=tuple(left_out))
 
     def set_volumes(self) -> list[str]:
         """The volumes of the shadow set: those of the shadowed paths and of the mounts below the paths."""
@@ -71,11 +79,13 @@ def plan(
     btrfs snapshots below them left out unless `snapshot_copies_read` (jobs/snapshot_copies.py)."""
     volumes = list_volumes(with_uuid=False)
     root = volume_of("/", volumes)
-    result = VolumePlan()
+    result = VolumePlan(read_paths=[os.fsdecode(p) for p in paths])
     if nested:
         _plan_nested(result, paths, volumes, root, provider, one_file_system, left_out)
+        subvolumes = subvolumes_below(result.read_paths, volumes)
+        result.nested_excluded = [s for s in subvolumes if left_out(s)]
         if not snapshot_copies_read:
-            _leave_out_snapshot_copies(result, paths, volumes, left_out)
+            _leave_out_snapshot_copies(result, subvolumes, left_out)
     for path in paths:
         volume = volume_of(os.fsdecode(path), volumes)
         result.volume_roots.add(volume.mount_point)
@@ -134,14 +144,13 @@ def _plan_nested(
 
 
 def _leave_out_snapshot_copies(
-    result: VolumePlan, paths: list[bytes], volumes: list[Volume], left_out: Callable[[str], bool]
+    result: VolumePlan, subvolumes: list[str], left_out: Callable[[str], bool]
 ) -> None:
     """Other tools' read-only btrfs snapshots below the paths: recorded empty, like a mount not read."""
-    wanted = [os.fsdecode(p) for p in paths]
     not_read = result.nested_skipped
     copies = [
         copy
-        for copy in snapshot_copies(wanted, volumes, left_out)
+        for copy in snapshot_copies(subvolumes, left_out)
         if not any(is_within(copy, mount) for mount in not_read)
     ]
     if copies:
@@ -157,15 +166,20 @@ def _snapshots_root(root: Volume, provider: str) -> bool:
 
 @contextlib.contextmanager
 def taken_shadow_set(
-    sets: ShadowSets, volumes: list[str], writers: list[str], provider: str
+    sets: ShadowSets,
+    volumes: list[str],
+    writers: list[str],
+    provider: str,
+    scope: ReadScope = WHOLE_VOLUMES,
 ) -> Iterator[ShadowSetManifest | None]:
-    """The shadow set over `volumes`, released on leaving (None when there is nothing to shadow)."""
+    """The shadow set over `volumes`, released on leaving (None when there is nothing to shadow);
+    `scope`: what will be read of them (VolumePlan.read_scope)."""
     if not volumes:
         if writers:
             raise UsageError("--writer needs a shadow set, but no path is on a volume that can be shadowed")
         yield None
         return
-    options = SetOptions(writers=writers, provider=provider)
+    options = SetOptions(writers=writers, provider=provider, scope=scope)
     with sets.shadow_set(
         volumes, options, hint="--provider none backs up the live files instead"
     ) as manifest:

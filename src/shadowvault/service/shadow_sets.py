@@ -25,6 +25,7 @@ from shadowvault.shadow import validity
 from shadowvault.shadow.exposure import Exposure
 from shadowvault.shadow.manifest import ShadowSetManifest
 from shadowvault.shadow.options import DEFAULT_COMMIT_TIMEOUT, DEFAULT_FREEZE_TIMEOUT, SetOptions
+from shadowvault.shadow.providers.base import ReadScope
 from shadowvault.shadow.providers.live import is_pseudo
 from shadowvault.shadow.providers.registry import volume_report
 from shadowvault.shadow.store import ShadowStore, max_shadows_per_volume
@@ -47,6 +48,8 @@ class CreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     freeze_timeout: float = DEFAULT_FREEZE_TIMEOUT
     commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
     backup_type: str = "copy"
+    read_paths: list[str] = []  # what the requester reads of the volumes (SetOptions.scope)
+    left_out: list[str] = []
 
 
 class CompleteRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -70,6 +73,9 @@ def parse_create(body: bytes) -> CreateRequest:
         raise UsageError("name at least one volume")
     if request.backup_type not in BACKUP_TYPES:
         raise UsageError(f"backup_type must be one of {', '.join(BACKUP_TYPES)}")
+    for path in [*request.read_paths, *request.left_out]:
+        if not path.startswith("/"):
+            raise UsageError(f"read_paths and left_out must be absolute paths, not {path!r}")
     return request
 
 
@@ -154,6 +160,7 @@ class ShadowSetService:
             commit_timeout=request.commit_timeout,
             backup_type=request.backup_type,
             requester_uid=peer.uid,
+            scope=ReadScope(paths=tuple(request.read_paths), left_out=tuple(request.left_out)),
         )
         return self.runs.make(request.volumes, options)
 

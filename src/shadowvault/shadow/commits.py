@@ -16,7 +16,7 @@ from concurrent.futures import wait as wait_futures
 
 from shadowvault.shadow.events import in_thread, reason
 from shadowvault.shadow.manifest import Shadow
-from shadowvault.shadow.providers.base import Provider
+from shadowvault.shadow.providers.base import WHOLE_VOLUMES, Provider, ReadScope
 from shadowvault.shadow.volumes import Volume
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,17 @@ class Commits:
         self._late: list[tuple[Provider, Future[Shadow | list[Shadow]]]] = []  # shadows not yet recorded
         self.together: set[str] = set()  # mount points whose images were taken at one instant
 
-    def commit(self, volumes: Sequence[Volume], set_id: str, timeout: float, made: list[Shadow]) -> None:
+    def commit(
+        self,
+        volumes: Sequence[Volume],
+        set_id: str,
+        timeout: float,
+        made: list[Shadow],
+        scope: ReadScope = WHOLE_VOLUMES,
+    ) -> None:
         """Every volume's commit, one after another, all within `timeout`; CommitFailed otherwise.
+
+        `scope`: what the requester reads of the volumes (each provider's `create` may image no more).
 
         A provider that can take several of the set's volumes at one instant (lvm on Linux 6.8+)
         commits them in one call, at the first of them; their mount points go to `self.together`.
@@ -69,7 +78,9 @@ class Commits:
                 )
                 where = ", ".join(v.mount_point for v in members)
             else:
-                future = in_thread(provider.create, volume, set_id, index, name=f"commit:{provider.name}")
+                future = in_thread(
+                    provider.create, volume, set_id, index, scope, name=f"commit:{provider.name}"
+                )
                 where = volume.mount_point
             # Until it is returned, a commit an interrupt leaves running is the abort's to clean up.
             self._late.append((provider, future))

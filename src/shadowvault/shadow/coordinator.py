@@ -223,7 +223,13 @@ class ShadowSetRun:
         assert self.manifest is not None and self.hold is not None
         started = time.monotonic()
         try:
-            self.commits.commit(volumes, self.manifest.id, self.options.commit_timeout, self.manifest.shadows)
+            self.commits.commit(
+                volumes,
+                self.manifest.id,
+                self.options.commit_timeout,
+                self.manifest.shadows,
+                self.options.scope,
+            )
         except CommitFailed as failed:
             raise self._abort(failed.message, failed.cause) from failed.cause
         self.manifest.phases["commit"] = round(time.monotonic() - started, 6)

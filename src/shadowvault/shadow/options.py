@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from shadowvault.errors import UsageError
-from shadowvault.shadow.providers.base import Provider
+from shadowvault.shadow.providers.base import WHOLE_VOLUMES, Provider, ReadScope
 from shadowvault.shadow.writers.base import Writer
 
 DEFAULT_FREEZE_TIMEOUT = 60.0  # VSS's writer freeze window
@@ -24,6 +24,8 @@ class SetOptions:
     freeze_timeout / commit_timeout: seconds the writers have to freeze and the providers to commit
     backup_type: `full`, or `copy` (writers skip side effects such as log truncation)
     requester_uid: who asked for the set (the daemon's caller); None: this process's user
+    scope: what the requester will read of the volumes (a backup's paths, what it leaves out), so
+    that the btrfs provider images no nested subvolume it does not read; default: all of them
     """
 
     writers: Sequence[str | Writer] = field(default=())
@@ -34,6 +36,7 @@ class SetOptions:
     commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
     backup_type: str = "full"
     requester_uid: int | None = None
+    scope: ReadScope = WHOLE_VOLUMES
 
     def __post_init__(self) -> None:
         if self.freeze_timeout <= 0 or self.commit_timeout <= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar, NamedTuple
 
@@ -20,6 +21,24 @@ IMAGE_NAME = re.compile(r"^(?P<set_id>[0-9]{8}T[0-9]{6}-[0-9a-f]{6})-(?P<index>[
 def image_name(set_id: str, index: int) -> str:
     """The name of shadow `index` of set `set_id` in a volume's shadow directory."""
     return f"{set_id}-{index}"
+
+
+@dataclass(frozen=True)
+class ReadScope:
+    """What the requester will read of the set's volumes, so that a provider may leave the rest out of
+    what it makes beside the volume's image (the btrfs provider's snapshots of nested subvolumes:
+    hundreds of them on a machine with docker's or snapper's, for a backup of one directory).
+
+    paths: absolute paths read, on any of the set's volumes; none (`shadows create`, `exec`): every
+    volume is read whole, and so is a volume that none of them touches
+    left_out: absolute paths below them that are not read (other tools' snapshots, excluded paths)
+    """
+
+    paths: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()
+
+
+WHOLE_VOLUMES = ReadScope()
 
 
 class FoundImage(NamedTuple):
@@ -73,8 +92,11 @@ class Provider(ABC):
         return self.unsupported_reason(volume) is None
 
     @abstractmethod
-    def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
-        """Commit: make the image of `volume` for shadow set `set_id` and say where to read it."""
+    def create(self, volume: Volume, set_id: str, index: int, scope: ReadScope = WHOLE_VOLUMES) -> Shadow:
+        """Commit: make the image of `volume` for shadow set `set_id` and say where to read it.
+
+        The image holds at least what `scope` says the requester reads of the volume; a provider whose
+        image is the whole volume in one piece ignores it."""
 
     @abstractmethod
     def delete(self, shadow: Shadow) -> None:

@@ -7,10 +7,16 @@ A btrfs snapshot leaves out the subvolumes nested inside the snapshotted one (th
 empty directories), while a live walk crosses into them. So each writable nested subvolume gets a
 read-only snapshot of its own, taken right after the volume's (each atomic on its own), named
 `<set id>-<index>.<n>` beside it; a read-only one (a snapshot already, e.g. snapper's or docker's)
-is read where it is. `provider_data["nested_images"]` maps each nested subvolume's path in the volume
-to where it is read; `shadow/path_map.py` and the backup's grafts follow it. Each image is its own
-btrfs transaction: a nested subvolume's is of a later instant than the volume's (milliseconds), not
-of the same one, and nothing freezes them together (a btrfs shadow forbids fsfreeze).
+is read where it is. `provider_data["nested_images"]` maps each nested subvolume's path in the
+volume to where it is read; `shadow/path_map.py` and the backup's grafts follow it. Each image is
+its own btrfs transaction: a nested subvolume's is of a later instant than the volume's
+(milliseconds), not of the same one, and nothing freezes them together (a btrfs shadow forbids
+fsfreeze).
+
+Only the nested subvolumes the requester reads are imaged (its `ReadScope`, `btrfs_nested.py`): a
+backup of one directory does not snapshot the hundreds docker or snapper keep elsewhere on the
+volume, nor take in other tools' snapshots that the backup leaves out. Without a scope
+(`shadows create`, `exec`) every one is.
 
 A nested subvolume with a mount at its place (or above it, inside the volume) gets no image here:
 what is mounted there is a volume of its own, which the requester shadows as such (the backup does,
@@ -31,19 +37,20 @@ from shadowvault.errors import PermissionDeniedError, ProviderError, Unsupported
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers.base import (
     IMAGE_NAME,
-    SHADOW_DIR_NAME,
+    WHOLE_VOLUMES,
     FoundImage,
     FreezePolicy,
     Provider,
+    ReadScope,
     image_name,
 )
 from shadowvault.shadow.providers.btrfs_ioctl import (
     BTRFS_FIRST_FREE_OBJECTID,
     destroy,
     is_read_only,
-    nested_subvolume_tree,
     snapshot,
 )
+from shadowvault.shadow.providers.btrfs_nested import nested_in_scope, reachable_nested
 from shadowvault.shadow.providers.hidden_dir import (
     check_reachable,
     ensure_shadow_dir,
@@ -84,13 +91,13 @@ class BtrfsProvider(Provider):
             )
         return None
 
-    def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
+    def create(self, volume: Volume, set_id: str, index: int, scope: ReadScope = WHOLE_VOLUMES) -> Shadow:
         reason = self.unsupported_reason(volume)
         if reason:
             raise UnsupportedError(reason)
         parent = ensure_shadow_dir(volume)
         name = image_name(set_id, index)
-        nested = self._nested(volume.mount_point)
+        nested = nested_in_scope(volume.mount_point, self._nested(volume.mount_point), scope)
         self._snapshot(volume.mount_point, parent, name)
         created = time.time()
         path = os.path.join(parent, name)
@@ -177,9 +184,8 @@ class BtrfsProvider(Provider):
     def _nested(mount_point: str) -> list[str]:
         """Nested subvolumes other than our own snapshots and those a mount covers, parents first;
         [] when they cannot be listed."""
-        covered = [os.path.relpath(m, mount_point) for m in mounts_within(mount_point) if m != mount_point]
         try:
-            return nested_subvolume_tree(mount_point, skip=SHADOW_DIR_NAME, hidden=covered)
+            return reachable_nested(mount_point)
         except OSError as err:
             log.debug("cannot list nested subvolumes of %s: %s", mount_point, err)
             return []

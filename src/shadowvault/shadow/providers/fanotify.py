@@ -40,7 +40,15 @@ from shadowvault.errors import PermissionDeniedError, ProviderError, ShadowUnche
 from shadowvault.shadow.freeze_rules import check_may_freeze
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers import fanotify_sys
-from shadowvault.shadow.providers.base import IMAGE_NAME, FoundImage, FreezePolicy, Provider, image_name
+from shadowvault.shadow.providers.base import (
+    IMAGE_NAME,
+    WHOLE_VOLUMES,
+    FoundImage,
+    FreezePolicy,
+    Provider,
+    ReadScope,
+    image_name,
+)
 from shadowvault.shadow.providers.fanotify_access import architecture_supported
 from shadowvault.shadow.providers.fanotify_listener import INVALID_SUFFIX
 from shadowvault.shadow.providers.fanotify_process import listener_alive, start_listener, stop_listener
@@ -126,7 +134,7 @@ class FanotifyProvider(Provider):
 
     # -- commit -----------------------------------------------------------------------------------
 
-    def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
+    def create(self, volume: Volume, set_id: str, index: int, scope: ReadScope = WHOLE_VOLUMES) -> Shadow:
         reason = self.unsupported_reason(volume)
         if reason:
             raise UnsupportedError(reason)

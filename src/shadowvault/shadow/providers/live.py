@@ -15,7 +15,7 @@ import time
 
 from shadowvault.errors import UnsupportedError
 from shadowvault.shadow.manifest import Shadow
-from shadowvault.shadow.providers.base import FreezePolicy, Provider
+from shadowvault.shadow.providers.base import WHOLE_VOLUMES, FreezePolicy, Provider, ReadScope
 from shadowvault.shadow.volumes import Volume
 
 PSEUDO_FSTYPES = frozenset(
@@ -70,7 +70,7 @@ class LiveProvider(Provider):
             )
         return None
 
-    def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
+    def create(self, volume: Volume, set_id: str, index: int, scope: ReadScope = WHOLE_VOLUMES) -> Shadow:
         reason = self.unsupported_reason(volume)
         if reason:
             raise UnsupportedError(reason)

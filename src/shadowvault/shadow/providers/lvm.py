@@ -34,7 +34,15 @@ from collections.abc import Sequence
 from shadowvault.errors import CommandError, ProviderError, ShadowUncheckedError, UnsupportedError, UsageError
 from shadowvault.shadow.freeze_rules import check_may_freeze
 from shadowvault.shadow.manifest import Shadow
-from shadowvault.shadow.providers.base import IMAGE_NAME, FoundImage, FreezePolicy, Provider, image_name
+from shadowvault.shadow.providers.base import (
+    IMAGE_NAME,
+    WHOLE_VOLUMES,
+    FoundImage,
+    FreezePolicy,
+    Provider,
+    ReadScope,
+    image_name,
+)
 from shadowvault.shadow.providers.hidden_dir import ensure_shadow_dir, shadow_dir
 from shadowvault.shadow.providers.lvm_commands import (
     LV_PREFIX,
@@ -115,7 +123,7 @@ class LvmProvider(Provider):
     def passed_over(self, volume: Volume) -> str | None:
         return self.unsupported_reason(volume) if (dm_uuid(volume.dev) or "").startswith("LVM-") else None
 
-    def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
+    def create(self, volume: Volume, set_id: str, index: int, scope: ReadScope = WHOLE_VOLUMES) -> Shadow:
         shadow, created = self._snapshot(volume, set_id, index)
         self._finish(shadow, volume, created)
         return shadow

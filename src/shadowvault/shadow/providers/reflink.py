@@ -31,7 +31,15 @@ from typing import ClassVar
 from shadowvault.errors import PermissionDeniedError, ProviderError, ShadowvaultError, UnsupportedError
 from shadowvault.proc import pid_alive
 from shadowvault.shadow.manifest import Shadow
-from shadowvault.shadow.providers.base import IMAGE_NAME, FoundImage, FreezePolicy, Provider, image_name
+from shadowvault.shadow.providers.base import (
+    IMAGE_NAME,
+    WHOLE_VOLUMES,
+    FoundImage,
+    FreezePolicy,
+    Provider,
+    ReadScope,
+    image_name,
+)
 from shadowvault.shadow.providers.hidden_dir import (
     check_reachable,
     drop_default_acl,
@@ -131,7 +139,7 @@ class ReflinkProvider(Provider):
                 return f"{prefix}: cannot read its XFS geometry: {err.strerror}"
         return None
 
-    def create(self, volume: Volume, set_id: str, index: int) -> Shadow:
+    def create(self, volume: Volume, set_id: str, index: int, scope: ReadScope = WHOLE_VOLUMES) -> Shadow:
         reason = self.unsupported_reason(volume)
         if reason:
             raise UnsupportedError(reason)
