@@ -6,6 +6,7 @@ probe shows the account, the unit, the package and the data (tests/recover/machi
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -26,9 +27,11 @@ from tests.recover.machine import (
     DISK_SIGNATURE,
     ROOT_UUID,
     Backup,
+    attached,
     backed_up_machine,
     boot_until_login,
     messages,
+    mounted,
     probe_facts,
 )
 
@@ -114,3 +117,53 @@ def test_the_chroot_binds_are_undone_when_the_install_fails(tmp_path: Path) -> N
         assert _mounts_under(str(root)) == [str(root / "dev"), str(root / "proc"), str(root / "sys")]
         raise CommandError("grub-install failed: as a test")
     assert _mounts_under(str(root)) == []
+
+
+def test_grub_onto_a_block_device_with_an_edited_root_uuid(grub_backup: Backup) -> None:
+    """A block device as the target (a loop device stands for /dev/sdX) and a layout giving the root
+    another UUID: grub.cfg follows, and grub-install's core.img searches for the new UUID."""
+    done = run(
+        grub_backup.env,
+        "dump",
+        grub_backup.snapshot,
+        "/.shadowvault-components/system-state/disk-layout.json",
+    )
+    assert done.exit_code == 0, done.stderr
+    layout = json.loads(done.stdout)
+    assert layout["bootloader"] == {"kind": "grub", "config": "/boot/grub/grub.cfg"}
+    new_uuid = "0dd00001-7a11-4b0c-9d0e-0123456789ab"
+    (root,) = [f for f in layout["filesystems"] if f["mount_point"] == "/"]
+    root["uuid"] = new_uuid
+    edited = grub_backup.directory / "layout.json"
+    edited.write_text(json.dumps(layout))
+    image = grub_backup.directory / "device.img"
+    with open(image, "wb") as f:
+        f.truncate(TARGET_SIZE)
+    device = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        done = run(
+            grub_backup.env, "recover", "--disk", device, grub_backup.snapshot, "--layout", edited, "--json"
+        )
+        assert done.exit_code == 0, done.stderr
+        (plan,) = [m for m in messages(done.stdout) if m["message_type"] == "plan"]
+        actions = {(a["verb"], a["kind"], a["target"]): a["reason"] for a in plan["actions"]}
+        assert actions[("replace", "boot", "/boot/grub/grub.cfg")] == f"UUID {ROOT_UUID} -> {new_uuid}"
+        assert ("install", "boot", "grub") in actions
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
+    assert _loops_over(image) == ""
+    with open(image, "rb") as f:
+        head = f.read(MIB)
+    assert b"GRUB" in head[:440] and head[512:1024] != bytes(512)  # boot.img, and core.img after it
+    table = read_table(str(image))
+    assert table is not None
+    part = table.partitions[0]
+    with (
+        attached(image, part) as partition,
+        mounted(partition, grub_backup.directory / "device-root") as where,
+    ):
+        assert f"root=UUID={new_uuid}" in (where / "boot/grub/grub.cfg").read_text()
+        assert ROOT_UUID not in (where / "boot/grub/grub.cfg").read_text()
+        assert f"search.fs_uuid {new_uuid} root" in (where / "boot/grub/i386-pc/load.cfg").read_text()
