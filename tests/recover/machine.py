@@ -12,16 +12,23 @@ dev-ttyS0.device) is masked and the console getty (agetty on /dev/console = ttyS
 The boot probe (sv-boot-probe.service, After=multi-user.target) prints what a user would check on
 the console: the account, the enabled unit and what it did, the package, the data, the second
 filesystem, then the console getty prints `sourcebox login:`.
+
+`bootloader="grub"` builds the same machine booting with GRUB (BIOS) instead, the way Debian and
+Ubuntu install it: the grub-pc package (from the debootstrap cache) installed in the root, a
+grub.cfg finding the root by UUID, and the root's own grub-install run in a chroot (recover's
+`install_grub`, the same steps an admin would take).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,9 +36,14 @@ from pathlib import Path
 
 from shadowvault.disk.partition import MbrPartition, MbrTable, write_boot_code, write_table
 from shadowvault.recover.bootloader import mbr_code
+from shadowvault.recover.grub import install_grub
+from shadowvault.repo.repository import Repository
+from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.components.machines import change_source_machine
-from tests.fixtures.boot_disk import build_boot_files, extlinux_conf, qemu_boot_argv
+from tests.fixtures.boot_disk import build_boot_files, extlinux_conf, grub_cfg, qemu_boot_argv
 from tests.fixtures.debootstrap import extract_root, nspawn
+from tests.fixtures.tools import require_root, require_tools
+from tests.inprocess_cli import run
 
 MIB = 1 << 20
 DISK_SIZE = 1024 * MIB
@@ -82,6 +94,7 @@ WantedBy=multi-user.target
 """
 
 
+GRUB_PC = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends grub-pc"
 MACHINE_ID = "5e1f0c0ffee0d15c5e1f0c0ffee0d15c"
 
 
@@ -120,10 +133,13 @@ def mounted(device: str, where: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(where)], check=False, timeout=120)
 
 
-def _install_machine(root: Path) -> str:
+def _install_machine(root: Path, bootloader: str) -> str:
     """The OS, the admin's changes, the data, the boot files; returns the data file's sha256."""
     extract_root(root)
     change_source_machine(root)
+    if bootloader == "grub":  # from the cached .debs, before the apt lists are trimmed
+        done = nspawn(root, "sh", "-c", GRUB_PC)
+        assert done.returncode == 0, done.stdout + done.stderr
     for path in TRIM:
         shutil.rmtree(root / path, ignore_errors=True)
     done = nspawn(
@@ -149,14 +165,18 @@ def _install_machine(root: Path) -> str:
     boot = build_boot_files()
     shutil.copy2(boot.kernel, root / f"boot/vmlinuz-{boot.release}")
     shutil.copy2(boot.initrd, root / f"boot/initrd.img-{boot.release}")
-    (root / "boot/extlinux").mkdir()
-    (root / "boot/extlinux/extlinux.conf").write_text(extlinux_conf(boot.release, ROOT_UUID))
+    if bootloader == "grub":
+        (root / "boot/grub/grub.cfg").write_text(grub_cfg(boot.release, ROOT_UUID))
+    else:
+        (root / "boot/extlinux").mkdir()
+        (root / "boot/extlinux/extlinux.conf").write_text(extlinux_conf(boot.release, ROOT_UUID))
     return hashlib.sha256(data).hexdigest()
 
 
 @contextlib.contextmanager
-def source_machine(directory: Path) -> Iterator[tuple[SourceMachine, Path]]:
-    """Build the source disk in `directory` and yield it mounted (root at the path yielded)."""
+def source_machine(directory: Path, bootloader: str = "extlinux") -> Iterator[tuple[SourceMachine, Path]]:
+    """Build the source disk in `directory` (booting with extlinux or grub) and yield it mounted
+    (root at the path yielded)."""
     disk = directory / "source.img"
     with open(disk, "wb") as f:
         f.truncate(DISK_SIZE)
@@ -167,12 +187,67 @@ def source_machine(directory: Path) -> Iterator[tuple[SourceMachine, Path]]:
         _sh("mkfs.ext4", "-q", "-F", "-U", ROOT_UUID, "-L", "svroot", root_dev)
         _sh("mkfs.ext4", "-q", "-F", "-U", ARCHIVE_UUID, "-L", "svarchive", archive_dev)
         root = stack.enter_context(mounted(root_dev, directory / "source-root"))
-        digest = _install_machine(root)
+        digest = _install_machine(root, bootloader)
         archive = stack.enter_context(mounted(archive_dev, root / "srv/archive"))
         (archive / "notes.txt").write_text(ARCHIVE_NOTE)
-        _sh("extlinux", "--install", str(root / "boot/extlinux"))
-        write_boot_code(str(disk), mbr_code())
+        if bootloader == "grub":
+            os.sync()
+            install_grub(str(disk), root, is_device=False)
+        else:
+            _sh("extlinux", "--install", str(root / "boot/extlinux"))
+            write_boot_code(str(disk), mbr_code())
         yield SourceMachine(disk, digest), root
+
+
+@dataclass(frozen=True)
+class Backup:
+    env: dict[str, str]
+    snapshot: str
+    data_sha256: str
+    directory: Path
+
+
+def messages(stdout: str) -> list[dict]:
+    """The JSON lines of a `--json` run."""
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+@contextlib.contextmanager
+def backed_up_machine(bootloader: str) -> Iterator[Backup]:
+    """The source machine built, backed up from its mounted image, and taken apart again; the
+    repository and the scratch directory last until the end (removed even when a test fails)."""
+    require_root()
+    tools = ("qemu-system-x86_64", "losetup", "mkfs.ext4", "busybox", "systemd-nspawn")
+    require_tools(*tools, "chroot" if bootloader == "grub" else "extlinux")
+    directory = Path(tempfile.mkdtemp(prefix=f"sv-recover-{bootloader}-"))
+    try:
+        repo = directory / "repo"
+        Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+        env = {
+            "SHADOWVAULT_REPOSITORY": str(repo),
+            "SHADOWVAULT_PASSWORD": PASSWORD,
+            "SHADOWVAULT_NO_DAEMON": "1",
+        }
+        with source_machine(directory, bootloader) as (machine, root):
+            done = run(
+                env, "backup", "--component", "system-state", "--component", "files",
+                "--source-root", root, "/", "--json",
+            )  # fmt: skip
+            assert done.exit_code == 0, done.stderr
+        (summary,) = [m for m in messages(done.stdout) if m.get("message_type") == "summary"]
+        os.unlink(machine.disk)
+        yield Backup(env, summary["snapshot_id"], machine.data_sha256, directory)
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(directory)], check=False, timeout=300)
+
+
+def probe_facts(console: str) -> dict[str, str]:
+    """The boot probe's `svprobe NAME: VALUE` lines of a serial console's text."""
+    return dict(
+        line.split("svprobe ", 1)[1].split(": ", 1)
+        for line in console.splitlines()
+        if "svprobe " in line and ": " in line
+    )
 
 
 def boot_until_login(disk: Path, serial: Path) -> str:

@@ -6,11 +6,8 @@ probe shows the user, the enabled unit, the package and the data (tests/recover/
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,9 +18,6 @@ from shadowvault.errors import UsageError
 from shadowvault.recover.fixes import fix_fstab_text
 from shadowvault.recover.plan import build_plan, fit_partitions, needed_size
 from shadowvault.recover.target import TargetDisk
-from shadowvault.repo.repository import Repository
-from tests.archive.helpers import FAST_KDF, PASSWORD
-from tests.fixtures.tools import require_root, require_tools
 from tests.inprocess_cli import json_out, one_error_line, run
 from tests.recover.machine import (
     ARCHIVE_NOTE,
@@ -31,51 +25,22 @@ from tests.recover.machine import (
     DISK_SIGNATURE,
     MACHINE_ID,
     ROOT_UUID,
+    Backup,
+    backed_up_machine,
     boot_until_login,
-    source_machine,
+    messages,
+    probe_facts,
 )
 
 MIB = 1 << 20
 TARGET_SIZE = 768 * MIB  # smaller than the source's 1 GiB: the data fits
 
 
-@dataclass(frozen=True)
-class Backup:
-    env: dict[str, str]
-    snapshot: str
-    data_sha256: str
-    directory: Path
-
-
-def _messages(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-
-
 @pytest.fixture(scope="module")
 def backup() -> Iterator[Backup]:
-    """The source machine built, backed up from its mounted image, and taken apart again."""
-    require_root()
-    require_tools("qemu-system-x86_64", "extlinux", "losetup", "mkfs.ext4", "busybox", "systemd-nspawn")
-    directory = Path(tempfile.mkdtemp(prefix="sv-recover-"))
-    try:
-        repo = directory / "repo"
-        Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
-        env = {
-            "SHADOWVAULT_REPOSITORY": str(repo),
-            "SHADOWVAULT_PASSWORD": PASSWORD,
-            "SHADOWVAULT_NO_DAEMON": "1",
-        }
-        with source_machine(directory) as (machine, root):
-            done = run(
-                env, "backup", "--component", "system-state", "--component", "files",
-                "--source-root", root, "/", "--json",
-            )  # fmt: skip
-            assert done.exit_code == 0, done.stderr
-        (summary,) = [m for m in _messages(done.stdout) if m.get("message_type") == "summary"]
-        os.unlink(machine.disk)
-        yield Backup(env, summary["snapshot_id"], machine.data_sha256, directory)
-    finally:
-        subprocess.run(["rm", "-rf", "--one-file-system", str(directory)], check=False, timeout=300)
+    """The extlinux source machine built, backed up from its mounted image, and taken apart again."""
+    with backed_up_machine("extlinux") as built:
+        yield built
 
 
 def _empty_disk(path: Path, size: int) -> Path:
@@ -88,9 +53,9 @@ def test_recover_onto_a_smaller_empty_disk_boots_as_the_source_machine(backup: B
     target = _empty_disk(backup.directory / "target.img", TARGET_SIZE)
     done = run(backup.env, "recover", "--disk", target, backup.snapshot, "--json")
     assert done.exit_code == 0, done.stderr
-    messages = _messages(done.stdout)
-    (plan,) = [m for m in messages if m["message_type"] == "plan"]
-    (summary,) = [m for m in messages if m["message_type"] == "summary"]
+    lines = messages(done.stdout)
+    (plan,) = [m for m in lines if m["message_type"] == "plan"]
+    (summary,) = [m for m in lines if m["message_type"] == "summary"]
     assert summary["errors"] == []
     assert any("partitions shrunk" in w for w in plan["warnings"])
     table = read_table(str(target))
@@ -99,11 +64,7 @@ def test_recover_onto_a_smaller_empty_disk_boots_as_the_source_machine(backup: B
     assert table.partitions[1].start + table.partitions[1].size <= TARGET_SIZE
 
     console = boot_until_login(target, backup.directory / "serial.log")
-    facts = dict(
-        line.split("svprobe ", 1)[1].split(": ", 1)
-        for line in console.splitlines()
-        if "svprobe " in line and ": " in line
-    )
+    facts = probe_facts(console)
     assert facts["target"] == "active", console
     assert "(alice)" in facts["id"] and "(devs)" in facts["id"], console
     assert facts["probe-app"] == "enabled active", console

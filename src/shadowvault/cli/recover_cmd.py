@@ -63,6 +63,7 @@ def recover_cmd(
                 "disk": disk,
                 "fstab": report.fstab_notes,
                 "timings": report.timings,
+                "warnings": report.warnings,
                 "errors": [{"what": w, "why": y} for w, y in report.errors],
             }
         )
@@ -71,6 +72,8 @@ def recover_cmd(
             info(f"fstab: {note}")
         phases = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in report.timings.items())
         info(f"recovered {disk}: {phases}")
+        for message in report.warnings:
+            warn(message)
         for what, why in report.errors:
             warn(f"{what}: {why}")
     if report.errors:

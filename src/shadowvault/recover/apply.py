@@ -29,7 +29,7 @@ from shadowvault.disk.partition import MbrTable, write_table
 from shadowvault.errors import CommandError
 from shadowvault.fsutil import atomic_write
 from shadowvault.jobs.restore_component import restore_component
-from shadowvault.recover import bootloader, fixes
+from shadowvault.recover import bootloader, fixes, grub
 from shadowvault.recover.plan import COMPONENTS, FilesystemStep
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -48,6 +48,7 @@ class RecoverReport:
     applied: bool
     errors: list[tuple[str, str]] = field(default_factory=list)
     fstab_notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -92,6 +93,30 @@ def _unmount(where: Path) -> None:
         proc.run(["umount", str(where)], timeout=120)
     except CommandError as err:
         log.warning("could not unmount %s: %s", where, err)
+
+
+def _install_bootloader(plan: Plan, mnt: Path, report: RecoverReport) -> None:
+    """The recorded bootloader onto the disk, its configuration following an edited layout's UUIDs."""
+    boot = plan.data["layout"].bootloader
+    config = mnt / boot.config.lstrip("/")
+    changes = plan.data.get("uuid_changes")
+    if (
+        boot.kind in ("extlinux", "grub") and changes and config.is_file()
+    ):  # root=UUID=... of an edited layout
+        text = config.read_text(errors="replace")
+        atomic_write(config, bootloader.replace_uuids(text, changes).encode(), mode=0o644)
+    if boot.kind == "extlinux":
+        bootloader.install_extlinux(plan.target_root, config.parent)
+    elif plan.data.get("install_grub"):
+        missing = grub.missing_parts(lambda path: (mnt / path.lstrip("/")).exists())
+        if missing:
+            report.warnings.append(
+                f"GRUB was not installed (the recovered system lacks {', '.join(missing)}): "
+                "run grub-install in the recovered system (docs/recover.md)"
+            )
+            return
+        os.sync()  # grub-install reads the root filesystem through its device
+        grub.install_grub(plan.target_root, mnt, is_device=plan.data["is_device"])
 
 
 def apply_plan(
@@ -150,14 +175,7 @@ def apply_plan(
         if new_machine_id:
             fixes.reset_machine_id(mnt)
         phase("fixes")
-        if layout.bootloader.kind == "extlinux":
-            config = mnt / layout.bootloader.config.lstrip("/")
-            if plan.data.get("uuid_changes") and config.is_file():  # root=UUID=... of an edited layout
-                text = config.read_text(errors="replace")
-                atomic_write(
-                    config, bootloader.replace_uuids(text, plan.data["uuid_changes"]).encode(), mode=0o644
-                )
-            bootloader.install_extlinux(disk, config.parent)
+        _install_bootloader(plan, mnt, report)
         os.sync()
         phase("bootloader")
     return report

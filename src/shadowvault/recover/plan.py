@@ -10,6 +10,7 @@ sizes; a disk too small for that is refused before anything is written.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shadowvault.components.plan import Plan
@@ -84,8 +85,16 @@ def mark_boot_partition(partitions: list[MbrPartition], layout: DiskLayout) -> l
     return [dataclasses.replace(p, bootable=True) if p.number == number else p for p in partitions]
 
 
-def build_plan(layout: DiskLayout, target: TargetDisk, snapshot_id: str, *, new_machine_id: bool) -> Plan:
-    """What recover will do to `target`, changing nothing."""
+def build_plan(
+    layout: DiskLayout,
+    target: TargetDisk,
+    snapshot_id: str,
+    *,
+    new_machine_id: bool,
+    grub_missing: Sequence[str] = (),
+) -> Plan:
+    """What recover will do to `target`, changing nothing (`grub_missing`: what the snapshot lacks of
+    GRUB's BIOS installer, for a GRUB machine)."""
     if layout.table != "msdos":
         raise UnsupportedError(f"recover writes MBR (msdos) partition tables, not {layout.table}")
     if not any(f.mount_point == "/" for f in layout.filesystems):
@@ -137,9 +146,18 @@ def build_plan(layout: DiskLayout, target: TargetDisk, snapshot_id: str, *, new_
             "extlinux",
             f"into {boot.config.rsplit('/', 1)[0]}, syslinux mbr.bin into the MBR",
         )
+    elif boot.kind == "grub" and not grub_missing:
+        plan.add(
+            "install",
+            "boot",
+            "grub",
+            "the recovered system's grub-install --target=i386-pc (chroot): boot.img into the MBR, "
+            "core.img after it; its grub.cfg kept",
+        )
     elif boot.kind == "grub":
         plan.warn(
-            "GRUB is not installed by recover: run grub-install in the recovered system (docs/recover.md)"
+            f"GRUB is not installed by recover (the snapshot lacks {', '.join(grub_missing)}): "
+            "run grub-install in the recovered system (docs/recover.md)"
         )
     else:
         plan.warn("the source had no bootloader recover knows: the disk will not boot on its own")
@@ -147,5 +165,7 @@ def build_plan(layout: DiskLayout, target: TargetDisk, snapshot_id: str, *, new_
         table=MbrTable(layout.disk_signature, tuple(partitions)),
         filesystems=steps,
         layout=layout,
+        install_grub=boot.kind == "grub" and not grub_missing,
+        is_device=target.is_device,
     )
     return plan

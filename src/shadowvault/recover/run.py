@@ -14,11 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from shadowvault.archive.tree_paths import find_node
 from shadowvault.components.plan import Plan
 from shadowvault.disk.layout import DOCUMENT, DiskLayout, decode_layout
 from shadowvault.errors import NotFoundError
 from shadowvault.jobs.restore_component import require_component
 from shadowvault.jobs.snapshot_view import RepoView
+from shadowvault.recover import grub
 from shadowvault.recover.apply import RecoverReport, apply_plan
 from shadowvault.recover.plan import COMPONENTS, build_plan
 from shadowvault.recover.target import check_target
@@ -56,6 +58,14 @@ def uuid_changes(recorded: DiskLayout, used: DiskLayout) -> dict[str, str]:
     }
 
 
+def _in_snapshot(repo: Repository, snapshot: Snapshot, path: str) -> bool:
+    try:
+        find_node(repo, snapshot.tree, path)
+    except NotFoundError:
+        return False
+    return True
+
+
 def _layout(repo: Repository, snapshot_id: str, snapshot: Snapshot, layout_file: str | None) -> DiskLayout:
     if layout_file is not None:
         try:
@@ -84,10 +94,17 @@ def run_recover(
         require_component(snapshot_id, snapshot, name)
     target = check_target(request.disk)
     layout = _layout(repo, snapshot_id, snapshot, request.layout_file)
-    plan = build_plan(layout, target, snapshot_id, new_machine_id=request.new_machine_id)
+    grub_missing = (
+        grub.missing_parts(lambda path: _in_snapshot(repo, snapshot, path))
+        if layout.bootloader.kind == "grub"
+        else []
+    )
+    plan = build_plan(
+        layout, target, snapshot_id, new_machine_id=request.new_machine_id, grub_missing=grub_missing
+    )
     recorded = snapshot_layout(repo, snapshot) if request.layout_file is not None else None
     changes = uuid_changes(recorded, layout) if recorded is not None else {}
-    if changes and layout.bootloader.kind == "extlinux":
+    if changes and layout.bootloader.kind in ("extlinux", "grub"):
         for old, new in changes.items():
             plan.add("replace", "boot", layout.bootloader.config, f"UUID {old} -> {new}")
     plan.data["uuid_changes"] = changes
