@@ -1,12 +1,14 @@
 """The disk layout of a machine, recorded at backup time so that a bare-metal recovery can rebuild it.
 
-Recorded: the disk that holds the source root's "/" (its size, MBR signature and primary
-partitions), every filesystem on that disk mounted at or below the source root (type, UUID, label,
-size, bytes used, fstab options, which partition), and the bootloader (extlinux or GRUB, and where
-its configuration lives). A disk is found from the mount's device: a partition (/dev/sda1 -> sda,
-its start from sysfs) or a loop device over a disk image at an offset (`losetup -o`, which is how
-this project reaches partitions of an image). The document is stored with the system-state
-component as `disk-layout.json`; `recover --layout FILE` takes an edited copy of it.
+Recorded: the disk that holds the source root's "/" (its size and partition table: an MBR's
+signature and primary partitions, or a GPT's disk GUID and entries with their type and unique
+GUIDs, names and attribute bits), every filesystem on that disk mounted at or below the source
+root (type, UUID, label, size, bytes used, fstab options, which partition), and the bootloader
+(extlinux or GRUB, and where its configuration lives). A disk is found from the mount's device: a
+partition (/dev/sda1 -> sda, its start from sysfs) or a loop device over a disk image at an offset
+(`losetup -o`, which is how this project reaches partitions of an image). The document is stored
+with the system-state component as `disk-layout.json`; `recover --layout FILE` takes an edited
+copy of it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import msgspec
 
 from shadowvault import proc
+from shadowvault.disk import gpt
 from shadowvault.disk.fstab import entries
 from shadowvault.disk.partition import read_table
 from shadowvault.errors import CommandError, ShadowvaultError, UsageError
@@ -31,12 +34,16 @@ DOCUMENT = "disk-layout.json"
 BLOCK_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat"})
 
 
-class PartitionRecord(msgspec.Struct, kw_only=True):
+class PartitionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     number: int
     start: int  # bytes from the start of the disk
     size: int
-    type_id: int
-    bootable: bool = False
+    type_id: int = 0  # MBR: the partition type byte
+    bootable: bool = False  # MBR: the active flag
+    type_guid: str = ""  # GPT: the partition type GUID (ESP: c12a7328-...)
+    uuid: str = ""  # GPT: the unique partition GUID (PARTUUID)
+    name: str = ""  # GPT: the partition name (PARTLABEL)
+    attributes: int = 0  # GPT: the 64 attribute bits
 
 
 class FilesystemRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -56,9 +63,10 @@ class BootloaderRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class DiskLayout(msgspec.Struct, kw_only=True, omit_defaults=True):
-    table: str = "msdos"
+    table: str = "msdos"  # msdos | gpt
     disk_size: int = 0
-    disk_signature: int = 0
+    disk_signature: int = 0  # MBR
+    disk_guid: str = ""  # GPT
     partitions: list[PartitionRecord] = []
     filesystems: list[FilesystemRecord] = []
     bootloader: BootloaderRecord = msgspec.field(default_factory=BootloaderRecord)
@@ -167,28 +175,19 @@ def _record(source_root: Path) -> DiskLayout | None:
     if located is None:
         return None
     disk = located[0]
-    table = read_table(disk)
-    if table is None:
-        log.info("%s has no MBR partition table: no layout recorded", disk)
+    layout = _table_record(disk)
+    if layout is None:
+        log.info("%s has no MBR or GPT partition table: no layout recorded", disk)
         return None
-    layout = DiskLayout(
-        disk_size=os.stat(disk).st_size if os.path.isfile(disk) else _device_size(disk),
-        disk_signature=table.disk_signature,
-        partitions=[
-            PartitionRecord(
-                number=p.number, start=p.start, size=p.size, type_id=p.type_id, bootable=p.bootable
-            )
-            for p in table.partitions
-        ],
-        bootloader=_bootloader(source_root),
-    )
+    layout.disk_size = os.stat(disk).st_size if os.path.isfile(disk) else _device_size(disk)
+    layout.bootloader = _bootloader(source_root)
     options = _fstab_options(source_root)
     for where, volume in sorted(mounts, key=lambda m: m[0]):
         place = disk_and_offset(volume.device)
         if place is None or place[0] != disk:
             log.info("%s is on another disk than the root: not part of the layout", where)
             continue
-        number = next((p.number for p in table.partitions if p.start == place[1]), None)
+        number = next((p.number for p in layout.partitions if p.start == place[1]), None)
         if number is None:
             log.info("%s is at no partition of %s: not part of the layout", where, disk)
             continue
@@ -207,6 +206,41 @@ def _record(source_root: Path) -> DiskLayout | None:
             )
         )
     return layout
+
+
+def _table_record(disk: str) -> DiskLayout | None:
+    """The layout's table part (kind, disk identity, partitions) of a GPT or MBR disk."""
+    sector = gpt.sector_size(disk)
+    found = gpt.read_gpt(disk, sector)
+    if found is not None:
+        return DiskLayout(
+            table="gpt",
+            disk_guid=found.disk_guid,
+            partitions=[
+                PartitionRecord(
+                    number=p.number,
+                    start=p.start,
+                    size=p.size,
+                    type_guid=p.type_guid,
+                    uuid=p.uuid,
+                    name=p.name,
+                    attributes=p.attributes,
+                )
+                for p in found.partitions
+            ],
+        )
+    table = read_table(disk)
+    if table is None:
+        return None
+    return DiskLayout(
+        disk_signature=table.disk_signature,
+        partitions=[
+            PartitionRecord(
+                number=p.number, start=p.start, size=p.size, type_id=p.type_id, bootable=p.bootable
+            )
+            for p in table.partitions
+        ],
+    )
 
 
 def _device_size(device: str) -> int:

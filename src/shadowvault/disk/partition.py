@@ -2,8 +2,8 @@
 
 A disk's partitions are reached through loop devices at an offset (`losetup -o OFFSET --sizelimit
 SIZE`), never through /dev/loopNpM, so nothing here depends on the kernel reading the table. Only
-primary partitions are handled: a recorded layout with logical partitions or GPT is refused by the
-planner with a clear message.
+primary partitions are handled: a recorded layout with logical partitions is refused by the planner
+with a clear message. GPT disks (a protective MBR) are read and written by disk/gpt.py.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def read_table(path: str) -> MbrTable | None:
         if type_id == 0 or count == 0:
             continue
         if type_id == GPT_PROTECTIVE:
-            raise UnsupportedError(f"{path} has a GPT partition table: only MBR (msdos) disks are supported")
+            raise UnsupportedError(f"{path} has a GPT partition table, not MBR: read it with disk.gpt")
         partitions.append(MbrPartition(slot + 1, first * SECTOR, count * SECTOR, type_id, status == 0x80))
     return MbrTable(signature, tuple(partitions), sector[:BOOT_CODE_SIZE])
 
