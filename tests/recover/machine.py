@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from shadowvault.disk.gpt import GptPartition
 from shadowvault.disk.partition import MbrPartition, MbrTable, write_boot_code, write_table
 from shadowvault.recover.bootloader import mbr_code
 from shadowvault.recover.grub import install_grub
@@ -74,6 +75,8 @@ echo "svprobe data: $(sha256sum /srv/data/report.bin | cut -d' ' -f1)"
 mount /srv/archive
 label=$(findmnt -n -o LABEL /srv/archive)
 echo "svprobe archive: $(cat /srv/archive/notes.txt) $label"
+source=$(findmnt -n -o SOURCE /srv/archive)
+echo "svprobe archive partuuid: $(blkid -p -s PART_ENTRY_UUID -o value "$source")"
 echo "svprobe root: $(findmnt -n -o UUID /)"
 echo "svprobe hostname: $(hostname)"
 echo "svprobe machine-id: $(cat /etc/machine-id)"
@@ -94,7 +97,8 @@ WantedBy=multi-user.target
 """
 
 
-GRUB_PC = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends grub-pc"
+GRUB_PACKAGES = {"grub": "grub-pc", "grub-efi": "grub-efi-amd64"}  # from the debootstrap cache
+APT_INSTALL = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
 MACHINE_ID = "5e1f0c0ffee0d15c5e1f0c0ffee0d15c"
 
 
@@ -112,7 +116,7 @@ def _sh(*argv: str) -> str:
 
 
 @contextlib.contextmanager
-def attached(disk: Path, part: MbrPartition) -> Iterator[str]:
+def attached(disk: Path, part: MbrPartition | GptPartition) -> Iterator[str]:
     device = _sh(
         "losetup", "--find", "--show", "-o", str(part.start), "--sizelimit", str(part.size), str(disk)
     )
@@ -133,12 +137,12 @@ def mounted(device: str, where: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(where)], check=False, timeout=120)
 
 
-def _install_machine(root: Path, bootloader: str) -> str:
+def install_machine(root: Path, bootloader: str, fstab: str = FSTAB) -> str:
     """The OS, the admin's changes, the data, the boot files; returns the data file's sha256."""
     extract_root(root)
     change_source_machine(root)
-    if bootloader == "grub":  # from the cached .debs, before the apt lists are trimmed
-        done = nspawn(root, "sh", "-c", GRUB_PC)
+    if bootloader in GRUB_PACKAGES:  # from the cached .debs, before the apt lists are trimmed
+        done = nspawn(root, "sh", "-c", APT_INSTALL + GRUB_PACKAGES[bootloader])
         assert done.returncode == 0, done.stdout + done.stderr
     for path in TRIM:
         shutil.rmtree(root / path, ignore_errors=True)
@@ -149,7 +153,7 @@ def _install_machine(root: Path, bootloader: str) -> str:
         "systemctl mask serial-getty@ttyS0.service && systemctl enable console-getty.service",
     )
     assert done.returncode == 0, done.stderr
-    (root / "etc/fstab").write_text(FSTAB)
+    (root / "etc/fstab").write_text(fstab)
     (root / "etc/machine-id").write_text(MACHINE_ID + "\n")  # a recovery keeps it unless asked
     probe = root / "usr/local/sbin/sv-boot-probe"
     probe.write_text(PROBE)
@@ -165,8 +169,9 @@ def _install_machine(root: Path, bootloader: str) -> str:
     boot = build_boot_files()
     shutil.copy2(boot.kernel, root / f"boot/vmlinuz-{boot.release}")
     shutil.copy2(boot.initrd, root / f"boot/initrd.img-{boot.release}")
-    if bootloader == "grub":
-        (root / "boot/grub/grub.cfg").write_text(grub_cfg(boot.release, ROOT_UUID))
+    if bootloader in GRUB_PACKAGES:
+        table_module = "part_gpt" if bootloader == "grub-efi" else "part_msdos"
+        (root / "boot/grub/grub.cfg").write_text(grub_cfg(boot.release, ROOT_UUID, table_module))
     else:
         (root / "boot/extlinux").mkdir()
         (root / "boot/extlinux/extlinux.conf").write_text(extlinux_conf(boot.release, ROOT_UUID))
@@ -175,8 +180,14 @@ def _install_machine(root: Path, bootloader: str) -> str:
 
 @contextlib.contextmanager
 def source_machine(directory: Path, bootloader: str = "extlinux") -> Iterator[tuple[SourceMachine, Path]]:
-    """Build the source disk in `directory` (booting with extlinux or grub) and yield it mounted
-    (root at the path yielded)."""
+    """Build the source disk in `directory` (booting with extlinux or grub; grub-efi: the UEFI machine
+    of efi_machine.py) and yield it mounted (root at the path yielded)."""
+    if bootloader == "grub-efi":
+        from tests.recover.efi_machine import gpt_source_machine  # it builds on this module
+
+        with gpt_source_machine(directory) as built:
+            yield built
+        return
     disk = directory / "source.img"
     with open(disk, "wb") as f:
         f.truncate(DISK_SIZE)
@@ -187,7 +198,7 @@ def source_machine(directory: Path, bootloader: str = "extlinux") -> Iterator[tu
         _sh("mkfs.ext4", "-q", "-F", "-U", ROOT_UUID, "-L", "svroot", root_dev)
         _sh("mkfs.ext4", "-q", "-F", "-U", ARCHIVE_UUID, "-L", "svarchive", archive_dev)
         root = stack.enter_context(mounted(root_dev, directory / "source-root"))
-        digest = _install_machine(root, bootloader)
+        digest = install_machine(root, bootloader)
         archive = stack.enter_context(mounted(archive_dev, root / "srv/archive"))
         (archive / "notes.txt").write_text(ARCHIVE_NOTE)
         if bootloader == "grub":
@@ -218,7 +229,8 @@ def backed_up_machine(bootloader: str) -> Iterator[Backup]:
     repository and the scratch directory last until the end (removed even when a test fails)."""
     require_root()
     tools = ("qemu-system-x86_64", "losetup", "mkfs.ext4", "busybox", "systemd-nspawn")
-    require_tools(*tools, "chroot" if bootloader == "grub" else "extlinux")
+    extra = {"grub": ("chroot",), "grub-efi": ("chroot", "mkfs.vfat", "mcopy")}.get(bootloader, ("extlinux",))
+    require_tools(*tools, *extra)
     directory = Path(tempfile.mkdtemp(prefix=f"sv-recover-{bootloader}-"))
     try:
         repo = directory / "repo"
@@ -250,10 +262,11 @@ def probe_facts(console: str) -> dict[str, str]:
     )
 
 
-def boot_until_login(disk: Path, serial: Path) -> str:
-    """Boot `disk` until the probe is done and the login prompt is shown; the serial console's text."""
+def boot_until_login(disk: Path, serial: Path, uefi_vars: Path | None = None) -> str:
+    """Boot `disk` until the probe is done and the login prompt is shown; the serial console's text
+    (`uefi_vars`: boot with OVMF, that copy of its NVRAM)."""
     qemu = subprocess.Popen(
-        qemu_boot_argv(disk, serial),
+        qemu_boot_argv(disk, serial, uefi_vars),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -21,6 +21,7 @@ import msgspec
 
 from shadowvault import proc
 from shadowvault.disk import gpt
+from shadowvault.disk.fat_mount import STAGED
 from shadowvault.disk.fstab import entries
 from shadowvault.disk.partition import read_table
 from shadowvault.errors import CommandError, ShadowvaultError, UsageError
@@ -136,11 +137,18 @@ def _bootloader(source_root: Path) -> BootloaderRecord:
     return BootloaderRecord()
 
 
+def _staged_fat(device: str) -> bool:
+    """A tmpfs whose source is a FAT partition: a FAT staged where the kernel has no vfat."""
+    return device.startswith("/dev/") and probe_filesystem(device).get("TYPE") == "vfat"
+
+
 def _mounts_under(source_root: Path) -> list[tuple[str, Volume]]:
     """(mount point as the source saw it, volume) for block filesystems at or below the source root."""
     root = os.path.realpath(source_root)
     found = []
     for volume in list_volumes(with_uuid=False):
+        if volume.fstype == STAGED and _staged_fat(volume.device):  # disk/fat_mount.py
+            volume = msgspec.structs.replace(volume, fstype="vfat")
         if volume.fstype not in BLOCK_FILESYSTEMS or not volume.device.startswith("/dev/"):
             continue
         if volume.root != "/":

@@ -24,12 +24,12 @@ from pathlib import Path
 from shadowvault import proc
 from shadowvault.components.base import RESERVED_DIR, RestoreOptions
 from shadowvault.components.plan import Plan
+from shadowvault.disk import fat_mount
 from shadowvault.disk.layout import DiskLayout
-from shadowvault.disk.partition import MbrTable, write_table
 from shadowvault.errors import CommandError
 from shadowvault.fsutil import atomic_write
 from shadowvault.jobs.restore_component import restore_component
-from shadowvault.recover import bootloader, fixes, grub
+from shadowvault.recover import bootloader, fixes, grub, tables, uefi
 from shadowvault.recover.plan import COMPONENTS, FilesystemStep
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -88,9 +88,9 @@ def _mkfs_argv(step: FilesystemStep, device: str) -> list[str]:
     return ["mkfs.vfat", "-i", serial, *(["-n", label] if label else []), device]
 
 
-def _unmount(where: Path) -> None:
+def _quietly(unmount: Callable[[], None], where: Path) -> None:
     try:
-        proc.run(["umount", str(where)], timeout=120)
+        unmount()
     except CommandError as err:
         log.warning("could not unmount %s: %s", where, err)
 
@@ -105,7 +105,10 @@ def _install_bootloader(plan: Plan, mnt: Path, report: RecoverReport) -> None:
     ):  # root=UUID=... of an edited layout
         text = config.read_text(errors="replace")
         atomic_write(config, bootloader.replace_uuids(text, changes).encode(), mode=0o644)
-    if boot.kind == "extlinux":
+    if plan.data.get("efi_boot"):
+        os.sync()
+        report.warnings += uefi.finish_boot(mnt, plan.data["layout"], plan.data["efi_boot"])
+    elif boot.kind == "extlinux":
         bootloader.install_extlinux(plan.target_root, config.parent)
     elif plan.data.get("install_grub"):
         missing = grub.missing_parts(lambda path: (mnt / path.lstrip("/")).exists())
@@ -132,7 +135,7 @@ def apply_plan(
     disk = plan.target_root
     layout: DiskLayout = plan.data["layout"]
     steps: list[FilesystemStep] = plan.data["filesystems"]
-    table: MbrTable = plan.data["table"]
+    table: tables.PlannedTable = plan.data["table"]
     report = RecoverReport(plan, applied=True)
     clock = time.monotonic()
 
@@ -145,7 +148,7 @@ def apply_plan(
             on_phase(name)
 
     with contextlib.ExitStack() as cleanup:
-        write_table(disk, table)
+        tables.write_planned_table(disk, table, plan.data["disk_size"])
         devices = {}
         for step in steps:
             device = _attach(disk, step.partition.start, step.partition.size)
@@ -154,11 +157,15 @@ def apply_plan(
             proc.run(_mkfs_argv(step, device), timeout=600)
         mnt = Path(tempfile.mkdtemp(prefix="shadowvault-recover-"))
         cleanup.callback(shutil.rmtree, mnt, True)
+        mounted: list[fat_mount.Mounted] = []
         for step in steps:  # parents first (the plan sorted them)
             where = mnt / step.record.mount_point.lstrip("/")
             where.mkdir(parents=True, exist_ok=True)
-            proc.run(["mount", devices[step.record.mount_point], str(where)], timeout=120)
-            cleanup.callback(_unmount, where)
+            fs = fat_mount.mount(
+                devices[step.record.mount_point], where, step.record.fstype, step.partition.size
+            )
+            cleanup.callback(_quietly, fs.unmount, where)
+            mounted.append(fs)
         phase("partition")
         for name, includes in (("files", ACCOUNT_FILES), *((name, []) for name in COMPONENTS)):
             options = RestoreOptions(
@@ -176,6 +183,8 @@ def apply_plan(
             fixes.reset_machine_id(mnt)
         phase("fixes")
         _install_bootloader(plan, mnt, report)
+        for fs in mounted:
+            fs.flush()  # a staged FAT onto its partition (disk/fat_mount.py)
         os.sync()
         phase("bootloader")
     return report

@@ -4,20 +4,23 @@
 partitions keep their places when the target is large enough. On a smaller disk each partition
 holding a filesystem is shrunk toward what its data needs (bytes used at backup time, plus a fifth
 and the filesystem's own minimum) and the rest of the disk is shared in proportion to the recorded
-sizes; a disk too small for that is refused before anything is written.
+sizes; a disk too small for that is refused before anything is written. The table is the recorded
+kind, MBR or GPT (tables.py); the bootloader step is BIOS (extlinux, GRUB) or UEFI (uefi.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from shadowvault.components.plan import Plan
-from shadowvault.disk.layout import DiskLayout, FilesystemRecord
-from shadowvault.disk.partition import MbrPartition, MbrTable
+from shadowvault.disk import gpt
+from shadowvault.disk.layout import DiskLayout, FilesystemRecord, PartitionRecord
 from shadowvault.errors import UnsupportedError, UsageError
 from shadowvault.paths_within import is_within
+from shadowvault.recover import tables, uefi
 from shadowvault.recover.target import TargetDisk
 
 MIB = 1 << 20
@@ -32,7 +35,7 @@ class FilesystemStep:
     """A filesystem to make on a planned partition, and where it is mounted during the restore."""
 
     record: FilesystemRecord
-    partition: MbrPartition
+    partition: PartitionRecord  # as placed on the target
 
 
 def _mib_up(size: int) -> int:
@@ -44,14 +47,17 @@ def needed_size(record: FilesystemRecord) -> int:
     return _mib_up(max(FS_MINIMUM.get(record.fstype, DEFAULT_MINIMUM), record.used * 6 // 5 + 32 * MIB))
 
 
-def fit_partitions(layout: DiskLayout, disk_size: int) -> tuple[list[MbrPartition], bool]:
+def fit_partitions(
+    layout: DiskLayout, disk_size: int, sector: int = 512
+) -> tuple[list[PartitionRecord], bool]:
     """The recorded partitions placed on a disk of `disk_size` bytes; (partitions, shrunk)."""
     parts = sorted(layout.partitions, key=lambda p: p.start)
     if not parts:
         raise UsageError("the disk layout has no partitions")
-    usable = disk_size - disk_size % MIB
-    if parts[-1].start + parts[-1].size <= usable:
-        return [MbrPartition(p.number, p.start, p.size, p.type_id, p.bootable) for p in parts], False
+    end = tables.usable_end(layout, disk_size, sector)
+    if parts[-1].start + parts[-1].size <= end:
+        return parts, False
+    usable = end - end % MIB
     by_partition = {f.partition: f for f in layout.filesystems}
     minimum = {
         p.number: needed_size(by_partition[p.number]) if p.number in by_partition else p.size for p in parts
@@ -70,19 +76,19 @@ def fit_partitions(layout: DiskLayout, disk_size: int) -> tuple[list[MbrPartitio
     for p in parts:
         size = minimum[p.number] + (give.get(p.number, 0) * spare // wanted if p.number in give else 0)
         size = min(p.size, size - size % MIB)
-        placed.append(MbrPartition(p.number, at, size, p.type_id, p.bootable))
+        placed.append(msgspec.structs.replace(p, start=at, size=size))
         at += size
     return placed, True
 
 
-def mark_boot_partition(partitions: list[MbrPartition], layout: DiskLayout) -> list[MbrPartition]:
+def mark_boot_partition(partitions: list[PartitionRecord], layout: DiskLayout) -> list[PartitionRecord]:
     """syslinux's mbr.bin boots the active partition: the one holding extlinux.conf, when none is."""
     config = layout.bootloader.config
     holders = [f for f in layout.filesystems if config == f.mount_point or is_within(config, f.mount_point)]
     if not holders:
         return partitions
     number = max(holders, key=lambda f: len(f.mount_point)).partition
-    return [dataclasses.replace(p, bootable=True) if p.number == number else p for p in partitions]
+    return [msgspec.structs.replace(p, bootable=True) if p.number == number else p for p in partitions]
 
 
 def build_plan(
@@ -92,31 +98,29 @@ def build_plan(
     *,
     new_machine_id: bool,
     grub_missing: Sequence[str] = (),
+    efi_boot: str = "",
 ) -> Plan:
     """What recover will do to `target`, changing nothing (`grub_missing`: what the snapshot lacks of
-    GRUB's BIOS installer, for a GRUB machine)."""
-    if layout.table != "msdos":
-        raise UnsupportedError(f"recover writes MBR (msdos) partition tables, not {layout.table}")
+    GRUB's BIOS installer, for a GRUB machine; `efi_boot`: uefi.choose_boot's answer for a layout
+    with an EFI system partition)."""
+    tables.check_table(layout)
     if not any(f.mount_point == "/" for f in layout.filesystems):
         raise UsageError("the disk layout has no root filesystem (mount point /)")
     for record in layout.filesystems:
         if record.fstype not in MKFS:
             raise UnsupportedError(f"{record.mount_point}: cannot make a {record.fstype} filesystem")
-    partitions, shrunk = fit_partitions(layout, target.size)
-    if layout.bootloader.kind == "extlinux" and not any(p.bootable for p in partitions):
+    partitions, shrunk = fit_partitions(layout, target.size, gpt.sector_size(target.path))
+    if (
+        layout.table == "msdos"
+        and layout.bootloader.kind == "extlinux"
+        and not any(p.bootable for p in partitions)
+    ):
         partitions = mark_boot_partition(partitions, layout)
     plan = Plan("recover", target.path)
-    plan.add("create", "table", target.path, f"MBR, disk signature {layout.disk_signature:08x}")
+    plan.add("create", "table", target.path, tables.describe_table(layout))
     by_number = {p.number: p for p in partitions}
     for p in partitions:
-        flag = ", bootable" if p.bootable else ""
-        plan.add(
-            "create",
-            "partition",
-            f"{target.path} #{p.number}",
-            f"{p.start // MIB}-{(p.start + p.size) // MIB} MiB ({p.size // MIB} MiB), "
-            f"type {p.type_id:02x}{flag}",
-        )
+        plan.add("create", "partition", f"{target.path} #{p.number}", tables.describe_partition(layout, p))
     if shrunk:
         plan.warn(
             f"the target disk is smaller than the source's ({layout.disk_size // MIB} MiB): partitions shrunk"
@@ -139,7 +143,17 @@ def build_plan(
     if new_machine_id:
         plan.add("replace", "file", "/etc/machine-id", "emptied: a new one is made at first boot")
     boot = layout.bootloader
-    if boot.kind == "extlinux":
+    install_grub = boot.kind == "grub" and not grub_missing
+    if uefi.esp_of(layout) is not None:
+        uefi.plan_boot(plan, layout, efi_boot)
+        install_grub = False
+    elif layout.table == "gpt":
+        plan.warn(
+            "a GPT disk without an EFI system partition: recover installs no BIOS bootloader on GPT, "
+            "so the disk will not boot on its own (install one in the recovered system)"
+        )
+        install_grub = False
+    elif boot.kind == "extlinux":
         plan.add(
             "install",
             "boot",
@@ -162,10 +176,12 @@ def build_plan(
     else:
         plan.warn("the source had no bootloader recover knows: the disk will not boot on its own")
     plan.data.update(
-        table=MbrTable(layout.disk_signature, tuple(partitions)),
+        table=tables.table_for(layout, partitions),
+        disk_size=target.size,
         filesystems=steps,
         layout=layout,
-        install_grub=boot.kind == "grub" and not grub_missing,
+        install_grub=install_grub,
+        efi_boot=efi_boot if uefi.esp_of(layout) is not None else "",
         is_device=target.is_device,
     )
     return plan

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from shadowvault.archive.tree_paths import find_node
 from shadowvault.components.plan import Plan
+from shadowvault.disk import fat_mount
 from shadowvault.disk.layout import DOCUMENT, DiskLayout, decode_layout
 from shadowvault.errors import NotFoundError
 from shadowvault.jobs.restore_component import require_component
 from shadowvault.jobs.snapshot_view import RepoView
-from shadowvault.recover import grub
+from shadowvault.recover import grub, uefi
 from shadowvault.recover.apply import RecoverReport, apply_plan
 from shadowvault.recover.plan import COMPONENTS, build_plan
 from shadowvault.recover.target import check_target
@@ -94,13 +95,22 @@ def run_recover(
         require_component(snapshot_id, snapshot, name)
     target = check_target(request.disk)
     layout = _layout(repo, snapshot_id, snapshot, request.layout_file)
+
+    def in_snapshot(path: str) -> bool:
+        return _in_snapshot(repo, snapshot, path)
+
+    efi_boot = uefi.choose_boot(layout, in_snapshot)
     grub_missing = (
-        grub.missing_parts(lambda path: _in_snapshot(repo, snapshot, path))
-        if layout.bootloader.kind == "grub"
-        else []
+        grub.missing_parts(in_snapshot) if layout.bootloader.kind == "grub" and not efi_boot else []
     )
+    fat_mount.check_mountable({f.fstype for f in layout.filesystems})
     plan = build_plan(
-        layout, target, snapshot_id, new_machine_id=request.new_machine_id, grub_missing=grub_missing
+        layout,
+        target,
+        snapshot_id,
+        new_machine_id=request.new_machine_id,
+        grub_missing=grub_missing,
+        efi_boot=efi_boot,
     )
     recorded = snapshot_layout(repo, snapshot) if request.layout_file is not None else None
     changes = uuid_changes(recorded, layout) if recorded is not None else {}
@@ -108,6 +118,8 @@ def run_recover(
         for old, new in changes.items():
             plan.add("replace", "boot", layout.bootloader.config, f"UUID {old} -> {new}")
     plan.data["uuid_changes"] = changes
+    if changes and efi_boot == uefi.KEEP:
+        plan.warn(f"the kept {uefi.LOADER_TEXT} may look for the old UUIDs: check that the disk boots")
     if "/" not in snapshot.paths:
         held = ", ".join(p for p in snapshot.paths if not p.startswith("/.")) or "nothing"
         plan.warn(f"the snapshot's files are {held}, not /: the recovered disk holds only those and /etc")
