@@ -174,3 +174,27 @@ def test_a_gpt_disk_too_small_for_the_data_is_refused_untouched(efi_backup: Back
     with open(small, "rb") as f:
         assert f.read(MIB) == bytes(MIB)
     assert ROOT_PART.number == 2  # the root is not the first partition: the fit follows the table
+
+
+def test_recover_onto_a_whole_disk_block_device(efi_backup: Backup) -> None:
+    """A block device as the target (a loop device over an image stands for /dev/sdX): the same GPT
+    (sized to the device), the ESP filled, grub-install's loader at the removable-media path."""
+    image = _empty_disk(efi_backup.directory / "device.img", TARGET_SIZE)
+    device = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        done = run(efi_backup.env, "recover", "--disk", device, efi_backup.snapshot)
+        assert done.exit_code == 0, done.stderr
+        assert "recovered " + device in done.stdout
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
+    table = gpt.read_gpt(str(image))
+    assert table is not None and table.disk_guid == DISK_GUID
+    assert [p.uuid for p in table.partitions] == [p.uuid for p in TABLE.partitions]
+    with open(image, "rb") as f:  # the backup header in the device's last sector
+        f.seek(TARGET_SIZE - 512)
+        assert f.read(8) == gpt.SIGNATURE
+    with attached(image, table.partitions[0]) as esp_dev:
+        listing = fat_listing(esp_dev)
+    assert {"/EFI/BOOT/BOOTX64.EFI", "/EFI/debian/grubx64.efi", "/sv-note.txt"} <= set(listing), listing
