@@ -80,3 +80,10 @@ def exact_fields(key: str, raw: bytes) -> dict[str, str]:
             key: raw.decode("utf-8", "backslashreplace"),
             f"{key}_bytes": base64.b64encode(raw).decode("ascii"),
         }
+
+
+def exact_bytes(fields: dict[str, str], key: str) -> bytes:
+    """The exact bytes of a name or path that `exact_fields` wrote (`{key}_bytes` when there is one)."""
+    if f"{key}_bytes" in fields:
+        return base64.b64decode(fields[f"{key}_bytes"])
+    return fields[key].encode("utf-8")

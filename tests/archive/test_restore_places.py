@@ -8,6 +8,7 @@ whole, as `SNAP:SUBPATH`, and file by file.
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -190,3 +191,78 @@ def test_an_unsafe_name_is_named_in_its_directorys_place(tmp_path: Path):
     assert (target / "ok").read_bytes() == b"ok"
     done = restore(env, "latest:/srv/www", tmp_path / "text")
     assert f"shadowvault: warning: {tmp_path}/text/{escaped}: not restored: unsafe name" in done.stderr
+
+
+CAFE, SEALED, BLOCKED = b"caf\xe9", b"sealed-\xff", b"blocked-\xe9"  # names that are not UTF-8
+
+
+@pytest.fixture
+def latin1(env: dict[str, str], tmp_path: Path) -> Snap:
+    """A snapshot of www holding names that are not UTF-8: `caf\\xe9` (the target keeps a newer
+    copy), `sealed-\\xff` (unreadable at backup) and `blocked-\\xe9` (a directory is in its way)."""
+    www = tmp_path / "latin1" / "www"
+    www.mkdir(parents=True)
+    raw = os.fsencode(www)
+    for name in (CAFE, SEALED, BLOCKED):
+        with open(raw + b"/" + name, "wb") as f:
+            f.write(b"from the snapshot\n")
+    os.chmod(raw + b"/" + SEALED, 0o000)
+    done = without_dac_override(["backup", "--provider", "none", str(www)], env)
+    assert done.returncode == 3, done.stderr
+    return Snap(www, env)
+
+
+def prepare_latin1(place: Path) -> None:
+    """The user's newer `caf\\xe9` and a directory `blocked-\\xe9` at the place standing for www."""
+    raw = os.fsencode(place)
+    os.makedirs(raw, exist_ok=True)
+    with open(raw + b"/" + CAFE, "wb") as f:
+        f.write(b"the user's\n")
+    os.utime(raw + b"/" + CAFE, (FUTURE, FUTURE))
+    os.mkdir(raw + b"/" + BLOCKED)
+
+
+def exact(key: str, raw: bytes) -> dict[str, str]:
+    """What `ls --json` says for a name that is not UTF-8: escaped text, and the bytes in base64."""
+    return {key: raw.decode("utf-8", "backslashreplace"), f"{key}_bytes": base64.b64encode(raw).decode()}
+
+
+def assert_latin1_said(
+    done: subprocess.CompletedProcess[str], www: Path, place: str, cwd: Path = Path(".")
+) -> None:
+    """The kept, warning and error lines give path and target as `ls --json` does: exact bytes (a
+    relative `place` is below `cwd`)."""
+    assert done.returncode == 3, done.stderr
+    every = {
+        CAFE: {"message_type": "kept", "reason": KEPT_WHY},
+        SEALED: {"message_type": "warning", "message": SEALED_WHY},
+        BLOCKED: {"message_type": "error", "message": BLOCKED_WHY},
+    }
+    raw_www, raw_place = os.fsencode(www), os.fsencode(place)
+    expected = [
+        {**line, **exact("path", raw_www + b"/" + name), **exact("target", raw_place + b"/" + name)}
+        for name, line in every.items()
+    ]
+    assert entries_said(done) == sorted(expected, key=lambda m: (m["message_type"], m["path"]))
+    for line in entries_said(done):  # a script takes the bytes: they name what is there (kept, in the way)
+        there = os.path.join(os.fsencode(cwd), base64.b64decode(line["target_bytes"]))
+        assert os.path.lexists(there) == (line["message_type"] != "warning"), there
+
+
+def assert_latin1_text(done: subprocess.CompletedProcess[str], place: str) -> None:
+    """For people, the places with the bytes that are not UTF-8 escaped, as `ls` shows them."""
+    assert done.returncode == 3, done.stderr
+    said = done.stderr.splitlines()
+    assert f"shadowvault: warning: {place}/sealed-\\xff: {SEALED_WHY}" in said, done.stderr
+    assert f"shadowvault: warning: {place}/blocked-\\xe9: {BLOCKED_WHY}" in said, done.stderr
+    assert f"1 kept, {KEPT_WHY}" in said, done.stderr
+
+
+def test_names_that_are_not_utf8_are_given_exactly(latin1: Snap, tmp_path: Path):
+    target = tmp_path / "latin1-target"
+    prepare_latin1(target)
+    done = restore(latin1.env, f"latest:{latin1.www}", target, "--json")
+    assert_latin1_said(done, latin1.www, str(target))
+    with open(os.fsencode(target) + b"/" + CAFE, "rb") as f:
+        assert f.read() == b"the user's\n"
+    assert_latin1_text(restore(latin1.env, f"latest:{latin1.www}", target), str(target))

@@ -9,10 +9,14 @@ from pathlib import Path
 from shadowvault.client import Client
 from tests.archive.test_restore_places import (
     Snap,
+    assert_latin1_said,
+    assert_latin1_text,
     assert_text,
     entries_said,
     expected_lines,
+    latin1,  # noqa: F401 - the fixture
     prepare,
+    prepare_latin1,
     restore,
     snap,  # noqa: F401 - the fixture
 )
@@ -45,3 +49,17 @@ def test_the_daemon_names_the_same_places(snap: Snap, tmp_path: Path):  # noqa: 
 
         with Client(daemon.socket) as client:
             assert [r["kind"] for r in client.runs()] == ["restore"] * 6
+
+
+def test_the_daemon_gives_names_that_are_not_utf8_exactly(latin1: Snap, tmp_path: Path):  # noqa: F811
+    """The daemon's run reports the paths exactly (path_bytes), so the command shows the same."""
+    with running_daemon() as daemon:
+        env = {k: v for k, v in latin1.env.items() if k != "SHADOWVAULT_NO_DAEMON"}
+        env["SHADOWVAULT_SOCKET"] = str(daemon.socket)
+        here = tmp_path / "here"
+        prepare_latin1(here / "sub")
+        done = restore(env, f"latest:{latin1.www}", "sub", "--json", cwd=here)
+        assert_latin1_said(done, latin1.www, "sub", cwd=here)
+        assert_latin1_text(restore(env, f"latest:{latin1.www}", "sub", cwd=here), "sub")
+        with Client(daemon.socket) as client:
+            assert [r["kind"] for r in client.runs()] == ["restore"] * 2

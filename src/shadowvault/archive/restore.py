@@ -43,14 +43,13 @@ from shadowvault.archive.restore_entries import (
     has_default_acl,
     join,
     reason,
-    text,
-    unsafe_text,
+    unsafe_path,
 )
 from shadowvault.archive.restore_outcomes import Pending, Restored, chain
 from shadowvault.archive.restore_places import TargetPlaces, top_of
 from shadowvault.archive.restore_reads import NAME_MAX
 from shadowvault.archive.restore_workers import LazyRestoreWorkers
-from shadowvault.archive.tree_paths import TreeReader, find_node, raw_path
+from shadowvault.archive.tree_paths import TreeReader, find_node, raw_path, text
 from shadowvault.cancellation import check
 from shadowvault.errors import NotFoundError, RepositoryError, UsageError
 from shadowvault.repo.repository import Repository
@@ -147,7 +146,7 @@ class Restorer:
         root = self._root
         root.spath = b"/" + b"/".join(p for p in raw_path(subpath).split(b"/") if p)
         top = top_of(root.spath, is_dir=node is None or node.type == "dir")
-        self.stats.places = TargetPlaces(text(self.target), text(top))  # what the report names
+        self.stats.places = TargetPlaces(self.target, top)  # what the report names
         root.fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the user's own path
         self.dirs.open.add(root)
         root.inherits_acl = has_default_acl(root.fd)
@@ -211,7 +210,7 @@ class Restorer:
             why = "the name appears more than once in its directory"
         if why is not None:
             if self.filter.included(spath) or self.filter.may_contain(spath):
-                self.entries.error(unsafe_text(here.spath, node.name), f"not restored: unsafe name ({why})")
+                self.entries.error(unsafe_path(here.spath, node.name), f"not restored: unsafe name ({why})")
             return None
         if node.type != "dir":
             if (self._everything or self.filter.included(spath)) and (

@@ -25,10 +25,10 @@ from enum import StrEnum
 from shadowvault.archive import metadata
 from shadowvault.archive.restore_outcomes import Restored
 from shadowvault.archive.restore_places import TargetPlaces
-from shadowvault.archive.tree_paths import join, text
+from shadowvault.archive.tree_paths import join
 from shadowvault.archive.unnamed_files import create_unnamed
 from shadowvault.cancellation import Cancellation
-from shadowvault.display import display_component
+from shadowvault.display import display_name, one_component
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.tree import Node, entry_error
 
@@ -53,15 +53,16 @@ class RestoreStats:
     bytes_written: int = 0
     skipped: int = 0  # entries not laid down because they were unreadable at backup (kept: below)
     verified: int = 0
-    # (snapshot path, why): already in the target and left as is; not restored; restored, but not whole
-    kept: list[tuple[str, str]] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    warnings: list[tuple[str, str]] = field(default_factory=list)
+    # (snapshot path, why): already in the target and left as is; not restored; restored, but not
+    # whole. Paths are the snapshot's bytes: a name that is not UTF-8 is shown escaped, exact in JSON.
+    kept: list[tuple[bytes, str]] = field(default_factory=list)
+    errors: list[tuple[bytes, str]] = field(default_factory=list)
+    warnings: list[tuple[bytes, str]] = field(default_factory=list)
     places: TargetPlaces | None = None  # where each snapshot path is in the target (set by the restore)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     cancellation: Cancellation | None = None  # checked before every entry, blob and worker task
 
-    def place(self, path: str) -> str | None:
+    def place(self, path: bytes) -> bytes | None:
         """The place in the target of a path of `kept`, `errors` or `warnings` (what a user looks
         at); None when the restore never said where its target is."""
         return self.places.place(path) if self.places is not None else None
@@ -125,10 +126,10 @@ def process_umask() -> int | None:
     return None
 
 
-def unsafe_text(parent: bytes, name: bytes) -> str:
+def unsafe_path(parent: bytes, name: bytes) -> bytes:
     """The snapshot path of an entry with an unsafe name: its directory as every other path is
     recorded (so its place in the target follows), the name as `ls` shows it (`one_component`)."""
-    return text(parent.rstrip(b"/") + b"/") + display_component(name)
+    return parent.rstrip(b"/") + b"/" + one_component(name)
 
 
 def reason(err: BaseException) -> str:
@@ -222,15 +223,14 @@ class EntryWriter:
         self._tmp_prefix = TMP_PREFIX + b"%d-" % os.getpid()
         self._euid = os.geteuid()
 
-    def error(self, path: bytes | str, why: str) -> None:
-        shown = path if isinstance(path, str) else text(path)
-        log.debug("%s: %s", shown, why)  # in the result: the caller says it
+    def error(self, path: bytes, why: str) -> None:
+        log.debug("%s: %s", display_name(path), why)  # in the result: the caller says it
         with self.stats.lock:
-            self.stats.errors.append((shown, why))
+            self.stats.errors.append((path, why))
 
     def warning(self, path: bytes, why: str) -> None:
         with self.stats.lock:
-            self.stats.warnings.append((text(path), why))
+            self.stats.warnings.append((path, why))
 
     def restored(self, node: Node, here: TargetDir) -> Restored:
         """Count an entry made under its final name; its names below the target."""
@@ -253,7 +253,7 @@ class EntryWriter:
         kept = None if here.fresh else self._kept_because(here.fd, node)
         if kept is not None:
             with self.stats.lock:
-                self.stats.kept.append((text(spath), kept))
+                self.stats.kept.append((spath, kept))
             return False
         return True
 

@@ -13,9 +13,11 @@ from typing import Any, TypeVar
 
 import click
 
+from shadowvault.archive.restore_places import entry_fields, entry_of_fields, entry_shown
 from shadowvault.cli.component_options import COMPONENT_NAMES, split_users
 from shadowvault.cli.output import info, listing, note, print_json, warn
 from shadowvault.cli.restore_daemon import component_restore_through_daemon, here_or_in_daemon
+from shadowvault.cli.restore_report import stderr_json
 from shadowvault.cli.snapshot_choice import SnapshotFilter
 from shadowvault.client import Client
 from shadowvault.components.base import RestoreOptions
@@ -118,6 +120,19 @@ def print_plan(plan: Plan, *, as_json: bool, applied: bool) -> None:
     note("restored " + plan.summary(applied=True))
 
 
+def report_error(error: dict[str, Any], why: str, *, as_json: bool) -> None:
+    """A file a component or writer restore could not lay down, named by its place in the target (a
+    step of a plan, `packages`, by what it is), as a files restore names it (cli/restore_report.py)."""
+    if "target" not in error:
+        warn(f"{error['path']}: {why}")
+        return
+    path, place = entry_of_fields(error)
+    if as_json:
+        stderr_json({"message_type": "error", **entry_fields(path, place), "message": why})
+    else:
+        warn(f"{entry_shown(path, place)}: {why}")
+
+
 def run_component_restore(
     repo: str | None,
     password_file: str | None,
@@ -139,7 +154,7 @@ def run_component_restore(
     summary = here_or_in_daemon(repo, password_file, request.snapshot, snapshot_filter, here, there)
     print_plan(Plan.from_dict(summary["plan"]), as_json=as_json, applied=summary["applied"])
     for error in summary["errors"]:
-        warn(f"{error['path']}: {error['reason']}")
+        report_error(error, error["reason"], as_json=as_json)
     if summary["errors"]:
         raise PartialFailure(
             f"{counted(len(summary['errors']), 'item')} could not be restored; the others were"

@@ -2,7 +2,8 @@
 
 For files, the run's status events feed the same RestoreStats the in-process restore fills (its
 summary names the snapshot directory the target stands for, so the places printed are below the
-target as the user named it, not the absolute path the daemon was given); for
+target as the user named it, not the absolute path the daemon was given; every path is exact, with
+`path_bytes` where it is not UTF-8, as display.exact_fields writes it); for
 components and writers, the run's plan events and summary are the JSON the in-process job reports
 (jobs/application_restores.py). Either way the same code prints them. The password is read here
 (file, environment or prompt) and sent to the daemon with the request. A restore by a user who is
@@ -24,6 +25,7 @@ from shadowvault.cli.coordination import finished_run, restore_daemon
 from shadowvault.cli.repo_options import open_repository, read_password, repo_path
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, needs_choice
 from shadowvault.client import Client
+from shadowvault.display import exact_bytes
 from shadowvault.jobs.application_restores import WriterRestoreOrder
 from shadowvault.jobs.restore_component import ComponentRestoreRequest
 from shadowvault.jobs.restore_files import FilesRestoreRequest
@@ -66,11 +68,12 @@ def restore_through_daemon(
 
     summary = finished_run(client, run, follow)
     with stats.lock:
-        stats.errors = [(e["path"], e["reason"]) for e in summary.get("errors", [])]
-        stats.warnings = [(w["path"], w["reason"]) for w in summary.get("warnings", [])]
-        stats.kept = [(k["path"], k["reason"]) for k in summary.get("kept_paths", [])]
+        stats.errors = [(exact_bytes(e, "path"), e["reason"]) for e in summary.get("errors", [])]
+        stats.warnings = [(exact_bytes(w, "path"), w["reason"]) for w in summary.get("warnings", [])]
+        stats.kept = [(exact_bytes(k, "path"), k["reason"]) for k in summary.get("kept_paths", [])]
         if "target_stands_for" in summary:  # the places below the target as named here, not the daemon's
-            stats.places = TargetPlaces(request.target, summary["target_stands_for"])
+            top = exact_bytes(summary, "target_stands_for")
+            stats.places = TargetPlaces(os.fsencode(request.target), top)
     return summary["snapshot_id"]
 
 
@@ -119,11 +122,11 @@ def writer_restore_through_daemon(
     order: WriterRestoreOrder,
     emit: Callable[[str, dict[str, Any]], None],
 ) -> Summary:
-    """Run the writer restore in the daemon, its plan events to `emit`; its summary."""
+    """Run the writer restore in the daemon, its plan and file_error events to `emit`; its summary."""
     run = client.start_writer_restore(_location(repo), _as_json(order), password=read_password(password_file))
 
     def follow(event: dict[str, Any]) -> None:
-        if event["message_type"] in ("writer_plan", "authoritative_plan"):
+        if event["message_type"] in ("writer_plan", "authoritative_plan", "file_error"):
             emit(
                 event["message_type"], {k: v for k, v in event.items() if k not in ("message_type", "run_id")}
             )

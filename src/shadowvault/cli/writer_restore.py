@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from shadowvault.cli.components import report_error
 from shadowvault.cli.output import info, listing, note, print_json
 from shadowvault.cli.restore_daemon import here_or_in_daemon, writer_restore_through_daemon
 from shadowvault.cli.snapshot_choice import SnapshotFilter
@@ -155,6 +156,9 @@ def _plan_printer(as_json: bool, *, dry_run: bool) -> Emit:
     say = listing if dry_run else info
 
     def show(message_type: str, plan: dict[str, Any]) -> None:
+        if message_type == "file_error":  # a file not laid down: the writer's error follows
+            report_error(plan, plan["message"], as_json=as_json)
+            return
         if as_json:
             print_json({"message_type": message_type, **plan})
             return

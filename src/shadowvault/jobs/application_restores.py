@@ -2,7 +2,10 @@
 
 A component restore (files, user-profiles, system-state into a target root) and a restore through
 writers (stop, lay down, recover, start; or an authoritative LDAP restore) each send their plans to
-`emit` before anything changes and return a summary made only of JSON values. The CLI prints both
+`emit` before anything changes and return a summary made only of JSON values. Files a restore could
+not lay down are named as a files restore names them: the snapshot's `path` and the `target` place
+(archive/restore_places.py), in a component restore's summary and as a writer restore's
+`file_error` events (its files fail the writer, whose error names the first). The CLI prints both
 (cli/writer_restore.py, cli/components.py) whether it ran the job itself or followed the daemon's
 run of it (service/application_restore_work.py), so the output is the same either way.
 """
@@ -13,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shadowvault.archive.restore_places import entry_fields
 from shadowvault.jobs.restore_component import ComponentRestoreRequest, run_component_restore
 from shadowvault.jobs.restore_ldap_authoritative import AuthoritativeRequest, run_authoritative_restore
 from shadowvault.jobs.restore_writer import WriterRestoreRequest, run_writer_restore
@@ -37,7 +41,10 @@ def restore_component_reporting(repo: Repository, request: ComponentRestoreReque
         "snapshot_id": result.snapshot_id,
         "applied": result.applied,
         "plan": result.plan.to_dict(),
-        "errors": [{"path": path, "reason": reason} for path, reason in result.errors],
+        "errors": [
+            *({**entry_fields(path, place), "reason": why} for path, place, why in result.file_errors),
+            *({"path": what, "reason": why} for what, why in result.errors),  # steps of the plan
+        ],
     }
 
 
@@ -74,7 +81,11 @@ def restore_writers_reporting(repo: Repository, order: WriterRestoreOrder, emit:
         for plan in plans:
             emit("writer_plan", {"target_root": target_root, **plan.to_dict()})
 
-    result = run_writer_restore(repo, request, on_plans=emit_plans)
+    def emit_file_errors(errors: list[tuple[bytes, bytes | None, str]]) -> None:
+        for path, place, why in errors:  # each by its place below the target root, as a files restore
+            emit("file_error", {**entry_fields(path, place), "message": why})
+
+    result = run_writer_restore(repo, request, on_plans=emit_plans, on_file_errors=emit_file_errors)
     return {
         "snapshot_id": result.snapshot_id,
         "target_root": target_root,

@@ -51,7 +51,26 @@ class ComponentRestore:
     snapshot_id: str
     plan: Plan
     applied: bool
-    errors: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # steps of the plan: (what, why)
+    # files not laid down: (snapshot path, its place in the target root or None, why)
+    file_errors: list[tuple[bytes, bytes | None, str]] = field(default_factory=list)
+
+
+def place_of(path: bytes, plan: Plan, target_root: Path) -> bytes | None:
+    """Where in the target root the plan lays the snapshot path `path` (what a user looks at): its
+    action's target, or below its nearest planned directory (an entry the restore never created,
+    such as one with an unsafe name); None when the plan places nothing on its way."""
+    planned = {os.fsencode(a.source).strip(b"/"): a.target for a in plan.actions if a.source is not None}
+    root = os.fsencode(target_root)
+    parent, below = path.strip(b"/"), b""
+    while True:
+        if parent in planned:
+            place = os.path.join(root, os.fsencode(planned[parent]).lstrip(b"/"))
+            return os.path.join(place, below) if below else place
+        if not parent:
+            return None
+        parent, _, name = parent.rpartition(b"/")
+        below = os.path.join(name, below) if below else name
 
 
 def run_component_restore(
@@ -99,6 +118,7 @@ def restore_component(
         cancellation.check(cancellation.current())
         with cancellation.shielded():  # the plan is carried out whole, or not at all
             component.apply(plan, view, options)
-        return ComponentRestore(snapshot_id, plan, applied=True, errors=errors + plan.errors)
+        file_errors = [(path, place_of(path, plan, options.target_root), why) for path, why in errors]
+        return ComponentRestore(snapshot_id, plan, applied=True, errors=plan.errors, file_errors=file_errors)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -36,8 +36,8 @@ class FilesRestoreResult:
     duration: float
 
     @property
-    def errors(self) -> list[tuple[str, str]]:
-        """(path, reason) of what could not be restored."""
+    def errors(self) -> list[tuple[bytes, str]]:
+        """(snapshot path, reason) of what could not be restored."""
         return self.stats.errors
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from shadowvault import cancellation
 from shadowvault.archive import metadata
 from shadowvault.archive.restore import Restorer, RestoreStats
+from shadowvault.archive.restore_places import entry_shown
 from shadowvault.archive.tree_paths import find_node
 from shadowvault.display import counted
 from shadowvault.errors import JobCancelledError, NotFoundError, ShadowvaultError, UsageError, WriterError
@@ -41,6 +42,8 @@ from shadowvault.shadow.writers.base import RestoreContext, Writer
 log = logging.getLogger(__name__)
 
 WriterOptions = dict[str, Any]
+# the files a writer's restore could not lay down: (snapshot path, place in the target or None, why)
+FileErrors = Callable[[list[tuple[bytes, bytes | None, str]]], None]
 
 
 @dataclass
@@ -63,7 +66,8 @@ class WriterRestore:
     label: str
     components: list[str]
     paths: list[str]
-    errors: list[tuple[str, str]] = field(default_factory=list)
+    # (snapshot path, its place below the target root or None, why) of what could not be restored
+    errors: list[tuple[bytes, bytes | None, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # how the writer restored (RestoreContext.notes)
 
 
@@ -88,8 +92,10 @@ def run_writer_restore(
     request: WriterRestoreRequest,
     *,
     on_plans: Callable[[list[WriterPlan]], None] | None = None,
+    on_file_errors: FileErrors | None = None,
 ) -> WriterRestoreResult:
-    """Plan the restore (shown through `on_plans` before anything runs), then, unless a dry run, do it."""
+    """Plan the restore (shown through `on_plans` before anything runs), then, unless a dry run, do it;
+    files a writer's restore could not lay down go to `on_file_errors` before its error is raised."""
     snapshot_id, snapshot = repo.find_snapshot(request.snapshot)
     plans = plan_writer_restore(repo, snapshot, request.target_root, list(request.writers) or None)
     per_writer = keyed_by_plan(request.writer_options, [p.label for p in plans])
@@ -108,6 +114,7 @@ def run_writer_restore(
             options=request.options,
             writer_options=per_writer,
             overwrite=request.overwrite,
+            on_file_errors=on_file_errors,
         )
     return result
 
@@ -142,12 +149,15 @@ def restore_with_writers(
     options: WriterOptions | None = None,
     writer_options: dict[str, WriterOptions] | None = None,
     overwrite: str = "never",
+    on_file_errors: FileErrors | None = None,
 ) -> list[WriterRestore]:
     """Restore the components of `writers` (default: every writer in the manifest) from `snapshot`.
 
     `options` go to every writer; `writer_options` maps a writer name or NAME:INSTANCE label to
     options for that writer only (a port to start a restored copy on, a start command, ...). Every
     writer checks its options first, so a refused restore stops nothing and lays nothing down.
+    A file not laid down fails the writer's restore (post_restore would start a partial copy): the
+    files go to `on_file_errors`, the error names the first by its place below the target root.
     """
     events = checked_events(repo, snapshot, target_root, writers, options, writer_options)
     done = []
@@ -172,9 +182,12 @@ def restore_with_writers(
             raise
         if result.errors:
             writer.restore_stopped(ctx)
-            path, why = result.errors[0]
+            if on_file_errors is not None:
+                on_file_errors(result.errors)
+            path, place, why = result.errors[0]
             raise WriterError(
-                f"writer {label}: {counted(len(result.errors), 'file')} not restored, first {path}: {why}"
+                f"writer {label}: {counted(len(result.errors), 'file')} not restored, first "
+                f"{entry_shown(path, place)}: {why}"
             )
         try:
             with cancellation.shielded():
@@ -228,7 +241,7 @@ def _lay_down(
                 repo, target, overwrite=overwrite, stats=RestoreStats(cancellation=cancellation.current())
             )
             stats = restorer.restore(snapshot.tree, path)
-            result.errors.extend(stats.errors)
+            result.errors.extend((failed, stats.place(failed), why) for failed, why in stats.errors)
             if node.type == "dir":  # the Restorer fills the directory; its own owner and mode are ours
                 metadata.apply(os.fsencode(target), node)
     return result

@@ -45,8 +45,9 @@ class RepoView(SnapshotView):
     def recorded_paths(self) -> list[str]:
         return list(self.paths)
 
-    def materialize(self, prefixes: list[str]) -> list[tuple[str, str]]:
-        """Restore the entries below `prefixes` into the staging content tree; returns restore errors.
+    def materialize(self, prefixes: list[str]) -> list[tuple[bytes, str]]:
+        """Restore the entries below `prefixes` into the staging content tree; returns restore errors
+        (snapshot path, why).
         A cancelled run stops it within a file (the staging directory goes with the restore)."""
         present = [p for p in prefixes if self._exists(p)]
         self.materialized = True

@@ -14,6 +14,7 @@ import msgspec
 
 from shadowvault.archive.restore import Overwrite, RestoreStats
 from shadowvault.archive.walk_stats import WalkStats
+from shadowvault.display import exact_fields
 from shadowvault.errors import JobCancelledError, PartialFailure, UsageError
 from shadowvault.jobs import definitions, scheduled
 from shadowvault.jobs.backup import BackupRequest, run_backup
@@ -81,7 +82,13 @@ def _entries(found: list[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"path": path, "reason": reason} for path, reason in found]
 
 
-def _exit_status(errors: list[tuple[str, str]]) -> int:
+def _restore_entries(found: list[tuple[bytes, str]]) -> list[dict[str, str]]:
+    """A restore's (snapshot path, reason) pairs as JSON objects, each path exact (`path_bytes`
+    when it is not UTF-8, as `ls` gives it): the command names them by their places in the target."""
+    return [{**exact_fields("path", path), "reason": reason} for path, reason in found]
+
+
+def _exit_status(errors: list[tuple[str, str]] | list[tuple[bytes, str]]) -> int:
     return PartialFailure.exit_code if errors else 0
 
 
@@ -140,11 +147,11 @@ def restore_work(body: RestoreBody) -> Work:
             "snapshot_id": result.snapshot_id,
             **stats.as_dict(),
             "duration": round(result.duration, 3),
-            "errors": _entries(result.errors),
-            "warnings": _entries(stats.warnings),
-            "kept_paths": _entries(stats.kept),
+            "errors": _restore_entries(result.errors),
+            "warnings": _restore_entries(stats.warnings),
+            "kept_paths": _restore_entries(stats.kept),
             # the snapshot directory the target stands for: where each path above is in the target
-            **({"target_stands_for": stats.places.top} if stats.places is not None else {}),
+            **(exact_fields("target_stands_for", stats.places.top) if stats.places is not None else {}),
         }
         return summary, _exit_status(result.errors)
 

@@ -10,6 +10,11 @@ With appendonly on, the AOF directory is a component too: acknowledged writes ar
 to it, so an atomic shadow holds them; automatic AOF rewrites are suspended from prepare_snapshot
 to thaw so the manifest and its files do not change under a copy.
 
+A cancel of the run ends the writer's waits at their next poll (every few ms): for an AOF rewrite
+at prepare_snapshot, for the BGSAVE at freeze. A freeze cut short holds nothing (the save goes on
+in the server and ends by itself; abort restores the AOF rewrite setting), so a cancel reaches the
+freeze too (`freeze_can_be_cancelled`).
+
 Restore: pre_restore shuts down a server still running on the target (without saving), the files
 are laid down, post_restore checks them with redis-check-rdb / redis-check-aof and starts the
 server (the `start_command` option).
@@ -23,7 +28,7 @@ import re
 import time
 from typing import Any
 
-from shadowvault import proc
+from shadowvault import cancellation, proc
 from shadowvault.errors import CommandError, WriterError
 from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume
@@ -43,6 +48,7 @@ class RedisWriter(AppWriter):
     """
 
     name = "redis"
+    freeze_can_be_cancelled = True  # a wait for BGSAVE cut short holds nothing; abort restores settings
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:
         super().__init__(instance or "127.0.0.1:6379", **options)
@@ -161,7 +167,7 @@ class RedisWriter(AppWriter):
             while self._info().get("aof_rewrite_in_progress"):
                 if time.monotonic() > deadline:
                     raise WriterError("an AOF rewrite is still running")
-                time.sleep(0.02)
+                _pause(0.02)
 
     def _save_timeout(self) -> float:
         return float(self.options.get("save_timeout") or self.freeze_timeout)
@@ -174,7 +180,7 @@ class RedisWriter(AppWriter):
         while before.get("rdb_bgsave_in_progress"):
             if time.monotonic() > deadline:
                 raise WriterError("a background save was already running and did not finish")
-            time.sleep(0.01)
+            _pause(0.01)
             before = self._info()
         counter = "rdb_saves" if "rdb_saves" in before else None
         started_at = time.time()
@@ -190,7 +196,7 @@ class RedisWriter(AppWriter):
                 break
             if time.monotonic() > deadline:
                 raise WriterError(f"BGSAVE did not finish within {self._save_timeout():g} s")
-            time.sleep(0.005)
+            _pause(0.005)
         if info.get("rdb_last_bgsave_status") != "ok":
             raise WriterError(
                 f"BGSAVE failed (rdb_last_bgsave_status {info.get('rdb_last_bgsave_status')}); "
@@ -273,6 +279,13 @@ class RedisWriter(AppWriter):
                 proc.run(list(start), timeout=float(ctx.options.get("start_timeout", 300)))
             except CommandError as err:
                 raise WriterError(f"the restored Redis did not start: {err}") from err
+
+
+def _pause(seconds: float) -> None:
+    """One poll's pause, after which a cancel of the run (where the event may be cut short) ends the
+    wait: the server's work goes on without us, holding nothing of the set."""
+    time.sleep(seconds)
+    cancellation.check(cancellation.current())
 
 
 def check_rdb(path: str) -> None:

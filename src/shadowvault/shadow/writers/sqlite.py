@@ -5,6 +5,11 @@ database's write lock with BEGIN IMMEDIATE on a connection kept open until thaw:
 to their busy timeout), readers go on. Every committed transaction is then in the main file or the
 -wal, and no transaction is half-written, so the shadow's files open as that committed state. The
 lock belongs to this process: if the coordinator dies, the kernel releases it (no watchdog action).
+
+Where another connection holds a lock, the writer waits for it in Python (sqlite_waits.py), up to
+the freeze timeout, so that a cancel of the run or an abort of the set ends the wait at once:
+SQLite's busy handler cannot be interrupted. A freeze cut short holds nothing (the lock was never
+taken, or abort rolls it back), so a cancel reaches the freeze too (`freeze_can_be_cancelled`).
 """
 
 from __future__ import annotations
@@ -13,22 +18,28 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
+from shadowvault import cancellation
 from shadowvault.errors import NotFoundError, WriterError
 from shadowvault.shadow.manifest import Component, RestoreMethod
 from shadowvault.shadow.volumes import Volume, volume_of
 from shadowvault.shadow.writers import config
 from shadowvault.shadow.writers.base import SnapshotContext, Writer
+from shadowvault.shadow.writers.sqlite_waits import StillBusy, until_free
 
 log = logging.getLogger(__name__)
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
+T = TypeVar("T")
 
 
 class SqliteWriter(Writer):
     """One SQLite database (instance = its absolute path)."""
 
     name = "sqlite"
+    freeze_can_be_cancelled = True  # a BEGIN IMMEDIATE still waiting holds nothing; abort rolls back
 
     def __init__(self, instance: str | None = None, **options) -> None:
         if not instance:
@@ -76,32 +87,55 @@ class SqliteWriter(Writer):
     def _connect(self) -> sqlite3.Connection:
         with self._lock:
             if self._conn is None:
-                # autocommit (isolation_level=None): we issue BEGIN/ROLLBACK ourselves.
+                # autocommit (isolation_level=None): we issue BEGIN/ROLLBACK ourselves; no busy
+                # timeout: a lock is waited for in _waiting, where a cancel or an abort ends the wait
                 conn = sqlite3.connect(
-                    self.database, timeout=self.freeze_timeout, isolation_level=None, check_same_thread=False
+                    self.database, timeout=0, isolation_level=None, check_same_thread=False
                 )
-                self.journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                self._conn = conn
+                try:
+                    mode = self._waiting(lambda: conn.execute("PRAGMA journal_mode").fetchone()[0])
+                except BaseException:
+                    conn.close()
+                    raise
+                self.journal_mode, self._conn = mode, conn
             return self._conn
+
+    def _waiting(self, attempt: Callable[[], T]) -> T:
+        """`attempt()` once no other connection's lock is in its way (within the freeze timeout); a
+        cancel of the run (where the event may be cut short) or an abort of the set ends the wait."""
+        return until_free(attempt, timeout=self.freeze_timeout, stop=self._stop_waiting)
+
+    def _stop_waiting(self) -> None:
+        cancellation.check(cancellation.current())
+        if self._aborted:
+            raise WriterError("aborted while waiting for a lock of the database")
 
     def prepare_snapshot(self, ctx: SnapshotContext) -> None:
         conn = self._connect()
-        if self.journal_mode.lower() == "wal":
+        if self.journal_mode.lower() != "wal":
+            return
+
+        def checkpoint() -> None:
             busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if busy:
-                log.info(
-                    "sqlite:%s: WAL checkpoint could not finish (readers active); the -wal is kept",
-                    self.database,
-                )
+            if busy:  # a reader uses the -wal, or a writer holds the lock: the frames it could are copied
+                raise StillBusy("readers or a writer are active")
+
+        try:
+            self._waiting(checkpoint)
+        except StillBusy:
+            log.info(
+                "sqlite:%s: WAL checkpoint could not finish (readers or a writer active); the -wal is kept",
+                self.database,
+            )
 
     def freeze(self, ctx: SnapshotContext) -> None:
         with self._freezing:
             if self._aborted:
                 raise WriterError("aborted before freezing")
             conn = self._connect()
-            try:
-                conn.execute("BEGIN IMMEDIATE")  # RESERVED (rollback journal) / WAL write lock: readers go on
-            except sqlite3.Error as err:
+            try:  # RESERVED (rollback journal) / WAL write lock: readers go on
+                self._waiting(lambda: conn.execute("BEGIN IMMEDIATE"))
+            except (sqlite3.Error, StillBusy) as err:
                 raise WriterError(f"cannot lock {self.database} against writers: {err}") from err
             if self._aborted:  # abandoned while we waited for the lock: let go at once
                 self._release()
@@ -111,11 +145,8 @@ class SqliteWriter(Writer):
         self._release()
 
     def abort(self, ctx: SnapshotContext) -> None:
-        self._aborted = True
-        conn = self._conn
-        if conn is not None:
-            conn.interrupt()  # a BEGIN IMMEDIATE still waiting for the lock gives up
-        # Wait for a freeze in flight (its busy timeout is the freeze timeout) before closing.
+        self._aborted = True  # a BEGIN IMMEDIATE still waiting for the lock gives up at its next try
+        # Wait for a freeze in flight (it sees the abort within sqlite_waits.LONGEST_PAUSE) before closing.
         if self._freezing.acquire(timeout=self.freeze_timeout + 5):
             try:
                 self._release()
