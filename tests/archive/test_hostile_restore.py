@@ -426,7 +426,7 @@ def test_ls_and_diff_list_crafted_names_as_one_marked_component(scene: Scene, cl
     assert short.returncode == long.returncode == as_json.returncode == diff.returncode == 0, diff.stderr
     nodes = [json.loads(line) for line in as_json.stdout.splitlines()][1:]
     unsafe = [n for n in nodes if "unsafe_name" in n]
-    diffed = [line.split(" ", 1)[1] for line in diff.stdout.splitlines() if line[:1] in "+-MU!"]
+    diffed = [line.split(" ", 1)[1] for line in diff.stdout.splitlines() if line and line[0] in "+-MU!"]
     for path in short.stdout.splitlines() + [n["path"] for n in nodes] + diffed:
         assert all(part not in (".", "..") for part in path.split("/")[1:]), path
     marked = [line for line in long.stdout.splitlines() if "unsafe name, a restore skips it" in line]

@@ -4,9 +4,9 @@
 partitions keep their places when the target is large enough. On a smaller disk each partition
 holding a filesystem is shrunk toward what its data needs (bytes used at backup time, plus a fifth
 and the filesystem's own minimum) and the rest of the disk is shared in proportion to the recorded
-sizes; a disk too small for that is refused before anything is written. The table is the recorded
-kind, MBR or GPT (tables.py); the bootloader step is BIOS (extlinux, GRUB) or UEFI (uefi.py).
-"""
+sizes; the EFI system partition keeps its size. A disk too small for that is refused before
+anything is written. The table is the recorded kind, MBR or GPT (tables.py); the bootloader step is
+BIOS (extlinux, GRUB) or UEFI (uefi.py)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ def fit_partitions(
     if parts[-1].start + parts[-1].size <= end:
         return parts, False
     usable = end - end % MIB
-    by_partition = {f.partition: f for f in layout.filesystems}
+    esp = uefi.esp_of(layout)
+    # what shrinks: the filesystems' partitions, but not the EFI system partition (firmware and
+    # FAT32 want it as made; it is small) nor a partition without a recorded filesystem
+    by_partition = {f.partition: f for f in layout.filesystems if esp is None or f.partition != esp.partition}
     minimum = {
         p.number: needed_size(by_partition[p.number]) if p.number in by_partition else p.size for p in parts
     }
