@@ -267,3 +267,37 @@ def test_plain_backup_migrates_with_owners_by_name(cli, env, tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     page = target / "srv/www/index.html"
     assert page.read_text() == "hello\n" and (page.stat().st_uid, page.stat().st_gid) == (48, 48)
+
+
+def test_a_name_that_is_not_utf8_is_planned_restored_and_reported_exactly(cli, env, tmp_path: Path) -> None:
+    """The plan's JSON names it as `ls --json` does (text with \\xNN, and its exact bytes), and the
+    daemon's copy of the plan (Plan.from_dict) keeps the exact name."""
+    import base64
+
+    from shadowvault.components.plan import Plan
+
+    source = make_root(tmp_path / "old", users=[], groups=[])
+    (source / "srv/data").mkdir(parents=True)
+    name = b"caf\xe9.txt"
+    with open(os.path.join(os.fsencode(source / "srv/data"), name), "wb") as f:
+        f.write(b"latin-1 name\n")
+    snap = backup_component(cli, env, "--component", "files", "--source-root", str(source), "/srv/data")
+    target = make_root(tmp_path / "new", users=[], groups=[])
+    restore = ["restore", snap, "--component", "files", "--target-root", str(target), "--json"]
+
+    planned = cli(*restore, "--dry-run", env=env)
+    assert planned.returncode == 0, planned.stderr
+    (plan,) = [m for m in _json_lines(planned.stdout) if m["message_type"] == "plan"]
+    (action,) = [a for a in plan["actions"] if a["target"].startswith("/srv/data/caf")]
+    assert action["verb"] == "create" and action["target"] == "/srv/data/caf\\xe9.txt"
+    assert base64.b64decode(action["target_bytes"]) == b"/srv/data/" + name
+    assert base64.b64decode(action["source_bytes"]) == b"srv/data/" + name
+    assert os.fsencode(Plan.from_dict(plan).actions[-1].target) == b"/srv/data/" + name
+
+    done = cli(*restore, env=env)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    restored = os.path.join(os.fsencode(target / "srv/data"), name)
+    with open(restored, "rb") as f:
+        assert f.read() == b"latin-1 name\n"
+    (applied,) = [m for m in _json_lines(done.stdout) if m["message_type"] == "plan"]
+    assert applied["applied"] and applied["counts"]["create"] >= 1

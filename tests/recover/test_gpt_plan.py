@@ -54,7 +54,7 @@ def test_gpt_partitions_stop_short_of_the_backup_table() -> None:
     assert shrunk and placed[-1].start + placed[-1].size <= gpt.usable_end(2048 * MIB)
     assert [p.uuid for p in placed] == [ESP_UUID, ROOT_UUID]  # the GUIDs go with the partitions
     small, shrunk = fit_partitions(layout, 1024 * MIB)  # the root shrinks; the ESP keeps its size
-    assert shrunk and [p.size for p in small][0] == 64 * MIB and small[1].size < 1024 * MIB - 65 * MIB
+    assert shrunk and small[0].size == 64 * MIB and small[1].size < 1024 * MIB - 65 * MIB
     with pytest.raises(UsageError, match="holds 300 MiB; the recorded filesystems need at least"):
         fit_partitions(layout, 300 * MIB)
 

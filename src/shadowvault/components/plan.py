@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from shadowvault.display import exact_bytes, exact_fields
+
 VERBS = ("create", "replace", "leave", "remove", "install", "enable", "disable", "mask", "add", "run", "load")
 DONE = {  # each verb as what was done
     "create": "created",
@@ -97,20 +99,52 @@ class Plan:
         return cls(
             component=doc["component"],
             target_root=doc["target_root"],
-            actions=[Action(**a) for a in doc["actions"]],
+            actions=[_action_of(a) for a in doc["actions"]],
             warnings=list(doc["warnings"]),
             errors=[(e["what"], e["why"]) for e in doc["errors"]],
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON: a name that is not UTF-8 (held as surrogate escapes) as `ls` gives it,
+        text with \\xNN plus `target_bytes`/`source_bytes`; messages with such names as text."""
         return {
             "component": self.component,
-            "target_root": self.target_root,
+            "target_root": _text(self.target_root),
             "counts": self.counts(),
-            "actions": [
-                {"verb": a.verb, "kind": a.kind, "target": a.target, "reason": a.reason, "source": a.source}
-                for a in self.actions
-            ],
-            "warnings": list(self.warnings),
-            "errors": [{"what": what, "why": why} for what, why in self.errors],
+            "actions": [_action_fields(a) for a in self.actions],
+            "warnings": [_text(w) for w in self.warnings],
+            "errors": [{"what": _text(what), "why": _text(why)} for what, why in self.errors],
         }
+
+
+def _name_fields(key: str, name: str | None) -> dict[str, str | None]:
+    if name is None:
+        return {key: None}
+    return {**exact_fields(key, name.encode("utf-8", "surrogateescape"))}
+
+
+def _name_of(fields: dict[str, Any], key: str) -> str | None:
+    if fields.get(key) is None:
+        return None
+    return exact_bytes(fields, key).decode("utf-8", "surrogateescape")
+
+
+def _action_fields(action: Action) -> dict[str, Any]:
+    return {
+        "verb": action.verb,
+        "kind": action.kind,
+        **_name_fields("target", action.target),
+        "reason": _text(action.reason),
+        **_name_fields("source", action.source),
+    }
+
+
+def _action_of(fields: dict[str, Any]) -> Action:
+    target = _name_of(fields, "target")
+    assert target is not None
+    return Action(fields["verb"], fields["kind"], target, fields["reason"], _name_of(fields, "source"))
+
+
+def _text(message: str) -> str:
+    """A message for JSON: a name in it that is not UTF-8 shown with \\xNN (JSON cannot hold it)."""
+    return message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
