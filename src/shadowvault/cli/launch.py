@@ -27,7 +27,7 @@ from shadowvault.repo.password_file import read_password_file
 # Commands that open an existing repository with its password (cli/main.py's COMMAND_MODULES).
 OPENING_COMMANDS = frozenset(
     {"backup", "restore", "ls", "diff", "snapshots", "copy", "mount", "versions", "key"}
-    | {"check", "forget", "prune", "repair", "find", "dump", "cat", "stats", "tag"}
+    | {"check", "forget", "prune", "repair", "find", "dump", "cat", "stats", "tag", "rewrite"}
 )
 GLOBAL_FLAGS = frozenset({"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--no-daemon", "--json"})
 # Options that name the repository or its password, or make the command open nothing.

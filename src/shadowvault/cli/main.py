@@ -46,6 +46,7 @@ COMMAND_MODULES = {
     "cat": "inspect_cmds",
     "stats": "inspect_cmds",
     "tag": "inspect_cmds",
+    "rewrite": "rewrite_cmd",  # remove what was backed up by mistake (docs/commands-backup-forget.md)
     "daemon": "daemon:daemon",  # the service (docs/api.md)
     "completion": "completion_cmd:completion_cmd",  # docs/coming-from-restic-and-borg.md
     "copy": "copy_cmd:copy_cmd",

@@ -71,11 +71,13 @@ def live_sessions(backend: Backend, sealer: Sealer) -> list[SessionInfo]:
     return [s for s in list_sessions(backend, sealer) if is_live(s)]
 
 
-MAINTENANCE_KINDS = frozenset({"prune", "repair"})  # rewrite the index: one at a time
+# one at a time: prune and repair rewrite the index; a rewrite references the blobs of the snapshots
+# it rewrites, which only a prune could remove meanwhile (archive/rewrite.py)
+MAINTENANCE_KINDS = frozenset({"prune", "repair", "rewrite"})
 
 
 def refuse_concurrent_maintenance(sessions: list[SessionInfo], what: str) -> None:
-    """Raise when one of `sessions` (other than our own) is a live prune or repair."""
+    """Raise when one of `sessions` (other than our own) is a live prune, repair or rewrite."""
     for s in sessions:
         if s.doc is not None and s.doc.kind in MAINTENANCE_KINDS and is_live(s):
             raise RepositoryError(
