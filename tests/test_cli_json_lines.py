@@ -75,6 +75,8 @@ def test_every_repository_command_prints_json_objects_with_a_message_type(sv, so
         ("stats",),
         ("stats", "--mode", "raw-data"),
         ("tag", "latest", "--add", "checked"),
+        ("rewrite", "--exclude", "hosts", "--dry-run"),
+        ("rewrite", "--exclude", "hosts", "latest"),
         ("restore", "latest", "--target", tmp_path / "restored"),
         ("restore", f"latest:{source}", "--target", tmp_path / "restored", "--dry-run"),
         ("check", "--read-data"),

@@ -72,6 +72,8 @@ def format_size(n: int | None) -> str:
 
 
 def snapshot_json(snapshot_id: str, snap: Snapshot) -> dict:
+    """A snapshot as `snapshots --json` lists it (restic's fields; `original` only when set, as restic)."""
+    original = {"original": snap.original} if snap.original else {}
     return {
         "id": snapshot_id,
         "short_id": snapshot_id[:8],
@@ -88,6 +90,7 @@ def snapshot_json(snapshot_id: str, snap: Snapshot) -> dict:
         "consistency": snap.consistency,
         "size": snap.summary.get("bytes"),
         "summary": snap.summary,
+        **original,
     }
 
 
