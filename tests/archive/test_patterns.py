@@ -47,3 +47,9 @@ def test_includes_select_and_prune():
 def test_empty_pattern_is_a_usage_error():
     with pytest.raises(UsageError):
         PathFilter(excludes=[""])
+
+
+def test_iexcludes_match_without_regard_to_case_and_excludes_keep_it():
+    rules = PathFilter(excludes=["*.tmp"], iexcludes=["/home/*/.ENV", "SECRETS"])
+    assert rules.excluded("/home/ann/.env") and rules.excluded("/srv/secrets/key")
+    assert rules.excluded("/a/b.tmp") and not rules.excluded("/a/b.TMP")
