@@ -97,7 +97,8 @@ WantedBy=multi-user.target
 """
 
 
-GRUB_PACKAGES = {"grub": "grub-pc", "grub-efi": "grub-efi-amd64"}  # from the debootstrap cache
+# from the debootstrap cache; grub-hybrid: GRUB for both platforms, as Debian's cloud images have it
+GRUB_PACKAGES = {"grub": "grub-pc", "grub-efi": "grub-efi-amd64", "grub-hybrid": "grub-pc grub-efi-amd64-bin"}
 APT_INSTALL = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
 MACHINE_ID = "5e1f0c0ffee0d15c5e1f0c0ffee0d15c"
 
@@ -170,7 +171,7 @@ def install_machine(root: Path, bootloader: str, fstab: str = FSTAB) -> str:
     shutil.copy2(boot.kernel, root / f"boot/vmlinuz-{boot.release}")
     shutil.copy2(boot.initrd, root / f"boot/initrd.img-{boot.release}")
     if bootloader in GRUB_PACKAGES:
-        table_module = "part_gpt" if bootloader == "grub-efi" else "part_msdos"
+        table_module = "part_msdos" if bootloader == "grub" else "part_gpt"
         (root / "boot/grub/grub.cfg").write_text(grub_cfg(boot.release, ROOT_UUID, table_module))
     else:
         (root / "boot/extlinux").mkdir()
@@ -181,11 +182,18 @@ def install_machine(root: Path, bootloader: str, fstab: str = FSTAB) -> str:
 @contextlib.contextmanager
 def source_machine(directory: Path, bootloader: str = "extlinux") -> Iterator[tuple[SourceMachine, Path]]:
     """Build the source disk in `directory` (booting with extlinux or grub; grub-efi: the UEFI machine
-    of efi_machine.py) and yield it mounted (root at the path yielded)."""
+    of efi_machine.py; grub-hybrid: the BIOS-and-UEFI GPT machine of hybrid_machine.py) and yield it
+    mounted (root at the path yielded)."""
     if bootloader == "grub-efi":
         from tests.recover.efi_machine import gpt_source_machine  # it builds on this module
 
         with gpt_source_machine(directory) as built:
+            yield built
+        return
+    if bootloader == "grub-hybrid":
+        from tests.recover.hybrid_machine import hybrid_source_machine  # it builds on this module
+
+        with hybrid_source_machine(directory) as built:
             yield built
         return
     disk = directory / "source.img"
@@ -229,7 +237,10 @@ def backed_up_machine(bootloader: str) -> Iterator[Backup]:
     repository and the scratch directory last until the end (removed even when a test fails)."""
     require_root()
     tools = ("qemu-system-x86_64", "losetup", "mkfs.ext4", "busybox", "systemd-nspawn")
-    extra = {"grub": ("chroot",), "grub-efi": ("chroot", "mkfs.vfat", "mcopy")}.get(bootloader, ("extlinux",))
+    uefi_tools = ("chroot", "mkfs.vfat", "mcopy")
+    extra = {"grub": ("chroot",), "grub-efi": uefi_tools, "grub-hybrid": uefi_tools}.get(
+        bootloader, ("extlinux",)
+    )
     require_tools(*tools, *extra)
     directory = Path(tempfile.mkdtemp(prefix=f"sv-recover-{bootloader}-"))
     try:

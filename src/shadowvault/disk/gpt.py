@@ -29,6 +29,7 @@ ENTRY_SIZE = 128
 PROTECTIVE = 0xEE
 ESP_TYPE = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 LINUX_FS_TYPE = "0fc63daf-8483-4772-8e79-3d69d8477de4"
+BIOS_BOOT_TYPE = "21686148-6449-6e6f-744e-656564454649"  # "Hah!IdontNeedEFI": GRUB's core.img (BIOS)
 
 
 @dataclass(frozen=True)

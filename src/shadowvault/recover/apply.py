@@ -105,12 +105,13 @@ def _install_bootloader(plan: Plan, mnt: Path, report: RecoverReport) -> None:
     ):  # root=UUID=... of an edited layout
         text = config.read_text(errors="replace")
         atomic_write(config, bootloader.replace_uuids(text, changes).encode(), mode=0o644)
+    layout: DiskLayout = plan.data["layout"]
     if plan.data.get("efi_boot"):
         os.sync()
-        report.warnings += uefi.finish_boot(mnt, plan.data["layout"], plan.data["efi_boot"])
-    elif boot.kind == "extlinux":
+        report.warnings += uefi.finish_boot(mnt, layout, plan.data["efi_boot"])
+    if plan.data.get("install_extlinux"):
         bootloader.install_extlinux(plan.target_root, config.parent)
-    elif plan.data.get("install_grub"):
+    if plan.data.get("install_grub"):  # BIOS; on a hybrid GPT disk as well as UEFI's
         missing = grub.missing_parts(lambda path: (mnt / path.lstrip("/")).exists())
         if missing:
             report.warnings.append(
@@ -119,7 +120,7 @@ def _install_bootloader(plan: Plan, mnt: Path, report: RecoverReport) -> None:
             )
             return
         os.sync()  # grub-install reads the root filesystem through its device
-        grub.install_grub(plan.target_root, mnt, is_device=plan.data["is_device"])
+        grub.install_grub(plan.target_root, mnt, is_device=plan.data["is_device"], table=layout.table)
 
 
 def apply_plan(

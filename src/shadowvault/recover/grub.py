@@ -4,12 +4,14 @@ Why the recovered system's own: the core.img it builds matches the modules it co
 /boot/grub/i386-pc and the grub.cfg the machine keeps, and the rescue system running recover needs
 no GRUB of its own. It runs in a chroot of the recovered root (mounted in recover's private
 directory) with /dev, /proc and /sys bound in, unbound again whatever happens. grub-install embeds
-core.img in the gap after the MBR and writes boot.img into the MBR's boot code, keeping the
+core.img in the gap after the MBR (on GPT, which has no such gap, in the BIOS boot partition:
+boot_plan.py) and writes boot.img into the MBR's boot code (GPT's protective MBR), keeping the
 partition table and the disk signature.
 
-`part_msdos` is named explicitly: recover reaches each partition through a loop device at an
-offset, which grub-probe takes for a whole disk without a table, so grub-install would leave out
-the module core.img needs to find the root partition (by its UUID) on the real disk at boot.
+The table's module (`part_msdos`, `part_gpt`) is named explicitly: recover reaches each partition
+through a loop device at an offset, which grub-probe takes for a whole disk without a table, so
+grub-install would leave out the module core.img needs to find the root partition (by its UUID) on
+the real disk at boot.
 
 grub.cfg is not regenerated: the filesystems keep their UUIDs, so the source's grub.cfg (which finds
 the root with `search --fs-uuid` and passes `root=UUID=`) still holds; an edited layout's new UUIDs
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 GRUB_INSTALL = "/usr/sbin/grub-install"
 BIOS_MODULES = "/usr/lib/grub/i386-pc"  # grub-pc-bin: what --target=i386-pc installs
 BOUND = ("dev", "proc", "sys")
-CORE_MODULES = "part_msdos"
+TABLE_MODULES = {"msdos": "part_msdos", "gpt": "part_gpt"}  # what core.img needs to read the table
 
 
 def missing_parts(exists: Callable[[str], bool]) -> list[str]:
@@ -78,8 +80,9 @@ def whole_disk_device(disk: str, is_device: bool) -> Iterator[str]:
             log.warning("could not detach %s: %s", device, err)
 
 
-def install_grub(disk: str, root: Path, *, is_device: bool) -> None:
-    """The recovered root's grub-install (BIOS) onto `disk`, in a chroot of `root` (mounted)."""
+def install_grub(disk: str, root: Path, *, is_device: bool, table: str = "msdos") -> None:
+    """The recovered root's grub-install (BIOS) onto `disk`, in a chroot of `root` (mounted);
+    `table`: the disk's partition table kind (msdos, gpt)."""
     with whole_disk_device(disk, is_device) as device, system_dirs_bound(root):
         proc.run(
             [
@@ -87,7 +90,7 @@ def install_grub(disk: str, root: Path, *, is_device: bool) -> None:
                 str(root),
                 GRUB_INSTALL,
                 "--target=i386-pc",
-                f"--modules={CORE_MODULES}",
+                f"--modules={TABLE_MODULES[table]}",
                 device,
             ],
             timeout=600,

@@ -5,8 +5,9 @@ partitions keep their places when the target is large enough. On a smaller disk 
 holding a filesystem is shrunk toward what its data needs (bytes used at backup time, plus a fifth
 and the filesystem's own minimum) and the rest of the disk is shared in proportion to the recorded
 sizes; the EFI system partition keeps its size. A disk too small for that is refused before
-anything is written. The table is the recorded kind, MBR or GPT (tables.py); the bootloader step is
-BIOS (extlinux, GRUB) or UEFI (uefi.py)."""
+anything is written. The table is the recorded kind, MBR or GPT (tables.py); the bootloader steps
+(boot_plan.py) are BIOS (extlinux, GRUB; on GPT through a BIOS boot partition), UEFI (uefi.py), or
+both on a hybrid GPT disk."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from shadowvault.disk import gpt
 from shadowvault.disk.layout import DiskLayout, FilesystemRecord, PartitionRecord
 from shadowvault.errors import UnsupportedError, UsageError
 from shadowvault.paths_within import is_within
-from shadowvault.recover import tables, uefi
+from shadowvault.recover import boot_plan, tables, uefi
 from shadowvault.recover.target import TargetDisk
 
 MIB = 1 << 20
@@ -60,7 +61,8 @@ def fit_partitions(
     usable = end - end % MIB
     esp = uefi.esp_of(layout)
     # what shrinks: the filesystems' partitions, but not the EFI system partition (firmware and
-    # FAT32 want it as made; it is small) nor a partition without a recorded filesystem
+    # FAT32 want it as made; it is small) nor a partition without a recorded filesystem (a BIOS
+    # boot partition: GRUB's core.img; swap)
     by_partition = {f.partition: f for f in layout.filesystems if esp is None or f.partition != esp.partition}
     minimum = {
         p.number: needed_size(by_partition[p.number]) if p.number in by_partition else p.size for p in parts
@@ -77,8 +79,10 @@ def fit_partitions(
     wanted = sum(give.values()) or 1
     placed, at = [], first
     for p in parts:
-        size = minimum[p.number] + (give.get(p.number, 0) * spare // wanted if p.number in give else 0)
-        size = min(p.size, size - size % MIB)
+        size = p.size  # kept as recorded: the ESP, a BIOS boot partition (often 34..2047), swap
+        if p.number in give:
+            size = minimum[p.number] + give[p.number] * spare // wanted
+            size = min(p.size, size - size % MIB)
         placed.append(msgspec.structs.replace(p, start=at, size=size))
         at += size
     return placed, True
@@ -145,46 +149,15 @@ def build_plan(
     plan.add("replace", "fstab", "/etc/fstab", "devices of the recorded filesystems by UUID")
     if new_machine_id:
         plan.add("replace", "file", "/etc/machine-id", "emptied: a new one is made at first boot")
-    boot = layout.bootloader
-    install_grub = boot.kind == "grub" and not grub_missing
-    if uefi.esp_of(layout) is not None:
-        uefi.plan_boot(plan, layout, efi_boot)
-        install_grub = False
-    elif layout.table == "gpt":
-        plan.warn(
-            "a GPT disk without an EFI system partition: recover installs no BIOS bootloader on GPT, "
-            "so the disk will not boot on its own (install one in the recovered system)"
-        )
-        install_grub = False
-    elif boot.kind == "extlinux":
-        plan.add(
-            "install",
-            "boot",
-            "extlinux",
-            f"into {boot.config.rsplit('/', 1)[0]}, syslinux mbr.bin into the MBR",
-        )
-    elif boot.kind == "grub" and not grub_missing:
-        plan.add(
-            "install",
-            "boot",
-            "grub",
-            "the recovered system's grub-install --target=i386-pc (chroot): boot.img into the MBR, "
-            "core.img after it; its grub.cfg kept",
-        )
-    elif boot.kind == "grub":
-        plan.warn(
-            f"GRUB is not installed by recover (the snapshot lacks {', '.join(grub_missing)}): "
-            "run grub-install in the recovered system (docs/recover.md)"
-        )
-    else:
-        plan.warn("the source had no bootloader recover knows: the disk will not boot on its own")
+    boot = boot_plan.plan_boot(plan, layout, grub_missing=grub_missing, efi_boot=efi_boot)
     plan.data.update(
         table=tables.table_for(layout, partitions),
         disk_size=target.size,
         filesystems=steps,
         layout=layout,
-        install_grub=install_grub,
-        efi_boot=efi_boot if uefi.esp_of(layout) is not None else "",
+        install_grub=boot.install_grub,
+        install_extlinux=boot.install_extlinux,
+        efi_boot=boot.efi_boot,
         is_device=target.is_device,
     )
     return plan

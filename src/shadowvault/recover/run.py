@@ -21,7 +21,7 @@ from shadowvault.disk.layout import DOCUMENT, DiskLayout, decode_layout
 from shadowvault.errors import NotFoundError
 from shadowvault.jobs.restore_component import require_component
 from shadowvault.jobs.snapshot_view import RepoView
-from shadowvault.recover import grub, uefi
+from shadowvault.recover import boot_plan, grub, uefi
 from shadowvault.recover.apply import RecoverReport, apply_plan
 from shadowvault.recover.plan import COMPONENTS, build_plan
 from shadowvault.recover.target import check_target
@@ -100,9 +100,7 @@ def run_recover(
         return _in_snapshot(repo, snapshot, path)
 
     efi_boot = uefi.choose_boot(layout, in_snapshot)
-    grub_missing = (
-        grub.missing_parts(in_snapshot) if layout.bootloader.kind == "grub" and not efi_boot else []
-    )
+    grub_missing = grub.missing_parts(in_snapshot) if boot_plan.bios_grub_possible(layout, efi_boot) else []
     fat_mount.check_mountable({f.fstype for f in layout.filesystems})
     plan = build_plan(
         layout,

@@ -15,7 +15,11 @@ from shadowvault.errors import UnsupportedError
 
 MIB = 1 << 20
 TABLES = ("msdos", "gpt")
-TYPE_NAMES = {gpt.ESP_TYPE: "EFI system", gpt.LINUX_FS_TYPE: "Linux filesystem"}
+TYPE_NAMES = {
+    gpt.ESP_TYPE: "EFI system",
+    gpt.LINUX_FS_TYPE: "Linux filesystem",
+    gpt.BIOS_BOOT_TYPE: "BIOS boot",
+}
 
 PlannedTable = MbrTable | gpt.GptTable
 

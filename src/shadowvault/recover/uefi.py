@@ -73,7 +73,8 @@ def choose_boot(layout: DiskLayout, exists: Callable[[str], bool]) -> str:
     return KEEP if removable_loader(esp.mount_point, exists) else MISSING
 
 
-def plan_boot(plan: Plan, layout: DiskLayout, choice: str) -> None:
+def plan_boot(plan: Plan, layout: DiskLayout, choice: str, *, bios_boots: bool = False) -> None:
+    """The UEFI step of the plan (`bios_boots`: BIOS GRUB is installed too, boot_plan.py)."""
     esp = esp_of(layout)
     assert esp is not None
     if choice == GRUB:
@@ -87,9 +88,14 @@ def plan_boot(plan: Plan, layout: DiskLayout, choice: str) -> None:
     elif choice == KEEP:
         plan.add("leave", "boot", LOADER_TEXT, "restored onto the ESP: the firmware's removable-media path")
     else:
+        outcome = (
+            "UEFI firmware will find nothing to boot (BIOS firmware boots the disk through GRUB)"
+            if bios_boots
+            else "the firmware will find nothing to boot"
+        )
         plan.warn(
             f"UEFI: the snapshot has neither GRUB for x86_64-efi ({GRUB_INSTALL}, {EFI_MODULES}) nor "
-            f"{LOADER_TEXT} on its ESP ({esp.mount_point}): the firmware will find nothing to boot; "
+            f"{LOADER_TEXT} on its ESP ({esp.mount_point}): {outcome}; "
             "install a bootloader on the ESP (docs/recover.md)"
         )
 
