@@ -185,6 +185,28 @@ def test_forget_option_removes_the_originals_once_the_copies_are_saved(world: Wo
     assert_same_tree(w.states[-1], latest)
 
 
+def test_copy_brings_the_rewritten_snapshots_where_their_originals_were_copied(world: World, tmp_path: Path):
+    """A copy matches snapshots by `original` and content: the destination that holds the originals
+    gets the rewritten ones too (the secret's removal must reach the copies), and a second copy
+    copies nothing."""
+    w = world
+    dest = tmp_path / "dest"
+    w.ok("init", "--repo", dest)
+    from_here = ["--repo", dest, "--from-repo", w.repo, "--from-password-command", f"echo {PASSWORD}"]
+    w.ok("copy", *from_here)
+    w.ok("rewrite", "--exclude", ".env", "--exclude", "huge.iso", "--forget")
+    copied = json.loads(w.ok("copy", *from_here, "--json").stdout.splitlines()[-1])["copied"]
+    assert len(copied) == 3, copied
+    in_dest = {s["id"]: s for s in json.loads(w.ok("snapshots", "--repo", dest, "--json").stdout)}
+    rewritten = [s for s in in_dest.values() if "rewrite" in s["tags"]]
+    assert len(in_dest) == 6 and len(rewritten) == 3
+    for snapshot in rewritten:
+        listed = w.ok("ls", "--repo", dest, snapshot["id"]).stdout.splitlines()
+        assert f"{w.src}/.env" not in listed and f"{w.src}/docs/notes.txt" in listed
+    again = json.loads(w.ok("copy", *from_here, "--json").stdout.splitlines()[-1])
+    assert again["copied"] == [], again
+
+
 def test_dry_run_writes_nothing_and_says_what_it_would_remove(world: World):
     w = world
     files = w.files()

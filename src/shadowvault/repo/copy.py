@@ -12,7 +12,8 @@ the file data both share is then known without being read again, so a nightly co
 changed, not the whole snapshot.
 
 A copy records the source snapshot's id in `original` (or the source's own `original`, as restic
-does), and a snapshot whose original the destination already has is skipped. The snapshot document is
+does), and a snapshot the destination already has a copy of (the same original, and the same in
+all but its tree's ids: time, host, paths, tags, summary) is skipped. The snapshot document is
 written after its data is flushed and indexed, so an interrupted copy leaves a valid destination: the
 packs finished so far are indexed when the repository closes, and the next copy reuses them.
 """
@@ -58,6 +59,26 @@ class CopyResult:
     @property
     def skipped(self) -> list[CopiedSnapshot]:
         return [s for s in self.snapshots if s.skipped]
+
+
+def _copy_in(copies: Sequence[tuple[str, Snapshot]], snap: Snapshot) -> str | None:
+    """Among the destination's snapshots of `snap`'s original, its copy: the same snapshot in all
+    but its tree's ids (restic's test). A rewritten, repaired or retagged snapshot shares its
+    original's `original` but not its tags or summary, so it is copied too (a rewrite that removed a
+    secret must not be skipped because the destination holds the snapshot it was made from)."""
+    return next((sid for sid, there in copies if _same_snapshot(there, snap)), None)
+
+
+def _same_snapshot(a: Snapshot, b: Snapshot) -> bool:
+    return (
+        a.time == b.time
+        and a.host == b.host
+        and a.username == b.username
+        and sorted(a.paths) == sorted(b.paths)
+        and sorted(a.tags) == sorted(b.tags)
+        and a.excludes == b.excludes
+        and a.summary == b.summary
+    )
 
 
 def original_id(snapshot_id: str, snapshot: Snapshot) -> str:
@@ -200,6 +221,9 @@ def copy_snapshots(
         raise UsageError("the source and the destination are the same repository")
     destination_snapshots = dict(destination.list_snapshots())
     in_destination = {original_id(sid, snap): sid for sid, snap in destination_snapshots.items()}
+    of_original: dict[str, list[tuple[str, Snapshot]]] = {}
+    for sid, snap in destination_snapshots.items():
+        of_original.setdefault(original_id(sid, snap), []).append((sid, snap))
     source_snapshots = source.list_snapshots()
     source_originals = {sid: original_id(sid, snap) for sid, snap in source_snapshots}
     # destination id -> (the source snapshot it is a copy of, its source id): what `learn` walks
@@ -218,7 +242,7 @@ def copy_snapshots(
     result = CopyResult()
     for source_id, snap in selected:
         original = original_id(source_id, snap)
-        existing = in_destination.get(original)
+        existing = _copy_in(of_original.get(original, []), snap)
         if existing is not None:
             done = CopiedSnapshot(source_id, existing, snap, skipped=True)
         else:
@@ -236,6 +260,7 @@ def copy_snapshots(
             )
             copy_id = destination.save_snapshot(copy)  # flushes first: the snapshot is the commit point
             in_destination[original] = copy_id
+            of_original.setdefault(original, []).append((copy_id, copy))
             destination_snapshots[copy_id] = copy
             copied_before[copy_id] = (snap, source_id)
             log.info("copied snapshot %s as %s", source_id[:8], copy_id[:8])
