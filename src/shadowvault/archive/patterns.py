@@ -7,6 +7,9 @@ The rules are the ones users know from restic and gitignore:
 - A pattern without `/` matches the last path component anywhere (`*.tmp`, `node_modules`).
 - A pattern with a `/` but no leading `/` matches at any depth (`.cache/thumbnails`).
 A pattern that matches a directory covers everything below it.
+
+restic's --iexclude and --iinclude (and their -file forms) are the same globs matched ignoring case
+(`ignore_case`: restic lowers both the pattern and the path).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def glob_regex(pattern: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def compile_glob(pattern: str) -> re.Pattern[str]:
+def compile_glob(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
     """The regex for `pattern`; it matches a path equal to, or a parent of, something covered."""
     if not pattern or pattern.strip() == "":
         raise UsageError("empty pattern")
@@ -66,7 +69,7 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
     else:
         regex = "(?:^|/)" + glob_regex(body)
     try:
-        return re.compile(regex + "(?:/.*)?$", re.DOTALL)
+        return re.compile(regex + "(?:/.*)?$", re.DOTALL | (re.IGNORECASE if ignore_case else 0))
     except re.error as err:
         raise UsageError(f"invalid pattern {pattern!r}: {err}") from err
 
@@ -84,10 +87,19 @@ class PathFilter:
     With no includes everything is included; excludes always win.
     """
 
-    def __init__(self, includes: Iterable[str] = (), excludes: Iterable[str] = ()):
-        self.includes = [compile_glob(p) for p in includes]
-        self.excludes = [compile_glob(p) for p in excludes]
-        self._include_prefixes = [self._anchor_prefix(p) for p in includes]
+    def __init__(
+        self,
+        includes: Iterable[str] = (),
+        excludes: Iterable[str] = (),
+        *,
+        iincludes: Iterable[str] = (),
+        iexcludes: Iterable[str] = (),
+    ):
+        includes, iincludes = list(includes), list(iincludes)
+        self.includes = [compile_glob(p) for p in includes] + [compile_glob(p, True) for p in iincludes]
+        self.excludes = [compile_glob(p) for p in excludes] + [compile_glob(p, True) for p in iexcludes]
+        # a case-blind include names no literal directories to prune the walk with
+        self._include_prefixes = [self._anchor_prefix(p) for p in includes] + [None for _ in iincludes]
 
     @staticmethod
     def _anchor_prefix(pattern: str) -> str | None:
