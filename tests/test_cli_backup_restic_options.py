@@ -101,7 +101,10 @@ def test_iexclude_and_iexclude_file_ignore_case_and_restore_iinclude_iexclude(sv
     assert [str(p.relative_to(rest)) for p in rest.rglob("*")] == ["Sub"]
     done = sv("restore", "latest", "--target", tmp_path / "dry", "--dry-run", "--json", "--iinclude", "*.md")
     creates = [line["path"] for line in json_lines(done.stdout) if line.get("action") == "create"]
-    assert sorted(os.path.basename(p) for p in creates if "." in os.path.basename(p)) == ["Notes.MD", "keep.md"]
+    assert sorted(os.path.basename(p) for p in creates if "." in os.path.basename(p)) == [
+        "Notes.MD",
+        "keep.md",
+    ]
 
 
 def test_time_sets_the_snapshot_time_and_the_parent_is_not_newer(sv, tmp_path):
