@@ -144,6 +144,39 @@ def test_a_job_takes_the_backup_commands_exclude_options(cli, setup, mounts):
     assert not {f"{src}/cache/blob", f"{src}/big.iso", f"{src}/mnt/elsewhere"} & stored
 
 
+def test_a_job_takes_the_restic_options_of_the_backup_command(cli, setup):
+    """exclude_if_present, iexcludes, ignore_inode/ignore_ctime and with_atime, as the command's flags."""
+    src = setup["src"]
+    (src / "tagged").mkdir()
+    (src / "tagged" / ".nobackup").write_text("")
+    (src / "tagged" / "data").write_text("left out\n")
+    (src / "NOTES.TMP").write_text("left out\n")
+    define(
+        setup,
+        "restic",
+        """
+        schedule = "daily"
+        paths = ["{src}"]
+        provider = "none"
+        exclude_if_present = [".nobackup"]
+        iexcludes = ["*.tmp"]
+        ignore_inode = true
+        ignore_ctime = true
+        with_atime = true
+        """,
+    )
+    assert cli("jobs", "run", "restic").returncode == 0
+    (src / "sub" / "a.txt").chmod(0o600)  # a new ctime: not read again under ignore_ctime
+    done = cli("jobs", "run", "restic")
+    assert done.returncode == 0, done.stderr
+    record = status_json(cli, "restic")
+    assert (record["files_changed"], record["files_unmodified"]) == (0, 3)  # a.txt, b.bin, the tag
+    env = {"SHADOWVAULT_REPOSITORY": str(setup["repo"]), "SHADOWVAULT_PASSWORD": PASSWORD}
+    stored = set(cli("ls", "latest", env=env).stdout.split())
+    assert {f"{src}/tagged/.nobackup", f"{src}/sub/a.txt", f"{src}/b.bin"} <= stored
+    assert not {f"{src}/tagged/data", f"{src}/NOTES.TMP"} & stored
+
+
 def test_retention_keeps_the_last_two_and_prunes(cli, setup):
     define(
         setup,
@@ -210,6 +243,11 @@ def test_a_job_on_btrfs_records_the_application_consistent_grade(cli, setup, btr
         ('schedule = "daily"\npaths = ["/srv"]\n[retention]\nkeep_last = "two"\n', "retention.keep_last"),
         ('schedule = "daily"\npaths = ["/srv"]\none_file_system = "yes"\n', "`one_file_system` must be true"),
         ('schedule = "daily"\npaths = ["/srv"]\nexclude_larger_than = "lots"\n', "takes a size like"),
+        (
+            'schedule = "daily"\npaths = ["/srv"]\nexclude_if_present = [":HDR"]\n',
+            "`exclude_if_present` takes",
+        ),
+        ('schedule = "daily"\npaths = ["/srv"]\nignore_ctime = 1\n', "`ignore_ctime` must be true"),
     ],
 )
 def test_bad_definitions_are_one_line_with_exit_2(cli, setup, body, message):

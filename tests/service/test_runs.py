@@ -108,6 +108,39 @@ def test_a_backup_run_takes_the_backup_commands_exclude_options(btrfs, repo, tmp
     assert sorted(p.name for p in docs.rglob("*")) == ["CACHEDIR.TAG", "a.txt", "cache"]
 
 
+def test_a_backup_run_takes_the_restic_options_and_a_restore_run_iincludes(btrfs, repo, tmp_path):
+    """exclude_if_present, iexcludes, time and with_atime in POST /v1/backups, as the command's
+    flags; iincludes in POST /v1/restores, as restore --iinclude."""
+    _tree(btrfs.mount)
+    docs = btrfs.mount / "docs"
+    (docs / "tagged").mkdir()
+    (docs / "tagged" / ".nobackup").write_text("")
+    (docs / "tagged" / "data").write_text("left out\n")
+    (docs / "B.BIN").write_text("left out\n")
+    fields = {
+        "password": PASSWORD,
+        "exclude_if_present": [".nobackup"],
+        "iexcludes": ["*.bin"],
+        "time": "2019-01-02 03:04:05",
+        "with_atime": True,
+    }
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        done = client.wait(client.start_backup(str(repo), [str(docs)], **fields)["id"])
+        assert done["state"] == "succeeded", done
+        assert done["result"]["skipped"] == {"if_present": 1, "excluded": 2}
+        with pytest.raises(UsageError, match="exclude_if_present takes a file name"):
+            client.start_backup(str(repo), ["/srv"], password=PASSWORD, exclude_if_present=[":HDR"])
+        with pytest.raises(UsageError, match="time takes a local time like"):
+            client.start_backup(str(repo), ["/srv"], password=PASSWORD, time="2019-01-02")
+        target = tmp_path / "restored"
+        run = client.start_restore(str(repo), "latest", str(target), password=PASSWORD, iincludes=["*.TXT"])
+        assert client.wait(run["id"])["state"] == "succeeded"
+    with Repository.open(repo, PASSWORD) as opened:
+        assert opened.find_snapshot("latest")[1].time == time.mktime((2019, 1, 2, 3, 4, 5, 0, 0, -1))
+    got = target / str(docs).lstrip("/")
+    assert [str(p.relative_to(got)) for p in got.rglob("*") if p.is_file()] == ["a.txt"]
+
+
 def test_a_run_s_bad_input_is_a_clear_error(repo):
     with running_daemon() as daemon, Client(daemon.socket) as client:
         with pytest.raises(UsageError, match="unknown field `pasword`"):

@@ -60,12 +60,15 @@ def drop_nested(paths: list[bytes]) -> list[bytes]:
 
 
 def find_parent(
-    snapshots: Iterable[tuple[str, Snapshot]], paths: list[str], host: str
+    snapshots: Iterable[tuple[str, Snapshot]], paths: list[str], host: str, *, before: float | None = None
 ) -> tuple[str, Snapshot] | None:
-    """The newest of `snapshots` of exactly these paths from this host."""
+    """The newest of `snapshots` of exactly these paths from this host (not newer than `before`, a
+    backup's --time, when given: restic's rule)."""
     wanted = sorted(paths)
     best: tuple[str, Snapshot] | None = None
     for snap_id, snap in snapshots:
+        if before is not None and snap.time > before:
+            continue
         if snap.host == host and sorted(snap.paths) == wanted and (best is None or snap.time > best[1].time):
             best = (snap_id, snap)
     return best

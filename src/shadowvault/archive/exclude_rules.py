@@ -1,12 +1,13 @@
-"""Exclude rules that need more than a path: a size limit, and cache directories (CACHEDIR.TAG).
+"""Exclude rules that need more than a path: a size limit, and tagged directories.
 
 Glob excludes are `patterns.PathFilter`; these look at what the walk already has (a file's size
 from its lstat, a directory's listing) and cost nothing when unused. Whatever they leave out is
 counted by the walk (`WalkStats.skip`), never left out silently.
 
-Cache directories follow the Cache Directory Tagging Specification (https://bford.info/cachedir/),
-as restic and borg do: a directory holding a regular file CACHEDIR.TAG that starts with the
-signature is stored with the tag file only, so a restore shows where the cache was.
+A tagged directory (restic's `--exclude-if-present NAME[:HEADER]`) holds an entry NAME (a regular
+file starting with HEADER, when one is given): it is stored with its tag file only, so a restore
+shows where it was. Cache directories (`--exclude-caches`) are the rule restic and borg make of the
+Cache Directory Tagging Specification (https://bford.info/cachedir/): CACHEDIR.TAG with its signature.
 """
 
 from __future__ import annotations
@@ -38,18 +39,59 @@ def parse_size(text: str, option: str = "--exclude-larger-than") -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
-def is_cache_dir(directory: bytes) -> bool:
-    """True when `directory` holds a regular CACHEDIR.TAG that starts with the signature."""
-    try:
-        fd = open_regular(os.path.join(directory, CACHEDIR_TAG), follow_symlinks=False)
-    except OSError:  # absent, a symlink, or no regular file
-        return False
-    try:
-        return os.read(fd, len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+@dataclass(frozen=True)
+class TagRule:
+    """A directory holding `name` (starting with `header`, when not empty) keeps only that entry."""
+
+    name: bytes
+    header: bytes = b""
+
+    @property
+    def kind(self) -> str:
+        """How WalkStats counts what it leaves out: cache_dir for the caches rule, else if_present."""
+        return "cache_dir" if self == CACHES else "if_present"
+
+    def reason(self, left_out: int) -> str:
+        """Why a directory's entries were left out, for the summary."""
+        entries = "1 entry" if left_out == 1 else f"{left_out} entries"
+        what = "cache directory (CACHEDIR.TAG)" if self == CACHES else f"holds {os.fsdecode(self.name)}"
+        return f"{what}: {entries} left out"
+
+    def tags(self, directory: bytes) -> bool:
+        """True when `directory` holds the tag: any entry of the name without a header (as restic
+        looks: lstat), else a regular file (no symlink followed) that starts with the header."""
+        tag = os.path.join(directory, self.name)
+        if not self.header:
+            return os.path.lexists(tag)
+        try:
+            fd = open_regular(tag, follow_symlinks=False)
+        except OSError:  # absent, a symlink, or no regular file
+            return False
+        try:
+            return os.read(fd, len(self.header)) == self.header
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+
+CACHES = TagRule(CACHEDIR_TAG, CACHEDIR_SIGNATURE)
+
+
+def parse_tag_rule(spec: str, option: str = "--exclude-if-present") -> TagRule:
+    """restic's FILENAME[:HEADER] (UsageError naming `option` when the name is empty or a path)."""
+    name, _, header = spec.partition(":")
+    if not name or "/" in name or name in (".", ".."):
+        raise UsageError(
+            f"{option} takes a file name, optionally with :HEADER (like .nobackup), not {spec!r}"
+        )
+    return TagRule(os.fsencode(name), os.fsencode(header))
+
+
+def tag_rules(exclude_caches: bool, specs: list[str] | tuple[str, ...] = ()) -> tuple[TagRule, ...]:
+    """The rules of --exclude-caches and each --exclude-if-present spec, each once."""
+    rules = [CACHES] if exclude_caches else []
+    return tuple(dict.fromkeys([*rules, *(parse_tag_rule(spec) for spec in specs)]))
 
 
 @dataclass(frozen=True)
@@ -57,7 +99,7 @@ class ExcludeRules:
     """What a backup leaves out beyond its glob excludes."""
 
     larger_than: int | None = None  # files above this many bytes are left out
-    exclude_caches: bool = False  # directories tagged as caches keep only their tag file
+    tag_rules: tuple[TagRule, ...] = ()  # tagged directories keep only their tag files
 
     def too_large(self, st: os.stat_result) -> str | None:
         """Why a file is left out for its size (None when it is kept)."""
@@ -65,9 +107,9 @@ class ExcludeRules:
             return None
         return f"larger than {human_size(self.larger_than)} ({human_size(st.st_size)})"
 
-    def cache_dir(self, directory: bytes, names: list[bytes] | None = None) -> bool:
-        """True when the directory read at `directory` is a tagged cache to leave out (given its
-        listing, `names`, no file is opened unless it holds a CACHEDIR.TAG)."""
-        if not self.exclude_caches or (names is not None and CACHEDIR_TAG not in names):
-            return False
-        return is_cache_dir(directory)
+    def tagged(self, directory: bytes, names: list[bytes] | None = None) -> list[TagRule]:
+        """The rules whose tag the directory read at `directory` holds (given its listing, `names`,
+        nothing is looked up unless a tag's name is in it)."""
+        return [
+            rule for rule in self.tag_rules if (names is None or rule.name in names) and rule.tags(directory)
+        ]

@@ -120,8 +120,13 @@ def read_xattrs(path: bytes, *, follow: bool = False) -> dict[str, bytes]:
     return found
 
 
-def capture(path: bytes, st: os.stat_result, name: bytes, same_inode: Node | None = None) -> Node:
+def capture(
+    path: bytes, st: os.stat_result, name: bytes, same_inode: Node | None = None, *, with_atime: bool = False
+) -> Node:
     """A Node describing `path` (already lstat'ed as `st`), without file content or subtree.
+
+    The access time is the modification time unless `with_atime` (restic's rule: every read moves
+    an atime, and a tree recording them would differ, and be stored again, at every backup).
 
     `same_inode` is this path's node in the parent snapshot when it names the same inode with the
     same ctime: when it has the same type too, its extended attributes (ACLs among them) are still
@@ -137,7 +142,7 @@ def capture(path: bytes, st: os.stat_result, name: bytes, same_inode: Node | Non
         user=user_name(st.st_uid),
         group=group_name(st.st_gid),
         mtime_ns=st.st_mtime_ns,
-        atime_ns=st.st_atime_ns,
+        atime_ns=st.st_atime_ns if with_atime else st.st_mtime_ns,
         ctime_ns=st.st_ctime_ns,
         inode=st.st_ino,
         device=st.st_dev,
@@ -332,16 +337,19 @@ def _apply_xattrs(target: int | bytes, node: Node, clear_inherited_acl: bool, nu
             raise
 
 
-def same_content_metadata(old: Node, st: os.stat_result) -> bool:
-    """The incremental test: inode, size, mtime and ctime equal means the content was not changed.
+def same_content_metadata(
+    old: Node, st: os.stat_result, *, ignore_inode: bool = False, ignore_ctime: bool = False
+) -> bool:
+    """The incremental test: inode, size, mtime and ctime equal means the content was not changed
+    (without the inode or the ctime, `ignore_*`, where a filesystem does not keep them stable).
 
     The device is deliberately not compared: a btrfs snapshot keeps inode numbers but has its own st_dev.
     """
     return (
         old.type == "file"
         and old.error is None
-        and old.inode == st.st_ino
+        and (ignore_inode or old.inode == st.st_ino)
         and old.size == st.st_size
         and old.mtime_ns == st.st_mtime_ns
-        and old.ctime_ns == st.st_ctime_ns
+        and (ignore_ctime or old.ctime_ns == st.st_ctime_ns)
     )

@@ -5,6 +5,9 @@ inodes of its own (a reflink shadow), it is unchanged when the live original it 
 provably the one the parent snapshot recorded (same inode and ctime, older than the copy, same size
 and mtime). Its content is reused only while every blob of it is stored (not lost, not found
 damaged); otherwise it is read again.
+
+restic's --ignore-inode and --ignore-ctime (`ChangeRules`) leave the inode number or the ctime out
+of these tests, for filesystems where they are not stable (some FUSE and network filesystems).
 """
 
 from __future__ import annotations
@@ -12,12 +15,21 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from shadowvault.archive import metadata
 from shadowvault.archive.store import BlobStore
 from shadowvault.archive.walk_stats import Source, WalkStats
 from shadowvault.errors import NotFoundError, RepositoryError
 from shadowvault.repo.tree import Node
+
+
+@dataclass(frozen=True)
+class ChangeRules:
+    """What the incremental test leaves out (restic's --ignore-inode, --ignore-ctime)."""
+
+    ignore_inode: bool = False
+    ignore_ctime: bool = False
 
 
 def is_copy(source: Source) -> bool:
@@ -32,13 +44,18 @@ def is_copy(source: Source) -> bool:
         return False
 
 
-def same_inode(old: Node | None, st: os.stat_result, copied: bool) -> Node | None:
+def same_inode(
+    old: Node | None, st: os.stat_result, copied: bool, rules: ChangeRules = ChangeRules()
+) -> Node | None:
     """The parent snapshot's node when it is this very inode, unchanged since (same inode number,
     same ctime, read whole; `metadata.capture` checks the type): its extended attributes need not
-    be read again. Never for a copy (a reflink copy has an inode and ctime of its own)."""
+    be read again. Never for a copy (a reflink copy has an inode and ctime of its own), nor where
+    inodes or ctimes are not to be trusted (`rules`)."""
     if (
         old is None
         or copied
+        or rules.ignore_inode
+        or rules.ignore_ctime
         or old.error is not None
         or old.inode != st.st_ino
         or old.ctime_ns != st.st_ctime_ns
@@ -63,16 +80,20 @@ def record_original(orig: bytes, st: os.stat_result, node: Node, copy_cutoff_ns:
         node.orig_inode, node.orig_ctime_ns = live.st_ino, live.st_ctime_ns
 
 
-def unchanged(old: Node, st: os.stat_result, node: Node, copied: bool) -> bool:
+def unchanged(
+    old: Node, st: os.stat_result, node: Node, copied: bool, rules: ChangeRules = ChangeRules()
+) -> bool:
     """The incremental test, on the copy's stat or, for a copy, on the original's identity."""
     if not copied:
-        return metadata.same_content_metadata(old, st)
+        return metadata.same_content_metadata(
+            old, st, ignore_inode=rules.ignore_inode, ignore_ctime=rules.ignore_ctime
+        )
     return (
         node.orig_inode != 0
         and old.type == "file"
         and old.error is None
-        and old.orig_inode == node.orig_inode
-        and old.orig_ctime_ns == node.orig_ctime_ns
+        and (rules.ignore_inode or old.orig_inode == node.orig_inode)
+        and (rules.ignore_ctime or old.orig_ctime_ns == node.orig_ctime_ns)
         and old.size == st.st_size
         and old.mtime_ns == st.st_mtime_ns
     )

@@ -6,8 +6,8 @@
 - `--files-from-verbatim`: one path per line, taken as it is (only empty lines are ignored): for
   names that start with `#` or a space.
 - `--files-from-raw`: paths separated by NUL bytes (`find -print0`): for names holding a line break.
-- `--exclude-file`: one glob per line, the same syntax as --exclude; blank lines and `#` comments
-  are ignored.
+- `--exclude-file` (and `--iexclude-file`): one glob per line, the same syntax as --exclude; blank
+  lines and `#` comments are ignored.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def read_path_list(path: str, form: ListFormat = ListFormat.LINES) -> list[str]:
     return [os.fsdecode(e) for e in entries if e]
 
 
-def read_pattern_file(path: str) -> list[str]:
-    """The globs listed in an --exclude-file."""
-    text = _read(path, "exclude-file").decode("utf-8", errors="surrogateescape")
+def read_pattern_file(path: str, option: str = "exclude-file") -> list[str]:
+    """The globs listed in an --exclude-file (or --iexclude-file, `option`)."""
+    text = _read(path, option).decode("utf-8", errors="surrogateescape")
     patterns = (line.strip() for line in text.splitlines())
     return [p for p in patterns if p and not p.startswith("#")]

@@ -6,8 +6,10 @@ The rules are the ones users know from restic and gitignore:
 - A pattern that starts with `/` is anchored at the root of the snapshot (`/home/*/.cache`).
 - A pattern without `/` matches the last path component anywhere (`*.tmp`, `node_modules`).
 - A pattern with a `/` but no leading `/` matches at any depth (`.cache/thumbnails`).
-A pattern that matches a directory covers everything below it. An `--iexclude` is the same glob
-matched without regard to case (restic's).
+A pattern that matches a directory covers everything below it.
+
+restic's --iexclude and --iinclude (and their -file forms) are the same globs matched ignoring case
+(`ignore_case`: restic lowers both the pattern and the path).
 """
 
 from __future__ import annotations
@@ -86,11 +88,18 @@ class PathFilter:
     """
 
     def __init__(
-        self, includes: Iterable[str] = (), excludes: Iterable[str] = (), iexcludes: Iterable[str] = ()
+        self,
+        includes: Iterable[str] = (),
+        excludes: Iterable[str] = (),
+        *,
+        iincludes: Iterable[str] = (),
+        iexcludes: Iterable[str] = (),
     ):
-        self.includes = [compile_glob(p) for p in includes]
+        includes, iincludes = list(includes), list(iincludes)
+        self.includes = [compile_glob(p) for p in includes] + [compile_glob(p, True) for p in iincludes]
         self.excludes = [compile_glob(p) for p in excludes] + [compile_glob(p, True) for p in iexcludes]
-        self._include_prefixes = [self._anchor_prefix(p) for p in includes]
+        # a case-blind include names no literal directories to prune the walk with
+        self._include_prefixes = [self._anchor_prefix(p) for p in includes] + [None for _ in iincludes]
 
     @staticmethod
     def _anchor_prefix(pattern: str) -> str | None:

@@ -34,7 +34,7 @@ class Scanner:
         self.stats = stats
         self.skipped = skipped  # an original path left out of the backup (excluded, shadow dirs)
         self.grafts = grafts or {}
-        self.rules = rules or ExcludeRules()  # files too large and cache directories are not counted
+        self.rules = rules or ExcludeRules()  # files too large and tagged directories are not counted
         self._stop = threading.Event()
         self._files = self._size = self._entries = 0
         self._thread = threading.Thread(target=self._run, name="sv-scan", daemon=True)
@@ -82,7 +82,7 @@ class Scanner:
             st = os.lstat(read)
             if self.rules.too_large(st) is not None:
                 return
-            if stat.S_ISDIR(st.st_mode) and not self.rules.cache_dir(read):
+            if stat.S_ISDIR(st.st_mode) and not self.rules.tagged(read):
                 stack.append((orig, os.scandir(read)))
         except OSError:
             return

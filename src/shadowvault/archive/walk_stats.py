@@ -62,8 +62,8 @@ class WalkStats:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def skip(self, path: bytes, kind: str, reason: str) -> None:
-        """Count an entry an exclude rule left out (`kind`: excluded, larger_than, cache_dir); the
-        first SKIPPED_PATHS are named."""
+        """Count an entry an exclude rule left out (`kind`: excluded, larger_than, cache_dir,
+        if_present); the first SKIPPED_PATHS are named."""
         with self.lock:
             self.skipped[kind] = self.skipped.get(kind, 0) + 1
             if len(self.skipped_paths) < SKIPPED_PATHS:

@@ -20,11 +20,12 @@ from typing import TypeAlias
 
 from shadowvault.archive import metadata
 from shadowvault.archive.deep_paths import ANCHOR_AFTER, Anchors
-from shadowvault.archive.exclude_rules import CACHEDIR_TAG, ExcludeRules
+from shadowvault.archive.exclude_rules import ExcludeRules
 from shadowvault.archive.file_reader import FileReader, PendingContent
 from shadowvault.archive.finished_dirs import DirJob, FinishedDirs
 from shadowvault.archive.metadata_prefetch import MetadataPrefetch
 from shadowvault.archive.parent_reuse import (
+    ChangeRules,
     all_present,
     is_copy,
     record_original,
@@ -83,13 +84,17 @@ class Archiver:
         copy_started: float | None = None,
         virtual_root: bytes = b"/",
         rules: ExcludeRules | None = None,
+        change_rules: ChangeRules | None = None,
+        with_atime: bool = False,
     ):
         self.store = store
         # the directories above the sources (/, /home, ...) are read below this root (components
         # backing up another machine's tree); "/" for the running system
         self.virtual_root = virtual_root.rstrip(b"/")
         self.filter = path_filter or PathFilter()
-        self.rules = rules or ExcludeRules()  # size limit, cache directories (archive/exclude_rules.py)
+        self.rules = rules or ExcludeRules()  # size limit, tagged directories (archive/exclude_rules.py)
+        self.change_rules = change_rules or ChangeRules()  # --ignore-inode, --ignore-ctime
+        self.with_atime = with_atime  # record atimes (else the mtime: metadata.capture)
         self.skip_paths = {p.rstrip(b"/") for p in (skip_paths or set())}
         # original path -> where it is read instead (a mount below a source, read through its own shadow)
         self.grafts = dict(grafts or {})
@@ -186,7 +191,7 @@ class Archiver:
                 continue
             try:
                 where = self.virtual_root + path if self.virtual_root else path
-                node = metadata.capture(where, os.lstat(where), name)
+                node = metadata.capture(where, os.lstat(where), name, with_atime=self.with_atime)
             except OSError as err:
                 self.stats.error(path, err)
                 continue
@@ -217,11 +222,12 @@ class Archiver:
             job.error = f"directory not listed: {os_reason(err)}"
             self.stats.error(orig, job.error)
             listed = []
-        if self.rules.cache_dir(access, [name for name, _ in listed]):
-            left_out = len(listed) - 1
-            listed = [(name, kind) for name, kind in listed if name == CACHEDIR_TAG]
-            entries = "1 entry" if left_out == 1 else f"{left_out} entries"
-            self.stats.skip(orig, "cache_dir", f"cache directory (CACHEDIR.TAG): {entries} left out")
+        tagged = self.rules.tagged(access, [name for name, _ in listed]) if self.rules.tag_rules else []
+        if tagged:  # only the tags are kept (each rule's own: a restore shows why the rest is not there)
+            tags = {rule.name for rule in tagged}
+            left_out = len(listed) - len([name for name, _ in listed if name in tags])
+            listed = [(name, kind) for name, kind in listed if name in tags]
+            self.stats.skip(orig, tagged[0].kind, tagged[0].reason(left_out))
         grafted = self._graft_names.get(orig, set()) - {name for name, _ in listed}
         if grafted:  # a mount point the shadow does not show (a copy leaves mounts out)
             listed = sorted([*listed, *((name, "dir") for name in grafted)])
@@ -278,7 +284,8 @@ class Archiver:
             self.stats.skip(orig, "larger_than", too_large)
             return
         try:
-            node = metadata.capture(access, st, name, same_inode(old, st, copied))
+            reused = same_inode(old, st, copied, self.change_rules)
+            node = metadata.capture(access, st, name, reused, with_atime=self.with_atime)
         except OSError as err:
             job.nodes.append(Node(name=name, type=metadata.node_type(st.st_mode), error=os_reason(err)))
             self.stats.error(orig, os_reason(err))
@@ -322,7 +329,7 @@ class Archiver:
             return
         if copied:
             record_original(orig, st, node, self.copy_cutoff_ns)
-        if old is not None and unchanged(old, st, node, copied):
+        if old is not None and unchanged(old, st, node, copied, self.change_rules):
             if st.st_nlink == 1:  # its blobs are looked up with its directory's (`_reuse_unchanged`)
                 job.unchanged.append((node, old, access, orig))
                 return

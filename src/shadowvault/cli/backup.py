@@ -17,6 +17,7 @@ from shadowvault.cli.backup_options import (
     listed_excludes,
     listed_paths,
 )
+from shadowvault.cli.backup_restic_options import ResticOptions, backup_restic_options
 from shadowvault.cli.component_options import backup_component_options
 from shadowvault.cli.output import json_option
 from shadowvault.cli.repo_options import open_repository, repo_options
@@ -54,6 +55,7 @@ PROVIDERS = [AUTO, *PROVIDER_NAMES, NO_PROVIDER]  # none: read the live files, n
     help="Read other tools' read-only btrfs snapshots below PATHS (snapper's), left out by default.",
 )
 @backup_selection_options
+@backup_restic_options
 @backup_component_options
 @json_option
 def backup_cmd(
@@ -82,6 +84,7 @@ def backup_cmd(
     source_root: str,
     users: str | None,
     as_json: bool,
+    restic: ResticOptions,
 ) -> None:
     """Back up PATHS into the repository, reading a shadow set where the volumes allow it.
 
@@ -90,8 +93,9 @@ def backup_cmd(
     kernel filesystems (proc, sysfs, ...) are never read; other tools' read-only btrfs snapshots
     (snapper's) are left out unless --include-snapshots. What is skipped is named, and noted in
     the backup manifest. Exclude rules (--exclude, --exclude-file, --exclude-caches,
-    --exclude-larger-than) are counted in the summary as skipped. --dry-run reads and chunks
-    everything and lists what would change, and writes nothing to the repository.
+    --exclude-if-present, --iexclude, --exclude-larger-than) are counted in the summary as
+    skipped. --dry-run reads and chunks everything and lists what would change, and writes
+    nothing to the repository.
     """
     larger_than = parse_size(exclude_larger_than) if exclude_larger_than is not None else None
     if from_stdin and (paths or files_from or files_from_verbatim or files_from_raw or components):
@@ -122,6 +126,7 @@ def backup_cmd(
         source_root=source_root,
         users=users,
         as_json=as_json,
+        restic=restic,
     )
     with open_repository(repo, password_file, write=not dry_run) as repository:
         from shadowvault.cli.backup_run import run_backup_command  # once the key is unlocked

@@ -9,12 +9,13 @@ what a dry run would change and what the rules left out.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import click
 
 from shadowvault.archive.path_lists import ListFormat, read_path_list, read_pattern_file
+from shadowvault.cli.backup_restic_options import ResticOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +43,7 @@ class BackupArguments:
     source_root: str
     users: str | None
     as_json: bool
+    restic: ResticOptions = field(default_factory=ResticOptions)  # cli/backup_restic_options.py
 
 
 def backup_selection_options(func: F) -> F:

@@ -44,7 +44,12 @@ _ACTIONS = {
     Change.REMOVED: "removed",
     Change.UNREADABLE: "unreadable",
 }
-_KINDS = {"excluded": "by pattern", "larger_than": "too large", "cache_dir": "cache directories"}
+_KINDS = {
+    "excluded": "by pattern",
+    "larger_than": "too large",
+    "cache_dir": "cache directories",
+    "if_present": "tagged directories",
+}
 
 
 def run_backup_command(repository: Repository, arguments: BackupArguments) -> None:
@@ -64,6 +69,12 @@ def run_backup_command(repository: Repository, arguments: BackupArguments) -> No
         include_snapshots=a.include_snapshots,
         exclude_larger_than=a.exclude_larger_than,
         exclude_caches=a.exclude_caches,
+        exclude_if_present=list(a.restic.exclude_if_present),
+        iexcludes=list(a.restic.iexcludes),
+        time=a.restic.time,
+        ignore_inode=a.restic.ignore_inode,
+        ignore_ctime=a.restic.ignore_ctime,
+        with_atime=a.restic.with_atime,
         dry_run=a.dry_run,
         count_totals=shown(a.as_json),
     )

@@ -62,6 +62,8 @@ def _restore_line(s: dict) -> str:
     help="Restore only matching paths (globs match the snapshot's absolute paths; see docs/archive.md).",
 )
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Leave out matching paths.")
+@click.option("--iinclude", "iincludes", multiple=True, metavar="GLOB", help="Like --include, ignoring case.")
+@click.option("--iexclude", "iexcludes", multiple=True, metavar="GLOB", help="Like --exclude, ignoring case.")
 @click.option(
     "--overwrite",
     type=click.Choice([o.value for o in Overwrite]),
@@ -84,6 +86,8 @@ def restore_cmd(
     target: str,
     includes: tuple[str, ...],
     excludes: tuple[str, ...],
+    iincludes: tuple[str, ...],
+    iexcludes: tuple[str, ...],
     overwrite: str,
     verify: bool,
     numeric_owner: bool,
@@ -120,6 +124,10 @@ def restore_cmd(
     """
     bound_heap()
     ref, subpath = split_ref(snapshot)
+    if (iincludes or iexcludes) and (writers or all_writers or component is not None):
+        raise UsageError(
+            "--iinclude and --iexclude go with a files restore (--target DIR), not --writer or --component"
+        )
     if writers or all_writers:
         if component is not None:
             raise UsageError("--writer and --component are separate restores: run one, then the other")
@@ -198,6 +206,8 @@ def restore_cmd(
             excludes=list(excludes),
             overwrite=overwrite,
             as_json=as_json,
+            iincludes=iincludes,
+            iexcludes=iexcludes,
         )
         return
     started = time.monotonic()
@@ -211,6 +221,8 @@ def restore_cmd(
         subpath=subpath,
         includes=list(includes),
         excludes=list(excludes),
+        iincludes=list(iincludes),
+        iexcludes=list(iexcludes),
         overwrite=overwrite,
         verify=verify,
         numeric_owner=numeric_owner,

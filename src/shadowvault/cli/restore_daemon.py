@@ -55,6 +55,8 @@ def restore_through_daemon(
         subpath=request.subpath,
         includes=request.includes,
         excludes=request.excludes,
+        iincludes=request.iincludes,
+        iexcludes=request.iexcludes,
         overwrite=request.overwrite,
         verify=request.verify,
         numeric_owner=request.numeric_owner,

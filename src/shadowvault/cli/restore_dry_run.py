@@ -29,6 +29,8 @@ def preview_files_restore(
     excludes: list[str],
     overwrite: str,
     as_json: bool,
+    iincludes: tuple[str, ...] = (),
+    iexcludes: tuple[str, ...] = (),
 ) -> None:
     """Print what the restore would do, entry by entry, and its totals."""
     counts = PreviewCounts()
@@ -39,7 +41,7 @@ def preview_files_restore(
             snapshot.tree,
             subpath,
             target,
-            path_filter=PathFilter(includes, excludes),
+            path_filter=PathFilter(includes, excludes, iincludes=iincludes, iexcludes=iexcludes),
             overwrite=overwrite,
         )
         for entry in entries:

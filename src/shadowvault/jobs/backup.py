@@ -30,7 +30,8 @@ from shadowvault.archive.backup import (
     username,
 )
 from shadowvault.archive.diff import Difference, diff_trees, directories_above
-from shadowvault.archive.exclude_rules import ExcludeRules
+from shadowvault.archive.exclude_rules import ExcludeRules, tag_rules
+from shadowvault.archive.parent_reuse import ChangeRules
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.scan import Scanner
 from shadowvault.archive.walk_stats import Source, WalkStats
@@ -78,6 +79,14 @@ class BackupRequest:
     include_snapshots: bool = False  # read other tools' btrfs snapshots below the paths (snapshot_copies.py)
     exclude_larger_than: int | None = None  # files above this size are left out (counted as skipped)
     exclude_caches: bool = False  # directories with a valid CACHEDIR.TAG keep only the tag
+    exclude_if_present: list[str] = field(
+        default_factory=list
+    )  # NAME[:HEADER]: such directories keep the tag
+    iexcludes: list[str] = field(default_factory=list)  # globs matched ignoring case
+    time: float | None = None  # the snapshot's time (restic's --time, importing old data); None: now
+    ignore_inode: bool = False  # the incremental test leaves the inode number out (archive/parent_reuse.py)
+    ignore_ctime: bool = False  # ... and the ctime
+    with_atime: bool = False  # record atimes (by default the mtime, as restic: archive/metadata.py)
     dry_run: bool = False  # read and chunk everything, count what would be added, write nothing
     # count the files and bytes ahead of the walk (archive/scan.py), for a progress percentage: a
     # second lstat of every entry, so only when someone watches the progress
@@ -160,8 +169,11 @@ def run_backup(
     recorded = [os.fsdecode(p) for p in originals]
     host = request.host or socket.gethostname()
     repo_path = os.path.realpath(repo.path)
-    path_filter = PathFilter(excludes=request.excludes)
-    rules = ExcludeRules(request.exclude_larger_than, request.exclude_caches)
+    path_filter = PathFilter(excludes=request.excludes, iexcludes=request.iexcludes)
+    rules = ExcludeRules(
+        request.exclude_larger_than, tag_rules(request.exclude_caches, request.exclude_if_present)
+    )
+    snapshot_time = started_wall if request.time is None else request.time
     planned = plan(
         originals,
         NO_PROVIDER if foreign_root else request.provider,
@@ -178,7 +190,7 @@ def run_backup(
     if request.parent:
         parent = repo.find_snapshot(request.parent, paths=recorded, host=host)  # "latest": of these paths
     elif not request.full:
-        parent = find_parent(repo.list_snapshots(), recorded, host)
+        parent = find_parent(repo.list_snapshots(), recorded, host, before=request.time)
 
     skip = planned.skip_paths() | {os.fsencode(repo_path)}
     stats = stats or WalkStats()
@@ -208,6 +220,8 @@ def run_backup(
             copy_started=manifest.created if manifest is not None else None,
             virtual_root=source_root,
             rules=rules,
+            change_rules=ChangeRules(request.ignore_inode, request.ignore_ctime),
+            with_atime=request.with_atime,
         )
         left_out = {os.fsencode(m) for m in planned.nested_skipped} | skip
         scanner = Scanner(
@@ -238,7 +252,7 @@ def run_backup(
     duration = time.monotonic() - started
     added_bytes = store.stats.stored_bytes_added - added_before
     snapshot = Snapshot(
-        time=started_wall,
+        time=snapshot_time,
         host=host,
         username=username(),
         paths=recorded,

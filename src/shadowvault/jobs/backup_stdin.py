@@ -39,15 +39,17 @@ def run_stdin_backup(
     parent = (
         repo.find_snapshot(request.parent)
         if request.parent
-        else find_parent(repo.list_snapshots(), [path], host)
+        else find_parent(repo.list_snapshots(), [path], host, before=request.time)
     )
-    root = archive_stream(store, stream, path, stats, time.time_ns())
+    # the file is modified at the snapshot's time (restic's rule, with --time too)
+    when_ns = time.time_ns() if request.time is None else int(request.time * 1e9)
+    root = archive_stream(store, stream, path, stats, when_ns)
     with stats.lock:
         stats.scan_files, stats.scan_bytes, stats.scan_finished = 1, stats.bytes_total, True
     duration = time.monotonic() - started
     added_bytes = store.stats.stored_bytes_added - added_before
     snapshot = Snapshot(
-        time=started_wall,
+        time=started_wall if request.time is None else request.time,
         host=host,
         username=username(),
         paths=[path],

@@ -11,8 +11,13 @@
     excludes = ["*.tmp"]
     exclude_caches = true                    # optional, as the backup command's flags:
     exclude_larger_than = "2GiB"             #   --exclude-caches, --exclude-larger-than,
-    one_file_system = true                   #   --one-file-system, --include-snapshots
-    include_snapshots = false
+    one_file_system = true                   #   --one-file-system, --include-snapshots,
+    include_snapshots = false                #   --exclude-if-present, --iexclude,
+    exclude_if_present = [".nobackup"]       #   --ignore-inode, --ignore-ctime, --with-atime
+    iexcludes = ["*.TMP"]
+    ignore_inode = false
+    ignore_ctime = false
+    with_atime = false
     on_failure = ["/usr/local/sbin/page-admin"]   # optional: run when a run does not succeed
     environment_file = "/etc/shadowvault/s3.env"  # optional: AWS_* lines for an S3 repository
 
@@ -36,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from shadowvault import paths, proc
-from shadowvault.archive.exclude_rules import parse_size
+from shadowvault.archive.exclude_rules import parse_size, parse_tag_rule
 from shadowvault.config_file import read_toml
 from shadowvault.errors import ConfigError, ShadowvaultError, UsageError
 from shadowvault.repo.forget import KeepPolicy
@@ -64,6 +69,11 @@ TOP_KEYS = {
     "exclude_larger_than",
     "one_file_system",
     "include_snapshots",
+    "exclude_if_present",
+    "iexcludes",
+    "ignore_inode",
+    "ignore_ctime",
+    "with_atime",
     "on_failure",
     "retention",
     "environment_file",
@@ -103,6 +113,11 @@ class JobDefinition:
     exclude_larger_than: int | None = None  # bytes
     one_file_system: bool = False
     include_snapshots: bool = False
+    exclude_if_present: list[str] = field(default_factory=list)  # NAME[:HEADER], checked
+    iexcludes: list[str] = field(default_factory=list)
+    ignore_inode: bool = False
+    ignore_ctime: bool = False
+    with_atime: bool = False
     retention: Retention = field(default_factory=Retention)
     on_failure: list[str] | None = None
     environment_file: str | None = None
@@ -174,6 +189,17 @@ def _size(data: dict[str, Any], key: str, where: Path) -> int | None:
         except UsageError as err:
             raise JobDefinitionError(f"{where}: {err}") from err
     raise JobDefinitionError(f'{where}: `{key}` must be a size like "500M" or a number of bytes')
+
+
+def _tag_specs(data: dict[str, Any], key: str, where: Path) -> list[str]:
+    """restic's --exclude-if-present values, NAME[:HEADER], each checked."""
+    specs = _strings(data, key, where)
+    try:
+        for spec in specs:
+            parse_tag_rule(spec, f"`{key}`")
+    except UsageError as err:
+        raise JobDefinitionError(f"{where}: {err}") from err
+    return specs
 
 
 def _retention(value: Any, where: Path) -> Retention:
@@ -294,6 +320,11 @@ def parse(name: str, path: Path, data: dict[str, Any]) -> JobDefinition:
         exclude_larger_than=_size(data, "exclude_larger_than", path),
         one_file_system=_flag(data, "one_file_system", path),
         include_snapshots=_flag(data, "include_snapshots", path),
+        exclude_if_present=_tag_specs(data, "exclude_if_present", path),
+        iexcludes=_strings(data, "iexcludes", path),
+        ignore_inode=_flag(data, "ignore_inode", path),
+        ignore_ctime=_flag(data, "ignore_ctime", path),
+        with_atime=_flag(data, "with_atime", path),
         retention=_retention(data.get("retention"), path),
         on_failure=_on_failure(data.get("on_failure"), path),
         environment_file=_environment_file(data.get("environment_file"), path),

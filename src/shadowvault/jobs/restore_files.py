@@ -24,6 +24,8 @@ class FilesRestoreRequest:
     subpath: str = "/"
     includes: list[str] = field(default_factory=list)
     excludes: list[str] = field(default_factory=list)
+    iincludes: list[str] = field(default_factory=list)  # matched ignoring case (restic's --iinclude)
+    iexcludes: list[str] = field(default_factory=list)
     overwrite: str = Overwrite.NEVER.value
     verify: bool = False  # read every restored file back and compare its hash
     numeric_owner: bool = False
@@ -51,7 +53,9 @@ def run_files_restore(
     restorer = Restorer(
         repo,
         request.target,
-        path_filter=PathFilter(request.includes, request.excludes),
+        path_filter=PathFilter(
+            request.includes, request.excludes, iincludes=request.iincludes, iexcludes=request.iexcludes
+        ),
         overwrite=request.overwrite,
         verify=request.verify,
         numeric_owner=request.numeric_owner,

@@ -95,6 +95,11 @@ def _backup(definition: JobDefinition, stats: WalkStats | None) -> BackupResult:
         exclude_larger_than=definition.exclude_larger_than,
         one_file_system=definition.one_file_system,
         include_snapshots=definition.include_snapshots,
+        exclude_if_present=list(definition.exclude_if_present),
+        iexcludes=list(definition.iexcludes),
+        ignore_inode=definition.ignore_inode,
+        ignore_ctime=definition.ignore_ctime,
+        with_atime=definition.with_atime,
     )
     with contextlib.ExitStack() as stack:
         if definition.components:

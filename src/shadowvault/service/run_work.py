@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from shadowvault.archive.backup_time import parse_backup_time
+from shadowvault.archive.exclude_rules import parse_tag_rule
 from shadowvault.archive.restore import Overwrite, RestoreStats
 from shadowvault.archive.walk_stats import WalkStats
 from shadowvault.display import exact_fields
@@ -55,6 +57,12 @@ class BackupBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
     include_snapshots: bool = False
     exclude_caches: bool = False
     exclude_larger_than: int | None = None  # bytes
+    exclude_if_present: list[str] = []  # restic's NAME[:HEADER]
+    iexcludes: list[str] = []
+    time: str | None = None  # "YYYY-MM-DD HH:MM:SS", the daemon's local time, as `backup --time`
+    ignore_inode: bool = False
+    ignore_ctime: bool = False
+    with_atime: bool = False
 
 
 class RestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
@@ -65,6 +73,8 @@ class RestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
     subpath: str = "/"
     includes: list[str] = []
     excludes: list[str] = []
+    iincludes: list[str] = []  # matched ignoring case
+    iexcludes: list[str] = []
     overwrite: Overwrite = Overwrite.NEVER
     verify: bool = False
     numeric_owner: bool = False
@@ -97,6 +107,9 @@ def backup_work(body: BackupBody) -> Work:
         raise UsageError("name at least one path to back up")
     if body.exclude_larger_than is not None and body.exclude_larger_than <= 0:
         raise UsageError("exclude_larger_than is a number of bytes above 0")
+    for spec in body.exclude_if_present:
+        parse_tag_rule(spec, "exclude_if_present")
+    snapshot_time = parse_backup_time(body.time, "time") if body.time is not None else None
 
     def work(run: Run, follow: Follow) -> tuple[dict[str, Any], int]:
         stats = _followed_walk(run, follow)
@@ -113,6 +126,12 @@ def backup_work(body: BackupBody) -> Work:
             include_snapshots=body.include_snapshots,
             exclude_caches=body.exclude_caches,
             exclude_larger_than=body.exclude_larger_than,
+            exclude_if_present=list(body.exclude_if_present),
+            iexcludes=list(body.iexcludes),
+            time=snapshot_time,
+            ignore_inode=body.ignore_inode,
+            ignore_ctime=body.ignore_ctime,
+            with_atime=body.with_atime,
         )
         with body.open(write=True, kind="backup") as repo:
             result = run_backup(repo, request, stats=stats)
@@ -137,6 +156,8 @@ def restore_work(body: RestoreBody) -> Work:
             subpath=body.subpath,
             includes=list(body.includes),
             excludes=list(body.excludes),
+            iincludes=list(body.iincludes),
+            iexcludes=list(body.iexcludes),
             overwrite=body.overwrite.value,
             verify=body.verify,
             numeric_owner=body.numeric_owner,
