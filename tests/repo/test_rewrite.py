@@ -346,3 +346,15 @@ def test_a_crash_leaves_the_originals_and_a_rerun_finishes(world: World, on: str
     assert len(after) == 3 and sorted(s["original"] for s in after.values()) == sorted(w.ids)
     w.ok("prune")
     w.ok("check", "--read-data")
+
+
+def test_latest_and_the_next_parent_are_the_rewritten_copy_even_of_a_retagged_snapshot(world: World):
+    """A retagged snapshot already has an `original`; its rewritten copy has the same one and the
+    same time: the copy is still the newer of the two."""
+    w = world
+    w.ok("tag", w.ids[-1], "--add", "kept")
+    w.ok("rewrite", "--exclude", ".env")
+    [latest] = json.loads(w.ok("snapshots", "latest", "--json").stdout)
+    assert "rewrite" in latest["tags"] and "kept" in latest["tags"], latest
+    done = w.json_lines("backup", "--provider", "none", "--tag", "daily", w.src)
+    assert json.loads(w.ok("cat", "snapshot", done[-1]["snapshot_id"]).stdout)["parent"] == latest["id"]

@@ -17,7 +17,7 @@ from typing import Any
 from shadowvault.archive.walk_stats import WalkStats
 from shadowvault.errors import NotFoundError
 from shadowvault.paths_within import is_within
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot import Snapshot, chronological
 
 FILES_COMPONENT = "files"
 SUMMARY_PATHS = 100  # error and warning paths kept in a snapshot's summary
@@ -63,15 +63,15 @@ def find_parent(
     snapshots: Iterable[tuple[str, Snapshot]], paths: list[str], host: str, *, before: float | None = None
 ) -> tuple[str, Snapshot] | None:
     """The newest of `snapshots` of exactly these paths from this host (not newer than `before`, a
-    backup's --time, when given: restic's rule)."""
+    backup's --time, when given: restic's rule); of a snapshot and its rewritten or repaired copy,
+    the copy (snapshot.chronological)."""
     wanted = sorted(paths)
-    best: tuple[str, Snapshot] | None = None
-    for snap_id, snap in snapshots:
-        if before is not None and snap.time > before:
-            continue
-        if snap.host == host and sorted(snap.paths) == wanted and (best is None or snap.time > best[1].time):
-            best = (snap_id, snap)
-    return best
+    candidates = [
+        (snap_id, snap)
+        for snap_id, snap in snapshots
+        if (before is None or snap.time <= before) and snap.host == host and sorted(snap.paths) == wanted
+    ]
+    return max(candidates, key=chronological, default=None)
 
 
 def snapshot_summary(

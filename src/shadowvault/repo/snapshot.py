@@ -26,8 +26,17 @@ class Snapshot(msgspec.Struct, kw_only=True, omit_defaults=True):
     original: str | None = None  # the snapshot this one is a repaired copy of (`repair snapshots`)
 
 
-def chronological(item: tuple[str, Snapshot]) -> tuple[float, bool, str]:
-    """The order of (id, snapshot) pairs everywhere: by time, a repaired copy right after its
-    original (it keeps the original's time), so that "latest" and retention take the copy."""
+def chronological(item: tuple[str, Snapshot]) -> tuple[float, bool, int, str]:
+    """The order of (id, snapshot) pairs everywhere: by time, a repaired, rewritten or retagged copy
+    right after its original (it keeps the original's time), and a copy made from such a copy (a
+    retagged snapshot rewritten) after that one, so that "latest" and retention take the newest."""
     snapshot_id, snapshot = item
-    return snapshot.time, snapshot.original is not None, snapshot_id
+    return snapshot.time, snapshot.original is not None, _derivations(snapshot), snapshot_id
+
+
+def _derivations(snapshot: Snapshot) -> int:
+    """How many rewrites and repairs made this snapshot from the one it copies (read from its
+    summary, which each records in; a hostile summary counts as none)."""
+    rewritten = snapshot.summary.get("rewritten")
+    count = len(rewritten) if isinstance(rewritten, list) else 0
+    return count + (1 if "repaired_lost" in snapshot.summary else 0)
