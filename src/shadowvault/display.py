@@ -82,6 +82,28 @@ def exact_fields(key: str, raw: bytes) -> dict[str, str]:
         }
 
 
+def is_utf8(text: str) -> bool:
+    """Whether `text` is real text: no undecodable byte held as a surrogate escape (which JSON,
+    msgpack and the terminal's UTF-8 all refuse)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def readable_text(text: str) -> str:
+    """`text` made UTF-8: bytes that are not UTF-8 (surrogate escapes) as \\xNN, the rest exactly.
+    For records and messages (not names, which JSON gives exactly with `exact_fields`)."""
+    if is_utf8(text):
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte: its UTF-8 form
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def exact_bytes(fields: dict[str, str], key: str) -> bytes:
     """The exact bytes of a name or path that `exact_fields` wrote (`{key}_bytes` when there is one)."""
     if f"{key}_bytes" in fields:

@@ -121,6 +121,21 @@ def _member_name(path: bytes) -> str:
     return path.lstrip(b"/").decode("utf-8", "surrogateescape") or "."
 
 
+class _ZipMember(zipfile.ZipInfo):
+    """A zip member whose name may be any bytes: zipfile writes names as UTF-8 and fails on one that
+    is not ("internal error: UnicodeEncodeError"). Such a name is written as its bytes without the
+    UTF-8 flag, as restic's zip and Info-ZIP do (an unpacker then takes the bytes as they are)."""
+
+    def _encodeFilenameFlags(self) -> tuple[bytes, int]:
+        try:
+            return super()._encodeFilenameFlags()  # type: ignore[misc]
+        except UnicodeEncodeError:
+            return self.filename.encode("utf-8", "surrogateescape"), self.flag_bits & ~_ZIP_UTF8_NAME
+
+
+_ZIP_UTF8_NAME = 0x800  # general purpose flag bit 11: the name is UTF-8
+
+
 def _tar_info(path: bytes, node: Node) -> tarfile.TarInfo:
     info = tarfile.TarInfo(_member_name(path))
     info.mode = node.mode
@@ -222,7 +237,7 @@ def write_zip(store: BlobSource, root_tree: bytes, path: str, out: BinaryIO) -> 
                 continue
             name = _member_name(entry_path) + ("/" if entry.type == "dir" else "")
             when = time.localtime(max(entry.mtime_ns // 1_000_000_000, 315_532_800))[:6]  # zip starts in 1980
-            info = zipfile.ZipInfo(name, date_time=when)
+            info = _ZipMember(name, date_time=when)
             info.external_attr = (_ZIP_TYPES[entry.type] | entry.mode) << 16
             if entry.type == "file":
                 info.compress_type = zipfile.ZIP_DEFLATED

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from shadowvault.display import exact_bytes, exact_fields
+from shadowvault.display import escape_text, exact_bytes, exact_fields, readable_text
 
 VERBS = ("create", "replace", "leave", "remove", "install", "enable", "disable", "mask", "add", "run", "load")
 DONE = {  # each verb as what was done
@@ -42,9 +42,9 @@ class Action:
     def line(self, *, applied: bool = False) -> str:
         """The step as the plan says it, or (`applied`) as done."""
         text = (
-            f"{DONE[self.verb]:<9} {self.kind:<8} {self.target}"
+            f"{DONE[self.verb]:<9} {self.kind:<8} {escape_text(self.target)}"
             if applied
-            else (f"{self.verb:<8} {self.kind:<8} {self.target}")
+            else (f"{self.verb:<8} {self.kind:<8} {escape_text(self.target)}")
         )
         return f"{text}  ({self.reason})" if self.reason else text
 
@@ -147,4 +147,4 @@ def _action_of(fields: dict[str, Any]) -> Action:
 
 def _text(message: str) -> str:
     """A message for JSON: a name in it that is not UTF-8 shown with \\xNN (JSON cannot hold it)."""
-    return message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return readable_text(message)

@@ -49,6 +49,7 @@ from shadowvault.repo.dry_run_store import DryRunStore
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot_text import require_text
 from shadowvault.shadow import manifest as manifest_doc
 from shadowvault.shadow import validity
 from shadowvault.shadow.providers.names import NO_PROVIDER
@@ -168,6 +169,9 @@ def run_backup(
         originals = drop_nested([normalize_path(p) for p in request.paths])
     recorded = [os.fsdecode(p) for p in originals]
     host = request.host or socket.gethostname()
+    require_text("path", recorded)  # before any work: the snapshot could not be saved
+    require_text("host", [host])
+    require_text("tag", request.tags)
     repo_path = os.path.realpath(repo.path)
     path_filter = PathFilter(excludes=request.excludes, iexcludes=request.iexcludes)
     rules = ExcludeRules(

@@ -15,6 +15,7 @@ from shadowvault.repo.backend import Backend
 from shadowvault.repo.format import decode_document, encode_document, file_id
 from shadowvault.repo.sealing import Sealer
 from shadowvault.repo.snapshot import Snapshot, chronological
+from shadowvault.repo.snapshot_text import storable
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class SnapshotStore:
 
     def save(self, snapshot: Snapshot) -> str:
         """Store the snapshot; returns its id (hex). The caller made everything it uses durable."""
-        raw = self._sealer.seal(encode_document(snapshot), SNAPSHOT_AAD)
+        raw = self._sealer.seal(encode_document(storable(snapshot)), SNAPSHOT_AAD)
         snapshot_id = file_id(raw)
         self._backend.save(f"{SNAPSHOTS_DIR}{snapshot_id}", raw)
         return snapshot_id
