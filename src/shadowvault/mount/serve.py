@@ -8,6 +8,7 @@ so Python's handlers (shadowvault.interrupts) step aside while the mount is serv
 
 from __future__ import annotations
 
+import ctypes.util
 import logging
 import os
 import signal
@@ -58,6 +59,17 @@ def _signals_to_libfuse() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def _prefer_libfuse3() -> None:
+    """Load libfuse 3 where it is installed: mfusepy looks for libfuse 2 first, which many machines
+    also have (for older programs), and the view wants libfuse 3's threads and options. An explicit
+    FUSE_LIBRARY_PATH or FUSE_LIBRARY_NAME (mfusepy's own settings) is left as given."""
+    if os.environ.get("FUSE_LIBRARY_PATH") or os.environ.get("FUSE_LIBRARY_NAME"):
+        return
+    found = ctypes.util.find_library("fuse3")
+    if found:
+        os.environ["FUSE_LIBRARY_PATH"] = found
+
+
 def serve(
     repo: Repository,
     mountpoint: str,
@@ -66,6 +78,7 @@ def serve(
 ) -> None:
     """Mount the repository's snapshots read-only at `mountpoint`; return once it is unmounted."""
     check_mountpoint(mountpoint)
+    _prefer_libfuse3()
     try:
         import mfusepy
 
@@ -87,8 +100,9 @@ def serve(
                 default_permissions=True,
                 use_ino=True,
                 kernel_cache=True,  # a snapshot never changes: pages read once stay cached across opens
-                # libfuse 3.14 warns about its own default ("unlimited") unless a number is given
-                max_idle_threads=IDLE_THREADS,
+                # libfuse 3.14 warns about its own default ("unlimited") unless a number is given;
+                # libfuse 2 does not know the option
+                **({"max_idle_threads": IDLE_THREADS} if mfusepy.fuse_version_major == 3 else {}),
                 allow_other=options.allow_other,
                 fsname="shadowvault",
                 subtype="shadowvault",
