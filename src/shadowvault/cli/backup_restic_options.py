@@ -4,7 +4,7 @@
 Apart from cli/backup_options.py (near its size limit), and handed to the command as one value:
 `backup_restic_options` adds the options and gives the command a `restic` argument, a checked
 `ResticOptions` (a bad value is one line, exit 2, before the repository is opened). The rules live
-in archive/ (exclude_rules, patterns, backup_time, parent_reuse, metadata).
+in archive/ (exclude_rules, patterns, time_option, parent_reuse, metadata).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from shadowvault.archive.backup_time import parse_backup_time
 from shadowvault.archive.exclude_rules import tag_rules
 from shadowvault.archive.path_lists import read_pattern_file
 from shadowvault.archive.patterns import compile_glob
+from shadowvault.archive.time_option import parse_backup_time
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import msgspec
 
-from shadowvault.archive.backup_time import parse_backup_time
 from shadowvault.archive.exclude_rules import parse_tag_rule
 from shadowvault.archive.restore import Overwrite, RestoreStats
+from shadowvault.archive.time_option import parse_backup_time
 from shadowvault.archive.walk_stats import WalkStats
 from shadowvault.display import exact_fields
 from shadowvault.errors import JobCancelledError, PartialFailure, UsageError
