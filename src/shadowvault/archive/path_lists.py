@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from enum import StrEnum
 
 from shadowvault.errors import UsageError
@@ -44,8 +45,11 @@ def read_path_list(path: str, form: ListFormat = ListFormat.LINES) -> list[str]:
     return [os.fsdecode(e) for e in entries if e]
 
 
-def read_pattern_file(path: str, option: str = "exclude-file") -> list[str]:
-    """The globs listed in an --exclude-file (or --iexclude-file, `option`)."""
-    text = _read(path, option).decode("utf-8", errors="surrogateescape")
-    patterns = (line.strip() for line in text.splitlines())
-    return [p for p in patterns if p and not p.startswith("#")]
+def read_pattern_files(paths: Iterable[str], option: str = "exclude-file") -> list[str]:
+    """The globs the --exclude-file options (or --iexclude-file ones, `option`) list, in order."""
+    patterns = []
+    for path in paths:
+        text = _read(path, option).decode("utf-8", errors="surrogateescape")
+        lines = (line.strip() for line in text.splitlines())
+        patterns += [p for p in lines if p and not p.startswith("#")]
+    return patterns

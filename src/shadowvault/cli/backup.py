@@ -11,10 +11,10 @@ import sys
 import click
 
 from shadowvault.archive.exclude_rules import parse_size
+from shadowvault.archive.path_lists import read_pattern_files
 from shadowvault.cli.backup_options import (
     BackupArguments,
     backup_selection_options,
-    listed_excludes,
     listed_paths,
 )
 from shadowvault.cli.backup_restic_options import ResticOptions, backup_restic_options
@@ -101,7 +101,7 @@ def backup_cmd(
     if from_stdin and (paths or files_from or files_from_verbatim or files_from_raw or components):
         raise UsageError("--stdin stores what is piped in: no PATHS, --files-from or --component with it")
     paths = (*paths, *listed_paths(files_from, files_from_verbatim, files_from_raw))
-    excludes = (*excludes, *listed_excludes(exclude_files))
+    excludes = (*excludes, *read_pattern_files(exclude_files))
     if not components and not paths and not from_stdin:
         raise UsageError("give the PATHS to back up, or --component NAME")
     if from_stdin and sys.stdin.isatty():

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from shadowvault.archive.path_lists import ListFormat, read_path_list, read_pattern_file
+from shadowvault.archive.path_lists import ListFormat, read_path_list
 from shadowvault.cli.backup_restic_options import ResticOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -128,8 +128,3 @@ def listed_paths(files_from: tuple[str, ...], verbatim: tuple[str, ...], raw: tu
         for name in files:
             paths += read_path_list(name, form)
     return paths
-
-
-def listed_excludes(exclude_files: tuple[str, ...]) -> list[str]:
-    """Every glob the --exclude-file options list."""
-    return [pattern for name in exclude_files for pattern in read_pattern_file(name)]

@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 import click
 
 from shadowvault.archive.exclude_rules import tag_rules
-from shadowvault.archive.path_lists import read_pattern_file
+from shadowvault.archive.path_lists import read_pattern_files
 from shadowvault.archive.patterns import compile_glob
 from shadowvault.archive.time_option import parse_backup_time
 
@@ -99,7 +99,7 @@ def backup_restic_options(func: F) -> F:
         **kwargs: Any,
     ) -> Any:
         tag_rules(False, exclude_if_present)  # checked now: one line, before the repository opens
-        listed = [p for name in iexclude_files for p in read_pattern_file(name, "iexclude-file")]
+        listed = read_pattern_files(iexclude_files, "iexclude-file")
         for pattern in (*iexcludes, *listed):
             compile_glob(pattern, True)
         kwargs["restic"] = ResticOptions(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from shadowvault.archive.path_lists import read_pattern_file
+from shadowvault.archive.path_lists import read_pattern_files
 from shadowvault.archive.rewrite import RewriteResult, RewriteRules, RewrittenSnapshot, rewrite_snapshots
 from shadowvault.cli.global_options import VERBOSITY
 from shadowvault.cli.output import info, json_option, print_json, warn
@@ -146,8 +146,8 @@ def rewrite_cmd(
     --exclude globs, matched against the paths `ls` shows.
     """
     rules = RewriteRules(
-        excludes=(*excludes, *(p for name in exclude_files for p in read_pattern_file(name))),
-        iexcludes=(*iexcludes, *(p for name in iexclude_files for p in read_pattern_file(name))),
+        excludes=(*excludes, *read_pattern_files(exclude_files)),
+        iexcludes=(*iexcludes, *read_pattern_files(iexclude_files, "iexclude-file")),
     )
     rules.path_filter()  # a bad pattern fails here, before the password
     # a dry run opens the repository read-only: no session, nothing written
