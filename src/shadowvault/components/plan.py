@@ -109,11 +109,11 @@ class Plan:
         text with \\xNN plus `target_bytes`/`source_bytes`; messages with such names as text."""
         return {
             "component": self.component,
-            "target_root": _text(self.target_root),
+            "target_root": readable_text(self.target_root),
             "counts": self.counts(),
             "actions": [_action_fields(a) for a in self.actions],
-            "warnings": [_text(w) for w in self.warnings],
-            "errors": [{"what": _text(what), "why": _text(why)} for what, why in self.errors],
+            "warnings": [readable_text(w) for w in self.warnings],
+            "errors": [{"what": readable_text(what), "why": readable_text(why)} for what, why in self.errors],
         }
 
 
@@ -134,7 +134,7 @@ def _action_fields(action: Action) -> dict[str, Any]:
         "verb": action.verb,
         "kind": action.kind,
         **_name_fields("target", action.target),
-        "reason": _text(action.reason),
+        "reason": readable_text(action.reason),
         **_name_fields("source", action.source),
     }
 
@@ -143,8 +143,3 @@ def _action_of(fields: dict[str, Any]) -> Action:
     target = _name_of(fields, "target")
     assert target is not None
     return Action(fields["verb"], fields["kind"], target, fields["reason"], _name_of(fields, "source"))
-
-
-def _text(message: str) -> str:
-    """A message for JSON: a name in it that is not UTF-8 shown with \\xNN (JSON cannot hold it)."""
-    return readable_text(message)

@@ -61,6 +61,12 @@ class CopyResult:
         return [s for s in self.snapshots if s.skipped]
 
 
+def _newest_of(of_original: dict[str, list[tuple[str, Snapshot]]], original: str) -> str | None:
+    """The destination's last listed (or last copied) snapshot of `original`'s lineage, if any."""
+    lineage = of_original.get(original)
+    return lineage[-1][0] if lineage else None
+
+
 def _copy_in(copies: Sequence[tuple[str, Snapshot]], snap: Snapshot) -> str | None:
     """Among the destination's snapshots of `snap`'s original, its copy: the same snapshot in all
     but its tree's ids (restic's test). A rewritten, repaired or retagged snapshot shares its
@@ -220,7 +226,8 @@ def copy_snapshots(
     if source.id == destination.id:
         raise UsageError("the source and the destination are the same repository")
     destination_snapshots = dict(destination.list_snapshots())
-    in_destination = {original_id(sid, snap): sid for sid, snap in destination_snapshots.items()}
+    # original -> the destination's snapshots of it (a copy, and copies of its rewritten, repaired
+    # or retagged versions), as listed, then as this run copies them
     of_original: dict[str, list[tuple[str, Snapshot]]] = {}
     for sid, snap in destination_snapshots.items():
         of_original.setdefault(original_id(sid, snap), []).append((sid, snap))
@@ -228,9 +235,9 @@ def copy_snapshots(
     source_originals = {sid: original_id(sid, snap) for sid, snap in source_snapshots}
     # destination id -> (the source snapshot it is a copy of, its source id): what `learn` walks
     copied_before = {
-        in_destination[original_id(sid, snap)]: (snap, sid)
+        of_original[original_id(sid, snap)][-1][0]: (snap, sid)
         for sid, snap in source_snapshots
-        if original_id(sid, snap) in in_destination
+        if original_id(sid, snap) in of_original
     }
     learnt: set[str] = set()
     translator = BlobTranslator(source, destination, on_blob)
@@ -246,7 +253,7 @@ def copy_snapshots(
         if existing is not None:
             done = CopiedSnapshot(source_id, existing, snap, skipped=True)
         else:
-            parent = snap.parent and in_destination.get(source_originals.get(snap.parent, snap.parent))
+            parent = snap.parent and _newest_of(of_original, source_originals.get(snap.parent, snap.parent))
             model = _copied_model(source_id, snap, copied_before, parent)
             if model is not None and model not in learnt and snap.tree:
                 learnt.add(model)
@@ -259,7 +266,6 @@ def copy_snapshots(
                 original=original,
             )
             copy_id = destination.save_snapshot(copy)  # flushes first: the snapshot is the commit point
-            in_destination[original] = copy_id
             of_original.setdefault(original, []).append((copy_id, copy))
             destination_snapshots[copy_id] = copy
             copied_before[copy_id] = (snap, source_id)
