@@ -47,7 +47,7 @@ def snapshot_percent() -> int:
 
 def classic_extents(origin: LogicalVolume) -> int:
     """How many of its volume group's free extents (as lvs read them) a classic snapshot of `origin` gets."""
-    return origin.vg_free_extents * snapshot_percent() // 100
+    return extents_in_turn(origin.vg_free_extents, 0)
 
 
 def extents_in_turn(free_extents: int, turn: int) -> int:
