@@ -24,7 +24,7 @@ from pathlib import Path
 from shadowvault import proc
 from shadowvault.disk import fat_mount
 from shadowvault.disk.gpt import ESP_TYPE, LINUX_FS_TYPE, GptPartition, GptTable, write_gpt
-from shadowvault.recover.grub import GRUB_INSTALL, system_dirs_bound
+from shadowvault.recover.grub import GRUB_INSTALL, install_grub, system_dirs_bound
 from tests.recover.machine import (
     ARCHIVE_NOTE,
     ARCHIVE_UUID,
@@ -95,26 +95,44 @@ def fat_read(device: str, path: str) -> str:
     return _sh("env", "MTOOLS_SKIP_CHECK=1", "mtype", "-i", device, "::" + path)
 
 
-@contextlib.contextmanager
-def gpt_source_machine(directory: Path) -> Iterator[tuple[SourceMachine, Path]]:
+def gpt_source_machine(directory: Path) -> contextlib.AbstractContextManager[tuple[SourceMachine, Path]]:
     """Build the GPT source disk in `directory` and yield it mounted (root at the path yielded)."""
+    return built_gpt_machine(directory, TABLE, (ESP_PART, ROOT_PART, ARCHIVE_PART), FSTAB, "grub-efi")
+
+
+@contextlib.contextmanager
+def built_gpt_machine(
+    directory: Path,
+    table: GptTable,
+    parts: tuple[GptPartition, GptPartition, GptPartition],
+    fstab: str,
+    bootloader: str,
+    *,
+    bios_grub: bool = False,
+) -> Iterator[tuple[SourceMachine, Path]]:
+    """A GPT source disk with `table`, its (ESP, root, archive) `parts` made and filled, UEFI GRUB
+    installed (and BIOS GRUB into the table's BIOS boot partition with `bios_grub`), yielded mounted."""
+    esp_part, root_part, archive_part = parts
     disk = directory / "source.img"
     with open(disk, "wb") as f:
         f.truncate(DISK_SIZE)
-    write_gpt(str(disk), TABLE, DISK_SIZE)
+    write_gpt(str(disk), table, DISK_SIZE)
     with contextlib.ExitStack() as stack:
-        esp_dev = stack.enter_context(attached(disk, ESP_PART))
-        root_dev = stack.enter_context(attached(disk, ROOT_PART))
-        archive_dev = stack.enter_context(attached(disk, ARCHIVE_PART))
+        esp_dev = stack.enter_context(attached(disk, esp_part))
+        root_dev = stack.enter_context(attached(disk, root_part))
+        archive_dev = stack.enter_context(attached(disk, archive_part))
         _sh("mkfs.vfat", "-i", ESP_VOLID.replace("-", ""), "-n", ESP_LABEL, esp_dev)
         _sh("mkfs.ext4", "-q", "-F", "-U", ROOT_UUID, "-L", "svroot", root_dev)
         _sh("mkfs.ext4", "-q", "-F", "-U", ARCHIVE_UUID, "-L", "svarchive", archive_dev)
         root = stack.enter_context(mounted(root_dev, directory / "source-root"))
-        digest = install_machine(root, "grub-efi", FSTAB)
-        esp = stack.enter_context(mounted_fat(esp_dev, root / "boot/efi", ESP_PART.size))
+        digest = install_machine(root, bootloader, fstab)
+        esp = stack.enter_context(mounted_fat(esp_dev, root / "boot/efi", esp_part.size))
         (esp.where / "sv-note.txt").write_text(ESP_NOTE)
         archive = stack.enter_context(mounted(archive_dev, root / "srv/archive"))
         (archive / "notes.txt").write_text(ARCHIVE_NOTE)
         install_debian_grub_efi(root)
         esp.flush()
+        if bios_grub:
+            os.sync()
+            install_grub(str(disk), root, is_device=False, table="gpt")  # core.img: the BIOS boot partition
         yield SourceMachine(disk, digest), root

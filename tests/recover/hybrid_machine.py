@@ -16,24 +16,16 @@ staged ESP (this host's kernel has no vfat).
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
-from shadowvault.disk.gpt import BIOS_BOOT_TYPE, ESP_TYPE, LINUX_FS_TYPE, GptPartition, GptTable, write_gpt
-from shadowvault.recover.grub import install_grub
-from tests.recover.efi_machine import ESP_LABEL, ESP_NOTE, ESP_VOLID, install_debian_grub_efi, mounted_fat
+from shadowvault.disk.gpt import BIOS_BOOT_TYPE, ESP_TYPE, LINUX_FS_TYPE, GptPartition, GptTable
+from tests.recover.efi_machine import ESP_VOLID, built_gpt_machine
 from tests.recover.machine import (
-    ARCHIVE_NOTE,
     ARCHIVE_UUID,
     DISK_SIZE,
     MIB,
     ROOT_UUID,
     SourceMachine,
-    _sh,
-    attached,
-    install_machine,
-    mounted,
 )
 
 DISK_GUID = "5eed0000-6a7b-4c8d-9e0f-0000000b1050"
@@ -56,28 +48,7 @@ UUID={ARCHIVE_UUID}\t/srv/archive\text4\tnoauto,nodev\t0\t2
 """
 
 
-@contextlib.contextmanager
-def hybrid_source_machine(directory: Path) -> Iterator[tuple[SourceMachine, Path]]:
+def hybrid_source_machine(directory: Path) -> contextlib.AbstractContextManager[tuple[SourceMachine, Path]]:
     """Build the hybrid GPT source disk in `directory` and yield it mounted (root at the path yielded)."""
-    disk = directory / "source.img"
-    with open(disk, "wb") as f:
-        f.truncate(DISK_SIZE)
-    write_gpt(str(disk), TABLE, DISK_SIZE)
-    with contextlib.ExitStack() as stack:
-        esp_dev = stack.enter_context(attached(disk, ESP_PART))
-        root_dev = stack.enter_context(attached(disk, ROOT_PART))
-        archive_dev = stack.enter_context(attached(disk, ARCHIVE_PART))
-        _sh("mkfs.vfat", "-i", ESP_VOLID.replace("-", ""), "-n", ESP_LABEL, esp_dev)
-        _sh("mkfs.ext4", "-q", "-F", "-U", ROOT_UUID, "-L", "svroot", root_dev)
-        _sh("mkfs.ext4", "-q", "-F", "-U", ARCHIVE_UUID, "-L", "svarchive", archive_dev)
-        root = stack.enter_context(mounted(root_dev, directory / "source-root"))
-        digest = install_machine(root, "grub-hybrid", FSTAB)
-        esp = stack.enter_context(mounted_fat(esp_dev, root / "boot/efi", ESP_PART.size))
-        (esp.where / "sv-note.txt").write_text(ESP_NOTE)
-        archive = stack.enter_context(mounted(archive_dev, root / "srv/archive"))
-        (archive / "notes.txt").write_text(ARCHIVE_NOTE)
-        install_debian_grub_efi(root)
-        esp.flush()
-        os.sync()
-        install_grub(str(disk), root, is_device=False, table="gpt")  # core.img into partition 14
-        yield SourceMachine(disk, digest), root
+    parts = (ESP_PART, ROOT_PART, ARCHIVE_PART)
+    return built_gpt_machine(directory, TABLE, parts, FSTAB, "grub-hybrid", bios_grub=True)
