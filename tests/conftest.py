@@ -12,12 +12,25 @@ import pytest
 
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.fixtures import open_repositories
 from tests.fixtures.loopfs import LoopFs, loop_filesystem, unmount_tree
 from tests.fixtures.unprivileged import nobody_pythonpath  # noqa: F401 - a shared fixture
 
 # A Python process the tests start that dies of a fatal signal prints its threads' stacks to its
 # stderr, which the failing test shows: a rare crash in CI is then a report, not a bare -11.
 os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    open_repositories.record()
+    yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Before the test's fixtures (a loop filesystem holding the repository) are torn down."""
+    open_repositories.close_recorded()
 
 
 @pytest.fixture(autouse=True)

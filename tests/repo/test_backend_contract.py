@@ -8,6 +8,7 @@ server on 127.0.0.1 (tests/fixtures/s3_server.py).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -57,6 +58,38 @@ def test_ranged_loads_of_packs(backend: Backend) -> None:
     for offset in (0, 1, 255, 4096, len(DATA) - 1):
         assert backend.load("data/ab/abcd", offset, 7) == DATA[offset : offset + 7]
     assert backend.load("data/ab/abcd", -4) == DATA[-4:]
+
+
+def test_closing_the_local_backend_closes_the_packs_every_thread_kept_open(tmp_path: Path) -> None:
+    """A reading thread that stays alive (an idle pool's) must not keep packs open past the close:
+    a pruned pack's space would stay taken, the repository's filesystem busy."""
+    backend = LocalBackend.create(tmp_path / "repo")
+    backend.save("data/ab/abcd", DATA)
+    read, close_seen = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        backend.load("data/ab/abcd", 4, 4)
+        read.set()
+        close_seen.wait(30)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        assert read.wait(30)
+        backend.load("data/ab/abcd", 8, 4)  # this thread's own cache too
+        assert len(_descriptors_of(tmp_path / "repo" / "data")) == 2
+        backend.close()
+        assert _descriptors_of(tmp_path / "repo" / "data") == []
+    finally:
+        close_seen.set()
+        thread.join()
+    assert backend.load("data/ab/abcd", 0, 4) == DATA[:4], "a closed backend opens again on a read"
+    backend.close()
+
+
+def _descriptors_of(under: Path) -> list[str]:
+    held = (os.readlink(fd) for fd in Path("/proc/self/fd").iterdir() if fd.is_symlink())
+    return [path for path in held if path.startswith(f"{under}/")]
 
 
 def test_stat_gives_size_and_a_storage_time(backend: Backend) -> None:

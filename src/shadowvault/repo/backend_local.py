@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import builtins
+import itertools
 import logging
 import os
 import secrets
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +34,27 @@ LAYOUT = ("keys", "data", "index", "snapshots", "sessions", TMP_DIR)  # made by 
 CHECKED_FOR_EXPOSURE = ("", "keys", "data", "index", "snapshots", "config")
 
 
-class _OpenFiles(threading.local):
-    """Per thread: pack files kept open for range reads (closed on eviction or with the thread)."""
+class _PackFiles(OrderedDict[str, BinaryIO]):
+    """One thread's pack files kept open for range reads, least recently used first."""
 
-    def __init__(self) -> None:
-        self.files: OrderedDict[str, BinaryIO] = OrderedDict()
+    def close_all(self) -> None:
+        while self:
+            self.popitem()[1].close()
+
+
+class _OpenFiles(threading.local):
+    """Per thread: pack files kept open for range reads (closed on eviction, with the thread, or
+    by `LocalBackend.close`). Every thread's set is also noted, weakly, in `every`: a thread that
+    read and stays alive (an idle pool's) would otherwise keep its packs open after the close, a
+    pruned pack's space unfreed and the filesystem busy."""
+
+    def __init__(self, every: weakref.WeakValueDictionary[int, _PackFiles], lock: threading.Lock) -> None:
+        self.files = _PackFiles()
+        with lock:
+            every[next(_thread_numbers)] = self.files
+
+
+_thread_numbers = itertools.count()
 
 
 class LocalBackend:
@@ -49,7 +67,9 @@ class LocalBackend:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._made_dirs: set[Path] = set()
-        self._local = _OpenFiles()
+        self._every_open: weakref.WeakValueDictionary[int, _PackFiles] = weakref.WeakValueDictionary()
+        self._every_open_lock = threading.Lock()
+        self._local = _OpenFiles(self._every_open, self._every_open_lock)
 
     # ---------------------------------------------------------------- opening
 
@@ -209,15 +229,16 @@ class LocalBackend:
         except OSError as err:
             raise RepositoryError(f"cannot read {name}: {err.strerror or err}") from err
 
-    def _open_files(self) -> OrderedDict[str, BinaryIO]:
+    def _open_files(self) -> _PackFiles:
         """This thread's cache of open pack files."""
         return self._local.files
 
     def close(self) -> None:
-        """Close this thread's cached files (other threads' close when they end)."""
-        cache = self._open_files()
-        while cache:
-            cache.popitem()[1].close()
+        """Close every thread's cached files: the reads are over."""
+        with self._every_open_lock:
+            caches = list(self._every_open.values())
+        for cache in caches:
+            cache.close_all()
 
     def stat(self, name: str) -> FileInfo:
         try:
