@@ -29,8 +29,9 @@ def fs() -> Iterator[LoopFs]:
 
 
 @pytest.fixture(scope="module")
-def repo(fs: LoopFs) -> Repository:
-    return new_repo(fs.mount / "repo")
+def repo(fs: LoopFs) -> Iterator[Repository]:
+    with new_repo(fs.mount / "repo") as made:
+        yield made
 
 
 names = st.binary(min_size=1, max_size=24).filter(

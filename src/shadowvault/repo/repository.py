@@ -170,8 +170,10 @@ class Repository:
     def close(self, *, flush: bool = True) -> None:
         """Flush (by default) and end the session. Safe to call twice. A writer that stops on an
         error closes with flush=False: the packs it finished stay indexed (the next backup reuses
-        them); the open pack is discarded."""
+        them); the open pack is discarded. Reads after a close open pack files again: each close
+        lets go of them."""
         if self._closed:
+            self.backend.close()
             return
         try:
             repo_close.finish(self._master, self._packer, self.session, flush=flush)
