@@ -301,20 +301,38 @@ def test_existing_files_under_a_planted_symlink_are_untouched_in_every_mode(tmp_
 
 
 def test_unforeseen_failures_in_workers_are_errors_of_the_result(tmp_path: Path):
-    """Values no filesystem call accepts (a NUL in a link target, a mode past 32 bits) raise ValueError
-    or OverflowError in a worker thread: each is an error naming its path, the rest is restored."""
+    """Values no filesystem call accepts (a NUL in a link target) raise ValueError in a worker
+    thread: each is an error naming its path, the rest is restored. (A mode past 12 bits, once
+    another, is a tree that does not decode: tests/repo/test_check.py.)"""
     with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
         c = Crafter(repo)
+        root = c.root(c.symlink(b"nul-target", b"a\0b"), c.file(b"good", b"good", mode=0o644))
+        target = tmp_path / "target"
+        stats = Restorer(repo, target).restore(root)
+    assert sorted(path for path, _ in stats.errors) == [b"/nul-target"]
+    assert all("unexpected" in reason for _, reason in stats.errors)
+    assert sorted(os.listdir(target)) == ["good"]
+
+
+def test_an_owner_name_no_one_can_have_leaves_the_other_files_of_its_blob_alone(tmp_path: Path):
+    """A user or group name with a NUL made the name lookup raise ValueError while the file was
+    created, inside the reading of its pack range: the files sharing its blob were left unwritten
+    and reported as "the restore was interrupted". Such a name matches no one: the stored ids hold."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        c = Crafter(repo)
+        plain = {"mode": 0o644, "uid": EVIL_UID, "gid": EVIL_GID}
         root = c.root(
-            c.symlink(b"nul-target", b"a\0b"),
-            c.file(b"huge-mode", mode=1 << 40),
-            c.file(b"good", b"good", mode=0o644),
+            c.file(b"a", b"shared", **plain),
+            c.file(b"b", b"shared", user="no\0one", group="none\0", **plain),
+            c.file(b"c", b"shared", **plain),
         )
         target = tmp_path / "target"
         stats = Restorer(repo, target).restore(root)
-    assert sorted(path for path, _ in stats.errors) == [b"/huge-mode", b"/nul-target"]
-    assert all("unexpected" in reason for _, reason in stats.errors)
-    assert sorted(os.listdir(target)) == ["good"]
+    assert stats.errors == []
+    assert {name: (target / name).read_bytes() for name in os.listdir(target)} == dict.fromkeys(
+        ("a", "b", "c"), b"shared"
+    )
+    assert (os.lstat(target / "b").st_uid, os.lstat(target / "b").st_gid) == (EVIL_UID, EVIL_GID)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from shadowvault.repo.format import BlobType, IndexPack
 from shadowvault.repo.pack import pack_name, read_header
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.session import list_sessions, refuse_concurrent_maintenance
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot import Snapshot, summary_bytes
 from shadowvault.repo.tree import LOST_TO_DAMAGE, Node, Tree, encode_tree, invalid_name
 
 log = logging.getLogger(__name__)
@@ -358,7 +358,7 @@ def repair_snapshots(
             lost, lost_bytes = rewritten.lost, rewritten.lost_bytes
             if rewritten.tree_id is None:
                 lost = ["/: the root directory listing is lost"]
-                lost_bytes = int(snap.summary.get("bytes") or 0)
+                lost_bytes = summary_bytes(snap) or 0
             tree = rewritten.tree_id or rewriter.empty_tree()
         manifest = snap.manifest
         if manifest and not rewriter.blob_readable(manifest):
@@ -384,8 +384,9 @@ def _repaired_copy(
     summary = dict(snap.summary)
     summary["repaired_lost"] = len(lost)
     summary["repaired_lost_bytes"] = lost_bytes
-    if isinstance(summary.get("bytes"), int):
-        summary["bytes"] = max(0, summary["bytes"] - lost_bytes)
+    size = summary_bytes(snap)
+    if size is not None:
+        summary["bytes"] = max(0, size - lost_bytes)
     tags = snap.tags if REPAIRED_TAG in snap.tags else [*snap.tags, REPAIRED_TAG]
     return msgspec.structs.replace(
         snap, tree=tree, manifest=manifest, tags=tags, summary=summary, original=snap.original or sid
