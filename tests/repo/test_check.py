@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import msgspec
 import pytest
 
 from shadowvault.repo.check import check
@@ -270,3 +271,28 @@ def test_a_snapshot_with_an_impossible_time_is_damaged_and_a_strange_summary_is_
         assert [sid for sid, _ in repo.list_snapshots()] == [strange]
         assert set(repo.damaged_snapshots) == set(bad)
         assert set(check(repo).affected_snapshots) == set(bad)
+
+
+@pytest.mark.parametrize(
+    "crafted", [{"id": "../../../x"}, {"id": ""}, {"id": "zz" + "0" * 62}, {"id": "ab12"}, {"size": -1}]
+)
+def test_an_index_file_with_a_crafted_pack_id_or_size_is_rebuilt_by_repair_index(tmp_path, crafted):
+    """A pack id that is not 64 hex digits stopped every command with one error, `repair index`
+    (the documented remedy) included, and a negative pack size ended check in an internal error:
+    the file is a damaged index file, skipped with a warning, and `repair index` rebuilds it."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        snapshot_id, _ = make_snapshot(repo, {"a": b"alpha"})
+        names = repo.written_index_files
+    with Repository.open(tmp_path / "repo", PASSWORD, write=True) as repo:
+        packs = [p for name in names for p in repo.load_index_file(name).packs]
+        repo.save_index_files([msgspec.structs.replace(p, **crafted) for p in packs])
+    for name in names:
+        (tmp_path / "repo" / name).unlink()
+    env = env_for(tmp_path / "repo")
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        report = check(repo)
+    assert any("cannot be decoded" in e for e in report.errors), report.errors
+    assert run(env, "repair", "index").exit_code == 0
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert check(repo, read_data_fraction=1.0).ok
+    assert run(env, "ls", snapshot_id).exit_code == 0

@@ -73,9 +73,16 @@ class Pending(msgspec.Struct):
     waits_for: list[str] | None = None  # live sessions prune must outlive; None = "any live session"
 
 
+# A pack's id as its file is named (lower-case hex BLAKE3-256), and its size: checked when an index
+# file is decoded, so a crafted one is a damaged index file (skipped, named, rebuilt by `repair
+# index`), not an error that stopped every command, `repair index` itself included.
+PackId = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+PackSize = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+
+
 class IndexPack(msgspec.Struct, kw_only=True, omit_defaults=True):
-    id: str
-    size: int
+    id: PackId
+    size: PackSize
     blobs: list[PackBlob]
     pending: Pending | None = None
 
