@@ -20,8 +20,8 @@ import msgspec
 
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError, UsageError
 from shadowvault.repo.damage import replace_damage
-from shadowvault.repo.format import BlobType, IndexPack
-from shadowvault.repo.pack import pack_name, read_header
+from shadowvault.repo.format import BlobType, IndexPack, PackBlob
+from shadowvault.repo.pack import pack_name, parse_header, read_header
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.session import list_sessions, refuse_concurrent_maintenance
 from shadowvault.repo.snapshot import Snapshot, summary_bytes
@@ -205,22 +205,49 @@ def _salvage(repo: Repository, pack: IndexPack, chosen: set[str], copied: set[by
         raw = repo.backend.load(pack_name(pack.id))
     except NotFoundError:
         raw = b""
+    own = _own_header(repo, pack.id, raw)
     salvaged = lost = 0
-    for b in pack.blobs:
-        elsewhere = b.id in copied or any(
-            loc.pack not in chosen and not repo.index.is_damaged(loc, b.id)
-            for loc in repo.index.locations(b.id)
+    for listed in pack.blobs:
+        elsewhere = listed.id in copied or any(
+            loc.pack not in chosen and not repo.index.is_damaged(loc, listed.id)
+            for loc in repo.index.locations(listed.id)
         )
-        try:
-            sealed = repo.verified_sealed(pack.id, b, raw)
-        except ShadowvaultError:
+        found = _verified(repo, pack.id, raw, [listed, *own.get(listed.id, [])])
+        if found is None:
             lost += 0 if elsewhere else 1
             continue
+        b, sealed = found
         if not elsewhere:
             repo.copy_sealed_blob(BlobType(b.type), b.id, sealed, b.raw_length, b.compressed)
             copied.add(b.id)
             salvaged += 1
     return salvaged, lost
+
+
+def _own_header(repo: Repository, pack_id: str, raw: bytes) -> dict[bytes, list[PackBlob]]:
+    """The entries of the pack's own header by blob id (none when it is unreadable): where the index
+    is what lies (an index file crafted or written wrong, the pack intact), the header still finds
+    the blobs, and the pack is not deleted with blobs that were never damaged."""
+    try:
+        entries = parse_header(repo.sealer, raw, len(raw), f"pack {pack_id}")
+    except ShadowvaultError:
+        return {}
+    own: dict[bytes, list[PackBlob]] = {}
+    for entry in entries:
+        own.setdefault(entry.id, []).append(entry)
+    return own
+
+
+def _verified(
+    repo: Repository, pack_id: str, raw: bytes, candidates: list[PackBlob]
+) -> tuple[PackBlob, bytes] | None:
+    """The first of `candidates` (places of one blob in the pack) whose sealed bytes verify."""
+    for candidate in candidates:
+        try:
+            return candidate, repo.verified_sealed(pack_id, candidate, raw)
+        except ShadowvaultError:
+            continue
+    return None
 
 
 # ------------------------------------------------------------------------------------ snapshots
