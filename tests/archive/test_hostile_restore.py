@@ -11,11 +11,13 @@ are restored and every refused one is named in the result (exit 3 on the command
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import resource
 import stat
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from shadowvault.archive.dump import write_tar
+from shadowvault.archive.listing import walk_tree
 from shadowvault.archive.restore import Overwrite, Restorer, find_node
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.format import BlobType
@@ -391,6 +395,22 @@ def test_a_tree_deeper_than_the_interpreter_stack_restores(tmp_path: Path):
             os.close(fd)
     finally:  # pytest's own clean-up (shutil.rmtree) recurses once per level and would fail
         subprocess.run(["rm", "-rf", "--", str(target)], check=True)
+
+
+def test_a_tree_deeper_than_the_interpreter_stack_is_listed_and_dumped(tmp_path: Path):
+    """`ls`, `find`, `stats` (listing.walk_tree) and `dump` walked one generator inside another and
+    ended in a RecursionError on a crafted tree a few thousand directories deep."""
+    depth = 1500
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        c = Crafter(repo)
+        root = c.root(_deep(c, depth, c.file(b"leaf", b"deep", mode=0o600)))
+        paths = [path for path, _ in walk_tree(repo, root, b"/")]
+        out = io.BytesIO()
+        write_tar(repo, root, "/", out)
+    assert len(paths) == depth + 1 and paths[-1] == b"/d" * depth + b"/leaf"
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as archive:
+        members = archive.getmembers()
+    assert len(members) == depth + 1 and members[-1].name.endswith("d/leaf")
 
 
 def test_a_tree_deeper_than_the_open_files_limit_is_an_error_not_a_crash(tmp_path: Path):
