@@ -25,11 +25,13 @@ from pathlib import Path
 
 import pytest
 
+from shadowvault.archive.diff import Change, diff_trees
 from shadowvault.archive.dump import write_tar
 from shadowvault.archive.listing import walk_tree
 from shadowvault.archive.restore import Overwrite, Restorer, find_node
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.format import BlobType
+from shadowvault.repo.repair import repair_snapshots
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.tree import Node, Tree
@@ -411,6 +413,25 @@ def test_a_tree_deeper_than_the_interpreter_stack_is_listed_and_dumped(tmp_path:
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as archive:
         members = archive.getmembers()
     assert len(members) == depth + 1 and members[-1].name.endswith("d/leaf")
+
+
+def test_trees_deeper_than_the_interpreter_stack_are_diffed_and_repaired(tmp_path: Path):
+    """`diff` and `repair snapshots` descended by recursion and ended in a RecursionError on two
+    crafted trees a few thousand directories deep."""
+    depth = 1500
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        c = Crafter(repo)
+        lost = Node(name=b"lost", type="file", size=3, content=[b"\x07" * 32], mode=0o600)
+        first = c.root(_deep(c, depth, c.file(b"leaf", b"one", mode=0o600)))
+        second = c.root(_deep(c, depth, c.dir(b"sub", lost)))
+        changes = [(d.path.rsplit(b"/", 1)[1], d.change) for d in diff_trees(repo, first, second)]
+        snapshot_id = repo.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/"], tree=second))
+    assert changes == [(b"leaf", Change.REMOVED), (b"sub", Change.ADDED), (b"lost", Change.ADDED)]
+    with Repository.open(tmp_path / "repo", PASSWORD, write=True, kind="repair") as repo:
+        result = repair_snapshots(repo, [snapshot_id])
+    [repaired] = result.repaired
+    assert repaired.original == snapshot_id and len(repaired.lost) == 1
+    assert repaired.lost[0].endswith("/d/sub/lost: content lost (1 of 1 chunks)")
 
 
 def test_a_tree_deeper_than_the_open_files_limit_is_an_error_not_a_crash(tmp_path: Path):

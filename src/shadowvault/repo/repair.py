@@ -14,6 +14,7 @@ Each runs in a "repair" session: never beside a prune or another repair, safe be
 from __future__ import annotations
 
 import logging
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -287,6 +288,11 @@ class _Rewritten:
     lost_bytes: int
 
 
+# a tree's rewriting: yields (subtree, its path) to have a subdirectory rewritten, is sent the result
+_Ask = tuple[bytes, str]
+_Steps = Generator[_Ask, "_Rewritten | None", "_Rewritten"]
+
+
 class _TreeRewriter:
     """Rewrites a tree without what cannot be read: a file whose content is lost keeps its name
     with `error` set and no content; an unreadable directory becomes an empty one with `error`;
@@ -312,7 +318,26 @@ class _TreeRewriter:
         return self.repo.blob_id(data) if self.dry_run else self.repo.save_blob(BlobType.TREE, data)
 
     def rewrite(self, tree_id: bytes, path: str) -> _Rewritten:
-        """The tree without what is lost (tree_id None when the tree itself cannot be read)."""
+        """The tree without what is lost (tree_id None when the tree itself cannot be read).
+        Each tree's rewriting is a generator that asks for its subdirectories' rewriting by yielding
+        them, run from a list here rather than by recursion: a crafted tree thousands of
+        directories deep ended `repair snapshots` in a RecursionError."""
+        steps = [self._rewrite(tree_id, path)]
+        answer: _Rewritten | None = None
+        while True:
+            try:
+                subtree, subpath = steps[-1].send(answer)
+            except StopIteration as finished:
+                steps.pop()
+                answer = finished.value
+                if not steps:
+                    assert answer is not None
+                    return answer
+                continue
+            steps.append(self._rewrite(subtree, subpath))
+            answer = None
+
+    def _rewrite(self, tree_id: bytes, path: str) -> _Steps:
         if tree_id in self._done:
             done = self._done[tree_id]
             return _Rewritten(done.tree_id, [f"{path}{item}" for item in done.lost], done.lost_bytes)
@@ -331,15 +356,16 @@ class _TreeRewriter:
                 loss.lost_bytes += node.size if node.type == "file" else 0
                 continue
             seen.add(node.name)
-            nodes.append(self._node(node, name, loss))
+            nodes.append((yield from self._node(node, name, loss)))
         if loss.lost:
             loss.tree_id = self._save(Tree(nodes=nodes))
         self._done[tree_id] = loss
         return _Rewritten(loss.tree_id, [f"{path}{item}" for item in loss.lost], loss.lost_bytes)
 
-    def _node(self, node: Node, name: str, loss: _Rewritten) -> Node:
+    def _node(self, node: Node, name: str, loss: _Rewritten) -> Generator[_Ask, _Rewritten | None, Node]:
         if node.type == "dir" and node.subtree is not None:
-            sub = self.rewrite(node.subtree, f"/{name}")
+            sub = yield node.subtree, f"/{name}"
+            assert sub is not None  # what rewrite sends back for a subdirectory
             if sub.tree_id is None:
                 loss.lost.append(f"/{name}/: directory listing lost")
                 return _with(node, subtree=self.empty_tree(), error=f"directory listing {LOST_TO_DAMAGE}")
