@@ -11,11 +11,13 @@ are restored and every refused one is named in the result (exit 3 on the command
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import resource
 import stat
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,9 +25,13 @@ from pathlib import Path
 
 import pytest
 
+from shadowvault.archive.diff import Change, diff_trees
+from shadowvault.archive.dump import write_tar
+from shadowvault.archive.listing import walk_tree
 from shadowvault.archive.restore import Overwrite, Restorer, find_node
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.format import BlobType
+from shadowvault.repo.repair import repair_snapshots
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.tree import Node, Tree
@@ -301,20 +307,38 @@ def test_existing_files_under_a_planted_symlink_are_untouched_in_every_mode(tmp_
 
 
 def test_unforeseen_failures_in_workers_are_errors_of_the_result(tmp_path: Path):
-    """Values no filesystem call accepts (a NUL in a link target, a mode past 32 bits) raise ValueError
-    or OverflowError in a worker thread: each is an error naming its path, the rest is restored."""
+    """Values no filesystem call accepts (a NUL in a link target) raise ValueError in a worker
+    thread: each is an error naming its path, the rest is restored. (A mode past 12 bits, once
+    another, is a tree that does not decode: tests/repo/test_check.py.)"""
     with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
         c = Crafter(repo)
+        root = c.root(c.symlink(b"nul-target", b"a\0b"), c.file(b"good", b"good", mode=0o644))
+        target = tmp_path / "target"
+        stats = Restorer(repo, target).restore(root)
+    assert sorted(path for path, _ in stats.errors) == [b"/nul-target"]
+    assert all("unexpected" in reason for _, reason in stats.errors)
+    assert sorted(os.listdir(target)) == ["good"]
+
+
+def test_an_owner_name_no_one_can_have_leaves_the_other_files_of_its_blob_alone(tmp_path: Path):
+    """A user or group name with a NUL made the name lookup raise ValueError while the file was
+    created, inside the reading of its pack range: the files sharing its blob were left unwritten
+    and reported as "the restore was interrupted". Such a name matches no one: the stored ids hold."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        c = Crafter(repo)
+        plain = {"mode": 0o644, "uid": EVIL_UID, "gid": EVIL_GID}
         root = c.root(
-            c.symlink(b"nul-target", b"a\0b"),
-            c.file(b"huge-mode", mode=1 << 40),
-            c.file(b"good", b"good", mode=0o644),
+            c.file(b"a", b"shared", **plain),
+            c.file(b"b", b"shared", user="no\0one", group="none\0", **plain),
+            c.file(b"c", b"shared", **plain),
         )
         target = tmp_path / "target"
         stats = Restorer(repo, target).restore(root)
-    assert sorted(path for path, _ in stats.errors) == [b"/huge-mode", b"/nul-target"]
-    assert all("unexpected" in reason for _, reason in stats.errors)
-    assert sorted(os.listdir(target)) == ["good"]
+    assert stats.errors == []
+    assert {name: (target / name).read_bytes() for name in os.listdir(target)} == dict.fromkeys(
+        ("a", "b", "c"), b"shared"
+    )
+    assert (os.lstat(target / "b").st_uid, os.lstat(target / "b").st_gid) == (EVIL_UID, EVIL_GID)
 
 
 @contextlib.contextmanager
@@ -373,6 +397,41 @@ def test_a_tree_deeper_than_the_interpreter_stack_restores(tmp_path: Path):
             os.close(fd)
     finally:  # pytest's own clean-up (shutil.rmtree) recurses once per level and would fail
         subprocess.run(["rm", "-rf", "--", str(target)], check=True)
+
+
+def test_a_tree_deeper_than_the_interpreter_stack_is_listed_and_dumped(tmp_path: Path):
+    """`ls`, `find`, `stats` (listing.walk_tree) and `dump` walked one generator inside another and
+    ended in a RecursionError on a crafted tree a few thousand directories deep."""
+    depth = 1500
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        c = Crafter(repo)
+        root = c.root(_deep(c, depth, c.file(b"leaf", b"deep", mode=0o600)))
+        paths = [path for path, _ in walk_tree(repo, root, b"/")]
+        out = io.BytesIO()
+        write_tar(repo, root, "/", out)
+    assert len(paths) == depth + 1 and paths[-1] == b"/d" * depth + b"/leaf"
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as archive:
+        members = archive.getmembers()
+    assert len(members) == depth + 1 and members[-1].name.endswith("d/leaf")
+
+
+def test_trees_deeper_than_the_interpreter_stack_are_diffed_and_repaired(tmp_path: Path):
+    """`diff` and `repair snapshots` descended by recursion and ended in a RecursionError on two
+    crafted trees a few thousand directories deep."""
+    depth = 1500
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        c = Crafter(repo)
+        lost = Node(name=b"lost", type="file", size=3, content=[b"\x07" * 32], mode=0o600)
+        first = c.root(_deep(c, depth, c.file(b"leaf", b"one", mode=0o600)))
+        second = c.root(_deep(c, depth, c.dir(b"sub", lost)))
+        changes = [(d.path.rsplit(b"/", 1)[1], d.change) for d in diff_trees(repo, first, second)]
+        snapshot_id = repo.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/"], tree=second))
+    assert changes == [(b"leaf", Change.REMOVED), (b"sub", Change.ADDED), (b"lost", Change.ADDED)]
+    with Repository.open(tmp_path / "repo", PASSWORD, write=True, kind="repair") as repo:
+        result = repair_snapshots(repo, [snapshot_id])
+    [repaired] = result.repaired
+    assert repaired.original == snapshot_id and len(repaired.lost) == 1
+    assert repaired.lost[0].endswith("/d/sub/lost: content lost (1 of 1 chunks)")
 
 
 def test_a_tree_deeper_than_the_open_files_limit_is_an_error_not_a_crash(tmp_path: Path):

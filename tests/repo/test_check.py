@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import msgspec
 import pytest
 
 from shadowvault.repo.check import check
@@ -14,6 +15,8 @@ from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.tree import Node, Tree, invalid_name, names_are_safe
 from shadowvault.repo.walk import mark_used
+from tests.archive.helpers import FAST_KDF
+from tests.inprocess_cli import one_error_line, run
 from tests.repo.helpers import PASSWORD, env_for, make_snapshot, pack_files, random_files
 
 
@@ -216,3 +219,80 @@ def test_check_reports_each_entry_a_restore_would_refuse(tmp_path):
     assert list(report.affected_snapshots) == [crafted]  # which snapshot to forget
     assert any("forget" in w and "unsafe names" in w for w in report.warnings)
     assert not any("repair snapshots" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"mode": -1},
+        {"mode": 1 << 40},
+        {"uid": -1},
+        {"gid": 1 << 32},
+        {"type": "chardev", "rdev": -1, "content": []},
+    ],
+)
+def test_an_entry_out_of_what_stat_gives_is_a_damaged_tree(tmp_path, fields):
+    """Such values reached chmod, chown, mknod and tar headers as an OverflowError (`ls --long` and
+    `dump` ended in an internal error): the tree does not decode, so every reader names it."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        blob = repo.save_blob(BlobType.DATA, b"x")
+        node = Node(**{"name": b"f", "type": "file", "size": 1, "content": [blob], **fields})
+        root = repo.save_tree(Tree(nodes=[node]))
+        crafted = repo.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/"], tree=root))
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        report = check(repo)
+    assert any("cannot be decoded" in e for e in report.errors), report.errors
+    assert list(report.affected_snapshots) == [crafted]
+    for command in (("ls", "--long", crafted), ("dump", crafted, "/")):
+        line = one_error_line(run(env_for(tmp_path / "repo"), *command))
+        assert "cannot be decoded" in line and "internal error" not in line
+
+
+def test_a_snapshot_with_an_impossible_time_is_damaged_and_a_strange_summary_is_shown(tmp_path):
+    """A time of NaN, infinity or 1e300 and a summary whose size is no count ended `snapshots` and
+    `forget` in an internal error: the first are damaged snapshots (skipped, named), the second
+    is listed without a size."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        root = repo.save_tree(Tree(nodes=[]))
+        bad = [
+            repo.save_snapshot(Snapshot(time=when, host="h", paths=["/"], tree=root))
+            for when in (float("nan"), float("inf"), 1e300, -1e300)
+        ]
+        strange = repo.save_snapshot(
+            Snapshot(time=time.time(), host="h", paths=["/"], tree=root, summary={"bytes": "lots"})
+        )
+    env = env_for(tmp_path / "repo")
+    for command in (("snapshots",), ("forget", "--keep-last", "1", "--dry-run"), ("snapshots", "--json")):
+        result = run(env, *command)
+        assert result.exit_code == 0, result.stderr
+    listed = json.loads(run(env, "snapshots", "--json").stdout)
+    assert [(s["id"], s["size"]) for s in listed] == [(strange, None)]
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert [sid for sid, _ in repo.list_snapshots()] == [strange]
+        assert set(repo.damaged_snapshots) == set(bad)
+        assert set(check(repo).affected_snapshots) == set(bad)
+
+
+@pytest.mark.parametrize(
+    "crafted", [{"id": "../../../x"}, {"id": ""}, {"id": "zz" + "0" * 62}, {"id": "ab12"}, {"size": -1}]
+)
+def test_an_index_file_with_a_crafted_pack_id_or_size_is_rebuilt_by_repair_index(tmp_path, crafted):
+    """A pack id that is not 64 hex digits stopped every command with one error, `repair index`
+    (the documented remedy) included, and a negative pack size ended check in an internal error:
+    the file is a damaged index file, skipped with a warning, and `repair index` rebuilds it."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        snapshot_id, _ = make_snapshot(repo, {"a": b"alpha"})
+        names = repo.written_index_files
+    with Repository.open(tmp_path / "repo", PASSWORD, write=True) as repo:
+        packs = [p for name in names for p in repo.load_index_file(name).packs]
+        repo.save_index_files([msgspec.structs.replace(p, **crafted) for p in packs])
+    for name in names:
+        (tmp_path / "repo" / name).unlink()
+    env = env_for(tmp_path / "repo")
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        report = check(repo)
+    assert any("cannot be decoded" in e for e in report.errors), report.errors
+    assert run(env, "repair", "index").exit_code == 0
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert check(repo, read_data_fraction=1.0).ok
+    assert run(env, "ls", snapshot_id).exit_code == 0

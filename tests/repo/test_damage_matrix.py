@@ -13,11 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from shadowvault.repo.check import check
 from shadowvault.repo.crypto import open_key_file
+from shadowvault.repo.repair import repair_packs
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
+from tests.repo.helpers import make_snapshot, restore_all
 
 
 @dataclass
@@ -447,3 +451,33 @@ def test_a_restore_that_restores_nothing_says_so(case, tmp_path):
     done = case.cli("restore", "latest", "--target", str(tmp_path / "r"))
     assert done.returncode == 1, done.stderr
     assert "nothing was restored" in done.stderr and "the others were" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "lie", [{"offset": (1 << 32) - 1}, {"length": 7, "raw_length": 7}, {"type": 1}, {"compressed": True}]
+)
+def test_repair_packs_finds_blobs_by_the_packs_own_header_when_the_index_lies(tmp_path: Path, lie):
+    """An index file that authenticates but places a pack's blobs wrongly (crafted, or written
+    wrong) made `repair packs` drop every blob of the intact pack and delete it: data lost that was
+    never damaged. It now tries the pack's own header too; the pack's blobs are salvaged."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        snapshot_id, _ = make_snapshot(repo, {"a": b"alpha" * 1000, "b": b"beta"})
+        names = repo.written_index_files
+    with Repository.open(tmp_path / "repo", PASSWORD, write=True) as repo:
+        packs = [p for name in names for p in repo.load_index_file(name).packs]
+        data = [p for p in packs if all(b.type == 0 for b in p.blobs)]
+        lying = [
+            msgspec.structs.replace(p, blobs=[msgspec.structs.replace(b, **lie) for b in p.blobs])
+            for p in data
+        ]
+        repo.save_index_files([*lying, *(p for p in packs if p not in data)])
+    for name in names:
+        (tmp_path / "repo" / name).unlink()
+    with Repository.open(tmp_path / "repo", PASSWORD, write=True, kind="repair") as repo:
+        assert not check(repo, read_data_fraction=1.0).ok  # finds the data "damaged" and records it
+    with Repository.open(tmp_path / "repo", PASSWORD, write=True, kind="repair") as repo:
+        result = repair_packs(repo)
+    assert result.blobs_lost == 0 and result.blobs_salvaged == sum(len(p.blobs) for p in data)
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert check(repo, read_data_fraction=1.0).ok
+        assert restore_all(repo, snapshot_id)["a"] == b"alpha" * 1000

@@ -7,14 +7,21 @@ import os
 import shutil
 import tracemalloc
 
+import msgspec
 import pytest
 import zstandard
 
 from shadowvault.errors import IntegrityError, NotFoundError, RepositoryError, UsageError, WrongPasswordError
+from shadowvault.repo.backend import MAX_DOCUMENT_FILE
+from shadowvault.repo.check import check
 from shadowvault.repo.compression import decompress, decompress_bounded
-from shadowvault.repo.format import file_id
+from shadowvault.repo.format import encode_document, file_id
+from shadowvault.repo.repo_config import CONFIG_AAD
 from shadowvault.repo.repository import Repository
+from shadowvault.repo.session import list_sessions
 from shadowvault.repo.snapshots import SNAPSHOT_AAD
+from tests.archive.helpers import FAST_KDF
+from tests.inprocess_cli import one_error_line, run
 from tests.repo.helpers import PASSWORD, env_for, make_snapshot, restore_all
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -229,3 +236,54 @@ def test_a_blob_frame_must_hold_what_the_index_says():
         assert tracemalloc.get_traced_memory()[1] < 16 << 20
     finally:
         tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "chunker",
+    [
+        {"min": 0, "avg": 0, "max": 0, "seed": 1},
+        {"min": 1 << 40, "avg": 1 << 41, "max": 1 << 42, "seed": 1},
+        {"min": 1 << 20, "avg": 512 << 10, "max": 2 << 20, "seed": 1},  # out of order
+        {"min": 256 << 10, "avg": 512 << 10, "max": 2 << 20, "seed": -1},
+    ],
+)
+def test_a_config_with_chunker_parameters_no_chunker_takes_is_damaged(tmp_path, chunker):
+    """Building the chunker raised ValueError in every command, `ls` and `restore` too (an internal
+    error): the config is damaged, says so with its repair, and `repair config` mends it."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        snapshot_id, _ = make_snapshot(repo, {"a": b"alpha"})
+        crafted = {**msgspec.to_builtins(repo.config), "chunker": chunker}
+        raw = repo.sealer.seal(encode_document(crafted), CONFIG_AAD)
+    config = tmp_path / "repo" / "config"
+    config.chmod(0o600)
+    config.write_bytes(raw)
+    env = env_for(tmp_path / "repo")
+    line = one_error_line(run(env, "ls", snapshot_id))
+    assert "config is damaged" in line and "repair config" in line
+    assert run(env, "repair", "config").exit_code == 0
+    assert run(env, "ls", snapshot_id).exit_code == 0
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert restore_all(repo, snapshot_id)["a"] == b"alpha"
+
+
+def test_a_planted_file_larger_than_any_document_is_refused_unread(tmp_path):
+    """A huge file in snapshots/, index/, keys/, sessions/ or damage/ (no password needed to put
+    one there) was read whole by every command that lists them: a 4 GiB one ended `snapshots` in
+    a MemoryError. Its listed size now makes it damaged before a byte is read."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        snapshot_id, _ = make_snapshot(repo, {"a": b"alpha"})
+    planted = {d: tmp_path / "repo" / d / ("0" * 64) for d in ("snapshots", "index", "keys", "damage")}
+    planted["sessions"] = tmp_path / "repo" / "sessions" / ("0" * 32)
+    for path in planted.values():
+        path.parent.mkdir(exist_ok=True)
+        with open(path, "wb") as f:
+            f.truncate(MAX_DOCUMENT_FILE + 1)  # sparse: nothing on disk, and nothing read
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert [sid for sid, _ in repo.list_snapshots()] == [snapshot_id]
+        assert "larger than any document" in repo.damaged_snapshots["0" * 64]
+        assert restore_all(repo, snapshot_id)["a"] == b"alpha"
+        sessions = list_sessions(repo.backend, repo.sealer)
+        assert [s.doc for s in sessions if s.name.endswith("0" * 32)] == [None]
+        errors = check(repo).errors
+    for kind in ("snapshots", "index"):
+        assert any(f"{kind}/{'0' * 64} is" in e and "larger than any document" in e for e in errors), errors

@@ -99,7 +99,28 @@ def diff_trees(
     above: frozenset[bytes] = frozenset(),
 ) -> Iterator[Difference]:
     """Every difference between two trees, sorted by path; the metadata of the directories `above`
-    the backed-up paths is not compared."""
+    the backed-up paths is not compared. One iterator per pair of directories compared on a list,
+    not one generator inside another: two crafted trees thousands of directories deep ended `diff`
+    in a RecursionError."""
+    levels = [_level(store, old, new, prefix, above)]
+    while levels:
+        for item in levels[-1]:
+            if isinstance(item, Difference):
+                yield item
+            else:
+                levels.append(_level(store, *item, above))
+                break
+        else:
+            levels.pop()
+
+
+_Descent = tuple[bytes | None, bytes | None, bytes]  # two directories' trees to compare, and their path
+
+
+def _level(
+    store: TreeReader, old: bytes | None, new: bytes | None, prefix: bytes, above: frozenset[bytes]
+) -> Iterator[Difference | _Descent]:
+    """The differences of one pair of directories, and where to descend next (in path order)."""
     if old == new:
         return
     before, after = _children(store, old), _children(store, new)
@@ -120,7 +141,7 @@ def diff_trees(
             if path not in above and _metadata_differs(a, b):
                 yield Difference(path, Change.METADATA, "dir")
             if invalid_name(name) is None:  # a crafted entry is listed, never walked (as walk_tree)
-                yield from diff_trees(store, a.subtree, b.subtree, path, above)
+                yield a.subtree, b.subtree, path
             continue
         if _content_differs(a, b):
             if a.type != b.type:

@@ -104,6 +104,19 @@ class _Walk:
             yield from self._below(path, tree_id)
 
     def _below(self, path: bytes, tree_id: bytes) -> Iterator[tuple[bytes, Node]]:
+        """One iterator per open directory on a list (as listing.walk_tree): a crafted tree 20,000
+        directories deep ended `dump` in a RecursionError."""
+        open_dirs = [self._children(path, tree_id)]
+        while open_dirs:
+            for child_path, child in open_dirs[-1]:
+                yield child_path, child
+                if child.type == "dir" and child.subtree:
+                    open_dirs.append(self._children(child_path, child.subtree))
+                    break
+            else:
+                open_dirs.pop()
+
+    def _children(self, path: bytes, tree_id: bytes) -> Iterator[tuple[bytes, Node]]:
         nodes = self.store.load_tree(tree_id).nodes
         twice = duplicate_names(nodes)
         for child in nodes:
@@ -113,8 +126,6 @@ class _Walk:
                 self.result.skipped.append((text(child_path), f"left out: {why}"))
                 continue
             yield child_path, child
-            if child.type == "dir" and child.subtree:
-                yield from self._below(child_path, child.subtree)
 
 
 def _member_name(path: bytes) -> str:

@@ -80,7 +80,7 @@ def group_name(gid: int) -> str | None:
 def uid_of(name: str) -> int | None:
     try:
         return pwd.getpwnam(name).pw_uid
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a name with a NUL (a crafted tree), which no one has
         return None
 
 
@@ -88,7 +88,7 @@ def uid_of(name: str) -> int | None:
 def gid_of(name: str) -> int | None:
     try:
         return grp.getgrnam(name).gr_gid
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a name with a NUL (a crafted tree), which no one has
         return None
 
 

@@ -185,7 +185,7 @@ class ContentBatch:
                 entries = self.entries
                 mode, file.complete = entries.create_mode(file.node, file.here)
                 file.fd, file.tmp = create_file(here_fd, mode, entries.new_tmp, unnamed=entries.tmpfile)
-            except OSError as err:
+            except Exception as err:  # foreseen or not, the file's failure: not its pack range's
                 self.fail(file, reason(err))
         return file.fd
 

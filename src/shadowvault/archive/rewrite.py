@@ -27,7 +27,7 @@ from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.rewrite_trees import Removal, SaveTree, TreeFilter
 from shadowvault.errors import RepositoryError, ShadowvaultError, UsageError
 from shadowvault.repo.session import list_sessions, refuse_concurrent_maintenance
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot import Snapshot, summary_bytes
 from shadowvault.repo.tree import encode_tree
 
 if TYPE_CHECKING:
@@ -183,8 +183,8 @@ def rewritten_copy(
         "removed_bytes": removal.bytes,
     }
     summary["rewritten"] = [*(history if isinstance(history, list) else []), record]
-    size = summary.get("bytes")
-    if isinstance(size, int) and not isinstance(size, bool):
+    size = summary_bytes(snapshot)
+    if size is not None:
         summary["bytes"] = max(0, size - removal.bytes)
     for key in ("error_paths", "warning_paths", "skipped_paths"):
         if isinstance(summary.get(key), list):

@@ -22,7 +22,7 @@ from shadowvault.display import human_size
 from shadowvault.errors import UsageError
 from shadowvault.repo.password_file import read_password_file
 from shadowvault.repo.repository import Repository
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot import Snapshot, summary_bytes
 
 
 @click.command("init")
@@ -88,7 +88,7 @@ def snapshot_json(snapshot_id: str, snap: Snapshot) -> dict:
         "manifest": snap.manifest.hex() if snap.manifest else None,
         "components": snap.components,
         "consistency": snap.consistency,
-        "size": snap.summary.get("bytes"),
+        "size": summary_bytes(snap),
         "summary": snap.summary,
         **original,
     }

@@ -14,7 +14,7 @@ from shadowvault.cli.repository import format_size, format_time, snapshot_json
 from shadowvault.display import counted, escape_text
 from shadowvault.repo.repository import filter_snapshots
 from shadowvault.repo.retention_groups import GroupKey, group_snapshots, parse_group_by
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot import Snapshot, summary_bytes
 from shadowvault.repo.snapshots import latest_of_each_group
 
 Listed = list[tuple[str, Snapshot]]
@@ -34,7 +34,7 @@ def _print_snapshots(found: Listed) -> None:
             escape_text(s.host),
             "\n".join(escape_text(p) for p in s.paths),  # one line per path, whatever its name holds
             ", ".join(escape_text(t) for t in s.tags),
-            format_size(s.summary.get("bytes")),
+            format_size(summary_bytes(s)),
             _consistency_cell(s),
         )
         for sid, s in found

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from shadowvault.errors import RepositoryError
+from shadowvault.errors import IntegrityError, RepositoryError
 
 TMP_DIR = "tmp"
 FILE_MODE = 0o400  # objects are immutable and private (restic's choice too)
@@ -28,6 +28,26 @@ class FileInfo:
     name: str
     size: int
     mtime: float  # storage clock, seconds since the epoch
+
+
+# No document (config, key, index, snapshot, session, damage record) is larger stored: its body is
+# at most format.MAX_DOCUMENT_BYTES, sealed with a flag byte, a nonce and a tag.
+MAX_DOCUMENT_FILE = (256 << 20) + 64
+
+
+def load_listed(backend: Backend, info: FileInfo) -> bytes:
+    """The whole of a document file as listed, refused unread (IntegrityError) when the listing
+    shows it larger than any document: a file planted in keys/, index/, snapshots/, sessions/ or
+    damage/ was read whole by every command that lists them (a 4 GiB one ended `snapshots` in a
+    MemoryError, a larger one would take the machine's memory)."""
+    refuse_oversized(info.name, info.size)
+    return backend.load(info.name)
+
+
+def refuse_oversized(name: str, size: int) -> None:
+    """IntegrityError when a document file's listed size is larger than any document's."""
+    if size > MAX_DOCUMENT_FILE:
+        raise IntegrityError(f"{name} is {size} bytes, larger than any document (damaged)")
 
 
 class Backend(Protocol):

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import msgspec
 
 from shadowvault.errors import IntegrityError, NotFoundError
-from shadowvault.repo.backend import Backend
+from shadowvault.repo.backend import Backend, load_listed
 from shadowvault.repo.format import decode_document, encode_document, file_id
 from shadowvault.repo.sealing import Sealer
 
@@ -119,7 +119,7 @@ def load_damage(backend: Backend, sealer: Sealer) -> DamageMap:
     damage = DamageMap()
     for info in backend.list(DAMAGE_DIR):
         try:
-            plain = sealer.open(backend.load(info.name), DAMAGE_AAD, info.name)
+            plain = sealer.open(load_listed(backend, info), DAMAGE_AAD, info.name)
             doc = decode_document(plain, DamageFile, info.name)
         except NotFoundError:
             continue  # replaced by a prune or a repair meanwhile

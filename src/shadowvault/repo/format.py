@@ -20,11 +20,24 @@ FORMAT_VERSION = 1
 T = TypeVar("T")
 
 
+# What FastCDC (pyfastcdc) accepts: a config is repository input, and parameters outside these
+# ranges made every command, a read-only one too, end in an internal error when the chunker was
+# built. Such a config is damaged (`repair config` writes a new one).
+ChunkMin = Annotated[int, msgspec.Meta(ge=64, le=1 << 20)]
+ChunkAvg = Annotated[int, msgspec.Meta(ge=256, le=4 << 20)]
+ChunkMax = Annotated[int, msgspec.Meta(ge=1024, le=16 << 20)]
+ChunkSeed = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]  # shifted left once in a 64-bit word
+
+
 class ChunkerParams(msgspec.Struct):
-    min: int
-    avg: int
-    max: int
-    seed: int
+    min: ChunkMin
+    avg: ChunkAvg
+    max: ChunkMax
+    seed: ChunkSeed
+
+    def __post_init__(self) -> None:
+        if not self.min <= self.avg <= self.max:
+            raise ValueError(f"chunker sizes out of order: min {self.min}, avg {self.avg}, max {self.max}")
 
 
 class Config(msgspec.Struct, kw_only=True):
@@ -60,9 +73,16 @@ class Pending(msgspec.Struct):
     waits_for: list[str] | None = None  # live sessions prune must outlive; None = "any live session"
 
 
+# A pack's id as its file is named (lower-case hex BLAKE3-256), and its size: checked when an index
+# file is decoded, so a crafted one is a damaged index file (skipped, named, rebuilt by `repair
+# index`), not an error that stopped every command, `repair index` itself included.
+PackId = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+PackSize = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+
+
 class IndexPack(msgspec.Struct, kw_only=True, omit_defaults=True):
-    id: str
-    size: int
+    id: PackId
+    size: PackSize
     blobs: list[PackBlob]
     pending: Pending | None = None
 

@@ -19,7 +19,7 @@ from shadowvault.errors import (
     UsageError,
     WrongPasswordError,
 )
-from shadowvault.repo.backend import Backend
+from shadowvault.repo.backend import Backend, load_listed
 from shadowvault.repo.crypto import make_key_file, open_key_file
 from shadowvault.repo.file_ids import file_id
 from shadowvault.repo.master_key import MasterKey
@@ -54,7 +54,7 @@ def unlock_key(backend: Backend, password: str | bytes) -> tuple[MasterKey, str]
     damaged: list[str] = []
     for info in keys:
         try:
-            raw = backend.load(info.name)
+            raw = load_listed(backend, info)
             if not _matches_its_name(raw, info.name):
                 raise IntegrityError(f"key file {info.name} is damaged (its content does not match its name)")
             key = open_key_file(raw, secret)
@@ -123,7 +123,7 @@ def damaged_keys(backend: Backend) -> list[str]:
     found = []
     for info in backend.list(KEYS_DIR):
         try:
-            raw = backend.load(info.name)
+            raw = load_listed(backend, info)
         except NotFoundError:
             continue  # removed while we listed
         except ShadowvaultError:  # not a regular file, unreadable: damaged as well
@@ -140,7 +140,7 @@ def list_keys(backend: Backend, current: str | None = None) -> list[dict[str, st
     found: list[dict[str, str | bool]] = []
     for info in backend.list(KEYS_DIR):
         try:
-            raw = backend.load(info.name)
+            raw = load_listed(backend, info)
             doc = json.loads(raw)
         except (ValueError, ShadowvaultError):
             raw, doc = b"", {}

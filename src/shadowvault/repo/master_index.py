@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from shadowvault.errors import IntegrityError, NotFoundError, ShadowvaultError
-from shadowvault.repo.backend import Backend
+from shadowvault.repo.backend import Backend, refuse_oversized
 from shadowvault.repo.damage import DamagedPack, DamageMap, load_damage, replace_damage, save_damage
 from shadowvault.repo.format import IndexFile, IndexPack, decode_document, encode_document, file_id
 from shadowvault.repo.index import BlobIndex
@@ -83,6 +83,7 @@ class MasterIndex:
         self.written_files: list[str] = []  # by this process, in order
         self._written_blobs: dict[str, int] = {}  # how many blobs each of them lists
         self._file_names: set[str] = set()  # the index files `index` was built from
+        self._listed_sizes: dict[str, int] = {}  # index file -> size, as the last listing gave them
         # the index files the kept index was built from, and its blobs (None: nothing kept)
         self._kept: tuple[frozenset[str], int] | None = None
         self._unindexed: list[IndexPack] = []  # finished packs not yet in an index file
@@ -113,9 +114,12 @@ class MasterIndex:
     # ---------------------------------------------------------------- index files
 
     def file_names(self) -> list[str]:
-        return [info.name for info in self._backend.list(INDEX_DIR)]
+        sizes = {info.name: info.size for info in self._backend.list(INDEX_DIR)}
+        self._listed_sizes.update(sizes)
+        return list(sizes)
 
     def load_file(self, name: str) -> IndexFile:
+        refuse_oversized(name, self._listed_sizes.get(name, 0))  # one planted file, read whole
         plain = self._sealer.open(self._backend.load(name), INDEX_AAD, name)
         return decode_document(plain, IndexFile, name)
 
@@ -165,6 +169,7 @@ class MasterIndex:
         if observer is not None and kept:
             raise ValueError("an observed reload reads the index files: kept=False")
         sizes = {info.name: info.size for info in self._backend.list(INDEX_DIR)}
+        self._listed_sizes.update(sizes)
         names = list(sizes)
         seen = set(names)
         vanished: list[str] = []

@@ -14,17 +14,18 @@ Each runs in a "repair" session: never beside a prune or another repair, safe be
 from __future__ import annotations
 
 import logging
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import msgspec
 
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError, UsageError
 from shadowvault.repo.damage import replace_damage
-from shadowvault.repo.format import BlobType, IndexPack
-from shadowvault.repo.pack import pack_name, read_header
+from shadowvault.repo.format import BlobType, IndexPack, PackBlob
+from shadowvault.repo.pack import pack_name, parse_header, read_header
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.session import list_sessions, refuse_concurrent_maintenance
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot import Snapshot, summary_bytes
 from shadowvault.repo.tree import LOST_TO_DAMAGE, Node, Tree, encode_tree, invalid_name
 
 log = logging.getLogger(__name__)
@@ -205,22 +206,49 @@ def _salvage(repo: Repository, pack: IndexPack, chosen: set[str], copied: set[by
         raw = repo.backend.load(pack_name(pack.id))
     except NotFoundError:
         raw = b""
+    own = _own_header(repo, pack.id, raw)
     salvaged = lost = 0
-    for b in pack.blobs:
-        elsewhere = b.id in copied or any(
-            loc.pack not in chosen and not repo.index.is_damaged(loc, b.id)
-            for loc in repo.index.locations(b.id)
+    for listed in pack.blobs:
+        elsewhere = listed.id in copied or any(
+            loc.pack not in chosen and not repo.index.is_damaged(loc, listed.id)
+            for loc in repo.index.locations(listed.id)
         )
-        try:
-            sealed = repo.verified_sealed(pack.id, b, raw)
-        except ShadowvaultError:
+        found = _verified(repo, pack.id, raw, [listed, *own.get(listed.id, [])])
+        if found is None:
             lost += 0 if elsewhere else 1
             continue
+        b, sealed = found
         if not elsewhere:
             repo.copy_sealed_blob(BlobType(b.type), b.id, sealed, b.raw_length, b.compressed)
             copied.add(b.id)
             salvaged += 1
     return salvaged, lost
+
+
+def _own_header(repo: Repository, pack_id: str, raw: bytes) -> dict[bytes, list[PackBlob]]:
+    """The entries of the pack's own header by blob id (none when it is unreadable): where the index
+    is what lies (an index file crafted or written wrong, the pack intact), the header still finds
+    the blobs, and the pack is not deleted with blobs that were never damaged."""
+    try:
+        entries = parse_header(repo.sealer, raw, len(raw), f"pack {pack_id}")
+    except ShadowvaultError:
+        return {}
+    own: dict[bytes, list[PackBlob]] = {}
+    for entry in entries:
+        own.setdefault(entry.id, []).append(entry)
+    return own
+
+
+def _verified(
+    repo: Repository, pack_id: str, raw: bytes, candidates: list[PackBlob]
+) -> tuple[PackBlob, bytes] | None:
+    """The first of `candidates` (places of one blob in the pack) whose sealed bytes verify."""
+    for candidate in candidates:
+        try:
+            return candidate, repo.verified_sealed(pack_id, candidate, raw)
+        except ShadowvaultError:
+            continue
+    return None
 
 
 # ------------------------------------------------------------------------------------ snapshots
@@ -260,6 +288,11 @@ class _Rewritten:
     lost_bytes: int
 
 
+# a tree's rewriting: yields (subtree, its path) to have a subdirectory rewritten, is sent the result
+_Ask = tuple[bytes, str]
+_Steps = Generator[_Ask, "_Rewritten | None", "_Rewritten"]
+
+
 class _TreeRewriter:
     """Rewrites a tree without what cannot be read: a file whose content is lost keeps its name
     with `error` set and no content; an unreadable directory becomes an empty one with `error`;
@@ -285,7 +318,26 @@ class _TreeRewriter:
         return self.repo.blob_id(data) if self.dry_run else self.repo.save_blob(BlobType.TREE, data)
 
     def rewrite(self, tree_id: bytes, path: str) -> _Rewritten:
-        """The tree without what is lost (tree_id None when the tree itself cannot be read)."""
+        """The tree without what is lost (tree_id None when the tree itself cannot be read).
+        Each tree's rewriting is a generator that asks for its subdirectories' rewriting by yielding
+        them, run from a list here rather than by recursion: a crafted tree thousands of
+        directories deep ended `repair snapshots` in a RecursionError."""
+        steps = [self._rewrite(tree_id, path)]
+        answer: _Rewritten | None = None
+        while True:
+            try:
+                subtree, subpath = steps[-1].send(answer)
+            except StopIteration as finished:
+                steps.pop()
+                answer = finished.value
+                if not steps:
+                    assert answer is not None
+                    return answer
+                continue
+            steps.append(self._rewrite(subtree, subpath))
+            answer = None
+
+    def _rewrite(self, tree_id: bytes, path: str) -> _Steps:
         if tree_id in self._done:
             done = self._done[tree_id]
             return _Rewritten(done.tree_id, [f"{path}{item}" for item in done.lost], done.lost_bytes)
@@ -304,15 +356,16 @@ class _TreeRewriter:
                 loss.lost_bytes += node.size if node.type == "file" else 0
                 continue
             seen.add(node.name)
-            nodes.append(self._node(node, name, loss))
+            nodes.append((yield from self._node(node, name, loss)))
         if loss.lost:
             loss.tree_id = self._save(Tree(nodes=nodes))
         self._done[tree_id] = loss
         return _Rewritten(loss.tree_id, [f"{path}{item}" for item in loss.lost], loss.lost_bytes)
 
-    def _node(self, node: Node, name: str, loss: _Rewritten) -> Node:
+    def _node(self, node: Node, name: str, loss: _Rewritten) -> Generator[_Ask, _Rewritten | None, Node]:
         if node.type == "dir" and node.subtree is not None:
-            sub = self.rewrite(node.subtree, f"/{name}")
+            sub = yield node.subtree, f"/{name}"
+            assert sub is not None  # what rewrite sends back for a subdirectory
             if sub.tree_id is None:
                 loss.lost.append(f"/{name}/: directory listing lost")
                 return _with(node, subtree=self.empty_tree(), error=f"directory listing {LOST_TO_DAMAGE}")
@@ -358,7 +411,7 @@ def repair_snapshots(
             lost, lost_bytes = rewritten.lost, rewritten.lost_bytes
             if rewritten.tree_id is None:
                 lost = ["/: the root directory listing is lost"]
-                lost_bytes = int(snap.summary.get("bytes") or 0)
+                lost_bytes = summary_bytes(snap) or 0
             tree = rewritten.tree_id or rewriter.empty_tree()
         manifest = snap.manifest
         if manifest and not rewriter.blob_readable(manifest):
@@ -384,8 +437,9 @@ def _repaired_copy(
     summary = dict(snap.summary)
     summary["repaired_lost"] = len(lost)
     summary["repaired_lost_bytes"] = lost_bytes
-    if isinstance(summary.get("bytes"), int):
-        summary["bytes"] = max(0, summary["bytes"] - lost_bytes)
+    size = summary_bytes(snap)
+    if size is not None:
+        summary["bytes"] = max(0, size - lost_bytes)
     tags = snap.tags if REPAIRED_TAG in snap.tags else [*snap.tags, REPAIRED_TAG]
     return msgspec.structs.replace(
         snap, tree=tree, manifest=manifest, tags=tags, summary=summary, original=snap.original or sid

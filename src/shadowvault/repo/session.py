@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
 from shadowvault.proc import pid_alive
-from shadowvault.repo.backend import Backend
+from shadowvault.repo.backend import Backend, load_listed
 from shadowvault.repo.format import SessionDoc, decode_document, encode_document
 from shadowvault.repo.sealing import Sealer
 
@@ -46,7 +46,7 @@ def list_sessions(backend: Backend, sealer: Sealer) -> list[SessionInfo]:
     found = []
     for info in backend.list("sessions/"):
         try:
-            plain = sealer.open(backend.load(info.name), SESSION_AAD, info.name)
+            plain = sealer.open(load_listed(backend, info), SESSION_AAD, info.name)
             doc = decode_document(plain, SessionDoc, info.name)
         except NotFoundError:
             continue

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+
+# The times a datetime can show, with a day to spare for time zones: a snapshot comes from whoever
+# holds the password, and a time of NaN, infinity or 1e300 ended `snapshots` and `forget` in an
+# internal error. A snapshot out of this range does not decode: it is damaged (skipped, named).
+SnapshotTime = Annotated[float, msgspec.Meta(ge=-62135596800.0 + 86400, le=253402300799.0 - 86400)]
 
 
 class Snapshot(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One backup. Stored encrypted under snapshots/<id>; the id is the BLAKE3 hash of the stored bytes."""
 
-    time: float  # seconds since the epoch (UTC) when the backup started
+    time: SnapshotTime  # seconds since the epoch (UTC) when the backup started
     host: str
     username: str = ""
     paths: list[str] = []  # the original absolute paths backed up
@@ -32,6 +37,14 @@ def chronological(item: tuple[str, Snapshot]) -> tuple[float, bool, int, str]:
     retagged snapshot rewritten) after that one, so that "latest" and retention take the newest."""
     snapshot_id, snapshot = item
     return snapshot.time, snapshot.original is not None, _derivations(snapshot), snapshot_id
+
+
+def summary_bytes(snapshot: Snapshot) -> int | None:
+    """The snapshot's size as its summary records it; None when absent or not a count of bytes
+    (a summary is free-form and comes from whoever holds the password: "lots" or -3 once ended
+    `snapshots` and `repair snapshots` in an internal error)."""
+    size = snapshot.summary.get("bytes")
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
 
 
 def _derivations(snapshot: Snapshot) -> int:

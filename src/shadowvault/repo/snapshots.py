@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 
 from shadowvault.errors import IntegrityError, NotFoundError, UsageError
-from shadowvault.repo.backend import Backend
+from shadowvault.repo.backend import Backend, refuse_oversized
 from shadowvault.repo.format import decode_document, encode_document, file_id
 from shadowvault.repo.sealing import Sealer
 from shadowvault.repo.snapshot import Snapshot, chronological
@@ -30,6 +30,7 @@ class SnapshotStore:
         self._backend = backend
         self._sealer = sealer
         self.damaged: dict[str, str] = {}  # id -> why
+        self._listed_sizes: dict[str, int] = {}  # id -> size, as the last listing gave them
 
     def save(self, snapshot: Snapshot) -> str:
         """Store the snapshot; returns its id (hex). The caller made everything it uses durable."""
@@ -39,7 +40,9 @@ class SnapshotStore:
         return snapshot_id
 
     def load(self, snapshot_id: str) -> Snapshot:
-        raw = self._backend.load(f"{SNAPSHOTS_DIR}{snapshot_id}")
+        name = f"{SNAPSHOTS_DIR}{snapshot_id}"
+        refuse_oversized(name, self._listed_sizes.get(snapshot_id, 0))  # one planted file, read whole
+        raw = self._backend.load(name)
         if file_id(raw) != snapshot_id:
             raise IntegrityError(
                 f"snapshot {snapshot_id[:8]} is damaged (its content does not match its name)"
@@ -48,7 +51,9 @@ class SnapshotStore:
         return decode_document(self._sealer.open(raw, SNAPSHOT_AAD, what), Snapshot, what)
 
     def ids(self) -> builtins.list[str]:
-        return [info.name.rsplit("/", 1)[1] for info in self._backend.list(SNAPSHOTS_DIR)]
+        sizes = {info.name.rsplit("/", 1)[1]: info.size for info in self._backend.list(SNAPSHOTS_DIR)}
+        self._listed_sizes = sizes
+        return list(sizes)
 
     def list(self, *, skip_damaged: bool = True) -> builtins.list[tuple[str, Snapshot]]:
         """Every readable snapshot, oldest first. A damaged snapshot file is skipped and named in

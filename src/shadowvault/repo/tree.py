@@ -6,9 +6,19 @@ references (check, prune); the archive layer fills every other field. See docs/r
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 BlobId = bytes  # 32-byte keyed BLAKE3 of the plaintext
+
+# What stat can give, checked when a tree is decoded: a tree comes from whoever holds the password,
+# and a value out of these ranges reached chmod, chown, mknod, `ls --long` or a tar header as an
+# OverflowError (a crafted tree with such an entry is a damaged tree, as one that does not decode).
+# Sizes and times are left as given: no call they reach overflows on a crafted one.
+Mode = Annotated[int, msgspec.Meta(ge=0, le=0o7777)]
+OwnerId = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 2)]  # (uid_t)-1 means "unchanged" to chown
+DeviceNumber = Annotated[int, msgspec.Meta(ge=0)]  # up to 2^64 - 1, the most msgpack holds
 
 
 class Node(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -16,9 +26,9 @@ class Node(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     name: bytes  # the raw file name (file names are bytes on Linux, not necessarily UTF-8)
     type: str  # file | dir | symlink | blockdev | chardev | fifo | socket
-    mode: int = 0  # permission bits, including setuid/setgid/sticky (S_IMODE)
-    uid: int = 0
-    gid: int = 0
+    mode: Mode = 0  # permission bits, including setuid/setgid/sticky (S_IMODE)
+    uid: OwnerId = 0
+    gid: OwnerId = 0
     user: str | None = None  # names, so a restore can map owners by name
     group: str | None = None
     mtime_ns: int = 0
@@ -31,7 +41,7 @@ class Node(msgspec.Struct, kw_only=True, omit_defaults=True):
     content: list[BlobId] = []  # DATA blobs, in order (files)
     subtree: BlobId | None = None  # the TREE blob of a directory
     link_target: bytes | None = None  # symlinks
-    rdev: int | None = None  # device nodes
+    rdev: DeviceNumber | None = None  # device nodes
     xattrs: dict[str, bytes] = {}  # extended attributes, POSIX ACLs (system.posix_acl_*) included
     sparse: bool = False  # the file had holes; restore leaves zero runs as holes
     error: str | None = None  # why the entry could not be read (it is stored without content)
