@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
+from shadowvault.client import Client
 from tests.service.daemon import running_daemon
 
 
@@ -32,3 +36,104 @@ def test_a_job_with_a_bad_name_or_no_definition_is_the_caller_s_mistake(private_
         assert status == 404 and error["error"].startswith("no job 'nightly': ")
         assert error["exit_status"] == 2
         assert "Traceback" not in daemon.log_text()
+
+
+def test_a_nul_character_or_json_nested_too_deeply_is_a_bad_request(private_dirs):
+    with running_daemon() as daemon:
+        status, error = _call(daemon.socket, "POST", "/v1/shadow-sets", b'{"volumes": ["/srv\\u0000x"]}')
+        assert (status, error["error"]) == (
+            400,
+            r"invalid request: volumes: '/srv\x00x' holds a NUL character",
+        )
+        body = b'{"volumes": ["/srv"], "writers": ["sqlite:/srv/a\\u0000"]}'
+        status, error = _call(daemon.socket, "POST", "/v1/shadow-sets", body)
+        assert status == 400
+        assert error["error"] == "invalid request: a string holds a NUL character - at `$.writers[0]`"
+        status, error = _call(daemon.socket, "DELETE", "/v1/exposures?at=/srv%00")
+        assert (status, error["error"]) == (400, r"at: '/srv\x00' holds a NUL character")
+        deep = b"[" * 3000 + b"]" * 3000
+        options = b'{"directory_options": {"x": ' + deep + b"}}"
+        restore = b'{"snapshot": "latest", "component": "files", "options": ' + options + b"}"
+        body = b'{"repository": "/r", "password": "p", "restore": ' + restore + b"}"
+        status, error = _call(daemon.socket, "POST", "/v1/component-restores", body)
+        assert (status, error["error"]) == (400, "invalid request: the JSON is nested too deeply")
+        assert "Traceback" not in daemon.log_text()
+
+
+def test_a_relative_path_is_refused_not_resolved_in_the_daemon_s_working_directory(private_dirs):
+    backup = b'{"repository": "/r", "password": "p", "paths": ["etc"]}'
+    restore = b'{"repository": "/r", "password_file": "pass", "snapshot": "latest", "target": "/t"}'
+    no_password = b'{"repository": "/r", "paths": ["/etc"]}'
+    cases = [
+        (
+            "POST",
+            "/v1/shadow-sets",
+            b'{"volumes": ["srv"]}',
+            "invalid request: volumes: 'srv' is not an absolute path",
+        ),
+        (
+            "POST",
+            "/v1/shadow-sets/x/exposures",
+            b'{"at": "etc"}',
+            "invalid request: at: 'etc' is not an absolute path",
+        ),
+        (
+            "POST",
+            "/v1/shadow-sets/x/exposures",
+            b'{"at": ""}',
+            "invalid request: at: '' is not an absolute path",
+        ),
+        (
+            "POST",
+            "/v1/shadow-sets/x/exposures",
+            b'{"volume": -1}',
+            "invalid request: volume: -1 is not the index of a shadow (0 or more)",
+        ),
+        ("DELETE", "/v1/exposures?at=etc", b"", "at: 'etc' is not an absolute path"),
+        ("POST", "/v1/backups", backup, "invalid request: paths: 'etc' is not an absolute path"),
+        ("POST", "/v1/restores", restore, "invalid request: password_file: 'pass' is not an absolute path"),
+        (
+            "POST",
+            "/v1/backups",
+            no_password,
+            'invalid request: give the repository password as "password" or "password_file"',
+        ),
+    ]
+    with running_daemon() as daemon:
+        for method, path, body, message in cases:
+            status, error = _call(daemon.socket, method, path, body)
+            assert (status, error["error"]) == (400, message), (method, path, body)
+        with Client(daemon.socket) as client:
+            assert client.runs() == []  # refused as asked for: no run started
+        assert "Traceback" not in daemon.log_text()
+
+
+def test_expose_names_a_volume_relative_to_the_caller_s_directory_through_the_daemon_too(btrfs, private_dirs):
+    (btrfs.mount / "data.txt").write_text("shadowed\n")
+    with running_daemon() as daemon:
+        env = {**os.environ, "SHADOWVAULT_SOCKET": str(daemon.socket)}
+        with Client(daemon.socket) as client:
+            set_id = client.create_shadow_set([str(btrfs.mount)], persistent=True)["id"]
+            for flags, at in (([], "via-daemon"), (["--no-daemon"], "in-process")):
+                where = ["--volume", btrfs.mount.name, "--at", str(btrfs.mount.parent / at), "--json"]
+                exposed = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "shadowvault.cli.launch",
+                        *flags,
+                        "shadows",
+                        "expose",
+                        set_id,
+                        *where,
+                    ],
+                    cwd=btrfs.mount.parent,  # not the daemon's working directory
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                assert exposed.returncode == 0, exposed.stderr
+                assert json.loads(exposed.stdout)["volume"] == str(btrfs.mount)
+                assert (btrfs.mount.parent / at / "data.txt").read_text() == "shadowed\n"
+            client.delete_shadow_set(set_id)
