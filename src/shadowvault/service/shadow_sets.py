@@ -206,10 +206,14 @@ class ShadowSetService:
         at = request.at
         if at is None:
             at = str(private)
-        elif peer.uid != 0 and os.path.realpath(at) != str(private):
-            raise PermissionDeniedError(
-                f"uid {peer.uid} may expose a shadow only in its private directory {private.parent}"
-            )
+        elif peer.uid != 0:
+            if os.path.realpath(at) != str(private):
+                raise PermissionDeniedError(
+                    f"uid {peer.uid} may expose a shadow only in its private directory {private.parent}"
+                )
+            # Mounted where the check looked, never at the user's own path: a symlink they own could
+            # point elsewhere by the time it is mounted on (a shadow over /etc).
+            at = str(private)
         return exposing.expose(store, manifest.id, index, at)
 
     def unexpose(self, peer: Peer, ref: str | None, at: str | None) -> list[str]:
