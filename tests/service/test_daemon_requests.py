@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from shadowvault.client import Client
+from shadowvault.errors import UsageError
+from shadowvault.shadow.options import SetOptions
 from tests.service.daemon import running_daemon
 
 
@@ -137,3 +141,17 @@ def test_expose_names_a_volume_relative_to_the_caller_s_directory_through_the_da
                 assert json.loads(exposed.stdout)["volume"] == str(btrfs.mount)
                 assert (btrfs.mount.parent / at / "data.txt").read_text() == "shadowed\n"
             client.delete_shadow_set(set_id)
+
+
+def test_a_timeout_too_long_for_the_clocks_is_a_bad_request_not_a_failed_commit(private_dirs):
+    for timeout in (float("nan"), float("inf"), 1e300, 86400.5):
+        with pytest.raises(UsageError, match="at most 86400"):
+            SetOptions(freeze_timeout=timeout)
+    with running_daemon() as daemon:
+        body = b'{"volumes": ["/nonexistent"], "commit_timeout": 1e300}'
+        status, error = _call(daemon.socket, "POST", "/v1/shadow-sets", body)
+        assert (status, error["error"]) == (
+            400,
+            "timeouts must be positive numbers of seconds, at most 86400",
+        )
+        assert "Traceback" not in daemon.log_text()
