@@ -163,7 +163,7 @@ def _jobs() -> list[dict[str, Any]]:
     good, bad = definitions.scan()
     jobs: list[dict[str, Any]] = []
     for definition in good:
-        record = job_records.load(definition.name)
+        record = job_records.load_readable(definition.name)
         jobs.append(
             {
                 "name": definition.name,
