@@ -120,8 +120,8 @@ class Client:
         """Send a request; the response with its body unread. Connection failures are our errors.
 
         `timeout`: how long each read of the answer may wait (None: as long as it takes)."""
+        reused = self._connection.sock is not None
         try:
-            reused = self._connection.sock is not None
             try:
                 return self._exchange(method, path, payload, timeout)
             except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
@@ -136,6 +136,10 @@ class Client:
                 return self._exchange(method, path, payload, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as err:
             self._connection.close()
+            if reused:  # it answered on this connection before: it stopped, or was killed, since
+                raise DaemonUnavailableError(
+                    f"the shadowvault daemon on {self.socket_path} went away"
+                ) from err
             raise DaemonUnavailableError(f"no shadowvault daemon answers on {self.socket_path}") from err
         except TimeoutError as err:
             self._connection.close()

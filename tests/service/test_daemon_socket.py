@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shadowvault.client import Client
+from shadowvault.client import Client, DaemonUnavailableError
 from shadowvault.errors import ShadowvaultError
 from shadowvault.service.server import bind_socket
 from tests.service.daemon import running_daemon
@@ -47,3 +47,11 @@ def test_a_stopping_daemon_leaves_the_socket_a_newer_daemon_bound(tmp_path):
             with Client(path) as client:
                 assert client.shadow_sets() == []
             assert second.process.poll() is None
+
+
+def test_a_daemon_gone_between_two_calls_is_said_so():
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        assert client.shadow_sets() == []
+        assert daemon.stop() == 0
+        with pytest.raises(DaemonUnavailableError, match=r"^the shadowvault daemon on .* went away$"):
+            client.shadow_sets()
