@@ -55,3 +55,18 @@ def test_a_daemon_gone_between_two_calls_is_said_so():
         assert daemon.stop() == 0
         with pytest.raises(DaemonUnavailableError, match=r"^the shadowvault daemon on .* went away$"):
             client.shadow_sets()
+
+
+def test_a_socket_path_that_cannot_be_is_one_line_saying_why(tmp_path):
+    (tmp_path / "file").write_text("")
+    cases = [
+        (
+            tmp_path / "file" / "api.sock",
+            f"cannot make the socket's directory {tmp_path / 'file'}: File exists",
+        ),
+        (tmp_path / ("x" * 120) / "api.sock", "AF_UNIX path too long"),
+    ]
+    for path, message in cases:
+        with pytest.raises(ShadowvaultError) as refused:
+            bind_socket(path)
+        assert message in str(refused.value) and "None" not in str(refused.value)

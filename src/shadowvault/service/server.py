@@ -50,7 +50,10 @@ class SocketInUseError(ShadowvaultError):
 
 def bind_socket(path: Path) -> socket.socket:
     """A listening Unix socket at `path`, reachable by every local user (the policy decides who may ask)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    except OSError as err:
+        raise ShadowvaultError(f"cannot make the socket's directory {path.parent}: {_reason(err)}") from err
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
@@ -59,7 +62,7 @@ def bind_socket(path: Path) -> socket.socket:
     except ConnectionRefusedError:
         _remove_stale(path)
     except OSError as err:
-        raise ShadowvaultError(f"cannot use the socket {path}: {err.strerror}") from err
+        raise ShadowvaultError(f"cannot use the socket {path}: {_reason(err)}") from err
     else:
         raise SocketInUseError(f"a daemon is already listening on {path}")
     finally:
@@ -71,9 +74,14 @@ def bind_socket(path: Path) -> socket.socket:
         sock.listen(128)
     except OSError as err:
         sock.close()
-        raise ShadowvaultError(f"cannot listen on {path}: {err.strerror}") from err
+        raise ShadowvaultError(f"cannot listen on {path}: {_reason(err)}") from err
     sock.setblocking(False)
     return sock
+
+
+def _reason(err: OSError) -> str:
+    """What went wrong, in words: socket errors without an errno (a path too long) have no strerror."""
+    return err.strerror or str(err)
 
 
 def _remove_stale(path: Path) -> None:
