@@ -14,7 +14,9 @@ import pytest
 
 from shadowvault.client import Client
 from shadowvault.errors import UsageError
+from shadowvault.repo.repository import Repository
 from shadowvault.shadow.options import SetOptions
+from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.service.daemon import running_daemon
 
 
@@ -155,3 +157,61 @@ def test_a_timeout_too_long_for_the_clocks_is_a_bad_request_not_a_failed_commit(
             "timeouts must be positive numbers of seconds, at most 86400",
         )
         assert "Traceback" not in daemon.log_text()
+
+
+def test_an_application_restore_s_relative_or_mistyped_target_root_is_a_bad_request(private_dirs):
+    component = b'{"snapshot": "latest", "component": "files", "options": {"target_root": %s}}'
+    writer = b'{"request": {"snapshot": "latest", "target_root": "srv"}}'
+    cases = [
+        (
+            "/v1/component-restores",
+            b'{"repository": "/r", "password": "p", "restore": ' + component % b'"srv"' + b"}",
+            "invalid request: restore.options.target_root: 'srv' is not an absolute path",
+        ),
+        (
+            "/v1/component-restores",
+            b'{"repository": "/r", "password": "p", "restore": ' + component % b"5" + b"}",
+            "invalid request: Expected `str`, got `int` - at `$.restore.options.target_root`",
+        ),
+        (
+            "/v1/writer-restores",
+            b'{"repository": "/r", "password": "p", "order": ' + writer + b"}",
+            "invalid request: order.request.target_root: 'srv' is not an absolute path",
+        ),
+    ]
+    with running_daemon() as daemon:
+        for path, body, message in cases:
+            status, error = _call(daemon.socket, "POST", path, body)
+            assert (status, error["error"]) == (400, message), path
+        assert "Traceback" not in daemon.log_text()
+
+
+def test_a_component_restore_s_relative_target_root_is_the_caller_s_through_the_daemon_too(tmp_path):
+    source, target = tmp_path / "src", tmp_path / "restored"
+    source.mkdir()
+    (source / "a.txt").write_text("alpha\n")
+    target.mkdir()
+    repo = tmp_path / "repo"
+    Repository.init(repo, PASSWORD, kdf_params=FAST_KDF).close()
+    env = {**os.environ, "SHADOWVAULT_REPOSITORY": str(repo), "SHADOWVAULT_PASSWORD": PASSWORD}
+    command = [sys.executable, "-m", "shadowvault.cli.launch"]
+    backup = ["--no-daemon", "backup", str(source), "--provider", "none"]
+    done = subprocess.run([*command, *backup], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    restore = ["restore", "latest", "--component", "files", "--target-root", "restored", "--dry-run"]
+    with running_daemon() as daemon:
+        env["SHADOWVAULT_SOCKET"] = str(daemon.socket)
+        said = []
+        for flags in ([], ["--no-daemon"]):
+            done = subprocess.run(
+                [*command, *flags, *restore],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+            said.append((done.stdout, done.stderr))
+    assert said[0] == said[1]
+    assert f"files -> {target}: 2 to create" in said[0][1]  # src and src/a.txt
