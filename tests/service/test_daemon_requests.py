@@ -159,7 +159,7 @@ def test_a_timeout_too_long_for_the_clocks_is_a_bad_request_not_a_failed_commit(
         assert "Traceback" not in daemon.log_text()
 
 
-def test_an_application_restore_s_relative_or_mistyped_target_root_is_a_bad_request(private_dirs):
+def test_an_application_or_vm_restore_s_relative_or_mistyped_target_is_a_bad_request(private_dirs):
     component = b'{"snapshot": "latest", "component": "files", "options": {"target_root": %s}}'
     writer = b'{"request": {"snapshot": "latest", "target_root": "srv"}}'
     cases = [
@@ -177,6 +177,11 @@ def test_an_application_restore_s_relative_or_mistyped_target_root_is_a_bad_requ
             "/v1/writer-restores",
             b'{"repository": "/r", "password": "p", "order": ' + writer + b"}",
             "invalid request: order.request.target_root: 'srv' is not an absolute path",
+        ),
+        (
+            "/v1/vm-restores",
+            b'{"repository": "/r", "password": "p", "order": {"snapshot": "1", "vm": "w", "target": "vm"}}',
+            "invalid request: order.target: 'vm' is not an absolute path",
         ),
     ]
     with running_daemon() as daemon:
