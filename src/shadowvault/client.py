@@ -28,6 +28,8 @@ from shadowvault.service.settings import socket_path
 DEFAULT_TIMEOUT = 600.0  # a set may take its freeze and commit timeouts, and wait for another's
 PROBE_TIMEOUT = 5.0  # a daemon answers GET /v1/ping at once; one that does not is wedged (or no daemon)
 BACKLOG_WAIT = 10.0  # seconds to keep trying while the socket's backlog is full (a burst of connections)
+EVENT_SILENCE = 60.0  # a run's events stream says something every 15 s (a blank line at least): past
+# this, the daemon is hung (stopped, or its event loop wedged), and following the run would never end
 
 
 class DaemonUnavailableError(ShadowvaultError):
@@ -118,8 +120,8 @@ class Client:
         """Send a request; the response with its body unread. Connection failures are our errors.
 
         `timeout`: how long each read of the answer may wait (None: as long as it takes)."""
+        reused = self._connection.sock is not None
         try:
-            reused = self._connection.sock is not None
             try:
                 return self._exchange(method, path, payload, timeout)
             except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
@@ -134,6 +136,10 @@ class Client:
                 return self._exchange(method, path, payload, timeout)
         except (FileNotFoundError, ConnectionRefusedError) as err:
             self._connection.close()
+            if reused:  # it answered on this connection before: it stopped, or was killed, since
+                raise DaemonUnavailableError(
+                    f"the shadowvault daemon on {self.socket_path} went away"
+                ) from err
             raise DaemonUnavailableError(f"no shadowvault daemon answers on {self.socket_path}") from err
         except TimeoutError as err:
             self._connection.close()
@@ -298,16 +304,25 @@ class Client:
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/runs/{_quote(run_id)}")
 
-    def events(self, run_id: str) -> Iterator[dict[str, Any]]:
-        """The run's events as they come, until it ends (JSON lines; each has a `message_type`)."""
-        # No timeout: a run may wait its turn, or a writer's freeze, for long without an event.
-        response = self._send("GET", f"/v1/runs/{_quote(run_id)}/events", None, None)
+    def events(self, run_id: str, silence: float = EVENT_SILENCE) -> Iterator[dict[str, Any]]:
+        """The run's events as they come, until it ends (JSON lines; each has a `message_type`).
+
+        A run may wait its turn, or a writer's freeze, for long without an event, but the daemon
+        sends a blank line every 15 s meanwhile: `silence` seconds without a byte is a hung daemon
+        (DaemonNotAnsweringError), not a quiet run."""
+        response = self._send("GET", f"/v1/runs/{_quote(run_id)}/events", None, silence)
         if response.status >= 400:
             self._raise_for(response, self._read(response))
         try:
             for line in response:
                 if line.strip():
                     yield json.loads(line)
+        except TimeoutError as err:
+            self._connection.close()
+            raise DaemonNotAnsweringError(
+                f"the shadowvault daemon on {self.socket_path} stopped answering: nothing for "
+                f"{silence:g} s while following run {run_id}"
+            ) from err
         except (OSError, http.client.HTTPException) as err:  # the daemon went away mid-run
             self._connection.close()
             raise ShadowvaultError(f"the shadowvault daemon on {self.socket_path}: {err}") from err

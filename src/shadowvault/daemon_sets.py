@@ -124,6 +124,8 @@ class ThroughDaemon:
         return deleted
 
     def expose(self, ref: str, volume: str | None, at: str | None) -> Exposure:
+        if volume is not None and not volume.isdigit():  # the mount point named here, not in the daemon's cwd
+            volume = os.path.abspath(volume)
         document = self.client.expose(ref, volume, at)
         return _exposures([document])[0]
 

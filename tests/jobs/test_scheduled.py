@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from shadowvault.client import Client
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.tools import require_tools
+from tests.service.daemon import running_daemon
 
 
 @pytest.fixture
@@ -523,3 +525,20 @@ def test_a_run_stopped_by_sigterm_is_recorded(setup, btrfs, private_dirs, tmp_pa
     assert report.read_text() == "143\n"
     assert not list(btrfs.mount.glob(".shadowvault/*")), "the aborted set left no shadow behind"
     assert not list((private_dirs / "state" / "sets").glob("*.json")), "nor a shadow-set record"
+
+
+def test_a_damaged_record_stops_no_run_and_hides_no_other_job(cli, setup, private_dirs):
+    for name in ("damaged", "other"):
+        define(setup, name, 'schedule = "daily"\npaths = ["{src}"]\nprovider = "none"\n')
+        assert cli("jobs", "run", name).returncode == 0
+    (private_dirs / "state" / "jobs" / "damaged.json").write_text('{"job": "damaged", "status": ')
+    listed = cli("jobs", "status", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["job"] for r in json.loads(listed.stdout)["jobs"]] == ["other"]
+    with running_daemon() as daemon, Client(daemon.socket) as client:
+        assert "shadowvault_job_last_exit_status" in client.metrics()
+        assert [j["last_run"] is None for j in client.jobs()] == [True, False]
+    ran = cli("jobs", "run", "damaged")  # the record is replaced, not in the way
+    assert ran.returncode == 0, ran.stderr
+    assert status_json(cli, "damaged")["status"] == "success"
+    assert gauges(setup["metrics"])["shadowvault_job_last_exit_status"] == {"damaged": 0.0, "other": 0.0}

@@ -11,9 +11,19 @@ from pathlib import Path
 import pytest
 
 from shadowvault.client import Client
+from shadowvault.service import private_exposure
+from shadowvault.service.peer import Peer
+from shadowvault.service.policy import GroupPolicy
+from shadowvault.service.set_runs import SetRuns
+from shadowvault.service.shadow_sets import ExposeRequest, ShadowSetService
+from shadowvault.shadow import exposure as exposing
+from shadowvault.shadow.options import SetOptions
+from shadowvault.shadow.store import ShadowStore
 from tests.fixtures.loopfs import loop_filesystem
 from tests.fixtures.unprivileged import run_as_nobody
 from tests.service.daemon import running_daemon
+
+NOBODY = 65534
 
 MEMBER_SCRIPT = """
 import json, os, sys
@@ -212,3 +222,34 @@ def test_a_member_cannot_evict_root_s_sets_from_a_full_volume(btrfs, private_dir
             nobody_pythonpath, "-c", long_freeze, env={"SHADOWVAULT_SOCKET": str(daemon.socket)}
         )
         assert done.stdout.strip() == "only root may give timeouts above 60 s (freeze) and 10 s (commit)"
+
+
+def test_a_member_s_symlink_swapped_after_the_check_never_moves_the_mount(
+    btrfs, private_dirs, tmp_path, monkeypatch
+):
+    """The member names its private directory through a symlink of its own, and points the symlink
+    elsewhere between the daemon's check and the mount: the shadow is still mounted where the check
+    looked, never where the symlink points now."""
+    sets = SetRuns()
+    manifest = sets.make([str(btrfs.mount)], SetOptions(persistent=True, requester_uid=NOBODY))
+    service = ShadowSetService(GroupPolicy(), sets, tmp_path / "exposed")
+    private = private_exposure.mount_point(tmp_path / "exposed", NOBODY, manifest.id, 0)
+    link, elsewhere = tmp_path / "link", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link.symlink_to(private)
+    mount = exposing.expose
+
+    def swapped_then_mounted(store, set_id, index, at):
+        link.unlink()  # the member's move, after the check
+        link.symlink_to(elsewhere)
+        return mount(store, set_id, index, at)
+
+    monkeypatch.setattr(exposing, "expose", swapped_then_mounted)
+    member = Peer(pid=1, uid=NOBODY, gid=NOBODY)
+    try:
+        exposure = service.expose(member, manifest.id, ExposeRequest(at=str(link)))
+        assert exposure.at == str(private)
+        assert os.path.ismount(private) and not os.path.ismount(elsewhere)
+    finally:
+        exposing.unexpose(ShadowStore(), set_id=manifest.id)
+        sets.release(manifest.id)

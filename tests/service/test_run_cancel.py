@@ -27,7 +27,8 @@ import pytest
 from shadowvault.client import Client
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
-from shadowvault.service.runs import FINISHED, Run, Runs
+from shadowvault.service.responses import status_for
+from shadowvault.service.runs import FINISHED, Run, Runs, StoppingError
 from tests.archive.helpers import (
     FAST_KDF,
     PASSWORD,
@@ -226,3 +227,15 @@ def test_a_queued_run_cancelled_ends_at_once_a_running_one_says_cancelling_until
     assert (second.state, second.result) == ("succeeded", {"done": True})
     assert third.started is None, "the cancelled run never started"
     assert runs.cancel(second.id).state == "succeeded", "an ended run stays as it ended"
+
+
+def test_no_run_starts_once_the_daemon_is_stopping():
+    """A request under way as the daemon stops (past cancel_all) starts nothing that the stop would
+    then wait for to its end."""
+    runs = Runs()
+    runs.cancel_all("the daemon is stopping")
+    with pytest.raises(StoppingError, match=r"^no backup was started: the daemon is stopping$"):
+        runs.start("backup", 0, "backup of /srv", lambda run, follow: ({}, 0))
+    runs.wait()
+    assert runs.all() == []
+    assert status_for(StoppingError("stopping")) == 503

@@ -7,6 +7,7 @@ jobs/backup_components.py or jobs/restore_component.py, print).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,7 +90,7 @@ def restore_options(
     from shadowvault.components.files import parse_map
 
     return RestoreOptions(
-        target_root=Path(target_root),
+        target_root=Path(os.path.abspath(target_root)),  # as named here, also for a restore in the daemon
         users=split_users(users),
         overwrite=overwrite != "never",
         dry_run=dry_run,

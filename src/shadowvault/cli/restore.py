@@ -32,6 +32,12 @@ def split_ref(spec: str) -> tuple[str, str]:
     return ref, sub or "/"
 
 
+def _absolute(path: str | None) -> str | None:
+    """A target root as named here: a restore in the daemon would take a relative one in its own
+    working directory (the daemon refuses it)."""
+    return None if path is None else os.path.abspath(path)
+
+
 def _restore_status(stats: RestoreStats, started: float) -> dict:
     with stats.lock:
         return {
@@ -142,7 +148,7 @@ def restore_cmd(
         order = writer_restore_order(
             ref,
             writers=writers,
-            target_root=target_root or target,
+            target_root=_absolute(target_root or target),
             option_specs=writer_option_specs + for_writers(directory_restore),
             overwrite=overwrite,
             dry_run=dry_run,

@@ -43,7 +43,7 @@ from typing import Any
 from shadowvault import paths, proc
 from shadowvault.archive.exclude_rules import parse_size, parse_tag_rule
 from shadowvault.config_file import read_toml
-from shadowvault.errors import ConfigError, ShadowvaultError, UsageError
+from shadowvault.errors import ConfigError, NotFoundError, ShadowvaultError, UsageError
 from shadowvault.repo.forget import KeepPolicy
 from shadowvault.repo.s3_credentials import S3Credentials, parse_environment
 from shadowvault.repo.storage import is_remote
@@ -82,6 +82,18 @@ TOP_KEYS = {
 
 class JobDefinitionError(ConfigError):
     """A job definition (or a job's name) cannot be used: bad input, so exit status 2."""
+
+    exit_code = 2
+
+
+class InvalidJobNameError(JobDefinitionError, UsageError):
+    """A name no job can have: the caller's mistake (the daemon answers 400)."""
+
+    exit_code = 2
+
+
+class NoSuchJobError(JobDefinitionError, NotFoundError):
+    """No definition of the job: nothing there (the daemon answers 404), exit status 2 as before."""
 
     exit_code = 2
 
@@ -136,7 +148,7 @@ def jobs_dir() -> Path:
 def check_name(name: str) -> str:
     """Refuse a job name that is not a plain file-name-and-unit-instance word."""
     if not NAME_PATTERN.match(name):
-        raise JobDefinitionError(
+        raise InvalidJobNameError(
             f"invalid job name {name!r}: use letters, digits, '.', '_' and '-' (at most 64, no '/')"
         )
     return name
@@ -359,7 +371,7 @@ def find(name: str, directory: Path | None = None) -> JobDefinition:
     check_name(name)
     path = (directory or jobs_dir()) / f"{name}.toml"
     if not path.exists():
-        raise JobDefinitionError(f"no job {name!r}: {path} does not exist")
+        raise NoSuchJobError(f"no job {name!r}: {path} does not exist")
     definition_files(directory)  # the directory's own check
     return load(path)
 

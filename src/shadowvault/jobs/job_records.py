@@ -7,6 +7,7 @@ Written atomically (fsutil.atomic_write): a reader sees the previous run or the 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Collection
 from pathlib import Path
@@ -16,6 +17,8 @@ import msgspec
 from shadowvault import fsutil, paths
 from shadowvault.errors import ConfigError
 from shadowvault.typed_decoding import decode_json
+
+log = logging.getLogger(__name__)
 
 SUCCESS, PARTIAL, FAILED = "success", "partial", "failed"
 
@@ -72,6 +75,17 @@ def load(name: str) -> JobRecord | None:
         raise ConfigError(f"{record_path(name)}: unreadable job record: {err}") from err
 
 
+def load_readable(name: str) -> JobRecord | None:
+    """The job's last record; None when it never ran, or when its record cannot be read (logged):
+    what a run replaces and a listing leaves out, so that one damaged record stops no run of its
+    job and hides no other job's record (the metrics of every job were lost with it)."""
+    try:
+        return load(name)
+    except ConfigError as err:
+        log.warning("%s; the job's next run replaces it", err)
+        return None
+
+
 def recorded_names() -> list[str]:
     """The jobs that have a record, sorted."""
     directory = records_dir()
@@ -85,7 +99,7 @@ def recorded_names() -> list[str]:
 def load_all(only: Collection[str] | None = None) -> list[JobRecord]:
     """Every job's last record (of the jobs in `only`, when given), by job name."""
     names = [n for n in recorded_names() if only is None or n in only]
-    return [r for r in (load(name) for name in names) if r is not None]
+    return [r for r in (load_readable(name) for name in names) if r is not None]
 
 
 def drop_except(names: Collection[str]) -> list[str]:

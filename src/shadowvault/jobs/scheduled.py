@@ -185,7 +185,7 @@ def run_job(definition: JobDefinition, *, stats: WalkStats | None = None) -> Job
     `stats`: the backup's live counters (the daemon reports them as the run's progress).
     """
     with _job_lock(definition.name):
-        previous = job_records.load(definition.name)
+        previous = job_records.load_readable(definition.name)
         t0, started = time.monotonic(), time.time()
         record = JobRecord(
             job=definition.name, status=FAILED, exit_status=1, started=started, finished=started, duration=0.0

@@ -17,6 +17,7 @@ from shadowvault.jobs.application_restores import (
     restore_writers_reporting,
 )
 from shadowvault.jobs.restore_component import ComponentRestoreRequest
+from shadowvault.service.request_body import absolute
 from shadowvault.service.run_work import Follow, RepositoryAccess
 from shadowvault.service.runs import Run, Work
 
@@ -26,18 +27,27 @@ class ComponentRestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields
 
     restore: ComponentRestoreRequest
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        absolute([str(self.restore.options.target_root)], "restore.options.target_root")
+
 
 class WriterRestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
     """The body of POST /v1/writer-restores."""
 
     order: WriterRestoreOrder
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        target_root = self.order.request.target_root
+        absolute([target_root] if target_root is not None else [], "order.request.target_root")
+
 
 def decode_paths(kind: type, value: Any) -> Any:
     """msgspec's dec_hook for the Path fields of the restore options (a target root)."""
     if kind is Path and isinstance(value, str):
         return Path(value)
-    raise NotImplementedError(f"cannot decode {kind}")
+    raise TypeError(f"Expected `str`, got `{type(value).__name__}`")  # a 400 naming the field
 
 
 def component_restore_work(body: ComponentRestoreBody) -> Work:

@@ -125,11 +125,12 @@ class Api:
 
     async def unexpose_set(self, request: web.Request) -> web.Response:
         peer = self.allow(request, Action.EXPOSE_SHADOW_SET)
-        at = request.query.get("at")
+        at = request_body.query_path(request.query.get("at"), "at")
         done = await asyncio.to_thread(self.sets.unexpose, peer, request.match_info["id"], at)
         return json_response({"unexposed": done})
 
     async def unexpose_at(self, request: web.Request) -> web.Response:
         peer = self.allow(request, Action.EXPOSE_SHADOW_SET)
-        done = await asyncio.to_thread(self.sets.unexpose, peer, None, request.query.get("at"))
+        at = request_body.query_path(request.query.get("at"), "at")
+        done = await asyncio.to_thread(self.sets.unexpose, peer, None, at)
         return json_response({"unexposed": done})

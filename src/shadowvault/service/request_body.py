@@ -1,12 +1,15 @@
 """Request bodies: JSON decoded into the typed request it must be, or one line saying what is wrong.
 
 Every POST handler of the daemon decodes its body here, so a malformed, mistyped or unknown field is
-the same 400 with the same kind of message whichever call it was.
+the same 400 with the same kind of message whichever call it was. So is a string with a NUL in it
+(no path or name can hold one), JSON nested deeper than the decoder goes, and a relative path: the
+daemon's working directory is not the caller's, so a relative path would name another place than
+the one the caller meant (`absolute`, which the request types call as they are decoded).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import msgspec
@@ -27,8 +30,48 @@ def parse(
         else:
             raise UsageError("the request body must be a JSON object")
     try:
-        return decode_json(body, kind, dec_hook)
+        decoded = decode_json(body, kind, dec_hook)
+        _refuse_nul(msgspec.json.decode(body))
     except msgspec.ValidationError as err:
         raise UsageError(f"invalid request: {err}") from None
     except msgspec.DecodeError as err:
         raise UsageError(f"malformed JSON: {err}") from None
+    except RecursionError:
+        raise UsageError("invalid request: the JSON is nested too deeply") from None
+    return decoded
+
+
+def _refuse_nul(document: Any) -> None:
+    """A ValidationError naming the first string (value or key) with a NUL character in it."""
+    pending: list[tuple[str, Any]] = [("$", document)]
+    while pending:  # a loop, not recursion: the nesting is the client's to choose
+        where, value = pending.pop()
+        if isinstance(value, str) and "\0" in value:
+            raise msgspec.ValidationError(f"a string holds a NUL character - at `{where}`")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if "\0" in key:
+                    raise msgspec.ValidationError(f"a key holds a NUL character - at `{where}`")
+                pending.append((f"{where}.{key}", item))
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+
+
+def absolute(paths: Iterable[str], field: str) -> None:
+    """A ValueError (a 400 naming `field`, raised from a request's __post_init__) unless every path is
+    absolute and free of NUL characters."""
+    for path in paths:
+        if "\0" in path:
+            raise ValueError(f"{field}: {path!r} holds a NUL character")
+        if not path.startswith("/"):
+            raise ValueError(f"{field}: {path!r} is not an absolute path")
+
+
+def query_path(value: str | None, field: str) -> str | None:
+    """A path given in the URL's query (`?at=DIR`): absolute, or UsageError."""
+    if value is not None:
+        try:
+            absolute([value], field)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    return value

@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from shadowvault import errors
+from shadowvault.service.runs import StoppingError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class BodyTooLarge(errors.ShadowvaultError):
 STATUS: dict[type[errors.ShadowvaultError], int] = {
     RequestTimeout: 408,
     BodyTooLarge: 413,
+    StoppingError: 503,
     errors.UsageError: 400,
     errors.PermissionDeniedError: 403,
     errors.NotFoundError: 404,

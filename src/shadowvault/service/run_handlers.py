@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import msgspec
@@ -26,6 +27,7 @@ from shadowvault.service.runs import FINISHED, STATES, Run, Runs
 from shadowvault.shadow.providers.registry import all_providers
 
 EVENT_POLL = 0.2  # seconds between looks at a running run's new events
+HEARTBEAT = 15.0  # seconds of a silent run (queued, or in a long freeze) after which a blank line is sent
 
 
 class RunApi:
@@ -141,13 +143,18 @@ class RunApi:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         position = 0
+        said = time.monotonic()
         while True:
             finished = run.state in FINISHED  # read first: every event is in once the state says so
             events, position = run.events_since(position)
             if events:
                 await response.write(b"".join(json.dumps(e).encode() + b"\n" for e in events))
+                said = time.monotonic()
             if finished:
                 break
+            if time.monotonic() - said >= HEARTBEAT:  # the client hears that the daemon is alive
+                await response.write(b"\n")
+                said = time.monotonic()
             await asyncio.sleep(EVENT_POLL)
         await response.write_eof()
         return response
@@ -163,7 +170,7 @@ def _jobs() -> list[dict[str, Any]]:
     good, bad = definitions.scan()
     jobs: list[dict[str, Any]] = []
     for definition in good:
-        record = job_records.load(definition.name)
+        record = job_records.load_readable(definition.name)
         jobs.append(
             {
                 "name": definition.name,

@@ -23,6 +23,8 @@ from shadowvault.jobs.backup import BackupRequest, run_backup
 from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
 from shadowvault.repo.password_file import read_password_file
 from shadowvault.repo.repository import Repository
+from shadowvault.repo.storage import has_scheme
+from shadowvault.service.request_body import absolute
 from shadowvault.service.runs import Run, Work
 
 Follow = Callable[[Callable[[], dict[str, Any]]], None]
@@ -35,10 +37,18 @@ class RepositoryAccess(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     password: str | None = None
     password_file: str | None = None
 
-    def open(self, *, write: bool, kind: str) -> Repository:
+    def __post_init__(self) -> None:
+        """Checked as the run is asked for (400), not when it runs."""
         if (self.password is None) == (self.password_file is None):
-            raise UsageError('give the repository password as "password" or "password_file"')
-        password = self.password or read_password_file(str(self.password_file), UsageError)
+            raise ValueError('give the repository password as "password" or "password_file"')
+        if not has_scheme(self.repository):
+            absolute([self.repository], "repository")
+        absolute([self.password_file] if self.password_file is not None else [], "password_file")
+
+    def open(self, *, write: bool, kind: str) -> Repository:
+        password = self.password
+        if password is None:
+            password = read_password_file(str(self.password_file), UsageError)
         return Repository.open(Repository.validate_path(self.repository), password, write=write, kind=kind)
 
 
@@ -64,6 +74,10 @@ class BackupBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
     ignore_ctime: bool = False
     with_atime: bool = False
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        absolute(self.paths, "paths")
+
 
 class RestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
     """The body of POST /v1/restores."""
@@ -78,6 +92,10 @@ class RestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
     overwrite: Overwrite = Overwrite.NEVER
     verify: bool = False
     numeric_owner: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        absolute([self.target], "target")
 
 
 def _followed_walk(run: Run, follow: Follow) -> WalkStats:

@@ -96,6 +96,10 @@ class Run:
 Work = Callable[[Run, Callable[[Callable[[], dict[str, Any]]], None]], tuple[dict[str, Any], int]]
 
 
+class StoppingError(ShadowvaultError):
+    """The daemon is stopping: it starts no run (the daemon answers 503)."""
+
+
 class Runs:
     """The daemon's runs: start, find, cancel; a thread pool of their own."""
 
@@ -104,11 +108,14 @@ class Runs:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(RUN_THREADS, thread_name_prefix="sv-run")
         self._ids = itertools.count(1)
+        self._stopping: str | None = None  # why no run starts any more (cancel_all's reason)
 
     def start(self, kind: str, requester_uid: int, description: str, work: Work) -> Run:
         run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{kind}-{next(self._ids)}"
         run = Run(id=run_id, kind=kind, requester_uid=requester_uid, description=description)
         with self._lock:
+            if self._stopping is not None:  # a request that was under way as the daemon began to stop
+                raise StoppingError(f"no {kind} was started: {self._stopping}")
             self._runs[run.id] = run
             self._forget_old()
         run.emit("queued", kind=kind, description=description)
@@ -184,7 +191,9 @@ class Runs:
         return run
 
     def cancel_all(self, reason: str) -> None:
-        """Cancel every run that has not ended (the daemon is stopping)."""
+        """Cancel every run that has not ended, and start none after (the daemon is stopping)."""
+        with self._lock:
+            self._stopping = reason
         for run in self.all():
             self.cancel(run.id, reason)
 

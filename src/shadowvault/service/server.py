@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,16 +50,19 @@ class SocketInUseError(ShadowvaultError):
 
 def bind_socket(path: Path) -> socket.socket:
     """A listening Unix socket at `path`, reachable by every local user (the policy decides who may ask)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    except OSError as err:
+        raise ShadowvaultError(f"cannot make the socket's directory {path.parent}: {_reason(err)}") from err
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
     except FileNotFoundError:
         pass
     except ConnectionRefusedError:
-        path.unlink()  # left by a daemon that ended without removing it
+        _remove_stale(path)
     except OSError as err:
-        raise ShadowvaultError(f"cannot use the socket {path}: {err.strerror}") from err
+        raise ShadowvaultError(f"cannot use the socket {path}: {_reason(err)}") from err
     else:
         raise SocketInUseError(f"a daemon is already listening on {path}")
     finally:
@@ -70,9 +74,35 @@ def bind_socket(path: Path) -> socket.socket:
         sock.listen(128)
     except OSError as err:
         sock.close()
-        raise ShadowvaultError(f"cannot listen on {path}: {err.strerror}") from err
+        raise ShadowvaultError(f"cannot listen on {path}: {_reason(err)}") from err
     sock.setblocking(False)
     return sock
+
+
+def _reason(err: OSError) -> str:
+    """What went wrong, in words: socket errors without an errno (a path too long) have no strerror."""
+    return err.strerror or str(err)
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove the socket file a daemon left when it ended without removing it; anything else at
+    `path` (a regular file refuses connections too: a mistyped --socket) is not ours to delete."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return  # gone meanwhile
+    if not stat.S_ISSOCK(mode):
+        raise ShadowvaultError(f"cannot use the socket {path}: it exists and is not a socket")
+    path.unlink()
+
+
+def _remove_own(path: Path, bound: os.stat_result) -> None:
+    """Remove the socket file this daemon bound, unless another daemon has bound its own there since
+    (the file was removed under us, and a newer daemon now answers on the path)."""
+    with contextlib.suppress(FileNotFoundError):
+        now = path.lstat()
+        if (now.st_dev, now.st_ino) == (bound.st_dev, bound.st_ino):
+            path.unlink()
 
 
 def make_app(api: Api, run_api: RunApi, limits: Limits, idle: IdleConnections) -> web.Application:
@@ -100,6 +130,7 @@ async def serve(path: Path, policy: GroupPolicy | None = None, limits: Limits = 
     set_default_chain_owner("the daemon", DAEMON_CREDENTIALS_HINT)
     inherited = inherited_socket()
     sock = inherited or bind_socket(path)
+    bound = None if inherited else path.lstat()  # what the stop removes: this socket file, none other
     if inherited is not None and isinstance(inherited.getsockname(), str) and inherited.getsockname():
         path = Path(inherited.getsockname())
     limits = _within_descriptors(limits)
@@ -137,9 +168,8 @@ async def serve(path: Path, policy: GroupPolicy | None = None, limits: Limits = 
         released = await asyncio.to_thread(sets.release_ours, os.getpid())
         if released:
             log.info("released shadow set(s) %s", ", ".join(released))
-        if inherited is None:  # systemd's socket stays where systemd keeps it, for the next start
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        if bound is not None:  # systemd's socket stays where systemd keeps it, for the next start
+            _remove_own(path, bound)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 

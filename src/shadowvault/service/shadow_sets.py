@@ -18,7 +18,7 @@ from shadowvault.errors import NotFoundError, PermissionDeniedError, UsageError
 from shadowvault.service import private_exposure
 from shadowvault.service.peer import Peer
 from shadowvault.service.policy import GroupPolicy
-from shadowvault.service.request_body import parse
+from shadowvault.service.request_body import absolute, parse
 from shadowvault.service.set_runs import SetRuns
 from shadowvault.shadow import exposure as exposing
 from shadowvault.shadow import validity
@@ -51,6 +51,9 @@ class CreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     read_paths: list[str] = []  # what the requester reads of the volumes (SetOptions.scope)
     left_out: list[str] = []
 
+    def __post_init__(self) -> None:
+        absolute(self.volumes, "volumes")
+
 
 class CompleteRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The body of POST /v1/shadow-sets/{id}/complete."""
@@ -63,6 +66,13 @@ class ExposeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     volume: str | int | None = None
     at: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.volume, int) and self.volume < 0:
+            raise ValueError(f"volume: {self.volume} is not the index of a shadow (0 or more)")
+        if isinstance(self.volume, str) and not self.volume.isdigit():
+            absolute([self.volume], "volume")
+        absolute([self.at] if self.at is not None else [], "at")
 
 
 def parse_create(body: bytes) -> CreateRequest:
@@ -196,10 +206,14 @@ class ShadowSetService:
         at = request.at
         if at is None:
             at = str(private)
-        elif peer.uid != 0 and os.path.realpath(at) != str(private):
-            raise PermissionDeniedError(
-                f"uid {peer.uid} may expose a shadow only in its private directory {private.parent}"
-            )
+        elif peer.uid != 0:
+            if os.path.realpath(at) != str(private):
+                raise PermissionDeniedError(
+                    f"uid {peer.uid} may expose a shadow only in its private directory {private.parent}"
+                )
+            # Mounted where the check looked, never at the user's own path: a symlink they own could
+            # point elsewhere by the time it is mounted on (a shadow over /etc).
+            at = str(private)
         return exposing.expose(store, manifest.id, index, at)
 
     def unexpose(self, peer: Peer, ref: str | None, at: str | None) -> list[str]:

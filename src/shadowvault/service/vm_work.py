@@ -32,6 +32,10 @@ class VmRestoreBody(RepositoryAccess, kw_only=True, forbid_unknown_fields=True):
 
     order: VmRestoreOrder
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        request_body.absolute([self.order.target] if self.order.target is not None else [], "order.target")
+
 
 def vm_backup_work(body: VmBackupBody) -> Work:
     def work(run: Run, follow: Follow) -> tuple[dict[str, Any], int]:

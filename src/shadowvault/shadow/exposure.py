@@ -136,7 +136,7 @@ def pick_shadow(manifest: ShadowSetManifest, volume_or_index: str | int | None) 
         return 0, manifest.shadows[0]
     if isinstance(volume_or_index, int) or str(volume_or_index).isdigit():
         index = int(volume_or_index)
-        if index >= len(manifest.shadows):
+        if not 0 <= index < len(manifest.shadows):
             count = len(manifest.shadows)
             raise UsageError(f"shadow set {manifest.id} has {count} shadow(s), no #{index}")
         return index, manifest.shadows[index]

@@ -11,6 +11,7 @@ from shadowvault.shadow.writers.base import Writer
 
 DEFAULT_FREEZE_TIMEOUT = 60.0  # VSS's writer freeze window
 DEFAULT_COMMIT_TIMEOUT = 10.0  # VSS's flush-and-hold window
+MAX_TIMEOUT = 86400.0  # a day: past it a freeze or a commit is hung, and the waits' clocks overflow
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,8 +40,8 @@ class SetOptions:
     scope: ReadScope = WHOLE_VOLUMES
 
     def __post_init__(self) -> None:
-        if self.freeze_timeout <= 0 or self.commit_timeout <= 0:
-            raise UsageError("timeouts must be positive numbers of seconds")
+        if not all(0 < t <= MAX_TIMEOUT for t in (self.freeze_timeout, self.commit_timeout)):  # NaN too
+            raise UsageError(f"timeouts must be positive numbers of seconds, at most {MAX_TIMEOUT:g}")
         object.__setattr__(self, "writers", tuple(self.writers))  # frozen: no list shared with the caller
 
     @property
