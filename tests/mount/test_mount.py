@@ -281,8 +281,9 @@ def test_bad_mount_point_and_wrong_password_are_one_line(tmp_path: Path, cli):
 
 
 def test_other_users_read_what_the_stored_modes_allow(tmp_path: Path):
-    """With --allow-other, the kernel checks each access against the stored owner and mode."""
-    require_tools("setpriv")
+    """With --allow-other, the kernel checks each access against the stored owner, mode and POSIX
+    ACL (judged by the modes alone, a file whose ACL shuts a user out was readable to that user)."""
+    require_tools("setpriv", "setfacl")
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
     reachable = Path(tempfile.mkdtemp(prefix="sv-mount-"))  # every user can reach it, and its copy
     try:
@@ -292,6 +293,11 @@ def test_other_users_read_what_the_stored_modes_allow(tmp_path: Path):
         (src / "public").write_bytes(b"for everyone\n")
         (src / "secret").write_bytes(b"root only\n")
         os.chmod(src / "secret", 0o600)
+        (src / "shut-out").write_bytes(b"not for nobody\n")  # 0644, but nobody's ACL entry is ---
+        (src / "let-in").write_bytes(b"nobody too\n")  # 0640, but nobody's ACL entry is r--
+        os.chmod(src / "let-in", 0o640)
+        subprocess.run(["setfacl", "-m", "u:65534:---", src / "shut-out"], check=True)
+        subprocess.run(["setfacl", "-m", "u:65534:r", src / "let-in"], check=True)
         with new_repo(tmp_path / "repo") as repo:
             save_snapshot(repo, src)
         for allow_other in (False, True):
@@ -303,6 +309,14 @@ def test_other_users_read_what_the_stored_modes_allow(tmp_path: Path):
                 if allow_other:
                     assert public.returncode == 0 and public.stdout == "for everyone\n", public.stderr
                     assert secret.returncode != 0 and "Permission denied" in secret.stderr
+                    shut_out = subprocess.run(
+                        [*as_nobody, "cat", shown / "shut-out"], capture_output=True, text=True
+                    )
+                    assert shut_out.returncode != 0 and "Permission denied" in shut_out.stderr
+                    let_in = subprocess.run(
+                        [*as_nobody, "cat", shown / "let-in"], capture_output=True, text=True
+                    )
+                    assert let_in.stdout == "nobody too\n", let_in.stderr
                 else:  # a FUSE mount is its owner's alone unless allowed
                     assert public.returncode != 0 and "Permission denied" in public.stderr
                 assert (shown / "secret").read_bytes() == b"root only\n"

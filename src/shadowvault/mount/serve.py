@@ -85,8 +85,15 @@ def serve(
         from shadowvault.mount.filesystem import SnapshotFs
     except OSError as err:  # mfusepy loads libfuse when imported
         raise UnsupportedError(f"FUSE is not available here: {err} (install the fuse3 package)") from err
+
+    def ready() -> None:
+        if options.allow_other and not view.acls_enforced:
+            log.warning("this FUSE cannot check POSIX ACLs: other users are judged by the stored modes alone")
+        if on_ready is not None:
+            on_ready()
+
     view = SnapshotFs(
-        Catalog(repo, options.refresh_seconds, shown=options.shown), TreeCache(repo), Blobs(repo), on_ready
+        Catalog(repo, options.refresh_seconds, shown=options.shown), TreeCache(repo), Blobs(repo), ready
     )
     with _signals_to_libfuse():
         try:
