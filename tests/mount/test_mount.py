@@ -255,13 +255,15 @@ def test_a_relative_repository_and_mount_point_and_a_filter(tmp_path: Path):
     with new_repo(tmp_path / "repo") as repo:
         shown = save_snapshot(repo, src)
         save_snapshot(repo, src, host="elsewhere")
-    with mounted_view(Path("repo"), Path("mnt"), "--host", "web1", cwd=tmp_path) as view:
+    # a mount point with a space and a line break: the notes stay one line each, the advice a
+    # command a shell takes as it is shown (it split into two lines, and `fusermount -u my mnt`)
+    with mounted_view(Path("repo"), Path("my mnt\n2"), "--host", "web1", cwd=tmp_path) as view:
         assert (in_view(view.snapshot_root(), src) / "f").read_bytes() == b"data"
         assert os.listdir(view.mountpoint / "ids") == [shown[:8]], "--host web1 shows web1's snapshot only"
         assert view.stderr.splitlines() == [
-            "snapshots of repo at mnt; stop with Ctrl-C or `fusermount -u mnt`"
+            "snapshots of repo at my mnt\\n2; stop with Ctrl-C or `fusermount -u 'my mnt\\n2'`"
         ]
-    assert view.stderr.splitlines()[-1] == "unmounted mnt"
+    assert view.stderr.splitlines()[-1] == "unmounted my mnt\\n2"
 
 
 def test_bad_mount_point_and_wrong_password_are_one_line(tmp_path: Path, cli):
