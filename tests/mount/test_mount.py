@@ -276,6 +276,13 @@ def test_bad_mount_point_and_wrong_password_are_one_line(tmp_path: Path, cli):
     assert missing.stderr.strip().splitlines() == [
         f"shadowvault: error: {tmp_path / 'nowhere'}: the mount point must be an existing directory"
     ]
+    for over in (tmp_path / "repo", tmp_path):  # the view would hide the repository from itself
+        hiding = cli(*mount_command(tmp_path / "repo", over)[3:], env=env)
+        assert hiding.returncode == 2
+        assert hiding.stderr.strip().splitlines() == [
+            f"shadowvault: error: {over}: a view mounted there would hide the repository it shows"
+            f" ({tmp_path / 'repo'}): choose another mount point"
+        ]
     (tmp_path / "mnt").mkdir()
     wrong = cli(*mount_command(tmp_path / "repo", tmp_path / "mnt")[3:], env={"SHADOWVAULT_PASSWORD": "nope"})
     assert wrong.returncode != 0 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
