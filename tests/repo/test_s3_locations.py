@@ -57,6 +57,14 @@ def test_malformed_s3_urls_are_one_clear_error(url: str, message: str) -> None:
         Repository.validate_new_path(url)
 
 
+def test_an_endpoint_the_client_refuses_is_a_usage_error() -> None:
+    """botocore checks the endpoint's host when the client is made (a label over 63 characters): it
+    was an internal error (ValueError), now one line before any request."""
+    host = "a" * 70
+    with pytest.raises(UsageError, match=f"s3:http://{host}:9000/bkt: Invalid endpoint: http://{host}:9000"):
+        Repository.validate_path(f"s3:http://{host}:9000/bkt")
+
+
 @pytest.mark.parametrize(
     "location", ["ftp://host/repo", "sftp:host:/srv/repo", "rest:http://x/", "backups:2024"]
 )

@@ -26,7 +26,7 @@ import urllib3.exceptions
 from botocore.config import Config
 from urllib3.util.ssl_match_hostname import CertificateError
 
-from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
+from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError, UsageError
 from shadowvault.repo.backend_s3_url import S3Location
 from shadowvault.repo.s3_credentials import S3Credentials, missing_message
 from shadowvault.slots import Slots
@@ -170,6 +170,8 @@ class S3Client:
             )
         except botocore.exceptions.BotoCoreError as err:  # a profile that is not there, say
             raise RepositoryError(f"cannot reach {location.url}: {err}") from err
+        except ValueError as err:  # botocore's check of the endpoint: a host label over 63 characters
+            raise UsageError(f"{location.url}: {err}") from err
         self.client.meta.events.register("before-send.s3", self._count)
 
     def _count(self, event_name: str = "", **_: object) -> None:
