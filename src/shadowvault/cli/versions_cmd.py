@@ -100,13 +100,8 @@ def versions_cmd(
         chosen = versions[number - 1]
         final = restore_version(r, chosen, os.fsencode(target), overwrite=overwrite)
     if as_json:
-        print_json(
-            {
-                "message_type": "restored",
-                **_json(chosen),
-                **path_fields(final),
-            }
-        )
+        # the type last: _json's own ("version") would otherwise stand for what was restored
+        print_json({**_json(chosen), **path_fields(final), "message_type": "restored"})
     else:
         info(f"restored version {number} (snapshot {chosen.snapshot_id[:8]}) as {display(final)}")
 
