@@ -143,5 +143,6 @@ def test_what_versions_refuses(ext4, tmp_path: Path, cli):
     one_line(docs / "missing", code=1, says=f"{docs / 'missing'} is in no snapshot")
     one_line(docs / "a", "--restore", "9", code=2, says=f"there is no version 9: {docs / 'a'} has 1")
     one_line(docs / "a", "--overwrite", code=2, says="--overwrite goes with --restore N")
+    one_line("", code=2, says="PATH is empty: give the path of a file as it was backed up")  # not the cwd
     done = cli("versions", "--repo", repo, docs, env=ENV)
     assert done.returncode == 2 and "is a directory" in done.stderr and "shadowvault restore" in done.stderr

@@ -67,6 +67,8 @@ def versions_cmd(
     """
     if overwrite and number is None:
         raise UsageError("--overwrite goes with --restore N")
+    if not path:  # abspath("") is the current directory: an empty variable would name it
+        raise UsageError("PATH is empty: give the path of a file as it was backed up")
     target = os.path.abspath(path)
     with open_repository(repo, password_file) as r:
         snapshots = filter_snapshots(r.list_snapshots(), host=host, tags=tags)
