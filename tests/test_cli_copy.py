@@ -131,7 +131,12 @@ def test_copy_named_and_filtered_snapshots(source, dest):
 
 def test_copy_password_command_and_bad_sources(source, dest, tmp_path):
     by_command = run(dest, "copy", "--from-repo", source["repo"], "--from-password-command", "echo nope")
-    assert "wrong password" in one_error_line(by_command)
+    assert one_error_line(by_command).endswith(
+        f"source repository {source['repo']}: wrong password or no key for this repository"
+    )  # which of the two passwords is wrong (they were told alike)
+    wrong_dest = run({**dest, "SHADOWVAULT_PASSWORD": "nope"}, "copy", *_from(source))
+    assert one_error_line(wrong_dest).endswith(": wrong password or no key for this repository")
+    assert "source" not in one_error_line(wrong_dest)
     failing = run(dest, "copy", "--from-repo", source["repo"], "--from-password-command", "false")
     assert "password command failed" in one_error_line(failing)
     no_source = run(dest, "copy")

@@ -103,6 +103,13 @@ def test_password_command_and_its_precedence(env, tmp_path: Path):
     unparsable = run(no_password, "snapshots", "--password-command", "cat 'unclosed")
     assert "cannot parse the password command" in one_error_line(unparsable)
 
+    # a first line that runs on is not read whole (/dev/zero as the file filled the memory)
+    runaway = tmp_path / "runaway"
+    runaway.write_text("x" * 70_000)
+    for args in (("snapshots", "--password-file", runaway), ("key", "add", "--new-password-file", runaway)):
+        refused = run(env, *args)
+        assert refused.exit_code == 2 and "its first line is longer than 64 KiB" in one_error_line(refused)
+
 
 def test_help_names_the_password_variables(env):
     shown = run({}, "snapshots", "--help")

@@ -63,6 +63,15 @@ def test_restore_into_a_non_empty_target_says_what_was_kept(cli, env, tmp_path):
     assert (target / "a").read_text() == "a from the snapshot\n"
     assert "kept" not in done.stdout + done.stderr
 
+    # a target that cannot be made is one line (they were "internal error: NotADirectoryError ...")
+    for unusable, why in (
+        (target / "a" / "x", "Not a directory"),
+        (tmp_path / ("n" * 300), "File name too long"),
+    ):
+        done = cli("restore", f"latest:{src}", "--target", str(unusable), env=env)
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [f"shadowvault: error: cannot restore into {unusable}: {why}"]
+
 
 NAMES = ("unlistable", "sealed", "fine")
 

@@ -255,13 +255,15 @@ def test_a_relative_repository_and_mount_point_and_a_filter(tmp_path: Path):
     with new_repo(tmp_path / "repo") as repo:
         shown = save_snapshot(repo, src)
         save_snapshot(repo, src, host="elsewhere")
-    with mounted_view(Path("repo"), Path("mnt"), "--host", "web1", cwd=tmp_path) as view:
+    # a mount point with a space and a line break: the notes stay one line each, the advice a
+    # command a shell takes as it is shown (it split into two lines, and `fusermount -u my mnt`)
+    with mounted_view(Path("repo"), Path("my mnt\n2"), "--host", "web1", cwd=tmp_path) as view:
         assert (in_view(view.snapshot_root(), src) / "f").read_bytes() == b"data"
         assert os.listdir(view.mountpoint / "ids") == [shown[:8]], "--host web1 shows web1's snapshot only"
         assert view.stderr.splitlines() == [
-            "snapshots of repo at mnt; stop with Ctrl-C or `fusermount -u mnt`"
+            "snapshots of repo at my mnt\\n2; stop with Ctrl-C or `fusermount -u 'my mnt\\n2'`"
         ]
-    assert view.stderr.splitlines()[-1] == "unmounted mnt"
+    assert view.stderr.splitlines()[-1] == "unmounted my mnt\\n2"
 
 
 def test_bad_mount_point_and_wrong_password_are_one_line(tmp_path: Path, cli):
@@ -274,6 +276,13 @@ def test_bad_mount_point_and_wrong_password_are_one_line(tmp_path: Path, cli):
     assert missing.stderr.strip().splitlines() == [
         f"shadowvault: error: {tmp_path / 'nowhere'}: the mount point must be an existing directory"
     ]
+    for over in (tmp_path / "repo", tmp_path):  # the view would hide the repository from itself
+        hiding = cli(*mount_command(tmp_path / "repo", over)[3:], env=env)
+        assert hiding.returncode == 2
+        assert hiding.stderr.strip().splitlines() == [
+            f"shadowvault: error: {over}: a view mounted there would hide the repository it shows"
+            f" ({tmp_path / 'repo'}): choose another mount point"
+        ]
     (tmp_path / "mnt").mkdir()
     wrong = cli(*mount_command(tmp_path / "repo", tmp_path / "mnt")[3:], env={"SHADOWVAULT_PASSWORD": "nope"})
     assert wrong.returncode != 0 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
@@ -281,8 +290,9 @@ def test_bad_mount_point_and_wrong_password_are_one_line(tmp_path: Path, cli):
 
 
 def test_other_users_read_what_the_stored_modes_allow(tmp_path: Path):
-    """With --allow-other, the kernel checks each access against the stored owner and mode."""
-    require_tools("setpriv")
+    """With --allow-other, the kernel checks each access against the stored owner, mode and POSIX
+    ACL (judged by the modes alone, a file whose ACL shuts a user out was readable to that user)."""
+    require_tools("setpriv", "setfacl")
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
     reachable = Path(tempfile.mkdtemp(prefix="sv-mount-"))  # every user can reach it, and its copy
     try:
@@ -292,6 +302,11 @@ def test_other_users_read_what_the_stored_modes_allow(tmp_path: Path):
         (src / "public").write_bytes(b"for everyone\n")
         (src / "secret").write_bytes(b"root only\n")
         os.chmod(src / "secret", 0o600)
+        (src / "shut-out").write_bytes(b"not for nobody\n")  # 0644, but nobody's ACL entry is ---
+        (src / "let-in").write_bytes(b"nobody too\n")  # 0640, but nobody's ACL entry is r--
+        os.chmod(src / "let-in", 0o640)
+        subprocess.run(["setfacl", "-m", "u:65534:---", src / "shut-out"], check=True)
+        subprocess.run(["setfacl", "-m", "u:65534:r", src / "let-in"], check=True)
         with new_repo(tmp_path / "repo") as repo:
             save_snapshot(repo, src)
         for allow_other in (False, True):
@@ -303,6 +318,14 @@ def test_other_users_read_what_the_stored_modes_allow(tmp_path: Path):
                 if allow_other:
                     assert public.returncode == 0 and public.stdout == "for everyone\n", public.stderr
                     assert secret.returncode != 0 and "Permission denied" in secret.stderr
+                    shut_out = subprocess.run(
+                        [*as_nobody, "cat", shown / "shut-out"], capture_output=True, text=True
+                    )
+                    assert shut_out.returncode != 0 and "Permission denied" in shut_out.stderr
+                    let_in = subprocess.run(
+                        [*as_nobody, "cat", shown / "let-in"], capture_output=True, text=True
+                    )
+                    assert let_in.stdout == "nobody too\n", let_in.stderr
                 else:  # a FUSE mount is its owner's alone unless allowed
                     assert public.returncode != 0 and "Permission denied" in public.stderr
                 assert (shown / "secret").read_bytes() == b"root only\n"

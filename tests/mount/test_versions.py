@@ -84,8 +84,10 @@ def test_versions_are_listed_and_brought_back(ext4, tmp_path: Path, cli):
         f"shadowvault: error: {beside} already exists: move it away, or replace the file with --overwrite"
     ]
 
-    over = cli("versions", "--repo", repo, report, "--restore", "1", "--overwrite", env=ENV)
+    over = cli("versions", "--repo", repo, report, "--restore", "1", "--overwrite", "--json", env=ENV)
     assert over.returncode == 0, over.stderr
+    (restored,) = _lines(over.stdout)  # it said "version", as a listing's lines do
+    assert (restored["message_type"], restored["number"], restored["path"]) == ("restored", 1, str(report))
     assert report.read_bytes() == V1 and os.getxattr(report, "user.colour") == b"blue"
     old_link = cli("versions", "--repo", repo, link, "--restore", "1", env=ENV)
     assert old_link.returncode == 0, old_link.stderr
@@ -141,5 +143,6 @@ def test_what_versions_refuses(ext4, tmp_path: Path, cli):
     one_line(docs / "missing", code=1, says=f"{docs / 'missing'} is in no snapshot")
     one_line(docs / "a", "--restore", "9", code=2, says=f"there is no version 9: {docs / 'a'} has 1")
     one_line(docs / "a", "--overwrite", code=2, says="--overwrite goes with --restore N")
+    one_line("", code=2, says="PATH is empty: give the path of a file as it was backed up")  # not the cwd
     done = cli("versions", "--repo", repo, docs, env=ENV)
     assert done.returncode == 2 and "is a directory" in done.stderr and "shadowvault restore" in done.stderr

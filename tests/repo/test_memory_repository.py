@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shadowvault.errors import IntegrityError, RepositoryError, WrongPasswordError
+from shadowvault.errors import IntegrityError, PartialFailure, RepositoryError, WrongPasswordError
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.backend_local import LocalBackend
 from shadowvault.repo.backend_memory import MemoryBackend
@@ -186,3 +186,30 @@ def test_a_pack_is_read_once_unless_a_large_gap_splits_the_read() -> None:
         ends = [ids[0], ids[-1]]  # ~2.9 MB apart: reading through would cost more than a second read
         assert [b.data for b in repo.load_pack_blobs(pack_id, ends)] == [contents[i] for i in ends]
         assert storage.pack_reads == 2
+
+
+class KeyKeepingBackend(MemoryBackend):
+    """The in-memory backend, failing every removal of a key file (a storage down at that moment)."""
+
+    def remove(self, name: str) -> None:
+        if name.startswith("keys/"):
+            raise RepositoryError(f"cannot remove {name}: the storage is down")
+        super().remove(name)
+
+
+def test_a_password_change_whose_old_key_stays_says_the_new_password_works() -> None:
+    """The new key is written first; when the old one cannot be removed after that, the error says the
+    password did change (it read as a failed change, the storage's error alone)."""
+    storage = KeyKeepingBackend()
+    Repository.init(storage, PASSWORD).close()
+    with Repository.open(storage, PASSWORD) as repo:
+        (old,) = [k["id"] for k in repo.list_keys()]
+        with pytest.raises(PartialFailure) as failed:
+            repo.change_password("new password")
+        new = repo.key_name or ""
+    assert str(failed.value) == (
+        f"the new password works (key {new[5:13]}), but the old key {old[:8]} is still there: cannot remove"
+        f" keys/{old}: the storage is down; `shadowvault key remove {old[:8]}` removes it"
+    )
+    for password in (PASSWORD, "new password"):
+        Repository.open(storage, password).close()

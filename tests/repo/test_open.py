@@ -69,6 +69,12 @@ def test_paths_that_are_not_repositories(tmp_path):
     Repository.init(tmp_path / "repo", PASSWORD).close()
     with pytest.raises(RepositoryError, match="already a repository"):
         Repository.init(tmp_path / "repo", PASSWORD)
+    too_long = tmp_path / ("a" * 300)  # a name no file system takes: it was an internal error
+    for attempt in (lambda: Repository.open(too_long, PASSWORD), lambda: Repository.init(too_long, PASSWORD)):
+        with pytest.raises(
+            RepositoryError, match=f"cannot use {too_long} as a repository: File name too long"
+        ):
+            attempt()
 
 
 def test_find_snapshot_by_id_prefix_and_latest(tmp_path):

@@ -5,6 +5,7 @@ between backups costs requests, nothing else."""
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from shadowvault.repo.cache_dir import scratch_error
 from tests.fixtures.s3_faults import FaultProxy
 from tests.fixtures.s3_server import S3Server
 from tests.repo.helpers import PASSWORD
@@ -72,3 +74,23 @@ def test_a_no_change_backup_makes_few_requests_and_the_cache_is_safe_to_delete(
     restored = target / str(src).lstrip("/")
     for path in src.rglob("*.txt"):
         assert (restored / path.relative_to(src)).read_bytes() == path.read_bytes()
+
+    # A cache that cannot be written is named as such: the packs are built there, on this host, and
+    # the repository is not what is full or read-only (the error said "repository storage is full:
+    # ... prune" for a full local disk).
+    (src / "new.txt").write_bytes(b"something new to pack")
+    not_a_dir = tmp_path / "cache-file"
+    not_a_dir.write_bytes(b"")
+    done = _cli("backup", "--repo", url, "--provider", "none", str(src), cache=not_a_dir)
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert f"{not_a_dir}/s3/" in line and "where packs are built before they are uploaded" in line, line
+    assert "cannot be written (Not a directory): set SHADOWVAULT_CACHE_DIR" in line, line
+
+
+def test_a_full_scratch_disk_is_not_called_full_storage() -> None:
+    full = scratch_error(OSError(errno.ENOSPC, "No space left on device"), Path("/c/s3/ab/tmp"))
+    assert str(full) == (
+        "/c/s3/ab/tmp, where packs are built before they are uploaded, is full: free space there or set"
+        " SHADOWVAULT_CACHE_DIR to another directory"
+    )

@@ -7,14 +7,21 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import botocore.exceptions
 import pytest
+from urllib3.exceptions import SSLError
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from shadowvault.errors import RepositoryError
+from shadowvault.repo.backend_s3_client import is_transient, translate
+from shadowvault.repo.backend_s3_url import S3Location
 from shadowvault.repo.check import check
 from shadowvault.repo.repository import Repository
 from tests.fixtures.s3_faults import Fault, FaultProxy
@@ -119,3 +126,39 @@ def test_an_endpoint_nobody_listens_on_is_one_clear_error(s3_env: S3Server) -> N
 
     with pytest.raises(RepositoryError, match=r"after 8 attempts: Could not connect to the endpoint URL"):
         make_backend(f"s3:http://127.0.0.1:{free_port()}/sv-nobody/repo")
+
+
+def test_an_https_url_for_a_plain_http_server_fails_at_once_saying_so(s3_env: S3Server) -> None:
+    """A TLS handshake that cannot succeed is not retried (8 tries took 9 s to say "SSL validation
+    failed ... WRONG_VERSION_NUMBER")."""
+    url = f"s3:https://127.0.0.1:{s3_env.port}/sv-tls-{secrets.token_hex(4)}/repo"
+    started = time.monotonic()
+    with pytest.raises(RepositoryError, match=r"does not speak HTTPS there \(for plain HTTP write s3:http"):
+        make_backend(url)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("inner", "said"),
+    [
+        (
+            ssl.SSLCertVerificationError(
+                1,
+                "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+                "self-signed certificate (_ssl.c:1006)",
+            ),
+            "its TLS certificate is not trusted (for a private CA, set AWS_CA_BUNDLE): certificate verify"
+            " failed: self-signed certificate",
+        ),
+        (
+            CertificateError("hostname '127.0.0.1' doesn't match 'localhost'"),
+            "its TLS certificate is for another host name: hostname '127.0.0.1' doesn't match 'localhost'",
+        ),
+    ],
+)
+def test_a_certificate_that_cannot_pass_is_not_retried(inner: Exception, said: str) -> None:
+    err = botocore.exceptions.SSLError(endpoint_url="https://s3.example/b/config", error=SSLError(inner))
+    assert not is_transient(err)
+    assert str(translate(err, "read config", S3Location("https://s3.example", "b", ""))) == (
+        f"cannot reach s3:https://s3.example/b: {said}"
+    )

@@ -43,6 +43,11 @@ def test_s3_urls_name_endpoint_bucket_and_prefix(url: str, expected: S3Location)
         ("s3:http://127.0.0.1:9000/", "names no bucket"),
         ("s3:http://key:secret@127.0.0.1:9000/bkt", "no credentials"),
         ("s3:http://127.0.0.1:99999/bkt", "invalid port"),
+        ("s3:http://127.0.0.1:0/bkt", "invalid port"),  # these were tried 8 times over 13 s
+        ("s3:http://127.0.0.1:/bkt", "invalid port"),
+        ("s3:objects.example.org:0/bkt", "invalid port"),
+        ("s3:objects.example.org:x/bkt", "invalid port"),
+        ("s3:http://[::1/bkt", r"not an S3 repository URL \(Invalid IPv6 URL\)"),  # was an internal error
         ("s3:http://127.0.0.1:9000/Bad_Bucket/x", "not a valid S3 bucket name"),
         ("s3:http://127.0.0.1:9000/bkt/../x", "may not contain"),
     ],
@@ -50,6 +55,14 @@ def test_s3_urls_name_endpoint_bucket_and_prefix(url: str, expected: S3Location)
 def test_malformed_s3_urls_are_one_clear_error(url: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         Repository.validate_new_path(url)
+
+
+def test_an_endpoint_the_client_refuses_is_a_usage_error() -> None:
+    """botocore checks the endpoint's host when the client is made (a label over 63 characters): it
+    was an internal error (ValueError), now one line before any request."""
+    host = "a" * 70
+    with pytest.raises(UsageError, match=f"s3:http://{host}:9000/bkt: Invalid endpoint: http://{host}:9000"):
+        Repository.validate_path(f"s3:http://{host}:9000/bkt")
 
 
 @pytest.mark.parametrize(

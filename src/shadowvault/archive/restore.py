@@ -142,12 +142,15 @@ class Restorer:
         if os.path.lexists(self.target) and not os.path.isdir(self.target):
             raise UsageError(f"{text(self.target)} exists and is not a directory")
         node = find_node(self.store, root_tree, subpath)
-        os.makedirs(self.target, exist_ok=True)
         root = self._root
         root.spath = b"/" + b"/".join(p for p in raw_path(subpath).split(b"/") if p)
         top = top_of(root.spath, is_dir=node is None or node.type == "dir")
         self.stats.places = TargetPlaces(self.target, top)  # what the report names
-        root.fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the user's own path
+        try:
+            os.makedirs(self.target, exist_ok=True)
+            root.fd = os.open(self.target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the user's own path
+        except OSError as err:  # a file where a parent should be, a read-only file system, a name too long
+            raise UsageError(f"cannot restore into {text(self.target)}: {err.strerror or err}") from err
         self.dirs.open.add(root)
         root.inherits_acl = has_default_acl(root.fd)
         root.new_gid = created_gid(root.fd)

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import click
 
 from shadowvault.cli.repo_options import PasswordSources, given_on_command_line, resolve_password
-from shadowvault.errors import UsageError
+from shadowvault.errors import UsageError, WrongPasswordError
+from shadowvault.repo.backend_s3_url import redacted
 from shadowvault.repo.repository import Repository
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,4 +73,7 @@ def open_source_repository(
         label="source repository password",
     )
     location = Repository.validate_path(from_repo)
-    return Repository.open(location, resolve_password(sources))
+    try:
+        return Repository.open(location, resolve_password(sources))
+    except WrongPasswordError as err:  # the destination's password may be what is wrong, said alike
+        raise WrongPasswordError(f"source repository {redacted(from_repo)}: {err}") from err

@@ -6,6 +6,7 @@ import click
 
 from shadowvault.cli.output import note
 from shadowvault.cli.repo_options import open_repository, repo_options
+from shadowvault.display import escape_text
 
 
 @click.command("mount")
@@ -14,7 +15,7 @@ from shadowvault.cli.repo_options import open_repository, repo_options
 @click.option(
     "--allow-other",
     is_flag=True,
-    help="Let other users in too (the stored owners and modes decide what each may read).",
+    help="Let other users in too (the stored owners, modes and ACLs decide what each may read).",
 )
 @click.option(
     "--refresh-interval",
@@ -50,11 +51,12 @@ def mount_cmd(
     there is refused (`fusermount -u MOUNTPOINT` first).
     """
     from shadowvault.mount.catalog import SnapshotFilter
-    from shadowvault.mount.dead_mounts import clear_dead_mount
+    from shadowvault.mount.dead_mounts import clear_dead_mount, unmount_command
     from shadowvault.mount.serve import MountOptions, serve
 
+    shown = escape_text(mountpoint)  # one line, whatever the name holds
     if clear_dead_mount(mountpoint):  # before the password is asked: a live mount there is refused
-        note(f"{mountpoint} held the dead mount of a `shadowvault mount` that was killed: unmounted it")
+        note(f"{shown} held the dead mount of a `shadowvault mount` that was killed: unmounted it")
     with open_repository(repo, password_file) as r:
         options = MountOptions(
             allow_other=allow_other,
@@ -66,10 +68,11 @@ def mount_cmd(
             mountpoint,
             options,
             on_ready=lambda: note(
-                f"snapshots of {r.path} at {mountpoint}; stop with Ctrl-C or `fusermount -u {mountpoint}`"
+                f"snapshots of {escape_text(r.path)} at {shown}; stop with Ctrl-C or"
+                f" `{escape_text(unmount_command(mountpoint))}`"
             ),
         )
-    note(f"unmounted {mountpoint}")
+    note(f"unmounted {shown}")
 
 
 COMMANDS: list[click.Command] = [mount_cmd]

@@ -67,6 +67,8 @@ def versions_cmd(
     """
     if overwrite and number is None:
         raise UsageError("--overwrite goes with --restore N")
+    if not path:  # abspath("") is the current directory: an empty variable would name it
+        raise UsageError("PATH is empty: give the path of a file as it was backed up")
     target = os.path.abspath(path)
     with open_repository(repo, password_file) as r:
         snapshots = filter_snapshots(r.list_snapshots(), host=host, tags=tags)
@@ -100,13 +102,8 @@ def versions_cmd(
         chosen = versions[number - 1]
         final = restore_version(r, chosen, os.fsencode(target), overwrite=overwrite)
     if as_json:
-        print_json(
-            {
-                "message_type": "restored",
-                **_json(chosen),
-                **path_fields(final),
-            }
-        )
+        # the type last: _json's own ("version") would otherwise stand for what was restored
+        print_json({**_json(chosen), **path_fields(final), "message_type": "restored"})
     else:
         info(f"restored version {number} (snapshot {chosen.snapshot_id[:8]}) as {display(final)}")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 
@@ -30,6 +31,11 @@ DEAD_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)  # the process died / the con
 class MountEntry:
     mount_point: str
     fstype: str
+
+
+def unmount_command(mountpoint: str) -> str:
+    """The command a message advises, quoted for a shell (`/media/My Backups` is one argument)."""
+    return f"fusermount -u {shlex.quote(mountpoint)}"
 
 
 def _unescape(field: str) -> str:
@@ -76,12 +82,12 @@ def clear_dead_mount(mountpoint: str) -> bool:
         return False
     if answers(path):
         raise UsageError(
-            f"{mountpoint} is already a mount ({entry.fstype}): `fusermount -u {mountpoint}` first"
+            f"{mountpoint} is already a mount ({entry.fstype}): `{unmount_command(mountpoint)}` first"
         )
     if entry.fstype != OUR_FSTYPE:
         raise UsageError(
             f"{mountpoint}: a dead FUSE mount ({entry.fstype}) is in the way: "
-            f"`fusermount -u {mountpoint}` unmounts it"
+            f"`{unmount_command(mountpoint)}` unmounts it"
         )
     fusermount = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount"
     proc.run([fusermount, "-u", "-z", path], timeout=60)

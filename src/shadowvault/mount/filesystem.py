@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# fuse_common.h (libfuse 3): the kernel checks POSIX ACLs itself, reading them through getxattr.
+FUSE_CAP_POSIX_ACL = 1 << 19
+
 
 @dataclass(frozen=True)
 class InTree:
@@ -88,6 +91,7 @@ class SnapshotFs(mfusepy.Operations):
         self._uid = os.getuid()
         self._gid = os.getgid()
         self.mounted = False  # the kernel has the mount (init was called)
+        self.acls_enforced = False  # the kernel checks the stored POSIX ACLs, not only the modes
         self._cwd = os.getcwd()
 
     # -- resolving paths ---------------------------------------------------------------------------
@@ -223,6 +227,15 @@ class SnapshotFs(mfusepy.Operations):
         return 0
 
     # -- life --------------------------------------------------------------------------------------
+
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        """libfuse's init, with the connection: ask the kernel to check the stored POSIX ACLs as
+        well as the modes. Without that, `default_permissions` judges by the mode bits alone, and
+        under --allow-other a user a file's ACL shuts out (mode 0644, `user:bob:---`) could read it."""
+        if conn is not None and mfusepy.fuse_version_major == 3 and conn.capable & FUSE_CAP_POSIX_ACL:
+            conn.want |= FUSE_CAP_POSIX_ACL
+            self.acls_enforced = True
+        self.init("/")
 
     def init(self, path: str) -> None:
         """Called once the kernel has the mount: the view is ready. libfuse has made / the working

@@ -16,11 +16,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shadowvault.errors import ShadowvaultError, UnsupportedError, UsageError
 from shadowvault.mount.catalog import Catalog, SnapshotFilter
 from shadowvault.mount.content import Blobs
 from shadowvault.mount.trees import TreeCache
+from shadowvault.paths_within import is_within
+from shadowvault.repo.backend_local import LocalBackend
 from shadowvault.repo.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -37,9 +40,16 @@ class MountOptions:
     shown: SnapshotFilter = field(default_factory=SnapshotFilter)  # which snapshots appear
 
 
-def check_mountpoint(mountpoint: str) -> None:
+def check_mountpoint(mountpoint: str, repository: Path | None = None) -> None:
+    """A mount point the view can use. `repository`, a local repository's directory, must not be at
+    or below it: the view would hide the repository from itself (every read failed with EIO)."""
     if not os.path.isdir(mountpoint):
         raise UsageError(f"{mountpoint}: the mount point must be an existing directory")
+    if repository is not None and is_within(os.path.realpath(repository), os.path.realpath(mountpoint)):
+        raise UsageError(
+            f"{mountpoint}: a view mounted there would hide the repository it shows ({repository}):"
+            " choose another mount point"
+        )
     if not os.path.exists(FUSE_DEVICE):
         raise UnsupportedError(f"FUSE is not available here: {FUSE_DEVICE} is missing (modprobe fuse)")
 
@@ -77,7 +87,7 @@ def serve(
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Mount the repository's snapshots read-only at `mountpoint`; return once it is unmounted."""
-    check_mountpoint(mountpoint)
+    check_mountpoint(mountpoint, repo.backend.root if isinstance(repo.backend, LocalBackend) else None)
     _prefer_libfuse3()
     try:
         import mfusepy
@@ -85,8 +95,15 @@ def serve(
         from shadowvault.mount.filesystem import SnapshotFs
     except OSError as err:  # mfusepy loads libfuse when imported
         raise UnsupportedError(f"FUSE is not available here: {err} (install the fuse3 package)") from err
+
+    def ready() -> None:
+        if options.allow_other and not view.acls_enforced:
+            log.warning("this FUSE cannot check POSIX ACLs: other users are judged by the stored modes alone")
+        if on_ready is not None:
+            on_ready()
+
     view = SnapshotFs(
-        Catalog(repo, options.refresh_seconds, shown=options.shown), TreeCache(repo), Blobs(repo), on_ready
+        Catalog(repo, options.refresh_seconds, shown=options.shown), TreeCache(repo), Blobs(repo), ready
     )
     with _signals_to_libfuse():
         try:

@@ -57,6 +57,12 @@ class _OpenFiles(threading.local):
 _thread_numbers = itertools.count()
 
 
+def _unusable(root: Path, err: OSError) -> RepositoryError:
+    """A path the checks cannot even look at (a name too long, a directory that cannot be listed):
+    one line, not an internal error."""
+    return RepositoryError(f"cannot use {root} as a repository: {err.strerror or err}")
+
+
 class LocalBackend:
     """Files under `root`; see backend.Backend for the contract of each call."""
 
@@ -77,24 +83,30 @@ class LocalBackend:
     def existing_root(path: str | os.PathLike[str]) -> Path:
         """`path` if it can be a repository; fails early (before asking for a password) otherwise."""
         root = Path(path)
-        if not root.exists():
-            raise RepositoryError(f"repository {root} does not exist")
-        if not root.is_dir():
-            raise RepositoryError(f"{root} is a file, not a repository")
-        if not (root / "config").is_file():
-            raise RepositoryError(f"{root} is not a Shadowvault repository (no config file)")
+        try:
+            if not root.exists():
+                raise RepositoryError(f"repository {root} does not exist")
+            if not root.is_dir():
+                raise RepositoryError(f"{root} is a file, not a repository")
+            if not (root / "config").is_file():
+                raise RepositoryError(f"{root} is not a Shadowvault repository (no config file)")
+        except OSError as err:
+            raise _unusable(root, err) from err
         return root
 
     @staticmethod
     def new_root(path: str | os.PathLike[str]) -> Path:
         """`path` if it can receive a new repository (absent or an empty directory)."""
         root = Path(path)
-        if root.exists() and not root.is_dir():
-            raise RepositoryError(f"{root} exists and is not a directory")
-        if root.is_dir() and any(root.iterdir()):
-            if (root / "config").exists():
-                raise RepositoryError(f"{root} is already a repository")
-            raise RepositoryError(f"{root} is not empty; a repository needs an empty or new directory")
+        try:
+            if root.exists() and not root.is_dir():
+                raise RepositoryError(f"{root} exists and is not a directory")
+            if root.is_dir() and any(root.iterdir()):
+                if (root / "config").exists():
+                    raise RepositoryError(f"{root} is already a repository")
+                raise RepositoryError(f"{root} is not empty; a repository needs an empty or new directory")
+        except OSError as err:
+            raise _unusable(root, err) from err
         return root
 
     @classmethod

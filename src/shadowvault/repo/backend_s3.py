@@ -42,7 +42,7 @@ from shadowvault.repo.backend_s3_uploads import (
 )
 from shadowvault.repo.backend_s3_url import S3Location, parse_s3_url
 from shadowvault.repo.backend_s3_writes import PART_SIZE, ObjectWriter
-from shadowvault.repo.cache_dir import default_cache_root, private_dir
+from shadowvault.repo.cache_dir import default_cache_root, private_dir, scratch_error
 from shadowvault.repo.s3_credentials import S3Credentials
 
 MULTIPART_THRESHOLD = 64 << 20  # smaller files go in one PUT (a default pack is ~16 MiB)
@@ -205,7 +205,7 @@ class S3Backend:
         try:
             private_dir(self._scratch)
         except OSError as err:
-            raise storage_error(err, str(self._scratch)) from err
+            raise scratch_error(err, self._scratch) from err
         return self._scratch / f"{secrets.token_hex(12)}.tmp"
 
     def list_temp(self) -> Iterator[FileInfo]:

@@ -13,6 +13,7 @@ import collections
 import http.client
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,13 +24,17 @@ import botocore.exceptions
 import botocore.session
 import urllib3.exceptions
 from botocore.config import Config
+from urllib3.util.ssl_match_hostname import CertificateError
 
-from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError
+from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError, UsageError
 from shadowvault.repo.backend_s3_url import S3Location
 from shadowvault.repo.s3_credentials import S3Credentials, missing_message
 from shadowvault.slots import Slots
 
 log = logging.getLogger(__name__)
+# urllib3 logs a certificate made for another host name (the certificate as a dict) before it
+# raises; the error line of tls_failure() below says it once.
+logging.getLogger("urllib3.connection").setLevel(logging.ERROR)
 
 T = TypeVar("T")
 
@@ -75,10 +80,33 @@ def http_status(err: botocore.exceptions.ClientError) -> int:
     return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
+# TLS handshakes that fail the same way every time: retrying them only makes the user wait.
+_TLS_FAILURES = {
+    "WRONG_VERSION_NUMBER": "the server does not speak HTTPS there (for plain HTTP write s3:http://...)",
+    "CERTIFICATE_VERIFY_FAILED": "its TLS certificate is not trusted (for a private CA, set AWS_CA_BUNDLE)",
+}
+_SSL_REASON = re.compile(r"\[SSL: (\w+)\] ([^(]*)")  # "[SSL: CODE] words (_ssl.c:1006)"
+
+
+def tls_failure(err: BaseException) -> str | None:
+    """Why a TLS handshake can never succeed (an https: URL for a plain HTTP server, a certificate
+    nobody vouches for or made for another name), with OpenSSL's words; None for any other error."""
+    if not isinstance(err, botocore.exceptions.SSLError):
+        return None
+    cause = err.kwargs.get("error")
+    named = cause.args[0] if isinstance(cause, Exception) and cause.args else None
+    if isinstance(named, CertificateError):  # urllib3's own check of the host name
+        return f"its TLS certificate is for another host name: {named}"
+    found = _SSL_REASON.search(str(err))
+    if found is None or found.group(1) not in _TLS_FAILURES:
+        return None
+    return f"{_TLS_FAILURES[found.group(1)]}: {found.group(2).strip()}"
+
+
 def is_transient(err: BaseException) -> bool:
     if isinstance(err, botocore.exceptions.ClientError):
         return http_status(err) >= 500 or error_code(err) in TRANSIENT_CODES
-    return isinstance(err, _CONNECTION_ERRORS)
+    return isinstance(err, _CONNECTION_ERRORS) and tls_failure(err) is None
 
 
 def _session(credentials: S3Credentials | None) -> boto3.session.Session:
@@ -142,6 +170,8 @@ class S3Client:
             )
         except botocore.exceptions.BotoCoreError as err:  # a profile that is not there, say
             raise RepositoryError(f"cannot reach {location.url}: {err}") from err
+        except ValueError as err:  # botocore's check of the endpoint: a host label over 63 characters
+            raise UsageError(f"{location.url}: {err}") from err
         self.client.meta.events.register("before-send.s3", self._count)
 
     def _count(self, event_name: str = "", **_: object) -> None:
@@ -209,6 +239,8 @@ def translate(err: BaseException, what: str, location: S3Location) -> Exception:
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return RepositoryError(f"S3 refused access to {location.url} ({code}): check the credentials")
         return RepositoryError(f"cannot {what} at {location.url}: {describe(err)}")
+    if why := tls_failure(err):
+        return RepositoryError(f"cannot reach {location.url}: {why}")
     if isinstance(err, botocore.exceptions.BotoCoreError):
         return RepositoryError(f"cannot {what} at {location.url}: {err}")
     return RepositoryError(f"cannot {what} at {location.url}: {describe(err)}")

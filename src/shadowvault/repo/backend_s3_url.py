@@ -75,7 +75,10 @@ def parse_s3_url(text: str) -> S3Location:
     if rest.startswith("//"):
         raise UsageError(f"{shown!r} is not an S3 repository URL: write {S3_FORMS}")
     if "://" in rest:
-        url = urlsplit(rest)
+        try:
+            url = urlsplit(rest)
+        except ValueError as err:  # a bracket left open: "Invalid IPv6 URL"
+            raise UsageError(f"{shown!r} is not an S3 repository URL ({err}): write {S3_FORMS}") from None
         if url.scheme.lower() not in ("http", "https") or not url.hostname:
             raise UsageError(f"{shown!r} is not an S3 repository URL: write {S3_FORMS}")
         if url.username or url.password or url.query or url.fragment:
@@ -83,10 +86,7 @@ def parse_s3_url(text: str) -> S3Location:
                 f"{shown!r}: no credentials, query or fragment in an S3 URL "
                 "(credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials)"
             )
-        try:
-            url.port  # noqa: B018 - raises on a port that is not a number in range
-        except ValueError:
-            raise UsageError(f"{shown!r} has an invalid port") from None
+        _check_port(url.netloc, shown)
         endpoint: str | None = f"{url.scheme.lower()}://{url.netloc}"
         path = url.path
     else:
@@ -98,6 +98,7 @@ def parse_s3_url(text: str) -> S3Location:
             )
         if not host:
             raise UsageError(f"{shown!r} names no host: write {S3_FORMS}")
+        _check_port(host, shown)
         endpoint = None if host.lower() in AWS_HOSTS else f"https://{host}"
     parts = [unquote(p) for p in path.split("/") if p]
     if not parts:
@@ -110,3 +111,14 @@ def parse_s3_url(text: str) -> S3Location:
     if any(p in (".", "..") for p in parts[1:]):
         raise UsageError(f"{shown!r}: the prefix may not contain . or .. components")
     return S3Location(endpoint, bucket, prefix)
+
+
+def _check_port(netloc: str, shown: str) -> None:
+    """A UsageError for a port no server listens on (0, out of range, not a number, or a bare `:`),
+    rather than eight tries to connect to it."""
+    try:
+        port = urlsplit(f"//{netloc}").port
+    except ValueError:
+        port = 0
+    if port == 0 or netloc.endswith(":"):
+        raise UsageError(f"{shown!r} has an invalid port")

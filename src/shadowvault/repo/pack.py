@@ -13,8 +13,9 @@ from pathlib import Path
 import blake3
 import msgspec
 
-from shadowvault.errors import IntegrityError
+from shadowvault.errors import IntegrityError, RepositoryError
 from shadowvault.repo.backend import Backend, open_private, storage_error
+from shadowvault.repo.cache_dir import scratch_error
 from shadowvault.repo.compression import decompress
 from shadowvault.repo.format import PackBlob
 from shadowvault.repo.sealing import Sealer, blob_aad
@@ -66,10 +67,11 @@ class PackWriter:
 
     def __init__(self, backend: Backend) -> None:
         self.path = backend.temp_path()
+        self._remote = backend.remote  # the temp file is then on a local disk, not the repository's
         try:
             self._file = open_private(self.path)
         except OSError as err:
-            raise storage_error(err, "a new pack") from err
+            raise self._write_error(err, "a new pack") from err
         self._hash = blake3.blake3(max_threads=1)
         self.size = 0
         self.blobs: list[PackBlob] = []
@@ -96,7 +98,7 @@ class PackWriter:
                 length += len(part)
         except OSError as err:
             self.abort()
-            raise storage_error(err, "a pack") from err
+            raise self._write_error(err, "a pack") from err
         for part in parts:
             self._hash.update(part)
         self.blobs.append(PackBlob(blob_type, blob_id, self.size, length, raw_length, compressed))
@@ -112,9 +114,12 @@ class PackWriter:
             self._file.close()
         except OSError as err:
             self.abort()
-            raise storage_error(err, "a pack") from err
+            raise self._write_error(err, "a pack") from err
         self._hash.update(tail)
         return FinishedPack(self._hash.hexdigest(), self.size + len(tail), self.blobs, self.path)
+
+    def _write_error(self, err: OSError, what: str) -> RepositoryError:
+        return scratch_error(err, self.path.parent) if self._remote else storage_error(err, what)
 
     def abort(self) -> None:
         try:

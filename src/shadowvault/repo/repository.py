@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from shadowvault.errors import IntegrityError, RepositoryError, UsageError
+from shadowvault.errors import IntegrityError, PartialFailure, RepositoryError, UsageError
 from shadowvault.repo import keys, repo_close, repo_config, repo_init
 from shadowvault.repo.backend import Backend
 from shadowvault.repo.backend_local import LocalBackend
@@ -149,7 +149,14 @@ class Repository:
         new = keys.add_key(self.backend, self._key, password)
         self.key_name = new
         if new != old:
-            self.backend.remove(old)
+            try:
+                self.backend.remove(old)
+            except RepositoryError as err:  # said alone, it read as if the password had not changed
+                old_id, new_id = old.rsplit("/", 1)[-1][:8], new.rsplit("/", 1)[-1][:8]
+                raise PartialFailure(
+                    f"the new password works (key {new_id}), but the old key {old_id} is still there: {err};"
+                    f" `shadowvault key remove {old_id}` removes it"
+                ) from err
         return new
 
     @property
