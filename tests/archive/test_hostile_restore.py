@@ -31,7 +31,7 @@ from shadowvault.archive.listing import walk_tree
 from shadowvault.archive.restore import Overwrite, Restorer, find_node
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.format import BlobType
-from shadowvault.repo.repair import repair_snapshots
+from shadowvault.repo.repair_snapshots import repair_snapshots
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.tree import Node, Tree

@@ -8,7 +8,8 @@ import click
 
 from shadowvault.cli.output import emit, info, json_option
 from shadowvault.cli.repo_options import open_repository, read_password, repo_options, repo_path
-from shadowvault.repo.repair import repair_index, repair_packs, repair_snapshots
+from shadowvault.repo.repair import repair_index, repair_packs
+from shadowvault.repo.repair_snapshots import repair_snapshots
 from shadowvault.repo.repository import Repository
 
 

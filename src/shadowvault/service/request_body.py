@@ -31,7 +31,7 @@ def parse(
             raise UsageError("the request body must be a JSON object")
     try:
         decoded = decode_json(body, kind, dec_hook)
-        _refuse_nul(msgspec.json.decode(body))
+        _refuse_nul(decode_json(body, object))  # the same document untyped: every string in it
     except msgspec.ValidationError as err:
         raise UsageError(f"invalid request: {err}") from None
     except msgspec.DecodeError as err:
