@@ -1,0 +1,52 @@
+"""Everyday restic 0.14 habits, typed as a restic user moving over types them: each test is a
+difference found by running restic and shadowvault side by side on the same small tree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.inprocess_cli import Shadowvault
+
+
+@pytest.fixture
+def sv(env: dict[str, str]) -> Shadowvault:
+    return Shadowvault(env)
+
+
+def ok(sv: Shadowvault, *args: object) -> str:
+    done = sv(*args)
+    assert done.exit_code == 0, (args, done.stderr)
+    return done.stdout
+
+
+def listed(sv: Shadowvault, *args: object) -> list[tuple[str, list[str]]]:
+    """(host, tags) of each snapshot `snapshots --json ARGS` lists, oldest first."""
+    return [(s["host"], s["tags"]) for s in json.loads(ok(sv, "snapshots", "--json", *args))]
+
+
+def test_tag_lists_are_restics_comma_separated_lists(sv: Shadowvault, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    ok(sv, "backup", "--provider", "none", "-q", "--tag", "a", src)
+    ok(sv, "backup", "--provider", "none", "-q", "--tag", "a,b", src)  # restic: the tags a and b
+    ok(sv, "backup", "--provider", "none", "-q", "--tag", "b", "--host", "other", src)
+    assert [tags for _, tags in listed(sv)] == [["a"], ["a", "b"], ["b"]]
+
+    assert [tags for _, tags in listed(sv, "--tag", "a,b")] == [["a", "b"]]  # both; repeated: either
+    assert [tags for _, tags in listed(sv, "--tag", "a", "--tag", "b")] == [["a"], ["a", "b"], ["b"]]
+    hosts = {host for host, _ in listed(sv)}
+    assert len(listed(sv, *[arg for host in hosts for arg in ("--host", host)])) == 3  # any of the hosts
+    assert [tags for _, tags in listed(sv, "--host", "other")] == [["b"]]
+
+    ok(sv, "tag", "--tag", "b", "--add", "x, y")
+    assert [tags for _, tags in listed(sv, "--tag", "x,y")] == [["a", "b", "x", "y"], ["b", "x", "y"]]
+    ok(sv, "tag", "--tag", "x", "--remove", "x,y")
+    assert [tags for _, tags in listed(sv)] == [["a"], ["a", "b"], ["b"]]
+
+    # --keep-tag a,b keeps what carries both; repeated, what carries either list
+    forget = json.loads(ok(sv, "forget", "--dry-run", "--json", "--group-by", "", "--keep-tag", "a,b"))
+    assert [[s["tags"] for s in g["keep"]] for g in forget["groups"]] == [[["a", "b"]]]
