@@ -50,3 +50,16 @@ def test_tag_lists_are_restics_comma_separated_lists(sv: Shadowvault, tmp_path: 
     # --keep-tag a,b keeps what carries both; repeated, what carries either list
     forget = json.loads(ok(sv, "forget", "--dry-run", "--json", "--group-by", "", "--keep-tag", "a,b"))
     assert [[s["tags"] for s in g["keep"]] for g in forget["groups"]] == [[["a", "b"]]]
+
+
+def test_exclude_file_expands_variables_as_restic(env: dict[str, str], tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for name in ("keep", "cache", "logs"):
+        (src / name).mkdir(parents=True)
+        (src / name / "f").write_text(name)
+    rules = tmp_path / "excludes"
+    rules.write_text("# a comment\n\n  $SRC/cache  \n${SRC}/$UNSET_VARIABLE_HERE/logs\n")
+    sv = Shadowvault({**env, "SRC": str(src)})
+    ok(sv, "backup", "--provider", "none", "-q", "--exclude-file", rules, src)
+    paths = [json.loads(line).get("path") for line in ok(sv, "ls", "--json", "latest").splitlines()]
+    assert sorted(p for p in paths if p and p.startswith(f"{src}/")) == [f"{src}/keep", f"{src}/keep/f"]

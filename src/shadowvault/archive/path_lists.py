@@ -7,12 +7,14 @@
   names that start with `#` or a space.
 - `--files-from-raw`: paths separated by NUL bytes (`find -print0`): for names holding a line break.
 - `--exclude-file` (and `--iexclude-file`): one glob per line, the same syntax as --exclude; blank
-  lines and `#` comments are ignored.
+  lines and `#` comments are ignored; `$VAR` and `${VAR}` are replaced by the variable's value (empty
+  when unset; `$$` is `$`), as restic does with Go's os.Expand: a shared file says `$HOME/.cache`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from enum import StrEnum
 
@@ -45,11 +47,26 @@ def read_path_list(path: str, form: ListFormat = ListFormat.LINES) -> list[str]:
     return [os.fsdecode(e) for e in entries if e]
 
 
+# Go's os.Expand: ${NAME}; "${}" and an unclosed "${" are eaten; a shell special character or a
+# digit is a name of one character; else the longest run of letters, digits and "_"
+_VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|\{|([*#$@!?0-9-])|([A-Za-z0-9_]+))")
+
+
+def expand_variables(text: str) -> str:
+    """`text` with its variables replaced as restic replaces them in an exclude file."""
+
+    def value(match: re.Match[str]) -> str:
+        name = next((group for group in match.groups() if group is not None), "")
+        return "$" if name == "$" else os.environ.get(name, "") if name else ""
+
+    return _VARIABLE.sub(value, text)
+
+
 def read_pattern_files(paths: Iterable[str], option: str = "exclude-file") -> list[str]:
     """The globs the --exclude-file options (or --iexclude-file ones, `option`) list, in order."""
     patterns = []
     for path in paths:
         text = _read(path, option).decode("utf-8", errors="surrogateescape")
         lines = (line.strip() for line in text.splitlines())
-        patterns += [p for p in lines if p and not p.startswith("#")]
+        patterns += [expand_variables(p) for p in lines if p and not p.startswith("#")]
     return patterns
