@@ -63,3 +63,17 @@ def test_exclude_file_expands_variables_as_restic(env: dict[str, str], tmp_path:
     ok(sv, "backup", "--provider", "none", "-q", "--exclude-file", rules, src)
     paths = [json.loads(line).get("path") for line in ok(sv, "ls", "--json", "latest").splitlines()]
     assert sorted(p for p in paths if p and p.startswith(f"{src}/")) == [f"{src}/keep", f"{src}/keep/f"]
+
+
+def test_files_from_expands_globs_as_restic(sv: Shadowvault, tmp_path: Path) -> None:
+    for name in ("ann/docs", "bob/docs", ".hidden/docs", "ann/tmp"):
+        (tmp_path / "home" / name).mkdir(parents=True)
+    listing = tmp_path / "list"
+    listing.write_text(f"# the users' documents\n{tmp_path}/home/*/docs\n")
+    ok(sv, "backup", "--provider", "none", "-q", "--files-from", listing)
+    snapshot = json.loads(ok(sv, "snapshots", "--json"))[-1]
+    assert snapshot["paths"] == [f"{tmp_path}/home/{name}/docs" for name in (".hidden", "ann", "bob")]
+
+    listing.write_text(f"{tmp_path}/home/*/nothing\n")  # matches nothing: named, not silently skipped
+    done = sv("backup", "--provider", "none", "-q", "--files-from", listing)
+    assert done.exit_code == 1 and "home/*/nothing: no such file or directory" in done.stderr

@@ -2,7 +2,10 @@
 --exclude-file, with restic's rules.
 
 - `--files-from`: one path per line; surrounding whitespace is trimmed; blank lines and lines
-  starting with `#` are ignored.
+  starting with `#` are ignored; a line holding `*`, `?` or `[` is a glob expanded to the paths it
+  matches (sorted), as restic does with Go's filepath.Glob (`*` matches a leading dot there too).
+  A glob that matches nothing stays as written, so the backup names it as a path that does not exist
+  (restic skips it with a warning; a list that no longer matches is worth stopping for).
 - `--files-from-verbatim`: one path per line, taken as it is (only empty lines are ignored): for
   names that start with `#` or a space.
 - `--files-from-raw`: paths separated by NUL bytes (`find -print0`): for names holding a line break.
@@ -13,6 +16,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from collections.abc import Iterable
@@ -42,9 +46,17 @@ def read_path_list(path: str, form: ListFormat = ListFormat.LINES) -> list[str]:
         entries = data.split(b"\0")
     else:
         entries = [line.removesuffix(b"\r") for line in data.split(b"\n")]
-    if form is ListFormat.LINES:
-        entries = [e.strip() for e in entries if not e.strip().startswith(b"#")]
-    return [os.fsdecode(e) for e in entries if e]
+    if form is not ListFormat.LINES:
+        return [os.fsdecode(e) for e in entries if e]
+    lines = [os.fsdecode(e.strip()) for e in entries if e.strip() and not e.strip().startswith(b"#")]
+    return [path for line in lines for path in _expanded(line)]
+
+
+def _expanded(line: str) -> list[str]:
+    """The paths a --files-from line names: a glob's matches, or the line itself."""
+    if not glob.has_magic(line):
+        return [line]
+    return sorted(glob.glob(line, include_hidden=True)) or [line]
 
 
 # Go's os.Expand: ${NAME}; "${}" and an unclosed "${" are eaten; a shell special character or a
