@@ -77,3 +77,23 @@ def test_files_from_expands_globs_as_restic(sv: Shadowvault, tmp_path: Path) -> 
     listing.write_text(f"{tmp_path}/home/*/nothing\n")  # matches nothing: named, not silently skipped
     done = sv("backup", "--provider", "none", "-q", "--files-from", listing)
     assert done.exit_code == 1 and "home/*/nothing: no such file or directory" in done.stderr
+
+
+def test_json_lines_carry_restics_field_names(sv: Shadowvault, tmp_path: Path) -> None:
+    """What restic users' jq filters read: snapshots' hostname, ls's struct_type, diff's modifier and
+    source_snapshot/target_snapshot (beside our own names)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "old").write_text("1")
+    ok(sv, "backup", "--provider", "none", "-q", src)
+    (src / "old").unlink()
+    (src / "new").write_text("2")
+    ok(sv, "backup", "--provider", "none", "-q", src)
+    first, second = json.loads(ok(sv, "snapshots", "--json"))
+    assert first["hostname"] == first["host"]
+    kinds = {json.loads(line)["struct_type"] for line in ok(sv, "ls", "--json", "latest").splitlines()}
+    assert kinds == {"snapshot", "node"}
+    lines = [json.loads(line) for line in ok(sv, "diff", "--json", first["id"], second["id"]).splitlines()]
+    modifiers = {line["path"]: line["modifier"] for line in lines if line["message_type"] == "change"}
+    assert modifiers[f"{src}/old"] == "-" and modifiers[f"{src}/new"] == "+"
+    assert (lines[-1]["source_snapshot"], lines[-1]["target_snapshot"]) == (first["id"], second["id"])
