@@ -97,3 +97,17 @@ def test_json_lines_carry_restics_field_names(sv: Shadowvault, tmp_path: Path) -
     modifiers = {line["path"]: line["modifier"] for line in lines if line["message_type"] == "change"}
     assert modifiers[f"{src}/old"] == "-" and modifiers[f"{src}/new"] == "+"
     assert (lines[-1]["source_snapshot"], lines[-1]["target_snapshot"]) == (first["id"], second["id"])
+
+
+def test_snapshots_and_forget_take_path_as_every_other_command_does(
+    sv: Shadowvault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ls --path DIR/` and `--path .` find the snapshots of DIR: so do `snapshots` and `forget`."""
+    src = tmp_path / "src"
+    src.mkdir()
+    ok(sv, "backup", "--provider", "none", "-q", src)
+    monkeypatch.chdir(src)
+    for given in (f"{src}/", "."):
+        assert len(json.loads(ok(sv, "snapshots", "--json", "--path", given))) == 1
+        forget = json.loads(ok(sv, "forget", "--json", "--dry-run", "--keep-last", "1", "--path", given))
+        assert [len(group["keep"]) for group in forget["groups"]] == [1]

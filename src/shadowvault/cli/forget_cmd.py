@@ -17,6 +17,7 @@ from shadowvault.repo.prune import prune
 from shadowvault.repo.repository import Repository, filter_snapshots
 from shadowvault.repo.retention_groups import parse_group_by
 from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot_choice import normalize_filter_path
 
 
 def _named_snapshot(repo: Repository, ref: str) -> tuple[str, Snapshot | None]:
@@ -118,7 +119,8 @@ def forget_cmd(
         if snapshot_ids:
             reports = named_report([_named_snapshot(r, ref) for ref in snapshot_ids])
         else:
-            snapshots = filter_snapshots(r.list_snapshots(), paths=paths, hosts=hosts, tags=tags)
+            given = [normalize_filter_path(p) for p in paths]
+            snapshots = filter_snapshots(r.list_snapshots(), paths=given, hosts=hosts, tags=tags)
             reports = policy_reports(apply_policy(snapshots, policy, group_by=grouping))
         to_remove = [item.snapshot_id for report in reports for item in report.remove]
         if not dry_run:

@@ -15,6 +15,7 @@ from shadowvault.display import counted, escape_text
 from shadowvault.repo.repository import filter_snapshots
 from shadowvault.repo.retention_groups import GroupKey, group_snapshots, parse_group_by
 from shadowvault.repo.snapshot import Snapshot, summary_bytes
+from shadowvault.repo.snapshot_choice import normalize_filter_path
 from shadowvault.repo.snapshots import latest_of_each_group
 
 Listed = list[tuple[str, Snapshot]]
@@ -95,7 +96,7 @@ def snapshots_cmd(
         if refs:
             wanted = {r.find_snapshot(ref)[0] for ref in refs}
             listed = [(sid, snap) for sid, snap in listed if sid in wanted]
-        found = filter_snapshots(listed, paths=paths, hosts=hosts, tags=tags)
+        found = filter_snapshots(listed, paths=map(normalize_filter_path, paths), hosts=hosts, tags=tags)
     if grouping is None:
         if latest is not None:
             found = latest_of_each_group(found, latest)
