@@ -111,3 +111,18 @@ def test_snapshots_and_forget_take_path_as_every_other_command_does(
         assert len(json.loads(ok(sv, "snapshots", "--json", "--path", given))) == 1
         forget = json.loads(ok(sv, "forget", "--json", "--dry-run", "--keep-last", "1", "--path", given))
         assert [len(group["keep"]) for group in forget["groups"]] == [1]
+
+
+def test_check_read_data_subset_takes_restics_size_form(sv: Shadowvault, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in range(3):  # a pack per backup
+        (src / f"f{n}").write_bytes(bytes([n]) * 5000)
+        ok(sv, "backup", "--provider", "none", "-q", src)
+    some = json.loads(ok(sv, "check", "--json", "--read-data-subset", "1K"))
+    assert some["packs"] >= 3 and some["packs_read"] == 1  # a share of the size, at least one pack
+    every = json.loads(ok(sv, "check", "--json", "--read-data-subset", "2G"))
+    assert every["packs_read"] == every["packs"]
+    for wrong in ("0", "12Q", "0/3", "0%"):
+        done = sv("check", "--read-data-subset", wrong)
+        assert done.exit_code == 2 and "a size like 500M" in done.stderr
