@@ -126,3 +126,14 @@ def test_check_read_data_subset_takes_restics_size_form(sv: Shadowvault, tmp_pat
     for wrong in ("0", "12Q", "0/3", "0%"):
         done = sv("check", "--read-data-subset", wrong)
         assert done.exit_code == 2 and "a size like 500M" in done.stderr
+
+
+def test_diff_takes_restics_metadata_flag(sv: Shadowvault, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("1")
+    ok(sv, "backup", "--provider", "none", "-q", src)
+    (src / "f").chmod(0o600)
+    ok(sv, "backup", "--provider", "none", "-q", src)
+    first, second = (s["id"] for s in json.loads(ok(sv, "snapshots", "--json")))
+    assert f"U    {src}/f" in ok(sv, "diff", "--metadata", first, second).splitlines()

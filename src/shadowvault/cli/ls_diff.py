@@ -90,6 +90,12 @@ def ls_cmd(
 @repo_options
 @click.argument("first", metavar="SNAP1")
 @click.argument("second", metavar="SNAP2")
+@click.option(  # restic hides metadata changes without it; here they are always shown (U)
+    "--metadata",
+    is_flag=True,
+    expose_value=False,
+    help="Accepted for restic: metadata changes are always shown.",
+)
 @snapshot_filter_options
 @json_option
 def diff_cmd(
