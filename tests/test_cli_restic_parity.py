@@ -137,3 +137,18 @@ def test_diff_takes_restics_metadata_flag(sv: Shadowvault, tmp_path: Path) -> No
     ok(sv, "backup", "--provider", "none", "-q", src)
     first, second = (s["id"] for s in json.loads(ok(sv, "snapshots", "--json")))
     assert f"U    {src}/f" in ok(sv, "diff", "--metadata", first, second).splitlines()
+
+
+def test_repository_and_password_options_go_before_the_command(env: dict[str, str], tmp_path: Path) -> None:
+    """`restic -r REPO snapshots`: the habit works; the command's own option, typed after it, wins;
+    either wins over the environment."""
+    password = tmp_path / "password"
+    password.write_text(env["SHADOWVAULT_PASSWORD"] + "\n")
+    elsewhere = {**env, "SHADOWVAULT_REPOSITORY": str(tmp_path / "none"), "SHADOWVAULT_PASSWORD": "wrong"}
+    sv = Shadowvault(elsewhere)
+    repo = env["SHADOWVAULT_REPOSITORY"]
+    assert json.loads(ok(sv, "-r", repo, "--password-file", password, "snapshots", "--json")) == []
+    assert json.loads(ok(sv, "--repo", str(tmp_path / "none"), "snapshots", "-r", repo, "--json",
+                         "--password-file", password)) == []  # fmt: skip
+    done = sv("-r", str(tmp_path / "none"), "--password-file", password, "snapshots")
+    assert done.exit_code == 1 and "none does not exist" in done.stderr
