@@ -53,3 +53,27 @@ def test_iexcludes_match_without_regard_to_case_and_excludes_keep_it():
     rules = PathFilter(excludes=["*.tmp"], iexcludes=["/home/*/.ENV", "SECRETS"])
     assert rules.excluded("/home/ann/.env") and rules.excluded("/srv/secrets/key")
     assert rules.excluded("/a/b.tmp") and not rules.excluded("/a/b.TMP")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path"),
+    [
+        ("/srv//www/./cache/", "/srv/www/cache/x"),
+        ("/srv/www/../www/cache", "/srv/www/cache"),
+        ("//srv", "/srv"),
+    ],
+)
+def test_patterns_are_cleaned_as_restic_cleans_them(pattern, path):
+    assert PathFilter(excludes=[pattern]).excluded(path)
+
+
+def test_a_negated_pattern_takes_back_what_the_ones_before_it_matched():
+    rules = PathFilter(excludes=["/home/*", "!/home/ann", "*.tmp"])
+    assert rules.excluded("/home/bob") and rules.excluded("/home/bob/x")
+    assert not rules.excluded("/home/ann") and not rules.excluded("/home/ann/notes")
+    assert rules.excluded("/home/ann/a.tmp")  # a later pattern marks it again
+    assert PathFilter(excludes=["!/home/ann", "/home/*"]).excluded("/home/ann")  # order matters
+    # each list on its own: a case-sensitive `!` does not take back an --iexclude
+    assert PathFilter(excludes=["!/home/ann"], iexcludes=["/HOME/*"]).excluded("/home/ann")
+    restore = PathFilter(includes=["/srv/*", "!/srv/skip"])
+    assert restore.included("/srv/app") and not restore.included("/srv/skip/x")

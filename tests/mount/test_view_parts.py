@@ -178,7 +178,7 @@ def test_the_view_shows_only_the_snapshots_asked_for(tmp_path: Path):
         web = _snapshot(repo, 1_700_000_000, "web", ["daily"])
         _snapshot(repo, 1_700_000_100, "db", ["daily"])
         _snapshot(repo, 1_700_000_200, "web", [])
-        shown = SnapshotFilter(host="web", tags=("daily",))
+        shown = SnapshotFilter(hosts=("web",), tags=("daily",))
         snapshots = Catalog(repo, refresh_seconds=0, shown=shown).root().entries["snapshots"]
         assert isinstance(snapshots, VirtualDir)
         assert sorted(snapshots.entries) == sorted([f"2023-11-14T22:13:20Z_{web[:8]}", "latest"])

@@ -2,17 +2,23 @@
 --exclude-file, with restic's rules.
 
 - `--files-from`: one path per line; surrounding whitespace is trimmed; blank lines and lines
-  starting with `#` are ignored.
+  starting with `#` are ignored; a line holding `*`, `?` or `[` is a glob expanded to the paths it
+  matches (sorted), as restic does with Go's filepath.Glob (`*` matches a leading dot there too).
+  A glob that matches nothing stays as written, so the backup names it as a path that does not exist
+  (restic skips it with a warning; a list that no longer matches is worth stopping for).
 - `--files-from-verbatim`: one path per line, taken as it is (only empty lines are ignored): for
   names that start with `#` or a space.
 - `--files-from-raw`: paths separated by NUL bytes (`find -print0`): for names holding a line break.
 - `--exclude-file` (and `--iexclude-file`): one glob per line, the same syntax as --exclude; blank
-  lines and `#` comments are ignored.
+  lines and `#` comments are ignored; `$VAR` and `${VAR}` are replaced by the variable's value (empty
+  when unset; `$$` is `$`), as restic does with Go's os.Expand: a shared file says `$HOME/.cache`.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 from collections.abc import Iterable
 from enum import StrEnum
 
@@ -40,9 +46,32 @@ def read_path_list(path: str, form: ListFormat = ListFormat.LINES) -> list[str]:
         entries = data.split(b"\0")
     else:
         entries = [line.removesuffix(b"\r") for line in data.split(b"\n")]
-    if form is ListFormat.LINES:
-        entries = [e.strip() for e in entries if not e.strip().startswith(b"#")]
-    return [os.fsdecode(e) for e in entries if e]
+    if form is not ListFormat.LINES:
+        return [os.fsdecode(e) for e in entries if e]
+    lines = [os.fsdecode(e.strip()) for e in entries if e.strip() and not e.strip().startswith(b"#")]
+    return [path for line in lines for path in _expanded(line)]
+
+
+def _expanded(line: str) -> list[str]:
+    """The paths a --files-from line names: a glob's matches, or the line itself."""
+    if not glob.has_magic(line):
+        return [line]
+    return sorted(glob.glob(line, include_hidden=True)) or [line]
+
+
+# Go's os.Expand: ${NAME}; "${}" and an unclosed "${" are eaten; a shell special character or a
+# digit is a name of one character; else the longest run of letters, digits and "_"
+_VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|\{|([*#$@!?0-9-])|([A-Za-z0-9_]+))")
+
+
+def expand_variables(text: str) -> str:
+    """`text` with its variables replaced as restic replaces them in an exclude file."""
+
+    def value(match: re.Match[str]) -> str:
+        name = next((group for group in match.groups() if group is not None), "")
+        return "$" if name == "$" else os.environ.get(name, "") if name else ""
+
+    return _VARIABLE.sub(value, text)
 
 
 def read_pattern_files(paths: Iterable[str], option: str = "exclude-file") -> list[str]:
@@ -51,5 +80,5 @@ def read_pattern_files(paths: Iterable[str], option: str = "exclude-file") -> li
     for path in paths:
         text = _read(path, option).decode("utf-8", errors="surrogateescape")
         lines = (line.strip() for line in text.splitlines())
-        patterns += [p for p in lines if p and not p.startswith("#")]
+        patterns += [expand_variables(p) for p in lines if p and not p.startswith("#")]
     return patterns

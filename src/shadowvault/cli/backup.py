@@ -22,6 +22,7 @@ from shadowvault.cli.component_options import backup_component_options
 from shadowvault.cli.output import json_option
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.errors import UsageError
+from shadowvault.repo.tag_lists import split_tags
 from shadowvault.shadow.providers.names import AUTO, NO_PROVIDER, PROVIDER_NAMES
 
 PROVIDERS = [AUTO, *PROVIDER_NAMES, NO_PROVIDER]  # none: read the live files, no shadow set
@@ -31,7 +32,9 @@ PROVIDERS = [AUTO, *PROVIDER_NAMES, NO_PROVIDER]  # none: read the live files, n
 @repo_options
 @click.argument("paths", nargs=-1, required=False)
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Leave out matching paths.")
-@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the snapshot (repeatable).")
+@click.option(
+    "--tag", "tags", multiple=True, metavar="TAG[,TAG...]", help="Tag the snapshot (repeatable, as restic)."
+)
 @click.option(
     "--provider",
     type=click.Choice(PROVIDERS),
@@ -109,7 +112,7 @@ def backup_cmd(
     arguments = BackupArguments(
         paths=paths,
         excludes=excludes,
-        tags=tags,
+        tags=split_tags(tags),
         provider=provider,
         writers=writers,
         host=host,

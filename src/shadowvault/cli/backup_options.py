@@ -61,7 +61,7 @@ def backup_selection_options(func: F) -> F:
             multiple=True,
             metavar="FILE",
             type=click.Path(dir_okay=False),
-            help="Back up the paths listed in FILE, one a line (# comments, blank lines ignored).",
+            help="Back up the paths (or globs) listed in FILE, one a line (# comments, blank lines ignored).",
         ),
         click.option(
             "--files-from-verbatim",

@@ -17,6 +17,7 @@ from shadowvault.repo.prune import prune
 from shadowvault.repo.repository import Repository, filter_snapshots
 from shadowvault.repo.retention_groups import parse_group_by
 from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot_choice import normalize_filter_path
 
 
 def _named_snapshot(repo: Repository, ref: str) -> tuple[str, Snapshot | None]:
@@ -39,11 +40,21 @@ def _named_snapshot(repo: Repository, ref: str) -> tuple[str, Snapshot | None]:
 @click.option("--keep-weekly", type=int, default=0, help="Keep the newest snapshot of each of N weeks.")
 @click.option("--keep-monthly", type=int, default=0, help="Keep the newest snapshot of each of N months.")
 @click.option("--keep-yearly", type=int, default=0, help="Keep the newest snapshot of each of N years.")
-@click.option("--keep-tag", "keep_tags", multiple=True, help="Keep every snapshot with this tag.")
+@click.option(
+    "--keep-tag",
+    "keep_tags",
+    multiple=True,
+    help="Keep every snapshot with this tag (TAG,TAG,...: with all of these). Repeatable.",
+)
 @forget_within_options
-@click.option("--host", default=None, help="Only consider snapshots of this host.")
+@click.option("--host", "hosts", multiple=True, help="Only consider snapshots of this host (repeatable).")
 @click.option("--path", "paths", multiple=True, help="Only consider snapshots of this path.")
-@click.option("--tag", "tags", multiple=True, help="Only consider snapshots with this tag.")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    help="Only consider snapshots with this tag (TAG,TAG,...: all of these; repeatable: any of the lists).",
+)
 @click.option("--dry-run", "-n", is_flag=True, help="Only say what would be removed.")
 @click.option("--prune", "then_prune", is_flag=True, help="Prune afterwards.")
 @click.argument("snapshot_ids", nargs=-1)
@@ -65,7 +76,7 @@ def forget_cmd(
     within_monthly: str | None,
     within_yearly: str | None,
     group_by: str,
-    host: str | None,
+    hosts: tuple[str, ...],
     paths: tuple[str, ...],
     tags: tuple[str, ...],
     dry_run: bool,
@@ -108,7 +119,8 @@ def forget_cmd(
         if snapshot_ids:
             reports = named_report([_named_snapshot(r, ref) for ref in snapshot_ids])
         else:
-            snapshots = filter_snapshots(r.list_snapshots(), paths=paths, host=host, tags=tags)
+            given = [normalize_filter_path(p) for p in paths]
+            snapshots = filter_snapshots(r.list_snapshots(), paths=given, hosts=hosts, tags=tags)
             reports = policy_reports(apply_policy(snapshots, policy, group_by=grouping))
         to_remove = [item.snapshot_id for report in reports for item in report.remove]
         if not dry_run:

@@ -26,6 +26,7 @@ from shadowvault.display import counted
 from shadowvault.errors import PartialFailure, UsageError
 from shadowvault.repo.raw_objects import KINDS, cat_blob, cat_document, snapshot_document
 from shadowvault.repo.retag import TagChange, retag
+from shadowvault.repo.tag_lists import split_tags
 
 
 def _line(text: str) -> None:
@@ -240,13 +241,13 @@ def stats_cmd(
 @click.command("tag")
 @repo_options
 @click.argument("refs", nargs=-1, metavar="[SNAP...]")
-@click.option("--add", "add", multiple=True, metavar="TAG", help="Add TAG (repeatable).")
-@click.option("--remove", "remove", multiple=True, metavar="TAG", help="Remove TAG (repeatable).")
+@click.option("--add", "add", multiple=True, metavar="TAG[,TAG...]", help="Add TAG (repeatable).")
+@click.option("--remove", "remove", multiple=True, metavar="TAG[,TAG...]", help="Remove TAG (repeatable).")
 @click.option(
     "--set",
     "set_to",
     multiple=True,
-    metavar="TAG",
+    metavar="TAG[,TAG...]",
     help="Replace every tag by these (repeatable; --set '' clears).",
 )
 @snapshot_filter_options
@@ -266,7 +267,7 @@ def tag_cmd(
     Like restic, a changed snapshot is written anew (a new id; time and content kept, the id it
     replaces recorded as `original`) and the old file is removed.
     """
-    change = TagChange(add, remove, tuple(t for t in set_to if t) if set_to else None)
+    change = TagChange(split_tags(add), split_tags(remove), split_tags(set_to) if set_to else None)
     with open_repository(repo, password_file, write=True, kind="tag") as r:
         done = retag(r, choose_all(r, refs, snapshot_filter), change)
     for item in done:

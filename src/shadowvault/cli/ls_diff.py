@@ -55,10 +55,18 @@ def ls_cmd(
     with open_repository(repo, password_file) as r:
         snap_id, snap = choose(r, snapshot, snapshot_filter, subpath=path)
         if as_json:
-            print_json({"message_type": "snapshot", "id": snap_id, "paths": snap.paths, "time": snap.time})
+            print_json(  # struct_type: restic's name for the kind of line, for restic users' scripts
+                {
+                    "message_type": "snapshot",
+                    "struct_type": "snapshot",
+                    "id": snap_id,
+                    "paths": snap.paths,
+                    "time": snap.time,
+                }
+            )
         for entry_path, node in list_snapshot(r, snap.tree, path, recursive=recursive):
             if as_json:
-                print_json({"message_type": "node", **describe(entry_path, node)})
+                print_json({"message_type": "node", "struct_type": "node", **describe(entry_path, node)})
             elif long_format:
                 owner = escape_text(
                     f"{node.user or node.uid}/{node.group or node.gid}"
@@ -82,6 +90,12 @@ def ls_cmd(
 @repo_options
 @click.argument("first", metavar="SNAP1")
 @click.argument("second", metavar="SNAP2")
+@click.option(  # restic hides metadata changes without it; here they are always shown (U)
+    "--metadata",
+    is_flag=True,
+    expose_value=False,
+    help="Accepted for restic: metadata changes are always shown.",
+)
 @snapshot_filter_options
 @json_option
 def diff_cmd(
@@ -109,6 +123,7 @@ def diff_cmd(
                         "message_type": "change",
                         **path_fields(difference.path),
                         "change": difference.change.value,
+                        "modifier": SYMBOLS[difference.change],  # restic's field: + - M U (and our !)
                         "type": difference.type,
                         **({"error": difference.error} if difference.error is not None else {}),
                     }
@@ -118,7 +133,8 @@ def diff_cmd(
                 _line(f"{SYMBOLS[difference.change]}    {display(difference.path)}{mark}")
         if as_json:
             figures = stats.as_json(r.blob_size)
-            print_json({"message_type": "statistics", "source": id1, "target": id2, **figures})
+            restic_ids = {"source_snapshot": id1, "target_snapshot": id2}  # restic's names
+            print_json({"message_type": "statistics", "source": id1, "target": id2, **restic_ids, **figures})
         else:
             _print_diff_figures(stats, stats.data(r.blob_size))
 

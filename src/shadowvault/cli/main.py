@@ -15,6 +15,7 @@ import click
 
 from shadowvault import __version__, interrupts
 from shadowvault.cli import global_options, output
+from shadowvault.cli.repo_options import root_repo_options
 from shadowvault.errors import ShadowvaultError
 
 # command -> the module of shadowvault.cli that defines it (in its COMMANDS list, or as `module:attr`).
@@ -141,10 +142,12 @@ class _Root(click.Group):
     help="Make shadow sets in this process even when `shadowvault daemon` answers on its socket.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON (the command's --json).")
+@root_repo_options
 def cli(verbose: int, quiet: bool, no_daemon: bool, as_json: bool) -> None:
     """Shadow copies for Linux, and the backup agent built on them.
 
-    -v, -q, --no-daemon and --json go before or after the command.
+    -v, -q, --no-daemon and --json go before or after the command, and so do -r/--repo,
+    --password-file and --password-command (restic's global flags).
     """
     meta = click.get_current_context().meta
     meta.update(

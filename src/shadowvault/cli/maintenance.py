@@ -7,9 +7,11 @@ import dataclasses
 import re
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import click
 
+from shadowvault.archive.exclude_rules import parse_size
 from shadowvault.archive.memory import bound_heap
 from shadowvault.cli.output import emit, info, json_option, listing, note, print_json, quiet
 from shadowvault.cli.repair import repair_group
@@ -39,17 +41,32 @@ def _tty_progress() -> Iterator[Callable[[str, int, int], None] | None]:
         yield show
 
 
-def _parse_subset(value: str | None) -> tuple[float, tuple[int, int] | None]:
-    """'10%' -> a random tenth of the packs; '2/5' -> the second of five fixed groups."""
+def _parse_subset(value: str | None) -> dict[str, Any]:
+    """check()'s arguments for the option: '10%' -> a random tenth of the packs; '2/5' -> the second
+    of five fixed groups; '500M' -> random packs making about 500 MiB (restic's three forms)."""
     if value is None:
-        return 0.0, None
+        return {}
     group = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
     if group and 1 <= int(group.group(1)) <= int(group.group(2)):
-        return 0.0, (int(group.group(1)), int(group.group(2)))
+        return {"read_data_group": (int(group.group(1)), int(group.group(2)))}
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)
-    if not match or not 0 < float(match.group(1)) <= 100:
-        raise UsageError(f"--read-data-subset takes a percentage like 10% or a group like 2/5, not {value!r}")
-    return float(match.group(1)) / 100, None
+    if match and 0 < float(match.group(1)) <= 100:
+        return {"read_data_fraction": float(match.group(1)) / 100}
+    size = None if "/" in value or "%" in value else _subset_size(value)
+    if not size:
+        raise UsageError(
+            "--read-data-subset takes a percentage like 10%, a group like 2/5 or a size like 500M,"
+            f" not {value!r}"
+        )
+    return {"read_data_bytes": size}
+
+
+def _subset_size(value: str) -> int | None:
+    """The bytes of a size form (backup's --exclude-larger-than units), or None when it is not one."""
+    try:
+        return parse_size(value, "--read-data-subset")
+    except UsageError:
+        return None
 
 
 @click.command("check")
@@ -58,18 +75,18 @@ def _parse_subset(value: str | None) -> tuple[float, tuple[int, int] | None]:
 @click.option(
     "--read-data-subset",
     default=None,
-    metavar="N%|n/t",
-    help="Read and verify N% of the packs (random), or group n of t.",
+    metavar="N%|n/t|SIZE",
+    help="Read and verify N% of the packs (random), group n of t, or random packs making SIZE (500M).",
 )
 @json_option
 def check_cmd(
     repo: str | None, password_file: str | None, read_data: bool, read_data_subset: str | None, as_json: bool
 ) -> None:
     """Check that every snapshot can be restored; with --read-data, verify all stored data."""
-    fraction, group = (1.0, None) if read_data else _parse_subset(read_data_subset)
+    subset = {"read_data_fraction": 1.0} if read_data else _parse_subset(read_data_subset)
     bound_heap()
     with open_repository(repo, password_file) as r, _tty_progress() as progress:
-        report = check(r, read_data_fraction=fraction, read_data_group=group, progress=progress)
+        report = check(r, **subset, progress=progress)
     if as_json:
         print_json(
             {

@@ -25,9 +25,12 @@ from shadowvault.display import escape_text
     metavar="SECONDS",
     help="Re-read the snapshot list at most this often (when snapshots/, hosts/, tags/ or ids/ is read).",
 )
-@click.option("--host", default=None, help="Only snapshots of this host.")
+@click.option("--host", "hosts", multiple=True, help="Only snapshots of this host (repeatable: any of them).")
 @click.option(
-    "--tag", "tags", multiple=True, help="Show only snapshots with this tag (repeatable: all of them)."
+    "--tag",
+    "tags",
+    multiple=True,
+    help="Show only snapshots with this tag (TAG,TAG,...: all of these; repeatable: any of the lists).",
 )
 @click.option(
     "--path", "paths", multiple=True, help="Show only snapshots of this path (repeatable: all of them)."
@@ -38,7 +41,7 @@ def mount_cmd(
     mountpoint: str,
     allow_other: bool,
     refresh_interval: float,
-    host: str | None,
+    hosts: tuple[str, ...],
     tags: tuple[str, ...],
     paths: tuple[str, ...],
 ) -> None:
@@ -61,7 +64,7 @@ def mount_cmd(
         options = MountOptions(
             allow_other=allow_other,
             refresh_seconds=refresh_interval,
-            shown=SnapshotFilter(host=host, tags=tags, paths=paths),
+            shown=SnapshotFilter(hosts=hosts, tags=tags, paths=paths),
         )
         serve(
             r,

@@ -5,6 +5,10 @@ Where the password comes from, first match wins (restic's order, with a command 
 before an environment variable): --password-command, --password-file, $SHADOWVAULT_PASSWORD_COMMAND,
 $SHADOWVAULT_PASSWORD_FILE, $SHADOWVAULT_PASSWORD, a prompt on a terminal. Giving both options is a
 usage error. Imported by the repository, maintenance, backup and restore command modules.
+
+As restic's global flags, the three may also come before the command (`shadowvault -r /backup
+snapshots`): `root_repo_options` adds them to the root group, which keeps them in the context's
+meta; a command's own option, typed after it, wins, and either wins over the environment.
 """
 
 from __future__ import annotations
@@ -33,13 +37,61 @@ F = TypeVar("F", bound=Callable[..., Any])
 PASSWORD_COMMAND_TIMEOUT = 300.0  # a command may ask a person (pinentry, a hardware token)
 
 _COMMAND_META = "shadowvault.password_command"  # the context's meta key: (command, given on the command line)
+_ROOT_META = (
+    "shadowvault.root_repo_options"  # meta: {"repo": ..., "password_file": ...} given before the command
+)
 
 
 def _keep_password_command(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """Keep --password-command in the context (commands' signatures stay as they are)."""
+    """Keep --password-command in the context (commands' signatures stay as they are); one typed
+    before the command stays unless the command's own is typed too."""
     if value:
-        source = ctx.get_parameter_source(param.name or "")
-        ctx.meta[_COMMAND_META] = (value, source is not click.core.ParameterSource.ENVIRONMENT)
+        given = ctx.get_parameter_source(param.name or "") is not click.core.ParameterSource.ENVIRONMENT
+        if given or not ctx.meta.get(_COMMAND_META, (None, False))[1]:
+            ctx.meta[_COMMAND_META] = (value, given)
+
+
+def _keep_root_option(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Keep -r/--repo or --password-file typed before the command, for the command's own option."""
+    if value:
+        ctx.meta.setdefault(_ROOT_META, {})[param.name or ""] = value
+
+
+def _or_root_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The command's own value when typed after it, else the one typed before it, else `value` (its
+    environment variable)."""
+    if ctx.get_parameter_source(param.name or "") is click.core.ParameterSource.COMMANDLINE:
+        return value
+    return ctx.meta.get(_ROOT_META, {}).get(param.name or "", value)
+
+
+def root_repo_options(func: F) -> F:
+    """-r/--repo, --password-file and --password-command before the command (restic's habit)."""
+    func = click.option(
+        "--password-command",
+        default=None,
+        metavar="CMD",
+        expose_value=False,
+        callback=_keep_password_command,
+        help="The command's --password-command, given before it.",
+    )(func)
+    func = click.option(
+        "--password-file",
+        default=None,
+        metavar="FILE",
+        expose_value=False,
+        callback=_keep_root_option,
+        help="The command's --password-file, given before it.",
+    )(func)
+    return click.option(
+        "-r",
+        "--repo",
+        default=None,
+        metavar="PATH",
+        expose_value=False,
+        callback=_keep_root_option,
+        help="The command's --repo, given before it (as restic's -r).",
+    )(func)
 
 
 def repo_options(func: F) -> F:
@@ -61,6 +113,7 @@ def repo_options(func: F) -> F:
         envvar=PASSWORD_FILE_ENV,
         show_envvar=True,
         default=None,
+        callback=_or_root_option,
         help=f"Read the password from this file's first line (else ${PASSWORD_ENV}, else a prompt on a"
         " terminal).",
     )(func)
@@ -71,6 +124,7 @@ def repo_options(func: F) -> F:
         show_envvar=True,
         default=None,
         metavar="PATH",
+        callback=_or_root_option,
         help="The repository: a path, file:// or s3: URL.",
     )(func)
     return func
@@ -151,10 +205,16 @@ def read_password(password_file: str | None, *, confirm: bool = False) -> str:
         command=command,
         command_given=command_given,
         file=password_file,
-        file_given=bool(password_file) and given_on_command_line(ctx, "password_file"),
+        file_given=bool(password_file)
+        and (given_on_command_line(ctx, "password_file") or "password_file" in _root_given(ctx)),
         password_env=PASSWORD_ENV,
     )
     return resolve_password(sources, confirm=confirm)
+
+
+def _root_given(ctx: click.Context | None) -> dict[str, str]:
+    """The options typed before the command, by parameter name."""
+    return dict(ctx.meta.get(_ROOT_META, {})) if ctx else {}
 
 
 def prompt_password(label: str, *, confirm: bool = False) -> str:

@@ -72,7 +72,9 @@ def format_size(n: int | None) -> str:
 
 
 def snapshot_json(snapshot_id: str, snap: Snapshot) -> dict:
-    """A snapshot as `snapshots --json` lists it (restic's fields; `original` only when set, as restic)."""
+    """A snapshot as `snapshots --json` lists it (restic's fields; `original` only when set, as restic).
+    `hostname` is restic's name for `host`, there for the scripts of restic users; `time` is seconds
+    since the epoch (restic: RFC 3339 text, here `time_iso`)."""
     original = {"original": snap.original} if snap.original else {}
     return {
         "id": snapshot_id,
@@ -80,6 +82,7 @@ def snapshot_json(snapshot_id: str, snap: Snapshot) -> dict:
         "time": snap.time,
         "time_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snap.time)),
         "host": snap.host,
+        "hostname": snap.host,
         "username": snap.username,
         "paths": snap.paths,
         "tags": snap.tags,

@@ -23,14 +23,14 @@ __all__ = ["SnapshotFilter", "choose", "choose_all", "needs_choice", "snapshot_f
 
 
 def snapshot_filter_options(func: F) -> F:
-    """Add --path, --host, --tag (filters for "latest" and for snapshot lists); the command receives
-    them as one `snapshot_filter` keyword argument."""
+    """Add --path, --host, --tag (restic's filters for "latest" and for snapshot lists); the command
+    receives them as one `snapshot_filter` keyword argument."""
 
     @functools.wraps(func)
     def with_filter(
         *args: Any,
         filter_paths: tuple[str, ...],
-        filter_host: str | None,
+        filter_host: tuple[str, ...],
         filter_tags: tuple[str, ...],
         **kw: Any,
     ) -> Any:
@@ -44,13 +44,19 @@ def snapshot_filter_options(func: F) -> F:
             metavar="PATH",
             help='Only snapshots that include PATH (repeatable: all of them); "latest": the newest of those.',
         ),
-        click.option("--host", "filter_host", default=None, metavar="HOST", help="Only snapshots of HOST."),
+        click.option(
+            "--host",
+            "filter_host",
+            multiple=True,
+            metavar="HOST",
+            help="Only snapshots of HOST (repeatable: any of them).",
+        ),
         click.option(
             "--tag",
             "filter_tags",
             multiple=True,
             metavar="TAG",
-            help="Only snapshots with TAG (repeatable: all of them).",
+            help="Only snapshots with TAG (TAG,TAG,...: all of these; repeatable: any of the lists).",
         ),
     ]
     wrapped: Any = with_filter

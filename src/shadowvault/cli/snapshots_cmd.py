@@ -15,6 +15,7 @@ from shadowvault.display import counted, escape_text
 from shadowvault.repo.repository import filter_snapshots
 from shadowvault.repo.retention_groups import GroupKey, group_snapshots, parse_group_by
 from shadowvault.repo.snapshot import Snapshot, summary_bytes
+from shadowvault.repo.snapshot_choice import normalize_filter_path
 from shadowvault.repo.snapshots import latest_of_each_group
 
 Listed = list[tuple[str, Snapshot]]
@@ -55,8 +56,13 @@ def _print_groups(groups: Sequence[tuple[GroupKey, Listed]]) -> None:
 @click.command("snapshots")
 @repo_options
 @click.option("--path", "paths", multiple=True, help="Only snapshots that include this path.")
-@click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag.")
-@click.option("--host", default=None, help="Only snapshots of this host.")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    help="Only snapshots with this tag (TAG,TAG,...: all of these; repeatable: any of the lists).",
+)
+@click.option("--host", "hosts", multiple=True, help="Only snapshots of this host (repeatable: any of them).")
 @click.option(
     "--latest",
     type=click.IntRange(min=1),
@@ -77,7 +83,7 @@ def snapshots_cmd(
     password_file: str | None,
     paths: tuple[str, ...],
     tags: tuple[str, ...],
-    host: str | None,
+    hosts: tuple[str, ...],
     latest: int | None,
     group_by: str,
     refs: tuple[str, ...],
@@ -90,7 +96,7 @@ def snapshots_cmd(
         if refs:
             wanted = {r.find_snapshot(ref)[0] for ref in refs}
             listed = [(sid, snap) for sid, snap in listed if sid in wanted]
-        found = filter_snapshots(listed, paths=paths, host=host, tags=tags)
+        found = filter_snapshots(listed, paths=map(normalize_filter_path, paths), hosts=hosts, tags=tags)
     if grouping is None:
         if latest is not None:
             found = latest_of_each_group(found, latest)

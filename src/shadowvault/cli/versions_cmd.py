@@ -36,8 +36,13 @@ def _json(version: Version) -> dict:
 @click.command("versions")
 @repo_options
 @click.argument("path")
-@click.option("--host", default=None, help="Only snapshots of this host.")
-@click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag (repeatable: all of them).")
+@click.option("--host", "hosts", multiple=True, help="Only snapshots of this host (repeatable: any of them).")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    help="Only snapshots with this tag (TAG,TAG,...: all of these; repeatable: any of the lists).",
+)
 @click.option(
     "--restore",
     "number",
@@ -52,7 +57,7 @@ def versions_cmd(
     repo: str | None,
     password_file: str | None,
     path: str,
-    host: str | None,
+    hosts: tuple[str, ...],
     tags: tuple[str, ...],
     number: int | None,
     overwrite: bool,
@@ -71,7 +76,7 @@ def versions_cmd(
         raise UsageError("PATH is empty: give the path of a file as it was backed up")
     target = os.path.abspath(path)
     with open_repository(repo, password_file) as r:
-        snapshots = filter_snapshots(r.list_snapshots(), host=host, tags=tags)
+        snapshots = filter_snapshots(r.list_snapshots(), hosts=hosts, tags=tags)
         versions = find_versions(r, target, snapshots)
         if number is None:
             if as_json:

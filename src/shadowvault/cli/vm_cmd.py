@@ -12,6 +12,7 @@ from shadowvault.cli.vm_runs import backup_vm, disk_text, restore_vm, size_text
 from shadowvault.jobs.backup_vm import VmBackupRequest
 from shadowvault.jobs.restore_vm import FORMATS
 from shadowvault.jobs.vm_reporting import VmRestoreOrder
+from shadowvault.repo.tag_lists import split_tags
 from shadowvault.shadow.writers.qemu import QemuWriter
 
 
@@ -61,7 +62,9 @@ def list_vms(as_json: bool) -> None:
     "--vm-disk", "disks", multiple=True, metavar="DISK", help="Back up this disk only (repeatable)."
 )
 @click.option("--full", is_flag=True, help="A full copy even when the last backup's bitmap is there.")
-@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Tag the snapshot (repeatable).")
+@click.option(
+    "--tag", "tags", multiple=True, metavar="TAG[,TAG...]", help="Tag the snapshot (repeatable, as restic)."
+)
 @click.option(
     "--agent-timeout", type=float, default=10.0, show_default=True, help="Seconds the guest agent has."
 )
@@ -93,7 +96,7 @@ def backup_vm_cmd(
         vm=name,
         disks=list(disks),
         full=full,
-        tags=list(tags),
+        tags=list(split_tags(tags)),
         agent_timeout=agent_timeout,
         on_agent_failure=on_agent_failure,
         copy_speed=copy_speed,

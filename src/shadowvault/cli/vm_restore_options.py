@@ -88,7 +88,7 @@ def vm_restore_options(func: F) -> F:
             boot_marker=boot_marker,
             boot_timeout=boot_timeout,
         )
-        chosen = SnapshotFilter(host=kw["filter_host"] or None, tags=tuple(kw["filter_tags"]))
+        chosen = SnapshotFilter.of(hosts=kw["filter_host"], tags=kw["filter_tags"])
         restore_vm(kw["repo"], kw["password_file"], order, chosen, kw["as_json"])
         return None
 

@@ -51,7 +51,7 @@ def _location(repo: str | None) -> str:
 def vm_filter(vm: str, snapshot_filter: SnapshotFilter | None = None) -> SnapshotFilter:
     """Snapshots of VM `vm` (and the --host/--tag the user gave): what "latest" means for it."""
     given = snapshot_filter or SnapshotFilter()
-    return SnapshotFilter(paths=(layout.snapshot_path(vm),), host=given.host, tags=given.tags)
+    return SnapshotFilter(paths=(layout.snapshot_path(vm),), hosts=given.hosts, tags=given.tags)
 
 
 def backup_vm(repo: str | None, password_file: str | None, request: VmBackupRequest, as_json: bool) -> None:

@@ -116,7 +116,7 @@ def _apply_retention(definition: JobDefinition, host: str, record: JobRecord) ->
     if retention.policy.is_empty():
         return
     with _open(definition, write=False) as repo:
-        mine = filter_snapshots(repo.list_snapshots(), host=host, tags=[definition.job_tag])
+        mine = filter_snapshots(repo.list_snapshots(), hosts=[host], tags=[definition.job_tag])
         groups = apply_policy(mine, retention.policy)
         to_remove = [d.snapshot_id for g in groups for d in g.decisions if not d.keep]
         for snapshot_id in to_remove:

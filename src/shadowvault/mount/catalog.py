@@ -55,14 +55,15 @@ Entry = VirtualDir | Link | SnapshotDir
 
 @dataclass(frozen=True)
 class SnapshotFilter:
-    """Which snapshots the view shows: of this host, with all these tags, holding all these paths."""
+    """Which snapshots the view shows: of one of these hosts, passing these tag lists (restic's `a,b`
+    and repeated lists: repo/tag_lists.py), holding all these paths."""
 
-    host: str | None = None
+    hosts: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
 
     def keeps(self, snap: Snapshot) -> bool:
-        return bool(filter_snapshots([("", snap)], host=self.host, tags=self.tags, paths=self.paths))
+        return bool(filter_snapshots([("", snap)], hosts=self.hosts, tags=self.tags, paths=self.paths))
 
 
 class SnapshotSource(Protocol):

@@ -73,11 +73,14 @@ def check(
     *,
     read_data_fraction: float = 0.0,
     read_data_group: tuple[int, int] | None = None,
+    read_data_bytes: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     record: bool = True,
 ) -> CheckReport:
     """Check structure always; read and verify `read_data_fraction` (0..1) of the packs chosen at
-    random, or group n of t (`read_data_group=(n, t)`, by pack id, so t runs cover every pack).
+    random, or group n of t (`read_data_group=(n, t)`, by pack id, so t runs cover every pack), or
+    packs at random making about `read_data_bytes` (restic's `--read-data-subset 1G`: that share of
+    the packs' total size, at least one pack).
 
     Damage is judged per copy: a blob is lost only when every indexed copy of it is damaged. New
     damage is recorded in the repository (`record`), so the next backup stores those blobs again
@@ -108,7 +111,7 @@ def check(
         except ShadowvaultError as err:
             report.errors.append(f"{err}; remove it with `shadowvault forget {sid[:8]}`")
             report.affected_snapshots.setdefault(sid, []).append(str(err))
-    reading = read_data_fraction > 0 or read_data_group is not None
+    reading = read_data_fraction > 0 or read_data_group is not None or bool(read_data_bytes)
     listing = IndexListing(keep_entries=reading)
     # check runs on one thread: never two indexes at once; and it reads every index file, never
     # the index kept built from them (index_cache.py)
@@ -147,9 +150,13 @@ def check(
         if read_data_group is not None:
             n, t = read_data_group
             readable = [pid for pid in readable if int(pid[:8], 16) % t == n - 1]
-        elif read_data_fraction < 1:
-            count = max(1, round(len(readable) * read_data_fraction)) if readable else 0
-            readable = sorted(random.sample(readable, count))
+        else:
+            if read_data_bytes:
+                total = sum(packs[pid].size for pid in readable)
+                read_data_fraction = min(1.0, read_data_bytes / total) if total else 1.0
+            if read_data_fraction < 1:
+                count = max(1, round(len(readable) * read_data_fraction)) if readable else 0
+                readable = sorted(random.sample(readable, count))
         for n, pack_id in enumerate(readable):
             if progress:
                 progress("read data", n, len(readable))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from shadowvault.repo.durations import Duration
 from shadowvault.repo.retention_groups import DEFAULT_GROUP_BY, GroupBy, GroupKey, group_snapshots
 from shadowvault.repo.snapshot import Snapshot, chronological
+from shadowvault.repo.tag_lists import has_tag_lists
 
 RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 WITHIN_RULES = ("hourly", "daily", "weekly", "monthly", "yearly")
@@ -30,7 +31,7 @@ class KeepPolicy:
     weekly: int = 0
     monthly: int = 0
     yearly: int = 0
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # --keep-tag lists: `a,b` keeps snapshots with both (restic's)
     within: Duration | None = None
     within_hourly: Duration | None = None
     within_daily: Duration | None = None
@@ -131,7 +132,7 @@ def apply_policy(
         last_within: dict[str, object] = {}
         decisions = []
         for position, (sid, snap) in enumerate(members):
-            reasons = [f"tag {tag}" for tag in policy.tags if tag in snap.tags]
+            reasons = [f"tag {tags}" for tags in policy.tags if has_tag_lists([tags], snap.tags)]
             if within is not None and snap.time > within:
                 reasons.append(f"within {policy.within}")
             for rule, (duration, since) in within_rules.items():

@@ -19,6 +19,7 @@ from shadowvault.errors import NotFoundError, UsageError
 from shadowvault.paths_within import is_within
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot, chronological
+from shadowvault.repo.snapshots import filter_snapshots
 
 LATEST = "latest"
 
@@ -32,32 +33,30 @@ def normalize_filter_path(path: str) -> str:
 
 @dataclass(frozen=True)
 class SnapshotFilter:
-    """Snapshots of all these paths, of this host, carrying all these tags (an empty filter passes all)."""
+    """Snapshots of all these paths, of one of these hosts, passing these tag lists (restic's: `a,b`
+    both tags, several lists any of them; repo/tag_lists.py); an empty filter passes all."""
 
     paths: tuple[str, ...] = ()
-    host: str | None = None
+    hosts: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
 
     @classmethod
     def of(
-        cls, paths: Iterable[str] = (), host: str | None = None, tags: Iterable[str] = ()
+        cls, paths: Iterable[str] = (), hosts: Iterable[str] = (), tags: Iterable[str] = ()
     ) -> SnapshotFilter:
-        return cls(tuple(normalize_filter_path(p) for p in paths), host or None, tuple(tags))
+        given_hosts = tuple(dict.fromkeys(h for h in hosts if h))
+        return cls(tuple(normalize_filter_path(p) for p in paths), given_hosts, tuple(tags))
 
     def __bool__(self) -> bool:
-        return bool(self.paths or self.host or self.tags)
+        return bool(self.paths or self.hosts or self.tags)
 
     def matches(self, snapshot: Snapshot) -> bool:
-        return (
-            (self.host is None or snapshot.host == self.host)
-            and set(self.paths) <= set(snapshot.paths)
-            and set(self.tags) <= set(snapshot.tags)
-        )
+        return bool(filter_snapshots([("", snapshot)], paths=self.paths, hosts=self.hosts, tags=self.tags))
 
     def describe(self) -> str:
         """The filter as the options that made it, for messages."""
         words = [f"--path {p}" for p in self.paths]
-        words += [f"--host {self.host}"] if self.host is not None else []
+        words += [f"--host {h}" for h in self.hosts]
         words += [f"--tag {t}" for t in self.tags]
         return " ".join(words)
 

@@ -16,6 +16,7 @@ from shadowvault.repo.format import decode_document, encode_document, file_id
 from shadowvault.repo.sealing import Sealer
 from shadowvault.repo.snapshot import Snapshot, chronological
 from shadowvault.repo.snapshot_text import storable
+from shadowvault.repo.tag_lists import has_tag_lists
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ class SnapshotStore:
         """Resolve an id, a unique id prefix or "latest" (optionally the latest matching filters)."""
         ref = ref.strip()
         if ref == "latest":
-            matches = filter_snapshots(self.list(), paths=paths, host=host, tags=tags)
+            hosts = [host] if host is not None else None
+            matches = filter_snapshots(self.list(), paths=paths, hosts=hosts, tags=tags)
             if not matches:
                 raise NotFoundError(
                     "no snapshot matches" if (paths or host or tags) else "the repository has no snapshots"
@@ -116,18 +118,20 @@ def filter_snapshots(
     snapshots: list[tuple[str, Snapshot]],
     *,
     paths: Iterable[str] | None = None,
-    host: str | None = None,
+    hosts: Iterable[str] | None = None,
     tags: Iterable[str] | None = None,
 ) -> list[tuple[str, Snapshot]]:
-    """Snapshots whose paths include all `paths`, whose host is `host`, and that carry every tag."""
+    """Snapshots whose paths include all `paths`, taken on one of `hosts` (none given: any), that
+    pass the tag lists `tags` (repo/tag_lists.py: `a,b` both, several lists any of them)."""
     want_paths = set(paths or ())
-    want_tags = set(tags or ())
+    want_hosts = set(hosts or ())
+    want_tags = list(tags or ())
     return [
         (sid, snap)
         for sid, snap in snapshots
-        if (host is None or snap.host == host)
+        if (not want_hosts or snap.host in want_hosts)
         and want_paths <= set(snap.paths)
-        and want_tags <= set(snap.tags)
+        and has_tag_lists(want_tags, snap.tags)
     ]
 
 

@@ -1,0 +1,154 @@
+"""Everyday restic 0.14 habits, typed as a restic user moving over types them: each test is a
+difference found by running restic and shadowvault side by side on the same small tree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.inprocess_cli import Shadowvault
+
+
+@pytest.fixture
+def sv(env: dict[str, str]) -> Shadowvault:
+    return Shadowvault(env)
+
+
+def ok(sv: Shadowvault, *args: object) -> str:
+    done = sv(*args)
+    assert done.exit_code == 0, (args, done.stderr)
+    return done.stdout
+
+
+def listed(sv: Shadowvault, *args: object) -> list[tuple[str, list[str]]]:
+    """(host, tags) of each snapshot `snapshots --json ARGS` lists, oldest first."""
+    return [(s["host"], s["tags"]) for s in json.loads(ok(sv, "snapshots", "--json", *args))]
+
+
+def test_tag_lists_are_restics_comma_separated_lists(sv: Shadowvault, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    ok(sv, "backup", "--provider", "none", "-q", "--tag", "a", src)
+    ok(sv, "backup", "--provider", "none", "-q", "--tag", "a,b", src)  # restic: the tags a and b
+    ok(sv, "backup", "--provider", "none", "-q", "--tag", "b", "--host", "other", src)
+    assert [tags for _, tags in listed(sv)] == [["a"], ["a", "b"], ["b"]]
+
+    assert [tags for _, tags in listed(sv, "--tag", "a,b")] == [["a", "b"]]  # both; repeated: either
+    assert [tags for _, tags in listed(sv, "--tag", "a", "--tag", "b")] == [["a"], ["a", "b"], ["b"]]
+    hosts = {host for host, _ in listed(sv)}
+    assert len(listed(sv, *[arg for host in hosts for arg in ("--host", host)])) == 3  # any of the hosts
+    assert [tags for _, tags in listed(sv, "--host", "other")] == [["b"]]
+
+    ok(sv, "tag", "--tag", "b", "--add", "x, y")
+    assert [tags for _, tags in listed(sv, "--tag", "x,y")] == [["a", "b", "x", "y"], ["b", "x", "y"]]
+    ok(sv, "tag", "--tag", "x", "--remove", "x,y")
+    assert [tags for _, tags in listed(sv)] == [["a"], ["a", "b"], ["b"]]
+
+    # --keep-tag a,b keeps what carries both; repeated, what carries either list
+    forget = json.loads(ok(sv, "forget", "--dry-run", "--json", "--group-by", "", "--keep-tag", "a,b"))
+    assert [[s["tags"] for s in g["keep"]] for g in forget["groups"]] == [[["a", "b"]]]
+
+
+def test_exclude_file_expands_variables_as_restic(env: dict[str, str], tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for name in ("keep", "cache", "logs"):
+        (src / name).mkdir(parents=True)
+        (src / name / "f").write_text(name)
+    rules = tmp_path / "excludes"
+    rules.write_text("# a comment\n\n  $SRC/cache  \n${SRC}/$UNSET_VARIABLE_HERE/logs\n")
+    sv = Shadowvault({**env, "SRC": str(src)})
+    ok(sv, "backup", "--provider", "none", "-q", "--exclude-file", rules, src)
+    paths = [json.loads(line).get("path") for line in ok(sv, "ls", "--json", "latest").splitlines()]
+    assert sorted(p for p in paths if p and p.startswith(f"{src}/")) == [f"{src}/keep", f"{src}/keep/f"]
+
+
+def test_files_from_expands_globs_as_restic(sv: Shadowvault, tmp_path: Path) -> None:
+    for name in ("ann/docs", "bob/docs", ".hidden/docs", "ann/tmp"):
+        (tmp_path / "home" / name).mkdir(parents=True)
+    listing = tmp_path / "list"
+    listing.write_text(f"# the users' documents\n{tmp_path}/home/*/docs\n")
+    ok(sv, "backup", "--provider", "none", "-q", "--files-from", listing)
+    snapshot = json.loads(ok(sv, "snapshots", "--json"))[-1]
+    assert snapshot["paths"] == [f"{tmp_path}/home/{name}/docs" for name in (".hidden", "ann", "bob")]
+
+    listing.write_text(f"{tmp_path}/home/*/nothing\n")  # matches nothing: named, not silently skipped
+    done = sv("backup", "--provider", "none", "-q", "--files-from", listing)
+    assert done.exit_code == 1 and "home/*/nothing: no such file or directory" in done.stderr
+
+
+def test_json_lines_carry_restics_field_names(sv: Shadowvault, tmp_path: Path) -> None:
+    """What restic users' jq filters read: snapshots' hostname, ls's struct_type, diff's modifier and
+    source_snapshot/target_snapshot (beside our own names)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "old").write_text("1")
+    ok(sv, "backup", "--provider", "none", "-q", src)
+    (src / "old").unlink()
+    (src / "new").write_text("2")
+    ok(sv, "backup", "--provider", "none", "-q", src)
+    first, second = json.loads(ok(sv, "snapshots", "--json"))
+    assert first["hostname"] == first["host"]
+    kinds = {json.loads(line)["struct_type"] for line in ok(sv, "ls", "--json", "latest").splitlines()}
+    assert kinds == {"snapshot", "node"}
+    lines = [json.loads(line) for line in ok(sv, "diff", "--json", first["id"], second["id"]).splitlines()]
+    modifiers = {line["path"]: line["modifier"] for line in lines if line["message_type"] == "change"}
+    assert modifiers[f"{src}/old"] == "-" and modifiers[f"{src}/new"] == "+"
+    assert (lines[-1]["source_snapshot"], lines[-1]["target_snapshot"]) == (first["id"], second["id"])
+
+
+def test_snapshots_and_forget_take_path_as_every_other_command_does(
+    sv: Shadowvault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ls --path DIR/` and `--path .` find the snapshots of DIR: so do `snapshots` and `forget`."""
+    src = tmp_path / "src"
+    src.mkdir()
+    ok(sv, "backup", "--provider", "none", "-q", src)
+    monkeypatch.chdir(src)
+    for given in (f"{src}/", "."):
+        assert len(json.loads(ok(sv, "snapshots", "--json", "--path", given))) == 1
+        forget = json.loads(ok(sv, "forget", "--json", "--dry-run", "--keep-last", "1", "--path", given))
+        assert [len(group["keep"]) for group in forget["groups"]] == [1]
+
+
+def test_check_read_data_subset_takes_restics_size_form(sv: Shadowvault, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in range(3):  # a pack per backup
+        (src / f"f{n}").write_bytes(bytes([n]) * 5000)
+        ok(sv, "backup", "--provider", "none", "-q", src)
+    some = json.loads(ok(sv, "check", "--json", "--read-data-subset", "1K"))
+    assert some["packs"] >= 3 and some["packs_read"] == 1  # a share of the size, at least one pack
+    every = json.loads(ok(sv, "check", "--json", "--read-data-subset", "2G"))
+    assert every["packs_read"] == every["packs"]
+    for wrong in ("0", "12Q", "0/3", "0%"):
+        done = sv("check", "--read-data-subset", wrong)
+        assert done.exit_code == 2 and "a size like 500M" in done.stderr
+
+
+def test_diff_takes_restics_metadata_flag(sv: Shadowvault, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("1")
+    ok(sv, "backup", "--provider", "none", "-q", src)
+    (src / "f").chmod(0o600)
+    ok(sv, "backup", "--provider", "none", "-q", src)
+    first, second = (s["id"] for s in json.loads(ok(sv, "snapshots", "--json")))
+    assert f"U    {src}/f" in ok(sv, "diff", "--metadata", first, second).splitlines()
+
+
+def test_repository_and_password_options_go_before_the_command(env: dict[str, str], tmp_path: Path) -> None:
+    """`restic -r REPO snapshots`: the habit works; the command's own option, typed after it, wins;
+    either wins over the environment."""
+    password = tmp_path / "password"
+    password.write_text(env["SHADOWVAULT_PASSWORD"] + "\n")
+    elsewhere = {**env, "SHADOWVAULT_REPOSITORY": str(tmp_path / "none"), "SHADOWVAULT_PASSWORD": "wrong"}
+    sv = Shadowvault(elsewhere)
+    repo = env["SHADOWVAULT_REPOSITORY"]
+    assert json.loads(ok(sv, "-r", repo, "--password-file", password, "snapshots", "--json")) == []
+    assert json.loads(ok(sv, "--repo", str(tmp_path / "none"), "snapshots", "-r", repo, "--json",
+                         "--password-file", password)) == []  # fmt: skip
+    done = sv("-r", str(tmp_path / "none"), "--password-file", password, "snapshots")
+    assert done.exit_code == 1 and "none does not exist" in done.stderr
