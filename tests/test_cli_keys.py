@@ -109,6 +109,9 @@ def test_password_command_and_its_precedence(env, tmp_path: Path):
     for args in (("snapshots", "--password-file", runaway), ("key", "add", "--new-password-file", runaway)):
         refused = run(env, *args)
         assert refused.exit_code == 2 and "its first line is longer than 64 KiB" in one_error_line(refused)
+    # nor is a command's output that runs on (it was captured whole until the 5-minute timeout)
+    endless = run(no_password, "snapshots", "--password-command", "yes")
+    assert endless.exit_code == 2 and "printed more than 64 KiB" in one_error_line(endless)
 
 
 def test_help_names_the_password_variables(env):

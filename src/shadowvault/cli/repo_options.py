@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from shadowvault import proc
 from shadowvault.cli.repo_env import PASSWORD_COMMAND_ENV, PASSWORD_ENV, PASSWORD_FILE_ENV, REPO_ENV
 from shadowvault.errors import CommandError, UsageError
 from shadowvault.repo.keys import unlock_key
+from shadowvault.repo.password_command import first_line_of
 from shadowvault.repo.password_file import read_password_file
 from shadowvault.repo.storage import backend_for, validate_existing
 
@@ -146,13 +146,12 @@ def run_password_command(command: str) -> str:
     if not argv:
         raise UsageError("the password command is empty")
     try:
-        done = proc.run(argv, timeout=PASSWORD_COMMAND_TIMEOUT)
+        password = first_line_of(argv, PASSWORD_COMMAND_TIMEOUT)
     except CommandError as err:
         raise UsageError(f"the password command failed: {err}") from err
-    lines = done.stdout.decode(errors="replace").splitlines()
-    if not lines or not lines[0]:
+    if not password:
         raise UsageError(f"the password command {argv[0]} printed no password")
-    return lines[0]
+    return password
 
 
 def given_on_command_line(ctx: click.Context | None, name: str) -> bool:
