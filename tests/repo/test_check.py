@@ -273,6 +273,30 @@ def test_a_snapshot_with_an_impossible_time_is_damaged_and_a_strange_summary_is_
         assert set(check(repo).affected_snapshots) == set(bad)
 
 
+@pytest.mark.parametrize("tree", [b"", b"\x01" * 31, b"\x01" * 33], ids=["none", "short", "long"])
+def test_a_snapshot_without_a_root_tree_is_damaged_not_empty(tmp_path, tree, caplog):
+    """A snapshot with no tree (or a tree id of the wrong length) listed and checked as empty while
+    restore failed on "blob  is not in the repository index": it is a damaged snapshot, named alike
+    by every command, and `forget ID` removes it."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        kept, _ = make_snapshot(repo, {"a": b"alpha"})
+        bad = repo.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/"], tree=tree))
+    env = env_for(tmp_path / "repo")
+    why = f"snapshot {bad[:8]} is damaged (it names no valid root tree)"
+    listed = run(env, "snapshots", "--json")
+    assert listed.exit_code == 0 and why in caplog.text  # the warning (a log line in process)
+    assert [s["id"] for s in json.loads(listed.stdout)] == [kept]
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        report = check(repo)
+    assert list(report.affected_snapshots) == [bad] and any(why in e for e in report.errors)
+    assert run(env, "check").exit_code == 1
+    restored = run(env, "restore", bad, "--target", tmp_path / "out")
+    assert why in one_error_line(restored)
+    assert run(env, "forget", bad[:8]).exit_code == 0
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert repo.snapshot_ids() == [kept] and check(repo).ok
+
+
 @pytest.mark.parametrize(
     "crafted", [{"id": "../../../x"}, {"id": ""}, {"id": "zz" + "0" * 62}, {"id": "ab12"}, {"size": -1}]
 )
