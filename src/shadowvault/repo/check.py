@@ -24,7 +24,7 @@ from shadowvault.repo.check_packs import IndexListing, Listed, read_pack
 from shadowvault.repo.check_report import CheckReport
 from shadowvault.repo.damage import DamagedPack, DamageMap
 from shadowvault.repo.index import BlobIndex
-from shadowvault.repo.keys import damaged_keys
+from shadowvault.repo.keys import damaged_keys, stray_key_files
 from shadowvault.repo.prune import REPACK_UNUSED_FRACTION
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -91,10 +91,15 @@ def check(
             f"{' ...' if len(shown) > 5 else ''}; run `chmod -R go-rwx {backend.describe()}`"
         )
     for name in damaged_keys(backend):
-        key_id = name.rsplit("/", 1)[1][:8]
+        key_id = name.rsplit("/", 1)[1]  # whole: a prefix another key shares would not name it
         report.errors.append(
             f"key file {name} is damaged (its content does not match its name): its password no longer"
             f" opens the repository; `shadowvault key remove {key_id}`, then `key add` for that password"
+        )
+    for name in stray_key_files(backend):
+        report.warnings.append(
+            f"{name} is not a key file (key files are keys/<64 hex digits>): no command reads it or"
+            f" can remove it; delete it from {backend.describe()} yourself"
         )
     # Snapshots, then the index files (a backup saves its index files before its snapshot, so
     # every listed snapshot's blobs are in them), read once: into the index the trees are walked
