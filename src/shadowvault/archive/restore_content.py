@@ -194,7 +194,19 @@ class ContentBatch:
         if self.verify:
             with self.entries.stats.lock:
                 self.entries.stats.verified += 1
+        self._say_if_resized(file)
         file.done.set_result(self.entries.restored(file.node, file.here))
+
+    def _say_if_resized(self, file: FileWrite) -> None:
+        """A file whose stored content is not the size its snapshot records (a crafted or broken
+        client; `check` reports it) is restored as stored, as restic does, and said to be: so a
+        restore, `--verify` or not, never passes it over in silence."""
+        if file.size != file.node.size:
+            self.entries.warning(
+                file.spath,
+                f"restored as stored, {file.size} bytes, while its snapshot records {file.node.size}"
+                " (its blobs' sizes do not add up to it: `shadowvault check` reports it)",
+            )
 
     def written(self, file: FileWrite, nbytes: int = 0) -> None:
         """One place of the file is written (`nbytes` of it counted in the restore's bytes) or
@@ -312,6 +324,7 @@ class ContentBatch:
             if file.tmp:
                 os.rename(file.tmp, file.node.name, src_dir_fd=here.fd, dst_dir_fd=here.fd)
             result = self.entries.restored(file.node, here)
+            self._say_if_resized(file)
         except Exception as err:
             if file.tmp:
                 discard(here.fd, file.tmp)
