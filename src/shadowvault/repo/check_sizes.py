@@ -15,7 +15,7 @@ from shadowvault.display import display_name, one_component
 from shadowvault.errors import ShadowvaultError
 from shadowvault.repo.index import BlobIndex
 from shadowvault.repo.repository import Repository
-from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshot import Snapshot, chronological
 from shadowvault.repo.tree import Tree
 
 Mismatch = tuple[bytes, int, int]  # entry name, recorded size, sum of its blobs' sizes
@@ -68,13 +68,13 @@ def tree_problem(tree_id: bytes, mismatches: list[Mismatch]) -> str:
 def where_found(
     repo: Repository, snapshots: list[tuple[str, Snapshot]], found: dict[bytes, list[Mismatch]]
 ) -> list[str]:
-    """An error for each file of `found`, naming the first snapshot and path it is met at (a tree
+    """An error for each file of `found`, naming the oldest snapshot and path it is met at (a tree
     in several places or snapshots is named once; check names every snapshot affected). Trees are
     walked once each, and only until every tree of `found` is placed."""
     errors: list[str] = []
     left = set(found)
     walked: set[bytes] = set()
-    for snapshot_id, snap in snapshots:
+    for snapshot_id, snap in sorted(snapshots, key=chronological):  # the oldest first: always the same
         stack: list[tuple[bytes, bytes]] = [(snap.tree, b"")]
         while stack and left:
             tree_id, path = stack.pop()
