@@ -281,6 +281,7 @@ def test_a_file_whose_size_is_not_its_blobs_sizes_is_an_error_naming_its_path(tm
     with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
         blobs = [repo.save_blob(BlobType.DATA, one), repo.save_blob(BlobType.DATA, two)]
         nodes = [
+            Node(name=b"hollow", type="file", size=7),
             Node(name=b"longer", type="file", size=5000, content=blobs),
             Node(name=b"right", type="file", size=len(one), content=blobs[:1]),
             Node(name=b"shorter", type="file", size=10, content=blobs[1:]),
@@ -292,6 +293,8 @@ def test_a_file_whose_size_is_not_its_blobs_sizes_is_an_error_naming_its_path(tm
     with Repository.open(tmp_path / "repo", PASSWORD) as repo:
         report = check(repo)
     assert sorted(e for e in report.errors if "do not match" in e) == [
+        f"snapshot {first[:8]}: /srv/hollow: metadata size (7) and sum of blob sizes (0) do not"
+        " match (a restore writes the 0 bytes stored)",
         f"snapshot {first[:8]}: /srv/longer: metadata size (5000) and sum of blob sizes (3560) do not"
         " match (a restore writes the 3560 bytes stored)",
         f"snapshot {first[:8]}: /srv/shorter: metadata size (10) and sum of blob sizes (2560) do not"
@@ -307,7 +310,7 @@ def test_a_file_whose_size_is_not_its_blobs_sizes_is_an_error_naming_its_path(tm
         assert (target / "srv" / "longer").read_bytes() == one + two
         assert (target / "srv" / "shorter").read_bytes() == two
         warned = [line for line in restored.stderr.splitlines() if "restored as stored" in line]
-        assert len(warned) == 2 and all("while its snapshot records" in line for line in warned)
+        assert len(warned) == 3 and all("while its snapshot records" in line for line in warned)
         assert f"{target}/srv/longer: restored as stored, 3560 bytes" in restored.stderr
 
 

@@ -32,22 +32,34 @@ class SizeChecker:
         self.found: dict[bytes, list[Mismatch]] = {}  # tree id -> its files that do not match
 
     def check(self, tree_id: bytes, tree: Tree, slots: Sequence[int | None]) -> None:
-        raw_lengths, at = self._raw_lengths, 0
+        raw_lengths, blob_size, at = self._raw_lengths, self._blob_size, 0
         for node in tree.nodes:
-            count = len(node.content)
-            if node.type != "file" or node.error is not None:
-                at += count
+            content = node.content
+            if not content:  # a directory, a symlink, an empty file
+                if node.size and node.type == "file" and node.error is None:
+                    self.found.setdefault(tree_id, []).append((node.name, node.size, 0))
                 continue
-            stored = 0
-            for blob_id, slot in zip(node.content, slots[at : at + count], strict=True):
-                size = raw_lengths[slot] if slot is not None else self._blob_size(blob_id)
-                if size is None:
-                    stored = -1
-                    break
-                stored += size
+            count, start = len(content), at
             at += count
-            if stored >= 0 and stored != node.size:
+            if node.type != "file" or node.error is not None:
+                continue
+            if count == 1:  # most files: one blob, no slice
+                slot = slots[start]
+                stored = raw_lengths[slot] if slot is not None else blob_size(content[0])
+            else:
+                stored = self._sum(content, slots[start:at])
+            if stored is not None and stored != node.size:
                 self.found.setdefault(tree_id, []).append((node.name, node.size, stored))
+
+    def _sum(self, content: list[bytes], slots: Sequence[int | None]) -> int | None:
+        """The sum of the blobs' sizes; None when the index does not hold one of them."""
+        stored = 0
+        for blob_id, slot in zip(content, slots, strict=True):
+            size = self._raw_lengths[slot] if slot is not None else self._blob_size(blob_id)
+            if size is None:
+                return None
+            stored += size
+        return stored
 
 
 def size_problem(path: bytes, recorded: int, stored: int) -> str:
