@@ -4,6 +4,7 @@ skipped when copied before, and resumable after an interruption."""
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from tests.archive.helpers import FAST_KDF, PASSWORD, archive
 from tests.inprocess_cli import json_out, one_error_line, run
+from tests.repo.helpers import make_snapshot
 
 DEST_PASSWORD = "another horse"
 
@@ -217,3 +219,32 @@ def test_the_source_password_is_kept_from_the_commands_shadowvault_runs(monkeypa
     monkeypatch.setenv("SHADOWVAULT_FROM_PASSWORD_FILE", "/root/source.pw")
     seen = proc.output(["env"])
     assert "source secret" not in seen and "/root/source.pw" not in seen
+
+
+def test_copy_goes_past_snapshots_it_cannot_read_names_them_and_exits_3(dest, tmp_path):
+    """copy stopped at the first snapshot whose data it could not read: every other snapshot is
+    copied, those it could not copy (lost data, a damaged snapshot file) are named, and it exits 3."""
+    repo_path = tmp_path / "damaged-source"
+    with Repository.init(repo_path, PASSWORD, kdf_params=FAST_KDF) as repo:
+        first, _ = make_snapshot(repo, {"a": b"first's own"})
+        lost, ids = make_snapshot(repo, {"b": os.urandom(5000)})
+        third, _ = make_snapshot(repo, {"c": b"third's own"})
+        lost_pack = repo.lookup(ids["b"][0]).pack
+    (repo_path / "data" / lost_pack[:2] / lost_pack).unlink()  # only `lost` uses it
+    garbage = repo_path / "snapshots" / ("ab" * 32)
+    garbage.write_bytes(b"not a snapshot")
+    (tmp_path / "password").write_text(PASSWORD + "\n")
+    source = ["--from-repo", repo_path, "--from-password-file", tmp_path / "password"]
+    copied = run(dest, "copy", *source, "--json")
+    assert copied.exit_code == 3, copied.stderr
+    summary = json.loads(copied.stdout.splitlines()[-1])
+    assert [c["source"] for c in summary["copied"]] == [first, third]
+    assert sorted(f["source"] for f in summary["failed"]) == sorted([lost, garbage.name])
+    assert "could not be copied" in copied.stderr
+    assert sorted(s.original for _, s in _dest_snapshots(dest)) == sorted([first, third])
+    named = run(dest, "copy", *source, lost[:8], garbage.name[:8], first[:8])
+    assert named.exit_code == 3
+    assert f"snapshot {lost[:8]} was not copied" in named.stderr
+    assert f"snapshot {garbage.name[:8]} was not copied" in named.stderr
+    only_lost = run(dest, "copy", *source, lost)
+    assert "nothing was copied" in only_lost.stderr and only_lost.exit_code == 1

@@ -8,11 +8,13 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from shadowvault.archive.find import Patterns, find_entries
 from shadowvault.cli.main import cli
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
@@ -302,3 +304,46 @@ def test_backup_parent_latest_is_the_latest_of_the_same_paths(env: dict[str, str
         ids.append(json.loads(done.stdout.splitlines()[-1])["snapshot_id"])
     third = json.loads(CliRunner().invoke(cli, ["cat", "snapshot", ids[2]], env=env).stdout)
     assert third["parent"] == ids[0]  # not b's snapshot, the newest of all
+
+
+def _shared_levels(repo: Repository, levels: int) -> bytes:
+    """A tree of `levels` levels, each with two entries for the level below (2^levels paths to
+    the file at the bottom) and a hard link beside each pair: the same listing, reached many ways."""
+    data = repo.save_blob(BlobType.DATA, b"bottom")
+    tree = repo.save_tree(Tree(nodes=[Node(name=b"f", type="file", mode=0o644, size=6, content=[data])]))
+    linked = Node(name=b"link", type="file", size=6, content=[data], nlink=2, device=1, inode=42)
+    for _ in range(levels):
+        below = [Node(name=name, type="dir", mode=0o755, subtree=tree) for name in (b"a", b"b")]
+        tree = repo.save_tree(Tree(nodes=[*below, linked]))
+    return tree
+
+
+@pytest.mark.timeout(60)  # a walk of every path never ended
+def test_stats_of_a_tree_shared_by_2_to_the_40_paths_ends_and_counts_every_path(
+    env: dict[str, str],
+) -> None:
+    """A DAG of 40 levels, two entries each for the level below (2^40 paths), made `stats` run for
+    ever: the restore size counts every path (restic's) from sums over each distinct tree, the
+    other modes count content once; `find` walks paths, in memory bounded by the depth."""
+    with Repository.open(env["SHADOWVAULT_REPOSITORY"], PASSWORD, write=True) as repo:
+        root = _shared_levels(repo, 40)
+        repo.save_snapshot(Snapshot(time=3.0, host="dag", paths=["/"], tree=root))
+        repo.save_snapshot(Snapshot(time=4.0, host="dag", paths=["/"], tree=_shared_levels(repo, 3)))
+    runner = CliRunner()
+    figures = {
+        mode: json.loads(runner.invoke(cli, ["stats", "--mode", mode, "--json"], env=env).stdout)
+        for mode in ("restore-size", "files-by-contents", "blobs-per-file", "raw-data")
+    }
+    # 2^40 files at the bottom and one hard link (counted at every path, its bytes once) per
+    # listing: 2^40 - 1 of them in the first snapshot; the small one alike with 3 levels
+    files, links = (1 << 40) + (1 << 3), (1 << 40) - 1 + (1 << 3) - 1
+    assert figures["restore-size"]["total_file_count"] == files + links
+    assert figures["restore-size"]["total_size"] == 6 * files + 6 * 2
+    assert figures["raw-data"]["restore_size"] == figures["restore-size"]["total_size"]
+    assert figures["raw-data"]["total_blob_count"] == 1 + 41  # the data, 41 trees (the small ones among)
+    assert figures["files-by-contents"]["total_file_count"] == 1  # one content
+    assert figures["blobs-per-file"]["total_blob_count"] == 1
+    with Repository.open(env["SHADOWVAULT_REPOSITORY"], PASSWORD) as repo:
+        snapshots = [(sid, s) for sid, s in repo.list_snapshots() if s.tree == root]
+        found = islice(find_entries(repo, snapshots, Patterns(["f"])), 2000)
+        assert sum(1 for _ in found) == 2000  # as many as asked, none held: the walk goes on

@@ -120,3 +120,34 @@ def test_help_names_the_password_variables(env):
     text = " ".join(shown.stdout.split())
     for variable in ("SHADOWVAULT_PASSWORD_FILE", "SHADOWVAULT_PASSWORD_COMMAND", "SHADOWVAULT_REPOSITORY"):
         assert f"env var: {variable}" in text
+
+
+def test_check_gives_advice_that_works_for_a_damaged_key_and_names_what_is_not_a_key(env, tmp_path: Path):
+    """A damaged key file in a subdirectory (`keys/sub/abc`) got the advice `key remove abc`, and a
+    damaged key sharing its first 8 digits with a good one got an ambiguous prefix. Key files are
+    keys/<64 hex digits>: a damaged one is named whole (the advice runs), anything else under keys/
+    is no key (no command reads it) and check says to delete it."""
+    (tmp_path / "second").write_text("second password\n")
+    assert run(env, "key", "add", "--new-password-file", tmp_path / "second").exit_code == 0
+    keys = Path(env["SHADOWVAULT_REPOSITORY"]) / "keys"
+    [first] = [k["id"] for k in _keys(env) if k["current"]]
+    [second] = [k["id"] for k in _keys(env) if not k["current"]]
+    damaged = keys / (second[:8] + "0" * 56)  # a name no content of it hashes to
+    damaged.write_bytes((keys / second).read_bytes())
+    (keys / "sub").mkdir()
+    (keys / "sub" / "abc").write_text("junk")
+    (keys / "sub" / first).write_bytes((keys / first).read_bytes())  # a copy, out of place
+    checked = run(env, "check", "--json")
+    assert checked.exit_code == 1
+    report = json.loads(checked.stdout)
+    [error] = [e for e in report["errors"] if "key file" in e]
+    assert f"`shadowvault key remove {damaged.name}`" in error
+    strays = [w for w in report["warnings"] if "is not a key file" in w]
+    assert sorted(strays) == sorted(
+        f"keys/sub/{name} is not a key file (key files are keys/<64 hex digits>): no command reads it or"
+        f" can remove it; delete it from {keys.parent} yourself"
+        for name in ("abc", first)
+    )
+    assert sorted(k["id"] for k in _keys(env)) == sorted([first, second, damaged.name])
+    assert run(env, "key", "remove", damaged.name).exit_code == 0
+    assert run(env, "check").exit_code == 0

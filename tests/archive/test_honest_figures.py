@@ -9,10 +9,16 @@ import pty
 import select
 import subprocess
 import sys
+import time
 
+from shadowvault.repo.format import BlobType
+from shadowvault.repo.pack import pack_name
 from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tree import Node, Tree
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.loopfs import loop_filesystem
+from tests.inprocess_cli import run as sv
 
 
 def summary_of(done: subprocess.CompletedProcess[str]) -> dict:
@@ -192,3 +198,37 @@ def test_progress_says_the_shadow_set_is_being_taken_while_writers_freeze(cli, e
     assert phases[0] == "shadow set" and phases[-1] == "reading", phases
     assert phases == sorted(phases, key=["shadow set", "reading"].index)  # once past, never back
     assert all(s["bytes_per_second"] == 0 for s in statuses if s["phase"] == "shadow set")
+
+
+def test_a_file_that_fails_to_restore_is_not_counted_in_the_bytes_restored(env, tmp_path):
+    """The bytes of a file that failed (its first blob written, its second damaged) counted in the
+    summary's size: only what was restored counts, in the text and in --json."""
+    good, lost = os.urandom(30_000), os.urandom(20_000)
+    whole = os.urandom(7_000)
+    with Repository.open(env["SHADOWVAULT_REPOSITORY"], PASSWORD, write=True) as repo:
+        first = repo.save_blob(BlobType.DATA, good)
+        second = repo.save_blob(BlobType.DATA, lost)  # after the first, in the same pack
+        repo.flush()
+        damaged = repo.lookup(second)
+        nodes = [
+            Node(name=b"broken", type="file", size=len(good) + len(lost), content=[first, second]),
+            Node(name=b"whole", type="file", size=len(whole), content=[repo.save_blob(BlobType.DATA, whole)]),
+        ]
+        root = repo.save_tree(Tree(nodes=nodes))
+        snapshot_id = repo.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/"], tree=root))
+    pack = os.path.join(env["SHADOWVAULT_REPOSITORY"], pack_name(damaged.pack))
+    os.chmod(pack, 0o600)
+    with open(pack, "r+b") as f:
+        f.seek(damaged.offset + damaged.length // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x01]))
+    for verify in ((), ("--verify",)):
+        target = tmp_path / f"target{len(verify)}"
+        done = sv(env, "restore", snapshot_id, "--target", target, "--json", *verify)
+        assert done.exit_code == 3, done.stderr
+        summary = [json.loads(line) for line in done.stdout.splitlines()][-1]
+        assert (summary["files"], summary["errors"], summary["bytes_written"]) == (1, 1, len(whole))
+        assert sorted(os.listdir(target)) == ["whole"]
+    text = sv(env, "restore", snapshot_id, "--target", tmp_path / "text")
+    assert "1 file, 0 dirs, 0 others, 6.8 KiB in" in text.stderr + text.stdout

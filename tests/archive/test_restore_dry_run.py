@@ -10,6 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from shadowvault.repo.format import BlobType
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tree import Node, Tree
+from tests.archive.helpers import PASSWORD
+from tests.inprocess_cli import run
+
 
 def _state(root: Path) -> dict[str, tuple[int, bytes | None]]:
     """Every entry below `root`: its mode bits and, for a file, its bytes."""
@@ -60,7 +67,6 @@ def test_dry_run_says_what_the_restore_then_does(cli, env, snapshot, tmp_path, m
     before = _state(target)
     ref = f"latest:{snapshot}"
     dry = cli("restore", ref, "--target", str(target), "--overwrite", mode, "--dry-run", "--json", env=env)
-    assert dry.returncode == 0, dry.stderr
     assert _state(target) == before  # nothing written
     lines = [json.loads(line) for line in dry.stdout.splitlines()]
     actions = {line["path"][len(str(snapshot)) + 1 :]: line["action"] for line in lines[:-1]}
@@ -81,8 +87,11 @@ def test_dry_run_says_what_the_restore_then_does(cli, env, snapshot, tmp_path, m
         == {"never": "skip", "if-newer": "keep", "always": "replace"}[mode]
     )
 
+    failing = sum(line.get("action") == "skip" for line in lines)
+    assert summary["errors"] == failing
+    assert dry.returncode == (3 if failing else 0), dry.stderr  # as the restore then exits
     done = cli("restore", ref, "--target", str(target), "--overwrite", mode, env=env)
-    assert done.returncode == (3 if "skip" in actions.values() else 0), done.stderr
+    assert done.returncode == dry.returncode, done.stderr
     after = _state(target)
     for rel, action in actions.items():
         changed = after.get(rel) != before.get(rel)
@@ -104,3 +113,30 @@ def test_dry_run_of_a_fresh_target_and_its_text(cli, env, snapshot, tmp_path):
     one = cli("restore", f"latest:{snapshot}/new.txt", "--target", str(target), "--dry-run", env=env)
     assert f"create   file     {target}/new.txt" in one.stdout.splitlines()
     assert "dry run, nothing changed" in dry.stdout and "0 to replace" in dry.stdout
+
+
+def test_a_dry_run_that_foresees_errors_exits_as_the_restore_would(env, tmp_path):
+    """A dry run that listed "skip (directory listing unreadable)" exited 0 while the restore then
+    exited 3: a preview that foresees a partial restore exits 3 as well, its JSON counts the
+    errors, and one that foresees only skipped files (unreadable at backup: a warning) exits 0."""
+    with Repository.open(env["SHADOWVAULT_REPOSITORY"], PASSWORD, write=True) as repo:
+        good = Node(name=b"good", type="file", size=4, content=[repo.save_blob(BlobType.DATA, b"good")])
+        unread = Node(name=b"unread", type="file", error="EIO at backup")
+        lost = Node(name=b"lost", type="dir", subtree=b"\x07" * 32)  # a listing no index holds
+        damaged = repo.save_snapshot(
+            Snapshot(time=time.time(), host="h", paths=["/"], tree=repo.save_tree(Tree(nodes=[good, lost])))
+        )
+        warned = repo.save_snapshot(
+            Snapshot(time=time.time(), host="h", paths=["/"], tree=repo.save_tree(Tree(nodes=[good, unread])))
+        )
+    for snapshot_id, code in ((damaged, 3), (warned, 0)):
+        target = tmp_path / snapshot_id
+        dry = run(env, "restore", snapshot_id, "--target", target, "--dry-run", "--json")
+        lines = [json.loads(line) for line in dry.stdout.splitlines()]
+        assert lines[-1]["errors"] == (code == 3) and lines[-1]["entries_skip"] == 1
+        assert dry.exit_code == code, dry.stderr
+        text = run(env, "restore", snapshot_id, "--target", target, "--dry-run")
+        assert text.exit_code == code and ("1 would fail" in text.stderr + text.stdout) == (code == 3)
+        assert not target.exists()
+        done = run(env, "restore", snapshot_id, "--target", target)
+        assert done.exit_code == code, done.stderr

@@ -550,3 +550,21 @@ def test_a_crafted_file_naming_a_blob_never_stored_fails_only_itself(
     assert stats.files == 100 and len(made) == 100
     assert not (ext4.mount / "out" / "d" / "ghost").exists() and not _temporaries(ext4.mount / "out")
     assert (ext4.mount / "out" / "d" / "f042").read_bytes() == b"content of f042"
+
+
+def test_a_file_not_the_size_its_snapshot_records_is_restored_as_stored_and_said_to_be(tmp_path: Path):
+    """A file of one blob whose recorded size is not the blob's (crafted) was made by a worker and
+    verified in silence: it is restored as stored, here, with a warning (check reports it)."""
+    repo = new_repo(tmp_path / "repo")
+    nodes = [
+        Node(name=b"f%03d" % i, type="file", size=5 if i == 7 else 100, content=[blob])
+        for i, blob in enumerate(repo.save_blob(BlobType.DATA, bytes([i]) * 100) for i in range(200))
+    ]
+    root = repo.save_tree(Tree(nodes=nodes))
+    repo.flush()
+    restorer = Restorer(repo, tmp_path / "out", verify=True, processes=1)
+    stats = restorer.restore(root)
+    assert restorer.processes.started is not None
+    assert not stats.errors and stats.files == stats.verified == 200
+    assert [(path, why.split(",")[0]) for path, why in stats.warnings] == [(b"/f007", "restored as stored")]
+    assert (tmp_path / "out" / "f007").read_bytes() == bytes([7]) * 100

@@ -16,6 +16,7 @@ from shadowvault.mount.names import entry_name, short_ids
 from shadowvault.mount.trees import TreeCache
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tree import Tree
 from shadowvault.repo.zero_blobs import ZeroBlobs
 from tests.archive.helpers import FAST_KDF, PASSWORD, archive, new_repo
 
@@ -95,7 +96,8 @@ def test_short_ids_and_entry_names():
 
 
 def _snapshot(repo: Repository, when: float, host: str, tags: list[str]) -> str:
-    return repo.save_snapshot(Snapshot(time=when, host=host, tags=tags, paths=["/x"], tree=b""))
+    empty = repo.save_tree(Tree(nodes=[]))  # a snapshot names a root tree (one without is damaged)
+    return repo.save_snapshot(Snapshot(time=when, host=host, tags=tags, paths=["/x"], tree=empty))
 
 
 def test_the_top_levels_follow_the_repository(tmp_path: Path):

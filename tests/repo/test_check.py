@@ -273,6 +273,71 @@ def test_a_snapshot_with_an_impossible_time_is_damaged_and_a_strange_summary_is_
         assert set(check(repo).affected_snapshots) == set(bad)
 
 
+def test_a_file_whose_size_is_not_its_blobs_sizes_is_an_error_naming_its_path(tmp_path):
+    """check compared no file's recorded size with its blobs' (restic's "metadata size (N) and
+    sum of blob sizes (M) do not match"): it does, from the index, naming the snapshot and path;
+    a restore writes the content stored and says so, with --verify too."""
+    one, two = b"x" * 1000, bytes(range(256)) * 10
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        blobs = [repo.save_blob(BlobType.DATA, one), repo.save_blob(BlobType.DATA, two)]
+        nodes = [
+            Node(name=b"hollow", type="file", size=7),
+            Node(name=b"longer", type="file", size=5000, content=blobs),
+            Node(name=b"right", type="file", size=len(one), content=blobs[:1]),
+            Node(name=b"shorter", type="file", size=10, content=blobs[1:]),
+        ]
+        inner = repo.save_tree(Tree(nodes=nodes))
+        root = repo.save_tree(Tree(nodes=[Node(name=b"srv", type="dir", subtree=inner)]))
+        first = repo.save_snapshot(Snapshot(time=time.time() - 60, host="h", paths=["/srv"], tree=root))
+        second = repo.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/srv"], tree=root))
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        report = check(repo)
+    assert sorted(e for e in report.errors if "do not match" in e) == [
+        f"snapshot {first[:8]}: /srv/hollow: metadata size (7) and sum of blob sizes (0) do not"
+        " match (a restore writes the 0 bytes stored)",
+        f"snapshot {first[:8]}: /srv/longer: metadata size (5000) and sum of blob sizes (3560) do not"
+        " match (a restore writes the 3560 bytes stored)",
+        f"snapshot {first[:8]}: /srv/shorter: metadata size (10) and sum of blob sizes (2560) do not"
+        " match (a restore writes the 2560 bytes stored)",
+    ]
+    assert set(report.affected_snapshots) == {first, second}
+    env = env_for(tmp_path / "repo")
+    assert run(env, "check").exit_code == 1
+    for verify in ((), ("--verify",)):
+        target = tmp_path / f"out{len(verify)}"
+        restored = run(env, "restore", second, "--target", target, *verify)
+        assert restored.exit_code == 0, restored.stderr
+        assert (target / "srv" / "longer").read_bytes() == one + two
+        assert (target / "srv" / "shorter").read_bytes() == two
+        warned = [line for line in restored.stderr.splitlines() if "restored as stored" in line]
+        assert len(warned) == 3 and all("while its snapshot records" in line for line in warned)
+        assert f"{target}/srv/longer: restored as stored, 3560 bytes" in restored.stderr
+
+
+@pytest.mark.parametrize("tree", [b"", b"\x01" * 31, b"\x01" * 33], ids=["none", "short", "long"])
+def test_a_snapshot_without_a_root_tree_is_damaged_not_empty(tmp_path, tree, caplog):
+    """A snapshot with no tree (or a tree id of the wrong length) listed and checked as empty while
+    restore failed on "blob  is not in the repository index": it is a damaged snapshot, named alike
+    by every command, and `forget ID` removes it."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        kept, _ = make_snapshot(repo, {"a": b"alpha"})
+        bad = repo.save_snapshot(Snapshot(time=time.time(), host="h", paths=["/"], tree=tree))
+    env = env_for(tmp_path / "repo")
+    why = f"snapshot {bad[:8]} is damaged (it names no valid root tree)"
+    listed = run(env, "snapshots", "--json")
+    assert listed.exit_code == 0 and why in caplog.text  # the warning (a log line in process)
+    assert [s["id"] for s in json.loads(listed.stdout)] == [kept]
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        report = check(repo)
+    assert list(report.affected_snapshots) == [bad] and any(why in e for e in report.errors)
+    assert run(env, "check").exit_code == 1
+    restored = run(env, "restore", bad, "--target", tmp_path / "out")
+    assert why in one_error_line(restored)
+    assert run(env, "forget", bad[:8]).exit_code == 0
+    with Repository.open(tmp_path / "repo", PASSWORD) as repo:
+        assert repo.snapshot_ids() == [kept] and check(repo).ok
+
+
 @pytest.mark.parametrize(
     "crafted", [{"id": "../../../x"}, {"id": ""}, {"id": "zz" + "0" * 62}, {"id": "ab12"}, {"size": -1}]
 )

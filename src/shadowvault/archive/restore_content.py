@@ -194,15 +194,30 @@ class ContentBatch:
         if self.verify:
             with self.entries.stats.lock:
                 self.entries.stats.verified += 1
+        self._say_if_resized(file)
         file.done.set_result(self.entries.restored(file.node, file.here))
 
-    def written(self, file: FileWrite) -> None:
-        """One place of the file is written (or failed); after the last one the file is finished."""
+    def _say_if_resized(self, file: FileWrite) -> None:
+        """A file whose stored content is not the size its snapshot records (a crafted or broken
+        client; `check` reports it) is restored as stored, as restic does, and said to be: so a
+        restore, `--verify` or not, never passes it over in silence."""
+        if file.size != file.node.size:
+            self.entries.warning(
+                file.spath,
+                f"restored as stored, {file.size} bytes, while its snapshot records {file.node.size}"
+                " (its blobs' sizes do not add up to it: `shadowvault check` reports it)",
+            )
+
+    def written(self, file: FileWrite, nbytes: int = 0) -> None:
+        """One place of the file is written (`nbytes` of it counted in the restore's bytes) or
+        failed; after the last one the file is finished."""
         if not file.shared:  # its only place
+            file.counted += nbytes
             file.unwritten = 0
             self.finish(file)
             return
         with self._lock:
+            file.counted += nbytes
             file.unwritten -= 1
             last = file.unwritten == 0
         if last:
@@ -265,6 +280,7 @@ class ContentBatch:
                 file.lengths.append(len(data))
                 file.digests.append(blake3.blake3(data).digest() if self.verify else b"")
                 offset += len(data)
+                file.counted += len(data)
                 with self.entries.stats.lock:
                     self.entries.stats.bytes_written += len(data)
         except JobCancelledError:
@@ -284,7 +300,7 @@ class ContentBatch:
         assert here.fd is not None
         result: Restored = None
         if fd is None:  # failed before it was created: nothing on disk
-            self.entries.error(file.spath, file.failure or "not restored")
+            self._failed(file, file.failure or "not restored")
             file.done.set_result(result)
             return
         try:
@@ -308,11 +324,20 @@ class ContentBatch:
             if file.tmp:
                 os.rename(file.tmp, file.node.name, src_dir_fd=here.fd, dst_dir_fd=here.fd)
             result = self.entries.restored(file.node, here)
+            self._say_if_resized(file)
         except Exception as err:
             if file.tmp:
                 discard(here.fd, file.tmp)
-            self.entries.error(file.spath, reason(err))
+            self._failed(file, reason(err))
         file.done.set_result(result)
+
+    def _failed(self, file: FileWrite, why: str) -> None:
+        """A file not restored is an error of the result, and its bytes are not among those
+        restored (they were counted as they were written, for progress)."""
+        self.entries.error(file.spath, why)
+        with self.entries.stats.lock:
+            self.entries.stats.bytes_written -= file.counted
+        file.counted = 0
 
     def _name_unnamed(self, fd: int, file: FileWrite) -> None:
         """Link a finished O_TMPFILE file into its directory: straight under its name in a directory

@@ -104,7 +104,9 @@ class DirectFiles:
         lookup = self.store.lookup
         for file in self.files:
             location = lookup(file.node.content[0])
-            if location is None:  # not in the index: `load_blob` reloads it, or says what is missing
+            # not in the index (`load_blob` reloads it, or says what is missing), or not the size
+            # the snapshot records (restored here, which says so): in this process
+            if location is None or location.raw_length != file.node.size:
                 again.append(file)
             else:
                 by_pack.setdefault(location.pack, []).append((location, file))

@@ -40,6 +40,7 @@ class FileWrite:
     zero_runs: list[tuple[int, int]] = field(default_factory=list)  # (offset, length), adjacent merged
     failure: str | None = None
     unwritten: int = 0  # places of its blobs not written (or failed) yet: it is finished at 0
+    counted: int = 0  # its bytes in the restore's bytes_written: taken out again if it fails
     shared: bool = False  # more than one place: written by several threads, which take `opening`
     opening: threading.Lock = field(default_factory=threading.Lock)  # its first two blobs may race
 

@@ -34,6 +34,12 @@ class PreviewEntry:
     type: str
     size: int
     reason: str = ""
+    failure: bool = False  # a skip the restore reports as an error (exit code 3), not a warning
+
+
+def _failure(spath: bytes, place: bytes, type_: str, reason: str) -> PreviewEntry:
+    """An entry the restore would fail on: skipped, and an error of its result."""
+    return PreviewEntry(SKIP, spath, place, type_, 0, reason, failure=True)
 
 
 @dataclass
@@ -42,9 +48,11 @@ class PreviewCounts:
 
     entries: dict[str, int] = field(default_factory=lambda: {CREATE: 0, REPLACE: 0, KEEP: 0, SKIP: 0})
     bytes_written: int = 0  # what the entries created or replaced would write
+    failures: int = 0  # entries the restore would fail on: it would exit as a partial failure
 
     def add(self, entry: PreviewEntry) -> None:
         self.entries[entry.action] += 1
+        self.failures += entry.failure
         if entry.action in (CREATE, REPLACE) and entry.type == "file":
             self.bytes_written += entry.size
 
@@ -87,7 +95,7 @@ def _walk(
     try:
         nodes = store.load_tree(tree_id).nodes
     except (RepositoryError, NotFoundError) as err:
-        yield PreviewEntry(SKIP, spath, target, "dir", 0, f"directory listing unreadable: {err}")
+        yield _failure(spath, target, "dir", f"directory listing unreadable: {err}")
         return
     twice = duplicate_names(nodes)
     for node in nodes:
@@ -96,7 +104,7 @@ def _walk(
         why = invalid_name(node.name) or ("a duplicate name" if node.name in twice else None)
         if why is not None:
             if path_filter.included(child) or path_filter.may_contain(child):
-                yield PreviewEntry(SKIP, child, place, node.type, 0, f"unsafe name ({why})")
+                yield _failure(child, place, node.type, f"unsafe name ({why})")
             continue
         if node.type != "dir":
             if path_filter.included(child):
@@ -128,21 +136,15 @@ def _judge(node: Node, spath: bytes, place: bytes, mode: Overwrite, parent_exist
     except FileNotFoundError:
         st = None
     except OSError as err:
-        return PreviewEntry(
-            SKIP, spath, place, node.type, 0, f"cannot look at its place in the target: {err.strerror}"
-        )
+        return _failure(spath, place, node.type, f"cannot look at its place in the target: {err.strerror}")
     if st is None:
         return PreviewEntry(CREATE, spath, place, node.type, size)
     if node.type == "dir" and stat.S_ISDIR(st.st_mode):
         return PreviewEntry(KEEP, spath, place, node.type, 0, ALREADY_A_DIR)
     if node.type == "dir" and mode is Overwrite.NEVER:
-        return PreviewEntry(
-            SKIP, spath, place, node.type, 0, "something that is not a directory is in its place"
-        )
+        return _failure(spath, place, node.type, "something that is not a directory is in its place")
     if node.type != "dir" and stat.S_ISDIR(st.st_mode) and mode is not Overwrite.NEVER:
-        return PreviewEntry(
-            SKIP, spath, place, node.type, 0, "a directory is in its place: a restore removes none"
-        )
+        return _failure(spath, place, node.type, "a directory is in its place: a restore removes none")
     if mode is Overwrite.ALWAYS:
         return PreviewEntry(
             REPLACE, spath, place, node.type, size, "in the target already, --overwrite always"

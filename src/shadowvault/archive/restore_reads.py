@@ -48,7 +48,7 @@ class Batch(Protocol):
 
     def put(self, place: Place, data: bytes, digest: bytes) -> int: ...
 
-    def written(self, file: FileWrite) -> None: ...
+    def written(self, file: FileWrite, nbytes: int = 0) -> None: ...
 
     def fail(self, file: FileWrite, why: str) -> None: ...
 
@@ -111,8 +111,9 @@ def _read(batch: Batch, planned: PackRange, places: Places) -> None:
                 continue
             digest = blake3.blake3(got).digest() if batch.verify else b""
             for place in targets:
-                written += batch.put(place, got, digest)
-                batch.written(place.file)
+                nbytes = batch.put(place, got, digest)
+                written += nbytes
+                batch.written(place.file, nbytes)
     except JobCancelledError:
         raise  # not a failure of the files: they are abandoned, not reported one by one
     except Exception as err:
@@ -161,12 +162,14 @@ def _read_in_workers(batch: Batch, planned: PackRange, places: Places, path: str
             failed = dict(done.failed)
             for number, place in enumerate(target.passed):
                 why = failed.get(number)
+                nbytes = 0
                 if why is None:
                     place.file.digests[place.index] = done.digest
-                    written += location.raw_length
+                    nbytes = location.raw_length
+                    written += nbytes
                 else:
                     batch.fail(place.file, why)
-                batch.written(place.file)
+                batch.written(place.file, nbytes)
             unmade = dict(done.unmade)
             for position, place in zip(target.task_blob.new_files, target.made, strict=True):
                 why = unmade.get(position)

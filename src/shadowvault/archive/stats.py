@@ -1,8 +1,10 @@
 """`stats`: how big snapshots are, restored and stored (restic's four modes).
 
 - restore-size: what a restore of each snapshot writes: the files' sizes (a hard-linked file once per
-  snapshot), and the count of every entry but directories.
-- files-by-contents: files with the same content counted once across the snapshots.
+  snapshot), and the count of every entry but directories, every path counted but each tree read
+  once (tree_totals.py: a tree reached by 2^40 paths is summed, not walked).
+- files-by-contents: files with the same content counted once across the snapshots (each tree read
+  once).
 - blobs-per-file: the distinct data blobs the files use, counted once (their plaintext size).
 - raw-data: the distinct blobs (data and trees) the snapshots reference, as stored in the packs
   (after compression and encryption) and uncompressed, with the restore size beside them; the dedup
@@ -16,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from shadowvault.archive.listing import walk_tree
 from shadowvault.archive.tree_paths import TreeReader
+from shadowvault.archive.tree_totals import RestoreSizes, distinct_trees_nodes
 from shadowvault.repo.index import BlobLocation
 from shadowvault.repo.snapshot import Snapshot
 
@@ -67,24 +69,6 @@ class Stats:
         return round(self.restore_size / self.data_uncompressed_size, 3)
 
 
-def _restore_size(store: TreeReader, snapshot: Snapshot) -> tuple[int, int]:
-    """(bytes, entries other than directories) that restoring the snapshot writes."""
-    size = count = 0
-    seen_links: set[tuple[int, int]] = set()
-    for _, node in walk_tree(store, snapshot.tree or None, b"/"):
-        if node.type == "dir":
-            continue
-        count += 1
-        if node.type != "file":
-            continue
-        if node.nlink > 1 and node.inode:
-            if (node.device, node.inode) in seen_links:
-                continue
-            seen_links.add((node.device, node.inode))
-        size += node.size
-    return size, count
-
-
 def _referenced_blobs(store: TreeReader, snapshots: Iterable[Snapshot]) -> tuple[set[bytes], set[bytes]]:
     """(file data blobs, trees and manifests) the snapshots reference (each tree walked once)."""
     data: set[bytes] = set()
@@ -106,8 +90,9 @@ def snapshot_stats(store: IndexedTrees, snapshots: list[tuple[str, Snapshot]], m
     """The figures of `mode` for these snapshots together."""
     stats = Stats(mode, snapshots_count=len(snapshots))
     if mode in ("restore-size", "raw-data"):
+        sizes = RestoreSizes(store)  # each tree read once, for every snapshot
         for _, snapshot in snapshots:
-            size, count = _restore_size(store, snapshot)
+            size, count = sizes.of(snapshot.tree)
             stats.restore_size += size
             stats.total_file_count += count
         stats.total_size = stats.restore_size
@@ -127,19 +112,18 @@ def snapshot_stats(store: IndexedTrees, snapshots: list[tuple[str, Snapshot]], m
     elif mode in ("files-by-contents", "blobs-per-file"):
         contents: set[tuple[bytes, ...]] = set()
         blobs: set[bytes] = set()
-        for _, snapshot in snapshots:
-            for _, node in walk_tree(store, snapshot.tree or None, b"/"):
-                if node.type != "file" or tuple(node.content) in contents:
-                    continue
-                contents.add(tuple(node.content))
-                stats.total_file_count += 1
-                if mode == "files-by-contents":
-                    stats.total_size += node.size
-                    continue
-                for blob_id in node.content:
-                    if blob_id not in blobs:
-                        blobs.add(blob_id)
-                        location = store.lookup(blob_id)
-                        stats.total_size += location.raw_length if location else 0
+        for node in distinct_trees_nodes(store, [snapshot.tree for _, snapshot in snapshots]):
+            if node.type != "file" or tuple(node.content) in contents:
+                continue
+            contents.add(tuple(node.content))
+            stats.total_file_count += 1
+            if mode == "files-by-contents":
+                stats.total_size += node.size
+                continue
+            for blob_id in node.content:
+                if blob_id not in blobs:
+                    blobs.add(blob_id)
+                    location = store.lookup(blob_id)
+                    stats.total_size += location.raw_length if location else 0
         stats.total_blob_count = len(blobs)
     return stats

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from shadowvault.archive.listing import display, path_fields
 from shadowvault.archive.patterns import PathFilter
-from shadowvault.archive.restore_preview import CREATE, REPLACE, PreviewCounts, preview_restore
+from shadowvault.archive.restore_preview import CREATE, KEEP, REPLACE, PreviewCounts, preview_restore
 from shadowvault.cli.output import info, listing, print_json
 from shadowvault.cli.repo_options import open_repository
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose
-from shadowvault.display import exact_fields, human_size
+from shadowvault.display import counted, exact_fields, human_size
+from shadowvault.errors import PartialFailure, RepositoryError
 
 
 def preview_files_restore(
@@ -62,11 +63,25 @@ def preview_files_restore(
                 "snapshot_id": snapshot_id,
                 **{f"entries_{action}": n for action, n in totals.items()},
                 "bytes_to_write": counts.bytes_written,
+                "errors": counts.failures,
             }
         )
+    else:
+        failing = f" ({counts.failures} would fail)" if counts.failures else ""
+        info(
+            f"dry run, nothing changed: snapshot {snapshot_id[:8]} into {target}: {totals[CREATE]} to"
+            f" create, {totals[REPLACE]} to replace ({human_size(counts.bytes_written)} to write),"
+            f" {totals['keep']} kept, {totals['skip']} skipped{failing}"
+        )
+    _exit_as_the_restore_would(counts)
+
+
+def _exit_as_the_restore_would(counts: PreviewCounts) -> None:
+    """A preview that foresees errors exits as the restore would (cli/restore.py): 3 when some
+    entries would fail, 1 when nothing at all would be restored."""
+    if not counts.failures:
         return
-    info(
-        f"dry run, nothing changed: snapshot {snapshot_id[:8]} into {target}: {totals[CREATE]} to create, "
-        f"{totals[REPLACE]} to replace ({human_size(counts.bytes_written)} to write), "
-        f"{totals['keep']} kept, {totals['skip']} skipped"
-    )
+    would = counted(counts.failures, "item")
+    if not (counts.entries[CREATE] or counts.entries[REPLACE] or counts.entries[KEEP]):
+        raise RepositoryError(f"dry run: nothing would be restored: {would} could not be")
+    raise PartialFailure(f"dry run: {would} could not be restored; the others could")

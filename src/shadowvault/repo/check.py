@@ -22,9 +22,10 @@ from shadowvault.repo.check_damage import (
 )
 from shadowvault.repo.check_packs import IndexListing, Listed, read_pack
 from shadowvault.repo.check_report import CheckReport
+from shadowvault.repo.check_sizes import SizeChecker, tree_problem, where_found
 from shadowvault.repo.damage import DamagedPack, DamageMap
 from shadowvault.repo.index import BlobIndex
-from shadowvault.repo.keys import damaged_keys
+from shadowvault.repo.keys import damaged_keys, stray_key_files
 from shadowvault.repo.prune import REPACK_UNUSED_FRACTION
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -42,6 +43,9 @@ class _UsedBlobs:
         self._index = index
         self._bits = bytearray((index.bulk_size + 7) // 8)
         self.unindexed: set[bytes] = set()
+        # the slots of the ids the last `update` was given, in order: a tree's content, which
+        # check's size test reads (check_sizes.py) instead of looking each blob up again
+        self.last_slots: list[int | None] = []
 
     def __contains__(self, blob_id: object) -> bool:
         if not isinstance(blob_id, bytes):
@@ -61,7 +65,8 @@ class _UsedBlobs:
 
     def update(self, blob_ids: Collection[bytes]) -> None:
         bits = self._bits
-        for blob_id, at in zip(blob_ids, self._index.slots(blob_ids), strict=True):
+        self.last_slots = slots = self._index.slots(blob_ids)
+        for blob_id, at in zip(blob_ids, slots, strict=True):
             if at is None:
                 self.unindexed.add(blob_id)
             else:
@@ -94,10 +99,15 @@ def check(
             f"{' ...' if len(shown) > 5 else ''}; run `chmod -R go-rwx {backend.describe()}`"
         )
     for name in damaged_keys(backend):
-        key_id = name.rsplit("/", 1)[1][:8]
+        key_id = name.rsplit("/", 1)[1]  # whole: a prefix another key shares would not name it
         report.errors.append(
             f"key file {name} is damaged (its content does not match its name): its password no longer"
             f" opens the repository; `shadowvault key remove {key_id}`, then `key add` for that password"
+        )
+    for name in stray_key_files(backend):
+        report.warnings.append(
+            f"{name} is not a key file (key files are keys/<64 hex digits>): no command reads it or"
+            f" can remove it; delete it from {backend.describe()} yourself"
         )
     # Snapshots, then the index files (a backup saves its index files before its snapshot, so
     # every listed snapshot's blobs are in them), read once: into the index the trees are walked
@@ -197,10 +207,17 @@ def check(
         tree_problems.setdefault(tree_id, f"tree {tree_id.hex()[:16]} cannot be read: {err}")
 
     unsafe_trees: dict[bytes, str] = {}
+    check_names = _name_checker(report, unsafe_trees)
+    sizes = SizeChecker(repo.index, repo.blob_size)
+
+    def check_tree(tree_id: bytes, tree: Tree) -> None:
+        check_names(tree_id, tree)
+        sizes.check(tree_id, tree, used.last_slots)  # mark_used has just marked its content
+
     for n, (sid, snap) in enumerate(snapshots):
         if progress:
             progress("snapshots", n, len(snapshots))
-        mark_used(repo, [(sid, snap)], used, on_error=tree_error, on_tree=_name_checker(report, unsafe_trees))
+        mark_used(repo, [(sid, snap)], used, on_error=tree_error, on_tree=check_tree)
     met = repo.damage.take_unsaved()  # trees that failed to load while walking
     if record and met:
         record_found(repo, report, met)
@@ -224,8 +241,11 @@ def check(
         report.warnings.append(
             f"{freeable} blobs are not referenced by any snapshot; `shadowvault prune` removes them"
         )
-    if bad_blobs or tree_problems or unsafe_trees:
-        attribute_to_snapshots(repo, snapshots, {**bad_blobs, **tree_problems}, report, unsafe_trees)
+    if sizes.found:
+        report.errors += where_found(repo, snapshots, sizes.found)
+    flagged = {**{t: tree_problem(t, found) for t, found in sizes.found.items()}, **unsafe_trees}
+    if bad_blobs or tree_problems or flagged:
+        attribute_to_snapshots(repo, snapshots, {**bad_blobs, **tree_problems}, report, flagged)
     index_lost = bool(listing.unreadable_files) or bool(unindexed and (bad_blobs or tree_problems))
     report.warnings += closing_advice(index_lost, bool(bad_blobs or tree_problems), bool(unsafe_trees))
     return report

@@ -16,6 +16,10 @@ does), and a snapshot the destination already has a copy of (the same original, 
 all but its tree's ids: time, host, paths, tags, summary) is skipped. The snapshot document is
 written after its data is flushed and indexed, so an interrupted copy leaves a valid destination: the
 packs finished so far are indexed when the repository closes, and the next copy reuses them.
+
+A snapshot whose trees or data cannot be read from the source (damage) is not copied and the others
+are: it is named in the result's `failed` (what it stored meanwhile is unreferenced, for prune). A
+failure of the destination stops the copy.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
@@ -34,6 +39,8 @@ from shadowvault.repo.tree import Tree
 
 log = logging.getLogger(__name__)
 
+_Read = TypeVar("_Read")
+
 
 @dataclass
 class CopiedSnapshot:
@@ -43,9 +50,22 @@ class CopiedSnapshot:
     skipped: bool  # already in the destination: nothing was written
 
 
+@dataclass(frozen=True)
+class FailedSnapshot:
+    """A source snapshot that could not be copied, and why."""
+
+    source_id: str
+    why: str
+
+
+class _SourceUnreadable(ShadowvaultError):
+    """A read from the source failed: the snapshot being copied is given up, the others go on."""
+
+
 @dataclass
 class CopyResult:
     snapshots: list[CopiedSnapshot] = field(default_factory=list)
+    failed: list[FailedSnapshot] = field(default_factory=list)
     blobs_added: int = 0
     raw_bytes_added: int = 0
     stored_bytes_added: int = 0
@@ -113,7 +133,7 @@ class BlobTranslator:
         """The destination's id of a DATA blob of the source."""
         found = self._ids.get(blob_id)
         if found is None:
-            found = self._store(blob_id, self._source.load_blob(blob_id))
+            found = self._store(blob_id, _from_source(self._source.load_blob, blob_id))
         return found
 
     def _store(self, blob_id: bytes, data: bytes) -> bytes:
@@ -176,7 +196,8 @@ class BlobTranslator:
         for pack_id, wanted in by_pack.items():
             for loaded in self._source.load_pack_blobs(pack_id, wanted):
                 if loaded.data is None:
-                    raise loaded.error or NotFoundError(f"blob {loaded.id.hex()[:16]} cannot be read")
+                    error = loaded.error or NotFoundError(f"blob {loaded.id.hex()[:16]} cannot be read")
+                    raise _SourceUnreadable(str(error)) from error
                 if loaded.id not in self._ids:
                     self._store(loaded.id, loaded.data)
 
@@ -190,7 +211,7 @@ class BlobTranslator:
                 stack.pop()
                 continue
             if tree is None:
-                tree = self._source.load_tree(tree_id)
+                tree = _from_source(self._source.load_tree, tree_id)
                 stack[-1] = (tree_id, tree)
                 pending = [
                     n.subtree for n in tree.nodes if n.subtree is not None and n.subtree not in self._ids
@@ -258,13 +279,18 @@ def copy_snapshots(
             if model is not None and model not in learnt and snap.tree:
                 learnt.add(model)
                 translator.learn(copied_before[model][0].tree, destination_snapshots[model].tree)
-            copy = msgspec.structs.replace(
-                snap,
-                tree=translator.tree(snap.tree) if snap.tree else b"",
-                manifest=translator.data(snap.manifest) if snap.manifest else None,
-                parent=parent or None,
-                original=original,
-            )
+            try:
+                copy = msgspec.structs.replace(
+                    snap,
+                    tree=translator.tree(snap.tree) if snap.tree else b"",
+                    manifest=translator.data(snap.manifest) if snap.manifest else None,
+                    parent=parent or None,
+                    original=original,
+                )
+            except _SourceUnreadable as err:
+                log.debug("snapshot %s cannot be copied: %s", source_id[:8], err)  # the command says it
+                result.failed.append(FailedSnapshot(source_id, str(err)))
+                continue
             copy_id = destination.save_snapshot(copy)  # flushes first: the snapshot is the commit point
             of_original.setdefault(original, []).append((copy_id, copy))
             destination_snapshots[copy_id] = copy
@@ -280,6 +306,14 @@ def copy_snapshots(
     result.raw_bytes_added = stats.raw_bytes_added - start[1]
     result.stored_bytes_added = stats.stored_bytes_added - start[2]
     return result
+
+
+def _from_source(read: Callable[[bytes], _Read], blob_id: bytes) -> _Read:
+    """`read(blob_id)` from the source, its failure marked as the source's (see _SourceUnreadable)."""
+    try:
+        return read(blob_id)
+    except ShadowvaultError as err:
+        raise _SourceUnreadable(str(err)) from err
 
 
 def _copied_model(

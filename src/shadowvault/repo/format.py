@@ -49,7 +49,8 @@ class Config(msgspec.Struct, kw_only=True):
     compression: str = f"zstd:{ZSTD_LEVEL}"
 
 
-BlobIdField = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+BLOB_ID_LENGTH = 32  # bytes of a blob id (keyed BLAKE3-256)
+BlobIdField = Annotated[bytes, msgspec.Meta(min_length=BLOB_ID_LENGTH, max_length=BLOB_ID_LENGTH)]
 U32 = Annotated[int, msgspec.Meta(ge=0, le=(1 << 32) - 1)]
 BlobTypeField = Annotated[int, msgspec.Meta(ge=int(min(BlobType)), le=int(max(BlobType)))]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from array import array
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from shadowvault.errors import IntegrityError
@@ -348,6 +348,11 @@ class BlobIndex:
     @property
     def bulk_size(self) -> int:
         return len(self._base)
+
+    def bulk_raw_lengths(self) -> Sequence[int]:
+        """The plaintext length of each bulk entry, by `slot` (check sums files' blobs with it,
+        from the slots it has already found, without looking a blob up again)."""
+        return self._base.raw_lengths
 
     def blob_ids(self) -> Iterator[bytes]:
         """Every indexed blob id, once (a blob stored in several packs too), without a set of them

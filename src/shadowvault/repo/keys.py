@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Iterator
 
 from shadowvault.errors import (
     IntegrityError,
@@ -19,7 +21,7 @@ from shadowvault.errors import (
     UsageError,
     WrongPasswordError,
 )
-from shadowvault.repo.backend import Backend, load_listed
+from shadowvault.repo.backend import Backend, FileInfo, load_listed
 from shadowvault.repo.crypto import make_key_file, open_key_file
 from shadowvault.repo.file_ids import file_id
 from shadowvault.repo.master_key import MasterKey
@@ -27,6 +29,19 @@ from shadowvault.repo.master_key import MasterKey
 log = logging.getLogger(__name__)
 
 KEYS_DIR = "keys/"
+_KEY_NAME = re.compile(r"keys/[0-9a-f]{64}")  # keys/<hex BLAKE3 of the file>: nowhere else
+
+
+def key_files(backend: Backend) -> Iterator[FileInfo]:
+    """The key files: what is listed at keys/<64 hex digits>. Anything else there (a file in a
+    subdirectory, another name) is no key file: no key command could name it (`key remove` takes
+    the id), so no command reads it either; `check` names it (`stray_key_files`)."""
+    return (info for info in backend.list(KEYS_DIR) if _KEY_NAME.fullmatch(info.name))
+
+
+def stray_key_files(backend: Backend) -> list[str]:
+    """What lies under keys/ that is not a key file (see `key_files`)."""
+    return [info.name for info in backend.list(KEYS_DIR) if not _KEY_NAME.fullmatch(info.name)]
 
 
 def password_bytes(password: str | bytes) -> bytes:
@@ -48,7 +63,7 @@ def unlock_key(backend: Backend, password: str | bytes) -> tuple[MasterKey, str]
     file is named by its hash, so a damaged one is recognised as such (not taken for a wrong
     password) and the others are still tried."""
     secret = password_bytes(password)
-    keys = list(backend.list(KEYS_DIR))
+    keys = list(key_files(backend))
     if not keys:
         raise RepositoryError(f"repository {backend.describe()} has no key files")
     damaged: list[str] = []
@@ -97,7 +112,7 @@ def key_name(backend: Backend, ref: str) -> str:
     ref = ref.strip().lower()
     if not ref or any(c not in "0123456789abcdef" for c in ref):
         raise UsageError(f"{ref!r} is not a key id (the hex id `key list` shows, or a unique prefix)")
-    matches = [info.name for info in backend.list(KEYS_DIR) if info.name.rsplit("/", 1)[1].startswith(ref)]
+    matches = [info.name for info in key_files(backend) if info.name.rsplit("/", 1)[1].startswith(ref)]
     if not matches:
         raise NotFoundError(f"no key with id {ref}")
     if len(matches) > 1:
@@ -107,7 +122,7 @@ def key_name(backend: Backend, ref: str) -> str:
 
 def remove_key(backend: Backend, name: str, current: str | None) -> None:
     """Remove a key file; never the last one, nor `current` (the one this process opened with)."""
-    if sum(1 for _ in backend.list(KEYS_DIR)) <= 1:
+    if sum(1 for _ in key_files(backend)) <= 1:
         raise UsageError(f"key {name.rsplit('/', 1)[1][:8]} is the repository's last key; it stays")
     if name == current:
         raise UsageError(
@@ -121,7 +136,7 @@ def damaged_keys(backend: Backend) -> list[str]:
     """The key files whose content no longer matches their name (the hash of what was written):
     found without any password, so `check` sees them before the day they are needed."""
     found = []
-    for info in backend.list(KEYS_DIR):
+    for info in key_files(backend):
         try:
             raw = load_listed(backend, info)
         except NotFoundError:
@@ -138,7 +153,7 @@ def list_keys(backend: Backend, current: str | None = None) -> list[dict[str, st
     """The key files' public fields (never the wrapped key); `current` marks the one named so, and
     `damaged` the ones whose content does not match their name."""
     found: list[dict[str, str | bool]] = []
-    for info in backend.list(KEYS_DIR):
+    for info in key_files(backend):
         try:
             raw = load_listed(backend, info)
             doc = json.loads(raw)

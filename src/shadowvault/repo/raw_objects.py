@@ -16,7 +16,7 @@ import msgspec
 from shadowvault.display import exact_fields
 from shadowvault.errors import IntegrityError, NotFoundError, UsageError
 from shadowvault.repo.format import file_id
-from shadowvault.repo.keys import KEYS_DIR
+from shadowvault.repo.keys import key_name
 from shadowvault.repo.master_index import INDEX_DIR
 from shadowvault.repo.pack import read_header
 from shadowvault.repo.repository import Repository
@@ -103,7 +103,7 @@ def cat_document(repo: Repository, kind: str, ref: str | None) -> Any:
         name = _unique_file(repo, INDEX_DIR, ref, "index file")
         return {"id": name.rsplit("/", 1)[1], **_plain(repo.load_index_file(name))}
     if kind == "key":
-        name = _unique_file(repo, KEYS_DIR, ref, "key")
+        name = key_name(repo.backend, _hex_id(ref, "key", prefix_ok=True))
         raw = repo.backend.load(name)
         if file_id(raw) != name.rsplit("/", 1)[1]:
             raise IntegrityError(f"key file {name} is damaged (its content does not match its name)")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from shadowvault.errors import IntegrityError, NotFoundError, UsageError
 from shadowvault.repo.backend import Backend, refuse_oversized
-from shadowvault.repo.format import decode_document, encode_document, file_id
+from shadowvault.repo.format import BLOB_ID_LENGTH, decode_document, encode_document, file_id
 from shadowvault.repo.sealing import Sealer
 from shadowvault.repo.snapshot import Snapshot, chronological
 from shadowvault.repo.snapshot_text import storable
@@ -49,7 +49,12 @@ class SnapshotStore:
                 f"snapshot {snapshot_id[:8]} is damaged (its content does not match its name)"
             )
         what = f"snapshot {snapshot_id[:8]}"
-        return decode_document(self._sealer.open(raw, SNAPSHOT_AAD, what), Snapshot, what)
+        snapshot = decode_document(self._sealer.open(raw, SNAPSHOT_AAD, what), Snapshot, what)
+        if len(snapshot.tree) != BLOB_ID_LENGTH:
+            # every backup names its root tree: one without (a crafted or damaged file) is not an
+            # empty snapshot, which it once listed and checked as while restore failed on it
+            raise IntegrityError(f"snapshot {snapshot_id[:8]} is damaged (it names no valid root tree)")
+        return snapshot
 
     def ids(self) -> builtins.list[str]:
         sizes = {info.name.rsplit("/", 1)[1]: info.size for info in self._backend.list(SNAPSHOTS_DIR)}

@@ -32,7 +32,8 @@ def mark_used(
 
     A tree that cannot be loaded calls `on_error(snapshot id, tree id, error)`, or raises
     RepositoryError when no handler is given (prune must never guess). `on_tree(tree id, tree)`
-    sees every tree read (check inspects names there).
+    sees every tree read, once its content was added to `used` in one `update` (check inspects
+    names there, and sizes with the slots its set found for that content).
     """
     for snapshot_id, snap in snapshots:
         if snap.manifest:
@@ -55,11 +56,11 @@ def mark_used(
                     ) from err
                 on_error(snapshot_id, tree_id, err)
                 continue
-            if on_tree is not None:
-                on_tree(tree_id, tree)
             # the whole directory's content in one call: a call per file was over a quarter of a
             # check of a million files
             used.update([blob_id for node in tree.nodes for blob_id in node.content])
+            if on_tree is not None:
+                on_tree(tree_id, tree)
             stack.extend(
                 node.subtree for node in tree.nodes if node.subtree is not None and node.subtree not in used
             )
