@@ -26,9 +26,19 @@ class Shadowvault:
 
 
 def json_out(result: Result) -> object:
-    """The one JSON document a --json command printed (after checking that it succeeded)."""
+    """The one JSON document a --json command printed (after checking that it succeeded), past the
+    status lines a run longer than a second prints before it (a slow machine's)."""
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError:
+        lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        (document,) = [line for line in lines if not _is_status(line)]
+        return document
+
+
+def _is_status(line: object) -> bool:
+    return isinstance(line, dict) and line.get("message_type") == "status"
 
 
 def one_error_line(result: Result) -> str:
