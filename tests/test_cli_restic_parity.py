@@ -152,3 +152,19 @@ def test_repository_and_password_options_go_before_the_command(env: dict[str, st
                          "--password-file", password)) == []  # fmt: skip
     done = sv("-r", str(tmp_path / "none"), "--password-file", password, "snapshots")
     assert done.exit_code == 1 and "none does not exist" in done.stderr
+
+
+def test_backup_says_which_parent_snapshot_it_used(sv: Shadowvault, tmp_path: Path) -> None:
+    """restic's "using parent snapshot ID" / "no parent snapshot found": a user who expected an
+    incremental and saw every file read learns why."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    first = sv("backup", "--provider", "none", src)
+    assert "no parent snapshot of these paths on this host: every file was read" in first.stderr
+    parent = json.loads(ok(sv, "snapshots", "--json"))[0]["id"]
+    second = sv("backup", "--provider", "none", src)
+    assert f"using parent snapshot {parent[:8]}" in second.stderr
+    forced = sv("backup", "--provider", "none", "--force", src)
+    assert "--force: every file was read" in forced.stderr
+    assert "parent" not in sv("backup", "--provider", "none", "-q", src).stderr

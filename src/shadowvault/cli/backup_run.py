@@ -100,10 +100,10 @@ def run_backup_command(repository: Repository, arguments: BackupArguments) -> No
             result = run_stdin_backup(repository, request, sys.stdin.buffer, a.stdin_filename, stats=stats)
         else:
             result = run_backup(repository, request, stats=stats, on_warning=on_warning, sets=shadow_sets())
-    _print_result(result, a.as_json)
+    _print_result(result, a.as_json, forced=a.force)
 
 
-def _print_result(result: BackupResult, as_json: bool) -> None:
+def _print_result(result: BackupResult, as_json: bool, *, forced: bool = False) -> None:
     for path, reason in result.file_warnings:
         if as_json:
             sys.stderr.write(
@@ -123,6 +123,7 @@ def _print_result(result: BackupResult, as_json: bool) -> None:
     else:
         s = result.stats
         _print_skips(s)
+        note(_parent_line(result.snapshot.parent, forced))
         note(
             f"files: {s.files_new} new, {s.files_changed} changed, {s.files_unmodified} unmodified; "
             f"dirs: {s.dirs}; read {_human_size(s.bytes_read)} of {_human_size(s.bytes_total)}, "
@@ -139,6 +140,16 @@ def _print_result(result: BackupResult, as_json: bool) -> None:
         raise PartialFailure(
             f"{counted(len(result.errors), 'file')} could not be read; the snapshot has the rest"
         )
+
+
+def _parent_line(parent: str | None, forced: bool) -> str:
+    """Which snapshot the unchanged files came from (restic says it too): a user who expected an
+    incremental and got a full read sees why."""
+    if parent:
+        return f"using parent snapshot {parent[:8]}"
+    if forced:
+        return "--force: every file was read, no parent snapshot used"
+    return "no parent snapshot of these paths on this host: every file was read"
 
 
 def _print_changes(changes: list[Difference], as_json: bool) -> None:
