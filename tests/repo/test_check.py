@@ -361,3 +361,24 @@ def test_an_index_file_with_a_crafted_pack_id_or_size_is_rebuilt_by_repair_index
     with Repository.open(tmp_path / "repo", PASSWORD) as repo:
         assert check(repo, read_data_fraction=1.0).ok
     assert run(env, "ls", snapshot_id).exit_code == 0
+
+
+def test_a_snapshot_file_in_a_subdirectory_is_named_by_check_and_listed_by_nothing(env, tmp_path):
+    """A snapshot is a file right under snapshots/: one further down was looked up by its last
+    name, not found, and skipped without a word. Check names it to be deleted; the listing and the
+    other snapshots are unchanged."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_text("x")
+    assert run(env, "backup", "--provider", "none", "-q", tmp_path / "src").exit_code == 0
+    snapshots = tmp_path / "repo" / "snapshots"
+    [stored] = list(snapshots.iterdir())
+    (snapshots / "sub").mkdir()
+    (snapshots / "sub" / stored.name).write_bytes(stored.read_bytes())  # a copy, out of place
+    listed = json.loads(run(env, "snapshots", "--json").stdout)
+    assert [s["id"] for s in listed] == [stored.name]
+    checked = run(env, "check", "--json")
+    assert checked.exit_code == 0, checked.stderr
+    assert json.loads(checked.stdout)["warnings"] == [
+        f"snapshots/sub/{stored.name} is not a snapshot file (snapshot files are right under"
+        f" snapshots/): no command reads it or can remove it; delete it from {tmp_path / 'repo'} yourself"
+    ]

@@ -29,6 +29,7 @@ from shadowvault.repo.keys import damaged_keys, stray_key_files
 from shadowvault.repo.prune import REPACK_UNUSED_FRACTION
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.snapshots import stray_snapshot_files
 from shadowvault.repo.tree import Tree, invalid_name, names_are_safe
 from shadowvault.repo.walk import mark_used
 
@@ -108,6 +109,11 @@ def check(
         report.warnings.append(
             f"{name} is not a key file (key files are keys/<64 hex digits>): no command reads it or"
             f" can remove it; delete it from {backend.describe()} yourself"
+        )
+    for name in stray_snapshot_files(backend):
+        report.warnings.append(
+            f"{name} is not a snapshot file (snapshot files are right under snapshots/): no command"
+            f" reads it or can remove it; delete it from {backend.describe()} yourself"
         )
     # Snapshots, then the index files (a backup saves its index files before its snapshot, so
     # every listed snapshot's blobs are in them), read once: into the index the trees are walked

@@ -57,7 +57,10 @@ class SnapshotStore:
         return snapshot
 
     def ids(self) -> builtins.list[str]:
-        sizes = {info.name.rsplit("/", 1)[1]: info.size for info in self._backend.list(SNAPSHOTS_DIR)}
+        """The names of the files right under snapshots/ (a file further down is no snapshot:
+        `stray_snapshot_files`)."""
+        listed = self._backend.list(SNAPSHOTS_DIR)
+        sizes = {info.name[len(SNAPSHOTS_DIR) :]: info.size for info in listed if not _stray(info.name)}
         self._listed_sizes = sizes
         return list(sizes)
 
@@ -117,6 +120,17 @@ class SnapshotStore:
 
     def remove(self, snapshot_id: str) -> None:
         self._backend.remove(f"{SNAPSHOTS_DIR}{snapshot_id}")
+
+
+def stray_snapshot_files(backend: Backend) -> builtins.list[str]:
+    """Files in subdirectories of snapshots/: a snapshot is a file right under it, named by its id,
+    so no command lists, reads or removes these (they were looked up by their last name, not found,
+    and skipped without a word); `check` names them."""
+    return [info.name for info in backend.list(SNAPSHOTS_DIR) if _stray(info.name)]
+
+
+def _stray(name: str) -> bool:
+    return "/" in name[len(SNAPSHOTS_DIR) :]
 
 
 def filter_snapshots(
