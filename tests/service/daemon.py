@@ -7,6 +7,8 @@ It is always stopped by its PID (SIGTERM, then SIGKILL if it does not end).
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -104,3 +106,18 @@ def running_daemon(
             for set_id in {e.set_id for e in exposing.exposures(store)}:
                 exposing.unexpose(store, set_id=set_id)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def raw_call(daemon_socket: Path, method: str, path: str, body: bytes = b"") -> tuple[int, dict]:
+    """One HTTP request as any client could send it (no shadowvault.client checks): the status and
+    the JSON body of the answer."""
+    connection = http.client.HTTPConnection("sv")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(daemon_socket))
+    connection.sock = sock
+    try:
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()

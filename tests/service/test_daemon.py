@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import json
 import os
@@ -20,7 +19,7 @@ from shadowvault.errors import NotFoundError, ShadowvaultError, UsageError
 from shadowvault.service.settings import WORKER_THREADS
 from shadowvault.shadow.store import ShadowStore
 from tests.fixtures.unprivileged import run_as_nobody
-from tests.service.daemon import running_daemon
+from tests.service.daemon import raw_call, running_daemon
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -191,29 +190,16 @@ def test_a_user_who_is_not_root_is_refused(btrfs, nobody_pythonpath):
             assert root.shadow_sets() == []  # nothing was made
 
 
-def _raw(daemon_socket: Path, method: str, path: str, body: bytes) -> tuple[int, dict]:
-    connection = http.client.HTTPConnection("sv")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(str(daemon_socket))
-    connection.sock = sock
-    try:
-        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
-
-
 def test_malformed_and_oversized_requests_get_a_json_error_and_the_daemon_goes_on(btrfs):
     with running_daemon() as daemon:
-        status, error = _raw(daemon.socket, "POST", "/v1/shadow-sets", b'{"volumes": [')
+        status, error = raw_call(daemon.socket, "POST", "/v1/shadow-sets", b'{"volumes": [')
         assert status == 400 and error["error"].startswith("malformed JSON: ")
         assert "\n" not in error["error"] and "Traceback" not in error["error"]
-        status, error = _raw(daemon.socket, "POST", "/v1/shadow-sets", b'{"volumes": "/x"}')
+        status, error = raw_call(daemon.socket, "POST", "/v1/shadow-sets", b'{"volumes": "/x"}')
         assert status == 400 and error["error"].startswith("invalid request: Expected `array`")
-        status, error = _raw(daemon.socket, "POST", "/v1/shadow-sets", b" " * (1 << 20))
+        status, error = raw_call(daemon.socket, "POST", "/v1/shadow-sets", b" " * (1 << 20))
         assert status == 413 and error["error"] == "the request body is larger than 65536 bytes"
-        status, error = _raw(daemon.socket, "GET", "/v1/nothing-here", b"")
+        status, error = raw_call(daemon.socket, "GET", "/v1/nothing-here", b"")
         assert status == 404 and error["error"] == "no such call: GET /v1/nothing-here"
         with Client(daemon.socket) as client:
             with pytest.raises(UsageError, match="name at least one volume"):

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,28 +14,15 @@ from shadowvault.errors import UsageError
 from shadowvault.repo.repository import Repository
 from shadowvault.shadow.options import SetOptions
 from tests.archive.helpers import FAST_KDF, PASSWORD
-from tests.service.daemon import running_daemon
-
-
-def _call(daemon_socket: Path, method: str, path: str, body: bytes = b"") -> tuple[int, dict]:
-    connection = http.client.HTTPConnection("sv")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(str(daemon_socket))
-    connection.sock = sock
-    try:
-        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
+from tests.service.daemon import raw_call, running_daemon
 
 
 def test_a_job_with_a_bad_name_or_no_definition_is_the_caller_s_mistake(private_dirs):
     with running_daemon() as daemon:
-        status, error = _call(daemon.socket, "POST", "/v1/jobs/..%2Fetc%2Fpasswd/runs")
+        status, error = raw_call(daemon.socket, "POST", "/v1/jobs/..%2Fetc%2Fpasswd/runs")
         assert status == 400 and error["error"].startswith("invalid job name '../etc/passwd'")
         assert error["exit_status"] == 2
-        status, error = _call(daemon.socket, "POST", "/v1/jobs/nightly/runs")
+        status, error = raw_call(daemon.socket, "POST", "/v1/jobs/nightly/runs")
         assert status == 404 and error["error"].startswith("no job 'nightly': ")
         assert error["exit_status"] == 2
         assert "Traceback" not in daemon.log_text()
@@ -46,22 +30,22 @@ def test_a_job_with_a_bad_name_or_no_definition_is_the_caller_s_mistake(private_
 
 def test_a_nul_character_or_json_nested_too_deeply_is_a_bad_request(private_dirs):
     with running_daemon() as daemon:
-        status, error = _call(daemon.socket, "POST", "/v1/shadow-sets", b'{"volumes": ["/srv\\u0000x"]}')
+        status, error = raw_call(daemon.socket, "POST", "/v1/shadow-sets", b'{"volumes": ["/srv\\u0000x"]}')
         assert (status, error["error"]) == (
             400,
             r"invalid request: volumes: '/srv\x00x' holds a NUL character",
         )
         body = b'{"volumes": ["/srv"], "writers": ["sqlite:/srv/a\\u0000"]}'
-        status, error = _call(daemon.socket, "POST", "/v1/shadow-sets", body)
+        status, error = raw_call(daemon.socket, "POST", "/v1/shadow-sets", body)
         assert status == 400
         assert error["error"] == "invalid request: a string holds a NUL character - at `$.writers[0]`"
-        status, error = _call(daemon.socket, "DELETE", "/v1/exposures?at=/srv%00")
+        status, error = raw_call(daemon.socket, "DELETE", "/v1/exposures?at=/srv%00")
         assert (status, error["error"]) == (400, r"at: '/srv\x00' holds a NUL character")
         deep = b"[" * 3000 + b"]" * 3000
         options = b'{"directory_options": {"x": ' + deep + b"}}"
         restore = b'{"snapshot": "latest", "component": "files", "options": ' + options + b"}"
         body = b'{"repository": "/r", "password": "p", "restore": ' + restore + b"}"
-        status, error = _call(daemon.socket, "POST", "/v1/component-restores", body)
+        status, error = raw_call(daemon.socket, "POST", "/v1/component-restores", body)
         assert (status, error["error"]) == (400, "invalid request: the JSON is nested too deeply")
         assert "Traceback" not in daemon.log_text()
 
@@ -107,7 +91,7 @@ def test_a_relative_path_is_refused_not_resolved_in_the_daemon_s_working_directo
     ]
     with running_daemon() as daemon:
         for method, path, body, message in cases:
-            status, error = _call(daemon.socket, method, path, body)
+            status, error = raw_call(daemon.socket, method, path, body)
             assert (status, error["error"]) == (400, message), (method, path, body)
         with Client(daemon.socket) as client:
             assert client.runs() == []  # refused as asked for: no run started
@@ -151,7 +135,7 @@ def test_a_timeout_too_long_for_the_clocks_is_a_bad_request_not_a_failed_commit(
             SetOptions(freeze_timeout=timeout)
     with running_daemon() as daemon:
         body = b'{"volumes": ["/nonexistent"], "commit_timeout": 1e300}'
-        status, error = _call(daemon.socket, "POST", "/v1/shadow-sets", body)
+        status, error = raw_call(daemon.socket, "POST", "/v1/shadow-sets", body)
         assert (status, error["error"]) == (
             400,
             "timeouts must be positive numbers of seconds, at most 86400",
@@ -186,7 +170,7 @@ def test_an_application_or_vm_restore_s_relative_or_mistyped_target_is_a_bad_req
     ]
     with running_daemon() as daemon:
         for path, body, message in cases:
-            status, error = _call(daemon.socket, "POST", path, body)
+            status, error = raw_call(daemon.socket, "POST", path, body)
             assert (status, error["error"]) == (400, message), path
         assert "Traceback" not in daemon.log_text()
 
