@@ -221,7 +221,7 @@ def test_the_source_password_is_kept_from_the_commands_shadowvault_runs(monkeypa
     assert "source secret" not in seen and "/root/source.pw" not in seen
 
 
-def test_copy_goes_past_snapshots_it_cannot_read_names_them_and_exits_3(dest, tmp_path):
+def test_copy_goes_past_snapshots_it_cannot_read_names_them_and_exits_3(dest, tmp_path, caplog):
     """copy stopped at the first snapshot whose data it could not read: every other snapshot is
     copied, those it could not copy (lost data, a damaged snapshot file) are named, and it exits 3."""
     repo_path = tmp_path / "damaged-source"
@@ -241,6 +241,9 @@ def test_copy_goes_past_snapshots_it_cannot_read_names_them_and_exits_3(dest, tm
     assert [c["source"] for c in summary["copied"]] == [first, third]
     assert sorted(f["source"] for f in summary["failed"]) == sorted([lost, garbage.name])
     assert "could not be copied" in copied.stderr
+    # the damaged file is named once as the source is listed (once per listing, it was twice)
+    said = f"snapshot {garbage.name[:8]} is damaged"
+    assert [r.getMessage().startswith(said) for r in caplog.records].count(True) == 1
     assert sorted(s.original for _, s in _dest_snapshots(dest)) == sorted([first, third])
     named = run(dest, "copy", *source, lost[:8], garbage.name[:8], first[:8])
     assert named.exit_code == 3

@@ -78,7 +78,8 @@ class SnapshotStore:
             except IntegrityError as err:
                 if not skip_damaged:
                     raise
-                log.warning("%s; skipped (remove it with `shadowvault forget %s`)", err, snapshot_id[:8])
+                if snapshot_id not in self.damaged:  # said once, however often a command lists
+                    log.warning("%s; skipped (remove it with `shadowvault forget %s`)", err, snapshot_id[:8])
                 damaged[snapshot_id] = str(err)
         self.damaged = damaged
         found.sort(key=chronological)
