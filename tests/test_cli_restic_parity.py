@@ -4,6 +4,8 @@ difference found by running restic and shadowvault side by side on the same smal
 from __future__ import annotations
 
 import json
+import os
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,28 @@ def test_backup_says_which_parent_snapshot_it_used(sv: Shadowvault, tmp_path: Pa
     forced = sv("backup", "--provider", "none", "--force", src)
     assert "--force: every file was read" in forced.stderr
     assert "parent" not in sv("backup", "--provider", "none", "-q", src).stderr
+
+
+def test_find_oldest_and_newest_bound_the_modification_time(sv: Shadowvault, tmp_path: Path) -> None:
+    """restic find's -O/--oldest and -N/--newest, in its time forms (local time)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, when in (("old", "2020-05-01 12:00:00"), ("new", "2024-01-01 08:00:00")):
+        (src / name).write_text(name)
+        stamp = datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp()
+        os.utime(src / name, (stamp, stamp))
+    ok(sv, "backup", "--provider", "none", "-q", src)
+
+    def found(*bounds: str) -> list[str]:
+        lines = map(json.loads, ok(sv, "find", "--json", "old", "new", *bounds).splitlines())
+        return sorted(m["path"].rsplit("/", 1)[1] for m in lines if m["message_type"] == "match")
+
+    assert found() == ["new", "old"]
+    assert found("--oldest", "2021-01-01") == ["new"]
+    assert found("--newest", "2020-05-01 12:00") == ["old"]  # the bound itself is in
+    assert found("-O", "2020-05-01T12:00:00", "-N", "2023-12-31") == ["old"]
+    assert found("--oldest", "2024-01-01 08:00:01") == []
+    refused = sv("find", "x", "--newest", "yesterday")
+    assert refused.exit_code == 2 and "--newest takes a local time like" in refused.stderr
+    crossed = sv("find", "x", "-O", "2021-01-01", "-N", "2020-01-01")
+    assert crossed.exit_code == 2 and "nothing could match" in crossed.stderr

@@ -1,7 +1,7 @@
-"""`backup --time`: the time a snapshot records instead of now (restic's option, for importing old data).
-
-restic's form, "YYYY-MM-DD HH:MM:SS" in local time (Go's "2006-01-02 15:04:05"); anything else is
-one line naming the option.
+"""Times typed on the command line, in restic's forms and local time: `backup --time` (the time a
+snapshot records instead of now, for importing old data), "YYYY-MM-DD HH:MM:SS"; `find --oldest` and
+`--newest`, that or a shorter "YYYY-MM-DD HH:MM" or "YYYY-MM-DD". Anything else is one line naming
+the option.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import datetime
 from shadowvault.errors import UsageError
 
 FORMAT = "%Y-%m-%d %H:%M:%S"
+FIND_FORMATS = (FORMAT, "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")  # restic find's
 
 
 def parse_backup_time(text: str, option: str = "--time") -> float:
@@ -22,3 +23,18 @@ def parse_backup_time(text: str, option: str = "--time") -> float:
         raise UsageError(
             f"{option} takes a local time like '2021-03-04 15:30:00' (YYYY-MM-DD HH:MM:SS), not {text!r}"
         ) from err
+
+
+def parse_find_time(text: str, option: str) -> float:
+    """Seconds since the epoch for a local time in one of FIND_FORMATS (a date alone: its midnight)."""
+    for form in FIND_FORMATS:
+        try:
+            return datetime.datetime.strptime(text.strip(), form).astimezone().timestamp()
+        except ValueError:
+            continue
+        except (OverflowError, OSError):
+            break
+    raise UsageError(
+        f"{option} takes a local time like '2021-03-04 15:30:00', '2021-03-04 15:30' or '2021-03-04',"
+        f" not {text!r}"
+    )

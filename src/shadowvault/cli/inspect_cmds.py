@@ -8,8 +8,10 @@ docs/commands-inspect.md.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
+from collections.abc import Callable
 from typing import BinaryIO
 
 import click
@@ -18,6 +20,7 @@ from shadowvault.archive.dump import ARCHIVE_FORMATS, WRITERS, find_entry, write
 from shadowvault.archive.find import Patterns, find_entries
 from shadowvault.archive.listing import describe, display
 from shadowvault.archive.stats import MODES, snapshot_stats
+from shadowvault.archive.time_option import parse_find_time
 from shadowvault.cli.output import info, json_option, listing, print_json, warn
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.repository import format_size
@@ -57,6 +60,8 @@ def _binary_stdout() -> BinaryIO:
     help="Search only this snapshot (repeatable; default: every snapshot the filters pass).",
 )
 @click.option("-i", "--ignore-case", is_flag=True, help="Match names without regard to case.")
+@click.option("-O", "--oldest", metavar="TIME", help="Only entries modified at or after TIME (local).")
+@click.option("-N", "--newest", metavar="TIME", help="Only entries modified at or before TIME (local).")
 @snapshot_filter_options
 @json_option
 def find_cmd(
@@ -65,6 +70,8 @@ def find_cmd(
     patterns: tuple[str, ...],
     refs: tuple[str, ...],
     ignore_case: bool,
+    oldest: str | None,
+    newest: str | None,
     snapshot_filter: SnapshotFilter,
     as_json: bool,
 ) -> None:
@@ -75,12 +82,15 @@ def find_cmd(
     time, size and path; --json prints one `match` line per entry and a `summary` line.
     """
     compiled = Patterns(patterns, ignore_case=ignore_case)
+    modified = _modified_between(oldest, newest)
     with open_repository(repo, password_file) as r:
         snapshots = choose_all(r, refs, snapshot_filter)
         count = 0
         for found in find_entries(r, snapshots, compiled):
-            count += 1
             node = found.node
+            if not modified(node.mtime_ns):
+                continue
+            count += 1
             if as_json:
                 print_json(
                     {"message_type": "match", "snapshot_id": found.snapshot_id, **describe(found.path, node)}
@@ -95,6 +105,15 @@ def find_cmd(
         sys.stderr.write(
             f"{count} match{'es' if count != 1 else ''} in {counted(len(snapshots), 'snapshot')}\n"
         )
+
+
+def _modified_between(oldest: str | None, newest: str | None) -> Callable[[int], bool]:
+    """Whether an mtime (ns) is within --oldest and --newest (restic find's options, times included)."""
+    low = parse_find_time(oldest, "--oldest") * 1e9 if oldest else -math.inf
+    high = parse_find_time(newest, "--newest") * 1e9 if newest else math.inf
+    if low > high:
+        raise UsageError(f"--oldest {oldest!r} is after --newest {newest!r}: nothing could match")
+    return lambda mtime_ns: low <= mtime_ns <= high
 
 
 # ------------------------------------------------------------------ dump
