@@ -11,6 +11,7 @@ no more than the data (the repository's read counters).
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -296,3 +297,21 @@ def test_a_copy_with_its_holes_written_out_adds_nothing(backed: Backed):
     assert tree[b"full"].content == tree[b"sparse"].content
     assert not tree[b"full"].sparse and tree[b"sparse"].sparse
     assert stats.bytes_holes > 40 * MiB and stats.bytes_read > 64 * MiB
+
+
+def test_the_restore_summary_gives_the_files_size_and_the_data_written(ext4: LoopFs, env, cli):
+    """A 64 MiB sparse file came back as "4.0 KiB": the summary gives the files' size, and the data
+    written beside it when the holes made it less; --json has both."""
+    src = ext4.mount / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as f:
+        f.truncate(64 << 20)
+        f.seek(32 << 20)
+        f.write(b"data")
+    assert cli("backup", "--provider", "none", "-q", src, env=env).returncode == 0
+    text = cli("restore", "latest", "--target", ext4.mount / "out", env=env)
+    assert text.returncode == 0, text.stderr
+    assert "1 file, 4 dirs, 0 others, 64.0 MiB (1.0 KiB written) in " in text.stdout, text.stdout
+    as_json = cli("restore", "latest", "--target", ext4.mount / "again", "--json", env=env)
+    summary = [json.loads(line) for line in as_json.stdout.splitlines()][-1]
+    assert (summary["total_bytes"], summary["bytes_written"]) == (64 << 20, 1024)  # the data's KiB

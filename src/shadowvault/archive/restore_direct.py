@@ -168,6 +168,7 @@ class DirectFiles:
         with stats.lock:
             stats.files += len(files)
             stats.bytes_written += nbytes
+            stats.total_bytes += nbytes
             if self.verify:
                 stats.verified += len(files)
 

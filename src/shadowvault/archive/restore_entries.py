@@ -50,7 +50,8 @@ class RestoreStats:
     files: int = 0
     dirs: int = 0
     others: int = 0
-    bytes_written: int = 0
+    bytes_written: int = 0  # data written: a hole, or a run of zeros, is not
+    total_bytes: int = 0  # the sizes of the files restored, holes and all (restic's name)
     skipped: int = 0  # entries not laid down because they were unreadable at backup (kept: below)
     verified: int = 0
     # (snapshot path, why): already in the target and left as is; not restored; restored, but not
@@ -73,6 +74,7 @@ class RestoreStats:
             "dirs": self.dirs,
             "others": self.others,
             "bytes_written": self.bytes_written,
+            "total_bytes": self.total_bytes,
             "skipped": self.skipped,
             "verified": self.verified,
             "kept": len(self.kept),
@@ -237,6 +239,7 @@ class EntryWriter:
         with self.stats.lock:
             if node.type == "file":
                 self.stats.files += 1
+                self.stats.total_bytes += node.size
             else:
                 self.stats.others += 1
         return (*here.rel, node.name)

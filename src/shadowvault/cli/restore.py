@@ -256,12 +256,20 @@ def restore_cmd(
         counts = ", ".join(counted(n, noun) for n, noun in ((stats.files, "file"), (stats.dirs, "dir")))
         info(
             f"restored snapshot {snap_id[:8]}: {counts}, {counted(stats.others, 'other')}, "
-            f"{human_size(stats.bytes_written)} in {duration:.2f}s{_aside(stats, verify)}"
+            f"{_sizes(stats)} in {duration:.2f}s{_aside(stats, verify)}"
         )
     if stats.errors and not (stats.files or stats.dirs or stats.others or stats.kept):
         raise RepositoryError(f"nothing was restored: {counted(len(stats.errors), 'item')} could not be")
     if stats.errors:
         raise PartialFailure(f"{counted(len(stats.errors), 'item')} could not be restored; the others were")
+
+
+def _sizes(stats: RestoreStats) -> str:
+    """The files' size, and the data written when less (holes stay holes: a 300 MiB sparse file
+    restored as 4 KiB written read as if 4 KiB had come back)."""
+    if stats.bytes_written >= stats.total_bytes:
+        return human_size(stats.bytes_written)
+    return f"{human_size(stats.total_bytes)} ({human_size(stats.bytes_written)} written)"
 
 
 def _aside(stats: RestoreStats, verify: bool) -> str:

@@ -31,7 +31,7 @@ from shadowvault.jobs.restore_component import ComponentRestoreRequest
 from shadowvault.jobs.restore_files import FilesRestoreRequest
 from shadowvault.repo.repository import Repository
 
-COUNTERS = ("files", "dirs", "others", "bytes_written", "skipped", "verified")
+COUNTERS = ("files", "dirs", "others", "bytes_written", "total_bytes", "skipped", "verified")
 
 
 def _location(repo: str | None) -> str:
