@@ -20,6 +20,7 @@ from shadowvault.process_table import processes as processes
 from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod, Shadow
 from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
 from shadowvault.shadow.writers.base import FailurePolicy, RestoreContext, SnapshotContext, Writer
+from shadowvault.shadow.writers.set_aside import set_aside as set_aside  # re-exported for the writers
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +58,6 @@ def restored_path(ctx: RestoreContext, original: str) -> str:
     if root == "/":
         return original
     return os.path.join(root, original.lstrip("/"))
-
-
-def set_aside(path: str) -> str | None:
-    """Move what a restore would replace out of the way (renamed, never deleted); returns the new name.
-
-    Files the application made after the backup (newer WAL or binlogs, new tables) must not mix
-    with the restored ones. A directory is replaced by an empty one with the same owner and mode.
-    """
-    if not os.path.lexists(path) or (os.path.isdir(path) and not os.listdir(path)):
-        return None
-    st = os.lstat(path)
-    aside = f"{path.rstrip('/')}.pre-restore-{time.strftime('%Y%m%dT%H%M%S')}"
-    os.rename(path, aside)
-    if os.path.isdir(aside) and not os.path.islink(aside):
-        os.mkdir(path, 0o700)
-        os.chown(path, st.st_uid, st.st_gid)
-        os.chmod(path, st.st_mode & 0o7777)
-    log.warning("%s was moved to %s before the restore", path, aside)
-    return aside
 
 
 def parse_policy(value: Any, where: str) -> FailurePolicy:

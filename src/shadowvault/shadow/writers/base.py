@@ -49,6 +49,7 @@ class RestoreContext:
     target_root: str = "/"  # files are laid down under this root
     options: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the writer wants the user told (how it restored)
+    moved_aside: dict[str, str] = field(default_factory=dict)  # what was there -> where it was set aside
 
 
 class Writer(ABC):

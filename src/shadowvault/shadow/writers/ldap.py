@@ -156,7 +156,7 @@ class LdapWriter(AppWriter):
             self._stop_slapd(config)
         for component in ctx.components:
             if component.writer == self.name:
-                set_aside(restored_path(ctx, os.path.join(component.metadata["directory"], "data.mdb")))
+                set_aside(restored_path(ctx, os.path.join(component.metadata["directory"], "data.mdb")), ctx)
 
     def _stop_slapd(self, config: str) -> None:
         try:

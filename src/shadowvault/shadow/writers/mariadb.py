@@ -309,7 +309,7 @@ class MariadbWriter(AppWriter):
                 continue
             datadir = restored_path(ctx, component.metadata.get("data_directory") or component.paths[0])
             stop_server(datadir, float(ctx.options.get("stop_timeout", 300)))
-            set_aside(datadir)  # newer binlogs and tables must not mix with the restored files
+            set_aside(datadir, ctx)  # newer binlogs and tables must not mix with the restored files
 
     def post_restore(self, ctx: RestoreContext) -> None:
         for component in ctx.components:

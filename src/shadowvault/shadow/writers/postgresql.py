@@ -352,7 +352,7 @@ class PostgresqlWriter(AppWriter):
         for component in self._restored_components(ctx):
             datadir = restored_path(ctx, component.metadata.get("data_directory") or component.paths[0])
             stop_cluster(datadir)
-            set_aside(datadir)
+            set_aside(datadir, ctx)
 
     def post_restore(self, ctx: RestoreContext) -> None:
         for component in self._restored_components(ctx):

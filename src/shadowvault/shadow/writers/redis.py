@@ -249,7 +249,7 @@ class RedisWriter(AppWriter):
         for component in ctx.components:
             if component.writer == self.name:
                 for path in component.paths:
-                    set_aside(restored_path(ctx, path))
+                    set_aside(restored_path(ctx, path), ctx)
 
     def _shutdown(self) -> None:
         try:
