@@ -26,6 +26,7 @@ from shadowvault.archive.restore_places import entry_shown
 from shadowvault.archive.tree_paths import find_node
 from shadowvault.display import counted
 from shadowvault.errors import JobCancelledError, NotFoundError, ShadowvaultError, UsageError, WriterError
+from shadowvault.jobs.restore_space import check_fits
 from shadowvault.jobs.writer_plan import (
     WriterPlan,
     in_snapshot,
@@ -227,7 +228,8 @@ def checked_events(
     options: WriterOptions | None,
     writer_options: dict[str, WriterOptions] | None,
 ) -> list[tuple[WriterReport, Writer, RestoreContext]]:
-    """Each selected writer with the context of its restore events, after its `check_restore` passed."""
+    """Each selected writer with the context of its restore events, after its `check_restore` passed
+    and the files were found to fit on their target filesystems."""
     events = []
     per_writer = writer_options or {}
     for report in selected_reports(load_manifest(repo, snapshot), writers):
@@ -240,6 +242,7 @@ def checked_events(
         writer = writer_for(report)
         writer.check_restore(ctx)
         events.append((report, writer, ctx))
+    check_fits(repo, snapshot, target_root, [(report_label(report), report) for report, _, _ in events])
     return events
 
 
