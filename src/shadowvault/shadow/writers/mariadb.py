@@ -27,6 +27,7 @@ from shadowvault.errors import CommandError, WriterError
 from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers import app_settings as S
 from shadowvault.shadow.writers.appwriter import (
     AppWriter,
     on_volumes,
@@ -57,6 +58,13 @@ class MariadbWriter(AppWriter):
     """
 
     name = "mariadb"
+    settings = {
+        "host": S.STRING,
+        "port": S.INTEGER,
+        "socket": S.STRING,
+        "user": S.STRING,
+        "lock_method": S.STRING,
+    }
     freeze_can_be_cancelled = True  # a killed FTWRL or BACKUP STAGE holds nothing; abort ends the session
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:

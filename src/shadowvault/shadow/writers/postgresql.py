@@ -34,6 +34,7 @@ from shadowvault.errors import WriterError
 from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import Component, Consistency
 from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers import app_settings as S
 from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path, set_aside
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
 from shadowvault.shadow.writers.postgresql_restore import (
@@ -70,6 +71,13 @@ class PostgresqlWriter(AppWriter):
     """
 
     name = "postgresql"
+    settings = {
+        "host": S.STRING,
+        "port": S.INTEGER,
+        "user": S.STRING,
+        "dbname": S.STRING,
+        "wal_max_bytes": S.INTEGER,
+    }
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:
         super().__init__(os.path.realpath(instance) if instance else None, **options)

@@ -32,6 +32,7 @@ from shadowvault import cancellation, proc
 from shadowvault.errors import CommandError, WriterError
 from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers import app_settings as S
 from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path, set_aside
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
 
@@ -48,6 +49,7 @@ class RedisWriter(AppWriter):
     """
 
     name = "redis"
+    settings = {"username": S.STRING, "dir": S.STRING, "save_timeout": S.NUMBER}
     freeze_can_be_cancelled = True  # a wait for BGSAVE cut short holds nothing; abort restores settings
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:
