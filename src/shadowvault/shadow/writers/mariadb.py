@@ -344,6 +344,7 @@ class MariadbWriter(AppWriter):
                     self.options.get("user", "root"),
                     self.options.get("password") or "",
                     float(ctx.options.get("start_timeout", 600)),
+                    datadir=datadir,
                 )
 
 
