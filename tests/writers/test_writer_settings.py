@@ -46,4 +46,5 @@ def test_writers_list_shows_the_refused_file_and_good_settings_still_load(privat
     entries = {e["writer"]: e for e in json.loads(done.stdout) if e["kind"] == "configured"}
     assert entries["maria"]["state"] == "refused"  # by its writers.d name
     assert "unknown setting 'sokcet' for a mariadb writer" in entries["maria"]["detail"]
-    assert entries["postgresql:/srv/pg/main"]["state"] == "stable"
+    pg = entries["postgresql:/srv/pg/main"]  # its settings accepted; no server runs there
+    assert pg["state"] == "unreachable" and "not running on /srv/pg/main" in pg["detail"], pg

@@ -146,6 +146,11 @@ class Writer(ABC):
         """Writer-private data to keep in the manifest for restore."""
         return {}
 
+    def probe(self) -> None:
+        """Log in to the application as the first event would, touching nothing: for `writers list`,
+        so that wrong credentials or a server that is down show there, not at the next backup.
+        WriterError says why it cannot; writers with no session to open have nothing to do."""
+
     def check_restore(self, ctx: RestoreContext) -> None:
         """Refuse options that cannot work for these components (raise UsageError), touching nothing.
 

@@ -156,6 +156,9 @@ class MariadbWriter(AppWriter):
             raise WriterError(f"cannot connect to MariaDB at {where}: {_message(err)}") from err
         return conn
 
+    def probe(self) -> None:
+        self._connect().close()
+
     def _sql(self, sql: str) -> list[tuple]:
         """One statement; a cancel of the run kills it on the server (a BACKUP STAGE waiting for a
         lock ends at once) and none starts once the run is cancelled: abort releases."""

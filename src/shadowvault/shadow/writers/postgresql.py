@@ -170,6 +170,9 @@ class PostgresqlWriter(AppWriter):
                 f"cannot connect to PostgreSQL at {where['host']} port {where['port']}: {detail}"
             ) from err
 
+    def probe(self) -> None:
+        self._connect().close()
+
     def _query(self, sql: str, params: list[Any] | None = None) -> Any:
         """One statement; a cancel of the run cancels it on the server (pg_backup_start waiting for
         its checkpoint ends at once) and none starts once the run is cancelled: abort releases."""

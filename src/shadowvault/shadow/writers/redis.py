@@ -96,6 +96,9 @@ class RedisWriter(AppWriter):
             raise WriterError(f"cannot reach Redis at {target}: {err}") from err
         return client
 
+    def probe(self) -> None:
+        self._connect().close()
+
     def _call(self, *args: Any) -> Any:
         import redis
 

@@ -165,7 +165,7 @@ class WriterEntry(msgspec.Struct, kw_only=True):
 
     writer: str  # the --writer spec that selects it
     kind: str  # builtin | configured | discovered
-    state: str  # stable | refused | failed_at_identify | unavailable
+    state: str  # stable | refused | failed_at_identify | unreachable | unavailable
     detail: str = ""
     components: list[Component] = []
 
@@ -175,6 +175,12 @@ def _entry(writer: Writer, kind: str, detail: str = "") -> WriterEntry:
         components = writer.identify()
     except Exception as err:
         return WriterEntry(writer=writer.label, kind=kind, state="failed_at_identify", detail=str(err))
+    try:
+        writer.probe()  # wrong credentials, a server that is down: said now, not at the next backup
+    except ShadowvaultError as err:
+        return WriterEntry(
+            writer=writer.label, kind=kind, state="unreachable", detail=str(err), components=components
+        )
     return WriterEntry(writer=writer.label, kind=kind, state="stable", detail=detail, components=components)
 
 
