@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from shadowvault.errors import ConfigError
+from shadowvault.errors import ConfigError, UsageError
 from shadowvault.shadow.writers import registry
 
 BAD = {
@@ -48,3 +48,24 @@ def test_writers_list_shows_the_refused_file_and_good_settings_still_load(privat
     assert "unknown setting 'sokcet' for a mariadb writer" in entries["maria"]["detail"]
     pg = entries["postgresql:/srv/pg/main"]  # its settings accepted; no server runs there
     assert pg["state"] == "unreachable" and "not running on /srv/pg/main" in pg["detail"], pg
+
+
+@pytest.mark.parametrize("instance", ["bad", "127.0.0.1:notaport", "127.0.0.1:0", "localhost:70000"])
+def test_a_redis_instance_that_is_no_address_is_a_usage_error(instance):
+    """It failed at identify with int()'s "invalid literal for int() with base 10: 'bad'"."""
+    with pytest.raises(UsageError, match=rf"redis:{instance}: expected HOST:PORT .* or a unix socket"):
+        registry.make_writer(f"redis:{instance}")
+
+
+def test_an_external_writer_is_selected_by_the_name_writers_list_gives_it(private_dirs, tmp_path):
+    """`writers list` says `external:app`; `--writer external:app` was "unknown writer 'external'"."""
+    program = tmp_path / "w.sh"
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    config = private_dirs / "config" / "writers.d" / "app.toml"
+    config.write_text(f'type = "external"\ncommand = ["{program}"]\npaths = ["{tmp_path}"]\n')
+    config.chmod(0o644)
+    assert registry.make_writer("external:app").label == "external:app"
+    assert registry.make_writer("app").label == "external:app"
+    with pytest.raises(UsageError, match=r"unknown writer 'external:nope' \(valid: .*external:app"):
+        registry.make_writer("external:nope")

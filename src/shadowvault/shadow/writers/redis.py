@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from shadowvault import cancellation, proc
-from shadowvault.errors import CommandError, WriterError
+from shadowvault.errors import CommandError, UsageError, WriterError
 from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume
 from shadowvault.shadow.writers import app_settings as S
@@ -39,6 +39,14 @@ from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
 log = logging.getLogger(__name__)
 
 ADDRESS = re.compile(r"redis-server\s+(\S+):(\d+)")
+
+
+def is_address(instance: str) -> bool:
+    """Whether `instance` names a Redis server: `HOST:PORT` or a unix socket's absolute path."""
+    if instance.startswith("/"):
+        return True
+    _, sep, port = instance.rpartition(":")
+    return bool(sep) and port.isdigit() and 0 < int(port) < 65536
 
 
 class RedisWriter(AppWriter):
@@ -54,6 +62,11 @@ class RedisWriter(AppWriter):
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:
         super().__init__(instance or "127.0.0.1:6379", **options)
+        if not is_address(str(self.instance)):  # said now, not as int()'s "invalid literal" at identify
+            raise UsageError(
+                f"redis:{self.instance}: expected HOST:PORT (a port from 1 to 65535) or a unix socket's"
+                " absolute path"
+            )
         self._client: Any = None
         self._config: dict[str, str] = {}
         self._aof_rewrite: str | None = None
