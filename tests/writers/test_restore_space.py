@@ -1,7 +1,8 @@
-"""A restore through a writer that does not fit on the target is refused before anything is stopped.
+"""A restore through a writer that cannot work on its target is refused before anything is stopped.
 
-It used to stop the application, set its data aside, then fail file by file ("No space left on
-device", once per file) and leave a partial copy in the data's place.
+A database bigger than the free space used to stop the application, set its data aside, then fail
+file by file ("No space left on device", once per file) and leave a partial copy in the data's
+place; a --target-root that is a file passed the dry run.
 """
 
 from __future__ import annotations
@@ -46,3 +47,20 @@ def test_a_database_bigger_than_the_free_space_is_refused_before_the_restore(btr
         assert line.startswith("shadowvault: error: not enough space to restore sqlite:"), line
         assert "nothing was stopped or changed" in line
     assert db.read_bytes() == before and not list(btrfs.mount.glob("*.pre-restore-*"))
+
+
+def test_a_target_root_that_is_a_file_is_refused_by_the_dry_run_too(btrfs, cli, private_dirs):
+    """The dry run said "1 writer would be restored", the restore "Not a directory" (exit 2)."""
+    env = repo_env(btrfs.mount / "repo")
+    db = btrfs.mount / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table t (n int)")
+    conn.close()
+    assert cli("backup", "--writer", f"sqlite:{db}", btrfs.mount, env=env).returncode == 0
+    target = btrfs.mount / "a-file"
+    target.write_text("not a directory\n")
+    for dry in (["--dry-run"], []):
+        line = one_line_error(
+            cli("restore", "latest", "--writer", "sqlite", "--target-root", target, *dry, env=env)
+        )
+        assert line == f"shadowvault: error: --target-root {target} is not a directory", line

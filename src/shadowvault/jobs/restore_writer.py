@@ -230,6 +230,8 @@ def checked_events(
 ) -> list[tuple[WriterReport, Writer, RestoreContext]]:
     """Each selected writer with the context of its restore events, after its `check_restore` passed
     and the files were found to fit on their target filesystems."""
+    if os.path.lexists(target_root) and not os.path.isdir(target_root):  # a dry run would not see it
+        raise UsageError(f"--target-root {target_root} is not a directory")
     events = []
     per_writer = writer_options or {}
     for report in selected_reports(load_manifest(repo, snapshot), writers):
