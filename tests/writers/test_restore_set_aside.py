@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from shadowvault.archive.restore import Restorer
+from shadowvault.errors import WriterError
 from shadowvault.interrupts import StoppedBySignal, Terminated
 from shadowvault.jobs.restore_writer import WriterRestoreRequest, run_writer_restore
 from shadowvault.repo.repository import Repository
+from shadowvault.shadow.writers.sqlite import SqliteWriter
 from tests.archive.helpers import PASSWORD
 from tests.writers.test_restore_cli import backup, of_type, repo_env
 
@@ -134,3 +136,36 @@ def test_a_restore_stopped_while_laying_down_says_where_the_old_data_went(
     line = str(StoppedBySignal(stopped.value))  # what the command line says, exit 143
     assert line.startswith("terminated by SIGTERM: ") and f"{db} -> {aside}" in line, line
     assert StoppedBySignal(stopped.value).exit_code == 143
+
+
+def test_a_restore_stopped_in_post_restore_or_failing_there_says_where_the_old_data_went(
+    btrfs, cli, private_dirs, monkeypatch
+):
+    env = repo_env(btrfs.mount / "repo")
+    db = btrfs.mount / "app.db"
+    make_db(db, 10)
+    done = cli("backup", "--json", "--writer", f"sqlite:{db}", btrfs.mount, env=env)
+    assert done.returncode == 0, done.stderr
+
+    def interrupted(self, ctx):
+        raise KeyboardInterrupt  # Ctrl-C while the writer recovers the restored copy
+
+    monkeypatch.setattr(SqliteWriter, "post_restore", interrupted)
+    repo = Repository.open(env["SHADOWVAULT_REPOSITORY"], PASSWORD)
+    try:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            run_writer_restore(repo, WriterRestoreRequest("latest", writers=[f"sqlite:{db}"]))
+
+        def failing(self, ctx):
+            raise WriterError("the copy does not open")
+
+        monkeypatch.setattr(SqliteWriter, "post_restore", failing)
+        with pytest.raises(WriterError) as failed:
+            run_writer_restore(repo, WriterRestoreRequest("latest", writers=[f"sqlite:{db}"]))
+    finally:
+        repo.close()
+    first, second = sorted(btrfs.mount.glob("app.db.pre-restore-*"))  # two restores, two names
+    line = str(StoppedBySignal(stopped.value))
+    assert line.startswith("interrupted: writer sqlite:") and f"{db} -> {first}" in line, line
+    assert "failed at post_restore: the copy does not open" in str(failed.value)
+    assert f"{db} -> {second}" in str(failed.value), failed.value

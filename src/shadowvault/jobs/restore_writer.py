@@ -171,7 +171,10 @@ def restore_with_writers(
             with cancellation.shielded():
                 writer.pre_restore(ctx)
         except ShadowvaultError as err:
-            raise WriterError(f"writer {label} failed at pre_restore: {err}") from err
+            raise WriterError(f"writer {label} failed at pre_restore: {err}{_aside_if_any(ctx)}") from err
+        except KeyboardInterrupt as stop:
+            stop.add_note(f"writer {label} was stopped in pre_restore{_aside_if_any(ctx)}")
+            raise
         try:
             result = _lay_down(repo, snapshot, report, ctx, overwrite)
         except JobCancelledError as err:
@@ -197,7 +200,12 @@ def restore_with_writers(
             with cancellation.shielded():
                 writer.post_restore(ctx)
         except ShadowvaultError as err:
-            raise WriterError(f"writer {label} failed at post_restore: {err}") from err
+            raise WriterError(f"writer {label} failed at post_restore: {err}{_aside_if_any(ctx)}") from err
+        except KeyboardInterrupt as stop:
+            stop.add_note(
+                f"writer {label} was stopped in post_restore, its files restored{_aside_if_any(ctx)}"
+            )
+            raise
         result.notes = list(ctx.notes)
         log.info("restored %s: %s", label, ", ".join(result.components))
         done.append(result)
@@ -210,6 +218,10 @@ def aside_said(ctx: RestoreContext) -> str:
         return "nothing was set aside"
     moves = ", ".join(f"{path} -> {aside}" for path, aside in ctx.moved_aside.items())
     return f"what was there is set aside, not deleted: {moves}"
+
+
+def _aside_if_any(ctx: RestoreContext) -> str:
+    return f"; {aside_said(ctx)}" if ctx.moved_aside else ""
 
 
 def stopped_half_way(label: str, ctx: RestoreContext) -> str:
