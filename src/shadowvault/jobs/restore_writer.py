@@ -137,10 +137,11 @@ def keyed_by_plan(per_writer: dict[str, WriterOptions], labels: list[str]) -> di
 
 
 def writer_for(report: WriterReport) -> Writer:
-    """A writer object able to run the restore events of `report`'s writer on this machine."""
+    """A writer object able to run the restore events of `report`'s writer on this machine, with
+    the writers.d settings of that instance (the credentials post_restore logs in with), as at backup."""
     if report.name == "external":
         return registry.make_writer(str(report.instance))
-    return registry.writer_class(report.name)(report.instance)
+    return registry.make_writer(report_label(report))
 
 
 def restore_with_writers(
