@@ -16,7 +16,7 @@ from tests.fixtures import servers as S
 from tests.writers.test_restore_cli import backup, repo_env
 
 
-def test_a_copy_started_elsewhere_is_checked_on_its_own_socket(btrfs, cli):
+def test_a_copy_started_elsewhere_is_checked_on_its_own_socket(btrfs, cli, private_dirs):
     S.open_for_service(btrfs.mount)
     env = repo_env(btrfs.mount / "repo")
     datadir = btrfs.mount / "maria"
@@ -48,6 +48,22 @@ def test_a_copy_started_elsewhere_is_checked_on_its_own_socket(btrfs, cli):
                 assert cur.fetchone() == (100,)
             conn.close()
             assert S.process_alive(maria.pid)  # the original was left alone
+            S.stop_pid(int((copy_base / "pid").read_text()), timeout=60)
+
+            # A writers.d entry names the original's socket: a copy elsewhere is still checked on its
+            # own (with the original stopped, its socket would not answer: start_timeout, failure).
+            config = private_dirs / "config" / "writers.d" / "maria.toml"
+            config.write_text(f'type = "mariadb"\ninstance = "{datadir}"\nsocket = "{maria.socket}"\n')
+            config.chmod(0o644)
+            maria.stop()
+            shutil.rmtree(target)
+            done = cli(
+                "restore", snap, "--writer", "mariadb", "--target-root", target,
+                "--writer-option", f"start_command={json.dumps(start)}",
+                "--writer-option", "start_timeout=20",
+                env=env, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
         finally:
             if (copy_base / "pid").exists():
                 S.stop_pid(int((copy_base / "pid").read_text()), timeout=60)

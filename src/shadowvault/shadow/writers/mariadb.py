@@ -342,8 +342,9 @@ class MariadbWriter(AppWriter):
                 except CommandError as err:
                     raise WriterError(f"the restored server on {datadir} did not start: {err}") from err
             if start or ctx.options.get("check", False):
+                in_place = ctx.target_root in ("", "/")  # elsewhere, the writers.d socket is the original's
                 check_tables(
-                    ctx.options.get("socket") or self.options.get("socket"),
+                    ctx.options.get("socket") or (self.options.get("socket") if in_place else None),
                     self.options.get("user", "root"),
                     self.options.get("password") or "",
                     float(ctx.options.get("start_timeout", 600)),
