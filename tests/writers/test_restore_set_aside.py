@@ -9,6 +9,7 @@ SIGTERM", not where the data it had set aside was.
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import sys
@@ -169,3 +170,25 @@ def test_a_restore_stopped_in_post_restore_or_failing_there_says_where_the_old_d
     assert line.startswith("interrupted: writer sqlite:") and f"{db} -> {first}" in line, line
     assert "failed at post_restore: the copy does not open" in str(failed.value)
     assert f"{db} -> {second}" in str(failed.value), failed.value
+
+
+def test_a_restored_sqlite_database_that_fails_its_integrity_check_fails_the_restore(
+    btrfs, cli, private_dirs
+):
+    """The restore said "restored" whatever the copy held: SQLite's writer checked nothing."""
+    env = repo_env(btrfs.mount / "repo")
+    db = btrfs.mount / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table t (n int, s text)")
+        conn.execute("create index t_s on t (s)")
+        conn.executemany("insert into t values (?, ?)", [(n, f"row {n:06}" * 20) for n in range(2000)])
+    conn.close()
+    with open(db, "r+b") as f:  # damage the index's pages, as a failing disk would: the header stays
+        f.seek(-8 * 4096, os.SEEK_END)
+        f.write(b"\xa5" * 4096)
+    done = cli("backup", "--writer", f"sqlite:{db}", btrfs.mount, env=env)
+    assert done.returncode == 0, done.stderr
+    done = cli("restore", "latest", "--writer", f"sqlite:{db}", env=env)
+    assert done.returncode == 1, done.stderr
+    assert f"failed at post_restore: the restored database {db} " in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
