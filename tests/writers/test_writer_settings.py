@@ -69,3 +69,14 @@ def test_an_external_writer_is_selected_by_the_name_writers_list_gives_it(privat
     assert registry.make_writer("app").label == "external:app"
     with pytest.raises(UsageError, match=r"unknown writer 'external:nope' \(valid: .*external:app"):
         registry.make_writer("external:nope")
+
+
+def test_a_malformed_writers_d_file_is_listed_once_as_itself(private_dirs, cli):
+    """It was listed twice: as itself, and as `qemu` (discovered, refused) with its TOML error."""
+    config = private_dirs / "config" / "writers.d" / "broken.toml"
+    config.write_text('type = "postgresql"\ninstance = \n')
+    config.chmod(0o644)
+    done = cli("writers", "list", "--json", env={"SHADOWVAULT_CONFIG_DIR": str(private_dirs / "config")})
+    assert done.returncode == 0, done.stderr
+    refused = [e for e in json.loads(done.stdout) if e["state"] == "refused"]
+    assert [(e["writer"], e["kind"]) for e in refused] == [(str(config), "configured")], refused
