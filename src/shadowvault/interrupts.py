@@ -39,11 +39,13 @@ class Terminated(KeyboardInterrupt):
 
 
 class StoppedBySignal(ShadowvaultError):
-    """A `Terminated` that has unwound to the command line: reported as one line, exit 128 + N."""
+    """A `Terminated` or a Ctrl-C that has unwound to the command line: reported as one line, exit
+    128 + N (130 for Ctrl-C), with the notes the code it went through added (what it left half-done)."""
 
-    def __init__(self, stop: Terminated) -> None:
-        super().__init__(str(stop))
-        self.exit_code = stop.exit_code
+    def __init__(self, stop: KeyboardInterrupt) -> None:
+        said = str(stop) if isinstance(stop, Terminated) else "interrupted"
+        super().__init__(": ".join([said, *getattr(stop, "__notes__", [])]))
+        self.exit_code = stop.exit_code if isinstance(stop, Terminated) else 130
 
 
 def install_handlers() -> None:

@@ -487,3 +487,21 @@ def test_the_example_writers_d_file_is_valid():
     writer = ExternalWriter.from_config("flock-app", config, path)
     assert writer.timeouts["freeze"] == 10 and writer.paths == ["/srv/app/data"]
     assert writer.config["lock_file"] == "/srv/app/.lock"
+
+
+def test_a_reply_of_two_lines_is_a_protocol_error_not_the_next_events_answer(btrfs, tmp_path):
+    """The second line used to be taken as prepare_backup's answer: every reply one event late."""
+    script = tmp_path / "chatty.sh"
+    script.write_text(
+        '#!/bin/sh\nread line\necho \'{"state": "ok"}\'\necho \'{"state": "ok"}\'\n'
+        'while read line; do echo \'{"state": "failed", "error": "not frozen"}\'; done\n'
+    )
+    script.chmod(0o755)
+    writer = ExternalWriter("chatty", command=[str(script)], paths=[str(btrfs.mount)])
+    with (
+        pytest.raises(ShadowError, match=r"failed at prepare_backup: wrote a line nobody asked for"),
+        shadow_set([str(btrfs.mount)], SetOptions(writers=[writer], auto_writers=False)),
+    ):
+        pass
+    assert writer.pid is None
+    assert no_process_runs(script)

@@ -123,6 +123,10 @@ class _Root(click.Group):
             return super().invoke(ctx)
         except interrupts.Terminated as stop:  # its cleanups ran on the way up; click would say "aborted"
             raise interrupts.StoppedBySignal(stop) from None
+        except KeyboardInterrupt as stop:
+            if not getattr(stop, "__notes__", None):
+                raise  # click says "aborted"
+            raise interrupts.StoppedBySignal(stop) from None  # with what the interrupted job left
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})

@@ -26,8 +26,10 @@ from shadowvault.archive.restore_places import entry_shown
 from shadowvault.archive.tree_paths import find_node
 from shadowvault.display import counted
 from shadowvault.errors import JobCancelledError, NotFoundError, ShadowvaultError, UsageError, WriterError
+from shadowvault.jobs.restore_space import check_fits
 from shadowvault.jobs.writer_plan import (
     WriterPlan,
+    in_snapshot,
     load_manifest,
     plan_writer_restore,
     report_label,
@@ -38,6 +40,7 @@ from shadowvault.repo.snapshot import Snapshot
 from shadowvault.shadow.manifest import WriterReport
 from shadowvault.shadow.writers import registry
 from shadowvault.shadow.writers.base import RestoreContext, Writer
+from shadowvault.shadow.writers.set_aside import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +137,11 @@ def keyed_by_plan(per_writer: dict[str, WriterOptions], labels: list[str]) -> di
 
 
 def writer_for(report: WriterReport) -> Writer:
-    """A writer object able to run the restore events of `report`'s writer on this machine."""
+    """A writer object able to run the restore events of `report`'s writer on this machine, with
+    the writers.d settings of that instance (the credentials post_restore logs in with), as at backup."""
     if report.name == "external":
         return registry.make_writer(str(report.instance))
-    return registry.writer_class(report.name)(report.instance)
+    return registry.make_writer(report_label(report))
 
 
 def restore_with_writers(
@@ -168,15 +172,19 @@ def restore_with_writers(
             with cancellation.shielded():
                 writer.pre_restore(ctx)
         except ShadowvaultError as err:
-            raise WriterError(f"writer {label} failed at pre_restore: {err}") from err
+            raise WriterError(f"writer {label} failed at pre_restore: {err}{_aside_if_any(ctx)}") from err
+        except KeyboardInterrupt as stop:
+            stop.add_note(f"writer {label} was stopped in pre_restore{_aside_if_any(ctx)}")
+            raise
         try:
-            result = _lay_down(repo, snapshot, report, target_root, overwrite)
+            result = _lay_down(repo, snapshot, report, ctx, overwrite)
         except JobCancelledError as err:
             writer.restore_stopped(ctx)
-            raise JobCancelledError(
-                f"{err}: the files of writer {label} are partly restored and its application is left as"
-                " pre_restore left it (post_restore would recover a partial copy): restore it again"
-            ) from err
+            raise JobCancelledError(f"{err}: {stopped_half_way(label, ctx)}") from err
+        except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM: the line that ends the command says it
+            writer.restore_stopped(ctx)
+            stop.add_note(stopped_half_way(label, ctx))
+            raise
         except BaseException:
             writer.restore_stopped(ctx)
             raise
@@ -187,17 +195,42 @@ def restore_with_writers(
             path, place, why = result.errors[0]
             raise WriterError(
                 f"writer {label}: {counted(len(result.errors), 'file')} not restored, first "
-                f"{entry_shown(path, place)}: {why}"
+                f"{entry_shown(path, place)}: {why}; {aside_said(ctx)}"
             )
         try:
             with cancellation.shielded():
                 writer.post_restore(ctx)
         except ShadowvaultError as err:
-            raise WriterError(f"writer {label} failed at post_restore: {err}") from err
+            raise WriterError(f"writer {label} failed at post_restore: {err}{_aside_if_any(ctx)}") from err
+        except KeyboardInterrupt as stop:
+            stop.add_note(
+                f"writer {label} was stopped in post_restore, its files restored{_aside_if_any(ctx)}"
+            )
+            raise
         result.notes = list(ctx.notes)
         log.info("restored %s: %s", label, ", ".join(result.components))
         done.append(result)
     return done
+
+
+def aside_said(ctx: RestoreContext) -> str:
+    """Where what the restore replaced went: it is the user's way back."""
+    if not ctx.moved_aside:
+        return "nothing was set aside"
+    moves = ", ".join(f"{path} -> {aside}" for path, aside in ctx.moved_aside.items())
+    return f"what was there is set aside, not deleted: {moves}"
+
+
+def _aside_if_any(ctx: RestoreContext) -> str:
+    return f"; {aside_said(ctx)}" if ctx.moved_aside else ""
+
+
+def stopped_half_way(label: str, ctx: RestoreContext) -> str:
+    """What a restore stopped between pre_restore and post_restore leaves, for the user."""
+    return (
+        f"the files of writer {label} are partly restored and its application is left as pre_restore"
+        f" left it (post_restore would recover a partial copy); {aside_said(ctx)}: restore it again"
+    )
 
 
 def checked_events(
@@ -208,7 +241,10 @@ def checked_events(
     options: WriterOptions | None,
     writer_options: dict[str, WriterOptions] | None,
 ) -> list[tuple[WriterReport, Writer, RestoreContext]]:
-    """Each selected writer with the context of its restore events, after its `check_restore` passed."""
+    """Each selected writer with the context of its restore events, after its `check_restore` passed
+    and the files were found to fit on their target filesystems."""
+    if os.path.lexists(target_root) and not os.path.isdir(target_root):  # a dry run would not see it
+        raise UsageError(f"--target-root {target_root} is not a directory")
     events = []
     per_writer = writer_options or {}
     for report in selected_reports(load_manifest(repo, snapshot), writers):
@@ -221,22 +257,38 @@ def checked_events(
         writer = writer_for(report)
         writer.check_restore(ctx)
         events.append((report, writer, ctx))
+    check_fits(repo, snapshot, target_root, [(report_label(report), report) for report, _, _ in events])
     return events
 
 
 def _lay_down(
-    repo: Repository, snapshot: Snapshot, report: WriterReport, target_root: str, overwrite: str
+    repo: Repository,
+    snapshot: Snapshot,
+    report: WriterReport,
+    ctx: RestoreContext,
+    overwrite: str,
 ) -> WriterRestore:
-    """The files of `report`'s components, restored from the snapshot below `target_root`."""
+    """The files of `report`'s components, restored from the snapshot below the target root.
+
+    What is at each path is set aside first, as the plan says (the application writers have done
+    it in pre_restore; an external or SQLite writer leaves it to us): restored files never mix with
+    newer ones, and a restore never leaves an existing file in place while saying it restored it.
+    A path the snapshot does not hold (a -wal that did not exist at backup) is only set aside.
+    """
     label = report_label(report)
     result = WriterRestore(label, [c.name for c in report.components], [])
     for component in report.components:
+        held = [p for p in component.paths if in_snapshot(repo, snapshot, p)]
+        if component.paths and not held:
+            raise NotFoundError(f"writer {label}: {component.paths[0]} is not in the snapshot")
         for path in component.paths:
+            set_aside(_place(ctx.target_root, path), ctx)
+        for path in held:
             result.paths.append(path)
             node = find_node(repo, snapshot.tree, path)
             if node is None:
                 raise NotFoundError(f"writer {label}: {path} is not in the snapshot")
-            target = _target(target_root, path, is_dir=node.type == "dir")
+            target = _target(ctx.target_root, path, is_dir=node.type == "dir")
             restorer = Restorer(
                 repo, target, overwrite=overwrite, stats=RestoreStats(cancellation=cancellation.current())
             )
@@ -247,7 +299,12 @@ def _lay_down(
     return result
 
 
+def _place(target_root: str, path: str) -> str:
+    """Where `path` of the snapshot is laid down below `target_root`."""
+    return os.path.join(target_root, path.lstrip("/")) if target_root not in ("", "/") else path
+
+
 def _target(target_root: str, path: str, *, is_dir: bool) -> str:
     """The directory the Restorer fills for `path`: the path itself for a directory, its parent for a file."""
-    below = os.path.join(target_root, path.lstrip("/")) if target_root not in ("", "/") else path
+    below = _place(target_root, path)
     return below if is_dir else os.path.dirname(below)

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from shadowvault.archive.tree_paths import find_node
 from shadowvault.errors import NotFoundError, UsageError
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -57,7 +58,10 @@ class PathAction:
 
     path: str  # as backed up
     target: str  # where it is laid down
-    action: str  # "create" | "replace" (what is there is set aside as NAME.pre-restore-TIME) | "keep"
+    # "create" | "replace" (what is there is set aside as NAME.pre-restore-TIME) | "keep" |
+    # "set_aside" (not in the backup, e.g. a -wal the database did not have then: what is there is
+    # set aside and nothing is laid down)
+    action: str
 
 
 @dataclass
@@ -94,8 +98,8 @@ def writer_plan_lines(plan: dict[str, Any]) -> list[str]:
     if plan["decision"] == "restore" and plan["stop_start"]:
         out.append("  stop the application if it runs in the target")
     for p in plan["paths"]:
-        verb = {"create": "create", "replace": "set aside and replace", "keep": "keep"}[p["action"]]
-        out.append(f"  {verb} {p['target']}")
+        verb = {"create": "create", "replace": "set aside and replace", "keep": "keep"}.get(p["action"])
+        out.append(f"  {verb} {p['target']}" if verb else f"  set aside {p['target']} (not in the backup)")
     if plan["decision"] == "restore":
         out.append("  then post_restore: the writer recovers, checks and starts it (as its options say)")
     return out
@@ -114,6 +118,16 @@ def _present(path: str) -> bool:
     if not os.path.lexists(path):
         return False
     return not (os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path))
+
+
+def in_snapshot(repo: Repository, snapshot: Snapshot, path: str) -> bool:
+    """Whether the snapshot holds `path`: a component may name files that did not exist at backup
+    (SQLite's -wal, -shm and -journal come and go)."""
+    try:
+        find_node(repo, snapshot.tree, path)
+    except NotFoundError:
+        return False
+    return True
 
 
 def writer_reports(manifest: ShadowSetManifest, wanted: list[str] | None) -> list[WriterReport]:
@@ -152,7 +166,10 @@ def plan_writer_restore(
         for component in report.components:
             for path in component.paths:
                 target = _target(target_root, path)
-                paths.append(PathAction(path, target, "replace" if _present(target) else "create"))
+                if in_snapshot(repo, snapshot, path):
+                    paths.append(PathAction(path, target, "replace" if _present(target) else "create"))
+                elif _present(target):  # newer than the backup (a -wal): must not meet the restored files
+                    paths.append(PathAction(path, target, "set_aside"))
         plan = WriterPlan(
             label=label,
             methods=methods,

@@ -121,7 +121,10 @@ def declared_vms(directories: list[Path] | None = None) -> list[VmSpec]:
             found.append(_declared(read_toml(path, "VM declaration"), path, "vms.d"))
     writers_d = paths.config_dir() / "writers.d"
     for path in sorted(writers_d.glob("*.toml")) if directories is None and writers_d.is_dir() else []:
-        data = read_toml(path, "writer declaration")
+        try:
+            data = read_toml(path, "writer declaration")
+        except ConfigError:
+            continue  # an unreadable writers.d file is listed (refused) as itself, not as the VMs' error
         if data.get("type") == "qemu":
             found.append(_declared(data, path, "writers.d"))
     return found

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from shadowvault.errors import ConfigError, NotFoundError, WriterError
 from shadowvault.process_table import ProcessInfo as ProcessInfo  # re-exported for the writers
@@ -19,7 +19,9 @@ from shadowvault.process_table import option_value as option_value
 from shadowvault.process_table import processes as processes
 from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod, Shadow
 from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
+from shadowvault.shadow.writers.app_settings import check_settings
 from shadowvault.shadow.writers.base import FailurePolicy, RestoreContext, SnapshotContext, Writer
+from shadowvault.shadow.writers.set_aside import set_aside as set_aside  # re-exported for the writers
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +61,6 @@ def restored_path(ctx: RestoreContext, original: str) -> str:
     return os.path.join(root, original.lstrip("/"))
 
 
-def set_aside(path: str) -> str | None:
-    """Move what a restore would replace out of the way (renamed, never deleted); returns the new name.
-
-    Files the application made after the backup (newer WAL or binlogs, new tables) must not mix
-    with the restored ones. A directory is replaced by an empty one with the same owner and mode.
-    """
-    if not os.path.lexists(path) or (os.path.isdir(path) and not os.listdir(path)):
-        return None
-    st = os.lstat(path)
-    aside = f"{path.rstrip('/')}.pre-restore-{time.strftime('%Y%m%dT%H%M%S')}"
-    os.rename(path, aside)
-    if os.path.isdir(aside) and not os.path.islink(aside):
-        os.mkdir(path, 0o700)
-        os.chown(path, st.st_uid, st.st_gid)
-        os.chmod(path, st.st_mode & 0o7777)
-    log.warning("%s was moved to %s before the restore", path, aside)
-    return aside
-
-
 def parse_policy(value: Any, where: str) -> FailurePolicy:
     try:
         return FailurePolicy(value)
@@ -104,9 +87,14 @@ class AppWriter(Writer):
         self.components: list[Component] = []
         self.freeze_started: float | None = None
 
+    settings: ClassVar[dict[str, str]] = {}
+    """The writers.d settings of this writer besides instance, on_failure, freeze_timeout and
+    password, with their kind (app_settings.STRING, INTEGER, NUMBER, FLAG)."""
+
     @classmethod
     def from_config(cls, name: str, config: dict[str, Any], path: Path) -> AppWriter:
         """An instance declared in writers.d: `type = "<writer>"`, `instance = ...` and its options."""
+        check_settings(cls.name, cls.settings, config, path)
         options = {k: v for k, v in config.items() if k not in ("type", "name")}
         instance = options.pop("instance", None)
         if instance is not None and not isinstance(instance, str):

@@ -49,6 +49,7 @@ class RestoreContext:
     target_root: str = "/"  # files are laid down under this root
     options: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the writer wants the user told (how it restored)
+    moved_aside: dict[str, str] = field(default_factory=dict)  # what was there -> where it was set aside
 
 
 class Writer(ABC):
@@ -144,6 +145,11 @@ class Writer(ABC):
     def metadata(self) -> dict[str, Any]:
         """Writer-private data to keep in the manifest for restore."""
         return {}
+
+    def probe(self) -> None:
+        """Log in to the application as the first event would, touching nothing: for `writers list`,
+        so that wrong credentials or a server that is down show there, not at the next backup.
+        WriterError says why it cannot; writers with no session to open have nothing to do."""
 
     def check_restore(self, ctx: RestoreContext) -> None:
         """Refuse options that cannot work for these components (raise UsageError), touching nothing.

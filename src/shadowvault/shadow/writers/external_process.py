@@ -80,6 +80,7 @@ class WriterProcess:
         try:
             process = self._start()
             assert process.stdin is not None
+            self._nothing_unasked(process, event)
             try:
                 process.stdin.write(request)
                 process.stdin.flush()
@@ -168,6 +169,25 @@ class WriterProcess:
         time.sleep(0.05)  # let the stderr thread catch the last words
         last = f" (stderr: {self._stderr[-1]})" if self._stderr else ""
         return f"the writer process {status} {when}{last}"
+
+    def _nothing_unasked(self, process: subprocess.Popen[bytes], event: str) -> None:
+        """Fail when the writer wrote more than its last reply: requests and replies strictly
+        alternate, and an extra line would be taken as the answer to `event` (every later reply one
+        event late, a failure answered as "ok")."""
+        assert process.stdout is not None
+        fd = process.stdout.fileno()
+        while len(self._buffer) <= MAX_LINE and select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break  # it exited: the request or its reply says so
+            self._buffer += chunk
+        extra = self._buffer.partition(b"\n")[0].strip()
+        if extra:
+            self.broken = True
+            shown = extra[:80].decode(errors="replace")
+            raise WriterError(
+                f"wrote a line nobody asked for before {event} (one reply per request): {shown!r}"
+            )
 
     def _read_line(self, process: subprocess.Popen[bytes], event: str, timeout: float) -> bytes:
         """The writer's answer; a cancel of the run leaves it unanswered (and the writer to abort)."""

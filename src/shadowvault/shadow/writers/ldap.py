@@ -47,6 +47,7 @@ from shadowvault.directory.slapd_replication import DatabaseSettings, database_s
 from shadowvault.errors import CommandError, WriterError
 from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers import app_settings as S
 from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, restored_path, set_aside
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
 from shadowvault.shadow.writers.ldap_authoritative import kept_ldif
@@ -63,6 +64,7 @@ class LdapWriter(AppWriter):
     """
 
     name = "ldap"
+    settings = {"ldif": S.FLAG, "ldif_max_bytes": S.INTEGER}
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:
         super().__init__(os.path.realpath(instance) if instance else DEFAULT_CONFIG_DIR, **options)
@@ -156,7 +158,7 @@ class LdapWriter(AppWriter):
             self._stop_slapd(config)
         for component in ctx.components:
             if component.writer == self.name:
-                set_aside(restored_path(ctx, os.path.join(component.metadata["directory"], "data.mdb")))
+                set_aside(restored_path(ctx, os.path.join(component.metadata["directory"], "data.mdb")), ctx)
 
     def _stop_slapd(self, config: str) -> None:
         try:

@@ -27,6 +27,7 @@ from shadowvault.errors import CommandError, WriterError
 from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers import app_settings as S
 from shadowvault.shadow.writers.appwriter import (
     AppWriter,
     on_volumes,
@@ -57,6 +58,13 @@ class MariadbWriter(AppWriter):
     """
 
     name = "mariadb"
+    settings = {
+        "host": S.STRING,
+        "port": S.INTEGER,
+        "socket": S.STRING,
+        "user": S.STRING,
+        "lock_method": S.STRING,
+    }
     freeze_can_be_cancelled = True  # a killed FTWRL or BACKUP STAGE holds nothing; abort ends the session
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:
@@ -147,6 +155,9 @@ class MariadbWriter(AppWriter):
         except pymysql.Error as err:
             raise WriterError(f"cannot connect to MariaDB at {where}: {_message(err)}") from err
         return conn
+
+    def probe(self) -> None:
+        self._connect().close()
 
     def _sql(self, sql: str) -> list[tuple]:
         """One statement; a cancel of the run kills it on the server (a BACKUP STAGE waiting for a
@@ -309,7 +320,7 @@ class MariadbWriter(AppWriter):
                 continue
             datadir = restored_path(ctx, component.metadata.get("data_directory") or component.paths[0])
             stop_server(datadir, float(ctx.options.get("stop_timeout", 300)))
-            set_aside(datadir)  # newer binlogs and tables must not mix with the restored files
+            set_aside(datadir, ctx)  # newer binlogs and tables must not mix with the restored files
 
     def post_restore(self, ctx: RestoreContext) -> None:
         for component in ctx.components:
@@ -331,11 +342,13 @@ class MariadbWriter(AppWriter):
                 except CommandError as err:
                     raise WriterError(f"the restored server on {datadir} did not start: {err}") from err
             if start or ctx.options.get("check", False):
+                in_place = ctx.target_root in ("", "/")  # elsewhere, the writers.d socket is the original's
                 check_tables(
-                    ctx.options.get("socket") or self.options.get("socket"),
+                    ctx.options.get("socket") or (self.options.get("socket") if in_place else None),
                     self.options.get("user", "root"),
                     self.options.get("password") or "",
                     float(ctx.options.get("start_timeout", 600)),
+                    datadir=datadir,
                 )
 
 

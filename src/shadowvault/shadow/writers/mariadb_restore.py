@@ -14,7 +14,7 @@ import signal
 import time
 
 from shadowvault.errors import WriterError
-from shadowvault.shadow.writers.appwriter import processes, restored_path
+from shadowvault.shadow.writers.appwriter import option_value, processes, restored_path
 from shadowvault.shadow.writers.base import RestoreContext
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,15 @@ def server_for(datadir: str) -> int | None:
     for p in processes({"mariadbd", "mysqld"}):
         if p.cwd == real:
             return p.pid
+    return None
+
+
+def socket_of(datadir: str) -> str | None:
+    """The `--socket` of the server working in `datadir`: the restored copy, whatever started it."""
+    real = os.path.realpath(datadir)
+    for p in processes({"mariadbd", "mysqld"}):
+        if p.cwd == real:
+            return option_value(p.argv, "--socket")
     return None
 
 
@@ -45,24 +54,33 @@ def stop_server(datadir: str, timeout: float = 300) -> None:
         time.sleep(0.05)
 
 
-def check_tables(socket: str | None, user: str, password: str, timeout: float = 600) -> dict[str, int]:
-    """Wait for the restored server on `socket` (InnoDB recovery), then CHECK TABLE every table."""
+def check_tables(
+    socket: str | None, user: str, password: str, timeout: float = 600, *, datadir: str
+) -> dict[str, int]:
+    """Wait for the restored server (InnoDB recovery), then CHECK TABLE every table.
+
+    Without a `socket` option the server is the one working in `datadir`, on its own `--socket`:
+    never the default socket or localhost:3306, where another server (the original one, when the
+    copy went to another root) would answer and be checked instead.
+    """
     import pymysql
 
     deadline = time.monotonic() + timeout
+    why = "no MariaDB server runs in it"
     while True:
-        try:
-            conn = pymysql.connect(
-                unix_socket=socket,
-                user=user,
-                password=password,
-                autocommit=True,
+        where = socket or socket_of(datadir)
+        if where:
+            try:
+                conn = pymysql.connect(unix_socket=where, user=user, password=password, autocommit=True)
+                break
+            except pymysql.Error as err:
+                why = f"it does not answer on {where}: {err}"
+        if time.monotonic() > deadline:
+            raise WriterError(
+                f"the restored server on {datadir} was not checked within {timeout:g} s: {why}"
+                " (give its socket with --writer-option socket=PATH)"
             )
-            break
-        except pymysql.Error as err:
-            if time.monotonic() > deadline:
-                raise WriterError(f"the restored server does not answer on {socket}: {err}") from err
-            time.sleep(0.1)
+        time.sleep(0.1)
     checked = 0
     try:
         with conn.cursor() as cur:

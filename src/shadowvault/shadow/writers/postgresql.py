@@ -34,6 +34,7 @@ from shadowvault.errors import WriterError
 from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import Component, Consistency
 from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers import app_settings as S
 from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path, set_aside
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
 from shadowvault.shadow.writers.postgresql_restore import (
@@ -70,6 +71,13 @@ class PostgresqlWriter(AppWriter):
     """
 
     name = "postgresql"
+    settings = {
+        "host": S.STRING,
+        "port": S.INTEGER,
+        "user": S.STRING,
+        "dbname": S.STRING,
+        "wal_max_bytes": S.INTEGER,
+    }
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:
         super().__init__(os.path.realpath(instance) if instance else None, **options)
@@ -161,6 +169,9 @@ class PostgresqlWriter(AppWriter):
             raise WriterError(
                 f"cannot connect to PostgreSQL at {where['host']} port {where['port']}: {detail}"
             ) from err
+
+    def probe(self) -> None:
+        self._connect().close()
 
     def _query(self, sql: str, params: list[Any] | None = None) -> Any:
         """One statement; a cancel of the run cancels it on the server (pg_backup_start waiting for
@@ -352,7 +363,7 @@ class PostgresqlWriter(AppWriter):
         for component in self._restored_components(ctx):
             datadir = restored_path(ctx, component.metadata.get("data_directory") or component.paths[0])
             stop_cluster(datadir)
-            set_aside(datadir)
+            set_aside(datadir, ctx)
 
     def post_restore(self, ctx: RestoreContext) -> None:
         for component in self._restored_components(ctx):

@@ -26,6 +26,7 @@ from shadowvault.shadow.writers.base import RestoreContext
 
 log = logging.getLogger(__name__)
 
+REFUSED_LOGIN = ("authentication failed", "no password supplied")  # libpq: the server said no
 RUNTIME_FILES = ("postmaster.pid", "postmaster.opts", "backup_label.old", "tablespace_map.old")
 
 
@@ -135,11 +136,22 @@ def wait_recovered(datadir: str, ctx: RestoreContext, user: str, password: str |
                 if row is not None and not row[0]:
                     return
         except psycopg.OperationalError as err:
+            if any(why in str(err) for why in REFUSED_LOGIN):  # final: waiting changes nothing
+                raise WriterError(
+                    f"the restored cluster on {datadir} started but refuses {user!r}: {last_line(err)}"
+                    " (the writers.d entry of this instance gives the user and password post_restore uses)"
+                ) from err
             if time.monotonic() > deadline:
                 raise WriterError(f"the restored cluster on {datadir} does not answer: {err}") from err
         if time.monotonic() > deadline:
             raise WriterError(f"the restored cluster on {datadir} is still in recovery")
         time.sleep(0.1)
+
+
+def last_line(err: BaseException) -> str:
+    """libpq's messages end with the server's own line (`FATAL: ...`): the one that says why."""
+    lines = str(err).strip().splitlines()
+    return lines[-1].strip() if lines else type(err).__name__
 
 
 def relocate_tablespaces(spcmap: str, ctx: RestoreContext | None) -> str:

@@ -29,15 +29,24 @@ import time
 from typing import Any
 
 from shadowvault import cancellation, proc
-from shadowvault.errors import CommandError, WriterError
+from shadowvault.errors import CommandError, UsageError, WriterError
 from shadowvault.shadow.manifest import Component
 from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers import app_settings as S
 from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, processes, restored_path, set_aside
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
 
 log = logging.getLogger(__name__)
 
 ADDRESS = re.compile(r"redis-server\s+(\S+):(\d+)")
+
+
+def is_address(instance: str) -> bool:
+    """Whether `instance` names a Redis server: `HOST:PORT` or a unix socket's absolute path."""
+    if instance.startswith("/"):
+        return True
+    _, sep, port = instance.rpartition(":")
+    return bool(sep) and port.isdigit() and 0 < int(port) < 65536
 
 
 class RedisWriter(AppWriter):
@@ -48,10 +57,16 @@ class RedisWriter(AppWriter):
     """
 
     name = "redis"
+    settings = {"username": S.STRING, "dir": S.STRING, "save_timeout": S.NUMBER}
     freeze_can_be_cancelled = True  # a wait for BGSAVE cut short holds nothing; abort restores settings
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:
         super().__init__(instance or "127.0.0.1:6379", **options)
+        if not is_address(str(self.instance)):  # said now, not as int()'s "invalid literal" at identify
+            raise UsageError(
+                f"redis:{self.instance}: expected HOST:PORT (a port from 1 to 65535) or a unix socket's"
+                " absolute path"
+            )
         self._client: Any = None
         self._config: dict[str, str] = {}
         self._aof_rewrite: str | None = None
@@ -93,6 +108,9 @@ class RedisWriter(AppWriter):
         except redis.RedisError as err:
             raise WriterError(f"cannot reach Redis at {target}: {err}") from err
         return client
+
+    def probe(self) -> None:
+        self._connect().close()
 
     def _call(self, *args: Any) -> Any:
         import redis
@@ -249,7 +267,7 @@ class RedisWriter(AppWriter):
         for component in ctx.components:
             if component.writer == self.name:
                 for path in component.paths:
-                    set_aside(restored_path(ctx, path))
+                    set_aside(restored_path(ctx, path), ctx)
 
     def _shutdown(self) -> None:
         try:

@@ -92,8 +92,11 @@ def _configured_by_name(name: str) -> Writer | None:
 
 def _valid_names() -> str:
     names = sorted(BUILTIN_WRITERS)
-    try:
-        names += sorted(f"script:{cfg.name}" for cfg in config.load_configs())
+    try:  # as `writers list` names them
+        names += sorted(
+            f"{'external' if cfg.type == 'external' else 'script'}:{cfg.name}"
+            for cfg in config.load_configs()
+        )
     except ConfigError:
         pass
     return ", ".join(names)
@@ -104,13 +107,13 @@ def make_writer(spec: str) -> Writer:
     name, sep, instance = spec.partition(":")
     if not name:
         raise UsageError(f"bad writer {spec!r}: expected NAME[:INSTANCE] (valid: {_valid_names()})")
-    if name == "script" or (name not in BUILTIN_WRITERS and not sep):
-        wanted = instance if name == "script" else name
+    if name in ("script", "external") or (name not in BUILTIN_WRITERS and not sep):
+        wanted = instance if name in ("script", "external") else name
         if not wanted:
-            raise UsageError("--writer script needs the name of a writers.d entry: --writer script:NAME")
+            raise UsageError(f"--writer {name} needs the name of a writers.d entry: --writer {name}:NAME")
         writer = _configured_by_name(wanted)
-        if writer is None:
-            raise UsageError(f"unknown writer {wanted!r} (valid: {_valid_names()})")
+        if writer is None or (name == "external" and writer.name != "external"):
+            raise UsageError(f"unknown writer {spec!r} (valid: {_valid_names()})")
         return writer
     if name not in BUILTIN_WRITERS:
         raise UsageError(f"unknown writer {name!r} (valid: {_valid_names()})")
@@ -165,7 +168,7 @@ class WriterEntry(msgspec.Struct, kw_only=True):
 
     writer: str  # the --writer spec that selects it
     kind: str  # builtin | configured | discovered
-    state: str  # stable | refused | failed_at_identify | unavailable
+    state: str  # stable | refused | failed_at_identify | unreachable | unavailable
     detail: str = ""
     components: list[Component] = []
 
@@ -175,6 +178,12 @@ def _entry(writer: Writer, kind: str, detail: str = "") -> WriterEntry:
         components = writer.identify()
     except Exception as err:
         return WriterEntry(writer=writer.label, kind=kind, state="failed_at_identify", detail=str(err))
+    try:
+        writer.probe()  # wrong credentials, a server that is down: said now, not at the next backup
+    except ShadowvaultError as err:
+        return WriterEntry(
+            writer=writer.label, kind=kind, state="unreachable", detail=str(err), components=components
+        )
     return WriterEntry(writer=writer.label, kind=kind, state="stable", detail=detail, components=components)
 
 

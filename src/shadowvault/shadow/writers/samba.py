@@ -36,6 +36,7 @@ from shadowvault.directory.samba_dc import (
 from shadowvault.errors import CommandError, UsageError, WriterError
 from shadowvault.shadow.manifest import Component, Consistency, RestoreMethod
 from shadowvault.shadow.volumes import Volume
+from shadowvault.shadow.writers import app_settings as S
 from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, restored_path
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
 
@@ -52,6 +53,7 @@ class SambaWriter(AppWriter):
     """
 
     name = "samba"
+    settings = {"method": S.STRING, "server": S.STRING, "archive_max_bytes": S.INTEGER}
 
     def __init__(self, instance: str | None = None, **options: Any) -> None:
         super().__init__(os.path.realpath(instance) if instance else DEFAULT_CONFIG, **options)

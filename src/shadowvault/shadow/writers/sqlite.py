@@ -26,7 +26,7 @@ from shadowvault.errors import NotFoundError, WriterError
 from shadowvault.shadow.manifest import Component, RestoreMethod
 from shadowvault.shadow.volumes import Volume, volume_of
 from shadowvault.shadow.writers import config
-from shadowvault.shadow.writers.base import SnapshotContext, Writer
+from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext, Writer
 from shadowvault.shadow.writers.sqlite_waits import StillBusy, until_free
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,29 @@ class SqliteWriter(Writer):
 
     def backup_complete(self, ctx: SnapshotContext, succeeded: bool) -> None:
         self._release()
+
+    def post_restore(self, ctx: RestoreContext) -> None:
+        """The restored database must open and pass `PRAGMA integrity_check` (its -wal, when the
+        backup had one, is replayed by that first open), or the restore says so."""
+        for component in ctx.components:
+            if component.writer != self.name or not component.paths:
+                continue
+            path = component.paths[0]
+            restored = (
+                path if ctx.target_root in ("", "/") else os.path.join(ctx.target_root, path.lstrip("/"))
+            )
+            try:
+                conn = sqlite3.connect(restored, timeout=30)
+                try:
+                    problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+                finally:
+                    conn.close()
+            except sqlite3.Error as err:
+                raise WriterError(f"the restored database {restored} does not open: {err}") from err
+            if problems != ["ok"]:
+                raise WriterError(
+                    f"the restored database {restored} fails its integrity check: {problems[0]}"
+                )
 
     def metadata(self) -> dict:
         return {"journal_mode": self.journal_mode} if self.journal_mode else {}

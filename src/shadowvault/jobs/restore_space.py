@@ -1,0 +1,84 @@
+"""Whether a restore through writers fits on its target filesystems, asked before anything is stopped.
+
+An in-place restore stops the application and sets its data aside (a rename: the old data keeps its
+space) before laying the backup down. A database bigger than the free space then failed file by
+file, hundreds of "No space left on device" lines, with the application stopped and a partial copy
+in its place. The backup's size is known from the snapshot's trees, so such a restore is refused
+before any writer's pre_restore (and its dry run says so too).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from shadowvault.archive.tree_paths import find_node
+from shadowvault.display import human_size
+from shadowvault.errors import NotFoundError, ShadowvaultError
+from shadowvault.repo.repository import Repository
+from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tree import Node
+from shadowvault.shadow.manifest import WriterReport
+
+
+class NoSpaceError(ShadowvaultError):
+    """The files a restore would lay down do not fit in the free space of their filesystem."""
+
+
+def stored_bytes(repo: Repository, node: Node) -> int:
+    """The bytes of the files at and below `node` (a hard-linked file once)."""
+    total, seen = 0, set()
+    pending = [node]
+    while pending:
+        entry = pending.pop()
+        if entry.type == "dir" and entry.subtree is not None:
+            pending.extend(repo.load_tree(entry.subtree).nodes)
+        elif entry.type == "file":
+            key = (entry.device, entry.inode)
+            if entry.inode and key in seen:
+                continue
+            seen.add(key)
+            total += entry.size
+    return total
+
+
+def _existing(path: str) -> str:
+    """`path` or its nearest ancestor that exists: the filesystem the path will be created on."""
+    while not os.path.lexists(path) and path not in ("", "/"):
+        path = os.path.dirname(path)
+    return path or "/"
+
+
+def check_fits(
+    repo: Repository, snapshot: Snapshot, target_root: str, reports: Iterable[tuple[str, WriterReport]]
+) -> None:
+    """Raise NoSpaceError when the components of `reports` (label, report) need more than the free
+    space of a target filesystem; what is there now is set aside, not freed, so it does not count."""
+    where: dict[int, str] = {}  # st_dev -> a path on that filesystem
+    size: dict[int, int] = {}
+    labels: dict[int, list[str]] = {}
+    for label, report in reports:
+        for component in report.components:
+            for path in component.paths:
+                try:
+                    node = find_node(repo, snapshot.tree, path)
+                except NotFoundError:
+                    continue  # not in the backup: nothing laid down
+                if node is None:
+                    continue
+                place = os.path.join(target_root, path.lstrip("/")) if target_root not in ("", "/") else path
+                existing = _existing(place)
+                dev = os.stat(existing).st_dev
+                where.setdefault(dev, existing)
+                size[dev] = size.get(dev, 0) + stored_bytes(repo, node)
+                if label not in labels.setdefault(dev, []):
+                    labels[dev].append(label)
+    for dev, needed in size.items():
+        st = os.statvfs(where[dev])
+        free = st.f_bavail * st.f_frsize
+        if needed > free:
+            raise NoSpaceError(
+                f"not enough space to restore {', '.join(labels[dev])}: its files need {human_size(needed)}"
+                f" on the filesystem of {where[dev]}, which has {human_size(free)} free (what is there now is"
+                " set aside, not freed); nothing was stopped or changed"
+            )
