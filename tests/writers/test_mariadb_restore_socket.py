@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import subprocess
 
 from tests.fixtures import servers as S
 from tests.writers.test_restore_cli import backup, repo_env
@@ -33,13 +34,18 @@ def test_a_copy_started_elsewhere_is_checked_on_its_own_socket(btrfs, cli, priva
 
         copy = target / str(datadir).lstrip("/")
         start = ["sh", "-c", shlex.join(S.mariadb_args(copy, copy_base)) + " >/dev/null 2>&1 &"]
-        try:
-            done = cli(
+
+        def restore_copy() -> subprocess.CompletedProcess[str]:
+            """The snapshot's database restored below `target`, started there by `start`."""
+            return cli(
                 "restore", snap, "--writer", "mariadb", "--target-root", target,
                 "--writer-option", f"start_command={json.dumps(start)}",
                 "--writer-option", "start_timeout=20",
                 env=env, timeout=120,
             )  # fmt: skip
+
+        try:
+            done = restore_copy()
             assert done.returncode == 0, done.stderr
             restored = S.Server("mariadb", copy, copy_base, socket=f"{copy_base}/sock")
             conn = S.mariadb_connect(restored)
@@ -57,12 +63,7 @@ def test_a_copy_started_elsewhere_is_checked_on_its_own_socket(btrfs, cli, priva
             config.chmod(0o644)
             maria.stop()
             shutil.rmtree(target)
-            done = cli(
-                "restore", snap, "--writer", "mariadb", "--target-root", target,
-                "--writer-option", f"start_command={json.dumps(start)}",
-                "--writer-option", "start_timeout=20",
-                env=env, timeout=120,
-            )  # fmt: skip
+            done = restore_copy()
             assert done.returncode == 0, done.stderr
         finally:
             if (copy_base / "pid").exists():
