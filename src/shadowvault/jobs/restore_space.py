@@ -13,8 +13,10 @@ import os
 from collections.abc import Iterable
 
 from shadowvault.archive.tree_paths import find_node
+from shadowvault.archive.tree_totals import RestoreSizes
 from shadowvault.display import human_size
 from shadowvault.errors import NotFoundError, ShadowvaultError
+from shadowvault.jobs.writer_plan import target_path
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.tree import Node
@@ -25,21 +27,12 @@ class NoSpaceError(ShadowvaultError):
     """The files a restore would lay down do not fit in the free space of their filesystem."""
 
 
-def stored_bytes(repo: Repository, node: Node) -> int:
-    """The bytes of the files at and below `node` (a hard-linked file once)."""
-    total, seen = 0, set()
-    pending = [node]
-    while pending:
-        entry = pending.pop()
-        if entry.type == "dir" and entry.subtree is not None:
-            pending.extend(repo.load_tree(entry.subtree).nodes)
-        elif entry.type == "file":
-            key = (entry.device, entry.inode)
-            if entry.inode and key in seen:
-                continue
-            seen.add(key)
-            total += entry.size
-    return total
+def stored_bytes(sizes: RestoreSizes, node: Node) -> int:
+    """The bytes of the files at and below `node`, as a restore lays them down (a hard-linked file
+    once; each tree read once: a crafted tree reached by 2^40 paths is summed, not walked)."""
+    if node.type == "dir":
+        return sizes.of(node.subtree)[0]
+    return node.size if node.type == "file" else 0
 
 
 def _existing(path: str) -> str:
@@ -54,6 +47,7 @@ def check_fits(
 ) -> None:
     """Raise NoSpaceError when the components of `reports` (label, report) need more than the free
     space of a target filesystem; what is there now is set aside, not freed, so it does not count."""
+    sizes = RestoreSizes(repo)
     where: dict[int, str] = {}  # st_dev -> a path on that filesystem
     size: dict[int, int] = {}
     labels: dict[int, list[str]] = {}
@@ -66,11 +60,10 @@ def check_fits(
                     continue  # not in the backup: nothing laid down
                 if node is None:
                     continue
-                place = os.path.join(target_root, path.lstrip("/")) if target_root not in ("", "/") else path
-                existing = _existing(place)
+                existing = _existing(target_path(target_root, path))
                 dev = os.stat(existing).st_dev
                 where.setdefault(dev, existing)
-                size[dev] = size.get(dev, 0) + stored_bytes(repo, node)
+                size[dev] = size.get(dev, 0) + stored_bytes(sizes, node)
                 if label not in labels.setdefault(dev, []):
                     labels[dev].append(label)
     for dev, needed in size.items():

@@ -34,6 +34,7 @@ from shadowvault.jobs.writer_plan import (
     plan_writer_restore,
     report_label,
     selected_reports,
+    target_path,
 )
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
@@ -282,7 +283,7 @@ def _lay_down(
         if component.paths and not held:
             raise NotFoundError(f"writer {label}: {component.paths[0]} is not in the snapshot")
         for path in component.paths:
-            set_aside(_place(ctx.target_root, path), ctx)
+            set_aside(target_path(ctx.target_root, path), ctx)
         for path in held:
             result.paths.append(path)
             node = find_node(repo, snapshot.tree, path)
@@ -299,12 +300,7 @@ def _lay_down(
     return result
 
 
-def _place(target_root: str, path: str) -> str:
-    """Where `path` of the snapshot is laid down below `target_root`."""
-    return os.path.join(target_root, path.lstrip("/")) if target_root not in ("", "/") else path
-
-
 def _target(target_root: str, path: str, *, is_dir: bool) -> str:
     """The directory the Restorer fills for `path`: the path itself for a directory, its parent for a file."""
-    below = _place(target_root, path)
+    below = target_path(target_root, path)
     return below if is_dir else os.path.dirname(below)

@@ -109,7 +109,8 @@ def in_place(target_root: str | None) -> bool:
     return target_root in (None, "", "/")
 
 
-def _target(target_root: str | None, path: str) -> str:
+def target_path(target_root: str | None, path: str) -> str:
+    """Where `path` of the snapshot is laid down below `target_root` (itself, in place)."""
     return path if in_place(target_root) else os.path.join(str(target_root), path.lstrip("/"))
 
 
@@ -165,7 +166,7 @@ def plan_writer_restore(
         paths = []
         for component in report.components:
             for path in component.paths:
-                target = _target(target_root, path)
+                target = target_path(target_root, path)
                 if in_snapshot(repo, snapshot, path):
                     paths.append(PathAction(path, target, "replace" if _present(target) else "create"))
                 elif _present(target):  # newer than the backup (a -wal): must not meet the restored files
