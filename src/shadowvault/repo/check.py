@@ -105,15 +105,15 @@ def check(
             f"key file {name} is damaged (its content does not match its name): its password no longer"
             f" opens the repository; `shadowvault key remove {key_id}`, then `key add` for that password"
         )
-    for name in stray_key_files(backend):
+    strays = [(name, "a key file (key files are keys/<64 hex digits>)") for name in stray_key_files(backend)]
+    strays += [
+        (name, "a snapshot file (snapshot files are right under snapshots/)")
+        for name in stray_snapshot_files(backend)
+    ]
+    for name, what in strays:
         report.warnings.append(
-            f"{name} is not a key file (key files are keys/<64 hex digits>): no command reads it or"
-            f" can remove it; delete it from {backend.describe()} yourself"
-        )
-    for name in stray_snapshot_files(backend):
-        report.warnings.append(
-            f"{name} is not a snapshot file (snapshot files are right under snapshots/): no command"
-            f" reads it or can remove it; delete it from {backend.describe()} yourself"
+            f"{name} is not {what}: no command reads it or can remove it; delete it from"
+            f" {backend.describe()} yourself"
         )
     # Snapshots, then the index files (a backup saves its index files before its snapshot, so
     # every listed snapshot's blobs are in them), read once: into the index the trees are walked
