@@ -46,10 +46,10 @@ def _masked(text: str) -> str:
 
 
 def _requester_of_sets_script(python: str) -> str:
-    """A command for exec: prints the requester pid of every set, read from the store."""
+    """A command for exec: prints the requester and client pids of every set, read from the store."""
     return (
         f'{python} -c "import json; from shadowvault.shadow.store import ShadowStore; '
-        'print(json.dumps([m.requester_pid for m in ShadowStore().list()]))"'
+        'print(json.dumps([[m.requester_pid, m.client_pid] for m in ShadowStore().list()]))"'
     )
 
 
@@ -84,16 +84,21 @@ def test_shadows_and_exec_print_the_same_through_the_daemon_and_without(btrfs, c
                 "--",
                 "sh",
                 "-c",
-                f"cat {{shadow}}/data.txt; {_requester_of_sets_script(sys.executable)}",
+                f"cat {{shadow}}/data.txt; echo $PPID; {_requester_of_sets_script(sys.executable)}; "
+                f"{sys.executable} -m shadowvault.cli.launch {' '.join(flags)} shadows list "
+                "| grep persistent",
                 env=env,
             )
             assert executed.returncode == 0, executed.stderr
-            content, requesters = executed.stdout.splitlines()
+            content, exec_pid, requesters, listed_set = executed.stdout.splitlines()
             assert content == "in the shadow"
-            if mode == "daemon":
-                assert json.loads(requesters) == [daemon.process.pid]
+            if mode == "daemon":  # made by the daemon, held by the connection of the exec command
+                assert json.loads(requesters) == [[daemon.process.pid, int(exec_pid)]]
+                held = f"persistent no (released when pid {exec_pid}'s connection to the daemon ends)"
+                assert held in listed_set
             else:
-                assert json.loads(requesters) != [daemon.process.pid]
+                assert json.loads(requesters) == [[int(exec_pid), None]]
+                assert f"persistent no (released when pid {exec_pid} ends)" in listed_set
             missing = cli(*flags, "shadows", "delete", "20990101T000000-abc", env=env)
             runs[mode] = [
                 _masked(created.stdout),

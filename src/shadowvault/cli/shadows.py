@@ -31,9 +31,16 @@ def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
+def _holder(manifest: ShadowSetManifest) -> str:
+    """Who holds a set that is not persistent: the daemon's caller, not the daemon that made it."""
+    if manifest.client_pid is not None:
+        return f"pid {manifest.client_pid}'s connection to the daemon"
+    return f"pid {manifest.requester_pid}"
+
+
 def _print_set(manifest: ShadowSetManifest, exposed: list[Exposure]) -> None:
     """One set as a block of lines (like `vssadmin list shadows`): ids and paths are never cut."""
-    persistent = "yes" if manifest.persistent else f"no (released when pid {manifest.requester_pid} ends)"
+    persistent = "yes" if manifest.persistent else f"no (released when {_holder(manifest)} ends)"
     window = "-" if manifest.freeze_window is None else f"{manifest.freeze_window * 1000:.1f} ms"
     output.listing(f"shadow set {manifest.id}")
     output.listing(f"  created {_when(manifest.created)}, state {manifest.state}, persistent {persistent}")

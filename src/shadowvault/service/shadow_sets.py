@@ -170,6 +170,7 @@ class ShadowSetService:
             commit_timeout=request.commit_timeout,
             backup_type=request.backup_type,
             requester_uid=peer.uid,
+            client_pid=peer.pid,
             scope=ReadScope(paths=tuple(request.read_paths), left_out=tuple(request.left_out)),
         )
         return self.runs.make(request.volumes, options)

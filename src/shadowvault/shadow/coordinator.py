@@ -149,6 +149,7 @@ class ShadowSetRun:
             persistent=self.options.persistent,
             requester_pid=os.getpid(),  # until created: a dead creator's leftovers get reaped
             requester_uid=os.getuid() if self.options.requester_uid is None else self.options.requester_uid,
+            client_pid=None if self.options.persistent else self.options.client_pid,
             provider=self.options.provider_name,
         )
         self.ctx = SnapshotContext(

@@ -114,6 +114,7 @@ class ShadowSetManifest(msgspec.Struct, kw_only=True):
     persistent: bool = False
     requester_pid: int | None = None  # the set is released automatically when this process ends
     requester_uid: int | None = None  # who asked the daemon for it (a user who is not root sees only theirs)
+    client_pid: int | None = None  # the daemon's caller: its connection holds a set that is not persistent
     provider: str = ""  # the provider asked for (auto, btrfs, reflink, live)
     shadows: list[Shadow] = []
     writers: list[WriterReport] = []

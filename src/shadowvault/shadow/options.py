@@ -25,6 +25,7 @@ class SetOptions:
     freeze_timeout / commit_timeout: seconds the writers have to freeze and the providers to commit
     backup_type: `full`, or `copy` (writers skip side effects such as log truncation)
     requester_uid: who asked for the set (the daemon's caller); None: this process's user
+    client_pid: the daemon's caller, whose connection holds a set that is not persistent
     scope: what the requester will read of the volumes (a backup's paths, what it leaves out), so
     that the btrfs provider images no nested subvolume it does not read; default: all of them
     """
@@ -37,6 +38,7 @@ class SetOptions:
     commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
     backup_type: str = "full"
     requester_uid: int | None = None
+    client_pid: int | None = None
     scope: ReadScope = WHOLE_VOLUMES
 
     def __post_init__(self) -> None:
