@@ -55,7 +55,7 @@ def test_find_by_blob_tree_and_pack_id(sv: Shadowvault, tmp_path: Path) -> None:
     assert {m["parent_tree"] for m in found if m["path"] == f"{src}/a"} == {tree}
 
     (directory,) = matches(sv, "--tree", entries["d"]["subtree"])
-    assert (directory["path"], directory["object_type"], directory["parent_tree"]) == (f"{src}/d", "tree", tree)
+    assert [directory[k] for k in ("path", "object_type", "parent_tree")] == [f"{src}/d", "tree", tree]
 
     (with_pack, _) = matches(sv, "--blob", alpha, "--show-pack-id")
     pack = with_pack["pack_id"]
