@@ -227,3 +227,45 @@ def test_a_path_given_that_an_exclude_pattern_matches_is_left_out_and_said(
     done = sv("backup", "--provider", "none", logs, "--iexclude", "LOGS")
     assert done.exit_code == 2 and "an exclude pattern matches every path given" in one_error_line(done)
     assert len(json.loads(ok(sv, "snapshots", "--json"))) == 2
+
+
+def test_backup_vv_lists_each_file_and_directory_as_restic(sv: Shadowvault, tmp_path: Path) -> None:
+    """restic's `backup -vv` lines (new / modified / unchanged, files and directories), and its
+    `verbose_status` JSON lines; nothing of them with one -v."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "f").write_text("1")
+    (src / "sub" / "g").write_text("22")
+    first = ok(sv, "backup", "--provider", "none", "-vv", src).splitlines()
+    assert {f"new       {src}/f, 1 B", f"new       {src}/sub/g, 2 B", f"new       {src}/sub/"} <= set(first)
+    assert (
+        first.index(f"new       {src}/sub/g, 2 B")
+        < first.index(f"new       {src}/sub/")
+        < first.index(f"new       {src}/")
+    )  # a directory after what it holds
+
+    (src / "f").write_text("333")
+    (src / "h").write_text("4")
+    second = set(ok(sv, "backup", "--provider", "none", "-vv", src).splitlines())
+    assert {
+        f"modified  {src}/f, 3 B",
+        f"unchanged {src}/sub/g, 2 B",
+        f"unchanged {src}/sub/",
+        f"new       {src}/h, 1 B",
+        f"modified  {src}/",
+    } <= second
+
+    lines = [
+        json.loads(line) for line in ok(sv, "backup", "--provider", "none", "-vv", "--json", src).splitlines()
+    ]
+    verbose = {line["item"]: line for line in lines if line["message_type"] == "verbose_status"}
+    assert verbose[f"{src}/f"] == {
+        "message_type": "verbose_status",
+        "action": "unchanged",
+        "item": f"{src}/f",
+        "size": 3,
+    }
+    assert verbose[f"{src}/sub/"]["action"] == "unchanged" and "size" not in verbose[f"{src}/sub/"]
+    assert not [
+        line for line in ok(sv, "backup", "--provider", "none", "-v", src).splitlines() if str(src) in line
+    ]

@@ -31,6 +31,7 @@ from shadowvault.archive.backup import (
 )
 from shadowvault.archive.diff import Difference, diff_trees, directories_above
 from shadowvault.archive.exclude_rules import ExcludeRules, tag_rules
+from shadowvault.archive.item_report import ItemReport
 from shadowvault.archive.parent_reuse import ChangeRules
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.scan import Scanner
@@ -173,10 +174,12 @@ def run_backup(
     stats: WalkStats | None = None,
     on_warning: Callable[[str], None] | None = None,
     sets: ShadowSets = IN_PROCESS,
+    on_item: ItemReport | None = None,
 ) -> BackupResult:
     """Back up `request.paths` into `repo` and save the snapshot; file errors are in the result.
 
-    `sets` makes the shadow set: this process's coordinator, or the daemon's.
+    `sets` makes the shadow set: this process's coordinator, or the daemon's. `on_item` is told of
+    each file and directory as it is settled (`backup -vv`: archive/item_report.py).
     """
     started = time.monotonic()
     started_wall = time.time()
@@ -249,6 +252,7 @@ def run_backup(
             rules=rules,
             change_rules=ChangeRules(request.ignore_inode, request.ignore_ctime),
             with_atime=request.with_atime,
+            report=on_item,
         )
         left_out = {os.fsencode(m) for m in planned.nested_skipped} | skip
         scanner = Scanner(
