@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.inprocess_cli import Shadowvault
+from tests.inprocess_cli import Shadowvault, one_error_line
 
 
 @pytest.fixture
@@ -195,3 +195,77 @@ def test_find_oldest_and_newest_bound_the_modification_time(sv: Shadowvault, tmp
     assert refused.exit_code == 2 and "--newest takes a local time like" in refused.stderr
     crossed = sv("find", "x", "-O", "2021-01-01", "-N", "2020-01-01")
     assert crossed.exit_code == 2 and "nothing could match" in crossed.stderr
+
+
+def test_a_path_given_that_an_exclude_pattern_matches_is_left_out_and_said(
+    sv: Shadowvault, tmp_path: Path
+) -> None:
+    """restic 0.14 leaves such a path out without a word; we stored a directory as an empty one (and
+    a file whole): left out as restic does, with a warning, and an error when nothing is left."""
+    keep, logs = tmp_path / "keep", tmp_path / "logs"
+    for directory in (keep, logs):
+        directory.mkdir()
+        (directory / "f.log").write_text("x")
+    (keep / "f").write_text("x")
+
+    def stored() -> list[str]:
+        lines = map(json.loads, ok(sv, "ls", "--json", "latest").splitlines())
+        return sorted(line["path"] for line in lines if line.get("path", "").startswith(str(tmp_path) + "/"))
+
+    done = sv("backup", "--provider", "none", keep, logs, "--exclude", str(logs))
+    assert done.exit_code == 0, done.stderr
+    assert f"{logs}: given to back up, but an exclude pattern matches it" in done.stderr
+    assert stored() == [str(keep), f"{keep}/f", f"{keep}/f.log"]
+    assert json.loads(ok(sv, "snapshots", "--json"))[-1]["paths"] == [str(keep)]
+
+    done = sv("backup", "--provider", "none", "--json", f"{keep}/f", f"{keep}/f.log", "--exclude", "*.log")
+    assert done.exit_code == 0, done.stderr
+    warning = json.loads(done.stderr.splitlines()[0])
+    assert warning["message_type"] == "warning" and warning["message"].startswith(f"{keep}/f.log: ")
+    assert stored() == [str(keep), f"{keep}/f"]
+
+    done = sv("backup", "--provider", "none", logs, "--iexclude", "LOGS")
+    assert done.exit_code == 2 and "an exclude pattern matches every path given" in one_error_line(done)
+    assert len(json.loads(ok(sv, "snapshots", "--json"))) == 2
+
+
+def test_backup_vv_lists_each_file_and_directory_as_restic(sv: Shadowvault, tmp_path: Path) -> None:
+    """restic's `backup -vv` lines (new / modified / unchanged, files and directories), and its
+    `verbose_status` JSON lines; nothing of them with one -v."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "f").write_text("1")
+    (src / "sub" / "g").write_text("22")
+    first = ok(sv, "backup", "--provider", "none", "-vv", src).splitlines()
+    assert {f"new       {src}/f, 1 B", f"new       {src}/sub/g, 2 B", f"new       {src}/sub/"} <= set(first)
+    assert (
+        first.index(f"new       {src}/sub/g, 2 B")
+        < first.index(f"new       {src}/sub/")
+        < first.index(f"new       {src}/")
+    )  # a directory after what it holds
+
+    (src / "f").write_text("333")
+    (src / "h").write_text("4")
+    second = set(ok(sv, "backup", "--provider", "none", "-vv", src).splitlines())
+    assert {
+        f"modified  {src}/f, 3 B",
+        f"unchanged {src}/sub/g, 2 B",
+        f"unchanged {src}/sub/",
+        f"new       {src}/h, 1 B",
+        f"modified  {src}/",
+    } <= second
+
+    lines = [
+        json.loads(line) for line in ok(sv, "backup", "--provider", "none", "-vv", "--json", src).splitlines()
+    ]
+    verbose = {line["item"]: line for line in lines if line["message_type"] == "verbose_status"}
+    assert verbose[f"{src}/f"] == {
+        "message_type": "verbose_status",
+        "action": "unchanged",
+        "item": f"{src}/f",
+        "size": 3,
+    }
+    assert verbose[f"{src}/sub/"]["action"] == "unchanged" and "size" not in verbose[f"{src}/sub/"]
+    assert not [
+        line for line in ok(sv, "backup", "--provider", "none", "-v", src).splitlines() if str(src) in line
+    ]

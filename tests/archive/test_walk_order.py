@@ -71,7 +71,7 @@ class _Counting(Archiver):
         self.reader._read_file = held_read_file
 
     def _finish(self, job: DirJob) -> None:
-        if all(node.size < self.reader.single_chunk for node, _, _ in job.files):
+        if all(node.size < self.reader.single_chunk for node, _, _, _ in job.files):
             self.reader.flush()
             deadline = time.monotonic() + HELD
             while not job.ready() and time.monotonic() < deadline:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from shadowvault.archive.deep_paths import Anchors
 from shadowvault.archive.file_reader import FileReader, PendingContent
+from shadowvault.archive.item_report import ItemReport, dir_action
 from shadowvault.archive.small_files import FileError
 from shadowvault.archive.store import BlobStore
 from shadowvault.archive.walk_stats import WalkStats
@@ -26,7 +27,8 @@ class DirJob:
     """A directory being archived: its nodes, and what they still wait for."""
 
     nodes: list[Node] = field(default_factory=list)
-    files: list[tuple[Node, PendingContent, str]] = field(default_factory=list)
+    # files being read: (node, pending content, path, "new" or "modified" for `backup -vv`)
+    files: list[tuple[Node, PendingContent, str, str]] = field(default_factory=list)
     # files found unchanged whose blobs the index is asked about once for the whole directory:
     # (node, its old node, the path it is read at, its original path)
     unchanged: list[tuple[Node, Node, bytes, bytes]] = field(default_factory=list)
@@ -34,17 +36,30 @@ class DirJob:
     tree_id: bytes | None = None
     error: str | None = None  # why the directory could not be listed
     anchor: int | None = None  # the directory's descriptor, when entries below it are reached through it
+    # for `backup -vv` (set only with a listener): the directory's path, whether the parent snapshot
+    # had it, and its tree there
+    path: str | None = None
+    existed: bool = False
+    old_tree: bytes | None = None
 
     def ready(self) -> bool:
-        return all(fut.done() for _, fut, _ in self.files)
+        return all(fut.done() for _, fut, _, _ in self.files)
 
 
 class FinishedDirs:
     """The directories the walk has finished, queued until their TREE blobs are written (main
     thread only)."""
 
-    def __init__(self, store: BlobStore, reader: FileReader, stats: WalkStats, anchors: Anchors) -> None:
+    def __init__(
+        self,
+        store: BlobStore,
+        reader: FileReader,
+        stats: WalkStats,
+        anchors: Anchors,
+        report: ItemReport | None = None,
+    ) -> None:
         self.store = store
+        self.report = report  # told of each file stored and each tree written (`backup -vv`)
         self.reader = reader
         self.stats = stats
         self.anchors = anchors  # a written directory's descriptor is released
@@ -83,7 +98,8 @@ class FinishedDirs:
         self._finished = waiting
 
     def _write_tree(self, job: DirJob) -> None:
-        for node, fut, path in job.files:
+        report = self.report
+        for node, fut, path, action in job.files:
             try:
                 stored = fut.result()
             except FileError as err:  # nothing of it is stored: its size says so
@@ -100,9 +116,13 @@ class FinishedDirs:
                 node.size = stored.size
             if stored.changed:
                 self.stats.warn(path, f"changed while it was read; stored as read ({stored.size} bytes)")
+            if report is not None:
+                report(action, path, node.size)
         for node, sub in job.subdirs:
             node.subtree = sub.tree_id
         job.tree_id = self.store.save_tree(Tree(nodes=job.nodes))
+        if report is not None and job.path is not None:
+            report(dir_action(job.existed, job.old_tree, job.tree_id), job.path.rstrip("/") + "/", None)
         job.nodes, job.files, job.subdirs = [], [], []
         if job.anchor is not None:  # every entry below it is done: nothing reaches through it any more
             self.anchors.release(job.anchor)

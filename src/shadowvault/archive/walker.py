@@ -23,6 +23,7 @@ from shadowvault.archive.deep_paths import ANCHOR_AFTER, Anchors
 from shadowvault.archive.exclude_rules import ExcludeRules
 from shadowvault.archive.file_reader import FileReader, PendingContent
 from shadowvault.archive.finished_dirs import DirJob, FinishedDirs
+from shadowvault.archive.item_report import MODIFIED, NEW, UNCHANGED, ItemReport
 from shadowvault.archive.metadata_prefetch import MetadataPrefetch
 from shadowvault.archive.parent_reuse import (
     ChangeRules,
@@ -86,8 +87,10 @@ class Archiver:
         rules: ExcludeRules | None = None,
         change_rules: ChangeRules | None = None,
         with_atime: bool = False,
+        report: ItemReport | None = None,
     ):
         self.store = store
+        self.report = report  # told of each entry settled (`backup -vv`): archive/item_report.py
         # the directories above the sources (/, /home, ...) are read below this root (components
         # backing up another machine's tree); "/" for the running system
         self.virtual_root = virtual_root.rstrip(b"/")
@@ -121,7 +124,7 @@ class Archiver:
         self.copy_cutoff_ns = int(((copy_started or time.time()) - 1.0) * 1e9)
         self._links: dict[tuple[int, int], tuple[Node, PendingContent | None]] = {}
         self._anchors = Anchors()
-        self.finished = FinishedDirs(store, self.reader, self.stats, self._anchors)
+        self.finished = FinishedDirs(store, self.reader, self.stats, self._anchors, report)
 
     # -- entry point -----------------------------------------------------------------------------
 
@@ -174,9 +177,11 @@ class Archiver:
             log.warning("parent snapshot tree unreadable, files will be read again: %s", err)
             return {}
 
-    def _virtual_dir(self, orig: bytes, hierarchy: Hierarchy, parent: dict[bytes, Node]) -> DirJob:
+    def _virtual_dir(
+        self, orig: bytes, hierarchy: Hierarchy, parent: dict[bytes, Node], old: Node | None = None
+    ) -> DirJob:
         """A directory above the sources (/, /home, ...): live metadata, only the named children."""
-        job = DirJob()
+        job = self._dir_job(orig, old)
         for name in sorted(hierarchy):
             child = hierarchy[name]
             path = join(orig, name)
@@ -196,7 +201,7 @@ class Archiver:
                 self.stats.error(path, err)
                 continue
             old_children = self._children(old.subtree) if old and old.type == "dir" else {}
-            sub = self._virtual_dir(path, child, old_children)
+            sub = self._virtual_dir(path, child, old_children, old)
             job.nodes.append(node)
             job.subdirs.append((node, sub))
         self._finish(job)
@@ -209,9 +214,10 @@ class Archiver:
         parent: dict[bytes, Node],
         copied: bool = False,
         access: bytes | None = None,
+        old: Node | None = None,
     ) -> DirJob:
         """Archive the directory read at `read_path` (reached through `access`, when given)."""
-        job = DirJob()
+        job = self._dir_job(orig, old)
         access = read_path if access is None else access
         try:
             access, job.anchor = self._anchors.reach(access)
@@ -303,7 +309,7 @@ class Archiver:
                 job.subdirs.append((node, sub))
                 return
             sub_parent = self._children(old.subtree) if old is not None and old.type == "dir" else {}
-            sub = self._walk_dir(read_path, orig, sub_parent, copied, access)
+            sub = self._walk_dir(read_path, orig, sub_parent, copied, access, old)
             node.error = sub.error
             job.subdirs.append((node, sub))
             return
@@ -320,8 +326,10 @@ class Archiver:
             if fut is None:  # its first name was found unmodified: so is this one
                 node.content, node.size = list(first.content), first.size
                 stats.files_unmodified += 1
+                if self.report is not None:
+                    self.report(UNCHANGED, text(orig), node.size)
             else:  # its first name is being read: this name is as new (or changed) as its own entry
-                job.files.append((node, fut, text(orig)))
+                job.files.append((node, fut, text(orig), NEW if old is None else MODIFIED))
                 if old is None:
                     stats.files_new += 1
                 else:
@@ -336,6 +344,8 @@ class Archiver:
             if all_present(self.store, old.content):  # a later name of it must know now
                 reuse(stats, [(node, old)])
                 self._links[link_key] = (node, None)
+                if self.report is not None:
+                    self.report(UNCHANGED, text(orig), node.size)
                 return
         fut = self._read(node, old, access, orig, job)
         if st.st_nlink > 1:
@@ -348,12 +358,18 @@ class Archiver:
         waiting, job.unchanged = job.unchanged, []
         if not waiting:
             return
+        report = self.report
         if len(waiting) > 1 and all_present(self.store, {b for _, old, _, _ in waiting for b in old.content}):
             reuse(self.stats, [(node, old) for node, old, _, _ in waiting])
+            if report is not None:
+                for node, _, _, orig in waiting:
+                    report(UNCHANGED, text(orig), node.size)
             return
         for node, old, access, orig in waiting:
             if all_present(self.store, old.content):
                 reuse(self.stats, [(node, old)])
+                if report is not None:
+                    report(UNCHANGED, text(orig), node.size)
             else:
                 self._read(node, old, access, orig, job)
 
@@ -364,8 +380,18 @@ class Archiver:
         else:
             self.stats.files_changed += 1
         fut = self.reader.submit(access, node, orig)
-        job.files.append((node, fut, text(orig)))
+        job.files.append((node, fut, text(orig), NEW if old is None else MODIFIED))
         return fut
+
+    def _dir_job(self, orig: bytes, old: Node | None) -> DirJob:
+        """A directory's job; with a listener (`backup -vv`), what it needs to say new, modified or
+        unchanged when the tree is written (not for `/`, which restic does not list either)."""
+        job = DirJob()
+        if self.report is not None and orig != b"/":
+            job.path = text(orig)
+            job.existed = old is not None and old.type == "dir"
+            job.old_tree = old.subtree if job.existed and old is not None else None
+        return job
 
     def _finish(self, job: DirJob) -> None:
         """Every entry of the directory was visited: settle its unchanged files and queue it."""

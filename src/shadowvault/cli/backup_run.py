@@ -11,14 +11,18 @@ import json
 import sys
 import time
 
+import click
+
 from shadowvault.archive.diff import Change, Difference
+from shadowvault.archive.item_report import ItemReport
 from shadowvault.archive.memory import bound_heap
 from shadowvault.archive.tree_paths import text
 from shadowvault.archive.walk_stats import WalkStats
 from shadowvault.cli.backup_options import BackupArguments
 from shadowvault.cli.component_options import split_users
 from shadowvault.cli.coordination import shadow_sets
-from shadowvault.cli.output import info, note, print_json, warn
+from shadowvault.cli.global_options import VERBOSITY
+from shadowvault.cli.output import info, note, print_json, quiet, warn
 from shadowvault.cli.progress import progress, shown
 from shadowvault.components.base import CollectOptions
 from shadowvault.display import counted, escape_text, human_size
@@ -50,6 +54,24 @@ _KINDS = {
     "cache_dir": "cache directories",
     "if_present": "tagged directories",
 }
+
+
+def _item_report(as_json: bool) -> ItemReport | None:
+    """With -vv, each file and directory as restic lists them: `new       /srv/a.txt, 6 B` (or a
+    `verbose_status` JSON line); None otherwise, and the walk then does no per-file work for it."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.meta.get(VERBOSITY, 0) < 2 or quiet():
+        return None
+
+    def report(action: str, item: str, size: int | None) -> None:
+        if as_json:
+            doc = {"message_type": "verbose_status", "action": action, "item": item}
+            print_json(doc if size is None else {**doc, "size": size})
+            return
+        line = f"{action:<9} {escape_text(item)}" + ("" if size is None else f", {human_size(size)}")
+        sys.stdout.write(line + "\n")
+
+    return report
 
 
 def run_backup_command(repository: Repository, arguments: BackupArguments) -> None:
@@ -99,7 +121,10 @@ def run_backup_command(repository: Repository, arguments: BackupArguments) -> No
         if a.from_stdin:
             result = run_stdin_backup(repository, request, sys.stdin.buffer, a.stdin_filename, stats=stats)
         else:
-            result = run_backup(repository, request, stats=stats, on_warning=on_warning, sets=shadow_sets())
+            on_item = None if a.dry_run else _item_report(a.as_json)  # a dry run lists its changes
+            result = run_backup(
+                repository, request, stats=stats, on_warning=on_warning, sets=shadow_sets(), on_item=on_item
+            )
     _print_result(result, a.as_json, forced=a.force)
 
 

@@ -21,6 +21,7 @@ from shadowvault.archive.find import Patterns, find_entries
 from shadowvault.archive.listing import describe, display
 from shadowvault.archive.stats import MODES, snapshot_stats
 from shadowvault.archive.time_option import parse_find_time
+from shadowvault.cli.find_objects import check_ids, find_objects, id_mode
 from shadowvault.cli.output import info, json_option, listing, print_json, warn
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.repository import format_size
@@ -50,7 +51,7 @@ def _binary_stdout() -> BinaryIO:
 
 @click.command("find")
 @repo_options
-@click.argument("patterns", nargs=-1, required=True, metavar="PATTERN...")
+@click.argument("patterns", nargs=-1, required=True, metavar="PATTERN...|ID...")
 @click.option(
     "--snapshot",
     "-s",
@@ -62,6 +63,14 @@ def _binary_stdout() -> BinaryIO:
 @click.option("-i", "--ignore-case", is_flag=True, help="Match names without regard to case.")
 @click.option("-O", "--oldest", metavar="TIME", help="Only entries modified at or after TIME (local).")
 @click.option("-N", "--newest", metavar="TIME", help="Only entries modified at or before TIME (local).")
+@click.option(
+    "--blob", "by_blob", is_flag=True, help="The arguments are data blob ids: find the files holding them."
+)
+@click.option("--tree", "by_tree", is_flag=True, help="The arguments are tree ids: find those directories.")
+@click.option(
+    "--pack", "by_pack", is_flag=True, help="The arguments are pack ids: find what uses each blob in them."
+)
+@click.option("--show-pack-id", is_flag=True, help="With --blob, --tree or --pack: the pack of each blob.")
 @snapshot_filter_options
 @json_option
 def find_cmd(
@@ -72,6 +81,10 @@ def find_cmd(
     ignore_case: bool,
     oldest: str | None,
     newest: str | None,
+    by_blob: bool,
+    by_tree: bool,
+    by_pack: bool,
+    show_pack_id: bool,
     snapshot_filter: SnapshotFilter,
     as_json: bool,
 ) -> None:
@@ -79,8 +92,17 @@ def find_cmd(
 
     A PATTERN without '/' is matched against names (`*.conf`); one with '/' against the full path as
     backed up (`/home/*/.bashrc`, `**/.git/config`). Each match prints its snapshot, modification
-    time, size and path; --json prints one `match` line per entry and a `summary` line.
+    time, size and path; --json prints one `match` line per entry and a `summary` line. With --blob,
+    --tree or --pack the arguments are object ids (hex, or a unique prefix) instead of patterns.
     """
+    options = {"--ignore-case": ignore_case, "--oldest": bool(oldest), "--newest": bool(newest)}
+    mode = id_mode(by_blob, by_tree, by_pack, show_pack_id, options)
+    if mode is not None:
+        check_ids(mode, patterns)
+        with open_repository(repo, password_file) as r:
+            snapshots = choose_all(r, refs, snapshot_filter)
+            find_objects(r, snapshots, mode, patterns, show_pack_id=show_pack_id, as_json=as_json)
+        return
     compiled = Patterns(patterns, ignore_case=ignore_case)
     modified = _modified_between(oldest, newest)
     with open_repository(repo, password_file) as r:

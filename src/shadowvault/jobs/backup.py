@@ -31,9 +31,11 @@ from shadowvault.archive.backup import (
 )
 from shadowvault.archive.diff import Difference, diff_trees, directories_above
 from shadowvault.archive.exclude_rules import ExcludeRules, tag_rules
+from shadowvault.archive.item_report import ItemReport
 from shadowvault.archive.parent_reuse import ChangeRules
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.scan import Scanner
+from shadowvault.archive.tree_paths import text
 from shadowvault.archive.walk_stats import Source, WalkStats
 from shadowvault.archive.walker import Archiver
 from shadowvault.errors import UsageError
@@ -144,6 +146,27 @@ def would_change(
     return [c for c in diff_trees(store, old, root, above=above) if c.path not in above]
 
 
+def drop_excluded(paths: list[bytes], path_filter: PathFilter) -> tuple[list[bytes], list[str]]:
+    """The paths given that no exclude pattern matches, and a warning for each one that one does.
+
+    Such a path is left out, as restic 0.14 leaves it out (silently) and as the same path found below
+    a directory given would be: it was stored as an empty directory (a file: whole), which restored
+    as if its contents had been lost. Left out with every path: UsageError, nothing to back up.
+    """
+    kept = [p for p in paths if not path_filter.excluded(p)]
+    if not kept:
+        raise UsageError(
+            f"an exclude pattern matches every path given ({text(paths[0])}"
+            f"{', ...' if len(paths) > 1 else ''}): nothing to back up"
+        )
+    warnings = [
+        f"{text(p)}: given to back up, but an exclude pattern matches it: left out of the snapshot"
+        for p in paths
+        if p not in kept
+    ]
+    return kept, warnings
+
+
 def run_backup(
     repo: Repository,
     request: BackupRequest,
@@ -151,10 +174,12 @@ def run_backup(
     stats: WalkStats | None = None,
     on_warning: Callable[[str], None] | None = None,
     sets: ShadowSets = IN_PROCESS,
+    on_item: ItemReport | None = None,
 ) -> BackupResult:
     """Back up `request.paths` into `repo` and save the snapshot; file errors are in the result.
 
-    `sets` makes the shadow set: this process's coordinator, or the daemon's.
+    `sets` makes the shadow set: this process's coordinator, or the daemon's. `on_item` is told of
+    each file and directory as it is settled (`backup -vv`: archive/item_report.py).
     """
     started = time.monotonic()
     started_wall = time.time()
@@ -167,13 +192,14 @@ def run_backup(
         originals = drop_nested([recorded_below(p, source_root) for p in request.paths])
     else:
         originals = drop_nested([normalize_path(p) for p in request.paths])
+    path_filter = PathFilter(excludes=request.excludes, iexcludes=request.iexcludes)
+    originals, excluded = drop_excluded(originals, path_filter)
     recorded = [os.fsdecode(p) for p in originals]
     host = request.host or socket.gethostname()
     require_text("path", recorded)  # before any work: the snapshot could not be saved
     require_text("host", [host])
     require_text("tag", request.tags)
     repo_path = os.path.realpath(repo.path)
-    path_filter = PathFilter(excludes=request.excludes, iexcludes=request.iexcludes)
     rules = ExcludeRules(
         request.exclude_larger_than, tag_rules(request.exclude_caches, request.exclude_if_present)
     )
@@ -186,8 +212,8 @@ def run_backup(
         nested=not foreign_root,  # another machine's tree: its mounts are not this machine's
         snapshot_copies_read=request.include_snapshots,
     )
-    warnings = list(planned.warnings)
-    for message in planned.warnings:
+    warnings = [*excluded, *planned.warnings]
+    for message in warnings:
         warn(message)
 
     parent: tuple[str, Snapshot] | None = None
@@ -226,6 +252,7 @@ def run_backup(
             rules=rules,
             change_rules=ChangeRules(request.ignore_inode, request.ignore_ctime),
             with_atime=request.with_atime,
+            report=on_item,
         )
         left_out = {os.fsencode(m) for m in planned.nested_skipped} | skip
         scanner = Scanner(

@@ -27,7 +27,7 @@ KINDS = ("config", "snapshot", "tree", "blob", "index", "key", "pack")
 ID_LENGTH = 64  # hex digits of a blob id or a file name
 
 
-def _hex_id(value: str, what: str, *, prefix_ok: bool) -> str:
+def hex_id(value: str, what: str, *, prefix_ok: bool) -> str:
     """A full hex id (or a prefix of one, for files), lowercased; UsageError for anything else."""
     text = value.strip().lower()
     short = len(text) < ID_LENGTH
@@ -72,7 +72,7 @@ def node_document(node: Node) -> dict[str, Any]:
 
 def _unique_file(repo: Repository, directory: str, ref: str, what: str) -> str:
     """The one stored file under `directory` whose name starts with `ref`."""
-    prefix = _hex_id(ref, what, prefix_ok=True)
+    prefix = hex_id(ref, what, prefix_ok=True)
     names = [
         info.name for info in repo.backend.list(directory) if info.name.rsplit("/", 1)[-1].startswith(prefix)
     ]
@@ -94,16 +94,16 @@ def cat_document(repo: Repository, kind: str, ref: str | None) -> Any:
     if ref is None:
         raise UsageError(f"`cat {kind}` needs an id")
     if kind == "snapshot":
-        snapshot_id = repo.resolve_snapshot_id(_hex_id(ref, "snapshot", prefix_ok=True))
+        snapshot_id = repo.resolve_snapshot_id(hex_id(ref, "snapshot", prefix_ok=True))
         return snapshot_document(snapshot_id, repo.load_snapshot(snapshot_id))
     if kind == "tree":
-        tree = repo.load_tree(bytes.fromhex(_hex_id(ref, "tree", prefix_ok=False)))
+        tree = repo.load_tree(bytes.fromhex(hex_id(ref, "tree", prefix_ok=False)))
         return {"nodes": [node_document(n) for n in tree.nodes]}
     if kind == "index":
         name = _unique_file(repo, INDEX_DIR, ref, "index file")
         return {"id": name.rsplit("/", 1)[1], **_plain(repo.load_index_file(name))}
     if kind == "key":
-        name = key_name(repo.backend, _hex_id(ref, "key", prefix_ok=True))
+        name = key_name(repo.backend, hex_id(ref, "key", prefix_ok=True))
         raw = repo.backend.load(name)
         if file_id(raw) != name.rsplit("/", 1)[1]:
             raise IntegrityError(f"key file {name} is damaged (its content does not match its name)")
@@ -133,7 +133,7 @@ def cat_document(repo: Repository, kind: str, ref: str | None) -> Any:
 
 def _pack_id(repo: Repository, ref: str) -> str:
     """A full pack id, or the one indexed pack a prefix names (packs sit in data/XX/ by their id)."""
-    prefix = _hex_id(ref, "pack", prefix_ok=True)
+    prefix = hex_id(ref, "pack", prefix_ok=True)
     if len(prefix) == ID_LENGTH:
         return prefix
     found = [p for p in repo.index.pack_ids if p.startswith(prefix)]
@@ -146,4 +146,4 @@ def _pack_id(repo: Repository, ref: str) -> str:
 
 def cat_blob(repo: Repository, ref: str) -> bytes:
     """A blob's verified plaintext (data or tree) by its full id."""
-    return repo.load_blob(bytes.fromhex(_hex_id(ref, "blob", prefix_ok=False)))
+    return repo.load_blob(bytes.fromhex(hex_id(ref, "blob", prefix_ok=False)))
