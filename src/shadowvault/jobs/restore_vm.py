@@ -24,7 +24,7 @@ from shadowvault import cancellation, proc
 from shadowvault.errors import UsageError
 from shadowvault.jobs.vm_sources import disk_sources
 from shadowvault.repo.repository import Repository
-from shadowvault.vm import layout
+from shadowvault.vm import boot_guard, layout
 from shadowvault.vm.boot_check import BootResult, verify_boot
 from shadowvault.vm.definition import rewrite, script
 from shadowvault.vm.libvirt_definition import domain_xml
@@ -116,6 +116,8 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
     snapshot_id, snapshot = repo.find_snapshot(request.snapshot)
     definition, sources = disk_sources(repo, request.vm, snapshot_id, snapshot, request.disks)
+    if request.verify_boot:  # a command line the boot would refuse is refused before a byte is written
+        boot_guard.check(definition.argv)
     target = os.path.abspath(request.target)
     outputs = {s.disk.disk: os.path.join(target, f"{s.disk.disk}.{request.format}") for s in sources}
     for path in [
