@@ -125,3 +125,37 @@ def test_verify_boot_keeps_the_host_out_of_a_real_boot(tmp_path: Path) -> None:
     assert READY_MARKER in result.console_tail
     for ran in (probe, tmp_path / "script-ran", tmp_path / "fake-ran"):
         assert not ran.exists(), ran
+
+
+@pytest.mark.parametrize(
+    ("disks", "shown"),
+    [
+        ({"../escape": (4096, 4096, [b"\x01" * 4096])}, "'../escape' is not a plain"),
+        ({"a/b": (4096, 4096, [b"\x01" * 4096])}, "'a/b' is not a plain"),
+        ({"..": (4096, 4096, [b"\x01" * 4096])}, "'..' is not a plain"),
+        ({"": (4096, 4096, [b"\x01" * 4096])}, "'' is not a plain"),
+        ({"vd\na": (4096, 4096, [b"\x01" * 4096])}, "is not a plain"),
+        ({"vda": (5, 0, [b"\x01" * 5])}, "in chunks of 0"),
+        ({"vda": (-1, 4096, [b"\x01"])}, "has size -1"),
+        ({"vda": (1 << 62, 4096, [b"\x01" * 4096])}, "has 1 chunks"),
+        ({"vda": (5, 2, [b"\x01" * 5])}, "has 1 chunks"),
+        ({"vda": (8192, 4096, [b"\x01" * 8192, b"\x02" * 4096])}, "chunk 0 of the image is 8192 bytes"),
+        ({"vda": (4096, 4096, [b"\x01" * 100])}, "chunk 0 of the image is 100 bytes"),
+    ],
+)
+def test_a_crafted_disk_is_refused_and_nothing_is_written(
+    tmp_path: Path, disks: dict[str, tuple[int, int, list[bytes]]], shown: str
+) -> None:
+    repo = new_repository(tmp_path / "repo")
+    try:
+        craft(repo, ["qemu-system-x86_64"], disks)
+    finally:
+        repo.close()
+    outside = tmp_path / "outside"
+    target = outside / "target"
+    for fmt in ("raw", "qcow2"):
+        done = cli(
+            "vm", "restore", "latest", "web", "--target", str(target), "--format", fmt, repo=tmp_path / "repo"
+        )
+        one_line_error(done, 1, shown)
+        assert sorted(p.name for p in outside.rglob("*")) in ([], ["target"])  # nothing, even hidden

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from shadowvault import cancellation, proc
-from shadowvault.errors import UsageError
+from shadowvault.errors import RepositoryError, UsageError
 from shadowvault.jobs.vm_sources import disk_sources
 from shadowvault.repo.repository import Repository
 from shadowvault.vm import boot_guard, layout
@@ -76,6 +76,11 @@ def write_raw(repo: Repository, content: list[bytes], size: int, chunk_size: int
             if blob_id == zero_id:
                 continue
             data = repo.load_blob(blob_id)
+            if len(data) != min(chunk_size, size - index * chunk_size):  # hostile input: never past its place
+                raise RepositoryError(
+                    f"chunk {index} of the image is {len(data)} bytes, not {chunk_size}: "
+                    "the snapshot is damaged or crafted"
+                )
             if not any(data):
                 continue
             os.pwrite(fd, data, index * chunk_size)
