@@ -159,3 +159,46 @@ def test_a_crafted_disk_is_refused_and_nothing_is_written(
         )
         one_line_error(done, 1, shown)
         assert sorted(p.name for p in outside.rglob("*")) in ([], ["target"])  # nothing, even hidden
+
+
+def test_a_restore_is_all_or_nothing_and_not_blocked_by_what_a_killed_one_left(tmp_path: Path) -> None:
+    """Two disks, the second unreadable part way (a chunk of the wrong length): the restore fails and
+    leaves no disk, definition or script under a final name (a rerun is not told "vda.raw exists").
+    A part that a killed restore left in the target does not block the next one."""
+    repo = new_repository(tmp_path / "repo")
+    try:
+        bad = craft(
+            repo,
+            ["qemu-system-x86_64"],
+            {"vda": (4096, 4096, [b"\x01" * 4096]), "vdb": (4096, 4096, [b"\x02"])},
+        )
+        good = craft(repo, ["qemu-system-x86_64"], {"vda": (8192, 4096, [b"\x03" * 4096, b"\x04" * 4096])})
+    finally:
+        repo.close()
+    target = tmp_path / "target"
+    for fmt in ("raw", "qcow2"):
+        done = cli(
+            "vm",
+            "restore",
+            bad[:8],
+            "web",
+            "--target",
+            str(target),
+            "--format",
+            fmt,
+            repo=tmp_path / "repo",
+        )
+        one_line_error(done, 1, "chunk 0 of the image is 1 bytes")
+        assert sorted(p.name for p in target.iterdir()) == []
+    # what a restore killed by SIGKILL leaves: its parts, under the names earlier versions used too
+    (target / ".vda.raw.sv-restore").write_bytes(b"half")
+    (target / ".vda.qcow2.sv-restore.raw").write_bytes(b"half")
+    done = cli(
+        "vm", "restore", good[:8], "web", "--target", str(target), "--format", "raw", repo=tmp_path / "repo"
+    )
+    assert done.returncode == 0, done.stderr
+    assert (target / "vda.raw").read_bytes() == b"\x03" * 4096 + b"\x04" * 4096
+    assert (target / "web.json").exists() and (target / "web.sh").stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in target.iterdir() if p.name.endswith("sv-restore")) == [
+        ".vda.raw.sv-restore"
+    ]
