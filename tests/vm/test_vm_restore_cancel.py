@@ -39,10 +39,11 @@ def vm(private_dirs: Path) -> Iterator[BareVM]:
         yield machine
 
 
-def _written(part: Path) -> int:
-    """Bytes of `part` on disk (it is made full-size and sparse, then filled), 0 if it is not there."""
+def _written(target: Path) -> int:
+    """Bytes on disk of the raw image before its qcow2 conversion (made full-size and sparse, then
+    filled; `.drive0.qcow2.UNIQUE.sv-restore.raw`), 0 if it is not there."""
     try:
-        return part.stat().st_blocks * 512
+        return sum(p.stat().st_blocks * 512 for p in target.glob(".drive0.qcow2.*.sv-restore.raw"))
     except FileNotFoundError:
         return 0
 
@@ -53,7 +54,6 @@ def test_a_vm_restore_cancelled_between_chunks_leaves_no_part_of_a_disk(
     repo = tmp_path / "repo"
     new_repository(repo).close()
     target = ext4.mount / "restored"
-    part = target / ".drive0.qcow2.sv-restore.raw"  # the raw image before its qcow2 conversion
     with running_daemon() as daemon, Client(daemon.socket) as client:
         backup = ended(client, client.start_vm_backup(str(repo), {"vm": "bare"}, password=PASSWORD)["id"])
         assert backup["state"] == "succeeded", backup
@@ -64,13 +64,13 @@ def test_a_vm_restore_cancelled_between_chunks_leaves_no_part_of_a_disk(
         }
         run = client.start_vm_restore(str(repo), order, password=PASSWORD)
         deadline = time.monotonic() + BOUND
-        while _written(part) <= UNDER_WAY:
+        while _written(target) <= UNDER_WAY:
             assert client.run(run["id"])["state"] not in FINISHED, client.run(run["id"])
             assert time.monotonic() < deadline, "the disk was never being written"
             time.sleep(0.002)
         with frozen(ext4.mount):
             assert client.run(run["id"])["state"] == "running"
-            assert _written(part) < DISK_MIB << 20, "frozen while the disk is written"
+            assert _written(target) < DISK_MIB << 20, "frozen while the disk is written"
             assert client.cancel_run(run["id"])["state"] == "cancelling"
         assert_cancelled(ended(client, run["id"]))
         assert _children(daemon.process.pid) == [], "no qemu-img or other process of the run is left"

@@ -15,16 +15,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 
 import msgspec
 
 from shadowvault import cancellation, proc
-from shadowvault.errors import UsageError
-from shadowvault.jobs.vm_sources import disk_sources
+from shadowvault.errors import RepositoryError, UsageError
+from shadowvault.jobs.vm_sources import DiskSource, disk_sources
 from shadowvault.repo.repository import Repository
-from shadowvault.vm import layout
+from shadowvault.vm import boot_guard, layout
 from shadowvault.vm.boot_check import BootResult, verify_boot
 from shadowvault.vm.definition import rewrite, script
 from shadowvault.vm.libvirt_definition import domain_xml
@@ -60,6 +61,7 @@ class VmRestoreResult:
     unresolved: list[str] = field(default_factory=list)
     libvirt_definition: str | None = None  # NAME.xml, for `virsh define`, when the VM was a libvirt domain
     sources: dict[str, tuple[str, float]] = field(default_factory=dict)  # disk -> (snapshot id, its time)
+    argv: list[str] = field(default_factory=list)  # the restored command line (NAME.sh's)
 
 
 def write_raw(repo: Repository, content: list[bytes], size: int, chunk_size: int, path: str) -> int:
@@ -76,6 +78,11 @@ def write_raw(repo: Repository, content: list[bytes], size: int, chunk_size: int
             if blob_id == zero_id:
                 continue
             data = repo.load_blob(blob_id)
+            if len(data) != min(chunk_size, size - index * chunk_size):  # hostile input: never past its place
+                raise RepositoryError(
+                    f"chunk {index} of the image is {len(data)} bytes, not {chunk_size}: "
+                    "the snapshot is damaged or crafted"
+                )
             if not any(data):
                 continue
             os.pwrite(fd, data, index * chunk_size)
@@ -91,7 +98,9 @@ def write_image(
 ) -> tuple[str, int]:
     """Write `disk` in `fmt` to `.NAME.sv-restore` beside `path` (for the caller to rename once it
     is in place); that name and the bytes written. A failure or a cancelled run leaves nothing."""
-    part = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.sv-restore")
+    # a name of its own: what a killed restore left (its parts) neither blocks nor is taken for this one
+    unique = secrets.token_hex(4)
+    part = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{unique}.sv-restore")
     raw = part if fmt == "raw" else part + ".raw"
     try:
         written = write_raw(repo, content, disk.virtual_size, disk.chunk_size, raw)
@@ -116,6 +125,8 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
     snapshot_id, snapshot = repo.find_snapshot(request.snapshot)
     definition, sources = disk_sources(repo, request.vm, snapshot_id, snapshot, request.disks)
+    if request.verify_boot:  # a command line the boot would refuse is refused before a byte is written
+        boot_guard.check(definition.argv)
     target = os.path.abspath(request.target)
     outputs = {s.disk.disk: os.path.join(target, f"{s.disk.disk}.{request.format}") for s in sources}
     for path in [
@@ -125,10 +136,58 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
         if os.path.lexists(path):
             raise UsageError(f"{path} exists: restore into an empty directory")
     os.makedirs(target, exist_ok=True)
+    created: list[str] = []
+    try:
+        result = _restore_into(
+            repo, request, definition, sources, snapshot_id, target, outputs, created, started
+        )
+    except BaseException:  # all or nothing: what this restore put under a final name goes again
+        for path in created:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        raise
+    if request.verify_boot:  # a boot that fails leaves the restored VM in place: its data is whole
+        formats = {path: request.format for path in outputs.values()}
+        result.boot = verify_boot(
+            result.argv, {p: (p, f) for p, f in formats.items()}, request.boot_marker, request.boot_timeout
+        )
+        result.duration = time.monotonic() - started
+    return result
+
+
+def _publish(path: str, data: bytes, mode: int, created: list[str]) -> None:
+    """`data` as the new file `path`, whole or not at all (written aside, linked: never replaces)."""
+    part = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(4)}.sv-restore")
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(part, path)
+        created.append(path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(part)
+
+
+def _restore_into(
+    repo: Repository,
+    request: VmRestoreRequest,
+    definition: layout.VmDefinition,
+    sources: list[DiskSource],
+    snapshot_id: str,
+    target: str,
+    outputs: dict[str, str],
+    created: list[str],
+    started: float,
+) -> VmRestoreResult:
     written = 0
     for source in sources:
         part, size = write_image(repo, source.disk, source.content, request.format, outputs[source.disk.disk])
         os.rename(part, outputs[source.disk.disk])
+        created.append(outputs[source.disk.disk])
         written += size
     mapping = {s.disk.filename: (outputs[s.disk.disk], request.format) for s in sources}
     rewritten = rewrite(definition.argv, mapping, target)
@@ -142,25 +201,14 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
         restored_from={s.disk.disk: s.snapshot_id for s in sources},
     )
     definition_path = os.path.join(target, f"{request.vm}.json")
-    with open(definition_path, "wb") as f:
-        f.write(msgspec.json.format(msgspec.json.encode(restored), indent=2) + b"\n")
+    document = msgspec.json.format(msgspec.json.encode(restored), indent=2) + b"\n"
+    _publish(definition_path, document, 0o644, created)
     script_path = os.path.join(target, f"{request.vm}.sh")
-    with open(script_path, "w") as f:
-        f.write(script(rewritten.argv))
-    os.chmod(script_path, 0o700)
+    _publish(script_path, script(rewritten.argv).encode(), 0o700, created)
     libvirt_path = None
     if definition.libvirt_xml:
         libvirt_path = os.path.join(target, f"{request.vm}.xml")
-        with open(libvirt_path, "w") as f:
-            f.write(domain_xml(definition.libvirt_xml, mapping))
-    boot = None
-    if request.verify_boot:
-        boot = verify_boot(
-            rewritten.argv,
-            {p: (p, fmt) for p, fmt in mapping.values()},
-            request.boot_marker,
-            request.boot_timeout,
-        )
+        _publish(libvirt_path, domain_xml(definition.libvirt_xml, mapping).encode(), 0o644, created)
     return VmRestoreResult(
         snapshot_id=snapshot_id,
         vm=request.vm,
@@ -169,8 +217,8 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
         start_script=script_path,
         bytes_written=written,
         duration=time.monotonic() - started,
-        boot=boot,
         unresolved=rewritten.unresolved,
+        argv=rewritten.argv,
         libvirt_definition=libvirt_path,
         sources={s.disk.disk: (s.snapshot_id, s.time) for s in sources},
     )

@@ -2,8 +2,10 @@
 
 The boot runs on throwaway qcow2 overlays of the restored disks (the guest's writes never reach
 them), with the VM's own command line rewritten once more (definition.py): TCG, no display, the
-serial console to a file in a scratch directory, no network of its own beyond what it had. QEMU is
-our child and is stopped by its PID, whatever happens.
+serial console to a file in a scratch directory. The command line comes from the repository, so it
+is hostile input: vm/boot_guard.py decides what of it may run (a QEMU from PATH, no host files
+written, no network out, QEMU's sandbox). QEMU is our child and is stopped by its PID, whatever
+happens.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 from shadowvault import cancellation, child_limits, proc
 from shadowvault.errors import ShadowvaultError
+from shadowvault.vm.boot_guard import guarded
 from shadowvault.vm.definition import rewrite
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,8 @@ def verify_boot(
             )
             overlays[original] = (overlay, "qcow2")
         serial = os.path.join(scratch, "serial.log")
-        command = _headless(rewrite(argv, overlays, scratch, tcg=True).argv, serial)
+        headless = _headless(rewrite(argv, overlays, scratch, tcg=True).argv, serial)
+        command = guarded(headless, {path for path, _ in overlays.values()}, scratch)  # hostile input
         log.info("verify-boot: %s", " ".join(command))
         started = time.monotonic()
         child = subprocess.Popen(

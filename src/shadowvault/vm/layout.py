@@ -15,13 +15,15 @@ from collections.abc import Callable
 
 import msgspec
 
-from shadowvault.errors import NotFoundError
+from shadowvault.errors import NotFoundError, RepositoryError
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.tree import Node, Tree
 from shadowvault.typed_decoding import decode_json
 
 VMS_DIR = "vms"
 DEFINITION = "definition.json"
+MAX_CHUNK = 64 << 20  # stored chunks are max(256 KiB, the qcow2 cluster size <= 2 MiB)
+NAME_MAX = 200  # a disk name becomes DISK.qcow2 and .DISK.qcow2.sv-restore.raw in the target
 
 # the repository calls a VM snapshot is written and read with (Repository provides them)
 SaveBlob = Callable[[BlobType, bytes], bytes]
@@ -115,13 +117,51 @@ def read_vm(
     vm_dir = _child(load_tree, _child(load_tree, root, VMS_DIR).subtree, name)
     if vm_dir.subtree is None:  # a file of that name (a files backup), no VM's directory
         raise NotFoundError(f"{name}: not in the snapshot")
-    nodes = {n.name.decode(): n for n in load_tree(vm_dir.subtree).nodes}
+    nodes = {n.name.decode(errors="surrogateescape"): n for n in load_tree(vm_dir.subtree).nodes}
     if DEFINITION not in nodes:
         raise NotFoundError(f"VM {name}: the snapshot has no {DEFINITION}")
     document = b"".join(load_blob(b) for b in nodes[DEFINITION].content)
-    definition = decode_json(document, VmDefinition)
+    try:
+        definition = decode_json(document, VmDefinition)
+    except msgspec.DecodeError as err:
+        raise RepositoryError(f"VM {name}: the snapshot's {DEFINITION} is damaged: {err}") from err
     disks = {d.disk: nodes[disk_file(d.disk)] for d in definition.disks if disk_file(d.disk) in nodes}
+    _check(name, definition, disks)
     return definition, disks
+
+
+def _check(name: str, definition: VmDefinition, disks: dict[str, Node]) -> None:
+    """A stored definition is hostile input: disk names become file names in the restore's target,
+    sizes and chunk sizes say where each chunk is written. RepositoryError for one that cannot be
+    a backup's (damaged, or crafted by whoever else writes the repository)."""
+    seen: set[str] = set()
+    for disk in definition.disks:
+        what = f"VM {name}: the snapshot's disk {disk.disk!r}"
+        if not plain_name(disk.disk) or disk.disk in seen:
+            raise RepositoryError(f"{what} is not a plain, unique name: the snapshot is damaged or crafted")
+        seen.add(disk.disk)
+        if not 0 < disk.chunk_size <= MAX_CHUNK or disk.virtual_size < 0:
+            raise RepositoryError(
+                f"{what} has size {disk.virtual_size} in chunks of {disk.chunk_size}: "
+                "the snapshot is damaged or crafted"
+            )
+        node = disks.get(disk.disk)
+        count = (disk.virtual_size + disk.chunk_size - 1) // disk.chunk_size
+        if node is not None and (len(node.content) != count or node.size != disk.virtual_size):
+            raise RepositoryError(
+                f"{what} has {len(node.content)} chunks of {node.size} bytes, its definition "
+                f"{count} of {disk.virtual_size}: the snapshot is damaged or crafted"
+            )
+
+
+def plain_name(name: str) -> bool:
+    """Whether `name` can be a file name of its own in a directory (no path, no hidden or odd name)."""
+    return (
+        0 < len(name) <= NAME_MAX
+        and "/" not in name
+        and not name.startswith(".")
+        and name.isprintable()  # no control characters, no bytes that are not UTF-8 (surrogates)
+    )
 
 
 def vm_path(name: str) -> str:

@@ -94,7 +94,20 @@ class QmpClient:
                 raise QmpLostError(f"QEMU monitor {self.path}: the connection was closed")
             self._buffer += data
         line, _, self._buffer = self._buffer.partition(b"\n")
-        return json.loads(line)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        if (
+            not isinstance(message, dict)
+            or not isinstance(message.get("error", {}), dict)
+            or ("event" in message and not isinstance(message["event"], str))
+            or not isinstance(message.setdefault("data", {}) if "event" in message else {}, dict)
+        ):
+            # not QEMU speaking QMP: the conversation cannot go on (the caller cleans up, as for a loss)
+            self.close()
+            raise QmpLostError(f"QEMU monitor {self.path}: not a QMP message: {line[:80]!r}")
+        return message
 
     def execute(
         self, command: str, arguments: dict[str, Any] | None = None, timeout: float | None = None
