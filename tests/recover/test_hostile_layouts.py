@@ -17,9 +17,10 @@ import pytest
 from shadowvault.components import system_state
 from tests.components.roots import make_root
 from tests.inprocess_cli import one_error_line, run
+from tests.recover.conftest import SMALL_ROOT_UUID
 
 MIB = 1 << 20
-ROOT_UUID = "5eed0001-7a11-4b0c-9d0e-0123456789ab"
+ROOT_UUID = SMALL_ROOT_UUID
 SRV_UUID = "5eed0002-7a11-4b0c-9d0e-0123456789ab"
 GOOD: dict[str, Any] = {
     "table": "msdos",
@@ -79,17 +80,6 @@ HOSTILE = {
 }
 
 
-@pytest.fixture
-def snapshot(env: dict[str, str], tmp_path: Path) -> str:
-    root = make_root(tmp_path / "root")
-    (root / "etc" / "fstab").write_text(f"UUID={ROOT_UUID} / ext4 defaults 0 1\n")
-    done = run(
-        env, "backup", "--component", "system-state", "--component", "files", "--source-root", root, "/"
-    )
-    assert done.exit_code == 0, done.stderr
-    return "latest"
-
-
 def _loops_of(image: Path) -> list[str]:
     out = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True, check=True)
     return out.stdout.splitlines()
@@ -117,10 +107,10 @@ def _refused_untouched(
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_a_hostile_layout_file_is_refused_before_anything_is_written(
-    env: dict[str, str], tmp_path: Path, snapshot: str, case: str
+    env: dict[str, str], tmp_path: Path, small_snapshot: str, case: str
 ) -> None:
     change, why = HOSTILE[case]
-    _refused_untouched(env, tmp_path, _edit(change), snapshot, why)
+    _refused_untouched(env, tmp_path, _edit(change), small_snapshot, why)
 
 
 def test_a_hostile_layout_recorded_in_the_snapshot_is_refused(
@@ -145,13 +135,13 @@ def test_a_hostile_layout_recorded_in_the_snapshot_is_refused(
         assert f.read(4 * MIB) == bytes(4 * MIB)
 
 
-def test_the_good_layout_is_planned(env: dict[str, str], tmp_path: Path, snapshot: str) -> None:
+def test_the_good_layout_is_planned(env: dict[str, str], tmp_path: Path, small_snapshot: str) -> None:
     """The baseline the hostile cases are edits of: a plan, no error."""
     disk = tmp_path / "disk.img"
     with open(disk, "wb") as f:
         f.truncate(256 * MIB)
     layout_file = tmp_path / "layout.json"
     layout_file.write_text(json.dumps(GOOD))
-    done = run(env, "recover", "--disk", disk, snapshot, "--layout", layout_file, "--dry-run")
+    done = run(env, "recover", "--disk", disk, small_snapshot, "--layout", layout_file, "--dry-run")
     assert done.exit_code == 0, done.stderr
     assert f"ext4 UUID={SRV_UUID} on #2" in done.stdout
