@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,3 +25,18 @@ def small_snapshot(env: dict[str, str], tmp_path: Path) -> str:
     )
     assert done.exit_code == 0, done.stderr
     return "latest"
+
+
+@pytest.fixture
+def loops() -> Iterator[list[str]]:
+    """Loop devices a test attaches (append each); detached by name, last first, whatever happened."""
+    attached: list[str] = []
+    yield attached
+    for device in reversed(attached):
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
+def attach_loop(loops: list[str], *argv: str) -> str:
+    out = subprocess.run(["losetup", "--find", "--show", *argv], capture_output=True, text=True, check=True)
+    loops.append(out.stdout.strip())
+    return loops[-1]

@@ -6,28 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.inprocess_cli import one_error_line, run
+from tests.recover.conftest import attach_loop as _attach
 from tests.recover.test_hostile_layouts import GOOD, MIB
-
-
-@pytest.fixture
-def loops() -> Iterator[list[str]]:
-    """Loop devices a test attaches (append each); detached by name, last first, whatever happened."""
-    attached: list[str] = []
-    yield attached
-    for device in reversed(attached):
-        subprocess.run(["losetup", "-d", device], check=False)
-
-
-def _attach(loops: list[str], *argv: str) -> str:
-    out = subprocess.run(["losetup", "--find", "--show", *argv], capture_output=True, text=True, check=True)
-    loops.append(out.stdout.strip())
-    return loops[-1]
 
 
 def test_a_disk_whose_partition_is_mounted_through_an_offset_loop_is_refused(
