@@ -36,7 +36,7 @@ def _uefi_layout(kind: str = "grub", table: str = "gpt") -> DiskLayout:
         disk_guid=DISK_GUID if table == "gpt" else "",
         partitions=[esp, root],
         filesystems=[
-            FilesystemRecord(mount_point="/", fstype="ext4", uuid="r", partition=2, used=300 * MIB),
+            FilesystemRecord(mount_point="/", fstype="ext4", uuid=ROOT_UUID, partition=2, used=300 * MIB),
             FilesystemRecord(mount_point="/boot/efi", fstype="vfat", uuid="5EED-0E51", partition=1),
         ],
         bootloader=BootloaderRecord(kind=kind, config="/boot/grub/grub.cfg" if kind == "grub" else ""),

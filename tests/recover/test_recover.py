@@ -34,6 +34,7 @@ from tests.recover.machine import (
 
 MIB = 1 << 20
 TARGET_SIZE = 768 * MIB  # smaller than the source's 1 GiB: the data fits
+BOOT_UUID = "5eed0003-7a11-4b0c-9d0e-0123456789ab"
 
 
 @pytest.fixture(scope="module")
@@ -221,8 +222,8 @@ def test_the_partition_holding_extlinux_is_made_active_when_none_was() -> None:
             PartitionRecord(number=2, start=65 * MIB, size=512 * MIB, type_id=0x83),
         ],
         filesystems=[
-            FilesystemRecord(mount_point="/boot", fstype="ext4", uuid="a", partition=1),
-            FilesystemRecord(mount_point="/", fstype="ext4", uuid="b", partition=2),
+            FilesystemRecord(mount_point="/boot", fstype="ext4", uuid=BOOT_UUID, partition=1),
+            FilesystemRecord(mount_point="/", fstype="ext4", uuid=ROOT_UUID, partition=2),
         ],
         bootloader=BootloaderRecord(kind="extlinux", config="/boot/extlinux/extlinux.conf"),
     )

@@ -96,7 +96,7 @@ def test_a_grub_machine_without_grub_install_in_the_snapshot_is_warned_about() -
     """Nothing to run grub-install with: the plan says so and installs nothing (the warning of old)."""
     layout = DiskLayout(
         partitions=[PartitionRecord(number=1, start=MIB, size=512 * MIB, type_id=0x83, bootable=True)],
-        filesystems=[FilesystemRecord(mount_point="/", fstype="ext4", uuid="a", partition=1)],
+        filesystems=[FilesystemRecord(mount_point="/", fstype="ext4", uuid=ROOT_UUID, partition=1)],
         bootloader=BootloaderRecord(kind="grub", config="/boot/grub/grub.cfg"),
     )
     disk = TargetDisk("/dev/null", 1024 * MIB, is_device=False)

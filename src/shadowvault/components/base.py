@@ -13,6 +13,7 @@ view, printed by --dry-run, and applied by `apply`.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from abc import ABC, abstractmethod
@@ -113,6 +114,35 @@ def entry_of(path: Path, rel: str) -> Entry:
     )
 
 
+def check_document_name(component: str, name: str) -> tuple[str, ...]:
+    """The parts of a document's name, refused when it could leave the component's documents: the
+    name comes from the snapshot (samba.json names its archive), and `/etc/shadow` or `../..` would
+    read a file of the machine doing the restore."""
+    parts = tuple(name.split("/"))
+    if not name or any(part in ("", ".", "..") for part in parts) or "\0" in name:
+        raise UsageError(f"the snapshot's {component} names a document {name!r} outside its documents")
+    return parts
+
+
+def read_document(documents_root: Path, component: str, name: str) -> bytes | None:
+    """A document restored under `documents_root`, None when absent; never through a symlink (the
+    restored documents are the snapshot's, and a link could point anywhere on this machine)."""
+    base = documents_root / RESERVED_DIR / component
+    path = base.joinpath(*check_document_name(component, name))
+    if Path(os.path.realpath(path.parent)) != Path(os.path.realpath(base), path.parent.relative_to(base)):
+        raise UsageError(f"the snapshot's {component} document {name!r} lies behind a symbolic link")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UsageError(f"the snapshot's {component} document {name!r} is a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
 class SnapshotView(ABC):
     """Read access to what a snapshot holds for a component."""
 
@@ -144,10 +174,7 @@ class DirectoryView(SnapshotView):
         self.documents_root = Path(documents_root) if documents_root is not None else self.root
 
     def document(self, component: str, name: str) -> bytes | None:
-        try:
-            return (self.documents_root / RESERVED_DIR / component / name).read_bytes()
-        except FileNotFoundError:
-            return None
+        return read_document(self.documents_root, component, name)
 
     def entries(self, prefix: str) -> Iterator[Entry]:
         prefix = prefix.strip("/")

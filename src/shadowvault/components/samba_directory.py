@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from shadowvault.components.base import RestoreOptions, SnapshotView
+from shadowvault.components.base import RestoreOptions, SnapshotView, check_document_name
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.directory.samba_dc import MODES, back_up, recover_bytes, running_dcs
@@ -116,6 +116,7 @@ def plan_samba(plan: Plan, view: SnapshotView, options: RestoreOptions) -> None:
     name = str(options.directory_options.get("newservername") or "")
     for record in records:
         label = _label(record)
+        check_document_name(COMPONENT, record.archive)  # before anything is written
         if not mode:
             plan.add("leave", "samba-dc", label, "give --directory-restore new-dc|same-dc to recover it")
             continue

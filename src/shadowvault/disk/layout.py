@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import msgspec
@@ -109,6 +110,12 @@ def disk_and_offset(device: str) -> tuple[str, int, int] | None:
     return f"/dev/{block.name}", 0, size
 
 
+def _unescape_export(value: str) -> str:
+    """A value of `blkid -o export` as the filesystem holds it: blkid puts a backslash before a space,
+    a quote, `$`, a backtick, `<`, `>` and a backslash (so `LABEL=my\\ root` is the label "my root")."""
+    return re.sub(r"\\(.)", r"\1", value)
+
+
 def probe_filesystem(device: str) -> dict[str, str]:
     """blkid's view of a filesystem (TYPE, UUID, LABEL), read from the device itself."""
     out = proc.output(["blkid", "-p", "-o", "export", device], timeout=30, check=False)
@@ -116,7 +123,7 @@ def probe_filesystem(device: str) -> dict[str, str]:
     for line in out.splitlines():
         key, sep, value = line.partition("=")
         if sep:
-            values[key] = value
+            values[key] = _unescape_export(value)
     return values
 
 

@@ -17,7 +17,7 @@ from shadowvault.archive.listing import list_snapshot
 from shadowvault.archive.patterns import PathFilter
 from shadowvault.archive.restore import Restorer, RestoreStats
 from shadowvault.archive.tree_paths import find_node
-from shadowvault.components.base import RESERVED_DIR, Entry, SnapshotView, documents_path
+from shadowvault.components.base import RESERVED_DIR, Entry, SnapshotView, documents_path, read_document
 from shadowvault.errors import NotFoundError
 from shadowvault.repo.repository import Repository
 
@@ -72,10 +72,7 @@ class RepoView(SnapshotView):
         return True
 
     def document(self, component: str, name: str) -> bytes | None:
-        try:
-            return (self.documents_root / RESERVED_DIR / component / name).read_bytes()
-        except FileNotFoundError:
-            return None
+        return read_document(self.documents_root, component, name)
 
     def entries(self, prefix: str) -> Iterator[Entry]:
         if not self._exists(prefix):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from shadowvault import proc
 from shadowvault.components.base import RESERVED_DIR, RestoreOptions
+from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.disk import fat_mount
 from shadowvault.disk.layout import DiskLayout
@@ -98,10 +99,11 @@ def _quietly(unmount: Callable[[], None], where: Path) -> None:
 def _install_bootloader(plan: Plan, mnt: Path, report: RecoverReport) -> None:
     """The recorded bootloader onto the disk, its configuration following an edited layout's UUIDs."""
     boot = plan.data["layout"].bootloader
-    config = mnt / boot.config.lstrip("/")
+    # inside the recovered root: a restored symlink (/boot -> /somewhere) must not lead to this machine
+    config = resolve_in_root(mnt, boot.config) if boot.config else mnt
     changes = plan.data.get("uuid_changes")
     if (
-        boot.kind in ("extlinux", "grub") and changes and config.is_file()
+        boot.kind in ("extlinux", "grub") and changes and config.is_file() and not config.is_symlink()
     ):  # root=UUID=... of an edited layout
         text = config.read_text(errors="replace")
         atomic_write(config, bootloader.replace_uuids(text, changes).encode(), mode=0o644)
@@ -110,7 +112,13 @@ def _install_bootloader(plan: Plan, mnt: Path, report: RecoverReport) -> None:
         os.sync()
         report.warnings += uefi.finish_boot(mnt, layout, plan.data["efi_boot"])
     if plan.data.get("install_extlinux"):
-        bootloader.install_extlinux(plan.target_root, config.parent)
+        if not config.is_file() or config.is_symlink():
+            report.warnings.append(
+                f"extlinux was not installed: {boot.config} is not a file on the recovered disk "
+                "(install a bootloader in the recovered system)"
+            )
+        else:
+            bootloader.install_extlinux(plan.target_root, config.parent)
     if plan.data.get("install_grub"):  # BIOS; on a hybrid GPT disk as well as UEFI's
         missing = grub.missing_parts(lambda path: (mnt / path.lstrip("/")).exists())
         if missing:

@@ -21,7 +21,7 @@ from shadowvault.disk import gpt
 from shadowvault.disk.layout import DiskLayout, FilesystemRecord, PartitionRecord
 from shadowvault.errors import UnsupportedError, UsageError
 from shadowvault.paths_within import is_within
-from shadowvault.recover import boot_plan, tables, uefi
+from shadowvault.recover import boot_plan, layout_checks, tables, uefi
 from shadowvault.recover.target import TargetDisk
 
 MIB = 1 << 20
@@ -116,7 +116,9 @@ def build_plan(
     for record in layout.filesystems:
         if record.fstype not in MKFS:
             raise UnsupportedError(f"{record.mount_point}: cannot make a {record.fstype} filesystem")
-    partitions, shrunk = fit_partitions(layout, target.size, gpt.sector_size(target.path))
+    sector = gpt.sector_size(target.path)
+    layout_checks.check_layout(layout, sector)  # hostile or mistaken fields, before they are used
+    partitions, shrunk = fit_partitions(layout, target.size, sector)
     if (
         layout.table == "msdos"
         and layout.bootloader.kind == "extlinux"

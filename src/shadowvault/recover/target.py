@@ -1,9 +1,9 @@
 """The target disk of a recovery: an image file or a whole-disk block device, never one in use.
 
 Recover writes only to the path it was given (and to loop devices it attaches to that path), so the
-checks here are the guard: a block device that is a partition, is mounted, holds something (a loop,
-a mapping) or cannot be opened exclusively is refused; so is an image file that a loop device
-already uses.
+checks here are the guard: a block device that is a partition, is mounted, holds something (a
+mapping, a loop device over it or over one of its partitions) or cannot be opened
+exclusively is refused; so is an image file that a loop device already uses.
 """
 
 from __future__ import annotations
@@ -38,6 +38,30 @@ def _loop_users(image: str) -> list[str]:
     return users
 
 
+def _device_number(path: str) -> str | None:
+    """major:minor of `path` when it is a block device."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" if stat.S_ISBLK(st.st_mode) else None
+
+
+def _device_users(numbers: set[str]) -> list[str]:
+    """Loop devices over the disk or one of its partitions: a loop device neither claims its backing
+    device (the exclusive open succeeds) nor shows among its holders, and this project reaches
+    partitions through loops at an offset, so a filesystem mounted that way is found only here."""
+    users = []
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            name = backing.read_text().strip()
+        except OSError:
+            continue
+        if _device_number(name) in numbers:
+            users.append("/dev/" + backing.parent.parent.name)
+    return users
+
+
 def _mounted_devices() -> set[str]:
     """major:minor of every mounted filesystem."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
@@ -56,6 +80,7 @@ def _check_device(path: str, st: os.stat_result) -> int:
     if numbers & _mounted_devices():
         raise UsageError(f"{path} is mounted (it or one of its partitions): refusing to overwrite it")
     holders = [h.name for h in (block / "holders").iterdir()] if (block / "holders").is_dir() else []
+    holders += _device_users(numbers)
     if holders:
         raise UsageError(f"{path} is in use by {', '.join(holders)}: refusing to overwrite it")
     try:
