@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import secrets
+import stat
 import time
 from dataclasses import dataclass, field
 
@@ -25,7 +26,7 @@ from shadowvault import cancellation, proc
 from shadowvault.errors import RepositoryError, UsageError
 from shadowvault.jobs.vm_sources import DiskSource, disk_sources
 from shadowvault.repo.repository import Repository
-from shadowvault.vm import boot_guard, layout
+from shadowvault.vm import boot_guard, known_images, layout
 from shadowvault.vm.boot_check import BootResult, verify_boot
 from shadowvault.vm.definition import rewrite, script
 from shadowvault.vm.libvirt_definition import domain_xml
@@ -258,40 +259,98 @@ class InPlaceResult:
 def run_vm_restore_in_place(
     repo: Repository, snapshot: str, vm: str, disks: list[str] | None = None
 ) -> InPlaceResult:
-    """Put the stored disks back over a stopped VM's images, in their own format.
+    """Put the stored disks back over a stopped VM's images, in their own format, all or none.
 
     Without `disks`, every disk of the VM, as in a restore to a directory (jobs/vm_sources.py).
-    Refused while any process holds an image open (the VM still runs). What was there is renamed
-    to `IMAGE.pre-restore-TIME`, never deleted. A restored image is whole: a qcow2 that had a
-    backing file comes back without one.
+    Only an image this host's own backups of the VM copied is replaced (vm/known_images.py: the
+    snapshot's paths are hostile input), and only once no process holds it open (the VM still
+    runs). Every disk is written aside first; then each image there is renamed to
+    `IMAGE.pre-restore-TIME`, never deleted, and the restored one takes its name; a failure puts
+    back what was there. A restored image is whole: a qcow2 that had a backing file comes back
+    without one.
     """
     started = time.monotonic()
     snapshot_id, snap = repo.find_snapshot(snapshot)
     _, sources = disk_sources(repo, vm, snapshot_id, snap, disks)
+    own = known_images.known(vm)
+    seen: set[str] = set()
     for disk in (s.disk for s in sources):
-        if disk.format not in FORMATS:
-            raise UsageError(f"disk {disk.disk} was {disk.format}: restore it to a directory instead")
-        if not disk.filename.startswith("/"):
-            raise UsageError(
-                f"disk {disk.disk} ({disk.filename}) is not an image file: restore it to a directory"
-            )
-        running = holders(disk.filename)
-        if running:
-            pids = ", ".join(map(str, running))
-            raise UsageError(
-                f"{disk.filename} is open (process {pids}): stop VM {vm} before restoring in place"
-            )
+        _check_replaceable(vm, disk, own.get(disk.disk, []), seen)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    restored: dict[str, str] = {}
-    set_aside: dict[str, str] = {}
-    for source in sources:
-        disk = source.disk
-        part, _ = write_image(repo, disk, source.content, disk.format, disk.filename)
-        if os.path.lexists(disk.filename):
-            aside = f"{disk.filename}.pre-restore-{stamp}"
-            os.rename(disk.filename, aside)
-            set_aside[disk.disk] = aside
-        os.rename(part, disk.filename)
-        restored[disk.disk] = disk.filename
+    parts: dict[str, str] = {}  # disk -> its restored image, written aside
+    swapped: list[tuple[str, str | None]] = []  # (image, where what was there went)
+    try:
+        for source in sources:
+            parts[source.disk.disk], _ = write_image(
+                repo, source.disk, source.content, source.disk.format, source.disk.filename
+            )
+        for source in sources:
+            image = source.disk.filename
+            aside = _aside(image, stamp) if os.path.lexists(image) else None
+            if aside is not None:
+                os.rename(image, aside)
+            try:
+                os.rename(parts[source.disk.disk], image)
+                del parts[source.disk.disk]
+            except BaseException:
+                if aside is not None:
+                    os.rename(aside, image)
+                raise
+            swapped.append((image, aside))
+    except BaseException:  # all or nothing: each image as it was, no part left
+        for part in parts.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+        for image, aside in reversed(swapped):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(image)
+            if aside is not None:
+                os.rename(aside, image)
+        raise
+    restored = {s.disk.disk: s.disk.filename for s in sources}
+    set_aside = {s.disk.disk: aside for s, (_, aside) in zip(sources, swapped, strict=True) if aside}
     points = {s.disk.disk: (s.snapshot_id, s.time) for s in sources}
     return InPlaceResult(snapshot_id, vm, restored, set_aside, time.monotonic() - started, points)
+
+
+def _check_replaceable(vm: str, disk: layout.StoredDisk, own: list[str], seen: set[str]) -> None:
+    """UsageError unless `disk`'s stored image path may be replaced in place: one this host's
+    backups of `vm` copied for that disk (`own`), a regular file or gone, not held open by anyone."""
+    path = disk.filename
+    if disk.format not in FORMATS:
+        raise UsageError(f"disk {disk.disk} was {disk.format}: restore it to a directory instead")
+    if not path.startswith("/"):
+        raise UsageError(f"disk {disk.disk} ({path!r}) is not an image file: restore it to a directory")
+    if path not in own or os.path.normpath(path) != path or path in seen:
+        raise UsageError(
+            f"disk {disk.disk} of VM {vm}: the snapshot names {path!r} as its image, which no backup "
+            f"of VM {vm} on this host copied; --in-place replaces only the VM's own images: restore "
+            "it with --target DIR"
+        )
+    seen.add(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not os.path.isdir(os.path.dirname(path)):
+            raise UsageError(
+                f"disk {disk.disk} of VM {vm}: the directory of {path} is gone: restore it with --target DIR"
+            ) from None
+        return  # the image is lost: the restore puts it back
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(
+            f"disk {disk.disk} of VM {vm}: {path} is not a regular file now: restore it with --target DIR"
+        )
+    running = holders(path)
+    if running:
+        pids = ", ".join(map(str, running))
+        raise UsageError(f"{path} is open (process {pids}): stop VM {vm} before restoring in place")
+
+
+def _aside(image: str, stamp: str) -> str:
+    """A name for what is at `image` now that no earlier restore's set-aside image has."""
+    aside = f"{image}.pre-restore-{stamp}"
+    number = 1
+    while os.path.lexists(aside):
+        number += 1
+        aside = f"{image}.pre-restore-{stamp}-{number}"
+    return aside
