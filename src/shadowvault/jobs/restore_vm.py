@@ -18,12 +18,14 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgspec
 
 from shadowvault import cancellation, proc
-from shadowvault.errors import RepositoryError, UsageError
+from shadowvault.errors import RepositoryError, ShadowvaultError, UsageError
+from shadowvault.jobs.vm_restore_space import check_vm_fits
 from shadowvault.jobs.vm_sources import DiskSource, disk_sources
 from shadowvault.repo.repository import Repository
 from shadowvault.vm import boot_guard, known_images, layout
@@ -65,15 +67,34 @@ class VmRestoreResult:
     argv: list[str] = field(default_factory=list)  # the restored command line (NAME.sh's)
 
 
-def write_raw(repo: Repository, content: list[bytes], size: int, chunk_size: int, path: str) -> int:
+class RestoreWriteError(ShadowvaultError):
+    """A restored file could not be written (no space, a read-only or missing directory); what the
+    restore had written is removed, so the message is the whole story."""
+
+
+@contextlib.contextmanager
+def writing(path: str) -> Iterator[None]:
+    """An OSError writing `path` as one line naming it (ENOSPC was "internal error: OSError")."""
+    try:
+        yield
+    except OSError as err:
+        raise RestoreWriteError(f"cannot write {path}: {err.strerror or err}; nothing was restored") from err
+
+
+def write_raw(
+    repo: Repository, content: list[bytes], size: int, chunk_size: int, path: str, shown: str = ""
+) -> int:
     """Write a raw image of `size` bytes from its chunks into the new file `path` (zero chunks left as
-    holes); the bytes written. A cancelled run stops it before the next chunk."""
+    holes); the bytes written. A cancelled run stops it before the next chunk. An error names
+    `shown` (the final name of the file being written aside), or `path`."""
     zero_id = repo.blob_id(bytes(chunk_size))
     written = 0
     cancelled = cancellation.current()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with writing(shown or path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.ftruncate(fd, size)
+        with writing(shown or path):
+            os.ftruncate(fd, size)
         for index, blob_id in enumerate(content):
             cancellation.check(cancelled)
             if blob_id == zero_id:
@@ -86,9 +107,11 @@ def write_raw(repo: Repository, content: list[bytes], size: int, chunk_size: int
                 )
             if not any(data):
                 continue
-            os.pwrite(fd, data, index * chunk_size)
+            with writing(shown or path):
+                os.pwrite(fd, data, index * chunk_size)
             written += len(data)
-        os.fsync(fd)
+        with writing(shown or path):
+            os.fsync(fd)
     finally:
         os.close(fd)
     return written
@@ -104,16 +127,16 @@ def write_image(
     part = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{unique}.sv-restore")
     raw = part if fmt == "raw" else part + ".raw"
     try:
-        written = write_raw(repo, content, disk.virtual_size, disk.chunk_size, raw)
+        written = write_raw(repo, content, disk.virtual_size, disk.chunk_size, raw, path)
         if fmt == "qcow2":
             proc.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, part], timeout=CONVERT_TIMEOUT)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(part)
         raise
     finally:
         if raw != part:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(raw)
     return part, written
 
@@ -136,7 +159,11 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
     ]:
         if os.path.lexists(path):
             raise UsageError(f"{path} exists: restore into an empty directory")
-    os.makedirs(target, exist_ok=True)
+    check_vm_fits(
+        repo, request.vm, [(outputs[s.disk.disk], s.disk, s.content, request.format) for s in sources]
+    )
+    with writing(target):
+        os.makedirs(target, exist_ok=True)
     created: list[str] = []
     try:
         result = _restore_into(
@@ -144,7 +171,7 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
         )
     except BaseException:  # all or nothing: what this restore put under a final name goes again
         for path in created:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(path)
         raise
     if request.verify_boot:  # a boot that fails leaves the restored VM in place: its data is whole
@@ -160,16 +187,17 @@ def _publish(path: str, data: bytes, mode: int, created: list[str]) -> None:
     """`data` as the new file `path`, whole or not at all (written aside, linked: never replaces)."""
     part = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(4)}.sv-restore")
     try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.link(part, path)
+        with writing(path):
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.link(part, path)
         created.append(path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(part)
 
 
@@ -187,7 +215,8 @@ def _restore_into(
     written = 0
     for source in sources:
         part, size = write_image(repo, source.disk, source.content, request.format, outputs[source.disk.disk])
-        os.rename(part, outputs[source.disk.disk])
+        with writing(outputs[source.disk.disk]):
+            os.rename(part, outputs[source.disk.disk])
         created.append(outputs[source.disk.disk])
         written += size
     mapping = {s.disk.filename: (outputs[s.disk.disk], request.format) for s in sources}
@@ -276,6 +305,7 @@ def run_vm_restore_in_place(
     seen: set[str] = set()
     for disk in (s.disk for s in sources):
         _check_replaceable(vm, disk, own.get(disk.disk, []), seen)
+    check_vm_fits(repo, vm, [(s.disk.filename, s.disk, s.content, s.disk.format) for s in sources])
     stamp = time.strftime("%Y%m%dT%H%M%S")
     parts: dict[str, str] = {}  # disk -> its restored image, written aside
     swapped: list[tuple[str, str | None]] = []  # (image, where what was there went)
@@ -288,9 +318,11 @@ def run_vm_restore_in_place(
             image = source.disk.filename
             aside = _aside(image, stamp) if os.path.lexists(image) else None
             if aside is not None:
-                os.rename(image, aside)
+                with writing(image):
+                    os.rename(image, aside)
             try:
-                os.rename(parts[source.disk.disk], image)
+                with writing(image):
+                    os.rename(parts[source.disk.disk], image)
                 del parts[source.disk.disk]
             except BaseException:
                 if aside is not None:
@@ -299,7 +331,7 @@ def run_vm_restore_in_place(
             swapped.append((image, aside))
     except BaseException:  # all or nothing: each image as it was, no part left
         for part in parts.values():
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(part)
         for image, aside in reversed(swapped):
             with contextlib.suppress(FileNotFoundError):
