@@ -149,10 +149,18 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
     snapshot_id, snapshot = repo.find_snapshot(request.snapshot)
     definition, sources = disk_sources(repo, request.vm, snapshot_id, snapshot, request.disks)
-    if request.verify_boot:  # a command line the boot would refuse is refused before a byte is written
-        boot_guard.check(definition.argv)
     target = os.path.abspath(request.target)
     outputs = {s.disk.disk: os.path.join(target, f"{s.disk.disk}.{request.format}") for s in sources}
+    if request.verify_boot:  # a command line the boot would refuse is refused before a byte is written
+        boot_guard.check(definition.argv)
+        mapping = {s.disk.filename: (outputs[s.disk.disk], request.format) for s in sources}
+        left = rewrite(definition.argv, mapping, target).unresolved
+        if left:  # it would boot (read-only) the original image, not the restored one
+            raise UsageError(
+                f"--verify-boot would not boot the restored VM: its command line names the original "
+                f"image {left[0]!r} in a form the restore does not rewrite: restore without "
+                f"--verify-boot and start the restored {request.vm}.sh yourself"
+            )
     for path in [
         *outputs.values(),
         *(os.path.join(target, f"{request.vm}.{x}") for x in ("json", "sh", "xml")),
