@@ -159,11 +159,11 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
             raise UsageError(
                 f"--verify-boot would not boot the restored VM: its command line names the original "
                 f"image {left[0]!r} in a form the restore does not rewrite: restore without "
-                f"--verify-boot and start the restored {request.vm}.sh yourself"
+                f"--verify-boot and start the restored {layout.file_stem(request.vm)}.sh yourself"
             )
     for path in [
         *outputs.values(),
-        *(os.path.join(target, f"{request.vm}.{x}") for x in ("json", "sh", "xml")),
+        *(os.path.join(target, f"{layout.file_stem(request.vm)}.{x}") for x in ("json", "sh", "xml")),
     ]:
         if os.path.lexists(path):
             raise UsageError(f"{path} exists: restore into an empty directory")
@@ -238,14 +238,14 @@ def _restore_into(
         else [s.disk for s in sources],
         restored_from={s.disk.disk: s.snapshot_id for s in sources},
     )
-    definition_path = os.path.join(target, f"{request.vm}.json")
+    definition_path = os.path.join(target, f"{layout.file_stem(request.vm)}.json")
     document = msgspec.json.format(msgspec.json.encode(restored), indent=2) + b"\n"
     _publish(definition_path, document, 0o644, created)
-    script_path = os.path.join(target, f"{request.vm}.sh")
+    script_path = os.path.join(target, f"{layout.file_stem(request.vm)}.sh")
     _publish(script_path, script(rewritten.argv).encode(), 0o700, created)
     libvirt_path = None
     if definition.libvirt_xml:
-        libvirt_path = os.path.join(target, f"{request.vm}.xml")
+        libvirt_path = os.path.join(target, f"{layout.file_stem(request.vm)}.xml")
         _publish(libvirt_path, domain_xml(definition.libvirt_xml, mapping).encode(), 0o644, created)
     return VmRestoreResult(
         snapshot_id=snapshot_id,
