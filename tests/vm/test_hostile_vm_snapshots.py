@@ -18,7 +18,7 @@ import pytest
 from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
-from shadowvault.vm import layout
+from shadowvault.vm import known_images, layout
 from shadowvault.vm.boot_check import verify_boot
 from tests.fixtures.tiny_vm import READY_MARKER, build_tiny_image, make_data_disk, qemu_argv
 from tests.vm.helpers import cli, new_repository
@@ -29,15 +29,17 @@ def craft(
     argv: list[str],
     disks: dict[str, tuple[int, int, list[bytes]]],
     vm: str = "web",
+    filenames: dict[str, str] | None = None,
 ) -> str:
-    """A VM snapshot exactly as given: disk name -> (virtual size, chunk size, chunk contents)."""
+    """A VM snapshot exactly as given: disk name -> (virtual size, chunk size, chunk contents), and
+    the image path it names for a disk (`filenames`, default /nonexistent/N.raw)."""
     stored, images = [], {}
     for name, (size, chunk, chunks) in disks.items():
         stored.append(
             layout.StoredDisk(
                 disk=name,
                 format="raw",
-                filename=f"/nonexistent/{len(stored)}.raw",
+                filename=(filenames or {}).get(name, f"/nonexistent/{len(stored)}.raw"),
                 node=f"node{len(stored)}",
                 virtual_size=size,
                 chunk_size=chunk,
@@ -202,3 +204,61 @@ def test_a_restore_is_all_or_nothing_and_not_blocked_by_what_a_killed_one_left(t
     assert sorted(p.name for p in target.iterdir() if p.name.endswith("sv-restore")) == [
         ".vda.raw.sv-restore"
     ]
+
+
+def test_in_place_never_replaces_a_file_the_snapshot_names_that_is_not_the_vms_image(
+    tmp_path: Path, private_dirs: Path
+) -> None:
+    """A crafted snapshot saying VM web's disk is a system file (a stand-in for /etc/passwd): the
+    in-place restore refuses, and the file is as it was, not set aside, nothing beside it."""
+    system = tmp_path / "etc"
+    system.mkdir()
+    victim = system / "passwd"
+    victim.write_text("root:x:0:0:root:/root:/bin/sh\n")
+    repo = new_repository(tmp_path / "repo")
+    try:
+        craft(repo, ["qemu-system-x86_64"], DISK, filenames={"vda": str(victim)})
+    finally:
+        repo.close()
+    done = cli("vm", "restore", "latest", "web", "--in-place", repo=tmp_path / "repo")
+    one_line_error(done, 2, "--in-place replaces only the VM's own images", str(victim))
+    assert victim.read_text() == "root:x:0:0:root:/root:/bin/sh\n"
+    assert sorted(p.name for p in system.iterdir()) == ["passwd"]
+
+
+def test_in_place_is_all_or_nothing_across_disks(tmp_path: Path, private_dirs: Path) -> None:
+    """Two disks this host backed up; the second is unreadable part way: neither image is replaced or
+    set aside and no part is left. With both whole, both are replaced and the old ones set aside."""
+    images = {"vda": tmp_path / "vda.raw", "vdb": tmp_path / "vdb.raw"}
+    for name, image in images.items():
+        image.write_bytes(name.encode() * 2048)
+    known_images.remember("web", {name: str(image) for name, image in images.items()})
+    filenames = {name: str(image) for name, image in images.items()}
+    repo = new_repository(tmp_path / "repo")
+    try:
+        bad = craft(
+            repo,
+            ["qemu-system-x86_64"],
+            {"vda": (4096, 4096, [b"\x01" * 4096]), "vdb": (4096, 4096, [b"\x02"])},
+            filenames=filenames,
+        )
+        good = craft(
+            repo,
+            ["qemu-system-x86_64"],
+            {"vda": (4096, 4096, [b"\x03" * 4096]), "vdb": (4096, 4096, [b"\x04" * 4096])},
+            filenames=filenames,
+        )
+    finally:
+        repo.close()
+    done = cli("vm", "restore", bad[:8], "web", "--in-place", repo=tmp_path / "repo")
+    one_line_error(done, 1, "chunk 0 of the image is 1 bytes")
+    assert {name: image.read_bytes() for name, image in images.items()} == {
+        "vda": b"vda" * 2048,
+        "vdb": b"vdb" * 2048,
+    }
+    beside = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("v", ".")))
+    assert beside == ["vda.raw", "vdb.raw"]
+    done = cli("vm", "restore", good[:8], "web", "--in-place", repo=tmp_path / "repo")
+    assert done.returncode == 0, done.stderr
+    assert images["vda"].read_bytes() == b"\x03" * 4096 and images["vdb"].read_bytes() == b"\x04" * 4096
+    assert sorted(p.read_bytes()[:3] for p in tmp_path.glob("*.pre-restore-*")) == [b"vda", b"vdb"]

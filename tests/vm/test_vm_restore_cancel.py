@@ -20,7 +20,7 @@ import pytest
 from shadowvault.client import Client
 from shadowvault.service.runs import FINISHED
 from tests.fixtures.bare_qemu import BareVM, bare_vm
-from tests.fixtures.loopfs import frozen
+from tests.fixtures.loopfs import LoopFs, frozen, loop_filesystem
 from tests.service.daemon import running_daemon
 from tests.service.run_waits import BOUND, assert_cancelled, ended
 from tests.vm.helpers import PASSWORD, declare, hmp_io, new_repository
@@ -48,8 +48,15 @@ def _written(target: Path) -> int:
         return 0
 
 
+@pytest.fixture
+def ext4() -> Iterator[LoopFs]:
+    """Room for the disk's raw copy and its qcow2 at once (the restore checks that before writing)."""
+    with loop_filesystem("ext4", size=(2 * DISK_MIB + 64) << 20) as fs:
+        yield fs
+
+
 def test_a_vm_restore_cancelled_between_chunks_leaves_no_part_of_a_disk(
-    vm: BareVM, ext4, tmp_path: Path
+    vm: BareVM, ext4: LoopFs, tmp_path: Path
 ) -> None:
     repo = tmp_path / "repo"
     new_repository(repo).close()

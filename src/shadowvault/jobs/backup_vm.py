@@ -28,7 +28,7 @@ from shadowvault.shadow.coordinator import SetOptions, shadow_set
 from shadowvault.shadow.manifest import Consistency, ShadowSetManifest
 from shadowvault.shadow.volumes import volume_of
 from shadowvault.shadow.writers.qemu import QemuWriter
-from shadowvault.vm import bitmaps, layout, run_state
+from shadowvault.vm import bitmaps, known_images, layout, run_state
 from shadowvault.vm.discovery import find_vm
 from shadowvault.vm.image_store import ImageSink, ImageStats, store_image
 from shadowvault.vm.layout import StoredDisk, VmDefinition
@@ -211,6 +211,10 @@ def run_vm_backup(
             program_version=__version__,
         )
         snapshot_id = repo.save_snapshot(snapshot)  # before the set completes: bitmaps rotate only now
+    try:  # what --in-place may replace: this host's QEMU named these images, the repository did not
+        known_images.remember(spec.name, {d.disk: d.filename for d in stored if d.filename.startswith("/")})
+    except OSError as err:
+        warn(f"VM {spec.name}: its images could not be recorded for in-place restores: {err}")
     return VmBackupResult(
         snapshot_id=snapshot_id,
         snapshot=snapshot,

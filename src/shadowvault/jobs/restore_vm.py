@@ -16,16 +16,19 @@ import contextlib
 import logging
 import os
 import secrets
+import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgspec
 
 from shadowvault import cancellation, proc
-from shadowvault.errors import RepositoryError, UsageError
+from shadowvault.errors import RepositoryError, ShadowvaultError, UsageError
+from shadowvault.jobs.vm_restore_space import check_vm_fits
 from shadowvault.jobs.vm_sources import DiskSource, disk_sources
 from shadowvault.repo.repository import Repository
-from shadowvault.vm import boot_guard, layout
+from shadowvault.vm import boot_guard, known_images, layout
 from shadowvault.vm.boot_check import BootResult, verify_boot
 from shadowvault.vm.definition import rewrite, script
 from shadowvault.vm.libvirt_definition import domain_xml
@@ -64,15 +67,34 @@ class VmRestoreResult:
     argv: list[str] = field(default_factory=list)  # the restored command line (NAME.sh's)
 
 
-def write_raw(repo: Repository, content: list[bytes], size: int, chunk_size: int, path: str) -> int:
+class RestoreWriteError(ShadowvaultError):
+    """A restored file could not be written (no space, a read-only or missing directory); what the
+    restore had written is removed, so the message is the whole story."""
+
+
+@contextlib.contextmanager
+def writing(path: str) -> Iterator[None]:
+    """An OSError writing `path` as one line naming it (ENOSPC was "internal error: OSError")."""
+    try:
+        yield
+    except OSError as err:
+        raise RestoreWriteError(f"cannot write {path}: {err.strerror or err}; nothing was restored") from err
+
+
+def write_raw(
+    repo: Repository, content: list[bytes], size: int, chunk_size: int, path: str, shown: str = ""
+) -> int:
     """Write a raw image of `size` bytes from its chunks into the new file `path` (zero chunks left as
-    holes); the bytes written. A cancelled run stops it before the next chunk."""
+    holes); the bytes written. A cancelled run stops it before the next chunk. An error names
+    `shown` (the final name of the file being written aside), or `path`."""
     zero_id = repo.blob_id(bytes(chunk_size))
     written = 0
     cancelled = cancellation.current()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with writing(shown or path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.ftruncate(fd, size)
+        with writing(shown or path):
+            os.ftruncate(fd, size)
         for index, blob_id in enumerate(content):
             cancellation.check(cancelled)
             if blob_id == zero_id:
@@ -85,9 +107,11 @@ def write_raw(repo: Repository, content: list[bytes], size: int, chunk_size: int
                 )
             if not any(data):
                 continue
-            os.pwrite(fd, data, index * chunk_size)
+            with writing(shown or path):
+                os.pwrite(fd, data, index * chunk_size)
             written += len(data)
-        os.fsync(fd)
+        with writing(shown or path):
+            os.fsync(fd)
     finally:
         os.close(fd)
     return written
@@ -103,16 +127,16 @@ def write_image(
     part = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{unique}.sv-restore")
     raw = part if fmt == "raw" else part + ".raw"
     try:
-        written = write_raw(repo, content, disk.virtual_size, disk.chunk_size, raw)
+        written = write_raw(repo, content, disk.virtual_size, disk.chunk_size, raw, path)
         if fmt == "qcow2":
             proc.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, part], timeout=CONVERT_TIMEOUT)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(part)
         raise
     finally:
         if raw != part:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(raw)
     return part, written
 
@@ -125,17 +149,29 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}")
     snapshot_id, snapshot = repo.find_snapshot(request.snapshot)
     definition, sources = disk_sources(repo, request.vm, snapshot_id, snapshot, request.disks)
-    if request.verify_boot:  # a command line the boot would refuse is refused before a byte is written
-        boot_guard.check(definition.argv)
     target = os.path.abspath(request.target)
     outputs = {s.disk.disk: os.path.join(target, f"{s.disk.disk}.{request.format}") for s in sources}
+    if request.verify_boot:  # a command line the boot would refuse is refused before a byte is written
+        boot_guard.check(definition.argv)
+        mapping = {s.disk.filename: (outputs[s.disk.disk], request.format) for s in sources}
+        left = rewrite(definition.argv, mapping, target).unresolved
+        if left:  # it would boot (read-only) the original image, not the restored one
+            raise UsageError(
+                f"--verify-boot would not boot the restored VM: its command line names the original "
+                f"image {left[0]!r} in a form the restore does not rewrite: restore without "
+                f"--verify-boot and start the restored {layout.file_stem(request.vm)}.sh yourself"
+            )
     for path in [
         *outputs.values(),
-        *(os.path.join(target, f"{request.vm}.{x}") for x in ("json", "sh", "xml")),
+        *(os.path.join(target, f"{layout.file_stem(request.vm)}.{x}") for x in ("json", "sh", "xml")),
     ]:
         if os.path.lexists(path):
             raise UsageError(f"{path} exists: restore into an empty directory")
-    os.makedirs(target, exist_ok=True)
+    check_vm_fits(
+        repo, request.vm, [(outputs[s.disk.disk], s.disk, s.content, request.format) for s in sources]
+    )
+    with writing(target):
+        os.makedirs(target, exist_ok=True)
     created: list[str] = []
     try:
         result = _restore_into(
@@ -143,7 +179,7 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
         )
     except BaseException:  # all or nothing: what this restore put under a final name goes again
         for path in created:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 os.unlink(path)
         raise
     if request.verify_boot:  # a boot that fails leaves the restored VM in place: its data is whole
@@ -159,16 +195,17 @@ def _publish(path: str, data: bytes, mode: int, created: list[str]) -> None:
     """`data` as the new file `path`, whole or not at all (written aside, linked: never replaces)."""
     part = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(4)}.sv-restore")
     try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.link(part, path)
+        with writing(path):
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.link(part, path)
         created.append(path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(part)
 
 
@@ -186,7 +223,8 @@ def _restore_into(
     written = 0
     for source in sources:
         part, size = write_image(repo, source.disk, source.content, request.format, outputs[source.disk.disk])
-        os.rename(part, outputs[source.disk.disk])
+        with writing(outputs[source.disk.disk]):
+            os.rename(part, outputs[source.disk.disk])
         created.append(outputs[source.disk.disk])
         written += size
     mapping = {s.disk.filename: (outputs[s.disk.disk], request.format) for s in sources}
@@ -200,14 +238,14 @@ def _restore_into(
         else [s.disk for s in sources],
         restored_from={s.disk.disk: s.snapshot_id for s in sources},
     )
-    definition_path = os.path.join(target, f"{request.vm}.json")
+    definition_path = os.path.join(target, f"{layout.file_stem(request.vm)}.json")
     document = msgspec.json.format(msgspec.json.encode(restored), indent=2) + b"\n"
     _publish(definition_path, document, 0o644, created)
-    script_path = os.path.join(target, f"{request.vm}.sh")
+    script_path = os.path.join(target, f"{layout.file_stem(request.vm)}.sh")
     _publish(script_path, script(rewritten.argv).encode(), 0o700, created)
     libvirt_path = None
     if definition.libvirt_xml:
-        libvirt_path = os.path.join(target, f"{request.vm}.xml")
+        libvirt_path = os.path.join(target, f"{layout.file_stem(request.vm)}.xml")
         _publish(libvirt_path, domain_xml(definition.libvirt_xml, mapping).encode(), 0o644, created)
     return VmRestoreResult(
         snapshot_id=snapshot_id,
@@ -258,40 +296,101 @@ class InPlaceResult:
 def run_vm_restore_in_place(
     repo: Repository, snapshot: str, vm: str, disks: list[str] | None = None
 ) -> InPlaceResult:
-    """Put the stored disks back over a stopped VM's images, in their own format.
+    """Put the stored disks back over a stopped VM's images, in their own format, all or none.
 
     Without `disks`, every disk of the VM, as in a restore to a directory (jobs/vm_sources.py).
-    Refused while any process holds an image open (the VM still runs). What was there is renamed
-    to `IMAGE.pre-restore-TIME`, never deleted. A restored image is whole: a qcow2 that had a
-    backing file comes back without one.
+    Only an image this host's own backups of the VM copied is replaced (vm/known_images.py: the
+    snapshot's paths are hostile input), and only once no process holds it open (the VM still
+    runs). Every disk is written aside first; then each image there is renamed to
+    `IMAGE.pre-restore-TIME`, never deleted, and the restored one takes its name; a failure puts
+    back what was there. A restored image is whole: a qcow2 that had a backing file comes back
+    without one.
     """
     started = time.monotonic()
     snapshot_id, snap = repo.find_snapshot(snapshot)
     _, sources = disk_sources(repo, vm, snapshot_id, snap, disks)
+    own = known_images.known(vm)
+    seen: set[str] = set()
     for disk in (s.disk for s in sources):
-        if disk.format not in FORMATS:
-            raise UsageError(f"disk {disk.disk} was {disk.format}: restore it to a directory instead")
-        if not disk.filename.startswith("/"):
-            raise UsageError(
-                f"disk {disk.disk} ({disk.filename}) is not an image file: restore it to a directory"
-            )
-        running = holders(disk.filename)
-        if running:
-            pids = ", ".join(map(str, running))
-            raise UsageError(
-                f"{disk.filename} is open (process {pids}): stop VM {vm} before restoring in place"
-            )
+        _check_replaceable(vm, disk, own.get(disk.disk, []), seen)
+    check_vm_fits(repo, vm, [(s.disk.filename, s.disk, s.content, s.disk.format) for s in sources])
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    restored: dict[str, str] = {}
-    set_aside: dict[str, str] = {}
-    for source in sources:
-        disk = source.disk
-        part, _ = write_image(repo, disk, source.content, disk.format, disk.filename)
-        if os.path.lexists(disk.filename):
-            aside = f"{disk.filename}.pre-restore-{stamp}"
-            os.rename(disk.filename, aside)
-            set_aside[disk.disk] = aside
-        os.rename(part, disk.filename)
-        restored[disk.disk] = disk.filename
+    parts: dict[str, str] = {}  # disk -> its restored image, written aside
+    swapped: list[tuple[str, str | None]] = []  # (image, where what was there went)
+    try:
+        for source in sources:
+            parts[source.disk.disk], _ = write_image(
+                repo, source.disk, source.content, source.disk.format, source.disk.filename
+            )
+        for source in sources:
+            image = source.disk.filename
+            aside = _aside(image, stamp) if os.path.lexists(image) else None
+            if aside is not None:
+                with writing(image):
+                    os.rename(image, aside)
+            try:
+                with writing(image):
+                    os.rename(parts[source.disk.disk], image)
+                del parts[source.disk.disk]
+            except BaseException:
+                if aside is not None:
+                    os.rename(aside, image)
+                raise
+            swapped.append((image, aside))
+    except BaseException:  # all or nothing: each image as it was, no part left
+        for part in parts.values():
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+        for image, aside in reversed(swapped):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(image)
+            if aside is not None:
+                os.rename(aside, image)
+        raise
+    restored = {s.disk.disk: s.disk.filename for s in sources}
+    set_aside = {s.disk.disk: aside for s, (_, aside) in zip(sources, swapped, strict=True) if aside}
     points = {s.disk.disk: (s.snapshot_id, s.time) for s in sources}
     return InPlaceResult(snapshot_id, vm, restored, set_aside, time.monotonic() - started, points)
+
+
+def _check_replaceable(vm: str, disk: layout.StoredDisk, own: list[str], seen: set[str]) -> None:
+    """UsageError unless `disk`'s stored image path may be replaced in place: one this host's
+    backups of `vm` copied for that disk (`own`), a regular file or gone, not held open by anyone."""
+    path = disk.filename
+    if disk.format not in FORMATS:
+        raise UsageError(f"disk {disk.disk} was {disk.format}: restore it to a directory instead")
+    if not path.startswith("/"):
+        raise UsageError(f"disk {disk.disk} ({path!r}) is not an image file: restore it to a directory")
+    if path not in own or os.path.normpath(path) != path or path in seen:
+        raise UsageError(
+            f"disk {disk.disk} of VM {vm}: the snapshot names {path!r} as its image, which no backup "
+            f"of VM {vm} on this host copied; --in-place replaces only the VM's own images: restore "
+            "it with --target DIR"
+        )
+    seen.add(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not os.path.isdir(os.path.dirname(path)):
+            raise UsageError(
+                f"disk {disk.disk} of VM {vm}: the directory of {path} is gone: restore it with --target DIR"
+            ) from None
+        return  # the image is lost: the restore puts it back
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(
+            f"disk {disk.disk} of VM {vm}: {path} is not a regular file now: restore it with --target DIR"
+        )
+    running = holders(path)
+    if running:
+        pids = ", ".join(map(str, running))
+        raise UsageError(f"{path} is open (process {pids}): stop VM {vm} before restoring in place")
+
+
+def _aside(image: str, stamp: str) -> str:
+    """A name for what is at `image` now that no earlier restore's set-aside image has."""
+    aside = f"{image}.pre-restore-{stamp}"
+    number = 1
+    while os.path.lexists(aside):
+        number += 1
+        aside = f"{image}.pre-restore-{stamp}-{number}"
+    return aside

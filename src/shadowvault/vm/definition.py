@@ -1,10 +1,11 @@
 """A VM's QEMU command line, rewritten to run a restored copy of it instead of the original.
 
 The restored disks replace the original image files (`-drive file=` or `file.filename=`, `-blockdev
-filename=`), a format node above a replaced file gets the restored format and loses its backing (a
-restored image is whole), and the sockets, serial log and pidfile move into the restore directory so
-the copy never collides with the original still running. What cannot be rewritten (JSON `-blockdev`
-syntax) is left as it is and reported.
+filename=`, and `-hda`, `-cdrom`, `-pflash` and the other options whose value is just a file), a
+format node above a replaced file gets the restored format and loses its backing (a restored image
+is whole), and the sockets, serial log and pidfile move into the restore directory so the copy never
+collides with the original still running. What cannot be rewritten (JSON `-blockdev` syntax) is
+left as it is and reported: `--verify-boot` refuses it rather than boot the original image.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from shadowvault.vm.discovery import qemu_options
 
 DROP_FLAGS = ("-daemonize", "-enable-kvm")
+# options whose whole value is an image file (the older forms of -drive): the restored one replaces it
+FILE_FLAGS = ("-hda", "-hdb", "-hdc", "-hdd", "-fda", "-fdb", "-cdrom", "-pflash", "-mtdblock", "-sd")
 
 
 @dataclass
@@ -59,6 +62,10 @@ def rewrite(
         flag = "-" + word.lstrip("-")
         if flag in DROP_FLAGS:
             index += 1
+            continue
+        if flag in FILE_FLAGS and value in disks:  # QEMU probes its format: the restored one is found
+            out += [word, disks[value][0]]
+            index += 2
             continue
         if flag in ("-drive", "-blockdev", "-chardev", "-qmp", "-serial", "-pidfile", "-machine", "-accel"):
             first, pairs = qemu_options(value)

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from shadowvault.errors import UsageError, WriterError
-from shadowvault.vm.qmp import QmpClient
+from shadowvault.vm.qmp import QmpClient, QmpLostError
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,18 @@ def _chain(image: dict[str, Any]) -> list[str]:
 
 
 def list_disks(qmp: QmpClient) -> list[DiskInfo]:
-    """Every block device with a medium (and those without, excluded), as the guest sees them."""
+    """Every block device with a medium (and those without, excluded), as the guest sees them; an
+    answer whose fields are not what QEMU sends is a lost connection (QmpLostError), as garbage is."""
+    try:
+        return _disks(qmp)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        qmp.close()
+        raise QmpLostError(
+            f"QEMU monitor {qmp.path}: its block devices are not described as QEMU does ({err!r})"
+        ) from err
+
+
+def _disks(qmp: QmpClient) -> list[DiskInfo]:
     nodes = {n["node-name"]: n for n in qmp.execute("query-named-block-nodes", {"flat": True}) or []}
     disks = []
     for block in qmp.execute("query-block") or []:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
 import msgspec
@@ -127,6 +128,14 @@ def read_vm(
         raise RepositoryError(f"VM {name}: the snapshot's {DEFINITION} is damaged: {err}") from err
     disks = {d.disk: nodes[disk_file(d.disk)] for d in definition.disks if disk_file(d.disk) in nodes}
     _check(name, definition, disks)
+    if definition.libvirt_xml:  # checked here, not once the disks are written (it was a ParseError)
+        try:
+            ET.fromstring(definition.libvirt_xml)
+        except ET.ParseError as err:
+            raise RepositoryError(
+                f"VM {name}: the snapshot's libvirt domain XML is damaged ({err}): restore its disks "
+                "with --disk"
+            ) from err
     return definition, disks
 
 
@@ -162,6 +171,15 @@ def plain_name(name: str) -> bool:
         and not name.startswith(".")
         and name.isprintable()  # no control characters, no bytes that are not UTF-8 (surrogates)
     )
+
+
+def file_stem(name: str) -> str:
+    """What NAME.json, NAME.sh and NAME.xml of a restored VM are called: its name, made a plain file
+    name when it is not one (a VM may be called `web/01`: that restore was an internal error)."""
+    if plain_name(name):
+        return name
+    stem = "".join(c if c.isprintable() and c != "/" else "_" for c in name).lstrip(".")
+    return stem[:NAME_MAX] or "vm"
 
 
 def vm_path(name: str) -> str:

@@ -23,6 +23,16 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 30.0
 
 
+# what the commands whose answers are read answer: an object, or a list of objects
+RETURNS: dict[str, type] = {
+    "query-status": dict,
+    "query-block": list,
+    "query-named-block-nodes": list,
+    "query-block-jobs": list,
+    "query-jobs": list,
+}
+
+
 class QmpError(ShadowvaultError):
     """QEMU answered a command with an error, or the monitor cannot be reached."""
 
@@ -136,7 +146,21 @@ class QmpClient:
                     continue
                 if "error" in reply:
                     raise QmpError(f"{command}: {reply['error'].get('desc', reply['error'])}")
-                return reply.get("return")
+                return self._shaped(command, reply.get("return"))
+
+    def _shaped(self, command: str, value: Any) -> Any:
+        """`value` if it has the shape QEMU answers `command` with (callers read it as such: a
+        query-status answering a list was an AttributeError), else a lost connection."""
+        shape = RETURNS.get(command)
+        if shape is None or (isinstance(value, dict) and shape is dict):
+            return value
+        if isinstance(value, list) and shape is list and all(isinstance(item, dict) for item in value):
+            return value
+        self.close()
+        raise QmpLostError(
+            f"QEMU monitor {self.path}: {command} answered {type(value).__name__}, not the "
+            f"{'object' if shape is dict else 'list of objects'} QEMU answers"
+        )
 
     def wait_event(
         self,
