@@ -145,3 +145,63 @@ def test_the_good_layout_is_planned(env: dict[str, str], tmp_path: Path, small_s
     done = run(env, "recover", "--disk", disk, small_snapshot, "--layout", layout_file, "--dry-run")
     assert done.exit_code == 0, done.stderr
     assert f"ext4 UUID={SRV_UUID} on #2" in done.stdout
+
+
+def test_plan_lines_escape_the_layouts_names(
+    env: dict[str, str], tmp_path: Path, small_snapshot: str
+) -> None:
+    """A label, a mount point or an extlinux path that mkfs and the checks take (no C0 control) but a
+    terminal obeys (C1 CSI, a bidi override, a line separator) is shown escaped in the plan, as
+    `ls` shows names; --json keeps it exact."""
+    label, mount = "r\u009b2J\u202e", "/srv/\u2028x"
+    layout = _edit(_fs(1, label=label, mount_point=mount))
+    layout["bootloader"] = {"kind": "extlinux", "config": "/boot/\u202eextlinux/extlinux.conf"}
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(256 * MIB)
+    layout_file = tmp_path / "layout.json"
+    layout_file.write_text(json.dumps(layout))
+    done = run(env, "recover", "--disk", disk, small_snapshot, "--layout", layout_file, "--dry-run")
+    assert done.exit_code == 0, done.stderr
+    out = done.stdout
+    for raw in ("\u009b", "\u202e", "\u2028"):
+        assert raw not in out, out
+    assert f"ext4 UUID={SRV_UUID} LABEL=r\\xc2\\x9b2J\\xe2\\x80\\xae on #2" in out, out
+    assert "/srv/\\xe2\\x80\\xa8x" in out, out
+    assert "into /boot/\\xe2\\x80\\xaeextlinux," in out, out
+    as_json = run(
+        env, "recover", "--disk", disk, small_snapshot, "--layout", layout_file, "--dry-run", "--json"
+    )
+    assert as_json.exit_code == 0, as_json.stderr
+    (plan,) = [json.loads(line) for line in as_json.stdout.splitlines() if '"plan"' in line]
+    fs_actions = [a for a in plan["actions"] if a["kind"] == "fs"]
+    assert fs_actions[-1]["target"] == mount and label in fs_actions[-1]["reason"]
+
+
+def test_a_hostile_uuid_in_the_recorded_layout_neither_forges_a_plan_line_nor_edits_the_boot_config(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --layout FILE, the snapshot's recorded layout is read only to find UUIDs the file changed
+    (for the boot configuration): a recorded "UUID" that is not one, with a line break and a forged
+    plan line in it, is left out instead of printed as a plan line and replaced in extlinux.conf."""
+    forged = "create   fs       /etc  (forged)"
+    recorded = _edit(_fs(0, uuid=f"x\n{forged}"))
+    recorded["bootloader"] = {"kind": "extlinux", "config": "/boot/extlinux/extlinux.conf"}
+    document = {"disk-layout.json": json.dumps(recorded).encode()}
+    monkeypatch.setattr(system_state, "layout_documents", lambda _root: document)
+    root = make_root(tmp_path / "root")
+    done = run(
+        env, "backup", "--component", "system-state", "--component", "files", "--source-root", root, "/"
+    )
+    assert done.exit_code == 0, done.stderr
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(256 * MIB)
+    layout_file = tmp_path / "layout.json"
+    layout_file.write_text(json.dumps({**GOOD, "bootloader": recorded["bootloader"]}))
+    done = run(env, "recover", "--disk", disk, "latest", "--layout", layout_file, "--dry-run")
+    assert done.exit_code == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert forged not in lines and not any(line.startswith(forged) for line in lines), done.stdout
+    assert not any(line.startswith("replace  boot") for line in lines), done.stdout
+    assert all(line.split()[0] in ("create", "run", "replace", "install", "leave") for line in lines), lines

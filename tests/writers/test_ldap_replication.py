@@ -11,18 +11,24 @@ parent is gone are one-line errors that change nothing.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
+import zstandard
 
 from shadowvault.directory.slapd_replication import database_settings
+from shadowvault.repo.format import BlobType
 from shadowvault.repo.repository import Repository
+from shadowvault.shadow import manifest as manifest_doc
+from shadowvault.shadow.writers.ldap_authoritative import kept_ldif
 from tests import inprocess_cli
 from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures.loopfs import loop_filesystem
@@ -236,3 +242,76 @@ def test_a_deleted_subtree_comes_back_parents_first(world: World):
     pair.wait_in_sync()
     for server in (pair.provider, pair.consumer):
         assert server.entries(ADMINS)[ADMINS]["member"] == [f"uid=alice,{PEOPLE}".encode()], server.role
+
+
+def _forged(world: World, damage: Callable[[bytes], bytes]) -> str:
+    """A copy of the world's snapshot whose manifest carries the kept LDIF exports damaged by `damage`,
+    as a damaged or forged backup would: the id of the new snapshot."""
+    with Repository.open(world.env["SHADOWVAULT_REPOSITORY"], PASSWORD, write=True) as repo:
+        _, snap = repo.find_snapshot(world.snapshot)
+        assert snap.manifest is not None
+        manifest = manifest_doc.decode(repo.load_blob(snap.manifest))
+        for report in manifest.writers:
+            for component in report.components:
+                if component.metadata.get("ldif"):
+                    ldif = damage(kept_ldif(component.metadata) or b"")
+                    component.metadata["ldif"] = base64.b64encode(zstandard.compress(ldif)).decode()
+                    component.metadata["ldif_bytes"] = len(ldif)
+        blob = repo.save_blob(BlobType.DATA, manifest_doc.encode(manifest))
+        return repo.save_snapshot(msgspec.structs.replace(snap, manifest=blob))
+
+
+def _bad_base64(ldif: bytes) -> bytes:
+    dn = f"dn: uid=carol,{PEOPLE}\n".encode()
+    assert dn in ldif
+    return ldif.replace(dn, dn + b"description:: not*base64\n")
+
+
+def _dn_not_utf8(ldif: bytes) -> bytes:
+    dn = f"uid=dave,{PEOPLE}".encode()
+    assert b"dn: " + dn + b"\n" in ldif
+    return ldif.replace(
+        b"dn: " + dn + b"\n", b"dn:: " + base64.b64encode(dn.replace(b"dave", b"d\xe4ve")) + b"\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (_bad_base64, f"(entry uid=carol,{PEOPLE}): the value of description is not valid base64"),
+        (_dn_not_utf8, "the DN uid=d\\xe4ve"),
+    ],
+)
+def test_a_damaged_ldif_export_is_a_one_line_error_that_changes_nothing(
+    world: World, damage: Callable[[bytes], bytes], expected: str
+) -> None:
+    """A backup whose kept LDIF has a value that is not base64, or a DN that is not UTF-8: the
+    authoritative restore and the non-authoritative one that rebuilds from the LDIF both refuse in
+    one line naming the line and the entry, and neither server is changed or stopped."""
+    pair = world.pair
+    erin = f"uid=erin,{PEOPLE}"
+    if pair.provider.has(erin):
+        pair.provider.ldap("ldapdelete", f"{erin}\n")  # what an authoritative restore would bring back
+    pair.wait_in_sync()
+    before = pair.provider.entries()
+    consumer_pid = pair.consumer.pid()
+    aside = sorted(os.listdir(pair.consumer.db))
+    forged = _forged(world, damage)
+    start = json.dumps(pair.consumer.start_argv)
+    for args in (
+        ("--writer", world.writer("provider"), "--authoritative", PEOPLE),
+        ("--writer", world.writer("consumer"), "--writer-option", "ldap.ldap_method=ldif",
+         "--writer-option", f"ldap.start_command={start}"),
+    ):  # fmt: skip
+        done = world.run("restore", forged, *args)
+        assert done.returncode != 0, done.stdout
+        assert "Traceback" not in done.stderr
+        (line,) = done.stderr.splitlines()
+        assert "the backup's LDIF export of dc=example,dc=com is damaged: line " in line, line
+        assert expected in line, line
+    assert pair.consumer.pid() == consumer_pid  # not stopped
+    assert pair.consumer.answers()
+    assert sorted(os.listdir(pair.consumer.db)) == aside  # nothing set aside or replaced
+    assert pair.provider.entries() == before
+    assert not pair.provider.has(erin)
+    pair.wait_in_sync()

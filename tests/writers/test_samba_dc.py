@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -246,5 +248,55 @@ def test_online_backup_seeds_a_new_dc_and_is_refused_as_the_same_dc(
     lab.start(new / "etc" / "smb.conf")
     try:
         _holds_the_point_in_time("svdc4.sv.test")
+    finally:
+        lab.stop()
+
+
+def _interrupting_samba_tool(base: Path) -> dict[str, str]:
+    """A PATH whose samba-tool kills the restore that runs it (SIGKILL, no cleanup) at one step: at
+    `ntacl sysvolreset` (same-dc's last step), and right after `domain backup restore` has written its
+    directory (new-dc)."""
+    real = shutil.which("samba-tool")
+    assert real
+    (base / "samba-tool").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        '  *"ntacl sysvolreset"*) kill -KILL $PPID; exit 1;;\n'
+        f'  *"domain backup restore"*) {real} "$@"; kill -KILL $PPID; exit 1;;\n'
+        "esac\n"
+        f'exec {real} "$@"\n'
+    )
+    (base / "samba-tool").chmod(0o755)
+    return {"PATH": f"{base}:{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize(("mode", "name", "host"), [("same-dc", "", "svdc1"), ("new-dc", "svdc5", "svdc5")])
+def test_interrupted_recovery_leaves_no_dc_and_a_rerun_recovers_it(
+    lab: SambaDcLab, point_in_time: PointInTime, cli, env, mode: str, name: str, host: str
+) -> None:
+    """A restore killed half-way leaves nothing under the DC's final name; running it again works."""
+    interrupting = _interrupting_samba_tool(lab.scratch(f"interrupting-{mode}"))
+    target = make_root(lab.scratch(f"interrupted-{mode}"))
+    restore = (
+        "restore", point_in_time.system_state, "--component", "system-state", "--no-packages",
+        "--target-root", target, "--directory-restore", mode,
+        *(("--writer-option", f"samba.newservername={name}") if name else ()),
+    )  # fmt: skip
+    dc = target / HOME
+    killed = cli(*restore, env={**env, **interrupting})
+    assert killed.returncode != 0
+    assert not (dc / "etc" / "smb.conf").exists()  # no DC that would start under the final name
+    assert not dc.exists() or not any(dc.iterdir())
+
+    done = cli(*restore, env=env)
+    assert done.returncode == 0, done.stderr
+    assert not [p for p in dc.parent.iterdir() if p.name.endswith(".shadowvault-partial")]  # leftover gone
+    assert f"private dir = {dc}/private" in (dc / "etc" / "smb.conf").read_text()
+    files = [p for p in dc.rglob("*") if p.is_file() and not p.is_symlink()]
+    mentioning_staging = [str(p) for p in files if b".shadowvault-partial" in p.read_bytes()]
+    assert not mentioning_staging  # every path the DC keeps names its final directory
+    lab.start(dc / "etc" / "smb.conf")
+    try:
+        _holds_the_point_in_time(f"{host}.sv.test")
     finally:
         lab.stop()

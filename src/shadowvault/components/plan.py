@@ -46,7 +46,7 @@ class Action:
             if applied
             else (f"{self.verb:<8} {self.kind:<8} {escape_text(self.target)}")
         )
-        return f"{text}  ({self.reason})" if self.reason else text
+        return f"{text}  ({escape_text(self.reason)})" if self.reason else text  # names in it too
 
 
 @dataclass

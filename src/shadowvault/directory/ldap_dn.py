@@ -2,7 +2,12 @@
 
 A user types `OU=People, dc=Example,dc=com`; slapcat writes `ou=people,dc=example,dc=com`. The
 normal form lowercases attribute types and values (the naming attributes used in practice, cn, ou,
-dc, uid, o, match without case), drops the spaces around separators and re-escapes values one way.
+dc, uid, o, match without case), drops the spaces around separators and re-escapes values one way
+(slapcat's `cn=\\23x` and a user's `cn=\\#x` are one DN).
+
+A value that starts with an unescaped `#` is RFC 4514's BER form (`cn=#04024869`: the hex of the
+value's BER encoding), not the text after the `#`: it is kept as `#` and lowercase hex, so it never
+equals the text value `cn=\\#04024869`. slapd refuses BER-form DNs, so no slapcat DN has one.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from shadowvault.errors import UsageError
 
 _TYPE = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(\.[0-9]+)*")
 _HEX = re.compile(r"[0-9A-Fa-f]{2}")
+_BER = re.compile(r"#(?:[0-9A-Fa-f]{2})+")
 _SPECIAL = ',+"\\<>;='
 
 
@@ -68,6 +74,29 @@ def _escape(value: str) -> str:
     )
 
 
+def _strip(value: str) -> str:
+    """`value` without the spaces around it, but an escaped trailing space (`a\\ `) kept."""
+    value = value.lstrip(" ")
+    while value.endswith(" "):
+        body = value[:-1]
+        if (len(body) - len(body.rstrip("\\"))) % 2:  # an odd number of backslashes escapes it
+            break
+        value = body
+    return value
+
+
+def _value(value: str, dn: str) -> str:
+    """One attribute value in normal form: `#` and lowercase hex for the BER form, else the text."""
+    if value.startswith("#"):
+        if not _BER.fullmatch(value):
+            raise BadDn(
+                f"not a DN: {dn} (a value starting with # is the BER form, # and hex digits; "
+                "write a leading # of a text value as \\#)"
+            )
+        return value.lower()
+    return _escape(_unescape(value, dn).lower())
+
+
 def rdns(dn: str) -> list[str]:
     """The normalized RDNs of `dn`, leaf first; BadDn (one line, for the user) when it is not a DN."""
     if not dn.strip():
@@ -77,14 +106,14 @@ def rdns(dn: str) -> list[str]:
         avas = []
         for ava in _split(rdn, "+"):
             name, sep, value = ava.partition("=")
-            name, value = name.strip(), value.strip()
+            name, value = name.strip(), _strip(value)
             if not sep or not _TYPE.fullmatch(name):
                 raise BadDn(
                     f"not a DN: {dn} (each part must be TYPE=VALUE, as in ou=people,dc=example,dc=com)"
                 )
             if not value:
                 raise BadDn(f"not a DN: {dn} ({name}= has no value)")
-            avas.append(f"{name.lower()}={_escape(_unescape(value, dn).lower())}")
+            avas.append(f"{name.lower()}={_value(value, dn)}")
         out.append("+".join(sorted(avas)))
     return out
 

@@ -10,7 +10,10 @@ secrets, its name) as well as the directory, and can bring back the same DC or s
 `online` takes a replica over DRS instead: a clone of the directory without this DC's secrets,
 which can only become a new DC.
 
-Recovery, into an empty directory laid out as `samba-tool domain provision --targetdir` makes it:
+Recovery, into an empty directory laid out as `samba-tool domain provision --targetdir` makes it.
+Everything is made in a staging directory next to it (`.NAME.shadowvault-partial`) and renamed into
+place at the end: an interrupted recovery never leaves a half-made DC, with an smb.conf that would
+start, under the final name, and the next run removes the leftover and starts again.
 - new-dc: `samba-tool domain backup restore --newservername NAME`: the domain comes back on a new DC
   that seizes every role; the other DCs are removed from the directory (forest recovery).
 - same-dc: the DC's own files from an offline archive, its smb.conf pointed at the new directory,
@@ -19,17 +22,20 @@ Recovery, into an empty directory laid out as `samba-tool domain provision --tar
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shadowvault import proc
 from shadowvault.errors import CommandError, UsageError, WriterError
+from shadowvault.fsutil import fsync_dir
 from shadowvault.process_table import option_value, processes
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,7 @@ DC_ROLE = "active directory domain controller"
 METHODS = ("offline", "online")
 MODES = ("new-dc", "same-dc")
 BACKUP_MARKERS = ("sidForRestore", "backupRename", "backupDate", "backupType")
+STAGING_SUFFIX = ".shadowvault-partial"
 TIMEOUT = 3600.0
 
 
@@ -194,8 +201,52 @@ def _require_empty(targetdir: str) -> None:
         raise UsageError(f"{targetdir} is not empty: a DC is recovered into an empty directory")
 
 
-def restore_new_dc(archive: str, targetdir: str, newservername: str, backed_up: str) -> None:
-    """The domain from `archive` on a new DC named `newservername` (it seizes every role)."""
+def staging_dir(targetdir: str) -> str:
+    """Where a DC bound for `targetdir` is made: next to it (same filesystem, so a rename moves it)."""
+    parent, name = os.path.split(os.path.abspath(targetdir).rstrip("/"))
+    return os.path.join(parent, f".{name}{STAGING_SUFFIX}")
+
+
+@contextlib.contextmanager
+def _staged(targetdir: str) -> Iterator[str]:
+    """A fresh staging directory for `targetdir`, renamed onto it when the block succeeds.
+
+    A leftover of an interrupted run is removed first; on a failure the staging directory goes and
+    `targetdir` is untouched, so there is never a half-made DC under the final name.
+    """
+    _require_empty(targetdir)
+    staging = staging_dir(targetdir)
+    if os.path.isdir(staging) and not os.path.islink(staging):
+        log.info("removing %s, left by an interrupted recovery", staging)
+        shutil.rmtree(staging)
+    elif os.path.lexists(staging):
+        os.unlink(staging)
+    os.makedirs(os.path.dirname(staging), exist_ok=True)
+    os.mkdir(staging, 0o755)
+    try:
+        yield staging
+        proc.run(["sync", "-f", staging], timeout=TIMEOUT)  # the DC's files are on disk before its name
+        _require_empty(targetdir)
+        try:
+            os.rename(staging, targetdir)  # replaces an empty directory
+        except OSError as err:
+            raise WriterError(f"cannot move the recovered DC from {staging} to {targetdir}: {err}") from err
+        fsync_dir(os.path.dirname(staging))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _point_config(config: Path, targetdir: str, realm: str) -> None:
+    config.write_text(point_config_at(config.read_text(), targetdir, realm))
+
+
+def restore_new_dc(archive: str, targetdir: str, newservername: str, backed_up: str, realm: str) -> None:
+    """The domain from `archive` on a new DC named `newservername` (it seizes every role).
+
+    samba-tool writes the directory it is given, so it is given the staging directory; the smb.conf
+    it wrote is then pointed at `targetdir`, where the DC is renamed to.
+    """
     if not newservername:
         raise UsageError("a new DC needs a name: --writer-option samba.newservername=NAME")
     if newservername.upper() == backed_up.upper():
@@ -203,13 +254,14 @@ def restore_new_dc(archive: str, targetdir: str, newservername: str, backed_up: 
             f"{newservername} is the backed-up DC's own name: recover it with --directory-restore same-dc, "
             "or give the new DC another name"
         )
-    _require_empty(targetdir)
-    argv = ["samba-tool", "domain", "backup", "restore", f"--backup-file={archive}"]
-    argv += [f"--targetdir={targetdir}", f"--newservername={newservername}"]
-    try:
-        proc.run(argv, timeout=TIMEOUT)
-    except CommandError as err:
-        raise WriterError(f"samba-tool domain backup restore into {targetdir} failed: {err}") from err
+    with _staged(targetdir) as staging:
+        argv = ["samba-tool", "domain", "backup", "restore", f"--backup-file={archive}"]
+        argv += [f"--targetdir={staging}", f"--newservername={newservername}"]
+        try:
+            proc.run(argv, timeout=TIMEOUT)
+        except CommandError as err:
+            raise WriterError(f"samba-tool domain backup restore for {targetdir} failed: {err}") from err
+        _point_config(Path(staging) / "etc" / "smb.conf", targetdir, realm)
 
 
 # the smb.conf settings a provision --targetdir points at the DC's directory (as samba-tool's make_smbconf)
@@ -261,7 +313,11 @@ def _present_markers(samdb: str) -> list[str]:
 
 
 def restore_same_dc(archive: str, targetdir: str, realm: str) -> None:
-    """The DC's own files from an offline `archive` into `targetdir`: it comes back under its own name."""
+    """The DC's own files from an offline `archive` into `targetdir`: it comes back under its own name.
+
+    Made in the staging directory with an smb.conf pointing there (sysvolreset reads it), then pointed
+    at `targetdir` and renamed to it.
+    """
     _require_empty(targetdir)
     try:
         kind = proc.run(["tar", "-xjOf", archive, "backup.txt"], timeout=TIMEOUT).stdout.decode(
@@ -272,24 +328,25 @@ def restore_same_dc(archive: str, targetdir: str, realm: str) -> None:
                 "this Samba backup was taken online: a replica without the DC's own identity, which can only "
                 "become a new DC (--directory-restore new-dc)"
             )
-        os.makedirs(targetdir, mode=0o755, exist_ok=True)
-        proc.run(["tar", "-xjf", archive, "-C", targetdir], timeout=TIMEOUT)
-        config = Path(targetdir) / "etc" / "smb.conf"
-        shutil.copyfile(config, f"{config}.orig")
-        config.write_text(point_config_at(config.read_text(), targetdir, realm))
-        sysvol = os.path.join(targetdir, "state", "sysvol")
-        os.makedirs(sysvol, exist_ok=True)
-        sysvol_tar = os.path.join(targetdir, "sysvol.tar.gz")
-        if os.path.exists(sysvol_tar):  # files only; their NT ACLs are reset below, as after a provision
-            proc.run(["tar", "-xzf", sysvol_tar, "-C", sysvol, "--exclude=*.NTACL"], timeout=TIMEOUT)
-            os.unlink(sysvol_tar)
-        os.unlink(os.path.join(targetdir, "backup.txt"))
-        samdb = f"tdb://{targetdir}/private/sam.ldb"
-        markers = _present_markers(samdb)
-        if markers:
-            ldif = "dn: @SAMBA_DSDB\nchangetype: modify\n" + "".join(f"delete: {m}\n-\n" for m in markers)
-            proc.run(["ldbmodify", "-H", samdb], input=ldif.encode(), timeout=120)
-        proc.run(["samba-tool", "ntacl", "sysvolreset", "-s", str(config)], timeout=TIMEOUT)
+        with _staged(targetdir) as staging:
+            proc.run(["tar", "-xjf", archive, "-C", staging], timeout=TIMEOUT)
+            config = Path(staging) / "etc" / "smb.conf"
+            shutil.copyfile(config, f"{config}.orig")
+            _point_config(config, staging, realm)
+            sysvol = os.path.join(staging, "state", "sysvol")
+            os.makedirs(sysvol, exist_ok=True)
+            sysvol_tar = os.path.join(staging, "sysvol.tar.gz")
+            if os.path.exists(sysvol_tar):  # files only; their NT ACLs are reset below, as after a provision
+                proc.run(["tar", "-xzf", sysvol_tar, "-C", sysvol, "--exclude=*.NTACL"], timeout=TIMEOUT)
+                os.unlink(sysvol_tar)
+            os.unlink(os.path.join(staging, "backup.txt"))
+            samdb = f"tdb://{staging}/private/sam.ldb"
+            markers = _present_markers(samdb)
+            if markers:
+                ldif = "dn: @SAMBA_DSDB\nchangetype: modify\n" + "".join(f"delete: {m}\n-\n" for m in markers)
+                proc.run(["ldbmodify", "-H", samdb], input=ldif.encode(), timeout=120)
+            proc.run(["samba-tool", "ntacl", "sysvolreset", "-s", str(config)], timeout=TIMEOUT)
+            _point_config(config, targetdir, realm)
     except CommandError as err:
         raise WriterError(f"recovering the DC into {targetdir} failed: {err}") from err
 
@@ -299,7 +356,7 @@ def recover(
 ) -> None:
     """Recover a DC from `archive` into `targetdir` as `mode` (new-dc or same-dc)."""
     if mode == "new-dc":
-        restore_new_dc(archive, targetdir, newservername, backed_up)
+        restore_new_dc(archive, targetdir, newservername, backed_up, realm)
     elif mode == "same-dc":
         restore_same_dc(archive, targetdir, realm)
     else:

@@ -102,9 +102,13 @@ def _check_mount_point(record: FilesystemRecord) -> None:
         raise _bad(f"mount point {where!r}", "is not a plain absolute path")
 
 
+def uuid_is_valid(record: FilesystemRecord) -> bool:
+    """Whether the record's UUID has the form its mkfs makes (a GUID; a FAT volume id XXXX-XXXX)."""
+    return bool(FAT_SERIAL.fullmatch(record.uuid) if record.fstype == "vfat" else _is_guid(record.uuid))
+
+
 def _check_uuid(record: FilesystemRecord) -> None:
-    ok = FAT_SERIAL.fullmatch(record.uuid) if record.fstype == "vfat" else _is_guid(record.uuid)
-    if not ok:
+    if not uuid_is_valid(record):
         form = "XXXX-XXXX (hex)" if record.fstype == "vfat" else "a UUID"
         raise _bad(f"UUID of {record.mount_point}", f"{record.uuid!r} is not {form}")
 

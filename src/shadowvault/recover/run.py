@@ -21,7 +21,7 @@ from shadowvault.disk.layout import DOCUMENT, DiskLayout, decode_layout
 from shadowvault.errors import NotFoundError
 from shadowvault.jobs.restore_component import require_component
 from shadowvault.jobs.snapshot_view import RepoView
-from shadowvault.recover import boot_plan, grub, uefi
+from shadowvault.recover import boot_plan, grub, layout_checks, uefi
 from shadowvault.recover.apply import RecoverReport, apply_plan
 from shadowvault.recover.plan import COMPONENTS, build_plan
 from shadowvault.recover.target import check_target
@@ -50,8 +50,12 @@ def snapshot_layout(repo: Repository, snapshot: Snapshot) -> DiskLayout | None:
 
 
 def uuid_changes(recorded: DiskLayout, used: DiskLayout) -> dict[str, str]:
-    """Old UUID -> new UUID of the filesystems an edited layout gives another UUID (by mount point)."""
-    before = {f.mount_point: f.uuid for f in recorded.filesystems}
+    """Old UUID -> new UUID of the filesystems an edited layout gives another UUID (by mount point).
+
+    The recorded layout comes from the repository and is not otherwise checked (the --layout FILE
+    replaces it): an old "UUID" that is not one is left out, since it would be replaced wherever its
+    text occurs in the boot configuration and shown in the plan as it is."""
+    before = {f.mount_point: f.uuid for f in recorded.filesystems if layout_checks.uuid_is_valid(f)}
     return {
         before[f.mount_point]: f.uuid
         for f in used.filesystems

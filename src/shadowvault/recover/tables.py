@@ -67,7 +67,7 @@ def describe_partition(layout: DiskLayout, p: PartitionRecord) -> str:
         return f"{place}, type {p.type_id:02x}" + (", bootable" if p.bootable else "")
     kind = TYPE_NAMES.get(p.type_guid.lower(), p.type_guid)
     text = f"{place}, type {kind}, PARTUUID {p.uuid}"
-    text += f", name {p.name!r}" if p.name else ""
+    text += f", name '{p.name}'" if p.name else ""  # exact here: Action.line escapes it for people
     return text + (f", attributes {p.attributes:#x}" if p.attributes else "")
 
 

@@ -50,7 +50,7 @@ from shadowvault.shadow.volumes import Volume
 from shadowvault.shadow.writers import app_settings as S
 from shadowvault.shadow.writers.appwriter import AppWriter, on_volumes, restored_path, set_aside
 from shadowvault.shadow.writers.base import RestoreContext, SnapshotContext
-from shadowvault.shadow.writers.ldap_authoritative import kept_ldif
+from shadowvault.shadow.writers.ldap_authoritative import kept_entries, kept_ldif
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,14 @@ class LdapWriter(AppWriter):
 
     # ------------------------------------------------------------ restore
 
+    def check_restore(self, ctx: RestoreContext) -> None:
+        """A restore that rebuilds from the kept LDIF needs one that reads: checked before slapd is
+        stopped, so a missing or damaged export leaves the live directory as it is."""
+        for component in ctx.components:
+            meta = component.metadata
+            if component.writer == self.name and _method(ctx, meta) == "ldif" and kept_entries(meta) is None:
+                raise WriterError(_no_ldif(meta))
+
     def pre_restore(self, ctx: RestoreContext) -> None:
         # Stop the slapd that serves the target: the original one only for an in-place restore.
         in_place = ctx.target_root in ("", "/")
@@ -190,9 +198,7 @@ class LdapWriter(AppWriter):
                 continue
             meta = component.metadata
             directory = restored_path(ctx, meta["directory"])
-            method = ctx.options.get("ldap_method") or (
-                "files" if meta.get("files_consistent", True) else "ldif"
-            )
+            method = _method(ctx, meta)
             for stale in ("lock.mdb",):
                 path = os.path.join(directory, stale)
                 if os.path.exists(path):
@@ -211,10 +217,7 @@ class LdapWriter(AppWriter):
     def _slapadd(self, config: str, directory: str, meta: dict[str, Any]) -> None:
         ldif = kept_ldif(meta)
         if ldif is None:
-            raise WriterError(
-                f"no LDIF export in the manifest for {meta.get('suffix')}: "
-                f"{meta.get('ldif_note', 'restore by files')}"
-            )
+            raise WriterError(_no_ldif(meta))
         load_ldif(config, directory, ldif, meta.get("suffix", ""), int(meta.get("database_index", 1)))
 
     def _check(self, config: str, directory: str, meta: dict[str, Any]) -> None:
@@ -226,6 +229,16 @@ class LdapWriter(AppWriter):
             raise WriterError(
                 f"slapcat cannot read the restored database {meta.get('suffix')}: {err}"
             ) from err
+
+
+def _method(ctx: RestoreContext, meta: dict[str, Any]) -> str:
+    """files (lay data.mdb down) or ldif (slapadd the kept export): the option, else what the backup says."""
+    return str(ctx.options.get("ldap_method") or ("files" if meta.get("files_consistent", True) else "ldif"))
+
+
+def _no_ldif(meta: dict[str, Any]) -> str:
+    note = meta.get("ldif_note", "restore by files")
+    return f"no LDIF export in the manifest for {meta.get('suffix')}: {note}"
 
 
 def restore_mode(settings: DatabaseSettings) -> str:

@@ -18,6 +18,7 @@ backup, changes nothing); apply_authoritative writes.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import logging
 import os
@@ -30,7 +31,7 @@ import zstandard
 
 from shadowvault import proc
 from shadowvault.directory import ldap_dn
-from shadowvault.directory.ldif import Entry, add_record, modify_record, parse_entries
+from shadowvault.directory.ldif import Entry, LdifError, add_record, modify_record, parse_entries
 from shadowvault.directory.slapd_replication import DatabaseSettings, database_settings
 from shadowvault.errors import CommandError, UsageError, WriterError
 from shadowvault.process_table import option_value, processes
@@ -51,12 +52,33 @@ OPERATIONAL = frozenset(
 
 
 def kept_ldif(meta: dict[str, Any]) -> bytes | None:
-    """The LDIF export the ldap writer kept in a component's metadata (zstd, base64), if it kept one."""
+    """The LDIF export the ldap writer kept in a component's metadata (zstd, base64), if it kept one;
+    LdifError when it cannot be unpacked (the manifest is read from the repository: hostile input)."""
     if not meta.get("ldif"):
         return None
-    return zstandard.ZstdDecompressor().decompress(
-        base64.b64decode(meta["ldif"]), max_output_size=int(meta.get("ldif_bytes", 0)) or 1 << 34
-    )
+    try:
+        return zstandard.ZstdDecompressor().decompress(
+            base64.b64decode(meta["ldif"], validate=True),
+            max_output_size=int(meta.get("ldif_bytes", 0)) or 1 << 34,
+        )
+    except (binascii.Error, zstandard.ZstdError, TypeError, ValueError) as err:
+        raise LdifError(f"{_damaged(meta)}: it cannot be unpacked ({err})") from None
+
+
+def kept_entries(meta: dict[str, Any]) -> list[Entry] | None:
+    """The entries of the kept LDIF export (None when none was kept); LdifError naming the suffix,
+    the line and the entry when it is not LDIF."""
+    ldif = kept_ldif(meta)
+    if ldif is None:
+        return None
+    try:
+        return parse_entries(ldif)
+    except LdifError as err:
+        raise LdifError(f"{_damaged(meta)}: {err}") from None
+
+
+def _damaged(meta: dict[str, Any]) -> str:
+    return f"the backup's LDIF export of {meta.get('suffix') or 'its database'} is damaged"
 
 
 def user_attributes(entry: Entry) -> dict[str, list[bytes]]:
@@ -215,16 +237,24 @@ def _backup_entries(components: list[Component], requested: list[str], label: st
         if component is None:
             held = ", ".join(c.metadata.get("suffix", "?") for c in components)
             raise UsageError(f"{dn} is not in the backup: {label} holds {held}")
-        ldif = kept_ldif(component.metadata)
-        if ldif is None:
+        entries = kept_entries(component.metadata)
+        if entries is None:
             note = component.metadata.get("ldif_note", "the backup kept no LDIF export")
             raise UsageError(f"{dn}: an authoritative restore needs the backup's LDIF export ({note})")
-        below = {ldap_dn.normalize(e.dn): e for e in parse_entries(ldif)}
+        below = {_backup_dn(e.dn, component.metadata): e for e in entries}
         found = {n: e for n, e in below.items() if ldap_dn.within(n, base)}
         if base not in found:
             raise UsageError(f"{dn} is not in the backup (of {component.metadata['suffix']})")
         chosen.update(found)
     return dict(sorted(chosen.items(), key=lambda item: len(ldap_dn.rdns(item[0]))))
+
+
+def _backup_dn(dn: str, meta: dict[str, Any]) -> str:
+    """The normal form of a DN read from the backup: one that is not a DN means the export is damaged."""
+    try:
+        return ldap_dn.normalize(dn)
+    except ldap_dn.BadDn as err:
+        raise LdifError(f"{_damaged(meta)}: an entry's {err}") from None
 
 
 def _action(entry: Entry, live: Entry | None) -> EntryAction:
