@@ -15,6 +15,7 @@ from tests.archive.helpers import FAST_KDF, PASSWORD
 from tests.fixtures import open_repositories
 from tests.fixtures.loopfs import LoopFs, loop_filesystem, unmount_tree
 from tests.fixtures.unprivileged import nobody_pythonpath  # noqa: F401 - a shared fixture
+from tests.inprocess_cli import Shadowvault
 
 # A Python process the tests start that dies of a fatal signal prints its threads' stacks to its
 # stderr, which the failing test shows: a rare crash in CI is then a report, not a bare -11.
@@ -56,6 +57,12 @@ def env(tmp_path: Path) -> dict[str, str]:
         "SHADOWVAULT_PASSWORD": PASSWORD,
         "SHADOWVAULT_NO_DAEMON": "1",
     }
+
+
+@pytest.fixture
+def sv(env: dict[str, str]) -> Shadowvault:
+    """The `shadowvault` command, in process, on the `env` fixture's repository."""
+    return Shadowvault(env)
 
 
 @pytest.fixture

@@ -24,6 +24,12 @@ class Shadowvault:
     def __call__(self, *args: object, input: str | None = None) -> Result:
         return run(self.env, *args, input=input)
 
+    def ok(self, *args: object) -> str:
+        """The stdout of a call that must succeed."""
+        done = self(*args)
+        assert done.exit_code == 0, (args, done.stderr)
+        return done.stdout
+
 
 def json_out(result: Result) -> object:
     """The one JSON document a --json command printed (after checking that it succeeded), past the

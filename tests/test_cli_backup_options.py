@@ -17,11 +17,6 @@ from tests.inprocess_cli import Shadowvault
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 
-@pytest.fixture
-def sv(env: dict[str, str]) -> Shadowvault:
-    return Shadowvault(env)
-
-
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 

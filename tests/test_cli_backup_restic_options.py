@@ -19,11 +19,6 @@ from tests.inprocess_cli import Shadowvault
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 
-@pytest.fixture
-def sv(env: dict[str, str]) -> Shadowvault:
-    return Shadowvault(env)
-
-
 def json_lines(text: str) -> list[dict]:
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert all("message_type" in line for line in lines)

@@ -7,30 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.inprocess_cli import Shadowvault, one_error_line
 
 
-@pytest.fixture
-def sv(env: dict[str, str]) -> Shadowvault:
-    return Shadowvault(env)
-
-
-def ok(sv: Shadowvault, *args: object) -> str:
-    done = sv(*args)
-    assert done.exit_code == 0, (args, done.stderr)
-    return done.stdout
-
-
 def matches(sv: Shadowvault, *args: object) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in ok(sv, "find", "--json", *args).splitlines()]
+    lines = [json.loads(line) for line in sv.ok("find", "--json", *args).splitlines()]
     assert lines[-1]["message_type"] == "summary"
     return [line for line in lines if line["message_type"] == "match"]
 
 
 def nodes(sv: Shadowvault, tree: str) -> dict[str, dict[str, Any]]:
-    return {node["name"]: node for node in json.loads(ok(sv, "cat", "tree", tree))["nodes"]}
+    return {node["name"]: node for node in json.loads(sv.ok("cat", "tree", tree))["nodes"]}
 
 
 def test_find_by_blob_tree_and_pack_id(sv: Shadowvault, tmp_path: Path) -> None:
@@ -41,8 +28,8 @@ def test_find_by_blob_tree_and_pack_id(sv: Shadowvault, tmp_path: Path) -> None:
     (src / "d" / "same").write_bytes(b"alpha")  # the same blob as a
     for n in range(20):  # enough blobs that some share a first hex digit
         (src / f"n{n}").write_text(f"file {n}")
-    ok(sv, "backup", "--provider", "none", "-q", src)
-    (snapshot,) = json.loads(ok(sv, "snapshots", "--json"))
+    sv.ok("backup", "--provider", "none", "-q", src)
+    (snapshot,) = json.loads(sv.ok("snapshots", "--json"))
     tree = snapshot["tree"]
     for part in src.parts[1:]:  # down to src, as `cat tree` shows a user
         tree = nodes(sv, tree)[part]["subtree"]
@@ -59,9 +46,9 @@ def test_find_by_blob_tree_and_pack_id(sv: Shadowvault, tmp_path: Path) -> None:
 
     (with_pack, _) = matches(sv, "--blob", alpha, "--show-pack-id")
     pack = with_pack["pack_id"]
-    blobs = json.loads(ok(sv, "cat", "pack", pack))["blobs"]
+    blobs = json.loads(sv.ok("cat", "pack", pack))["blobs"]
     assert {alpha, beta} <= {b["id"] for b in blobs}
-    human = ok(sv, "find", "--blob", beta[:8], "--show-pack-id")
+    human = sv.ok("find", "--blob", beta[:8], "--show-pack-id")
     assert human.splitlines() == [human.splitlines()[0]]
     assert f"{src}/d/b  blob {beta[:8]}  pack {pack[:8]}" in human
 

@@ -48,11 +48,6 @@ def utc() -> Iterator[None]:
 
 
 @pytest.fixture
-def sv(env: dict[str, str]) -> Shadowvault:
-    return Shadowvault(env)
-
-
-@pytest.fixture
 def made(sv: Shadowvault, utc: None, tmp_path) -> dict[str, str]:
     """The snapshots of PLAN (copies of one real backup with other times, hosts, paths and tags):
     name -> snapshot id."""

@@ -13,29 +13,18 @@ import pytest
 from tests.inprocess_cli import Shadowvault, one_error_line
 
 
-@pytest.fixture
-def sv(env: dict[str, str]) -> Shadowvault:
-    return Shadowvault(env)
-
-
-def ok(sv: Shadowvault, *args: object) -> str:
-    done = sv(*args)
-    assert done.exit_code == 0, (args, done.stderr)
-    return done.stdout
-
-
 def listed(sv: Shadowvault, *args: object) -> list[tuple[str, list[str]]]:
     """(host, tags) of each snapshot `snapshots --json ARGS` lists, oldest first."""
-    return [(s["host"], s["tags"]) for s in json.loads(ok(sv, "snapshots", "--json", *args))]
+    return [(s["host"], s["tags"]) for s in json.loads(sv.ok("snapshots", "--json", *args))]
 
 
 def test_tag_lists_are_restics_comma_separated_lists(sv: Shadowvault, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_text("x")
-    ok(sv, "backup", "--provider", "none", "-q", "--tag", "a", src)
-    ok(sv, "backup", "--provider", "none", "-q", "--tag", "a,b", src)  # restic: the tags a and b
-    ok(sv, "backup", "--provider", "none", "-q", "--tag", "b", "--host", "other", src)
+    sv.ok("backup", "--provider", "none", "-q", "--tag", "a", src)
+    sv.ok("backup", "--provider", "none", "-q", "--tag", "a,b", src)  # restic: the tags a and b
+    sv.ok("backup", "--provider", "none", "-q", "--tag", "b", "--host", "other", src)
     assert [tags for _, tags in listed(sv)] == [["a"], ["a", "b"], ["b"]]
 
     assert [tags for _, tags in listed(sv, "--tag", "a,b")] == [["a", "b"]]  # both; repeated: either
@@ -44,13 +33,13 @@ def test_tag_lists_are_restics_comma_separated_lists(sv: Shadowvault, tmp_path: 
     assert len(listed(sv, *[arg for host in hosts for arg in ("--host", host)])) == 3  # any of the hosts
     assert [tags for _, tags in listed(sv, "--host", "other")] == [["b"]]
 
-    ok(sv, "tag", "--tag", "b", "--add", "x, y")
+    sv.ok("tag", "--tag", "b", "--add", "x, y")
     assert [tags for _, tags in listed(sv, "--tag", "x,y")] == [["a", "b", "x", "y"], ["b", "x", "y"]]
-    ok(sv, "tag", "--tag", "x", "--remove", "x,y")
+    sv.ok("tag", "--tag", "x", "--remove", "x,y")
     assert [tags for _, tags in listed(sv)] == [["a"], ["a", "b"], ["b"]]
 
     # --keep-tag a,b keeps what carries both; repeated, what carries either list
-    forget = json.loads(ok(sv, "forget", "--dry-run", "--json", "--group-by", "", "--keep-tag", "a,b"))
+    forget = json.loads(sv.ok("forget", "--dry-run", "--json", "--group-by", "", "--keep-tag", "a,b"))
     assert [[s["tags"] for s in g["keep"]] for g in forget["groups"]] == [[["a", "b"]]]
 
 
@@ -62,8 +51,8 @@ def test_exclude_file_expands_variables_as_restic(env: dict[str, str], tmp_path:
     rules = tmp_path / "excludes"
     rules.write_text("# a comment\n\n  $SRC/cache  \n${SRC}/$UNSET_VARIABLE_HERE/logs\n")
     sv = Shadowvault({**env, "SRC": str(src)})
-    ok(sv, "backup", "--provider", "none", "-q", "--exclude-file", rules, src)
-    paths = [json.loads(line).get("path") for line in ok(sv, "ls", "--json", "latest").splitlines()]
+    sv.ok("backup", "--provider", "none", "-q", "--exclude-file", rules, src)
+    paths = [json.loads(line).get("path") for line in sv.ok("ls", "--json", "latest").splitlines()]
     assert sorted(p for p in paths if p and p.startswith(f"{src}/")) == [f"{src}/keep", f"{src}/keep/f"]
 
 
@@ -72,8 +61,8 @@ def test_files_from_expands_globs_as_restic(sv: Shadowvault, tmp_path: Path) -> 
         (tmp_path / "home" / name).mkdir(parents=True)
     listing = tmp_path / "list"
     listing.write_text(f"# the users' documents\n{tmp_path}/home/*/docs\n")
-    ok(sv, "backup", "--provider", "none", "-q", "--files-from", listing)
-    snapshot = json.loads(ok(sv, "snapshots", "--json"))[-1]
+    sv.ok("backup", "--provider", "none", "-q", "--files-from", listing)
+    snapshot = json.loads(sv.ok("snapshots", "--json"))[-1]
     assert snapshot["paths"] == [f"{tmp_path}/home/{name}/docs" for name in (".hidden", "ann", "bob")]
 
     listing.write_text(f"{tmp_path}/home/*/nothing\n")  # matches nothing: named, not silently skipped
@@ -87,15 +76,15 @@ def test_json_lines_carry_restics_field_names(sv: Shadowvault, tmp_path: Path) -
     src = tmp_path / "src"
     src.mkdir()
     (src / "old").write_text("1")
-    ok(sv, "backup", "--provider", "none", "-q", src)
+    sv.ok("backup", "--provider", "none", "-q", src)
     (src / "old").unlink()
     (src / "new").write_text("2")
-    ok(sv, "backup", "--provider", "none", "-q", src)
-    first, second = json.loads(ok(sv, "snapshots", "--json"))
+    sv.ok("backup", "--provider", "none", "-q", src)
+    first, second = json.loads(sv.ok("snapshots", "--json"))
     assert first["hostname"] == first["host"]
-    kinds = {json.loads(line)["struct_type"] for line in ok(sv, "ls", "--json", "latest").splitlines()}
+    kinds = {json.loads(line)["struct_type"] for line in sv.ok("ls", "--json", "latest").splitlines()}
     assert kinds == {"snapshot", "node"}
-    lines = [json.loads(line) for line in ok(sv, "diff", "--json", first["id"], second["id"]).splitlines()]
+    lines = [json.loads(line) for line in sv.ok("diff", "--json", first["id"], second["id"]).splitlines()]
     modifiers = {line["path"]: line["modifier"] for line in lines if line["message_type"] == "change"}
     assert modifiers[f"{src}/old"] == "-" and modifiers[f"{src}/new"] == "+"
     assert (lines[-1]["source_snapshot"], lines[-1]["target_snapshot"]) == (first["id"], second["id"])
@@ -107,11 +96,11 @@ def test_snapshots_and_forget_take_path_as_every_other_command_does(
     """`ls --path DIR/` and `--path .` find the snapshots of DIR: so do `snapshots` and `forget`."""
     src = tmp_path / "src"
     src.mkdir()
-    ok(sv, "backup", "--provider", "none", "-q", src)
+    sv.ok("backup", "--provider", "none", "-q", src)
     monkeypatch.chdir(src)
     for given in (f"{src}/", "."):
-        assert len(json.loads(ok(sv, "snapshots", "--json", "--path", given))) == 1
-        forget = json.loads(ok(sv, "forget", "--json", "--dry-run", "--keep-last", "1", "--path", given))
+        assert len(json.loads(sv.ok("snapshots", "--json", "--path", given))) == 1
+        forget = json.loads(sv.ok("forget", "--json", "--dry-run", "--keep-last", "1", "--path", given))
         assert [len(group["keep"]) for group in forget["groups"]] == [1]
 
 
@@ -120,10 +109,10 @@ def test_check_read_data_subset_takes_restics_size_form(sv: Shadowvault, tmp_pat
     src.mkdir()
     for n in range(3):  # a pack per backup
         (src / f"f{n}").write_bytes(bytes([n]) * 5000)
-        ok(sv, "backup", "--provider", "none", "-q", src)
-    some = json.loads(ok(sv, "check", "--json", "--read-data-subset", "1K"))
+        sv.ok("backup", "--provider", "none", "-q", src)
+    some = json.loads(sv.ok("check", "--json", "--read-data-subset", "1K"))
     assert some["packs"] >= 3 and some["packs_read"] == 1  # a share of the size, at least one pack
-    every = json.loads(ok(sv, "check", "--json", "--read-data-subset", "2G"))
+    every = json.loads(sv.ok("check", "--json", "--read-data-subset", "2G"))
     assert every["packs_read"] == every["packs"]
     for wrong in ("0", "12Q", "0/3", "0%"):
         done = sv("check", "--read-data-subset", wrong)
@@ -134,11 +123,11 @@ def test_diff_takes_restics_metadata_flag(sv: Shadowvault, tmp_path: Path) -> No
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_text("1")
-    ok(sv, "backup", "--provider", "none", "-q", src)
+    sv.ok("backup", "--provider", "none", "-q", src)
     (src / "f").chmod(0o600)
-    ok(sv, "backup", "--provider", "none", "-q", src)
-    first, second = (s["id"] for s in json.loads(ok(sv, "snapshots", "--json")))
-    assert f"U    {src}/f" in ok(sv, "diff", "--metadata", first, second).splitlines()
+    sv.ok("backup", "--provider", "none", "-q", src)
+    first, second = (s["id"] for s in json.loads(sv.ok("snapshots", "--json")))
+    assert f"U    {src}/f" in sv.ok("diff", "--metadata", first, second).splitlines()
 
 
 def test_repository_and_password_options_go_before_the_command(env: dict[str, str], tmp_path: Path) -> None:
@@ -149,8 +138,8 @@ def test_repository_and_password_options_go_before_the_command(env: dict[str, st
     elsewhere = {**env, "SHADOWVAULT_REPOSITORY": str(tmp_path / "none"), "SHADOWVAULT_PASSWORD": "wrong"}
     sv = Shadowvault(elsewhere)
     repo = env["SHADOWVAULT_REPOSITORY"]
-    assert json.loads(ok(sv, "-r", repo, "--password-file", password, "snapshots", "--json")) == []
-    assert json.loads(ok(sv, "--repo", str(tmp_path / "none"), "snapshots", "-r", repo, "--json",
+    assert json.loads(sv.ok("-r", repo, "--password-file", password, "snapshots", "--json")) == []
+    assert json.loads(sv.ok("--repo", str(tmp_path / "none"), "snapshots", "-r", repo, "--json",
                          "--password-file", password)) == []  # fmt: skip
     done = sv("-r", str(tmp_path / "none"), "--password-file", password, "snapshots")
     assert done.exit_code == 1 and "none does not exist" in done.stderr
@@ -164,7 +153,7 @@ def test_backup_says_which_parent_snapshot_it_used(sv: Shadowvault, tmp_path: Pa
     (src / "f").write_text("x")
     first = sv("backup", "--provider", "none", src)
     assert "no parent snapshot of these paths on this host: every file was read" in first.stderr
-    parent = json.loads(ok(sv, "snapshots", "--json"))[0]["id"]
+    parent = json.loads(sv.ok("snapshots", "--json"))[0]["id"]
     second = sv("backup", "--provider", "none", src)
     assert f"using parent snapshot {parent[:8]}" in second.stderr
     forced = sv("backup", "--provider", "none", "--force", src)
@@ -180,10 +169,10 @@ def test_find_oldest_and_newest_bound_the_modification_time(sv: Shadowvault, tmp
         (src / name).write_text(name)
         stamp = datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp()
         os.utime(src / name, (stamp, stamp))
-    ok(sv, "backup", "--provider", "none", "-q", src)
+    sv.ok("backup", "--provider", "none", "-q", src)
 
     def found(*bounds: str) -> list[str]:
-        lines = map(json.loads, ok(sv, "find", "--json", "old", "new", *bounds).splitlines())
+        lines = map(json.loads, sv.ok("find", "--json", "old", "new", *bounds).splitlines())
         return sorted(m["path"].rsplit("/", 1)[1] for m in lines if m["message_type"] == "match")
 
     assert found() == ["new", "old"]
@@ -209,14 +198,14 @@ def test_a_path_given_that_an_exclude_pattern_matches_is_left_out_and_said(
     (keep / "f").write_text("x")
 
     def stored() -> list[str]:
-        lines = map(json.loads, ok(sv, "ls", "--json", "latest").splitlines())
+        lines = map(json.loads, sv.ok("ls", "--json", "latest").splitlines())
         return sorted(line["path"] for line in lines if line.get("path", "").startswith(str(tmp_path) + "/"))
 
     done = sv("backup", "--provider", "none", keep, logs, "--exclude", str(logs))
     assert done.exit_code == 0, done.stderr
     assert f"{logs}: given to back up, but an exclude pattern matches it" in done.stderr
     assert stored() == [str(keep), f"{keep}/f", f"{keep}/f.log"]
-    assert json.loads(ok(sv, "snapshots", "--json"))[-1]["paths"] == [str(keep)]
+    assert json.loads(sv.ok("snapshots", "--json"))[-1]["paths"] == [str(keep)]
 
     done = sv("backup", "--provider", "none", "--json", f"{keep}/f", f"{keep}/f.log", "--exclude", "*.log")
     assert done.exit_code == 0, done.stderr
@@ -226,7 +215,7 @@ def test_a_path_given_that_an_exclude_pattern_matches_is_left_out_and_said(
 
     done = sv("backup", "--provider", "none", logs, "--iexclude", "LOGS")
     assert done.exit_code == 2 and "an exclude pattern matches every path given" in one_error_line(done)
-    assert len(json.loads(ok(sv, "snapshots", "--json"))) == 2
+    assert len(json.loads(sv.ok("snapshots", "--json"))) == 2
 
 
 def test_backup_vv_lists_each_file_and_directory_as_restic(sv: Shadowvault, tmp_path: Path) -> None:
@@ -236,7 +225,7 @@ def test_backup_vv_lists_each_file_and_directory_as_restic(sv: Shadowvault, tmp_
     (src / "sub").mkdir(parents=True)
     (src / "f").write_text("1")
     (src / "sub" / "g").write_text("22")
-    first = ok(sv, "backup", "--provider", "none", "-vv", src).splitlines()
+    first = sv.ok("backup", "--provider", "none", "-vv", src).splitlines()
     assert {f"new       {src}/f, 1 B", f"new       {src}/sub/g, 2 B", f"new       {src}/sub/"} <= set(first)
     assert (
         first.index(f"new       {src}/sub/g, 2 B")
@@ -246,7 +235,7 @@ def test_backup_vv_lists_each_file_and_directory_as_restic(sv: Shadowvault, tmp_
 
     (src / "f").write_text("333")
     (src / "h").write_text("4")
-    second = set(ok(sv, "backup", "--provider", "none", "-vv", src).splitlines())
+    second = set(sv.ok("backup", "--provider", "none", "-vv", src).splitlines())
     assert {
         f"modified  {src}/f, 3 B",
         f"unchanged {src}/sub/g, 2 B",
@@ -256,7 +245,7 @@ def test_backup_vv_lists_each_file_and_directory_as_restic(sv: Shadowvault, tmp_
     } <= second
 
     lines = [
-        json.loads(line) for line in ok(sv, "backup", "--provider", "none", "-vv", "--json", src).splitlines()
+        json.loads(line) for line in sv.ok("backup", "--provider", "none", "-vv", "--json", src).splitlines()
     ]
     verbose = {line["item"]: line for line in lines if line["message_type"] == "verbose_status"}
     assert verbose[f"{src}/f"] == {
@@ -267,5 +256,5 @@ def test_backup_vv_lists_each_file_and_directory_as_restic(sv: Shadowvault, tmp_
     }
     assert verbose[f"{src}/sub/"]["action"] == "unchanged" and "size" not in verbose[f"{src}/sub/"]
     assert not [
-        line for line in ok(sv, "backup", "--provider", "none", "-v", src).splitlines() if str(src) in line
+        line for line in sv.ok("backup", "--provider", "none", "-v", src).splitlines() if str(src) in line
     ]

@@ -105,6 +105,23 @@ def _refused_untouched(
     assert "shadowvault-recover-" not in Path("/proc/self/mountinfo").read_text()  # nothing mounted
 
 
+def _snapshot_recording(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: dict[str, Any]
+) -> Path:
+    """Back up a system state whose recorded disk layout is `layout`; an empty 256 MiB target disk."""
+    document = {"disk-layout.json": json.dumps(layout).encode()}
+    monkeypatch.setattr(system_state, "layout_documents", lambda _root: document)
+    root = make_root(tmp_path / "root")
+    done = run(
+        env, "backup", "--component", "system-state", "--component", "files", "--source-root", root, "/"
+    )
+    assert done.exit_code == 0, done.stderr
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(256 * MIB)
+    return disk
+
+
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_a_hostile_layout_file_is_refused_before_anything_is_written(
     env: dict[str, str], tmp_path: Path, small_snapshot: str, case: str
@@ -118,16 +135,7 @@ def test_a_hostile_layout_recorded_in_the_snapshot_is_refused(
 ) -> None:
     """The same checks for the layout the snapshot carries (a repository is as hostile as a file)."""
     layout = _edit(_fs(1, mount_point="/../../../etc"))
-    document = {"disk-layout.json": json.dumps(layout).encode()}
-    monkeypatch.setattr(system_state, "layout_documents", lambda _root: document)
-    root = make_root(tmp_path / "root")
-    done = run(
-        env, "backup", "--component", "system-state", "--component", "files", "--source-root", root, "/"
-    )
-    assert done.exit_code == 0, done.stderr
-    disk = tmp_path / "disk.img"
-    with open(disk, "wb") as f:
-        f.truncate(256 * MIB)
+    disk = _snapshot_recording(env, tmp_path, monkeypatch, layout)
     for dry in ((), ("--dry-run",)):
         line = one_error_line(run(env, "recover", "--disk", disk, "latest", *dry))
         assert "mount point '/../../../etc' is not a plain absolute path" in line
@@ -187,16 +195,7 @@ def test_a_hostile_uuid_in_the_recorded_layout_neither_forges_a_plan_line_nor_ed
     forged = "create   fs       /etc  (forged)"
     recorded = _edit(_fs(0, uuid=f"x\n{forged}"))
     recorded["bootloader"] = {"kind": "extlinux", "config": "/boot/extlinux/extlinux.conf"}
-    document = {"disk-layout.json": json.dumps(recorded).encode()}
-    monkeypatch.setattr(system_state, "layout_documents", lambda _root: document)
-    root = make_root(tmp_path / "root")
-    done = run(
-        env, "backup", "--component", "system-state", "--component", "files", "--source-root", root, "/"
-    )
-    assert done.exit_code == 0, done.stderr
-    disk = tmp_path / "disk.img"
-    with open(disk, "wb") as f:
-        f.truncate(256 * MIB)
+    disk = _snapshot_recording(env, tmp_path, monkeypatch, recorded)
     layout_file = tmp_path / "layout.json"
     layout_file.write_text(json.dumps({**GOOD, "bootloader": recorded["bootloader"]}))
     done = run(env, "recover", "--disk", disk, "latest", "--layout", layout_file, "--dry-run")

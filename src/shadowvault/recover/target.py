@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,18 +25,20 @@ class TargetDisk:
     is_device: bool
 
 
-def _loop_users(image: str) -> list[str]:
-    """Loop devices whose backing file is `image`."""
-    real = os.path.realpath(image)
-    users = []
+def _loop_backings() -> Iterator[tuple[str, str]]:
+    """(loop device, the file or device behind it) for every loop device set up on this machine."""
     for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
         try:
             name = backing.read_text().strip()
         except OSError:
             continue
-        if name.removesuffix(" (deleted)") == real:
-            users.append("/dev/" + backing.parent.parent.name)
-    return users
+        yield "/dev/" + backing.parent.parent.name, name
+
+
+def _loop_users(image: str) -> list[str]:
+    """Loop devices whose backing file is `image`."""
+    real = os.path.realpath(image)
+    return [loop for loop, name in _loop_backings() if name.removesuffix(" (deleted)") == real]
 
 
 def _device_number(path: str) -> str | None:
@@ -51,15 +54,7 @@ def _device_users(numbers: set[str]) -> list[str]:
     """Loop devices over the disk or one of its partitions: a loop device neither claims its backing
     device (the exclusive open succeeds) nor shows among its holders, and this project reaches
     partitions through loops at an offset, so a filesystem mounted that way is found only here."""
-    users = []
-    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
-        try:
-            name = backing.read_text().strip()
-        except OSError:
-            continue
-        if _device_number(name) in numbers:
-            users.append("/dev/" + backing.parent.parent.name)
-    return users
+    return [loop for loop, name in _loop_backings() if _device_number(name) in numbers]
 
 
 def _mounted_devices() -> set[str]:
