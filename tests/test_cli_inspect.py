@@ -180,6 +180,12 @@ def test_find_names_a_file_in_every_snapshot_that_holds_it(world: World) -> None
     human = world.ok("find", f"{world.a}/*.txt", "--snapshot", world.first[:8]).stdout
     assert f"{world.a}/hello.txt" in human
     assert "\x1b" not in human and "odd\\nname \\x1b[31m.txt" in human
+    # -l: ls -l's line, the snapshot before it
+    long = world.ok("find", "-l", "run.sh", "--snapshot", world.first[:8]).stdout.splitlines()
+    assert len(long) == 1 and long[0].startswith(world.first[:8]), long
+    assert "-rwxr-x--- " in long[0] and long[0].endswith(f"{world.a}/run.sh"), long
+    refused = world.run("find", "-l", "--blob", "abcd")
+    assert refused.exit_code == 2 and "--long applies to patterns" in refused.stderr
 
 
 # ------------------------------------------------------------------ cat

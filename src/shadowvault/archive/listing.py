@@ -8,11 +8,12 @@ as a path elsewhere, and nothing below it is walked (a restore skips it whole).
 from __future__ import annotations
 
 import stat
+import time
 from collections.abc import Iterator
 
 from shadowvault.archive.metadata import type_bits
 from shadowvault.archive.tree_paths import TreeReader, find_node, join
-from shadowvault.display import display_name, exact_fields, one_component
+from shadowvault.display import display_name, escape_text, exact_fields, one_component
 from shadowvault.repo.tree import Node, invalid_name, names_are_safe
 
 JsonValue = str | int | list[str] | None  # what `describe` puts in a node's JSON line
@@ -92,6 +93,15 @@ def mode_string(node: Node) -> str:
     except KeyError:
         bits = 0
     return stat.filemode(bits | node.mode)
+
+
+def long_line(path: bytes, node: Node) -> str:
+    """`ls -l`'s line for an entry (`ls -l`, `find -l`): mode, owner/group, size, time, path and where
+    a link points; owner names come from the repository, so they are escaped like paths."""
+    owner = escape_text(f"{node.user or node.uid}/{node.group or node.gid}")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.mtime_ns / 1e9))
+    target = f" -> {display(node.link_target)}" if node.link_target is not None else ""
+    return f"{mode_string(node)} {owner:>17} {node.size:>12} {when} {display(path)}{target}"
 
 
 def describe(path: bytes, node: Node) -> dict[str, JsonValue]:

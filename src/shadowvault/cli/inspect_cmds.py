@@ -18,7 +18,7 @@ import click
 
 from shadowvault.archive.dump import ARCHIVE_FORMATS, WRITERS, find_entry, write_file
 from shadowvault.archive.find import Patterns, find_entries
-from shadowvault.archive.listing import describe, display
+from shadowvault.archive.listing import describe, display, long_line
 from shadowvault.archive.stats import MODES, snapshot_stats
 from shadowvault.archive.time_option import parse_find_time
 from shadowvault.cli.find_objects import check_ids, find_objects, id_mode
@@ -61,6 +61,7 @@ def _binary_stdout() -> BinaryIO:
     help="Search only this snapshot (repeatable; default: every snapshot the filters pass).",
 )
 @click.option("-i", "--ignore-case", is_flag=True, help="Match names without regard to case.")
+@click.option("-l", "--long", "long_format", is_flag=True, help="Show mode, owner, size and time, as ls -l.")
 @click.option("-O", "--oldest", metavar="TIME", help="Only entries modified at or after TIME (local).")
 @click.option("-N", "--newest", metavar="TIME", help="Only entries modified at or before TIME (local).")
 @click.option(
@@ -79,6 +80,7 @@ def find_cmd(
     patterns: tuple[str, ...],
     refs: tuple[str, ...],
     ignore_case: bool,
+    long_format: bool,
     oldest: str | None,
     newest: str | None,
     by_blob: bool,
@@ -95,7 +97,12 @@ def find_cmd(
     time, size and path; --json prints one `match` line per entry and a `summary` line. With --blob,
     --tree or --pack the arguments are object ids (hex, or a unique prefix) instead of patterns.
     """
-    options = {"--ignore-case": ignore_case, "--oldest": bool(oldest), "--newest": bool(newest)}
+    options = {
+        "--ignore-case": ignore_case,
+        "--long": long_format,
+        "--oldest": bool(oldest),
+        "--newest": bool(newest),
+    }
     mode = id_mode(by_blob, by_tree, by_pack, show_pack_id, options)
     if mode is not None:
         check_ids(mode, patterns)
@@ -117,6 +124,8 @@ def find_cmd(
                 print_json(
                     {"message_type": "match", "snapshot_id": found.snapshot_id, **describe(found.path, node)}
                 )
+            elif long_format:
+                _line(f"{found.snapshot_id[:8]}  {long_line(found.path, node)}")
             else:
                 size = node.size if node.type == "file" else "-"
                 when = _when(node.mtime_ns / 1e9)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 
 from shadowvault.archive.diff import SYMBOLS, Change, diff_trees, directories_above
 from shadowvault.archive.diff_stats import DiffStats
-from shadowvault.archive.listing import describe, display, list_snapshot, mode_string, path_fields
+from shadowvault.archive.listing import describe, display, list_snapshot, long_line, path_fields
 from shadowvault.cli.output import info, json_option, print_json, warn
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.snapshot_choice import SnapshotFilter, choose, snapshot_filter_options
@@ -68,16 +67,12 @@ def ls_cmd(
             if as_json:
                 print_json({"message_type": "node", "struct_type": "node", **describe(entry_path, node)})
             elif long_format:
-                owner = escape_text(
-                    f"{node.user or node.uid}/{node.group or node.gid}"
-                )  # from the repository
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.mtime_ns / 1e9))
-                suffix = f" -> {display(node.link_target)}" if node.link_target is not None else ""
+                suffix = ""
                 if node.error is not None:
                     suffix += f"  ({_not_read(node.error)})"
                 if (why := invalid_name(node.name)) is not None:
                     suffix += f"  ({_unsafe(why)})"
-                _line(f"{mode_string(node)} {owner:>17} {node.size:>12} {when} {display(entry_path)}{suffix}")
+                _line(long_line(entry_path, node) + suffix)
             else:
                 _line(display(entry_path))
                 if node.error is not None:  # names alone on stdout (scripts read them); the mark beside
