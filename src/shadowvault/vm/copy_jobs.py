@@ -163,15 +163,16 @@ def wait_copies(qmp: QmpClient, copies: list[DiskCopy], timeout: float) -> None:
 
 def cancel(qmp: QmpClient, copy: DiskCopy) -> None:
     """Undo a copy of an abandoned backup, as far as QEMU lets: its job cancelled (if it had not
-    ended), its target detached, its new bitmap dropped. Never raises for a QMP error of its own."""
-    with contextlib.suppress(QmpError):
-        if copy.completed is None:
-            qmp.execute("block-job-cancel", {"device": copy.job, "force": True})
-            with contextlib.suppress(QmpError):
-                qmp.wait_event(["BLOCK_JOB_CANCELLED", "BLOCK_JOB_COMPLETED"], 30, about(copy.job))
+    ended), its target detached, its new bitmap dropped. Never raises for a QMP error of its own.
+    Each step is tried on its own: a job that never started (the transaction failed, or never
+    reached QEMU) must not keep the target attached."""
+    if copy.completed is None:
         with contextlib.suppress(QmpError):
-            detach(qmp, copy)
-        remove_bitmap(qmp, copy.disk.node, copy.new_bitmap)
+            qmp.execute("block-job-cancel", {"device": copy.job, "force": True})
+            qmp.wait_event(["BLOCK_JOB_CANCELLED", "BLOCK_JOB_COMPLETED"], 30, about(copy.job))
+    with contextlib.suppress(QmpError):
+        detach(qmp, copy)
+    remove_bitmap(qmp, copy.disk.node, copy.new_bitmap)
 
 
 def detach(qmp: QmpClient, copy: DiskCopy) -> None:
