@@ -9,6 +9,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from shadowvault.vm import known_images
 from tests.fixtures.loopfs import LoopFs
 from tests.vm.helpers import cli, new_repository
@@ -58,6 +60,32 @@ def test_in_place_counts_the_image_it_sets_aside(tmp_path: Path, ext4: LoopFs, p
     one_line_error(done, 1, "not enough space to restore VM web")
     assert sorted(p.name for p in ext4.mount.iterdir() if p.name != "lost+found") == ["vda.raw"]
     assert image.read_bytes() == b"\x11" * 30 * MIB
+
+
+def test_a_file_out_of_a_disk_too_big_for_the_scratch_directory_is_refused_before_writing(
+    tmp_path: Path, ext4: LoopFs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--disk D --path P` lays the whole disk down in TMPDIR first: 96 MiB do not fit in 64 MiB."""
+    repo = _vm_of(tmp_path, 96)
+    monkeypatch.setenv("TMPDIR", str(ext4.mount))
+    target = tmp_path / "files"
+    done = cli(
+        "vm",
+        "restore",
+        "latest",
+        "web",
+        "--disk",
+        "vda",
+        "--path",
+        "/etc/hosts",
+        "--target",
+        str(target),
+        repo=repo,
+    )
+    one_line_error(done, 1, "not enough space to copy /etc/hosts out of disk vda of VM web", str(ext4.mount))
+    assert "nothing was written" in done.stderr
+    assert [p.name for p in ext4.mount.iterdir() if p.name != "lost+found"] == []
+    assert not target.exists()
 
 
 def test_a_target_that_cannot_be_written_is_one_line(tmp_path: Path, ext4: LoopFs) -> None:

@@ -1,8 +1,9 @@
 """Files from inside a VM's disk without restoring the VM: a read-only loop mount of the restored image.
 
-The image is laid down sparse in a scratch directory, attached with `losetup --find --show
---read-only` (at the first partition's offset when the disk has an MBR: this kernel may have no
-partition support on loops), mounted read-only without journal replay, and the wanted path is copied
+The image is laid down sparse in a scratch directory (refused first if it does not fit there:
+jobs/vm_restore_space.py), attached with `losetup --find --show --read-only` (at the first
+partition's offset when the disk has an MBR: this kernel may have no partition support on loops),
+mounted read-only without journal replay, and the wanted path is copied
 out with its metadata. The loop device we got, and only that one, is detached in every case. A
 disk the snapshot's backup left out (`--vm-disk`) comes from the newest earlier snapshot holding
 it, as a whole-VM restore takes it (jobs/vm_sources.py).
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from shadowvault import proc
 from shadowvault.errors import NotFoundError, UsageError
 from shadowvault.jobs.restore_vm import write_raw
+from shadowvault.jobs.vm_restore_space import check_scratch_fits
 from shadowvault.jobs.vm_sources import DiskSource, disk_sources
 from shadowvault.repo.repository import Repository
 
@@ -90,6 +92,7 @@ def restore_disk_path(
 def _copy_out(repo: Repository, source: DiskSource, vm: str, path: str, target: str) -> str:
     """Lay the disk down in a scratch directory, mount it read-only, copy `path` out; what was written."""
     stored, disk = source.disk, source.disk.disk
+    check_scratch_fits(repo, vm, stored, source.content, tempfile.gettempdir(), path)
     scratch = tempfile.mkdtemp(prefix="sv-vm-image-")
     try:
         image = os.path.join(scratch, f"{disk}.raw")

@@ -4,7 +4,9 @@ A disk bigger than the free space used to fail part way through with "internal e
 [Errno 28]" after writing gigabytes. What each disk needs is known from its chunks (all-zero chunks
 stay holes), so the restore is refused first, in one line. A qcow2 is made from a raw copy written
 beside it (`qemu-img convert`), so while a disk is converted both are on disk at once; an in-place
-restore keeps the images it replaces (set aside, not freed), so they do not count as free.
+restore keeps the images it replaces (set aside, not freed), so they do not count as free. A file
+copied out of a disk (`--disk D --path P`) needs that disk laid down whole in a scratch directory
+first (TMPDIR), which is checked the same way.
 """
 
 from __future__ import annotations
@@ -61,3 +63,19 @@ def check_vm_fits(
                 f"not enough space to restore VM {vm}: its disks need {human_size(needed)} on the "
                 f"filesystem of {where[dev]}{why}, which has {human_size(free)} free; nothing was written"
             )
+
+
+def check_scratch_fits(
+    repo: Repository, vm: str, disk: StoredDisk, content: list[bytes], scratch: str, path: str
+) -> None:
+    """NoSpaceError when disk `disk` (its chunks `content`), laid down raw in a scratch directory
+    under `scratch` to copy `path` out of it, needs more than that filesystem has free."""
+    needed = data_bytes(repo, disk, content)
+    st = os.statvfs(_existing(scratch))
+    free = st.f_bavail * st.f_frsize
+    if needed > free:
+        raise NoSpaceError(
+            f"not enough space to copy {path} out of disk {disk.disk} of VM {vm}: the disk is laid "
+            f"down first in a scratch directory under {scratch} (TMPDIR chooses it), which needs "
+            f"{human_size(needed)} and has {human_size(free)} free; nothing was written"
+        )

@@ -22,7 +22,7 @@ from typing import Any
 
 from shadowvault import cancellation, proc
 from shadowvault.errors import WriterError
-from shadowvault.vm import bitmaps
+from shadowvault.vm import bitmaps, qmp_fields
 from shadowvault.vm.disks import DiskInfo
 from shadowvault.vm.qmp import QmpClient, QmpError, QmpLostError
 
@@ -147,30 +147,32 @@ def wait_copies(qmp: QmpClient, copies: list[DiskCopy], timeout: float) -> None:
             event = qmp.wait_event(
                 ["BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"],
                 min(left, CANCEL_POLL) if cancelled else left,
-                lambda e: e["data"].get("device") in jobs,
+                qmp_fields.job_event(jobs),
             )
         except QmpLostError:
             if qmp.connected and time.monotonic() < deadline:
                 continue  # no job ended in this slice: look at the cancellation again
             raise
-        copy = jobs.pop(event["data"]["device"])
-        if event["event"] == "BLOCK_JOB_CANCELLED" or event["data"].get("error"):
-            why = event["data"].get("error", "cancelled")
+        data = qmp_fields.finished_job(qmp, event["data"])
+        copy = jobs.pop(data["device"])
+        if event["event"] == "BLOCK_JOB_CANCELLED" or data.get("error"):
+            why = data.get("error", "cancelled")
             raise WriterError(f"the copy of disk {copy.disk.name} failed in QEMU: {why}")
-        copy.completed = event["data"]
+        copy.completed = data
 
 
 def cancel(qmp: QmpClient, copy: DiskCopy) -> None:
     """Undo a copy of an abandoned backup, as far as QEMU lets: its job cancelled (if it had not
-    ended), its target detached, its new bitmap dropped. Never raises for a QMP error of its own."""
-    with contextlib.suppress(QmpError):
-        if copy.completed is None:
-            qmp.execute("block-job-cancel", {"device": copy.job, "force": True})
-            with contextlib.suppress(QmpError):
-                qmp.wait_event(["BLOCK_JOB_CANCELLED", "BLOCK_JOB_COMPLETED"], 30, about(copy.job))
+    ended), its target detached, its new bitmap dropped. Never raises for a QMP error of its own.
+    Each step is tried on its own: a job that never started (the transaction failed, or never
+    reached QEMU) must not keep the target attached."""
+    if copy.completed is None:
         with contextlib.suppress(QmpError):
-            detach(qmp, copy)
-        remove_bitmap(qmp, copy.disk.node, copy.new_bitmap)
+            qmp.execute("block-job-cancel", {"device": copy.job, "force": True})
+            qmp.wait_event(["BLOCK_JOB_CANCELLED", "BLOCK_JOB_COMPLETED"], 30, about(copy.job))
+    with contextlib.suppress(QmpError):
+        detach(qmp, copy)
+    remove_bitmap(qmp, copy.disk.node, copy.new_bitmap)
 
 
 def detach(qmp: QmpClient, copy: DiskCopy) -> None:
@@ -214,19 +216,16 @@ def clean_leftovers(qmp: QmpClient, owner: str, keep: set[str]) -> tuple[list[st
     cleaned: list[str] = []
     evicted: list[str] = []
     for job in qmp.execute("query-block-jobs") or []:
-        if job.get("device", "").startswith(JOB_PREFIX):
+        device = qmp_fields.text(qmp, job, "device", "a block job")
+        if device.startswith(JOB_PREFIX):
             try:
-                qmp.execute("block-job-cancel", {"device": job["device"], "force": True})
-                qmp.wait_event(
-                    ["BLOCK_JOB_CANCELLED", "BLOCK_JOB_COMPLETED"],
-                    30,
-                    about(job["device"]),
-                )
+                qmp.execute("block-job-cancel", {"device": device, "force": True})
+                qmp.wait_event(["BLOCK_JOB_CANCELLED", "BLOCK_JOB_COMPLETED"], 30, about(device))
             except QmpError as err:
-                log.info("job %s: %s", job["device"], err)
-            cleaned.append(f"job {job['device']}")
+                log.info("job %s: %s", device, err)
+            cleaned.append(f"job {device}")
     for node in qmp.execute("query-named-block-nodes", {"flat": True}) or []:
-        name = node.get("node-name", "")
+        name = qmp_fields.text(qmp, node, "node-name", "a block node")
         if name.startswith(TARGET_PREFIX):
             try:
                 qmp.execute("blockdev-del", {"node-name": name})
@@ -235,7 +234,7 @@ def clean_leftovers(qmp: QmpClient, owner: str, keep: set[str]) -> tuple[list[st
                 log.info("node %s: %s", name, err)
             continue
         # a running job's own bitmaps have no name
-        names = [b["name"] for b in node.get("dirty-bitmaps", []) if b.get("name")]
+        names = [b["name"] for b in qmp_fields.dirty_bitmaps(qmp, node) if b.get("name")]
         left, others = bitmaps.unwanted(names, owner, keep)
         for bitmap_name in left:
             remove_bitmap(qmp, name, bitmap_name)

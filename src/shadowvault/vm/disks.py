@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from shadowvault.errors import UsageError, WriterError
+from shadowvault.vm import qmp_fields
 from shadowvault.vm.qmp import QmpClient, QmpLostError
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def _disks(qmp: QmpClient) -> list[DiskInfo]:
         filename = image.get("filename") or inserted.get("file", "")
         bitmaps = [
             b["name"]
-            for b in nodes.get(node, {}).get("dirty-bitmaps", [])
+            for b in qmp_fields.dirty_bitmaps(qmp, nodes.get(node, {}))
             if b.get("persistent") and "name" in b
         ]
         disks.append(
@@ -166,9 +167,9 @@ def usable_base(qmp: QmpClient, disk: DiskInfo, base: DiskBase | None) -> str | 
         return None
     name = base.bitmap
     for info in qmp.execute("query-named-block-nodes", {"flat": True}) or []:
-        if info.get("node-name") != disk.node:
+        if qmp_fields.text(qmp, info, "node-name", "a block node") != disk.node:
             continue
-        for bitmap in info.get("dirty-bitmaps", []):
+        for bitmap in qmp_fields.dirty_bitmaps(qmp, info):
             if bitmap.get("name") == name:
                 if bitmap.get("recording", True) and not bitmap.get("inconsistent", False):
                     return name

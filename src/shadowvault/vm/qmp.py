@@ -7,6 +7,7 @@ which the caller turns into cleanup (cancel the job, drop temporary nodes and bi
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import logging
@@ -39,6 +40,21 @@ class QmpError(ShadowvaultError):
 
 class QmpLostError(QmpError):
     """The connection to the monitor ended or timed out mid-conversation."""
+
+
+def monitor_gone(path: str) -> bool:
+    """Whether nothing listens at the monitor socket `path` any more: its QEMU has exited.
+
+    A running QEMU keeps listening on its QMP socket even while a client holds the monitor (a second
+    client waits in the backlog), so a refused connection or a vanished socket means QEMU is gone:
+    its jobs, temporary nodes and unsaved bitmaps went with it, and there is nothing to clean up."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(path)
+        except OSError as err:
+            return err.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK)
+    return False
 
 
 class QmpClient:

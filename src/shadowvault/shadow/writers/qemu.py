@@ -41,12 +41,13 @@ from shadowvault.vm.agent import AgentError
 from shadowvault.vm.copy_jobs import DiskCopy
 from shadowvault.vm.discovery import VmSpec
 from shadowvault.vm.disks import DiskBase, DiskInfo, choose_disks, list_disks, usable_base
-from shadowvault.vm.qmp import QmpClient, QmpError
+from shadowvault.vm.qmp import QmpClient, QmpError, monitor_gone
 
 log = logging.getLogger(__name__)
 
 COPY_TIMEOUT = 6 * 3600.0
 RELEASE_TIMEOUT = 180.0  # the watchdog's thaw retries until a freeze under way in the guest has ended
+QUIT_GRACE = 3.0  # seconds a QEMU whose copy jobs ended early gets to show it is exiting
 
 
 class QemuWriter(QemuVm):
@@ -223,10 +224,28 @@ class QemuWriter(QemuVm):
         self.guest_frozen = False
 
     def post_snapshot(self, ctx: SnapshotContext) -> None:
-        qmp = self._connect()
-        copy_jobs.wait_copies(qmp, self.copies, self.copy_timeout)
-        for copy in self.copies:
-            copy_jobs.detach(qmp, copy)  # flushed and closed: the requester reads the file
+        try:
+            qmp = self._connect()
+            copy_jobs.wait_copies(qmp, self.copies, self.copy_timeout)
+            for copy in self.copies:
+                copy_jobs.detach(qmp, copy)  # flushed and closed: the requester reads the file
+        except (QmpError, WriterError) as err:
+            if self._qemu_gone():
+                raise WriterError(
+                    f"VM {self.instance}: its QEMU exited while its disks were copied; "
+                    "this backup of it was abandoned"
+                ) from err
+            raise
+
+    def _qemu_gone(self) -> bool:
+        """Whether the VM's QEMU has exited (its monitor socket no longer listens). A QEMU that quits
+        cleanly cancels the copy jobs first, so that is given a moment to show."""
+        deadline = time.monotonic() + QUIT_GRACE
+        while not monitor_gone(self._spec().qmp):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def backup_complete(self, ctx: SnapshotContext, succeeded: bool) -> None:
         try:
@@ -259,6 +278,11 @@ class QemuWriter(QemuVm):
         finally:
             self._remove_copies()
             self._close()
+        if problems and monitor_gone(self._spec().qmp):
+            # its guest, jobs, targets and new bitmaps went with it: nothing was left to undo
+            log.info("VM %s: QEMU has exited; nothing of the backup is left in it", self.instance)
+            self.guest_frozen = False
+            return
         if problems:
             raise WriterError(f"VM {self.instance}: abort: {'; '.join(problems)}")
 
