@@ -10,11 +10,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from shadowvault.shadow.exposure import Exposure, expose, exposures
 from shadowvault.shadow.manifest import Shadow, ShadowSetManifest
 from shadowvault.shadow.store import ShadowStore
 from shadowvault.shadow.volumes import list_volumes
+from tests.shadow.store_helpers import make_set
 
 
 def _store_record(store: ShadowStore, shadow: Shadow) -> str:
@@ -150,3 +153,42 @@ def test_a_record_with_wrongly_typed_provider_data_is_one_line_not_a_traceback(b
     done = cli("shadows", "delete", set_id)
     assert "Traceback" not in done.stderr
     assert done.returncode == 0, done.stderr
+
+
+def test_an_exposure_record_naming_a_mounted_filesystem_does_not_unmount_it(btrfs, ext4, cli):
+    """`<id>.exposed` naming another mount (a damaged record): releasing the set leaves it mounted."""
+    store = ShadowStore()
+    manifest = make_set(store, [str(btrfs.mount)], "btrfs")
+    (store.root / f"{manifest.id}.exposed").write_bytes(
+        msgspec.json.encode(
+            [
+                Exposure(
+                    set_id=manifest.id,
+                    volume=str(btrfs.mount),
+                    index=0,
+                    source=str(ext4.mount),
+                    at=str(ext4.mount),
+                )
+            ]
+        )
+    )
+    done = cli("shadows", "delete", manifest.id)
+    assert _mounted(ext4.mount)
+    assert done.returncode == 0, done.stderr
+    assert not Path(manifest.shadows[0].path).exists()
+    assert store.ids() == []
+
+
+def test_a_mount_made_where_an_exposure_was_unmounted_by_hand_is_left_alone(btrfs, tmp_path, mounts, cli):
+    """The exposure was unmounted with umount(8) and the directory reused: that mount is not ours."""
+    store = ShadowStore()
+    manifest = make_set(store, [str(btrfs.mount)], "btrfs")
+    at = tmp_path / "at"
+    expose(store, manifest.id, None, at)
+    subprocess.run(["umount", str(at)], check=True)
+    mounts("-t", "tmpfs", "tmpfs", at)
+    (at / "work").write_text("unsaved\n")
+    done = cli("shadows", "delete", manifest.id)
+    assert (at / "work").read_text() == "unsaved\n"
+    assert done.returncode == 0, done.stderr
+    assert exposures(store) == []
