@@ -148,3 +148,29 @@ def test_a_user_who_is_not_root_gets_one_line(private_dirs, btrfs, nobody_python
         done = run_as_nobody(nobody_pythonpath, "-m", "shadowvault.cli.launch", *args, timeout=60)
         assert "permission denied" in _one_line_error(done).lower()
     assert len(ShadowStore().list()) == 1
+
+
+def test_a_mount_point_with_a_line_break_and_a_space_is_one_line_everywhere(cli, btrfs, tmp_path, mounts):
+    """/proc's \\012 and \\040: a volume at `odd dir<newline>x` is listed, shadowed and shown on one line."""
+    odd = tmp_path / "odd dir\nx"
+    odd.mkdir()
+    mounts("--bind", btrfs.mount, odd)  # the same filesystem mounted twice, once at an odd place
+    shown = str(odd).replace("\n", "\\n")
+    why = cli("volumes", "list", "--why")
+    assert why.returncode == 0, why.stderr
+    assert any(line.startswith(f"{shown} ") for line in why.stdout.splitlines())
+    assert any(line.startswith("    not lvm: ") for line in why.stdout.splitlines())
+    assert not any(line.startswith("x ") for line in why.stdout.splitlines())  # no forged line
+    rows = {row["mount_point"] for row in json.loads(cli("volumes", "list", "--json").stdout)}
+    assert str(odd) in rows and str(btrfs.mount) in rows
+    made = cli("shadows", "create", "--volume", str(odd), "--provider", "btrfs")
+    assert made.returncode == 0, made.stderr
+    assert f"shadow of {shown} (btrfs, atomic): {shown}/.shadowvault/" in made.stdout
+    assert not any(line.startswith("x") for line in made.stdout.splitlines())
+    listed = cli("shadows", "list")
+    assert f"  shadow of {shown} (btrfs): {shown}/.shadowvault/" in listed.stdout
+    assert not any(line.startswith("x") for line in listed.stdout.splitlines())
+    (manifest,) = ShadowStore().list()
+    deleted = cli("shadows", "delete", manifest.id)
+    assert deleted.returncode == 0, deleted.stderr
+    assert not os.listdir(odd / ".shadowvault")

@@ -116,6 +116,12 @@ def listing(message: str) -> None:
     _write(sys.stdout, _lines(message))
 
 
+def listing_line(message: str) -> None:
+    """`listing` of one line whose parts may hold line breaks (a mount point with /proc's \\012, a
+    path, a reason): they are escaped too, so no part can end the line and forge the next."""
+    _write(sys.stdout, escape_text(message))
+
+
 def note(message: str) -> None:
     """Progress or advisory lines on stderr (never mixed into results); silent under --quiet."""
     if not quiet():

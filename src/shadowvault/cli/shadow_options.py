@@ -76,17 +76,17 @@ def print_manifest(manifest: ShadowSetManifest) -> None:
     Plain lines rather than a table: shadow paths are long and must stay copyable.
     """
     persistent = ", persistent" if manifest.persistent else ""
-    output.listing(f"shadow set {manifest.id} ({manifest.state}{persistent})")
-    output.listing(f"freeze window: {_ms(manifest.freeze_window)}")
+    output.listing_line(f"shadow set {manifest.id} ({manifest.state}{persistent})")
+    output.listing_line(f"freeze window: {_ms(manifest.freeze_window)}")
     for shadow in manifest.shadows:
         atomic = "atomic" if shadow.atomic else "not atomic"
-        output.listing(f"shadow of {shadow.volume} ({shadow.provider}, {atomic}): {shadow.path}")
+        output.listing_line(f"shadow of {shadow.volume} ({shadow.provider}, {atomic}): {shadow.path}")
     for report in manifest.writers:
         label = f"{report.name}:{report.instance}" if report.instance else report.name
         failure = f" ({report.failure})" if report.failure else ""
-        output.listing(f"writer {label}: {report.state}{failure}")
+        output.listing_line(f"writer {label}: {report.state}{failure}")
         for component in report.components:
             reason = f" ({component.reason})" if component.reason else ""
-            output.listing(f"  {component.name}: {component.consistency}{reason}")
+            output.listing_line(f"  {component.name}: {component.consistency}{reason}")
     for note in manifest.notes:
-        output.listing(f"note: {note}")
+        output.listing_line(f"note: {note}")

@@ -42,17 +42,19 @@ def _print_set(manifest: ShadowSetManifest, exposed: list[Exposure]) -> None:
     """One set as a block of lines (like `vssadmin list shadows`): ids and paths are never cut."""
     persistent = "yes" if manifest.persistent else f"no (released when {_holder(manifest)} ends)"
     window = "-" if manifest.freeze_window is None else f"{manifest.freeze_window * 1000:.1f} ms"
-    output.listing(f"shadow set {manifest.id}")
-    output.listing(f"  created {_when(manifest.created)}, state {manifest.state}, persistent {persistent}")
-    output.listing(f"  freeze window {window}")
+    output.listing_line(f"shadow set {manifest.id}")
+    output.listing_line(
+        f"  created {_when(manifest.created)}, state {manifest.state}, persistent {persistent}"
+    )
+    output.listing_line(f"  freeze window {window}")
     for shadow in manifest.shadows:
         kind = "" if shadow.atomic else ", not atomic"
         invalid = f", INVALID: {shadow.invalid}" if shadow.invalid else ""
-        output.listing(f"  shadow of {shadow.volume} ({shadow.provider}{kind}{invalid}): {shadow.path}")
+        output.listing_line(f"  shadow of {shadow.volume} ({shadow.provider}{kind}{invalid}): {shadow.path}")
     for writer in manifest.writers:
         instance = f":{writer.instance}" if writer.instance else ""
         failure = f" ({writer.failure})" if writer.failure else ""
-        output.listing(f"  writer {writer.name}{instance}: {writer.state.value}{failure}")
+        output.listing_line(f"  writer {writer.name}{instance}: {writer.state.value}{failure}")
     bad_shadows = {index for index, shadow in enumerate(manifest.shadows) if shadow.invalid}
     for exposure in exposed:
         # Only an exposure in use outlives its shadow's invalid mark (validity.withdraw_exposures).
@@ -61,7 +63,7 @@ def _print_set(manifest: ShadowSetManifest, exposed: list[Exposure]) -> None:
             if exposure.index in bad_shadows
             else ""
         )
-        output.listing(f"  exposed at {exposure.at} (shadow of {exposure.volume}{bad})")
+        output.listing_line(f"  exposed at {exposure.at} (shadow of {exposure.volume}{bad})")
 
 
 @shadows.command("list")

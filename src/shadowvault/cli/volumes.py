@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import click
 
 from shadowvault.cli import output
+from shadowvault.display import escape_text
 from shadowvault.shadow.providers.live import is_pseudo
 from shadowvault.shadow.providers.registry import supported_providers, volume_report
 from shadowvault.shadow.volumes import list_volumes
@@ -14,6 +15,7 @@ from shadowvault.shadow.volumes import list_volumes
 
 def aligned(table: Sequence[Sequence[str]]) -> str:
     """Plain aligned columns, one volume per line, like findmnt: greppable and never truncated."""
+    table = [[escape_text(cell) for cell in row] for row in table]  # a cell never breaks its line
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in table)
     return "\n".join(line.rstrip() for line in lines)
@@ -47,7 +49,7 @@ def list_cmd(show_all: bool, why: bool, as_json: bool) -> None:
             assert isinstance(unsupported, dict)
             for provider, reason in sorted(unsupported.items()):
                 said = f"provider {provider} cannot shadow {report['mount_point']}: "
-                output.listing(f"    not {provider}: {reason.removeprefix(said)}")
+                output.listing_line(f"    not {provider}: {reason.removeprefix(said)}")
 
     output.emit(as_json, rows, human)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import time
@@ -24,8 +25,11 @@ import msgspec
 from shadowvault import proc
 from shadowvault.errors import CommandError, NotFoundError, ProviderError, UsageError
 from shadowvault.fsutil import atomic_write
+from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import Shadow, ShadowSetManifest
 from shadowvault.shadow.path_map import nested_images
+from shadowvault.shadow.providers.base import IMAGE_NAME, SHADOW_DIR_NAME
+from shadowvault.shadow.providers.fanotify import base_dir as fanotify_base_dir
 from shadowvault.shadow.volumes import list_volumes
 from shadowvault.typed_decoding import decode_json
 
@@ -91,6 +95,38 @@ def unmount(at: str) -> None:
         if "busy" in reason:
             reason = "it is busy (a process has a file or directory open there)"
         raise ProviderError(f"cannot unexpose {at}: {reason}")
+
+
+def _is_our_image(source: str) -> bool:
+    """Whether `source` lies in a provider's own image, `.../.shadowvault/<set id>-<index>[...]` or a
+    fanotify view `<state dir>/fanotify/<set id>-<index>`: only such a path is ever exposed."""
+    parts = source.split("/")
+    return any(
+        IMAGE_NAME.match(name.split(".", 1)[0]) is not None
+        and (parent == SHADOW_DIR_NAME or "/".join(parts[:i]) == fanotify_base_dir())
+        for i, (parent, name) in enumerate(itertools.pairwise(parts), 1)
+    )
+
+
+def is_exposure(exposure: Exposure) -> bool:
+    """Whether what is mounted at `exposure.at` is the read-only bind of its shadow that expose made.
+
+    Checked before unmounting: an exposure unmounted by hand and its directory reused for another
+    mount, or a damaged record naming any mount point, must not have that unmounted. The mount at
+    `at` must show the filesystem and subtree (mountinfo's major:minor and root) of `source`, an
+    image in a provider's own place, and must not be the mount that holds `source` itself.
+    """
+    source = exposure.source
+    if not os.path.isabs(source) or os.path.normpath(source) != source or not _is_our_image(source):
+        return False
+    volumes = list_volumes(with_uuid=False)
+    mounted = next((v for v in volumes if v.mount_point == exposure.at), None)
+    holders = [v for v in volumes if is_within(source, v.mount_point) and v is not mounted]
+    if mounted is None or not holders:
+        return False
+    holder = max(holders, key=lambda v: len(v.mount_point))
+    root = os.path.normpath(os.path.join(holder.root, os.path.relpath(source, holder.mount_point)))
+    return (mounted.dev, mounted.root) == (holder.dev, root)
 
 
 # -- the records -------------------------------------------------------------------------------
@@ -198,6 +234,17 @@ def expose(
         return exposure
 
 
+def _remove_made_dir(exposure: Exposure) -> None:
+    """Remove the directory expose made for the exposure (if it did, and it is empty)."""
+    if not exposure.created_dir:
+        return
+    try:
+        os.rmdir(exposure.at)
+    except OSError as err:
+        if err.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+            log.warning("could not remove %s: %s", exposure.at, err.strerror)
+
+
 def unexpose(store: ShadowStore, at: Path | str | None = None, set_id: str | None = None) -> list[str]:
     """Unmount the exposure at `at`, or every exposure of `set_id`; returns the unmounted paths."""
     if at is None and set_id is None:
@@ -209,13 +256,17 @@ def unexpose(store: ShadowStore, at: Path | str | None = None, set_id: str | Non
             raise NotFoundError(f"{target}: no shadow is exposed there")
         done = []
         for exposure in chosen:
-            unmount(exposure.at)
-            if exposure.created_dir:
-                try:
-                    os.rmdir(exposure.at)
-                except OSError as err:
-                    if err.errno not in (errno.ENOENT, errno.ENOTEMPTY):
-                        log.warning("could not remove %s: %s", exposure.at, err.strerror)
+            if is_mount_point(exposure.at) and not is_exposure(exposure):
+                log.warning(
+                    "%s is not the exposure of shadow set %s any more (what is mounted there is not its "
+                    "shadow %s): left mounted, record dropped",
+                    exposure.at,
+                    exposure.set_id,
+                    exposure.source,
+                )
+            else:
+                unmount(exposure.at)
+                _remove_made_dir(exposure)
             left = [e for e in exposures(store, exposure.set_id) if e.at != exposure.at]
             _write(store, exposure.set_id, left)
             done.append(exposure.at)

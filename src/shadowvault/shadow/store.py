@@ -53,6 +53,7 @@ from shadowvault.shadow import exposure, orphans
 from shadowvault.shadow.liveness import process_alive
 from shadowvault.shadow.manifest import Shadow, ShadowSetManifest, decode, encode
 from shadowvault.shadow.providers.hidden_dir import ShadowUnreachableError
+from shadowvault.shadow.providers.own_images import ForeignImageError
 from shadowvault.shadow.providers.registry import get_provider
 from shadowvault.shadow.store_lock import lock_for
 from shadowvault.typed_decoding import decode_json
@@ -290,6 +291,8 @@ class ShadowStore:
             provider.delete(shadow)
         except ShadowUnreachableError as err:
             log.warning("%s; its image %s stays until the volume is mounted again", err, shadow.path)
+        except ForeignImageError as err:
+            log.warning("%s", err)
 
     def delete_oldest(self) -> str:
         """Release the oldest set and return its id."""

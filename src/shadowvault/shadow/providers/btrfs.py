@@ -52,12 +52,14 @@ from shadowvault.shadow.providers.btrfs_ioctl import (
 )
 from shadowvault.shadow.providers.btrfs_nested import nested_in_scope, reachable_nested
 from shadowvault.shadow.providers.hidden_dir import (
+    check_ours,
     check_reachable,
     ensure_shadow_dir,
     existing_shadow_dir,
     mounts_within,
     shadow_dir,
 )
+from shadowvault.shadow.providers.own_images import own_image_path, own_volume
 from shadowvault.shadow.volumes import Volume
 
 log = logging.getLogger(__name__)
@@ -191,11 +193,13 @@ class BtrfsProvider(Provider):
             return []
 
     def delete(self, shadow: Shadow) -> None:
-        path = shadow.provider_data.get("subvolume") or shadow.path
-        parent, name = os.path.split(path)
+        """Delete the snapshot (and its nested ones): only one of ours, in `<volume>/.shadowvault`."""
+        parent = shadow_dir(own_volume(shadow))
+        wanted = shadow.provider_data.get("subvolume") or shadow.path
+        path = own_image_path(shadow, wanted, parent, (IMAGE_NAME, NESTED_IMAGE_NAME))
         check_reachable(shadow, parent)
-        if os.path.lexists(path):
-            self._delete_with_nested(parent, name)
+        if check_ours(shadow, parent) and os.path.lexists(path):
+            self._delete_with_nested(parent, os.path.basename(path))
 
     def _delete_with_nested(self, parent: str, name: str) -> None:
         for nested in _nested_images_of(parent, name):  # first: the volume's own image names the set

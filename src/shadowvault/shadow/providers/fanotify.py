@@ -52,6 +52,7 @@ from shadowvault.shadow.providers.base import (
 from shadowvault.shadow.providers.fanotify_access import architecture_supported
 from shadowvault.shadow.providers.fanotify_listener import INVALID_SUFFIX
 from shadowvault.shadow.providers.fanotify_process import listener_alive, start_listener, stop_listener
+from shadowvault.shadow.providers.own_images import foreign, own_image_path
 from shadowvault.shadow.volumes import Volume
 
 MIN_KERNEL = (6, 14)
@@ -69,7 +70,7 @@ def kernel_version(release: str | None = None) -> tuple[int, int]:
 
 def base_dir() -> str:
     """Where the views, saved ranges, records and logs of fanotify shadows live."""
-    return str(paths.state_dir() / "fanotify")
+    return os.path.abspath(paths.state_dir() / "fanotify")  # plain and absolute, as delete checks
 
 
 def _is_mounted(path: str) -> bool:
@@ -201,21 +202,31 @@ class FanotifyProvider(Provider):
 
     def delete(self, shadow: Shadow) -> None:
         """Stop the listener (it unmounts the view and removes its mark), then remove what is left."""
-        data = shadow.provider_data
-        view = data.get("view") or shadow.path
-        record = data.get("record") or view + ".json"
+        view, record = self._own_view(shadow)
         stop_listener(record)
         if _is_mounted(view):
             try:
                 fanotify_sys.umount(view)
             except OSError as err:
                 raise ProviderError(f"cannot unmount the fanotify view {view}: {err.strerror}") from err
-        shutil.rmtree(data.get("store") or view + ".cow", ignore_errors=True)
+        shutil.rmtree(view + ".cow", ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             os.rmdir(view)
-        for leftover in (record, data.get("log") or view + ".log", view + INVALID_SUFFIX):
+        for leftover in (record, view + ".log", view + INVALID_SUFFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
+
+    @staticmethod
+    def _own_view(shadow: Shadow) -> tuple[str, str]:
+        """The view and listener record of the shadow, when its record names ours: a view
+        `<state dir>/fanotify/<set id>-<index>` and its `.cow`, `.json`, `.log` beside it;
+        ForeignImageError else (a record naming a mount or a directory of the user's)."""
+        data = shadow.provider_data
+        view = own_image_path(shadow, data.get("view") or shadow.path, base_dir(), (IMAGE_NAME,))
+        for key, suffix in (("store", ".cow"), ("record", ".json"), ("log", ".log")):
+            if data.get(key, view + suffix) != view + suffix:
+                raise foreign(shadow, data[key])
+        return view, view + ".json"
 
     def found_images(self, volume: Volume) -> list[FoundImage]:
         """Views of this volume in `<state dir>/fanotify`, by their records."""

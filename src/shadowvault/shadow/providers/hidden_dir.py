@@ -17,6 +17,7 @@ from shadowvault.errors import CommandError, ProviderError
 from shadowvault.paths_within import is_within
 from shadowvault.shadow.manifest import Shadow
 from shadowvault.shadow.providers.base import SHADOW_DIR_NAME
+from shadowvault.shadow.providers.own_images import ForeignImageError
 from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,22 @@ def filesystem_uuid(device: str) -> str | None:
     except CommandError:
         return None
     return out.strip() or None
+
+
+def check_ours(shadow: Shadow, parent: str) -> bool:
+    """Whether `parent` (`<volume>/.shadowvault`) exists and is ours; False when it is not there.
+
+    A directory or symlink of that name someone else made is no place of ours to delete from:
+    ForeignImageError (the record is dropped; nothing below it is touched).
+    """
+    if not os.path.lexists(parent):
+        return False
+    if existing_shadow_dir(os.path.dirname(parent)) != parent:
+        raise ForeignImageError(
+            f"{parent} is not the shadow directory Shadowvault made (not a directory of ours on "
+            f"{shadow.volume}): the {shadow.provider} shadow recorded there is left alone, record dropped"
+        )
+    return True
 
 
 def check_reachable(shadow: Shadow, path: str) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 
@@ -72,10 +73,12 @@ from shadowvault.shadow.providers.lvm_volumes import (
     list_logical_volumes,
     snapshot_states,
 )
+from shadowvault.shadow.providers.own_images import foreign, own_image_path, own_volume
 from shadowvault.shadow.volumes import Volume, list_volumes, volume_of
 
 log = logging.getLogger(__name__)
 
+VG_NAME = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$")  # LVM's own rule for names
 # What lvcreate itself writes (metadata backups, locks): never on a filesystem frozen around it.
 LVM_OWN_PATHS = ("/etc/lvm", "/run/lock/lvm", "/run/lvm")
 
@@ -312,10 +315,7 @@ class LvmProvider(Provider):
 
         Without lvs: the mount table names the snapshot's device, and lvremove says when it is gone.
         """
-        vg, name = shadow.provider_data.get("vg"), shadow.provider_data.get("lv")
-        target, device = shadow.provider_data.get("mount"), shadow.provider_data.get("device")
-        if not vg or not name or not target or not device:
-            raise ProviderError(f"the record of the lvm shadow of {shadow.volume} names no snapshot")
+        vg, name, target, device = _own_snapshot(shadow)
         mounts = [v.mount_point for v in list_volumes(with_uuid=False) if v.device == device]
         elsewhere = [m for m in mounts if m != target]
         if elsewhere:
@@ -344,6 +344,27 @@ class LvmProvider(Provider):
             plural = "s" if len(shadows) > 1 else ""
             raise ShadowUncheckedError(f"cannot check the lvm snapshot{plural} {names}: {err}") from err
         return [_problem(shadow, states) for shadow in shadows]
+
+
+def _own_snapshot(shadow: Shadow) -> tuple[str, str, str, str]:
+    """The volume group, LV, mount point and device of the shadow's snapshot, when the record names
+    one this provider makes (`sv-<set id>-<index>` mounted at `<volume>/.shadowvault/<set id>-<index>`);
+    ForeignImageError else: a record naming `vg0/root` or a mounted filesystem is never acted on."""
+    data = shadow.provider_data
+    vg, name, target, device = (data.get(key) for key in ("vg", "lv", "mount", "device"))
+    if not vg or not name or not target or not device:
+        raise ProviderError(f"the record of the lvm shadow of {shadow.volume} names no snapshot")
+    if not isinstance(vg, str) or not VG_NAME.match(vg):
+        raise foreign(shadow, vg)
+    match = SNAPSHOT_LV.match(name) if isinstance(name, str) else None
+    if match is None or not IMAGE_NAME.match(match["image"]):
+        raise foreign(shadow, name)
+    parent = shadow_dir(own_volume(shadow))
+    if own_image_path(shadow, target, parent, (IMAGE_NAME,)) != os.path.join(parent, match["image"]):
+        raise foreign(shadow, target)
+    if device != mapper_path(vg, name):
+        raise foreign(shadow, device)
+    return vg, name, target, device
 
 
 def _snapshot_name(shadow: Shadow) -> str:

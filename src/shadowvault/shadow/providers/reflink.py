@@ -21,6 +21,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import shutil
 import stat
 import struct
@@ -41,6 +42,7 @@ from shadowvault.shadow.providers.base import (
     image_name,
 )
 from shadowvault.shadow.providers.hidden_dir import (
+    check_ours,
     check_reachable,
     drop_default_acl,
     ensure_shadow_dir,
@@ -48,6 +50,7 @@ from shadowvault.shadow.providers.hidden_dir import (
     mounts_within,
     shadow_dir,
 )
+from shadowvault.shadow.providers.own_images import own_image_path, own_volume
 from shadowvault.shadow.providers.tree_copy import CopyCancelled, TreeCopier
 from shadowvault.shadow.volumes import Volume
 
@@ -61,6 +64,8 @@ _XFS_GEOM_FLAGS_OFFSET = 92
 REFLINK_FSTYPES = ("xfs", "btrfs")
 PARTIAL_MARK = ".partial-"
 BTRFS_SUBVOLUME_ROOT_INO = 256  # a btrfs subvolume's root: the btrfs provider's snapshot, not our copy
+# a copy still being made, or left half-made by a process that ended: `.<set id>-<index>.partial-<pid>`
+PARTIAL_NAME = re.compile(r"^\." + IMAGE_NAME.pattern.strip("^$") + re.escape(PARTIAL_MARK) + r"[0-9]+$")
 
 
 def xfs_has_reflink(mount_point: str) -> bool:
@@ -244,9 +249,12 @@ class ReflinkProvider(Provider):
         return found
 
     def delete(self, shadow: Shadow) -> None:
-        target = shadow.provider_data.get("directory") or shadow.path
-        check_reachable(shadow, os.path.dirname(target))
-        if not os.path.lexists(target):
+        """Remove the copy: only one of ours, in `<volume>/.shadowvault` under our naming."""
+        parent = shadow_dir(own_volume(shadow))
+        wanted = shadow.provider_data.get("directory") or shadow.path
+        target = own_image_path(shadow, wanted, parent, (IMAGE_NAME, PARTIAL_NAME))
+        check_reachable(shadow, parent)
+        if not check_ours(shadow, parent) or not os.path.lexists(target):
             return
         busy = mounts_within(target)
         if busy:
