@@ -252,6 +252,11 @@ def test_tag_add_remove_set_rewrites_the_snapshot(world: World) -> None:
     _one_error_line(world.run("tag", "--set", "x", "--add", "y"))
 
 
+def test_a_tag_with_a_line_break_is_refused_showing_it_as_typed(world: World) -> None:
+    line = _one_error_line(world.run("tag", "--add", "a\nb", "latest"))
+    assert line == "shadowvault: error: 'a\\nb' is not a tag (empty, or control characters)"
+
+
 # ------------------------------------------------------------------ hostile repository content
 
 

@@ -34,7 +34,7 @@ class TagChange:
             raise UsageError("give the tags to change with --add, --remove or --set")
         for tag in [*self.add, *self.remove, *(self.set_to or ())]:
             if not tag or not tag.isprintable():
-                raise UsageError(f"{escape_text(tag)!r} is not a tag (empty, or control characters)")
+                raise UsageError(f"'{escape_text(tag)}' is not a tag (empty, or control characters)")
 
     def apply(self, tags: Iterable[str]) -> list[str]:
         """The new tags, in their old order with added ones after (each once)."""
