@@ -261,6 +261,7 @@ def test_bad_definitions_are_one_line_with_exit_2(cli, setup, body, message):
     assert len(lines) == 1 and message in lines[0] and "bad.toml" in lines[0], done.stderr
     listed = cli("jobs", "list")
     assert listed.returncode == 2 and message in listed.stderr
+    assert "no jobs defined" not in listed.stdout + listed.stderr  # one is defined, and unusable
 
 
 def test_a_world_writable_definition_is_refused(cli, setup):

@@ -54,7 +54,8 @@ def list_cmd(as_json: bool) -> None:
 
     def human() -> None:
         if not rows:
-            info(f"no jobs defined in {definitions.jobs_dir()}")
+            if not bad:  # else the error below says what is wrong with the ones there
+                info(f"no jobs defined in {definitions.jobs_dir()}")
             return
         print_table(
             ["Name", "Schedule", "Repository", "What", "Retention"],
