@@ -207,3 +207,8 @@ def test_shadows_create_auto_release_keeps_nothing(btrfs, cli):
     assert done.returncode == 0, done.stderr
     assert '"state":"released"' in done.stdout and '"freeze_window":' in done.stdout
     assert ShadowStore().list() == [] and leftover_shadows(btrfs.mount) == []
+    told = cli("shadows", "create", "--volume", btrfs.mount, "--auto-release")
+    assert told.returncode == 0, told.stderr
+    assert told.stdout.splitlines()[0].endswith("(released)"), told.stdout  # not "released, persistent"
+    assert '"persistent":false' in done.stdout
+    assert ShadowStore().list() == [] and leftover_shadows(btrfs.mount) == []

@@ -48,6 +48,7 @@ def create(
     if not persistent:
         sets.delete(manifest.id)
         manifest.state = "released"
+        manifest.persistent = False  # released already: not "released, persistent" as it was created
     output.emit(as_json, manifest, lambda: print_manifest(manifest))
     if not persistent and not as_json:
         output.note("note: --auto-release: the set was released; nothing is kept")
