@@ -121,7 +121,14 @@ def backup_vm_cmd(
 @click.option(
     "--boot-marker", default="login:", show_default=True, help="Text its serial console shows when up."
 )
-@click.option("--boot-timeout", type=float, default=300.0, show_default=True)
+@click.option(
+    "--boot-timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long --verify-boot waits for --boot-marker before it fails.",
+)
 @output.json_option
 def restore_vm_cmd(
     repo: str | None,

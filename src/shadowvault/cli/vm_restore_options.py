@@ -110,7 +110,12 @@ def vm_restore_options(func: F) -> F:
         click.option("--verify-boot", is_flag=True, help="With --vm: boot the restored VM headless (TCG)."),
         click.option("--boot-marker", default="login:", show_default=True, help="With --verify-boot."),
         click.option(
-            "--boot-timeout", type=float, default=300.0, show_default=True, help="With --verify-boot."
+            "--boot-timeout",
+            type=float,
+            default=300.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="With --verify-boot: how long to wait for --boot-marker.",
         ),
     ]
     wrapped: Any = with_vm
