@@ -133,3 +133,15 @@ def test_the_console_script_runs_scrypt_before_it_loads_the_command_line(tmp_pat
     )
     assert done.returncode == 0, done.stderr
     assert "LOADED AT UNLOCK [[]]" in done.stderr, done.stderr  # once, with none of them loaded
+
+
+def test_usage_lines_show_an_optional_id_in_brackets(cli):
+    """`shadows delete --oldest` works, so its usage must not read as if ID were required."""
+    for argv, usage in (
+        (("shadows", "delete"), "shadows delete [OPTIONS] [ID]"),
+        (("shadows", "unexpose"), "shadows unexpose [OPTIONS] [ID]"),
+        (("shadows", "expose"), "shadows expose [OPTIONS] ID"),
+    ):
+        done = cli(*argv, "--help")
+        assert done.returncode == 0, done.stderr
+        assert usage in done.stdout.splitlines()[0], done.stdout

@@ -86,7 +86,7 @@ def list_cmd(as_json: bool) -> None:
 
 
 @shadows.command("delete")
-@click.argument("set_id", metavar="ID", required=False)
+@click.argument("set_id", metavar="[ID]", required=False)
 @click.option("--oldest", is_flag=True, help="Delete the oldest shadow set.")
 @click.option("--all", "delete_all", is_flag=True, help="Delete every shadow set.")
 @output.json_option
@@ -142,7 +142,7 @@ def expose_cmd(set_id: str, at: str | None, volume: str | None, as_json: bool) -
 
 
 @shadows.command("unexpose")
-@click.argument("set_id", metavar="ID", required=False)
+@click.argument("set_id", metavar="[ID]", required=False)
 @click.option("--at", "at", type=click.Path(file_okay=False), help="The directory a shadow is exposed at.")
 @output.json_option
 def unexpose_cmd(set_id: str | None, at: str | None, as_json: bool) -> None:
