@@ -126,6 +126,19 @@ def test_files_from_and_every_exclude_rule_leave_out_what_they_say_and_count_it(
     assert "skipped 1" in done.stderr
 
 
+def test_a_file_just_over_the_size_limit_is_named_with_both_sizes_told_apart(sv, tmp_path):
+    """--exclude-larger-than 4kb is 4000 bytes: a 4001-byte file left out must not read as
+    "larger than 3.9 KiB (3.9 KiB)", which looks like a wrong decision."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "over").write_bytes(b"x" * 4001)
+    (src / "at").write_bytes(b"x" * 4000)
+    done = sv("backup", "--provider", "none", "--exclude-larger-than", "4kb", str(src))
+    assert done.exit_code == 0, done.stderr
+    assert f"skipped {src}/over: larger than 4000 B (4001 B)" in done.stderr.splitlines()
+    assert f"{src}/at" not in done.stderr
+
+
 def test_files_from_raw_takes_nul_separated_names(sv, tmp_path):
     src = tmp_path / "src"
     src.mkdir()

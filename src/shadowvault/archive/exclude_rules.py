@@ -105,7 +105,10 @@ class ExcludeRules:
         """Why a file is left out for its size (None when it is kept)."""
         if self.larger_than is None or not stat.S_ISREG(st.st_mode) or st.st_size <= self.larger_than:
             return None
-        return f"larger than {human_size(self.larger_than)} ({human_size(st.st_size)})"
+        limit, size = human_size(self.larger_than), human_size(st.st_size)
+        if limit == size:  # rounded alike ("3.9 KiB (3.9 KiB)" reads as a wrong decision): in bytes
+            limit, size = f"{self.larger_than} B", f"{st.st_size} B"
+        return f"larger than {limit} ({size})"
 
     def tagged(self, directory: bytes, names: list[bytes] | None = None) -> list[TagRule]:
         """The rules whose tag the directory read at `directory` holds (given its listing, `names`,
