@@ -171,6 +171,13 @@ def test_bad_option_values_are_one_clear_line(sv, tmp_path, args, message):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("command", [("backup", "--provider", "none", "--exclude"), ("find",)])
+def test_an_invalid_glob_is_named_without_a_position_in_a_regex_the_user_never_wrote(sv, tmp_path, command):
+    done = sv(*command, "[z-a]", *([str(tmp_path)] if command[0] == "backup" else []))
+    assert done.exit_code == 2, done.stderr
+    assert done.stderr == "shadowvault: error: invalid pattern '[z-a]': bad character range z-a\n"
+
+
 def test_a_dump_piped_to_stdin_is_one_file_in_the_snapshot(sv, tmp_path):
     dump = "".join(f"INSERT INTO t VALUES ({i}, 'r\u00e9sum\u00e9');\n" for i in range(20_000))
     done = sv("backup", "--stdin", "--stdin-filename", "db.sql", "--json", input=dump)

@@ -48,7 +48,7 @@ class Patterns:
                 else:
                     self._names.append(re.compile("^" + glob_regex(body) + "$", flags))
             except re.error as err:
-                raise UsageError(f"invalid pattern {pattern!r}: {err}") from err
+                raise UsageError(f"invalid pattern {pattern!r}: {err.msg}") from err  # err.pos: in our regex
         if not self._names and not self._paths:
             raise UsageError("give at least one pattern")
 

@@ -77,7 +77,7 @@ def compile_glob(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
     try:
         return re.compile(regex + "(?:/.*)?$", re.DOTALL | (re.IGNORECASE if ignore_case else 0))
     except re.error as err:
-        raise UsageError(f"invalid pattern {pattern!r}: {err}") from err
+        raise UsageError(f"invalid pattern {pattern!r}: {err.msg}") from err  # err.pos: in our regex
 
 
 Rule = tuple[re.Pattern[str], bool]  # a compiled pattern, and whether it was negated with "!"
