@@ -19,6 +19,7 @@ import secrets
 import msgspec
 
 from shadowvault import paths
+from shadowvault.typed_decoding import decode_json
 
 DIRECTORY = "vm-images"
 MAX_PER_DISK = 16  # the paths kept per disk, newest last: an image moved keeps its old path a while
@@ -39,7 +40,7 @@ def known(vm: str) -> dict[str, list[str]]:
     unreadable: then nothing may be replaced in place)."""
     try:
         with open(_path(vm), "rb") as f:
-            record = msgspec.json.decode(f.read(), type=Record)
+            record = decode_json(f.read(), Record)
     except (OSError, msgspec.DecodeError):
         return {}
     return record.disks if record.vm == vm else {}
