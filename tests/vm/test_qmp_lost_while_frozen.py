@@ -23,6 +23,7 @@ import pytest
 from shadowvault.vm.agent import GuestAgent
 from tests.fixtures.tiny_vm import TinyVM, tiny_vm
 from tests.vm.helpers import cli, declare, leftovers, new_repository, qmp
+from tests.vm.unix_server import serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -36,15 +37,9 @@ def guest() -> Iterator[TinyVM]:
         yield vm
 
 
-@contextlib.contextmanager
-def cutting_proxy(path: Path, monitor: Path, hand_over: bool) -> Iterator[None]:
+def cutting_proxy(path: Path, monitor: Path, hand_over: bool) -> contextlib.AbstractContextManager[None]:
     """A monitor socket at `path` that relays to `monitor` and drops the connection at `transaction`,
     after passing it on when `hand_over`."""
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(4)
-    server.settimeout(0.2)
-    stop = threading.Event()
 
     def relay(client: socket.socket) -> None:
         with client, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as upstream:
@@ -69,24 +64,7 @@ def cutting_proxy(path: Path, monitor: Path, hand_over: bool) -> Iterator[None]:
                 with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                client, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=relay, args=(client,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        server.close()
+    return serving(path, relay)
 
 
 @pytest.mark.parametrize("hand_over", [False, True], ids=["before-qemu-saw-it", "after-qemu-ran-it"])

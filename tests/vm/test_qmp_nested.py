@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from shadowvault.vm.copy_jobs import DiskCopy
 from shadowvault.vm.disks import DiskBase, DiskInfo, list_disks, usable_base
 from shadowvault.vm.qmp import QmpClient, QmpLostError
 from tests.vm.helpers import cli, declare, new_repository
+from tests.vm.unix_server import serving
 
 GREETING = b'{"QMP": {"version": {}, "capabilities": []}}\n'
 DISK = DiskInfo(name="vda", node="vda", format="qcow2", filename="/x.qcow2", virtual_size=1 << 20)
@@ -45,17 +44,11 @@ SANE: dict[str, Any] = {
 }
 
 
-@contextlib.contextmanager
 def scripted_monitor(
     path: Path, answers: dict[str, Any], events: list[dict[str, Any]] = ()
-) -> Iterator[None]:  # type: ignore[assignment]
+) -> contextlib.AbstractContextManager[None]:  # type: ignore[assignment]
     """A monitor answering each command with `answers[command]` ({} for others), on every connection;
     `events` are sent once capabilities are negotiated."""
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(4)
-    server.settimeout(0.2)
-    stop = threading.Event()
 
     def talk(conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as lines:
@@ -68,24 +61,7 @@ def scripted_monitor(
                     for event in events:
                         conn.sendall(json.dumps(event).encode() + b"\n")
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=talk, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        server.close()
+    return serving(path, talk)
 
 
 CRAFTED_NODES = [

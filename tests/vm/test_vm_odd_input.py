@@ -6,11 +6,10 @@ whose name holds a `/`: each is run through the CLI as a user would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -21,6 +20,7 @@ from shadowvault.repo.snapshot import Snapshot
 from shadowvault.vm import layout
 from tests.vm.helpers import cli, declare, new_repository
 from tests.vm.test_hostile_vm_snapshots import craft, one_line_error
+from tests.vm.unix_server import serving
 
 ONE = (4096, 4096, [b"\x01" * 4096])
 
@@ -76,35 +76,18 @@ def test_a_vm_whose_name_holds_a_slash_is_restored(tmp_path: Path) -> None:
     assert msgspec.json.decode((target / "web_01.json").read_bytes())["name"] == "web/01"
 
 
-def _monitor(path: Path, status: object) -> Iterator[None]:
+def _monitor(path: Path, status: object) -> contextlib.AbstractContextManager[None]:
     """A monitor that greets and answers query-status with `status` (anything else: {})."""
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(4)
-    server.settimeout(0.2)
-    stop = threading.Event()
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            with conn, conn.makefile("rb") as lines:
-                conn.sendall(b'{"QMP": {"version": {}, "capabilities": []}}\n')
-                for line in lines:
-                    request = json.loads(line)
-                    answer = status if request["execute"] == "query-status" else {}
-                    conn.sendall(json.dumps({"return": answer, "id": request["id"]}).encode() + b"\n")
+    def talk(conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+            for line in lines:
+                request = json.loads(line)
+                answer = status if request["execute"] == "query-status" else {}
+                conn.sendall(json.dumps({"return": answer, "id": request["id"]}).encode() + b"\n")
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        server.close()
+    return serving(path, talk)
 
 
 @pytest.mark.parametrize("status", [["running"], "running", 5])
@@ -114,6 +97,6 @@ def test_a_monitor_answering_the_wrong_shape_is_one_line(
     qmp = tmp_path / "qmp.sock"
     declare(private_dirs / "config", "web", qmp)
     new_repository(tmp_path / "repo").close()
-    for _ in _monitor(qmp, status):
+    with _monitor(qmp, status):
         done = cli("vm", "backup", "web", repo=tmp_path / "repo", timeout=120)
         one_line_error(done, 1, "query-status answered")
