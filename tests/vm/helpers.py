@@ -68,6 +68,17 @@ def leftovers(socket_path: Path) -> dict[str, list[str]]:
     }
 
 
+def assert_same_image(restored: Path, live: Path, live_format: str = "qcow2") -> None:
+    """`qemu-img compare` of a restored raw image with the live image a running QEMU holds (-U)."""
+    compare = subprocess.run(
+        ["qemu-img", "compare", "-U", "-f", "raw", "-F", live_format, str(restored), str(live)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+
+
 def records_in(image: str) -> bytes:
     done = subprocess.run(
         ["debugfs", "-R", "cat /records", image], capture_output=True, timeout=120, check=True

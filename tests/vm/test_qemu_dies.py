@@ -22,7 +22,16 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.bare_qemu import BareVM, bare_vm
-from tests.vm.helpers import PASSWORD, PROJECT, cli, declare, hmp_io, leftovers, new_repository
+from tests.vm.helpers import (
+    PASSWORD,
+    PROJECT,
+    assert_same_image,
+    cli,
+    declare,
+    hmp_io,
+    leftovers,
+    new_repository,
+)
 
 MIB = 1024 * 1024
 
@@ -111,21 +120,5 @@ def test_qemu_exiting_mid_copy_fails_the_backup_in_one_line_and_the_next_one_mis
     )
     assert restored.returncode == 0, restored.stderr
     hmp_io(vm.qmp_socket, "drive0", "flush")
-    compare = subprocess.run(
-        [
-            "qemu-img",
-            "compare",
-            "-U",
-            "-f",
-            "raw",
-            "-F",
-            "qcow2",
-            str(tmp_path / "r" / "drive0.raw"),
-            str(vm.disk),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert_same_image(tmp_path / "r" / "drive0.raw", vm.disk)
     assert leftovers(vm.qmp_socket)["jobs"] == [] and leftovers(vm.qmp_socket)["nodes"] == []

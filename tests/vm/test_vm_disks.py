@@ -22,7 +22,7 @@ from shadowvault.repo.repository import Repository
 from shadowvault.shadow import manifest as manifest_doc
 from shadowvault.vm import layout
 from tests.fixtures.bare_qemu import BareVM, bare_vm, loop_device, nbd_export
-from tests.vm.helpers import PASSWORD, cli, declare, hmp_io, leftovers, new_repository
+from tests.vm.helpers import PASSWORD, assert_same_image, cli, declare, hmp_io, leftovers, new_repository
 
 NETWORK_WHY = "a network disk QEMU opens itself (nbd)"
 PASSTHROUGH_WHY = "a host block device passed through"
@@ -150,23 +150,7 @@ def test_vm_disk_backs_up_only_the_disk_chosen(mixed: MixedVM, tmp_path: Path) -
     assert restored.returncode == 0, restored.stderr
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["drive1.raw", "mixed.json", "mixed.sh"]
     hmp_io(mixed.vm.qmp_socket, "drive1", "flush")
-    compare = subprocess.run(
-        [
-            "qemu-img",
-            "compare",
-            "-U",
-            "-f",
-            "raw",
-            "-F",
-            "qcow2",
-            str(tmp_path / "r" / "drive1.raw"),
-            str(mixed.drive1),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert_same_image(tmp_path / "r" / "drive1.raw", mixed.drive1)
     with open(tmp_path / "r" / "drive1.raw", "rb") as f:
         f.seek(1 << 20)
         assert f.read(4096) == b"\x21" * 4096
