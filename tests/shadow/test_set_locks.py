@@ -24,11 +24,14 @@ SERIALIZED_BOUND = 2.0  # a serialized first set waits this long in vain, then e
 
 
 def _rendezvous(records: Path, me: str, them: str, bound: float) -> str:
-    """Shell: record my freeze's start, wait for theirs (up to `bound` seconds), record my end."""
+    """Shell: record my freeze's start, wait for theirs (up to `bound` seconds), record my end. Each
+    record appears whole (written aside, renamed): a start file seen while still empty let the other
+    side end before the time written into it."""
     theirs, tenths = f"{records}/{them}.start", int(bound * 10)
     wait = f"i=0; while [ ! -e {theirs} ] && [ $i -lt {tenths} ]; do sleep 0.1; i=$((i+1)); done"
     return (
-        f"date +%s.%N > {records}/{me}.start\n{wait}\n"
+        f"date +%s.%N > {records}/{me}.start.tmp && mv {records}/{me}.start.tmp {records}/{me}.start\n"
+        f"{wait}\n"
         f"date +%s.%N > {records}/{me}.end.tmp && mv {records}/{me}.end.tmp {records}/{me}.end"
     )
 
