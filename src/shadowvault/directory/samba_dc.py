@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shadowvault import proc
+from shadowvault.directory.samba_archive import SYSVOL_TAR, check_archive, unpack
 from shadowvault.errors import CommandError, UsageError, WriterError
 from shadowvault.fsutil import fsync_dir
 from shadowvault.process_table import option_value, processes
@@ -47,6 +48,7 @@ MODES = ("new-dc", "same-dc")
 BACKUP_MARKERS = ("sidForRestore", "backupRename", "backupDate", "backupType")
 STAGING_SUFFIX = ".shadowvault-partial"
 TIMEOUT = 3600.0
+ARCHIVE_LABEL = "the backup's Samba archive"
 
 
 @dataclass
@@ -329,7 +331,7 @@ def restore_same_dc(archive: str, targetdir: str, realm: str) -> None:
                 "become a new DC (--directory-restore new-dc)"
             )
         with _staged(targetdir) as staging:
-            proc.run(["tar", "-xjf", archive, "-C", staging], timeout=TIMEOUT)
+            unpack(archive, staging, ARCHIVE_LABEL)
             config = Path(staging) / "etc" / "smb.conf"
             shutil.copyfile(config, f"{config}.orig")
             _point_config(config, staging, realm)
@@ -337,7 +339,7 @@ def restore_same_dc(archive: str, targetdir: str, realm: str) -> None:
             os.makedirs(sysvol, exist_ok=True)
             sysvol_tar = os.path.join(staging, "sysvol.tar.gz")
             if os.path.exists(sysvol_tar):  # files only; their NT ACLs are reset below, as after a provision
-                proc.run(["tar", "-xzf", sysvol_tar, "-C", sysvol, "--exclude=*.NTACL"], timeout=TIMEOUT)
+                unpack(sysvol_tar, sysvol, f"{ARCHIVE_LABEL}'s {SYSVOL_TAR}", lambda n: n.endswith(".NTACL"))
                 os.unlink(sysvol_tar)
             os.unlink(os.path.join(staging, "backup.txt"))
             samdb = f"tdb://{staging}/private/sam.ldb"
@@ -354,7 +356,12 @@ def restore_same_dc(archive: str, targetdir: str, realm: str) -> None:
 def recover(
     mode: str, archive: str, targetdir: str, *, realm: str, backed_up: str, newservername: str
 ) -> None:
-    """Recover a DC from `archive` into `targetdir` as `mode` (new-dc or same-dc)."""
+    """Recover a DC from `archive` into `targetdir` as `mode` (new-dc or same-dc).
+
+    The archive comes from the backup: it is checked whole before samba-tool or we unpack it.
+    """
+    if mode in MODES:
+        check_archive(archive, ARCHIVE_LABEL)
     if mode == "new-dc":
         restore_new_dc(archive, targetdir, newservername, backed_up, realm)
     elif mode == "same-dc":
