@@ -27,7 +27,7 @@ from shadowvault.components.base import RestoreOptions, SnapshotView, check_docu
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
 from shadowvault.directory.samba_archive import check_archive
-from shadowvault.directory.samba_dc import MODES, back_up, recover_bytes, running_dcs
+from shadowvault.directory.samba_dc import MODES, back_up, check_record, recover_bytes, running_dcs
 from shadowvault.errors import NotFoundError, ShadowvaultError, UsageError
 from shadowvault.paths_within import inside_root
 from shadowvault.typed_decoding import decode_json
@@ -116,6 +116,7 @@ def plan_samba(plan: Plan, view: SnapshotView, options: RestoreOptions) -> None:
         raise UsageError(f"unknown --directory-restore {mode!r} (valid: {', '.join(MODES)})")
     name = str(options.directory_options.get("newservername") or "")
     for record in records:
+        check_record(record.realm, record.netbios_name, record.home, f"the snapshot's {SAMBA_DOCUMENT}")
         label = _label(record)
         check_document_name(COMPONENT, record.archive)  # before anything is written
         if not mode:

@@ -198,6 +198,37 @@ def back_up(dc: SambaDc, workdir: str, method: str = "offline", server: str = "1
     return Archive(Path(made[-1]), method)
 
 
+_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_record(realm: str, netbios_name: str, home: str, where: str) -> None:
+    """Refuse a backup's description of a DC that no DC could have written (one line naming `where`).
+
+    It is read from the snapshot (hostile input) and feeds paths (the DC's directory, netlogon's
+    `sysvol/<realm>`) and the plan's lines: the realm must be a DNS name, the name a NetBIOS name,
+    the home a plain absolute path below / (no `.` or `..`, no control characters).
+    """
+    labels = realm.split(".")
+    if len(realm) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        raise UsageError(f"{where} is damaged: the realm {realm!r} is not a DNS name")
+    if (
+        not 0 < len(netbios_name) <= 15
+        or _CONTROL.search(netbios_name)
+        or re.search(r'[\s\\/:*?"<>|]', netbios_name)
+    ):
+        raise UsageError(f"{where} is damaged: the DC's name {netbios_name!r} is not a NetBIOS name")
+    parts = home.split("/")
+    if (
+        not home.startswith("/")
+        or home.rstrip("/") == ""
+        or _CONTROL.search(home)
+        or any(part in (".", "..") for part in parts)
+        or "//" in home.rstrip("/")
+    ):
+        raise UsageError(f"{where} is damaged: the DC's directory {home!r} is not a plain absolute path")
+
+
 def _require_empty(targetdir: str) -> None:
     if os.path.exists(targetdir) and (not os.path.isdir(targetdir) or os.listdir(targetdir)):
         raise UsageError(f"{targetdir} is not empty: a DC is recovered into an empty directory")
