@@ -23,6 +23,7 @@ start, under the final name, and the next run removes the leftover and starts ag
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import logging
 import os
@@ -47,6 +48,7 @@ METHODS = ("offline", "online")
 MODES = ("new-dc", "same-dc")
 BACKUP_MARKERS = ("sidForRestore", "backupRename", "backupDate", "backupType")
 STAGING_SUFFIX = ".shadowvault-partial"
+LOCK_SUFFIX = ".shadowvault-lock"
 TIMEOUT = 3600.0
 ARCHIVE_LABEL = "the backup's Samba archive"
 
@@ -249,12 +251,40 @@ def _staged(targetdir: str) -> Iterator[str]:
     """
     _require_empty(targetdir)
     staging = staging_dir(targetdir)
+    os.makedirs(os.path.dirname(staging), exist_ok=True)
+    with _recovery_lock(targetdir):
+        yield from _staged_locked(targetdir, staging)
+
+
+@contextlib.contextmanager
+def _recovery_lock(targetdir: str) -> Iterator[None]:
+    """Held for a whole recovery into `targetdir`: a second one would remove the first one's staging
+    directory (as an interrupted run's leftover) and both would rename onto the target. flock on a
+    file next to the target; it goes away with the kernel's lock if the holder is killed."""
+    parent, name = os.path.split(os.path.abspath(targetdir).rstrip("/"))
+    path = os.path.join(parent, f".{name}{LOCK_SUFFIX}")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise WriterError(f"cannot lock {path} for the recovery into {targetdir}: {err}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"another recovery into {targetdir} is running (it holds {path}): wait for it to end"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _staged_locked(targetdir: str, staging: str) -> Iterator[str]:
     if os.path.isdir(staging) and not os.path.islink(staging):
         log.info("removing %s, left by an interrupted recovery", staging)
         shutil.rmtree(staging)
     elif os.path.lexists(staging):
         os.unlink(staging)
-    os.makedirs(os.path.dirname(staging), exist_ok=True)
     os.mkdir(staging, 0o755)
     try:
         yield staging
