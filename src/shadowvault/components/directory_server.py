@@ -26,6 +26,7 @@ import msgspec
 from shadowvault.components.base import RestoreOptions, SnapshotView, documents_path
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
+from shadowvault.directory.ldif import LdifError, parse_entries
 from shadowvault.directory.slapd import count_entries, export_ldif, load_ldif, running_instances
 from shadowvault.errors import NotFoundError, ShadowvaultError
 from shadowvault.paths_within import inside_root
@@ -100,6 +101,7 @@ def plan_ldap(plan: Plan, view: SnapshotView, options: RestoreOptions) -> None:
                 "leave", "directory", label, f"{dest} already holds a database (--overwrite replaces it)"
             )
             continue
+        _check_ldif(view, record, label)
         config = resolve_in_root(target, record.config)
         plan.add(
             "load",
@@ -109,6 +111,19 @@ def plan_ldap(plan: Plan, view: SnapshotView, options: RestoreOptions) -> None:
             source=f"{documents_path(COMPONENT)}/{record.ldif}".lstrip("/"),
         )
     plan.data["ldap"] = {r.suffix or r.directory: r for r in _records(view)}
+
+
+def _check_ldif(view: SnapshotView, record: LdapDatabaseRecord, label: str) -> None:
+    """Refuse a damaged LDIF export before anything is written: it is the snapshot's (hostile input),
+    and slapadd would find the damage only half-way through the restore, as the ldap writer's
+    restores check theirs."""
+    ldif = view.document(COMPONENT, record.ldif)
+    if ldif is None:
+        return  # the load reports the missing document
+    try:
+        parse_entries(ldif)
+    except LdifError as err:
+        raise LdifError(f"the backup's LDIF export of {label} ({record.ldif}) is damaged: {err}") from None
 
 
 def apply_ldap(plan: Plan, view: SnapshotView, target: Path) -> None:

@@ -26,7 +26,8 @@ import msgspec
 from shadowvault.components.base import RestoreOptions, SnapshotView, check_document_name
 from shadowvault.components.layout import resolve_in_root
 from shadowvault.components.plan import Plan
-from shadowvault.directory.samba_dc import MODES, back_up, recover_bytes, running_dcs
+from shadowvault.directory.samba_archive import check_archive
+from shadowvault.directory.samba_dc import MODES, back_up, check_record, recover_bytes, running_dcs
 from shadowvault.errors import NotFoundError, ShadowvaultError, UsageError
 from shadowvault.paths_within import inside_root
 from shadowvault.typed_decoding import decode_json
@@ -115,6 +116,7 @@ def plan_samba(plan: Plan, view: SnapshotView, options: RestoreOptions) -> None:
         raise UsageError(f"unknown --directory-restore {mode!r} (valid: {', '.join(MODES)})")
     name = str(options.directory_options.get("newservername") or "")
     for record in records:
+        check_record(record.realm, record.netbios_name, record.home, f"the snapshot's {SAMBA_DOCUMENT}")
         label = _label(record)
         check_document_name(COMPONENT, record.archive)  # before anything is written
         if not mode:
@@ -145,6 +147,9 @@ def plan_samba(plan: Plan, view: SnapshotView, options: RestoreOptions) -> None:
             how = f"new-dc {name.upper()}: the domain from the {record.method} backup, every role seized"
         else:
             how = f"same-dc {record.netbios_name}: its own files from the {record.method} backup"
+        archive = view.document(COMPONENT, record.archive)
+        if archive is not None:  # hostile until checked: refused before anything is written
+            check_archive(archive, f"the snapshot's Samba archive {record.archive}")
         plan.add(
             "load",
             "samba-dc",

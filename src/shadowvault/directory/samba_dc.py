@@ -23,6 +23,7 @@ start, under the final name, and the next run removes the leftover and starts ag
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import logging
 import os
@@ -34,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shadowvault import proc
+from shadowvault.directory.samba_archive import SYSVOL_TAR, check_archive, unpack
 from shadowvault.errors import CommandError, UsageError, WriterError
 from shadowvault.fsutil import fsync_dir
 from shadowvault.process_table import option_value, processes
@@ -46,7 +48,9 @@ METHODS = ("offline", "online")
 MODES = ("new-dc", "same-dc")
 BACKUP_MARKERS = ("sidForRestore", "backupRename", "backupDate", "backupType")
 STAGING_SUFFIX = ".shadowvault-partial"
+LOCK_SUFFIX = ".shadowvault-lock"
 TIMEOUT = 3600.0
+ARCHIVE_LABEL = "the backup's Samba archive"
 
 
 @dataclass
@@ -196,6 +200,37 @@ def back_up(dc: SambaDc, workdir: str, method: str = "offline", server: str = "1
     return Archive(Path(made[-1]), method)
 
 
+_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_record(realm: str, netbios_name: str, home: str, where: str) -> None:
+    """Refuse a backup's description of a DC that no DC could have written (one line naming `where`).
+
+    It is read from the snapshot (hostile input) and feeds paths (the DC's directory, netlogon's
+    `sysvol/<realm>`) and the plan's lines: the realm must be a DNS name, the name a NetBIOS name,
+    the home a plain absolute path below / (no `.` or `..`, no control characters).
+    """
+    labels = realm.split(".")
+    if len(realm) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        raise UsageError(f"{where} is damaged: the realm {realm!r} is not a DNS name")
+    if (
+        not 0 < len(netbios_name) <= 15
+        or _CONTROL.search(netbios_name)
+        or re.search(r'[\s\\/:*?"<>|]', netbios_name)
+    ):
+        raise UsageError(f"{where} is damaged: the DC's name {netbios_name!r} is not a NetBIOS name")
+    parts = home.split("/")
+    if (
+        not home.startswith("/")
+        or home.rstrip("/") == ""
+        or _CONTROL.search(home)
+        or any(part in (".", "..") for part in parts)
+        or "//" in home.rstrip("/")
+    ):
+        raise UsageError(f"{where} is damaged: the DC's directory {home!r} is not a plain absolute path")
+
+
 def _require_empty(targetdir: str) -> None:
     if os.path.exists(targetdir) and (not os.path.isdir(targetdir) or os.listdir(targetdir)):
         raise UsageError(f"{targetdir} is not empty: a DC is recovered into an empty directory")
@@ -216,12 +251,40 @@ def _staged(targetdir: str) -> Iterator[str]:
     """
     _require_empty(targetdir)
     staging = staging_dir(targetdir)
+    os.makedirs(os.path.dirname(staging), exist_ok=True)
+    with _recovery_lock(targetdir):
+        yield from _staged_locked(targetdir, staging)
+
+
+@contextlib.contextmanager
+def _recovery_lock(targetdir: str) -> Iterator[None]:
+    """Held for a whole recovery into `targetdir`: a second one would remove the first one's staging
+    directory (as an interrupted run's leftover) and both would rename onto the target. flock on a
+    file next to the target; it goes away with the kernel's lock if the holder is killed."""
+    parent, name = os.path.split(os.path.abspath(targetdir).rstrip("/"))
+    path = os.path.join(parent, f".{name}{LOCK_SUFFIX}")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise WriterError(f"cannot lock {path} for the recovery into {targetdir}: {err}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"another recovery into {targetdir} is running (it holds {path}): wait for it to end"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _staged_locked(targetdir: str, staging: str) -> Iterator[str]:
     if os.path.isdir(staging) and not os.path.islink(staging):
         log.info("removing %s, left by an interrupted recovery", staging)
         shutil.rmtree(staging)
     elif os.path.lexists(staging):
         os.unlink(staging)
-    os.makedirs(os.path.dirname(staging), exist_ok=True)
     os.mkdir(staging, 0o755)
     try:
         yield staging
@@ -329,7 +392,7 @@ def restore_same_dc(archive: str, targetdir: str, realm: str) -> None:
                 "become a new DC (--directory-restore new-dc)"
             )
         with _staged(targetdir) as staging:
-            proc.run(["tar", "-xjf", archive, "-C", staging], timeout=TIMEOUT)
+            unpack(archive, staging, ARCHIVE_LABEL)
             config = Path(staging) / "etc" / "smb.conf"
             shutil.copyfile(config, f"{config}.orig")
             _point_config(config, staging, realm)
@@ -337,7 +400,7 @@ def restore_same_dc(archive: str, targetdir: str, realm: str) -> None:
             os.makedirs(sysvol, exist_ok=True)
             sysvol_tar = os.path.join(staging, "sysvol.tar.gz")
             if os.path.exists(sysvol_tar):  # files only; their NT ACLs are reset below, as after a provision
-                proc.run(["tar", "-xzf", sysvol_tar, "-C", sysvol, "--exclude=*.NTACL"], timeout=TIMEOUT)
+                unpack(sysvol_tar, sysvol, f"{ARCHIVE_LABEL}'s {SYSVOL_TAR}", lambda n: n.endswith(".NTACL"))
                 os.unlink(sysvol_tar)
             os.unlink(os.path.join(staging, "backup.txt"))
             samdb = f"tdb://{staging}/private/sam.ldb"
@@ -354,7 +417,12 @@ def restore_same_dc(archive: str, targetdir: str, realm: str) -> None:
 def recover(
     mode: str, archive: str, targetdir: str, *, realm: str, backed_up: str, newservername: str
 ) -> None:
-    """Recover a DC from `archive` into `targetdir` as `mode` (new-dc or same-dc)."""
+    """Recover a DC from `archive` into `targetdir` as `mode` (new-dc or same-dc).
+
+    The archive comes from the backup: it is checked whole before samba-tool or we unpack it.
+    """
+    if mode in MODES:
+        check_archive(archive, ARCHIVE_LABEL)
     if mode == "new-dc":
         restore_new_dc(archive, targetdir, newservername, backed_up, realm)
     elif mode == "same-dc":

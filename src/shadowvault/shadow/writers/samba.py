@@ -28,6 +28,7 @@ from shadowvault.directory.samba_dc import (
     DEFAULT_CONFIG,
     MODES,
     back_up,
+    check_record,
     read_dc,
     recover_bytes,
     running_dcs,
@@ -123,6 +124,14 @@ class SambaWriter(AppWriter):
         if mode == "new-dc" and not ctx.options.get("newservername"):
             raise UsageError("--directory-restore new-dc needs --writer-option samba.newservername=NAME")
         for component in ctx.components:
+            if component.writer == self.name:  # the manifest is the backup's: hostile until checked
+                meta = component.metadata
+                check_record(
+                    str(meta.get("realm", "")),
+                    str(meta.get("netbios_name", "")),
+                    str(meta.get("home", "")),
+                    f"the backup manifest's {component.name}",
+                )
             if (
                 component.writer == self.name
                 and mode == "same-dc"
