@@ -22,22 +22,19 @@ start, under the final name, and the next run removes the leftover and starts ag
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import glob
 import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shadowvault import proc
 from shadowvault.directory.samba_archive import SYSVOL_TAR, check_archive, unpack
+from shadowvault.directory.samba_staging import require_empty, staged
 from shadowvault.errors import CommandError, UsageError, WriterError
-from shadowvault.fsutil import fsync_dir
 from shadowvault.process_table import option_value, processes
 
 log = logging.getLogger(__name__)
@@ -47,8 +44,6 @@ DC_ROLE = "active directory domain controller"
 METHODS = ("offline", "online")
 MODES = ("new-dc", "same-dc")
 BACKUP_MARKERS = ("sidForRestore", "backupRename", "backupDate", "backupType")
-STAGING_SUFFIX = ".shadowvault-partial"
-LOCK_SUFFIX = ".shadowvault-lock"
 TIMEOUT = 3600.0
 ARCHIVE_LABEL = "the backup's Samba archive"
 
@@ -231,75 +226,6 @@ def check_record(realm: str, netbios_name: str, home: str, where: str) -> None:
         raise UsageError(f"{where} is damaged: the DC's directory {home!r} is not a plain absolute path")
 
 
-def _require_empty(targetdir: str) -> None:
-    if os.path.exists(targetdir) and (not os.path.isdir(targetdir) or os.listdir(targetdir)):
-        raise UsageError(f"{targetdir} is not empty: a DC is recovered into an empty directory")
-
-
-def staging_dir(targetdir: str) -> str:
-    """Where a DC bound for `targetdir` is made: next to it (same filesystem, so a rename moves it)."""
-    parent, name = os.path.split(os.path.abspath(targetdir).rstrip("/"))
-    return os.path.join(parent, f".{name}{STAGING_SUFFIX}")
-
-
-@contextlib.contextmanager
-def _staged(targetdir: str) -> Iterator[str]:
-    """A fresh staging directory for `targetdir`, renamed onto it when the block succeeds.
-
-    A leftover of an interrupted run is removed first; on a failure the staging directory goes and
-    `targetdir` is untouched, so there is never a half-made DC under the final name.
-    """
-    _require_empty(targetdir)
-    staging = staging_dir(targetdir)
-    os.makedirs(os.path.dirname(staging), exist_ok=True)
-    with _recovery_lock(targetdir):
-        yield from _staged_locked(targetdir, staging)
-
-
-@contextlib.contextmanager
-def _recovery_lock(targetdir: str) -> Iterator[None]:
-    """Held for a whole recovery into `targetdir`: a second one would remove the first one's staging
-    directory (as an interrupted run's leftover) and both would rename onto the target. flock on a
-    file next to the target; it goes away with the kernel's lock if the holder is killed."""
-    parent, name = os.path.split(os.path.abspath(targetdir).rstrip("/"))
-    path = os.path.join(parent, f".{name}{LOCK_SUFFIX}")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as err:
-        raise WriterError(f"cannot lock {path} for the recovery into {targetdir}: {err}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(
-                f"another recovery into {targetdir} is running (it holds {path}): wait for it to end"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
-
-
-def _staged_locked(targetdir: str, staging: str) -> Iterator[str]:
-    if os.path.isdir(staging) and not os.path.islink(staging):
-        log.info("removing %s, left by an interrupted recovery", staging)
-        shutil.rmtree(staging)
-    elif os.path.lexists(staging):
-        os.unlink(staging)
-    os.mkdir(staging, 0o755)
-    try:
-        yield staging
-        proc.run(["sync", "-f", staging], timeout=TIMEOUT)  # the DC's files are on disk before its name
-        _require_empty(targetdir)
-        try:
-            os.rename(staging, targetdir)  # replaces an empty directory
-        except OSError as err:
-            raise WriterError(f"cannot move the recovered DC from {staging} to {targetdir}: {err}") from err
-        fsync_dir(os.path.dirname(staging))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def _point_config(config: Path, targetdir: str, realm: str) -> None:
     config.write_text(point_config_at(config.read_text(), targetdir, realm))
 
@@ -317,7 +243,7 @@ def restore_new_dc(archive: str, targetdir: str, newservername: str, backed_up: 
             f"{newservername} is the backed-up DC's own name: recover it with --directory-restore same-dc, "
             "or give the new DC another name"
         )
-    with _staged(targetdir) as staging:
+    with staged(targetdir) as staging:
         argv = ["samba-tool", "domain", "backup", "restore", f"--backup-file={archive}"]
         argv += [f"--targetdir={staging}", f"--newservername={newservername}"]
         try:
@@ -381,7 +307,7 @@ def restore_same_dc(archive: str, targetdir: str, realm: str) -> None:
     Made in the staging directory with an smb.conf pointing there (sysvolreset reads it), then pointed
     at `targetdir` and renamed to it.
     """
-    _require_empty(targetdir)
+    require_empty(targetdir)
     try:
         kind = proc.run(["tar", "-xjOf", archive, "backup.txt"], timeout=TIMEOUT).stdout.decode(
             errors="replace"
@@ -391,7 +317,7 @@ def restore_same_dc(archive: str, targetdir: str, realm: str) -> None:
                 "this Samba backup was taken online: a replica without the DC's own identity, which can only "
                 "become a new DC (--directory-restore new-dc)"
             )
-        with _staged(targetdir) as staging:
+        with staged(targetdir) as staging:
             unpack(archive, staging, ARCHIVE_LABEL)
             config = Path(staging) / "etc" / "smb.conf"
             shutil.copyfile(config, f"{config}.orig")
