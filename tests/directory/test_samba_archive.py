@@ -78,7 +78,8 @@ FORGERIES: dict[str, Callable[[Path], bytes]] = {
 }
 
 
-def _samba_json() -> bytes:
+def samba_json() -> bytes:
+    """A samba.json naming one DC whose archive is samba/SV.TEST.tar.bz2."""
     record = {
         "realm": "SV.TEST",
         "netbios_name": "SVDC1",
@@ -100,7 +101,7 @@ def test_a_forged_samba_archive_is_refused_and_writes_nothing(
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "victim.txt").write_text(VICTIM)
-    documents = {"samba.json": _samba_json(), "samba/SV.TEST.tar.bz2": FORGERIES[forgery](outside)}
+    documents = {"samba.json": samba_json(), "samba/SV.TEST.tar.bz2": FORGERIES[forgery](outside)}
     monkeypatch.setattr(system_state, "collect_samba", lambda _root: (documents, []))
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)

@@ -4,7 +4,6 @@ first one's staging directory as an interrupted run's leftover)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,22 +13,8 @@ from pathlib import Path
 import pytest
 
 from shadowvault.components import system_state
-from tests.directory.test_samba_archive import _archive
+from tests.directory.test_samba_archive import _archive, samba_json
 from tests.inprocess_cli import run
-
-
-def _samba_json() -> bytes:
-    record = {
-        "realm": "SV.TEST",
-        "netbios_name": "SVDC1",
-        "method": "offline",
-        "archive": "samba/SV.TEST.tar.bz2",
-        "archive_bytes": 10,
-        "config": "/var/lib/samba/etc/smb.conf",
-        "home": "/var/lib/samba",
-        "sysvol": "/var/lib/samba/state/sysvol",
-    }
-    return json.dumps({"dcs": [record]}).encode()
 
 
 def _held_samba_tool(base: Path) -> dict[str, str]:
@@ -50,7 +35,7 @@ def _held_samba_tool(base: Path) -> dict[str, str]:
 def test_a_second_recovery_into_the_same_directory_is_refused(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    documents = {"samba.json": _samba_json(), "samba/SV.TEST.tar.bz2": _archive()}
+    documents = {"samba.json": samba_json(), "samba/SV.TEST.tar.bz2": _archive()}
     monkeypatch.setattr(system_state, "collect_samba", lambda _root: (documents, []))
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)

@@ -85,15 +85,26 @@ def _loops_of(image: Path) -> list[str]:
     return out.stdout.splitlines()
 
 
+def _empty_disk(tmp_path: Path) -> Path:
+    """A sparse 256 MiB image: the recover target."""
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(256 * MIB)
+    return disk
+
+
+def _layout_file(tmp_path: Path, layout: dict[str, Any]) -> Path:
+    """`layout` as the file `recover --layout` reads."""
+    layout_file = tmp_path / "layout.json"
+    layout_file.write_text(json.dumps(layout))
+    return layout_file
+
+
 def _refused_untouched(
     env: dict[str, str], tmp_path: Path, layout: dict[str, Any], snap: str, why: str
 ) -> None:
-    disk = tmp_path / "disk.img"
-    disk.write_bytes(b"")
-    with open(disk, "r+b") as f:
-        f.truncate(256 * MIB)
-    layout_file = tmp_path / "layout.json"
-    layout_file.write_text(json.dumps(layout))
+    disk = _empty_disk(tmp_path)
+    layout_file = _layout_file(tmp_path, layout)
     for dry in ((), ("--dry-run",)):
         args = ("recover", "--disk", disk, snap, "--layout", layout_file, *dry)
         line = one_error_line(run(env, *args))
@@ -116,10 +127,7 @@ def _snapshot_recording(
         env, "backup", "--component", "system-state", "--component", "files", "--source-root", root, "/"
     )
     assert done.exit_code == 0, done.stderr
-    disk = tmp_path / "disk.img"
-    with open(disk, "wb") as f:
-        f.truncate(256 * MIB)
-    return disk
+    return _empty_disk(tmp_path)
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
@@ -145,11 +153,8 @@ def test_a_hostile_layout_recorded_in_the_snapshot_is_refused(
 
 def test_the_good_layout_is_planned(env: dict[str, str], tmp_path: Path, small_snapshot: str) -> None:
     """The baseline the hostile cases are edits of: a plan, no error."""
-    disk = tmp_path / "disk.img"
-    with open(disk, "wb") as f:
-        f.truncate(256 * MIB)
-    layout_file = tmp_path / "layout.json"
-    layout_file.write_text(json.dumps(GOOD))
+    disk = _empty_disk(tmp_path)
+    layout_file = _layout_file(tmp_path, GOOD)
     done = run(env, "recover", "--disk", disk, small_snapshot, "--layout", layout_file, "--dry-run")
     assert done.exit_code == 0, done.stderr
     assert f"ext4 UUID={SRV_UUID} on #2" in done.stdout
@@ -164,11 +169,8 @@ def test_plan_lines_escape_the_layouts_names(
     label, mount = "r\u009b2J\u202e", "/srv/\u2028x"
     layout = _edit(_fs(1, label=label, mount_point=mount))
     layout["bootloader"] = {"kind": "extlinux", "config": "/boot/\u202eextlinux/extlinux.conf"}
-    disk = tmp_path / "disk.img"
-    with open(disk, "wb") as f:
-        f.truncate(256 * MIB)
-    layout_file = tmp_path / "layout.json"
-    layout_file.write_text(json.dumps(layout))
+    disk = _empty_disk(tmp_path)
+    layout_file = _layout_file(tmp_path, layout)
     done = run(env, "recover", "--disk", disk, small_snapshot, "--layout", layout_file, "--dry-run")
     assert done.exit_code == 0, done.stderr
     out = done.stdout
@@ -196,8 +198,7 @@ def test_a_hostile_uuid_in_the_recorded_layout_neither_forges_a_plan_line_nor_ed
     recorded = _edit(_fs(0, uuid=f"x\n{forged}"))
     recorded["bootloader"] = {"kind": "extlinux", "config": "/boot/extlinux/extlinux.conf"}
     disk = _snapshot_recording(env, tmp_path, monkeypatch, recorded)
-    layout_file = tmp_path / "layout.json"
-    layout_file.write_text(json.dumps({**GOOD, "bootloader": recorded["bootloader"]}))
+    layout_file = _layout_file(tmp_path, {**GOOD, "bootloader": recorded["bootloader"]})
     done = run(env, "recover", "--disk", disk, "latest", "--layout", layout_file, "--dry-run")
     assert done.exit_code == 0, done.stderr
     lines = done.stdout.splitlines()
