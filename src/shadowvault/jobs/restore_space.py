@@ -35,11 +35,17 @@ def stored_bytes(sizes: RestoreSizes, node: Node) -> int:
     return node.size if node.type == "file" else 0
 
 
-def _existing(path: str) -> str:
+def existing_ancestor(path: str) -> str:
     """`path` or its nearest ancestor that exists: the filesystem the path will be created on."""
     while not os.path.lexists(path) and path not in ("", "/"):
         path = os.path.dirname(path)
     return path or "/"
+
+
+def free_bytes(path: str) -> int:
+    """The bytes an unprivileged write may still take on the filesystem of `path` (which exists)."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 def check_fits(
@@ -60,15 +66,14 @@ def check_fits(
                     continue  # not in the backup: nothing laid down
                 if node is None:
                     continue
-                existing = _existing(target_path(target_root, path))
+                existing = existing_ancestor(target_path(target_root, path))
                 dev = os.stat(existing).st_dev
                 where.setdefault(dev, existing)
                 size[dev] = size.get(dev, 0) + stored_bytes(sizes, node)
                 if label not in labels.setdefault(dev, []):
                     labels[dev].append(label)
     for dev, needed in size.items():
-        st = os.statvfs(where[dev])
-        free = st.f_bavail * st.f_frsize
+        free = free_bytes(where[dev])
         if needed > free:
             raise NoSpaceError(
                 f"not enough space to restore {', '.join(labels[dev])}: its files need {human_size(needed)}"

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable
 
 from shadowvault.display import human_size
-from shadowvault.jobs.restore_space import NoSpaceError
+from shadowvault.jobs.restore_space import NoSpaceError, existing_ancestor, free_bytes
 from shadowvault.repo.repository import Repository
 from shadowvault.vm.layout import StoredDisk
 
@@ -28,13 +28,6 @@ def data_bytes(repo: Repository, disk: StoredDisk, content: list[bytes]) -> int:
     return min(disk.virtual_size, sum(disk.chunk_size for blob_id in content if blob_id != zero_id))
 
 
-def _existing(path: str) -> str:
-    """`path` or its nearest ancestor that exists: the filesystem a file there is created on."""
-    while not os.path.lexists(path) and path not in ("", "/"):
-        path = os.path.dirname(path)
-    return path or "/"
-
-
 def check_vm_fits(
     repo: Repository, vm: str, images: Iterable[tuple[str, StoredDisk, list[bytes], str]]
 ) -> None:
@@ -45,7 +38,7 @@ def check_vm_fits(
     final: dict[int, int] = {}
     scratch: dict[int, int] = {}
     for path, disk, content, fmt in images:
-        existing = _existing(os.path.dirname(path))
+        existing = existing_ancestor(os.path.dirname(path))
         dev = os.stat(existing).st_dev
         where.setdefault(dev, existing)
         data = data_bytes(repo, disk, content)
@@ -55,8 +48,7 @@ def check_vm_fits(
             scratch[dev] = max(scratch.get(dev, 0), data)
     for dev, needed in final.items():
         needed += scratch.get(dev, 0)
-        st = os.statvfs(where[dev])
-        free = st.f_bavail * st.f_frsize
+        free = free_bytes(where[dev])
         if needed > free:
             why = " (a qcow2 is converted from a raw copy beside it)" if scratch.get(dev) else ""
             raise NoSpaceError(
@@ -71,8 +63,7 @@ def check_scratch_fits(
     """NoSpaceError when disk `disk` (its chunks `content`), laid down raw in a scratch directory
     under `scratch` to copy `path` out of it, needs more than that filesystem has free."""
     needed = data_bytes(repo, disk, content)
-    st = os.statvfs(_existing(scratch))
-    free = st.f_bavail * st.f_frsize
+    free = free_bytes(existing_ancestor(scratch))
     if needed > free:
         raise NoSpaceError(
             f"not enough space to copy {path} out of disk {disk.disk} of VM {vm}: the disk is laid "
