@@ -11,14 +11,13 @@ name (a VM name may hold any character).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import secrets
 
 import msgspec
 
 from shadowvault import paths
+from shadowvault.fsutil import atomic_write
 from shadowvault.typed_decoding import decode_json
 
 DIRECTORY = "vm-images"
@@ -54,15 +53,4 @@ def remember(vm: str, images: dict[str, str]) -> None:
         disks[disk] = [*kept, image][-MAX_PER_DISK:]
     path = _path(vm)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    part = f"{path}.{secrets.token_hex(4)}.part"
-    try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, msgspec.json.encode(Record(vm=vm, disks=disks)))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(part, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(part)
+    atomic_write(path, msgspec.json.encode(Record(vm=vm, disks=disks)), mode=0o600)
