@@ -31,10 +31,15 @@ def require_empty(targetdir: str) -> None:
         raise UsageError(f"{targetdir} is not empty: a DC is recovered into an empty directory")
 
 
+def _beside(targetdir: str, suffix: str) -> str:
+    """`.NAME<suffix>` in the directory holding `targetdir` (hidden, and on the same filesystem)."""
+    parent, name = os.path.split(os.path.abspath(targetdir).rstrip("/"))
+    return os.path.join(parent, f".{name}{suffix}")
+
+
 def staging_dir(targetdir: str) -> str:
     """Where a DC bound for `targetdir` is made: next to it (same filesystem, so a rename moves it)."""
-    parent, name = os.path.split(os.path.abspath(targetdir).rstrip("/"))
-    return os.path.join(parent, f".{name}{STAGING_SUFFIX}")
+    return _beside(targetdir, STAGING_SUFFIX)
 
 
 @contextlib.contextmanager
@@ -56,8 +61,7 @@ def recovery_lock(targetdir: str) -> Iterator[None]:
     """Held for a whole recovery into `targetdir`: a second one would remove the first one's staging
     directory (as an interrupted run's leftover) and both would rename onto the target. flock on a
     file next to the target; it goes away with the kernel's lock if the holder is killed."""
-    parent, name = os.path.split(os.path.abspath(targetdir).rstrip("/"))
-    path = os.path.join(parent, f".{name}{LOCK_SUFFIX}")
+    path = _beside(targetdir, LOCK_SUFFIX)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as err:
