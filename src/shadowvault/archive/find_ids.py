@@ -4,7 +4,7 @@ tracing a damaged or missing blob (or a whole pack) back to the files and direct
 A file matches a DATA blob id in its content (once per id, however often the file repeats it); a
 directory matches its TREE blob id, the snapshot's root directory (`/`) included. Ids reach this
 module as full ids (repo/object_refs.py checks what the user typed); the walk is listing.py's, with
-the id of the tree that lists each entry kept (restic's `parent_tree`).
+the id of the tree that lists each entry (restic's `parent_tree`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
-from shadowvault.archive.listing import entry_path
+from shadowvault.archive.listing import walk_tree_listings
 from shadowvault.archive.tree_paths import TreeReader
 from shadowvault.repo.snapshot import Snapshot
-from shadowvault.repo.tree import Node, invalid_name
+from shadowvault.repo.tree import Node
 
 
 @dataclass(frozen=True)
@@ -41,31 +41,9 @@ def find_ids(
     for snapshot_id, snapshot in snapshots:
         if snapshot.tree in tree_set:
             yield IdMatch(snapshot_id, snapshot, b"/", None, "tree", snapshot.tree, None)
-        for parent, path, node in _walk(store, snapshot.tree or None):
+        for parent, path, node in walk_tree_listings(store, snapshot.tree or None, b"/"):
             if node.type == "file" and blob_set:
                 for blob_id in dict.fromkeys(b for b in node.content if b in blob_set):
                     yield IdMatch(snapshot_id, snapshot, path, node, "blob", blob_id, parent)
             elif node.type == "dir" and node.subtree in tree_set and node.subtree is not None:
                 yield IdMatch(snapshot_id, snapshot, path, node, "tree", node.subtree, parent)
-
-
-def _walk(store: TreeReader, tree_id: bytes | None) -> Iterator[tuple[bytes, bytes, Node]]:
-    """(listing tree, path, node) below `tree_id`: listing.walk_tree's order and its refusal to
-    descend below a name that is not one component, iterative for the same reason (deep trees)."""
-    if not tree_id:
-        return
-    open_dirs = [(tree_id, _entries(store, tree_id, b"/"))]
-    while open_dirs:
-        listing, entries = open_dirs[-1]
-        for path, node in entries:
-            yield listing, path, node
-            if node.type == "dir" and node.subtree and invalid_name(node.name) is None:
-                open_dirs.append((node.subtree, _entries(store, node.subtree, path)))
-                break
-        else:
-            open_dirs.pop()
-
-
-def _entries(store: TreeReader, tree_id: bytes, prefix: bytes) -> Iterator[tuple[bytes, Node]]:
-    for node in store.load_tree(tree_id).nodes:
-        yield entry_path(prefix, node.name), node

@@ -20,17 +20,26 @@ JsonValue = str | int | list[str] | None  # what `describe` puts in a node's JSO
 
 
 def walk_tree(store: TreeReader, tree_id: bytes | None, prefix: bytes) -> Iterator[tuple[bytes, Node]]:
-    """(path, node) of everything below the tree, depth-first, each directory before its contents.
+    """(path, node) of everything below the tree, depth-first, each directory before its contents."""
+    for _listing, path, node in walk_tree_listings(store, tree_id, prefix):
+        yield path, node
+
+
+def walk_tree_listings(
+    store: TreeReader, tree_id: bytes | None, prefix: bytes
+) -> Iterator[tuple[bytes, bytes, Node]]:
+    """(id of the tree listing it, path, node) of everything below the tree, as walk_tree orders them.
     One iterator per open directory on a list, not one generator inside another: a crafted tree
     20,000 directories deep ended `ls`, `find`, `stats` and `dump` in a RecursionError."""
     if not tree_id:
         return
-    open_dirs = [_children(store, tree_id, prefix)]
+    open_dirs = [(tree_id, _children(store, tree_id, prefix))]
     while open_dirs:
-        for path, node in open_dirs[-1]:
-            yield path, node
+        listing, entries = open_dirs[-1]
+        for path, node in entries:
+            yield listing, path, node
             if node.type == "dir" and node.subtree and invalid_name(node.name) is None:
-                open_dirs.append(_children(store, node.subtree, path))
+                open_dirs.append((node.subtree, _children(store, node.subtree, path)))
                 break
         else:
             open_dirs.pop()
