@@ -22,6 +22,7 @@ from shadowvault.repo.object_refs import full_blob_ids, full_pack_ids
 from shadowvault.repo.raw_objects import hex_id
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tree import Node
 
 MODES = {"blob": "data blob", "tree": "tree", "pack": "pack"}  # --blob/--tree/--pack: what an ID names
 
@@ -86,7 +87,7 @@ def find_objects(
             }
         )
         return
-    line = f"{count} match{'es' if count != 1 else ''} in {counted(len(snapshots), 'snapshot')}"
+    line = summary_line(count, len(snapshots))
     if unreferenced:
         line += f"; {counted(unreferenced, 'object')} of those asked for in none of them"
     sys.stderr.write(line + "\n")
@@ -113,12 +114,22 @@ def _targets(
     return (ids, [], packs) if mode == "blob" else ([], ids, packs)
 
 
+def match_line(snapshot_id: str, path: bytes, node: Node | None, mtime: float) -> str:
+    """`find`'s line for a match: short snapshot id, time, size (`-` but for a file) and path."""
+    size = node.size if node is not None and node.type == "file" else "-"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime))
+    return f"{snapshot_id[:8]}  {when}  {size:>12}  {display(path)}"
+
+
+def summary_line(count: int, snapshots: int) -> str:
+    """`find`'s count of matches, for stderr."""
+    return f"{count} match{'es' if count != 1 else ''} in {counted(snapshots, 'snapshot')}"
+
+
 def _match_line(found: IdMatch, show_pack_id: bool, pack: str | None) -> str:
     node = found.node
-    size = node.size if node is not None and node.type == "file" else "-"
     mtime = node.mtime_ns / 1e9 if node is not None else found.snapshot.time
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime))
-    line = f"{found.snapshot_id[:8]}  {when}  {size:>12}  {display(found.path)}  "
+    line = f"{match_line(found.snapshot_id, found.path, node, mtime)}  "
     line += f"{found.object_type} {found.object_id.hex()[:8]}"
     if show_pack_id:
         line += f"  pack {pack[:8] if pack else '(not in the index)'}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -21,7 +20,7 @@ from shadowvault.archive.find import Patterns, find_entries
 from shadowvault.archive.listing import describe, display, long_line
 from shadowvault.archive.stats import MODES, snapshot_stats
 from shadowvault.archive.time_option import parse_find_time
-from shadowvault.cli.find_objects import check_ids, find_objects, id_mode
+from shadowvault.cli.find_objects import check_ids, find_objects, id_mode, match_line, summary_line
 from shadowvault.cli.output import info, json_option, listing, print_json, warn
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.cli.repository import format_size
@@ -36,10 +35,6 @@ from shadowvault.repo.tag_lists import split_tags
 def _line(text: str) -> None:
     """One result line on stdout (plain: results can run to millions of lines)."""
     sys.stdout.write(text + "\n")
-
-
-def _when(seconds: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
 def _binary_stdout() -> BinaryIO:
@@ -127,15 +122,11 @@ def find_cmd(
             elif long_format:
                 _line(f"{found.snapshot_id[:8]}  {long_line(found.path, node)}")
             else:
-                size = node.size if node.type == "file" else "-"
-                when = _when(node.mtime_ns / 1e9)
-                _line(f"{found.snapshot_id[:8]}  {when}  {size:>12}  {display(found.path)}")
+                _line(match_line(found.snapshot_id, found.path, node, node.mtime_ns / 1e9))
     if as_json:
         print_json({"message_type": "summary", "matches": count, "snapshots": len(snapshots)})
     else:
-        sys.stderr.write(
-            f"{count} match{'es' if count != 1 else ''} in {counted(len(snapshots), 'snapshot')}\n"
-        )
+        sys.stderr.write(summary_line(count, len(snapshots)) + "\n")
 
 
 def _modified_between(oldest: str | None, newest: str | None) -> Callable[[int], bool]:
