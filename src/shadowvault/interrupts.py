@@ -13,9 +13,11 @@ reports a process ended by that signal; Ctrl-C stays 130.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 
 from shadowvault.errors import ShadowvaultError
@@ -62,6 +64,30 @@ def _unwind(signum: int, frame: FrameType | None) -> None:
         # from here on (a thaw script), while a handler is reset to the default by exec.
         signal.signal(other, _ignore_during_cleanup)
     raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def held_back() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP back for the length of a short call whose result the cleanup
+    needs (the id of a run the daemon just started: without it the run could not be cancelled), then
+    raise what arrived, as it would have been raised. Outside the main thread there is nothing to hold."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        arrived.append(signum)
+
+    held = (signal.SIGINT, *HANDLED)
+    before = {signum: signal.signal(signum, note) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    if arrived:  # the first, raised by the handler that was in place (Ctrl-C's default or _unwind)
+        signal.raise_signal(arrived[0])
 
 
 def _ignore_during_cleanup(signum: int, frame: FrameType | None) -> None:

@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 from shadowvault.disk.gpt import GptPartition
 from shadowvault.disk.partition import MbrPartition, MbrTable, write_boot_code, write_table
@@ -262,6 +263,34 @@ def backed_up_machine(bootloader: str) -> Iterator[Backup]:
         yield Backup(env, summary["snapshot_id"], machine.data_sha256, directory)
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", str(directory)], check=False, timeout=300)
+
+
+def mounts_under(prefix: str) -> list[str]:
+    """The mount points of this machine whose path starts with `prefix`."""
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+
+
+@dataclass(frozen=True)
+class Recovered:
+    plan: dict
+    summary: dict
+    mounts_left: list[str]  # what the run left mounted under its own temporary directory
+
+
+def recover_onto(backup: Backup, target: Path) -> Recovered:
+    """`recover --disk TARGET --json` of the backup's snapshot, which must succeed. Its temporary
+    directories go under one of the backup's own, so that what it left mounted is told apart from a
+    recover another test runs at the same moment (in-process, `tempfile` reads TMPDIR only once)."""
+    private = backup.directory / "tmp"
+    private.mkdir(exist_ok=True)
+    with mock.patch.object(tempfile, "tempdir", str(private)):
+        done = run(backup.env, "recover", "--disk", target, backup.snapshot, "--json")
+    assert done.exit_code == 0, done.stderr
+    lines = messages(done.stdout)
+    (plan,) = [m for m in lines if m["message_type"] == "plan"]
+    (summary,) = [m for m in lines if m["message_type"] == "summary"]
+    return Recovered(plan, summary, mounts_under(f"{private}/"))
 
 
 def probe_facts(console: str) -> dict[str, str]:

@@ -28,8 +28,8 @@ from tests.recover.machine import (
     Backup,
     backed_up_machine,
     boot_until_login,
-    messages,
     probe_facts,
+    recover_onto,
 )
 
 MIB = 1 << 20
@@ -52,13 +52,9 @@ def _empty_disk(path: Path, size: int) -> Path:
 
 def test_recover_onto_a_smaller_empty_disk_boots_as_the_source_machine(backup: Backup) -> None:
     target = _empty_disk(backup.directory / "target.img", TARGET_SIZE)
-    done = run(backup.env, "recover", "--disk", target, backup.snapshot, "--json")
-    assert done.exit_code == 0, done.stderr
-    lines = messages(done.stdout)
-    (plan,) = [m for m in lines if m["message_type"] == "plan"]
-    (summary,) = [m for m in lines if m["message_type"] == "summary"]
-    assert summary["errors"] == []
-    assert any("partitions shrunk" in w for w in plan["warnings"])
+    done = recover_onto(backup, target)
+    assert done.summary["errors"] == [] and done.mounts_left == []
+    assert any("partitions shrunk" in w for w in done.plan["warnings"])
     table = read_table(str(target))
     assert table is not None and table.disk_signature == DISK_SIGNATURE
     assert [p.number for p in table.partitions] == [1, 2] and table.partitions[0].bootable

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +31,9 @@ from tests.recover.machine import (
     boot_until_login,
     messages,
     mounted,
+    mounts_under,
     probe_facts,
+    recover_onto,
 )
 
 MIB = 1 << 20
@@ -44,11 +45,6 @@ def grub_backup() -> Iterator[Backup]:
     """The GRUB source machine built, backed up from its mounted image, and taken apart again."""
     with backed_up_machine("grub") as built:
         yield built
-
-
-def _mounts_under(prefix: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
 
 
 def _loops_over(image: Path) -> str:
@@ -67,11 +63,9 @@ def test_recover_of_a_grub_machine_installs_grub_and_boots(grub_backup: Backup) 
     assert "grub-install --target=i386-pc" in actions[("install", "boot", "grub")]
     assert not any("GRUB" in w for w in plan["warnings"]), plan["warnings"]
 
-    done = run(grub_backup.env, "recover", "--disk", target, grub_backup.snapshot, "--json")
-    assert done.exit_code == 0, done.stderr
-    (summary,) = [m for m in messages(done.stdout) if m["message_type"] == "summary"]
-    assert summary["errors"] == [] and summary["warnings"] == []
-    assert _mounts_under(tempfile.gettempdir() + "/shadowvault-recover-") == []  # the binds are gone
+    done = recover_onto(grub_backup, target)
+    assert done.summary["errors"] == [] and done.summary["warnings"] == []
+    assert done.mounts_left == []  # the binds are gone
     assert _loops_over(target) == ""  # and the whole-disk loop device too
     with open(target, "rb") as f:
         mbr = f.read(512)
@@ -114,9 +108,9 @@ def test_the_chroot_binds_are_undone_when_the_install_fails(tmp_path: Path) -> N
     root = tmp_path / "root"
     root.mkdir()
     with pytest.raises(CommandError), system_dirs_bound(root):
-        assert _mounts_under(str(root)) == [str(root / "dev"), str(root / "proc"), str(root / "sys")]
+        assert mounts_under(str(root)) == [str(root / "dev"), str(root / "proc"), str(root / "sys")]
         raise CommandError("grub-install failed: as a test")
-    assert _mounts_under(str(root)) == []
+    assert mounts_under(str(root)) == []
 
 
 def test_grub_onto_a_block_device_with_an_edited_root_uuid(grub_backup: Backup) -> None:

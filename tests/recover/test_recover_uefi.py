@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,8 +40,8 @@ from tests.recover.machine import (
     attached,
     backed_up_machine,
     boot_until_login,
-    messages,
     probe_facts,
+    recover_onto,
 )
 
 MIB = 1 << 20
@@ -67,11 +66,6 @@ def _empty_disk(path: Path, size: int) -> Path:
 
 def _loops_over(image: Path) -> str:
     return subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True).stdout
-
-
-def _mounts_under(prefix: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
 
 
 def test_the_backup_records_the_gpt_layout(efi_backup: Backup) -> None:
@@ -121,11 +115,9 @@ def test_recover_onto_a_smaller_disk_boots_with_uefi(efi_backup: Backup) -> None
     with open(target, "rb") as f:
         assert f.read(MIB) == bytes(MIB)  # the dry run wrote nothing
 
-    done = run(efi_backup.env, "recover", "--disk", target, efi_backup.snapshot, "--json")
-    assert done.exit_code == 0, done.stderr
-    (summary,) = [m for m in messages(done.stdout) if m["message_type"] == "summary"]
-    assert summary["errors"] == [] and summary["warnings"] == [], summary
-    assert _mounts_under(tempfile.gettempdir() + "/shadowvault-recover-") == []
+    done = recover_onto(efi_backup, target)
+    assert done.summary["errors"] == [] and done.summary["warnings"] == [], done.summary
+    assert done.mounts_left == []
     assert _loops_over(target) == ""
     table = gpt.read_gpt(str(target))
     assert table is not None and table.disk_guid == DISK_GUID

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from shadowvault import interrupts
 from shadowvault.cli.global_options import NO_DAEMON
 from shadowvault.cli.output import warn
 from shadowvault.errors import ShadowvaultError
@@ -84,19 +85,26 @@ def shadow_sets() -> ShadowSets:
 
 
 def finished_run(
-    client: Client, run: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None = None
+    client: Client,
+    start: Callable[[], dict[str, Any]],
+    on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Follow a run the daemon started (each event to `on_event`); its summary, or the error it
-    ended with, raised as the same error with the same exit status. Interrupted (Ctrl-C, SIGTERM
-    from systemd stopping a job's unit), the command cancels the run before it ends, as it would
-    stop the work it did in process."""
+    """Start a run in the daemon (`start` asks for it) and follow it (each event to `on_event`); its
+    summary, or the error it ended with, raised as the same error with the same exit status.
+    Interrupted (Ctrl-C, SIGTERM from systemd stopping a job's unit), the command cancels the run
+    before it ends, as it would stop the work it did in process; an interrupt while the daemon
+    starts the run waits for the run's id, so that even a run just started is cancelled."""
     from shadowvault.client import Client, daemon_error
 
+    run: dict[str, Any] | None = None
     try:
+        with interrupts.held_back():
+            run = start()
         report = client.wait(run["id"], on_event)
     except BaseException:
-        with contextlib.suppress(Exception), Client(client.socket_path, timeout=CANCEL_TIMEOUT) as other:
-            other.cancel_run(run["id"])  # a new connection: the streaming one is mid-response
+        if run is not None:
+            with contextlib.suppress(Exception), Client(client.socket_path, timeout=CANCEL_TIMEOUT) as other:
+                other.cancel_run(run["id"])  # a new connection: the streaming one is mid-response
         raise
     if report["result"] is not None:
         return report["result"]

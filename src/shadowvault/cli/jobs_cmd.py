@@ -120,7 +120,7 @@ def run_cmd(name: str, as_json: bool) -> None:
             raise _needs_root_or_daemon("jobs run", f"job {name} runs as root")
         record = scheduled.run_job(definitions.find(name))
     else:  # the daemon runs it (its job lock still keeps one run of a job at a time)
-        record = convert(finished_run(client, client.start_job(name)), JobRecord)
+        record = convert(finished_run(client, lambda: client.start_job(name)), JobRecord)
     emit(as_json, to_builtins(record), lambda: _show_record(record))
     scheduled.raise_for(record)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -47,11 +48,13 @@ def restore_through_daemon(
     stats: RestoreStats,
 ) -> str:
     """Run the files restore in the daemon, following it into `stats`; the snapshot id restored."""
-    run = client.start_restore(
+    password = read_password(password_file)
+    start = partial(
+        client.start_restore,
         _location(repo),
         request.snapshot,
         os.path.abspath(request.target),
-        password=read_password(password_file),
+        password=password,
         subpath=request.subpath,
         includes=request.includes,
         excludes=request.excludes,
@@ -68,7 +71,7 @@ def restore_through_daemon(
                 for counter in COUNTERS:
                     setattr(stats, counter, int(event.get(counter, getattr(stats, counter))))
 
-    summary = finished_run(client, run, follow)
+    summary = finished_run(client, start, follow)
     with stats.lock:
         stats.errors = [(exact_bytes(e, "path"), e["reason"]) for e in summary.get("errors", [])]
         stats.warnings = [(exact_bytes(w, "path"), w["reason"]) for w in summary.get("warnings", [])]
@@ -111,10 +114,10 @@ def component_restore_through_daemon(
     client: Client, repo: str | None, password_file: str | None, request: ComponentRestoreRequest
 ) -> Summary:
     """Run the component restore in the daemon; its summary (jobs/application_restores.py)."""
-    run = client.start_component_restore(
-        _location(repo), _as_json(request), password=read_password(password_file)
+    body, password = _as_json(request), read_password(password_file)
+    return finished_run(
+        client, lambda: client.start_component_restore(_location(repo), body, password=password)
     )
-    return finished_run(client, run)
 
 
 def writer_restore_through_daemon(
@@ -125,7 +128,7 @@ def writer_restore_through_daemon(
     emit: Callable[[str, dict[str, Any]], None],
 ) -> Summary:
     """Run the writer restore in the daemon, its plan and file_error events to `emit`; its summary."""
-    run = client.start_writer_restore(_location(repo), _as_json(order), password=read_password(password_file))
+    body, password = _as_json(order), read_password(password_file)
 
     def follow(event: dict[str, Any]) -> None:
         if event["message_type"] in ("writer_plan", "authoritative_plan", "file_error"):
@@ -133,4 +136,6 @@ def writer_restore_through_daemon(
                 event["message_type"], {k: v for k, v in event.items() if k not in ("message_type", "run_id")}
             )
 
-    return finished_run(client, run, follow)
+    return finished_run(
+        client, lambda: client.start_writer_restore(_location(repo), body, password=password), follow
+    )

@@ -66,10 +66,12 @@ def backup_vm(repo: str | None, password_file: str | None, request: VmBackupRequ
         with open_repository(repo, password_file, write=True) as r:
             summary = backup_vm_reporting(r, request, emit)
     else:
-        run = client.start_vm_backup(
-            _location(repo), msgspec.to_builtins(request), password=read_password(password_file)
+        body, password = msgspec.to_builtins(request), read_password(password_file)
+        summary = finished_run(
+            client,
+            lambda: client.start_vm_backup(_location(repo), body, password=password),
+            lambda e: emit(e["message_type"], e),
         )
-        summary = finished_run(client, run, lambda e: emit(e["message_type"], e))
     if as_json:
         output.print_json(summary)
         return
@@ -104,9 +106,8 @@ def restore_vm(
 
     def there(client: Client, ref: str) -> dict[str, Any]:
         order.snapshot = ref
-        body = msgspec.to_builtins(order)
-        run = client.start_vm_restore(_location(repo), body, password=read_password(password_file))
-        return finished_run(client, run)
+        body, password = msgspec.to_builtins(order), read_password(password_file)
+        return finished_run(client, lambda: client.start_vm_restore(_location(repo), body, password=password))
 
     summary = here_or_in_daemon(
         repo, password_file, order.snapshot, vm_filter(order.vm, snapshot_filter), here, there
