@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Iterable
 
 
@@ -16,6 +17,18 @@ def is_within(path: str, root: str) -> bool:
     if not root:
         return path.startswith("/")
     return path == root or path.startswith(root + "/")
+
+
+def is_plain_absolute(value: object) -> bool:
+    """Whether `value` names one place the only way it can: a string that is an absolute path with no
+    `.` or `..` part, no doubled or trailing slash. A path read from a record (a snapshot, a state
+    file) is checked so before anything is made, mounted, removed or replaced at it."""
+    return (
+        isinstance(value, str)
+        and value.startswith("/")
+        and not value.startswith("//")
+        and posixpath.normpath(value) == value
+    )
 
 
 def innermost(path: str, roots: Iterable[str]) -> str | None:

@@ -35,6 +35,7 @@ from shadowvault import proc
 from shadowvault.directory.samba_archive import SYSVOL_TAR, check_archive, unpack
 from shadowvault.directory.samba_staging import require_empty, staged
 from shadowvault.errors import CommandError, UsageError, WriterError
+from shadowvault.paths_within import is_plain_absolute
 from shadowvault.process_table import option_value, processes
 
 log = logging.getLogger(__name__)
@@ -215,14 +216,8 @@ def check_record(realm: str, netbios_name: str, home: str, where: str) -> None:
         or re.search(r'[\s\\/:*?"<>|]', netbios_name)
     ):
         raise UsageError(f"{where} is damaged: the DC's name {netbios_name!r} is not a NetBIOS name")
-    parts = home.split("/")
-    if (
-        not home.startswith("/")
-        or home.rstrip("/") == ""
-        or _CONTROL.search(home)
-        or any(part in (".", "..") for part in parts)
-        or "//" in home.rstrip("/")
-    ):
+    below_root = home.rstrip("/")  # a trailing slash is the same directory; / itself is no DC's home
+    if not below_root or not is_plain_absolute(below_root) or _CONTROL.search(home):
         raise UsageError(f"{where} is damaged: the DC's directory {home!r} is not a plain absolute path")
 
 

@@ -27,6 +27,7 @@ from shadowvault import cancellation, proc
 from shadowvault.errors import RepositoryError, ShadowvaultError, UsageError
 from shadowvault.jobs.vm_restore_space import check_vm_fits
 from shadowvault.jobs.vm_sources import DiskSource, disk_sources
+from shadowvault.paths_within import is_plain_absolute
 from shadowvault.repo.repository import Repository
 from shadowvault.vm import boot_guard, known_images, layout
 from shadowvault.vm.boot_check import BootResult, verify_boot
@@ -361,7 +362,7 @@ def _check_replaceable(vm: str, disk: layout.StoredDisk, own: list[str], seen: s
         raise UsageError(f"disk {disk.disk} was {disk.format}: restore it to a directory instead")
     if not path.startswith("/"):
         raise UsageError(f"disk {disk.disk} ({path!r}) is not an image file: restore it to a directory")
-    if path not in own or os.path.normpath(path) != path or path in seen:
+    if path not in own or not is_plain_absolute(path) or path in seen:
         raise UsageError(
             f"disk {disk.disk} of VM {vm}: the snapshot names {path!r} as its image, which no backup "
             f"of VM {vm} on this host copied; --in-place replaces only the VM's own images: restore "

@@ -13,13 +13,13 @@ checked here, and a bad one is refused in one line before anything is written, t
 from __future__ import annotations
 
 import itertools
-import posixpath
 import re
 import uuid
 
 from shadowvault.disk import gpt
 from shadowvault.disk.layout import DiskLayout, FilesystemRecord, PartitionRecord
 from shadowvault.errors import UsageError
+from shadowvault.paths_within import is_plain_absolute
 
 MBR_SECTOR = 512
 MBR_SLOTS = 4
@@ -92,13 +92,7 @@ def check_partitions(layout: DiskLayout, sector: int) -> None:
 
 def _check_mount_point(record: FilesystemRecord) -> None:
     where = record.mount_point
-    if (
-        not where.startswith("/")
-        or _CONTROL.search(where)
-        or posixpath.normpath(where) != where
-        or ".." in where.split("/")
-        or where.startswith("//")
-    ):
+    if not is_plain_absolute(where) or _CONTROL.search(where):
         raise _bad(f"mount point {where!r}", "is not a plain absolute path")
 
 

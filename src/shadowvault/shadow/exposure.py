@@ -25,7 +25,7 @@ import msgspec
 from shadowvault import proc
 from shadowvault.errors import CommandError, NotFoundError, ProviderError, UsageError
 from shadowvault.fsutil import atomic_write
-from shadowvault.paths_within import is_within
+from shadowvault.paths_within import is_plain_absolute, is_within
 from shadowvault.shadow.manifest import Shadow, ShadowSetManifest
 from shadowvault.shadow.path_map import nested_images
 from shadowvault.shadow.providers.base import IMAGE_NAME, SHADOW_DIR_NAME
@@ -117,7 +117,7 @@ def is_exposure(exposure: Exposure) -> bool:
     image in a provider's own place, and must not be the mount that holds `source` itself.
     """
     source = exposure.source
-    if not os.path.isabs(source) or os.path.normpath(source) != source or not _is_our_image(source):
+    if not is_plain_absolute(source) or not _is_our_image(source):
         return False
     volumes = list_volumes(with_uuid=False)
     mounted = next((v for v in volumes if v.mount_point == exposure.at), None)

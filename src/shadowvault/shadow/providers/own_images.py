@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 
 from shadowvault.errors import ProviderError
+from shadowvault.paths_within import is_plain_absolute
 from shadowvault.shadow.manifest import Shadow
 
 
@@ -30,20 +31,16 @@ def foreign(shadow: Shadow, value: object) -> ForeignImageError:
     )
 
 
-def _plain_absolute(value: object) -> bool:
-    return isinstance(value, str) and os.path.isabs(value) and os.path.normpath(value) == value
-
-
 def own_volume(shadow: Shadow) -> str:
     """The shadow's volume, a plain absolute path (no `..`, no trailing slash); ForeignImageError else."""
-    if not _plain_absolute(shadow.volume):
+    if not is_plain_absolute(shadow.volume):
         raise foreign(shadow, shadow.volume)
     return shadow.volume
 
 
 def own_image_path(shadow: Shadow, value: object, parent: str, names: Iterable[re.Pattern[str]]) -> str:
     """`value` when it is `<parent>/<name>` with a name one of `names` matches; ForeignImageError else."""
-    if _plain_absolute(value):
+    if is_plain_absolute(value):
         assert isinstance(value, str)
         where, name = os.path.split(value)
         if where == parent and any(pattern.match(name) for pattern in names):
