@@ -71,6 +71,19 @@ def install_script_writer(lab: GuestLab, name: str, mount: str, **hooks: str) ->
     )
 
 
+# scrypt with the tests' fast parameters: the default ones take seconds at every opening under emulation
+INIT_FAST = (
+    "import sys; from shadowvault.repo.repository import Repository; "
+    "Repository.init(sys.argv[1], sys.argv[2], kdf_params={'n': 1 << 10, 'r': 8, 'p': 1}).close()"
+)
+
+
+def init_repository(lab: GuestLab, path: str, password: str) -> None:
+    """A repository at `path` in the guest, as `init` makes it but with a key that opens fast (the
+    host's tests cover `init` itself)."""
+    lab.check(shlex.join(["python3", "-c", INIT_FAST, path, password]))
+
+
 def wait_for(lab: GuestLab, condition: str, timeout: float = 120) -> None:
     """Poll a shell condition in the guest (no timing is asserted: the limit only bounds a hang)."""
     lab.check(f"until {condition}; do sleep 0.2; done", timeout=timeout)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.fixtures.guest_lab import GuestLab, guest_lab_fixture
+from tests.shadow.lvm_guest import init_repository
 
 lab = guest_lab_fixture(disks={"pv": "1G"})
 # The first setup may build the guest image (~45 s from the cached minbase) and boots it (15-50 s).
@@ -164,7 +165,7 @@ def test_a_cluster_backed_up_under_load_restores_with_every_transaction_acknowle
     pid = lab.check(start).stdout.strip()
     try:
         lab.check(f"until test -s {ACKS} && test $(wc -l < {ACKS}) -ge 20; do sleep 0.2; done", timeout=180)
-        assert lab.sv("init", env=ENV).returncode == 0
+        init_repository(lab, ENV["SHADOWVAULT_REPOSITORY"], ENV["SHADOWVAULT_PASSWORD"])
         writer = f"postgresql:{cluster}"
         backup = lab.sv("backup", "--json", "--provider", "lvm", "--writer", writer, MOUNT, env=ENV)
         assert backup.returncode == 0, backup.context()

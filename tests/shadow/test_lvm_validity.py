@@ -15,6 +15,7 @@ from tests.fixtures.guest_lab import GuestLab, guest_lab_fixture
 from tests.shadow.lvm_guest import (
     SLOW,
     created_set,
+    init_repository,
     install_script_writer,
     lvm_configured,
     lvm_volume,
@@ -73,7 +74,7 @@ def test_a_classic_snapshot_that_overflows_fails_backup_and_exec_loudly(
     with lvm_volume(lab, vg, "ext4", "classic") as mount:
         lab.check(f"for i in 1 2 3; do head -c 3000000 /dev/urandom > {mount}/file$i; done")
         overflowing_setup(mount)
-        assert lab.sv("init", "-r", "/tmp/repo", env=env).returncode == 0
+        init_repository(lab, "/tmp/repo", env["SHADOWVAULT_PASSWORD"])
 
         backup = lab.sv("backup", "-r", "/tmp/repo", mount, env=env)
 

@@ -99,10 +99,10 @@ def find_volume(mount_point: str) -> Volume:
     if not os.path.exists(mount_point):
         raise NotFoundError(f"{mount_point}: no such file or directory")
     real = os.path.realpath(mount_point)
-    volumes = list_volumes()
+    volumes = list_volumes(with_uuid=False)  # blkid for the one found, not for every mount
     for volume in volumes:
         if volume.mount_point == real:
-            return volume
+            return msgspec.structs.replace(volume, fs_uuid=_fs_uuid(volume.device))
     holder = volume_of(real, volumes)
     raise UsageError(
         f"{mount_point} is not a mount point (it lies on the volume mounted at {holder.mount_point})"
@@ -110,10 +110,11 @@ def find_volume(mount_point: str) -> Volume:
 
 
 def volume_of(path: str, volumes: list[Volume] | None = None) -> Volume:
-    """The volume that holds `path` (the longest mount point that is a prefix of it)."""
+    """The volume that holds `path` (the longest mount point that is a prefix of it); its filesystem
+    UUID only when `volumes` carry theirs."""
     real = os.path.realpath(path)
     best: Volume | None = None
-    for volume in volumes if volumes is not None else list_volumes():
+    for volume in volumes if volumes is not None else list_volumes(with_uuid=False):
         mp = volume.mount_point
         if is_within(real, mp) and (best is None or len(mp) >= len(best.mount_point)):
             best = volume
