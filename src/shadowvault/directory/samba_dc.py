@@ -33,7 +33,7 @@ from pathlib import Path
 
 from shadowvault import proc
 from shadowvault.directory.samba_archive import SYSVOL_TAR, check_archive, unpack
-from shadowvault.directory.samba_staging import require_empty, staged
+from shadowvault.directory.samba_staging import require_target, staged
 from shadowvault.errors import CommandError, UsageError, WriterError
 from shadowvault.paths_within import is_plain_absolute
 from shadowvault.process_table import option_value, processes
@@ -302,7 +302,7 @@ def restore_same_dc(archive: str, targetdir: str, realm: str) -> None:
     Made in the staging directory with an smb.conf pointing there (sysvolreset reads it), then pointed
     at `targetdir` and renamed to it.
     """
-    require_empty(targetdir)
+    require_target(targetdir)
     try:
         kind = proc.run(["tar", "-xjOf", archive, "backup.txt"], timeout=TIMEOUT).stdout.decode(
             errors="replace"

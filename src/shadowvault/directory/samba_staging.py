@@ -31,6 +31,18 @@ def require_empty(targetdir: str) -> None:
         raise UsageError(f"{targetdir} is not empty: a DC is recovered into an empty directory")
 
 
+def require_target(targetdir: str) -> None:
+    """Refuse, before any work, a target the recovered DC could not be renamed onto: one that holds
+    something, or a mount point (a rename never replaces one: it would fail at the very end)."""
+    require_empty(targetdir)
+    if os.path.ismount(targetdir):
+        raise UsageError(
+            f"{targetdir} is a mount point: a recovered DC is made beside its directory and renamed onto "
+            "it, which a mount point cannot take; unmount it and recover, then move the DC's files onto "
+            "that filesystem"
+        )
+
+
 def _beside(targetdir: str, suffix: str) -> str:
     """`.NAME<suffix>` in the directory holding `targetdir` (hidden, and on the same filesystem)."""
     parent, name = os.path.split(os.path.abspath(targetdir).rstrip("/"))
@@ -49,7 +61,7 @@ def staged(targetdir: str) -> Iterator[str]:
     A leftover of an interrupted run is removed first; on a failure the staging directory goes and
     `targetdir` is untouched, so there is never a half-made DC under the final name.
     """
-    require_empty(targetdir)
+    require_target(targetdir)
     staging = staging_dir(targetdir)
     os.makedirs(os.path.dirname(staging), exist_ok=True)
     with recovery_lock(targetdir):
