@@ -11,6 +11,7 @@ import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from tests.archive.helpers import FAST_KDF
 from tests.fixtures.guest_lab import GuestLab
 
 VG = "svtest"
@@ -74,7 +75,7 @@ def install_script_writer(lab: GuestLab, name: str, mount: str, **hooks: str) ->
 # scrypt with the tests' fast parameters: the default ones take seconds at every opening under emulation
 INIT_FAST = (
     "import sys; from shadowvault.repo.repository import Repository; "
-    "Repository.init(sys.argv[1], sys.argv[2], kdf_params={'n': 1 << 10, 'r': 8, 'p': 1}).close()"
+    f"Repository.init(sys.argv[1], sys.argv[2], kdf_params={FAST_KDF!r}).close()"
 )
 
 
