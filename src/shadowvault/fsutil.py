@@ -3,9 +3,11 @@ files that must be regular files."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -65,3 +67,18 @@ def atomic_write(
         raise
     if durable:
         fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def nameless_file(data: bytes) -> Iterator[str]:
+    """`data` in a file that has no name (O_TMPFILE in the temporary directory), as a path that this
+    process and the commands it runs can open: it is gone when this process ends, even killed, so
+    that a secret written for a command (a DC's backup archive) is never left behind in /tmp."""
+    fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        yield f"/proc/{os.getpid()}/fd/{fd}"
+    finally:
+        os.close(fd)

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from shadowvault import proc
 from shadowvault.directory.samba_archive import SYSVOL_TAR, check_archive, unpack
 from shadowvault.directory.samba_staging import require_target, staged
 from shadowvault.errors import CommandError, UsageError, WriterError
+from shadowvault.fsutil import nameless_file
 from shadowvault.paths_within import is_plain_absolute
 from shadowvault.process_table import option_value, processes
 
@@ -356,8 +356,5 @@ def recover_bytes(
     mode: str, archive: bytes, targetdir: str, *, realm: str, backed_up: str, newservername: str
 ) -> None:
     """recover() from an archive held in memory (a document or a manifest's metadata)."""
-    with tempfile.TemporaryDirectory(prefix="sv-samba-") as tmp:
-        path = os.path.join(tmp, "backup.tar.bz2")
-        with open(path, "wb") as f:
-            f.write(archive)
+    with nameless_file(archive) as path:  # the domain's secrets: never left in /tmp, even if killed
         recover(mode, path, targetdir, realm=realm, backed_up=backed_up, newservername=newservername)
