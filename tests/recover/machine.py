@@ -278,13 +278,20 @@ class Recovered:
     mounts_left: list[str]  # what the run left mounted under its own temporary directory
 
 
+@contextlib.contextmanager
+def private_tempdir(directory: Path) -> Iterator[Path]:
+    """`directory` as the temporary directory of the in-process commands run in the block (tempfile
+    reads TMPDIR only once): what a recover leaves mounted there is told apart from what a recover
+    another test runs at the same moment leaves in the shared one."""
+    directory.mkdir(exist_ok=True)
+    with mock.patch.object(tempfile, "tempdir", str(directory)):
+        yield directory
+
+
 def recover_onto(backup: Backup, target: Path) -> Recovered:
-    """`recover --disk TARGET --json` of the backup's snapshot, which must succeed. Its temporary
-    directories go under one of the backup's own, so that what it left mounted is told apart from a
-    recover another test runs at the same moment (in-process, `tempfile` reads TMPDIR only once)."""
-    private = backup.directory / "tmp"
-    private.mkdir(exist_ok=True)
-    with mock.patch.object(tempfile, "tempdir", str(private)):
+    """`recover --disk TARGET --json` of the backup's snapshot, which must succeed; its temporary
+    directories under one of the backup's own (private_tempdir)."""
+    with private_tempdir(backup.directory / "tmp") as private:
         done = run(backup.env, "recover", "--disk", target, backup.snapshot, "--json")
     assert done.exit_code == 0, done.stderr
     lines = messages(done.stdout)

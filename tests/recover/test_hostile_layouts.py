@@ -18,6 +18,7 @@ from shadowvault.components import system_state
 from tests.components.roots import make_root
 from tests.inprocess_cli import one_error_line, run
 from tests.recover.conftest import SMALL_ROOT_UUID
+from tests.recover.machine import mounts_under, private_tempdir
 
 MIB = 1 << 20
 ROOT_UUID = SMALL_ROOT_UUID
@@ -105,15 +106,16 @@ def _refused_untouched(
 ) -> None:
     disk = _empty_disk(tmp_path)
     layout_file = _layout_file(tmp_path, layout)
-    for dry in ((), ("--dry-run",)):
-        args = ("recover", "--disk", disk, snap, "--layout", layout_file, *dry)
-        line = one_error_line(run(env, *args))
-        assert why in line, line
-        assert "fix it in a --layout FILE" in line
+    with private_tempdir(tmp_path / "tmp") as private:
+        for dry in ((), ("--dry-run",)):
+            args = ("recover", "--disk", disk, snap, "--layout", layout_file, *dry)
+            line = one_error_line(run(env, *args))
+            assert why in line, line
+            assert "fix it in a --layout FILE" in line
     with open(disk, "rb") as f:
         assert f.read(4 * MIB) == bytes(4 * MIB)  # no table, no filesystem
     assert _loops_of(disk) == []
-    assert "shadowvault-recover-" not in Path("/proc/self/mountinfo").read_text()  # nothing mounted
+    assert mounts_under(f"{private}/") == []  # nothing mounted
 
 
 def _snapshot_recording(
