@@ -244,6 +244,10 @@ def test_a_failing_writer_can_degrade_instead(app, tmp_path):
         assert "the application refused to quiesce" in report.failure
         assert report.components[0].consistency == Consistency.CRASH
         assert report_of_instance(manifest, "flock-app").state == WriterState.WAITING_FOR_BACKUP_COMPLETE
+    try:
+        assert no_process_runs(veto), "the degraded writer's process outlives its set"
+    finally:
+        kill_leftovers(veto)
 
 
 def test_watchdog_terminates_the_writer_when_the_coordinator_dies(app, tmp_path):
@@ -505,3 +509,27 @@ def test_a_reply_of_two_lines_is_a_protocol_error_not_the_next_events_answer(btr
         pass
     assert writer.pid is None
     assert no_process_runs(script)
+
+
+def test_writers_asked_who_they_are_and_left_out_do_not_keep_running(btrfs, tmp_path):
+    """`writers list`, and a set whose configured external writer lies on another volume, identify
+    the writer (which starts its process) and then use it no further: the process is ended."""
+    elsewhere = write_writer(
+        tmp_path,
+        "elsewhere",
+        """
+        class W(sdk.Writer):
+            def identify(self, req):
+                return [{"name": "elsewhere-data", "paths": ["/nonexistent-volume/data"]}]
+    """,
+    )
+    write_config("elsewhere", f'type = "external"\ncommand = ["{sys.executable}", "{elsewhere}"]\n')
+    try:
+        (entry,) = [e for e in registry.inventory([]) if e.writer == "external:elsewhere"]
+        assert entry.state == "stable" and entry.components[0].name == "elsewhere-data"
+        assert no_process_runs(elsewhere), "writers list left the writer running"
+        with shadow_set([str(btrfs.mount)]) as manifest:
+            assert not [w for w in manifest.writers if w.name == "external"]
+            assert no_process_runs(elsewhere), "the set left a writer it does not use running"
+    finally:
+        kill_leftovers(elsewhere)

@@ -51,8 +51,7 @@ def make_runs(volumes: list[Volume], options: SetOptions) -> list[WriterRun]:
         writer = spec if isinstance(spec, Writer) else writers.make_writer(spec)
         chosen.setdefault(writer.label, writer)
     if options.auto_writers:
-        for writer in writers.discover_writers(volumes):
-            chosen.setdefault(writer.label, writer)
+        writers.kept_first(writers.discover_writers(volumes), chosen)
     ordered = sorted(chosen.values(), key=lambda w: w.freezes_filesystems)
     return [WriterRun(w) for w in ordered]
 

@@ -134,6 +134,10 @@ class Writer(ABC):
         """The set is abandoned: release everything held; must be safe at any point."""
         self.thaw(ctx)
 
+    def release(self) -> None:
+        """This instance takes no part in a set (it was only asked who it is, or another instance of
+        the same writer serves): let go of what identify or probe started. Nothing by default."""
+
     def watchdog_actions(self) -> list[WatchdogAction]:
         """What the watchdog must do to release this writer if the coordinator dies while it holds.
 

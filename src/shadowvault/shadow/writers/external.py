@@ -180,6 +180,9 @@ class ExternalWriter(Writer):
             self._process.kill()
             self._components = None
 
+    def release(self) -> None:
+        self._finish()  # the process identify started: its input closed, it exits
+
     def _finish(self) -> None:
         self._process.stop()
         self._components = None

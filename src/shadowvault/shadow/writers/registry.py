@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Iterable
 
 import msgspec
 
@@ -149,7 +150,12 @@ def _applies_to(writer: Writer, mounts: set[str]) -> bool:
 def discover_writers(volumes: list[Volume]) -> list[Writer]:
     """Writers for the data on `volumes`: each built-in's discover() plus the configured writers."""
     mounts = {v.mount_point for v in volumes}
-    found: list[Writer] = [w for w in configured_writers() if _applies_to(w, mounts)]  # settings win
+    found: list[Writer] = []
+    for writer in configured_writers():  # settings win
+        if _applies_to(writer, mounts):
+            found.append(writer)
+        else:
+            writer.release()
     for name in BUILTIN_WRITERS:
         try:
             cls = writer_class(name)
@@ -157,9 +163,16 @@ def discover_writers(volumes: list[Volume]) -> list[Writer]:
             log.info("writer %s unavailable: %s", name, err)
             continue
         found.extend(cls.discover(volumes))
-    unique: dict[str, Writer] = {}
-    for writer in found:
-        unique.setdefault(writer.label, writer)
+    return kept_first(found)
+
+
+def kept_first(writers: Iterable[Writer], chosen: dict[str, Writer] | None = None) -> list[Writer]:
+    """The first writer of each label (after those already `chosen`, which it adds to); every later
+    one is released, so that no process an identify started outlives the choice."""
+    unique = chosen if chosen is not None else {}
+    for writer in writers:
+        if unique.setdefault(writer.label, writer) is not writer:
+            writer.release()
     return list(unique.values())
 
 
@@ -174,6 +187,14 @@ class WriterEntry(msgspec.Struct, kw_only=True):
 
 
 def _entry(writer: Writer, kind: str, detail: str = "") -> WriterEntry:
+    """The writer's line of `writers list`; the writer released after (it serves no set)."""
+    try:
+        return _probed_entry(writer, kind, detail)
+    finally:
+        writer.release()
+
+
+def _probed_entry(writer: Writer, kind: str, detail: str) -> WriterEntry:
     try:
         components = writer.identify()
     except Exception as err:
