@@ -9,7 +9,9 @@ outside the target, no probe file appears, and the target holds no image under a
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +22,14 @@ from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.vm import known_images, layout
 from shadowvault.vm.boot_check import verify_boot
-from tests.fixtures.tiny_vm import READY_MARKER, build_tiny_image, make_data_disk, qemu_argv
+from tests.fixtures.tiny_vm import (
+    READY_MARKER,
+    TinyImage,
+    build_tiny_image,
+    make_data_disk,
+    public_image,
+    qemu_argv,
+)
 from tests.vm.helpers import cli, new_repository
 
 
@@ -104,11 +113,67 @@ def test_verify_boot_refuses_a_command_line_that_reaches_the_host(
     assert not target.exists() or not list(target.iterdir())  # refused before a byte was written
 
 
+SECRET_JSON = '{"driver": "raw", "file": {"driver": "file", "filename": "SECRET"}}'
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["-kernel", "SECRET"], "is not readable by every user"),
+        (["-drive", "file=SECRET,if=virtio,format=raw"], "is not readable by every user"),
+        (["-drive", "file.filename=SECRET,file.driver=file,if=virtio"], "is not readable by every user"),
+        (["-cdrom", "/dev/null"], "is not a regular file"),
+        (["-hda", "nbd://127.0.0.1:10809/export"], "is not a file on this machine"),
+        (["-device", "e1000,romfile=SECRET"], "is not readable by every user"),
+        (["-global", "driver=e1000,property=romfile,value=SECRET"], "is not readable by every user"),
+        (["-global", "e1000.romfile=SECRET"], "is not readable by every user"),
+        (["-fw_cfg", "name=opt/secret,file=SECRET"], "is not readable by every user"),
+        (["-smbios", "file=SECRET"], "is not readable by every user"),
+        (["-blockdev", SECRET_JSON], "is not readable by every user"),
+        (["-blockdev", "driver=nbd,server.type=inet,server.host=127.0.0.1,node-name=n"], "opens nbd"),
+        (["-bios", "HIDDEN"], "which not every user may enter"),
+        (["-L", "/root"], "is not readable by every user"),
+    ],
+)
+def test_verify_boot_hands_the_guest_no_host_file_a_user_could_not_read(
+    tmp_path: Path, argv: list[str], why: str
+) -> None:
+    """A stored command line that would give the guest the host's secrets (a 0600 file, a
+    world-readable one in a private directory, a device, a network export) is refused in one line
+    before anything is restored."""
+    secret = tmp_path / "secret"
+    secret.write_text("the host's secret\n")
+    secret.chmod(0o600)
+    hidden = tmp_path / "hidden"  # pytest's temporary directories are root's alone
+    hidden.write_text("readable, behind a closed door\n")
+    hidden.chmod(0o644)
+    words = [w.replace("SECRET", str(secret)).replace("HIDDEN", str(hidden)) for w in argv]
+    repo = new_repository(tmp_path / "repo")
+    try:
+        craft(repo, ["qemu-system-x86_64", *words], DISK)
+    finally:
+        repo.close()
+    target = tmp_path / "target"
+    done = cli(
+        "vm", "restore", "latest", "web", "--target", str(target), "--verify-boot", repo=tmp_path / "repo"
+    )
+    one_line_error(done, 2, "--verify-boot", argv[0], why)
+    assert "secret" not in done.stdout
+    assert not target.exists() or not list(target.iterdir())
+
+
 def test_verify_boot_keeps_the_host_out_of_a_real_boot(tmp_path: Path) -> None:
     """A real TCG boot of the tiny guest from a command line that also asks for a tap network with a
     script, a character device writing a host file and the stored QEMU path of a fake emulator: the
     guest boots to its marker, and none of those happen."""
-    image = build_tiny_image()
+    public = Path(tempfile.mkdtemp(prefix="sv-boot-files-"))
+    try:
+        _boot_with_the_host_kept_out(tmp_path, public_image(build_tiny_image(), public))
+    finally:
+        shutil.rmtree(public)
+
+
+def _boot_with_the_host_kept_out(tmp_path: Path, image: TinyImage) -> None:
     disk = tmp_path / "vda.qcow2"
     make_data_disk(disk, "16M")
     probe, script = tmp_path / "chardev-probe", tmp_path / "ifup"

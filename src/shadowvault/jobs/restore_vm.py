@@ -153,8 +153,8 @@ def run_vm_restore(repo: Repository, request: VmRestoreRequest) -> VmRestoreResu
     target = os.path.abspath(request.target)
     outputs = {s.disk.disk: os.path.join(target, f"{s.disk.disk}.{request.format}") for s in sources}
     if request.verify_boot:  # a command line the boot would refuse is refused before a byte is written
-        boot_guard.check(definition.argv)
         mapping = {s.disk.filename: (outputs[s.disk.disk], request.format) for s in sources}
+        boot_guard.check(definition.argv, set(mapping))
         left = rewrite(definition.argv, mapping, target).unresolved
         if left:  # it would boot (read-only) the original image, not the restored one
             raise UsageError(

@@ -7,8 +7,9 @@ the host beyond what the boot gives them are kept (an allow-list: QEMU has too m
 program, write a file or hand a host device to the guest to list the bad ones). Networks become
 QEMU's user network with `restrict=on` (nothing leaves the guest), character devices that write
 files write into the scratch directory, every `-drive` is opened with `-snapshot` (never written),
-a `-blockdev` on any file but the boot's overlays read-only, and QEMU runs in its seccomp sandbox
-with spawning denied. Anything else refuses the boot before the restore writes a byte, in one line
+a `-blockdev` on any file but the boot's overlays read-only, a host file the guest would read must be
+one every user may read (vm/boot_reads.py), and QEMU runs in its seccomp sandbox with spawning
+denied. Anything else refuses the boot before the restore writes a byte, in one line
 naming the option: the user can still read NAME.sh and start it.
 """
 
@@ -21,6 +22,7 @@ import shutil
 from typing import Any
 
 from shadowvault.errors import UsageError
+from shadowvault.vm.boot_reads import FILE_KEYS, FILE_OPTIONS, key_reason, unreadable_reason
 from shadowvault.vm.discovery import qemu_options
 from shadowvault.vm.disks import NETWORK_DRIVERS
 
@@ -64,19 +66,20 @@ def emulator(argv: list[str]) -> str:
     return found
 
 
-def _refuse(option: str, value: str = "") -> UsageError:
+def _refuse(option: str, value: str = "", why: str = "it could reach the host from the guest") -> UsageError:
     shown = f"{option} {value}".strip()
     return UsageError(
-        f"--verify-boot does not start a VM whose command line has {shown[:120]!r} (it could reach "
-        "the host from the guest): read the restored NAME.sh and start it yourself"
+        f"--verify-boot does not start a VM whose command line has {shown[:120]!r} ({why}): read the "
+        "restored NAME.sh and start it yourself"
     )
 
 
-def check(argv: list[str]) -> None:
-    """Refuse, before anything is restored, a command line `guarded` would refuse."""
+def check(argv: list[str], disks: set[str]) -> None:
+    """Refuse, before anything is restored, a command line `guarded` would refuse; `disks` are the
+    image names the boot replaces with overlays of the restored disks."""
     if not argv:
         raise UsageError("the snapshot keeps no command line for this VM: --verify-boot has nothing to boot")
-    guarded(argv, set(), "/nonexistent")
+    guarded(argv, disks, "/nonexistent")
 
 
 def guarded(argv: list[str], overlays: set[str], scratch: str) -> list[str]:
@@ -104,6 +107,7 @@ def guarded(argv: list[str], overlays: set[str], scratch: str) -> list[str]:
 
 def _value(option: str, value: str, overlays: set[str], scratch: str, position: int) -> str | None:
     """The value an allowed option keeps (None: the option goes), or UsageError."""
+    _check_reads(option, value, overlays)
     first, pairs = qemu_options(value)
     if option in ("-sandbox", "-net", "-nic"):
         return None  # ours replaces the sandbox; NICs other than -netdev ones are dropped
@@ -134,6 +138,26 @@ def _value(option: str, value: str, overlays: set[str], scratch: str, position: 
     if option == "-drive" and pairs.get("snapshot") != "on":  # -snapshot is only its default
         return _join(first, pairs | {"snapshot": "on"}) if first else _pairs(pairs | {"snapshot": "on"})
     return value
+
+
+def _check_reads(option: str, value: str, overlays: set[str]) -> None:
+    """Refuse an option that would hand the guest a host file not every user may read."""
+    if option in FILE_OPTIONS or option == "-L":
+        why = None if value in overlays else unreadable_reason(value, directory=option == "-L")
+        if why:
+            raise _refuse(option, value, f"{value} {why}: the guest would read it")
+        return
+    if option not in FILE_KEYS:
+        return
+    if option == "-blockdev" and value.startswith("{"):
+        return  # checked with the node itself (_blockdev)
+    _, pairs = qemu_options(value)
+    if option == "-global" and "property" in pairs:  # -global driver=D,property=P,value=V
+        pairs = {pairs["property"]: pairs.get("value", "")}
+    for key, item in pairs.items():
+        why = key_reason(option, key, item, overlays)
+        if why:
+            raise _refuse(option, value, f"{item} {why}: the guest would read it")
 
 
 def _pairs(pairs: dict[str, str]) -> str:
@@ -168,11 +192,27 @@ def _blockdev(value: str, overlays: set[str]) -> str:
             raise _refuse("-blockdev", value) from err
         if not isinstance(node, dict):
             raise _refuse("-blockdev", value)
+        for key, item in _leaves(node):
+            why = key_reason("-blockdev", key, item, overlays)
+            if why:
+                raise _refuse("-blockdev", value, f"{item} {why}: the guest would read it")
         return json.dumps(node | {"read-only": True}) if _foreign(node, overlays) else value
     _, pairs = qemu_options(value)
     if not any(_foreign_pair(key, item, overlays) for key, item in pairs.items()):
         return value
     return _pairs(pairs | {"read-only": "on"})
+
+
+def _leaves(node: Any) -> list[tuple[str, str]]:
+    """Every `key: string` of a JSON -blockdev, however deeply its nodes nest."""
+    found: list[tuple[str, str]] = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, item in items:
+        if isinstance(item, str):
+            found.append((str(key), item))
+        else:
+            found += _leaves(item)
+    return found
 
 
 def _foreign_pair(key: str, value: str, overlays: set[str]) -> bool:
