@@ -7,7 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import pytest
+
+from shadowvault.fsutil import nameless_file
 
 HOLDER = """
 import subprocess, sys, time
@@ -33,3 +38,12 @@ def test_the_file_has_no_name_a_command_reads_it_and_a_kill_leaves_nothing(tmp_p
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=60)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_temp_directory_without_o_tmpfile_gets_a_memory_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/proc cannot hold an O_TMPFILE (EOPNOTSUPP), as some filesystems a TMPDIR may point at."""
+    monkeypatch.setattr(tempfile, "tempdir", "/proc")
+    with nameless_file(b"the domain's secrets") as path:
+        done = subprocess.run(["cat", path], capture_output=True, check=True)
+        assert done.stdout == b"the domain's secrets"
+        assert "memfd:" in os.readlink(path)

@@ -4,6 +4,7 @@ files that must be regular files."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -73,8 +74,14 @@ def atomic_write(
 def nameless_file(data: bytes) -> Iterator[str]:
     """`data` in a file that has no name (O_TMPFILE in the temporary directory), as a path that this
     process and the commands it runs can open: it is gone when this process ends, even killed, so
-    that a secret written for a command (a DC's backup archive) is never left behind in /tmp."""
-    fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR, 0o600)
+    that a secret written for a command (a DC's backup archive) is never left behind in /tmp. Where
+    that directory's filesystem has no O_TMPFILE, the file is an anonymous memory file instead."""
+    try:
+        fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+        fd = os.memfd_create("shadowvault-nameless", os.MFD_CLOEXEC)
     try:
         view = memoryview(data)
         while view:
