@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Iterable
+from typing import TypeGuard
 
 
 def is_within(path: str, root: str) -> bool:
@@ -19,7 +20,7 @@ def is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root + "/")
 
 
-def is_plain_absolute(value: object) -> bool:
+def is_plain_absolute(value: object) -> TypeGuard[str]:
     """Whether `value` names one place the only way it can: a string that is an absolute path with no
     `.` or `..` part, no doubled or trailing slash. A path read from a record (a snapshot, a state
     file) is checked so before anything is made, mounted, removed or replaced at it."""

@@ -41,7 +41,6 @@ def own_volume(shadow: Shadow) -> str:
 def own_image_path(shadow: Shadow, value: object, parent: str, names: Iterable[re.Pattern[str]]) -> str:
     """`value` when it is `<parent>/<name>` with a name one of `names` matches; ForeignImageError else."""
     if is_plain_absolute(value):
-        assert isinstance(value, str)
         where, name = os.path.split(value)
         if where == parent and any(pattern.match(name) for pattern in names):
             return value
