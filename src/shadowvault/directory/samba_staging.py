@@ -72,22 +72,38 @@ def staged(targetdir: str) -> Iterator[str]:
 def recovery_lock(targetdir: str) -> Iterator[None]:
     """Held for a whole recovery into `targetdir`: a second one would remove the first one's staging
     directory (as an interrupted run's leftover) and both would rename onto the target. flock on a
-    file next to the target; it goes away with the kernel's lock if the holder is killed."""
+    file next to the target; it goes away with the kernel's lock if the holder is killed, and its
+    name is removed when the recovery ends (a run that locked the name's old file tries again)."""
     path = _beside(targetdir, LOCK_SUFFIX)
+    fd = _locked(path, targetdir)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as err:
-        raise WriterError(f"cannot lock {path} for the recovery into {targetdir}: {err}") from None
-    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # still locked: whoever opens the name now makes a new file
+        os.close(fd)
+
+
+def _locked(path: str, targetdir: str) -> int:
+    """An exclusive flock on the file now named `path`, or UsageError if another recovery holds it."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise WriterError(f"cannot lock {path} for the recovery into {targetdir}: {err}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise UsageError(
                 f"another recovery into {targetdir} is running (it holds {path}): wait for it to end"
             ) from None
-        yield
-    finally:
-        os.close(fd)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed this file as it ended: lock the name's new one
 
 
 def _staged_locked(targetdir: str, staging: str) -> Iterator[str]:
