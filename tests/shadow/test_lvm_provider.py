@@ -37,8 +37,14 @@ pytestmark = pytest.mark.timeout(900)
 # One process appends the same counter to two files in each of the directories $DIRS, in lock-step,
 # one line at a time, until killed. In images of the directories taken at one instant every count is
 # the same, except that the writer may be caught mid-round: then the directories in $DIRS's order
-# (and a before b in each) hold n up to that point and n - 1 after it, never a gap.
-WRITER = "i=0; while :; do for d in $DIRS; do echo $i >> $d/a; echo $i >> $d/b; done; i=$((i + 1)); done"
+# (and a before b in each) hold n up to that point and n - 1 after it, never a gap. It pauses 20 ms
+# between rounds (bash's `read -t` on a FIFO nobody writes: no program started), ~50 rounds a
+# second: an lvcreate takes seconds here, so snapshots taken one after another would differ by
+# dozens, and a writer that never paused would keep one emulated CPU busy for the whole test.
+WRITER = (
+    "mkfifo /tmp/tick.$$; exec 9<>/tmp/tick.$$; rm /tmp/tick.$$; i=0; while :; do "
+    "for d in $DIRS; do echo $i >> $d/a; echo $i >> $d/b; done; i=$((i + 1)); read -t 0.02 -u 9; done"
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +56,7 @@ def vg(lab: GuestLab) -> str:
 def lockstep_writer(lab: GuestLab, directories: list[str]) -> Iterator[None]:
     """The appending writer running (niced) over the directories, stopped after the block."""
     fixed = "; ".join(f"echo before > {d}/fixed" for d in directories)
-    start = f"{fixed}; setsid nice -n 19 sh -c {shlex.quote(WRITER)} </dev/null >/dev/null 2>&1 & echo $!"
+    start = f"{fixed}; setsid nice -n 19 bash -c {shlex.quote(WRITER)} </dev/null >/dev/null 2>&1 & echo $!"
     pid = lab.check(start, env={"DIRS": " ".join(directories)}).stdout.strip()
     try:
         wait_for(lab, f"test $(wc -l < {directories[-1]}/b) -ge 50")
@@ -144,7 +150,7 @@ def test_the_set_of_a_killed_requester_is_reaped(lab: GuestLab, vg: str):
     with lvm_volume(lab, vg, "xfs", "classic") as mount:
         call = shlex.join(["python3", "-S", GUEST_CLI, "call", CLI_SOCKET, "exec", "--volume", mount])
         lab.check(f"setsid {call} --commit-timeout 120 -- sleep 600 </dev/null >/tmp/exec.log 2>&1 &")
-        wait_for(lab, f"lvs --noheadings -o lv_name {vg} | grep -q sv-")
+        wait_for(lab, "pgrep -f '^sleep 600' >/dev/null")  # exec runs its command once the set is made
         listed = json.loads(lab.sv("shadows", "list", "--json").stdout)
         (held,) = listed
         requester = held["requester_pid"]
@@ -171,7 +177,7 @@ def test_a_snapshot_no_record_knows_is_removed_as_an_orphan(lab: GuestLab, vg: s
 
 
 # An application committing one row per transaction, and noting each acknowledged commit (id, time)
-# outside the volume.
+# outside the volume; 10 ms apart (a loop that never paused would keep one emulated CPU busy).
 SQLITE_APP = """
 import sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=120)
@@ -184,6 +190,7 @@ while True:
     db.execute("insert into t values (?, ?)", (i, "x" * 200))
     db.execute("commit")
     acks.write(f"{i} {time.time()}\\n")
+    time.sleep(0.01)
 """
 
 SQLITE_CHECK = """
