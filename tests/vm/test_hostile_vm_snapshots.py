@@ -133,6 +133,7 @@ SECRET_JSON = '{"driver": "raw", "file": {"driver": "file", "filename": "SECRET"
         (["-blockdev", "driver=nbd,server.type=inet,server.host=127.0.0.1,node-name=n"], "opens nbd"),
         (["-bios", "HIDDEN"], "which not every user may enter"),
         (["-L", "/root"], "is not readable by every user"),
+        (["-blockdev", "{" + '"a": [' * 5000 + "]" * 5000 + "}"], "it could reach the host"),
     ],
 )
 def test_verify_boot_hands_the_guest_no_host_file_a_user_could_not_read(

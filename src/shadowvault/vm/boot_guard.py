@@ -188,15 +188,16 @@ def _blockdev(value: str, overlays: set[str]) -> str:
     if value.startswith("{"):
         try:
             node = json.loads(value)
-        except ValueError as err:
+            leaves, foreign = _leaves(node), _foreign(node, overlays)
+        except (ValueError, RecursionError) as err:  # not JSON, or nested past any real node
             raise _refuse("-blockdev", value) from err
         if not isinstance(node, dict):
             raise _refuse("-blockdev", value)
-        for key, item in _leaves(node):
+        for key, item in leaves:
             why = key_reason("-blockdev", key, item, overlays)
             if why:
                 raise _refuse("-blockdev", value, f"{item} {why}: the guest would read it")
-        return json.dumps(node | {"read-only": True}) if _foreign(node, overlays) else value
+        return json.dumps(node | {"read-only": True}) if foreign else value
     _, pairs = qemu_options(value)
     if not any(_foreign_pair(key, item, overlays) for key, item in pairs.items()):
         return value
