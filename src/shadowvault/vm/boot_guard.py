@@ -168,27 +168,12 @@ def _join(first: str, pairs: dict[str, str]) -> str:
     return f"{first},{_pairs(pairs)}" if pairs else first
 
 
-def _foreign(node: Any, overlays: set[str]) -> bool:
-    """Whether a JSON -blockdev opens anything but the overlays: a file, a host device, the network."""
-    if isinstance(node, dict):
-        for key, item in node.items():
-            if key == "filename" and item not in overlays:
-                return True
-            if key == "driver" and (item in NETWORK_DRIVERS or item in ("host_device", "host_cdrom")):
-                return True
-            if _foreign(item, overlays):
-                return True
-    elif isinstance(node, list):
-        return any(_foreign(item, overlays) for item in node)
-    return False
-
-
 def _blockdev(value: str, overlays: set[str]) -> str:
     """A -blockdev on the overlays as it is; any other one read-only (the guest never writes the host)."""
     if value.startswith("{"):
         try:
             node = json.loads(value)
-            leaves, foreign = _leaves(node), _foreign(node, overlays)
+            leaves = _leaves(node)
         except (ValueError, RecursionError) as err:  # not JSON, or nested past any real node
             raise _refuse("-blockdev", value) from err
         if not isinstance(node, dict):
@@ -197,6 +182,7 @@ def _blockdev(value: str, overlays: set[str]) -> str:
             why = key_reason("-blockdev", key, item, overlays)
             if why:
                 raise _refuse("-blockdev", value, f"{item} {why}: the guest would read it")
+        foreign = any(_foreign_pair(key, item, overlays) for key, item in leaves)
         return json.dumps(node | {"read-only": True}) if foreign else value
     _, pairs = qemu_options(value)
     if not any(_foreign_pair(key, item, overlays) for key, item in pairs.items()):
