@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from xdist.remote import Producer
 
 from shadowvault.repo.repository import Repository
 from tests.archive.helpers import FAST_KDF, PASSWORD
@@ -16,10 +17,20 @@ from tests.fixtures import open_repositories
 from tests.fixtures.loopfs import LoopFs, loop_filesystem, unmount_tree
 from tests.fixtures.unprivileged import nobody_pythonpath  # noqa: F401 - a shared fixture
 from tests.inprocess_cli import Shadowvault
+from tests.scheduling import LongestFirstScheduling, longest_modules_first
 
 # A Python process the tests start that dies of a fatal signal prints its threads' stacks to its
 # stderr, which the failing test shows: a rare crash in CI is then a report, not a bare -11.
 os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    longest_modules_first(items)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> LongestFirstScheduling | None:
+    """`-n N --dist loadscope` (make test): the long modules first (tests/scheduling.py)."""
+    return LongestFirstScheduling(config, log) if config.getvalue("dist") == "loadscope" else None
 
 
 @pytest.hookimpl(hookwrapper=True)

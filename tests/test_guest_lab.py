@@ -8,7 +8,7 @@ from tests.fixtures.guest_lab import GuestLab, guest_lab_fixture
 
 lab = guest_lab_fixture(disks={"blank": "256M"})
 # The first test's setup may build the guest image (~75 s from nothing) and boots it (15-50 s).
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
 
 def test_a_command_returns_its_output_and_exit_status(lab: GuestLab) -> None:

@@ -32,6 +32,8 @@ from tests.recover.machine import (
     recover_onto,
 )
 
+pytestmark = pytest.mark.lab  # builds a machine and boots its recovered disk (make test-lab)
+
 MIB = 1 << 20
 TARGET_SIZE = 768 * MIB  # smaller than the source's 1 GiB: the data fits
 BOOT_UUID = "5eed0003-7a11-4b0c-9d0e-0123456789ab"

@@ -28,7 +28,7 @@ from tests.shadow.lvm_guest import init_repository
 
 lab = guest_lab_fixture(disks={"pv": "1G"})
 # The first setup may build the guest image (~45 s from the cached minbase) and boots it (15-50 s).
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 VG = "svpg"
 MOUNT = "/mnt/pg"
 DATADIR = f"{MOUNT}/data"

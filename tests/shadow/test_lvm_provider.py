@@ -32,7 +32,7 @@ from tests.shadow.lvm_guest import (
 
 lab = guest_lab_fixture(disks={"pv": "2G"})
 # The first test's setup may build the guest image (~75 s from nothing) and boots it (15-50 s).
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
 # One process appends the same counter to two files in each of the directories $DIRS, in lock-step,
 # one line at a time, until killed. In images of the directories taken at one instant every count is

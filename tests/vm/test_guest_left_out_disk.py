@@ -23,7 +23,7 @@ from shadowvault.repo.repository import Repository
 from tests.fixtures.tiny_vm import TinyVM, tiny_vm
 from tests.vm.helpers import PASSWORD, cli, declare, new_repository
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(600)]
 
 GREETING = b"vdb says hello\n" * 300
 

@@ -163,6 +163,7 @@ def test_verify_boot_hands_the_guest_no_host_file_a_user_could_not_read(
     assert not target.exists() or not list(target.iterdir())
 
 
+@pytest.mark.lab  # boots a VM restored from the snapshot (make test-lab)
 def test_verify_boot_keeps_the_host_out_of_a_real_boot(tmp_path: Path) -> None:
     """A real TCG boot of the tiny guest from a command line that also asks for a tap network with a
     script, a character device writing a host file and the stored QEMU path of a fake emulator: the

@@ -25,7 +25,7 @@ from tests.fixtures.tiny_vm import TinyVM, tiny_vm
 from tests.vm.helpers import cli, declare, leftovers, new_repository, qmp
 from tests.vm.unix_server import serving
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(600)]
 
 FREEZE_HOOK = "tinyvm: freeze hook"
 

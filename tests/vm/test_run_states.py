@@ -31,7 +31,7 @@ from tests.vm.helpers import (
     qmp,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(600)]
 
 PAUSED_WARNING = (
     "VM still is paused: the copy is crash-consistent, the disks as they were when the guest stopped; "

@@ -23,6 +23,7 @@ from tests.components.roots import make_root
 from tests.fixtures.loopfs import loop_filesystem
 from tests.fixtures.samba_dc import HOME, REALM, SambaDcLab, rootdse_host, samba_dc_lab, samba_tool
 
+pytestmark = pytest.mark.lab  # provisions and recovers a domain controller (make test-lab)
 LABEL = f"{REALM} (SVDC1)"
 
 
