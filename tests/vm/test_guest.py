@@ -41,7 +41,8 @@ from tests.vm.helpers import (
     records_in,
 )
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900)]  # a TCG boot, ten backups, a second boot
+# a TCG boot, ten backups, a second boot
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(900)]
 
 BACKUPS = 10
 CHUNK = 256 * 1024
