@@ -8,9 +8,10 @@ them at its end. And a worker whose module is down to its last test is handed th
 once (it cannot run that test before it knows what comes after it), so a long module could wait
 behind another long one while a second worker had nothing to do.
 
-So the collection is put in order of each module's expected run time (LONG_MODULES, else a few
+So the collection is put in order of each module's expected run time (LONG_SCOPES, else a few
 seconds a test), which loadscope then keeps, and a worker still busy with a long module is handed
-the shortest module waiting rather than the longest.
+the shortest module waiting rather than the longest. The modules on the guest lab's shared guest
+(SHARED_GUEST_MODULES) are one unit of work: one worker runs them one after another on one boot.
 """
 
 from __future__ import annotations
@@ -20,46 +21,65 @@ from xdist.remote import Producer
 from xdist.scheduler import LoadScopeScheduling
 from xdist.workermanage import WorkerController
 
-# Seconds each module took in a full `make test` on a 2-CPU machine (its durations report), for the
-# modules over about a minute; only the order they give matters. Update it when a module grows.
-LONG_MODULES: dict[str, float] = {
-    "tests/shadow/test_lvm_provider.py": 600,
-    "tests/shadow/test_lvm_validity.py": 340,
+# The modules on tests/fixtures/guest_lab.py's shared guest: one scope, so one worker and one boot.
+SHARED_GUEST = "the guest lab's shared guest"
+SHARED_GUEST_MODULES = frozenset(
+    {
+        "tests/test_guest_lab.py",
+        "tests/shadow/test_lvm_provider.py",
+        "tests/shadow/test_lvm_validity.py",
+        "tests/shadow/test_lvm_postgresql.py",
+    }
+)
+
+# Seconds each scope took in a full run on a 2-CPU machine (the durations report), for the scopes
+# over about a minute; only the order they give matters. Update it when a module grows.
+LONG_SCOPES: dict[str, float] = {
+    SHARED_GUEST: 900,
+    # its first setup builds the debootstrap minbase on a fresh checkout (~4.5 min, under a lock that
+    # the systemd and component modules then find released), so it starts first
+    "tests/components/test_system_state.py": 300,
     "tests/writers/test_samba_dc.py": 320,
     "tests/recover/test_recover.py": 240,
     "tests/recover/test_recover_bios_gpt.py": 240,
-    "tests/shadow/test_lvm_postgresql.py": 210,
     "tests/recover/test_recover_grub.py": 190,
     "tests/recover/test_recover_uefi.py": 170,
     "tests/vm/test_guest.py": 170,
-    "tests/vm/test_hostile_vm_snapshots.py": 100,
-    "tests/writers/test_postgresql.py": 100,
+    "tests/vm/test_hostile_vm_snapshots.py": 150,
+    "tests/jobs/test_scheduled.py": 140,
+    "tests/writers/test_postgresql.py": 120,
+    "tests/repo/test_damage_matrix.py": 170,
     "tests/repo/test_s3_many_hosts.py": 85,
-    "tests/repo/test_damage_matrix.py": 80,
-    "tests/test_guest_lab.py": 80,
+    "tests/service/test_cli_through_daemon.py": 85,
+    "tests/archive/test_hostile_restore.py": 95,
     "tests/repo/test_crash_campaign.py": 75,
-    "tests/archive/test_hostile_restore.py": 70,
     "tests/vm/test_run_states.py": 70,
+    "tests/shadow/test_fanotify_provider.py": 70,
+    "tests/vm/test_guest_left_out_disk.py": 65,
+    "tests/service/test_daemon.py": 65,
+    "tests/writers/test_mariadb.py": 60,
 }
 SECONDS_PER_TEST = 2.0  # what the other modules took, on average
 
 
-def module_of(nodeid: str) -> str:
-    return nodeid.split("::", 1)[0]
+def scope_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module, or the shared guest's modules together."""
+    module = nodeid.split("::", 1)[0]
+    return SHARED_GUEST if module in SHARED_GUEST_MODULES else module
 
 
-def expected_seconds(module: str, tests: int) -> float:
-    return LONG_MODULES.get(module, SECONDS_PER_TEST * tests)
+def expected_seconds(scope: str, tests: int) -> float:
+    return LONG_SCOPES.get(scope, SECONDS_PER_TEST * tests)
 
 
 def longest_modules_first(items: list[pytest.Item]) -> None:
-    """Sort `items` in place: modules by expected run time, longest first; each module's tests, and
-    modules expected to take as long, in the order they were collected."""
+    """Sort `items` in place: scopes by expected run time, longest first; the tests of a scope, and
+    scopes expected to take as long, in the order they were collected."""
     tests: dict[str, int] = {}
     for item in items:
-        tests[module_of(item.nodeid)] = tests.get(module_of(item.nodeid), 0) + 1
-    position = {module: index for index, module in enumerate(tests)}
-    items.sort(key=lambda item: (-expected_seconds(m := module_of(item.nodeid), tests[m]), position[m]))
+        tests[scope_of(item.nodeid)] = tests.get(scope_of(item.nodeid), 0) + 1
+    position = {scope: index for index, scope in enumerate(tests)}
+    items.sort(key=lambda item: (-expected_seconds(s := scope_of(item.nodeid), tests[s]), position[s]))
 
 
 class LongestFirstScheduling(LoadScopeScheduling):
@@ -70,6 +90,9 @@ class LongestFirstScheduling(LoadScopeScheduling):
         super().__init__(config, log)
         config.option.loadscopereorder = False  # keep the collection's order (longest_modules_first)
 
+    def _split_scope(self, nodeid: str) -> str:
+        return scope_of(nodeid)
+
     def _assign_work_unit(self, node: WorkerController) -> None:
         if self._busy_with_a_long_module(node) and len(self.workqueue) > 1:
             shortest = next(reversed(self.workqueue))
@@ -78,6 +101,6 @@ class LongestFirstScheduling(LoadScopeScheduling):
 
     def _busy_with_a_long_module(self, node: WorkerController) -> bool:
         return any(
-            scope in LONG_MODULES and not all(unit.values())
+            scope in LONG_SCOPES and not all(unit.values())
             for scope, unit in self.assigned_work.get(node, {}).items()
         )

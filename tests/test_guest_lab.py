@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.guest_lab import GuestLab, guest_lab_fixture
+from tests.fixtures.guest_lab import GuestLab, shared_guest_lab_fixture
 
-lab = guest_lab_fixture(disks={"blank": "256M"})
-# The first test's setup may build the guest image (~75 s from nothing) and boots it (15-50 s).
+lab = shared_guest_lab_fixture()  # disk `blank`; the first module to use the guest may build its image
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
 

@@ -19,11 +19,21 @@ SLOW = ("--commit-timeout", "120")  # an emulated machine: an lvcreate takes sec
 _names = itertools.count()
 
 
-def make_vg(lab: GuestLab) -> str:
-    """Volume group VG on the guest's disk `pv`, with a 512 MiB thin pool `pool`."""
-    lab.check(f"pvcreate -q {lab.disk('pv')} && vgcreate -q {VG} {lab.disk('pv')}")
+@contextmanager
+def volume_group(lab: GuestLab) -> Iterator[str]:
+    """Volume group VG on the guest's disk `pv`, with a 512 MiB thin pool `pool`; removed after the
+    block (what is still mounted from it first), so the next module sharing the guest finds the
+    disk blank."""
+    disk = lab.disk("pv")
+    lab.check(f"pvcreate -q {disk} && vgcreate -q {VG} {disk}")
     lab.check(f"lvcreate -q --type thin-pool -L 512M -n pool {VG}")
-    return VG
+    try:
+        yield VG
+    finally:
+        left = f"$(awk '$1 ~ \"^/dev/mapper/{VG}-\" {{print $2}}' /proc/mounts)"
+        lab.run(
+            f"for m in {left}; do umount -l $m; done; vgremove -qff {VG}; pvremove -qff {disk}", timeout=180
+        )
 
 
 @contextmanager

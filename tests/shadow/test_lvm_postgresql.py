@@ -12,7 +12,7 @@ with no gap and the counter at k, k covering every transaction acknowledged befo
 for the crash copy, nothing sent after the snapshot was made), and pass pg_amcheck (every heap and
 B-tree index of its database, with --heapallindexed).
 
-A module of its own, with its own guest: it runs beside test_lvm_provider.py under xdist's loadscope.
+A module of its own, on the guest the LVM modules share (tests/scheduling.py runs them one after another).
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.fixtures.guest_lab import GuestLab, guest_lab_fixture
+from tests.fixtures.guest_lab import GuestLab, shared_guest_lab_fixture
 from tests.shadow.lvm_guest import init_repository
 
-lab = guest_lab_fixture(disks={"pv": "1G"})
-# The first setup may build the guest image (~45 s from the cached minbase) and boots it (15-50 s).
+lab = shared_guest_lab_fixture()  # disk `pv`; the first module to use the guest may build its image
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 VG = "svpg"
 MOUNT = "/mnt/pg"

@@ -17,21 +17,20 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.fixtures.guest_lab import CLI_SOCKET, GUEST_CLI, GuestLab, guest_lab_fixture
+from tests.fixtures.guest_lab import CLI_SOCKET, GUEST_CLI, GuestLab, shared_guest_lab_fixture
 from tests.shadow.lvm_guest import (
     SLOW,
     created_set,
     install_script_writer,
     lvm_configured,
     lvm_volume,
-    make_vg,
     mounted,
     snapshot_lvs,
+    volume_group,
     wait_for,
 )
 
-lab = guest_lab_fixture(disks={"pv": "2G"})
-# The first test's setup may build the guest image (~75 s from nothing) and boots it (15-50 s).
+lab = shared_guest_lab_fixture()  # disk `pv`; the first module to use the guest may build its image
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
 # One process appends the same counter to two files in each of the directories $DIRS, in lock-step,
@@ -48,8 +47,9 @@ WRITER = (
 
 
 @pytest.fixture(scope="module")
-def vg(lab: GuestLab) -> str:
-    return make_vg(lab)
+def vg(lab: GuestLab) -> Iterator[str]:
+    with volume_group(lab) as name:
+        yield name
 
 
 @contextmanager

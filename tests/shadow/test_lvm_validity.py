@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.fixtures.guest_lab import GuestLab, guest_lab_fixture
+from tests.fixtures.guest_lab import GuestLab, shared_guest_lab_fixture
 from tests.shadow.lvm_guest import (
     SLOW,
     created_set,
@@ -19,20 +19,20 @@ from tests.shadow.lvm_guest import (
     install_script_writer,
     lvm_configured,
     lvm_volume,
-    make_vg,
     mounted,
     overflow,
     snapshot_lvs,
+    volume_group,
 )
 
-lab = guest_lab_fixture(disks={"pv": "2G"})
-# The first test's setup may build the guest image (~75 s from nothing) and boots it (15-50 s).
+lab = shared_guest_lab_fixture()  # disk `pv`; the first module to use the guest may build its image
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def vg(lab: GuestLab) -> str:
-    return make_vg(lab)
+def vg(lab: GuestLab) -> Iterator[str]:
+    with volume_group(lab) as name:
+        yield name
 
 
 @pytest.fixture
