@@ -18,6 +18,8 @@ from tests.components.machines import change_source_machine
 from tests.fixtures.debootstrap import boot, minbase_root, nspawn
 from tests.fixtures.tools import require_root, require_tools
 
+pytestmark = pytest.mark.lab  # builds Debian roots and boots one with systemd-nspawn (make test-lab)
+
 PROBE_SCRIPT = """#!/bin/sh
 {
 echo "id: $(id alice)"

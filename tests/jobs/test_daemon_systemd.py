@@ -21,6 +21,8 @@ from tests.fixtures.loopfs import loop_filesystem
 from tests.fixtures.nspawn_boot import PYTHON, boot_with_driver, install_driver, write_file
 from tests.fixtures.tools import require_root, require_tools
 
+pytestmark = pytest.mark.lab  # boots the minbase root with systemd-nspawn (make test-lab)
+
 DRIVER = """\
 #!/bin/sh
 # runs once at boot: install the units, call the API through the socket, restart by a call, power off

@@ -28,6 +28,8 @@ from tests.fixtures.loopfs import loop_filesystem
 from tests.fixtures.nspawn_boot import PYTHON, boot_with_driver, install_driver, write_file
 from tests.fixtures.tools import require_root, require_tools
 
+pytestmark = pytest.mark.lab  # boots the minbase root with systemd-nspawn (make test-lab)
+
 JOB = "nightly"
 CONFIG_DIR, STATE_DIR = "/etc/shadowvault-alt", "/var/lib/shadowvault-alt"
 
