@@ -11,7 +11,8 @@ behind another long one while a second worker had nothing to do.
 So the collection is put in order of each module's expected run time (LONG_SCOPES, else a few
 seconds a test), which loadscope then keeps, and a worker still busy with a long module is handed
 the shortest module waiting rather than the longest. The modules on the guest lab's shared guest
-(SHARED_GUEST_MODULES) are one unit of work: one worker runs them one after another on one boot.
+come in groups (SHARED_GUEST_GROUPS), each one unit of work: one worker runs its modules one after
+another on one boot.
 """
 
 from __future__ import annotations
@@ -21,21 +22,21 @@ from xdist.remote import Producer
 from xdist.scheduler import LoadScopeScheduling
 from xdist.workermanage import WorkerController
 
-# The modules on tests/fixtures/guest_lab.py's shared guest: one scope, so one worker and one boot.
-SHARED_GUEST = "the guest lab's shared guest"
-SHARED_GUEST_MODULES = frozenset(
-    {
-        "tests/test_guest_lab.py",
-        "tests/shadow/test_lvm_provider.py",
-        "tests/shadow/test_lvm_validity.py",
-        "tests/shadow/test_lvm_postgresql.py",
-    }
-)
+# The modules on tests/fixtures/guest_lab.py's shared guest, in two groups of about equal length:
+# each group is one scope, so one worker and one boot runs its modules one after another (one group
+# of all four was the whole lab run's last ten minutes on one worker).
+SHARED_GUEST_GROUPS = {
+    "tests/shadow/test_lvm_provider.py": "the LVM provider on a shared guest",
+    "tests/test_guest_lab.py": "the LVM provider on a shared guest",
+    "tests/shadow/test_lvm_postgresql.py": "LVM validity and PostgreSQL on a shared guest",
+    "tests/shadow/test_lvm_validity.py": "LVM validity and PostgreSQL on a shared guest",
+}
 
 # Seconds each scope took in a full run on a 2-CPU machine (the durations report), for the scopes
 # over about a minute; only the order they give matters. Update it when a module grows.
 LONG_SCOPES: dict[str, float] = {
-    SHARED_GUEST: 900,
+    "LVM validity and PostgreSQL on a shared guest": 600,  # the first may build the guest's image
+    "the LVM provider on a shared guest": 500,
     # its first setup builds the debootstrap minbase on a fresh checkout (~4.5 min, under a lock that
     # the systemd and component modules then find released), so it starts first
     "tests/components/test_system_state.py": 300,
@@ -63,9 +64,9 @@ SECONDS_PER_TEST = 2.0  # what the other modules took, on average
 
 
 def scope_of(nodeid: str) -> str:
-    """The unit of work a test belongs to: its module, or the shared guest's modules together."""
+    """The unit of work a test belongs to: its module, or its group of modules on a shared guest."""
     module = nodeid.split("::", 1)[0]
-    return SHARED_GUEST if module in SHARED_GUEST_MODULES else module
+    return SHARED_GUEST_GROUPS.get(module, module)
 
 
 def expected_seconds(scope: str, tests: int) -> float:

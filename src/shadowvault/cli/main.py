@@ -15,6 +15,7 @@ import click
 
 from shadowvault import __version__, interrupts
 from shadowvault.cli import global_options, output
+from shadowvault.cli.launch import COLLECTOR_THRESHOLDS
 from shadowvault.cli.repo_options import root_repo_options
 from shadowvault.errors import ShadowvaultError
 
@@ -170,17 +171,9 @@ def cli(verbose: int, quiet: bool, no_daemon: bool, as_json: bool) -> None:
     logging.basicConfig(level=global_options.log_level(verbose), handlers=[handler])
 
 
-# Python's cyclic collector runs a young-generation pass every 700 net allocations by default, and
-# every tenth pass an older one over what survived: a backup or restore keeps a directory's nodes
-# (hundreds of thousands of objects) alive while it works, and those passes went over them again
-# and again. Decoding the 2 GiB bench's 1,015 trees (100k nodes) while keeping them took 0.9 s at
-# 700 and 0.17 s at 50,000; our objects rarely form cycles, so little waits longer to be freed.
-COLLECTOR_THRESHOLDS = (50_000, 10, 10)
-
-
 def main() -> None:
     """Console-script entry point."""
-    gc.set_threshold(*COLLECTOR_THRESHOLDS)
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)  # already set where cli/launch.py ran first
     interrupts.install_handlers()
     cli()
 
