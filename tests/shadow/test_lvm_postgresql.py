@@ -12,7 +12,8 @@ with no gap and the counter at k, k covering every transaction acknowledged befo
 for the crash copy, nothing sent after the snapshot was made), and pass pg_amcheck (every heap and
 B-tree index of its database, with --heapallindexed).
 
-A module of its own, on the guest the LVM modules share (tests/scheduling.py runs them one after another).
+A module of its own, on a guest it shares with test_lvm_validity.py (tests/scheduling.py runs the two
+one after another).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from tests.fixtures.guest_lab import GuestLab, shared_guest_lab_fixture
 from tests.shadow.lvm_guest import init_repository
 
 lab = shared_guest_lab_fixture()  # disk `pv`; the first module to use the guest may build its image
-pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
+# a hang guard: its first setup may wait for the guest image's build (11 min seen in all, under load)
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 VG = "svpg"
 MOUNT = "/mnt/pg"
 DATADIR = f"{MOUNT}/data"
