@@ -8,8 +8,8 @@ STAMP_VENV := $(VENV)/.installed
 STAMP_COMPILED := $(VENV)/.compiled
 # test modules run side by side, each whole on one worker (its module fixtures: a server, a booted
 # guest). `make test` runs every test but the lab's; most of them wait on I/O and servers, so four
-# workers suit two CPUs. `make test-lab` runs the tests marked `lab` (an emulated machine booted, a
-# domain controller provisioned: minutes of CPU each), three at a time. CI runs both (.ci/run).
+# workers suit two CPUs. `make test-lab` runs the tests marked `lab` (a whole machine built or booted,
+# a domain controller provisioned: minutes of CPU each), three at a time. CI runs both (.ci/run).
 TEST_WORKERS ?= 4
 LAB_WORKERS ?= 3
 PYTEST := $(PY) -m pytest -q --dist loadscope --durations=30

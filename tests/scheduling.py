@@ -17,6 +17,8 @@ another on one boot.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from xdist.remote import Producer
 from xdist.scheduler import LoadScopeScheduling
@@ -80,9 +82,7 @@ def expected_seconds(scope: str, tests: int) -> float:
 def longest_modules_first(items: list[pytest.Item]) -> None:
     """Sort `items` in place: scopes by expected run time, longest first; the tests of a scope, and
     scopes expected to take as long, in the order they were collected."""
-    tests: dict[str, int] = {}
-    for item in items:
-        tests[scope_of(item.nodeid)] = tests.get(scope_of(item.nodeid), 0) + 1
+    tests = Counter(scope_of(item.nodeid) for item in items)
     position = {scope: index for index, scope in enumerate(tests)}
     items.sort(key=lambda item: (-expected_seconds(s := scope_of(item.nodeid), tests[s]), position[s]))
 

@@ -114,8 +114,14 @@ def created_set(result_json: str) -> dict:
     return json.loads(result_json)
 
 
+def overwrite_command(mount: str) -> str:
+    """A shell command that rewrites 48 MiB of `mount`: more than a classic snapshot with a tiny share
+    has room for. Zeros do it as well as random bytes (every chunk written is copied aside), at no
+    emulated cost (urandom under emulation costs seconds)."""
+    return f"dd if=/dev/zero of={mount}/filler bs=1M count=48 conv=fsync 2>/dev/null"
+
+
 def overflow(lab: GuestLab, mount: str, snapshot: str) -> None:
-    """Rewrite more of `mount` than its classic snapshot has room for: the kernel drops it ('I').
-    Zeros do it as well as random bytes (every chunk written is copied aside), at no emulated cost."""
-    lab.check(f"dd if=/dev/zero of={mount}/filler bs=1M count=48 conv=fsync 2>/dev/null")
+    """Rewrite more of `mount` than its classic snapshot has room for: the kernel drops it ('I')."""
+    lab.check(overwrite_command(mount))
     assert lab.check(f"lvs --noheadings -o lv_attr {snapshot}").stdout.strip()[4] == "I"

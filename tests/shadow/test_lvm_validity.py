@@ -21,6 +21,7 @@ from tests.shadow.lvm_guest import (
     lvm_volume,
     mounted,
     overflow,
+    overwrite_command,
     snapshot_lvs,
     volume_group,
 )
@@ -43,13 +44,11 @@ def lvm_config(lab: GuestLab) -> Iterator[Callable[[str], None]]:
 
 @pytest.fixture
 def overflowing_setup(lab: GuestLab, lvm_config) -> Callable[[str], None]:
-    """A tiny share for classic snapshots, and a script writer whose thaw rewrites 48 MiB of `mount`
-    (zeros: every chunk written is copied aside all the same, and emulated urandom costs seconds)."""
+    """A tiny share for classic snapshots, and a script writer whose thaw rewrites 48 MiB of `mount`."""
 
     def install(mount: str) -> None:
         lvm_config('"1%"')
-        fill = f"dd if=/dev/zero of={mount}/filler bs=1M count=48 conv=fsync 2>/dev/null"
-        install_script_writer(lab, "filler", mount, thaw=fill)
+        install_script_writer(lab, "filler", mount, thaw=overwrite_command(mount))
 
     return install
 
@@ -191,7 +190,7 @@ def test_a_listing_asks_lvm_once_about_every_shadow_of_every_set(lab: GuestLab, 
             sets.append(created_set(made.stdout))
         stack.callback(lab.sv, "shadows", "delete", "--all")
         # Both classic snapshots overflow; the thin ones hold.
-        lab.check(f"dd if=/dev/zero of={classic}/filler bs=1M count=48 conv=fsync 2>/dev/null")
+        lab.check(overwrite_command(classic))
 
         with counting_lvs(lab) as lvs_calls:
             listed = lab.sv("shadows", "list", "--json")
