@@ -5,9 +5,10 @@
                                                   [--out DIR] [--rate 250]
 
 Same data set and loop filesystems as compare.py. Each command runs under `py-spy record --threads
---format raw` (running threads only: where the CPU goes; with --idle waiting threads too: where the
-wall time goes); the collapsed stacks are kept in --out and summarised here per thread group: top
-functions by own samples and by samples with the function anywhere on the stack. The page cache is
+--subprocesses --format raw` (its seal workers and metadata prefetch included; running threads
+only: where the CPU goes; with --idle waiting threads too: where the wall time goes); the collapsed
+stacks are kept in --out and summarised here per thread group: top functions by own samples and by
+samples with the function anywhere on the stack. The page cache is
 dropped before each command.
 """
 
@@ -92,7 +93,7 @@ def profile(
     if cold:
         drop_caches()
     py_spy = Path(sys.executable).with_name("py-spy")
-    wrapped = [str(py_spy), "record", "--threads", "--format", "raw", "--rate", str(rate),
+    wrapped = [str(py_spy), "record", "--threads", "--subprocesses", "--format", "raw", "--rate", str(rate),
                "--nonblocking", "-o", str(out), *(["--idle"] if idle else []), "--", *argv]  # fmt: skip
     m = run_measured(wrapped, env=tool.environ(), cwd=cwd).check()
     return m.wall, summarise(out)
