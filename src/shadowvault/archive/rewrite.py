@@ -28,7 +28,7 @@ from shadowvault.archive.rewrite_trees import Removal, SaveTree, TreeFilter
 from shadowvault.errors import RepositoryError, ShadowvaultError, UsageError
 from shadowvault.repo.session import list_sessions, refuse_concurrent_maintenance
 from shadowvault.repo.snapshot import Snapshot, summary_bytes
-from shadowvault.repo.tree import encode_tree
+from shadowvault.repo.tree import Tree, encode_tree
 
 if TYPE_CHECKING:
     from shadowvault.repo.repository import Repository
@@ -68,6 +68,7 @@ class RewriteResult:
     checked: int = 0
     rewritten: list[RewrittenSnapshot] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (snapshot id, why): not rewritten
+    emptied: list[str] = field(default_factory=list)  # nothing would be left: not rewritten, kept
 
 
 def _start(repo: Repository) -> None:
@@ -98,6 +99,7 @@ def rewrite_snapshots(
         _start(repo)
     trees = TreeFilter(repo, path_filter, _tree_id(repo) if dry_run else repo.save_tree)
     result = RewriteResult(dry_run=dry_run)
+    empty_tree = repo.blob_id(encode_tree(Tree()))
     planned: list[tuple[Snapshot, RewrittenSnapshot]] = []
     for snapshot_id, snapshot in snapshots:
         result.checked += 1
@@ -108,7 +110,9 @@ def rewrite_snapshots(
         except ShadowvaultError as err:
             result.unreadable.append((snapshot_id, str(err)))
             continue
-        if removal.matched:
+        if removal.matched and removal.tree_id == empty_tree:  # backup refuses an empty snapshot too
+            result.emptied.append(snapshot_id)
+        elif removal.matched:
             planned.append((snapshot, RewrittenSnapshot(snapshot_id, None, removal)))
     copies = _earlier_copies(repo) if planned else {}
     now = time.time()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 
 from shadowvault.errors import UsageError
+from shadowvault.repo.snapshot import EARLIEST_TIME, LATEST_TIME
 
 FORMAT = "%Y-%m-%d %H:%M:%S"
 FIND_FORMATS = (FORMAT, "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")  # restic find's
@@ -18,11 +19,14 @@ def parse_backup_time(text: str, option: str = "--time") -> float:
     """Seconds since the epoch for a local "YYYY-MM-DD HH:MM:SS" (UsageError naming `option` else)."""
     try:
         local = datetime.datetime.strptime(text.strip(), FORMAT)
-        return local.astimezone().timestamp()  # a naive time is the machine's local time
+        at = local.astimezone().timestamp()  # a naive time is the machine's local time
     except (ValueError, OverflowError, OSError) as err:
         raise UsageError(
             f"{option} takes a local time like '2021-03-04 15:30:00' (YYYY-MM-DD HH:MM:SS), not {text!r}"
         ) from err
+    if not EARLIEST_TIME <= at <= LATEST_TIME:  # a snapshot could not record it (and would not decode)
+        raise UsageError(f"{option} {text.strip()!r} lies outside the years a snapshot records (0001-9999)")
+    return at
 
 
 def parse_find_time(text: str, option: str) -> float:

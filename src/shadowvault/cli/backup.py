@@ -22,7 +22,7 @@ from shadowvault.cli.component_options import backup_component_options
 from shadowvault.cli.output import json_option
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.errors import UsageError
-from shadowvault.repo.tag_lists import split_tags
+from shadowvault.repo.tag_lists import checked_label, given_tags
 from shadowvault.shadow.providers.names import AUTO, NO_PROVIDER, PROVIDER_NAMES
 
 PROVIDERS = [AUTO, *PROVIDER_NAMES, NO_PROVIDER]  # none: read the live files, no shadow set
@@ -107,15 +107,17 @@ def backup_cmd(
     excludes = (*excludes, *read_pattern_files(exclude_files))
     if not components and not paths and not from_stdin:
         raise UsageError("give the PATHS to back up, or --component NAME")
+    if "" in paths:  # an unset variable in `backup "$DIR"`: not the current directory
+        raise UsageError("an empty path was given: name each path to back up ('.' for this directory)")
     if from_stdin and sys.stdin.isatty():
         raise UsageError("--stdin reads what is piped in, and stdin is a terminal")
     arguments = BackupArguments(
         paths=paths,
         excludes=excludes,
-        tags=split_tags(tags),
+        tags=given_tags(tags),
         provider=provider,
         writers=writers,
-        host=host,
+        host=checked_label(host, "host name") if host is not None else None,
         parent=parent,
         force=force,
         one_file_system=one_file_system,

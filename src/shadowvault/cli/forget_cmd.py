@@ -117,7 +117,8 @@ def forget_cmd(
         raise UsageError("give either snapshot ids or --keep-* options, not both")
     with open_repository(repo, password_file) as r:
         if snapshot_ids:
-            reports = named_report([_named_snapshot(r, ref) for ref in snapshot_ids])
+            named = dict(_named_snapshot(r, ref) for ref in snapshot_ids)  # each once, however named
+            reports = named_report(list(named.items()))
         else:
             given = [normalize_filter_path(p) for p in paths]
             snapshots = filter_snapshots(r.list_snapshots(), paths=given, hosts=hosts, tags=tags)

@@ -14,7 +14,7 @@ from typing import Any
 
 from shadowvault.cli.output import info, listing, print_table
 from shadowvault.cli.repository import format_time
-from shadowvault.display import counted
+from shadowvault.display import counted, escape_text
 from shadowvault.repo.forget import Group
 from shadowvault.repo.retention_groups import GroupKey
 from shadowvault.repo.snapshot import Snapshot
@@ -58,7 +58,7 @@ def group_title(key: GroupKey | None) -> str | None:
     """`snapshots of host web, paths /srv/www:`; None when nothing groups them (`--group-by ''`,
     or snapshots named by id)."""
     shared = key.describe() if key is not None else ""
-    return f"snapshots of {shared}:" if shared else None
+    return f"snapshots of {escape_text(shared)}:" if shared else None
 
 
 _COLUMNS = ["ID", "Time", "Host", "Tags", "Paths"]
@@ -69,8 +69,9 @@ def _row(item: Listed, with_reasons: bool) -> list[str]:
     if snap is None:
         row = [item.snapshot_id[:8], "", "", "", "(damaged snapshot file)"]
     else:
-        tags, paths = ", ".join(snap.tags), "\n".join(snap.paths)  # one line per path, as `snapshots`
-        row = [item.snapshot_id[:8], format_time(snap.time), snap.host, tags, paths]
+        tags = ", ".join(escape_text(t) for t in snap.tags)
+        paths = "\n".join(escape_text(p) for p in snap.paths)  # one line per path, as `snapshots`
+        row = [item.snapshot_id[:8], format_time(snap.time), escape_text(snap.host), tags, paths]
     return [*row, ", ".join(item.reasons)] if with_reasons else row
 
 

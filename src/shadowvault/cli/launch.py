@@ -23,7 +23,7 @@ from shadowvault.cli.repo_env import PASSWORD_COMMAND_ENV, PASSWORD_ENV, PASSWOR
 from shadowvault.errors import ShadowvaultError
 from shadowvault.fsutil import open_regular
 from shadowvault.repo import kdf
-from shadowvault.repo.password_file import read_password_file
+from shadowvault.repo.password_file import password_bytes, read_password_file
 
 # Python's cyclic collector runs a young-generation pass every 700 net allocations by default, and
 # every tenth pass an older one over what survived: a backup or restore keeps a directory's nodes
@@ -32,6 +32,19 @@ from shadowvault.repo.password_file import read_password_file
 # 700 and 0.17 s at 50,000; our objects rarely form cycles, so little waits longer to be freed.
 # Set before the command's imports too: their ~400 modules made 58 young passes (50 ms of a start).
 COLLECTOR_THRESHOLDS = (50_000, 10, 10)
+
+# The walk of a backup and a restore's directories recurse a few frames per level: Python's default
+# limit of 1,000 frames stopped a backup of a tree ~500 directories deep (any user who may write into
+# it could stop every backup of it). A path reaches PATH_MAX (4096 bytes) at ~2,000 levels; 3.11
+# calls Python functions without growing the C stack.
+RECURSION_LIMIT = 20_000
+
+
+def tune_interpreter() -> None:
+    """The collector's thresholds and the recursion limit a command runs with."""
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
+
 
 # Commands that open an existing repository with its password (cli/main.py's COMMAND_MODULES).
 OPENING_COMMANDS = frozenset(
@@ -87,7 +100,7 @@ def derive_ahead(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
         if password is None or raw is None:
             return False
         salt, params, _sealed = kdf.key_file_kdf(raw)
-        kdf.derive_ahead(password.encode(), salt, params)
+        kdf.derive_ahead(password_bytes(password), salt, params)
     except (OSError, ValueError, KeyError, TypeError, ShadowvaultError):
         return False  # opening the repository reports it, with the context the user needs
     return True
@@ -95,7 +108,7 @@ def derive_ahead(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
 
 def main() -> None:
     """Console-script entry point."""
-    gc.set_threshold(*COLLECTOR_THRESHOLDS)
+    tune_interpreter()
     argv = sys.argv[1:]
     try:
         derive_ahead(argv, os.environ)

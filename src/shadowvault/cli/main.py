@@ -6,7 +6,6 @@ SIGTERM and SIGHUP unwind like Ctrl-C (every cleanup runs, see shadowvault.inter
 
 from __future__ import annotations
 
-import gc
 import importlib
 import logging
 import sys
@@ -15,7 +14,7 @@ import click
 
 from shadowvault import __version__, interrupts
 from shadowvault.cli import global_options, output
-from shadowvault.cli.launch import COLLECTOR_THRESHOLDS
+from shadowvault.cli.launch import tune_interpreter
 from shadowvault.cli.repo_options import root_repo_options
 from shadowvault.errors import ShadowvaultError
 
@@ -94,8 +93,8 @@ class _Root(click.Group):
         except click.exceptions.NoArgsIsHelpError as err:  # a bare command group: its help, as restic
             click.echo(err.ctx.get_help() if err.ctx else err.format_message())
             sys.exit(0)
-        except click.ClickException as err:
-            output.error_line(err.format_message(), err.exit_code, as_json=as_json)
+        except click.ClickException as err:  # click lays a choice list out on lines: one line here
+            output.error_line(" ".join(err.format_message().split()), err.exit_code, as_json=as_json)
             sys.exit(err.exit_code)
         except ShadowvaultError as err:
             output.error_line(str(err), err.exit_code, as_json=as_json)
@@ -173,7 +172,7 @@ def cli(verbose: int, quiet: bool, no_daemon: bool, as_json: bool) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    gc.set_threshold(*COLLECTOR_THRESHOLDS)  # already set where cli/launch.py ran first
+    tune_interpreter()  # already done where cli/launch.py ran first
     interrupts.install_handlers()
     cli()
 

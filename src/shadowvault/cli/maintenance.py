@@ -83,6 +83,8 @@ def check_cmd(
     repo: str | None, password_file: str | None, read_data: bool, read_data_subset: str | None, as_json: bool
 ) -> None:
     """Check that every snapshot can be restored; with --read-data, verify all stored data."""
+    if read_data and read_data_subset is not None:  # which was meant cannot be told (restic refuses too)
+        raise UsageError("--read-data reads everything, --read-data-subset a part: give one of them")
     subset = {"read_data_fraction": 1.0} if read_data else _parse_subset(read_data_subset)
     bound_heap()
     with open_repository(repo, password_file) as r, _tty_progress() as progress:

@@ -26,6 +26,25 @@ from shadowvault.jobs.restore_component import ComponentRestoreRequest
 from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restore
 
 
+def component_only_options(
+    *,
+    maps: tuple[str, ...],
+    users: str | None,
+    create_missing_accounts: bool,
+    fix_fstab: bool,
+    no_packages: bool,
+) -> list[str]:
+    """The options given that only a component restore reads."""
+    flags = {
+        "--map": bool(maps),
+        "--users": users is not None,
+        "--create-missing-accounts": create_missing_accounts,
+        "--fix-fstab": fix_fstab,
+        "--no-packages": no_packages,
+    }
+    return [name for name, given in flags.items() if given]
+
+
 def split_ref(spec: str) -> tuple[str, str]:
     """SNAP[:SUBPATH] -> (snapshot ref, subpath)."""
     ref, _, sub = spec.partition(":")
@@ -141,9 +160,10 @@ def restore_cmd(
             raise UsageError("a writer restores whole components: give SNAP without :SUBPATH")
         if writers and all_writers:
             raise UsageError("give either --writer NAME (repeatable) or --writers, not both")
-        if includes or excludes or maps or users:
+        if includes or excludes or maps or users or create_missing_accounts or fix_fstab or no_packages:
             raise UsageError(
-                "a writer restores whole components: --include, --exclude, --map, --users do not apply"
+                "a writer restores whole components: --include, --exclude and --component's options"
+                " (--map, --users, --create-missing-accounts, --fix-fstab, --no-packages) do not apply"
             )
         order = writer_restore_order(
             ref,
@@ -194,6 +214,15 @@ def restore_cmd(
         component_request = ComponentRestoreRequest(snapshot=ref, component=component, options=options)
         run_component_restore(repo, password_file, snapshot_filter, component_request, as_json=as_json)
         return
+    given = component_only_options(
+        maps=maps,
+        users=users,
+        create_missing_accounts=create_missing_accounts,
+        fix_fstab=fix_fstab,
+        no_packages=no_packages,
+    )
+    if given:  # a plain files restore would ignore them
+        raise UsageError(f"{', '.join(given)} go with --component NAME (a files restore takes none of them)")
     if not target:
         raise UsageError("give the directory to restore into with --target DIR")
     if target_root:

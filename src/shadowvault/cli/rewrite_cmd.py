@@ -81,6 +81,7 @@ def _summary(result: RewriteResult, as_json: bool) -> None:
                 "removed_entries": entries,
                 "removed_bytes": size,
                 "unreadable": [snapshot_id for snapshot_id, _ in result.unreadable],
+                "emptied": result.emptied,
             }
         )
         return
@@ -163,12 +164,19 @@ def rewrite_cmd(
         )
     for snapshot_id, why in result.unreadable:
         warn(f"snapshot {snapshot_id[:8]} not rewritten: {why}")
+    for snapshot_id in result.emptied:
+        warn(
+            f"snapshot {snapshot_id[:8]} not rewritten: the patterns match everything in it"
+            " (kept as it is; `shadowvault forget` removes a whole snapshot)"
+        )
     _summary(result, as_json)
     if result.unreadable:
         raise PartialFailure(
             f"{len(result.unreadable)} snapshots could not be read whole and were not rewritten:"
             " run `shadowvault check`, then `shadowvault repair snapshots`"
         )
+    if result.emptied:
+        raise PartialFailure(f"{len(result.emptied)} snapshots would be left empty and were not rewritten")
 
 
 COMMANDS: list[click.Command] = [rewrite_cmd]

@@ -49,7 +49,7 @@ def _print_groups(groups: Sequence[tuple[GroupKey, Listed]]) -> None:
     for number, (key, members) in enumerate(groups):
         if number:
             listing("")
-        listing(f"snapshots of {key.describe()}:")
+        listing(f"snapshots of {escape_text(key.describe())}:")
         _print_snapshots(members)
 
 

@@ -12,7 +12,7 @@ from shadowvault.cli.vm_runs import backup_vm, disk_text, restore_vm, size_text
 from shadowvault.jobs.backup_vm import VmBackupRequest
 from shadowvault.jobs.restore_vm import FORMATS
 from shadowvault.jobs.vm_reporting import VmRestoreOrder
-from shadowvault.repo.tag_lists import split_tags
+from shadowvault.repo.tag_lists import given_tags
 from shadowvault.shadow.writers.qemu import QemuWriter
 
 
@@ -96,7 +96,7 @@ def backup_vm_cmd(
         vm=name,
         disks=list(disks),
         full=full,
-        tags=list(split_tags(tags)),
+        tags=list(given_tags(tags)),
         agent_timeout=agent_timeout,
         on_agent_failure=on_agent_failure,
         copy_speed=copy_speed,

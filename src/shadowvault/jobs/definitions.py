@@ -47,6 +47,7 @@ from shadowvault.errors import ConfigError, NotFoundError, ShadowvaultError, Usa
 from shadowvault.repo.forget import KeepPolicy
 from shadowvault.repo.s3_credentials import S3Credentials, parse_environment
 from shadowvault.repo.storage import is_remote
+from shadowvault.repo.tag_lists import given_tags
 from shadowvault.shadow.providers.registry import provider_names
 from shadowvault.shadow.writers import config as writer_config
 from shadowvault.shadow.writers import trusted_exec
@@ -179,6 +180,13 @@ def _strings(data: dict[str, Any], key: str, where: Path) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise JobDefinitionError(f"{where}: `{key}` must be a list of non-empty strings")
     return list(value)
+
+
+def _tags(data: dict[str, Any], where: Path) -> list[str]:
+    try:
+        return list(given_tags(_strings(data, "tags", where)))
+    except UsageError as err:
+        raise JobDefinitionError(f"{where}: `tags`: {err}") from None
 
 
 def _flag(data: dict[str, Any], key: str, where: Path) -> bool:
@@ -326,7 +334,7 @@ def parse(name: str, path: Path, data: dict[str, Any]) -> JobDefinition:
         components=components,
         writers=_strings(data, "writers", path),
         provider=provider,
-        tags=_strings(data, "tags", path),
+        tags=_tags(data, path),
         excludes=_strings(data, "excludes", path),
         exclude_caches=_flag(data, "exclude_caches", path),
         exclude_larger_than=_size(data, "exclude_larger_than", path),

@@ -30,15 +30,23 @@ class Duration:
         parts = [(self.years, "y"), (self.months, "m"), (self.days, "d"), (self.hours, "h")]
         return "".join(f"{n}{unit}" for n, unit in parts if n) or "0h"
 
+    def is_zero(self) -> bool:
+        """`0d` and the like: restic takes such a rule as not given (it keeps nothing by itself)."""
+        return not (self.years or self.months or self.days or self.hours)
+
     def before(self, t: float, *, utc: bool = False) -> float:
         """The time this long before `t` (seconds since the epoch), counted on the local calendar
-        (the UTC one with `utc`)."""
+        (the UTC one with `utc`); minus infinity when that lies before the calendar's year 1 (`9999y`
+        keeps everything, as in restic, instead of failing)."""
         at = dt.datetime.fromtimestamp(t, dt.UTC) if utc else dt.datetime.fromtimestamp(t)
         months = at.year * 12 + at.month - 1 - self.years * 12 - self.months
         year, month = divmod(months, 12)
-        first = at.replace(year=year, month=month + 1, day=1)
-        shifted = first + dt.timedelta(days=at.day - 1 - self.days)  # overflowing days roll over, as in Go
-        return shifted.timestamp() - self.hours * 3600
+        try:
+            first = at.replace(year=year, month=month + 1, day=1)
+            shifted = first + dt.timedelta(days=at.day - 1 - self.days)  # days roll over, as in Go
+            return shifted.timestamp() - self.hours * 3600
+        except (ValueError, OverflowError):  # before year 1
+            return float("-inf")
 
 
 def parse_duration(text: str, option: str = "--keep-within") -> Duration:

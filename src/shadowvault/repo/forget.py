@@ -39,6 +39,12 @@ class KeepPolicy:
     within_monthly: Duration | None = None
     within_yearly: Duration | None = None
 
+    def __post_init__(self) -> None:
+        for rule in ("within", *(f"within_{rule}" for rule in WITHIN_RULES)):
+            duration = getattr(self, rule)
+            if duration is not None and duration.is_zero():  # `--keep-within 0d` is no rule, as in restic
+                object.__setattr__(self, rule, None)
+
     def within_rules(self) -> dict[str, Duration]:
         """The --keep-within-RULE durations given, in WITHIN_RULES order."""
         given = {rule: getattr(self, f"within_{rule}") for rule in WITHIN_RULES}

@@ -25,6 +25,7 @@ from shadowvault.repo.backend import Backend, FileInfo, load_listed
 from shadowvault.repo.crypto import make_key_file, open_key_file
 from shadowvault.repo.file_ids import file_id
 from shadowvault.repo.master_key import MasterKey
+from shadowvault.repo.password_file import password_bytes
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,6 @@ def key_files(backend: Backend) -> Iterator[FileInfo]:
 def stray_key_files(backend: Backend) -> list[str]:
     """What lies under keys/ that is not a key file (see `key_files`)."""
     return [info.name for info in backend.list(KEYS_DIR) if not _KEY_NAME.fullmatch(info.name)]
-
-
-def password_bytes(password: str | bytes) -> bytes:
-    return password.encode() if isinstance(password, str) else password
 
 
 def _matches_its_name(raw: bytes, name: str) -> bool:

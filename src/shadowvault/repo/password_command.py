@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from shadowvault import child_limits, proc
 from shadowvault.errors import CommandError
-from shadowvault.repo.password_file import MAX_LINE
+from shadowvault.repo.password_file import MAX_LINE, first_line, password_text
 
 MAX_OUTPUT = MAX_LINE + 1  # bytes read from stdout at most: more is not a password
 STDERR_KEPT = 4096  # bytes of stderr kept, the last ones: what a failure says
@@ -47,7 +47,7 @@ def first_line_of(argv: Sequence[str], timeout: float) -> str:
     if child.returncode != 0:
         said = err_tail.decode(errors="replace").strip().splitlines()
         raise CommandError(f"{argv[0]} failed: {said[-1] if said else f'exit status {child.returncode}'}")
-    return out.decode(errors="replace").splitlines()[0] if out else ""
+    return password_text(first_line(out))
 
 
 def _bounded_output(child: subprocess.Popen[bytes], deadline: float, name: str) -> tuple[bytes, bytes]:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import msgspec
 
-from shadowvault.display import escape_text
 from shadowvault.errors import UsageError
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
+from shadowvault.repo.tag_lists import checked_label
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,8 @@ class TagChange:
             raise UsageError("--set replaces every tag: give it alone, not with --add or --remove")
         if self.set_to is None and not self.add and not self.remove:
             raise UsageError("give the tags to change with --add, --remove or --set")
-        for tag in [*self.add, *self.remove, *(self.set_to or ())]:
-            if not tag or not tag.isprintable():
-                raise UsageError(f"'{escape_text(tag)}' is not a tag (empty, or control characters)")
+        for tag in [*self.add, *(self.set_to or ())]:
+            checked_label(tag, "tag")
 
     def apply(self, tags: Iterable[str]) -> list[str]:
         """The new tags, in their old order with added ones after (each once)."""

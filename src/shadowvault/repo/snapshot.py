@@ -9,7 +9,9 @@ import msgspec
 # The times a datetime can show, with a day to spare for time zones: a snapshot comes from whoever
 # holds the password, and a time of NaN, infinity or 1e300 ended `snapshots` and `forget` in an
 # internal error. A snapshot out of this range does not decode: it is damaged (skipped, named).
-SnapshotTime = Annotated[float, msgspec.Meta(ge=-62135596800.0 + 86400, le=253402300799.0 - 86400)]
+EARLIEST_TIME = -62135596800.0 + 86400  # 0001-01-02 00:00:00 UTC
+LATEST_TIME = 253402300799.0 - 86400  # 9999-12-30 23:59:59 UTC
+SnapshotTime = Annotated[float, msgspec.Meta(ge=EARLIEST_TIME, le=LATEST_TIME)]
 
 
 class Snapshot(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -15,6 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from shadowvault.display import escape_text
+from shadowvault.errors import UsageError
+
+MAX_LABEL = 255  # characters of a tag or a host name recorded in a snapshot
+
 
 def tag_list(value: str) -> tuple[str, ...]:
     """One option's value as its tags (an empty value: no tags)."""
@@ -24,6 +29,21 @@ def tag_list(value: str) -> tuple[str, ...]:
 def split_tags(values: Iterable[str]) -> tuple[str, ...]:
     """The tags several options give, each once, in the order given."""
     return tuple(dict.fromkeys(tag for value in values for tag in tag_list(value)))
+
+
+def checked_label(value: str, what: str) -> str:
+    """A tag or host name to record, refused (UsageError) when empty, longer than MAX_LABEL or holding
+    a control character: it would break every listing's line and table it is shown in."""
+    if not value or not value.isprintable():
+        raise UsageError(f"'{escape_text(value)}' is not a {what} (empty, or control characters)")
+    if len(value) > MAX_LABEL:
+        raise UsageError(f"a {what} is at most {MAX_LABEL} characters, not {len(value)}")
+    return value
+
+
+def given_tags(values: Iterable[str]) -> tuple[str, ...]:
+    """split_tags for tags to record (backup --tag, tag --add/--set): each one checked."""
+    return tuple(checked_label(tag, "tag") for tag in split_tags(values))
 
 
 def has_tag_lists(wanted: Iterable[str], tags: Iterable[str]) -> bool:
