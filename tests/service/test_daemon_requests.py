@@ -85,6 +85,18 @@ def test_a_relative_path_is_refused_not_resolved_in_the_daemon_s_working_directo
         (
             "POST",
             "/v1/backups",
+            b'{"repository": "/r", "password": "p", "paths": ["/etc"], "tags": ["x\\ny"]}',
+            "'x\\ny' is not a tag (empty, or control characters)",
+        ),
+        (
+            "POST",
+            "/v1/backups",
+            b'{"repository": "/r", "password": "p", "paths": ["/etc"], "host": "a\\u001bb"}',
+            "'a\\x1bb' is not a host name (empty, or control characters)",
+        ),
+        (
+            "POST",
+            "/v1/backups",
             no_password,
             'invalid request: give the repository password as "password" or "password_file"',
         ),

@@ -24,6 +24,7 @@ from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restor
 from shadowvault.repo.password_file import read_password_file
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.storage import has_scheme
+from shadowvault.repo.tag_lists import checked_label, given_tags
 from shadowvault.service.request_body import absolute
 from shadowvault.service.runs import Run, Work
 
@@ -123,6 +124,8 @@ def _exit_status(errors: list[tuple[str, str]] | list[tuple[bytes, str]]) -> int
 def backup_work(body: BackupBody) -> Work:
     if not body.paths:
         raise UsageError("name at least one path to back up")
+    tags = given_tags(body.tags)
+    host = checked_label(body.host, "host name") if body.host is not None else None
     if body.exclude_larger_than is not None and body.exclude_larger_than <= 0:
         raise UsageError("exclude_larger_than is a number of bytes above 0")
     for spec in body.exclude_if_present:
@@ -134,10 +137,10 @@ def backup_work(body: BackupBody) -> Work:
         request = BackupRequest(
             paths=list(body.paths),
             excludes=list(body.excludes),
-            tags=list(body.tags),
+            tags=list(tags),
             writers=list(body.writers),
             provider=body.provider,
-            host=body.host,
+            host=host,
             parent=body.parent,
             full=body.full,
             one_file_system=body.one_file_system,
