@@ -185,22 +185,47 @@ def test_a_read_only_open_reads_the_index_when_first_used(tmp_path, caplog):
         assert "rebuilds the index" in caplog.text
 
 
-def test_a_key_file_asking_scrypt_for_gigabytes_is_refused_not_obeyed(tmp_path, caplog):
-    """Key files are repository input: one forged (named by its hash, so not "damaged") to demand
-    n = 2^30 (128 GiB of scrypt memory) is reported and skipped; the real key still opens."""
+FORGED_PARAMETERS = [
+    {"n": 1 << 30},  # 128 GiB of scrypt memory
+    {"p": 3000},  # 32 MiB at a time, 3,000 times over: minutes of every command
+    {"n": 1 << 19, "r": 15},  # 1 GiB of memory for every command
+    {"n": 1000},  # not a power of two
+    {"n": True},
+    {"r": 0},
+    {"salt": 123},
+]
+FORGED_TEXTS = [
+    b'{"version":1,"kdf":"scrypt","n":1e999,"r":8,"p":1,"salt":"AAAA","data":"AAAA"}',  # int(inf)
+    b"[" * 200_000 + b"]" * 200_000,  # RecursionError in the JSON decoder
+]
+
+
+def _forgeries(real: bytes) -> list[bytes]:
+    """Key files as someone who may write the storage (no password needed) could plant them."""
+    forged = []
+    for change in FORGED_PARAMETERS:
+        doc = json.loads(real)
+        doc.update(change)
+        forged.append(json.dumps(doc).encode())
+    return forged + FORGED_TEXTS
+
+
+@pytest.mark.parametrize("number", range(len(FORGED_PARAMETERS) + len(FORGED_TEXTS)))
+def test_a_key_file_asking_scrypt_for_too_much_is_refused_not_obeyed(tmp_path, caplog, number):
+    """Key files are repository input: one forged (named by its hash, so not "damaged" by its name)
+    to demand more scrypt work than SCRYPT_MAX_MEMORY, or holding what no key file holds, is
+    reported and skipped; the real key still opens, whichever is tried first."""
     path = tmp_path / "repo"
     Repository.init(path, PASSWORD).close()
     (real,) = (path / "keys").iterdir()
-    doc = json.loads(real.read_bytes())
-    doc["n"] = 1 << 30
-    forged = json.dumps(doc).encode()
+    forged = _forgeries(real.read_bytes())[number]
     (path / "keys" / file_id(forged)).write_bytes(forged)
-    with Repository.open(path, PASSWORD) as repo:  # whichever key file is tried first
+    with Repository.open(path, PASSWORD) as repo:
         assert repo.list_snapshots() == []
     real.unlink()
     with pytest.raises(WrongPasswordError, match="damaged"):
         Repository.open(path, PASSWORD)
-    assert "scrypt parameters refused" in caplog.text
+    assert "invalid key file" in caplog.text
 
 
 def _zstd_frame_claiming(size: int) -> bytes:
