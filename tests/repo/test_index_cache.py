@@ -181,6 +181,19 @@ def test_a_damaged_or_forged_kept_index_is_never_used(tmp_path: Path, monkeypatc
         assert other_key.id and other.load() is None
 
 
+def test_a_fifo_in_place_of_the_kept_index_is_passed_over(tmp_path: Path):
+    """The cache directory is the user's, not ours alone: a FIFO there blocked every command that
+    reads the index (ls, restore, backup) for ever."""
+    path = tmp_path / "repo"
+    with Repository.init(path, PASSWORD) as repo:
+        sid, _ = make_snapshot(repo, {"a": b"hello"})
+        kept = _kept(repo)
+    kept.unlink()
+    os.mkfifo(kept)
+    with Repository.open(path, PASSWORD) as repo:
+        assert restore_all(repo, sid)["a"] == b"hello"
+
+
 def test_check_reads_the_index_files_not_the_kept_index(tmp_path: Path, cli):
     path = tmp_path / "repo"
     with Repository.init(path, PASSWORD) as repo:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import blake3
 
+from shadowvault.fsutil import open_regular
 from shadowvault.repo.cache_dir import private_dir
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,15 @@ class ObjectCache:
     def get(self, key: str) -> bytes | None:
         path = self._path(key)
         try:
-            stored = path.read_bytes()
+            with os.fdopen(open_regular(path), "rb") as f:  # a FIFO put here blocked for ever
+                stored = f.read(self.max_bytes // 4 + _DIGEST + 1)  # `put` keeps no more
         except OSError:
             with self._lock:
                 self.misses += 1
             return None
         data = stored[_DIGEST:]
-        if len(stored) < _DIGEST or blake3.blake3(data).digest() != stored[:_DIGEST]:
+        whole = len(stored) >= _DIGEST and len(data) <= self.max_bytes // 4
+        if not whole or blake3.blake3(data).digest() != stored[:_DIGEST]:
             log.warning("cache entry %s is damaged; dropping it", path)
             self._unlink(path)
             with self._lock:

@@ -39,6 +39,7 @@ import blake3
 import msgspec
 
 from shadowvault.errors import IntegrityError
+from shadowvault.fsutil import open_regular
 from shadowvault.repo.cache_dir import default_cache_root, private_dir
 from shadowvault.repo.index import BlobIndex
 from shadowvault.repo.index_sorted import BulkParts
@@ -130,7 +131,7 @@ class IndexCache:
     def load(self) -> tuple[BlobIndex, frozenset[str]] | None:
         """The kept index and the names of the index files it was built from, if it is intact."""
         try:
-            with open(self.path, "rb", buffering=0) as f:
+            with os.fdopen(open_regular(self.path), "rb", buffering=0) as f:  # a FIFO blocked for ever
                 return self._map(f)
         except FileNotFoundError:
             return None
