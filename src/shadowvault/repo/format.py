@@ -92,10 +92,14 @@ class IndexFile(msgspec.Struct, kw_only=True):
     packs: list[IndexPack]
 
 
+PID_MAX = 1 << 22  # Linux's largest pid_max: a pid beyond it ended prune in an OverflowError
+Pid = Annotated[int, msgspec.Meta(ge=1, le=PID_MAX)]
+
+
 class SessionDoc(msgspec.Struct, kw_only=True):
     kind: str  # backup | prune | write
     host: str
-    pid: int
+    pid: Pid
     start: float
     boot_id: str = ""
 

@@ -57,9 +57,11 @@ def list_sessions(backend: Backend, sealer: Sealer) -> list[SessionInfo]:
 
 
 def is_live(session: SessionInfo, now: float | None = None) -> bool:
-    """Fresh enough, and not a dead process of this very machine."""
+    """Fresh enough, and not a dead process of this very machine. A file dated more than
+    STALE_AFTER ahead is no live session's either (each dates its file by the storage's clock every
+    REFRESH_EVERY): `touch -d 2036` on any file under sessions/ held every prune back for years."""
     now = time.time() if now is None else now
-    if now - session.mtime > STALE_AFTER:
+    if abs(now - session.mtime) > STALE_AFTER:
         return False
     doc = session.doc
     if doc is not None and doc.host == socket.gethostname() and doc.boot_id == boot_id():
