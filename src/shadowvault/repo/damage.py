@@ -19,7 +19,7 @@ import msgspec
 
 from shadowvault.errors import IntegrityError, NotFoundError
 from shadowvault.repo.backend import Backend, load_listed
-from shadowvault.repo.format import decode_document, encode_document, file_id
+from shadowvault.repo.format import BlobIdField, PackId, decode_document, encode_document, file_id
 from shadowvault.repo.sealing import Sealer
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,21 @@ DAMAGE_AAD = b"sv1:damage"
 DAMAGE_DIR = "damage/"
 
 
-class DamagedPack(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One pack's damage: the whole pack (missing, truncated), or some of its blob copies."""
+REASON_KEPT = 1000  # characters of a reason: what a message shows
 
-    id: str
+
+class DamagedPack(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One pack's damage: the whole pack (missing, truncated), or some of its blob copies. A record
+    is repository input: a pack id that is no pack's name (`../../etc`) or a blob id of another
+    length makes the whole file unreadable (ignored with a warning)."""
+
+    id: PackId
     reason: str
     whole: bool = False
-    blobs: list[bytes] = []
+    blobs: list[BlobIdField] = []
+
+    def __post_init__(self) -> None:
+        self.reason = self.reason[:REASON_KEPT]
 
 
 class DamageFile(msgspec.Struct, kw_only=True):

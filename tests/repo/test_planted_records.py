@@ -1,6 +1,7 @@
-"""Session files are repository input: what anyone who may write the storage plants under sessions/
-(no password needed for a file of noise dated years ahead; the key for a sealed one) must not hold
-prune back for ever nor end it in an internal error."""
+"""Session files and damage records are repository input: what anyone who may write the storage
+plants under sessions/ or damage/ (no password needed for a file of noise dated years ahead; the key
+for a sealed one) must not hold prune back for ever, end a command in an internal error, or name a
+pack that is no pack's name."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import socket
 import time
 from pathlib import Path
 
-from shadowvault.repo.format import SessionDoc, encode_document
+from shadowvault.repo.damage import DAMAGE_AAD, REASON_KEPT, DamagedPack
+from shadowvault.repo.format import SessionDoc, encode_document, file_id
 from shadowvault.repo.prune import PruneResult, prune
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.session import SESSION_AAD, boot_id
 from tests.archive.helpers import FAST_KDF, PASSWORD
-from tests.repo.helpers import make_snapshot
+from tests.repo.helpers import make_snapshot, restore_all
 
 YEAR_2036 = 2082758400.0
 
@@ -59,3 +61,22 @@ def test_a_sealed_session_with_an_impossible_pid_is_no_internal_error(tmp_path: 
             plant(path, repo.sealer.seal(encode_document(doc), SESSION_AAD), time.time())
     result = pruned(path)  # such a file is unreadable: live while fresh (what it protects waits)
     assert result.snapshots == 1
+
+
+def test_a_damage_record_naming_no_pack_is_ignored_with_a_warning(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "repo"
+    with Repository.init(path, PASSWORD, kdf_params=FAST_KDF) as repo:
+        sid, _ = make_snapshot(repo, {"a": b"hello"})
+        for record in (
+            {"id": "../../etc", "reason": "r", "whole": True},
+            {"id": "ab" * 32, "reason": "r", "blobs": [b"short"]},
+        ):
+            doc = {"time": time.time(), "packs": [record]}
+            sealed = repo.sealer.seal(encode_document(doc), DAMAGE_AAD)
+            (path / "damage").mkdir(exist_ok=True)
+            (path / "damage" / file_id(sealed)).write_bytes(sealed)
+    with Repository.open(path, PASSWORD) as repo:
+        assert restore_all(repo, sid)["a"] == b"hello"
+        assert not repo.damage and "cannot be decoded" in caplog.text
+    long_reason = DamagedPack(id="cd" * 32, reason="x" * 5000, whole=True)
+    assert len(long_reason.reason) == REASON_KEPT  # what we write ourselves always reads back
