@@ -326,6 +326,9 @@ def _apply_xattrs(target: int | bytes, node: Node, clear_inherited_acl: bool, nu
         if name in present and name not in node.xattrs:
             os.removexattr(target, name)
     for name, value in node.xattrs.items():
+        if "\0" in name:  # no filesystem has such a name: a crafted snapshot's
+            log.warning("an xattr name holding a NUL byte (%r) skipped", name)
+            continue
         if name in ACL_XATTRS and not numeric_owner:
             value = map_acl(value, node)
         try:

@@ -307,7 +307,7 @@ class EntryWriter:
         elif kind == "fifo":
             os.mkfifo(tmp, 0o600, dir_fd=here.fd)
         elif kind in ("chardev", "blockdev", "socket"):
-            os.mknod(tmp, 0o600 | metadata.type_bits(kind), node.rdev or 0, dir_fd=here.fd)
+            os.mknod(tmp, 0o600 | metadata.type_bits(kind), device_number(node), dir_fd=here.fd)
         else:
             raise EntryError(f"unknown entry type {kind!r}")
         metadata.apply_at(
@@ -352,3 +352,16 @@ class EntryWriter:
             clear_inherited_acl=here.inherits_acl,
             label=join(here.spath, node.name),
         )
+
+
+def device_number(node: Node) -> int:
+    """The device number to make a device node with: one the kernel can hold (major below 2^12, minor
+    below 2^20), and never a default for a device node the snapshot gives none (0,0 is no device)."""
+    if node.type == "socket":
+        return 0
+    if node.rdev is None:
+        raise EntryError("a device node without its device number in the snapshot")
+    major, minor = os.major(node.rdev), os.minor(node.rdev)
+    if major >= 1 << 12 or minor >= 1 << 20:
+        raise EntryError(f"device number {major},{minor} is beyond what Linux holds")
+    return node.rdev
