@@ -45,6 +45,7 @@ from shadowvault.archive.restore_entries import (
     reason,
     unsafe_path,
 )
+from shadowvault.archive.restore_links import LinkGroup, LinkKey, differs, link_key, mismatch_warning
 from shadowvault.archive.restore_outcomes import Pending, Restored, chain
 from shadowvault.archive.restore_places import TargetPlaces, top_of
 from shadowvault.archive.restore_reads import NAME_MAX
@@ -128,7 +129,7 @@ class Restorer:
         self._batch_slots = Slots(BATCHES_AT_ONCE)  # Ctrl-C cannot wedge these (shadowvault/slots.py)
         self._read_budget = ReadBudget()  # pack ranges held at once, by all batches together
         self.slots = Slots(max_files)  # entries other than batched files
-        self._links: dict[tuple[int, int], Pending] = {}
+        self._links: dict[LinkKey, LinkGroup] = {}  # the first name of each hard-linked inode met
         self._root = TargetDir(None, b"", b"/", None)
         self.entries = EntryWriter(
             self._root, self.stats, overwrite=self.overwrite, numeric_owner=numeric_owner
@@ -239,11 +240,11 @@ class Restorer:
     def _submit_entry(self, node: Node, spath: bytes, here: TargetDir, job: DirJob) -> None:
         """A file joins the batch being planned; a hard link waits for its first path (without
         holding a worker); anything else goes to the pool."""
-        key = (node.device, node.inode)
-        linked = node.nlink > 1 and node.inode != 0
-        first = self._links.get(key) if linked else None
+        key = self._link_key(node, spath)
+        group = self._links.get(key) if key is not None else None
+        first = group.pending if group is not None else None
         fut: Pending
-        if not linked and (mode := self._direct_mode(node, here)) is not None:
+        if key is None and (mode := self._direct_mode(node, here)) is not None:
             if self._direct is None:
                 self._direct = DirectFiles(self.store, self.entries, verify=self.verify)
             if self._direct.add(node, spath, mode, here):
@@ -263,9 +264,23 @@ class Restorer:
             first.add_done_callback(lambda _f: self._submit_later(later, node, spath, here, first))
         else:
             fut = self._submit_now(node, spath, here, first)
-        if linked and first is None:
-            self._links[key] = fut
+        if key is not None and group is None:
+            self._links[key] = LinkGroup(node, spath, fut)
         job.entries.append((fut, spath))
+
+    def _link_key(self, node: Node, spath: bytes) -> LinkKey | None:
+        """The inode `node` shares with its other names; None lays it down on its own: not
+        hard-linked, or not what its inode's first name is (a crafted tree, `restore_links.py`),
+        which a warning says."""
+        key = link_key(node)
+        group = self._links.get(key) if key is not None else None
+        if group is None:
+            return key
+        why = differs(group.node, node)
+        if why is None:
+            return key
+        self.entries.warning(spath, mismatch_warning(group, why))
+        return None
 
     def _direct_mode(self, node: Node, here: TargetDir) -> int | None:
         """The mode to create the file with when a restore worker can make it whole from one blob
@@ -371,7 +386,7 @@ class Restorer:
         tmp = self.entries.new_tmp()
         try:
             if first is not None:
-                self.entries.link(first, here, tmp)
+                self.entries.link(first, here, tmp, node)
             else:
                 self.entries.make_special(node, here, tmp)
             os.rename(tmp, node.name, src_dir_fd=here.fd, dst_dir_fd=here.fd)
@@ -382,4 +397,14 @@ class Restorer:
         except BaseException:
             discard(here.fd, tmp)
             raise
+        if first is not None:
+            self._linked_is_verified(node)
         return self.entries.restored(node, here)
+
+    def _linked_is_verified(self, node: Node) -> None:
+        """Under `--verify` a file linked to its first name is verified too: it is the inode read
+        back through that name, checked a regular file when linked (`EntryWriter.link`), and its
+        tree gives it that content (`restore_links.differs`). Counted, never passed over."""
+        if self.verify and node.type == "file":
+            with self.stats.lock:
+                self.stats.verified += 1

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from shadowvault.archive import metadata
+from shadowvault.archive.restore_links import is_of_type
 from shadowvault.archive.restore_outcomes import Restored
 from shadowvault.archive.restore_places import TargetPlaces
 from shadowvault.archive.tree_paths import join
@@ -279,22 +280,26 @@ class EntryWriter:
             return None
         return KEPT_REASONS[self.overwrite]
 
-    def link(self, first: tuple[bytes, ...], here: TargetDir, tmp: bytes) -> None:
-        """Hard-link `tmp` to the entry this restore made at `first`, walking to it without symlinks."""
+    def link(self, first: tuple[bytes, ...], here: TargetDir, tmp: bytes, node: Node) -> None:
+        """Hard-link `tmp` to the entry this restore made at `first`, walking to it without symlinks;
+        what is linked must be of `node`'s type (what is under `first` now is the target's, and the
+        target is not trusted either)."""
         assert here.fd is not None and self.root.fd is not None
         *dirs, name = first
         if tuple(dirs) == here.rel:
             os.link(name, tmp, src_dir_fd=here.fd, dst_dir_fd=here.fd, follow_symlinks=False)
-            return
-        fd = os.dup(self.root.fd)
-        try:
-            for part in dirs:
-                inner = os.open(part, os.O_PATH | DIR_FLAGS, dir_fd=fd)
+        else:
+            fd = os.dup(self.root.fd)
+            try:
+                for part in dirs:
+                    inner = os.open(part, os.O_PATH | DIR_FLAGS, dir_fd=fd)
+                    os.close(fd)
+                    fd = inner
+                os.link(name, tmp, src_dir_fd=fd, dst_dir_fd=here.fd, follow_symlinks=False)
+            finally:
                 os.close(fd)
-                fd = inner
-            os.link(name, tmp, src_dir_fd=fd, dst_dir_fd=here.fd, follow_symlinks=False)
-        finally:
-            os.close(fd)
+        if not is_of_type(os.stat(tmp, dir_fd=here.fd, follow_symlinks=False), node):
+            raise EntryError(f"not restored: what it is hard-linked to is not a {node.type} in the target")
 
     def make_special(self, node: Node, here: TargetDir, tmp: bytes) -> None:
         """A symlink, FIFO, socket or device node under `tmp`, with its metadata."""
