@@ -9,14 +9,17 @@ about, with nothing outside the target touched; real hard links still come out a
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
+from shadowvault.archive.dump import write_tar
 from shadowvault.archive.restore import Restorer
 from shadowvault.archive.restore_entries import EntryError, EntryWriter, Overwrite, RestoreStats, TargetDir
 from shadowvault.repo.repository import Repository
@@ -173,3 +176,21 @@ def test_a_link_to_a_first_name_that_is_not_of_the_entrys_type_is_refused(tmp_pa
             entries.link((b"first",), root, b"tmp", Node(name=b"second", type="file"))
     finally:
         os.close(root.fd)
+
+
+def test_dump_links_in_its_tar_only_names_of_one_content(tmp_path: Path):
+    """`dump` made a later name of the inode a tar link to the first: the other content was lost."""
+    with Repository.init(tmp_path / "repo", PASSWORD, kdf_params=FAST_KDF) as repo:
+        c = Crafter(repo)
+        root = c.root(
+            c.file(b"a1", CONTENT, **LINK),
+            c.file(b"a2", b"other content", **LINK),
+            c.file(b"a3", CONTENT, **LINK),
+        )
+        out = io.BytesIO()
+        write_tar(repo, root, "/", out)
+    out.seek(0)
+    with tarfile.open(fileobj=out) as tar:
+        members = {m.name.rsplit("/", 1)[-1]: m for m in tar.getmembers()}
+        assert members["a3"].islnk() and members["a3"].linkname.endswith("a1")
+        assert members["a2"].isfile() and tar.extractfile(members["a2"]).read() == b"other content"

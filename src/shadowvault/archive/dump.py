@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from shadowvault.archive.file_content import ContentSource, content_pieces
+from shadowvault.archive.restore_links import differs
 from shadowvault.archive.tree_paths import TreeReader, find_node, join, raw_path, text
 from shadowvault.errors import IntegrityError, UsageError
 from shadowvault.repo.tree import Node, duplicate_names, entry_error, invalid_name
@@ -204,7 +205,9 @@ def write_tar(store: BlobSource, root_tree: bytes, path: str, out: BinaryIO) -> 
     """`path` of the snapshot and everything below it as a pax tar stream on `out`."""
     result = DumpResult()
     top, node = find_entry(store, root_tree, path)
-    links: dict[tuple[int, int], str] = {}  # (device, inode) of a multiply linked file -> its first member
+    # (device, inode) of a multiply linked file -> its first member and entry; a later member is a
+    # tar link only when it is what the first is (a crafted tree can give two contents one inode)
+    links: dict[tuple[int, int], tuple[str, Node]] = {}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
         for entry_path, entry in _Walk(store, result).entries(top, node, root_tree):
             if entry.type == "socket":
@@ -218,12 +221,13 @@ def write_tar(store: BlobSource, root_tree: bytes, path: str, out: BinaryIO) -> 
                 continue
             info = _tar_info(entry_path, entry)
             key = (entry.device, entry.inode)
-            if entry.type == "file" and entry.nlink > 1 and entry.inode and key in links:
-                info.type, info.size, info.linkname = tarfile.LNKTYPE, 0, links[key]
+            first = links.get(key) if entry.type == "file" and entry.nlink > 1 and entry.inode else None
+            if first is not None and differs(first[1], entry) is None:
+                info.type, info.size, info.linkname = tarfile.LNKTYPE, 0, first[0]
                 tar.addfile(info)
             elif entry.type == "file":
-                if entry.nlink > 1 and entry.inode:
-                    links[key] = info.name
+                if entry.nlink > 1 and entry.inode and first is None:
+                    links[key] = (info.name, entry)
                 stream = _ChunkStream(file_chunks(store, entry, entry_path))
                 tar.addfile(info, stream)
                 stream.finish()
