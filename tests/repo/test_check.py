@@ -382,3 +382,10 @@ def test_a_snapshot_file_in_a_subdirectory_is_named_by_check_and_listed_by_nothi
         f"snapshots/sub/{stored.name} is not a snapshot file (snapshot files are right under"
         f" snapshots/): no command reads it or can remove it; delete it from {tmp_path / 'repo'} yourself"
     ]
+
+
+def test_the_summary_counts_errors_in_the_right_number():
+    from shadowvault.repo.check_report import CheckReport
+
+    assert CheckReport(errors=["x"]).summary() == "1 error found; affected snapshots: none"
+    assert CheckReport(errors=["x", "y"]).summary().startswith("2 errors found;")

@@ -481,3 +481,119 @@ def test_repair_packs_finds_blobs_by_the_packs_own_header_when_the_index_lies(tm
     with Repository.open(tmp_path / "repo", PASSWORD) as repo:
         assert check(repo, read_data_fraction=1.0).ok
         assert restore_all(repo, snapshot_id)["a"] == b"alpha" * 1000
+
+
+def _json_lines(done) -> dict:
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("kind", ["data", "tree"])
+def test_a_damaged_pack_trailer_is_recorded_and_repair_packs_rewrites_it(case, tmp_path, kind):
+    """A flipped byte in the header length: every blob still verifies, but check --read-data
+    recorded nothing, so `repair packs` said 'no damaged packs to repair' while check kept failing
+    (and a lost index file could not have been rebuilt from that header). Now it is recorded and
+    check names the repair."""
+    content, subtree = case.ids_of(case.first, b"big.bin" if kind == "data" else b"sub")
+    pack = case.pack_of(content[0] if kind == "data" else subtree)
+    _flip(pack, pack.stat().st_size - 2)
+
+    found = case.check("--read-data")
+    assert found.returncode == 1
+    report = json.loads(found.stdout)
+    assert report["affected_snapshots"] == {}  # every blob verifies: nothing is lost
+    assert any("repair packs" in w for w in report["warnings"]), report["warnings"]
+    assert any((case.repo / "damage").iterdir())
+    still = case.check()  # a plain check knows it from the record
+    assert still.returncode == 1 and "repair packs" in still.stdout
+
+    repaired = case.cli("repair", "packs", "--json")
+    assert repaired.returncode == 0, repaired.stderr
+    result = json.loads(repaired.stdout)
+    assert result["packs"] == [pack.name] and result["blobs_lost"] == 0
+    assert not pack.exists()
+    assert case.check("--read-data").returncode == 0
+    case.assert_restores_identically(case.first, tmp_path / "r")
+
+
+@pytest.mark.parametrize("index_lost_too", [False, True])
+def test_repair_index_keeps_a_truncated_packs_entries_for_repair_packs(case, tmp_path, index_lost_too):
+    """`repair index` dropped the entries of a pack whose header it could not read (a truncated
+    tree pack), readable blobs included, and then `repair packs` had nothing to salvage. It keeps
+    them and records the pack, and names `repair packs` next: check's advice to run `repair index`
+    before any other repair (an index file lost beside the truncated pack) is safe to follow."""
+    _, subtree = case.ids_of(case.first, b"sub")
+    pack = case.pack_of(subtree)
+    if index_lost_too:
+        (case.src / "later.txt").write_text("later\n")
+        case.backup()
+        newest = max((case.repo / "index").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        newest.unlink()  # the second backup's packs are no longer indexed
+    with Repository.open(case.repo, PASSWORD) as repo:
+        tree_blobs = [b for b in repo.index.blobs_in({pack.name})[pack.name]]
+    pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+
+    found = case.check()
+    assert found.returncode == 1
+    advice = " ".join(json.loads(found.stdout)["warnings"])
+    assert ("repair index" in advice) == index_lost_too, advice
+    indexed = case.cli("repair", "index")
+    assert indexed.returncode == 0, indexed.stderr
+    assert "repair packs" in indexed.stderr + indexed.stdout
+    assert "repair snapshots" not in indexed.stderr + indexed.stdout
+    again = json.loads(case.check().stdout)["warnings"]
+    assert not any("repair index" in w for w in again), again  # the index is whole again
+    assert any("repair packs" in w for w in again), again
+
+    repaired = case.cli("repair", "packs", "--json")
+    assert repaired.returncode == 0, repaired.stderr
+    result = json.loads(repaired.stdout)
+    assert result["packs"] == [pack.name]
+    assert result["blobs_salvaged"] >= 1 and result["blobs_salvaged"] + result["blobs_lost"] == len(
+        tree_blobs
+    )
+    second = case.backup()  # stores the lost listings again, those of unchanged directories heal
+    case.assert_restores_identically(second, tmp_path / "r2")
+    # the listings above the source changed since (pytest's own directories): the first stays affected
+    assert case.cli("repair", "snapshots", "--forget").returncode == 0
+    healed = case.check("--read-data")
+    assert healed.returncode == 0, healed.stdout
+    assert case.cli("prune").returncode == 0
+    assert case.check("--read-data").returncode == 0
+
+
+def test_an_unindexable_pack_leads_to_forget_not_back_to_repair_index(case, tmp_path):
+    """The index file gone and the tree pack truncated: nothing can index its blobs. `repair
+    index`, check and prune sent the user back to `repair index` for ever (after `repair
+    snapshots`, the originals kept still use what is lost); each now names the way out."""
+    _, subtree = case.ids_of(case.first, b"sub")
+    pack = case.pack_of(subtree)
+    for index_file in (case.repo / "index").iterdir():
+        index_file.unlink()
+    pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+
+    indexed = case.cli("repair", "index")
+    assert indexed.returncode == 0, indexed.stderr
+    assert "repair snapshots --forget" in indexed.stderr + indexed.stdout
+    found = case.check()
+    assert found.returncode == 1
+    report = json.loads(found.stdout)
+    assert any(pack.name[:16] in e and "header cannot be read" in e for e in report["errors"])
+    assert not any("before any other repair" in w for w in report["warnings"]), report["warnings"]
+    assert any("repair snapshots" in w for w in report["warnings"]), report["warnings"]
+
+    fixed = case.cli("repair", "snapshots")
+    assert fixed.returncode == 0, fixed.stderr
+    prune = case.cli("prune")
+    assert prune.returncode == 1
+    assert "repair index" not in prune.stderr.replace("`repair index` cannot help", "")
+    assert f"shadowvault forget {case.first[:8]}" in prune.stderr, prune.stderr
+    advice = json.loads(case.check().stdout)["warnings"]
+    assert any(f"shadowvault forget {case.first[:8]}" in w for w in advice), advice
+
+    assert case.cli("forget", case.first[:8]).returncode == 0
+    pruned = case.cli("prune")
+    assert pruned.returncode == 0, pruned.stderr
+    assert not pack.exists()
+    second = case.backup()
+    case.assert_restores_identically(second, tmp_path / "r")
+    assert case.check("--read-data").returncode == 0

@@ -18,6 +18,7 @@ from shadowvault.repo.check_damage import (
     attribute_to_snapshots,
     clear_mended,
     record_found,
+    recorded_earlier,
     without_intact_copy,
 )
 from shadowvault.repo.check_packs import IndexListing, Listed, read_pack
@@ -27,10 +28,12 @@ from shadowvault.repo.damage import DamagedPack, DamageMap
 from shadowvault.repo.index import BlobIndex
 from shadowvault.repo.keys import damaged_keys, stray_key_files
 from shadowvault.repo.prune import REPACK_UNUSED_FRACTION
+from shadowvault.repo.repair_snapshots import repaired_originals, way_out
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.snapshot import Snapshot
 from shadowvault.repo.snapshots import stray_snapshot_files
 from shadowvault.repo.tree import Tree, invalid_name, names_are_safe
+from shadowvault.repo.unindexed_packs import look_in_unindexed
 from shadowvault.repo.walk import mark_used
 
 log = logging.getLogger(__name__)
@@ -156,7 +159,8 @@ def check(
     if unindexed:
         report.warnings.append(
             f"{len(unindexed)} packs are not in the index (left by an interrupted or running backup,"
-            " or their index file was lost: `shadowvault repair index` adds them; prune removes them)"
+            " or their index file was lost: `shadowvault repair index` adds those whose header is readable;"
+            " prune removes them)"
         )
 
     # Read data.
@@ -181,22 +185,7 @@ def check(
             report.packs_read += 1
 
     # Damage recorded by earlier checks and reads, for packs still indexed.
-    mended: list[str] = []
-    for earlier in repo.damage.records(keep=packs):
-        if earlier.id in found.whole:
-            continue  # found again by this run
-        if earlier.id in intact:
-            mended.append(earlier.id)  # read back whole and intact: a good copy was put back
-            continue
-        blobs = [b for b in earlier.blobs if not found.is_damaged(earlier.id, b)]
-        if not earlier.whole and not blobs:
-            continue
-        what = "is damaged" if earlier.whole else f"has {len(blobs)} damaged blobs"
-        report.errors.append(
-            f"pack {earlier.id[:16]} {what} (recorded earlier: {earlier.reason}); `shadowvault repair"
-            " packs` salvages what is readable (a good copy of the file put back: `check --read-data`"
-            " clears the record)"
-        )
+    mended = recorded_earlier(repo, packs, found, intact, report)
     if record and found:
         record_found(repo, report, found.records())
     if mended:
@@ -252,14 +241,45 @@ def check(
     flagged = {**{t: tree_problem(t, found) for t, found in sizes.found.items()}, **unsafe_trees}
     if bad_blobs or tree_problems or flagged:
         attribute_to_snapshots(repo, snapshots, {**bad_blobs, **tree_problems}, report, flagged)
-    index_lost = bool(listing.unreadable_files) or bool(unindexed and (bad_blobs or tree_problems))
-    report.warnings += closing_advice(index_lost, bool(bad_blobs or tree_problems), bool(unsafe_trees))
+    index_lost = bool(listing.unreadable_files) or _unindexed_hold(
+        repo, unindexed, {**bad_blobs, **tree_problems}, report
+    )
+    packs_damaged = bool((found.packs() | repo.damage.packs()) & packs.keys())
+    report.warnings += closing_advice(
+        index_lost, bool(bad_blobs or tree_problems), bool(unsafe_trees), packs_damaged
+    )
+    copied = repaired_originals(snapshots)
+    if report.affected_snapshots and not index_lost and set(report.affected_snapshots) <= copied:
+        report.warnings.append(  # `repair snapshots` again would only write another copy
+            f"every affected snapshot has a repaired copy: {way_out(snapshots, report.affected_snapshots)},"
+            " then `shadowvault prune`"
+        )
     return report
 
 
-def closing_advice(index_lost: bool, data_lost: bool, unsafe_names: bool) -> list[str]:
+def _unindexed_hold(
+    repo: Repository, unindexed: list[str], lost: dict[bytes, str], report: CheckReport
+) -> bool:
+    """Whether packs no index lists hold blobs the snapshots miss (by their own headers): then
+    `repair index` comes first. One whose header is unreadable is damaged for good: reported, as
+    no repair can index it (advising `repair index` for it sent the user round in a loop)."""
+    if not unindexed or not lost:
+        return False
+    look = look_in_unindexed(repo, unindexed, lost.keys())
+    for pack_id in look.unreadable:
+        report.errors.append(
+            f"pack {pack_id[:16]} is not in the index and its header cannot be read: no repair can index"
+            " its blobs (prune removes it once no snapshot uses what is lost)"
+        )
+    return bool(look.holding)
+
+
+def closing_advice(
+    index_lost: bool, data_lost: bool, unsafe_names: bool, packs_damaged: bool = False
+) -> list[str]:
     """What to do next, for the kinds of damage found (docs/repository.md, "Damage and repair"): the index
-    first, as `repair snapshots` judges by it and would drop data that is only unindexed."""
+    first, as `repair snapshots` judges by it and would drop data that is only unindexed; damaged
+    packs whose blobs all still have a usable copy need `repair packs` alone."""
     advice = []
     if index_lost:
         advice.append(
@@ -270,6 +290,11 @@ def closing_advice(index_lost: bool, data_lost: bool, unsafe_names: bool) -> lis
         advice.append(
             "`shadowvault repair packs` salvages what is readable, then `shadowvault repair snapshots`"
             " writes copies of the affected snapshots without what was lost"
+        )
+    elif packs_damaged:
+        advice.append(
+            "`shadowvault repair packs` copies the damaged packs' readable blobs into new packs and"
+            " deletes the damaged ones (no snapshot lost data)"
         )
     if unsafe_names:
         advice.append(

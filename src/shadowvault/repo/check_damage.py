@@ -47,6 +47,31 @@ def without_intact_copy(
     return bad
 
 
+def recorded_earlier(
+    repo: Repository, packs: dict[str, Listed], found: DamageMap, intact: set[str], report: CheckReport
+) -> list[str]:
+    """Report the damage earlier checks and reads recorded for packs still indexed (what this run
+    found again is reported already); returns the packs this run read back intact (mended)."""
+    mended: list[str] = []
+    for earlier in repo.damage.records(keep=packs):
+        if earlier.id in found.whole:
+            continue  # found again by this run
+        if earlier.id in intact:
+            mended.append(earlier.id)  # read back whole and intact: a good copy was put back
+            continue
+        outside = not earlier.whole and not earlier.blobs  # header or trailer, every blob usable
+        blobs = [b for b in earlier.blobs if not found.is_damaged(earlier.id, b)]
+        if (outside and earlier.id in found.headers) or (not outside and not earlier.whole and not blobs):
+            continue
+        what = "is damaged" if earlier.whole or outside else f"has {len(blobs)} damaged blobs"
+        report.errors.append(
+            f"pack {earlier.id[:16]} {what} (recorded earlier: {earlier.reason}); `shadowvault repair"
+            " packs` salvages what is readable (a good copy of the file put back: `check --read-data`"
+            " clears the record)"
+        )
+    return mended
+
+
 def record_found(repo: Repository, report: CheckReport, records: list[DamagedPack]) -> None:
     """Save what was found for backups and prune; a read-only repository only loses the memo."""
     try:

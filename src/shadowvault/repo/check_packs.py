@@ -62,7 +62,9 @@ class IndexListing:
 
 def read_pack(repo: Repository, pack: IndexPack, report: CheckReport, found: DamageMap) -> bool:
     """Read one pack whole: its name is its BLAKE3 hash, its header matches the index, every blob
-    verifies. True when all of that holds."""
+    verifies. True when all of that holds. A pack damaged outside its blobs (its header, its
+    trailer) is recorded too, though every copy in it verifies: a lost index file could not be
+    rebuilt from its header, so `repair packs` rewrites it."""
     what = f"pack {pack.id[:16]}"
     errors = len(report.errors)
     try:
@@ -73,21 +75,44 @@ def read_pack(repo: Repository, pack: IndexPack, report: CheckReport, found: Dam
         return False
     if blake3.blake3(raw, max_threads=1).hexdigest() != pack.id:
         report.errors.append(f"{what} is damaged: its content does not match its name")
+    outside = _header_problems(repo, pack, raw, report)
+    blobs_damaged = _verify_blobs(repo, pack, raw, report, found)
+    if len(report.errors) > errors and not blobs_damaged:  # the damage lies outside the blobs
+        reason = outside or f"{what} is damaged: its content does not match its name"
+        found.add(DamagedPack(id=pack.id, reason=reason))
+    return len(report.errors) == errors
+
+
+def _header_problems(repo: Repository, pack: IndexPack, raw: bytes, report: CheckReport) -> str | None:
+    """Report where the pack's own header is unreadable or disagrees with the index; the first
+    problem, or None."""
+    what = f"pack {pack.id[:16]}"
     try:
         header = {b.id: b for b in parse_header(repo.sealer, raw, len(raw), what)}
     except ShadowvaultError as err:
         report.errors.append(f"{what}: {err}")
-        header = None
+        return f"{what} has an unreadable header: {err}"
+    first = None
     for b in pack.blobs:
-        if header is not None:
-            h = header.get(b.id)
-            if h is None or (h.offset, h.length, h.raw_length, h.compressed) != (
-                b.offset,
-                b.length,
-                b.raw_length,
-                b.compressed,
-            ):
-                report.errors.append(f"{what}: header and index disagree about blob {b.id.hex()[:16]}")
+        h = header.get(b.id)
+        if h is None or (h.offset, h.length, h.raw_length, h.compressed) != (
+            b.offset,
+            b.length,
+            b.raw_length,
+            b.compressed,
+        ):
+            report.errors.append(f"{what}: header and index disagree about blob {b.id.hex()[:16]}")
+            first = first or f"{what}: header and index disagree about blob {b.id.hex()[:16]}"
+    return first
+
+
+def _verify_blobs(
+    repo: Repository, pack: IndexPack, raw: bytes, report: CheckReport, found: DamageMap
+) -> int:
+    """Verify every blob the index places in the pack, recording each that fails; how many failed."""
+    what = f"pack {pack.id[:16]}"
+    failed = 0
+    for b in pack.blobs:
         try:
             repo.verified_sealed(pack.id, b, raw)
             report.blobs_verified += 1
@@ -95,4 +120,5 @@ def read_pack(repo: Repository, pack: IndexPack, report: CheckReport, found: Dam
             problem = f"blob {b.id.hex()[:16]} in {what} is damaged: {err}"
             found.add(DamagedPack(id=pack.id, reason=problem, blobs=[b.id]))
             report.errors.append(problem)
-    return len(report.errors) == errors
+            failed += 1
+    return failed

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shadowvault.display import counted
+
 
 @dataclass
 class CheckReport:
@@ -30,4 +32,4 @@ class CheckReport:
                 f", {self.blobs_verified} blobs read and verified" if self.packs_read else ""
             )
         affected = ", ".join(sid[:8] for sid in sorted(self.affected_snapshots)) or "none"
-        return f"{len(self.errors)} errors found; affected snapshots: {affected}"
+        return f"{counted(len(self.errors), 'error')} found; affected snapshots: {affected}"

@@ -32,9 +32,11 @@ REASON_KEPT = 1000  # characters of a reason: what a message shows
 
 
 class DamagedPack(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One pack's damage: the whole pack (missing, truncated), or some of its blob copies. A record
-    is repository input: a pack id that is no pack's name (`../../etc`) or a blob id of another
-    length makes the whole file unreadable (ignored with a warning)."""
+    """One pack's damage: the whole pack (missing, truncated), some of its blob copies, or (not
+    whole, no blobs) the file outside its blobs: its header or trailer, so that every copy in it
+    verifies but its header cannot index it again, and `repair packs` rewrites it. A record is
+    repository input: a pack id that is no pack's name (`../../etc`) or a blob id of another length
+    makes the whole file unreadable (ignored with a warning)."""
 
     id: PackId
     reason: str
@@ -56,19 +58,22 @@ class DamageMap:
     def __init__(self) -> None:
         self.whole: dict[str, str] = {}  # pack id -> reason
         self.copies: dict[bytes, dict[str, str]] = {}  # blob id -> {pack id: reason}
+        # pack id -> reason, for packs damaged outside their blobs (header, trailer): every copy
+        # in them is usable, so they count only as packs to rewrite
+        self.headers: dict[str, str] = {}
         self.files: list[str] = []  # the damage/ files this map was read from
         self._unsaved: list[DamagedPack] = []
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
-        return bool(self.whole or self.copies)
+        return bool(self.whole or self.copies or self.headers)
 
     def is_damaged(self, pack_id: str, blob_id: bytes) -> bool:
         return pack_id in self.whole or pack_id in self.copies.get(blob_id, ())
 
     def packs(self) -> set[str]:
         """Every pack with any recorded damage."""
-        found = set(self.whole)
+        found = set(self.whole) | set(self.headers)
         for packs in self.copies.values():
             found.update(packs)
         return found
@@ -79,6 +84,9 @@ class DamageMap:
         with self._lock:
             if record.whole and record.id not in self.whole:
                 self.whole[record.id] = record.reason
+                new = True
+            if not record.whole and not record.blobs and record.id not in self.headers:
+                self.headers[record.id] = record.reason
                 new = True
             for blob_id in record.blobs:
                 packs = self.copies.setdefault(blob_id, {})
@@ -100,6 +108,8 @@ class DamageMap:
                 record = by_pack.setdefault(pack_id, DamagedPack(id=pack_id, reason=reason))
                 if not record.whole:
                     record.blobs.append(blob_id)
+        for pack_id, reason in self.headers.items():  # said by a record of its blobs, when there is one
+            by_pack.setdefault(pack_id, DamagedPack(id=pack_id, reason=reason))
         return [r for pack_id, r in sorted(by_pack.items()) if wanted is None or pack_id in wanted]
 
     def forget(self, pack_ids: Iterable[str]) -> None:
@@ -108,12 +118,20 @@ class DamageMap:
         with self._lock:
             for pack_id in gone:
                 self.whole.pop(pack_id, None)
+                self.headers.pop(pack_id, None)
             for blob_id in list(self.copies):
                 packs = self.copies[blob_id]
                 for pack_id in gone.intersection(packs):
                     del packs[pack_id]
                 if not packs:
                     del self.copies[blob_id]
+
+    def take_from(self, other: DamageMap) -> None:
+        """Hold what `other` holds (a map read again from the repository), this map's unsaved
+        records aside."""
+        with self._lock:
+            self.whole, self.copies, self.headers = other.whole, other.copies, other.headers
+            self.files = other.files
 
     def take_unsaved(self) -> list[DamagedPack]:
         with self._lock:

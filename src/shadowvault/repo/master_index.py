@@ -248,11 +248,7 @@ class MasterIndex:
             for pack in self._unindexed:
                 index.add(pack.id, pack.blobs)
             self._index = index
-            self._damage.whole, self._damage.copies, self._damage.files = (
-                damage.whole,
-                damage.copies,
-                damage.files,
-            )
+            self._damage.take_from(damage)
             self._file_names = seen - gone
 
     def keep_for_next(self) -> None:

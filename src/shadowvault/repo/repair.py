@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from shadowvault.display import counted
 from shadowvault.errors import NotFoundError, RepositoryError, ShadowvaultError, UsageError
-from shadowvault.repo.damage import replace_damage
+from shadowvault.repo.damage import DamagedPack, replace_damage
 from shadowvault.repo.format import BlobType, IndexPack, PackBlob
 from shadowvault.repo.pack import pack_name, parse_header, read_header
 from shadowvault.repo.repository import Repository
@@ -70,32 +71,46 @@ class RepairIndexResult:
     packs_added: int = 0  # packs that had no (valid) index entry
     entries_dropped: int = 0  # entries of packs that no longer exist
     unreadable_index_files: list[str] = field(default_factory=list)
-    unreadable_packs: list[str] = field(default_factory=list)  # header damaged: left for prune
+    # header unreadable, no index entry: nothing can index their blobs (left for prune)
+    unreadable_packs: list[str] = field(default_factory=list)
+    # header unreadable, described by an index file: entries kept, recorded damaged for `repair packs`
+    damaged_packs: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         text = (
-            f"indexed {self.packs} packs: {self.packs_added} added from their headers,"
+            f"indexed {counted(self.packs, 'pack')}: {self.packs_added} added from their headers,"
             f" {self.entries_dropped} entries of missing packs dropped"
         )
         if self.unreadable_index_files:
             text += f", {len(self.unreadable_index_files)} unreadable index files replaced"
+        if self.damaged_packs:
+            text += (
+                f"; {counted(len(self.damaged_packs), 'pack')} with an unreadable header kept"
+                " their index entries and were recorded as damaged: run `shadowvault repair packs`"
+                " next (it salvages their readable blobs)"
+            )
         if self.unreadable_packs:
             text += (
-                f"; {len(self.unreadable_packs)} packs have an unreadable header and could not be indexed"
-                " (`shadowvault repair snapshots` then prune)"
+                f"; {counted(len(self.unreadable_packs), 'pack')} with an unreadable header and no"
+                " index entry could not be indexed: their blobs are lost (after `shadowvault repair"
+                " packs`, `shadowvault repair snapshots --forget` writes the affected snapshots"
+                " without them; prune then removes those packs)"
             )
         return text
 
 
 def repair_index(repo: Repository, *, read_all_packs: bool = False) -> RepairIndexResult:
     """Rebuild the index: keep the entries of readable index files whose pack exists with the indexed
-    size, read the header of every other pack (of every pack with `read_all_packs`)."""
+    size, read the header of every other pack (of every pack with `read_all_packs`). A pack whose
+    header cannot be read keeps the entry an index file gave it, and is recorded as damaged: its
+    readable blobs are found by that entry (`repair packs`), and dropping it lost them."""
     start_repair(repo, "repair index")
     result = RepairIndexResult()
     on_disk = {info.name.rsplit("/", 1)[1]: info for info in repo.backend.list("data/")}
     names, known, unreadable = _read_index(repo)
     result.unreadable_index_files = unreadable
     packs: list[IndexPack] = []
+    damaged: list[DamagedPack] = []
     for pack_id, info in sorted(on_disk.items()):
         entry = known.get(pack_id)
         if entry is not None and entry.size == info.size and not read_all_packs:
@@ -108,7 +123,12 @@ def repair_index(repo: Repository, *, read_all_packs: bool = False) -> RepairInd
             continue  # deleted meanwhile (a backup's failed pack; prune is excluded)
         except ShadowvaultError as err:
             log.warning("pack %s: %s", pack_id[:16], err)
-            result.unreadable_packs.append(pack_id)
+            if entry is None:
+                result.unreadable_packs.append(pack_id)
+                continue
+            packs.append(entry)  # its size as indexed: check goes on naming a truncated pack
+            damaged.append(_header_damage(pack_id, info.size, entry.size, err))
+            result.damaged_packs.append(pack_id)
             continue
         if entry is None or entry.size != info.size:
             result.packs_added += 1
@@ -118,10 +138,23 @@ def repair_index(repo: Repository, *, read_all_packs: bool = False) -> RepairInd
     result.entries_dropped = sum(1 for pack_id in known if pack_id not in on_disk)
     result.packs = len(packs)
     _replace_index(repo, names, packs)
+    if damaged:
+        repo.record_damage(damaged)
     if repo.damage.files:
         replace_damage(repo.backend, repo.sealer, repo.damage, keep=[p.id for p in packs])
     repo.reload_index()
     return result
+
+
+def _header_damage(pack_id: str, size: int, indexed_size: int, err: ShadowvaultError) -> DamagedPack:
+    """The damage record of a pack whose header cannot be read: the whole pack when its size is not
+    the indexed one (cut short, or grown), else the file outside its blobs (its blobs may verify)."""
+    what = f"pack {pack_id[:16]}"
+    if size != indexed_size:
+        return DamagedPack(
+            id=pack_id, reason=f"{what} has {size} bytes, the index says {indexed_size}", whole=True
+        )
+    return DamagedPack(id=pack_id, reason=f"{what} has an unreadable header: {err}")
 
 
 # ---------------------------------------------------------------------------------------- packs
@@ -137,7 +170,7 @@ class RepairPacksResult:
         if not self.packs:
             return "no damaged packs to repair"
         text = (
-            f"repaired {len(self.packs)} packs: {self.blobs_salvaged} blobs salvaged,"
+            f"repaired {counted(len(self.packs), 'pack')}: {self.blobs_salvaged} blobs salvaged,"
             f" {self.blobs_lost} blobs lost"
         )
         if self.blobs_lost:

@@ -5,7 +5,7 @@ and repair"). Runs in a "repair" session, as the index and pack repairs (repo/re
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Collection, Generator, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -210,3 +210,21 @@ def _repaired_copy(
     return msgspec.structs.replace(
         snap, tree=tree, manifest=manifest, tags=tags, summary=summary, original=snap.original or sid
     )
+
+
+def repaired_originals(snapshots: Iterable[tuple[str, Snapshot]]) -> set[str]:
+    """The snapshots a repaired copy was written for (`repair snapshots` without `--forget`)."""
+    return {snap.original for _, snap in snapshots if REPAIRED_TAG in snap.tags and snap.original}
+
+
+def way_out(snapshots: Iterable[tuple[str, Snapshot]], stuck: Collection[str]) -> str:
+    """The command that stops the `stuck` snapshots from referencing lost data: `forget` for those
+    with a repaired copy already (running `repair snapshots` again only writes another copy),
+    `repair snapshots --forget` for the others."""
+    copied = repaired_originals(snapshots)
+    forget = " ".join(sorted(sid[:8] for sid in stuck if sid in copied))
+    repair = " ".join(sorted(sid[:8] for sid in stuck if sid not in copied))
+    steps = [f"`shadowvault forget {forget}` (its repaired copy keeps the rest)"] if forget else []
+    if repair:
+        steps.append(f"`shadowvault repair snapshots --forget {repair}` (copies without what was lost)")
+    return " and ".join(steps)
