@@ -192,4 +192,4 @@ def test_a_crafted_host_name_stays_on_its_line_in_forget(
         repo.save_snapshot(msgspec.structs.replace(snapshot, host="a\nb\x1b[2J"))
     for args in (("forget", "--dry-run", "--keep-last", "1"), ("snapshots", "--group-by", "host")):
         shown = sv.ok(*args)
-        assert "host a\\nb\\x1b[2J" in shown and "\x1b" not in shown and "\nb" not in shown
+        assert "host a\\nb\\x1b[2J" in shown and "\x1b" not in shown and "a\nb" not in shown

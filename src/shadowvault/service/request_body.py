@@ -30,8 +30,10 @@ def parse(
         else:
             raise UsageError("the request body must be a JSON object")
     try:
+        untyped = decode_json(body, object)
+        _refuse_deep(untyped)
         decoded = decode_json(body, kind, dec_hook)
-        _refuse_nul(decode_json(body, object))  # the same document untyped: every string in it
+        _refuse_nul(untyped)  # the same document untyped: every string in it
     except msgspec.ValidationError as err:
         raise UsageError(f"invalid request: {err}") from None
     except msgspec.DecodeError as err:
@@ -39,6 +41,24 @@ def parse(
     except RecursionError:
         raise UsageError("invalid request: the JSON is nested too deeply") from None
     return decoded
+
+
+MAX_NESTING = 64  # levels of a request body: far above any request's, far below the interpreter's limit
+
+
+def _refuse_deep(document: Any) -> None:
+    """RecursionError for a document nested deeper than MAX_NESTING: its decoding no longer stops
+    it (a command may recurse 20,000 frames deep, cli/launch.py), and what is built from it later
+    may recurse."""
+    pending: list[tuple[Any, int]] = [(document, 0)]
+    while pending:  # a loop, not recursion: the nesting is the client's to choose
+        value, depth = pending.pop()
+        if depth > MAX_NESTING:
+            raise RecursionError(f"nested deeper than {MAX_NESTING}")
+        if isinstance(value, dict):
+            pending.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
 
 
 def _refuse_nul(document: Any) -> None:
