@@ -83,6 +83,9 @@ def test_a_password_is_its_bytes_whichever_way_it_comes(tmp_path: Path) -> None:
         ):
             assert "wrong password" in one_error_line(run(env, "snapshots", *how))
     assert "wrong password" in one_error_line(run({**env, "SHADOWVAULT_PASSWORD": "\udcc0"}, "snapshots"))
+    wide = tmp_path / "wide"  # 40,000 characters, 80,000 bytes: the bound is on bytes, nothing is cut
+    wide.write_bytes("é".encode() * 40_000)
+    assert "longer than 64 KiB" in one_error_line(run(env, "snapshots", "--password-file", wide))
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ STDERR_KEPT = 4096  # bytes of stderr kept, the last ones: what a failure says
 def first_line_of(argv: Sequence[str], timeout: float) -> str:
     """The first line `argv` prints (run without a shell, stdin and the terminal left to it: it may
     ask a person); CommandError when it cannot start, fails, times out, or prints more than
-    MAX_LINE characters."""
+    MAX_LINE bytes."""
     try:
         child = subprocess.Popen(
             list(argv),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shadowvault.errors import ShadowvaultError
 
-MAX_LINE = 64 << 10  # characters: a first line longer than this is not a password (/dev/zero, a log)
+MAX_LINE = 64 << 10  # bytes: a first line longer than this is not a password (/dev/zero, a log)
 
 
 def password_text(raw: bytes) -> str:
@@ -33,8 +33,9 @@ def read_password_file(path: str, error: type[ShadowvaultError] = ShadowvaultErr
             line = f.readline(MAX_LINE + 1)
     except OSError as err:
         raise error(f"cannot read password file {path}: {err.strerror or err}") from err
-    password = password_text(first_line(line))
-    if len(password) > MAX_LINE:
+    raw = first_line(line)
+    password = password_text(raw)
+    if len(raw) > MAX_LINE:  # bytes, as read: a decoded length could pass a line cut short
         raise error(f"password file {path}: its first line is longer than {MAX_LINE // 1024} KiB")
     if not password:
         raise error(f"password file {path} is empty")
