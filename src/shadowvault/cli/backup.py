@@ -22,7 +22,7 @@ from shadowvault.cli.component_options import backup_component_options
 from shadowvault.cli.output import json_option
 from shadowvault.cli.repo_options import open_repository, repo_options
 from shadowvault.errors import UsageError
-from shadowvault.repo.tag_lists import checked_label, given_tags
+from shadowvault.repo.tag_lists import given_host, given_tags
 from shadowvault.shadow.providers.names import AUTO, NO_PROVIDER, PROVIDER_NAMES
 
 PROVIDERS = [AUTO, *PROVIDER_NAMES, NO_PROVIDER]  # none: read the live files, no shadow set
@@ -117,7 +117,7 @@ def backup_cmd(
         tags=given_tags(tags),
         provider=provider,
         writers=writers,
-        host=checked_label(host, "host name") if host is not None else None,
+        host=given_host(host),
         parent=parent,
         force=force,
         one_file_system=one_file_system,

@@ -149,6 +149,13 @@ def restore_cmd(
     """
     bound_heap()
     ref, subpath = split_ref(snapshot)
+    component_options = component_only_options(
+        maps=maps,
+        users=users,
+        create_missing_accounts=create_missing_accounts,
+        fix_fstab=fix_fstab,
+        no_packages=no_packages,
+    )
     if (iincludes or iexcludes) and (writers or all_writers or component is not None):
         raise UsageError(
             "--iinclude and --iexclude go with a files restore (--target DIR), not --writer or --component"
@@ -160,7 +167,7 @@ def restore_cmd(
             raise UsageError("a writer restores whole components: give SNAP without :SUBPATH")
         if writers and all_writers:
             raise UsageError("give either --writer NAME (repeatable) or --writers, not both")
-        if includes or excludes or maps or users or create_missing_accounts or fix_fstab or no_packages:
+        if includes or excludes or component_options:
             raise UsageError(
                 "a writer restores whole components: --include, --exclude and --component's options"
                 " (--map, --users, --create-missing-accounts, --fix-fstab, --no-packages) do not apply"
@@ -214,15 +221,10 @@ def restore_cmd(
         component_request = ComponentRestoreRequest(snapshot=ref, component=component, options=options)
         run_component_restore(repo, password_file, snapshot_filter, component_request, as_json=as_json)
         return
-    given = component_only_options(
-        maps=maps,
-        users=users,
-        create_missing_accounts=create_missing_accounts,
-        fix_fstab=fix_fstab,
-        no_packages=no_packages,
-    )
-    if given:  # a plain files restore would ignore them
-        raise UsageError(f"{', '.join(given)} go with --component NAME (a files restore takes none of them)")
+    if component_options:  # a plain files restore would ignore them
+        raise UsageError(
+            f"{', '.join(component_options)} go with --component NAME (a files restore takes none of them)"
+        )
     if not target:
         raise UsageError("give the directory to restore into with --target DIR")
     if target_root:

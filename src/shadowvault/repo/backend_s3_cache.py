@@ -47,6 +47,11 @@ class ObjectCache:
         self._size: int | None = None  # measured on the first write
         self._private = False
 
+    @property
+    def largest_entry(self) -> int:
+        """The most bytes one entry holds: `put` keeps no larger one, `get` reads no more."""
+        return self.max_bytes // 4
+
     def _path(self, key: str) -> Path:
         return self.directory / key
 
@@ -54,13 +59,13 @@ class ObjectCache:
         path = self._path(key)
         try:
             with os.fdopen(open_regular(path), "rb") as f:  # a FIFO put here blocked for ever
-                stored = f.read(self.max_bytes // 4 + _DIGEST + 1)  # `put` keeps no more
+                stored = f.read(self.largest_entry + _DIGEST + 1)  # `put` keeps no more
         except OSError:
             with self._lock:
                 self.misses += 1
             return None
         data = stored[_DIGEST:]
-        whole = len(stored) >= _DIGEST and len(data) <= self.max_bytes // 4
+        whole = len(stored) >= _DIGEST and len(data) <= self.largest_entry
         if not whole or blake3.blake3(data).digest() != stored[:_DIGEST]:
             log.warning("cache entry %s is damaged; dropping it", path)
             self._unlink(path)
@@ -74,7 +79,7 @@ class ObjectCache:
         return data
 
     def put(self, key: str, data: bytes) -> None:
-        if len(data) > self.max_bytes // 4:
+        if len(data) > self.largest_entry:
             return
         path = self._path(key)
         try:

@@ -46,6 +46,11 @@ def given_tags(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(checked_label(tag, "tag") for tag in split_tags(values))
 
 
+def given_host(host: str | None) -> str | None:
+    """A host name to record instead of this machine's (None: this machine's), checked."""
+    return checked_label(host, "host name") if host is not None else None
+
+
 def has_tag_lists(wanted: Iterable[str], tags: Iterable[str]) -> bool:
     """Whether a snapshot carrying `tags` passes the filter values `wanted` (none: every snapshot)."""
     lists = [tag_list(value) for value in wanted]

@@ -30,10 +30,10 @@ def parse(
         else:
             raise UsageError("the request body must be a JSON object")
     try:
-        untyped = decode_json(body, object)
-        _refuse_deep(untyped)
+        nul = _first_nul(decode_json(body, object))  # the document untyped: its nesting, every string
         decoded = decode_json(body, kind, dec_hook)
-        _refuse_nul(untyped)  # the same document untyped: every string in it
+        if nul is not None:  # after the typed decode: a field's own check names it better
+            raise msgspec.ValidationError(nul)
     except msgspec.ValidationError as err:
         raise UsageError(f"invalid request: {err}") from None
     except msgspec.DecodeError as err:
@@ -46,35 +46,27 @@ def parse(
 MAX_NESTING = 64  # levels of a request body: far above any request's, far below the interpreter's limit
 
 
-def _refuse_deep(document: Any) -> None:
-    """RecursionError for a document nested deeper than MAX_NESTING: its decoding no longer stops
-    it (a command may recurse 20,000 frames deep, cli/launch.py), and what is built from it later
-    may recurse."""
-    pending: list[tuple[Any, int]] = [(document, 0)]
+def _first_nul(document: Any) -> str | None:
+    """What the first string (value or key) with a NUL character in it is, and where; None when no
+    string has one. RecursionError for a document nested deeper than MAX_NESTING: its decoding no
+    longer stops it (a command may recurse 20,000 frames deep, cli/launch.py), and what is built
+    from it later may recurse."""
+    found: str | None = None
+    pending: list[tuple[str, Any, int]] = [("$", document, 0)]
     while pending:  # a loop, not recursion: the nesting is the client's to choose
-        value, depth = pending.pop()
+        where, value, depth = pending.pop()
         if depth > MAX_NESTING:
             raise RecursionError(f"nested deeper than {MAX_NESTING}")
-        if isinstance(value, dict):
-            pending.extend((item, depth + 1) for item in value.values())
-        elif isinstance(value, list):
-            pending.extend((item, depth + 1) for item in value)
-
-
-def _refuse_nul(document: Any) -> None:
-    """A ValidationError naming the first string (value or key) with a NUL character in it."""
-    pending: list[tuple[str, Any]] = [("$", document)]
-    while pending:  # a loop, not recursion: the nesting is the client's to choose
-        where, value = pending.pop()
-        if isinstance(value, str) and "\0" in value:
-            raise msgspec.ValidationError(f"a string holds a NUL character - at `{where}`")
+        if isinstance(value, str) and "\0" in value and found is None:
+            found = f"a string holds a NUL character - at `{where}`"
         if isinstance(value, dict):
             for key, item in value.items():
-                if "\0" in key:
-                    raise msgspec.ValidationError(f"a key holds a NUL character - at `{where}`")
-                pending.append((f"{where}.{key}", item))
+                if "\0" in key and found is None:
+                    found = f"a key holds a NUL character - at `{where}`"
+                pending.append((f"{where}.{key}", item, depth + 1))
         elif isinstance(value, list):
-            pending.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+            pending.extend((f"{where}[{i}]", item, depth + 1) for i, item in enumerate(value))
+    return found
 
 
 def absolute(paths: Iterable[str], field: str) -> None:

@@ -24,7 +24,7 @@ from shadowvault.jobs.restore_files import FilesRestoreRequest, run_files_restor
 from shadowvault.repo.password_file import read_password_file
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.storage import has_scheme
-from shadowvault.repo.tag_lists import checked_label, given_tags
+from shadowvault.repo.tag_lists import given_host, given_tags
 from shadowvault.service.request_body import absolute
 from shadowvault.service.runs import Run, Work
 
@@ -125,7 +125,7 @@ def backup_work(body: BackupBody) -> Work:
     if not body.paths:
         raise UsageError("name at least one path to back up")
     tags = given_tags(body.tags)
-    host = checked_label(body.host, "host name") if body.host is not None else None
+    host = given_host(body.host)
     if body.exclude_larger_than is not None and body.exclude_larger_than <= 0:
         raise UsageError("exclude_larger_than is a number of bytes above 0")
     for spec in body.exclude_if_present:
