@@ -163,13 +163,20 @@ class SegmentReader(io.RawIOBase):
                     self.zero_run = run
                     return run - start
             sample += SAMPLE_STEP
-        # trailing zeros: stop before them (unless they start the read), the next read decides
+        # trailing zeros: stop before them, so the next read starts where they do and decides
         tail = max(start, _align_down(stop, ZERO_BLOCK))
         if tail < stop and not ZEROS.startswith(data[tail - start :]):
             return len(data)
         while tail - ZERO_BLOCK >= start and ZEROS.startswith(data[tail - ZERO_BLOCK - start : tail - start]):
             tail -= ZERO_BLOCK
-        return tail - start if start < tail < stop else len(data)
+        if start < tail < stop:
+            return tail - start
+        if tail == start and start % ZERO_BLOCK == 0 and self._long_enough(data, start):
+            # a read of zeros too short to hold a sampled block: its run is found from its start
+            # all the same, or the chunker's read sizes would decide where the data ends
+            self.zero_run = start
+            return 0
+        return len(data)
 
     def _long_enough(self, data: memoryview, run: int) -> bool:
         """Whether min_hole zero bytes start at `run` (read ahead past `data` when needed)."""
