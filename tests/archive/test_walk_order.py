@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from shadowvault.archive.file_blobs import StoredContent
-from shadowvault.archive.finished_dirs import SWEEP_AFTER, DirJob, FinishedDirs
+from shadowvault.archive.finished_dirs import SWEEP_AFTER, DirJob, FinishedDirs, ParentEntries
 from shadowvault.archive.walker import Archiver, Source, WalkStats
 from shadowvault.repo.tree import Node
 from tests.archive.helpers import assert_same_tree, new_repo, restore
@@ -70,13 +70,13 @@ class _Counting(Archiver):
 
         self.reader._read_file = held_read_file
 
-    def _finish(self, job: DirJob) -> None:
+    def _finish(self, job: DirJob, parent: ParentEntries | None = None) -> None:
         if all(node.size < self.reader.single_chunk for node, _, _, _ in job.files):
             self.reader.flush()
             deadline = time.monotonic() + HELD
             while not job.ready() and time.monotonic() < deadline:
                 time.sleep(0.001)
-        super()._finish(job)
+        super()._finish(job, parent)
 
 
 def _tree(source: os.PathLike[str]) -> None:

@@ -22,7 +22,7 @@ from shadowvault.archive import metadata
 from shadowvault.archive.deep_paths import ANCHOR_AFTER, Anchors
 from shadowvault.archive.exclude_rules import ExcludeRules
 from shadowvault.archive.file_reader import FileReader, PendingContent
-from shadowvault.archive.finished_dirs import DirJob, FinishedDirs
+from shadowvault.archive.finished_dirs import DirJob, FinishedDirs, ParentEntries
 from shadowvault.archive.item_report import MODIFIED, NEW, UNCHANGED, ItemReport
 from shadowvault.archive.metadata_prefetch import MetadataPrefetch
 from shadowvault.archive.parent_reuse import (
@@ -167,18 +167,23 @@ class Archiver:
 
     # -- walking (main thread) ---------------------------------------------------------------------
 
-    def _children(self, tree_id: bytes | None) -> dict[bytes, Node]:
+    def _children(self, tree_id: bytes | None) -> ParentEntries:
         """The parent snapshot's entries of a directory, by name (empty when unknown or unreadable)."""
+        children = ParentEntries()
         if not tree_id:
-            return {}
+            return children
         try:
-            return {node.name: node for node in self.store.load_tree(tree_id).nodes}
+            nodes = self.store.load_tree(tree_id).nodes
         except (RepositoryError, NotFoundError) as err:
             log.warning("parent snapshot tree unreadable, files will be read again: %s", err)
-            return {}
+            return children
+        children.update((node.name, node) for node in nodes)
+        if len(children) == len(nodes):
+            children.tree_id = tree_id
+        return children
 
     def _virtual_dir(
-        self, orig: bytes, hierarchy: Hierarchy, parent: dict[bytes, Node], old: Node | None = None
+        self, orig: bytes, hierarchy: Hierarchy, parent: ParentEntries, old: Node | None = None
     ) -> DirJob:
         """A directory above the sources (/, /home, ...): live metadata, only the named children."""
         job = self._dir_job(orig, old)
@@ -200,18 +205,18 @@ class Archiver:
             except OSError as err:
                 self.stats.error(path, err)
                 continue
-            old_children = self._children(old.subtree) if old and old.type == "dir" else {}
+            old_children = self._children(old.subtree if old and old.type == "dir" else None)
             sub = self._virtual_dir(path, child, old_children, old)
             job.nodes.append(node)
             job.subdirs.append((node, sub))
-        self._finish(job)
+        self._finish(job, parent)
         return job
 
     def _walk_dir(
         self,
         read_path: bytes,
         orig: bytes,
-        parent: dict[bytes, Node],
+        parent: ParentEntries,
         copied: bool = False,
         access: bytes | None = None,
         old: Node | None = None,
@@ -269,7 +274,7 @@ class Archiver:
                 self.stats.error(child_orig, os_reason(err))
                 continue
             self._entry(child_read, child_orig, name, st, parent.get(name), job, copied, child_access)
-        self._finish(job)
+        self._finish(job, parent)
         return job
 
     def _entry(
@@ -308,7 +313,7 @@ class Archiver:
                 self._finish(sub)
                 job.subdirs.append((node, sub))
                 return
-            sub_parent = self._children(old.subtree) if old is not None and old.type == "dir" else {}
+            sub_parent = self._children(old.subtree if old is not None and old.type == "dir" else None)
             sub = self._walk_dir(read_path, orig, sub_parent, copied, access, old)
             node.error = sub.error
             job.subdirs.append((node, sub))
@@ -393,7 +398,10 @@ class Archiver:
             job.old_tree = old.subtree if job.existed and old is not None else None
         return job
 
-    def _finish(self, job: DirJob) -> None:
-        """Every entry of the directory was visited: settle its unchanged files and queue it."""
+    def _finish(self, job: DirJob, parent: ParentEntries | None = None) -> None:
+        """Every entry of the directory was visited: settle its unchanged files and queue it (with
+        the parent snapshot's tree of it, to take over if it comes out the same)."""
         self._reuse_unchanged(job)
+        if parent is not None:
+            job.compare_with(parent)
         self.finished.add(job)
