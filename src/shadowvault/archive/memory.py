@@ -33,12 +33,12 @@ backup and restore at the same time and CPU); one measured no lower than two.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import threading
 import time
 from collections.abc import Callable
+
+from shadowvault.libc import libc
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,14 @@ def bound_heap() -> None:
     """Fix glibc's mmap and trim thresholds for this process and trim its heaps as it runs (no-op
     on other C libraries)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        if not libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
+        c_library = libc()
+        if not c_library.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
             log.debug("mallopt(M_MMAP_THRESHOLD) refused")
-        if not libc.mallopt(M_ARENA_MAX, ARENA_MAX):
+        if not c_library.mallopt(M_ARENA_MAX, ARENA_MAX):
             log.debug("mallopt(M_ARENA_MAX) refused")
-        if not libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD):
+        if not c_library.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD):
             log.debug("mallopt(M_TRIM_THRESHOLD) refused")
-        _start_trimming(libc.malloc_trim)
+        _start_trimming(c_library.malloc_trim)
     except (OSError, AttributeError):
         log.debug("no mallopt here; heap left as is")
 

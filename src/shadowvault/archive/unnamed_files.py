@@ -11,10 +11,11 @@ from then on.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from collections.abc import Callable
+
+from shadowvault.libc import libc
 
 TMPFILE_FLAGS = os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC  # an unnamed file, linked once finished
 NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})  # the filesystem has no O_TMPFILE
@@ -35,8 +36,7 @@ def create_unnamed(dir_fd: int, mode: int) -> int | None:
 
 def _libc_linkat() -> Callable[[int, bytes, int, bytes, int], int] | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        linkat = libc.linkat
+        linkat = libc().linkat
     except (OSError, AttributeError):
         return None
     linkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]

@@ -8,10 +8,11 @@ and answering them; plus mount/umount2 for the FUSE view of the shadow.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 from typing import NamedTuple
+
+from shadowvault.libc import libc
 
 FAN_CLOEXEC = 0x1
 FAN_CLASS_PRE_CONTENT = 0x8
@@ -39,7 +40,7 @@ _INFO_HEADER = struct.Struct("=BBH")  # info_type, pad, len
 _RANGE = struct.Struct("=IQQ")  # pad, offset, count (after the info header)
 _RESPONSE = struct.Struct("=iI")  # fd, response
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc = libc()
 _libc.fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
 _libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
