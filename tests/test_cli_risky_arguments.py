@@ -185,6 +185,17 @@ def test_a_choice_missing_is_one_plain_line() -> None:
     assert done.stderr.count("\n") == 1 and "\\n" not in done.stderr and "Choose from: config," in done.stderr
 
 
+def test_a_value_quoted_in_a_usage_error_keeps_its_spaces() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "shadowvault.cli.launch", "forget", "--keep-last", "2  x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "'2  x' is not a valid integer" in done.stderr, done.stderr
+
+
 def test_a_crafted_host_name_stays_on_its_line_in_forget(
     sv: Shadowvault, env: dict[str, str], tmp_path: Path
 ) -> None:

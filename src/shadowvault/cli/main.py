@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 
 import click
@@ -69,6 +70,15 @@ def load_command(name: str) -> click.Command | None:
     return global_options.attach(command)  # -v, -q, --no-daemon after the command too
 
 
+_LINE_BREAK = re.compile(r"[ \t]*[\r\n]+[ \t]*")
+
+
+def one_line(message: str) -> str:
+    """A message laid out on lines as one line: only the breaks and the indentation around them
+    are folded, so a value quoted in it keeps its spaces ("2  x" is not "2 x")."""
+    return _LINE_BREAK.sub(" ", message).strip()
+
+
 class _Root(click.Group):
     """A click group whose failures are one line on stderr: exit 1 for errors, 2 for usage; its
     commands are imported when used."""
@@ -94,7 +104,7 @@ class _Root(click.Group):
             click.echo(err.ctx.get_help() if err.ctx else err.format_message())
             sys.exit(0)
         except click.ClickException as err:  # click lays a choice list out on lines: one line here
-            output.error_line(" ".join(err.format_message().split()), err.exit_code, as_json=as_json)
+            output.error_line(one_line(err.format_message()), err.exit_code, as_json=as_json)
             sys.exit(err.exit_code)
         except ShadowvaultError as err:
             output.error_line(str(err), err.exit_code, as_json=as_json)
