@@ -17,6 +17,7 @@ import re
 import stat
 from dataclasses import dataclass
 
+from shadowvault.archive.entry_stat import EntryStat
 from shadowvault.display import human_size
 from shadowvault.errors import UsageError
 from shadowvault.fsutil import open_regular
@@ -101,7 +102,7 @@ class ExcludeRules:
     larger_than: int | None = None  # files above this many bytes are left out
     tag_rules: tuple[TagRule, ...] = ()  # tagged directories keep only their tag files
 
-    def too_large(self, st: os.stat_result) -> str | None:
+    def too_large(self, st: EntryStat) -> str | None:
         """Why a file is left out for its size (None when it is kept)."""
         if self.larger_than is None or not stat.S_ISREG(st.st_mode) or st.st_size <= self.larger_than:
             return None

@@ -22,6 +22,7 @@ import stat
 import struct
 from functools import lru_cache
 
+from shadowvault.archive.entry_stat import EntryStat
 from shadowvault.repo.tree import Node
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def read_xattrs(path: bytes, *, follow: bool = False) -> dict[str, bytes]:
 
 
 def capture(
-    path: bytes, st: os.stat_result, name: bytes, same_inode: Node | None = None, *, with_atime: bool = False
+    path: bytes, st: EntryStat, name: bytes, same_inode: Node | None = None, *, with_atime: bool = False
 ) -> Node:
     """A Node describing `path` (already lstat'ed as `st`), without file content or subtree.
 
@@ -341,7 +342,7 @@ def _apply_xattrs(target: int | bytes, node: Node, clear_inherited_acl: bool, nu
 
 
 def same_content_metadata(
-    old: Node, st: os.stat_result, *, ignore_inode: bool = False, ignore_ctime: bool = False
+    old: Node, st: EntryStat, *, ignore_inode: bool = False, ignore_ctime: bool = False
 ) -> bool:
     """The incremental test: inode, size, mtime and ctime equal means the content was not changed
     (without the inode or the ctime, `ignore_*`, where a filesystem does not keep them stable).

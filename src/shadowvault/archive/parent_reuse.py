@@ -18,6 +18,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from shadowvault.archive import metadata
+from shadowvault.archive.entry_stat import EntryStat
 from shadowvault.archive.store import BlobStore
 from shadowvault.archive.walk_stats import Source, WalkStats
 from shadowvault.errors import NotFoundError, RepositoryError
@@ -45,7 +46,7 @@ def is_copy(source: Source) -> bool:
 
 
 def same_inode(
-    old: Node | None, st: os.stat_result, copied: bool, rules: ChangeRules = ChangeRules()
+    old: Node | None, st: EntryStat, copied: bool, rules: ChangeRules = ChangeRules()
 ) -> Node | None:
     """The parent snapshot's node when it is this very inode, unchanged since (same inode number,
     same ctime, read whole; `metadata.capture` checks the type): its extended attributes need not
@@ -64,7 +65,7 @@ def same_inode(
     return old
 
 
-def record_original(orig: bytes, st: os.stat_result, node: Node, copy_cutoff_ns: int) -> None:
+def record_original(orig: bytes, st: EntryStat, node: Node, copy_cutoff_ns: int) -> None:
     """Remember the live original's identity when it provably has the copy's content (its ctime
     older than `copy_cutoff_ns`, when the copies were started)."""
     try:
@@ -80,9 +81,7 @@ def record_original(orig: bytes, st: os.stat_result, node: Node, copy_cutoff_ns:
         node.orig_inode, node.orig_ctime_ns = live.st_ino, live.st_ctime_ns
 
 
-def unchanged(
-    old: Node, st: os.stat_result, node: Node, copied: bool, rules: ChangeRules = ChangeRules()
-) -> bool:
+def unchanged(old: Node, st: EntryStat, node: Node, copied: bool, rules: ChangeRules = ChangeRules()) -> bool:
     """The incremental test, on the copy's stat or, for a copy, on the original's identity."""
     if not copied:
         return metadata.same_content_metadata(

@@ -20,11 +20,12 @@ from typing import TypeAlias
 
 from shadowvault.archive import metadata
 from shadowvault.archive.deep_paths import ANCHOR_AFTER, Anchors
+from shadowvault.archive.entry_stat import EntryStat
 from shadowvault.archive.exclude_rules import ExcludeRules
 from shadowvault.archive.file_reader import FileReader, PendingContent
 from shadowvault.archive.finished_dirs import DirJob, FinishedDirs, ParentEntries
 from shadowvault.archive.item_report import MODIFIED, NEW, UNCHANGED, ItemReport
-from shadowvault.archive.metadata_prefetch import MetadataPrefetch
+from shadowvault.archive.metadata_prefetch import Listing, MetadataPrefetch
 from shadowvault.archive.parent_reuse import (
     ChangeRules,
     all_present,
@@ -35,6 +36,7 @@ from shadowvault.archive.parent_reuse import (
     unchanged,
 )
 from shadowvault.archive.patterns import PathFilter
+from shadowvault.archive.prefetch_walk import listed_kind
 from shadowvault.archive.small_files import os_reason
 from shadowvault.archive.store import BlobStore, Chunker, chunker_for, single_chunk_limit
 from shadowvault.archive.tree_paths import join, text
@@ -50,18 +52,6 @@ log = logging.getLogger(__name__)
 
 # the paths named for a backup, as a tree of names: a leaf is the Source read there
 Hierarchy: TypeAlias = "dict[bytes, Source | Hierarchy]"
-
-
-def _listed_type(entry: os.DirEntry[bytes]) -> str:
-    """The type a directory listing gives an entry (no stat needed); "file" when it does not say."""
-    try:
-        if entry.is_symlink():
-            return "symlink"
-        if entry.is_dir(follow_symlinks=False):
-            return "dir"
-    except OSError:
-        pass
-    return "file"
 
 
 class Archiver:
@@ -124,6 +114,7 @@ class Archiver:
         self.copy_cutoff_ns = int(((copy_started or time.time()) - 1.0) * 1e9)
         self._links: dict[tuple[int, int], tuple[Node, PendingContent | None]] = {}
         self._anchors = Anchors()
+        self._prefetch: MetadataPrefetch | None = None  # the walk's, while it runs
         self.finished = FinishedDirs(store, self.reader, self.stats, self._anchors, report)
 
     # -- entry point -----------------------------------------------------------------------------
@@ -142,7 +133,7 @@ class Archiver:
                 level = nxt
             else:
                 level[parts[-1]] = source
-        prefetch = MetadataPrefetch(
+        self._prefetch = prefetch = MetadataPrefetch(
             [s.read_path for s in (whole[:1] or sources)] + [g.read_path for g in self.grafts.values()]
         )
         try:
@@ -160,6 +151,7 @@ class Archiver:
             raise
         finally:
             prefetch.stop()
+            self._prefetch = None
             self.reader.shutdown()
             self._anchors.close_all()
         assert root.tree_id is not None
@@ -181,6 +173,10 @@ class Archiver:
         if len(children) == len(nodes):
             children.tree_id = tree_id
         return children
+
+    def _prefetched(self, directory: bytes) -> Listing | None:
+        """The metadata prefetch's listing of `directory`, when it has it already."""
+        return self._prefetch.listing(directory) if self._prefetch is not None else None
 
     def _virtual_dir(
         self, orig: bytes, hierarchy: Hierarchy, parent: ParentEntries, old: Node | None = None
@@ -224,15 +220,21 @@ class Archiver:
         """Archive the directory read at `read_path` (reached through `access`, when given)."""
         job = self._dir_job(orig, old)
         access = read_path if access is None else access
+        prefetched = self._prefetched(access) if access == read_path else None
         try:
             access, job.anchor = self._anchors.reach(access)
-            with os.scandir(access) as it:
-                # the listing's type (d_type, no stat) names an entry that cannot be stat'ed
-                listed = sorted((entry.name, _listed_type(entry)) for entry in it)
+            if prefetched is not None and job.anchor is None:
+                listed = [(name, kind) for name, kind, _ in prefetched]
+            else:
+                prefetched = None
+                with os.scandir(access) as it:
+                    # the listing's type (d_type, no stat) names an entry that cannot be stat'ed
+                    listed = sorted((entry.name, listed_kind(entry)) for entry in it)
         except OSError as err:
             job.error = f"directory not listed: {os_reason(err)}"
             self.stats.error(orig, job.error)
             listed = []
+        found = {name: st for name, _, st in prefetched if st is not None} if prefetched else {}
         tagged = self.rules.tagged(access, [name for name, _ in listed]) if self.rules.tag_rules else []
         if tagged:  # only the tags are kept (each rule's own: a restore shows why the rest is not there)
             tags = {rule.name for rule in tagged}
@@ -245,6 +247,7 @@ class Archiver:
         # join() once per directory, not per entry: the prefixes its names are appended to
         orig_prefix, read_prefix = join(orig, b""), join(read_path, b"")
         access_prefix = read_prefix if access is read_path else join(access, b"")
+        st: EntryStat
         for name, kind in listed:
             child_orig = orig_prefix + name
             if child_orig in self.skip_paths:
@@ -265,7 +268,7 @@ class Archiver:
             child_read = read_prefix + name
             child_access = child_read if access is read_path else access_prefix + name
             try:
-                st = os.lstat(child_access)
+                st = found.get(name) or os.lstat(child_access)
             except FileNotFoundError:
                 self.stats.warn(child_orig, "vanished while the directory was read; not in the snapshot")
                 continue
@@ -282,7 +285,7 @@ class Archiver:
         read_path: bytes,
         orig: bytes,
         name: bytes,
-        st: os.stat_result,
+        st: EntryStat,
         old: Node | None,
         job: DirJob,
         copied: bool = False,
