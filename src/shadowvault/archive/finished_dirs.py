@@ -60,7 +60,9 @@ class DirJob:
 
     def compare_with(self, parent: ParentEntries) -> None:
         """Keep the parent snapshot's tree to compare with when written: only for a directory whose
-        files are all taken over (a file read again has a node of its own: rarely the same)."""
+        files are all taken over. Never with a file being read: its node may be the parent tree's
+        own node object (`parent_reuse.taken_over`, then read again for a lost blob), which the
+        comparison would find equal to itself whatever content the read gives it."""
         if parent.tree_id is not None and not self.files and self.error is None:
             self.parent_tree, self.parent_nodes = parent.tree_id, list(parent.values())
 

@@ -33,6 +33,7 @@ from shadowvault.archive.parent_reuse import (
     record_original,
     reuse,
     same_inode,
+    taken_over,
     unchanged,
 )
 from shadowvault.archive.patterns import PathFilter
@@ -88,6 +89,8 @@ class Archiver:
         self.rules = rules or ExcludeRules()  # size limit, tagged directories (archive/exclude_rules.py)
         self.change_rules = change_rules or ChangeRules()  # --ignore-inode, --ignore-ctime
         self.with_atime = with_atime  # record atimes (else the mtime: metadata.capture)
+        # files whose parent-snapshot node is still exactly theirs take it over (`taken_over`)
+        self._takes_over = not with_atime and self.change_rules == ChangeRules()
         self.skip_paths = {p.rstrip(b"/") for p in (skip_paths or set())}
         # original path -> where it is read instead (a mount below a source, read through its own shadow)
         self.grafts = dict(grafts or {})
@@ -247,6 +250,7 @@ class Archiver:
         # join() once per directory, not per entry: the prefixes its names are appended to
         orig_prefix, read_prefix = join(orig, b""), join(read_path, b"")
         access_prefix = read_prefix if access is read_path else join(access, b"")
+        takes_over, limit = self._takes_over and not copied, self.rules.larger_than
         st: EntryStat
         for name, kind in listed:
             child_orig = orig_prefix + name
@@ -276,7 +280,16 @@ class Archiver:
                 job.nodes.append(Node(name=name, type=kind, error=os_reason(err)))
                 self.stats.error(child_orig, os_reason(err))
                 continue
-            self._entry(child_read, child_orig, name, st, parent.get(name), job, copied, child_access)
+            old = parent.get(name)
+            if (
+                takes_over
+                and old is not None
+                and (limit is None or st.st_size <= limit)
+                and (node := taken_over(old, st)) is not None
+            ):
+                self._take_over(node, old, child_access, child_orig, job)
+                continue
+            self._entry(child_read, child_orig, name, st, old, job, copied, child_access)
         self._finish(job, parent)
         return job
 
@@ -358,6 +371,17 @@ class Archiver:
         fut = self._read(node, old, access, orig, job)
         if st.st_nlink > 1:
             self._links[link_key] = (node, fut)
+
+    def _take_over(self, node: Node, old: Node, access: bytes, orig: bytes, job: DirJob) -> None:
+        """Record a file whose parent-snapshot node is still exactly its own (`taken_over`): its
+        blobs are looked up with its directory's (`_reuse_unchanged`)."""
+        job.nodes.append(node)
+        stats = self.stats
+        stats.current_path = orig
+        if stats.cancellation is not None:
+            stats.cancellation.check()
+        stats.bytes_total += node.size
+        job.unchanged.append((node, old, access, orig))
 
     def _reuse_unchanged(self, job: DirJob) -> None:
         """Reuse the content of the directory's unchanged files whose blobs are all stored (the
