@@ -13,7 +13,6 @@ stored, and a warning says it changed.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import TypeAlias
@@ -41,15 +40,14 @@ from shadowvault.archive.prefetch_walk import listed_kind
 from shadowvault.archive.small_files import os_reason
 from shadowvault.archive.store import BlobStore, Chunker, chunker_for, single_chunk_limit
 from shadowvault.archive.tree_paths import join, text
+from shadowvault.archive.unchanged_files import UnchangedFiles
 from shadowvault.archive.walk_stats import Source, WalkStats
 from shadowvault.cancellation import check
-from shadowvault.errors import NotFoundError, RepositoryError
 from shadowvault.repo.chunk_windows import ChunkWindows
 from shadowvault.repo.tree import Node
 
 __all__ = ["ANCHOR_AFTER", "Archiver", "Source", "WalkStats"]
 
-log = logging.getLogger(__name__)
 
 # the paths named for a backup, as a tree of names: a leaf is the Source read there
 Hierarchy: TypeAlias = "dict[bytes, Source | Hierarchy]"
@@ -119,6 +117,7 @@ class Archiver:
         self._anchors = Anchors()
         self._prefetch: MetadataPrefetch | None = None  # the walk's, while it runs
         self.finished = FinishedDirs(store, self.reader, self.stats, self._anchors, report)
+        self.unchanged = UnchangedFiles(store, self.stats, report, self._read)
 
     # -- entry point -----------------------------------------------------------------------------
 
@@ -142,10 +141,10 @@ class Archiver:
         try:
             if whole:
                 root = self._walk_dir(
-                    whole[0].read_path, b"/", self._children(parent_tree), is_copy(whole[0])
+                    whole[0].read_path, b"/", self.unchanged.entries(parent_tree), is_copy(whole[0])
                 )
             else:
-                root = self._virtual_dir(b"/", hierarchy, self._children(parent_tree))
+                root = self._virtual_dir(b"/", hierarchy, self.unchanged.entries(parent_tree))
             self.finished.drain(block=True)
             check(self.stats.cancellation)  # cancelled while the last files were read: no snapshot
         except BaseException:
@@ -161,21 +160,6 @@ class Archiver:
         return root.tree_id
 
     # -- walking (main thread) ---------------------------------------------------------------------
-
-    def _children(self, tree_id: bytes | None) -> ParentEntries:
-        """The parent snapshot's entries of a directory, by name (empty when unknown or unreadable)."""
-        children = ParentEntries()
-        if not tree_id:
-            return children
-        try:
-            nodes = self.store.load_tree(tree_id).nodes
-        except (RepositoryError, NotFoundError) as err:
-            log.warning("parent snapshot tree unreadable, files will be read again: %s", err)
-            return children
-        children.update((node.name, node) for node in nodes)
-        if len(children) == len(nodes):
-            children.tree_id = tree_id
-        return children
 
     def _prefetched(self, directory: bytes) -> Listing | None:
         """The metadata prefetch's listing of `directory`, when it has it already."""
@@ -204,7 +188,7 @@ class Archiver:
             except OSError as err:
                 self.stats.error(path, err)
                 continue
-            old_children = self._children(old.subtree if old and old.type == "dir" else None)
+            old_children = self.unchanged.entries(old.subtree if old and old.type == "dir" else None)
             sub = self._virtual_dir(path, child, old_children, old)
             job.nodes.append(node)
             job.subdirs.append((node, sub))
@@ -287,7 +271,7 @@ class Archiver:
                 and (limit is None or st.st_size <= limit)
                 and (node := taken_over(old, st)) is not None
             ):
-                self._take_over(node, old, child_access, child_orig, job)
+                self.unchanged.take_over(node, old, child_access, child_orig, job)
                 continue
             self._entry(child_read, child_orig, name, st, old, job, copied, child_access)
         self._finish(job, parent)
@@ -329,7 +313,8 @@ class Archiver:
                 self._finish(sub)
                 job.subdirs.append((node, sub))
                 return
-            sub_parent = self._children(old.subtree if old is not None and old.type == "dir" else None)
+            old_tree = old.subtree if old is not None and old.type == "dir" else None
+            sub_parent = self.unchanged.entries(old_tree)
             sub = self._walk_dir(read_path, orig, sub_parent, copied, access, old)
             node.error = sub.error
             job.subdirs.append((node, sub))
@@ -359,7 +344,7 @@ class Archiver:
         if copied:
             record_original(orig, st, node, self.copy_cutoff_ns)
         if old is not None and unchanged(old, st, node, copied, self.change_rules):
-            if st.st_nlink == 1:  # its blobs are looked up with its directory's (`_reuse_unchanged`)
+            if st.st_nlink == 1:  # its blobs are looked up with its directory's (`UnchangedFiles.settle`)
                 job.unchanged.append((node, old, access, orig))
                 return
             if all_present(self.store, old.content):  # a later name of it must know now
@@ -371,39 +356,6 @@ class Archiver:
         fut = self._read(node, old, access, orig, job)
         if st.st_nlink > 1:
             self._links[link_key] = (node, fut)
-
-    def _take_over(self, node: Node, old: Node, access: bytes, orig: bytes, job: DirJob) -> None:
-        """Record a file whose parent-snapshot node is still exactly its own (`taken_over`): its
-        blobs are looked up with its directory's (`_reuse_unchanged`)."""
-        job.nodes.append(node)
-        stats = self.stats
-        stats.current_path = orig
-        if stats.cancellation is not None:
-            stats.cancellation.check()
-        stats.bytes_total += node.size
-        job.unchanged.append((node, old, access, orig))
-
-    def _reuse_unchanged(self, job: DirJob) -> None:
-        """Reuse the content of the directory's unchanged files whose blobs are all stored (the
-        index asked once for all of them: ~1/4 of a no-change backup's walk went to asking it file
-        by file); a file with a blob that is not (lost, or found damaged) is read again."""
-        waiting, job.unchanged = job.unchanged, []
-        if not waiting:
-            return
-        report = self.report
-        if len(waiting) > 1 and all_present(self.store, {b for _, old, _, _ in waiting for b in old.content}):
-            reuse(self.stats, [(node, old) for node, old, _, _ in waiting])
-            if report is not None:
-                for node, _, _, orig in waiting:
-                    report(UNCHANGED, text(orig), node.size)
-            return
-        for node, old, access, orig in waiting:
-            if all_present(self.store, old.content):
-                reuse(self.stats, [(node, old)])
-                if report is not None:
-                    report(UNCHANGED, text(orig), node.size)
-            else:
-                self._read(node, old, access, orig, job)
 
     def _read(self, node: Node, old: Node | None, access: bytes, orig: bytes, job: DirJob) -> PendingContent:
         """Read the file's content (new, or changed since `old`); its pending content."""
@@ -428,7 +380,7 @@ class Archiver:
     def _finish(self, job: DirJob, parent: ParentEntries | None = None) -> None:
         """Every entry of the directory was visited: settle its unchanged files and queue it (with
         the parent snapshot's tree of it, to take over if it comes out the same)."""
-        self._reuse_unchanged(job)
+        self.unchanged.settle(job)
         if parent is not None:
             job.compare_with(parent)
         self.finished.add(job)
