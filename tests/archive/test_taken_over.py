@@ -26,20 +26,7 @@ from tests.archive.test_metadata_roundtrip import OTHER_GID, OTHER_UID, build_me
 def _listed(path: Path) -> ListedStat:
     """The file's stat as the metadata prefetch hands it to the walk."""
     st = os.lstat(path)
-    return ListedStat(
-        st.st_mode,
-        st.st_ino,
-        st.st_dev,
-        st.st_nlink,
-        st.st_uid,
-        st.st_gid,
-        st.st_size,
-        st.st_atime_ns,
-        st.st_mtime_ns,
-        st.st_ctime_ns,
-        st.st_blocks,
-        st.st_rdev,
-    )
+    return ListedStat(*(getattr(st, field) for field in ListedStat._fields))
 
 
 def _recorded(path: Path) -> Node:
