@@ -51,13 +51,19 @@ def test_the_node_of_an_untouched_file_is_taken_over_as_it_stands(plain: Path):
     assert taken_over(old, os.lstat(plain)) is old  # the walk's own lstat() when nothing was prefetched
 
 
-def test_a_file_seen_on_another_device_only_moves_the_device(plain: Path):
-    """A btrfs snapshot shows the same inodes under an st_dev of its own at every backup."""
+def test_a_file_seen_on_another_device_is_taken_over_as_it_stands(plain: Path):
+    """A btrfs snapshot shows the same inodes under an st_dev of its own: a file with one link
+    records no device, so which one it is seen on changes nothing."""
     old = _recorded(plain)
-    moved = _listed(plain)._replace(st_dev=old.device + 1)
-    node = taken_over(old, moved)
-    assert node is not None and node is not old
-    assert node.device == old.device + 1
+    assert old.device == 0
+    assert taken_over(old, _listed(plain)._replace(st_dev=12345)) is old
+
+
+def test_a_node_recorded_with_its_device_is_taken_over_without_it(plain: Path):
+    """Snapshots of earlier versions recorded every entry's device."""
+    old = msgspec.structs.replace(_recorded(plain), device=os.lstat(plain).st_dev)
+    node = taken_over(old, _listed(plain))
+    assert node is not None and node.device == 0
     assert msgspec.structs.replace(node, device=old.device) == old
 
 

@@ -8,12 +8,14 @@ not what this backup would write (a name twice, crafted) is never taken over.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from shadowvault.archive.walker import Archiver, Source, WalkStats
 from shadowvault.repo.repository import Repository
 from shadowvault.repo.tree import Tree
-from tests.archive.helpers import new_repo
+from tests.archive.helpers import new_repo, restore
+from tests.fixtures.loopfs import LoopFs
 
 
 class _CountingRepository:
@@ -120,3 +122,39 @@ def test_a_parent_tree_naming_an_entry_twice_is_not_taken_over(tmp_path: Path):
         b"e",
         b"six",
     ]
+
+
+def test_a_volume_read_from_another_snapshot_keeps_its_trees(tmp_path: Path, btrfs: LoopFs):
+    """Two btrfs snapshots that exist at once have st_devs of their own: an unchanged volume read
+    from the newer one is the same trees, none written again, but for those holding a hard-linked
+    file, which keeps its device (a restore links its names again), and the directories above."""
+    vol, snaps = btrfs.mount / "vol", btrfs.mount / "snaps"
+    subprocess.run(["btrfs", "subvolume", "create", vol], check=True, capture_output=True)
+    snaps.mkdir()
+    _source(vol)
+    os.link(vol / "c" / "three", vol / "c" / "d" / "three-again")
+    for name in ("first", "second"):
+        subprocess.run(
+            ["btrfs", "subvolume", "snapshot", "-r", vol, snaps / name], check=True, capture_output=True
+        )
+    assert os.lstat(snaps / "first").st_dev != os.lstat(snaps / "second").st_dev
+    repo = new_repo(tmp_path / "repo")
+
+    def backup(snapshot: str, parent: bytes | None = None) -> tuple[bytes, list[list[bytes]]]:
+        counting = _CountingRepository(repo)
+        source = Source(os.fsencode(vol), os.fsencode(snaps / snapshot))
+        root = Archiver(counting, stats=WalkStats()).archive([source], parent)  # type: ignore[arg-type]
+        repo.flush()
+        return root, counting.trees_written
+
+    first, _ = backup("first")
+    second, written = backup("second", first)
+    names = [os.fsencode(part) for part in vol.parts[1:]]
+    for below in ([b"a"], [b"a", b"b"], [b"e"]):
+        assert _subtree(repo, second, *names, *below) == _subtree(repo, first, *names, *below)
+    holding_links = [[b"four", b"three-again"], [b"d", b"three"], [b"a", b"c", b"e", b"six"]]
+    assert sorted(written) == sorted([*holding_links, *_above(vol)])
+    target = tmp_path / "restored"
+    restore(repo, second, target, str(vol))
+    linked = os.lstat(target / "c" / "three")
+    assert linked.st_nlink == 2 and linked.st_ino == os.lstat(target / "c" / "d" / "three-again").st_ino

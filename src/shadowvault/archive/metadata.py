@@ -121,6 +121,16 @@ def read_xattrs(path: bytes, *, follow: bool = False) -> dict[str, bytes]:
     return found
 
 
+def recorded_device(st: EntryStat, kind: str) -> int:
+    """The device number a node records: st_dev for a hard-linked entry that is no directory (a
+    restore groups its names by device and inode), 0 for every other. A btrfs or LVM snapshot
+    shows its files under an st_dev of its own, another at each backup whenever two snapshots
+    overlap: recorded for every entry, it made each directory's tree new (stored again, and every
+    `diff` descending into it) although nothing in it had changed (restic's issue 3041; its alpha
+    feature device-id-for-hardlinks records it as here)."""
+    return st.st_dev if st.st_nlink > 1 and kind != "dir" else 0
+
+
 def capture(
     path: bytes, st: EntryStat, name: bytes, same_inode: Node | None = None, *, with_atime: bool = False
 ) -> Node:
@@ -146,7 +156,7 @@ def capture(
         atime_ns=st.st_atime_ns if with_atime else st.st_mtime_ns,
         ctime_ns=st.st_ctime_ns,
         inode=st.st_ino,
-        device=st.st_dev,
+        device=recorded_device(st, kind),
         nlink=st.st_nlink,
         size=st.st_size if kind in ("file", "symlink") else 0,
     )

@@ -71,10 +71,11 @@ def taken_over(old: Node, st: EntryStat) -> Node | None:
     """The parent snapshot's node, as it stands, when it is what `metadata.capture` would now make
     of this regular file with one link (same inode, ctime, mtime, size, permissions, owner and
     owner names, sparseness; its extended attributes too, since changing one moves the ctime), or
-    with only the device number moved (a btrfs snapshot's own st_dev): no node is built and no
-    field copied, which was ~40 % of a no-change walk. None when any of it differs, or when the
-    node holds what a capture derives anew (an ACL's user and group names) or never gives a
-    regular file (an error, a subtree, a copy's original): the file then goes the full way.
+    with only its device number dropped (recorded by an older version: `metadata.recorded_device`):
+    no node is built and no field copied, which was ~40 % of a no-change walk. None when any of it
+    differs, or when the node holds what a capture derives anew (an ACL's user and group names) or
+    never gives a regular file (an error, a subtree, a copy's original): the file then goes the
+    full way.
 
     Only for a walk that records what `capture` records by default: no atimes, no copy (whose
     inodes are not the original's), inodes and ctimes trusted."""
@@ -104,7 +105,7 @@ def taken_over(old: Node, st: EntryStat) -> Node | None:
         or old.acl_groups
     ):
         return None
-    return old if old.device == st.st_dev else msgspec.structs.replace(old, device=st.st_dev)
+    return msgspec.structs.replace(old, device=0) if old.device else old
 
 
 def record_original(orig: bytes, st: EntryStat, node: Node, copy_cutoff_ns: int) -> None:

@@ -1,14 +1,14 @@
 """Which entries of a snapshot a restore lays down as one inode (hard links), and which it must not.
 
-A backup records every entry's (device, inode) and link count, so names of one inode share them:
-regular files, and also symlinks, FIFOs, sockets and device nodes that were hard-linked. A restore
-links a later name to the first one it restored of that inode. A tree comes from whoever holds the
-password, though: a crafted one can give a symlink and a file, or two files of different content,
-one inode. Linking those would lay down what the tree does not say (a symlink out of the target
-where it says "file", a FIFO where it says "file"), and nothing after the restore would notice.
-So a later name is linked only when it is what the first one is: same type, and for a file the
-same content and size, for a symlink the same target, for a device node the same device number.
-Any other is restored on its own, with a warning.
+A backup records every entry's inode and link count, and the device of each hard-linked one, so
+names of one inode share them: regular files, and also symlinks, FIFOs, sockets and device nodes
+that were hard-linked. A restore links a later name to the first one it restored of that inode.
+A tree comes from whoever holds the password, though: a crafted one can give a symlink and a file,
+or two files of different content, one inode. Linking those would lay down what the tree does not
+say (a symlink out of the target where it says "file", a FIFO where it says "file"), and nothing
+after the restore would notice. So a later name is linked only when it is what the first one is:
+same type, and for a file the same content and size, for a symlink the same target, for a device
+node the same device number. Any other is restored on its own, with a warning.
 """
 
 from __future__ import annotations

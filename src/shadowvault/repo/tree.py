@@ -35,7 +35,9 @@ class Node(msgspec.Struct, kw_only=True, omit_defaults=True):
     atime_ns: int = 0
     ctime_ns: int = 0
     inode: int = 0
-    device: int = 0  # st_dev of the source filesystem (hard links, incremental matching)
+    # st_dev of a hard-linked entry that is no directory (a restore groups names by device and
+    # inode); 0 for any other (a snapshot's st_dev changes between backups: archive/metadata.py)
+    device: int = 0
     nlink: int = 1
     size: int = 0
     content: list[BlobId] = []  # DATA blobs, in order (files)
