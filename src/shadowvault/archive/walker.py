@@ -24,6 +24,7 @@ from shadowvault.archive.exclude_rules import ExcludeRules
 from shadowvault.archive.file_reader import FileReader, PendingContent
 from shadowvault.archive.finished_dirs import DirJob, FinishedDirs, ParentEntries
 from shadowvault.archive.item_report import MODIFIED, NEW, UNCHANGED, ItemReport
+from shadowvault.archive.live_devices import live_devices
 from shadowvault.archive.metadata_prefetch import Listing, MetadataPrefetch
 from shadowvault.archive.parent_reuse import (
     ChangeRules,
@@ -114,6 +115,7 @@ class Archiver:
         # (one second of margin for coarse file-system clocks)
         self.copy_cutoff_ns = int(((copy_started or time.time()) - 1.0) * 1e9)
         self._links: dict[tuple[int, int], tuple[Node, PendingContent | None]] = {}
+        self._devices: dict[int, int] = {}  # a shadow's st_dev -> its live volume's (`live_devices`)
         self._anchors = Anchors()
         self._prefetch: MetadataPrefetch | None = None  # the walk's, while it runs
         self.finished = FinishedDirs(store, self.reader, self.stats, self._anchors, report)
@@ -135,6 +137,10 @@ class Archiver:
                 level = nxt
             else:
                 level[parts[-1]] = source
+        above = self.virtual_root
+        self._devices = live_devices(
+            (s.read_path, above + s.orig_path) for s in [*(whole[:1] or sources), *self.grafts.values()]
+        )
         self._prefetch = prefetch = MetadataPrefetch(
             [s.read_path for s in (whole[:1] or sources)] + [g.read_path for g in self.grafts.values()]
         )
@@ -301,6 +307,8 @@ class Archiver:
             job.nodes.append(Node(name=name, type=metadata.node_type(st.st_mode), error=os_reason(err)))
             self.stats.error(orig, os_reason(err))
             return
+        if node.device:  # hard-linked: under its live volume's device (archive/live_devices.py)
+            node.device = self._devices.get(node.device, node.device)
         job.nodes.append(node)
         stats = self.stats  # the walk's counters have one writer, this thread: no lock needed
         stats.current_path = orig
