@@ -17,7 +17,8 @@ from collections.abc import Iterable
 def live_devices(read_and_original: Iterable[tuple[bytes, bytes]]) -> dict[int, int]:
     """The st_dev each (read path, original path) pair is read under -> its original's, for pairs
     read from elsewhere (a shadow). A device is kept as it is where its original is also read
-    live, or is two shadows' original: names of different inodes would share a (device, inode)."""
+    live, is two shadows' original, or is itself what another pair is read under: names of
+    different inodes would share a (device, inode)."""
     shown_as: dict[int, int] = {}
     read_live: set[int] = set()
     for read, original in read_and_original:
